@@ -1,0 +1,13 @@
+//! Grove: unprivileged container image tools built on a git object database.
+//!
+//! Module boundaries (see `../shared/STYLE.md` and `docs/`):
+//! - [`store`] stores trees, metadata and refs; it knows nothing of Dockerfiles.
+//! - [`run`] runs a command in a root filesystem path; it knows nothing of the store.
+//! - [`build`] is the only module that uses both.
+//! - `src/bin/` is thin: arguments, settings, errors, exit codes.
+
+pub mod build;
+pub mod log;
+pub mod reference;
+pub mod run;
+pub mod store;

@@ -1,0 +1,1 @@
+//! The image store: a bare git repository written through gix, plus checkouts.

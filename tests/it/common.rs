@@ -1,0 +1,181 @@
+//! Shared helpers for integration tests.
+//!
+//! When the suite runs as root (CI), every tool runs as an unprivileged user (uid and gid
+//! 65534 via `setpriv`), so the tests exercise the unprivileged path. Scratch directories
+//! are created by that user too.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The uid/gid tools run as when the suite runs as root.
+pub const TEST_UID: u32 = 65534;
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc_geteuid() == 0 }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// Path of one of our binaries.
+pub fn bin(name: &str) -> PathBuf {
+    match name {
+        "ch-image" => PathBuf::from(env!("CARGO_BIN_EXE_ch-image")),
+        "ch-run" => PathBuf::from(env!("CARGO_BIN_EXE_ch-run")),
+        "ch-convert" => PathBuf::from(env!("CARGO_BIN_EXE_ch-convert")),
+        other => panic!("unknown binary {other}"),
+    }
+}
+
+/// A command that runs `program` as the unprivileged test user (directly when not root).
+/// USER and HOME are set as a login would set them.
+pub fn unpriv(program: impl AsRef<OsStr>) -> Command {
+    let mut c;
+    if is_root() {
+        c = Command::new("setpriv");
+        c.args([
+            format!("--reuid={TEST_UID}"),
+            format!("--regid={TEST_UID}"),
+            "--clear-groups".to_string(),
+            "--".to_string(),
+        ]);
+        c.arg(program);
+        c.env("USER", "nobody");
+    } else {
+        c = Command::new(program);
+        if std::env::var_os("USER").is_none() {
+            c.env("USER", "grove-test");
+        }
+    }
+    c.env_remove("CH_IMAGE_STORAGE");
+    c
+}
+
+/// One of our binaries, run unprivileged.
+pub fn tool(name: &str) -> Command {
+    unpriv(bin(name))
+}
+
+/// A shell script run unprivileged with `sh -ec`.
+pub fn sh(script: &str) -> Output {
+    let out = unpriv("sh").args(["-ec", script]).output().expect("spawn sh");
+    assert!(
+        out.status.success(),
+        "script failed: {script}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A scratch directory owned by the test user, removed on drop.
+pub struct Scratch {
+    pub path: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let base = std::env::var_os("GROVE_TEST_TMP")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+        let path = base.join(format!(
+            "grove-test-{}-{}-{}",
+            tag,
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&path).expect("create scratch dir");
+        if is_root() {
+            let st = Command::new("chown")
+                .arg(format!("{TEST_UID}:{TEST_UID}"))
+                .arg(&path)
+                .status()
+                .expect("chown scratch");
+            assert!(st.success());
+        }
+        Scratch { path }
+    }
+
+    pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
+        self.path.join(p)
+    }
+
+    /// A storage directory path inside the scratch dir (not created).
+    pub fn storage(&self) -> PathBuf {
+        self.path.join("storage")
+    }
+}
+
+static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("GROVE_KEEP_TEST_DIRS").is_some() {
+            return;
+        }
+        // Images may hold 0000 directories: make everything writable first.
+        let _ = Command::new("chmod").args(["-R", "u+rwx"]).arg(&self.path).status();
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Run a command, returning its output; panics if it could not start.
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
+}
+
+/// Run a command that must succeed; returns stdout as a string.
+pub fn ok(cmd: &mut Command) -> String {
+    let out = output(cmd);
+    assert!(
+        out.status.success(),
+        "command failed: {cmd:?}\nstatus: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run a command that must fail; returns stderr as a string.
+pub fn fails(cmd: &mut Command) -> (i32, String) {
+    let out = output(cmd);
+    assert!(
+        !out.status.success(),
+        "command unexpectedly succeeded: {cmd:?}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Skip a test loudly; with GROVE_NO_SKIP set (CI), a skip is a failure.
+pub fn skip(reason: &str) {
+    if std::env::var_os("GROVE_NO_SKIP").is_some() {
+        panic!("SKIP not allowed (GROVE_NO_SKIP set): {reason}");
+    }
+    eprintln!("SKIP: {reason}");
+}
+
+/// The busybox rootfs fixture, made once per test run by `fixtures/busybox.sh` into a
+/// cache directory readable by the test user. Returns the rootfs directory.
+pub fn busybox_rootfs() -> PathBuf {
+    static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let cache = PathBuf::from(
+            std::env::var_os("GROVE_FIXTURE_CACHE").unwrap_or_else(|| "/var/tmp/grove-fixtures".into()),
+        );
+        let dest = cache.join("busybox");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/busybox.sh");
+        let st = Command::new("sh").arg(&script).arg(&dest).status().expect("run fixtures/busybox.sh");
+        assert!(st.success(), "fixtures/busybox.sh failed");
+        dest
+    })
+    .clone()
+}
