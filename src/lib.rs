@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod cli;
+pub mod convert;
 pub mod log;
 pub mod reference;
 pub mod run;
