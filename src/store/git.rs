@@ -407,9 +407,6 @@ fn read_tree(repo: &gix::Repository, id: ObjectId, into: &mut Dir) -> Result<(),
                 Node::Dir(d)
             }
             EntryKind::Blob | EntryKind::BlobExecutable => {
-                let header = repo
-                    .find_header(oid)
-                    .map_err(git_err(format!("find blob {oid}")))?;
                 let m = if mode.kind() == EntryKind::BlobExecutable {
                     0o755
                 } else {
@@ -418,7 +415,7 @@ fn read_tree(repo: &gix::Repository, id: ObjectId, into: &mut Dir) -> Result<(),
                 Node::File(File {
                     mode: m,
                     oid,
-                    size: header.size(),
+                    size: 0,
                     link_group: None,
                 })
             }

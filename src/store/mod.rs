@@ -12,6 +12,7 @@ pub mod config;
 pub mod export;
 pub mod git;
 pub mod import;
+pub mod layer;
 pub mod meta;
 pub mod model;
 

@@ -24,6 +24,8 @@ pub enum Node {
 pub struct File {
     pub mode: u32,
     pub oid: ObjectId,
+    /// Size in bytes, where known (0 for files read back from a commit: reading every
+    /// blob header would cost a lookup per file).
     pub size: u64,
     /// Files sharing a group are hard links to one inode.
     pub link_group: Option<u32>,
