@@ -70,6 +70,9 @@ mod tests {
     fn fields_do_not_run_together() {
         let k = Key::from_base("abc");
         assert_ne!(k.child("RUN a", b"b"), k.child("RUN ab", b""));
-        assert_ne!(k.child("RUN a", b""), Key::from_base("abd").child("RUN a", b""));
+        assert_ne!(
+            k.child("RUN a", b""),
+            Key::from_base("abd").child("RUN a", b"")
+        );
     }
 }

@@ -1,4 +1,5 @@
 //! Building images from Dockerfiles: parse, plan, cache keys, execute.
 //!
 //! The only module that uses both [`crate::store`] and [`crate::run`].
+pub mod context;
 pub mod key;

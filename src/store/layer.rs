@@ -31,12 +31,20 @@ pub struct Changes {
 }
 
 fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StoreError + 'p {
-    move |source| StoreError::Io { action, path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn xattr_is(path: &Path, name: &str, want: &[u8]) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
-    let Ok(n) = std::ffi::CString::new(name) else { return false };
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let Ok(n) = std::ffi::CString::new(name) else {
+        return false;
+    };
     let mut buf = [0u8; 8];
     // SAFETY: both strings are NUL-terminated and live across the call; buf is valid for
     // buf.len() bytes.
@@ -46,7 +54,9 @@ fn xattr_is(path: &Path, name: &str, want: &[u8]) -> bool {
 
 fn is_whiteout(path: &Path, md: &fs::Metadata) -> bool {
     (md.file_type().is_char_device() && md.rdev() == 0)
-        || (md.file_type().is_file() && md.len() == 0 && xattr_is(path, "user.overlay.whiteout", b""))
+        || (md.file_type().is_file()
+            && md.len() == 0
+            && xattr_is(path, "user.overlay.whiteout", b""))
 }
 
 struct Job {
@@ -93,7 +103,15 @@ pub fn apply_upper(
     for (j, oid) in jobs.iter().zip(oids) {
         let link_group = j.inode.map(|i| group_of[&i]).filter(|_| j.inode.is_some());
         model
-            .insert(&j.rel, Node::File(File { mode: j.mode, oid, size: 0, link_group }))
+            .insert(
+                &j.rel,
+                Node::File(File {
+                    mode: j.mode,
+                    oid,
+                    size: 0,
+                    link_group,
+                }),
+            )
             .map_err(|e| StoreError::Io {
                 action: "apply layer",
                 path: j.abs.clone(),
@@ -108,7 +126,11 @@ pub fn apply_upper(
 fn max_group(model: &Dir) -> u32 {
     let mut m = 0;
     model.walk(&mut |_, n| {
-        if let Node::File(File { link_group: Some(g), .. }) = n {
+        if let Node::File(File {
+            link_group: Some(g),
+            ..
+        }) = n
+        {
             m = m.max(*g);
         }
     });
@@ -118,7 +140,11 @@ fn max_group(model: &Dir) -> u32 {
 fn normalize_groups(model: &mut Dir) {
     let mut count: HashMap<u32, usize> = HashMap::new();
     model.walk(&mut |_, n| {
-        if let Node::File(File { link_group: Some(g), .. }) = n {
+        if let Node::File(File {
+            link_group: Some(g),
+            ..
+        }) = n
+        {
             *count.entry(*g).or_default() += 1;
         }
     });
@@ -191,20 +217,33 @@ fn walk_upper(
                 model.remove(&r).map_err(bad)?;
             }
             let inode = (md.nlink() > 1).then(|| (md.dev(), md.ino()));
-            jobs.push(Job { rel: r, abs: p, mode, inode });
+            jobs.push(Job {
+                rel: r,
+                abs: p,
+                mode,
+                inode,
+            });
         } else if ft.is_symlink() {
             changes.written += 1;
             let t = fs::read_link(&p).map_err(io_err("read symlink", &p))?;
             model.remove(&r).map_err(bad)?;
             model
-                .insert(&r, Node::Symlink { target: t.as_os_str().as_bytes().to_vec() })
+                .insert(
+                    &r,
+                    Node::Symlink {
+                        target: t.as_os_str().as_bytes().to_vec(),
+                    },
+                )
                 .map_err(bad)?;
         } else if ft.is_fifo() {
             changes.written += 1;
             model.remove(&r).map_err(bad)?;
             model.insert(&r, Node::Fifo { mode }).map_err(bad)?;
         } else {
-            warnings.push(format!("ignoring device file or socket created in image: /{}", String::from_utf8_lossy(&r)));
+            warnings.push(format!(
+                "ignoring device file or socket created in image: /{}",
+                String::from_utf8_lossy(&r)
+            ));
         }
     }
     Ok(())
