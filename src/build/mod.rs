@@ -3,3 +3,4 @@
 //! The only module that uses both [`crate::store`] and [`crate::run`].
 pub mod context;
 pub mod key;
+pub mod copy;
