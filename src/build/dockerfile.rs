@@ -1703,3 +1703,596 @@ fn attach_heredocs(kind: &mut InstrKind, docs: Vec<Heredoc>) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Dockerfile {
+        match parse(text, "Dockerfile") {
+            Ok(d) => d,
+            Err(e) => panic!("parse failed: {e}"),
+        }
+    }
+
+    fn perr(text: &str) -> ParseError {
+        match parse(text, "Dockerfile") {
+            Ok(d) => panic!("expected an error, got {:#?}", d.instructions),
+            Err(e) => e,
+        }
+    }
+
+    fn kinds(text: &str) -> Vec<InstrKind> {
+        p(text).instructions.into_iter().map(|i| i.kind).collect()
+    }
+
+    fn kind(text: &str, idx: usize) -> InstrKind {
+        kinds(text).swap_remove(idx)
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    // --- structure: comments, blank lines, keywords, spans
+
+    #[test]
+    fn comments_and_blank_lines_are_skipped() {
+        let d = p("# hello\n\nFROM alpine\n  # indented comment\n\nRUN true # not a comment\n");
+        assert_eq!(d.instructions.len(), 2);
+        assert_eq!(d.instructions[1].kind, InstrKind::Run {
+            options: Flags::default(),
+            form: CmdForm::Shell("true # not a comment".into()),
+            heredocs: vec![],
+        });
+        assert_eq!(d.instructions[1].span, Span { start_line: 6, end_line: 6 });
+    }
+
+    #[test]
+    fn keywords_are_case_insensitive() {
+        let d = p("from alpine AS Build\nrUn echo hi\n");
+        assert_eq!(d.instructions[0].kind, InstrKind::From {
+            platform: None,
+            image: "alpine".into(),
+            alias: Some("build".into()),
+        });
+        assert_eq!(d.instructions[1].display(), "RUN echo hi");
+    }
+
+    #[test]
+    fn display_uppercases_keyword_and_keeps_arguments() {
+        let d = p("from  alpine\ncopy --chown=a:b  x \\\n  y /z\n");
+        assert_eq!(d.instructions[0].display(), "FROM alpine");
+        assert_eq!(d.instructions[1].display(), "COPY --chown=a:b  x   y /z");
+        assert_eq!(d.instructions[1].original_text, "copy --chown=a:b  x   y /z");
+    }
+
+    #[test]
+    fn crlf_line_endings_and_bom_are_accepted() {
+        let d = p("\u{feff}FROM alpine\r\nRUN a \\\r\n b\r\n");
+        assert_eq!(kind_of(&d, 1), InstrKind::Run {
+            options: Flags::default(),
+            form: CmdForm::Shell("a  b".into()),
+            heredocs: vec![],
+        });
+    }
+
+    fn kind_of(d: &Dockerfile, i: usize) -> InstrKind {
+        d.instructions[i].kind.clone()
+    }
+
+    // --- continuations
+
+    #[test]
+    fn continuation_joins_lines_keeping_whitespace_before_backslash() {
+        let d = p("FROM alpine\nRUN echo a \\\n    b\\   \n c\n");
+        assert_eq!(kind_of(&d, 1), InstrKind::Run {
+            options: Flags::default(),
+            form: CmdForm::Shell("echo a     b c".into()),
+            heredocs: vec![],
+        });
+        assert_eq!(d.instructions[1].span, Span { start_line: 2, end_line: 4 });
+    }
+
+    #[test]
+    fn comment_and_empty_lines_inside_continuation_are_skipped() {
+        let d = p("FROM alpine\nRUN apt-get install \\\n# a comment\n    # indented comment\n\n   \n    vim\nRUN next\n");
+        assert_eq!(kind_of(&d, 1), InstrKind::Run {
+            options: Flags::default(),
+            form: CmdForm::Shell("apt-get install     vim".into()),
+            heredocs: vec![],
+        });
+        assert_eq!(d.instructions[1].span, Span { start_line: 2, end_line: 7 });
+        assert_eq!(d.instructions[2].span.start_line, 8);
+        assert!(d.warnings.iter().any(|w| w.message.contains("empty continuation line") && w.line == 5));
+    }
+
+    #[test]
+    fn comment_ending_in_backslash_does_not_continue() {
+        let d = p("FROM alpine\n# comment \\\nRUN x\n");
+        assert_eq!(d.instructions.len(), 2);
+    }
+
+    #[test]
+    fn continuation_at_end_of_file_is_accepted() {
+        let d = p("FROM alpine\nRUN echo \\");
+        assert_eq!(kind_of(&d, 1), InstrKind::Run {
+            options: Flags::default(),
+            form: CmdForm::Shell("echo".into()),
+            heredocs: vec![],
+        });
+    }
+
+    #[test]
+    fn double_backslash_at_end_of_line_still_continues_as_in_docker() {
+        let d = p("FROM alpine\nRUN echo \\\\\nfoo\n");
+        assert_eq!(d.instructions.len(), 2);
+    }
+
+    // --- directives
+
+    #[test]
+    fn escape_directive_backtick_for_windows_paths() {
+        let text = "# escape=`\n\nFROM mcr.microsoft.com/windows/servercore\nCOPY testfile.txt c:\\\nRUN dir c:\\ `\n    /w\nWORKDIR c:\\Users\n";
+        let d = p(text);
+        assert_eq!(d.escape(), '`');
+        assert_eq!(d.directives.all[0].name, "escape");
+        match kind_of(&d, 1) {
+            InstrKind::Copy(c) => {
+                assert_eq!(c.sources, vec![CopySource::Path("testfile.txt".into())]);
+                assert_eq!(c.dest, "c:\\");
+            }
+            k => panic!("{k:?}"),
+        }
+        assert_eq!(kind_of(&d, 2), InstrKind::Run {
+            options: Flags::default(),
+            form: CmdForm::Shell("dir c:\\     /w".into()),
+            heredocs: vec![],
+        });
+        assert_eq!(kind_of(&d, 3), InstrKind::Workdir("c:\\Users".into()));
+        // The backslash is literal in substitution, the backtick escapes.
+        let w = crate::build::subst::expand_word("c:\\Users\\`$HOME", '`', &crate::build::subst::NoVars);
+        assert_eq!(w, Ok("c:\\Users\\$HOME".into()));
+    }
+
+    #[test]
+    fn without_escape_directive_windows_path_continues_the_line() {
+        let d = p("FROM a\nCOPY testfile.txt c:\\\nRUN dir c:\\\n");
+        // The COPY swallows the RUN line, as in Docker.
+        assert_eq!(d.instructions.len(), 2);
+        match kind_of(&d, 1) {
+            InstrKind::Copy(c) => {
+                assert_eq!(c.sources.last(), Some(&CopySource::Path("dir".into())));
+                assert_eq!(c.dest, "c:");
+            }
+            k => panic!("{k:?}"),
+        }
+    }
+
+    #[test]
+    fn syntax_directive_is_ignored_with_a_warning() {
+        let d = p("# syntax=docker/dockerfile:1\nFROM alpine\n");
+        assert_eq!(d.directives.all[0].value, "docker/dockerfile:1");
+        assert_eq!(d.warnings.len(), 1);
+        assert!(d.warnings[0].message.contains("syntax"));
+    }
+
+    #[test]
+    fn directives_after_a_comment_or_blank_line_are_comments() {
+        let d = p("# hello\n# escape=`\nFROM a\n");
+        assert_eq!(d.escape(), '\\');
+        assert!(d.directives.all.is_empty());
+        let d = p("\n# escape=`\nFROM a\n");
+        assert_eq!(d.escape(), '\\');
+    }
+
+    #[test]
+    fn directive_keys_are_case_insensitive_and_spaces_allowed() {
+        let d = p("#  ESCAPE  =  `  \nFROM a\n");
+        assert_eq!(d.escape(), '`');
+    }
+
+    #[test]
+    fn repeated_or_invalid_escape_directive_is_an_error() {
+        let e = perr("# escape=`\n# escape=\\\nFROM a\n");
+        assert_eq!((e.line, e.col), (2, 1));
+        assert!(e.message.contains("only one escape"));
+        let e = perr("# escape=x\nFROM a\n");
+        assert!(e.message.contains("invalid escape token"), "{e}");
+    }
+
+    // --- errors
+
+    #[test]
+    fn unknown_instruction_names_line_and_column() {
+        let e = perr("FROM alpine\n\n   FORM x\n");
+        assert_eq!((e.line, e.col), (3, 4));
+        assert_eq!(e.message, "unknown instruction: FORM");
+        assert_eq!(e.line_text, "   FORM x");
+        assert_eq!(e.to_string(), "Dockerfile:3:4: unknown instruction: FORM\n 3 |    FORM x\n   |    ^");
+    }
+
+    #[test]
+    fn first_instruction_must_be_arg_or_from() {
+        let e = perr("# c\nRUN true\nFROM a\n");
+        assert_eq!((e.line, e.col), (2, 1));
+        assert!(e.message.contains("before the first FROM"));
+        let e = perr("ARG X\nENV A=b\nFROM a\n");
+        assert_eq!(e.line, 2);
+        p("ARG X=1\nARG Y\nFROM a\n");
+    }
+
+    #[test]
+    fn empty_file_and_file_without_from_are_errors() {
+        assert!(perr("").message.contains("no instructions"));
+        assert!(perr("# just a comment\n\n").message.contains("no instructions"));
+        assert!(perr("ARG A=1\n").message.contains("no FROM"));
+    }
+
+    #[test]
+    fn error_in_a_continuation_line_reports_that_line() {
+        let e = perr("FROM a\nENV A=1 \\\n    B=${oops \\\n    C=3\n");
+        assert_eq!((e.line, e.col), (3, 7), "{e}");
+        assert!(e.message.contains("missing '}'"), "{e}");
+        assert_eq!(e.line_text, "    B=${oops \\");
+    }
+
+    #[test]
+    fn unknown_and_duplicate_flags_are_errors() {
+        let e = perr("FROM a\nCOPY --frm=x a b\n");
+        assert_eq!((e.line, e.col), (2, 6));
+        assert!(e.message.contains("unknown flag"), "{e}");
+        let e = perr("FROM a\nCOPY --from=x --from=y a b\n");
+        assert_eq!((e.line, e.col), (2, 15));
+        assert!(e.message.contains("duplicate flag"));
+        let e = perr("FROM a\nCOPY --from a b\n");
+        assert!(e.message.contains("missing a value"));
+        let e = perr("FROM a\nWORKDIR --x=1 /a\n");
+        assert!(e.message.contains("unknown flag"));
+    }
+
+    #[test]
+    fn from_argument_count_and_stage_name_are_checked() {
+        assert!(perr("FROM\n").message.contains("FROM requires"));
+        assert!(perr("FROM a b\n").message.contains("one or three"));
+        assert!(perr("FROM a AS b c\n").message.contains("one or three"));
+        let e = perr("FROM a AS 1st\n");
+        assert_eq!(e.col, 11);
+        assert!(e.message.contains("invalid name for build stage"));
+    }
+
+    // --- instructions
+
+    #[test]
+    fn from_with_platform_and_alias() {
+        assert_eq!(kind("FROM --platform=$BUILDPLATFORM golang:1.22 as Builder\n", 0), InstrKind::From {
+            platform: Some("$BUILDPLATFORM".into()),
+            image: "golang:1.22".into(),
+            alias: Some("builder".into()),
+        });
+    }
+
+    #[test]
+    fn run_exec_form_decodes_json_escapes() {
+        assert_eq!(kind("FROM a\nRUN [\"echo\", \"a\\\"b\", \"\\u00e9\\n\"]\n", 1), InstrKind::Run {
+            options: Flags::default(),
+            form: CmdForm::Exec(s(&["echo", "a\"b", "é\n"])),
+            heredocs: vec![],
+        });
+    }
+
+    #[test]
+    fn invalid_json_falls_back_to_shell_form() {
+        for (src, want) in [
+            ("RUN ['echo', 'x']", "['echo', 'x']"),
+            ("RUN [\"echo\", \"x\",]", "[\"echo\", \"x\",]"),
+            ("RUN [\"a\"] trailing", "[\"a\"] trailing"),
+            ("CMD [ -f /x ] && echo y", "[ -f /x ] && echo y"),
+        ] {
+            let k = kind(&format!("FROM a\n{src}\n"), 1);
+            let form = match k {
+                InstrKind::Run { form, .. } => form,
+                InstrKind::Cmd(form) => form,
+                k => panic!("{k:?}"),
+            };
+            assert_eq!(form, CmdForm::Shell(want.into()), "{src}");
+        }
+    }
+
+    #[test]
+    fn json_array_with_non_strings_is_an_error() {
+        let e = perr("FROM a\nCMD [\"a\", 1]\n");
+        assert_eq!((e.line, e.col), (2, 5));
+        assert!(e.message.contains("strings only"));
+    }
+
+    #[test]
+    fn cmd_entrypoint_shell_forms() {
+        let ks = kinds("FROM a\nCMD []\nENTRYPOINT [\"/bin/sh\", \"-c\"]\nSHELL [\"/bin/bash\", \"-eo\", \"pipefail\", \"-c\"]\nCMD echo $HOME\n");
+        assert_eq!(ks[1], InstrKind::Cmd(CmdForm::Exec(vec![])));
+        assert_eq!(ks[2], InstrKind::Entrypoint(CmdForm::Exec(s(&["/bin/sh", "-c"]))));
+        assert_eq!(ks[3], InstrKind::Shell(s(&["/bin/bash", "-eo", "pipefail", "-c"])));
+        assert_eq!(ks[4], InstrKind::Cmd(CmdForm::Shell("echo $HOME".into())));
+    }
+
+    #[test]
+    fn shell_requires_json_form() {
+        let e = perr("FROM a\nSHELL /bin/bash -c\n");
+        assert!(e.message.contains("JSON form"));
+        assert!(perr("FROM a\nSHELL []\n").message.contains("at least one"));
+    }
+
+    #[test]
+    fn run_flags_are_kept() {
+        match kind("FROM a\nRUN --mount=type=cache,target=/root/.cache --mount=type=secret,id=x --network=none make\n", 1) {
+            InstrKind::Run { options, form, .. } => {
+                assert_eq!(options.get_all("mount").collect::<Vec<_>>(), ["type=cache,target=/root/.cache", "type=secret,id=x"]);
+                assert_eq!(options.get("network"), Some("none"));
+                assert_eq!(form, CmdForm::Shell("make".into()));
+            }
+            k => panic!("{k:?}"),
+        }
+    }
+
+    #[test]
+    fn copy_shell_form_respects_quotes_and_flags() {
+        match kind("FROM a\nCOPY --from=build --chown=1:2 --chmod=755 --link \"my file\" 'b c' d /dst/\n", 1) {
+            InstrKind::Copy(c) => {
+                assert_eq!(c.from(), Some("build"));
+                assert_eq!(c.chown(), Some("1:2"));
+                assert_eq!(c.chmod(), Some("755"));
+                assert!(c.options.bool("link"));
+                assert!(!c.json);
+                assert_eq!(c.sources, vec![
+                    CopySource::Path("\"my file\"".into()),
+                    CopySource::Path("'b c'".into()),
+                    CopySource::Path("d".into()),
+                ]);
+                assert_eq!(c.dest, "/dst/");
+            }
+            k => panic!("{k:?}"),
+        }
+    }
+
+    #[test]
+    fn copy_json_form_and_add() {
+        match kind("FROM a\nADD [\"a b\", \"c\", \"/d\"]\n", 1) {
+            InstrKind::Add(c) => {
+                assert!(c.json);
+                assert_eq!(c.sources, vec![CopySource::Path("a b".into()), CopySource::Path("c".into())]);
+                assert_eq!(c.dest, "/d");
+            }
+            k => panic!("{k:?}"),
+        }
+        assert!(perr("FROM a\nCOPY onlyone\n").message.contains("at least two"));
+    }
+
+    #[test]
+    fn arg_forms() {
+        assert_eq!(kind("ARG A\nFROM a\nARG B=1 C=\"x y\" D=\n", 2), InstrKind::Arg(vec![
+            ArgDecl { name: "B".into(), default: Some("1".into()) },
+            ArgDecl { name: "C".into(), default: Some("\"x y\"".into()) },
+            ArgDecl { name: "D".into(), default: Some("".into()) },
+        ]));
+        assert_eq!(kind("ARG A\nFROM a\n", 0), InstrKind::Arg(vec![ArgDecl { name: "A".into(), default: None }]));
+        assert!(perr("FROM a\nARG =x\n").message.contains("blank"));
+        assert!(perr("FROM a\nARG\n").message.contains("at least one"));
+    }
+
+    #[test]
+    fn env_new_and_legacy_forms() {
+        assert_eq!(
+            kind("FROM a\nENV A=1 B=\"v 2\" C=three\\ words D='$x'\n", 1),
+            InstrKind::Env(pairs(&[("A", "1"), ("B", "\"v 2\""), ("C", "three\\ words"), ("D", "'$x'")]))
+        );
+        let d = p("FROM a\nENV MY_NAME John Doe  x\n");
+        assert_eq!(kind_of(&d, 1), InstrKind::Env(pairs(&[("MY_NAME", "John Doe  x")])));
+        assert!(d.warnings.iter().any(|w| w.message.contains("legacy")));
+        let e = perr("FROM a\nENV A=1 B\n");
+        assert_eq!((e.line, e.col), (2, 9));
+        assert!(e.message.contains("can't find ="));
+        assert!(perr("FROM a\nENV A\n").message.contains("two arguments"));
+    }
+
+    #[test]
+    fn label_pairs_with_quotes_and_continuations() {
+        assert_eq!(
+            kind("FROM a\nLABEL \"com.example.vendor\"=\"ACME\" version=1.0 \\\n  description=\"multi \\\nline\"\n", 1),
+            InstrKind::Label(pairs(&[
+                ("\"com.example.vendor\"", "\"ACME\""),
+                ("version", "1.0"),
+                ("description", "\"multi line\""),
+            ]))
+        );
+    }
+
+    #[test]
+    fn simple_instructions() {
+        let ks = kinds(
+            "FROM a\nWORKDIR /a b\nUSER 1000:1000\nEXPOSE 80/tcp 443\nVOLUME /data /logs\nVOLUME [\"/x\"]\nSTOPSIGNAL SIGTERM\nMAINTAINER Me <me@x>\n",
+        );
+        assert_eq!(ks[1], InstrKind::Workdir("/a b".into()));
+        assert_eq!(ks[2], InstrKind::User("1000:1000".into()));
+        assert_eq!(ks[3], InstrKind::Expose(s(&["80/tcp", "443"])));
+        assert_eq!(ks[4], InstrKind::Volume(s(&["/data", "/logs"])));
+        assert_eq!(ks[5], InstrKind::Volume(s(&["/x"])));
+        assert_eq!(ks[6], InstrKind::Stopsignal("SIGTERM".into()));
+        assert_eq!(ks[7], InstrKind::Maintainer("Me <me@x>".into()));
+        assert!(perr("FROM a\nWORKDIR\n").message.contains("exactly one"));
+        assert!(perr("FROM a\nVOLUME [\"\"]\n").message.contains("empty string"));
+    }
+
+    #[test]
+    fn healthcheck_forms() {
+        let ks = kinds("FROM a\nHEALTHCHECK NONE\nHEALTHCHECK --interval=5m --timeout=3s CMD curl -f http://localhost/ || exit 1\nhealthcheck cmd [\"true\"]\n");
+        assert_eq!(ks[1], InstrKind::Healthcheck(Healthcheck::None));
+        match &ks[2] {
+            InstrKind::Healthcheck(Healthcheck::Cmd { options, cmd }) => {
+                assert_eq!(options.get("interval"), Some("5m"));
+                assert_eq!(*cmd, CmdForm::Shell("curl -f http://localhost/ || exit 1".into()));
+            }
+            k => panic!("{k:?}"),
+        }
+        assert_eq!(ks[3], InstrKind::Healthcheck(Healthcheck::Cmd { options: Flags::default(), cmd: CmdForm::Exec(s(&["true"])) }));
+        assert!(perr("FROM a\nHEALTHCHECK NONE x\n").message.contains("no arguments"));
+        assert!(perr("FROM a\nHEALTHCHECK RUN x\n").message.contains("try CMD"));
+    }
+
+    #[test]
+    fn onbuild_keeps_trigger() {
+        match kind("FROM a\nONBUILD run echo ${x\n", 1) {
+            InstrKind::Onbuild { trigger, text } => {
+                assert_eq!(text, "RUN echo ${x");
+                assert_eq!(*trigger, InstrKind::Run {
+                    options: Flags::default(),
+                    form: CmdForm::Shell("echo ${x".into()),
+                    heredocs: vec![],
+                });
+            }
+            k => panic!("{k:?}"),
+        }
+        // Substitution in triggers is checked by the build that runs them, not here.
+        p("FROM a\nONBUILD COPY ${x /y\n");
+        assert!(perr("FROM a\nONBUILD ONBUILD RUN x\n").message.contains("isn't allowed"));
+        assert!(perr("FROM a\nONBUILD FROM x\n").message.contains("isn't allowed"));
+        let e = perr("FROM a\nONBUILD FOO x\n");
+        assert_eq!((e.line, e.col), (2, 9));
+    }
+
+    // --- heredocs
+
+    #[test]
+    fn run_heredoc_body_and_span() {
+        let d = p("FROM a\nRUN <<EOF\napt-get update\napt-get install -y vim\nEOF\nRUN next\n");
+        match kind_of(&d, 1) {
+            InstrKind::Run { form, heredocs, .. } => {
+                assert_eq!(form, CmdForm::Shell("<<EOF".into()));
+                assert_eq!(heredocs.len(), 1);
+                assert_eq!(heredocs[0].name, "EOF");
+                assert_eq!(heredocs[0].content, "apt-get update\napt-get install -y vim\n");
+                assert!(heredocs[0].expand);
+                assert!(!heredocs[0].chomp);
+            }
+            k => panic!("{k:?}"),
+        }
+        assert_eq!(d.instructions[1].span, Span { start_line: 2, end_line: 5 });
+        assert_eq!(d.instructions[2].span.start_line, 6);
+    }
+
+    #[test]
+    fn heredoc_dash_strips_leading_tabs_and_quoted_delimiter_disables_expansion() {
+        let d = p("FROM a\nRUN <<-\"END\"\n\techo $HOME\n\t\tx\n\tEND\n");
+        match kind_of(&d, 1) {
+            InstrKind::Run { heredocs, .. } => {
+                assert_eq!(heredocs[0].name, "END");
+                assert_eq!(heredocs[0].content, "echo $HOME\nx\n");
+                assert!(heredocs[0].chomp);
+                assert!(!heredocs[0].expand);
+                assert_eq!(heredocs[0].word, "<<-\"END\"");
+            }
+            k => panic!("{k:?}"),
+        }
+        let k = kind("FROM a\nRUN <<'EOF'\nx\nEOF\n", 1);
+        assert!(!k.heredocs()[0].expand);
+    }
+
+    #[test]
+    fn multiple_heredocs_in_one_line() {
+        let d = p("FROM a\nRUN <<FILE1 cat > /file1 && 3<<FILE2 cat > /file2\nI am\nfirst\nFILE1\nI am\nsecond\nFILE2\n");
+        match kind_of(&d, 1) {
+            InstrKind::Run { form, heredocs, .. } => {
+                assert_eq!(form, CmdForm::Shell("<<FILE1 cat > /file1 && 3<<FILE2 cat > /file2".into()));
+                assert_eq!(heredocs.len(), 2);
+                assert_eq!((heredocs[0].name.as_str(), heredocs[0].content.as_str()), ("FILE1", "I am\nfirst\n"));
+                assert_eq!((heredocs[1].name.as_str(), heredocs[1].fd), ("FILE2", Some(3)));
+                assert_eq!(
+                    shell_script_with_heredocs("<<FILE1 cat > /file1", &heredocs[..1]),
+                    "<<FILE1 cat > /file1\nI am\nfirst\nFILE1"
+                );
+            }
+            k => panic!("{k:?}"),
+        }
+        assert_eq!(d.instructions[1].span, Span { start_line: 2, end_line: 8 });
+    }
+
+    #[test]
+    fn heredoc_after_continuation_and_in_quotes() {
+        let d = p("FROM a\nRUN python3 \\\n  <<EOF\nprint(1)\nEOF\nRUN echo \"<<EOF\"\n");
+        assert_eq!(d.instructions[1].kind.heredocs()[0].content, "print(1)\n");
+        assert!(d.instructions[2].kind.heredocs().is_empty());
+        // Exec form has no heredocs.
+        assert!(kind("FROM a\nRUN [\"cat\", \"<<EOF\"]\n", 1).heredocs().is_empty());
+    }
+
+    #[test]
+    fn copy_heredoc_makes_a_file() {
+        let d = p("FROM a\nCOPY <<EOF /etc/motd\nhello $USER\nEOF\nCOPY <<A <<\"B\" /dir/\na\nA\nb\nB\n");
+        match kind_of(&d, 1) {
+            InstrKind::Copy(c) => {
+                assert_eq!(c.dest, "/etc/motd");
+                match &c.sources[0] {
+                    CopySource::Heredoc(h) => {
+                        assert_eq!(h.name, "EOF");
+                        assert_eq!(h.content, "hello $USER\n");
+                    }
+                    x => panic!("{x:?}"),
+                }
+            }
+            k => panic!("{k:?}"),
+        }
+        let hs = d.instructions[2].kind.heredocs();
+        assert_eq!(hs.iter().map(|h| (h.name.as_str(), h.content.as_str(), h.expand)).collect::<Vec<_>>(), [
+            ("A", "a\n", true),
+            ("B", "b\n", false)
+        ]);
+        assert!(perr("FROM a\nCOPY x <<EOF\nEOF\n").message.contains("destination"));
+    }
+
+    #[test]
+    fn unterminated_heredoc_is_an_error_at_its_word() {
+        let e = perr("FROM a\nRUN cat <<EOF\nline\n");
+        assert_eq!((e.line, e.col), (2, 9));
+        assert!(e.message.contains("unterminated heredoc"));
+    }
+
+    #[test]
+    fn heredoc_lines_are_not_comments_or_instructions() {
+        let d = p("FROM a\nRUN <<EOF\n# not a comment\nFROM nothing \\\n\nEOF\n");
+        assert_eq!(d.instructions.len(), 2);
+        assert_eq!(d.instructions[1].kind.heredocs()[0].content, "# not a comment\nFROM nothing \\\n\n");
+    }
+
+    #[test]
+    fn lone_double_less_than_is_not_a_heredoc() {
+        let d = p("FROM a\nRUN cat << && echo x<<y\n");
+        // `x<<y` does not start with `<<`: not a heredoc; `<<` alone has no name.
+        assert!(d.instructions[1].kind.heredocs().is_empty());
+    }
+
+    // --- substitution syntax checked at parse time
+
+    #[test]
+    fn malformed_substitution_is_reported_with_column() {
+        let e = perr("FROM a\nWORKDIR /x/${oops\n");
+        assert_eq!((e.line, e.col), (2, 12));
+        let e = perr("FROM ${\n");
+        assert_eq!((e.line, e.col), (1, 6));
+        let e = perr("FROM a\nCOPY --chown=${u:x} a b\n");
+        assert!(e.message.contains("unsupported modifier"), "{e}");
+        assert_eq!(e.col, 17);
+        // RUN and CMD are not substituted: no check.
+        p("FROM a\nRUN echo ${oops\nCMD ${\n");
+    }
+
+    #[test]
+    fn words_split_like_docker_parse_words() {
+        assert_eq!(split_words("a \"b c\" d\\ e 'f\\' g", '\\'), s(&["a", "\"b c\"", "d\\ e", "'f\\'", "g"]));
+        assert_eq!(split_words("x=\"\" ''", '\\'), s(&["x=\"\"", "''"]));
+        assert_eq!(split_words("  ", '\\'), Vec::<String>::new());
+        assert_eq!(split_words("a`  b", '`'), s(&["a` ", "b"]));
+    }
+}
