@@ -1735,7 +1735,9 @@ mod tests {
     }
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     // --- structure: comments, blank lines, keywords, spans
@@ -1744,22 +1746,34 @@ mod tests {
     fn comments_and_blank_lines_are_skipped() {
         let d = p("# hello\n\nFROM alpine\n  # indented comment\n\nRUN true # not a comment\n");
         assert_eq!(d.instructions.len(), 2);
-        assert_eq!(d.instructions[1].kind, InstrKind::Run {
-            options: Flags::default(),
-            form: CmdForm::Shell("true # not a comment".into()),
-            heredocs: vec![],
-        });
-        assert_eq!(d.instructions[1].span, Span { start_line: 6, end_line: 6 });
+        assert_eq!(
+            d.instructions[1].kind,
+            InstrKind::Run {
+                options: Flags::default(),
+                form: CmdForm::Shell("true # not a comment".into()),
+                heredocs: vec![],
+            }
+        );
+        assert_eq!(
+            d.instructions[1].span,
+            Span {
+                start_line: 6,
+                end_line: 6
+            }
+        );
     }
 
     #[test]
     fn keywords_are_case_insensitive() {
         let d = p("from alpine AS Build\nrUn echo hi\n");
-        assert_eq!(d.instructions[0].kind, InstrKind::From {
-            platform: None,
-            image: "alpine".into(),
-            alias: Some("build".into()),
-        });
+        assert_eq!(
+            d.instructions[0].kind,
+            InstrKind::From {
+                platform: None,
+                image: "alpine".into(),
+                alias: Some("build".into()),
+            }
+        );
         assert_eq!(d.instructions[1].display(), "RUN echo hi");
     }
 
@@ -1768,17 +1782,23 @@ mod tests {
         let d = p("from  alpine\ncopy --chown=a:b  x \\\n  y /z\n");
         assert_eq!(d.instructions[0].display(), "FROM alpine");
         assert_eq!(d.instructions[1].display(), "COPY --chown=a:b  x   y /z");
-        assert_eq!(d.instructions[1].original_text, "copy --chown=a:b  x   y /z");
+        assert_eq!(
+            d.instructions[1].original_text,
+            "copy --chown=a:b  x   y /z"
+        );
     }
 
     #[test]
     fn crlf_line_endings_and_bom_are_accepted() {
         let d = p("\u{feff}FROM alpine\r\nRUN a \\\r\n b\r\n");
-        assert_eq!(kind_of(&d, 1), InstrKind::Run {
-            options: Flags::default(),
-            form: CmdForm::Shell("a  b".into()),
-            heredocs: vec![],
-        });
+        assert_eq!(
+            kind_of(&d, 1),
+            InstrKind::Run {
+                options: Flags::default(),
+                form: CmdForm::Shell("a  b".into()),
+                heredocs: vec![],
+            }
+        );
     }
 
     fn kind_of(d: &Dockerfile, i: usize) -> InstrKind {
@@ -1790,25 +1810,46 @@ mod tests {
     #[test]
     fn continuation_joins_lines_keeping_whitespace_before_backslash() {
         let d = p("FROM alpine\nRUN echo a \\\n    b\\   \n c\n");
-        assert_eq!(kind_of(&d, 1), InstrKind::Run {
-            options: Flags::default(),
-            form: CmdForm::Shell("echo a     b c".into()),
-            heredocs: vec![],
-        });
-        assert_eq!(d.instructions[1].span, Span { start_line: 2, end_line: 4 });
+        assert_eq!(
+            kind_of(&d, 1),
+            InstrKind::Run {
+                options: Flags::default(),
+                form: CmdForm::Shell("echo a     b c".into()),
+                heredocs: vec![],
+            }
+        );
+        assert_eq!(
+            d.instructions[1].span,
+            Span {
+                start_line: 2,
+                end_line: 4
+            }
+        );
     }
 
     #[test]
     fn comment_and_empty_lines_inside_continuation_are_skipped() {
         let d = p("FROM alpine\nRUN apt-get install \\\n# a comment\n    # indented comment\n\n   \n    vim\nRUN next\n");
-        assert_eq!(kind_of(&d, 1), InstrKind::Run {
-            options: Flags::default(),
-            form: CmdForm::Shell("apt-get install     vim".into()),
-            heredocs: vec![],
-        });
-        assert_eq!(d.instructions[1].span, Span { start_line: 2, end_line: 7 });
+        assert_eq!(
+            kind_of(&d, 1),
+            InstrKind::Run {
+                options: Flags::default(),
+                form: CmdForm::Shell("apt-get install     vim".into()),
+                heredocs: vec![],
+            }
+        );
+        assert_eq!(
+            d.instructions[1].span,
+            Span {
+                start_line: 2,
+                end_line: 7
+            }
+        );
         assert_eq!(d.instructions[2].span.start_line, 8);
-        assert!(d.warnings.iter().any(|w| w.message.contains("empty continuation line") && w.line == 5));
+        assert!(d
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("empty continuation line") && w.line == 5));
     }
 
     #[test]
@@ -1820,11 +1861,14 @@ mod tests {
     #[test]
     fn continuation_at_end_of_file_is_accepted() {
         let d = p("FROM alpine\nRUN echo \\");
-        assert_eq!(kind_of(&d, 1), InstrKind::Run {
-            options: Flags::default(),
-            form: CmdForm::Shell("echo".into()),
-            heredocs: vec![],
-        });
+        assert_eq!(
+            kind_of(&d, 1),
+            InstrKind::Run {
+                options: Flags::default(),
+                form: CmdForm::Shell("echo".into()),
+                heredocs: vec![],
+            }
+        );
     }
 
     #[test]
@@ -1848,14 +1892,21 @@ mod tests {
             }
             k => panic!("{k:?}"),
         }
-        assert_eq!(kind_of(&d, 2), InstrKind::Run {
-            options: Flags::default(),
-            form: CmdForm::Shell("dir c:\\     /w".into()),
-            heredocs: vec![],
-        });
+        assert_eq!(
+            kind_of(&d, 2),
+            InstrKind::Run {
+                options: Flags::default(),
+                form: CmdForm::Shell("dir c:\\     /w".into()),
+                heredocs: vec![],
+            }
+        );
         assert_eq!(kind_of(&d, 3), InstrKind::Workdir("c:\\Users".into()));
         // The backslash is literal in substitution, the backtick escapes.
-        let w = crate::build::subst::expand_word("c:\\Users\\`$HOME", '`', &crate::build::subst::NoVars);
+        let w = crate::build::subst::expand_word(
+            "c:\\Users\\`$HOME",
+            '`',
+            &crate::build::subst::NoVars,
+        );
         assert_eq!(w, Ok("c:\\Users\\$HOME".into()));
     }
 
@@ -1913,7 +1964,10 @@ mod tests {
         assert_eq!((e.line, e.col), (3, 4));
         assert_eq!(e.message, "unknown instruction: FORM");
         assert_eq!(e.line_text, "   FORM x");
-        assert_eq!(e.to_string(), "Dockerfile:3:4: unknown instruction: FORM\n 3 |    FORM x\n   |    ^");
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile:3:4: unknown instruction: FORM\n 3 |    FORM x\n   |    ^"
+        );
     }
 
     #[test]
@@ -1929,7 +1983,9 @@ mod tests {
     #[test]
     fn empty_file_and_file_without_from_are_errors() {
         assert!(perr("").message.contains("no instructions"));
-        assert!(perr("# just a comment\n\n").message.contains("no instructions"));
+        assert!(perr("# just a comment\n\n")
+            .message
+            .contains("no instructions"));
         assert!(perr("ARG A=1\n").message.contains("no FROM"));
     }
 
@@ -1969,20 +2025,26 @@ mod tests {
 
     #[test]
     fn from_with_platform_and_alias() {
-        assert_eq!(kind("FROM --platform=$BUILDPLATFORM golang:1.22 as Builder\n", 0), InstrKind::From {
-            platform: Some("$BUILDPLATFORM".into()),
-            image: "golang:1.22".into(),
-            alias: Some("builder".into()),
-        });
+        assert_eq!(
+            kind("FROM --platform=$BUILDPLATFORM golang:1.22 as Builder\n", 0),
+            InstrKind::From {
+                platform: Some("$BUILDPLATFORM".into()),
+                image: "golang:1.22".into(),
+                alias: Some("builder".into()),
+            }
+        );
     }
 
     #[test]
     fn run_exec_form_decodes_json_escapes() {
-        assert_eq!(kind("FROM a\nRUN [\"echo\", \"a\\\"b\", \"\\u00e9\\n\"]\n", 1), InstrKind::Run {
-            options: Flags::default(),
-            form: CmdForm::Exec(s(&["echo", "a\"b", "é\n"])),
-            heredocs: vec![],
-        });
+        assert_eq!(
+            kind("FROM a\nRUN [\"echo\", \"a\\\"b\", \"\\u00e9\\n\"]\n", 1),
+            InstrKind::Run {
+                options: Flags::default(),
+                form: CmdForm::Exec(s(&["echo", "a\"b", "é\n"])),
+                heredocs: vec![],
+            }
+        );
     }
 
     #[test]
@@ -2014,8 +2076,14 @@ mod tests {
     fn cmd_entrypoint_shell_forms() {
         let ks = kinds("FROM a\nCMD []\nENTRYPOINT [\"/bin/sh\", \"-c\"]\nSHELL [\"/bin/bash\", \"-eo\", \"pipefail\", \"-c\"]\nCMD echo $HOME\n");
         assert_eq!(ks[1], InstrKind::Cmd(CmdForm::Exec(vec![])));
-        assert_eq!(ks[2], InstrKind::Entrypoint(CmdForm::Exec(s(&["/bin/sh", "-c"]))));
-        assert_eq!(ks[3], InstrKind::Shell(s(&["/bin/bash", "-eo", "pipefail", "-c"])));
+        assert_eq!(
+            ks[2],
+            InstrKind::Entrypoint(CmdForm::Exec(s(&["/bin/sh", "-c"])))
+        );
+        assert_eq!(
+            ks[3],
+            InstrKind::Shell(s(&["/bin/bash", "-eo", "pipefail", "-c"]))
+        );
         assert_eq!(ks[4], InstrKind::Cmd(CmdForm::Shell("echo $HOME".into())));
     }
 
@@ -2040,18 +2108,24 @@ mod tests {
 
     #[test]
     fn copy_shell_form_respects_quotes_and_flags() {
-        match kind("FROM a\nCOPY --from=build --chown=1:2 --chmod=755 --link \"my file\" 'b c' d /dst/\n", 1) {
+        match kind(
+            "FROM a\nCOPY --from=build --chown=1:2 --chmod=755 --link \"my file\" 'b c' d /dst/\n",
+            1,
+        ) {
             InstrKind::Copy(c) => {
                 assert_eq!(c.from(), Some("build"));
                 assert_eq!(c.chown(), Some("1:2"));
                 assert_eq!(c.chmod(), Some("755"));
                 assert!(c.options.bool("link"));
                 assert!(!c.json);
-                assert_eq!(c.sources, vec![
-                    CopySource::Path("\"my file\"".into()),
-                    CopySource::Path("'b c'".into()),
-                    CopySource::Path("d".into()),
-                ]);
+                assert_eq!(
+                    c.sources,
+                    vec![
+                        CopySource::Path("\"my file\"".into()),
+                        CopySource::Path("'b c'".into()),
+                        CopySource::Path("d".into()),
+                    ]
+                );
                 assert_eq!(c.dest, "/dst/");
             }
             k => panic!("{k:?}"),
@@ -2063,22 +2137,45 @@ mod tests {
         match kind("FROM a\nADD [\"a b\", \"c\", \"/d\"]\n", 1) {
             InstrKind::Add(c) => {
                 assert!(c.json);
-                assert_eq!(c.sources, vec![CopySource::Path("a b".into()), CopySource::Path("c".into())]);
+                assert_eq!(
+                    c.sources,
+                    vec![CopySource::Path("a b".into()), CopySource::Path("c".into())]
+                );
                 assert_eq!(c.dest, "/d");
             }
             k => panic!("{k:?}"),
         }
-        assert!(perr("FROM a\nCOPY onlyone\n").message.contains("at least two"));
+        assert!(perr("FROM a\nCOPY onlyone\n")
+            .message
+            .contains("at least two"));
     }
 
     #[test]
     fn arg_forms() {
-        assert_eq!(kind("ARG A\nFROM a\nARG B=1 C=\"x y\" D=\n", 2), InstrKind::Arg(vec![
-            ArgDecl { name: "B".into(), default: Some("1".into()) },
-            ArgDecl { name: "C".into(), default: Some("\"x y\"".into()) },
-            ArgDecl { name: "D".into(), default: Some("".into()) },
-        ]));
-        assert_eq!(kind("ARG A\nFROM a\n", 0), InstrKind::Arg(vec![ArgDecl { name: "A".into(), default: None }]));
+        assert_eq!(
+            kind("ARG A\nFROM a\nARG B=1 C=\"x y\" D=\n", 2),
+            InstrKind::Arg(vec![
+                ArgDecl {
+                    name: "B".into(),
+                    default: Some("1".into())
+                },
+                ArgDecl {
+                    name: "C".into(),
+                    default: Some("\"x y\"".into())
+                },
+                ArgDecl {
+                    name: "D".into(),
+                    default: Some("".into())
+                },
+            ])
+        );
+        assert_eq!(
+            kind("ARG A\nFROM a\n", 0),
+            InstrKind::Arg(vec![ArgDecl {
+                name: "A".into(),
+                default: None
+            }])
+        );
         assert!(perr("FROM a\nARG =x\n").message.contains("blank"));
         assert!(perr("FROM a\nARG\n").message.contains("at least one"));
     }
@@ -2087,10 +2184,18 @@ mod tests {
     fn env_new_and_legacy_forms() {
         assert_eq!(
             kind("FROM a\nENV A=1 B=\"v 2\" C=three\\ words D='$x'\n", 1),
-            InstrKind::Env(pairs(&[("A", "1"), ("B", "\"v 2\""), ("C", "three\\ words"), ("D", "'$x'")]))
+            InstrKind::Env(pairs(&[
+                ("A", "1"),
+                ("B", "\"v 2\""),
+                ("C", "three\\ words"),
+                ("D", "'$x'")
+            ]))
         );
         let d = p("FROM a\nENV MY_NAME John Doe  x\n");
-        assert_eq!(kind_of(&d, 1), InstrKind::Env(pairs(&[("MY_NAME", "John Doe  x")])));
+        assert_eq!(
+            kind_of(&d, 1),
+            InstrKind::Env(pairs(&[("MY_NAME", "John Doe  x")]))
+        );
         assert!(d.warnings.iter().any(|w| w.message.contains("legacy")));
         let e = perr("FROM a\nENV A=1 B\n");
         assert_eq!((e.line, e.col), (2, 9));
@@ -2123,7 +2228,9 @@ mod tests {
         assert_eq!(ks[6], InstrKind::Stopsignal("SIGTERM".into()));
         assert_eq!(ks[7], InstrKind::Maintainer("Me <me@x>".into()));
         assert!(perr("FROM a\nWORKDIR\n").message.contains("exactly one"));
-        assert!(perr("FROM a\nVOLUME [\"\"]\n").message.contains("empty string"));
+        assert!(perr("FROM a\nVOLUME [\"\"]\n")
+            .message
+            .contains("empty string"));
     }
 
     #[test]
@@ -2133,13 +2240,26 @@ mod tests {
         match &ks[2] {
             InstrKind::Healthcheck(Healthcheck::Cmd { options, cmd }) => {
                 assert_eq!(options.get("interval"), Some("5m"));
-                assert_eq!(*cmd, CmdForm::Shell("curl -f http://localhost/ || exit 1".into()));
+                assert_eq!(
+                    *cmd,
+                    CmdForm::Shell("curl -f http://localhost/ || exit 1".into())
+                );
             }
             k => panic!("{k:?}"),
         }
-        assert_eq!(ks[3], InstrKind::Healthcheck(Healthcheck::Cmd { options: Flags::default(), cmd: CmdForm::Exec(s(&["true"])) }));
-        assert!(perr("FROM a\nHEALTHCHECK NONE x\n").message.contains("no arguments"));
-        assert!(perr("FROM a\nHEALTHCHECK RUN x\n").message.contains("try CMD"));
+        assert_eq!(
+            ks[3],
+            InstrKind::Healthcheck(Healthcheck::Cmd {
+                options: Flags::default(),
+                cmd: CmdForm::Exec(s(&["true"]))
+            })
+        );
+        assert!(perr("FROM a\nHEALTHCHECK NONE x\n")
+            .message
+            .contains("no arguments"));
+        assert!(perr("FROM a\nHEALTHCHECK RUN x\n")
+            .message
+            .contains("try CMD"));
     }
 
     #[test]
@@ -2147,18 +2267,25 @@ mod tests {
         match kind("FROM a\nONBUILD run echo ${x\n", 1) {
             InstrKind::Onbuild { trigger, text } => {
                 assert_eq!(text, "RUN echo ${x");
-                assert_eq!(*trigger, InstrKind::Run {
-                    options: Flags::default(),
-                    form: CmdForm::Shell("echo ${x".into()),
-                    heredocs: vec![],
-                });
+                assert_eq!(
+                    *trigger,
+                    InstrKind::Run {
+                        options: Flags::default(),
+                        form: CmdForm::Shell("echo ${x".into()),
+                        heredocs: vec![],
+                    }
+                );
             }
             k => panic!("{k:?}"),
         }
         // Substitution in triggers is checked by the build that runs them, not here.
         p("FROM a\nONBUILD COPY ${x /y\n");
-        assert!(perr("FROM a\nONBUILD ONBUILD RUN x\n").message.contains("isn't allowed"));
-        assert!(perr("FROM a\nONBUILD FROM x\n").message.contains("isn't allowed"));
+        assert!(perr("FROM a\nONBUILD ONBUILD RUN x\n")
+            .message
+            .contains("isn't allowed"));
+        assert!(perr("FROM a\nONBUILD FROM x\n")
+            .message
+            .contains("isn't allowed"));
         let e = perr("FROM a\nONBUILD FOO x\n");
         assert_eq!((e.line, e.col), (2, 9));
     }
@@ -2173,13 +2300,22 @@ mod tests {
                 assert_eq!(form, CmdForm::Shell("<<EOF".into()));
                 assert_eq!(heredocs.len(), 1);
                 assert_eq!(heredocs[0].name, "EOF");
-                assert_eq!(heredocs[0].content, "apt-get update\napt-get install -y vim\n");
+                assert_eq!(
+                    heredocs[0].content,
+                    "apt-get update\napt-get install -y vim\n"
+                );
                 assert!(heredocs[0].expand);
                 assert!(!heredocs[0].chomp);
             }
             k => panic!("{k:?}"),
         }
-        assert_eq!(d.instructions[1].span, Span { start_line: 2, end_line: 5 });
+        assert_eq!(
+            d.instructions[1].span,
+            Span {
+                start_line: 2,
+                end_line: 5
+            }
+        );
         assert_eq!(d.instructions[2].span.start_line, 6);
     }
 
@@ -2205,10 +2341,19 @@ mod tests {
         let d = p("FROM a\nRUN <<FILE1 cat > /file1 && 3<<FILE2 cat > /file2\nI am\nfirst\nFILE1\nI am\nsecond\nFILE2\n");
         match kind_of(&d, 1) {
             InstrKind::Run { form, heredocs, .. } => {
-                assert_eq!(form, CmdForm::Shell("<<FILE1 cat > /file1 && 3<<FILE2 cat > /file2".into()));
+                assert_eq!(
+                    form,
+                    CmdForm::Shell("<<FILE1 cat > /file1 && 3<<FILE2 cat > /file2".into())
+                );
                 assert_eq!(heredocs.len(), 2);
-                assert_eq!((heredocs[0].name.as_str(), heredocs[0].content.as_str()), ("FILE1", "I am\nfirst\n"));
-                assert_eq!((heredocs[1].name.as_str(), heredocs[1].fd), ("FILE2", Some(3)));
+                assert_eq!(
+                    (heredocs[0].name.as_str(), heredocs[0].content.as_str()),
+                    ("FILE1", "I am\nfirst\n")
+                );
+                assert_eq!(
+                    (heredocs[1].name.as_str(), heredocs[1].fd),
+                    ("FILE2", Some(3))
+                );
                 assert_eq!(
                     shell_script_with_heredocs("<<FILE1 cat > /file1", &heredocs[..1]),
                     "<<FILE1 cat > /file1\nI am\nfirst\nFILE1"
@@ -2216,7 +2361,13 @@ mod tests {
             }
             k => panic!("{k:?}"),
         }
-        assert_eq!(d.instructions[1].span, Span { start_line: 2, end_line: 8 });
+        assert_eq!(
+            d.instructions[1].span,
+            Span {
+                start_line: 2,
+                end_line: 8
+            }
+        );
     }
 
     #[test]
@@ -2225,12 +2376,16 @@ mod tests {
         assert_eq!(d.instructions[1].kind.heredocs()[0].content, "print(1)\n");
         assert!(d.instructions[2].kind.heredocs().is_empty());
         // Exec form has no heredocs.
-        assert!(kind("FROM a\nRUN [\"cat\", \"<<EOF\"]\n", 1).heredocs().is_empty());
+        assert!(kind("FROM a\nRUN [\"cat\", \"<<EOF\"]\n", 1)
+            .heredocs()
+            .is_empty());
     }
 
     #[test]
     fn copy_heredoc_makes_a_file() {
-        let d = p("FROM a\nCOPY <<EOF /etc/motd\nhello $USER\nEOF\nCOPY <<A <<\"B\" /dir/\na\nA\nb\nB\n");
+        let d = p(
+            "FROM a\nCOPY <<EOF /etc/motd\nhello $USER\nEOF\nCOPY <<A <<\"B\" /dir/\na\nA\nb\nB\n",
+        );
         match kind_of(&d, 1) {
             InstrKind::Copy(c) => {
                 assert_eq!(c.dest, "/etc/motd");
@@ -2245,11 +2400,15 @@ mod tests {
             k => panic!("{k:?}"),
         }
         let hs = d.instructions[2].kind.heredocs();
-        assert_eq!(hs.iter().map(|h| (h.name.as_str(), h.content.as_str(), h.expand)).collect::<Vec<_>>(), [
-            ("A", "a\n", true),
-            ("B", "b\n", false)
-        ]);
-        assert!(perr("FROM a\nCOPY x <<EOF\nEOF\n").message.contains("destination"));
+        assert_eq!(
+            hs.iter()
+                .map(|h| (h.name.as_str(), h.content.as_str(), h.expand))
+                .collect::<Vec<_>>(),
+            [("A", "a\n", true), ("B", "b\n", false)]
+        );
+        assert!(perr("FROM a\nCOPY x <<EOF\nEOF\n")
+            .message
+            .contains("destination"));
     }
 
     #[test]
@@ -2263,7 +2422,10 @@ mod tests {
     fn heredoc_lines_are_not_comments_or_instructions() {
         let d = p("FROM a\nRUN <<EOF\n# not a comment\nFROM nothing \\\n\nEOF\n");
         assert_eq!(d.instructions.len(), 2);
-        assert_eq!(d.instructions[1].kind.heredocs()[0].content, "# not a comment\nFROM nothing \\\n\n");
+        assert_eq!(
+            d.instructions[1].kind.heredocs()[0].content,
+            "# not a comment\nFROM nothing \\\n\n"
+        );
     }
 
     #[test]
@@ -2290,9 +2452,119 @@ mod tests {
 
     #[test]
     fn words_split_like_docker_parse_words() {
-        assert_eq!(split_words("a \"b c\" d\\ e 'f\\' g", '\\'), s(&["a", "\"b c\"", "d\\ e", "'f\\'", "g"]));
+        assert_eq!(
+            split_words("a \"b c\" d\\ e 'f\\' g", '\\'),
+            s(&["a", "\"b c\"", "d\\ e", "'f\\'", "g"])
+        );
         assert_eq!(split_words("x=\"\" ''", '\\'), s(&["x=\"\"", "''"]));
         assert_eq!(split_words("  ", '\\'), Vec::<String>::new());
         assert_eq!(split_words("a`  b", '`'), s(&["a` ", "b"]));
+    }
+
+    // --- robustness
+
+    /// Tiny xorshift64* RNG so the test needs no dependency and is reproducible.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    /// Parse, substitute and render `text`; any outcome but a panic is fine.
+    fn exercise(text: &str) {
+        match parse(text, "fuzz") {
+            Ok(d) => {
+                let mut vars = crate::build::subst::Vars::new(
+                    [("A".to_string(), "1".to_string())],
+                    d.escape(),
+                );
+                for i in &d.instructions {
+                    let _ = i.display();
+                    let _ = vars.step(&i.kind);
+                    let _ = d.error_in(i, "x").to_string();
+                }
+                let _ = vars.run_env();
+            }
+            Err(e) => {
+                let _ = e.to_string();
+            }
+        }
+    }
+
+    #[test]
+    fn mutated_dockerfiles_never_panic() {
+        let seeds = [
+            "# escape=`\nFROM a AS b\nRUN x `\n  y\nCOPY c:\\ d\n",
+            "# syntax=x\nARG V=${A:-${B:+c}}\nFROM --platform=$P img:$V\nRUN --mount=type=cache,target=/x <<EOF cat\n\thi $A\nEOF\n",
+            "FROM a\nCOPY --from=b <<-\"X\" 'q r' [\"/d\"]\n\tx\n\tX\nENV A=1 B=\"2 3\" C\\ D=4\nLABEL a b\n",
+            "FROM a\nCMD [\"a\", \"b\\u00e9\"]\nSHELL [\"sh\", \"-c\"]\nHEALTHCHECK --retries=3 CMD x\nONBUILD RUN y\nEXPOSE 1 2\nVOLUME [\"/v\"]\n",
+            "FROM a\nRUN a \\\n# c\n\n b\nWORKDIR /${X:?}\nUSER ${U-x}\nSTOPSIGNAL 9\nMAINTAINER m\n",
+        ];
+        let tokens = [
+            "\\",
+            "\n",
+            "\r\n",
+            "$",
+            "${",
+            "}",
+            "\"",
+            "'",
+            "<<",
+            "<<-",
+            "EOF",
+            "[",
+            "]",
+            ",",
+            "=",
+            "--",
+            "#",
+            " ",
+            "\t",
+            "`",
+            "é",
+            ":-",
+            ":+",
+            "?",
+            "FROM ",
+            "RUN ",
+            "COPY ",
+            "ARG ",
+            "ENV ",
+            "ONBUILD ",
+            "# escape=`\n",
+            "\u{feff}",
+        ];
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        for round in 0..4000 {
+            let mut chars: Vec<char> = seeds[round % seeds.len()].chars().collect();
+            for _ in 0..1 + rng.below(6) {
+                let at = rng.below(chars.len() + 1);
+                match rng.below(4) {
+                    0 | 1 => {
+                        let t = tokens[rng.below(tokens.len())];
+                        chars.splice(at..at, t.chars());
+                    }
+                    2 => {
+                        let end = (at + rng.below(8)).min(chars.len());
+                        chars.drain(at..end);
+                    }
+                    _ => {
+                        let end = (at + rng.below(16)).min(chars.len());
+                        let dup: Vec<char> = chars[at..end].to_vec();
+                        chars.splice(at..at, dup);
+                    }
+                }
+            }
+            let text: String = chars.into_iter().collect();
+            exercise(&text);
+        }
     }
 }

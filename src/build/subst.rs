@@ -46,10 +46,17 @@ pub enum SubstErrorKind {
     /// A quote without its closing quote.
     #[error("unexpected end of statement while looking for matching {0}")]
     UnterminatedQuote(&'static str),
+    /// `${...}` nested deeper than [`MAX_NESTING`].
+    #[error("variable substitution nested too deeply")]
+    TooDeep,
     /// `${A?msg}` with A unset, or `${A:?msg}` with A unset or empty.
     #[error("{name}: {message}")]
     Required { name: String, message: String },
 }
+
+/// Deepest `${A:-${B:-...}}` nesting accepted (keeps the recursive expander's stack
+/// bounded on hostile input).
+pub const MAX_NESTING: usize = 64;
 
 /// Where variable values come from.
 pub trait Lookup {
@@ -110,6 +117,7 @@ pub fn expand_word<L: Lookup + ?Sized>(
         vars,
         check: false,
         raw_quotes: false,
+        depth: 0,
     }
     .word(None)
 }
@@ -123,6 +131,7 @@ pub fn check_word(word: &str, escape: char) -> Result<(), SubstError> {
         vars: &NoVars,
         check: true,
         raw_quotes: false,
+        depth: 0,
     }
     .word(None)
     .map(|_| ())
@@ -143,6 +152,7 @@ pub fn expand_heredoc<L: Lookup + ?Sized>(
         vars,
         check: false,
         raw_quotes: true,
+        depth: 0,
     };
     let mut out = String::with_capacity(content.len());
     while let Some(ch) = ex.peek() {
@@ -218,6 +228,8 @@ struct Expander<'a, L: ?Sized> {
     check: bool,
     /// Heredoc mode: quotes inside `${...}` words are kept.
     raw_quotes: bool,
+    /// Current `${` nesting.
+    depth: usize,
 }
 
 impl<L: Lookup + ?Sized> Expander<'_, L> {
@@ -376,7 +388,13 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
             '-' | '+' | '?' => (false, op),
             m => return Err(self.err(op_at, SubstErrorKind::UnsupportedModifier(m))),
         };
-        let word = match self.word(Some('}')) {
+        if self.depth >= MAX_NESTING {
+            return Err(self.err(start, SubstErrorKind::TooDeep));
+        }
+        self.depth += 1;
+        let word = self.word(Some('}'));
+        self.depth -= 1;
+        let word = match word {
             Ok(w) => w,
             Err(e) if self.peek().is_none() => {
                 let _ = e;
@@ -677,5 +695,413 @@ impl Vars {
             .filter(|k| !self.consumed.contains(*k))
             .map(String::as_str)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::dockerfile::{parse, ArgDecl};
+
+    fn vars(v: &[(&str, &str)]) -> BTreeMap<String, String> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    fn x(word: &str) -> Result<String, SubstError> {
+        let m = vars(&[
+            ("A", "a"),
+            ("EMPTY", ""),
+            ("B", "b c"),
+            ("HOME", "/root"),
+            ("É", "e"),
+        ]);
+        expand_word(word, '\\', &m)
+    }
+
+    fn ok(word: &str) -> String {
+        match x(word) {
+            Ok(s) => s,
+            Err(e) => panic!("{word}: {e}"),
+        }
+    }
+
+    #[test]
+    fn plain_and_braced_variables() {
+        assert_eq!(ok("$A"), "a");
+        assert_eq!(ok("${A}x"), "ax");
+        assert_eq!(ok("$Ax"), "");
+        assert_eq!(ok("pre-$A-post"), "pre-a-post");
+        assert_eq!(ok("$HOME/bin"), "/root/bin");
+        assert_eq!(ok("$B"), "b c");
+        assert_eq!(ok("$É"), "e");
+    }
+
+    #[test]
+    fn undefined_variables_expand_to_empty() {
+        assert_eq!(ok("x${NOPE}y$NOPE"), "xy");
+    }
+
+    #[test]
+    fn lone_dollar_is_literal() {
+        assert_eq!(ok("a$"), "a$");
+        assert_eq!(ok("$/x"), "$/x");
+        assert_eq!(ok("cost: 5$ "), "cost: 5$ ");
+    }
+
+    #[test]
+    fn colon_default_and_alternative() {
+        assert_eq!(ok("${NOPE:-def}"), "def");
+        assert_eq!(ok("${EMPTY:-def}"), "def");
+        assert_eq!(ok("${A:-def}"), "a");
+        assert_eq!(ok("${NOPE:+alt}"), "");
+        assert_eq!(ok("${EMPTY:+alt}"), "");
+        assert_eq!(ok("${A:+alt}"), "alt");
+    }
+
+    #[test]
+    fn dash_and_plus_without_colon_distinguish_unset_from_empty() {
+        assert_eq!(ok("${NOPE-def}"), "def");
+        assert_eq!(ok("${EMPTY-def}"), "");
+        assert_eq!(ok("${A-def}"), "a");
+        assert_eq!(ok("${NOPE+alt}"), "");
+        assert_eq!(ok("${EMPTY+alt}"), "alt");
+        assert_eq!(ok("${A+alt}"), "alt");
+    }
+
+    #[test]
+    fn nested_words_in_defaults() {
+        assert_eq!(ok("${NOPE:-${A}}"), "a");
+        assert_eq!(ok("${NOPE:-${NOPE2:-deep}-$A}"), "deep-a");
+        assert_eq!(ok("${NOPE:-\"x y\"}"), "x y");
+        assert_eq!(ok("${NOPE:-a\\}b}"), "a}b");
+        assert_eq!(ok("${A:+[$HOME]}"), "[/root]");
+    }
+
+    #[test]
+    fn required_variables() {
+        assert_eq!(ok("${A:?msg}"), "a");
+        assert_eq!(ok("${EMPTY?msg}"), "");
+        assert_eq!(
+            x("${NOPE?must be set}").map_err(|e| e.to_string()),
+            Err("NOPE: must be set".to_string())
+        );
+        assert_eq!(
+            x("${EMPTY:?}").map_err(|e| e.to_string()),
+            Err("EMPTY: is not allowed to be empty".to_string())
+        );
+        assert!(check_word("${NOPE:?}", '\\').is_ok());
+    }
+
+    #[test]
+    fn escaped_dollar_is_literal() {
+        assert_eq!(ok("\\$A"), "$A");
+        assert_eq!(ok("\\${A}"), "${A}");
+        assert_eq!(ok("a\\ b"), "a b");
+        assert_eq!(ok("x\\"), "x");
+        assert_eq!(
+            expand_word("`$A\\$A", '`', &vars(&[("A", "a")])),
+            Ok("$A\\a".to_string())
+        );
+    }
+
+    #[test]
+    fn quotes_are_removed_and_single_quotes_are_literal() {
+        assert_eq!(ok("'$A'"), "$A");
+        assert_eq!(ok("\"$A\""), "a");
+        assert_eq!(ok("\"a\\\"b\\$c\\d\""), "a\"b$c\\d");
+        assert_eq!(ok("'a\\'"), "a\\");
+        assert_eq!(ok("x\"\"y''"), "xy");
+    }
+
+    #[test]
+    fn malformed_words_are_errors_with_offsets() {
+        let e = |w: &str| x(w).err().map(|e| (e.offset, e.kind));
+        assert_eq!(e("ab${"), Some((2, SubstErrorKind::MissingBrace)));
+        assert_eq!(e("ab${A"), Some((2, SubstErrorKind::MissingBrace)));
+        assert_eq!(e("${A:-x"), Some((0, SubstErrorKind::MissingBrace)));
+        assert_eq!(e("${A:-${B}"), Some((0, SubstErrorKind::MissingBrace)));
+        assert_eq!(e("${}"), Some((0, SubstErrorKind::BadSubstitution)));
+        assert_eq!(e("${:-x}"), Some((0, SubstErrorKind::BadSubstitution)));
+        assert_eq!(
+            e("${A%x}"),
+            Some((3, SubstErrorKind::UnsupportedModifier('%')))
+        );
+        assert_eq!(
+            e("${A:=x}"),
+            Some((3, SubstErrorKind::UnsupportedModifier('=')))
+        );
+        assert_eq!(
+            e("a'b"),
+            Some((1, SubstErrorKind::UnterminatedQuote("single-quote")))
+        );
+        assert_eq!(
+            e("\"b"),
+            Some((0, SubstErrorKind::UnterminatedQuote("double-quote")))
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = "${A:-".repeat(100_000);
+        assert_eq!(x(&deep).map_err(|e| e.kind), Err(SubstErrorKind::TooDeep));
+        let ok_depth = format!(
+            "{}x{}",
+            "${N:-".repeat(MAX_NESTING),
+            "}".repeat(MAX_NESTING)
+        );
+        assert_eq!(x(&ok_depth), Ok("x".to_string()));
+    }
+
+    #[test]
+    fn special_and_positional_parameters_are_empty() {
+        assert_eq!(ok("$1x"), "x");
+        assert_eq!(ok("$$"), "");
+        assert_eq!(ok("$@-"), "-");
+    }
+
+    #[test]
+    fn lookup_from_closure_and_pairs() {
+        let f = |n: &str| (n == "X").then(|| "1".to_string());
+        assert_eq!(expand_word("$X$Y", '\\', &f), Ok("1".into()));
+        let v = vec![
+            ("X".to_string(), "old".to_string()),
+            ("X".to_string(), "new".to_string()),
+        ];
+        assert_eq!(expand_word("$X", '\\', v.as_slice()), Ok("new".into()));
+    }
+
+    #[test]
+    fn heredoc_expansion_keeps_quotes() {
+        let m = vars(&[("A", "a")]);
+        assert_eq!(
+            expand_heredoc("'$A' \"$A\" \\$A \\\\ \\x ${A:-z}\nl1\\\nl2\n", '\\', &m),
+            Ok("'a' \"a\" $A \\ \\x a\nl1l2\n".into())
+        );
+    }
+
+    #[test]
+    fn shell_words_unquote_without_substituting() {
+        assert_eq!(
+            shell_words("\"my file\" 'b c' $HOME \"$X\" d\\ e", '\\'),
+            Ok(vec![
+                "my file".into(),
+                "b c".into(),
+                "$HOME".into(),
+                "$X".into(),
+                "d e".into()
+            ])
+        );
+    }
+
+    // --- instructions and scoping
+
+    fn build(text: &str, build_args: &[(&str, &str)]) -> (Vec<InstrKind>, Vars) {
+        let d = parse(text, "Dockerfile").expect("parses");
+        let mut v = Vars::new(
+            build_args
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string())),
+            d.escape(),
+        );
+        let out = d
+            .instructions
+            .iter()
+            .map(|i| v.step(&i.kind).expect("substitutes"))
+            .collect();
+        (out, v)
+    }
+
+    #[test]
+    fn env_reads_old_values_within_one_instruction() {
+        let (ks, v) = build("FROM a\nENV A=0\nENV A=1 B=$A\nENV C=$A\n", &[]);
+        assert_eq!(
+            ks[2],
+            InstrKind::Env(vec![("A".into(), "1".into()), ("B".into(), "0".into())])
+        );
+        assert_eq!(ks[3], InstrKind::Env(vec![("C".into(), "1".into())]));
+        assert_eq!(
+            v.env(),
+            [
+                ("A".into(), "1".into()),
+                ("B".into(), "0".into()),
+                ("C".into(), "1".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn global_args_are_only_visible_in_from() {
+        let (ks, _) = build(
+            "ARG TAG=3.19\nARG IMG=alpine:${TAG}\nFROM $IMG\nRUN x\nWORKDIR /$TAG\n",
+            &[],
+        );
+        assert_eq!(
+            ks[2],
+            InstrKind::From {
+                platform: None,
+                image: "alpine:3.19".into(),
+                alias: None
+            }
+        );
+        assert_eq!(ks[4], InstrKind::Workdir("/".into()));
+    }
+
+    #[test]
+    fn redeclared_arg_without_value_takes_global_value() {
+        let (ks, v) = build("ARG V=1\nFROM a\nARG V\nWORKDIR /$V\n", &[]);
+        assert_eq!(ks[3], InstrKind::Workdir("/1".into()));
+        assert_eq!(v.run_env(), [("V".into(), "1".into())]);
+        let (ks, _) = build("ARG V=1\nFROM a\nARG V=2\nWORKDIR /$V\n", &[]);
+        assert_eq!(ks[3], InstrKind::Workdir("/2".into()));
+    }
+
+    #[test]
+    fn build_args_override_defaults_and_are_consumed() {
+        let (ks, v) = build(
+            "ARG V=1\nFROM a:$V\nARG W=x\nARG V\nUSER $W:$V\n",
+            &[("V", "9"), ("W", "w"), ("Z", "z")],
+        );
+        assert_eq!(
+            ks[1],
+            InstrKind::From {
+                platform: None,
+                image: "a:9".into(),
+                alias: None
+            }
+        );
+        assert_eq!(ks[4], InstrKind::User("w:9".into()));
+        assert_eq!(v.unconsumed_build_args(), ["Z"]);
+    }
+
+    #[test]
+    fn args_are_per_stage() {
+        let (ks, _) = build("FROM a AS one\nARG X=1\nFROM b\nWORKDIR /$X\n", &[]);
+        assert_eq!(ks[3], InstrKind::Workdir("/".into()));
+    }
+
+    #[test]
+    fn env_overrides_arg_of_same_name() {
+        let (ks, v) = build(
+            "FROM a\nENV V=env\nARG V=arg\nWORKDIR /$V\n",
+            &[("V", "cli")],
+        );
+        assert_eq!(ks[3], InstrKind::Workdir("/env".into()));
+        assert_eq!(v.run_env(), [("V".into(), "env".into())]);
+    }
+
+    #[test]
+    fn arg_defaults_see_earlier_variables() {
+        let (ks, _) = build(
+            "FROM a\nENV P=/opt\nARG D=$P/bin E\nARG F=${D}x\nWORKDIR $F\n",
+            &[],
+        );
+        assert_eq!(
+            ks[2],
+            InstrKind::Arg(vec![
+                ArgDecl {
+                    name: "D".into(),
+                    default: Some("/opt/bin".into())
+                },
+                ArgDecl {
+                    name: "E".into(),
+                    default: None
+                },
+            ])
+        );
+        assert_eq!(ks[4], InstrKind::Workdir("/opt/binx".into()));
+    }
+
+    #[test]
+    fn run_cmd_and_exec_forms_are_not_substituted() {
+        let (ks, _) = build(
+            "FROM a\nENV A=1\nRUN echo $A\nRUN [\"echo\", \"$A\"]\nCMD $A\nENTRYPOINT [\"$A\"]\nHEALTHCHECK CMD $A\nMAINTAINER $A\nONBUILD WORKDIR $A\n",
+            &[],
+        );
+        let d = parse(
+            "FROM a\nENV A=1\nRUN echo $A\nRUN [\"echo\", \"$A\"]\nCMD $A\nENTRYPOINT [\"$A\"]\nHEALTHCHECK CMD $A\nMAINTAINER $A\nONBUILD WORKDIR $A\n",
+            "f",
+        )
+        .expect("parses");
+        for i in 2..ks.len() {
+            assert_eq!(ks[i], d.instructions[i].kind, "{i}");
+        }
+    }
+
+    #[test]
+    fn copy_fields_and_heredoc_body_are_substituted() {
+        let (ks, _) = build(
+            "FROM a\nARG U=app\nCOPY --chown=$U:$U --from=${S:-build} \"$U dir\" ['x'] /home/$U/\nCOPY <<EOF <<'RAW' /etc/\nuser=$U\nEOF\nuser=$U\nRAW\n",
+            &[],
+        );
+        match &ks[2] {
+            InstrKind::Copy(c) => {
+                assert_eq!(c.chown(), Some("app:app"));
+                assert_eq!(c.from(), Some("build"));
+                assert_eq!(
+                    c.sources,
+                    vec![
+                        CopySource::Path("app dir".into()),
+                        CopySource::Path("[x]".into())
+                    ]
+                );
+                assert_eq!(c.dest, "/home/app/");
+            }
+            k => panic!("{k:?}"),
+        }
+        let hs = ks[3].heredocs();
+        assert_eq!(hs[0].content, "user=app\n");
+        assert_eq!(hs[1].content, "user=$U\n");
+    }
+
+    #[test]
+    fn env_label_expose_volume_stopsignal_are_substituted() {
+        let (ks, _) = build(
+            "FROM a\nARG P=80\nENV K=\"v $P\" L='$P'\nLABEL port=$P \"k$P\"=x\nEXPOSE $P ${P}/udp\nVOLUME /d$P\nSTOPSIGNAL SIG$P\nENV legacy is \"quoted $P\"\n",
+            &[],
+        );
+        assert_eq!(
+            ks[2],
+            InstrKind::Env(vec![("K".into(), "v 80".into()), ("L".into(), "$P".into())])
+        );
+        assert_eq!(
+            ks[3],
+            InstrKind::Label(vec![
+                ("port".into(), "80".into()),
+                ("k80".into(), "x".into())
+            ])
+        );
+        assert_eq!(ks[4], InstrKind::Expose(vec!["80".into(), "80/udp".into()]));
+        assert_eq!(ks[5], InstrKind::Volume(vec!["/d80".into()]));
+        assert_eq!(ks[6], InstrKind::Stopsignal("SIG80".into()));
+        assert_eq!(
+            ks[7],
+            InstrKind::Env(vec![("legacy".into(), "is quoted 80".into())])
+        );
+    }
+
+    #[test]
+    fn from_platform_uses_global_args_and_new_stage_resets_env() {
+        let (ks, v) = build(
+            "ARG PL=linux/amd64\nFROM --platform=$PL a AS x\nENV E=1\nFROM x\n",
+            &[],
+        );
+        assert_eq!(
+            ks[1],
+            InstrKind::From {
+                platform: Some("linux/amd64".into()),
+                image: "a".into(),
+                alias: Some("x".into())
+            }
+        );
+        assert!(v.env().is_empty());
+        assert_eq!(v.global_arg("PL").as_deref(), Some("linux/amd64"));
+    }
+
+    #[test]
+    fn backtick_escape_in_substitution() {
+        let (ks, _) = build("# escape=`\nFROM a\nENV X=1\nWORKDIR C:\\`$X\\$X\n", &[]);
+        assert_eq!(ks[2], InstrKind::Workdir("C:\\$X\\1".into()));
     }
 }
