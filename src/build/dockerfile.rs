@@ -833,7 +833,7 @@ fn extract_flags(line: &str) -> (Vec<(usize, String)>, usize) {
 /// Result of trying to read text as a JSON array of strings.
 enum Json {
     /// Not JSON at all: use the shell form.
-    NotJson,
+    Text,
     /// A JSON array of strings.
     Strings(Vec<String>),
     /// A JSON array with a non-string element: an error in Docker.
@@ -843,7 +843,7 @@ enum Json {
 fn parse_json_array(rest: &str) -> Json {
     let t = rest.trim_start();
     if !t.starts_with('[') {
-        return Json::NotJson;
+        return Json::Text;
     }
     match serde_json::from_str::<serde_json::Value>(t) {
         Ok(serde_json::Value::Array(items)) => {
@@ -856,7 +856,7 @@ fn parse_json_array(rest: &str) -> Json {
             }
             Json::Strings(out)
         }
-        _ => Json::NotJson,
+        _ => Json::Text,
     }
 }
 
@@ -1225,7 +1225,7 @@ impl<'a> Parser<'a> {
                 let form = match parse_json_array(args) {
                     Json::Strings(v) => CmdForm::Exec(v),
                     Json::NotStrings => return Err(self.err_at(ll, args_off, NOT_STRINGS)),
-                    Json::NotJson => CmdForm::Shell(args.to_string()),
+                    Json::Text => CmdForm::Shell(args.to_string()),
                 };
                 match kw {
                     Keyword::Run => {
@@ -1248,13 +1248,13 @@ impl<'a> Parser<'a> {
                 }
                 Json::Strings(v) => InstrKind::Shell(v),
                 Json::NotStrings => return Err(self.err_at(ll, args_off, NOT_STRINGS)),
-                Json::NotJson => return Err(need(self, "the arguments to be in JSON form")),
+                Json::Text => return Err(need(self, "the arguments to be in JSON form")),
             },
             Keyword::Copy | Keyword::Add => {
                 let (json, words) = match parse_json_array(args) {
                     Json::Strings(v) => (true, v.into_iter().map(|w| (0, w)).collect::<Vec<_>>()),
                     Json::NotStrings => return Err(self.err_at(ll, args_off, NOT_STRINGS)),
-                    Json::NotJson => (false, split_words_at(args, esc)),
+                    Json::Text => (false, split_words_at(args, esc)),
                 };
                 if words.len() < 2 {
                     return Err(need(
@@ -1375,7 +1375,7 @@ impl<'a> Parser<'a> {
                 let (json, words) = match parse_json_array(args) {
                     Json::Strings(v) => (true, v.into_iter().map(|w| (0, w)).collect::<Vec<_>>()),
                     Json::NotStrings => return Err(self.err_at(ll, args_off, NOT_STRINGS)),
-                    Json::NotJson => (false, split_plain(args)),
+                    Json::Text => (false, split_plain(args)),
                 };
                 if words.is_empty() {
                     return Err(need(self, "at least one argument"));
@@ -1419,7 +1419,7 @@ impl<'a> Parser<'a> {
                     let cmd = match parse_json_array(rest) {
                         Json::Strings(v) => CmdForm::Exec(v),
                         Json::NotStrings => return Err(self.err_at(ll, args_off, NOT_STRINGS)),
-                        Json::NotJson => CmdForm::Shell(rest.to_string()),
+                        Json::Text => CmdForm::Shell(rest.to_string()),
                     };
                     InstrKind::Healthcheck(Healthcheck::Cmd {
                         options: flags,
@@ -1438,15 +1438,14 @@ impl<'a> Parser<'a> {
                     return Err(need(self, "at least one argument"));
                 }
                 let sub_kw = args.split(is_cmd_space).next().unwrap_or_default();
-                match Keyword::from_word(sub_kw) {
-                    Some(k @ (Keyword::Onbuild | Keyword::From | Keyword::Maintainer)) => {
-                        return Err(self.err_at(
-                            ll,
-                            args_off,
-                            format!("{k} isn't allowed as an ONBUILD trigger"),
-                        ));
-                    }
-                    _ => {}
+                if let Some(k @ (Keyword::Onbuild | Keyword::From | Keyword::Maintainer)) =
+                    Keyword::from_word(sub_kw)
+                {
+                    return Err(self.err_at(
+                        ll,
+                        args_off,
+                        format!("{k} isn't allowed as an ONBUILD trigger"),
+                    ));
                 }
                 // Triggers run in a later build; they are not checked for substitution here.
                 let (trigger, _) = self.parse_instruction_nocheck(ll, args_off)?;

@@ -1024,8 +1024,8 @@ mod tests {
             "f",
         )
         .expect("parses");
-        for i in 2..ks.len() {
-            assert_eq!(ks[i], d.instructions[i].kind, "{i}");
+        for (i, (got, instr)) in ks.iter().zip(&d.instructions).enumerate().skip(2) {
+            assert_eq!(*got, instr.kind, "{i}");
         }
     }
 
