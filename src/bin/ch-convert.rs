@@ -1,3 +1,4 @@
+<<<<<<< HEAD
 //! `ch-convert [-i FMT] [-o FMT] IN OUT`: convert images between the store (`ch-image`),
 //! directories (`dir`) and tarballs (`tar`). Thin: the work is in the library.
 
@@ -178,3 +179,6 @@ fn main() -> ExitCode {
         }
     }
 }
+=======
+fn main() {}
+>>>>>>> parse

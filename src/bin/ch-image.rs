@@ -1,3 +1,4 @@
+<<<<<<< HEAD
 //! `ch-image` (also answering to `ch-grow`): build and manage images in the storage
 //! directory. Thin: parse arguments, resolve settings, call the library, render errors.
 
@@ -196,3 +197,6 @@ fn main() -> ExitCode {
         }
     }
 }
+=======
+fn main() {}
+>>>>>>> parse

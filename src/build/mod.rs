@@ -1,6 +1,9 @@
 //! Building images from Dockerfiles: parse, plan, cache keys, execute.
 //!
 //! The only module that uses both [`crate::store`] and [`crate::run`].
+
 pub mod context;
-pub mod key;
 pub mod copy;
+pub mod dockerfile;
+pub mod key;
+pub mod subst;
