@@ -1,4 +1,3 @@
-<<<<<<< HEAD
 //! `ch-convert [-i FMT] [-o FMT] IN OUT`: convert images between the store (`ch-image`),
 //! directories (`dir`) and tarballs (`tar`). Thin: the work is in the library.
 
@@ -179,6 +178,3 @@ fn main() -> ExitCode {
         }
     }
 }
-=======
-fn main() {}
->>>>>>> parse

@@ -1,4 +1,3 @@
-<<<<<<< HEAD
 //! `ch-image` (also answering to `ch-grow`): build and manage images in the storage
 //! directory. Thin: parse arguments, resolve settings, call the library, render errors.
 
@@ -197,6 +196,3 @@ fn main() -> ExitCode {
         }
     }
 }
-=======
-fn main() {}
->>>>>>> parse
