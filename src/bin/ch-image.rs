@@ -38,6 +38,8 @@ struct Common {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Build an image from a Dockerfile
+    Build(BuildArgs),
     /// Import a directory or tarball as an image
     Import {
         /// Directory or tarball (plain, gzip, zstd, xz)
@@ -70,6 +72,186 @@ enum Cmd {
     },
 }
 
+#[derive(Args)]
+struct BuildArgs {
+    /// Context directory
+    context: PathBuf,
+    /// Name of the image to create (default: inferred from the Dockerfile or context name)
+    #[arg(short = 't', long = "tag")]
+    tag: Option<String>,
+    /// Dockerfile to use (default: CONTEXT/Dockerfile; `-` reads standard input)
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// Set build-time variable KEY (from the environment if no VALUE)
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    build_arg: Vec<String>,
+    /// Don't execute instructions
+    #[arg(short = 'n', long = "dry-run")]
+    dry_run: bool,
+    /// Stop after parsing the Dockerfile
+    #[arg(long = "parse-only")]
+    parse_only: bool,
+    /// Bind-mount SRC at DST for RUN instructions
+    #[arg(short = 'b', long = "bind", value_name = "SRC[:DST]")]
+    bind: Vec<String>,
+    /// Root emulation for RUN: seccomp (default) or none
+    #[arg(long = "force", value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "seccomp")]
+    force: Option<String>,
+    /// Use the build cache (default)
+    #[arg(long, conflicts_with_all = ["no_cache", "rebuild"])]
+    cache: bool,
+    /// Don't use the build cache
+    #[arg(long = "no-cache")]
+    no_cache: bool,
+    /// Execute all instructions, but still write the cache
+    #[arg(long)]
+    rebuild: bool,
+}
+
+/// The tag Charliecloud infers: `Dockerfile.EXT` gives EXT, `NAME.df` or
+/// `NAME.dockerfile` gives NAME, else the context directory's name; lowercased, with
+/// characters that can't be in a reference removed.
+fn infer_tag(file: Option<&std::path::Path>, context: &std::path::Path) -> String {
+    let from_file = file
+        .and_then(|f| f.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .and_then(|n| {
+            if let Some(ext) = n.strip_prefix("Dockerfile.") {
+                Some(ext.to_string())
+            } else {
+                n.strip_suffix(".df")
+                    .or_else(|| n.strip_suffix(".dockerfile"))
+                    .map(str::to_string)
+            }
+        });
+    let base = from_file.unwrap_or_else(|| {
+        let abs = std::fs::canonicalize(context).unwrap_or_else(|_| context.to_path_buf());
+        abs.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "root".into())
+    });
+    let t: String = base
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
+        .collect();
+    if t.is_empty() {
+        "root".into()
+    } else {
+        t
+    }
+}
+
+fn build(storage: &std::path::Path, a: BuildArgs) -> anyhow::Result<()> {
+    use grove::build::exec::{self, BuildOptions, CacheMode, Force};
+    use std::io::Read;
+    let (text, name) = match &a.file {
+        Some(f) if f.as_os_str() == "-" => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("can't read Dockerfile from standard input")?;
+            (s, "-".to_string())
+        }
+        Some(f) => (
+            std::fs::read_to_string(f)
+                .with_context(|| format!("can't read Dockerfile: {}", f.display()))?,
+            f.display().to_string(),
+        ),
+        None => {
+            let f = a.context.join("Dockerfile");
+            (
+                std::fs::read_to_string(&f)
+                    .with_context(|| format!("can't read Dockerfile: {}", f.display()))?,
+                f.display().to_string(),
+            )
+        }
+    };
+    if !a.context.is_dir() {
+        bail!("context must be a directory: {}", a.context.display());
+    }
+    let tag_text = a
+        .tag
+        .clone()
+        .unwrap_or_else(|| infer_tag(a.file.as_deref(), &a.context));
+    let tag = parse_ref(&tag_text)?;
+    let cache = if a.no_cache {
+        CacheMode::Disabled
+    } else if a.rebuild {
+        CacheMode::Rebuild
+    } else if a.cache {
+        CacheMode::Enabled
+    } else {
+        match std::env::var("CH_IMAGE_CACHE").ok().as_deref() {
+            None | Some("") | Some("enabled") => CacheMode::Enabled,
+            Some("disabled") => CacheMode::Disabled,
+            Some("rebuild") => CacheMode::Rebuild,
+            Some(o) => bail!("$CH_IMAGE_CACHE: invalid value: {o} (enabled, disabled or rebuild)"),
+        }
+    };
+    let force = match a.force.as_deref() {
+        None | Some("seccomp") => Force::Seccomp,
+        Some("none") => Force::None,
+        Some("fakeroot") => {
+            bail!("--force=fakeroot: not supported by Grove; use --force=seccomp (the default)")
+        }
+        Some(o) => bail!("--force: invalid mode: {o}"),
+    };
+    let mut build_args = Vec::new();
+    for b in &a.build_arg {
+        match b.split_once('=') {
+            Some((k, v)) => build_args.push((k.to_string(), v.to_string())),
+            None => match std::env::var(b) {
+                Ok(v) => build_args.push((b.clone(), v)),
+                Err(_) => bail!("--build-arg: {b}: no value given and not set in the environment"),
+            },
+        }
+    }
+    let ch_run = std::env::current_exe()
+        .context("can't find own executable")?
+        .with_file_name("ch-run");
+    let opts = BuildOptions {
+        context: a.context.clone(),
+        dockerfile: text,
+        dockerfile_name: name,
+        tag: tag.clone(),
+        build_args,
+        cache,
+        force,
+        binds: a.bind.clone(),
+        dry_run: a.dry_run,
+        ch_run,
+        stat_cache: storage.join("statcache").join(format!(
+            "{}.txt",
+            blake3::hash(
+                std::fs::canonicalize(&a.context)?
+                    .as_os_str()
+                    .as_encoded_bytes()
+            )
+            .to_hex()
+        )),
+    };
+    if a.parse_only {
+        let df = exec::parse(&opts)?;
+        for i in &df.instructions {
+            println!("{:>3} {}", i.span.start_line, i.display());
+        }
+        return Ok(());
+    }
+    let store = Store::open(storage)?;
+    let lock = store.lock()?;
+    let t = std::time::Instant::now();
+    let r = exec::build(&store, &lock, &opts)?;
+    info!(
+        "grown in {} instructions: {tag} ({} hits, {} executed, {:.2}s)",
+        r.instructions,
+        r.hits,
+        r.misses,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 #[derive(Subcommand)]
 enum Gestalt {
     /// Print the storage directory path
@@ -84,6 +266,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     cli::set_verbosity(cli.common.verbose, cli.common.quiet);
     let storage = cli::storage_dir(cli.common.storage.clone())?;
     match cli.cmd {
+        Cmd::Build(a) => build(&storage, a)?,
         Cmd::StoragePath
         | Cmd::Gestalt {
             what: Gestalt::StoragePath,

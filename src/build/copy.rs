@@ -22,7 +22,12 @@ use crate::store::model::{Dir, Node};
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
     #[error("can't {action}: {path}")]
-    Io { action: &'static str, path: PathBuf, #[source] source: io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("destination escapes the image or loops through symlinks: {0}")]
     Dest(String),
     #[error("can't write to {0}: a file in the image is in the way")]
@@ -30,13 +35,21 @@ pub enum CopyError {
 }
 
 fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> CopyError + 'p {
-    move |source| CopyError::Io { action, path: path.to_path_buf(), source }
+    move |source| CopyError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Resolve an absolute image path through the image's symlinks (all components, the
 /// last one too if `follow_last`). Returns components of the real path.
 pub fn resolve(model: &Dir, path: &str, follow_last: bool) -> Result<Vec<Vec<u8>>, CopyError> {
-    let mut todo: Vec<Vec<u8>> = path.split('/').filter(|c| !c.is_empty()).map(|c| c.as_bytes().to_vec()).collect();
+    let mut todo: Vec<Vec<u8>> = path
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(|c| c.as_bytes().to_vec())
+        .collect();
     todo.reverse();
     let mut out: Vec<Vec<u8>> = Vec::new();
     let mut hops = 0;
@@ -85,19 +98,30 @@ pub fn make_parents(layer: &Path, model: &Dir, comps: &[Vec<u8>]) -> Result<Path
         let image_path = comps[..=i].join(&b'/');
         let mode = match model.get(&image_path) {
             Some(Node::Dir(d)) => d.mode | 0o700,
-            Some(_) => return Err(CopyError::NotDir(String::from_utf8_lossy(&image_path).into_owned())),
+            Some(_) => {
+                return Err(CopyError::NotDir(
+                    String::from_utf8_lossy(&image_path).into_owned(),
+                ))
+            }
             None => 0o755,
         };
         if !p.is_dir() {
             fs::create_dir(&p).map_err(io_err("create directory", &p))?;
-            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(io_err("chmod", &p))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode))
+                .map_err(io_err("chmod", &p))?;
         }
     }
     Ok(p)
 }
 
 /// What a source is, for deciding the destination's shape.
-pub fn dest_is_dir(dest: &str, n_sources: usize, single_is_dir: bool, model: &Dir, dest_comps: &[Vec<u8>]) -> bool {
+pub fn dest_is_dir(
+    dest: &str,
+    n_sources: usize,
+    single_is_dir: bool,
+    model: &Dir,
+    dest_comps: &[Vec<u8>],
+) -> bool {
     dest.ends_with('/')
         || n_sources > 1
         || single_is_dir
@@ -113,7 +137,8 @@ pub fn copy_host(src: &Path, to: &Path) -> Result<(), CopyError> {
         }
         copy_dir_contents(src, to)?;
         let mode = md.permissions().mode() & 0o7777;
-        fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o700)).map_err(io_err("chmod", to))?;
+        fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o700))
+            .map_err(io_err("chmod", to))?;
     } else {
         copy_file(src, to, md.permissions().mode() & 0o7777)?;
     }
@@ -129,7 +154,8 @@ fn copy_file(src: &Path, to: &Path, mode: u32) -> Result<(), CopyError> {
         }
     }
     fs::copy(src, to).map_err(io_err("copy", src))?;
-    fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o600)).map_err(io_err("chmod", to))?;
+    fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o600))
+        .map_err(io_err("chmod", to))?;
     Ok(())
 }
 
@@ -157,8 +183,11 @@ fn copy_dir_contents(src: &Path, to: &Path) -> Result<(), CopyError> {
                 fs::create_dir(&d).map_err(io_err("create directory", &d))?;
             }
             copy_dir_contents(&s, &d)?;
-            fs::set_permissions(&d, fs::Permissions::from_mode((md.permissions().mode() & 0o7777) | 0o700))
-                .map_err(io_err("chmod", &d))?;
+            fs::set_permissions(
+                &d,
+                fs::Permissions::from_mode((md.permissions().mode() & 0o7777) | 0o700),
+            )
+            .map_err(io_err("chmod", &d))?;
         } else if ft.is_file() {
             copy_file(&s, &d, md.permissions().mode() & 0o7777)?;
         }
@@ -179,7 +208,8 @@ pub fn copy_from_model(repo: &gix::Repository, node: &Node, to: &Path) -> Result
             for (name, child) in &d.children {
                 copy_from_model(repo, child, &to.join(std::ffi::OsStr::from_bytes(name)))?;
             }
-            fs::set_permissions(to, fs::Permissions::from_mode(d.mode | 0o700)).map_err(io_err("chmod", to))?;
+            fs::set_permissions(to, fs::Permissions::from_mode(d.mode | 0o700))
+                .map_err(io_err("chmod", to))?;
         }
         Node::File(f) => {
             let blob = repo.find_blob(f.oid).map_err(|e| CopyError::Io {
@@ -189,11 +219,13 @@ pub fn copy_from_model(repo: &gix::Repository, node: &Node, to: &Path) -> Result
             })?;
             let _ = fs::remove_file(to);
             fs::write(to, &blob.data).map_err(io_err("write", to))?;
-            fs::set_permissions(to, fs::Permissions::from_mode((f.mode & !0o6000) | 0o600)).map_err(io_err("chmod", to))?;
+            fs::set_permissions(to, fs::Permissions::from_mode((f.mode & !0o6000) | 0o600))
+                .map_err(io_err("chmod", to))?;
         }
         Node::Symlink { target } => {
             let _ = fs::remove_file(to);
-            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), to).map_err(io_err("create symlink", to))?;
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), to)
+                .map_err(io_err("create symlink", to))?;
         }
         Node::Fifo { .. } => {}
     }
@@ -213,23 +245,53 @@ mod tests {
     fn model() -> Dir {
         let mut d = Dir::new(0o755);
         d.insert(b"usr/bin", Node::Dir(Dir::new(0o755))).unwrap();
-        d.insert(b"bin", Node::Symlink { target: b"usr/bin".to_vec() }).unwrap();
-        d.insert(b"abs", Node::Symlink { target: b"/usr".to_vec() }).unwrap();
-        d.insert(b"loop", Node::Symlink { target: b"loop".to_vec() }).unwrap();
+        d.insert(
+            b"bin",
+            Node::Symlink {
+                target: b"usr/bin".to_vec(),
+            },
+        )
+        .unwrap();
+        d.insert(
+            b"abs",
+            Node::Symlink {
+                target: b"/usr".to_vec(),
+            },
+        )
+        .unwrap();
+        d.insert(
+            b"loop",
+            Node::Symlink {
+                target: b"loop".to_vec(),
+            },
+        )
+        .unwrap();
         d
     }
 
     #[test]
     fn destination_follows_image_symlinks_inside_the_image() {
         let m = model();
-        assert_eq!(resolve(&m, "/bin/foo", true).unwrap(), vec![b"usr".to_vec(), b"bin".to_vec(), b"foo".to_vec()]);
-        assert_eq!(resolve(&m, "/abs/bin", true).unwrap(), vec![b"usr".to_vec(), b"bin".to_vec()]);
-        assert_eq!(resolve(&m, "/../../etc", true).unwrap(), vec![b"etc".to_vec()]);
+        assert_eq!(
+            resolve(&m, "/bin/foo", true).unwrap(),
+            vec![b"usr".to_vec(), b"bin".to_vec(), b"foo".to_vec()]
+        );
+        assert_eq!(
+            resolve(&m, "/abs/bin", true).unwrap(),
+            vec![b"usr".to_vec(), b"bin".to_vec()]
+        );
+        assert_eq!(
+            resolve(&m, "/../../etc", true).unwrap(),
+            vec![b"etc".to_vec()]
+        );
     }
 
     #[test]
     fn symlink_loops_are_an_error() {
-        assert!(matches!(resolve(&model(), "/loop/x", true), Err(CopyError::Dest(_))));
+        assert!(matches!(
+            resolve(&model(), "/loop/x", true),
+            Err(CopyError::Dest(_))
+        ));
     }
 
     #[test]

@@ -5,5 +5,6 @@
 pub mod context;
 pub mod copy;
 pub mod dockerfile;
+pub mod exec;
 pub mod key;
 pub mod subst;

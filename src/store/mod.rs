@@ -409,8 +409,18 @@ impl Store {
 
     /// Point `name` at `commit` without checking it out: `img/NAME` then links to a
     /// checkout that may not exist yet, and runners use [`Store::view`]. Requires the lock.
-    pub fn set_image_lazy(&self, _lock: &WriteLock, name: &Reference, commit: ObjectId, expect: Expect) -> Result<(), StoreError> {
-        git::update_refs(&self.repo(), &[(Self::image_ref(name), Some(commit), expect)]).map_err(|e| self.raced(name, e))?;
+    pub fn set_image_lazy(
+        &self,
+        _lock: &WriteLock,
+        name: &Reference,
+        commit: ObjectId,
+        expect: Expect,
+    ) -> Result<(), StoreError> {
+        git::update_refs(
+            &self.repo(),
+            &[(Self::image_ref(name), Some(commit), expect)],
+        )
+        .map_err(|e| self.raced(name, e))?;
         let dir = self.root.join("checkouts").join(commit.to_string());
         self.link_checkout(name, &dir)?;
         Ok(())
@@ -418,12 +428,23 @@ impl Store {
 
     /// The commit a build-cache key maps to (one ref read).
     pub fn cache_get(&self, key_hex: &str) -> Result<Option<ObjectId>, StoreError> {
-        Ok(git::get_ref(&self.repo(), &format!("{CACHE_REFS}{key_hex}"))?)
+        Ok(git::get_ref(
+            &self.repo(),
+            &format!("{CACHE_REFS}{key_hex}"),
+        )?)
     }
 
     /// Record a build-cache entry.
-    pub fn cache_put(&self, _lock: &WriteLock, key_hex: &str, commit: ObjectId) -> Result<(), StoreError> {
-        Ok(git::update_refs(&self.repo(), &[(format!("{CACHE_REFS}{key_hex}"), Some(commit), Expect::Any)])?)
+    pub fn cache_put(
+        &self,
+        _lock: &WriteLock,
+        key_hex: &str,
+        commit: ObjectId,
+    ) -> Result<(), StoreError> {
+        Ok(git::update_refs(
+            &self.repo(),
+            &[(format!("{CACHE_REFS}{key_hex}"), Some(commit), Expect::Any)],
+        )?)
     }
 
     fn layers_dir(&self) -> PathBuf {
@@ -432,7 +453,12 @@ impl Store {
 
     /// Keep `upper` (an overlay upper directory or a populated layer) as the layer of
     /// `commit`. An existing layer for the same commit wins (same content by definition).
-    pub fn keep_layer(&self, _lock: &WriteLock, upper: &Path, commit: ObjectId) -> Result<(), StoreError> {
+    pub fn keep_layer(
+        &self,
+        _lock: &WriteLock,
+        upper: &Path,
+        commit: ObjectId,
+    ) -> Result<(), StoreError> {
         let dir = self.layers_dir();
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         let dest = dir.join(commit.to_string());
@@ -454,16 +480,21 @@ impl Store {
     /// Like [`Store::view`] but never writes: `None` if a checkout would be needed.
     pub fn view_existing(&self, commit: ObjectId) -> Result<Option<Vec<PathBuf>>, StoreError> {
         let repo = self.repo();
-        layer::view(&self.root.join("checkouts"), &self.layers_dir(), commit, |c| {
-            let t = git::image_trees(&repo, c)?;
-            Ok(match t.parent {
-                Some(p) => {
-                    let pt = git::image_trees(&repo, p)?;
-                    Some((p, pt.rootfs == t.rootfs && pt.meta == t.meta))
-                }
-                None => None,
-            })
-        })
+        layer::view(
+            &self.root.join("checkouts"),
+            &self.layers_dir(),
+            commit,
+            |c| {
+                let t = git::image_trees(&repo, c)?;
+                Ok(match t.parent {
+                    Some(p) => {
+                        let pt = git::image_trees(&repo, p)?;
+                        Some((p, pt.rootfs == t.rootfs && pt.meta == t.meta))
+                    }
+                    None => None,
+                })
+            },
+        )
     }
 
     /// Import a directory or tarball as image `name`. Returns the commit.
