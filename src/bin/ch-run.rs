@@ -175,7 +175,7 @@ fn real_main() -> Result<i32, RunError> {
     let binds = cli
         .bind
         .iter()
-        .map(|b| Bind::parse(b).map_err(RunError::msg))
+        .map(|b| Bind::parse(b).map_err(|e| RunError::msg(e)))
         .collect::<Result<Vec<_>, _>>()?;
 
     let write = match (&cli.write_fake, cli.write) {

@@ -56,6 +56,8 @@ pub enum IfMissing {
     Skip,
     /// Create an empty directory or file (matching the source), possibly with parents.
     Create,
+    /// Like `Create`, but skip the bind if creating fails (optional files).
+    TryCreate,
 }
 
 /// One step of container assembly.
@@ -155,7 +157,7 @@ pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
     let mut ops = vec![MountOp::MakeRootPrivate];
     let root = new_root(input);
     let create = if input.write.writable() { IfMissing::Create } else { IfMissing::Error };
-    let create_or_skip = if input.write.writable() { IfMissing::Create } else { IfMissing::Skip };
+    let create_or_skip = if input.write.writable() { IfMissing::TryCreate } else { IfMissing::Skip };
     match &input.write {
         WriteMode::ReadOnly => {
             ops.push(MountOp::BindSelf { path: root.clone() });
@@ -189,10 +191,13 @@ pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
         });
     }
     for f in OPTIONAL_HOST_FILES {
+        // /etc/hosts and /etc/resolv.conf are created in writable images; machine-id only
+        // bound where the image has one.
+        let if_missing = if *f == "/etc/machine-id" { IfMissing::Skip } else { create_or_skip };
         ops.push(MountOp::Bind {
             src: f.into(),
             dst: f.into(),
-            if_missing: create_or_skip,
+            if_missing,
             src_optional: true,
         });
     }
@@ -229,11 +234,13 @@ pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
             src_optional: false,
         });
     }
+    // User binds always try to create a missing destination: in a read-only image that
+    // fails with EROFS ("can't mkdir: ...: Read-only file system"), as in Charliecloud.
     for b in &input.binds {
         ops.push(MountOp::Bind {
             src: b.src.clone(),
             dst: b.dst.clone(),
-            if_missing: create,
+            if_missing: IfMissing::Create,
             src_optional: false,
         });
     }
@@ -274,10 +281,10 @@ mod tests {
         assert_eq!(ops[1], MountOp::BindSelf { path: "/img".into() });
         assert_eq!(ops[2], MountOp::RemountReadOnly { path: "/img".into() });
         assert_eq!(ops.last(), Some(&MountOp::PivotRoot { new_root: "/img".into() }));
-        // No op creates anything in a read-only image.
+        // No system op creates anything in a read-only image.
         for op in &ops {
             if let MountOp::Bind { dst, if_missing, .. } = op {
-                assert_ne!(*if_missing, IfMissing::Create, "{dst:?}");
+                assert!(!matches!(if_missing, IfMissing::Create | IfMissing::TryCreate), "{dst:?}");
             }
         }
     }

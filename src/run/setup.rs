@@ -170,6 +170,7 @@ fn destination(
                 Err(RunError::msg(format!("can't bind: destination not found: {}", shown().display())))
             }
             IfMissing::Create => create_under(&existing, &rest, want_dir, bound).map(Some),
+            IfMissing::TryCreate => Ok(create_under(&existing, &rest, want_dir, bound).ok()),
         },
         Err(ResolveError::TooManyLinks) => Err(RunError::sys(
             format!("can't resolve destination: {}", shown().display()),
