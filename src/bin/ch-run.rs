@@ -1,1 +1,233 @@
-fn main() {}
+//! ch-run: run a command in a container image (Charliecloud-compatible options).
+//!
+//! Thin: parse arguments, resolve settings, call [`grove::run::run`], render errors in
+//! ch-run's format (`ch-run[PID]: error: ...`) and pick the exit code.
+
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+use grove::run::{self, Bind, EnvArg, EnvSource, Join, RunError, RunSpec, WriteMode};
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ch-run",
+    about = "Run a command in a Charliecloud container.",
+    override_usage = "ch-run [OPTION...] IMAGE -- CMD [ARG...]",
+    after_help = "Example:\n\n  $ ch-run /data/foo -- echo hello\n  hello\n\nYou cannot use this program to actually change your UID.",
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+struct Cli {
+    /// mount SRC at guest DST (default: same as SRC)
+    #[arg(short = 'b', long = "bind", value_name = "SRC[:DST]", action = ArgAction::Append)]
+    bind: Vec<String>,
+    /// initial working directory in container
+    #[arg(short = 'c', long = "cd", value_name = "DIR")]
+    cd: Option<PathBuf>,
+    /// don't expand $ in --set-env input (applies to later --set-env)
+    #[arg(long = "env-no-expand")]
+    env_no_expand: bool,
+    /// exit successfully if FEAT is enabled (extglob, seccomp, squash, overlayfs)
+    #[arg(long, value_name = "FEAT")]
+    feature: Option<String>,
+    /// run as GID within container
+    #[arg(short = 'g', long, value_name = "GID")]
+    gid: Option<u32>,
+    /// mount host $HOME at guest /home/$USER
+    #[arg(long)]
+    home: bool,
+    /// use same container as peer ch-run
+    #[arg(short = 'j', long)]
+    join: bool,
+    /// number of join peers (implies --join)
+    #[arg(long = "join-ct", value_name = "N")]
+    join_ct: Option<u32>,
+    /// join a namespace using a PID
+    #[arg(long = "join-pid", value_name = "PID")]
+    join_pid: Option<i32>,
+    /// label for peer group (implies --join)
+    #[arg(long = "join-tag", value_name = "TAG")]
+    join_tag: Option<String>,
+    /// SquashFS mount point
+    #[arg(short = 'm', long = "mount", value_name = "DIR")]
+    mount: Option<PathBuf>,
+    /// don't bind-mount /etc/{passwd,group}
+    #[arg(long = "no-passwd")]
+    no_passwd: bool,
+    /// print less output (can be repeated)
+    #[arg(short = 'q', long = "quiet", action = ArgAction::Count)]
+    quiet: u8,
+    /// set DIR as storage directory
+    #[arg(short = 's', long = "storage", value_name = "DIR", env = "CH_IMAGE_STORAGE")]
+    storage: Option<PathBuf>,
+    /// fake success of privileged system calls (chown, setuid, mknod of devices, ...)
+    #[arg(long)]
+    seccomp: bool,
+    /// use container-private /tmp
+    #[arg(short = 't', long = "private-tmp")]
+    private_tmp: bool,
+    /// set environment variables per ARG (FILE, NAME=VALUE, or none: /ch/environment)
+    #[arg(long = "set-env", value_name = "ARG", num_args = 0..=1, require_equals = true,
+          default_missing_value = "", action = ArgAction::Append)]
+    set_env: Vec<OsString>,
+    /// like --set-env, NUL-delimited
+    #[arg(long = "set-env0", value_name = "ARG", num_args = 0..=1, require_equals = true,
+          default_missing_value = "", action = ArgAction::Append)]
+    set_env0: Vec<OsString>,
+    /// unset environment variable(s)
+    #[arg(long = "unset-env", value_name = "GLOB", action = ArgAction::Append)]
+    unset_env: Vec<OsString>,
+    /// run as UID within container
+    #[arg(short = 'u', long, value_name = "UID")]
+    uid: Option<u32>,
+    /// do unsafe things (internal use only)
+    #[arg(long = "unsafe")]
+    unsafe_: bool,
+    /// be more verbose (can be repeated)
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
+    verbose: u8,
+    /// print version and exit
+    #[arg(short = 'V', long = "version")]
+    version: bool,
+    /// mount image read-write
+    #[arg(short = 'w', long = "write")]
+    write: bool,
+    /// overlay a tmpfs on the image, writes vanish at exit (optional tmpfs SIZE)
+    #[arg(short = 'W', long = "write-fake", value_name = "SIZE", num_args = 0..=1,
+          require_equals = true, default_missing_value = "")]
+    write_fake: Option<String>,
+    /// give this help list
+    #[arg(short = 'h', long = "help", short_alias = '?', action = ArgAction::Help)]
+    help: Option<bool>,
+    /// image: directory, SquashFS file, or image name in storage
+    image: Option<String>,
+    /// command and arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    cmd: Vec<OsString>,
+}
+
+fn main() {
+    let code = match real_main() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}", e.report());
+            run::EXIT_MISC
+        }
+    };
+    std::process::exit(code);
+}
+
+fn real_main() -> Result<i32, RunError> {
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => {
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => run::EXIT_USAGE,
+            };
+            let _ = e.print();
+            return Ok(code);
+        }
+    };
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| RunError::msg(e.to_string()))?;
+    grove::log::set_level(i32::from(cli.verbose) - i32::from(cli.quiet));
+    if cli.version {
+        println!("{}", env!("CARGO_PKG_VERSION"));
+        return Ok(0);
+    }
+    if let Some(f) = &cli.feature {
+        return match run::feature(f) {
+            Some(true) => Ok(0),
+            Some(false) => Ok(1),
+            None => Err(RunError::msg(format!("unknown feature: {f}"))),
+        };
+    }
+    let user = std::env::var("USER").map_err(|_| RunError::msg("$USER not set"))?;
+
+    // Environment options in command-line order.
+    let mut env_args: Vec<(usize, EnvArg)> = Vec::new();
+    let idx = |id: &str| -> Vec<usize> { matches.indices_of(id).map(|i| i.collect()).unwrap_or_default() };
+    for (nul, id, vals) in [(false, "set_env", &cli.set_env), (true, "set_env0", &cli.set_env0)] {
+        for (i, v) in idx(id).into_iter().zip(vals.iter()) {
+            let b = v.as_bytes();
+            let src = if b.is_empty() {
+                EnvSource::ImageDefault { nul }
+            } else if b.contains(&b'=') {
+                EnvSource::Var(b.to_vec())
+            } else {
+                EnvSource::File { path: PathBuf::from(v), nul }
+            };
+            env_args.push((i, EnvArg::Set(src)));
+        }
+    }
+    for (i, g) in idx("unset_env").into_iter().zip(cli.unset_env.iter()) {
+        if g.is_empty() {
+            return Err(RunError::msg("--unset-env: GLOB must have non-zero length"));
+        }
+        env_args.push((i, EnvArg::Unset(g.as_bytes().to_vec())));
+    }
+    if let Some(i) = matches.index_of("env_no_expand") {
+        env_args.push((i, EnvArg::NoExpand));
+    }
+    env_args.sort_by_key(|(i, _)| *i);
+
+    let binds = cli
+        .bind
+        .iter()
+        .map(|b| Bind::parse(b).map_err(|e| RunError::msg(e)))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let write = match (&cli.write_fake, cli.write) {
+        (Some(_), true) => return Err(RunError::msg("--write and --write-fake are incompatible")),
+        (Some(size), false) => WriteMode::Fake { size: (!size.is_empty()).then(|| size.clone()) },
+        (None, true) => WriteMode::ReadWrite,
+        (None, false) => WriteMode::ReadOnly,
+    };
+
+    let join = if let Some(pid) = cli.join_pid {
+        if cli.join || cli.join_ct.is_some() || cli.join_tag.is_some() {
+            return Err(RunError::msg("--join-pid incompatible with other --join options"));
+        }
+        Some(Join::Pid(pid))
+    } else if cli.join || cli.join_ct.is_some() || cli.join_tag.is_some() {
+        let count = cli
+            .join_ct
+            .or_else(run::join::default_count)
+            .filter(|c| *c > 0)
+            .ok_or_else(|| RunError::msg("join: no valid peer group size found"))?;
+        let tag = cli.join_tag.clone().unwrap_or_else(run::join::default_tag);
+        Some(Join::Peers { tag, count })
+    } else {
+        None
+    };
+
+    let (Some(image_arg), false) = (cli.image.as_ref(), cli.cmd.is_empty()) else {
+        return Err(RunError::msg("IMAGE and/or CMD not specified"));
+    };
+    let storage = cli.storage.clone().unwrap_or_else(|| run::default_storage(&user));
+    let image = run::locate_image(image_arg, &storage, cli.write, cli.unsafe_)?;
+    if cli.mount.is_some() && image.kind == run::ImageKind::Dir {
+        grove::warn!("--mount invalid with directory image, ignoring");
+    }
+
+    let spec = RunSpec {
+        image,
+        cmd: cli.cmd,
+        uid: cli.uid,
+        gid: cli.gid,
+        write,
+        binds,
+        cd: cli.cd,
+        private_tmp: cli.private_tmp,
+        home: cli.home,
+        no_passwd: cli.no_passwd,
+        seccomp: cli.seccomp,
+        env: env_args.into_iter().map(|(_, a)| a).collect(),
+        join,
+        squash_mount: cli.mount,
+        quiet: cli.quiet,
+        user,
+    };
+    run::run(&spec)
+}

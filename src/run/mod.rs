@@ -1,3 +1,448 @@
 //! Running a command in a root filesystem with user and mount namespaces (ch-run).
 //!
-//! Knows nothing of the store: it takes a root filesystem path (directory or SquashFS file).
+//! Knows nothing of the store: it takes a root filesystem path (directory or SquashFS file);
+//! [`storage_image_path`] is the single place that knows where a named image's directory
+//! lives.
+//!
+//! Sequence ([`run`]): read host `--set-env` files; join a peer group or build a container:
+//! write temporary passwd/group files, `unshare(CLONE_NEWUSER|CLONE_NEWNS)` (the process must
+//! be single-threaded), map the invoking uid/gid, mount SquashFS if needed, perform the
+//! [`plan::mount_plan`] (which ends with `pivot_root`); compute the environment; fork: the
+//! child sets `no_new_privs` (and the seccomp filter), then execs the command; the parent
+//! forwards signals and returns the child's exit status (128+N if killed by signal N).
+//!
+//! `unsafe` lives only in [`sys`].
+
+pub mod env;
+pub mod error;
+pub mod join;
+pub mod passwd;
+pub mod plan;
+pub mod resolve;
+pub mod seccomp;
+pub mod setup;
+pub mod sys;
+
+pub use env::{EnvArg, EnvSource};
+pub use error::{RunError, EXIT_EXEC, EXIT_MISC, EXIT_USAGE};
+pub use join::Join;
+pub use plan::{Bind, WriteMode};
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::ffi::{CString, OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+/// What kind of image a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageKind {
+    Dir,
+    Squash,
+}
+
+/// A located image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub path: PathBuf,
+    pub kind: ImageKind,
+    /// Found by name in the storage directory.
+    pub by_name: bool,
+}
+
+/// Everything needed to run one command. Build it from options (see `src/bin/ch-run.rs`)
+/// and pass it to [`run`].
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub image: Image,
+    /// Command and arguments (`argv[0]` looked up in the container's `$PATH`).
+    pub cmd: Vec<OsString>,
+    /// Container uid/gid; default: the invoking effective IDs.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub write: WriteMode,
+    pub binds: Vec<Bind>,
+    /// Initial working directory (default `/`).
+    pub cd: Option<PathBuf>,
+    pub private_tmp: bool,
+    /// `--home`: bind `$HOME` at `/home/$USER`.
+    pub home: bool,
+    pub no_passwd: bool,
+    pub seccomp: bool,
+    /// `--set-env`, `--set-env0`, `--unset-env`, `--env-no-expand` in command-line order.
+    pub env: Vec<EnvArg>,
+    pub join: Option<Join>,
+    /// SquashFS mount point (`-m`); default `/var/tmp/$USER.ch/mnt`, created.
+    pub squash_mount: Option<PathBuf>,
+    /// Number of `-q`: 2 silences the command's stdout, 3 also its stderr.
+    pub quiet: u8,
+    /// `$USER`.
+    pub user: String,
+}
+
+/// Default storage directory: `/var/tmp/$USER.grove`.
+pub fn default_storage(user: &str) -> PathBuf {
+    PathBuf::from(format!("/var/tmp/{user}.grove"))
+}
+
+/// Where a named image's directory lives in storage: `STORAGE/img/NAME` with `/` mapped to
+/// `%` and `:` to `+` (Charliecloud's `img_name2path`). A directory or a symlink to one.
+pub fn storage_image_path(storage: &Path, name: &str) -> PathBuf {
+    storage.join("img").join(name.replace('/', "%").replace(':', "+"))
+}
+
+/// Find the image `arg`: by name in `storage` if such an image exists, else a path to a
+/// directory or SquashFS file.
+pub fn locate_image(arg: &str, storage: &Path, write: bool, unsafe_: bool) -> Result<Image, RunError> {
+    if !arg.is_empty() && !arg.starts_with('/') && !arg.starts_with('.') {
+        let named = storage_image_path(storage, arg);
+        if named.is_dir() {
+            if write && !unsafe_ {
+                return Err(RunError::msg("--write invalid when running by name"));
+            }
+            return Ok(Image { path: named, kind: ImageKind::Dir, by_name: true });
+        }
+    }
+    let path = PathBuf::from(arg);
+    let md = std::fs::metadata(&path).map_err(|e| RunError::io(format!("can't stat: {arg}"), &e))?;
+    if md.is_dir() {
+        if !unsafe_ {
+            let img = storage.join("img");
+            if let (Ok(a), Ok(s)) = (path.canonicalize(), img.canonicalize()) {
+                if a.starts_with(&s) {
+                    return Err(RunError::msg("can't run directory images from storage (hint: run by name)"));
+                }
+            }
+        }
+        return Ok(Image { path, kind: ImageKind::Dir, by_name: false });
+    }
+    let mut magic = [0u8; 4];
+    let is_squash = std::fs::File::open(&path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && &magic == b"hsqs";
+    if is_squash {
+        Ok(Image { path, kind: ImageKind::Squash, by_name: false })
+    } else {
+        Err(RunError::msg(format!("unknown image type: {arg}")))
+    }
+}
+
+/// Features this ch-run supports (`--feature`).
+pub fn feature(name: &str) -> Option<bool> {
+    match name {
+        "extglob" | "seccomp" | "overlayfs" | "tmpfs-xattrs" => Some(true),
+        "squash" => Some(which("squashfuse_ll")),
+        _ => None,
+    }
+}
+
+fn which(prog: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+        .unwrap_or(false)
+}
+
+/// A `--set-env` option with its host file already read, or deferred (image default).
+enum Pending {
+    Ready(env::EnvOp),
+    ImageDefault { nul: bool, expand: bool },
+}
+
+/// Read host `--set-env` files now (before namespaces hide the host).
+fn load_env_args(args: &[EnvArg]) -> Result<Vec<Pending>, RunError> {
+    let mut expand = true;
+    let mut out = Vec::new();
+    for a in args {
+        match a {
+            EnvArg::NoExpand => expand = false,
+            EnvArg::Unset(g) => out.push(Pending::Ready(env::EnvOp::Unset { glob: g.clone() })),
+            EnvArg::Set(EnvSource::Var(s)) => {
+                let v = env::parse_assignment(s, true).map_err(|why| {
+                    RunError::msg(format!("can't parse variable: {why}: {}", String::from_utf8_lossy(s)))
+                })?;
+                out.push(Pending::Ready(env::EnvOp::Set { vars: vec![v], expand }));
+            }
+            EnvArg::Set(EnvSource::File { path, nul }) => {
+                let text = std::fs::read(path)
+                    .map_err(|e| RunError::io(format!("can't open: {}", path.display()), &e))?;
+                let vars = env::parse_file(&text, *nul, &path.to_string_lossy())?;
+                out.push(Pending::Ready(env::EnvOp::Set { vars, expand }));
+            }
+            EnvArg::Set(EnvSource::ImageDefault { nul }) => {
+                out.push(Pending::ImageDefault { nul: *nul, expand })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Read the image's `/ch/environment` (at `root` on the host side) for deferred options.
+fn finish_env_args(pending: Vec<Pending>, root: &Path) -> Result<Vec<env::EnvOp>, RunError> {
+    pending
+        .into_iter()
+        .map(|p| match p {
+            Pending::Ready(op) => Ok(op),
+            Pending::ImageDefault { nul, expand } => {
+                let path = root.join("ch/environment");
+                let text = std::fs::read(&path)
+                    .map_err(|e| RunError::io(format!("can't open: {}", path.display()), &e))?;
+                let vars = env::parse_file(&text, nul, "/ch/environment")?;
+                Ok(env::EnvOp::Set { vars, expand })
+            }
+        })
+        .collect()
+}
+
+/// Temporary passwd and group files, unlinked on drop (after they are bind-mounted).
+struct TempFiles(Vec<PathBuf>);
+
+impl TempFiles {
+    fn write(dir: &Path, uid: u32, gid: u32) -> Result<TempFiles, RunError> {
+        let mut t = TempFiles(Vec::new());
+        let passwd = passwd::passwd_file(uid, gid, passwd::lookup_account(uid).as_ref());
+        let group = passwd::group_file(gid, passwd::lookup_group(gid).as_deref());
+        for (name, text) in [("passwd", passwd), ("group", group)] {
+            let p = dir.join(format!("ch-run_{name}.{}", std::process::id()));
+            let _ = std::fs::remove_file(&p);
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&p)
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .map_err(|e| RunError::io(format!("can't write temporary file: {}", p.display()), &e))?;
+            t.0.push(p);
+        }
+        Ok(t)
+    }
+}
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Signals forwarded to the command.
+const FORWARDED: [Signal; 6] =
+    [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
+
+/// Run the command; returns its exit status (128+N if killed by signal N). Errors before
+/// the command starts are returned; an exec failure makes the child exit with
+/// [`EXIT_EXEC`] after printing the error.
+///
+/// The calling process must be single-threaded. It enters new namespaces and changes its
+/// root: call this from a process that does nothing else afterwards (the ch-run binary).
+pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
+    let euid = nix::unistd::geteuid().as_raw();
+    let egid = nix::unistd::getegid().as_raw();
+    if nix::unistd::getuid().as_raw() != euid || nix::unistd::getgid().as_raw() != egid {
+        return Err(RunError::msg("ch-run must not be installed setuid or setgid"));
+    }
+    if spec.cmd.is_empty() {
+        return Err(RunError::msg("IMAGE and/or CMD not specified"));
+    }
+    let uid = spec.uid.unwrap_or(euid);
+    let gid = spec.gid.unwrap_or(egid);
+    let pending = load_env_args(&spec.env)?;
+    let host_env: Vec<env::Var> =
+        std::env::vars_os().map(|(k, v)| (k.into_vec(), v.into_vec())).collect();
+    let host_home = std::env::var_os("HOME").map(PathBuf::from);
+    if spec.home && host_home.is_none() {
+        return Err(RunError::msg("--home failed: $HOME not set"));
+    }
+
+    let mut winner = None;
+    let mut joined = false;
+    match &spec.join {
+        Some(Join::Pid(pid)) => {
+            join::join_pid(*pid)?;
+            joined = true;
+        }
+        Some(Join::Peers { tag, count }) => match join::peers(euid, tag, *count)? {
+            join::Role::Joined => joined = true,
+            join::Role::Winner(w) => winner = Some(w),
+        },
+        None => {}
+    }
+
+    let mut daemon = None;
+    let (ops, image_has_root) = if joined {
+        (finish_env_args(pending, Path::new("/"))?, Path::new("/root").is_dir())
+    } else {
+        let host_tmp = std::env::var_os("TMPDIR")
+            .filter(|t| !t.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        let temp = if spec.no_passwd { None } else { Some(TempFiles::write(&host_tmp, uid, gid)?) };
+        setup::containerize(&plan::id_maps(euid, egid, uid, gid))?;
+        let image_dir = match spec.image.kind {
+            ImageKind::Dir => spec.image.path.clone(),
+            ImageKind::Squash => {
+                let mnt = match &spec.squash_mount {
+                    Some(m) => m.clone(),
+                    None => {
+                        let m = PathBuf::from(format!("/var/tmp/{}.ch/mnt", spec.user));
+                        std::fs::create_dir_all(&m)
+                            .map_err(|e| RunError::io(format!("can't mkdir: {}", m.display()), &e))?;
+                        m
+                    }
+                };
+                if !mnt.is_dir() {
+                    return Err(RunError::msg(format!("can't stat mount point: {}", mnt.display())));
+                }
+                daemon = Some(setup::mount_squash(&spec.image.path, &mnt, uid, gid)?);
+                mnt
+            }
+        };
+        let ops = finish_env_args(pending, &image_dir)?;
+        let has_root = image_dir.join("root").is_dir();
+        let staging = match spec.write {
+            WriteMode::Fake { .. } => plan::staging_dir(&image_dir, |p| p.is_dir())
+                .ok_or_else(|| RunError::msg("--write-fake: no host directory to stage the overlay"))?,
+            _ => PathBuf::new(),
+        };
+        let input = plan::PlanInput {
+            image: image_dir,
+            write: spec.write.clone(),
+            staging,
+            host_tmp,
+            private_tmp: spec.private_tmp,
+            home: if spec.home {
+                host_home.clone().map(|h| (h, spec.user.clone()))
+            } else {
+                None
+            },
+            passwd: temp.as_ref().map(|t| (t.0[0].clone(), t.0[1].clone())),
+            binds: spec.binds.clone(),
+        };
+        let mount_ops = plan::mount_plan(&input);
+        let root = plan::new_root(&input);
+        setup::apply(&mount_ops, &root)?;
+        drop(temp);
+        (ops, has_root)
+    };
+
+    let defaults = env::Defaults {
+        home_user: spec.home.then(|| spec.user.as_bytes().to_vec()),
+        image_has_root,
+    };
+    let new_env = env::compute(host_env, &defaults, &ops, &|p, n| sys::fnmatch(p, n));
+
+    let cd = spec.cd.clone().unwrap_or_else(|| PathBuf::from("/"));
+    nix::unistd::chdir(&cd).map_err(|e| RunError::sys(format!("can't cd to {}", cd.display()), e))?;
+
+    if let Some(w) = winner {
+        w.ready(nix::unistd::getpid().as_raw())?;
+    }
+
+    let mut blocked = SigSet::empty();
+    for s in FORWARDED {
+        blocked.add(s);
+    }
+    blocked.add(Signal::SIGCHLD);
+    let mut old = SigSet::empty();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), Some(&mut old))
+        .map_err(|e| RunError::sys("can't block signals", e))?;
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    match sys::fork().map_err(|e| RunError::sys("can't fork", e))? {
+        sys::Forked::Child => {
+            let e = exec_child(spec, &new_env, &old);
+            eprintln!("{}", e.report());
+            sys::exit_now(if e.message().starts_with("can't execve") { EXIT_EXEC } else { EXIT_MISC });
+        }
+        sys::Forked::Parent(child) => {
+            let code = supervise(child, &blocked);
+            if let Some(mut d) = daemon {
+                let _ = nix::sys::signal::kill(Pid::from_raw(d.id() as i32), Signal::SIGTERM);
+                let _ = d.wait();
+            }
+            code
+        }
+    }
+}
+
+/// In the forked child: final process setup and exec. Returns only on failure.
+fn exec_child(spec: &RunSpec, new_env: &[env::Var], old_mask: &SigSet) -> RunError {
+    if spec.quiet >= 2 {
+        if let Err(e) = silence(spec.quiet >= 3) {
+            return e;
+        }
+    }
+    if spec.seccomp {
+        if let Err(e) = seccomp::install() {
+            return RunError::sys("can't install seccomp filter", e);
+        }
+    }
+    // Belt and suspenders: setuid/setcap executables gain nothing (ch-run(1)).
+    if let Err(e) = nix::sys::prctl::set_no_new_privs() {
+        return RunError::sys("can't set no_new_privs", e);
+    }
+    // Replace the environment (the process is single-threaded): execvp searches the
+    // container's $PATH.
+    let old: Vec<OsString> = std::env::vars_os().map(|(k, _)| k).collect();
+    for k in old {
+        std::env::remove_var(k);
+    }
+    for (k, v) in new_env {
+        if !k.is_empty() && !k.contains(&b'=') && !k.contains(&0) && !v.contains(&0) {
+            std::env::set_var(OsStr::from_bytes(k), OsStr::from_bytes(v));
+        }
+    }
+    let argv: Result<Vec<CString>, _> = spec.cmd.iter().map(|a| CString::new(a.as_bytes())).collect();
+    let Ok(argv) = argv else {
+        return RunError::msg("argument contains NUL byte");
+    };
+    if let Err(e) = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None) {
+        return RunError::sys("can't restore signal mask", e);
+    }
+    let e = nix::unistd::execvp(&argv[0], &argv).err().unwrap_or(nix::errno::Errno::UnknownErrno);
+    RunError::sys(format!("can't execve(2): {}", spec.cmd[0].to_string_lossy()), e)
+}
+
+fn silence(stderr_too: bool) -> Result<(), RunError> {
+    use std::os::fd::AsRawFd;
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| RunError::io("can't open /dev/null", &e))?;
+    let mut fds = vec![1];
+    if stderr_too {
+        fds.push(2);
+    }
+    for fd in fds {
+        nix::unistd::dup2(null.as_raw_fd(), fd).map_err(|e| RunError::sys("can't dup2", e))?;
+    }
+    Ok(())
+}
+
+/// Wait for `child`, forwarding signals; the exit status as a shell reports it.
+fn supervise(child: Pid, blocked: &SigSet) -> Result<i32, RunError> {
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(RunError::sys("can't wait for child", e)),
+        }
+        let (sig, from_kernel) = sys::sigwaitinfo(blocked).map_err(|e| RunError::sys("can't wait for signal", e))?;
+        if sig == Signal::SIGCHLD as i32 {
+            continue;
+        }
+        // A terminal's signal already reached the child (same process group).
+        if from_kernel {
+            continue;
+        }
+        if let Ok(s) = Signal::try_from(sig) {
+            crate::verbose!("ch-run: forwarding {s} to {child}");
+            let _ = nix::sys::signal::kill(child, s);
+        }
+    }
+}

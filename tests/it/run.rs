@@ -1,1 +1,663 @@
-//! Integration tests for run.
+//! Integration tests for run: the real ch-run binary, as the unprivileged test user.
+
+use crate::common::{busybox_rootfs, fails, is_root, ok, output, sh, skip, tool, Scratch, TEST_UID};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn ch_run() -> Command {
+    tool("ch-run")
+}
+
+/// `ch-run [opts] BUSYBOX -- sh -c SCRIPT`.
+fn in_bb(opts: &[&str], script: &str) -> Command {
+    let mut c = ch_run();
+    c.args(opts).arg(busybox_rootfs()).args(["--", "/bin/sh", "-c", script]);
+    c
+}
+
+/// A copy of the busybox fixture owned by the test user (for -w and -W tests).
+fn writable_copy(s: &Scratch) -> PathBuf {
+    let dst = s.join("img");
+    sh(&format!("cp -a '{}' '{}'", busybox_rootfs().display(), dst.display()));
+    dst
+}
+
+fn invoker_uid() -> u32 {
+    if is_root() {
+        TEST_UID
+    } else {
+        std::fs::metadata("/proc/self").map(|m| m.uid()).expect("stat /proc/self")
+    }
+}
+
+fn stdout_of(c: &mut Command) -> String {
+    ok(c)
+}
+
+// ---- core ----
+
+#[test]
+fn runs_command_and_passes_exit_status() {
+    assert_eq!(stdout_of(&mut in_bb(&[], "echo hello")), "hello\n");
+    let out = output(&mut in_bb(&[], "exit 7"));
+    assert_eq!(out.status.code(), Some(7));
+}
+
+#[test]
+fn command_without_double_dash_runs_too() {
+    let mut c = ch_run();
+    c.arg(busybox_rootfs()).args(["echo", "hi"]);
+    assert_eq!(stdout_of(&mut c), "hi\n");
+}
+
+#[test]
+fn missing_command_is_an_error_with_status_31() {
+    let mut c = ch_run();
+    c.arg(busybox_rootfs());
+    let (code, err) = fails(&mut c);
+    assert_eq!(code, 31);
+    assert!(err.contains("error: IMAGE and/or CMD not specified"), "{err}");
+}
+
+#[test]
+fn error_message_follows_charliecloud_format() {
+    let mut c = ch_run();
+    c.args(["/nonexistent-image", "--", "true"]);
+    let (code, err) = fails(&mut c);
+    assert_eq!(code, 31);
+    let line = err.lines().next().expect("a line");
+    // ch-run[PID]: error: MESSAGE: strerror (file:line errno)
+    let rest = line.strip_prefix("ch-run[").expect("prefix");
+    let (pid, rest) = rest.split_once("]: error: ").expect("pid");
+    assert!(pid.parse::<u32>().is_ok(), "{line}");
+    assert!(rest.starts_with("can't stat: /nonexistent-image: No such file or directory ("), "{line}");
+    assert!(rest.ends_with(" 2)"), "{line}");
+}
+
+#[test]
+fn unexecutable_command_exits_49() {
+    let mut c = ch_run();
+    c.arg(busybox_rootfs()).args(["--", "/etc/motd"]);
+    let (code, err) = fails(&mut c);
+    assert_eq!(code, 49);
+    assert!(err.contains("error: can't execve(2): /etc/motd: Permission denied"), "{err}");
+    let mut c = ch_run();
+    c.arg(busybox_rootfs()).args(["--", "/no/such/cmd"]);
+    let (code, err) = fails(&mut c);
+    assert_eq!(code, 49);
+    assert!(err.contains("can't execve(2): /no/such/cmd: No such file or directory"), "{err}");
+}
+
+#[test]
+fn killed_by_signal_exits_128_plus_signal() {
+    let out = output(&mut in_bb(&[], "kill -TERM $$"));
+    assert_eq!(out.status.code(), Some(143));
+    let out = output(&mut in_bb(&[], "kill -KILL $$"));
+    assert_eq!(out.status.code(), Some(137));
+}
+
+#[test]
+fn signals_are_forwarded_to_the_command() {
+    for (sig, name) in [(libc::SIGUSR1, "USR1"), (libc::SIGTERM, "TERM"), (libc::SIGHUP, "HUP"), (libc::SIGINT, "INT")] {
+        let script = format!("trap 'echo got; exit 3' {name}; echo ready; i=0; while [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; exit 9");
+        let mut child = in_bb(&[], &script).stdout(Stdio::piped()).spawn().expect("spawn");
+        let mut out = child.stdout.take().expect("stdout");
+        let mut buf = [0u8; 6];
+        std::io::Read::read_exact(&mut out, &mut buf).expect("ready");
+        assert_eq!(&buf, b"ready\n");
+        // setpriv execs ch-run, so the child's pid is ch-run's.
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::try_from(sig).expect("sig")).expect("kill");
+        let st = child.wait().expect("wait");
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).expect("read");
+        assert_eq!(rest, "got\n", "{name}");
+        assert_eq!(st.code(), Some(3), "{name}");
+    }
+}
+
+#[test]
+fn image_is_read_only_by_default() {
+    let out = output(&mut in_bb(&[], "touch /newfile"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only file system"));
+}
+
+#[test]
+fn read_only_remount_keeps_locked_flags_of_nosuid_mount() {
+    // /dev/shm is usually nosuid,nodev: an image there keeps those flags when made read-only.
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        return skip("/dev/shm missing");
+    }
+    let dir = shm.join(format!("grove-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).expect("mkdir");
+    if is_root() {
+        assert!(Command::new("chown").arg(format!("{TEST_UID}:{TEST_UID}")).arg(&dir).status().expect("chown").success());
+    }
+    sh(&format!("cp -a '{}' '{}/img'", busybox_rootfs().display(), dir.display()));
+    let mut c = ch_run();
+    c.arg(dir.join("img")).args(["--", "sh", "-c", "touch /x || echo ro"]);
+    let out = stdout_of(&mut c);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out, "ro\n");
+}
+
+#[test]
+fn write_makes_image_writable_and_files_belong_to_invoker() {
+    let s = Scratch::new("run-w");
+    let img = writable_copy(&s);
+    let mut c = ch_run();
+    c.arg("-w").arg(&img).args(["--", "sh", "-c", "echo data > /created; id -u"]);
+    assert_eq!(stdout_of(&mut c).trim(), invoker_uid().to_string());
+    let md = std::fs::metadata(img.join("created")).expect("created on host");
+    assert_eq!(md.uid(), invoker_uid());
+}
+
+#[test]
+fn write_fake_changes_vanish_at_exit() {
+    let s = Scratch::new("run-wf");
+    let img = writable_copy(&s);
+    let mut c = ch_run();
+    c.arg("-W").arg(&img).args(["--", "sh", "-c", "echo x > /etc/motd; mkdir /newdir; cat /etc/motd"]);
+    assert_eq!(stdout_of(&mut c), "x\n");
+    assert_eq!(std::fs::read_to_string(img.join("etc/motd")).expect("motd"), "grove busybox fixture\n");
+    assert!(!img.join("newdir").exists());
+    // With size.
+    let mut c = ch_run();
+    c.arg("--write-fake=16m").arg(&img).args(["--", "sh", "-c", "echo y > /z && cat /z"]);
+    assert_eq!(stdout_of(&mut c), "y\n");
+}
+
+#[test]
+fn write_and_write_fake_together_are_refused() {
+    let (code, err) = fails(&mut in_bb(&["-w", "-W"], "true"));
+    assert_eq!(code, 31);
+    assert!(err.contains("incompatible"), "{err}");
+}
+
+// ---- identity ----
+
+#[test]
+fn uid_and_gid_map_to_invoker_only() {
+    let out = stdout_of(&mut in_bb(&["-u", "0", "-g", "0"], "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups"));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "0");
+    assert_eq!(lines[1], "0");
+    let inv = invoker_uid();
+    let fields = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(fields(lines[2]), ["0", &inv.to_string(), "1"]);
+    assert_eq!(fields(lines[3])[2], "1");
+    assert_eq!(lines[4], "deny");
+    let out = stdout_of(&mut in_bb(&["--uid=1234"], "id -u"));
+    assert_eq!(out, "1234\n");
+}
+
+#[test]
+fn passwd_and_group_are_generated_unless_no_passwd() {
+    let out = stdout_of(&mut in_bb(&["-u", "1234", "-g", "4321"], "cat /etc/passwd /etc/group"));
+    assert!(out.contains("root:x:0:0:root:/root:/bin/sh\n"), "{out}");
+    assert!(out.contains("nobody:x:65534:65534:nobody:/:/bin/false\n"), "{out}");
+    assert!(out.contains(":x:1234:4321:"), "{out}");
+    assert!(out.contains(":x:4321:\n"), "{out}");
+    let out = stdout_of(&mut in_bb(&["--no-passwd"], "cat /etc/passwd"));
+    assert_eq!(out, "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n");
+}
+
+// ---- mounts ----
+
+#[test]
+fn host_dev_proc_sys_are_bound() {
+    let out = stdout_of(&mut in_bb(&[], "test -c /dev/null && test -d /proc/self && test -d /sys/kernel && echo ok"));
+    assert_eq!(out, "ok\n");
+}
+
+#[test]
+fn tmp_is_host_tmp_unless_private_tmp() {
+    let name = format!("grove-run-tmp-{}", std::process::id());
+    let host = Path::new("/tmp").join(&name);
+    std::fs::write(&host, "shared\n").expect("write /tmp file");
+    let mut c = in_bb(&[], &format!("cat /tmp/{name}"));
+    c.env_remove("TMPDIR");
+    let out = stdout_of(&mut c);
+    let mut c = in_bb(&["-t"], &format!("test -e /tmp/{name} || echo private; touch /tmp/x && echo writable"));
+    c.env_remove("TMPDIR");
+    let private = stdout_of(&mut c);
+    let _ = std::fs::remove_file(&host);
+    assert_eq!(out, "shared\n");
+    assert_eq!(private, "private\nwritable\n");
+}
+
+#[test]
+fn home_binds_host_home_and_sets_home() {
+    let s = Scratch::new("run-home");
+    std::fs::write(s.join("marker"), "home\n").expect("write");
+    let mut c = in_bb(&["--home"], "echo $HOME; cat /home/$USER/marker");
+    c.env("HOME", &s.path);
+    let out = stdout_of(&mut c);
+    let user = if is_root() { "nobody".to_string() } else { std::env::var("USER").unwrap_or("grove-test".into()) };
+    assert_eq!(out, format!("/home/{user}\nhome\n"));
+}
+
+#[test]
+fn bind_default_and_explicit_destinations() {
+    let s = Scratch::new("run-bind");
+    std::fs::write(s.join("f"), "bound\n").expect("write");
+    let src = s.path.display().to_string();
+    let out = stdout_of(&mut in_bb(&["-b", &format!("{src}:/mnt")], "cat /mnt/f"));
+    assert_eq!(out, "bound\n");
+    let out = stdout_of(&mut in_bb(&["--bind", &format!("{src}:/mnt"), "--bind", &format!("{src}:/home")], "cat /home/f"));
+    assert_eq!(out, "bound\n");
+    // DST defaults to SRC (created by -W in a copy the user owns: overlayfs cannot copy up
+    // directories owned by IDs unmapped in the namespace, EOVERFLOW).
+    let img = writable_copy(&s);
+    let mut c = ch_run();
+    c.args(["-W", "-b", &src]).arg(&img).args(["--", "cat", &format!("{src}/f")]);
+    assert_eq!(stdout_of(&mut c), "bound\n");
+}
+
+#[test]
+fn bind_errors_match_charliecloud() {
+    let (code, err) = fails(&mut in_bb(&["-b", "/nonexistent-x"], "true"));
+    assert_eq!(code, 31);
+    assert!(err.contains("can't bind: source not found: /nonexistent-x"), "{err}");
+    let (_, err) = fails(&mut in_bb(&["-b", "/tmp:/"], "true"));
+    assert!(err.contains("--bind: destination can't be /"), "{err}");
+    let (_, err) = fails(&mut in_bb(&["-b", "/tmp:/nonexistent-dst"], "true"));
+    assert!(err.contains("can't mkdir: ") && err.contains("nonexistent-dst: Read-only file system"), "{err}");
+}
+
+#[test]
+fn bind_destination_created_with_write_and_write_fake() {
+    let s = Scratch::new("run-bindw");
+    let img = writable_copy(&s);
+    let data = s.join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::write(data.join("f"), "d\n").expect("write");
+    std::fs::write(s.join("file"), "file\n").expect("write");
+    for mode in ["-w", "-W"] {
+        let mut c = ch_run();
+        c.args([mode, "-b", &format!("{}:/new/deep/dir", data.display()), "-b", &format!("{}:/etc/newfile", s.join("file").display())])
+            .arg(&img)
+            .args(["--", "sh", "-c", "cat /new/deep/dir/f /etc/newfile"]);
+        assert_eq!(stdout_of(&mut c), "d\nfile\n", "{mode}");
+    }
+}
+
+#[test]
+fn bind_cannot_create_mount_point_inside_earlier_bind() {
+    let s = Scratch::new("run-bindin");
+    let img = writable_copy(&s);
+    let name = format!("grove-run-nope-{}", std::process::id());
+    let mut c = ch_run();
+    c.env_remove("TMPDIR").args(["-w", "-b", &format!("{}:/tmp/{name}", s.path.display())]).arg(&img).args(["--", "true"]);
+    let (_, err) = fails(&mut c);
+    assert!(err.contains("under existing bind-mount"), "{err}");
+    assert!(!Path::new("/tmp").join(&name).exists());
+}
+
+#[test]
+fn bind_destination_symlinks_cannot_escape_image() {
+    let s = Scratch::new("run-esc");
+    let img = writable_copy(&s);
+    let outside = s.join("outside");
+    sh(&format!(
+        "mkdir '{o}' && ln -s ../../../../../../../../{o_rel} '{img}/mnt/up' && ln -s '{o}' '{img}/mnt/abs'",
+        o = outside.display(),
+        o_rel = outside.strip_prefix("/").expect("absolute").display(),
+        img = img.display()
+    ));
+    let data = s.join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    for link in ["up", "abs"] {
+        let mut c = ch_run();
+        c.args(["-w", "-b", &format!("{}:/mnt/{link}", data.display())]).arg(&img).args(["--", "true"]);
+        let _ = output(&mut c);
+        // Whatever happened, nothing was created or mounted outside the image.
+        assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 0, "{link}");
+    }
+    // The path followed the link inside the image instead.
+    assert!(img.join(outside.strip_prefix("/").expect("abs")).is_dir());
+}
+
+#[test]
+fn cd_sets_working_directory() {
+    assert_eq!(stdout_of(&mut in_bb(&["-c", "/etc"], "pwd")), "/etc\n");
+    assert_eq!(stdout_of(&mut in_bb(&[], "pwd")), "/\n");
+    let (code, err) = fails(&mut in_bb(&["--cd=/nonexistent"], "pwd"));
+    assert_eq!(code, 31);
+    assert!(err.contains("can't cd to /nonexistent: No such file or directory"), "{err}");
+}
+
+// ---- environment ----
+
+#[test]
+fn environment_defaults() {
+    let mut c = in_bb(&[], "echo $CH_RUNNING; echo ${TMPDIR-unset}; echo $PATH; echo $HOME; echo $FOO");
+    c.env("TMPDIR", "/tmp").env("PATH", "/usr/bin").env("FOO", "passed");
+    assert_eq!(stdout_of(&mut c), "Weird Al Yankovic\nunset\n/usr/bin:/bin\n/root\npassed\n");
+}
+
+#[test]
+fn set_env_forms_and_order() {
+    let s = Scratch::new("run-env");
+    let f = s.join("env");
+    std::fs::write(&f, "A=from_file\nB='quoted'\n\nC=$HOSTV:x\n").expect("write");
+    let f0 = s.join("env0");
+    std::fs::write(&f0, b"Z=with\nnewline\0").expect("write");
+    let mut c = in_bb(
+        &[&format!("--set-env={}", f.display()), "--set-env=D=direct", "--set-env=A=override", &format!("--set-env0={}", f0.display())],
+        "echo $A $B $C $D; printf '%s|' \"$Z\"",
+    );
+    c.env("HOSTV", "h");
+    assert_eq!(stdout_of(&mut c), "override quoted h:x direct\nwith\nnewline|");
+    // Default file /ch/environment in the image.
+    let s2 = Scratch::new("run-envd");
+    let img = writable_copy(&s2);
+    sh(&format!("mkdir -p '{0}/ch' && echo 'IMGVAR=yes' > '{0}/ch/environment'", img.display()));
+    let mut c = ch_run();
+    c.arg("--set-env").arg(&img).args(["--", "sh", "-c", "echo $IMGVAR"]);
+    assert_eq!(stdout_of(&mut c), "yes\n");
+    let (_, err) = fails(&mut in_bb(&["--set-env"], "true"));
+    assert!(err.contains("can't open: ") && err.contains("ch/environment"), "{err}");
+}
+
+#[test]
+fn set_env_parse_errors() {
+    let s = Scratch::new("run-envbad");
+    let f = s.join("env");
+    std::fs::write(&f, "A=1\nnodelim\n").expect("write");
+    let (code, err) = fails(&mut in_bb(&[&format!("--set-env={}", f.display())], "true"));
+    assert_eq!(code, 31);
+    assert!(err.contains(&format!("can't parse variable: no delimiter: {}:2", f.display())), "{err}");
+    std::fs::write(&f, "=x\n").expect("write");
+    let (_, err) = fails(&mut in_bb(&[&format!("--set-env={}", f.display())], "true"));
+    assert!(err.contains("empty name"), "{err}");
+}
+
+#[test]
+fn env_no_expand_applies_to_later_set_env() {
+    let mut c = in_bb(&["--set-env=A=$V", "--env-no-expand", "--set-env=B=$V"], "echo \"$A $B\"");
+    c.env("V", "v");
+    assert_eq!(stdout_of(&mut c), "v $V\n");
+}
+
+#[test]
+fn unset_env_globs_including_extglob_and_star() {
+    let mut c = in_bb(&["--unset-env=GROVE_A*"], "echo ${GROVE_A1-u} ${GROVE_B1-u}");
+    c.env("GROVE_A1", "a").env("GROVE_B1", "b");
+    assert_eq!(stdout_of(&mut c), "u b\n");
+    let mut c = ch_run();
+    c.env("WANTED_1", "yes").env("ALSO_WANTED_2", "yes").env("NOT_WANTED", "no");
+    c.arg("--unset-env=!(WANTED_*|ALSO_WANTED_*)").arg(busybox_rootfs()).args(["--", "/bin/env"]);
+    let mut lines: Vec<String> = stdout_of(&mut c).lines().map(String::from).collect();
+    lines.sort();
+    assert_eq!(lines, ["ALSO_WANTED_2=yes", "CH_RUNNING=Weird Al Yankovic", "WANTED_1=yes"]);
+    let mut c = ch_run();
+    c.arg("--unset-env=*").arg(busybox_rootfs()).args(["--", "/bin/env"]);
+    assert_eq!(stdout_of(&mut c), "CH_RUNNING=Weird Al Yankovic\n");
+    let (_, err) = fails(&mut in_bb(&["--unset-env="], "true"));
+    assert!(err.contains("--unset-env: GLOB must have non-zero length"), "{err}");
+}
+
+#[test]
+fn unset_then_set_in_command_line_order() {
+    let mut c = in_bb(&["--set-env=X=1", "--unset-env=X", "--set-env=Y=2"], "echo ${X-unset} $Y");
+    assert_eq!(stdout_of(&mut c), "unset 2\n");
+}
+
+// ---- verbosity, informational options ----
+
+#[test]
+fn quiet_twice_silences_command_stdout() {
+    let out = output(&mut in_bb(&["-qq"], "echo out; echo err >&2"));
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"");
+    assert_eq!(out.stderr, b"err\n");
+    let out = output(&mut in_bb(&["-qqq"], "echo out; echo err >&2"));
+    assert_eq!(out.stderr, b"");
+}
+
+#[test]
+fn version_help_and_features() {
+    let v = stdout_of(ch_run().arg("--version"));
+    assert_eq!(v.trim(), env!("CARGO_PKG_VERSION"));
+    let h = stdout_of(ch_run().arg("--help"));
+    assert!(h.contains("--set-env") && h.contains("--write-fake"), "{h}");
+    for f in ["extglob", "seccomp", "overlayfs"] {
+        assert!(output(ch_run().arg(format!("--feature={f}"))).status.success(), "{f}");
+    }
+    let (code, err) = fails(ch_run().arg("--feature=bogus"));
+    assert_eq!(code, 31);
+    assert!(err.contains("unknown feature: bogus"), "{err}");
+    let (code, _) = fails(ch_run().arg("--bogus"));
+    assert_eq!(code, 64);
+}
+
+#[test]
+fn user_must_be_set() {
+    let mut c = in_bb(&[], "true");
+    c.env_remove("USER");
+    let (code, err) = fails(&mut c);
+    assert_eq!(code, 31);
+    assert!(err.contains("$USER not set"), "{err}");
+}
+
+// ---- storage ----
+
+#[test]
+fn named_image_runs_from_storage_read_only() {
+    let s = Scratch::new("run-name");
+    let storage = s.storage();
+    let img = writable_copy(&s);
+    sh(&format!("mkdir -p '{0}/img' && ln -s '{1}' '{0}/img/example.com+5050%foo+latest'", storage.display(), img.display()));
+    let mut c = ch_run();
+    c.arg("-s").arg(&storage).args(["example.com:5050/foo:latest", "--", "cat", "/etc/motd"]);
+    assert_eq!(stdout_of(&mut c), "grove busybox fixture\n");
+    let mut c = ch_run();
+    c.env("CH_IMAGE_STORAGE", &storage).args(["example.com:5050/foo:latest", "--", "touch", "/x"]);
+    assert!(!output(&mut c).status.success());
+    let mut c = ch_run();
+    c.arg("-w").arg("-s").arg(&storage).args(["example.com:5050/foo:latest", "--", "true"]);
+    let (_, err) = fails(&mut c);
+    assert!(err.contains("--write invalid when running by name"), "{err}");
+    // A storage directory by path is refused.
+    sh(&format!("mv '{0}/img/example.com+5050%foo+latest' /dev/null 2>/dev/null || rm '{0}/img/example.com+5050%foo+latest'; cp -a '{1}' '{0}/img/bar'", storage.display(), img.display()));
+    let mut c = ch_run();
+    c.arg("-s").arg(&storage).arg(storage.join("img/bar")).args(["--", "true"]);
+    let (_, err) = fails(&mut c);
+    assert!(err.contains("can't run directory images from storage"), "{err}");
+}
+
+// ---- seccomp and security ----
+
+#[test]
+fn seccomp_fakes_chown_setuid_setgroups_and_device_mknod() {
+    let s = Scratch::new("run-sec");
+    let img = writable_copy(&s);
+    let script = "chown 1234:1234 /etc/motd && echo chown; mknod /dev/grove-x c 1 3 && echo mknod; \
+                  su -s /bin/true nobody && echo su; mkfifo /fifo && test -p /fifo && echo fifo; \
+                  test -e /dev/grove-x || echo nodev";
+    let mut c = ch_run();
+    c.args(["-w", "-u0", "-g0", "--seccomp"]).arg(&img).args(["--", "sh", "-c", script]);
+    assert_eq!(stdout_of(&mut c), "chown\nmknod\nsu\nfifo\nnodev\n");
+    // The fake chown did nothing on the host.
+    assert_eq!(std::fs::metadata(img.join("etc/motd")).expect("motd").uid(), invoker_uid());
+}
+
+#[test]
+fn without_seccomp_privileged_calls_fail() {
+    let s = Scratch::new("run-nosec");
+    let img = writable_copy(&s);
+    let script = "chown 1234 /etc/motd 2>/dev/null || echo chown-fails; \
+                  mknod /dev/grove-x c 1 3 2>/dev/null || echo mknod-fails; \
+                  mknod /grove-x c 1 3 2>/dev/null || echo mknod-fails; \
+                  su -s /bin/true nobody 2>/dev/null || echo su-fails";
+    let mut c = ch_run();
+    c.args(["-w", "-u0"]).arg(&img).args(["--", "sh", "-c", script]);
+    assert_eq!(stdout_of(&mut c), "chown-fails\nmknod-fails\nmknod-fails\nsu-fails\n");
+}
+
+#[test]
+fn no_new_privs_is_set_so_setuid_binaries_gain_nothing() {
+    let out = stdout_of(&mut in_bb(&[], "grep NoNewPrivs /proc/self/status"));
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["NoNewPrivs:", "1"]);
+    let s = Scratch::new("run-suid");
+    let img = writable_copy(&s);
+    sh(&format!("mkdir '{0}/suid' && cp '{0}/bin/busybox' '{0}/suid/id' && chmod 4755 '{0}/suid/id'", img.display()));
+    let mut c = ch_run();
+    c.arg("-w").arg(&img).args(["--", "/suid/id", "-u"]);
+    assert_eq!(stdout_of(&mut c).trim(), invoker_uid().to_string());
+}
+
+#[test]
+fn host_root_and_proc_sys_are_out_of_reach_even_as_uid_0() {
+    let out = stdout_of(&mut in_bb(
+        &["-u0"],
+        "ls /proc/1/root/ >/dev/null 2>&1 || echo no-host-root; \
+         (echo 1 > /proc/sys/vm/drop_caches) 2>/dev/null || echo proc-sys-ro; \
+         cd /; cd ../../..; test -e /bin/busybox && echo still-in-image; \
+         chroot . /bin/true 2>/dev/null; test -e /etc/motd && echo image",
+    ));
+    assert_eq!(out, "no-host-root\nproc-sys-ro\nstill-in-image\nimage\n");
+}
+
+#[test]
+fn builder_invocation_writes_as_root_owned_by_invoker() {
+    let s = Scratch::new("run-build");
+    let img = writable_copy(&s);
+    sh(&format!("mkdir -p '{0}/work'", img.display()));
+    let envf = s.join("env");
+    std::fs::write(&envf, "PATH=/bin:/usr/bin\nBUILD=1\n").expect("write");
+    let ctx = s.join("ctx");
+    std::fs::create_dir(&ctx).expect("mkdir");
+    std::fs::write(ctx.join("input"), "ctx\n").expect("write");
+    let mut c = ch_run();
+    c.args(["-w", "-u0", "-g0", "--no-passwd", "--seccomp", "--cd", "/work", "--unset-env=*"])
+        .arg(format!("--set-env={}", envf.display()))
+        .arg("-b")
+        .arg(format!("{}:/ctx", ctx.display()))
+        .arg(&img)
+        .args(["--", "/bin/sh", "-c", "id -u; pwd; env | sort; cat /ctx/input > out; chown 99 out; mkdir -p /usr/local/x"]);
+    let out = stdout_of(&mut c);
+    assert_eq!(out, "0\n/work\nBUILD=1\nCH_RUNNING=Weird Al Yankovic\nPATH=/bin:/usr/bin\nPWD=/work\nSHLVL=1\n");
+    let md = std::fs::metadata(img.join("work/out")).expect("out");
+    assert_eq!(md.uid(), invoker_uid());
+    assert_eq!(std::fs::read_to_string(img.join("work/out")).expect("read"), "ctx\n");
+    assert!(img.join("usr/local/x").is_dir());
+    // The bind's mount point was created in the image (empty there on the host).
+    assert!(img.join("ctx").is_dir());
+}
+
+// ---- join ----
+
+#[test]
+fn join_pid_enters_existing_container() {
+    let mut first = in_bb(&["-t"], "echo here > /tmp/marker; echo ready; sleep 10")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut out = first.stdout.take().expect("stdout");
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(&mut out, &mut buf).expect("ready");
+    let pid = first.id();
+    let got = output(&mut in_bb(&[&format!("--join-pid={pid}")], "cat /tmp/marker"));
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = first.wait();
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "here\n", "{}", String::from_utf8_lossy(&got.stderr));
+}
+
+#[test]
+fn join_peers_share_one_container() {
+    let tag = format!("grove-test-{}", std::process::id());
+    // Each peer writes its marker in the (private, hence shared only if joined) /tmp and
+    // waits for the other's.
+    let script = |me: &str, other: &str| {
+        format!("touch /tmp/{me}; i=0; while [ ! -e /tmp/{other} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; test -e /tmp/{other} && echo joined-{me}")
+    };
+    let spawn = |me: &str, other: &str| {
+        in_bb(&["-t", "--join-ct=2", &format!("--join-tag={tag}")], &script(me, other))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let a = spawn("a", "b");
+    std::thread::sleep(Duration::from_millis(100));
+    let b = spawn("b", "a");
+    let start = Instant::now();
+    let oa = a.wait_with_output().expect("a");
+    let ob = b.wait_with_output().expect("b");
+    assert!(start.elapsed() < Duration::from_secs(30));
+    assert_eq!(String::from_utf8_lossy(&oa.stdout), "joined-a\n", "{}", String::from_utf8_lossy(&oa.stderr));
+    assert_eq!(String::from_utf8_lossy(&ob.stdout), "joined-b\n", "{}", String::from_utf8_lossy(&ob.stderr));
+}
+
+#[test]
+fn join_without_peer_count_is_an_error() {
+    let mut c = in_bb(&["-j"], "true");
+    for v in ["OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_STEP_TASKS_PER_NODE", "SLURM_CPUS_ON_NODE"] {
+        c.env_remove(v);
+    }
+    let (_, err) = fails(&mut c);
+    assert!(err.contains("join: no valid peer group size found"), "{err}");
+}
+
+// ---- SquashFS ----
+
+fn squash_image(s: &Scratch) -> Option<PathBuf> {
+    if Command::new("mksquashfs").arg("-version").output().is_err() {
+        skip("mksquashfs not installed");
+        return None;
+    }
+    if !Path::new("/usr/bin/squashfuse_ll").exists() && !output(ch_run().arg("--feature=squash")).status.success() {
+        skip("squashfuse_ll not installed");
+        return None;
+    }
+    if is_root() {
+        // Setup only: let the unprivileged test user open /dev/fuse.
+        let _ = Command::new("chmod").args(["0666", "/dev/fuse"]).status();
+    }
+    let md = std::fs::metadata("/dev/fuse").ok()?;
+    if md.mode() & 0o006 != 0o006 && !is_root() {
+        skip("/dev/fuse not accessible to the test user");
+        return None;
+    }
+    let sq = s.join("img.sqfs");
+    sh(&format!("mksquashfs '{}' '{}' -quiet -noappend -no-progress >/dev/null", busybox_rootfs().display(), sq.display()));
+    Some(sq)
+}
+
+#[test]
+fn squashfs_image_runs_and_unmounts() {
+    let s = Scratch::new("run-sq");
+    let Some(sq) = squash_image(&s) else { return };
+    let mnt = s.join("mnt");
+    sh(&format!("mkdir '{}'", mnt.display()));
+    let mut c = ch_run();
+    c.arg("-m").arg(&mnt).arg(&sq).args(["--", "sh", "-c", "cat /etc/motd; touch /x 2>/dev/null || echo ro"]);
+    assert_eq!(stdout_of(&mut c), "grove busybox fixture\nro\n");
+    let mut c = ch_run();
+    c.arg("-W").arg(&sq).args(["--", "sh", "-c", "echo w > /x && cat /x"]);
+    assert_eq!(stdout_of(&mut c), "w\n");
+    // The mount lived only in the container's namespace.
+    assert_eq!(std::fs::read_dir(&mnt).expect("mnt").count(), 0);
+    // No squashfuse_ll daemon left behind for this image.
+    let ps = String::from_utf8_lossy(&Command::new("ps").args(["-eo", "args"]).output().expect("ps").stdout).into_owned();
+    assert!(!ps.lines().any(|l| l.contains("squashfuse_ll") && l.contains(&*sq.to_string_lossy())), "{ps}");
+}
+
+#[test]
+fn unknown_image_type_is_an_error() {
+    let s = Scratch::new("run-unk");
+    let f = s.join("notimage");
+    std::fs::write(&f, "junk").expect("write");
+    let mut c = ch_run();
+    c.arg(&f).args(["--", "true"]);
+    let (code, err) = fails(&mut c);
+    assert_eq!(code, 31);
+    assert!(err.contains("unknown image type"), "{err}");
+}

@@ -1,0 +1,238 @@
+//! The container environment, computed as pure data from the host environment and the
+//! `--set-env`/`--unset-env` options, following Charliecloud's rules (ch-run(1)):
+//! default tweaks first (HOME, PATH, TMPDIR), then the options in command-line order, then
+//! `CH_RUNNING`.
+//!
+//! Names and values are bytes: the host environment need not be UTF-8.
+
+use super::error::RunError;
+
+/// One environment variable.
+pub type Var = (Vec<u8>, Vec<u8>);
+
+/// An environment option, in command-line order, with files already read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvOp {
+    /// Set variables (from `--set-env`/`--set-env0`); `expand` is false after
+    /// `--env-no-expand`.
+    Set { vars: Vec<Var>, expand: bool },
+    /// `--unset-env=GLOB`.
+    Unset { glob: Vec<u8> },
+}
+
+/// Where `--set-env` variables come from, before files are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvSource {
+    /// `--set-env=NAME=VALUE`.
+    Var(Vec<u8>),
+    /// `--set-env=FILE` (host path) with its delimiter.
+    File { path: std::path::PathBuf, nul: bool },
+    /// `--set-env` without argument: `/ch/environment` in the image.
+    ImageDefault { nul: bool },
+}
+
+/// An environment option as given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvArg {
+    Set(EnvSource),
+    Unset(Vec<u8>),
+    NoExpand,
+}
+
+/// Parse one `NAME=VALUE` assignment. Single quotes around the whole value are stripped
+/// when `strip_quotes` (newline-delimited input and command-line values).
+pub fn parse_assignment(line: &[u8], strip_quotes: bool) -> Result<Var, &'static str> {
+    let eq = line.iter().position(|&b| b == b'=').ok_or("no delimiter")?;
+    let (name, value) = (&line[..eq], &line[eq + 1..]);
+    if name.is_empty() {
+        return Err("empty name");
+    }
+    let value = if strip_quotes && value.len() >= 2 && value[0] == b'\'' && value[value.len() - 1] == b'\'' {
+        &value[1..value.len() - 1]
+    } else {
+        value
+    };
+    Ok((name.to_vec(), value.to_vec()))
+}
+
+/// Parse a `--set-env` file's contents; `label` names it in errors.
+pub fn parse_file(contents: &[u8], nul: bool, label: &str) -> Result<Vec<Var>, RunError> {
+    let delim = if nul { 0u8 } else { b'\n' };
+    let mut vars = Vec::new();
+    for (i, line) in contents.split(|&b| b == delim).enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let v = parse_assignment(line, !nul)
+            .map_err(|why| RunError::msg(format!("can't parse variable: {why}: {label}:{}", i + 1)))?;
+        vars.push(v);
+    }
+    Ok(vars)
+}
+
+/// Expand `$NAME` items of a colon-separated value from `env`; an item whose variable is
+/// unset or empty is dropped together with its colon.
+pub fn expand(value: &[u8], env: &[Var]) -> Vec<u8> {
+    if !value.contains(&b'$') {
+        return value.to_vec();
+    }
+    let mut items: Vec<&[u8]> = Vec::new();
+    for item in value.split(|&b| b == b':') {
+        if let Some(name) = item.strip_prefix(b"$") {
+            match get(env, name) {
+                Some(v) if !v.is_empty() => items.push(v),
+                _ => {}
+            }
+        } else {
+            items.push(item);
+        }
+    }
+    items.join(&b':')
+}
+
+/// The value of `name` in `env`.
+pub fn get<'a>(env: &'a [Var], name: &[u8]) -> Option<&'a [u8]> {
+    env.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+}
+
+/// Set (replace in place, or append) a variable.
+pub fn set(env: &mut Vec<Var>, name: &[u8], value: Vec<u8>) {
+    match env.iter_mut().find(|(n, _)| n == name) {
+        Some(slot) => slot.1 = value,
+        None => env.push((name.to_vec(), value)),
+    }
+}
+
+/// Inputs of the default tweaks.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// `--home` given: HOME becomes `/home/USER`.
+    pub home_user: Option<Vec<u8>>,
+    /// The image has `/root`.
+    pub image_has_root: bool,
+}
+
+/// Compute the container environment.
+pub fn compute(
+    host: Vec<Var>,
+    defaults: &Defaults,
+    ops: &[EnvOp],
+    matches: &dyn Fn(&[u8], &[u8]) -> bool,
+) -> Vec<Var> {
+    let mut env = host;
+    // HOME: /home/$USER with --home, else /root if the image has it, else /.
+    let home = match &defaults.home_user {
+        Some(u) => [b"/home/".as_slice(), u].concat(),
+        None if defaults.image_has_root => b"/root".to_vec(),
+        None => b"/".to_vec(),
+    };
+    set(&mut env, b"HOME", home);
+    // PATH: append /bin if no entry is /bin (merged-/usr hosts, non-merged guests).
+    if let Some(path) = get(&env, b"PATH") {
+        if !path.split(|&b| b == b':').any(|p| p == b"/bin" || p == b"/bin/") {
+            let mut p = path.to_vec();
+            if !p.is_empty() {
+                p.push(b':');
+            }
+            p.extend_from_slice(b"/bin");
+            set(&mut env, b"PATH", p);
+        }
+    }
+    // TMPDIR is a host path; the host's temporary directory is /tmp inside.
+    env.retain(|(n, _)| n != b"TMPDIR");
+    for op in ops {
+        match op {
+            EnvOp::Set { vars, expand: ex } => {
+                for (n, v) in vars {
+                    let v = if *ex { expand(v, &env) } else { v.clone() };
+                    set(&mut env, n, v);
+                }
+            }
+            EnvOp::Unset { glob } => env.retain(|(n, _)| !matches(glob, n)),
+        }
+    }
+    set(&mut env, b"CH_RUNNING", b"Weird Al Yankovic".to_vec());
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(n: &str, x: &str) -> Var {
+        (n.as_bytes().to_vec(), x.as_bytes().to_vec())
+    }
+
+    fn fnm(p: &[u8], n: &[u8]) -> bool {
+        crate::run::sys::fnmatch(p, n)
+    }
+
+    fn defaults() -> Defaults {
+        Defaults { home_user: None, image_has_root: true }
+    }
+
+    #[test]
+    fn assignment_table_from_man_page() {
+        let env = vec![v("BAR", "bar")];
+        let cases = [
+            ("FOO=bar", "FOO", "bar"),
+            ("FOO=bar=baz", "FOO", "bar=baz"),
+            ("FOO=", "FOO", ""),
+            ("FOO=$UNSET", "FOO", ""),
+            ("FOO=baz:$UNSET:qux", "FOO", "baz:qux"),
+            ("FOO=:bar:baz::", "FOO", ":bar:baz::"),
+            ("FOO=''", "FOO", ""),
+            ("FOO=''''", "FOO", "''"),
+            ("FOO=\"bar\"", "FOO", "\"bar\""),
+            ("FOO=$BAR baz:qux", "FOO", "qux"),
+            ("FOO=$BAR:x", "FOO", "bar:x"),
+            ("$FOO=bar", "$FOO", "bar"),
+        ];
+        for (line, name, value) in cases {
+            let (n, val) = parse_assignment(line.as_bytes(), true).expect(line);
+            assert_eq!(n, name.as_bytes(), "{line}");
+            assert_eq!(String::from_utf8_lossy(&expand(&val, &env)), value, "{line}");
+        }
+        assert_eq!(parse_assignment(b"FOO bar", true), Err("no delimiter"));
+        assert_eq!(parse_assignment(b"=bar", true), Err("empty name"));
+    }
+
+    #[test]
+    fn file_errors_name_file_and_line() {
+        let e = parse_file(b"A=1\n\nB\n", false, "/f").unwrap_err();
+        assert_eq!(e.message(), "can't parse variable: no delimiter: /f:3");
+        assert_eq!(parse_file(b"A=1\0B='x'\0", true, "f").expect("ok"), vec![v("A", "1"), v("B", "'x'")]);
+    }
+
+    #[test]
+    fn defaults_fix_home_path_tmpdir_and_set_ch_running() {
+        let host = vec![v("PATH", "/usr/bin"), v("TMPDIR", "/scratch"), v("HOME", "/home/u")];
+        let env = compute(host, &defaults(), &[], &fnm);
+        assert_eq!(get(&env, b"PATH"), Some(b"/usr/bin:/bin".as_slice()));
+        assert_eq!(get(&env, b"TMPDIR"), None);
+        assert_eq!(get(&env, b"HOME"), Some(b"/root".as_slice()));
+        assert_eq!(get(&env, b"CH_RUNNING"), Some(b"Weird Al Yankovic".as_slice()));
+        let env = compute(vec![v("PATH", "/bin:/usr/bin")], &Defaults { home_user: None, image_has_root: false }, &[], &fnm);
+        assert_eq!(get(&env, b"PATH"), Some(b"/bin:/usr/bin".as_slice()));
+        assert_eq!(get(&env, b"HOME"), Some(b"/".as_slice()));
+        let env = compute(vec![], &Defaults { home_user: Some(b"alice".to_vec()), image_has_root: true }, &[], &fnm);
+        assert_eq!(get(&env, b"HOME"), Some(b"/home/alice".as_slice()));
+    }
+
+    #[test]
+    fn options_apply_in_order_and_ch_running_survives_unset_all() {
+        let host = vec![v("A_1", "a"), v("B_1", "b"), v("C_1", "c"), v("PATH", "/bin")];
+        let ops = [
+            EnvOp::Unset { glob: b"!(A_*|B_*)".to_vec() },
+            EnvOp::Set { vars: vec![v("X", "$A_1:y")], expand: true },
+            EnvOp::Set { vars: vec![v("Y", "$A_1")], expand: false },
+        ];
+        let env = compute(host, &defaults(), &ops, &fnm);
+        let names: Vec<_> = env.iter().map(|(n, _)| String::from_utf8_lossy(n).into_owned()).collect();
+        assert_eq!(names, ["A_1", "B_1", "X", "Y", "CH_RUNNING"]);
+        assert_eq!(get(&env, b"X"), Some(b"a:y".as_slice()));
+        assert_eq!(get(&env, b"Y"), Some(b"$A_1".as_slice()));
+        let env = compute(vec![v("A", "1")], &defaults(), &[EnvOp::Unset { glob: b"*".to_vec() }], &fnm);
+        assert_eq!(env, vec![v("CH_RUNNING", "Weird Al Yankovic")]);
+    }
+}

@@ -1,0 +1,156 @@
+//! `--join` and `--join-pid`: several ch-run invocations sharing one container (user and
+//! mount namespaces), FAQ 11.4.2.
+//!
+//! Peer groups coordinate through a state file `/dev/shm/ch-run-join-UID-TAG` (or under
+//! `/tmp` when `/dev/shm` is missing) guarded by `flock(2)`:
+//! - the first peer finds the file empty (or naming a dead process), keeps the lock while it
+//!   builds the container, then writes `PID JOINED` and releases the lock: it is the winner;
+//! - later peers take the lock, read the winner's PID, count themselves in and `setns(2)`
+//!   into `/proc/PID/ns/{user,mnt}`; the last expected peer removes the file so the tag can
+//!   be reused.
+//!
+//! The lock is released by the kernel if a winner dies while setting up, and a file naming
+//! a dead PID is treated as empty.
+
+use super::error::RunError;
+use nix::fcntl::{Flock, FlockArg};
+use nix::sched::{setns, CloneFlags};
+use std::io::{Read, Seek, Write};
+use std::path::PathBuf;
+
+/// How to join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Join {
+    /// `--join-pid=PID`.
+    Pid(i32),
+    /// `--join` with a tag and a peer count.
+    Peers { tag: String, count: u32 },
+}
+
+/// This process's role in a peer group.
+pub enum Role {
+    /// Build the container, then call [`Winner::ready`].
+    Winner(Winner),
+    /// Already inside the winner's namespaces.
+    Joined,
+}
+
+/// A winner holding the group lock while it sets up.
+pub struct Winner {
+    lock: Flock<std::fs::File>,
+    count: u32,
+}
+
+impl Winner {
+    /// Publish `pid` (a process inside the new namespaces) and release the lock.
+    pub fn ready(mut self, pid: i32) -> Result<(), RunError> {
+        if self.count > 1 {
+            let f: &mut std::fs::File = &mut self.lock;
+            f.set_len(0)
+                .and_then(|_| f.rewind())
+                .and_then(|_| writeln!(f, "{pid} 1"))
+                .map_err(|e| RunError::io("can't write join state", &e))?;
+        }
+        crate::verbose!("ch-run: join: winner {pid}, waiting for {} peer(s)", self.count - 1);
+        drop(self.lock);
+        Ok(())
+    }
+}
+
+/// Join the user and mount namespaces of `pid`.
+pub fn join_pid(pid: i32) -> Result<(), RunError> {
+    let open = |ns: &str| {
+        let p = format!("/proc/{pid}/ns/{ns}");
+        std::fs::File::open(&p).map_err(|e| RunError::io(format!("can't open join namespace: {p}"), &e))
+    };
+    let user = open("user")?;
+    let mnt = open("mnt")?;
+    // The user namespace first: it gives the capabilities needed to join the mount one.
+    setns(&user, CloneFlags::CLONE_NEWUSER).map_err(|e| RunError::sys(format!("can't join user namespace of {pid}"), e))?;
+    setns(&mnt, CloneFlags::CLONE_NEWNS).map_err(|e| RunError::sys(format!("can't join mount namespace of {pid}"), e))?;
+    crate::verbose!("ch-run: joined namespaces of {pid}");
+    Ok(())
+}
+
+/// Path of a peer group's state file.
+pub fn state_path(uid: u32, tag: &str) -> PathBuf {
+    let dir = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" };
+    PathBuf::from(dir).join(format!("ch-run-join-{uid}-{}", tag.replace('/', "%")))
+}
+
+/// Parse a state file: `PID JOINED`.
+pub fn parse_state(s: &str) -> Option<(i32, u32)> {
+    let mut it = s.split_whitespace();
+    let pid = it.next()?.parse().ok()?;
+    let joined = it.next()?.parse().ok()?;
+    Some((pid, joined))
+}
+
+/// Enter a peer group: become the winner, or join the winner.
+pub fn peers(uid: u32, tag: &str, count: u32) -> Result<Role, RunError> {
+    let path = state_path(uid, tag);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| RunError::io(format!("can't open join state: {}", path.display()), &e))?;
+    let mut lock = Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| RunError::sys(format!("can't lock join state: {}", path.display()), e))?;
+    let mut text = String::new();
+    lock.read_to_string(&mut text).map_err(|e| RunError::io("can't read join state", &e))?;
+    if let Some((pid, joined)) = parse_state(&text) {
+        if joined < count && std::path::Path::new(&format!("/proc/{pid}/ns/user")).exists() {
+            let joined = joined + 1;
+            if joined >= count {
+                // Last peer: free the tag.
+                let _ = std::fs::remove_file(&path);
+            } else {
+                let f: &mut std::fs::File = &mut lock;
+                f.set_len(0)
+                    .and_then(|_| f.rewind())
+                    .and_then(|_| writeln!(f, "{pid} {joined}"))
+                    .map_err(|e| RunError::io("can't write join state", &e))?;
+            }
+            drop(lock);
+            crate::verbose!("ch-run: join: peer {joined} of {count}, joining {pid}");
+            join_pid(pid)?;
+            return Ok(Role::Joined);
+        }
+    }
+    if count <= 1 {
+        let _ = std::fs::remove_file(&path);
+    }
+    Ok(Role::Winner(Winner { lock, count }))
+}
+
+/// Default peer count from the launcher's environment.
+pub fn default_count() -> Option<u32> {
+    ["OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_STEP_TASKS_PER_NODE", "SLURM_CPUS_ON_NODE"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok())
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next().and_then(|d| d.parse().ok()))
+}
+
+/// Default tag: `SLURM_STEP_ID`, else the parent's PID.
+pub fn default_tag() -> String {
+    std::env::var("SLURM_STEP_ID").unwrap_or_else(|_| nix::unistd::getppid().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trip_and_garbage() {
+        assert_eq!(parse_state("123 2\n"), Some((123, 2)));
+        assert_eq!(parse_state(""), None);
+        assert_eq!(parse_state("x"), None);
+    }
+
+    #[test]
+    fn state_path_escapes_slashes() {
+        assert!(state_path(5, "a/b").to_string_lossy().ends_with("ch-run-join-5-a%b"));
+    }
+}

@@ -1,0 +1,370 @@
+//! Pure planning: user-namespace ID maps and the list of mount operations that assemble a
+//! container. Nothing here touches the system; [`super::setup`] performs the plan.
+//!
+//! Invariants of a plan from [`mount_plan`]:
+//! - the first op makes every mount private, so nothing propagates back to the host;
+//! - the new root becomes a mount point (bind onto itself or an overlay) before anything is
+//!   mounted under it;
+//! - container-side destinations are container paths (absolute, as seen inside); the
+//!   executor resolves them inside the new root and never lets them escape it;
+//! - the last op is [`MountOp::PivotRoot`].
+
+use std::path::{Path, PathBuf};
+
+/// Contents for `/proc/self/{uid_map,setgroups,gid_map}`, written in that order
+/// (`setgroups` must be `deny` before an unprivileged process may write `gid_map`; see
+/// user_namespaces(7)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdMaps {
+    pub uid_map: String,
+    pub setgroups: &'static str,
+    pub gid_map: String,
+}
+
+/// Map exactly one ID each: the invoking effective uid/gid to the requested container IDs.
+pub fn id_maps(host_euid: u32, host_egid: u32, uid: u32, gid: u32) -> IdMaps {
+    IdMaps {
+        uid_map: format!("{uid} {host_euid} 1\n"),
+        setgroups: "deny",
+        gid_map: format!("{gid} {host_egid} 1\n"),
+    }
+}
+
+/// How the image root is made writable (or not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Read-only bind of the image (default).
+    ReadOnly,
+    /// The image itself, read-write (`-w`).
+    ReadWrite,
+    /// A tmpfs-backed overlayfs layer that vanishes at exit (`-W`); optional tmpfs size.
+    Fake { size: Option<String> },
+}
+
+impl WriteMode {
+    pub fn writable(&self) -> bool {
+        !matches!(self, WriteMode::ReadOnly)
+    }
+}
+
+/// What to do when a bind's container-side destination does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfMissing {
+    /// Error "can't bind: destination not found".
+    Error,
+    /// Skip this bind silently.
+    Skip,
+    /// Create an empty directory or file (matching the source), possibly with parents.
+    Create,
+    /// Like `Create`, but skip the bind if creating fails (optional files).
+    TryCreate,
+}
+
+/// One step of container assembly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountOp {
+    /// `mount(NULL, "/", NULL, MS_REC|MS_PRIVATE)`.
+    MakeRootPrivate,
+    /// Recursive bind of a host directory onto itself, making it a mount point.
+    BindSelf { path: PathBuf },
+    /// `MS_REMOUNT|MS_BIND|MS_RDONLY` keeping the mount's existing flags (nosuid, nodev,
+    /// noexec, atime flags are locked in a user namespace and must be repeated).
+    RemountReadOnly { path: PathBuf },
+    /// A tmpfs at a host path (staging) — used before the new root exists.
+    TmpfsHost { path: PathBuf, options: String },
+    /// `mkdir` at a host path (inside staging tmpfs).
+    MkdirHost { path: PathBuf },
+    /// Overlayfs with `userxattr` (unprivileged overlayfs, Linux 5.11+).
+    Overlay { lower: PathBuf, upper: PathBuf, work: PathBuf, dst: PathBuf },
+    /// A tmpfs at a container path.
+    Tmpfs { dst: PathBuf, options: String, if_missing: IfMissing },
+    /// Bind host `src` at container path `dst`.
+    Bind { src: PathBuf, dst: PathBuf, if_missing: IfMissing, src_optional: bool },
+    /// Make `new_root` the root (`pivot_root(".", ".")`, detach the old root).
+    PivotRoot { new_root: PathBuf },
+}
+
+/// A user bind `SRC[:DST]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub src: PathBuf,
+    pub dst: PathBuf,
+}
+
+impl Bind {
+    /// Parse `SRC[:DST]` as `-b` takes it; DST defaults to SRC.
+    pub fn parse(s: &str) -> Result<Bind, String> {
+        let (src, dst) = match s.split_once(':') {
+            Some((a, b)) => (a, b),
+            None => (s, s),
+        };
+        if src.is_empty() {
+            return Err("--bind: no source provided".into());
+        }
+        if dst.is_empty() {
+            return Err("--bind: no destination provided".into());
+        }
+        if Path::new(dst).components().all(|c| matches!(c, std::path::Component::RootDir)) {
+            return Err("--bind: destination can't be /".into());
+        }
+        Ok(Bind { src: PathBuf::from(src), dst: PathBuf::from(dst) })
+    }
+}
+
+/// Everything the mount plan depends on.
+#[derive(Debug, Clone)]
+pub struct PlanInput {
+    /// Host directory holding the image tree (directory image or SquashFS mount point).
+    pub image: PathBuf,
+    pub write: WriteMode,
+    /// Host directory over which `-W` mounts its staging tmpfs (see [`staging_dir`]).
+    pub staging: PathBuf,
+    /// Host directory bound at `/tmp` (`$TMPDIR` or `/tmp`) unless `private_tmp`.
+    pub host_tmp: PathBuf,
+    pub private_tmp: bool,
+    /// `--home`: host home directory and user name.
+    pub home: Option<(PathBuf, String)>,
+    /// Generated passwd and group files, unless `--no-passwd`.
+    pub passwd: Option<(PathBuf, PathBuf)>,
+    pub binds: Vec<Bind>,
+}
+
+/// Host files bound at the same path when present on the host and in the image.
+pub const OPTIONAL_HOST_FILES: &[&str] = &["/etc/hosts", "/etc/resolv.conf", "/etc/machine-id"];
+
+/// Host directories required both on the host and in the image.
+pub const REQUIRED_HOST_DIRS: &[&str] = &["/dev", "/proc", "/sys"];
+
+/// Pick a host directory for `-W`'s staging tmpfs that does not contain the image (the
+/// tmpfs would hide the overlay's lower layer) and is not `/tmp` (bound into the container).
+pub fn staging_dir(image: &Path, exists: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    ["/mnt", "/srv", "/media", "/opt", "/boot"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|d| !image.starts_with(d) && exists(d))
+}
+
+/// The new root's host path for a plan input.
+pub fn new_root(input: &PlanInput) -> PathBuf {
+    match input.write {
+        WriteMode::Fake { .. } => input.staging.join("merged"),
+        _ => input.image.clone(),
+    }
+}
+
+/// The ordered list of mount operations that assemble the container.
+pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
+    let mut ops = vec![MountOp::MakeRootPrivate];
+    let root = new_root(input);
+    let create = if input.write.writable() { IfMissing::Create } else { IfMissing::Error };
+    let create_or_skip = if input.write.writable() { IfMissing::TryCreate } else { IfMissing::Skip };
+    match &input.write {
+        WriteMode::ReadOnly => {
+            ops.push(MountOp::BindSelf { path: root.clone() });
+            ops.push(MountOp::RemountReadOnly { path: root.clone() });
+        }
+        WriteMode::ReadWrite => ops.push(MountOp::BindSelf { path: root.clone() }),
+        WriteMode::Fake { size } => {
+            let mut options = String::from("mode=0755");
+            if let Some(s) = size {
+                options.push_str(",size=");
+                options.push_str(s);
+            }
+            ops.push(MountOp::TmpfsHost { path: input.staging.clone(), options });
+            for d in ["upper", "work", "merged"] {
+                ops.push(MountOp::MkdirHost { path: input.staging.join(d) });
+            }
+            ops.push(MountOp::Overlay {
+                lower: input.image.clone(),
+                upper: input.staging.join("upper"),
+                work: input.staging.join("work"),
+                dst: root.clone(),
+            });
+        }
+    }
+    for d in REQUIRED_HOST_DIRS {
+        ops.push(MountOp::Bind {
+            src: d.into(),
+            dst: d.into(),
+            if_missing: IfMissing::Error,
+            src_optional: false,
+        });
+    }
+    for f in OPTIONAL_HOST_FILES {
+        // /etc/hosts and /etc/resolv.conf are created in writable images; machine-id only
+        // bound where the image has one.
+        let if_missing = if *f == "/etc/machine-id" { IfMissing::Skip } else { create_or_skip };
+        ops.push(MountOp::Bind {
+            src: f.into(),
+            dst: f.into(),
+            if_missing,
+            src_optional: true,
+        });
+    }
+    if let Some((passwd, group)) = &input.passwd {
+        ops.push(MountOp::Bind {
+            src: passwd.clone(),
+            dst: "/etc/passwd".into(),
+            if_missing: create_or_skip,
+            src_optional: false,
+        });
+        ops.push(MountOp::Bind {
+            src: group.clone(),
+            dst: "/etc/group".into(),
+            if_missing: create_or_skip,
+            src_optional: false,
+        });
+    }
+    if input.private_tmp {
+        ops.push(MountOp::Tmpfs { dst: "/tmp".into(), options: "mode=1777".into(), if_missing: create });
+    } else {
+        ops.push(MountOp::Bind {
+            src: input.host_tmp.clone(),
+            dst: "/tmp".into(),
+            if_missing: create,
+            src_optional: false,
+        });
+    }
+    if let Some((home, user)) = &input.home {
+        ops.push(MountOp::Tmpfs { dst: "/home".into(), options: "mode=0755".into(), if_missing: create });
+        ops.push(MountOp::Bind {
+            src: home.clone(),
+            dst: PathBuf::from("/home").join(user),
+            if_missing: IfMissing::Create,
+            src_optional: false,
+        });
+    }
+    // User binds always try to create a missing destination: in a read-only image that
+    // fails with EROFS ("can't mkdir: ...: Read-only file system"), as in Charliecloud.
+    for b in &input.binds {
+        ops.push(MountOp::Bind {
+            src: b.src.clone(),
+            dst: b.dst.clone(),
+            if_missing: IfMissing::Create,
+            src_optional: false,
+        });
+    }
+    ops.push(MountOp::PivotRoot { new_root: root });
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(write: WriteMode) -> PlanInput {
+        PlanInput {
+            image: "/img".into(),
+            write,
+            staging: "/mnt".into(),
+            host_tmp: "/tmp".into(),
+            private_tmp: false,
+            home: None,
+            passwd: Some(("/tmp/p".into(), "/tmp/g".into())),
+            binds: vec![],
+        }
+    }
+
+    #[test]
+    fn id_maps_map_only_the_invoking_ids() {
+        let m = id_maps(1000, 100, 0, 0);
+        assert_eq!(m.uid_map, "0 1000 1\n");
+        assert_eq!(m.gid_map, "0 100 1\n");
+        assert_eq!(m.setgroups, "deny");
+        assert_eq!(id_maps(1000, 100, 1000, 100).uid_map, "1000 1000 1\n");
+    }
+
+    #[test]
+    fn read_only_plan_binds_then_remounts_read_only_and_pivots_last() {
+        let ops = mount_plan(&input(WriteMode::ReadOnly));
+        assert_eq!(ops[0], MountOp::MakeRootPrivate);
+        assert_eq!(ops[1], MountOp::BindSelf { path: "/img".into() });
+        assert_eq!(ops[2], MountOp::RemountReadOnly { path: "/img".into() });
+        assert_eq!(ops.last(), Some(&MountOp::PivotRoot { new_root: "/img".into() }));
+        // No system op creates anything in a read-only image.
+        for op in &ops {
+            if let MountOp::Bind { dst, if_missing, .. } = op {
+                assert!(!matches!(if_missing, IfMissing::Create | IfMissing::TryCreate), "{dst:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn write_plan_never_remounts_read_only() {
+        let ops = mount_plan(&input(WriteMode::ReadWrite));
+        assert!(!ops.iter().any(|o| matches!(o, MountOp::RemountReadOnly { .. })));
+    }
+
+    #[test]
+    fn write_fake_plan_stages_overlay_on_tmpfs() {
+        let ops = mount_plan(&input(WriteMode::Fake { size: Some("1g".into()) }));
+        assert_eq!(ops[1], MountOp::TmpfsHost { path: "/mnt".into(), options: "mode=0755,size=1g".into() });
+        assert!(ops.contains(&MountOp::Overlay {
+            lower: "/img".into(),
+            upper: "/mnt/upper".into(),
+            work: "/mnt/work".into(),
+            dst: "/mnt/merged".into()
+        }));
+        assert_eq!(ops.last(), Some(&MountOp::PivotRoot { new_root: "/mnt/merged".into() }));
+    }
+
+    #[test]
+    fn system_binds_come_before_user_binds() {
+        let mut i = input(WriteMode::ReadOnly);
+        i.binds.push(Bind::parse("/data:/mnt/0").expect("valid bind"));
+        let ops = mount_plan(&i);
+        let pos = |d: &str| {
+            ops.iter()
+                .position(|o| matches!(o, MountOp::Bind { dst, .. } if dst == Path::new(d)))
+                .expect("present")
+        };
+        assert!(pos("/dev") < pos("/tmp"));
+        assert!(pos("/etc/passwd") < pos("/mnt/0"));
+        assert!(pos("/tmp") < pos("/mnt/0"));
+    }
+
+    #[test]
+    fn private_tmp_is_a_tmpfs_not_a_bind() {
+        let mut i = input(WriteMode::ReadOnly);
+        i.private_tmp = true;
+        let ops = mount_plan(&i);
+        assert!(ops.iter().any(|o| matches!(o, MountOp::Tmpfs { dst, .. } if dst == Path::new("/tmp"))));
+        assert!(!ops.iter().any(|o| matches!(o, MountOp::Bind { dst, .. } if dst == Path::new("/tmp"))));
+    }
+
+    #[test]
+    fn no_passwd_plan_leaves_image_files() {
+        let mut i = input(WriteMode::ReadOnly);
+        i.passwd = None;
+        let ops = mount_plan(&i);
+        assert!(!ops.iter().any(|o| matches!(o, MountOp::Bind { dst, .. } if dst == Path::new("/etc/passwd"))));
+    }
+
+    #[test]
+    fn home_overmounts_tmpfs_then_binds_home() {
+        let mut i = input(WriteMode::ReadOnly);
+        i.home = Some(("/home/alice".into(), "alice".into()));
+        let ops = mount_plan(&i);
+        let t = ops.iter().position(|o| matches!(o, MountOp::Tmpfs { dst, .. } if dst == Path::new("/home")));
+        let b = ops.iter().position(
+            |o| matches!(o, MountOp::Bind { dst, if_missing: IfMissing::Create, .. } if dst == Path::new("/home/alice")),
+        );
+        assert!(t.expect("tmpfs") < b.expect("bind"));
+    }
+
+    #[test]
+    fn bind_parse_defaults_and_refuses_root() {
+        assert_eq!(Bind::parse("/a").expect("ok"), Bind { src: "/a".into(), dst: "/a".into() });
+        assert_eq!(Bind::parse("/a:/b").expect("ok").dst, PathBuf::from("/b"));
+        assert_eq!(Bind::parse("/a:/").unwrap_err(), "--bind: destination can't be /");
+        assert_eq!(Bind::parse("/a://").unwrap_err(), "--bind: destination can't be /");
+        assert!(Bind::parse(":/b").is_err());
+    }
+
+    #[test]
+    fn staging_avoids_image_location() {
+        let all = |_: &Path| true;
+        assert_eq!(staging_dir(Path::new("/var/tmp/img"), all), Some("/mnt".into()));
+        assert_eq!(staging_dir(Path::new("/mnt/img"), all), Some("/srv".into()));
+    }
+}

@@ -1,0 +1,262 @@
+//! Performing a plan: entering namespaces, writing ID maps, mounting SquashFS with FUSE, and
+//! executing [`MountOp`]s. Every function here changes system state; the decisions were
+//! made in [`super::plan`].
+
+use super::error::RunError;
+use super::plan::{IdMaps, IfMissing, MountOp};
+use super::resolve::{resolve, ResolveError, Resolved};
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::statvfs::{statvfs, FsFlags};
+use std::ffi::OsString;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+const NONE: Option<&str> = None;
+
+/// Enter new user and mount namespaces and map the IDs. The process must be
+/// single-threaded (unshare(2): CLONE_NEWUSER fails with EINVAL otherwise).
+pub fn containerize(maps: &IdMaps) -> Result<(), RunError> {
+    unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS).map_err(|e| {
+        let err = RunError::sys("can't init user+mount namespaces", e);
+        if e == Errno::EPERM || e == Errno::ENOSPC {
+            err.with_hint("unprivileged user namespaces may be disabled (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone, or an AppArmor restriction)")
+        } else {
+            err
+        }
+    })?;
+    write_proc("/proc/self/uid_map", &maps.uid_map)?;
+    // user_namespaces(7): since Linux 3.19 setgroups must be denied before an
+    // unprivileged process writes gid_map (CVE-2014-8989).
+    write_proc("/proc/self/setgroups", maps.setgroups)?;
+    write_proc("/proc/self/gid_map", &maps.gid_map)?;
+    Ok(())
+}
+
+fn write_proc(path: &str, text: &str) -> Result<(), RunError> {
+    std::fs::write(path, text).map_err(|e| RunError::io(format!("can't write {path}"), &e))
+}
+
+/// Mount a SquashFS file at `mnt` with a FUSE connection we open and mount ourselves, served
+/// by `squashfuse_ll` running in the background on `/dev/fd/N` (libfuse ≥ 3.3 accepts an
+/// already-mounted FUSE fd as its mount point). Returns the daemon.
+pub fn mount_squash(image: &Path, mnt: &Path, uid: u32, gid: u32) -> Result<std::process::Child, RunError> {
+    let fuse = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse");
+    let fuse = match fuse {
+        Ok(f) => f,
+        Err(e) => {
+            return Err(RunError::io("can't open /dev/fuse", &e).with_hint(format!(
+                "SquashFS images need FUSE; /dev/fuse must exist and be readable and writable by you \
+                 (usually mode 0666); otherwise convert the image to a directory: ch-convert {} DIR",
+                image.display()
+            )))
+        }
+    };
+    // std opens with O_CLOEXEC; clear it so the daemon inherits the descriptor.
+    use std::os::fd::AsRawFd;
+    let fd = fuse.as_raw_fd();
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
+        .map_err(|e| RunError::sys("can't clear close-on-exec on /dev/fuse", e))?;
+    let opts = format!("fd={fd},rootmode=40000,user_id={uid},group_id={gid}");
+    mount(
+        Some("squashfuse"),
+        mnt,
+        Some("fuse.squashfuse_ll"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RDONLY,
+        Some(opts.as_str()),
+    )
+    .map_err(|e| RunError::sys(format!("can't mount FUSE at {}", mnt.display()), e))?;
+    let mut cmd = std::process::Command::new("squashfuse_ll");
+    cmd.arg("-f").arg(image).arg(format!("/dev/fd/{fd}"));
+    cmd.stdin(std::process::Stdio::null());
+    // Own process group: a terminal's ^C must not kill the filesystem under the command.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd.spawn().map_err(|e| {
+        RunError::io("can't start squashfuse_ll", &e)
+            .with_hint("install squashfuse (squashfuse_ll), or convert the image to a directory")
+    })?;
+    drop(fuse); // only the daemon holds the connection now: if it dies, accesses fail
+    // The first access waits for the daemon's FUSE_INIT; fails if it exits early.
+    std::fs::metadata(mnt.join("."))
+        .map_err(|e| RunError::io(format!("can't access SquashFS mount {}", mnt.display()), &e))?;
+    Ok(child)
+}
+
+/// Execute mount operations. `root` is the new root's host path (container paths resolve
+/// inside it).
+pub fn apply(ops: &[MountOp], root: &Path) -> Result<(), RunError> {
+    // Host paths of binds done so far: mount points are never created under them.
+    let mut bound: Vec<PathBuf> = Vec::new();
+    for op in ops {
+        crate::debug!("ch-run: {op:?}");
+        match op {
+            MountOp::MakeRootPrivate => {
+                mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
+                    .map_err(|e| RunError::sys("can't make / private", e))?;
+            }
+            MountOp::BindSelf { path } => {
+                mount(Some(path.as_path()), path.as_path(), NONE, MsFlags::MS_REC | MsFlags::MS_BIND, NONE)
+                    .map_err(|e| RunError::sys(format!("can't bind {} on itself", path.display()), e))?;
+            }
+            MountOp::RemountReadOnly { path } => remount_ro(path)?,
+            MountOp::TmpfsHost { path, options } => {
+                mount(Some("tmpfs"), path.as_path(), Some("tmpfs"), MsFlags::empty(), Some(options.as_str()))
+                    .map_err(|e| RunError::sys(format!("can't mount tmpfs at {}", path.display()), e))?;
+            }
+            MountOp::MkdirHost { path } => mkdir(path)?,
+            MountOp::Overlay { lower, upper, work, dst } => {
+                for p in [lower, upper, work] {
+                    let s = p.to_string_lossy();
+                    if s.contains(',') || s.contains(':') {
+                        return Err(RunError::msg(format!("can't overlay: path contains ',' or ':': {s}")));
+                    }
+                }
+                let opts = format!(
+                    "lowerdir={},upperdir={},workdir={},userxattr,volatile",
+                    lower.display(),
+                    upper.display(),
+                    work.display()
+                );
+                mount(Some("overlay"), dst.as_path(), Some("overlay"), MsFlags::empty(), Some(opts.as_str()))
+                    .map_err(|e| {
+                        RunError::sys("can't overlay", e)
+                            .with_hint("--write-fake needs unprivileged overlayfs (Linux 5.11 or later)")
+                    })?;
+            }
+            MountOp::Tmpfs { dst, options, if_missing } => {
+                let Some(host) = destination(root, dst, *if_missing, true, &bound)? else { continue };
+                mount(Some("tmpfs"), host.as_path(), Some("tmpfs"), MsFlags::empty(), Some(options.as_str()))
+                    .map_err(|e| RunError::sys(format!("can't mount tmpfs at {}", host.display()), e))?;
+            }
+            MountOp::Bind { src, dst, if_missing, src_optional } => {
+                let md = match std::fs::metadata(src) {
+                    Ok(m) => m,
+                    Err(_) if *src_optional => continue,
+                    Err(_) => {
+                        return Err(RunError::msg(format!("can't bind: source not found: {}", src.display())))
+                    }
+                };
+                let Some(host) = destination(root, dst, *if_missing, md.is_dir(), &bound)? else { continue };
+                mount(Some(src.as_path()), host.as_path(), NONE, MsFlags::MS_REC | MsFlags::MS_BIND, NONE)
+                    .map_err(|e| {
+                        RunError::sys(format!("can't bind {} to {}", src.display(), host.display()), e)
+                    })?;
+                bound.push(host);
+            }
+            MountOp::PivotRoot { new_root } => pivot(new_root)?,
+        }
+    }
+    Ok(())
+}
+
+/// Resolve a container destination inside `root`, creating it when allowed. `None`: skip.
+fn destination(
+    root: &Path,
+    dst: &Path,
+    if_missing: IfMissing,
+    want_dir: bool,
+    bound: &[PathBuf],
+) -> Result<Option<PathBuf>, RunError> {
+    let shown = || root.join(dst.strip_prefix("/").unwrap_or(dst));
+    match resolve(root, dst) {
+        Ok(Resolved::Exists(p)) => Ok(Some(p)),
+        Ok(Resolved::Missing { existing, rest }) => match if_missing {
+            IfMissing::Skip => Ok(None),
+            IfMissing::Error => {
+                Err(RunError::msg(format!("can't bind: destination not found: {}", shown().display())))
+            }
+            IfMissing::Create => create_under(&existing, &rest, want_dir, bound).map(Some),
+            IfMissing::TryCreate => Ok(create_under(&existing, &rest, want_dir, bound).ok()),
+        },
+        Err(ResolveError::TooManyLinks) => Err(RunError::sys(
+            format!("can't resolve destination: {}", shown().display()),
+            Errno::ELOOP,
+        )),
+        Err(ResolveError::NotDir(p)) => Err(RunError::sys(
+            format!("can't resolve destination: {}", p.display()),
+            Errno::ENOTDIR,
+        )),
+        Err(ResolveError::Io(p, e)) => Err(RunError::sys(
+            format!("can't resolve destination: {}", p.display()),
+            Errno::from_raw(e),
+        )),
+    }
+}
+
+/// Create the missing components `rest` under existing directory `existing`; the last is
+/// a directory if `want_dir`, else an empty file. Refuses to create anything inside an
+/// earlier bind mount (that would write to the host).
+fn create_under(existing: &Path, rest: &[OsString], want_dir: bool, bound: &[PathBuf]) -> Result<PathBuf, RunError> {
+    let mut p = existing.to_path_buf();
+    for (i, c) in rest.iter().enumerate() {
+        p.push(c);
+        if let Some(b) = bound.iter().find(|b| p.starts_with(b)) {
+            return Err(RunError::msg(format!(
+                "can't mkdir: {} under existing bind-mount {}",
+                p.display(),
+                b.display()
+            )));
+        }
+        if i + 1 == rest.len() && !want_dir {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&p)
+                .map_err(|e| RunError::io(format!("can't create file: {}", p.display()), &e))?;
+        } else {
+            mkdir(&p)?;
+        }
+    }
+    Ok(p)
+}
+
+fn mkdir(p: &Path) -> Result<(), RunError> {
+    match nix::unistd::mkdir(p, nix::sys::stat::Mode::from_bits_truncate(0o755)) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(RunError::sys(format!("can't mkdir: {}", p.display()), e)),
+    }
+}
+
+/// Remount a bind read-only, repeating the flags the kernel locks in a user namespace
+/// (mount_namespaces(7): nosuid, nodev, noexec and atime flags of a mount inherited from a
+/// more privileged namespace cannot be cleared; a remount that omits them gets EPERM).
+fn remount_ro(path: &Path) -> Result<(), RunError> {
+    let st = statvfs(path).map_err(|e| RunError::sys(format!("can't statvfs: {}", path.display()), e))?;
+    let f = st.flags();
+    if f.contains(FsFlags::ST_RDONLY) {
+        // Already read-only (e.g. SquashFS, a read-only bind): nothing to do.
+        return Ok(());
+    }
+    let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+    for (s, m) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        (FsFlags::ST_SYNCHRONOUS, MsFlags::MS_SYNCHRONOUS),
+        (FsFlags::ST_MANDLOCK, MsFlags::MS_MANDLOCK),
+    ] {
+        if f.contains(s) {
+            flags |= m;
+        }
+    }
+    mount(NONE, path, NONE, flags, NONE).map_err(|e| RunError::sys("can't re-mount image read-only (is it on NFS?)", e))
+}
+
+/// pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves the
+/// new root (pivot_root(2), "NOTES").
+fn pivot(new_root: &Path) -> Result<(), RunError> {
+    nix::unistd::chdir(new_root)
+        .map_err(|e| RunError::sys(format!("can't chdir into new root: {}", new_root.display()), e))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| RunError::sys("can't pivot_root(2)", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| RunError::sys("can't detach old root", e))?;
+    nix::unistd::chdir("/").map_err(|e| RunError::sys("can't chdir to /", e))?;
+    Ok(())
+}

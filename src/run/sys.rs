@@ -1,0 +1,104 @@
+//! The only `unsafe` code of `run`: thin wrappers over system calls that `nix` does not
+//! expose safely. Each wrapper is safe to call under the conditions its doc states.
+
+use nix::errno::Errno;
+use std::ffi::CString;
+
+/// glibc's `FNM_EXTMATCH` (ksh-style `!(a|b)` patterns); not exported by `libc`.
+const FNM_EXTMATCH: libc::c_int = 1 << 5;
+
+/// `fnmatch(3)` with `FNM_EXTMATCH`. Patterns or names containing NUL never match.
+pub fn fnmatch(pattern: &[u8], name: &[u8]) -> bool {
+    let (Ok(p), Ok(n)) = (CString::new(pattern), CString::new(name)) else {
+        return false;
+    };
+    // SAFETY: both arguments are valid NUL-terminated strings that outlive the call;
+    // fnmatch only reads them.
+    unsafe { libc::fnmatch(p.as_ptr(), n.as_ptr(), FNM_EXTMATCH) == 0 }
+}
+
+/// Outcome of [`fork`].
+pub enum Forked {
+    Parent(nix::unistd::Pid),
+    Child,
+}
+
+/// `fork(2)`. Call only while the process is single-threaded (ch-run never starts threads),
+/// so the child may allocate and run arbitrary code before exec.
+pub fn fork() -> Result<Forked, Errno> {
+    // SAFETY: ch-run is single-threaded (unshare(CLONE_NEWUSER) would have failed
+    // otherwise), so no lock can be held by another thread at the fork and the child may
+    // run ordinary Rust code.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child)),
+        nix::unistd::ForkResult::Child => Ok(Forked::Child),
+    }
+}
+
+/// Install a seccomp BPF filter (`no_new_privs` must already be set).
+pub fn install_seccomp_filter(filter: &[super::seccomp::SockFilter]) -> Result<(), Errno> {
+    let len = u16::try_from(filter.len()).map_err(|_| Errno::E2BIG)?;
+    let prog = libc::sock_fprog {
+        len,
+        // SockFilter is #[repr(C)] with the same fields, sizes and order as sock_filter.
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: prog points at `len` valid instructions that live until the call returns (the
+    // kernel copies the program); PR_SET_SECCOMP with SECCOMP_MODE_FILTER reads only prog.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+            &prog as *const libc::sock_fprog as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last())
+    }
+}
+
+/// `sigwaitinfo(2)` on `set` (whose signals must be blocked). Returns the signal and
+/// whether the kernel sent it (e.g. a terminal's ^C, which the whole foreground process
+/// group receives) rather than a process with kill(2).
+pub fn sigwaitinfo(set: &nix::sys::signal::SigSet) -> Result<(i32, bool), Errno> {
+    let raw: &libc::sigset_t = set.as_ref();
+    // SAFETY: an all-zero siginfo_t is a valid value for the kernel to overwrite.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: raw is a valid initialised sigset and info a valid out pointer, both live
+        // for the call.
+        let sig = unsafe { libc::sigwaitinfo(raw, &mut info) };
+        if sig >= 0 {
+            return Ok((sig, info.si_code == libc::SI_KERNEL));
+        }
+        let e = Errno::last();
+        if e != Errno::EINTR {
+            return Err(e);
+        }
+    }
+}
+
+/// Terminate the process immediately without running destructors or flushing stdio
+/// (used in a forked child whose exec failed).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnmatch_supports_extglob() {
+        assert!(fnmatch(b"*", b"ANY"));
+        assert!(fnmatch(b"SLURM*", b"SLURM_JOB"));
+        assert!(!fnmatch(b"SLURM*", b"XSLURM"));
+        assert!(fnmatch(b"!(A_*|B_*)", b"C_1"));
+        assert!(!fnmatch(b"!(A_*|B_*)", b"A_1"));
+    }
+}
