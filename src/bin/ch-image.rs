@@ -65,6 +65,9 @@ enum Cmd {
     Reset,
     /// Print the storage directory path
     StoragePath,
+    /// Check an image out (if needed) and print its directory
+    #[command(hide = true)]
+    Checkout { image_ref: String },
     /// Print information about this installation
     Gestalt {
         #[command(subcommand)]
@@ -267,6 +270,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let storage = cli::storage_dir(cli.common.storage.clone())?;
     match cli.cmd {
         Cmd::Build(a) => build(&storage, a)?,
+        Cmd::Checkout { image_ref } => {
+            let name = parse_ref(&image_ref)?;
+            let store = Store::open_existing(&storage)?;
+            let lock = store.lock()?;
+            let commit = store.require_image(&name)?;
+            println!("{}", store.checkout(&lock, commit)?.display());
+        }
         Cmd::StoragePath
         | Cmd::Gestalt {
             what: Gestalt::StoragePath,
