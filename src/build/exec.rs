@@ -166,6 +166,9 @@ struct Builder<'a> {
     repo: gix::Repository,
     /// The layer directory of the step being executed, kept once its commit exists.
     pending_layer: Option<PathBuf>,
+    /// Whether the step being executed changed files (else its commit reuses the
+    /// parent's trees without loading them).
+    files_changed: bool,
 }
 
 /// Parse only (for `--parse-only`).
@@ -196,6 +199,7 @@ pub fn build(
         misses: 0,
         repo: store.repo(),
         pending_layer: None,
+        files_changed: false,
     };
     let n = b.df.instructions.len();
     let mut vars = Vars::new(opts.build_args.iter().cloned(), b.df.escape());
@@ -373,10 +377,19 @@ impl<'a> Builder<'a> {
             created_by: text.clone(),
             empty_layer,
         });
-        let model = self.model()?.clone();
         let parent = self.stage().commit;
         let message = format!("{text}\n\ngrove-cache-key: {}\n", key.hex());
-        let commit = git::write_image_commit(&self.repo, &model, &config, Some(parent), &message)?;
+        let commit = if self.files_changed {
+            self.files_changed = false;
+            self.model()?;
+            let mut model = self.stage().model.take().expect("model loaded");
+            let c =
+                git::write_image_commit(&self.repo, &mut model, &config, Some(parent), &message);
+            self.stage().model = Some(model);
+            c?
+        } else {
+            git::write_commit_same_files(&self.repo, parent, &config, &message)?
+        };
         if let Some(layer) = self.pending_layer.take() {
             self.store.keep_layer(self.lock, &layer, commit)?;
         }
@@ -486,7 +499,8 @@ impl<'a> Builder<'a> {
         let lower = image.to_ascii_lowercase();
         let (commit, key) = if lower == "scratch" {
             let cfg = ImageConfig::default();
-            let c = git::write_image_commit(&self.repo, &Dir::new(0o755), &cfg, None, "SCRATCH")?;
+            let c =
+                git::write_image_commit(&self.repo, &mut Dir::new(0o755), &cfg, None, "SCRATCH")?;
             (c, Key::from_base(&c.to_string()))
         } else if let Some(st) = self
             .stages
@@ -551,6 +565,7 @@ impl<'a> Builder<'a> {
         let ts = self.store.thread_safe().clone();
         let model = self.model()?;
         let (_, warnings) = store::layer::apply_upper(&ts, model, layer)?;
+        self.files_changed = true;
         for w in warnings {
             warn!("{w}");
         }
@@ -650,8 +665,14 @@ impl<'a> Builder<'a> {
                 _ => BuildError::RunFailed(-1),
             });
         }
-        self.absorb(&upper)?;
-        self.pending_layer = Some(upper);
+        let changed = fs::read_dir(&upper)
+            .map_err(io_err("read directory", &upper))?
+            .next()
+            .is_some();
+        if changed {
+            self.absorb(&upper)?;
+            self.pending_layer = Some(upper);
+        }
         Ok(())
     }
 

@@ -504,13 +504,13 @@ impl Store {
         path: &Path,
         name: &Reference,
     ) -> Result<(ObjectId, import::Warnings), StoreError> {
-        let (root, warnings) = import::import_path(&self.repo, path)?;
+        let (mut root, warnings) = import::import_path(&self.repo, path)?;
         let mut cfg = ImageConfig::default();
         cfg.history.push(config::History {
             created_by: "ch-image import".into(),
             empty_layer: false,
         });
-        let commit = git::write_image_commit(&self.repo(), &root, &cfg, None, "IMPORT")?;
+        let commit = git::write_image_commit(&self.repo(), &mut root, &cfg, None, "IMPORT")?;
         let old = self.image(name)?;
         self.set_image(lock, name, commit, Expect::from_current(old))?;
         Ok((commit, warnings))
