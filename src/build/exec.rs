@@ -169,6 +169,11 @@ struct Builder<'a> {
     /// Whether the step being executed changed files (else its commit reuses the
     /// parent's trees without loading them).
     files_changed: bool,
+    /// Provenance: every instruction's outcome, and each stage's base.
+    steps: Vec<serde_json::Value>,
+    bases: Vec<serde_json::Value>,
+    /// blake3 over the content hashes of every COPY/ADD source set, in order.
+    context_hash: blake3::Hasher,
 }
 
 /// Parse only (for `--parse-only`).
@@ -200,6 +205,9 @@ pub fn build(
         repo: store.repo(),
         pending_layer: None,
         files_changed: false,
+        steps: Vec::new(),
+        bases: Vec::new(),
+        context_hash: blake3::Hasher::new(),
     };
     let n = b.df.instructions.len();
     let mut vars = Vars::new(opts.build_args.iter().cloned(), b.df.escape());
@@ -220,6 +228,20 @@ pub fn build(
         if old != Some(c) {
             store.set_image_lazy(lock, &opts.tag, c, Expect::from_current(old))?;
         }
+        let note = serde_json::json!({
+            "version": 1,
+            "image": opts.tag.to_string(),
+            "commit": c.to_string(),
+            "dockerfile_name": opts.dockerfile_name,
+            "dockerfile": opts.dockerfile,
+            "build_args": opts.build_args.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "bases": b.bases,
+            "context_hash": b.context_hash.finalize().to_hex().to_string(),
+            "steps": b.steps,
+        });
+        let mut text = serde_json::to_vec_pretty(&note).expect("note serializes");
+        text.push(b'\n');
+        store::notes::set(&b.repo, c, &text)?;
     }
     Ok(BuildResult {
         commit,
@@ -306,6 +328,7 @@ impl<'a> Builder<'a> {
             self.hits += 1;
             info!("{n:>3}* {text}");
             let config = git::read_config(&self.repo, commit)?;
+            self.record(n, &text, commit, &key, true);
             let st = self.stage();
             st.commit = commit;
             st.key = key;
@@ -396,11 +419,23 @@ impl<'a> Builder<'a> {
         if self.opts.cache != CacheMode::Disabled {
             self.store.cache_put(self.lock, &key.hex(), commit)?;
         }
+        self.record(n, &text, commit, &key, false);
         let st = self.stage();
         st.commit = commit;
         st.key = key;
         st.config = config;
         Ok(())
+    }
+
+    fn record(&mut self, n: usize, text: &str, commit: ObjectId, key: &Key, hit: bool) {
+        self.steps.push(serde_json::json!({
+            "n": n,
+            "stage": self.stages.len() - 1,
+            "instruction": text,
+            "commit": commit.to_string(),
+            "key": key.hex(),
+            "hit": hit,
+        }));
     }
 
     /// Canonical text and extra bytes for the key of a substituted instruction.

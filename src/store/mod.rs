@@ -9,12 +9,16 @@
 
 pub mod checkout;
 pub mod config;
+pub mod diff;
 pub mod export;
 pub mod git;
+pub mod history;
 pub mod import;
 pub mod layer;
+pub mod maint;
 pub mod meta;
 pub mod model;
+pub mod notes;
 
 use std::fs;
 use std::io;
