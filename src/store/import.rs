@@ -498,7 +498,9 @@ fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warni
                         .link_name_bytes()
                         .ok_or_else(|| bad("hard link without target"))?
                         .into_owned();
-                    let tcomps = model::components(&target).map_err(mpath)?;
+                    let tcomps = model::components(&target).map_err(|e| {
+                        bad(&format!("hard link target {}: {e}", model::show(&target)))
+                    })?;
                     let trel = tcomps.join(&b'/');
                     let g = match group_of.get(&trel) {
                         Some(g) => *g,

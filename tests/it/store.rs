@@ -683,7 +683,11 @@ fn import_refuses_hard_link_to_outside_and_leaves_store_unchanged() {
     let s = Scratch::new("hardout");
     let t = s.join("hardout.tar");
     hostile_tar(&s, "hardlink-outside", &t);
-    assert_import_refused(&s, &t, &["member ok/pw", "'..'"]);
+    assert_import_refused(
+        &s,
+        &t,
+        &["member ok/pw", "hard link target ../../etc/passwd", "'..'"],
+    );
 }
 
 #[test]
@@ -784,6 +788,28 @@ fn kill_9_during_import_leaves_a_consistent_repository() {
     // Scratch space of killed writers is cleared by the next writer.
     let tmp: Vec<_> = std::fs::read_dir(st.join("tmp")).expect("tmp").collect();
     assert!(tmp.is_empty(), "{tmp:?}");
+}
+
+/// Regression: a writer killed while updating a ref leaves `REF.lock` behind, and every
+/// later import under that name failed ("lockfile ... might need manual deletion").
+#[test]
+fn ref_lock_left_by_a_killed_writer_does_not_block_the_next_import() {
+    let s = Scratch::new("reflock");
+    let st = s.storage();
+    let src = s.join("src");
+    sh(&format!("mkdir {0} && echo 1 > {0}/f", src.display()));
+    import(&st, &src, "x");
+    let refs = st.join("repo.git/refs/grove/img");
+    sh(&format!(
+        "echo junk > {0}/x+latest.lock && echo junk > {0}/y+latest.lock && echo junk > {1}",
+        refs.display(),
+        st.join("repo.git/packed-refs.lock").display()
+    ));
+    sh(&format!("echo 2 > {}/g", src.display()));
+    import(&st, &src, "x");
+    import(&st, &src, "y");
+    assert_eq!(commit_of(&st, "x:latest"), commit_of(&st, "y:latest"));
+    ok(git(&st.join("repo.git")).arg("fsck"));
 }
 
 #[test]
