@@ -391,6 +391,12 @@ fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warni
     let mut warnings = Vec::new();
     let mut group_of: HashMap<Vec<u8>, u32> = HashMap::new();
     let mut next_group = 1u32;
+    // A member naming the root itself (`./`, as `tar -C DIR -cf X .` writes) says the
+    // archive's top level is the image root: nothing is stripped then.
+    let mut saw_root = false;
+    // First components of all members, skipped ones included: a skipped device file at
+    // the top level still means the archive has more than one top entry.
+    let mut tops: std::collections::BTreeSet<Vec<u8>> = Default::default();
     let archive_path = path.to_path_buf();
     let result: Result<(), ImportError> = rayon::in_place_scope(|scope| {
         let mut ar = tar::Archive::new(reader);
@@ -428,12 +434,16 @@ fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warni
                 Ok(c) => c,
                 Err(PathError::Empty) if kind.is_dir() => {
                     root.mode = mode;
+                    saw_root = true;
                     last = member;
                     continue;
                 }
                 Err(e) => return Err(mpath(e)),
             };
             let rel = comps.join(&b'/');
+            if tops.len() < 2 {
+                tops.insert(comps[0].to_vec());
+            }
             use tar::EntryType as T;
             match kind {
                 T::Regular | T::Continuous | T::GNUSparse => {
@@ -488,7 +498,9 @@ fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warni
                         .link_name_bytes()
                         .ok_or_else(|| bad("hard link without target"))?
                         .into_owned();
-                    let tcomps = model::components(&target).map_err(mpath)?;
+                    let tcomps = model::components(&target).map_err(|e| {
+                        bad(&format!("hard link target {}: {e}", model::show(&target)))
+                    })?;
                     let trel = tcomps.join(&b'/');
                     let g = match group_of.get(&trel) {
                         Some(g) => *g,
@@ -535,8 +547,9 @@ fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warni
     if let Some(e) = writer.error.into_inner().expect("error slot") {
         return Err(e.into());
     }
-    // A single top directory is the image root (FAQ: tarballs with one top directory).
-    if root.children.len() == 1 {
+    // A single top directory is the image root (FAQ: tarballs with one top directory),
+    // unless the archive has a member for the root itself.
+    if !saw_root && tops.len() == 1 && root.children.len() == 1 {
         if let Some((_, Node::Dir(_))) = root.children.iter().next() {
             let (_, node) = root.children.pop_first().expect("one child");
             if let Node::Dir(d) = node {

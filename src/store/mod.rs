@@ -101,6 +101,21 @@ fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) ->
     }
 }
 
+/// Remove `*.lock` files below `dir` (best effort).
+fn remove_lock_files(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => remove_lock_files(&p),
+            Ok(t) if t.is_file() && p.extension().is_some_and(|x| x == "lock") => {
+                let _ = fs::remove_file(&p);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// The default storage directory: `/var/tmp/$USER.grove`.
 pub fn default_storage() -> Result<PathBuf, &'static str> {
     let user = std::env::var("USER")
@@ -278,6 +293,11 @@ impl Store {
                 let _ = checkout::remove_tree(&e.path());
             }
         }
+        // Ref lock files are only ever taken by writers, under this lock: any still there
+        // were left by a killed writer, and would fail every later update of their ref.
+        let repo = self.root.join("repo.git");
+        remove_lock_files(&repo.join("refs"));
+        let _ = fs::remove_file(repo.join("packed-refs.lock"));
         Ok(WriteLock { _flock: flock })
     }
 
