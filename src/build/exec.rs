@@ -569,6 +569,11 @@ impl<'a> Builder<'a> {
         for (k, v) in &config.env {
             vars.set_env(k, v);
         }
+        self.bases.push(serde_json::json!({
+            "stage": self.stages.len(),
+            "image": image,
+            "commit": commit.to_string(),
+        }));
         self.stages.push(Stage {
             alias,
             commit,

@@ -277,6 +277,10 @@ pub fn diff_commits(
             }
         }
         for (p, r) in &sa {
+            // An empty directory that got content is still there.
+            if matches!(r, Record::Dir { .. }) && tree_has(repo, tb.rootfs, p)? {
+                continue;
+            }
             if !sb.contains_key(p) && !seen.contains(p) {
                 let change = if matches!(r, Record::Dir { .. } | Record::Fifo { .. }) {
                     Change::Removed
@@ -295,6 +299,24 @@ pub fn diff_commits(
         out.dedup_by(|x, y| x.path == y.path);
     }
     Ok(out)
+}
+
+/// Whether `path` exists in the rootfs tree `root`.
+fn tree_has(repo: &gix::Repository, root: ObjectId, path: &[u8]) -> Result<bool, GitError> {
+    let mut id = root;
+    let comps: Vec<&[u8]> = path
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    for (i, c) in comps.iter().enumerate() {
+        let entries = tree_entries(repo, Some(id))?;
+        match entries.iter().find(|(n, _, _)| n.as_slice() == *c) {
+            Some(_) if i + 1 == comps.len() => return Ok(true),
+            Some((_, m, oid)) if m.is_tree() => id = *oid,
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
 }
 
 fn read_meta(repo: &gix::Repository, id: ObjectId) -> Result<Vec<Record>, ReadError> {
