@@ -59,7 +59,12 @@ struct Cli {
     #[arg(short = 'q', long = "quiet", action = ArgAction::Count)]
     quiet: u8,
     /// set DIR as storage directory
-    #[arg(short = 's', long = "storage", value_name = "DIR", env = "CH_IMAGE_STORAGE")]
+    #[arg(
+        short = 's',
+        long = "storage",
+        value_name = "DIR",
+        env = "CH_IMAGE_STORAGE"
+    )]
     storage: Option<PathBuf>,
     /// fake success of privileged system calls (chown, setuid, mknod of devices, ...)
     #[arg(long)]
@@ -147,8 +152,16 @@ fn real_main() -> Result<i32, RunError> {
 
     // Environment options in command-line order.
     let mut env_args: Vec<(usize, EnvArg)> = Vec::new();
-    let idx = |id: &str| -> Vec<usize> { matches.indices_of(id).map(|i| i.collect()).unwrap_or_default() };
-    for (nul, id, vals) in [(false, "set_env", &cli.set_env), (true, "set_env0", &cli.set_env0)] {
+    let idx = |id: &str| -> Vec<usize> {
+        matches
+            .indices_of(id)
+            .map(|i| i.collect())
+            .unwrap_or_default()
+    };
+    for (nul, id, vals) in [
+        (false, "set_env", &cli.set_env),
+        (true, "set_env0", &cli.set_env0),
+    ] {
         for (i, v) in idx(id).into_iter().zip(vals.iter()) {
             let b = v.as_bytes();
             let src = if b.is_empty() {
@@ -156,7 +169,10 @@ fn real_main() -> Result<i32, RunError> {
             } else if b.contains(&b'=') {
                 EnvSource::Var(b.to_vec())
             } else {
-                EnvSource::File { path: PathBuf::from(v), nul }
+                EnvSource::File {
+                    path: PathBuf::from(v),
+                    nul,
+                }
             };
             env_args.push((i, EnvArg::Set(src)));
         }
@@ -180,14 +196,18 @@ fn real_main() -> Result<i32, RunError> {
 
     let write = match (&cli.write_fake, cli.write) {
         (Some(_), true) => return Err(RunError::msg("--write and --write-fake are incompatible")),
-        (Some(size), false) => WriteMode::Fake { size: (!size.is_empty()).then(|| size.clone()) },
+        (Some(size), false) => WriteMode::Fake {
+            size: (!size.is_empty()).then(|| size.clone()),
+        },
         (None, true) => WriteMode::ReadWrite,
         (None, false) => WriteMode::ReadOnly,
     };
 
     let join = if let Some(pid) = cli.join_pid {
         if cli.join || cli.join_ct.is_some() || cli.join_tag.is_some() {
-            return Err(RunError::msg("--join-pid incompatible with other --join options"));
+            return Err(RunError::msg(
+                "--join-pid incompatible with other --join options",
+            ));
         }
         Some(Join::Pid(pid))
     } else if cli.join || cli.join_ct.is_some() || cli.join_tag.is_some() {
@@ -205,7 +225,10 @@ fn real_main() -> Result<i32, RunError> {
     let (Some(image_arg), false) = (cli.image.as_ref(), cli.cmd.is_empty()) else {
         return Err(RunError::msg("IMAGE and/or CMD not specified"));
     };
-    let storage = cli.storage.clone().unwrap_or_else(|| run::default_storage(&user));
+    let storage = cli
+        .storage
+        .clone()
+        .unwrap_or_else(|| run::default_storage(&user));
     let image = run::locate_image(image_arg, &storage, cli.write, cli.unsafe_)?;
     if cli.mount.is_some() && image.kind == run::ImageKind::Dir {
         grove::warn!("--mount invalid with directory image, ignoring");

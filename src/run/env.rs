@@ -47,11 +47,13 @@ pub fn parse_assignment(line: &[u8], strip_quotes: bool) -> Result<Var, &'static
     if name.is_empty() {
         return Err("empty name");
     }
-    let value = if strip_quotes && value.len() >= 2 && value[0] == b'\'' && value[value.len() - 1] == b'\'' {
-        &value[1..value.len() - 1]
-    } else {
-        value
-    };
+    let value =
+        if strip_quotes && value.len() >= 2 && value[0] == b'\'' && value[value.len() - 1] == b'\''
+        {
+            &value[1..value.len() - 1]
+        } else {
+            value
+        };
     Ok((name.to_vec(), value.to_vec()))
 }
 
@@ -63,8 +65,9 @@ pub fn parse_file(contents: &[u8], nul: bool, label: &str) -> Result<Vec<Var>, R
         if line.is_empty() {
             continue;
         }
-        let v = parse_assignment(line, !nul)
-            .map_err(|why| RunError::msg(format!("can't parse variable: {why}: {label}:{}", i + 1)))?;
+        let v = parse_assignment(line, !nul).map_err(|why| {
+            RunError::msg(format!("can't parse variable: {why}: {label}:{}", i + 1))
+        })?;
         vars.push(v);
     }
     Ok(vars)
@@ -92,7 +95,9 @@ pub fn expand(value: &[u8], env: &[Var]) -> Vec<u8> {
 
 /// The value of `name` in `env`.
 pub fn get<'a>(env: &'a [Var], name: &[u8]) -> Option<&'a [u8]> {
-    env.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+    env.iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_slice())
 }
 
 /// Set (replace in place, or append) a variable.
@@ -129,7 +134,10 @@ pub fn compute(
     set(&mut env, b"HOME", home);
     // PATH: append /bin if no entry is /bin (merged-/usr hosts, non-merged guests).
     if let Some(path) = get(&env, b"PATH") {
-        if !path.split(|&b| b == b':').any(|p| p == b"/bin" || p == b"/bin/") {
+        if !path
+            .split(|&b| b == b':')
+            .any(|p| p == b"/bin" || p == b"/bin/")
+        {
             let mut p = path.to_vec();
             if !p.is_empty() {
                 p.push(b':');
@@ -168,7 +176,10 @@ mod tests {
     }
 
     fn defaults() -> Defaults {
-        Defaults { home_user: None, image_has_root: true }
+        Defaults {
+            home_user: None,
+            image_has_root: true,
+        }
     }
 
     #[test]
@@ -191,7 +202,11 @@ mod tests {
         for (line, name, value) in cases {
             let (n, val) = parse_assignment(line.as_bytes(), true).expect(line);
             assert_eq!(n, name.as_bytes(), "{line}");
-            assert_eq!(String::from_utf8_lossy(&expand(&val, &env)), value, "{line}");
+            assert_eq!(
+                String::from_utf8_lossy(&expand(&val, &env)),
+                value,
+                "{line}"
+            );
         }
         assert_eq!(parse_assignment(b"FOO bar", true), Err("no delimiter"));
         assert_eq!(parse_assignment(b"=bar", true), Err("empty name"));
@@ -201,38 +216,87 @@ mod tests {
     fn file_errors_name_file_and_line() {
         let e = parse_file(b"A=1\n\nB\n", false, "/f").unwrap_err();
         assert_eq!(e.message(), "can't parse variable: no delimiter: /f:3");
-        assert_eq!(parse_file(b"A=1\0B='x'\0", true, "f").expect("ok"), vec![v("A", "1"), v("B", "'x'")]);
+        assert_eq!(
+            parse_file(b"A=1\0B='x'\0", true, "f").expect("ok"),
+            vec![v("A", "1"), v("B", "'x'")]
+        );
     }
 
     #[test]
     fn defaults_fix_home_path_tmpdir_and_set_ch_running() {
-        let host = vec![v("PATH", "/usr/bin"), v("TMPDIR", "/scratch"), v("HOME", "/home/u")];
+        let host = vec![
+            v("PATH", "/usr/bin"),
+            v("TMPDIR", "/scratch"),
+            v("HOME", "/home/u"),
+        ];
         let env = compute(host, &defaults(), &[], &fnm);
         assert_eq!(get(&env, b"PATH"), Some(b"/usr/bin:/bin".as_slice()));
         assert_eq!(get(&env, b"TMPDIR"), None);
         assert_eq!(get(&env, b"HOME"), Some(b"/root".as_slice()));
-        assert_eq!(get(&env, b"CH_RUNNING"), Some(b"Weird Al Yankovic".as_slice()));
-        let env = compute(vec![v("PATH", "/bin:/usr/bin")], &Defaults { home_user: None, image_has_root: false }, &[], &fnm);
+        assert_eq!(
+            get(&env, b"CH_RUNNING"),
+            Some(b"Weird Al Yankovic".as_slice())
+        );
+        let env = compute(
+            vec![v("PATH", "/bin:/usr/bin")],
+            &Defaults {
+                home_user: None,
+                image_has_root: false,
+            },
+            &[],
+            &fnm,
+        );
         assert_eq!(get(&env, b"PATH"), Some(b"/bin:/usr/bin".as_slice()));
         assert_eq!(get(&env, b"HOME"), Some(b"/".as_slice()));
-        let env = compute(vec![], &Defaults { home_user: Some(b"alice".to_vec()), image_has_root: true }, &[], &fnm);
+        let env = compute(
+            vec![],
+            &Defaults {
+                home_user: Some(b"alice".to_vec()),
+                image_has_root: true,
+            },
+            &[],
+            &fnm,
+        );
         assert_eq!(get(&env, b"HOME"), Some(b"/home/alice".as_slice()));
     }
 
     #[test]
     fn options_apply_in_order_and_ch_running_survives_unset_all() {
-        let host = vec![v("A_1", "a"), v("B_1", "b"), v("C_1", "c"), v("PATH", "/bin")];
+        let host = vec![
+            v("A_1", "a"),
+            v("B_1", "b"),
+            v("C_1", "c"),
+            v("PATH", "/bin"),
+        ];
         let ops = [
-            EnvOp::Unset { glob: b"!(A_*|B_*)".to_vec() },
-            EnvOp::Set { vars: vec![v("X", "$A_1:y")], expand: true },
-            EnvOp::Set { vars: vec![v("Y", "$A_1")], expand: false },
+            EnvOp::Unset {
+                glob: b"!(A_*|B_*)".to_vec(),
+            },
+            EnvOp::Set {
+                vars: vec![v("X", "$A_1:y")],
+                expand: true,
+            },
+            EnvOp::Set {
+                vars: vec![v("Y", "$A_1")],
+                expand: false,
+            },
         ];
         let env = compute(host, &defaults(), &ops, &fnm);
-        let names: Vec<_> = env.iter().map(|(n, _)| String::from_utf8_lossy(n).into_owned()).collect();
+        let names: Vec<_> = env
+            .iter()
+            .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+            .collect();
         assert_eq!(names, ["A_1", "B_1", "X", "Y", "CH_RUNNING"]);
         assert_eq!(get(&env, b"X"), Some(b"a:y".as_slice()));
         assert_eq!(get(&env, b"Y"), Some(b"$A_1".as_slice()));
-        let env = compute(vec![v("A", "1")], &defaults(), &[EnvOp::Unset { glob: b"*".to_vec() }], &fnm);
+        let env = compute(
+            vec![v("A", "1")],
+            &defaults(),
+            &[EnvOp::Unset {
+                glob: b"*".to_vec(),
+            }],
+            &fnm,
+        );
         assert_eq!(env, vec![v("CH_RUNNING", "Weird Al Yankovic")]);
     }
 }

@@ -29,13 +29,23 @@ impl RunError {
     /// An error without an errno.
     #[track_caller]
     pub fn msg(msg: impl Into<String>) -> RunError {
-        RunError { msg: msg.into(), errno: None, location: Location::caller(), hint: None }
+        RunError {
+            msg: msg.into(),
+            errno: None,
+            location: Location::caller(),
+            hint: None,
+        }
     }
 
     /// An error caused by a failed system call.
     #[track_caller]
     pub fn sys(msg: impl Into<String>, errno: Errno) -> RunError {
-        RunError { msg: msg.into(), errno: Some(errno), location: Location::caller(), hint: None }
+        RunError {
+            msg: msg.into(),
+            errno: Some(errno),
+            location: Location::caller(),
+            hint: None,
+        }
     }
 
     /// An error caused by an I/O error (errno taken from it when it has one).
@@ -114,13 +124,19 @@ mod tests {
     fn render_with_errno_names_file_line_and_errno() {
         let e = RunError::sys("can't stat: /x", Errno::ENOENT);
         let r = e.render();
-        assert!(r.starts_with("can't stat: /x: No such file or directory (error.rs:"), "{r}");
+        assert!(
+            r.starts_with("can't stat: /x: No such file or directory (error.rs:"),
+            "{r}"
+        );
         assert!(r.ends_with(" 2)"), "{r}");
     }
 
     #[test]
     fn render_without_errno_has_only_location() {
         let r = RunError::msg("--bind: destination can't be /").render();
-        assert!(r.starts_with("--bind: destination can't be / (error.rs:"), "{r}");
+        assert!(
+            r.starts_with("--bind: destination can't be / (error.rs:"),
+            "{r}"
+        );
     }
 }

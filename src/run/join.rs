@@ -51,7 +51,10 @@ impl Winner {
                 .and_then(|_| writeln!(f, "{pid} 1"))
                 .map_err(|e| RunError::io("can't write join state", &e))?;
         }
-        crate::verbose!("ch-run: join: winner {pid}, waiting for {} peer(s)", self.count - 1);
+        crate::verbose!(
+            "ch-run: join: winner {pid}, waiting for {} peer(s)",
+            self.count - 1
+        );
         drop(self.lock);
         Ok(())
     }
@@ -61,20 +64,27 @@ impl Winner {
 pub fn join_pid(pid: i32) -> Result<(), RunError> {
     let open = |ns: &str| {
         let p = format!("/proc/{pid}/ns/{ns}");
-        std::fs::File::open(&p).map_err(|e| RunError::io(format!("can't open join namespace: {p}"), &e))
+        std::fs::File::open(&p)
+            .map_err(|e| RunError::io(format!("can't open join namespace: {p}"), &e))
     };
     let user = open("user")?;
     let mnt = open("mnt")?;
     // The user namespace first: it gives the capabilities needed to join the mount one.
-    setns(&user, CloneFlags::CLONE_NEWUSER).map_err(|e| RunError::sys(format!("can't join user namespace of {pid}"), e))?;
-    setns(&mnt, CloneFlags::CLONE_NEWNS).map_err(|e| RunError::sys(format!("can't join mount namespace of {pid}"), e))?;
+    setns(&user, CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| RunError::sys(format!("can't join user namespace of {pid}"), e))?;
+    setns(&mnt, CloneFlags::CLONE_NEWNS)
+        .map_err(|e| RunError::sys(format!("can't join mount namespace of {pid}"), e))?;
     crate::verbose!("ch-run: joined namespaces of {pid}");
     Ok(())
 }
 
 /// Path of a peer group's state file.
 pub fn state_path(uid: u32, tag: &str) -> PathBuf {
-    let dir = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" };
+    let dir = if std::path::Path::new("/dev/shm").is_dir() {
+        "/dev/shm"
+    } else {
+        "/tmp"
+    };
     PathBuf::from(dir).join(format!("ch-run-join-{uid}-{}", tag.replace('/', "%")))
 }
 
@@ -99,7 +109,8 @@ pub fn peers(uid: u32, tag: &str, count: u32) -> Result<Role, RunError> {
     let mut lock = Flock::lock(file, FlockArg::LockExclusive)
         .map_err(|(_, e)| RunError::sys(format!("can't lock join state: {}", path.display()), e))?;
     let mut text = String::new();
-    lock.read_to_string(&mut text).map_err(|e| RunError::io("can't read join state", &e))?;
+    lock.read_to_string(&mut text)
+        .map_err(|e| RunError::io("can't read join state", &e))?;
     if let Some((pid, joined)) = parse_state(&text) {
         if joined < count && std::path::Path::new(&format!("/proc/{pid}/ns/user")).exists() {
             let joined = joined + 1;
@@ -127,10 +138,18 @@ pub fn peers(uid: u32, tag: &str, count: u32) -> Result<Role, RunError> {
 
 /// Default peer count from the launcher's environment.
 pub fn default_count() -> Option<u32> {
-    ["OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_STEP_TASKS_PER_NODE", "SLURM_CPUS_ON_NODE"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok())
-        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next().and_then(|d| d.parse().ok()))
+    [
+        "OMPI_COMM_WORLD_LOCAL_SIZE",
+        "SLURM_STEP_TASKS_PER_NODE",
+        "SLURM_CPUS_ON_NODE",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok())
+    .and_then(|s| {
+        s.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|d| d.parse().ok())
+    })
 }
 
 /// Default tag: `SLURM_STEP_ID`, else the parent's PID.
@@ -151,6 +170,8 @@ mod tests {
 
     #[test]
     fn state_path_escapes_slashes() {
-        assert!(state_path(5, "a/b").to_string_lossy().ends_with("ch-run-join-5-a%b"));
+        assert!(state_path(5, "a/b")
+            .to_string_lossy()
+            .ends_with("ch-run-join-5-a%b"));
     }
 }

@@ -89,33 +89,51 @@ pub fn default_storage(user: &str) -> PathBuf {
 /// Where a named image's directory lives in storage: `STORAGE/img/NAME` with `/` mapped to
 /// `%` and `:` to `+` (Charliecloud's `img_name2path`). A directory or a symlink to one.
 pub fn storage_image_path(storage: &Path, name: &str) -> PathBuf {
-    storage.join("img").join(name.replace('/', "%").replace(':', "+"))
+    storage
+        .join("img")
+        .join(name.replace('/', "%").replace(':', "+"))
 }
 
 /// Find the image `arg`: by name in `storage` if such an image exists, else a path to a
 /// directory or SquashFS file.
-pub fn locate_image(arg: &str, storage: &Path, write: bool, unsafe_: bool) -> Result<Image, RunError> {
+pub fn locate_image(
+    arg: &str,
+    storage: &Path,
+    write: bool,
+    unsafe_: bool,
+) -> Result<Image, RunError> {
     if !arg.is_empty() && !arg.starts_with('/') && !arg.starts_with('.') {
         let named = storage_image_path(storage, arg);
         if named.is_dir() {
             if write && !unsafe_ {
                 return Err(RunError::msg("--write invalid when running by name"));
             }
-            return Ok(Image { path: named, kind: ImageKind::Dir, by_name: true });
+            return Ok(Image {
+                path: named,
+                kind: ImageKind::Dir,
+                by_name: true,
+            });
         }
     }
     let path = PathBuf::from(arg);
-    let md = std::fs::metadata(&path).map_err(|e| RunError::io(format!("can't stat: {arg}"), &e))?;
+    let md =
+        std::fs::metadata(&path).map_err(|e| RunError::io(format!("can't stat: {arg}"), &e))?;
     if md.is_dir() {
         if !unsafe_ {
             let img = storage.join("img");
             if let (Ok(a), Ok(s)) = (path.canonicalize(), img.canonicalize()) {
                 if a.starts_with(&s) {
-                    return Err(RunError::msg("can't run directory images from storage (hint: run by name)"));
+                    return Err(RunError::msg(
+                        "can't run directory images from storage (hint: run by name)",
+                    ));
                 }
             }
         }
-        return Ok(Image { path, kind: ImageKind::Dir, by_name: false });
+        return Ok(Image {
+            path,
+            kind: ImageKind::Dir,
+            by_name: false,
+        });
     }
     let mut magic = [0u8; 4];
     let is_squash = std::fs::File::open(&path)
@@ -123,7 +141,11 @@ pub fn locate_image(arg: &str, storage: &Path, write: bool, unsafe_: bool) -> Re
         .is_ok()
         && &magic == b"hsqs";
     if is_squash {
-        Ok(Image { path, kind: ImageKind::Squash, by_name: false })
+        Ok(Image {
+            path,
+            kind: ImageKind::Squash,
+            by_name: false,
+        })
     } else {
         Err(RunError::msg(format!("unknown image type: {arg}")))
     }
@@ -160,9 +182,15 @@ fn load_env_args(args: &[EnvArg]) -> Result<Vec<Pending>, RunError> {
             EnvArg::Unset(g) => out.push(Pending::Ready(env::EnvOp::Unset { glob: g.clone() })),
             EnvArg::Set(EnvSource::Var(s)) => {
                 let v = env::parse_assignment(s, true).map_err(|why| {
-                    RunError::msg(format!("can't parse variable: {why}: {}", String::from_utf8_lossy(s)))
+                    RunError::msg(format!(
+                        "can't parse variable: {why}: {}",
+                        String::from_utf8_lossy(s)
+                    ))
                 })?;
-                out.push(Pending::Ready(env::EnvOp::Set { vars: vec![v], expand }));
+                out.push(Pending::Ready(env::EnvOp::Set {
+                    vars: vec![v],
+                    expand,
+                }));
             }
             EnvArg::Set(EnvSource::File { path, nul }) => {
                 let text = std::fs::read(path)
@@ -212,7 +240,9 @@ impl TempFiles {
                 .create_new(true)
                 .open(&p)
                 .and_then(|mut f| f.write_all(text.as_bytes()))
-                .map_err(|e| RunError::io(format!("can't write temporary file: {}", p.display()), &e))?;
+                .map_err(|e| {
+                    RunError::io(format!("can't write temporary file: {}", p.display()), &e)
+                })?;
             t.0.push(p);
         }
         Ok(t)
@@ -228,8 +258,14 @@ impl Drop for TempFiles {
 }
 
 /// Signals forwarded to the command.
-const FORWARDED: [Signal; 6] =
-    [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
 
 /// Run the command; returns its exit status (128+N if killed by signal N). Errors before
 /// the command starts are returned; an exec failure makes the child exit with
@@ -241,7 +277,9 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
     let euid = nix::unistd::geteuid().as_raw();
     let egid = nix::unistd::getegid().as_raw();
     if nix::unistd::getuid().as_raw() != euid || nix::unistd::getgid().as_raw() != egid {
-        return Err(RunError::msg("ch-run must not be installed setuid or setgid"));
+        return Err(RunError::msg(
+            "ch-run must not be installed setuid or setgid",
+        ));
     }
     if spec.cmd.is_empty() {
         return Err(RunError::msg("IMAGE and/or CMD not specified"));
@@ -249,8 +287,9 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
     let uid = spec.uid.unwrap_or(euid);
     let gid = spec.gid.unwrap_or(egid);
     let pending = load_env_args(&spec.env)?;
-    let host_env: Vec<env::Var> =
-        std::env::vars_os().map(|(k, v)| (k.into_vec(), v.into_vec())).collect();
+    let host_env: Vec<env::Var> = std::env::vars_os()
+        .map(|(k, v)| (k.into_vec(), v.into_vec()))
+        .collect();
     let host_home = std::env::var_os("HOME").map(PathBuf::from);
     if spec.home && host_home.is_none() {
         return Err(RunError::msg("--home failed: $HOME not set"));
@@ -272,13 +311,20 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
 
     let mut daemon = None;
     let (ops, image_has_root) = if joined {
-        (finish_env_args(pending, Path::new("/"))?, Path::new("/root").is_dir())
+        (
+            finish_env_args(pending, Path::new("/"))?,
+            Path::new("/root").is_dir(),
+        )
     } else {
         let host_tmp = std::env::var_os("TMPDIR")
             .filter(|t| !t.is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/tmp"));
-        let temp = if spec.no_passwd { None } else { Some(TempFiles::write(&host_tmp, uid, gid)?) };
+        let temp = if spec.no_passwd {
+            None
+        } else {
+            Some(TempFiles::write(&host_tmp, uid, gid)?)
+        };
         setup::containerize(&plan::id_maps(euid, egid, uid, gid))?;
         let image_dir = match spec.image.kind {
             ImageKind::Dir => spec.image.path.clone(),
@@ -287,13 +333,17 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
                     Some(m) => m.clone(),
                     None => {
                         let m = PathBuf::from(format!("/var/tmp/{}.ch/mnt", spec.user));
-                        std::fs::create_dir_all(&m)
-                            .map_err(|e| RunError::io(format!("can't mkdir: {}", m.display()), &e))?;
+                        std::fs::create_dir_all(&m).map_err(|e| {
+                            RunError::io(format!("can't mkdir: {}", m.display()), &e)
+                        })?;
                         m
                     }
                 };
                 if !mnt.is_dir() {
-                    return Err(RunError::msg(format!("can't stat mount point: {}", mnt.display())));
+                    return Err(RunError::msg(format!(
+                        "can't stat mount point: {}",
+                        mnt.display()
+                    )));
                 }
                 daemon = Some(setup::mount_squash(&spec.image.path, &mnt, uid, gid)?);
                 mnt
@@ -302,8 +352,11 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
         let ops = finish_env_args(pending, &image_dir)?;
         let has_root = image_dir.join("root").is_dir();
         let staging = match spec.write {
-            WriteMode::Fake { .. } => plan::staging_dir(&image_dir, |p| p.is_dir())
-                .ok_or_else(|| RunError::msg("--write-fake: no host directory to stage the overlay"))?,
+            WriteMode::Fake { .. } => {
+                plan::staging_dir(&image_dir, |p| p.is_dir()).ok_or_else(|| {
+                    RunError::msg("--write-fake: no host directory to stage the overlay")
+                })?
+            }
             _ => PathBuf::new(),
         };
         let input = plan::PlanInput {
@@ -334,7 +387,8 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
     let new_env = env::compute(host_env, &defaults, &ops, &|p, n| sys::fnmatch(p, n));
 
     let cd = spec.cd.clone().unwrap_or_else(|| PathBuf::from("/"));
-    nix::unistd::chdir(&cd).map_err(|e| RunError::sys(format!("can't cd to {}", cd.display()), e))?;
+    nix::unistd::chdir(&cd)
+        .map_err(|e| RunError::sys(format!("can't cd to {}", cd.display()), e))?;
 
     if let Some(w) = winner {
         w.ready(nix::unistd::getpid().as_raw())?;
@@ -355,7 +409,11 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
         sys::Forked::Child => {
             let e = exec_child(spec, &new_env, &old);
             eprintln!("{}", e.report());
-            sys::exit_now(if e.message().starts_with("can't execve") { EXIT_EXEC } else { EXIT_MISC });
+            sys::exit_now(if e.message().starts_with("can't execve") {
+                EXIT_EXEC
+            } else {
+                EXIT_MISC
+            });
         }
         sys::Forked::Parent(child) => {
             let code = supervise(child, &blocked);
@@ -395,15 +453,24 @@ fn exec_child(spec: &RunSpec, new_env: &[env::Var], old_mask: &SigSet) -> RunErr
             std::env::set_var(OsStr::from_bytes(k), OsStr::from_bytes(v));
         }
     }
-    let argv: Result<Vec<CString>, _> = spec.cmd.iter().map(|a| CString::new(a.as_bytes())).collect();
+    let argv: Result<Vec<CString>, _> = spec
+        .cmd
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect();
     let Ok(argv) = argv else {
         return RunError::msg("argument contains NUL byte");
     };
     if let Err(e) = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None) {
         return RunError::sys("can't restore signal mask", e);
     }
-    let e = nix::unistd::execvp(&argv[0], &argv).err().unwrap_or(nix::errno::Errno::UnknownErrno);
-    RunError::sys(format!("can't execve(2): {}", spec.cmd[0].to_string_lossy()), e)
+    let e = nix::unistd::execvp(&argv[0], &argv)
+        .err()
+        .unwrap_or(nix::errno::Errno::UnknownErrno);
+    RunError::sys(
+        format!("can't execve(2): {}", spec.cmd[0].to_string_lossy()),
+        e,
+    )
 }
 
 fn silence(stderr_too: bool) -> Result<(), RunError> {
@@ -432,7 +499,8 @@ fn supervise(child: Pid, blocked: &SigSet) -> Result<i32, RunError> {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(RunError::sys("can't wait for child", e)),
         }
-        let (sig, from_kernel) = sys::sigwaitinfo(blocked).map_err(|e| RunError::sys("can't wait for signal", e))?;
+        let (sig, from_kernel) =
+            sys::sigwaitinfo(blocked).map_err(|e| RunError::sys("can't wait for signal", e))?;
         if sig == Signal::SIGCHLD as i32 {
             continue;
         }

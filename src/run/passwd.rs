@@ -20,8 +20,13 @@ pub fn passwd_file(uid: u32, gid: u32, account: Option<&Account>) -> String {
         s.push_str("nobody:x:65534:65534:nobody:/:/bin/false\n");
     }
     match account {
-        Some(a) => s.push_str(&format!("{}:x:{uid}:{gid}:{}:{}:/bin/sh\n", a.name, a.gecos, a.dir)),
-        None => s.push_str(&format!("charlie:x:{uid}:{gid}:Charlie:/home/charlie:/bin/sh\n")),
+        Some(a) => s.push_str(&format!(
+            "{}:x:{uid}:{gid}:{}:{}:/bin/sh\n",
+            a.name, a.gecos, a.dir
+        )),
+        None => s.push_str(&format!(
+            "charlie:x:{uid}:{gid}:Charlie:/home/charlie:/bin/sh\n"
+        )),
     }
     s
 }
@@ -51,7 +56,9 @@ pub fn lookup_account(uid: u32) -> Option<Account> {
 
 /// Look up the host group name of `gid`.
 pub fn lookup_group(gid: u32) -> Option<String> {
-    nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)).ok()?.map(|g| g.name)
+    nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+        .ok()?
+        .map(|g| g.name)
 }
 
 #[cfg(test)]
@@ -60,23 +67,38 @@ mod tests {
 
     #[test]
     fn passwd_has_root_nobody_and_user_once() {
-        let a = Account { name: "alice".into(), gecos: "Alice".into(), dir: "/home/alice".into() };
+        let a = Account {
+            name: "alice".into(),
+            gecos: "Alice".into(),
+            dir: "/home/alice".into(),
+        };
         assert_eq!(
             passwd_file(1000, 1000, Some(&a)),
             "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n\
              alice:x:1000:1000:Alice:/home/alice:/bin/sh\n"
         );
-        let root = Account { name: "root".into(), gecos: "root".into(), dir: "/root".into() };
+        let root = Account {
+            name: "root".into(),
+            gecos: "root".into(),
+            dir: "/root".into(),
+        };
         assert_eq!(
             passwd_file(0, 0, Some(&root)),
             "nobody:x:65534:65534:nobody:/:/bin/false\nroot:x:0:0:root:/root:/bin/sh\n"
         );
-        assert!(passwd_file(1234, 5, None).ends_with("charlie:x:1234:5:Charlie:/home/charlie:/bin/sh\n"));
+        assert!(passwd_file(1234, 5, None)
+            .ends_with("charlie:x:1234:5:Charlie:/home/charlie:/bin/sh\n"));
     }
 
     #[test]
     fn group_has_root_nogroup_and_group_once() {
-        assert_eq!(group_file(65534, Some("nogroup")), "root:x:0:\nnogroup:x:65534:\n");
-        assert_eq!(group_file(7, None), "root:x:0:\nnogroup:x:65534:\ncharliegroup:x:7:\n");
+        assert_eq!(
+            group_file(65534, Some("nogroup")),
+            "root:x:0:\nnogroup:x:65534:\n"
+        );
+        assert_eq!(
+            group_file(7, None),
+            "root:x:0:\nnogroup:x:65534:\ncharliegroup:x:7:\n"
+        );
     }
 }

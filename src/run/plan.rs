@@ -75,11 +75,25 @@ pub enum MountOp {
     /// `mkdir` at a host path (inside staging tmpfs).
     MkdirHost { path: PathBuf },
     /// Overlayfs with `userxattr` (unprivileged overlayfs, Linux 5.11+).
-    Overlay { lower: PathBuf, upper: PathBuf, work: PathBuf, dst: PathBuf },
+    Overlay {
+        lower: PathBuf,
+        upper: PathBuf,
+        work: PathBuf,
+        dst: PathBuf,
+    },
     /// A tmpfs at a container path.
-    Tmpfs { dst: PathBuf, options: String, if_missing: IfMissing },
+    Tmpfs {
+        dst: PathBuf,
+        options: String,
+        if_missing: IfMissing,
+    },
     /// Bind host `src` at container path `dst`.
-    Bind { src: PathBuf, dst: PathBuf, if_missing: IfMissing, src_optional: bool },
+    Bind {
+        src: PathBuf,
+        dst: PathBuf,
+        if_missing: IfMissing,
+        src_optional: bool,
+    },
     /// Make `new_root` the root (`pivot_root(".", ".")`, detach the old root).
     PivotRoot { new_root: PathBuf },
 }
@@ -104,10 +118,16 @@ impl Bind {
         if dst.is_empty() {
             return Err("--bind: no destination provided".into());
         }
-        if Path::new(dst).components().all(|c| matches!(c, std::path::Component::RootDir)) {
+        if Path::new(dst)
+            .components()
+            .all(|c| matches!(c, std::path::Component::RootDir))
+        {
             return Err("--bind: destination can't be /".into());
         }
-        Ok(Bind { src: PathBuf::from(src), dst: PathBuf::from(dst) })
+        Ok(Bind {
+            src: PathBuf::from(src),
+            dst: PathBuf::from(dst),
+        })
     }
 }
 
@@ -156,8 +176,16 @@ pub fn new_root(input: &PlanInput) -> PathBuf {
 pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
     let mut ops = vec![MountOp::MakeRootPrivate];
     let root = new_root(input);
-    let create = if input.write.writable() { IfMissing::Create } else { IfMissing::Error };
-    let create_or_skip = if input.write.writable() { IfMissing::TryCreate } else { IfMissing::Skip };
+    let create = if input.write.writable() {
+        IfMissing::Create
+    } else {
+        IfMissing::Error
+    };
+    let create_or_skip = if input.write.writable() {
+        IfMissing::TryCreate
+    } else {
+        IfMissing::Skip
+    };
     match &input.write {
         WriteMode::ReadOnly => {
             ops.push(MountOp::BindSelf { path: root.clone() });
@@ -170,9 +198,14 @@ pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
                 options.push_str(",size=");
                 options.push_str(s);
             }
-            ops.push(MountOp::TmpfsHost { path: input.staging.clone(), options });
+            ops.push(MountOp::TmpfsHost {
+                path: input.staging.clone(),
+                options,
+            });
             for d in ["upper", "work", "merged"] {
-                ops.push(MountOp::MkdirHost { path: input.staging.join(d) });
+                ops.push(MountOp::MkdirHost {
+                    path: input.staging.join(d),
+                });
             }
             ops.push(MountOp::Overlay {
                 lower: input.image.clone(),
@@ -193,7 +226,11 @@ pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
     for f in OPTIONAL_HOST_FILES {
         // /etc/hosts and /etc/resolv.conf are created in writable images; machine-id only
         // bound where the image has one.
-        let if_missing = if *f == "/etc/machine-id" { IfMissing::Skip } else { create_or_skip };
+        let if_missing = if *f == "/etc/machine-id" {
+            IfMissing::Skip
+        } else {
+            create_or_skip
+        };
         ops.push(MountOp::Bind {
             src: f.into(),
             dst: f.into(),
@@ -216,7 +253,11 @@ pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
         });
     }
     if input.private_tmp {
-        ops.push(MountOp::Tmpfs { dst: "/tmp".into(), options: "mode=1777".into(), if_missing: create });
+        ops.push(MountOp::Tmpfs {
+            dst: "/tmp".into(),
+            options: "mode=1777".into(),
+            if_missing: create,
+        });
     } else {
         ops.push(MountOp::Bind {
             src: input.host_tmp.clone(),
@@ -226,7 +267,11 @@ pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
         });
     }
     if let Some((home, user)) = &input.home {
-        ops.push(MountOp::Tmpfs { dst: "/home".into(), options: "mode=0755".into(), if_missing: create });
+        ops.push(MountOp::Tmpfs {
+            dst: "/home".into(),
+            options: "mode=0755".into(),
+            if_missing: create,
+        });
         ops.push(MountOp::Bind {
             src: home.clone(),
             dst: PathBuf::from("/home").join(user),
@@ -278,13 +323,34 @@ mod tests {
     fn read_only_plan_binds_then_remounts_read_only_and_pivots_last() {
         let ops = mount_plan(&input(WriteMode::ReadOnly));
         assert_eq!(ops[0], MountOp::MakeRootPrivate);
-        assert_eq!(ops[1], MountOp::BindSelf { path: "/img".into() });
-        assert_eq!(ops[2], MountOp::RemountReadOnly { path: "/img".into() });
-        assert_eq!(ops.last(), Some(&MountOp::PivotRoot { new_root: "/img".into() }));
+        assert_eq!(
+            ops[1],
+            MountOp::BindSelf {
+                path: "/img".into()
+            }
+        );
+        assert_eq!(
+            ops[2],
+            MountOp::RemountReadOnly {
+                path: "/img".into()
+            }
+        );
+        assert_eq!(
+            ops.last(),
+            Some(&MountOp::PivotRoot {
+                new_root: "/img".into()
+            })
+        );
         // No system op creates anything in a read-only image.
         for op in &ops {
-            if let MountOp::Bind { dst, if_missing, .. } = op {
-                assert!(!matches!(if_missing, IfMissing::Create | IfMissing::TryCreate), "{dst:?}");
+            if let MountOp::Bind {
+                dst, if_missing, ..
+            } = op
+            {
+                assert!(
+                    !matches!(if_missing, IfMissing::Create | IfMissing::TryCreate),
+                    "{dst:?}"
+                );
             }
         }
     }
@@ -292,26 +358,42 @@ mod tests {
     #[test]
     fn write_plan_never_remounts_read_only() {
         let ops = mount_plan(&input(WriteMode::ReadWrite));
-        assert!(!ops.iter().any(|o| matches!(o, MountOp::RemountReadOnly { .. })));
+        assert!(!ops
+            .iter()
+            .any(|o| matches!(o, MountOp::RemountReadOnly { .. })));
     }
 
     #[test]
     fn write_fake_plan_stages_overlay_on_tmpfs() {
-        let ops = mount_plan(&input(WriteMode::Fake { size: Some("1g".into()) }));
-        assert_eq!(ops[1], MountOp::TmpfsHost { path: "/mnt".into(), options: "mode=0755,size=1g".into() });
+        let ops = mount_plan(&input(WriteMode::Fake {
+            size: Some("1g".into()),
+        }));
+        assert_eq!(
+            ops[1],
+            MountOp::TmpfsHost {
+                path: "/mnt".into(),
+                options: "mode=0755,size=1g".into()
+            }
+        );
         assert!(ops.contains(&MountOp::Overlay {
             lower: "/img".into(),
             upper: "/mnt/upper".into(),
             work: "/mnt/work".into(),
             dst: "/mnt/merged".into()
         }));
-        assert_eq!(ops.last(), Some(&MountOp::PivotRoot { new_root: "/mnt/merged".into() }));
+        assert_eq!(
+            ops.last(),
+            Some(&MountOp::PivotRoot {
+                new_root: "/mnt/merged".into()
+            })
+        );
     }
 
     #[test]
     fn system_binds_come_before_user_binds() {
         let mut i = input(WriteMode::ReadOnly);
-        i.binds.push(Bind::parse("/data:/mnt/0").expect("valid bind"));
+        i.binds
+            .push(Bind::parse("/data:/mnt/0").expect("valid bind"));
         let ops = mount_plan(&i);
         let pos = |d: &str| {
             ops.iter()
@@ -328,8 +410,12 @@ mod tests {
         let mut i = input(WriteMode::ReadOnly);
         i.private_tmp = true;
         let ops = mount_plan(&i);
-        assert!(ops.iter().any(|o| matches!(o, MountOp::Tmpfs { dst, .. } if dst == Path::new("/tmp"))));
-        assert!(!ops.iter().any(|o| matches!(o, MountOp::Bind { dst, .. } if dst == Path::new("/tmp"))));
+        assert!(ops
+            .iter()
+            .any(|o| matches!(o, MountOp::Tmpfs { dst, .. } if dst == Path::new("/tmp"))));
+        assert!(!ops
+            .iter()
+            .any(|o| matches!(o, MountOp::Bind { dst, .. } if dst == Path::new("/tmp"))));
     }
 
     #[test]
@@ -337,7 +423,9 @@ mod tests {
         let mut i = input(WriteMode::ReadOnly);
         i.passwd = None;
         let ops = mount_plan(&i);
-        assert!(!ops.iter().any(|o| matches!(o, MountOp::Bind { dst, .. } if dst == Path::new("/etc/passwd"))));
+        assert!(!ops
+            .iter()
+            .any(|o| matches!(o, MountOp::Bind { dst, .. } if dst == Path::new("/etc/passwd"))));
     }
 
     #[test]
@@ -345,7 +433,9 @@ mod tests {
         let mut i = input(WriteMode::ReadOnly);
         i.home = Some(("/home/alice".into(), "alice".into()));
         let ops = mount_plan(&i);
-        let t = ops.iter().position(|o| matches!(o, MountOp::Tmpfs { dst, .. } if dst == Path::new("/home")));
+        let t = ops
+            .iter()
+            .position(|o| matches!(o, MountOp::Tmpfs { dst, .. } if dst == Path::new("/home")));
         let b = ops.iter().position(
             |o| matches!(o, MountOp::Bind { dst, if_missing: IfMissing::Create, .. } if dst == Path::new("/home/alice")),
         );
@@ -354,17 +444,32 @@ mod tests {
 
     #[test]
     fn bind_parse_defaults_and_refuses_root() {
-        assert_eq!(Bind::parse("/a").expect("ok"), Bind { src: "/a".into(), dst: "/a".into() });
+        assert_eq!(
+            Bind::parse("/a").expect("ok"),
+            Bind {
+                src: "/a".into(),
+                dst: "/a".into()
+            }
+        );
         assert_eq!(Bind::parse("/a:/b").expect("ok").dst, PathBuf::from("/b"));
-        assert_eq!(Bind::parse("/a:/").unwrap_err(), "--bind: destination can't be /");
-        assert_eq!(Bind::parse("/a://").unwrap_err(), "--bind: destination can't be /");
+        assert_eq!(
+            Bind::parse("/a:/").unwrap_err(),
+            "--bind: destination can't be /"
+        );
+        assert_eq!(
+            Bind::parse("/a://").unwrap_err(),
+            "--bind: destination can't be /"
+        );
         assert!(Bind::parse(":/b").is_err());
     }
 
     #[test]
     fn staging_avoids_image_location() {
         let all = |_: &Path| true;
-        assert_eq!(staging_dir(Path::new("/var/tmp/img"), all), Some("/mnt".into()));
+        assert_eq!(
+            staging_dir(Path::new("/var/tmp/img"), all),
+            Some("/mnt".into())
+        );
         assert_eq!(staging_dir(Path::new("/mnt/img"), all), Some("/srv".into()));
     }
 }

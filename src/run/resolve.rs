@@ -14,7 +14,10 @@ pub enum Resolved {
     /// The path exists; its host path (symlinks resolved, inside the root).
     Exists(PathBuf),
     /// A prefix exists (host path, a directory) and these components are missing.
-    Missing { existing: PathBuf, rest: Vec<OsString> },
+    Missing {
+        existing: PathBuf,
+        rest: Vec<OsString>,
+    },
 }
 
 /// Errors from resolution.
@@ -80,7 +83,10 @@ pub fn resolve(root: &Path, path: &Path) -> Result<Resolved, ResolveError> {
                 if norm.is_empty() {
                     return Ok(Resolved::Exists(join(root, &cur)));
                 }
-                return Ok(Resolved::Missing { existing: join(root, &cur), rest: norm });
+                return Ok(Resolved::Missing {
+                    existing: join(root, &cur),
+                    rest: norm,
+                });
             }
             Err(e) => return Err(ResolveError::Io(host, e.raw_os_error().unwrap_or(0))),
         }
@@ -119,17 +125,35 @@ mod tests {
         symlink("/etc", r.join("abs")).expect("symlink");
         symlink("../../../../..", r.join("a/up")).expect("symlink");
         symlink("b", r.join("a/rel")).expect("symlink");
-        assert_eq!(resolve(r, Path::new("/a/b")), Ok(Resolved::Exists(r.join("a/b"))));
-        assert_eq!(resolve(r, Path::new("/a/rel")), Ok(Resolved::Exists(r.join("a/b"))));
-        assert_eq!(resolve(r, Path::new("/a/up")), Ok(Resolved::Exists(r.to_path_buf())));
-        assert_eq!(resolve(r, Path::new("/../../..")), Ok(Resolved::Exists(r.to_path_buf())));
+        assert_eq!(
+            resolve(r, Path::new("/a/b")),
+            Ok(Resolved::Exists(r.join("a/b")))
+        );
+        assert_eq!(
+            resolve(r, Path::new("/a/rel")),
+            Ok(Resolved::Exists(r.join("a/b")))
+        );
+        assert_eq!(
+            resolve(r, Path::new("/a/up")),
+            Ok(Resolved::Exists(r.to_path_buf()))
+        );
+        assert_eq!(
+            resolve(r, Path::new("/../../..")),
+            Ok(Resolved::Exists(r.to_path_buf()))
+        );
         assert_eq!(
             resolve(r, Path::new("/abs/passwd")),
-            Ok(Resolved::Missing { existing: r.to_path_buf(), rest: vec!["etc".into(), "passwd".into()] })
+            Ok(Resolved::Missing {
+                existing: r.to_path_buf(),
+                rest: vec!["etc".into(), "passwd".into()]
+            })
         );
         assert_eq!(
             resolve(r, Path::new("/a/up/x/../y")),
-            Ok(Resolved::Missing { existing: r.to_path_buf(), rest: vec!["y".into()] })
+            Ok(Resolved::Missing {
+                existing: r.to_path_buf(),
+                rest: vec!["y".into()]
+            })
         );
     }
 
@@ -137,6 +161,9 @@ mod tests {
     fn symlink_loops_are_refused() {
         let t = tempfile::tempdir().expect("tempdir");
         symlink("loop", t.path().join("loop")).expect("symlink");
-        assert_eq!(resolve(t.path(), Path::new("/loop/x")), Err(ResolveError::TooManyLinks));
+        assert_eq!(
+            resolve(t.path(), Path::new("/loop/x")),
+            Err(ResolveError::TooManyLinks)
+        );
     }
 }

@@ -19,11 +19,11 @@ pub struct SockFilter {
 }
 
 // Classic BPF opcodes (linux/bpf_common.h).
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20; // BPF_LD | BPF_W | BPF_ABS
-const BPF_JEQ_K: u16 = 0x05 | 0x10 | 0x00; // BPF_JMP | BPF_JEQ | BPF_K
-const BPF_JA: u16 = 0x05; // BPF_JMP | BPF_JA
-const BPF_ALU_AND_K: u16 = 0x04 | 0x50 | 0x00; // BPF_ALU | BPF_AND | BPF_K
-const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
+const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+const BPF_JA: u16 = (libc::BPF_JMP | libc::BPF_JA) as u16;
+const BPF_ALU_AND_K: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
+const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
 pub const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 pub const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
@@ -95,11 +95,21 @@ pub const AARCH64: ArchTable = ArchTable {
 };
 
 fn stmt(code: u16, k: u32) -> SockFilter {
-    SockFilter { code, jt: 0, jf: 0, k }
+    SockFilter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
 }
 
 fn jeq(k: u32, jt: u8, jf: u8) -> SockFilter {
-    SockFilter { code: BPF_JEQ_K, jt, jf, k }
+    SockFilter {
+        code: BPF_JEQ_K,
+        jt,
+        jf,
+        k,
+    }
 }
 
 /// The section for one architecture, entered with nothing useful in A. Ends in returns.
@@ -121,7 +131,11 @@ fn arch_section(t: &ArchTable) -> Vec<SockFilter> {
     for (j, (_, nr, _)) in t.mknod.iter().enumerate() {
         let here = nf + j;
         let target = fake_at + 1 + j * MK_LEN;
-        s.push(jeq(*nr, u8::try_from(target - (here + 1)).expect("short filter"), 0));
+        s.push(jeq(
+            *nr,
+            u8::try_from(target - (here + 1)).expect("short filter"),
+            0,
+        ));
     }
     s.push(stmt(BPF_RET_K, SECCOMP_RET_ALLOW));
     s.push(stmt(BPF_RET_K, fake_ret));
@@ -144,7 +158,11 @@ pub fn filter() -> Vec<SockFilter> {
     // [jeq X86 -> x section, else next] [jeq ARM -> arm section, else allow] [ret allow]
     // [x section] [arm section]
     f.push(jeq(AUDIT_ARCH_X86_64, 2, 0));
-    f.push(jeq(AUDIT_ARCH_AARCH64, 1 + u8::try_from(x.len()).expect("short filter"), 0));
+    f.push(jeq(
+        AUDIT_ARCH_AARCH64,
+        1 + u8::try_from(x.len()).expect("short filter"),
+        0,
+    ));
     f.push(stmt(BPF_RET_K, SECCOMP_RET_ALLOW));
     f.extend(x);
     f.extend(a);
@@ -165,7 +183,9 @@ pub fn interpret(prog: &[SockFilter], nr: u32, arch: u32, args: [u64; 6]) -> Res
     let mut acc: u32 = 0;
     let mut pc = 0usize;
     loop {
-        let ins = prog.get(pc).ok_or_else(|| format!("fell off the end at {pc}"))?;
+        let ins = prog
+            .get(pc)
+            .ok_or_else(|| format!("fell off the end at {pc}"))?;
         pc += 1;
         match ins.code {
             BPF_LD_W_ABS => {
@@ -199,7 +219,11 @@ mod tests {
         let f = filter();
         for t in ALL {
             for (name, nr) in t.fake {
-                assert_eq!(interpret(&f, *nr, t.arch, [0; 6]), Ok(SECCOMP_RET_ERRNO), "{name}");
+                assert_eq!(
+                    interpret(&f, *nr, t.arch, [0; 6]),
+                    Ok(SECCOMP_RET_ERRNO),
+                    "{name}"
+                );
             }
         }
     }
@@ -209,10 +233,15 @@ mod tests {
         let f = filter();
         for t in ALL {
             for nr in [0, 1, 2, 59, 221, 400] {
-                if t.fake.iter().any(|(_, n)| *n == nr) || t.mknod.iter().any(|(_, n, _)| *n == nr) {
+                if t.fake.iter().any(|(_, n)| *n == nr) || t.mknod.iter().any(|(_, n, _)| *n == nr)
+                {
                     continue;
                 }
-                assert_eq!(interpret(&f, nr, t.arch, [0; 6]), Ok(SECCOMP_RET_ALLOW), "{nr}");
+                assert_eq!(
+                    interpret(&f, nr, t.arch, [0; 6]),
+                    Ok(SECCOMP_RET_ALLOW),
+                    "{nr}"
+                );
             }
         }
     }
@@ -239,7 +268,10 @@ mod tests {
     #[test]
     fn unknown_arch_is_allowed_even_for_faked_numbers() {
         let i386 = 3 | 0x4000_0000;
-        assert_eq!(interpret(&filter(), 92, i386, [0; 6]), Ok(SECCOMP_RET_ALLOW));
+        assert_eq!(
+            interpret(&filter(), 92, i386, [0; 6]),
+            Ok(SECCOMP_RET_ALLOW)
+        );
     }
 
     #[test]
@@ -283,7 +315,10 @@ mod tests {
         // Every jump stays inside the program.
         for (pc, ins) in f.iter().enumerate() {
             if ins.code == BPF_JEQ_K {
-                assert!(pc + 1 + usize::from(ins.jt.max(ins.jf)) < f.len(), "jump at {pc}");
+                assert!(
+                    pc + 1 + usize::from(ins.jt.max(ins.jf)) < f.len(),
+                    "jump at {pc}"
+                );
             }
         }
     }

@@ -41,7 +41,12 @@ fn write_proc(path: &str, text: &str) -> Result<(), RunError> {
 /// Mount a SquashFS file at `mnt` with a FUSE connection we open and mount ourselves, served
 /// by `squashfuse_ll` running in the background on `/dev/fd/N` (libfuse ≥ 3.3 accepts an
 /// already-mounted FUSE fd as its mount point). Returns the daemon.
-pub fn mount_squash(image: &Path, mnt: &Path, uid: u32, gid: u32) -> Result<std::process::Child, RunError> {
+pub fn mount_squash(
+    image: &Path,
+    mnt: &Path,
+    uid: u32,
+    gid: u32,
+) -> Result<std::process::Child, RunError> {
     let fuse = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -59,8 +64,11 @@ pub fn mount_squash(image: &Path, mnt: &Path, uid: u32, gid: u32) -> Result<std:
     // std opens with O_CLOEXEC; clear it so the daemon inherits the descriptor.
     use std::os::fd::AsRawFd;
     let fd = fuse.as_raw_fd();
-    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
-        .map_err(|e| RunError::sys("can't clear close-on-exec on /dev/fuse", e))?;
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .map_err(|e| RunError::sys("can't clear close-on-exec on /dev/fuse", e))?;
     let opts = format!("fd={fd},rootmode=40000,user_id={uid},group_id={gid}");
     mount(
         Some("squashfuse"),
@@ -80,7 +88,7 @@ pub fn mount_squash(image: &Path, mnt: &Path, uid: u32, gid: u32) -> Result<std:
             .with_hint("install squashfuse (squashfuse_ll), or convert the image to a directory")
     })?;
     drop(fuse); // only the daemon holds the connection now: if it dies, accesses fail
-    // The first access waits for the daemon's FUSE_INIT; fails if it exits early.
+                // The first access waits for the daemon's FUSE_INIT; fails if it exits early.
     std::fs::metadata(mnt.join("."))
         .map_err(|e| RunError::io(format!("can't access SquashFS mount {}", mnt.display()), &e))?;
     Ok(child)
@@ -99,20 +107,43 @@ pub fn apply(ops: &[MountOp], root: &Path) -> Result<(), RunError> {
                     .map_err(|e| RunError::sys("can't make / private", e))?;
             }
             MountOp::BindSelf { path } => {
-                mount(Some(path.as_path()), path.as_path(), NONE, MsFlags::MS_REC | MsFlags::MS_BIND, NONE)
-                    .map_err(|e| RunError::sys(format!("can't bind {} on itself", path.display()), e))?;
+                mount(
+                    Some(path.as_path()),
+                    path.as_path(),
+                    NONE,
+                    MsFlags::MS_REC | MsFlags::MS_BIND,
+                    NONE,
+                )
+                .map_err(|e| {
+                    RunError::sys(format!("can't bind {} on itself", path.display()), e)
+                })?;
             }
             MountOp::RemountReadOnly { path } => remount_ro(path)?,
             MountOp::TmpfsHost { path, options } => {
-                mount(Some("tmpfs"), path.as_path(), Some("tmpfs"), MsFlags::empty(), Some(options.as_str()))
-                    .map_err(|e| RunError::sys(format!("can't mount tmpfs at {}", path.display()), e))?;
+                mount(
+                    Some("tmpfs"),
+                    path.as_path(),
+                    Some("tmpfs"),
+                    MsFlags::empty(),
+                    Some(options.as_str()),
+                )
+                .map_err(|e| {
+                    RunError::sys(format!("can't mount tmpfs at {}", path.display()), e)
+                })?;
             }
             MountOp::MkdirHost { path } => mkdir(path)?,
-            MountOp::Overlay { lower, upper, work, dst } => {
+            MountOp::Overlay {
+                lower,
+                upper,
+                work,
+                dst,
+            } => {
                 for p in [lower, upper, work] {
                     let s = p.to_string_lossy();
                     if s.contains(',') || s.contains(':') {
-                        return Err(RunError::msg(format!("can't overlay: path contains ',' or ':': {s}")));
+                        return Err(RunError::msg(format!(
+                            "can't overlay: path contains ',' or ':': {s}"
+                        )));
                     }
                 }
                 let opts = format!(
@@ -121,30 +152,70 @@ pub fn apply(ops: &[MountOp], root: &Path) -> Result<(), RunError> {
                     upper.display(),
                     work.display()
                 );
-                mount(Some("overlay"), dst.as_path(), Some("overlay"), MsFlags::empty(), Some(opts.as_str()))
-                    .map_err(|e| {
-                        RunError::sys("can't overlay", e)
-                            .with_hint("--write-fake needs unprivileged overlayfs (Linux 5.11 or later)")
-                    })?;
+                mount(
+                    Some("overlay"),
+                    dst.as_path(),
+                    Some("overlay"),
+                    MsFlags::empty(),
+                    Some(opts.as_str()),
+                )
+                .map_err(|e| {
+                    RunError::sys("can't overlay", e).with_hint(
+                        "--write-fake needs unprivileged overlayfs (Linux 5.11 or later)",
+                    )
+                })?;
             }
-            MountOp::Tmpfs { dst, options, if_missing } => {
-                let Some(host) = destination(root, dst, *if_missing, true, &bound)? else { continue };
-                mount(Some("tmpfs"), host.as_path(), Some("tmpfs"), MsFlags::empty(), Some(options.as_str()))
-                    .map_err(|e| RunError::sys(format!("can't mount tmpfs at {}", host.display()), e))?;
+            MountOp::Tmpfs {
+                dst,
+                options,
+                if_missing,
+            } => {
+                let Some(host) = destination(root, dst, *if_missing, true, &bound)? else {
+                    continue;
+                };
+                mount(
+                    Some("tmpfs"),
+                    host.as_path(),
+                    Some("tmpfs"),
+                    MsFlags::empty(),
+                    Some(options.as_str()),
+                )
+                .map_err(|e| {
+                    RunError::sys(format!("can't mount tmpfs at {}", host.display()), e)
+                })?;
             }
-            MountOp::Bind { src, dst, if_missing, src_optional } => {
+            MountOp::Bind {
+                src,
+                dst,
+                if_missing,
+                src_optional,
+            } => {
                 let md = match std::fs::metadata(src) {
                     Ok(m) => m,
                     Err(_) if *src_optional => continue,
                     Err(_) => {
-                        return Err(RunError::msg(format!("can't bind: source not found: {}", src.display())))
+                        return Err(RunError::msg(format!(
+                            "can't bind: source not found: {}",
+                            src.display()
+                        )))
                     }
                 };
-                let Some(host) = destination(root, dst, *if_missing, md.is_dir(), &bound)? else { continue };
-                mount(Some(src.as_path()), host.as_path(), NONE, MsFlags::MS_REC | MsFlags::MS_BIND, NONE)
-                    .map_err(|e| {
-                        RunError::sys(format!("can't bind {} to {}", src.display(), host.display()), e)
-                    })?;
+                let Some(host) = destination(root, dst, *if_missing, md.is_dir(), &bound)? else {
+                    continue;
+                };
+                mount(
+                    Some(src.as_path()),
+                    host.as_path(),
+                    NONE,
+                    MsFlags::MS_REC | MsFlags::MS_BIND,
+                    NONE,
+                )
+                .map_err(|e| {
+                    RunError::sys(
+                        format!("can't bind {} to {}", src.display(), host.display()),
+                        e,
+                    )
+                })?;
                 bound.push(host);
             }
             MountOp::PivotRoot { new_root } => pivot(new_root)?,
@@ -166,9 +237,10 @@ fn destination(
         Ok(Resolved::Exists(p)) => Ok(Some(p)),
         Ok(Resolved::Missing { existing, rest }) => match if_missing {
             IfMissing::Skip => Ok(None),
-            IfMissing::Error => {
-                Err(RunError::msg(format!("can't bind: destination not found: {}", shown().display())))
-            }
+            IfMissing::Error => Err(RunError::msg(format!(
+                "can't bind: destination not found: {}",
+                shown().display()
+            ))),
             IfMissing::Create => create_under(&existing, &rest, want_dir, bound).map(Some),
             IfMissing::TryCreate => Ok(create_under(&existing, &rest, want_dir, bound).ok()),
         },
@@ -190,7 +262,12 @@ fn destination(
 /// Create the missing components `rest` under existing directory `existing`; the last is
 /// a directory if `want_dir`, else an empty file. Refuses to create anything inside an
 /// earlier bind mount (that would write to the host).
-fn create_under(existing: &Path, rest: &[OsString], want_dir: bool, bound: &[PathBuf]) -> Result<PathBuf, RunError> {
+fn create_under(
+    existing: &Path,
+    rest: &[OsString],
+    want_dir: bool,
+    bound: &[PathBuf],
+) -> Result<PathBuf, RunError> {
     let mut p = existing.to_path_buf();
     for (i, c) in rest.iter().enumerate() {
         p.push(c);
@@ -226,7 +303,8 @@ fn mkdir(p: &Path) -> Result<(), RunError> {
 /// (mount_namespaces(7): nosuid, nodev, noexec and atime flags of a mount inherited from a
 /// more privileged namespace cannot be cleared; a remount that omits them gets EPERM).
 fn remount_ro(path: &Path) -> Result<(), RunError> {
-    let st = statvfs(path).map_err(|e| RunError::sys(format!("can't statvfs: {}", path.display()), e))?;
+    let st = statvfs(path)
+        .map_err(|e| RunError::sys(format!("can't statvfs: {}", path.display()), e))?;
     let f = st.flags();
     if f.contains(FsFlags::ST_RDONLY) {
         // Already read-only (e.g. SquashFS, a read-only bind): nothing to do.
@@ -247,14 +325,19 @@ fn remount_ro(path: &Path) -> Result<(), RunError> {
             flags |= m;
         }
     }
-    mount(NONE, path, NONE, flags, NONE).map_err(|e| RunError::sys("can't re-mount image read-only (is it on NFS?)", e))
+    mount(NONE, path, NONE, flags, NONE)
+        .map_err(|e| RunError::sys("can't re-mount image read-only (is it on NFS?)", e))
 }
 
 /// pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves the
 /// new root (pivot_root(2), "NOTES").
 fn pivot(new_root: &Path) -> Result<(), RunError> {
-    nix::unistd::chdir(new_root)
-        .map_err(|e| RunError::sys(format!("can't chdir into new root: {}", new_root.display()), e))?;
+    nix::unistd::chdir(new_root).map_err(|e| {
+        RunError::sys(
+            format!("can't chdir into new root: {}", new_root.display()),
+            e,
+        )
+    })?;
     nix::unistd::pivot_root(".", ".").map_err(|e| RunError::sys("can't pivot_root(2)", e))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| RunError::sys("can't detach old root", e))?;
     nix::unistd::chdir("/").map_err(|e| RunError::sys("can't chdir to /", e))?;

@@ -1,6 +1,8 @@
 //! Integration tests for run: the real ch-run binary, as the unprivileged test user.
 
-use crate::common::{busybox_rootfs, fails, is_root, ok, output, sh, skip, tool, Scratch, TEST_UID};
+use crate::common::{
+    busybox_rootfs, fails, is_root, ok, output, sh, skip, tool, Scratch, TEST_UID,
+};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,14 +15,20 @@ fn ch_run() -> Command {
 /// `ch-run [opts] BUSYBOX -- sh -c SCRIPT`.
 fn in_bb(opts: &[&str], script: &str) -> Command {
     let mut c = ch_run();
-    c.args(opts).arg(busybox_rootfs()).args(["--", "/bin/sh", "-c", script]);
+    c.args(opts)
+        .arg(busybox_rootfs())
+        .args(["--", "/bin/sh", "-c", script]);
     c
 }
 
 /// A copy of the busybox fixture owned by the test user (for -w and -W tests).
 fn writable_copy(s: &Scratch) -> PathBuf {
     let dst = s.join("img");
-    sh(&format!("cp -a '{}' '{}'", busybox_rootfs().display(), dst.display()));
+    sh(&format!(
+        "cp -a '{}' '{}'",
+        busybox_rootfs().display(),
+        dst.display()
+    ));
     dst
 }
 
@@ -28,7 +36,9 @@ fn invoker_uid() -> u32 {
     if is_root() {
         TEST_UID
     } else {
-        std::fs::metadata("/proc/self").map(|m| m.uid()).expect("stat /proc/self")
+        std::fs::metadata("/proc/self")
+            .map(|m| m.uid())
+            .expect("stat /proc/self")
     }
 }
 
@@ -58,7 +68,10 @@ fn missing_command_is_an_error_with_status_31() {
     c.arg(busybox_rootfs());
     let (code, err) = fails(&mut c);
     assert_eq!(code, 31);
-    assert!(err.contains("error: IMAGE and/or CMD not specified"), "{err}");
+    assert!(
+        err.contains("error: IMAGE and/or CMD not specified"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -72,7 +85,10 @@ fn error_message_follows_charliecloud_format() {
     let rest = line.strip_prefix("ch-run[").expect("prefix");
     let (pid, rest) = rest.split_once("]: error: ").expect("pid");
     assert!(pid.parse::<u32>().is_ok(), "{line}");
-    assert!(rest.starts_with("can't stat: /nonexistent-image: No such file or directory ("), "{line}");
+    assert!(
+        rest.starts_with("can't stat: /nonexistent-image: No such file or directory ("),
+        "{line}"
+    );
     assert!(rest.ends_with(" 2)"), "{line}");
 }
 
@@ -82,12 +98,18 @@ fn unexecutable_command_exits_49() {
     c.arg(busybox_rootfs()).args(["--", "/etc/motd"]);
     let (code, err) = fails(&mut c);
     assert_eq!(code, 49);
-    assert!(err.contains("error: can't execve(2): /etc/motd: Permission denied"), "{err}");
+    assert!(
+        err.contains("error: can't execve(2): /etc/motd: Permission denied"),
+        "{err}"
+    );
     let mut c = ch_run();
     c.arg(busybox_rootfs()).args(["--", "/no/such/cmd"]);
     let (code, err) = fails(&mut c);
     assert_eq!(code, 49);
-    assert!(err.contains("can't execve(2): /no/such/cmd: No such file or directory"), "{err}");
+    assert!(
+        err.contains("can't execve(2): /no/such/cmd: No such file or directory"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -100,16 +122,25 @@ fn killed_by_signal_exits_128_plus_signal() {
 
 #[test]
 fn signals_are_forwarded_to_the_command() {
-    for (sig, name) in [(libc::SIGUSR1, "USR1"), (libc::SIGTERM, "TERM"), (libc::SIGHUP, "HUP"), (libc::SIGINT, "INT")] {
+    for (sig, name) in [
+        (libc::SIGUSR1, "USR1"),
+        (libc::SIGTERM, "TERM"),
+        (libc::SIGHUP, "HUP"),
+        (libc::SIGINT, "INT"),
+    ] {
         let script = format!("trap 'echo got; exit 3' {name}; echo ready; i=0; while [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; exit 9");
-        let mut child = in_bb(&[], &script).stdout(Stdio::piped()).spawn().expect("spawn");
+        let mut child = in_bb(&[], &script)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn");
         let mut out = child.stdout.take().expect("stdout");
         let mut buf = [0u8; 6];
         std::io::Read::read_exact(&mut out, &mut buf).expect("ready");
         assert_eq!(&buf, b"ready\n");
         // setpriv execs ch-run, so the child's pid is ch-run's.
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::try_from(sig).expect("sig")).expect("kill");
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::try_from(sig).expect("sig"))
+            .expect("kill");
         let st = child.wait().expect("wait");
         let mut rest = String::new();
         std::io::Read::read_to_string(&mut out, &mut rest).expect("read");
@@ -136,11 +167,21 @@ fn read_only_remount_keeps_locked_flags_of_nosuid_mount() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir(&dir).expect("mkdir");
     if is_root() {
-        assert!(Command::new("chown").arg(format!("{TEST_UID}:{TEST_UID}")).arg(&dir).status().expect("chown").success());
+        assert!(Command::new("chown")
+            .arg(format!("{TEST_UID}:{TEST_UID}"))
+            .arg(&dir)
+            .status()
+            .expect("chown")
+            .success());
     }
-    sh(&format!("cp -a '{}' '{}/img'", busybox_rootfs().display(), dir.display()));
+    sh(&format!(
+        "cp -a '{}' '{}/img'",
+        busybox_rootfs().display(),
+        dir.display()
+    ));
     let mut c = ch_run();
-    c.arg(dir.join("img")).args(["--", "sh", "-c", "touch /x || echo ro"]);
+    c.arg(dir.join("img"))
+        .args(["--", "sh", "-c", "touch /x || echo ro"]);
     let out = stdout_of(&mut c);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(out, "ro\n");
@@ -151,7 +192,9 @@ fn write_makes_image_writable_and_files_belong_to_invoker() {
     let s = Scratch::new("run-w");
     let img = writable_copy(&s);
     let mut c = ch_run();
-    c.arg("-w").arg(&img).args(["--", "sh", "-c", "echo data > /created; id -u"]);
+    c.arg("-w")
+        .arg(&img)
+        .args(["--", "sh", "-c", "echo data > /created; id -u"]);
     assert_eq!(stdout_of(&mut c).trim(), invoker_uid().to_string());
     let md = std::fs::metadata(img.join("created")).expect("created on host");
     assert_eq!(md.uid(), invoker_uid());
@@ -162,13 +205,23 @@ fn write_fake_changes_vanish_at_exit() {
     let s = Scratch::new("run-wf");
     let img = writable_copy(&s);
     let mut c = ch_run();
-    c.arg("-W").arg(&img).args(["--", "sh", "-c", "echo x > /etc/motd; mkdir /newdir; cat /etc/motd"]);
+    c.arg("-W").arg(&img).args([
+        "--",
+        "sh",
+        "-c",
+        "echo x > /etc/motd; mkdir /newdir; cat /etc/motd",
+    ]);
     assert_eq!(stdout_of(&mut c), "x\n");
-    assert_eq!(std::fs::read_to_string(img.join("etc/motd")).expect("motd"), "grove busybox fixture\n");
+    assert_eq!(
+        std::fs::read_to_string(img.join("etc/motd")).expect("motd"),
+        "grove busybox fixture\n"
+    );
     assert!(!img.join("newdir").exists());
     // With size.
     let mut c = ch_run();
-    c.arg("--write-fake=16m").arg(&img).args(["--", "sh", "-c", "echo y > /z && cat /z"]);
+    c.arg("--write-fake=16m")
+        .arg(&img)
+        .args(["--", "sh", "-c", "echo y > /z && cat /z"]);
     assert_eq!(stdout_of(&mut c), "y\n");
 }
 
@@ -183,7 +236,10 @@ fn write_and_write_fake_together_are_refused() {
 
 #[test]
 fn uid_and_gid_map_to_invoker_only() {
-    let out = stdout_of(&mut in_bb(&["-u", "0", "-g", "0"], "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups"));
+    let out = stdout_of(&mut in_bb(
+        &["-u", "0", "-g", "0"],
+        "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups",
+    ));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "0");
     assert_eq!(lines[1], "0");
@@ -198,20 +254,32 @@ fn uid_and_gid_map_to_invoker_only() {
 
 #[test]
 fn passwd_and_group_are_generated_unless_no_passwd() {
-    let out = stdout_of(&mut in_bb(&["-u", "1234", "-g", "4321"], "cat /etc/passwd /etc/group"));
+    let out = stdout_of(&mut in_bb(
+        &["-u", "1234", "-g", "4321"],
+        "cat /etc/passwd /etc/group",
+    ));
     assert!(out.contains("root:x:0:0:root:/root:/bin/sh\n"), "{out}");
-    assert!(out.contains("nobody:x:65534:65534:nobody:/:/bin/false\n"), "{out}");
+    assert!(
+        out.contains("nobody:x:65534:65534:nobody:/:/bin/false\n"),
+        "{out}"
+    );
     assert!(out.contains(":x:1234:4321:"), "{out}");
     assert!(out.contains(":x:4321:\n"), "{out}");
     let out = stdout_of(&mut in_bb(&["--no-passwd"], "cat /etc/passwd"));
-    assert_eq!(out, "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n");
+    assert_eq!(
+        out,
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
+    );
 }
 
 // ---- mounts ----
 
 #[test]
 fn host_dev_proc_sys_are_bound() {
-    let out = stdout_of(&mut in_bb(&[], "test -c /dev/null && test -d /proc/self && test -d /sys/kernel && echo ok"));
+    let out = stdout_of(&mut in_bb(
+        &[],
+        "test -c /dev/null && test -d /proc/self && test -d /sys/kernel && echo ok",
+    ));
     assert_eq!(out, "ok\n");
 }
 
@@ -223,7 +291,10 @@ fn tmp_is_host_tmp_unless_private_tmp() {
     let mut c = in_bb(&[], &format!("cat /tmp/{name}"));
     c.env_remove("TMPDIR");
     let out = stdout_of(&mut c);
-    let mut c = in_bb(&["-t"], &format!("test -e /tmp/{name} || echo private; touch /tmp/x && echo writable"));
+    let mut c = in_bb(
+        &["-t"],
+        &format!("test -e /tmp/{name} || echo private; touch /tmp/x && echo writable"),
+    );
     c.env_remove("TMPDIR");
     let private = stdout_of(&mut c);
     let _ = std::fs::remove_file(&host);
@@ -238,7 +309,11 @@ fn home_binds_host_home_and_sets_home() {
     let mut c = in_bb(&["--home"], "echo $HOME; cat /home/$USER/marker");
     c.env("HOME", &s.path);
     let out = stdout_of(&mut c);
-    let user = if is_root() { "nobody".to_string() } else { std::env::var("USER").unwrap_or("grove-test".into()) };
+    let user = if is_root() {
+        "nobody".to_string()
+    } else {
+        std::env::var("USER").unwrap_or("grove-test".into())
+    };
     assert_eq!(out, format!("/home/{user}\nhome\n"));
 }
 
@@ -249,13 +324,23 @@ fn bind_default_and_explicit_destinations() {
     let src = s.path.display().to_string();
     let out = stdout_of(&mut in_bb(&["-b", &format!("{src}:/mnt")], "cat /mnt/f"));
     assert_eq!(out, "bound\n");
-    let out = stdout_of(&mut in_bb(&["--bind", &format!("{src}:/mnt"), "--bind", &format!("{src}:/home")], "cat /home/f"));
+    let out = stdout_of(&mut in_bb(
+        &[
+            "--bind",
+            &format!("{src}:/mnt"),
+            "--bind",
+            &format!("{src}:/home"),
+        ],
+        "cat /home/f",
+    ));
     assert_eq!(out, "bound\n");
     // DST defaults to SRC (created by -W in a copy the user owns: overlayfs cannot copy up
     // directories owned by IDs unmapped in the namespace, EOVERFLOW).
     let img = writable_copy(&s);
     let mut c = ch_run();
-    c.args(["-W", "-b", &src]).arg(&img).args(["--", "cat", &format!("{src}/f")]);
+    c.args(["-W", "-b", &src])
+        .arg(&img)
+        .args(["--", "cat", &format!("{src}/f")]);
     assert_eq!(stdout_of(&mut c), "bound\n");
 }
 
@@ -263,11 +348,17 @@ fn bind_default_and_explicit_destinations() {
 fn bind_errors_match_charliecloud() {
     let (code, err) = fails(&mut in_bb(&["-b", "/nonexistent-x"], "true"));
     assert_eq!(code, 31);
-    assert!(err.contains("can't bind: source not found: /nonexistent-x"), "{err}");
+    assert!(
+        err.contains("can't bind: source not found: /nonexistent-x"),
+        "{err}"
+    );
     let (_, err) = fails(&mut in_bb(&["-b", "/tmp:/"], "true"));
     assert!(err.contains("--bind: destination can't be /"), "{err}");
     let (_, err) = fails(&mut in_bb(&["-b", "/tmp:/nonexistent-dst"], "true"));
-    assert!(err.contains("can't mkdir: ") && err.contains("nonexistent-dst: Read-only file system"), "{err}");
+    assert!(
+        err.contains("can't mkdir: ") && err.contains("nonexistent-dst: Read-only file system"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -280,9 +371,15 @@ fn bind_destination_created_with_write_and_write_fake() {
     std::fs::write(s.join("file"), "file\n").expect("write");
     for mode in ["-w", "-W"] {
         let mut c = ch_run();
-        c.args([mode, "-b", &format!("{}:/new/deep/dir", data.display()), "-b", &format!("{}:/etc/newfile", s.join("file").display())])
-            .arg(&img)
-            .args(["--", "sh", "-c", "cat /new/deep/dir/f /etc/newfile"]);
+        c.args([
+            mode,
+            "-b",
+            &format!("{}:/new/deep/dir", data.display()),
+            "-b",
+            &format!("{}:/etc/newfile", s.join("file").display()),
+        ])
+        .arg(&img)
+        .args(["--", "sh", "-c", "cat /new/deep/dir/f /etc/newfile"]);
         assert_eq!(stdout_of(&mut c), "d\nfile\n", "{mode}");
     }
 }
@@ -293,7 +390,10 @@ fn bind_cannot_create_mount_point_inside_earlier_bind() {
     let img = writable_copy(&s);
     let name = format!("grove-run-nope-{}", std::process::id());
     let mut c = ch_run();
-    c.env_remove("TMPDIR").args(["-w", "-b", &format!("{}:/tmp/{name}", s.path.display())]).arg(&img).args(["--", "true"]);
+    c.env_remove("TMPDIR")
+        .args(["-w", "-b", &format!("{}:/tmp/{name}", s.path.display())])
+        .arg(&img)
+        .args(["--", "true"]);
     let (_, err) = fails(&mut c);
     assert!(err.contains("under existing bind-mount"), "{err}");
     assert!(!Path::new("/tmp").join(&name).exists());
@@ -314,10 +414,16 @@ fn bind_destination_symlinks_cannot_escape_image() {
     std::fs::create_dir(&data).expect("mkdir");
     for link in ["up", "abs"] {
         let mut c = ch_run();
-        c.args(["-w", "-b", &format!("{}:/mnt/{link}", data.display())]).arg(&img).args(["--", "true"]);
+        c.args(["-w", "-b", &format!("{}:/mnt/{link}", data.display())])
+            .arg(&img)
+            .args(["--", "true"]);
         let _ = output(&mut c);
         // Whatever happened, nothing was created or mounted outside the image.
-        assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 0, "{link}");
+        assert_eq!(
+            std::fs::read_dir(&outside).expect("outside").count(),
+            0,
+            "{link}"
+        );
     }
     // The path followed the link inside the image instead.
     assert!(img.join(outside.strip_prefix("/").expect("abs")).is_dir());
@@ -329,16 +435,27 @@ fn cd_sets_working_directory() {
     assert_eq!(stdout_of(&mut in_bb(&[], "pwd")), "/\n");
     let (code, err) = fails(&mut in_bb(&["--cd=/nonexistent"], "pwd"));
     assert_eq!(code, 31);
-    assert!(err.contains("can't cd to /nonexistent: No such file or directory"), "{err}");
+    assert!(
+        err.contains("can't cd to /nonexistent: No such file or directory"),
+        "{err}"
+    );
 }
 
 // ---- environment ----
 
 #[test]
 fn environment_defaults() {
-    let mut c = in_bb(&[], "echo $CH_RUNNING; echo ${TMPDIR-unset}; echo $PATH; echo $HOME; echo $FOO");
-    c.env("TMPDIR", "/tmp").env("PATH", "/usr/bin").env("FOO", "passed");
-    assert_eq!(stdout_of(&mut c), "Weird Al Yankovic\nunset\n/usr/bin:/bin\n/root\npassed\n");
+    let mut c = in_bb(
+        &[],
+        "echo $CH_RUNNING; echo ${TMPDIR-unset}; echo $PATH; echo $HOME; echo $FOO",
+    );
+    c.env("TMPDIR", "/tmp")
+        .env("PATH", "/usr/bin")
+        .env("FOO", "passed");
+    assert_eq!(
+        stdout_of(&mut c),
+        "Weird Al Yankovic\nunset\n/usr/bin:/bin\n/root\npassed\n"
+    );
 }
 
 #[test]
@@ -349,20 +466,36 @@ fn set_env_forms_and_order() {
     let f0 = s.join("env0");
     std::fs::write(&f0, b"Z=with\nnewline\0").expect("write");
     let mut c = in_bb(
-        &[&format!("--set-env={}", f.display()), "--set-env=D=direct", "--set-env=A=override", &format!("--set-env0={}", f0.display())],
+        &[
+            &format!("--set-env={}", f.display()),
+            "--set-env=D=direct",
+            "--set-env=A=override",
+            &format!("--set-env0={}", f0.display()),
+        ],
         "echo $A $B $C $D; printf '%s|' \"$Z\"",
     );
     c.env("HOSTV", "h");
-    assert_eq!(stdout_of(&mut c), "override quoted h:x direct\nwith\nnewline|");
+    assert_eq!(
+        stdout_of(&mut c),
+        "override quoted h:x direct\nwith\nnewline|"
+    );
     // Default file /ch/environment in the image.
     let s2 = Scratch::new("run-envd");
     let img = writable_copy(&s2);
-    sh(&format!("mkdir -p '{0}/ch' && echo 'IMGVAR=yes' > '{0}/ch/environment'", img.display()));
+    sh(&format!(
+        "mkdir -p '{0}/ch' && echo 'IMGVAR=yes' > '{0}/ch/environment'",
+        img.display()
+    ));
     let mut c = ch_run();
-    c.arg("--set-env").arg(&img).args(["--", "sh", "-c", "echo $IMGVAR"]);
+    c.arg("--set-env")
+        .arg(&img)
+        .args(["--", "sh", "-c", "echo $IMGVAR"]);
     assert_eq!(stdout_of(&mut c), "yes\n");
     let (_, err) = fails(&mut in_bb(&["--set-env"], "true"));
-    assert!(err.contains("can't open: ") && err.contains("ch/environment"), "{err}");
+    assert!(
+        err.contains("can't open: ") && err.contains("ch/environment"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -372,7 +505,13 @@ fn set_env_parse_errors() {
     std::fs::write(&f, "A=1\nnodelim\n").expect("write");
     let (code, err) = fails(&mut in_bb(&[&format!("--set-env={}", f.display())], "true"));
     assert_eq!(code, 31);
-    assert!(err.contains(&format!("can't parse variable: no delimiter: {}:2", f.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "can't parse variable: no delimiter: {}:2",
+            f.display()
+        )),
+        "{err}"
+    );
     std::fs::write(&f, "=x\n").expect("write");
     let (_, err) = fails(&mut in_bb(&[&format!("--set-env={}", f.display())], "true"));
     assert!(err.contains("empty name"), "{err}");
@@ -380,32 +519,57 @@ fn set_env_parse_errors() {
 
 #[test]
 fn env_no_expand_applies_to_later_set_env() {
-    let mut c = in_bb(&["--set-env=A=$V", "--env-no-expand", "--set-env=B=$V"], "echo \"$A $B\"");
+    let mut c = in_bb(
+        &["--set-env=A=$V", "--env-no-expand", "--set-env=B=$V"],
+        "echo \"$A $B\"",
+    );
     c.env("V", "v");
     assert_eq!(stdout_of(&mut c), "v $V\n");
 }
 
 #[test]
 fn unset_env_globs_including_extglob_and_star() {
-    let mut c = in_bb(&["--unset-env=GROVE_A*"], "echo ${GROVE_A1-u} ${GROVE_B1-u}");
+    let mut c = in_bb(
+        &["--unset-env=GROVE_A*"],
+        "echo ${GROVE_A1-u} ${GROVE_B1-u}",
+    );
     c.env("GROVE_A1", "a").env("GROVE_B1", "b");
     assert_eq!(stdout_of(&mut c), "u b\n");
     let mut c = ch_run();
-    c.env("WANTED_1", "yes").env("ALSO_WANTED_2", "yes").env("NOT_WANTED", "no");
-    c.arg("--unset-env=!(WANTED_*|ALSO_WANTED_*)").arg(busybox_rootfs()).args(["--", "/bin/env"]);
+    c.env("WANTED_1", "yes")
+        .env("ALSO_WANTED_2", "yes")
+        .env("NOT_WANTED", "no");
+    c.arg("--unset-env=!(WANTED_*|ALSO_WANTED_*)")
+        .arg(busybox_rootfs())
+        .args(["--", "/bin/env"]);
     let mut lines: Vec<String> = stdout_of(&mut c).lines().map(String::from).collect();
     lines.sort();
-    assert_eq!(lines, ["ALSO_WANTED_2=yes", "CH_RUNNING=Weird Al Yankovic", "WANTED_1=yes"]);
+    assert_eq!(
+        lines,
+        [
+            "ALSO_WANTED_2=yes",
+            "CH_RUNNING=Weird Al Yankovic",
+            "WANTED_1=yes"
+        ]
+    );
     let mut c = ch_run();
-    c.arg("--unset-env=*").arg(busybox_rootfs()).args(["--", "/bin/env"]);
+    c.arg("--unset-env=*")
+        .arg(busybox_rootfs())
+        .args(["--", "/bin/env"]);
     assert_eq!(stdout_of(&mut c), "CH_RUNNING=Weird Al Yankovic\n");
     let (_, err) = fails(&mut in_bb(&["--unset-env="], "true"));
-    assert!(err.contains("--unset-env: GLOB must have non-zero length"), "{err}");
+    assert!(
+        err.contains("--unset-env: GLOB must have non-zero length"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unset_then_set_in_command_line_order() {
-    let mut c = in_bb(&["--set-env=X=1", "--unset-env=X", "--set-env=Y=2"], "echo ${X-unset} $Y");
+    let mut c = in_bb(
+        &["--set-env=X=1", "--unset-env=X", "--set-env=Y=2"],
+        "echo ${X-unset} $Y",
+    );
     assert_eq!(stdout_of(&mut c), "unset 2\n");
 }
 
@@ -428,7 +592,12 @@ fn version_help_and_features() {
     let h = stdout_of(ch_run().arg("--help"));
     assert!(h.contains("--set-env") && h.contains("--write-fake"), "{h}");
     for f in ["extglob", "seccomp", "overlayfs"] {
-        assert!(output(ch_run().arg(format!("--feature={f}"))).status.success(), "{f}");
+        assert!(
+            output(ch_run().arg(format!("--feature={f}")))
+                .status
+                .success(),
+            "{f}"
+        );
     }
     let (code, err) = fails(ch_run().arg("--feature=bogus"));
     assert_eq!(code, 31);
@@ -453,23 +622,42 @@ fn named_image_runs_from_storage_read_only() {
     let s = Scratch::new("run-name");
     let storage = s.storage();
     let img = writable_copy(&s);
-    sh(&format!("mkdir -p '{0}/img' && ln -s '{1}' '{0}/img/example.com+5050%foo+latest'", storage.display(), img.display()));
+    sh(&format!(
+        "mkdir -p '{0}/img' && ln -s '{1}' '{0}/img/example.com+5050%foo+latest'",
+        storage.display(),
+        img.display()
+    ));
     let mut c = ch_run();
-    c.arg("-s").arg(&storage).args(["example.com:5050/foo:latest", "--", "cat", "/etc/motd"]);
+    c.arg("-s")
+        .arg(&storage)
+        .args(["example.com:5050/foo:latest", "--", "cat", "/etc/motd"]);
     assert_eq!(stdout_of(&mut c), "grove busybox fixture\n");
     let mut c = ch_run();
-    c.env("CH_IMAGE_STORAGE", &storage).args(["example.com:5050/foo:latest", "--", "touch", "/x"]);
+    c.env("CH_IMAGE_STORAGE", &storage)
+        .args(["example.com:5050/foo:latest", "--", "touch", "/x"]);
     assert!(!output(&mut c).status.success());
     let mut c = ch_run();
-    c.arg("-w").arg("-s").arg(&storage).args(["example.com:5050/foo:latest", "--", "true"]);
+    c.arg("-w")
+        .arg("-s")
+        .arg(&storage)
+        .args(["example.com:5050/foo:latest", "--", "true"]);
     let (_, err) = fails(&mut c);
-    assert!(err.contains("--write invalid when running by name"), "{err}");
+    assert!(
+        err.contains("--write invalid when running by name"),
+        "{err}"
+    );
     // A storage directory by path is refused.
     sh(&format!("mv '{0}/img/example.com+5050%foo+latest' /dev/null 2>/dev/null || rm '{0}/img/example.com+5050%foo+latest'; cp -a '{1}' '{0}/img/bar'", storage.display(), img.display()));
     let mut c = ch_run();
-    c.arg("-s").arg(&storage).arg(storage.join("img/bar")).args(["--", "true"]);
+    c.arg("-s")
+        .arg(&storage)
+        .arg(storage.join("img/bar"))
+        .args(["--", "true"]);
     let (_, err) = fails(&mut c);
-    assert!(err.contains("can't run directory images from storage"), "{err}");
+    assert!(
+        err.contains("can't run directory images from storage"),
+        "{err}"
+    );
 }
 
 // ---- seccomp and security ----
@@ -478,14 +666,20 @@ fn named_image_runs_from_storage_read_only() {
 fn seccomp_fakes_chown_setuid_setgroups_and_device_mknod() {
     let s = Scratch::new("run-sec");
     let img = writable_copy(&s);
-    let script = "chown 1234:1234 /etc/motd && echo chown; mknod /dev/grove-x c 1 3 && echo mknod; \
+    let script =
+        "chown 1234:1234 /etc/motd && echo chown; mknod /dev/grove-x c 1 3 && echo mknod; \
                   su -s /bin/true nobody && echo su; mkfifo /fifo && test -p /fifo && echo fifo; \
                   test -e /dev/grove-x || echo nodev";
     let mut c = ch_run();
-    c.args(["-w", "-u0", "-g0", "--seccomp"]).arg(&img).args(["--", "sh", "-c", script]);
+    c.args(["-w", "-u0", "-g0", "--seccomp"])
+        .arg(&img)
+        .args(["--", "sh", "-c", script]);
     assert_eq!(stdout_of(&mut c), "chown\nmknod\nsu\nfifo\nnodev\n");
     // The fake chown did nothing on the host.
-    assert_eq!(std::fs::metadata(img.join("etc/motd")).expect("motd").uid(), invoker_uid());
+    assert_eq!(
+        std::fs::metadata(img.join("etc/motd")).expect("motd").uid(),
+        invoker_uid()
+    );
 }
 
 #[test]
@@ -497,17 +691,28 @@ fn without_seccomp_privileged_calls_fail() {
                   mknod /grove-x c 1 3 2>/dev/null || echo mknod-fails; \
                   su -s /bin/true nobody 2>/dev/null || echo su-fails";
     let mut c = ch_run();
-    c.args(["-w", "-u0"]).arg(&img).args(["--", "sh", "-c", script]);
-    assert_eq!(stdout_of(&mut c), "chown-fails\nmknod-fails\nmknod-fails\nsu-fails\n");
+    c.args(["-w", "-u0"])
+        .arg(&img)
+        .args(["--", "sh", "-c", script]);
+    assert_eq!(
+        stdout_of(&mut c),
+        "chown-fails\nmknod-fails\nmknod-fails\nsu-fails\n"
+    );
 }
 
 #[test]
 fn no_new_privs_is_set_so_setuid_binaries_gain_nothing() {
     let out = stdout_of(&mut in_bb(&[], "grep NoNewPrivs /proc/self/status"));
-    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["NoNewPrivs:", "1"]);
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["NoNewPrivs:", "1"]
+    );
     let s = Scratch::new("run-suid");
     let img = writable_copy(&s);
-    sh(&format!("mkdir '{0}/suid' && cp '{0}/bin/busybox' '{0}/suid/id' && chmod 4755 '{0}/suid/id'", img.display()));
+    sh(&format!(
+        "mkdir '{0}/suid' && cp '{0}/bin/busybox' '{0}/suid/id' && chmod 4755 '{0}/suid/id'",
+        img.display()
+    ));
     let mut c = ch_run();
     c.arg("-w").arg(&img).args(["--", "/suid/id", "-u"]);
     assert_eq!(stdout_of(&mut c).trim(), invoker_uid().to_string());
@@ -536,17 +741,37 @@ fn builder_invocation_writes_as_root_owned_by_invoker() {
     std::fs::create_dir(&ctx).expect("mkdir");
     std::fs::write(ctx.join("input"), "ctx\n").expect("write");
     let mut c = ch_run();
-    c.args(["-w", "-u0", "-g0", "--no-passwd", "--seccomp", "--cd", "/work", "--unset-env=*"])
-        .arg(format!("--set-env={}", envf.display()))
-        .arg("-b")
-        .arg(format!("{}:/ctx", ctx.display()))
-        .arg(&img)
-        .args(["--", "/bin/sh", "-c", "id -u; pwd; env | sort; cat /ctx/input > out; chown 99 out; mkdir -p /usr/local/x"]);
+    c.args([
+        "-w",
+        "-u0",
+        "-g0",
+        "--no-passwd",
+        "--seccomp",
+        "--cd",
+        "/work",
+        "--unset-env=*",
+    ])
+    .arg(format!("--set-env={}", envf.display()))
+    .arg("-b")
+    .arg(format!("{}:/ctx", ctx.display()))
+    .arg(&img)
+    .args([
+        "--",
+        "/bin/sh",
+        "-c",
+        "id -u; pwd; env | sort; cat /ctx/input > out; chown 99 out; mkdir -p /usr/local/x",
+    ]);
     let out = stdout_of(&mut c);
-    assert_eq!(out, "0\n/work\nBUILD=1\nCH_RUNNING=Weird Al Yankovic\nPATH=/bin:/usr/bin\nPWD=/work\nSHLVL=1\n");
+    assert_eq!(
+        out,
+        "0\n/work\nBUILD=1\nCH_RUNNING=Weird Al Yankovic\nPATH=/bin:/usr/bin\nPWD=/work\nSHLVL=1\n"
+    );
     let md = std::fs::metadata(img.join("work/out")).expect("out");
     assert_eq!(md.uid(), invoker_uid());
-    assert_eq!(std::fs::read_to_string(img.join("work/out")).expect("read"), "ctx\n");
+    assert_eq!(
+        std::fs::read_to_string(img.join("work/out")).expect("read"),
+        "ctx\n"
+    );
     assert!(img.join("usr/local/x").is_dir());
     // The bind's mount point was created in the image (empty there on the host).
     assert!(img.join("ctx").is_dir());
@@ -564,10 +789,21 @@ fn join_pid_enters_existing_container() {
     let mut buf = [0u8; 6];
     std::io::Read::read_exact(&mut out, &mut buf).expect("ready");
     let pid = first.id();
-    let got = output(&mut in_bb(&[&format!("--join-pid={pid}")], "cat /tmp/marker"));
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+    let got = output(&mut in_bb(
+        &[&format!("--join-pid={pid}")],
+        "cat /tmp/marker",
+    ));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
     let _ = first.wait();
-    assert_eq!(String::from_utf8_lossy(&got.stdout), "here\n", "{}", String::from_utf8_lossy(&got.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        "here\n",
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
 }
 
 #[test]
@@ -579,11 +815,14 @@ fn join_peers_share_one_container() {
         format!("touch /tmp/{me}; i=0; while [ ! -e /tmp/{other} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; test -e /tmp/{other} && echo joined-{me}")
     };
     let spawn = |me: &str, other: &str| {
-        in_bb(&["-t", "--join-ct=2", &format!("--join-tag={tag}")], &script(me, other))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn")
+        in_bb(
+            &["-t", "--join-ct=2", &format!("--join-tag={tag}")],
+            &script(me, other),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
     };
     let a = spawn("a", "b");
     std::thread::sleep(Duration::from_millis(100));
@@ -592,18 +831,35 @@ fn join_peers_share_one_container() {
     let oa = a.wait_with_output().expect("a");
     let ob = b.wait_with_output().expect("b");
     assert!(start.elapsed() < Duration::from_secs(30));
-    assert_eq!(String::from_utf8_lossy(&oa.stdout), "joined-a\n", "{}", String::from_utf8_lossy(&oa.stderr));
-    assert_eq!(String::from_utf8_lossy(&ob.stdout), "joined-b\n", "{}", String::from_utf8_lossy(&ob.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&oa.stdout),
+        "joined-a\n",
+        "{}",
+        String::from_utf8_lossy(&oa.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&ob.stdout),
+        "joined-b\n",
+        "{}",
+        String::from_utf8_lossy(&ob.stderr)
+    );
 }
 
 #[test]
 fn join_without_peer_count_is_an_error() {
     let mut c = in_bb(&["-j"], "true");
-    for v in ["OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_STEP_TASKS_PER_NODE", "SLURM_CPUS_ON_NODE"] {
+    for v in [
+        "OMPI_COMM_WORLD_LOCAL_SIZE",
+        "SLURM_STEP_TASKS_PER_NODE",
+        "SLURM_CPUS_ON_NODE",
+    ] {
         c.env_remove(v);
     }
     let (_, err) = fails(&mut c);
-    assert!(err.contains("join: no valid peer group size found"), "{err}");
+    assert!(
+        err.contains("join: no valid peer group size found"),
+        "{err}"
+    );
 }
 
 // ---- SquashFS ----
@@ -613,7 +869,9 @@ fn squash_image(s: &Scratch) -> Option<PathBuf> {
         skip("mksquashfs not installed");
         return None;
     }
-    if !Path::new("/usr/bin/squashfuse_ll").exists() && !output(ch_run().arg("--feature=squash")).status.success() {
+    if !Path::new("/usr/bin/squashfuse_ll").exists()
+        && !output(ch_run().arg("--feature=squash")).status.success()
+    {
         skip("squashfuse_ll not installed");
         return None;
     }
@@ -627,7 +885,11 @@ fn squash_image(s: &Scratch) -> Option<PathBuf> {
         return None;
     }
     let sq = s.join("img.sqfs");
-    sh(&format!("mksquashfs '{}' '{}' -quiet -noappend -no-progress >/dev/null", busybox_rootfs().display(), sq.display()));
+    sh(&format!(
+        "mksquashfs '{}' '{}' -quiet -noappend -no-progress >/dev/null",
+        busybox_rootfs().display(),
+        sq.display()
+    ));
     Some(sq)
 }
 
@@ -638,16 +900,34 @@ fn squashfs_image_runs_and_unmounts() {
     let mnt = s.join("mnt");
     sh(&format!("mkdir '{}'", mnt.display()));
     let mut c = ch_run();
-    c.arg("-m").arg(&mnt).arg(&sq).args(["--", "sh", "-c", "cat /etc/motd; touch /x 2>/dev/null || echo ro"]);
+    c.arg("-m").arg(&mnt).arg(&sq).args([
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/motd; touch /x 2>/dev/null || echo ro",
+    ]);
     assert_eq!(stdout_of(&mut c), "grove busybox fixture\nro\n");
     let mut c = ch_run();
-    c.arg("-W").arg(&sq).args(["--", "sh", "-c", "echo w > /x && cat /x"]);
+    c.arg("-W")
+        .arg(&sq)
+        .args(["--", "sh", "-c", "echo w > /x && cat /x"]);
     assert_eq!(stdout_of(&mut c), "w\n");
     // The mount lived only in the container's namespace.
     assert_eq!(std::fs::read_dir(&mnt).expect("mnt").count(), 0);
     // No squashfuse_ll daemon left behind for this image.
-    let ps = String::from_utf8_lossy(&Command::new("ps").args(["-eo", "args"]).output().expect("ps").stdout).into_owned();
-    assert!(!ps.lines().any(|l| l.contains("squashfuse_ll") && l.contains(&*sq.to_string_lossy())), "{ps}");
+    let ps = String::from_utf8_lossy(
+        &Command::new("ps")
+            .args(["-eo", "args"])
+            .output()
+            .expect("ps")
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        !ps.lines()
+            .any(|l| l.contains("squashfuse_ll") && l.contains(&*sq.to_string_lossy())),
+        "{ps}"
+    );
 }
 
 #[test]
