@@ -375,7 +375,9 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
         };
         let mount_ops = plan::mount_plan(&input);
         let root = plan::new_root(&input);
-        setup::apply(&mount_ops, &root)?;
+        let ranch =
+            matches!(spec.write, WriteMode::Fake { .. }).then(|| input.staging.join("ranch"));
+        setup::apply(&mount_ops, &root, ranch.as_deref())?;
         drop(temp);
         (ops, has_root)
     };

@@ -385,6 +385,30 @@ fn bind_destination_created_with_write_and_write_fake() {
 }
 
 #[test]
+fn write_fake_binds_into_unwritable_directories_via_symlink_ranch() {
+    // The shared fixture is owned by root (when the suite is root): its /mnt and /var/tmp
+    // are not writable by the test user even through the overlay (FAQ 11.3.3).
+    let s = Scratch::new("run-ranch");
+    std::fs::write(s.join("f"), "r\n").expect("write");
+    let src = s.path.display().to_string();
+    let out = stdout_of(&mut in_bb(
+        &[
+            "-W",
+            "-b",
+            &format!("{src}:/mnt/new/dir"),
+            "-b",
+            &format!("{src}:/var/tmp/x"),
+        ],
+        "cat /mnt/new/dir/f /var/tmp/x/f; stat -c %a /var/tmp; ls -a /mnt | grep -c orig || true",
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..3], ["r", "r", "1777"], "{out}");
+    if is_root() {
+        assert_eq!(lines[3], "1", "ranch expected: {out}");
+    }
+}
+
+#[test]
 fn bind_cannot_create_mount_point_inside_earlier_bind() {
     let s = Scratch::new("run-bindin");
     let img = writable_copy(&s);
