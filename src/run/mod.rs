@@ -516,3 +516,57 @@ fn supervise(child: Pid, blocked: &SigSet) -> Result<i32, RunError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_path_maps_slash_and_colon() {
+        assert_eq!(
+            storage_image_path(Path::new("/s"), "example.com:5050/a/b:tag"),
+            PathBuf::from("/s/img/example.com+5050%a%b+tag")
+        );
+        assert_eq!(
+            default_storage("alice"),
+            PathBuf::from("/var/tmp/alice.grove")
+        );
+    }
+
+    #[test]
+    fn locate_image_kinds() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let storage = t.path().join("storage");
+        std::fs::create_dir_all(storage.join("img/foo+1")).expect("mkdir");
+        let named = locate_image("foo:1", &storage, false, false).expect("named");
+        assert!(named.by_name && named.kind == ImageKind::Dir);
+        assert_eq!(
+            locate_image("foo:1", &storage, true, false)
+                .unwrap_err()
+                .message(),
+            "--write invalid when running by name"
+        );
+        let dir = t.path().join("dir");
+        std::fs::create_dir(&dir).expect("mkdir");
+        let d = locate_image(&dir.to_string_lossy(), &storage, true, false).expect("dir");
+        assert_eq!((d.kind, d.by_name), (ImageKind::Dir, false));
+        let sq = t.path().join("x.sqfs");
+        std::fs::write(&sq, b"hsqs\0\0").expect("write");
+        assert_eq!(
+            locate_image(&sq.to_string_lossy(), &storage, false, false)
+                .expect("sq")
+                .kind,
+            ImageKind::Squash
+        );
+        std::fs::write(&sq, b"junk").expect("write");
+        assert!(locate_image(&sq.to_string_lossy(), &storage, false, false)
+            .unwrap_err()
+            .message()
+            .starts_with("unknown image type"));
+        let inside = storage.join("img/foo+1").to_string_lossy().into_owned();
+        assert!(locate_image(&inside, &storage, false, false)
+            .unwrap_err()
+            .message()
+            .contains("from storage"));
+    }
+}

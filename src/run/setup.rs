@@ -89,8 +89,11 @@ pub fn mount_squash(
     })?;
     drop(fuse); // only the daemon holds the connection now: if it dies, accesses fail
                 // The first access waits for the daemon's FUSE_INIT; fails if it exits early.
-    std::fs::metadata(mnt.join("."))
-        .map_err(|e| RunError::io(format!("can't access SquashFS mount {}", mnt.display()), &e))?;
+    std::fs::metadata(mnt.join(".")).map_err(|e| {
+        RunError::io(format!("can't access SquashFS mount {}", mnt.display()), &e).with_hint(
+            "squashfuse_ll exited early (see its message above); is the image a valid SquashFS?",
+        )
+    })?;
     Ok(child)
 }
 

@@ -955,6 +955,23 @@ fn squashfs_image_runs_and_unmounts() {
 }
 
 #[test]
+fn corrupt_squashfs_fails_cleanly() {
+    let s = Scratch::new("run-sqbad");
+    if squash_image(&s).is_none() {
+        return;
+    }
+    let bad = s.join("bad.sqfs");
+    std::fs::write(&bad, "hsqs-not-really").expect("write");
+    let mnt = s.join("mnt");
+    sh(&format!("mkdir '{}'", mnt.display()));
+    let mut c = ch_run();
+    c.arg("-m").arg(&mnt).arg(&bad).args(["--", "true"]);
+    let (code, err) = fails(&mut c);
+    assert_eq!(code, 31);
+    assert!(err.contains("Transport endpoint is not connected"), "{err}");
+}
+
+#[test]
 fn unknown_image_type_is_an_error() {
     let s = Scratch::new("run-unk");
     let f = s.join("notimage");
