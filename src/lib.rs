@@ -7,6 +7,8 @@
 //! - `src/bin/` is thin: arguments, settings, errors, exit codes.
 
 pub mod build;
+pub mod cli;
+pub mod convert;
 pub mod log;
 pub mod reference;
 pub mod run;

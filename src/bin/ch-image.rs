@@ -1,1 +1,391 @@
-fn main(){}
+//! `ch-image` (also answering to `ch-grow`): build and manage images in the storage
+//! directory. Thin: parse arguments, resolve settings, call the library, render errors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use grove::reference::Reference;
+use grove::store::Store;
+use grove::{cli, info, warn};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Build and manage images; completely unprivileged",
+    disable_help_subcommand = true
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Storage directory (default: $CH_IMAGE_STORAGE, else /var/tmp/$USER.grove)
+    #[arg(short = 's', long = "storage", global = true, value_name = "DIR")]
+    storage: Option<PathBuf>,
+    /// Print extra chatter; repeat for more
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Print less; repeat for less
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    quiet: u8,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build an image from a Dockerfile
+    Build(BuildArgs),
+    /// Import a directory or tarball as an image
+    Import {
+        /// Directory or tarball (plain, gzip, zstd, xz)
+        path: PathBuf,
+        /// Image name
+        image_ref: String,
+    },
+    /// List images, or show details of one
+    List {
+        image_ref: Option<String>,
+        /// Long listing (commit ids too)
+        #[arg(short, long)]
+        long: bool,
+    },
+    /// Delete images (names may be globs)
+    Delete {
+        #[arg(required = true)]
+        image_glob: Vec<String>,
+    },
+    /// Restore a deleted image
+    Undelete { image_ref: String },
+    /// Delete the whole storage directory
+    Reset,
+    /// Print the storage directory path
+    StoragePath,
+    /// Check an image out (if needed) and print its directory
+    #[command(hide = true)]
+    Checkout { image_ref: String },
+    /// Print information about this installation
+    Gestalt {
+        #[command(subcommand)]
+        what: Gestalt,
+    },
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// Context directory
+    context: PathBuf,
+    /// Name of the image to create (default: inferred from the Dockerfile or context name)
+    #[arg(short = 't', long = "tag")]
+    tag: Option<String>,
+    /// Dockerfile to use (default: CONTEXT/Dockerfile; `-` reads standard input)
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// Set build-time variable KEY (from the environment if no VALUE)
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    build_arg: Vec<String>,
+    /// Don't execute instructions
+    #[arg(short = 'n', long = "dry-run")]
+    dry_run: bool,
+    /// Stop after parsing the Dockerfile
+    #[arg(long = "parse-only")]
+    parse_only: bool,
+    /// Bind-mount SRC at DST for RUN instructions
+    #[arg(short = 'b', long = "bind", value_name = "SRC[:DST]")]
+    bind: Vec<String>,
+    /// Root emulation for RUN: seccomp (default) or none
+    #[arg(long = "force", value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "seccomp")]
+    force: Option<String>,
+    /// Use the build cache (default)
+    #[arg(long, conflicts_with_all = ["no_cache", "rebuild"])]
+    cache: bool,
+    /// Don't use the build cache
+    #[arg(long = "no-cache")]
+    no_cache: bool,
+    /// Execute all instructions, but still write the cache
+    #[arg(long)]
+    rebuild: bool,
+}
+
+/// The tag Charliecloud infers: `Dockerfile.EXT` gives EXT, `NAME.df` or
+/// `NAME.dockerfile` gives NAME, else the context directory's name; lowercased, with
+/// characters that can't be in a reference removed.
+fn infer_tag(file: Option<&std::path::Path>, context: &std::path::Path) -> String {
+    let from_file = file
+        .and_then(|f| f.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .and_then(|n| {
+            if let Some(ext) = n.strip_prefix("Dockerfile.") {
+                Some(ext.to_string())
+            } else {
+                n.strip_suffix(".df")
+                    .or_else(|| n.strip_suffix(".dockerfile"))
+                    .map(str::to_string)
+            }
+        });
+    let base = from_file.unwrap_or_else(|| {
+        let abs = std::fs::canonicalize(context).unwrap_or_else(|_| context.to_path_buf());
+        abs.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "root".into())
+    });
+    let t: String = base
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
+        .collect();
+    if t.is_empty() {
+        "root".into()
+    } else {
+        t
+    }
+}
+
+fn build(storage: &std::path::Path, a: BuildArgs) -> anyhow::Result<()> {
+    use grove::build::exec::{self, BuildOptions, CacheMode, Force};
+    use std::io::Read;
+    let (text, name) = match &a.file {
+        Some(f) if f.as_os_str() == "-" => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("can't read Dockerfile from standard input")?;
+            (s, "-".to_string())
+        }
+        Some(f) => (
+            std::fs::read_to_string(f)
+                .with_context(|| format!("can't read Dockerfile: {}", f.display()))?,
+            f.display().to_string(),
+        ),
+        None => {
+            let f = a.context.join("Dockerfile");
+            (
+                std::fs::read_to_string(&f)
+                    .with_context(|| format!("can't read Dockerfile: {}", f.display()))?,
+                f.display().to_string(),
+            )
+        }
+    };
+    if !a.context.is_dir() {
+        bail!("context must be a directory: {}", a.context.display());
+    }
+    let tag_text = a
+        .tag
+        .clone()
+        .unwrap_or_else(|| infer_tag(a.file.as_deref(), &a.context));
+    let tag = parse_ref(&tag_text)?;
+    let cache = if a.no_cache {
+        CacheMode::Disabled
+    } else if a.rebuild {
+        CacheMode::Rebuild
+    } else if a.cache {
+        CacheMode::Enabled
+    } else {
+        match std::env::var("CH_IMAGE_CACHE").ok().as_deref() {
+            None | Some("") | Some("enabled") => CacheMode::Enabled,
+            Some("disabled") => CacheMode::Disabled,
+            Some("rebuild") => CacheMode::Rebuild,
+            Some(o) => bail!("$CH_IMAGE_CACHE: invalid value: {o} (enabled, disabled or rebuild)"),
+        }
+    };
+    let force = match a.force.as_deref() {
+        None | Some("seccomp") => Force::Seccomp,
+        Some("none") => Force::None,
+        Some("fakeroot") => {
+            bail!("--force=fakeroot: not supported by Grove; use --force=seccomp (the default)")
+        }
+        Some(o) => bail!("--force: invalid mode: {o}"),
+    };
+    let mut build_args = Vec::new();
+    for b in &a.build_arg {
+        match b.split_once('=') {
+            Some((k, v)) => build_args.push((k.to_string(), v.to_string())),
+            None => match std::env::var(b) {
+                Ok(v) => build_args.push((b.clone(), v)),
+                Err(_) => bail!("--build-arg: {b}: no value given and not set in the environment"),
+            },
+        }
+    }
+    let ch_run = std::env::current_exe()
+        .context("can't find own executable")?
+        .with_file_name("ch-run");
+    let opts = BuildOptions {
+        context: a.context.clone(),
+        dockerfile: text,
+        dockerfile_name: name,
+        tag: tag.clone(),
+        build_args,
+        cache,
+        force,
+        binds: a.bind.clone(),
+        dry_run: a.dry_run,
+        ch_run,
+        stat_cache: storage.join("statcache").join(format!(
+            "{}.txt",
+            blake3::hash(
+                std::fs::canonicalize(&a.context)?
+                    .as_os_str()
+                    .as_encoded_bytes()
+            )
+            .to_hex()
+        )),
+    };
+    if a.parse_only {
+        let df = exec::parse(&opts)?;
+        for i in &df.instructions {
+            println!("{:>3} {}", i.span.start_line, i.display());
+        }
+        return Ok(());
+    }
+    let store = Store::open(storage)?;
+    let lock = store.lock()?;
+    let t = std::time::Instant::now();
+    let r = exec::build(&store, &lock, &opts)?;
+    info!(
+        "grown in {} instructions: {tag} ({} hits, {} executed, {:.2}s)",
+        r.instructions,
+        r.hits,
+        r.misses,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[derive(Subcommand)]
+enum Gestalt {
+    /// Print the storage directory path
+    StoragePath,
+}
+
+fn parse_ref(s: &str) -> anyhow::Result<Reference> {
+    Ok(Reference::parse(s)?.with_default_tag())
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    cli::set_verbosity(cli.common.verbose, cli.common.quiet);
+    let storage = cli::storage_dir(cli.common.storage.clone())?;
+    match cli.cmd {
+        Cmd::Build(a) => build(&storage, a)?,
+        Cmd::Checkout { image_ref } => {
+            let name = parse_ref(&image_ref)?;
+            let store = Store::open_existing(&storage)?;
+            let lock = store.lock()?;
+            let commit = store.require_image(&name)?;
+            println!("{}", store.checkout(&lock, commit)?.display());
+        }
+        Cmd::StoragePath
+        | Cmd::Gestalt {
+            what: Gestalt::StoragePath,
+        } => {
+            println!("{}", storage.display());
+        }
+        Cmd::Reset => {
+            Store::reset(&storage)?;
+            info!("deleted storage directory: {}", storage.display());
+            Store::open(&storage)?;
+        }
+        Cmd::Import { path, image_ref } => {
+            let name = parse_ref(&image_ref)?;
+            if !path.exists() {
+                bail!("can't import: not found: {}", path.display());
+            }
+            let store = Store::open(&storage)?;
+            let lock = store.lock()?;
+            info!("importing: {}", path.display());
+            let t = std::time::Instant::now();
+            let (commit, warnings) = store
+                .import(&lock, &path, &name)
+                .with_context(|| format!("can't import {}", path.display()))?;
+            for w in &warnings {
+                warn!("{w}");
+            }
+            info!(
+                "imported: {name} ({}) in {:.2}s",
+                &commit.to_string()[..12],
+                t.elapsed().as_secs_f64()
+            );
+        }
+        Cmd::List {
+            image_ref: None,
+            long,
+        } => {
+            let store = Store::open(&storage)?;
+            for (name, commit) in store.list()? {
+                if long {
+                    println!("{name}\t{commit}");
+                } else {
+                    println!("{name}");
+                }
+            }
+        }
+        Cmd::List {
+            image_ref: Some(r), ..
+        } => {
+            let name = parse_ref(&r)?;
+            let store = Store::open(&storage)?;
+            println!("details of image:    {name}");
+            match store.image(&name)? {
+                Some(commit) => {
+                    let (_, cfg) = store.read(commit)?;
+                    println!("in local storage:    yes");
+                    println!("commit:              {commit}");
+                    println!(
+                        "checkout:            {}",
+                        store.checkout_link(&name).display()
+                    );
+                    if let Some(a) = cfg.arch {
+                        println!("architecture:        {a}");
+                    }
+                }
+                None => println!("in local storage:    no"),
+            }
+        }
+        Cmd::Delete { image_glob } => {
+            let store = Store::open(&storage)?;
+            let lock = store.lock()?;
+            let all = store.list()?;
+            for g in &image_glob {
+                let pattern = if g.contains(':') || g.contains('*') || g.contains('?') {
+                    g.clone()
+                } else {
+                    format!("{g}:latest")
+                };
+                let matches: Vec<&String> = all
+                    .iter()
+                    .map(|(n, _)| n)
+                    .filter(|n| cli::glob_match(&pattern, n))
+                    .collect();
+                if matches.is_empty() {
+                    bail!("no matching image, can't delete: {g}");
+                }
+                for m in matches {
+                    store.delete(&lock, &parse_ref(m)?)?;
+                    info!("deleted image: {m}");
+                }
+            }
+        }
+        Cmd::Undelete { image_ref } => {
+            let name = parse_ref(&image_ref)?;
+            let store = Store::open(&storage)?;
+            let lock = store.lock()?;
+            store.undelete(&lock, &name)?;
+            info!("undeleted image: {name}");
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            cli::report(&e);
+            ExitCode::from(1)
+        }
+    }
+}

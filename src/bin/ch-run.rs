@@ -66,6 +66,15 @@ struct Cli {
         env = "CH_IMAGE_STORAGE"
     )]
     storage: Option<PathBuf>,
+    /// (internal, for ch-image build) lower directory of the image union, top first
+    #[arg(long = "lower", value_name = "DIR", action = ArgAction::Append, hide = true)]
+    lower: Vec<PathBuf>,
+    /// (internal, for ch-image build) overlay upper directory receiving changes
+    #[arg(long = "upper", value_name = "DIR", hide = true, requires = "work")]
+    upper: Option<PathBuf>,
+    /// (internal, for ch-image build) overlay work directory
+    #[arg(long = "work", value_name = "DIR", hide = true, requires = "upper")]
+    work: Option<PathBuf>,
     /// fake success of privileged system calls (chown, setuid, mknod of devices, ...)
     #[arg(long)]
     seccomp: bool,
@@ -229,7 +238,48 @@ fn real_main() -> Result<i32, RunError> {
         .storage
         .clone()
         .unwrap_or_else(|| run::default_storage(&user));
-    let image = run::locate_image(image_arg, &storage, cli.write, cli.unsafe_)?;
+    let mut write = write;
+    let image = if !cli.lower.is_empty() {
+        // The builder's RUN: the image is the union of the given layers.
+        if cli.lower.len() < 2 && cli.upper.is_none() {
+            return Err(RunError::msg(
+                "--lower: need two lower directories, or --upper",
+            ));
+        }
+        write = WriteMode::Layers {
+            lowers: cli.lower.clone(),
+            upper: cli.upper.clone().zip(cli.work.clone()),
+        };
+        run::Image {
+            path: cli.lower[0].clone(),
+            kind: run::ImageKind::Dir,
+            by_name: false,
+        }
+    } else {
+        match stored_image(image_arg, &storage)? {
+            Some(lowers) => {
+                if cli.write && !cli.unsafe_ {
+                    return Err(RunError::msg("--write invalid when running by name"));
+                }
+                if lowers.len() > 1 {
+                    write = match write {
+                        WriteMode::ReadOnly => WriteMode::Layers { lowers: lowers.clone(), upper: None },
+                        other => {
+                            return Err(RunError::msg(format!(
+                                "{other:?} invalid for an image stored as layers; convert it to a directory first"
+                            )))
+                        }
+                    };
+                }
+                run::Image {
+                    path: lowers[0].clone(),
+                    kind: run::ImageKind::Dir,
+                    by_name: true,
+                }
+            }
+            None => run::locate_image(image_arg, &storage, cli.write, cli.unsafe_)?,
+        }
+    };
     if cli.mount.is_some() && image.kind == run::ImageKind::Dir {
         grove::warn!("--mount invalid with directory image, ignoring");
     }
@@ -253,4 +303,48 @@ fn real_main() -> Result<i32, RunError> {
         user,
     };
     run::run(&spec)
+}
+
+/// An image name in the store: the directories whose union is its tree (a checkout, or
+/// the layers above one). `None` if `arg` is a path or no such image is stored.
+fn stored_image(arg: &str, storage: &std::path::Path) -> Result<Option<Vec<PathBuf>>, RunError> {
+    use grove::reference::Reference;
+    use grove::store::Store;
+    if arg.starts_with('/') || arg.starts_with('.') || !storage.join("version").is_file() {
+        return Ok(None);
+    }
+    let Ok(name) = Reference::parse(arg).map(Reference::with_default_tag) else {
+        return Ok(None);
+    };
+    let store =
+        Store::open_existing(storage).map_err(|e| RunError::msg(format!("storage: {e}")))?;
+    let Some(commit) = store
+        .image(&name)
+        .map_err(|e| RunError::msg(format!("storage: {e}")))?
+    else {
+        return Ok(None);
+    };
+    if let Some(v) = store
+        .view_existing(commit)
+        .map_err(|e| RunError::msg(format!("storage: {e}")))?
+    {
+        return Ok(Some(v));
+    }
+    // Neither a checkout nor layers: have ch-image check it out. Not in this process:
+    // checkouts use threads, and a threaded process can't enter a user namespace.
+    let ch_image = std::env::current_exe()
+        .map_err(|e| RunError::io("can't find own executable", &e))?
+        .with_file_name("ch-image");
+    let out = std::process::Command::new(&ch_image)
+        .arg("-s")
+        .arg(storage)
+        .args(["checkout", &name.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| RunError::io(format!("can't execute: {}", ch_image.display()), &e))?;
+    if !out.status.success() {
+        return Err(RunError::msg(format!("can't check out image: {name}")));
+    }
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim_end());
+    Ok(Some(vec![dir]))
 }

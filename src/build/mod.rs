@@ -1,3 +1,10 @@
 //! Building images from Dockerfiles: parse, plan, cache keys, execute.
 //!
 //! The only module that uses both [`crate::store`] and [`crate::run`].
+
+pub mod context;
+pub mod copy;
+pub mod dockerfile;
+pub mod exec;
+pub mod key;
+pub mod subst;

@@ -350,12 +350,27 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
             }
         };
         let ops = finish_env_args(pending, &image_dir)?;
-        let has_root = image_dir.join("root").is_dir();
-        let staging = match spec.write {
+        let has_root = match &spec.write {
+            WriteMode::Layers { lowers, .. } => lowers.iter().any(|l| l.join("root").is_dir()),
+            _ => image_dir.join("root").is_dir(),
+        };
+        let staging = match &spec.write {
             WriteMode::Fake { .. } => {
                 plan::staging_dir(&image_dir, |p| p.is_dir()).ok_or_else(|| {
                     RunError::msg("--write-fake: no host directory to stage the overlay")
                 })?
+            }
+            WriteMode::Layers { lowers, upper } => {
+                let mut used: Vec<&Path> = lowers.iter().map(PathBuf::as_path).collect();
+                if let Some((u, w)) = upper {
+                    used.push(u);
+                    used.push(w);
+                }
+                ["/mnt", "/srv", "/media", "/opt", "/boot"]
+                    .iter()
+                    .map(PathBuf::from)
+                    .find(|d| d.is_dir() && !used.iter().any(|u| u.starts_with(d)))
+                    .ok_or_else(|| RunError::msg("no host directory to stage the image layers"))?
             }
             _ => PathBuf::new(),
         };

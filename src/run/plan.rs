@@ -39,11 +39,23 @@ pub enum WriteMode {
     ReadWrite,
     /// A tmpfs-backed overlayfs layer that vanishes at exit (`-W`); optional tmpfs size.
     Fake { size: Option<String> },
+    /// The image is the union of `lowers` (top first, at least two unless `upper` is
+    /// given), written to `upper` (with its overlay work directory) or read-only without
+    /// one. The builder runs RUN this way, so that the upper directory holds exactly what
+    /// the command changed; `ch-run NAME` uses it to run an image from its layers.
+    Layers {
+        lowers: Vec<PathBuf>,
+        upper: Option<(PathBuf, PathBuf)>,
+    },
 }
 
 impl WriteMode {
     pub fn writable(&self) -> bool {
-        !matches!(self, WriteMode::ReadOnly)
+        match self {
+            WriteMode::ReadOnly => false,
+            WriteMode::Layers { upper, .. } => upper.is_some(),
+            _ => true,
+        }
     }
 }
 
@@ -79,6 +91,13 @@ pub enum MountOp {
         lower: PathBuf,
         upper: PathBuf,
         work: PathBuf,
+        dst: PathBuf,
+    },
+    /// Overlayfs of several lower directories (top first), with an optional upper and
+    /// work directory (read-only without).
+    OverlayLayers {
+        lowers: Vec<PathBuf>,
+        upper: Option<(PathBuf, PathBuf)>,
         dst: PathBuf,
     },
     /// A tmpfs at a container path.
@@ -167,7 +186,7 @@ pub fn staging_dir(image: &Path, exists: impl Fn(&Path) -> bool) -> Option<PathB
 /// The new root's host path for a plan input.
 pub fn new_root(input: &PlanInput) -> PathBuf {
     match input.write {
-        WriteMode::Fake { .. } => input.staging.join("merged"),
+        WriteMode::Fake { .. } | WriteMode::Layers { .. } => input.staging.join("merged"),
         _ => input.image.clone(),
     }
 }
@@ -211,6 +230,18 @@ pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
                 lower: input.image.clone(),
                 upper: input.staging.join("upper"),
                 work: input.staging.join("work"),
+                dst: root.clone(),
+            });
+        }
+        WriteMode::Layers { lowers, upper } => {
+            ops.push(MountOp::TmpfsHost {
+                path: input.staging.clone(),
+                options: "mode=0755".into(),
+            });
+            ops.push(MountOp::MkdirHost { path: root.clone() });
+            ops.push(MountOp::OverlayLayers {
+                lowers: lowers.clone(),
+                upper: upper.clone(),
                 dst: root.clone(),
             });
         }
@@ -387,6 +418,37 @@ mod tests {
                 new_root: "/mnt/merged".into()
             })
         );
+    }
+
+    #[test]
+    fn layers_plan_mounts_the_union_on_staging_and_is_writable_only_with_upper() {
+        let lowers = vec![
+            PathBuf::from("/s/layers/b"),
+            PathBuf::from("/s/checkouts/a"),
+        ];
+        let upper = Some((PathBuf::from("/s/tmp/u"), PathBuf::from("/s/tmp/w")));
+        let w = WriteMode::Layers {
+            lowers: lowers.clone(),
+            upper: upper.clone(),
+        };
+        assert!(w.writable());
+        let ops = mount_plan(&input(w));
+        assert!(ops.contains(&MountOp::OverlayLayers {
+            lowers: lowers.clone(),
+            upper,
+            dst: "/mnt/merged".into()
+        }));
+        assert_eq!(
+            ops.last(),
+            Some(&MountOp::PivotRoot {
+                new_root: "/mnt/merged".into()
+            })
+        );
+        let ro = WriteMode::Layers {
+            lowers,
+            upper: None,
+        };
+        assert!(!ro.writable());
     }
 
     #[test]

@@ -172,6 +172,51 @@ pub fn apply(ops: &[MountOp], root: &Path, ranch: Option<&Path>) -> Result<(), R
                     )
                 })?;
             }
+            MountOp::OverlayLayers { lowers, upper, dst } => {
+                let mut all: Vec<&PathBuf> = lowers.iter().collect();
+                if let Some((u, w)) = upper {
+                    all.push(u);
+                    all.push(w);
+                }
+                for p in &all {
+                    let s = p.to_string_lossy();
+                    if s.contains(',') || s.contains(':') {
+                        return Err(RunError::msg(format!(
+                            "can't overlay: path contains ',' or ':': {s}"
+                        )));
+                    }
+                }
+                let lower: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
+                let mut opts = format!("lowerdir={}", lower.join(":"));
+                if let Some((u, w)) = upper {
+                    opts.push_str(&format!(
+                        ",upperdir={},workdir={}",
+                        u.display(),
+                        w.display()
+                    ));
+                }
+                opts.push_str(",userxattr");
+                // mount(2) takes at most one page of options (overlayfs(5)).
+                if opts.len() >= 4000 {
+                    return Err(RunError::msg(format!(
+                        "can't overlay: too many layers ({})",
+                        lowers.len()
+                    ))
+                    .with_hint("check the image out (ch-convert it to a directory) and run that"));
+                }
+                mount(
+                    Some("overlay"),
+                    dst.as_path(),
+                    Some("overlay"),
+                    MsFlags::empty(),
+                    Some(opts.as_str()),
+                )
+                .map_err(|e| {
+                    RunError::sys("can't overlay image layers", e).with_hint(
+                        "running from layers needs unprivileged overlayfs (Linux 5.11 or later)",
+                    )
+                })?;
+            }
             MountOp::Tmpfs {
                 dst,
                 options,

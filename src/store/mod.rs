@@ -1,1 +1,605 @@
-//! The image store: a bare git repository written through gix, plus checkouts.
+//! The image store: a storage directory holding a bare git repository (written through
+//! gix), image checkouts and scratch space. Layout and formats: docs/store-format.md.
+//!
+//! Knows nothing of Dockerfiles: it stores trees, metadata and refs.
+//!
+//! Concurrency: writers (import, delete, undelete, builds) hold the exclusive `lock` file
+//! ([`Store::lock`]); readers (list, ch-run by name) take no lock and see either the old or
+//! the new state, because refs and checkout symlinks change by atomic rename.
+
+pub mod checkout;
+pub mod config;
+pub mod export;
+pub mod git;
+pub mod import;
+pub mod layer;
+pub mod meta;
+pub mod model;
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use gix::ObjectId;
+
+use crate::reference::Reference;
+pub use config::ImageConfig;
+pub use git::{Expect, GitError, ReadError};
+pub use model::{Dir, Node};
+
+/// Content of the `version` file.
+pub const STORAGE_VERSION: &str = "grove 1";
+
+/// Ref namespace of images.
+pub const IMAGE_REFS: &str = "refs/grove/img/";
+/// Ref namespace of deleted images (for undelete).
+pub const DELETED_REFS: &str = "refs/grove/deleted/";
+/// Ref namespace of build-cache entries (key -> commit).
+pub const CACHE_REFS: &str = "refs/grove/cache/";
+
+/// Errors of store operations.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage directory seems invalid: {0}")]
+    Invalid(PathBuf, &'static str),
+    #[error(
+        "storage directory {0}: unsupported version {1:?} (this Grove uses {STORAGE_VERSION:?})"
+    )]
+    Version(PathBuf, String),
+    #[error("can't {action}: {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Import(#[from] import::ImportError),
+    #[error(transparent)]
+    Checkout(#[from] checkout::CheckoutError),
+    #[error(transparent)]
+    Export(#[from] export::ExportError),
+    #[error("no image named {0} in storage")]
+    NoImage(String),
+    #[error("no deleted image named {0} to undelete")]
+    NoDeleted(String),
+    #[error("image {0} exists; delete it first to undelete")]
+    Exists(String),
+    #[error("image {name} changed while this command ran; try again")]
+    Raced { name: String },
+}
+
+impl StoreError {
+    /// A hint for the user, printed after the error.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            StoreError::Invalid(p, _) => Some(format!(
+                "Grove creates its storage directory itself: give -s (or $CH_IMAGE_STORAGE) a path that does not exist yet, not {}",
+                p.display()
+            )),
+            StoreError::Version(..) => Some("use `ch-image reset` to start over with an empty store".into()),
+            StoreError::NoImage(_) => Some("`ch-image list` shows the images in storage".into()),
+            _ => None,
+        }
+    }
+}
+
+fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StoreError + 'p {
+    move |source| StoreError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The default storage directory: `/var/tmp/$USER.grove`.
+pub fn default_storage() -> Result<PathBuf, &'static str> {
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .ok_or("can't find storage directory: $USER not set")?;
+    Ok(PathBuf::from(format!("/var/tmp/{user}.grove")))
+}
+
+/// Encode an image name (filename form) as one ref component: `.` that would make an
+/// invalid ref (leading, doubled, or starting `.lock` at the end) becomes `=2e`; `=` is
+/// not legal in image references, so the encoding is reversible.
+pub fn ref_component(for_path: &str) -> String {
+    let b = for_path.as_bytes();
+    let mut out = String::with_capacity(b.len());
+    for (i, &c) in b.iter().enumerate() {
+        let risky = c == b'.'
+            && (i == 0 || b[i - 1] == b'.' || for_path[i..].eq_ignore_ascii_case(".lock"));
+        if risky {
+            out.push_str("=2e");
+        } else {
+            out.push(c as char);
+        }
+    }
+    out
+}
+
+/// Reverse of [`ref_component`].
+pub fn from_ref_component(c: &str) -> String {
+    c.replace("=2e", ".")
+}
+
+/// A storage directory.
+pub struct Store {
+    root: PathBuf,
+    repo: gix::ThreadSafeRepository,
+}
+
+/// The exclusive writer lock; released on drop.
+pub struct WriteLock {
+    _flock: nix::fcntl::Flock<fs::File>,
+}
+
+impl Store {
+    /// Open the storage directory at `root`, creating it if it does not exist. An existing
+    /// directory that is not a Grove store is refused.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        match fs::symlink_metadata(root) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Self::create(root)?,
+            Err(e) => return Err(io_err("stat", root)(e)),
+            Ok(_) => {}
+        }
+        Self::open_existing(root)
+    }
+
+    /// Open an existing store without creating one.
+    pub fn open_existing(root: &Path) -> Result<Store, StoreError> {
+        let vpath = root.join("version");
+        let version = match fs::read_to_string(&vpath) {
+            Ok(v) => v,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::Invalid(root.to_path_buf(), "no version file"));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+                return Err(StoreError::Invalid(root.to_path_buf(), "not a directory"));
+            }
+            Err(e) => return Err(io_err("read", &vpath)(e)),
+        };
+        let version = version.trim_end();
+        if version != STORAGE_VERSION {
+            if version.chars().all(|c| c.is_ascii_digit()) {
+                return Err(StoreError::Invalid(
+                    root.to_path_buf(),
+                    "it looks like Charliecloud's storage, not Grove's",
+                ));
+            }
+            return Err(StoreError::Version(root.to_path_buf(), version.to_string()));
+        }
+        let repo = gix::open_opts(root.join("repo.git"), gix::open::Options::isolated()).map_err(
+            git::git_err(format!("open repository in {}", root.display())),
+        )?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            repo: repo.into_sync(),
+        })
+    }
+
+    /// Create a store atomically: build it in a sibling directory, then rename.
+    fn create(root: &Path) -> Result<(), StoreError> {
+        let parent = root
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
+        let name = root.file_name().ok_or(StoreError::Invalid(
+            root.to_path_buf(),
+            "no final path component",
+        ))?;
+        let tmp = parent.join(format!(
+            ".{}.creating.{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let _ = checkout::remove_tree(&tmp);
+        fs::create_dir(&tmp).map_err(io_err("create directory", &tmp))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700))
+            .map_err(io_err("chmod", &tmp))?;
+        for d in ["img", "checkouts", "tmp"] {
+            fs::create_dir(tmp.join(d)).map_err(io_err("create directory", &tmp))?;
+        }
+        fs::write(tmp.join("lock"), b"").map_err(io_err("create", &tmp))?;
+        let repo =
+            gix::init_bare(tmp.join("repo.git")).map_err(git::git_err("initialize repository"))?;
+        drop(repo);
+        // Loose objects compressed fast: imports are bound by compression otherwise.
+        let cfg = tmp.join("repo.git/config");
+        let mut text = fs::read_to_string(&cfg).map_err(io_err("read", &cfg))?;
+        text.push_str("[core]\n\tlooseCompression = 1\n[gc]\n\tauto = 0\n");
+        fs::write(&cfg, text).map_err(io_err("write", &cfg))?;
+        fs::write(tmp.join("version"), format!("{STORAGE_VERSION}\n"))
+            .map_err(io_err("write", &tmp))?;
+        match fs::rename(&tmp, root) {
+            Ok(()) => Ok(()),
+            // Someone else created it at the same time: use theirs.
+            Err(_) if root.join("version").exists() => {
+                let _ = checkout::remove_tree(&tmp);
+                Ok(())
+            }
+            Err(e) => Err(io_err("create storage directory", root)(e)),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A thread-local repository handle.
+    pub fn repo(&self) -> gix::Repository {
+        self.repo.to_thread_local()
+    }
+
+    pub fn thread_safe(&self) -> &gix::ThreadSafeRepository {
+        &self.repo
+    }
+
+    /// Take the exclusive writer lock (waiting for it, with a message, if another writer
+    /// holds it), then clear scratch space left by killed writers.
+    pub fn lock(&self) -> Result<WriteLock, StoreError> {
+        use nix::fcntl::{Flock, FlockArg};
+        let path = self.root.join("lock");
+        let open = || {
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io_err("open", &path))
+        };
+        let flock = match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((f, _)) => {
+                crate::info!(
+                    "waiting for lock on storage directory {}",
+                    self.root.display()
+                );
+                Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| StoreError::Io {
+                    action: "lock",
+                    path: path.clone(),
+                    source: e.into(),
+                })?
+            }
+        };
+        let tmp = self.root.join("tmp");
+        if let Ok(rd) = fs::read_dir(&tmp) {
+            for e in rd.flatten() {
+                let _ = checkout::remove_tree(&e.path());
+            }
+        }
+        Ok(WriteLock { _flock: flock })
+    }
+
+    /// A fresh scratch path under `tmp/` (not created). Only valid while locked.
+    pub fn scratch_path(&self, tag: &str) -> PathBuf {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.root
+            .join("tmp")
+            .join(format!("{tag}.{}.{n}", std::process::id()))
+    }
+
+    fn image_ref(name: &Reference) -> String {
+        format!("{IMAGE_REFS}{}", ref_component(&name.for_path()))
+    }
+
+    /// The commit an image name points to.
+    pub fn image(&self, name: &Reference) -> Result<Option<ObjectId>, StoreError> {
+        Ok(git::get_ref(&self.repo(), &Self::image_ref(name))?)
+    }
+
+    /// Like [`Store::image`], but a missing image is an error.
+    pub fn require_image(&self, name: &Reference) -> Result<ObjectId, StoreError> {
+        self.image(name)?
+            .ok_or_else(|| StoreError::NoImage(name.to_string()))
+    }
+
+    /// All images, sorted by name.
+    pub fn list(&self) -> Result<Vec<(String, ObjectId)>, StoreError> {
+        let refs = git::list_refs(&self.repo(), IMAGE_REFS)?;
+        Ok(refs
+            .into_iter()
+            .map(|(c, id)| {
+                (
+                    from_ref_component(&c).replace('%', "/").replace('+', ":"),
+                    id,
+                )
+            })
+            .collect())
+    }
+
+    /// Point `name` at `commit` (the ref must still be at `expect`), then make its
+    /// checkout current. Requires the lock.
+    pub fn set_image(
+        &self,
+        _lock: &WriteLock,
+        name: &Reference,
+        commit: ObjectId,
+        expect: Expect,
+    ) -> Result<PathBuf, StoreError> {
+        let dir = self.checkout(_lock, commit)?;
+        git::update_refs(
+            &self.repo(),
+            &[(Self::image_ref(name), Some(commit), expect)],
+        )
+        .map_err(|e| self.raced(name, e))?;
+        self.link_checkout(name, &dir)?;
+        self.prune_checkouts(_lock)?;
+        Ok(dir)
+    }
+
+    fn raced(&self, name: &Reference, e: GitError) -> StoreError {
+        // A failed precondition means another writer moved the ref.
+        let text = format!("{:?}", e.source);
+        if text.contains("MustExistAndMatch")
+            || text.contains("MustNotExist")
+            || text.contains("expected")
+        {
+            StoreError::Raced {
+                name: name.to_string(),
+            }
+        } else {
+            StoreError::Git(e)
+        }
+    }
+
+    /// Directory of the checkout of `commit`, creating it if needed. Requires the lock.
+    pub fn checkout(&self, _lock: &WriteLock, commit: ObjectId) -> Result<PathBuf, StoreError> {
+        let dir = self.root.join("checkouts").join(commit.to_string());
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        let (root, _) = git::read_image(&self.repo(), commit)?;
+        let tmp = self.scratch_path("checkout");
+        checkout::materialize(&self.repo, &root, &tmp, checkout::Policy::Checkout)?;
+        fs::rename(&tmp, &dir).map_err(io_err("rename checkout into place", &dir))?;
+        Ok(dir)
+    }
+
+    /// Path of an image's checkout link (`img/NAME`, filename form), as ch-run looks it up.
+    pub fn checkout_link(&self, name: &Reference) -> PathBuf {
+        self.root.join("img").join(name.for_path())
+    }
+
+    fn link_checkout(&self, name: &Reference, dir: &Path) -> Result<(), StoreError> {
+        let link = self.checkout_link(name);
+        let rel = Path::new("../checkouts").join(dir.file_name().expect("checkout dir has a name"));
+        let tmp = self.scratch_path("link");
+        std::os::unix::fs::symlink(&rel, &tmp).map_err(io_err("create symlink", &tmp))?;
+        fs::rename(&tmp, &link).map_err(io_err("rename symlink into place", &link))?;
+        Ok(())
+    }
+
+    /// Remove checkouts that no image links to. Requires the lock.
+    pub fn prune_checkouts(&self, _lock: &WriteLock) -> Result<(), StoreError> {
+        let img = self.root.join("img");
+        let mut live = std::collections::HashSet::new();
+        for e in fs::read_dir(&img)
+            .map_err(io_err("read directory", &img))?
+            .flatten()
+        {
+            if let Ok(t) = fs::read_link(e.path()) {
+                if let Some(n) = t.file_name() {
+                    live.insert(n.to_os_string());
+                }
+            }
+        }
+        let co = self.root.join("checkouts");
+        for e in fs::read_dir(&co)
+            .map_err(io_err("read directory", &co))?
+            .flatten()
+        {
+            if !live.contains(&e.file_name()) {
+                // Move aside first so a half-removed checkout is never mistaken for whole.
+                let tmp = self.scratch_path("prune");
+                if fs::rename(e.path(), &tmp).is_ok() {
+                    let _ = checkout::remove_tree(&tmp);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Point `name` at `commit` without checking it out: `img/NAME` then links to a
+    /// checkout that may not exist yet, and runners use [`Store::view`]. Requires the lock.
+    pub fn set_image_lazy(
+        &self,
+        _lock: &WriteLock,
+        name: &Reference,
+        commit: ObjectId,
+        expect: Expect,
+    ) -> Result<(), StoreError> {
+        git::update_refs(
+            &self.repo(),
+            &[(Self::image_ref(name), Some(commit), expect)],
+        )
+        .map_err(|e| self.raced(name, e))?;
+        let dir = self.root.join("checkouts").join(commit.to_string());
+        self.link_checkout(name, &dir)?;
+        Ok(())
+    }
+
+    /// The commit a build-cache key maps to (one ref read).
+    pub fn cache_get(&self, key_hex: &str) -> Result<Option<ObjectId>, StoreError> {
+        Ok(git::get_ref(
+            &self.repo(),
+            &format!("{CACHE_REFS}{key_hex}"),
+        )?)
+    }
+
+    /// Record a build-cache entry.
+    pub fn cache_put(
+        &self,
+        _lock: &WriteLock,
+        key_hex: &str,
+        commit: ObjectId,
+    ) -> Result<(), StoreError> {
+        Ok(git::update_refs(
+            &self.repo(),
+            &[(format!("{CACHE_REFS}{key_hex}"), Some(commit), Expect::Any)],
+        )?)
+    }
+
+    fn layers_dir(&self) -> PathBuf {
+        self.root.join("layers")
+    }
+
+    /// Keep `upper` (an overlay upper directory or a populated layer) as the layer of
+    /// `commit`. An existing layer for the same commit wins (same content by definition).
+    pub fn keep_layer(
+        &self,
+        _lock: &WriteLock,
+        upper: &Path,
+        commit: ObjectId,
+    ) -> Result<(), StoreError> {
+        let dir = self.layers_dir();
+        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        let dest = dir.join(commit.to_string());
+        if dest.exists() {
+            return Ok(());
+        }
+        fs::rename(upper, &dest).map_err(io_err("keep layer", &dest))
+    }
+
+    /// Lower directories (top first) whose union shows `commit`'s files. Uses existing
+    /// checkouts and layers; checks out `commit` when they do not reach it.
+    pub fn view(&self, lock: &WriteLock, commit: ObjectId) -> Result<Vec<PathBuf>, StoreError> {
+        if let Some(v) = self.view_existing(commit)? {
+            return Ok(v);
+        }
+        Ok(vec![self.checkout(lock, commit)?])
+    }
+
+    /// Like [`Store::view`] but never writes: `None` if a checkout would be needed.
+    pub fn view_existing(&self, commit: ObjectId) -> Result<Option<Vec<PathBuf>>, StoreError> {
+        let repo = self.repo();
+        layer::view(
+            &self.root.join("checkouts"),
+            &self.layers_dir(),
+            commit,
+            |c| {
+                let t = git::image_trees(&repo, c)?;
+                Ok(match t.parent {
+                    Some(p) => {
+                        let pt = git::image_trees(&repo, p)?;
+                        Some((p, pt.rootfs == t.rootfs && pt.meta == t.meta))
+                    }
+                    None => None,
+                })
+            },
+        )
+    }
+
+    /// Import a directory or tarball as image `name`. Returns the commit.
+    pub fn import(
+        &self,
+        lock: &WriteLock,
+        path: &Path,
+        name: &Reference,
+    ) -> Result<(ObjectId, import::Warnings), StoreError> {
+        let (root, warnings) = import::import_path(&self.repo, path)?;
+        let mut cfg = ImageConfig::default();
+        cfg.history.push(config::History {
+            created_by: "ch-image import".into(),
+            empty_layer: false,
+        });
+        let commit = git::write_image_commit(&self.repo(), &root, &cfg, None, "IMPORT")?;
+        let old = self.image(name)?;
+        self.set_image(lock, name, commit, Expect::from_current(old))?;
+        Ok((commit, warnings))
+    }
+
+    /// Delete images; a deleted image can be brought back with [`Store::undelete`].
+    pub fn delete(&self, lock: &WriteLock, name: &Reference) -> Result<(), StoreError> {
+        let commit = self.require_image(name)?;
+        let comp = ref_component(&name.for_path());
+        git::update_refs(
+            &self.repo(),
+            &[
+                (Self::image_ref(name), None, Expect::Is(commit)),
+                (format!("{DELETED_REFS}{comp}"), Some(commit), Expect::Any),
+            ],
+        )
+        .map_err(|e| self.raced(name, e))?;
+        let link = self.checkout_link(name);
+        match fs::remove_file(&link) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io_err("remove", &link)(e))
+            }
+            _ => {}
+        }
+        self.prune_checkouts(lock)
+    }
+
+    /// Bring back a deleted image.
+    pub fn undelete(&self, lock: &WriteLock, name: &Reference) -> Result<ObjectId, StoreError> {
+        if self.image(name)?.is_some() {
+            return Err(StoreError::Exists(name.to_string()));
+        }
+        let del = format!("{DELETED_REFS}{}", ref_component(&name.for_path()));
+        let commit = git::get_ref(&self.repo(), &del)?
+            .ok_or_else(|| StoreError::NoDeleted(name.to_string()))?;
+        self.set_image(lock, name, commit, Expect::Absent)?;
+        git::update_refs(&self.repo(), &[(del, None, Expect::Is(commit))])?;
+        Ok(commit)
+    }
+
+    /// Read an image's tree and config.
+    pub fn read(&self, commit: ObjectId) -> Result<(Dir, ImageConfig), StoreError> {
+        Ok(git::read_image(&self.repo(), commit)?)
+    }
+
+    /// Delete the whole storage directory (after checking it is a Grove store).
+    pub fn reset(root: &Path) -> Result<(), StoreError> {
+        match fs::symlink_metadata(root) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            _ => {}
+        }
+        let store = Store::open_existing(root)?;
+        let lock = store.lock()?;
+        let tmp = root.with_file_name(format!(
+            ".{}.reset.{}",
+            root.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            std::process::id()
+        ));
+        fs::rename(root, &tmp).map_err(io_err("move storage directory aside", root))?;
+        drop(lock);
+        checkout::remove_tree(&tmp).map_err(io_err("remove", &tmp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ref_components_are_valid_and_reversible() {
+        for name in [
+            ".x+latest",
+            "a..b+1",
+            "foo+x.lock",
+            "alpine+3.17",
+            "localhost+5000%a%b+1.0",
+        ] {
+            let c = ref_component(name);
+            assert!(
+                !c.starts_with('.') && !c.contains("..") && !c.ends_with(".lock"),
+                "{c}"
+            );
+            let full = format!("{IMAGE_REFS}{c}");
+            let parsed: Result<gix::refs::FullName, _> = full.as_str().try_into();
+            assert!(parsed.is_ok(), "{full}");
+            assert_eq!(from_ref_component(&c), name);
+        }
+        assert_eq!(ref_component("alpine+3.17"), "alpine+3.17");
+    }
+}

@@ -64,7 +64,10 @@ pub fn tool(name: &str) -> Command {
 
 /// A shell script run unprivileged with `sh -ec`.
 pub fn sh(script: &str) -> Output {
-    let out = unpriv("sh").args(["-ec", script]).output().expect("spawn sh");
+    let out = unpriv("sh")
+        .args(["-ec", script])
+        .output()
+        .expect("spawn sh");
     assert!(
         out.status.success(),
         "script failed: {script}\nstdout: {}\nstderr: {}",
@@ -120,14 +123,18 @@ impl Drop for Scratch {
             return;
         }
         // Images may hold 0000 directories: make everything writable first.
-        let _ = Command::new("chmod").args(["-R", "u+rwx"]).arg(&self.path).status();
+        let _ = Command::new("chmod")
+            .args(["-R", "u+rwx"])
+            .arg(&self.path)
+            .status();
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
 /// Run a command, returning its output; panics if it could not start.
 pub fn output(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
 }
 
 /// Run a command that must succeed; returns stdout as a string.
@@ -152,7 +159,10 @@ pub fn fails(cmd: &mut Command) -> (i32, String) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Skip a test loudly; with GROVE_NO_SKIP set (CI), a skip is a failure.
@@ -169,11 +179,16 @@ pub fn busybox_rootfs() -> PathBuf {
     static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
         let cache = PathBuf::from(
-            std::env::var_os("GROVE_FIXTURE_CACHE").unwrap_or_else(|| "/var/tmp/grove-fixtures".into()),
+            std::env::var_os("GROVE_FIXTURE_CACHE")
+                .unwrap_or_else(|| "/var/tmp/grove-fixtures".into()),
         );
         let dest = cache.join("busybox");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/busybox.sh");
-        let st = Command::new("sh").arg(&script).arg(&dest).status().expect("run fixtures/busybox.sh");
+        let st = Command::new("sh")
+            .arg(&script)
+            .arg(&dest)
+            .status()
+            .expect("run fixtures/busybox.sh");
         assert!(st.success(), "fixtures/busybox.sh failed");
         dest
     })

@@ -1,0 +1,497 @@
+//! The build context: `.dockerignore`, COPY source expansion, and content hashing of
+//! sources with a stat cache.
+//!
+//! Sources are always relative to the context, even when written absolute, and must stay
+//! inside it after top-level symlinks are followed. The content hash covers, for every
+//! entry below each source (sorted): its relative path, type, permission bits, symlink
+//! target, and a blake3 hash of file contents. Mtimes are not part of it: a file edited
+//! and set back to its old mtime still changes the hash, because the stat cache is keyed
+//! on ctime and inode too, which a user cannot set back.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::cli::glob_match;
+
+/// Errors about the context.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error("can't {action}: {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no source files match: {0}")]
+    NoMatch(String),
+    #[error("can't copy from outside context: {0}")]
+    Outside(String),
+}
+
+fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> ContextError + 'p {
+    move |source| ContextError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `.dockerignore` rules: the last matching pattern decides; `!` re-includes.
+#[derive(Debug, Default, Clone)]
+pub struct Ignore {
+    rules: Vec<(bool, Vec<String>)>,
+}
+
+impl Ignore {
+    pub fn parse(text: &str) -> Ignore {
+        let mut rules = Vec::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (neg, pat) = match line.strip_prefix('!') {
+                Some(p) => (true, p.trim()),
+                None => (false, line),
+            };
+            let comps: Vec<String> = clean(pat)
+                .split('/')
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect();
+            if !comps.is_empty() {
+                rules.push((neg, comps));
+            }
+        }
+        Ignore { rules }
+    }
+
+    pub fn load(context: &Path) -> Result<Ignore, ContextError> {
+        let p = context.join(".dockerignore");
+        match fs::read_to_string(&p) {
+            Ok(t) => Ok(Ignore::parse(&t)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Ignore::default()),
+            Err(e) => Err(io_err("read", &p)(e)),
+        }
+    }
+
+    /// Whether `rel` (relative to the context, `/`-separated) is excluded. A path is
+    /// excluded when it or one of its parents matches (Docker's rule).
+    pub fn excluded(&self, rel: &str) -> bool {
+        if self.rules.is_empty() {
+            return false;
+        }
+        let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+        let mut verdict = false;
+        for (neg, pat) in &self.rules {
+            let hit = (1..=comps.len()).any(|n| match_comps(pat, &comps[..n]));
+            if hit {
+                verdict = !neg;
+            }
+        }
+        verdict
+    }
+}
+
+fn clean(p: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out.join("/")
+}
+
+fn match_comps(pat: &[String], path: &[&str]) -> bool {
+    match pat.first() {
+        None => path.is_empty(),
+        Some(p) if p == "**" => (0..=path.len()).any(|i| match_comps(&pat[1..], &path[i..])),
+        Some(p) => !path.is_empty() && glob_match(p, path[0]) && match_comps(&pat[1..], &path[1..]),
+    }
+}
+
+/// A source expanded from a COPY/ADD argument: its path relative to the context and the
+/// real path on disk (top-level symlinks followed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub rel: String,
+    pub real: PathBuf,
+}
+
+/// Expand a source argument (glob allowed) against the context directory.
+pub fn expand(context: &Path, arg: &str, ignore: &Ignore) -> Result<Vec<Source>, ContextError> {
+    let rel = clean(arg.trim_start_matches('/'));
+    if arg.split('/').any(|c| c == "..")
+        && Path::new(&rel)
+            .components()
+            .any(|c| c == Component::ParentDir)
+    {
+        return Err(ContextError::Outside(arg.to_string()));
+    }
+    let comps: Vec<&str> = if rel.is_empty() {
+        vec![]
+    } else {
+        rel.split('/').collect()
+    };
+    let mut found = Vec::new();
+    glob_walk(context, String::new(), &comps, &mut found)
+        .map_err(io_err("read directory", context))?;
+    found.sort();
+    let canon_ctx = fs::canonicalize(context).map_err(io_err("resolve", context))?;
+    let mut out = Vec::new();
+    for r in found {
+        if !r.is_empty() && ignore.excluded(&r) {
+            continue;
+        }
+        let p = if r.is_empty() {
+            context.to_path_buf()
+        } else {
+            context.join(&r)
+        };
+        let real = fs::canonicalize(&p).map_err(io_err("resolve", &p))?;
+        if !real.starts_with(&canon_ctx) {
+            return Err(ContextError::Outside(arg.to_string()));
+        }
+        out.push(Source { rel: r, real });
+    }
+    if out.is_empty() {
+        return Err(ContextError::NoMatch(arg.to_string()));
+    }
+    Ok(out)
+}
+
+fn has_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+fn glob_walk(dir: &Path, prefix: String, comps: &[&str], out: &mut Vec<String>) -> io::Result<()> {
+    let Some((first, rest)) = comps.split_first() else {
+        out.push(prefix);
+        return Ok(());
+    };
+    let join = |name: &str| {
+        if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}/{name}")
+        }
+    };
+    if !has_glob(first) {
+        let p = dir.join(first);
+        if fs::symlink_metadata(&p).is_ok() {
+            glob_walk(&p, join(first), rest, out)?;
+        }
+        return Ok(());
+    }
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(_) => return Ok(()),
+    };
+    for e in rd {
+        let e = e?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if glob_match(first, name) {
+            glob_walk(&e.path(), join(name), rest, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Cached content hashes keyed by absolute path and the stat fields a user cannot fake
+/// back (inode, size, mtime, ctime).
+#[derive(Debug, Default)]
+pub struct StatCache {
+    entries: HashMap<PathBuf, (u64, u64, i64, i64, [u8; 32])>,
+    dirty: bool,
+}
+
+const STAT_CACHE_HEADER: &str = "grove-statcache 1";
+
+impl StatCache {
+    /// Load from `path`; a missing or unreadable cache is an empty one.
+    pub fn load(path: &Path) -> StatCache {
+        let mut c = StatCache::default();
+        let Ok(text) = fs::read(path) else { return c };
+        let mut lines = text.split(|b| *b == b'\n');
+        if lines.next() != Some(STAT_CACHE_HEADER.as_bytes()) {
+            return c;
+        }
+        for line in lines {
+            let f: Vec<&[u8]> = line.splitn(6, |b| *b == b' ').collect();
+            if f.len() != 6 {
+                continue;
+            }
+            let num = |b: &[u8]| {
+                std::str::from_utf8(b)
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+            };
+            let (Some(ino), Some(size), Some(mt), Some(ct)) =
+                (num(f[0]), num(f[1]), num(f[2]), num(f[3]))
+            else {
+                continue;
+            };
+            let Some(hash) = hex32(f[4]) else { continue };
+            let p = PathBuf::from(std::ffi::OsStr::from_bytes(f[5]));
+            c.entries.insert(p, (ino as u64, size as u64, mt, ct, hash));
+        }
+        c
+    }
+
+    /// Write back atomically if anything changed.
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let mut out = Vec::with_capacity(self.entries.len() * 120);
+        out.extend_from_slice(STAT_CACHE_HEADER.as_bytes());
+        out.push(b'\n');
+        let mut keys: Vec<&PathBuf> = self.entries.keys().collect();
+        keys.sort();
+        for k in keys {
+            if k.as_os_str().as_bytes().contains(&b'\n') {
+                continue;
+            }
+            let (ino, size, mt, ct, h) = self.entries[k];
+            out.extend_from_slice(format!("{ino} {size} {mt} {ct} {} ", hex(&h)).as_bytes());
+            out.extend_from_slice(k.as_os_str().as_bytes());
+            out.push(b'\n');
+        }
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        fs::write(&tmp, out)?;
+        fs::rename(&tmp, path)
+    }
+
+    fn lookup(&self, p: &Path, md: &fs::Metadata) -> Option<[u8; 32]> {
+        let (ino, size, mt, ct, h) = self.entries.get(p)?;
+        (*ino == md.ino() && *size == md.len() && *mt == mtime_ns(md) && *ct == ctime_ns(md))
+            .then_some(*h)
+    }
+}
+
+fn mtime_ns(md: &fs::Metadata) -> i64 {
+    md.mtime() * 1_000_000_000 + md.mtime_nsec()
+}
+
+fn ctime_ns(md: &fs::Metadata) -> i64 {
+    md.ctime() * 1_000_000_000 + md.ctime_nsec()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn hex32(s: &[u8]) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for i in 0..32 {
+        out[i] = u8::from_str_radix(std::str::from_utf8(&s[2 * i..2 * i + 2]).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Hash a file's contents with blake3.
+pub fn hash_file(p: &Path) -> io::Result<[u8; 32]> {
+    let mut f = fs::File::open(p)?;
+    let mut h = blake3::Hasher::new();
+    let len = f.metadata()?.len();
+    if len > (16 << 20) {
+        h.update_mmap_rayon(p)?;
+    } else {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    Ok(*h.finalize().as_bytes())
+}
+
+/// Content hash of a set of sources (see the module doc), using and updating `cache`.
+pub fn hash_sources(
+    sources: &[Source],
+    ignore: &Ignore,
+    cache: &mut StatCache,
+) -> Result<[u8; 32], ContextError> {
+    // Gather entries first (sequential walk), hash files in parallel, then fold in order.
+    let mut entries: Vec<(String, PathBuf, fs::Metadata)> = Vec::new();
+    for s in sources {
+        let md = fs::metadata(&s.real).map_err(io_err("stat", &s.real))?;
+        entries.push((s.rel.clone(), s.real.clone(), md.clone()));
+        if md.is_dir() {
+            walk_sorted(&s.real, &s.rel, ignore, &mut entries)?;
+        }
+    }
+    let hashes: Vec<Option<[u8; 32]>> = entries
+        .par_iter()
+        .map(|(_, p, md)| -> Result<Option<[u8; 32]>, ContextError> {
+            if !md.is_file() {
+                return Ok(None);
+            }
+            if let Some(h) = cache.lookup(p, md) {
+                return Ok(Some(h));
+            }
+            Ok(Some(hash_file(p).map_err(io_err("read", p))?))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut h = blake3::Hasher::new();
+    for ((rel, p, md), fh) in entries.iter().zip(hashes) {
+        h.update(&(rel.len() as u64).to_le_bytes());
+        h.update(rel.as_bytes());
+        let ft = md.file_type();
+        let kind: u8 = if ft.is_dir() {
+            b'd'
+        } else if ft.is_symlink() {
+            b'l'
+        } else if ft.is_file() {
+            b'f'
+        } else {
+            b'o'
+        };
+        h.update(&[kind]);
+        h.update(&(md.mode() & 0o7777).to_le_bytes());
+        if ft.is_symlink() {
+            let t = fs::read_link(p).map_err(io_err("read symlink", p))?;
+            h.update(&(t.as_os_str().len() as u64).to_le_bytes());
+            h.update(t.as_os_str().as_bytes());
+        }
+        if let Some(fh) = fh {
+            h.update(&fh);
+            if cache.lookup(p, md) != Some(fh) {
+                cache.entries.insert(
+                    p.clone(),
+                    (md.ino(), md.len(), mtime_ns(md), ctime_ns(md), fh),
+                );
+                cache.dirty = true;
+            }
+        }
+    }
+    Ok(*h.finalize().as_bytes())
+}
+
+fn walk_sorted(
+    dir: &Path,
+    rel: &str,
+    ignore: &Ignore,
+    out: &mut Vec<(String, PathBuf, fs::Metadata)>,
+) -> Result<(), ContextError> {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .map_err(io_err("read directory", dir))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(io_err("read directory", dir))?;
+    names.sort();
+    for n in names {
+        let p = dir.join(&n);
+        let r = if rel.is_empty() {
+            n.to_string_lossy().into_owned()
+        } else {
+            format!("{rel}/{}", n.to_string_lossy())
+        };
+        if ignore.excluded(&r) {
+            continue;
+        }
+        let md = fs::symlink_metadata(&p).map_err(io_err("stat", &p))?;
+        let is_dir = md.is_dir();
+        out.push((r.clone(), p.clone(), md));
+        if is_dir {
+            walk_sorted(&p, &r, ignore, out)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dockerignore_last_match_wins_and_parents_exclude() {
+        let ig = Ignore::parse("# comment\n*.log\n!keep.log\nbuild\n**/tmp\n");
+        assert!(ig.excluded("a.log"));
+        assert!(!ig.excluded("keep.log"));
+        assert!(ig.excluded("build/x/y"));
+        assert!(ig.excluded("deep/er/tmp/z"));
+        assert!(!ig.excluded("src/main.rs"));
+    }
+
+    #[test]
+    fn stat_cache_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        fs::write(&f, b"hello").unwrap();
+        let mut c = StatCache::default();
+        let src = vec![Source {
+            rel: "f".into(),
+            real: f.clone(),
+        }];
+        let h1 = hash_sources(&src, &Ignore::default(), &mut c).unwrap();
+        let cp = dir.path().join("cache");
+        c.save(&cp).unwrap();
+        let mut c2 = StatCache::load(&cp);
+        assert_eq!(c2.entries.len(), 1);
+        assert_eq!(hash_sources(&src, &Ignore::default(), &mut c2).unwrap(), h1);
+    }
+
+    #[test]
+    fn content_change_with_mtime_reset_changes_the_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        fs::write(&f, b"aaaa").unwrap();
+        let mtime = fs::metadata(&f).unwrap().modified().unwrap();
+        let mut c = StatCache::default();
+        let src = vec![Source {
+            rel: "f".into(),
+            real: f.clone(),
+        }];
+        let h1 = hash_sources(&src, &Ignore::default(), &mut c).unwrap();
+        fs::write(&f, b"bbbb").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_ne!(hash_sources(&src, &Ignore::default(), &mut c).unwrap(), h1);
+    }
+
+    #[test]
+    fn sources_outside_the_context_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        fs::create_dir(&ctx).unwrap();
+        std::os::unix::fs::symlink("/etc", ctx.join("out")).unwrap();
+        assert!(matches!(
+            expand(&ctx, "out", &Ignore::default()),
+            Err(ContextError::Outside(_))
+        ));
+        fs::write(ctx.join("a.txt"), b"").unwrap();
+        fs::write(ctx.join("b.txt"), b"").unwrap();
+        let got = expand(&ctx, "/*.txt", &Ignore::default()).unwrap();
+        assert_eq!(
+            got.iter().map(|s| s.rel.as_str()).collect::<Vec<_>>(),
+            ["a.txt", "b.txt"]
+        );
+    }
+}

@@ -1,0 +1,307 @@
+//! COPY and ADD into a layer directory, with the semantics of the ch-image man page
+//! (Docker's legacy builder): a directory source copies its contents; the destination is
+//! a directory if it ends in `/`, if there are several sources, if the single source is a
+//! directory, or if it already is a directory in the image; top-level symlinks among the
+//! sources are followed (they were resolved by [`super::context::expand`]), deeper ones are
+//! copied as symlinks; the destination is resolved inside the image, following the image's
+//! own symlinks (absolute ones against the image root).
+//!
+//! Files are written into a fresh layer directory (an overlay upper directory in the
+//! making); parents that exist in the image get the image's modes so that the layer does
+//! not change them.
+
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::store::model::{Dir, Node};
+
+/// Errors of COPY/ADD.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("can't {action}: {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("destination escapes the image or loops through symlinks: {0}")]
+    Dest(String),
+    #[error("can't write to {0}: a file in the image is in the way")]
+    NotDir(String),
+}
+
+fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> CopyError + 'p {
+    move |source| CopyError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Resolve an absolute image path through the image's symlinks (all components, the
+/// last one too if `follow_last`). Returns components of the real path.
+pub fn resolve(model: &Dir, path: &str, follow_last: bool) -> Result<Vec<Vec<u8>>, CopyError> {
+    let mut todo: Vec<Vec<u8>> = path
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(|c| c.as_bytes().to_vec())
+        .collect();
+    todo.reverse();
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop() {
+        match c.as_slice() {
+            b"." => continue,
+            b".." => {
+                out.pop();
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+        let is_last = todo.is_empty();
+        if is_last && !follow_last {
+            break;
+        }
+        let joined = out.join(&b'/');
+        if let Some(Node::Symlink { target }) = model.get(&joined) {
+            hops += 1;
+            if hops > 40 {
+                return Err(CopyError::Dest(path.to_string()));
+            }
+            out.pop();
+            if target.first() == Some(&b'/') {
+                out.clear();
+            }
+            for t in target.split(|b| *b == b'/').filter(|c| !c.is_empty()).rev() {
+                todo.push(t.to_vec());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn bytes_path(comps: &[Vec<u8>]) -> PathBuf {
+    PathBuf::from(std::ffi::OsStr::from_bytes(&comps.join(&b'/')))
+}
+
+/// Create `comps` as directories under `layer`, giving existing image directories their
+/// image modes.
+pub fn make_parents(layer: &Path, model: &Dir, comps: &[Vec<u8>]) -> Result<PathBuf, CopyError> {
+    let mut p = layer.to_path_buf();
+    for i in 0..comps.len() {
+        p.push(std::ffi::OsStr::from_bytes(&comps[i]));
+        let image_path = comps[..=i].join(&b'/');
+        let mode = match model.get(&image_path) {
+            Some(Node::Dir(d)) => d.mode | 0o700,
+            Some(_) => {
+                return Err(CopyError::NotDir(
+                    String::from_utf8_lossy(&image_path).into_owned(),
+                ))
+            }
+            None => 0o755,
+        };
+        if !p.is_dir() {
+            fs::create_dir(&p).map_err(io_err("create directory", &p))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode))
+                .map_err(io_err("chmod", &p))?;
+        }
+    }
+    Ok(p)
+}
+
+/// What a source is, for deciding the destination's shape.
+pub fn dest_is_dir(
+    dest: &str,
+    n_sources: usize,
+    single_is_dir: bool,
+    model: &Dir,
+    dest_comps: &[Vec<u8>],
+) -> bool {
+    dest.ends_with('/')
+        || n_sources > 1
+        || single_is_dir
+        || matches!(model.get(&dest_comps.join(&b'/')), Some(Node::Dir(_)))
+}
+
+/// Copy a host path (file, or directory contents) to `to` inside the layer.
+pub fn copy_host(src: &Path, to: &Path) -> Result<(), CopyError> {
+    let md = fs::metadata(src).map_err(io_err("stat", src))?;
+    if md.is_dir() {
+        if !to.is_dir() {
+            fs::create_dir_all(to).map_err(io_err("create directory", to))?;
+        }
+        copy_dir_contents(src, to)?;
+        let mode = md.permissions().mode() & 0o7777;
+        fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o700))
+            .map_err(io_err("chmod", to))?;
+    } else {
+        copy_file(src, to, md.permissions().mode() & 0o7777)?;
+    }
+    Ok(())
+}
+
+fn copy_file(src: &Path, to: &Path, mode: u32) -> Result<(), CopyError> {
+    if let Ok(m) = fs::symlink_metadata(to) {
+        if m.is_dir() {
+            fs::remove_dir_all(to).map_err(io_err("replace", to))?;
+        } else {
+            fs::remove_file(to).map_err(io_err("replace", to))?;
+        }
+    }
+    fs::copy(src, to).map_err(io_err("copy", src))?;
+    fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o600))
+        .map_err(io_err("chmod", to))?;
+    Ok(())
+}
+
+fn copy_dir_contents(src: &Path, to: &Path) -> Result<(), CopyError> {
+    let mut names: Vec<_> = fs::read_dir(src)
+        .map_err(io_err("read directory", src))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(io_err("read directory", src))?;
+    names.sort();
+    for n in names {
+        let s = src.join(&n);
+        let d = to.join(&n);
+        let md = fs::symlink_metadata(&s).map_err(io_err("stat", &s))?;
+        let ft = md.file_type();
+        if ft.is_symlink() {
+            let t = fs::read_link(&s).map_err(io_err("read symlink", &s))?;
+            let _ = fs::remove_file(&d);
+            std::os::unix::fs::symlink(&t, &d).map_err(io_err("create symlink", &d))?;
+        } else if ft.is_dir() {
+            if fs::symlink_metadata(&d).is_ok_and(|m| !m.is_dir()) {
+                fs::remove_file(&d).map_err(io_err("replace", &d))?;
+            }
+            if !d.is_dir() {
+                fs::create_dir(&d).map_err(io_err("create directory", &d))?;
+            }
+            copy_dir_contents(&s, &d)?;
+            fs::set_permissions(
+                &d,
+                fs::Permissions::from_mode((md.permissions().mode() & 0o7777) | 0o700),
+            )
+            .map_err(io_err("chmod", &d))?;
+        } else if ft.is_file() {
+            copy_file(&s, &d, md.permissions().mode() & 0o7777)?;
+        }
+        // FIFOs, sockets and devices in a context are not copied.
+    }
+    Ok(())
+}
+
+/// Copy an image path of another stage (`COPY --from`) to `to` inside the layer, reading
+/// file contents from the object database.
+pub fn copy_from_model(repo: &gix::Repository, node: &Node, to: &Path) -> Result<(), CopyError> {
+    match node {
+        Node::Dir(d) => {
+            if !to.is_dir() {
+                let _ = fs::remove_file(to);
+                fs::create_dir_all(to).map_err(io_err("create directory", to))?;
+            }
+            for (name, child) in &d.children {
+                copy_from_model(repo, child, &to.join(std::ffi::OsStr::from_bytes(name)))?;
+            }
+            fs::set_permissions(to, fs::Permissions::from_mode(d.mode | 0o700))
+                .map_err(io_err("chmod", to))?;
+        }
+        Node::File(f) => {
+            let blob = repo.find_blob(f.oid).map_err(|e| CopyError::Io {
+                action: "read blob for",
+                path: to.to_path_buf(),
+                source: io::Error::other(e.to_string()),
+            })?;
+            let _ = fs::remove_file(to);
+            fs::write(to, &blob.data).map_err(io_err("write", to))?;
+            fs::set_permissions(to, fs::Permissions::from_mode((f.mode & !0o6000) | 0o600))
+                .map_err(io_err("chmod", to))?;
+        }
+        Node::Symlink { target } => {
+            let _ = fs::remove_file(to);
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), to)
+                .map_err(io_err("create symlink", to))?;
+        }
+        Node::Fifo { .. } => {}
+    }
+    Ok(())
+}
+
+/// The layer path for image path components.
+pub fn layer_path(layer: &Path, comps: &[Vec<u8>]) -> PathBuf {
+    layer.join(bytes_path(comps))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::model::Dir;
+
+    fn model() -> Dir {
+        let mut d = Dir::new(0o755);
+        d.insert(b"usr/bin", Node::Dir(Dir::new(0o755))).unwrap();
+        d.insert(
+            b"bin",
+            Node::Symlink {
+                target: b"usr/bin".to_vec(),
+            },
+        )
+        .unwrap();
+        d.insert(
+            b"abs",
+            Node::Symlink {
+                target: b"/usr".to_vec(),
+            },
+        )
+        .unwrap();
+        d.insert(
+            b"loop",
+            Node::Symlink {
+                target: b"loop".to_vec(),
+            },
+        )
+        .unwrap();
+        d
+    }
+
+    #[test]
+    fn destination_follows_image_symlinks_inside_the_image() {
+        let m = model();
+        assert_eq!(
+            resolve(&m, "/bin/foo", true).unwrap(),
+            vec![b"usr".to_vec(), b"bin".to_vec(), b"foo".to_vec()]
+        );
+        assert_eq!(
+            resolve(&m, "/abs/bin", true).unwrap(),
+            vec![b"usr".to_vec(), b"bin".to_vec()]
+        );
+        assert_eq!(
+            resolve(&m, "/../../etc", true).unwrap(),
+            vec![b"etc".to_vec()]
+        );
+    }
+
+    #[test]
+    fn symlink_loops_are_an_error() {
+        assert!(matches!(
+            resolve(&model(), "/loop/x", true),
+            Err(CopyError::Dest(_))
+        ));
+    }
+
+    #[test]
+    fn destination_shape() {
+        let m = model();
+        let c = resolve(&m, "/usr/bin", true).unwrap();
+        assert!(dest_is_dir("/usr/bin", 1, false, &m, &c));
+        let c = resolve(&m, "/x", true).unwrap();
+        assert!(!dest_is_dir("/x", 1, false, &m, &c));
+        assert!(dest_is_dir("/x/", 1, false, &m, &c));
+        assert!(dest_is_dir("/x", 2, false, &m, &c));
+    }
+}

@@ -1,0 +1,873 @@
+//! Executing a parsed Dockerfile against the store: cache keys, lookups, and on a miss the
+//! step itself (RUN through the `ch-run` binary on an overlay of the parent's view, COPY
+//! and ADD into a layer directory, config changes in the image config), then a commit
+//! whose parent is the previous instruction's commit, and a cache ref for its key.
+//!
+//! Hits are lazy: a hit moves the stage to the cached commit and reads its config (one
+//! blob); nothing is checked out or loaded until the first miss. A failing step changes no
+//! ref: the image and the cache stay as they were, usable.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use gix::ObjectId;
+
+use super::context::{self, Ignore, StatCache};
+use super::copy;
+use super::dockerfile::{self, CmdForm, CopyArgs, CopySource, Dockerfile, InstrKind, Instruction};
+use super::key::Key;
+use super::subst::{self, Vars};
+use crate::reference::Reference;
+use crate::store::config::History;
+use crate::store::model::{Dir, Node};
+use crate::store::{self, git, Expect, ImageConfig, Store, StoreError, WriteLock};
+use crate::{info, warn};
+
+/// Cache use (`--cache`, `--no-cache`, `--rebuild`, `$CH_IMAGE_CACHE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    /// Read and write the cache.
+    Enabled,
+    /// Neither read nor write it.
+    Disabled,
+    /// Execute everything, but write the cache.
+    Rebuild,
+}
+
+/// Root emulation for RUN (`--force`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Force {
+    Seccomp,
+    None,
+}
+
+impl Force {
+    fn tag(self) -> &'static str {
+        match self {
+            Force::Seccomp => "S",
+            Force::None => "N",
+        }
+    }
+}
+
+/// Everything a build needs besides the store.
+pub struct BuildOptions {
+    pub context: PathBuf,
+    pub dockerfile: String,
+    /// Name of the Dockerfile for messages (`Dockerfile`, `-`, a path).
+    pub dockerfile_name: String,
+    pub tag: Reference,
+    pub build_args: Vec<(String, String)>,
+    pub cache: CacheMode,
+    pub force: Force,
+    /// `-b SRC[:DST]` for RUN.
+    pub binds: Vec<String>,
+    pub dry_run: bool,
+    /// The `ch-run` binary.
+    pub ch_run: PathBuf,
+    /// Where the stat cache of content hashes lives.
+    pub stat_cache: PathBuf,
+}
+
+/// Errors of a build.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    Parse(#[from] dockerfile::ParseError),
+    #[error("{file}:{line}: {message}")]
+    At {
+        file: String,
+        line: usize,
+        message: String,
+    },
+    #[error("build failed: RUN command exited with {0}")]
+    RunFailed(i32),
+    #[error("build failed: RUN command killed by signal {0}")]
+    RunSignal(i32),
+    #[error("can't {action}: {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Git(#[from] git::GitError),
+    #[error(transparent)]
+    Read(#[from] git::ReadError),
+    #[error("--build-arg: not consumed: {0}")]
+    Unconsumed(String),
+}
+
+fn io_err<'p>(
+    action: &'static str,
+    path: &'p Path,
+) -> impl FnOnce(std::io::Error) -> BuildError + 'p {
+    move |source| BuildError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Outcome of a build.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    pub commit: Option<ObjectId>,
+    pub instructions: usize,
+    pub hits: usize,
+    pub misses: usize,
+}
+
+/// ARGs that never cause a cache miss and come from the host environment.
+const MAGIC_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "SSH_AUTH_SOCK",
+    "USER",
+];
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The state of one build stage.
+struct Stage {
+    alias: Option<String>,
+    commit: ObjectId,
+    key: Key,
+    config: ImageConfig,
+    /// The model of `commit`, loaded at the first miss that needs it.
+    model: Option<Dir>,
+}
+
+struct Builder<'a> {
+    store: &'a Store,
+    lock: &'a WriteLock,
+    opts: &'a BuildOptions,
+    df: Dockerfile,
+    ignore: Ignore,
+    stat_cache: StatCache,
+    stages: Vec<Stage>,
+    hits: usize,
+    misses: usize,
+    repo: gix::Repository,
+    /// The layer directory of the step being executed, kept once its commit exists.
+    pending_layer: Option<PathBuf>,
+}
+
+/// Parse only (for `--parse-only`).
+pub fn parse(opts: &BuildOptions) -> Result<Dockerfile, BuildError> {
+    Ok(dockerfile::parse(&opts.dockerfile, &opts.dockerfile_name)?)
+}
+
+/// Build an image.
+pub fn build(
+    store: &Store,
+    lock: &WriteLock,
+    opts: &BuildOptions,
+) -> Result<BuildResult, BuildError> {
+    let df = parse(opts)?;
+    for w in &df.warnings {
+        warn!("{}:{}: {}", df.file, w.line, w.message);
+    }
+    let ignore = Ignore::load(&opts.context).unwrap_or_default();
+    let mut b = Builder {
+        store,
+        lock,
+        opts,
+        df,
+        ignore,
+        stat_cache: StatCache::load(&opts.stat_cache),
+        stages: Vec::new(),
+        hits: 0,
+        misses: 0,
+        repo: store.repo(),
+        pending_layer: None,
+    };
+    let n = b.df.instructions.len();
+    let mut vars = Vars::new(opts.build_args.iter().cloned(), b.df.escape());
+    let instructions = b.df.instructions.clone();
+    for (i, ins) in instructions.iter().enumerate() {
+        b.step(i + 1, ins, &mut vars)?;
+    }
+    let unconsumed = vars.unconsumed_build_args();
+    if !unconsumed.is_empty() {
+        return Err(BuildError::Unconsumed(unconsumed.join(", ")));
+    }
+    if let Err(e) = b.stat_cache.save(&opts.stat_cache) {
+        warn!("can't save stat cache {}: {e}", opts.stat_cache.display());
+    }
+    let commit = b.stages.last().map(|s| s.commit);
+    if let (Some(c), false) = (commit, opts.dry_run) {
+        let old = store.image(&opts.tag)?;
+        if old != Some(c) {
+            store.set_image_lazy(lock, &opts.tag, c, Expect::from_current(old))?;
+        }
+    }
+    Ok(BuildResult {
+        commit,
+        instructions: n,
+        hits: b.hits,
+        misses: b.misses,
+    })
+}
+
+impl<'a> Builder<'a> {
+    fn at(&self, ins: &Instruction, message: impl Into<String>) -> BuildError {
+        BuildError::At {
+            file: self.df.file.clone(),
+            line: ins.span.start_line,
+            message: message.into(),
+        }
+    }
+
+    fn stage(&mut self) -> &mut Stage {
+        self.stages
+            .last_mut()
+            .expect("first instruction is FROM (parser checks)")
+    }
+
+    fn step(&mut self, n: usize, ins: &Instruction, vars: &mut Vars) -> Result<(), BuildError> {
+        let text = ins.display();
+        let sub = vars
+            .step(&ins.kind)
+            .map_err(|e| self.at(ins, format!("can't substitute variables: {e}")))?;
+        if let InstrKind::From {
+            image,
+            alias,
+            platform,
+        } = &sub
+        {
+            if platform.is_some() {
+                warn!(
+                    "{}:{}: FROM --platform ignored",
+                    self.df.file, ins.span.start_line
+                );
+            }
+            info!(
+                "{n:>3}* FROM {image}{}",
+                alias
+                    .as_ref()
+                    .map(|a| format!(" AS {a}"))
+                    .unwrap_or_default()
+            );
+            return self.from(ins, image, alias.clone(), vars);
+        }
+        if !vars.in_stage() {
+            // A global ARG before the first FROM: nothing to build.
+            info!("{n:>3}. {text}");
+            return Ok(());
+        }
+        let unsupported = matches!(
+            sub,
+            InstrKind::User(_)
+                | InstrKind::Expose(_)
+                | InstrKind::Volume(_)
+                | InstrKind::Healthcheck(_)
+                | InstrKind::Stopsignal(_)
+                | InstrKind::Maintainer(_)
+                | InstrKind::Onbuild { .. }
+        );
+        if unsupported {
+            warn!(
+                "{}:{}: not supported, ignored: {}",
+                self.df.file,
+                ins.span.start_line,
+                ins.keyword()
+            );
+            info!("{n:>3}. {text}");
+            return Ok(());
+        }
+        // The cache key: parent key, the instruction as it will execute, and extras.
+        let (canon, extra) = self.key_input(ins, &sub, &text, vars)?;
+        let key = self.stage().key.child(&canon, &extra);
+        let cached = match self.opts.cache {
+            CacheMode::Enabled => self.store.cache_get(&key.hex())?,
+            _ => None,
+        };
+        if let Some(commit) = cached {
+            self.hits += 1;
+            info!("{n:>3}* {text}");
+            let config = git::read_config(&self.repo, commit)?;
+            let st = self.stage();
+            st.commit = commit;
+            st.key = key;
+            st.config = config;
+            st.model = None;
+            return Ok(());
+        }
+        self.misses += 1;
+        let mark = match &sub {
+            InstrKind::Run { .. } => format!("RUN.{}", self.opts.force.tag()),
+            _ => String::new(),
+        };
+        if mark.is_empty() {
+            info!("{n:>3}. {text}");
+        } else {
+            info!(
+                "{n:>3}. {mark}{}",
+                text.strip_prefix("RUN").unwrap_or(&text)
+            );
+        }
+        if self.opts.dry_run {
+            let st = self.stage();
+            st.key = key;
+            return Ok(());
+        }
+        let mut config = self.stage().config.clone();
+        let mut empty_layer = true;
+        match &sub {
+            InstrKind::Run { form, heredocs, .. } => {
+                self.run(ins, form, heredocs, vars, &config)?;
+                empty_layer = false;
+            }
+            InstrKind::Copy(args) => {
+                self.copy(ins, args, vars, &config, false)?;
+                empty_layer = false;
+            }
+            InstrKind::Add(args) => {
+                self.copy(ins, args, vars, &config, true)?;
+                empty_layer = false;
+            }
+            InstrKind::Env(pairs) => {
+                for (k, v) in pairs {
+                    config.set_env(k, v);
+                }
+            }
+            InstrKind::Arg(_) => {}
+            InstrKind::Label(pairs) => {
+                for (k, v) in pairs {
+                    config.labels.insert(k.clone(), v.clone());
+                }
+            }
+            InstrKind::Workdir(dir) => {
+                let new = if dir.starts_with('/') {
+                    dir.clone()
+                } else {
+                    format!("{}/{}", config.cwd.trim_end_matches('/'), dir)
+                };
+                let clean = normalize_abs(&new);
+                self.workdir(ins, &clean)?;
+                empty_layer = false;
+                config.cwd = clean;
+            }
+            InstrKind::Shell(argv) => config.shell = argv.clone(),
+            InstrKind::Cmd(form) => config.cmd = Some(form_argv(form, &config.shell)),
+            InstrKind::Entrypoint(form) => config.entrypoint = Some(form_argv(form, &config.shell)),
+            _ => unreachable!("handled above"),
+        }
+        config.history.push(History {
+            created_by: text.clone(),
+            empty_layer,
+        });
+        let model = self.model()?.clone();
+        let parent = self.stage().commit;
+        let message = format!("{text}\n\ngrove-cache-key: {}\n", key.hex());
+        let commit = git::write_image_commit(&self.repo, &model, &config, Some(parent), &message)?;
+        if let Some(layer) = self.pending_layer.take() {
+            self.store.keep_layer(self.lock, &layer, commit)?;
+        }
+        if self.opts.cache != CacheMode::Disabled {
+            self.store.cache_put(self.lock, &key.hex(), commit)?;
+        }
+        let st = self.stage();
+        st.commit = commit;
+        st.key = key;
+        st.config = config;
+        Ok(())
+    }
+
+    /// Canonical text and extra bytes for the key of a substituted instruction.
+    fn key_input(
+        &mut self,
+        ins: &Instruction,
+        sub: &InstrKind,
+        text: &str,
+        vars: &Vars,
+    ) -> Result<(String, Vec<u8>), BuildError> {
+        Ok(match sub {
+            // RUN: the raw text (the shell substitutes, from an environment that earlier
+            // keys already cover), heredoc bodies, and the root-emulation mode.
+            InstrKind::Run { heredocs, .. } => {
+                let mut t = text.to_string();
+                for h in heredocs {
+                    t.push('\n');
+                    t.push_str(&h.content);
+                }
+                (t, format!("force={}", self.opts.force.tag()).into_bytes())
+            }
+            // ARG: name and effective value (after --build-arg and substitution); the
+            // magic ARGs are keyed by name only, so they never cause a miss.
+            InstrKind::Arg(decls) => {
+                let mut t = String::from("ARG");
+                for d in decls {
+                    t.push(' ');
+                    t.push_str(&d.name);
+                    if !MAGIC_ARGS.contains(&d.name.as_str()) {
+                        let v = subst::Lookup::lookup(vars, &d.name);
+                        t.push_str(&format!("={v:?}"));
+                    }
+                }
+                (t, Vec::new())
+            }
+            InstrKind::Copy(args) | InstrKind::Add(args) => {
+                let extra = self.sources_hash(ins, args)?;
+                (format!("{sub:?}"), extra)
+            }
+            _ => (format!("{sub:?}"), Vec::new()),
+        })
+    }
+
+    /// Content hash of COPY/ADD sources: context files by content, other stages by commit.
+    fn sources_hash(&mut self, ins: &Instruction, args: &CopyArgs) -> Result<Vec<u8>, BuildError> {
+        if let Some(from) = args.from() {
+            let st = self.find_stage(ins, from)?;
+            return Ok(format!("from-commit={}", st.commit).into_bytes());
+        }
+        let mut all = Vec::new();
+        let mut extra = Vec::new();
+        for s in &args.sources {
+            match s {
+                CopySource::Path(p) => {
+                    if is_url(p) {
+                        return Err(
+                            self.at(ins, format!("ADD from a URL is not supported yet: {p}"))
+                        );
+                    }
+                    let found = context::expand(&self.opts.context, p, &self.ignore)
+                        .map_err(|e| self.at(ins, e.to_string()))?;
+                    all.extend(found);
+                }
+                CopySource::Heredoc(h) => {
+                    extra.extend_from_slice(h.name.as_bytes());
+                    extra.extend_from_slice(h.content.as_bytes());
+                }
+            }
+        }
+        let h = context::hash_sources(&all, &self.ignore, &mut self.stat_cache)
+            .map_err(|e| self.at(ins, e.to_string()))?;
+        extra.extend_from_slice(&h);
+        Ok(extra)
+    }
+
+    fn find_stage(&self, ins: &Instruction, from: &str) -> Result<&Stage, BuildError> {
+        let lower = from.to_ascii_lowercase();
+        let current = self.stages.len() - 1;
+        let found = match lower.parse::<usize>() {
+            Ok(i) if i < current => self.stages.get(i),
+            _ => self.stages[..current]
+                .iter()
+                .rev()
+                .find(|s| s.alias.as_deref() == Some(lower.as_str())),
+        };
+        found.ok_or_else(|| self.at(ins, format!("COPY --from: no previous stage named {from:?} (images as --from sources are not supported)")))
+    }
+
+    fn from(
+        &mut self,
+        ins: &Instruction,
+        image: &str,
+        alias: Option<String>,
+        vars: &mut Vars,
+    ) -> Result<(), BuildError> {
+        let lower = image.to_ascii_lowercase();
+        let (commit, key) = if lower == "scratch" {
+            let cfg = ImageConfig::default();
+            let c = git::write_image_commit(&self.repo, &Dir::new(0o755), &cfg, None, "SCRATCH")?;
+            (c, Key::from_base(&c.to_string()))
+        } else if let Some(st) = self
+            .stages
+            .iter()
+            .rev()
+            .find(|s| s.alias.as_deref() == Some(lower.as_str()))
+        {
+            (st.commit, st.key)
+        } else {
+            if image.contains('$') {
+                return Err(self.at(
+                    ins,
+                    format!("image reference contains an undefined variable: {image}"),
+                ));
+            }
+            let r = Reference::parse(image)
+                .map_err(|e| self.at(ins, e.to_string()))?
+                .with_default_tag();
+            if r == self.opts.tag {
+                return Err(self.at(ins, format!("output image ({r}) can't be the same as FROM")));
+            }
+            let c = self.store.image(&r)?.ok_or_else(|| {
+                self.at(
+                    ins,
+                    format!("no image found in storage: {r} (pull it or import it first)"),
+                )
+            })?;
+            (c, Key::from_base(&c.to_string()))
+        };
+        let config = git::read_config(&self.repo, commit)?;
+        for (k, v) in &config.env {
+            vars.set_env(k, v);
+        }
+        self.stages.push(Stage {
+            alias,
+            commit,
+            key,
+            config,
+            model: None,
+        });
+        Ok(())
+    }
+
+    /// The current stage's model, loading it on first use.
+    fn model(&mut self) -> Result<&mut Dir, BuildError> {
+        let commit = self.stage().commit;
+        if self.stage().model.is_none() {
+            let (m, _) = git::read_image(&self.repo, commit)?;
+            self.stage().model = Some(m);
+        }
+        Ok(self.stage().model.as_mut().expect("just loaded"))
+    }
+
+    fn scratch(&self, tag: &str) -> Result<PathBuf, BuildError> {
+        let p = self.store.scratch_path(tag);
+        fs::create_dir_all(&p).map_err(io_err("create directory", &p))?;
+        Ok(p)
+    }
+
+    /// Fold a populated layer (or overlay upper dir) into the model and keep it.
+    fn absorb(&mut self, layer: &Path) -> Result<(), BuildError> {
+        let ts = self.store.thread_safe().clone();
+        let model = self.model()?;
+        let (_, warnings) = store::layer::apply_upper(&ts, model, layer)?;
+        for w in warnings {
+            warn!("{w}");
+        }
+        Ok(())
+    }
+
+    fn run(
+        &mut self,
+        ins: &Instruction,
+        form: &CmdForm,
+        heredocs: &[dockerfile::Heredoc],
+        vars: &Vars,
+        config: &ImageConfig,
+    ) -> Result<(), BuildError> {
+        let argv: Vec<String> = match form {
+            CmdForm::Exec(v) => v.clone(),
+            CmdForm::Shell(s) => {
+                let script = if heredocs.len() == 1 && s.trim() == heredocs[0].word.trim() {
+                    heredocs[0].content.clone()
+                } else {
+                    dockerfile::shell_script_with_heredocs(s, heredocs)
+                };
+                let mut v = config.shell.clone();
+                v.push(script);
+                v
+            }
+        };
+        if argv.is_empty() {
+            return Err(self.at(ins, "RUN: empty command"));
+        }
+        let commit = self.stage().commit;
+        let lowers = self.store.view(self.lock, commit)?;
+        let step = self.scratch("run")?;
+        let (upper, work, merged) = (step.join("upper"), step.join("work"), step.join("merged"));
+        for d in [&upper, &work, &merged] {
+            fs::create_dir(d).map_err(io_err("create directory", d))?;
+        }
+        // The environment: stage ARGs and ENV, pre-defined PATH and TAR_OPTIONS, and the
+        // magic ARGs from the host.
+        let mut env: Vec<(String, String)> = vars.run_env();
+        for m in MAGIC_ARGS {
+            if let Ok(v) = std::env::var(m) {
+                if !env.iter().any(|(k, _)| k == m) {
+                    env.push((m.to_string(), v));
+                }
+            }
+        }
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.push(("PATH".into(), DEFAULT_PATH.into()));
+        }
+        if !env.iter().any(|(k, _)| k == "TAR_OPTIONS") {
+            env.push(("TAR_OPTIONS".into(), "--no-same-owner".into()));
+        }
+        let env_file = step.join("env");
+        let mut f = fs::File::create(&env_file).map_err(io_err("create", &env_file))?;
+        for (k, v) in &env {
+            f.write_all(format!("{k}={v}\0").as_bytes())
+                .map_err(io_err("write", &env_file))?;
+        }
+        drop(f);
+        let mut cmd = Command::new(&self.opts.ch_run);
+        cmd.args([
+            "-w",
+            "-u0",
+            "-g0",
+            "--no-passwd",
+            "--env-no-expand",
+            "--unset-env=*",
+        ]);
+        cmd.arg(format!("--set-env0={}", env_file.display()));
+        cmd.arg(format!("--cd={}", config.cwd));
+        if self.opts.force == Force::Seccomp {
+            cmd.arg("--seccomp");
+        }
+        for b in &self.opts.binds {
+            cmd.arg(format!("--bind={b}"));
+        }
+        for l in &lowers {
+            let mut a = OsString::from("--lower=");
+            a.push(l);
+            cmd.arg(a);
+        }
+        let mut a = OsString::from("--upper=");
+        a.push(&upper);
+        cmd.arg(a);
+        let mut a = OsString::from("--work=");
+        a.push(&work);
+        cmd.arg(a);
+        cmd.arg(&merged).arg("--").args(&argv);
+        crate::verbose!("executing: {cmd:?}");
+        let status = cmd.status().map_err(io_err("execute", &self.opts.ch_run))?;
+        if !status.success() {
+            use std::os::unix::process::ExitStatusExt;
+            return Err(match (status.code(), status.signal()) {
+                (Some(c), _) => BuildError::RunFailed(c),
+                (None, Some(s)) => BuildError::RunSignal(s),
+                _ => BuildError::RunFailed(-1),
+            });
+        }
+        self.absorb(&upper)?;
+        self.pending_layer = Some(upper);
+        Ok(())
+    }
+
+    fn workdir(&mut self, _ins: &Instruction, dir: &str) -> Result<(), BuildError> {
+        let comps =
+            copy::resolve(self.model()?, dir, true).map_err(|e| self.at(_ins, e.to_string()))?;
+        if matches!(self.model()?.get(&comps.join(&b'/')), Some(Node::Dir(_))) || comps.is_empty() {
+            return Ok(());
+        }
+        let layer = self.scratch("layer")?;
+        copy::make_parents(&layer, self.model()?, &comps)
+            .map_err(|e| self.at(_ins, e.to_string()))?;
+        self.absorb(&layer)?;
+        self.pending_layer = Some(layer);
+        Ok(())
+    }
+
+    fn copy(
+        &mut self,
+        ins: &Instruction,
+        args: &CopyArgs,
+        _vars: &Vars,
+        config: &ImageConfig,
+        add: bool,
+    ) -> Result<(), BuildError> {
+        if args.chown().is_some() {
+            warn!(
+                "{}:{}: COPY --chown: not supported, ignored",
+                self.df.file, ins.span.start_line
+            );
+        }
+        let dest_abs = if args.dest.starts_with('/') {
+            args.dest.clone()
+        } else {
+            format!("{}/{}", config.cwd.trim_end_matches('/'), args.dest)
+        };
+        let layer = self.scratch("layer")?;
+        let from_stage = match args.from() {
+            Some(f) => {
+                let st = self.find_stage(ins, f)?;
+                let commit = st.commit;
+                let model = match &st.model {
+                    Some(m) => m.clone(),
+                    None => git::read_image(&self.repo, commit)?.0,
+                };
+                Some(model)
+            }
+            None => None,
+        };
+        // Expand sources into (name, what) pairs.
+        enum Src {
+            Host(context::Source),
+            Node(Node, String),
+            Inline(String, String),
+        }
+        let mut srcs: Vec<Src> = Vec::new();
+        for s in &args.sources {
+            match s {
+                CopySource::Heredoc(h) => srcs.push(Src::Inline(h.name.clone(), h.content.clone())),
+                CopySource::Path(p) => match &from_stage {
+                    Some(m) => {
+                        let comps =
+                            copy::resolve(m, p, true).map_err(|e| self.at(ins, e.to_string()))?;
+                        let node = if comps.is_empty() {
+                            Some(Node::Dir(m.clone()))
+                        } else {
+                            m.get(&comps.join(&b'/')).cloned()
+                        };
+                        let node = node.ok_or_else(|| {
+                            self.at(ins, format!("COPY --from: not found in stage: {p}"))
+                        })?;
+                        let name = comps
+                            .last()
+                            .map(|c| String::from_utf8_lossy(c).into_owned())
+                            .unwrap_or_default();
+                        srcs.push(Src::Node(node, name));
+                    }
+                    None => {
+                        let found = context::expand(&self.opts.context, p, &self.ignore)
+                            .map_err(|e| self.at(ins, e.to_string()))?;
+                        srcs.extend(found.into_iter().map(Src::Host));
+                    }
+                },
+            }
+        }
+        let single_is_dir = srcs.len() == 1
+            && match &srcs[0] {
+                Src::Host(s) => s.real.is_dir(),
+                Src::Node(n, _) => matches!(n, Node::Dir(_)),
+                Src::Inline(..) => false,
+            };
+        let n_sources = srcs.len();
+        let file = self.df.file.clone();
+        let at = |message: String| BuildError::At {
+            file: file.clone(),
+            line: ins.span.start_line,
+            message,
+        };
+        self.model()?;
+        let model = self
+            .stages
+            .last()
+            .and_then(|s| s.model.as_ref())
+            .expect("model loaded");
+        let dest_comps = copy::resolve(model, &dest_abs, true).map_err(|e| at(e.to_string()))?;
+        let into_dir = copy::dest_is_dir(&args.dest, n_sources, single_is_dir, model, &dest_comps);
+        let (parent_comps, dest_name) = if into_dir {
+            (dest_comps.clone(), None)
+        } else {
+            let mut p = dest_comps.clone();
+            let last = p.pop();
+            (p, last)
+        };
+        let model_ref: &Dir = model;
+        let dir =
+            copy::make_parents(&layer, model_ref, &parent_comps).map_err(|e| at(e.to_string()))?;
+        let repo = &self.repo;
+        for s in &srcs {
+            let target = |name: &str| match &dest_name {
+                Some(n) => dir.join(std::ffi::OsStr::from_bytes(n)),
+                None => dir.join(name),
+            };
+            let r = match s {
+                Src::Inline(name, content) => {
+                    let t = target(name);
+                    fs::write(&t, content).map_err(|e| copy::CopyError::Io {
+                        action: "write",
+                        path: t.clone(),
+                        source: e,
+                    })
+                }
+                Src::Host(src) => {
+                    let name = Path::new(&src.rel)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    if add && src.real.is_file() && is_archive(&src.real) {
+                        let t = if into_dir { dir.clone() } else { target(&name) };
+                        extract_archive(&src.real, &t).map_err(|e| copy::CopyError::Io {
+                            action: "extract",
+                            path: src.real.clone(),
+                            source: e,
+                        })
+                    } else if src.real.is_dir() {
+                        let t = if into_dir { dir.clone() } else { target(&name) };
+                        copy::copy_host(&src.real, &t)
+                    } else {
+                        copy::copy_host(&src.real, &target(&name))
+                    }
+                }
+                Src::Node(node, name) => {
+                    let t = if matches!(node, Node::Dir(_)) && into_dir {
+                        dir.clone()
+                    } else {
+                        target(name)
+                    };
+                    copy::copy_from_model(repo, node, &t)
+                }
+            };
+            r.map_err(|e| at(e.to_string()))?;
+        }
+        self.absorb(&layer)?;
+        self.pending_layer = Some(layer);
+        Ok(())
+    }
+}
+
+fn is_archive(p: &Path) -> bool {
+    let mut head = [0u8; 512];
+    let Ok(mut f) = fs::File::open(p) else {
+        return false;
+    };
+    let n = std::io::Read::read(&mut f, &mut head).unwrap_or(0);
+    let h = &head[..n];
+    h.starts_with(&[0x1f, 0x8b])
+        || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || h.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
+        || (n >= 262 && &h[257..262] == b"ustar")
+}
+
+fn extract_archive(src: &Path, dest: &Path) -> std::io::Result<()> {
+    let r = store::import::open_archive(src).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut ar = tar::Archive::new(r);
+    ar.set_preserve_permissions(true);
+    ar.set_overwrite(true);
+    ar.set_unpack_xattrs(false);
+    fs::create_dir_all(dest)?;
+    ar.unpack(dest)
+}
+
+fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+fn form_argv(form: &CmdForm, shell: &[String]) -> Vec<String> {
+    match form {
+        CmdForm::Exec(v) => v.clone(),
+        CmdForm::Shell(s) => {
+            let mut v = shell.to_vec();
+            v.push(s.clone());
+            v
+        }
+    }
+}
+
+/// Normalize an absolute image path (`.` and `..` resolved lexically).
+pub fn normalize_abs(p: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    format!("/{}", out.join("/"))
+}

@@ -1,0 +1,1107 @@
+//! Variable substitution in Dockerfile words, and Docker's ARG/ENV scoping.
+//!
+//! Owns: expanding one word (`$VAR`, `${VAR}`, `${VAR:-w}`, `${VAR-w}`, `${VAR:+w}`,
+//! `${VAR+w}`, `${VAR:?w}`, `${VAR?w}`, quotes, the escape character) the way Docker's
+//! `shell.Lex.ProcessWord` does; which instructions and fields Docker substitutes
+//! ([`expand_instruction`]); and the variables visible at each point of a build
+//! ([`Vars`]: global ARGs only in FROM lines, per-stage ARGs, persistent ENV, ENV over
+//! ARG, `--build-arg` over ARG defaults, all reads of one instruction before its writes).
+//!
+//! Invariants: undefined variables expand to the empty string; expansion is a pure
+//! function of the word, the escape character and the lookup; errors carry the byte
+//! offset in the word where the bad construct starts.
+//!
+//! Must not depend on: the store, `run`, the file system, the process environment.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use thiserror::Error;
+
+use crate::build::dockerfile::{
+    flag_is_substituted, CopyArgs, CopySource, Flag, Flags, InstrKind, Keyword,
+};
+
+/// A substitution error in one word.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{kind}")]
+pub struct SubstError {
+    /// Byte offset in the word where the offending construct starts.
+    pub offset: usize,
+    /// What went wrong.
+    pub kind: SubstErrorKind,
+}
+
+/// Kinds of [`SubstError`].
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SubstErrorKind {
+    /// `${` without its `}`.
+    #[error("syntax error: missing '}}' in variable substitution")]
+    MissingBrace,
+    /// `${}`, `${:x}`, `${{x}`.
+    #[error("syntax error: bad substitution")]
+    BadSubstitution,
+    /// `${A%x}`, `${A:x}` and other operators Grove does not support.
+    #[error("unsupported modifier ({0}) in substitution")]
+    UnsupportedModifier(char),
+    /// A quote without its closing quote.
+    #[error("unexpected end of statement while looking for matching {0}")]
+    UnterminatedQuote(&'static str),
+    /// `${...}` nested deeper than [`MAX_NESTING`].
+    #[error("variable substitution nested too deeply")]
+    TooDeep,
+    /// `${A?msg}` with A unset, or `${A:?msg}` with A unset or empty.
+    #[error("{name}: {message}")]
+    Required { name: String, message: String },
+}
+
+/// Deepest `${A:-${B:-...}}` nesting accepted (keeps the recursive expander's stack
+/// bounded on hostile input).
+pub const MAX_NESTING: usize = 64;
+
+/// Where variable values come from.
+pub trait Lookup {
+    /// Value of `name`, or `None` if it is not set (which differs from set-but-empty for
+    /// `${A-x}` and `${A+x}`).
+    fn lookup(&self, name: &str) -> Option<String>;
+}
+
+impl<F: Fn(&str) -> Option<String>> Lookup for F {
+    fn lookup(&self, name: &str) -> Option<String> {
+        self(name)
+    }
+}
+
+impl Lookup for HashMap<String, String> {
+    fn lookup(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+impl Lookup for BTreeMap<String, String> {
+    fn lookup(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+impl Lookup for [(String, String)] {
+    fn lookup(&self, name: &str) -> Option<String> {
+        self.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+/// A lookup in which nothing is set.
+pub struct NoVars;
+
+impl Lookup for NoVars {
+    fn lookup(&self, _: &str) -> Option<String> {
+        None
+    }
+}
+
+/// Expand one word as Docker does: variables substituted, quotes removed (`'...'` is
+/// literal, `"..."` allows `$` and escapes of `"`, `$` and the escape character), the
+/// escape character makes the next character literal (`\$HOME` is `$HOME`). Whitespace is
+/// kept: the word is not split.
+pub fn expand_word<L: Lookup + ?Sized>(
+    word: &str,
+    escape: char,
+    vars: &L,
+) -> Result<String, SubstError> {
+    Expander {
+        s: word,
+        pos: 0,
+        escape,
+        vars,
+        check: false,
+        raw_quotes: false,
+        depth: 0,
+    }
+    .word(None)
+}
+
+/// Check the syntax of `word` without looking anything up (`${A?x}` never fails here).
+pub fn check_word(word: &str, escape: char) -> Result<(), SubstError> {
+    Expander {
+        s: word,
+        pos: 0,
+        escape,
+        vars: &NoVars,
+        check: true,
+        raw_quotes: false,
+        depth: 0,
+    }
+    .word(None)
+    .map(|_| ())
+}
+
+/// Expand a heredoc body as a POSIX shell expands an unquoted here-document: `$`
+/// expansions are substituted; the escape character is removed only before `$`, the escape
+/// character itself, `` ` `` and a newline (which it joins); quotes are literal.
+pub fn expand_heredoc<L: Lookup + ?Sized>(
+    content: &str,
+    escape: char,
+    vars: &L,
+) -> Result<String, SubstError> {
+    let mut ex = Expander {
+        s: content,
+        pos: 0,
+        escape,
+        vars,
+        check: false,
+        raw_quotes: true,
+        depth: 0,
+    };
+    let mut out = String::with_capacity(content.len());
+    while let Some(ch) = ex.peek() {
+        if ch == '$' {
+            out.push_str(&ex.dollar()?);
+            continue;
+        }
+        ex.next();
+        if ch == escape {
+            match ex.peek() {
+                Some('\n') => {
+                    ex.next();
+                }
+                Some(c) if c == '$' || c == '`' || c == escape => {
+                    ex.next();
+                    out.push(c);
+                }
+                _ => out.push(ch),
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    Ok(out)
+}
+
+/// Split `text` into shell words and remove their quotes, without substituting
+/// variables (`$X` stays `$X`). For COPY/ADD shell-form sources when no substitution is
+/// wanted; [`crate::build::dockerfile::split_words`] + [`expand_word`] is the usual path.
+pub fn shell_words(text: &str, escape: char) -> Result<Vec<String>, SubstError> {
+    let keep = |name: &str| Some(format!("${{{name}}}"));
+    crate::build::dockerfile::split_words(text, escape)
+        .iter()
+        .map(|w| {
+            // Protect `$` so that only quoting is processed.
+            let protected = escape_dollars(w, escape);
+            expand_word(&protected, escape, &keep)
+        })
+        .collect()
+}
+
+/// Prefix each unescaped `$` outside single quotes with the escape character.
+fn escape_dollars(w: &str, escape: char) -> String {
+    let mut out = String::with_capacity(w.len());
+    let mut quote: Option<char> = None;
+    let mut it = w.chars();
+    while let Some(c) = it.next() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (Some('\''), _) => {}
+            (_, c) if c == escape => {
+                out.push(c);
+                if let Some(n) = it.next() {
+                    out.push(n);
+                }
+                continue;
+            }
+            (_, '$') => out.push(escape),
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
+}
+
+struct Expander<'a, L: ?Sized> {
+    s: &'a str,
+    pos: usize,
+    escape: char,
+    vars: &'a L,
+    /// Syntax check only: nothing is set and `?` never fails.
+    check: bool,
+    /// Heredoc mode: quotes inside `${...}` words are kept.
+    raw_quotes: bool,
+    /// Current `${` nesting.
+    depth: usize,
+}
+
+impl<L: Lookup + ?Sized> Expander<'_, L> {
+    fn peek(&self) -> Option<char> {
+        self.s[self.pos..].chars().next()
+    }
+
+    fn next(&mut self) -> Option<char> {
+        let c = self.peek()?;
+        self.pos += c.len_utf8();
+        Some(c)
+    }
+
+    fn get(&self, name: &str) -> Option<String> {
+        if self.check {
+            None
+        } else {
+            self.vars.lookup(name)
+        }
+    }
+
+    fn err(&self, offset: usize, kind: SubstErrorKind) -> SubstError {
+        SubstError { offset, kind }
+    }
+
+    /// Docker's `processStopOn`: read up to `stop` (consumed) or the end.
+    fn word(&mut self, stop: Option<char>) -> Result<String, SubstError> {
+        let mut out = String::new();
+        while let Some(ch) = self.peek() {
+            if Some(ch) == stop {
+                self.next();
+                return Ok(out);
+            }
+            match ch {
+                '\'' if !self.raw_quotes => out.push_str(&self.single_quote()?),
+                '"' if !self.raw_quotes => out.push_str(&self.double_quote()?),
+                '$' => out.push_str(&self.dollar()?),
+                _ => {
+                    self.next();
+                    if ch == self.escape {
+                        match self.next() {
+                            Some(c) => out.push(c),
+                            None => break,
+                        }
+                    } else {
+                        out.push(ch);
+                    }
+                }
+            }
+        }
+        match stop {
+            Some(_) => Err(self.err(self.pos, SubstErrorKind::MissingBrace)),
+            None => Ok(out),
+        }
+    }
+
+    fn single_quote(&mut self) -> Result<String, SubstError> {
+        let start = self.pos;
+        self.next();
+        let mut out = String::new();
+        loop {
+            match self.next() {
+                None => {
+                    return Err(self.err(start, SubstErrorKind::UnterminatedQuote("single-quote")))
+                }
+                Some('\'') => return Ok(out),
+                Some(c) => out.push(c),
+            }
+        }
+    }
+
+    fn double_quote(&mut self) -> Result<String, SubstError> {
+        let start = self.pos;
+        self.next();
+        let mut out = String::new();
+        loop {
+            match self.peek() {
+                None => {
+                    return Err(self.err(start, SubstErrorKind::UnterminatedQuote("double-quote")))
+                }
+                Some('"') => {
+                    self.next();
+                    return Ok(out);
+                }
+                Some('$') => out.push_str(&self.dollar()?),
+                Some(_) => {
+                    let mut ch = self.next().expect("peeked");
+                    if ch == self.escape {
+                        match self.peek() {
+                            None => continue,
+                            Some(c) if c == '"' || c == '$' || c == self.escape => {
+                                ch = self.next().expect("peeked");
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    out.push(ch);
+                }
+            }
+        }
+    }
+
+    /// Docker's `processName`: a run of letters, digits and `_`; or digits only if it
+    /// starts with one; or one special parameter character.
+    fn name(&mut self) -> String {
+        let mut name = String::new();
+        if let Some(c) = self.peek() {
+            if c.is_ascii_digit() {
+                while let Some(d) = self.peek().filter(char::is_ascii_digit) {
+                    self.next();
+                    name.push(d);
+                }
+                return name;
+            }
+            if matches!(c, '@' | '*' | '#' | '?' | '-' | '$' | '!') {
+                self.next();
+                name.push(c);
+                return name;
+            }
+        }
+        while let Some(c) = self.peek().filter(|c| c.is_alphanumeric() || *c == '_') {
+            self.next();
+            name.push(c);
+        }
+        name
+    }
+
+    fn dollar(&mut self) -> Result<String, SubstError> {
+        let start = self.pos;
+        self.next();
+        if self.peek() != Some('{') {
+            let name = self.name();
+            if name.is_empty() {
+                return Ok("$".to_string());
+            }
+            return Ok(self.get(&name).unwrap_or_default());
+        }
+        self.next();
+        match self.peek() {
+            None => return Err(self.err(start, SubstErrorKind::MissingBrace)),
+            Some('{' | '}' | ':') => return Err(self.err(start, SubstErrorKind::BadSubstitution)),
+            Some(_) => {}
+        }
+        let name = self.name();
+        let op_at = self.pos;
+        let Some(op) = self.next() else {
+            return Err(self.err(start, SubstErrorKind::MissingBrace));
+        };
+        let (colon, modifier) = match op {
+            '}' => return Ok(self.get(&name).unwrap_or_default()),
+            ':' => match self.next() {
+                None => return Err(self.err(start, SubstErrorKind::MissingBrace)),
+                Some(m @ ('-' | '+' | '?')) => (true, m),
+                Some(m) => return Err(self.err(op_at, SubstErrorKind::UnsupportedModifier(m))),
+            },
+            '-' | '+' | '?' => (false, op),
+            m => return Err(self.err(op_at, SubstErrorKind::UnsupportedModifier(m))),
+        };
+        if self.depth >= MAX_NESTING {
+            return Err(self.err(start, SubstErrorKind::TooDeep));
+        }
+        self.depth += 1;
+        let word = self.word(Some('}'));
+        self.depth -= 1;
+        let word = match word {
+            Ok(w) => w,
+            Err(e) if self.peek().is_none() => {
+                let _ = e;
+                return Err(self.err(start, SubstErrorKind::MissingBrace));
+            }
+            Err(e) => return Err(e),
+        };
+        let value = self.get(&name);
+        let empty = value.as_deref().is_none_or(str::is_empty);
+        let missing = if colon { empty } else { value.is_none() };
+        Ok(match modifier {
+            '-' => {
+                if missing {
+                    word
+                } else {
+                    value.unwrap_or_default()
+                }
+            }
+            '+' => {
+                if missing {
+                    String::new()
+                } else {
+                    word
+                }
+            }
+            _ => {
+                if missing && !self.check {
+                    let message = if !word.is_empty() {
+                        word
+                    } else if colon && value.is_some() {
+                        "is not allowed to be empty".to_string()
+                    } else {
+                        "is not allowed to be unset".to_string()
+                    };
+                    return Err(self.err(start, SubstErrorKind::Required { name, message }));
+                }
+                value.unwrap_or_default()
+            }
+        })
+    }
+}
+
+/// Substitute the fields Docker substitutes in one instruction and return the result.
+///
+/// Substituted: ADD, COPY (sources, destination, `--from`/`--chown`/`--chmod`/`--checksum`/
+/// `--exclude`, unquoted heredoc bodies), ARG (names and defaults), ENV and LABEL (keys and
+/// values), EXPOSE, FROM (image and `--platform`; the caller passes the global-ARG lookup),
+/// STOPSIGNAL, USER, VOLUME, WORKDIR, and RUN `--mount` values. Not substituted (returned
+/// unchanged): RUN/CMD/ENTRYPOINT commands in either form (the shell or the program does
+/// it), SHELL, HEALTHCHECK, MAINTAINER, ONBUILD. Every field is read against `vars` as it
+/// was before the instruction, so `ENV A=1 B=$A` uses the old `A`.
+pub fn expand_instruction<L: Lookup + ?Sized>(
+    kind: &InstrKind,
+    escape: char,
+    vars: &L,
+) -> Result<InstrKind, SubstError> {
+    let x = |w: &str| expand_word(w, escape, vars);
+    let xs = |ws: &[String]| ws.iter().map(|w| x(w)).collect::<Result<Vec<_>, _>>();
+    let xpairs = |ps: &[(String, String)]| {
+        ps.iter()
+            .map(|(k, v)| Ok((x(k)?, x(v)?)))
+            .collect::<Result<Vec<_>, SubstError>>()
+    };
+    let xflags = |kw: Keyword, flags: &Flags| -> Result<Flags, SubstError> {
+        flags
+            .0
+            .iter()
+            .map(|f| {
+                let value = match &f.value {
+                    Some(v) if flag_is_substituted(kw, &f.name) => Some(x(v)?),
+                    other => other.clone(),
+                };
+                Ok(Flag {
+                    name: f.name.clone(),
+                    value,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Flags)
+    };
+    let xcopy = |kw: Keyword, c: &CopyArgs| -> Result<CopyArgs, SubstError> {
+        let sources = c
+            .sources
+            .iter()
+            .map(|s| match s {
+                CopySource::Path(p) => Ok(CopySource::Path(x(p)?)),
+                CopySource::Heredoc(h) if h.expand => {
+                    let mut h = h.clone();
+                    h.content = expand_heredoc(&h.content, escape, vars)?;
+                    Ok(CopySource::Heredoc(h))
+                }
+                other => Ok(other.clone()),
+            })
+            .collect::<Result<Vec<_>, SubstError>>()?;
+        Ok(CopyArgs {
+            options: xflags(kw, &c.options)?,
+            json: c.json,
+            sources,
+            dest: x(&c.dest)?,
+        })
+    };
+    Ok(match kind {
+        InstrKind::From {
+            platform,
+            image,
+            alias,
+        } => InstrKind::From {
+            platform: platform.as_deref().map(x).transpose()?,
+            image: x(image)?,
+            alias: alias.clone(),
+        },
+        InstrKind::Run {
+            options,
+            form,
+            heredocs,
+        } => InstrKind::Run {
+            options: xflags(Keyword::Run, options)?,
+            form: form.clone(),
+            heredocs: heredocs.clone(),
+        },
+        InstrKind::Copy(c) => InstrKind::Copy(xcopy(Keyword::Copy, c)?),
+        InstrKind::Add(c) => InstrKind::Add(xcopy(Keyword::Add, c)?),
+        InstrKind::Arg(decls) => InstrKind::Arg(
+            decls
+                .iter()
+                .map(|d| {
+                    Ok(crate::build::dockerfile::ArgDecl {
+                        name: x(&d.name)?,
+                        default: d.default.as_deref().map(x).transpose()?,
+                    })
+                })
+                .collect::<Result<Vec<_>, SubstError>>()?,
+        ),
+        InstrKind::Env(ps) => InstrKind::Env(xpairs(ps)?),
+        InstrKind::Label(ps) => InstrKind::Label(xpairs(ps)?),
+        InstrKind::Workdir(s) => InstrKind::Workdir(x(s)?),
+        InstrKind::User(s) => InstrKind::User(x(s)?),
+        InstrKind::Stopsignal(s) => InstrKind::Stopsignal(x(s)?),
+        InstrKind::Expose(v) => InstrKind::Expose(xs(v)?),
+        InstrKind::Volume(v) => InstrKind::Volume(xs(v)?),
+        other @ (InstrKind::Cmd(_)
+        | InstrKind::Entrypoint(_)
+        | InstrKind::Shell(_)
+        | InstrKind::Healthcheck(_)
+        | InstrKind::Maintainer(_)
+        | InstrKind::Onbuild { .. }) => other.clone(),
+    })
+}
+
+/// Build variables through a Dockerfile, with Docker's scoping:
+///
+/// - ARGs before the first FROM are *global*: visible only in FROM lines (image and
+///   `--platform`), and as the value of a same-named `ARG NAME` (no default) in a stage.
+/// - Each FROM starts a stage with no ARGs and an empty ENV (the caller then adds the
+///   base image's ENV with [`Vars::set_env`]).
+/// - A `--build-arg` overrides the default of a declared ARG (global or stage); undeclared
+///   build args are not visible ([`Vars::unconsumed_build_args`] lists them).
+/// - ENV wins over an ARG of the same name, whatever the order.
+/// - An instruction reads all variables before its own assignments take effect.
+#[derive(Debug, Clone)]
+pub struct Vars {
+    escape: char,
+    build_args: BTreeMap<String, String>,
+    consumed: BTreeSet<String>,
+    global: BTreeMap<String, Option<String>>,
+    in_stage: bool,
+    stage_args: BTreeMap<String, Option<String>>,
+    env: Vec<(String, String)>,
+}
+
+/// The global-ARG view of [`Vars`], used for FROM lines.
+struct Global<'a>(&'a Vars);
+
+impl Lookup for Global<'_> {
+    fn lookup(&self, name: &str) -> Option<String> {
+        self.0.global.get(name).cloned().flatten()
+    }
+}
+
+impl Lookup for Vars {
+    fn lookup(&self, name: &str) -> Option<String> {
+        if !self.in_stage {
+            return Global(self).lookup(name);
+        }
+        if let Some((_, v)) = self.env.iter().rev().find(|(k, _)| k == name) {
+            return Some(v.clone());
+        }
+        self.stage_args.get(name).cloned().flatten()
+    }
+}
+
+impl Vars {
+    /// Start a build with `--build-arg` values and the Dockerfile's escape character.
+    pub fn new(build_args: impl IntoIterator<Item = (String, String)>, escape: char) -> Self {
+        Vars {
+            escape,
+            build_args: build_args.into_iter().collect(),
+            consumed: BTreeSet::new(),
+            global: BTreeMap::new(),
+            in_stage: false,
+            stage_args: BTreeMap::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Whether a FROM has been seen.
+    pub fn in_stage(&self) -> bool {
+        self.in_stage
+    }
+
+    /// Substitute `kind` with the variables in scope and apply its effect on them: FROM
+    /// starts a new stage, ARG declares, ENV sets. Returns the substituted instruction.
+    pub fn step(&mut self, kind: &InstrKind) -> Result<InstrKind, SubstError> {
+        let out = match kind {
+            InstrKind::From { .. } => expand_instruction(kind, self.escape, &Global(self))?,
+            _ => expand_instruction(kind, self.escape, self)?,
+        };
+        match &out {
+            InstrKind::From { .. } => {
+                self.in_stage = true;
+                self.stage_args.clear();
+                self.env.clear();
+            }
+            InstrKind::Arg(decls) => {
+                for d in decls {
+                    self.declare_arg(&d.name, d.default.as_deref());
+                }
+            }
+            InstrKind::Env(pairs) => {
+                for (k, v) in pairs {
+                    self.set_env(k, v);
+                }
+            }
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    /// Declare ARG `name` with an already-substituted `default` in the current scope.
+    pub fn declare_arg(&mut self, name: &str, default: Option<&str>) {
+        let from_cli = self.build_args.get(name).cloned();
+        if from_cli.is_some() {
+            self.consumed.insert(name.to_string());
+        }
+        if !self.in_stage {
+            let value = from_cli.or_else(|| default.map(str::to_string));
+            self.global.insert(name.to_string(), value);
+            return;
+        }
+        let value = from_cli
+            .or_else(|| default.map(str::to_string))
+            .or_else(|| self.global.get(name).cloned().flatten());
+        self.stage_args.insert(name.to_string(), value);
+    }
+
+    /// Set ENV `key` (replacing its earlier value in place, keeping order otherwise).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        match self.env.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value.to_string(),
+            None => self.env.push((key.to_string(), value.to_string())),
+        }
+    }
+
+    /// The stage's ENV in definition order (what the image's config records).
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    /// ARGs of the current stage that have a value, sorted by name.
+    pub fn stage_args(&self) -> Vec<(String, String)> {
+        self.stage_args
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
+            .collect()
+    }
+
+    /// Environment of a RUN: the stage's ARGs with values (unless ENV has the same name),
+    /// then ENV.
+    pub fn run_env(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .stage_args()
+            .into_iter()
+            .filter(|(k, _)| !self.env.iter().any(|(e, _)| e == k))
+            .collect();
+        out.extend(self.env.iter().cloned());
+        out
+    }
+
+    /// Value of a global ARG (for FROM lines), if declared with a value.
+    pub fn global_arg(&self, name: &str) -> Option<String> {
+        Global(self).lookup(name)
+    }
+
+    /// `--build-arg` names never declared by an ARG so far.
+    pub fn unconsumed_build_args(&self) -> Vec<&str> {
+        self.build_args
+            .keys()
+            .filter(|k| !self.consumed.contains(*k))
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::dockerfile::{parse, ArgDecl};
+
+    fn vars(v: &[(&str, &str)]) -> BTreeMap<String, String> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    fn x(word: &str) -> Result<String, SubstError> {
+        let m = vars(&[
+            ("A", "a"),
+            ("EMPTY", ""),
+            ("B", "b c"),
+            ("HOME", "/root"),
+            ("É", "e"),
+        ]);
+        expand_word(word, '\\', &m)
+    }
+
+    fn ok(word: &str) -> String {
+        match x(word) {
+            Ok(s) => s,
+            Err(e) => panic!("{word}: {e}"),
+        }
+    }
+
+    #[test]
+    fn plain_and_braced_variables() {
+        assert_eq!(ok("$A"), "a");
+        assert_eq!(ok("${A}x"), "ax");
+        assert_eq!(ok("$Ax"), "");
+        assert_eq!(ok("pre-$A-post"), "pre-a-post");
+        assert_eq!(ok("$HOME/bin"), "/root/bin");
+        assert_eq!(ok("$B"), "b c");
+        assert_eq!(ok("$É"), "e");
+    }
+
+    #[test]
+    fn undefined_variables_expand_to_empty() {
+        assert_eq!(ok("x${NOPE}y$NOPE"), "xy");
+    }
+
+    #[test]
+    fn lone_dollar_is_literal() {
+        assert_eq!(ok("a$"), "a$");
+        assert_eq!(ok("$/x"), "$/x");
+        assert_eq!(ok("cost: 5$ "), "cost: 5$ ");
+    }
+
+    #[test]
+    fn colon_default_and_alternative() {
+        assert_eq!(ok("${NOPE:-def}"), "def");
+        assert_eq!(ok("${EMPTY:-def}"), "def");
+        assert_eq!(ok("${A:-def}"), "a");
+        assert_eq!(ok("${NOPE:+alt}"), "");
+        assert_eq!(ok("${EMPTY:+alt}"), "");
+        assert_eq!(ok("${A:+alt}"), "alt");
+    }
+
+    #[test]
+    fn dash_and_plus_without_colon_distinguish_unset_from_empty() {
+        assert_eq!(ok("${NOPE-def}"), "def");
+        assert_eq!(ok("${EMPTY-def}"), "");
+        assert_eq!(ok("${A-def}"), "a");
+        assert_eq!(ok("${NOPE+alt}"), "");
+        assert_eq!(ok("${EMPTY+alt}"), "alt");
+        assert_eq!(ok("${A+alt}"), "alt");
+    }
+
+    #[test]
+    fn nested_words_in_defaults() {
+        assert_eq!(ok("${NOPE:-${A}}"), "a");
+        assert_eq!(ok("${NOPE:-${NOPE2:-deep}-$A}"), "deep-a");
+        assert_eq!(ok("${NOPE:-\"x y\"}"), "x y");
+        assert_eq!(ok("${NOPE:-a\\}b}"), "a}b");
+        assert_eq!(ok("${A:+[$HOME]}"), "[/root]");
+    }
+
+    #[test]
+    fn required_variables() {
+        assert_eq!(ok("${A:?msg}"), "a");
+        assert_eq!(ok("${EMPTY?msg}"), "");
+        assert_eq!(
+            x("${NOPE?must be set}").map_err(|e| e.to_string()),
+            Err("NOPE: must be set".to_string())
+        );
+        assert_eq!(
+            x("${EMPTY:?}").map_err(|e| e.to_string()),
+            Err("EMPTY: is not allowed to be empty".to_string())
+        );
+        assert!(check_word("${NOPE:?}", '\\').is_ok());
+    }
+
+    #[test]
+    fn escaped_dollar_is_literal() {
+        assert_eq!(ok("\\$A"), "$A");
+        assert_eq!(ok("\\${A}"), "${A}");
+        assert_eq!(ok("a\\ b"), "a b");
+        assert_eq!(ok("x\\"), "x");
+        assert_eq!(
+            expand_word("`$A\\$A", '`', &vars(&[("A", "a")])),
+            Ok("$A\\a".to_string())
+        );
+    }
+
+    #[test]
+    fn quotes_are_removed_and_single_quotes_are_literal() {
+        assert_eq!(ok("'$A'"), "$A");
+        assert_eq!(ok("\"$A\""), "a");
+        assert_eq!(ok("\"a\\\"b\\$c\\d\""), "a\"b$c\\d");
+        assert_eq!(ok("'a\\'"), "a\\");
+        assert_eq!(ok("x\"\"y''"), "xy");
+    }
+
+    #[test]
+    fn malformed_words_are_errors_with_offsets() {
+        let e = |w: &str| x(w).err().map(|e| (e.offset, e.kind));
+        assert_eq!(e("ab${"), Some((2, SubstErrorKind::MissingBrace)));
+        assert_eq!(e("ab${A"), Some((2, SubstErrorKind::MissingBrace)));
+        assert_eq!(e("${A:-x"), Some((0, SubstErrorKind::MissingBrace)));
+        assert_eq!(e("${A:-${B}"), Some((0, SubstErrorKind::MissingBrace)));
+        assert_eq!(e("${}"), Some((0, SubstErrorKind::BadSubstitution)));
+        assert_eq!(e("${:-x}"), Some((0, SubstErrorKind::BadSubstitution)));
+        assert_eq!(
+            e("${A%x}"),
+            Some((3, SubstErrorKind::UnsupportedModifier('%')))
+        );
+        assert_eq!(
+            e("${A:=x}"),
+            Some((3, SubstErrorKind::UnsupportedModifier('=')))
+        );
+        assert_eq!(
+            e("a'b"),
+            Some((1, SubstErrorKind::UnterminatedQuote("single-quote")))
+        );
+        assert_eq!(
+            e("\"b"),
+            Some((0, SubstErrorKind::UnterminatedQuote("double-quote")))
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = "${A:-".repeat(100_000);
+        assert_eq!(x(&deep).map_err(|e| e.kind), Err(SubstErrorKind::TooDeep));
+        let ok_depth = format!(
+            "{}x{}",
+            "${N:-".repeat(MAX_NESTING),
+            "}".repeat(MAX_NESTING)
+        );
+        assert_eq!(x(&ok_depth), Ok("x".to_string()));
+    }
+
+    #[test]
+    fn special_and_positional_parameters_are_empty() {
+        assert_eq!(ok("$1x"), "x");
+        assert_eq!(ok("$$"), "");
+        assert_eq!(ok("$@-"), "-");
+    }
+
+    #[test]
+    fn lookup_from_closure_and_pairs() {
+        let f = |n: &str| (n == "X").then(|| "1".to_string());
+        assert_eq!(expand_word("$X$Y", '\\', &f), Ok("1".into()));
+        let v = vec![
+            ("X".to_string(), "old".to_string()),
+            ("X".to_string(), "new".to_string()),
+        ];
+        assert_eq!(expand_word("$X", '\\', v.as_slice()), Ok("new".into()));
+    }
+
+    #[test]
+    fn heredoc_expansion_keeps_quotes() {
+        let m = vars(&[("A", "a")]);
+        assert_eq!(
+            expand_heredoc("'$A' \"$A\" \\$A \\\\ \\x ${A:-z}\nl1\\\nl2\n", '\\', &m),
+            Ok("'a' \"a\" $A \\ \\x a\nl1l2\n".into())
+        );
+    }
+
+    #[test]
+    fn shell_words_unquote_without_substituting() {
+        assert_eq!(
+            shell_words("\"my file\" 'b c' $HOME \"$X\" d\\ e", '\\'),
+            Ok(vec![
+                "my file".into(),
+                "b c".into(),
+                "$HOME".into(),
+                "$X".into(),
+                "d e".into()
+            ])
+        );
+    }
+
+    // --- instructions and scoping
+
+    fn build(text: &str, build_args: &[(&str, &str)]) -> (Vec<InstrKind>, Vars) {
+        let d = parse(text, "Dockerfile").expect("parses");
+        let mut v = Vars::new(
+            build_args
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string())),
+            d.escape(),
+        );
+        let out = d
+            .instructions
+            .iter()
+            .map(|i| v.step(&i.kind).expect("substitutes"))
+            .collect();
+        (out, v)
+    }
+
+    #[test]
+    fn env_reads_old_values_within_one_instruction() {
+        let (ks, v) = build("FROM a\nENV A=0\nENV A=1 B=$A\nENV C=$A\n", &[]);
+        assert_eq!(
+            ks[2],
+            InstrKind::Env(vec![("A".into(), "1".into()), ("B".into(), "0".into())])
+        );
+        assert_eq!(ks[3], InstrKind::Env(vec![("C".into(), "1".into())]));
+        assert_eq!(
+            v.env(),
+            [
+                ("A".into(), "1".into()),
+                ("B".into(), "0".into()),
+                ("C".into(), "1".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn global_args_are_only_visible_in_from() {
+        let (ks, _) = build(
+            "ARG TAG=3.19\nARG IMG=alpine:${TAG}\nFROM $IMG\nRUN x\nWORKDIR /$TAG\n",
+            &[],
+        );
+        assert_eq!(
+            ks[2],
+            InstrKind::From {
+                platform: None,
+                image: "alpine:3.19".into(),
+                alias: None
+            }
+        );
+        assert_eq!(ks[4], InstrKind::Workdir("/".into()));
+    }
+
+    #[test]
+    fn redeclared_arg_without_value_takes_global_value() {
+        let (ks, v) = build("ARG V=1\nFROM a\nARG V\nWORKDIR /$V\n", &[]);
+        assert_eq!(ks[3], InstrKind::Workdir("/1".into()));
+        assert_eq!(v.run_env(), [("V".into(), "1".into())]);
+        let (ks, _) = build("ARG V=1\nFROM a\nARG V=2\nWORKDIR /$V\n", &[]);
+        assert_eq!(ks[3], InstrKind::Workdir("/2".into()));
+    }
+
+    #[test]
+    fn build_args_override_defaults_and_are_consumed() {
+        let (ks, v) = build(
+            "ARG V=1\nFROM a:$V\nARG W=x\nARG V\nUSER $W:$V\n",
+            &[("V", "9"), ("W", "w"), ("Z", "z")],
+        );
+        assert_eq!(
+            ks[1],
+            InstrKind::From {
+                platform: None,
+                image: "a:9".into(),
+                alias: None
+            }
+        );
+        assert_eq!(ks[4], InstrKind::User("w:9".into()));
+        assert_eq!(v.unconsumed_build_args(), ["Z"]);
+    }
+
+    #[test]
+    fn args_are_per_stage() {
+        let (ks, _) = build("FROM a AS one\nARG X=1\nFROM b\nWORKDIR /$X\n", &[]);
+        assert_eq!(ks[3], InstrKind::Workdir("/".into()));
+    }
+
+    #[test]
+    fn env_overrides_arg_of_same_name() {
+        let (ks, v) = build(
+            "FROM a\nENV V=env\nARG V=arg\nWORKDIR /$V\n",
+            &[("V", "cli")],
+        );
+        assert_eq!(ks[3], InstrKind::Workdir("/env".into()));
+        assert_eq!(v.run_env(), [("V".into(), "env".into())]);
+    }
+
+    #[test]
+    fn arg_defaults_see_earlier_variables() {
+        let (ks, _) = build(
+            "FROM a\nENV P=/opt\nARG D=$P/bin E\nARG F=${D}x\nWORKDIR $F\n",
+            &[],
+        );
+        assert_eq!(
+            ks[2],
+            InstrKind::Arg(vec![
+                ArgDecl {
+                    name: "D".into(),
+                    default: Some("/opt/bin".into())
+                },
+                ArgDecl {
+                    name: "E".into(),
+                    default: None
+                },
+            ])
+        );
+        assert_eq!(ks[4], InstrKind::Workdir("/opt/binx".into()));
+    }
+
+    #[test]
+    fn run_cmd_and_exec_forms_are_not_substituted() {
+        let (ks, _) = build(
+            "FROM a\nENV A=1\nRUN echo $A\nRUN [\"echo\", \"$A\"]\nCMD $A\nENTRYPOINT [\"$A\"]\nHEALTHCHECK CMD $A\nMAINTAINER $A\nONBUILD WORKDIR $A\n",
+            &[],
+        );
+        let d = parse(
+            "FROM a\nENV A=1\nRUN echo $A\nRUN [\"echo\", \"$A\"]\nCMD $A\nENTRYPOINT [\"$A\"]\nHEALTHCHECK CMD $A\nMAINTAINER $A\nONBUILD WORKDIR $A\n",
+            "f",
+        )
+        .expect("parses");
+        for (i, (got, instr)) in ks.iter().zip(&d.instructions).enumerate().skip(2) {
+            assert_eq!(*got, instr.kind, "{i}");
+        }
+    }
+
+    #[test]
+    fn copy_fields_and_heredoc_body_are_substituted() {
+        let (ks, _) = build(
+            "FROM a\nARG U=app\nCOPY --chown=$U:$U --from=${S:-build} \"$U dir\" ['x'] /home/$U/\nCOPY <<EOF <<'RAW' /etc/\nuser=$U\nEOF\nuser=$U\nRAW\n",
+            &[],
+        );
+        match &ks[2] {
+            InstrKind::Copy(c) => {
+                assert_eq!(c.chown(), Some("app:app"));
+                assert_eq!(c.from(), Some("build"));
+                assert_eq!(
+                    c.sources,
+                    vec![
+                        CopySource::Path("app dir".into()),
+                        CopySource::Path("[x]".into())
+                    ]
+                );
+                assert_eq!(c.dest, "/home/app/");
+            }
+            k => panic!("{k:?}"),
+        }
+        let hs = ks[3].heredocs();
+        assert_eq!(hs[0].content, "user=app\n");
+        assert_eq!(hs[1].content, "user=$U\n");
+    }
+
+    #[test]
+    fn env_label_expose_volume_stopsignal_are_substituted() {
+        let (ks, _) = build(
+            "FROM a\nARG P=80\nENV K=\"v $P\" L='$P'\nLABEL port=$P \"k$P\"=x\nEXPOSE $P ${P}/udp\nVOLUME /d$P\nSTOPSIGNAL SIG$P\nENV legacy is \"quoted $P\"\n",
+            &[],
+        );
+        assert_eq!(
+            ks[2],
+            InstrKind::Env(vec![("K".into(), "v 80".into()), ("L".into(), "$P".into())])
+        );
+        assert_eq!(
+            ks[3],
+            InstrKind::Label(vec![
+                ("port".into(), "80".into()),
+                ("k80".into(), "x".into())
+            ])
+        );
+        assert_eq!(ks[4], InstrKind::Expose(vec!["80".into(), "80/udp".into()]));
+        assert_eq!(ks[5], InstrKind::Volume(vec!["/d80".into()]));
+        assert_eq!(ks[6], InstrKind::Stopsignal("SIG80".into()));
+        assert_eq!(
+            ks[7],
+            InstrKind::Env(vec![("legacy".into(), "is quoted 80".into())])
+        );
+    }
+
+    #[test]
+    fn from_platform_uses_global_args_and_new_stage_resets_env() {
+        let (ks, v) = build(
+            "ARG PL=linux/amd64\nFROM --platform=$PL a AS x\nENV E=1\nFROM x\n",
+            &[],
+        );
+        assert_eq!(
+            ks[1],
+            InstrKind::From {
+                platform: Some("linux/amd64".into()),
+                image: "a".into(),
+                alias: Some("x".into())
+            }
+        );
+        assert!(v.env().is_empty());
+        assert_eq!(v.global_arg("PL").as_deref(), Some("linux/amd64"));
+    }
+
+    #[test]
+    fn backtick_escape_in_substitution() {
+        let (ks, _) = build("# escape=`\nFROM a\nENV X=1\nWORKDIR C:\\`$X\\$X\n", &[]);
+        assert_eq!(ks[2], InstrKind::Workdir("C:\\$X\\1".into()));
+    }
+}

@@ -1,0 +1,193 @@
+//! Materialize a model as a directory, in parallel.
+//!
+//! Two policies: [`Policy::Checkout`] (what `ch-run` and builds use) raises minimum
+//! permissions (directories u+rwx, files u+rw) and drops setuid and setgid bits, which
+//! are recorded in the store but never applied; [`Policy::Exact`] (directory export)
+//! reproduces the recorded modes, including 0000 directories. Ownership is the invoking
+//! user's either way. The caller chooses an absent destination; it is created here.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use gix::ObjectId;
+use rayon::prelude::*;
+
+use super::git::{git_err, GitError};
+use super::model::{Dir, Node};
+
+/// How modes are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    Checkout,
+    Exact,
+}
+
+impl Policy {
+    pub fn file_mode(self, mode: u32) -> u32 {
+        match self {
+            Policy::Checkout => (mode | 0o600) & !0o6000,
+            Policy::Exact => mode,
+        }
+    }
+    pub fn dir_mode(self, mode: u32) -> u32 {
+        match self {
+            Policy::Checkout => (mode | 0o700) & !0o6000,
+            Policy::Exact => mode,
+        }
+    }
+}
+
+/// Why a checkout failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("can't {action}: {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Git(#[from] GitError),
+}
+
+fn io_err<'p>(
+    action: &'static str,
+    path: &'p Path,
+) -> impl FnOnce(io::Error) -> CheckoutError + 'p {
+    move |source| CheckoutError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+struct FileJob {
+    path: PathBuf,
+    oid: ObjectId,
+    mode: u32,
+}
+
+/// Write `root` into the new directory `dest`.
+pub fn materialize(
+    ts: &gix::ThreadSafeRepository,
+    root: &Dir,
+    dest: &Path,
+    policy: Policy,
+) -> Result<(), CheckoutError> {
+    fs::create_dir(dest).map_err(io_err("create directory", dest))?;
+    let mut dirs: Vec<(PathBuf, u32)> = vec![(dest.to_path_buf(), root.mode)];
+    let mut files = Vec::new();
+    let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut symlinks = Vec::new();
+    let mut fifos = Vec::new();
+    let mut primaries: std::collections::HashMap<u32, PathBuf> = Default::default();
+    let mut err = None;
+    root.walk(&mut |rel, node| {
+        if err.is_some() {
+            return;
+        }
+        let p = dest.join(std::ffi::OsStr::from_bytes(rel));
+        match node {
+            Node::Dir(d) => {
+                if let Err(e) = fs::create_dir(&p) {
+                    err = Some(CheckoutError::Io {
+                        action: "create directory",
+                        path: p.clone(),
+                        source: e,
+                    });
+                }
+                dirs.push((p, d.mode));
+            }
+            Node::File(f) => match f.link_group.map(|g| (g, primaries.get(&g).cloned())) {
+                Some((_, Some(primary))) => links.push((primary, p)),
+                other => {
+                    if let Some((g, None)) = other {
+                        primaries.insert(g, p.clone());
+                    }
+                    files.push(FileJob {
+                        path: p,
+                        oid: f.oid,
+                        mode: policy.file_mode(f.mode),
+                    });
+                }
+            },
+            Node::Symlink { target } => symlinks.push((p, target.clone())),
+            Node::Fifo { mode } => fifos.push((p, policy.file_mode(*mode))),
+        }
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    files.par_iter().try_for_each_init(
+        || ts.to_thread_local(),
+        |repo, job| -> Result<(), CheckoutError> {
+            let blob = repo
+                .find_blob(job.oid)
+                .map_err(git_err(format!("read blob {}", job.oid)))?;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&job.path)
+                .map_err(io_err("create file", &job.path))?;
+            f.write_all(&blob.data)
+                .map_err(io_err("write file", &job.path))?;
+            fs::set_permissions(&job.path, fs::Permissions::from_mode(job.mode))
+                .map_err(io_err("chmod", &job.path))?;
+            Ok(())
+        },
+    )?;
+    symlinks.par_iter().try_for_each(|(p, target)| {
+        std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), p)
+            .map_err(io_err("create symlink", p))
+    })?;
+    for (primary, p) in &links {
+        fs::hard_link(primary, p).map_err(io_err("create hard link", p))?;
+    }
+    for (p, mode) in &fifos {
+        nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(*mode)).map_err(|e| {
+            CheckoutError::Io {
+                action: "create fifo",
+                path: p.clone(),
+                source: e.into(),
+            }
+        })?;
+        fs::set_permissions(p, fs::Permissions::from_mode(*mode)).map_err(io_err("chmod", p))?;
+    }
+    // Deepest first, so that a 0000 directory does not stop us from reaching its children.
+    for (p, mode) in dirs.iter().rev() {
+        fs::set_permissions(p, fs::Permissions::from_mode(policy.dir_mode(*mode)))
+            .map_err(io_err("chmod", p))?;
+    }
+    Ok(())
+}
+
+/// Remove a directory tree that may contain directories without write or search
+/// permission (as exact exports can).
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    fn open_up(p: &Path) -> io::Result<()> {
+        let md = fs::symlink_metadata(p)?;
+        if md.is_dir() {
+            fs::set_permissions(p, fs::Permissions::from_mode(0o700))?;
+            for e in fs::read_dir(p)? {
+                open_up(&e?.path())?;
+            }
+        }
+        Ok(())
+    }
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(md) if !md.is_dir() => return fs::remove_file(path),
+        Ok(_) => {}
+    }
+    if fs::remove_dir_all(path).is_ok() {
+        return Ok(());
+    }
+    open_up(path)?;
+    fs::remove_dir_all(path)
+}

@@ -1,0 +1,554 @@
+//! The git layer: image trees, commits and refs in a bare repository, through gix.
+//!
+//! An image commit's tree holds `rootfs/` (the image's files), `meta` (see [`super::meta`])
+//! and `config.json` (see [`super::config`]). Commits are deterministic: fixed author,
+//! committer and time, so the same content gives the same commit id on any machine.
+//! Names starting with `.git` cannot live in git trees; they are stored with the prefix
+//! `.grove-` (and so are names that already start with `.grove-`), see [`escape_name`].
+
+use std::error::Error as StdError;
+
+use gix::bstr::{BString, ByteSlice};
+use gix::objs::tree::{Entry, EntryKind, EntryMode};
+use gix::ObjectId;
+
+use super::config::ImageConfig;
+use super::meta::{self, Record};
+use super::model::{Dir, File, Node};
+
+/// A git operation failed.
+#[derive(Debug, thiserror::Error)]
+#[error("git: can't {action}")]
+pub struct GitError {
+    pub action: String,
+    #[source]
+    pub source: Box<dyn StdError + Send + Sync>,
+}
+
+/// Wrap a gix error with the action that failed.
+pub fn git_err<E: Into<Box<dyn StdError + Send + Sync>>>(
+    action: impl Into<String>,
+) -> impl FnOnce(E) -> GitError {
+    let action = action.into();
+    move |e| GitError {
+        action,
+        source: e.into(),
+    }
+}
+
+/// Why an image commit could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error("commit {0} is not a Grove image: {1}")]
+    NotImage(ObjectId, &'static str),
+    #[error(transparent)]
+    Meta(#[from] meta::MetaError),
+    #[error(transparent)]
+    Config(#[from] super::config::ConfigError),
+}
+
+const ESCAPE: &[u8] = b".grove-";
+
+/// Tree entry name for an image file name.
+pub fn escape_name(name: &[u8]) -> Vec<u8> {
+    let lower = name.to_ascii_lowercase();
+    if lower.starts_with(b".git") || name.starts_with(ESCAPE) {
+        [ESCAPE, name].concat()
+    } else {
+        name.to_vec()
+    }
+}
+
+/// Image file name for a tree entry name.
+pub fn unescape_name(name: &[u8]) -> Vec<u8> {
+    name.strip_prefix(ESCAPE).unwrap_or(name).to_vec()
+}
+
+/// The fixed identity of every commit.
+pub fn signature() -> gix::actor::Signature {
+    gix::actor::Signature {
+        name: "Grove".into(),
+        email: "grove@localhost".into(),
+        time: gix::date::Time {
+            seconds: 0,
+            offset: 0,
+        },
+    }
+}
+
+fn default_mode_file(mode: u32) -> u32 {
+    if mode & 0o100 != 0 {
+        0o755
+    } else {
+        0o644
+    }
+}
+
+/// Write the trees of `root` and return the tree id of `rootfs` together with the
+/// metadata records. Subtrees with no files or symlinks are left out of git and recorded
+/// as `dir` records.
+pub fn write_rootfs(
+    repo: &gix::Repository,
+    root: &Dir,
+) -> Result<(ObjectId, Vec<Record>), GitError> {
+    let mut records = Vec::new();
+    let mut primaries: std::collections::HashMap<u32, Vec<u8>> = Default::default();
+    let mut path = Vec::new();
+    let id = write_dir(repo, root, &mut path, &mut records, &mut primaries)?;
+    let id = match id {
+        Some(id) => id,
+        None => repo
+            .write_object(gix::objs::Tree::empty())
+            .map_err(git_err("write empty tree"))?
+            .detach(),
+    };
+    Ok((id, records))
+}
+
+fn write_dir(
+    repo: &gix::Repository,
+    dir: &Dir,
+    path: &mut Vec<u8>,
+    records: &mut Vec<Record>,
+    primaries: &mut std::collections::HashMap<u32, Vec<u8>>,
+) -> Result<Option<ObjectId>, GitError> {
+    let mut entries = Vec::with_capacity(dir.children.len());
+    for (name, node) in &dir.children {
+        let len = path.len();
+        if len > 0 {
+            path.push(b'/');
+        }
+        path.extend_from_slice(name);
+        let entry = |mode: EntryKind, oid| Entry {
+            mode: EntryMode::from(mode),
+            filename: BString::from(escape_name(name)),
+            oid,
+        };
+        match node {
+            Node::File(File {
+                mode,
+                oid,
+                link_group,
+                ..
+            }) => {
+                let kind = if mode & 0o100 != 0 {
+                    EntryKind::BlobExecutable
+                } else {
+                    EntryKind::Blob
+                };
+                entries.push(entry(kind, *oid));
+                match link_group.map(|g| (g, primaries.get(&g))) {
+                    Some((_, Some(primary))) => records.push(Record::Link {
+                        primary: primary.clone(),
+                        path: path.clone(),
+                    }),
+                    other => {
+                        if let Some((g, None)) = other {
+                            primaries.insert(g, path.clone());
+                        }
+                        if *mode != default_mode_file(*mode) {
+                            records.push(Record::Mode {
+                                mode: *mode,
+                                path: path.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+            Node::Symlink { target } => {
+                let oid = repo
+                    .write_blob(target)
+                    .map_err(git_err("write symlink blob"))?
+                    .detach();
+                entries.push(entry(EntryKind::Link, oid));
+            }
+            Node::Fifo { mode } => records.push(Record::Fifo {
+                mode: *mode,
+                path: path.clone(),
+            }),
+            Node::Dir(sub) => {
+                let at = records.len();
+                match write_dir(repo, sub, path, records, primaries)? {
+                    Some(oid) => {
+                        entries.push(entry(EntryKind::Tree, oid));
+                        if sub.mode != 0o755 {
+                            records.insert(
+                                at,
+                                Record::Mode {
+                                    mode: sub.mode,
+                                    path: path.clone(),
+                                },
+                            );
+                        }
+                    }
+                    None => records.insert(
+                        at,
+                        Record::Dir {
+                            mode: sub.mode,
+                            path: path.clone(),
+                        },
+                    ),
+                }
+            }
+        }
+        path.truncate(len);
+    }
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    entries.sort();
+    let tree = gix::objs::Tree { entries };
+    Ok(Some(
+        repo.write_object(&tree)
+            .map_err(git_err("write tree"))?
+            .detach(),
+    ))
+}
+
+/// Write a whole image (rootfs, metadata, config) and a commit for it. Returns the commit.
+pub fn write_image_commit(
+    repo: &gix::Repository,
+    root: &Dir,
+    config: &ImageConfig,
+    parent: Option<ObjectId>,
+    message: &str,
+) -> Result<ObjectId, GitError> {
+    let (rootfs, records) = write_rootfs(repo, root)?;
+    let meta = repo
+        .write_blob(meta::encode(&records))
+        .map_err(git_err("write metadata blob"))?
+        .detach();
+    let config = repo
+        .write_blob(config.encode())
+        .map_err(git_err("write config blob"))?
+        .detach();
+    let mut entries = vec![
+        Entry {
+            mode: EntryKind::Blob.into(),
+            filename: "config.json".into(),
+            oid: config,
+        },
+        Entry {
+            mode: EntryKind::Blob.into(),
+            filename: "meta".into(),
+            oid: meta,
+        },
+        Entry {
+            mode: EntryKind::Tree.into(),
+            filename: "rootfs".into(),
+            oid: rootfs,
+        },
+    ];
+    entries.sort();
+    let tree = repo
+        .write_object(gix::objs::Tree { entries })
+        .map_err(git_err("write image tree"))?
+        .detach();
+    let mut msg = message.trim_end().to_string();
+    msg.push('\n');
+    let commit = gix::objs::Commit {
+        tree,
+        parents: parent.into_iter().collect(),
+        author: signature(),
+        committer: signature(),
+        encoding: None,
+        message: msg.into(),
+        extra_headers: Vec::new(),
+    };
+    Ok(repo
+        .write_object(&commit)
+        .map_err(git_err("write commit"))?
+        .detach())
+}
+
+/// The parts of an image commit's tree.
+pub struct ImageTrees {
+    pub rootfs: ObjectId,
+    pub meta: ObjectId,
+    pub config: ObjectId,
+    pub parent: Option<ObjectId>,
+    pub message: String,
+}
+
+/// Look up the tree parts of an image commit.
+pub fn image_trees(repo: &gix::Repository, commit: ObjectId) -> Result<ImageTrees, ReadError> {
+    let c = repo
+        .find_commit(commit)
+        .map_err(git_err(format!("find commit {commit}")))?;
+    let decoded = c
+        .decode()
+        .map_err(git_err(format!("decode commit {commit}")))?;
+    let parent = decoded.parents().next();
+    let message = decoded.message.to_str_lossy().into_owned();
+    let tree = repo
+        .find_tree(decoded.tree())
+        .map_err(git_err("find image tree"))?;
+    let t = tree.decode().map_err(git_err("decode image tree"))?;
+    let find = |name: &str| {
+        t.entries
+            .iter()
+            .find(|e| e.filename == name)
+            .map(|e| e.oid.to_owned())
+    };
+    Ok(ImageTrees {
+        rootfs: find("rootfs").ok_or(ReadError::NotImage(commit, "no rootfs tree"))?,
+        meta: find("meta").ok_or(ReadError::NotImage(commit, "no meta blob"))?,
+        config: find("config.json").ok_or(ReadError::NotImage(commit, "no config.json blob"))?,
+        parent,
+        message,
+    })
+}
+
+/// Read an image's config.
+pub fn read_config(repo: &gix::Repository, commit: ObjectId) -> Result<ImageConfig, ReadError> {
+    let t = image_trees(repo, commit)?;
+    let blob = repo
+        .find_blob(t.config)
+        .map_err(git_err("read config blob"))?;
+    Ok(ImageConfig::decode(&blob.data)?)
+}
+
+/// Read an image commit back into the model.
+pub fn read_image(
+    repo: &gix::Repository,
+    commit: ObjectId,
+) -> Result<(Dir, ImageConfig), ReadError> {
+    let t = image_trees(repo, commit)?;
+    let mut root = Dir::new(0o755);
+    read_tree(repo, t.rootfs, &mut root)?;
+    let meta_blob = repo
+        .find_blob(t.meta)
+        .map_err(git_err("read metadata blob"))?;
+    let mut next_group = 0u32;
+    let mut groups: std::collections::HashMap<Vec<u8>, u32> = Default::default();
+    for rec in meta::decode(&meta_blob.data)? {
+        match rec {
+            Record::Mode { mode, path } => match node_mut(&mut root, &path) {
+                Some(Node::File(f)) => f.mode = mode,
+                Some(Node::Dir(d)) => d.mode = mode,
+                _ => {
+                    return Err(ReadError::NotImage(
+                        commit,
+                        "metadata mode for a missing path",
+                    ))
+                }
+            },
+            Record::Dir { mode, path } => root
+                .insert(&path, Node::Dir(Dir::new(mode)))
+                .map_err(|_| ReadError::NotImage(commit, "bad dir record"))?,
+            Record::Fifo { mode, path } => root
+                .insert(&path, Node::Fifo { mode })
+                .map_err(|_| ReadError::NotImage(commit, "bad fifo record"))?,
+            Record::Link { primary, path } => {
+                let g = *groups.entry(primary.clone()).or_insert_with(|| {
+                    next_group += 1;
+                    next_group
+                });
+                let pmode = match node_mut(&mut root, &primary) {
+                    Some(Node::File(f)) => {
+                        f.link_group = Some(g);
+                        f.mode
+                    }
+                    _ => return Err(ReadError::NotImage(commit, "link record to a missing file")),
+                };
+                match node_mut(&mut root, &path) {
+                    Some(Node::File(f)) => {
+                        f.link_group = Some(g);
+                        f.mode = pmode;
+                    }
+                    _ => {
+                        return Err(ReadError::NotImage(
+                            commit,
+                            "link record for a missing file",
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    let cfg = repo
+        .find_blob(t.config)
+        .map_err(git_err("read config blob"))?;
+    Ok((root, ImageConfig::decode(&cfg.data)?))
+}
+
+fn node_mut<'a>(root: &'a mut Dir, path: &[u8]) -> Option<&'a mut Node> {
+    let comps = super::model::components(path).ok()?;
+    let mut dir = root;
+    for c in &comps[..comps.len() - 1] {
+        dir = match dir.children.get_mut(*c) {
+            Some(Node::Dir(d)) => d,
+            _ => return None,
+        };
+    }
+    dir.children.get_mut(comps[comps.len() - 1])
+}
+
+fn read_tree(repo: &gix::Repository, id: ObjectId, into: &mut Dir) -> Result<(), ReadError> {
+    let tree = repo
+        .find_tree(id)
+        .map_err(git_err(format!("find tree {id}")))?;
+    let decoded = tree
+        .decode()
+        .map_err(git_err(format!("decode tree {id}")))?;
+    let entries: Vec<(Vec<u8>, EntryMode, ObjectId)> = decoded
+        .entries
+        .iter()
+        .map(|e| (unescape_name(e.filename), e.mode, e.oid.to_owned()))
+        .collect();
+    drop(tree);
+    for (name, mode, oid) in entries {
+        let node = match mode.kind() {
+            EntryKind::Tree => {
+                let mut d = Dir::new(0o755);
+                read_tree(repo, oid, &mut d)?;
+                Node::Dir(d)
+            }
+            EntryKind::Blob | EntryKind::BlobExecutable => {
+                let m = if mode.kind() == EntryKind::BlobExecutable {
+                    0o755
+                } else {
+                    0o644
+                };
+                Node::File(File {
+                    mode: m,
+                    oid,
+                    size: 0,
+                    link_group: None,
+                })
+            }
+            EntryKind::Link => {
+                let blob = repo
+                    .find_blob(oid)
+                    .map_err(git_err(format!("find symlink blob {oid}")))?;
+                Node::Symlink {
+                    target: blob.data.clone(),
+                }
+            }
+            EntryKind::Commit => {
+                return Err(ReadError::NotImage(id, "submodule entry in image tree"))
+            }
+        };
+        into.children.insert(name, node);
+    }
+    Ok(())
+}
+
+/// Read a ref's target commit, if the ref exists.
+pub fn get_ref(repo: &gix::Repository, name: &str) -> Result<Option<ObjectId>, GitError> {
+    let r = repo
+        .try_find_reference(name)
+        .map_err(git_err(format!("read ref {name}")))?;
+    Ok(r.and_then(|r| r.target().try_id().map(|id| id.to_owned())))
+}
+
+/// Expected state of a ref before an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    Any,
+    Absent,
+    Is(ObjectId),
+}
+
+impl Expect {
+    pub fn from_current(cur: Option<ObjectId>) -> Expect {
+        cur.map_or(Expect::Absent, Expect::Is)
+    }
+}
+
+fn previous(e: Expect) -> gix::refs::transaction::PreviousValue {
+    use gix::refs::transaction::PreviousValue as P;
+    match e {
+        Expect::Any => P::Any,
+        Expect::Absent => P::MustNotExist,
+        Expect::Is(id) => P::MustExistAndMatch(gix::refs::Target::Object(id)),
+    }
+}
+
+fn full_name(name: &str) -> Result<gix::refs::FullName, GitError> {
+    name.try_into()
+        .map_err(git_err(format!("use ref name {name:?}")))
+}
+
+/// Apply ref updates atomically: `Some(id)` sets, `None` deletes; each checked against its
+/// expected old value.
+pub fn update_refs(
+    repo: &gix::Repository,
+    edits: &[(String, Option<ObjectId>, Expect)],
+) -> Result<(), GitError> {
+    use gix::refs::transaction::{Change, LogChange, RefEdit, RefLog};
+    let mut out = Vec::new();
+    for (name, new, expect) in edits {
+        let change = match new {
+            Some(id) => Change::Update {
+                log: LogChange {
+                    mode: RefLog::AndReference,
+                    force_create_reflog: false,
+                    message: "grove".into(),
+                },
+                expected: previous(*expect),
+                new: gix::refs::Target::Object(*id),
+            },
+            None => Change::Delete {
+                expected: previous(*expect),
+                log: RefLog::AndReference,
+            },
+        };
+        out.push(RefEdit {
+            change,
+            name: full_name(name)?,
+            deref: false,
+        });
+    }
+    let sig = signature();
+    let mut buf = Default::default();
+    repo.edit_references_as(out, Some(sig.to_ref(&mut buf)))
+        .map_err(git_err("update refs"))?;
+    Ok(())
+}
+
+/// All refs under `prefix` (which ends with `/`), as (name without prefix, target).
+pub fn list_refs(
+    repo: &gix::Repository,
+    prefix: &str,
+) -> Result<Vec<(String, ObjectId)>, GitError> {
+    let platform = repo.references().map_err(git_err("list refs"))?;
+    let iter = platform
+        .prefixed(prefix)
+        .map_err(git_err(format!("list refs {prefix}")))?;
+    let mut out = Vec::new();
+    for r in iter {
+        let r = r.map_err(git_err(format!("read ref under {prefix}")))?;
+        let name = r.name().as_bstr().to_str_lossy();
+        let short = name.strip_prefix(prefix).unwrap_or(&name).to_string();
+        if let Some(id) = r.target().try_id() {
+            out.push((short, id.to_owned()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn git_names_are_escaped_reversibly() {
+        for n in [
+            &b".git"[..],
+            b".gitignore",
+            b".GIT",
+            b".grove-x",
+            b"normal",
+            b"git",
+        ] {
+            let e = escape_name(n);
+            assert!(!e.to_ascii_lowercase().starts_with(b".git"), "{:?}", e);
+            assert_eq!(unescape_name(&e), n);
+        }
+        assert_eq!(escape_name(b"normal"), b"normal");
+    }
+}

@@ -1,0 +1,282 @@
+//! Layers: overlayfs upper directories kept per commit, and views built from them.
+//!
+//! A build step that changes files runs on an overlay whose lower directories show the
+//! parent state and whose upper directory receives the changes. [`apply_upper`] folds an
+//! upper directory into the parent's model (only what changed is read and hashed), and the
+//! upper directory is then kept as `layers/<commit>`. [`view`] gives the lower directories
+//! that show a commit's tree: the nearest ancestor with a full checkout plus the layers
+//! above it, or a fresh checkout when a layer is missing. Whiteouts follow overlayfs:
+//! a character device 0/0 (or a file with the `user.overlay.whiteout` xattr) deletes a
+//! path; a directory with `user.overlay.opaque=y` hides what was below it.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use gix::ObjectId;
+use rayon::prelude::*;
+
+use super::import::repo_for_writing;
+use super::model::{Dir, File, Node};
+use super::StoreError;
+
+/// What a layer changed, for history and logs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Changes {
+    pub written: usize,
+    pub removed: usize,
+}
+
+fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StoreError + 'p {
+    move |source| StoreError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn xattr_is(path: &Path, name: &str, want: &[u8]) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let Ok(n) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    let mut buf = [0u8; 8];
+    // SAFETY: both strings are NUL-terminated and live across the call; buf is valid for
+    // buf.len() bytes.
+    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    r >= 0 && &buf[..r as usize] == want
+}
+
+fn is_whiteout(path: &Path, md: &fs::Metadata) -> bool {
+    (md.file_type().is_char_device() && md.rdev() == 0)
+        || (md.file_type().is_file()
+            && md.len() == 0
+            && xattr_is(path, "user.overlay.whiteout", b""))
+}
+
+struct Job {
+    rel: Vec<u8>,
+    abs: PathBuf,
+    mode: u32,
+    inode: Option<(u64, u64)>,
+}
+
+/// Fold the upper directory `upper` into `model`. Returns what changed and warnings.
+pub fn apply_upper(
+    ts: &gix::ThreadSafeRepository,
+    model: &mut Dir,
+    upper: &Path,
+) -> Result<(Changes, Vec<String>), StoreError> {
+    let mut jobs = Vec::new();
+    let mut changes = Changes::default();
+    let mut warnings = Vec::new();
+    walk_upper(upper, &[], model, &mut jobs, &mut changes, &mut warnings)?;
+    // Hard links within the layer: one blob per inode, one group per inode.
+    let mut group_of: HashMap<(u64, u64), u32> = HashMap::new();
+    let mut next_group = max_group(model) + 1;
+    for j in &jobs {
+        if let Some(ino) = j.inode {
+            group_of.entry(ino).or_insert_with(|| {
+                next_group += 1;
+                next_group
+            });
+        }
+    }
+    let oids: Vec<ObjectId> = jobs
+        .par_iter()
+        .map_init(
+            || repo_for_writing(ts),
+            |repo, j| -> Result<ObjectId, StoreError> {
+                let data = fs::read(&j.abs).map_err(io_err("read", &j.abs))?;
+                Ok(repo
+                    .write_blob(&data)
+                    .map_err(super::git::git_err("write blob"))?
+                    .detach())
+            },
+        )
+        .collect::<Result<_, _>>()?;
+    for (j, oid) in jobs.iter().zip(oids) {
+        let link_group = j.inode.map(|i| group_of[&i]).filter(|_| j.inode.is_some());
+        model
+            .insert(
+                &j.rel,
+                Node::File(File {
+                    mode: j.mode,
+                    oid,
+                    size: 0,
+                    link_group,
+                }),
+            )
+            .map_err(|e| StoreError::Io {
+                action: "apply layer",
+                path: j.abs.clone(),
+                source: io::Error::other(e.to_string()),
+            })?;
+    }
+    // A group with one member left is no group.
+    normalize_groups(model);
+    Ok((changes, warnings))
+}
+
+fn max_group(model: &Dir) -> u32 {
+    let mut m = 0;
+    model.walk(&mut |_, n| {
+        if let Node::File(File {
+            link_group: Some(g),
+            ..
+        }) = n
+        {
+            m = m.max(*g);
+        }
+    });
+    m
+}
+
+fn normalize_groups(model: &mut Dir) {
+    let mut count: HashMap<u32, usize> = HashMap::new();
+    model.walk(&mut |_, n| {
+        if let Node::File(File {
+            link_group: Some(g),
+            ..
+        }) = n
+        {
+            *count.entry(*g).or_default() += 1;
+        }
+    });
+    fn go(d: &mut Dir, count: &HashMap<u32, usize>) {
+        for n in d.children.values_mut() {
+            match n {
+                Node::File(f) => {
+                    if f.link_group.is_some_and(|g| count[&g] < 2) {
+                        f.link_group = None;
+                    }
+                }
+                Node::Dir(sub) => go(sub, count),
+                _ => {}
+            }
+        }
+    }
+    if count.values().any(|c| *c < 2) {
+        go(model, &count);
+    }
+}
+
+fn walk_upper(
+    abs: &Path,
+    rel: &[u8],
+    model: &mut Dir,
+    jobs: &mut Vec<Job>,
+    changes: &mut Changes,
+    warnings: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    let mut names: Vec<_> = fs::read_dir(abs)
+        .map_err(io_err("read directory", abs))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(io_err("read directory", abs))?;
+    names.sort();
+    for name in names {
+        let p = abs.join(&name);
+        let md = fs::symlink_metadata(&p).map_err(io_err("stat", &p))?;
+        let mut r = rel.to_vec();
+        if !r.is_empty() {
+            r.push(b'/');
+        }
+        r.extend_from_slice(name.as_bytes());
+        let mode = md.mode() & 0o7777;
+        let ft = md.file_type();
+        let bad = |e: super::model::PathError| StoreError::Io {
+            action: "apply layer",
+            path: p.clone(),
+            source: io::Error::other(e.to_string()),
+        };
+        if is_whiteout(&p, &md) {
+            if model.remove(&r).map_err(bad)? {
+                changes.removed += 1;
+            }
+        } else if ft.is_dir() {
+            let opaque = xattr_is(&p, "user.overlay.opaque", b"y");
+            let exists_as_dir = matches!(model.get(&r), Some(Node::Dir(_)));
+            if opaque || !exists_as_dir {
+                if exists_as_dir {
+                    changes.removed += 1;
+                }
+                model.remove(&r).map_err(bad)?;
+            }
+            model.insert(&r, Node::Dir(Dir::new(mode))).map_err(bad)?;
+            walk_upper(&p, &r, model, jobs, changes, warnings)?;
+        } else if ft.is_file() {
+            changes.written += 1;
+            // Drop what was there first, so a directory replaced by a file goes away.
+            if matches!(model.get(&r), Some(Node::Dir(_))) {
+                model.remove(&r).map_err(bad)?;
+            }
+            let inode = (md.nlink() > 1).then(|| (md.dev(), md.ino()));
+            jobs.push(Job {
+                rel: r,
+                abs: p,
+                mode,
+                inode,
+            });
+        } else if ft.is_symlink() {
+            changes.written += 1;
+            let t = fs::read_link(&p).map_err(io_err("read symlink", &p))?;
+            model.remove(&r).map_err(bad)?;
+            model
+                .insert(
+                    &r,
+                    Node::Symlink {
+                        target: t.as_os_str().as_bytes().to_vec(),
+                    },
+                )
+                .map_err(bad)?;
+        } else if ft.is_fifo() {
+            changes.written += 1;
+            model.remove(&r).map_err(bad)?;
+            model.insert(&r, Node::Fifo { mode }).map_err(bad)?;
+        } else {
+            warnings.push(format!(
+                "ignoring device file or socket created in image: /{}",
+                String::from_utf8_lossy(&r)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Lower directories (top first) whose union shows `commit`'s files, without checking
+/// anything out when the layers exist. `parent_of(c)` gives (parent, whether c's files
+/// equal the parent's).
+pub fn view(
+    checkouts: &Path,
+    layers: &Path,
+    commit: ObjectId,
+    mut parent_of: impl FnMut(ObjectId) -> Result<Option<(ObjectId, bool)>, StoreError>,
+) -> Result<Option<Vec<PathBuf>>, StoreError> {
+    let mut lowers = Vec::new();
+    let mut c = commit;
+    loop {
+        let co = checkouts.join(c.to_string());
+        if co.is_dir() {
+            lowers.push(co);
+            return Ok(Some(lowers));
+        }
+        let layer = layers.join(c.to_string());
+        match parent_of(c)? {
+            Some((p, same_files)) => {
+                if layer.is_dir() {
+                    lowers.push(layer);
+                } else if !same_files {
+                    return Ok(None);
+                }
+                c = p;
+            }
+            None => return Ok(None),
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The metadata blob: what a git tree cannot say about an image (format in
+//! docs/store-format.md, "meta" blob, version 1).
+//!
+//! Git trees hold regular files (0644 or 0755), symlinks and directories that contain
+//! something. This blob records, one line per path, everything else: exact permission bits
+//! where they differ from what the tree implies, empty directories, FIFOs and hard links.
+//! Lines are sorted (depth-first, byte order), so the blob is deterministic and `git diff`
+//! shows metadata changes line by line. Pure data, no I/O.
+
+use std::fmt::Write as _;
+
+/// One metadata record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// Permission bits of a file or directory present in the git tree.
+    Mode { mode: u32, path: Vec<u8> },
+    /// A directory absent from the git tree (nothing below it is a file or symlink).
+    Dir { mode: u32, path: Vec<u8> },
+    /// A named pipe.
+    Fifo { mode: u32, path: Vec<u8> },
+    /// `path` is a hard link to `primary` (which is a file in the git tree).
+    Link { primary: Vec<u8>, path: Vec<u8> },
+}
+
+/// First line of every metadata blob.
+pub const HEADER: &str = "grove-meta 1";
+
+/// Why a metadata blob could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MetaError {
+    #[error("metadata blob: unsupported header {0:?} (expected {HEADER:?})")]
+    Header(String),
+    #[error("metadata blob line {line}: {what}")]
+    Line { line: usize, what: &'static str },
+}
+
+/// Escape a path so that it is one space-free, printable-ASCII field: bytes outside
+/// 0x21..=0x7e, and `\`, become `\xNN`.
+pub fn escape(path: &[u8]) -> String {
+    let mut s = String::with_capacity(path.len());
+    for &b in path {
+        if (0x21..=0x7e).contains(&b) && b != b'\\' {
+            s.push(b as char);
+        } else {
+            let _ = write!(s, "\\x{b:02x}");
+        }
+    }
+    s
+}
+
+/// Reverse of [`escape`].
+pub fn unescape(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            if b.get(i + 1) != Some(&b'x') || i + 4 > b.len() {
+                return None;
+            }
+            let hex = std::str::from_utf8(&b[i + 2..i + 4]).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// Serialize records (in the order given, which callers keep sorted).
+pub fn encode(records: &[Record]) -> Vec<u8> {
+    let mut s = String::from(HEADER);
+    s.push('\n');
+    for r in records {
+        let _ = match r {
+            Record::Mode { mode, path } => writeln!(s, "mode {mode:04o} {}", escape(path)),
+            Record::Dir { mode, path } => writeln!(s, "dir {mode:04o} {}", escape(path)),
+            Record::Fifo { mode, path } => writeln!(s, "fifo {mode:04o} {}", escape(path)),
+            Record::Link { primary, path } => {
+                writeln!(s, "link {} {}", escape(primary), escape(path))
+            }
+        };
+    }
+    s.into_bytes()
+}
+
+/// Parse a metadata blob.
+pub fn decode(data: &[u8]) -> Result<Vec<Record>, MetaError> {
+    let text = std::str::from_utf8(data).map_err(|_| MetaError::Line {
+        line: 0,
+        what: "not ASCII",
+    })?;
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or("");
+    if header != HEADER {
+        return Err(MetaError::Header(header.to_string()));
+    }
+    let mut out = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let line_no = i + 2;
+        let bad = |what| MetaError::Line {
+            line: line_no,
+            what,
+        };
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() != 3 {
+            return Err(bad("expected three fields"));
+        }
+        let path = unescape(f[2]).ok_or_else(|| bad("bad path escape"))?;
+        let mode = || {
+            u32::from_str_radix(f[1], 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .ok_or_else(|| bad("bad mode"))
+        };
+        out.push(match f[0] {
+            "mode" => Record::Mode {
+                mode: mode()?,
+                path,
+            },
+            "dir" => Record::Dir {
+                mode: mode()?,
+                path,
+            },
+            "fifo" => Record::Fifo {
+                mode: mode()?,
+                path,
+            },
+            "link" => Record::Link {
+                primary: unescape(f[1]).ok_or_else(|| bad("bad path escape"))?,
+                path,
+            },
+            _ => return Err(bad("unknown record kind")),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_round_trips_every_byte() {
+        let all: Vec<u8> = (1..=255u8).collect();
+        assert_eq!(unescape(&escape(&all)).unwrap(), all);
+        assert_eq!(escape(b"a b\\c\xff"), "a\\x20b\\x5cc\\xff");
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let recs = vec![
+            Record::Mode {
+                mode: 0o4755,
+                path: b"bin/su".to_vec(),
+            },
+            Record::Dir {
+                mode: 0,
+                path: b"locked dir".to_vec(),
+            },
+            Record::Fifo {
+                mode: 0o644,
+                path: b"run/p\xfe".to_vec(),
+            },
+            Record::Link {
+                primary: b"a".to_vec(),
+                path: b"b".to_vec(),
+            },
+        ];
+        let blob = encode(&recs);
+        assert!(blob.starts_with(b"grove-meta 1\nmode 4755 bin/su\ndir 0000 locked\\x20dir\n"));
+        assert_eq!(decode(&blob).unwrap(), recs);
+    }
+
+    #[test]
+    fn unknown_version_is_refused() {
+        assert_eq!(
+            decode(b"grove-meta 2\n"),
+            Err(MetaError::Header("grove-meta 2".into()))
+        );
+        assert!(matches!(
+            decode(b"grove-meta 1\nmode 99999 x\n"),
+            Err(MetaError::Line { line: 2, .. })
+        ));
+    }
+}

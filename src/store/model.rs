@@ -1,0 +1,252 @@
+//! The in-memory model of an image's file tree: what import produces, what a commit is
+//! written from and read back into, and what checkout and export walk.
+//!
+//! Names are raw bytes (non-UTF-8 names are kept exactly). Modes are permission bits only
+//! (`0o7777`); the file type is the variant. Ownership is not modelled: images belong to the
+//! user who runs them and export as root. Children are kept in byte order, so every walk is
+//! deterministic.
+
+use std::collections::BTreeMap;
+
+use gix::ObjectId;
+
+/// One entry of an image tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    Dir(Dir),
+    File(File),
+    Symlink { target: Vec<u8> },
+    Fifo { mode: u32 },
+}
+
+/// A regular file whose content is the blob `oid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct File {
+    pub mode: u32,
+    pub oid: ObjectId,
+    /// Size in bytes, where known (0 for files read back from a commit: reading every
+    /// blob header would cost a lookup per file).
+    pub size: u64,
+    /// Files sharing a group are hard links to one inode.
+    pub link_group: Option<u32>,
+}
+
+/// A directory.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Dir {
+    pub mode: u32,
+    pub children: BTreeMap<Vec<u8>, Node>,
+}
+
+/// Why a path could not be placed in the tree.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PathError {
+    #[error("path is empty")]
+    Empty,
+    #[error("path contains '..'")]
+    DotDot,
+    #[error("path is absolute")]
+    Absolute,
+    #[error("path goes through symlink {0}")]
+    ThroughSymlink(String),
+    #[error("path goes through non-directory {0}")]
+    ThroughNonDir(String),
+}
+
+/// Split a relative path into components, dropping `.` and empty components. Refuses
+/// absolute paths and `..`.
+pub fn components(path: &[u8]) -> Result<Vec<&[u8]>, PathError> {
+    if path.first() == Some(&b'/') {
+        return Err(PathError::Absolute);
+    }
+    let mut out = Vec::new();
+    for c in path.split(|b| *b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return Err(PathError::DotDot),
+            c => out.push(c),
+        }
+    }
+    if out.is_empty() {
+        return Err(PathError::Empty);
+    }
+    Ok(out)
+}
+
+/// Lossy display of a byte path for messages.
+pub fn show(path: &[u8]) -> String {
+    String::from_utf8_lossy(path).into_owned()
+}
+
+impl Dir {
+    pub fn new(mode: u32) -> Dir {
+        Dir {
+            mode,
+            children: BTreeMap::new(),
+        }
+    }
+
+    /// The directory that will hold `comps` (all but the last), creating missing
+    /// directories with mode 0755. Refuses to go through symlinks or files.
+    fn parent_mut(&mut self, comps: &[&[u8]]) -> Result<&mut Dir, PathError> {
+        let mut dir = self;
+        let mut walked: Vec<u8> = Vec::new();
+        for c in &comps[..comps.len() - 1] {
+            if !walked.is_empty() {
+                walked.push(b'/');
+            }
+            walked.extend_from_slice(c);
+            let child = dir
+                .children
+                .entry(c.to_vec())
+                .or_insert_with(|| Node::Dir(Dir::new(0o755)));
+            dir = match child {
+                Node::Dir(d) => d,
+                Node::Symlink { .. } => return Err(PathError::ThroughSymlink(show(&walked))),
+                _ => return Err(PathError::ThroughNonDir(show(&walked))),
+            };
+        }
+        Ok(dir)
+    }
+
+    /// Place `node` at `path`, replacing what was there (as a later tar member replaces an
+    /// earlier one). A directory replacing a directory keeps the old children and takes the
+    /// new mode.
+    pub fn insert(&mut self, path: &[u8], node: Node) -> Result<(), PathError> {
+        let comps = components(path)?;
+        let parent = self.parent_mut(&comps)?;
+        let name = comps[comps.len() - 1].to_vec();
+        match (parent.children.get_mut(&name), node) {
+            (Some(Node::Dir(old)), Node::Dir(new)) if new.children.is_empty() => {
+                old.mode = new.mode
+            }
+            (_, node) => {
+                parent.children.insert(name, node);
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove the entry at `path`, if any; returns whether something was removed.
+    pub fn remove(&mut self, path: &[u8]) -> Result<bool, PathError> {
+        let comps = components(path)?;
+        let mut dir = self;
+        for c in &comps[..comps.len() - 1] {
+            dir = match dir.children.get_mut(*c) {
+                Some(Node::Dir(d)) => d,
+                _ => return Ok(false),
+            };
+        }
+        Ok(dir.children.remove(comps[comps.len() - 1]).is_some())
+    }
+
+    /// The entry at `path`.
+    pub fn get(&self, path: &[u8]) -> Option<&Node> {
+        let comps = components(path).ok()?;
+        let mut dir = self;
+        for c in &comps[..comps.len() - 1] {
+            dir = match dir.children.get(*c) {
+                Some(Node::Dir(d)) => d,
+                _ => return None,
+            };
+        }
+        dir.children.get(comps[comps.len() - 1])
+    }
+
+    /// Visit every entry depth-first in byte order, parents before children, with its path
+    /// relative to this directory.
+    pub fn walk<'a>(&'a self, f: &mut dyn FnMut(&[u8], &'a Node)) {
+        fn go<'a>(dir: &'a Dir, prefix: &mut Vec<u8>, f: &mut dyn FnMut(&[u8], &'a Node)) {
+            for (name, node) in &dir.children {
+                let len = prefix.len();
+                if len > 0 {
+                    prefix.push(b'/');
+                }
+                prefix.extend_from_slice(name);
+                f(prefix, node);
+                if let Node::Dir(d) = node {
+                    go(d, prefix, f);
+                }
+                prefix.truncate(len);
+            }
+        }
+        go(self, &mut Vec::new(), f);
+    }
+
+    /// Number of entries below this directory.
+    pub fn count(&self) -> usize {
+        let mut n = 0;
+        self.walk(&mut |_, _| n += 1);
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(mode: u32) -> Node {
+        Node::File(File {
+            mode,
+            oid: ObjectId::null(gix::hash::Kind::Sha1),
+            size: 0,
+            link_group: None,
+        })
+    }
+
+    #[test]
+    fn insert_creates_missing_parents() {
+        let mut d = Dir::new(0o755);
+        d.insert(b"a/b/c", file(0o644)).unwrap();
+        assert!(matches!(d.get(b"a/b"), Some(Node::Dir(_))));
+        assert!(matches!(d.get(b"./a//b/c"), Some(Node::File(_))));
+    }
+
+    #[test]
+    fn insert_through_symlink_is_refused() {
+        let mut d = Dir::new(0o755);
+        d.insert(
+            b"etc",
+            Node::Symlink {
+                target: b"/etc".to_vec(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            d.insert(b"etc/passwd", file(0o644)),
+            Err(PathError::ThroughSymlink("etc".into()))
+        );
+    }
+
+    #[test]
+    fn dotdot_and_absolute_paths_are_refused() {
+        let mut d = Dir::new(0o755);
+        assert_eq!(d.insert(b"a/../../x", file(0o644)), Err(PathError::DotDot));
+        assert_eq!(d.insert(b"/x", file(0o644)), Err(PathError::Absolute));
+    }
+
+    #[test]
+    fn directory_member_again_keeps_children_and_takes_mode() {
+        let mut d = Dir::new(0o755);
+        d.insert(b"a/x", file(0o644)).unwrap();
+        d.insert(b"a", Node::Dir(Dir::new(0o700))).unwrap();
+        match d.get(b"a") {
+            Some(Node::Dir(a)) => {
+                assert_eq!(a.mode, 0o700);
+                assert_eq!(a.children.len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn walk_is_depth_first_in_byte_order() {
+        let mut d = Dir::new(0o755);
+        for p in ["b", "a/z", "a/b", "a.c"] {
+            d.insert(p.as_bytes(), file(0o644)).unwrap();
+        }
+        let mut seen = Vec::new();
+        d.walk(&mut |p, _| seen.push(show(p)));
+        assert_eq!(seen, ["a", "a/b", "a/z", "a.c", "b"]);
+    }
+}
