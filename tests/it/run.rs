@@ -982,3 +982,45 @@ fn unknown_image_type_is_an_error() {
     assert_eq!(code, 31);
     assert!(err.contains("unknown image type"), "{err}");
 }
+
+#[test]
+fn layer_union_run_writes_into_upper_only() {
+    // The builder's RUN mode: --lower (top first) + --upper/--work on a scratch mount point.
+    let s = Scratch::new("run-layers");
+    sh(&format!(
+        "cd '{0}' && mkdir -p top/etc upper work merged && echo top > top/etc/top",
+        s.path.display()
+    ));
+    let mut c = ch_run();
+    c.args([
+        "-w",
+        "-u0",
+        "-g0",
+        "--no-passwd",
+        "--seccomp",
+        "--unset-env=*",
+    ])
+    .arg(format!("--lower={}", s.join("top").display()))
+    .arg(format!("--lower={}", busybox_rootfs().display()))
+    .arg(format!("--upper={}", s.join("upper").display()))
+    .arg(format!("--work={}", s.join("work").display()))
+    .arg(s.join("merged"))
+    .args([
+        "--",
+        "/bin/sh",
+        "-c",
+        "cat /etc/top /etc/motd; echo new > /made; chown 5 /made; id -u",
+    ]);
+    assert_eq!(stdout_of(&mut c), "top\ngrove busybox fixture\n0\n");
+    let made = s.join("upper/made");
+    assert_eq!(
+        std::fs::read_to_string(&made).expect("made in upper"),
+        "new\n"
+    );
+    assert_eq!(std::fs::metadata(&made).expect("made").uid(), invoker_uid());
+    assert!(!busybox_rootfs().join("made").exists());
+    assert_eq!(
+        std::fs::read_dir(s.join("merged")).expect("merged").count(),
+        0
+    );
+}
