@@ -232,17 +232,41 @@ impl TempFiles {
         let passwd = passwd::passwd_file(uid, gid, passwd::lookup_account(uid).as_ref());
         let group = passwd::group_file(gid, passwd::lookup_group(gid).as_deref());
         for (name, text) in [("passwd", passwd), ("group", group)] {
-            let p = dir.join(format!("ch-run_{name}.{}", std::process::id()));
-            let _ = std::fs::remove_file(&p);
-            use std::io::Write;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&p)
-                .and_then(|mut f| f.write_all(text.as_bytes()))
-                .map_err(|e| {
-                    RunError::io(format!("can't write temporary file: {}", p.display()), &e)
-                })?;
+            // O_EXCL with an unpredictable name: never follows or reuses someone's file.
+            let mut attempt = 0u32;
+            let p = loop {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos())
+                    .unwrap_or(0);
+                let p = dir.join(format!(
+                    "ch-run_{name}.{}.{:08x}",
+                    std::process::id(),
+                    nanos ^ attempt.wrapping_mul(0x9e37_79b9)
+                ));
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&p)
+                {
+                    Ok(mut f) => {
+                        use std::io::Write;
+                        f.write_all(text.as_bytes()).map_err(|e| {
+                            RunError::io(format!("can't write temporary file: {}", p.display()), &e)
+                        })?;
+                        break p;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 16 => {
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        return Err(RunError::io(
+                            format!("can't create temporary file: {}", p.display()),
+                            &e,
+                        ))
+                    }
+                }
+            };
             t.0.push(p);
         }
         Ok(t)
@@ -392,8 +416,14 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
         let root = plan::new_root(&input);
         let ranch =
             matches!(spec.write, WriteMode::Fake { .. }).then(|| input.staging.join("ranch"));
-        setup::apply(&mount_ops, &root, ranch.as_deref())?;
+        let (pivot, before) = mount_ops
+            .split_last()
+            .expect("a mount plan ends with pivot_root");
+        setup::apply(before, &root, ranch.as_deref())?;
+        // Unlink the bound passwd/group files while their host paths are still visible
+        // (after pivoting, $TMPDIR or a private /tmp would hide them).
         drop(temp);
+        setup::apply(std::slice::from_ref(pivot), &root, None)?;
         (ops, has_root)
     };
 

@@ -303,6 +303,20 @@ fn tmp_is_host_tmp_unless_private_tmp() {
 }
 
 #[test]
+fn temporary_passwd_files_are_removed_from_tmpdir() {
+    // Regression: the files were unlinked after pivot_root, when $TMPDIR (or, with -t, the
+    // host /tmp) was no longer visible at that path, and leaked.
+    let s = Scratch::new("run-tmpdir");
+    for opts in [&[][..], &["-t"][..]] {
+        let mut c = in_bb(opts, "grep -c nobody /etc/passwd");
+        c.env("TMPDIR", &s.path);
+        assert_eq!(stdout_of(&mut c), "1\n");
+        let left: Vec<_> = std::fs::read_dir(&s.path).expect("scratch").collect();
+        assert!(left.is_empty(), "{opts:?}: {left:?}");
+    }
+}
+
+#[test]
 fn home_binds_host_home_and_sets_home() {
     let s = Scratch::new("run-home");
     std::fs::write(s.join("marker"), "home\n").expect("write");
