@@ -24,7 +24,7 @@ pub mod setup;
 pub mod sys;
 
 pub use env::{EnvArg, EnvSource};
-pub use error::{RunError, EXIT_EXEC, EXIT_MISC, EXIT_USAGE};
+pub use error::{RunError, EXIT_EXEC, EXIT_MISC, EXIT_SQUASH, EXIT_USAGE};
 pub use join::Join;
 pub use plan::{Bind, WriteMode};
 
@@ -465,6 +465,11 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
         sys::Forked::Parent(child) => {
             let code = supervise(child, &blocked);
             if let Some(mut d) = daemon {
+                if let Ok(Some(st)) = d.try_wait() {
+                    // The filesystem went away under the command (FAQ 11.2.5).
+                    crate::warn!("squashfuse_ll exited before the command ({st})");
+                    return Ok(EXIT_SQUASH);
+                }
                 let _ = nix::sys::signal::kill(Pid::from_raw(d.id() as i32), Signal::SIGTERM);
                 let _ = d.wait();
             }

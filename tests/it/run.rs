@@ -969,6 +969,33 @@ fn squashfs_image_runs_and_unmounts() {
 }
 
 #[test]
+fn squashfs_daemon_dying_early_exits_84() {
+    let s = Scratch::new("run-sqdie");
+    let Some(sq) = squash_image(&s) else { return };
+    let mnt = s.join("mnt");
+    sh(&format!("mkdir '{}'", mnt.display()));
+    // Kill our own daemon: the other child of ch-run (this shell's parent).
+    let mut c = ch_run();
+    c.arg("-m").arg(&mnt).arg(&sq).args([
+        "--",
+        "/bin/sh",
+        "-c",
+        "for p in $(cat /proc/$PPID/task/$PPID/children); do [ $p != $$ ] && kill $p && \
+         while read -r a b c rest < /proc/$p/stat && [ \"$c\" != Z ]; do :; done; done; exit 0",
+    ]);
+    let out = output(&mut c);
+    assert_eq!(
+        out.status.code(),
+        Some(84),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("squashfuse_ll exited before the command")
+    );
+}
+
+#[test]
 fn corrupt_squashfs_fails_cleanly() {
     let s = Scratch::new("run-sqbad");
     if squash_image(&s).is_none() {
