@@ -76,7 +76,7 @@ pub struct BuildOptions {
 /// Errors of a build.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("{0}")]
+    #[error(transparent)]
     Parse(#[from] dockerfile::ParseError),
     #[error("{file}:{line}: {message}")]
     At {
@@ -797,9 +797,9 @@ impl<'a> Builder<'a> {
                         })
                     } else if src.real.is_dir() {
                         let t = if into_dir { dir.clone() } else { target(&name) };
-                        copy::copy_host(&src.real, &t)
+                        copy::copy_host(&src.real, &src.rel, &self.ignore, &t)
                     } else {
-                        copy::copy_host(&src.real, &target(&name))
+                        copy::copy_host(&src.real, &src.rel, &self.ignore, &target(&name))
                     }
                 }
                 Src::Node(node, name) => {
