@@ -115,6 +115,22 @@ pub fn make_parents(layer: &Path, model: &Dir, comps: &[Vec<u8>]) -> Result<Path
     Ok(p)
 }
 
+/// Give the directories of `comps` that exist in the image their exact image modes again
+/// (deepest first), once the layer is populated: [`make_parents`] made them owner-writable
+/// so that files could go in, and the layer's modes become the image's.
+pub fn restore_parent_modes(layer: &Path, model: &Dir, comps: &[Vec<u8>]) -> Result<(), CopyError> {
+    for i in (0..comps.len()).rev() {
+        if let Some(Node::Dir(d)) = model.get(&comps[..=i].join(&b'/')) {
+            let p = layer_path(layer, &comps[..=i]);
+            if p.is_dir() {
+                fs::set_permissions(&p, fs::Permissions::from_mode(d.mode))
+                    .map_err(io_err("chmod", &p))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What a source is, for deciding the destination's shape.
 pub fn dest_is_dir(
     dest: &str,

@@ -673,6 +673,8 @@ impl<'a> Builder<'a> {
         let layer = self.scratch("layer")?;
         copy::make_parents(&layer, self.model()?, &comps)
             .map_err(|e| self.at(_ins, e.to_string()))?;
+        copy::restore_parent_modes(&layer, self.model()?, &comps)
+            .map_err(|e| self.at(_ins, e.to_string()))?;
         self.absorb(&layer)?;
         self.pending_layer = Some(layer);
         Ok(())
@@ -822,6 +824,20 @@ impl<'a> Builder<'a> {
             };
             r.map_err(|e| at(e.to_string()))?;
         }
+        // Existing parents keep their image modes; a destination directory that received a
+        // directory's contents takes that directory's mode (as in Docker and Charliecloud).
+        let dir_source = srcs.iter().any(|s| match s {
+            Src::Host(h) => h.real.is_dir(),
+            Src::Node(n, _) => matches!(n, Node::Dir(_)),
+            Src::Inline(..) => false,
+        });
+        let keep = if dir_source && into_dir {
+            parent_comps.len().saturating_sub(1)
+        } else {
+            parent_comps.len()
+        };
+        copy::restore_parent_modes(&layer, model_ref, &parent_comps[..keep])
+            .map_err(|e| at(e.to_string()))?;
         self.absorb(&layer)?;
         self.pending_layer = Some(layer);
         Ok(())
