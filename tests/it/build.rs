@@ -442,6 +442,54 @@ fn long_build_with_more_layers_than_one_overlay_mount_takes() {
     assert_eq!(b.run("long", "cat /ends; ls / | grep -c '^f'"), "0\n59\n60\n");
 }
 
+#[test]
+fn run_replacing_a_directory_hides_its_old_contents() {
+    let b = Bench::new("opaque");
+    let df = "FROM busybox\n\
+              RUN mkdir -p /d/sub && echo old > /d/old && echo old > /d/sub/x\n\
+              RUN rm -rf /d && mkdir /d && echo new > /d/new\n\
+              RUN ln -s /d /link && rm /link && mkdir /link && echo l > /link/f\n";
+    b.build("o", df, &[]);
+    assert_eq!(b.run("o", "ls -A /d"), "new\n");
+    assert_eq!(b.run("o", "test -d /link && test ! -L /link && cat /link/f"), "l\n");
+}
+
+#[test]
+fn run_keeps_modes_hard_links_and_special_bits() {
+    let b = Bench::new("modes");
+    let df = "FROM busybox\n\
+              RUN echo x > /a && ln /a /b && chmod 4755 /a && mkdir -m 0555 /ro && mkfifo /fifo\n\
+              RUN echo y > /c\n";
+    b.build("m", df, &[]);
+    assert_eq!(
+        b.run("m", "stat -c '%a %h' /a /b /ro; test -p /fifo && echo fifo"),
+        "4755 2\n4755 2\n555 2\nfifo\n"
+    );
+    assert_eq!(b.run("m", "echo z >> /a; cat /b"), "x\n");
+}
+
+#[test]
+fn from_a_stage_alias_and_an_arg_before_from() {
+    let b = Bench::new("stagefrom");
+    let df = "ARG BASE=busybox\nFROM $BASE AS first\nRUN echo 1 > /one\n\
+              FROM first\nENV PATH=/opt/bin:$PATH\nRUN mkdir -p /opt/bin && printf '#!/bin/sh\\necho mine\\n' > /opt/bin/mycmd && chmod +x /opt/bin/mycmd\nRUN mycmd > /out && cat /one >> /out\n";
+    b.build("s", df, &[]);
+    assert_eq!(b.run("s", "cat /out"), "mine\n1\n");
+}
+
+#[test]
+fn add_extracts_a_local_tarball_and_copies_other_files() {
+    let b = Bench::new("add");
+    b.write("src/inner/file", "in tar\n");
+    b.write("plain", "plain\n");
+    sh(&format!(
+        "cd '{}' && tar -czf t.tar.gz -C src inner",
+        b.ctx.display()
+    ));
+    b.build("a", "FROM busybox\nADD t.tar.gz /x/\nADD plain /y\n", &[]);
+    assert_eq!(b.run("a", "cat /x/inner/file /y"), "in tar\nplain\n");
+}
+
 // ---- 4. COPY ----
 
 #[test]
@@ -548,6 +596,19 @@ fn copy_heredoc_writes_the_file() {
     let df = "FROM busybox\nCOPY <<EOF /etc/greeting\nhello\nworld\nEOF\nRUN cat /etc/greeting > /copied\n";
     b.build("h", df, &[]);
     assert_eq!(b.run("h", "cat /copied"), "hello\nworld\n");
+}
+
+#[test]
+fn copy_into_an_existing_directory_keeps_its_mode() {
+    let b = Bench::new("copymode");
+    b.write("f", "F\n");
+    let df = "FROM busybox\nRUN mkdir -m 0555 /ro && mkdir -m 0750 /priv && mkdir -m 1777 /sticky\n\
+              COPY f /ro/\nCOPY f /priv/sub/\nCOPY f /sticky/\n";
+    b.build("c", df, &[]);
+    assert_eq!(
+        b.run("c", "stat -c '%a' /ro /priv /priv/sub /sticky; cat /ro/f /priv/sub/f /sticky/f"),
+        "555\n750\n755\n1777\nF\nF\nF\n"
+    );
 }
 
 #[test]
