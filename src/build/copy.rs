@@ -164,6 +164,8 @@ pub fn copy_host(src: &Path, rel: &str, ignore: &Ignore, to: &Path) -> Result<()
     Ok(())
 }
 
+/// Copy a regular file with its permission bits (kept readable by the owner, so that the
+/// layer can be read back; a read-only file stays read-only).
 fn copy_file(src: &Path, to: &Path, mode: u32) -> Result<(), CopyError> {
     if let Ok(m) = fs::symlink_metadata(to) {
         if m.is_dir() {
@@ -173,7 +175,7 @@ fn copy_file(src: &Path, to: &Path, mode: u32) -> Result<(), CopyError> {
         }
     }
     fs::copy(src, to).map_err(io_err("copy", src))?;
-    fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o600))
+    fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o400))
         .map_err(io_err("chmod", to))?;
     Ok(())
 }
