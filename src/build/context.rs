@@ -510,7 +510,10 @@ mod tests {
                 "{arg}"
             );
         }
-        assert_eq!(expand(&ctx, "out/../x", &Ignore::default()).unwrap()[0].rel, "x");
+        assert_eq!(
+            expand(&ctx, "out/../x", &Ignore::default()).unwrap()[0].rel,
+            "x"
+        );
         fs::write(ctx.join("a.txt"), b"").unwrap();
         fs::write(ctx.join("b.txt"), b"").unwrap();
         let got = expand(&ctx, "/*.txt", &Ignore::default()).unwrap();

@@ -584,7 +584,9 @@ impl<'a> Builder<'a> {
         let argv = if self.opts.force == Force::Seccomp {
             let (argv, changed) = apt_no_sandbox(argv, matches!(form, CmdForm::Shell(_)));
             if changed {
-                info!("RUN: apt: adding -o {APT_NO_SANDBOX} (root emulation can't drop privileges)");
+                info!(
+                    "RUN: apt: adding -o {APT_NO_SANDBOX} (root emulation can't drop privileges)"
+                );
             }
             argv
         } else {

@@ -335,7 +335,9 @@ mod tests {
     fn view_too_long_for_one_overlay_mount_needs_a_checkout() {
         let (_t, co, ly) = chain(120);
         assert!(view(&co, &ly, oid(120), parent).unwrap().is_none());
-        let v = view(&co, &ly, oid(10), parent).unwrap().expect("a short view");
+        let v = view(&co, &ly, oid(10), parent)
+            .unwrap()
+            .expect("a short view");
         assert_eq!(v.len(), 11);
     }
 }

@@ -2,7 +2,9 @@
 //! and for looking into results), run as the unprivileged test user, each test in its own
 //! storage directory with the busybox fixture imported as `busybox`.
 
-use crate::common::{busybox_rootfs, fails, is_root, ok, output, sh, skip, tool, Scratch, TEST_UID};
+use crate::common::{
+    busybox_rootfs, fails, is_root, ok, output, sh, skip, tool, Scratch, TEST_UID,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,11 +22,7 @@ impl Bench {
         let ctx = s.join("ctx");
         let b = Bench { s, ctx };
         b.mkdir("");
-        ok(b
-            .image()
-            .arg("import")
-            .arg(busybox_rootfs())
-            .arg("busybox"));
+        ok(b.image().arg("import").arg(busybox_rootfs()).arg("busybox"));
         b
     }
 
@@ -88,11 +86,10 @@ impl Bench {
     /// The commit an image ref points to (`None` if absent).
     fn image_commit(&self, tag: &str) -> Option<String> {
         let list = ok(self.image().args(["list", "-l"]));
-        list.lines()
-            .find_map(|l| {
-                let (n, c) = l.split_once('\t')?;
-                (n == tag || n == format!("{tag}:latest")).then(|| c.to_string())
-            })
+        list.lines().find_map(|l| {
+            let (n, c) = l.split_once('\t')?;
+            (n == tag || n == format!("{tag}:latest")).then(|| c.to_string())
+        })
     }
 
     /// Subjects of the image's history, oldest first.
@@ -189,7 +186,8 @@ fn marks(log: &str) -> String {
 
 // ---- 1. output and cache ----
 
-const FOUR: &str = "FROM busybox\nRUN echo one > /one\nENV A=1\nCOPY f /f\nRUN cat /f /one > /both\n";
+const FOUR: &str =
+    "FROM busybox\nRUN echo one > /one\nENV A=1\nCOPY f /f\nRUN cat /f /one > /both\n";
 
 #[test]
 fn first_build_executes_rebuild_hits_and_history_has_one_commit_per_instruction() {
@@ -219,7 +217,10 @@ fn first_build_executes_rebuild_hits_and_history_has_one_commit_per_instruction(
     let second = b.build("four", FOUR, &[]);
     assert_eq!(marks(&second), "****", "{second}");
     let last = second.lines().last().unwrap_or_default();
-    assert!(last.starts_with("grown in 5 instructions: four"), "{second}");
+    assert!(
+        last.starts_with("grown in 5 instructions: four"),
+        "{second}"
+    );
     assert!(steps(&second).iter().all(|(_, hit, _)| *hit));
 
     let log = b.log("four");
@@ -255,7 +256,8 @@ fn cache_hit_when_only_a_comment_or_blank_line_changes() {
     let b = Bench::new("comment");
     b.write("f", "1\n");
     b.build("c", CACHED, &[]);
-    let df = "# a comment\nFROM busybox\n\nRUN echo a > /a\n# another\n\nCOPY f /f\nRUN echo b > /b\n";
+    let df =
+        "# a comment\nFROM busybox\n\nRUN echo a > /a\n# another\n\nCOPY f /f\nRUN echo b > /b\n";
     assert_eq!(marks(&b.build("c", df, &[])), "***");
 }
 
@@ -273,10 +275,16 @@ fn cache_miss_from_a_copy_whose_source_content_changed() {
 fn cache_miss_when_a_file_is_edited_and_its_mtime_set_back() {
     let b = Bench::new("mtime");
     b.write("f", "aaaa\n");
-    sh(&format!("touch -d '2001-02-03 04:05:06' '{}'", b.ctx.join("f").display()));
+    sh(&format!(
+        "touch -d '2001-02-03 04:05:06' '{}'",
+        b.ctx.join("f").display()
+    ));
     b.build("c", CACHED, &[]);
     b.write("f", "bbbb\n");
-    sh(&format!("touch -d '2001-02-03 04:05:06' '{}'", b.ctx.join("f").display()));
+    sh(&format!(
+        "touch -d '2001-02-03 04:05:06' '{}'",
+        b.ctx.join("f").display()
+    ));
     assert_eq!(marks(&b.build("c", CACHED, &[])), "*..");
     assert_eq!(b.run("c", "cat /f"), "bbbb\n");
 }
@@ -395,7 +403,10 @@ fn run_is_root_with_seccomp_emulation_and_its_changes_land_in_the_image() {
     assert_eq!(b.run("r", "cat /uid"), "0\n");
     assert_eq!(b.run("r", "cat /keep"), "keep\nmore\n");
     assert_eq!(
-        b.run("r", "test ! -e /gone && test -d /d && test ! -e /d/e && echo ok"),
+        b.run(
+            "r",
+            "test ! -e /gone && test -d /d && test ! -e /d/e && echo ok"
+        ),
         "ok\n"
     );
     assert_eq!(b.run("r", "test -f /owned && echo ok"), "ok\n");
@@ -439,7 +450,10 @@ fn long_build_with_more_layers_than_one_overlay_mount_takes() {
     }
     df.push_str("RUN cat /f0 /f59 > /ends\n");
     b.build("long", &df, &[]);
-    assert_eq!(b.run("long", "cat /ends; ls / | grep -c '^f'"), "0\n59\n60\n");
+    assert_eq!(
+        b.run("long", "cat /ends; ls / | grep -c '^f'"),
+        "0\n59\n60\n"
+    );
 }
 
 #[test]
@@ -451,7 +465,10 @@ fn run_replacing_a_directory_hides_its_old_contents() {
               RUN ln -s /d /link && rm /link && mkdir /link && echo l > /link/f\n";
     b.build("o", df, &[]);
     assert_eq!(b.run("o", "ls -A /d"), "new\n");
-    assert_eq!(b.run("o", "test -d /link && test ! -L /link && cat /link/f"), "l\n");
+    assert_eq!(
+        b.run("o", "test -d /link && test ! -L /link && cat /link/f"),
+        "l\n"
+    );
 }
 
 #[test]
@@ -497,7 +514,11 @@ fn copy_of_directory_copies_its_contents() {
     let b = Bench::new("copydir");
     b.write("d/a", "A\n");
     b.write("d/sub/b", "B\n");
-    b.build("c", "FROM busybox\nCOPY d /dst\nCOPY d /existing-tmp/\n", &[]);
+    b.build(
+        "c",
+        "FROM busybox\nCOPY d /dst\nCOPY d /existing-tmp/\n",
+        &[],
+    );
     assert_eq!(b.run("c", "cat /dst/a /dst/sub/b"), "A\nB\n");
     assert_eq!(b.run("c", "test ! -e /dst/d && echo ok"), "ok\n");
     assert_eq!(b.run("c", "ls /existing-tmp"), "a\nsub\n");
@@ -569,7 +590,10 @@ fn copy_destination_through_an_image_symlink_lands_in_the_real_directory() {
               COPY f /rel-link/\n\
               COPY f /abs-link/g\n";
     b.build("c", df, &[]);
-    assert_eq!(b.run("c", "readlink /rel-link; readlink /abs-link"), "usr/real\n/usr/real\n");
+    assert_eq!(
+        b.run("c", "readlink /rel-link; readlink /abs-link"),
+        "usr/real\n/usr/real\n"
+    );
     assert_eq!(b.run("c", "cat /usr/real/f /usr/real/g"), "F\nF\n");
 }
 
@@ -582,7 +606,10 @@ fn copy_from_a_previous_stage() {
               COPY --from=builder /out /opt/\n\
               COPY --from=0 /out/sub/artifact /single\n";
     b.build("m", df, &[]);
-    assert_eq!(b.run("m", "cat /opt/sub/artifact /single"), "built\nbuilt\n");
+    assert_eq!(
+        b.run("m", "cat /opt/sub/artifact /single"),
+        "built\nbuilt\n"
+    );
     assert_eq!(b.run("m", "readlink /opt/link"), "sub/artifact\n");
     // The builder stage's files are not in the final image.
     assert_eq!(b.run("m", "test ! -e /out && echo ok"), "ok\n");
@@ -602,13 +629,31 @@ fn copy_heredoc_writes_the_file() {
 fn copy_into_an_existing_directory_keeps_its_mode() {
     let b = Bench::new("copymode");
     b.write("f", "F\n");
-    let df = "FROM busybox\nRUN mkdir -m 0555 /ro && mkdir -m 0750 /priv && mkdir -m 1777 /sticky\n\
+    let df =
+        "FROM busybox\nRUN mkdir -m 0555 /ro && mkdir -m 0750 /priv && mkdir -m 1777 /sticky\n\
               COPY f /ro/\nCOPY f /priv/sub/\nCOPY f /sticky/\n";
     b.build("c", df, &[]);
     assert_eq!(
-        b.run("c", "stat -c '%a' /ro /priv /priv/sub /sticky; cat /ro/f /priv/sub/f /sticky/f"),
+        b.run(
+            "c",
+            "stat -c '%a' /ro /priv /priv/sub /sticky; cat /ro/f /priv/sub/f /sticky/f"
+        ),
         "555\n750\n755\n1777\nF\nF\nF\n"
     );
+}
+
+// Regression: COPY made every file owner-writable (a 0444 file became 0644).
+#[test]
+fn copy_keeps_file_permission_bits() {
+    let b = Bench::new("filemode");
+    b.write("ro", "r\n");
+    b.write("x", "#!/bin/sh\necho x\n");
+    sh(&format!(
+        "chmod 0444 '{0}/ro' && chmod 0750 '{0}/x'",
+        b.ctx.display()
+    ));
+    b.build("c", "FROM busybox\nCOPY ro x /d/\n", &[]);
+    assert_eq!(b.run("c", "stat -c '%a' /d/ro /d/x; /d/x"), "444\n750\nx\n");
 }
 
 #[test]
@@ -672,7 +717,11 @@ fn charliecloud_copy_example_gives_the_tree_its_tests_expect() {
     let df = &df[..cut];
     b.build("copy", df, &[]);
     let bats = std::fs::read_to_string(example.join("test.bats")).expect("read test.bats");
-    let expected: Vec<&str> = bats.split("<<EOF\n").skip(1).map(|s| s.split("EOF\n").next().unwrap_or_default()).collect();
+    let expected: Vec<&str> = bats
+        .split("<<EOF\n")
+        .skip(1)
+        .map(|s| s.split("EOF\n").next().unwrap_or_default())
+        .collect();
     assert_eq!(expected.len(), 3, "test.bats has three expected trees");
     // Look at the tree from the host, with GNU tools, in a checkout of the image.
     let dir = ok(b.image().args(["checkout", "copy"]));
@@ -717,7 +766,11 @@ fn config_instructions_are_kept_in_the_image_config() {
     let cfg = b.git(&["show", "refs/grove/img/cfg+latest:config.json"]);
     let v: serde_json::Value = serde_json::from_str(&cfg).expect("config is JSON");
     assert_eq!(v["cmd"], serde_json::json!(["echo", "cmd"]), "{cfg}");
-    assert_eq!(v["entrypoint"], serde_json::json!(["/bin/sh", "-c"]), "{cfg}");
+    assert_eq!(
+        v["entrypoint"],
+        serde_json::json!(["/bin/sh", "-c"]),
+        "{cfg}"
+    );
     assert_eq!(v["shell"], serde_json::json!(["/bin/sh", "-ec"]), "{cfg}");
     assert_eq!(v["labels"]["org.example.label"], "a value", "{cfg}");
     assert!(cfg.contains("GREETING") && cfg.contains("hello"), "{cfg}");
@@ -731,7 +784,8 @@ fn unsupported_instructions_warn_and_continue() {
     let log = b.build("u", df, &[]);
     for kw in ["USER", "EXPOSE", "VOLUME", "STOPSIGNAL"] {
         assert!(
-            log.lines().any(|l| l.starts_with("warning") && l.contains(kw)),
+            log.lines()
+                .any(|l| l.starts_with("warning") && l.contains(kw)),
             "no warning for {kw}: {log}"
         );
     }
@@ -756,7 +810,11 @@ fn dockerfile_from_stdin_and_from_a_file() {
             .expect("write stdin");
     }
     let out = child.wait_with_output().expect("wait");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(b.run("stdin", "cat /src"), "from-stdin\n");
 
     b.write("other/My.df", "FROM busybox\nRUN echo from-file > /src\n");
@@ -789,7 +847,9 @@ fn tag_is_inferred_from_dockerfile_extension_or_context_name() {
     let b = Bench::new("infer");
     b.write("Dockerfile.Fancy", "FROM busybox\nRUN true\n");
     let mut c = b.image();
-    c.args(["build", "-f"]).arg(b.ctx.join("Dockerfile.Fancy")).arg(&b.ctx);
+    c.args(["build", "-f"])
+        .arg(b.ctx.join("Dockerfile.Fancy"))
+        .arg(&b.ctx);
     let log = stderr_ok(&mut c);
     assert!(log.contains("grown in 2 instructions: fancy"), "{log}");
     assert!(b.image_commit("fancy").is_some());
