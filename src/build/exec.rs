@@ -76,7 +76,7 @@ pub struct BuildOptions {
 /// Errors of a build.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("{0}")]
+    #[error(transparent)]
     Parse(#[from] dockerfile::ParseError),
     #[error("{file}:{line}: {message}")]
     At {
@@ -636,6 +636,17 @@ impl<'a> Builder<'a> {
         if argv.is_empty() {
             return Err(self.at(ins, "RUN: empty command"));
         }
+        let argv = if self.opts.force == Force::Seccomp {
+            let (argv, changed) = apt_no_sandbox(argv, matches!(form, CmdForm::Shell(_)));
+            if changed {
+                info!(
+                    "RUN: apt: adding -o {APT_NO_SANDBOX} (root emulation can't drop privileges)"
+                );
+            }
+            argv
+        } else {
+            argv
+        };
         let commit = self.stage().commit;
         let lowers = self.store.view(self.lock, commit)?;
         let step = self.scratch("run")?;
@@ -724,6 +735,8 @@ impl<'a> Builder<'a> {
         }
         let layer = self.scratch("layer")?;
         copy::make_parents(&layer, self.model()?, &comps)
+            .map_err(|e| self.at(_ins, e.to_string()))?;
+        copy::restore_parent_modes(&layer, self.model()?, &comps)
             .map_err(|e| self.at(_ins, e.to_string()))?;
         self.absorb(&layer)?;
         self.pending_layer = Some(layer);
@@ -858,9 +871,9 @@ impl<'a> Builder<'a> {
                         })
                     } else if src.real.is_dir() {
                         let t = if into_dir { dir.clone() } else { target(&name) };
-                        copy::copy_host(&src.real, &t)
+                        copy::copy_host(&src.real, &src.rel, &self.ignore, &t)
                     } else {
-                        copy::copy_host(&src.real, &target(&name))
+                        copy::copy_host(&src.real, &src.rel, &self.ignore, &target(&name))
                     }
                 }
                 Src::Node(node, name) => {
@@ -874,10 +887,86 @@ impl<'a> Builder<'a> {
             };
             r.map_err(|e| at(e.to_string()))?;
         }
+        // Existing parents keep their image modes; a destination directory that received a
+        // directory's contents takes that directory's mode (as in Docker and Charliecloud).
+        let dir_source = srcs.iter().any(|s| match s {
+            Src::Host(h) => h.real.is_dir(),
+            Src::Node(n, _) => matches!(n, Node::Dir(_)),
+            Src::Inline(..) => false,
+        });
+        let keep = if dir_source && into_dir {
+            parent_comps.len().saturating_sub(1)
+        } else {
+            parent_comps.len()
+        };
+        copy::restore_parent_modes(&layer, model_ref, &parent_comps[..keep])
+            .map_err(|e| at(e.to_string()))?;
         self.absorb(&layer)?;
         self.pending_layer = Some(layer);
         Ok(())
     }
+}
+
+/// apt's option to keep its download methods as root. apt drops privileges to the
+/// `_apt` user for downloads and checks that it worked; the seccomp root emulation fakes
+/// setuid/setgid/setgroups success without changing ids, so that check fails ("Could not
+/// switch group", "Method http has died unexpectedly"). Like Charliecloud under
+/// `--force=seccomp`, the RUN command is modified (not the image, e.g. with an
+/// apt.conf.d file): the option goes right after each `apt-get` or `apt` command word.
+/// The cache key covers the command as written plus the force mode, which together
+/// determine this change.
+pub const APT_NO_SANDBOX: &str = "APT::Sandbox::User=root";
+
+/// Insert `-o APT::Sandbox::User=root` after apt commands in a RUN's argv: in the script
+/// (last argument) of a shell-form RUN, after every word that is `apt-get` or `apt`
+/// (optionally with a directory; words are split at whitespace and at `;&|()`<>`); in an
+/// exec-form RUN, after `argv[0]` if it is apt-get or apt. Like Charliecloud's, this is
+/// textual: `echo apt-get` changes too. Returns the argv and whether it changed.
+pub fn apt_no_sandbox(mut argv: Vec<String>, shell_form: bool) -> (Vec<String>, bool) {
+    fn is_apt(word: &str) -> bool {
+        let base = word.rsplit('/').next().unwrap_or(word);
+        base == "apt-get" || base == "apt"
+    }
+    if !shell_form {
+        if argv.first().is_some_and(|a| is_apt(a)) {
+            argv.splice(1..1, ["-o".to_string(), APT_NO_SANDBOX.to_string()]);
+            return (argv, true);
+        }
+        return (argv, false);
+    }
+    let Some(script) = argv.last_mut() else {
+        return (argv, false);
+    };
+    let mut out = String::with_capacity(script.len());
+    let mut changed = false;
+    let mut rest = script.as_str();
+    let mut prev: Option<char> = None;
+    while !rest.is_empty() {
+        let at_word_start = prev.is_none_or(|c| c.is_whitespace() || ";&|(`".contains(c));
+        let word_len = rest
+            .find(|c: char| c.is_whitespace() || ";&|()`<>".contains(c))
+            .unwrap_or(rest.len());
+        if at_word_start && word_len > 0 {
+            let word = &rest[..word_len];
+            out.push_str(word);
+            if is_apt(word) {
+                out.push_str(" -o ");
+                out.push_str(APT_NO_SANDBOX);
+                changed = true;
+            }
+            prev = word.chars().last();
+            rest = &rest[word_len..];
+        } else {
+            let c = rest.chars().next().expect("rest is not empty");
+            out.push(c);
+            prev = Some(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    if changed {
+        *script = out;
+    }
+    (argv, changed)
 }
 
 fn is_archive(p: &Path) -> bool {
@@ -931,4 +1020,54 @@ pub fn normalize_abs(p: &str) -> String {
         }
     }
     format!("/{}", out.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shell(script: &str) -> (String, bool) {
+        let (v, c) = apt_no_sandbox(vec!["/bin/sh".into(), "-c".into(), script.into()], true);
+        (v[2].clone(), c)
+    }
+
+    #[test]
+    fn apt_commands_get_the_no_sandbox_option() {
+        assert_eq!(
+            shell("apt-get update && apt-get install -y hello"),
+            (
+                "apt-get -o APT::Sandbox::User=root update && apt-get -o APT::Sandbox::User=root install -y hello"
+                    .to_string(),
+                true
+            )
+        );
+        assert_eq!(
+            shell("set -e;apt update\n/usr/bin/apt-get -q install x|cat").0,
+            "set -e;apt -o APT::Sandbox::User=root update\n/usr/bin/apt-get -o APT::Sandbox::User=root -q install x|cat"
+        );
+    }
+
+    #[test]
+    fn other_words_mentioning_apt_are_left_alone() {
+        for s in [
+            "apt-cache policy",
+            "echo hi > /etc/apt/sources.list",
+            "cat /etc/apt/apt.conf",
+            "aptitude install x",
+            "dpkg -i apt-get.deb",
+            "true",
+        ] {
+            assert_eq!(shell(s), (s.to_string(), false), "{s}");
+        }
+    }
+
+    #[test]
+    fn exec_form_apt_gets_the_option_after_the_program() {
+        let (v, c) = apt_no_sandbox(vec!["apt-get".into(), "update".into()], false);
+        assert!(c);
+        assert_eq!(v, ["apt-get", "-o", "APT::Sandbox::User=root", "update"]);
+        let (v, c) = apt_no_sandbox(vec!["echo".into(), "apt-get".into()], false);
+        assert!(!c);
+        assert_eq!(v, ["echo", "apt-get"]);
+    }
 }

@@ -249,9 +249,15 @@ fn walk_upper(
     Ok(())
 }
 
+/// Most bytes of lower directory paths one view may have. mount(2) takes at most one page
+/// of overlay options (overlayfs(5)), and the upper and work directories and the flags
+/// need room too; a longer chain of layers is served by a checkout instead.
+pub const MAX_LOWER_BYTES: usize = 3072;
+
 /// Lower directories (top first) whose union shows `commit`'s files, without checking
 /// anything out when the layers exist. `parent_of(c)` gives (parent, whether c's files
-/// equal the parent's).
+/// equal the parent's). `None` when a layer is missing or the lower directories would not
+/// fit in one overlay mount ([`MAX_LOWER_BYTES`]).
 pub fn view(
     checkouts: &Path,
     layers: &Path,
@@ -259,10 +265,15 @@ pub fn view(
     mut parent_of: impl FnMut(ObjectId) -> Result<Option<(ObjectId, bool)>, StoreError>,
 ) -> Result<Option<Vec<PathBuf>>, StoreError> {
     let mut lowers = Vec::new();
+    let mut bytes = 0;
     let mut c = commit;
     loop {
         let co = checkouts.join(c.to_string());
         if co.is_dir() {
+            bytes += co.as_os_str().len() + 1;
+            if bytes > MAX_LOWER_BYTES {
+                return Ok(None);
+            }
             lowers.push(co);
             return Ok(Some(lowers));
         }
@@ -270,6 +281,10 @@ pub fn view(
         match parent_of(c)? {
             Some((p, same_files)) => {
                 if layer.is_dir() {
+                    bytes += layer.as_os_str().len() + 1;
+                    if bytes > MAX_LOWER_BYTES {
+                        return Ok(None);
+                    }
                     lowers.push(layer);
                 } else if !same_files {
                     return Ok(None);
@@ -278,5 +293,51 @@ pub fn view(
             }
             None => return Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oid(i: u8) -> ObjectId {
+        ObjectId::from_bytes_or_panic(&[i; 20])
+    }
+
+    /// A chain of `n` commits, `oid(n)` on top, each with a layer, on a checked-out base.
+    fn chain(n: u8) -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let t = tempfile::tempdir().expect("tempdir");
+        let (co, ly) = (t.path().join("checkouts"), t.path().join("layers"));
+        fs::create_dir_all(co.join(oid(0).to_string())).expect("mkdir");
+        for i in 1..=n {
+            fs::create_dir_all(ly.join(oid(i).to_string())).expect("mkdir");
+        }
+        (t, co, ly)
+    }
+
+    fn parent(c: ObjectId) -> Result<Option<(ObjectId, bool)>, StoreError> {
+        let i = c.as_bytes()[0];
+        Ok((i > 0).then(|| (oid(i - 1), false)))
+    }
+
+    #[test]
+    fn view_stacks_layers_on_the_nearest_checkout() {
+        let (_t, co, ly) = chain(3);
+        let v = view(&co, &ly, oid(3), parent).unwrap().expect("a view");
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[3], co.join(oid(0).to_string()));
+    }
+
+    // Regression: a build of more than ~40 steps failed with ch-run's "can't overlay: too
+    // many layers", because the view handed it more lower directories than fit in the
+    // mount options. Such a view must fall back to a checkout.
+    #[test]
+    fn view_too_long_for_one_overlay_mount_needs_a_checkout() {
+        let (_t, co, ly) = chain(120);
+        assert!(view(&co, &ly, oid(120), parent).unwrap().is_none());
+        let v = view(&co, &ly, oid(10), parent)
+            .unwrap()
+            .expect("a short view");
+        assert_eq!(v.len(), 11);
     }
 }
