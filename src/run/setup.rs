@@ -195,7 +195,13 @@ pub fn apply(ops: &[MountOp], root: &Path, ranch: Option<&Path>) -> Result<(), R
                         w.display()
                     ));
                 }
-                opts.push_str(",userxattr");
+                // volatile: no syncfs of the upper filesystem at unmount (overlayfs(5)); the
+                // builder reads the upper directory right away and commits from it.
+                opts.push_str(if upper.is_some() {
+                    ",userxattr,volatile"
+                } else {
+                    ",userxattr"
+                });
                 // mount(2) takes at most one page of options (overlayfs(5)).
                 if opts.len() >= 4000 {
                     return Err(RunError::msg(format!(

@@ -23,6 +23,7 @@ use rayon::prelude::*;
 
 use super::git::{git_err, GitError};
 use super::model::{self, Dir, File, Node, PathError};
+use super::pack::{PackBuilder, PACK_MIN_OBJECTS};
 
 /// Files at least this big are streamed into the object database instead of being read
 /// into memory first.
@@ -240,6 +241,7 @@ fn write_files(
             first_of_group.entry(g).or_insert(i);
         }
     }
+    let pack = (files.len() >= PACK_MIN_OBJECTS).then(|| PackBuilder::new(&objects_dir(ts)));
     let oids: Vec<Option<ObjectId>> = files
         .par_iter()
         .enumerate()
@@ -253,7 +255,7 @@ fn write_files(
                 }
                 restore.raise(&f.abs, f.mode, 0o400)?;
                 let mut file = fs::File::open(&f.abs).map_err(io_err("open", &f.abs))?;
-                store_reader(repo, &mut file, f.size)
+                store_reader(repo, &mut file, f.size, pack.as_ref())
                     .map(Some)
                     .map_err(|e| match e {
                         StoreReadError::Io(source) => ImportError::Io {
@@ -266,6 +268,13 @@ fn write_files(
             },
         )
         .collect::<Result<_, _>>()?;
+    if let Some(p) = pack {
+        p.finish().map_err(|e| ImportError::Io {
+            action: "write pack",
+            path: objects_dir(ts),
+            source: e,
+        })?;
+    }
     let mut out = Vec::with_capacity(files.len());
     for (i, f) in files.iter().enumerate() {
         out.push(match (oids[i], f.group) {
@@ -275,6 +284,11 @@ fn write_files(
         });
     }
     Ok(out)
+}
+
+/// The repository's objects directory.
+pub fn objects_dir(ts: &gix::ThreadSafeRepository) -> PathBuf {
+    ts.to_thread_local().path().join("objects")
 }
 
 /// A thread-local repository handle for bulk writes (no pack refresh on misses).
@@ -294,6 +308,7 @@ fn store_reader(
     repo: &gix::Repository,
     reader: &mut dyn Read,
     size: u64,
+    pack: Option<&PackBuilder>,
 ) -> Result<ObjectId, StoreReadError> {
     if size >= STREAM_THRESHOLD {
         let mut limited = reader.take(size);
@@ -313,6 +328,9 @@ fn store_reader(
             io::ErrorKind::UnexpectedEof,
             "file shrank while reading",
         )));
+    }
+    if let Some(p) = pack {
+        return p.add(repo, &buf).map_err(StoreReadError::Io);
     }
     repo.write_blob(&buf)
         .map(|id| id.detach())
@@ -349,12 +367,17 @@ pub fn open_archive(path: &Path) -> Result<Box<dyn Read + Send>, ImportError> {
 struct BackgroundWriter<'a> {
     ts: &'a gix::ThreadSafeRepository,
     in_flight: AtomicUsize,
-    error: Mutex<Option<GitError>>,
+    error: Mutex<Option<ImportError>>,
+    pack: PackBuilder,
 }
 
 const IN_FLIGHT_LIMIT: usize = 256 << 20;
 
 impl<'a> BackgroundWriter<'a> {
+    fn pack_dir(&self) -> PathBuf {
+        objects_dir(self.ts).join("pack")
+    }
+
     fn submit<'s>(&'s self, scope: &rayon::Scope<'s>, data: Vec<u8>) -> ObjectId {
         let id = gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &data)
             .expect("sha1 hashing does not fail");
@@ -365,13 +388,12 @@ impl<'a> BackgroundWriter<'a> {
         scope.spawn(move |_| {
             let repo = repo_for_writing(self.ts);
             let len = data.len();
-            if !repo.objects.exists_without_refresh(&id) {
-                if let Err(e) =
-                    repo.objects
-                        .write_buf_with_known_id(gix::objs::Kind::Blob, &data, id)
-                {
-                    *self.error.lock().expect("error slot") = Some(git_err("write blob")(e));
-                }
+            if let Err(e) = self.pack.add_known(&repo, id, &data) {
+                *self.error.lock().expect("error slot") = Some(ImportError::Io {
+                    action: "write pack",
+                    path: self.pack_dir(),
+                    source: e,
+                });
             }
             self.in_flight.fetch_sub(len, Ordering::AcqRel);
         });
@@ -385,6 +407,7 @@ fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warni
         ts,
         in_flight: AtomicUsize::new(0),
         error: Mutex::new(None),
+        pack: PackBuilder::new(&objects_dir(ts)),
     };
     let repo = repo_for_writing(ts);
     let mut root = Dir::new(0o755);
@@ -449,7 +472,7 @@ fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warni
                 T::Regular | T::Continuous | T::GNUSparse => {
                     let size = entry.size();
                     let oid = if size >= STREAM_THRESHOLD {
-                        store_reader(&repo, &mut entry, size).map_err(|e| match e {
+                        store_reader(&repo, &mut entry, size, None).map_err(|e| match e {
                             StoreReadError::Io(source) => ImportError::Archive {
                                 archive: archive_path.clone(),
                                 after: member.clone(),
@@ -544,9 +567,15 @@ fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warni
         Ok(())
     });
     result?;
+    let pack_dir = writer.pack_dir();
     if let Some(e) = writer.error.into_inner().expect("error slot") {
-        return Err(e.into());
+        return Err(e);
     }
+    writer.pack.finish().map_err(|e| ImportError::Io {
+        action: "write pack",
+        path: pack_dir,
+        source: e,
+    })?;
     // A single top directory is the image root (FAQ: tarballs with one top directory),
     // unless the archive has a member for the root itself.
     if !saw_root && tops.len() == 1 && root.children.len() == 1 {

@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 use gix::ObjectId;
 use rayon::prelude::*;
 
-use super::import::repo_for_writing;
+use super::import::{objects_dir, repo_for_writing};
 use super::model::{Dir, File, Node};
+use super::pack::{PackBuilder, PACK_MIN_OBJECTS};
 use super::StoreError;
 
 /// What a layer changed, for history and logs.
@@ -87,19 +88,26 @@ pub fn apply_upper(
             });
         }
     }
+    let pack = (jobs.len() >= PACK_MIN_OBJECTS).then(|| PackBuilder::new(&objects_dir(ts)));
     let oids: Vec<ObjectId> = jobs
         .par_iter()
         .map_init(
             || repo_for_writing(ts),
             |repo, j| -> Result<ObjectId, StoreError> {
                 let data = fs::read(&j.abs).map_err(io_err("read", &j.abs))?;
-                Ok(repo
-                    .write_blob(&data)
-                    .map_err(super::git::git_err("write blob"))?
-                    .detach())
+                match &pack {
+                    Some(p) => p.add(repo, &data).map_err(io_err("write pack", &j.abs)),
+                    None => Ok(repo
+                        .write_blob(&data)
+                        .map_err(super::git::git_err("write blob"))?
+                        .detach()),
+                }
             },
         )
         .collect::<Result<_, _>>()?;
+    if let Some(p) = pack {
+        p.finish().map_err(io_err("write pack", upper))?;
+    }
     for (j, oid) in jobs.iter().zip(oids) {
         let link_group = j.inode.map(|i| group_of[&i]).filter(|_| j.inode.is_some());
         model

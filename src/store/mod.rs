@@ -19,6 +19,7 @@ pub mod maint;
 pub mod meta;
 pub mod model;
 pub mod notes;
+pub mod pack;
 
 use std::fs;
 use std::io;
@@ -287,6 +288,22 @@ impl Store {
                 })?
             }
         };
+        // Temporary pack files of killed writers (older than ten minutes: lock-free
+        // conversions may be writing one right now).
+        let packs = self.root.join("repo.git/objects/pack");
+        if let Ok(rd) = fs::read_dir(&packs) {
+            for e in rd.flatten() {
+                let old = e
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|a| a.as_secs() > 600);
+                if old && e.file_name().to_string_lossy().starts_with("tmp_grove_") {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         let tmp = self.root.join("tmp");
         if let Ok(rd) = fs::read_dir(&tmp) {
             for e in rd.flatten() {
