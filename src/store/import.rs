@@ -381,17 +381,115 @@ impl<'a> BackgroundWriter<'a> {
 
 fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warnings), ImportError> {
     let reader = open_archive(path)?;
+    let mut root = Dir::new(0o755);
+    let mut next_group = 1u32;
+    let warnings = apply_tar(ts, reader, path, &mut root, None, &mut next_group, None)?;
+    // A single top directory is the image root (FAQ: tarballs with one top directory).
+    if root.children.len() == 1 {
+        if let Some((_, Node::Dir(_))) = root.children.iter().next() {
+            let (_, node) = root.children.pop_first().expect("one child");
+            if let Node::Dir(d) = node {
+                root = d;
+            }
+        }
+    }
+    Ok((root, warnings))
+}
+
+/// Whiteouts found in an image layer (OCI image spec, "Whiteouts"): paths deleted from
+/// the layers below, and directories made opaque (their lower contents removed).
+#[derive(Debug, Default)]
+pub struct Whiteouts {
+    pub deleted: Vec<Vec<u8>>,
+    pub opaque: Vec<Vec<u8>>,
+}
+
+/// Apply one image layer (a possibly compressed tar file) onto `base`: the layer's
+/// whiteouts delete from `base`, then its members replace what `base` has at the same
+/// paths (directories merge). Hard links may point into `base`. Link groups are numbered
+/// from `next_group`, which is advanced. Members are checked as for an import.
+pub fn apply_layer(
+    ts: &gix::ThreadSafeRepository,
+    path: &Path,
+    base: &mut Dir,
+    next_group: &mut u32,
+) -> Result<Warnings, ImportError> {
+    let reader = open_archive(path)?;
+    let mut layer = Dir::new(base.mode);
+    let mut wh = Whiteouts::default();
+    let warnings = apply_tar(
+        ts,
+        reader,
+        path,
+        &mut layer,
+        Some(base),
+        next_group,
+        Some(&mut wh),
+    )?;
+    for d in &wh.opaque {
+        if d.is_empty() {
+            base.children.clear();
+        } else if let Some(Node::Dir(dir)) = get_mut(base, d) {
+            dir.children.clear();
+        }
+    }
+    for p in &wh.deleted {
+        base.remove(p).map_err(|source| ImportError::MemberPath {
+            archive: path.to_path_buf(),
+            member: model::show(p),
+            source,
+        })?;
+    }
+    overlay(base, layer);
+    Ok(warnings)
+}
+
+fn get_mut<'d>(dir: &'d mut Dir, path: &[u8]) -> Option<&'d mut Node> {
+    let comps = model::components(path).ok()?;
+    let mut d = dir;
+    for c in &comps[..comps.len() - 1] {
+        d = match d.children.get_mut(*c) {
+            Some(Node::Dir(x)) => x,
+            _ => return None,
+        };
+    }
+    d.children.get_mut(comps[comps.len() - 1])
+}
+
+/// Put `top` over `base`: directories merge (taking `top`'s mode), anything else replaces.
+fn overlay(base: &mut Dir, top: Dir) {
+    base.mode = top.mode;
+    for (name, node) in top.children {
+        match (base.children.get_mut(&name), node) {
+            (Some(Node::Dir(b)), Node::Dir(t)) => overlay(b, t),
+            (_, node) => {
+                base.children.insert(name, node);
+            }
+        }
+    }
+}
+
+/// Apply the members of one tar stream onto `root`, in order. With `whiteouts`, members
+/// named `.wh.NAME` are recorded there instead of stored. Hard-link targets are looked up
+/// in `root`, then in `lower`.
+pub fn apply_tar(
+    ts: &gix::ThreadSafeRepository,
+    reader: Box<dyn Read + Send>,
+    archive: &Path,
+    root: &mut Dir,
+    lower: Option<&Dir>,
+    next_group: &mut u32,
+    mut whiteouts: Option<&mut Whiteouts>,
+) -> Result<Warnings, ImportError> {
     let writer = BackgroundWriter {
         ts,
         in_flight: AtomicUsize::new(0),
         error: Mutex::new(None),
     };
     let repo = repo_for_writing(ts);
-    let mut root = Dir::new(0o755);
     let mut warnings = Vec::new();
     let mut group_of: HashMap<Vec<u8>, u32> = HashMap::new();
-    let mut next_group = 1u32;
-    let archive_path = path.to_path_buf();
+    let archive_path = archive.to_path_buf();
     let result: Result<(), ImportError> = rayon::in_place_scope(|scope| {
         let mut ar = tar::Archive::new(reader);
         let mut last = String::from("(none: first member)");
@@ -434,6 +532,26 @@ fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warni
                 Err(e) => return Err(mpath(e)),
             };
             let rel = comps.join(&b'/');
+            if let Some(wh) = whiteouts.as_deref_mut() {
+                let name = comps[comps.len() - 1];
+                if let Some(target) = name.strip_prefix(b".wh.") {
+                    let dir = &comps[..comps.len() - 1];
+                    if target == b".wh..opq" {
+                        wh.opaque.push(dir.join(&b'/'));
+                    } else if target.is_empty() || target == b"." || target == b".." {
+                        return Err(bad("invalid whiteout"));
+                    } else {
+                        let mut p = dir.join(&b'/');
+                        if !p.is_empty() {
+                            p.push(b'/');
+                        }
+                        p.extend_from_slice(target);
+                        wh.deleted.push(p);
+                    }
+                    last = member;
+                    continue;
+                }
+            }
             use tar::EntryType as T;
             match kind {
                 T::Regular | T::Continuous | T::GNUSparse => {
@@ -493,12 +611,15 @@ fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warni
                     let g = match group_of.get(&trel) {
                         Some(g) => *g,
                         None => {
-                            let g = next_group;
-                            next_group += 1;
+                            let g = *next_group;
+                            *next_group += 1;
                             g
                         }
                     };
-                    let file = match root.get(&trel) {
+                    let found = root
+                        .get(&trel)
+                        .or_else(|| lower.and_then(|l| l.get(&trel)));
+                    let file = match found {
                         Some(Node::File(f)) => File {
                             link_group: Some(g),
                             ..f.clone()
@@ -535,14 +656,5 @@ fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warni
     if let Some(e) = writer.error.into_inner().expect("error slot") {
         return Err(e.into());
     }
-    // A single top directory is the image root (FAQ: tarballs with one top directory).
-    if root.children.len() == 1 {
-        if let Some((_, Node::Dir(_))) = root.children.iter().next() {
-            let (_, node) = root.children.pop_first().expect("one child");
-            if let Node::Dir(d) = node {
-                root = d;
-            }
-        }
-    }
-    Ok((root, warnings))
+    Ok(warnings)
 }
