@@ -3,6 +3,7 @@
 
 mod build;
 mod common;
+mod registry;
 mod convert;
 mod run;
 mod store;
