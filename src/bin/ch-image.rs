@@ -435,12 +435,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     match info.archs {
                         Some(a) => {
                             println!("remote arch-aware:   yes");
-                            println!("host architecture:   {}", grove::registry::manifest::host_arch());
+                            println!(
+                                "host architecture:   {}",
+                                grove::registry::manifest::host_arch()
+                            );
                             println!("archs available:     {}", a.join(" "));
                         }
                         None => {
                             println!("remote arch-aware:   no");
-                            println!("host architecture:   {}", grove::registry::manifest::host_arch());
+                            println!(
+                                "host architecture:   {}",
+                                grove::registry::manifest::host_arch()
+                            );
                             println!("archs available:     unknown");
                         }
                     }
@@ -448,7 +454,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(None) => println!("available remotely:  no"),
                 Err(e) => {
                     println!("available remotely:  unknown");
-                    warn!("can't query registry: {e}");
+                    warn!("can't query registry: {}", e.full_message());
                 }
             }
         }

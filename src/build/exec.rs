@@ -517,7 +517,15 @@ impl<'a> Builder<'a> {
                     &r,
                     &crate::registry::Settings::global(),
                 )
-                .map_err(|e| self.at(ins, format!("{r}: not in storage and can't pull it: {}", e.full_message())))?
+                .map_err(|e| {
+                    self.at(
+                        ins,
+                        format!(
+                            "{r}: not in storage and can't pull it: {}",
+                            e.full_message()
+                        ),
+                    )
+                })?
                 .commit(),
             };
             (c, Key::from_base(&c.to_string()))

@@ -43,7 +43,10 @@ pub struct Client {
 /// A response with its status checked by the caller.
 pub type Response = ureq::http::Response<ureq::Body>;
 
-fn http_err<'u>(action: &'static str, url: &'u str) -> impl FnOnce(ureq::Error) -> RegistryError + 'u {
+fn http_err<'u>(
+    action: &'static str,
+    url: &'u str,
+) -> impl FnOnce(ureq::Error) -> RegistryError + 'u {
     move |e| RegistryError::Http {
         action,
         url: url.to_string(),
@@ -241,12 +244,7 @@ impl Client {
     /// Answer a 401 challenge: returns the new `Authorization` value.
     fn authenticate(&self, url: &str, challenge: &str) -> Result<String, RegistryError> {
         let (scheme, params) = parse_challenge(challenge);
-        let get = |k: &str| {
-            params
-                .iter()
-                .find(|(p, _)| p == k)
-                .map(|(_, v)| v.as_str())
-        };
+        let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.as_str());
         match scheme.as_str() {
             "basic" => self.basic(),
             "bearer" => {
@@ -345,10 +343,9 @@ impl Client {
                         .len();
                     let req = b
                         .header("Content-Length", len.to_string())
-                        .body(ureq::SendBody::from_owned_reader(io::BufReader::with_capacity(
-                            1 << 20,
-                            f,
-                        )))
+                        .body(ureq::SendBody::from_owned_reader(
+                            io::BufReader::with_capacity(1 << 20, f),
+                        ))
                         .map_err(|e| http_err("request", url)(e.into()))?;
                     self.agent.run(req)
                 }
@@ -441,7 +438,12 @@ impl Client {
     }
 
     /// Fetch a small blob (a config) into memory, verified.
-    pub fn blob_bytes(&self, what: &str, digest: &str, limit: u64) -> Result<Vec<u8>, RegistryError> {
+    pub fn blob_bytes(
+        &self,
+        what: &str,
+        digest: &str,
+        limit: u64,
+    ) -> Result<Vec<u8>, RegistryError> {
         let url = self.url(&format!("blobs/{digest}"));
         let mut resp = self.blob(digest)?;
         let body = resp
@@ -510,9 +512,19 @@ impl Client {
     }
 
     /// Upload a manifest under a tag.
-    pub fn put_manifest(&self, tag: &str, media_type: &str, body: &[u8]) -> Result<(), RegistryError> {
+    pub fn put_manifest(
+        &self,
+        tag: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Result<(), RegistryError> {
         let url = self.url(&format!("manifests/{tag}"));
-        let mut resp = self.send("PUT", &url, &[("Content-Type", media_type)], Body::Bytes(body))?;
+        let mut resp = self.send(
+            "PUT",
+            &url,
+            &[("Content-Type", media_type)],
+            Body::Bytes(body),
+        )?;
         if resp.status().as_u16() != 201 {
             return Err(status_err("upload manifest to", &url, &mut resp));
         }
@@ -607,6 +619,9 @@ mod tests {
 
     #[test]
     fn query_values_are_escaped() {
-        assert_eq!(query_escape("repository:a/b:pull,push"), "repository%3Aa%2Fb%3Apull%2Cpush");
+        assert_eq!(
+            query_escape("repository:a/b:pull,push"),
+            "repository%3Aa%2Fb%3Apull%2Cpush"
+        );
     }
 }

@@ -80,7 +80,11 @@ impl Platform {
 pub struct Manifest {
     #[serde(rename = "schemaVersion")]
     pub schema_version: u32,
-    #[serde(rename = "mediaType", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "mediaType",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub media_type: String,
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
@@ -262,11 +266,19 @@ pub struct OciConfig {
 pub struct OciRunConfig {
     #[serde(rename = "Env", default, skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<String>>,
-    #[serde(rename = "WorkingDir", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "WorkingDir",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub working_dir: Option<String>,
     #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
-    #[serde(rename = "Entrypoint", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "Entrypoint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub entrypoint: Option<Vec<String>>,
     #[serde(rename = "Labels", default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
@@ -410,7 +422,7 @@ mod tests {
 
     #[test]
     fn oci_index_without_media_type_is_recognised_by_content_type() {
-        let body = format!(r#"{{"schemaVersion":2,"manifests":[]}}"#);
+        let body = r#"{"schemaVersion":2,"manifests":[]}"#;
         assert!(matches!(
             parse_document(OCI_INDEX, body.as_bytes()).unwrap(),
             Document::Index(_)

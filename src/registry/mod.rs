@@ -308,7 +308,10 @@ mod tests {
     #[test]
     fn single_names_go_to_docker_hub_library() {
         let r = resolve("alpine:3.17", &[]);
-        assert_eq!(r.to_string(), "registry-1.docker.io:443/library/alpine:3.17");
+        assert_eq!(
+            r.to_string(),
+            "registry-1.docker.io:443/library/alpine:3.17"
+        );
         assert_eq!(r.origin(), "https://registry-1.docker.io:443");
         let r = resolve("foo/bar", &[]);
         assert_eq!(r.repo, "foo/bar");
@@ -337,6 +340,9 @@ mod tests {
         let env = [("CH_IMAGE_REGY_INSECURE", "other, localhost:7000")];
         assert!(resolve("localhost:7000/a", &env).http);
         assert!(!resolve("localhost:7001/a", &env).http);
-        assert_eq!(resolve("localhost:7000/a", &env).origin(), "http://localhost:7000");
+        assert_eq!(
+            resolve("localhost:7000/a", &env).origin(),
+            "http://localhost:7000"
+        );
     }
 }

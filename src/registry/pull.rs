@@ -104,16 +104,18 @@ pub fn resolve(client: &Client, arch: &Arch) -> Result<Option<Resolved>, Registr
                     digest,
                     archs: Some(archs),
                 })),
-                Document::Index(_) => Err(manifest::ManifestError::Unsupported(
-                    "index inside an index".into(),
-                )
-                .into()),
+                Document::Index(_) => {
+                    Err(manifest::ManifestError::Unsupported("index inside an index".into()).into())
+                }
             }
         }
     }
 }
 
-fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> RegistryError + 'p {
+fn io_err<'p>(
+    action: &'static str,
+    path: &'p Path,
+) -> impl FnOnce(io::Error) -> RegistryError + 'p {
     move |source| RegistryError::Io {
         action,
         path: path.to_path_buf(),
@@ -143,7 +145,10 @@ pub fn pull(
     // Up to date, or the same manifest already stored under another name?
     let has_manifest = |commit: ObjectId| -> Result<bool, RegistryError> {
         let cfg = git::read_config(&store.repo(), commit)?;
-        Ok(cfg.annotations.get(MANIFEST_ANNOTATION).and_then(|v| v.as_str())
+        Ok(cfg
+            .annotations
+            .get(MANIFEST_ANNOTATION)
+            .and_then(|v| v.as_str())
             == Some(res.digest.as_str()))
     };
     if let Some(c) = old {
@@ -182,12 +187,13 @@ pub fn pull(
     let n = paths.len();
     for (i, (d, p)) in m.layers.iter().zip(&paths).enumerate() {
         verbose!("layer {}/{n}: {}: extracting", i + 1, short(&d.digest));
-        let warnings = import::apply_layer(ts, p, &mut root, &mut next_group).map_err(|source| {
-            RegistryError::Layer {
-                layer: format!("{}/{n} ({})", i + 1, d.digest),
-                source,
-            }
-        })?;
+        let warnings =
+            import::apply_layer(ts, p, &mut root, &mut next_group).map_err(|source| {
+                RegistryError::Layer {
+                    layer: format!("{}/{n} ({})", i + 1, d.digest),
+                    source,
+                }
+            })?;
         for w in warnings {
             warn!("{w}");
         }
@@ -207,13 +213,8 @@ pub fn pull(
             empty_layer: false,
         });
     }
-    let commit = git::write_image_commit(
-        &store.repo(),
-        &root,
-        &cfg,
-        None,
-        &format!("PULL {remote}"),
-    )?;
+    let commit =
+        git::write_image_commit(&store.repo(), &root, &cfg, None, &format!("PULL {remote}"))?;
     store.set_image(lock, dest, commit, Expect::from_current(old))?;
     if let Some(a) = &cfg.arch {
         info!("image arch: {a}");
@@ -290,8 +291,8 @@ fn download_layers(
                     loop {
                         let j = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         let Some((i, d)) = jobs.get(j) else { break };
-                        let r = download_one(&cache, client, d, *i, n, bars.as_ref())
-                            .map(|p| (*i, p));
+                        let r =
+                            download_one(&cache, client, d, *i, n, bars.as_ref()).map(|p| (*i, p));
                         let failed = r.is_err();
                         out.push(r);
                         if failed {
@@ -336,7 +337,11 @@ fn download_one(
     let dest = cache.join(format!("sha256-{hex}"));
     if dest.exists() {
         if file_digest(&dest)? == d.digest {
-            verbose!("layer {}/{n}: {}: using existing file", i + 1, short(&d.digest));
+            verbose!(
+                "layer {}/{n}: {}: using existing file",
+                i + 1,
+                short(&d.digest)
+            );
             return Ok(dest);
         }
         warn!("{what}: cached file is corrupt; downloading again");
@@ -373,10 +378,12 @@ fn download_one(
     let mut f = fs::File::create(&part).map_err(io_err("create", &part))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let k = hr.read(&mut buf).map_err(|source| RegistryError::Download {
-            what: what.clone(),
-            source,
-        })?;
+        let k = hr
+            .read(&mut buf)
+            .map_err(|source| RegistryError::Download {
+                what: what.clone(),
+                source,
+            })?;
         if k == 0 {
             break;
         }
@@ -418,7 +425,10 @@ pub struct RemoteInfo {
 }
 
 /// Look `src` up in its registry without downloading layers. `None` if not there.
-pub fn remote_info(src: &Reference, settings: &Settings) -> Result<Option<RemoteInfo>, RegistryError> {
+pub fn remote_info(
+    src: &Reference,
+    settings: &Settings,
+) -> Result<Option<RemoteInfo>, RegistryError> {
     let remote = Remote::resolve(src);
     let client = Client::new(remote.clone(), settings, false)?;
     let Some((doc, _, digest)) = client.manifest(&remote.version)? else {

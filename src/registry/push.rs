@@ -97,7 +97,10 @@ pub fn push(
             TarOptions { clear_setid: true },
         )?;
         let diff_id = format!("sha256:{}", hex::encode(plain.hasher.finalize()));
-        let mut compressed = plain.inner.finish().map_err(crate::store::export::ExportError::Io)?;
+        let mut compressed = plain
+            .inner
+            .finish()
+            .map_err(crate::store::export::ExportError::Io)?;
         compressed
             .flush()
             .map_err(crate::store::export::ExportError::Io)?;
@@ -132,7 +135,10 @@ pub fn push(
         if client.has_blob(&layer_digest)? {
             info!("layer 1/1: {}: already present", short(&layer_digest));
         } else {
-            info!("layer 1/1: {}: not present, uploading", short(&layer_digest));
+            info!(
+                "layer 1/1: {}: not present, uploading",
+                short(&layer_digest)
+            );
             client.upload_blob(&layer_digest, Body::File(&layer_path))?;
         }
         if client.has_blob(&cfg_digest)? {

@@ -616,9 +616,7 @@ pub fn apply_tar(
                             g
                         }
                     };
-                    let found = root
-                        .get(&trel)
-                        .or_else(|| lower.and_then(|l| l.get(&trel)));
+                    let found = root.get(&trel).or_else(|| lower.and_then(|l| l.get(&trel)));
                     let file = match found {
                         Some(Node::File(f)) => File {
                             link_group: Some(g),

@@ -3,7 +3,7 @@
 
 mod build;
 mod common;
-mod registry;
 mod convert;
+mod registry;
 mod run;
 mod store;

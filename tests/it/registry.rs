@@ -64,7 +64,10 @@ fn free_port() -> u16 {
 fn wait_for_port(port: u16) {
     let t = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(20), "registry did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "registry did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -183,21 +186,34 @@ fn pull_applies_layers_whiteouts_and_config_and_pulling_again_does_no_work() {
     let s = Scratch::new("pull");
     let st = s.storage();
     let (_, err) = {
-        let out = output(r.ch_image(&st).args(["pull", &format!("{}/test/two", r.host()), "two"]));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = output(
+            r.ch_image(&st)
+                .args(["pull", &format!("{}/test/two", r.host()), "two"]),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         (0, String::from_utf8_lossy(&out.stderr).into_owned())
     };
     assert!(err.contains("done"), "{err}");
     let img = image_dir(&st, "two+latest");
     assert!(img.join("bin/busybox").is_file());
-    assert!(!img.join("etc/motd").exists(), "whiteout did not delete etc/motd");
+    assert!(
+        !img.join("etc/motd").exists(),
+        "whiteout did not delete etc/motd"
+    );
     assert!(img.join("etc/passwd").is_file());
     let opq: Vec<_> = std::fs::read_dir(img.join("opq"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(opq, ["new"], "opaque directory kept lower entries");
-    assert_eq!(std::fs::read_to_string(img.join("added")).unwrap(), "added\n");
+    assert_eq!(
+        std::fs::read_to_string(img.join("added")).unwrap(),
+        "added\n"
+    );
     // The config came along.
     let cfg = ok(Command::new("git")
         .arg("--git-dir")
@@ -208,18 +224,29 @@ fn pull_applies_layers_whiteouts_and_config_and_pulling_again_does_no_work() {
     assert!(cfg.contains("registry.manifest"), "{cfg}");
 
     // Again: nothing downloaded.
-    let before = std::fs::metadata(st.join("dlcache")).unwrap().modified().unwrap();
-    let out = output(r.ch_image(&st).args(["pull", &format!("{}/test/two", r.host()), "two"]));
+    let before = std::fs::metadata(st.join("dlcache"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let out = output(
+        r.ch_image(&st)
+            .args(["pull", &format!("{}/test/two", r.host()), "two"]),
+    );
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("up to date"), "{err}");
     assert_eq!(
-        std::fs::metadata(st.join("dlcache")).unwrap().modified().unwrap(),
+        std::fs::metadata(st.join("dlcache"))
+            .unwrap()
+            .modified()
+            .unwrap(),
         before
     );
 
     // list IMAGE shows the remote side.
-    let list = ok(r.ch_image(&st).args(["list", &format!("{}/test/two", r.host())]));
+    let list = ok(r
+        .ch_image(&st)
+        .args(["list", &format!("{}/test/two", r.host())]));
     assert!(list.contains("available remotely:  yes"), "{list}");
     assert!(list.contains("remote digest:       sha256:"), "{list}");
 }
@@ -240,7 +267,10 @@ fn from_of_a_missing_image_pulls_it() {
     ok(Command::new("chmod").args(["-R", "a+rwX"]).arg(&ctx));
     ok(r.ch_image(&st).args(["build", "-t", "derived"]).arg(&ctx));
     let list = ok(r.ch_image(&st).arg("list"));
-    assert!(list.contains(&format!("{}/test/base:1", r.host())), "{list}");
+    assert!(
+        list.contains(&format!("{}/test/base:1", r.host())),
+        "{list}"
+    );
     assert!(list.contains("derived:latest"), "{list}");
     let dir = ok(r.ch_image(&st).args(["checkout", "derived"]));
     assert!(Path::new(dir.trim()).join("added").is_file());
@@ -274,7 +304,10 @@ fn push_then_pull_back_gives_the_same_tree_without_setid_bits() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("already present"));
     // push --image DIR
     let dest2 = format!("{}/pushed/dir:v1", r.host());
-    ok(r.ch_image(&st).args(["push", "--image"]).arg(&src).arg(&dest2));
+    ok(r.ch_image(&st)
+        .args(["push", "--image"])
+        .arg(&src)
+        .arg(&dest2));
     ok(r.ch_image(&st).args(["pull", &dest2, "back2"]));
     assert_eq!(want, tree(&image_dir(&st, "back2+latest")));
 }
@@ -290,9 +323,21 @@ fn manifest_list_selects_the_architecture() {
     r.put("arm", "multi/img:arm64", &[]);
     let accept = "Accept: application/vnd.oci.image.manifest.v1+json";
     let mut entries = Vec::new();
-    for (tag, arch, variant) in [("amd64", "amd64", ""), ("arm64", "arm64", ",\"variant\":\"v8\"")] {
-        let body = r.curl(&["-H", accept, &format!("https://{}/v2/multi/img/manifests/{tag}", r.host())]);
-        let digest = ok(Command::new("sh").args(["-c", "printf %s \"$1\" | sha256sum | cut -d' ' -f1", "-", &body]));
+    for (tag, arch, variant) in [
+        ("amd64", "amd64", ""),
+        ("arm64", "arm64", ",\"variant\":\"v8\""),
+    ] {
+        let body = r.curl(&[
+            "-H",
+            accept,
+            &format!("https://{}/v2/multi/img/manifests/{tag}", r.host()),
+        ]);
+        let digest = ok(Command::new("sh").args([
+            "-c",
+            "printf %s \"$1\" | sha256sum | cut -d' ' -f1",
+            "-",
+            &body,
+        ]));
         entries.push(format!(
             r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{}","size":{},"platform":{{"architecture":"{arch}","os":"linux"{variant}}}}}"#,
             digest.trim(),
@@ -317,14 +362,24 @@ fn manifest_list_selects_the_architecture() {
     let refr = format!("{}/multi/img", r.host());
     ok(r.ch_image(&st).args(["pull", &refr, "host"]));
     assert!(image_dir(&st, "host+latest").join("added").exists());
-    ok(r.ch_image(&st).args(["--arch", "arm64", "pull", &refr, "arm"]));
+    ok(r.ch_image(&st)
+        .args(["--arch", "arm64", "pull", &refr, "arm"]));
     assert!(image_dir(&st, "arm+latest").join("arch-arm64").exists());
     let before = store_state(&r, &st);
-    let (_, err) = fails(r.ch_image(&st).args(["pull", "--arch", "ppc64le", &refr, "ppc"]));
-    assert!(err.contains("ppc64le not available; available: amd64 arm64/v8"), "{err}");
+    let (_, err) = fails(
+        r.ch_image(&st)
+            .args(["pull", "--arch", "ppc64le", &refr, "ppc"]),
+    );
+    assert!(
+        err.contains("ppc64le not available; available: amd64 arm64/v8"),
+        "{err}"
+    );
     assert_eq!(before, store_state(&r, &st));
     let list = ok(r.ch_image(&st).args(["list", &refr]));
-    assert!(list.contains("archs available:     amd64 arm64/v8"), "{list}");
+    assert!(
+        list.contains("archs available:     amd64 arm64/v8"),
+        "{list}"
+    );
 }
 
 #[test]
@@ -333,14 +388,23 @@ fn pull_of_a_missing_tag_fails_and_leaves_the_store_unchanged() {
     r.put("two", "test/two:latest", &[]);
     let s = Scratch::new("missing");
     let st = s.storage();
-    ok(r.ch_image(&st).args(["pull", &format!("{}/test/two", r.host()), "keep"]));
+    ok(r.ch_image(&st)
+        .args(["pull", &format!("{}/test/two", r.host()), "keep"]));
     let before = store_state(&r, &st);
-    let (_, err) = fails(r.ch_image(&st).args(["pull", &format!("{}/test/two:nope", r.host()), "keep"]));
+    let (_, err) =
+        fails(
+            r.ch_image(&st)
+                .args(["pull", &format!("{}/test/two:nope", r.host()), "keep"]),
+        );
     assert!(err.contains("image not found in registry"), "{err}");
     assert_eq!(before, store_state(&r, &st));
     // A wrong digest: also not found, nothing changed.
     let zero = "0".repeat(64);
-    let (_, err) = fails(r.ch_image(&st).args(["pull", &format!("{}/test/two@sha256:{zero}", r.host()), "keep"]));
+    let (_, err) = fails(r.ch_image(&st).args([
+        "pull",
+        &format!("{}/test/two@sha256:{zero}", r.host()),
+        "keep",
+    ]));
     assert!(err.contains("not found"), "{err}");
     assert_eq!(before, store_state(&r, &st));
 }
@@ -377,7 +441,10 @@ fn corrupted_blob_in_the_registry_is_a_digest_mismatch() {
     let st = s.storage();
     ok(r.ch_image(&st).arg("list"));
     let before = store_state(&r, &st);
-    let (_, err) = fails(r.ch_image(&st).args(["pull", &format!("{}/test/two", r.host())]));
+    let (_, err) = fails(
+        r.ch_image(&st)
+            .args(["pull", &format!("{}/test/two", r.host())]),
+    );
     assert!(err.contains("digest mismatch"), "{err}");
     assert_eq!(before, store_state(&r, &st));
     assert!(!st.join("dlcache").join(format!("sha256-{layer}")).exists());
@@ -390,9 +457,18 @@ fn untrusted_certificate_is_refused_unless_tls_no_verify() {
     let s = Scratch::new("tls");
     let st = s.storage();
     let refr = format!("{}/test/two", r.host());
-    let (_, err) = fails(r.ch_image(&st).env_remove("SSL_CERT_FILE").args(["pull", &refr]));
-    assert!(err.contains("hint: for a registry with a self-signed certificate"), "{err}");
-    ok(r.ch_image(&st).env_remove("SSL_CERT_FILE").args(["pull", "--tls-no-verify", &refr]));
+    let (_, err) = fails(
+        r.ch_image(&st)
+            .env_remove("SSL_CERT_FILE")
+            .args(["pull", &refr]),
+    );
+    assert!(
+        err.contains("hint: for a registry with a self-signed certificate"),
+        "{err}"
+    );
+    ok(r.ch_image(&st)
+        .env_remove("SSL_CERT_FILE")
+        .args(["pull", "--tls-no-verify", &refr]));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -584,7 +660,10 @@ fn registry_going_away_mid_layer_fails_cleanly() {
     let (_, err) = fake.pull(&st);
     assert!(err.contains("can't download layer 1/1"), "{err}");
     assert_eq!(before, list_of(&st));
-    let leftovers: Vec<_> = std::fs::read_dir(st.join("dlcache")).unwrap().flatten().collect();
+    let leftovers: Vec<_> = std::fs::read_dir(st.join("dlcache"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
