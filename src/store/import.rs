@@ -328,11 +328,13 @@ pub fn open_archive(path: &Path) -> Result<Box<dyn Read + Send>, ImportError> {
     let mut r = BufReader::with_capacity(1 << 20, f);
     let head = r.fill_buf().map_err(io_err("read", path))?.to_vec();
     Ok(if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(r))
+        Box::new(Pipelined::new(flate2::read::MultiGzDecoder::new(r)))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(io_err("read zstd", path))?)
+        Box::new(Pipelined::new(
+            zstd::stream::read::Decoder::with_buffer(r).map_err(io_err("read zstd", path))?,
+        ))
     } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        Box::new(xz2::read::XzDecoder::new_multi_decoder(r))
+        Box::new(Pipelined::new(xz2::read::XzDecoder::new_multi_decoder(r)))
     } else if head.starts_with(b"BZh") {
         return Err(ImportError::Member {
             archive: path.into(),
@@ -342,6 +344,86 @@ pub fn open_archive(path: &Path) -> Result<Box<dyn Read + Send>, ImportError> {
     } else {
         Box::new(r)
     })
+}
+
+/// Runs a reader (a decompressor) on its own thread, a few chunks ahead of the consumer,
+/// so decompression overlaps with parsing and hashing. Errors arrive in order; dropping
+/// the consumer stops the thread at its next chunk.
+struct Pipelined {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl Pipelined {
+    const CHUNK: usize = 1 << 20;
+
+    fn new<R: Read + Send + 'static>(mut inner: R) -> Pipelined {
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        std::thread::spawn(move || loop {
+            let mut buf = vec![0u8; Self::CHUNK];
+            let mut n = 0;
+            // Fill the chunk (decoders often return little at a time).
+            let (eof, err) = loop {
+                match inner.read(&mut buf[n..]) {
+                    Ok(0) => break (true, None),
+                    Ok(k) => {
+                        n += k;
+                        if n == buf.len() {
+                            break (false, None);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break (true, Some(e)),
+                }
+            };
+            buf.truncate(n);
+            if n > 0 && tx.send(Ok(buf)).is_err() {
+                return;
+            }
+            if let Some(e) = err {
+                let _ = tx.send(Err(e));
+            }
+            if eof {
+                return;
+            }
+        });
+        Pipelined {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
+}
+
+impl Read for Pipelined {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(c)) => {
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// Writes blobs on the rayon pool while the caller keeps reading the archive. The object
