@@ -255,6 +255,26 @@ impl Drop for Partial {
     }
 }
 
+/// Remove partial downloads of this blob left by processes that no longer run (a killed
+/// pull); a partial of a live process is left alone.
+fn remove_stale_partials(cache: &Path, hex: &str) {
+    let prefix = format!("sha256-{hex}.partial.");
+    let Ok(rd) = fs::read_dir(cache) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        if !alive {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Check a file's sha256.
 fn file_digest(path: &Path) -> Result<String, RegistryError> {
     let mut f = fs::File::open(path).map_err(io_err("open", path))?;
@@ -348,6 +368,7 @@ fn download_one(
         fs::remove_file(&dest).map_err(io_err("remove", &dest))?;
     }
     verbose!("layer {}/{n}: {}: downloading", i + 1, short(&d.digest));
+    remove_stale_partials(cache, hex);
     let part = cache.join(format!("sha256-{hex}.partial.{}", std::process::id()));
     let guard = Partial(Some(part.clone()));
     let resp = client.blob(&d.digest)?;

@@ -635,10 +635,23 @@ fn list_of(st: &Path) -> String {
 fn zstd_layer_over_plain_http_for_an_insecure_registry() {
     let tar = tar_with_member("hello", b"zstd layer\n");
     let layer = zstd::encode_all(&tar[..], 3).unwrap();
+    let hex = sha256_hex(&layer);
     let fake = Fake::start(layer, None);
     let s = Scratch::new("zstd");
     let st = empty_store(&s);
-    ok(&mut fake.pull_cmd(&st));
+    // Leftovers of an interrupted pull: a partial file of a dead process, and a corrupt
+    // complete file. The pull restarts cleanly.
+    let cache = st.join("dlcache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let stale = cache.join(format!("sha256-{hex}.partial.4000000"));
+    std::fs::write(&stale, b"half").unwrap();
+    std::fs::write(cache.join(format!("sha256-{hex}")), b"corrupt").unwrap();
+    ok(Command::new("chown")
+        .args(["-R", &format!("{TEST_UID}:{TEST_UID}")])
+        .arg(&cache));
+    let out = ok(&mut fake.pull_cmd(&st));
+    let _ = out;
+    assert!(!stale.exists(), "stale partial download left behind");
     assert_eq!(
         std::fs::read_to_string(image_dir(&st, "img+latest").join("hello")).unwrap(),
         "zstd layer\n"
