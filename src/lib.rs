@@ -11,5 +11,6 @@ pub mod cli;
 pub mod convert;
 pub mod log;
 pub mod reference;
+pub mod registry;
 pub mod run;
 pub mod store;

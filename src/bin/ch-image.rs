@@ -34,6 +34,15 @@ struct Common {
     /// Print less; repeat for less
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     quiet: u8,
+    /// Architecture for registry operations: host (default), yolo, or a name like arm64/v8
+    #[arg(short = 'a', long = "arch", global = true, value_name = "ARCH")]
+    arch: Option<String>,
+    /// Authenticate with the registry even when not required (also $CH_IMAGE_AUTH=yes)
+    #[arg(long, global = true)]
+    auth: bool,
+    /// Don't verify registry TLS certificates (do not use unless you understand the risks)
+    #[arg(long = "tls-no-verify", global = true)]
+    tls_no_verify: bool,
 }
 
 #[derive(Subcommand)]
@@ -73,6 +82,23 @@ enum Cmd {
         path: PathBuf,
         /// Image name
         image_ref: String,
+    },
+    /// Pull an image from a registry into storage
+    Pull {
+        /// Image reference in the registry
+        image_ref: String,
+        /// Name to store it under (default: IMAGE_REF)
+        dest_ref: Option<String>,
+    },
+    /// Push an image to a registry
+    Push {
+        /// Push the unpacked image in DIR instead of an image in storage
+        #[arg(long = "image", value_name = "DIR")]
+        image: Option<PathBuf>,
+        /// Image to push
+        image_ref: String,
+        /// Destination reference (default: IMAGE_REF)
+        dest_ref: Option<String>,
     },
     /// List images, or show details of one
     List {
@@ -540,10 +566,67 @@ fn parse_ref(s: &str) -> anyhow::Result<Reference> {
     Ok(Reference::parse(s)?.with_default_tag())
 }
 
+fn registry_settings(c: &Common) -> grove::registry::Settings {
+    use std::io::IsTerminal;
+    let mut s = grove::registry::Settings::from_env();
+    if let Some(a) = &c.arch {
+        s.arch = grove::registry::Arch::parse(a);
+    }
+    s.auth |= c.auth;
+    s.tls_no_verify = c.tls_no_verify;
+    s.progress = std::io::stderr().is_terminal() && grove::log::level() == 0;
+    s
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     cli::set_verbosity(cli.common.verbose, cli.common.quiet);
     let storage = cli::storage_dir(cli.common.storage.clone())?;
+    let settings = registry_settings(&cli.common);
+    settings.clone().set_global();
     match cli.cmd {
+        Cmd::Pull {
+            image_ref,
+            dest_ref,
+        } => {
+            let src = parse_ref(&image_ref)?;
+            let dest = match &dest_ref {
+                Some(d) => parse_ref(d)?,
+                None => src.clone(),
+            };
+            let store = Store::open(&storage)?;
+            let lock = store.lock()?;
+            let t = std::time::Instant::now();
+            let out = grove::registry::pull::pull(&store, &lock, &src, &dest, &settings)
+                .with_context(|| format!("can't pull {src}"))?;
+            grove::verbose!(
+                "pulled {dest} ({}) in {:.2}s",
+                &out.commit().to_string()[..12],
+                t.elapsed().as_secs_f64()
+            );
+        }
+        Cmd::Push {
+            image,
+            image_ref,
+            dest_ref,
+        } => {
+            use grove::registry::push::{push, Source};
+            let src = parse_ref(&image_ref)?;
+            let dest = match &dest_ref {
+                Some(d) => parse_ref(d)?,
+                None => src.clone(),
+            };
+            if dest_ref.is_some() {
+                info!("destination:     {dest}");
+            }
+            let store = Store::open(&storage)?;
+            let lock = store.lock()?;
+            let source = match &image {
+                Some(d) => Source::Dir(d),
+                None => Source::Image(&src),
+            };
+            push(&store, &lock, source, &dest, &settings)
+                .with_context(|| format!("can't push {dest}"))?;
+        }
         Cmd::Build(a) => build(&storage, a)?,
         Cmd::History { image_ref, json } => history(&storage, &image_ref, json)?,
         Cmd::Diff { a, b, stat } => diff(&storage, &a, &b, stat)?,
@@ -636,6 +719,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
                 None => println!("in local storage:    no"),
+            }
+            let remote = grove::registry::Remote::resolve(&name);
+            println!("full remote ref:     {remote}");
+            match grove::registry::pull::remote_info(&name, &settings) {
+                Ok(Some(info)) => {
+                    println!("available remotely:  yes");
+                    println!("remote digest:       {}", info.digest);
+                    match info.archs {
+                        Some(a) => {
+                            println!("remote arch-aware:   yes");
+                            println!(
+                                "host architecture:   {}",
+                                grove::registry::manifest::host_arch()
+                            );
+                            println!("archs available:     {}", a.join(" "));
+                        }
+                        None => {
+                            println!("remote arch-aware:   no");
+                            println!(
+                                "host architecture:   {}",
+                                grove::registry::manifest::host_arch()
+                            );
+                            println!("archs available:     unknown");
+                        }
+                    }
+                }
+                Ok(None) => println!("available remotely:  no"),
+                Err(e) => {
+                    println!("available remotely:  unknown");
+                    warn!("can't query registry: {}", e.full_message());
+                }
             }
         }
         Cmd::Delete { image_glob } => {

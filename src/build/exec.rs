@@ -557,12 +557,26 @@ impl<'a> Builder<'a> {
             if r == self.opts.tag {
                 return Err(self.at(ins, format!("output image ({r}) can't be the same as FROM")));
             }
-            let c = self.store.image(&r)?.ok_or_else(|| {
-                self.at(
-                    ins,
-                    format!("no image found in storage: {r} (pull it or import it first)"),
+            let c = match self.store.image(&r)? {
+                Some(c) => c,
+                None => crate::registry::pull::pull(
+                    self.store,
+                    self.lock,
+                    &r,
+                    &r,
+                    &crate::registry::Settings::global(),
                 )
-            })?;
+                .map_err(|e| {
+                    self.at(
+                        ins,
+                        format!(
+                            "{r}: not in storage and can't pull it: {}",
+                            e.full_message()
+                        ),
+                    )
+                })?
+                .commit(),
+            };
             (c, Key::from_base(&c.to_string()))
         };
         let config = git::read_config(&self.repo, commit)?;

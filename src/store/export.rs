@@ -37,9 +37,28 @@ fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header
     h
 }
 
+/// Choices for [`write_tar_with`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TarOptions {
+    /// Clear setuid and setgid bits (push: the image may be run by a privileged runtime).
+    pub clear_setid: bool,
+}
+
 /// Write `root` as a tar stream (without the end-of-archive marker being skipped: the
 /// builder is finished).
 pub fn write_tar<W: Write>(repo: &gix::Repository, root: &Dir, out: W) -> Result<W, ExportError> {
+    write_tar_with(repo, root, out, TarOptions::default())
+}
+
+/// [`write_tar`] with options.
+pub fn write_tar_with<W: Write>(
+    repo: &gix::Repository,
+    root: &Dir,
+    out: W,
+    opts: TarOptions,
+) -> Result<W, ExportError> {
+    let mask = if opts.clear_setid { !0o6000 } else { !0 };
+    let header = |kind, mode: u32, size, mtime| header(kind, mode & mask, size, mtime);
     let mtime = fixed_mtime();
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Complete);

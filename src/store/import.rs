@@ -346,11 +346,13 @@ pub fn open_archive(path: &Path) -> Result<Box<dyn Read + Send>, ImportError> {
     let mut r = BufReader::with_capacity(1 << 20, f);
     let head = r.fill_buf().map_err(io_err("read", path))?.to_vec();
     Ok(if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(r))
+        Box::new(Pipelined::new(flate2::read::MultiGzDecoder::new(r)))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(io_err("read zstd", path))?)
+        Box::new(Pipelined::new(
+            zstd::stream::read::Decoder::with_buffer(r).map_err(io_err("read zstd", path))?,
+        ))
     } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        Box::new(xz2::read::XzDecoder::new_multi_decoder(r))
+        Box::new(Pipelined::new(xz2::read::XzDecoder::new_multi_decoder(r)))
     } else if head.starts_with(b"BZh") {
         return Err(ImportError::Member {
             archive: path.into(),
@@ -360,6 +362,86 @@ pub fn open_archive(path: &Path) -> Result<Box<dyn Read + Send>, ImportError> {
     } else {
         Box::new(r)
     })
+}
+
+/// Runs a reader (a decompressor) on its own thread, a few chunks ahead of the consumer,
+/// so decompression overlaps with parsing and hashing. Errors arrive in order; dropping
+/// the consumer stops the thread at its next chunk.
+struct Pipelined {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl Pipelined {
+    const CHUNK: usize = 1 << 20;
+
+    fn new<R: Read + Send + 'static>(mut inner: R) -> Pipelined {
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        std::thread::spawn(move || loop {
+            let mut buf = vec![0u8; Self::CHUNK];
+            let mut n = 0;
+            // Fill the chunk (decoders often return little at a time).
+            let (eof, err) = loop {
+                match inner.read(&mut buf[n..]) {
+                    Ok(0) => break (true, None),
+                    Ok(k) => {
+                        n += k;
+                        if n == buf.len() {
+                            break (false, None);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break (true, Some(e)),
+                }
+            };
+            buf.truncate(n);
+            if n > 0 && tx.send(Ok(buf)).is_err() {
+                return;
+            }
+            if let Some(e) = err {
+                let _ = tx.send(Err(e));
+            }
+            if eof {
+                return;
+            }
+        });
+        Pipelined {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
+}
+
+impl Read for Pipelined {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(c)) => {
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// Writes blobs on the rayon pool while the caller keeps reading the archive. The object
@@ -403,6 +485,128 @@ impl<'a> BackgroundWriter<'a> {
 
 fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warnings), ImportError> {
     let reader = open_archive(path)?;
+    let mut root = Dir::new(0o755);
+    let mut next_group = 1u32;
+    let mut shape = TarShape::default();
+    let warnings = apply_tar(
+        ts,
+        reader,
+        path,
+        &mut root,
+        None,
+        &mut next_group,
+        None,
+        Some(&mut shape),
+    )?;
+    // A single top directory is the image root (FAQ: tarballs with one top directory),
+    // unless the archive has a member for the root itself.
+    if !shape.saw_root && shape.single_top && root.children.len() == 1 {
+        if let Some((_, Node::Dir(_))) = root.children.iter().next() {
+            let (_, node) = root.children.pop_first().expect("one child");
+            if let Node::Dir(d) = node {
+                root = d;
+            }
+        }
+    }
+    Ok((root, warnings))
+}
+
+/// The top-level shape of a tar stream, for deciding whether to strip a top directory.
+#[derive(Debug, Default)]
+pub struct TarShape {
+    /// A member names the root itself (`./`).
+    pub saw_root: bool,
+    /// All members, skipped ones included, share one first path component.
+    pub single_top: bool,
+}
+
+/// Whiteouts found in an image layer (OCI image spec, "Whiteouts"): paths deleted from
+/// the layers below, and directories made opaque (their lower contents removed).
+#[derive(Debug, Default)]
+pub struct Whiteouts {
+    pub deleted: Vec<Vec<u8>>,
+    pub opaque: Vec<Vec<u8>>,
+}
+
+/// Apply one image layer (a possibly compressed tar file) onto `base`: the layer's
+/// whiteouts delete from `base`, then its members replace what `base` has at the same
+/// paths (directories merge). Hard links may point into `base`. Link groups are numbered
+/// from `next_group`, which is advanced. Members are checked as for an import.
+pub fn apply_layer(
+    ts: &gix::ThreadSafeRepository,
+    path: &Path,
+    base: &mut Dir,
+    next_group: &mut u32,
+) -> Result<Warnings, ImportError> {
+    let reader = open_archive(path)?;
+    let mut layer = Dir::new(base.mode);
+    let mut wh = Whiteouts::default();
+    let warnings = apply_tar(
+        ts,
+        reader,
+        path,
+        &mut layer,
+        Some(base),
+        next_group,
+        Some(&mut wh),
+        None,
+    )?;
+    for d in &wh.opaque {
+        if d.is_empty() {
+            base.children.clear();
+        } else if let Some(Node::Dir(dir)) = get_mut(base, d) {
+            dir.children.clear();
+        }
+    }
+    for p in &wh.deleted {
+        base.remove(p).map_err(|source| ImportError::MemberPath {
+            archive: path.to_path_buf(),
+            member: model::show(p),
+            source,
+        })?;
+    }
+    overlay(base, layer);
+    Ok(warnings)
+}
+
+fn get_mut<'d>(dir: &'d mut Dir, path: &[u8]) -> Option<&'d mut Node> {
+    let comps = model::components(path).ok()?;
+    let mut d = dir;
+    for c in &comps[..comps.len() - 1] {
+        d = match d.children.get_mut(*c) {
+            Some(Node::Dir(x)) => x,
+            _ => return None,
+        };
+    }
+    d.children.get_mut(comps[comps.len() - 1])
+}
+
+/// Put `top` over `base`: directories merge (taking `top`'s mode), anything else replaces.
+fn overlay(base: &mut Dir, top: Dir) {
+    base.mode = top.mode;
+    for (name, node) in top.children {
+        match (base.children.get_mut(&name), node) {
+            (Some(Node::Dir(b)), Node::Dir(t)) => overlay(b, t),
+            (_, node) => {
+                base.children.insert(name, node);
+            }
+        }
+    }
+}
+
+/// Apply the members of one tar stream onto `root`, in order. With `whiteouts`, members
+/// named `.wh.NAME` are recorded there instead of stored. Hard-link targets are looked up
+/// in `root`, then in `lower`.
+pub fn apply_tar(
+    ts: &gix::ThreadSafeRepository,
+    reader: Box<dyn Read + Send>,
+    archive: &Path,
+    root: &mut Dir,
+    lower: Option<&Dir>,
+    next_group: &mut u32,
+    mut whiteouts: Option<&mut Whiteouts>,
+    shape: Option<&mut TarShape>,
+) -> Result<Warnings, ImportError> {
     let writer = BackgroundWriter {
         ts,
         in_flight: AtomicUsize::new(0),
@@ -410,17 +614,15 @@ fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warni
         pack: PackBuilder::new(&objects_dir(ts)),
     };
     let repo = repo_for_writing(ts);
-    let mut root = Dir::new(0o755);
     let mut warnings = Vec::new();
     let mut group_of: HashMap<Vec<u8>, u32> = HashMap::new();
-    let mut next_group = 1u32;
     // A member naming the root itself (`./`, as `tar -C DIR -cf X .` writes) says the
     // archive's top level is the image root: nothing is stripped then.
     let mut saw_root = false;
     // First components of all members, skipped ones included: a skipped device file at
     // the top level still means the archive has more than one top entry.
     let mut tops: std::collections::BTreeSet<Vec<u8>> = Default::default();
-    let archive_path = path.to_path_buf();
+    let archive_path = archive.to_path_buf();
     let result: Result<(), ImportError> = rayon::in_place_scope(|scope| {
         let mut ar = tar::Archive::new(reader);
         let mut last = String::from("(none: first member)");
@@ -466,6 +668,26 @@ fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warni
             let rel = comps.join(&b'/');
             if tops.len() < 2 {
                 tops.insert(comps[0].to_vec());
+            }
+            if let Some(wh) = whiteouts.as_deref_mut() {
+                let name = comps[comps.len() - 1];
+                if let Some(target) = name.strip_prefix(b".wh.") {
+                    let dir = &comps[..comps.len() - 1];
+                    if target == b".wh..opq" {
+                        wh.opaque.push(dir.join(&b'/'));
+                    } else if target.is_empty() || target == b"." || target == b".." {
+                        return Err(bad("invalid whiteout"));
+                    } else {
+                        let mut p = dir.join(&b'/');
+                        if !p.is_empty() {
+                            p.push(b'/');
+                        }
+                        p.extend_from_slice(target);
+                        wh.deleted.push(p);
+                    }
+                    last = member;
+                    continue;
+                }
             }
             use tar::EntryType as T;
             match kind {
@@ -528,12 +750,13 @@ fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warni
                     let g = match group_of.get(&trel) {
                         Some(g) => *g,
                         None => {
-                            let g = next_group;
-                            next_group += 1;
+                            let g = *next_group;
+                            *next_group += 1;
                             g
                         }
                     };
-                    let file = match root.get(&trel) {
+                    let found = root.get(&trel).or_else(|| lower.and_then(|l| l.get(&trel)));
+                    let file = match found {
                         Some(Node::File(f)) => File {
                             link_group: Some(g),
                             ..f.clone()
@@ -576,15 +799,9 @@ fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warni
         path: pack_dir,
         source: e,
     })?;
-    // A single top directory is the image root (FAQ: tarballs with one top directory),
-    // unless the archive has a member for the root itself.
-    if !saw_root && tops.len() == 1 && root.children.len() == 1 {
-        if let Some((_, Node::Dir(_))) = root.children.iter().next() {
-            let (_, node) = root.children.pop_first().expect("one child");
-            if let Node::Dir(d) = node {
-                root = d;
-            }
-        }
+    if let Some(shape) = shape {
+        shape.saw_root = saw_root;
+        shape.single_top = tops.len() == 1;
     }
-    Ok((root, warnings))
+    Ok(warnings)
 }

@@ -4,5 +4,6 @@
 mod build;
 mod common;
 mod convert;
+mod registry;
 mod run;
 mod store;

@@ -1,0 +1,100 @@
+#!/bin/sh
+# ch-image pull: Grove vs Charliecloud 0.31 (/usr/bin/ch-image) from the same local registry,
+# in one run, as an unprivileged user. Prints times and the ratio (Charliecloud / Grove).
+#
+# Image: a one-layer Debian bookworm (mmdebstrap tarball -> umoci -> skopeo) in Debian's
+# docker-registry on 127.0.0.1 with TLS (the test CA of fixtures/registry.sh). Grove trusts
+# the CA through SSL_CERT_FILE, Charliecloud (Python requests) through REQUESTS_CA_BUNDLE
+# (its --tls-no-verify does not cover every request in 0.31).
+# Scenarios: cold pull into an empty storage directory; pull again (up to date).
+#
+# Needs (as root for setup): docker-registry skopeo umoci mmdebstrap openssl.
+# Usage: sh bench/pull.sh
+set -eu
+cd "$(dirname "$0")/.."
+root=$(pwd)
+cargo build --release --bins >&2
+bin=$root/target/release
+fix=${GROVE_FIXTURE_CACHE:-/var/tmp/grove-fixtures}
+deb=$fix/debian-bookworm.tar
+if [ -f fixtures/debian.sh ]; then
+    sh fixtures/debian.sh "$deb"
+elif [ ! -e "$deb.complete" ]; then
+    mmdebstrap --variant=minbase bookworm "$deb.tmp" >&2 && mv "$deb.tmp" "$deb" && touch "$deb.complete"
+fi
+sh fixtures/busybox.sh "$fix/busybox"
+sh fixtures/registry.sh "$fix/registry" "$fix/busybox"
+work=$(mktemp -d /var/tmp/grove-bench-pull.XXXXXX)
+chmod 755 "$work"
+if [ "$(id -u)" = 0 ]; then
+    as="setpriv --reuid=65534 --regid=65534 --clear-groups env USER=nobody HOME=$work/home"
+else
+    as="env HOME=$work/home"
+fi
+mkdir -p "$work/home" "$work/u"
+[ "$(id -u)" = 0 ] && chown 65534:65534 "$work/home" "$work/u"
+regpid=
+cleanup() {
+    [ -n "$regpid" ] && kill "$regpid" 2>/dev/null
+    chmod -R u+rwx "$work" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Registry on a free port.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$work/data"
+cat > "$work/config.yml" <<EOC
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $work/data
+http:
+  addr: 127.0.0.1:$port
+  tls:
+    certificate: $fix/registry/cert.pem
+    key: $fix/registry/key.pem
+EOC
+docker-registry serve "$work/config.yml" >/dev/null 2>&1 &
+regpid=$!
+i=0
+until python3 -c "import socket; socket.create_connection(('127.0.0.1',$port),1)" 2>/dev/null; do
+    i=$((i+1)); [ $i -lt 100 ] || { echo "bench: registry did not start" >&2; exit 1; }
+    sleep 0.1
+done
+umoci init --layout "$work/oci"
+umoci new --image "$work/oci:bookworm"
+umoci raw add-layer --image "$work/oci:bookworm" "$deb"
+skopeo copy --quiet --dest-tls-verify=false "oci:$work/oci:bookworm" \
+    "docker://127.0.0.1:$port/debian:bookworm"
+rm -rf "$work/oci"
+ref=127.0.0.1:$port/debian:bookworm
+
+cc="$as PATH=/usr/bin:$PATH GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@localhost GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@localhost REQUESTS_CA_BUNDLE=$fix/registry/ca.pem /usr/bin/ch-image"
+gr="$as SSL_CERT_FILE=$fix/registry/ca.pem $bin/ch-image"
+
+now() { date +%s.%N; }
+t() {
+    s=$(now)
+    if ! "$@" >"$work/last.log" 2>&1; then
+        cat "$work/last.log" >&2
+        echo "bench: command failed: $*" >&2
+        exit 1
+    fi
+    e=$(now)
+    python3 -c "print(f'{$e-$s:.3f}')"
+}
+ratio() { python3 -c "print(f'{$1/$2:.1f}')"; }
+
+echo "== cold pull of one-layer bookworm ($(du -h "$deb" | cut -f1) tar)"
+g_cold=$(t $gr -s "$work/u/g" pull "$ref" bookworm)
+c_cold=$(t $cc -s "$work/u/c" pull "$ref" bookworm)
+echo "cold:        grove ${g_cold}s  charliecloud ${c_cold}s  ratio $(ratio "$c_cold" "$g_cold")x (target >= 5)"
+echo "== pull again (up to date)"
+g_again=$(t $gr -s "$work/u/g" pull "$ref" bookworm)
+c_again=$(t $cc -s "$work/u/c" pull "$ref" bookworm)
+echo "again:       grove ${g_again}s  charliecloud ${c_again}s  ratio $(ratio "$c_again" "$g_again")x"

@@ -1,0 +1,627 @@
+//! HTTP(S) client for one registry repository: requests with the authentication dance
+//! (a 401 with `WWW-Authenticate: Bearer realm=...,service=...,scope=...` fetches a token,
+//! anonymously unless authenticated mode is on; `Basic` sends the credentials), TLS with
+//! the system CA bundle or `$SSL_CERT_FILE`, and blob/manifest helpers.
+//!
+//! Credentials come from `$CH_IMAGE_USERNAME`/`$CH_IMAGE_PASSWORD`, else a prompt on the
+//! terminal; they are asked for at most once per process.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+
+use super::manifest::{self, Document};
+use super::{RegistryError, Remote, Settings};
+
+/// Default CA bundle (Debian's ca-certificates).
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// What a request sends.
+pub enum Body<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    /// A file, re-opened on each attempt.
+    File(&'a Path),
+}
+
+/// A client for one repository of one registry.
+pub struct Client {
+    agent: ureq::Agent,
+    pub remote: Remote,
+    /// Access wanted: `pull` or `pull,push`.
+    actions: &'static str,
+    /// Authenticate even when anonymous access would do.
+    auth_mode: bool,
+    /// Current `Authorization` header value.
+    authz: Mutex<Option<String>>,
+    creds: Mutex<Option<(String, String)>>,
+}
+
+/// A response with its status checked by the caller.
+pub type Response = ureq::http::Response<ureq::Body>;
+
+fn http_err<'u>(
+    action: &'static str,
+    url: &'u str,
+) -> impl FnOnce(ureq::Error) -> RegistryError + 'u {
+    move |e| RegistryError::Http {
+        action,
+        url: url.to_string(),
+        source: Box::new(e),
+    }
+}
+
+/// Load root certificates from `$SSL_CERT_FILE`, else the system bundle.
+fn root_certs() -> Result<ureq::tls::RootCerts, RegistryError> {
+    let path = std::env::var_os("SSL_CERT_FILE")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(SYSTEM_CA_BUNDLE));
+    let pem = std::fs::read(&path).map_err(|source| RegistryError::Io {
+        action: "read CA certificates",
+        path: path.clone(),
+        source,
+    })?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(RegistryError::Tls {
+                    path,
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(RegistryError::Tls {
+            path,
+            reason: "no certificates found".into(),
+        });
+    }
+    Ok(ureq::tls::RootCerts::new_with_certs(&certs))
+}
+
+/// Parse a `WWW-Authenticate` header: scheme and parameters (quoted values may hold
+/// commas).
+pub fn parse_challenge(h: &str) -> (String, Vec<(String, String)>) {
+    let h = h.trim();
+    let (scheme, rest) = h.split_once(' ').unwrap_or((h, ""));
+    let mut params = Vec::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        let mut val = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some(n) = chars.next() {
+                            val.push(n)
+                        }
+                    }
+                    '"' => break,
+                    c => val.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.peek() {
+                if *c == ',' {
+                    break;
+                }
+                val.push(*c);
+                chars.next();
+            }
+        }
+        params.push((key.trim().to_ascii_lowercase(), val.trim().to_string()));
+    }
+    (scheme.to_ascii_lowercase(), params)
+}
+
+fn query_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Ask for a line on the terminal; with `secret`, without echo.
+fn prompt(question: &str, secret: bool) -> Result<String, RegistryError> {
+    use nix::sys::termios;
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|_| {
+            RegistryError::Auth(
+                "credentials needed but no terminal to ask on; set CH_IMAGE_USERNAME and CH_IMAGE_PASSWORD".into(),
+            )
+        })?;
+    let mut out = &tty;
+    let _ = write!(out, "{question}");
+    let _ = out.flush();
+    let saved = if secret {
+        termios::tcgetattr(&tty).ok().inspect(|t| {
+            let mut quiet = t.clone();
+            quiet.local_flags.remove(termios::LocalFlags::ECHO);
+            let _ = termios::tcsetattr(&tty, termios::SetArg::TCSANOW, &quiet);
+        })
+    } else {
+        None
+    };
+    let mut line = String::new();
+    let r = io::BufRead::read_line(&mut io::BufReader::new(&tty), &mut line);
+    if let Some(t) = saved {
+        let _ = termios::tcsetattr(&tty, termios::SetArg::TCSANOW, &t);
+        let _ = writeln!(out);
+    }
+    r.map_err(|e| RegistryError::Auth(format!("can't read from terminal: {e}")))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+impl Client {
+    /// A client for `remote`; `push` asks for push access too (and authenticates, as
+    /// Charliecloud's push always does).
+    pub fn new(remote: Remote, settings: &Settings, push: bool) -> Result<Client, RegistryError> {
+        let tls = if settings.tls_no_verify {
+            ureq::tls::TlsConfig::builder()
+                .disable_verification(true)
+                .build()
+        } else if remote.http {
+            ureq::tls::TlsConfig::default()
+        } else {
+            ureq::tls::TlsConfig::builder()
+                .root_certs(root_certs()?)
+                .build()
+        };
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .tls_config(tls)
+            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_recv_response(Some(Duration::from_secs(120)))
+            .timeout_recv_body(None)
+            .timeout_per_read(Some(Duration::from_secs(120)))
+            .user_agent(concat!("grove/", env!("CARGO_PKG_VERSION")))
+            .max_idle_connections_per_host(8)
+            .build();
+        Ok(Client {
+            agent: ureq::Agent::new_with_config(config),
+            remote,
+            actions: if push { "pull,push" } else { "pull" },
+            auth_mode: settings.auth || push,
+            authz: Mutex::new(None),
+            creds: Mutex::new(None),
+        })
+    }
+
+    /// `scheme://host:port/v2/REPO/` followed by `rest`.
+    pub fn url(&self, rest: &str) -> String {
+        format!("{}/v2/{}/{rest}", self.remote.origin(), self.remote.repo)
+    }
+
+    fn credentials(&self) -> Result<(String, String), RegistryError> {
+        let mut c = self.creds.lock().expect("credentials lock");
+        if let Some(c) = &*c {
+            return Ok(c.clone());
+        }
+        let user = match std::env::var("CH_IMAGE_USERNAME") {
+            Ok(u) => u,
+            Err(_) => prompt(&format!("Username for {}: ", self.remote.host), false)?,
+        };
+        let pass = match std::env::var("CH_IMAGE_PASSWORD") {
+            Ok(p) => p,
+            Err(_) => prompt(&format!("Password for {user}@{}: ", self.remote.host), true)?,
+        };
+        *c = Some((user, pass));
+        Ok(c.clone().expect("just set"))
+    }
+
+    fn basic(&self) -> Result<String, RegistryError> {
+        let (u, p) = self.credentials()?;
+        Ok(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        ))
+    }
+
+    /// Answer a 401 challenge: returns the new `Authorization` value.
+    fn authenticate(&self, url: &str, challenge: &str) -> Result<String, RegistryError> {
+        let (scheme, params) = parse_challenge(challenge);
+        let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.as_str());
+        match scheme.as_str() {
+            "basic" => self.basic(),
+            "bearer" => {
+                let realm = get("realm").ok_or_else(|| {
+                    RegistryError::Auth(format!("{url}: Bearer challenge without realm"))
+                })?;
+                let scope = format!("repository:{}:{}", self.remote.repo, self.actions);
+                let mut turl = format!("{realm}?scope={}", query_escape(&scope));
+                if let Some(s) = get("service") {
+                    turl.push_str(&format!("&service={}", query_escape(s)));
+                }
+                let mut req = self.agent.get(&turl);
+                if self.auth_mode {
+                    req = req.header("Authorization", self.basic()?);
+                }
+                let mut resp = req.call().map_err(http_err("get token from", &turl))?;
+                let status = resp.status().as_u16();
+                if status == 401 || status == 403 {
+                    return Err(RegistryError::Unauthorized { url: turl });
+                }
+                if status != 200 {
+                    return Err(RegistryError::Status {
+                        action: "get token from",
+                        url: turl,
+                        status,
+                        detail: None,
+                    });
+                }
+                #[derive(serde::Deserialize)]
+                struct Token {
+                    token: Option<String>,
+                    access_token: Option<String>,
+                }
+                let body = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(1 << 20)
+                    .read_to_vec()
+                    .map_err(http_err("read token from", &turl))?;
+                let t: Token = serde_json::from_slice(&body).map_err(|e| {
+                    RegistryError::Auth(format!("{turl}: token response is not valid JSON: {e}"))
+                })?;
+                let t = t.token.or(t.access_token).ok_or_else(|| {
+                    RegistryError::Auth(format!("{turl}: token response has no token"))
+                })?;
+                Ok(format!("Bearer {t}"))
+            }
+            other => Err(RegistryError::Auth(format!(
+                "{url}: unsupported authentication scheme {other:?}"
+            ))),
+        }
+    }
+
+    /// Send a request, authenticating on a 401 and retrying once. The status is left to
+    /// the caller (except 401 after authenticating, an error).
+    pub fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Body<'_>,
+    ) -> Result<Response, RegistryError> {
+        for attempt in 0..2 {
+            let mut b = ureq::http::Request::builder().method(method).uri(url);
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            if let Some(a) = &*self.authz.lock().expect("auth lock") {
+                b = b.header("Authorization", a.as_str());
+            }
+            let resp = match &body {
+                Body::Empty => {
+                    let req = b.body(()).map_err(|e| http_err("request", url)(e.into()))?;
+                    self.agent.run(req)
+                }
+                Body::Bytes(d) => {
+                    let req = b
+                        .header("Content-Length", d.len().to_string())
+                        .body(*d)
+                        .map_err(|e| http_err("request", url)(e.into()))?;
+                    self.agent.run(req)
+                }
+                Body::File(p) => {
+                    let f = std::fs::File::open(p).map_err(|source| RegistryError::Io {
+                        action: "open",
+                        path: p.to_path_buf(),
+                        source,
+                    })?;
+                    let len = f
+                        .metadata()
+                        .map_err(|source| RegistryError::Io {
+                            action: "stat",
+                            path: p.to_path_buf(),
+                            source,
+                        })?
+                        .len();
+                    let req = b
+                        .header("Content-Length", len.to_string())
+                        .body(ureq::SendBody::from_owned_reader(
+                            io::BufReader::with_capacity(1 << 20, f),
+                        ))
+                        .map_err(|e| http_err("request", url)(e.into()))?;
+                    self.agent.run(req)
+                }
+            }
+            .map_err(http_err("reach", url))?;
+            if resp.status().as_u16() != 401 {
+                return Ok(resp);
+            }
+            if attempt == 1 {
+                break;
+            }
+            let challenge = resp
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let Some(challenge) = challenge else { break };
+            let a = self.authenticate(url, &challenge)?;
+            *self.authz.lock().expect("auth lock") = Some(a);
+        }
+        Err(RegistryError::Unauthorized {
+            url: url.to_string(),
+        })
+    }
+
+    /// Authenticate up front when in authenticated mode (so a wrong password fails early).
+    pub fn login(&self) -> Result<(), RegistryError> {
+        if self.auth_mode {
+            let url = format!("{}/v2/", self.remote.origin());
+            let resp = self.send("GET", &url, &[], Body::Empty)?;
+            let _ = resp;
+        }
+        Ok(())
+    }
+
+    /// Fetch a manifest or index by tag or digest. Returns the parsed document, the body
+    /// and its digest. A digest reference is verified; `None` if the registry has no such
+    /// manifest.
+    pub fn manifest(
+        &self,
+        version: &str,
+    ) -> Result<Option<(Document, Vec<u8>, String)>, RegistryError> {
+        let url = self.url(&format!("manifests/{version}"));
+        let mut resp = self.send("GET", &url, &[("Accept", manifest::ACCEPT)], Body::Empty)?;
+        let status = resp.status().as_u16();
+        if status == 404 {
+            return Ok(None);
+        }
+        if status != 200 {
+            return Err(status_err("get manifest", &url, &mut resp));
+        }
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(16 << 20)
+            .read_to_vec()
+            .map_err(http_err("read manifest", &url))?;
+        let digest = manifest::sha256_digest(&body);
+        if version.starts_with("sha256:") && digest != version {
+            return Err(RegistryError::Digest {
+                what: format!("manifest {url}"),
+                expected: version.to_string(),
+                actual: digest,
+            });
+        }
+        let doc = manifest::parse_document(&ct, &body)?;
+        Ok(Some((doc, body, digest)))
+    }
+
+    /// GET a blob; the caller reads and verifies the body.
+    pub fn blob(&self, digest: &str) -> Result<Response, RegistryError> {
+        let url = self.url(&format!("blobs/{digest}"));
+        let mut resp = self.send("GET", &url, &[], Body::Empty)?;
+        match resp.status().as_u16() {
+            200 => Ok(resp),
+            404 => Err(RegistryError::Status {
+                action: "get blob",
+                url,
+                status: 404,
+                detail: Some("blob not found".into()),
+            }),
+            _ => Err(status_err("get blob", &url, &mut resp)),
+        }
+    }
+
+    /// Fetch a small blob (a config) into memory, verified.
+    pub fn blob_bytes(
+        &self,
+        what: &str,
+        digest: &str,
+        limit: u64,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let url = self.url(&format!("blobs/{digest}"));
+        let mut resp = self.blob(digest)?;
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(http_err("read", &url))?;
+        let actual = manifest::sha256_digest(&body);
+        if actual != digest {
+            return Err(RegistryError::Digest {
+                what: what.to_string(),
+                expected: digest.to_string(),
+                actual,
+            });
+        }
+        Ok(body)
+    }
+
+    /// Whether the registry already has a blob.
+    pub fn has_blob(&self, digest: &str) -> Result<bool, RegistryError> {
+        let url = self.url(&format!("blobs/{digest}"));
+        let mut resp = self.send("HEAD", &url, &[], Body::Empty)?;
+        match resp.status().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            _ => Err(status_err("check blob", &url, &mut resp)),
+        }
+    }
+
+    /// Upload a blob monolithically (POST to start, PUT with the digest).
+    pub fn upload_blob(&self, digest: &str, body: Body<'_>) -> Result<(), RegistryError> {
+        let url = self.url("blobs/uploads/");
+        let mut resp = self.send("POST", &url, &[("Content-Length", "0")], Body::Empty)?;
+        if resp.status().as_u16() != 202 {
+            return Err(status_err("start upload at", &url, &mut resp));
+        }
+        let loc = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| RegistryError::Status {
+                action: "start upload at",
+                url: url.clone(),
+                status: 202,
+                detail: Some("no Location header".into()),
+            })?
+            .to_string();
+        let mut put = if loc.starts_with("http://") || loc.starts_with("https://") {
+            loc
+        } else {
+            format!("{}{}", self.remote.origin(), loc)
+        };
+        put.push(if put.contains('?') { '&' } else { '?' });
+        put.push_str(&format!("digest={}", query_escape(digest)));
+        let mut resp = self.send(
+            "PUT",
+            &put,
+            &[("Content-Type", "application/octet-stream")],
+            body,
+        )?;
+        if resp.status().as_u16() != 201 {
+            return Err(status_err("upload blob to", &put, &mut resp));
+        }
+        Ok(())
+    }
+
+    /// Upload a manifest under a tag.
+    pub fn put_manifest(
+        &self,
+        tag: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Result<(), RegistryError> {
+        let url = self.url(&format!("manifests/{tag}"));
+        let mut resp = self.send(
+            "PUT",
+            &url,
+            &[("Content-Type", media_type)],
+            Body::Bytes(body),
+        )?;
+        if resp.status().as_u16() != 201 {
+            return Err(status_err("upload manifest to", &url, &mut resp));
+        }
+        Ok(())
+    }
+}
+
+/// An error for an unexpected status, with the registry's error message if it sent one.
+pub fn status_err(action: &'static str, url: &str, resp: &mut Response) -> RegistryError {
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(64 << 10)
+        .read_to_vec()
+        .unwrap_or_default();
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorItem>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorItem {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    let detail = serde_json::from_slice::<Errors>(&body).ok().map(|e| {
+        e.errors
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}{}",
+                    i.code.as_deref().unwrap_or(""),
+                    i.message
+                        .as_deref()
+                        .map(|m| format!(" ({m})"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    });
+    RegistryError::Status {
+        action,
+        url: url.to_string(),
+        status,
+        detail,
+    }
+}
+
+/// A reader that hashes what passes through it (sha256) and counts bytes.
+pub struct HashingReader<R> {
+    pub inner: R,
+    pub hasher: sha2::Sha256,
+    pub count: u64,
+    pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use sha2::Digest as _;
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        if let Some(p) = &self.progress {
+            p(n as u64);
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_challenge_parses_with_commas_in_quotes() {
+        let (s, p) = parse_challenge(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(s, "bearer");
+        assert_eq!(p[0], ("realm".into(), "https://auth.example/token".into()));
+        assert_eq!(p[1], ("service".into(), "registry.example".into()));
+        assert_eq!(p[2], ("scope".into(), "repository:a/b:pull,push".into()));
+    }
+
+    #[test]
+    fn basic_challenge_parses() {
+        let (s, p) = parse_challenge(r#"Basic realm=Registry"#);
+        assert_eq!(s, "basic");
+        assert_eq!(p, vec![("realm".to_string(), "Registry".to_string())]);
+    }
+
+    #[test]
+    fn query_values_are_escaped() {
+        assert_eq!(
+            query_escape("repository:a/b:pull,push"),
+            "repository%3Aa%2Fb%3Apull%2Cpush"
+        );
+    }
+}

@@ -1,0 +1,348 @@
+//! Registries: pull images into the store and push them out, over the OCI distribution
+//! protocol (docs/registry.md).
+//!
+//! Owns the network side: [`client`] speaks HTTP(S) with token and basic authentication,
+//! [`manifest`] parses registry documents (pure), [`pull`] downloads and verifies blobs into
+//! `STORAGE/dlcache/` then unpacks layers through the store's import pieces, [`push`] exports
+//! an image as one layer. The store itself never does HTTP.
+//!
+//! Invariant: nothing from a registry reaches the store unverified: every manifest fetched
+//! by digest, config and layer is checked against its sha256 digest first, and image refs
+//! change only after the whole image is written.
+
+pub mod client;
+pub mod manifest;
+pub mod pull;
+pub mod push;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use crate::reference::Reference;
+
+pub use client::Client;
+
+/// Docker Hub's registry host, the default.
+pub const DOCKER_HUB: &str = "registry-1.docker.io";
+
+/// Errors of registry operations.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("can't {action} {url}")]
+    Http {
+        action: &'static str,
+        url: String,
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    #[error("{action} {url}: HTTP {status}{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Status {
+        action: &'static str,
+        url: String,
+        status: u16,
+        detail: Option<String>,
+    },
+    #[error("image not found in registry: {0}")]
+    NotFound(String),
+    #[error("{url}: authentication required or refused (HTTP 401)")]
+    Unauthorized { url: String },
+    #[error("authentication: {0}")]
+    Auth(String),
+    #[error("{what}: digest mismatch: expected {expected}, got {actual}")]
+    Digest {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{what}: size mismatch: expected {expected} bytes, got {actual}")]
+    Size {
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("can't download {what}")]
+    Download {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
+    #[error("can't {action}: {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("CA certificates {path}: {reason}")]
+    Tls { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("can't unpack layer {layer}")]
+    Layer {
+        layer: String,
+        #[source]
+        source: crate::store::import::ImportError,
+    },
+    #[error(transparent)]
+    Import(#[from] crate::store::import::ImportError),
+    #[error(transparent)]
+    Export(#[from] crate::store::export::ExportError),
+    #[error(transparent)]
+    Git(#[from] crate::store::GitError),
+    #[error(transparent)]
+    Read(#[from] crate::store::ReadError),
+}
+
+impl RegistryError {
+    /// The message with its causes, `: `-separated (for errors reported inside another
+    /// error's text, such as a Dockerfile location).
+    pub fn full_message(&self) -> String {
+        let mut s = self.to_string();
+        let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(self);
+        while let Some(c) = cur {
+            s.push_str(": ");
+            s.push_str(&c.to_string());
+            cur = c.source();
+        }
+        s
+    }
+
+    /// A hint for the user, printed after the error.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            RegistryError::Http { source, .. }
+                if matches!(**source, ureq::Error::Tls(_) | ureq::Error::Rustls(_))
+                    || source.to_string().contains("certificate") =>
+            {
+                Some(
+                "for a registry with a self-signed certificate, set SSL_CERT_FILE to its CA, or use --tls-no-verify".into(),
+            )
+            }
+            RegistryError::Unauthorized { .. } => Some(
+                "use --auth (or CH_IMAGE_AUTH=yes) with CH_IMAGE_USERNAME and CH_IMAGE_PASSWORD".into(),
+            ),
+            RegistryError::NotFound(_) => Some("check the name and tag; `ch-image list IMAGE` shows what the registry has".into()),
+            _ => None,
+        }
+    }
+}
+
+/// Which architecture to ask a registry for (`--arch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arch {
+    /// The host's, translated to registry names (default).
+    Host,
+    /// Whatever the registry serves first: bypass architecture selection.
+    Yolo,
+    /// A registry architecture name such as `arm64/v8`.
+    Named(String),
+}
+
+impl Arch {
+    pub fn parse(s: &str) -> Arch {
+        match s {
+            "host" => Arch::Host,
+            "yolo" => Arch::Yolo,
+            other => Arch::Named(other.to_string()),
+        }
+    }
+
+    /// The wanted architecture name, or `None` for yolo.
+    pub fn wanted(&self) -> Option<String> {
+        match self {
+            Arch::Host => Some(manifest::host_arch()),
+            Arch::Yolo => None,
+            Arch::Named(n) => Some(n.clone()),
+        }
+    }
+}
+
+/// Settings of registry operations: the global options of `ch-image` and their
+/// environment variables.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub arch: Arch,
+    /// Authenticate even when not required (`--auth`, `CH_IMAGE_AUTH=yes`).
+    pub auth: bool,
+    /// Don't verify TLS certificates (`--tls-no-verify`).
+    pub tls_no_verify: bool,
+    /// Show progress bars (on a TTY, not verbose).
+    pub progress: bool,
+}
+
+impl Settings {
+    /// Defaults, with `CH_IMAGE_AUTH` read from the environment.
+    pub fn from_env() -> Settings {
+        Settings {
+            arch: Arch::Host,
+            auth: std::env::var("CH_IMAGE_AUTH").as_deref() == Ok("yes"),
+            tls_no_verify: false,
+            progress: false,
+        }
+    }
+
+    /// The settings set by the program with [`Settings::set_global`], else
+    /// [`Settings::from_env`]. Used where no caller passes settings (FROM in a build).
+    pub fn global() -> Settings {
+        GLOBAL.get().cloned().unwrap_or_else(Settings::from_env)
+    }
+
+    /// Record process-wide settings (once; later calls are ignored).
+    pub fn set_global(self) {
+        let _ = GLOBAL.set(self);
+    }
+}
+
+static GLOBAL: OnceLock<Settings> = OnceLock::new();
+
+/// Where an image lives: registry host and port, repository path, tag or digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    pub host: String,
+    pub port: u16,
+    /// Repository name, e.g. `library/alpine`.
+    pub repo: String,
+    /// Tag or `sha256:HEX`.
+    pub version: String,
+    /// Plain HTTP instead of HTTPS.
+    pub http: bool,
+}
+
+impl Remote {
+    /// Resolve a reference as Charliecloud does: no host means Docker Hub, or
+    /// `$CH_REGY_DEFAULT_HOST` (with `$CH_REGY_DEFAULT_PORT`, default 443, and
+    /// `$CH_REGY_PATH_PREFIX` prepended to the path); Docker Hub names without a path get
+    /// `library/`. `$CH_IMAGE_REGY_INSECURE` (a Grove extension: comma-separated `HOST` or
+    /// `HOST:PORT`) names registries spoken to over plain HTTP.
+    pub fn resolve(r: &Reference) -> Remote {
+        Self::resolve_with(r, &|k| std::env::var(k).ok())
+    }
+
+    fn resolve_with(r: &Reference, env: &dyn Fn(&str) -> Option<String>) -> Remote {
+        let mut path = r.path.clone();
+        let (host, port) = match &r.host {
+            Some(h) => (h.clone(), r.port.unwrap_or(443)),
+            None => match env("CH_REGY_DEFAULT_HOST").filter(|h| !h.is_empty()) {
+                Some(h) => {
+                    let port = env("CH_REGY_DEFAULT_PORT")
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or(443);
+                    if let Some(prefix) = env("CH_REGY_PATH_PREFIX").filter(|p| !p.is_empty()) {
+                        let mut p: Vec<String> = prefix
+                            .split('/')
+                            .filter(|c| !c.is_empty())
+                            .map(str::to_string)
+                            .collect();
+                        p.extend(path);
+                        path = p;
+                    }
+                    (h, port)
+                }
+                None => (DOCKER_HUB.to_string(), 443),
+            },
+        };
+        if host == DOCKER_HUB && path.is_empty() {
+            path.push("library".into());
+        }
+        path.push(r.name.clone());
+        let version = match (&r.tag, &r.digest) {
+            (_, Some(d)) => format!("sha256:{d}"),
+            (Some(t), None) => t.clone(),
+            (None, None) => "latest".into(),
+        };
+        let hostport = format!("{host}:{port}");
+        let http = env("CH_IMAGE_REGY_INSECURE")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .any(|e| e == host || e == hostport)
+            })
+            .unwrap_or(false);
+        Remote {
+            host,
+            port,
+            repo: path.join("/"),
+            version,
+            http,
+        }
+    }
+
+    /// `scheme://host:port`.
+    pub fn origin(&self) -> String {
+        let scheme = if self.http { "http" } else { "https" };
+        format!("{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+impl std::fmt::Display for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sep = if self.version.starts_with("sha256:") {
+            '@'
+        } else {
+            ':'
+        };
+        write!(
+            f,
+            "{}:{}/{}{sep}{}",
+            self.host, self.port, self.repo, self.version
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(s: &str, env: &[(&str, &str)]) -> Remote {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Remote::resolve_with(&Reference::parse(s).unwrap(), &|k| {
+            env.iter().find(|(e, _)| e == k).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn single_names_go_to_docker_hub_library() {
+        let r = resolve("alpine:3.17", &[]);
+        assert_eq!(
+            r.to_string(),
+            "registry-1.docker.io:443/library/alpine:3.17"
+        );
+        assert_eq!(r.origin(), "https://registry-1.docker.io:443");
+        let r = resolve("foo/bar", &[]);
+        assert_eq!(r.repo, "foo/bar");
+        assert_eq!(r.version, "latest");
+    }
+
+    #[test]
+    fn default_host_port_and_prefix_come_from_environment() {
+        let env = [
+            ("CH_REGY_DEFAULT_HOST", "reg.example"),
+            ("CH_REGY_DEFAULT_PORT", "5000"),
+            ("CH_REGY_PATH_PREFIX", "mirror/hub"),
+        ];
+        let r = resolve("alpine", &env);
+        assert_eq!(r.to_string(), "reg.example:5000/mirror/hub/alpine:latest");
+        // An explicit host ignores them.
+        let r = resolve("localhost:7000/x/y@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", &env);
+        assert_eq!(r.host, "localhost");
+        assert_eq!(r.port, 7000);
+        assert_eq!(r.repo, "x/y");
+        assert!(r.version.starts_with("sha256:"));
+    }
+
+    #[test]
+    fn insecure_registries_use_plain_http() {
+        let env = [("CH_IMAGE_REGY_INSECURE", "other, localhost:7000")];
+        assert!(resolve("localhost:7000/a", &env).http);
+        assert!(!resolve("localhost:7001/a", &env).http);
+        assert_eq!(
+            resolve("localhost:7000/a", &env).origin(),
+            "http://localhost:7000"
+        );
+    }
+}

@@ -1,0 +1,472 @@
+//! Pull: manifest (through an index, by architecture), config and layers from a registry
+//! into the store.
+//!
+//! Layers download in parallel into `STORAGE/dlcache/sha256-HEX` through a partial file
+//! (`.partial.PID`), renamed into place only after its digest checked; a cached layer is
+//! checked again before use. Layers then apply in order onto one model (whiteouts across
+//! layers, see [`import::apply_layer`]), which becomes one commit. The image's ref moves
+//! last, so a failed pull leaves the store's images as they were. The manifest digest is
+//! kept in the config's annotations (`registry.manifest`): pulling a manifest already in
+//! the store does no work.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use gix::ObjectId;
+use sha2::Digest as _;
+
+use super::client::{Client, HashingReader};
+use super::manifest::{self, Document, Manifest, OciConfig};
+use super::{Arch, RegistryError, Remote, Settings};
+use crate::reference::Reference;
+use crate::store::{config, git, import, Dir, Expect, Store, WriteLock};
+use crate::{info, verbose, warn};
+
+/// Config annotation holding the pulled manifest's digest.
+pub const MANIFEST_ANNOTATION: &str = "registry.manifest";
+/// Config annotation holding where the image was pulled from.
+pub const SOURCE_ANNOTATION: &str = "registry.source";
+
+/// At most this many layers download at once.
+const PARALLEL_DOWNLOADS: usize = 4;
+
+/// What a pull did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The image already had this manifest: nothing done.
+    UpToDate(ObjectId),
+    /// Another image in the store had this manifest: the name now points to it.
+    Reused(ObjectId),
+    /// Downloaded and stored.
+    Pulled(ObjectId),
+}
+
+impl Outcome {
+    pub fn commit(&self) -> ObjectId {
+        match self {
+            Outcome::UpToDate(c) | Outcome::Reused(c) | Outcome::Pulled(c) => *c,
+        }
+    }
+}
+
+/// The image manifest for the wanted architecture, its digest, and what the registry
+/// offers (architectures of an index; `None` for an architecture-unaware image).
+pub struct Resolved {
+    pub manifest: Manifest,
+    pub digest: String,
+    pub archs: Option<Vec<String>>,
+}
+
+/// Fetch the manifest `client.remote` names, going through an index by `arch`. `None` if
+/// the registry has no such image.
+pub fn resolve(client: &Client, arch: &Arch) -> Result<Option<Resolved>, RegistryError> {
+    let version = client.remote.version.clone();
+    verbose!("manifest: downloading {}", client.remote);
+    let Some((doc, _, digest)) = client.manifest(&version)? else {
+        return Ok(None);
+    };
+    match doc {
+        Document::Manifest(m) => Ok(Some(Resolved {
+            manifest: m,
+            digest,
+            archs: None,
+        })),
+        Document::Index(idx) => {
+            let archs = manifest::index_archs(&idx);
+            let d = match arch.wanted() {
+                Some(w) => manifest::select_arch(&idx, &w)?.clone(),
+                None => idx
+                    .manifests
+                    .iter()
+                    .find(|d| {
+                        d.platform
+                            .as_ref()
+                            .is_none_or(|p| p.architecture != "unknown")
+                    })
+                    .cloned()
+                    .ok_or_else(|| manifest::ManifestError::NoArch {
+                        wanted: "yolo".into(),
+                        available: archs.clone(),
+                    })?,
+            };
+            verbose!("manifest list: selected {}", d.digest);
+            let Some((doc, _, digest)) = client.manifest(&d.digest)? else {
+                return Err(RegistryError::NotFound(format!(
+                    "{} (manifest {} listed in its index)",
+                    client.remote, d.digest
+                )));
+            };
+            match doc {
+                Document::Manifest(m) => Ok(Some(Resolved {
+                    manifest: m,
+                    digest,
+                    archs: Some(archs),
+                })),
+                Document::Index(_) => {
+                    Err(manifest::ManifestError::Unsupported("index inside an index".into()).into())
+                }
+            }
+        }
+    }
+}
+
+fn io_err<'p>(
+    action: &'static str,
+    path: &'p Path,
+) -> impl FnOnce(io::Error) -> RegistryError + 'p {
+    move |source| RegistryError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Pull `src` into the store as `dest`. Requires the lock (held throughout).
+pub fn pull(
+    store: &Store,
+    lock: &WriteLock,
+    src: &Reference,
+    dest: &Reference,
+    settings: &Settings,
+) -> Result<Outcome, RegistryError> {
+    let remote = Remote::resolve(src);
+    info!("pulling image:    {src}");
+    if let Some(w) = settings.arch.wanted() {
+        verbose!("requesting arch:  {w}");
+    }
+    let client = Client::new(remote.clone(), settings, false)?;
+    client.login()?;
+    let res = resolve(&client, &settings.arch)?
+        .ok_or_else(|| RegistryError::NotFound(remote.to_string()))?;
+    let old = store.image(dest)?;
+
+    // Up to date, or the same manifest already stored under another name?
+    let has_manifest = |commit: ObjectId| -> Result<bool, RegistryError> {
+        let cfg = git::read_config(&store.repo(), commit)?;
+        Ok(cfg
+            .annotations
+            .get(MANIFEST_ANNOTATION)
+            .and_then(|v| v.as_str())
+            == Some(res.digest.as_str()))
+    };
+    if let Some(c) = old {
+        if has_manifest(c)? {
+            info!("image up to date: {dest} ({})", res.digest);
+            return Ok(Outcome::UpToDate(c));
+        }
+    }
+    for (_, c) in store.list()? {
+        if Some(c) != old && has_manifest(c)? {
+            store.set_image(lock, dest, c, Expect::from_current(old))?;
+            info!("image already in storage with manifest {}", res.digest);
+            return Ok(Outcome::Reused(c));
+        }
+    }
+
+    let m = &res.manifest;
+    verbose!("config: downloading {}", m.config.digest);
+    let cfg_bytes = client.blob_bytes("config", &m.config.digest, 64 << 20)?;
+    let oci: OciConfig = manifest::parse_config(&cfg_bytes)?;
+    if let (Some(w), Some(img)) = (
+        settings.arch.wanted(),
+        to_arch(&oci).filter(|_| res.archs.is_none()),
+    ) {
+        if !manifest::arch_matches(&w, &platform_of(&img)) {
+            warn!("image architecture {img} may not match requested {w}");
+        }
+    }
+
+    let paths = download_layers(store, &client, m, settings)?;
+
+    info!("flattening image");
+    let ts = store.thread_safe();
+    let mut root = Dir::new(0o755);
+    let mut next_group = 1u32;
+    let n = paths.len();
+    for (i, (d, p)) in m.layers.iter().zip(&paths).enumerate() {
+        verbose!("layer {}/{n}: {}: extracting", i + 1, short(&d.digest));
+        let warnings =
+            import::apply_layer(ts, p, &mut root, &mut next_group).map_err(|source| {
+                RegistryError::Layer {
+                    layer: format!("{}/{n} ({})", i + 1, d.digest),
+                    source,
+                }
+            })?;
+        for w in warnings {
+            warn!("{w}");
+        }
+    }
+    let mut cfg = manifest::to_image_config(&oci);
+    cfg.annotations.insert(
+        MANIFEST_ANNOTATION.into(),
+        serde_json::Value::String(res.digest.clone()),
+    );
+    cfg.annotations.insert(
+        SOURCE_ANNOTATION.into(),
+        serde_json::Value::String(remote.to_string()),
+    );
+    if cfg.history.is_empty() {
+        cfg.history.push(config::History {
+            created_by: format!("ch-image pull {src}"),
+            empty_layer: false,
+        });
+    }
+    let commit = git::write_image_commit(
+        &store.repo(),
+        &mut root,
+        &cfg,
+        None,
+        &format!("PULL {remote}"),
+    )?;
+    store.set_image(lock, dest, commit, Expect::from_current(old))?;
+    if let Some(a) = &cfg.arch {
+        info!("image arch: {a}");
+    }
+    info!("done");
+    Ok(Outcome::Pulled(commit))
+}
+
+fn to_arch(oci: &OciConfig) -> Option<String> {
+    manifest::to_image_config(oci).arch
+}
+
+fn platform_of(arch: &str) -> manifest::Platform {
+    let (a, v) = match arch.split_once('/') {
+        Some((a, v)) => (a.to_string(), Some(v.to_string())),
+        None => (arch.to_string(), None),
+    };
+    manifest::Platform {
+        architecture: a,
+        os: "linux".into(),
+        variant: v,
+    }
+}
+
+fn short(digest: &str) -> &str {
+    let h = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &h[..h.len().min(7)]
+}
+
+/// Removes a partial download unless disarmed.
+struct Partial(Option<PathBuf>);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// Remove partial downloads of this blob left by processes that no longer run (a killed
+/// pull); a partial of a live process is left alone.
+fn remove_stale_partials(cache: &Path, hex: &str) {
+    let prefix = format!("sha256-{hex}.partial.");
+    let Ok(rd) = fs::read_dir(cache) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        if !alive {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Check a file's sha256.
+fn file_digest(path: &Path) -> Result<String, RegistryError> {
+    let mut f = fs::File::open(path).map_err(io_err("open", path))?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io_err("read", path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+}
+
+/// Download every layer (in parallel) into the download cache; returns their paths.
+fn download_layers(
+    store: &Store,
+    client: &Client,
+    m: &Manifest,
+    settings: &Settings,
+) -> Result<Vec<PathBuf>, RegistryError> {
+    let cache = store.root().join("dlcache");
+    fs::create_dir_all(&cache).map_err(io_err("create directory", &cache))?;
+    let bars = settings.progress.then(indicatif::MultiProgress::new);
+    let n = m.layers.len();
+    let jobs: Vec<(usize, &manifest::Descriptor)> = m.layers.iter().enumerate().collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Result<(usize, PathBuf), RegistryError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..PARALLEL_DOWNLOADS.min(n.max(1)))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let j = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let Some((i, d)) = jobs.get(j) else { break };
+                        let r =
+                            download_one(&cache, client, d, *i, n, bars.as_ref()).map(|p| (*i, p));
+                        let failed = r.is_err();
+                        out.push(r);
+                        if failed {
+                            // Stop the others early: take every remaining job.
+                            next.store(usize::MAX / 2, std::sync::atomic::Ordering::SeqCst);
+                            break;
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("download thread panicked"))
+            .collect()
+    });
+    let mut paths = vec![PathBuf::new(); n];
+    for r in results {
+        let (i, p) = r?;
+        paths[i] = p;
+    }
+    if paths.iter().any(|p| p.as_os_str().is_empty()) {
+        return Err(RegistryError::Download {
+            what: "layers".into(),
+            source: io::Error::other("download stopped"),
+        });
+    }
+    Ok(paths)
+}
+
+fn download_one(
+    cache: &Path,
+    client: &Client,
+    d: &manifest::Descriptor,
+    i: usize,
+    n: usize,
+    bars: Option<&indicatif::MultiProgress>,
+) -> Result<PathBuf, RegistryError> {
+    let hex = manifest::check_digest("layer", &d.digest)?;
+    let what = format!("layer {}/{n} ({})", i + 1, d.digest);
+    let dest = cache.join(format!("sha256-{hex}"));
+    if dest.exists() {
+        if file_digest(&dest)? == d.digest {
+            verbose!(
+                "layer {}/{n}: {}: using existing file",
+                i + 1,
+                short(&d.digest)
+            );
+            return Ok(dest);
+        }
+        warn!("{what}: cached file is corrupt; downloading again");
+        fs::remove_file(&dest).map_err(io_err("remove", &dest))?;
+    }
+    verbose!("layer {}/{n}: {}: downloading", i + 1, short(&d.digest));
+    remove_stale_partials(cache, hex);
+    let part = cache.join(format!("sha256-{hex}.partial.{}", std::process::id()));
+    let guard = Partial(Some(part.clone()));
+    let resp = client.blob(&d.digest)?;
+    let bar = bars.map(|mb| {
+        let b = mb.add(indicatif::ProgressBar::new(d.size));
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .expect("valid progress template")
+            .progress_chars("=> "),
+        );
+        b.set_prefix(format!("layer {}/{n} {}", i + 1, short(&d.digest)));
+        b
+    });
+    let progress: Option<Arc<dyn Fn(u64) + Send + Sync>> = bar.clone().map(|b| {
+        let f: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |k| b.inc(k));
+        f
+    });
+    // Never read more than the manifest promised (plus one byte to notice excess).
+    let reader = resp.into_body().into_reader().take(d.size + 1);
+    let mut hr = HashingReader {
+        inner: reader,
+        hasher: sha2::Sha256::new(),
+        count: 0,
+        progress,
+    };
+    let mut f = fs::File::create(&part).map_err(io_err("create", &part))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let k = hr
+            .read(&mut buf)
+            .map_err(|source| RegistryError::Download {
+                what: what.clone(),
+                source,
+            })?;
+        if k == 0 {
+            break;
+        }
+        f.write_all(&buf[..k]).map_err(io_err("write", &part))?;
+    }
+    f.flush().map_err(io_err("write", &part))?;
+    drop(f);
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if hr.count != d.size {
+        return Err(RegistryError::Size {
+            what,
+            expected: d.size,
+            actual: hr.count,
+        });
+    }
+    let actual = format!("sha256:{}", hex::encode(hr.hasher.finalize()));
+    if actual != d.digest {
+        return Err(RegistryError::Digest {
+            what,
+            expected: d.digest.clone(),
+            actual,
+        });
+    }
+    fs::rename(&part, &dest).map_err(io_err("rename into place", &dest))?;
+    let mut guard = guard;
+    guard.0 = None;
+    Ok(dest)
+}
+
+/// What the registry offers for a reference, for `ch-image list IMAGE`.
+pub struct RemoteInfo {
+    pub remote: Remote,
+    /// Architectures of an index; `None` for an architecture-unaware image.
+    pub archs: Option<Vec<String>>,
+    /// Digest of the tag's manifest or index.
+    pub digest: String,
+}
+
+/// Look `src` up in its registry without downloading layers. `None` if not there.
+pub fn remote_info(
+    src: &Reference,
+    settings: &Settings,
+) -> Result<Option<RemoteInfo>, RegistryError> {
+    let remote = Remote::resolve(src);
+    let client = Client::new(remote.clone(), settings, false)?;
+    let Some((doc, _, digest)) = client.manifest(&remote.version)? else {
+        return Ok(None);
+    };
+    let archs = match doc {
+        Document::Index(idx) => Some(manifest::index_archs(&idx)),
+        Document::Manifest(_) => None,
+    };
+    Ok(Some(RemoteInfo {
+        remote,
+        archs,
+        digest,
+    }))
+}

@@ -1,0 +1,714 @@
+//! `ch-image pull`, `push`, `list IMAGE` and FROM against a real registry (Debian's
+//! `docker-registry`, TLS with a test CA, filled with skopeo from umoci-made OCI layouts:
+//! fixtures/registry.sh), plus a fake registry in this process for failures a real one
+//! does not produce (a connection that dies mid-layer, hostile or truncated layers).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The registry fixture directory (certificates, OCI layout), made once.
+fn fixture() -> Option<PathBuf> {
+    for t in ["docker-registry", "skopeo", "umoci", "openssl", "curl"] {
+        if !have(t) {
+            skip(&format!(
+                "{t} not installed (apt-get install docker-registry skopeo umoci openssl curl)"
+            ));
+            return None;
+        }
+    }
+    static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    Some(
+        ONCE.get_or_init(|| {
+            let busybox = busybox_rootfs();
+            let cache = PathBuf::from(
+                std::env::var_os("GROVE_FIXTURE_CACHE")
+                    .unwrap_or_else(|| "/var/tmp/grove-fixtures".into()),
+            );
+            let dest = cache.join("registry");
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/registry.sh");
+            let st = Command::new("sh")
+                .arg(&script)
+                .arg(&dest)
+                .arg(&busybox)
+                .status()
+                .expect("run fixtures/registry.sh");
+            assert!(st.success(), "fixtures/registry.sh failed");
+            dest
+        })
+        .clone(),
+    )
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn wait_for_port(port: u16) {
+    let t = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "registry did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A docker-registry on 127.0.0.1 with TLS; killed on drop.
+struct Registry {
+    child: Child,
+    port: u16,
+    data: PathBuf,
+    fx: PathBuf,
+    dir: Scratch,
+}
+
+impl Registry {
+    fn start() -> Option<Registry> {
+        let fx = fixture()?;
+        let dir = Scratch::new("registry");
+        let port = free_port();
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).expect("mkdir data");
+        let cfg = dir.join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\n",
+                data.display(),
+                fx.join("cert.pem").display(),
+                fx.join("key.pem").display()
+            ),
+        )
+        .expect("write config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        wait_for_port(port);
+        Some(Registry {
+            child,
+            port,
+            data,
+            fx,
+            dir,
+        })
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Copy tag `tag` of the fixture layout to `repo:rtag` in this registry.
+    fn put(&self, tag: &str, dest: &str, extra: &[&str]) {
+        let mut c = Command::new("skopeo");
+        c.args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .args(extra)
+            .arg(format!("oci:{}:{tag}", self.fx.join("oci").display()))
+            .arg(format!("docker://{}/{dest}", self.host()));
+        ok(&mut c);
+    }
+
+    /// ch-image with a storage directory and our CA trusted.
+    fn ch_image(&self, storage: &Path) -> Command {
+        let mut c = tool("ch-image");
+        c.arg("-s")
+            .arg(storage)
+            .env("SSL_CERT_FILE", self.fx.join("ca.pem"));
+        c
+    }
+
+    fn curl(&self, args: &[&str]) -> String {
+        ok(Command::new("curl").args(["-sfk"]).args(args))
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = &self.dir;
+    }
+}
+
+/// A listing of a tree: path, type, mode, and content hash of files.
+fn tree(dir: &Path) -> String {
+    ok(unpriv("sh").args([
+        "-c",
+        "cd \"$1\" && find . -printf '%p %y %m %l\\n' | LC_ALL=C sort && find . -type f -exec md5sum {} + | LC_ALL=C sort -k2",
+        "-",
+    ]).arg(dir))
+}
+
+fn image_dir(storage: &Path, name: &str) -> PathBuf {
+    storage.join("img").join(name)
+}
+
+/// What must not change when a pull fails: the image list and no partial downloads.
+fn store_state(r: &Registry, storage: &Path) -> String {
+    let list = ok(r.ch_image(storage).args(["list", "-l"]));
+    let partial: Vec<String> = std::fs::read_dir(storage.join("dlcache"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(".partial"))
+                .collect()
+        })
+        .unwrap_or_default();
+    format!("{list}\npartial: {partial:?}")
+}
+
+#[test]
+fn pull_applies_layers_whiteouts_and_config_and_pulling_again_does_no_work() {
+    let Some(r) = Registry::start() else { return };
+    r.put("two", "test/two:latest", &[]);
+    let s = Scratch::new("pull");
+    let st = s.storage();
+    let (_, err) = {
+        let out = output(
+            r.ch_image(&st)
+                .args(["pull", &format!("{}/test/two", r.host()), "two"]),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (0, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    assert!(err.contains("done"), "{err}");
+    let img = image_dir(&st, "two+latest");
+    assert!(img.join("bin/busybox").is_file());
+    assert!(
+        !img.join("etc/motd").exists(),
+        "whiteout did not delete etc/motd"
+    );
+    assert!(img.join("etc/passwd").is_file());
+    let opq: Vec<_> = std::fs::read_dir(img.join("opq"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(opq, ["new"], "opaque directory kept lower entries");
+    assert_eq!(
+        std::fs::read_to_string(img.join("added")).unwrap(),
+        "added\n"
+    );
+    // The config came along.
+    let cfg = ok(Command::new("git")
+        .arg("--git-dir")
+        .arg(st.join("repo.git"))
+        .args(["show", "refs/grove/img/two+latest:config.json"]));
+    assert!(cfg.contains("\"FOO\""), "{cfg}");
+    assert!(cfg.contains("\"/opq\""), "{cfg}");
+    assert!(cfg.contains("registry.manifest"), "{cfg}");
+
+    // Again: nothing downloaded.
+    let before = std::fs::metadata(st.join("dlcache"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let out = output(
+        r.ch_image(&st)
+            .args(["pull", &format!("{}/test/two", r.host()), "two"]),
+    );
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("up to date"), "{err}");
+    assert_eq!(
+        std::fs::metadata(st.join("dlcache"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        before
+    );
+
+    // list IMAGE shows the remote side.
+    let list = ok(r
+        .ch_image(&st)
+        .args(["list", &format!("{}/test/two", r.host())]));
+    assert!(list.contains("available remotely:  yes"), "{list}");
+    assert!(list.contains("remote digest:       sha256:"), "{list}");
+}
+
+#[test]
+fn from_of_a_missing_image_pulls_it() {
+    let Some(r) = Registry::start() else { return };
+    r.put("two", "test/base:1", &[]);
+    let s = Scratch::new("from");
+    let st = s.storage();
+    let ctx = s.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {}/test/base:1\nENV X=1\n", r.host()),
+    )
+    .unwrap();
+    ok(Command::new("chmod").args(["-R", "a+rwX"]).arg(&ctx));
+    ok(r.ch_image(&st).args(["build", "-t", "derived"]).arg(&ctx));
+    let list = ok(r.ch_image(&st).arg("list"));
+    assert!(
+        list.contains(&format!("{}/test/base:1", r.host())),
+        "{list}"
+    );
+    assert!(list.contains("derived:latest"), "{list}");
+    let dir = ok(r.ch_image(&st).args(["checkout", "derived"]));
+    assert!(Path::new(dir.trim()).join("added").is_file());
+}
+
+#[test]
+fn push_then_pull_back_gives_the_same_tree_without_setid_bits() {
+    let Some(r) = Registry::start() else { return };
+    let s = Scratch::new("push");
+    let st = s.storage();
+    let src = s.join("src");
+    sh(&format!(
+        "cp -a {}/. {src}/ && chmod 4755 {src}/bin/busybox && mkdir {src}/sg && chmod 2775 {src}/sg",
+        busybox_rootfs().display(),
+        src = src.display()
+    ));
+    ok(r.ch_image(&st).arg("import").arg(&src).arg("local"));
+    let dest = format!("{}/pushed/img:v1", r.host());
+    ok(r.ch_image(&st).args(["push", "local", &dest]));
+    // Others can read what we pushed.
+    ok(Command::new("skopeo").args(["inspect", "--tls-verify=false", &format!("docker://{dest}")]));
+    ok(r.ch_image(&st).args(["pull", &dest, "back"]));
+    let mut want = tree(&image_dir(&st, "local+latest"));
+    want = want
+        .replace("./bin/busybox f 4755", "./bin/busybox f 755")
+        .replace("./sg d 2775", "./sg d 775");
+    assert_eq!(want, tree(&image_dir(&st, "back+latest")));
+    // Pushing again uploads nothing new.
+    let out = output(r.ch_image(&st).args(["push", "local", &dest]));
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already present"));
+    // push --image DIR
+    let dest2 = format!("{}/pushed/dir:v1", r.host());
+    ok(r.ch_image(&st)
+        .args(["push", "--image"])
+        .arg(&src)
+        .arg(&dest2));
+    ok(r.ch_image(&st).args(["pull", &dest2, "back2"]));
+    assert_eq!(want, tree(&image_dir(&st, "back2+latest")));
+}
+
+#[test]
+fn manifest_list_selects_the_architecture() {
+    let Some(r) = Registry::start() else { return };
+    if std::env::consts::ARCH != "x86_64" {
+        skip("manifest list test assumes an amd64 host");
+        return;
+    }
+    r.put("two", "multi/img:amd64", &[]);
+    r.put("arm", "multi/img:arm64", &[]);
+    let accept = "Accept: application/vnd.oci.image.manifest.v1+json";
+    let mut entries = Vec::new();
+    for (tag, arch, variant) in [
+        ("amd64", "amd64", ""),
+        ("arm64", "arm64", ",\"variant\":\"v8\""),
+    ] {
+        let body = r.curl(&[
+            "-H",
+            accept,
+            &format!("https://{}/v2/multi/img/manifests/{tag}", r.host()),
+        ]);
+        let digest = ok(Command::new("sh").args([
+            "-c",
+            "printf %s \"$1\" | sha256sum | cut -d' ' -f1",
+            "-",
+            &body,
+        ]));
+        entries.push(format!(
+            r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{}","size":{},"platform":{{"architecture":"{arch}","os":"linux"{variant}}}}}"#,
+            digest.trim(),
+            body.len()
+        ));
+    }
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{}]}}"#,
+        entries.join(",")
+    );
+    r.curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.oci.image.index.v1+json",
+        "--data-binary",
+        &index,
+        &format!("https://{}/v2/multi/img/manifests/latest", r.host()),
+    ]);
+    let s = Scratch::new("arch");
+    let st = s.storage();
+    let refr = format!("{}/multi/img", r.host());
+    ok(r.ch_image(&st).args(["pull", &refr, "host"]));
+    assert!(image_dir(&st, "host+latest").join("added").exists());
+    ok(r.ch_image(&st)
+        .args(["--arch", "arm64", "pull", &refr, "arm"]));
+    assert!(image_dir(&st, "arm+latest").join("arch-arm64").exists());
+    let before = store_state(&r, &st);
+    let (_, err) = fails(
+        r.ch_image(&st)
+            .args(["pull", "--arch", "ppc64le", &refr, "ppc"]),
+    );
+    assert!(
+        err.contains("ppc64le not available; available: amd64 arm64/v8"),
+        "{err}"
+    );
+    assert_eq!(before, store_state(&r, &st));
+    let list = ok(r.ch_image(&st).args(["list", &refr]));
+    assert!(
+        list.contains("archs available:     amd64 arm64/v8"),
+        "{list}"
+    );
+}
+
+#[test]
+fn pull_of_a_missing_tag_fails_and_leaves_the_store_unchanged() {
+    let Some(r) = Registry::start() else { return };
+    r.put("two", "test/two:latest", &[]);
+    let s = Scratch::new("missing");
+    let st = s.storage();
+    ok(r.ch_image(&st)
+        .args(["pull", &format!("{}/test/two", r.host()), "keep"]));
+    let before = store_state(&r, &st);
+    let (_, err) =
+        fails(
+            r.ch_image(&st)
+                .args(["pull", &format!("{}/test/two:nope", r.host()), "keep"]),
+        );
+    assert!(err.contains("image not found in registry"), "{err}");
+    assert_eq!(before, store_state(&r, &st));
+    // A wrong digest: also not found, nothing changed.
+    let zero = "0".repeat(64);
+    let (_, err) = fails(r.ch_image(&st).args([
+        "pull",
+        &format!("{}/test/two@sha256:{zero}", r.host()),
+        "keep",
+    ]));
+    assert!(err.contains("not found"), "{err}");
+    assert_eq!(before, store_state(&r, &st));
+}
+
+#[test]
+fn corrupted_blob_in_the_registry_is_a_digest_mismatch() {
+    let Some(r) = Registry::start() else { return };
+    r.put("two", "test/two:latest", &[]);
+    // Corrupt the second (small) layer in the registry's storage, keeping its size.
+    let manifest = r.curl(&[
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json",
+        &format!("https://{}/v2/test/two/manifests/latest", r.host()),
+    ]);
+    let layer = manifest
+        .rsplit("\"digest\":\"sha256:")
+        .next()
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let data = r
+        .data
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&layer[..2])
+        .join(&layer)
+        .join("data");
+    let mut bytes = std::fs::read(&data).expect("read blob");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+    let s = Scratch::new("corrupt");
+    let st = s.storage();
+    ok(r.ch_image(&st).arg("list"));
+    let before = store_state(&r, &st);
+    let (_, err) = fails(
+        r.ch_image(&st)
+            .args(["pull", &format!("{}/test/two", r.host())]),
+    );
+    assert!(err.contains("digest mismatch"), "{err}");
+    assert_eq!(before, store_state(&r, &st));
+    assert!(!st.join("dlcache").join(format!("sha256-{layer}")).exists());
+}
+
+#[test]
+fn untrusted_certificate_is_refused_unless_tls_no_verify() {
+    let Some(r) = Registry::start() else { return };
+    r.put("two", "test/two:latest", &[]);
+    let s = Scratch::new("tls");
+    let st = s.storage();
+    let refr = format!("{}/test/two", r.host());
+    let (_, err) = fails(
+        r.ch_image(&st)
+            .env_remove("SSL_CERT_FILE")
+            .args(["pull", &refr]),
+    );
+    assert!(
+        err.contains("hint: for a registry with a self-signed certificate"),
+        "{err}"
+    );
+    ok(r.ch_image(&st)
+        .env_remove("SSL_CERT_FILE")
+        .args(["pull", "--tls-no-verify", &refr]));
+}
+
+// ---------------------------------------------------------------------------------------
+// A fake registry (plain HTTP) for failures: it serves fixed blobs and can cut a blob short.
+
+struct Fake {
+    port: u16,
+}
+
+struct FakeBlob {
+    path: String,
+    content_type: &'static str,
+    body: Vec<u8>,
+    /// Send only this many bytes, then close (Content-Length says the full size).
+    cut: Option<usize>,
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let mut c = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(data).unwrap();
+    let out = c.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
+
+impl Fake {
+    /// Serve an image `fake/img:latest` whose single layer is `layer` (as stored), cut
+    /// short after `cut` bytes if given.
+    fn start(layer: Vec<u8>, cut: Option<usize>) -> Fake {
+        let config = br#"{"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+        let cd = sha256_hex(&config);
+        let ld = sha256_hex(&layer);
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{cd}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:{ld}","size":{}}}]}}"#,
+            config.len(),
+            layer.len()
+        );
+        let blobs = vec![
+            FakeBlob {
+                path: "/v2/fake/img/manifests/latest".into(),
+                content_type: "application/vnd.oci.image.manifest.v1+json",
+                body: manifest.into_bytes(),
+                cut: None,
+            },
+            FakeBlob {
+                path: format!("/v2/fake/img/blobs/sha256:{cd}"),
+                content_type: "application/octet-stream",
+                body: config,
+                cut: None,
+            },
+            FakeBlob {
+                path: format!("/v2/fake/img/blobs/sha256:{ld}"),
+                content_type: "application/octet-stream",
+                body: layer,
+                cut,
+            },
+        ];
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            // Bounded: a test makes a handful of requests.
+            for conn in listener.incoming().take(64) {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                match blobs.iter().find(|b| b.path == path) {
+                    Some(b) => {
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            b.content_type,
+                            b.body.len()
+                        );
+                        let n = b.cut.unwrap_or(b.body.len());
+                        let _ = conn.write_all(&b.body[..n]);
+                    }
+                    None => {
+                        let _ = conn.write_all(
+                            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        );
+                    }
+                }
+                let _ = conn.flush();
+                drop(conn);
+            }
+        });
+        Fake { port }
+    }
+
+    fn pull_cmd(&self, storage: &Path) -> Command {
+        let mut c = tool("ch-image");
+        c.arg("-s")
+            .arg(storage)
+            .env("CH_IMAGE_REGY_INSECURE", format!("127.0.0.1:{}", self.port))
+            .args(["pull", &format!("127.0.0.1:{}/fake/img", self.port), "img"]);
+        c
+    }
+
+    fn pull(&self, storage: &Path) -> (i32, String) {
+        fails(&mut self.pull_cmd(storage))
+    }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut c = Command::new("gzip")
+        .arg("-c")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = c.stdin.take().unwrap();
+    let data = data.to_vec();
+    let t = std::thread::spawn(move || stdin.write_all(&data).unwrap());
+    let out = c.wait_with_output().unwrap();
+    t.join().unwrap();
+    out.stdout
+}
+
+/// A tar with one member of the given (raw) name.
+fn tar_with_member(name: &str, content: &[u8]) -> Vec<u8> {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{:011o}\0", content.len()).as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = b'0';
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|b| *b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut out = h.to_vec();
+    out.extend_from_slice(content);
+    out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
+    out
+}
+
+fn empty_store(s: &Scratch) -> PathBuf {
+    let st = s.storage();
+    ok(tool("ch-image").arg("-s").arg(&st).arg("list"));
+    st
+}
+
+fn list_of(st: &Path) -> String {
+    ok(tool("ch-image").arg("-s").arg(st).args(["list", "-l"]))
+}
+
+#[test]
+fn zstd_layer_over_plain_http_for_an_insecure_registry() {
+    let tar = tar_with_member("hello", b"zstd layer\n");
+    let layer = zstd::encode_all(&tar[..], 3).unwrap();
+    let hex = sha256_hex(&layer);
+    let fake = Fake::start(layer, None);
+    let s = Scratch::new("zstd");
+    let st = empty_store(&s);
+    // Leftovers of an interrupted pull: a partial file of a dead process, and a corrupt
+    // complete file. The pull restarts cleanly.
+    let cache = st.join("dlcache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let stale = cache.join(format!("sha256-{hex}.partial.4000000"));
+    std::fs::write(&stale, b"half").unwrap();
+    std::fs::write(cache.join(format!("sha256-{hex}")), b"corrupt").unwrap();
+    ok(Command::new("chown")
+        .args(["-R", &format!("{TEST_UID}:{TEST_UID}")])
+        .arg(&cache));
+    let out = ok(&mut fake.pull_cmd(&st));
+    let _ = out;
+    assert!(!stale.exists(), "stale partial download left behind");
+    assert_eq!(
+        std::fs::read_to_string(image_dir(&st, "img+latest").join("hello")).unwrap(),
+        "zstd layer\n"
+    );
+}
+
+#[test]
+fn registry_going_away_mid_layer_fails_cleanly() {
+    let mut big = Vec::new();
+    for i in 0..200_000u32 {
+        big.extend_from_slice(&i.to_le_bytes());
+    }
+    let layer = gzip(&tar_with_member("big", &big));
+    let cut = layer.len() / 2;
+    let fake = Fake::start(layer, Some(cut));
+    let s = Scratch::new("cut");
+    let st = empty_store(&s);
+    let before = list_of(&st);
+    let (_, err) = fake.pull(&st);
+    assert!(err.contains("can't download layer 1/1"), "{err}");
+    assert_eq!(before, list_of(&st));
+    let leftovers: Vec<_> = std::fs::read_dir(st.join("dlcache"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn hostile_layer_member_is_refused() {
+    let layer = gzip(&tar_with_member("../escape", b"x"));
+    let fake = Fake::start(layer, None);
+    let s = Scratch::new("hostile");
+    let st = empty_store(&s);
+    let before = list_of(&st);
+    let (_, err) = fake.pull(&st);
+    assert!(err.contains("can't unpack layer"), "{err}");
+    assert!(err.contains(".."), "{err}");
+    assert_eq!(before, list_of(&st));
+}
+
+#[test]
+fn truncated_layer_with_a_matching_digest_is_refused() {
+    let full = gzip(&tar_with_member("file", &vec![7u8; 100_000]));
+    let layer = full[..full.len() / 2].to_vec();
+    let fake = Fake::start(layer, None);
+    let s = Scratch::new("trunc");
+    let st = empty_store(&s);
+    let before = list_of(&st);
+    let (_, err) = fake.pull(&st);
+    assert!(err.contains("can't unpack layer"), "{err}");
+    assert_eq!(before, list_of(&st));
+}
+
+#[allow(dead_code)]
+fn read_all(mut r: impl Read) -> Vec<u8> {
+    let mut v = Vec::new();
+    r.read_to_end(&mut v).unwrap();
+    v
+}
