@@ -529,12 +529,12 @@ fn build_cache(storage: &std::path::Path, a: BuildCacheArgs) -> anyhow::Result<(
         ),
     }
     if a.reset {
-        let lock = store.lock()?;
+        let lock = store.lock_exclusive()?;
         maint::reset_cache(&store, &lock)?;
         info!("build cache reset");
     }
     if a.gc {
-        let lock = store.lock()?;
+        let lock = store.lock_exclusive()?;
         maint::gc(&store, &lock)?;
         info!("garbage collected");
     }

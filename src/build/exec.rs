@@ -187,6 +187,7 @@ pub fn build(
     lock: &WriteLock,
     opts: &BuildOptions,
 ) -> Result<BuildResult, BuildError> {
+    let _image_lock = store.lock_image(lock, &opts.tag)?;
     let df = parse(opts)?;
     for w in &df.warnings {
         warn!("{}:{}: {}", df.file, w.line, w.message);

@@ -103,14 +103,21 @@ fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) ->
 }
 
 /// Remove `*.lock` files below `dir` (best effort).
-fn remove_lock_files(dir: &Path) {
+fn remove_lock_files(dir: &Path, min_age_secs: u64) {
     let Ok(rd) = fs::read_dir(dir) else { return };
     for e in rd.flatten() {
         let p = e.path();
         match e.file_type() {
-            Ok(t) if t.is_dir() => remove_lock_files(&p),
+            Ok(t) if t.is_dir() => remove_lock_files(&p, min_age_secs),
             Ok(t) if t.is_file() && p.extension().is_some_and(|x| x == "lock") => {
-                let _ = fs::remove_file(&p);
+                let age = e
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.elapsed().ok());
+                if min_age_secs == 0 || age.is_some_and(|a| a.as_secs() >= min_age_secs) {
+                    let _ = fs::remove_file(&p);
+                }
             }
             _ => {}
         }
@@ -155,8 +162,16 @@ pub struct Store {
     repo: gix::ThreadSafeRepository,
 }
 
-/// The exclusive writer lock; released on drop.
+/// The writer lock (shared among writers of different images, or exclusive); released
+/// on drop.
 pub struct WriteLock {
+    _flock: nix::fcntl::Flock<fs::File>,
+    /// Whether this is the exclusive (maintenance) lock.
+    pub exclusive: bool,
+}
+
+/// The lock of one image; released on drop.
+pub struct ImageLock {
     _flock: nix::fcntl::Flock<fs::File>,
 }
 
@@ -262,25 +277,100 @@ impl Store {
         &self.repo
     }
 
-    /// Take the exclusive writer lock (waiting for it, with a message, if another writer
-    /// holds it), then clear scratch space left by killed writers.
-    pub fn lock(&self) -> Result<WriteLock, StoreError> {
-        use nix::fcntl::{Flock, FlockArg};
+    fn open_lock_file(&self) -> Result<fs::File, StoreError> {
         let path = self.root.join("lock");
-        let open = || {
-            fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(io_err("open", &path))
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("open", &path))
+    }
+
+    fn flock(
+        &self,
+        file: fs::File,
+        exclusive: bool,
+    ) -> Result<nix::fcntl::Flock<fs::File>, StoreError> {
+        use nix::fcntl::{Flock, FlockArg};
+        let (nb, block) = if exclusive {
+            (FlockArg::LockExclusiveNonblock, FlockArg::LockExclusive)
+        } else {
+            (FlockArg::LockSharedNonblock, FlockArg::LockShared)
         };
-        let flock = match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => l,
+        match Flock::lock(file, nb) {
+            Ok(l) => Ok(l),
             Err((f, _)) => {
                 crate::info!(
                     "waiting for lock on storage directory {}",
                     self.root.display()
                 );
+                Flock::lock(f, block).map_err(|(_, e)| StoreError::Io {
+                    action: "lock",
+                    path: self.root.join("lock"),
+                    source: e.into(),
+                })
+            }
+        }
+    }
+
+    /// Take the writer lock, shared with other writers of other images (each writer also
+    /// takes [`Store::lock_image`] for the image it changes). When no other writer is
+    /// active, first clean up after killed writers and remove unused checkouts.
+    pub fn lock(&self) -> Result<WriteLock, StoreError> {
+        use nix::fcntl::{Flock, FlockArg};
+        match Flock::lock(self.open_lock_file()?, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => {
+                self.cleanup(true);
+                let _ = self.prune_unlinked_checkouts();
+                l.relock(FlockArg::LockShared).map_err(|e| StoreError::Io {
+                    action: "lock",
+                    path: self.root.join("lock"),
+                    source: e.into(),
+                })?;
+                Ok(WriteLock {
+                    _flock: l,
+                    exclusive: false,
+                })
+            }
+            Err((f, _)) => {
+                let l = self.flock(f, false)?;
+                self.cleanup(false);
+                Ok(WriteLock {
+                    _flock: l,
+                    exclusive: false,
+                })
+            }
+        }
+    }
+
+    /// Take the writer lock exclusively (maintenance: gc, cache reset).
+    pub fn lock_exclusive(&self) -> Result<WriteLock, StoreError> {
+        let l = self.flock(self.open_lock_file()?, true)?;
+        self.cleanup(true);
+        Ok(WriteLock {
+            _flock: l,
+            exclusive: true,
+        })
+    }
+
+    /// Take the lock of one image, so that two writers of the same image run one after
+    /// the other (writers of different images run at once). Released on drop.
+    pub fn lock_image(&self, _lock: &WriteLock, name: &Reference) -> Result<ImageLock, StoreError> {
+        use nix::fcntl::{Flock, FlockArg};
+        let dir = self.root.join("locks");
+        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        let path = dir.join(format!("{}.lock", ref_component(&name.for_path())));
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        let l = match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((f, _)) => {
+                crate::info!("waiting for another writer of image {name}");
                 Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| StoreError::Io {
                     action: "lock",
                     path: path.clone(),
@@ -288,18 +378,25 @@ impl Store {
                 })?
             }
         };
-        // Temporary pack files of killed writers (older than ten minutes: lock-free
-        // conversions may be writing one right now).
+        Ok(ImageLock { _flock: l })
+    }
+
+    /// Remove what killed writers left. With `alone` (no other writer holds the lock),
+    /// everything in `tmp/` and every ref lock file goes; otherwise only scratch entries of
+    /// dead processes and files too old to belong to a live writer.
+    fn cleanup(&self, alone: bool) {
+        let old = |e: &fs::DirEntry, secs: u64| {
+            e.metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|a| a.as_secs() > secs)
+        };
+        // Temporary pack files (lock-free conversions may be writing one right now).
         let packs = self.root.join("repo.git/objects/pack");
         if let Ok(rd) = fs::read_dir(&packs) {
             for e in rd.flatten() {
-                let old = e
-                    .metadata()
-                    .ok()
-                    .and_then(|m| m.modified().ok())
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|a| a.as_secs() > 600);
-                if old && e.file_name().to_string_lossy().starts_with("tmp_grove_") {
+                if old(&e, 600) && e.file_name().to_string_lossy().starts_with("tmp_grove_") {
                     let _ = fs::remove_file(e.path());
                 }
             }
@@ -307,15 +404,32 @@ impl Store {
         let tmp = self.root.join("tmp");
         if let Ok(rd) = fs::read_dir(&tmp) {
             for e in rd.flatten() {
-                let _ = checkout::remove_tree(&e.path());
+                // Scratch names are TAG.PID.N.
+                let name = e.file_name().to_string_lossy().into_owned();
+                let pid_alive = name
+                    .split('.')
+                    .nth(1)
+                    .and_then(|p| p.parse::<u32>().ok())
+                    .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+                if alone || !pid_alive {
+                    let _ = checkout::remove_tree(&e.path());
+                }
             }
         }
-        // Ref lock files are only ever taken by writers, under this lock: any still there
-        // were left by a killed writer, and would fail every later update of their ref.
+        // Ref lock files left by a killed writer would fail every later update of their
+        // ref. Live writers hold them for milliseconds.
         let repo = self.root.join("repo.git");
-        remove_lock_files(&repo.join("refs"));
-        let _ = fs::remove_file(repo.join("packed-refs.lock"));
-        Ok(WriteLock { _flock: flock })
+        remove_lock_files(&repo.join("refs"), if alone { 0 } else { 60 });
+        let pr = repo.join("packed-refs.lock");
+        if alone
+            || fs::metadata(&pr)
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|a| a.as_secs() > 60)
+        {
+            let _ = fs::remove_file(pr);
+        }
     }
 
     /// A fresh scratch path under `tmp/` (not created). Only valid while locked.
@@ -400,7 +514,13 @@ impl Store {
         let (root, _) = git::read_image(&self.repo(), commit)?;
         let tmp = self.scratch_path("checkout");
         checkout::materialize(&self.repo, &root, &tmp, checkout::Policy::Checkout)?;
-        fs::rename(&tmp, &dir).map_err(io_err("rename checkout into place", &dir))?;
+        if let Err(e) = fs::rename(&tmp, &dir) {
+            // Another writer checked the same commit out meanwhile: use theirs.
+            let _ = checkout::remove_tree(&tmp);
+            if !dir.is_dir() {
+                return Err(io_err("rename checkout into place", &dir)(e));
+            }
+        }
         Ok(dir)
     }
 
@@ -418,8 +538,16 @@ impl Store {
         Ok(())
     }
 
-    /// Remove checkouts that no image links to. Requires the lock.
-    pub fn prune_checkouts(&self, _lock: &WriteLock) -> Result<(), StoreError> {
+    /// Remove checkouts that no image links to, if `lock` is exclusive (with other
+    /// writers about, an unlinked checkout may be a build's view).
+    pub fn prune_checkouts(&self, lock: &WriteLock) -> Result<(), StoreError> {
+        if lock.exclusive {
+            self.prune_unlinked_checkouts()?;
+        }
+        Ok(())
+    }
+
+    fn prune_unlinked_checkouts(&self) -> Result<(), StoreError> {
         let img = self.root.join("img");
         let mut live = std::collections::HashSet::new();
         for e in fs::read_dir(&img)
@@ -545,6 +673,7 @@ impl Store {
         path: &Path,
         name: &Reference,
     ) -> Result<(ObjectId, import::Warnings), StoreError> {
+        let _image_lock = self.lock_image(lock, name)?;
         let (mut root, warnings) = import::import_path(&self.repo, path)?;
         let mut cfg = ImageConfig::default();
         cfg.history.push(config::History {
@@ -559,6 +688,7 @@ impl Store {
 
     /// Delete images; a deleted image can be brought back with [`Store::undelete`].
     pub fn delete(&self, lock: &WriteLock, name: &Reference) -> Result<(), StoreError> {
+        let _image_lock = self.lock_image(lock, name)?;
         let commit = self.require_image(name)?;
         let comp = ref_component(&name.for_path());
         git::update_refs(
@@ -581,6 +711,7 @@ impl Store {
 
     /// Bring back a deleted image.
     pub fn undelete(&self, lock: &WriteLock, name: &Reference) -> Result<ObjectId, StoreError> {
+        let _image_lock = self.lock_image(lock, name)?;
         if self.image(name)?.is_some() {
             return Err(StoreError::Exists(name.to_string()));
         }
@@ -604,7 +735,7 @@ impl Store {
             _ => {}
         }
         let store = Store::open_existing(root)?;
-        let lock = store.lock()?;
+        let lock = store.lock_exclusive()?;
         let tmp = root.with_file_name(format!(
             ".{}.reset.{}",
             root.file_name()
