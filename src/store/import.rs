@@ -8,7 +8,7 @@
 //! [`super::checkout`]). Runs without the store lock: objects are content-addressed and
 //! written atomically, so a killed import leaves at most unreferenced objects.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -379,19 +379,50 @@ impl<'a> BackgroundWriter<'a> {
     }
 }
 
-fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warnings), ImportError> {
-    let reader = open_archive(path)?;
+/// Whether [`apply_layer`] treats `.wh.` names as OCI whiteouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whiteouts {
+    /// A plain tarball: `.wh.` names are ordinary files.
+    Keep,
+    /// An image layer: `.wh.NAME` deletes `NAME` from the layers below, `.wh..wh..opq`
+    /// empties its directory of everything the layers below put there.
+    Apply,
+}
+
+/// Apply one tar stream (already decompressed) onto `root`, as a layer of an image: each
+/// member replaces what was at its path (a directory merges with a directory), file
+/// contents go to the object database on the rayon pool, and with [`Whiteouts::Apply`]
+/// the OCI whiteouts of the image-spec's layer section delete lower entries. `label` names
+/// the stream in errors. The same checks as a tarball import hold: `..`, absolute paths and
+/// paths through symlinks are refused, device files are skipped with a warning.
+///
+/// Registry pull and `ch-convert` (OCI layouts, `docker save` archives) share this
+/// function; apply layers bottom first. On error `root` may hold part of the layer.
+pub fn apply_layer(
+    ts: &gix::ThreadSafeRepository,
+    root: &mut Dir,
+    reader: impl Read + Send,
+    label: &Path,
+    whiteouts: Whiteouts,
+) -> Result<Warnings, ImportError> {
     let writer = BackgroundWriter {
         ts,
         in_flight: AtomicUsize::new(0),
         error: Mutex::new(None),
     };
     let repo = repo_for_writing(ts);
-    let mut root = Dir::new(0o755);
     let mut warnings = Vec::new();
     let mut group_of: HashMap<Vec<u8>, u32> = HashMap::new();
     let mut next_group = 1u32;
-    let archive_path = path.to_path_buf();
+    root.walk(&mut |_, n| {
+        if let Node::File(File { link_group: Some(g), .. }) = n {
+            next_group = next_group.max(g + 1);
+        }
+    });
+    let layered = whiteouts == Whiteouts::Apply;
+    // Paths this layer put in place, with their ancestors: what an opaque whiteout keeps.
+    let mut added: HashSet<Vec<u8>> = HashSet::new();
+    let archive_path = label.to_path_buf();
     let result: Result<(), ImportError> = rayon::in_place_scope(|scope| {
         let mut ar = tar::Archive::new(reader);
         let mut last = String::from("(none: first member)");
@@ -434,6 +465,43 @@ fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warni
                 Err(e) => return Err(mpath(e)),
             };
             let rel = comps.join(&b'/');
+            if layered {
+                let name = comps[comps.len() - 1];
+                if let Some(target) = name.strip_prefix(b".wh.") {
+                    let parent = &comps[..comps.len() - 1];
+                    if target == b".wh..opq" {
+                        let dir = if parent.is_empty() {
+                            Some(&mut *root)
+                        } else {
+                            match root.get_mut(&parent.join(&b'/')) {
+                                Some(Node::Dir(d)) => Some(d),
+                                _ => None,
+                            }
+                        };
+                        if let Some(d) = dir {
+                            keep_only_added(d, &parent.join(&b'/'), &added);
+                        }
+                    } else {
+                        let mut victim = parent.join(&b'/');
+                        if !victim.is_empty() {
+                            victim.push(b'/');
+                        }
+                        victim.extend_from_slice(target);
+                        root.remove(&victim).map_err(mpath)?;
+                        group_of.remove(&victim);
+                    }
+                    last = member;
+                    continue;
+                }
+                let mut prefix = Vec::with_capacity(rel.len());
+                for (k, c) in comps.iter().enumerate() {
+                    if k > 0 {
+                        prefix.push(b'/');
+                    }
+                    prefix.extend_from_slice(c);
+                    added.insert(prefix.clone());
+                }
+            }
             use tar::EntryType as T;
             match kind {
                 T::Regular | T::Continuous | T::GNUSparse => {
@@ -490,9 +558,11 @@ fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warni
                         .into_owned();
                     let tcomps = model::components(&target).map_err(mpath)?;
                     let trel = tcomps.join(&b'/');
-                    let g = match group_of.get(&trel) {
-                        Some(g) => *g,
-                        None => {
+                    let g = match (group_of.get(&trel), root.get(&trel)) {
+                        (Some(g), _) => *g,
+                        // A link to a file of a lower layer that is already linked.
+                        (None, Some(Node::File(File { link_group: Some(g), .. }))) => *g,
+                        _ => {
                             let g = next_group;
                             next_group += 1;
                             g
@@ -535,6 +605,31 @@ fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warni
     if let Some(e) = writer.error.into_inner().expect("error slot") {
         return Err(e.into());
     }
+    Ok(warnings)
+}
+
+/// Opaque whiteout: drop from `dir` (at `path`) everything not in `added`, recursively.
+fn keep_only_added(dir: &mut Dir, path: &[u8], added: &HashSet<Vec<u8>>) {
+    dir.children.retain(|name, node| {
+        let mut p = path.to_vec();
+        if !p.is_empty() {
+            p.push(b'/');
+        }
+        p.extend_from_slice(name);
+        if !added.contains(&p) {
+            return false;
+        }
+        if let Node::Dir(d) = node {
+            keep_only_added(d, &p, added);
+        }
+        true
+    });
+}
+
+fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warnings), ImportError> {
+    let reader = open_archive(path)?;
+    let mut root = Dir::new(0o755);
+    let warnings = apply_layer(ts, &mut root, reader, path, Whiteouts::Keep)?;
     // A single top directory is the image root (FAQ: tarballs with one top directory).
     if root.children.len() == 1 {
         if let Some((_, Node::Dir(_))) = root.children.iter().next() {
@@ -545,4 +640,112 @@ fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warni
         }
     }
     Ok((root, warnings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> (tempfile::TempDir, gix::ThreadSafeRepository) {
+        let t = tempfile::tempdir().expect("tempdir");
+        let r = gix::init_bare(t.path().join("r.git")).expect("init");
+        (t, r.into_sync())
+    }
+
+    enum M<'a> {
+        F(&'a str, &'a [u8]),
+        D(&'a str),
+        L(&'a str, &'a str),
+    }
+
+    fn tarball(members: &[M]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for m in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            match m {
+                M::F(p, data) => {
+                    h.set_size(data.len() as u64);
+                    h.set_entry_type(tar::EntryType::Regular);
+                    b.append_data(&mut h, p, *data).unwrap();
+                }
+                M::D(p) => {
+                    h.set_mode(0o755);
+                    h.set_size(0);
+                    h.set_entry_type(tar::EntryType::Directory);
+                    b.append_data(&mut h, p, io::empty()).unwrap();
+                }
+                M::L(p, t) => {
+                    h.set_size(0);
+                    h.set_entry_type(tar::EntryType::Link);
+                    b.append_link(&mut h, p, t).unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn apply(ts: &gix::ThreadSafeRepository, root: &mut Dir, members: &[M], w: Whiteouts) {
+        let data = tarball(members);
+        apply_layer(ts, root, &data[..], Path::new("layer"), w).expect("apply");
+    }
+
+    fn names(root: &Dir) -> Vec<String> {
+        let mut v = Vec::new();
+        root.walk(&mut |p, _| v.push(model::show(p)));
+        v
+    }
+
+    #[test]
+    fn whiteout_deletes_a_lower_entry() {
+        let (_t, ts) = repo();
+        let mut root = Dir::new(0o755);
+        apply(&ts, &mut root, &[M::D("a"), M::F("a/x", b"1"), M::F("a/y", b"2")], Whiteouts::Apply);
+        apply(&ts, &mut root, &[M::F("a/.wh.x", b"")], Whiteouts::Apply);
+        assert_eq!(names(&root), ["a", "a/y"]);
+    }
+
+    #[test]
+    fn opaque_whiteout_keeps_only_this_layers_entries() {
+        let (_t, ts) = repo();
+        let mut root = Dir::new(0o755);
+        apply(
+            &ts,
+            &mut root,
+            &[M::D("a"), M::F("a/x", b"1"), M::D("a/d"), M::F("a/d/old", b"2"), M::F("b", b"3")],
+            Whiteouts::Apply,
+        );
+        apply(
+            &ts,
+            &mut root,
+            &[M::D("a"), M::F("a/d/new", b"4"), M::F("a/.wh..wh..opq", b""), M::F("a/z", b"5")],
+            Whiteouts::Apply,
+        );
+        assert_eq!(names(&root), ["a", "a/d", "a/d/new", "a/z", "b"]);
+    }
+
+    #[test]
+    fn whiteout_names_are_plain_files_in_a_plain_tarball() {
+        let (_t, ts) = repo();
+        let mut root = Dir::new(0o755);
+        apply(&ts, &mut root, &[M::F("x", b"1"), M::F(".wh.x", b"")], Whiteouts::Keep);
+        assert_eq!(names(&root), [".wh.x", "x"]);
+    }
+
+    #[test]
+    fn hard_link_to_a_lower_layer_joins_its_group() {
+        let (_t, ts) = repo();
+        let mut root = Dir::new(0o755);
+        apply(&ts, &mut root, &[M::F("a", b"1"), M::L("b", "a")], Whiteouts::Apply);
+        apply(&ts, &mut root, &[M::F("n", b"2"), M::L("m", "n"), M::L("c", "a")], Whiteouts::Apply);
+        let group = |p: &[u8]| match root.get(p) {
+            Some(Node::File(f)) => f.link_group,
+            other => panic!("{other:?}"),
+        };
+        assert!(group(b"a").is_some());
+        assert_eq!(group(b"a"), group(b"b"));
+        assert_eq!(group(b"a"), group(b"c"));
+        assert_eq!(group(b"m"), group(b"n"));
+        assert_ne!(group(b"a"), group(b"n"));
+    }
 }
