@@ -60,6 +60,20 @@ pub enum ImportError {
     },
     #[error("{0}: not a directory or a tar archive")]
     Unknown(PathBuf),
+    #[error("{0}: not a SquashFS file (bad magic number)")]
+    NotSquash(PathBuf),
+    #[error("can't run {tool} (is squashfs-tools installed?)")]
+    Spawn {
+        tool: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{tool} failed ({status}) reading {path}")]
+    ToolFailed {
+        tool: &'static str,
+        status: std::process::ExitStatus,
+        path: PathBuf,
+    },
     #[error(transparent)]
     Git(#[from] GitError),
 }
@@ -88,6 +102,61 @@ pub fn import_path(
     } else {
         Err(ImportError::Unknown(path.to_path_buf()))
     }
+}
+
+/// Import a SquashFS file: `unsquashfs` extracts it into `scratch` (a path that must not
+/// exist, on a file system with room for the image), which is imported as a directory and
+/// removed. Device files, which an unprivileged unsquashfs cannot create, are skipped with
+/// a warning.
+pub fn import_squash(
+    ts: &gix::ThreadSafeRepository,
+    path: &Path,
+    scratch: &Path,
+) -> Result<(Dir, Warnings), ImportError> {
+    let mut magic = [0u8; 4];
+    fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map_err(io_err("read", path))?;
+    if &magic != b"hsqs" {
+        return Err(ImportError::NotSquash(path.to_path_buf()));
+    }
+    let out = std::process::Command::new("unsquashfs")
+        .args(["-no-xattrs", "-quiet", "-no-progress", "-d"])
+        .arg(scratch)
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|source| ImportError::Spawn {
+            tool: "unsquashfs",
+            source,
+        });
+    let result = (|| {
+        let out = out?;
+        let mut warnings = Vec::new();
+        // Exit status 2: non-fatal errors (e.g. device files it may not create).
+        match out.status.code() {
+            Some(0) => {}
+            Some(2) if scratch.is_dir() => warnings.push(format!(
+                "unsquashfs skipped some files of {}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            _ => {
+                crate::warn!("{}", String::from_utf8_lossy(&out.stderr).trim());
+                return Err(ImportError::ToolFailed {
+                    tool: "unsquashfs",
+                    status: out.status,
+                    path: path.to_path_buf(),
+                });
+            }
+        }
+        let (root, w) = import_dir(ts, scratch)?;
+        warnings.extend(w);
+        Ok((root, warnings))
+    })();
+    let _ = super::checkout::remove_tree(scratch);
+    result
 }
 
 // ---------------------------------------------------------------------------------------

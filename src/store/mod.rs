@@ -15,6 +15,7 @@ pub mod import;
 pub mod layer;
 pub mod meta;
 pub mod model;
+pub mod oci;
 
 use std::fs;
 use std::io;
@@ -64,6 +65,8 @@ pub enum StoreError {
     Checkout(#[from] checkout::CheckoutError),
     #[error(transparent)]
     Export(#[from] export::ExportError),
+    #[error(transparent)]
+    Oci(#[from] oci::OciError),
     #[error("no image named {0} in storage")]
     NoImage(String),
     #[error("no deleted image named {0} to undelete")]
@@ -505,15 +508,27 @@ impl Store {
         name: &Reference,
     ) -> Result<(ObjectId, import::Warnings), StoreError> {
         let (root, warnings) = import::import_path(&self.repo, path)?;
-        let mut cfg = ImageConfig::default();
+        let commit = self.import_model(lock, &root, ImageConfig::default(), name)?;
+        Ok((commit, warnings))
+    }
+
+    /// Commit an imported model with config `cfg` (plus an import history entry) as image
+    /// `name`. Returns the commit.
+    pub fn import_model(
+        &self,
+        lock: &WriteLock,
+        root: &Dir,
+        mut cfg: ImageConfig,
+        name: &Reference,
+    ) -> Result<ObjectId, StoreError> {
         cfg.history.push(config::History {
             created_by: "ch-image import".into(),
             empty_layer: false,
         });
-        let commit = git::write_image_commit(&self.repo(), &root, &cfg, None, "IMPORT")?;
+        let commit = git::write_image_commit(&self.repo(), root, &cfg, None, "IMPORT")?;
         let old = self.image(name)?;
         self.set_image(lock, name, commit, Expect::from_current(old))?;
-        Ok((commit, warnings))
+        Ok(commit)
     }
 
     /// Delete images; a deleted image can be brought back with [`Store::undelete`].
