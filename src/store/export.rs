@@ -75,14 +75,27 @@ fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header
 /// Write `root` as a tar stream (without the end-of-archive marker being skipped: the
 /// builder is finished).
 pub fn write_tar<W: Write>(repo: &gix::Repository, root: &Dir, out: W) -> Result<W, ExportError> {
+    write_tar_opts(repo, root, out, true)
+}
+
+/// [`write_tar`], with or without the `./` member for the root directory (sqfstar warns
+/// about it; the root's mode is passed to it separately).
+pub fn write_tar_opts<W: Write>(
+    repo: &gix::Repository,
+    root: &Dir,
+    out: W,
+    root_entry: bool,
+) -> Result<W, ExportError> {
     let mtime = fixed_mtime();
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Complete);
     let mut primaries: std::collections::HashMap<u32, Vec<u8>> = Default::default();
     let mut result: Result<(), ExportError> = Ok(());
     // The root directory itself, as "./".
-    let mut h = header(tar::EntryType::Directory, root.mode, 0, mtime);
-    b.append_data(&mut h, "./", io::empty())?;
+    if root_entry {
+        let mut h = header(tar::EntryType::Directory, root.mode, 0, mtime);
+        b.append_data(&mut h, "./", io::empty())?;
+    }
     root.walk(&mut |rel, node| {
         if result.is_err() {
             return;
@@ -343,7 +356,7 @@ pub fn write_squash(
             source,
         })?;
     let stdin = child.stdin.take().expect("stdin is piped");
-    let written = write_tar(repo, root, io::BufWriter::with_capacity(1 << 20, stdin))
+    let written = write_tar_opts(repo, root, io::BufWriter::with_capacity(1 << 20, stdin), false)
         .and_then(|mut w| w.flush().map_err(ExportError::Io));
     let status = child.wait().map_err(|source| ExportError::Spawn {
         tool: prog.into(),
