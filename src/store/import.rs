@@ -151,12 +151,65 @@ pub fn import_squash(
                 });
             }
         }
-        let (root, w) = import_dir(ts, scratch)?;
+        let (mut root, w) = import_dir(ts, scratch)?;
         warnings.extend(w);
+        // An unprivileged unsquashfs clears setuid and setgid bits (the files belong to
+        // root in the image): take those modes from its listing.
+        let list = std::process::Command::new("unsquashfs")
+            .arg("-lln")
+            .arg(path)
+            .output()
+            .map_err(|source| ImportError::Spawn {
+                tool: "unsquashfs",
+                source,
+            })?;
+        for (rel, mode) in special_modes(&list.stdout) {
+            match root.get_mut(&rel) {
+                Some(Node::File(f)) => f.mode = mode,
+                Some(Node::Dir(d)) => d.mode = mode,
+                _ => {}
+            }
+        }
         Ok((root, warnings))
     })();
     let _ = super::checkout::remove_tree(scratch);
     result
+}
+
+/// Entries of an `unsquashfs -lln` listing with setuid or setgid bits: (path relative to
+/// the root, permission bits). Pure.
+pub fn special_modes(listing: &[u8]) -> Vec<(Vec<u8>, u32)> {
+    const ROOT: &[u8] = b" squashfs-root/";
+    let mut out = Vec::new();
+    for line in listing.split(|b| *b == b'\n') {
+        if line.len() < 10 || !matches!(line[0], b'-' | b'd') {
+            continue;
+        }
+        let perms = &line[1..10];
+        if !matches!(perms[2], b's' | b'S') && !matches!(perms[5], b's' | b'S') {
+            continue;
+        }
+        let Some(at) = line.windows(ROOT.len()).position(|w| w == ROOT) else {
+            continue;
+        };
+        let mut mode = 0u32;
+        for (i, c) in perms.iter().enumerate() {
+            if matches!(c, b'r' | b'w' | b'x' | b's' | b't') {
+                mode |= 1 << (8 - i);
+            }
+        }
+        if matches!(perms[2], b's' | b'S') {
+            mode |= 0o4000;
+        }
+        if matches!(perms[5], b's' | b'S') {
+            mode |= 0o2000;
+        }
+        if matches!(perms[8], b't' | b'T') {
+            mode |= 0o1000;
+        }
+        out.push((line[at + ROOT.len()..].to_vec(), mode));
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -763,6 +816,18 @@ mod tests {
         let mut v = Vec::new();
         root.walk(&mut |p, _| v.push(model::show(p)));
         v
+    }
+
+    #[test]
+    fn special_modes_come_from_the_listing() {
+        let l = b"drwxr-xr-x 0/0 151 1970-01-01 00:00 squashfs-root\n\
+-rwsr-xr-x 0/0 1982256 1970-01-01 00:00 squashfs-root/bin/su do\n\
+drwxrwsr-T 0/0 3 1970-01-01 00:00 squashfs-root/g\n\
+-rw-r--r-- 0/0 3 1970-01-01 00:00 squashfs-root/plain\n";
+        assert_eq!(
+            special_modes(l),
+            vec![(b"bin/su do".to_vec(), 0o4755), (b"g".to_vec(), 0o3774)]
+        );
     }
 
     #[test]

@@ -4,5 +4,6 @@
 mod build;
 mod common;
 mod convert;
+mod convert_formats;
 mod run;
 mod store;
