@@ -348,6 +348,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 export::write_squash(&repo, &with_mounts, &tmp, &opts)?;
             }
             Format::Oci => {
+                let (root, dropped) = oci::without_whiteout_names(root);
+                for p in dropped {
+                    warn!("OCI layers can't hold names starting with .wh. (whiteouts): leaving out {p}");
+                }
+                let root = &root;
                 if convert::oci_is_archive(&cli.output) {
                     let layout = tmp.with_extension("layout");
                     let r = oci::write_layout(&repo, root, &img.cfg, &img.tag, &layout)

@@ -138,6 +138,33 @@ pub fn config_document(cfg: &ImageConfig, diff_id: &str) -> Value {
     })
 }
 
+/// `root` without entries whose names start with `.wh.`: in an OCI layer such a name is a
+/// whiteout, so readers would delete files instead of creating one. Returns the paths
+/// dropped, for a warning.
+pub fn without_whiteout_names(root: &Dir) -> (Dir, Vec<String>) {
+    fn go(d: &mut Dir, prefix: &[u8], dropped: &mut Vec<String>) {
+        d.children.retain(|name, node| {
+            let mut p = prefix.to_vec();
+            if !p.is_empty() {
+                p.push(b'/');
+            }
+            p.extend_from_slice(name);
+            if name.starts_with(b".wh.") {
+                dropped.push(super::model::show(&p));
+                return false;
+            }
+            if let super::model::Node::Dir(sub) = node {
+                go(sub, &p, dropped);
+            }
+            true
+        });
+    }
+    let mut out = root.clone();
+    let mut dropped = Vec::new();
+    go(&mut out, b"", &mut dropped);
+    (out, dropped)
+}
+
 fn to_bytes(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).expect("JSON value serializes")
 }
@@ -522,6 +549,16 @@ mod tests {
         assert_eq!(back.cwd, cfg.cwd);
         assert_eq!(back.labels, cfg.labels);
         assert_eq!(back.arch, cfg.arch);
+    }
+
+    #[test]
+    fn whiteout_names_are_left_out_of_layers() {
+        let mut d = Dir::new(0o755);
+        d.insert(b"a/.wh.x", super::super::model::Node::Fifo { mode: 0o644 }).unwrap();
+        d.insert(b"a/y", super::super::model::Node::Fifo { mode: 0o644 }).unwrap();
+        let (out, dropped) = without_whiteout_names(&d);
+        assert_eq!(dropped, ["a/.wh.x"]);
+        assert!(out.get(b"a/y").is_some() && out.get(b"a/.wh.x").is_none());
     }
 
     #[test]
