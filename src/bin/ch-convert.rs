@@ -26,7 +26,8 @@ use grove::{cli, info, warn};
   dir       directory (inferred for paths starting with / ./ ../ or existing directories)
   tar       tarball; compression from the extension: .tar .tar.gz/.tgz .tar.zst/.tzst .tar.xz/.txz
   squash    SquashFS file (inferred for .sqfs .squash .squashfs), written straight from
-            storage through sqfstar; ch-run runs it directly
+            storage as a tar stream into tar2sqfs (squashfs-tools-ng) or else sqfstar,
+            read back through sqfs2tar or else unsquashfs; ch-run runs it directly
   oci       OCI image layout directory (inferred when it holds oci-layout), or a tar of one
             (oci-archive) when the path ends in .tar; readable by skopeo, umoci, podman
   docker    image in Docker's storage (needs the docker command; never inferred)
@@ -56,8 +57,9 @@ struct Cli {
     /// Refuse to replace an existing output (the default; accepted for compatibility)
     #[arg(long)]
     no_clobber: bool,
-    /// SquashFS compression: zstd (default), gzip, xz or lz4
-    #[arg(long, value_name = "ALG")]
+    /// SquashFS compression: zstd (default, level 3), gzip, xz or lz4, optionally with a
+    /// level as ALG:LEVEL (e.g. zstd:19)
+    #[arg(long, value_name = "ALG[:LEVEL]")]
     compression: Option<String>,
     /// Dry run: print what would be done
     #[arg(short = 'n', long = "dry-run")]
@@ -258,13 +260,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
-    let comp = match &cli.compression {
-        None => SquashComp::Zstd,
+    let (comp, level) = match &cli.compression {
+        None => (SquashComp::Zstd, None),
         Some(_) if fout != Format::Squash => {
             bail!("--compression applies to squash output only; tar compression follows the output's extension")
         }
-        Some(c) => SquashComp::parse(c)
-            .with_context(|| format!("unknown SquashFS compression: {c} (zstd, gzip, xz, lz4)"))?,
+        Some(c) => {
+            let (alg, level) = match c.split_once(':') {
+                Some((a, l)) => (
+                    a,
+                    Some(l.parse::<u32>().ok().with_context(|| {
+                        format!("invalid compression level in {c}: want ALG:NUMBER")
+                    })?),
+                ),
+                None => (c.as_str(), None),
+            };
+            let alg = SquashComp::parse(alg).with_context(|| {
+                format!("unknown SquashFS compression: {alg} (zstd, gzip, xz, lz4)")
+            })?;
+            (alg, level)
+        }
     };
     if fout == Format::Squash {
         export::find_squash_tool()?;
@@ -316,7 +331,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let mut w = match convert::tar_compression(&cli.output) {
                     TarCompression::None => export::write_tar(&repo, root, w)?,
                     TarCompression::Gzip => {
-                        export::write_tar(&repo, root, export::ParGz::new(w, 6))?.finish()?
+                        export::write_tar(&repo, root, export::ParGz::new(w, export::GZIP_LEVEL))?.finish()?
                     }
                     TarCompression::Zstd => {
                         let mut z = zstd::stream::write::Encoder::new(w, 3)?;
@@ -339,6 +354,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let with_mounts = export::with_mount_points(root);
                 let opts = export::SquashOptions {
                     comp,
+                    level,
                     processors: std::thread::available_parallelism()
                         .map(|n| n.get())
                         .unwrap_or(1),

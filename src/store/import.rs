@@ -120,6 +120,9 @@ pub fn import_squash(
     if &magic != b"hsqs" {
         return Err(ImportError::NotSquash(path.to_path_buf()));
     }
+    if on_path("sqfs2tar") {
+        return import_squash_stream(ts, path);
+    }
     let out = std::process::Command::new("unsquashfs")
         .args(["-no-xattrs", "-quiet", "-no-progress", "-d"])
         .arg(scratch)
@@ -174,6 +177,65 @@ pub fn import_squash(
     })();
     let _ = super::checkout::remove_tree(scratch);
     result
+}
+
+fn on_path(prog: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+        .unwrap_or(false)
+}
+
+/// SquashFS through `sqfs2tar` (squashfs-tools-ng): its tar stream, root included, goes
+/// straight into [`apply_layer`]; nothing is extracted and modes are kept exactly.
+fn import_squash_stream(
+    ts: &gix::ThreadSafeRepository,
+    path: &Path,
+) -> Result<(Dir, Warnings), ImportError> {
+    let mut child = std::process::Command::new("sqfs2tar")
+        .args(["--root-becomes", ".", "--no-xattr"])
+        .arg(path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|source| ImportError::Spawn {
+            tool: "sqfs2tar",
+            source,
+        })?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let errs = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        s
+    });
+    let mut root = Dir::new(0o755);
+    let applied = apply_layer(
+        ts,
+        &mut root,
+        BufReader::with_capacity(1 << 20, stdout),
+        path,
+        Whiteouts::Keep,
+    );
+    let status = child.wait().map_err(|source| ImportError::Spawn {
+        tool: "sqfs2tar",
+        source,
+    })?;
+    let stderr = String::from_utf8_lossy(&errs.join().unwrap_or_default()).trim().to_string();
+    if !status.success() {
+        if !stderr.is_empty() {
+            crate::warn!("{stderr}");
+        }
+        return Err(ImportError::ToolFailed {
+            tool: "sqfs2tar",
+            status,
+            path: path.to_path_buf(),
+        });
+    }
+    let mut warnings = applied?;
+    if !stderr.is_empty() {
+        warnings.push(format!("sqfs2tar: {stderr}"));
+    }
+    Ok((root, warnings))
 }
 
 /// Entries of an `unsquashfs -lln` listing with setuid or setgid bits: (path relative to

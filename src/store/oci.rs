@@ -29,7 +29,7 @@ const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest
 
 /// gzip level of written layers (part of the reproducibility contract: changing it changes
 /// every digest).
-pub const LAYER_GZIP_LEVEL: u32 = 6;
+pub const LAYER_GZIP_LEVEL: u32 = export::GZIP_LEVEL;
 
 /// Why an OCI layout could not be written or read.
 #[derive(Debug, thiserror::Error)]
