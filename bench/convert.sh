@@ -35,17 +35,18 @@ fi
 trap 'chmod -R u+rwx "$work" 2>/dev/null; rm -rf "$work"' EXIT
 ccenv="$as PATH=/usr/bin:$PATH GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@localhost GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@localhost"
 
-now() { date +%s.%N; }
-# t CMD...: run CMD quietly, print seconds taken.
+# t CMD...: run CMD quietly, print wall seconds taken; CPU seconds (user + sys of the
+# command and its children) go to $work/cpu. On a loaded machine the CPU ratio is the
+# steadier one: parallelism buys wall time only when cores are free.
 t() {
-    s=$(now)
-    if ! "$@" >"$work/last.log" 2>&1; then
+    if ! /usr/bin/time -f "%e %U %S" -o "$work/time" "$@" >"$work/last.log" 2>&1; then
         cat "$work/last.log" >&2
         echo "bench: command failed: $*" >&2
         exit 1
     fi
-    e=$(now)
-    python3 -c "print(f'{$e-$s:.3f}')"
+    read -r e u s < "$work/time"
+    python3 -c "print(f'{$u+$s:.3f}')" > "$work/cpu"
+    echo "$e"
 }
 ratio() { python3 -c "print(f'{$1/$2:.1f}')"; }
 size() { stat -c %s "$1" | python3 -c "import sys; print(f'{int(sys.stdin.read())/1e6:.0f} MB')"; }
@@ -57,11 +58,12 @@ echo "charliecloud import: $(t $ccenv CH_IMAGE_STORAGE="$work/c" /usr/bin/ch-ima
 cat "$deb" > /dev/null
 tar -C "$work/c" -cf - . > /dev/null 2>&1 || true
 
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for fmt in sqfs tar.gz; do
-    g=$(t $as $bin/ch-convert -s "$work/g" bookworm "$work/g.$fmt")
-    c=$(t $ccenv CH_IMAGE_STORAGE="$work/c" /usr/bin/ch-convert -i ch-image bookworm "$work/c.$fmt")
+    g=$(t $as $bin/ch-convert -s "$work/g" bookworm "$work/g.$fmt"); gc=$(cat "$work/cpu")
+    c=$(t $ccenv CH_IMAGE_STORAGE="$work/c" /usr/bin/ch-convert -i ch-image bookworm "$work/c.$fmt"); cc=$(cat "$work/cpu")
     case $fmt in sqfs) target=5 ;; *) target=2 ;; esac
-    echo "$fmt: grove ${g}s ($(size "$work/g.$fmt"))  charliecloud ${c}s ($(size "$work/c.$fmt"))  ratio $(ratio "$c" "$g")x (target >= $target)"
+    echo "$fmt: grove ${g}s (cpu ${gc}s, $(size "$work/g.$fmt"))  charliecloud ${c}s (cpu ${cc}s, $(size "$work/c.$fmt"))  ratio $(ratio "$c" "$g")x wall, $(ratio "$cc" "$gc")x cpu (target >= $target)"
 done
 # Reproducible: a second export is byte-identical.
 $as $bin/ch-convert -q -s "$work/g" bookworm "$work/g2.sqfs"
