@@ -531,3 +531,33 @@ fn docker_and_podman_formats_name_the_missing_tool() {
     let (_, err) = fails(cvt(&st).args(["-o", "tar", "--compression", "zstd"]).arg("foo").arg(s.join("x.tar")));
     assert!(err.contains("squash output only"), "{err}");
 }
+
+#[test]
+fn squashfs_tools_alone_write_and_read_squash_too() {
+    // Without squashfs-tools-ng: sqfstar writes, unsquashfs reads (modes patched back).
+    if !have("sqfstar") || !have("unsquashfs") {
+        skip("squashfs-tools (sqfstar, unsquashfs) not installed");
+        return;
+    }
+    let s = Scratch::new("cvf-sqfstar");
+    let st = s.storage();
+    let src = s.join("src");
+    awkward_tree(&src);
+    let want = listing(&src);
+    let bin = s.join("path");
+    fs::create_dir(&bin).expect("mkdir");
+    for p in ["setpriv", "sqfstar", "unsquashfs"] {
+        let real = ok(Command::new("sh").args(["-c", &format!("command -v {p}")]));
+        std::os::unix::fs::symlink(real.trim(), bin.join(p)).expect("symlink");
+    }
+    let path = bin.to_string_lossy().into_owned();
+    ok(cvt(&st).env("PATH", &path).arg(&src).arg("img"));
+    let sq = s.join("img.sqfs");
+    ok(cvt(&st).env("PATH", &path).arg("img").arg(&sq));
+    let sq2 = s.join("img2.sqfs");
+    ok(cvt(&st).env("PATH", &path).arg("img").arg(&sq2));
+    assert!(fs::read(&sq).expect("read") == fs::read(&sq2).expect("read"), "sqfstar output differs between runs");
+    let dir = s.join("back");
+    ok(cvt(&st).env("PATH", &path).arg(&sq).arg(&dir));
+    assert_same_tree(&want, &listing(&dir), "sqfstar + unsquashfs round trip");
+}
