@@ -14,8 +14,8 @@ use grove::convert::{self, Format, TarCompression};
 use grove::reference::Reference;
 use grove::store::export::SquashComp;
 use grove::store::{checkout, export, git, import, oci, Dir, ImageConfig, Store};
-use std::process::{Command, Stdio};
 use grove::{cli, info, warn};
+use std::process::{Command, Stdio};
 
 #[derive(Parser)]
 #[command(
@@ -114,12 +114,7 @@ fn tag_of(name: &str) -> String {
 }
 
 /// Read the input image into the store's object database (no ref) as a model.
-fn read_input(
-    store: &Store,
-    fin: Format,
-    input: &str,
-    scratch: &Path,
-) -> anyhow::Result<Input> {
+fn read_input(store: &Store, fin: Format, input: &str, scratch: &Path) -> anyhow::Result<Input> {
     let ts = store.thread_safe();
     let warn_all = |w: Vec<String>| {
         for w in w {
@@ -139,8 +134,8 @@ fn read_input(
             }
         }
         Format::Dir | Format::Tar => {
-            let (root, w) = import::import_path(ts, path)
-                .with_context(|| format!("can't read {input}"))?;
+            let (root, w) =
+                import::import_path(ts, path).with_context(|| format!("can't read {input}"))?;
             warn_all(w);
             Input {
                 root,
@@ -163,8 +158,8 @@ fn read_input(
             let (root, cfg, w) = if md.is_dir() {
                 oci::read_layout(ts, path)
             } else {
-                let r = oci::unpack_archive(path, scratch)
-                    .and_then(|()| oci::read_layout(ts, scratch));
+                let r =
+                    oci::unpack_archive(path, scratch).and_then(|()| oci::read_layout(ts, scratch));
                 let _ = checkout::remove_tree(scratch);
                 r
             }
@@ -227,7 +222,10 @@ fn write_dockman(store: &Store, tool: &str, img: &Input, name: &str) -> anyhow::
         cmd.arg("--change")
             .arg(format!("ENTRYPOINT {}", serde_json::to_string(e)?));
     }
-    cmd.arg("-").arg(name).stdin(Stdio::piped()).stdout(Stdio::null());
+    cmd.arg("-")
+        .arg(name)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
     let mut child = cmd.spawn().with_context(|| format!("can't run {tool}"))?;
     let stdin = child.stdin.take().expect("stdin is piped");
     let written = export::write_tar(&store.repo(), &img.root, std::io::BufWriter::new(stdin))
@@ -242,7 +240,15 @@ fn write_dockman(store: &Store, tool: &str, img: &Input, name: &str) -> anyhow::
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     cli::set_verbosity(cli.verbose, cli.quiet);
-    let fin = fmt_arg(&cli.in_fmt, &cli.input)?;
+    let mut fin = fmt_arg(&cli.in_fmt, &cli.input)?;
+    // A plain tarball that holds an OCI layout is an oci-archive.
+    if cli.in_fmt.is_none()
+        && fin == Format::Tar
+        && convert::tar_compression(&cli.input) == TarCompression::None
+        && oci::is_oci_archive(Path::new(&cli.input))
+    {
+        fin = Format::Oci;
+    }
     let fout = fmt_arg(&cli.out_fmt, &cli.output)?;
     if fin == fout {
         bail!(
@@ -306,7 +312,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(tool) = fout.tool() {
-        let img = read_input(&store, fin, &cli.input, &std::env::temp_dir().join(format!("ch-convert.{}", std::process::id())))?;
+        let img = read_input(
+            &store,
+            fin,
+            &cli.input,
+            &std::env::temp_dir().join(format!("ch-convert.{}", std::process::id())),
+        )?;
         return write_dockman(&store, tool, &img, &cli.output);
     }
 
@@ -331,7 +342,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let mut w = match convert::tar_compression(&cli.output) {
                     TarCompression::None => export::write_tar(&repo, root, w)?,
                     TarCompression::Gzip => {
-                        export::write_tar(&repo, root, export::ParGz::new(w, export::GZIP_LEVEL))?.finish()?
+                        export::write_tar(&repo, root, export::ParGz::new(w, export::GZIP_LEVEL))?
+                            .finish()?
                     }
                     TarCompression::Zstd => {
                         let mut z = zstd::stream::write::Encoder::new(w, 3)?;

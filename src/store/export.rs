@@ -179,7 +179,10 @@ pub const MOUNT_FILES: &[&str] = &["etc/hosts", "etc/resolv.conf"];
 pub fn with_mount_points(root: &Dir) -> Dir {
     let mut out = root.clone();
     let empty = ObjectId::empty_blob(gix::hash::Kind::Sha1);
-    let entries = MOUNT_DIRS.iter().map(|p| (p, true)).chain(MOUNT_FILES.iter().map(|p| (p, false)));
+    let entries = MOUNT_DIRS
+        .iter()
+        .map(|p| (p, true))
+        .chain(MOUNT_FILES.iter().map(|p| (p, false)));
     for (path, is_dir) in entries {
         let p = path.as_bytes();
         if out.get(p).is_some() {
@@ -288,13 +291,10 @@ pub fn find_squash_tool() -> Result<SquashTool, ExportError> {
         let out = Command::new("mksquashfs").arg("-version").output();
         if let Ok(o) = out {
             let text = String::from_utf8_lossy(&o.stdout);
-            let version = text
-                .split_whitespace()
-                .nth(2)
-                .and_then(|v| {
-                    let mut it = v.split('.').map(|n| n.parse::<u32>().ok());
-                    Some((it.next()??, it.next().flatten().unwrap_or(0)))
-                });
+            let version = text.split_whitespace().nth(2).and_then(|v| {
+                let mut it = v.split('.').map(|n| n.parse::<u32>().ok());
+                Some((it.next()??, it.next().flatten().unwrap_or(0)))
+            });
             if matches!(version, Some(v) if v >= (4, 6)) {
                 return Ok(SquashTool::MksquashfsTar);
             }
@@ -305,7 +305,11 @@ pub fn find_squash_tool() -> Result<SquashTool, ExportError> {
 
 /// Program and arguments that read a tar stream on stdin and write SquashFS to `out`
 /// reproducibly: fixed times, root-owned, no xattrs, the given root mode.
-pub fn squash_command(tool: SquashTool, out: &Path, o: &SquashOptions) -> (&'static str, Vec<OsString>) {
+pub fn squash_command(
+    tool: SquashTool,
+    out: &Path,
+    o: &SquashOptions,
+) -> (&'static str, Vec<OsString>) {
     let mut args: Vec<OsString> = Vec::new();
     if tool == SquashTool::Tar2sqfs {
         // Times are the tar stream's (all fixed); the superblock time is 0 or
@@ -315,7 +319,11 @@ pub fn squash_command(tool: SquashTool, out: &Path, o: &SquashOptions) -> (&'sta
             (SquashComp::Zstd, None) => Some(DEFAULT_ZSTD_LEVEL),
             _ => None,
         };
-        let mut a: Vec<String> = vec!["--quiet".into(), "--compressor".into(), o.comp.name().into()];
+        let mut a: Vec<String> = vec![
+            "--quiet".into(),
+            "--compressor".into(),
+            o.comp.name().into(),
+        ];
         if let Some(l) = level {
             a.push("--comp-extra".into());
             a.push(format!("level={l}"));
@@ -326,7 +334,11 @@ pub fn squash_command(tool: SquashTool, out: &Path, o: &SquashOptions) -> (&'sta
             "--no-xattr".into(),
             "--no-skip".into(),
             "--defaults".into(),
-            format!("uid=0,gid=0,mode={:o},mtime={}", o.root_mode & 0o7777, o.mtime),
+            format!(
+                "uid=0,gid=0,mode={:o},mtime={}",
+                o.root_mode & 0o7777,
+                o.mtime
+            ),
         ]);
         args.extend(a.into_iter().map(OsString::from));
         args.push(out.into());
@@ -399,8 +411,13 @@ pub fn write_squash(
     let stdin = child.stdin.take().expect("stdin is piped");
     // sqfstar warns about a `./` member; tar2sqfs takes the root's metadata from it.
     let root_entry = tool == SquashTool::Tar2sqfs;
-    let written = write_tar_opts(repo, root, io::BufWriter::with_capacity(1 << 20, stdin), root_entry)
-        .and_then(|mut w| w.flush().map_err(ExportError::Io));
+    let written = write_tar_opts(
+        repo,
+        root,
+        io::BufWriter::with_capacity(1 << 20, stdin),
+        root_entry,
+    )
+    .and_then(|mut w| w.flush().map_err(ExportError::Io));
     let status = child.wait().map_err(|source| ExportError::Spawn {
         tool: prog.into(),
         source,
@@ -577,15 +594,26 @@ mod tests {
 
     #[test]
     fn parallel_gzip_decompresses_to_the_input() {
-        for len in [0usize, 1, GZ_CHUNK - 1, GZ_CHUNK, 3 * GZ_CHUNK + 17, 40 * GZ_CHUNK + 5] {
-            let data: Vec<u8> = (0..len).map(|i| ((i * 7919) % 251) as u8 ^ (i / 1000) as u8).collect();
+        for len in [
+            0usize,
+            1,
+            GZ_CHUNK - 1,
+            GZ_CHUNK,
+            3 * GZ_CHUNK + 17,
+            40 * GZ_CHUNK + 5,
+        ] {
+            let data: Vec<u8> = (0..len)
+                .map(|i| ((i * 7919) % 251) as u8 ^ (i / 1000) as u8)
+                .collect();
             let mut gz = ParGz::new(Vec::new(), 6);
             for piece in data.chunks(100_003) {
                 gz.write_all(piece).unwrap();
             }
             let out = gz.finish().unwrap();
             let mut back = Vec::new();
-            flate2::read::GzDecoder::new(&out[..]).read_to_end(&mut back).unwrap();
+            flate2::read::GzDecoder::new(&out[..])
+                .read_to_end(&mut back)
+                .unwrap();
             assert_eq!(back, data, "length {len}");
             assert_eq!(&out[..10], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
         }
@@ -595,7 +623,10 @@ mod tests {
     fn parallel_gzip_output_does_not_depend_on_thread_count() {
         let data: Vec<u8> = (0..9 * GZ_CHUNK).map(|i| (i % 13) as u8).collect();
         let run = |threads| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
             pool.install(|| {
                 let mut gz = ParGz::new(Vec::new(), 6);
                 gz.write_all(&data).unwrap();
@@ -608,7 +639,13 @@ mod tests {
     #[test]
     fn mount_points_are_added_only_where_nothing_exists() {
         let mut root = Dir::new(0o755);
-        root.insert(b"etc", Node::Symlink { target: b"/x".to_vec() }).unwrap();
+        root.insert(
+            b"etc",
+            Node::Symlink {
+                target: b"/x".to_vec(),
+            },
+        )
+        .unwrap();
         root.insert(b"tmp", Node::Dir(Dir::new(0o1777))).unwrap();
         let out = with_mount_points(&root);
         assert!(matches!(out.get(b"etc"), Some(Node::Symlink { .. })));
@@ -633,18 +670,36 @@ mod tests {
         };
         let (prog, args) = squash_command(SquashTool::Sqfstar, Path::new("/x.sqfs"), &o);
         assert_eq!(prog, "sqfstar");
-        let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-        for want in ["-all-root", "-no-xattrs", "-mkfs-time", "-all-time", "-root-mode"] {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        for want in [
+            "-all-root",
+            "-no-xattrs",
+            "-mkfs-time",
+            "-all-time",
+            "-root-mode",
+        ] {
             assert!(args.contains(&want.to_string()), "{want} in {args:?}");
         }
         assert_eq!(args.last().map(String::as_str), Some("/x.sqfs"));
         let (prog, args) = squash_command(SquashTool::MksquashfsTar, Path::new("/x.sqfs"), &o);
         assert_eq!(prog, "mksquashfs");
-        assert_eq!(args[..4], ["-", "/x.sqfs", "-tar", "-noappend"].map(OsString::from));
+        assert_eq!(
+            args[..4],
+            ["-", "/x.sqfs", "-tar", "-noappend"].map(OsString::from)
+        );
         let (prog, args) = squash_command(SquashTool::Tar2sqfs, Path::new("/x.sqfs"), &o);
         assert_eq!(prog, "tar2sqfs");
-        let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         assert!(args.contains(&"level=3".to_string()), "{args:?}");
-        assert!(args.contains(&"uid=0,gid=0,mode=755,mtime=0".to_string()), "{args:?}");
+        assert!(
+            args.contains(&"uid=0,gid=0,mode=755,mtime=0".to_string()),
+            "{args:?}"
+        );
     }
 }

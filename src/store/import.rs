@@ -220,7 +220,9 @@ fn import_squash_stream(
         tool: "sqfs2tar",
         source,
     })?;
-    let stderr = String::from_utf8_lossy(&errs.join().unwrap_or_default()).trim().to_string();
+    let stderr = String::from_utf8_lossy(&errs.join().unwrap_or_default())
+        .trim()
+        .to_string();
     if !status.success() {
         if !stderr.is_empty() {
             crate::warn!("{stderr}");
@@ -599,7 +601,11 @@ pub fn apply_layer(
     let mut group_of: HashMap<Vec<u8>, u32> = HashMap::new();
     let mut next_group = 1u32;
     root.walk(&mut |_, n| {
-        if let Node::File(File { link_group: Some(g), .. }) = n {
+        if let Node::File(File {
+            link_group: Some(g),
+            ..
+        }) = n
+        {
             next_group = next_group.max(g + 1);
         }
     });
@@ -745,7 +751,13 @@ pub fn apply_layer(
                     let g = match (group_of.get(&trel), root.get(&trel)) {
                         (Some(g), _) => *g,
                         // A link to a file of a lower layer that is already linked.
-                        (None, Some(Node::File(File { link_group: Some(g), .. }))) => *g,
+                        (
+                            None,
+                            Some(Node::File(File {
+                                link_group: Some(g),
+                                ..
+                            })),
+                        ) => *g,
                         _ => {
                             let g = next_group;
                             next_group += 1;
@@ -896,7 +908,12 @@ drwxrwsr-T 0/0 3 1970-01-01 00:00 squashfs-root/g\n\
     fn whiteout_deletes_a_lower_entry() {
         let (_t, ts) = repo();
         let mut root = Dir::new(0o755);
-        apply(&ts, &mut root, &[M::D("a"), M::F("a/x", b"1"), M::F("a/y", b"2")], Whiteouts::Apply);
+        apply(
+            &ts,
+            &mut root,
+            &[M::D("a"), M::F("a/x", b"1"), M::F("a/y", b"2")],
+            Whiteouts::Apply,
+        );
         apply(&ts, &mut root, &[M::F("a/.wh.x", b"")], Whiteouts::Apply);
         assert_eq!(names(&root), ["a", "a/y"]);
     }
@@ -908,13 +925,24 @@ drwxrwsr-T 0/0 3 1970-01-01 00:00 squashfs-root/g\n\
         apply(
             &ts,
             &mut root,
-            &[M::D("a"), M::F("a/x", b"1"), M::D("a/d"), M::F("a/d/old", b"2"), M::F("b", b"3")],
+            &[
+                M::D("a"),
+                M::F("a/x", b"1"),
+                M::D("a/d"),
+                M::F("a/d/old", b"2"),
+                M::F("b", b"3"),
+            ],
             Whiteouts::Apply,
         );
         apply(
             &ts,
             &mut root,
-            &[M::D("a"), M::F("a/d/new", b"4"), M::F("a/.wh..wh..opq", b""), M::F("a/z", b"5")],
+            &[
+                M::D("a"),
+                M::F("a/d/new", b"4"),
+                M::F("a/.wh..wh..opq", b""),
+                M::F("a/z", b"5"),
+            ],
             Whiteouts::Apply,
         );
         assert_eq!(names(&root), ["a", "a/d", "a/d/new", "a/z", "b"]);
@@ -924,7 +952,12 @@ drwxrwsr-T 0/0 3 1970-01-01 00:00 squashfs-root/g\n\
     fn whiteout_names_are_plain_files_in_a_plain_tarball() {
         let (_t, ts) = repo();
         let mut root = Dir::new(0o755);
-        apply(&ts, &mut root, &[M::F("x", b"1"), M::F(".wh.x", b"")], Whiteouts::Keep);
+        apply(
+            &ts,
+            &mut root,
+            &[M::F("x", b"1"), M::F(".wh.x", b"")],
+            Whiteouts::Keep,
+        );
         assert_eq!(names(&root), [".wh.x", "x"]);
     }
 
@@ -932,8 +965,18 @@ drwxrwsr-T 0/0 3 1970-01-01 00:00 squashfs-root/g\n\
     fn hard_link_to_a_lower_layer_joins_its_group() {
         let (_t, ts) = repo();
         let mut root = Dir::new(0o755);
-        apply(&ts, &mut root, &[M::F("a", b"1"), M::L("b", "a")], Whiteouts::Apply);
-        apply(&ts, &mut root, &[M::F("n", b"2"), M::L("m", "n"), M::L("c", "a")], Whiteouts::Apply);
+        apply(
+            &ts,
+            &mut root,
+            &[M::F("a", b"1"), M::L("b", "a")],
+            Whiteouts::Apply,
+        );
+        apply(
+            &ts,
+            &mut root,
+            &[M::F("n", b"2"), M::L("m", "n"), M::L("c", "a")],
+            Whiteouts::Apply,
+        );
         let group = |p: &[u8]| match root.get(p) {
             Some(Node::File(f)) => f.link_group,
             other => panic!("{other:?}"),

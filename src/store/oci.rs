@@ -112,7 +112,11 @@ pub fn config_document(cfg: &ImageConfig, diff_id: &str) -> Value {
     if !cfg.env.is_empty() {
         c.insert(
             "Env".into(),
-            json!(cfg.env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()),
+            json!(cfg
+                .env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()),
         );
     }
     if let Some(cmd) = &cfg.cmd {
@@ -195,10 +199,7 @@ pub fn write_layout(
     };
     let inner = export::write_tar(repo, root, inner)?;
     let diff_id = format!("sha256:{}", hex(&inner.hash.finalize()));
-    let mut outer = inner
-        .inner
-        .finish()
-        .map_err(io_err("write layer", &tmp))?;
+    let mut outer = inner.inner.finish().map_err(io_err("write layer", &tmp))?;
     outer.flush().map_err(io_err("write layer", &tmp))?;
     let layer_digest = format!("sha256:{}", hex(&outer.hash.finalize()));
     let layer_size = outer.len;
@@ -328,6 +329,33 @@ pub fn unpack_archive(archive: &Path, dir: &Path) -> Result<(), OciError> {
     Ok(())
 }
 
+/// Whether the file at `path` is an uncompressed tar holding an OCI image layout at its
+/// top (`oci-layout` and `index.json` members). Reads member headers only, seeking past
+/// data; false for anything it cannot read.
+pub fn is_oci_archive(path: &Path) -> bool {
+    let Ok(f) = fs::File::open(path) else {
+        return false;
+    };
+    let mut ar = tar::Archive::new(f);
+    let Ok(entries) = ar.entries_with_seek() else {
+        return false;
+    };
+    let (mut layout, mut index) = (false, false);
+    for e in entries {
+        let Ok(e) = e else {
+            return false;
+        };
+        let p = e.path_bytes();
+        let p = p.strip_prefix(b"./").unwrap_or(&p);
+        layout |= p == b"oci-layout";
+        index |= p == b"index.json";
+        if layout && index {
+            return true;
+        }
+    }
+    false
+}
+
 fn invalid(path: &Path, reason: impl Into<String>) -> OciError {
     OciError::Invalid {
         path: path.to_path_buf(),
@@ -373,7 +401,10 @@ fn read_json(dir: &Path, path: &Path) -> Result<Value, OciError> {
     serde_json::from_slice(&data).map_err(|e| {
         invalid(
             dir,
-            format!("{}: invalid JSON: {e}", path.strip_prefix(dir).unwrap_or(path).display()),
+            format!(
+                "{}: invalid JSON: {e}",
+                path.strip_prefix(dir).unwrap_or(path).display()
+            ),
         )
     })
 }
@@ -401,16 +432,16 @@ fn pick_manifest(dir: &Path, index: &Value, depth: u32) -> Result<Value, OciErro
         .ok_or_else(|| invalid(dir, "index has no manifests"))?;
     let chosen = list
         .iter()
-        .find(|m| {
-            m["platform"]["os"] == "linux" && m["platform"]["architecture"] == host_arch()
-        })
+        .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == host_arch())
         .unwrap_or(&list[0]);
     let digest = chosen["digest"]
         .as_str()
         .ok_or_else(|| invalid(dir, "manifest descriptor without digest"))?;
     let doc = read_blob_json(dir, digest)?;
     let mt = doc["mediaType"].as_str().or(chosen["mediaType"].as_str());
-    if matches!(mt, Some(MEDIA_INDEX) | Some(DOCKER_MANIFEST_LIST)) || doc.get("manifests").is_some() {
+    if matches!(mt, Some(MEDIA_INDEX) | Some(DOCKER_MANIFEST_LIST))
+        || doc.get("manifests").is_some()
+    {
         if depth > 4 {
             return Err(invalid(dir, "indexes nested too deep"));
         }
@@ -518,7 +549,9 @@ pub fn read_layout(
 
 fn safe_join(dir: &Path, rel: &str) -> Result<PathBuf, OciError> {
     let p = Path::new(rel);
-    if p.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
+    if p.components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    {
         Ok(dir.join(p))
     } else {
         Err(invalid(dir, format!("path {rel:?} leaves the archive")))
@@ -554,8 +587,10 @@ mod tests {
     #[test]
     fn whiteout_names_are_left_out_of_layers() {
         let mut d = Dir::new(0o755);
-        d.insert(b"a/.wh.x", super::super::model::Node::Fifo { mode: 0o644 }).unwrap();
-        d.insert(b"a/y", super::super::model::Node::Fifo { mode: 0o644 }).unwrap();
+        d.insert(b"a/.wh.x", super::super::model::Node::Fifo { mode: 0o644 })
+            .unwrap();
+        d.insert(b"a/y", super::super::model::Node::Fifo { mode: 0o644 })
+            .unwrap();
         let (out, dropped) = without_whiteout_names(&d);
         assert_eq!(dropped, ["a/.wh.x"]);
         assert!(out.get(b"a/y").is_some() && out.get(b"a/.wh.x").is_none());

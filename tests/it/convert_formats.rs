@@ -72,7 +72,13 @@ fn listing(root: &Path) -> BTreeMap<String, Entry> {
             return;
         } else if ft.is_symlink() {
             e.kind = 'l';
-            e.target = Some(fs::read_link(abs).expect("readlink").as_os_str().as_bytes().to_vec());
+            e.target = Some(
+                fs::read_link(abs)
+                    .expect("readlink")
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec(),
+            );
         } else if ft.is_fifo() {
             e.kind = 'p';
         } else if ft.is_file() {
@@ -181,7 +187,9 @@ fn round_trips_through_every_format_keep_the_tree() {
         let out = s.join(name);
         ok(cvt(&st).args(*opts).arg("orig").arg(&out));
         let back = format!("back{i}");
-        let in_opts: &[&str] = if opts.is_empty() { &[] } else { &["-i", "oci"] };
+        // The OCI archive's format is recognized from its members, the layout's from its
+        // oci-layout file.
+        let in_opts: &[&str] = &[];
         ok(cvt(&st).args(in_opts).arg(&out).arg(&back));
         let dir = s.join(format!("dir{i}"));
         ok(cvt(&st).arg(&back).arg(&dir));
@@ -201,7 +209,14 @@ fn round_trips_through_every_format_keep_the_tree() {
     let mut want = want;
     want.remove(".wh.notawhiteout");
     assert_same_tree(&want, &listing(&dir), "oci -> dir");
-    let out = output(tool("ch-convert").arg("-s").arg(&st).args(["-o", "oci"]).arg("orig").arg(s.join("again.oci")));
+    let out = output(
+        tool("ch-convert")
+            .arg("-s")
+            .arg(&st)
+            .args(["-o", "oci"])
+            .arg("orig")
+            .arg(s.join("again.oci")),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("leaving out .wh.notawhiteout"), "{err}");
 }
@@ -233,7 +248,11 @@ fn exports_are_byte_identical_across_runs_and_stores() {
             .collect();
         let first = fs::read(&outs[0]).expect("read export");
         for o in &outs[1..] {
-            assert!(first == fs::read(o).expect("read export"), "{name} {opts:?}: {} differs", o.display());
+            assert!(
+                first == fs::read(o).expect("read export"),
+                "{name} {opts:?}: {} differs",
+                o.display()
+            );
         }
     }
     // The OCI directory form: every file the same.
@@ -275,7 +294,10 @@ fn unsquash_listing(sqfs: &Path) -> BTreeMap<String, (char, u32, u64, Option<Str
             Some((p, t)) => (p.to_string(), Some(t.to_string())),
             None => (rest, None),
         };
-        let path = path.trim_start_matches("squashfs-root").trim_start_matches('/').to_string();
+        let path = path
+            .trim_start_matches("squashfs-root")
+            .trim_start_matches('/')
+            .to_string();
         m.insert(path, (kind, mode, f[2].parse().unwrap_or(0), target));
         assert_eq!(f[1], "root/root", "{line}");
     }
@@ -297,7 +319,9 @@ fn unsquashfs_listing_agrees_with_the_source_tree() {
         if !p.is_ascii() {
             continue; // unsquashfs prints non-UTF-8 names escaped
         }
-        let g = got.get(p).unwrap_or_else(|| panic!("{p:?} missing from unsquashfs -lls"));
+        let g = got
+            .get(p)
+            .unwrap_or_else(|| panic!("{p:?} missing from unsquashfs -lls"));
         let kind = match e.kind {
             'f' => '-',
             k => k,
@@ -308,7 +332,11 @@ fn unsquashfs_listing_agrees_with_the_source_tree() {
             assert_eq!(g.2, e.size, "size of {p:?}");
         }
         if let Some(t) = &e.target {
-            assert_eq!(g.3.as_deref().map(str::as_bytes), Some(&t[..]), "target of {p:?}");
+            assert_eq!(
+                g.3.as_deref().map(str::as_bytes),
+                Some(&t[..]),
+                "target of {p:?}"
+            );
         }
     }
     assert_eq!(got.len(), want.len(), "entry count");
@@ -327,11 +355,17 @@ fn squash_output_gets_the_mount_points_ch_run_needs() {
     let sq = s.join("img.sqfs");
     ok(cvt(&st).arg("img").arg(&sq));
     let got = unsquash_listing(&sq);
-    for d in ["bin", "dev", "etc", "mnt", "mnt/0", "mnt/9", "proc", "sys", "usr"] {
+    for d in [
+        "bin", "dev", "etc", "mnt", "mnt/0", "mnt/9", "proc", "sys", "usr",
+    ] {
         assert_eq!(got.get(d).map(|e| (e.0, e.1)), Some(('d', 0o755)), "{d}");
     }
     for f in ["etc/hosts", "etc/resolv.conf"] {
-        assert_eq!(got.get(f).map(|e| (e.0, e.1, e.2)), Some(('-', 0o644, 0)), "{f}");
+        assert_eq!(
+            got.get(f).map(|e| (e.0, e.1, e.2)),
+            Some(('-', 0o644, 0)),
+            "{f}"
+        );
     }
     // An existing symlink is left alone.
     assert_eq!(got.get("tmp").map(|e| e.0), Some('l'));
@@ -348,7 +382,11 @@ fn ch_run_runs_the_squashfs_file_unprivileged() {
         // Test setup only: FUSE is root-only on these machines.
         let _ = Command::new("chmod").args(["0666", "/dev/fuse"]).status();
     }
-    let fuse_ok = fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok()
+    let fuse_ok = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .is_ok()
         || is_root();
     if !fuse_ok || !have("squashfuse_ll") && !have("squashfuse") {
         skip("squashfuse or /dev/fuse not usable");
@@ -359,7 +397,12 @@ fn ch_run_runs_the_squashfs_file_unprivileged() {
     ok(cvt(&st).arg(busybox_rootfs()).arg("bb"));
     let sq = s.join("bb.sqfs");
     ok(cvt(&st).arg("bb").arg(&sq));
-    let out = ok(tool("ch-run").arg(&sq).args(["--", "sh", "-c", "cat /etc/motd; id -u; ls -d /proc/self"]));
+    let out = ok(tool("ch-run").arg(&sq).args([
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/motd; id -u; ls -d /proc/self",
+    ]));
     assert!(out.contains("grove busybox fixture"), "{out}");
     assert!(out.contains("/proc/self"), "{out}");
     if is_root() {
@@ -374,12 +417,18 @@ fn oci_layout_is_read_by_skopeo_and_umoci() {
     ok(cvt(&st).arg(busybox_rootfs()).arg("bb:1.0"));
     let dir = s.join("bb.oci");
     ok(cvt(&st).args(["-o", "oci"]).arg("bb:1.0").arg(&dir));
-    let arch = ok(cvt(&st).args(["-o", "oci"]).arg("bb:1.0").arg(s.join("bb-oci.tar")));
+    let arch = ok(cvt(&st)
+        .args(["-o", "oci"])
+        .arg("bb:1.0")
+        .arg(s.join("bb-oci.tar")));
     let _ = arch;
     // The layout's own shape, checked without external tools.
     let index: serde_json::Value =
         serde_json::from_slice(&fs::read(dir.join("index.json")).expect("index")).expect("json");
-    assert_eq!(index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"], "1.0");
+    assert_eq!(
+        index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        "1.0"
+    );
     assert!(dir.join("oci-layout").is_file());
     if !have("skopeo") || !have("umoci") {
         skip("skopeo or umoci not installed (apt-get install skopeo umoci)");
@@ -454,10 +503,17 @@ fn oci_whiteouts_across_layers_are_applied() {
     // The config came along: exporting to OCI again carries Env and Cmd.
     let o = s.join("again.oci");
     ok(cvt(&st).args(["-o", "oci"]).arg("wh").arg(&o));
-    let all = ok(Command::new("sh").args(["-c", &format!("cat {}/blobs/sha256/*", o.display())]).env("LC_ALL", "C"));
+    let all = ok(Command::new("sh")
+        .args(["-c", &format!("cat {}/blobs/sha256/*", o.display())])
+        .env("LC_ALL", "C"));
     let _ = all;
-    let listing_cfg = ok(Command::new("grep").args(["-rl", "A=1"]).arg(o.join("blobs/sha256")));
-    assert!(!listing_cfg.is_empty(), "config with Env A=1 in the re-exported layout");
+    let listing_cfg = ok(Command::new("grep")
+        .args(["-rl", "A=1"])
+        .arg(o.join("blobs/sha256")));
+    assert!(
+        !listing_cfg.is_empty(),
+        "config with Env A=1 in the re-exported layout"
+    );
 }
 
 #[test]
@@ -470,12 +526,20 @@ fn corrupt_or_unreadable_input_fails_without_output() {
     ok(cvt(&st).arg("bb").arg(&good));
     let data = fs::read(&good).expect("read");
     let bad = s.join("bad.tar.gz");
-    sh(&format!("head -c {} {} > {}", data.len() / 2, good.display(), bad.display()));
+    sh(&format!(
+        "head -c {} {} > {}",
+        data.len() / 2,
+        good.display(),
+        bad.display()
+    ));
     let (_, err) = fails(cvt(&st).arg(&bad).arg(s.join("out.sqfs")));
     assert!(err.contains("bad.tar.gz"), "{err}");
     // Garbage that claims to be SquashFS.
     let junk = s.join("junk.sqfs");
-    sh(&format!("printf 'not squashfs at all' > {}", junk.display()));
+    sh(&format!(
+        "printf 'not squashfs at all' > {}",
+        junk.display()
+    ));
     let (_, err) = fails(cvt(&st).arg(&junk).arg(s.join("out.tar")));
     assert!(err.contains("not a SquashFS file"), "{err}");
     // An OCI layout with a corrupted layer.
@@ -486,7 +550,10 @@ fn corrupt_or_unreadable_input_fails_without_output() {
         .map(|e| e.expect("entry").path())
         .max_by_key(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .expect("a layer");
-    sh(&format!("printf X | dd of={} bs=1 seek=100 conv=notrunc 2>/dev/null", manifest_layer.display()));
+    sh(&format!(
+        "printf X | dd of={} bs=1 seek=100 conv=notrunc 2>/dev/null",
+        manifest_layer.display()
+    ));
     let (_, err) = fails(cvt(&st).arg(&oci).arg("broken"));
     assert!(err.contains("corrupt"), "{err}");
     // A missing input.
@@ -526,9 +593,17 @@ fn docker_and_podman_formats_name_the_missing_tool() {
             continue; // the tool exists; exercising it needs its daemon or storage
         }
         let (_, err) = fails(cvt(&st).args(["-i", fmt]).arg("foo").arg(s.join("x.tar")));
-        assert!(err.contains(&format!("the {prog} command is not installed")), "{err}");
+        assert!(
+            err.contains(&format!("the {prog} command is not installed")),
+            "{err}"
+        );
     }
-    let (_, err) = fails(cvt(&st).args(["-o", "tar", "--compression", "zstd"]).arg("foo").arg(s.join("x.tar")));
+    let (_, err) = fails(
+        cvt(&st)
+            .args(["-o", "tar", "--compression", "zstd"])
+            .arg("foo")
+            .arg(s.join("x.tar")),
+    );
     assert!(err.contains("squash output only"), "{err}");
 }
 
@@ -556,7 +631,10 @@ fn squashfs_tools_alone_write_and_read_squash_too() {
     ok(cvt(&st).env("PATH", &path).arg("img").arg(&sq));
     let sq2 = s.join("img2.sqfs");
     ok(cvt(&st).env("PATH", &path).arg("img").arg(&sq2));
-    assert!(fs::read(&sq).expect("read") == fs::read(&sq2).expect("read"), "sqfstar output differs between runs");
+    assert!(
+        fs::read(&sq).expect("read") == fs::read(&sq2).expect("read"),
+        "sqfstar output differs between runs"
+    );
     let dir = s.join("back");
     ok(cvt(&st).env("PATH", &path).arg(&sq).arg(&dir));
     assert_same_tree(&want, &listing(&dir), "sqfstar + unsquashfs round trip");
