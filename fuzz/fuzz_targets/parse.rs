@@ -14,7 +14,9 @@ fuzz_target!(|data: &[u8]| {
     };
     // The whole text as one word, with both escape characters.
     for escape in ['\\', '`'] {
-        let _ = subst::expand_word(text, escape, &|n: &str| (n.len() < 3).then(|| n.to_string()));
+        let _ = subst::expand_word(text, escape, &|n: &str| {
+            (n.len() < 3).then(|| n.to_string())
+        });
         let _ = subst::check_word(text, escape);
         let _ = subst::expand_heredoc(text, escape, &subst::NoVars);
         let _ = split_words(text, escape);

@@ -307,7 +307,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let scratch = store.scratch_path("convert");
         let img = read_input(&store, fin, &cli.input, &scratch)?;
         store
-            .import_model(&lock, &img.root, img.cfg, &name)
+            .import_model(&lock, img.root, img.cfg, &name)
             .with_context(|| format!("can't convert {}", cli.input))?;
         return Ok(());
     }

@@ -40,6 +40,33 @@ struct Common {
 enum Cmd {
     /// Build an image from a Dockerfile
     Build(BuildArgs),
+    /// Show how an image was built, one line per instruction, oldest first
+    History {
+        image_ref: String,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Files added, removed and changed between two images or image states
+    /// (IMAGE, IMAGE~N, or a commit id)
+    Diff {
+        a: String,
+        b: String,
+        /// Totals only
+        #[arg(long)]
+        stat: bool,
+    },
+    /// Show an image's config and provenance
+    Inspect {
+        image_ref: String,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build cache: summary, or maintenance with the options
+    BuildCache(BuildCacheArgs),
+    /// Check the store's integrity
+    Fsck,
     /// Import a directory or tarball as an image
     Import {
         /// Directory or tarball (plain, gzip, zstd, xz)
@@ -255,6 +282,254 @@ fn build(storage: &std::path::Path, a: BuildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Args)]
+struct BuildCacheArgs {
+    /// Delete all cache entries and layers (images stay)
+    #[arg(long)]
+    reset: bool,
+    /// Remove what no image reaches
+    #[arg(long)]
+    gc: bool,
+    /// Print the build graph as a text tree
+    #[arg(long)]
+    tree: bool,
+    /// Print the build graph in Graphviz dot
+    #[arg(long)]
+    dot: bool,
+    /// push REMOTE | fetch REMOTE: share images and cache entries through a git remote
+    #[arg(num_args = 0..=2, value_names = ["ACTION", "REMOTE"])]
+    action: Vec<String>,
+}
+
+/// Resolve `IMAGE`, `IMAGE~N` or a commit id (prefix) to a commit.
+fn resolve_state(store: &Store, spec: &str) -> anyhow::Result<gix::ObjectId> {
+    let (base, back) = match spec.rsplit_once('~') {
+        Some((b, n)) => (
+            b,
+            n.parse::<usize>()
+                .with_context(|| format!("bad ~N in {spec}"))?,
+        ),
+        None => (spec, 0),
+    };
+    let repo = store.repo();
+    let mut commit = match Reference::parse(base)
+        .ok()
+        .map(Reference::with_default_tag)
+        .and_then(|r| store.image(&r).ok().flatten())
+    {
+        Some(c) => c,
+        None => {
+            if base.len() >= 4 && base.chars().all(|c| c.is_ascii_hexdigit()) {
+                repo.rev_parse_single(base)
+                    .with_context(|| format!("no image or commit: {base}"))?
+                    .detach()
+            } else {
+                bail!("no image or commit: {base}");
+            }
+        }
+    };
+    for _ in 0..back {
+        commit = grove::store::git::image_trees(&repo, commit)?
+            .parent
+            .with_context(|| format!("{spec}: history is shorter"))?;
+    }
+    Ok(commit)
+}
+
+fn human(n: i64) -> String {
+    let a = n.unsigned_abs() as f64;
+    let sign = if n < 0 { "-" } else { "+" };
+    if a >= 1e9 {
+        format!("{sign}{:.1}G", a / 1e9)
+    } else if a >= 1e6 {
+        format!("{sign}{:.1}M", a / 1e6)
+    } else if a >= 1e3 {
+        format!("{sign}{:.1}k", a / 1e3)
+    } else {
+        format!("{sign}{a}")
+    }
+}
+
+fn history(storage: &std::path::Path, image_ref: &str, json: bool) -> anyhow::Result<()> {
+    let store = Store::open_existing(storage)?;
+    let commit = resolve_state(&store, image_ref)?;
+    let steps = grove::store::history::history(&store.repo(), commit)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&steps)?);
+        return Ok(());
+    }
+    for s in steps {
+        let hit = match s.hit {
+            Some(true) => "hit ",
+            Some(false) => "run ",
+            None => "    ",
+        };
+        let key = s
+            .key
+            .as_deref()
+            .map(|k| &k[..12.min(k.len())])
+            .unwrap_or("-");
+        println!(
+            "{} {key:<12} {hit} +{} ~{} -{} {:>7}  {}",
+            &s.commit[..12],
+            s.added,
+            s.modified,
+            s.removed,
+            human(s.size_delta),
+            s.instruction
+        );
+    }
+    Ok(())
+}
+
+fn diff(storage: &std::path::Path, a: &str, b: &str, stat: bool) -> anyhow::Result<()> {
+    let store = Store::open_existing(storage)?;
+    let ca = resolve_state(&store, a)?;
+    let cb = resolve_state(&store, b)?;
+    let entries = grove::store::diff::diff_commits(&store.repo(), Some(ca), cb, stat)?;
+    if stat {
+        let s = grove::store::diff::stat(&entries);
+        println!(
+            "{} added, {} changed, {} removed, size {}",
+            s.added,
+            s.modified,
+            s.removed,
+            human(s.size_delta)
+        );
+    } else {
+        for e in entries {
+            println!(
+                "{} /{}",
+                e.change.letter(),
+                String::from_utf8_lossy(&e.path)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn inspect(storage: &std::path::Path, image_ref: &str, json: bool) -> anyhow::Result<()> {
+    let store = Store::open_existing(storage)?;
+    let commit = resolve_state(&store, image_ref)?;
+    let repo = store.repo();
+    let cfg = grove::store::git::read_config(&repo, commit)?;
+    let note: Option<serde_json::Value> =
+        grove::store::notes::get(&repo, commit)?.and_then(|n| serde_json::from_slice(&n).ok());
+    if json {
+        let v =
+            serde_json::json!({ "commit": commit.to_string(), "config": cfg, "provenance": note });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("commit:       {commit}");
+    println!("cwd:          {}", cfg.cwd);
+    for (k, v) in &cfg.env {
+        println!("env:          {k}={v}");
+    }
+    if let Some(c) = &cfg.cmd {
+        println!("cmd:          {}", serde_json::to_string(c)?);
+    }
+    if let Some(e) = &cfg.entrypoint {
+        println!("entrypoint:   {}", serde_json::to_string(e)?);
+    }
+    println!("shell:        {}", serde_json::to_string(&cfg.shell)?);
+    for (k, v) in &cfg.labels {
+        println!("label:        {k}={v}");
+    }
+    if let Some(a) = &cfg.arch {
+        println!("arch:         {a}");
+    }
+    if let Some(n) = note {
+        for b in n
+            .get("bases")
+            .and_then(|b| b.as_array())
+            .into_iter()
+            .flatten()
+        {
+            println!(
+                "base:         {} ({})",
+                b.get("image").and_then(|v| v.as_str()).unwrap_or("?"),
+                b.get("commit").and_then(|v| v.as_str()).unwrap_or("?")
+            );
+        }
+        if let Some(args) = n.get("build_args").and_then(|a| a.as_object()) {
+            for (k, v) in args {
+                println!("build arg:    {k}={}", v.as_str().unwrap_or(""));
+            }
+        }
+        if let Some(h) = n.get("context_hash").and_then(|v| v.as_str()) {
+            println!("context hash: {h}");
+        }
+        if let Some(d) = n.get("dockerfile").and_then(|v| v.as_str()) {
+            println!(
+                "dockerfile ({}):",
+                n.get("dockerfile_name")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?")
+            );
+            for l in d.lines() {
+                println!("  {l}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn build_cache(storage: &std::path::Path, a: BuildCacheArgs) -> anyhow::Result<()> {
+    use grove::store::maint;
+    let store = Store::open(storage)?;
+    match a
+        .action
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["push", remote] => {
+            maint::push(&store, remote)?;
+            info!("pushed images and cache to {remote}");
+            return Ok(());
+        }
+        ["fetch", remote] => {
+            let lock = store.lock()?;
+            maint::fetch(&store, &lock, remote)?;
+            info!("fetched images and cache from {remote}");
+            return Ok(());
+        }
+        [] => {}
+        other => bail!(
+            "build-cache: unknown action: {} (push REMOTE or fetch REMOTE)",
+            other.join(" ")
+        ),
+    }
+    if a.reset {
+        let lock = store.lock()?;
+        maint::reset_cache(&store, &lock)?;
+        info!("build cache reset");
+    }
+    if a.gc {
+        let lock = store.lock()?;
+        maint::gc(&store, &lock)?;
+        info!("garbage collected");
+    }
+    if a.tree {
+        print!("{}", maint::render_tree(&maint::graph(&store)?));
+    }
+    if a.dot {
+        print!("{}", maint::render_dot(&maint::graph(&store)?));
+    }
+    let s = maint::summary(&store)?;
+    println!("images:        {}", s.images);
+    println!("cache entries: {}", s.cache_entries);
+    println!("commits:       {}", s.commits);
+    println!("objects:       {}", s.objects);
+    println!(
+        "disk used:     {:.1} MiB",
+        s.bytes as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}
+
 #[derive(Subcommand)]
 enum Gestalt {
     /// Print the storage directory path
@@ -270,6 +545,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let storage = cli::storage_dir(cli.common.storage.clone())?;
     match cli.cmd {
         Cmd::Build(a) => build(&storage, a)?,
+        Cmd::History { image_ref, json } => history(&storage, &image_ref, json)?,
+        Cmd::Diff { a, b, stat } => diff(&storage, &a, &b, stat)?,
+        Cmd::Inspect { image_ref, json } => inspect(&storage, &image_ref, json)?,
+        Cmd::BuildCache(a) => build_cache(&storage, a)?,
+        Cmd::Fsck => {
+            let store = Store::open_existing(&storage)?;
+            let problems = grove::store::maint::fsck(&store)?;
+            for p in &problems {
+                println!("{p}");
+            }
+            if !problems.is_empty() {
+                bail!(
+                    "store has {} problem(s): {}",
+                    problems.len(),
+                    storage.display()
+                );
+            }
+            info!("store ok: {}", storage.display());
+        }
         Cmd::Checkout { image_ref } => {
             let name = parse_ref(&image_ref)?;
             let store = Store::open_existing(&storage)?;

@@ -13,7 +13,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
@@ -133,11 +133,7 @@ pub struct Source {
 /// Expand a source argument (glob allowed) against the context directory.
 pub fn expand(context: &Path, arg: &str, ignore: &Ignore) -> Result<Vec<Source>, ContextError> {
     let rel = clean(arg.trim_start_matches('/'));
-    if arg.split('/').any(|c| c == "..")
-        && Path::new(&rel)
-            .components()
-            .any(|c| c == Component::ParentDir)
-    {
+    if escapes(arg.trim_start_matches('/')) {
         return Err(ContextError::Outside(arg.to_string()));
     }
     let comps: Vec<&str> = if rel.is_empty() {
@@ -170,6 +166,23 @@ pub fn expand(context: &Path, arg: &str, ignore: &Ignore) -> Result<Vec<Source>,
         return Err(ContextError::NoMatch(arg.to_string()));
     }
     Ok(out)
+}
+
+/// Whether a relative path climbs above its root with `..` (lexically; `a/../b` does not,
+/// `../x` and `a/../../x` do). [`clean`] would silently clamp such a path to the root.
+fn escapes(rel: &str) -> bool {
+    let mut depth: usize = 0;
+    for c in rel.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return true,
+            },
+            _ => depth += 1,
+        }
+    }
+    false
 }
 
 fn has_glob(s: &str) -> bool {
@@ -486,6 +499,21 @@ mod tests {
             expand(&ctx, "out", &Ignore::default()),
             Err(ContextError::Outside(_))
         ));
+        // `..` above the context is refused, even when the clamped path exists.
+        fs::write(ctx.join("x"), b"").unwrap();
+        for arg in ["../x", "/../x", "a/../../x"] {
+            assert!(
+                matches!(
+                    expand(&ctx, arg, &Ignore::default()),
+                    Err(ContextError::Outside(_))
+                ),
+                "{arg}"
+            );
+        }
+        assert_eq!(
+            expand(&ctx, "out/../x", &Ignore::default()).unwrap()[0].rel,
+            "x"
+        );
         fs::write(ctx.join("a.txt"), b"").unwrap();
         fs::write(ctx.join("b.txt"), b"").unwrap();
         let got = expand(&ctx, "/*.txt", &Ignore::default()).unwrap();

@@ -16,6 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use super::context::Ignore;
 use crate::store::model::{Dir, Node};
 
 /// Errors of COPY/ADD.
@@ -114,6 +115,22 @@ pub fn make_parents(layer: &Path, model: &Dir, comps: &[Vec<u8>]) -> Result<Path
     Ok(p)
 }
 
+/// Give the directories of `comps` that exist in the image their exact image modes again
+/// (deepest first), once the layer is populated: [`make_parents`] made them owner-writable
+/// so that files could go in, and the layer's modes become the image's.
+pub fn restore_parent_modes(layer: &Path, model: &Dir, comps: &[Vec<u8>]) -> Result<(), CopyError> {
+    for i in (0..comps.len()).rev() {
+        if let Some(Node::Dir(d)) = model.get(&comps[..=i].join(&b'/')) {
+            let p = layer_path(layer, &comps[..=i]);
+            if p.is_dir() {
+                fs::set_permissions(&p, fs::Permissions::from_mode(d.mode))
+                    .map_err(io_err("chmod", &p))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What a source is, for deciding the destination's shape.
 pub fn dest_is_dir(
     dest: &str,
@@ -128,14 +145,16 @@ pub fn dest_is_dir(
         || matches!(model.get(&dest_comps.join(&b'/')), Some(Node::Dir(_)))
 }
 
-/// Copy a host path (file, or directory contents) to `to` inside the layer.
-pub fn copy_host(src: &Path, to: &Path) -> Result<(), CopyError> {
+/// Copy a host path (file, or directory contents) to `to` inside the layer. `rel` is the
+/// source's path relative to the context; entries below it that `ignore` excludes
+/// (`.dockerignore`) are not copied, as they are not hashed into the cache key either.
+pub fn copy_host(src: &Path, rel: &str, ignore: &Ignore, to: &Path) -> Result<(), CopyError> {
     let md = fs::metadata(src).map_err(io_err("stat", src))?;
     if md.is_dir() {
         if !to.is_dir() {
             fs::create_dir_all(to).map_err(io_err("create directory", to))?;
         }
-        copy_dir_contents(src, to)?;
+        copy_dir_contents(src, rel, ignore, to)?;
         let mode = md.permissions().mode() & 0o7777;
         fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o700))
             .map_err(io_err("chmod", to))?;
@@ -145,6 +164,8 @@ pub fn copy_host(src: &Path, to: &Path) -> Result<(), CopyError> {
     Ok(())
 }
 
+/// Copy a regular file with its permission bits (kept readable by the owner, so that the
+/// layer can be read back; a read-only file stays read-only).
 fn copy_file(src: &Path, to: &Path, mode: u32) -> Result<(), CopyError> {
     if let Ok(m) = fs::symlink_metadata(to) {
         if m.is_dir() {
@@ -154,12 +175,12 @@ fn copy_file(src: &Path, to: &Path, mode: u32) -> Result<(), CopyError> {
         }
     }
     fs::copy(src, to).map_err(io_err("copy", src))?;
-    fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o600))
+    fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o400))
         .map_err(io_err("chmod", to))?;
     Ok(())
 }
 
-fn copy_dir_contents(src: &Path, to: &Path) -> Result<(), CopyError> {
+fn copy_dir_contents(src: &Path, rel: &str, ignore: &Ignore, to: &Path) -> Result<(), CopyError> {
     let mut names: Vec<_> = fs::read_dir(src)
         .map_err(io_err("read directory", src))?
         .map(|e| e.map(|e| e.file_name()))
@@ -167,6 +188,14 @@ fn copy_dir_contents(src: &Path, to: &Path) -> Result<(), CopyError> {
         .map_err(io_err("read directory", src))?;
     names.sort();
     for n in names {
+        let r = if rel.is_empty() {
+            n.to_string_lossy().into_owned()
+        } else {
+            format!("{rel}/{}", n.to_string_lossy())
+        };
+        if ignore.excluded(&r) {
+            continue;
+        }
         let s = src.join(&n);
         let d = to.join(&n);
         let md = fs::symlink_metadata(&s).map_err(io_err("stat", &s))?;
@@ -182,7 +211,7 @@ fn copy_dir_contents(src: &Path, to: &Path) -> Result<(), CopyError> {
             if !d.is_dir() {
                 fs::create_dir(&d).map_err(io_err("create directory", &d))?;
             }
-            copy_dir_contents(&s, &d)?;
+            copy_dir_contents(&s, &r, ignore, &d)?;
             fs::set_permissions(
                 &d,
                 fs::Permissions::from_mode((md.permissions().mode() & 0o7777) | 0o700),

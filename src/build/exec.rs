@@ -76,7 +76,7 @@ pub struct BuildOptions {
 /// Errors of a build.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("{0}")]
+    #[error(transparent)]
     Parse(#[from] dockerfile::ParseError),
     #[error("{file}:{line}: {message}")]
     At {
@@ -166,6 +166,14 @@ struct Builder<'a> {
     repo: gix::Repository,
     /// The layer directory of the step being executed, kept once its commit exists.
     pending_layer: Option<PathBuf>,
+    /// Whether the step being executed changed files (else its commit reuses the
+    /// parent's trees without loading them).
+    files_changed: bool,
+    /// Provenance: every instruction's outcome, and each stage's base.
+    steps: Vec<serde_json::Value>,
+    bases: Vec<serde_json::Value>,
+    /// blake3 over the content hashes of every COPY/ADD source set, in order.
+    context_hash: blake3::Hasher,
 }
 
 /// Parse only (for `--parse-only`).
@@ -196,6 +204,10 @@ pub fn build(
         misses: 0,
         repo: store.repo(),
         pending_layer: None,
+        files_changed: false,
+        steps: Vec::new(),
+        bases: Vec::new(),
+        context_hash: blake3::Hasher::new(),
     };
     let n = b.df.instructions.len();
     let mut vars = Vars::new(opts.build_args.iter().cloned(), b.df.escape());
@@ -216,6 +228,20 @@ pub fn build(
         if old != Some(c) {
             store.set_image_lazy(lock, &opts.tag, c, Expect::from_current(old))?;
         }
+        let note = serde_json::json!({
+            "version": 1,
+            "image": opts.tag.to_string(),
+            "commit": c.to_string(),
+            "dockerfile_name": opts.dockerfile_name,
+            "dockerfile": opts.dockerfile,
+            "build_args": opts.build_args.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "bases": b.bases,
+            "context_hash": b.context_hash.finalize().to_hex().to_string(),
+            "steps": b.steps,
+        });
+        let mut text = serde_json::to_vec_pretty(&note).expect("note serializes");
+        text.push(b'\n');
+        store::notes::set(&b.repo, c, &text)?;
     }
     Ok(BuildResult {
         commit,
@@ -302,6 +328,7 @@ impl<'a> Builder<'a> {
             self.hits += 1;
             info!("{n:>3}* {text}");
             let config = git::read_config(&self.repo, commit)?;
+            self.record(n, &text, commit, &key, true);
             let st = self.stage();
             st.commit = commit;
             st.key = key;
@@ -373,21 +400,42 @@ impl<'a> Builder<'a> {
             created_by: text.clone(),
             empty_layer,
         });
-        let model = self.model()?.clone();
         let parent = self.stage().commit;
         let message = format!("{text}\n\ngrove-cache-key: {}\n", key.hex());
-        let commit = git::write_image_commit(&self.repo, &model, &config, Some(parent), &message)?;
+        let commit = if self.files_changed {
+            self.files_changed = false;
+            self.model()?;
+            let mut model = self.stage().model.take().expect("model loaded");
+            let c =
+                git::write_image_commit(&self.repo, &mut model, &config, Some(parent), &message);
+            self.stage().model = Some(model);
+            c?
+        } else {
+            git::write_commit_same_files(&self.repo, parent, &config, &message)?
+        };
         if let Some(layer) = self.pending_layer.take() {
             self.store.keep_layer(self.lock, &layer, commit)?;
         }
         if self.opts.cache != CacheMode::Disabled {
             self.store.cache_put(self.lock, &key.hex(), commit)?;
         }
+        self.record(n, &text, commit, &key, false);
         let st = self.stage();
         st.commit = commit;
         st.key = key;
         st.config = config;
         Ok(())
+    }
+
+    fn record(&mut self, n: usize, text: &str, commit: ObjectId, key: &Key, hit: bool) {
+        self.steps.push(serde_json::json!({
+            "n": n,
+            "stage": self.stages.len() - 1,
+            "instruction": text,
+            "commit": commit.to_string(),
+            "key": key.hex(),
+            "hit": hit,
+        }));
     }
 
     /// Canonical text and extra bytes for the key of a substituted instruction.
@@ -486,7 +534,8 @@ impl<'a> Builder<'a> {
         let lower = image.to_ascii_lowercase();
         let (commit, key) = if lower == "scratch" {
             let cfg = ImageConfig::default();
-            let c = git::write_image_commit(&self.repo, &Dir::new(0o755), &cfg, None, "SCRATCH")?;
+            let c =
+                git::write_image_commit(&self.repo, &mut Dir::new(0o755), &cfg, None, "SCRATCH")?;
             (c, Key::from_base(&c.to_string()))
         } else if let Some(st) = self
             .stages
@@ -520,6 +569,11 @@ impl<'a> Builder<'a> {
         for (k, v) in &config.env {
             vars.set_env(k, v);
         }
+        self.bases.push(serde_json::json!({
+            "stage": self.stages.len(),
+            "image": image,
+            "commit": commit.to_string(),
+        }));
         self.stages.push(Stage {
             alias,
             commit,
@@ -551,6 +605,7 @@ impl<'a> Builder<'a> {
         let ts = self.store.thread_safe().clone();
         let model = self.model()?;
         let (_, warnings) = store::layer::apply_upper(&ts, model, layer)?;
+        self.files_changed = true;
         for w in warnings {
             warn!("{w}");
         }
@@ -581,6 +636,17 @@ impl<'a> Builder<'a> {
         if argv.is_empty() {
             return Err(self.at(ins, "RUN: empty command"));
         }
+        let argv = if self.opts.force == Force::Seccomp {
+            let (argv, changed) = apt_no_sandbox(argv, matches!(form, CmdForm::Shell(_)));
+            if changed {
+                info!(
+                    "RUN: apt: adding -o {APT_NO_SANDBOX} (root emulation can't drop privileges)"
+                );
+            }
+            argv
+        } else {
+            argv
+        };
         let commit = self.stage().commit;
         let lowers = self.store.view(self.lock, commit)?;
         let step = self.scratch("run")?;
@@ -650,8 +716,14 @@ impl<'a> Builder<'a> {
                 _ => BuildError::RunFailed(-1),
             });
         }
-        self.absorb(&upper)?;
-        self.pending_layer = Some(upper);
+        let changed = fs::read_dir(&upper)
+            .map_err(io_err("read directory", &upper))?
+            .next()
+            .is_some();
+        if changed {
+            self.absorb(&upper)?;
+            self.pending_layer = Some(upper);
+        }
         Ok(())
     }
 
@@ -663,6 +735,8 @@ impl<'a> Builder<'a> {
         }
         let layer = self.scratch("layer")?;
         copy::make_parents(&layer, self.model()?, &comps)
+            .map_err(|e| self.at(_ins, e.to_string()))?;
+        copy::restore_parent_modes(&layer, self.model()?, &comps)
             .map_err(|e| self.at(_ins, e.to_string()))?;
         self.absorb(&layer)?;
         self.pending_layer = Some(layer);
@@ -797,9 +871,9 @@ impl<'a> Builder<'a> {
                         })
                     } else if src.real.is_dir() {
                         let t = if into_dir { dir.clone() } else { target(&name) };
-                        copy::copy_host(&src.real, &t)
+                        copy::copy_host(&src.real, &src.rel, &self.ignore, &t)
                     } else {
-                        copy::copy_host(&src.real, &target(&name))
+                        copy::copy_host(&src.real, &src.rel, &self.ignore, &target(&name))
                     }
                 }
                 Src::Node(node, name) => {
@@ -813,10 +887,86 @@ impl<'a> Builder<'a> {
             };
             r.map_err(|e| at(e.to_string()))?;
         }
+        // Existing parents keep their image modes; a destination directory that received a
+        // directory's contents takes that directory's mode (as in Docker and Charliecloud).
+        let dir_source = srcs.iter().any(|s| match s {
+            Src::Host(h) => h.real.is_dir(),
+            Src::Node(n, _) => matches!(n, Node::Dir(_)),
+            Src::Inline(..) => false,
+        });
+        let keep = if dir_source && into_dir {
+            parent_comps.len().saturating_sub(1)
+        } else {
+            parent_comps.len()
+        };
+        copy::restore_parent_modes(&layer, model_ref, &parent_comps[..keep])
+            .map_err(|e| at(e.to_string()))?;
         self.absorb(&layer)?;
         self.pending_layer = Some(layer);
         Ok(())
     }
+}
+
+/// apt's option to keep its download methods as root. apt drops privileges to the
+/// `_apt` user for downloads and checks that it worked; the seccomp root emulation fakes
+/// setuid/setgid/setgroups success without changing ids, so that check fails ("Could not
+/// switch group", "Method http has died unexpectedly"). Like Charliecloud under
+/// `--force=seccomp`, the RUN command is modified (not the image, e.g. with an
+/// apt.conf.d file): the option goes right after each `apt-get` or `apt` command word.
+/// The cache key covers the command as written plus the force mode, which together
+/// determine this change.
+pub const APT_NO_SANDBOX: &str = "APT::Sandbox::User=root";
+
+/// Insert `-o APT::Sandbox::User=root` after apt commands in a RUN's argv: in the script
+/// (last argument) of a shell-form RUN, after every word that is `apt-get` or `apt`
+/// (optionally with a directory; words are split at whitespace and at `;&|()`<>`); in an
+/// exec-form RUN, after `argv[0]` if it is apt-get or apt. Like Charliecloud's, this is
+/// textual: `echo apt-get` changes too. Returns the argv and whether it changed.
+pub fn apt_no_sandbox(mut argv: Vec<String>, shell_form: bool) -> (Vec<String>, bool) {
+    fn is_apt(word: &str) -> bool {
+        let base = word.rsplit('/').next().unwrap_or(word);
+        base == "apt-get" || base == "apt"
+    }
+    if !shell_form {
+        if argv.first().is_some_and(|a| is_apt(a)) {
+            argv.splice(1..1, ["-o".to_string(), APT_NO_SANDBOX.to_string()]);
+            return (argv, true);
+        }
+        return (argv, false);
+    }
+    let Some(script) = argv.last_mut() else {
+        return (argv, false);
+    };
+    let mut out = String::with_capacity(script.len());
+    let mut changed = false;
+    let mut rest = script.as_str();
+    let mut prev: Option<char> = None;
+    while !rest.is_empty() {
+        let at_word_start = prev.is_none_or(|c| c.is_whitespace() || ";&|(`".contains(c));
+        let word_len = rest
+            .find(|c: char| c.is_whitespace() || ";&|()`<>".contains(c))
+            .unwrap_or(rest.len());
+        if at_word_start && word_len > 0 {
+            let word = &rest[..word_len];
+            out.push_str(word);
+            if is_apt(word) {
+                out.push_str(" -o ");
+                out.push_str(APT_NO_SANDBOX);
+                changed = true;
+            }
+            prev = word.chars().last();
+            rest = &rest[word_len..];
+        } else {
+            let c = rest.chars().next().expect("rest is not empty");
+            out.push(c);
+            prev = Some(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    if changed {
+        *script = out;
+    }
+    (argv, changed)
 }
 
 fn is_archive(p: &Path) -> bool {
@@ -870,4 +1020,54 @@ pub fn normalize_abs(p: &str) -> String {
         }
     }
     format!("/{}", out.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shell(script: &str) -> (String, bool) {
+        let (v, c) = apt_no_sandbox(vec!["/bin/sh".into(), "-c".into(), script.into()], true);
+        (v[2].clone(), c)
+    }
+
+    #[test]
+    fn apt_commands_get_the_no_sandbox_option() {
+        assert_eq!(
+            shell("apt-get update && apt-get install -y hello"),
+            (
+                "apt-get -o APT::Sandbox::User=root update && apt-get -o APT::Sandbox::User=root install -y hello"
+                    .to_string(),
+                true
+            )
+        );
+        assert_eq!(
+            shell("set -e;apt update\n/usr/bin/apt-get -q install x|cat").0,
+            "set -e;apt -o APT::Sandbox::User=root update\n/usr/bin/apt-get -o APT::Sandbox::User=root -q install x|cat"
+        );
+    }
+
+    #[test]
+    fn other_words_mentioning_apt_are_left_alone() {
+        for s in [
+            "apt-cache policy",
+            "echo hi > /etc/apt/sources.list",
+            "cat /etc/apt/apt.conf",
+            "aptitude install x",
+            "dpkg -i apt-get.deb",
+            "true",
+        ] {
+            assert_eq!(shell(s), (s.to_string(), false), "{s}");
+        }
+    }
+
+    #[test]
+    fn exec_form_apt_gets_the_option_after_the_program() {
+        let (v, c) = apt_no_sandbox(vec!["apt-get".into(), "update".into()], false);
+        assert!(c);
+        assert_eq!(v, ["apt-get", "-o", "APT::Sandbox::User=root", "update"]);
+        let (v, c) = apt_no_sandbox(vec!["echo".into(), "apt-get".into()], false);
+        assert!(!c);
+        assert_eq!(v, ["echo", "apt-get"]);
+    }
 }

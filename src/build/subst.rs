@@ -31,6 +31,13 @@ pub struct SubstError {
     pub kind: SubstErrorKind,
 }
 
+impl SubstError {
+    /// 1-based column (in characters) of the error in `word`, the word that was expanded.
+    pub fn col_in(&self, word: &str) -> usize {
+        word.get(..self.offset).map_or(1, |w| w.chars().count() + 1)
+    }
+}
+
 /// Kinds of [`SubstError`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SubstErrorKind {
@@ -554,6 +561,24 @@ pub fn expand_instruction<L: Lookup + ?Sized>(
 ///   build args are not visible ([`Vars::unconsumed_build_args`] lists them).
 /// - ENV wins over an ARG of the same name, whatever the order.
 /// - An instruction reads all variables before its own assignments take effect.
+///
+/// ```
+/// use grove::build::dockerfile::{parse, InstrKind};
+/// use grove::build::subst::Vars;
+///
+/// let df = parse("ARG TAG=3.19\nFROM alpine:$TAG\nENV A=1 B=$A\nWORKDIR /$A\n", "Dockerfile")?;
+/// let mut vars = Vars::new([("TAG".to_string(), "edge".to_string())], df.escape());
+/// let mut out = Vec::new();
+/// for instr in &df.instructions {
+///     let kind = vars.step(&instr.kind).map_err(|e| df.error_in(instr, e.to_string()))?;
+///     // After FROM the builder adds the base image's ENV: vars.set_env(k, v).
+///     out.push(kind);
+/// }
+/// assert_eq!(out[1], InstrKind::From { platform: None, image: "alpine:edge".into(), alias: None });
+/// assert_eq!(out[3], InstrKind::Workdir("/1".into()));
+/// assert_eq!(vars.env()[1], ("B".to_string(), String::new()));
+/// # Ok::<(), grove::build::dockerfile::ParseError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Vars {
     escape: char,
@@ -819,6 +844,8 @@ mod tests {
     fn malformed_words_are_errors_with_offsets() {
         let e = |w: &str| x(w).err().map(|e| (e.offset, e.kind));
         assert_eq!(e("ab${"), Some((2, SubstErrorKind::MissingBrace)));
+        let word = "éé${";
+        assert_eq!(x(word).map_err(|e| e.col_in(word)), Err(3));
         assert_eq!(e("ab${A"), Some((2, SubstErrorKind::MissingBrace)));
         assert_eq!(e("${A:-x"), Some((0, SubstErrorKind::MissingBrace)));
         assert_eq!(e("${A:-${B}"), Some((0, SubstErrorKind::MissingBrace)));

@@ -11,6 +11,8 @@ use std::panic::Location;
 pub const EXIT_MISC: i32 = 31;
 /// Exit status when the command could not be executed.
 pub const EXIT_EXEC: i32 = 49;
+/// Exit status when the SquashFS daemon ended before the command.
+pub const EXIT_SQUASH: i32 = 84;
 /// Exit status for a command-line usage error.
 pub const EXIT_USAGE: i32 = 64;
 

@@ -16,6 +16,7 @@ use super::error::RunError;
 use nix::fcntl::{Flock, FlockArg};
 use nix::sched::{setns, CloneFlags};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 /// How to join.
@@ -104,8 +105,22 @@ pub fn peers(uid: u32, tag: &str, count: u32) -> Result<Role, RunError> {
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .map_err(|e| RunError::io(format!("can't open join state: {}", path.display()), &e))?;
+    // Someone else's file could name a process of theirs: only trust our own.
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &file
+            .metadata()
+            .map_err(|e| RunError::io(format!("can't stat join state: {}", path.display()), &e))?,
+    );
+    if owner != uid {
+        return Err(RunError::msg(format!(
+            "join state file not owned by you: {}",
+            path.display()
+        )));
+    }
     let mut lock = Flock::lock(file, FlockArg::LockExclusive)
         .map_err(|(_, e)| RunError::sys(format!("can't lock join state: {}", path.display()), e))?;
     let mut text = String::new();

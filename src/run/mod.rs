@@ -24,7 +24,7 @@ pub mod setup;
 pub mod sys;
 
 pub use env::{EnvArg, EnvSource};
-pub use error::{RunError, EXIT_EXEC, EXIT_MISC, EXIT_USAGE};
+pub use error::{RunError, EXIT_EXEC, EXIT_MISC, EXIT_SQUASH, EXIT_USAGE};
 pub use join::Join;
 pub use plan::{Bind, WriteMode};
 
@@ -232,17 +232,41 @@ impl TempFiles {
         let passwd = passwd::passwd_file(uid, gid, passwd::lookup_account(uid).as_ref());
         let group = passwd::group_file(gid, passwd::lookup_group(gid).as_deref());
         for (name, text) in [("passwd", passwd), ("group", group)] {
-            let p = dir.join(format!("ch-run_{name}.{}", std::process::id()));
-            let _ = std::fs::remove_file(&p);
-            use std::io::Write;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&p)
-                .and_then(|mut f| f.write_all(text.as_bytes()))
-                .map_err(|e| {
-                    RunError::io(format!("can't write temporary file: {}", p.display()), &e)
-                })?;
+            // O_EXCL with an unpredictable name: never follows or reuses someone's file.
+            let mut attempt = 0u32;
+            let p = loop {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos())
+                    .unwrap_or(0);
+                let p = dir.join(format!(
+                    "ch-run_{name}.{}.{:08x}",
+                    std::process::id(),
+                    nanos ^ attempt.wrapping_mul(0x9e37_79b9)
+                ));
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&p)
+                {
+                    Ok(mut f) => {
+                        use std::io::Write;
+                        f.write_all(text.as_bytes()).map_err(|e| {
+                            RunError::io(format!("can't write temporary file: {}", p.display()), &e)
+                        })?;
+                        break p;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 16 => {
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        return Err(RunError::io(
+                            format!("can't create temporary file: {}", p.display()),
+                            &e,
+                        ))
+                    }
+                }
+            };
             t.0.push(p);
         }
         Ok(t)
@@ -390,8 +414,16 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
         };
         let mount_ops = plan::mount_plan(&input);
         let root = plan::new_root(&input);
-        setup::apply(&mount_ops, &root)?;
+        let ranch =
+            matches!(spec.write, WriteMode::Fake { .. }).then(|| input.staging.join("ranch"));
+        let (pivot, before) = mount_ops
+            .split_last()
+            .expect("a mount plan ends with pivot_root");
+        setup::apply(before, &root, ranch.as_deref())?;
+        // Unlink the bound passwd/group files while their host paths are still visible
+        // (after pivoting, $TMPDIR or a private /tmp would hide them).
         drop(temp);
+        setup::apply(std::slice::from_ref(pivot), &root, None)?;
         (ops, has_root)
     };
 
@@ -433,6 +465,11 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
         sys::Forked::Parent(child) => {
             let code = supervise(child, &blocked);
             if let Some(mut d) = daemon {
+                if let Ok(Some(st)) = d.try_wait() {
+                    // The filesystem went away under the command (FAQ 11.2.5).
+                    crate::warn!("squashfuse_ll exited before the command ({st})");
+                    return Ok(EXIT_SQUASH);
+                }
                 let _ = nix::sys::signal::kill(Pid::from_raw(d.id() as i32), Signal::SIGTERM);
                 let _ = d.wait();
             }
@@ -527,5 +564,59 @@ fn supervise(child: Pid, blocked: &SigSet) -> Result<i32, RunError> {
             crate::verbose!("ch-run: forwarding {s} to {child}");
             let _ = nix::sys::signal::kill(child, s);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_path_maps_slash_and_colon() {
+        assert_eq!(
+            storage_image_path(Path::new("/s"), "example.com:5050/a/b:tag"),
+            PathBuf::from("/s/img/example.com+5050%a%b+tag")
+        );
+        assert_eq!(
+            default_storage("alice"),
+            PathBuf::from("/var/tmp/alice.grove")
+        );
+    }
+
+    #[test]
+    fn locate_image_kinds() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let storage = t.path().join("storage");
+        std::fs::create_dir_all(storage.join("img/foo+1")).expect("mkdir");
+        let named = locate_image("foo:1", &storage, false, false).expect("named");
+        assert!(named.by_name && named.kind == ImageKind::Dir);
+        assert_eq!(
+            locate_image("foo:1", &storage, true, false)
+                .unwrap_err()
+                .message(),
+            "--write invalid when running by name"
+        );
+        let dir = t.path().join("dir");
+        std::fs::create_dir(&dir).expect("mkdir");
+        let d = locate_image(&dir.to_string_lossy(), &storage, true, false).expect("dir");
+        assert_eq!((d.kind, d.by_name), (ImageKind::Dir, false));
+        let sq = t.path().join("x.sqfs");
+        std::fs::write(&sq, b"hsqs\0\0").expect("write");
+        assert_eq!(
+            locate_image(&sq.to_string_lossy(), &storage, false, false)
+                .expect("sq")
+                .kind,
+            ImageKind::Squash
+        );
+        std::fs::write(&sq, b"junk").expect("write");
+        assert!(locate_image(&sq.to_string_lossy(), &storage, false, false)
+            .unwrap_err()
+            .message()
+            .starts_with("unknown image type"));
+        let inside = storage.join("img/foo+1").to_string_lossy().into_owned();
+        assert!(locate_image(&inside, &storage, false, false)
+            .unwrap_err()
+            .message()
+            .contains("from storage"));
     }
 }

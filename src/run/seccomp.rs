@@ -19,11 +19,11 @@ pub struct SockFilter {
 }
 
 // Classic BPF opcodes (linux/bpf_common.h).
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20; // BPF_LD | BPF_W | BPF_ABS
-const BPF_JEQ_K: u16 = 0x05 | 0x10 | 0x00; // BPF_JMP | BPF_JEQ | BPF_K
-const BPF_JA: u16 = 0x05; // BPF_JMP | BPF_JA
-const BPF_ALU_AND_K: u16 = 0x04 | 0x50 | 0x00; // BPF_ALU | BPF_AND | BPF_K
-const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
+const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+const BPF_JA: u16 = (libc::BPF_JMP | libc::BPF_JA) as u16;
+const BPF_ALU_AND_K: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
+const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
 pub const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 pub const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;

@@ -89,16 +89,23 @@ pub fn mount_squash(
     })?;
     drop(fuse); // only the daemon holds the connection now: if it dies, accesses fail
                 // The first access waits for the daemon's FUSE_INIT; fails if it exits early.
-    std::fs::metadata(mnt.join("."))
-        .map_err(|e| RunError::io(format!("can't access SquashFS mount {}", mnt.display()), &e))?;
+    std::fs::metadata(mnt.join(".")).map_err(|e| {
+        RunError::io(format!("can't access SquashFS mount {}", mnt.display()), &e).with_hint(
+            "squashfuse_ll exited early (see its message above); is the image a valid SquashFS?",
+        )
+    })?;
     Ok(child)
 }
 
 /// Execute mount operations. `root` is the new root's host path (container paths resolve
-/// inside it).
-pub fn apply(ops: &[MountOp], root: &Path) -> Result<(), RunError> {
-    // Host paths of binds done so far: mount points are never created under them.
-    let mut bound: Vec<PathBuf> = Vec::new();
+/// inside it). `ranch`: a writable host directory of ours (the `-W` staging tmpfs) where
+/// directories that cannot be written are rebuilt as symlink ranches (FAQ 11.3.3).
+pub fn apply(ops: &[MountOp], root: &Path, ranch: Option<&Path>) -> Result<(), RunError> {
+    let mut mk = Maker {
+        bound: Vec::new(),
+        ranch: ranch.map(Path::to_path_buf),
+        ranches: 0,
+    };
     for op in ops {
         crate::debug!("ch-run: {op:?}");
         match op {
@@ -188,7 +195,13 @@ pub fn apply(ops: &[MountOp], root: &Path) -> Result<(), RunError> {
                         w.display()
                     ));
                 }
-                opts.push_str(",userxattr");
+                // volatile: no syncfs of the upper filesystem at unmount (overlayfs(5)); the
+                // builder reads the upper directory right away and commits from it.
+                opts.push_str(if upper.is_some() {
+                    ",userxattr,volatile"
+                } else {
+                    ",userxattr"
+                });
                 // mount(2) takes at most one page of options (overlayfs(5)).
                 if opts.len() >= 4000 {
                     return Err(RunError::msg(format!(
@@ -215,7 +228,7 @@ pub fn apply(ops: &[MountOp], root: &Path) -> Result<(), RunError> {
                 options,
                 if_missing,
             } => {
-                let Some(host) = destination(root, dst, *if_missing, true, &bound)? else {
+                let Some(host) = destination(root, dst, *if_missing, true, &mut mk)? else {
                     continue;
                 };
                 mount(
@@ -245,7 +258,7 @@ pub fn apply(ops: &[MountOp], root: &Path) -> Result<(), RunError> {
                         )))
                     }
                 };
-                let Some(host) = destination(root, dst, *if_missing, md.is_dir(), &bound)? else {
+                let Some(host) = destination(root, dst, *if_missing, md.is_dir(), &mut mk)? else {
                     continue;
                 };
                 mount(
@@ -261,7 +274,7 @@ pub fn apply(ops: &[MountOp], root: &Path) -> Result<(), RunError> {
                         e,
                     )
                 })?;
-                bound.push(host);
+                mk.bound.push(host);
             }
             MountOp::PivotRoot { new_root } => pivot(new_root)?,
         }
@@ -275,7 +288,7 @@ fn destination(
     dst: &Path,
     if_missing: IfMissing,
     want_dir: bool,
-    bound: &[PathBuf],
+    mk: &mut Maker,
 ) -> Result<Option<PathBuf>, RunError> {
     let shown = || root.join(dst.strip_prefix("/").unwrap_or(dst));
     match resolve(root, dst) {
@@ -286,8 +299,8 @@ fn destination(
                 "can't bind: destination not found: {}",
                 shown().display()
             ))),
-            IfMissing::Create => create_under(&existing, &rest, want_dir, bound).map(Some),
-            IfMissing::TryCreate => Ok(create_under(&existing, &rest, want_dir, bound).ok()),
+            IfMissing::Create => mk.create_under(&existing, &rest, want_dir).map(Some),
+            IfMissing::TryCreate => Ok(mk.create_under(&existing, &rest, want_dir).ok()),
         },
         Err(ResolveError::TooManyLinks) => Err(RunError::sys(
             format!("can't resolve destination: {}", shown().display()),
@@ -304,37 +317,123 @@ fn destination(
     }
 }
 
-/// Create the missing components `rest` under existing directory `existing`; the last is
-/// a directory if `want_dir`, else an empty file. Refuses to create anything inside an
-/// earlier bind mount (that would write to the host).
-fn create_under(
-    existing: &Path,
-    rest: &[OsString],
-    want_dir: bool,
-    bound: &[PathBuf],
-) -> Result<PathBuf, RunError> {
-    let mut p = existing.to_path_buf();
-    for (i, c) in rest.iter().enumerate() {
-        p.push(c);
-        if let Some(b) = bound.iter().find(|b| p.starts_with(b)) {
-            return Err(RunError::msg(format!(
-                "can't mkdir: {} under existing bind-mount {}",
-                p.display(),
-                b.display()
-            )));
+/// Creates missing mount points.
+struct Maker {
+    /// Host paths of binds done so far: mount points are never created under them.
+    bound: Vec<PathBuf>,
+    /// Where to build symlink ranches (`-W` only).
+    ranch: Option<PathBuf>,
+    ranches: usize,
+}
+
+impl Maker {
+    /// Create the missing components `rest` under existing directory `existing`; the last
+    /// is a directory if `want_dir`, else an empty file. Refuses to create anything inside
+    /// an earlier bind mount (that would write to the host).
+    fn create_under(
+        &mut self,
+        existing: &Path,
+        rest: &[OsString],
+        want_dir: bool,
+    ) -> Result<PathBuf, RunError> {
+        let mut p = existing.to_path_buf();
+        for (i, c) in rest.iter().enumerate() {
+            let parent = p.clone();
+            p.push(c);
+            if let Some(b) = self.bound.iter().find(|b| p.starts_with(b)) {
+                return Err(RunError::msg(format!(
+                    "can't mkdir: {} under existing bind-mount {}",
+                    p.display(),
+                    b.display()
+                )));
+            }
+            let file = i + 1 == rest.len() && !want_dir;
+            let mut r = create_one(&p, file);
+            if let Err(Errno::EACCES | Errno::EPERM | Errno::EROFS | Errno::EOVERFLOW) = r {
+                if self.ranch.is_some() {
+                    self.ranch(&parent)?;
+                    r = create_one(&p, file);
+                }
+            }
+            if let Err(e) = r {
+                let what = if file {
+                    "can't create file"
+                } else {
+                    "can't mkdir"
+                };
+                return Err(RunError::sys(format!("{what}: {}", p.display()), e));
+            }
         }
-        if i + 1 == rest.len() && !want_dir {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&p)
-                .map_err(|e| RunError::io(format!("can't create file: {}", p.display()), &e))?;
-        } else {
-            mkdir(&p)?;
+        Ok(p)
+    }
+
+    /// Replace directory `dir`, which we cannot write, by a writable one (FAQ 11.3.3): a
+    /// new directory in the staging tmpfs holds the old one bound at `.orig` and a symlink
+    /// `NAME -> .orig/NAME` per entry, and is bound over `dir`.
+    fn ranch(&mut self, dir: &Path) -> Result<(), RunError> {
+        let Some(base) = &self.ranch else {
+            return Ok(());
+        };
+        let new = base.join(format!("ranch.{}", self.ranches));
+        self.ranches += 1;
+        mkdir(base)?;
+        mkdir(&new)?;
+        let orig = new.join(".orig");
+        mkdir(&orig)?;
+        crate::verbose!("ch-run: symlink ranch for {}", dir.display());
+        mount(
+            Some(dir),
+            orig.as_path(),
+            NONE,
+            MsFlags::MS_REC | MsFlags::MS_BIND,
+            NONE,
+        )
+        .map_err(|e| RunError::sys(format!("can't bind {} for ranch", dir.display()), e))?;
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| RunError::io(format!("can't list: {}", dir.display()), &e))?;
+        for ent in entries {
+            let ent =
+                ent.map_err(|e| RunError::io(format!("can't list: {}", dir.display()), &e))?;
+            let name = ent.file_name();
+            std::os::unix::fs::symlink(Path::new(".orig").join(&name), new.join(&name)).map_err(
+                |e| RunError::io(format!("can't symlink in ranch: {}", new.display()), &e),
+            )?;
+        }
+        if let Ok(md) = std::fs::metadata(&orig) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::Permissions::from_mode(md.permissions().mode() & 0o7777 | 0o200);
+            let _ = std::fs::set_permissions(&new, mode);
+        }
+        mount(
+            Some(new.as_path()),
+            dir,
+            NONE,
+            MsFlags::MS_REC | MsFlags::MS_BIND,
+            NONE,
+        )
+        .map_err(|e| RunError::sys(format!("can't overmount {}", dir.display()), e))?;
+        Ok(())
+    }
+}
+
+fn create_one(p: &Path, file: bool) -> Result<(), Errno> {
+    if file {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(p)
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
+        }
+    } else {
+        match nix::unistd::mkdir(p, nix::sys::stat::Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => Ok(()),
+            Err(e) => Err(e),
         }
     }
-    Ok(p)
 }
 
 fn mkdir(p: &Path) -> Result<(), RunError> {

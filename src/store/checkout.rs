@@ -71,6 +71,14 @@ struct FileJob {
     mode: u32,
 }
 
+/// The process umask (read by setting and restoring it; call before threads start
+/// creating files).
+fn current_umask() -> u32 {
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    nix::sys::stat::umask(old);
+    old.bits()
+}
+
 /// Write `root` into the new directory `dest`.
 pub fn materialize(
     ts: &gix::ThreadSafeRepository,
@@ -78,6 +86,7 @@ pub fn materialize(
     dest: &Path,
     policy: Policy,
 ) -> Result<(), CheckoutError> {
+    let umask = current_umask();
     fs::create_dir(dest).map_err(io_err("create directory", dest))?;
     let mut dirs: Vec<(PathBuf, u32)> = vec![(dest.to_path_buf(), root.mode)];
     let mut files = Vec::new();
@@ -128,16 +137,21 @@ pub fn materialize(
             let blob = repo
                 .find_blob(job.oid)
                 .map_err(git_err(format!("read blob {}", job.oid)))?;
+            // Create with the final mode when the umask leaves it alone (the common
+            // case); else fix it with chmod. The creating open needs owner write.
+            let direct = job.mode & 0o7777 & !umask == job.mode && job.mode & 0o200 != 0;
             let mut f = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .mode(0o600)
+                .mode(if direct { job.mode } else { 0o600 })
                 .open(&job.path)
                 .map_err(io_err("create file", &job.path))?;
             f.write_all(&blob.data)
                 .map_err(io_err("write file", &job.path))?;
-            fs::set_permissions(&job.path, fs::Permissions::from_mode(job.mode))
-                .map_err(io_err("chmod", &job.path))?;
+            if !direct || job.mode & 0o7000 != 0 {
+                fs::set_permissions(&job.path, fs::Permissions::from_mode(job.mode))
+                    .map_err(io_err("chmod", &job.path))?;
+            }
             Ok(())
         },
     )?;

@@ -87,17 +87,13 @@ fn default_mode_file(mode: u32) -> u32 {
 }
 
 /// Write the trees of `root` and return the tree id of `rootfs` together with the
-/// metadata records. Subtrees with no files or symlinks are left out of git and recorded
-/// as `dir` records.
+/// metadata records. Unchanged subtrees (with a cached tree id) are not written again.
 pub fn write_rootfs(
     repo: &gix::Repository,
-    root: &Dir,
+    root: &mut Dir,
 ) -> Result<(ObjectId, Vec<Record>), GitError> {
-    let mut records = Vec::new();
-    let mut primaries: std::collections::HashMap<u32, Vec<u8>> = Default::default();
-    let mut path = Vec::new();
-    let id = write_dir(repo, root, &mut path, &mut records, &mut primaries)?;
-    let id = match id {
+    let records = records(root);
+    let id = match write_tree(repo, root)? {
         Some(id) => id,
         None => repo
             .write_object(gix::objs::Tree::empty())
@@ -107,40 +103,37 @@ pub fn write_rootfs(
     Ok((id, records))
 }
 
-fn write_dir(
-    repo: &gix::Repository,
-    dir: &Dir,
-    path: &mut Vec<u8>,
-    records: &mut Vec<Record>,
-    primaries: &mut std::collections::HashMap<u32, Vec<u8>>,
-) -> Result<Option<ObjectId>, GitError> {
-    let mut entries = Vec::with_capacity(dir.children.len());
-    for (name, node) in &dir.children {
-        let len = path.len();
-        if len > 0 {
-            path.push(b'/');
-        }
-        path.extend_from_slice(name);
-        let entry = |mode: EntryKind, oid| Entry {
-            mode: EntryMode::from(mode),
-            filename: BString::from(escape_name(name)),
-            oid,
-        };
-        match node {
-            Node::File(File {
-                mode,
-                oid,
-                link_group,
-                ..
-            }) => {
-                let kind = if mode & 0o100 != 0 {
-                    EntryKind::BlobExecutable
-                } else {
-                    EntryKind::Blob
-                };
-                entries.push(entry(kind, *oid));
-                match link_group.map(|g| (g, primaries.get(&g))) {
-                    Some((_, Some(primary))) => records.push(Record::Link {
+/// Whether a directory holds anything git stores (a file or symlink somewhere below).
+fn has_git_content(dir: &Dir) -> bool {
+    dir.tree.is_some()
+        || dir.children.values().any(|n| match n {
+            Node::File(_) | Node::Symlink { .. } => true,
+            Node::Dir(d) => has_git_content(d),
+            Node::Fifo { .. } => false,
+        })
+}
+
+/// The metadata records of a model (pure): modes that differ from what the tree implies,
+/// directories absent from git, FIFOs and hard links (first path of a group in walk order
+/// is the primary).
+pub fn records(root: &Dir) -> Vec<Record> {
+    fn go(
+        dir: &Dir,
+        path: &mut Vec<u8>,
+        out: &mut Vec<Record>,
+        primaries: &mut std::collections::HashMap<u32, Vec<u8>>,
+    ) {
+        for (name, node) in &dir.children {
+            let len = path.len();
+            if len > 0 {
+                path.push(b'/');
+            }
+            path.extend_from_slice(name);
+            match node {
+                Node::File(File {
+                    mode, link_group, ..
+                }) => match link_group.map(|g| (g, primaries.get(&g))) {
+                    Some((_, Some(primary))) => out.push(Record::Link {
                         primary: primary.clone(),
                         path: path.clone(),
                     }),
@@ -149,68 +142,95 @@ fn write_dir(
                             primaries.insert(g, path.clone());
                         }
                         if *mode != default_mode_file(*mode) {
-                            records.push(Record::Mode {
+                            out.push(Record::Mode {
                                 mode: *mode,
                                 path: path.clone(),
                             });
                         }
                     }
+                },
+                Node::Symlink { .. } => {}
+                Node::Fifo { mode } => out.push(Record::Fifo {
+                    mode: *mode,
+                    path: path.clone(),
+                }),
+                Node::Dir(sub) => {
+                    if !has_git_content(sub) {
+                        out.push(Record::Dir {
+                            mode: sub.mode,
+                            path: path.clone(),
+                        });
+                    } else if sub.mode != 0o755 {
+                        out.push(Record::Mode {
+                            mode: sub.mode,
+                            path: path.clone(),
+                        });
+                    }
+                    go(sub, path, out, primaries);
                 }
+            }
+            path.truncate(len);
+        }
+    }
+    let mut out = Vec::new();
+    go(root, &mut Vec::new(), &mut out, &mut Default::default());
+    out
+}
+
+/// Write the git tree of `dir` (None if it holds nothing git stores), reusing and filling
+/// the cached tree ids.
+fn write_tree(repo: &gix::Repository, dir: &mut Dir) -> Result<Option<ObjectId>, GitError> {
+    if let Some(id) = dir.tree {
+        return Ok(Some(id));
+    }
+    let mut entries = Vec::with_capacity(dir.children.len());
+    for (name, node) in dir.children.iter_mut() {
+        let entry = |mode: EntryKind, oid| Entry {
+            mode: EntryMode::from(mode),
+            filename: BString::from(escape_name(name)),
+            oid,
+        };
+        match node {
+            Node::File(File { mode, oid, .. }) => {
+                let kind = if *mode & 0o100 != 0 {
+                    EntryKind::BlobExecutable
+                } else {
+                    EntryKind::Blob
+                };
+                entries.push(entry(kind, *oid));
             }
             Node::Symlink { target } => {
                 let oid = repo
-                    .write_blob(target)
+                    .write_blob(&*target)
                     .map_err(git_err("write symlink blob"))?
                     .detach();
                 entries.push(entry(EntryKind::Link, oid));
             }
-            Node::Fifo { mode } => records.push(Record::Fifo {
-                mode: *mode,
-                path: path.clone(),
-            }),
+            Node::Fifo { .. } => {}
             Node::Dir(sub) => {
-                let at = records.len();
-                match write_dir(repo, sub, path, records, primaries)? {
-                    Some(oid) => {
-                        entries.push(entry(EntryKind::Tree, oid));
-                        if sub.mode != 0o755 {
-                            records.insert(
-                                at,
-                                Record::Mode {
-                                    mode: sub.mode,
-                                    path: path.clone(),
-                                },
-                            );
-                        }
-                    }
-                    None => records.insert(
-                        at,
-                        Record::Dir {
-                            mode: sub.mode,
-                            path: path.clone(),
-                        },
-                    ),
+                if let Some(oid) = write_tree(repo, sub)? {
+                    entries.push(entry(EntryKind::Tree, oid));
                 }
             }
         }
-        path.truncate(len);
     }
     if entries.is_empty() {
         return Ok(None);
     }
     entries.sort();
     let tree = gix::objs::Tree { entries };
-    Ok(Some(
-        repo.write_object(&tree)
-            .map_err(git_err("write tree"))?
-            .detach(),
-    ))
+    let id = repo
+        .write_object(&tree)
+        .map_err(git_err("write tree"))?
+        .detach();
+    dir.tree = Some(id);
+    Ok(Some(id))
 }
 
 /// Write a whole image (rootfs, metadata, config) and a commit for it. Returns the commit.
 pub fn write_image_commit(
     repo: &gix::Repository,
-    root: &Dir,
+    root: &mut Dir,
     config: &ImageConfig,
     parent: Option<ObjectId>,
     message: &str,
@@ -224,6 +244,40 @@ pub fn write_image_commit(
         .write_blob(config.encode())
         .map_err(git_err("write config blob"))?
         .detach();
+    write_commit_tree(repo, rootfs, meta, config, parent, message)
+}
+
+/// Write a commit whose files (rootfs and metadata) are its parent's, with a new config:
+/// for steps that change only the config, or a RUN that changed nothing. No tree is read.
+pub fn write_commit_same_files(
+    repo: &gix::Repository,
+    parent: ObjectId,
+    config: &ImageConfig,
+    message: &str,
+) -> Result<ObjectId, ReadError> {
+    let t = image_trees(repo, parent)?;
+    let config = repo
+        .write_blob(config.encode())
+        .map_err(git_err("write config blob"))?
+        .detach();
+    Ok(write_commit_tree(
+        repo,
+        t.rootfs,
+        t.meta,
+        config,
+        Some(parent),
+        message,
+    )?)
+}
+
+fn write_commit_tree(
+    repo: &gix::Repository,
+    rootfs: ObjectId,
+    meta: ObjectId,
+    config: ObjectId,
+    parent: Option<ObjectId>,
+    message: &str,
+) -> Result<ObjectId, GitError> {
     let mut entries = vec![
         Entry {
             mode: EntryKind::Blob.into(),
@@ -335,11 +389,12 @@ pub fn read_image(
                     ))
                 }
             },
-            Record::Dir { mode, path } => root
-                .insert(&path, Node::Dir(Dir::new(mode)))
-                .map_err(|_| ReadError::NotImage(commit, "bad dir record"))?,
+            Record::Dir { mode, path } => {
+                root.insert_untracked(&path, Node::Dir(Dir::new(mode)))
+                    .map_err(|_| ReadError::NotImage(commit, "bad dir record"))?
+            }
             Record::Fifo { mode, path } => root
-                .insert(&path, Node::Fifo { mode })
+                .insert_untracked(&path, Node::Fifo { mode })
                 .map_err(|_| ReadError::NotImage(commit, "bad fifo record"))?,
             Record::Link { primary, path } => {
                 let g = *groups.entry(primary.clone()).or_insert_with(|| {
@@ -433,6 +488,7 @@ fn read_tree(repo: &gix::Repository, id: ObjectId, into: &mut Dir) -> Result<(),
         };
         into.children.insert(name, node);
     }
+    into.tree = Some(id);
     Ok(())
 }
 

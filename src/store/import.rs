@@ -23,6 +23,7 @@ use rayon::prelude::*;
 
 use super::git::{git_err, GitError};
 use super::model::{self, Dir, File, Node, PathError};
+use super::pack::{PackBuilder, PACK_MIN_OBJECTS};
 
 /// Files at least this big are streamed into the object database instead of being read
 /// into memory first.
@@ -426,6 +427,7 @@ fn write_files(
             first_of_group.entry(g).or_insert(i);
         }
     }
+    let pack = (files.len() >= PACK_MIN_OBJECTS).then(|| PackBuilder::new(&objects_dir(ts)));
     let oids: Vec<Option<ObjectId>> = files
         .par_iter()
         .enumerate()
@@ -439,7 +441,7 @@ fn write_files(
                 }
                 restore.raise(&f.abs, f.mode, 0o400)?;
                 let mut file = fs::File::open(&f.abs).map_err(io_err("open", &f.abs))?;
-                store_reader(repo, &mut file, f.size)
+                store_reader(repo, &mut file, f.size, pack.as_ref())
                     .map(Some)
                     .map_err(|e| match e {
                         StoreReadError::Io(source) => ImportError::Io {
@@ -452,6 +454,13 @@ fn write_files(
             },
         )
         .collect::<Result<_, _>>()?;
+    if let Some(p) = pack {
+        p.finish().map_err(|e| ImportError::Io {
+            action: "write pack",
+            path: objects_dir(ts),
+            source: e,
+        })?;
+    }
     let mut out = Vec::with_capacity(files.len());
     for (i, f) in files.iter().enumerate() {
         out.push(match (oids[i], f.group) {
@@ -461,6 +470,11 @@ fn write_files(
         });
     }
     Ok(out)
+}
+
+/// The repository's objects directory.
+pub fn objects_dir(ts: &gix::ThreadSafeRepository) -> PathBuf {
+    ts.to_thread_local().path().join("objects")
 }
 
 /// A thread-local repository handle for bulk writes (no pack refresh on misses).
@@ -480,6 +494,7 @@ fn store_reader(
     repo: &gix::Repository,
     reader: &mut dyn Read,
     size: u64,
+    pack: Option<&PackBuilder>,
 ) -> Result<ObjectId, StoreReadError> {
     if size >= STREAM_THRESHOLD {
         let mut limited = reader.take(size);
@@ -499,6 +514,9 @@ fn store_reader(
             io::ErrorKind::UnexpectedEof,
             "file shrank while reading",
         )));
+    }
+    if let Some(p) = pack {
+        return p.add(repo, &buf).map_err(StoreReadError::Io);
     }
     repo.write_blob(&buf)
         .map(|id| id.detach())
@@ -535,12 +553,17 @@ pub fn open_archive(path: &Path) -> Result<Box<dyn Read + Send>, ImportError> {
 struct BackgroundWriter<'a> {
     ts: &'a gix::ThreadSafeRepository,
     in_flight: AtomicUsize,
-    error: Mutex<Option<GitError>>,
+    error: Mutex<Option<ImportError>>,
+    pack: PackBuilder,
 }
 
 const IN_FLIGHT_LIMIT: usize = 256 << 20;
 
 impl<'a> BackgroundWriter<'a> {
+    fn pack_dir(&self) -> PathBuf {
+        objects_dir(self.ts).join("pack")
+    }
+
     fn submit<'s>(&'s self, scope: &rayon::Scope<'s>, data: Vec<u8>) -> ObjectId {
         let id = gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &data)
             .expect("sha1 hashing does not fail");
@@ -551,13 +574,12 @@ impl<'a> BackgroundWriter<'a> {
         scope.spawn(move |_| {
             let repo = repo_for_writing(self.ts);
             let len = data.len();
-            if !repo.objects.exists_without_refresh(&id) {
-                if let Err(e) =
-                    repo.objects
-                        .write_buf_with_known_id(gix::objs::Kind::Blob, &data, id)
-                {
-                    *self.error.lock().expect("error slot") = Some(git_err("write blob")(e));
-                }
+            if let Err(e) = self.pack.add_known(&repo, id, &data) {
+                *self.error.lock().expect("error slot") = Some(ImportError::Io {
+                    action: "write pack",
+                    path: self.pack_dir(),
+                    source: e,
+                });
             }
             self.in_flight.fetch_sub(len, Ordering::AcqRel);
         });
@@ -591,10 +613,29 @@ pub fn apply_layer(
     label: &Path,
     whiteouts: Whiteouts,
 ) -> Result<Warnings, ImportError> {
+    apply_layer_shaped(ts, root, reader, label, whiteouts).map(|(w, _)| w)
+}
+
+/// How a tar stream's members were laid out, for the single-top-directory rule.
+struct Shape {
+    /// A member named the root itself (`./`, as `tar -C DIR -cf X .` writes).
+    saw_root: bool,
+    /// First components of the members (at most two kept), skipped members included.
+    tops: std::collections::BTreeSet<Vec<u8>>,
+}
+
+fn apply_layer_shaped(
+    ts: &gix::ThreadSafeRepository,
+    root: &mut Dir,
+    reader: impl Read + Send,
+    label: &Path,
+    whiteouts: Whiteouts,
+) -> Result<(Warnings, Shape), ImportError> {
     let writer = BackgroundWriter {
         ts,
         in_flight: AtomicUsize::new(0),
         error: Mutex::new(None),
+        pack: PackBuilder::new(&objects_dir(ts)),
     };
     let repo = repo_for_writing(ts);
     let mut warnings = Vec::new();
@@ -612,6 +653,12 @@ pub fn apply_layer(
     let layered = whiteouts == Whiteouts::Apply;
     // Paths this layer put in place, with their ancestors: what an opaque whiteout keeps.
     let mut added: HashSet<Vec<u8>> = HashSet::new();
+    // A member naming the root itself (`./`, as `tar -C DIR -cf X .` writes) says the
+    // archive's top level is the image root: nothing is stripped then.
+    let mut saw_root = false;
+    // First components of all members, skipped ones included: a skipped device file at
+    // the top level still means the archive has more than one top entry.
+    let mut tops: std::collections::BTreeSet<Vec<u8>> = Default::default();
     let archive_path = label.to_path_buf();
     let result: Result<(), ImportError> = rayon::in_place_scope(|scope| {
         let mut ar = tar::Archive::new(reader);
@@ -649,12 +696,16 @@ pub fn apply_layer(
                 Ok(c) => c,
                 Err(PathError::Empty) if kind.is_dir() => {
                     root.mode = mode;
+                    saw_root = true;
                     last = member;
                     continue;
                 }
                 Err(e) => return Err(mpath(e)),
             };
             let rel = comps.join(&b'/');
+            if tops.len() < 2 {
+                tops.insert(comps[0].to_vec());
+            }
             if layered {
                 let name = comps[comps.len() - 1];
                 if let Some(target) = name.strip_prefix(b".wh.") {
@@ -697,7 +748,7 @@ pub fn apply_layer(
                 T::Regular | T::Continuous | T::GNUSparse => {
                     let size = entry.size();
                     let oid = if size >= STREAM_THRESHOLD {
-                        store_reader(&repo, &mut entry, size).map_err(|e| match e {
+                        store_reader(&repo, &mut entry, size, None).map_err(|e| match e {
                             StoreReadError::Io(source) => ImportError::Archive {
                                 archive: archive_path.clone(),
                                 after: member.clone(),
@@ -746,7 +797,9 @@ pub fn apply_layer(
                         .link_name_bytes()
                         .ok_or_else(|| bad("hard link without target"))?
                         .into_owned();
-                    let tcomps = model::components(&target).map_err(mpath)?;
+                    let tcomps = model::components(&target).map_err(|e| {
+                        bad(&format!("hard link target {}: {e}", model::show(&target)))
+                    })?;
                     let trel = tcomps.join(&b'/');
                     let g = match (group_of.get(&trel), root.get(&trel)) {
                         (Some(g), _) => *g,
@@ -798,10 +851,16 @@ pub fn apply_layer(
         Ok(())
     });
     result?;
+    let pack_dir = writer.pack_dir();
     if let Some(e) = writer.error.into_inner().expect("error slot") {
-        return Err(e.into());
+        return Err(e);
     }
-    Ok(warnings)
+    writer.pack.finish().map_err(|e| ImportError::Io {
+        action: "write pack",
+        path: pack_dir,
+        source: e,
+    })?;
+    Ok((warnings, Shape { saw_root, tops }))
 }
 
 /// Opaque whiteout: drop from `dir` (at `path`) everything not in `added`, recursively.
@@ -825,9 +884,10 @@ fn keep_only_added(dir: &mut Dir, path: &[u8], added: &HashSet<Vec<u8>>) {
 fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warnings), ImportError> {
     let reader = open_archive(path)?;
     let mut root = Dir::new(0o755);
-    let warnings = apply_layer(ts, &mut root, reader, path, Whiteouts::Keep)?;
-    // A single top directory is the image root (FAQ: tarballs with one top directory).
-    if root.children.len() == 1 {
+    let (warnings, shape) = apply_layer_shaped(ts, &mut root, reader, path, Whiteouts::Keep)?;
+    // A single top directory is the image root (FAQ: tarballs with one top directory),
+    // unless the archive has a member for the root itself.
+    if !shape.saw_root && shape.tops.len() == 1 && root.children.len() == 1 {
         if let Some((_, Node::Dir(_))) = root.children.iter().next() {
             let (_, node) = root.children.pop_first().expect("one child");
             if let Node::Dir(d) = node {

@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 use gix::ObjectId;
 use rayon::prelude::*;
 
-use super::import::repo_for_writing;
+use super::import::{objects_dir, repo_for_writing};
 use super::model::{Dir, File, Node};
+use super::pack::{PackBuilder, PACK_MIN_OBJECTS};
 use super::StoreError;
 
 /// What a layer changed, for history and logs.
@@ -87,19 +88,26 @@ pub fn apply_upper(
             });
         }
     }
+    let pack = (jobs.len() >= PACK_MIN_OBJECTS).then(|| PackBuilder::new(&objects_dir(ts)));
     let oids: Vec<ObjectId> = jobs
         .par_iter()
         .map_init(
             || repo_for_writing(ts),
             |repo, j| -> Result<ObjectId, StoreError> {
                 let data = fs::read(&j.abs).map_err(io_err("read", &j.abs))?;
-                Ok(repo
-                    .write_blob(&data)
-                    .map_err(super::git::git_err("write blob"))?
-                    .detach())
+                match &pack {
+                    Some(p) => p.add(repo, &data).map_err(io_err("write pack", &j.abs)),
+                    None => Ok(repo
+                        .write_blob(&data)
+                        .map_err(super::git::git_err("write blob"))?
+                        .detach()),
+                }
             },
         )
         .collect::<Result<_, _>>()?;
+    if let Some(p) = pack {
+        p.finish().map_err(io_err("write pack", upper))?;
+    }
     for (j, oid) in jobs.iter().zip(oids) {
         let link_group = j.inode.map(|i| group_of[&i]).filter(|_| j.inode.is_some());
         model
@@ -249,9 +257,15 @@ fn walk_upper(
     Ok(())
 }
 
+/// Most bytes of lower directory paths one view may have. mount(2) takes at most one page
+/// of overlay options (overlayfs(5)), and the upper and work directories and the flags
+/// need room too; a longer chain of layers is served by a checkout instead.
+pub const MAX_LOWER_BYTES: usize = 3072;
+
 /// Lower directories (top first) whose union shows `commit`'s files, without checking
 /// anything out when the layers exist. `parent_of(c)` gives (parent, whether c's files
-/// equal the parent's).
+/// equal the parent's). `None` when a layer is missing or the lower directories would not
+/// fit in one overlay mount ([`MAX_LOWER_BYTES`]).
 pub fn view(
     checkouts: &Path,
     layers: &Path,
@@ -259,10 +273,15 @@ pub fn view(
     mut parent_of: impl FnMut(ObjectId) -> Result<Option<(ObjectId, bool)>, StoreError>,
 ) -> Result<Option<Vec<PathBuf>>, StoreError> {
     let mut lowers = Vec::new();
+    let mut bytes = 0;
     let mut c = commit;
     loop {
         let co = checkouts.join(c.to_string());
         if co.is_dir() {
+            bytes += co.as_os_str().len() + 1;
+            if bytes > MAX_LOWER_BYTES {
+                return Ok(None);
+            }
             lowers.push(co);
             return Ok(Some(lowers));
         }
@@ -270,6 +289,10 @@ pub fn view(
         match parent_of(c)? {
             Some((p, same_files)) => {
                 if layer.is_dir() {
+                    bytes += layer.as_os_str().len() + 1;
+                    if bytes > MAX_LOWER_BYTES {
+                        return Ok(None);
+                    }
                     lowers.push(layer);
                 } else if !same_files {
                     return Ok(None);
@@ -278,5 +301,51 @@ pub fn view(
             }
             None => return Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oid(i: u8) -> ObjectId {
+        ObjectId::from_bytes_or_panic(&[i; 20])
+    }
+
+    /// A chain of `n` commits, `oid(n)` on top, each with a layer, on a checked-out base.
+    fn chain(n: u8) -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let t = tempfile::tempdir().expect("tempdir");
+        let (co, ly) = (t.path().join("checkouts"), t.path().join("layers"));
+        fs::create_dir_all(co.join(oid(0).to_string())).expect("mkdir");
+        for i in 1..=n {
+            fs::create_dir_all(ly.join(oid(i).to_string())).expect("mkdir");
+        }
+        (t, co, ly)
+    }
+
+    fn parent(c: ObjectId) -> Result<Option<(ObjectId, bool)>, StoreError> {
+        let i = c.as_bytes()[0];
+        Ok((i > 0).then(|| (oid(i - 1), false)))
+    }
+
+    #[test]
+    fn view_stacks_layers_on_the_nearest_checkout() {
+        let (_t, co, ly) = chain(3);
+        let v = view(&co, &ly, oid(3), parent).unwrap().expect("a view");
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[3], co.join(oid(0).to_string()));
+    }
+
+    // Regression: a build of more than ~40 steps failed with ch-run's "can't overlay: too
+    // many layers", because the view handed it more lower directories than fit in the
+    // mount options. Such a view must fall back to a checkout.
+    #[test]
+    fn view_too_long_for_one_overlay_mount_needs_a_checkout() {
+        let (_t, co, ly) = chain(120);
+        assert!(view(&co, &ly, oid(120), parent).unwrap().is_none());
+        let v = view(&co, &ly, oid(10), parent)
+            .unwrap()
+            .expect("a short view");
+        assert_eq!(v.len(), 11);
     }
 }

@@ -9,13 +9,18 @@
 
 pub mod checkout;
 pub mod config;
+pub mod diff;
 pub mod export;
 pub mod git;
+pub mod history;
 pub mod import;
 pub mod layer;
+pub mod maint;
 pub mod meta;
 pub mod model;
+pub mod notes;
 pub mod oci;
+pub mod pack;
 
 use std::fs;
 use std::io;
@@ -97,6 +102,21 @@ fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) ->
         action,
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// Remove `*.lock` files below `dir` (best effort).
+fn remove_lock_files(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => remove_lock_files(&p),
+            Ok(t) if t.is_file() && p.extension().is_some_and(|x| x == "lock") => {
+                let _ = fs::remove_file(&p);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -271,12 +291,33 @@ impl Store {
                 })?
             }
         };
+        // Temporary pack files of killed writers (older than ten minutes: lock-free
+        // conversions may be writing one right now).
+        let packs = self.root.join("repo.git/objects/pack");
+        if let Ok(rd) = fs::read_dir(&packs) {
+            for e in rd.flatten() {
+                let old = e
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|a| a.as_secs() > 600);
+                if old && e.file_name().to_string_lossy().starts_with("tmp_grove_") {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         let tmp = self.root.join("tmp");
         if let Ok(rd) = fs::read_dir(&tmp) {
             for e in rd.flatten() {
                 let _ = checkout::remove_tree(&e.path());
             }
         }
+        // Ref lock files are only ever taken by writers, under this lock: any still there
+        // were left by a killed writer, and would fail every later update of their ref.
+        let repo = self.root.join("repo.git");
+        remove_lock_files(&repo.join("refs"));
+        let _ = fs::remove_file(repo.join("packed-refs.lock"));
         Ok(WriteLock { _flock: flock })
     }
 
@@ -508,7 +549,7 @@ impl Store {
         name: &Reference,
     ) -> Result<(ObjectId, import::Warnings), StoreError> {
         let (root, warnings) = import::import_path(&self.repo, path)?;
-        let commit = self.import_model(lock, &root, ImageConfig::default(), name)?;
+        let commit = self.import_model(lock, root, ImageConfig::default(), name)?;
         Ok((commit, warnings))
     }
 
@@ -517,7 +558,7 @@ impl Store {
     pub fn import_model(
         &self,
         lock: &WriteLock,
-        root: &Dir,
+        mut root: Dir,
         mut cfg: ImageConfig,
         name: &Reference,
     ) -> Result<ObjectId, StoreError> {
@@ -525,7 +566,7 @@ impl Store {
             created_by: "ch-image import".into(),
             empty_layer: false,
         });
-        let commit = git::write_image_commit(&self.repo(), root, &cfg, None, "IMPORT")?;
+        let commit = git::write_image_commit(&self.repo(), &mut root, &cfg, None, "IMPORT")?;
         let old = self.image(name)?;
         self.set_image(lock, name, commit, Expect::from_current(old))?;
         Ok(commit)

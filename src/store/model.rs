@@ -36,6 +36,11 @@ pub struct File {
 pub struct Dir {
     pub mode: u32,
     pub children: BTreeMap<Vec<u8>, Node>,
+    /// The git tree this directory was read from, while it is unchanged: writing a
+    /// commit reuses it instead of writing the subtree again. Cleared along the path by
+    /// every change made through [`Dir::insert`] and [`Dir::remove`]; code that changes
+    /// `children` directly must clear it too.
+    pub tree: Option<ObjectId>,
 }
 
 /// Why a path could not be placed in the tree.
@@ -83,15 +88,19 @@ impl Dir {
         Dir {
             mode,
             children: BTreeMap::new(),
+            tree: None,
         }
     }
 
     /// The directory that will hold `comps` (all but the last), creating missing
     /// directories with mode 0755. Refuses to go through symlinks or files.
-    fn parent_mut(&mut self, comps: &[&[u8]]) -> Result<&mut Dir, PathError> {
+    fn parent_mut(&mut self, comps: &[&[u8]], invalidate: bool) -> Result<&mut Dir, PathError> {
         let mut dir = self;
         let mut walked: Vec<u8> = Vec::new();
         for c in &comps[..comps.len() - 1] {
+            if invalidate {
+                dir.tree = None;
+            }
             if !walked.is_empty() {
                 walked.push(b'/');
             }
@@ -106,6 +115,9 @@ impl Dir {
                 _ => return Err(PathError::ThroughNonDir(show(&walked))),
             };
         }
+        if invalidate {
+            dir.tree = None;
+        }
         Ok(dir)
     }
 
@@ -113,8 +125,18 @@ impl Dir {
     /// earlier one). A directory replacing a directory keeps the old children and takes the
     /// new mode.
     pub fn insert(&mut self, path: &[u8], node: Node) -> Result<(), PathError> {
+        self.insert_inner(path, node, true)
+    }
+
+    /// Like [`Dir::insert`], but keeps cached tree ids: for entries that are not part of
+    /// git trees (metadata records applied while reading a commit).
+    pub fn insert_untracked(&mut self, path: &[u8], node: Node) -> Result<(), PathError> {
+        self.insert_inner(path, node, false)
+    }
+
+    fn insert_inner(&mut self, path: &[u8], node: Node, invalidate: bool) -> Result<(), PathError> {
         let comps = components(path)?;
-        let parent = self.parent_mut(&comps)?;
+        let parent = self.parent_mut(&comps, invalidate)?;
         let name = comps[comps.len() - 1].to_vec();
         match (parent.children.get_mut(&name), node) {
             (Some(Node::Dir(old)), Node::Dir(new)) if new.children.is_empty() => {
@@ -130,13 +152,18 @@ impl Dir {
     /// Remove the entry at `path`, if any; returns whether something was removed.
     pub fn remove(&mut self, path: &[u8]) -> Result<bool, PathError> {
         let comps = components(path)?;
+        if self.get(path).is_none() {
+            return Ok(false);
+        }
         let mut dir = self;
         for c in &comps[..comps.len() - 1] {
+            dir.tree = None;
             dir = match dir.children.get_mut(*c) {
                 Some(Node::Dir(d)) => d,
                 _ => return Ok(false),
             };
         }
+        dir.tree = None;
         Ok(dir.children.remove(comps[comps.len() - 1]).is_some())
     }
 

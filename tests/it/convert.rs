@@ -1,1 +1,231 @@
-//! Integration tests for convert.
+//! Integration tests for convert: `ch-convert` between the store (`ch-image`), directories
+//! and tarballs, run as the unprivileged test user. Tree snapshots and store helpers come
+//! from the store tests.
+
+use std::path::Path;
+
+use crate::common::{fails, ok, sh, Scratch};
+use crate::store::{
+    as_image, awkward, chc, commit_of, hostile_tar, import, list_long, store_state, tree,
+};
+
+/// Names in `dir` that look like ch-convert staging paths (`.NAME.ch-convert.PID`).
+fn staging_leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".ch-convert."))
+        .collect()
+}
+
+fn small_tree(s: &Scratch) -> std::path::PathBuf {
+    let src = s.join("small");
+    sh(&format!(
+        "mkdir -p {0}/a/b && echo one > {0}/a/b/f && ln -s a/b/f {0}/l && mkfifo {0}/p \
+         && chmod 4755 {0}/a/b/f && ln {0}/a/b/f {0}/hard",
+        src.display()
+    ));
+    src
+}
+
+#[test]
+fn formats_are_inferred_from_the_arguments() {
+    let s = Scratch::new("infer");
+    let st = s.storage();
+    let src = awkward(&s.join("src"));
+    let want = as_image(tree::of_dir(&src));
+
+    // dir -> ch-image (absolute path in, image name out).
+    ok(chc(&st).arg(&src).arg("img"));
+    let commit = commit_of(&st, "img:latest");
+
+    // ch-image -> dir and -> tar of every compression, by extension.
+    let out = s.join("out");
+    ok(chc(&st).arg("img").arg(&out));
+    tree::assert_same(&want, &tree::of_dir(&out), "ch-image -> dir");
+    let magic: [(&str, &[u8]); 7] = [
+        ("x.tar", b""),
+        ("x.tar.gz", &[0x1f, 0x8b]),
+        ("x.tgz", &[0x1f, 0x8b]),
+        ("x.tar.zst", &[0x28, 0xb5, 0x2f, 0xfd]),
+        ("x.tzst", &[0x28, 0xb5, 0x2f, 0xfd]),
+        ("x.tar.xz", &[0xfd, b'7', b'z', b'X', b'Z', 0]),
+        ("x.txz", &[0xfd, b'7', b'z', b'X', b'Z', 0]),
+    ];
+    for (i, (name, m)) in magic.iter().enumerate() {
+        let t = s.join(name);
+        ok(chc(&st).arg("img").arg(&t));
+        let data = std::fs::read(&t).expect("read export");
+        assert!(data.starts_with(m), "{name}: wrong compression");
+        tree::assert_same(&want, &tree::of_tar(&t), name);
+        // tar -> ch-image gives the same commit; tar -> dir the same tree.
+        let img = format!("back{i}");
+        ok(chc(&st).arg(&t).arg(&img));
+        assert_eq!(commit_of(&st, &format!("{img}:latest")), commit, "{name}");
+        let d = s.join(format!("dir{i}"));
+        ok(chc(&st).arg(&t).arg(&d));
+        tree::assert_same(&want, &tree::of_dir(&d), &format!("{name} -> dir"));
+    }
+
+    // dir -> tar, without the store.
+    let t = s.join("direct.tar");
+    ok(chc(&st).arg(&src).arg(&t));
+    tree::assert_same(&want, &tree::of_tar(&t), "dir -> tar");
+
+    // Explicit formats override inference: a relative name is a directory with -o dir.
+    let mut c = chc(&st);
+    c.current_dir(&s.path)
+        .args(["-o", "dir", "img", "relative-out"]);
+    ok(&mut c);
+    tree::assert_same(&want, &tree::of_dir(&s.join("relative-out")), "-o dir");
+
+    // Same format on both sides is refused; a dry run does nothing.
+    let (_, err) = fails(chc(&st).args(["img", "other"]));
+    assert!(err.contains("must be different"), "{err}");
+    let dry = s.join("dry");
+    ok(chc(&st).arg("-n").arg("img").arg(&dry));
+    assert!(!dry.exists());
+}
+
+#[test]
+fn existing_output_is_refused_unless_forced() {
+    let s = Scratch::new("force");
+    let st = s.storage();
+    let src = small_tree(&s);
+    let want = as_image(tree::of_dir(&src));
+    ok(chc(&st).arg(&src).arg("img"));
+
+    let out = s.join("out");
+    let t = s.join("out.tar");
+    sh(&format!(
+        "mkdir {0} && echo keep > {0}/mine && echo keep > {1}",
+        out.display(),
+        t.display()
+    ));
+    for dest in [&out, &t] {
+        let before = tree::of_dir(dest);
+        let (_, err) = fails(chc(&st).arg("img").arg(dest));
+        assert!(err.contains("exists, not replacing (use --force)"), "{err}");
+        assert_eq!(tree::of_dir(dest), before, "refused output was touched");
+        ok(chc(&st).arg("--force").arg("img").arg(dest));
+    }
+    tree::assert_same(&want, &tree::of_dir(&out), "forced dir");
+    tree::assert_same(&want, &tree::of_tar(&t), "forced tar");
+
+    // An existing image is refused too; --force replaces it.
+    let other = s.join("other");
+    sh(&format!("mkdir {0} && echo other > {0}/f", other.display()));
+    let commit = commit_of(&st, "img:latest");
+    let (_, err) = fails(chc(&st).arg(&other).arg("img"));
+    assert!(err.contains("exists in storage"), "{err}");
+    assert_eq!(commit_of(&st, "img:latest"), commit);
+    ok(chc(&st).arg("--force").arg(&other).arg("img"));
+    assert_ne!(commit_of(&st, "img:latest"), commit);
+    assert!(staging_leftovers(&s.path).is_empty());
+}
+
+#[test]
+fn failed_conversion_leaves_no_partial_output() {
+    let s = Scratch::new("partial");
+    let st = s.storage();
+    let src = small_tree(&s);
+    ok(chc(&st).arg(&src).arg("img"));
+    let state = store_state(&st);
+
+    // Export of an image that does not exist.
+    for name in ["out", "out.tar", "out.tar.gz"] {
+        let dest = s.join(name);
+        let (_, err) = fails(chc(&st).arg("nonexistent").arg(&dest));
+        assert!(err.contains("nonexistent"), "{err}");
+        assert!(!dest.exists(), "{name} left behind");
+    }
+
+    // A corrupt tarball into a directory and into the store.
+    let big = s.join("big.tar");
+    hostile_tar(&s, "big", &big);
+    sh(&format!(
+        "cd {} && head -c 100000 big.tar > cut.tar",
+        s.path.display()
+    ));
+    let cut = s.join("cut.tar");
+    let dest = s.join("from-cut");
+    let (_, err) = fails(chc(&st).arg(&cut).arg(&dest));
+    assert!(err.contains("ok/big"), "{err}");
+    assert!(!dest.exists(), "partial directory left behind");
+    let (_, err) = fails(chc(&st).arg(&cut).arg("cut"));
+    assert!(err.contains("ok/big"), "{err}");
+
+    // With --force, a failed conversion keeps the existing output.
+    let keep = s.join("keep");
+    sh(&format!(
+        "mkdir {0} && echo keep > {0}/mine",
+        keep.display()
+    ));
+    let before = tree::of_dir(&keep);
+    fails(chc(&st).arg("--force").arg(&cut).arg(&keep));
+    assert_eq!(tree::of_dir(&keep), before);
+
+    assert!(
+        staging_leftovers(&s.path).is_empty(),
+        "{:?}",
+        staging_leftovers(&s.path)
+    );
+    assert_eq!(
+        store_state(&st),
+        state,
+        "store changed by failed conversions"
+    );
+}
+
+#[test]
+fn tar_to_image_and_dir_go_through_import_checks() {
+    let s = Scratch::new("convchecks");
+    let st = s.storage();
+    let src = small_tree(&s);
+    ok(chc(&st).arg(&src).arg("existing"));
+    let state = store_state(&st);
+    for (kind, text) in [
+        ("through-symlink", "member link/passwd"),
+        ("dotdot", "member ok/../../escape"),
+        ("absolute", "member /etc/evil"),
+    ] {
+        let t = s.join(format!("{kind}.tar"));
+        hostile_tar(&s, kind, &t);
+        for img in ["fresh", "existing"] {
+            let (_, err) = fails(chc(&st).arg("--force").arg(&t).arg(img));
+            assert!(err.contains(text), "{kind} -> {img}: {err}");
+        }
+        let d = s.join(format!("{kind}-dir"));
+        let (_, err) = fails(chc(&st).arg(&t).arg(&d));
+        assert!(err.contains(text), "{kind} -> dir: {err}");
+        assert!(!d.exists());
+        assert_eq!(store_state(&st), state, "{kind}: store changed");
+    }
+    // A device member is skipped with a warning, as in ch-image import.
+    let t = s.join("dev.tar");
+    hostile_tar(&s, "device", &t);
+    ok(chc(&st).arg(&t).arg("dev"));
+    let d = s.join("dev-dir");
+    let o = crate::common::output(chc(&st).arg(&t).arg(&d));
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("dev/null"));
+    assert!(!tree::of_dir(&d).contains_key(&b"dev/null"[..]));
+    assert!(list_long(&st).contains("dev:latest\t"));
+}
+
+#[test]
+fn tar_export_is_byte_for_byte_reproducible() {
+    let s = Scratch::new("repro");
+    let st = s.storage();
+    let src = awkward(&s.join("src"));
+    import(&st, &src, "img");
+    for ext in ["tar", "tar.gz", "tar.zst", "tar.xz"] {
+        let a = s.join(format!("a.{ext}"));
+        let b = s.join(format!("b.{ext}"));
+        ok(chc(&st).arg("img").arg(&a));
+        ok(chc(&st).arg(&src).arg(&b));
+        let (da, db) = (std::fs::read(&a).expect("a"), std::fs::read(&b).expect("b"));
+        assert!(da == db, "{ext}: exports of the same tree differ");
+    }
+}

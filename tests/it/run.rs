@@ -303,6 +303,20 @@ fn tmp_is_host_tmp_unless_private_tmp() {
 }
 
 #[test]
+fn temporary_passwd_files_are_removed_from_tmpdir() {
+    // Regression: the files were unlinked after pivot_root, when $TMPDIR (or, with -t, the
+    // host /tmp) was no longer visible at that path, and leaked.
+    let s = Scratch::new("run-tmpdir");
+    for opts in [&[][..], &["-t"][..]] {
+        let mut c = in_bb(opts, "grep -c nobody /etc/passwd");
+        c.env("TMPDIR", &s.path);
+        assert_eq!(stdout_of(&mut c), "1\n");
+        let left: Vec<_> = std::fs::read_dir(&s.path).expect("scratch").collect();
+        assert!(left.is_empty(), "{opts:?}: {left:?}");
+    }
+}
+
+#[test]
 fn home_binds_host_home_and_sets_home() {
     let s = Scratch::new("run-home");
     std::fs::write(s.join("marker"), "home\n").expect("write");
@@ -381,6 +395,30 @@ fn bind_destination_created_with_write_and_write_fake() {
         .arg(&img)
         .args(["--", "sh", "-c", "cat /new/deep/dir/f /etc/newfile"]);
         assert_eq!(stdout_of(&mut c), "d\nfile\n", "{mode}");
+    }
+}
+
+#[test]
+fn write_fake_binds_into_unwritable_directories_via_symlink_ranch() {
+    // The shared fixture is owned by root (when the suite is root): its /mnt and /var/tmp
+    // are not writable by the test user even through the overlay (FAQ 11.3.3).
+    let s = Scratch::new("run-ranch");
+    std::fs::write(s.join("f"), "r\n").expect("write");
+    let src = s.path.display().to_string();
+    let out = stdout_of(&mut in_bb(
+        &[
+            "-W",
+            "-b",
+            &format!("{src}:/mnt/new/dir"),
+            "-b",
+            &format!("{src}:/var/tmp/x"),
+        ],
+        "cat /mnt/new/dir/f /var/tmp/x/f; stat -c %a /var/tmp; ls -a /mnt | grep -c orig || true",
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..3], ["r", "r", "1777"], "{out}");
+    if is_root() {
+        assert_eq!(lines[3], "1", "ranch expected: {out}");
     }
 }
 
@@ -931,6 +969,50 @@ fn squashfs_image_runs_and_unmounts() {
 }
 
 #[test]
+fn squashfs_daemon_dying_early_exits_84() {
+    let s = Scratch::new("run-sqdie");
+    let Some(sq) = squash_image(&s) else { return };
+    let mnt = s.join("mnt");
+    sh(&format!("mkdir '{}'", mnt.display()));
+    // Kill our own daemon: the other child of ch-run (this shell's parent).
+    let mut c = ch_run();
+    c.arg("-m").arg(&mnt).arg(&sq).args([
+        "--",
+        "/bin/sh",
+        "-c",
+        "for p in $(cat /proc/$PPID/task/$PPID/children); do [ $p != $$ ] && kill $p && \
+         while read -r a b c rest < /proc/$p/stat && [ \"$c\" != Z ]; do :; done; done; exit 0",
+    ]);
+    let out = output(&mut c);
+    assert_eq!(
+        out.status.code(),
+        Some(84),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("squashfuse_ll exited before the command")
+    );
+}
+
+#[test]
+fn corrupt_squashfs_fails_cleanly() {
+    let s = Scratch::new("run-sqbad");
+    if squash_image(&s).is_none() {
+        return;
+    }
+    let bad = s.join("bad.sqfs");
+    std::fs::write(&bad, "hsqs-not-really").expect("write");
+    let mnt = s.join("mnt");
+    sh(&format!("mkdir '{}'", mnt.display()));
+    let mut c = ch_run();
+    c.arg("-m").arg(&mnt).arg(&bad).args(["--", "true"]);
+    let (code, err) = fails(&mut c);
+    assert_eq!(code, 31);
+    assert!(err.contains("Transport endpoint is not connected"), "{err}");
+}
+
+#[test]
 fn unknown_image_type_is_an_error() {
     let s = Scratch::new("run-unk");
     let f = s.join("notimage");
@@ -940,4 +1022,46 @@ fn unknown_image_type_is_an_error() {
     let (code, err) = fails(&mut c);
     assert_eq!(code, 31);
     assert!(err.contains("unknown image type"), "{err}");
+}
+
+#[test]
+fn layer_union_run_writes_into_upper_only() {
+    // The builder's RUN mode: --lower (top first) + --upper/--work on a scratch mount point.
+    let s = Scratch::new("run-layers");
+    sh(&format!(
+        "cd '{0}' && mkdir -p top/etc upper work merged && echo top > top/etc/top",
+        s.path.display()
+    ));
+    let mut c = ch_run();
+    c.args([
+        "-w",
+        "-u0",
+        "-g0",
+        "--no-passwd",
+        "--seccomp",
+        "--unset-env=*",
+    ])
+    .arg(format!("--lower={}", s.join("top").display()))
+    .arg(format!("--lower={}", busybox_rootfs().display()))
+    .arg(format!("--upper={}", s.join("upper").display()))
+    .arg(format!("--work={}", s.join("work").display()))
+    .arg(s.join("merged"))
+    .args([
+        "--",
+        "/bin/sh",
+        "-c",
+        "cat /etc/top /etc/motd; echo new > /made; chown 5 /made; id -u",
+    ]);
+    assert_eq!(stdout_of(&mut c), "top\ngrove busybox fixture\n0\n");
+    let made = s.join("upper/made");
+    assert_eq!(
+        std::fs::read_to_string(&made).expect("made in upper"),
+        "new\n"
+    );
+    assert_eq!(std::fs::metadata(&made).expect("made").uid(), invoker_uid());
+    assert!(!busybox_rootfs().join("made").exists());
+    assert_eq!(
+        std::fs::read_dir(s.join("merged")).expect("merged").count(),
+        0
+    );
 }

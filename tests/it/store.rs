@@ -1,1 +1,1100 @@
-//! Integration tests for store.
+//! Integration tests for store: `ch-image import`, `list`, `delete`, `undelete`, `reset`,
+//! storage directory resolution, checkouts and exports through `ch-convert`, all run as
+//! the unprivileged test user. Trees are compared with [`tree`], which records type, mode,
+//! size, content hash, symlink target and hard-link group of every entry.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{bin, fails, ok, output, sh, tool, unpriv, Scratch};
+
+/// Comparable snapshots of file trees: from a directory or from a tar stream.
+pub mod tree {
+    use std::collections::{BTreeMap, HashMap};
+    use std::fs;
+    use std::io::{self, Read};
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    use std::path::Path;
+
+    /// One entry: what must survive a round trip.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Entry {
+        /// `d`, `f`, `l`, `p`, `c`, `b` or `s`.
+        pub kind: char,
+        /// Permission bits including setuid, setgid and sticky (0 for symlinks).
+        pub mode: u32,
+        /// Size of regular files (0 otherwise).
+        pub size: u64,
+        /// Content hash of regular files.
+        pub hash: Option<String>,
+        /// Target of symlinks.
+        pub target: Option<Vec<u8>>,
+        /// Hard-link group of regular files linked within the tree: the smallest path of
+        /// the group.
+        pub group: Option<Vec<u8>>,
+    }
+
+    /// Path (relative, bytes, "" for the root) to entry.
+    pub type Map = BTreeMap<Vec<u8>, Entry>;
+
+    fn hash(data: &[u8]) -> String {
+        blake3::hash(data).to_hex()[..20].to_string()
+    }
+
+    /// Run `f` on `p`, first adding `need` to its permission bits if they lack it (a tree
+    /// owned by the current user may hold 0000 entries; root needs no such help).
+    fn with_mode<T>(p: &Path, mode: u32, need: u32, f: impl FnOnce() -> io::Result<T>) -> T {
+        let raised = mode & need != need && !crate::common::is_root();
+        if raised {
+            fs::set_permissions(p, fs::Permissions::from_mode(mode | need))
+                .unwrap_or_else(|e| panic!("chmod {}: {e}", p.display()));
+        }
+        let r = f();
+        if raised {
+            let _ = fs::set_permissions(p, fs::Permissions::from_mode(mode));
+        }
+        r.unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+    }
+
+    /// Snapshot the directory tree at `root`.
+    pub fn of_dir(root: &Path) -> Map {
+        let mut map = Map::new();
+        let mut inodes: HashMap<(u64, u64), Vec<Vec<u8>>> = HashMap::new();
+        fn go(
+            abs: &Path,
+            rel: Vec<u8>,
+            map: &mut Map,
+            inodes: &mut HashMap<(u64, u64), Vec<Vec<u8>>>,
+        ) {
+            let md =
+                fs::symlink_metadata(abs).unwrap_or_else(|e| panic!("stat {}: {e}", abs.display()));
+            let ft = md.file_type();
+            let mode = md.mode() & 0o7777;
+            let mut e = Entry {
+                kind: '?',
+                mode,
+                size: 0,
+                hash: None,
+                target: None,
+                group: None,
+            };
+            if ft.is_dir() {
+                e.kind = 'd';
+                let mut names: Vec<_> = with_mode(abs, mode, 0o500, || {
+                    fs::read_dir(abs)?
+                        .map(|d| d.map(|d| d.file_name()))
+                        .collect::<io::Result<Vec<_>>>()
+                });
+                names.sort();
+                map.insert(rel.clone(), e);
+                with_mode(abs, mode, 0o500, || {
+                    for n in &names {
+                        let mut r = rel.clone();
+                        if !r.is_empty() {
+                            r.push(b'/');
+                        }
+                        r.extend_from_slice(n.as_bytes());
+                        go(&abs.join(n), r, map, inodes);
+                    }
+                    Ok(())
+                });
+                return;
+            } else if ft.is_symlink() {
+                e.kind = 'l';
+                e.mode = 0;
+                e.target = Some(
+                    fs::read_link(abs)
+                        .expect("readlink")
+                        .as_os_str()
+                        .as_bytes()
+                        .to_vec(),
+                );
+            } else if ft.is_file() {
+                e.kind = 'f';
+                e.size = md.len();
+                let data = with_mode(abs, mode, 0o400, || fs::read(abs));
+                e.hash = Some(hash(&data));
+                if md.nlink() > 1 {
+                    inodes
+                        .entry((md.dev(), md.ino()))
+                        .or_default()
+                        .push(rel.clone());
+                }
+            } else if ft.is_fifo() {
+                e.kind = 'p';
+            } else if ft.is_char_device() {
+                e.kind = 'c';
+            } else if ft.is_block_device() {
+                e.kind = 'b';
+            } else if ft.is_socket() {
+                e.kind = 's';
+            }
+            map.insert(rel, e);
+        }
+        go(root, Vec::new(), &mut map, &mut inodes);
+        for paths in inodes.into_values() {
+            if paths.len() > 1 {
+                let canon = paths.iter().min().expect("non-empty").clone();
+                for p in paths {
+                    map.get_mut(&p).expect("recorded").group = Some(canon.clone());
+                }
+            }
+        }
+        map
+    }
+
+    fn normalize(p: &[u8]) -> Vec<u8> {
+        let mut p = p;
+        while let Some(rest) = p.strip_prefix(b"./") {
+            p = rest;
+        }
+        while let Some(rest) = p.strip_suffix(b"/") {
+            p = rest;
+        }
+        if p == b"." {
+            return Vec::new();
+        }
+        p.to_vec()
+    }
+
+    /// Open a possibly compressed tarball (by magic bytes).
+    pub fn open_tar(path: &Path) -> Box<dyn Read> {
+        let data = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        if data.starts_with(&[0x1f, 0x8b]) {
+            Box::new(flate2::read::MultiGzDecoder::new(io::Cursor::new(data)))
+        } else if data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Box::new(zstd::stream::read::Decoder::new(io::Cursor::new(data)).expect("zstd"))
+        } else if data.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+            Box::new(xz2::read::XzDecoder::new_multi_decoder(io::Cursor::new(
+                data,
+            )))
+        } else {
+            Box::new(io::Cursor::new(data))
+        }
+    }
+
+    /// Snapshot a tarball's members (the root entry is "" when the tarball has one).
+    pub fn of_tar(path: &Path) -> Map {
+        let mut map = Map::new();
+        let mut links: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut ar = tar::Archive::new(open_tar(path));
+        for entry in ar.entries().expect("tar entries") {
+            let mut entry = entry.expect("tar entry");
+            let p = normalize(&entry.path_bytes());
+            let h = entry.header();
+            let mode = h.mode().expect("mode") & 0o7777;
+            use tar::EntryType as T;
+            let mut e = Entry {
+                kind: '?',
+                mode,
+                size: 0,
+                hash: None,
+                target: None,
+                group: None,
+            };
+            match h.entry_type() {
+                T::Directory => e.kind = 'd',
+                T::Regular | T::Continuous => {
+                    e.kind = 'f';
+                    let mut data = Vec::new();
+                    entry.read_to_end(&mut data).expect("tar data");
+                    e.size = data.len() as u64;
+                    e.hash = Some(hash(&data));
+                }
+                T::Symlink => {
+                    e.kind = 'l';
+                    e.mode = 0;
+                    e.target = Some(entry.link_name_bytes().expect("target").into_owned());
+                }
+                T::Link => {
+                    let t = normalize(&entry.link_name_bytes().expect("link target"));
+                    links.push((t, p));
+                    continue;
+                }
+                T::Fifo => e.kind = 'p',
+                T::Char => e.kind = 'c',
+                T::Block => e.kind = 'b',
+                other => panic!("unexpected tar entry type {other:?}"),
+            }
+            map.insert(p, e);
+        }
+        // Hard links: members naming the same earlier file form one group.
+        let mut group_of: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for (t, p) in &links {
+            let root = group_of.get(t).cloned().unwrap_or_else(|| t.clone());
+            group_of.insert(t.clone(), root.clone());
+            group_of.insert(p.clone(), root);
+        }
+        let mut members: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = BTreeMap::new();
+        for (p, root) in &group_of {
+            members.entry(root.clone()).or_default().push(p.clone());
+        }
+        for (root, paths) in members {
+            let target = map
+                .get(&root)
+                .unwrap_or_else(|| panic!("hard link to missing {}", show(&root)))
+                .clone();
+            let canon = paths.iter().min().expect("non-empty").clone();
+            for p in paths {
+                let mut e = target.clone();
+                e.group = Some(canon.clone());
+                map.insert(p, e);
+            }
+        }
+        map
+    }
+
+    pub fn show(p: &[u8]) -> String {
+        format!("{:?}", String::from_utf8_lossy(p))
+    }
+
+    /// Assert two snapshots are equal, listing the differing paths readably.
+    #[track_caller]
+    pub fn assert_same(want: &Map, got: &Map, what: &str) {
+        if want == got {
+            return;
+        }
+        let mut diffs = Vec::new();
+        for (p, w) in want {
+            match got.get(p) {
+                None => diffs.push(format!("missing {}: {w:?}", show(p))),
+                Some(g) if g != w => diffs.push(format!(
+                    "differs {}:\n    want {w:?}\n    got  {g:?}",
+                    show(p)
+                )),
+                _ => {}
+            }
+        }
+        for (p, g) in got {
+            if !want.contains_key(p) {
+                diffs.push(format!("extra {}: {g:?}", show(p)));
+            }
+        }
+        let n = diffs.len();
+        diffs.truncate(40);
+        panic!("{what}: {n} differences:\n  {}", diffs.join("\n  "));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// `ch-image -s STORAGE`, as the test user.
+pub fn chi(storage: &Path) -> Command {
+    let mut c = tool("ch-image");
+    c.arg("-s").arg(storage);
+    c
+}
+
+/// `ch-convert -s STORAGE`, as the test user.
+pub fn chc(storage: &Path) -> Command {
+    let mut c = tool("ch-convert");
+    c.arg("-s").arg(storage);
+    c
+}
+
+/// `git -C REPO`, as the test user (the repository's owner).
+pub fn git(repo: &Path) -> Command {
+    let mut c = unpriv("git");
+    c.arg("-C").arg(repo);
+    c
+}
+
+/// Import `src` as `name`; returns stderr.
+pub fn import(storage: &Path, src: &Path, name: &str) -> String {
+    let out = output(chi(storage).arg("import").arg(src).arg(name));
+    assert!(
+        out.status.success(),
+        "import {} as {name} failed:\n{}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `ch-image list -l`: name and commit of every image.
+pub fn list_long(storage: &Path) -> String {
+    ok(chi(storage).args(["list", "-l"]))
+}
+
+/// The commit of an image, from `list -l`.
+pub fn commit_of(storage: &Path, name: &str) -> String {
+    let l = list_long(storage);
+    l.lines()
+        .find_map(|line| {
+            let (n, c) = line.split_once('\t')?;
+            (n == name).then(|| c.to_string())
+        })
+        .unwrap_or_else(|| panic!("no image {name} in list:\n{l}"))
+}
+
+/// Everything observable about the store's images: `list -l`, checkout links and
+/// checkouts.
+pub fn store_state(storage: &Path) -> String {
+    let mut s = list_long(storage);
+    for d in ["img", "checkouts"] {
+        let mut names: Vec<String> = std::fs::read_dir(storage.join(d))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        s.push_str(&format!("{d}: {names:?}\n"));
+    }
+    s
+}
+
+/// Make the awkward fixture tree at `dest` (as the test user).
+pub fn awkward(dest: &Path) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/awkward.sh");
+    ok(unpriv("sh").arg(&script).arg(dest));
+    dest.to_path_buf()
+}
+
+/// Python that writes a hostile or broken tarball: `python3 - KIND OUT`.
+pub const HOSTILE_PY: &str = r#"
+import io, sys, tarfile
+kind, out = sys.argv[1], sys.argv[2]
+def add(t, name, data=b"x\n", mode=0o644):
+    ti = tarfile.TarInfo(name)
+    ti.size = len(data)
+    ti.mode = mode
+    t.addfile(ti, io.BytesIO(data))
+with tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as t:
+    add(t, "ok/file")
+    if kind == "dotdot":
+        add(t, "ok/../../escape")
+    elif kind == "absolute":
+        add(t, "/etc/evil")
+    elif kind == "through-symlink":
+        ti = tarfile.TarInfo("link")
+        ti.type = tarfile.SYMTYPE
+        ti.linkname = "/etc"
+        t.addfile(ti)
+        add(t, "link/passwd", b"evil\n")
+    elif kind == "hardlink-outside":
+        ti = tarfile.TarInfo("ok/pw")
+        ti.type = tarfile.LNKTYPE
+        ti.linkname = "../../etc/passwd"
+        t.addfile(ti)
+    elif kind == "device":
+        ti = tarfile.TarInfo("dev/null")
+        ti.type = tarfile.CHRTYPE
+        ti.devmajor, ti.devminor, ti.mode = 1, 3, 0o666
+        t.addfile(ti)
+        add(t, "ok/after")
+    elif kind == "big":
+        add(t, "ok/big", bytes(range(256)) * 1000)
+        add(t, "ok/zzz")
+    else:
+        sys.exit("unknown kind " + kind)
+"#;
+
+/// Python 3 for the test user: the system one (a per-user install such as pyenv under
+/// /root is out of its reach).
+pub fn python3() -> Command {
+    let sys = Path::new("/usr/bin/python3");
+    unpriv(if sys.exists() {
+        sys
+    } else {
+        Path::new("python3")
+    })
+}
+
+/// The snapshot an image of `src` must export as: the root directory's mode is always 0755
+/// (docs/store-format.md, "meta").
+pub fn as_image(mut want: tree::Map) -> tree::Map {
+    if let Some(root) = want.get_mut(&Vec::new()) {
+        root.mode = 0o755;
+    }
+    want
+}
+
+/// Write a hostile tarball of `kind` at `out`, as the test user.
+pub fn hostile_tar(scratch: &Scratch, kind: &str, out: &Path) {
+    let py = scratch.join("hostile.py");
+    if !py.exists() {
+        std::fs::write(&py, HOSTILE_PY).expect("write hostile.py");
+    }
+    ok(python3().arg(&py).arg(kind).arg(out));
+}
+
+/// Import must fail with every text of `expect` in its stderr, and leave the store as it
+/// was, both under a new name and under an existing one.
+pub fn assert_import_refused(scratch: &Scratch, tarball: &Path, expect: &[&str]) {
+    let st = scratch.storage();
+    let base = scratch.join("base");
+    if !base.exists() {
+        sh(&format!(
+            "mkdir {0} && echo base > {0}/file",
+            base.display()
+        ));
+    }
+    import(&st, &base, "existing");
+    let before = store_state(&st);
+    for name in ["fresh", "existing"] {
+        let (code, err) = fails(chi(&st).arg("import").arg(tarball).arg(name));
+        assert_eq!(code, 1, "exit code; stderr:\n{err}");
+        assert!(
+            err.lines().any(|l| l.starts_with("error: ")),
+            "stderr:\n{err}"
+        );
+        for e in expect {
+            assert!(err.contains(e), "stderr lacks {e:?}:\n{err}");
+        }
+        assert_eq!(
+            store_state(&st),
+            before,
+            "store changed by failed import as {name}"
+        );
+    }
+    ok(git(&st.join("repo.git")).arg("fsck"));
+}
+
+fn raise_checkout(e: &tree::Entry) -> tree::Entry {
+    let mut e = e.clone();
+    e.mode = match e.kind {
+        'd' => (e.mode | 0o700) & !0o6000,
+        'f' | 'p' => (e.mode | 0o600) & !0o6000,
+        _ => e.mode,
+    };
+    e
+}
+
+// ---------------------------------------------------------------------------------------
+// Round trips
+
+#[test]
+fn awkward_tree_round_trips_through_import_dir_export_and_tar_export() {
+    let s = Scratch::new("awkward");
+    let st = s.storage();
+    let src = awkward(&s.join("src"));
+    let want = tree::of_dir(&src);
+    import(&st, &src, "awkward");
+    let commit = commit_of(&st, "awkward:latest");
+
+    // Directory export: exact.
+    let out = s.join("out");
+    ok(chc(&st).arg("awkward").arg(&out));
+    tree::assert_same(&want, &tree::of_dir(&out), "directory export vs source");
+
+    // Tar export: exact members, and re-importing it gives the same commit.
+    let tarball = s.join("awkward.tar");
+    ok(chc(&st).arg("awkward").arg(&tarball));
+    tree::assert_same(&want, &tree::of_tar(&tarball), "tar export vs source");
+    import(&st, &tarball, "again");
+    assert_eq!(commit_of(&st, "again:latest"), commit);
+    let out2 = s.join("out2");
+    ok(chc(&st).arg("again").arg(&out2));
+    tree::assert_same(
+        &want,
+        &tree::of_dir(&out2),
+        "export of re-imported tar vs source",
+    );
+
+    // Stock git is happy with the repository and can read an image.
+    let repo = st.join("repo.git");
+    ok(git(&repo).args(["fsck", "--strict"]));
+    let r = "refs/grove/img/awkward+latest";
+    let meta = ok(git(&repo).args(["show", &format!("{r}:meta")]));
+    assert!(meta.starts_with("grove-meta 1\n"), "{meta}");
+    assert!(meta.contains("mode 4755 modes/setuid\n"), "{meta}");
+    assert!(meta.contains("fifo 0640 top-fifo\n"), "{meta}");
+    assert!(meta.contains("dir 0000 zero/locked-empty\n"), "{meta}");
+    let log = ok(git(&repo).args(["log", "--format=%H %s", r]));
+    assert_eq!(log.trim(), format!("{commit} IMPORT"));
+    // `.git` names are stored escaped; the escaped tree has no entry git would refuse.
+    let tree = ok(git(&repo).args(["ls-tree", "--name-only", &format!("{r}:rootfs/gitnames")]));
+    assert!(tree.lines().any(|l| l == ".grove-.git"), "{tree}");
+    assert!(tree.lines().any(|l| l == ".grove-.grove-x"), "{tree}");
+    assert!(
+        !tree
+            .lines()
+            .any(|l| l.to_ascii_lowercase().starts_with(".git")),
+        "{tree}"
+    );
+}
+
+#[test]
+fn tarballs_plain_gzip_zstd_xz_import_like_the_directory() {
+    let s = Scratch::new("compress");
+    let st = s.storage();
+    let src = awkward(&s.join("src"));
+    // GNU tar cannot read the test user's unreadable files; the rest is awkward enough.
+    sh(&format!(
+        "cd {} && chmod -R u+rwx zero && rm -rf zero && rm hl/zero hl/zero-link modes/exec-user-only modes/write-only",
+        src.display()
+    ));
+    let want = tree::of_dir(&src);
+    import(&st, &src, "dir");
+    let dir_commit = commit_of(&st, "dir:latest");
+    let d = s.path.display();
+    let srcd = src.display();
+    sh(&format!(
+        "cd {d} && tar -C {srcd} -cf plain.tar . && gzip -c plain.tar > t.tar.gz \
+         && zstd -q plain.tar -o t.tar.zst && xz -c plain.tar > t.tar.xz \
+         && cp t.tar.gz renamed.bin"
+    ));
+    for (i, f) in [
+        "plain.tar",
+        "t.tar.gz",
+        "t.tar.zst",
+        "t.tar.xz",
+        "renamed.bin",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let name = format!("t{i}");
+        import(&st, &s.join(f), &name);
+        assert_eq!(commit_of(&st, &format!("{name}:latest")), dir_commit, "{f}");
+        let out = s.join(format!("out{i}"));
+        ok(chc(&st).arg(&name).arg(&out));
+        tree::assert_same(&want, &tree::of_dir(&out), f);
+    }
+}
+
+#[test]
+fn tarbomb_keeps_all_top_level_entries() {
+    let s = Scratch::new("bomb");
+    let st = s.storage();
+    sh(&format!(
+        "cd {} && mkdir src && cd src && mkdir a b && echo 1 > a/x && echo 2 > top \
+         && ln -s a c && tar -cf ../bomb.tar a b top c",
+        s.path.display()
+    ));
+    import(&st, &s.join("bomb.tar"), "bomb");
+    let out = s.join("out");
+    ok(chc(&st).arg("bomb").arg(&out));
+    tree::assert_same(
+        &tree::of_dir(&s.join("src")),
+        &tree::of_dir(&out),
+        "tarbomb",
+    );
+}
+
+#[test]
+fn tarball_with_single_top_directory_has_it_stripped() {
+    let s = Scratch::new("topdir");
+    let st = s.storage();
+    sh(&format!(
+        "cd {} && mkdir -p img/usr/bin img/etc && echo 1 > img/etc/f && chmod 0750 img \
+         && tar -cf top.tar img && tar -cf dottop.tar ./img",
+        s.path.display()
+    ));
+    let want = as_image(tree::of_dir(&s.join("img")));
+    for (i, t) in ["top.tar", "dottop.tar"].iter().enumerate() {
+        import(&st, &s.join(t), &format!("top{i}"));
+        let out = s.join(format!("out{i}"));
+        ok(chc(&st).arg(format!("top{i}")).arg(&out));
+        tree::assert_same(&want, &tree::of_dir(&out), t);
+    }
+}
+
+/// Regression: `tar -C DIR -cf X .` of a tree whose only top entry is a directory lost
+/// that directory (it was taken for a single top directory to strip).
+#[test]
+fn tarball_of_dot_with_one_top_directory_keeps_it() {
+    let s = Scratch::new("dotone");
+    let st = s.storage();
+    sh(&format!(
+        "cd {} && mkdir -p src/usr/bin && echo 1 > src/usr/bin/f && tar -C src -cf one.tar .",
+        s.path.display()
+    ));
+    let src = s.join("src");
+    import(&st, &s.join("one.tar"), "one");
+    import(&st, &src, "onedir");
+    assert_eq!(
+        commit_of(&st, "one:latest"),
+        commit_of(&st, "onedir:latest")
+    );
+    // And an exported image with one top directory survives tar export and re-import.
+    let t = s.join("export.tar");
+    ok(chc(&st).arg("onedir").arg(&t));
+    import(&st, &t, "reimported");
+    assert_eq!(
+        commit_of(&st, "reimported:latest"),
+        commit_of(&st, "onedir:latest")
+    );
+}
+
+#[test]
+fn checkout_raises_minimum_permissions_and_drops_setuid_while_export_is_exact() {
+    let s = Scratch::new("checkout");
+    let st = s.storage();
+    let src = awkward(&s.join("src"));
+    let want = tree::of_dir(&src);
+    import(&st, &src, "localhost:5000/a/b:1.0");
+    let commit = commit_of(&st, "localhost:5000/a/b:1.0");
+    let link = st.join("img/localhost+5000%a%b+1.0");
+    let target = std::fs::read_link(&link).expect("checkout link is a symlink");
+    assert_eq!(target, Path::new("../checkouts").join(&commit));
+    let raised: tree::Map = want
+        .iter()
+        .map(|(p, e)| (p.clone(), raise_checkout(e)))
+        .collect();
+    let co = tree::of_dir(&std::fs::canonicalize(&link).expect("resolve checkout link"));
+    tree::assert_same(&raised, &co, "checkout vs raised source");
+    // Spot checks, so the rule itself is pinned here and not only in raise_checkout.
+    assert_eq!(co[&b"modes/setuid"[..]].mode, 0o755);
+    assert_eq!(co[&b"modes/both"[..]].mode, 0o750);
+    assert_eq!(co[&b"modes/sticky"[..]].mode, 0o1777);
+    assert_eq!(co[&b"zero/locked"[..]].mode, 0o700);
+    assert_eq!(co[&b"zero/file"[..]].mode, 0o600);
+    // The export of the same image is exact.
+    let out = s.join("out");
+    ok(chc(&st).arg("localhost:5000/a/b:1.0").arg(&out));
+    tree::assert_same(&want, &tree::of_dir(&out), "export vs source");
+}
+
+// ---------------------------------------------------------------------------------------
+// Hostile and broken tarballs
+
+#[test]
+fn import_refuses_dotdot_member_and_leaves_store_unchanged() {
+    let s = Scratch::new("dotdot");
+    let t = s.join("dotdot.tar");
+    hostile_tar(&s, "dotdot", &t);
+    assert_import_refused(&s, &t, &["member ok/../../escape", "'..'"]);
+}
+
+#[test]
+fn import_refuses_absolute_member_and_leaves_store_unchanged() {
+    let s = Scratch::new("absolute");
+    let t = s.join("absolute.tar");
+    hostile_tar(&s, "absolute", &t);
+    assert_import_refused(&s, &t, &["member /etc/evil", "absolute"]);
+}
+
+#[test]
+fn import_refuses_member_through_symlink_and_leaves_store_unchanged() {
+    let s = Scratch::new("throughlink");
+    let t = s.join("through.tar");
+    hostile_tar(&s, "through-symlink", &t);
+    assert_import_refused(&s, &t, &["member link/passwd", "symlink link"]);
+}
+
+#[test]
+fn import_refuses_hard_link_to_outside_and_leaves_store_unchanged() {
+    let s = Scratch::new("hardout");
+    let t = s.join("hardout.tar");
+    hostile_tar(&s, "hardlink-outside", &t);
+    assert_import_refused(
+        &s,
+        &t,
+        &["member ok/pw", "hard link target ../../etc/passwd", "'..'"],
+    );
+}
+
+#[test]
+fn import_refuses_truncated_tarball_and_leaves_store_unchanged() {
+    let s = Scratch::new("truncated");
+    let big = s.join("big.tar");
+    hostile_tar(&s, "big", &big);
+    let d = s.path.display();
+    // Cut in the middle of ok/big's data, plain and gzipped.
+    sh(&format!(
+        "cd {d} && head -c 100000 big.tar > cut.tar && gzip -c big.tar > big.tar.gz \
+         && head -c $(( $(stat -c %s big.tar.gz) / 2 )) big.tar.gz > cut.tar.gz"
+    ));
+    assert_import_refused(&s, &s.join("cut.tar"), &["cut.tar", "ok/big", "truncated"]);
+    assert_import_refused(&s, &s.join("cut.tar.gz"), &["cut.tar.gz", "ok/big"]);
+}
+
+/// Also a regression test: the skipped top-level `dev/` made the archive look like one
+/// with a single top directory, and `ok/` was stripped.
+#[test]
+fn import_skips_device_member_with_warning_naming_it() {
+    let s = Scratch::new("device");
+    let st = s.storage();
+    let t = s.join("dev.tar");
+    hostile_tar(&s, "device", &t);
+    let err = import(&st, &t, "dev");
+    assert!(
+        err.contains("dev/null"),
+        "warning should name the member:\n{err}"
+    );
+    assert!(err.contains("warning") || err.contains("skipping"), "{err}");
+    let out = s.join("out");
+    ok(chc(&st).arg("dev").arg(&out));
+    let got = tree::of_dir(&out);
+    assert!(!got.contains_key(&b"dev/null"[..]), "device was created");
+    assert!(
+        got.contains_key(&b"ok/after"[..]),
+        "members after the device are kept"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Crash safety and concurrency
+
+/// A tree of `n` small files in `dir`, made by the test user.
+fn many_files(s: &Scratch, dir: &Path, n: usize) {
+    let py = s.join("many.py");
+    std::fs::write(
+        &py,
+        "import os, sys\nd, n = sys.argv[1], int(sys.argv[2])\n\
+         for i in range(n):\n    sub = os.path.join(d, 'd%03d' % (i % 200))\n    \
+         os.makedirs(sub, exist_ok=True)\n    \
+         open(os.path.join(sub, 'f%05d' % i), 'w').write('file %d\\n' % i)\n",
+    )
+    .expect("write many.py");
+    ok(python3().arg(&py).arg(dir).arg(n.to_string()));
+}
+
+#[test]
+fn kill_9_during_import_leaves_a_consistent_repository() {
+    let s = Scratch::new("kill9");
+    let st = s.storage();
+    let big = s.join("big");
+    many_files(&s, &big, 20_000);
+    import(&st, &s.join("big/d000"), "big");
+    let mut killed = 0;
+    for ms in [100u64, 150, 200, 300, 450] {
+        let mut child = chi(&st)
+            .arg("import")
+            .arg(&big)
+            .arg("big")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn import");
+        std::thread::sleep(Duration::from_millis(ms));
+        if child.try_wait().expect("try_wait").is_none() {
+            killed += 1;
+        }
+        child.kill().ok(); // SIGKILL
+        child.wait().expect("wait");
+        ok(git(&st.join("repo.git")).arg("fsck"));
+        assert!(list_long(&st).contains("big:latest\t"));
+    }
+    assert!(
+        killed > 0,
+        "import always finished before the kill; make the tree bigger"
+    );
+    import(&st, &big, "big");
+    let out = s.join("out");
+    ok(chc(&st).arg("big").arg(&out));
+    tree::assert_same(
+        &tree::of_dir(&big),
+        &tree::of_dir(&out),
+        "import after kills",
+    );
+    ok(git(&st.join("repo.git")).arg("fsck"));
+    // Scratch space of killed writers is cleared by the next writer.
+    let tmp: Vec<_> = std::fs::read_dir(st.join("tmp")).expect("tmp").collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
+}
+
+/// Regression: a writer killed while updating a ref leaves `REF.lock` behind, and every
+/// later import under that name failed ("lockfile ... might need manual deletion").
+#[test]
+fn ref_lock_left_by_a_killed_writer_does_not_block_the_next_import() {
+    let s = Scratch::new("reflock");
+    let st = s.storage();
+    let src = s.join("src");
+    sh(&format!("mkdir {0} && echo 1 > {0}/f", src.display()));
+    import(&st, &src, "x");
+    let refs = st.join("repo.git/refs/grove/img");
+    sh(&format!(
+        "echo junk > {0}/x+latest.lock && echo junk > {0}/y+latest.lock && echo junk > {1}",
+        refs.display(),
+        st.join("repo.git/packed-refs.lock").display()
+    ));
+    sh(&format!("echo 2 > {}/g", src.display()));
+    import(&st, &src, "x");
+    import(&st, &src, "y");
+    assert_eq!(commit_of(&st, "x:latest"), commit_of(&st, "y:latest"));
+    ok(git(&st.join("repo.git")).arg("fsck"));
+}
+
+#[test]
+fn readers_are_not_blocked_by_a_writer() {
+    use nix::fcntl::{Flock, FlockArg};
+    let s = Scratch::new("readers");
+    let st = s.storage();
+    let src = s.join("src");
+    sh(&format!("mkdir {0} && echo 1 > {0}/f", src.display()));
+    import(&st, &src, "one");
+    let lock_file = std::fs::File::open(st.join("lock")).expect("open lock");
+    let held = Flock::lock(lock_file, FlockArg::LockExclusive).expect("take writer lock");
+    // A writer waits...
+    let mut writer = chi(&st)
+        .arg("import")
+        .arg(&src)
+        .arg("two")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn import");
+    // ... while readers answer promptly.
+    for _ in 0..3 {
+        let t = Instant::now();
+        let l = list_long(&st);
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "list took {:?}",
+            t.elapsed()
+        );
+        assert!(l.starts_with("one:latest\t"), "{l}");
+        ok(chi(&st).args(["list", "one"]));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        writer.try_wait().expect("try_wait").is_none(),
+        "writer did not wait for lock"
+    );
+    drop(held);
+    let out = writer.wait_with_output().expect("wait writer");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("waiting for lock"), "{err}");
+    assert!(list_long(&st).contains("two:latest\t"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Content addressing
+
+#[test]
+fn same_tree_under_two_names_gives_the_same_commit() {
+    let s = Scratch::new("samecommit");
+    let st = s.storage();
+    let src = awkward(&s.join("src"));
+    import(&st, &src, "one");
+    import(&st, &src, "two:tag");
+    assert_eq!(commit_of(&st, "one:latest"), commit_of(&st, "two:tag"));
+    // One checkout serves both.
+    let co: Vec<_> = std::fs::read_dir(st.join("checkouts"))
+        .expect("checkouts")
+        .collect();
+    assert_eq!(co.len(), 1);
+}
+
+#[test]
+fn file_present_in_two_images_is_stored_once() {
+    let s = Scratch::new("dedup");
+    let st = s.storage();
+    let d = s.path.display();
+    sh(&format!(
+        "cd {d} && mkdir a b && head -c 300000 /dev/urandom > a/shared \
+         && cp a/shared b/shared-renamed && echo a > a/only && echo b > b/only"
+    ));
+    import(&st, &s.join("a"), "a");
+    let repo = st.join("repo.git");
+    let count = || -> u64 {
+        let o = ok(git(&repo).args(["count-objects", "-v"]));
+        o.lines()
+            .find_map(|l| l.strip_prefix("count: "))
+            .expect("count line")
+            .trim()
+            .parse()
+            .expect("number")
+    };
+    let before = count();
+    import(&st, &s.join("b"), "b");
+    let blob_a = ok(git(&repo).args(["rev-parse", "refs/grove/img/a+latest:rootfs/shared"]));
+    let blob_b =
+        ok(git(&repo).args(["rev-parse", "refs/grove/img/b+latest:rootfs/shared-renamed"]));
+    assert_eq!(blob_a, blob_b);
+    // New objects: b/only, the rootfs tree, the image tree and the commit (meta and
+    // config are the same as a's); never a second copy of the shared blob.
+    let added = count() - before;
+    assert!(added <= 4, "{added} objects added");
+    let sizes = ok(git(&repo).args(["count-objects", "-v"]));
+    let kib: u64 = sizes
+        .lines()
+        .find_map(|l| l.strip_prefix("size: "))
+        .expect("size line")
+        .trim()
+        .parse()
+        .expect("number");
+    assert!(
+        kib < 2 * 300,
+        "loose objects take {kib} KiB: shared file stored twice?"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Storage directory
+
+#[test]
+fn storage_is_option_then_env_then_var_tmp_user() {
+    let s = Scratch::new("storagepath");
+    let a = s.join("a");
+    let b = s.join("b");
+    let p = ok(tool("ch-image")
+        .arg("-s")
+        .arg(&a)
+        .arg("storage-path")
+        .env("CH_IMAGE_STORAGE", &b));
+    assert_eq!(p.trim(), a.to_str().expect("utf-8"));
+    let p = ok(tool("ch-image")
+        .arg("storage-path")
+        .env("CH_IMAGE_STORAGE", &b));
+    assert_eq!(p.trim(), b.to_str().expect("utf-8"));
+    let p = ok(tool("ch-image")
+        .arg("storage-path")
+        .env("USER", "grove-someone"));
+    assert_eq!(p.trim(), "/var/tmp/grove-someone.grove");
+    assert!(
+        !a.exists() && !b.exists(),
+        "storage-path must not create storage"
+    );
+    // Where the option and variable point is where images go.
+    let src = s.join("src");
+    sh(&format!("mkdir {0} && echo 1 > {0}/f", src.display()));
+    ok(tool("ch-image")
+        .arg("import")
+        .arg(&src)
+        .arg("x")
+        .env("CH_IMAGE_STORAGE", &b));
+    assert_eq!(list_long(&b).lines().count(), 1);
+    assert!(!a.exists());
+}
+
+#[test]
+fn relative_storage_variable_is_refused() {
+    let (_, err) = fails(
+        tool("ch-image")
+            .arg("list")
+            .env("CH_IMAGE_STORAGE", "relative/store"),
+    );
+    assert!(
+        err.contains("CH_IMAGE_STORAGE") && err.contains("absolute"),
+        "{err}"
+    );
+}
+
+#[test]
+fn existing_empty_directory_or_tmp_is_refused_as_storage() {
+    let s = Scratch::new("invalid");
+    let empty = s.join("empty");
+    sh(&format!("mkdir {}", empty.display()));
+    for dir in [empty.as_path(), Path::new("/tmp")] {
+        for args in [&["list"][..], &["reset"], &["import", "/etc", "x"]] {
+            let (_, err) = fails(chi(dir).args(args));
+            assert!(
+                err.contains("storage directory seems invalid"),
+                "{args:?}: {err}"
+            );
+            assert!(
+                err.lines().any(|l| l.starts_with("hint: ")),
+                "{args:?}: {err}"
+            );
+        }
+    }
+    assert_eq!(std::fs::read_dir(&empty).expect("empty").count(), 0);
+    assert!(Path::new("/tmp").is_dir());
+}
+
+#[test]
+fn reset_empties_the_storage_directory() {
+    let s = Scratch::new("reset");
+    let st = s.storage();
+    let src = s.join("src");
+    sh(&format!("mkdir {0} && echo 1 > {0}/f", src.display()));
+    import(&st, &src, "a");
+    import(&st, &src, "b");
+    ok(chi(&st).arg("reset"));
+    assert_eq!(list_long(&st), "");
+    assert!(st.join("version").is_file());
+    let leftovers: Vec<_> = std::fs::read_dir(st.join("checkouts"))
+        .expect("checkouts")
+        .collect();
+    assert!(leftovers.is_empty());
+    // Nothing of the old store next to it either.
+    let siblings: Vec<String> = std::fs::read_dir(&s.path)
+        .expect("scratch")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        siblings.iter().all(|n| n == "storage" || n == "src"),
+        "{siblings:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Commands
+
+#[test]
+fn list_delete_globs_and_undelete() {
+    let s = Scratch::new("delete");
+    let st = s.storage();
+    let src = s.join("src");
+    sh(&format!("mkdir {0} && echo 1 > {0}/f", src.display()));
+    for n in ["alpha", "alpine:3.17", "beta", "example.com/x/y:1"] {
+        import(&st, &src, n);
+    }
+    let l = ok(chi(&st).arg("list"));
+    assert_eq!(
+        l,
+        "alpha:latest\nalpine:3.17\nbeta:latest\nexample.com/x/y:1\n"
+    );
+    let details = ok(chi(&st).args(["list", "alpha"]));
+    assert!(details.contains("in local storage:    yes"), "{details}");
+    assert!(
+        details.contains(&commit_of(&st, "alpha:latest")),
+        "{details}"
+    );
+    let missing = ok(chi(&st).args(["list", "nope"]));
+    assert!(missing.contains("in local storage:    no"), "{missing}");
+
+    let commit = commit_of(&st, "alpine:3.17");
+    ok(chi(&st).args(["delete", "alp*"]));
+    assert_eq!(ok(chi(&st).arg("list")), "beta:latest\nexample.com/x/y:1\n");
+    assert!(!st.join("img/alpine+3.17").exists());
+    let (_, err) = fails(chi(&st).args(["delete", "nope"]));
+    assert!(
+        err.contains("no matching image, can't delete: nope"),
+        "{err}"
+    );
+    ok(chi(&st).args(["delete", "example.com/x/y:1"]));
+
+    ok(chi(&st).args(["undelete", "alpine:3.17"]));
+    assert_eq!(commit_of(&st, "alpine:3.17"), commit);
+    assert!(st.join("img/alpine+3.17").is_dir());
+    let (_, err) = fails(chi(&st).args(["undelete", "alpine:3.17"]));
+    assert!(err.contains("exists"), "{err}");
+    let (_, err) = fails(chi(&st).args(["undelete", "never"]));
+    assert!(err.contains("never"), "{err}");
+    ok(git(&st.join("repo.git")).arg("fsck"));
+}
+
+#[test]
+fn version_and_help() {
+    let v = ok(tool("ch-image").arg("--version"));
+    assert!(v.contains(env!("CARGO_PKG_VERSION")), "{v}");
+    let h = ok(tool("ch-image").arg("-h"));
+    for word in [
+        "import",
+        "list",
+        "delete",
+        "undelete",
+        "reset",
+        "storage-path",
+    ] {
+        assert!(h.contains(word), "help lacks {word}:\n{h}");
+    }
+    let (_, err) = fails(&mut tool("ch-image"));
+    assert!(err.to_lowercase().contains("usage"), "{err}");
+}
+
+#[test]
+fn ch_grow_symlink_works_like_ch_image() {
+    let s = Scratch::new("chgrow");
+    let link = s.join("ch-grow");
+    std::os::unix::fs::symlink(bin("ch-image"), &link).expect("symlink ch-grow");
+    let st = s.storage();
+    let src = s.join("src");
+    sh(&format!("mkdir {0} && echo 1 > {0}/f", src.display()));
+    let mut c = unpriv(&link);
+    ok(c.arg("-s").arg(&st).arg("import").arg(&src).arg("grown"));
+    let mut c = unpriv(&link);
+    assert_eq!(ok(c.arg("-s").arg(&st).arg("list")), "grown:latest\n");
+    let mut c = unpriv(&link);
+    assert!(ok(c.arg("--version")).contains(env!("CARGO_PKG_VERSION")));
+}

@@ -1,0 +1,54 @@
+#!/bin/sh
+# Container start time: our ch-run vs Charliecloud's (/usr/bin/ch-run) running /bin/true
+# in the busybox fixture, as an unprivileged user; also SquashFS start when FUSE works.
+# Prints hyperfine's summary and the ratio ours/reference. Not a timed test.
+#
+# Usage: bench/run.sh [RUNS]     (run as root: tools run as uid 65534 via setpriv)
+set -eu
+cd "$(dirname "$0")/.."
+runs=${1:-300}
+ref=/usr/bin/ch-run
+command -v hyperfine >/dev/null || { echo "bench/run.sh: hyperfine not found" >&2; exit 1; }
+[ -x "$ref" ] || { echo "bench/run.sh: reference $ref not found" >&2; exit 1; }
+
+cargo build --release --bin ch-run >&2
+ours=$PWD/target/release/ch-run
+fix=${GROVE_FIXTURE_CACHE:-/var/tmp/grove-fixtures}/busybox
+sh fixtures/busybox.sh "$fix"
+
+if [ "$(id -u)" = 0 ]; then
+    as="setpriv --reuid=65534 --regid=65534 --clear-groups env USER=nobody"
+    tmp=$(mktemp -d /var/tmp/grove-bench.XXXXXX)
+    chown 65534:65534 "$tmp"
+else
+    as="env"
+    tmp=$(mktemp -d /var/tmp/grove-bench.XXXXXX)
+fi
+trap 'rm -rf "$tmp"' EXIT
+
+# mean JSON INDEX: print the median time of command INDEX in milliseconds (the median is
+# less sensitive than the mean to a busy machine's outliers).
+mean() { python3 -c "import json,sys,statistics; d=json.load(open(sys.argv[1])); print(statistics.median(d['results'][int(sys.argv[2])]['times'])*1000)" "$1" "$2"; }
+
+echo "== directory image: ch-run IMAGE -- /bin/true ($runs runs)"
+hyperfine -N --warmup 20 --runs "$runs" --export-json "$tmp/dir.json" \
+    -n grove "$as $ours $fix -- /bin/true" \
+    -n charliecloud "$as $ref $fix -- /bin/true"
+g=$(mean "$tmp/dir.json" 0); c=$(mean "$tmp/dir.json" 1)
+printf 'directory (median): grove %.2f ms, charliecloud %.2f ms, ratio %.2f (target <= 1.5)\n' \
+    "$g" "$c" "$(python3 -c "print($g/$c)")"
+
+# SquashFS (ours only: Debian's 0.31 ch-run is built without internal SquashFS mounts).
+if command -v mksquashfs >/dev/null && command -v squashfuse_ll >/dev/null; then
+    [ "$(id -u)" = 0 ] && chmod 0666 /dev/fuse
+    mksquashfs "$fix" "$tmp/bb.sqfs" -quiet -noappend -no-progress >/dev/null
+    chmod 0644 "$tmp/bb.sqfs"
+    $as mkdir -p "$tmp/mnt"
+    echo "== SquashFS image: ch-run IMAGE.sqfs -- /bin/true"
+    hyperfine -N --warmup 5 --runs "$((runs / 3 + 1))" --export-json "$tmp/sq.json" \
+        -n grove-squash "$as $ours -m $tmp/mnt $tmp/bb.sqfs -- /bin/true" \
+        -n charliecloud-dir "$as $ref $fix -- /bin/true"
+    s=$(mean "$tmp/sq.json" 0); c2=$(mean "$tmp/sq.json" 1)
+    printf 'squashfs (median): grove %.2f ms, charliecloud (directory) %.2f ms, ratio %.2f\n' \
+        "$s" "$c2" "$(python3 -c "print($s/$c2)")"
+fi

@@ -1,0 +1,325 @@
+//! Differences between image states, computed from git trees without checking anything
+//! out: only subtrees whose ids differ are read.
+
+use gix::bstr::ByteSlice;
+use gix::objs::tree::{EntryKind, EntryMode};
+use gix::ObjectId;
+
+use super::git::{self, git_err, unescape_name, GitError, ReadError};
+use super::meta::{self, Record};
+
+/// How a path changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Change {
+    Added,
+    Removed,
+    Modified,
+}
+
+impl Change {
+    pub fn letter(self) -> char {
+        match self {
+            Change::Added => 'A',
+            Change::Removed => 'D',
+            Change::Modified => 'M',
+        }
+    }
+}
+
+/// One changed path (a file, symlink or directory entry; directories that appear or
+/// vanish are listed once, with the files below them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub path: Vec<u8>,
+    pub change: Change,
+    /// Size before and after, for blobs (0 if absent or not a blob).
+    pub old_size: u64,
+    pub new_size: u64,
+}
+
+/// Totals of a diff.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stat {
+    pub added: usize,
+    pub removed: usize,
+    pub modified: usize,
+    pub size_delta: i64,
+}
+
+pub fn stat(entries: &[Entry]) -> Stat {
+    let mut s = Stat::default();
+    for e in entries {
+        match e.change {
+            Change::Added => s.added += 1,
+            Change::Removed => s.removed += 1,
+            Change::Modified => s.modified += 1,
+        }
+        s.size_delta += e.new_size as i64 - e.old_size as i64;
+    }
+    s
+}
+
+type Entries = Vec<(Vec<u8>, EntryMode, ObjectId)>;
+
+fn tree_entries(repo: &gix::Repository, id: Option<ObjectId>) -> Result<Entries, GitError> {
+    let Some(id) = id else { return Ok(Vec::new()) };
+    let tree = repo
+        .find_tree(id)
+        .map_err(git_err(format!("find tree {id}")))?;
+    let decoded = tree
+        .decode()
+        .map_err(git_err(format!("decode tree {id}")))?;
+    Ok(decoded
+        .entries
+        .iter()
+        .map(|e| {
+            (
+                unescape_name(e.filename.as_bytes()),
+                e.mode,
+                e.oid.to_owned(),
+            )
+        })
+        .collect())
+}
+
+fn blob_size(repo: &gix::Repository, mode: EntryMode, id: ObjectId) -> Result<u64, GitError> {
+    if mode.is_tree() {
+        return Ok(0);
+    }
+    Ok(repo
+        .find_header(id)
+        .map_err(git_err(format!("find blob {id}")))?
+        .size())
+}
+
+fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = prefix.to_vec();
+    if !p.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+/// Diff two rootfs trees.
+pub fn diff_trees(
+    repo: &gix::Repository,
+    a: Option<ObjectId>,
+    b: Option<ObjectId>,
+    sizes: bool,
+    out: &mut Vec<Entry>,
+) -> Result<(), GitError> {
+    go(repo, a, b, &[], sizes, out)
+}
+
+fn go(
+    repo: &gix::Repository,
+    a: Option<ObjectId>,
+    b: Option<ObjectId>,
+    prefix: &[u8],
+    sizes: bool,
+    out: &mut Vec<Entry>,
+) -> Result<(), GitError> {
+    if a == b {
+        return Ok(());
+    }
+    let ea = tree_entries(repo, a)?;
+    let eb = tree_entries(repo, b)?;
+    let (mut i, mut j) = (0, 0);
+    while i < ea.len() || j < eb.len() {
+        let ord = match (ea.get(i), eb.get(j)) {
+            (Some(x), Some(y)) => x.0.cmp(&y.0),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => break,
+        };
+        match ord {
+            std::cmp::Ordering::Less => {
+                let (n, m, id) = &ea[i];
+                one_side(repo, &join(prefix, n), *m, *id, Change::Removed, sizes, out)?;
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                let (n, m, id) = &eb[j];
+                one_side(repo, &join(prefix, n), *m, *id, Change::Added, sizes, out)?;
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                let (n, ma, ida) = &ea[i];
+                let (_, mb, idb) = &eb[j];
+                let p = join(prefix, n);
+                match (ma.is_tree(), mb.is_tree()) {
+                    (true, true) => go(repo, Some(*ida), Some(*idb), &p, sizes, out)?,
+                    (false, false) => {
+                        if ida != idb || ma != mb {
+                            let (os, ns) = if sizes {
+                                (blob_size(repo, *ma, *ida)?, blob_size(repo, *mb, *idb)?)
+                            } else {
+                                (0, 0)
+                            };
+                            out.push(Entry {
+                                path: p,
+                                change: Change::Modified,
+                                old_size: os,
+                                new_size: ns,
+                            });
+                        }
+                    }
+                    _ => {
+                        one_side(repo, &p, *ma, *ida, Change::Removed, sizes, out)?;
+                        one_side(repo, &p, *mb, *idb, Change::Added, sizes, out)?;
+                    }
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn one_side(
+    repo: &gix::Repository,
+    path: &[u8],
+    mode: EntryMode,
+    id: ObjectId,
+    change: Change,
+    sizes: bool,
+    out: &mut Vec<Entry>,
+) -> Result<(), GitError> {
+    if mode.kind() == EntryKind::Tree {
+        let (a, b) = if change == Change::Added {
+            (None, Some(id))
+        } else {
+            (Some(id), None)
+        };
+        return go(repo, a, b, path, sizes, out);
+    }
+    let size = if sizes { blob_size(repo, mode, id)? } else { 0 };
+    let (old_size, new_size) = if change == Change::Added {
+        (0, size)
+    } else {
+        (size, 0)
+    };
+    out.push(Entry {
+        path: path.to_vec(),
+        change,
+        old_size,
+        new_size,
+    });
+    Ok(())
+}
+
+/// Diff two image commits: files from the trees, plus metadata changes (modes, empty
+/// directories, FIFOs, hard links) reported as modifications of their paths.
+pub fn diff_commits(
+    repo: &gix::Repository,
+    a: Option<ObjectId>,
+    b: ObjectId,
+    sizes: bool,
+) -> Result<Vec<Entry>, ReadError> {
+    let tb = git::image_trees(repo, b)?;
+    let ta = match a {
+        Some(a) => Some(git::image_trees(repo, a)?),
+        None => None,
+    };
+    let mut out = Vec::new();
+    diff_trees(
+        repo,
+        ta.as_ref().map(|t| t.rootfs),
+        Some(tb.rootfs),
+        sizes,
+        &mut out,
+    )?;
+    let meta_a = match &ta {
+        Some(t) if t.meta != tb.meta => Some(read_meta(repo, t.meta)?),
+        Some(_) => None,
+        None => Some(Vec::new()),
+    };
+    if let Some(ma) = meta_a {
+        let mb = read_meta(repo, tb.meta)?;
+        let key = |r: &Record| match r {
+            Record::Mode { path, .. }
+            | Record::Dir { path, .. }
+            | Record::Fifo { path, .. }
+            | Record::Link { path, .. } => path.clone(),
+        };
+        let sa: std::collections::BTreeMap<Vec<u8>, &Record> =
+            ma.iter().map(|r| (key(r), r)).collect();
+        let sb: std::collections::BTreeMap<Vec<u8>, &Record> =
+            mb.iter().map(|r| (key(r), r)).collect();
+        let seen: std::collections::HashSet<Vec<u8>> = out.iter().map(|e| e.path.clone()).collect();
+        for (p, r) in &sb {
+            if seen.contains(p) {
+                continue;
+            }
+            match sa.get(p) {
+                Some(old) if old == r => {}
+                Some(_) => out.push(Entry {
+                    path: p.clone(),
+                    change: Change::Modified,
+                    old_size: 0,
+                    new_size: 0,
+                }),
+                None => {
+                    let change = if matches!(r, Record::Dir { .. } | Record::Fifo { .. }) {
+                        Change::Added
+                    } else {
+                        Change::Modified
+                    };
+                    out.push(Entry {
+                        path: p.clone(),
+                        change,
+                        old_size: 0,
+                        new_size: 0,
+                    });
+                }
+            }
+        }
+        for (p, r) in &sa {
+            // An empty directory that got content is still there.
+            if matches!(r, Record::Dir { .. }) && tree_has(repo, tb.rootfs, p)? {
+                continue;
+            }
+            if !sb.contains_key(p) && !seen.contains(p) {
+                let change = if matches!(r, Record::Dir { .. } | Record::Fifo { .. }) {
+                    Change::Removed
+                } else {
+                    Change::Modified
+                };
+                out.push(Entry {
+                    path: p.clone(),
+                    change,
+                    old_size: 0,
+                    new_size: 0,
+                });
+            }
+        }
+        out.sort_by(|x, y| x.path.cmp(&y.path));
+        out.dedup_by(|x, y| x.path == y.path);
+    }
+    Ok(out)
+}
+
+/// Whether `path` exists in the rootfs tree `root`.
+fn tree_has(repo: &gix::Repository, root: ObjectId, path: &[u8]) -> Result<bool, GitError> {
+    let mut id = root;
+    let comps: Vec<&[u8]> = path
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    for (i, c) in comps.iter().enumerate() {
+        let entries = tree_entries(repo, Some(id))?;
+        match entries.iter().find(|(n, _, _)| n.as_slice() == *c) {
+            Some(_) if i + 1 == comps.len() => return Ok(true),
+            Some((_, m, oid)) if m.is_tree() => id = *oid,
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+fn read_meta(repo: &gix::Repository, id: ObjectId) -> Result<Vec<Record>, ReadError> {
+    let blob = repo.find_blob(id).map_err(git_err("read metadata blob"))?;
+    Ok(meta::decode(&blob.data)?)
+}

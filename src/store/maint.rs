@@ -1,0 +1,445 @@
+//! Store maintenance: the build graph, garbage collection, integrity checks, and sharing
+//! the cache with a git remote. Uses stock git(1) for object packing, pruning and
+//! transport (none of these is on a hot path).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::process::Command;
+
+use gix::ObjectId;
+
+use super::git::{self, Expect};
+use super::model::{Dir, Node};
+use super::{checkout, notes, Store, StoreError, WriteLock, CACHE_REFS, DELETED_REFS, IMAGE_REFS};
+
+/// Run git on the store's repository.
+fn git_cmd(store: &Store) -> Command {
+    let mut c = Command::new("git");
+    c.arg("-C").arg(store.root().join("repo.git"));
+    c.env("GIT_CONFIG_NOSYSTEM", "1");
+    c
+}
+
+fn run_git(store: &Store, args: &[&str]) -> Result<String, StoreError> {
+    let out = git_cmd(store)
+        .args(args)
+        .output()
+        .map_err(|e| StoreError::Io {
+            action: "run git",
+            path: store.root().join("repo.git"),
+            source: e,
+        })?;
+    if !out.status.success() {
+        return Err(StoreError::Io {
+            action: "run git",
+            path: store.root().join("repo.git"),
+            source: std::io::Error::other(format!(
+                "git {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A node of the build graph: a commit with its first line and the names pointing at it.
+#[derive(Debug, Clone)]
+pub struct GraphNode {
+    pub commit: ObjectId,
+    pub parent: Option<ObjectId>,
+    pub subject: String,
+    pub images: Vec<String>,
+}
+
+/// Every commit reachable from images and cache entries.
+pub fn graph(store: &Store) -> Result<BTreeMap<ObjectId, GraphNode>, StoreError> {
+    let repo = store.repo();
+    let mut names: BTreeMap<ObjectId, Vec<String>> = BTreeMap::new();
+    for (name, id) in store.list()? {
+        names.entry(id).or_default().push(name);
+    }
+    let mut todo: Vec<ObjectId> = names.keys().copied().collect();
+    for (_, id) in git::list_refs(&repo, CACHE_REFS)? {
+        todo.push(id);
+    }
+    let mut out = BTreeMap::new();
+    while let Some(c) = todo.pop() {
+        if out.contains_key(&c) {
+            continue;
+        }
+        let t = git::image_trees(&repo, c)?;
+        if let Some(p) = t.parent {
+            todo.push(p);
+        }
+        out.insert(
+            c,
+            GraphNode {
+                commit: c,
+                parent: t.parent,
+                subject: t.message.lines().next().unwrap_or("").to_string(),
+                images: names.get(&c).cloned().unwrap_or_default(),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// The build graph as an indented text tree (roots first, children sorted).
+pub fn render_tree(g: &BTreeMap<ObjectId, GraphNode>) -> String {
+    let mut children: BTreeMap<Option<ObjectId>, Vec<ObjectId>> = BTreeMap::new();
+    for n in g.values() {
+        children.entry(n.parent).or_default().push(n.commit);
+    }
+    fn go(
+        g: &BTreeMap<ObjectId, GraphNode>,
+        ch: &BTreeMap<Option<ObjectId>, Vec<ObjectId>>,
+        at: Option<ObjectId>,
+        depth: usize,
+        out: &mut String,
+    ) {
+        let Some(kids) = ch.get(&at) else { return };
+        for k in kids {
+            let n = &g[k];
+            let names = if n.images.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", n.images.join(", "))
+            };
+            out.push_str(&format!(
+                "{}{} {}{}\n",
+                "  ".repeat(depth),
+                &k.to_string()[..12],
+                n.subject,
+                names
+            ));
+            go(g, ch, Some(*k), depth + 1, out);
+        }
+    }
+    let mut out = String::new();
+    go(g, &children, None, 0, &mut out);
+    out
+}
+
+/// The build graph in Graphviz dot.
+pub fn render_dot(g: &BTreeMap<ObjectId, GraphNode>) -> String {
+    let mut out = String::from("digraph build_cache {\n  rankdir=TB;\n");
+    for n in g.values() {
+        let label = n.subject.replace('\\', "\\\\").replace('"', "\\\"");
+        let short = &n.commit.to_string()[..12];
+        out.push_str(&format!("  \"{short}\" [label=\"{short}\\n{label}\"];\n"));
+        if let Some(p) = n.parent {
+            out.push_str(&format!("  \"{}\" -> \"{short}\";\n", &p.to_string()[..12]));
+        }
+        for i in &n.images {
+            out.push_str(&format!(
+                "  \"{i}\" [shape=box];\n  \"{i}\" -> \"{short}\";\n"
+            ));
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// Summary numbers of the store.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub images: usize,
+    pub cache_entries: usize,
+    pub commits: usize,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+fn du(path: &Path) -> u64 {
+    let mut total = 0;
+    let Ok(md) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    total += md.blocks() * 512;
+    if md.is_dir() {
+        if let Ok(rd) = fs::read_dir(path) {
+            for e in rd.flatten() {
+                total += du(&e.path());
+            }
+        }
+    }
+    total
+}
+
+pub fn summary(store: &Store) -> Result<Summary, StoreError> {
+    let repo = store.repo();
+    let g = graph(store)?;
+    let counts = run_git(store, &["count-objects", "-v"]).unwrap_or_default();
+    let num = |k: &str| {
+        counts
+            .lines()
+            .find_map(|l| l.strip_prefix(k).and_then(|v| v.trim().parse::<u64>().ok()))
+            .unwrap_or(0)
+    };
+    Ok(Summary {
+        images: store.list()?.len(),
+        cache_entries: git::list_refs(&repo, CACHE_REFS)?.len(),
+        commits: g.len(),
+        objects: num("count:") + num("in-pack:"),
+        bytes: du(store.root()),
+    })
+}
+
+/// Garbage collection: drop deleted images, cache entries no image reaches, layers of
+/// unreachable commits and unused checkouts, then let git pack what is left and prune the
+/// rest. Requires the lock.
+pub fn gc(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
+    let repo = store.repo();
+    let mut live: HashSet<ObjectId> = HashSet::new();
+    let mut todo: Vec<ObjectId> = store.list()?.into_iter().map(|(_, c)| c).collect();
+    while let Some(c) = todo.pop() {
+        if live.insert(c) {
+            if let Some(p) = git::image_trees(&repo, c)?.parent {
+                todo.push(p);
+            }
+        }
+    }
+    let mut edits = Vec::new();
+    for (name, id) in git::list_refs(&repo, CACHE_REFS)? {
+        if !live.contains(&id) {
+            edits.push((format!("{CACHE_REFS}{name}"), None, Expect::Is(id)));
+        }
+    }
+    for (name, id) in git::list_refs(&repo, DELETED_REFS)? {
+        edits.push((format!("{DELETED_REFS}{name}"), None, Expect::Is(id)));
+    }
+    if !edits.is_empty() {
+        git::update_refs(&repo, &edits)?;
+    }
+    // Notes of commits that are gone would keep them alive: rewrite the notes without them.
+    prune_notes(store, &live)?;
+    let layers = store.root().join("layers");
+    if let Ok(rd) = fs::read_dir(&layers) {
+        for e in rd.flatten() {
+            let keep = e
+                .file_name()
+                .to_str()
+                .and_then(|n| ObjectId::from_hex(n.as_bytes()).ok())
+                .is_some_and(|id| live.contains(&id));
+            if !keep {
+                let tmp = store.scratch_path("gc");
+                if fs::rename(e.path(), &tmp).is_ok() {
+                    let _ = checkout::remove_tree(&tmp);
+                }
+            }
+        }
+    }
+    store.prune_checkouts(lock)?;
+    run_git(
+        store,
+        &["-c", "pack.compression=1", "gc", "--prune=now", "--quiet"],
+    )?;
+    Ok(())
+}
+
+fn prune_notes(store: &Store, live: &HashSet<ObjectId>) -> Result<(), StoreError> {
+    let repo = store.repo();
+    let Some(tip) = git::get_ref(&repo, notes::NOTES_REF)? else {
+        return Ok(());
+    };
+    // Keep the latest note of each live commit; drop the notes history (a fresh root).
+    let mut kept = Vec::new();
+    for id in live {
+        if let Some(n) = notes::get(&repo, *id)? {
+            kept.push((*id, n));
+        }
+    }
+    git::update_refs(
+        &repo,
+        &[(notes::NOTES_REF.to_string(), None, Expect::Is(tip))],
+    )?;
+    for (id, n) in kept {
+        notes::set(&repo, id, &n)?;
+    }
+    Ok(())
+}
+
+/// Delete every cache entry and layer (images stay). Requires the lock.
+pub fn reset_cache(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
+    let repo = store.repo();
+    let edits: Vec<_> = git::list_refs(&repo, CACHE_REFS)?
+        .into_iter()
+        .map(|(n, id)| (format!("{CACHE_REFS}{n}"), None, Expect::Is(id)))
+        .collect();
+    if !edits.is_empty() {
+        git::update_refs(&repo, &edits)?;
+    }
+    let layers = store.root().join("layers");
+    if layers.exists() {
+        let tmp = store.scratch_path("reset");
+        fs::rename(&layers, &tmp).map_err(|e| StoreError::Io {
+            action: "remove",
+            path: layers.clone(),
+            source: e,
+        })?;
+        let _ = checkout::remove_tree(&tmp);
+    }
+    gc(store, lock)
+}
+
+/// Check the store; returns the problems found (empty: all good).
+pub fn fsck(store: &Store) -> Result<Vec<String>, StoreError> {
+    let mut problems = Vec::new();
+    let repo = store.repo();
+    match git_cmd(store)
+        .args(["fsck", "--no-dangling", "--no-progress"])
+        .output()
+    {
+        Ok(o) if !o.status.success() => {
+            problems.push(format!(
+                "git fsck failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => problems.push(format!("can't run git fsck: {e}")),
+    }
+    let mut refs: Vec<(String, ObjectId)> = Vec::new();
+    for prefix in [IMAGE_REFS, CACHE_REFS, DELETED_REFS] {
+        for (n, id) in git::list_refs(&repo, prefix)? {
+            refs.push((format!("{prefix}{n}"), id));
+        }
+    }
+    let mut checked: BTreeSet<ObjectId> = BTreeSet::new();
+    for (name, id) in &refs {
+        let mut c = Some(*id);
+        while let Some(cur) = c {
+            if !checked.insert(cur) {
+                break;
+            }
+            match git::read_image(&repo, cur) {
+                Ok(_) => c = git::image_trees(&repo, cur).ok().and_then(|t| t.parent),
+                Err(e) => {
+                    problems.push(format!("{name}: commit {cur}: {e}"));
+                    break;
+                }
+            }
+        }
+    }
+    // Checkouts against their commits.
+    let co = store.root().join("checkouts");
+    if let Ok(rd) = fs::read_dir(&co) {
+        for e in rd.flatten() {
+            let Some(id) = e
+                .file_name()
+                .to_str()
+                .and_then(|n| ObjectId::from_hex(n.as_bytes()).ok())
+            else {
+                problems.push(format!(
+                    "checkouts/{}: not named by a commit id",
+                    e.file_name().to_string_lossy()
+                ));
+                continue;
+            };
+            match git::read_image(&repo, id) {
+                Ok((model, _)) => check_checkout(&model, &e.path(), &mut problems),
+                Err(err) => problems.push(format!("checkouts/{id}: {err}")),
+            }
+        }
+    }
+    Ok(problems)
+}
+
+fn check_checkout(model: &Dir, dir: &Path, problems: &mut Vec<String>) {
+    let mut expected: BTreeSet<Vec<u8>> = BTreeSet::new();
+    model.walk(&mut |rel, node| {
+        expected.insert(rel.to_vec());
+        let p = dir.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(rel));
+        let show = String::from_utf8_lossy(rel);
+        let md = match fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            Err(_) => return problems.push(format!("{}: missing: {show}", dir.display())),
+        };
+        let ok = match node {
+            Node::Dir(_) => md.is_dir(),
+            Node::Symlink { .. } => md.file_type().is_symlink(),
+            Node::Fifo { .. } => md.file_type().is_fifo(),
+            Node::File(f) => {
+                md.is_file()
+                    && fs::read(&p)
+                        .ok()
+                        .and_then(|d| {
+                            gix::objs::compute_hash(
+                                gix::hash::Kind::Sha1,
+                                gix::objs::Kind::Blob,
+                                &d,
+                            )
+                            .ok()
+                        })
+                        .is_some_and(|h| h == f.oid)
+            }
+        };
+        if !ok {
+            problems.push(format!(
+                "{}: differs from its commit: {show}",
+                dir.display()
+            ));
+        }
+    });
+    let _ = expected;
+}
+
+/// Push images, cache entries and provenance notes to a git remote.
+pub fn push(store: &Store, remote: &str) -> Result<(), StoreError> {
+    run_git(
+        store,
+        &[
+            "push",
+            "--quiet",
+            remote,
+            "+refs/grove/img/*:refs/grove/img/*",
+            "+refs/grove/cache/*:refs/grove/cache/*",
+            "+refs/notes/grove:refs/notes/grove",
+        ],
+    )?;
+    Ok(())
+}
+
+/// Fetch images, cache entries and notes from a git remote. Local images of the same
+/// name are replaced (the remote is the source of truth for what it shares).
+pub fn fetch(store: &Store, _lock: &WriteLock, remote: &str) -> Result<(), StoreError> {
+    run_git(
+        store,
+        &[
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            remote,
+            "+refs/grove/img/*:refs/grove/img/*",
+            "+refs/grove/cache/*:refs/grove/cache/*",
+            "+refs/notes/grove:refs/notes/grove",
+        ],
+    )?;
+    // Fetched images get checkout links (made lazily by runners).
+    for (name, commit) in store.list()? {
+        let r = crate::reference::Reference::parse(&name).map_err(|e| StoreError::Io {
+            action: "read fetched image name",
+            path: store.root().join("repo.git"),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let link = store.checkout_link(&r);
+        let target = Path::new("../checkouts").join(commit.to_string());
+        if fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
+            let tmp = store.scratch_path("link");
+            std::os::unix::fs::symlink(&target, &tmp).map_err(|e| StoreError::Io {
+                action: "create symlink",
+                path: tmp.clone(),
+                source: e,
+            })?;
+            fs::rename(&tmp, &link).map_err(|e| StoreError::Io {
+                action: "rename symlink into place",
+                path: link.clone(),
+                source: e,
+            })?;
+        }
+    }
+    Ok(())
+}
