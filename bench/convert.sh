@@ -15,15 +15,7 @@ cargo build --release --bins >&2
 bin=$root/target/release
 fix=${GROVE_FIXTURE_CACHE:-/var/tmp/grove-fixtures}
 deb=$fix/debian-bookworm.tar
-if [ ! -e "$deb.complete" ]; then
-    command -v mmdebstrap >/dev/null || { echo "bench: apt-get install mmdebstrap" >&2; exit 1; }
-    mkdir -p "$fix"
-    mmdebstrap --variant=minbase --mode=unshare bookworm "$deb.tmp" > "$deb.log" 2>&1 \
-        || mmdebstrap --variant=minbase bookworm "$deb.tmp" >> "$deb.log" 2>&1
-    chmod a+r "$deb.tmp"
-    mv "$deb.tmp" "$deb"
-    : > "$deb.complete"
-fi
+sh fixtures/debian.sh "$deb"
 work=$(mktemp -d /var/tmp/grove-bench-convert.XXXXXX)
 chmod 755 "$work"
 if [ "$(id -u)" = 0 ]; then
