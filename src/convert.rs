@@ -9,6 +9,13 @@ pub enum Format {
     Dir,
     Tar,
     Squash,
+    /// An OCI image layout: a directory, or a tar of one (oci-archive) when the path
+    /// ends in `.tar`.
+    Oci,
+    /// An image in Docker's storage, through the `docker` command.
+    Docker,
+    /// An image in Podman's storage, through the `podman` command.
+    Podman,
 }
 
 impl Format {
@@ -18,6 +25,9 @@ impl Format {
             "dir" => Format::Dir,
             "tar" => Format::Tar,
             "squash" => Format::Squash,
+            "oci" => Format::Oci,
+            "docker" => Format::Docker,
+            "podman" => Format::Podman,
             _ => return None,
         })
     }
@@ -28,14 +38,41 @@ impl Format {
             Format::Dir => "dir",
             Format::Tar => "tar",
             Format::Squash => "squash",
+            Format::Oci => "oci",
+            Format::Docker => "docker",
+            Format::Podman => "podman",
         }
     }
+
+    /// The external command a format goes through, if any.
+    pub fn tool(self) -> Option<&'static str> {
+        match self {
+            Format::Docker => Some("docker"),
+            Format::Podman => Some("podman"),
+            _ => None,
+        }
+    }
+
+    /// Whether the format names an image in some storage rather than a path.
+    pub fn is_named(self) -> bool {
+        matches!(self, Format::ChImage | Format::Docker | Format::Podman)
+    }
+}
+
+/// Whether an OCI path is the archive form (a tar of the layout).
+pub fn oci_is_archive(path: &str) -> bool {
+    path.to_ascii_lowercase().ends_with(".tar")
 }
 
 /// Infer a format from an argument as Charliecloud does: SquashFS and tar by extension,
 /// a directory if the argument is a path (starts with `/` or `./`, or is an existing
-/// directory), else an image name in the store.
+/// directory), else an image name in the store. An existing directory holding an
+/// `oci-layout` file is an OCI layout. Docker and Podman are never inferred (their names
+/// look like store names), nor is the archive form of OCI (it looks like a tarball).
 pub fn infer(arg: &str) -> Format {
+    if Path::new(arg).join("oci-layout").is_file() {
+        return Format::Oci;
+    }
     let lower = arg.to_ascii_lowercase();
     let ext = |e: &str| lower.ends_with(e);
     if ext(".sqfs") || ext(".squash") || ext(".squashfs") {

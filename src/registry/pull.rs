@@ -183,17 +183,16 @@ pub fn pull(
     info!("flattening image");
     let ts = store.thread_safe();
     let mut root = Dir::new(0o755);
-    let mut next_group = 1u32;
     let n = paths.len();
     for (i, (d, p)) in m.layers.iter().zip(&paths).enumerate() {
         verbose!("layer {}/{n}: {}: extracting", i + 1, short(&d.digest));
-        let warnings =
-            import::apply_layer(ts, p, &mut root, &mut next_group).map_err(|source| {
-                RegistryError::Layer {
-                    layer: format!("{}/{n} ({})", i + 1, d.digest),
-                    source,
-                }
-            })?;
+        let layer_err = |source| RegistryError::Layer {
+            layer: format!("{}/{n} ({})", i + 1, d.digest),
+            source,
+        };
+        let reader = import::open_archive(p).map_err(layer_err)?;
+        let warnings = import::apply_layer(ts, &mut root, reader, p, import::Whiteouts::Apply)
+            .map_err(layer_err)?;
         for w in warnings {
             warn!("{w}");
         }

@@ -94,7 +94,10 @@ pub fn push(
             &store.repo(),
             &root,
             plain,
-            TarOptions { clear_setid: true },
+            TarOptions {
+                clear_setid: true,
+                ..TarOptions::default()
+            },
         )?;
         let diff_id = format!("sha256:{}", hex::encode(plain.hasher.finalize()));
         let mut compressed = plain

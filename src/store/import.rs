@@ -8,7 +8,7 @@
 //! [`super::checkout`]). Runs without the store lock: objects are content-addressed and
 //! written atomically, so a killed import leaves at most unreferenced objects.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -61,6 +61,20 @@ pub enum ImportError {
     },
     #[error("{0}: not a directory or a tar archive")]
     Unknown(PathBuf),
+    #[error("{0}: not a SquashFS file (bad magic number)")]
+    NotSquash(PathBuf),
+    #[error("can't run {tool} (is squashfs-tools installed?)")]
+    Spawn {
+        tool: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{tool} failed ({status}) reading {path}")]
+    ToolFailed {
+        tool: &'static str,
+        status: std::process::ExitStatus,
+        path: PathBuf,
+    },
     #[error(transparent)]
     Git(#[from] GitError),
 }
@@ -89,6 +103,178 @@ pub fn import_path(
     } else {
         Err(ImportError::Unknown(path.to_path_buf()))
     }
+}
+
+/// Import a SquashFS file: `unsquashfs` extracts it into `scratch` (a path that must not
+/// exist, on a file system with room for the image), which is imported as a directory and
+/// removed. Device files, which an unprivileged unsquashfs cannot create, are skipped with
+/// a warning.
+pub fn import_squash(
+    ts: &gix::ThreadSafeRepository,
+    path: &Path,
+    scratch: &Path,
+) -> Result<(Dir, Warnings), ImportError> {
+    let mut magic = [0u8; 4];
+    fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map_err(io_err("read", path))?;
+    if &magic != b"hsqs" {
+        return Err(ImportError::NotSquash(path.to_path_buf()));
+    }
+    if on_path("sqfs2tar") {
+        return import_squash_stream(ts, path);
+    }
+    let out = std::process::Command::new("unsquashfs")
+        .args(["-no-xattrs", "-quiet", "-no-progress", "-d"])
+        .arg(scratch)
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|source| ImportError::Spawn {
+            tool: "unsquashfs",
+            source,
+        });
+    let result = (|| {
+        let out = out?;
+        let mut warnings = Vec::new();
+        // Exit status 2: non-fatal errors (e.g. device files it may not create).
+        match out.status.code() {
+            Some(0) => {}
+            Some(2) if scratch.is_dir() => warnings.push(format!(
+                "unsquashfs skipped some files of {}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            _ => {
+                crate::warn!("{}", String::from_utf8_lossy(&out.stderr).trim());
+                return Err(ImportError::ToolFailed {
+                    tool: "unsquashfs",
+                    status: out.status,
+                    path: path.to_path_buf(),
+                });
+            }
+        }
+        let (mut root, w) = import_dir(ts, scratch)?;
+        warnings.extend(w);
+        // An unprivileged unsquashfs clears setuid and setgid bits (the files belong to
+        // root in the image): take those modes from its listing.
+        let list = std::process::Command::new("unsquashfs")
+            .arg("-lln")
+            .arg(path)
+            .output()
+            .map_err(|source| ImportError::Spawn {
+                tool: "unsquashfs",
+                source,
+            })?;
+        for (rel, mode) in special_modes(&list.stdout) {
+            match root.get_mut(&rel) {
+                Some(Node::File(f)) => f.mode = mode,
+                Some(Node::Dir(d)) => d.mode = mode,
+                _ => {}
+            }
+        }
+        Ok((root, warnings))
+    })();
+    let _ = super::checkout::remove_tree(scratch);
+    result
+}
+
+fn on_path(prog: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+        .unwrap_or(false)
+}
+
+/// SquashFS through `sqfs2tar` (squashfs-tools-ng): its tar stream, root included, goes
+/// straight into [`apply_layer`]; nothing is extracted and modes are kept exactly.
+fn import_squash_stream(
+    ts: &gix::ThreadSafeRepository,
+    path: &Path,
+) -> Result<(Dir, Warnings), ImportError> {
+    let mut child = std::process::Command::new("sqfs2tar")
+        .args(["--root-becomes", ".", "--no-xattr"])
+        .arg(path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|source| ImportError::Spawn {
+            tool: "sqfs2tar",
+            source,
+        })?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let errs = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        s
+    });
+    let mut root = Dir::new(0o755);
+    let applied = apply_layer(
+        ts,
+        &mut root,
+        BufReader::with_capacity(1 << 20, stdout),
+        path,
+        Whiteouts::Keep,
+    );
+    let status = child.wait().map_err(|source| ImportError::Spawn {
+        tool: "sqfs2tar",
+        source,
+    })?;
+    let stderr = String::from_utf8_lossy(&errs.join().unwrap_or_default())
+        .trim()
+        .to_string();
+    if !status.success() {
+        if !stderr.is_empty() {
+            crate::warn!("{stderr}");
+        }
+        return Err(ImportError::ToolFailed {
+            tool: "sqfs2tar",
+            status,
+            path: path.to_path_buf(),
+        });
+    }
+    let mut warnings = applied?;
+    if !stderr.is_empty() {
+        warnings.push(format!("sqfs2tar: {stderr}"));
+    }
+    Ok((root, warnings))
+}
+
+/// Entries of an `unsquashfs -lln` listing with setuid or setgid bits: (path relative to
+/// the root, permission bits). Pure.
+pub fn special_modes(listing: &[u8]) -> Vec<(Vec<u8>, u32)> {
+    const ROOT: &[u8] = b" squashfs-root/";
+    let mut out = Vec::new();
+    for line in listing.split(|b| *b == b'\n') {
+        if line.len() < 10 || !matches!(line[0], b'-' | b'd') {
+            continue;
+        }
+        let perms = &line[1..10];
+        if !matches!(perms[2], b's' | b'S') && !matches!(perms[5], b's' | b'S') {
+            continue;
+        }
+        let Some(at) = line.windows(ROOT.len()).position(|w| w == ROOT) else {
+            continue;
+        };
+        let mut mode = 0u32;
+        for (i, c) in perms.iter().enumerate() {
+            if matches!(c, b'r' | b'w' | b'x' | b's' | b't') {
+                mode |= 1 << (8 - i);
+            }
+        }
+        if matches!(perms[2], b's' | b'S') {
+            mode |= 0o4000;
+        }
+        if matches!(perms[5], b's' | b'S') {
+            mode |= 0o2000;
+        }
+        if matches!(perms[8], b't' | b'T') {
+            mode |= 0o1000;
+        }
+        out.push((line[at + ROOT.len()..].to_vec(), mode));
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -346,13 +532,11 @@ pub fn open_archive(path: &Path) -> Result<Box<dyn Read + Send>, ImportError> {
     let mut r = BufReader::with_capacity(1 << 20, f);
     let head = r.fill_buf().map_err(io_err("read", path))?.to_vec();
     Ok(if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(Pipelined::new(flate2::read::MultiGzDecoder::new(r)))
+        Box::new(flate2::read::MultiGzDecoder::new(r))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(Pipelined::new(
-            zstd::stream::read::Decoder::with_buffer(r).map_err(io_err("read zstd", path))?,
-        ))
+        Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(io_err("read zstd", path))?)
     } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        Box::new(Pipelined::new(xz2::read::XzDecoder::new_multi_decoder(r)))
+        Box::new(xz2::read::XzDecoder::new_multi_decoder(r))
     } else if head.starts_with(b"BZh") {
         return Err(ImportError::Member {
             archive: path.into(),
@@ -362,86 +546,6 @@ pub fn open_archive(path: &Path) -> Result<Box<dyn Read + Send>, ImportError> {
     } else {
         Box::new(r)
     })
-}
-
-/// Runs a reader (a decompressor) on its own thread, a few chunks ahead of the consumer,
-/// so decompression overlaps with parsing and hashing. Errors arrive in order; dropping
-/// the consumer stops the thread at its next chunk.
-struct Pipelined {
-    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
-    cur: Vec<u8>,
-    pos: usize,
-    done: bool,
-}
-
-impl Pipelined {
-    const CHUNK: usize = 1 << 20;
-
-    fn new<R: Read + Send + 'static>(mut inner: R) -> Pipelined {
-        let (tx, rx) = std::sync::mpsc::sync_channel(8);
-        std::thread::spawn(move || loop {
-            let mut buf = vec![0u8; Self::CHUNK];
-            let mut n = 0;
-            // Fill the chunk (decoders often return little at a time).
-            let (eof, err) = loop {
-                match inner.read(&mut buf[n..]) {
-                    Ok(0) => break (true, None),
-                    Ok(k) => {
-                        n += k;
-                        if n == buf.len() {
-                            break (false, None);
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => break (true, Some(e)),
-                }
-            };
-            buf.truncate(n);
-            if n > 0 && tx.send(Ok(buf)).is_err() {
-                return;
-            }
-            if let Some(e) = err {
-                let _ = tx.send(Err(e));
-            }
-            if eof {
-                return;
-            }
-        });
-        Pipelined {
-            rx,
-            cur: Vec::new(),
-            pos: 0,
-            done: false,
-        }
-    }
-}
-
-impl Read for Pipelined {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.cur.len() {
-            if self.done {
-                return Ok(0);
-            }
-            match self.rx.recv() {
-                Ok(Ok(c)) => {
-                    self.cur = c;
-                    self.pos = 0;
-                }
-                Ok(Err(e)) => {
-                    self.done = true;
-                    return Err(e);
-                }
-                Err(_) => {
-                    self.done = true;
-                    return Ok(0);
-                }
-            }
-        }
-        let n = out.len().min(self.cur.len() - self.pos);
-        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
 }
 
 /// Writes blobs on the rayon pool while the caller keeps reading the archive. The object
@@ -483,130 +587,50 @@ impl<'a> BackgroundWriter<'a> {
     }
 }
 
-fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warnings), ImportError> {
-    let reader = open_archive(path)?;
-    let mut root = Dir::new(0o755);
-    let mut next_group = 1u32;
-    let mut shape = TarShape::default();
-    let warnings = apply_tar(
-        ts,
-        reader,
-        path,
-        &mut root,
-        None,
-        &mut next_group,
-        None,
-        Some(&mut shape),
-    )?;
-    // A single top directory is the image root (FAQ: tarballs with one top directory),
-    // unless the archive has a member for the root itself.
-    if !shape.saw_root && shape.single_top && root.children.len() == 1 {
-        if let Some((_, Node::Dir(_))) = root.children.iter().next() {
-            let (_, node) = root.children.pop_first().expect("one child");
-            if let Node::Dir(d) = node {
-                root = d;
-            }
-        }
-    }
-    Ok((root, warnings))
+/// Whether [`apply_layer`] treats `.wh.` names as OCI whiteouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whiteouts {
+    /// A plain tarball: `.wh.` names are ordinary files.
+    Keep,
+    /// An image layer: `.wh.NAME` deletes `NAME` from the layers below, `.wh..wh..opq`
+    /// empties its directory of everything the layers below put there.
+    Apply,
 }
 
-/// The top-level shape of a tar stream, for deciding whether to strip a top directory.
-#[derive(Debug, Default)]
-pub struct TarShape {
-    /// A member names the root itself (`./`).
-    pub saw_root: bool,
-    /// All members, skipped ones included, share one first path component.
-    pub single_top: bool,
-}
-
-/// Whiteouts found in an image layer (OCI image spec, "Whiteouts"): paths deleted from
-/// the layers below, and directories made opaque (their lower contents removed).
-#[derive(Debug, Default)]
-pub struct Whiteouts {
-    pub deleted: Vec<Vec<u8>>,
-    pub opaque: Vec<Vec<u8>>,
-}
-
-/// Apply one image layer (a possibly compressed tar file) onto `base`: the layer's
-/// whiteouts delete from `base`, then its members replace what `base` has at the same
-/// paths (directories merge). Hard links may point into `base`. Link groups are numbered
-/// from `next_group`, which is advanced. Members are checked as for an import.
+/// Apply one tar stream (already decompressed) onto `root`, as a layer of an image: each
+/// member replaces what was at its path (a directory merges with a directory), file
+/// contents go to the object database on the rayon pool, and with [`Whiteouts::Apply`]
+/// the OCI whiteouts of the image-spec's layer section delete lower entries. `label` names
+/// the stream in errors. The same checks as a tarball import hold: `..`, absolute paths and
+/// paths through symlinks are refused, device files are skipped with a warning.
+///
+/// Registry pull and `ch-convert` (OCI layouts, `docker save` archives) share this
+/// function; apply layers bottom first. On error `root` may hold part of the layer.
 pub fn apply_layer(
     ts: &gix::ThreadSafeRepository,
-    path: &Path,
-    base: &mut Dir,
-    next_group: &mut u32,
-) -> Result<Warnings, ImportError> {
-    let reader = open_archive(path)?;
-    let mut layer = Dir::new(base.mode);
-    let mut wh = Whiteouts::default();
-    let warnings = apply_tar(
-        ts,
-        reader,
-        path,
-        &mut layer,
-        Some(base),
-        next_group,
-        Some(&mut wh),
-        None,
-    )?;
-    for d in &wh.opaque {
-        if d.is_empty() {
-            base.children.clear();
-        } else if let Some(Node::Dir(dir)) = get_mut(base, d) {
-            dir.children.clear();
-        }
-    }
-    for p in &wh.deleted {
-        base.remove(p).map_err(|source| ImportError::MemberPath {
-            archive: path.to_path_buf(),
-            member: model::show(p),
-            source,
-        })?;
-    }
-    overlay(base, layer);
-    Ok(warnings)
-}
-
-fn get_mut<'d>(dir: &'d mut Dir, path: &[u8]) -> Option<&'d mut Node> {
-    let comps = model::components(path).ok()?;
-    let mut d = dir;
-    for c in &comps[..comps.len() - 1] {
-        d = match d.children.get_mut(*c) {
-            Some(Node::Dir(x)) => x,
-            _ => return None,
-        };
-    }
-    d.children.get_mut(comps[comps.len() - 1])
-}
-
-/// Put `top` over `base`: directories merge (taking `top`'s mode), anything else replaces.
-fn overlay(base: &mut Dir, top: Dir) {
-    base.mode = top.mode;
-    for (name, node) in top.children {
-        match (base.children.get_mut(&name), node) {
-            (Some(Node::Dir(b)), Node::Dir(t)) => overlay(b, t),
-            (_, node) => {
-                base.children.insert(name, node);
-            }
-        }
-    }
-}
-
-/// Apply the members of one tar stream onto `root`, in order. With `whiteouts`, members
-/// named `.wh.NAME` are recorded there instead of stored. Hard-link targets are looked up
-/// in `root`, then in `lower`.
-pub fn apply_tar(
-    ts: &gix::ThreadSafeRepository,
-    reader: Box<dyn Read + Send>,
-    archive: &Path,
     root: &mut Dir,
-    lower: Option<&Dir>,
-    next_group: &mut u32,
-    mut whiteouts: Option<&mut Whiteouts>,
-    shape: Option<&mut TarShape>,
+    reader: impl Read + Send,
+    label: &Path,
+    whiteouts: Whiteouts,
 ) -> Result<Warnings, ImportError> {
+    apply_layer_shaped(ts, root, reader, label, whiteouts).map(|(w, _)| w)
+}
+
+/// How a tar stream's members were laid out, for the single-top-directory rule.
+struct Shape {
+    /// A member named the root itself (`./`, as `tar -C DIR -cf X .` writes).
+    saw_root: bool,
+    /// First components of the members (at most two kept), skipped members included.
+    tops: std::collections::BTreeSet<Vec<u8>>,
+}
+
+fn apply_layer_shaped(
+    ts: &gix::ThreadSafeRepository,
+    root: &mut Dir,
+    reader: impl Read + Send,
+    label: &Path,
+    whiteouts: Whiteouts,
+) -> Result<(Warnings, Shape), ImportError> {
     let writer = BackgroundWriter {
         ts,
         in_flight: AtomicUsize::new(0),
@@ -616,13 +640,26 @@ pub fn apply_tar(
     let repo = repo_for_writing(ts);
     let mut warnings = Vec::new();
     let mut group_of: HashMap<Vec<u8>, u32> = HashMap::new();
+    let mut next_group = 1u32;
+    root.walk(&mut |_, n| {
+        if let Node::File(File {
+            link_group: Some(g),
+            ..
+        }) = n
+        {
+            next_group = next_group.max(g + 1);
+        }
+    });
+    let layered = whiteouts == Whiteouts::Apply;
+    // Paths this layer put in place, with their ancestors: what an opaque whiteout keeps.
+    let mut added: HashSet<Vec<u8>> = HashSet::new();
     // A member naming the root itself (`./`, as `tar -C DIR -cf X .` writes) says the
     // archive's top level is the image root: nothing is stripped then.
     let mut saw_root = false;
     // First components of all members, skipped ones included: a skipped device file at
     // the top level still means the archive has more than one top entry.
     let mut tops: std::collections::BTreeSet<Vec<u8>> = Default::default();
-    let archive_path = archive.to_path_buf();
+    let archive_path = label.to_path_buf();
     let result: Result<(), ImportError> = rayon::in_place_scope(|scope| {
         let mut ar = tar::Archive::new(reader);
         let mut last = String::from("(none: first member)");
@@ -669,24 +706,41 @@ pub fn apply_tar(
             if tops.len() < 2 {
                 tops.insert(comps[0].to_vec());
             }
-            if let Some(wh) = whiteouts.as_deref_mut() {
+            if layered {
                 let name = comps[comps.len() - 1];
                 if let Some(target) = name.strip_prefix(b".wh.") {
-                    let dir = &comps[..comps.len() - 1];
+                    let parent = &comps[..comps.len() - 1];
                     if target == b".wh..opq" {
-                        wh.opaque.push(dir.join(&b'/'));
-                    } else if target.is_empty() || target == b"." || target == b".." {
-                        return Err(bad("invalid whiteout"));
-                    } else {
-                        let mut p = dir.join(&b'/');
-                        if !p.is_empty() {
-                            p.push(b'/');
+                        let dir = if parent.is_empty() {
+                            Some(&mut *root)
+                        } else {
+                            match root.get_mut(&parent.join(&b'/')) {
+                                Some(Node::Dir(d)) => Some(d),
+                                _ => None,
+                            }
+                        };
+                        if let Some(d) = dir {
+                            keep_only_added(d, &parent.join(&b'/'), &added);
                         }
-                        p.extend_from_slice(target);
-                        wh.deleted.push(p);
+                    } else {
+                        let mut victim = parent.join(&b'/');
+                        if !victim.is_empty() {
+                            victim.push(b'/');
+                        }
+                        victim.extend_from_slice(target);
+                        root.remove(&victim).map_err(mpath)?;
+                        group_of.remove(&victim);
                     }
                     last = member;
                     continue;
+                }
+                let mut prefix = Vec::with_capacity(rel.len());
+                for (k, c) in comps.iter().enumerate() {
+                    if k > 0 {
+                        prefix.push(b'/');
+                    }
+                    prefix.extend_from_slice(c);
+                    added.insert(prefix.clone());
                 }
             }
             use tar::EntryType as T;
@@ -747,16 +801,23 @@ pub fn apply_tar(
                         bad(&format!("hard link target {}: {e}", model::show(&target)))
                     })?;
                     let trel = tcomps.join(&b'/');
-                    let g = match group_of.get(&trel) {
-                        Some(g) => *g,
-                        None => {
-                            let g = *next_group;
-                            *next_group += 1;
+                    let g = match (group_of.get(&trel), root.get(&trel)) {
+                        (Some(g), _) => *g,
+                        // A link to a file of a lower layer that is already linked.
+                        (
+                            None,
+                            Some(Node::File(File {
+                                link_group: Some(g),
+                                ..
+                            })),
+                        ) => *g,
+                        _ => {
+                            let g = next_group;
+                            next_group += 1;
                             g
                         }
                     };
-                    let found = root.get(&trel).or_else(|| lower.and_then(|l| l.get(&trel)));
-                    let file = match found {
+                    let file = match root.get(&trel) {
                         Some(Node::File(f)) => File {
                             link_group: Some(g),
                             ..f.clone()
@@ -799,9 +860,191 @@ pub fn apply_tar(
         path: pack_dir,
         source: e,
     })?;
-    if let Some(shape) = shape {
-        shape.saw_root = saw_root;
-        shape.single_top = tops.len() == 1;
+    Ok((warnings, Shape { saw_root, tops }))
+}
+
+/// Opaque whiteout: drop from `dir` (at `path`) everything not in `added`, recursively.
+fn keep_only_added(dir: &mut Dir, path: &[u8], added: &HashSet<Vec<u8>>) {
+    dir.children.retain(|name, node| {
+        let mut p = path.to_vec();
+        if !p.is_empty() {
+            p.push(b'/');
+        }
+        p.extend_from_slice(name);
+        if !added.contains(&p) {
+            return false;
+        }
+        if let Node::Dir(d) = node {
+            keep_only_added(d, &p, added);
+        }
+        true
+    });
+}
+
+fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warnings), ImportError> {
+    let reader = open_archive(path)?;
+    let mut root = Dir::new(0o755);
+    let (warnings, shape) = apply_layer_shaped(ts, &mut root, reader, path, Whiteouts::Keep)?;
+    // A single top directory is the image root (FAQ: tarballs with one top directory),
+    // unless the archive has a member for the root itself.
+    if !shape.saw_root && shape.tops.len() == 1 && root.children.len() == 1 {
+        if let Some((_, Node::Dir(_))) = root.children.iter().next() {
+            let (_, node) = root.children.pop_first().expect("one child");
+            if let Node::Dir(d) = node {
+                root = d;
+            }
+        }
     }
-    Ok(warnings)
+    Ok((root, warnings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> (tempfile::TempDir, gix::ThreadSafeRepository) {
+        let t = tempfile::tempdir().expect("tempdir");
+        let r = gix::init_bare(t.path().join("r.git")).expect("init");
+        (t, r.into_sync())
+    }
+
+    enum M<'a> {
+        F(&'a str, &'a [u8]),
+        D(&'a str),
+        L(&'a str, &'a str),
+    }
+
+    fn tarball(members: &[M]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for m in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            match m {
+                M::F(p, data) => {
+                    h.set_size(data.len() as u64);
+                    h.set_entry_type(tar::EntryType::Regular);
+                    b.append_data(&mut h, p, *data).unwrap();
+                }
+                M::D(p) => {
+                    h.set_mode(0o755);
+                    h.set_size(0);
+                    h.set_entry_type(tar::EntryType::Directory);
+                    b.append_data(&mut h, p, io::empty()).unwrap();
+                }
+                M::L(p, t) => {
+                    h.set_size(0);
+                    h.set_entry_type(tar::EntryType::Link);
+                    b.append_link(&mut h, p, t).unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn apply(ts: &gix::ThreadSafeRepository, root: &mut Dir, members: &[M], w: Whiteouts) {
+        let data = tarball(members);
+        apply_layer(ts, root, &data[..], Path::new("layer"), w).expect("apply");
+    }
+
+    fn names(root: &Dir) -> Vec<String> {
+        let mut v = Vec::new();
+        root.walk(&mut |p, _| v.push(model::show(p)));
+        v
+    }
+
+    #[test]
+    fn special_modes_come_from_the_listing() {
+        let l = b"drwxr-xr-x 0/0 151 1970-01-01 00:00 squashfs-root\n\
+-rwsr-xr-x 0/0 1982256 1970-01-01 00:00 squashfs-root/bin/su do\n\
+drwxrwsr-T 0/0 3 1970-01-01 00:00 squashfs-root/g\n\
+-rw-r--r-- 0/0 3 1970-01-01 00:00 squashfs-root/plain\n";
+        assert_eq!(
+            special_modes(l),
+            vec![(b"bin/su do".to_vec(), 0o4755), (b"g".to_vec(), 0o3774)]
+        );
+    }
+
+    #[test]
+    fn whiteout_deletes_a_lower_entry() {
+        let (_t, ts) = repo();
+        let mut root = Dir::new(0o755);
+        apply(
+            &ts,
+            &mut root,
+            &[M::D("a"), M::F("a/x", b"1"), M::F("a/y", b"2")],
+            Whiteouts::Apply,
+        );
+        apply(&ts, &mut root, &[M::F("a/.wh.x", b"")], Whiteouts::Apply);
+        assert_eq!(names(&root), ["a", "a/y"]);
+    }
+
+    #[test]
+    fn opaque_whiteout_keeps_only_this_layers_entries() {
+        let (_t, ts) = repo();
+        let mut root = Dir::new(0o755);
+        apply(
+            &ts,
+            &mut root,
+            &[
+                M::D("a"),
+                M::F("a/x", b"1"),
+                M::D("a/d"),
+                M::F("a/d/old", b"2"),
+                M::F("b", b"3"),
+            ],
+            Whiteouts::Apply,
+        );
+        apply(
+            &ts,
+            &mut root,
+            &[
+                M::D("a"),
+                M::F("a/d/new", b"4"),
+                M::F("a/.wh..wh..opq", b""),
+                M::F("a/z", b"5"),
+            ],
+            Whiteouts::Apply,
+        );
+        assert_eq!(names(&root), ["a", "a/d", "a/d/new", "a/z", "b"]);
+    }
+
+    #[test]
+    fn whiteout_names_are_plain_files_in_a_plain_tarball() {
+        let (_t, ts) = repo();
+        let mut root = Dir::new(0o755);
+        apply(
+            &ts,
+            &mut root,
+            &[M::F("x", b"1"), M::F(".wh.x", b"")],
+            Whiteouts::Keep,
+        );
+        assert_eq!(names(&root), [".wh.x", "x"]);
+    }
+
+    #[test]
+    fn hard_link_to_a_lower_layer_joins_its_group() {
+        let (_t, ts) = repo();
+        let mut root = Dir::new(0o755);
+        apply(
+            &ts,
+            &mut root,
+            &[M::F("a", b"1"), M::L("b", "a")],
+            Whiteouts::Apply,
+        );
+        apply(
+            &ts,
+            &mut root,
+            &[M::F("n", b"2"), M::L("m", "n"), M::L("c", "a")],
+            Whiteouts::Apply,
+        );
+        let group = |p: &[u8]| match root.get(p) {
+            Some(Node::File(f)) => f.link_group,
+            other => panic!("{other:?}"),
+        };
+        assert!(group(b"a").is_some());
+        assert_eq!(group(b"a"), group(b"b"));
+        assert_eq!(group(b"a"), group(b"c"));
+        assert_eq!(group(b"m"), group(b"n"));
+        assert_ne!(group(b"a"), group(b"n"));
+    }
 }

@@ -19,6 +19,7 @@ pub mod maint;
 pub mod meta;
 pub mod model;
 pub mod notes;
+pub mod oci;
 pub mod pack;
 
 use std::fs;
@@ -69,6 +70,8 @@ pub enum StoreError {
     Checkout(#[from] checkout::CheckoutError),
     #[error(transparent)]
     Export(#[from] export::ExportError),
+    #[error(transparent)]
+    Oci(#[from] oci::OciError),
     #[error("no image named {0} in storage")]
     NoImage(String),
     #[error("no deleted image named {0} to undelete")]
@@ -674,8 +677,20 @@ impl Store {
         name: &Reference,
     ) -> Result<(ObjectId, import::Warnings), StoreError> {
         let _image_lock = self.lock_image(lock, name)?;
-        let (mut root, warnings) = import::import_path(&self.repo, path)?;
-        let mut cfg = ImageConfig::default();
+        let (root, warnings) = import::import_path(&self.repo, path)?;
+        let commit = self.import_model(lock, root, ImageConfig::default(), name)?;
+        Ok((commit, warnings))
+    }
+
+    /// Commit an imported model with config `cfg` (plus an import history entry) as image
+    /// `name`. Returns the commit.
+    pub fn import_model(
+        &self,
+        lock: &WriteLock,
+        mut root: Dir,
+        mut cfg: ImageConfig,
+        name: &Reference,
+    ) -> Result<ObjectId, StoreError> {
         cfg.history.push(config::History {
             created_by: "ch-image import".into(),
             empty_layer: false,
@@ -683,7 +698,7 @@ impl Store {
         let commit = git::write_image_commit(&self.repo(), &mut root, &cfg, None, "IMPORT")?;
         let old = self.image(name)?;
         self.set_image(lock, name, commit, Expect::from_current(old))?;
-        Ok((commit, warnings))
+        Ok(commit)
     }
 
     /// Delete images; a deleted image can be brought back with [`Store::undelete`].

@@ -180,6 +180,19 @@ impl Dir {
         dir.children.get(comps[comps.len() - 1])
     }
 
+    /// The entry at `path`, mutably.
+    pub fn get_mut(&mut self, path: &[u8]) -> Option<&mut Node> {
+        let comps = components(path).ok()?;
+        let mut dir = self;
+        for c in &comps[..comps.len() - 1] {
+            dir = match dir.children.get_mut(*c) {
+                Some(Node::Dir(d)) => d,
+                _ => return None,
+            };
+        }
+        dir.children.get_mut(comps[comps.len() - 1])
+    }
+
     /// Visit every entry depth-first in byte order, parents before children, with its path
     /// relative to this directory.
     pub fn walk<'a>(&'a self, f: &mut dyn FnMut(&[u8], &'a Node)) {
