@@ -159,7 +159,7 @@ pub fn pull(
     }
     for (_, c) in store.list()? {
         if Some(c) != old && has_manifest(c)? {
-            store.set_image(lock, dest, c, Expect::from_current(old))?;
+            store.set_image_lazy(lock, dest, c, Expect::from_current(old))?;
             info!("image already in storage with manifest {}", res.digest);
             return Ok(Outcome::Reused(c));
         }
@@ -219,7 +219,9 @@ pub fn pull(
         None,
         &format!("PULL {remote}"),
     )?;
-    store.set_image(lock, dest, commit, Expect::from_current(old))?;
+    // The checkout is made on first use (ch-run NAME, or a build's first RUN): a pull for
+    // a build whose steps all hit never needs one.
+    store.set_image_lazy(lock, dest, commit, Expect::from_current(old))?;
     if let Some(a) = &cfg.arch {
         info!("image arch: {a}");
     }

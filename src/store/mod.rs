@@ -482,7 +482,20 @@ impl Store {
         commit: ObjectId,
         expect: Expect,
     ) -> Result<PathBuf, StoreError> {
-        let dir = self.checkout(_lock, commit)?;
+        self.set_image_from(_lock, name, commit, expect, None)
+    }
+
+    /// [`Store::set_image`], checking out from `model` (the commit's tree, in hand) rather
+    /// than reading it back from the repository.
+    pub fn set_image_from(
+        &self,
+        _lock: &WriteLock,
+        name: &Reference,
+        commit: ObjectId,
+        expect: Expect,
+        model: Option<&Dir>,
+    ) -> Result<PathBuf, StoreError> {
+        let dir = self.checkout_from(_lock, commit, model)?;
         git::update_refs(
             &self.repo(),
             &[(Self::image_ref(name), Some(commit), expect)],
@@ -509,14 +522,36 @@ impl Store {
     }
 
     /// Directory of the checkout of `commit`, creating it if needed. Requires the lock.
-    pub fn checkout(&self, _lock: &WriteLock, commit: ObjectId) -> Result<PathBuf, StoreError> {
+    pub fn checkout(&self, lock: &WriteLock, commit: ObjectId) -> Result<PathBuf, StoreError> {
+        self.checkout_from(lock, commit, None)
+    }
+
+    fn checkout_from(
+        &self,
+        _lock: &WriteLock,
+        commit: ObjectId,
+        model: Option<&Dir>,
+    ) -> Result<PathBuf, StoreError> {
         let dir = self.root.join("checkouts").join(commit.to_string());
         if dir.is_dir() {
             return Ok(dir);
         }
-        let (root, _) = git::read_image(&self.repo(), commit)?;
+        let t = std::time::Instant::now();
+        let read;
+        let root = match model {
+            Some(m) => m,
+            None => {
+                read = git::read_image(&self.repo(), commit)?.0;
+                &read
+            }
+        };
         let tmp = self.scratch_path("checkout");
-        checkout::materialize(&self.repo, &root, &tmp, checkout::Policy::Checkout)?;
+        checkout::materialize(&self.repo, root, &tmp, checkout::Policy::Checkout)?;
+        crate::verbose!(
+            "checked out {} in {:.2}s",
+            &commit.to_string()[..12],
+            t.elapsed().as_secs_f64()
+        );
         if let Err(e) = fs::rename(&tmp, &dir) {
             // Another writer checked the same commit out meanwhile: use theirs.
             let _ = checkout::remove_tree(&tmp);
@@ -677,7 +712,13 @@ impl Store {
         name: &Reference,
     ) -> Result<(ObjectId, import::Warnings), StoreError> {
         let _image_lock = self.lock_image(lock, name)?;
+        let t = std::time::Instant::now();
         let (root, warnings) = import::import_path(&self.repo, path)?;
+        crate::verbose!(
+            "read and stored {} entries in {:.2}s",
+            root.count(),
+            t.elapsed().as_secs_f64()
+        );
         let commit = self.import_model(lock, root, ImageConfig::default(), name)?;
         Ok((commit, warnings))
     }
@@ -695,9 +736,15 @@ impl Store {
             created_by: "ch-image import".into(),
             empty_layer: false,
         });
+        let t = std::time::Instant::now();
         let commit = git::write_image_commit(&self.repo(), &mut root, &cfg, None, "IMPORT")?;
+        crate::verbose!(
+            "committed {} in {:.2}s",
+            &commit.to_string()[..12],
+            t.elapsed().as_secs_f64()
+        );
         let old = self.image(name)?;
-        self.set_image(lock, name, commit, Expect::from_current(old))?;
+        self.set_image_from(lock, name, commit, Expect::from_current(old), Some(&root))?;
         Ok(commit)
     }
 

@@ -198,7 +198,13 @@ fn pull_applies_layers_whiteouts_and_config_and_pulling_again_does_no_work() {
         (0, String::from_utf8_lossy(&out.stderr).into_owned())
     };
     assert!(err.contains("done"), "{err}");
+    // A pull stores the image; its checkout is made on first use (here, explicitly).
+    let co = ok(r.ch_image(&st).args(["checkout", "two"]));
     let img = image_dir(&st, "two+latest");
+    assert_eq!(
+        std::fs::canonicalize(&img).unwrap(),
+        PathBuf::from(co.trim())
+    );
     assert!(img.join("bin/busybox").is_file());
     assert!(
         !img.join("etc/motd").exists(),
