@@ -159,11 +159,7 @@ fn normalize_groups(model: &mut Dir) {
     fn go(d: &mut Dir, count: &HashMap<u32, usize>) {
         for n in d.children.values_mut() {
             match n {
-                Node::File(f) => {
-                    if f.link_group.is_some_and(|g| count[&g] < 2) {
-                        f.link_group = None;
-                    }
-                }
+                Node::File(f) if f.link_group.is_some_and(|g| count[&g] < 2) => f.link_group = None,
                 Node::Dir(sub) => go(sub, count),
                 _ => {}
             }

@@ -158,7 +158,7 @@ fn write_pack(dir: &Path, mut entries: Vec<Entry>) -> io::Result<PathBuf> {
     f.into_inner().map_err(|e| e.into_error())?;
 
     // Index, version 2 (gitformat-pack(5)).
-    index.sort_by(|a, b| a.0.cmp(&b.0));
+    index.sort_by_key(|e| e.0);
     let mut idx = Vec::with_capacity(8 + 1024 + index.len() * 28 + 40);
     idx.extend_from_slice(&[0xff, b't', b'O', b'c']);
     idx.extend_from_slice(&2u32.to_be_bytes());

@@ -161,8 +161,19 @@ fn tree(dir: &Path) -> String {
     ]).arg(dir))
 }
 
+/// The checkout of image `name` (filename form, e.g. `two+latest`), made on demand: pulls
+/// store images and leave the checkout to first use.
 fn image_dir(storage: &Path, name: &str) -> PathBuf {
-    storage.join("img").join(name)
+    let out = ok(tool("ch-image")
+        .arg("-s")
+        .arg(storage)
+        .args(["checkout", &name.replace('+', ":").replace('%', "/")]));
+    let dir = PathBuf::from(out.trim());
+    assert_eq!(
+        std::fs::canonicalize(storage.join("img").join(name)).unwrap(),
+        dir
+    );
+    dir
 }
 
 /// What must not change when a pull fails: the image list and no partial downloads.
