@@ -93,7 +93,14 @@ pub fn write_rootfs(
     root: &mut Dir,
 ) -> Result<(ObjectId, Vec<Record>), GitError> {
     let records = records(root);
-    let id = match write_tree(repo, root)? {
+    // Many new trees (a fresh import): write them, and symlink blobs, as one pack.
+    let pack = (uncached_dirs(root) >= super::pack::PACK_MIN_OBJECTS / 4)
+        .then(|| super::pack::PackBuilder::new(&repo.path().join("objects")));
+    let id = write_tree(repo, root, pack.as_ref())?;
+    if let Some(p) = pack {
+        p.finish().map_err(git_err("write pack of trees"))?;
+    }
+    let id = match id {
         Some(id) => id,
         None => repo
             .write_object(gix::objs::Tree::empty())
@@ -177,9 +184,27 @@ pub fn records(root: &Dir) -> Vec<Record> {
     out
 }
 
+fn uncached_dirs(dir: &Dir) -> usize {
+    if dir.tree.is_some() {
+        return 0;
+    }
+    1 + dir
+        .children
+        .values()
+        .map(|n| match n {
+            Node::Dir(d) => uncached_dirs(d),
+            _ => 0,
+        })
+        .sum::<usize>()
+}
+
 /// Write the git tree of `dir` (None if it holds nothing git stores), reusing and filling
-/// the cached tree ids.
-fn write_tree(repo: &gix::Repository, dir: &mut Dir) -> Result<Option<ObjectId>, GitError> {
+/// the cached tree ids. New objects go to `pack` if given.
+fn write_tree(
+    repo: &gix::Repository,
+    dir: &mut Dir,
+    pack: Option<&super::pack::PackBuilder>,
+) -> Result<Option<ObjectId>, GitError> {
     if let Some(id) = dir.tree {
         return Ok(Some(id));
     }
@@ -200,15 +225,18 @@ fn write_tree(repo: &gix::Repository, dir: &mut Dir) -> Result<Option<ObjectId>,
                 entries.push(entry(kind, *oid));
             }
             Node::Symlink { target } => {
-                let oid = repo
-                    .write_blob(&*target)
-                    .map_err(git_err("write symlink blob"))?
-                    .detach();
+                let oid = match pack {
+                    Some(p) => p.add(repo, target).map_err(git_err("write symlink blob"))?,
+                    None => repo
+                        .write_blob(&*target)
+                        .map_err(git_err("write symlink blob"))?
+                        .detach(),
+                };
                 entries.push(entry(EntryKind::Link, oid));
             }
             Node::Fifo { .. } => {}
             Node::Dir(sub) => {
-                if let Some(oid) = write_tree(repo, sub)? {
+                if let Some(oid) = write_tree(repo, sub, pack)? {
                     entries.push(entry(EntryKind::Tree, oid));
                 }
             }
@@ -219,10 +247,18 @@ fn write_tree(repo: &gix::Repository, dir: &mut Dir) -> Result<Option<ObjectId>,
     }
     entries.sort();
     let tree = gix::objs::Tree { entries };
-    let id = repo
-        .write_object(&tree)
-        .map_err(git_err("write tree"))?
-        .detach();
+    let id = match pack {
+        Some(p) => {
+            let mut buf = Vec::new();
+            gix::objs::WriteTo::write_to(&tree, &mut buf).map_err(git_err("encode tree"))?;
+            p.add_object(repo, gix::objs::Kind::Tree, &buf)
+                .map_err(git_err("write tree"))?
+        }
+        None => repo
+            .write_object(&tree)
+            .map_err(git_err("write tree"))?
+            .detach(),
+    };
     dir.tree = Some(id);
     Ok(Some(id))
 }

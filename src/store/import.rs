@@ -532,11 +532,15 @@ pub fn open_archive(path: &Path) -> Result<Box<dyn Read + Send>, ImportError> {
     let mut r = BufReader::with_capacity(1 << 20, f);
     let head = r.fill_buf().map_err(io_err("read", path))?.to_vec();
     Ok(if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(r))
+        Box::new(ThreadedReader::new(flate2::read::MultiGzDecoder::new(r)))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(io_err("read zstd", path))?)
+        Box::new(ThreadedReader::new(
+            zstd::stream::read::Decoder::with_buffer(r).map_err(io_err("read zstd", path))?,
+        ))
     } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        Box::new(xz2::read::XzDecoder::new_multi_decoder(r))
+        Box::new(ThreadedReader::new(
+            xz2::read::XzDecoder::new_multi_decoder(r),
+        ))
     } else if head.starts_with(b"BZh") {
         return Err(ImportError::Member {
             archive: path.into(),
@@ -548,13 +552,95 @@ pub fn open_archive(path: &Path) -> Result<Box<dyn Read + Send>, ImportError> {
     })
 }
 
-/// Writes blobs on the rayon pool while the caller keeps reading the archive. The object
-/// id is computed by the caller so the model can be built in member order.
+/// Decompresses on its own thread, so that decompression overlaps tar parsing and hashing.
+/// Chunks go through a small bounded channel; an error is passed on to the reader.
+struct ThreadedReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl ThreadedReader {
+    fn new<R: Read + Send + 'static>(mut inner: R) -> ThreadedReader {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
+        std::thread::spawn(move || loop {
+            let mut chunk = vec![0u8; 1 << 20];
+            let mut filled = 0;
+            // Fill the chunk (decoders return short reads).
+            let r = loop {
+                match inner.read(&mut chunk[filled..]) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => {
+                        filled += n;
+                        if filled == chunk.len() {
+                            break Ok(());
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            chunk.truncate(filled);
+            let end = filled == 0;
+            let msg = match r {
+                Ok(()) => Ok(chunk),
+                Err(e) => Err(e),
+            };
+            let failed = msg.is_err();
+            // A closed channel means the consumer stopped: stop too.
+            if tx.send(msg).is_err() || end || failed {
+                return;
+            }
+        });
+        ThreadedReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
+}
+
+impl Read for ThreadedReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    if chunk.is_empty() {
+                        self.done = true;
+                    }
+                    self.buf = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => return Err(io::Error::other("decompression thread ended")),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Writes blobs on the rayon pool while the caller keeps reading the archive. Object ids
+/// are computed on the pool too: the model first gets a placeholder id per file, which
+/// [`BackgroundWriter::fix_ids`] replaces once all writes are done.
 struct BackgroundWriter<'a> {
     ts: &'a gix::ThreadSafeRepository,
     in_flight: AtomicUsize,
     error: Mutex<Option<ImportError>>,
     pack: PackBuilder,
+    /// Placeholder id -> real id.
+    ids: Mutex<HashMap<ObjectId, ObjectId>>,
+    next: std::sync::atomic::AtomicU64,
 }
 
 const IN_FLIGHT_LIMIT: usize = 256 << 20;
@@ -564,9 +650,49 @@ impl<'a> BackgroundWriter<'a> {
         objects_dir(self.ts).join("pack")
     }
 
+    fn new(ts: &'a gix::ThreadSafeRepository) -> BackgroundWriter<'a> {
+        BackgroundWriter {
+            ts,
+            in_flight: AtomicUsize::new(0),
+            error: Mutex::new(None),
+            pack: PackBuilder::new(&objects_dir(ts)),
+            ids: Mutex::new(HashMap::new()),
+            next: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A placeholder id: a prefix no SHA-1 output is expected to have, and a counter.
+    fn placeholder(&self) -> ObjectId {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut b = [0u8; 20];
+        b[..12].copy_from_slice(b"grove-pendin");
+        b[12..].copy_from_slice(&n.to_be_bytes());
+        ObjectId::from_bytes_or_panic(&b)
+    }
+
+    /// Replace placeholder ids in `dir` by the real ones.
+    fn fix_ids(&self, dir: &mut Dir) {
+        let ids = self.ids.lock().expect("id map");
+        fn go(d: &mut Dir, ids: &HashMap<ObjectId, ObjectId>) {
+            for n in d.children.values_mut() {
+                match n {
+                    Node::File(f) => {
+                        if let Some(real) = ids.get(&f.oid) {
+                            f.oid = *real;
+                        }
+                    }
+                    Node::Dir(sub) => go(sub, ids),
+                    _ => {}
+                }
+            }
+        }
+        if !ids.is_empty() {
+            go(dir, &ids);
+        }
+    }
+
     fn submit<'s>(&'s self, scope: &rayon::Scope<'s>, data: Vec<u8>) -> ObjectId {
-        let id = gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &data)
-            .expect("sha1 hashing does not fail");
+        let placeholder = self.placeholder();
         while self.in_flight.load(Ordering::Acquire) > IN_FLIGHT_LIMIT {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
@@ -574,6 +700,9 @@ impl<'a> BackgroundWriter<'a> {
         scope.spawn(move |_| {
             let repo = repo_for_writing(self.ts);
             let len = data.len();
+            let id = gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &data)
+                .expect("sha1 hashing does not fail");
+            self.ids.lock().expect("id map").insert(placeholder, id);
             if let Err(e) = self.pack.add_known(&repo, id, &data) {
                 *self.error.lock().expect("error slot") = Some(ImportError::Io {
                     action: "write pack",
@@ -583,7 +712,7 @@ impl<'a> BackgroundWriter<'a> {
             }
             self.in_flight.fetch_sub(len, Ordering::AcqRel);
         });
-        id
+        placeholder
     }
 }
 
@@ -631,12 +760,7 @@ fn apply_layer_shaped(
     label: &Path,
     whiteouts: Whiteouts,
 ) -> Result<(Warnings, Shape), ImportError> {
-    let writer = BackgroundWriter {
-        ts,
-        in_flight: AtomicUsize::new(0),
-        error: Mutex::new(None),
-        pack: PackBuilder::new(&objects_dir(ts)),
-    };
+    let writer = BackgroundWriter::new(ts);
     let repo = repo_for_writing(ts);
     let mut warnings = Vec::new();
     let mut group_of: HashMap<Vec<u8>, u32> = HashMap::new();
@@ -852,6 +976,7 @@ fn apply_layer_shaped(
     });
     result?;
     let pack_dir = writer.pack_dir();
+    writer.fix_ids(root);
     if let Some(e) = writer.error.into_inner().expect("error slot") {
         return Err(e);
     }

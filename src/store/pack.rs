@@ -81,11 +81,38 @@ impl PackBuilder {
         self.add_known(repo, oid, data)
     }
 
+    /// Add an object of any kind (its encoded content, without the loose-object header).
+    pub fn add_object(
+        &self,
+        repo: &gix::Repository,
+        kind: gix::objs::Kind,
+        data: &[u8],
+    ) -> io::Result<ObjectId> {
+        let oid = gix::objs::compute_hash(gix::hash::Kind::Sha1, kind, data).map_err(io_other)?;
+        let code = match kind {
+            gix::objs::Kind::Commit => 1,
+            gix::objs::Kind::Tree => 2,
+            gix::objs::Kind::Blob => 3,
+            gix::objs::Kind::Tag => 4,
+        };
+        self.add_coded(repo, oid, code, data)
+    }
+
     /// Like [`PackBuilder::add`] for a blob whose id the caller computed.
     pub fn add_known(
         &self,
         repo: &gix::Repository,
         oid: ObjectId,
+        data: &[u8],
+    ) -> io::Result<ObjectId> {
+        self.add_coded(repo, oid, 3, data)
+    }
+
+    fn add_coded(
+        &self,
+        repo: &gix::Repository,
+        oid: ObjectId,
+        code: u8,
         data: &[u8],
     ) -> io::Result<ObjectId> {
         if repo.objects.exists_without_refresh(&oid) {
@@ -97,7 +124,7 @@ impl PackBuilder {
                 return Ok(oid);
             }
         }
-        let mut bytes = entry_header(3, data.len() as u64);
+        let mut bytes = entry_header(code, data.len() as u64);
         let mut z = flate2::write::ZlibEncoder::new(bytes, flate2::Compression::new(1));
         z.write_all(data)?;
         bytes = z.finish()?;
