@@ -25,5 +25,7 @@ if [ -x "$bin/ch-image" ] && "$bin/ch-image" build --help >/dev/null 2>&1; then
     $as_user sh -c "printf 'FROM busybox\nRUN echo built by grove > /hello.txt\nENV GREETING=hi\n' > '$ctx/Dockerfile'"
     $as_user "$bin/ch-image" -s "$storage" build -t demo "$ctx"
     $as_user "$bin/ch-run" -s "$storage" demo -- /bin/cat /hello.txt
-    git -C "$storage/repo.git" log --oneline refs/grove/img/demo+latest
+    # How the image came to be, instruction by instruction (stock git reads the store too).
+    $as_user "$bin/ch-image" -s "$storage" history demo
+    $as_user git -C "$storage/repo.git" log --oneline refs/grove/img/demo+latest
 fi
