@@ -169,6 +169,8 @@ struct Builder<'a> {
     /// Whether the step being executed changed files (else its commit reuses the
     /// parent's trees without loading them).
     files_changed: bool,
+    /// `ADD` URLs downloaded in this build.
+    downloads: std::collections::HashMap<String, PathBuf>,
     /// Provenance: every instruction's outcome, and each stage's base.
     steps: Vec<serde_json::Value>,
     bases: Vec<serde_json::Value>,
@@ -207,6 +209,7 @@ pub fn build(
         pending_layer: None,
         files_changed: false,
         steps: Vec::new(),
+        downloads: Default::default(),
         bases: Vec::new(),
         context_hash: blake3::Hasher::new(),
     };
@@ -492,9 +495,13 @@ impl<'a> Builder<'a> {
             match s {
                 CopySource::Path(p) => {
                     if is_url(p) {
-                        return Err(
-                            self.at(ins, format!("ADD from a URL is not supported yet: {p}"))
-                        );
+                        // ADD URL: the content decides the key (downloaded every build, as
+                        // Docker does; no mtime or ETag shortcut).
+                        let f = self.download(ins, p)?;
+                        let h = context::hash_file(&f).map_err(|e| self.at(ins, format!("can't read download of {p}: {e}")))?;
+                        extra.extend_from_slice(p.as_bytes());
+                        extra.extend_from_slice(&h);
+                        continue;
                     }
                     let found = context::expand(&self.opts.context, p, &self.ignore)
                         .map_err(|e| self.at(ins, e.to_string()))?;
@@ -510,6 +517,22 @@ impl<'a> Builder<'a> {
             .map_err(|e| self.at(ins, e.to_string()))?;
         extra.extend_from_slice(&h);
         Ok(extra)
+    }
+
+    /// Download an `ADD` URL once per build into scratch space; returns the file.
+    fn download(&mut self, ins: &Instruction, url: &str) -> Result<PathBuf, BuildError> {
+        if !matches!(ins.kind, InstrKind::Add(_)) {
+            return Err(self.at(ins, format!("COPY can't fetch URLs (use ADD): {url}")));
+        }
+        if let Some(p) = self.downloads.get(url) {
+            return Ok(p.clone());
+        }
+        let dir = self.scratch("add")?;
+        let f = dir.join("download");
+        info!("downloading: {url}");
+        crate::registry::client::fetch_url(url, &f).map_err(|e| self.at(ins, format!("ADD {url}: {e}")))?;
+        self.downloads.insert(url.to_string(), f.clone());
+        Ok(f)
     }
 
     fn find_stage(&self, ins: &Instruction, from: &str) -> Result<&Stage, BuildError> {
@@ -795,6 +818,8 @@ impl<'a> Builder<'a> {
             Host(context::Source),
             Node(Node, String),
             Inline(String, String),
+            /// A downloaded `ADD` URL: file name, local copy.
+            Url(String, PathBuf),
         }
         let mut srcs: Vec<Src> = Vec::new();
         for s in &args.sources {
@@ -818,6 +843,11 @@ impl<'a> Builder<'a> {
                             .unwrap_or_default();
                         srcs.push(Src::Node(node, name));
                     }
+                    None if is_url(p) => {
+                        let f = self.download(ins, p)?;
+                        let name = url_file_name(p);
+                        srcs.push(Src::Url(name, f));
+                    }
                     None => {
                         let found = context::expand(&self.opts.context, p, &self.ignore)
                             .map_err(|e| self.at(ins, e.to_string()))?;
@@ -830,7 +860,7 @@ impl<'a> Builder<'a> {
             && match &srcs[0] {
                 Src::Host(s) => s.real.is_dir(),
                 Src::Node(n, _) => matches!(n, Node::Dir(_)),
-                Src::Inline(..) => false,
+                Src::Inline(..) | Src::Url(..) => false,
             };
         let n_sources = srcs.len();
         let file = self.df.file.clone();
@@ -891,6 +921,14 @@ impl<'a> Builder<'a> {
                         copy::copy_host(&src.real, &src.rel, &self.ignore, &target(&name))
                     }
                 }
+                Src::Url(name, f) => {
+                    let t = target(name);
+                    // Docker gives downloaded files mode 0600 and does not extract archives.
+                    fs::copy(f, &t)
+                        .and_then(|_| fs::set_permissions(&t, std::os::unix::fs::PermissionsExt::from_mode(0o600)))
+                        .map(|_| ())
+                        .map_err(|e| copy::CopyError::Io { action: "copy download to", path: t.clone(), source: e })
+                }
                 Src::Node(node, name) => {
                     let t = if matches!(node, Node::Dir(_)) && into_dir {
                         dir.clone()
@@ -907,7 +945,7 @@ impl<'a> Builder<'a> {
         let dir_source = srcs.iter().any(|s| match s {
             Src::Host(h) => h.real.is_dir(),
             Src::Node(n, _) => matches!(n, Node::Dir(_)),
-            Src::Inline(..) => false,
+            Src::Inline(..) | Src::Url(..) => false,
         });
         let keep = if dir_source && into_dir {
             parent_comps.len().saturating_sub(1)
@@ -1005,6 +1043,13 @@ fn extract_archive(src: &Path, dest: &Path) -> std::io::Result<()> {
     ar.set_unpack_xattrs(false);
     fs::create_dir_all(dest)?;
     ar.unpack(dest)
+}
+
+/// The file name an `ADD URL` gets: the last path segment, without query or fragment.
+fn url_file_name(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let after_host = path.splitn(4, '/').nth(3).unwrap_or("");
+    after_host.rsplit('/').find(|s| !s.is_empty()).unwrap_or("index.html").to_string()
 }
 
 fn is_url(s: &str) -> bool {

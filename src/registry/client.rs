@@ -87,6 +87,44 @@ fn root_certs() -> Result<ureq::tls::RootCerts, RegistryError> {
     Ok(ureq::tls::RootCerts::new_with_certs(&certs))
 }
 
+/// Download `url` (http or https, system CA bundle or `$SSL_CERT_FILE`) into the new
+/// file `dest` (for Dockerfile `ADD URL`). Redirects are followed; a non-2xx status is an
+/// error.
+pub fn fetch_url(url: &str, dest: &Path) -> Result<(), RegistryError> {
+    let tls = if url.starts_with("https://") {
+        ureq::tls::TlsConfig::builder().root_certs(root_certs()?).build()
+    } else {
+        ureq::tls::TlsConfig::default()
+    };
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(tls)
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_per_read(Some(Duration::from_secs(120)))
+        .user_agent(concat!("grove/", env!("CARGO_PKG_VERSION")))
+        .build();
+    let agent = ureq::Agent::new_with_config(config);
+    let mut resp = agent.get(url).call().map_err(|e| RegistryError::Http {
+        action: "download",
+        url: url.to_string(),
+        source: Box::new(e),
+    })?;
+    if !resp.status().is_success() {
+        return Err(status_err("download", url, &mut resp));
+    }
+    let mut out = std::fs::File::create_new(dest).map_err(|source| RegistryError::Io {
+        action: "create",
+        path: dest.to_path_buf(),
+        source,
+    })?;
+    std::io::copy(&mut resp.body_mut().as_reader(), &mut out).map_err(|source| RegistryError::Io {
+        action: "download into",
+        path: dest.to_path_buf(),
+        source,
+    })?;
+    Ok(())
+}
+
 /// Parse a `WWW-Authenticate` header: scheme and parameters (quoted values may hold
 /// commas).
 pub fn parse_challenge(h: &str) -> (String, Vec<(String, String)>) {
