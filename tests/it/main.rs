@@ -4,6 +4,7 @@
 mod build;
 mod common;
 mod convert;
+mod provenance;
 mod registry;
 mod run;
 mod store;
