@@ -938,3 +938,36 @@ fn fsck_reports_refs_to_non_image_commits_and_bad_metadata() {
     let o = output(w.image().args(["build-cache", "--tree"]));
     assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"), "{o:?}");
 }
+
+// ---- output into a closed pipe ----
+
+/// `ch-image history | head -1` and the like: the reader goes away; the command must not
+/// panic ("failed printing to stdout").
+#[test]
+fn output_into_a_closed_pipe_does_not_panic() {
+    let w = W::new("pipe");
+    let a = w.ctx("a", DF_A, &[("data.txt", DATA)]);
+    w.build("a", &a, &[]);
+    for args in [
+        &["history", "a"][..],
+        &["history", "--json", "a"],
+        &["diff", "busybox", "a"],
+        &["diff", "--stat", "busybox", "a"],
+        &["inspect", "a"],
+        &["inspect", "--json", "a"],
+        &["build-cache", "--tree", "--dot"],
+    ] {
+        let mut ch = w
+            .image()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(ch.stdout.take()); // closed before the command writes
+        let o = ch.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(o.status.success(), "{args:?}: {err}");
+    }
+}
