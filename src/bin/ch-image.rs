@@ -415,7 +415,8 @@ fn history(storage: &std::path::Path, image_ref: &str, json: bool) -> anyhow::Re
             .as_deref()
             .map(|k| &k[..12.min(k.len())])
             .unwrap_or("-");
-        outln!(o, 
+        outln!(
+            o,
             "{} {key:<12} {hit} +{} ~{} -{} {:>7}  {}",
             &s.commit[..12],
             s.added,
@@ -436,7 +437,8 @@ fn diff(storage: &std::path::Path, a: &str, b: &str, stat: bool) -> anyhow::Resu
     let entries = grove::store::diff::diff_commits(&store.repo(), Some(ca), cb, stat)?;
     if stat {
         let s = grove::store::diff::stat(&entries);
-        outln!(o, 
+        outln!(
+            o,
             "{} added, {} changed, {} removed, size {}",
             s.added,
             s.modified,
@@ -445,7 +447,8 @@ fn diff(storage: &std::path::Path, a: &str, b: &str, stat: bool) -> anyhow::Resu
         );
     } else {
         for e in entries {
-            outln!(o, 
+            outln!(
+                o,
                 "{} /{}",
                 e.change.letter(),
                 String::from_utf8_lossy(&e.path)
@@ -494,7 +497,8 @@ fn inspect(storage: &std::path::Path, image_ref: &str, json: bool) -> anyhow::Re
             .into_iter()
             .flatten()
         {
-            outln!(o, 
+            outln!(
+                o,
                 "base:         {} ({})",
                 b.get("image").and_then(|v| v.as_str()).unwrap_or("?"),
                 b.get("commit").and_then(|v| v.as_str()).unwrap_or("?")
@@ -509,7 +513,8 @@ fn inspect(storage: &std::path::Path, image_ref: &str, json: bool) -> anyhow::Re
             outln!(o, "context hash: {h}");
         }
         if let Some(d) = n.get("dockerfile").and_then(|v| v.as_str()) {
-            outln!(o, 
+            outln!(
+                o,
                 "dockerfile ({}):",
                 n.get("dockerfile_name")
                     .and_then(|v| v.as_str())
@@ -572,7 +577,8 @@ fn build_cache(storage: &std::path::Path, a: BuildCacheArgs) -> anyhow::Result<(
     outln!(o, "cache entries: {}", s.cache_entries);
     outln!(o, "commits:       {}", s.commits);
     outln!(o, "objects:       {}", s.objects);
-    outln!(o, 
+    outln!(
+        o,
         "disk used:     {:.1} MiB",
         s.bytes as f64 / (1 << 20) as f64
     );

@@ -366,9 +366,8 @@ fn check_checkout(model: &Dir, dir: &Path, problems: &mut Vec<String>) {
             Node::Symlink { target } => {
                 md.file_type().is_symlink()
                     && fs::read_link(&p).is_ok_and(|t| {
-                        <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::as_bytes(
-                            t.as_os_str(),
-                        ) == target.as_slice()
+                        <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::as_bytes(t.as_os_str())
+                            == target.as_slice()
                     })
             }
             Node::Fifo { mode: m } => md.file_type().is_fifo() && mode == policy.file_mode(*m),

@@ -45,7 +45,9 @@ pub fn get(repo: &gix::Repository, commit: ObjectId) -> Result<Option<Vec<u8>>, 
 
 /// The entries of the notes tree of notes commit `tip`.
 fn entries_of(repo: &gix::Repository, tip: ObjectId) -> Result<Vec<Entry>, GitError> {
-    let c = repo.find_commit(tip).map_err(git_err("find notes commit"))?;
+    let c = repo
+        .find_commit(tip)
+        .map_err(git_err("find notes commit"))?;
     let tree_id = c.tree_id().map_err(git_err("read notes tree"))?.detach();
     let tree = repo
         .find_tree(tree_id)

@@ -3,7 +3,7 @@
 //! and concurrency of builds and readers. The real binaries, run as the unprivileged test
 //! user, on small Dockerfiles FROM an imported busybox.
 
-use crate::common::{busybox_rootfs, fails, is_root, ok, output, unpriv, tool, Scratch, TEST_UID};
+use crate::common::{busybox_rootfs, fails, is_root, ok, output, tool, unpriv, Scratch, TEST_UID};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -135,17 +135,20 @@ impl Summary {
         let mut s = Summary::default();
         let mut seen = 0;
         for l in out.lines() {
-            let Some((k, v)) = l.split_once(':') else { continue };
+            let Some((k, v)) = l.split_once(':') else {
+                continue;
+            };
             let v = v.trim();
-            let n = || v.parse::<u64>().unwrap_or_else(|_| panic!("bad number in {l:?}"));
+            let n = || {
+                v.parse::<u64>()
+                    .unwrap_or_else(|_| panic!("bad number in {l:?}"))
+            };
             match k.trim() {
                 "images" => s.images = n(),
                 "cache entries" => s.cache_entries = n(),
                 "commits" => s.commits = n(),
                 "objects" => s.objects = n(),
-                "disk used" => {
-                    s.mib = v.trim_end_matches("MiB").trim().parse().expect("disk used")
-                }
+                "disk used" => s.mib = v.trim_end_matches("MiB").trim().parse().expect("disk used"),
                 _ => continue,
             }
             seen += 1;
@@ -253,36 +256,67 @@ fn history_one_line_per_instruction_oldest_first_with_hits_after_rebuild() {
     }
     // Commits are distinct and chain oldest first (the parent of N+1 is N).
     for pair in j.windows(2) {
-        let parent = w.git(&["rev-parse", &format!("{}^", pair[1]["commit"].as_str().unwrap())]);
+        let parent = w.git(&[
+            "rev-parse",
+            &format!("{}^", pair[1]["commit"].as_str().unwrap()),
+        ]);
         assert_eq!(parent.trim(), pair[0]["commit"].as_str().unwrap());
     }
     let run = step(&j, "RUN echo one");
     assert_eq!(
-        (run["added"].as_u64(), run["modified"].as_u64(), run["removed"].as_u64()),
+        (
+            run["added"].as_u64(),
+            run["modified"].as_u64(),
+            run["removed"].as_u64()
+        ),
         (Some(3), Some(0), Some(0))
     );
     assert_eq!(run["size_delta"], 4 + 4 + 6);
     let copy = step(&j, "COPY");
-    assert_eq!((copy["added"].as_u64(), copy["size_delta"].as_i64()), (Some(1), Some(DATA.len() as i64)));
+    assert_eq!(
+        (copy["added"].as_u64(), copy["size_delta"].as_i64()),
+        (Some(1), Some(DATA.len() as i64))
+    );
     let rm = step(&j, "RUN rm");
     assert_eq!(
-        (rm["added"].as_u64(), rm["modified"].as_u64(), rm["removed"].as_u64()),
+        (
+            rm["added"].as_u64(),
+            rm["modified"].as_u64(),
+            rm["removed"].as_u64()
+        ),
         (Some(0), Some(0), Some(1))
     );
     assert_eq!(rm["size_delta"], -4);
     let chmod = step(&j, "RUN chmod");
     assert_eq!(
-        (chmod["added"].as_u64(), chmod["modified"].as_u64(), chmod["removed"].as_u64()),
+        (
+            chmod["added"].as_u64(),
+            chmod["modified"].as_u64(),
+            chmod["removed"].as_u64()
+        ),
         (Some(0), Some(1), Some(0)),
         "a chmod is a modification"
     );
     assert_eq!(chmod["size_delta"], 0);
     let env = step(&j, "ENV");
-    assert_eq!((env["added"].as_u64(), env["modified"].as_u64(), env["removed"].as_u64()), (Some(0), Some(0), Some(0)));
+    assert_eq!(
+        (
+            env["added"].as_u64(),
+            env["modified"].as_u64(),
+            env["removed"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0))
+    );
     // Text columns match JSON: +A ~M -R.
-    let rm_line = lines.iter().find(|l| l.ends_with("RUN rm /app/two")).unwrap();
+    let rm_line = lines
+        .iter()
+        .find(|l| l.ends_with("RUN rm /app/two"))
+        .unwrap();
     assert!(rm_line.contains("+0 ~0 -1"), "{rm_line}");
-    assert!(rm_line.contains(&rm["key"].as_str().unwrap()[..12]), "{rm_line}");
+    assert!(
+        rm_line.contains(&rm["key"].as_str().unwrap()[..12]),
+        "{rm_line}"
+    );
 
     // Rebuild: all hits, and history says so.
     let log = w.build("a", &ctx, &[]);
@@ -312,11 +346,7 @@ fn history_one_line_per_instruction_oldest_first_with_hits_after_rebuild() {
 // ---- diff ----
 
 fn diff_lines(w: &W, a: &str, b: &str) -> Vec<String> {
-    let mut v: Vec<String> = w
-        .ci(&["diff", a, b])
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let mut v: Vec<String> = w.ci(&["diff", a, b]).lines().map(str::to_string).collect();
     v.sort();
     v
 }
@@ -331,14 +361,22 @@ fn diff_between_images_and_history_states() {
 
     // History states of one image. a~3 is before RUN rm, RUN chmod, LABEL... (a~0 is CMD).
     // DF_A from the end: CMD(0) ENTRYPOINT(1) LABEL(2) chmod(3) rm(4) COPY(5) RUN echo(6).
-    assert_eq!(diff_lines(&w, "a~4", "a~3"), vec!["M /app/one"], "chmod only");
+    assert_eq!(
+        diff_lines(&w, "a~4", "a~3"),
+        vec!["M /app/one"],
+        "chmod only"
+    );
     assert_eq!(diff_lines(&w, "a~5", "a~4"), vec!["D /app/two"], "RUN rm");
     assert_eq!(diff_lines(&w, "a~6", "a~5"), vec!["A /app/data.txt"]);
     assert_eq!(
         diff_lines(&w, "a~6", "a"),
         vec!["A /app/data.txt", "D /app/two", "M /app/one"]
     );
-    assert_eq!(diff_lines(&w, "a~2", "a"), Vec::<String>::new(), "config only");
+    assert_eq!(
+        diff_lines(&w, "a~2", "a"),
+        Vec::<String>::new(),
+        "config only"
+    );
     // Reverse direction.
     assert_eq!(
         diff_lines(&w, "a", "a~6"),
@@ -373,7 +411,10 @@ fn diff_between_images_and_history_states() {
     // By commit id.
     let j = history_json(&w, "a");
     let rm = step(&j, "RUN rm")["commit"].as_str().unwrap().to_string();
-    let chmod = step(&j, "RUN chmod")["commit"].as_str().unwrap().to_string();
+    let chmod = step(&j, "RUN chmod")["commit"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(diff_lines(&w, &rm, &chmod[..10]), vec!["M /app/one"]);
     let (_, err) = fails(w.image().args(["diff", "a", "nosuch"]));
     assert!(err.contains("nosuch"), "{err}");
@@ -387,8 +428,14 @@ fn inspect_shows_config_base_dockerfile_args_context_and_commit() {
     let a = w.ctx("a", DF_A, &[("data.txt", DATA)]);
     w.build("a", &a, &["--build-arg", "V=7"]);
     let list = w.ci(&["list", "-l"]);
-    let commit = list.lines().find_map(|l| l.strip_prefix("a:latest\t")).unwrap();
-    let base = list.lines().find_map(|l| l.strip_prefix("busybox:latest\t")).unwrap();
+    let commit = list
+        .lines()
+        .find_map(|l| l.strip_prefix("a:latest\t"))
+        .unwrap();
+    let base = list
+        .lines()
+        .find_map(|l| l.strip_prefix("busybox:latest\t"))
+        .unwrap();
 
     let out = w.ci(&["inspect", "a"]);
     for want in [
@@ -403,7 +450,10 @@ fn inspect_shows_config_base_dockerfile_args_context_and_commit() {
         "  RUN rm /app/two".to_string(),
         "  FROM busybox".to_string(),
     ] {
-        assert!(out.lines().any(|l| l == want), "missing {want:?} in:\n{out}");
+        assert!(
+            out.lines().any(|l| l == want),
+            "missing {want:?} in:\n{out}"
+        );
     }
     assert!(out.contains("context hash: "), "{out}");
 
@@ -415,12 +465,22 @@ fn inspect_shows_config_base_dockerfile_args_context_and_commit() {
     assert!(c["env"].to_string().contains("GREETING"), "{c}");
     assert_eq!(c["cmd"], serde_json::json!(["echo hi"]));
     assert_eq!(c["entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
-    assert_eq!(c["labels"].to_string().contains("org.example.team"), true, "{c}");
+    assert_eq!(
+        c["labels"].to_string().contains("org.example.team"),
+        true,
+        "{c}"
+    );
     let p = &v["provenance"];
     assert_eq!(p["commit"], commit);
     assert_eq!(p["dockerfile"], DF_A);
     assert_eq!(p["build_args"]["V"], "7");
-    assert_eq!(p["bases"][0]["image"].as_str().unwrap().trim_end_matches(":latest"), "busybox");
+    assert_eq!(
+        p["bases"][0]["image"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches(":latest"),
+        "busybox"
+    );
     assert_eq!(p["bases"][0]["commit"], base);
     assert_eq!(p["context_hash"].as_str().unwrap().len(), 64);
 
@@ -444,10 +504,17 @@ fn inspect_context_hash_follows_copy_sources() {
     let get = || -> String {
         let v: serde_json::Value =
             serde_json::from_str(&w.ci(&["inspect", "--json", "a"])).unwrap();
-        v["provenance"]["context_hash"].as_str().unwrap().to_string()
+        v["provenance"]["context_hash"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     let h1 = get();
-    assert_ne!(h1, blake3::hash(b"").to_hex().to_string(), "hash of nothing");
+    assert_ne!(
+        h1,
+        blake3::hash(b"").to_hex().to_string(),
+        "hash of nothing"
+    );
     std::fs::write(a.join("data.txt"), "other data\n").unwrap();
     chown(&a);
     w.build("a", &a, &[]);
@@ -475,11 +542,17 @@ fn build_cache_tree_dot_and_summary() {
     assert!(s.objects > s0.objects && s.mib > 0.0, "{s:?} vs {s0:?}");
 
     let tree = w.ci(&["build-cache", "--tree"]);
-    let lines: Vec<&str> = tree.lines().take_while(|l| !l.starts_with("images:")).collect();
+    let lines: Vec<&str> = tree
+        .lines()
+        .take_while(|l| !l.starts_with("images:"))
+        .collect();
     assert_eq!(lines.len() as u64, s.commits, "{tree}");
     let depth = |l: &str| (l.len() - l.trim_start().len()) / 2;
     assert_eq!(depth(lines[0]), 0);
-    assert!(lines[0].contains("IMPORT") && lines[0].contains("busybox:latest"), "{tree}");
+    assert!(
+        lines[0].contains("IMPORT") && lines[0].contains("busybox:latest"),
+        "{tree}"
+    );
     // The shared RUN has two children, one per image.
     let shared = lines
         .iter()
@@ -490,19 +563,40 @@ fn build_cache_tree_dot_and_summary() {
         .filter(|l| depth(l) == depth(lines[shared]) + 1)
         .collect();
     assert_eq!(kids.len(), 2, "{tree}");
-    assert!(lines.iter().any(|l| l.ends_with("(a:latest)") && l.contains("CMD")), "{tree}");
-    assert!(lines.iter().any(|l| l.ends_with("(b:latest)") && l.contains("RUN head")), "{tree}");
-    assert_eq!(lines.iter().filter(|l| l.contains("RUN echo one")).count(), 1, "{tree}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with("(a:latest)") && l.contains("CMD")),
+        "{tree}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with("(b:latest)") && l.contains("RUN head")),
+        "{tree}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("RUN echo one")).count(),
+        1,
+        "{tree}"
+    );
 
     let dot = w.ci(&["build-cache", "--dot"]);
     let dot = &dot[..dot.find("images:").unwrap()];
     assert!(dot.starts_with("digraph "), "{dot}");
     assert_eq!(dot.trim_end().chars().last(), Some('}'));
     assert_eq!(dot.matches('{').count(), 1);
-    assert_eq!(dot.matches('"').count() % 2, 0, "quotes balanced (escaped ones aside)");
+    assert_eq!(
+        dot.matches('"').count() % 2,
+        0,
+        "quotes balanced (escaped ones aside)"
+    );
     let edges = dot.lines().filter(|l| l.contains(" -> ")).count() as u64;
     assert_eq!(edges, (s.commits - 1) + s.images, "{dot}");
-    assert!(dot.contains("\\\"echo hi\\\""), "quotes in labels escaped: {dot}");
+    assert!(
+        dot.contains("\\\"echo hi\\\""),
+        "quotes in labels escaped: {dot}"
+    );
     // If graphviz is installed, it must accept the output.
     if let Ok(mut ch) = Command::new("dot")
         .arg("-Tsvg")
@@ -520,19 +614,19 @@ fn build_cache_tree_dot_and_summary() {
 
 fn convert(w: &W, storage: &Path, image: &str, out: &str) -> Vec<u8> {
     let p = w.s.join(out);
-    ok(tool("ch-convert")
-        .arg("-s")
-        .arg(storage)
-        .arg(image)
-        .arg(&p));
+    ok(tool("ch-convert").arg("-s").arg(storage).arg(image).arg(&p));
     std::fs::read(&p).unwrap()
 }
 
 fn objects(w: &W) -> std::collections::BTreeSet<String> {
-    w.git(&["cat-file", "--batch-all-objects", "--batch-check=%(objectname)"])
-        .lines()
-        .map(str::to_string)
-        .collect()
+    w.git(&[
+        "cat-file",
+        "--batch-all-objects",
+        "--batch-check=%(objectname)",
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
 }
 
 #[test]
@@ -584,7 +678,11 @@ fn gc_after_delete_frees_unshared_objects_only() {
     assert_eq!(after.cache_entries, (DF_A.lines().count() - 1) as u64);
     assert_eq!(after.commits, DF_A.lines().count() as u64);
     // a is intact: same export, same history, and the provenance note survived.
-    assert_eq!(convert(&w, &w.storage(), "a", "a2.tar"), a_tar, "a exports identically");
+    assert_eq!(
+        convert(&w, &w.storage(), "a", "a2.tar"),
+        a_tar,
+        "a exports identically"
+    );
     assert_eq!(history_json(&w, "a"), hist_a);
     let v: serde_json::Value = serde_json::from_str(&w.ci(&["inspect", "--json", "a"])).unwrap();
     assert_eq!(v["provenance"]["dockerfile"], DF_A);
@@ -599,7 +697,11 @@ fn gc_after_delete_frees_unshared_objects_only() {
     assert_eq!((r.images, r.cache_entries), (3, 0));
     assert_eq!(convert(&w, &w.storage(), "a", "a3.tar"), a_tar);
     assert_eq!(marks(&w.build("a", &a, &[])), "*..........");
-    assert_eq!(convert(&w, &w.storage(), "a", "a4.tar"), a_tar, "deterministic rebuild");
+    assert_eq!(
+        convert(&w, &w.storage(), "a", "a4.tar"),
+        a_tar,
+        "deterministic rebuild"
+    );
 }
 
 // ---- sharing ----
@@ -648,7 +750,10 @@ fn push_and_fetch_through_a_bare_repository_give_all_hits() {
 
     // A store that already has a different image of its own keeps it and its notes.
     let s3 = w.s.join("storage3");
-    ok(w.image_in(&s3).arg("import").arg(busybox_rootfs()).arg("busybox"));
+    ok(w.image_in(&s3)
+        .arg("import")
+        .arg(busybox_rootfs())
+        .arg("busybox"));
     let c = w.ctx("c", "FROM busybox\nRUN echo c > /c\n", &[]);
     w.build_in(&s3, "c", &c, &[]);
     ok(w.image_in(&s3).args(["build-cache", "fetch", remote_s]));
@@ -722,7 +827,10 @@ fn push_and_fetch_through_git_daemon() {
     // Wait until it listens.
     let t = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "git daemon did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "git daemon did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let url = format!("git://127.0.0.1:{port}/cache.git");
@@ -734,7 +842,10 @@ fn push_and_fetch_through_git_daemon() {
     drop(daemon);
     let t = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-        assert!(t.elapsed() < Duration::from_secs(10), "git daemon did not stop");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "git daemon did not stop"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // The daemon is gone: a fetch fails cleanly.
@@ -747,8 +858,16 @@ fn push_and_fetch_through_git_daemon() {
 #[test]
 fn two_concurrent_builds_into_one_storage_both_succeed() {
     let w = W::new("conc");
-    let c1 = w.ctx("c1", "FROM busybox\nRUN sleep 2 && echo 1 > /one\nRUN echo x > /x\n", &[]);
-    let c2 = w.ctx("c2", "FROM busybox\nRUN sleep 2 && echo 2 > /two\nENV Y=2\n", &[]);
+    let c1 = w.ctx(
+        "c1",
+        "FROM busybox\nRUN sleep 2 && echo 1 > /one\nRUN echo x > /x\n",
+        &[],
+    );
+    let c2 = w.ctx(
+        "c2",
+        "FROM busybox\nRUN sleep 2 && echo 2 > /two\nENV Y=2\n",
+        &[],
+    );
     let start = |tag: &str, ctx: &Path| {
         w.image()
             .args(["build", "-t", tag])
@@ -766,20 +885,36 @@ fn two_concurrent_builds_into_one_storage_both_succeed() {
     let o2 = p2.wait_with_output().unwrap();
     let t2 = t.elapsed();
     eprintln!("concurrent builds: first done after {t1:?}, second after {t2:?}");
-    assert!(o1.status.success(), "{}", String::from_utf8_lossy(&o1.stderr));
-    assert!(o2.status.success(), "{}", String::from_utf8_lossy(&o2.stderr));
+    assert!(
+        o1.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o1.stderr)
+    );
+    assert!(
+        o2.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o2.stderr)
+    );
     let list = w.ci(&["list"]);
-    assert!(list.contains("c1:latest") && list.contains("c2:latest"), "{list}");
+    assert!(
+        list.contains("c1:latest") && list.contains("c2:latest"),
+        "{list}"
+    );
     // Both provenance notes are there (no lost update of the notes ref).
     for i in ["c1", "c2"] {
-        let v: serde_json::Value =
-            serde_json::from_str(&w.ci(&["inspect", "--json", i])).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&w.ci(&["inspect", "--json", i])).unwrap();
         assert!(v["provenance"]["dockerfile"].is_string(), "{i}: {v}");
         let h = history_json(&w, i);
         assert!(h[1..].iter().all(|s| s["hit"] == false), "{h:?}");
     }
-    ok(tool("ch-run").arg("-s").arg(w.storage()).args(["c1", "--", "/bin/cat", "/one"]));
-    ok(tool("ch-run").arg("-s").arg(w.storage()).args(["c2", "--", "/bin/cat", "/two"]));
+    ok(tool("ch-run")
+        .arg("-s")
+        .arg(w.storage())
+        .args(["c1", "--", "/bin/cat", "/one"]));
+    ok(tool("ch-run")
+        .arg("-s")
+        .arg(w.storage())
+        .args(["c2", "--", "/bin/cat", "/two"]));
     ok(w.image().arg("fsck"));
 }
 
@@ -822,7 +957,10 @@ fn readers_do_not_wait_for_a_running_build() {
             .args(["a", "--", "/bin/cat", "/app/data.txt"]),
     );
     assert_eq!(out, DATA);
-    assert!(t0.elapsed() < Duration::from_secs(3), "checks ran during the sleep");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "checks ran during the sleep"
+    );
     let o = build.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
@@ -836,11 +974,17 @@ fn fsck_passes_a_healthy_store_and_reports_corrupt_checkouts() {
     w.build("a", &a, &[]);
     let out = output(w.image().arg("fsck"));
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("store ok"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("store ok"),
+        "{out:?}"
+    );
 
     // busybox is checked out (import): corrupt one of its files' content.
     let list = w.ci(&["list", "-l"]);
-    let base = list.lines().find_map(|l| l.strip_prefix("busybox:latest\t")).unwrap();
+    let base = list
+        .lines()
+        .find_map(|l| l.strip_prefix("busybox:latest\t"))
+        .unwrap();
     let co = w.storage().join("checkouts").join(base);
     assert!(co.is_dir(), "{} missing", co.display());
     let motd = co.join("etc/motd");
@@ -856,12 +1000,18 @@ fn fsck_passes_a_healthy_store_and_reports_corrupt_checkouts() {
 fn fsck_reports_a_chmod_in_a_checkout() {
     let w = W::new("fsck-mode");
     let list = w.ci(&["list", "-l"]);
-    let base = list.lines().find_map(|l| l.strip_prefix("busybox:latest\t")).unwrap();
+    let base = list
+        .lines()
+        .find_map(|l| l.strip_prefix("busybox:latest\t"))
+        .unwrap();
     let co = w.storage().join("checkouts").join(base);
     crate::common::sh(&format!("chmod 777 '{}'", co.join("etc/passwd").display()));
     let out = output(w.image().arg("fsck"));
     assert!(!out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("etc/passwd"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("etc/passwd"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -891,9 +1041,17 @@ fn fsck_reports_refs_to_non_image_commits_and_bad_metadata() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        ch.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        ch.stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
         let o = ch.wait_with_output().unwrap();
-        assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     };
 
@@ -910,9 +1068,15 @@ fn fsck_reports_refs_to_non_image_commits_and_bad_metadata() {
     ok(w.image().arg("fsck"));
 
     // 2. An image commit whose metadata blob is garbage (same rootfs and config).
-    let head = w.git(&["rev-parse", "refs/grove/img/a+latest"]).trim().to_string();
+    let head = w
+        .git(&["rev-parse", "refs/grove/img/a+latest"])
+        .trim()
+        .to_string();
     let ls = w.git(&["ls-tree", &head]);
-    let bad = git_stdin(&["hash-object", "-w", "--stdin"], "\u{1}garbage\u{ff}not metadata");
+    let bad = git_stdin(
+        &["hash-object", "-w", "--stdin"],
+        "\u{1}garbage\u{ff}not metadata",
+    );
     let new_tree: String = ls
         .lines()
         .map(|l| {
@@ -924,7 +1088,10 @@ fn fsck_reports_refs_to_non_image_commits_and_bad_metadata() {
         })
         .collect();
     let tree = git_stdin(&["mktree"], &new_tree);
-    let c = git_stdin(&["commit-tree", &tree, "-p", &head, "-m", "RUN corrupt"], "");
+    let c = git_stdin(
+        &["commit-tree", &tree, "-p", &head, "-m", "RUN corrupt"],
+        "",
+    );
     w.git(&["update-ref", "refs/grove/img/badmeta+latest", &c]);
     let out = output(w.image().arg("fsck"));
     assert!(!out.status.success(), "{out:?}");
@@ -932,11 +1099,20 @@ fn fsck_reports_refs_to_non_image_commits_and_bad_metadata() {
     assert!(stdout.contains("badmeta"), "{stdout}");
     // The other commands refuse it cleanly (no panic).
     let o = output(w.image().args(["history", "badmeta"]));
-    assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"), "{o:?}");
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("panicked"),
+        "{o:?}"
+    );
     let o = output(w.image().args(["diff", "a", "badmeta"]));
-    assert!(!o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("panicked"), "{o:?}");
+    assert!(
+        !o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("panicked"),
+        "{o:?}"
+    );
     let o = output(w.image().args(["build-cache", "--tree"]));
-    assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"), "{o:?}");
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("panicked"),
+        "{o:?}"
+    );
 }
 
 // ---- output into a closed pipe ----
