@@ -465,11 +465,7 @@ fn inspect_shows_config_base_dockerfile_args_context_and_commit() {
     assert!(c["env"].to_string().contains("GREETING"), "{c}");
     assert_eq!(c["cmd"], serde_json::json!(["echo hi"]));
     assert_eq!(c["entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
-    assert_eq!(
-        c["labels"].to_string().contains("org.example.team"),
-        true,
-        "{c}"
-    );
+    assert_eq!(c["labels"]["org.example.team"], "grove", "{c}");
     let p = &v["provenance"];
     assert_eq!(p["commit"], commit);
     assert_eq!(p["dockerfile"], DF_A);
