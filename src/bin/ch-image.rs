@@ -540,7 +540,8 @@ fn build_cache(storage: &std::path::Path, a: BuildCacheArgs) -> anyhow::Result<(
         .as_slice()
     {
         ["push", remote] => {
-            maint::push(&store, remote)?;
+            let lock = store.lock()?;
+            maint::push(&store, &lock, remote)?;
             info!("pushed images and cache to {remote}");
             return Ok(());
         }

@@ -469,8 +469,9 @@ fn fetch_notes(store: &Store, remote: &str) -> Result<Option<ObjectId>, StoreErr
 
 /// Push images, cache entries and provenance notes to a git remote. The remote's notes
 /// are merged first, and the notes push only succeeds if nobody pushed notes meanwhile
-/// (else it starts over).
-pub fn push(store: &Store, remote: &str) -> Result<(), StoreError> {
+/// (else it starts over). Requires the lock: the notes merge writes objects that a
+/// concurrent gc (`--prune=now`) could otherwise remove before they are referenced.
+pub fn push(store: &Store, _lock: &WriteLock, remote: &str) -> Result<(), StoreError> {
     let mut tries = 0;
     loop {
         let remote_tip = fetch_notes(store, remote)?;
