@@ -1143,3 +1143,80 @@ fn output_into_a_closed_pipe_does_not_panic() {
         assert!(o.status.success(), "{args:?}: {err}");
     }
 }
+
+// ---- diff: directories that become empty, modes of directories, links, FIFOs ----
+
+const DF_EDGE: &str = "FROM busybox
+RUN mkdir -p /e/empty /e/full && echo a > /e/full/a && echo x > /x && ln /x /hl && ln -s /x /sl && mkfifo /ff
+RUN chmod 600 /x
+RUN rm -r /e/empty && ln -sf /hl /sl && rm /ff
+RUN rm /e/full/a
+RUN rm /hl
+RUN rm /x && mkdir /x && echo in > /x/in
+RUN chmod 700 /e
+";
+
+/// Regression: a directory whose last file goes away leaves the git tree and becomes a
+/// `dir` record in the metadata; it was reported as added ("A /e", "A /e/full") although
+/// it was there all along; and a directory's chmod was lost when it also changed from
+/// empty to non-empty or back.
+#[test]
+fn diff_of_directories_that_become_empty_and_of_directory_modes() {
+    let w = W::new("diff-edge");
+    let c = w.ctx("edge", DF_EDGE, &[]);
+    w.build("t", &c, &[]);
+    let d = |i: usize| diff_lines(&w, &format!("t~{i}"), &format!("t~{}", i - 1));
+    assert_eq!(
+        d(7),
+        vec![
+            "A /e/empty",
+            "A /e/full/a",
+            "A /ff",
+            "A /hl",
+            "A /sl",
+            "A /x"
+        ]
+    );
+    assert_eq!(d(6), vec!["M /x"]);
+    assert_eq!(d(5), vec!["D /e/empty", "D /ff", "M /sl"]);
+    assert_eq!(d(4), vec!["D /e/full/a"], "/e and /e/full are still there");
+    assert_eq!(d(3), vec!["D /hl"]);
+    assert_eq!(d(2), vec!["A /x/in", "D /x"]);
+    assert_eq!(d(1), vec!["M /e"]);
+    assert_eq!(
+        diff_lines(&w, "t~6", "t"),
+        vec![
+            "A /x/in",
+            "D /e/empty",
+            "D /e/full/a",
+            "D /ff",
+            "D /hl",
+            "D /x",
+            "M /e",
+            "M /sl"
+        ]
+    );
+    assert_eq!(
+        diff_lines(&w, "t", "t~6"),
+        vec![
+            "A /e/empty",
+            "A /e/full/a",
+            "A /ff",
+            "A /hl",
+            "A /x",
+            "D /x/in",
+            "M /e",
+            "M /sl"
+        ]
+    );
+    let j = history_json(&w, "t");
+    let rm = step(&j, "RUN rm /e/full/a");
+    assert_eq!(
+        (
+            rm["added"].as_u64(),
+            rm["modified"].as_u64(),
+            rm["removed"].as_u64()
+        ),
+        (Some(0), Some(0), Some(1))
+    );
+}
