@@ -288,6 +288,14 @@ pub fn diff_commits(
                             Change::Modified
                         }
                         Record::Dir { .. } | Record::Fifo { .. } => Change::Added,
+                        // The mode of a directory that is new: its files are listed.
+                        Record::Mode { .. }
+                            if !ta
+                                .as_ref()
+                                .is_some_and(|t| tree_has(repo, t.rootfs, p).unwrap_or(true)) =>
+                        {
+                            continue
+                        }
                         _ => Change::Modified,
                     };
                     out.push(Entry {
@@ -314,6 +322,10 @@ pub fn diff_commits(
                     }
                     continue;
                 }
+            }
+            // The mode of a directory that is gone: its files are listed.
+            if matches!(r, Record::Mode { .. }) && !tree_has(repo, tb.rootfs, p)? {
+                continue;
             }
             if !sb.contains_key(p) && !seen.contains(p) {
                 let change = if matches!(r, Record::Dir { .. } | Record::Fifo { .. }) {

@@ -1220,3 +1220,27 @@ fn diff_of_directories_that_become_empty_and_of_directory_modes() {
         (Some(0), Some(0), Some(1))
     );
 }
+
+/// Regression: a new (or deleted) directory with a non-default mode was also reported as
+/// changed ("M /d") next to its files.
+#[test]
+fn diff_of_new_and_deleted_directories_with_modes() {
+    let w = W::new("diff-newdir");
+    let c = w.ctx(
+        "nd",
+        "FROM busybox\nRUN mkdir -m 700 /d && echo f > /d/f && mkdir -m 711 /d/sub && echo g > /d/sub/g && echo s > /s && chmod 600 /s\nRUN rm -r /d /s\n",
+        &[],
+    );
+    w.build("t", &c, &[]);
+    assert_eq!(
+        diff_lines(&w, "t~2", "t~1"),
+        vec!["A /d/f", "A /d/sub/g", "A /s"]
+    );
+    assert_eq!(
+        diff_lines(&w, "t~1", "t"),
+        vec!["D /d/f", "D /d/sub/g", "D /s"]
+    );
+    let j = history_json(&w, "t");
+    assert_eq!(j[1]["modified"], 0, "{}", j[1]);
+    assert_eq!(j[2]["modified"], 0, "{}", j[2]);
+}
