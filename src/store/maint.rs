@@ -241,24 +241,7 @@ pub fn gc(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
 }
 
 fn prune_notes(store: &Store, live: &HashSet<ObjectId>) -> Result<(), StoreError> {
-    let repo = store.repo();
-    let Some(tip) = git::get_ref(&repo, notes::NOTES_REF)? else {
-        return Ok(());
-    };
-    // Keep the latest note of each live commit; drop the notes history (a fresh root).
-    let mut kept = Vec::new();
-    for id in live {
-        if let Some(n) = notes::get(&repo, *id)? {
-            kept.push((*id, n));
-        }
-    }
-    git::update_refs(
-        &repo,
-        &[(notes::NOTES_REF.to_string(), None, Expect::Is(tip))],
-    )?;
-    for (id, n) in kept {
-        notes::set(&repo, id, &n)?;
-    }
+    notes::retain(&store.repo(), |id| live.contains(&id))?;
     Ok(())
 }
 

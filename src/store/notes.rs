@@ -207,3 +207,22 @@ pub fn merge(repo: &gix::Repository, other: ObjectId) -> Result<(), GitError> {
         )
     })
 }
+
+/// Keep only the notes of commits for which `keep` is true, as a fresh notes history (one
+/// parentless commit: the history of notes would keep old commits alive). One atomic ref
+/// update, so an interrupted gc loses no note.
+pub fn retain(repo: &gix::Repository, keep: impl Fn(ObjectId) -> bool) -> Result<(), GitError> {
+    retry(repo, || {
+        let Some(tip) = git::get_ref(repo, NOTES_REF)? else {
+            return Ok(());
+        };
+        let entries: Vec<Entry> = entries_of(repo, tip)?
+            .into_iter()
+            .filter(|e| ObjectId::from_hex(e.filename.as_bytes()).is_ok_and(|id| keep(id)))
+            .collect();
+        if entries.is_empty() {
+            return git::update_refs(repo, &[(NOTES_REF.to_string(), None, Expect::Is(tip))]);
+        }
+        commit(repo, entries, Vec::new(), Some(tip), "Notes\n".to_string())
+    })
+}

@@ -682,6 +682,13 @@ fn gc_after_delete_frees_unshared_objects_only() {
     assert_eq!(history_json(&w, "a"), hist_a);
     let v: serde_json::Value = serde_json::from_str(&w.ci(&["inspect", "--json", "a"])).unwrap();
     assert_eq!(v["provenance"]["dockerfile"], DF_A);
+    // The notes kept a's note and dropped b's, in one parentless notes commit.
+    let noted = w.git(&["notes", "--ref=grove", "list"]);
+    let a_commit = hist_a.last().unwrap()["commit"].as_str().unwrap();
+    assert!(noted.contains(a_commit), "{noted}");
+    let b_commit = hist_b.last().unwrap()["commit"].as_str().unwrap();
+    assert!(!noted.contains(b_commit), "{noted}");
+    assert_eq!(w.git(&["rev-list", "--count", "refs/notes/grove"]).trim(), "1");
     let fsck = output(w.image().arg("fsck"));
     assert!(fsck.status.success(), "{fsck:?}");
     // Rebuilding b: the shared prefix hits, its own line runs.
