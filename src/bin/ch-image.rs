@@ -376,13 +376,33 @@ fn human(n: i64) -> String {
     }
 }
 
+/// `writeln!` into a String (cannot fail).
+macro_rules! outln {
+    ($o:ident, $($t:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($o, $($t)*);
+    }};
+}
+
+/// Write a command's output to stdout; a closed pipe (`| head`) ends it quietly instead
+/// of panicking.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut so = std::io::stdout().lock();
+    match so.write_all(text.as_bytes()).and_then(|_| so.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
 fn history(storage: &std::path::Path, image_ref: &str, json: bool) -> anyhow::Result<()> {
+    let mut o = String::new();
     let store = Store::open_existing(storage)?;
     let commit = resolve_state(&store, image_ref)?;
     let steps = grove::store::history::history(&store.repo(), commit)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&steps)?);
-        return Ok(());
+        outln!(o, "{}", serde_json::to_string_pretty(&steps)?);
+        return emit(&o);
     }
     for s in steps {
         let hit = match s.hit {
@@ -395,7 +415,8 @@ fn history(storage: &std::path::Path, image_ref: &str, json: bool) -> anyhow::Re
             .as_deref()
             .map(|k| &k[..12.min(k.len())])
             .unwrap_or("-");
-        println!(
+        outln!(
+            o,
             "{} {key:<12} {hit} +{} ~{} -{} {:>7}  {}",
             &s.commit[..12],
             s.added,
@@ -405,17 +426,19 @@ fn history(storage: &std::path::Path, image_ref: &str, json: bool) -> anyhow::Re
             s.instruction
         );
     }
-    Ok(())
+    emit(&o)
 }
 
 fn diff(storage: &std::path::Path, a: &str, b: &str, stat: bool) -> anyhow::Result<()> {
+    let mut o = String::new();
     let store = Store::open_existing(storage)?;
     let ca = resolve_state(&store, a)?;
     let cb = resolve_state(&store, b)?;
     let entries = grove::store::diff::diff_commits(&store.repo(), Some(ca), cb, stat)?;
     if stat {
         let s = grove::store::diff::stat(&entries);
-        println!(
+        outln!(
+            o,
             "{} added, {} changed, {} removed, size {}",
             s.added,
             s.modified,
@@ -424,17 +447,19 @@ fn diff(storage: &std::path::Path, a: &str, b: &str, stat: bool) -> anyhow::Resu
         );
     } else {
         for e in entries {
-            println!(
+            outln!(
+                o,
                 "{} /{}",
                 e.change.letter(),
                 String::from_utf8_lossy(&e.path)
             );
         }
     }
-    Ok(())
+    emit(&o)
 }
 
 fn inspect(storage: &std::path::Path, image_ref: &str, json: bool) -> anyhow::Result<()> {
+    let mut o = String::new();
     let store = Store::open_existing(storage)?;
     let commit = resolve_state(&store, image_ref)?;
     let repo = store.repo();
@@ -444,26 +469,26 @@ fn inspect(storage: &std::path::Path, image_ref: &str, json: bool) -> anyhow::Re
     if json {
         let v =
             serde_json::json!({ "commit": commit.to_string(), "config": cfg, "provenance": note });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+        outln!(o, "{}", serde_json::to_string_pretty(&v)?);
+        return emit(&o);
     }
-    println!("commit:       {commit}");
-    println!("cwd:          {}", cfg.cwd);
+    outln!(o, "commit:       {commit}");
+    outln!(o, "cwd:          {}", cfg.cwd);
     for (k, v) in &cfg.env {
-        println!("env:          {k}={v}");
+        outln!(o, "env:          {k}={v}");
     }
     if let Some(c) = &cfg.cmd {
-        println!("cmd:          {}", serde_json::to_string(c)?);
+        outln!(o, "cmd:          {}", serde_json::to_string(c)?);
     }
     if let Some(e) = &cfg.entrypoint {
-        println!("entrypoint:   {}", serde_json::to_string(e)?);
+        outln!(o, "entrypoint:   {}", serde_json::to_string(e)?);
     }
-    println!("shell:        {}", serde_json::to_string(&cfg.shell)?);
+    outln!(o, "shell:        {}", serde_json::to_string(&cfg.shell)?);
     for (k, v) in &cfg.labels {
-        println!("label:        {k}={v}");
+        outln!(o, "label:        {k}={v}");
     }
     if let Some(a) = &cfg.arch {
-        println!("arch:         {a}");
+        outln!(o, "arch:         {a}");
     }
     if let Some(n) = note {
         for b in n
@@ -472,7 +497,8 @@ fn inspect(storage: &std::path::Path, image_ref: &str, json: bool) -> anyhow::Re
             .into_iter()
             .flatten()
         {
-            println!(
+            outln!(
+                o,
                 "base:         {} ({})",
                 b.get("image").and_then(|v| v.as_str()).unwrap_or("?"),
                 b.get("commit").and_then(|v| v.as_str()).unwrap_or("?")
@@ -480,28 +506,30 @@ fn inspect(storage: &std::path::Path, image_ref: &str, json: bool) -> anyhow::Re
         }
         if let Some(args) = n.get("build_args").and_then(|a| a.as_object()) {
             for (k, v) in args {
-                println!("build arg:    {k}={}", v.as_str().unwrap_or(""));
+                outln!(o, "build arg:    {k}={}", v.as_str().unwrap_or(""));
             }
         }
         if let Some(h) = n.get("context_hash").and_then(|v| v.as_str()) {
-            println!("context hash: {h}");
+            outln!(o, "context hash: {h}");
         }
         if let Some(d) = n.get("dockerfile").and_then(|v| v.as_str()) {
-            println!(
+            outln!(
+                o,
                 "dockerfile ({}):",
                 n.get("dockerfile_name")
                     .and_then(|v| v.as_str())
                     .unwrap_or("?")
             );
             for l in d.lines() {
-                println!("  {l}");
+                outln!(o, "  {l}");
             }
         }
     }
-    Ok(())
+    emit(&o)
 }
 
 fn build_cache(storage: &std::path::Path, a: BuildCacheArgs) -> anyhow::Result<()> {
+    let mut o = String::new();
     use grove::store::maint;
     let store = Store::open(storage)?;
     match a
@@ -512,7 +540,8 @@ fn build_cache(storage: &std::path::Path, a: BuildCacheArgs) -> anyhow::Result<(
         .as_slice()
     {
         ["push", remote] => {
-            maint::push(&store, remote)?;
+            let lock = store.lock()?;
+            maint::push(&store, &lock, remote)?;
             info!("pushed images and cache to {remote}");
             return Ok(());
         }
@@ -539,21 +568,22 @@ fn build_cache(storage: &std::path::Path, a: BuildCacheArgs) -> anyhow::Result<(
         info!("garbage collected");
     }
     if a.tree {
-        print!("{}", maint::render_tree(&maint::graph(&store)?));
+        o.push_str(&maint::render_tree(&maint::graph(&store)?));
     }
     if a.dot {
-        print!("{}", maint::render_dot(&maint::graph(&store)?));
+        o.push_str(&maint::render_dot(&maint::graph(&store)?));
     }
     let s = maint::summary(&store)?;
-    println!("images:        {}", s.images);
-    println!("cache entries: {}", s.cache_entries);
-    println!("commits:       {}", s.commits);
-    println!("objects:       {}", s.objects);
-    println!(
+    outln!(o, "images:        {}", s.images);
+    outln!(o, "cache entries: {}", s.cache_entries);
+    outln!(o, "commits:       {}", s.commits);
+    outln!(o, "objects:       {}", s.objects);
+    outln!(
+        o,
         "disk used:     {:.1} MiB",
         s.bytes as f64 / (1 << 20) as f64
     );
-    Ok(())
+    emit(&o)
 }
 
 #[derive(Subcommand)]

@@ -498,7 +498,9 @@ impl<'a> Builder<'a> {
                         // ADD URL: the content decides the key (downloaded every build, as
                         // Docker does; no mtime or ETag shortcut).
                         let f = self.download(ins, p)?;
-                        let h = context::hash_file(&f).map_err(|e| self.at(ins, format!("can't read download of {p}: {e}")))?;
+                        let h = context::hash_file(&f).map_err(|e| {
+                            self.at(ins, format!("can't read download of {p}: {e}"))
+                        })?;
                         extra.extend_from_slice(p.as_bytes());
                         extra.extend_from_slice(&h);
                         continue;
@@ -516,6 +518,9 @@ impl<'a> Builder<'a> {
         let h = context::hash_sources(&all, &self.ignore, &mut self.stat_cache)
             .map_err(|e| self.at(ins, e.to_string()))?;
         extra.extend_from_slice(&h);
+        // The context hash in the provenance covers every source set of the build,
+        // heredocs and downloads included.
+        self.context_hash.update(&extra);
         Ok(extra)
     }
 
@@ -530,7 +535,8 @@ impl<'a> Builder<'a> {
         let dir = self.scratch("add")?;
         let f = dir.join("download");
         info!("downloading: {url}");
-        crate::registry::client::fetch_url(url, &f).map_err(|e| self.at(ins, format!("ADD {url}: {e}")))?;
+        crate::registry::client::fetch_url(url, &f)
+            .map_err(|e| self.at(ins, format!("ADD {url}: {e}")))?;
         self.downloads.insert(url.to_string(), f.clone());
         Ok(f)
     }
@@ -925,9 +931,18 @@ impl<'a> Builder<'a> {
                     let t = target(name);
                     // Docker gives downloaded files mode 0600 and does not extract archives.
                     fs::copy(f, &t)
-                        .and_then(|_| fs::set_permissions(&t, std::os::unix::fs::PermissionsExt::from_mode(0o600)))
+                        .and_then(|_| {
+                            fs::set_permissions(
+                                &t,
+                                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                            )
+                        })
                         .map(|_| ())
-                        .map_err(|e| copy::CopyError::Io { action: "copy download to", path: t.clone(), source: e })
+                        .map_err(|e| copy::CopyError::Io {
+                            action: "copy download to",
+                            path: t.clone(),
+                            source: e,
+                        })
                 }
                 Src::Node(node, name) => {
                     let t = if matches!(node, Node::Dir(_)) && into_dir {
@@ -1049,7 +1064,11 @@ fn extract_archive(src: &Path, dest: &Path) -> std::io::Result<()> {
 fn url_file_name(url: &str) -> String {
     let path = url.split(['?', '#']).next().unwrap_or(url);
     let after_host = path.splitn(4, '/').nth(3).unwrap_or("");
-    after_host.rsplit('/').find(|s| !s.is_empty()).unwrap_or("index.html").to_string()
+    after_host
+        .rsplit('/')
+        .find(|s| !s.is_empty())
+        .unwrap_or("index.html")
+        .to_string()
 }
 
 fn is_url(s: &str) -> bool {

@@ -92,7 +92,9 @@ fn root_certs() -> Result<ureq::tls::RootCerts, RegistryError> {
 /// error.
 pub fn fetch_url(url: &str, dest: &Path) -> Result<(), RegistryError> {
     let tls = if url.starts_with("https://") {
-        ureq::tls::TlsConfig::builder().root_certs(root_certs()?).build()
+        ureq::tls::TlsConfig::builder()
+            .root_certs(root_certs()?)
+            .build()
     } else {
         ureq::tls::TlsConfig::default()
     };
@@ -117,10 +119,12 @@ pub fn fetch_url(url: &str, dest: &Path) -> Result<(), RegistryError> {
         path: dest.to_path_buf(),
         source,
     })?;
-    std::io::copy(&mut resp.body_mut().as_reader(), &mut out).map_err(|source| RegistryError::Io {
-        action: "download into",
-        path: dest.to_path_buf(),
-        source,
+    std::io::copy(&mut resp.body_mut().as_reader(), &mut out).map_err(|source| {
+        RegistryError::Io {
+            action: "download into",
+            path: dest.to_path_buf(),
+            source,
+        }
     })?;
     Ok(())
 }

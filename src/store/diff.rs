@@ -249,12 +249,25 @@ pub fn diff_commits(
         let sb: std::collections::BTreeMap<Vec<u8>, &Record> =
             mb.iter().map(|r| (key(r), r)).collect();
         let seen: std::collections::HashSet<Vec<u8>> = out.iter().map(|e| e.path.clone()).collect();
+        // A directory's mode: its `dir` record (empty directory) or `mode` record, else
+        // what a tree implies.
+        let dir_mode = |r: Option<&&Record>| match r {
+            Some(Record::Dir { mode, .. }) | Some(Record::Mode { mode, .. }) => *mode,
+            _ => DIR_MODE,
+        };
         for (p, r) in &sb {
             if seen.contains(p) {
                 continue;
             }
             match sa.get(p) {
                 Some(old) if old == r => {}
+                // A directory that became empty or got content: only its mode matters.
+                Some(old @ Record::Mode { .. }) | Some(old @ Record::Dir { .. })
+                    if matches!(
+                        (old, r),
+                        (Record::Mode { .. }, Record::Dir { .. })
+                            | (Record::Dir { .. }, Record::Mode { .. })
+                    ) && dir_mode(Some(old)) == dir_mode(Some(r)) => {}
                 Some(_) => out.push(Entry {
                     path: p.clone(),
                     change: Change::Modified,
@@ -262,10 +275,28 @@ pub fn diff_commits(
                     new_size: 0,
                 }),
                 None => {
-                    let change = if matches!(r, Record::Dir { .. } | Record::Fifo { .. }) {
-                        Change::Added
-                    } else {
-                        Change::Modified
+                    let change = match r {
+                        // An empty directory that had content before (it was in the tree).
+                        Record::Dir { mode, .. }
+                            if ta
+                                .as_ref()
+                                .is_some_and(|t| tree_has(repo, t.rootfs, p).unwrap_or(false)) =>
+                        {
+                            if *mode == DIR_MODE {
+                                continue;
+                            }
+                            Change::Modified
+                        }
+                        Record::Dir { .. } | Record::Fifo { .. } => Change::Added,
+                        // The mode of a directory that is new: its files are listed.
+                        Record::Mode { .. }
+                            if !ta
+                                .as_ref()
+                                .is_some_and(|t| tree_has(repo, t.rootfs, p).unwrap_or(true)) =>
+                        {
+                            continue
+                        }
+                        _ => Change::Modified,
                     };
                     out.push(Entry {
                         path: p.clone(),
@@ -277,8 +308,23 @@ pub fn diff_commits(
             }
         }
         for (p, r) in &sa {
-            // An empty directory that got content is still there.
-            if matches!(r, Record::Dir { .. }) && tree_has(repo, tb.rootfs, p)? {
+            // An empty directory that got content is still there: changed only if its
+            // mode did (a `mode` record in b is handled above).
+            if let Record::Dir { mode, .. } = r {
+                if tree_has(repo, tb.rootfs, p)? {
+                    if *mode != DIR_MODE && !sb.contains_key(p) && !seen.contains(p) {
+                        out.push(Entry {
+                            path: p.clone(),
+                            change: Change::Modified,
+                            old_size: 0,
+                            new_size: 0,
+                        });
+                    }
+                    continue;
+                }
+            }
+            // The mode of a directory that is gone: its files are listed.
+            if matches!(r, Record::Mode { .. }) && !tree_has(repo, tb.rootfs, p)? {
                 continue;
             }
             if !sb.contains_key(p) && !seen.contains(p) {
@@ -300,6 +346,9 @@ pub fn diff_commits(
     }
     Ok(out)
 }
+
+/// The mode a git tree implies for a directory (others have a `mode` record).
+const DIR_MODE: u32 = 0o755;
 
 /// Whether `path` exists in the rootfs tree `root`.
 fn tree_has(repo: &gix::Repository, root: ObjectId, path: &[u8]) -> Result<bool, GitError> {

@@ -241,24 +241,7 @@ pub fn gc(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
 }
 
 fn prune_notes(store: &Store, live: &HashSet<ObjectId>) -> Result<(), StoreError> {
-    let repo = store.repo();
-    let Some(tip) = git::get_ref(&repo, notes::NOTES_REF)? else {
-        return Ok(());
-    };
-    // Keep the latest note of each live commit; drop the notes history (a fresh root).
-    let mut kept = Vec::new();
-    for id in live {
-        if let Some(n) = notes::get(&repo, *id)? {
-            kept.push((*id, n));
-        }
-    }
-    git::update_refs(
-        &repo,
-        &[(notes::NOTES_REF.to_string(), None, Expect::Is(tip))],
-    )?;
-    for (id, n) in kept {
-        notes::set(&repo, id, &n)?;
-    }
+    notes::retain(&store.repo(), |id| live.contains(&id))?;
     Ok(())
 }
 
@@ -349,6 +332,8 @@ pub fn fsck(store: &Store) -> Result<Vec<String>, StoreError> {
 }
 
 fn check_checkout(model: &Dir, dir: &Path, problems: &mut Vec<String>) {
+    use std::os::unix::fs::PermissionsExt;
+    let policy = checkout::Policy::Checkout;
     let mut expected: BTreeSet<Vec<u8>> = BTreeSet::new();
     model.walk(&mut |rel, node| {
         expected.insert(rel.to_vec());
@@ -358,12 +343,20 @@ fn check_checkout(model: &Dir, dir: &Path, problems: &mut Vec<String>) {
             Ok(m) => m,
             Err(_) => return problems.push(format!("{}: missing: {show}", dir.display())),
         };
+        let mode = md.permissions().mode() & 0o7777;
         let ok = match node {
-            Node::Dir(_) => md.is_dir(),
-            Node::Symlink { .. } => md.file_type().is_symlink(),
-            Node::Fifo { .. } => md.file_type().is_fifo(),
+            Node::Dir(d) => md.is_dir() && mode == policy.dir_mode(d.mode),
+            Node::Symlink { target } => {
+                md.file_type().is_symlink()
+                    && fs::read_link(&p).is_ok_and(|t| {
+                        <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::as_bytes(t.as_os_str())
+                            == target.as_slice()
+                    })
+            }
+            Node::Fifo { mode: m } => md.file_type().is_fifo() && mode == policy.file_mode(*m),
             Node::File(f) => {
                 md.is_file()
+                    && mode == policy.file_mode(f.mode)
                     && fs::read(&p)
                         .ok()
                         .and_then(|d| {
@@ -384,27 +377,117 @@ fn check_checkout(model: &Dir, dir: &Path, problems: &mut Vec<String>) {
             ));
         }
     });
-    let _ = expected;
+    // Entries the commit does not have.
+    fn extra(
+        base: &Path,
+        rel: &mut Vec<u8>,
+        expected: &BTreeSet<Vec<u8>>,
+        problems: &mut Vec<String>,
+    ) {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(rd) = fs::read_dir(base.join(std::ffi::OsStr::from_bytes(rel))) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let len = rel.len();
+            if len > 0 {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(e.file_name().as_bytes());
+            if !expected.contains(rel.as_slice()) {
+                problems.push(format!(
+                    "{}: not in its commit: {}",
+                    base.display(),
+                    String::from_utf8_lossy(rel)
+                ));
+            } else if e.file_type().is_ok_and(|t| t.is_dir()) {
+                extra(base, rel, expected, problems);
+            }
+            rel.truncate(len);
+        }
+    }
+    extra(dir, &mut Vec::new(), &expected, problems);
 }
 
-/// Push images, cache entries and provenance notes to a git remote.
-pub fn push(store: &Store, remote: &str) -> Result<(), StoreError> {
+/// Where a remote's notes are fetched to before being merged into the local ones.
+const REMOTE_NOTES: &str = "refs/grove/remote-notes/";
+
+/// Fetch the remote's notes (if any) and merge them into the local notes, so that
+/// neither side's notes are lost (a forced fetch or push of the notes ref would drop
+/// the notes of the images only the other side built). Returns the remote's notes tip.
+fn fetch_notes(store: &Store, remote: &str) -> Result<Option<ObjectId>, StoreError> {
+    let repo = store.repo();
+    let stale: Vec<_> = git::list_refs(&repo, REMOTE_NOTES)?
+        .into_iter()
+        .map(|(n, id)| (format!("{REMOTE_NOTES}{n}"), None, Expect::Is(id)))
+        .collect();
+    if !stale.is_empty() {
+        git::update_refs(&repo, &stale)?;
+    }
+    // A pattern refspec: no error when the remote has no notes yet.
     run_git(
         store,
         &[
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            remote,
+            &format!("+refs/notes/grove*:{REMOTE_NOTES}grove*"),
+        ],
+    )?;
+    let repo = store.repo();
+    let tip = git::get_ref(&repo, &format!("{REMOTE_NOTES}grove"))?;
+    if let Some(t) = tip {
+        notes::merge(&repo, t)?;
+    }
+    for (n, id) in git::list_refs(&repo, REMOTE_NOTES)? {
+        git::update_refs(
+            &repo,
+            &[(format!("{REMOTE_NOTES}{n}"), None, Expect::Is(id))],
+        )?;
+    }
+    Ok(tip)
+}
+
+/// Push images, cache entries and provenance notes to a git remote. The remote's notes
+/// are merged first, and the notes push only succeeds if nobody pushed notes meanwhile
+/// (else it starts over). Requires the lock: the notes merge writes objects that a
+/// concurrent gc (`--prune=now`) could otherwise remove before they are referenced.
+pub fn push(store: &Store, _lock: &WriteLock, remote: &str) -> Result<(), StoreError> {
+    let mut tries = 0;
+    loop {
+        let remote_tip = fetch_notes(store, remote)?;
+        let lease = format!(
+            "--force-with-lease=refs/notes/grove:{}",
+            remote_tip.map(|t| t.to_string()).unwrap_or_default()
+        );
+        let has_notes = git::get_ref(&store.repo(), notes::NOTES_REF)?.is_some();
+        let mut args = vec![
             "push",
             "--quiet",
+            &lease,
             remote,
             "+refs/grove/img/*:refs/grove/img/*",
             "+refs/grove/cache/*:refs/grove/cache/*",
-            "+refs/notes/grove:refs/notes/grove",
-        ],
-    )?;
-    Ok(())
+        ];
+        if has_notes {
+            args.push("refs/notes/grove:refs/notes/grove");
+        }
+        match run_git(store, &args) {
+            Ok(_) => return Ok(()),
+            Err(e) if tries < 3 => {
+                tries += 1;
+                crate::verbose!("push failed, retrying after a notes merge: {e}");
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Fetch images, cache entries and notes from a git remote. Local images of the same
-/// name are replaced (the remote is the source of truth for what it shares).
+/// name are replaced (the remote is the source of truth for what it shares); notes are
+/// merged (local and remote images both keep their provenance).
 pub fn fetch(store: &Store, _lock: &WriteLock, remote: &str) -> Result<(), StoreError> {
     run_git(
         store,
@@ -412,12 +495,13 @@ pub fn fetch(store: &Store, _lock: &WriteLock, remote: &str) -> Result<(), Store
             "fetch",
             "--quiet",
             "--no-tags",
+            "--no-write-fetch-head",
             remote,
             "+refs/grove/img/*:refs/grove/img/*",
             "+refs/grove/cache/*:refs/grove/cache/*",
-            "+refs/notes/grove:refs/notes/grove",
         ],
     )?;
+    fetch_notes(store, remote)?;
     // Fetched images get checkout links (made lazily by runners).
     for (name, commit) in store.list()? {
         let r = crate::reference::Reference::parse(&name).map_err(|e| StoreError::Io {

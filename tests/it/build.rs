@@ -972,3 +972,71 @@ fn debian_apt_get_install_hello_unprivileged() {
     assert_eq!(out, "Hello, world!\n");
     b.fsck();
 }
+
+/// A small HTTP server on loopback serving `dir`, run as the test user; killed on drop.
+struct HttpServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HttpServer {
+    fn start(dir: &std::path::Path) -> HttpServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = crate::common::unpriv("/usr/bin/python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start http.server");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        HttpServer { child, port }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn add_fetches_a_url_and_its_content_decides_the_cache() {
+    let b = Bench::new("addurl");
+    b.mkdir("www");
+    b.write("www/data.txt", "first\n");
+    let srv = HttpServer::start(&b.ctx.join("www"));
+    let df = format!(
+        "FROM busybox\nADD http://127.0.0.1:{}/data.txt /dl/\nRUN cat /dl/data.txt > /copy\n",
+        srv.port
+    );
+    b.build("u", &df, &[]);
+    assert_eq!(b.run("u", "cat /dl/data.txt /copy"), "first\nfirst\n");
+    // Downloaded files are 0600 (as in Docker).
+    assert_eq!(b.run("u", "stat -c %a /dl/data.txt"), "600\n");
+    // Same content: all hits; changed content: a miss from the ADD on.
+    assert_eq!(marks(&b.build("u", &df, &[])), "**");
+    b.write("www/data.txt", "second\n");
+    assert_eq!(marks(&b.build("u", &df, &[])), "..");
+    assert_eq!(b.run("u", "cat /copy"), "second\n");
+    // COPY does not fetch URLs.
+    let (_, err) = b.build_fails("c", &df.replace("ADD", "COPY"), &[]);
+    assert!(err.contains("COPY can't fetch URLs"), "{err}");
+}

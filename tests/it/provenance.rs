@@ -1,0 +1,1255 @@
+//! Integration tests for provenance and the shared build cache (issue 7): `history`,
+//! `diff`, `inspect`, `build-cache` (tree, dot, summary, gc, reset, push, fetch), `fsck`,
+//! and concurrency of builds and readers. The real binaries, run as the unprivileged test
+//! user, on small Dockerfiles FROM an imported busybox.
+
+use crate::common::{busybox_rootfs, fails, is_root, ok, output, tool, unpriv, Scratch, TEST_UID};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A scratch dir with storage (busybox imported) and context directories.
+struct W {
+    s: Scratch,
+}
+
+impl W {
+    fn new(tag: &str) -> W {
+        let w = W {
+            s: Scratch::new(&format!("prov-{tag}")),
+        };
+        ok(w.image().arg("import").arg(busybox_rootfs()).arg("busybox"));
+        w
+    }
+
+    fn storage(&self) -> PathBuf {
+        self.s.storage()
+    }
+
+    fn image_in(&self, storage: &Path) -> Command {
+        let mut c = tool("ch-image");
+        c.arg("-s").arg(storage);
+        c.env_remove("CH_IMAGE_CACHE");
+        c.env("HOME", &self.s.path);
+        c
+    }
+
+    fn image(&self) -> Command {
+        self.image_in(&self.storage())
+    }
+
+    fn ci(&self, args: &[&str]) -> String {
+        ok(self.image().args(args))
+    }
+
+    /// Write `ctx-NAME/Dockerfile` (and extra files), owned by the test user.
+    fn ctx(&self, name: &str, df: &str, files: &[(&str, &str)]) -> PathBuf {
+        let d = self.s.join(format!("ctx-{name}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("Dockerfile"), df).unwrap();
+        for (p, c) in files {
+            std::fs::write(d.join(p), c).unwrap();
+        }
+        chown(&d);
+        d
+    }
+
+    /// Build TAG from context `ctx` into `storage`; returns stderr (progress log).
+    fn build_in(&self, storage: &Path, tag: &str, ctx: &Path, extra: &[&str]) -> String {
+        let mut c = self.image_in(storage);
+        c.args(["build", "-t", tag]).args(extra).arg(ctx);
+        let out = output(&mut c);
+        assert!(
+            out.status.success(),
+            "build failed: {c:?}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn build(&self, tag: &str, ctx: &Path, extra: &[&str]) -> String {
+        self.build_in(&self.storage(), tag, ctx, extra)
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        git_in(&self.storage().join("repo.git"), &self.s.path, args)
+    }
+
+    fn summary(&self) -> Summary {
+        Summary::parse(&self.ci(&["build-cache"]))
+    }
+}
+
+fn git_in(dir: &Path, home: &Path, args: &[&str]) -> String {
+    let mut c = unpriv("git");
+    c.arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1");
+    ok(&mut c)
+}
+
+fn chown(p: &Path) {
+    if is_root() {
+        let st = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{TEST_UID}:{TEST_UID}"))
+            .arg(p)
+            .status()
+            .expect("chown");
+        assert!(st.success());
+    }
+}
+
+/// Hit marks of a build log's progress lines (`  N* ...` hit, `  N. ...` run), in order.
+fn marks(log: &str) -> String {
+    log.lines()
+        .filter_map(|l| {
+            let t = l.trim_start();
+            let end = t.find(|c: char| !c.is_ascii_digit())?;
+            if end == 0 {
+                return None;
+            }
+            match t[end..].chars().next()? {
+                '*' => Some('*'),
+                '.' => Some('.'),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Summary {
+    images: u64,
+    cache_entries: u64,
+    commits: u64,
+    objects: u64,
+    mib: f64,
+}
+
+impl Summary {
+    fn parse(out: &str) -> Summary {
+        let mut s = Summary::default();
+        let mut seen = 0;
+        for l in out.lines() {
+            let Some((k, v)) = l.split_once(':') else {
+                continue;
+            };
+            let v = v.trim();
+            let n = || {
+                v.parse::<u64>()
+                    .unwrap_or_else(|_| panic!("bad number in {l:?}"))
+            };
+            match k.trim() {
+                "images" => s.images = n(),
+                "cache entries" => s.cache_entries = n(),
+                "commits" => s.commits = n(),
+                "objects" => s.objects = n(),
+                "disk used" => s.mib = v.trim_end_matches("MiB").trim().parse().expect("disk used"),
+                _ => continue,
+            }
+            seen += 1;
+        }
+        assert_eq!(seen, 5, "summary incomplete:\n{out}");
+        s
+    }
+}
+
+/// A Dockerfile with every kind of change: additions, a deletion by RUN rm, and a
+/// chmod-only change (which lives in the metadata blob, not the rootfs tree).
+const DF_A: &str = "FROM busybox
+ARG V=1
+ENV GREETING=hello
+WORKDIR /app
+RUN echo one > /app/one && echo two > /app/two && echo three > /app/three
+COPY data.txt /app/data.txt
+RUN rm /app/two
+RUN chmod 600 /app/one
+LABEL org.example.team=grove
+ENTRYPOINT [\"/bin/sh\", \"-c\"]
+CMD [\"echo hi\"]
+";
+
+/// Same first five lines as DF_A (a shared prefix), then different.
+const DF_B: &str = "FROM busybox
+ARG V=1
+ENV GREETING=hello
+WORKDIR /app
+RUN echo one > /app/one && echo two > /app/two && echo three > /app/three
+RUN head -c 200000 /dev/urandom > /app/random && echo b > /app/b
+";
+
+const DATA: &str = "some data\n";
+
+fn history_lines(w: &W, spec: &str) -> Vec<String> {
+    w.ci(&["history", spec])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn history_json(w: &W, spec: &str) -> Vec<serde_json::Value> {
+    let out = w.ci(&["history", "--json", spec]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("history --json parses");
+    v.as_array().expect("history --json is an array").clone()
+}
+
+/// The last line of `history` for the step whose instruction starts with `prefix`.
+fn step<'a>(json: &'a [serde_json::Value], prefix: &str) -> &'a serde_json::Value {
+    json.iter()
+        .rev()
+        .find(|s| s["instruction"].as_str().unwrap().starts_with(prefix))
+        .unwrap_or_else(|| panic!("no step {prefix} in {json:?}"))
+}
+
+// ---- history ----
+
+#[test]
+fn history_one_line_per_instruction_oldest_first_with_hits_after_rebuild() {
+    let w = W::new("history");
+    let ctx = w.ctx("a", DF_A, &[("data.txt", DATA)]);
+    let log = w.build("a", &ctx, &[]);
+    assert_eq!(marks(&log), "*..........", "{log}");
+    let commit = w.ci(&["list", "-l"]);
+    let commit = commit
+        .lines()
+        .find_map(|l| l.strip_prefix("a:latest\t"))
+        .expect("a in list -l")
+        .to_string();
+
+    // First build: everything after FROM ran.
+    let lines = history_lines(&w, "a");
+    let instrs: Vec<&str> = DF_A.lines().skip(1).collect();
+    assert_eq!(lines.len(), 1 + instrs.len(), "{lines:#?}");
+    assert!(lines[0].ends_with("IMPORT"), "{}", lines[0]);
+    for (l, i) in lines[1..].iter().zip(&instrs) {
+        assert!(l.ends_with(i), "{l:?} should end with {i:?}");
+        assert!(l.contains(" run "), "first build, {l:?}");
+    }
+    // The last line is the image's commit.
+    assert!(commit.starts_with(lines.last().unwrap().split(' ').next().unwrap()));
+
+    let j = history_json(&w, "a");
+    assert_eq!(j.len(), lines.len());
+    for s in &j {
+        for f in [
+            "instruction",
+            "commit",
+            "key",
+            "added",
+            "modified",
+            "removed",
+            "size_delta",
+            "hit",
+        ] {
+            assert!(s.get(f).is_some(), "field {f} missing in {s}");
+        }
+    }
+    assert_eq!(j.last().unwrap()["commit"], commit.as_str());
+    assert!(j[0]["key"].is_null(), "an import has no cache key");
+    for s in &j[1..] {
+        assert_eq!(s["key"].as_str().unwrap().len(), 64, "{s}");
+        assert_eq!(s["hit"], false, "{s}");
+    }
+    // Commits are distinct and chain oldest first (the parent of N+1 is N).
+    for pair in j.windows(2) {
+        let parent = w.git(&[
+            "rev-parse",
+            &format!("{}^", pair[1]["commit"].as_str().unwrap()),
+        ]);
+        assert_eq!(parent.trim(), pair[0]["commit"].as_str().unwrap());
+    }
+    let run = step(&j, "RUN echo one");
+    assert_eq!(
+        (
+            run["added"].as_u64(),
+            run["modified"].as_u64(),
+            run["removed"].as_u64()
+        ),
+        (Some(3), Some(0), Some(0))
+    );
+    assert_eq!(run["size_delta"], 4 + 4 + 6);
+    let copy = step(&j, "COPY");
+    assert_eq!(
+        (copy["added"].as_u64(), copy["size_delta"].as_i64()),
+        (Some(1), Some(DATA.len() as i64))
+    );
+    let rm = step(&j, "RUN rm");
+    assert_eq!(
+        (
+            rm["added"].as_u64(),
+            rm["modified"].as_u64(),
+            rm["removed"].as_u64()
+        ),
+        (Some(0), Some(0), Some(1))
+    );
+    assert_eq!(rm["size_delta"], -4);
+    let chmod = step(&j, "RUN chmod");
+    assert_eq!(
+        (
+            chmod["added"].as_u64(),
+            chmod["modified"].as_u64(),
+            chmod["removed"].as_u64()
+        ),
+        (Some(0), Some(1), Some(0)),
+        "a chmod is a modification"
+    );
+    assert_eq!(chmod["size_delta"], 0);
+    let env = step(&j, "ENV");
+    assert_eq!(
+        (
+            env["added"].as_u64(),
+            env["modified"].as_u64(),
+            env["removed"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0))
+    );
+    // Text columns match JSON: +A ~M -R.
+    let rm_line = lines
+        .iter()
+        .find(|l| l.ends_with("RUN rm /app/two"))
+        .unwrap();
+    assert!(rm_line.contains("+0 ~0 -1"), "{rm_line}");
+    assert!(
+        rm_line.contains(&rm["key"].as_str().unwrap()[..12]),
+        "{rm_line}"
+    );
+
+    // Rebuild: all hits, and history says so.
+    let log = w.build("a", &ctx, &[]);
+    assert_eq!(marks(&log), "***********", "{log}");
+    let j2 = history_json(&w, "a");
+    assert_eq!(
+        j2.iter().map(|s| s["commit"].clone()).collect::<Vec<_>>(),
+        j.iter().map(|s| s["commit"].clone()).collect::<Vec<_>>(),
+        "a rebuild with all hits gives the same commits"
+    );
+    for s in &j2[1..] {
+        assert_eq!(s["hit"], true, "{s}");
+    }
+    for l in &history_lines(&w, "a")[1..] {
+        assert!(l.contains(" hit "), "{l}");
+    }
+    // History of an earlier state and by commit id.
+    assert_eq!(history_lines(&w, "a~2").len(), lines.len() - 2);
+    let by_id = history_json(&w, &commit[..12]);
+    assert_eq!(by_id.len(), j.len());
+    let (_, err) = fails(w.image().args(["history", "a~99"]));
+    assert!(err.contains("shorter"), "{err}");
+    let (_, err) = fails(w.image().args(["history", "nosuch"]));
+    assert!(err.contains("nosuch"), "{err}");
+}
+
+// ---- diff ----
+
+fn diff_lines(w: &W, a: &str, b: &str) -> Vec<String> {
+    let mut v: Vec<String> = w.ci(&["diff", a, b]).lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn diff_between_images_and_history_states() {
+    let w = W::new("diff");
+    let a = w.ctx("a", DF_A, &[("data.txt", DATA)]);
+    let b = w.ctx("b", DF_B, &[]);
+    w.build("a", &a, &[]);
+    w.build("b", &b, &[]);
+
+    // History states of one image. a~3 is before RUN rm, RUN chmod, LABEL... (a~0 is CMD).
+    // DF_A from the end: CMD(0) ENTRYPOINT(1) LABEL(2) chmod(3) rm(4) COPY(5) RUN echo(6).
+    assert_eq!(
+        diff_lines(&w, "a~4", "a~3"),
+        vec!["M /app/one"],
+        "chmod only"
+    );
+    assert_eq!(diff_lines(&w, "a~5", "a~4"), vec!["D /app/two"], "RUN rm");
+    assert_eq!(diff_lines(&w, "a~6", "a~5"), vec!["A /app/data.txt"]);
+    assert_eq!(
+        diff_lines(&w, "a~6", "a"),
+        vec!["A /app/data.txt", "D /app/two", "M /app/one"]
+    );
+    assert_eq!(
+        diff_lines(&w, "a~2", "a"),
+        Vec::<String>::new(),
+        "config only"
+    );
+    // Reverse direction.
+    assert_eq!(
+        diff_lines(&w, "a", "a~6"),
+        vec!["A /app/two", "D /app/data.txt", "M /app/one"]
+    );
+    assert_eq!(
+        w.ci(&["diff", "--stat", "a~6", "a"]).trim(),
+        format!("1 added, 1 changed, 1 removed, size +{}", DATA.len() - 4)
+    );
+
+    // Two images with a shared prefix.
+    assert_eq!(
+        diff_lines(&w, "a", "b"),
+        vec![
+            "A /app/b",
+            "A /app/random",
+            "A /app/two",
+            "D /app/data.txt",
+            "M /app/one"
+        ]
+    );
+    assert_eq!(
+        w.ci(&["diff", "--stat", "a", "b"]).trim(),
+        "3 added, 1 changed, 1 removed, size +200.0k"
+    );
+    // Same image: empty. Busybox to a: the new directory's files.
+    assert_eq!(w.ci(&["diff", "a", "a"]), "");
+    assert_eq!(
+        diff_lines(&w, "busybox", "a"),
+        vec!["A /app/data.txt", "A /app/one", "A /app/three"]
+    );
+    // By commit id.
+    let j = history_json(&w, "a");
+    let rm = step(&j, "RUN rm")["commit"].as_str().unwrap().to_string();
+    let chmod = step(&j, "RUN chmod")["commit"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(diff_lines(&w, &rm, &chmod[..10]), vec!["M /app/one"]);
+    let (_, err) = fails(w.image().args(["diff", "a", "nosuch"]));
+    assert!(err.contains("nosuch"), "{err}");
+}
+
+// ---- inspect ----
+
+#[test]
+fn inspect_shows_config_base_dockerfile_args_context_and_commit() {
+    let w = W::new("inspect");
+    let a = w.ctx("a", DF_A, &[("data.txt", DATA)]);
+    w.build("a", &a, &["--build-arg", "V=7"]);
+    let list = w.ci(&["list", "-l"]);
+    let commit = list
+        .lines()
+        .find_map(|l| l.strip_prefix("a:latest\t"))
+        .unwrap();
+    let base = list
+        .lines()
+        .find_map(|l| l.strip_prefix("busybox:latest\t"))
+        .unwrap();
+
+    let out = w.ci(&["inspect", "a"]);
+    for want in [
+        format!("commit:       {commit}"),
+        "cwd:          /app".to_string(),
+        "env:          GREETING=hello".to_string(),
+        "cmd:          [\"echo hi\"]".to_string(),
+        "entrypoint:   [\"/bin/sh\",\"-c\"]".to_string(),
+        "label:        org.example.team=grove".to_string(),
+        format!("base:         busybox ({base})"),
+        "build arg:    V=7".to_string(),
+        "  RUN rm /app/two".to_string(),
+        "  FROM busybox".to_string(),
+    ] {
+        assert!(
+            out.lines().any(|l| l == want),
+            "missing {want:?} in:\n{out}"
+        );
+    }
+    assert!(out.contains("context hash: "), "{out}");
+
+    let v: serde_json::Value =
+        serde_json::from_str(&w.ci(&["inspect", "--json", "a"])).expect("inspect --json");
+    assert_eq!(v["commit"], commit);
+    let c = &v["config"];
+    assert_eq!(c["cwd"], "/app");
+    assert!(c["env"].to_string().contains("GREETING"), "{c}");
+    assert_eq!(c["cmd"], serde_json::json!(["echo hi"]));
+    assert_eq!(c["entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+    assert_eq!(c["labels"]["org.example.team"], "grove", "{c}");
+    let p = &v["provenance"];
+    assert_eq!(p["commit"], commit);
+    assert_eq!(p["dockerfile"], DF_A);
+    assert_eq!(p["build_args"]["V"], "7");
+    assert_eq!(
+        p["bases"][0]["image"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches(":latest"),
+        "busybox"
+    );
+    assert_eq!(p["bases"][0]["commit"], base);
+    assert_eq!(p["context_hash"].as_str().unwrap().len(), 64);
+
+    // An imported image has a config but no provenance.
+    let b: serde_json::Value =
+        serde_json::from_str(&w.ci(&["inspect", "--json", "busybox"])).unwrap();
+    assert_eq!(b["commit"], base);
+    assert!(b["provenance"].is_null());
+    // The note is a plain git note.
+    let note = w.git(&["notes", "--ref=grove", "show", commit]);
+    assert!(note.contains("\"dockerfile\""), "{note}");
+}
+
+/// The context hash of the note follows the COPY sources' content.
+#[test]
+fn inspect_context_hash_follows_copy_sources() {
+    let w = W::new("ctxhash");
+    let a = w.ctx("a", DF_A, &[("data.txt", DATA)]);
+    w.build("a", &a, &[]);
+    let get = || -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&w.ci(&["inspect", "--json", "a"])).unwrap();
+        v["provenance"]["context_hash"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let h1 = get();
+    assert_ne!(
+        h1,
+        blake3::hash(b"").to_hex().to_string(),
+        "hash of nothing"
+    );
+    std::fs::write(a.join("data.txt"), "other data\n").unwrap();
+    chown(&a);
+    w.build("a", &a, &[]);
+    assert_ne!(get(), h1);
+}
+
+// ---- build-cache: tree, dot, summary ----
+
+#[test]
+fn build_cache_tree_dot_and_summary() {
+    let w = W::new("tree");
+    let s0 = w.summary();
+    assert_eq!((s0.images, s0.cache_entries, s0.commits), (1, 0, 1));
+    let a = w.ctx("a", DF_A, &[("data.txt", DATA)]);
+    let b = w.ctx("b", DF_B, &[]);
+    w.build("a", &a, &[]);
+    w.build("b", &b, &[]);
+    let nb = DF_B.lines().count() as u64;
+    let na = DF_A.lines().count() as u64;
+    // Shared: FROM + 4 lines. Commits: import + (na-1) + (nb-1) - 4 shared.
+    let s = w.summary();
+    assert_eq!(s.images, 3);
+    assert_eq!(s.commits, 1 + (na - 1) + (nb - 1) - 4, "{s:?}");
+    assert_eq!(s.cache_entries, (na - 1) + (nb - 1) - 4, "{s:?}");
+    assert!(s.objects > s0.objects && s.mib > 0.0, "{s:?} vs {s0:?}");
+
+    let tree = w.ci(&["build-cache", "--tree"]);
+    let lines: Vec<&str> = tree
+        .lines()
+        .take_while(|l| !l.starts_with("images:"))
+        .collect();
+    assert_eq!(lines.len() as u64, s.commits, "{tree}");
+    let depth = |l: &str| (l.len() - l.trim_start().len()) / 2;
+    assert_eq!(depth(lines[0]), 0);
+    assert!(
+        lines[0].contains("IMPORT") && lines[0].contains("busybox:latest"),
+        "{tree}"
+    );
+    // The shared RUN has two children, one per image.
+    let shared = lines
+        .iter()
+        .position(|l| l.contains("RUN echo one"))
+        .expect("shared RUN");
+    let kids: Vec<&&str> = lines
+        .iter()
+        .filter(|l| depth(l) == depth(lines[shared]) + 1)
+        .collect();
+    assert_eq!(kids.len(), 2, "{tree}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with("(a:latest)") && l.contains("CMD")),
+        "{tree}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with("(b:latest)") && l.contains("RUN head")),
+        "{tree}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("RUN echo one")).count(),
+        1,
+        "{tree}"
+    );
+
+    let dot = w.ci(&["build-cache", "--dot"]);
+    let dot = &dot[..dot.find("images:").unwrap()];
+    assert!(dot.starts_with("digraph "), "{dot}");
+    assert_eq!(dot.trim_end().chars().last(), Some('}'));
+    assert_eq!(dot.matches('{').count(), 1);
+    assert_eq!(
+        dot.matches('"').count() % 2,
+        0,
+        "quotes balanced (escaped ones aside)"
+    );
+    let edges = dot.lines().filter(|l| l.contains(" -> ")).count() as u64;
+    assert_eq!(edges, (s.commits - 1) + s.images, "{dot}");
+    assert!(
+        dot.contains("\\\"echo hi\\\""),
+        "quotes in labels escaped: {dot}"
+    );
+    // If graphviz is installed, it must accept the output.
+    if let Ok(mut ch) = Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+    {
+        use std::io::Write;
+        ch.stdin.take().unwrap().write_all(dot.as_bytes()).unwrap();
+        assert!(ch.wait().unwrap().success(), "dot rejects:\n{dot}");
+    }
+}
+
+// ---- gc, reset ----
+
+fn convert(w: &W, storage: &Path, image: &str, out: &str) -> Vec<u8> {
+    let p = w.s.join(out);
+    ok(tool("ch-convert").arg("-s").arg(storage).arg(image).arg(&p));
+    std::fs::read(&p).unwrap()
+}
+
+fn objects(w: &W) -> std::collections::BTreeSet<String> {
+    w.git(&[
+        "cat-file",
+        "--batch-all-objects",
+        "--batch-check=%(objectname)",
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+#[test]
+fn gc_after_delete_frees_unshared_objects_only() {
+    let w = W::new("gc");
+    let a = w.ctx("a", DF_A, &[("data.txt", DATA)]);
+    let b = w.ctx("b", DF_B, &[]);
+    w.build("a", &a, &[]);
+    w.build("b", &b, &[]);
+    let a_tar = convert(&w, &w.storage(), "a", "a1.tar");
+    // gc with nothing deleted removes no image object.
+    w.ci(&["build-cache", "--gc"]);
+    let before = w.summary();
+    let objs_before = objects(&w);
+    let hist_a = history_json(&w, "a");
+    let hist_b = history_json(&w, "b");
+    let random_blob = w.git(&["rev-parse", "refs/grove/img/b+latest:rootfs/app/random"]);
+    let random_blob = random_blob.trim().to_string();
+    assert!(objs_before.contains(&random_blob));
+
+    w.ci(&["delete", "b"]);
+    let out = w.ci(&["build-cache", "--gc"]);
+    let after = Summary::parse(&out);
+    let objs_after = objects(&w);
+    assert_eq!(after.images, before.images - 1);
+    assert!(after.objects < before.objects, "{before:?} -> {after:?}");
+    assert!(after.mib < before.mib, "{before:?} -> {after:?}");
+    // Nothing an image reaches went away (gc rewrites the notes, whose objects are new).
+    let reach = |r: &str| -> std::collections::BTreeSet<String> {
+        w.git(&["rev-list", "--objects", r])
+            .lines()
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .collect()
+    };
+    let a_objs = reach("refs/grove/img/a+latest");
+    assert!(a_objs.is_subset(&objs_after));
+    assert!(reach("refs/grove/img/busybox+latest").is_subset(&objs_after));
+    // Everything else that went away was b's or old notes: no new image objects appear.
+    let gone: Vec<&String> = objs_before.difference(&objs_after).collect();
+    assert!(!gone.is_empty());
+    assert!(!objs_after.contains(&random_blob), "b's own blob is gone");
+    // b's own commit is gone; everything a reaches stays.
+    let b_own = step(&hist_b, "RUN head")["commit"].as_str().unwrap();
+    assert!(!objs_after.contains(b_own));
+    for s in &hist_a {
+        assert!(objs_after.contains(s["commit"].as_str().unwrap()), "{s}");
+    }
+    // The shared prefix still holds its cache entries: the first 5 lines of b hit.
+    assert_eq!(after.cache_entries, (DF_A.lines().count() - 1) as u64);
+    assert_eq!(after.commits, DF_A.lines().count() as u64);
+    // a is intact: same export, same history, and the provenance note survived.
+    assert_eq!(
+        convert(&w, &w.storage(), "a", "a2.tar"),
+        a_tar,
+        "a exports identically"
+    );
+    assert_eq!(history_json(&w, "a"), hist_a);
+    let v: serde_json::Value = serde_json::from_str(&w.ci(&["inspect", "--json", "a"])).unwrap();
+    assert_eq!(v["provenance"]["dockerfile"], DF_A);
+    // The notes kept a's note and dropped b's, in one parentless notes commit.
+    let noted = w.git(&["notes", "--ref=grove", "list"]);
+    let a_commit = hist_a.last().unwrap()["commit"].as_str().unwrap();
+    assert!(noted.contains(a_commit), "{noted}");
+    let b_commit = hist_b.last().unwrap()["commit"].as_str().unwrap();
+    assert!(!noted.contains(b_commit), "{noted}");
+    assert_eq!(
+        w.git(&["rev-list", "--count", "refs/notes/grove"]).trim(),
+        "1"
+    );
+    let fsck = output(w.image().arg("fsck"));
+    assert!(fsck.status.success(), "{fsck:?}");
+    // Rebuilding b: the shared prefix hits, its own line runs.
+    assert_eq!(marks(&w.build("b", &b, &[])), "*****.");
+
+    // reset: no cache entries; images stay and work; a rebuild runs everything.
+    let out = w.ci(&["build-cache", "--reset"]);
+    let r = Summary::parse(&out);
+    assert_eq!((r.images, r.cache_entries), (3, 0));
+    assert_eq!(convert(&w, &w.storage(), "a", "a3.tar"), a_tar);
+    assert_eq!(marks(&w.build("a", &a, &[])), "*..........");
+    assert_eq!(
+        convert(&w, &w.storage(), "a", "a4.tar"),
+        a_tar,
+        "deterministic rebuild"
+    );
+}
+
+// ---- sharing ----
+
+fn bare_repo(w: &W, rel: &str) -> PathBuf {
+    let p = w.s.join(rel);
+    ok(unpriv("git")
+        .args(["init", "-q", "--bare"])
+        .arg(&p)
+        .env("HOME", &w.s.path));
+    p
+}
+
+#[test]
+fn push_and_fetch_through_a_bare_repository_give_all_hits() {
+    let w = W::new("share");
+    let a = w.ctx("a", DF_A, &[("data.txt", DATA)]);
+    let b = w.ctx("b", DF_B, &[]);
+    w.build("a", &a, &[]);
+    w.build("b", &b, &[]);
+    let a_tar = convert(&w, &w.storage(), "a", "a1.tar");
+    let remote = bare_repo(&w, "cache.git");
+    let remote_s = remote.to_str().unwrap();
+    w.ci(&["build-cache", "push", remote_s]);
+
+    // A fresh store fetches and builds with all hits.
+    let s2 = w.s.join("storage2");
+    ok(w.image_in(&s2).args(["build-cache", "fetch", remote_s]));
+    let log = w.build_in(&s2, "a", &a, &[]);
+    assert_eq!(marks(&log), "*".repeat(DF_A.lines().count()), "{log}");
+    let log = w.build_in(&s2, "b", &b, &[]);
+    assert_eq!(marks(&log), "*".repeat(DF_B.lines().count()), "{log}");
+    assert_eq!(convert(&w, &s2, "a", "a2.tar"), a_tar);
+    // History and provenance travelled with the commits.
+    let h = ok(w.image_in(&s2).args(["history", "--json", "a"]));
+    let h: Vec<serde_json::Value> = serde_json::from_str(&h).unwrap();
+    assert!(h[1..].iter().all(|s| s["hit"] == true), "{h:?}");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(w.image_in(&s2).args(["inspect", "--json", "a"]))).unwrap();
+    assert_eq!(v["provenance"]["dockerfile"], DF_A);
+    ok(tool("ch-run")
+        .arg("-s")
+        .arg(&s2)
+        .args(["a", "--", "/bin/cat", "/app/data.txt"]));
+    ok(w.image_in(&s2).arg("fsck"));
+
+    // A store that already has a different image of its own keeps it and its notes.
+    let s3 = w.s.join("storage3");
+    ok(w.image_in(&s3)
+        .arg("import")
+        .arg(busybox_rootfs())
+        .arg("busybox"));
+    let c = w.ctx("c", "FROM busybox\nRUN echo c > /c\n", &[]);
+    w.build_in(&s3, "c", &c, &[]);
+    ok(w.image_in(&s3).args(["build-cache", "fetch", remote_s]));
+    let list = ok(w.image_in(&s3).arg("list"));
+    for i in ["a:latest", "b:latest", "busybox:latest", "c:latest"] {
+        assert!(list.lines().any(|l| l == i), "{i} in {list}");
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(w.image_in(&s3).args(["inspect", "--json", "c"]))).unwrap();
+    assert!(
+        v["provenance"]["dockerfile"].as_str().is_some(),
+        "fetch must not drop local provenance notes: {v}"
+    );
+    // ... and pushing from it does not drop the notes others pushed.
+    ok(w.image_in(&s3).args(["build-cache", "push", remote_s]));
+    let s4 = w.s.join("storage4");
+    ok(w.image_in(&s4).args(["build-cache", "fetch", remote_s]));
+    for img in ["a", "c"] {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(w.image_in(&s4).args(["inspect", "--json", img]))).unwrap();
+        assert!(
+            v["provenance"]["dockerfile"].as_str().is_some(),
+            "remote lost the note of {img}: {v}"
+        );
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// `git daemon` runs `git-daemon` as a child: kill its whole process group.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn push_and_fetch_through_git_daemon() {
+    let w = W::new("daemon");
+    let a = w.ctx("a", DF_A, &[("data.txt", DATA)]);
+    w.build("a", &a, &[]);
+    let base = w.s.join("served");
+    std::fs::create_dir_all(&base).unwrap();
+    chown(&base);
+    bare_repo(&w, "served/cache.git");
+    let port = free_port();
+    let daemon = Daemon(
+        unpriv("git")
+            .arg("daemon")
+            .arg("--export-all")
+            .arg("--enable=receive-pack")
+            .arg(format!("--base-path={}", base.display()))
+            .arg(format!("--port={port}"))
+            .arg("--listen=127.0.0.1")
+            .arg("--reuseaddr")
+            .env("HOME", &w.s.path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start git daemon"),
+    );
+    // Wait until it listens.
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "git daemon did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("git://127.0.0.1:{port}/cache.git");
+    w.ci(&["build-cache", "push", &url]);
+    let s2 = w.s.join("storage2");
+    ok(w.image_in(&s2).args(["build-cache", "fetch", &url]));
+    let log = w.build_in(&s2, "a", &a, &[]);
+    assert_eq!(marks(&log), "*".repeat(DF_A.lines().count()), "{log}");
+    drop(daemon);
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "git daemon did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The daemon is gone: a fetch fails cleanly.
+    let (_, err) = fails(w.image_in(&s2).args(["build-cache", "fetch", &url]));
+    assert!(err.contains("fetch"), "{err}");
+}
+
+// ---- concurrency ----
+
+#[test]
+fn two_concurrent_builds_into_one_storage_both_succeed() {
+    let w = W::new("conc");
+    let c1 = w.ctx(
+        "c1",
+        "FROM busybox\nRUN sleep 2 && echo 1 > /one\nRUN echo x > /x\n",
+        &[],
+    );
+    let c2 = w.ctx(
+        "c2",
+        "FROM busybox\nRUN sleep 2 && echo 2 > /two\nENV Y=2\n",
+        &[],
+    );
+    let start = |tag: &str, ctx: &Path| {
+        w.image()
+            .args(["build", "-t", tag])
+            .arg(ctx)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn build")
+    };
+    let t = Instant::now();
+    let p1 = start("c1", &c1);
+    let p2 = start("c2", &c2);
+    let o1 = p1.wait_with_output().unwrap();
+    let t1 = t.elapsed();
+    let o2 = p2.wait_with_output().unwrap();
+    let t2 = t.elapsed();
+    eprintln!("concurrent builds: first done after {t1:?}, second after {t2:?}");
+    assert!(
+        o1.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o1.stderr)
+    );
+    assert!(
+        o2.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o2.stderr)
+    );
+    let list = w.ci(&["list"]);
+    assert!(
+        list.contains("c1:latest") && list.contains("c2:latest"),
+        "{list}"
+    );
+    // Both provenance notes are there (no lost update of the notes ref).
+    for i in ["c1", "c2"] {
+        let v: serde_json::Value = serde_json::from_str(&w.ci(&["inspect", "--json", i])).unwrap();
+        assert!(v["provenance"]["dockerfile"].is_string(), "{i}: {v}");
+        let h = history_json(&w, i);
+        assert!(h[1..].iter().all(|s| s["hit"] == false), "{h:?}");
+    }
+    ok(tool("ch-run")
+        .arg("-s")
+        .arg(w.storage())
+        .args(["c1", "--", "/bin/cat", "/one"]));
+    ok(tool("ch-run")
+        .arg("-s")
+        .arg(w.storage())
+        .args(["c2", "--", "/bin/cat", "/two"]));
+    ok(w.image().arg("fsck"));
+}
+
+#[test]
+fn readers_do_not_wait_for_a_running_build() {
+    let w = W::new("readers");
+    let a = w.ctx("a", DF_A, &[("data.txt", DATA)]);
+    w.build("a", &a, &[]);
+    let slow = w.ctx("slow", "FROM busybox\nRUN sleep 3\n", &[]);
+    let t0 = Instant::now();
+    let build = w
+        .image()
+        .args(["build", "--no-cache", "-t", "slow"])
+        .arg(&slow)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the RUN runs (its overlay/work dir appears), at most 2 s.
+    std::thread::sleep(Duration::from_millis(700));
+    let timed = |what: &str, c: &mut Command| {
+        let t = Instant::now();
+        let out = ok(c);
+        let e = t.elapsed();
+        eprintln!("{what} during build: {e:?}");
+        assert!(e < Duration::from_secs(2), "{what} took {e:?}");
+        out
+    };
+    let list = timed("list", w.image().arg("list"));
+    assert!(list.contains("a:latest"), "{list}");
+    let h = timed("history", w.image().args(["history", "a"]));
+    assert_eq!(h.lines().count(), DF_A.lines().count());
+    timed("diff", w.image().args(["diff", "--stat", "busybox", "a"]));
+    timed("inspect", w.image().args(["inspect", "a"]));
+    let out = timed(
+        "ch-run",
+        tool("ch-run")
+            .arg("-s")
+            .arg(w.storage())
+            .args(["a", "--", "/bin/cat", "/app/data.txt"]),
+    );
+    assert_eq!(out, DATA);
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "checks ran during the sleep"
+    );
+    let o = build.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+// ---- fsck ----
+
+#[test]
+fn fsck_passes_a_healthy_store_and_reports_corrupt_checkouts() {
+    let w = W::new("fsck");
+    let a = w.ctx("a", DF_A, &[("data.txt", DATA)]);
+    w.build("a", &a, &[]);
+    let out = output(w.image().arg("fsck"));
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("store ok"),
+        "{out:?}"
+    );
+
+    // busybox is checked out (import): corrupt one of its files' content.
+    let list = w.ci(&["list", "-l"]);
+    let base = list
+        .lines()
+        .find_map(|l| l.strip_prefix("busybox:latest\t"))
+        .unwrap();
+    let co = w.storage().join("checkouts").join(base);
+    assert!(co.is_dir(), "{} missing", co.display());
+    let motd = co.join("etc/motd");
+    crate::common::sh(&format!("echo corrupt >> '{}'", motd.display()));
+    let (_, err) = fails(w.image().arg("fsck"));
+    let out = output(w.image().arg("fsck"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("etc/motd"), "{stdout}\n{err}");
+    assert!(err.contains("problem"), "{err}");
+}
+
+#[test]
+fn fsck_reports_a_chmod_in_a_checkout() {
+    let w = W::new("fsck-mode");
+    let list = w.ci(&["list", "-l"]);
+    let base = list
+        .lines()
+        .find_map(|l| l.strip_prefix("busybox:latest\t"))
+        .unwrap();
+    let co = w.storage().join("checkouts").join(base);
+    crate::common::sh(&format!("chmod 777 '{}'", co.join("etc/passwd").display()));
+    let out = output(w.image().arg("fsck"));
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("etc/passwd"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn fsck_reports_refs_to_non_image_commits_and_bad_metadata() {
+    let w = W::new("fsck-ref");
+    let a = w.ctx("a", DF_A, &[("data.txt", DATA)]);
+    w.build("a", &a, &[]);
+    ok(w.image().arg("fsck"));
+    let home = w.s.path.clone();
+    let repo = w.storage().join("repo.git");
+    let env = |c: &mut Command| {
+        c.env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .env("HOME", &home)
+            .env("GIT_CONFIG_NOSYSTEM", "1");
+    };
+    let git_stdin = |args: &[&str], input: &str| -> String {
+        use std::io::Write;
+        let mut c = unpriv("git");
+        c.arg("-C").arg(&repo).args(args);
+        env(&mut c);
+        let mut ch = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        ch.stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let o = ch.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+
+    // 1. A ref to a commit whose tree is not an image (a plain file tree).
+    let blob = git_stdin(&["hash-object", "-w", "--stdin"], "hello\n");
+    let tree = git_stdin(&["mktree"], &format!("100644 blob {blob}\tREADME\n"));
+    let c = git_stdin(&["commit-tree", &tree, "-m", "not an image"], "");
+    w.git(&["update-ref", "refs/grove/img/bogus+latest", &c]);
+    let out = output(w.image().arg("fsck"));
+    assert!(!out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("bogus"), "{stdout}");
+    w.git(&["update-ref", "-d", "refs/grove/img/bogus+latest"]);
+    ok(w.image().arg("fsck"));
+
+    // 2. An image commit whose metadata blob is garbage (same rootfs and config).
+    let head = w
+        .git(&["rev-parse", "refs/grove/img/a+latest"])
+        .trim()
+        .to_string();
+    let ls = w.git(&["ls-tree", &head]);
+    let bad = git_stdin(
+        &["hash-object", "-w", "--stdin"],
+        "\u{1}garbage\u{ff}not metadata",
+    );
+    let new_tree: String = ls
+        .lines()
+        .map(|l| {
+            if l.ends_with("\tmeta") {
+                format!("100644 blob {bad}\tmeta\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let tree = git_stdin(&["mktree"], &new_tree);
+    let c = git_stdin(
+        &["commit-tree", &tree, "-p", &head, "-m", "RUN corrupt"],
+        "",
+    );
+    w.git(&["update-ref", "refs/grove/img/badmeta+latest", &c]);
+    let out = output(w.image().arg("fsck"));
+    assert!(!out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("badmeta"), "{stdout}");
+    // The other commands refuse it cleanly (no panic).
+    let o = output(w.image().args(["history", "badmeta"]));
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("panicked"),
+        "{o:?}"
+    );
+    let o = output(w.image().args(["diff", "a", "badmeta"]));
+    assert!(
+        !o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("panicked"),
+        "{o:?}"
+    );
+    let o = output(w.image().args(["build-cache", "--tree"]));
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("panicked"),
+        "{o:?}"
+    );
+}
+
+// ---- output into a closed pipe ----
+
+/// `ch-image history | head -1` and the like: the reader goes away; the command must not
+/// panic ("failed printing to stdout").
+#[test]
+fn output_into_a_closed_pipe_does_not_panic() {
+    let w = W::new("pipe");
+    let a = w.ctx("a", DF_A, &[("data.txt", DATA)]);
+    w.build("a", &a, &[]);
+    for args in [
+        &["history", "a"][..],
+        &["history", "--json", "a"],
+        &["diff", "busybox", "a"],
+        &["diff", "--stat", "busybox", "a"],
+        &["inspect", "a"],
+        &["inspect", "--json", "a"],
+        &["build-cache", "--tree", "--dot"],
+    ] {
+        let mut ch = w
+            .image()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(ch.stdout.take()); // closed before the command writes
+        let o = ch.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(o.status.success(), "{args:?}: {err}");
+    }
+}
+
+// ---- diff: directories that become empty, modes of directories, links, FIFOs ----
+
+const DF_EDGE: &str = "FROM busybox
+RUN mkdir -p /e/empty /e/full && echo a > /e/full/a && echo x > /x && ln /x /hl && ln -s /x /sl && mkfifo /ff
+RUN chmod 600 /x
+RUN rm -r /e/empty && ln -sf /hl /sl && rm /ff
+RUN rm /e/full/a
+RUN rm /hl
+RUN rm /x && mkdir /x && echo in > /x/in
+RUN chmod 700 /e
+";
+
+/// Regression: a directory whose last file goes away leaves the git tree and becomes a
+/// `dir` record in the metadata; it was reported as added ("A /e", "A /e/full") although
+/// it was there all along; and a directory's chmod was lost when it also changed from
+/// empty to non-empty or back.
+#[test]
+fn diff_of_directories_that_become_empty_and_of_directory_modes() {
+    let w = W::new("diff-edge");
+    let c = w.ctx("edge", DF_EDGE, &[]);
+    w.build("t", &c, &[]);
+    let d = |i: usize| diff_lines(&w, &format!("t~{i}"), &format!("t~{}", i - 1));
+    assert_eq!(
+        d(7),
+        vec![
+            "A /e/empty",
+            "A /e/full/a",
+            "A /ff",
+            "A /hl",
+            "A /sl",
+            "A /x"
+        ]
+    );
+    assert_eq!(d(6), vec!["M /x"]);
+    assert_eq!(d(5), vec!["D /e/empty", "D /ff", "M /sl"]);
+    assert_eq!(d(4), vec!["D /e/full/a"], "/e and /e/full are still there");
+    assert_eq!(d(3), vec!["D /hl"]);
+    assert_eq!(d(2), vec!["A /x/in", "D /x"]);
+    assert_eq!(d(1), vec!["M /e"]);
+    assert_eq!(
+        diff_lines(&w, "t~6", "t"),
+        vec![
+            "A /x/in",
+            "D /e/empty",
+            "D /e/full/a",
+            "D /ff",
+            "D /hl",
+            "D /x",
+            "M /e",
+            "M /sl"
+        ]
+    );
+    assert_eq!(
+        diff_lines(&w, "t", "t~6"),
+        vec![
+            "A /e/empty",
+            "A /e/full/a",
+            "A /ff",
+            "A /hl",
+            "A /x",
+            "D /x/in",
+            "M /e",
+            "M /sl"
+        ]
+    );
+    let j = history_json(&w, "t");
+    let rm = step(&j, "RUN rm /e/full/a");
+    assert_eq!(
+        (
+            rm["added"].as_u64(),
+            rm["modified"].as_u64(),
+            rm["removed"].as_u64()
+        ),
+        (Some(0), Some(0), Some(1))
+    );
+}
+
+/// Regression: a new (or deleted) directory with a non-default mode was also reported as
+/// changed ("M /d") next to its files.
+#[test]
+fn diff_of_new_and_deleted_directories_with_modes() {
+    let w = W::new("diff-newdir");
+    let c = w.ctx(
+        "nd",
+        "FROM busybox\nRUN mkdir -m 700 /d && echo f > /d/f && mkdir -m 711 /d/sub && echo g > /d/sub/g && echo s > /s && chmod 600 /s\nRUN rm -r /d /s\n",
+        &[],
+    );
+    w.build("t", &c, &[]);
+    assert_eq!(
+        diff_lines(&w, "t~2", "t~1"),
+        vec!["A /d/f", "A /d/sub/g", "A /s"]
+    );
+    assert_eq!(
+        diff_lines(&w, "t~1", "t"),
+        vec!["D /d/f", "D /d/sub/g", "D /s"]
+    );
+    let j = history_json(&w, "t");
+    assert_eq!(j[1]["modified"], 0, "{}", j[1]);
+    assert_eq!(j[2]["modified"], 0, "{}", j[2]);
+}
