@@ -169,6 +169,9 @@ struct Builder<'a> {
     /// Whether the step being executed changed files (else its commit reuses the
     /// parent's trees without loading them).
     files_changed: bool,
+    /// Scratch directories of this build, removed when the build ends (layers kept by
+    /// then have been moved out of them).
+    scratches: std::cell::RefCell<Vec<PathBuf>>,
     /// `ADD` URLs downloaded in this build.
     downloads: std::collections::HashMap<String, PathBuf>,
     /// Provenance: every instruction's outcome, and each stage's base.
@@ -210,6 +213,7 @@ pub fn build(
         files_changed: false,
         steps: Vec::new(),
         downloads: Default::default(),
+        scratches: Default::default(),
         bases: Vec::new(),
         context_hash: blake3::Hasher::new(),
     };
@@ -253,6 +257,14 @@ pub fn build(
         hits: b.hits,
         misses: b.misses,
     })
+}
+
+impl Drop for Builder<'_> {
+    fn drop(&mut self) {
+        for p in self.scratches.get_mut().drain(..) {
+            let _ = crate::store::checkout::remove_tree(&p);
+        }
+    }
 }
 
 impl<'a> Builder<'a> {
@@ -641,6 +653,7 @@ impl<'a> Builder<'a> {
     fn scratch(&self, tag: &str) -> Result<PathBuf, BuildError> {
         let p = self.store.scratch_path(tag);
         fs::create_dir_all(&p).map_err(io_err("create directory", &p))?;
+        self.scratches.borrow_mut().push(p.clone());
         Ok(p)
     }
 
