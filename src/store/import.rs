@@ -359,20 +359,11 @@ fn walk(
     warnings: &mut Warnings,
     restore: &ModeRestore,
 ) -> Result<(), ImportError> {
-    let mut entries: Vec<_> = fs::read_dir(abs)
-        .map_err(io_err("read directory", abs))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .map_err(io_err("read directory", abs))?;
-    entries.sort();
+    let entries = model::read_dir_sorted(abs).map_err(io_err("read directory", abs))?;
     for name in entries {
         let p = abs.join(&name);
         let md = fs::symlink_metadata(&p).map_err(io_err("stat", &p))?;
-        let mut r = rel.to_vec();
-        if !r.is_empty() {
-            r.push(b'/');
-        }
-        r.extend_from_slice(name.as_bytes());
+        let r = model::join_rel(rel, &name);
         let mode = md.mode() & 0o7777;
         let ft = md.file_type();
         if ft.is_dir() {

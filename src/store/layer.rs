@@ -20,7 +20,7 @@ use gix::ObjectId;
 use rayon::prelude::*;
 
 use super::import::{objects_dir, repo_for_writing};
-use super::model::{Dir, File, Node};
+use super::model::{self, Dir, File, Node};
 use super::pack::{PackBuilder, PACK_MIN_OBJECTS};
 use super::StoreError;
 
@@ -178,20 +178,11 @@ fn walk_upper(
     changes: &mut Changes,
     warnings: &mut Vec<String>,
 ) -> Result<(), StoreError> {
-    let mut names: Vec<_> = fs::read_dir(abs)
-        .map_err(io_err("read directory", abs))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .map_err(io_err("read directory", abs))?;
-    names.sort();
+    let names = model::read_dir_sorted(abs).map_err(io_err("read directory", abs))?;
     for name in names {
         let p = abs.join(&name);
         let md = fs::symlink_metadata(&p).map_err(io_err("stat", &p))?;
-        let mut r = rel.to_vec();
-        if !r.is_empty() {
-            r.push(b'/');
-        }
-        r.extend_from_slice(name.as_bytes());
+        let r = model::join_rel(rel, &name);
         let mode = md.mode() & 0o7777;
         let ft = md.file_type();
         let bad = |e: super::model::PathError| StoreError::Io {

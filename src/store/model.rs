@@ -78,6 +78,27 @@ pub fn components(path: &[u8]) -> Result<Vec<&[u8]>, PathError> {
     Ok(out)
 }
 
+/// The names in directory `dir`, sorted bytewise (walks are deterministic).
+pub fn read_dir_sorted(dir: &std::path::Path) -> std::io::Result<Vec<std::ffi::OsString>> {
+    let mut names = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<Vec<_>, _>>()?;
+    names.sort();
+    Ok(names)
+}
+
+/// `rel/name` as bytes (just `name` at the top).
+pub fn join_rel(rel: &[u8], name: &std::ffi::OsStr) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut r = Vec::with_capacity(rel.len() + name.len() + 1);
+    r.extend_from_slice(rel);
+    if !r.is_empty() {
+        r.push(b'/');
+    }
+    r.extend_from_slice(name.as_bytes());
+    r
+}
+
 /// Lossy display of a byte path for messages.
 pub fn show(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
