@@ -574,14 +574,22 @@ impl ThreadedReader {
             };
             chunk.truncate(filled);
             let end = filled == 0;
-            let msg = match r {
-                Ok(()) => Ok(chunk),
-                Err(e) => Err(e),
-            };
-            let failed = msg.is_err();
-            // A closed channel means the consumer stopped: stop too.
-            if tx.send(msg).is_err() || end || failed {
-                return;
+            match r {
+                Ok(()) => {
+                    // A closed channel means the consumer stopped: stop too.
+                    if tx.send(Ok(chunk)).is_err() || end {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // What was decoded before the error comes first, so the reader names
+                    // the right member.
+                    if filled > 0 && tx.send(Ok(chunk)).is_err() {
+                        return;
+                    }
+                    let _ = tx.send(Err(e));
+                    return;
+                }
             }
         });
         ThreadedReader {
