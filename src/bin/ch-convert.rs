@@ -64,6 +64,12 @@ struct Cli {
     /// Dry run: print what would be done
     #[arg(short = 'n', long = "dry-run")]
     dry_run: bool,
+    /// Keep extended attributes (user.*) through the conversion ($CH_XATTRS)
+    #[arg(long, overrides_with = "no_xattrs")]
+    xattrs: bool,
+    /// Don't keep extended attributes (the default)
+    #[arg(long = "no-xattrs")]
+    no_xattrs: bool,
     /// Storage directory for the ch-image format
     #[arg(short = 's', long = "storage", value_name = "DIR")]
     storage: Option<PathBuf>,
@@ -240,6 +246,8 @@ fn write_dockman(store: &Store, tool: &str, img: &Input, name: &str) -> anyhow::
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     cli::set_verbosity(cli.verbose, cli.quiet);
+    let env_xattrs = std::env::var_os("CH_XATTRS").is_some_and(|v| !v.is_empty());
+    grove::store::model::set_xattrs(!cli.no_xattrs && (cli.xattrs || env_xattrs));
     let mut fin = fmt_arg(&cli.in_fmt, &cli.input)?;
     // A plain tarball that holds an OCI layout is an oci-archive.
     if cli.in_fmt.is_none()

@@ -34,6 +34,12 @@ struct Common {
     /// Print less; repeat for less
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     quiet: u8,
+    /// Record extended attributes (user.*) of imported and built files ($CH_XATTRS)
+    #[arg(long, global = true, overrides_with = "no_xattrs")]
+    xattrs: bool,
+    /// Don't record extended attributes (the default)
+    #[arg(long = "no-xattrs", global = true)]
+    no_xattrs: bool,
     /// Architecture for registry operations: host (default), yolo, or a name like arm64/v8
     #[arg(short = 'a', long = "arch", global = true, value_name = "ARCH")]
     arch: Option<String>,
@@ -610,6 +616,8 @@ fn registry_settings(c: &Common) -> grove::registry::Settings {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     cli::set_verbosity(cli.common.verbose, cli.common.quiet);
+    let env_xattrs = std::env::var_os("CH_XATTRS").is_some_and(|v| !v.is_empty());
+    grove::store::model::set_xattrs(!cli.common.no_xattrs && (cli.common.xattrs || env_xattrs));
     let storage = cli::storage_dir(cli.common.storage.clone())?;
     let settings = registry_settings(&cli.common);
     settings.clone().set_global();

@@ -172,6 +172,31 @@ pub fn materialize(
         })?;
         fs::set_permissions(p, fs::Permissions::from_mode(*mode)).map_err(io_err("chmod", p))?;
     }
+    // Extended attributes (user namespace; setting one needs write permission on the
+    // file, so add it for the moment where it is missing).
+    for (rel, attrs) in &root.xattrs {
+        let p = dest.join(std::ffi::OsStr::from_bytes(rel));
+        let Ok(md) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if md.file_type().is_symlink() {
+            continue;
+        }
+        let mode = md.permissions().mode() & 0o7777;
+        let raise = mode & 0o200 == 0;
+        if raise {
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode | 0o200))
+                .map_err(io_err("chmod", &p))?;
+        }
+        for (name, value) in attrs {
+            xattr::set(&p, std::ffi::OsStr::from_bytes(name), value)
+                .map_err(io_err("set extended attribute", &p))?;
+        }
+        if raise {
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode))
+                .map_err(io_err("chmod", &p))?;
+        }
+    }
     // Deepest first, so that a 0000 directory does not stop us from reaching its children.
     for (p, mode) in dirs.iter().rev() {
         fs::set_permissions(p, fs::Permissions::from_mode(policy.dir_mode(*mode)))

@@ -238,11 +238,34 @@ pub fn diff_commits(
     };
     if let Some(ma) = meta_a {
         let mb = read_meta(repo, tb.meta)?;
+        // Extended attributes: a path whose set changed is modified.
+        let xattrs = |m: &[Record]| {
+            let mut x: std::collections::BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>> =
+                Default::default();
+            for r in m {
+                if let Record::Xattr { name, value, path } = r {
+                    x.entry(path.clone())
+                        .or_default()
+                        .push((name.clone(), value.clone()));
+                }
+            }
+            x
+        };
+        let (xa, xb) = (xattrs(&ma), xattrs(&mb));
+        let ma: Vec<Record> = ma
+            .into_iter()
+            .filter(|r| !matches!(r, Record::Xattr { .. }))
+            .collect();
+        let mb: Vec<Record> = mb
+            .into_iter()
+            .filter(|r| !matches!(r, Record::Xattr { .. }))
+            .collect();
         let key = |r: &Record| match r {
             Record::Mode { path, .. }
             | Record::Dir { path, .. }
             | Record::Fifo { path, .. }
-            | Record::Link { path, .. } => path.clone(),
+            | Record::Link { path, .. }
+            | Record::Xattr { path, .. } => path.clone(),
         };
         let sa: std::collections::BTreeMap<Vec<u8>, &Record> =
             ma.iter().map(|r| (key(r), r)).collect();
@@ -336,6 +359,17 @@ pub fn diff_commits(
                 out.push(Entry {
                     path: p.clone(),
                     change,
+                    old_size: 0,
+                    new_size: 0,
+                });
+            }
+        }
+        let seen: std::collections::HashSet<Vec<u8>> = out.iter().map(|e| e.path.clone()).collect();
+        for p in xa.keys().chain(xb.keys()) {
+            if xa.get(p) != xb.get(p) && !seen.contains(p) {
+                out.push(Entry {
+                    path: p.clone(),
+                    change: Change::Modified,
                     old_size: 0,
                     new_size: 0,
                 });

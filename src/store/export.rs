@@ -132,6 +132,19 @@ pub fn write_tar_with<W: Write>(
         }
         let path = std::path::Path::new(std::ffi::OsStr::from_bytes_compat(rel));
         let r: Result<(), ExportError> = (|| {
+            // Extended attributes go in a PAX header before their entry.
+            if let Some(attrs) = root.xattrs.get(rel) {
+                let keys: Vec<(String, &[u8])> = attrs
+                    .iter()
+                    .map(|(n, v)| {
+                        (
+                            format!("SCHILY.xattr.{}", String::from_utf8_lossy(n)),
+                            v.as_slice(),
+                        )
+                    })
+                    .collect();
+                b.append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), *v)))?;
+            }
             match node {
                 Node::Dir(d) => {
                     let mut h = header(tar::EntryType::Directory, d.mode, 0, mtime);

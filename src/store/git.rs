@@ -181,6 +181,18 @@ pub fn records(root: &Dir) -> Vec<Record> {
     }
     let mut out = Vec::new();
     go(root, &mut Vec::new(), &mut out, &mut Default::default());
+    for (path, attrs) in &root.xattrs {
+        if root.get(path).is_none() {
+            continue;
+        }
+        for (name, value) in attrs {
+            out.push(Record::Xattr {
+                name: name.clone(),
+                value: value.clone(),
+                path: path.clone(),
+            });
+        }
+    }
     out
 }
 
@@ -414,6 +426,10 @@ pub fn read_image(
     let mut next_group = 0u32;
     let mut groups: std::collections::HashMap<Vec<u8>, u32> = Default::default();
     for rec in meta::decode(&meta_blob.data)? {
+        if let Record::Xattr { name, value, path } = rec {
+            root.xattrs.entry(path).or_default().push((name, value));
+            continue;
+        }
         match rec {
             Record::Mode { mode, path } => match node_mut(&mut root, &path) {
                 Some(Node::File(f)) => f.mode = mode,
@@ -432,6 +448,7 @@ pub fn read_image(
             Record::Fifo { mode, path } => root
                 .insert_untracked(&path, Node::Fifo { mode })
                 .map_err(|_| ReadError::NotImage(commit, "bad fifo record"))?,
+            Record::Xattr { .. } => unreachable!("handled above"),
             Record::Link { primary, path } => {
                 let g = *groups.entry(primary.clone()).or_insert_with(|| {
                     next_group += 1;

@@ -324,6 +324,7 @@ fn import_dir(ts: &gix::ThreadSafeRepository, src: &Path) -> Result<(Dir, Warnin
     let mut inodes: HashMap<(u64, u64), u32> = HashMap::new();
     let top = fs::symlink_metadata(src).map_err(io_err("stat", src))?;
     restore.raise(src, top.mode() & 0o7777, 0o500)?;
+    let mut xattrs = std::collections::BTreeMap::new();
     walk(
         src,
         &[],
@@ -332,7 +333,9 @@ fn import_dir(ts: &gix::ThreadSafeRepository, src: &Path) -> Result<(Dir, Warnin
         &mut inodes,
         &mut warnings,
         &restore,
+        &mut xattrs,
     )?;
+    root.xattrs = xattrs;
 
     let oids = write_files(ts, &files, &restore)?;
     for (f, oid) in files.iter().zip(oids) {
@@ -358,6 +361,7 @@ fn walk(
     inodes: &mut HashMap<(u64, u64), u32>,
     warnings: &mut Warnings,
     restore: &ModeRestore,
+    xattrs: &mut std::collections::BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>,
 ) -> Result<(), ImportError> {
     let entries = model::read_dir_sorted(abs).map_err(io_err("read directory", abs))?;
     for name in entries {
@@ -366,10 +370,16 @@ fn walk(
         let r = model::join_rel(rel, &name);
         let mode = md.mode() & 0o7777;
         let ft = md.file_type();
+        if model::xattrs_enabled() && !ft.is_symlink() {
+            let x = model::read_xattrs(&p);
+            if !x.is_empty() {
+                xattrs.insert(r.clone(), x);
+            }
+        }
         if ft.is_dir() {
             restore.raise(&p, mode, 0o500)?;
             let mut sub = Dir::new(mode);
-            walk(&p, &r, &mut sub, files, inodes, warnings, restore)?;
+            walk(&p, &r, &mut sub, files, inodes, warnings, restore, xattrs)?;
             dir.children
                 .insert(name.as_bytes().to_vec(), Node::Dir(sub));
         } else if ft.is_symlink() {
@@ -866,6 +876,25 @@ fn apply_layer_shaped(
                     added.insert(prefix.clone());
                 }
             }
+            // Extended attributes from PAX headers (`SCHILY.xattr.user.*`), with --xattrs.
+            if model::xattrs_enabled() {
+                let mut x: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+                if let Ok(Some(exts)) = entry.pax_extensions() {
+                    for e in exts.flatten() {
+                        if let Some(n) = e.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                            if n.starts_with(b"user.") {
+                                x.push((n.to_vec(), e.value_bytes().to_vec()));
+                            }
+                        }
+                    }
+                }
+                if x.is_empty() {
+                    root.xattrs.remove(&rel);
+                } else {
+                    x.sort();
+                    root.xattrs.insert(rel.clone(), x);
+                }
+            }
             use tar::EntryType as T;
             match kind {
                 T::Regular | T::Continuous | T::GNUSparse => {
@@ -1013,8 +1042,18 @@ fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warni
     // unless the archive has a member for the root itself.
     if !shape.saw_root && shape.tops.len() == 1 && root.children.len() == 1 {
         if let Some((_, Node::Dir(_))) = root.children.iter().next() {
-            let (_, node) = root.children.pop_first().expect("one child");
-            if let Node::Dir(d) = node {
+            let (top, node) = root.children.pop_first().expect("one child");
+            if let Node::Dir(mut d) = node {
+                // Extended attributes move with the new root, their paths shortened.
+                let mut prefix = top.clone();
+                prefix.push(b'/');
+                d.xattrs = std::mem::take(&mut root.xattrs)
+                    .into_iter()
+                    .filter_map(|(p, x)| {
+                        p.strip_prefix(prefix.as_slice())
+                            .map(|rest| (rest.to_vec(), x))
+                    })
+                    .collect();
                 root = d;
             }
         }

@@ -185,6 +185,19 @@ fn walk_upper(
         let r = model::join_rel(rel, &name);
         let mode = md.mode() & 0o7777;
         let ft = md.file_type();
+        if super::model::xattrs_enabled() && (ft.is_file() || ft.is_dir()) && !is_whiteout(&p, &md)
+        {
+            // overlayfs keeps its own bookkeeping in user.overlay.*: not image content.
+            let x: Vec<_> = model::read_xattrs(&p)
+                .into_iter()
+                .filter(|(n, _)| !n.starts_with(b"user.overlay."))
+                .collect();
+            if x.is_empty() {
+                model.xattrs.remove(&r);
+            } else {
+                model.xattrs.insert(r.clone(), x);
+            }
+        }
         let bad = |e: super::model::PathError| StoreError::Io {
             action: "apply layer",
             path: p.clone(),

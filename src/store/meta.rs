@@ -20,6 +20,12 @@ pub enum Record {
     Fifo { mode: u32, path: Vec<u8> },
     /// `path` is a hard link to `primary` (which is a file in the git tree).
     Link { primary: Vec<u8>, path: Vec<u8> },
+    /// An extended attribute of `path` (recorded with `--xattrs`).
+    Xattr {
+        name: Vec<u8>,
+        value: Vec<u8>,
+        path: Vec<u8>,
+    },
 }
 
 /// First line of every metadata blob.
@@ -81,6 +87,11 @@ pub fn encode(records: &[Record]) -> Vec<u8> {
             Record::Link { primary, path } => {
                 writeln!(s, "link {} {}", escape(primary), escape(path))
             }
+            Record::Xattr { name, value, path } => {
+                let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
+                let hex = if hex.is_empty() { "-".to_string() } else { hex };
+                writeln!(s, "xattr {} {hex} {}", escape(name), escape(path))
+            }
         };
     }
     s.into_bytes()
@@ -105,6 +116,25 @@ pub fn decode(data: &[u8]) -> Result<Vec<Record>, MetaError> {
             what,
         };
         let f: Vec<&str> = line.split(' ').collect();
+        if f.first() == Some(&"xattr") {
+            if f.len() != 4 {
+                return Err(bad("expected four fields"));
+            }
+            let value = if f[2] == "-" {
+                Vec::new()
+            } else {
+                (0..f[2].len() / 2)
+                    .map(|i| u8::from_str_radix(f[2].get(2 * i..2 * i + 2).unwrap_or("zz"), 16))
+                    .collect::<Result<Vec<u8>, _>>()
+                    .map_err(|_| bad("bad xattr value"))?
+            };
+            out.push(Record::Xattr {
+                name: unescape(f[1]).ok_or_else(|| bad("bad name escape"))?,
+                value,
+                path: unescape(f[3]).ok_or_else(|| bad("bad path escape"))?,
+            });
+            continue;
+        }
         if f.len() != 3 {
             return Err(bad("expected three fields"));
         }
@@ -167,6 +197,16 @@ mod tests {
             Record::Link {
                 primary: b"a".to_vec(),
                 path: b"b".to_vec(),
+            },
+            Record::Xattr {
+                name: b"user.x y".to_vec(),
+                value: vec![0, 255, b'v'],
+                path: b"bin/su".to_vec(),
+            },
+            Record::Xattr {
+                name: b"user.empty".to_vec(),
+                value: Vec::new(),
+                path: b"a".to_vec(),
             },
         ];
         let blob = encode(&recs);

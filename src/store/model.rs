@@ -41,6 +41,42 @@ pub struct Dir {
     /// every change made through [`Dir::insert`] and [`Dir::remove`]; code that changes
     /// `children` directly must clear it too.
     pub tree: Option<ObjectId>,
+    /// Extended attributes by path (relative to this directory), each a list of (name,
+    /// value). Kept on the image root only; recorded when the user asks (`--xattrs`).
+    pub xattrs: BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+/// Whether imports record extended attributes (`--xattrs`, `$CH_XATTRS`). Process-wide:
+/// set once by the binary before any import.
+static XATTRS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Record extended attributes (user namespace) in imports from now on.
+pub fn set_xattrs(on: bool) {
+    XATTRS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether imports record extended attributes.
+pub fn xattrs_enabled() -> bool {
+    XATTRS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The `user.*` extended attributes of `path` (not following symlinks), sorted by name.
+pub fn read_xattrs(path: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(names) = xattr::list(path) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = names
+        .filter(|n| n.as_bytes().starts_with(b"user."))
+        .filter_map(|n| {
+            xattr::get(path, &n)
+                .ok()
+                .flatten()
+                .map(|v| (n.as_bytes().to_vec(), v))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// Why a path could not be placed in the tree.
@@ -110,6 +146,7 @@ impl Dir {
             mode,
             children: BTreeMap::new(),
             tree: None,
+            xattrs: BTreeMap::new(),
         }
     }
 

@@ -1098,3 +1098,47 @@ fn ch_grow_symlink_works_like_ch_image() {
     let mut c = unpriv(&link);
     assert!(ok(c.arg("--version")).contains(env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn extended_attributes_round_trip_when_asked_and_are_ignored_otherwise() {
+    let s = Scratch::new("xattrs");
+    let st = s.storage();
+    let src = s.join("src");
+    // user.* attributes on a directory and a read-only file (set before the chmod).
+    sh(&format!(
+        "mkdir -p {src}/d && echo hi > {src}/d/f && \
+         /usr/bin/python3 -c \"import os; os.setxattr('{src}/d/f', 'user.color', b'blue'); \
+         os.setxattr('{src}/d', 'user.bin', bytes([0, 255]))\" && chmod 0444 {src}/d/f",
+        src = src.display()
+    ));
+    ok(chi(&st).arg("--xattrs").arg("import").arg(&src).arg("x"));
+    let meta = ok(Command::new("git")
+        .arg("-C")
+        .arg(st.join("repo.git"))
+        .args([
+            "-c",
+            "safe.directory=*",
+            "show",
+            "refs/grove/img/x+latest:meta",
+        ]));
+    assert!(meta.contains("xattr user.color 626c7565 d/f"), "{meta}");
+    assert!(meta.contains("xattr user.bin 00ff d\n"), "{meta}");
+    // Directory export and checkout carry them; a tar export and re-import keep them.
+    let out = s.join("out");
+    ok(chc(&st).arg("x").arg(&out));
+    let got = sh(&format!(
+        "/usr/bin/python3 -c \"import os; print(os.getxattr('{o}/d/f', 'user.color'), os.getxattr('{o}/d', 'user.bin'))\"",
+        o = out.display()
+    ));
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        "b'blue' b'\\x00\\xff'\n"
+    );
+    let tar = s.join("x.tar");
+    ok(chc(&st).arg("x").arg(&tar));
+    ok(chi(&st).arg("--xattrs").arg("import").arg(&tar).arg("x2"));
+    assert_eq!(commit_of(&st, "x:latest"), commit_of(&st, "x2:latest"));
+    // Without --xattrs nothing is recorded: a different image.
+    import(&st, &src, "plain");
+    assert_ne!(commit_of(&st, "x:latest"), commit_of(&st, "plain:latest"));
+}
