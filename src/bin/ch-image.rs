@@ -156,7 +156,7 @@ struct BuildArgs {
     /// Bind-mount SRC at DST for RUN instructions
     #[arg(short = 'b', long = "bind", value_name = "SRC[:DST]")]
     bind: Vec<String>,
-    /// Root emulation for RUN: seccomp (default) or none
+    /// Root emulation for RUN: seccomp (default), fakeroot or none
     #[arg(long = "force", value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "seccomp")]
     force: Option<String>,
     /// Use the build cache (default)
@@ -254,9 +254,7 @@ fn build(storage: &std::path::Path, a: BuildArgs) -> anyhow::Result<()> {
     let force = match a.force.as_deref() {
         None | Some("seccomp") => Force::Seccomp,
         Some("none") => Force::None,
-        Some("fakeroot") => {
-            bail!("--force=fakeroot: not supported by Grove; use --force=seccomp (the default)")
-        }
+        Some("fakeroot") => Force::Fakeroot,
         Some(o) => bail!("--force: invalid mode: {o}"),
     };
     let mut build_args = Vec::new();

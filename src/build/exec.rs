@@ -42,6 +42,8 @@ pub enum CacheMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Force {
     Seccomp,
+    /// Run RUN commands under fakeroot(1), which the image must provide.
+    Fakeroot,
     None,
 }
 
@@ -49,10 +51,19 @@ impl Force {
     fn tag(self) -> &'static str {
         match self {
             Force::Seccomp => "S",
+            Force::Fakeroot => "F",
             Force::None => "N",
         }
     }
 }
+
+/// Where an image may have fakeroot (Debian's fakeroot package, or pseudo's wrapper).
+const FAKEROOT_PATHS: &[&str] = &[
+    "usr/bin/fakeroot",
+    "usr/bin/fakeroot-sysv",
+    "usr/bin/fakeroot-tcp",
+    "bin/fakeroot",
+];
 
 /// Everything a build needs besides the store.
 pub struct BuildOptions {
@@ -693,7 +704,29 @@ impl<'a> Builder<'a> {
         if argv.is_empty() {
             return Err(self.at(ins, "RUN: empty command"));
         }
-        let argv = if self.opts.force == Force::Seccomp {
+        let argv = if self.opts.force == Force::Fakeroot {
+            // fakeroot(1) intercepts chown and friends in the command's processes and
+            // keeps their effects in its own database (Charliecloud's --force=fakeroot).
+            self.model()?;
+            let model = self
+                .stages
+                .last()
+                .and_then(|s| s.model.as_ref())
+                .expect("model loaded");
+            let found = FAKEROOT_PATHS.iter().find(|p| {
+                copy::resolve(model, p, true)
+                    .is_ok_and(|c| matches!(model.get(&c.join(&b'/')), Some(Node::File(_))))
+            });
+            let Some(fr) = found else {
+                return Err(self.at(
+                    ins,
+                    "--force=fakeroot: fakeroot not found in the image (install it in an earlier RUN, e.g. apt-get install -y fakeroot, or use --force=seccomp)",
+                ));
+            };
+            let mut v = vec![format!("/{fr}")];
+            v.extend(argv);
+            v
+        } else if self.opts.force == Force::Seccomp {
             let (argv, changed) = apt_no_sandbox(argv, matches!(form, CmdForm::Shell(_)));
             if changed {
                 info!(
@@ -723,6 +756,10 @@ impl<'a> Builder<'a> {
         }
         if !env.iter().any(|(k, _)| k == "PATH") {
             env.push(("PATH".into(), DEFAULT_PATH.into()));
+        }
+        // Pre-defined as in Charliecloud: fakeroot must not try the real chown first.
+        if !env.iter().any(|(k, _)| k == "FAKEROOTDONTTRYCHOWN") {
+            env.push(("FAKEROOTDONTTRYCHOWN".into(), "1".into()));
         }
         if !env.iter().any(|(k, _)| k == "TAR_OPTIONS") {
             env.push(("TAR_OPTIONS".into(), "--no-same-owner".into()));

@@ -970,7 +970,22 @@ fn debian_apt_get_install_hello_unprivileged() {
         .arg(b.storage())
         .args(["hello", "--", "hello"]));
     assert_eq!(out, "Hello, world!\n");
+    // --force=fakeroot: RUN under the image's fakeroot(1), installed by an earlier build.
+    let df = "FROM hello\nRUN apt-get install -y fakeroot\n";
+    b.build("withfr", df, &[]);
+    let df = "FROM withfr\nRUN touch /x && chown 1234:1234 /x && stat -c %u /x > /owner\n";
+    let log = b.build("fr", df, &["--force=fakeroot"]);
+    assert!(log.contains("RUN.F"), "{log}");
+    assert_eq!(b.run("fr", "cat /owner"), "1234\n");
     b.fsck();
+}
+
+#[test]
+fn force_fakeroot_without_fakeroot_in_the_image_says_how_to_get_it() {
+    let b = Bench::new("nofakeroot");
+    let (_, err) = b.build_fails("f", "FROM busybox\nRUN true\n", &["--force=fakeroot"]);
+    assert!(err.contains("fakeroot not found in the image"), "{err}");
+    assert!(err.contains("Dockerfile:2"), "{err}");
 }
 
 /// A small HTTP server on loopback serving `dir`, run as the test user; killed on drop.
