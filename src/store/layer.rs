@@ -39,18 +39,9 @@ fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) ->
     }
 }
 
+/// Whether `path` (not followed if a symlink) has extended attribute `name` equal to `want`.
 fn xattr_is(path: &Path, name: &str, want: &[u8]) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    let Ok(n) = std::ffi::CString::new(name) else {
-        return false;
-    };
-    let mut buf = [0u8; 8];
-    // SAFETY: both strings are NUL-terminated and live across the call; buf is valid for
-    // buf.len() bytes.
-    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    r >= 0 && &buf[..r as usize] == want
+    matches!(xattr::get(path, name), Ok(Some(v)) if v == want)
 }
 
 fn is_whiteout(path: &Path, md: &fs::Metadata) -> bool {
