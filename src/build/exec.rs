@@ -260,7 +260,10 @@ pub fn build(
         });
         let mut text = serde_json::to_vec_pretty(&note).expect("note serializes");
         text.push(b'\n');
-        store::notes::set(&b.repo, c, &text)?;
+        // An all-hit rebuild of the same Dockerfile writes nothing.
+        if store::notes::get(&b.repo, c)?.as_deref() != Some(text.as_slice()) {
+            store::notes::set(&b.repo, c, &text)?;
+        }
     }
     Ok(BuildResult {
         commit,
