@@ -256,19 +256,15 @@ fn real_main() -> Result<i32, RunError> {
             by_name: false,
         }
     } else {
-        match stored_image(image_arg, &storage)? {
+        match stored_image(image_arg, &storage, write != WriteMode::ReadOnly)? {
             Some(lowers) => {
                 if cli.write && !cli.unsafe_ {
                     return Err(RunError::msg("--write invalid when running by name"));
                 }
                 if lowers.len() > 1 {
-                    write = match write {
-                        WriteMode::ReadOnly => WriteMode::Layers { lowers: lowers.clone(), upper: None },
-                        other => {
-                            return Err(RunError::msg(format!(
-                                "{other:?} invalid for an image stored as layers; convert it to a directory first"
-                            )))
-                        }
+                    write = WriteMode::Layers {
+                        lowers: lowers.clone(),
+                        upper: None,
                     };
                 }
                 run::Image {
@@ -307,7 +303,11 @@ fn real_main() -> Result<i32, RunError> {
 
 /// An image name in the store: the directories whose union is its tree (a checkout, or
 /// the layers above one). `None` if `arg` is a path or no such image is stored.
-fn stored_image(arg: &str, storage: &std::path::Path) -> Result<Option<Vec<PathBuf>>, RunError> {
+fn stored_image(
+    arg: &str,
+    storage: &std::path::Path,
+    need_dir: bool,
+) -> Result<Option<Vec<PathBuf>>, RunError> {
     use grove::reference::Reference;
     use grove::store::Store;
     if arg.starts_with('/') || arg.starts_with('.') || !storage.join("version").is_file() {
@@ -328,9 +328,12 @@ fn stored_image(arg: &str, storage: &std::path::Path) -> Result<Option<Vec<PathB
         .view_existing(commit)
         .map_err(|e| RunError::msg(format!("storage: {e}")))?
     {
-        return Ok(Some(v));
+        // Writable modes (-W, or -w with --unsafe) need one directory, not a union.
+        if v.len() == 1 || !need_dir {
+            return Ok(Some(v));
+        }
     }
-    // Neither a checkout nor layers: have ch-image check it out. Not in this process:
+    // No checkout (or layers where a directory is needed): have ch-image check it out. Not in this process:
     // checkouts use threads, and a threaded process can't enter a user namespace.
     let ch_image = std::env::current_exe()
         .map_err(|e| RunError::io("can't find own executable", &e))?

@@ -1055,3 +1055,31 @@ fn add_fetches_a_url_and_its_content_decides_the_cache() {
     let (_, err) = b.build_fails("c", &df.replace("ADD", "COPY"), &[]);
     assert!(err.contains("COPY can't fetch URLs"), "{err}");
 }
+
+#[test]
+fn built_image_runs_by_name_from_its_layers_read_only_and_with_write_fake() {
+    let b = Bench::new("layersrun");
+    b.build(
+        "l",
+        "FROM busybox\nRUN echo one > /one\nRUN echo two > /two\n",
+        &[],
+    );
+    // Read-only by default, from the layer union.
+    assert_eq!(b.run("l", "cat /one /two"), "one\ntwo\n");
+    let (_, _) = fails(
+        tool("ch-run")
+            .arg("-s")
+            .arg(b.storage())
+            .args(["l", "--", "touch", "/x"]),
+    );
+    // -W: a throwaway writable layer over a checkout; the image is unchanged afterwards.
+    let out = ok(tool("ch-run").arg("-W").arg("-s").arg(b.storage()).args([
+        "l",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo x > /new && cat /new /one",
+    ]));
+    assert_eq!(out, "x\none\n");
+    assert_eq!(b.run("l", "test ! -e /new && echo gone"), "gone\n");
+}
