@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -493,7 +494,25 @@ fn untrusted_certificate_is_refused_unless_tls_no_verify() {
 
 struct Fake {
     port: u16,
+    /// Requests received: `PATH auth=AUTHORIZATION` (empty if none), in order.
+    log: Arc<Mutex<Vec<String>>>,
 }
+
+/// How the fake registry wants to be authenticated.
+#[derive(Clone)]
+enum FakeAuth {
+    /// Anonymous access.
+    Open,
+    /// `/v2/...` needs `Authorization: Bearer TOKEN123`, else a 401 Bearer challenge
+    /// (realm `/token`, service `fake`); `/token` gives the token, anonymously or only
+    /// to this `Authorization` value.
+    Bearer(Option<&'static str>),
+    /// `/v2/...` needs this `Authorization` value, else a 401 `Basic` challenge.
+    Basic(&'static str),
+}
+
+/// `Authorization: Basic base64("u:p")`.
+const BASIC_U_P: &str = "Basic dTpw";
 
 struct FakeBlob {
     path: String,
@@ -518,6 +537,10 @@ impl Fake {
     /// Serve an image `fake/img:latest` whose single layer is `layer` (as stored), cut
     /// short after `cut` bytes if given.
     fn start(layer: Vec<u8>, cut: Option<usize>) -> Fake {
+        Fake::start_auth(layer, cut, FakeAuth::Open)
+    }
+
+    fn start_auth(layer: Vec<u8>, cut: Option<usize>, auth: FakeAuth) -> Fake {
         let config = br#"{"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
         let cd = sha256_hex(&config);
         let ld = sha256_hex(&layer);
@@ -548,9 +571,11 @@ impl Fake {
         ];
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let log2 = log.clone();
         std::thread::spawn(move || {
-            // Bounded: a test makes a handful of requests.
-            for conn in listener.incoming().take(64) {
+            // Bounded: a test makes a few dozen requests at most.
+            for conn in listener.incoming().take(128) {
                 let Ok(mut conn) = conn else { continue };
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
                 let mut line = String::new();
@@ -558,11 +583,69 @@ impl Fake {
                     continue;
                 }
                 let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let mut authz = String::new();
                 loop {
                     let mut h = String::new();
                     if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
                         break;
                     }
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.eq_ignore_ascii_case("authorization") {
+                            authz = v.trim().to_string();
+                        }
+                    }
+                }
+                log2.lock().unwrap().push(format!("{path} auth={authz}"));
+                let unauthorized = |conn: &mut TcpStream, challenge: Option<String>| {
+                    let ch = challenge
+                        .map(|c| format!("WWW-Authenticate: {c}\r\n"))
+                        .unwrap_or_default();
+                    let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 401 Unauthorized\r\n{ch}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                };
+                if path == "/token" || path.starts_with("/token?") {
+                    match &auth {
+                        FakeAuth::Bearer(Some(need)) if authz != *need => {
+                            unauthorized(&mut conn, Some(r#"Basic realm="fake-token""#.into()));
+                        }
+                        _ => {
+                            let body = r#"{"token":"TOKEN123"}"#;
+                            let _ = write!(
+                                conn,
+                                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                        }
+                    }
+                    let _ = conn.flush();
+                    continue;
+                }
+                let challenge = match &auth {
+                    FakeAuth::Open => None,
+                    FakeAuth::Bearer(_) => (authz != "Bearer TOKEN123").then(|| {
+                        format!(
+                            r#"Bearer realm="http://127.0.0.1:{port}/token",service="fake",scope="repository:fake/img:pull""#
+                        )
+                    }),
+                    FakeAuth::Basic(need) => {
+                        (authz != *need).then(|| r#"Basic realm="x""#.to_string())
+                    }
+                };
+                if challenge.is_some() {
+                    unauthorized(&mut conn, challenge);
+                    let _ = conn.flush();
+                    continue;
+                }
+                if path == "/v2/" {
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                    );
+                    let _ = conn.flush();
+                    continue;
                 }
                 match blobs.iter().find(|b| b.path == path) {
                     Some(b) => {
@@ -585,7 +668,12 @@ impl Fake {
                 drop(conn);
             }
         });
-        Fake { port }
+        Fake { port, log }
+    }
+
+    /// The requests received so far.
+    fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     fn pull_cmd(&self, storage: &Path) -> Command {
@@ -721,6 +809,140 @@ fn truncated_layer_with_a_matching_digest_is_refused() {
     let (_, err) = fake.pull(&st);
     assert!(err.contains("can't unpack layer"), "{err}");
     assert_eq!(before, list_of(&st));
+}
+
+// ---------------------------------------------------------------------------------------
+// Authentication against the fake registry.
+
+/// A layer with one file `hello` saying "authenticated\n".
+fn auth_layer() -> Vec<u8> {
+    gzip(&tar_with_member("hello", b"authenticated\n"))
+}
+
+fn assert_pulled(st: &Path) {
+    assert_eq!(
+        std::fs::read_to_string(image_dir(st, "img+latest").join("hello")).unwrap(),
+        "authenticated\n"
+    );
+}
+
+/// Requests for the token endpoint.
+fn token_requests(fake: &Fake) -> Vec<String> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.starts_with("/token"))
+        .collect()
+}
+
+#[test]
+fn bearer_challenge_gets_an_anonymous_token_and_pulls() {
+    let fake = Fake::start_auth(auth_layer(), None, FakeAuth::Bearer(None));
+    let s = Scratch::new("bearer");
+    let st = empty_store(&s);
+    ok(&mut fake.pull_cmd(&st));
+    assert_pulled(&st);
+    let tokens = token_requests(&fake);
+    assert!(
+        !tokens.is_empty(),
+        "token endpoint not asked: {:?}",
+        fake.requests()
+    );
+    for t in &tokens {
+        // Anonymous: no credentials sent without --auth.
+        assert!(t.ends_with(" auth="), "credentials sent anonymously: {t}");
+        let (_, query) = t.split_once('?').expect("token request without a query");
+        let query = query.split(' ').next().unwrap();
+        let params: Vec<&str> = query.split('&').collect();
+        assert!(params.contains(&"service=fake"), "{t}");
+        assert!(
+            params.contains(&"scope=repository%3Afake%2Fimg%3Apull"),
+            "{t}"
+        );
+    }
+    // Every registry request after the token carries it.
+    let reqs = fake.requests();
+    let first_token = reqs.iter().position(|r| r.starts_with("/token")).unwrap();
+    let later: Vec<_> = reqs[first_token + 1..]
+        .iter()
+        .filter(|r| r.starts_with("/v2/"))
+        .collect();
+    assert!(!later.is_empty(), "{reqs:?}");
+    assert!(
+        later.iter().all(|r| r.ends_with("auth=Bearer TOKEN123")),
+        "{reqs:?}"
+    );
+}
+
+#[test]
+fn token_endpoint_with_basic_auth_needs_the_right_password() {
+    let fake = Fake::start_auth(auth_layer(), None, FakeAuth::Bearer(Some(BASIC_U_P)));
+    let s = Scratch::new("bearer-basic");
+    let st = empty_store(&s);
+    let before = list_of(&st);
+
+    // Anonymous: the token endpoint refuses; the error says why and hints at --auth.
+    let (_, err) = fails(&mut fake.pull_cmd(&st));
+    assert!(err.contains("authentication"), "{err}");
+    assert!(err.contains("--auth"), "{err}");
+    assert_eq!(before, list_of(&st));
+
+    // Wrong password, with --auth: refused, store unchanged.
+    let (_, err) = fails(
+        fake.pull_cmd(&st)
+            .arg("--auth")
+            .env("CH_IMAGE_USERNAME", "u")
+            .env("CH_IMAGE_PASSWORD", "wrong"),
+    );
+    assert!(err.contains("authentication"), "{err}");
+    assert!(!err.contains("wrong"), "password in error message: {err}");
+    assert_eq!(before, list_of(&st));
+    assert!(
+        token_requests(&fake)
+            .iter()
+            .any(|t| t.ends_with("auth=Basic dTp3cm9uZw==")),
+        "{:?}",
+        fake.requests()
+    );
+
+    // Right password via CH_IMAGE_AUTH=yes: pulls.
+    ok(fake
+        .pull_cmd(&st)
+        .env("CH_IMAGE_AUTH", "yes")
+        .env("CH_IMAGE_USERNAME", "u")
+        .env("CH_IMAGE_PASSWORD", "p"));
+    assert_pulled(&st);
+    assert!(
+        token_requests(&fake)
+            .iter()
+            .any(|t| t.ends_with(&format!("auth={BASIC_U_P}"))),
+        "{:?}",
+        fake.requests()
+    );
+}
+
+#[test]
+fn basic_challenge_uses_the_environment_credentials() {
+    let fake = Fake::start_auth(auth_layer(), None, FakeAuth::Basic(BASIC_U_P));
+    let s = Scratch::new("basic");
+    let st = empty_store(&s);
+    let before = list_of(&st);
+
+    let (_, err) = fails(
+        fake.pull_cmd(&st)
+            .arg("--auth")
+            .env("CH_IMAGE_USERNAME", "u")
+            .env("CH_IMAGE_PASSWORD", "wrong"),
+    );
+    assert!(err.contains("authentication"), "{err}");
+    assert_eq!(before, list_of(&st));
+
+    ok(fake
+        .pull_cmd(&st)
+        .arg("--auth")
+        .env("CH_IMAGE_USERNAME", "u")
+        .env("CH_IMAGE_PASSWORD", "p"));
+    assert_pulled(&st);
+    assert!(token_requests(&fake).is_empty());
 }
 
 #[allow(dead_code)]
