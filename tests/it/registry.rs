@@ -84,6 +84,11 @@ struct Registry {
 
 impl Registry {
     fn start() -> Option<Registry> {
+        Registry::start_with("")
+    }
+
+    /// Started with `extra` appended to its configuration.
+    fn start_with(extra: &str) -> Option<Registry> {
         let fx = fixture()?;
         let dir = Scratch::new("registry");
         let port = free_port();
@@ -97,7 +102,7 @@ impl Registry {
                 data.display(),
                 fx.join("cert.pem").display(),
                 fx.join("key.pem").display()
-            ),
+            ) + extra,
         )
         .expect("write config");
         let child = Command::new("docker-registry")
@@ -489,6 +494,104 @@ fn untrusted_certificate_is_refused_unless_tls_no_verify() {
         .args(["pull", "--tls-no-verify", &refr]));
 }
 
+/// A bcrypt htpasswd line for `user:pass` (htpasswd from apache2-utils, else Python's
+/// `crypt`), or None if neither is available.
+fn htpasswd_line(user: &str, pass: &str) -> Option<String> {
+    if have("htpasswd") {
+        let out = ok(Command::new("htpasswd").args(["-Bbn", user, pass]));
+        return Some(out.trim().to_string());
+    }
+    let out = Command::new("python3")
+        .args([
+            "-W",
+            "ignore",
+            "-c",
+            "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+            pass,
+        ])
+        .output()
+        .ok()?;
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && hash.starts_with("$2")).then(|| format!("{user}:{hash}"))
+}
+
+#[test]
+fn real_registry_with_htpasswd_needs_the_right_credentials() {
+    let Some(line) = htpasswd_line("u", "p") else {
+        skip("no bcrypt tool (htpasswd from apache2-utils, or python3 crypt)");
+        return;
+    };
+    let pwdir = Scratch::new("htpasswd");
+    let pwfile = pwdir.join("htpasswd");
+    std::fs::write(&pwfile, format!("{line}\n")).unwrap();
+    let Some(r) = Registry::start_with(&format!(
+        "auth:\n  htpasswd:\n    realm: x\n    path: {}\n",
+        pwfile.display()
+    )) else {
+        return;
+    };
+    r.put("two", "test/two:latest", &["--dest-creds", "u:p"]);
+    let refr = format!("{}/test/two:latest", r.host());
+    let s = Scratch::new("htpasswd-pull");
+    let st = s.storage();
+    ok(r.ch_image(&st).arg("list"));
+    let before = store_state(&r, &st);
+
+    // No credentials (a Basic challenge asks for them; no terminal, even when the tests
+    // run on one, thanks to setsid): refused.
+    let mut anon = r.ch_image(&st);
+    anon.args(["pull", &refr])
+        .env_remove("CH_IMAGE_USERNAME")
+        .env_remove("CH_IMAGE_PASSWORD")
+        .env_remove("CH_IMAGE_AUTH")
+        .stdin(Stdio::null());
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut anon, || {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
+    let (_, err) = fails(&mut anon);
+    assert!(err.contains("authentication"), "{err}");
+    assert_eq!(before, store_state(&r, &st));
+
+    // Wrong password: refused, store unchanged.
+    let (_, err) = fails(
+        r.ch_image(&st)
+            .args(["pull", "--auth", &refr])
+            .env("CH_IMAGE_USERNAME", "u")
+            .env("CH_IMAGE_PASSWORD", "wrong"),
+    );
+    assert!(err.contains("authentication"), "{err}");
+    assert_eq!(before, store_state(&r, &st));
+
+    // Right password: pulls; push back under another tag works too.
+    ok(r.ch_image(&st)
+        .args(["pull", "--auth", &refr, "two"])
+        .env("CH_IMAGE_USERNAME", "u")
+        .env("CH_IMAGE_PASSWORD", "p"));
+    let dir = image_dir(&st, "two+latest");
+    let pushed = format!("{}/test/two:again", r.host());
+    ok(r.ch_image(&st)
+        .args(["push", "two", &pushed])
+        .env("CH_IMAGE_USERNAME", "u")
+        .env("CH_IMAGE_PASSWORD", "p"));
+    let (_, err) = fails(
+        r.ch_image(&st)
+            .args(["push", "two", &pushed])
+            .env("CH_IMAGE_USERNAME", "u")
+            .env("CH_IMAGE_PASSWORD", "wrong"),
+    );
+    assert!(err.contains("authentication"), "{err}");
+    ok(r.ch_image(&st)
+        .args(["pull", "--auth", &pushed, "again"])
+        .env("CH_IMAGE_USERNAME", "u")
+        .env("CH_IMAGE_PASSWORD", "p"));
+    assert_eq!(tree(&dir), tree(&image_dir(&st, "again+latest")));
+}
+
 // ---------------------------------------------------------------------------------------
 // A fake registry (plain HTTP) for failures: it serves fixed blobs and can cut a blob short.
 
@@ -681,6 +784,7 @@ impl Fake {
         c.arg("-s")
             .arg(storage)
             .env("CH_IMAGE_REGY_INSECURE", format!("127.0.0.1:{}", self.port))
+            .env_remove("CH_IMAGE_AUTH")
             .args(["pull", &format!("127.0.0.1:{}/fake/img", self.port), "img"]);
         c
     }
