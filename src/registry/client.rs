@@ -288,7 +288,13 @@ impl Client {
         let (scheme, params) = parse_challenge(challenge);
         let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.as_str());
         match scheme.as_str() {
-            "basic" => self.basic(),
+            // Charliecloud's rule: credentials are used only when asked for (--auth,
+            // $CH_IMAGE_AUTH, or a push); else a registry that wants them is an error
+            // whose hint says so.
+            "basic" if self.auth_mode => self.basic(),
+            "basic" => Err(RegistryError::Unauthorized {
+                url: url.to_string(),
+            }),
             "bearer" => {
                 let realm = get("realm").ok_or_else(|| {
                     RegistryError::Auth(format!("{url}: Bearer challenge without realm"))
