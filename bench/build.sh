@@ -10,6 +10,7 @@
 # Usage: sh bench/build.sh   (as root: tools run as uid 65534 via setpriv)
 set -eu
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 root=$(pwd)
 cargo build --release --bins >&2
 bin=$root/target/release
@@ -26,22 +27,9 @@ else
 fi
 trap 'chmod -R u+rwx "$work" 2>/dev/null; rm -rf "$work"' EXIT
 # Charliecloud's ch-image is Python and keeps its cache with git: identity and PATH.
-cc="$as PATH=/usr/bin:$PATH GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@localhost GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@localhost /usr/bin/ch-image"
+cc="$as $CC_ENV /usr/bin/ch-image"
 gr="$as $bin/ch-image"
 
-now() { date +%s.%N; }
-# t CMD...: run CMD quietly, print seconds taken.
-t() {
-    s=$(now)
-    if ! "$@" >"$work/last.log" 2>&1; then
-        cat "$work/last.log" >&2
-        echo "bench: command failed: $*" >&2
-        exit 1
-    fi
-    e=$(now)
-    python3 -c "print(f'{$e-$s:.3f}')"
-}
-ratio() { python3 -c "print(f'{$1/$2:.1f}')"; }
 
 $as mkdir -p "$work/ctx/small"
 $as sh -c "head -c 50000000 /dev/urandom > '$work/ctx/big.bin'"

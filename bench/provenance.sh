@@ -10,6 +10,7 @@
 # Usage: sh bench/provenance.sh   (as root: tools run as uid 65534 via setpriv)
 set -eu
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 root=$(pwd)
 cargo build --release --bins >&2
 bin=$root/target/release
@@ -28,17 +29,6 @@ trap 'chmod -R u+rwx "$work" 2>/dev/null; rm -rf "$work"' EXIT
 gr="$bin/ch-image -s $work/s1"
 runs=${RUNS:-20}
 
-now() { date +%s.%N; }
-t() {
-    s=$(now)
-    if ! "$@" >"$work/last.log" 2>&1; then
-        cat "$work/last.log" >&2
-        echo "bench: command failed: $*" >&2
-        exit 1
-    fi
-    e=$(now)
-    python3 -c "print(f'{$e-$s:.3f}')"
-}
 # hf NAME CMD: hyperfine CMD as the test user; prints "NAME: mean ± sd ms".
 hf() {
     name=$1

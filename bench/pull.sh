@@ -12,6 +12,7 @@
 # Usage: sh bench/pull.sh
 set -eu
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 root=$(pwd)
 cargo build --release --bins >&2
 bin=$root/target/release
@@ -74,21 +75,9 @@ skopeo copy --quiet --dest-tls-verify=false "oci:$work/oci:bookworm" \
 rm -rf "$work/oci"
 ref=127.0.0.1:$port/debian:bookworm
 
-cc="$as PATH=/usr/bin:$PATH GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@localhost GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@localhost REQUESTS_CA_BUNDLE=$fix/registry/ca.pem /usr/bin/ch-image"
+cc="$as $CC_ENV REQUESTS_CA_BUNDLE=$fix/registry/ca.pem /usr/bin/ch-image"
 gr="$as SSL_CERT_FILE=$fix/registry/ca.pem $bin/ch-image"
 
-now() { date +%s.%N; }
-t() {
-    s=$(now)
-    if ! "$@" >"$work/last.log" 2>&1; then
-        cat "$work/last.log" >&2
-        echo "bench: command failed: $*" >&2
-        exit 1
-    fi
-    e=$(now)
-    python3 -c "print(f'{$e-$s:.3f}')"
-}
-ratio() { python3 -c "print(f'{$1/$2:.1f}')"; }
 
 echo "== cold pull of one-layer bookworm ($(du -h "$deb" | cut -f1) tar)"
 g_cold=$(t $gr -s "$work/u/g" pull "$ref" bookworm)
