@@ -720,15 +720,35 @@ impl<'a> Builder<'a> {
                 copy::resolve(model, p, true)
                     .is_ok_and(|c| matches!(model.get(&c.join(&b'/')), Some(Node::File(_))))
             });
-            let Some(fr) = found else {
-                return Err(self.at(
-                    ins,
-                    "--force=fakeroot: fakeroot not found in the image (install it in an earlier RUN, e.g. apt-get install -y fakeroot, or use --force=seccomp)",
-                ));
-            };
-            let mut v = vec![format!("/{fr}")];
-            v.extend(argv);
-            v
+            let debian = matches!(model.get(b"etc/debian_version"), Some(Node::File(_)));
+            match (found, debian) {
+                (Some(fr), _) => {
+                    let mut v = vec![format!("/{fr}")];
+                    v.extend(argv);
+                    v
+                }
+                // Debian and derivatives: install fakeroot first, in this step, as
+                // Charliecloud's fakeroot mode does (apt must not drop privileges).
+                (None, true) => {
+                    info!("--force=fakeroot: fakeroot not in image; installing it with apt-get");
+                    let mut v: Vec<String> = vec![
+                        "/bin/sh".into(),
+                        "-c".into(),
+                        "apt-get -o APT::Sandbox::User=root update -qq \
+                         && apt-get -o APT::Sandbox::User=root install -y -qq fakeroot >/dev/null \
+                         && exec /usr/bin/fakeroot \"$0\" \"$@\""
+                            .into(),
+                    ];
+                    v.extend(argv);
+                    v
+                }
+                (None, false) => {
+                    return Err(self.at(
+                        ins,
+                        "--force=fakeroot: fakeroot not found in the image (install it in an earlier RUN, e.g. apt-get install -y fakeroot, or use --force=seccomp)",
+                    ))
+                }
+            }
         } else if self.opts.force == Force::Seccomp {
             let (argv, changed) = apt_no_sandbox(argv, matches!(form, CmdForm::Shell(_)));
             if changed {
