@@ -240,8 +240,7 @@ pub fn diff_commits(
         let mb = read_meta(repo, tb.meta)?;
         // Extended attributes: a path whose set changed is modified.
         let xattrs = |m: &[Record]| {
-            let mut x: std::collections::BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>> =
-                Default::default();
+            let mut x: super::model::Xattrs = Default::default();
             for r in m {
                 if let Record::Xattr { name, value, path } = r {
                     x.entry(path.clone())

@@ -318,27 +318,21 @@ impl ModeRestore {
 
 fn import_dir(ts: &gix::ThreadSafeRepository, src: &Path) -> Result<(Dir, Warnings), ImportError> {
     let restore = ModeRestore(Mutex::new(Vec::new()));
-    let mut warnings = Vec::new();
-    let mut files = Vec::new();
     let mut root = Dir::new(0o755);
-    let mut inodes: HashMap<(u64, u64), u32> = HashMap::new();
     let top = fs::symlink_metadata(src).map_err(io_err("stat", src))?;
     restore.raise(src, top.mode() & 0o7777, 0o500)?;
-    let mut xattrs = std::collections::BTreeMap::new();
-    walk(
-        src,
-        &[],
-        &mut root,
-        &mut files,
-        &mut inodes,
-        &mut warnings,
-        &restore,
-        &mut xattrs,
-    )?;
-    root.xattrs = xattrs;
+    let mut w = DirWalk {
+        files: Vec::new(),
+        inodes: HashMap::new(),
+        warnings: Vec::new(),
+        restore: &restore,
+        xattrs: Default::default(),
+    };
+    w.walk(src, &[], &mut root)?;
+    root.xattrs = std::mem::take(&mut w.xattrs);
 
-    let oids = write_files(ts, &files, &restore)?;
-    for (f, oid) in files.iter().zip(oids) {
+    let oids = write_files(ts, &w.files, &restore)?;
+    for (f, oid) in w.files.iter().zip(oids) {
         root.insert(
             &f.rel,
             Node::File(File {
@@ -350,70 +344,74 @@ fn import_dir(ts: &gix::ThreadSafeRepository, src: &Path) -> Result<(Dir, Warnin
         )
         .expect("parents were inserted by the walk");
     }
-    Ok((root, warnings))
+    Ok((root, w.warnings))
 }
 
-fn walk(
-    abs: &Path,
-    rel: &[u8],
-    dir: &mut Dir,
-    files: &mut Vec<PendingFile>,
-    inodes: &mut HashMap<(u64, u64), u32>,
-    warnings: &mut Warnings,
-    restore: &ModeRestore,
-    xattrs: &mut std::collections::BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>,
-) -> Result<(), ImportError> {
-    let entries = model::read_dir_sorted(abs).map_err(io_err("read directory", abs))?;
-    for name in entries {
-        let p = abs.join(&name);
-        let md = fs::symlink_metadata(&p).map_err(io_err("stat", &p))?;
-        let r = model::join_rel(rel, &name);
-        let mode = md.mode() & 0o7777;
-        let ft = md.file_type();
-        if model::xattrs_enabled() && !ft.is_symlink() {
-            let x = model::read_xattrs(&p);
-            if !x.is_empty() {
-                xattrs.insert(r.clone(), x);
+/// What walking a source directory collects besides the tree itself.
+struct DirWalk<'a> {
+    files: Vec<PendingFile>,
+    /// (device, inode) of multiply linked files -> link group.
+    inodes: HashMap<(u64, u64), u32>,
+    warnings: Warnings,
+    restore: &'a ModeRestore,
+    xattrs: super::model::Xattrs,
+}
+
+impl DirWalk<'_> {
+    fn walk(&mut self, abs: &Path, rel: &[u8], dir: &mut Dir) -> Result<(), ImportError> {
+        let entries = model::read_dir_sorted(abs).map_err(io_err("read directory", abs))?;
+        for name in entries {
+            let p = abs.join(&name);
+            let md = fs::symlink_metadata(&p).map_err(io_err("stat", &p))?;
+            let r = model::join_rel(rel, &name);
+            let mode = md.mode() & 0o7777;
+            let ft = md.file_type();
+            if model::xattrs_enabled() && !ft.is_symlink() {
+                let x = model::read_xattrs(&p);
+                if !x.is_empty() {
+                    self.xattrs.insert(r.clone(), x);
+                }
+            }
+            let key = name.as_bytes().to_vec();
+            if ft.is_dir() {
+                self.restore.raise(&p, mode, 0o500)?;
+                let mut sub = Dir::new(mode);
+                self.walk(&p, &r, &mut sub)?;
+                dir.children.insert(key, Node::Dir(sub));
+            } else if ft.is_symlink() {
+                let t = fs::read_link(&p).map_err(io_err("read symlink", &p))?;
+                dir.children.insert(
+                    key,
+                    Node::Symlink {
+                        target: t.as_os_str().as_bytes().to_vec(),
+                    },
+                );
+            } else if ft.is_file() {
+                let group = if md.nlink() > 1 {
+                    let next = self.inodes.len() as u32 + 1;
+                    Some(*self.inodes.entry((md.dev(), md.ino())).or_insert(next))
+                } else {
+                    None
+                };
+                self.files.push(PendingFile {
+                    rel: r,
+                    abs: p,
+                    mode,
+                    size: md.len(),
+                    group,
+                });
+            } else if ft.is_fifo() {
+                dir.children.insert(key, Node::Fifo { mode });
+            } else if ft.is_socket() {
+                self.warnings
+                    .push(format!("skipping socket: {}", p.display()));
+            } else {
+                self.warnings
+                    .push(format!("skipping device file: {}", p.display()));
             }
         }
-        if ft.is_dir() {
-            restore.raise(&p, mode, 0o500)?;
-            let mut sub = Dir::new(mode);
-            walk(&p, &r, &mut sub, files, inodes, warnings, restore, xattrs)?;
-            dir.children
-                .insert(name.as_bytes().to_vec(), Node::Dir(sub));
-        } else if ft.is_symlink() {
-            let t = fs::read_link(&p).map_err(io_err("read symlink", &p))?;
-            dir.children.insert(
-                name.as_bytes().to_vec(),
-                Node::Symlink {
-                    target: t.as_os_str().as_bytes().to_vec(),
-                },
-            );
-        } else if ft.is_file() {
-            let group = if md.nlink() > 1 {
-                let next = inodes.len() as u32 + 1;
-                Some(*inodes.entry((md.dev(), md.ino())).or_insert(next))
-            } else {
-                None
-            };
-            files.push(PendingFile {
-                rel: r,
-                abs: p,
-                mode,
-                size: md.len(),
-                group,
-            });
-        } else if ft.is_fifo() {
-            dir.children
-                .insert(name.as_bytes().to_vec(), Node::Fifo { mode });
-        } else if ft.is_socket() {
-            warnings.push(format!("skipping socket: {}", p.display()));
-        } else {
-            warnings.push(format!("skipping device file: {}", p.display()));
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Read and store files in parallel; hard-linked files are read once per inode.

@@ -43,8 +43,11 @@ pub struct Dir {
     pub tree: Option<ObjectId>,
     /// Extended attributes by path (relative to this directory), each a list of (name,
     /// value). Kept on the image root only; recorded when the user asks (`--xattrs`).
-    pub xattrs: BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>,
+    pub xattrs: Xattrs,
 }
+
+/// Extended attributes by path: (name, value) pairs, sorted by name.
+pub type Xattrs = BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>;
 
 /// Whether imports record extended attributes (`--xattrs`, `$CH_XATTRS`). Process-wide:
 /// set once by the binary before any import.

@@ -218,7 +218,7 @@ pub fn retain(repo: &gix::Repository, keep: impl Fn(ObjectId) -> bool) -> Result
         };
         let entries: Vec<Entry> = entries_of(repo, tip)?
             .into_iter()
-            .filter(|e| ObjectId::from_hex(e.filename.as_bytes()).is_ok_and(|id| keep(id)))
+            .filter(|e| ObjectId::from_hex(e.filename.as_bytes()).is_ok_and(&keep))
             .collect();
         if entries.is_empty() {
             return git::update_refs(repo, &[(NOTES_REF.to_string(), None, Expect::Is(tip))]);

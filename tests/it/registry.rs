@@ -652,7 +652,7 @@ impl Fake {
             config.len(),
             layer.len()
         );
-        let blobs = vec![
+        let blobs = [
             FakeBlob {
                 path: "/v2/fake/img/manifests/latest".into(),
                 content_type: "application/vnd.oci.image.manifest.v1+json",
