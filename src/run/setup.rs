@@ -97,6 +97,57 @@ pub fn mount_squash(
     Ok(child)
 }
 
+/// Mount overlayfs at `dst`: `lowers` top first, with an upper and work directory or
+/// read-only without. `userxattr` makes it work in a user namespace (Linux 5.11+);
+/// `volatile` skips the syncfs of the upper filesystem at unmount (overlayfs(5)), since
+/// the upper directory is either thrown away (-W) or read right away by the builder.
+fn overlay(
+    lowers: &[PathBuf],
+    upper: Option<(&PathBuf, &PathBuf)>,
+    dst: &Path,
+    hint: &str,
+) -> Result<(), RunError> {
+    let mut all: Vec<&PathBuf> = lowers.iter().collect();
+    if let Some((u, w)) = upper {
+        all.push(u);
+        all.push(w);
+    }
+    for p in &all {
+        let s = p.to_string_lossy();
+        if s.contains(',') || s.contains(':') {
+            return Err(RunError::msg(format!(
+                "can't overlay: path contains ',' or ':': {s}"
+            )));
+        }
+    }
+    let lower: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
+    let mut opts = format!("lowerdir={}", lower.join(":"));
+    if let Some((u, w)) = upper {
+        opts.push_str(&format!(
+            ",upperdir={},workdir={},userxattr,volatile",
+            u.display(),
+            w.display()
+        ));
+    } else {
+        opts.push_str(",userxattr");
+    }
+    // mount(2) takes at most one page of options (overlayfs(5)).
+    if opts.len() >= 4000 {
+        return Err(
+            RunError::msg(format!("can't overlay: too many layers ({})", lowers.len()))
+                .with_hint("check the image out (ch-convert it to a directory) and run that"),
+        );
+    }
+    mount(
+        Some("overlay"),
+        dst,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .map_err(|e| RunError::sys("can't overlay", e).with_hint(hint))
+}
+
 /// Execute mount operations. `root` is the new root's host path (container paths resolve
 /// inside it). `ranch`: a writable host directory of ours (the `-W` staging tmpfs) where
 /// directories that cannot be written are rebuilt as symlink ranches (FAQ 11.3.3).
@@ -144,85 +195,18 @@ pub fn apply(ops: &[MountOp], root: &Path, ranch: Option<&Path>) -> Result<(), R
                 upper,
                 work,
                 dst,
-            } => {
-                for p in [lower, upper, work] {
-                    let s = p.to_string_lossy();
-                    if s.contains(',') || s.contains(':') {
-                        return Err(RunError::msg(format!(
-                            "can't overlay: path contains ',' or ':': {s}"
-                        )));
-                    }
-                }
-                let opts = format!(
-                    "lowerdir={},upperdir={},workdir={},userxattr,volatile",
-                    lower.display(),
-                    upper.display(),
-                    work.display()
-                );
-                mount(
-                    Some("overlay"),
-                    dst.as_path(),
-                    Some("overlay"),
-                    MsFlags::empty(),
-                    Some(opts.as_str()),
-                )
-                .map_err(|e| {
-                    RunError::sys("can't overlay", e).with_hint(
-                        "--write-fake needs unprivileged overlayfs (Linux 5.11 or later)",
-                    )
-                })?;
-            }
-            MountOp::OverlayLayers { lowers, upper, dst } => {
-                let mut all: Vec<&PathBuf> = lowers.iter().collect();
-                if let Some((u, w)) = upper {
-                    all.push(u);
-                    all.push(w);
-                }
-                for p in &all {
-                    let s = p.to_string_lossy();
-                    if s.contains(',') || s.contains(':') {
-                        return Err(RunError::msg(format!(
-                            "can't overlay: path contains ',' or ':': {s}"
-                        )));
-                    }
-                }
-                let lower: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
-                let mut opts = format!("lowerdir={}", lower.join(":"));
-                if let Some((u, w)) = upper {
-                    opts.push_str(&format!(
-                        ",upperdir={},workdir={}",
-                        u.display(),
-                        w.display()
-                    ));
-                }
-                // volatile: no syncfs of the upper filesystem at unmount (overlayfs(5)); the
-                // builder reads the upper directory right away and commits from it.
-                opts.push_str(if upper.is_some() {
-                    ",userxattr,volatile"
-                } else {
-                    ",userxattr"
-                });
-                // mount(2) takes at most one page of options (overlayfs(5)).
-                if opts.len() >= 4000 {
-                    return Err(RunError::msg(format!(
-                        "can't overlay: too many layers ({})",
-                        lowers.len()
-                    ))
-                    .with_hint("check the image out (ch-convert it to a directory) and run that"));
-                }
-                mount(
-                    Some("overlay"),
-                    dst.as_path(),
-                    Some("overlay"),
-                    MsFlags::empty(),
-                    Some(opts.as_str()),
-                )
-                .map_err(|e| {
-                    RunError::sys("can't overlay image layers", e).with_hint(
-                        "running from layers needs unprivileged overlayfs (Linux 5.11 or later)",
-                    )
-                })?;
-            }
+            } => overlay(
+                std::slice::from_ref(lower),
+                Some((upper, work)),
+                dst,
+                "--write-fake needs unprivileged overlayfs (Linux 5.11 or later)",
+            )?,
+            MountOp::OverlayLayers { lowers, upper, dst } => overlay(
+                lowers,
+                upper.as_ref().map(|(u, w)| (u, w)),
+                dst,
+                "running from layers needs unprivileged overlayfs (Linux 5.11 or later)",
+            )?,
             MountOp::Tmpfs {
                 dst,
                 options,
