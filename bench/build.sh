@@ -31,17 +31,7 @@ cc="$as $CC_ENV /usr/bin/ch-image"
 gr="$as $bin/ch-image"
 
 
-$as mkdir -p "$work/ctx/small"
-$as sh -c "head -c 50000000 /dev/urandom > '$work/ctx/big.bin'"
-$as sh -c "cd '$work/ctx/small' && i=0; while [ \$i -lt 2000 ]; do echo \"file \$i\" > f\$i; i=\$((i+1)); done"
-$as sh -c "cat > '$work/ctx/Dockerfile'" <<'DF'
-FROM bookworm
-RUN mkdir /many && cd /many && i=0; while [ $i -lt 20000 ]; do echo $i > f$i; i=$((i+1)); done
-COPY big.bin /big.bin
-COPY small /small/
-ENV BENCH=1
-RUN echo done > /done
-DF
+issue4_context "$work/ctx"
 
 echo "== import bookworm (setup, not compared)" >&2
 echo "grove import:        $(t $gr -s "$work/g" import "$deb" bookworm) s"

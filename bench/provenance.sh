@@ -76,17 +76,7 @@ hf "diff --stat big-a built" $gr diff --stat big-a built
 hf "inspect built" $gr inspect built
 
 echo "== shared cache: build on store 1, push, fetch into fresh store 2, build there"
-$as mkdir -p "$work/ctx4/small"
-$as sh -c "head -c 50000000 /dev/urandom > '$work/ctx4/big.bin'"
-$as sh -c "cd '$work/ctx4/small' && i=0; while [ \$i -lt 2000 ]; do echo \"file \$i\" > f\$i; i=\$((i+1)); done"
-$as sh -c "cat > '$work/ctx4/Dockerfile'" <<'DF'
-FROM bookworm
-RUN mkdir /many && cd /many && i=0; while [ $i -lt 20000 ]; do echo $i > f$i; i=$((i+1)); done
-COPY big.bin /big.bin
-COPY small /small/
-ENV BENCH=1
-RUN echo done > /done
-DF
+issue4_context "$work/ctx4"
 g1="$bin/ch-image -s $work/s4a"
 g2="$bin/ch-image -s $work/s4b"
 echo "import bookworm (store 1): $(t $as $g1 import "$deb" bookworm) s"
