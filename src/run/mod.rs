@@ -22,6 +22,7 @@ pub mod resolve;
 pub mod seccomp;
 pub mod setup;
 pub mod sys;
+pub mod warm;
 
 pub use env::{EnvArg, EnvSource};
 pub use error::{RunError, EXIT_EXEC, EXIT_MISC, EXIT_SQUASH, EXIT_USAGE};
@@ -513,6 +514,9 @@ fn exec_child(spec: &RunSpec, new_env: &[env::Var], old_mask: &SigSet) -> RunErr
     let Ok(argv) = argv else {
         return RunError::msg("argument contains NUL byte");
     };
+    if spec.image.kind == ImageKind::Squash {
+        warm::executable(&spec.cmd[0], std::env::var_os("PATH").as_deref());
+    }
     if let Err(e) = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None) {
         return RunError::sys("can't restore signal mask", e);
     }

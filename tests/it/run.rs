@@ -922,13 +922,18 @@ fn squash_image(s: &Scratch) -> Option<PathBuf> {
         skip("/dev/fuse not accessible to the test user");
         return None;
     }
-    let sq = s.join("img.sqfs");
+    Some(mksquashfs(s, &busybox_rootfs(), "img.sqfs"))
+}
+
+/// `mksquashfs SRC` into the scratch directory as NAME.
+fn mksquashfs(s: &Scratch, src: &Path, name: &str) -> PathBuf {
+    let sq = s.join(name);
     sh(&format!(
         "mksquashfs '{}' '{}' -quiet -noappend -no-progress >/dev/null",
-        busybox_rootfs().display(),
+        src.display(),
         sq.display()
     ));
-    Some(sq)
+    sq
 }
 
 #[test]
@@ -965,6 +970,60 @@ fn squashfs_image_runs_and_unmounts() {
         !ps.lines()
             .any(|l| l.contains("squashfuse_ll") && l.contains(&*sq.to_string_lossy())),
         "{ps}"
+    );
+}
+
+#[test]
+fn squashfs_commands_of_every_kind_start() {
+    // ch-run reads the command (and its interpreter) ahead of execve on SquashFS images;
+    // whatever the command is, that must neither change what runs nor hang.
+    let s = Scratch::new("run-sqwarm");
+    if squash_image(&s).is_none() {
+        return;
+    }
+    let src = writable_copy(&s);
+    sh(&format!(
+        "set -e; cd '{0}'; mkdir -p opt/tools
+         printf '#!/bin/sh -e\\necho script \"$@\"\\n' > opt/tools/hello; chmod 755 opt/tools/hello
+         printf '#!/opt/tools/hello from-shebang\\n' > opt/tools/nested; chmod 755 opt/tools/nested
+         mkfifo opt/tools/fifo; chmod 755 opt/tools/fifo
+         {{ printf '#!/bin/sh\\necho big\\nexit 0\\n'; head -c 20000000 /dev/zero; }} > opt/tools/big
+         chmod 755 opt/tools/big
+         ln -s /opt/tools/hello bin/hello-link",
+        src.display()
+    ));
+    let sq = mksquashfs(&s, &src, "tools.sqfs");
+    let mnt = s.join("mnt");
+    sh(&format!("mkdir '{}'", mnt.display()));
+    let run = |args: &[&str]| {
+        let mut c = ch_run();
+        c.arg("-m").arg(&mnt).arg(&sq).arg("--").args(args);
+        c
+    };
+    // Found through $PATH (--set-env), by absolute path, through an absolute symlink,
+    // and a script whose interpreter is itself a script.
+    let mut c2 = ch_run();
+    c2.arg("-m")
+        .arg(&mnt)
+        .arg("--set-env=PATH=/nonexistent:/opt/tools:/bin")
+        .arg(&sq)
+        .args(["--", "hello", "a"]);
+    assert_eq!(stdout_of(&mut c2), "script a\n");
+    assert_eq!(stdout_of(&mut run(&["/bin/hello-link", "b"])), "script b\n");
+    assert_eq!(
+        stdout_of(&mut run(&["/opt/tools/nested", "c"])),
+        "script from-shebang /opt/tools/nested c\n"
+    );
+    // A file too big to read ahead runs; a FIFO fails as usual, promptly.
+    assert_eq!(stdout_of(&mut run(&["/opt/tools/big"])), "big\n");
+    let t0 = Instant::now();
+    let (code, err) = fails(&mut run(&["/opt/tools/fifo"]));
+    assert_eq!(code, 49, "{err}");
+    assert!(err.contains("can't execve(2): /opt/tools/fifo"), "{err}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        t0.elapsed()
     );
 }
 
