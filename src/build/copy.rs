@@ -241,13 +241,13 @@ pub fn copy_from_model(repo: &gix::Repository, node: &Node, to: &Path) -> Result
                 .map_err(io_err("chmod", to))?;
         }
         Node::File(f) => {
-            let blob = repo.find_blob(f.oid).map_err(|e| CopyError::Io {
+            let data = crate::store::git::read_blob(repo, f.oid).map_err(|e| CopyError::Io {
                 action: "read blob for",
                 path: to.to_path_buf(),
                 source: io::Error::other(e.to_string()),
             })?;
             let _ = fs::remove_file(to);
-            fs::write(to, &blob.data).map_err(io_err("write", to))?;
+            fs::write(to, &data).map_err(io_err("write", to))?;
             fs::set_permissions(to, fs::Permissions::from_mode((f.mode & !0o6000) | 0o600))
                 .map_err(io_err("chmod", to))?;
         }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use gix::ObjectId;
 use rayon::prelude::*;
 
-use super::git::{git_err, GitError};
+use super::git::GitError;
 use super::model::{Dir, Node};
 
 /// How modes are applied.
@@ -134,9 +134,7 @@ pub fn materialize(
     files.par_iter().try_for_each_init(
         || ts.to_thread_local(),
         |repo, job| -> Result<(), CheckoutError> {
-            let blob = repo
-                .find_blob(job.oid)
-                .map_err(git_err(format!("read blob {}", job.oid)))?;
+            let data = super::git::read_blob(repo, job.oid)?;
             // Create with the final mode when the umask leaves it alone (the common
             // case); else fix it with chmod. The creating open needs owner write.
             let direct = job.mode & 0o7777 & !umask == job.mode && job.mode & 0o200 != 0;
@@ -146,7 +144,7 @@ pub fn materialize(
                 .mode(if direct { job.mode } else { 0o600 })
                 .open(&job.path)
                 .map_err(io_err("create file", &job.path))?;
-            f.write_all(&blob.data)
+            f.write_all(&data)
                 .map_err(io_err("write file", &job.path))?;
             if !direct || job.mode & 0o7000 != 0 {
                 fs::set_permissions(&job.path, fs::Permissions::from_mode(job.mode))

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use gix::ObjectId;
 use rayon::prelude::*;
 
-use super::git::{git_err, GitError};
+use super::git::GitError;
 use super::model::{Dir, Node};
 
 /// Why an export failed.
@@ -168,16 +168,9 @@ pub fn write_tar_with<W: Write>(
                         b.append_data(&mut h, path, io::empty())?;
                         return Ok(());
                     }
-                    let blob = repo
-                        .find_blob(f.oid)
-                        .map_err(git_err(format!("read blob {}", f.oid)))?;
-                    let mut h = header(
-                        tar::EntryType::Regular,
-                        f.mode,
-                        blob.data.len() as u64,
-                        mtime,
-                    );
-                    b.append_data(&mut h, path, blob.data.as_slice())?;
+                    let data = super::git::read_blob(repo, f.oid)?;
+                    let mut h = header(tar::EntryType::Regular, f.mode, data.len() as u64, mtime);
+                    b.append_data(&mut h, path, data.as_slice())?;
                 }
                 Node::Symlink { target } => {
                     let mut h = header(tar::EntryType::Symlink, 0o777, 0, mtime);

@@ -36,6 +36,25 @@ pub fn git_err<E: Into<Box<dyn StdError + Send + Sync>>>(
     }
 }
 
+/// The content of blob `id`. On a miss, looks again with a fresh handle before failing:
+/// gix-odb 0.87 can tell a thread "not found" when another thread of the same process has
+/// just published the index of a new pack (its `consolidate_with_disk_state` compares
+/// against the already-updated index and reports no change), and a parallel checkout right
+/// after an import whose pack holds one blob for two paths hit exactly that. A fresh
+/// handle takes a new snapshot of the published index.
+pub fn read_blob(repo: &gix::Repository, id: ObjectId) -> Result<Vec<u8>, GitError> {
+    match repo.find_blob(id) {
+        Ok(mut b) => Ok(b.take_data()),
+        Err(_) => {
+            let fresh = repo.clone();
+            let mut b = fresh
+                .find_blob(id)
+                .map_err(git_err(format!("read blob {id}")))?;
+            Ok(b.take_data())
+        }
+    }
+}
+
 /// Why an image commit could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -643,6 +662,29 @@ pub fn list_refs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_blob_sees_a_pack_another_handle_already_loaded() {
+        // The state gix-odb can leave a racing thread in: its snapshot predates a new
+        // pack, and the store's published index (refreshed by another thread) has it.
+        let dir = tempfile::tempdir().expect("tempdir");
+        gix::init_bare(dir.path()).expect("init");
+        let ts = gix::open(dir.path()).expect("open").into_sync();
+        let mut stale = ts.to_thread_local();
+        stale.objects.refresh_never();
+        let probe = ObjectId::from_hex(b"0123456789012345678901234567890123456789").unwrap();
+        assert!(!stale.objects.exists_without_refresh(&probe)); // takes its snapshot
+        let pb = super::super::pack::PackBuilder::new(&dir.path().join("objects"));
+        let id = pb.add(&stale, b"x\n").expect("add");
+        pb.finish().expect("finish");
+        assert!(stale.find_blob(id).is_err(), "the stale handle misses");
+        let other = ts.to_thread_local();
+        assert_eq!(other.find_blob(id).expect("refreshing handle").data, b"x\n");
+        assert_eq!(read_blob(&stale, id).expect("read_blob"), b"x\n");
+        let missing = ObjectId::from_hex(b"1111111111111111111111111111111111111111").unwrap();
+        let err = read_blob(&stale, missing).unwrap_err();
+        assert!(err.to_string().contains("read blob 1111111"), "{err}");
+    }
 
     #[test]
     fn git_names_are_escaped_reversibly() {
