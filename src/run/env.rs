@@ -113,8 +113,6 @@ pub fn set(env: &mut Vec<Var>, name: &[u8], value: Vec<u8>) {
 pub struct Defaults {
     /// `--home` given: HOME becomes `/home/USER`.
     pub home_user: Option<Vec<u8>>,
-    /// The image has `/root`.
-    pub image_has_root: bool,
 }
 
 /// Compute the container environment.
@@ -125,13 +123,13 @@ pub fn compute(
     matches: &dyn Fn(&[u8], &[u8]) -> bool,
 ) -> Vec<Var> {
     let mut env = host;
-    // HOME: /home/$USER with --home, else /root if the image has it, else /.
-    let home = match &defaults.home_user {
-        Some(u) => [b"/home/".as_slice(), u].concat(),
-        None if defaults.image_has_root => b"/root".to_vec(),
-        None => b"/".to_vec(),
-    };
-    set(&mut env, b"HOME", home);
+    // HOME: /home/$USER with --home (where the host home is bound); otherwise unset, as
+    // the FAQ (11.2.6) describes: the host's path means nothing in the image, and a
+    // made-up default would hide the problem until later.
+    match &defaults.home_user {
+        Some(u) => set(&mut env, b"HOME", [b"/home/".as_slice(), u].concat()),
+        None => env.retain(|(k, _)| k.as_slice() != b"HOME"),
+    }
     // PATH: append /bin if no entry is /bin (merged-/usr hosts, non-merged guests).
     if let Some(path) = get(&env, b"PATH") {
         if !path
@@ -176,10 +174,7 @@ mod tests {
     }
 
     fn defaults() -> Defaults {
-        Defaults {
-            home_user: None,
-            image_has_root: true,
-        }
+        Defaults { home_user: None }
     }
 
     #[test]
@@ -232,27 +227,33 @@ mod tests {
         let env = compute(host, &defaults(), &[], &fnm);
         assert_eq!(get(&env, b"PATH"), Some(b"/usr/bin:/bin".as_slice()));
         assert_eq!(get(&env, b"TMPDIR"), None);
-        assert_eq!(get(&env, b"HOME"), Some(b"/root".as_slice()));
+        assert_eq!(get(&env, b"HOME"), None, "HOME is unset without --home");
         assert_eq!(
             get(&env, b"CH_RUNNING"),
             Some(b"Weird Al Yankovic".as_slice())
         );
         let env = compute(
             vec![v("PATH", "/bin:/usr/bin")],
-            &Defaults {
-                home_user: None,
-                image_has_root: false,
-            },
+            &Defaults { home_user: None },
             &[],
             &fnm,
         );
         assert_eq!(get(&env, b"PATH"), Some(b"/bin:/usr/bin".as_slice()));
-        assert_eq!(get(&env, b"HOME"), Some(b"/".as_slice()));
+        // --set-env can still give HOME a value.
+        let env = compute(
+            vec![v("HOME", "/home/u")],
+            &defaults(),
+            &[EnvOp::Set {
+                vars: vec![v("HOME", "/opt/home")],
+                expand: false,
+            }],
+            &fnm,
+        );
+        assert_eq!(get(&env, b"HOME"), Some(b"/opt/home".as_slice()));
         let env = compute(
             vec![],
             &Defaults {
                 home_user: Some(b"alice".to_vec()),
-                image_has_root: true,
             },
             &[],
             &fnm,

@@ -335,11 +335,8 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
     }
 
     let mut daemon = None;
-    let (ops, image_has_root) = if joined {
-        (
-            finish_env_args(pending, Path::new("/"))?,
-            Path::new("/root").is_dir(),
-        )
+    let ops = if joined {
+        finish_env_args(pending, Path::new("/"))?
     } else {
         let host_tmp = std::env::var_os("TMPDIR")
             .filter(|t| !t.is_empty())
@@ -375,10 +372,6 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
             }
         };
         let ops = finish_env_args(pending, &image_dir)?;
-        let has_root = match &spec.write {
-            WriteMode::Layers { lowers, .. } => lowers.iter().any(|l| l.join("root").is_dir()),
-            _ => image_dir.join("root").is_dir(),
-        };
         let staging = match &spec.write {
             WriteMode::Fake { .. } => {
                 plan::staging_dir(&image_dir, |p| p.is_dir()).ok_or_else(|| {
@@ -425,12 +418,11 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
         // (after pivoting, $TMPDIR or a private /tmp would hide them).
         drop(temp);
         setup::apply(std::slice::from_ref(pivot), &root, None)?;
-        (ops, has_root)
+        ops
     };
 
     let defaults = env::Defaults {
         home_user: spec.home.then(|| spec.user.as_bytes().to_vec()),
-        image_has_root,
     };
     let new_env = env::compute(host_env, &defaults, &ops, &|p, n| sys::fnmatch(p, n));
 

@@ -485,14 +485,14 @@ fn cd_sets_working_directory() {
 fn environment_defaults() {
     let mut c = in_bb(
         &[],
-        "echo $CH_RUNNING; echo ${TMPDIR-unset}; echo $PATH; echo $HOME; echo $FOO",
+        "echo $CH_RUNNING; echo ${TMPDIR-unset}; echo $PATH; echo ${HOME-unset}; echo $FOO",
     );
     c.env("TMPDIR", "/tmp")
         .env("PATH", "/usr/bin")
         .env("FOO", "passed");
     assert_eq!(
         stdout_of(&mut c),
-        "Weird Al Yankovic\nunset\n/usr/bin:/bin\n/root\npassed\n"
+        "Weird Al Yankovic\nunset\n/usr/bin:/bin\nunset\npassed\n"
     );
 }
 
