@@ -7,9 +7,10 @@
 //! Sequence ([`run`]): read host `--set-env` files; join a peer group or build a container:
 //! write temporary passwd/group files, `unshare(CLONE_NEWUSER|CLONE_NEWNS)` (the process must
 //! be single-threaded), map the invoking uid/gid, mount SquashFS if needed, perform the
-//! [`plan::mount_plan`] (which ends with `pivot_root`); compute the environment; fork: the
-//! child sets `no_new_privs` (and the seccomp filter), then execs the command; the parent
-//! forwards signals and returns the child's exit status (128+N if killed by signal N).
+//! [`plan::mount_plan`] (which ends with `pivot_root`); compute the environment; set
+//! `no_new_privs` (and the seccomp filter) and exec the command in place. A SquashFS image
+//! forks first: the child execs the command (and dies with ch-run), the parent forwards
+//! signals, stops the daemon and returns the child's exit status (128+N if killed by N).
 //!
 //! `unsafe` lives only in [`sys`].
 
@@ -292,9 +293,10 @@ const FORWARDED: [Signal; 6] = [
     Signal::SIGUSR2,
 ];
 
-/// Run the command; returns its exit status (128+N if killed by signal N). Errors before
-/// the command starts are returned; an exec failure makes the child exit with
-/// [`EXIT_EXEC`] after printing the error.
+/// Run the command. Errors before the command starts are returned. A directory image's
+/// command replaces the calling process (this returns only if exec fails: the error is
+/// printed and [`EXIT_EXEC`] returned); a SquashFS image's command runs in a child, and
+/// this returns its exit status (128+N if killed by signal N) once the daemon is stopped.
 ///
 /// The calling process must be single-threaded. It enters new namespaces and changes its
 /// root: call this from a process that does nothing else afterwards (the ch-run binary).
@@ -434,6 +436,22 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
         w.ready(nix::unistd::getpid().as_raw())?;
     }
 
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    let Some(mut daemon) = daemon else {
+        // Nothing to stop after the command (the passwd files are already unlinked and
+        // the mounts vanish with the namespace): become the command, as Charliecloud does.
+        // Its PID is ch-run's, signals reach it directly, killing ch-run kills it.
+        let mut mask = SigSet::empty();
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, None, Some(&mut mask))
+            .map_err(|e| RunError::sys("can't read signal mask", e))?;
+        let e = exec_child(spec, &new_env, &mask);
+        eprintln!("{}", e.report());
+        return Ok(exec_failure_status(&e));
+    };
+
+    // SquashFS: fork, so that the daemon can be stopped when the command ends.
     let mut blocked = SigSet::empty();
     for s in FORWARDED {
         blocked.add(s);
@@ -442,36 +460,46 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
     let mut old = SigSet::empty();
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), Some(&mut old))
         .map_err(|e| RunError::sys("can't block signals", e))?;
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
+    let parent = nix::unistd::getpid();
     match sys::fork().map_err(|e| RunError::sys("can't fork", e))? {
         sys::Forked::Child => {
-            let e = exec_child(spec, &new_env, &old);
+            // Killing ch-run kills the command, as when ch-run execs it.
+            let e = match nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+                Err(e) => RunError::sys("can't set parent-death signal", e),
+                Ok(()) if nix::unistd::getppid() != parent => {
+                    RunError::msg("ch-run exited before the command started")
+                }
+                Ok(()) => exec_child(spec, &new_env, &old),
+            };
             eprintln!("{}", e.report());
-            sys::exit_now(if e.message().starts_with("can't execve") {
-                EXIT_EXEC
-            } else {
-                EXIT_MISC
-            });
+            sys::exit_now(exec_failure_status(&e));
         }
         sys::Forked::Parent(child) => {
             let code = supervise(child, &blocked);
-            if let Some(mut d) = daemon {
-                if let Ok(Some(st)) = d.try_wait() {
-                    // The filesystem went away under the command (FAQ 11.2.5).
-                    crate::warn!("squashfuse_ll exited before the command ({st})");
-                    return Ok(EXIT_SQUASH);
-                }
-                let _ = nix::sys::signal::kill(Pid::from_raw(d.id() as i32), Signal::SIGTERM);
-                let _ = d.wait();
+            if let Ok(Some(st)) = daemon.try_wait() {
+                // The filesystem went away under the command (FAQ 11.2.5).
+                crate::warn!("squashfuse_ll exited before the command ({st})");
+                return Ok(EXIT_SQUASH);
             }
+            let _ = nix::sys::signal::kill(Pid::from_raw(daemon.id() as i32), Signal::SIGTERM);
+            let _ = daemon.wait();
             code
         }
     }
 }
 
-/// In the forked child: final process setup and exec. Returns only on failure.
+/// Exit status after `exec_child` failed with `e`: 49 if the command could not be
+/// executed, else 31.
+fn exec_failure_status(e: &RunError) -> i32 {
+    if e.message().starts_with("can't execve") {
+        EXIT_EXEC
+    } else {
+        EXIT_MISC
+    }
+}
+
+/// Final process setup and exec of the command (in ch-run itself, or in the forked child
+/// for SquashFS images). Returns only on failure.
 fn exec_child(spec: &RunSpec, new_env: &[env::Var], old_mask: &SigSet) -> RunError {
     if spec.quiet >= 2 {
         if let Err(e) = silence(spec.quiet >= 3) {

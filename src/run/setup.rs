@@ -83,6 +83,9 @@ pub fn mount_squash(
     cmd.stdin(std::process::Stdio::null());
     // Own process group: a terminal's ^C must not kill the filesystem under the command.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    // If ch-run is killed outright, the daemon must not outlive it: the mount namespace
+    // it keeps alive holds nothing else.
+    super::sys::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
     let child = cmd.spawn().map_err(|e| {
         RunError::io("can't start squashfuse_ll", &e)
             .with_hint("install squashfuse (squashfuse_ll), or convert the image to a directory")

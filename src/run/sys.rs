@@ -82,6 +82,24 @@ pub fn sigwaitinfo(set: &nix::sys::signal::SigSet) -> Result<(i32, bool), Errno>
     }
 }
 
+/// Make the process `cmd` starts receive `sig` when ch-run dies (`PR_SET_PDEATHSIG`, set
+/// between fork and exec). Spawning fails if ch-run is already gone by then.
+pub fn die_with_parent(cmd: &mut std::process::Command, sig: nix::sys::signal::Signal) {
+    use std::os::unix::process::CommandExt;
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec and only makes the
+    // async-signal-safe system calls prctl(2) and getppid(2); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(sig).map_err(std::io::Error::from)?;
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::from(Errno::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Terminate the process immediately without running destructors or flushing stdio
 /// (used in a forked child whose exec failed).
 pub fn exit_now(code: i32) -> ! {

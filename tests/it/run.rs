@@ -113,11 +113,19 @@ fn unexecutable_command_exits_49() {
 }
 
 #[test]
-fn killed_by_signal_exits_128_plus_signal() {
+fn command_replaces_ch_run_for_directory_images() {
+    // As in Charliecloud: the command is ch-run's process (setpriv execs ch-run, so the
+    // spawned pid is ch-run's), and a signal that kills it is what the caller sees.
+    use std::os::unix::process::ExitStatusExt;
+    let mut c = in_bb(&[], "echo $$");
+    let child = c.stdout(Stdio::piped()).spawn().expect("spawn");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{pid}\n"));
     let out = output(&mut in_bb(&[], "kill -TERM $$"));
-    assert_eq!(out.status.code(), Some(143));
+    assert_eq!(out.status.signal(), Some(libc::SIGTERM));
     let out = output(&mut in_bb(&[], "kill -KILL $$"));
-    assert_eq!(out.status.code(), Some(137));
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL));
 }
 
 #[test]
@@ -1024,6 +1032,90 @@ fn squashfs_commands_of_every_kind_start() {
         t0.elapsed() < Duration::from_secs(60),
         "took {:?}",
         t0.elapsed()
+    );
+}
+
+#[test]
+fn squashfs_command_killed_by_signal_exits_128_plus_signal() {
+    let s = Scratch::new("run-sqsig");
+    let Some(sq) = squash_image(&s) else { return };
+    let mnt = s.join("mnt");
+    sh(&format!("mkdir '{}'", mnt.display()));
+    for (sig, code) in [("TERM", 143), ("KILL", 137)] {
+        let mut c = ch_run();
+        c.arg("-m")
+            .arg(&mnt)
+            .arg(&sq)
+            .args(["--", "sh", "-c", &format!("kill -{sig} $$")]);
+        assert_eq!(output(&mut c).status.code(), Some(code), "{sig}");
+    }
+}
+
+#[test]
+fn squashfs_command_and_daemon_die_with_a_killed_ch_run() {
+    let s = Scratch::new("run-sqkill");
+    let Some(sq) = squash_image(&s) else { return };
+    let mnt = s.join("mnt");
+    sh(&format!("mkdir '{}'", mnt.display()));
+    let mut child = ch_run()
+        .arg("-m")
+        .arg(&mnt)
+        .arg(&sq)
+        .args(["--", "sh", "-c", "echo ready; sleep 300; exit 0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(&mut out, &mut buf).expect("ready");
+    // setpriv execs ch-run, so the spawned pid is ch-run's; its children are the daemon
+    // and the command.
+    let pid = child.id();
+    let kids: Vec<i32> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .expect("children")
+        .split_whitespace()
+        .map(|p| p.parse().expect("pid"))
+        .collect();
+    /// Kills what is left if the test fails half-way.
+    struct Reap(Vec<i32>);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            for p in &self.0 {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    let _reap = Reap(kids.clone());
+    assert_eq!(kids.len(), 2, "{kids:?}");
+    // Alive: in /proc and not a zombie.
+    let alive = |p: i32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .map(|st| {
+                !st.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(false)
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let _ = child.wait();
+    let t0 = Instant::now();
+    while kids.iter().any(|&p| alive(p)) && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left: Vec<i32> = kids.iter().copied().filter(|&p| alive(p)).collect();
+    assert!(
+        left.is_empty(),
+        "left behind after ch-run was killed: {left:?}"
     );
 }
 
