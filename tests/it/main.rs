@@ -8,4 +8,5 @@ mod convert_formats;
 mod provenance;
 mod registry;
 mod run;
+mod security;
 mod store;
