@@ -37,6 +37,12 @@ struct Cli {
     /// mount host $HOME at guest /home/$USER
     #[arg(long)]
     home: bool,
+    /// deprecated (not binding the home directory is the default); ignored
+    #[arg(long = "no-home", hide = true)]
+    no_home: bool,
+    /// print a short usage message and exit
+    #[arg(long)]
+    usage: bool,
     /// use same container as peer ch-run
     #[arg(short = 'j', long)]
     join: bool,
@@ -149,6 +155,14 @@ fn real_main() -> Result<i32, RunError> {
     if cli.version {
         println!("{}", env!("CARGO_PKG_VERSION"));
         return Ok(0);
+    }
+    if cli.usage {
+        println!("Usage: ch-run [OPTION...] IMAGE -- CMD [ARG...]");
+        println!("Try 'ch-run --help' for the options.");
+        return Ok(0);
+    }
+    if cli.no_home {
+        grove::warn!("deprecated --no-home is now default; ignoring");
     }
     if let Some(f) = &cli.feature {
         return match run::feature(f) {

@@ -77,7 +77,14 @@ pub fn mount_squash(
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RDONLY,
         Some(opts.as_str()),
     )
-    .map_err(|e| RunError::sys(format!("can't mount FUSE at {}", mnt.display()), e))?;
+    .map_err(|e| {
+        RunError::sys(format!("can't mount FUSE at {}", mnt.display()), e).with_hint(format!(
+            "this kernel or system does not let unprivileged users mount FUSE in a user \
+             namespace (Linux 4.18+ is needed); convert the image to a directory: \
+             ch-convert {} DIR",
+            image.display()
+        ))
+    })?;
     let mut cmd = std::process::Command::new("squashfuse_ll");
     cmd.arg("-f").arg(image).arg(format!("/dev/fd/{fd}"));
     cmd.stdin(std::process::Stdio::null());
