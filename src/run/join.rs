@@ -153,13 +153,20 @@ pub fn peers(uid: u32, tag: &str, count: u32) -> Result<Role, RunError> {
 
 /// Default peer count from the launcher's environment.
 pub fn default_count() -> Option<u32> {
+    count_from(|v| std::env::var(v).ok())
+}
+
+/// The peer count from the first launcher variable that `lookup` finds: Open MPI's local
+/// size, else Slurm's tasks per node (`2(x3),1` gives 2, like C's `atoi`), else Slurm's
+/// CPUs on the node.
+fn count_from(lookup: impl Fn(&str) -> Option<String>) -> Option<u32> {
     [
         "OMPI_COMM_WORLD_LOCAL_SIZE",
         "SLURM_STEP_TASKS_PER_NODE",
         "SLURM_CPUS_ON_NODE",
     ]
     .iter()
-    .find_map(|v| std::env::var(v).ok())
+    .find_map(|v| lookup(v))
     .and_then(|s| {
         s.split(|c: char| !c.is_ascii_digit())
             .next()
@@ -181,6 +188,33 @@ mod tests {
         assert_eq!(parse_state("123 2\n"), Some((123, 2)));
         assert_eq!(parse_state(""), None);
         assert_eq!(parse_state("x"), None);
+    }
+
+    #[test]
+    fn peer_count_from_launcher_variables() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(
+            count_from(env(&[("SLURM_STEP_TASKS_PER_NODE", "2(x3),1")])),
+            Some(2)
+        );
+        assert_eq!(
+            count_from(env(&[
+                ("SLURM_CPUS_ON_NODE", "8"),
+                ("OMPI_COMM_WORLD_LOCAL_SIZE", "4"),
+                ("SLURM_STEP_TASKS_PER_NODE", "2")
+            ])),
+            Some(4)
+        );
+        assert_eq!(count_from(env(&[("SLURM_CPUS_ON_NODE", "16")])), Some(16));
+        assert_eq!(count_from(env(&[("SLURM_CPUS_ON_NODE", "x3")])), None);
+        assert_eq!(count_from(env(&[])), None);
     }
 
     #[test]
