@@ -5,8 +5,10 @@
 //! and mknod/mknodat only when the mode asks for a character or block device (FIFOs,
 //! sockets and regular files pass through to the kernel).
 //!
-//! The filter checks the architecture first: it knows x86_64 and aarch64 syscall numbers;
-//! any other architecture (e.g. i386 or x32 calls on x86_64) is allowed untouched.
+//! The filter checks the architecture first: it knows x86_64, i386 (32-bit programs on
+//! x86_64 kernels, with their `chown32`-style calls) and aarch64 syscall numbers; any other
+//! architecture (e.g. x32 calls, or 32-bit ARM) is allowed untouched, so the kernel's own
+//! checks apply and nothing is faked.
 
 /// One BPF instruction, laid out as the kernel's `struct sock_filter`.
 #[repr(C)]
@@ -31,6 +33,7 @@ pub const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
 // linux/audit.h: EM_* | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE.
 pub const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
 pub const AUDIT_ARCH_AARCH64: u32 = 183 | 0x8000_0000 | 0x4000_0000;
+pub const AUDIT_ARCH_I386: u32 = 3 | 0x4000_0000;
 
 // struct seccomp_data offsets.
 const OFF_NR: u32 = 0;
@@ -72,6 +75,40 @@ pub const X86_64: ArchTable = ArchTable {
         ("capset", 126),
     ],
     mknod: &[("mknod", 133, 1), ("mknodat", 259, 2)],
+};
+
+/// i386 (asm/unistd_32.h): the 16-bit-ID calls and their `32` successors.
+pub const I386: ArchTable = ArchTable {
+    arch: AUDIT_ARCH_I386,
+    fake: &[
+        ("lchown", 16),
+        ("setuid", 23),
+        ("setgid", 46),
+        ("setreuid", 70),
+        ("setregid", 71),
+        ("setgroups", 81),
+        ("fchown", 95),
+        ("setfsuid", 138),
+        ("setfsgid", 139),
+        ("setresuid", 164),
+        ("setresgid", 170),
+        ("chown", 182),
+        ("capset", 185),
+        ("lchown32", 198),
+        ("setreuid32", 203),
+        ("setregid32", 204),
+        ("setgroups32", 206),
+        ("fchown32", 207),
+        ("setresuid32", 208),
+        ("setresgid32", 210),
+        ("chown32", 212),
+        ("setuid32", 213),
+        ("setgid32", 214),
+        ("setfsuid32", 215),
+        ("setfsgid32", 216),
+        ("fchownat", 298),
+    ],
+    mknod: &[("mknod", 14, 1), ("mknodat", 297, 2)],
 };
 
 /// aarch64 uses the generic table: no chown, lchown or mknod.
@@ -150,24 +187,25 @@ fn arch_section(t: &ArchTable) -> Vec<SockFilter> {
     s
 }
 
+/// The architectures the filter knows.
+pub const TABLES: [&ArchTable; 3] = [&X86_64, &I386, &AARCH64];
+
 /// The whole filter: dispatch on architecture, then each architecture's section.
 pub fn filter() -> Vec<SockFilter> {
-    let x = arch_section(&X86_64);
-    let a = arch_section(&AARCH64);
+    let sections: Vec<Vec<SockFilter>> = TABLES.iter().map(|t| arch_section(t)).collect();
+    let n = TABLES.len();
+    // [ld arch] [jeq ARCH_i -> section i]... [ret allow] [section 0] [section 1]...
     let mut f = vec![stmt(BPF_LD_W_ABS, OFF_ARCH)];
-    // [jeq X86 -> x section, else next] [jeq ARM -> arm section, else allow] [ret allow]
-    // [x section] [arm section]
-    f.push(jeq(AUDIT_ARCH_X86_64, 2, 0));
-    f.push(jeq(
-        AUDIT_ARCH_AARCH64,
-        1 + u8::try_from(x.len()).expect("short filter"),
-        0,
-    ));
+    let mut before = 0; // length of the sections before section i
+    for (i, t) in TABLES.iter().enumerate() {
+        let jt = (n - 1 - i) + 1 + before;
+        f.push(jeq(t.arch, u8::try_from(jt).expect("short filter"), 0));
+        before += sections[i].len();
+    }
     f.push(stmt(BPF_RET_K, SECCOMP_RET_ALLOW));
-    f.extend(x);
-    f.extend(a);
-    // The jump over the x86 section must fit in 8 bits.
-    debug_assert!(f.len() < 255);
+    for s in sections {
+        f.extend(s);
+    }
     f
 }
 
@@ -212,7 +250,7 @@ pub fn install() -> Result<(), nix::errno::Errno> {
 mod tests {
     use super::*;
 
-    const ALL: [&ArchTable; 2] = [&X86_64, &AARCH64];
+    const ALL: [&ArchTable; 3] = TABLES;
 
     #[test]
     fn every_faked_syscall_returns_errno_zero_on_each_arch() {
@@ -272,6 +310,32 @@ mod tests {
             interpret(&filter(), 92, i386, [0; 6]),
             Ok(SECCOMP_RET_ALLOW)
         );
+    }
+
+    #[test]
+    fn i386_numbers_agree_with_the_kernel_header() {
+        // asm/unistd_32.h (linux-libc-dev) on Debian x86_64 machines.
+        let h = "/usr/include/x86_64-linux-gnu/asm/unistd_32.h";
+        let Ok(text) = std::fs::read_to_string(h) else {
+            assert!(
+                std::env::var_os("GROVE_NO_SKIP").is_none(),
+                "{h} missing (install linux-libc-dev)"
+            );
+            return;
+        };
+        let nr = |name: &str| -> u32 {
+            let key = format!("#define __NR_{name} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(key.as_str()))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("__NR_{name} not in {h}"))
+        };
+        for (n, v) in I386.fake {
+            assert_eq!(nr(n), *v, "{n}");
+        }
+        for (n, v, _) in I386.mknod {
+            assert_eq!(nr(n), *v, "{n}");
+        }
     }
 
     #[test]

@@ -300,6 +300,28 @@ int main(void)
 }
 "#;
 
+/// chown32(2) through the i386 system-call entry point (`int $0x80`), as a 32-bit
+/// program would make it, from this 64-bit probe. The path must lie below 4 GiB: static,
+/// non-PIE data does.
+#[cfg(target_arch = "x86_64")]
+const I386_CHOWN_C: &str = r#"
+static char path[4096];
+
+int main(int argc, char **argv)
+{
+    long ret;
+    if (argc != 2)
+        return 2;
+    strncpy(path, argv[1], sizeof(path) - 1);
+    __asm__ volatile("int $0x80"
+                     : "=a"(ret)
+                     : "a"(212L), "b"(path), "c"(99L), "d"(99L)
+                     : "memory");
+    printf("chown32: %s\n", ret == 0 ? "ok" : ename((int)-ret));
+    return 0;
+}
+"#;
+
 // ---- helpers ----
 
 /// The C compiler on PATH, if any.
@@ -443,6 +465,42 @@ fn mknod_devices_fails_and_seccomp_only_pretends() {
             "{name} exists on the host"
         );
     }
+}
+
+/// The seccomp filter knows i386 numbers too: a 32-bit program's chown32 is faked under
+/// `--seccomp` (and changes nothing), and refused (EINVAL: uid 99 is unmapped) without it.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn seccomp_covers_32_bit_calls_on_x86_64() {
+    let s = Scratch::new("sec-i386");
+    let Some(img) = image_with_probes(&s, &[("i386chown", I386_CHOWN_C)]) else {
+        return;
+    };
+    // Kernels built or booted without IA32 emulation kill int $0x80 callers.
+    let probe = img.join("grove-t/i386chown");
+    let host_try = unpriv(&probe).arg(&probe).output().expect("run probe");
+    if !host_try.status.success() {
+        return skip("the kernel has no IA32 emulation (int $0x80 killed the probe)");
+    }
+    sh(&format!("touch '{}/grove-t/target'", img.display()));
+    let out = run_in(
+        &["-w", "-u0"],
+        &img,
+        &["/grove-t/i386chown", "/grove-t/target"],
+    );
+    assert_eq!(out, "chown32: EINVAL\n");
+    let out = run_in(
+        &["-w", "-u0", "--seccomp"],
+        &img,
+        &["/grove-t/i386chown", "/grove-t/target"],
+    );
+    assert_eq!(out, "chown32: ok\n");
+    let md = std::fs::metadata(img.join("grove-t/target")).expect("stat target");
+    assert_eq!(
+        (md.uid(), md.gid()),
+        invoker(),
+        "the faked chown changed the file"
+    );
 }
 
 /// The probe's expected output when every ID change gives `outcome` and the IDs stay
