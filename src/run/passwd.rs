@@ -1,13 +1,14 @@
 //! Generated `/etc/passwd` and `/etc/group` for the container (unless `--no-passwd`):
 //! root, nobody and the container user/group, as Charliecloud writes them. The user's entry
-//! comes from the host's `getpwuid` of the container uid, or a dummy `charlie`.
+//! takes its name and GECOS from the host's `getpwuid` of the container uid (or a dummy
+//! `charlie`); its home directory is `/`, as in Charliecloud, since the host's home path
+//! means nothing in the image (`--home` binds it at `/home/$USER` and sets `$HOME`).
 
 /// The host's account data for the container uid, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub name: String,
     pub gecos: String,
-    pub dir: String,
 }
 
 /// Contents of the container's `/etc/passwd`.
@@ -20,13 +21,8 @@ pub fn passwd_file(uid: u32, gid: u32, account: Option<&Account>) -> String {
         s.push_str("nobody:x:65534:65534:nobody:/:/bin/false\n");
     }
     match account {
-        Some(a) => s.push_str(&format!(
-            "{}:x:{uid}:{gid}:{}:{}:/bin/sh\n",
-            a.name, a.gecos, a.dir
-        )),
-        None => s.push_str(&format!(
-            "charlie:x:{uid}:{gid}:Charlie:/home/charlie:/bin/sh\n"
-        )),
+        Some(a) => s.push_str(&format!("{}:x:{uid}:{gid}:{}:/:/bin/sh\n", a.name, a.gecos)),
+        None => s.push_str(&format!("charlie:x:{uid}:{gid}:Charlie:/:/bin/sh\n")),
     }
     s
 }
@@ -50,7 +46,6 @@ pub fn lookup_account(uid: u32) -> Option<Account> {
     Some(Account {
         name: u.name,
         gecos: u.gecos.to_string_lossy().into_owned(),
-        dir: u.dir.to_string_lossy().into_owned(),
     })
 }
 
@@ -70,24 +65,21 @@ mod tests {
         let a = Account {
             name: "alice".into(),
             gecos: "Alice".into(),
-            dir: "/home/alice".into(),
         };
         assert_eq!(
             passwd_file(1000, 1000, Some(&a)),
             "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n\
-             alice:x:1000:1000:Alice:/home/alice:/bin/sh\n"
+             alice:x:1000:1000:Alice:/:/bin/sh\n"
         );
         let root = Account {
             name: "root".into(),
             gecos: "root".into(),
-            dir: "/root".into(),
         };
         assert_eq!(
             passwd_file(0, 0, Some(&root)),
-            "nobody:x:65534:65534:nobody:/:/bin/false\nroot:x:0:0:root:/root:/bin/sh\n"
+            "nobody:x:65534:65534:nobody:/:/bin/false\nroot:x:0:0:root:/:/bin/sh\n"
         );
-        assert!(passwd_file(1234, 5, None)
-            .ends_with("charlie:x:1234:5:Charlie:/home/charlie:/bin/sh\n"));
+        assert!(passwd_file(1234, 5, None).ends_with("charlie:x:1234:5:Charlie:/:/bin/sh\n"));
     }
 
     #[test]
