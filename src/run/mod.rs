@@ -423,6 +423,9 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
         ops
     };
 
+    if !host_env.iter().any(|(k, _)| k.as_slice() == b"PATH") {
+        crate::warn!("$PATH not set");
+    }
     let defaults = env::Defaults {
         home_user: spec.home.then(|| spec.user.as_bytes().to_vec()),
     };

@@ -525,6 +525,21 @@ fn environment_defaults() {
 }
 
 #[test]
+fn unset_path_is_warned_about() {
+    let mut c = in_bb(&[], "echo ran");
+    c.env_remove("PATH");
+    let out = output(&mut c);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("warning: $PATH not set"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = output(&mut in_bb(&[], "true"));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("PATH"));
+}
+
+#[test]
 fn set_env_forms_and_order() {
     let s = Scratch::new("run-env");
     let f = s.join("env");
