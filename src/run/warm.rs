@@ -8,9 +8,10 @@
 //! aligned blocks (each decompressed once, two at a time with sequential readahead); the
 //! faults then find the pages cached. docs/ch-run.md has the measurements.
 //!
-//! Only the executable and its interpreter (ELF `PT_INTERP` or a `#!` line) are warmed, and
-//! only files up to [`MAX_WARM`] bytes: past that, reading everything could cost more than
-//! the faults it saves. Failures are ignored: `execve` reports the real errors.
+//! Only the executable and its interpreter (ELF `PT_INTERP` or a `#!` line) are warmed, only
+//! files up to [`MAX_WARM`] bytes (past that, reading everything could cost more than the
+//! faults it saves), and only files on FUSE or an overlay of it (not host files bound in).
+//! Failures are ignored: `execve` reports the real errors.
 
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
@@ -70,6 +71,11 @@ fn candidates(cmd: &OsStr, path: &OsStr) -> Vec<PathBuf> {
 /// Read `file` front to back if it is a regular file of at most [`MAX_WARM`] bytes; return
 /// its interpreter, if any.
 fn warm_file(file: &Path) -> Option<PathBuf> {
+    warm_file_if(file, on_fuse)
+}
+
+/// [`warm_file`], for files on a filesystem that `accept` approves.
+fn warm_file_if(file: &Path, accept: fn(&std::fs::File) -> bool) -> Option<PathBuf> {
     // O_NONBLOCK: opening a FIFO named as the command must not hang (it is then skipped).
     let f = {
         use std::os::unix::fs::OpenOptionsExt;
@@ -81,7 +87,7 @@ fn warm_file(file: &Path) -> Option<PathBuf> {
     };
     let mut f = f;
     let md = f.metadata().ok()?;
-    if !md.is_file() || md.len() > MAX_WARM {
+    if !md.is_file() || md.len() > MAX_WARM || !accept(&f) {
         return None;
     }
     {
@@ -117,6 +123,18 @@ fn warm_file(file: &Path) -> Option<PathBuf> {
         f.read_exact_at(&mut out, off).ok()?;
         Some(out)
     })
+}
+
+/// Whether `f` is served by FUSE (the SquashFS mount) or seen through an overlay on it
+/// (`-W`): files bound in from the host (`-b`) keep their own, demand-paged reads.
+fn on_fuse(f: &std::fs::File) -> bool {
+    use nix::sys::statfs::{fstatfs, FUSE_SUPER_MAGIC, OVERLAYFS_SUPER_MAGIC};
+    fstatfs(f)
+        .map(|s| {
+            let t = s.filesystem_type();
+            t == FUSE_SUPER_MAGIC || t == OVERLAYFS_SUPER_MAGIC
+        })
+        .unwrap_or(false)
 }
 
 /// Bytes of the file's start kept for [`interpreter`].
@@ -353,18 +371,29 @@ mod tests {
 
     #[test]
     fn warm_file_reads_and_follows_interpreters() {
+        let any: fn(&std::fs::File) -> bool = |_| true;
         let t = tempfile::tempdir().expect("tempdir");
         let script = t.path().join("s");
         std::fs::write(&script, b"#!/opt/interp\n").expect("write");
-        assert_eq!(warm_file(&script), Some(PathBuf::from("/opt/interp")));
+        assert_eq!(
+            warm_file_if(&script, any),
+            Some(PathBuf::from("/opt/interp"))
+        );
         let elf_file = t.path().join("e");
         std::fs::write(&elf_file, elf(true, false, b"/lib/ld.so")).expect("write");
-        assert_eq!(warm_file(&elf_file), Some(PathBuf::from("/lib/ld.so")));
-        assert_eq!(warm_file(t.path()), None); // a directory
+        assert_eq!(
+            warm_file_if(&elf_file, any),
+            Some(PathBuf::from("/lib/ld.so"))
+        );
+        assert_eq!(warm_file_if(t.path(), any), None); // a directory
         let fifo = t.path().join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .expect("mkfifo");
-        assert_eq!(warm_file(&fifo), None); // skipped, without blocking
-        assert_eq!(warm_file(&t.path().join("missing")), None);
+        assert_eq!(warm_file_if(&fifo, any), None); // skipped, without blocking
+        assert_eq!(warm_file_if(&t.path().join("missing"), any), None);
+        // Files not on FUSE (or an overlay of it) are left alone.
+        let f = std::fs::File::open(&script).expect("open");
+        let expect = on_fuse(&f).then(|| PathBuf::from("/opt/interp"));
+        assert_eq!(warm_file(&script), expect);
     }
 }
