@@ -969,6 +969,13 @@ fn squash_image(s: &Scratch) -> Option<PathBuf> {
     Some(mksquashfs(s, &busybox_rootfs(), "img.sqfs"))
 }
 
+/// An empty directory for `ch-run -m`, made by the test user.
+fn mount_point(s: &Scratch) -> PathBuf {
+    let mnt = s.join("mnt");
+    sh(&format!("mkdir '{}'", mnt.display()));
+    mnt
+}
+
 /// `mksquashfs SRC` into the scratch directory as NAME.
 fn mksquashfs(s: &Scratch, src: &Path, name: &str) -> PathBuf {
     let sq = s.join(name);
@@ -984,8 +991,7 @@ fn mksquashfs(s: &Scratch, src: &Path, name: &str) -> PathBuf {
 fn squashfs_image_runs_and_unmounts() {
     let s = Scratch::new("run-sq");
     let Some(sq) = squash_image(&s) else { return };
-    let mnt = s.join("mnt");
-    sh(&format!("mkdir '{}'", mnt.display()));
+    let mnt = mount_point(&s);
     let mut c = ch_run();
     c.arg("-m").arg(&mnt).arg(&sq).args([
         "--",
@@ -1037,8 +1043,7 @@ fn squashfs_commands_of_every_kind_start() {
         src.display()
     ));
     let sq = mksquashfs(&s, &src, "tools.sqfs");
-    let mnt = s.join("mnt");
-    sh(&format!("mkdir '{}'", mnt.display()));
+    let mnt = mount_point(&s);
     let run = |args: &[&str]| {
         let mut c = ch_run();
         c.arg("-m").arg(&mnt).arg(&sq).arg("--").args(args);
@@ -1075,8 +1080,7 @@ fn squashfs_commands_of_every_kind_start() {
 fn squashfs_command_killed_by_signal_exits_128_plus_signal() {
     let s = Scratch::new("run-sqsig");
     let Some(sq) = squash_image(&s) else { return };
-    let mnt = s.join("mnt");
-    sh(&format!("mkdir '{}'", mnt.display()));
+    let mnt = mount_point(&s);
     for (sig, code) in [("TERM", 143), ("KILL", 137)] {
         let mut c = ch_run();
         c.arg("-m")
@@ -1091,8 +1095,7 @@ fn squashfs_command_killed_by_signal_exits_128_plus_signal() {
 fn squashfs_command_and_daemon_die_with_a_killed_ch_run() {
     let s = Scratch::new("run-sqkill");
     let Some(sq) = squash_image(&s) else { return };
-    let mnt = s.join("mnt");
-    sh(&format!("mkdir '{}'", mnt.display()));
+    let mnt = mount_point(&s);
     let mut child = ch_run()
         .arg("-m")
         .arg(&mnt)
@@ -1159,8 +1162,7 @@ fn squashfs_command_and_daemon_die_with_a_killed_ch_run() {
 fn squashfs_without_fuse_or_squashfuse_says_why_and_suggests_a_directory() {
     let s = Scratch::new("run-sqnofuse");
     let Some(sq) = squash_image(&s) else { return };
-    let mnt = s.join("mnt");
-    sh(&format!("mkdir '{}'", mnt.display()));
+    let mnt = mount_point(&s);
     let ch_run_bin = crate::common::bin("ch-run");
     // No /dev/fuse: hide it under an empty /dev in a namespace of the test user's own
     // (ch-run then nests its namespace inside; uid 0 there is the test user).
@@ -1219,8 +1221,7 @@ fn squashfs_without_fuse_or_squashfuse_says_why_and_suggests_a_directory() {
 fn squashfs_daemon_dying_early_exits_84() {
     let s = Scratch::new("run-sqdie");
     let Some(sq) = squash_image(&s) else { return };
-    let mnt = s.join("mnt");
-    sh(&format!("mkdir '{}'", mnt.display()));
+    let mnt = mount_point(&s);
     // Kill our own daemon: the other child of ch-run (this shell's parent).
     let mut c = ch_run();
     c.arg("-m").arg(&mnt).arg(&sq).args([
@@ -1250,8 +1251,7 @@ fn corrupt_squashfs_fails_cleanly() {
     }
     let bad = s.join("bad.sqfs");
     std::fs::write(&bad, "hsqs-not-really").expect("write");
-    let mnt = s.join("mnt");
-    sh(&format!("mkdir '{}'", mnt.display()));
+    let mnt = mount_point(&s);
     let mut c = ch_run();
     c.arg("-m").arg(&mnt).arg(&bad).args(["--", "true"]);
     let (code, err) = fails(&mut c);
