@@ -707,13 +707,10 @@ fn signals_to_other_users_host_processes_fail() {
         skip("PID 1 belongs to the test user");
     }
     let _root_sleep = if is_root() {
-        // In its own session: the kernel lets anyone send SIGCONT within a session (job
-        // control), in a container or not. setsid(1) does not fork here (the child is not
-        // a process group leader), so the pid is the sleep's.
-        let child = Command::new("setsid")
-            .args(["sleep", "60"])
+        let child = Command::new("sleep")
+            .args(["60"])
             .spawn()
-            .expect("spawn setsid sleep");
+            .expect("spawn sleep");
         denied.push(child.id());
         Some(Reaped(child))
     } else {
@@ -731,7 +728,26 @@ fn signals_to_other_users_host_processes_fail() {
         want += &format!("kill {p} 0: EPERM\nkill {p} CONT: EPERM\n");
     }
     want += &format!("kill {0} 0: ok\nkill {0} CONT: ok\n", mine.0.id());
-    assert_eq!(run_in(&["-u0"], &img, &cmd), want);
+    // ch-run runs in a session of its own: the kernel lets SIGCONT through to any process in
+    // the sender's session (job control), and in a CI container PID 1 may share the test's
+    // session, as the root sleep here does.
+    let ch_run = tool("ch-run");
+    let mut in_new_session = Command::new("setsid");
+    in_new_session
+        .arg("--wait")
+        .arg(ch_run.get_program())
+        .args(ch_run.get_args())
+        .args(["-u0"])
+        .arg(&img)
+        .arg("--")
+        .args(&cmd);
+    for (k, v) in ch_run.get_envs() {
+        match v {
+            Some(v) => in_new_session.env(k, v),
+            None => in_new_session.env_remove(k),
+        };
+    }
+    assert_eq!(ok(&mut in_new_session), want);
 }
 
 /// setuid binaries: a setuid-root program run in the container keeps the invoker's euid,
