@@ -22,6 +22,9 @@ struct Cli {
     /// mount SRC at guest DST (default: same as SRC)
     #[arg(short = 'b', long = "bind", value_name = "SRC[:DST]", action = ArgAction::Append)]
     bind: Vec<String>,
+    /// bind ch-ssh into image
+    #[arg(long = "ch-ssh")]
+    ch_ssh: bool,
     /// initial working directory in container
     #[arg(short = 'c', long = "cd", value_name = "DIR")]
     cd: Option<PathBuf>,
@@ -294,6 +297,14 @@ fn real_main() -> Result<i32, RunError> {
         grove::warn!("--mount invalid with directory image, ignoring");
     }
 
+    // Like Charliecloud: ch-ssh is installed next to ch-run.
+    let ch_ssh = if cli.ch_ssh {
+        let exe = std::env::current_exe()
+            .map_err(|e| RunError::io("can't find ch-run's own path", &e))?;
+        Some(exe.with_file_name("ch-ssh"))
+    } else {
+        None
+    };
     let spec = RunSpec {
         image,
         cmd: cli.cmd,
@@ -311,6 +322,7 @@ fn real_main() -> Result<i32, RunError> {
         squash_mount: cli.mount,
         quiet: cli.quiet,
         user,
+        ch_ssh,
     };
     run::run(&spec)
 }

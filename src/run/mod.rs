@@ -22,6 +22,7 @@ pub mod plan;
 pub mod resolve;
 pub mod seccomp;
 pub mod setup;
+pub mod ssh;
 pub mod sys;
 pub mod warm;
 
@@ -81,6 +82,8 @@ pub struct RunSpec {
     pub quiet: u8,
     /// `$USER`.
     pub user: String,
+    /// `--ch-ssh`: host path of the ch-ssh program to bind at `/usr/bin/ch-ssh`.
+    pub ch_ssh: Option<PathBuf>,
 }
 
 /// Default storage directory: `/var/tmp/$USER.grove`.
@@ -373,6 +376,18 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
                 mnt
             }
         };
+        if spec.ch_ssh.is_some()
+            && !spec.write.writable()
+            && !matches!(
+                resolve::resolve(&image_dir, Path::new(plan::CH_SSH_GUEST)),
+                Ok(resolve::Resolved::Exists(_))
+            )
+        {
+            return Err(RunError::msg(format!(
+                "--ch-ssh: {} not in image (-w or -W creates it)",
+                plan::CH_SSH_GUEST
+            )));
+        }
         let ops = finish_env_args(pending, &image_dir)?;
         let staging = match &spec.write {
             WriteMode::Fake { .. } => {
@@ -407,6 +422,7 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
             },
             passwd: temp.as_ref().map(|t| (t.0[0].clone(), t.0[1].clone())),
             binds: spec.binds.clone(),
+            ch_ssh: spec.ch_ssh.clone(),
         };
         let mount_ops = plan::mount_plan(&input);
         let root = plan::new_root(&input);

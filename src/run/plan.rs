@@ -112,6 +112,8 @@ pub enum MountOp {
         dst: PathBuf,
         if_missing: IfMissing,
         src_optional: bool,
+        /// Remount the bind read-only.
+        read_only: bool,
     },
     /// Make `new_root` the root (`pivot_root(".", ".")`, detach the old root).
     PivotRoot { new_root: PathBuf },
@@ -166,7 +168,13 @@ pub struct PlanInput {
     /// Generated passwd and group files, unless `--no-passwd`.
     pub passwd: Option<(PathBuf, PathBuf)>,
     pub binds: Vec<Bind>,
+    /// `--ch-ssh`: host path of the ch-ssh program, bound read-only at
+    /// [`CH_SSH_GUEST`].
+    pub ch_ssh: Option<PathBuf>,
 }
+
+/// Where `--ch-ssh` binds ch-ssh in the container.
+pub const CH_SSH_GUEST: &str = "/usr/bin/ch-ssh";
 
 /// Host files bound at the same path when present on the host and in the image.
 pub const OPTIONAL_HOST_FILES: &[&str] = &["/etc/hosts", "/etc/resolv.conf", "/etc/machine-id"];
@@ -252,6 +260,7 @@ pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
             dst: d.into(),
             if_missing: IfMissing::Error,
             src_optional: false,
+            read_only: false,
         });
     }
     for f in OPTIONAL_HOST_FILES {
@@ -267,6 +276,7 @@ pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
             dst: f.into(),
             if_missing,
             src_optional: true,
+            read_only: false,
         });
     }
     if let Some((passwd, group)) = &input.passwd {
@@ -275,12 +285,14 @@ pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
             dst: "/etc/passwd".into(),
             if_missing: create_or_skip,
             src_optional: false,
+            read_only: false,
         });
         ops.push(MountOp::Bind {
             src: group.clone(),
             dst: "/etc/group".into(),
             if_missing: create_or_skip,
             src_optional: false,
+            read_only: false,
         });
     }
     if input.private_tmp {
@@ -295,6 +307,7 @@ pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
             dst: "/tmp".into(),
             if_missing: create,
             src_optional: false,
+            read_only: false,
         });
     }
     if let Some((home, user)) = &input.home {
@@ -308,6 +321,16 @@ pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
             dst: PathBuf::from("/home").join(user),
             if_missing: IfMissing::Create,
             src_optional: false,
+            read_only: false,
+        });
+    }
+    if let Some(prog) = &input.ch_ssh {
+        ops.push(MountOp::Bind {
+            src: prog.clone(),
+            dst: CH_SSH_GUEST.into(),
+            if_missing: create,
+            src_optional: false,
+            read_only: true,
         });
     }
     // User binds always try to create a missing destination: in a read-only image that
@@ -318,6 +341,7 @@ pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
             dst: b.dst.clone(),
             if_missing: IfMissing::Create,
             src_optional: false,
+            read_only: false,
         });
     }
     ops.push(MountOp::PivotRoot { new_root: root });
@@ -338,7 +362,43 @@ mod tests {
             home: None,
             passwd: Some(("/tmp/p".into(), "/tmp/g".into())),
             binds: vec![],
+            ch_ssh: None,
         }
+    }
+
+    #[test]
+    fn ch_ssh_is_bound_read_only_and_created_only_in_writable_images() {
+        let ch_ssh = |write| {
+            let mut i = input(write);
+            i.ch_ssh = Some("/opt/grove/bin/ch-ssh".into());
+            mount_plan(&i)
+                .into_iter()
+                .find(
+                    |op| matches!(op, MountOp::Bind { dst, .. } if dst == Path::new(CH_SSH_GUEST)),
+                )
+                .expect("a bind at /usr/bin/ch-ssh")
+        };
+        assert_eq!(
+            ch_ssh(WriteMode::ReadOnly),
+            MountOp::Bind {
+                src: "/opt/grove/bin/ch-ssh".into(),
+                dst: "/usr/bin/ch-ssh".into(),
+                if_missing: IfMissing::Error,
+                src_optional: false,
+                read_only: true,
+            }
+        );
+        assert!(matches!(
+            ch_ssh(WriteMode::Fake { size: None }),
+            MountOp::Bind {
+                if_missing: IfMissing::Create,
+                read_only: true,
+                ..
+            }
+        ));
+        assert!(!mount_plan(&input(WriteMode::ReadOnly))
+            .iter()
+            .any(|op| matches!(op, MountOp::Bind { dst, .. } if dst == Path::new(CH_SSH_GUEST))));
     }
 
     #[test]

@@ -186,7 +186,10 @@ pub fn apply(ops: &[MountOp], root: &Path, ranch: Option<&Path>) -> Result<(), R
                     RunError::sys(format!("can't bind {} on itself", path.display()), e)
                 })?;
             }
-            MountOp::RemountReadOnly { path } => remount_ro(path)?,
+            MountOp::RemountReadOnly { path } => {
+                // FAQ 11.2.2's wording.
+                remount_ro(path, "can't re-mount image read-only (is it on NFS?)")?
+            }
             MountOp::TmpfsHost { path, options } => {
                 mount(
                     Some("tmpfs"),
@@ -241,6 +244,7 @@ pub fn apply(ops: &[MountOp], root: &Path, ranch: Option<&Path>) -> Result<(), R
                 dst,
                 if_missing,
                 src_optional,
+                read_only,
             } => {
                 let md = match std::fs::metadata(src) {
                     Ok(m) => m,
@@ -268,6 +272,12 @@ pub fn apply(ops: &[MountOp], root: &Path, ranch: Option<&Path>) -> Result<(), R
                         e,
                     )
                 })?;
+                if *read_only {
+                    remount_ro(
+                        &host,
+                        &format!("can't re-mount read-only: {}", host.display()),
+                    )?;
+                }
                 mk.bound.push(host);
             }
             MountOp::PivotRoot { new_root } => pivot(new_root)?,
@@ -440,7 +450,8 @@ fn mkdir(p: &Path) -> Result<(), RunError> {
 /// Remount a bind read-only, repeating the flags the kernel locks in a user namespace
 /// (mount_namespaces(7): nosuid, nodev, noexec and atime flags of a mount inherited from a
 /// more privileged namespace cannot be cleared; a remount that omits them gets EPERM).
-fn remount_ro(path: &Path) -> Result<(), RunError> {
+/// Remount the bind mount at `path` read-only; `what` is the error message on failure.
+fn remount_ro(path: &Path, what: &str) -> Result<(), RunError> {
     let st = statvfs(path)
         .map_err(|e| RunError::sys(format!("can't statvfs: {}", path.display()), e))?;
     let f = st.flags();
@@ -463,8 +474,7 @@ fn remount_ro(path: &Path) -> Result<(), RunError> {
             flags |= m;
         }
     }
-    mount(NONE, path, NONE, flags, NONE)
-        .map_err(|e| RunError::sys("can't re-mount image read-only (is it on NFS?)", e))
+    mount(NONE, path, NONE, flags, NONE).map_err(|e| RunError::sys(what, e))
 }
 
 /// pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves the

@@ -29,6 +29,7 @@ pub fn bin(name: &str) -> PathBuf {
         "ch-image" => PathBuf::from(env!("CARGO_BIN_EXE_ch-image")),
         "ch-run" => PathBuf::from(env!("CARGO_BIN_EXE_ch-run")),
         "ch-convert" => PathBuf::from(env!("CARGO_BIN_EXE_ch-convert")),
+        "ch-ssh" => PathBuf::from(env!("CARGO_BIN_EXE_ch-ssh")),
         other => panic!("unknown binary {other}"),
     }
 }

@@ -3,7 +3,7 @@
 use crate::common::{
     busybox_rootfs, fails, is_root, ok, output, sh, skip, tool, Scratch, TEST_UID,
 };
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -698,6 +698,102 @@ fn version_help_and_features() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `--ch-ssh` binds the ch-ssh next to ch-run read-only at /usr/bin/ch-ssh; a read-only
+/// image must have the file, `-W` creates it in the overlay only.
+#[test]
+fn ch_ssh_is_bound_read_only_at_usr_bin() {
+    let (code, err) = fails(&mut in_bb(&["--ch-ssh"], "true"));
+    assert_eq!(code, 31);
+    assert!(
+        err.contains("error: --ch-ssh: /usr/bin/ch-ssh not in image (-w or -W creates it)"),
+        "{err}"
+    );
+    let s = Scratch::new("run-ch-ssh");
+    let img = writable_copy(&s);
+    let host_size = std::fs::metadata(crate::common::bin("ch-ssh"))
+        .expect("stat ch-ssh")
+        .len();
+    let mut c = ch_run();
+    c.args(["-W", "--ch-ssh"]).arg(&img).args([
+        "--",
+        "/bin/sh",
+        "-c",
+        "test -x /usr/bin/ch-ssh && wc -c < /usr/bin/ch-ssh; \
+         if : > /usr/bin/ch-ssh; then echo writable; fi",
+    ]);
+    let out = output(&mut c);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.trim(), host_size.to_string(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Read-only file system"),
+        "{out:?}"
+    );
+    assert!(!img.join("usr/bin/ch-ssh").exists());
+    // An image that has the file gets it covered, read-only, in the default mode too.
+    std::fs::write(img.join("usr/bin/ch-ssh"), "placeholder\n").expect("write placeholder");
+    let mut c = ch_run();
+    c.arg("--ch-ssh")
+        .arg(&img)
+        .args(["--", "/bin/sh", "-c", "wc -c < /usr/bin/ch-ssh"]);
+    assert_eq!(stdout_of(&mut c).trim(), host_size.to_string());
+}
+
+/// ch-ssh runs `ssh [OPTIONS] HOST ch-run $CH_RUN_ARGS CMD...` (a stand-in ssh prints
+/// its arguments).
+#[test]
+fn ch_ssh_runs_ssh_with_ch_run_and_the_image_arguments() {
+    let s = Scratch::new("ch-ssh-argv");
+    let fake = s.join("bin");
+    std::fs::create_dir(&fake).expect("mkdir");
+    std::fs::write(fake.join("ssh"), "#!/bin/sh\nprintf '[%s]' \"$@\"\necho\n")
+        .expect("write fake ssh");
+    std::fs::set_permissions(fake.join("ssh"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod fake ssh");
+    // Only setpriv (used to drop root) and the stand-in ssh can be found.
+    let setpriv = Command::new("sh")
+        .args(["-c", "command -v setpriv"])
+        .output()
+        .expect("sh");
+    let setpriv = String::from_utf8_lossy(&setpriv.stdout).trim().to_string();
+    if !setpriv.is_empty() {
+        std::os::unix::fs::symlink(&setpriv, fake.join("setpriv")).expect("symlink setpriv");
+    }
+    let ch_ssh = || {
+        let mut c = tool("ch-ssh");
+        c.env("PATH", &fake);
+        c
+    };
+    let out = stdout_of(ch_ssh().env("CH_RUN_ARGS", "--cd /work  /data/img").args([
+        "-p",
+        "2222",
+        "-o",
+        "BatchMode=yes",
+        "node7",
+        "--",
+        "echo",
+        "a b",
+    ]));
+    assert_eq!(
+        out,
+        "[-p][2222][-o][BatchMode=yes][node7][ch-run][--cd][/work][/data/img][--][echo][a b]\n"
+    );
+    let mut c = ch_ssh();
+    c.env_remove("CH_RUN_ARGS").args(["node7", "true"]);
+    let (code, err) = fails(&mut c);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("ch-ssh[") && err.contains("]: error: CH_RUN_ARGS not set"),
+        "{err}"
+    );
+    std::fs::remove_file(fake.join("ssh")).expect("rm fake ssh");
+    let mut c = ch_ssh();
+    c.env("CH_RUN_ARGS", "/img").args(["node7", "true"]);
+    let (code, err) = fails(&mut c);
+    assert_eq!(code, 1);
+    assert!(err.contains("error: can't execute ssh:"), "{err}");
+    assert!(stdout_of(tool("ch-ssh").arg("--help")).contains("CH_RUN_ARGS"));
 }
 
 #[test]
