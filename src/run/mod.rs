@@ -286,14 +286,23 @@ impl Drop for TempFiles {
     }
 }
 
-/// Signals forwarded to the command.
-const FORWARDED: [Signal; 6] = [
+/// Signals forwarded to a SquashFS image's command (ch-run's child): all that a batch
+/// system or a user sends to end, wake, notify or resize a job. Not the terminal's stop
+/// signals (TSTP, TTIN, TTOU): blocked, they would stop the command but not ch-run, and
+/// the shell waiting for ch-run would hang; left alone they stop both, as job control
+/// expects. SIGCONT resumes ch-run even while blocked, and is then passed on.
+const FORWARDED: [Signal; 11] = [
     Signal::SIGINT,
     Signal::SIGTERM,
     Signal::SIGHUP,
     Signal::SIGQUIT,
     Signal::SIGUSR1,
     Signal::SIGUSR2,
+    Signal::SIGALRM,
+    Signal::SIGCONT,
+    Signal::SIGWINCH,
+    Signal::SIGXCPU,
+    Signal::SIGPWR,
 ];
 
 /// Run the command. Errors before the command starts are returned. A directory image's

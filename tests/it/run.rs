@@ -128,16 +128,12 @@ fn command_replaces_ch_run_for_directory_images() {
     assert_eq!(out.status.signal(), Some(libc::SIGKILL));
 }
 
-#[test]
-fn signals_are_forwarded_to_the_command() {
-    for (sig, name) in [
-        (libc::SIGUSR1, "USR1"),
-        (libc::SIGTERM, "TERM"),
-        (libc::SIGHUP, "HUP"),
-        (libc::SIGINT, "INT"),
-    ] {
+/// Send each signal to ch-run (setpriv execs it, so the spawned pid is ch-run's) running
+/// `sh -c SCRIPT` from `command`; the command's trap must see it and set the exit status.
+fn assert_signals_reach_the_command(command: impl Fn(&str) -> Command, sigs: &[&str]) {
+    for name in sigs {
         let script = format!("trap 'echo got; exit 3' {name}; echo ready; i=0; while [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; exit 9");
-        let mut child = in_bb(&[], &script)
+        let mut child = command(&script)
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn");
@@ -145,16 +141,40 @@ fn signals_are_forwarded_to_the_command() {
         let mut buf = [0u8; 6];
         std::io::Read::read_exact(&mut out, &mut buf).expect("ready");
         assert_eq!(&buf, b"ready\n");
-        // setpriv execs ch-run, so the child's pid is ch-run's.
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::try_from(sig).expect("sig"))
-            .expect("kill");
+        let sig: nix::sys::signal::Signal = format!("SIG{name}").parse().expect("signal name");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("kill");
         let st = child.wait().expect("wait");
         let mut rest = String::new();
         std::io::Read::read_to_string(&mut out, &mut rest).expect("read");
         assert_eq!(rest, "got\n", "{name}");
         assert_eq!(st.code(), Some(3), "{name}");
     }
+}
+
+#[test]
+fn signals_are_forwarded_to_the_command() {
+    assert_signals_reach_the_command(|script| in_bb(&[], script), &["USR1", "TERM", "HUP", "INT"]);
+}
+
+/// With SquashFS the command is ch-run's child: ch-run forwards what it is sent.
+#[test]
+fn squashfs_signals_are_forwarded_to_the_command() {
+    let s = Scratch::new("run-sqfwd");
+    let Some(sq) = squash_image(&s) else { return };
+    let mnt = mount_point(&s);
+    assert_signals_reach_the_command(
+        |script| {
+            let mut c = ch_run();
+            c.arg("-m")
+                .arg(&mnt)
+                .arg(&sq)
+                .args(["--", "/bin/sh", "-c", script]);
+            c
+        },
+        &[
+            "TERM", "INT", "HUP", "QUIT", "USR1", "USR2", "ALRM", "CONT", "WINCH", "XCPU", "PWR",
+        ],
+    );
 }
 
 #[test]
