@@ -120,14 +120,17 @@ pub fn locate_image(
             });
         }
     }
-    let path = PathBuf::from(arg);
+    // Absolute and without `.`, `..` or symlinks, as Charliecloud's realpath: `.` as the
+    // image would otherwise be bound and pivoted to as a relative path.
+    let path =
+        std::fs::canonicalize(arg).map_err(|e| RunError::io(format!("can't stat: {arg}"), &e))?;
     let md =
         std::fs::metadata(&path).map_err(|e| RunError::io(format!("can't stat: {arg}"), &e))?;
     if md.is_dir() {
         if !unsafe_ {
             let img = storage.join("img");
-            if let (Ok(a), Ok(s)) = (path.canonicalize(), img.canonicalize()) {
-                if a.starts_with(&s) {
+            if let Ok(s) = img.canonicalize() {
+                if path.starts_with(&s) {
                     return Err(RunError::msg(
                         "can't run directory images from storage (hint: run by name)",
                     ));

@@ -62,6 +62,52 @@ fn command_without_double_dash_runs_too() {
     assert_eq!(stdout_of(&mut c), "hi\n");
 }
 
+/// A relative IMAGE (`.`, `./`, `../x/.`) names the same image as its absolute path, for
+/// read-only and -w runs; messages then show the absolute path.
+#[test]
+fn relative_image_paths_work() {
+    let s = Scratch::new("run-relimg");
+    let img = writable_copy(&s);
+    let name = img.file_name().expect("name").to_str().expect("utf-8");
+    for (dir, arg) in [
+        (img.clone(), "."),
+        (img.clone(), "./"),
+        (img.join("etc"), ".."),
+        (s.join("."), name),
+    ] {
+        for opts in [&[][..], &["-w"][..], &["-t"][..]] {
+            let mut c = ch_run();
+            c.current_dir(&dir)
+                .args(opts)
+                .args([arg, "--", "cat", "/etc/motd"]);
+            assert_eq!(
+                stdout_of(&mut c),
+                "grove busybox fixture\n",
+                "{arg} {opts:?}"
+            );
+        }
+    }
+    let mut c = ch_run();
+    c.current_dir(&img)
+        .args(["-b", "/nonexistent-src", ".", "--", "true"]);
+    let (_, err) = fails(&mut c);
+    assert!(
+        err.contains("can't bind: source not found: /nonexistent-src"),
+        "{err}"
+    );
+    std::fs::remove_dir(img.join("proc")).expect("rmdir proc");
+    let mut c = ch_run();
+    c.current_dir(&img).args([".", "--", "true"]);
+    let (_, err) = fails(&mut c);
+    assert!(
+        err.contains(&format!(
+            "can't bind: destination not found: {}/proc",
+            img.display()
+        )),
+        "{err}"
+    );
+}
+
 #[test]
 fn missing_command_is_an_error_with_status_31() {
     let mut c = ch_run();
