@@ -16,7 +16,9 @@ use std::path::PathBuf;
     override_usage = "ch-run [OPTION...] IMAGE -- CMD [ARG...]",
     after_help = "Example:\n\n  $ ch-run /data/foo -- echo hello\n  hello\n\nYou cannot use this program to actually change your UID.",
     disable_help_flag = true,
-    disable_version_flag = true
+    disable_version_flag = true,
+    // As with Charliecloud's argp: a repeated option's last value wins (wrappers append).
+    args_override_self = true
 )]
 struct Cli {
     /// mount SRC at guest DST (default: same as SRC)

@@ -108,6 +108,29 @@ fn relative_image_paths_work() {
     );
 }
 
+/// As with Charliecloud's argp, a repeated option's last value wins; -b and --set-env add up.
+#[test]
+fn repeated_options_last_one_wins() {
+    let out = stdout_of(&mut in_bb(
+        &[
+            "-u",
+            "5",
+            "-u",
+            "6",
+            "--cd",
+            "/etc",
+            "--cd",
+            "/bin",
+            "-t",
+            "-t",
+            "--set-env=A=1",
+            "--set-env=B=2",
+        ],
+        "id -u; pwd; echo $A$B",
+    ));
+    assert_eq!(out, "6\n/bin\n12\n");
+}
+
 #[test]
 fn missing_command_is_an_error_with_status_31() {
     let mut c = ch_run();
