@@ -25,6 +25,26 @@ pub fn storage_dir(opt: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     })
 }
 
+/// Parse the command line as Charliecloud's tools do (argp, argparse): a repeated option's
+/// last value wins, in every subcommand, instead of being a usage error. Exits on a usage
+/// error, or after printing help or the version.
+pub fn parse_last_wins<T: clap::Parser>() -> T {
+    let matches = last_wins(T::command()).get_matches();
+    T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// `cmd` and all its subcommands with `args_override_self`.
+pub fn last_wins(cmd: clap::Command) -> clap::Command {
+    let subs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    subs.into_iter()
+        .fold(cmd.args_override_self(true), |c, name| {
+            c.mut_subcommand(name, last_wins)
+        })
+}
+
 /// Print an error chain as `error: ...`, its causes, and a hint if one applies.
 pub fn report(err: &anyhow::Error) {
     eprintln!("error: {err}");
@@ -102,5 +122,68 @@ mod tests {
         assert!(glob_match("[ab]x", "bx"));
         assert!(!glob_match("[!ab]x", "bx"));
         assert!(glob_match("a[0-9]", "a7"));
+    }
+}
+
+#[cfg(test)]
+mod last_wins_tests {
+    use clap::{FromArgMatches, Parser, Subcommand};
+
+    #[derive(Parser, Debug)]
+    struct Top {
+        #[arg(short, long, global = true)]
+        storage: Option<String>,
+        #[arg(short, action = clap::ArgAction::Count)]
+        verbose: u8,
+        #[command(subcommand)]
+        cmd: Sub,
+    }
+
+    #[derive(Subcommand, Debug)]
+    enum Sub {
+        Build {
+            #[arg(short)]
+            tag: Option<String>,
+            #[arg(long = "build-arg")]
+            build_arg: Vec<String>,
+        },
+    }
+
+    fn parse(args: &[&str]) -> Result<Top, clap::Error> {
+        let m = super::last_wins(<Top as clap::CommandFactory>::command())
+            .try_get_matches_from(args)?;
+        Top::from_arg_matches(&m)
+    }
+
+    #[test]
+    fn repeated_options_take_the_last_value_in_subcommands_too() {
+        let t = parse(&[
+            "x",
+            "-s",
+            "a",
+            "-v",
+            "-v",
+            "-s",
+            "b",
+            "build",
+            "-t",
+            "one",
+            "-t",
+            "two",
+            "--build-arg",
+            "A=1",
+            "--build-arg",
+            "B=2",
+        ])
+        .expect("parse");
+        assert_eq!(t.storage.as_deref(), Some("b"));
+        assert_eq!(t.verbose, 2);
+        let Sub::Build { tag, build_arg } = t.cmd;
+        assert_eq!(tag.as_deref(), Some("two"));
+        assert_eq!(build_arg, ["A=1", "B=2"]);
+        // Without the setting, clap refuses the repetition.
+        let plain = <Top as clap::CommandFactory>::command()
+            .try_get_matches_from(["x", "build", "-t", "one", "-t", "two"]);
+        assert!(plain.is_err());
     }
 }

@@ -416,7 +416,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    match run(grove::cli::parse_last_wins::<Cli>()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             cli::report(&e);

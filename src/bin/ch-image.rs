@@ -824,7 +824,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = grove::cli::parse_last_wins::<Cli>();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
