@@ -139,6 +139,9 @@ impl Bind {
         if dst.is_empty() {
             return Err("--bind: no destination provided".into());
         }
+        if !dst.starts_with('/') {
+            return Err("--bind: destination must be absolute".into());
+        }
         if Path::new(dst)
             .components()
             .all(|c| matches!(c, std::path::Component::RootDir))
@@ -583,6 +586,13 @@ mod tests {
             "--bind: destination can't be /"
         );
         assert!(Bind::parse(":/b").is_err());
+        for relative in ["/a:mnt", "data", "./d:./d"] {
+            assert_eq!(
+                Bind::parse(relative).unwrap_err(),
+                "--bind: destination must be absolute",
+                "{relative}"
+            );
+        }
     }
 
     #[test]

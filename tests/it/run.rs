@@ -485,6 +485,8 @@ fn bind_errors_match_charliecloud() {
     );
     let (_, err) = fails(&mut in_bb(&["-b", "/tmp:/"], "true"));
     assert!(err.contains("--bind: destination can't be /"), "{err}");
+    let (_, err) = fails(&mut in_bb(&["-b", "/tmp:mnt"], "true"));
+    assert!(err.contains("--bind: destination must be absolute"), "{err}");
     let (_, err) = fails(&mut in_bb(&["-b", "/tmp:/nonexistent-dst"], "true"));
     assert!(
         err.contains("can't mkdir: ") && err.contains("nonexistent-dst: Read-only file system"),
