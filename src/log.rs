@@ -6,6 +6,7 @@
 //! stdout is for data only.
 
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::OnceLock;
 
 static LEVEL: AtomicI32 = AtomicI32::new(0);
 
@@ -25,26 +26,102 @@ pub fn enabled(at: i32) -> bool {
     level() >= at
 }
 
+/// How lines start and end: ch-run writes `ch-run[PID]: warning: MSG (file:line)` as
+/// Charliecloud's C tools do; the other binaries write `warning: MSG`.
+struct Style {
+    /// Program name, printed as `NAME[PID]: ` with the PID of the printing process.
+    program: String,
+    locations: bool,
+}
+
+static STYLE: OnceLock<Style> = OnceLock::new();
+
+/// Start every line with `PROGRAM[PID]: ` and, if `locations`, end it with the source
+/// location. Call once, early; later calls are ignored.
+pub fn set_style(program: &str, locations: bool) {
+    let _ = STYLE.set(Style {
+        program: program.to_string(),
+        locations,
+    });
+}
+
+/// One log line as printed: prefix, `kind` (`"warning: "` or empty), message, location.
+pub fn format_line(kind: &str, msg: &std::fmt::Arguments, file: &str, line: u32) -> String {
+    let (prefix, locations) = STYLE
+        .get()
+        .map(|s| {
+            (
+                format!("{}[{}]: ", s.program, std::process::id()),
+                s.locations,
+            )
+        })
+        .unwrap_or((String::new(), false));
+    if locations {
+        let file = file.rsplit('/').next().unwrap_or(file);
+        format!("{prefix}{kind}{msg} ({file}:{line})")
+    } else {
+        format!("{prefix}{kind}{msg}")
+    }
+}
+
+#[doc(hidden)]
+pub fn emit(at: i32, kind: &str, msg: std::fmt::Arguments, file: &str, line: u32) {
+    if enabled(at) {
+        eprintln!("{}", format_line(kind, &msg, file, line));
+    }
+}
+
 /// Print an informational line (hidden by `-q`).
 #[macro_export]
 macro_rules! info {
-    ($($arg:tt)*) => { if $crate::log::enabled(0) { eprintln!($($arg)*); } };
+    ($($arg:tt)*) => { $crate::log::emit(0, "", format_args!($($arg)*), file!(), line!()) };
 }
 
 /// Print a verbose line (`-v`).
 #[macro_export]
 macro_rules! verbose {
-    ($($arg:tt)*) => { if $crate::log::enabled(1) { eprintln!($($arg)*); } };
+    ($($arg:tt)*) => { $crate::log::emit(1, "", format_args!($($arg)*), file!(), line!()) };
 }
 
 /// Print a debug line (`-vv`).
 #[macro_export]
 macro_rules! debug {
-    ($($arg:tt)*) => { if $crate::log::enabled(2) { eprintln!($($arg)*); } };
+    ($($arg:tt)*) => { $crate::log::emit(2, "", format_args!($($arg)*), file!(), line!()) };
 }
 
 /// Print a warning (hidden by `-qq`).
 #[macro_export]
 macro_rules! warn {
-    ($($arg:tt)*) => { if $crate::log::enabled(-1) { eprintln!("warning: {}", format!($($arg)*)); } };
+    ($($arg:tt)*) => { $crate::log::emit(-1, "warning: ", format_args!($($arg)*), file!(), line!()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_plain_until_a_style_is_set() {
+        // The style is process-wide and set once: check the unset form, then the set one.
+        if STYLE.get().is_none() {
+            assert_eq!(
+                format_line("warning: ", &format_args!("x {}", 1), "src/a/b.rs", 7),
+                "warning: x 1"
+            );
+        }
+        set_style("ch-run", true);
+        let pid = std::process::id();
+        assert_eq!(
+            format_line(
+                "warning: ",
+                &format_args!("$PATH not set"),
+                "src/run/mod.rs",
+                455
+            ),
+            format!("ch-run[{pid}]: warning: $PATH not set (mod.rs:455)")
+        );
+        assert_eq!(
+            format_line("", &format_args!("image: /i"), "src/bin/ch-run.rs", 3),
+            format!("ch-run[{pid}]: image: /i (ch-run.rs:3)")
+        );
+    }
 }

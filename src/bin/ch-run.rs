@@ -144,6 +144,7 @@ fn main() {
 }
 
 fn real_main() -> Result<i32, RunError> {
+    grove::log::set_style("ch-run", true);
     let matches = match Cli::command().try_get_matches() {
         Ok(m) => m,
         Err(e) => {
@@ -295,6 +296,9 @@ fn real_main() -> Result<i32, RunError> {
             None => run::locate_image(image_arg, &storage, cli.write, cli.unsafe_)?,
         }
     };
+    grove::verbose!("verbosity: {}", grove::log::level());
+    grove::verbose!("image: {}", image.path.display());
+    grove::verbose!("storage: {}", storage.display());
     if cli.mount.is_some() && image.kind == run::ImageKind::Dir {
         grove::warn!("--mount invalid with directory image, ignoring");
     }

@@ -52,10 +52,7 @@ impl Winner {
                 .and_then(|_| writeln!(f, "{pid} 1"))
                 .map_err(|e| RunError::io("can't write join state", &e))?;
         }
-        crate::verbose!(
-            "ch-run: join: winner {pid}, waiting for {} peer(s)",
-            self.count - 1
-        );
+        crate::verbose!("join: winner {pid}, waiting for {} peer(s)", self.count - 1);
         drop(self.lock);
         Ok(())
     }
@@ -75,7 +72,7 @@ pub fn join_pid(pid: i32) -> Result<(), RunError> {
         .map_err(|e| RunError::sys(format!("can't join user namespace of {pid}"), e))?;
     setns(&mnt, CloneFlags::CLONE_NEWNS)
         .map_err(|e| RunError::sys(format!("can't join mount namespace of {pid}"), e))?;
-    crate::verbose!("ch-run: joined namespaces of {pid}");
+    crate::verbose!("joined namespaces of {pid}");
     Ok(())
 }
 
@@ -140,7 +137,7 @@ pub fn peers(uid: u32, tag: &str, count: u32) -> Result<Role, RunError> {
                     .map_err(|e| RunError::io("can't write join state", &e))?;
             }
             drop(lock);
-            crate::verbose!("ch-run: join: peer {joined} of {count}, joining {pid}");
+            crate::verbose!("join: peer {joined} of {count}, joining {pid}");
             join_pid(pid)?;
             return Ok(Role::Joined);
         }

@@ -337,6 +337,20 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
         return Err(RunError::msg("--home failed: $HOME not set"));
     }
 
+    crate::verbose!("container uid: {uid}");
+    crate::verbose!("container gid: {gid}");
+    crate::verbose!(
+        "join: {}",
+        match &spec.join {
+            None => "no".to_string(),
+            Some(Join::Pid(p)) => format!("namespaces of PID {p}"),
+            Some(Join::Peers { tag, count }) => format!("tag {tag}, {count} peers"),
+        }
+    );
+    crate::verbose!(
+        "private /tmp: {}",
+        if spec.private_tmp { "yes" } else { "no" }
+    );
     let mut winner = None;
     let mut joined = false;
     match &spec.join {
@@ -372,6 +386,7 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
                     Some(m) => m.clone(),
                     None => {
                         let m = PathBuf::from(format!("/var/tmp/{}.ch/mnt", spec.user));
+                        crate::verbose!("using default mount point: {}", m.display());
                         std::fs::create_dir_all(&m).map_err(|e| {
                             RunError::io(format!("can't mkdir: {}", m.display()), &e)
                         })?;
@@ -438,6 +453,7 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
         };
         let mount_ops = plan::mount_plan(&input);
         let root = plan::new_root(&input);
+        crate::verbose!("newroot: {}", root.display());
         let ranch =
             matches!(spec.write, WriteMode::Fake { .. }).then(|| input.staging.join("ranch"));
         let (pivot, before) = mount_ops
@@ -568,6 +584,14 @@ fn exec_child(spec: &RunSpec, new_env: &[env::Var], old_mask: &SigSet) -> RunErr
     if spec.image.kind == ImageKind::Squash {
         warm::executable(&spec.cmd[0], std::env::var_os("PATH").as_deref());
     }
+    crate::verbose!(
+        "executing: {}",
+        spec.cmd
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     if let Err(e) = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None) {
         return RunError::sys("can't restore signal mask", e);
     }
@@ -616,7 +640,7 @@ fn supervise(child: Pid, blocked: &SigSet) -> Result<i32, RunError> {
             continue;
         }
         if let Ok(s) = Signal::try_from(sig) {
-            crate::verbose!("ch-run: forwarding {s} to {child}");
+            crate::verbose!("forwarding {s} to {child}");
             let _ = nix::sys::signal::kill(child, s);
         }
     }

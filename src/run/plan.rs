@@ -119,6 +119,69 @@ pub enum MountOp {
     PivotRoot { new_root: PathBuf },
 }
 
+/// One line for `-vv`.
+impl std::fmt::Display for MountOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MountOp::MakeRootPrivate => write!(f, "make / private (recursive)"),
+            MountOp::BindSelf { path } => write!(f, "bind {} onto itself", path.display()),
+            MountOp::RemountReadOnly { path } => write!(f, "remount {} read-only", path.display()),
+            MountOp::TmpfsHost { path, options } => {
+                write!(f, "tmpfs at host {} ({options})", path.display())
+            }
+            MountOp::MkdirHost { path } => write!(f, "mkdir {}", path.display()),
+            MountOp::Overlay {
+                lower,
+                upper,
+                work,
+                dst,
+            } => write!(
+                f,
+                "overlay at {}: lower {}, upper {}, work {}",
+                dst.display(),
+                lower.display(),
+                upper.display(),
+                work.display()
+            ),
+            MountOp::OverlayLayers { lowers, upper, dst } => {
+                let l: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+                write!(f, "overlay at {}: lower {}", dst.display(), l.join(":"))?;
+                match upper {
+                    Some((u, w)) => write!(f, ", upper {}, work {}", u.display(), w.display()),
+                    None => write!(f, " (read-only)"),
+                }
+            }
+            MountOp::Tmpfs { dst, options, .. } => {
+                write!(f, "tmpfs at {} ({options})", dst.display())
+            }
+            MountOp::Bind {
+                src,
+                dst,
+                if_missing,
+                src_optional,
+                read_only,
+            } => {
+                write!(f, "bind {} at {}", src.display(), dst.display())?;
+                if *read_only {
+                    write!(f, " read-only")?;
+                }
+                match (*src_optional, if_missing) {
+                    (true, IfMissing::Skip) => write!(f, " if on the host and in the image")?,
+                    (true, _) => write!(f, " if on the host")?,
+                    (false, IfMissing::Skip) => write!(f, " if in the image")?,
+                    _ => {}
+                }
+                match if_missing {
+                    IfMissing::Create => write!(f, ", created if missing"),
+                    IfMissing::TryCreate => write!(f, ", created if missing and possible"),
+                    IfMissing::Error | IfMissing::Skip => Ok(()),
+                }
+            }
+            MountOp::PivotRoot { new_root } => write!(f, "pivot_root to {}", new_root.display()),
+        }
+    }
+}
+
 /// A user bind `SRC[:DST]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
@@ -402,6 +465,40 @@ mod tests {
         assert!(!mount_plan(&input(WriteMode::ReadOnly))
             .iter()
             .any(|op| matches!(op, MountOp::Bind { dst, .. } if dst == Path::new(CH_SSH_GUEST))));
+    }
+
+    #[test]
+    fn mount_ops_display_as_one_readable_line() {
+        let ops = mount_plan(&input(WriteMode::ReadOnly));
+        let lines: Vec<String> = ops.iter().map(ToString::to_string).collect();
+        assert_eq!(lines[0], "make / private (recursive)");
+        assert_eq!(lines[1], "bind /img onto itself");
+        assert_eq!(lines[2], "remount /img read-only");
+        assert!(
+            lines.contains(&"bind /dev at /dev".to_string()),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(
+                &"bind /etc/hosts at /etc/hosts if on the host and in the image".to_string()
+            ),
+            "{lines:?}"
+        );
+        assert_eq!(lines.last().map(String::as_str), Some("pivot_root to /img"));
+        let w = mount_plan(&input(WriteMode::Fake {
+            size: Some("1g".into()),
+        }));
+        let w: Vec<String> = w.iter().map(ToString::to_string).collect();
+        assert!(
+            w.contains(&"tmpfs at host /mnt (mode=0755,size=1g)".to_string()),
+            "{w:?}"
+        );
+        assert!(
+            w.contains(
+                &"overlay at /mnt/merged: lower /img, upper /mnt/upper, work /mnt/work".to_string()
+            ),
+            "{w:?}"
+        );
     }
 
     #[test]

@@ -168,7 +168,7 @@ pub fn apply(ops: &[MountOp], root: &Path, ranch: Option<&Path>) -> Result<(), R
         ranches: 0,
     };
     for op in ops {
-        crate::debug!("ch-run: {op:?}");
+        crate::debug!("mount: {op}");
         match op {
             MountOp::MakeRootPrivate => {
                 mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
@@ -384,7 +384,7 @@ impl Maker {
         mkdir(&new)?;
         let orig = new.join(".orig");
         mkdir(&orig)?;
-        crate::verbose!("ch-run: symlink ranch for {}", dir.display());
+        crate::verbose!("symlink ranch for {}", dir.display());
         mount(
             Some(dir),
             orig.as_path(),

@@ -486,7 +486,10 @@ fn bind_errors_match_charliecloud() {
     let (_, err) = fails(&mut in_bb(&["-b", "/tmp:/"], "true"));
     assert!(err.contains("--bind: destination can't be /"), "{err}");
     let (_, err) = fails(&mut in_bb(&["-b", "/tmp:mnt"], "true"));
-    assert!(err.contains("--bind: destination must be absolute"), "{err}");
+    assert!(
+        err.contains("--bind: destination must be absolute"),
+        "{err}"
+    );
     let (_, err) = fails(&mut in_bb(&["-b", "/tmp:/nonexistent-dst"], "true"));
     assert!(
         err.contains("can't mkdir: ") && err.contains("nonexistent-dst: Read-only file system"),
@@ -621,13 +624,42 @@ fn unset_path_is_warned_about() {
     c.env_remove("PATH");
     let out = output(&mut c);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n");
+    // Charliecloud's format: ch-run[PID]: warning: MESSAGE (file:line).
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("warning: $PATH not set"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        err.starts_with("ch-run[") && err.contains("]: warning: $PATH not set (mod.rs:"),
+        "{err}"
     );
     let out = output(&mut in_bb(&[], "true"));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("PATH"));
+}
+
+/// -v tells what ch-run is about to do, each line in the ch-run[PID]: … (file:line) form;
+/// -vv adds the mount steps.
+#[test]
+fn verbose_shows_image_ids_newroot_and_command() {
+    let out = output(&mut in_bb(&["-v", "-t"], "true"));
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let bb = busybox_rootfs();
+    for want in [
+        "verbosity: 1".to_string(),
+        format!("image: {}", bb.display()),
+        format!("container uid: {}", invoker_uid()),
+        "private /tmp: yes".to_string(),
+        format!("newroot: {}", bb.display()),
+        "executing: /bin/sh -c true".to_string(),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("ch-run[") && l.contains(&format!("]: {want} ("))),
+            "{want}: {err}"
+        );
+    }
+    assert!(!err.contains("mount:"), "{err}");
+    let err = String::from_utf8_lossy(&output(&mut in_bb(&["-vv"], "true")).stderr).to_string();
+    assert!(err.contains("]: mount: pivot_root to "), "{err}");
+    assert!(output(&mut in_bb(&[], "true")).stderr.is_empty());
 }
 
 #[test]
