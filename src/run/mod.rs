@@ -86,6 +86,11 @@ pub struct RunSpec {
     pub ch_ssh: Option<PathBuf>,
 }
 
+/// Whether `$USER` can be one path component: `/home/$USER`, `/var/tmp/$USER.grove`.
+pub fn valid_user_name(user: &str) -> bool {
+    !user.is_empty() && user != "." && user != ".." && !user.contains(['/', '\0'])
+}
+
 /// Default storage directory: `/var/tmp/$USER.grove`.
 pub fn default_storage(user: &str) -> PathBuf {
     PathBuf::from(format!("/var/tmp/{user}.grove"))
@@ -649,6 +654,16 @@ fn supervise(child: Pid, blocked: &SigSet) -> Result<i32, RunError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_names_must_be_one_path_component() {
+        for ok in ["alice", "a.b", "svc-ci_1", "..x"] {
+            assert!(valid_user_name(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "../../etc", "x/y", "/"] {
+            assert!(!valid_user_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn storage_path_maps_slash_and_colon() {

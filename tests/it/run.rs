@@ -926,6 +926,14 @@ fn user_must_be_set() {
     let (code, err) = fails(&mut c);
     assert_eq!(code, 31);
     assert!(err.contains("$USER not set"), "{err}");
+    // $USER names /home/$USER: it cannot climb out of /home.
+    for bad in ["../../etc", "x/y", ".."] {
+        let mut c = in_bb(&["--home"], "ls /etc");
+        c.env("USER", bad);
+        let (code, err) = fails(&mut c);
+        assert_eq!(code, 31);
+        assert!(err.contains("$USER not a valid user name"), "{err}");
+    }
 }
 
 // ---- storage ----
