@@ -37,8 +37,8 @@ struct Cli {
     #[arg(long, value_name = "FEAT")]
     feature: Option<String>,
     /// run as GID within container
-    #[arg(short = 'g', long, value_name = "GID")]
-    gid: Option<u32>,
+    #[arg(short = 'g', long, value_name = "GID", allow_hyphen_values = true)]
+    gid: Option<String>,
     /// mount host $HOME at guest /home/$USER
     #[arg(long)]
     home: bool,
@@ -52,11 +52,11 @@ struct Cli {
     #[arg(short = 'j', long)]
     join: bool,
     /// number of join peers (implies --join)
-    #[arg(long = "join-ct", value_name = "N")]
-    join_ct: Option<u32>,
+    #[arg(long = "join-ct", value_name = "N", allow_hyphen_values = true)]
+    join_ct: Option<String>,
     /// join a namespace using a PID
-    #[arg(long = "join-pid", value_name = "PID")]
-    join_pid: Option<i32>,
+    #[arg(long = "join-pid", value_name = "PID", allow_hyphen_values = true)]
+    join_pid: Option<String>,
     /// label for peer group (implies --join)
     #[arg(long = "join-tag", value_name = "TAG")]
     join_tag: Option<String>,
@@ -104,8 +104,8 @@ struct Cli {
     #[arg(long = "unset-env", value_name = "GLOB", action = ArgAction::Append)]
     unset_env: Vec<OsString>,
     /// run as UID within container
-    #[arg(short = 'u', long, value_name = "UID")]
-    uid: Option<u32>,
+    #[arg(short = 'u', long, value_name = "UID", allow_hyphen_values = true)]
+    uid: Option<String>,
     /// do unsafe things (internal use only)
     #[arg(long = "unsafe")]
     unsafe_: bool,
@@ -238,16 +238,30 @@ fn real_main() -> Result<i32, RunError> {
         (None, false) => WriteMode::ReadOnly,
     };
 
-    let join = if let Some(pid) = cli.join_pid {
-        if cli.join || cli.join_ct.is_some() || cli.join_tag.is_some() {
+    let uid = cli.uid.as_deref().map(|v| number("--uid", v)).transpose()?;
+    let gid = cli.gid.as_deref().map(|v| number("--gid", v)).transpose()?;
+    let join_ct = cli
+        .join_ct
+        .as_deref()
+        .map(|v| number("--join-ct", v))
+        .transpose()?;
+    // As in Charliecloud, --join-pid=0 means no PID to join.
+    let join_pid = cli
+        .join_pid
+        .as_deref()
+        .map(|v| number("--join-pid", v))
+        .transpose()?
+        .filter(|p| *p != 0);
+    let join = if let Some(pid) = join_pid {
+        let pid = i32::try_from(pid).map_err(|_| RunError::msg("--join-pid: out of range"))?;
+        if cli.join || join_ct.is_some() || cli.join_tag.is_some() {
             return Err(RunError::msg(
                 "--join-pid incompatible with other --join options",
             ));
         }
         Some(Join::Pid(pid))
-    } else if cli.join || cli.join_ct.is_some() || cli.join_tag.is_some() {
-        let count = cli
-            .join_ct
+    } else if cli.join || join_ct.is_some() || cli.join_tag.is_some() {
+        let count = join_ct
             .or_else(run::join::default_count)
             .filter(|c| *c > 0)
             .ok_or_else(|| RunError::msg("join: no valid peer group size found"))?;
@@ -320,8 +334,8 @@ fn real_main() -> Result<i32, RunError> {
     let spec = RunSpec {
         image,
         cmd: cli.cmd,
-        uid: cli.uid,
-        gid: cli.gid,
+        uid,
+        gid,
         write,
         binds,
         cd: cli.cd,
@@ -337,6 +351,11 @@ fn real_main() -> Result<i32, RunError> {
         ch_ssh,
     };
     run::run(&spec)
+}
+
+/// A numeric option value (a uid, gid, PID or count) in Charliecloud's words when bad.
+fn number(opt: &str, v: &str) -> Result<u32, RunError> {
+    run::parse_id(v).map_err(|why| RunError::msg(format!("{opt}: {why}")))
 }
 
 /// An image name in the store: the directories whose union is its tree (a checkout, or

@@ -86,6 +86,30 @@ pub struct RunSpec {
     pub ch_ssh: Option<PathBuf>,
 }
 
+/// A non-negative decimal id as `--uid`, `--gid`, `--join-pid` and `--join-ct` take it;
+/// the error says why not (Charliecloud's wording). `u32::MAX` is `(uid_t) -1`: refused.
+pub fn parse_id(v: &str) -> Result<u32, &'static str> {
+    let digits = v.strip_prefix('+').unwrap_or(v);
+    if let Some(neg) = v.strip_prefix('-') {
+        if !neg.is_empty() && neg.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("must be non-negative");
+        }
+    }
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(
+            if digits.bytes().next().is_some_and(|b| b.is_ascii_digit()) {
+                "extra characters after digits"
+            } else {
+                "no digits found"
+            },
+        );
+    }
+    match digits.parse::<u32>() {
+        Ok(n) if n != u32::MAX => Ok(n),
+        _ => Err("out of range"),
+    }
+}
+
 /// Whether `$USER` can be one path component: `/home/$USER`, `/var/tmp/$USER.grove`.
 pub fn valid_user_name(user: &str) -> bool {
     !user.is_empty() && user != "." && user != ".." && !user.contains(['/', '\0'])
@@ -654,6 +678,20 @@ fn supervise(child: Pid, blocked: &SigSet) -> Result<i32, RunError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_non_negative_decimal_numbers() {
+        assert_eq!(parse_id("0"), Ok(0));
+        assert_eq!(parse_id("65534"), Ok(65534));
+        assert_eq!(parse_id("+7"), Ok(7));
+        assert_eq!(parse_id("4294967294"), Ok(4294967294));
+        assert_eq!(parse_id("abc"), Err("no digits found"));
+        assert_eq!(parse_id(""), Err("no digits found"));
+        assert_eq!(parse_id("-5"), Err("must be non-negative"));
+        assert_eq!(parse_id("5x"), Err("extra characters after digits"));
+        assert_eq!(parse_id("4294967295"), Err("out of range"));
+        assert_eq!(parse_id("99999999999"), Err("out of range"));
+    }
 
     #[test]
     fn user_names_must_be_one_path_component() {

@@ -132,6 +132,29 @@ fn repeated_options_last_one_wins() {
 }
 
 #[test]
+fn bad_numbers_are_errors_in_charliecloud_words() {
+    for (opts, want) in [
+        (&["-u", "abc"][..], "--uid: no digits found"),
+        (&["-u", "-5"][..], "--uid: must be non-negative"),
+        (&["-g", "4294967295"][..], "--gid: out of range"),
+        (
+            &["--join-pid=12x"][..],
+            "--join-pid: extra characters after digits",
+        ),
+        (&["--join-ct=-1"][..], "--join-ct: must be non-negative"),
+    ] {
+        let (code, err) = fails(&mut in_bb(opts, "true"));
+        assert_eq!(code, 31, "{opts:?}");
+        assert!(err.contains(&format!("error: {want} (")), "{opts:?}: {err}");
+    }
+    // --join-pid=0: no PID to join, as in Charliecloud.
+    assert_eq!(
+        stdout_of(&mut in_bb(&["--join-pid=0"], "echo ran")),
+        "ran\n"
+    );
+}
+
+#[test]
 fn missing_command_is_an_error_with_status_31() {
     let mut c = ch_run();
     c.arg(busybox_rootfs());
