@@ -65,6 +65,13 @@ pub fn parse_file(contents: &[u8], nul: bool, label: &str) -> Result<Vec<Var>, R
         if line.is_empty() {
             continue;
         }
+        if line.contains(&0) {
+            // An environment string cannot hold one; dropping the variable would be silent.
+            return Err(RunError::msg(format!(
+                "can't parse variable: NUL byte in line (NUL-delimited files need --set-env0): {label}:{}",
+                i + 1
+            )));
+        }
         let v = parse_assignment(line, !nul).map_err(|why| {
             RunError::msg(format!("can't parse variable: {why}: {label}:{}", i + 1))
         })?;
@@ -214,6 +221,11 @@ mod tests {
         assert_eq!(
             parse_file(b"A=1\0B='x'\0", true, "f").expect("ok"),
             vec![v("A", "1"), v("B", "'x'")]
+        );
+        let e = parse_file(b"A=1\nB=2\0C=3\n", false, "/e").unwrap_err();
+        assert_eq!(
+            e.message(),
+            "can't parse variable: NUL byte in line (NUL-delimited files need --set-env0): /e:2"
         );
     }
 
