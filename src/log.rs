@@ -65,39 +65,69 @@ pub fn format_line(kind: &str, msg: &std::fmt::Arguments, file: &str, line: u32)
 }
 
 #[doc(hidden)]
-pub fn emit(at: i32, kind: &str, msg: std::fmt::Arguments, file: &str, line: u32) {
-    if enabled(at) {
-        eprintln!("{}", format_line(kind, &msg, file, line));
-    }
+pub fn emit(kind: &str, msg: std::fmt::Arguments, file: &str, line: u32) {
+    eprintln!("{}", format_line(kind, &msg, file, line));
 }
 
 /// Print an informational line (hidden by `-q`).
 #[macro_export]
 macro_rules! info {
-    ($($arg:tt)*) => { $crate::log::emit(0, "", format_args!($($arg)*), file!(), line!()) };
+    ($($arg:tt)*) => {
+        // The arguments are evaluated only when the line prints.
+        if $crate::log::enabled(0) {
+            $crate::log::emit("", format_args!($($arg)*), file!(), line!())
+        }
+    };
 }
 
 /// Print a verbose line (`-v`).
 #[macro_export]
 macro_rules! verbose {
-    ($($arg:tt)*) => { $crate::log::emit(1, "", format_args!($($arg)*), file!(), line!()) };
+    ($($arg:tt)*) => {
+        // The arguments are evaluated only when the line prints.
+        if $crate::log::enabled(1) {
+            $crate::log::emit("", format_args!($($arg)*), file!(), line!())
+        }
+    };
 }
 
 /// Print a debug line (`-vv`).
 #[macro_export]
 macro_rules! debug {
-    ($($arg:tt)*) => { $crate::log::emit(2, "", format_args!($($arg)*), file!(), line!()) };
+    ($($arg:tt)*) => {
+        // The arguments are evaluated only when the line prints.
+        if $crate::log::enabled(2) {
+            $crate::log::emit("", format_args!($($arg)*), file!(), line!())
+        }
+    };
 }
 
 /// Print a warning (hidden by `-qq`).
 #[macro_export]
 macro_rules! warn {
-    ($($arg:tt)*) => { $crate::log::emit(-1, "warning: ", format_args!($($arg)*), file!(), line!()) };
+    ($($arg:tt)*) => {
+        // The arguments are evaluated only when the line prints.
+        if $crate::log::enabled(-1) {
+            $crate::log::emit("warning: ", format_args!($($arg)*), file!(), line!())
+        }
+    };
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arguments_of_hidden_lines_are_not_evaluated() {
+        // No unit test changes the level: it is the default, 0, so debug lines are hidden.
+        assert_eq!(level(), 0);
+        let mut evaluated = 0;
+        crate::debug!("{}", {
+            evaluated += 1;
+            evaluated
+        });
+        assert_eq!(evaluated, 0);
+    }
 
     #[test]
     fn lines_are_plain_until_a_style_is_set() {
