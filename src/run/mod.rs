@@ -432,18 +432,6 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
                 mnt
             }
         };
-        if spec.ch_ssh.is_some()
-            && !spec.write.writable()
-            && !matches!(
-                resolve::resolve(&image_dir, Path::new(plan::CH_SSH_GUEST)),
-                Ok(resolve::Resolved::Exists(_))
-            )
-        {
-            return Err(RunError::msg(format!(
-                "--ch-ssh: {} not in image (-w or -W creates it)",
-                plan::CH_SSH_GUEST
-            )));
-        }
         let ops = finish_env_args(pending, &image_dir)?;
         let staging = match &spec.write {
             WriteMode::Fake { .. } => {

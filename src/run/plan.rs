@@ -64,6 +64,8 @@ impl WriteMode {
 pub enum IfMissing {
     /// Error "can't bind: destination not found".
     Error,
+    /// Error with this message.
+    Refuse(&'static str),
     /// Skip this bind silently.
     Skip,
     /// Create an empty directory or file (matching the source), possibly with parents.
@@ -174,7 +176,7 @@ impl std::fmt::Display for MountOp {
                 match if_missing {
                     IfMissing::Create => write!(f, ", created if missing"),
                     IfMissing::TryCreate => write!(f, ", created if missing and possible"),
-                    IfMissing::Error | IfMissing::Skip => Ok(()),
+                    IfMissing::Error | IfMissing::Refuse(_) | IfMissing::Skip => Ok(()),
                 }
             }
             MountOp::PivotRoot { new_root } => write!(f, "pivot_root to {}", new_root.display()),
@@ -394,7 +396,11 @@ pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
         ops.push(MountOp::Bind {
             src: prog.clone(),
             dst: CH_SSH_GUEST.into(),
-            if_missing: create,
+            if_missing: if input.write.writable() {
+                IfMissing::Create
+            } else {
+                IfMissing::Refuse("--ch-ssh: /usr/bin/ch-ssh not in image")
+            },
             src_optional: false,
             read_only: true,
         });
@@ -449,7 +455,7 @@ mod tests {
             MountOp::Bind {
                 src: "/opt/grove/bin/ch-ssh".into(),
                 dst: "/usr/bin/ch-ssh".into(),
-                if_missing: IfMissing::Error,
+                if_missing: IfMissing::Refuse("--ch-ssh: /usr/bin/ch-ssh not in image"),
                 src_optional: false,
                 read_only: true,
             }

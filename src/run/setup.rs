@@ -299,6 +299,7 @@ fn destination(
         Ok(Resolved::Exists(p)) => Ok(Some(p)),
         Ok(Resolved::Missing { existing, rest }) => match if_missing {
             IfMissing::Skip => Ok(None),
+            IfMissing::Refuse(why) => Err(RunError::msg(why)),
             IfMissing::Error => Err(RunError::msg(format!(
                 "can't bind: destination not found: {}",
                 shown().display()

@@ -970,6 +970,26 @@ fn debian_apt_get_install_hello_unprivileged() {
         .arg(b.storage())
         .args(["hello", "--", "hello"]));
     assert_eq!(out, "Hello, world!\n");
+    // ch-ssh, bound by --ch-ssh, runs in a glibc image (and finds no ssh there).
+    let out = crate::common::output(
+        tool("ch-run")
+            .arg("-s")
+            .arg(b.storage())
+            .args(["-W", "--ch-ssh", "hello", "--", "sh", "-c"])
+            .arg("/usr/bin/ch-ssh --help | head -1; CH_RUN_ARGS=/img /usr/bin/ch-ssh node1 true"),
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stdout.starts_with("Usage: CH_RUN_ARGS="),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        stderr.contains("]: error: can't execute ssh: No such file or directory"),
+        "{stderr}"
+    );
     // --force=fakeroot: RUN under fakeroot(1); on Debian, installed first when missing.
     let df = "FROM hello\nRUN touch /x && chown 1234:1234 /x && stat -c %u /x > /owner\n";
     let log = b.build("fr", df, &["--force=fakeroot"]);

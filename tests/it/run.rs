@@ -853,7 +853,7 @@ fn ch_ssh_is_bound_read_only_at_usr_bin() {
     let (code, err) = fails(&mut in_bb(&["--ch-ssh"], "true"));
     assert_eq!(code, 31);
     assert!(
-        err.contains("error: --ch-ssh: /usr/bin/ch-ssh not in image (-w or -W creates it)"),
+        err.contains("error: --ch-ssh: /usr/bin/ch-ssh not in image ("),
         "{err}"
     );
     let s = Scratch::new("run-ch-ssh");
@@ -882,6 +882,18 @@ fn ch_ssh_is_bound_read_only_at_usr_bin() {
     let mut c = ch_run();
     c.arg("--ch-ssh")
         .arg(&img)
+        .args(["--", "/bin/sh", "-c", "wc -c < /usr/bin/ch-ssh"]);
+    assert_eq!(stdout_of(&mut c).trim(), host_size.to_string());
+    // A layered image (how stored images run) has it when a lower layer does.
+    let top = s.join("top");
+    let merged = s.join("merged");
+    std::fs::create_dir_all(top.join("etc")).expect("mkdir top");
+    std::fs::create_dir(&merged).expect("mkdir merged");
+    let mut c = ch_run();
+    c.arg("--ch-ssh")
+        .arg(format!("--lower={}", top.display()))
+        .arg(format!("--lower={}", img.display()))
+        .arg(&merged)
         .args(["--", "/bin/sh", "-c", "wc -c < /usr/bin/ch-ssh"]);
     assert_eq!(stdout_of(&mut c).trim(), host_size.to_string());
 }
