@@ -29,20 +29,14 @@ pub fn storage_dir(opt: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 /// last value wins, in every subcommand, instead of being a usage error. Exits on a usage
 /// error, or after printing help or the version.
 pub fn parse_last_wins<T: clap::Parser>() -> T {
-    let matches = last_wins(T::command()).get_matches();
-    T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    let mut cmd = last_wins(T::command());
+    let matches = cmd.get_matches_mut();
+    T::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut cmd).exit())
 }
 
-/// `cmd` and all its subcommands with `args_override_self`.
+/// `cmd` with `args_override_self`, a global setting: subcommands inherit it.
 pub fn last_wins(cmd: clap::Command) -> clap::Command {
-    let subs: Vec<String> = cmd
-        .get_subcommands()
-        .map(|s| s.get_name().to_string())
-        .collect();
-    subs.into_iter()
-        .fold(cmd.args_override_self(true), |c, name| {
-            c.mut_subcommand(name, last_wins)
-        })
+    cmd.args_override_self(true)
 }
 
 /// Print an error chain as `error: ...`, its causes, and a hint if one applies.

@@ -270,6 +270,10 @@ fn build(storage: &std::path::Path, a: BuildArgs) -> anyhow::Result<()> {
     let ch_run = std::env::current_exe()
         .context("can't find own executable")?
         .with_file_name("ch-run");
+    // Checked now, not at the first RUN that executes (after any cache hits).
+    for b in &a.bind {
+        grove::run::Bind::parse(b).map_err(|e| anyhow::anyhow!(e))?;
+    }
     let opts = BuildOptions {
         context: a.context.clone(),
         dockerfile: text,

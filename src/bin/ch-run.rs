@@ -178,12 +178,6 @@ fn real_main() -> Result<i32, RunError> {
         };
     }
     let user = std::env::var("USER").map_err(|_| RunError::msg("$USER not set"))?;
-    // It names /home/$USER (--home) and the default storage and mount directories.
-    if !run::valid_user_name(&user) {
-        return Err(RunError::msg(format!(
-            "$USER not a valid user name: {user:?}"
-        )));
-    }
 
     // Environment options in command-line order.
     let mut env_args: Vec<(usize, EnvArg)> = Vec::new();

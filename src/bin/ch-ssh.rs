@@ -38,7 +38,7 @@ fn main() {
         _ => {}
     }
     let argv = grove::run::ssh::ssh_argv(&args, std::env::var_os("CH_RUN_ARGS").as_deref())
-        .unwrap_or_else(|e| fail(&e));
+        .unwrap_or_else(|e| fail(&e.to_string()));
     let err = std::process::Command::new(&argv[0]).args(&argv[1..]).exec();
     fail(&format!("can't execute ssh: {err}"));
 }

@@ -86,27 +86,41 @@ pub struct RunSpec {
     pub ch_ssh: Option<PathBuf>,
 }
 
+/// Why an id option's value is not a valid id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("no digits found")]
+    NoDigits,
+    #[error("extra characters after digits")]
+    TrailingCharacters,
+    #[error("must be non-negative")]
+    Negative,
+    #[error("out of range")]
+    OutOfRange,
+}
+
 /// A non-negative decimal id as `--uid`, `--gid`, `--join-pid` and `--join-ct` take it;
-/// the error says why not (Charliecloud's wording). `u32::MAX` is `(uid_t) -1`: refused.
-pub fn parse_id(v: &str) -> Result<u32, &'static str> {
+/// the error says why not. At most `i32::MAX`, as Charliecloud's C `int`s.
+pub fn parse_id(v: &str) -> Result<u32, IdError> {
     let digits = v.strip_prefix('+').unwrap_or(v);
     if let Some(neg) = v.strip_prefix('-') {
         if !neg.is_empty() && neg.bytes().all(|b| b.is_ascii_digit()) {
-            return Err("must be non-negative");
+            return Err(IdError::Negative);
         }
     }
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(
             if digits.bytes().next().is_some_and(|b| b.is_ascii_digit()) {
-                "extra characters after digits"
+                IdError::TrailingCharacters
             } else {
-                "no digits found"
+                IdError::NoDigits
             },
         );
     }
+    // Charliecloud parses these as C ints.
     match digits.parse::<u32>() {
-        Ok(n) if n != u32::MAX => Ok(n),
-        _ => Err("out of range"),
+        Ok(n) if n <= i32::MAX as u32 => Ok(n),
+        _ => Err(IdError::OutOfRange),
     }
 }
 
@@ -361,6 +375,15 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
     let host_env: Vec<env::Var> = std::env::vars_os()
         .map(|(k, v)| (k.into_vec(), v.into_vec()))
         .collect();
+    // $USER names directories: /home/$USER with --home, the default SquashFS mount point.
+    let names_a_directory =
+        spec.home || (spec.image.kind == ImageKind::Squash && spec.squash_mount.is_none());
+    if names_a_directory && !valid_user_name(&spec.user) {
+        return Err(RunError::msg(format!(
+            "$USER not a valid user name: {:?}",
+            spec.user
+        )));
+    }
     let host_home = std::env::var_os("HOME").map(PathBuf::from);
     if spec.home && host_home.is_none() {
         return Err(RunError::msg("--home failed: $HOME not set"));
@@ -672,13 +695,14 @@ mod tests {
         assert_eq!(parse_id("0"), Ok(0));
         assert_eq!(parse_id("65534"), Ok(65534));
         assert_eq!(parse_id("+7"), Ok(7));
-        assert_eq!(parse_id("4294967294"), Ok(4294967294));
-        assert_eq!(parse_id("abc"), Err("no digits found"));
-        assert_eq!(parse_id(""), Err("no digits found"));
-        assert_eq!(parse_id("-5"), Err("must be non-negative"));
-        assert_eq!(parse_id("5x"), Err("extra characters after digits"));
-        assert_eq!(parse_id("4294967295"), Err("out of range"));
-        assert_eq!(parse_id("99999999999"), Err("out of range"));
+        assert_eq!(parse_id("2147483647"), Ok(2147483647));
+        assert_eq!(parse_id("3000000000"), Err(IdError::OutOfRange));
+        assert_eq!(parse_id("abc"), Err(IdError::NoDigits));
+        assert_eq!(parse_id(""), Err(IdError::NoDigits));
+        assert_eq!(parse_id("-5"), Err(IdError::Negative));
+        assert_eq!(parse_id("5x"), Err(IdError::TrailingCharacters));
+        assert_eq!(parse_id("4294967295"), Err(IdError::OutOfRange));
+        assert_eq!(parse_id("99999999999"), Err(IdError::OutOfRange));
     }
 
     #[test]

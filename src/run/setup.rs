@@ -451,7 +451,7 @@ fn mkdir(p: &Path) -> Result<(), RunError> {
 /// Remount a bind read-only, repeating the flags the kernel locks in a user namespace
 /// (mount_namespaces(7): nosuid, nodev, noexec and atime flags of a mount inherited from a
 /// more privileged namespace cannot be cleared; a remount that omits them gets EPERM).
-/// Remount the bind mount at `path` read-only; `what` is the error message on failure.
+/// `what` is the error message on failure.
 fn remount_ro(path: &Path, what: &str) -> Result<(), RunError> {
     let st = statvfs(path)
         .map_err(|e| RunError::sys(format!("can't statvfs: {}", path.display()), e))?;

@@ -8,12 +8,28 @@
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
+/// Why a ch-ssh command line can't be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SshArgsError {
+    #[error("CH_RUN_ARGS not set")]
+    NoChRunArgs,
+    #[error("CH_RUN_ARGS is empty: it must name at least the image")]
+    EmptyChRunArgs,
+    #[error("no HOST given")]
+    NoHost,
+    #[error("ssh option {0} needs an argument")]
+    MissingOptionArgument(String),
+}
+
 /// ssh(1) options that take an argument (`-p 22` or `-p22`).
 const SSH_OPTS_WITH_ARG: &[u8] = b"BbcDEeFIiJLlmOoPpQRSWw";
 
 /// The argv (starting with `ssh`) for `ch-ssh` called with `args` (without its own
 /// name) and `$CH_RUN_ARGS` = `ch_run_args` (`None`: unset).
-pub fn ssh_argv(args: &[OsString], ch_run_args: Option<&OsStr>) -> Result<Vec<OsString>, String> {
+pub fn ssh_argv(
+    args: &[OsString],
+    ch_run_args: Option<&OsStr>,
+) -> Result<Vec<OsString>, SshArgsError> {
     let mut out: Vec<OsString> = vec!["ssh".into()];
     let mut i = 0;
     // ssh's own options, up to the host.
@@ -34,9 +50,8 @@ pub fn ssh_argv(args: &[OsString], ch_run_args: Option<&OsStr>) -> Result<Vec<Os
         if let Some(pos) = b[1..].iter().position(|c| SSH_OPTS_WITH_ARG.contains(c)) {
             if pos + 2 == b.len() {
                 let Some(v) = args.get(i) else {
-                    return Err(format!(
-                        "ssh option {} needs an argument",
-                        String::from_utf8_lossy(b)
+                    return Err(SshArgsError::MissingOptionArgument(
+                        String::from_utf8_lossy(b).into_owned(),
                     ));
                 };
                 out.push(v.clone());
@@ -45,11 +60,11 @@ pub fn ssh_argv(args: &[OsString], ch_run_args: Option<&OsStr>) -> Result<Vec<Os
         }
     }
     let Some(host) = args.get(i) else {
-        return Err("no HOST given".into());
+        return Err(SshArgsError::NoHost);
     };
     out.push(host.clone());
     i += 1;
-    let words = ch_run_args.ok_or("CH_RUN_ARGS not set")?;
+    let words = ch_run_args.ok_or(SshArgsError::NoChRunArgs)?;
     out.push("ch-run".into());
     let before = out.len();
     out.extend(
@@ -60,7 +75,7 @@ pub fn ssh_argv(args: &[OsString], ch_run_args: Option<&OsStr>) -> Result<Vec<Os
             .map(|w| OsStr::from_bytes(w).to_os_string()),
     );
     if out.len() == before {
-        return Err("CH_RUN_ARGS is empty: it must name at least the image".into());
+        return Err(SshArgsError::EmptyChRunArgs);
     }
     out.extend(args[i..].iter().cloned());
     Ok(out)
@@ -72,12 +87,14 @@ mod tests {
 
     fn argv(args: &str, run: Option<&str>) -> Result<String, String> {
         let args: Vec<OsString> = args.split_whitespace().map(OsString::from).collect();
-        ssh_argv(&args, run.map(OsStr::new)).map(|v| {
-            v.iter()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        ssh_argv(&args, run.map(OsStr::new))
+            .map_err(|e| e.to_string())
+            .map(|v| {
+                v.iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
     }
 
     #[test]

@@ -1000,6 +1000,21 @@ fn debian_apt_get_install_hello_unprivileged() {
     b.fsck();
 }
 
+/// A bad `-b` is refused before building, even when every instruction would hit the cache.
+#[test]
+fn bad_bind_is_refused_before_the_build() {
+    let b = Bench::new("badbind");
+    let df = "FROM busybox\nRUN echo hi > /hi\n";
+    b.build("img", df, &[]);
+    for (bind, want) in [
+        ("/tmp:mnt", "--bind: destination must be absolute"),
+        ("/tmp:/", "--bind: destination can't be /"),
+    ] {
+        let (_, err) = b.build_fails("img", df, &["-b", bind]);
+        assert!(err.contains(want), "{bind}: {err}");
+    }
+}
+
 #[test]
 fn force_fakeroot_without_fakeroot_in_the_image_says_how_to_get_it() {
     let b = Bench::new("nofakeroot");
