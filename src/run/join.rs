@@ -62,14 +62,28 @@ impl Winner {
 pub fn join_pid(pid: i32) -> Result<(), RunError> {
     let open = |ns: &str| {
         let p = format!("/proc/{pid}/ns/{ns}");
-        std::fs::File::open(&p)
-            .map_err(|e| RunError::io(format!("can't open join namespace: {p}"), &e))
+        std::fs::File::open(&p).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                RunError::msg(format!("join: no PID {pid}: {p} not found"))
+            } else {
+                RunError::io(format!("can't open join namespace: {p}"), &e)
+            }
+        })
     };
     let user = open("user")?;
     let mnt = open("mnt")?;
     // The user namespace first: it gives the capabilities needed to join the mount one.
-    setns(&user, CloneFlags::CLONE_NEWUSER)
-        .map_err(|e| RunError::sys(format!("can't join user namespace of {pid}"), e))?;
+    setns(&user, CloneFlags::CLONE_NEWUSER).map_err(|e| {
+        if e == nix::errno::Errno::EINVAL {
+            // setns(2): EINVAL when joining the namespace the caller is already in.
+            RunError::sys(
+                format!("join: PID {pid} is not in a container (its user namespace is ours)"),
+                e,
+            )
+        } else {
+            RunError::sys(format!("can't join user namespace of {pid}"), e)
+        }
+    })?;
     setns(&mnt, CloneFlags::CLONE_NEWNS)
         .map_err(|e| RunError::sys(format!("can't join mount namespace of {pid}"), e))?;
     crate::verbose!("joined namespaces of {pid}");

@@ -195,3 +195,13 @@ pub fn busybox_rootfs() -> PathBuf {
     })
     .clone()
 }
+
+/// A child process killed and reaped when dropped, even if the test panics.
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,7 +1,7 @@
 //! Integration tests for run: the real ch-run binary, as the unprivileged test user.
 
 use crate::common::{
-    busybox_rootfs, fails, is_root, ok, output, sh, skip, tool, Scratch, TEST_UID,
+    busybox_rootfs, fails, is_root, ok, output, sh, skip, tool, unpriv, Reaped, Scratch, TEST_UID,
 };
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -1153,6 +1153,31 @@ fn join_pid_enters_existing_container() {
         "here\n",
         "{}",
         String::from_utf8_lossy(&got.stderr)
+    );
+}
+
+#[test]
+fn join_pid_errors_say_what_is_wrong_with_the_pid() {
+    // A PID that does not exist (pid_max is at most 2^22).
+    let (code, err) = fails(&mut in_bb(&["--join-pid=4194305"], "true"));
+    assert_eq!(code, 31);
+    assert!(
+        err.contains("error: join: no PID 4194305: /proc/4194305/ns/user not found"),
+        "{err}"
+    );
+    // A process of the invoker that is not in a container.
+    // setpriv execs sleep, so the pid is the sleep's.
+    let sleeper = Reaped(unpriv("sleep").arg("30").spawn().expect("spawn sleep"));
+    let (_, err) = fails(&mut in_bb(
+        &[&format!("--join-pid={}", sleeper.0.id())],
+        "true",
+    ));
+    assert!(
+        err.contains(&format!(
+            "error: join: PID {} is not in a container (its user namespace is ours)",
+            sleeper.0.id()
+        )),
+        "{err}"
     );
 }
 

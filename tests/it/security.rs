@@ -9,10 +9,12 @@
 //! so that it fails if the protection were missing. Probes are small static C programs
 //! compiled per test into a copy of the busybox fixture (which has no libc).
 
-use crate::common::{busybox_rootfs, is_root, ok, sh, skip, tool, unpriv, Scratch, TEST_UID};
+use crate::common::{
+    busybox_rootfs, is_root, ok, sh, skip, tool, unpriv, Reaped, Scratch, TEST_UID,
+};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 
 // ---- C probes ----
 
@@ -379,16 +381,6 @@ fn invoker() -> (u32, u32) {
             nix::unistd::geteuid().as_raw(),
             nix::unistd::getegid().as_raw(),
         )
-    }
-}
-
-/// A child process killed and reaped when dropped, even if the test panics.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
