@@ -145,6 +145,11 @@ fn main() {
 
 fn real_main() -> Result<i32, RunError> {
     grove::log::set_style("ch-run", true);
+    if std::env::args_os().len() == 1 {
+        // Bare `ch-run`: the help, on stderr, and failure (as Charliecloud's).
+        eprintln!("{}", Cli::command().render_help());
+        return Ok(run::EXIT_MISC);
+    }
     let matches = match Cli::command().try_get_matches() {
         Ok(m) => m,
         Err(e) => {

@@ -156,6 +156,18 @@ fn bad_numbers_are_clear_errors() {
 }
 
 #[test]
+fn bare_ch_run_prints_help_on_stderr_and_fails() {
+    let out = output(&mut ch_run());
+    assert_eq!(out.status.code(), Some(31));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Usage: ch-run [OPTION...] IMAGE -- CMD") && err.contains("--bind"),
+        "{err}"
+    );
+}
+
+#[test]
 fn missing_command_is_an_error_with_status_31() {
     let mut c = ch_run();
     c.arg(busybox_rootfs());
