@@ -372,12 +372,26 @@ fn stored_image(
     let Ok(name) = Reference::parse(arg).map(Reference::with_default_tag) else {
         return Ok(None);
     };
-    let store =
-        Store::open_existing(storage).map_err(|e| RunError::msg(format!("storage: {e}")))?;
-    let Some(commit) = store
-        .image(&name)
-        .map_err(|e| RunError::msg(format!("storage: {e}")))?
-    else {
+    let store = match Store::open_existing(storage) {
+        Ok(s) => s,
+        // An unusable storage directory does not stop a run from a path.
+        Err(_) if std::path::Path::new(arg).exists() => return Ok(None),
+        Err(e) => return Err(RunError::msg(format!("storage: {e}"))),
+    };
+    let lookup = || {
+        store
+            .image(&name)
+            .map_err(|e| RunError::msg(format!("storage: {e}")))
+    };
+    if lookup()?.is_none() {
+        return Ok(None);
+    }
+    // Held by the container until it exits, so that no writer removes its files; the
+    // name is resolved again under it.
+    store
+        .run_lease()
+        .map_err(|e| RunError::msg(format!("storage: {e}")))?;
+    let Some(commit) = lookup()? else {
         return Ok(None);
     };
     if let Some(v) = store

@@ -212,9 +212,16 @@ pub fn feature(name: &str) -> Option<bool> {
 }
 
 fn which(prog: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
-        .unwrap_or(false)
+    find_program(prog).is_some()
+}
+
+/// `prog`'s path: the first `$PATH` directory holding it as a file.
+pub fn find_program(prog: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(prog))
+            .find(|f| f.is_file())
+    })
 }
 
 /// A `--set-env` option with its host file already read, or deferred (image default).
@@ -447,8 +454,25 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
                 };
                 if !mnt.is_dir() {
                     return Err(RunError::msg(format!(
-                        "can't stat mount point: {}",
+                        "mount point not a directory: {}",
                         mnt.display()
+                    )));
+                }
+                // Whatever is under the mount point is hidden once FUSE is mounted there:
+                // the image itself (the daemon would wait on its own mount forever) and the
+                // generated passwd files.
+                let real = mnt.canonicalize().unwrap_or_else(|_| mnt.clone());
+                if spec.image.path.starts_with(&real) {
+                    return Err(RunError::msg(format!(
+                        "--mount: {} contains the image; choose a mount point outside it",
+                        mnt.display()
+                    )));
+                }
+                if temp.is_some() && host_tmp.canonicalize().is_ok_and(|t| t.starts_with(&real)) {
+                    return Err(RunError::msg(format!(
+                        "--mount: {} would hide $TMPDIR ({}); choose another mount point",
+                        mnt.display(),
+                        host_tmp.display()
                     )));
                 }
                 daemon = Some(setup::mount_squash(&spec.image.path, &mnt, uid, gid)?);

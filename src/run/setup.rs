@@ -47,6 +47,13 @@ pub fn mount_squash(
     uid: u32,
     gid: u32,
 ) -> Result<std::process::Child, RunError> {
+    let daemon = super::find_program("squashfuse_ll").ok_or_else(|| {
+        RunError::sys(
+            "can't start squashfuse_ll: not found in $PATH",
+            Errno::ENOENT,
+        )
+        .with_hint("install squashfuse (squashfuse_ll), or convert the image to a directory")
+    })?;
     let fuse = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -85,7 +92,9 @@ pub fn mount_squash(
             image.display()
         ))
     })?;
-    let mut cmd = std::process::Command::new("squashfuse_ll");
+    // Found before it could be looked up through the unserved mount (a $PATH entry under
+    // the mount point would hang the lookup).
+    let mut cmd = std::process::Command::new(&daemon);
     cmd.arg("-f").arg(image).arg(format!("/dev/fd/{fd}"));
     cmd.stdin(std::process::Stdio::null());
     // Own process group: a terminal's ^C must not kill the filesystem under the command.

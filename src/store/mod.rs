@@ -304,7 +304,8 @@ impl Store {
             Ok(l) => Ok(l),
             Err((f, _)) => {
                 crate::info!(
-                    "waiting for lock on storage directory {}",
+                    "waiting for lock on storage directory {} (held by a writer, or by a \
+                     container run by name)",
                     self.root.display()
                 );
                 Flock::lock(f, block).map_err(|(_, e)| StoreError::Io {
@@ -344,6 +345,40 @@ impl Store {
                 })
             }
         }
+    }
+
+    /// A shared lock on the storage for a container run by name, held until the process
+    /// exits: the descriptor is left open and survives `execve` (no close-on-exec), so the
+    /// container's command keeps holding it after ch-run replaces itself. Until the last
+    /// process holding it exits, writers do not remove checkouts (they do so only when
+    /// they can lock alone) and maintenance (gc, reset) waits. Take it before resolving
+    /// the image name. Returns the descriptor's number.
+    pub fn run_lease(&self) -> Result<std::os::fd::RawFd, StoreError> {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag, Flock, FlockArg};
+        use std::os::fd::AsRawFd;
+        let path = self.root.join("lock");
+        let lock_err = |e: nix::errno::Errno| StoreError::Io {
+            action: "lock",
+            path: path.clone(),
+            source: e.into(),
+        };
+        let f = fs::File::open(&path).map_err(io_err("open", &path))?;
+        let held = match Flock::lock(f, FlockArg::LockSharedNonblock) {
+            Ok(l) => l,
+            Err((f, _)) => {
+                crate::info!(
+                    "waiting for lock on storage directory {} (gc or reset running)",
+                    self.root.display()
+                );
+                Flock::lock(f, FlockArg::LockShared).map_err(|(_, e)| lock_err(e))?
+            }
+        };
+        let fd = held.as_raw_fd();
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).map_err(lock_err)?;
+        // Never closed (closing would release the lock): it lives as long as the process
+        // and what it execs.
+        std::mem::forget(held);
+        Ok(fd)
     }
 
     /// Take the writer lock exclusively (maintenance: gc, cache reset).

@@ -1292,6 +1292,52 @@ fn mksquashfs(s: &Scratch, src: &Path, name: &str) -> PathBuf {
     sq
 }
 
+/// A mount point that would hide the image or the generated passwd files is refused at
+/// once (the daemon would otherwise wait on its own unserved mount forever).
+#[test]
+fn squashfs_mount_point_hiding_the_image_or_tmpdir_is_refused() {
+    let s = Scratch::new("run-sqmnt");
+    let Some(sq) = squash_image(&s) else { return };
+    let mnt = mount_point(&s);
+    let inner = mnt.join("img");
+    sh(&format!(
+        "mkdir '{0}' && cp '{1}' '{0}/'",
+        inner.display(),
+        sq.display()
+    ));
+    let mut c = ch_run();
+    c.arg("-m")
+        .arg(&mnt)
+        .arg(inner.join(sq.file_name().expect("name")));
+    c.args(["--", "true"]);
+    let t = Instant::now();
+    let (code, err) = fails(&mut c);
+    assert_eq!(code, 31);
+    assert!(
+        err.contains("contains the image; choose a mount point outside it"),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(20));
+    let mut c = ch_run();
+    c.env("TMPDIR", &mnt)
+        .arg("-m")
+        .arg(&mnt)
+        .arg(&sq)
+        .args(["--", "true"]);
+    let (_, err) = fails(&mut c);
+    assert!(err.contains("would hide $TMPDIR"), "{err}");
+    // Nothing was left in it.
+    let left: Vec<_> = std::fs::read_dir(&mnt)
+        .expect("ls mount point")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("img")]);
+    let mut c = ch_run();
+    c.arg("-m").arg(&sq).arg(&sq).args(["--", "true"]);
+    let (_, err) = fails(&mut c);
+    assert!(err.contains("mount point not a directory: "), "{err}");
+}
+
 #[test]
 fn squashfs_image_runs_and_unmounts() {
     let s = Scratch::new("run-sq");

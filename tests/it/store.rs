@@ -812,6 +812,80 @@ fn ref_lock_left_by_a_killed_writer_does_not_block_the_next_import() {
     ok(git(&st.join("repo.git")).arg("fsck"));
 }
 
+/// A container run by name keeps its image's files while writers replace, delete or add
+/// images (each writer that can lock alone removes checkouts no name links to), and
+/// maintenance waits for it.
+#[test]
+fn running_container_keeps_its_checkout_while_writers_change_the_store() {
+    let s = Scratch::new("lease");
+    let st = s.storage();
+    import(&st, &crate::common::busybox_rootfs(), "bb");
+    let other = s.join("other");
+    sh(&format!("mkdir {0} && echo 2 > {0}/f", other.display()));
+    let sync = s.join("sync");
+    std::fs::create_dir(&sync).expect("mkdir sync");
+    let mut container = tool("ch-run")
+        .arg("-s")
+        .arg(&st)
+        .arg("-b")
+        .arg(format!("{}:/mnt", sync.display()))
+        .args(["bb", "--", "/bin/sh", "-c"])
+        .arg(
+            "echo ready; while [ ! -e /mnt/go ]; do sleep 0.05; done; \
+             cat /etc/motd; ls /bin | wc -l",
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn ch-run");
+    let mut out = container.stdout.take().expect("stdout");
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(&mut out, &mut buf).expect("ready");
+    let before = std::fs::read_dir(crate::common::busybox_rootfs().join("bin"))
+        .expect("ls fixture bin")
+        .count();
+    // Replace bb, delete it, and write other images: each writer would prune bb's old
+    // checkout if it could lock the storage alone.
+    import(&st, &other, "bb");
+    ok(chi(&st).args(["delete", "bb"]));
+    import(&st, &other, "two");
+    import(&st, &other, "three");
+    let mut gc = chi(&st)
+        .args(["build-cache", "--gc"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn gc");
+    // gc must wait for the container: it says so before it blocks.
+    let mut gc_err = std::io::BufReader::new(gc.stderr.take().expect("gc stderr"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut gc_err, &mut line).expect("read gc stderr");
+        assert!(n > 0, "gc did not wait for the running container");
+        if line.contains("waiting for lock on storage directory") {
+            break;
+        }
+    }
+    assert!(
+        gc.try_wait().expect("try_wait").is_none(),
+        "gc finished early"
+    );
+    std::fs::write(sync.join("go"), "").expect("write go");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("read");
+    assert!(container.wait().expect("wait").success());
+    assert_eq!(rest, format!("grove busybox fixture\n{before}\n"));
+    // gc then runs.
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut gc_err, &mut err).expect("read gc stderr");
+    assert!(gc.wait().expect("wait gc").success(), "{err}");
+    // And then the unlinked checkout was removed by the next writer.
+    import(&st, &other, "four");
+    let checkouts = std::fs::read_dir(st.join("checkouts"))
+        .expect("ls checkouts")
+        .count();
+    assert_eq!(checkouts, 1, "only the checkout of the other tree is left");
+}
+
 #[test]
 fn readers_are_not_blocked_by_a_writer() {
     use nix::fcntl::{Flock, FlockArg};
