@@ -824,20 +824,23 @@ fn running_container_keeps_its_checkout_while_writers_change_the_store() {
     sh(&format!("mkdir {0} && echo 2 > {0}/f", other.display()));
     let sync = s.join("sync");
     std::fs::create_dir(&sync).expect("mkdir sync");
-    let mut container = tool("ch-run")
-        .arg("-s")
-        .arg(&st)
-        .arg("-b")
-        .arg(format!("{}:/mnt", sync.display()))
-        .args(["bb", "--", "/bin/sh", "-c"])
-        .arg(
-            "echo ready; while [ ! -e /mnt/go ]; do sleep 0.05; done; \
-             cat /etc/motd; ls /bin | wc -l",
-        )
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn ch-run");
-    let mut out = container.stdout.take().expect("stdout");
+    // Killed if the test fails half-way.
+    let mut container = crate::common::Reaped(
+        tool("ch-run")
+            .arg("-s")
+            .arg(&st)
+            .arg("-b")
+            .arg(format!("{}:/mnt", sync.display()))
+            .args(["bb", "--", "/bin/sh", "-c"])
+            .arg(
+                "echo ready; i=0; while [ ! -e /mnt/go ] && [ $i -lt 1200 ]; do \
+             sleep 0.05; i=$((i+1)); done; cat /etc/motd; ls /bin | wc -l",
+            )
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn ch-run"),
+    );
+    let mut out = container.0.stdout.take().expect("stdout");
     let mut buf = [0u8; 6];
     std::io::Read::read_exact(&mut out, &mut buf).expect("ready");
     let before = std::fs::read_dir(crate::common::busybox_rootfs().join("bin"))
@@ -872,7 +875,7 @@ fn running_container_keeps_its_checkout_while_writers_change_the_store() {
     std::fs::write(sync.join("go"), "").expect("write go");
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).expect("read");
-    assert!(container.wait().expect("wait").success());
+    assert!(container.0.wait().expect("wait").success());
     assert_eq!(rest, format!("grove busybox fixture\n{before}\n"));
     // gc then runs.
     let mut err = String::new();
