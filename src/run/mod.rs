@@ -37,6 +37,7 @@ use nix::unistd::Pid;
 use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// What kind of image a path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -587,6 +588,10 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
         }
         sys::Forked::Parent(child) => {
             let code = supervise(child, &blocked);
+            if matches!(spec.join, Some(Join::Peers { .. })) {
+                // Joined peers use this mount too: keep serving it until they are done.
+                wait_for_peers(daemon.id(), &blocked);
+            }
             if let Ok(Some(st)) = daemon.try_wait() {
                 // The filesystem went away under the command (FAQ 11.2.5).
                 crate::warn!("squashfuse_ll exited before the command ({st})");
@@ -684,6 +689,65 @@ fn silence(stderr_too: bool) -> Result<(), RunError> {
     Ok(())
 }
 
+/// Processes other than `exclude` whose mount namespace is `ns` (device, inode), from
+/// `procs`: (PID, its namespace).
+pub fn others_in_namespace(
+    ns: (u64, u64),
+    procs: impl IntoIterator<Item = (u32, (u64, u64))>,
+    exclude: &[u32],
+) -> Vec<u32> {
+    procs
+        .into_iter()
+        .filter(|(pid, n)| *n == ns && !exclude.contains(pid))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// The mount namespace of each process in /proc that we may inspect.
+fn mount_namespaces() -> Vec<(u32, (u64, u64))> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let m = std::fs::metadata(e.path().join("ns/mnt")).ok()?;
+            Some((pid, (m.dev(), m.ino())))
+        })
+        .collect()
+}
+
+/// After the winner's command ends in a `--join` group with a SquashFS image: wait until
+/// no process but ch-run and the daemon is left in the mount namespace (the peers' commands
+/// run from the same FUSE mount), or until ch-run is sent a signal to stop.
+fn wait_for_peers(daemon: u32, blocked: &SigSet) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(me) = std::fs::metadata("/proc/self/ns/mnt") else {
+        return;
+    };
+    let exclude = [std::process::id(), daemon];
+    let mut told = false;
+    loop {
+        let others = others_in_namespace((me.dev(), me.ino()), mount_namespaces(), &exclude);
+        if others.is_empty() {
+            return;
+        }
+        if !told {
+            crate::verbose!(
+                "waiting for {} peer process(es) before unmounting the image",
+                others.len()
+            );
+            told = true;
+        }
+        match sys::sigtimedwait(blocked, Duration::from_millis(100)) {
+            Ok(Some((sig, _))) if sig != Signal::SIGCHLD as i32 => return,
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
+
 /// Wait for `child`, forwarding signals; the exit status as a shell reports it.
 fn supervise(child: Pid, blocked: &SigSet) -> Result<i32, RunError> {
     loop {
@@ -713,6 +777,20 @@ fn supervise(child: Pid, blocked: &SigSet) -> Result<i32, RunError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn others_in_namespace_excludes_ch_run_and_the_daemon() {
+        let ns = (5, 4026531840);
+        let procs = vec![
+            (10, ns),
+            (11, ns),
+            (12, (5, 4026531841)),
+            (13, ns),
+            (14, (6, 4026531840)),
+        ];
+        assert_eq!(others_in_namespace(ns, procs.clone(), &[10, 11]), vec![13]);
+        assert!(others_in_namespace(ns, procs, &[10, 11, 13]).is_empty());
+    }
 
     #[test]
     fn ids_are_non_negative_decimal_numbers() {

@@ -82,6 +82,29 @@ pub fn sigwaitinfo(set: &nix::sys::signal::SigSet) -> Result<(i32, bool), Errno>
     }
 }
 
+/// `sigtimedwait(2)`: as [`sigwaitinfo`], but `None` once `timeout` passes without one.
+pub fn sigtimedwait(
+    set: &nix::sys::signal::SigSet,
+    timeout: std::time::Duration,
+) -> Result<Option<(i32, bool)>, Errno> {
+    let raw: &libc::sigset_t = set.as_ref();
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: an all-zero siginfo_t is a valid value for the kernel to overwrite.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: raw, info and ts are valid and live for the call.
+    let sig = unsafe { libc::sigtimedwait(raw, &mut info, &ts) };
+    if sig >= 0 {
+        return Ok(Some((sig, info.si_code == libc::SI_KERNEL)));
+    }
+    match Errno::last() {
+        Errno::EAGAIN | Errno::EINTR => Ok(None),
+        e => Err(e),
+    }
+}
+
 /// Make the process `cmd` starts receive `sig` when ch-run dies (`PR_SET_PDEATHSIG`, set
 /// between fork and exec). Spawning fails if ch-run is already gone by then.
 pub fn die_with_parent(cmd: &mut std::process::Command, sig: nix::sys::signal::Signal) {

@@ -1338,6 +1338,43 @@ fn squashfs_mount_point_hiding_the_image_or_tmpdir_is_refused() {
     assert!(err.contains("mount point not a directory: "), "{err}");
 }
 
+/// --join on a SquashFS image: the winner keeps the mount served until the peers are done,
+/// even when its own command ends first.
+#[test]
+fn squashfs_join_peers_keep_the_image_until_the_last_ends() {
+    let s = Scratch::new("run-sqjoin");
+    let Some(sq) = squash_image(&s) else { return };
+    let tag = format!("grove-sqjoin-{}", std::process::id());
+    let mnt = mount_point(&s);
+    let peer = |script: &str| {
+        let mut c = ch_run();
+        c.args(["--join-ct=2", &format!("--join-tag={tag}")])
+            .arg("-m")
+            .arg(&mnt)
+            .arg(&sq)
+            .args(["--", "/bin/sh", "-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Reaped(c.spawn().expect("spawn peer"))
+    };
+    let mut first = peer("echo first");
+    let mut second = peer("sleep 1.5; cat /etc/motd");
+    let mut read = |c: &mut Reaped| {
+        let (mut out, mut err) = (String::new(), String::new());
+        std::io::Read::read_to_string(&mut c.0.stdout.take().expect("stdout"), &mut out)
+            .expect("read stdout");
+        std::io::Read::read_to_string(&mut c.0.stderr.take().expect("stderr"), &mut err)
+            .expect("read stderr");
+        (c.0.wait().expect("wait"), out, err)
+    };
+    let (st, out, err) = read(&mut first);
+    assert!(st.success(), "{err}");
+    assert_eq!(out, "first\n");
+    let (st, out, err) = read(&mut second);
+    assert_eq!(out, "grove busybox fixture\n", "{err}");
+    assert!(st.success(), "{err}");
+}
+
 #[test]
 fn squashfs_image_runs_and_unmounts() {
     let s = Scratch::new("run-sq");
