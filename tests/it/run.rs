@@ -1359,7 +1359,7 @@ fn squashfs_join_peers_keep_the_image_until_the_last_ends() {
     };
     let mut first = peer("echo first");
     let mut second = peer("sleep 1.5; cat /etc/motd");
-    let mut read = |c: &mut Reaped| {
+    let read = |c: &mut Reaped| {
         let (mut out, mut err) = (String::new(), String::new());
         std::io::Read::read_to_string(&mut c.0.stdout.take().expect("stdout"), &mut out)
             .expect("read stdout");
