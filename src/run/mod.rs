@@ -272,7 +272,11 @@ fn finish_env_args(pending: Vec<Pending>, root: &Path) -> Result<Vec<env::EnvOp>
         .map(|p| match p {
             Pending::Ready(op) => Ok(op),
             Pending::ImageDefault { nul, expand } => {
-                let path = root.join("ch/environment");
+                // Symlinks resolved inside the image, as the command would see them.
+                let path = match resolve::resolve(root, Path::new("/ch/environment")) {
+                    Ok(resolve::Resolved::Exists(p)) => p,
+                    _ => root.join("ch/environment"),
+                };
                 let text = std::fs::read(&path)
                     .map_err(|e| RunError::io(format!("can't open: {}", path.display()), &e))?;
                 let vars = env::parse_file(&text, nul, "/ch/environment")?;
@@ -480,7 +484,6 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
                 mnt
             }
         };
-        let ops = finish_env_args(pending, &image_dir)?;
         let staging = match &spec.write {
             WriteMode::Fake { .. } => {
                 plan::staging_dir(&image_dir, |p| p.is_dir()).ok_or_else(|| {
@@ -525,6 +528,9 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
             .split_last()
             .expect("a mount plan ends with pivot_root");
         setup::apply(before, &root, ranch.as_deref())?;
+        // The image's /ch/environment is read from the assembled root: in a layered image
+        // it may come from any layer.
+        let ops = finish_env_args(pending, &root)?;
         // Unlink the bound passwd/group files while their host paths are still visible
         // (after pivoting, $TMPDIR or a private /tmp would hide them).
         drop(temp);

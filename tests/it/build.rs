@@ -1000,6 +1000,28 @@ fn debian_apt_get_install_hello_unprivileged() {
     b.fsck();
 }
 
+/// `ch-run --set-env` (no file) reads /ch/environment from whichever layer of a built
+/// image holds it.
+#[test]
+fn set_env_default_file_comes_from_a_lower_layer() {
+    let b = Bench::new("envlayer");
+    b.build(
+        "base",
+        "FROM busybox\nRUN mkdir -p /ch && echo FROMIMG=yes > /ch/environment\n",
+        &[],
+    );
+    b.build("lay", "FROM base\nRUN echo hi > /hi\n", &[]);
+    let out = ok(tool("ch-run").arg("-s").arg(b.storage()).args([
+        "--set-env",
+        "lay",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo $FROMIMG; cat /hi",
+    ]));
+    assert_eq!(out, "yes\nhi\n");
+}
+
 /// A bad `-b` is refused before building, even when every instruction would hit the cache.
 #[test]
 fn bad_bind_is_refused_before_the_build() {
