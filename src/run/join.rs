@@ -90,6 +90,20 @@ pub fn join_pid(pid: i32) -> Result<(), RunError> {
     Ok(())
 }
 
+/// Whether `pid` lives, in a user namespace other than ours: a winner, not a host process
+/// that reused a dead winner's PID (the state file is then stale).
+fn in_a_container(pid: i32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
+    match (
+        ns(&format!("/proc/{pid}/ns/user")),
+        ns("/proc/self/ns/user"),
+    ) {
+        (Ok(theirs), Ok(ours)) => theirs != ours,
+        _ => false,
+    }
+}
+
 /// Path of a peer group's state file.
 pub fn state_path(uid: u32, tag: &str) -> PathBuf {
     let dir = if std::path::Path::new("/dev/shm").is_dir() {
@@ -138,7 +152,7 @@ pub fn peers(uid: u32, tag: &str, count: u32) -> Result<Role, RunError> {
     lock.read_to_string(&mut text)
         .map_err(|e| RunError::io("can't read join state", &e))?;
     if let Some((pid, joined)) = parse_state(&text) {
-        if joined < count && std::path::Path::new(&format!("/proc/{pid}/ns/user")).exists() {
+        if joined < count && in_a_container(pid) {
             let joined = joined + 1;
             if joined >= count {
                 // Last peer: free the tag.

@@ -1193,6 +1193,31 @@ fn join_pid_errors_say_what_is_wrong_with_the_pid() {
     );
 }
 
+/// A state file naming a PID that a host process reused is stale: the next peer wins.
+#[test]
+fn join_state_naming_a_host_process_is_stale() {
+    let tag = format!("grove-stale-{}", std::process::id());
+    let state = PathBuf::from(format!("/dev/shm/ch-run-join-{}-{tag}", invoker_uid()));
+    if !Path::new("/dev/shm").is_dir() {
+        return skip("no /dev/shm");
+    }
+    // setpriv execs sleep, so the pid is the sleep's: a live process not in a container.
+    let host = Reaped(unpriv("sleep").arg("30").spawn().expect("spawn sleep"));
+    sh(&format!("echo '{} 1' > '{}'", host.0.id(), state.display()));
+    let out = output(&mut in_bb(
+        &["--join-ct=2", &format!("--join-tag={tag}")],
+        "echo won",
+    ));
+    let _ = std::fs::remove_file(&state);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "won\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success());
+}
+
 #[test]
 fn join_peers_share_one_container() {
     let tag = format!("grove-test-{}", std::process::id());
