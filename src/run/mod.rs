@@ -396,7 +396,9 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
             spec.user
         )));
     }
-    let host_home = std::env::var_os("HOME").map(PathBuf::from);
+    let host_home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from);
     if spec.home && host_home.is_none() {
         return Err(RunError::msg("--home failed: $HOME not set"));
     }

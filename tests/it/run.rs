@@ -482,6 +482,17 @@ fn home_binds_host_home_and_sets_home() {
         std::env::var("USER").unwrap_or("grove-test".into())
     };
     assert_eq!(out, format!("/home/{user}\nhome\n"));
+    for unset in [true, false] {
+        let mut c = in_bb(&["--home"], "true");
+        if unset {
+            c.env_remove("HOME");
+        } else {
+            c.env("HOME", "");
+        }
+        let (code, err) = fails(&mut c);
+        assert_eq!(code, 31);
+        assert!(err.contains("--home failed: $HOME not set"), "{err}");
+    }
 }
 
 #[test]
