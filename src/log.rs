@@ -69,48 +69,40 @@ pub fn emit(kind: &str, msg: std::fmt::Arguments, file: &str, line: u32) {
     eprintln!("{}", format_line(kind, &msg, file, line));
 }
 
+/// A line at level `at` with `kind` before the message. The arguments are evaluated only
+/// when the line prints.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! log_at {
+    ($at:expr, $kind:expr, $($arg:tt)*) => {
+        if $crate::log::enabled($at) {
+            $crate::log::emit($kind, format_args!($($arg)*), file!(), line!())
+        }
+    };
+}
+
 /// Print an informational line (hidden by `-q`).
 #[macro_export]
 macro_rules! info {
-    ($($arg:tt)*) => {
-        // The arguments are evaluated only when the line prints.
-        if $crate::log::enabled(0) {
-            $crate::log::emit("", format_args!($($arg)*), file!(), line!())
-        }
-    };
+    ($($arg:tt)*) => { $crate::log_at!(0, "", $($arg)*) };
 }
 
 /// Print a verbose line (`-v`).
 #[macro_export]
 macro_rules! verbose {
-    ($($arg:tt)*) => {
-        // The arguments are evaluated only when the line prints.
-        if $crate::log::enabled(1) {
-            $crate::log::emit("", format_args!($($arg)*), file!(), line!())
-        }
-    };
+    ($($arg:tt)*) => { $crate::log_at!(1, "", $($arg)*) };
 }
 
 /// Print a debug line (`-vv`).
 #[macro_export]
 macro_rules! debug {
-    ($($arg:tt)*) => {
-        // The arguments are evaluated only when the line prints.
-        if $crate::log::enabled(2) {
-            $crate::log::emit("", format_args!($($arg)*), file!(), line!())
-        }
-    };
+    ($($arg:tt)*) => { $crate::log_at!(2, "", $($arg)*) };
 }
 
 /// Print a warning (hidden by `-qq`).
 #[macro_export]
 macro_rules! warn {
-    ($($arg:tt)*) => {
-        // The arguments are evaluated only when the line prints.
-        if $crate::log::enabled(-1) {
-            $crate::log::emit("warning: ", format_args!($($arg)*), file!(), line!())
-        }
-    };
+    ($($arg:tt)*) => { $crate::log_at!(-1, "warning: ", $($arg)*) };
 }
 
 #[cfg(test)]

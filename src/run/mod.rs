@@ -207,13 +207,9 @@ pub fn locate_image(
 pub fn feature(name: &str) -> Option<bool> {
     match name {
         "extglob" | "seccomp" | "overlayfs" | "tmpfs-xattrs" => Some(true),
-        "squash" => Some(which("squashfuse_ll")),
+        "squash" => Some(find_program("squashfuse_ll").is_some()),
         _ => None,
     }
-}
-
-fn which(prog: &str) -> bool {
-    find_program(prog).is_some()
 }
 
 /// `prog`'s path: the first `$PATH` directory holding it as a file.
@@ -748,7 +744,7 @@ fn wait_for_peers(daemon: u32, blocked: &SigSet) {
             );
             told = true;
         }
-        match sys::sigtimedwait(blocked, Duration::from_millis(100)) {
+        match sys::sigwait(blocked, Some(Duration::from_millis(100))) {
             Ok(Some((sig, _))) if sig != Signal::SIGCHLD as i32 => return,
             Ok(_) => {}
             Err(_) => return,
@@ -766,8 +762,11 @@ fn supervise(child: Pid, blocked: &SigSet) -> Result<i32, RunError> {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(RunError::sys("can't wait for child", e)),
         }
-        let (sig, from_kernel) =
-            sys::sigwaitinfo(blocked).map_err(|e| RunError::sys("can't wait for signal", e))?;
+        let Some((sig, from_kernel)) =
+            sys::sigwait(blocked, None).map_err(|e| RunError::sys("can't wait for signal", e))?
+        else {
+            continue;
+        };
         if sig == Signal::SIGCHLD as i32 {
             continue;
         }

@@ -61,47 +61,37 @@ pub fn install_seccomp_filter(filter: &[super::seccomp::SockFilter]) -> Result<(
     }
 }
 
-/// `sigwaitinfo(2)` on `set` (whose signals must be blocked). Returns the signal and
-/// whether the kernel sent it (e.g. a terminal's ^C, which the whole foreground process
-/// group receives) rather than a process with kill(2).
-pub fn sigwaitinfo(set: &nix::sys::signal::SigSet) -> Result<(i32, bool), Errno> {
+/// Wait for a signal of `set` (whose signals must be blocked): `sigtimedwait(2)`, for ever
+/// if `timeout` is `None`. Returns the signal and whether the kernel sent it (e.g. a
+/// terminal's ^C, which the whole foreground process group receives) rather than a process
+/// with kill(2); `None` once `timeout` passes without one. EINTR is retried when waiting
+/// for ever.
+pub fn sigwait(
+    set: &nix::sys::signal::SigSet,
+    timeout: Option<std::time::Duration>,
+) -> Result<Option<(i32, bool)>, Errno> {
     let raw: &libc::sigset_t = set.as_ref();
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: an all-zero siginfo_t is a valid value for the kernel to overwrite.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     loop {
-        // SAFETY: raw is a valid initialised sigset and info a valid out pointer, both live
-        // for the call.
-        let sig = unsafe { libc::sigwaitinfo(raw, &mut info) };
+        // SAFETY: raw and info are valid and live for the call; ts_ptr is null (wait for
+        // ever) or points to ts, which lives for the call.
+        let sig = unsafe { libc::sigtimedwait(raw, &mut info, ts_ptr) };
         if sig >= 0 {
-            return Ok((sig, info.si_code == libc::SI_KERNEL));
+            return Ok(Some((sig, info.si_code == libc::SI_KERNEL)));
         }
-        let e = Errno::last();
-        if e != Errno::EINTR {
-            return Err(e);
+        match Errno::last() {
+            Errno::EINTR if timeout.is_none() => continue,
+            Errno::EAGAIN | Errno::EINTR => return Ok(None),
+            e => return Err(e),
         }
-    }
-}
-
-/// `sigtimedwait(2)`: as [`sigwaitinfo`], but `None` once `timeout` passes without one.
-pub fn sigtimedwait(
-    set: &nix::sys::signal::SigSet,
-    timeout: std::time::Duration,
-) -> Result<Option<(i32, bool)>, Errno> {
-    let raw: &libc::sigset_t = set.as_ref();
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
-    };
-    // SAFETY: an all-zero siginfo_t is a valid value for the kernel to overwrite.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: raw, info and ts are valid and live for the call.
-    let sig = unsafe { libc::sigtimedwait(raw, &mut info, &ts) };
-    if sig >= 0 {
-        return Ok(Some((sig, info.si_code == libc::SI_KERNEL)));
-    }
-    match Errno::last() {
-        Errno::EAGAIN | Errno::EINTR => Ok(None),
-        e => Err(e),
     }
 }
 

@@ -304,8 +304,8 @@ impl Store {
             Ok(l) => Ok(l),
             Err((f, _)) => {
                 crate::info!(
-                    "waiting for lock on storage directory {} (held by a writer, or by a \
-                     container run by name)",
+                    "waiting for lock on storage directory {} (held by another ch-image, or \
+                     by a container run by name)",
                     self.root.display()
                 );
                 Flock::lock(f, block).map_err(|(_, e)| StoreError::Io {
@@ -354,27 +354,17 @@ impl Store {
     /// they can lock alone) and maintenance (gc, reset) waits. Take it before resolving
     /// the image name. Returns the descriptor's number.
     pub fn run_lease(&self) -> Result<std::os::fd::RawFd, StoreError> {
-        use nix::fcntl::{fcntl, FcntlArg, FdFlag, Flock, FlockArg};
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
         use std::os::fd::AsRawFd;
         let path = self.root.join("lock");
-        let lock_err = |e: nix::errno::Errno| StoreError::Io {
-            action: "lock",
-            path: path.clone(),
-            source: e.into(),
-        };
         let f = fs::File::open(&path).map_err(io_err("open", &path))?;
-        let held = match Flock::lock(f, FlockArg::LockSharedNonblock) {
-            Ok(l) => l,
-            Err((f, _)) => {
-                crate::info!(
-                    "waiting for lock on storage directory {} (gc or reset running)",
-                    self.root.display()
-                );
-                Flock::lock(f, FlockArg::LockShared).map_err(|(_, e)| lock_err(e))?
-            }
-        };
+        let held = self.flock(f, false)?;
         let fd = held.as_raw_fd();
-        fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).map_err(lock_err)?;
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).map_err(|e| StoreError::Io {
+            action: "lock",
+            path,
+            source: e.into(),
+        })?;
         // Never closed (closing would release the lock): it lives as long as the process
         // and what it execs.
         std::mem::forget(held);
