@@ -52,6 +52,10 @@ pub enum CheckoutError {
     },
     #[error(transparent)]
     Git(#[from] GitError),
+    /// An entry no checkout may create (the model is checked again here, whatever built
+    /// it: the last line of defence against names that would leave the destination).
+    #[error("refusing to check out unsafe entry {path:?}: {reason}")]
+    Unsafe { path: String, reason: &'static str },
 }
 
 fn io_err<'p>(
@@ -86,6 +90,23 @@ pub fn materialize(
     dest: &Path,
     policy: Policy,
 ) -> Result<(), CheckoutError> {
+    if let Some((path, reason)) = super::model::find_bad_entry(root) {
+        return Err(CheckoutError::Unsafe {
+            path: super::model::show(&path),
+            reason,
+        });
+    }
+    for rel in root.xattrs.keys() {
+        let reason = match root.get(rel) {
+            None => "extended attribute of a path not in the image",
+            Some(Node::Symlink { .. }) => "extended attribute of a symlink",
+            Some(_) => continue,
+        };
+        return Err(CheckoutError::Unsafe {
+            path: super::model::show(rel),
+            reason,
+        });
+    }
     let umask = current_umask();
     fs::create_dir(dest).map_err(io_err("create directory", dest))?;
     let mut dirs: Vec<(PathBuf, u32)> = vec![(dest.to_path_buf(), root.mode)];
@@ -134,7 +155,7 @@ pub fn materialize(
     files.par_iter().try_for_each_init(
         || ts.to_thread_local(),
         |repo, job| -> Result<(), CheckoutError> {
-            let data = super::git::read_blob(repo, job.oid)?;
+            let blob = super::git::open_blob(repo, job.oid)?;
             // Create with the final mode when the umask leaves it alone (the common
             // case); else fix it with chmod. The creating open needs owner write.
             let direct = job.mode & 0o7777 & !umask == job.mode && job.mode & 0o200 != 0;
@@ -144,8 +165,7 @@ pub fn materialize(
                 .mode(if direct { job.mode } else { 0o600 })
                 .open(&job.path)
                 .map_err(io_err("create file", &job.path))?;
-            f.write_all(&data)
-                .map_err(io_err("write file", &job.path))?;
+            write_blob(blob, &mut f).map_err(io_err("write file", &job.path))?;
             if !direct || job.mode & 0o7000 != 0 {
                 fs::set_permissions(&job.path, fs::Permissions::from_mode(job.mode))
                     .map_err(io_err("chmod", &job.path))?;
@@ -201,6 +221,38 @@ pub fn materialize(
             .map_err(io_err("chmod", p))?;
     }
     Ok(())
+}
+
+/// Copy `blob` into the new file `f` in 256 KiB pieces; a piece of zeros in a big blob
+/// becomes a hole (sparse files stay sparse). At most one piece is held in memory besides
+/// what [`super::git::open_blob`] holds.
+fn write_blob(mut blob: super::git::BlobReader, f: &mut fs::File) -> io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let size = blob.size();
+    if size < super::git::STREAM_BLOB_MIN {
+        let mut data = Vec::with_capacity(size as usize);
+        blob.read_to_end(&mut data)?;
+        return f.write_all(&data);
+    }
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match blob.read(&mut buf[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        if buf[..filled].iter().all(|b| *b == 0) {
+            f.seek(SeekFrom::Current(filled as i64))?;
+        } else {
+            f.write_all(&buf[..filled])?;
+        }
+    }
+    f.set_len(size)
 }
 
 /// Remove a directory tree that may contain directories without write or search

@@ -69,17 +69,18 @@ fn tree_entries(repo: &gix::Repository, id: Option<ObjectId>) -> Result<Entries,
     let decoded = tree
         .decode()
         .map_err(git_err(format!("decode tree {id}")))?;
-    Ok(decoded
-        .entries
-        .iter()
-        .map(|e| {
-            (
-                unescape_name(e.filename.as_bytes()),
-                e.mode,
-                e.oid.to_owned(),
-            )
-        })
-        .collect())
+    let mut out = Vec::with_capacity(decoded.entries.len());
+    for e in &decoded.entries {
+        let raw = e.filename.as_bytes();
+        if let Some(why) = git::bad_entry_name(raw) {
+            return Err(git_err(format!(
+                "read tree {id}: unsafe entry {:?}",
+                super::model::show(raw)
+            ))(why));
+        }
+        out.push((unescape_name(raw), e.mode, e.oid.to_owned()));
+    }
+    Ok(out)
 }
 
 fn blob_size(repo: &gix::Repository, mode: EntryMode, id: ObjectId) -> Result<u64, GitError> {
@@ -122,6 +123,13 @@ fn go(
 ) -> Result<(), GitError> {
     if a == b {
         return Ok(());
+    }
+    // Recursion follows tree depth: bounded like every tree Grove reads.
+    if prefix.split(|c| *c == b'/').count() > super::model::MAX_DEPTH {
+        return Err(git_err(format!(
+            "diff trees at {:?}",
+            super::model::show(prefix)
+        ))("path is too deep"));
     }
     let ea = tree_entries(repo, a)?;
     let eb = tree_entries(repo, b)?;

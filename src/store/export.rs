@@ -377,7 +377,7 @@ pub fn squash_command(
             ),
         ]);
         args.extend(a.into_iter().map(OsString::from));
-        args.push(out.into());
+        args.push(super::path_arg(out).into());
         return ("tar2sqfs", args);
     }
     let prog = match tool {
@@ -412,10 +412,10 @@ pub fn squash_command(
         SquashTool::Tar2sqfs => unreachable!("handled above"),
         SquashTool::Sqfstar => {
             args.extend(opts.into_iter().map(OsString::from));
-            args.push(out.into());
+            args.push(super::path_arg(out).into());
         }
         SquashTool::MksquashfsTar => {
-            args.push(out.into());
+            args.push(super::path_arg(out).into());
             args.push("-tar".into());
             args.push("-noappend".into());
             args.extend(opts.into_iter().map(OsString::from));

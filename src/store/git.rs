@@ -55,6 +55,136 @@ pub fn read_blob(repo: &gix::Repository, id: ObjectId) -> Result<Vec<u8>, GitErr
     }
 }
 
+/// Blobs at least this big are streamed by checkouts and exports ([`open_blob`]) instead
+/// of being read whole into memory.
+pub const STREAM_BLOB_MIN: u64 = 16 << 20;
+
+/// A blob's content as a stream of known size (see [`open_blob`]).
+pub struct BlobReader {
+    size: u64,
+    read: u64,
+    id: ObjectId,
+    inner: Box<dyn std::io::Read + Send>,
+    child: Option<std::process::Child>,
+}
+
+impl BlobReader {
+    /// The blob's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl std::io::Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = buf
+            .len()
+            .min((self.size - self.read).min(usize::MAX as u64) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "blob {} ended after {} of {} bytes",
+                    self.id, self.read, self.size
+                ),
+            ));
+        }
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+impl Drop for BlobReader {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Open blob `id` for reading with bounded memory: a blob smaller than
+/// [`STREAM_BLOB_MIN`] is read whole; a bigger loose object is inflated as it is read
+/// (64 KiB at a time); a bigger packed one is streamed by `git cat-file blob` (git streams
+/// blobs stored whole in packs, which is how it stores blobs over `core.bigFileThreshold`;
+/// a delta-compressed one is held in git's memory). Without git, the blob is read whole.
+pub fn open_blob(repo: &gix::Repository, id: ObjectId) -> Result<BlobReader, GitError> {
+    let size = match repo.find_header(id) {
+        Ok(h) => h.size(),
+        Err(_) => repo
+            .clone()
+            .find_header(id)
+            .map_err(git_err(format!("find blob {id}")))?
+            .size(),
+    };
+    let whole = |repo: &gix::Repository| -> Result<BlobReader, GitError> {
+        let data = read_blob(repo, id)?;
+        Ok(BlobReader {
+            size: data.len() as u64,
+            read: 0,
+            id,
+            inner: Box::new(std::io::Cursor::new(data)),
+            child: None,
+        })
+    };
+    if size < STREAM_BLOB_MIN {
+        return whole(repo);
+    }
+    let hex = id.to_string();
+    let loose = repo.path().join("objects").join(&hex[..2]).join(&hex[2..]);
+    if let Ok(f) = std::fs::File::open(&loose) {
+        let mut z = flate2::read::ZlibDecoder::new(std::io::BufReader::with_capacity(1 << 16, f));
+        let mut header = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            std::io::Read::read_exact(&mut z, &mut byte)
+                .map_err(git_err(format!("read loose object {hex}")))?;
+            if byte[0] == 0 || header.len() > 64 {
+                break;
+            }
+            header.push(byte[0]);
+        }
+        if header != format!("blob {size}").as_bytes() {
+            return Err(git_err(format!("read loose object {hex}"))(
+                "unexpected object header",
+            ));
+        }
+        return Ok(BlobReader {
+            size,
+            read: 0,
+            id,
+            inner: Box::new(z),
+            child: None,
+        });
+    }
+    let spawned = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(repo.path())
+        .args(["cat-file", "blob", &hex])
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    match spawned {
+        Ok(mut child) => {
+            let out = child.stdout.take().expect("stdout is piped");
+            Ok(BlobReader {
+                size,
+                read: 0,
+                id,
+                inner: Box::new(std::io::BufReader::with_capacity(1 << 16, out)),
+                child: Some(child),
+            })
+        }
+        Err(_) => whole(repo),
+    }
+}
+
 /// Why an image commit could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -66,14 +196,174 @@ pub enum ReadError {
     Meta(#[from] meta::MetaError),
     #[error(transparent)]
     Config(#[from] super::config::ConfigError),
+    /// A tree entry that cannot be checked out safely (the tree may come from a remote).
+    #[error("commit {commit}: unsafe tree entry {entry:?}: {reason}")]
+    BadEntry {
+        commit: ObjectId,
+        entry: String,
+        reason: &'static str,
+    },
+    /// A metadata record that names an unsafe path or a path not in the tree.
+    #[error("commit {commit}: unsafe metadata record for {path:?}: {reason}")]
+    BadRecord {
+        commit: ObjectId,
+        path: String,
+        reason: &'static str,
+    },
 }
 
 const ESCAPE: &[u8] = b".grove-";
 
-/// Tree entry name for an image file name.
+/// Whether git treats `name` as `.git`, `.gitmodules`, `.gitattributes` or `.gitignore` on
+/// some file system, as git's fsck does (`is_ntfs_dotgit`, `is_hfs_dotgit` and their
+/// siblings in git's path.c): any name starting with `.git` (any case), NTFS short names
+/// (`git~1`, `GITMOD~1`, `gi7eba~9`, with trailing spaces, dots or an `:stream`), and
+/// HFS+ spellings with ignorable code points (`.g\u{200c}it`). Pure.
+pub fn is_git_special(name: &[u8]) -> bool {
+    name.len() >= 4 && name[..4].eq_ignore_ascii_case(b".git")
+        || is_ntfs_dotgit(name)
+        || [
+            (&b"gitmodules"[..], &b"gi7eba"[..]),
+            (b"gitattributes", b"gi7d29"),
+            (b"gitignore", b"gi250a"),
+        ]
+        .iter()
+        .any(|(n, short)| is_ntfs_dot_generic(name, n, short))
+        || ["git", "gitmodules", "gitattributes", "gitignore"]
+            .iter()
+            .any(|n| is_hfs_dot(name, n.as_bytes()))
+}
+
+/// The byte at `i`, or 0 past the end (git compares C strings).
+fn at(name: &[u8], i: usize) -> u8 {
+    name.get(i).copied().unwrap_or(0)
+}
+
+/// From `i` on, only spaces and dots up to the end or a `:` (git's
+/// `only_spaces_and_periods`).
+fn only_spaces_and_periods(name: &[u8], mut i: usize) -> bool {
+    loop {
+        let c = at(name, i);
+        i += 1;
+        if c == 0 || c == b':' {
+            return true;
+        }
+        if c != b' ' && c != b'.' {
+            return false;
+        }
+    }
+}
+
+/// git's `is_ntfs_dotgit`: `.git` or `git~1`, then spaces and dots up to the end, a
+/// directory separator or a `:`.
+fn is_ntfs_dotgit(name: &[u8]) -> bool {
+    let i = if at(name, 0) == b'.' && name.len() >= 4 && name[1..4].eq_ignore_ascii_case(b"git") {
+        4
+    } else if name.len() >= 5
+        && name[..3].eq_ignore_ascii_case(b"git")
+        && name[3] == b'~'
+        && name[4] == b'1'
+    {
+        5
+    } else {
+        return false;
+    };
+    let mut i = i;
+    loop {
+        let c = at(name, i);
+        i += 1;
+        if c == 0 || c == b'/' || c == b'\\' || c == b':' {
+            return true;
+        }
+        if c != b'.' && c != b' ' {
+            return false;
+        }
+    }
+}
+
+/// git's `is_ntfs_dot_generic`: `.NAME`, its 6-character short name `NAMEXX~1`..`~4`, or
+/// the fall-back short name built from `short` (the hash-based prefix git hard-codes).
+fn is_ntfs_dot_generic(name: &[u8], dotgit: &[u8], short: &[u8]) -> bool {
+    let len = dotgit.len();
+    if at(name, 0) == b'.' && name.len() > len && name[1..=len].eq_ignore_ascii_case(dotgit) {
+        return only_spaces_and_periods(name, len + 1);
+    }
+    if name.len() >= 8
+        && name[..6].eq_ignore_ascii_case(&dotgit[..6])
+        && name[6] == b'~'
+        && (b'1'..=b'4').contains(&name[7])
+    {
+        return only_spaces_and_periods(name, 8);
+    }
+    let mut saw_tilde = false;
+    let mut i = 0;
+    while i < 8 {
+        let c = at(name, i);
+        if c == 0 {
+            return false;
+        } else if saw_tilde {
+            if !c.is_ascii_digit() {
+                return false;
+            }
+        } else if c == b'~' {
+            i += 1;
+            if !(b'1'..=b'9').contains(&at(name, i)) {
+                return false;
+            }
+            saw_tilde = true;
+        } else if i >= 6 || c & 0x80 != 0 || c.to_ascii_lowercase() != short[i] {
+            return false;
+        }
+        i += 1;
+    }
+    only_spaces_and_periods(name, 8)
+}
+
+/// git's `is_hfs_dot_generic`: `.NAME` once the code points HFS+ ignores are dropped,
+/// compared without case; malformed UTF-8 ends the name.
+fn is_hfs_dot(name: &[u8], needle: &[u8]) -> bool {
+    let mut rest = name;
+    let mut next = || -> u32 {
+        loop {
+            let Some(&lead) = rest.first() else { return 0 };
+            let w = match lead {
+                0x00..=0x7f => 1,
+                0xc2..=0xdf => 2,
+                0xe0..=0xef => 3,
+                0xf0..=0xf4 => 4,
+                _ => return 0,
+            };
+            let Some(c) = rest
+                .get(..w)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|s| s.chars().next())
+            else {
+                return 0;
+            };
+            rest = &rest[w..];
+            match c as u32 {
+                0x200c..=0x200f | 0x202a..=0x202e | 0x206a..=0x206f | 0xfeff => continue,
+                c => return c,
+            }
+        }
+    };
+    if next() != u32::from(b'.') {
+        return false;
+    }
+    for &n in needle {
+        let c = next();
+        if c > 127 || (c as u8).to_ascii_lowercase() != n {
+            return false;
+        }
+    }
+    let c = next();
+    c == 0 || c == u32::from(b'/')
+}
+
+/// Tree entry name for an image file name: names git treats as special (see
+/// [`is_git_special`]) and names starting with `.grove-` get the prefix `.grove-`.
 pub fn escape_name(name: &[u8]) -> Vec<u8> {
-    let lower = name.to_ascii_lowercase();
-    if lower.starts_with(b".git") || name.starts_with(ESCAPE) {
+    if is_git_special(name) || name.starts_with(ESCAPE) {
         [ESCAPE, name].concat()
     } else {
         name.to_vec()
@@ -83,6 +373,20 @@ pub fn escape_name(name: &[u8]) -> Vec<u8> {
 /// Image file name for a tree entry name.
 pub fn unescape_name(name: &[u8]) -> Vec<u8> {
     name.strip_prefix(ESCAPE).unwrap_or(name).to_vec()
+}
+
+/// Why the tree entry name `raw` cannot be part of an image read from the repository
+/// (trees may come from a remote): an unsafe name (see [`super::model::bad_name`]) before
+/// or after unescaping, or a name Grove would not have written (not in escaped form).
+pub fn bad_entry_name(raw: &[u8]) -> Option<&'static str> {
+    if let Some(why) = super::model::bad_name(raw) {
+        return Some(why);
+    }
+    let name = unescape_name(raw);
+    if let Some(why) = super::model::bad_name(&name) {
+        return Some(why);
+    }
+    (escape_name(&name) != raw).then_some("name is not in Grove's escaped form")
 }
 
 /// The fixed identity of every commit.
@@ -401,6 +705,9 @@ pub fn image_trees(repo: &gix::Repository, commit: ObjectId) -> Result<ImageTree
     let decoded = c
         .decode()
         .map_err(git_err(format!("decode commit {commit}")))?;
+    if decoded.parents().count() > 1 {
+        return Err(ReadError::NotImage(commit, "more than one parent"));
+    }
     let parent = decoded.parents().next();
     let message = decoded.message.to_str_lossy().into_owned();
     let tree = repo
@@ -431,21 +738,42 @@ pub fn read_config(repo: &gix::Repository, commit: ObjectId) -> Result<ImageConf
     Ok(ImageConfig::decode(&blob.data)?)
 }
 
-/// Read an image commit back into the model.
+/// Most bytes of a symlink target (symlink(2) refuses longer ones with ENAMETOOLONG).
+pub const MAX_SYMLINK_TARGET: u64 = 4095;
+
+/// Read an image commit back into the model. Everything is validated, since the commit
+/// may come from a remote: tree entry names (see [`bad_entry_name`]), depth
+/// ([`super::model::MAX_DEPTH`]), symlink targets, and every metadata record's paths
+/// (canonical relative paths naming entries of the tree, never through a symlink).
 pub fn read_image(
     repo: &gix::Repository,
     commit: ObjectId,
 ) -> Result<(Dir, ImageConfig), ReadError> {
     let t = image_trees(repo, commit)?;
     let mut root = Dir::new(0o755);
-    read_tree(repo, t.rootfs, &mut root)?;
+    read_tree(repo, commit, t.rootfs, &mut root)?;
     let meta_blob = repo
         .find_blob(t.meta)
         .map_err(git_err("read metadata blob"))?;
     let mut next_group = 0u32;
     let mut groups: std::collections::HashMap<Vec<u8>, u32> = Default::default();
-    for rec in meta::decode(&meta_blob.data)? {
+    let records = meta::decode(&meta_blob.data)?;
+    drop(meta_blob);
+    let bad = |path: &[u8], reason: &'static str| ReadError::BadRecord {
+        commit,
+        path: super::model::show(path),
+        reason,
+    };
+    for rec in records {
+        for p in rec.paths() {
+            if let Some(why) = super::model::bad_canonical_path(p) {
+                return Err(bad(p, why));
+            }
+        }
         if let Record::Xattr { name, value, path } = rec {
+            if !name.starts_with(b"user.") || name.contains(&0) {
+                return Err(bad(&path, "extended attribute outside the user namespace"));
+            }
             root.xattrs.entry(path).or_default().push((name, value));
             continue;
         }
@@ -453,20 +781,22 @@ pub fn read_image(
             Record::Mode { mode, path } => match node_mut(&mut root, &path) {
                 Some(Node::File(f)) => f.mode = mode,
                 Some(Node::Dir(d)) => d.mode = mode,
-                _ => {
-                    return Err(ReadError::NotImage(
-                        commit,
-                        "metadata mode for a missing path",
-                    ))
-                }
+                _ => return Err(bad(&path, "mode for a path not in the tree")),
             },
             Record::Dir { mode, path } => {
+                if root.get(&path).is_some() {
+                    return Err(bad(&path, "directory record for a path in the tree"));
+                }
                 root.insert_untracked(&path, Node::Dir(Dir::new(mode)))
-                    .map_err(|_| ReadError::NotImage(commit, "bad dir record"))?
+                    .map_err(|_| bad(&path, "directory record through a non-directory"))?
             }
-            Record::Fifo { mode, path } => root
-                .insert_untracked(&path, Node::Fifo { mode })
-                .map_err(|_| ReadError::NotImage(commit, "bad fifo record"))?,
+            Record::Fifo { mode, path } => {
+                if root.get(&path).is_some() {
+                    return Err(bad(&path, "fifo record for a path in the tree"));
+                }
+                root.insert_untracked(&path, Node::Fifo { mode })
+                    .map_err(|_| bad(&path, "fifo record through a non-directory"))?
+            }
             Record::Xattr { .. } => unreachable!("handled above"),
             Record::Link { primary, path } => {
                 let g = *groups.entry(primary.clone()).or_insert_with(|| {
@@ -478,21 +808,25 @@ pub fn read_image(
                         f.link_group = Some(g);
                         f.mode
                     }
-                    _ => return Err(ReadError::NotImage(commit, "link record to a missing file")),
+                    _ => return Err(bad(&primary, "link record to a missing file")),
                 };
                 match node_mut(&mut root, &path) {
                     Some(Node::File(f)) => {
                         f.link_group = Some(g);
                         f.mode = pmode;
                     }
-                    _ => {
-                        return Err(ReadError::NotImage(
-                            commit,
-                            "link record for a missing file",
-                        ))
-                    }
+                    _ => return Err(bad(&path, "link record for a missing file")),
                 }
             }
+        }
+    }
+    for path in root.xattrs.keys() {
+        match root.get(path) {
+            None => return Err(bad(path, "extended attribute of a path not in the tree")),
+            Some(Node::Symlink { .. }) => {
+                return Err(bad(path, "extended attribute of a symlink"));
+            }
+            Some(_) => {}
         }
     }
     let cfg = repo
@@ -513,7 +847,25 @@ fn node_mut<'a>(root: &'a mut Dir, path: &[u8]) -> Option<&'a mut Node> {
     dir.children.get_mut(comps[comps.len() - 1])
 }
 
-fn read_tree(repo: &gix::Repository, id: ObjectId, into: &mut Dir) -> Result<(), ReadError> {
+/// Read tree `id` of `commit` into `into`, validating every name; recursion is bounded by
+/// [`super::model::MAX_DEPTH`].
+fn read_tree(
+    repo: &gix::Repository,
+    commit: ObjectId,
+    id: ObjectId,
+    into: &mut Dir,
+) -> Result<(), ReadError> {
+    read_tree_at(repo, commit, id, into, &mut Vec::new(), 0)
+}
+
+fn read_tree_at(
+    repo: &gix::Repository,
+    commit: ObjectId,
+    id: ObjectId,
+    into: &mut Dir,
+    path: &mut Vec<u8>,
+    depth: usize,
+) -> Result<(), ReadError> {
     let tree = repo
         .find_tree(id)
         .map_err(git_err(format!("find tree {id}")))?;
@@ -523,14 +875,34 @@ fn read_tree(repo: &gix::Repository, id: ObjectId, into: &mut Dir) -> Result<(),
     let entries: Vec<(Vec<u8>, EntryMode, ObjectId)> = decoded
         .entries
         .iter()
-        .map(|e| (unescape_name(e.filename), e.mode, e.oid.to_owned()))
+        .map(|e| (e.filename.to_vec(), e.mode, e.oid.to_owned()))
         .collect();
     drop(tree);
-    for (name, mode, oid) in entries {
+    for (raw, mode, oid) in entries {
+        let len = path.len();
+        if len > 0 {
+            path.push(b'/');
+        }
+        path.extend_from_slice(&raw);
+        let bad = |path: &[u8], reason| ReadError::BadEntry {
+            commit,
+            entry: super::model::show(path),
+            reason,
+        };
+        if let Some(why) = bad_entry_name(&raw) {
+            return Err(bad(path, why));
+        }
+        if depth + 1 > super::model::MAX_DEPTH {
+            return Err(bad(path, "path is too deep"));
+        }
+        let name = unescape_name(&raw);
+        if into.children.contains_key(&name) {
+            return Err(bad(path, "duplicate entry"));
+        }
         let node = match mode.kind() {
             EntryKind::Tree => {
                 let mut d = Dir::new(0o755);
-                read_tree(repo, oid, &mut d)?;
+                read_tree_at(repo, commit, oid, &mut d, path, depth + 1)?;
                 Node::Dir(d)
             }
             EntryKind::Blob | EntryKind::BlobExecutable => {
@@ -547,18 +919,27 @@ fn read_tree(repo: &gix::Repository, id: ObjectId, into: &mut Dir) -> Result<(),
                 })
             }
             EntryKind::Link => {
+                let size = repo
+                    .find_header(oid)
+                    .map_err(git_err(format!("find symlink blob {oid}")))?
+                    .size();
+                if size > MAX_SYMLINK_TARGET {
+                    return Err(bad(path, "symlink target too long"));
+                }
                 let blob = repo
                     .find_blob(oid)
                     .map_err(git_err(format!("find symlink blob {oid}")))?;
+                if blob.data.is_empty() || blob.data.contains(&0) {
+                    return Err(bad(path, "symlink target empty or with a NUL byte"));
+                }
                 Node::Symlink {
                     target: blob.data.clone(),
                 }
             }
-            EntryKind::Commit => {
-                return Err(ReadError::NotImage(id, "submodule entry in image tree"))
-            }
+            EntryKind::Commit => return Err(bad(path, "submodule entry in image tree")),
         };
         into.children.insert(name, node);
+        path.truncate(len);
     }
     into.tree = Some(id);
     Ok(())
@@ -695,11 +1076,95 @@ mod tests {
             b".grove-x",
             b"normal",
             b"git",
+            b"git~1",
+            b"GITMOD~1",
+            b".g\xe2\x80\x8cit",
         ] {
             let e = escape_name(n);
-            assert!(!e.to_ascii_lowercase().starts_with(b".git"), "{:?}", e);
+            assert!(!is_git_special(&e), "{:?}", e);
             assert_eq!(unescape_name(&e), n);
+            assert_eq!(bad_entry_name(&e), None, "{:?}", e);
         }
         assert_eq!(escape_name(b"normal"), b"normal");
+    }
+
+    #[test]
+    fn names_git_treats_as_dot_git_on_ntfs_or_hfs_are_special() {
+        for n in [
+            &b".git"[..],
+            b".GIT",
+            b".gitmodules",
+            b".git ",
+            b".git. . ",
+            b"git~1",
+            b"GIT~1",
+            b"git~1.",
+            b"git~1 ",
+            b"git~1:stream",
+            b"git~1\\x",
+            b"gitmod~1",
+            b"GITMOD~4",
+            b"gitmod~4 .",
+            b"gi7eba~1",
+            b"gi7eba~9",
+            b"gi7eb~12",
+            b"~1234567",
+            b"gitatt~1",
+            b"gi7d29~3",
+            b"gitign~2",
+            b"gi250a~1",
+            b".g\xe2\x80\x8cit",
+            b"\xe2\x80\x8c.git",
+            b".GIT\xef\xbb\xbf",
+            b".gitmodul\xe2\x80\x8des",
+            b".gitmodules\xe2\x80\xaa",
+        ] {
+            assert!(is_git_special(n), "{}", String::from_utf8_lossy(n));
+        }
+        for n in [
+            &b"git"[..],
+            b"gitx",
+            b"git~2",
+            b"git~1x",
+            b"gitmod~5",
+            b"gitmod~1x",
+            b"gi7eba~1x",
+            b"gi7eb~1",
+            b"~123456",
+            b".g\xe2\x80\x8citx",
+            b".gi",
+            b"modules",
+            b"normal",
+            b".grove-git~1",
+            b"g.it",
+        ] {
+            assert!(!is_git_special(n), "{}", String::from_utf8_lossy(n));
+        }
+    }
+
+    #[test]
+    fn unsafe_or_non_canonical_tree_entry_names_are_refused() {
+        for n in [
+            &b""[..],
+            b".",
+            b"..",
+            b"a/b",
+            b"/tmp/x",
+            b"a\0b",
+            b".grove-",
+            b".grove-..",
+            b".grove-.",
+            b".git",
+            b"git~1",
+            b".grove-plain",
+        ] {
+            assert!(
+                bad_entry_name(n).is_some(),
+                "{}",
+                String::from_utf8_lossy(n)
+            );
+        }
+        assert_eq!(bad_entry_name(b".grove-.git"), None);
+        assert_eq!(bad_entry_name(b".grove-.grove-x"), None);
     }
 }

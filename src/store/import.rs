@@ -59,6 +59,8 @@ pub enum ImportError {
         #[source]
         source: io::Error,
     },
+    #[error("{0}: directory is deeper than {max} levels", max = model::MAX_DEPTH)]
+    TooDeep(PathBuf),
     #[error("{0}: not a directory or a tar archive")]
     Unknown(PathBuf),
     #[error("{0}: not a SquashFS file (bad magic number)")]
@@ -126,8 +128,8 @@ pub fn import_squash(
     }
     let out = std::process::Command::new("unsquashfs")
         .args(["-no-xattrs", "-quiet", "-no-progress", "-d"])
-        .arg(scratch)
-        .arg(path)
+        .arg(super::path_arg(scratch))
+        .arg(super::path_arg(path))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .output()
@@ -161,7 +163,7 @@ pub fn import_squash(
         // root in the image): take those modes from its listing.
         let list = std::process::Command::new("unsquashfs")
             .arg("-lln")
-            .arg(path)
+            .arg(super::path_arg(path))
             .output()
             .map_err(|source| ImportError::Spawn {
                 tool: "unsquashfs",
@@ -194,7 +196,7 @@ fn import_squash_stream(
 ) -> Result<(Dir, Warnings), ImportError> {
     let mut child = std::process::Command::new("sqfs2tar")
         .args(["--root-becomes", ".", "--no-xattr"])
-        .arg(path)
+        .arg(super::path_arg(path))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -374,6 +376,9 @@ impl DirWalk<'_> {
             }
             let key = name.as_bytes().to_vec();
             if ft.is_dir() {
+                if r.split(|b| *b == b'/').count() > model::MAX_DEPTH {
+                    return Err(ImportError::TooDeep(p));
+                }
                 self.restore.raise(&p, mode, 0o500)?;
                 let mut sub = Dir::new(mode);
                 self.walk(&p, &r, &mut sub)?;
@@ -841,6 +846,13 @@ fn apply_layer_shaped(
                 let name = comps[comps.len() - 1];
                 if let Some(target) = name.strip_prefix(b".wh.") {
                     let parent = &comps[..comps.len() - 1];
+                    // `.wh.` and `.wh..` would name the directory itself, `.wh...` its
+                    // parent: a whiteout names one entry of its directory.
+                    if target != b".wh..opq" {
+                        if let Some(why) = model::bad_name(target) {
+                            return Err(bad(&format!("invalid whiteout: {why}")));
+                        }
+                    }
                     if target == b".wh..opq" {
                         let dir = if parent.is_empty() {
                             Some(&mut *root)

@@ -233,10 +233,29 @@ pub fn gc(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
         }
     }
     store.prune_checkouts(lock)?;
+    // What failed or killed writers left: temporary packs and object files, quarantine
+    // refs of fetches that did not finish (no fetch runs while gc holds the lock).
+    for (p, _) in store.leftovers(0) {
+        let _ = fs::remove_file(p);
+    }
+    delete_refs_under(store, QUARANTINE)?;
     run_git(
         store,
         &["-c", "pack.compression=1", "gc", "--prune=now", "--quiet"],
     )?;
+    Ok(())
+}
+
+/// Delete every ref under `prefix`.
+fn delete_refs_under(store: &Store, prefix: &str) -> Result<(), StoreError> {
+    let repo = store.repo();
+    let edits: Vec<_> = git::list_refs(&repo, prefix)?
+        .into_iter()
+        .map(|(n, id)| (format!("{prefix}{n}"), None, Expect::Is(id)))
+        .collect();
+    if !edits.is_empty() {
+        git::update_refs(&repo, &edits)?;
+    }
     Ok(())
 }
 
@@ -304,6 +323,42 @@ pub fn fsck(store: &Store) -> Result<Vec<String>, StoreError> {
                     problems.push(format!("{name}: commit {cur}: {e}"));
                     break;
                 }
+            }
+        }
+    }
+    // What dead writers left behind (gc removes it).
+    for (p, why) in store.leftovers(600) {
+        problems.push(format!(
+            "{}: {why} (`ch-image build-cache --gc` removes it)",
+            p.display()
+        ));
+    }
+    for (n, _) in git::list_refs(&repo, QUARANTINE)? {
+        let pid_alive = n
+            .split('/')
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if !pid_alive {
+            problems.push(format!(
+                "{QUARANTINE}{n}: ref of an unfinished fetch (`ch-image build-cache --gc` removes it)"
+            ));
+        }
+    }
+    let tmp = store.root().join("tmp");
+    if let Ok(rd) = fs::read_dir(&tmp) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid_alive = name
+                .split('.')
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            if !pid_alive {
+                problems.push(format!(
+                    "{}: scratch file of a writer that is gone (the next writer removes it)",
+                    e.path().display()
+                ));
             }
         }
     }
@@ -412,29 +467,58 @@ fn check_checkout(model: &Dir, dir: &Path, problems: &mut Vec<String>) {
 /// Where a remote's notes are fetched to before being merged into the local ones.
 const REMOTE_NOTES: &str = "refs/grove/remote-notes/";
 
+/// Where a fetch puts the remote's refs (`QUARANTINE<pid>/img/…`, `…/cache/…`) until every
+/// commit they bring is validated; only then do the real refs move.
+pub const QUARANTINE: &str = "refs/grove/quarantine/";
+
+/// Refuse a remote that git would take as an option (`--upload-pack=CMD` runs CMD).
+/// Callers also put `--end-of-options` before it.
+pub fn check_remote(remote: &str) -> Result<(), StoreError> {
+    if remote.is_empty() || remote.starts_with('-') {
+        return Err(StoreError::BadRemote(remote.to_string()));
+    }
+    Ok(())
+}
+
+/// `git fetch` arguments with object checking on, the remote after `--end-of-options`.
+fn fetch_args(remote: &str, refspecs: &[String]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "-c",
+        "fetch.fsckObjects=true",
+        "-c",
+        "transfer.fsckObjects=true",
+        "fetch",
+        "--quiet",
+        "--no-tags",
+        "--no-write-fetch-head",
+        "--end-of-options",
+        remote,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend(refspecs.iter().cloned());
+    a
+}
+
+fn run_git_owned(store: &Store, args: &[String]) -> Result<String, StoreError> {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_git(store, &a)
+}
+
 /// Fetch the remote's notes (if any) and merge them into the local notes, so that
 /// neither side's notes are lost (a forced fetch or push of the notes ref would drop
 /// the notes of the images only the other side built). Returns the remote's notes tip.
 fn fetch_notes(store: &Store, remote: &str) -> Result<Option<ObjectId>, StoreError> {
-    let repo = store.repo();
-    let stale: Vec<_> = git::list_refs(&repo, REMOTE_NOTES)?
-        .into_iter()
-        .map(|(n, id)| (format!("{REMOTE_NOTES}{n}"), None, Expect::Is(id)))
-        .collect();
-    if !stale.is_empty() {
-        git::update_refs(&repo, &stale)?;
-    }
+    check_remote(remote)?;
+    delete_refs_under(store, REMOTE_NOTES)?;
     // A pattern refspec: no error when the remote has no notes yet.
-    run_git(
+    run_git_owned(
         store,
-        &[
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "--no-write-fetch-head",
+        &fetch_args(
             remote,
-            &format!("+refs/notes/grove*:{REMOTE_NOTES}grove*"),
-        ],
+            &[format!("+refs/notes/grove*:{REMOTE_NOTES}grove*")],
+        ),
     )?;
     let repo = store.repo();
     let tip = git::get_ref(&repo, &format!("{REMOTE_NOTES}grove"))?;
@@ -455,6 +539,7 @@ fn fetch_notes(store: &Store, remote: &str) -> Result<Option<ObjectId>, StoreErr
 /// (else it starts over). Requires the lock: the notes merge writes objects that a
 /// concurrent gc (`--prune=now`) could otherwise remove before they are referenced.
 pub fn push(store: &Store, _lock: &WriteLock, remote: &str) -> Result<(), StoreError> {
+    check_remote(remote)?;
     let mut tries = 0;
     loop {
         let remote_tip = fetch_notes(store, remote)?;
@@ -467,6 +552,7 @@ pub fn push(store: &Store, _lock: &WriteLock, remote: &str) -> Result<(), StoreE
             "push",
             "--quiet",
             &lease,
+            "--end-of-options",
             remote,
             "+refs/grove/img/*:refs/grove/img/*",
             "+refs/grove/cache/*:refs/grove/cache/*",
@@ -485,22 +571,131 @@ pub fn push(store: &Store, _lock: &WriteLock, remote: &str) -> Result<(), StoreE
     }
 }
 
+/// An error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Why the name of a fetched ref (without its namespace) is unacceptable: image names
+/// must be the ref form of a valid image reference (so that `img/NAME` stays inside the
+/// storage directory), cache keys lowercase hex.
+fn bad_fetched_name(kind: &str, name: &str) -> Option<String> {
+    if kind == "cache" {
+        let hex = !name.is_empty()
+            && name.len() <= 128
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        return (!hex).then(|| "cache key is not lowercase hex".to_string());
+    }
+    if name.contains('/') {
+        return Some("image name contains '/'".into());
+    }
+    let text = super::from_ref_component(name)
+        .replace('%', "/")
+        .replace('+', ":");
+    match crate::reference::Reference::parse(&text) {
+        Err(e) => Some(format!("not an image name: {e}")),
+        Ok(r) if super::ref_component(&r.for_path()) != name => {
+            Some("image name is not in canonical form".into())
+        }
+        Ok(_) => None,
+    }
+}
+
+/// Validate every commit reachable from `tip` that is not in `known` (commits already
+/// in the store): each must be a Grove image whose trees and metadata pass
+/// [`git::read_image`]'s checks, with at most one parent. Iterative.
+fn validate_history(
+    repo: &gix::Repository,
+    tip: ObjectId,
+    known: &HashSet<ObjectId>,
+    validated: &mut HashSet<ObjectId>,
+) -> Result<(), git::ReadError> {
+    let mut todo = vec![tip];
+    while let Some(c) = todo.pop() {
+        if known.contains(&c) || !validated.insert(c) {
+            continue;
+        }
+        git::read_image(repo, c)?;
+        if let Some(p) = git::image_trees(repo, c)?.parent {
+            todo.push(p);
+        }
+    }
+    Ok(())
+}
+
 /// Fetch images, cache entries and notes from a git remote. Local images of the same
 /// name are replaced (the remote is the source of truth for what it shares); notes are
 /// merged (local and remote images both keep their provenance).
+///
+/// Nothing from the remote is trusted: git checks the objects as they arrive
+/// (`transfer.fsckObjects`), the remote's refs land in a quarantine namespace
+/// ([`QUARANTINE`]), and every new commit they reach is validated ([`git::read_image`]:
+/// entry names, depth, symlinks, metadata paths) before any of our refs moves. One bad
+/// commit refuses the whole fetch.
 pub fn fetch(store: &Store, _lock: &WriteLock, remote: &str) -> Result<(), StoreError> {
-    run_git(
-        store,
-        &[
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "--no-write-fetch-head",
-            remote,
-            "+refs/grove/img/*:refs/grove/img/*",
-            "+refs/grove/cache/*:refs/grove/cache/*",
-        ],
-    )?;
+    check_remote(remote)?;
+    let q = format!("{QUARANTINE}{}/", std::process::id());
+    delete_refs_under(store, &q)?;
+    let moved = (|| -> Result<(), StoreError> {
+        run_git_owned(
+            store,
+            &fetch_args(
+                remote,
+                &[
+                    format!("+refs/grove/img/*:{q}img/*"),
+                    format!("+refs/grove/cache/*:{q}cache/*"),
+                ],
+            ),
+        )?;
+        let repo = store.repo();
+        // Commits already in the store were validated when they came in.
+        let mut known: HashSet<ObjectId> = HashSet::new();
+        let mut todo: Vec<ObjectId> = Vec::new();
+        for prefix in [IMAGE_REFS, CACHE_REFS, DELETED_REFS] {
+            todo.extend(git::list_refs(&repo, prefix)?.into_iter().map(|(_, id)| id));
+        }
+        while let Some(c) = todo.pop() {
+            if known.insert(c) {
+                if let Ok(t) = git::image_trees(&repo, c) {
+                    todo.extend(t.parent);
+                }
+            }
+        }
+        let mut validated = HashSet::new();
+        let mut edits = Vec::new();
+        for (kind, ns) in [("img", IMAGE_REFS), ("cache", CACHE_REFS)] {
+            for (name, tip) in git::list_refs(&repo, &format!("{q}{kind}/"))? {
+                let refname = format!("{ns}{name}");
+                let refuse = |reason: String| StoreError::Refused {
+                    remote: remote.to_string(),
+                    refname: refname.clone(),
+                    reason,
+                };
+                if let Some(why) = bad_fetched_name(kind, &name) {
+                    return Err(refuse(why));
+                }
+                validate_history(&repo, tip, &known, &mut validated)
+                    .map_err(|e| refuse(chain(&e)))?;
+                edits.push((refname, Some(tip), Expect::Any));
+            }
+        }
+        if !edits.is_empty() {
+            git::update_refs(&repo, &edits)?;
+        }
+        Ok(())
+    })();
+    let cleared = delete_refs_under(store, &q);
+    moved?;
+    cleared?;
     fetch_notes(store, remote)?;
     // Fetched images get checkout links (made lazily by runners).
     for (name, commit) in store.list()? {

@@ -28,6 +28,19 @@ pub enum Record {
     },
 }
 
+impl Record {
+    /// The paths a record names (a link names two).
+    pub fn paths(&self) -> Vec<&[u8]> {
+        match self {
+            Record::Mode { path, .. }
+            | Record::Dir { path, .. }
+            | Record::Fifo { path, .. }
+            | Record::Xattr { path, .. } => vec![path],
+            Record::Link { primary, path } => vec![primary, path],
+        }
+    }
+}
+
 /// First line of every metadata blob.
 pub const HEADER: &str = "grove-meta 1";
 

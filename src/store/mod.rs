@@ -35,7 +35,7 @@ pub use git::{Expect, GitError, ReadError};
 pub use model::{Dir, Node};
 
 /// Content of the `version` file.
-pub const STORAGE_VERSION: &str = "grove 1";
+pub const STORAGE_VERSION: &str = "grove 2";
 
 /// Ref namespace of images.
 pub const IMAGE_REFS: &str = "refs/grove/img/";
@@ -80,6 +80,15 @@ pub enum StoreError {
     Exists(String),
     #[error("image {name} changed while this command ran; try again")]
     Raced { name: String },
+    #[error("refusing remote {0:?}: it starts with '-' and would be taken as an option")]
+    BadRemote(String),
+    /// A fetch brought something that fails validation; no ref was moved.
+    #[error("refusing fetch from {remote}: {refname}: {reason}")]
+    Refused {
+        remote: String,
+        refname: String,
+        reason: String,
+    },
 }
 
 impl StoreError {
@@ -124,6 +133,17 @@ fn remove_lock_files(dir: &Path, min_age_secs: u64) {
             }
             _ => {}
         }
+    }
+}
+
+/// `path` as an argument for another program: a relative path starting with `-` gets
+/// `./` in front, so that it cannot be taken as an option.
+pub fn path_arg(path: &Path) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    if path.as_os_str().as_bytes().starts_with(b"-") {
+        Path::new(".").join(path)
+    } else {
+        path.to_path_buf()
     }
 }
 
@@ -413,21 +433,10 @@ impl Store {
     /// everything in `tmp/` and every ref lock file goes; otherwise only scratch entries of
     /// dead processes and files too old to belong to a live writer.
     fn cleanup(&self, alone: bool) {
-        let old = |e: &fs::DirEntry, secs: u64| {
-            e.metadata()
-                .ok()
-                .and_then(|m| m.modified().ok())
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|a| a.as_secs() > secs)
-        };
-        // Temporary pack files (lock-free conversions may be writing one right now).
-        let packs = self.root.join("repo.git/objects/pack");
-        if let Ok(rd) = fs::read_dir(&packs) {
-            for e in rd.flatten() {
-                if old(&e, 600) && e.file_name().to_string_lossy().starts_with("tmp_grove_") {
-                    let _ = fs::remove_file(e.path());
-                }
-            }
+        // Temporary pack files of dead writers (lock-free conversions may be writing one
+        // right now) and loose-object temporary files too old to be a live writer's.
+        for (path, _) in self.leftovers(600) {
+            let _ = fs::remove_file(path);
         }
         let tmp = self.root.join("tmp");
         if let Ok(rd) = fs::read_dir(&tmp) {
@@ -458,6 +467,48 @@ impl Store {
         {
             let _ = fs::remove_file(pr);
         }
+    }
+
+    /// Temporary files that killed or failed writers left in the repository: Grove's
+    /// temporary packs (`objects/pack/tmp_grove_PID_N.*`) whose process is gone, and
+    /// git's and gix's temporary files (`objects/pack/tmp_*`, `objects/.tmp*`,
+    /// `objects/XX/.tmp*`) older than `min_age_secs`. With a reason each, for fsck.
+    pub fn leftovers(&self, min_age_secs: u64) -> Vec<(PathBuf, &'static str)> {
+        let objects = self.root.join("repo.git/objects");
+        let age_ok = |p: &Path| {
+            fs::symlink_metadata(p)
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|a| a.as_secs() >= min_age_secs)
+        };
+        let mut out = Vec::new();
+        let mut dirs = vec![objects.clone(), objects.join("pack")];
+        if let Ok(rd) = fs::read_dir(&objects) {
+            for e in rd.flatten() {
+                let n = e.file_name();
+                if n.len() == 2 && e.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(e.path());
+                }
+            }
+        }
+        for d in dirs {
+            let Ok(rd) = fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let p = e.path();
+                if let Some(rest) = name.strip_prefix("tmp_grove_") {
+                    let pid = rest.split('_').next().and_then(|p| p.parse::<u32>().ok());
+                    if !pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists()) {
+                        out.push((p, "temporary pack of a writer that is gone"));
+                    }
+                } else if (name.starts_with("tmp_") || name.starts_with(".tmp")) && age_ok(&p) {
+                    out.push((p, "temporary object file of a writer that is gone"));
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     /// A fresh scratch path under `tmp/` (not created). Only valid while locked.
@@ -571,7 +622,11 @@ impl Store {
             }
         };
         let tmp = self.scratch_path("checkout");
-        checkout::materialize(&self.repo, root, &tmp, checkout::Policy::Checkout)?;
+        if let Err(e) = checkout::materialize(&self.repo, root, &tmp, checkout::Policy::Checkout) {
+            // A failed writer removes what it wrote.
+            let _ = checkout::remove_tree(&tmp);
+            return Err(e.into());
+        }
         crate::verbose!(
             "checked out {} in {:.2}s",
             &commit.to_string()[..12],

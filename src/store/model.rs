@@ -95,13 +95,82 @@ pub enum PathError {
     ThroughSymlink(String),
     #[error("path goes through non-directory {0}")]
     ThroughNonDir(String),
+    #[error("path contains a NUL byte")]
+    Nul,
+    #[error("path is deeper than {MAX_DEPTH} components")]
+    TooDeep,
+}
+
+/// Most components a path in an image may have. Every input (tarball members, directory
+/// imports, overlay upper directories, trees read from the repository) is held to it, so
+/// that no walk over a tree recurses deeper than this (Linux's PATH_MAX of 4096 bytes
+/// allows at most 2048 components in a path anyway).
+pub const MAX_DEPTH: usize = 1024;
+
+/// Why a single file name (one path component, or one git tree entry) is unsafe.
+pub fn bad_name(name: &[u8]) -> Option<&'static str> {
+    match name {
+        b"" => Some("empty name"),
+        b"." => Some("name is '.'"),
+        b".." => Some("name is '..'"),
+        n if n.contains(&b'/') => Some("name contains '/'"),
+        n if n.contains(&0) => Some("name contains a NUL byte"),
+        _ => None,
+    }
+}
+
+/// Why `path` is not a canonical relative path (components joined by single `/`, none
+/// empty, `.` or `..`, no NUL, at most [`MAX_DEPTH`] of them), as metadata records hold.
+pub fn bad_canonical_path(path: &[u8]) -> Option<&'static str> {
+    if path.first() == Some(&b'/') {
+        return Some("path is absolute");
+    }
+    let mut n = 0;
+    for c in path.split(|b| *b == b'/') {
+        n += 1;
+        if n > MAX_DEPTH {
+            return Some("path is too deep");
+        }
+        if let Some(why) = bad_name(c) {
+            return Some(why);
+        }
+    }
+    None
+}
+
+/// The first entry of `root` (path, reason) whose name is unsafe (see [`bad_name`]) or
+/// that lies deeper than [`MAX_DEPTH`]. Iterative: a hostile depth cannot overflow it.
+pub fn find_bad_entry(root: &Dir) -> Option<(Vec<u8>, &'static str)> {
+    let mut stack: Vec<(Vec<u8>, usize, &Dir)> = vec![(Vec::new(), 0, root)];
+    while let Some((prefix, depth, dir)) = stack.pop() {
+        for (name, node) in &dir.children {
+            let mut p = prefix.clone();
+            if !p.is_empty() {
+                p.push(b'/');
+            }
+            p.extend_from_slice(name);
+            if let Some(why) = bad_name(name) {
+                return Some((p, why));
+            }
+            if depth + 1 > MAX_DEPTH {
+                return Some((p, "path is too deep"));
+            }
+            if let Node::Dir(d) = node {
+                stack.push((p, depth + 1, d));
+            }
+        }
+    }
+    None
 }
 
 /// Split a relative path into components, dropping `.` and empty components. Refuses
-/// absolute paths and `..`.
+/// absolute paths, `..`, NUL bytes and more than [`MAX_DEPTH`] components.
 pub fn components(path: &[u8]) -> Result<Vec<&[u8]>, PathError> {
     if path.first() == Some(&b'/') {
         return Err(PathError::Absolute);
+    }
+    if path.contains(&0) {
+        return Err(PathError::Nul);
     }
     let mut out = Vec::new();
     for c in path.split(|b| *b == b'/') {
@@ -109,6 +178,9 @@ pub fn components(path: &[u8]) -> Result<Vec<&[u8]>, PathError> {
             b"" | b"." => {}
             b".." => return Err(PathError::DotDot),
             c => out.push(c),
+        }
+        if out.len() > MAX_DEPTH {
+            return Err(PathError::TooDeep);
         }
     }
     if out.is_empty() {

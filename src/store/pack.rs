@@ -156,12 +156,27 @@ impl PackBuilder {
     }
 }
 
+/// Temporary files removed on drop unless disarmed: a writer that fails (a full disk, a
+/// file size limit) removes what it wrote.
+struct TempFiles(Vec<PathBuf>);
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
 /// Write `entries` as a pack and its index; returns the pack path.
 fn write_pack(dir: &Path, mut entries: Vec<Entry>) -> io::Result<PathBuf> {
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     fs::create_dir_all(dir)?;
     let n = std::process::id();
-    let tmp_pack = dir.join(format!("tmp_grove_{n}_{}.pack", entries.len()));
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp_pack = dir.join(format!("tmp_grove_{n}_{seq}.pack"));
     let tmp_idx = tmp_pack.with_extension("idx");
+    let mut guard = TempFiles(vec![tmp_pack.clone(), tmp_idx.clone()]);
     let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
     let mut f = io::BufWriter::with_capacity(1 << 20, fs::File::create(&tmp_pack)?);
     let mut header = Vec::with_capacity(12);
@@ -231,7 +246,10 @@ fn write_pack(dir: &Path, mut entries: Vec<Entry>) -> io::Result<PathBuf> {
     let name = format!("pack-{}", pack_sum.to_hex());
     let pack = dir.join(format!("{name}.pack"));
     fs::rename(&tmp_pack, &pack)?;
+    // (A pack of the same name may be another writer's, with its index: never remove it.)
+    guard.0 = vec![tmp_idx.clone()];
     fs::rename(&tmp_idx, dir.join(format!("{name}.idx")))?;
+    guard.0.clear();
     Ok(pack)
 }
 
