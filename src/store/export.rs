@@ -24,6 +24,8 @@ pub enum ExportError {
     Io(#[from] io::Error),
     #[error(transparent)]
     Git(#[from] GitError),
+    #[error("refusing to export unsafe entry {path:?}: {reason}")]
+    Unsafe { path: String, reason: &'static str },
     #[error("can't make SquashFS: none of tar2sqfs, sqfstar or mksquashfs 4.6+ found")]
     NoSquashTool,
     #[error("can't run {tool}")]
@@ -113,6 +115,12 @@ pub fn write_tar_with<W: Write>(
     out: W,
     opts: TarOptions,
 ) -> Result<W, ExportError> {
+    if let Some((path, reason)) = super::model::find_bad_entry(root) {
+        return Err(ExportError::Unsafe {
+            path: super::model::show(&path),
+            reason,
+        });
+    }
     let root_entry = !opts.omit_root_entry;
     let mask = if opts.clear_setid { !0o6000 } else { !0 };
     let header = |kind, mode: u32, size, mtime| header(kind, mode & mask, size, mtime);
@@ -168,9 +176,10 @@ pub fn write_tar_with<W: Write>(
                         b.append_data(&mut h, path, io::empty())?;
                         return Ok(());
                     }
-                    let data = super::git::read_blob(repo, f.oid)?;
-                    let mut h = header(tar::EntryType::Regular, f.mode, data.len() as u64, mtime);
-                    b.append_data(&mut h, path, data.as_slice())?;
+                    // Streamed: big blobs are never held whole (see git::open_blob).
+                    let blob = super::git::open_blob(repo, f.oid)?;
+                    let mut h = header(tar::EntryType::Regular, f.mode, blob.size(), mtime);
+                    b.append_data(&mut h, path, blob)?;
                 }
                 Node::Symlink { target } => {
                     let mut h = header(tar::EntryType::Symlink, 0o777, 0, mtime);

@@ -480,6 +480,18 @@ pub fn check_remote(remote: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A remote that is an existing relative path, made absolute: git runs in the
+/// repository, where a relative path would mean something else.
+fn remote_arg(remote: &str) -> String {
+    let p = Path::new(remote);
+    if p.is_relative() && p.exists() {
+        if let Ok(cwd) = std::env::current_dir() {
+            return cwd.join(p).to_string_lossy().into_owned();
+        }
+    }
+    remote.to_string()
+}
+
 /// `git fetch` arguments with object checking on, the remote after `--end-of-options`.
 fn fetch_args(remote: &str, refspecs: &[String]) -> Vec<String> {
     let mut a: Vec<String> = [
@@ -540,6 +552,7 @@ fn fetch_notes(store: &Store, remote: &str) -> Result<Option<ObjectId>, StoreErr
 /// concurrent gc (`--prune=now`) could otherwise remove before they are referenced.
 pub fn push(store: &Store, _lock: &WriteLock, remote: &str) -> Result<(), StoreError> {
     check_remote(remote)?;
+    let remote = &remote_arg(remote);
     let mut tries = 0;
     loop {
         let remote_tip = fetch_notes(store, remote)?;
@@ -643,6 +656,7 @@ fn validate_history(
 /// commit refuses the whole fetch.
 pub fn fetch(store: &Store, _lock: &WriteLock, remote: &str) -> Result<(), StoreError> {
     check_remote(remote)?;
+    let remote = &remote_arg(remote);
     let q = format!("{QUARANTINE}{}/", std::process::id());
     delete_refs_under(store, &q)?;
     let moved = (|| -> Result<(), StoreError> {
