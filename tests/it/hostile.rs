@@ -38,7 +38,10 @@ fn hash_object(repo: &Path, kind: &str, data: &[u8]) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).expect("hex").trim().to_string()
+    String::from_utf8(out.stdout)
+        .expect("hex")
+        .trim()
+        .to_string()
 }
 
 /// A raw tree object (entries written as given, without validation), sorted as git sorts
@@ -137,7 +140,10 @@ impl Setup {
     /// Everything about the target directory: names, modes, contents, xattrs.
     fn target_state(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
-        for e in std::fs::read_dir(&self.target).expect("read target").flatten() {
+        for e in std::fs::read_dir(&self.target)
+            .expect("read target")
+            .flatten()
+        {
             let p = e.path();
             let md = std::fs::symlink_metadata(&p).expect("stat");
             let content = std::fs::read(&p).unwrap_or_default();
@@ -211,7 +217,10 @@ impl Setup {
         let before = self.target_state();
         let (code, err) = fails(chi(&self.st).args(["build-cache", "fetch"]).arg(remote));
         assert_eq!(code, 1, "{err}");
-        assert!(err.starts_with("error: ") || err.contains("\nerror: "), "{err}");
+        assert!(
+            err.starts_with("error: ") || err.contains("\nerror: "),
+            "{err}"
+        );
         for e in expect {
             assert!(err.contains(e), "stderr lacks {e:?}:\n{err}");
         }
@@ -228,18 +237,9 @@ impl Setup {
 }
 
 fn xattr_names(p: &Path) -> Vec<String> {
-    let out = std::process::Command::new("getfattr")
-        .args(["-d", "--absolute-names"])
-        .arg(p)
-        .output();
-    match out {
-        Ok(o) => String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .filter(|l| l.contains('='))
-            .map(String::from)
-            .collect(),
-        Err(_) => Vec::new(),
-    }
+    xattr::list(p)
+        .map(|l| l.map(|n| n.to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
 }
 
 /// Tree entries (name, kind) whose names try to leave the checkout.
@@ -302,19 +302,46 @@ fn fetch_refuses_metadata_records_that_name_paths_outside_the_image() {
     let su = Setup::new();
     let t = su.target.display().to_string();
     for (tag, meta) in [
-        ("xattr-absolute", format!("grove-meta 1\nxattr user.pwned 41 {t}/victim\n")),
-        ("mode-absolute", format!("grove-meta 1\nmode 0777 {t}/victim\n")),
+        (
+            "xattr-absolute",
+            format!("grove-meta 1\nxattr user.pwned 41 {t}/victim\n"),
+        ),
+        (
+            "mode-absolute",
+            format!("grove-meta 1\nmode 0777 {t}/victim\n"),
+        ),
         (
             "mode-dotdot",
             format!("grove-meta 1\nmode 0777 ../../../../../../../../..{t}/victim\n"),
         ),
-        ("dir-absolute", format!("grove-meta 1\ndir 0755 {t}/newdir\n")),
-        ("fifo-dotdot", "grove-meta 1\nfifo 0644 ../../../../fifo\n".to_string()),
-        ("link-absolute", format!("grove-meta 1\nlink file {t}/hard\n")),
-        ("xattr-through-symlink", "grove-meta 1\nxattr user.pwned 41 lnk/victim\n".into()),
-        ("xattr-on-symlink", "grove-meta 1\nxattr user.pwned 41 lnk\n".into()),
-        ("dir-through-symlink", "grove-meta 1\ndir 0755 lnk/newdir\n".into()),
-        ("xattr-trusted", "grove-meta 1\nxattr trusted.x 41 file\n".into()),
+        (
+            "dir-absolute",
+            format!("grove-meta 1\ndir 0755 {t}/newdir\n"),
+        ),
+        (
+            "fifo-dotdot",
+            "grove-meta 1\nfifo 0644 ../../../../fifo\n".to_string(),
+        ),
+        (
+            "link-absolute",
+            format!("grove-meta 1\nlink file {t}/hard\n"),
+        ),
+        (
+            "xattr-through-symlink",
+            "grove-meta 1\nxattr user.pwned 41 lnk/victim\n".into(),
+        ),
+        (
+            "xattr-on-symlink",
+            "grove-meta 1\nxattr user.pwned 41 lnk\n".into(),
+        ),
+        (
+            "dir-through-symlink",
+            "grove-meta 1\ndir 0755 lnk/newdir\n".into(),
+        ),
+        (
+            "xattr-trusted",
+            "grove-meta 1\nxattr trusted.x 41 file\n".into(),
+        ),
     ] {
         let r = su.remote(tag, |_| Evil {
             rootfs: None,
@@ -397,11 +424,15 @@ fn refused_fetch_moves_no_ref_and_a_clean_remote_still_fetches() {
         .stdout
         .windows(4)
         .any(|w| w == b"base"));
-    ok(chi(&su.st).args(["build-cache", "fetch"]).arg(&su.legit_repo));
+    ok(chi(&su.st)
+        .args(["build-cache", "fetch"])
+        .arg(&su.legit_repo));
     let list = ok(chi(&su.st).args(["list"]));
     assert!(list.lines().any(|l| l.starts_with("base")), "{list}");
     assert!(
-        git_ls_refs(&su.st).iter().all(|r| !r.contains("quarantine")),
+        git_ls_refs(&su.st)
+            .iter()
+            .all(|r| !r.contains("quarantine")),
         "quarantine refs left: {:?}",
         git_ls_refs(&su.st)
     );
@@ -424,7 +455,10 @@ fn hostile_commit_in_the_repository_is_never_checked_out_or_exported() {
     let config = rev_parse(&repo, "refs/grove/img/mine+latest:config.json");
     let meta = rev_parse(&repo, "refs/grove/img/mine+latest:meta");
     let pwned = hash_object(&repo, "blob", b"PWNED\n");
-    let rootfs = raw_tree(&repo, &[("100644", format!("{t}/PWNED").as_bytes(), &pwned)]);
+    let rootfs = raw_tree(
+        &repo,
+        &[("100644", format!("{t}/PWNED").as_bytes(), &pwned)],
+    );
     let top = raw_tree(
         &repo,
         &[
@@ -439,12 +473,18 @@ fn hostile_commit_in_the_repository_is_never_checked_out_or_exported() {
     let out = su.s.join("out");
     let (code, err) = fails(chc(&su.st).arg("evil").arg(&out));
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains(&c) && err.contains("PWNED"), "names commit and entry: {err}");
+    assert!(
+        err.contains(&c) && err.contains("PWNED"),
+        "names commit and entry: {err}"
+    );
     let (_, err) = fails(chc(&su.st).arg("evil").arg(su.s.join("o.tar")));
     assert!(err.contains(&c), "{err}");
     assert_eq!(su.target_state(), before);
     assert!(!Path::new(&format!("{t}/PWNED")).exists());
     // fsck names it too.
     let (_, err) = fails(chi(&su.st).arg("fsck"));
-    assert!(err.contains(&c) || output(chi(&su.st).arg("fsck")).stdout.len() > 0, "{err}");
+    assert!(
+        err.contains(&c) || output(chi(&su.st).arg("fsck")).stdout.len() > 0,
+        "{err}"
+    );
 }

@@ -1219,3 +1219,231 @@ fn extended_attributes_round_trip_when_asked_and_are_ignored_otherwise() {
     import(&st, &src, "plain");
     assert_ne!(commit_of(&st, "x:latest"), commit_of(&st, "plain:latest"));
 }
+
+// ---------------------------------------------------------------------------------------
+// Hostile and broken inputs (issue 11)
+
+/// Names git treats as `.git`/`.gitmodules` on NTFS or HFS+ were stored as they are, so
+/// `git fsck` failed for good and a remote with `receive.fsckObjects` refused pushes.
+#[test]
+fn ntfs_and_hfs_git_names_are_escaped_so_git_fsck_strict_passes_and_they_round_trip() {
+    let s = Scratch::new("ntfs");
+    let st = s.storage();
+    let src = s.join("src");
+    // git~1 and GITMOD~1 (NTFS short names), .g<U+200C>it (HFS+), the fall-back short
+    // name of .gitmodules, .gitattributes, and a symlink that git would take for
+    // .gitmodules; with content below so that they are trees and blobs.
+    sh(&format!(
+        "mkdir -p {d}/'git~1' {d}/\"$(printf '.g\\342\\200\\214it')\" {d}/sub && \
+         echo hook > {d}/'git~1'/config && echo x > {d}/\"$(printf '.g\\342\\200\\214it')\"/HEAD && \
+         printf '[submodule \"x\"]\\n\\tpath = -x\\n\\turl = --upload-pack=x\\n' > {d}/GITMOD~1 && \
+         echo a > {d}/sub/gi7eba~1 && echo '* text' > {d}/sub/.gitattributes && \
+         ln -s /etc/passwd {d}/sub/gitmod~2 && echo n > {d}/'git~1x'",
+        d = src.display()
+    ));
+    let want = as_image(tree::of_dir(&src));
+    import(&st, &src, "ntfs");
+    ok(git(&st.join("repo.git")).args(["fsck", "--strict", "--no-dangling"]));
+    let out = s.join("out");
+    ok(chc(&st).arg("ntfs").arg(&out));
+    tree::assert_same(&want, &tree::of_dir(&out), "export of NTFS/HFS names");
+    let tar = s.join("ntfs.tar");
+    ok(chc(&st).arg("ntfs").arg(&tar));
+    tree::assert_same(&want, &tree::of_tar(&tar), "tar export of NTFS/HFS names");
+    // The store's own fsck agrees.
+    ok(chi(&st).arg("fsck"));
+}
+
+/// A path 30,000 directories deep overflowed the stack (exit 134); the limit is
+/// documented and the member is named.
+#[test]
+fn tarball_deeper_than_the_limit_is_refused_naming_the_member_not_a_crash() {
+    let s = Scratch::new("deep");
+    let st = s.storage();
+    let py = s.join("deep.py");
+    std::fs::write(
+        &py,
+        r#"
+import io, sys, tarfile
+depth, out = int(sys.argv[1]), sys.argv[2]
+with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as t:
+    ti = tarfile.TarInfo("d/" * (depth - 1) + "f")
+    ti.size = 2
+    t.addfile(ti, io.BytesIO(b"x\n"))
+"#,
+    )
+    .expect("write deep.py");
+    let deep = s.join("deep.tar");
+    ok(python3().arg(&py).arg("30000").arg(&deep));
+    assert_import_refused(&s, &deep, &["deep.tar", "member d/d/d", "deeper than 1024"]);
+    // At the limit (1024 components, the file included) import and export work.
+    let ok_tar = s.join("limit.tar");
+    ok(python3().arg(&py).arg("1024").arg(&ok_tar));
+    import(&st, &ok_tar, "limit");
+    let back = s.join("back.tar");
+    ok(chc(&st).arg("limit").arg(&back));
+    // (The single top directory `d` is the image root: 1022 directories and the file.)
+    let back = tree::of_tar(&back);
+    assert!(back.len() >= 1023, "{} entries", back.len());
+    ok(chi(&st).arg("fsck"));
+}
+
+#[test]
+fn directory_deeper_than_the_limit_is_refused_not_a_crash() {
+    let s = Scratch::new("deepdir");
+    let st = s.storage();
+    let src = s.join("src");
+    sh(&format!(
+        "mkdir {d} && cd {d} && i=0 && while [ $i -lt 1100 ]; do mkdir d && cd d; i=$((i+1)); done && echo x > f",
+        d = src.display()
+    ));
+    let (code, err) = fails(chi(&st).arg("import").arg(&src).arg("deep"));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("deeper than 1024"), "{err}");
+}
+
+/// `dir/.wh.` and `dir/.wh..` deleted `dir` itself.
+#[test]
+fn whiteouts_naming_their_own_directory_are_refused_naming_the_member() {
+    let s = Scratch::new("wh-self");
+    let st = s.storage();
+    for (i, bad) in [".wh.", ".wh..", ".wh..."].iter().enumerate() {
+        let script = format!(
+            r#"
+            cd {d} && rm -rf l1 l2 lay && mkdir -p l1/a l2/a lay/blobs/sha256
+            printf 1 > l1/a/keep && : > 'l2/a/{bad}'
+            tar -C l1 -cf l1.tar . && tar -C l2 -cf l2.tar .
+            blob() {{ h=$(sha256sum "$1" | cut -d' ' -f1); cp "$1" lay/blobs/sha256/$h; echo $h; }}
+            L1=$(blob l1.tar); L2=$(blob l2.tar)
+            printf '{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["sha256:%s","sha256:%s"]}}}}' $L1 $L2 > cfg.json
+            C=$(blob cfg.json)
+            printf '{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}},{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}}]}}' $C $(stat -c %s cfg.json) $L1 $(stat -c %s l1.tar) $L2 $(stat -c %s l2.tar) > man.json
+            M=$(blob man.json)
+            printf '{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s}}]}}' $M $(stat -c %s man.json) > lay/index.json
+            printf '{{"imageLayoutVersion":"1.0.0"}}' > lay/oci-layout
+            "#,
+            d = s.path.display()
+        );
+        sh(&script);
+        let (code, err) = fails(chc(&st).arg(s.join("lay")).arg(format!("wh{i}")));
+        assert_eq!(code, 1, "{bad}: {err}");
+        assert!(
+            err.contains(&format!("a/{bad}")),
+            "{bad}: names the member: {err}"
+        );
+        assert!(err.contains("invalid whiteout"), "{bad}: {err}");
+    }
+}
+
+/// An import that failed writing its pack (a full disk; here a file size limit) left the
+/// temporary pack behind, and fsck said all was well.
+#[test]
+fn import_that_fails_writing_its_pack_leaves_no_temporary_files() {
+    let s = Scratch::new("efbig");
+    let st = s.storage();
+    let src = s.join("src");
+    // 300 files of 32 KiB of random bytes: one pack of about 10 MB.
+    sh(&format!(
+        "mkdir -p {d} && i=0 && while [ $i -lt 300 ]; do head -c 32768 /dev/urandom > {d}/f$i; i=$((i+1)); done",
+        d = src.display()
+    ));
+    sh(&format!(
+        "mkdir {0} && echo 1 > {0}/f",
+        s.join("small").display()
+    ));
+    import(&st, &s.join("small"), "small");
+    // SIGXFSZ ignored (inherited through exec): writes past the limit fail with EFBIG.
+    let out = output(unpriv("sh").args([
+        "-c",
+        &format!(
+            "trap '' XFSZ; exec prlimit --fsize=4000000 {} -s {} import {} big",
+            bin("ch-image").display(),
+            st.display(),
+            src.display()
+        ),
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("error: "), "{err}");
+    let leftovers = |st: &Path| -> Vec<String> {
+        let mut v = Vec::new();
+        for d in ["repo.git/objects", "repo.git/objects/pack", "tmp"] {
+            for e in std::fs::read_dir(st.join(d))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with("tmp") || n.starts_with(".tmp") || d == "tmp" {
+                    v.push(format!("{d}/{n}"));
+                }
+            }
+        }
+        v
+    };
+    assert_eq!(leftovers(&st), Vec::<String>::new(), "{err}");
+    ok(chi(&st).arg("fsck"));
+    import(&st, &src, "big");
+    // A leftover of a dead writer (as a killed import leaves): fsck reports it, gc
+    // removes it.
+    let pack_dir = st.join("repo.git/objects/pack");
+    let fake = pack_dir.join("tmp_grove_999999999_0.pack");
+    sh(&format!("echo junk > {}", fake.display()));
+    let (code, err) = fails(chi(&st).arg("fsck"));
+    assert_eq!(code, 1, "{err}");
+    let all = format!(
+        "{err}{}",
+        String::from_utf8_lossy(&output(chi(&st).arg("fsck")).stdout)
+    );
+    assert!(all.contains("tmp_grove_999999999_0.pack"), "{all}");
+    ok(chi(&st).args(["build-cache", "--gc"]));
+    assert!(!fake.exists());
+    ok(chi(&st).arg("fsck"));
+}
+
+/// A 2 KB tarball expanding to a 1 GiB sparse file took more than 1 GB of memory per
+/// checkout thread; blobs are streamed now, and holes stay holes.
+#[test]
+fn big_sparse_file_imports_and_checks_out_with_bounded_memory() {
+    let s = Scratch::new("sparse");
+    let st = s.storage();
+    let tar = s.join("sparse.tar");
+    sh(&format!(
+        "cd {d} && mkdir src && truncate -s 512M src/big && printf end >> src/big && \
+         tar -C src --sparse -cf {t} .",
+        d = s.path.display(),
+        t = tar.display()
+    ));
+    let out = output(
+        unpriv("/usr/bin/time")
+            .args(["-f", "maxrss_kb=%M"])
+            .arg(bin("ch-image"))
+            .arg("-s")
+            .arg(&st)
+            .arg("import")
+            .arg(&tar)
+            .arg("sparse"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let kb: u64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss_kb="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no maxrss in {err}"));
+    assert!(
+        kb < 200 * 1024,
+        "import and checkout of a 512 MiB file used {kb} KiB"
+    );
+    let link = st.join("img/sparse+latest");
+    let md = std::fs::metadata(link.join("big")).expect("stat checkout");
+    assert_eq!(md.len(), (512 << 20) + 3);
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        md.blocks() * 512 < 64 << 20,
+        "checkout is not sparse: {} blocks",
+        md.blocks()
+    );
+    let tail = sh(&format!("tail -c 3 {}", link.join("big").display()));
+    assert_eq!(tail.stdout, b"end");
+}
