@@ -1402,14 +1402,15 @@ fn import_that_fails_writing_its_pack_leaves_no_temporary_files() {
 }
 
 /// A 2 KB tarball expanding to a 1 GiB sparse file took more than 1 GB of memory per
-/// checkout thread; blobs are streamed now, and holes stay holes.
+/// checkout thread; blobs are streamed now, and holes stay holes. (160 MiB here: the
+/// debug build hashes slowly; RSS was about the file's size before.)
 #[test]
 fn big_sparse_file_imports_and_checks_out_with_bounded_memory() {
     let s = Scratch::new("sparse");
     let st = s.storage();
     let tar = s.join("sparse.tar");
     sh(&format!(
-        "cd {d} && mkdir src && truncate -s 512M src/big && printf end >> src/big && \
+        "cd {d} && mkdir src && truncate -s 160M src/big && printf end >> src/big && \
          tar -C src --sparse -cf {t} .",
         d = s.path.display(),
         t = tar.display()
@@ -1431,13 +1432,14 @@ fn big_sparse_file_imports_and_checks_out_with_bounded_memory() {
         .find_map(|l| l.strip_prefix("maxrss_kb="))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no maxrss in {err}"));
+    eprintln!("import of a 160 MiB sparse file: max RSS {kb} KiB");
     assert!(
-        kb < 200 * 1024,
-        "import and checkout of a 512 MiB file used {kb} KiB"
+        kb < 100 * 1024,
+        "import and checkout of a 160 MiB file used {kb} KiB"
     );
     let link = st.join("img/sparse+latest");
     let md = std::fs::metadata(link.join("big")).expect("stat checkout");
-    assert_eq!(md.len(), (512 << 20) + 3);
+    assert_eq!(md.len(), (160 << 20) + 3);
     use std::os::unix::fs::MetadataExt;
     assert!(
         md.blocks() * 512 < 64 << 20,
