@@ -1182,6 +1182,25 @@ drwxrwsr-T 0/0 3 1970-01-01 00:00 squashfs-root/g\n\
     }
 
     #[test]
+    fn whiteouts_naming_their_own_directory_are_invalid() {
+        let (_t, ts) = repo();
+        for bad in ["a/.wh.", "a/.wh..", "a/.wh..."] {
+            let mut root = Dir::new(0o755);
+            apply(
+                &ts,
+                &mut root,
+                &[M::D("a"), M::F("a/x", b"1")],
+                Whiteouts::Apply,
+            );
+            let data = tarball(&[M::F(bad, b"")]);
+            let err = apply_layer(&ts, &mut root, &data[..], Path::new("l"), Whiteouts::Apply)
+                .expect_err(bad);
+            assert!(err.to_string().contains(bad), "{err}");
+            assert_eq!(names(&root), ["a", "a/x"], "{bad}");
+        }
+    }
+
+    #[test]
     fn whiteout_names_are_plain_files_in_a_plain_tarball() {
         let (_t, ts) = repo();
         let mut root = Dir::new(0o755);

@@ -399,6 +399,30 @@ mod tests {
     }
 
     #[test]
+    fn paths_deeper_than_the_limit_or_with_nul_are_refused() {
+        let ok = "d/".repeat(MAX_DEPTH - 1) + "f";
+        assert_eq!(components(ok.as_bytes()).unwrap().len(), MAX_DEPTH);
+        let deep = "d/".repeat(MAX_DEPTH) + "f";
+        assert_eq!(components(deep.as_bytes()), Err(PathError::TooDeep));
+        assert_eq!(components(b"a\0b"), Err(PathError::Nul));
+    }
+
+    #[test]
+    fn canonical_paths_have_only_safe_names() {
+        assert_eq!(bad_canonical_path(b"a/b c/\xff"), None);
+        for p in [&b"/a"[..], b"", b"a//b", b"./a", b"a/..", b"a/\0"] {
+            assert!(bad_canonical_path(p).is_some(), "{}", show(p));
+        }
+        let mut d = Dir::new(0o755);
+        d.children
+            .insert(b"a/b".to_vec(), Node::Dir(Dir::new(0o755)));
+        assert_eq!(
+            find_bad_entry(&d),
+            Some((b"a/b".to_vec(), "name contains '/'"))
+        );
+    }
+
+    #[test]
     fn directory_member_again_keeps_children_and_takes_mode() {
         let mut d = Dir::new(0o755);
         d.insert(b"a/x", file(0o644)).unwrap();
