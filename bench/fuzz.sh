@@ -1,6 +1,6 @@
 #!/bin/sh
 # Run each store fuzz target (fuzz/fuzz_targets: import_tar, apply_layer, and the
-# Dockerfile parser's parse) for a fixed time, seeded with fuzz/corpus/TARGET (the hostile
+# Dockerfile parser's parse) for a fixed time, seeded with fuzz/seeds/TARGET (the hostile
 # inputs of issue 11, written by fuzz/make_corpus.py). Not part of CI: it needs a nightly
 # toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
 #
@@ -20,7 +20,7 @@ python3 fuzz/make_corpus.py
 status=0
 for t in $targets; do
     work=$(mktemp -d "${TMPDIR:-/tmp}/grove-fuzz-$t.XXXXXX")
-    seeds=fuzz/corpus/$t
+    seeds=fuzz/seeds/$t
     [ -d "$seeds" ] || seeds=
     echo "fuzz.sh: $t for ${secs}s (corpus $work${seeds:+, seeds $seeds})" >&2
     # -rss_limit_mb: an input must not make Grove hold a whole big member in memory.

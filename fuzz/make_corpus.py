@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the seed corpora of the store fuzz targets (fuzz/corpus/*): the hostile inputs
+"""Write the seed corpora of the store fuzz targets (fuzz/seeds/*; fuzz/corpus is the untracked working corpus): the hostile inputs
 of issue 11 and the tarball checks of docs/security.md. Run from anywhere; rewrites the
 files it owns. Archives are cut after their end marker (no 10 KiB record padding)."""
 
@@ -51,7 +51,7 @@ LAYERS = {
 
 
 def write(target, name, data):
-    d = os.path.join(HERE, "corpus", target)
+    d = os.path.join(HERE, "seeds", target)
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, name), "wb") as f:
         f.write(data)

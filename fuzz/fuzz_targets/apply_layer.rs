@@ -3,7 +3,7 @@
 //! whiteouts on. No input may panic, and whatever applies must commit, read back and
 //! check out without creating anything outside the destination directory.
 //!
-//! Run with `cargo +nightly fuzz run apply_layer fuzz/corpus/apply_layer` from the
+//! Run with `cargo +nightly fuzz run apply_layer fuzz/seeds/apply_layer` from the
 //! repository root, or `bench/fuzz.sh`.
 
 #![no_main]

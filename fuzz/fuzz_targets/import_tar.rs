@@ -2,7 +2,7 @@
 //! input may panic or overflow the stack, and whatever imports must commit, read back
 //! and check out without creating anything outside the destination directory.
 //!
-//! Run with `cargo +nightly fuzz run import_tar fuzz/corpus/import_tar` from the
+//! Run with `cargo +nightly fuzz run import_tar fuzz/seeds/import_tar` from the
 //! repository root, or `bench/fuzz.sh`.
 
 #![no_main]
