@@ -488,3 +488,32 @@ fn hostile_commit_in_the_repository_is_never_checked_out_or_exported() {
         "{err}"
     );
 }
+
+/// The fuzz seeds of tarball import (fuzz/seeds/import_tar: the hostile cases of issue
+/// 11) import or fail cleanly through the real binary: exit 0 or 1, never a crash, and
+/// the store stays consistent.
+#[test]
+fn every_import_fuzz_seed_imports_or_fails_cleanly() {
+    let s = Scratch::new("seeds");
+    let st = s.storage();
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/import_tar");
+    let mut n = 0;
+    for e in std::fs::read_dir(&seeds).expect("read seeds").flatten() {
+        // The test user may not read the checkout's files: copy the seed over.
+        let copy = s.join(e.file_name());
+        std::fs::write(&copy, std::fs::read(e.path()).expect("read seed")).expect("copy seed");
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let out = output(chi(&st).arg("import").arg(&copy).arg(format!("seed{n}")));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "{}: {:?}\n{err}",
+            e.path().display(),
+            out.status
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        n += 1;
+    }
+    assert!(n >= 10, "only {n} seeds");
+    ok(chi(&st).arg("fsck"));
+}
