@@ -114,6 +114,8 @@ pub enum BuildError {
     Read(#[from] git::ReadError),
     #[error("--build-arg: not consumed: {0}")]
     Unconsumed(String),
+    #[error(transparent)]
+    Context(#[from] context::ContextError),
 }
 
 fn io_err<'p>(
@@ -208,7 +210,7 @@ pub fn build(
     for w in &df.warnings {
         warn!("{}:{}: {}", df.file, w.line, w.message);
     }
-    let ignore = Ignore::load(&opts.context).unwrap_or_default();
+    let ignore = Ignore::load(&opts.context)?;
     let mut b = Builder {
         store,
         lock,
@@ -982,22 +984,27 @@ impl<'a> Builder<'a> {
                     })
                 }
                 Src::Host(src) => {
-                    let name = Path::new(&src.rel)
+                    // The name as bytes: a non-UTF-8 name is copied as it is.
+                    let os_name = Path::new(std::ffi::OsStr::from_bytes(&src.rel_bytes))
                         .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
+                        .map(std::ffi::OsStr::to_os_string)
                         .unwrap_or_default();
+                    let named = match &dest_name {
+                        Some(n) => dir.join(std::ffi::OsStr::from_bytes(n)),
+                        None => dir.join(&os_name),
+                    };
                     if add && src.real.is_file() && is_archive(&src.real) {
-                        let t = if into_dir { dir.clone() } else { target(&name) };
+                        let t = if into_dir { dir.clone() } else { named.clone() };
                         extract_archive(&src.real, &t).map_err(|e| copy::CopyError::Io {
                             action: "extract",
                             path: src.real.clone(),
                             source: e,
                         })
                     } else if src.real.is_dir() {
-                        let t = if into_dir { dir.clone() } else { target(&name) };
+                        let t = if into_dir { dir.clone() } else { named };
                         copy::copy_host(&src.real, &src.rel, &self.ignore, &t)
                     } else {
-                        copy::copy_host(&src.real, &src.rel, &self.ignore, &target(&name))
+                        copy::copy_host(&src.real, &src.rel, &self.ignore, &named)
                     }
                 }
                 Src::Url(name, f) => {

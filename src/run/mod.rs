@@ -248,8 +248,7 @@ fn load_env_args(args: &[EnvArg]) -> Result<Vec<Pending>, RunError> {
                 }));
             }
             EnvArg::Set(EnvSource::File { path, nul }) => {
-                let text = std::fs::read(path)
-                    .map_err(|e| RunError::io(format!("can't open: {}", path.display()), &e))?;
+                let text = read_env_file(path, &path.to_string_lossy(), true)?;
                 let vars = env::parse_file(&text, *nul, &path.to_string_lossy())?;
                 out.push(Pending::Ready(env::EnvOp::Set { vars, expand }));
             }
@@ -268,18 +267,75 @@ fn finish_env_args(pending: Vec<Pending>, root: &Path) -> Result<Vec<env::EnvOp>
         .map(|p| match p {
             Pending::Ready(op) => Ok(op),
             Pending::ImageDefault { nul, expand } => {
-                // Symlinks resolved inside the image, as the command would see them.
-                let path = match resolve::resolve(root, Path::new("/ch/environment")) {
+                // Symlinks resolved inside the image only, as the command would see them: a
+                // link that leads nowhere inside the image is not followed on the host.
+                let label = "/ch/environment";
+                let path = match resolve::resolve(root, Path::new(label)) {
                     Ok(resolve::Resolved::Exists(p)) => p,
-                    _ => root.join("ch/environment"),
+                    Ok(resolve::Resolved::Missing { .. }) => {
+                        return Err(RunError::sys(
+                            format!("can't open: {label} (symlinks resolved inside the image)"),
+                            nix::errno::Errno::ENOENT,
+                        ))
+                    }
+                    Err(e) => {
+                        let errno = match e {
+                            resolve::ResolveError::TooManyLinks => nix::errno::Errno::ELOOP,
+                            resolve::ResolveError::NotDir(_) => nix::errno::Errno::ENOTDIR,
+                            resolve::ResolveError::Io(_, n) => nix::errno::Errno::from_raw(n),
+                        };
+                        return Err(RunError::sys(format!("can't open: {label}"), errno));
+                    }
                 };
-                let text = std::fs::read(&path)
-                    .map_err(|e| RunError::io(format!("can't open: {}", path.display()), &e))?;
-                let vars = env::parse_file(&text, nul, "/ch/environment")?;
+                let text = read_env_file(&path, label, false)?;
+                let vars = env::parse_file(&text, nul, label)?;
                 Ok(env::EnvOp::Set { vars, expand })
             }
         })
         .collect()
+}
+
+/// Largest `--set-env` file read (4 MiB): more than the kernel lets an environment hold.
+pub const MAX_ENV_FILE: u64 = 4 << 20;
+
+/// Read a `--set-env` file (`label` names it in errors) of at most [`MAX_ENV_FILE`] bytes.
+/// An image's file (`host_file` false; `path` already resolved inside the image) must be
+/// a regular file and is opened without following a final symlink. A host file is the
+/// user's: symlinks are followed and a pipe or FIFO (`--set-env=<(cmd)`) is read too, but
+/// devices, sockets and directories are refused (`/dev/zero` would never end).
+fn read_env_file(path: &Path, label: &str, host_file: bool) -> Result<Vec<u8>, RunError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let mut flags = libc::O_CLOEXEC | libc::O_NOCTTY;
+    if !host_file {
+        // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
+        flags |= libc::O_NOFOLLOW | libc::O_NONBLOCK;
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|e| RunError::io(format!("can't open: {label}"), &e))?;
+    let md = f
+        .metadata()
+        .map_err(|e| RunError::io(format!("can't stat: {label}"), &e))?;
+    let ft = md.file_type();
+    if !(ft.is_file() || (host_file && ft.is_fifo())) {
+        return Err(RunError::msg(format!(
+            "can't read: {label}: not a regular file"
+        )));
+    }
+    let mut text = Vec::new();
+    f.take(MAX_ENV_FILE + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| RunError::io(format!("can't read: {label}"), &e))?;
+    if text.len() as u64 > MAX_ENV_FILE {
+        return Err(RunError::msg(format!(
+            "can't read: {label}: larger than {} MiB",
+            MAX_ENV_FILE >> 20
+        )));
+    }
+    Ok(text)
 }
 
 /// Temporary passwd and group files, unlinked on drop (after they are bind-mounted).
