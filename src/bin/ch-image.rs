@@ -206,25 +206,17 @@ fn infer_tag(file: Option<&std::path::Path>, context: &std::path::Path) -> Strin
 
 fn build(storage: &std::path::Path, a: BuildArgs) -> anyhow::Result<()> {
     use grove::build::exec::{self, BuildOptions, CacheMode, Force};
-    use std::io::Read;
+    use grove::build::context::read_dockerfile;
     let (text, name) = match &a.file {
-        Some(f) if f.as_os_str() == "-" => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("can't read Dockerfile from standard input")?;
-            (s, "-".to_string())
-        }
+        Some(f) if f.as_os_str() == "-" => (read_dockerfile(None, "-")?, "-".to_string()),
         Some(f) => (
-            std::fs::read_to_string(f)
-                .with_context(|| format!("can't read Dockerfile: {}", f.display()))?,
+            read_dockerfile(Some(f), &f.display().to_string())?,
             f.display().to_string(),
         ),
         None => {
             let f = a.context.join("Dockerfile");
             (
-                std::fs::read_to_string(&f)
-                    .with_context(|| format!("can't read Dockerfile: {}", f.display()))?,
+                read_dockerfile(Some(&f), &f.display().to_string())?,
                 f.display().to_string(),
             )
         }

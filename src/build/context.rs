@@ -34,13 +34,59 @@ pub enum ContextError {
     #[error("can't copy from outside context: {0}")]
     Outside(String),
     #[error("{}:{line}: {message}", path.display())]
-    IgnoreFile {
+    AtLine {
         path: PathBuf,
         line: usize,
         message: String,
     },
     #[error("can't read {}: {message}", path.display())]
-    IgnoreUnusable { path: PathBuf, message: String },
+    Unusable { path: PathBuf, message: String },
+}
+
+/// Largest Dockerfile read (8 MiB).
+pub const MAX_DOCKERFILE: u64 = 8 << 20;
+
+/// Read a Dockerfile: `None` is standard input. A file must be a regular file (or a
+/// pipe, as `-f <(...)` gives) and no larger than [`MAX_DOCKERFILE`]: `-f /dev/zero` is
+/// refused instead of read until memory runs out. `label` names it in errors.
+pub fn read_dockerfile(path: Option<&Path>, label: &str) -> Result<String, ContextError> {
+    use std::os::unix::fs::FileTypeExt;
+    let unusable = |message: String| ContextError::Unusable {
+        path: PathBuf::from(label),
+        message,
+    };
+    let reader: Box<dyn Read> = match path {
+        None => Box::new(io::stdin().lock()),
+        Some(p) => {
+            let f = fs::File::open(p).map_err(io_err("read Dockerfile", p))?;
+            let ft = f.metadata().map_err(io_err("stat Dockerfile", p))?.file_type();
+            if !(ft.is_file() || ft.is_fifo()) {
+                return Err(unusable("not a regular file".into()));
+            }
+            Box::new(f)
+        }
+    };
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_DOCKERFILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("read Dockerfile", Path::new(label)))?;
+    if bytes.len() as u64 > MAX_DOCKERFILE {
+        return Err(unusable(format!(
+            "larger than {} MiB; a Dockerfile is not that big",
+            MAX_DOCKERFILE >> 20
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let b = e.as_bytes();
+        let line = b[..at].iter().filter(|c| **c == b'\n').count() + 1;
+        ContextError::AtLine {
+            path: PathBuf::from(label),
+            line,
+            message: format!("not valid UTF-8 (byte {:#04x})", b[at]),
+        }
+    })
 }
 
 /// Largest `.dockerignore` read (1 MiB).
@@ -101,7 +147,7 @@ impl Ignore {
         };
         let md = f.metadata().map_err(io_err("stat", &p))?;
         if !md.is_file() {
-            return Err(ContextError::IgnoreUnusable {
+            return Err(ContextError::Unusable {
                 path: p,
                 message: "not a regular file".into(),
             });
@@ -111,12 +157,12 @@ impl Ignore {
             .read_to_end(&mut bytes)
             .map_err(io_err("read", &p))?;
         if bytes.len() as u64 > MAX_IGNORE_FILE {
-            return Err(ContextError::IgnoreUnusable {
+            return Err(ContextError::Unusable {
                 path: p,
                 message: format!("larger than {} MiB", MAX_IGNORE_FILE >> 20),
             });
         }
-        Ignore::parse_bytes(&bytes).map_err(|(line, message)| ContextError::IgnoreFile {
+        Ignore::parse_bytes(&bytes).map_err(|(line, message)| ContextError::AtLine {
             path: p,
             line,
             message,

@@ -33,6 +33,19 @@ pub enum CopyError {
     Dest(String),
     #[error("can't write to {0}: a file in the image is in the way")]
     NotDir(String),
+    #[error("can't extract {member} from archive {}", archive.display())]
+    Extract {
+        archive: PathBuf,
+        member: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("unsafe member in archive {}: {member}: {reason}", archive.display())]
+    UnsafeMember {
+        archive: PathBuf,
+        member: String,
+        reason: String,
+    },
 }
 
 fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> CopyError + 'p {

@@ -826,7 +826,20 @@ impl<'a> Builder<'a> {
         cmd.arg(a);
         cmd.arg(&merged).arg("--").args(&argv);
         crate::verbose!("executing: {cmd:?}");
-        let status = cmd.status().map_err(io_err("execute", &self.opts.ch_run))?;
+        let status = match cmd.status() {
+            Err(e) if e.raw_os_error() == Some(libc::E2BIG) => {
+                let longest = argv.iter().map(String::len).max().unwrap_or(0);
+                return Err(self.at(
+                    ins,
+                    format!(
+                        "RUN: command too long for execve(2) ({longest} bytes in one argument; \
+                         Linux allows 128 KiB per argument and about 2 MiB in all): put the \
+                         commands in a script, COPY it into the image and RUN the script"
+                    ),
+                ));
+            }
+            r => r.map_err(io_err("execute", &self.opts.ch_run))?,
+        };
         if !status.success() {
             use std::os::unix::process::ExitStatusExt;
             return Err(match (status.code(), status.signal()) {
@@ -995,11 +1008,7 @@ impl<'a> Builder<'a> {
                     };
                     if add && src.real.is_file() && is_archive(&src.real) {
                         let t = if into_dir { dir.clone() } else { named.clone() };
-                        extract_archive(&src.real, &t).map_err(|e| copy::CopyError::Io {
-                            action: "extract",
-                            path: src.real.clone(),
-                            source: e,
-                        })
+                        extract_archive(&src.real, &t)
                     } else if src.real.is_dir() {
                         let t = if into_dir { dir.clone() } else { named };
                         copy::copy_host(&src.real, &src.rel, &self.ignore, &t)
@@ -1033,7 +1042,16 @@ impl<'a> Builder<'a> {
                     copy::copy_from_model(repo, node, &t)
                 }
             };
-            r.map_err(|e| at(e.to_string()))?;
+            r.map_err(|e| {
+                // The causes too: `at` flattens the error into a message.
+                let mut m = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(c) = src {
+                    m.push_str(&format!(": {c}"));
+                    src = c.source();
+                }
+                at(m)
+            })?;
         }
         // Existing parents keep their image modes; a destination directory that received a
         // directory's contents takes that directory's mode (as in Docker and Charliecloud).
@@ -1130,14 +1148,80 @@ fn is_archive(p: &Path) -> bool {
         || (n >= 262 && &h[257..262] == b"ustar")
 }
 
-fn extract_archive(src: &Path, dest: &Path) -> std::io::Result<()> {
-    let r = store::import::open_archive(src).map_err(|e| std::io::Error::other(e.to_string()))?;
+/// Why an `ADD` archive member's name (or hard link target) is unsafe, if it is: a `..`
+/// component would climb out of the destination (tar skips such members silently, which
+/// would hide part of the archive); an absolute hard link target names a host file.
+fn unsafe_member(path: &[u8], hard_link_target: Option<&[u8]>) -> Option<&'static str> {
+    if path.split(|b| *b == b'/').any(|c| c == b"..") {
+        return Some("its path has a `..` component, which climbs out of the destination");
+    }
+    if path.contains(&0) {
+        return Some("its path contains a NUL byte");
+    }
+    if let Some(t) = hard_link_target {
+        if t.starts_with(b"/") {
+            return Some("it is a hard link to an absolute path");
+        }
+        if t.split(|b| *b == b'/').any(|c| c == b"..") {
+            return Some("it is a hard link whose target has a `..` component");
+        }
+    }
+    None
+}
+
+/// Extract an `ADD` archive into `dest`, member by member; an unsafe member fails the
+/// step with an error naming the archive, the member and the reason.
+fn extract_archive(src: &Path, dest: &Path) -> Result<(), copy::CopyError> {
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source: std::io::Error| copy::CopyError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let r = store::import::open_archive(src)
+        .map_err(|e| io("open archive", src)(std::io::Error::other(e.to_string())))?;
     let mut ar = tar::Archive::new(r);
     ar.set_preserve_permissions(true);
     ar.set_overwrite(true);
     ar.set_unpack_xattrs(false);
-    fs::create_dir_all(dest)?;
-    ar.unpack(dest)
+    fs::create_dir_all(dest).map_err(io("create directory", dest))?;
+    let unsafe_err = |member: &[u8], reason: String| copy::CopyError::UnsafeMember {
+        archive: src.to_path_buf(),
+        member: String::from_utf8_lossy(member).into_owned(),
+        reason,
+    };
+    for entry in ar.entries().map_err(io("read archive", src))? {
+        let mut e = entry.map_err(io("read archive", src))?;
+        let name = e.path_bytes().into_owned();
+        let link = e
+            .header()
+            .entry_type()
+            .is_hard_link()
+            .then(|| e.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default());
+        if let Some(why) = unsafe_member(&name, link.as_deref()) {
+            return Err(unsafe_err(&name, why.to_string()));
+        }
+        match e.unpack_in(dest) {
+            Ok(_) => {}
+            Err(err) if err.to_string().contains("outside of destination") => {
+                return Err(unsafe_err(
+                    &name,
+                    "it would be written through a symlink that leads outside the destination"
+                        .into(),
+                ))
+            }
+            Err(err) => {
+                return Err(copy::CopyError::Extract {
+                    archive: src.to_path_buf(),
+                    member: String::from_utf8_lossy(&name).into_owned(),
+                    source: err,
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The file name an `ADD URL` gets: the last path segment, without query or fragment.
