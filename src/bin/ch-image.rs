@@ -821,11 +821,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = grove::cli::parse_last_wins::<Cli>();
+    let storage = cli::storage_dir(cli.common.storage.clone()).ok();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let e = read_only_storage(e, storage.as_deref());
             cli::report(&e);
             ExitCode::from(1)
         }
+    }
+}
+
+/// Say so when an error comes from a storage directory the user can't write (a read-only
+/// file system, or no write permission): the raw "Permission denied" on some lock or
+/// object file does not tell.
+fn read_only_storage(e: anyhow::Error, storage: Option<&std::path::Path>) -> anyhow::Error {
+    let Some(storage) = storage else { return e };
+    let denied = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|n| [libc::EROFS, libc::EACCES, libc::EPERM].contains(&n))
+    });
+    if !denied || !storage.is_dir() {
+        return e;
+    }
+    let read_only_fs = nix::sys::statvfs::statvfs(storage)
+        .is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+    if read_only_fs {
+        e.context(format!(
+            "storage directory is on a read-only file system: {}",
+            storage.display()
+        ))
+    } else if nix::unistd::access(storage, nix::unistd::AccessFlags::W_OK).is_err() {
+        e.context(format!(
+            "storage directory is read-only (not writable by you): {}",
+            storage.display()
+        ))
+    } else {
+        e
     }
 }
