@@ -297,7 +297,9 @@ fn real_main() -> Result<i32, RunError> {
     } else {
         match stored_image(image_arg, &storage, write != WriteMode::ReadOnly)? {
             Some(lowers) => {
-                if cli.write && !cli.unsafe_ {
+                // Not even with --unsafe: the checkout's files would no longer be its
+                // commit's, and later runs and builds would use them.
+                if cli.write {
                     return Err(RunError::msg("--write invalid when running by name"));
                 }
                 if lowers.len() > 1 {
@@ -400,6 +402,9 @@ fn stored_image(
     {
         // Writable modes (-W, or -w with --unsafe) need one directory, not a union.
         if v.len() == 1 || !need_dir {
+            for d in &v {
+                unchanged(d)?;
+            }
             return Ok(Some(v));
         }
     }
@@ -419,5 +424,18 @@ fn stored_image(
         return Err(RunError::msg(format!("can't check out image: {name}")));
     }
     let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim_end());
+    unchanged(&dir)?;
     Ok(Some(vec![dir]))
+}
+
+/// Refuse a checkout or layer changed behind the store's back (docs/store-format.md).
+fn unchanged(dir: &std::path::Path) -> Result<(), RunError> {
+    grove::store::stamp::verify(dir).map_err(|e| {
+        let hint = e.hint();
+        let e = RunError::msg(format!("storage: {e}"));
+        match hint {
+            Some(h) => e.with_hint(h),
+            None => e,
+        }
+    })
 }

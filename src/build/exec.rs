@@ -116,6 +116,8 @@ pub enum BuildError {
     Unconsumed(String),
     #[error(transparent)]
     Context(#[from] context::ContextError),
+    #[error("can't use a checkout of the store as RUN's image")]
+    Changed(#[source] store::stamp::StampError),
 }
 
 fn io_err<'p>(
@@ -764,6 +766,10 @@ impl<'a> Builder<'a> {
         };
         let commit = self.stage().commit;
         let lowers = self.store.view(self.lock, commit)?;
+        // A checkout or layer changed behind the store's back would poison this step.
+        for l in &lowers {
+            store::stamp::verify(l).map_err(BuildError::Changed)?;
+        }
         let step = self.scratch("run")?;
         let (upper, work, merged) = (step.join("upper"), step.join("work"), step.join("merged"));
         for d in [&upper, &work, &merged] {

@@ -154,7 +154,7 @@ pub fn locate_image(
     if !arg.is_empty() && !arg.starts_with('/') && !arg.starts_with('.') {
         let named = storage_image_path(storage, arg);
         if named.is_dir() {
-            if write && !unsafe_ {
+            if write {
                 return Err(RunError::msg("--write invalid when running by name"));
             }
             return Ok(Image {
@@ -171,10 +171,19 @@ pub fn locate_image(
     let md =
         std::fs::metadata(&path).map_err(|e| RunError::io(format!("can't stat: {arg}"), &e))?;
     if md.is_dir() {
-        if !unsafe_ {
-            let img = storage.join("img");
-            if let Ok(s) = img.canonicalize() {
-                if path.starts_with(&s) {
+        // Anywhere in the storage directory (`img/NAME` resolves into `checkouts/`),
+        // compared as canonical paths. Writing is refused even with --unsafe: a checkout
+        // changed behind the store's back would poison later runs and builds.
+        if let Ok(s) = storage.canonicalize() {
+            if path.starts_with(&s) {
+                if write {
+                    return Err(RunError::msg(format!(
+                        "--write: can't write to the storage directory: {}",
+                        path.display()
+                    ))
+                    .with_hint("run by name (read-only), or with -W for throwaway changes"));
+                }
+                if !unsafe_ {
                     return Err(RunError::msg(
                         "can't run directory images from storage (hint: run by name)",
                     ));

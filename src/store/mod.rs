@@ -21,6 +21,7 @@ pub mod model;
 pub mod notes;
 pub mod oci;
 pub mod pack;
+pub mod stamp;
 
 use std::fs;
 use std::io;
@@ -80,6 +81,8 @@ pub enum StoreError {
     Exists(String),
     #[error("image {name} changed while this command ran; try again")]
     Raced { name: String },
+    #[error(transparent)]
+    Stamp(#[from] stamp::StampError),
 }
 
 impl StoreError {
@@ -584,6 +587,7 @@ impl Store {
                 return Err(io_err("rename checkout into place", &dir)(e));
             }
         }
+        stamp::record(&dir)?;
         Ok(dir)
     }
 
@@ -697,7 +701,8 @@ impl Store {
         if dest.exists() {
             return Ok(());
         }
-        fs::rename(upper, &dest).map_err(io_err("keep layer", &dest))
+        fs::rename(upper, &dest).map_err(io_err("keep layer", &dest))?;
+        Ok(stamp::record(&dest)?)
     }
 
     /// Lower directories (top first) whose union shows `commit`'s files. Uses existing
