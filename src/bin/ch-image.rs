@@ -205,8 +205,8 @@ fn infer_tag(file: Option<&std::path::Path>, context: &std::path::Path) -> Strin
 }
 
 fn build(storage: &std::path::Path, a: BuildArgs) -> anyhow::Result<()> {
-    use grove::build::exec::{self, BuildOptions, CacheMode, Force};
     use grove::build::context::read_dockerfile;
+    use grove::build::exec::{self, BuildOptions, CacheMode, Force};
     let (text, name) = match &a.file {
         Some(f) if f.as_os_str() == "-" => (read_dockerfile(None, "-")?, "-".to_string()),
         Some(f) => (

@@ -59,7 +59,10 @@ pub fn read_dockerfile(path: Option<&Path>, label: &str) -> Result<String, Conte
         None => Box::new(io::stdin().lock()),
         Some(p) => {
             let f = fs::File::open(p).map_err(io_err("read Dockerfile", p))?;
-            let ft = f.metadata().map_err(io_err("stat Dockerfile", p))?.file_type();
+            let ft = f
+                .metadata()
+                .map_err(io_err("stat Dockerfile", p))?
+                .file_type();
             if !(ft.is_file() || ft.is_fifo()) {
                 return Err(unusable("not a regular file".into()));
             }
@@ -306,7 +309,12 @@ fn has_glob(s: &str) -> bool {
 
 /// Relative paths (bytes: names need not be UTF-8) matching `comps` below `dir`. Globs
 /// match a non-UTF-8 name in its lossy form.
-fn glob_walk(dir: &Path, prefix: Vec<u8>, comps: &[&str], out: &mut Vec<Vec<u8>>) -> io::Result<()> {
+fn glob_walk(
+    dir: &Path,
+    prefix: Vec<u8>,
+    comps: &[&str],
+    out: &mut Vec<Vec<u8>>,
+) -> io::Result<()> {
     let Some((first, rest)) = comps.split_first() else {
         out.push(prefix);
         return Ok(());

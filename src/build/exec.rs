@@ -831,6 +831,15 @@ impl<'a> Builder<'a> {
         a.push(&work);
         cmd.arg(a);
         cmd.arg(&merged).arg("--").args(&argv);
+        // The RUN's processes die with the build: ch-run gets SIGTERM when this process
+        // dies (any way, SIGKILL too) and then kills everything the command started
+        // (docs/ch-run.md). The spawning thread waits for ch-run, so it outlives it (the
+        // parent-death signal follows the thread that forked). Its own process group keeps
+        // a terminal's ^C from reaching the command before the build sees it; no standard
+        // input, so that a background group never stops on a terminal read.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        crate::run::sys::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
+        cmd.stdin(std::process::Stdio::null());
         crate::verbose!("executing: {cmd:?}");
         let status = match cmd.status() {
             Err(e) if e.raw_os_error() == Some(libc::E2BIG) => {
@@ -1201,11 +1210,11 @@ fn extract_archive(src: &Path, dest: &Path) -> Result<(), copy::CopyError> {
     for entry in ar.entries().map_err(io("read archive", src))? {
         let mut e = entry.map_err(io("read archive", src))?;
         let name = e.path_bytes().into_owned();
-        let link = e
-            .header()
-            .entry_type()
-            .is_hard_link()
-            .then(|| e.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default());
+        let link = e.header().entry_type().is_hard_link().then(|| {
+            e.link_name_bytes()
+                .map(|l| l.into_owned())
+                .unwrap_or_default()
+        });
         if let Some(why) = unsafe_member(&name, link.as_deref()) {
             return Err(unsafe_err(&name, why.to_string()));
         }

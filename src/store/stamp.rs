@@ -74,7 +74,10 @@ pub fn stamp_path(dir: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let storage = dir.parent().and_then(Path::parent).unwrap_or(Path::new("/"));
+    let storage = dir
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("/"));
     storage.join("stamps").join(format!("{kind}-{name}"))
 }
 
