@@ -258,6 +258,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         fin = Format::Oci;
     }
     let fout = fmt_arg(&cli.out_fmt, &cli.output)?;
+    if fin == Format::Dir {
+        // Read the user's 0000 files and directories without changing their modes.
+        if let Err(e) = grove::run::setup::read_own_files_as_root() {
+            grove::verbose!("reading as the user only: {}", e.report());
+        }
+    }
     if fin == fout {
         bail!(
             "input and output formats must be different: both {}",

@@ -702,6 +702,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !path.exists() {
                 bail!("can't import: not found: {}", path.display());
             }
+            if path.is_dir() {
+                // Read the user's 0000 files and directories without changing their modes.
+                if let Err(e) = grove::run::setup::read_own_files_as_root() {
+                    grove::verbose!("reading as the user only: {}", e.report());
+                }
+            }
             let store = Store::open(&storage)?;
             let lock = store.lock()?;
             info!("importing: {}", path.display());
