@@ -182,6 +182,9 @@ fn read_input(store: &Store, fin: Format, input: &str, scratch: &Path) -> anyhow
             fs::create_dir_all(scratch)
                 .with_context(|| format!("can't create {}", scratch.display()))?;
             let archive = scratch.join("image.tar");
+            if input.starts_with('-') {
+                bail!("image name must not start with '-' (it would be an option of {tool}): {input}");
+            }
             let mut cmd = Command::new(tool);
             cmd.arg("save");
             if fin == Format::Podman {
@@ -212,6 +215,9 @@ fn read_input(store: &Store, fin: Format, input: &str, scratch: &Path) -> anyhow
 
 /// `TOOL import` the image as NAME, with its config as `--change` instructions.
 fn write_dockman(store: &Store, tool: &str, img: &Input, name: &str) -> anyhow::Result<()> {
+    if name.starts_with('-') {
+        bail!("image name must not start with '-' (it would be an option of {tool}): {name}");
+    }
     let mut cmd = Command::new(tool);
     cmd.arg("import");
     for (k, v) in &img.cfg.env {

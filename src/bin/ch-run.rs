@@ -413,10 +413,12 @@ fn stored_image(
     let ch_image = std::env::current_exe()
         .map_err(|e| RunError::io("can't find own executable", &e))?
         .with_file_name("ch-image");
+    // `--storage=DIR` and `--`: neither can be taken for another option.
+    let mut storage_opt = std::ffi::OsString::from("--storage=");
+    storage_opt.push(storage);
     let out = std::process::Command::new(&ch_image)
-        .arg("-s")
-        .arg(storage)
-        .args(["checkout", &name.to_string()])
+        .arg(storage_opt)
+        .args(["checkout", "--", &name.to_string()])
         .stderr(std::process::Stdio::inherit())
         .output()
         .map_err(|e| RunError::io(format!("can't execute: {}", ch_image.display()), &e))?;
