@@ -183,7 +183,9 @@ fn read_input(store: &Store, fin: Format, input: &str, scratch: &Path) -> anyhow
                 .with_context(|| format!("can't create {}", scratch.display()))?;
             let archive = scratch.join("image.tar");
             if input.starts_with('-') {
-                bail!("image name must not start with '-' (it would be an option of {tool}): {input}");
+                bail!(
+                    "image name must not start with '-' (it would be an option of {tool}): {input}"
+                );
             }
             let mut cmd = Command::new(tool);
             cmd.arg("save");

@@ -576,6 +576,33 @@ mod tests {
     }
 
     #[test]
+    fn non_utf8_names_hash_as_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash_with = |last: u8| {
+            let name = [b'a', last];
+            let d = dir.path().join(format!("d{last}"));
+            fs::create_dir(&d).unwrap();
+            fs::write(d.join(std::ffi::OsStr::from_bytes(&name)), b"x").unwrap();
+            let src = vec![Source {
+                rel: String::new(),
+                rel_bytes: Vec::new(),
+                real: d,
+            }];
+            hash_sources(&src, &Ignore::default(), &mut StatCache::default()).unwrap()
+        };
+        assert_ne!(hash_with(0xff), hash_with(0xfe));
+    }
+
+    #[test]
+    fn ignore_file_errors_name_the_line() {
+        assert_eq!(
+            Ignore::parse_bytes(b"ok\n# caf\xe9\n").unwrap_err(),
+            (2, "not valid UTF-8 (byte 0xe9 at column 6)".to_string())
+        );
+        assert!(Ignore::parse_bytes(b"*.log\n").unwrap().excluded("a.log"));
+    }
+
+    #[test]
     fn stat_cache_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("f");

@@ -1168,7 +1168,10 @@ fn dockerignore_that_is_not_utf8_or_unreadable_fails_the_build_naming_it() {
         "{err}"
     );
     std::fs::write(b.ctx.join(".dockerignore"), b"secret\n").expect("write");
-    sh(&format!("chmod 0000 '{}'", b.ctx.join(".dockerignore").display()));
+    sh(&format!(
+        "chmod 0000 '{}'",
+        b.ctx.join(".dockerignore").display()
+    ));
     let (_, err) = b.build_fails("i", "FROM busybox\nCOPY . /x/\n", &[]);
     assert!(
         err.contains(&format!(
@@ -1300,7 +1303,10 @@ fn add_archive_member_with_dotdot_is_refused_naming_it() {
 #[test]
 fn run_line_too_long_for_execve_says_so() {
     let b = Bench::new("e2big");
-    let df = format!("FROM busybox\nRUN echo {} > /dev/null\n", "x".repeat(200_000));
+    let df = format!(
+        "FROM busybox\nRUN echo {} > /dev/null\n",
+        "x".repeat(200_000)
+    );
     let (_, err) = b.build_fails("e", &df, &[]);
     assert!(err.contains("too long for execve"), "{err}");
     assert!(err.contains("script"), "{err}");

@@ -817,7 +817,8 @@ fn bb_copy(s: &Scratch, name: &str) -> PathBuf {
 /// ch-run killed after 60 s: a test of a fixed hang fails instead of hanging.
 fn ch_run_bounded() -> Command {
     let mut c = unpriv("timeout");
-    c.args(["-s", "KILL", "60"]).arg(crate::common::bin("ch-run"));
+    c.args(["-s", "KILL", "60"])
+        .arg(crate::common::bin("ch-run"));
     c
 }
 
@@ -865,7 +866,10 @@ fn set_env_image_file_is_resolved_inside_the_image_and_must_be_regular() {
     assert!(!stdout.contains("host-file") && !stderr.contains("host-file"));
     assert!(stderr.contains("can't open: /ch/environment"), "{stderr}");
     // /dev/zero of the host is not read until memory runs out.
-    sh(&format!("ln -sfn /dev/zero '{}/ch/environment'", img.display()));
+    sh(&format!(
+        "ln -sfn /dev/zero '{}/ch/environment'",
+        img.display()
+    ));
     let out = run(&img);
     assert_eq!(out.status.code(), Some(31), "{out:?}");
     // A FIFO in the image is refused, not waited on.
@@ -905,12 +909,11 @@ fn write_is_refused_anywhere_in_the_storage_directory() {
     for path in [st.join("img/bb+latest"), co.clone(), co.join("etc/..")] {
         for extra in [&[][..], &["--unsafe"][..]] {
             let mut c = tool("ch-run");
-            c.arg("-w")
-                .args(extra)
-                .arg("-s")
-                .arg(&st)
-                .arg(&path)
-                .args(["--", "/bin/touch", "/pwned"]);
+            c.arg("-w").args(extra).arg("-s").arg(&st).arg(&path).args([
+                "--",
+                "/bin/touch",
+                "/pwned",
+            ]);
             let (_, err) = crate::common::fails(&mut c);
             assert!(
                 err.contains("can't write to the storage directory"),
@@ -923,7 +926,10 @@ fn write_is_refused_anywhere_in_the_storage_directory() {
         .arg(&st)
         .args(["bb", "--", "/bin/touch", "/pwned"]);
     let (_, err) = crate::common::fails(&mut c);
-    assert!(err.contains("--write invalid when running by name"), "{err}");
+    assert!(
+        err.contains("--write invalid when running by name"),
+        "{err}"
+    );
     assert!(!co.join("pwned").exists());
 }
 
@@ -944,12 +950,12 @@ fn changed_checkout_is_refused_by_run_and_build_until_removed() {
          && touch -r /tmp/.grove-ref-$$ etc/motd && rm /tmp/.grove-ref-$$",
         co.display()
     ));
-    let (_, err) = crate::common::fails(
-        tool("ch-run")
-            .arg("-s")
-            .arg(&st)
-            .args(["bb", "--", "cat", "/etc/motd"]),
-    );
+    let (_, err) = crate::common::fails(tool("ch-run").arg("-s").arg(&st).args([
+        "bb",
+        "--",
+        "cat",
+        "/etc/motd",
+    ]));
     assert!(err.contains("was changed outside grove"), "{err}");
     let ctx = s.join("ctx");
     sh(&format!(
@@ -1049,10 +1055,11 @@ fn import_reads_0000_entries_without_changing_the_source() {
         .arg(&src)
         .arg("locked"));
     assert_eq!(modes(&watched), before);
-    let out = ok(tool("ch-run")
-        .arg("-s")
-        .arg(&st)
-        .args(["locked", "--", "cat", "/zero", "/locked/f"]));
+    let out =
+        ok(tool("ch-run")
+            .arg("-s")
+            .arg(&st)
+            .args(["locked", "--", "cat", "/zero", "/locked/f"]));
     assert_eq!(out, "zero\ninner\n");
 
     // Killed at any point (here: once it has started), the source is unchanged: it is
