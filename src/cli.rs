@@ -53,6 +53,9 @@ pub fn report(err: &anyhow::Error) {
         if let Some(s) = cause.downcast_ref::<crate::store::export::ExportError>() {
             hint = hint.or_else(|| s.hint());
         }
+        if let Some(s) = cause.downcast_ref::<crate::store::stamp::StampError>() {
+            hint = hint.or_else(|| s.hint());
+        }
     }
     for cause in err.chain().skip(1) {
         eprintln!("  caused by: {cause}");

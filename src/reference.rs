@@ -96,6 +96,20 @@ impl Reference {
                 parts.remove(0);
             }
         }
+        // `.` and `..` (and anything else with a leading dot or dash) are never names: a
+        // name must not read as a relative path (`ch-run ../x` is the directory) nor as
+        // an option of a program it is handed to.
+        if let Some(h) = &host {
+            if h.starts_with(['.', '-']) {
+                return Err(err("components must not start with '.' or '-'"));
+            }
+        }
+        if tag.as_deref().is_some_and(|t| t.starts_with(['.', '-'])) {
+            return Err(err("tags must not start with '.' or '-'"));
+        }
+        if parts.iter().any(|c| c.starts_with(['.', '-'])) {
+            return Err(err("components must not start with '.' or '-'"));
+        }
         let name = parts.pop().expect("split yields at least one part");
         for c in parts.iter().chain(std::iter::once(&name)) {
             if c.is_empty() || !c.chars().all(is_path_char) {
@@ -219,6 +233,18 @@ mod tests {
             "a/:x",
             "-/",
             "x@sha256:zz",
+            "../x",
+            "..%x",
+            "./x",
+            "a/../b",
+            "a/.b",
+            ".x",
+            "..",
+            "-x",
+            "a/-b",
+            ".host.com/x",
+            "x:.t",
+            "x:-t",
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} should be refused");
         }

@@ -182,6 +182,11 @@ fn read_input(store: &Store, fin: Format, input: &str, scratch: &Path) -> anyhow
             fs::create_dir_all(scratch)
                 .with_context(|| format!("can't create {}", scratch.display()))?;
             let archive = scratch.join("image.tar");
+            if input.starts_with('-') {
+                bail!(
+                    "image name must not start with '-' (it would be an option of {tool}): {input}"
+                );
+            }
             let mut cmd = Command::new(tool);
             cmd.arg("save");
             if fin == Format::Podman {
@@ -212,6 +217,9 @@ fn read_input(store: &Store, fin: Format, input: &str, scratch: &Path) -> anyhow
 
 /// `TOOL import` the image as NAME, with its config as `--change` instructions.
 fn write_dockman(store: &Store, tool: &str, img: &Input, name: &str) -> anyhow::Result<()> {
+    if name.starts_with('-') {
+        bail!("image name must not start with '-' (it would be an option of {tool}): {name}");
+    }
     let mut cmd = Command::new(tool);
     cmd.arg("import");
     for (k, v) in &img.cfg.env {
@@ -258,6 +266,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         fin = Format::Oci;
     }
     let fout = fmt_arg(&cli.out_fmt, &cli.output)?;
+    if fin == Format::Dir {
+        // Read the user's 0000 files and directories without changing their modes.
+        if let Err(e) = grove::run::setup::read_own_files_as_root() {
+            grove::verbose!("reading as the user only: {}", e.report());
+        }
+    }
     if fin == fout {
         bail!(
             "input and output formats must be different: both {}",

@@ -205,26 +205,18 @@ fn infer_tag(file: Option<&std::path::Path>, context: &std::path::Path) -> Strin
 }
 
 fn build(storage: &std::path::Path, a: BuildArgs) -> anyhow::Result<()> {
+    use grove::build::context::read_dockerfile;
     use grove::build::exec::{self, BuildOptions, CacheMode, Force};
-    use std::io::Read;
     let (text, name) = match &a.file {
-        Some(f) if f.as_os_str() == "-" => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("can't read Dockerfile from standard input")?;
-            (s, "-".to_string())
-        }
+        Some(f) if f.as_os_str() == "-" => (read_dockerfile(None, "-")?, "-".to_string()),
         Some(f) => (
-            std::fs::read_to_string(f)
-                .with_context(|| format!("can't read Dockerfile: {}", f.display()))?,
+            read_dockerfile(Some(f), &f.display().to_string())?,
             f.display().to_string(),
         ),
         None => {
             let f = a.context.join("Dockerfile");
             (
-                std::fs::read_to_string(&f)
-                    .with_context(|| format!("can't read Dockerfile: {}", f.display()))?,
+                read_dockerfile(Some(&f), &f.display().to_string())?,
                 f.display().to_string(),
             )
         }
@@ -710,6 +702,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !path.exists() {
                 bail!("can't import: not found: {}", path.display());
             }
+            if path.is_dir() {
+                // Read the user's 0000 files and directories without changing their modes.
+                if let Err(e) = grove::run::setup::read_own_files_as_root() {
+                    grove::verbose!("reading as the user only: {}", e.report());
+                }
+            }
             let store = Store::open(&storage)?;
             let lock = store.lock()?;
             info!("importing: {}", path.display());
@@ -829,11 +827,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = grove::cli::parse_last_wins::<Cli>();
+    let storage = cli::storage_dir(cli.common.storage.clone()).ok();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let e = read_only_storage(e, storage.as_deref());
             cli::report(&e);
             ExitCode::from(1)
         }
+    }
+}
+
+/// Say so when an error comes from a storage directory the user can't write (a read-only
+/// file system, or no write permission): the raw "Permission denied" on some lock or
+/// object file does not tell.
+fn read_only_storage(e: anyhow::Error, storage: Option<&std::path::Path>) -> anyhow::Error {
+    let Some(storage) = storage else { return e };
+    let denied = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|n| [libc::EROFS, libc::EACCES, libc::EPERM].contains(&n))
+    });
+    if !denied || !storage.is_dir() {
+        return e;
+    }
+    let read_only_fs = nix::sys::statvfs::statvfs(storage)
+        .is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+    if read_only_fs {
+        e.context(format!(
+            "storage directory is on a read-only file system: {}",
+            storage.display()
+        ))
+    } else if nix::unistd::access(storage, nix::unistd::AccessFlags::W_OK).is_err() {
+        e.context(format!(
+            "storage directory is read-only (not writable by you): {}",
+            storage.display()
+        ))
+    } else {
+        e
     }
 }

@@ -297,7 +297,9 @@ fn real_main() -> Result<i32, RunError> {
     } else {
         match stored_image(image_arg, &storage, write != WriteMode::ReadOnly)? {
             Some(lowers) => {
-                if cli.write && !cli.unsafe_ {
+                // Not even with --unsafe: the checkout's files would no longer be its
+                // commit's, and later runs and builds would use them.
+                if cli.write {
                     return Err(RunError::msg("--write invalid when running by name"));
                 }
                 if lowers.len() > 1 {
@@ -400,6 +402,9 @@ fn stored_image(
     {
         // Writable modes (-W, or -w with --unsafe) need one directory, not a union.
         if v.len() == 1 || !need_dir {
+            for d in &v {
+                unchanged(d)?;
+            }
             return Ok(Some(v));
         }
     }
@@ -408,10 +413,12 @@ fn stored_image(
     let ch_image = std::env::current_exe()
         .map_err(|e| RunError::io("can't find own executable", &e))?
         .with_file_name("ch-image");
+    // `--storage=DIR` and `--`: neither can be taken for another option.
+    let mut storage_opt = std::ffi::OsString::from("--storage=");
+    storage_opt.push(storage);
     let out = std::process::Command::new(&ch_image)
-        .arg("-s")
-        .arg(storage)
-        .args(["checkout", &name.to_string()])
+        .arg(storage_opt)
+        .args(["checkout", "--", &name.to_string()])
         .stderr(std::process::Stdio::inherit())
         .output()
         .map_err(|e| RunError::io(format!("can't execute: {}", ch_image.display()), &e))?;
@@ -419,5 +426,18 @@ fn stored_image(
         return Err(RunError::msg(format!("can't check out image: {name}")));
     }
     let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim_end());
+    unchanged(&dir)?;
     Ok(Some(vec![dir]))
+}
+
+/// Refuse a checkout or layer changed behind the store's back (docs/store-format.md).
+fn unchanged(dir: &std::path::Path) -> Result<(), RunError> {
+    grove::store::stamp::verify(dir).map_err(|e| {
+        let hint = e.hint();
+        let e = RunError::msg(format!("storage: {e}"));
+        match hint {
+            Some(h) => e.with_hint(h),
+            None => e,
+        }
+    })
 }

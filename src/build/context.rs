@@ -33,7 +33,67 @@ pub enum ContextError {
     NoMatch(String),
     #[error("can't copy from outside context: {0}")]
     Outside(String),
+    #[error("{}:{line}: {message}", path.display())]
+    AtLine {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("can't read {}: {message}", path.display())]
+    Unusable { path: PathBuf, message: String },
 }
+
+/// Largest Dockerfile read (8 MiB).
+pub const MAX_DOCKERFILE: u64 = 8 << 20;
+
+/// Read a Dockerfile: `None` is standard input. A file must be a regular file (or a
+/// pipe, as `-f <(...)` gives) and no larger than [`MAX_DOCKERFILE`]: `-f /dev/zero` is
+/// refused instead of read until memory runs out. `label` names it in errors.
+pub fn read_dockerfile(path: Option<&Path>, label: &str) -> Result<String, ContextError> {
+    use std::os::unix::fs::FileTypeExt;
+    let unusable = |message: String| ContextError::Unusable {
+        path: PathBuf::from(label),
+        message,
+    };
+    let reader: Box<dyn Read> = match path {
+        None => Box::new(io::stdin().lock()),
+        Some(p) => {
+            let f = fs::File::open(p).map_err(io_err("read Dockerfile", p))?;
+            let ft = f
+                .metadata()
+                .map_err(io_err("stat Dockerfile", p))?
+                .file_type();
+            if !(ft.is_file() || ft.is_fifo()) {
+                return Err(unusable("not a regular file".into()));
+            }
+            Box::new(f)
+        }
+    };
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_DOCKERFILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("read Dockerfile", Path::new(label)))?;
+    if bytes.len() as u64 > MAX_DOCKERFILE {
+        return Err(unusable(format!(
+            "larger than {} MiB; a Dockerfile is not that big",
+            MAX_DOCKERFILE >> 20
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let b = e.as_bytes();
+        let line = b[..at].iter().filter(|c| **c == b'\n').count() + 1;
+        ContextError::AtLine {
+            path: PathBuf::from(label),
+            line,
+            message: format!("not valid UTF-8 (byte {:#04x})", b[at]),
+        }
+    })
+}
+
+/// Largest `.dockerignore` read (1 MiB).
+pub const MAX_IGNORE_FILE: u64 = 1 << 20;
 
 fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> ContextError + 'p {
     move |source| ContextError::Io {
@@ -73,13 +133,62 @@ impl Ignore {
         Ignore { rules }
     }
 
+    /// Read `CONTEXT/.dockerignore` (none: no rules). Any problem is an error naming the
+    /// file (and the line): silently dropping the rules would copy what they exclude.
     pub fn load(context: &Path) -> Result<Ignore, ContextError> {
+        use std::os::unix::fs::OpenOptionsExt;
         let p = context.join(".dockerignore");
-        match fs::read_to_string(&p) {
-            Ok(t) => Ok(Ignore::parse(&t)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Ignore::default()),
-            Err(e) => Err(io_err("read", &p)(e)),
+        let f = match fs::OpenOptions::new()
+            .read(true)
+            // A FIFO must not block the build; it is refused below.
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+            .open(&p)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Ignore::default()),
+            Err(e) => return Err(io_err("read", &p)(e)),
+        };
+        let md = f.metadata().map_err(io_err("stat", &p))?;
+        if !md.is_file() {
+            return Err(ContextError::Unusable {
+                path: p,
+                message: "not a regular file".into(),
+            });
         }
+        let mut bytes = Vec::new();
+        f.take(MAX_IGNORE_FILE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_err("read", &p))?;
+        if bytes.len() as u64 > MAX_IGNORE_FILE {
+            return Err(ContextError::Unusable {
+                path: p,
+                message: format!("larger than {} MiB", MAX_IGNORE_FILE >> 20),
+            });
+        }
+        Ignore::parse_bytes(&bytes).map_err(|(line, message)| ContextError::AtLine {
+            path: p,
+            line,
+            message,
+        })
+    }
+
+    /// Parse `.dockerignore` bytes; a line that is not UTF-8 (comments too) is an error
+    /// `(line number, message)`: patterns are matched as text.
+    pub fn parse_bytes(bytes: &[u8]) -> Result<Ignore, (usize, String)> {
+        for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+            if let Err(e) = std::str::from_utf8(line) {
+                return Err((
+                    i + 1,
+                    format!(
+                        "not valid UTF-8 (byte {:#04x} at column {})",
+                        line[e.valid_up_to()],
+                        e.valid_up_to() + 1
+                    ),
+                ));
+            }
+        }
+        let text = std::str::from_utf8(bytes).map_err(|e| (0, e.to_string()))?;
+        Ok(Ignore::parse(text))
     }
 
     /// Whether `rel` (relative to the context, `/`-separated) is excluded. A path is
@@ -126,7 +235,11 @@ fn match_comps(pat: &[String], path: &[&str]) -> bool {
 /// real path on disk (top-level symlinks followed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
+    /// The relative path as text (lossy for non-UTF-8 names): for `.dockerignore` matching
+    /// and messages.
     pub rel: String,
+    /// The relative path as bytes: for the cache key and for the name copied.
+    pub rel_bytes: Vec<u8>,
     pub real: PathBuf,
 }
 
@@ -141,26 +254,31 @@ pub fn expand(context: &Path, arg: &str, ignore: &Ignore) -> Result<Vec<Source>,
     } else {
         rel.split('/').collect()
     };
-    let mut found = Vec::new();
-    glob_walk(context, String::new(), &comps, &mut found)
+    let mut found: Vec<Vec<u8>> = Vec::new();
+    glob_walk(context, Vec::new(), &comps, &mut found)
         .map_err(io_err("read directory", context))?;
     found.sort();
     let canon_ctx = fs::canonicalize(context).map_err(io_err("resolve", context))?;
     let mut out = Vec::new();
-    for r in found {
+    for raw in found {
+        let r = String::from_utf8_lossy(&raw).into_owned();
         if !r.is_empty() && ignore.excluded(&r) {
             continue;
         }
-        let p = if r.is_empty() {
+        let p = if raw.is_empty() {
             context.to_path_buf()
         } else {
-            context.join(&r)
+            context.join(std::ffi::OsStr::from_bytes(&raw))
         };
         let real = fs::canonicalize(&p).map_err(io_err("resolve", &p))?;
         if !real.starts_with(&canon_ctx) {
             return Err(ContextError::Outside(arg.to_string()));
         }
-        out.push(Source { rel: r, real });
+        out.push(Source {
+            rel: r,
+            rel_bytes: raw,
+            real,
+        });
     }
     if out.is_empty() {
         return Err(ContextError::NoMatch(arg.to_string()));
@@ -189,22 +307,30 @@ fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
-fn glob_walk(dir: &Path, prefix: String, comps: &[&str], out: &mut Vec<String>) -> io::Result<()> {
+/// Relative paths (bytes: names need not be UTF-8) matching `comps` below `dir`. Globs
+/// match a non-UTF-8 name in its lossy form.
+fn glob_walk(
+    dir: &Path,
+    prefix: Vec<u8>,
+    comps: &[&str],
+    out: &mut Vec<Vec<u8>>,
+) -> io::Result<()> {
     let Some((first, rest)) = comps.split_first() else {
         out.push(prefix);
         return Ok(());
     };
-    let join = |name: &str| {
-        if prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{prefix}/{name}")
+    let join = |name: &[u8]| {
+        let mut p = prefix.clone();
+        if !p.is_empty() {
+            p.push(b'/');
         }
+        p.extend_from_slice(name);
+        p
     };
     if !has_glob(first) {
         let p = dir.join(first);
         if fs::symlink_metadata(&p).is_ok() {
-            glob_walk(&p, join(first), rest, out)?;
+            glob_walk(&p, join(first.as_bytes()), rest, out)?;
         }
         return Ok(());
     }
@@ -215,9 +341,8 @@ fn glob_walk(dir: &Path, prefix: String, comps: &[&str], out: &mut Vec<String>) 
     for e in rd {
         let e = e?;
         let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if glob_match(first, name) {
-            glob_walk(&e.path(), join(name), rest, out)?;
+        if glob_match(first, &name.to_string_lossy()) {
+            glob_walk(&e.path(), join(name.as_bytes()), rest, out)?;
         }
     }
     Ok(())
@@ -348,12 +473,12 @@ pub fn hash_sources(
     cache: &mut StatCache,
 ) -> Result<[u8; 32], ContextError> {
     // Gather entries first (sequential walk), hash files in parallel, then fold in order.
-    let mut entries: Vec<(String, PathBuf, fs::Metadata)> = Vec::new();
+    let mut entries: Vec<(Vec<u8>, PathBuf, fs::Metadata)> = Vec::new();
     for s in sources {
         let md = fs::metadata(&s.real).map_err(io_err("stat", &s.real))?;
-        entries.push((s.rel.clone(), s.real.clone(), md.clone()));
+        entries.push((s.rel_bytes.clone(), s.real.clone(), md.clone()));
         if md.is_dir() {
-            walk_sorted(&s.real, &s.rel, ignore, &mut entries)?;
+            walk_sorted(&s.real, &s.rel_bytes, ignore, &mut entries)?;
         }
     }
     let hashes: Vec<Option<[u8; 32]>> = entries
@@ -370,8 +495,9 @@ pub fn hash_sources(
         .collect::<Result<_, _>>()?;
     let mut h = blake3::Hasher::new();
     for ((rel, p, md), fh) in entries.iter().zip(hashes) {
+        // Names as bytes: two non-UTF-8 names must not hash alike.
         h.update(&(rel.len() as u64).to_le_bytes());
-        h.update(rel.as_bytes());
+        h.update(rel);
         let ft = md.file_type();
         let kind: u8 = if ft.is_dir() {
             b'd'
@@ -405,9 +531,9 @@ pub fn hash_sources(
 
 fn walk_sorted(
     dir: &Path,
-    rel: &str,
+    rel: &[u8],
     ignore: &Ignore,
-    out: &mut Vec<(String, PathBuf, fs::Metadata)>,
+    out: &mut Vec<(Vec<u8>, PathBuf, fs::Metadata)>,
 ) -> Result<(), ContextError> {
     let mut names: Vec<_> = fs::read_dir(dir)
         .map_err(io_err("read directory", dir))?
@@ -417,12 +543,12 @@ fn walk_sorted(
     names.sort();
     for n in names {
         let p = dir.join(&n);
-        let r = if rel.is_empty() {
-            n.to_string_lossy().into_owned()
-        } else {
-            format!("{rel}/{}", n.to_string_lossy())
-        };
-        if ignore.excluded(&r) {
+        let mut r = rel.to_vec();
+        if !r.is_empty() {
+            r.push(b'/');
+        }
+        r.extend_from_slice(n.as_bytes());
+        if ignore.excluded(&String::from_utf8_lossy(&r)) {
             continue;
         }
         let md = fs::symlink_metadata(&p).map_err(io_err("stat", &p))?;
@@ -450,6 +576,33 @@ mod tests {
     }
 
     #[test]
+    fn non_utf8_names_hash_as_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash_with = |last: u8| {
+            let name = [b'a', last];
+            let d = dir.path().join(format!("d{last}"));
+            fs::create_dir(&d).unwrap();
+            fs::write(d.join(std::ffi::OsStr::from_bytes(&name)), b"x").unwrap();
+            let src = vec![Source {
+                rel: String::new(),
+                rel_bytes: Vec::new(),
+                real: d,
+            }];
+            hash_sources(&src, &Ignore::default(), &mut StatCache::default()).unwrap()
+        };
+        assert_ne!(hash_with(0xff), hash_with(0xfe));
+    }
+
+    #[test]
+    fn ignore_file_errors_name_the_line() {
+        assert_eq!(
+            Ignore::parse_bytes(b"ok\n# caf\xe9\n").unwrap_err(),
+            (2, "not valid UTF-8 (byte 0xe9 at column 6)".to_string())
+        );
+        assert!(Ignore::parse_bytes(b"*.log\n").unwrap().excluded("a.log"));
+    }
+
+    #[test]
     fn stat_cache_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("f");
@@ -457,6 +610,7 @@ mod tests {
         let mut c = StatCache::default();
         let src = vec![Source {
             rel: "f".into(),
+            rel_bytes: b"f".to_vec(),
             real: f.clone(),
         }];
         let h1 = hash_sources(&src, &Ignore::default(), &mut c).unwrap();
@@ -476,6 +630,7 @@ mod tests {
         let mut c = StatCache::default();
         let src = vec![Source {
             rel: "f".into(),
+            rel_bytes: b"f".to_vec(),
             real: f.clone(),
         }];
         let h1 = hash_sources(&src, &Ignore::default(), &mut c).unwrap();

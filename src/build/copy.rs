@@ -33,6 +33,19 @@ pub enum CopyError {
     Dest(String),
     #[error("can't write to {0}: a file in the image is in the way")]
     NotDir(String),
+    #[error("can't extract {member} from archive {}", archive.display())]
+    Extract {
+        archive: PathBuf,
+        member: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("unsafe member in archive {}: {member}: {reason}", archive.display())]
+    UnsafeMember {
+        archive: PathBuf,
+        member: String,
+        reason: String,
+    },
 }
 
 fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> CopyError + 'p {
@@ -158,10 +171,30 @@ pub fn copy_host(src: &Path, rel: &str, ignore: &Ignore, to: &Path) -> Result<()
         let mode = md.permissions().mode() & 0o7777;
         fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o700))
             .map_err(io_err("chmod", to))?;
-    } else {
+    } else if md.is_file() {
         copy_file(src, to, md.permissions().mode() & 0o7777)?;
+    } else {
+        // Opening a FIFO would wait for a writer forever; devices and sockets have no
+        // content to copy.
+        warn_skipped(src, &md);
     }
     Ok(())
+}
+
+/// Warn that a FIFO, socket or device file of the context is not copied.
+fn warn_skipped(path: &Path, md: &fs::Metadata) {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = md.file_type();
+    let kind = if ft.is_fifo() {
+        "FIFO"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_char_device() || ft.is_block_device() {
+        "device file"
+    } else {
+        "special file"
+    };
+    crate::warn!("COPY: not copying {kind}: {}", path.display());
 }
 
 /// Copy a regular file with its permission bits (kept readable by the owner, so that the
@@ -219,8 +252,10 @@ fn copy_dir_contents(src: &Path, rel: &str, ignore: &Ignore, to: &Path) -> Resul
             .map_err(io_err("chmod", &d))?;
         } else if ft.is_file() {
             copy_file(&s, &d, md.permissions().mode() & 0o7777)?;
+        } else {
+            // FIFOs, sockets and devices in a context are not copied.
+            warn_skipped(&s, &md);
         }
-        // FIFOs, sockets and devices in a context are not copied.
     }
     Ok(())
 }

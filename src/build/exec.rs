@@ -114,6 +114,10 @@ pub enum BuildError {
     Read(#[from] git::ReadError),
     #[error("--build-arg: not consumed: {0}")]
     Unconsumed(String),
+    #[error(transparent)]
+    Context(#[from] context::ContextError),
+    #[error("can't use a checkout of the store as RUN's image")]
+    Changed(#[source] store::stamp::StampError),
 }
 
 fn io_err<'p>(
@@ -208,7 +212,7 @@ pub fn build(
     for w in &df.warnings {
         warn!("{}:{}: {}", df.file, w.line, w.message);
     }
-    let ignore = Ignore::load(&opts.context).unwrap_or_default();
+    let ignore = Ignore::load(&opts.context)?;
     let mut b = Builder {
         store,
         lock,
@@ -762,6 +766,10 @@ impl<'a> Builder<'a> {
         };
         let commit = self.stage().commit;
         let lowers = self.store.view(self.lock, commit)?;
+        // A checkout or layer changed behind the store's back would poison this step.
+        for l in &lowers {
+            store::stamp::verify(l).map_err(BuildError::Changed)?;
+        }
         let step = self.scratch("run")?;
         let (upper, work, merged) = (step.join("upper"), step.join("work"), step.join("merged"));
         for d in [&upper, &work, &merged] {
@@ -823,8 +831,30 @@ impl<'a> Builder<'a> {
         a.push(&work);
         cmd.arg(a);
         cmd.arg(&merged).arg("--").args(&argv);
+        // The RUN's processes die with the build: ch-run gets SIGTERM when this process
+        // dies (any way, SIGKILL too) and then kills everything the command started
+        // (docs/ch-run.md). The spawning thread waits for ch-run, so it outlives it (the
+        // parent-death signal follows the thread that forked). Its own process group keeps
+        // a terminal's ^C from reaching the command before the build sees it; no standard
+        // input, so that a background group never stops on a terminal read.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        crate::run::sys::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
+        cmd.stdin(std::process::Stdio::null());
         crate::verbose!("executing: {cmd:?}");
-        let status = cmd.status().map_err(io_err("execute", &self.opts.ch_run))?;
+        let status = match cmd.status() {
+            Err(e) if e.raw_os_error() == Some(libc::E2BIG) => {
+                let longest = argv.iter().map(String::len).max().unwrap_or(0);
+                return Err(self.at(
+                    ins,
+                    format!(
+                        "RUN: command too long for execve(2) ({longest} bytes in one argument; \
+                         Linux allows 128 KiB per argument and about 2 MiB in all): put the \
+                         commands in a script, COPY it into the image and RUN the script"
+                    ),
+                ));
+            }
+            r => r.map_err(io_err("execute", &self.opts.ch_run))?,
+        };
         if !status.success() {
             use std::os::unix::process::ExitStatusExt;
             return Err(match (status.code(), status.signal()) {
@@ -982,22 +1012,23 @@ impl<'a> Builder<'a> {
                     })
                 }
                 Src::Host(src) => {
-                    let name = Path::new(&src.rel)
+                    // The name as bytes: a non-UTF-8 name is copied as it is.
+                    let os_name = Path::new(std::ffi::OsStr::from_bytes(&src.rel_bytes))
                         .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
+                        .map(std::ffi::OsStr::to_os_string)
                         .unwrap_or_default();
+                    let named = match &dest_name {
+                        Some(n) => dir.join(std::ffi::OsStr::from_bytes(n)),
+                        None => dir.join(&os_name),
+                    };
                     if add && src.real.is_file() && is_archive(&src.real) {
-                        let t = if into_dir { dir.clone() } else { target(&name) };
-                        extract_archive(&src.real, &t).map_err(|e| copy::CopyError::Io {
-                            action: "extract",
-                            path: src.real.clone(),
-                            source: e,
-                        })
+                        let t = if into_dir { dir.clone() } else { named.clone() };
+                        extract_archive(&src.real, &t)
                     } else if src.real.is_dir() {
-                        let t = if into_dir { dir.clone() } else { target(&name) };
+                        let t = if into_dir { dir.clone() } else { named };
                         copy::copy_host(&src.real, &src.rel, &self.ignore, &t)
                     } else {
-                        copy::copy_host(&src.real, &src.rel, &self.ignore, &target(&name))
+                        copy::copy_host(&src.real, &src.rel, &self.ignore, &named)
                     }
                 }
                 Src::Url(name, f) => {
@@ -1026,7 +1057,16 @@ impl<'a> Builder<'a> {
                     copy::copy_from_model(repo, node, &t)
                 }
             };
-            r.map_err(|e| at(e.to_string()))?;
+            r.map_err(|e| {
+                // The causes too: `at` flattens the error into a message.
+                let mut m = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(c) = src {
+                    m.push_str(&format!(": {c}"));
+                    src = c.source();
+                }
+                at(m)
+            })?;
         }
         // Existing parents keep their image modes; a destination directory that received a
         // directory's contents takes that directory's mode (as in Docker and Charliecloud).
@@ -1123,14 +1163,80 @@ fn is_archive(p: &Path) -> bool {
         || (n >= 262 && &h[257..262] == b"ustar")
 }
 
-fn extract_archive(src: &Path, dest: &Path) -> std::io::Result<()> {
-    let r = store::import::open_archive(src).map_err(|e| std::io::Error::other(e.to_string()))?;
+/// Why an `ADD` archive member's name (or hard link target) is unsafe, if it is: a `..`
+/// component would climb out of the destination (tar skips such members silently, which
+/// would hide part of the archive); an absolute hard link target names a host file.
+fn unsafe_member(path: &[u8], hard_link_target: Option<&[u8]>) -> Option<&'static str> {
+    if path.split(|b| *b == b'/').any(|c| c == b"..") {
+        return Some("its path has a `..` component, which climbs out of the destination");
+    }
+    if path.contains(&0) {
+        return Some("its path contains a NUL byte");
+    }
+    if let Some(t) = hard_link_target {
+        if t.starts_with(b"/") {
+            return Some("it is a hard link to an absolute path");
+        }
+        if t.split(|b| *b == b'/').any(|c| c == b"..") {
+            return Some("it is a hard link whose target has a `..` component");
+        }
+    }
+    None
+}
+
+/// Extract an `ADD` archive into `dest`, member by member; an unsafe member fails the
+/// step with an error naming the archive, the member and the reason.
+fn extract_archive(src: &Path, dest: &Path) -> Result<(), copy::CopyError> {
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source: std::io::Error| copy::CopyError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let r = store::import::open_archive(src)
+        .map_err(|e| io("open archive", src)(std::io::Error::other(e.to_string())))?;
     let mut ar = tar::Archive::new(r);
     ar.set_preserve_permissions(true);
     ar.set_overwrite(true);
     ar.set_unpack_xattrs(false);
-    fs::create_dir_all(dest)?;
-    ar.unpack(dest)
+    fs::create_dir_all(dest).map_err(io("create directory", dest))?;
+    let unsafe_err = |member: &[u8], reason: String| copy::CopyError::UnsafeMember {
+        archive: src.to_path_buf(),
+        member: String::from_utf8_lossy(member).into_owned(),
+        reason,
+    };
+    for entry in ar.entries().map_err(io("read archive", src))? {
+        let mut e = entry.map_err(io("read archive", src))?;
+        let name = e.path_bytes().into_owned();
+        let link = e.header().entry_type().is_hard_link().then(|| {
+            e.link_name_bytes()
+                .map(|l| l.into_owned())
+                .unwrap_or_default()
+        });
+        if let Some(why) = unsafe_member(&name, link.as_deref()) {
+            return Err(unsafe_err(&name, why.to_string()));
+        }
+        match e.unpack_in(dest) {
+            Ok(_) => {}
+            Err(err) if err.to_string().contains("outside of destination") => {
+                return Err(unsafe_err(
+                    &name,
+                    "it would be written through a symlink that leads outside the destination"
+                        .into(),
+                ))
+            }
+            Err(err) => {
+                return Err(copy::CopyError::Extract {
+                    archive: src.to_path_buf(),
+                    member: String::from_utf8_lossy(&name).into_owned(),
+                    source: err,
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The file name an `ADD URL` gets: the last path segment, without query or fragment.

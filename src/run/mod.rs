@@ -154,7 +154,7 @@ pub fn locate_image(
     if !arg.is_empty() && !arg.starts_with('/') && !arg.starts_with('.') {
         let named = storage_image_path(storage, arg);
         if named.is_dir() {
-            if write && !unsafe_ {
+            if write {
                 return Err(RunError::msg("--write invalid when running by name"));
             }
             return Ok(Image {
@@ -171,10 +171,19 @@ pub fn locate_image(
     let md =
         std::fs::metadata(&path).map_err(|e| RunError::io(format!("can't stat: {arg}"), &e))?;
     if md.is_dir() {
-        if !unsafe_ {
-            let img = storage.join("img");
-            if let Ok(s) = img.canonicalize() {
-                if path.starts_with(&s) {
+        // Anywhere in the storage directory (`img/NAME` resolves into `checkouts/`),
+        // compared as canonical paths. Writing is refused even with --unsafe: a checkout
+        // changed behind the store's back would poison later runs and builds.
+        if let Ok(s) = storage.canonicalize() {
+            if path.starts_with(&s) {
+                if write {
+                    return Err(RunError::msg(format!(
+                        "--write: can't write to the storage directory: {}",
+                        path.display()
+                    ))
+                    .with_hint("run by name (read-only), or with -W for throwaway changes"));
+                }
+                if !unsafe_ {
                     return Err(RunError::msg(
                         "can't run directory images from storage (hint: run by name)",
                     ));
@@ -248,8 +257,7 @@ fn load_env_args(args: &[EnvArg]) -> Result<Vec<Pending>, RunError> {
                 }));
             }
             EnvArg::Set(EnvSource::File { path, nul }) => {
-                let text = std::fs::read(path)
-                    .map_err(|e| RunError::io(format!("can't open: {}", path.display()), &e))?;
+                let text = read_env_file(path, &path.to_string_lossy(), true)?;
                 let vars = env::parse_file(&text, *nul, &path.to_string_lossy())?;
                 out.push(Pending::Ready(env::EnvOp::Set { vars, expand }));
             }
@@ -268,18 +276,75 @@ fn finish_env_args(pending: Vec<Pending>, root: &Path) -> Result<Vec<env::EnvOp>
         .map(|p| match p {
             Pending::Ready(op) => Ok(op),
             Pending::ImageDefault { nul, expand } => {
-                // Symlinks resolved inside the image, as the command would see them.
-                let path = match resolve::resolve(root, Path::new("/ch/environment")) {
+                // Symlinks resolved inside the image only, as the command would see them: a
+                // link that leads nowhere inside the image is not followed on the host.
+                let label = "/ch/environment";
+                let path = match resolve::resolve(root, Path::new(label)) {
                     Ok(resolve::Resolved::Exists(p)) => p,
-                    _ => root.join("ch/environment"),
+                    Ok(resolve::Resolved::Missing { .. }) => {
+                        return Err(RunError::sys(
+                            format!("can't open: {label} (symlinks resolved inside the image)"),
+                            nix::errno::Errno::ENOENT,
+                        ))
+                    }
+                    Err(e) => {
+                        let errno = match e {
+                            resolve::ResolveError::TooManyLinks => nix::errno::Errno::ELOOP,
+                            resolve::ResolveError::NotDir(_) => nix::errno::Errno::ENOTDIR,
+                            resolve::ResolveError::Io(_, n) => nix::errno::Errno::from_raw(n),
+                        };
+                        return Err(RunError::sys(format!("can't open: {label}"), errno));
+                    }
                 };
-                let text = std::fs::read(&path)
-                    .map_err(|e| RunError::io(format!("can't open: {}", path.display()), &e))?;
-                let vars = env::parse_file(&text, nul, "/ch/environment")?;
+                let text = read_env_file(&path, label, false)?;
+                let vars = env::parse_file(&text, nul, label)?;
                 Ok(env::EnvOp::Set { vars, expand })
             }
         })
         .collect()
+}
+
+/// Largest `--set-env` file read (4 MiB): more than the kernel lets an environment hold.
+pub const MAX_ENV_FILE: u64 = 4 << 20;
+
+/// Read a `--set-env` file (`label` names it in errors) of at most [`MAX_ENV_FILE`] bytes.
+/// An image's file (`host_file` false; `path` already resolved inside the image) must be
+/// a regular file and is opened without following a final symlink. A host file is the
+/// user's: symlinks are followed and a pipe or FIFO (`--set-env=<(cmd)`) is read too, but
+/// devices, sockets and directories are refused (`/dev/zero` would never end).
+fn read_env_file(path: &Path, label: &str, host_file: bool) -> Result<Vec<u8>, RunError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let mut flags = libc::O_CLOEXEC | libc::O_NOCTTY;
+    if !host_file {
+        // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
+        flags |= libc::O_NOFOLLOW | libc::O_NONBLOCK;
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|e| RunError::io(format!("can't open: {label}"), &e))?;
+    let md = f
+        .metadata()
+        .map_err(|e| RunError::io(format!("can't stat: {label}"), &e))?;
+    let ft = md.file_type();
+    if !(ft.is_file() || (host_file && ft.is_fifo())) {
+        return Err(RunError::msg(format!(
+            "can't read: {label}: not a regular file"
+        )));
+    }
+    let mut text = Vec::new();
+    f.take(MAX_ENV_FILE + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| RunError::io(format!("can't read: {label}"), &e))?;
+    if text.len() as u64 > MAX_ENV_FILE {
+        return Err(RunError::msg(format!(
+            "can't read: {label}: larger than {} MiB",
+            MAX_ENV_FILE >> 20
+        )));
+    }
+    Ok(text)
 }
 
 /// Temporary passwd and group files, unlinked on drop (after they are bind-mounted).
@@ -379,6 +444,10 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
     }
     let uid = spec.uid.unwrap_or(euid);
     let gid = spec.gid.unwrap_or(egid);
+    // A builder's RUN (an overlay upper directory given): ch-image started this process
+    // with a parent-death signal. Every process of the RUN must end with the build.
+    let contained = matches!(spec.write, WriteMode::Layers { upper: Some(_), .. });
+    let build_parent = nix::unistd::getppid();
     let pending = load_env_args(&spec.env)?;
     let host_env: Vec<env::Var> = std::env::vars_os()
         .map(|(k, v)| (k.into_vec(), v.into_vec()))
@@ -555,19 +624,36 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    let Some(mut daemon) = daemon else {
-        // Nothing to stop after the command (the passwd files are already unlinked and
-        // the mounts vanish with the namespace): become the command, as Charliecloud does.
-        // Its PID is ch-run's, signals reach it directly, killing ch-run kills it.
-        let mut mask = SigSet::empty();
-        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, None, Some(&mut mask))
-            .map_err(|e| RunError::sys("can't read signal mask", e))?;
-        let e = exec_child(spec, &new_env, &mask);
-        eprintln!("{}", e.report());
-        return Ok(exec_failure_status(&e));
+    if contained {
+        // Orphans of the command become ch-run's children, so that it can end them all;
+        // ch-run itself hears of its parent's death (set again here: it survives execve
+        // and user namespace entry, but must not depend on that).
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|e| RunError::sys("can't become child subreaper", e))?;
+        nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
+            .map_err(|e| RunError::sys("can't set parent-death signal", e))?;
+        if nix::unistd::getppid() != build_parent {
+            return Err(RunError::msg("parent exited before the command started"));
+        }
+    }
+    let daemon = match daemon {
+        Some(d) => Some(d),
+        None if contained => None,
+        None => {
+            // Nothing to stop after the command (the passwd files are already unlinked and
+            // the mounts vanish with the namespace): become the command, as Charliecloud does.
+            // Its PID is ch-run's, signals reach it directly, killing ch-run kills it.
+            let mut mask = SigSet::empty();
+            nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, None, Some(&mut mask))
+                .map_err(|e| RunError::sys("can't read signal mask", e))?;
+            let e = exec_child(spec, &new_env, &mask);
+            eprintln!("{}", e.report());
+            return Ok(exec_failure_status(&e));
+        }
     };
 
-    // SquashFS: fork, so that the daemon can be stopped when the command ends.
+    // SquashFS: fork, so that the daemon can be stopped when the command ends. A builder's
+    // RUN: fork, so that whatever the command leaves running can be ended.
     let mut blocked = SigSet::empty();
     for s in FORWARDED {
         blocked.add(s);
@@ -591,7 +677,14 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
             sys::exit_now(exec_failure_status(&e));
         }
         sys::Forked::Parent(child) => {
-            let code = supervise(child, &blocked);
+            let code = supervise(child, &blocked, contained.then_some(build_parent));
+            if contained {
+                // The command has exited, or the build died: nothing of the RUN may stay.
+                kill_descendants();
+            }
+            let Some(mut daemon) = daemon else {
+                return code;
+            };
             if matches!(spec.join, Some(Join::Peers { .. })) {
                 // Joined peers use this mount too: keep serving it until they are done.
                 wait_for_peers(daemon.id(), &blocked);
@@ -753,7 +846,7 @@ fn wait_for_peers(daemon: u32, blocked: &SigSet) {
 }
 
 /// Wait for `child`, forwarding signals; the exit status as a shell reports it.
-fn supervise(child: Pid, blocked: &SigSet) -> Result<i32, RunError> {
+fn supervise(child: Pid, blocked: &SigSet, parent: Option<Pid>) -> Result<i32, RunError> {
     loop {
         match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(code),
@@ -770,6 +863,11 @@ fn supervise(child: Pid, blocked: &SigSet) -> Result<i32, RunError> {
         if sig == Signal::SIGCHLD as i32 {
             continue;
         }
+        // A builder's RUN whose build died (the parent-death signal, or any signal after
+        // it): end now, the caller kills what is left.
+        if parent.is_some_and(|p| nix::unistd::getppid() != p) {
+            return Ok(128 + Signal::SIGKILL as i32);
+        }
         // A terminal's signal already reached the child (same process group).
         if from_kernel {
             continue;
@@ -781,9 +879,74 @@ fn supervise(child: Pid, blocked: &SigSet) -> Result<i32, RunError> {
     }
 }
 
+/// Kill every descendant of this process (a child subreaper, so orphans of the command
+/// are its children) with SIGKILL and reap them, until it has no child left. Processes
+/// forked meanwhile are caught on the next round, since their parents' deaths make them
+/// this process's children.
+fn kill_descendants() {
+    let me = nix::unistd::getpid().as_raw();
+    loop {
+        for pid in descendants(me, &parent_pids()) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return, // ECHILD: none left
+        }
+    }
+}
+
+/// (PID, parent PID) of every process in /proc.
+fn parent_pids() -> Vec<(i32, i32)> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read(e.path().join("stat")).ok()?;
+            Some((pid, stat_ppid(&stat)?))
+        })
+        .collect()
+}
+
+/// The parent PID field of a /proc/PID/stat line (the fourth field; the command name
+/// before it is in parentheses and may hold spaces and parentheses).
+fn stat_ppid(stat: &[u8]) -> Option<i32> {
+    let close = stat.iter().rposition(|b| *b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Every descendant of `root` in a (PID, parent PID) list.
+fn descendants(root: i32, procs: &[(i32, i32)]) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    while let Some(p) = todo.pop() {
+        for (pid, ppid) in procs {
+            if *ppid == p && *pid != root && !out.contains(pid) {
+                out.push(*pid);
+                todo.push(*pid);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descendants_follow_parent_links_and_stat_names_may_hold_parens() {
+        let procs = [(1, 0), (10, 1), (11, 10), (12, 11), (13, 1), (14, 12)];
+        let mut d = descendants(10, &procs);
+        d.sort();
+        assert_eq!(d, vec![11, 12, 14]);
+        assert!(descendants(13, &procs).is_empty());
+        assert_eq!(stat_ppid(b"42 (a) b (c)) S 7 42 42 0"), Some(7));
+        assert_eq!(stat_ppid(b"garbage"), None);
+    }
 
     #[test]
     fn others_in_namespace_excludes_ch_run_and_the_daemon() {

@@ -99,7 +99,9 @@ pub fn import_path(
 ) -> Result<(Dir, Warnings), ImportError> {
     let md = fs::metadata(path).map_err(io_err("stat", path))?;
     if md.is_dir() {
-        import_dir(ts, path)
+        // The user's own tree: never changed, not even for a moment (a killed import
+        // would leave it changed); an unreadable entry is an error naming it.
+        import_dir(ts, path, false)
     } else if md.is_file() {
         import_tar(ts, path)
     } else {
@@ -157,7 +159,7 @@ pub fn import_squash(
                 });
             }
         }
-        let (mut root, w) = import_dir(ts, scratch)?;
+        let (mut root, w) = import_dir(ts, scratch, true)?;
         warnings.extend(w);
         // An unprivileged unsquashfs clears setuid and setgid bits (the files belong to
         // root in the image): take those modes from its listing.
@@ -290,9 +292,9 @@ struct PendingFile {
     group: Option<u32>,
 }
 
-/// Modes changed temporarily to read the user's own 0000 files and directories; put back
-/// on drop, deepest first.
-struct ModeRestore(Mutex<Vec<(PathBuf, u32)>>);
+/// Modes changed temporarily to read 0000 files and directories of a scratch directory
+/// (never of the user's source: `chmod` false); put back on drop, deepest first.
+struct ModeRestore(Mutex<Vec<(PathBuf, u32)>>, bool);
 
 impl Drop for ModeRestore {
     fn drop(&mut self) {
@@ -305,7 +307,7 @@ impl Drop for ModeRestore {
 
 impl ModeRestore {
     fn raise(&self, path: &Path, mode: u32, need: u32) -> Result<(), ImportError> {
-        if mode & need == need {
+        if mode & need == need || !self.1 {
             return Ok(());
         }
         fs::set_permissions(path, fs::Permissions::from_mode(mode | need))
@@ -318,8 +320,12 @@ impl ModeRestore {
     }
 }
 
-fn import_dir(ts: &gix::ThreadSafeRepository, src: &Path) -> Result<(Dir, Warnings), ImportError> {
-    let restore = ModeRestore(Mutex::new(Vec::new()));
+fn import_dir(
+    ts: &gix::ThreadSafeRepository,
+    src: &Path,
+    chmod: bool,
+) -> Result<(Dir, Warnings), ImportError> {
+    let restore = ModeRestore(Mutex::new(Vec::new()), chmod);
     let mut root = Dir::new(0o755);
     let top = fs::symlink_metadata(src).map_err(io_err("stat", src))?;
     restore.raise(src, top.mode() & 0o7777, 0o500)?;

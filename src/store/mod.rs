@@ -21,6 +21,7 @@ pub mod model;
 pub mod notes;
 pub mod oci;
 pub mod pack;
+pub mod stamp;
 
 use std::fs;
 use std::io;
@@ -89,6 +90,8 @@ pub enum StoreError {
         refname: String,
         reason: String,
     },
+    #[error(transparent)]
+    Stamp(#[from] stamp::StampError),
 }
 
 impl StoreError {
@@ -639,6 +642,7 @@ impl Store {
                 return Err(io_err("rename checkout into place", &dir)(e));
             }
         }
+        stamp::record(&dir)?;
         Ok(dir)
     }
 
@@ -752,7 +756,8 @@ impl Store {
         if dest.exists() {
             return Ok(());
         }
-        fs::rename(upper, &dest).map_err(io_err("keep layer", &dest))
+        fs::rename(upper, &dest).map_err(io_err("keep layer", &dest))?;
+        Ok(stamp::record(&dest)?)
     }
 
     /// Lower directories (top first) whose union shows `commit`'s files. Uses existing

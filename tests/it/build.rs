@@ -1140,3 +1140,198 @@ fn built_image_runs_by_name_from_its_layers_read_only_and_with_write_fake() {
     assert_eq!(out, "x\none\n");
     assert_eq!(b.run("l", "test ! -e /new && echo gone"), "gone\n");
 }
+
+// ---- hardening (issue 11) ----
+
+/// `ch-image -s STORAGE` killed after 120 s: a test of a fixed hang fails, not hangs.
+fn bounded_image(b: &Bench) -> Command {
+    let mut c = crate::common::unpriv("timeout");
+    c.args(["-s", "KILL", "120"])
+        .arg(crate::common::bin("ch-image"))
+        .arg("-s")
+        .arg(b.storage());
+    c
+}
+
+#[test]
+fn dockerignore_that_is_not_utf8_or_unreadable_fails_the_build_naming_it() {
+    let b = Bench::new("ignore-bad");
+    b.write("secret", "s\n");
+    b.write(".dockerignore", "");
+    std::fs::write(b.ctx.join(".dockerignore"), b"# caf\xe9\nsecret\n").expect("write");
+    let (_, err) = b.build_fails("i", "FROM busybox\nCOPY . /x/\n", &[]);
+    assert!(
+        err.contains(&format!(
+            "{}:1: not valid UTF-8",
+            b.ctx.join(".dockerignore").display()
+        )),
+        "{err}"
+    );
+    std::fs::write(b.ctx.join(".dockerignore"), b"secret\n").expect("write");
+    sh(&format!(
+        "chmod 0000 '{}'",
+        b.ctx.join(".dockerignore").display()
+    ));
+    let (_, err) = b.build_fails("i", "FROM busybox\nCOPY . /x/\n", &[]);
+    assert!(
+        err.contains(&format!(
+            "can't read: {}",
+            b.ctx.join(".dockerignore").display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn copy_of_a_top_level_fifo_is_skipped_with_a_warning() {
+    let b = Bench::new("fifo");
+    sh(&format!("mkfifo '{}'", b.ctx.join("fifo").display()));
+    b.write(
+        "Dockerfile",
+        "FROM busybox\nCOPY fifo /x\nRUN test ! -e /x && echo not-there\n",
+    );
+    let mut c = bounded_image(&b);
+    c.args(["build", "-t", "f"]).arg(&b.ctx);
+    let err = stderr_ok(&mut c);
+    assert!(err.contains("not copying FIFO: "), "{err}");
+    assert!(err.contains("not-there"), "{err}");
+}
+
+#[test]
+fn renaming_a_non_utf8_context_file_is_a_cache_miss() {
+    use std::os::unix::ffi::OsStrExt;
+    let b = Bench::new("nonutf8");
+    let name = |last: u8| b.ctx.join(std::ffi::OsStr::from_bytes(&[b'a', last]));
+    std::fs::write(name(0xff), b"same\n").expect("write");
+    b.own(&b.ctx);
+    let df = "FROM busybox\nCOPY . /x/\n";
+    b.build("n", df, &[]);
+    std::fs::rename(name(0xff), name(0xfe)).expect("rename");
+    let log = b.build("n", df, &[]);
+    assert_eq!(marks(&log), ".", "{log}");
+    assert_eq!(
+        b.run("n", "test -e \"/x/$(printf 'a\\376')\" && test ! -e \"/x/$(printf 'a\\377')\" && echo renamed"),
+        "renamed\n"
+    );
+}
+
+/// PIDs of processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(marker)
+                .then(|| format!("{}: {cmd}", e.file_name().to_string_lossy()))
+        })
+        .collect()
+}
+
+/// Poll `f` until it holds, for at most `secs` seconds (a bound, not a timing claim).
+fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn killed_build_leaves_no_run_process_behind() {
+    let b = Bench::new("kill");
+    for (i, sig) in ["TERM", "INT", "KILL"].iter().enumerate() {
+        // Unique sleep lengths mark this test's processes: a detached one, a background
+        // one and the command itself.
+        let m = format!("7{}{i}", std::process::id());
+        let df = format!("FROM busybox\nRUN (sleep {m}1 &); sleep {m}2 & exec sleep {m}3\n");
+        let mut c = b.build_cmd(&format!("k{i}"), &df, &[]);
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = crate::common::Reaped(c.spawn().expect("spawn build"));
+        assert!(
+            eventually(120, || {
+                let p = processes_with(&format!("sleep {m}"));
+                (1..=3).all(|n| p.iter().any(|l| l.contains(&format!(": sleep {m}{n}"))))
+            }),
+            "RUN did not start: {:?}",
+            processes_with(&m)
+        );
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(child.0.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(st.success());
+        let _ = child.0.wait();
+        assert!(
+            eventually(30, || processes_with(&m).is_empty()),
+            "after SIG{sig}, still running: {:?}",
+            processes_with(&m)
+        );
+    }
+}
+
+#[test]
+fn add_archive_member_with_dotdot_is_refused_naming_it() {
+    let b = Bench::new("add-evil");
+    let mut h = tar::Header::new_ustar();
+    h.as_ustar_mut().expect("ustar").name[..10].copy_from_slice(b"../escaped");
+    h.set_size(4);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    let mut data = h.as_bytes().to_vec();
+    data.extend_from_slice(b"evil");
+    data.resize(data.len() + 508 + 1024, 0);
+    std::fs::write(b.ctx.join("evil.tar"), &data).expect("write");
+    b.own(&b.ctx);
+    let (_, err) = b.build_fails("a", "FROM busybox\nADD evil.tar /d/\n", &[]);
+    assert!(
+        err.contains("unsafe member in archive") && err.contains("../escaped: its path has a `..`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_line_too_long_for_execve_says_so() {
+    let b = Bench::new("e2big");
+    let df = format!(
+        "FROM busybox\nRUN echo {} > /dev/null\n",
+        "x".repeat(200_000)
+    );
+    let (_, err) = b.build_fails("e", &df, &[]);
+    assert!(err.contains("too long for execve"), "{err}");
+    assert!(err.contains("script"), "{err}");
+}
+
+#[test]
+fn dockerfile_that_is_a_device_is_refused() {
+    let b = Bench::new("devzero");
+    let mut c = bounded_image(&b);
+    c.args(["build", "-t", "z", "-f", "/dev/zero"]).arg(&b.ctx);
+    let (_, err) = fails(&mut c);
+    assert!(err.contains("/dev/zero: not a regular file"), "{err}");
+}
+
+#[test]
+fn read_only_storage_is_named_in_the_error() {
+    let b = Bench::new("rostore");
+    sh(&format!("chmod -R a-w '{}'", b.storage().display()));
+    let (_, err) = b.build_fails("r", "FROM busybox\nRUN true\n", &[]);
+    sh(&format!("chmod -R u+w '{}'", b.storage().display()));
+    assert!(
+        err.contains(&format!(
+            "storage directory is read-only (not writable by you): {}",
+            b.storage().display()
+        )),
+        "{err}"
+    );
+}

@@ -800,3 +800,293 @@ fn only_user_and_mount_namespaces_are_new() {
         }
     }
 }
+
+// ---- hardening of ch-run's inputs and of the store's checkouts (issue 11) ----
+
+/// A copy of the busybox fixture owned by the test user.
+fn bb_copy(s: &Scratch, name: &str) -> PathBuf {
+    let dst = s.join(name);
+    sh(&format!(
+        "cp -a '{}' '{}'",
+        busybox_rootfs().display(),
+        dst.display()
+    ));
+    dst
+}
+
+/// ch-run killed after 60 s: a test of a fixed hang fails instead of hanging.
+fn ch_run_bounded() -> Command {
+    let mut c = unpriv("timeout");
+    c.args(["-s", "KILL", "60"])
+        .arg(crate::common::bin("ch-run"));
+    c
+}
+
+/// A storage directory with busybox imported as `bb` and checked out; returns the
+/// storage path and the checkout directory.
+fn store_with_bb(s: &Scratch) -> (PathBuf, PathBuf) {
+    let st = s.storage();
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .arg("import")
+        .arg(busybox_rootfs())
+        .arg("bb"));
+    ok(tool("ch-run").arg("-s").arg(&st).args(["bb", "--", "true"]));
+    let link = std::fs::read_link(st.join("img/bb+latest")).expect("img link");
+    let co = st.join("img").join(link).canonicalize().expect("checkout");
+    (st, co)
+}
+
+#[test]
+fn set_env_image_file_is_resolved_inside_the_image_and_must_be_regular() {
+    let s = Scratch::new("sec-env");
+    let img = bb_copy(&s, "img");
+    let secret = s.join("secret");
+    sh(&format!("echo SECRET=host-file > '{}'", secret.display()));
+    let run = |img: &Path| {
+        let mut c = ch_run_bounded();
+        c.arg("--set-env")
+            .arg(img)
+            .args(["--", "/bin/sh", "-c", "echo \"$SECRET$IN\""]);
+        crate::common::output(&mut c)
+    };
+    // A link to a host path that the image does not have: not followed on the host.
+    sh(&format!(
+        "mkdir '{0}/ch' && ln -s '{1}' '{0}/ch/environment'",
+        img.display(),
+        secret.display()
+    ));
+    let out = run(&img);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "{stdout}");
+    assert!(!stdout.contains("host-file") && !stderr.contains("host-file"));
+    assert!(stderr.contains("can't open: /ch/environment"), "{stderr}");
+    // /dev/zero of the host is not read until memory runs out.
+    sh(&format!(
+        "ln -sfn /dev/zero '{}/ch/environment'",
+        img.display()
+    ));
+    let out = run(&img);
+    assert_eq!(out.status.code(), Some(31), "{out:?}");
+    // A FIFO in the image is refused, not waited on.
+    sh(&format!(
+        "rm '{0}/ch/environment' && mkfifo '{0}/ch/environment'",
+        img.display()
+    ));
+    let out = run(&img);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/ch/environment: not a regular file"),
+        "{out:?}"
+    );
+    // A link that resolves inside the image is followed there.
+    sh(&format!(
+        "rm '{0}/ch/environment' && echo IN=image > '{0}/etc/envfile' \
+         && ln -s ../etc/envfile '{0}/ch/environment'",
+        img.display()
+    ));
+    let out = run(&img);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "image\n", "{out:?}");
+    // An explicit host file must not be a device either.
+    let mut c = ch_run_bounded();
+    c.arg("--set-env=/dev/zero")
+        .arg(busybox_rootfs())
+        .args(["--", "true"]);
+    let out = crate::common::output(&mut c);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/dev/zero: not a regular file"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn write_is_refused_anywhere_in_the_storage_directory() {
+    let s = Scratch::new("sec-w");
+    let (st, co) = store_with_bb(&s);
+    for path in [st.join("img/bb+latest"), co.clone(), co.join("etc/..")] {
+        for extra in [&[][..], &["--unsafe"][..]] {
+            let mut c = tool("ch-run");
+            c.arg("-w").args(extra).arg("-s").arg(&st).arg(&path).args([
+                "--",
+                "/bin/touch",
+                "/pwned",
+            ]);
+            let (_, err) = crate::common::fails(&mut c);
+            assert!(
+                err.contains("can't write to the storage directory"),
+                "{path:?} {extra:?}: {err}"
+            );
+        }
+    }
+    let mut c = tool("ch-run");
+    c.args(["-w", "--unsafe", "-s"])
+        .arg(&st)
+        .args(["bb", "--", "/bin/touch", "/pwned"]);
+    let (_, err) = crate::common::fails(&mut c);
+    assert!(
+        err.contains("--write invalid when running by name"),
+        "{err}"
+    );
+    assert!(!co.join("pwned").exists());
+}
+
+#[test]
+fn changed_checkout_is_refused_by_run_and_build_until_removed() {
+    let s = Scratch::new("sec-co");
+    let (st, co) = store_with_bb(&s);
+    let motd = || {
+        ok(tool("ch-run")
+            .arg("-s")
+            .arg(&st)
+            .args(["bb", "--", "cat", "/etc/motd"]))
+    };
+    let before = motd();
+    // Edited in place, with its mtime set back: only the ctime tells.
+    sh(&format!(
+        "cd '{}' && touch -r etc/motd /tmp/.grove-ref-$$ && echo poisoned >> etc/motd \
+         && touch -r /tmp/.grove-ref-$$ etc/motd && rm /tmp/.grove-ref-$$",
+        co.display()
+    ));
+    let (_, err) = crate::common::fails(tool("ch-run").arg("-s").arg(&st).args([
+        "bb",
+        "--",
+        "cat",
+        "/etc/motd",
+    ]));
+    assert!(err.contains("was changed outside grove"), "{err}");
+    let ctx = s.join("ctx");
+    sh(&format!(
+        "mkdir '{0}' && printf 'FROM bb\\nRUN true\\n' > '{0}/Dockerfile'",
+        ctx.display()
+    ));
+    let (_, err) = crate::common::fails(
+        tool("ch-image")
+            .arg("-s")
+            .arg(&st)
+            .args(["build", "-t", "x"])
+            .arg(&ctx),
+    );
+    assert!(err.contains("was changed outside grove"), "{err}");
+    // The hint's command repairs it: the checkout is made again from git.
+    let hint = err
+        .lines()
+        .find_map(|l| l.split_once("git objects: ").map(|(_, c)| c.to_string()))
+        .unwrap_or_else(|| panic!("no repair hint: {err}"));
+    sh(&hint);
+    assert_eq!(motd(), before);
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .args(["build", "-t", "x"])
+        .arg(&ctx));
+}
+
+#[test]
+fn image_names_never_read_as_relative_paths() {
+    let s = Scratch::new("sec-names");
+    let st = s.storage();
+    for bad in ["../x", "./x", "a/../b", ".x", "x/.y"] {
+        let (_, err) = crate::common::fails(
+            tool("ch-image")
+                .arg("-s")
+                .arg(&st)
+                .arg("import")
+                .arg(busybox_rootfs())
+                .arg(bad),
+        );
+        assert!(err.contains("invalid image reference"), "{bad}: {err}");
+        let (_, err) = crate::common::fails(
+            tool("ch-convert")
+                .arg("-s")
+                .arg(&st)
+                .args(["-o", "ch-image"])
+                .arg(busybox_rootfs())
+                .arg(bad),
+        );
+        assert!(err.contains("invalid image reference"), "{bad}: {err}");
+    }
+    // `../img` is the directory, relative to the working directory.
+    let img = bb_copy(&s, "img");
+    sh(&format!(
+        "mkdir '{0}/sub' && echo relative > '{1}/etc/motd'",
+        s.path.display(),
+        img.display()
+    ));
+    let out = ok(tool("ch-run")
+        .current_dir(s.join("sub"))
+        .arg("-s")
+        .arg(&st)
+        .args(["../img", "--", "cat", "/etc/motd"]));
+    assert_eq!(out, "relative\n");
+}
+
+/// Modes and ctimes of `paths`: a mode changed and set back still moves the ctime.
+fn modes(paths: &[PathBuf]) -> Vec<(PathBuf, u32, i64, i64)> {
+    paths
+        .iter()
+        .filter_map(|p| {
+            std::fs::symlink_metadata(p)
+                .ok()
+                .map(|m| (p.clone(), m.mode() & 0o7777, m.ctime(), m.ctime_nsec()))
+        })
+        .collect()
+}
+
+#[test]
+fn import_reads_0000_entries_without_changing_the_source() {
+    let s = Scratch::new("sec-import");
+    let src = bb_copy(&s, "src");
+    sh(&format!(
+        "cd '{}' && mkdir locked && echo inner > locked/f && echo zero > zero \
+         && chmod 0000 locked zero",
+        src.display()
+    ));
+    let watched = [src.join("locked"), src.join("zero"), src.clone()];
+    let before = modes(&watched);
+    assert_eq!(before[0].1, 0);
+    let st = s.storage();
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .arg("import")
+        .arg(&src)
+        .arg("locked"));
+    assert_eq!(modes(&watched), before);
+    let out =
+        ok(tool("ch-run")
+            .arg("-s")
+            .arg(&st)
+            .args(["locked", "--", "cat", "/zero", "/locked/f"]));
+    assert_eq!(out, "zero\ninner\n");
+
+    // Killed at any point (here: once it has started), the source is unchanged: it is
+    // never changed at all.
+    let big = s.join("big");
+    sh(&format!(
+        "mkdir '{0}' && cd '{0}' && for d in 1 2 3 4 5 6 7 8; do mkdir d$d; \
+         for f in $(seq 1 400); do echo $d$f > d$d/f$f; done; chmod 0000 d$d; done",
+        big.display()
+    ));
+    let dirs: Vec<PathBuf> = (1..=8).map(|d| big.join(format!("d{d}"))).collect();
+    let before = modes(&dirs);
+    let mut child = Reaped(
+        tool("ch-image")
+            .arg("-s")
+            .arg(&st)
+            .arg("import")
+            .arg(&big)
+            .arg("big")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn import"),
+    );
+    let mut first = String::new();
+    use std::io::BufRead;
+    let _ = std::io::BufReader::new(child.0.stderr.take().expect("stderr")).read_line(&mut first);
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    assert_eq!(modes(&dirs), before, "after a killed import ({first})");
+}

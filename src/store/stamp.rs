@@ -1,0 +1,216 @@
+//! Stamps of checkouts and kept layers: detect a tree changed behind the store's back
+//! (a `ch-run -w` on it, an editor, a stray `chmod`) before it is run by name or used as
+//! a build's lower directory.
+//!
+//! A stamp is a blake3 digest over every entry of the tree (names sorted per directory):
+//! its relative path, inode number, type and mode, size, mtime and ctime (nanoseconds).
+//! The kernel sets an inode's ctime to the current time on every change of its content
+//! or metadata (write, truncate, chmod, chown, xattr, link count, rename), and a user
+//! cannot set it back; an added, removed or renamed entry changes the list and its
+//! directory's times. Checking re-reads only inode metadata (one `lstat` per entry, no
+//! file content): far cheaper than re-hashing, but proportional to the number of entries.
+//!
+//! Stamps live in `STORAGE/stamps/<kind>-<commit>` ("grove-stamp 1 HEX"), outside the
+//! trees, so that stamping does not change what it stamps. A tree without a stamp (made
+//! by an older Grove) is stamped as it is when first checked (trust on first use).
+//!
+//! Limits: a change made while the stamp is being recorded is not seen; a tree replaced
+//! by root with forged ctimes (setting the clock back) is not seen.
+
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+const HEADER: &str = "grove-stamp 1";
+
+/// A tree whose stamp does not match.
+#[derive(Debug, thiserror::Error)]
+pub enum StampError {
+    #[error("{} was changed outside grove since it was checked out", dir.display())]
+    Changed { dir: PathBuf, stamp: PathBuf },
+    #[error("can't {action}: {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StampError {
+    /// How to repair: remove the tree (and its stamp) so that Grove checks it out again
+    /// from the git objects, which are unaffected.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            StampError::Changed { dir, stamp } => Some(format!(
+                "remove it and grove checks it out again from the store's git objects: \
+                 chmod -R u+rwx '{0}' && rm -rf '{0}' '{1}'",
+                dir.display(),
+                stamp.display()
+            )),
+            StampError::Io { .. } => None,
+        }
+    }
+}
+
+fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StampError + 'p {
+    move |source| StampError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Path of the stamp of tree `dir` (`STORAGE/checkouts/C` or `STORAGE/layers/C`).
+pub fn stamp_path(dir: &Path) -> PathBuf {
+    let kind = dir
+        .parent()
+        .and_then(Path::file_name)
+        .map(|k| k.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let storage = dir
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("/"));
+    storage.join("stamps").join(format!("{kind}-{name}"))
+}
+
+/// Digest of the tree's inode metadata (see the module doc). Iterative: depth is not
+/// bounded by the stack.
+pub fn digest(dir: &Path) -> Result<[u8; 32], StampError> {
+    let mut h = blake3::Hasher::new();
+    let top = fs::symlink_metadata(dir).map_err(io_err("stat", dir))?;
+    entry(&mut h, b"", &top);
+    // Pending directories: (relative path, host path), processed in sorted order.
+    let mut todo: Vec<(Vec<u8>, PathBuf)> = vec![(Vec::new(), dir.to_path_buf())];
+    while let Some((rel, path)) = todo.pop() {
+        let mut kids: Vec<(Vec<u8>, fs::Metadata)> = Vec::new();
+        for e in fs::read_dir(&path).map_err(io_err("read directory", &path))? {
+            let e = e.map_err(io_err("read directory", &path))?;
+            let md = e.metadata().map_err(io_err("stat", &e.path()))?;
+            kids.push((e.file_name().as_bytes().to_vec(), md));
+        }
+        kids.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut subdirs = Vec::new();
+        for (name, md) in kids {
+            let mut r = rel.clone();
+            r.push(b'/');
+            r.extend_from_slice(&name);
+            entry(&mut h, &r, &md);
+            if md.is_dir() {
+                subdirs.push((r, path.join(std::ffi::OsStr::from_bytes(&name))));
+            }
+        }
+        // Reversed onto the stack: popped in sorted order (depth first).
+        todo.extend(subdirs.into_iter().rev());
+    }
+    Ok(*h.finalize().as_bytes())
+}
+
+fn entry(h: &mut blake3::Hasher, rel: &[u8], md: &fs::Metadata) {
+    h.update(&(rel.len() as u64).to_le_bytes());
+    h.update(rel);
+    for n in [
+        md.ino(),
+        u64::from(md.mode()),
+        md.size(),
+        md.mtime() as u64,
+        md.mtime_nsec() as u64,
+        md.ctime() as u64,
+        md.ctime_nsec() as u64,
+    ] {
+        h.update(&n.to_le_bytes());
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Record the stamp of a complete tree (atomically: a temporary file renamed).
+pub fn record(dir: &Path) -> Result<(), StampError> {
+    let d = digest(dir)?;
+    write(dir, &d)
+}
+
+fn write(dir: &Path, d: &[u8; 32]) -> Result<(), StampError> {
+    let p = stamp_path(dir);
+    if let Some(parent) = p.parent() {
+        fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
+    }
+    let tmp = p.with_extension(format!("tmp.{}", std::process::id()));
+    fs::write(&tmp, format!("{HEADER} {}\n", hex(d))).map_err(io_err("write", &tmp))?;
+    fs::rename(&tmp, &p).map_err(io_err("rename into place", &p))
+}
+
+/// Check a tree against its stamp. A tree without a stamp is stamped now if the storage
+/// directory is writable (trust on first use), else accepted as it is.
+pub fn verify(dir: &Path) -> Result<(), StampError> {
+    let p = stamp_path(dir);
+    let recorded = match fs::read_to_string(&p) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_err("read", &p)(e)),
+    };
+    let d = digest(dir)?;
+    match recorded {
+        None => {
+            // Stamps came with this version; a read-only storage directory stays as it is.
+            let _ = write(dir, &d);
+            Ok(())
+        }
+        Some(t) if t.trim_end() == format!("{HEADER} {}", hex(&d)) => Ok(()),
+        Some(_) => Err(StampError::Changed {
+            dir: dir.to_path_buf(),
+            stamp: p,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamp_catches_content_mode_and_entry_changes_but_not_reads() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let co = t.path().join("checkouts/abc");
+        fs::create_dir_all(co.join("a/b")).expect("mkdir");
+        fs::write(co.join("a/b/f"), b"one").expect("write");
+        record(&co).expect("record");
+        assert_eq!(stamp_path(&co), t.path().join("stamps/checkouts-abc"));
+        verify(&co).expect("unchanged");
+        let _ = fs::read(co.join("a/b/f")).expect("read");
+        verify(&co).expect("reading changes nothing");
+        // Same size, content rewritten in place, mtime set back: ctime still moves.
+        let md = fs::metadata(co.join("a/b/f")).expect("stat");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(co.join("a/b/f"), b"two").expect("write");
+        fs::File::options()
+            .write(true)
+            .open(co.join("a/b/f"))
+            .expect("open")
+            .set_modified(md.modified().expect("mtime"))
+            .expect("set mtime");
+        assert!(matches!(verify(&co), Err(StampError::Changed { .. })));
+        record(&co).expect("record");
+        fs::write(co.join("a/new"), b"").expect("write");
+        assert!(matches!(verify(&co), Err(StampError::Changed { .. })));
+    }
+
+    #[test]
+    fn missing_stamp_is_written_on_first_check() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let co = t.path().join("layers/abc");
+        fs::create_dir_all(&co).expect("mkdir");
+        verify(&co).expect("first check");
+        assert!(stamp_path(&co).is_file());
+        verify(&co).expect("second check");
+    }
+}
