@@ -41,15 +41,13 @@ impl Body<'_> {
         Ok(match self {
             Body::Empty => 0,
             Body::Bytes(d) => d.len() as u64,
-            Body::File(p) => {
-                std::fs::metadata(p)
-                    .map_err(|source| RegistryError::Io {
-                        action: "stat",
-                        path: p.to_path_buf(),
-                        source,
-                    })?
-                    .len()
-            }
+            Body::File(p) => std::fs::metadata(p)
+                .map_err(|source| RegistryError::Io {
+                    action: "stat",
+                    path: p.to_path_buf(),
+                    source,
+                })?
+                .len(),
         })
     }
 }
@@ -395,9 +393,7 @@ impl Client {
             what: format!("{what} {}", escape(url)),
             reason,
         };
-        let uri: ureq::http::Uri = url
-            .parse()
-            .map_err(|_| refuse("not a valid URL".into()))?;
+        let uri: ureq::http::Uri = url.parse().map_err(|_| refuse("not a valid URL".into()))?;
         let scheme = uri.scheme_str().unwrap_or("").to_ascii_lowercase();
         let default_port = match scheme.as_str() {
             "https" => 443,
@@ -412,9 +408,10 @@ impl Client {
             )));
         }
         let same = (scheme == "http") == self.remote.http
-            && uri
-                .host()
-                .is_some_and(|h| h.trim_matches(['[', ']']).eq_ignore_ascii_case(&self.remote.host))
+            && uri.host().is_some_and(|h| {
+                h.trim_matches(['[', ']'])
+                    .eq_ignore_ascii_case(&self.remote.host)
+            })
             && uri.port_u16().unwrap_or(default_port) == self.remote.port;
         Ok(if same {
             Target::Registry
@@ -467,10 +464,7 @@ impl Client {
                 // The realm gets the credentials (as Docker sends them), so it must be
                 // reached as safely as the registry itself: never plain http for https.
                 self.target(
-                    &format!(
-                        "token realm of {}:{}:",
-                        self.remote.host, self.remote.port
-                    ),
+                    &format!("token realm of {}:{}:", self.remote.host, self.remote.port),
                     realm,
                 )?;
                 let scope = format!("repository:{}:{}", self.remote.repo, self.actions);

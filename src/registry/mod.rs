@@ -487,10 +487,15 @@ mod tests {
             "\\u{1b}]0;TITLE\\u{7}\\u{1b}[31mred\\u{1b}[2K"
         );
         assert_eq!(escape("a\nb\rc\td"), "a\\nb\\rc\\td");
-        assert_eq!(escape("\u{7f}\u{9b}\u{202e}\u{2066}"), "\\u{7f}\\u{9b}\\u{202e}\\u{2066}");
+        assert_eq!(
+            escape("\u{7f}\u{9b}\u{202e}\u{2066}"),
+            "\\u{7f}\\u{9b}\\u{202e}\\u{2066}"
+        );
         // A backslash is doubled, so escaped text can't pose as an escape.
         assert_eq!(escape("\\u{1b}"), "\\\\u{1b}");
-        assert!(!escape("\u{0}\u{1}\u{1f}\u{85}").chars().any(char::is_control));
+        assert!(!escape("\u{0}\u{1}\u{1f}\u{85}")
+            .chars()
+            .any(char::is_control));
     }
 
     #[test]
@@ -500,7 +505,15 @@ mod tests {
         assert_eq!(parse_size("10M"), Some(10 << 20));
         assert_eq!(parse_size("4g"), Some(4 << 30));
         assert_eq!(parse_size("1T"), Some(1 << 40));
-        for bad in ["", "k", "-1", "1.5M", "12x", "99999999999999999999", "16777216T"] {
+        for bad in [
+            "",
+            "k",
+            "-1",
+            "1.5M",
+            "12x",
+            "99999999999999999999",
+            "16777216T",
+        ] {
             assert_eq!(parse_size(bad), None, "{bad}");
         }
     }
@@ -517,14 +530,19 @@ mod tests {
         // No overflow for the largest sizes.
         assert!(l.for_size(u64::MAX) > l.deadline);
         let l = Limits::from_env_with(&|k| {
-            (k == DEADLINE_VAR).then(|| "2".to_string()).or_else(|| (k == MIN_RATE_VAR).then(|| "1k".to_string()))
+            (k == DEADLINE_VAR)
+                .then(|| "2".to_string())
+                .or_else(|| (k == MIN_RATE_VAR).then(|| "1k".to_string()))
         })
         .unwrap();
         assert_eq!(l.for_size(4096), Duration::from_secs(6));
         let e = Limits::from_env_with(&|k| (k == DEADLINE_VAR).then(|| "0".to_string()))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("CH_IMAGE_REGY_DEADLINE: invalid value \"0\""), "{e}");
+        assert!(
+            e.contains("CH_IMAGE_REGY_DEADLINE: invalid value \"0\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -386,7 +386,12 @@ fn download_layers(
     let paths: Vec<PathBuf> = m
         .layers
         .iter()
-        .map(|d| by_digest.get(d.digest.as_str()).cloned().unwrap_or_default())
+        .map(|d| {
+            by_digest
+                .get(d.digest.as_str())
+                .cloned()
+                .unwrap_or_default()
+        })
         .collect();
     if paths.iter().any(|p| p.as_os_str().is_empty()) {
         return Err(RegistryError::Download {
