@@ -463,10 +463,7 @@ impl Client {
                 })?;
                 // The realm gets the credentials (as Docker sends them), so it must be
                 // reached as safely as the registry itself: never plain http for https.
-                self.target(
-                    &format!("token realm of {}:{}:", self.remote.host, self.remote.port),
-                    realm,
-                )?;
+                self.target("token realm", realm)?;
                 let scope = format!("repository:{}:{}", self.remote.repo, self.actions);
                 let mut turl = format!("{realm}?scope={}", query_escape(&scope));
                 if let Some(s) = get("service") {
