@@ -168,6 +168,8 @@ pub fn pull(
     }
 
     let m = &res.manifest;
+    // Layer sizes and repeats are checked before anything is downloaded.
+    distinct_layers(&m.layers)?;
     verbose!("config: downloading {}", m.config.digest);
     let cfg_bytes = client.blob_bytes("config", &m.config.digest, m.config.size, 64 << 20)?;
     let oci: OciConfig = manifest::parse_config(&cfg_bytes)?;

@@ -258,7 +258,10 @@ fn oci_layout_with_special_files_or_symlinks_is_refused_without_hanging() {
     // Each case: a shell script run in a fresh copy of the layout (as the test user), and
     // what the error must say.
     let cases = [
-        ("ln -sf /dev/zero blobs/sha256/$L", ": a symlink, not a regular file"),
+        (
+            "ln -sf /dev/zero blobs/sha256/$L",
+            ": a symlink, not a regular file",
+        ),
         (
             "rm blobs/sha256/$L && mkfifo blobs/sha256/$L",
             "a FIFO, not a regular file",
