@@ -5,16 +5,24 @@
 //!
 //! Credentials come from `$CH_IMAGE_USERNAME`/`$CH_IMAGE_PASSWORD`, else a prompt on the
 //! terminal; they are asked for at most once per process.
+//!
+//! Where they go (docs/registry.md, "Where credentials go, and what Grove refuses"): the
+//! `Authorization` header is sent only to the registry's own scheme, host and port, and
+//! the basic credentials to the token realm it names (never a plain-http realm of an https
+//! registry). A URL the registry hands out on another origin (an upload `Location`) is
+//! followed without credentials; an https registry's `http://` location is refused. Every
+//! request has an overall deadline ([`super::Limits`]), and text from the registry is
+//! escaped ([`super::escape`]) before it reaches an error message.
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
 use super::manifest::{self, Document};
-use super::{RegistryError, Remote, Settings};
+use super::{escape, Limits, RegistryError, Remote, Settings};
 
 /// Default CA bundle (Debian's ca-certificates).
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -27,6 +35,83 @@ pub enum Body<'a> {
     File(&'a Path),
 }
 
+impl Body<'_> {
+    /// How many bytes it sends.
+    fn len(&self) -> Result<u64, RegistryError> {
+        Ok(match self {
+            Body::Empty => 0,
+            Body::Bytes(d) => d.len() as u64,
+            Body::File(p) => std::fs::metadata(p)
+                .map_err(|source| RegistryError::Io {
+                    action: "stat",
+                    path: p.to_path_buf(),
+                    source,
+                })?
+                .len(),
+        })
+    }
+}
+
+/// The overall deadline of one request, body included: started when made, it ends the
+/// request when `limit` has passed, however slowly the registry trickles its answer.
+#[derive(Debug, Clone)]
+pub struct Deadline {
+    started: Instant,
+    limit: Duration,
+    /// The settings that made it, for the error message.
+    var: &'static str,
+}
+
+impl Deadline {
+    pub fn new(limit: Duration, var: &'static str) -> Deadline {
+        Deadline {
+            started: Instant::now(),
+            limit,
+            var,
+        }
+    }
+
+    /// Time left, at least a millisecond (ureq treats zero as "no time at all" anyway).
+    fn remaining(&self) -> Duration {
+        self.limit
+            .saturating_sub(self.started.elapsed())
+            .max(Duration::from_millis(1))
+    }
+
+    pub fn passed(&self) -> bool {
+        self.started.elapsed() >= self.limit
+    }
+
+    /// The error saying `action url` ran out of time.
+    pub fn error(&self, action: &'static str, url: &str) -> RegistryError {
+        RegistryError::Deadline {
+            action,
+            url: url.to_string(),
+            secs: self.limit.as_secs_f64().ceil() as u64,
+            var: self.var,
+        }
+    }
+
+    /// An HTTP error, reported as the deadline's if it has passed (ureq ended the request).
+    pub fn http<'u>(
+        &self,
+        action: &'static str,
+        url: &'u str,
+    ) -> impl FnOnce(ureq::Error) -> RegistryError + 'u {
+        let d = self.clone();
+        move |e| {
+            if d.passed() {
+                d.error(action, url)
+            } else {
+                http_err(action, url)(e)
+            }
+        }
+    }
+}
+
+/// The variables that set a blob's deadline.
+pub const BLOB_DEADLINE_VARS: &str = "CH_IMAGE_REGY_DEADLINE and CH_IMAGE_REGY_MIN_RATE";
+
 /// A client for one repository of one registry.
 pub struct Client {
     agent: ureq::Agent,
@@ -38,6 +123,16 @@ pub struct Client {
     /// Current `Authorization` header value.
     authz: Mutex<Option<String>>,
     creds: Mutex<Option<(String, String)>>,
+    limits: Limits,
+}
+
+/// Where a URL points, seen from the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// The registry's own scheme, host and port: gets the `Authorization` header.
+    Registry,
+    /// Anywhere else: no credentials.
+    Elsewhere,
 }
 
 /// A response with its status checked by the caller.
@@ -89,8 +184,15 @@ fn root_certs() -> Result<ureq::tls::RootCerts, RegistryError> {
 
 /// Download `url` (http or https, system CA bundle or `$SSL_CERT_FILE`) into the new
 /// file `dest` (for Dockerfile `ADD URL`). Redirects are followed; a non-2xx status is an
-/// error.
+/// error, and so is a body larger than `$CH_IMAGE_ADD_MAX_SIZE` ([`super::add_max_size`]),
+/// whether declared (`Content-Length`) or sent.
 pub fn fetch_url(url: &str, dest: &Path) -> Result<(), RegistryError> {
+    let max = super::add_max_size()?;
+    let too_big = || RegistryError::TooBig {
+        what: format!("download {url}"),
+        limit: max,
+        var: super::ADD_MAX_VAR,
+    };
     let tls = if url.starts_with("https://") {
         ureq::tls::TlsConfig::builder()
             .root_certs(root_certs()?)
@@ -114,18 +216,31 @@ pub fn fetch_url(url: &str, dest: &Path) -> Result<(), RegistryError> {
     if !resp.status().is_success() {
         return Err(status_err("download", url, &mut resp));
     }
+    let declared = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_big());
+    }
     let mut out = std::fs::File::create_new(dest).map_err(|source| RegistryError::Io {
         action: "create",
         path: dest.to_path_buf(),
         source,
     })?;
-    std::io::copy(&mut resp.body_mut().as_reader(), &mut out).map_err(|source| {
-        RegistryError::Io {
-            action: "download into",
-            path: dest.to_path_buf(),
-            source,
-        }
+    // One byte more than allowed tells a body that is too big.
+    let mut body = resp.body_mut().as_reader().take(max.saturating_add(1));
+    let n = std::io::copy(&mut body, &mut out).map_err(|source| RegistryError::Io {
+        action: "download into",
+        path: dest.to_path_buf(),
+        source,
     })?;
+    if n > max {
+        drop(out);
+        let _ = std::fs::remove_file(dest);
+        return Err(too_big());
+    }
     Ok(())
 }
 
@@ -222,6 +337,7 @@ impl Client {
     /// A client for `remote`; `push` asks for push access too (and authenticates, as
     /// Charliecloud's push always does).
     pub fn new(remote: Remote, settings: &Settings, push: bool) -> Result<Client, RegistryError> {
+        let limits = Limits::from_env()?;
         let tls = if settings.tls_no_verify {
             ureq::tls::TlsConfig::builder()
                 .disable_verification(true)
@@ -250,6 +366,7 @@ impl Client {
             auth_mode: settings.auth || push,
             authz: Mutex::new(None),
             creds: Mutex::new(None),
+            limits,
         })
     }
 
@@ -258,8 +375,53 @@ impl Client {
         format!("{}/v2/{}/{rest}", self.remote.origin(), self.remote.repo)
     }
 
+    /// The deadline of a request with a small body.
+    fn small(&self) -> Deadline {
+        Deadline::new(self.limits.deadline, super::DEADLINE_VAR)
+    }
+
+    /// The deadline of a transfer of `size` bytes.
+    fn sized(&self, size: u64) -> Deadline {
+        Deadline::new(self.limits.for_size(size), BLOB_DEADLINE_VARS)
+    }
+
+    /// Whether `url` is the registry's own origin, or elsewhere; refused if it is not
+    /// http(s), or plain http while the registry is https. `what` names the URL's role
+    /// in the error.
+    fn target(&self, what: &str, url: &str) -> Result<Target, RegistryError> {
+        let refuse = |reason: String| RegistryError::Refused {
+            what: format!("{what} {}", escape(url)),
+            reason,
+        };
+        let uri: ureq::http::Uri = url.parse().map_err(|_| refuse("not a valid URL".into()))?;
+        let scheme = uri.scheme_str().unwrap_or("").to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "https" => 443,
+            "http" => 80,
+            _ => return Err(refuse("only http and https URLs are followed".into())),
+        };
+        if scheme == "http" && !self.remote.http {
+            return Err(refuse(format!(
+                "plain http, handed out by the https registry {}:{} (credentials and images \
+                 would travel unencrypted)",
+                self.remote.host, self.remote.port
+            )));
+        }
+        let same = (scheme == "http") == self.remote.http
+            && uri.host().is_some_and(|h| {
+                h.trim_matches(['[', ']'])
+                    .eq_ignore_ascii_case(&self.remote.host)
+            })
+            && uri.port_u16().unwrap_or(default_port) == self.remote.port;
+        Ok(if same {
+            Target::Registry
+        } else {
+            Target::Elsewhere
+        })
+    }
+
     fn credentials(&self) -> Result<(String, String), RegistryError> {
-        let mut c = self.creds.lock().expect("credentials lock");
+        let mut c = self.creds.lock().expect("creds lock");
         if let Some(c) = &*c {
             return Ok(c.clone());
         }
@@ -299,24 +461,35 @@ impl Client {
                 let realm = get("realm").ok_or_else(|| {
                     RegistryError::Auth(format!("{url}: Bearer challenge without realm"))
                 })?;
+                // The realm gets the credentials (as Docker sends them), so it must be
+                // reached as safely as the registry itself: never plain http for https.
+                self.target("token realm", realm)?;
                 let scope = format!("repository:{}:{}", self.remote.repo, self.actions);
                 let mut turl = format!("{realm}?scope={}", query_escape(&scope));
                 if let Some(s) = get("service") {
                     turl.push_str(&format!("&service={}", query_escape(s)));
                 }
+                // For messages: the realm is the registry's text.
+                let shown = escape(&turl);
+                let deadline = self.small();
                 let mut req = self.agent.get(&turl);
                 if self.auth_mode {
                     req = req.header("Authorization", self.basic()?);
                 }
-                let mut resp = req.call().map_err(http_err("get token from", &turl))?;
+                let mut resp = req
+                    .config()
+                    .timeout_global(Some(deadline.remaining()))
+                    .build()
+                    .call()
+                    .map_err(deadline.http("get token from", &shown))?;
                 let status = resp.status().as_u16();
                 if status == 401 || status == 403 {
-                    return Err(RegistryError::Unauthorized { url: turl });
+                    return Err(RegistryError::Unauthorized { url: shown });
                 }
                 if status != 200 {
                     return Err(RegistryError::Status {
                         action: "get token from",
-                        url: turl,
+                        url: shown,
                         status,
                         detail: None,
                     });
@@ -331,12 +504,12 @@ impl Client {
                     .with_config()
                     .limit(1 << 20)
                     .read_to_vec()
-                    .map_err(http_err("read token from", &turl))?;
+                    .map_err(deadline.http("read token from", &shown))?;
                 let t: Token = serde_json::from_slice(&body).map_err(|e| {
-                    RegistryError::Auth(format!("{turl}: token response is not valid JSON: {e}"))
+                    RegistryError::Auth(format!("{shown}: token response is not valid JSON: {e}"))
                 })?;
                 let t = t.token.or(t.access_token).ok_or_else(|| {
-                    RegistryError::Auth(format!("{turl}: token response has no token"))
+                    RegistryError::Auth(format!("{shown}: token response has no token"))
                 })?;
                 Ok(format!("Bearer {t}"))
             }
@@ -346,34 +519,47 @@ impl Client {
         }
     }
 
-    /// Send a request, authenticating on a 401 and retrying once. The status is left to
-    /// the caller (except 401 after authenticating, an error).
+    /// Send a request, authenticating on a 401 and retrying once, within `deadline` (which
+    /// goes on for the body the caller reads). The status is left to the caller (except 401
+    /// after authenticating, an error). The `Authorization` header goes only to the
+    /// registry's own origin; a URL elsewhere gets none, and its 401 is an error.
     pub fn send(
         &self,
         method: &str,
         url: &str,
         headers: &[(&str, &str)],
         body: Body<'_>,
+        deadline: &Deadline,
     ) -> Result<Response, RegistryError> {
+        let target = self.target("to send to", url)?;
+        // For messages: a URL elsewhere came from the registry.
+        let shown = match target {
+            Target::Registry => url.to_string(),
+            Target::Elsewhere => escape(url),
+        };
         for attempt in 0..2 {
             let mut b = ureq::http::Request::builder().method(method).uri(url);
             for (k, v) in headers {
                 b = b.header(*k, *v);
             }
-            if let Some(a) = &*self.authz.lock().expect("auth lock") {
-                b = b.header("Authorization", a.as_str());
+            if target == Target::Registry {
+                if let Some(a) = &*self.authz.lock().expect("auth lock") {
+                    b = b.header("Authorization", a.as_str());
+                }
             }
             let resp = match &body {
                 Body::Empty => {
-                    let req = b.body(()).map_err(|e| http_err("request", url)(e.into()))?;
-                    self.agent.run(req)
+                    let req = b
+                        .body(())
+                        .map_err(|e| http_err("request", &shown)(e.into()))?;
+                    self.run(req, deadline)
                 }
                 Body::Bytes(d) => {
                     let req = b
                         .header("Content-Length", d.len().to_string())
                         .body(*d)
-                        .map_err(|e| http_err("request", url)(e.into()))?;
-                    self.agent.run(req)
+                        .map_err(|e| http_err("request", &shown)(e.into()))?;
+                    self.run(req, deadline)
                 }
                 Body::File(p) => {
                     let f = std::fs::File::open(p).map_err(|source| RegistryError::Io {
@@ -394,15 +580,15 @@ impl Client {
                         .body(ureq::SendBody::from_owned_reader(
                             io::BufReader::with_capacity(1 << 20, f),
                         ))
-                        .map_err(|e| http_err("request", url)(e.into()))?;
-                    self.agent.run(req)
+                        .map_err(|e| http_err("request", &shown)(e.into()))?;
+                    self.run(req, deadline)
                 }
             }
-            .map_err(http_err("reach", url))?;
+            .map_err(deadline.http("reach", &shown))?;
             if resp.status().as_u16() != 401 {
                 return Ok(resp);
             }
-            if attempt == 1 {
+            if attempt == 1 || target == Target::Elsewhere {
                 break;
             }
             let challenge = resp
@@ -414,16 +600,27 @@ impl Client {
             let a = self.authenticate(url, &challenge)?;
             *self.authz.lock().expect("auth lock") = Some(a);
         }
-        Err(RegistryError::Unauthorized {
-            url: url.to_string(),
-        })
+        Err(RegistryError::Unauthorized { url: shown })
+    }
+
+    /// Run a request within what is left of `deadline`.
+    fn run<S: ureq::AsSendBody>(
+        &self,
+        req: ureq::http::Request<S>,
+        deadline: &Deadline,
+    ) -> Result<Response, ureq::Error> {
+        use ureq::RequestExt as _;
+        req.with_agent(&self.agent)
+            .configure()
+            .timeout_global(Some(deadline.remaining()))
+            .run()
     }
 
     /// Authenticate up front when in authenticated mode (so a wrong password fails early).
     pub fn login(&self) -> Result<(), RegistryError> {
         if self.auth_mode {
             let url = format!("{}/v2/", self.remote.origin());
-            let resp = self.send("GET", &url, &[], Body::Empty)?;
+            let resp = self.send("GET", &url, &[], Body::Empty, &self.small())?;
             let _ = resp;
         }
         Ok(())
@@ -437,7 +634,14 @@ impl Client {
         version: &str,
     ) -> Result<Option<(Document, Vec<u8>, String)>, RegistryError> {
         let url = self.url(&format!("manifests/{version}"));
-        let mut resp = self.send("GET", &url, &[("Accept", manifest::ACCEPT)], Body::Empty)?;
+        let deadline = self.small();
+        let mut resp = self.send(
+            "GET",
+            &url,
+            &[("Accept", manifest::ACCEPT)],
+            Body::Empty,
+            &deadline,
+        )?;
         let status = resp.status().as_u16();
         if status == 404 {
             return Ok(None);
@@ -456,7 +660,7 @@ impl Client {
             .with_config()
             .limit(16 << 20)
             .read_to_vec()
-            .map_err(http_err("read manifest", &url))?;
+            .map_err(deadline.http("read manifest", &url))?;
         let digest = manifest::sha256_digest(&body);
         if version.starts_with("sha256:") && digest != version {
             return Err(RegistryError::Digest {
@@ -469,12 +673,14 @@ impl Client {
         Ok(Some((doc, body, digest)))
     }
 
-    /// GET a blob; the caller reads and verifies the body.
-    pub fn blob(&self, digest: &str) -> Result<Response, RegistryError> {
+    /// GET a blob of declared `size`; the caller reads and verifies the body, within the
+    /// deadline returned (which has begun).
+    pub fn blob(&self, digest: &str, size: u64) -> Result<(Response, Deadline), RegistryError> {
         let url = self.url(&format!("blobs/{digest}"));
-        let mut resp = self.send("GET", &url, &[], Body::Empty)?;
+        let deadline = self.sized(size);
+        let mut resp = self.send("GET", &url, &[], Body::Empty, &deadline)?;
         match resp.status().as_u16() {
-            200 => Ok(resp),
+            200 => Ok((resp, deadline)),
             404 => Err(RegistryError::Status {
                 action: "get blob",
                 url,
@@ -485,21 +691,30 @@ impl Client {
         }
     }
 
-    /// Fetch a small blob (a config) into memory, verified.
+    /// Fetch a small blob (a config) of declared `size` into memory, verified; refused if
+    /// declared or sent larger than `limit`.
     pub fn blob_bytes(
         &self,
         what: &str,
         digest: &str,
+        size: u64,
         limit: u64,
     ) -> Result<Vec<u8>, RegistryError> {
+        if size > limit {
+            return Err(RegistryError::TooBig {
+                what: format!("{what} {digest} (declared {size} bytes)"),
+                limit,
+                var: "a fixed limit",
+            });
+        }
         let url = self.url(&format!("blobs/{digest}"));
-        let mut resp = self.blob(digest)?;
+        let (mut resp, deadline) = self.blob(digest, size)?;
         let body = resp
             .body_mut()
             .with_config()
             .limit(limit)
             .read_to_vec()
-            .map_err(http_err("read", &url))?;
+            .map_err(deadline.http("read", &url))?;
         let actual = manifest::sha256_digest(&body);
         if actual != digest {
             return Err(RegistryError::Digest {
@@ -514,7 +729,7 @@ impl Client {
     /// Whether the registry already has a blob.
     pub fn has_blob(&self, digest: &str) -> Result<bool, RegistryError> {
         let url = self.url(&format!("blobs/{digest}"));
-        let mut resp = self.send("HEAD", &url, &[], Body::Empty)?;
+        let mut resp = self.send("HEAD", &url, &[], Body::Empty, &self.small())?;
         match resp.status().as_u16() {
             200 => Ok(true),
             404 => Ok(false),
@@ -522,10 +737,18 @@ impl Client {
         }
     }
 
-    /// Upload a blob monolithically (POST to start, PUT with the digest).
+    /// Upload a blob monolithically (POST to start, PUT with the digest). The upload URL
+    /// is the registry's `Location`: on the registry's origin it gets the credentials,
+    /// elsewhere (a storage service) none; plain http for an https registry is refused.
     pub fn upload_blob(&self, digest: &str, body: Body<'_>) -> Result<(), RegistryError> {
         let url = self.url("blobs/uploads/");
-        let mut resp = self.send("POST", &url, &[("Content-Length", "0")], Body::Empty)?;
+        let mut resp = self.send(
+            "POST",
+            &url,
+            &[("Content-Length", "0")],
+            Body::Empty,
+            &self.small(),
+        )?;
         if resp.status().as_u16() != 202 {
             return Err(status_err("start upload at", &url, &mut resp));
         }
@@ -537,24 +760,31 @@ impl Client {
                 action: "start upload at",
                 url: url.clone(),
                 status: 202,
-                detail: Some("no Location header".into()),
+                detail: Some("no Location header (or not text)".into()),
             })?
             .to_string();
-        let mut put = if loc.starts_with("http://") || loc.starts_with("https://") {
-            loc
-        } else {
+        let mut put = if loc.starts_with('/') {
             format!("{}{}", self.remote.origin(), loc)
+        } else {
+            loc
         };
         put.push(if put.contains('?') { '&' } else { '?' });
         put.push_str(&format!("digest={}", query_escape(digest)));
+        let target = self.target("upload location", &put)?;
+        let shown = match target {
+            Target::Registry => put.clone(),
+            Target::Elsewhere => escape(&put),
+        };
+        let deadline = self.sized(body.len()?);
         let mut resp = self.send(
             "PUT",
             &put,
             &[("Content-Type", "application/octet-stream")],
             body,
+            &deadline,
         )?;
         if resp.status().as_u16() != 201 {
-            return Err(status_err("upload blob to", &put, &mut resp));
+            return Err(status_err("upload blob to", &shown, &mut resp));
         }
         Ok(())
     }
@@ -572,6 +802,7 @@ impl Client {
             &url,
             &[("Content-Type", media_type)],
             Body::Bytes(body),
+            &self.small(),
         )?;
         if resp.status().as_u16() != 201 {
             return Err(status_err("upload manifest to", &url, &mut resp));
@@ -580,7 +811,8 @@ impl Client {
     }
 }
 
-/// An error for an unexpected status, with the registry's error message if it sent one.
+/// An error for an unexpected status, with the registry's error message if it sent one
+/// (escaped: it is the registry's text).
 pub fn status_err(action: &'static str, url: &str, resp: &mut Response) -> RegistryError {
     let status = resp.status().as_u16();
     let body = resp
@@ -604,10 +836,10 @@ pub fn status_err(action: &'static str, url: &str, resp: &mut Response) -> Regis
             .map(|i| {
                 format!(
                     "{}{}",
-                    i.code.as_deref().unwrap_or(""),
+                    escape(i.code.as_deref().unwrap_or("")),
                     i.message
                         .as_deref()
-                        .map(|m| format!(" ({m})"))
+                        .map(|m| format!(" ({})", escape(m)))
                         .unwrap_or_default()
                 )
             })

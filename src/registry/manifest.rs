@@ -237,7 +237,8 @@ pub fn index_archs(idx: &Index) -> Vec<String> {
         .filter_map(|d| d.platform.as_ref())
         .filter(|p| p.os.is_empty() || p.os == "linux")
         .filter(|p| p.architecture != "unknown")
-        .map(Platform::arch_string)
+        // Names for messages and listings: the registry's text, escaped.
+        .map(|p| super::escape(&p.arch_string()))
         .collect();
     v.sort();
     v.dedup();

@@ -17,6 +17,7 @@ pub mod push;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use crate::reference::Reference;
 
@@ -93,6 +94,27 @@ pub enum RegistryError {
     Git(#[from] crate::store::GitError),
     #[error(transparent)]
     Read(#[from] crate::store::ReadError),
+    #[error("{action} {url}: no complete answer within {secs} s (deadline set by {var})")]
+    Deadline {
+        action: &'static str,
+        url: String,
+        secs: u64,
+        var: &'static str,
+    },
+    #[error("refusing {what}: {reason}")]
+    Refused { what: String, reason: String },
+    #[error("{what}: larger than the limit of {limit} bytes ({var})")]
+    TooBig {
+        what: String,
+        limit: u64,
+        var: &'static str,
+    },
+    #[error("{var}: invalid value {value:?} (expected {expected})")]
+    Setting {
+        var: &'static str,
+        value: String,
+        expected: &'static str,
+    },
 }
 
 impl RegistryError {
@@ -127,6 +149,128 @@ impl RegistryError {
             _ => None,
         }
     }
+}
+
+/// Text that came from a registry (error codes and messages, header values, names it
+/// lists), made safe to print: control characters (C0, DEL, C1), which could move the
+/// cursor, erase lines or retitle the terminal, and the bidirectional-override characters,
+/// which could reorder what is shown, become `\u{..}` escapes (`\n`, `\r`, `\t` as such); a
+/// backslash becomes `\\`, so an escape in the output always stands for one in the input.
+/// Everything else, non-ASCII text included, is kept.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control()
+                || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
+            {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Seconds a manifest, token or small request may take in all, and the base of a blob's
+/// deadline.
+pub const DEADLINE_VAR: &str = "CH_IMAGE_REGY_DEADLINE";
+/// Bytes per second a blob download (or upload) must average at least: each one's deadline
+/// is the base deadline plus its declared size divided by this.
+pub const MIN_RATE_VAR: &str = "CH_IMAGE_REGY_MIN_RATE";
+/// Largest `ADD URL` download.
+pub const ADD_MAX_VAR: &str = "CH_IMAGE_ADD_MAX_SIZE";
+/// Default of [`DEADLINE_VAR`], seconds.
+pub const DEFAULT_DEADLINE: u64 = 300;
+/// Default of [`MIN_RATE_VAR`], bytes per second (64 KiB/s).
+pub const DEFAULT_MIN_RATE: u64 = 64 << 10;
+/// Default of [`ADD_MAX_VAR`], bytes (4 GiB).
+pub const DEFAULT_ADD_MAX: u64 = 4 << 30;
+/// Largest layer size a manifest may declare (1 TiB); larger is refused before any
+/// download.
+pub const MAX_LAYER_SIZE: u64 = 1 << 40;
+
+/// Deadlines of registry requests, from [`DEADLINE_VAR`] and [`MIN_RATE_VAR`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Of a request with a small body (manifest, token, config, upload start), and the base
+    /// of a blob's.
+    pub deadline: Duration,
+    /// A blob's deadline grows by one second per this many bytes of its size.
+    pub min_rate: u64,
+}
+
+impl Limits {
+    pub fn from_env() -> Result<Limits, RegistryError> {
+        Self::from_env_with(&|k| std::env::var(k).ok())
+    }
+
+    fn from_env_with(env: &dyn Fn(&str) -> Option<String>) -> Result<Limits, RegistryError> {
+        let positive = |var: &'static str, default: u64, expected: &'static str| match env(var)
+            .filter(|v| !v.is_empty())
+        {
+            None => Ok(default),
+            Some(v) => parse_size(&v)
+                .filter(|n| *n > 0)
+                .filter(|_| var != DEADLINE_VAR || v.trim().bytes().all(|b| b.is_ascii_digit()))
+                .ok_or(RegistryError::Setting {
+                    var,
+                    value: v,
+                    expected,
+                }),
+        };
+        Ok(Limits {
+            deadline: Duration::from_secs(positive(
+                DEADLINE_VAR,
+                DEFAULT_DEADLINE,
+                "a positive number of seconds",
+            )?),
+            min_rate: positive(
+                MIN_RATE_VAR,
+                DEFAULT_MIN_RATE,
+                "a positive number of bytes per second, suffix k, M or G allowed",
+            )?,
+        })
+    }
+
+    /// The deadline of a transfer of `size` bytes.
+    pub fn for_size(&self, size: u64) -> Duration {
+        self.deadline
+            .saturating_add(Duration::from_secs(size / self.min_rate.max(1)))
+    }
+}
+
+/// The `ADD URL` size limit, from [`ADD_MAX_VAR`].
+pub fn add_max_size() -> Result<u64, RegistryError> {
+    match std::env::var(ADD_MAX_VAR).ok().filter(|v| !v.is_empty()) {
+        None => Ok(DEFAULT_ADD_MAX),
+        Some(v) => parse_size(&v).ok_or(RegistryError::Setting {
+            var: ADD_MAX_VAR,
+            value: v,
+            expected: "a number of bytes, suffix k, M, G or T allowed",
+        }),
+    }
+}
+
+/// A size: decimal digits with an optional binary suffix `k`, `M`, `G` or `T` (any case);
+/// `None` if malformed or beyond `u64`.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (digits, shift) = match s.char_indices().last()? {
+        (i, 'k' | 'K') => (&s[..i], 10),
+        (i, 'm' | 'M') => (&s[..i], 20),
+        (i, 'g' | 'G') => (&s[..i], 30),
+        (i, 't' | 'T') => (&s[..i], 40),
+        _ => (s, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(1u64 << shift)
 }
 
 /// Which architecture to ask a registry for (`--arch`).
@@ -333,6 +477,72 @@ mod tests {
         assert_eq!(r.port, 7000);
         assert_eq!(r.repo, "x/y");
         assert!(r.version.starts_with("sha256:"));
+    }
+
+    #[test]
+    fn registry_text_is_escaped_for_the_terminal() {
+        assert_eq!(escape("plain text, ünïcode"), "plain text, ünïcode");
+        assert_eq!(
+            escape("\u{1b}]0;TITLE\u{7}\u{1b}[31mred\u{1b}[2K"),
+            "\\u{1b}]0;TITLE\\u{7}\\u{1b}[31mred\\u{1b}[2K"
+        );
+        assert_eq!(escape("a\nb\rc\td"), "a\\nb\\rc\\td");
+        assert_eq!(
+            escape("\u{7f}\u{9b}\u{202e}\u{2066}"),
+            "\\u{7f}\\u{9b}\\u{202e}\\u{2066}"
+        );
+        // A backslash is doubled, so escaped text can't pose as an escape.
+        assert_eq!(escape("\\u{1b}"), "\\\\u{1b}");
+        assert!(!escape("\u{0}\u{1}\u{1f}\u{85}")
+            .chars()
+            .any(char::is_control));
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes_and_refuse_overflow() {
+        assert_eq!(parse_size("123"), Some(123));
+        assert_eq!(parse_size("64k"), Some(64 << 10));
+        assert_eq!(parse_size("10M"), Some(10 << 20));
+        assert_eq!(parse_size("4g"), Some(4 << 30));
+        assert_eq!(parse_size("1T"), Some(1 << 40));
+        for bad in [
+            "",
+            "k",
+            "-1",
+            "1.5M",
+            "12x",
+            "99999999999999999999",
+            "16777216T",
+        ] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn deadlines_come_from_environment_and_grow_with_size() {
+        let l = Limits::from_env_with(&|_| None).unwrap();
+        assert_eq!(l.deadline, Duration::from_secs(DEFAULT_DEADLINE));
+        assert_eq!(l.for_size(0), l.deadline);
+        assert_eq!(
+            l.for_size(DEFAULT_MIN_RATE * 100),
+            l.deadline + Duration::from_secs(100)
+        );
+        // No overflow for the largest sizes.
+        assert!(l.for_size(u64::MAX) > l.deadline);
+        let l = Limits::from_env_with(&|k| {
+            (k == DEADLINE_VAR)
+                .then(|| "2".to_string())
+                .or_else(|| (k == MIN_RATE_VAR).then(|| "1k".to_string()))
+        })
+        .unwrap();
+        assert_eq!(l.for_size(4096), Duration::from_secs(6));
+        let e = Limits::from_env_with(&|k| (k == DEADLINE_VAR).then(|| "0".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("CH_IMAGE_REGY_DEADLINE: invalid value \"0\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! into the store.
 //!
 //! Layers download in parallel into `STORAGE/dlcache/sha256-HEX` through a partial file
-//! (`.partial.PID`), renamed into place only after its digest checked; a cached layer is
-//! checked again before use. Layers then apply in order onto one model (whiteouts across
+//! (`.partial.PID`), renamed into place only after its size and digest checked; a cached
+//! layer is checked again before use, its size against the manifest's too. A digest the
+//! manifest lists more than once downloads once (so one process never has two partial
+//! files of the same name) and applies at each of its places. Layers then apply in order onto one model (whiteouts across
 //! layers, see [`import::apply_layer`]), which becomes one commit. The image's ref moves
 //! last, so a failed pull leaves the store's images as they were. The manifest digest is
 //! kept in the config's annotations (`registry.manifest`): pulling a manifest already in
@@ -166,15 +168,20 @@ pub fn pull(
     }
 
     let m = &res.manifest;
+    // Layer sizes and repeats are checked before anything is downloaded.
+    distinct_layers(&m.layers)?;
     verbose!("config: downloading {}", m.config.digest);
-    let cfg_bytes = client.blob_bytes("config", &m.config.digest, 64 << 20)?;
+    let cfg_bytes = client.blob_bytes("config", &m.config.digest, m.config.size, 64 << 20)?;
     let oci: OciConfig = manifest::parse_config(&cfg_bytes)?;
     if let (Some(w), Some(img)) = (
         settings.arch.wanted(),
         to_arch(&oci).filter(|_| res.archs.is_none()),
     ) {
         if !manifest::arch_matches(&w, &platform_of(&img)) {
-            warn!("image architecture {img} may not match requested {w}");
+            warn!(
+                "image architecture {} may not match requested {w}",
+                super::escape(&img)
+            );
         }
     }
 
@@ -223,7 +230,7 @@ pub fn pull(
     // a build whose steps all hit never needs one.
     store.set_image_lazy(lock, dest, commit, Expect::from_current(old))?;
     if let Some(a) = &cfg.arch {
-        info!("image arch: {a}");
+        info!("image arch: {}", super::escape(a));
     }
     info!("done");
     Ok(Outcome::Pulled(commit))
@@ -296,7 +303,44 @@ fn file_digest(path: &Path) -> Result<String, RegistryError> {
     Ok(format!("sha256:{}", hex::encode(h.finalize())))
 }
 
-/// Download every layer (in parallel) into the download cache; returns their paths.
+/// The layers to download: each distinct digest once, at its first place (index into
+/// `layers`). Refuses a declared size above [`super::MAX_LAYER_SIZE`] and a digest listed
+/// with two different sizes, before anything is downloaded.
+fn distinct_layers(
+    layers: &[manifest::Descriptor],
+) -> Result<Vec<(usize, &manifest::Descriptor)>, RegistryError> {
+    let n = layers.len();
+    let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut jobs = Vec::new();
+    for (i, d) in layers.iter().enumerate() {
+        let what = || format!("layer {}/{n} ({})", i + 1, d.digest);
+        if d.size > super::MAX_LAYER_SIZE {
+            return Err(RegistryError::TooBig {
+                what: format!("{} (declared {} bytes)", what(), d.size),
+                limit: super::MAX_LAYER_SIZE,
+                var: "a fixed limit",
+            });
+        }
+        match first.get(d.digest.as_str()) {
+            Some(&j) if layers[j].size != d.size => {
+                return Err(RegistryError::Size {
+                    what: format!("{} (also layer {}/{n})", what(), j + 1),
+                    expected: layers[j].size,
+                    actual: d.size,
+                })
+            }
+            Some(_) => {}
+            None => {
+                first.insert(&d.digest, i);
+                jobs.push((i, d));
+            }
+        }
+    }
+    Ok(jobs)
+}
+
+/// Download every layer (in parallel) into the download cache; returns their paths, one
+/// per entry of the manifest.
 fn download_layers(
     store: &Store,
     client: &Client,
@@ -304,10 +348,10 @@ fn download_layers(
     settings: &Settings,
 ) -> Result<Vec<PathBuf>, RegistryError> {
     let cache = store.root().join("dlcache");
+    let jobs = distinct_layers(&m.layers)?;
     fs::create_dir_all(&cache).map_err(io_err("create directory", &cache))?;
     let bars = settings.progress.then(indicatif::MultiProgress::new);
     let n = m.layers.len();
-    let jobs: Vec<(usize, &manifest::Descriptor)> = m.layers.iter().enumerate().collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<Result<(usize, PathBuf), RegistryError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..PARALLEL_DOWNLOADS.min(n.max(1)))
@@ -336,11 +380,21 @@ fn download_layers(
             .flat_map(|h| h.join().expect("download thread panicked"))
             .collect()
     });
-    let mut paths = vec![PathBuf::new(); n];
+    let mut by_digest = std::collections::HashMap::new();
     for r in results {
         let (i, p) = r?;
-        paths[i] = p;
+        by_digest.insert(m.layers[i].digest.as_str(), p);
     }
+    let paths: Vec<PathBuf> = m
+        .layers
+        .iter()
+        .map(|d| {
+            by_digest
+                .get(d.digest.as_str())
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
     if paths.iter().any(|p| p.as_os_str().is_empty()) {
         return Err(RegistryError::Download {
             what: "layers".into(),
@@ -363,6 +417,15 @@ fn download_one(
     let dest = cache.join(format!("sha256-{hex}"));
     if dest.exists() {
         if file_digest(&dest)? == d.digest {
+            // The content is right; the manifest must say its size too.
+            let len = fs::metadata(&dest).map_err(io_err("stat", &dest))?.len();
+            if len != d.size {
+                return Err(RegistryError::Size {
+                    what: format!("{what}: size declared by the manifest"),
+                    expected: d.size,
+                    actual: len,
+                });
+            }
             verbose!(
                 "layer {}/{n}: {}: using existing file",
                 i + 1,
@@ -377,7 +440,8 @@ fn download_one(
     remove_stale_partials(cache, hex);
     let part = cache.join(format!("sha256-{hex}.partial.{}", std::process::id()));
     let guard = Partial(Some(part.clone()));
-    let resp = client.blob(&d.digest)?;
+    let (resp, deadline) = client.blob(&d.digest, d.size)?;
+    let url = client.url(&format!("blobs/{}", d.digest));
     let bar = bars.map(|mb| {
         let b = mb.add(indicatif::ProgressBar::new(d.size));
         b.set_style(
@@ -394,8 +458,12 @@ fn download_one(
         let f: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |k| b.inc(k));
         f
     });
-    // Never read more than the manifest promised (plus one byte to notice excess).
-    let reader = resp.into_body().into_reader().take(d.size + 1);
+    // Never read more than the manifest promised (plus one byte to notice excess; sizes
+    // are bounded by MAX_LAYER_SIZE, so this does not wrap).
+    let reader = resp
+        .into_body()
+        .into_reader()
+        .take(d.size.saturating_add(1));
     let mut hr = HashingReader {
         inner: reader,
         hasher: sha2::Sha256::new(),
@@ -405,14 +473,21 @@ fn download_one(
     let mut f = fs::File::create(&part).map_err(io_err("create", &part))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let k = hr
-            .read(&mut buf)
-            .map_err(|source| RegistryError::Download {
-                what: what.clone(),
-                source,
-            })?;
+        let k = hr.read(&mut buf).map_err(|source| {
+            if deadline.passed() {
+                deadline.error("get blob", &url)
+            } else {
+                RegistryError::Download {
+                    what: what.clone(),
+                    source,
+                }
+            }
+        })?;
         if k == 0 {
             break;
+        }
+        if deadline.passed() {
+            return Err(deadline.error("get blob", &url));
         }
         f.write_all(&buf[..k]).map_err(io_err("write", &part))?;
     }

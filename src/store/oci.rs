@@ -2,6 +2,14 @@
 //! layer, read back layer by layer through [`super::import::apply_layer`]. Also reads the
 //! `docker save` archive format (a `manifest.json` instead of `index.json`).
 //!
+//! A layout read is untrusted: every file in it (`index.json`, blobs, `manifest.json` and
+//! what it names) is opened without following symlinks, no directory on the way under the
+//! layout may be a symlink, and only regular files are accepted (checked on the open
+//! file), so a blob that is a symlink to `/dev/zero` or a host file, a FIFO or a device is
+//! refused; JSON documents are read up to a bound ([`MAX_MANIFEST`], [`MAX_CONFIG`]). A
+//! layer is hashed and unpacked through the same open file. The layout is not expected to
+//! change while it is read.
+//!
 //! Written layouts are reproducible: the layer is the deterministic tar of
 //! [`super::export::write_tar`] compressed by [`super::export::ParGz`] at a fixed level, the
 //! JSON documents have sorted keys and no timestamps, and the archive form (`.tar`,
@@ -62,6 +70,12 @@ fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) ->
         source,
     }
 }
+
+/// Largest `index.json`, `manifest.json`, index or manifest read from a layout (as from a
+/// registry).
+pub const MAX_MANIFEST: u64 = 16 << 20;
+/// Largest image config read from a layout (as from a registry).
+pub const MAX_CONFIG: u64 = 64 << 20;
 
 /// The OCI name of the host architecture (Go's GOARCH spelling).
 pub fn host_arch() -> &'static str {
@@ -363,19 +377,96 @@ fn invalid(path: &Path, reason: impl Into<String>) -> OciError {
     }
 }
 
-/// Path of blob `digest` in layout `dir`; refuses digests that are not sha256 hex.
-fn blob_path(dir: &Path, digest: &str) -> Result<PathBuf, OciError> {
+/// Path of blob `digest` in a layout, relative to it; refuses digests that are not sha256
+/// hex.
+fn blob_path(digest: &str) -> Result<PathBuf, String> {
     match digest.split_once(':') {
         Some(("sha256", h)) if h.len() == 64 && h.bytes().all(|c| c.is_ascii_hexdigit()) => {
-            Ok(dir.join("blobs/sha256").join(h))
+            Ok(Path::new("blobs/sha256").join(h))
         }
-        _ => Err(invalid(dir, format!("unsupported digest {digest:?}"))),
+        _ => Err(format!("unsupported digest {digest:?}")),
     }
 }
 
-/// Hash the file at `path`; an error if it does not match `digest`.
-fn verify(dir: &Path, path: &Path, digest: &str) -> Result<(), OciError> {
-    let mut f = fs::File::open(path).map_err(io_err("open", path))?;
+/// Open a layer (already checked by [`open_in_layout`] and, with a digest, verified)
+/// for unpacking, through the same open file: `/proc/self/fd/N` names the very file
+/// checked, whatever happens to the path since.
+fn open_layer(f: &fs::File, path: &Path) -> Result<Box<dyn Read + Send>, OciError> {
+    use std::os::fd::AsRawFd;
+    let via_fd = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+    let p = if via_fd.exists() {
+        via_fd
+    } else {
+        path.to_path_buf()
+    };
+    Ok(import::open_archive(&p)?)
+}
+
+/// Open the file `rel` (relative, as checked by [`safe_join`] or [`blob_path`]) of layout
+/// `dir` for reading, refusing symlinks on the way (each directory under `dir` checked with
+/// lstat, the file opened with `O_NOFOLLOW`) and anything but a regular file (checked with
+/// fstat on the open file; `O_NONBLOCK` so that opening a FIFO does not wait for a writer).
+fn open_in_layout(dir: &Path, rel: &Path) -> Result<fs::File, OciError> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let path = dir.join(rel);
+    let not = |what: &str| invalid(dir, format!("{}: {what}", rel.display()));
+    let parts: Vec<_> = rel
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect();
+    let mut cur = dir.to_path_buf();
+    for c in parts.iter().take(parts.len().saturating_sub(1)) {
+        cur.push(c);
+        let m = fs::symlink_metadata(&cur).map_err(io_err("stat", &cur))?;
+        if !m.is_dir() {
+            let sub = cur.strip_prefix(dir).unwrap_or(&cur).display().to_string();
+            return Err(invalid(
+                dir,
+                format!(
+                    "{sub}: not a directory{} (symlinks in a layout are not followed)",
+                    if m.file_type().is_symlink() {
+                        " but a symlink"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+    }
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                not("a symlink, not a regular file (symlinks in a layout are not followed)")
+            } else {
+                io_err("open", &path)(e)
+            }
+        })?;
+    let t = f.metadata().map_err(io_err("stat", &path))?.file_type();
+    if !t.is_file() {
+        let kind = if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else if t.is_socket() {
+            "a socket"
+        } else if t.is_dir() {
+            "a directory"
+        } else {
+            "special"
+        };
+        return Err(not(&format!("{kind}, not a regular file")));
+    }
+    Ok(f)
+}
+
+/// Hash the open file `f` (at `path`) from its start; an error if it does not match
+/// `digest`. Leaves `f` at its start again.
+fn verify(dir: &Path, path: &Path, f: &mut fs::File, digest: &str) -> Result<(), OciError> {
+    use std::io::Seek;
+    f.rewind().map_err(io_err("seek", path))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -393,12 +484,43 @@ fn verify(dir: &Path, path: &Path, digest: &str) -> Result<(), OciError> {
             actual,
         });
     }
+    f.rewind().map_err(io_err("seek", path))?;
     Ok(())
 }
 
-fn read_json(dir: &Path, path: &Path) -> Result<Value, OciError> {
-    let data = fs::read(path).map_err(io_err("read", path))?;
-    serde_json::from_slice(&data).map_err(|e| {
+/// Read the rest of the open file `f` (at `path`), at most `limit` bytes.
+fn read_bounded(
+    dir: &Path,
+    path: &Path,
+    f: &mut fs::File,
+    limit: u64,
+) -> Result<Vec<u8>, OciError> {
+    let mut data = Vec::new();
+    f.take(limit.saturating_add(1))
+        .read_to_end(&mut data)
+        .map_err(io_err("read", path))?;
+    if data.len() as u64 > limit {
+        return Err(invalid(
+            dir,
+            format!(
+                "{}: larger than {limit} bytes",
+                path.strip_prefix(dir).unwrap_or(path).display()
+            ),
+        ));
+    }
+    Ok(data)
+}
+
+/// Read JSON file `rel` of layout `dir` (no symlinks, regular file, at most `limit` bytes).
+fn read_json(dir: &Path, rel: &Path, limit: u64) -> Result<Value, OciError> {
+    let mut f = open_in_layout(dir, rel)?;
+    let path = dir.join(rel);
+    let data = read_bounded(dir, &path, &mut f, limit)?;
+    parse_json(dir, &path, &data)
+}
+
+fn parse_json(dir: &Path, path: &Path, data: &[u8]) -> Result<Value, OciError> {
+    serde_json::from_slice(data).map_err(|e| {
         invalid(
             dir,
             format!(
@@ -409,10 +531,19 @@ fn read_json(dir: &Path, path: &Path) -> Result<Value, OciError> {
     })
 }
 
-fn read_blob_json(dir: &Path, digest: &str) -> Result<Value, OciError> {
-    let p = blob_path(dir, digest)?;
-    verify(dir, &p, digest)?;
-    read_json(dir, &p)
+fn read_blob_json(dir: &Path, digest: &str, limit: u64) -> Result<Value, OciError> {
+    let rel = blob_path(digest).map_err(|reason| invalid(dir, reason))?;
+    let p = dir.join(&rel);
+    let mut f = open_in_layout(dir, &rel)?;
+    if f.metadata().map_err(io_err("stat", &p))?.len() > limit {
+        return Err(invalid(
+            dir,
+            format!("{}: larger than {limit} bytes", rel.display()),
+        ));
+    }
+    verify(dir, &p, &mut f, digest)?;
+    let data = read_bounded(dir, &p, &mut f, limit)?;
+    parse_json(dir, &p, &data)
 }
 
 fn str_list(v: &Value) -> Option<Vec<String>> {
@@ -437,7 +568,7 @@ fn pick_manifest(dir: &Path, index: &Value, depth: u32) -> Result<Value, OciErro
     let digest = chosen["digest"]
         .as_str()
         .ok_or_else(|| invalid(dir, "manifest descriptor without digest"))?;
-    let doc = read_blob_json(dir, digest)?;
+    let doc = read_blob_json(dir, digest, MAX_MANIFEST)?;
     let mt = doc["mediaType"].as_str().or(chosen["mediaType"].as_str());
     if matches!(mt, Some(MEDIA_INDEX) | Some(DOCKER_MANIFEST_LIST))
         || doc.get("manifests").is_some()
@@ -494,8 +625,8 @@ pub fn read_layout(
     dir: &Path,
 ) -> Result<(Dir, ImageConfig, Warnings), OciError> {
     let (config_digest, layers): (String, Vec<(PathBuf, Option<String>)>) =
-        if dir.join("index.json").is_file() {
-            let index = read_json(dir, &dir.join("index.json"))?;
+        if dir.join("index.json").symlink_metadata().is_ok() {
+            let index = read_json(dir, Path::new("index.json"), MAX_MANIFEST)?;
             let manifest = pick_manifest(dir, &index, 0)?;
             let cd = manifest["config"]["digest"]
                 .as_str()
@@ -509,50 +640,59 @@ pub fn read_layout(
                 let d = l["digest"]
                     .as_str()
                     .ok_or_else(|| invalid(dir, "layer without digest"))?;
-                layers.push((blob_path(dir, d)?, Some(d.to_string())));
+                layers.push((
+                    blob_path(d).map_err(|reason| invalid(dir, reason))?,
+                    Some(d.to_string()),
+                ));
             }
             (cd, layers)
-        } else if dir.join("manifest.json").is_file() {
+        } else if dir.join("manifest.json").symlink_metadata().is_ok() {
             // Legacy `docker save`: [{"Config": "x.json", "Layers": ["y/layer.tar"]}].
-            let m = read_json(dir, &dir.join("manifest.json"))?;
+            let m = read_json(dir, Path::new("manifest.json"), MAX_MANIFEST)?;
             let first = &m[0];
             let cfg_path = first["Config"]
                 .as_str()
                 .ok_or_else(|| invalid(dir, "manifest.json without Config"))?;
-            let cfg = read_json(dir, &safe_join(dir, cfg_path)?)?;
+            let cfg = read_json(dir, &safe_join(dir, cfg_path)?, MAX_CONFIG)?;
             let cfg = image_config(&cfg);
             let mut root = Dir::new(0o755);
             let mut warnings = Vec::new();
             for l in str_list(&first["Layers"])
                 .ok_or_else(|| invalid(dir, "manifest.json without Layers"))?
             {
-                let p = safe_join(dir, &l)?;
-                let r = import::open_archive(&p)?;
+                let rel = safe_join(dir, &l)?;
+                let p = dir.join(&rel);
+                let f = open_in_layout(dir, &rel)?;
+                let r = open_layer(&f, &p)?;
                 warnings.extend(import::apply_layer(ts, &mut root, r, &p, Whiteouts::Apply)?);
             }
             return Ok((root, cfg, warnings));
         } else {
             return Err(invalid(dir, "no index.json or manifest.json"));
         };
-    let cfg = image_config(&read_blob_json(dir, &config_digest)?);
+    let cfg = image_config(&read_blob_json(dir, &config_digest, MAX_CONFIG)?);
     let mut root = Dir::new(0o755);
     let mut warnings = Vec::new();
-    for (p, digest) in layers {
+    for (rel, digest) in layers {
+        let p = dir.join(&rel);
+        let mut f = open_in_layout(dir, &rel)?;
         if let Some(d) = digest {
-            verify(dir, &p, &d)?;
+            verify(dir, &p, &mut f, &d)?;
         }
-        let r = import::open_archive(&p)?;
+        let r = open_layer(&f, &p)?;
         warnings.extend(import::apply_layer(ts, &mut root, r, &p, Whiteouts::Apply)?);
     }
     Ok((root, cfg, warnings))
 }
 
+/// `rel` as a path relative to layout `dir`, refused if it leaves it.
 fn safe_join(dir: &Path, rel: &str) -> Result<PathBuf, OciError> {
     let p = Path::new(rel);
     if p.components()
         .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        && p.components().any(|c| matches!(c, Component::Normal(_)))
     {
-        Ok(dir.join(p))
+        Ok(p.to_path_buf())
     } else {
         Err(invalid(dir, format!("path {rel:?} leaves the archive")))
     }
@@ -598,9 +738,8 @@ mod tests {
 
     #[test]
     fn bad_digests_are_refused() {
-        let d = Path::new("/x");
-        assert!(blob_path(d, "sha256:../../etc/passwd").is_err());
-        assert!(blob_path(d, "md5:00").is_err());
-        assert!(blob_path(d, &format!("sha256:{}", "a".repeat(64))).is_ok());
+        assert!(blob_path("sha256:../../etc/passwd").is_err());
+        assert!(blob_path("md5:00").is_err());
+        assert!(blob_path(&format!("sha256:{}", "a".repeat(64))).is_ok());
     }
 }

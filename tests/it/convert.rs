@@ -229,3 +229,81 @@ fn tar_export_is_byte_for_byte_reproducible() {
         assert!(da == db, "{ext}: exports of the same tree differ");
     }
 }
+
+/// Digest hex of the (single) layer of OCI layout `dir`, from its index and manifest.
+fn oci_layer_hex(dir: &Path) -> String {
+    let read = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).expect("read layout json")).expect("json")
+    };
+    let index = read(&dir.join("index.json"));
+    let m = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest = read(&dir.join("blobs/sha256").join(&m["sha256:".len()..]));
+    manifest["layers"][0]["digest"].as_str().unwrap()["sha256:".len()..].to_string()
+}
+
+#[test]
+fn oci_layout_with_special_files_or_symlinks_is_refused_without_hanging() {
+    let s = Scratch::new("oci-special");
+    let st = s.storage();
+    let src = s.join("src");
+    sh(&format!(
+        "mkdir -p {0} && echo hi > {0}/hello",
+        src.display()
+    ));
+    import(&st, &src, "img");
+    let good = s.join("good.oci");
+    ok(chc(&st).args(["-o", "oci", "img"]).arg(&good));
+    let hex = oci_layer_hex(&good);
+    let state = store_state(&st);
+    // Each case: a shell script run in a fresh copy of the layout (as the test user), and
+    // what the error must say.
+    let cases = [
+        (
+            "ln -sf /dev/zero blobs/sha256/$L",
+            ": a symlink, not a regular file",
+        ),
+        (
+            "rm blobs/sha256/$L && mkfifo blobs/sha256/$L",
+            "a FIFO, not a regular file",
+        ),
+        // A host file with the right digest: still not the layout's file.
+        (
+            "mv blobs/sha256/$L ../outside-$L && ln -s $PWD/../outside-$L blobs/sha256/$L",
+            ": a symlink, not a regular file",
+        ),
+        (
+            "mv index.json ../index-$L.json && ln -s ../index-$L.json index.json",
+            ": a symlink, not a regular file",
+        ),
+        (
+            "mv blobs ../blobs-$L && ln -s ../blobs-$L blobs",
+            "blobs: not a directory but a symlink",
+        ),
+        (
+            "mv blobs/sha256 ../sha-$L && ln -s $PWD/../sha-$L blobs/sha256",
+            "blobs/sha256: not a directory but a symlink",
+        ),
+        ("rm index.json && mkfifo index.json", "index.json: a FIFO"),
+        (
+            "head -c 17000000 /dev/zero | tr '\\0' ' ' >> index.json",
+            "index.json: larger than 16777216 bytes",
+        ),
+    ];
+    for (i, (script, want)) in cases.iter().enumerate() {
+        let d = s.join(format!("case{i}.oci"));
+        sh(&format!(
+            "cp -a {} {d} && cd {d} && L={hex} && {script}",
+            good.display(),
+            d = d.display()
+        ));
+        let name = format!("case{i}");
+        let err = crate::registry::fails_within(
+            chc(&st).args(["-i", "oci"]).arg(&d).arg(&name),
+            std::time::Duration::from_secs(60),
+        );
+        assert!(err.contains(want), "{script}: {err}");
+        assert_eq!(store_state(&st), state, "{script}: store changed");
+    }
+    // The layout itself converts.
+    ok(chc(&st).args(["-i", "oci"]).arg(&good).arg("back"));
+}

@@ -1049,9 +1049,810 @@ fn basic_challenge_uses_the_environment_credentials() {
     assert!(token_requests(&fake).is_empty());
 }
 
-#[allow(dead_code)]
 fn read_all(mut r: impl Read) -> Vec<u8> {
     let mut v = Vec::new();
     r.read_to_end(&mut v).unwrap();
     v
+}
+
+// ---------------------------------------------------------------------------------------
+// A scripted fake registry, plain HTTP or TLS, for registries that misbehave on purpose
+// (issue 18): every request is answered by a closure, and logged. Several can run at once,
+// one standing in for "another host".
+
+/// A request the scripted fake received.
+#[derive(Debug, Clone)]
+struct Req {
+    method: String,
+    path: String,
+    /// The `Authorization` header, empty if none.
+    auth: String,
+}
+
+/// An answer of the scripted fake.
+#[derive(Clone)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// Send the body a byte at a time, this far apart.
+    trickle: Option<Duration>,
+    /// No `Content-Length`: the body ends when the connection closes.
+    no_length: bool,
+}
+
+impl Reply {
+    fn new(status: u16, body: impl Into<Vec<u8>>) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+            trickle: None,
+            no_length: false,
+        }
+    }
+
+    fn json(body: &str) -> Reply {
+        Reply::new(200, body).header("Content-Type", "application/json")
+    }
+
+    fn header(mut self, k: &str, v: &str) -> Reply {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+
+    fn trickle(mut self, every: Duration) -> Reply {
+        self.trickle = Some(every);
+        self
+    }
+
+    /// A 401 with this challenge.
+    fn challenge(c: &str) -> Reply {
+        Reply::new(
+            401,
+            r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+        )
+        .header("Content-Type", "application/json")
+        .header("WWW-Authenticate", c)
+    }
+}
+
+type Route = dyn Fn(&Req) -> Reply + Send + Sync;
+
+struct Scripted {
+    port: u16,
+    log: Arc<Mutex<Vec<Req>>>,
+}
+
+/// The CA (its PEM file) and the server configuration of TLS fakes: a certificate for
+/// 127.0.0.1 signed by a test CA, made once with openssl. `None` (after a loud skip)
+/// without openssl.
+fn fake_tls() -> Option<(PathBuf, Arc<rustls::ServerConfig>)> {
+    if !have("openssl") {
+        skip("openssl not installed (apt-get install openssl)");
+        return None;
+    }
+    static ONCE: std::sync::OnceLock<(PathBuf, Arc<rustls::ServerConfig>)> =
+        std::sync::OnceLock::new();
+    Some(
+        ONCE.get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("grove-fake-tls-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let script = r#"
+                cd "$1"
+                openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=grove-fake-ca \
+                    -keyout ca.key -out ca.pem 2>/dev/null
+                openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 \
+                    -keyout key.pem -out req.csr 2>/dev/null
+                printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext
+                openssl x509 -req -in req.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+                    -days 30 -extfile ext -out cert.pem 2>/dev/null
+                chmod 755 . && chmod 644 ca.pem
+            "#;
+            let st = Command::new("sh")
+                .args(["-ec", script, "-"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(st.success(), "making test certificates failed");
+            use rustls::pki_types::pem::PemObject as _;
+            let certs: Vec<_> =
+                rustls::pki_types::CertificateDer::pem_file_iter(dir.join("cert.pem"))
+                    .unwrap()
+                    .map(|c| c.unwrap())
+                    .collect();
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("key.pem")).unwrap();
+            let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+            (dir.join("ca.pem"), Arc::new(cfg))
+        })
+        .clone(),
+    )
+}
+
+/// Read one request (head and body) from `s`, answer it by `route`, log it.
+fn serve_one(s: &mut (impl Read + Write), route: &Route, log: &Mutex<Vec<Req>>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+        if head.len() > 64 << 10 {
+            return;
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or("").split_whitespace();
+    let method = first.next().unwrap_or("").to_string();
+    let path = first.next().unwrap_or("").to_string();
+    let (mut auth, mut length) = (String::new(), 0u64);
+    for h in lines {
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("authorization") {
+                auth = v.trim().to_string();
+            } else if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    // The request body is read (and dropped) before answering.
+    if std::io::copy(&mut Read::by_ref(s).take(length), &mut std::io::sink()).is_err() {
+        return;
+    }
+    let req = Req { method, path, auth };
+    log.lock().unwrap().push(req.clone());
+    let r = route(&req);
+    let mut out = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", r.status);
+    for (k, v) in &r.headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !r.no_length {
+        out.push_str(&format!("Content-Length: {}\r\n", r.body.len()));
+    }
+    out.push_str("\r\n");
+    if s.write_all(out.as_bytes()).is_err() {
+        return;
+    }
+    if req.method == "HEAD" {
+        let _ = s.flush();
+        return;
+    }
+    match r.trickle {
+        None => {
+            let _ = s.write_all(&r.body);
+        }
+        Some(every) => {
+            for b in &r.body {
+                if s.write_all(&[*b]).and_then(|()| s.flush()).is_err() {
+                    return;
+                }
+                std::thread::sleep(every);
+            }
+        }
+    }
+    let _ = s.flush();
+}
+
+impl Scripted {
+    /// Listen on a free port of 127.0.0.1, over TLS (the certificate of [`fake_tls`]) or
+    /// plain HTTP.
+    fn start(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        route: impl Fn(&Req) -> Reply + Send + Sync + 'static,
+    ) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let log2 = log.clone();
+        let route: Arc<Route> = Arc::new(route);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(tcp) = conn else { continue };
+                let _ = tcp.set_read_timeout(Some(Duration::from_secs(60)));
+                let (route, log, tls) = (route.clone(), log2.clone(), tls.clone());
+                std::thread::spawn(move || match tls {
+                    Some(cfg) => {
+                        let Ok(c) = rustls::ServerConnection::new(cfg) else {
+                            return;
+                        };
+                        let mut s = rustls::StreamOwned::new(c, tcp);
+                        serve_one(&mut s, &*route, &log);
+                        s.conn.send_close_notify();
+                        let _ = s.flush();
+                    }
+                    None => {
+                        let mut tcp = tcp;
+                        serve_one(&mut tcp, &*route, &log);
+                        let _ = tcp.shutdown(std::net::Shutdown::Write);
+                    }
+                });
+            }
+        });
+        Scripted { port, log }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn requests(&self) -> Vec<Req> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+/// An image `fake/img:latest` for scripted fakes: a manifest listing `layers` (content,
+/// declared size) in order, and its blobs.
+struct FakeImage {
+    manifest: String,
+    blobs: Vec<(String, Vec<u8>)>,
+}
+
+impl FakeImage {
+    fn new(layers: &[(&[u8], u64)]) -> FakeImage {
+        let config = br#"{"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+        let cd = format!("sha256:{}", sha256_hex(&config));
+        let mut descs = Vec::new();
+        let mut blobs = vec![(cd.clone(), config.clone())];
+        for (data, size) in layers {
+            let d = format!("sha256:{}", sha256_hex(data));
+            descs.push(format!(
+                r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":{size}}}"#
+            ));
+            blobs.push((d, data.to_vec()));
+        }
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{}}},"layers":[{}]}}"#,
+            config.len(),
+            descs.join(",")
+        );
+        FakeImage { manifest, blobs }
+    }
+
+    /// The answer for `path` if it is the manifest or a blob (by digest, wherever
+    /// requested: any repository).
+    fn reply(&self, path: &str) -> Option<Reply> {
+        if path.ends_with("/manifests/latest") {
+            return Some(
+                Reply::new(200, self.manifest.clone())
+                    .header("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
+            );
+        }
+        let d = path.rsplit_once("/blobs/")?.1;
+        self.blobs.iter().find(|(bd, _)| bd == d).map(|(_, b)| {
+            Reply::new(200, b.clone()).header("Content-Type", "application/octet-stream")
+        })
+    }
+}
+
+/// Route for a plain fake serving `img` anonymously.
+fn serve_image(img: FakeImage) -> impl Fn(&Req) -> Reply + Send + Sync + 'static {
+    move |q| {
+        if q.path == "/v2/" {
+            return Reply::json("{}");
+        }
+        img.reply(&q.path).unwrap_or_else(|| Reply::new(404, ""))
+    }
+}
+
+/// `ch-image pull HOST/fake/img NAME` into `storage`: plain HTTP unless `ca` (trusted).
+fn pull_from(host: &str, ca: Option<&Path>, storage: &Path, name: &str) -> Command {
+    let mut c = tool("ch-image");
+    c.arg("-s").arg(storage).env_remove("CH_IMAGE_AUTH");
+    match ca {
+        Some(ca) => c.env("SSL_CERT_FILE", ca),
+        None => c.env("CH_IMAGE_REGY_INSECURE", host),
+    };
+    c.args(["pull", &format!("{host}/fake/img"), name]);
+    c
+}
+
+/// Run `cmd`, killed if still running after `limit`: its output, or `None` if it had to be
+/// killed (a hang is a failure, not a stuck test run).
+pub(crate) fn output_within(cmd: &mut Command, limit: Duration) -> Option<std::process::Output> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let (mut so, mut se) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let t1 = std::thread::spawn(move || read_all(&mut so));
+    let t2 = std::thread::spawn(move || read_all(&mut se));
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (stdout, stderr) = (t1.join().unwrap(), t2.join().unwrap());
+    status.map(|status| std::process::Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// Run `cmd` that must fail within `limit`: its stderr.
+pub(crate) fn fails_within(cmd: &mut Command, limit: Duration) -> String {
+    let out = output_within(cmd, limit)
+        .unwrap_or_else(|| panic!("still running after {limit:?}, killed: {cmd:?}"));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "unexpectedly succeeded: {cmd:?}\n{err}"
+    );
+    err
+}
+
+/// A small directory imported as image `local`, for pushes.
+fn local_image(s: &Scratch) -> PathBuf {
+    let st = s.storage();
+    let src = s.join("src");
+    sh(&format!(
+        "mkdir -p {0}/etc && echo hi > {0}/etc/hello",
+        src.display()
+    ));
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .arg("import")
+        .arg(&src)
+        .arg("local"));
+    st
+}
+
+#[test]
+fn push_sends_credentials_only_to_the_registry_origin() {
+    let Some((ca, tls)) = fake_tls() else { return };
+    // Another host over plain http, another over https: both accept uploads.
+    let put_ok = |q: &Req| {
+        if q.method == "PUT" {
+            Reply::new(201, "")
+        } else {
+            Reply::new(404, "")
+        }
+    };
+    let plain_other = Scripted::start(None, put_ok);
+    let tls_other = Scripted::start(Some(tls.clone()), put_ok);
+    // The registry: https, wants Basic u:p, hands out upload locations from `loc`.
+    let loc = Arc::new(Mutex::new(String::new()));
+    let loc2 = loc.clone();
+    let r = Scripted::start(Some(tls.clone()), move |q| {
+        if q.auth != BASIC_U_P {
+            return Reply::challenge(r#"Basic realm="fake""#);
+        }
+        match q.method.as_str() {
+            "GET" if q.path == "/v2/" => Reply::json("{}"),
+            "POST" if q.path.ends_with("/blobs/uploads/") => {
+                Reply::new(202, "").header("Location", &loc2.lock().unwrap())
+            }
+            "PUT" => Reply::new(201, ""),
+            _ => Reply::new(404, ""),
+        }
+    });
+    let s = Scratch::new("push-origin");
+    let st = local_image(&s);
+    let push = || {
+        let mut c = tool("ch-image");
+        c.arg("-s")
+            .arg(&st)
+            .env("SSL_CERT_FILE", &ca)
+            .env("CH_IMAGE_USERNAME", "u")
+            .env("CH_IMAGE_PASSWORD", "p")
+            .args(["push", "local", &format!("{}/pushed/img:v1", r.host())]);
+        c
+    };
+
+    // An https registry's plain-http location: refused, and nothing goes there.
+    let plain_loc = format!("http://{}/upload/x", plain_other.host());
+    *loc.lock().unwrap() = plain_loc.clone();
+    let err = fails_within(&mut push(), Duration::from_secs(60));
+    assert!(
+        err.contains(&format!(
+            "refusing upload location {plain_loc}?digest=sha256"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("https registry {}", r.host())),
+        "{err}"
+    );
+    assert!(
+        plain_other.requests().is_empty(),
+        "{:?}",
+        plain_other.requests()
+    );
+
+    // A location on another host: followed, without credentials.
+    *loc.lock().unwrap() = format!("https://{}/upload/x", tls_other.host());
+    ok(&mut push());
+    let puts = tls_other.requests();
+    assert!(!puts.is_empty(), "upload location not used");
+    assert!(puts.iter().all(|q| q.auth.is_empty()), "{puts:?}");
+    // The registry itself got them all along.
+    let mine = r.requests();
+    assert!(
+        mine.iter()
+            .any(|q| q.method == "POST" && q.auth == BASIC_U_P),
+        "{mine:?}"
+    );
+    assert!(
+        mine.iter()
+            .any(|q| q.path.contains("/manifests/v1") && q.auth == BASIC_U_P),
+        "{mine:?}"
+    );
+
+    // A location on the registry's own origin (relative, or absolute): credentials go.
+    for l in [
+        "/v2/pushed/img/blobs/uploads/u1".to_string(),
+        format!("https://{}/v2/pushed/img/blobs/uploads/u2", r.host()),
+    ] {
+        *loc.lock().unwrap() = l.clone();
+        ok(&mut push());
+        let uploads: Vec<_> = r
+            .requests()
+            .into_iter()
+            .filter(|q| q.method == "PUT" && q.path.contains("/blobs/uploads/u"))
+            .collect();
+        assert!(!uploads.is_empty(), "{l}");
+        assert!(uploads.iter().all(|q| q.auth == BASIC_U_P), "{uploads:?}");
+    }
+}
+
+#[test]
+fn token_realm_over_plain_http_is_refused_for_an_https_registry() {
+    let Some((ca, tls)) = fake_tls() else { return };
+    let img = Arc::new(FakeImage::new(&[(
+        &auth_layer(),
+        auth_layer().len() as u64,
+    )]));
+    // A token service that wants Basic u:p.
+    let token = |q: &Req| {
+        if q.auth == BASIC_U_P {
+            Reply::json(r#"{"token":"TOKEN123"}"#)
+        } else {
+            Reply::challenge(r#"Basic realm="fake-token""#)
+        }
+    };
+    let registry = |realm: String, img: Arc<FakeImage>| {
+        move |q: &Req| {
+            if q.auth != "Bearer TOKEN123" {
+                return Reply::challenge(&format!(r#"Bearer realm="{realm}",service="fake""#));
+            }
+            if q.path == "/v2/" {
+                return Reply::json("{}");
+            }
+            img.reply(&q.path).unwrap_or_else(|| Reply::new(404, ""))
+        }
+    };
+    let s = Scratch::new("realm");
+    let st = s.storage();
+    let pull = |host: &str, name: &str| {
+        let mut c = pull_from(host, Some(&ca), &st, name);
+        c.arg("--auth")
+            .env("CH_IMAGE_USERNAME", "u")
+            .env("CH_IMAGE_PASSWORD", "p");
+        c
+    };
+
+    // Plain-http realm of an https registry: refused, naming the realm and the registry;
+    // the realm never hears of the credentials.
+    let plain = Scripted::start(None, token);
+    let realm = format!("http://{}/token", plain.host());
+    let r = Scripted::start(Some(tls.clone()), registry(realm.clone(), img.clone()));
+    let err = fails_within(&mut pull(&r.host(), "a"), Duration::from_secs(60));
+    assert!(
+        err.contains(&format!("refusing token realm {realm}")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("https registry {}", r.host())),
+        "{err}"
+    );
+    assert!(plain.requests().is_empty(), "{:?}", plain.requests());
+
+    // An https realm on another host gets them (as Docker sends them), and the pull works.
+    let secure = Scripted::start(Some(tls.clone()), token);
+    let r2 = Scripted::start(
+        Some(tls.clone()),
+        registry(format!("https://{}/token", secure.host()), img.clone()),
+    );
+    ok(&mut pull(&r2.host(), "b"));
+    assert!(
+        secure.requests().iter().any(|q| q.auth == BASIC_U_P),
+        "{:?}",
+        secure.requests()
+    );
+}
+
+#[test]
+fn manifest_listing_a_layer_twice_pulls_fresh_and_applies_it_at_each_place() {
+    // A: a big layer setting x to "a"; B: x = "b". The manifest lists A, B, A.
+    let mut noise = Vec::new();
+    let mut v = 0x2545F491u32;
+    for _ in 0..(1 << 20) {
+        v ^= v << 13;
+        v ^= v >> 17;
+        v ^= v << 5;
+        noise.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut a = tar_with_member("x", b"a\n");
+    let big = tar_with_member("noise", &noise);
+    a.truncate(a.len() - 1024); // drop the end-of-archive blocks
+    a.extend_from_slice(&big);
+    let a = gzip(&a);
+    let b = gzip(&tar_with_member("x", b"b\n"));
+    let img = FakeImage::new(&[
+        (&a, a.len() as u64),
+        (&b, b.len() as u64),
+        (&a, a.len() as u64),
+    ]);
+    let fake = Scripted::start(None, serve_image(img));
+    let s = Scratch::new("dup-layers");
+    let st = empty_store(&s);
+    ok(&mut pull_from(&fake.host(), None, &st, "img"));
+    let dir = image_dir(&st, "img+latest");
+    assert_eq!(std::fs::read_to_string(dir.join("x")).unwrap(), "a\n");
+    assert_eq!(std::fs::metadata(dir.join("noise")).unwrap().len(), 4 << 20);
+    // Each distinct blob was downloaded once.
+    let gets: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|q| q.path.contains("/blobs/"))
+        .collect();
+    assert_eq!(gets.len(), 3, "{gets:?}"); // config, A, B
+}
+
+#[test]
+fn declared_layer_sizes_are_bounded_and_checked_even_when_cached() {
+    let layer = gzip(&tar_with_member("hello", b"sized\n"));
+    let s = Scratch::new("sizes");
+    let st = empty_store(&s);
+    let before = list_of(&st);
+
+    // 2^64-1: refused up front, no overflow, nothing downloaded.
+    let fake = Scripted::start(None, serve_image(FakeImage::new(&[(&layer, u64::MAX)])));
+    let err = fails_within(
+        &mut pull_from(&fake.host(), None, &st, "huge"),
+        Duration::from_secs(60),
+    );
+    assert!(
+        err.contains("larger than the limit of 1099511627776 bytes"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        !fake.requests().iter().any(|q| q.path.contains("/blobs/")),
+        "{:?}",
+        fake.requests()
+    );
+    assert_eq!(before, list_of(&st));
+
+    // A right pull fills the download cache...
+    let good = Scripted::start(
+        None,
+        serve_image(FakeImage::new(&[(&layer, layer.len() as u64)])),
+    );
+    ok(&mut pull_from(&good.host(), None, &st, "good"));
+    // ...and a manifest declaring another size for the cached blob is refused.
+    let before = list_of(&st);
+    let liar = Scripted::start(
+        None,
+        serve_image(FakeImage::new(&[(&layer, layer.len() as u64 + 1)])),
+    );
+    let err = fails_within(
+        &mut pull_from(&liar.host(), None, &st, "liar"),
+        Duration::from_secs(60),
+    );
+    assert!(
+        err.contains("size declared by the manifest: size mismatch"),
+        "{err}"
+    );
+    assert_eq!(before, list_of(&st));
+}
+
+#[test]
+fn registry_text_is_escaped_before_it_reaches_the_terminal() {
+    let evil = "\u{1b}]0;TITLE\u{7}\u{1b}[31mred\u{1b}[2K";
+    let body = serde_json::json!({"errors": [{"code": evil, "message": evil}]}).to_string();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": format!("sha256:{}", "0".repeat(64)),
+            "size": 1,
+            "platform": {"architecture": evil, "os": "linux"}
+        }]
+    })
+    .to_string();
+    let fake = Scripted::start(None, move |q| match q.path.as_str() {
+        "/v2/" => Reply::json("{}"),
+        "/v2/fake/img/manifests/latest" => {
+            Reply::new(500, body.clone()).header("Content-Type", "application/json")
+        }
+        "/v2/fake/img/manifests/multi" => Reply::new(200, index.clone())
+            .header("Content-Type", "application/vnd.oci.image.index.v1+json"),
+        _ => Reply::new(404, ""),
+    });
+    let s = Scratch::new("escape");
+    let st = empty_store(&s);
+    let escaped = "\\u{1b}]0;TITLE\\u{7}\\u{1b}[31mred\\u{1b}[2K";
+
+    let err = fails_within(
+        &mut pull_from(&fake.host(), None, &st, "a"),
+        Duration::from_secs(60),
+    );
+    assert!(err.contains("HTTP 500"), "{err}");
+    assert!(err.contains(&format!("{escaped} ({escaped})")), "{err}");
+    assert!(!err.contains('\u{1b}') && !err.contains('\u{7}'), "{err:?}");
+
+    // Architectures an index lists, in an error and in `list IMAGE`.
+    let refr = format!("{}/fake/img:multi", fake.host());
+    let (_, err) = fails(
+        tool("ch-image")
+            .arg("-s")
+            .arg(&st)
+            .env("CH_IMAGE_REGY_INSECURE", fake.host())
+            .args(["pull", "--arch", "ppc64le", &refr, "b"]),
+    );
+    assert!(err.contains(&format!("available: {escaped}")), "{err}");
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    let out = ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .env("CH_IMAGE_REGY_INSECURE", fake.host())
+        .args(["list", &refr]));
+    assert!(
+        out.contains(&format!("archs available:     {escaped}")),
+        "{out}"
+    );
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+}
+
+#[test]
+fn trickling_registry_hits_the_configured_deadline() {
+    let layer = gzip(&tar_with_member("hello", b"slow\n"));
+    let img = Arc::new(FakeImage::new(&[(&layer, layer.len() as u64)]));
+    let every = Duration::from_millis(100);
+    let s = Scratch::new("deadline");
+    let st = empty_store(&s);
+    let before = list_of(&st);
+    // Each answer, a byte every 100 ms, would take 10 s or more; the deadline is 2 s.
+    let pull = |host: &str| {
+        let mut c = pull_from(host, None, &st, "img");
+        c.env("CH_IMAGE_REGY_DEADLINE", "2");
+        c
+    };
+
+    // The manifest.
+    let i = img.clone();
+    let fake = Scripted::start(None, move |q| match i.reply(&q.path) {
+        Some(r) if q.path.contains("/manifests/") => r.trickle(every),
+        Some(r) => r,
+        None => Reply::json("{}"),
+    });
+    let t = Instant::now();
+    let err = fails_within(&mut pull(&fake.host()), Duration::from_secs(60));
+    assert!(
+        err.contains("/fake/img/manifests/latest: no complete answer within 2 s (deadline set by CH_IMAGE_REGY_DEADLINE)"),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+
+    // A token.
+    let i = img.clone();
+    let port = Arc::new(Mutex::new(0u16));
+    let p2 = port.clone();
+    let fake = Scripted::start(None, move |q| {
+        if q.path.starts_with("/token") {
+            return Reply::json(&format!(
+                r#"{{"token":"TOKEN123","pad":"{}"}}"#,
+                " ".repeat(1000)
+            ))
+            .trickle(every);
+        }
+        if q.auth != "Bearer TOKEN123" {
+            let realm = format!("http://127.0.0.1:{}/token", p2.lock().unwrap());
+            return Reply::challenge(&format!(r#"Bearer realm="{realm}""#));
+        }
+        i.reply(&q.path).unwrap_or_else(|| Reply::json("{}"))
+    });
+    *port.lock().unwrap() = fake.port;
+    let err = fails_within(&mut pull(&fake.host()), Duration::from_secs(60));
+    assert!(err.contains("read token from http://"), "{err}");
+    assert!(
+        err.contains("no complete answer within 2 s (deadline set by CH_IMAGE_REGY_DEADLINE)"),
+        "{err}"
+    );
+
+    // A layer: its deadline grows with its size at CH_IMAGE_REGY_MIN_RATE.
+    let i = img.clone();
+    let layer_digest = img.blobs[1].0.clone();
+    let fake = Scripted::start(None, move |q| match i.reply(&q.path) {
+        Some(r) if q.path.ends_with(&layer_digest) => r.trickle(every),
+        Some(r) => r,
+        None => Reply::json("{}"),
+    });
+    let err = fails_within(
+        pull(&fake.host()).env("CH_IMAGE_REGY_MIN_RATE", "1G"),
+        Duration::from_secs(60),
+    );
+    assert!(
+        err.contains("no complete answer within 2 s (deadline set by CH_IMAGE_REGY_DEADLINE and CH_IMAGE_REGY_MIN_RATE)"),
+        "{err}"
+    );
+    assert_eq!(before, list_of(&st));
+
+    // A bad setting is named.
+    let err = fails_within(
+        pull(&fake.host()).env("CH_IMAGE_REGY_DEADLINE", "soon"),
+        Duration::from_secs(60),
+    );
+    assert!(
+        err.contains("CH_IMAGE_REGY_DEADLINE: invalid value \"soon\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn add_url_download_larger_than_the_limit_is_refused() {
+    let big = vec![b'x'; 2 << 20];
+    let fake = Scripted::start(None, move |q| match q.path.as_str() {
+        "/big" => Reply::new(200, big.clone()),
+        "/big-unsized" => {
+            let mut r = Reply::new(200, big.clone());
+            r.no_length = true;
+            r
+        }
+        _ => Reply::new(404, ""),
+    });
+    let s = Scratch::new("add-limit");
+    let st = empty_store(&s);
+    let build = |path: &str, limit: &str| {
+        let ctx = s.join(format!("ctx{}", path.replace('/', "-")));
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            format!("FROM scratch\nADD http://{}{path} /dl\n", fake.host()),
+        )
+        .unwrap();
+        ok(Command::new("chmod").args(["-R", "a+rwX"]).arg(&ctx));
+        let mut c = tool("ch-image");
+        c.arg("-s")
+            .arg(&st)
+            .env("CH_IMAGE_ADD_MAX_SIZE", limit)
+            .args(["build", "-t", "t"])
+            .arg(&ctx);
+        c
+    };
+    for path in ["/big", "/big-unsized"] {
+        let err = fails_within(&mut build(path, "1M"), Duration::from_secs(60));
+        assert!(
+            err.contains("larger than the limit of 1048576 bytes (CH_IMAGE_ADD_MAX_SIZE)"),
+            "{path}: {err}"
+        );
+        assert!(err.contains("Dockerfile:2"), "{err}");
+    }
+    // Within the limit, it downloads.
+    ok(&mut build("/big-unsized", "2M"));
+    let err = fails_within(&mut build("/big", "lots"), Duration::from_secs(60));
+    assert!(
+        err.contains("CH_IMAGE_ADD_MAX_SIZE: invalid value \"lots\""),
+        "{err}"
+    );
 }
