@@ -407,6 +407,7 @@ impl<'a> Builder<'a> {
                 for (k, v) in pairs {
                     config.set_env(k, v);
                 }
+                self.environment_file(ins, &config)?;
             }
             InstrKind::Arg(_) => {}
             InstrKind::Label(pairs) => {
@@ -871,6 +872,29 @@ impl<'a> Builder<'a> {
             self.absorb(&upper)?;
             self.pending_layer = Some(upper);
         }
+        Ok(())
+    }
+
+    /// Rewrite the image's `/ch/environment` from `config`'s environment, as Charliecloud
+    /// does at every ENV (`ch-run --set-env` reads it). `/ch` is resolved inside the image.
+    fn environment_file(
+        &mut self,
+        ins: &Instruction,
+        config: &ImageConfig,
+    ) -> Result<(), BuildError> {
+        let comps =
+            copy::resolve(self.model()?, "/ch", true).map_err(|e| self.at(ins, e.to_string()))?;
+        let layer = self.scratch("layer")?;
+        let dir = copy::make_parents(&layer, self.model()?, &comps)
+            .map_err(|e| self.at(ins, e.to_string()))?;
+        let path = dir.join("environment");
+        fs::write(&path, config.environment_file()).map_err(io_err("write", &path))?;
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .map_err(io_err("chmod", &path))?;
+        copy::restore_parent_modes(&layer, self.model()?, &comps)
+            .map_err(|e| self.at(ins, e.to_string()))?;
+        self.absorb(&layer)?;
+        self.pending_layer = Some(layer);
         Ok(())
     }
 

@@ -8,7 +8,7 @@
 //! concatenation. Golden tests pin the bytes: changing them requires a new schema version.
 
 /// Version tag hashed into every key.
-pub const SCHEMA: &[u8] = b"grove-cache-key 1";
+pub const SCHEMA: &[u8] = b"grove-cache-key 2";
 
 /// A cache key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -63,8 +63,8 @@ mod tests {
         assert_eq!(run.hex(), GOLDEN_RUN);
     }
 
-    const GOLDEN_BASE: &str = "063834d437676d584324368be993557daf658e91edc986c46ebcc3a70036b2de";
-    const GOLDEN_RUN: &str = "d7719c2b68e7085af28587be0ff87908b595c1e5bc34a1a6bbd70e6cb8d927c8";
+    const GOLDEN_BASE: &str = "1ff81f2c22bc8d6f0e4158cbccec135d9dfe4b456d3b76a6e1911b07c637f80f";
+    const GOLDEN_RUN: &str = "c87858e8dc4a658ed542ad31edd9def18ec0ee46fafe578be636c59b40e4149e";
 
     #[test]
     fn fields_do_not_run_together() {

@@ -219,6 +219,9 @@ pub fn pull(
             empty_layer: false,
         });
     }
+    // As Charliecloud: the config's environment becomes /ch/environment, which
+    // `ch-run --set-env` reads.
+    git::put_environment_file(&store.repo(), &mut root, &cfg)?;
     let commit = git::write_image_commit(
         &store.repo(),
         &mut root,

@@ -85,6 +85,25 @@ impl ImageConfig {
         }
     }
 
+    /// The image's `/ch/environment` as Charliecloud writes it: one `NAME=VALUE` line per
+    /// variable, sorted by name, newline-terminated (a lone newline when there is none).
+    /// `ch-run --set-env` with no argument reads it.
+    pub fn environment_file(&self) -> Vec<u8> {
+        let mut vars: Vec<&(String, String)> = self.env.iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = Vec::new();
+        for (i, (k, v)) in vars.iter().enumerate() {
+            if i > 0 {
+                out.push(b'\n');
+            }
+            out.extend_from_slice(k.as_bytes());
+            out.push(b'=');
+            out.extend_from_slice(v.as_bytes());
+        }
+        out.push(b'\n');
+        out
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).expect("config serializes");
         v.push(b'\n');
@@ -103,6 +122,15 @@ impl ImageConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_file_is_sorted_name_value_lines() {
+        let mut c = ImageConfig::default();
+        assert_eq!(c.environment_file(), b"\n");
+        c.set_env("PATH", "/usr/bin:/bin");
+        c.set_env("A", "x=y z");
+        assert_eq!(c.environment_file(), b"A=x=y z\nPATH=/usr/bin:/bin\n");
+    }
 
     #[test]
     fn config_round_trips_and_is_deterministic() {

@@ -598,6 +598,35 @@ fn write_tree(
     Ok(Some(id))
 }
 
+/// Path of the environment file in an image (Charliecloud's `/ch/environment`).
+pub const ENVIRONMENT_FILE: &[u8] = b"ch/environment";
+
+/// Write `config`'s environment as the image's `/ch/environment` (mode 0644, replacing
+/// what was there), creating `/ch` if needed, as Charliecloud does for ENV and pulls.
+/// Returns false, changing nothing, when `/ch` is a symlink or not a directory: the file
+/// is never written through a link.
+pub fn put_environment_file(
+    repo: &gix::Repository,
+    root: &mut Dir,
+    config: &ImageConfig,
+) -> Result<bool, GitError> {
+    if matches!(root.get(b"ch"), Some(n) if !matches!(n, Node::Dir(_))) {
+        return Ok(false);
+    }
+    let data = config.environment_file();
+    let oid = repo
+        .write_blob(&data)
+        .map_err(git_err("write environment blob"))?
+        .detach();
+    let file = Node::File(File {
+        mode: 0o644,
+        oid,
+        size: data.len() as u64,
+        link_group: None,
+    });
+    Ok(root.insert(ENVIRONMENT_FILE, file).is_ok())
+}
+
 /// Write a whole image (rootfs, metadata, config) and a commit for it. Returns the commit.
 pub fn write_image_commit(
     repo: &gix::Repository,

@@ -821,6 +821,11 @@ impl Store {
             created_by: "ch-image import".into(),
             empty_layer: false,
         });
+        // An image converted with a config (OCI, Docker, Podman) gets its environment as
+        // /ch/environment, as a pull does; a plain tarball or directory has no config.
+        if !cfg.env.is_empty() {
+            git::put_environment_file(&self.repo(), &mut root, &cfg)?;
+        }
         let t = std::time::Instant::now();
         let commit = git::write_image_commit(&self.repo(), &mut root, &cfg, None, "IMPORT")?;
         crate::verbose!(

@@ -5,6 +5,7 @@ mod build;
 mod common;
 mod convert;
 mod convert_formats;
+mod environment;
 mod hostile;
 mod provenance;
 mod registry;

@@ -245,6 +245,14 @@ fn pull_applies_layers_whiteouts_and_config_and_pulling_again_does_no_work() {
     assert!(cfg.contains("\"FOO\""), "{cfg}");
     assert!(cfg.contains("\"/opq\""), "{cfg}");
     assert!(cfg.contains("registry.manifest"), "{cfg}");
+    // ... and its environment is the image's /ch/environment, sorted, as Charliecloud
+    // writes it, so `ch-run --set-env` finds it.
+    let envf = std::fs::read_to_string(img.join("ch/environment")).unwrap();
+    let lines: Vec<&str> = envf.lines().collect();
+    assert!(lines.contains(&"FOO=bar"), "{envf:?}");
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(lines, sorted, "{envf:?}");
 
     // Again: nothing downloaded.
     let before = std::fs::metadata(st.join("dlcache"))
