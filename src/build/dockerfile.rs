@@ -644,12 +644,14 @@ fn is_comment(line: &str) -> bool {
 }
 
 /// Strip a trailing continuation (escape char + optional spaces/tabs). Returns the text
-/// before it and whether the line continues.
+/// before it and whether the line continues. As in BuildKit's `lineContinuationRegex`
+/// (`([^\\])\\[ \t]*$|^\\[ \t]*$`), an escape character preceded by another one is an
+/// escaped escape, not a continuation: `RUN echo \\` ends the instruction.
 fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
     let t = line.trim_end_matches([' ', '\t']);
     match t.strip_suffix(escape) {
-        Some(before) => (before, true),
-        None => (line, false),
+        Some(before) if !before.ends_with(escape) => (before, true),
+        _ => (line, false),
     }
 }
 
@@ -1612,15 +1614,33 @@ fn valid_stage_name(s: &str) -> bool {
 
 /// Heredoc words in a shell-form RUN argument string (Docker's `heredocsFromLine`, which
 /// splits with `\` as escape whatever the escape directive says).
+///
+/// Whitespace right after `<<` is allowed, as BuildKit's lexer has allowed it since v0.22
+/// (moby/buildkit#5817: `processPossibleHeredoc` keeps the blanks after `<<` in the word,
+/// and `reHeredoc` is `^(\d*)<<(-?)\s*([^<]*)$`): `RUN << EOF` and `RUN <<  EOF  > f` open
+/// a heredoc. Blanks after `<<-` do not (`<<- EOF` is not a heredoc in BuildKit either).
 fn heredoc_words(args: &str, args_off: usize) -> Vec<HeredocWord> {
-    split_words_at(args, '\\')
-        .into_iter()
-        .filter_map(|(off, w)| {
-            let mut h = parse_heredoc_word(&w)?;
+    let words = split_words_at(args, '\\');
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let (off, w) = &words[i];
+        let lone_op = w.ends_with("<<") && w[..w.len() - 2].bytes().all(|b| b.is_ascii_digit());
+        let (text, written) = match words.get(i + 1) {
+            Some((noff, next)) if lone_op => {
+                i += 1;
+                (format!("{w}{next}"), args[*off..noff + next.len()].to_string())
+            }
+            _ => (w.clone(), w.clone()),
+        };
+        i += 1;
+        if let Some(mut h) = parse_heredoc_word(&text) {
             h.off = args_off + off;
-            Some(h)
-        })
-        .collect()
+            h.word = written;
+            out.push(h);
+        }
+    }
+    out
 }
 
 /// Match `^(\d*)<<(-?)([^<]*)$` and unquote the delimiter (Docker's `ParseHeredoc`).
@@ -1871,8 +1891,22 @@ mod tests {
     }
 
     #[test]
-    fn double_backslash_at_end_of_line_still_continues_as_in_docker() {
-        let d = p("FROM alpine\nRUN echo \\\\\nfoo\n");
+    fn escaped_backslash_at_end_of_line_does_not_continue_as_in_docker() {
+        let d = p("FROM alpine\nRUN echo hello \\\\\nRUN echo world \\\\  \nRUN a \\\\\\\nRUN b\n");
+        assert_eq!(d.instructions.len(), 5);
+        assert_eq!(
+            kind_of(&d, 1),
+            InstrKind::Run {
+                options: Flags::default(),
+                form: CmdForm::Shell("echo hello \\\\".into()),
+                heredocs: vec![],
+            }
+        );
+        // Three backslashes: the last is preceded by an escape, so BuildKit's regex does
+        // not take it as a continuation either.
+        assert_eq!(d.instructions[3].original_text, "RUN a \\\\\\");
+        // A lone escape on a continuation line still continues.
+        let d = p("FROM alpine\nRUN a \\\n\\\nb\n");
         assert_eq!(d.instructions.len(), 2);
     }
 
@@ -2429,9 +2463,27 @@ mod tests {
 
     #[test]
     fn lone_double_less_than_is_not_a_heredoc() {
-        let d = p("FROM a\nRUN cat << && echo x<<y\n");
+        let d = p("FROM a\nRUN echo x<<y && cat <<\n");
         // `x<<y` does not start with `<<`: not a heredoc; `<<` alone has no name.
         assert!(d.instructions[1].kind.heredocs().is_empty());
+    }
+
+    #[test]
+    fn whitespace_after_double_less_than_opens_a_heredoc_as_in_buildkit() {
+        let d = p("FROM a\nRUN << EOF\necho hi\nEOF\nRUN <<  EOF  > /f\nx\nEOF\nRUN 3<< 'Q' cat\ny\nQ\n");
+        assert_eq!(d.instructions.len(), 4);
+        let h = d.instructions[1].kind.heredocs();
+        assert_eq!((h[0].name.as_str(), h[0].content.as_str()), ("EOF", "echo hi\n"));
+        // The word as written, so `RUN << EOF` alone runs the body as the script.
+        assert_eq!(h[0].word, "<< EOF");
+        let h = d.instructions[2].kind.heredocs();
+        assert_eq!((h[0].name.as_str(), h[0].content.as_str()), ("EOF", "x\n"));
+        assert_eq!(h[0].word, "<<  EOF");
+        let h = d.instructions[3].kind.heredocs();
+        assert_eq!((h[0].name.as_str(), h[0].fd, h[0].expand), ("Q", Some(3), false));
+        // `<<-` followed by blanks is not a heredoc in BuildKit.
+        let e = perr("FROM a\nRUN cat <<- EOF\nx\nEOF\n");
+        assert!(e.message.contains("unknown instruction: X"), "{e}");
     }
 
     // --- substitution syntax checked at parse time
