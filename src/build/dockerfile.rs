@@ -1256,7 +1256,9 @@ impl<'a> Parser<'a> {
                 let (json, words) = match parse_json_array(args) {
                     Json::Strings(v) => (true, v.into_iter().map(|w| (0, w)).collect::<Vec<_>>()),
                     Json::NotStrings => return Err(self.err_at(ll, args_off, NOT_STRINGS)),
-                    Json::Text => (false, split_words_at(args, esc)),
+                    // BuildKit's parseMaybeJSONToList: plain whitespace splitting, no
+                    // quote or escape grouping; each word is then expanded on its own.
+                    Json::Text => (false, split_plain(args)),
                 };
                 if words.len() < 2 {
                     return Err(need(
@@ -2140,9 +2142,9 @@ mod tests {
     }
 
     #[test]
-    fn copy_shell_form_respects_quotes_and_flags() {
+    fn copy_shell_form_splits_on_whitespace_like_docker_then_expands_each_word() {
         match kind(
-            "FROM a\nCOPY --from=build --chown=1:2 --chmod=755 --link \"my file\" 'b c' d /dst/\n",
+            "FROM a\nCOPY --from=build --chown=1:2 --chmod=755 --link \"my\" 'b' a\\ b d /dst/\n",
             1,
         ) {
             InstrKind::Copy(c) => {
@@ -2154,8 +2156,10 @@ mod tests {
                 assert_eq!(
                     c.sources,
                     vec![
-                        CopySource::Path("\"my file\"".into()),
-                        CopySource::Path("'b c'".into()),
+                        CopySource::Path("\"my\"".into()),
+                        CopySource::Path("'b'".into()),
+                        CopySource::Path("a\\".into()),
+                        CopySource::Path("b".into()),
                         CopySource::Path("d".into()),
                     ]
                 );
@@ -2163,6 +2167,11 @@ mod tests {
             }
             k => panic!("{k:?}"),
         }
+        // BuildKit's parseStringsWhitespaceDelimited: quotes do not group words, so a
+        // quoted name with a space is two words, each with an unterminated quote.
+        let e = perr("FROM a\nCOPY \"my file\" /dst/\n");
+        assert!(e.message.contains("double-quote"), "{e}");
+        assert_eq!((e.line, e.col), (2, 6));
     }
 
     #[test]
