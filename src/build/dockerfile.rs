@@ -1631,7 +1631,10 @@ fn heredoc_words(args: &str, args_off: usize) -> Vec<HeredocWord> {
         let (text, written) = match words.get(i + 1) {
             Some((noff, next)) if lone_op => {
                 i += 1;
-                (format!("{w}{next}"), args[*off..noff + next.len()].to_string())
+                (
+                    format!("{w}{next}"),
+                    args[*off..noff + next.len()].to_string(),
+                )
             }
             _ => (w.clone(), w.clone()),
         };
@@ -2479,17 +2482,25 @@ mod tests {
 
     #[test]
     fn whitespace_after_double_less_than_opens_a_heredoc_as_in_buildkit() {
-        let d = p("FROM a\nRUN << EOF\necho hi\nEOF\nRUN <<  EOF  > /f\nx\nEOF\nRUN 3<< 'Q' cat\ny\nQ\n");
+        let d = p(
+            "FROM a\nRUN << EOF\necho hi\nEOF\nRUN <<  EOF  > /f\nx\nEOF\nRUN 3<< 'Q' cat\ny\nQ\n",
+        );
         assert_eq!(d.instructions.len(), 4);
         let h = d.instructions[1].kind.heredocs();
-        assert_eq!((h[0].name.as_str(), h[0].content.as_str()), ("EOF", "echo hi\n"));
+        assert_eq!(
+            (h[0].name.as_str(), h[0].content.as_str()),
+            ("EOF", "echo hi\n")
+        );
         // The word as written, so `RUN << EOF` alone runs the body as the script.
         assert_eq!(h[0].word, "<< EOF");
         let h = d.instructions[2].kind.heredocs();
         assert_eq!((h[0].name.as_str(), h[0].content.as_str()), ("EOF", "x\n"));
         assert_eq!(h[0].word, "<<  EOF");
         let h = d.instructions[3].kind.heredocs();
-        assert_eq!((h[0].name.as_str(), h[0].fd, h[0].expand), ("Q", Some(3), false));
+        assert_eq!(
+            (h[0].name.as_str(), h[0].fd, h[0].expand),
+            ("Q", Some(3), false)
+        );
         // `<<-` followed by blanks is not a heredoc in BuildKit.
         let e = perr("FROM a\nRUN cat <<- EOF\nx\nEOF\n");
         assert!(e.message.contains("unknown instruction: X"), "{e}");
