@@ -216,6 +216,11 @@ fn glob_walk(dir: &Path, prefix: String, comps: &[&str], out: &mut Vec<String>) 
         let e = e?;
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
+        // Python glob semantics, as Charliecloud's man page states: a wildcard does not
+        // match a leading dot unless the pattern component starts with one.
+        if name.starts_with('.') && !first.starts_with('.') {
+            continue;
+        }
         if glob_match(first, name) {
             glob_walk(&e.path(), join(name), rest, out)?;
         }
