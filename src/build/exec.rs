@@ -589,6 +589,7 @@ impl<'a> Builder<'a> {
     ) -> Result<(), BuildError> {
         let lower = image.to_ascii_lowercase();
         let (commit, key) = if lower == "scratch" {
+            self.hits += 1;
             let cfg = ImageConfig::default();
             let c =
                 git::write_image_commit(&self.repo, &mut Dir::new(0o755), &cfg, None, "SCRATCH")?;
@@ -599,6 +600,7 @@ impl<'a> Builder<'a> {
             .rev()
             .find(|s| s.alias.as_deref() == Some(lower.as_str()))
         {
+            self.hits += 1;
             (st.commit, st.key)
         } else {
             if image.contains('$') {
@@ -613,7 +615,14 @@ impl<'a> Builder<'a> {
             if r == self.opts.tag {
                 return Err(self.at(ins, format!("output image ({r}) can't be the same as FROM")));
             }
-            let c = match self.store.image(&r)? {
+            // The summary counts FROM: a hit if the base is in storage, executed if pulled.
+            let found = self.store.image(&r)?;
+            if found.is_some() {
+                self.hits += 1;
+            } else {
+                self.misses += 1;
+            }
+            let c = match found {
                 Some(c) => c,
                 None => crate::registry::pull::pull(
                     self.store,
@@ -824,6 +833,13 @@ impl<'a> Builder<'a> {
         cmd.arg(a);
         cmd.arg(&merged).arg("--").args(&argv);
         crate::verbose!("executing: {cmd:?}");
+        // The FAQ's verbosity table: -qq silences RUN's stdout, -qqq its stderr too.
+        if crate::log::level() <= -2 {
+            cmd.stdout(std::process::Stdio::null());
+        }
+        if crate::log::level() <= -3 {
+            cmd.stderr(std::process::Stdio::null());
+        }
         let status = cmd.status().map_err(io_err("execute", &self.opts.ch_run))?;
         if !status.success() {
             use std::os::unix::process::ExitStatusExt;
