@@ -806,11 +806,11 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             let store = Store::open(&storage)?;
             let mut o = String::new();
             for (name, commit) in store.list()? {
-                let name = list_name(&name);
                 if long {
+                    // Grove's own format, with commits: the full name.
                     outln!(o, "{name}\t{commit}");
                 } else {
-                    outln!(o, "{name}");
+                    outln!(o, "{}", list_name(&name));
                 }
             }
             emit(&o)?;

@@ -763,7 +763,7 @@ fn push_and_fetch_through_a_bare_repository_give_all_hits() {
     w.build_in(&s3, "c", &c, &[]);
     ok(w.image_in(&s3).args(["build-cache", "fetch", remote_s]));
     let list = ok(w.image_in(&s3).arg("list"));
-    for i in ["a:latest", "b:latest", "busybox:latest", "c:latest"] {
+    for i in ["a", "b", "busybox", "c"] {
         assert!(list.lines().any(|l| l == i), "{i} in {list}");
     }
     let v: serde_json::Value =
@@ -902,7 +902,7 @@ fn two_concurrent_builds_into_one_storage_both_succeed() {
     );
     let list = w.ci(&["list"]);
     assert!(
-        list.contains("c1:latest") && list.contains("c2:latest"),
+        list.lines().any(|l| l == "c1") && list.lines().any(|l| l == "c2"),
         "{list}"
     );
     // Both provenance notes are there (no lost update of the notes ref).

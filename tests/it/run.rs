@@ -839,8 +839,10 @@ fn quiet_twice_silences_command_stdout() {
 
 #[test]
 fn version_help_and_features() {
-    let v = stdout_of(ch_run().arg("--version"));
-    assert_eq!(v.trim(), env!("CARGO_PKG_VERSION"));
+    // As Charliecloud's ch-run (argp): the version on stderr.
+    let v = output(ch_run().arg("--version"));
+    assert!(v.status.success() && v.stdout.is_empty());
+    assert_eq!(String::from_utf8_lossy(&v.stderr).trim(), env!("CARGO_PKG_VERSION"));
     let h = stdout_of(ch_run().arg("--help"));
     assert!(h.contains("--set-env") && h.contains("--write-fake"), "{h}");
     for f in ["extglob", "seccomp", "overlayfs"] {
