@@ -54,10 +54,10 @@ fn http_err<'u>(
     }
 }
 
-/// Load root certificates from `$REQUESTS_CA_BUNDLE` (as Charliecloud's FAQ documents),
-/// else `$SSL_CERT_FILE`, else the system bundle.
+/// Load root certificates from `$SSL_CERT_FILE`, else `$REQUESTS_CA_BUNDLE` (as
+/// Charliecloud's FAQ documents), else the system bundle.
 fn root_certs() -> Result<ureq::tls::RootCerts, RegistryError> {
-    let path = ["REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"]
+    let path = ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"]
         .iter()
         .find_map(|v| std::env::var_os(v).filter(|p| !p.is_empty()))
         .map(PathBuf::from)

@@ -119,7 +119,11 @@ fn escaped_backslash_at_end_of_line_ends_the_instruction() {
     let df = "FROM busybox\nRUN echo hello \\\\\nRUN echo world > /w\n";
     assert_eq!(
         w.parse_only(df),
-        ["1 FROM busybox", "2 RUN echo hello \\\\", "3 RUN echo world > /w"]
+        [
+            "1 FROM busybox",
+            "2 RUN echo hello \\\\",
+            "3 RUN echo world > /w"
+        ]
     );
     w.build("e", df, &[]);
     assert_eq!(w.run("e", "cat /w"), "world\n");
@@ -193,19 +197,32 @@ fn build_reads_the_dockerfile_from_stdin_with_no_context() {
     let w = World::new("stdin");
     let mut c = w.image();
     c.args(["build", "-t", "foo", "-"]).stdin(Stdio::piped());
-    let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     {
         use std::io::Write;
         let mut i = child.stdin.take().expect("stdin");
-        i.write_all(b"FROM busybox\nRUN echo hi > /hi\n").expect("write");
+        i.write_all(b"FROM busybox\nRUN echo hi > /hi\n")
+            .expect("write");
     }
     let out = child.wait_with_output().expect("wait");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(w.run("foo", "cat /hi"), "hi\n");
     // No context: a COPY finds nothing.
     let mut c = w.image();
     c.args(["build", "-t", "bar", "-"]).stdin(Stdio::piped());
-    let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     {
         use std::io::Write;
         let mut i = child.stdin.take().expect("stdin");
@@ -224,13 +241,19 @@ fn with_closed_stdout(cmd: &mut Command) -> (std::process::ExitStatus, String) {
         .stderr(Stdio::piped())
         .output()
         .expect("spawn");
-    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn tools_exit_quietly_with_141_when_stdout_is_a_closed_pipe() {
     let w = World::new("pipe");
-    ok(w.image().args(["import"]).arg(busybox_rootfs()).arg("other"));
+    ok(w.image()
+        .args(["import"])
+        .arg(busybox_rootfs())
+        .arg("other"));
     for args in [
         &["list"][..],
         &["list", "-l"],
@@ -274,7 +297,11 @@ fn common_options_are_accepted_before_the_subcommand() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("  2. ENV A=1"), "{err}");
     // And after it too.
-    let (code, _, err) = stderr_of(w.image().args(["build", "--no-cache", "-t", "y"]).arg(&w.ctx));
+    let (code, _, err) = stderr_of(
+        w.image()
+            .args(["build", "--no-cache", "-t", "y"])
+            .arg(&w.ctx),
+    );
     assert_eq!(code, 0, "{err}");
 }
 
@@ -308,7 +335,11 @@ fn version_is_printed_bare_where_charliecloud_prints_it() {
     assert_eq!((code, out.as_str(), err.as_str()), (0, v.as_str(), ""));
     for t in ["ch-run", "ch-convert"] {
         let (code, out, err) = stderr_of(tool(t).arg("--version"));
-        assert_eq!((code, out.as_str(), err.as_str()), (0, "", v.as_str()), "{t}");
+        assert_eq!(
+            (code, out.as_str(), err.as_str()),
+            (0, "", v.as_str()),
+            "{t}"
+        );
     }
 }
 
@@ -320,22 +351,30 @@ fn quiet_levels_follow_the_faq_table() {
     let df = "FROM busybox\nRUN echo to-stdout; echo to-stderr >&2\n";
     // Default: RUN output passes through.
     let (_, out, err) = stderr_of(&mut w.build_cmd("a", df, &["--no-cache"]));
-    assert!(out.contains("to-stdout") && err.contains("to-stderr"), "{out}{err}");
+    assert!(
+        out.contains("to-stdout") && err.contains("to-stderr"),
+        "{out}{err}"
+    );
     // -q: no chatter, RUN output still there.
     let mut c = w.image();
     c.args(["-q", "build", "--no-cache", "-t", "a"]).arg(&w.ctx);
     let (code, out, err) = stderr_of(&mut c);
     assert_eq!(code, 0);
     assert!(!err.contains("grown in"), "{err}");
-    assert!(out.contains("to-stdout") && err.contains("to-stderr"), "{out}{err}");
+    assert!(
+        out.contains("to-stdout") && err.contains("to-stderr"),
+        "{out}{err}"
+    );
     // -qq: program stdout and RUN stdout gone; -qqq: RUN stderr too.
     let mut c = w.image();
-    c.args(["-qq", "build", "--no-cache", "-t", "a"]).arg(&w.ctx);
+    c.args(["-qq", "build", "--no-cache", "-t", "a"])
+        .arg(&w.ctx);
     let (code, out, err) = stderr_of(&mut c);
     assert_eq!((code, out.as_str()), (0, ""), "{err}");
     assert!(err.contains("to-stderr"), "{err}");
     let mut c = w.image();
-    c.args(["-qqq", "build", "--no-cache", "-t", "a"]).arg(&w.ctx);
+    c.args(["-qqq", "build", "--no-cache", "-t", "a"])
+        .arg(&w.ctx);
     assert_eq!(stderr_of(&mut c), (0, String::new(), String::new()));
     // -qq list prints nothing; -q still prints the list.
     assert_eq!(ok(w.image().args(["-qq", "list"])), "");
@@ -358,8 +397,14 @@ fn each_verbose_level_adds_lines() {
     };
     let (l0, l1, l2, l3) = (lines(""), lines("-v"), lines("-vv"), lines("-vvv"));
     assert!(!l0.contains("version:") && l1.contains("version:"), "{l1}");
-    assert!(!l1.contains("host architecture") && l2.contains("host architecture"), "{l2}");
-    assert!(!l2.contains("parse tree") && l3.contains("parse tree"), "{l3}");
+    assert!(
+        !l1.contains("host architecture") && l2.contains("host architecture"),
+        "{l2}"
+    );
+    assert!(
+        !l2.contains("parse tree") && l3.contains("parse tree"),
+        "{l3}"
+    );
 }
 
 #[test]
@@ -379,7 +424,10 @@ fn log_file_takes_chatter_and_turns_verbose_on() {
     let (code, _, err) = stderr_of(&mut c);
     assert_eq!((code, err.as_str()), (1, ""));
     let text2 = std::fs::read_to_string(&log).expect("log file");
-    assert!(text2.starts_with(&text) && text2.contains("error:"), "{text2}");
+    assert!(
+        text2.starts_with(&text) && text2.contains("error:"),
+        "{text2}"
+    );
 }
 
 #[test]
@@ -408,7 +456,10 @@ fn dry_run_does_not_claim_execution_and_summary_counts_from() {
     let df = "FROM busybox\nRUN touch /x\n";
     let err = w.build("d", df, &["--dry-run"]);
     assert!(!err.contains("grown in"), "{err}");
-    assert!(err.contains("dry run") && err.contains("not executed"), "{err}");
+    assert!(
+        err.contains("dry run") && err.contains("not executed"),
+        "{err}"
+    );
     let list = ok(w.image().arg("list"));
     assert_eq!(list, "busybox\n", "a dry run writes no image");
     // FROM of a stored base is a hit in the summary, as its `*` mark says.

@@ -1107,10 +1107,7 @@ fn list_delete_globs_and_undelete() {
         import(&st, &src, n);
     }
     let l = ok(chi(&st).arg("list"));
-    assert_eq!(
-        l,
-        "alpha\nalpine:3.17\nbeta\nexample.com/x/y:1\n"
-    );
+    assert_eq!(l, "alpha\nalpine:3.17\nbeta\nexample.com/x/y:1\n");
     let details = ok(chi(&st).args(["list", "alpha"]));
     assert!(details.contains("in local storage:    yes"), "{details}");
     assert!(
