@@ -880,7 +880,8 @@ enum FlagKind {
 fn flag_spec(kw: Keyword) -> &'static [(&'static str, FlagKind)] {
     use FlagKind::*;
     match kw {
-        Keyword::From => &[("platform", Value)],
+        // `--arg=NAME=VALUE` is Charliecloud's (Docker has no such flag).
+        Keyword::From => &[("platform", Value), ("arg", Multi)],
         Keyword::Run => &[("mount", Multi), ("network", Value), ("security", Value)],
         Keyword::Copy => &[
             ("from", Value),
@@ -921,6 +922,9 @@ struct Parser<'a> {
     warnings: Vec<Warning>,
     /// Set while parsing an ONBUILD trigger: its words are substituted in a later build.
     checking_disabled: bool,
+    /// Charliecloud's `FROM --arg=NAME=VALUE` of the FROM just parsed: emitted as an
+    /// `ARG NAME=VALUE` right after it.
+    from_args: Vec<ArgDecl>,
 }
 
 /// Heredoc words found on a line, before their bodies are read.
@@ -950,6 +954,7 @@ impl<'a> Parser<'a> {
             directives_done: false,
             warnings: Vec::new(),
             checking_disabled: false,
+            from_args: Vec::new(),
         }
     }
 
@@ -1134,6 +1139,23 @@ impl<'a> Parser<'a> {
                 kind,
                 original_text: ll.text.clone(),
             });
+            if !self.from_args.is_empty() {
+                let decls = std::mem::take(&mut self.from_args);
+                let text = decls
+                    .iter()
+                    .map(|d| format!("{}={}", d.name, d.default.as_deref().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                instructions.push(Instruction {
+                    span: Span {
+                        start_line: line0,
+                        end_line,
+                    },
+                    col: col0,
+                    kind: InstrKind::Arg(decls),
+                    original_text: format!("ARG {text}"),
+                });
+            }
         }
         if instructions.is_empty() {
             return Err(self.err(1, 1, "file with no instructions"));
@@ -1214,6 +1236,21 @@ impl<'a> Parser<'a> {
                 };
                 self.check_subst(ll, args_off + words[0].0, &image)?;
                 let platform = flags.get("platform").map(str::to_string);
+                for a in flags.get_all("arg") {
+                    match a.split_once('=') {
+                        Some((k, v)) if !k.is_empty() => self.from_args.push(ArgDecl {
+                            name: k.to_string(),
+                            default: Some(v.to_string()),
+                        }),
+                        _ => {
+                            return Err(self.err_at(
+                                ll,
+                                kw_off,
+                                format!("FROM --arg: expected NAME=VALUE, got: {a}"),
+                            ))
+                        }
+                    }
+                }
                 InstrKind::From {
                     platform,
                     image,
@@ -1893,6 +1930,27 @@ mod tests {
                 heredocs: vec![],
             }
         );
+    }
+
+    #[test]
+    fn from_arg_becomes_an_arg_of_the_stage() {
+        let d = p("FROM --arg=A=1 --arg=B=x=y alpine\nRUN echo $A\n");
+        assert_eq!(d.instructions.len(), 3);
+        assert_eq!(d.instructions[1].display(), "ARG A=1 B=x=y");
+        assert_eq!(d.instructions[1].span.start_line, 1);
+        match kind_of(&d, 1) {
+            InstrKind::Arg(decls) => assert_eq!(
+                decls
+                    .iter()
+                    .map(|a| (a.name.as_str(), a.default.as_deref()))
+                    .collect::<Vec<_>>(),
+                [("A", Some("1")), ("B", Some("x=y"))]
+            ),
+            k => panic!("{k:?}"),
+        }
+        assert!(perr("FROM --arg=novalue alpine\n")
+            .message
+            .contains("NAME=VALUE"));
     }
 
     #[test]

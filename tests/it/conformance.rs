@@ -190,6 +190,17 @@ fn copy_wildcards_do_not_match_a_leading_dot() {
     assert_eq!(w.run("g", "ls -A /z"), ".hidden\na\n");
 }
 
+#[test]
+fn from_arg_sets_an_arg_for_the_stage_as_charliecloud_does() {
+    let w = World::new("fromarg");
+    w.build(
+        "f",
+        "FROM --arg=GREETING=hi --arg=WHO=there busybox\nRUN echo \"$GREETING $WHO\" > /g\n",
+        &[],
+    );
+    assert_eq!(w.run("f", "cat /g"), "hi there\n");
+}
+
 // ---- the command line ----
 
 #[test]
