@@ -280,6 +280,20 @@ fn tools_exit_quietly_with_141_when_stdout_is_a_closed_pipe() {
     assert_eq!((st.code(), err.as_str()), (Some(141), ""));
     let (st, err) = with_closed_stdout(tool("ch-ssh").arg("--version"));
     assert_eq!((st.code(), err.as_str()), (Some(141), ""));
+    // A command in a container gets SIGPIPE's default action, as in a shell: `yes` ends
+    // quietly, killed by SIGPIPE (or 128 + 13 where ch-run waits for it), instead of
+    // failing with "Broken pipe".
+    use std::os::unix::process::ExitStatusExt;
+    let mut c = tool("ch-run");
+    c.arg("-s")
+        .arg(w.s.storage())
+        .args(["busybox", "--", "yes"]);
+    let (st, err) = with_closed_stdout(&mut c);
+    assert!(
+        st.signal() == Some(13) || st.code() == Some(141),
+        "{st:?}: {err}"
+    );
+    assert_eq!(err, "");
 }
 
 #[test]
