@@ -232,6 +232,9 @@ fn build(storage: &std::path::Path, common: &Common, mut a: BuildArgs) -> anyhow
         if a.file.is_some() {
             bail!("-f can't be used when the context is - (the Dockerfile is read from standard input)");
         }
+        if a.tag.is_none() {
+            bail!("-t NAME is needed when the Dockerfile is read from standard input (context -)");
+        }
         a.file = Some(PathBuf::from("-"));
         let d = std::env::temp_dir().join(format!("grove-no-context.{}", std::process::id()));
         std::fs::create_dir(&d)

@@ -241,6 +241,9 @@ fn build_reads_the_dockerfile_from_stdin_with_no_context() {
     }
     let out = child.wait_with_output().expect("wait");
     assert!(!out.status.success());
+    // No name can be inferred from standard input.
+    let (_, err) = fails(w.image().args(["build", "-"]).stdin(Stdio::null()));
+    assert!(err.contains("-t NAME"), "{err}");
 }
 
 /// Run `cmd` with its stdout a pipe whose reading end is already closed.
