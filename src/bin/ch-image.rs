@@ -679,9 +679,9 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
         "verbose level: {} ({})",
         grove::log::level(),
         match grove::log::level() {
-            ..=-3 => "STDERR",
-            -2 => "WARNING",
-            -1 => "ERROR",
+            ..=-3 => "QUIET_STDERR",
+            -2 => "STDERR",
+            -1 => "WARNING",
             0 => "INFO",
             1 => "VERBOSE",
             2 => "DEBUG",
