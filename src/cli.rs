@@ -39,9 +39,11 @@ pub fn last_wins(cmd: clap::Command) -> clap::Command {
     cmd.args_override_self(true)
 }
 
-/// Print an error chain as `error: ...`, its causes, and a hint if one applies.
+/// Print an error chain as `error: ...`, its causes, and a hint if one applies (to
+/// `$CH_LOG_FILE` if set, else stderr).
 pub fn report(err: &anyhow::Error) {
-    eprintln!("error: {err}");
+    let eprintln = |s: String| crate::log::write_line(&s);
+    eprintln(format!("error: {err}"));
     let mut hint = None;
     for cause in err.chain() {
         if let Some(s) = cause.downcast_ref::<crate::store::StoreError>() {
@@ -58,16 +60,57 @@ pub fn report(err: &anyhow::Error) {
         }
     }
     for cause in err.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+        eprintln(format!("  caused by: {cause}"));
     }
     if let Some(h) = hint {
-        eprintln!("hint: {h}");
+        eprintln(format!("hint: {h}"));
     }
 }
 
-/// Verbosity from repeated -v and -q counts.
-pub fn set_verbosity(verbose: u8, quiet: u8) {
-    crate::log::set_level(verbose as i32 - quiet as i32);
+/// Verbosity from repeated -v and -q counts, after reading `$CH_LOG_FILE` and
+/// `$CH_LOG_FESTOON` ([`crate::log::init_from_env`]): a log file implies `-v` when no `-v`
+/// was given, as Charliecloud's man page says.
+pub fn set_verbosity(verbose: u8, quiet: u8) -> std::io::Result<()> {
+    let file = crate::log::init_from_env()?;
+    let verbose = if file { verbose.max(1) } else { verbose };
+    crate::log::set_level(i32::from(verbose) - i32::from(quiet));
+    Ok(())
+}
+
+/// Exit status when standard output is a closed pipe: 141, what a shell reports for a
+/// program killed by SIGPIPE (128 + 13), so `tool | head -1` behaves as with `ls` or `cat`
+/// (and `set -o pipefail` scripts see the same failure) but quietly, with no message.
+pub const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// Write `text` to standard output as data. At `-qq` and quieter nothing is written (the
+/// FAQ's table: "-qq also suppresses stdout for the program"). A closed pipe ends the
+/// program quietly with [`EXIT_BROKEN_PIPE`]; another write error ends it with status 1
+/// and a message. Never panics, unlike `println!`.
+pub fn write_stdout(text: &str) {
+    use std::io::Write;
+    if crate::log::level() <= -2 {
+        return;
+    }
+    let mut so = std::io::stdout().lock();
+    match so.write_all(text.as_bytes()).and_then(|()| so.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            std::process::exit(EXIT_BROKEN_PIPE)
+        }
+        Err(e) => {
+            crate::log::write_line(&format!("error: can't write to standard output: {e}"));
+            std::process::exit(1)
+        }
+    }
+}
+
+/// `println!` for data on standard output, through [`write_stdout`]: quiet on a closed
+/// pipe, silent at `-qq`.
+#[macro_export]
+macro_rules! dataln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(&format!("{}\n", format_args!($($arg)*)))
+    };
 }
 
 /// Shell-style glob match supporting `*`, `?` and `[...]` (for image name globs).

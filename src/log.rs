@@ -4,11 +4,97 @@
 //! away: -1 hides info, -2 also hides warnings (and the program's own stdout, where the
 //! binary honours it), -3 also silences subprocess stderr. Everything goes to stderr;
 //! stdout is for data only.
+//!
+//! ch-image and ch-convert also honour, as Charliecloud's man page describes,
+//! `$CH_LOG_FILE` (chatter, warnings and errors appended to that file instead of stderr)
+//! and `$CH_LOG_FESTOON` (each line prefixed with the PID and a UTC timestamp):
+//! [`init_from_env`].
 
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::OnceLock;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 static LEVEL: AtomicI32 = AtomicI32::new(0);
+
+/// `$CH_LOG_FILE`, opened for appending, if set.
+static FILE: OnceLock<Option<Mutex<std::fs::File>>> = OnceLock::new();
+
+/// `$CH_LOG_FESTOON` was set.
+static FESTOON: AtomicBool = AtomicBool::new(false);
+
+/// Read `$CH_LOG_FILE` and `$CH_LOG_FESTOON`. Returns whether a log file is in use (the
+/// caller then turns verbose mode on, as Charliecloud does). A log file that can't be
+/// opened is an error naming it.
+pub fn init_from_env() -> std::io::Result<bool> {
+    FESTOON.store(
+        std::env::var_os("CH_LOG_FESTOON").is_some(),
+        Ordering::Relaxed,
+    );
+    let Some(path) = std::env::var_os("CH_LOG_FILE").filter(|p| !p.is_empty()) else {
+        return Ok(false);
+    };
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "can't open $CH_LOG_FILE: {}: {e}",
+                    std::path::Path::new(&path).display()
+                ),
+            )
+        })?;
+    let _ = FILE.set(Some(Mutex::new(f)));
+    Ok(true)
+}
+
+/// Write one finished line (no newline) to the log: the `$CH_LOG_FILE` if set, else
+/// stderr; with `$CH_LOG_FESTOON`, prefixed with `PID TIMESTAMP  ` as Charliecloud does.
+pub fn write_line(line: &str) {
+    let text = if FESTOON.load(Ordering::Relaxed) {
+        format!(
+            "{:5} {}  {line}\n",
+            std::process::id(),
+            timestamp(std::time::SystemTime::now())
+        )
+    } else {
+        format!("{line}\n")
+    };
+    if let Some(Some(f)) = FILE.get() {
+        if let Ok(mut f) = f.lock() {
+            let _ = f.write_all(text.as_bytes());
+            return;
+        }
+    }
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmm` in UTC (Charliecloud prints local time; Grove has no time
+/// zone database and prints UTC).
+fn timestamp(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, sod) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60,
+        d.subsec_millis()
+    )
+}
 
 /// Set the process-wide verbosity: `verbose - quiet`.
 pub fn set_level(level: i32) {
@@ -66,7 +152,7 @@ pub fn format_line(kind: &str, msg: &std::fmt::Arguments, file: &str, line: u32)
 
 #[doc(hidden)]
 pub fn emit(kind: &str, msg: std::fmt::Arguments, file: &str, line: u32) {
-    eprintln!("{}", format_line(kind, &msg, file, line));
+    write_line(&format_line(kind, &msg, file, line));
 }
 
 /// A line at level `at` with `kind` before the message. The arguments are evaluated only
@@ -99,6 +185,12 @@ macro_rules! debug {
     ($($arg:tt)*) => { $crate::log_at!(2, "", $($arg)*) };
 }
 
+/// Print a trace line (`-vvv`).
+#[macro_export]
+macro_rules! trace {
+    ($($arg:tt)*) => { $crate::log_at!(3, "", $($arg)*) };
+}
+
 /// Print a warning (hidden by `-qq`).
 #[macro_export]
 macro_rules! warn {
@@ -119,6 +211,15 @@ mod tests {
             evaluated
         });
         assert_eq!(evaluated, 0);
+    }
+
+    #[test]
+    fn festoon_timestamps_are_utc_with_milliseconds() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
+        assert_eq!(timestamp(t), "2023-11-14T22:13:20.123");
+        assert_eq!(timestamp(std::time::UNIX_EPOCH), "1970-01-01T00:00:00.000");
+        let leap = std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400);
+        assert_eq!(timestamp(leap), "2000-02-29T00:00:00.000");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 
 #[derive(Parser)]
 #[command(
-    version,
+    disable_version_flag = true,
     about = "Convert an image from one format to another",
     after_help = "FORMATS:
   ch-image  image in Grove's storage (inferred for names)
@@ -253,7 +253,7 @@ fn write_dockman(store: &Store, tool: &str, img: &Input, name: &str) -> anyhow::
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    cli::set_verbosity(cli.verbose, cli.quiet);
+    cli::set_verbosity(cli.verbose, cli.quiet)?;
     let env_xattrs = std::env::var_os("CH_XATTRS").is_some_and(|v| !v.is_empty());
     grove::store::model::set_xattrs(!cli.no_xattrs && (cli.xattrs || env_xattrs));
     let mut fin = fmt_arg(&cli.in_fmt, &cli.input)?;
@@ -430,6 +430,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    use clap::CommandFactory;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if args.is_empty() {
+        // Bare `ch-convert`: the usage on stderr, and failure, as Charliecloud's.
+        eprintln!("{}", cli::last_wins(Cli::command()).render_help());
+        return ExitCode::from(1);
+    }
+    if args
+        .iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--version")
+    {
+        // As Charliecloud's ch-convert: the bare version on standard error.
+        eprintln!("{}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     match run(grove::cli::parse_last_wins::<Cli>()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

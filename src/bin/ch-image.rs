@@ -12,15 +12,19 @@ use grove::{cli, info, warn};
 
 #[derive(Parser)]
 #[command(
-    version,
     about = "Build and manage images; completely unprivileged",
-    disable_help_subcommand = true
+    disable_help_subcommand = true,
+    disable_version_flag = true
 )]
 struct Cli {
     #[command(flatten)]
     common: Common,
+    /// Print version and exit
+    #[arg(long)]
+    version: bool,
+    /// None only with --version or no arguments at all.
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
 }
 
 #[derive(Args, Clone)]
@@ -49,6 +53,19 @@ struct Common {
     /// Don't verify registry TLS certificates (do not use unless you understand the risks)
     #[arg(long = "tls-no-verify", global = true)]
     tls_no_verify: bool,
+    /// Use the build cache (default)
+    #[arg(long, global = true, conflicts_with_all = ["no_cache", "rebuild"])]
+    cache: bool,
+    /// Don't use the build cache
+    #[arg(long = "no-cache", global = true, conflicts_with = "rebuild")]
+    no_cache: bool,
+    /// Execute all instructions, but still write the cache
+    #[arg(long, global = true)]
+    rebuild: bool,
+    /// Large file threshold in MiB (accepted for Charliecloud compatibility; Grove keeps
+    /// every file in its object store and ignores it)
+    #[arg(long = "cache-large", global = true, value_name = "SIZE")]
+    cache_large: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -136,7 +153,8 @@ enum Cmd {
 
 #[derive(Args)]
 struct BuildArgs {
-    /// Context directory
+    /// Context directory, or `-` to read the Dockerfile from standard input with no
+    /// context
     context: PathBuf,
     /// Name of the image to create (default: inferred from the Dockerfile or context name)
     #[arg(short = 't', long = "tag")]
@@ -159,15 +177,6 @@ struct BuildArgs {
     /// Root emulation for RUN: seccomp (default), fakeroot or none
     #[arg(long = "force", value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "seccomp")]
     force: Option<String>,
-    /// Use the build cache (default)
-    #[arg(long, conflicts_with_all = ["no_cache", "rebuild"])]
-    cache: bool,
-    /// Don't use the build cache
-    #[arg(long = "no-cache")]
-    no_cache: bool,
-    /// Execute all instructions, but still write the cache
-    #[arg(long)]
-    rebuild: bool,
 }
 
 /// The tag Charliecloud infers: `Dockerfile.EXT` gives EXT, `NAME.df` or
@@ -204,9 +213,35 @@ fn infer_tag(file: Option<&std::path::Path>, context: &std::path::Path) -> Strin
     }
 }
 
-fn build(storage: &std::path::Path, a: BuildArgs) -> anyhow::Result<()> {
+/// A directory removed (if empty) when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+fn build(storage: &std::path::Path, common: &Common, mut a: BuildArgs) -> anyhow::Result<()> {
     use grove::build::context::read_dockerfile;
     use grove::build::exec::{self, BuildOptions, CacheMode, Force};
+    // `build -t foo -` (FAQ 11.4.9): the Dockerfile on standard input, no context; an
+    // empty directory stands in for it, so any COPY finds nothing.
+    let _empty_context;
+    if a.context.as_os_str() == "-" {
+        if a.file.is_some() {
+            bail!("-f can't be used when the context is - (the Dockerfile is read from standard input)");
+        }
+        if a.tag.is_none() {
+            bail!("-t NAME is needed when the Dockerfile is read from standard input (context -)");
+        }
+        a.file = Some(PathBuf::from("-"));
+        let d = std::env::temp_dir().join(format!("grove-no-context.{}", std::process::id()));
+        std::fs::create_dir(&d)
+            .with_context(|| format!("can't create empty context directory: {}", d.display()))?;
+        a.context = d.clone();
+        _empty_context = RemoveOnDrop(d);
+    }
     let (text, name) = match &a.file {
         Some(f) if f.as_os_str() == "-" => (read_dockerfile(None, "-")?, "-".to_string()),
         Some(f) => (
@@ -229,11 +264,11 @@ fn build(storage: &std::path::Path, a: BuildArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| infer_tag(a.file.as_deref(), &a.context));
     let tag = parse_ref(&tag_text)?;
-    let cache = if a.no_cache {
+    let cache = if common.no_cache {
         CacheMode::Disabled
-    } else if a.rebuild {
+    } else if common.rebuild {
         CacheMode::Rebuild
-    } else if a.cache {
+    } else if common.cache {
         CacheMode::Enabled
     } else {
         match std::env::var("CH_IMAGE_CACHE").ok().as_deref() {
@@ -287,24 +322,37 @@ fn build(storage: &std::path::Path, a: BuildArgs) -> anyhow::Result<()> {
             .to_hex()
         )),
     };
-    if a.parse_only {
+    if a.parse_only || grove::log::enabled(3) {
         let df = exec::parse(&opts)?;
         for i in &df.instructions {
-            println!("{:>3} {}", i.span.start_line, i.display());
+            if a.parse_only {
+                grove::dataln!("{:>3} {}", i.span.start_line, i.display());
+            } else {
+                grove::trace!("parse tree: {}: {:?}", i.span.start_line, i.kind);
+            }
         }
-        return Ok(());
+        if a.parse_only {
+            return Ok(());
+        }
     }
     let store = Store::open(storage)?;
     let lock = store.lock()?;
     let t = std::time::Instant::now();
     let r = exec::build(&store, &lock, &opts)?;
-    info!(
-        "grown in {} instructions: {tag} ({} hits, {} executed, {:.2}s)",
-        r.instructions,
-        r.hits,
-        r.misses,
-        t.elapsed().as_secs_f64()
-    );
+    if a.dry_run {
+        info!(
+            "dry run: {} instructions: {tag} ({} hits, {} not executed; image not written)",
+            r.instructions, r.hits, r.misses
+        );
+    } else {
+        info!(
+            "grown in {} instructions: {tag} ({} hits, {} executed, {:.2}s)",
+            r.instructions,
+            r.hits,
+            r.misses,
+            t.elapsed().as_secs_f64()
+        );
+    }
     Ok(())
 }
 
@@ -384,15 +432,17 @@ macro_rules! outln {
     }};
 }
 
-/// Write a command's output to stdout; a closed pipe (`| head`) ends it quietly instead
-/// of panicking.
+/// Write a command's output to stdout ([`cli::write_stdout`]: a closed pipe ends the
+/// program quietly).
 fn emit(text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut so = std::io::stdout().lock();
-    match so.write_all(text.as_bytes()).and_then(|_| so.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => Ok(r?),
-    }
+    cli::write_stdout(text);
+    Ok(())
+}
+
+/// An image name as listed: Charliecloud shows an image built with `-t foo` as `foo`;
+/// Grove stores it as `foo:latest` and drops the default tag for display.
+fn list_name(name: &str) -> &str {
+    name.strip_suffix(":latest").unwrap_or(name)
 }
 
 fn history(storage: &std::path::Path, image_ref: &str, json: bool) -> anyhow::Result<()> {
@@ -608,14 +658,40 @@ fn registry_settings(c: &Common) -> grove::registry::Settings {
     s
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    cli::set_verbosity(cli.common.verbose, cli.common.quiet);
+fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
+    cli::set_verbosity(cli.common.verbose, cli.common.quiet)?;
     let env_xattrs = std::env::var_os("CH_XATTRS").is_some_and(|v| !v.is_empty());
-    grove::store::model::set_xattrs(!cli.common.no_xattrs && (cli.common.xattrs || env_xattrs));
+    let xattrs = !cli.common.no_xattrs && (cli.common.xattrs || env_xattrs);
+    grove::store::model::set_xattrs(xattrs);
     let storage = cli::storage_dir(cli.common.storage.clone())?;
     let settings = registry_settings(&cli.common);
     settings.clone().set_global();
-    match cli.cmd {
+    grove::verbose!("version: {}", env!("CARGO_PKG_VERSION"));
+    grove::verbose!(
+        "verbose level: {} ({})",
+        grove::log::level(),
+        match grove::log::level() {
+            ..=-3 => "QUIET_STDERR",
+            -2 => "STDERR",
+            -1 => "WARNING",
+            0 => "INFO",
+            1 => "VERBOSE",
+            2 => "DEBUG",
+            _ => "TRACE",
+        }
+    );
+    grove::verbose!("save xattrs: {xattrs}");
+    grove::verbose!("storage directory: {}", storage.display());
+    grove::debug!(
+        "host architecture for registry: {}",
+        grove::registry::manifest::host_arch()
+    );
+    grove::debug!("registry authentication: {}", settings.auth);
+    if let Some(n) = &cli.common.cache_large {
+        grove::verbose!("--cache-large {n}: ignored (Grove keeps large files in its object store)");
+    }
+    let common = cli.common.clone();
+    match cmd {
         Cmd::Pull {
             image_ref,
             dest_ref,
@@ -659,7 +735,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             push(&store, &lock, source, &dest, &settings)
                 .with_context(|| format!("can't push {dest}"))?;
         }
-        Cmd::Build(a) => build(&storage, a)?,
+        Cmd::Build(a) => build(&storage, &common, a)?,
         Cmd::History { image_ref, json } => history(&storage, &image_ref, json)?,
         Cmd::Diff { a, b, stat } => diff(&storage, &a, &b, stat)?,
         Cmd::Inspect { image_ref, json } => inspect(&storage, &image_ref, json)?,
@@ -668,7 +744,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let store = Store::open_existing(&storage)?;
             let problems = grove::store::maint::fsck(&store)?;
             for p in &problems {
-                println!("{p}");
+                grove::dataln!("{p}");
             }
             if !problems.is_empty() {
                 bail!(
@@ -684,13 +760,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let store = Store::open_existing(&storage)?;
             let lock = store.lock()?;
             let commit = store.require_image(&name)?;
-            println!("{}", store.checkout(&lock, commit)?.display());
+            grove::dataln!("{}", store.checkout(&lock, commit)?.display());
         }
         Cmd::StoragePath
         | Cmd::Gestalt {
             what: Gestalt::StoragePath,
         } => {
-            println!("{}", storage.display());
+            grove::dataln!("{}", storage.display());
         }
         Cmd::Reset => {
             Store::reset(&storage)?;
@@ -729,63 +805,66 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             long,
         } => {
             let store = Store::open(&storage)?;
+            let mut o = String::new();
             for (name, commit) in store.list()? {
                 if long {
-                    println!("{name}\t{commit}");
+                    // Grove's own format, with commits: the full name.
+                    outln!(o, "{name}\t{commit}");
                 } else {
-                    println!("{name}");
+                    outln!(o, "{}", list_name(&name));
                 }
             }
+            emit(&o)?;
         }
         Cmd::List {
             image_ref: Some(r), ..
         } => {
             let name = parse_ref(&r)?;
             let store = Store::open(&storage)?;
-            println!("details of image:    {name}");
+            grove::dataln!("details of image:    {name}");
             match store.image(&name)? {
                 Some(commit) => {
                     let (_, cfg) = store.read(commit)?;
-                    println!("in local storage:    yes");
-                    println!("commit:              {commit}");
-                    println!(
+                    grove::dataln!("in local storage:    yes");
+                    grove::dataln!("commit:              {commit}");
+                    grove::dataln!(
                         "checkout:            {}",
                         store.checkout_link(&name).display()
                     );
                     if let Some(a) = cfg.arch {
-                        println!("architecture:        {a}");
+                        grove::dataln!("architecture:        {a}");
                     }
                 }
-                None => println!("in local storage:    no"),
+                None => grove::dataln!("in local storage:    no"),
             }
             let remote = grove::registry::Remote::resolve(&name);
-            println!("full remote ref:     {remote}");
+            grove::dataln!("full remote ref:     {remote}");
             match grove::registry::pull::remote_info(&name, &settings) {
                 Ok(Some(info)) => {
-                    println!("available remotely:  yes");
-                    println!("remote digest:       {}", info.digest);
+                    grove::dataln!("available remotely:  yes");
+                    grove::dataln!("remote digest:       {}", info.digest);
                     match info.archs {
                         Some(a) => {
-                            println!("remote arch-aware:   yes");
-                            println!(
+                            grove::dataln!("remote arch-aware:   yes");
+                            grove::dataln!(
                                 "host architecture:   {}",
                                 grove::registry::manifest::host_arch()
                             );
-                            println!("archs available:     {}", a.join(" "));
+                            grove::dataln!("archs available:     {}", a.join(" "));
                         }
                         None => {
-                            println!("remote arch-aware:   no");
-                            println!(
+                            grove::dataln!("remote arch-aware:   no");
+                            grove::dataln!(
                                 "host architecture:   {}",
                                 grove::registry::manifest::host_arch()
                             );
-                            println!("archs available:     unknown");
+                            grove::dataln!("archs available:     unknown");
                         }
                     }
                 }
-                Ok(None) => println!("available remotely:  no"),
+                Ok(None) => grove::dataln!("available remotely:  no"),
                 Err(e) => {
-                    println!("available remotely:  unknown");
+                    grove::dataln!("available remotely:  unknown");
                     warn!("can't query registry: {}", e.full_message());
                 }
             }
@@ -826,9 +905,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = grove::cli::parse_last_wins::<Cli>();
+    use clap::CommandFactory;
+    let mut cli = grove::cli::parse_last_wins::<Cli>();
+    if cli.version {
+        // As Charliecloud's ch-image: the bare version on standard output.
+        grove::dataln!("{}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let Some(cmd) = cli.cmd.take() else {
+        // Bare `ch-image` (or only common options): the help on stderr, and failure, as
+        // Charliecloud's argparse setup does.
+        eprintln!("{}", cli::last_wins(Cli::command()).render_help());
+        return ExitCode::from(1);
+    };
     let storage = cli::storage_dir(cli.common.storage.clone()).ok();
-    match run(cli) {
+    match run(cli, cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let e = read_only_storage(e, storage.as_deref());

@@ -148,7 +148,7 @@ fn real_main() -> Result<i32, RunError> {
     if std::env::args_os().len() == 1 {
         // Bare `ch-run`: the help, on stderr, and failure (as Charliecloud's).
         eprintln!("{}", Cli::command().render_help());
-        return Ok(run::EXIT_MISC);
+        return Ok(1);
     }
     let matches = match Cli::command().try_get_matches() {
         Ok(m) => m,
@@ -164,12 +164,13 @@ fn real_main() -> Result<i32, RunError> {
     let cli = Cli::from_arg_matches(&matches).map_err(|e| RunError::msg(e.to_string()))?;
     grove::log::set_level(i32::from(cli.verbose) - i32::from(cli.quiet));
     if cli.version {
-        println!("{}", env!("CARGO_PKG_VERSION"));
+        // As Charliecloud's ch-run (argp): the bare version on standard error.
+        eprintln!("{}", env!("CARGO_PKG_VERSION"));
         return Ok(0);
     }
     if cli.usage {
-        println!("Usage: ch-run [OPTION...] IMAGE -- CMD [ARG...]");
-        println!("Try 'ch-run --help' for the options.");
+        grove::dataln!("Usage: ch-run [OPTION...] IMAGE -- CMD [ARG...]");
+        grove::dataln!("Try 'ch-run --help' for the options.");
         return Ok(0);
     }
     if cli.no_home {

@@ -28,11 +28,11 @@ fn main() {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     match args.first().and_then(|a| a.to_str()) {
         Some("--help" | "-?") => {
-            println!("{USAGE}");
+            grove::dataln!("{USAGE}");
             return;
         }
         Some("--version") => {
-            println!("{}", env!("CARGO_PKG_VERSION"));
+            grove::dataln!("{}", env!("CARGO_PKG_VERSION"));
             return;
         }
         _ => {}

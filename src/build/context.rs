@@ -341,6 +341,11 @@ fn glob_walk(
     for e in rd {
         let e = e?;
         let name = e.file_name();
+        // Python glob semantics, as Charliecloud's man page states: a wildcard does not
+        // match a leading dot unless the pattern component starts with one.
+        if name.as_bytes().first() == Some(&b'.') && !first.starts_with('.') {
+            continue;
+        }
         if glob_match(first, &name.to_string_lossy()) {
             glob_walk(&e.path(), join(name.as_bytes()), rest, out)?;
         }

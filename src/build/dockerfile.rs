@@ -644,12 +644,14 @@ fn is_comment(line: &str) -> bool {
 }
 
 /// Strip a trailing continuation (escape char + optional spaces/tabs). Returns the text
-/// before it and whether the line continues.
+/// before it and whether the line continues. As in BuildKit's `lineContinuationRegex`
+/// (`([^\\])\\[ \t]*$|^\\[ \t]*$`), an escape character preceded by another one is an
+/// escaped escape, not a continuation: `RUN echo \\` ends the instruction.
 fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
     let t = line.trim_end_matches([' ', '\t']);
     match t.strip_suffix(escape) {
-        Some(before) => (before, true),
-        None => (line, false),
+        Some(before) if !before.ends_with(escape) => (before, true),
+        _ => (line, false),
     }
 }
 
@@ -878,7 +880,8 @@ enum FlagKind {
 fn flag_spec(kw: Keyword) -> &'static [(&'static str, FlagKind)] {
     use FlagKind::*;
     match kw {
-        Keyword::From => &[("platform", Value)],
+        // `--arg=NAME=VALUE` is Charliecloud's (Docker has no such flag).
+        Keyword::From => &[("platform", Value), ("arg", Multi)],
         Keyword::Run => &[("mount", Multi), ("network", Value), ("security", Value)],
         Keyword::Copy => &[
             ("from", Value),
@@ -919,6 +922,9 @@ struct Parser<'a> {
     warnings: Vec<Warning>,
     /// Set while parsing an ONBUILD trigger: its words are substituted in a later build.
     checking_disabled: bool,
+    /// Charliecloud's `FROM --arg=NAME=VALUE` of the FROM just parsed: emitted as an
+    /// `ARG NAME=VALUE` right after it.
+    from_args: Vec<ArgDecl>,
 }
 
 /// Heredoc words found on a line, before their bodies are read.
@@ -948,6 +954,7 @@ impl<'a> Parser<'a> {
             directives_done: false,
             warnings: Vec::new(),
             checking_disabled: false,
+            from_args: Vec::new(),
         }
     }
 
@@ -1132,6 +1139,23 @@ impl<'a> Parser<'a> {
                 kind,
                 original_text: ll.text.clone(),
             });
+            if !self.from_args.is_empty() {
+                let decls = std::mem::take(&mut self.from_args);
+                let text = decls
+                    .iter()
+                    .map(|d| format!("{}={}", d.name, d.default.as_deref().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                instructions.push(Instruction {
+                    span: Span {
+                        start_line: line0,
+                        end_line,
+                    },
+                    col: col0,
+                    kind: InstrKind::Arg(decls),
+                    original_text: format!("ARG {text}"),
+                });
+            }
         }
         if instructions.is_empty() {
             return Err(self.err(1, 1, "file with no instructions"));
@@ -1212,6 +1236,21 @@ impl<'a> Parser<'a> {
                 };
                 self.check_subst(ll, args_off + words[0].0, &image)?;
                 let platform = flags.get("platform").map(str::to_string);
+                for a in flags.get_all("arg") {
+                    match a.split_once('=') {
+                        Some((k, v)) if !k.is_empty() => self.from_args.push(ArgDecl {
+                            name: k.to_string(),
+                            default: Some(v.to_string()),
+                        }),
+                        _ => {
+                            return Err(self.err_at(
+                                ll,
+                                kw_off,
+                                format!("FROM --arg: expected NAME=VALUE, got: {a}"),
+                            ))
+                        }
+                    }
+                }
                 InstrKind::From {
                     platform,
                     image,
@@ -1254,7 +1293,9 @@ impl<'a> Parser<'a> {
                 let (json, words) = match parse_json_array(args) {
                     Json::Strings(v) => (true, v.into_iter().map(|w| (0, w)).collect::<Vec<_>>()),
                     Json::NotStrings => return Err(self.err_at(ll, args_off, NOT_STRINGS)),
-                    Json::Text => (false, split_words_at(args, esc)),
+                    // BuildKit's parseMaybeJSONToList: plain whitespace splitting, no
+                    // quote or escape grouping; each word is then expanded on its own.
+                    Json::Text => (false, split_plain(args)),
                 };
                 if words.len() < 2 {
                     return Err(need(
@@ -1612,15 +1653,36 @@ fn valid_stage_name(s: &str) -> bool {
 
 /// Heredoc words in a shell-form RUN argument string (Docker's `heredocsFromLine`, which
 /// splits with `\` as escape whatever the escape directive says).
+///
+/// Whitespace right after `<<` is allowed, as BuildKit's lexer has allowed it since v0.22
+/// (moby/buildkit#5817: `processPossibleHeredoc` keeps the blanks after `<<` in the word,
+/// and `reHeredoc` is `^(\d*)<<(-?)\s*([^<]*)$`): `RUN << EOF` and `RUN <<  EOF  > f` open
+/// a heredoc. Blanks after `<<-` do not (`<<- EOF` is not a heredoc in BuildKit either).
 fn heredoc_words(args: &str, args_off: usize) -> Vec<HeredocWord> {
-    split_words_at(args, '\\')
-        .into_iter()
-        .filter_map(|(off, w)| {
-            let mut h = parse_heredoc_word(&w)?;
+    let words = split_words_at(args, '\\');
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let (off, w) = &words[i];
+        let lone_op = w.ends_with("<<") && w[..w.len() - 2].bytes().all(|b| b.is_ascii_digit());
+        let (text, written) = match words.get(i + 1) {
+            Some((noff, next)) if lone_op => {
+                i += 1;
+                (
+                    format!("{w}{next}"),
+                    args[*off..noff + next.len()].to_string(),
+                )
+            }
+            _ => (w.clone(), w.clone()),
+        };
+        i += 1;
+        if let Some(mut h) = parse_heredoc_word(&text) {
             h.off = args_off + off;
-            Some(h)
-        })
-        .collect()
+            h.word = written;
+            out.push(h);
+        }
+    }
+    out
 }
 
 /// Match `^(\d*)<<(-?)([^<]*)$` and unquote the delimiter (Docker's `ParseHeredoc`).
@@ -1871,8 +1933,43 @@ mod tests {
     }
 
     #[test]
-    fn double_backslash_at_end_of_line_still_continues_as_in_docker() {
-        let d = p("FROM alpine\nRUN echo \\\\\nfoo\n");
+    fn from_arg_becomes_an_arg_of_the_stage() {
+        let d = p("FROM --arg=A=1 --arg=B=x=y alpine\nRUN echo $A\n");
+        assert_eq!(d.instructions.len(), 3);
+        assert_eq!(d.instructions[1].display(), "ARG A=1 B=x=y");
+        assert_eq!(d.instructions[1].span.start_line, 1);
+        match kind_of(&d, 1) {
+            InstrKind::Arg(decls) => assert_eq!(
+                decls
+                    .iter()
+                    .map(|a| (a.name.as_str(), a.default.as_deref()))
+                    .collect::<Vec<_>>(),
+                [("A", Some("1")), ("B", Some("x=y"))]
+            ),
+            k => panic!("{k:?}"),
+        }
+        assert!(perr("FROM --arg=novalue alpine\n")
+            .message
+            .contains("NAME=VALUE"));
+    }
+
+    #[test]
+    fn escaped_backslash_at_end_of_line_does_not_continue_as_in_docker() {
+        let d = p("FROM alpine\nRUN echo hello \\\\\nRUN echo world \\\\  \nRUN a \\\\\\\nRUN b\n");
+        assert_eq!(d.instructions.len(), 5);
+        assert_eq!(
+            kind_of(&d, 1),
+            InstrKind::Run {
+                options: Flags::default(),
+                form: CmdForm::Shell("echo hello \\\\".into()),
+                heredocs: vec![],
+            }
+        );
+        // Three backslashes: the last is preceded by an escape, so BuildKit's regex does
+        // not take it as a continuation either.
+        assert_eq!(d.instructions[3].original_text, "RUN a \\\\\\");
+        // A lone escape on a continuation line still continues.
+        let d = p("FROM alpine\nRUN a \\\n\\\nb\n");
         assert_eq!(d.instructions.len(), 2);
     }
 
@@ -2106,9 +2203,9 @@ mod tests {
     }
 
     #[test]
-    fn copy_shell_form_respects_quotes_and_flags() {
+    fn copy_shell_form_splits_on_whitespace_like_docker_then_expands_each_word() {
         match kind(
-            "FROM a\nCOPY --from=build --chown=1:2 --chmod=755 --link \"my file\" 'b c' d /dst/\n",
+            "FROM a\nCOPY --from=build --chown=1:2 --chmod=755 --link \"my\" 'b' a\\ b d /dst/\n",
             1,
         ) {
             InstrKind::Copy(c) => {
@@ -2120,8 +2217,10 @@ mod tests {
                 assert_eq!(
                     c.sources,
                     vec![
-                        CopySource::Path("\"my file\"".into()),
-                        CopySource::Path("'b c'".into()),
+                        CopySource::Path("\"my\"".into()),
+                        CopySource::Path("'b'".into()),
+                        CopySource::Path("a\\".into()),
+                        CopySource::Path("b".into()),
                         CopySource::Path("d".into()),
                     ]
                 );
@@ -2129,6 +2228,11 @@ mod tests {
             }
             k => panic!("{k:?}"),
         }
+        // BuildKit's parseStringsWhitespaceDelimited: quotes do not group words, so a
+        // quoted name with a space is two words, each with an unterminated quote.
+        let e = perr("FROM a\nCOPY \"my file\" /dst/\n");
+        assert!(e.message.contains("double-quote"), "{e}");
+        assert_eq!((e.line, e.col), (2, 6));
     }
 
     #[test]
@@ -2429,9 +2533,35 @@ mod tests {
 
     #[test]
     fn lone_double_less_than_is_not_a_heredoc() {
-        let d = p("FROM a\nRUN cat << && echo x<<y\n");
+        let d = p("FROM a\nRUN echo x<<y && cat <<\n");
         // `x<<y` does not start with `<<`: not a heredoc; `<<` alone has no name.
         assert!(d.instructions[1].kind.heredocs().is_empty());
+    }
+
+    #[test]
+    fn whitespace_after_double_less_than_opens_a_heredoc_as_in_buildkit() {
+        let d = p(
+            "FROM a\nRUN << EOF\necho hi\nEOF\nRUN <<  EOF  > /f\nx\nEOF\nRUN 3<< 'Q' cat\ny\nQ\n",
+        );
+        assert_eq!(d.instructions.len(), 4);
+        let h = d.instructions[1].kind.heredocs();
+        assert_eq!(
+            (h[0].name.as_str(), h[0].content.as_str()),
+            ("EOF", "echo hi\n")
+        );
+        // The word as written, so `RUN << EOF` alone runs the body as the script.
+        assert_eq!(h[0].word, "<< EOF");
+        let h = d.instructions[2].kind.heredocs();
+        assert_eq!((h[0].name.as_str(), h[0].content.as_str()), ("EOF", "x\n"));
+        assert_eq!(h[0].word, "<<  EOF");
+        let h = d.instructions[3].kind.heredocs();
+        assert_eq!(
+            (h[0].name.as_str(), h[0].fd, h[0].expand),
+            ("Q", Some(3), false)
+        );
+        // `<<-` followed by blanks is not a heredoc in BuildKit.
+        let e = perr("FROM a\nRUN cat <<- EOF\nx\nEOF\n");
+        assert!(e.message.contains("unknown instruction: X"), "{e}");
     }
 
     // --- substitution syntax checked at parse time

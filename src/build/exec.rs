@@ -594,6 +594,7 @@ impl<'a> Builder<'a> {
     ) -> Result<(), BuildError> {
         let lower = image.to_ascii_lowercase();
         let (commit, key) = if lower == "scratch" {
+            self.hits += 1;
             let cfg = ImageConfig::default();
             let c =
                 git::write_image_commit(&self.repo, &mut Dir::new(0o755), &cfg, None, "SCRATCH")?;
@@ -604,6 +605,7 @@ impl<'a> Builder<'a> {
             .rev()
             .find(|s| s.alias.as_deref() == Some(lower.as_str()))
         {
+            self.hits += 1;
             (st.commit, st.key)
         } else {
             if image.contains('$') {
@@ -618,7 +620,14 @@ impl<'a> Builder<'a> {
             if r == self.opts.tag {
                 return Err(self.at(ins, format!("output image ({r}) can't be the same as FROM")));
             }
-            let c = match self.store.image(&r)? {
+            // The summary counts FROM: a hit if the base is in storage, executed if pulled.
+            let found = self.store.image(&r)?;
+            if found.is_some() {
+                self.hits += 1;
+            } else {
+                self.misses += 1;
+            }
+            let c = match found {
                 Some(c) => c,
                 None => crate::registry::pull::pull(
                     self.store,
@@ -842,6 +851,13 @@ impl<'a> Builder<'a> {
         crate::run::sys::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
         cmd.stdin(std::process::Stdio::null());
         crate::verbose!("executing: {cmd:?}");
+        // The FAQ's verbosity table: -qq silences RUN's stdout, -qqq its stderr too.
+        if crate::log::level() <= -2 {
+            cmd.stdout(std::process::Stdio::null());
+        }
+        if crate::log::level() <= -3 {
+            cmd.stderr(std::process::Stdio::null());
+        }
         let status = match cmd.status() {
             Err(e) if e.raw_os_error() == Some(libc::E2BIG) => {
                 let longest = argv.iter().map(String::len).max().unwrap_or(0);

@@ -1,7 +1,8 @@
 //! Variable substitution in Dockerfile words, and Docker's ARG/ENV scoping.
 //!
 //! Owns: expanding one word (`$VAR`, `${VAR}`, `${VAR:-w}`, `${VAR-w}`, `${VAR:+w}`,
-//! `${VAR+w}`, `${VAR:?w}`, `${VAR?w}`, quotes, the escape character) the way Docker's
+//! `${VAR+w}`, `${VAR:?w}`, `${VAR?w}`, `${VAR#p}`, `${VAR##p}`, `${VAR%p}`, `${VAR%%p}`,
+//! `${VAR/p/r}`, `${VAR//p/r}`, quotes, the escape character) the way Docker's
 //! `shell.Lex.ProcessWord` does; which instructions and fields Docker substitutes
 //! ([`expand_instruction`]); and the variables visible at each point of a build
 //! ([`Vars`]: global ARGs only in FROM lines, per-stage ARGs, persistent ENV, ENV over
@@ -47,9 +48,19 @@ pub enum SubstErrorKind {
     /// `${}`, `${:x}`, `${{x}`.
     #[error("syntax error: bad substitution")]
     BadSubstitution,
-    /// `${A%x}`, `${A:x}` and other operators Grove does not support.
+    /// `${A:x}`, `${A:#x}`, `${A=x}` and other operators Docker does not support.
     #[error("unsupported modifier ({0}) in substitution")]
-    UnsupportedModifier(char),
+    UnsupportedModifier(String),
+    /// `${A/pat}` without the `/` before the replacement.
+    #[error("syntax error: missing '/' in ${{}}")]
+    MissingSlash,
+    /// A `#`, `%` or `/` pattern with a bad escape (`\x` for x other than `*`, `?`, `\\`,
+    /// `}`, `/`).
+    #[error("invalid pattern ({pattern}) in substitution: {message}")]
+    InvalidPattern { pattern: String, message: String },
+    /// A pattern and value whose product of lengths exceeds [`MAX_PATTERN_WORK`].
+    #[error("pattern ({0}) too long for the value it is matched against")]
+    PatternTooLong(String),
     /// A quote without its closing quote.
     #[error("unexpected end of statement while looking for matching {0}")]
     UnterminatedQuote(&'static str),
@@ -64,6 +75,10 @@ pub enum SubstErrorKind {
 /// Deepest `${A:-${B:-...}}` nesting accepted (keeps the recursive expander's stack
 /// bounded on hostile input).
 pub const MAX_NESTING: usize = 64;
+
+/// Largest (pattern length + 1) x (value length + 1) matched by `#`, `%` and `/`; the
+/// matcher takes time proportional to it.
+pub const MAX_PATTERN_WORK: usize = 1 << 26;
 
 /// Where variable values come from.
 pub trait Lookup {
@@ -124,6 +139,7 @@ pub fn expand_word<L: Lookup + ?Sized>(
         vars,
         check: false,
         raw_quotes: false,
+        raw_escapes: false,
         depth: 0,
     }
     .word(None)
@@ -138,6 +154,7 @@ pub fn check_word(word: &str, escape: char) -> Result<(), SubstError> {
         vars: &NoVars,
         check: true,
         raw_quotes: false,
+        raw_escapes: false,
         depth: 0,
     }
     .word(None)
@@ -159,6 +176,7 @@ pub fn expand_heredoc<L: Lookup + ?Sized>(
         vars,
         check: false,
         raw_quotes: true,
+        raw_escapes: false,
         depth: 0,
     };
     let mut out = String::with_capacity(content.len());
@@ -235,6 +253,9 @@ struct Expander<'a, L: ?Sized> {
     check: bool,
     /// Heredoc mode: quotes inside `${...}` words are kept.
     raw_quotes: bool,
+    /// Pattern mode (`#`, `%`, `/` words): escape characters are kept in the result, as
+    /// Docker's `processStopOn(.., rawEscapes=true)` keeps them for the pattern compiler.
+    raw_escapes: bool,
     /// Current `${` nesting.
     depth: usize,
 }
@@ -277,6 +298,9 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
                 _ => {
                     self.next();
                     if ch == self.escape {
+                        if self.raw_escapes {
+                            out.push(ch);
+                        }
                         match self.next() {
                             Some(c) => out.push(c),
                             None => break,
@@ -325,6 +349,9 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
                 Some(_) => {
                     let mut ch = self.next().expect("peeked");
                     if ch == self.escape {
+                        if self.raw_escapes {
+                            out.push(ch);
+                        }
                         match self.peek() {
                             None => continue,
                             Some(c) if c == '"' || c == '$' || c == self.escape => {
@@ -336,6 +363,30 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
                     out.push(ch);
                 }
             }
+        }
+    }
+
+    /// The word of a `${NAME<op>word}` up to `stop` (consumed), with escapes kept if
+    /// `raw_escapes`. Running out of input is `missing` at `start`.
+    fn sub_word(
+        &mut self,
+        start: usize,
+        stop: char,
+        raw_escapes: bool,
+        missing: SubstErrorKind,
+    ) -> Result<String, SubstError> {
+        if self.depth >= MAX_NESTING {
+            return Err(self.err(start, SubstErrorKind::TooDeep));
+        }
+        self.depth += 1;
+        let saved = std::mem::replace(&mut self.raw_escapes, raw_escapes);
+        let word = self.word(Some(stop));
+        self.raw_escapes = saved;
+        self.depth -= 1;
+        match word {
+            Ok(w) => Ok(w),
+            Err(_) if self.peek().is_none() => Err(self.err(start, missing)),
+            Err(e) => Err(e),
         }
     }
 
@@ -385,30 +436,36 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
         let Some(op) = self.next() else {
             return Err(self.err(start, SubstErrorKind::MissingBrace));
         };
+        let unsupported = |m: String| SubstError {
+            offset: op_at,
+            kind: SubstErrorKind::UnsupportedModifier(m),
+        };
         let (colon, modifier) = match op {
             '}' => return Ok(self.get(&name).unwrap_or_default()),
             ':' => match self.next() {
                 None => return Err(self.err(start, SubstErrorKind::MissingBrace)),
                 Some(m @ ('-' | '+' | '?')) => (true, m),
-                Some(m) => return Err(self.err(op_at, SubstErrorKind::UnsupportedModifier(m))),
+                Some(m) => return Err(unsupported(format!(":{m}"))),
             },
             '-' | '+' | '?' => (false, op),
-            m => return Err(self.err(op_at, SubstErrorKind::UnsupportedModifier(m))),
-        };
-        if self.depth >= MAX_NESTING {
-            return Err(self.err(start, SubstErrorKind::TooDeep));
-        }
-        self.depth += 1;
-        let word = self.word(Some('}'));
-        self.depth -= 1;
-        let word = match word {
-            Ok(w) => w,
-            Err(e) if self.peek().is_none() => {
-                let _ = e;
-                return Err(self.err(start, SubstErrorKind::MissingBrace));
+            '#' | '%' => {
+                let word = self.sub_word(start, '}', true, SubstErrorKind::MissingBrace)?;
+                let value = self.get(&name).unwrap_or_default();
+                return trim(&value, &word, op).map_err(|kind| self.err(start, kind));
             }
-            Err(e) => return Err(e),
+            '/' => {
+                let all = self.peek() == Some('/');
+                if all {
+                    self.next();
+                }
+                let pattern = self.sub_word(start, '/', true, SubstErrorKind::MissingSlash)?;
+                let with = self.sub_word(start, '}', true, SubstErrorKind::MissingBrace)?;
+                let value = self.get(&name).unwrap_or_default();
+                return replace(&value, &pattern, &with, all).map_err(|kind| self.err(start, kind));
+            }
+            m => return Err(unsupported(m.to_string())),
         };
+        let word = self.sub_word(start, '}', false, SubstErrorKind::MissingBrace)?;
         let value = self.get(&name);
         let empty = value.as_deref().is_none_or(str::is_empty);
         let missing = if colon { empty } else { value.is_none() };
@@ -442,6 +499,157 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
             }
         })
     }
+}
+
+// ----------------------------------------------------------------------------------------
+// Shell patterns of `${A#p}`, `${A%p}`, `${A/p/r}`, as BuildKit's `convertShellPatternToRegex`
+// reads them: `*` any run of characters, `?` one character (neither matches a newline, as
+// Go's `.` does not), no bracket expressions; `\*`, `\?`, `\\` are literal; `\}` and `\/` are
+// `}` and `/` (the escape only protects them from the `${...}` scanner); any other `\x` is
+// an error. Matching follows Go's leftmost-first rule: among the matches starting at the
+// leftmost position, the one a backtracking matcher would find first, with `*` preferring
+// the shortest run (`#`, `%`) or the longest (`##`, `%%`, `/`).
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tok {
+    Star,
+    Any,
+    Lit(char),
+}
+
+fn compile_pattern(pattern: &str) -> Result<Vec<Tok>, SubstErrorKind> {
+    let bad = |message: String| SubstErrorKind::InvalidPattern {
+        pattern: pattern.to_string(),
+        message,
+    };
+    let mut out = Vec::new();
+    let mut it = pattern.chars().peekable();
+    while let Some(c) = it.next() {
+        out.push(match c {
+            '*' => Tok::Star,
+            '?' => Tok::Any,
+            '\\' => match it.peek() {
+                Some('}' | '/') => continue,
+                Some(&n @ ('*' | '?' | '\\')) => {
+                    it.next();
+                    Tok::Lit(n)
+                }
+                Some(&n) => return Err(bad(format!("invalid escape '\\{n}'"))),
+                None => return Err(bad("invalid escape at end of pattern".to_string())),
+            },
+            c => Tok::Lit(c),
+        });
+    }
+    Ok(out)
+}
+
+/// For each start position `j` in `text`, the end of the preferred match of `pat` anchored
+/// at `j`, if any. Dynamic programming over pattern suffixes, one row at a time: time
+/// `O(|pat| * |text|)`, memory `O(|text|)`.
+fn match_ends(pat: &[Tok], text: &[char], greedy: bool) -> Vec<Option<usize>> {
+    let n = text.len();
+    // Row for the empty pattern suffix: matches at once.
+    let mut next: Vec<Option<usize>> = (0..=n).map(Some).collect();
+    for tok in pat.iter().rev() {
+        let mut row = vec![None; n + 1];
+        match *tok {
+            Tok::Lit(c) => {
+                for j in 0..n {
+                    if text[j] == c {
+                        row[j] = next[j + 1];
+                    }
+                }
+            }
+            Tok::Any => {
+                for j in 0..n {
+                    if text[j] != '\n' {
+                        row[j] = next[j + 1];
+                    }
+                }
+            }
+            Tok::Star => {
+                // The star at j may take text[j] (if not a newline) and then behaves as the
+                // star at j + 1; lazy prefers taking nothing, greedy taking all it can.
+                row[n] = next[n];
+                for j in (0..n).rev() {
+                    row[j] = if text[j] == '\n' {
+                        next[j]
+                    } else if greedy {
+                        row[j + 1].or(next[j])
+                    } else {
+                        next[j].or(row[j + 1])
+                    };
+                }
+            }
+        }
+        next = row;
+    }
+    next
+}
+
+fn check_work(pattern: &str, pat: &[Tok], value: &[char]) -> Result<(), SubstErrorKind> {
+    if (pat.len() + 1).saturating_mul(value.len() + 1) > MAX_PATTERN_WORK {
+        return Err(SubstErrorKind::PatternTooLong(pattern.to_string()));
+    }
+    Ok(())
+}
+
+/// `${value#word}`, `${value##word}` (`op` `#`) or `${value%word}`, `${value%%word}`
+/// (`op` `%`): a leading `op` in `word` makes the match greedy, as in BuildKit.
+fn trim(value: &str, word: &str, op: char) -> Result<String, SubstErrorKind> {
+    let (greedy, pattern) = match word.strip_prefix(op) {
+        Some(p) => (true, p),
+        None => (false, word),
+    };
+    let mut pat = compile_pattern(pattern)?;
+    let mut text: Vec<char> = value.chars().collect();
+    check_work(pattern, &pat, &text)?;
+    if op == '%' {
+        // The shortest or longest suffix is the same search on the reversed text.
+        pat.reverse();
+        text.reverse();
+    }
+    let mut rest: Vec<char> = match match_ends(&pat, &text, greedy)[0] {
+        Some(end) => text[end..].to_vec(),
+        None => text,
+    };
+    if op == '%' {
+        rest.reverse();
+    }
+    Ok(rest.into_iter().collect())
+}
+
+/// `${value/pattern/with}` (first match) or `${value//pattern/with}` (`all`): matches are
+/// leftmost and greedy; with `all`, as Go's `ReplaceAllString`, an empty match right
+/// after a previous match is not replaced and the search always advances.
+fn replace(value: &str, pattern: &str, with: &str, all: bool) -> Result<String, SubstErrorKind> {
+    let pat = compile_pattern(pattern)?;
+    let text: Vec<char> = value.chars().collect();
+    check_work(pattern, &pat, &text)?;
+    let ends = match_ends(&pat, &text, true);
+    let n = text.len();
+    // first[s]: the leftmost match starting at s or later.
+    let mut first: Vec<Option<(usize, usize)>> = vec![None; n + 2];
+    for s in (0..=n).rev() {
+        first[s] = ends[s].map(|e| (s, e)).or(first[s + 1]);
+    }
+    let mut out = String::with_capacity(value.len());
+    let mut last_end = 0;
+    let mut search = 0;
+    while search <= n {
+        let Some((a, b)) = first[search] else { break };
+        out.extend(&text[last_end..a]);
+        if b > last_end || a == 0 {
+            out.push_str(with);
+        }
+        last_end = b;
+        if !all {
+            break;
+        }
+        search = if search + 1 > b { search + 1 } else { b };
+    }
+    out.extend(&text[last_end..]);
+    Ok(out)
 }
 
 /// Substitute the fields Docker substitutes in one instruction and return the result.
@@ -819,6 +1027,82 @@ mod tests {
         assert!(check_word("${NOPE:?}", '\\').is_ok());
     }
 
+    /// Results as BuildKit's lexer gives them (frontend/dockerfile/shell/lex.go:
+    /// `trimPrefix`, `trimSuffix`, `convertShellPatternToRegex`, `ReplaceAllString`).
+    #[test]
+    fn pattern_trims_and_replacements_give_dockers_results() {
+        let v = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let vars = v(&[
+            ("P", "/usr/local/share/ca.tar.gz"),
+            ("S", "aabbccdd"),
+            ("D", "--x--"),
+            ("H", "hello"),
+            ("E", ""),
+            ("STAR", "a*b*c"),
+            ("NL", "a\nb/c"),
+        ]);
+        let t = |w: &str| expand_word(w, '\\', &vars).map_err(|e| e.to_string());
+        let ok = |w: &str| t(w).unwrap_or_else(|e| panic!("{w}: {e}"));
+        // Prefixes: shortest (#) and longest (##).
+        assert_eq!(ok("${P#*/}"), "usr/local/share/ca.tar.gz");
+        assert_eq!(ok("${P##*/}"), "ca.tar.gz");
+        assert_eq!(ok("${S#*b}"), "bccdd");
+        assert_eq!(ok("${S##*b}"), "ccdd");
+        assert_eq!(ok("${S#a?}"), "bbccdd");
+        assert_eq!(ok("${S#x*}"), "aabbccdd");
+        // Suffixes: shortest (%) and longest (%%).
+        assert_eq!(ok("${P%.*}"), "/usr/local/share/ca.tar");
+        assert_eq!(ok("${P%%.*}"), "/usr/local/share/ca");
+        assert_eq!(ok("${P%/*}"), "/usr/local/share");
+        assert_eq!(ok("${S%c*}"), "aabbc");
+        assert_eq!(ok("${S%%c*}"), "aabb");
+        // Everything can go, and a literal pattern must match exactly.
+        assert_eq!(
+            [ok("${D%%-*}"), ok("${D%-*}"), ok("${D#*-}"), ok("${D##*-}")],
+            ["", "--x-", "-x--", ""]
+        );
+        assert_eq!(ok("${H#hello}"), "");
+        assert_eq!(ok("${H%helloo}"), "hello");
+        // Unset and empty values give empty results.
+        assert_eq!(ok("${NOPE#x}${E%%*}"), "");
+        // Replacement: first (/) or all (//) greedy, leftmost matches.
+        assert_eq!(ok("${H/l/L}"), "heLlo");
+        assert_eq!(ok("${H//l/L}"), "heLLo");
+        assert_eq!(ok("${H/l*/Z}"), "heZ");
+        assert_eq!(ok("${H//?/.}"), ".....");
+        assert_eq!(ok("${H/x/y}"), "hello");
+        assert_eq!(ok("${H//l/}"), "heo");
+        assert_eq!(ok("${P//\\//-}"), "-usr-local-share-ca.tar.gz");
+        // An empty pattern matches between characters, as Go's ReplaceAllString does.
+        assert_eq!(ok("${H///-}"), "-h-e-l-l-o-");
+        // `${H//}` reads `}` as part of the pattern and then misses its `/`.
+        assert!(t("${H//}").unwrap_err().contains("missing '/'"));
+        // Escaped pattern characters are literal; `\}` is `}`.
+        assert_eq!(ok("${STAR//\\*/+}"), "a+b+c");
+        assert_eq!(ok("${STAR#a\\*}"), "b*c");
+        // Like Go's `.`, `*` and `?` do not match a newline.
+        assert_eq!(ok("${NL#*/}"), "a\nb/c");
+        assert_eq!(ok("${NL##a?b}"), "a\nb/c");
+        // Variables and quotes in patterns and replacements.
+        assert_eq!(ok("${H/${E}l/\"L\"}"), "heLlo");
+        assert_eq!(ok("${P##*'/'}"), "ca.tar.gz");
+        // Errors: bad escapes, colon forms, a missing separator.
+        assert!(t("${H#\\x}").unwrap_err().contains("invalid pattern"));
+        assert_eq!(
+            t("${H:#x}").unwrap_err(),
+            "unsupported modifier (:#) in substitution"
+        );
+        assert_eq!(t("${H/x}").unwrap_err(), "syntax error: missing '/' in ${}");
+        assert!(t("${H#x").unwrap_err().contains("missing '}'"));
+        assert!(check_word("${A%%.*}", '\\').is_ok());
+        assert!(check_word("${A#\\q}", '\\').is_err());
+    }
+
     #[test]
     fn escaped_dollar_is_literal() {
         assert_eq!(ok("\\$A"), "$A");
@@ -852,12 +1136,16 @@ mod tests {
         assert_eq!(e("${}"), Some((0, SubstErrorKind::BadSubstitution)));
         assert_eq!(e("${:-x}"), Some((0, SubstErrorKind::BadSubstitution)));
         assert_eq!(
-            e("${A%x}"),
-            Some((3, SubstErrorKind::UnsupportedModifier('%')))
+            e("${A:%x}"),
+            Some((3, SubstErrorKind::UnsupportedModifier(":%".into())))
         );
         assert_eq!(
             e("${A:=x}"),
-            Some((3, SubstErrorKind::UnsupportedModifier('=')))
+            Some((3, SubstErrorKind::UnsupportedModifier(":=".into())))
+        );
+        assert_eq!(
+            e("${A=x}"),
+            Some((3, SubstErrorKind::UnsupportedModifier("=".into())))
         );
         assert_eq!(
             e("a'b"),
@@ -1059,7 +1347,7 @@ mod tests {
     #[test]
     fn copy_fields_and_heredoc_body_are_substituted() {
         let (ks, _) = build(
-            "FROM a\nARG U=app\nCOPY --chown=$U:$U --from=${S:-build} \"$U dir\" ['x'] /home/$U/\nCOPY <<EOF <<'RAW' /etc/\nuser=$U\nEOF\nuser=$U\nRAW\n",
+            "FROM a\nARG U=app\nCOPY --chown=$U:$U --from=${S:-build} \"$U\"dir ['x'] /home/$U/\nCOPY <<EOF <<'RAW' /etc/\nuser=$U\nEOF\nuser=$U\nRAW\n",
             &[],
         );
         match &ks[2] {
@@ -1069,7 +1357,7 @@ mod tests {
                 assert_eq!(
                     c.sources,
                     vec![
-                        CopySource::Path("app dir".into()),
+                        CopySource::Path("appdir".into()),
                         CopySource::Path("[x]".into())
                     ]
                 );

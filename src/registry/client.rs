@@ -149,10 +149,12 @@ fn http_err<'u>(
     }
 }
 
-/// Load root certificates from `$SSL_CERT_FILE`, else the system bundle.
+/// Load root certificates from `$SSL_CERT_FILE`, else `$REQUESTS_CA_BUNDLE` (as
+/// Charliecloud's FAQ documents), else the system bundle.
 fn root_certs() -> Result<ureq::tls::RootCerts, RegistryError> {
-    let path = std::env::var_os("SSL_CERT_FILE")
-        .filter(|p| !p.is_empty())
+    let path = ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"]
+        .iter()
+        .find_map(|v| std::env::var_os(v).filter(|p| !p.is_empty()))
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(SYSTEM_CA_BUNDLE));
     let pem = std::fs::read(&path).map_err(|source| RegistryError::Io {

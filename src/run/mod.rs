@@ -761,6 +761,9 @@ fn exec_child(spec: &RunSpec, new_env: &[env::Var], old_mask: &SigSet) -> RunErr
     if let Err(e) = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None) {
         return RunError::sys("can't restore signal mask", e);
     }
+    if let Err(e) = sys::default_sigpipe() {
+        return RunError::sys("can't reset SIGPIPE", e);
+    }
     let e = nix::unistd::execvp(&argv[0], &argv)
         .err()
         .unwrap_or(nix::errno::Errno::UnknownErrno);

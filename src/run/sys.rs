@@ -17,6 +17,15 @@ pub fn fnmatch(pattern: &[u8], name: &[u8]) -> bool {
     unsafe { libc::fnmatch(p.as_ptr(), n.as_ptr(), FNM_EXTMATCH) == 0 }
 }
 
+/// Give SIGPIPE its default action again. The Rust runtime ignores it at startup, and an
+/// ignored signal stays ignored across `execve`: without this, `ch-run IMG -- yes | head`
+/// makes `yes` fail with "Broken pipe" instead of ending quietly as in a shell.
+pub fn default_sigpipe() -> Result<(), Errno> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_DFL installs no handler code, so nothing can run in signal context.
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.map(|_| ())
+}
+
 /// Outcome of [`fork`].
 pub enum Forked {
     Parent(nix::unistd::Pid),

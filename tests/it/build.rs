@@ -922,7 +922,7 @@ fn build_killed_during_run_leaves_a_usable_store() {
     let _ = child.wait();
     b.fsck();
     let list = ok(b.image().args(["list"]));
-    assert!(list.contains("img:latest"), "{list}");
+    assert!(list.lines().any(|l| l == "img"), "{list}");
     assert_eq!(b.run("img", "cat /v"), "v1\n");
     // The next build succeeds (the orphaned RUN may still hold on for a moment).
     std::thread::sleep(Duration::from_secs(4));

@@ -3,6 +3,7 @@
 
 mod build;
 mod common;
+mod conformance;
 mod convert;
 mod convert_formats;
 mod environment;

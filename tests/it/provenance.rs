@@ -763,7 +763,7 @@ fn push_and_fetch_through_a_bare_repository_give_all_hits() {
     w.build_in(&s3, "c", &c, &[]);
     ok(w.image_in(&s3).args(["build-cache", "fetch", remote_s]));
     let list = ok(w.image_in(&s3).arg("list"));
-    for i in ["a:latest", "b:latest", "busybox:latest", "c:latest"] {
+    for i in ["a", "b", "busybox", "c"] {
         assert!(list.lines().any(|l| l == i), "{i} in {list}");
     }
     let v: serde_json::Value =
@@ -902,7 +902,7 @@ fn two_concurrent_builds_into_one_storage_both_succeed() {
     );
     let list = w.ci(&["list"]);
     assert!(
-        list.contains("c1:latest") && list.contains("c2:latest"),
+        list.lines().any(|l| l == "c1") && list.lines().any(|l| l == "c2"),
         "{list}"
     );
     // Both provenance notes are there (no lost update of the notes ref).
@@ -949,7 +949,7 @@ fn readers_do_not_wait_for_a_running_build() {
         out
     };
     let list = timed("list", w.image().arg("list"));
-    assert!(list.contains("a:latest"), "{list}");
+    assert!(list.lines().any(|l| l == "a"), "{list}");
     let h = timed("history", w.image().args(["history", "a"]));
     assert_eq!(h.lines().count(), DF_A.lines().count());
     timed("diff", w.image().args(["diff", "--stat", "busybox", "a"]));
@@ -1148,8 +1148,13 @@ fn output_into_a_closed_pipe_does_not_panic() {
         drop(ch.stdout.take()); // closed before the command writes
         let o = ch.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
-        assert!(o.status.success(), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+        // Quiet either way: 0 if the output fit in the pipe before it closed, else 141
+        // (docs/compatibility.md).
+        assert!(
+            o.status.success() || o.status.code() == Some(141),
+            "{args:?}: {err}"
+        );
     }
 }
 

@@ -158,7 +158,8 @@ fn bad_numbers_are_clear_errors() {
 #[test]
 fn bare_ch_run_prints_help_on_stderr_and_fails() {
     let out = output(&mut ch_run());
-    assert_eq!(out.status.code(), Some(31));
+    // As Charliecloud's ch-run (0.38): exit 1.
+    assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -839,8 +840,13 @@ fn quiet_twice_silences_command_stdout() {
 
 #[test]
 fn version_help_and_features() {
-    let v = stdout_of(ch_run().arg("--version"));
-    assert_eq!(v.trim(), env!("CARGO_PKG_VERSION"));
+    // As Charliecloud's ch-run (argp): the version on stderr.
+    let v = output(ch_run().arg("--version"));
+    assert!(v.status.success() && v.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&v.stderr).trim(),
+        env!("CARGO_PKG_VERSION")
+    );
     let h = stdout_of(ch_run().arg("--help"));
     assert!(h.contains("--set-env") && h.contains("--write-fake"), "{h}");
     for f in ["extglob", "seccomp", "overlayfs"] {
