@@ -220,8 +220,11 @@ pub fn pull(
         });
     }
     // As Charliecloud: the config's environment becomes /ch/environment, which
-    // `ch-run --set-env` reads.
-    git::put_environment_file(&store.repo(), &mut root, &cfg)?;
+    // `ch-run --set-env` reads. An image without one gets no file, so that a push and a
+    // pull give back the same tree.
+    if !cfg.env.is_empty() {
+        git::put_environment_file(&store.repo(), &mut root, &cfg)?;
+    }
     let commit = git::write_image_commit(
         &store.repo(),
         &mut root,

@@ -406,7 +406,12 @@ fn diff_between_images_and_history_states() {
     assert_eq!(w.ci(&["diff", "a", "a"]), "");
     assert_eq!(
         diff_lines(&w, "busybox", "a"),
-        vec!["A /app/data.txt", "A /app/one", "A /app/three"]
+        vec![
+            "A /app/data.txt",
+            "A /app/one",
+            "A /app/three",
+            "A /ch/environment"
+        ]
     );
     // By commit id.
     let j = history_json(&w, "a");
