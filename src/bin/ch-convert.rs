@@ -266,8 +266,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         fin = Format::Oci;
     }
     let fout = fmt_arg(&cli.out_fmt, &cli.output)?;
-    if fin == Format::Dir {
-        // Read the user's 0000 files and directories without changing their modes.
+    if fin == Format::Dir && fout.tool().is_none() {
+        // Read the user's 0000 files and directories without changing their modes (not
+        // when docker or podman run later: they must see the user as the user).
         if let Err(e) = grove::run::setup::read_own_files_as_root() {
             grove::verbose!("reading as the user only: {}", e.report());
         }

@@ -3,7 +3,9 @@
 //! a build's lower directory.
 //!
 //! A stamp is a blake3 digest over every entry of the tree (names sorted per directory):
-//! its relative path, inode number, type and mode, size, mtime and ctime (nanoseconds).
+//! its relative path, inode number, type and mode, size, mtime and ctime (nanoseconds);
+//! for a character device (an overlay whiteout in a kept layer) only its path, mode and
+//! device number.
 //! The kernel sets an inode's ctime to the current time on every change of its content
 //! or metadata (write, truncate, chmod, chown, xattr, link count, rename), and a user
 //! cannot set it back; an added, removed or renamed entry changes the list and its
@@ -114,8 +116,18 @@ pub fn digest(dir: &Path) -> Result<[u8; 32], StampError> {
 }
 
 fn entry(h: &mut blake3::Hasher, rel: &[u8], md: &fs::Metadata) {
+    use std::os::unix::fs::FileTypeExt;
     h.update(&(rel.len() as u64).to_le_bytes());
     h.update(rel);
+    if md.file_type().is_char_device() {
+        // Overlay whiteouts (0:0) of a kept layer are hard links to one inode that the
+        // kernel shares with the (later removed) work directory: its ctime and link count
+        // change from outside. A device has no content: its type, mode and number say all.
+        for n in [u64::from(md.mode()), md.rdev()] {
+            h.update(&n.to_le_bytes());
+        }
+        return;
+    }
     for n in [
         md.ino(),
         u64::from(md.mode()),
