@@ -43,7 +43,7 @@ impl World {
         let p = self.ctx.join(rel);
         std::fs::create_dir_all(p.parent().expect("has parent")).expect("mkdir");
         std::fs::write(&p, content).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
-        own(&self.s.path);
+        own(&self.ctx);
     }
 
     /// `ch-image build -t TAG EXTRA CTX` with `df` as the Dockerfile.

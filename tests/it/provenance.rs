@@ -305,7 +305,8 @@ fn history_one_line_per_instruction_oldest_first_with_hits_after_rebuild() {
             env["modified"].as_u64(),
             env["removed"].as_u64()
         ),
-        (Some(0), Some(0), Some(0))
+        (Some(1), Some(0), Some(0)),
+        "ENV adds /ch/environment"
     );
     // Text columns match JSON: +A ~M -R.
     let rm_line = lines
