@@ -896,6 +896,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn paths_starting_with_a_dash_are_never_options() {
+        assert_eq!(path_arg(Path::new("-x.sqfs")), Path::new("./-x.sqfs"));
+        assert_eq!(path_arg(Path::new("/abs/-x")), Path::new("/abs/-x"));
+        assert_eq!(path_arg(Path::new("a/-x")), Path::new("a/-x"));
+    }
+
+    #[test]
     fn ref_components_are_valid_and_reversible() {
         for name in [
             ".x+latest",
