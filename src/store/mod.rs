@@ -80,7 +80,7 @@ pub enum StoreError {
     Exists(String),
     #[error("image {name} changed while this command ran; try again")]
     Raced { name: String },
-    #[error("refusing remote {0:?}: it starts with '-' and would be taken as an option")]
+    #[error("refusing remote {0:?}: a remote must not be empty or start with '-' (it would be taken as an option)")]
     BadRemote(String),
     /// A fetch brought something that fails validation; no ref was moved.
     #[error("refusing fetch from {remote}: {refname}: {reason}")]
