@@ -110,111 +110,116 @@ pub fn diff_trees(
     sizes: bool,
     out: &mut Vec<Entry>,
 ) -> Result<(), GitError> {
-    go(repo, a, b, &[], sizes, out)
-}
-
-fn go(
-    repo: &gix::Repository,
-    a: Option<ObjectId>,
-    b: Option<ObjectId>,
-    prefix: &[u8],
-    sizes: bool,
-    out: &mut Vec<Entry>,
-) -> Result<(), GitError> {
-    if a == b {
-        return Ok(());
+    // Iterative: a stack of tasks, pushed in reverse so that they run (and entries come
+    // out) in the order a depth-first walk would give.
+    enum Task {
+        Trees(Option<ObjectId>, Option<ObjectId>, Vec<u8>, usize),
+        Emit(Entry),
     }
-    // Recursion follows tree depth: bounded like every tree Grove reads.
-    if prefix.split(|c| *c == b'/').count() > super::model::MAX_DEPTH {
-        return Err(git_err(format!(
-            "diff trees at {:?}",
-            super::model::show(prefix)
-        ))("path is too deep"));
-    }
-    let ea = tree_entries(repo, a)?;
-    let eb = tree_entries(repo, b)?;
-    let (mut i, mut j) = (0, 0);
-    while i < ea.len() || j < eb.len() {
-        let ord = match (ea.get(i), eb.get(j)) {
-            (Some(x), Some(y)) => x.0.cmp(&y.0),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => break,
+    let mut stack = vec![Task::Trees(a, b, Vec::new(), 0)];
+    while let Some(task) = stack.pop() {
+        let (a, b, prefix, depth) = match task {
+            Task::Emit(e) => {
+                out.push(e);
+                continue;
+            }
+            Task::Trees(a, b, prefix, depth) => (a, b, prefix, depth),
         };
-        match ord {
-            std::cmp::Ordering::Less => {
-                let (n, m, id) = &ea[i];
-                one_side(repo, &join(prefix, n), *m, *id, Change::Removed, sizes, out)?;
-                i += 1;
+        if a == b {
+            continue;
+        }
+        if depth > super::model::MAX_DEPTH {
+            return Err(git_err(format!(
+                "diff trees at {:?}",
+                super::model::show(&prefix)
+            ))("path is too deep"));
+        }
+        let ea = tree_entries(repo, a)?;
+        let eb = tree_entries(repo, b)?;
+        let mut tasks = Vec::new();
+        let one_side = |tasks: &mut Vec<Task>,
+                        path: Vec<u8>,
+                        mode: EntryMode,
+                        id: ObjectId,
+                        change: Change|
+         -> Result<(), GitError> {
+            if mode.kind() == EntryKind::Tree {
+                let (a, b) = if change == Change::Added {
+                    (None, Some(id))
+                } else {
+                    (Some(id), None)
+                };
+                tasks.push(Task::Trees(a, b, path, depth + 1));
+                return Ok(());
             }
-            std::cmp::Ordering::Greater => {
-                let (n, m, id) = &eb[j];
-                one_side(repo, &join(prefix, n), *m, *id, Change::Added, sizes, out)?;
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                let (n, ma, ida) = &ea[i];
-                let (_, mb, idb) = &eb[j];
-                let p = join(prefix, n);
-                match (ma.is_tree(), mb.is_tree()) {
-                    (true, true) => go(repo, Some(*ida), Some(*idb), &p, sizes, out)?,
-                    (false, false) => {
-                        if ida != idb || ma != mb {
-                            let (os, ns) = if sizes {
-                                (blob_size(repo, *ma, *ida)?, blob_size(repo, *mb, *idb)?)
-                            } else {
-                                (0, 0)
-                            };
-                            out.push(Entry {
-                                path: p,
-                                change: Change::Modified,
-                                old_size: os,
-                                new_size: ns,
-                            });
+            let size = if sizes { blob_size(repo, mode, id)? } else { 0 };
+            let (old_size, new_size) = if change == Change::Added {
+                (0, size)
+            } else {
+                (size, 0)
+            };
+            tasks.push(Task::Emit(Entry {
+                path,
+                change,
+                old_size,
+                new_size,
+            }));
+            Ok(())
+        };
+        let (mut i, mut j) = (0, 0);
+        while i < ea.len() || j < eb.len() {
+            let ord = match (ea.get(i), eb.get(j)) {
+                (Some(x), Some(y)) => x.0.cmp(&y.0),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => break,
+            };
+            match ord {
+                std::cmp::Ordering::Less => {
+                    let (n, m, id) = &ea[i];
+                    one_side(&mut tasks, join(&prefix, n), *m, *id, Change::Removed)?;
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    let (n, m, id) = &eb[j];
+                    one_side(&mut tasks, join(&prefix, n), *m, *id, Change::Added)?;
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    let (n, ma, ida) = &ea[i];
+                    let (_, mb, idb) = &eb[j];
+                    let p = join(&prefix, n);
+                    match (ma.is_tree(), mb.is_tree()) {
+                        (true, true) => {
+                            tasks.push(Task::Trees(Some(*ida), Some(*idb), p, depth + 1))
+                        }
+                        (false, false) => {
+                            if ida != idb || ma != mb {
+                                let (os, ns) = if sizes {
+                                    (blob_size(repo, *ma, *ida)?, blob_size(repo, *mb, *idb)?)
+                                } else {
+                                    (0, 0)
+                                };
+                                tasks.push(Task::Emit(Entry {
+                                    path: p,
+                                    change: Change::Modified,
+                                    old_size: os,
+                                    new_size: ns,
+                                }));
+                            }
+                        }
+                        _ => {
+                            one_side(&mut tasks, p.clone(), *ma, *ida, Change::Removed)?;
+                            one_side(&mut tasks, p, *mb, *idb, Change::Added)?;
                         }
                     }
-                    _ => {
-                        one_side(repo, &p, *ma, *ida, Change::Removed, sizes, out)?;
-                        one_side(repo, &p, *mb, *idb, Change::Added, sizes, out)?;
-                    }
+                    i += 1;
+                    j += 1;
                 }
-                i += 1;
-                j += 1;
             }
         }
+        stack.extend(tasks.into_iter().rev());
     }
-    Ok(())
-}
-
-fn one_side(
-    repo: &gix::Repository,
-    path: &[u8],
-    mode: EntryMode,
-    id: ObjectId,
-    change: Change,
-    sizes: bool,
-    out: &mut Vec<Entry>,
-) -> Result<(), GitError> {
-    if mode.kind() == EntryKind::Tree {
-        let (a, b) = if change == Change::Added {
-            (None, Some(id))
-        } else {
-            (Some(id), None)
-        };
-        return go(repo, a, b, path, sizes, out);
-    }
-    let size = if sizes { blob_size(repo, mode, id)? } else { 0 };
-    let (old_size, new_size) = if change == Change::Added {
-        (0, size)
-    } else {
-        (size, 0)
-    };
-    out.push(Entry {
-        path: path.to_vec(),
-        change,
-        old_size,
-        new_size,
-    });
     Ok(())
 }
 

@@ -434,76 +434,86 @@ pub fn write_rootfs(
 }
 
 /// Whether a directory holds anything git stores (a file or symlink somewhere below).
+/// Iterative, like every walk here: depth never costs stack.
 fn has_git_content(dir: &Dir) -> bool {
-    dir.tree.is_some()
-        || dir.children.values().any(|n| match n {
-            Node::File(_) | Node::Symlink { .. } => true,
-            Node::Dir(d) => has_git_content(d),
-            Node::Fifo { .. } => false,
-        })
+    let mut todo = vec![dir];
+    while let Some(d) = todo.pop() {
+        if d.tree.is_some() {
+            return true;
+        }
+        for n in d.children.values() {
+            match n {
+                Node::File(_) | Node::Symlink { .. } => return true,
+                Node::Dir(sub) => todo.push(sub),
+                Node::Fifo { .. } => {}
+            }
+        }
+    }
+    false
 }
 
 /// The metadata records of a model (pure): modes that differ from what the tree implies,
 /// directories absent from git, FIFOs and hard links (first path of a group in walk order
 /// is the primary).
 pub fn records(root: &Dir) -> Vec<Record> {
-    fn go(
-        dir: &Dir,
-        path: &mut Vec<u8>,
-        out: &mut Vec<Record>,
-        primaries: &mut std::collections::HashMap<u32, Vec<u8>>,
-    ) {
-        for (name, node) in &dir.children {
-            let len = path.len();
-            if len > 0 {
-                path.push(b'/');
-            }
-            path.extend_from_slice(name);
-            match node {
-                Node::File(File {
-                    mode, link_group, ..
-                }) => match link_group.map(|g| (g, primaries.get(&g))) {
-                    Some((_, Some(primary))) => out.push(Record::Link {
-                        primary: primary.clone(),
-                        path: path.clone(),
-                    }),
-                    other => {
-                        if let Some((g, None)) = other {
-                            primaries.insert(g, path.clone());
-                        }
-                        if *mode != default_mode_file(*mode) {
-                            out.push(Record::Mode {
-                                mode: *mode,
-                                path: path.clone(),
-                            });
-                        }
-                    }
-                },
-                Node::Symlink { .. } => {}
-                Node::Fifo { mode } => out.push(Record::Fifo {
-                    mode: *mode,
+    let mut out = Vec::new();
+    let mut primaries: std::collections::HashMap<u32, Vec<u8>> = Default::default();
+    let mut path: Vec<u8> = Vec::new();
+    // Depth-first in byte order, parents first (as `Dir::walk`): each frame is a
+    // directory's children and the length of `path` at that directory.
+    let mut stack = vec![(root.children.iter(), 0usize)];
+    while let Some((iter, base)) = stack.last_mut() {
+        let base = *base;
+        let Some((name, node)) = iter.next() else {
+            stack.pop();
+            continue;
+        };
+        path.truncate(base);
+        if base > 0 {
+            path.push(b'/');
+        }
+        path.extend_from_slice(name);
+        match node {
+            Node::File(File {
+                mode, link_group, ..
+            }) => match link_group.map(|g| (g, primaries.get(&g))) {
+                Some((_, Some(primary))) => out.push(Record::Link {
+                    primary: primary.clone(),
                     path: path.clone(),
                 }),
-                Node::Dir(sub) => {
-                    if !has_git_content(sub) {
-                        out.push(Record::Dir {
-                            mode: sub.mode,
-                            path: path.clone(),
-                        });
-                    } else if sub.mode != 0o755 {
+                other => {
+                    if let Some((g, None)) = other {
+                        primaries.insert(g, path.clone());
+                    }
+                    if *mode != default_mode_file(*mode) {
                         out.push(Record::Mode {
-                            mode: sub.mode,
+                            mode: *mode,
                             path: path.clone(),
                         });
                     }
-                    go(sub, path, out, primaries);
                 }
+            },
+            Node::Symlink { .. } => {}
+            Node::Fifo { mode } => out.push(Record::Fifo {
+                mode: *mode,
+                path: path.clone(),
+            }),
+            Node::Dir(sub) => {
+                if !has_git_content(sub) {
+                    out.push(Record::Dir {
+                        mode: sub.mode,
+                        path: path.clone(),
+                    });
+                } else if sub.mode != 0o755 {
+                    out.push(Record::Mode {
+                        mode: sub.mode,
+                        path: path.clone(),
+                    });
+                }
+                stack.push((sub.children.iter(), path.len()));
             }
-            path.truncate(len);
         }
     }
-    let mut out = Vec::new();
-    go(root, &mut Vec::new(), &mut out, &mut Default::default());
     for (path, attrs) in &root.xattrs {
         if root.get(path).is_none() {
             continue;
@@ -520,21 +530,34 @@ pub fn records(root: &Dir) -> Vec<Record> {
 }
 
 fn uncached_dirs(dir: &Dir) -> usize {
-    if dir.tree.is_some() {
-        return 0;
+    let mut n = 0;
+    let mut todo = vec![dir];
+    while let Some(d) = todo.pop() {
+        if d.tree.is_some() {
+            continue;
+        }
+        n += 1;
+        for c in d.children.values() {
+            if let Node::Dir(sub) = c {
+                todo.push(sub);
+            }
+        }
     }
-    1 + dir
-        .children
-        .values()
-        .map(|n| match n {
-            Node::Dir(d) => uncached_dirs(d),
-            _ => 0,
-        })
-        .sum::<usize>()
+    n
+}
+
+/// One directory being written by [`write_tree`]: its children still to visit, the
+/// entries so far, where its tree id goes, and its name in its parent.
+struct WriteFrame<'a> {
+    children: std::collections::btree_map::IterMut<'a, Vec<u8>, Node>,
+    tree: &'a mut Option<ObjectId>,
+    entries: Vec<Entry>,
+    name: Vec<u8>,
 }
 
 /// Write the git tree of `dir` (None if it holds nothing git stores), reusing and filling
-/// the cached tree ids. New objects go to `pack` if given.
+/// the cached tree ids. New objects go to `pack` if given. Iterative (post-order with an
+/// explicit stack).
 fn write_tree(
     repo: &gix::Repository,
     dir: &mut Dir,
@@ -543,59 +566,102 @@ fn write_tree(
     if let Some(id) = dir.tree {
         return Ok(Some(id));
     }
-    let mut entries = Vec::with_capacity(dir.children.len());
-    for (name, node) in dir.children.iter_mut() {
-        let entry = |mode: EntryKind, oid| Entry {
-            mode: EntryMode::from(mode),
-            filename: BString::from(escape_name(name)),
-            oid,
-        };
-        match node {
-            Node::File(File { mode, oid, .. }) => {
-                let kind = if *mode & 0o100 != 0 {
-                    EntryKind::BlobExecutable
+    let entry = |mode: EntryKind, name: &[u8], oid| Entry {
+        mode: EntryMode::from(mode),
+        filename: BString::from(escape_name(name)),
+        oid,
+    };
+    let Dir { children, tree, .. } = dir;
+    let mut stack = vec![WriteFrame {
+        children: children.iter_mut(),
+        tree,
+        entries: Vec::new(),
+        name: Vec::new(),
+    }];
+    loop {
+        let next = stack
+            .last_mut()
+            .expect("the root frame is popped last")
+            .children
+            .next();
+        match next {
+            Some((name, node)) => {
+                let e = match node {
+                    Node::File(File { mode, oid, .. }) => {
+                        let kind = if *mode & 0o100 != 0 {
+                            EntryKind::BlobExecutable
+                        } else {
+                            EntryKind::Blob
+                        };
+                        Some(entry(kind, name, *oid))
+                    }
+                    Node::Symlink { target } => {
+                        let oid = match pack {
+                            Some(p) => {
+                                p.add(repo, target).map_err(git_err("write symlink blob"))?
+                            }
+                            None => repo
+                                .write_blob(&*target)
+                                .map_err(git_err("write symlink blob"))?
+                                .detach(),
+                        };
+                        Some(entry(EntryKind::Link, name, oid))
+                    }
+                    Node::Fifo { .. } => None,
+                    Node::Dir(sub) => match sub.tree {
+                        Some(id) => Some(entry(EntryKind::Tree, name, id)),
+                        None => {
+                            let Dir { children, tree, .. } = sub;
+                            stack.push(WriteFrame {
+                                children: children.iter_mut(),
+                                tree,
+                                entries: Vec::new(),
+                                name: name.clone(),
+                            });
+                            None
+                        }
+                    },
+                };
+                if let Some(e) = e {
+                    stack.last_mut().expect("a frame").entries.push(e);
+                }
+            }
+            None => {
+                let mut frame = stack.pop().expect("a frame");
+                let id = if frame.entries.is_empty() {
+                    None
                 } else {
-                    EntryKind::Blob
+                    frame.entries.sort();
+                    let t = gix::objs::Tree {
+                        entries: frame.entries,
+                    };
+                    let id = match pack {
+                        Some(p) => {
+                            let mut buf = Vec::new();
+                            gix::objs::WriteTo::write_to(&t, &mut buf)
+                                .map_err(git_err("encode tree"))?;
+                            p.add_object(repo, gix::objs::Kind::Tree, &buf)
+                                .map_err(git_err("write tree"))?
+                        }
+                        None => repo
+                            .write_object(&t)
+                            .map_err(git_err("write tree"))?
+                            .detach(),
+                    };
+                    *frame.tree = Some(id);
+                    Some(id)
                 };
-                entries.push(entry(kind, *oid));
-            }
-            Node::Symlink { target } => {
-                let oid = match pack {
-                    Some(p) => p.add(repo, target).map_err(git_err("write symlink blob"))?,
-                    None => repo
-                        .write_blob(&*target)
-                        .map_err(git_err("write symlink blob"))?
-                        .detach(),
-                };
-                entries.push(entry(EntryKind::Link, oid));
-            }
-            Node::Fifo { .. } => {}
-            Node::Dir(sub) => {
-                if let Some(oid) = write_tree(repo, sub, pack)? {
-                    entries.push(entry(EntryKind::Tree, oid));
+                match stack.last_mut() {
+                    Some(parent) => {
+                        if let Some(id) = id {
+                            parent.entries.push(entry(EntryKind::Tree, &frame.name, id));
+                        }
+                    }
+                    None => return Ok(id),
                 }
             }
         }
     }
-    if entries.is_empty() {
-        return Ok(None);
-    }
-    entries.sort();
-    let tree = gix::objs::Tree { entries };
-    let id = match pack {
-        Some(p) => {
-            let mut buf = Vec::new();
-            gix::objs::WriteTo::write_to(&tree, &mut buf).map_err(git_err("encode tree"))?;
-            p.add_object(repo, gix::objs::Kind::Tree, &buf)
-                .map_err(git_err("write tree"))?
-        }
-        None => repo
-            .write_object(&tree)
-            .map_err(git_err("write tree"))?
-            .detach(),
-    };
-    dir.tree = Some(id);
-    Ok(Some(id))
 }
 
 /// Path of the environment file in an image (Charliecloud's `/ch/environment`).
@@ -876,101 +942,136 @@ fn node_mut<'a>(root: &'a mut Dir, path: &[u8]) -> Option<&'a mut Node> {
     dir.children.get_mut(comps[comps.len() - 1])
 }
 
-/// Read tree `id` of `commit` into `into`, validating every name; recursion is bounded by
-/// [`super::model::MAX_DEPTH`].
+/// Read tree `id` of `commit` into `into`, validating every name and the depth
+/// ([`super::model::MAX_DEPTH`]). Iterative: trees are decoded breadth-first into
+/// pending directories, then assembled bottom-up, so a hostile depth costs no stack.
 fn read_tree(
     repo: &gix::Repository,
     commit: ObjectId,
     id: ObjectId,
     into: &mut Dir,
 ) -> Result<(), ReadError> {
-    read_tree_at(repo, commit, id, into, &mut Vec::new(), 0)
-}
-
-fn read_tree_at(
-    repo: &gix::Repository,
-    commit: ObjectId,
-    id: ObjectId,
-    into: &mut Dir,
-    path: &mut Vec<u8>,
-    depth: usize,
-) -> Result<(), ReadError> {
-    let tree = repo
-        .find_tree(id)
-        .map_err(git_err(format!("find tree {id}")))?;
-    let decoded = tree
-        .decode()
-        .map_err(git_err(format!("decode tree {id}")))?;
-    let entries: Vec<(Vec<u8>, EntryMode, ObjectId)> = decoded
-        .entries
-        .iter()
-        .map(|e| (e.filename.to_vec(), e.mode, e.oid.to_owned()))
-        .collect();
-    drop(tree);
-    for (raw, mode, oid) in entries {
-        let len = path.len();
-        if len > 0 {
-            path.push(b'/');
-        }
-        path.extend_from_slice(&raw);
-        let bad = |path: &[u8], reason| ReadError::BadEntry {
-            commit,
-            entry: super::model::show(path),
-            reason,
-        };
-        if let Some(why) = bad_entry_name(&raw) {
-            return Err(bad(path, why));
-        }
-        if depth + 1 > super::model::MAX_DEPTH {
-            return Err(bad(path, "path is too deep"));
-        }
-        let name = unescape_name(&raw);
-        if into.children.contains_key(&name) {
-            return Err(bad(path, "duplicate entry"));
-        }
-        let node = match mode.kind() {
-            EntryKind::Tree => {
-                let mut d = Dir::new(0o755);
-                read_tree_at(repo, commit, oid, &mut d, path, depth + 1)?;
-                Node::Dir(d)
-            }
-            EntryKind::Blob | EntryKind::BlobExecutable => {
-                let m = if mode.kind() == EntryKind::BlobExecutable {
-                    0o755
-                } else {
-                    0o644
-                };
-                Node::File(File {
-                    mode: m,
-                    oid,
-                    size: 0,
-                    link_group: None,
-                })
-            }
-            EntryKind::Link => {
-                let size = repo
-                    .find_header(oid)
-                    .map_err(git_err(format!("find symlink blob {oid}")))?
-                    .size();
-                if size > MAX_SYMLINK_TARGET {
-                    return Err(bad(path, "symlink target too long"));
-                }
-                let blob = repo
-                    .find_blob(oid)
-                    .map_err(git_err(format!("find symlink blob {oid}")))?;
-                if blob.data.is_empty() || blob.data.contains(&0) {
-                    return Err(bad(path, "symlink target empty or with a NUL byte"));
-                }
-                Node::Symlink {
-                    target: blob.data.clone(),
-                }
-            }
-            EntryKind::Commit => return Err(bad(path, "submodule entry in image tree")),
-        };
-        into.children.insert(name, node);
-        path.truncate(len);
+    enum Pending {
+        Node(Node),
+        /// A subdirectory: index of its pending directory.
+        Sub(usize),
     }
-    into.tree = Some(id);
+    struct PendingDir {
+        id: ObjectId,
+        path: Vec<u8>,
+        depth: usize,
+        entries: Vec<(Vec<u8>, Pending)>,
+    }
+    let mut dirs = vec![PendingDir {
+        id,
+        path: Vec::new(),
+        depth: 0,
+        entries: Vec::new(),
+    }];
+    let mut i = 0;
+    while i < dirs.len() {
+        let (tid, depth, prefix) = (dirs[i].id, dirs[i].depth, dirs[i].path.clone());
+        let tree = repo
+            .find_tree(tid)
+            .map_err(git_err(format!("find tree {tid}")))?;
+        let decoded = tree
+            .decode()
+            .map_err(git_err(format!("decode tree {tid}")))?;
+        let raw_entries: Vec<(Vec<u8>, EntryMode, ObjectId)> = decoded
+            .entries
+            .iter()
+            .map(|e| (e.filename.to_vec(), e.mode, e.oid.to_owned()))
+            .collect();
+        drop(tree);
+        let mut seen = std::collections::HashSet::new();
+        let mut entries = Vec::with_capacity(raw_entries.len());
+        for (raw, mode, oid) in raw_entries {
+            let mut path = prefix.clone();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(&raw);
+            let bad = |reason| ReadError::BadEntry {
+                commit,
+                entry: super::model::show(&path),
+                reason,
+            };
+            if let Some(why) = bad_entry_name(&raw) {
+                return Err(bad(why));
+            }
+            if depth + 1 > super::model::MAX_DEPTH {
+                return Err(bad("path is too deep"));
+            }
+            let name = unescape_name(&raw);
+            if !seen.insert(name.clone()) {
+                return Err(bad("duplicate entry"));
+            }
+            let node = match mode.kind() {
+                EntryKind::Tree => {
+                    dirs.push(PendingDir {
+                        id: oid,
+                        path,
+                        depth: depth + 1,
+                        entries: Vec::new(),
+                    });
+                    Pending::Sub(dirs.len() - 1)
+                }
+                EntryKind::Blob | EntryKind::BlobExecutable => {
+                    let m = if mode.kind() == EntryKind::BlobExecutable {
+                        0o755
+                    } else {
+                        0o644
+                    };
+                    Pending::Node(Node::File(File {
+                        mode: m,
+                        oid,
+                        size: 0,
+                        link_group: None,
+                    }))
+                }
+                EntryKind::Link => {
+                    let size = repo
+                        .find_header(oid)
+                        .map_err(git_err(format!("find symlink blob {oid}")))?
+                        .size();
+                    if size > MAX_SYMLINK_TARGET {
+                        return Err(bad("symlink target too long"));
+                    }
+                    let blob = repo
+                        .find_blob(oid)
+                        .map_err(git_err(format!("find symlink blob {oid}")))?;
+                    if blob.data.is_empty() || blob.data.contains(&0) {
+                        return Err(bad("symlink target empty or with a NUL byte"));
+                    }
+                    Pending::Node(Node::Symlink {
+                        target: blob.data.clone(),
+                    })
+                }
+                EntryKind::Commit => return Err(bad("submodule entry in image tree")),
+            };
+            entries.push((name, node));
+        }
+        dirs[i].entries = entries;
+        i += 1;
+    }
+    // Subdirectories come after their parents: assemble from the end.
+    let mut done: Vec<Option<Dir>> = (0..dirs.len()).map(|_| None).collect();
+    for k in (0..dirs.len()).rev() {
+        let p = &mut dirs[k];
+        let mut d = Dir::new(0o755);
+        d.tree = Some(p.id);
+        for (name, pending) in std::mem::take(&mut p.entries) {
+            let node = match pending {
+                Pending::Node(n) => n,
+                Pending::Sub(j) => Node::Dir(done[j].take().expect("children are assembled first")),
+            };
+            d.children.insert(name, node);
+        }
+        done[k] = Some(d);
+    }
+    let root = done[0].take().expect("the root is assembled");
+    into.children = root.children;
+    into.tree = root.tree;
     Ok(())
 }
 
@@ -1115,6 +1216,51 @@ mod tests {
             assert_eq!(bad_entry_name(&e), None, "{:?}", e);
         }
         assert_eq!(escape_name(b"normal"), b"normal");
+    }
+
+    // Every walk over a model recurses at most MAX_DEPTH deep; that must fit in a rayon
+    // worker's (and any thread's) default 2 MiB stack, even in a debug build.
+    #[test]
+    fn a_tree_at_the_depth_limit_is_written_read_and_walked_on_a_2_mib_stack() {
+        const STACK: usize = 2 << 20;
+        let dir = tempfile::tempdir().expect("tempdir");
+        gix::init_bare(dir.path()).expect("init");
+        let path = dir.path().to_path_buf();
+        std::thread::Builder::new()
+            .stack_size(STACK)
+            .spawn(move || {
+                let repo = gix::open(&path).expect("open");
+                let mut root = Dir::new(0o755);
+                let deep = "d/".repeat(super::super::model::MAX_DEPTH - 1) + "f";
+                root.insert(
+                    deep.as_bytes(),
+                    Node::File(File {
+                        mode: 0o600,
+                        oid: repo.write_blob(b"x").expect("blob").detach(),
+                        size: 1,
+                        link_group: None,
+                    }),
+                )
+                .expect("insert at the limit");
+                let commit =
+                    write_image_commit(&repo, &mut root, &ImageConfig::default(), None, "IMPORT")
+                        .expect("write");
+                let (back, _) = read_image(&repo, commit).expect("read back");
+                assert_eq!(back.count(), root.count());
+                assert_eq!(super::super::model::find_bad_entry(&back), None);
+                let copy = back.clone();
+                assert!(copy == back);
+                let mut out = Vec::new();
+                super::super::diff::diff_trees(&repo, None, back.tree, false, &mut out)
+                    .expect("diff");
+                assert_eq!(out.len(), 1);
+                drop(copy);
+                drop(back);
+                drop(root);
+            })
+            .expect("spawn")
+            .join()
+            .expect("no stack overflow at the depth limit");
     }
 
     #[test]

@@ -736,3 +736,29 @@ pub fn fetch(store: &Store, _lock: &WriteLock, remote: &str) -> Result<(), Store
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_like_remotes_are_refused() {
+        for r in ["--upload-pack=touch x", "-u", ""] {
+            assert!(check_remote(r).is_err(), "{r}");
+        }
+        for r in ["origin", "/srv/cache.git", "git://host/x", "a-b"] {
+            assert!(check_remote(r).is_ok(), "{r}");
+        }
+    }
+
+    #[test]
+    fn fetched_ref_names_must_be_image_names_or_hex_keys() {
+        assert_eq!(bad_fetched_name("img", "alpine+3.17"), None);
+        assert_eq!(bad_fetched_name("img", "localhost+5000%a%b+1.0"), None);
+        assert!(bad_fetched_name("img", "a/b").is_some());
+        assert!(bad_fetched_name("img", "").is_some());
+        assert_eq!(bad_fetched_name("cache", "0123abcdef"), None);
+        assert!(bad_fetched_name("cache", "0123ABCDEF").is_some());
+        assert!(bad_fetched_name("cache", "../x").is_some());
+    }
+}

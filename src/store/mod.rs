@@ -81,7 +81,7 @@ pub enum StoreError {
     Exists(String),
     #[error("image {name} changed while this command ran; try again")]
     Raced { name: String },
-    #[error("refusing remote {0:?}: it starts with '-' and would be taken as an option")]
+    #[error("refusing remote {0:?}: a remote must not be empty or start with '-' (it would be taken as an option)")]
     BadRemote(String),
     /// A fetch brought something that fails validation; no ref was moved.
     #[error("refusing fetch from {remote}: {refname}: {reason}")]
@@ -904,6 +904,13 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_starting_with_a_dash_are_never_options() {
+        assert_eq!(path_arg(Path::new("-x.sqfs")), Path::new("./-x.sqfs"));
+        assert_eq!(path_arg(Path::new("/abs/-x")), Path::new("/abs/-x"));
+        assert_eq!(path_arg(Path::new("a/-x")), Path::new("a/-x"));
+    }
 
     #[test]
     fn ref_components_are_valid_and_reversible() {

@@ -31,8 +31,9 @@ pub struct File {
     pub link_group: Option<u32>,
 }
 
-/// A directory.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// A directory. `Clone` and `PartialEq` are iterative (a derived one recurses once per
+/// level of depth).
+#[derive(Debug, Default)]
 pub struct Dir {
     pub mode: u32,
     pub children: BTreeMap<Vec<u8>, Node>,
@@ -45,6 +46,82 @@ pub struct Dir {
     /// value). Kept on the image root only; recorded when the user asks (`--xattrs`).
     pub xattrs: Xattrs,
 }
+
+impl Clone for Dir {
+    fn clone(&self) -> Dir {
+        // Directories breadth-first (parents before children), each with its parent's
+        // index and its name; then copies are attached to their parents from the end.
+        let mut order: Vec<(&Dir, usize, &[u8])> = vec![(self, 0, b"")];
+        let mut i = 0;
+        while i < order.len() {
+            let d = order[i].0;
+            for (name, n) in &d.children {
+                if let Node::Dir(sub) = n {
+                    order.push((sub, i, name));
+                }
+            }
+            i += 1;
+        }
+        let mut built: Vec<Option<Dir>> = order
+            .iter()
+            .map(|(src, _, _)| {
+                Some(Dir {
+                    mode: src.mode,
+                    tree: src.tree,
+                    xattrs: src.xattrs.clone(),
+                    children: src
+                        .children
+                        .iter()
+                        .filter(|(_, n)| !matches!(n, Node::Dir(_)))
+                        .map(|(k, n)| (k.clone(), n.clone()))
+                        .collect(),
+                })
+            })
+            .collect();
+        for k in (1..order.len()).rev() {
+            let d = built[k].take().expect("each directory is attached once");
+            let (_, parent, name) = order[k];
+            built[parent]
+                .as_mut()
+                .expect("parents are attached after their children")
+                .children
+                .insert(name.to_vec(), Node::Dir(d));
+        }
+        built[0].take().expect("the root")
+    }
+}
+
+impl PartialEq for Dir {
+    fn eq(&self, other: &Dir) -> bool {
+        let mut todo = vec![(self, other)];
+        while let Some((a, b)) = todo.pop() {
+            if a.mode != b.mode
+                || a.tree != b.tree
+                || a.xattrs != b.xattrs
+                || a.children.len() != b.children.len()
+            {
+                return false;
+            }
+            for ((ka, na), (kb, nb)) in a.children.iter().zip(&b.children) {
+                if ka != kb {
+                    return false;
+                }
+                match (na, nb) {
+                    (Node::Dir(x), Node::Dir(y)) => todo.push((x, y)),
+                    (Node::Dir(_), _) | (_, Node::Dir(_)) => return false,
+                    (x, y) => {
+                        if x != y {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+impl Eq for Dir {}
 
 /// Extended attributes by path: (name, value) pairs, sorted by name.
 pub type Xattrs = BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>;
