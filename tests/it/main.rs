@@ -7,6 +7,7 @@ mod convert;
 mod convert_formats;
 mod environment;
 mod hostile;
+mod interop;
 mod provenance;
 mod registry;
 mod run;
