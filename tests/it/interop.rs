@@ -254,12 +254,14 @@ fn buildah_builds_on_a_grove_base_and_on_what_it_built() {
         .args(["bud", "-q", "-t", "first", "-f"])
         .arg(c.join("Containerfile.1"))
         .arg(c.join("ctx")));
-    let (non_empty, layers) = podman_history(&c, "localhost/first");
-    assert_eq!(non_empty, layers, "history of localhost/first");
     ok(c.buildah()
         .args(["bud", "-q", "-t", "second", "-f"])
         .arg(c.join("Containerfile.2"))
         .arg(c.join("ctx")));
+    for name in ["localhost/first", "localhost/second"] {
+        let (non_empty, layers) = podman_history(&c, name);
+        assert_eq!(non_empty, layers, "history of {name}");
+    }
     let out = ok(c.podman().args([
         "run",
         "--rm",
