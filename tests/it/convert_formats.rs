@@ -499,7 +499,24 @@ fn oci_whiteouts_across_layers_are_applied() {
     ok(cvt(&st).arg("wh").arg(&d));
     let l = listing(&d);
     let names: Vec<&str> = l.keys().map(String::as_str).collect();
-    assert_eq!(names, ["", "a", "a/keep", "a/keep/x", "o", "o/new"]);
+    // The config's Env also became /ch/environment (docs/store-format.md).
+    assert_eq!(
+        names,
+        [
+            "",
+            "a",
+            "a/keep",
+            "a/keep/x",
+            "ch",
+            "ch/environment",
+            "o",
+            "o/new"
+        ]
+    );
+    assert_eq!(
+        fs::read_to_string(d.join("ch/environment")).expect("ch/environment"),
+        "A=1\n"
+    );
     // The config came along: exporting to OCI again carries Env and Cmd.
     let o = s.join("again.oci");
     ok(cvt(&st).args(["-o", "oci"]).arg("wh").arg(&o));
