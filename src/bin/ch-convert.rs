@@ -29,7 +29,10 @@ use std::process::{Command, Stdio};
             storage as a tar stream into tar2sqfs (squashfs-tools-ng) or else sqfstar,
             read back through sqfs2tar or else unsquashfs; ch-run runs it directly
   oci       OCI image layout directory (inferred when it holds oci-layout), or a tar of one
-            (oci-archive) when the path ends in .tar; readable by skopeo, umoci, podman
+            (oci-archive) when the path ends in .tar; readable by skopeo, umoci, podman,
+            buildah (one layer; the history marks the last layer-making step non-empty).
+            An uncompressed tarball holding an OCI layout or a docker save manifest
+            (docker-archive) is read as an image, not as a root filesystem
   docker    image in Docker's storage (needs the docker command; never inferred)
   podman    image in Podman's storage (needs the podman command; never inferred)
 
@@ -106,11 +109,19 @@ fn on_path(prog: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// An image read from the input: its files, config and tag.
+/// An image read from the input: its files, config, tag and, for named inputs, its full
+/// name.
 struct Input {
     root: Dir,
     cfg: ImageConfig,
     tag: String,
+    name: Option<String>,
+}
+
+fn full_name(name: &str) -> Option<String> {
+    Reference::parse(name)
+        .ok()
+        .map(|r| r.with_default_tag().to_string())
 }
 
 fn tag_of(name: &str) -> String {
@@ -137,6 +148,7 @@ fn read_input(store: &Store, fin: Format, input: &str, scratch: &Path) -> anyhow
                 root,
                 cfg,
                 tag: tag_of(input),
+                name: Some(name.to_string()),
             }
         }
         Format::Dir | Format::Tar => {
@@ -147,6 +159,7 @@ fn read_input(store: &Store, fin: Format, input: &str, scratch: &Path) -> anyhow
                 root,
                 cfg: ImageConfig::default(),
                 tag: "latest".into(),
+                name: None,
             }
         }
         Format::Squash => {
@@ -157,6 +170,7 @@ fn read_input(store: &Store, fin: Format, input: &str, scratch: &Path) -> anyhow
                 root,
                 cfg: ImageConfig::default(),
                 tag: "latest".into(),
+                name: None,
             }
         }
         Format::Oci => {
@@ -175,6 +189,7 @@ fn read_input(store: &Store, fin: Format, input: &str, scratch: &Path) -> anyhow
                 root,
                 cfg,
                 tag: "latest".into(),
+                name: None,
             }
         }
         Format::Docker | Format::Podman => {
@@ -207,6 +222,7 @@ fn read_input(store: &Store, fin: Format, input: &str, scratch: &Path) -> anyhow
                     root,
                     cfg,
                     tag: tag_of(input),
+                    name: full_name(input),
                 })
             })();
             let _ = checkout::remove_tree(scratch);
@@ -257,11 +273,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let env_xattrs = std::env::var_os("CH_XATTRS").is_some_and(|v| !v.is_empty());
     grove::store::model::set_xattrs(!cli.no_xattrs && (cli.xattrs || env_xattrs));
     let mut fin = fmt_arg(&cli.in_fmt, &cli.input)?;
-    // A plain tarball that holds an OCI layout is an oci-archive.
+    // A plain tarball that holds an OCI layout is an oci-archive; one that holds a
+    // `docker save` manifest is a docker-archive, read the same way.
     if cli.in_fmt.is_none()
         && fin == Format::Tar
         && convert::tar_compression(&cli.input) == TarCompression::None
-        && oci::is_oci_archive(Path::new(&cli.input))
+        && (oci::is_oci_archive(Path::new(&cli.input))
+            || oci::is_docker_archive(Path::new(&cli.input)))
     {
         fin = Format::Oci;
     }
@@ -406,12 +424,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let root = &root;
                 if convert::oci_is_archive(&cli.output) {
                     let layout = tmp.with_extension("layout");
-                    let r = oci::write_layout(&repo, root, &img.cfg, &img.tag, &layout)
-                        .and_then(|()| oci::write_archive(&layout, &tmp));
+                    let r = oci::write_layout(
+                        &repo,
+                        root,
+                        &img.cfg,
+                        &img.tag,
+                        img.name.as_deref(),
+                        &layout,
+                    )
+                    .and_then(|()| oci::write_archive(&layout, &tmp));
                     let _ = checkout::remove_tree(&layout);
                     r?;
                 } else {
-                    oci::write_layout(&repo, root, &img.cfg, &img.tag, &tmp)?;
+                    oci::write_layout(&repo, root, &img.cfg, &img.tag, img.name.as_deref(), &tmp)?;
                 }
             }
             Format::ChImage | Format::Docker | Format::Podman => unreachable!("handled above"),

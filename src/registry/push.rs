@@ -111,7 +111,16 @@ pub fn push(
         let layer_size = compressed.count;
         drop(compressed.inner);
 
-        let oci = manifest::from_image_config(&cfg, vec![diff_id]);
+        let mut oci = manifest::from_image_config(&cfg, vec![diff_id]);
+        // The image's own history, consistent with the one layer pushed (as ch-convert
+        // writes it), so Buildah and Podman can build on it.
+        oci.history = crate::store::oci::layer_history(&cfg, "grove ch-image push")
+            .into_iter()
+            .map(|h| manifest::OciHistory {
+                created_by: Some(h.created_by),
+                empty_layer: h.empty_layer,
+            })
+            .collect();
         let cfg_bytes = serde_json::to_vec(&oci).expect("config serializes");
         let cfg_digest = manifest::sha256_digest(&cfg_bytes);
         let m = Manifest {

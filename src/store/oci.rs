@@ -119,8 +119,44 @@ fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(data)))
 }
 
+/// The image's history as it must read in an OCI config whose files are all in one
+/// layer: tools that add layers on top (Buildah, Podman) check that the non-empty
+/// entries count the layers (`rootfs.diff_ids`). Every entry of `cfg.history` is kept,
+/// in order, marked `empty_layer` except the last one that made a layer in Grove, which
+/// stands for the single layer; with no such entry, one entry created by `fallback` is
+/// appended. Pure.
+pub fn layer_history(cfg: &ImageConfig, fallback: &str) -> Vec<History> {
+    let mut out: Vec<History> = cfg
+        .history
+        .iter()
+        .map(|h| History {
+            created_by: h.created_by.clone(),
+            empty_layer: true,
+        })
+        .collect();
+    match cfg.history.iter().rposition(|h| !h.empty_layer) {
+        Some(i) => out[i].empty_layer = false,
+        None => out.push(History {
+            created_by: fallback.to_string(),
+            empty_layer: false,
+        }),
+    }
+    out
+}
+
+/// `arch` (Grove's spelling, `arm64/v8`) as the OCI config's `architecture` and
+/// `variant` (`arm64`, `v8`).
+pub fn split_arch(arch: &str) -> (&str, Option<&str>) {
+    match arch.split_once('/') {
+        Some((a, v)) if !v.is_empty() => (a, Some(v)),
+        Some((a, _)) => (a, None),
+        None => (arch, None),
+    }
+}
+
 /// The OCI image config document for `cfg` with one layer of uncompressed digest
-/// `diff_id`. Pure; keys sorted, no timestamps.
+/// `diff_id`. Pure; keys sorted, no timestamps. The history has one non-empty entry
+/// ([`layer_history`]).
 pub fn config_document(cfg: &ImageConfig, diff_id: &str) -> Value {
     let mut c = serde_json::Map::new();
     if !cfg.env.is_empty() {
@@ -148,12 +184,28 @@ pub fn config_document(cfg: &ImageConfig, diff_id: &str) -> Value {
     if cfg.shell != ["/bin/sh", "-c"] {
         c.insert("Shell".into(), json!(cfg.shell));
     }
-    json!({
-        "architecture": cfg.arch.as_deref().unwrap_or(host_arch()),
+    let history: Vec<Value> = layer_history(cfg, "grove ch-convert")
+        .iter()
+        .map(|h| {
+            let mut e = json!({"created_by": h.created_by});
+            if h.empty_layer {
+                e["empty_layer"] = json!(true);
+            }
+            e
+        })
+        .collect();
+    let (arch, variant) = split_arch(cfg.arch.as_deref().unwrap_or(host_arch()));
+    let mut doc = json!({
+        "architecture": arch,
         "os": "linux",
         "config": Value::Object(c),
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-    })
+        "history": history,
+    });
+    if let Some(v) = variant {
+        doc["variant"] = json!(v);
+    }
+    doc
 }
 
 /// `root` without entries whose names start with `.wh.`: in an OCI layer such a name is a
@@ -187,13 +239,27 @@ fn to_bytes(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).expect("JSON value serializes")
 }
 
-/// Write `root` with config `cfg` as an OCI image layout in the new directory `dir`, with
-/// `tag` as the manifest's `org.opencontainers.image.ref.name`.
+/// The annotations of the manifest descriptor in a written `index.json`: `tag` as
+/// `org.opencontainers.image.ref.name` (what skopeo and umoci select by, `oci:DIR:TAG`),
+/// and the full image `name`, if known, as `io.containerd.image.name` (what `podman load`
+/// and containerd name the loaded image after; without it Podman takes the tag for a
+/// name, `localhost/latest:latest`). Pure.
+pub fn index_annotations(tag: &str, name: Option<&str>) -> Value {
+    let mut a = json!({"org.opencontainers.image.ref.name": tag});
+    if let Some(n) = name {
+        a["io.containerd.image.name"] = json!(n);
+    }
+    a
+}
+
+/// Write `root` with config `cfg` as an OCI image layout in the new directory `dir`, its
+/// manifest annotated as [`index_annotations`] says.
 pub fn write_layout(
     repo: &gix::Repository,
     root: &Dir,
     cfg: &ImageConfig,
     tag: &str,
+    name: Option<&str>,
     dir: &Path,
 ) -> Result<(), OciError> {
     let blobs = dir.join("blobs/sha256");
@@ -242,7 +308,7 @@ pub fn write_layout(
             "mediaType": MEDIA_MANIFEST,
             "digest": man_digest,
             "size": man_size,
-            "annotations": {"org.opencontainers.image.ref.name": tag},
+            "annotations": index_annotations(tag, name),
         }],
     });
     let p = dir.join("index.json");
@@ -366,6 +432,38 @@ pub fn is_oci_archive(path: &Path) -> bool {
         if layout && index {
             return true;
         }
+    }
+    false
+}
+
+/// Whether the file at `path` is an uncompressed `docker save` archive (also what
+/// `podman save --format docker-archive` writes): a top-level `manifest.json` member
+/// holding a list whose first entry names a `Config` and `Layers`. A root filesystem
+/// tarball has no such member. False for anything it cannot read.
+pub fn is_docker_archive(path: &Path) -> bool {
+    let Ok(f) = fs::File::open(path) else {
+        return false;
+    };
+    let mut ar = tar::Archive::new(f);
+    let Ok(entries) = ar.entries_with_seek() else {
+        return false;
+    };
+    for e in entries {
+        let Ok(mut e) = e else {
+            return false;
+        };
+        let p = e.path_bytes();
+        if p.strip_prefix(b"./").unwrap_or(&p) != b"manifest.json" {
+            continue;
+        }
+        let mut data = Vec::new();
+        if (&mut e).take(MAX_MANIFEST).read_to_end(&mut data).is_err() {
+            return false;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(&data) else {
+            return false;
+        };
+        return v[0]["Config"].is_string() && v[0]["Layers"].is_array();
     }
     false
 }
@@ -605,7 +703,12 @@ pub fn image_config(doc: &Value) -> ImageConfig {
             .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
             .collect::<BTreeMap<_, _>>();
     }
-    cfg.arch = doc["architecture"].as_str().map(String::from);
+    cfg.arch = doc["architecture"].as_str().map(|a| {
+        match doc["variant"].as_str().filter(|v| !v.is_empty()) {
+            Some(v) => format!("{a}/{v}"),
+            None => a.to_string(),
+        }
+    });
     if let Some(h) = doc["history"].as_array() {
         cfg.history = h
             .iter()
@@ -722,6 +825,80 @@ mod tests {
         assert_eq!(back.cwd, cfg.cwd);
         assert_eq!(back.labels, cfg.labels);
         assert_eq!(back.arch, cfg.arch);
+    }
+
+    fn hist(entries: &[(&str, bool)]) -> Vec<History> {
+        entries
+            .iter()
+            .map(|(c, e)| History {
+                created_by: c.to_string(),
+                empty_layer: *e,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn history_has_one_non_empty_entry_for_the_one_layer() {
+        let mut cfg = ImageConfig::default();
+        cfg.history = hist(&[
+            ("ch-image import", false),
+            ("ENV A=1", true),
+            ("RUN a", false),
+            ("RUN b", false),
+            ("CMD x", true),
+        ]);
+        assert_eq!(
+            layer_history(&cfg, "fb"),
+            hist(&[
+                ("ch-image import", true),
+                ("ENV A=1", true),
+                ("RUN a", true),
+                ("RUN b", false),
+                ("CMD x", true),
+            ])
+        );
+        let doc = config_document(&cfg, "sha256:00");
+        let h = doc["history"].as_array().expect("history");
+        let non_empty = h.iter().filter(|e| e["empty_layer"] != true).count();
+        assert_eq!(
+            non_empty,
+            doc["rootfs"]["diff_ids"].as_array().unwrap().len()
+        );
+        assert_eq!(h[3]["created_by"], "RUN b");
+        assert!(h[3].get("empty_layer").is_none());
+    }
+
+    #[test]
+    fn history_without_a_layer_entry_gets_one() {
+        let mut cfg = ImageConfig::default();
+        assert_eq!(layer_history(&cfg, "fb"), hist(&[("fb", false)]));
+        cfg.history = hist(&[("ENV A=1", true)]);
+        assert_eq!(
+            layer_history(&cfg, "fb"),
+            hist(&[("ENV A=1", true), ("fb", false)])
+        );
+    }
+
+    #[test]
+    fn architecture_variant_is_a_separate_field() {
+        let mut cfg = ImageConfig::default();
+        cfg.arch = Some("arm64/v8".into());
+        let doc = config_document(&cfg, "sha256:00");
+        assert_eq!(doc["architecture"], "arm64");
+        assert_eq!(doc["variant"], "v8");
+        assert_eq!(image_config(&doc).arch.as_deref(), Some("arm64/v8"));
+        cfg.arch = Some("amd64".into());
+        assert!(config_document(&cfg, "sha256:00").get("variant").is_none());
+    }
+
+    #[test]
+    fn index_names_the_image_for_podman() {
+        let a = index_annotations("1.0", Some("bb:1.0"));
+        assert_eq!(a["org.opencontainers.image.ref.name"], "1.0");
+        assert_eq!(a["io.containerd.image.name"], "bb:1.0");
+        assert!(index_annotations("1.0", None)
+            .get("io.containerd.image.name")
+            .is_none());
     }
 
     #[test]

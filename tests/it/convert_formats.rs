@@ -502,9 +502,21 @@ fn oci_whiteouts_across_layers_are_applied() {
     // ch/environment: the config's Env, written as Charliecloud does.
     assert_eq!(
         names,
-        ["", "a", "a/keep", "a/keep/x", "ch", "ch/environment", "o", "o/new"]
+        [
+            "",
+            "a",
+            "a/keep",
+            "a/keep/x",
+            "ch",
+            "ch/environment",
+            "o",
+            "o/new"
+        ]
     );
-    assert_eq!(std::fs::read_to_string(d.join("ch/environment")).unwrap(), "A=1\n");
+    assert_eq!(
+        std::fs::read_to_string(d.join("ch/environment")).unwrap(),
+        "A=1\n"
+    );
     // The config came along: exporting to OCI again carries Env and Cmd.
     let o = s.join("again.oci");
     ok(cvt(&st).args(["-o", "oci"]).arg("wh").arg(&o));

@@ -110,7 +110,8 @@ fn exported_directory_and_tarball_carry_ch_environment() {
         .arg(&tar));
     let list = ok(Command::new("tar").arg("-tzf").arg(&tar));
     assert!(
-        list.lines().any(|l| l.trim_start_matches("./") == "ch/environment"),
+        list.lines()
+            .any(|l| l.trim_start_matches("./") == "ch/environment"),
         "{list}"
     );
 }

@@ -8,6 +8,7 @@ mod convert;
 mod convert_formats;
 mod environment;
 mod hostile;
+mod interop;
 mod provenance;
 mod registry;
 mod run;

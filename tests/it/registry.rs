@@ -323,6 +323,23 @@ fn push_then_pull_back_gives_the_same_tree_without_setid_bits() {
     ok(r.ch_image(&st).args(["push", "local", &dest]));
     // Others can read what we pushed.
     ok(Command::new("skopeo").args(["inspect", "--tls-verify=false", &format!("docker://{dest}")]));
+    // Its config keeps the image's history, one non-empty entry for the one layer (what
+    // Buildah and Podman check before building on an image).
+    let cfg: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo").args([
+        "inspect",
+        "--config",
+        "--tls-verify=false",
+        &format!("docker://{dest}"),
+    ])))
+    .expect("config json");
+    assert_eq!(cfg["history"][0]["created_by"], "ch-image import", "{cfg}");
+    let non_empty = cfg["history"]
+        .as_array()
+        .map_or(0, |h| h.iter().filter(|e| e["empty_layer"] != true).count());
+    assert_eq!(
+        non_empty,
+        cfg["rootfs"]["diff_ids"].as_array().map_or(0, |l| l.len())
+    );
     ok(r.ch_image(&st).args(["pull", &dest, "back"]));
     let mut want = tree(&image_dir(&st, "local+latest"));
     want = want
