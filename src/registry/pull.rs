@@ -339,12 +339,12 @@ pub fn pull_to_dir(src: &Reference, dir: &Path, settings: &Settings) -> Result<(
     ));
     let _ = crate::store::checkout::remove_tree(&work);
     let result = (|| -> Result<(), RegistryError> {
+        info!("unpacking into:   {}", dir.display());
         let store = Store::open(&work.join("storage"))?;
         let lock = store.lock()?;
         let commit = pull(&store, &lock, src, src, settings)?.commit();
         let (root, _) = store.read(commit)?;
         let staged = work.join("image");
-        info!("unpacking into:   {}", dir.display());
         crate::store::checkout::materialize(
             store.thread_safe(),
             &root,
