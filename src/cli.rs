@@ -150,9 +150,31 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     go(&p, &t)
 }
 
+/// Whether the second argument of `ch-image pull` is a directory to unpack into (the
+/// seed man page's `IMAGE_DIR`) rather than a destination reference (`DEST_REF`, 0.38's
+/// form): it is a path when it can't be a reference, i.e. it starts with `/` or `.`
+/// (`/tmp/x`, `./x`, `../x`) or ends with `/` (`x/`). Anything else is a reference, as in
+/// Charliecloud 0.38, even if a directory of that name exists.
+pub fn is_image_dir_argument(arg: &str) -> bool {
+    arg.starts_with('/') || arg.starts_with('.') || arg.ends_with('/')
+}
+
 #[cfg(test)]
 mod tests {
     use super::glob_match;
+
+    #[test]
+    fn pull_destination_is_a_directory_only_when_it_reads_as_a_path() {
+        use super::is_image_dir_argument as dir;
+        assert!(dir("/tmp/buster"));
+        assert!(dir("./buster"));
+        assert!(dir("../buster"));
+        assert!(dir("."));
+        assert!(dir("buster/"));
+        assert!(!dir("buster"));
+        assert!(!dir("foo/bar:1.0"));
+        assert!(!dir("example.com:5000/foo"));
+    }
 
     #[test]
     fn globs_match_like_the_shell() {

@@ -22,6 +22,9 @@ struct Cli {
     /// Print version and exit
     #[arg(long)]
     version: bool,
+    /// Print any missing dependencies and exit (no output and success if all is well)
+    #[arg(long)]
+    dependencies: bool,
     /// None only with --version or no arguments at all.
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -50,6 +53,9 @@ struct Common {
     /// Authenticate with the registry even when not required (also $CH_IMAGE_AUTH=yes)
     #[arg(long, global = true)]
     auth: bool,
+    /// Download everything again when pulling, ignoring what is already in storage
+    #[arg(long = "always-download", global = true)]
+    always_download: bool,
     /// Don't verify registry TLS certificates (do not use unless you understand the risks)
     #[arg(long = "tls-no-verify", global = true)]
     tls_no_verify: bool,
@@ -106,12 +112,17 @@ enum Cmd {
         /// Image name
         image_ref: String,
     },
-    /// Pull an image from a registry into storage
+    /// Pull an image from a registry into storage, or unpack it into a directory
     Pull {
         /// Image reference in the registry
         image_ref: String,
-        /// Name to store it under (default: IMAGE_REF)
-        dest_ref: Option<String>,
+        /// Name to store it under (default: IMAGE_REF); or, if it reads as a path (starts
+        /// with / or ., or ends with /), a directory to unpack into instead of storage
+        #[arg(value_name = "DEST_REF|IMAGE_DIR")]
+        dest: Option<String>,
+        /// Print how IMAGE_REF parses and exit, without using the network or storage
+        #[arg(long = "parse-only")]
+        parse_only: bool,
     },
     /// Push an image to a registry
     Push {
@@ -144,10 +155,10 @@ enum Cmd {
     /// Check an image out (if needed) and print its directory
     #[command(hide = true)]
     Checkout { image_ref: String },
-    /// Print information about this installation
+    /// Query the configuration and available features (for testing and debugging)
     Gestalt {
         #[command(subcommand)]
-        what: Gestalt,
+        what: Option<Gestalt>,
     },
 }
 
@@ -177,6 +188,9 @@ struct BuildArgs {
     /// Root emulation for RUN: seccomp (default), fakeroot or none
     #[arg(long = "force", value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "seccomp")]
     force: Option<String>,
+    /// Accepted for Charliecloud 0.31 compatibility; Grove does no --force detection
+    #[arg(long = "no-force-detect")]
+    no_force_detect: bool,
 }
 
 /// The tag Charliecloud infers: `Dockerfile.EXT` gives EXT, `NAME.df` or
@@ -638,8 +652,112 @@ fn build_cache(storage: &std::path::Path, a: BuildCacheArgs) -> anyhow::Result<(
 
 #[derive(Subcommand)]
 enum Gestalt {
+    /// Exit successfully if the build cache is available (always, in Grove)
+    Bucache,
+    /// Exit successfully if build cache DOT trees can be written (always: Grove writes
+    /// them itself)
+    BucacheDot,
     /// Print the storage directory path
     StoragePath,
+    /// Print the path of the program in use (Grove has no Python interpreter)
+    PythonPath,
+    /// Print logging messages at all levels
+    Logging {
+        /// Also generate a fatal error
+        #[arg(long)]
+        fail: bool,
+    },
+}
+
+/// `ch-image gestalt SELECTOR`: Charliecloud's selectors, answered for Grove.
+fn gestalt(storage: &std::path::Path, what: Option<Gestalt>) -> anyhow::Result<()> {
+    match what {
+        // As Charliecloud 0.38: no selector, nothing to say, success.
+        None => {}
+        Some(Gestalt::Bucache) => {
+            grove::verbose!(
+                "build cache: built in (git object database through gix), no git(1) needed"
+            );
+        }
+        Some(Gestalt::BucacheDot) => {
+            grove::verbose!("build cache DOT trees: written by ch-image itself (build-cache --dot), no git2dot.py needed");
+        }
+        Some(Gestalt::StoragePath) => grove::dataln!("{}", storage.display()),
+        Some(Gestalt::PythonPath) => {
+            let exe = std::env::current_exe().context("can't find own executable")?;
+            grove::dataln!("{}", exe.display());
+        }
+        Some(Gestalt::Logging { fail }) => {
+            grove::trace!("trace");
+            grove::debug!("debug");
+            grove::verbose!("verbose");
+            info!("info");
+            warn!("warning");
+            grove::log::write_line("error: error");
+            if fail {
+                bail!("the program failed inexplicably");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `--dependencies`: Grove needs no external program for its own work but `ch-run` beside
+/// `ch-image` (RUN instructions execute through it). Problems go to stdout, as the man
+/// page says; none gives no output.
+fn dependencies() -> ExitCode {
+    let ch_run = std::env::current_exe().map(|e| e.with_file_name("ch-run"));
+    match ch_run {
+        Ok(p) if p.is_file() => ExitCode::SUCCESS,
+        Ok(p) => {
+            grove::dataln!("missing dependency: ch-run not found: {}", p.display());
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            grove::dataln!("missing dependency: can't find own executable: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The reference parse report of `pull --parse-only`, in Charliecloud's words (its
+/// `Reference.as_verbose_str`): the reference as given, no defaults added.
+fn parse_report(text: &str) -> anyhow::Result<String> {
+    let r = Reference::parse(text)?;
+    let q = |x: Option<&str>| x.map_or("None".to_string(), |v| format!("'{v}'"));
+    let path = r
+        .path
+        .iter()
+        .map(|p| format!("'{p}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut o = String::new();
+    outln!(o, "as string:    {r}");
+    outln!(o, "for filename: {}", r.for_path());
+    outln!(o, "fields:");
+    outln!(o, "  host    {}", q(r.host.as_deref()));
+    outln!(
+        o,
+        "  port    {}",
+        r.port.map_or("None".to_string(), |p| p.to_string())
+    );
+    outln!(o, "  path    [{path}]");
+    outln!(o, "  name    {}", q(Some(&r.name)));
+    outln!(o, "  tag     {}", q(r.tag.as_deref()));
+    outln!(o, "  digest  {}", q(r.digest.as_deref()));
+    Ok(o)
+}
+
+/// The glob of the intermediate stage images of `g` (a name or glob given to `delete`):
+/// `foo` and `foo:latest` give `foo_stage[0-9]*:latest`, `foo:1.0` gives
+/// `foo:1.0_stage[0-9]*`.
+fn stage_pattern(g: &str) -> String {
+    let after_slash = g.rfind('/').map_or(0, |i| i + 1);
+    match g[after_slash..].rfind(':').map(|i| i + after_slash) {
+        Some(i) if &g[i + 1..] == "latest" => format!("{}_stage[0-9]*:latest", &g[..i]),
+        Some(_) => format!("{g}_stage[0-9]*"),
+        None => format!("{g}_stage[0-9]*:latest"),
+    }
 }
 
 fn parse_ref(s: &str) -> anyhow::Result<Reference> {
@@ -654,12 +772,22 @@ fn registry_settings(c: &Common) -> grove::registry::Settings {
     }
     s.auth |= c.auth;
     s.tls_no_verify = c.tls_no_verify;
+    s.always_download = c.always_download;
     s.progress = std::io::stderr().is_terminal() && grove::log::level() == 0;
     s
 }
 
 fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
     cli::set_verbosity(cli.common.verbose, cli.common.quiet)?;
+    // `pull --parse-only` touches no storage (not even creating it) and no network.
+    if let Cmd::Pull {
+        image_ref,
+        parse_only: true,
+        ..
+    } = &cmd
+    {
+        return emit(&parse_report(image_ref)?);
+    }
     let env_xattrs = std::env::var_os("CH_XATTRS").is_some_and(|v| !v.is_empty());
     let xattrs = !cli.common.no_xattrs && (cli.common.xattrs || env_xattrs);
     grove::store::model::set_xattrs(xattrs);
@@ -693,11 +821,19 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
     let common = cli.common.clone();
     match cmd {
         Cmd::Pull {
-            image_ref,
-            dest_ref,
+            image_ref, dest, ..
         } => {
             let src = parse_ref(&image_ref)?;
-            let dest = match &dest_ref {
+            // As the seed man page: `pull --no-cache` downloads everything again.
+            let mut settings = settings;
+            settings.always_download |= common.no_cache;
+            if let Some(d) = dest.as_deref().filter(|d| cli::is_image_dir_argument(d)) {
+                let dir = PathBuf::from(d);
+                grove::registry::pull::pull_to_dir(&src, &dir, &settings)
+                    .with_context(|| format!("can't pull {src} into {}", dir.display()))?;
+                return Ok(());
+            }
+            let dest = match &dest {
                 Some(d) => parse_ref(d)?,
                 None => src.clone(),
             };
@@ -762,12 +898,8 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             let commit = store.require_image(&name)?;
             grove::dataln!("{}", store.checkout(&lock, commit)?.display());
         }
-        Cmd::StoragePath
-        | Cmd::Gestalt {
-            what: Gestalt::StoragePath,
-        } => {
-            grove::dataln!("{}", storage.display());
-        }
+        Cmd::StoragePath => grove::dataln!("{}", storage.display()),
+        Cmd::Gestalt { what } => gestalt(&storage, what)?,
         Cmd::Reset => {
             Store::reset(&storage)?;
             info!("deleted storage directory: {}", storage.display());
@@ -879,10 +1011,13 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
                 } else {
                     format!("{g}:latest")
                 };
+                // As Charliecloud: the build's intermediate stages go too (`NAME_stageN`,
+                // named by `build::exec::stage_name`).
+                let stages = stage_pattern(g);
                 let matches: Vec<&String> = all
                     .iter()
                     .map(|(n, _)| n)
-                    .filter(|n| cli::glob_match(&pattern, n))
+                    .filter(|n| cli::glob_match(&pattern, n) || cli::glob_match(&stages, n))
                     .collect();
                 if matches.is_empty() {
                     bail!("no matching image, can't delete: {g}");
@@ -911,6 +1046,9 @@ fn main() -> ExitCode {
         // As Charliecloud's ch-image: the bare version on standard output.
         grove::dataln!("{}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
+    }
+    if cli.dependencies {
+        return dependencies();
     }
     let Some(cmd) = cli.cmd.take() else {
         // Bare `ch-image` (or only common options): the help on stderr, and failure, as

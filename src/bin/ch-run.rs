@@ -315,7 +315,22 @@ fn real_main() -> Result<i32, RunError> {
                     by_name: true,
                 }
             }
-            None => run::locate_image(image_arg, &storage, cli.write, cli.unsafe_)?,
+            None => {
+                // A name (not a path: no leading `/` or `.`) that is neither stored nor a
+                // file: the FAQ's message, `can't find image: foo`.
+                let p = std::path::Path::new(image_arg);
+                if !image_arg.starts_with(['/', '.'])
+                    && grove::reference::Reference::parse(image_arg).is_ok()
+                    && std::fs::symlink_metadata(p).is_err()
+                    && !run::storage_image_path(&storage, image_arg).is_dir()
+                {
+                    return Err(RunError::io(
+                        format!("can't find image: {image_arg}"),
+                        &std::io::Error::from_raw_os_error(libc::ENOENT),
+                    ));
+                }
+                run::locate_image(image_arg, &storage, cli.write, cli.unsafe_)?
+            }
         }
     };
     grove::verbose!("verbosity: {}", grove::log::level());

@@ -246,6 +246,17 @@ pub fn build(
         warn!("can't save stat cache {}: {e}", opts.stat_cache.display());
     }
     let commit = b.stages.last().map(|s| s.commit);
+    if !opts.dry_run {
+        // As Charliecloud: every stage but the last is an image too, `TAG_stageN`.
+        let n = b.stages.len();
+        for (i, st) in b.stages.iter().enumerate().take(n.saturating_sub(1)) {
+            let name = stage_name(&opts.tag, i);
+            let old = store.image(&name)?;
+            if old != Some(st.commit) {
+                store.set_image_lazy(lock, &name, st.commit, Expect::from_current(old))?;
+            }
+        }
+    }
     if let (Some(c), false) = (commit, opts.dry_run) {
         let old = store.image(&opts.tag)?;
         if old != Some(c) {
@@ -275,6 +286,19 @@ pub fn build(
         hits: b.hits,
         misses: b.misses,
     })
+}
+
+/// The image name of intermediate stage `i` (from 0) of a build tagged `tag`, as
+/// Charliecloud's `TAG_stageN`: the suffix goes on the tag when one other than the
+/// default was given (`foo:1.0` gives `foo:1.0_stage0`, as Charliecloud), else on the
+/// name (`foo` gives `foo_stage0`, stored as `foo_stage0:latest`).
+pub fn stage_name(tag: &Reference, i: usize) -> Reference {
+    let mut r = tag.clone();
+    match &mut r.tag {
+        Some(t) if t != "latest" => t.push_str(&format!("_stage{i}")),
+        _ => r.name.push_str(&format!("_stage{i}")),
+    }
+    r
 }
 
 impl Drop for Builder<'_> {
@@ -1323,6 +1347,20 @@ pub fn normalize_abs(p: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intermediate_stages_are_named_as_charliecloud_names_them() {
+        let name = |t: &str, i| {
+            stage_name(&Reference::parse(t).unwrap().with_default_tag(), i).to_string()
+        };
+        assert_eq!(name("foo", 0), "foo_stage0:latest");
+        assert_eq!(name("foo:latest", 2), "foo_stage2:latest");
+        assert_eq!(name("foo:1.0", 1), "foo:1.0_stage1");
+        assert_eq!(
+            name("example.com:5000/a/b", 0),
+            "example.com:5000/a/b_stage0:latest"
+        );
+    }
 
     fn shell(script: &str) -> (String, bool) {
         let (v, c) = apt_no_sandbox(vec!["/bin/sh".into(), "-c".into(), script.into()], true);

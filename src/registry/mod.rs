@@ -314,6 +314,9 @@ pub struct Settings {
     pub tls_no_verify: bool,
     /// Show progress bars (on a TTY, not verbose).
     pub progress: bool,
+    /// Download everything again, ignoring the download cache and an image already
+    /// pulled (`--always-download`, and `pull --no-cache`).
+    pub always_download: bool,
 }
 
 impl Settings {
@@ -324,6 +327,7 @@ impl Settings {
             auth: std::env::var("CH_IMAGE_AUTH").as_deref() == Ok("yes"),
             tls_no_verify: false,
             progress: false,
+            always_download: false,
         }
     }
 

@@ -9,7 +9,10 @@
 //! layers, see [`import::apply_layer`]), which becomes one commit. The image's ref moves
 //! last, so a failed pull leaves the store's images as they were. The manifest digest is
 //! kept in the config's annotations (`registry.manifest`): pulling a manifest already in
-//! the store does no work.
+//! the store does no work, unless [`Settings::always_download`] asks for everything again
+//! (layers in the download cache included). `scratch` is never asked of a registry: it is
+//! the built-in empty image. [`pull_to_dir`] unpacks into a directory instead, through a
+//! temporary store it removes.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -138,11 +141,14 @@ pub fn pull(
     if let Some(w) = settings.arch.wanted() {
         verbose!("requesting arch:  {w}");
     }
+    let old = store.image(dest)?;
+    if is_scratch(src) {
+        return pull_scratch(store, lock, dest, old);
+    }
     let client = Client::new(remote.clone(), settings, false)?;
     client.login()?;
     let res = resolve(&client, &settings.arch)?
         .ok_or_else(|| RegistryError::NotFound(remote.to_string()))?;
-    let old = store.image(dest)?;
 
     // Up to date, or the same manifest already stored under another name?
     let has_manifest = |commit: ObjectId| -> Result<bool, RegistryError> {
@@ -153,13 +159,16 @@ pub fn pull(
             .and_then(|v| v.as_str())
             == Some(res.digest.as_str()))
     };
-    if let Some(c) = old {
+    if let Some(c) = old.filter(|_| !settings.always_download) {
         if has_manifest(c)? {
             info!("image up to date: {dest} ({})", res.digest);
             return Ok(Outcome::UpToDate(c));
         }
     }
     for (_, c) in store.list()? {
+        if settings.always_download {
+            break;
+        }
         if Some(c) != old && has_manifest(c)? {
             store.set_image_lazy(lock, dest, c, Expect::from_current(old))?;
             info!("image already in storage with manifest {}", res.digest);
@@ -240,6 +249,120 @@ pub fn pull(
     }
     info!("done");
     Ok(Outcome::Pulled(commit))
+}
+
+/// Whether `r` names Charliecloud's built-in empty image (`scratch`, also `scratch:latest`),
+/// which is never looked up in a registry, whatever the registry settings.
+pub fn is_scratch(r: &Reference) -> bool {
+    r.host.is_none()
+        && r.path.is_empty()
+        && r.name == "scratch"
+        && r.digest.is_none()
+        && r.tag.as_deref().is_none_or(|t| t == "latest")
+}
+
+/// The empty image from the internal library (as Charliecloud's `manifests_internal`):
+/// an empty tree and config, stored as `dest`.
+fn pull_scratch(
+    store: &Store,
+    lock: &WriteLock,
+    dest: &Reference,
+    old: Option<ObjectId>,
+) -> Result<Outcome, RegistryError> {
+    verbose!("manifest: using internal library");
+    let mut root = Dir::new(0o755);
+    let mut cfg = config::ImageConfig::default();
+    cfg.annotations.insert(
+        SOURCE_ANNOTATION.into(),
+        serde_json::Value::String("internal library: scratch".into()),
+    );
+    cfg.history.push(config::History {
+        created_by: "ch-image pull scratch".into(),
+        empty_layer: false,
+    });
+    git::put_environment_file(&store.repo(), &mut root, &cfg)?;
+    let commit = git::write_image_commit(&store.repo(), &mut root, &cfg, None, "PULL scratch")?;
+    if old == Some(commit) {
+        info!("image up to date: {dest}");
+        return Ok(Outcome::UpToDate(commit));
+    }
+    store.set_image_lazy(lock, dest, commit, Expect::from_current(old))?;
+    info!("done");
+    Ok(Outcome::Pulled(commit))
+}
+
+/// Pull `src` and unpack it into the directory `dir` (the seed man page's
+/// `pull IMAGE_REF IMAGE_DIR`), keeping no copy in any storage directory: the pull goes
+/// through a temporary store beside `dir`, removed afterwards (downloads included). The
+/// image is written as a checkout is (permissions raised, setuid and setgid bits
+/// dropped), ready for `ch-run DIR`. An existing `dir` is replaced if it is empty or
+/// looks like an image (has `bin`, `dev` and `usr` directories, Charliecloud's test);
+/// anything else there is refused.
+pub fn pull_to_dir(src: &Reference, dir: &Path, settings: &Settings) -> Result<(), RegistryError> {
+    let replace = match fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(io_err("stat", dir)(e)),
+        Ok(md) if !md.is_dir() => {
+            return Err(RegistryError::Io {
+                action: "unpack into",
+                path: dir.to_path_buf(),
+                source: io::Error::other("exists and is not a directory"),
+            })
+        }
+        Ok(_) => {
+            let empty = fs::read_dir(dir)
+                .map_err(io_err("read directory", dir))?
+                .next()
+                .is_none();
+            let image = ["bin", "dev", "usr"].iter().all(|d| dir.join(d).is_dir());
+            if !empty && !image {
+                return Err(RegistryError::Io {
+                    action: "unpack into",
+                    path: dir.to_path_buf(),
+                    source: io::Error::other("exists but does not appear to be an image"),
+                });
+            }
+            true
+        }
+    };
+    let name = dir.file_name().ok_or_else(|| RegistryError::Io {
+        action: "unpack into",
+        path: dir.to_path_buf(),
+        source: io::Error::other("no final path component"),
+    })?;
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
+    let work = parent.join(format!(
+        ".{}.grove-pull.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = crate::store::checkout::remove_tree(&work);
+    let result = (|| -> Result<(), RegistryError> {
+        info!("unpacking into:   {}", dir.display());
+        let store = Store::open(&work.join("storage"))?;
+        let lock = store.lock()?;
+        let commit = pull(&store, &lock, src, src, settings)?.commit();
+        let (root, _) = store.read(commit)?;
+        let staged = work.join("image");
+        crate::store::checkout::materialize(
+            store.thread_safe(),
+            &root,
+            &staged,
+            crate::store::checkout::Policy::Checkout,
+        )
+        .map_err(|e| RegistryError::Store(e.into()))?;
+        if replace {
+            verbose!("replacing existing image: {}", dir.display());
+            crate::store::checkout::remove_tree(dir).map_err(io_err("remove", dir))?;
+        }
+        fs::rename(&staged, dir).map_err(io_err("rename into place", dir))
+    })();
+    let _ = crate::store::checkout::remove_tree(&work);
+    result
 }
 
 fn to_arch(oci: &OciConfig) -> Option<String> {
@@ -367,8 +490,15 @@ fn download_layers(
                     loop {
                         let j = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         let Some((i, d)) = jobs.get(j) else { break };
-                        let r =
-                            download_one(&cache, client, d, *i, n, bars.as_ref()).map(|p| (*i, p));
+                        let r = download_one(
+                            &cache,
+                            client,
+                            d,
+                            (*i, n),
+                            settings.always_download,
+                            bars.as_ref(),
+                        )
+                        .map(|p| (*i, p));
                         let failed = r.is_err();
                         out.push(r);
                         if failed {
@@ -414,14 +544,14 @@ fn download_one(
     cache: &Path,
     client: &Client,
     d: &manifest::Descriptor,
-    i: usize,
-    n: usize,
+    (i, n): (usize, usize),
+    always: bool,
     bars: Option<&indicatif::MultiProgress>,
 ) -> Result<PathBuf, RegistryError> {
     let hex = manifest::check_digest("layer", &d.digest)?;
     let what = format!("layer {}/{n} ({})", i + 1, d.digest);
     let dest = cache.join(format!("sha256-{hex}"));
-    if dest.exists() {
+    if dest.exists() && !always {
         if file_digest(&dest)? == d.digest {
             // The content is right; the manifest must say its size too.
             let len = fs::metadata(&dest).map_err(io_err("stat", &dest))?.len();

@@ -2,6 +2,7 @@
 //! runs as root. One module per source module.
 
 mod build;
+mod charliecloud_cli;
 mod common;
 mod conformance;
 mod convert;

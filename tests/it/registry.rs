@@ -620,8 +620,8 @@ fn real_registry_with_htpasswd_needs_the_right_credentials() {
 // ---------------------------------------------------------------------------------------
 // A fake registry (plain HTTP) for failures: it serves fixed blobs and can cut a blob short.
 
-struct Fake {
-    port: u16,
+pub(crate) struct Fake {
+    pub(crate) port: u16,
     /// Requests received: `PATH auth=AUTHORIZATION` (empty if none), in order.
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -664,7 +664,7 @@ fn sha256_hex(data: &[u8]) -> String {
 impl Fake {
     /// Serve an image `fake/img:latest` whose single layer is `layer` (as stored), cut
     /// short after `cut` bytes if given.
-    fn start(layer: Vec<u8>, cut: Option<usize>) -> Fake {
+    pub(crate) fn start(layer: Vec<u8>, cut: Option<usize>) -> Fake {
         Fake::start_auth(layer, cut, FakeAuth::Open)
     }
 
@@ -800,7 +800,7 @@ impl Fake {
     }
 
     /// The requests received so far.
-    fn requests(&self) -> Vec<String> {
+    pub(crate) fn requests(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
 
@@ -819,7 +819,7 @@ impl Fake {
     }
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
     let mut c = Command::new("gzip")
         .arg("-c")
         .stdin(Stdio::piped())
@@ -835,7 +835,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 /// A tar with one member of the given (raw) name.
-fn tar_with_member(name: &str, content: &[u8]) -> Vec<u8> {
+pub(crate) fn tar_with_member(name: &str, content: &[u8]) -> Vec<u8> {
     let mut h = [0u8; 512];
     h[..name.len()].copy_from_slice(name.as_bytes());
     h[100..108].copy_from_slice(b"0000644\0");
