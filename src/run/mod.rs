@@ -551,7 +551,60 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
                 mnt
             }
         };
-        let staging = match &spec.write {
+        // Mount points the image lacks: a named image (layers or a checkout) gets them
+        // from an extra lower directory; a directory image must have them.
+        let mut write = spec.write.clone();
+        let mut mount_points = plan::MountPoints::default();
+        if spec.image.kind == ImageKind::Dir {
+            let wanted = plan::mount_dirs(spec.home);
+            match &write {
+                WriteMode::Layers { lowers, upper } => {
+                    mount_points = plan::missing_mount_points(lowers, &wanted, upper.is_some());
+                }
+                WriteMode::ReadOnly | WriteMode::ReadWrite => {
+                    let lowers = [image_dir.clone()];
+                    let mut mp = plan::missing_mount_points(&lowers, &wanted, false);
+                    if write == WriteMode::ReadWrite {
+                        // -w creates /tmp and /home, as Charliecloud does.
+                        mp.dirs
+                            .retain(|d| plan::REQUIRED_HOST_DIRS.contains(&&*format!("/{d}")));
+                    }
+                    if let Some(d) = mp.dirs.first() {
+                        if spec.image.by_name && write == WriteMode::ReadOnly {
+                            write = WriteMode::Layers {
+                                lowers: lowers.to_vec(),
+                                upper: None,
+                            };
+                            mount_points = mp;
+                        } else {
+                            return Err(RunError::msg(format!(
+                                "can't bind: destination not found: {}",
+                                image_dir.join(d).display()
+                            ))
+                            .with_hint(format!(
+                                "the image has no /{d} to mount on: create it \
+                                 (mkdir {}), or run with -W",
+                                image_dir.join(d).display()
+                            )));
+                        }
+                    }
+                }
+                WriteMode::Fake { .. } => {}
+            }
+        }
+        if !mount_points.is_empty() {
+            crate::verbose!(
+                "providing missing mount points: {}",
+                mount_points
+                    .dirs
+                    .iter()
+                    .map(|d| format!("/{d}"))
+                    .chain(mount_points.etc_files.iter().map(|f| format!("/etc/{f}")))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+        let staging = match &write {
             WriteMode::Fake { .. } => {
                 plan::staging_dir(&image_dir, |p| p.is_dir()).ok_or_else(|| {
                     RunError::msg("--write-fake: no host directory to stage the overlay")
@@ -573,7 +626,7 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
         };
         let input = plan::PlanInput {
             image: image_dir,
-            write: spec.write.clone(),
+            write: write.clone(),
             staging,
             host_tmp,
             private_tmp: spec.private_tmp,
@@ -585,12 +638,12 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
             passwd: temp.as_ref().map(|t| (t.0[0].clone(), t.0[1].clone())),
             binds: spec.binds.clone(),
             ch_ssh: spec.ch_ssh.clone(),
+            mount_points,
         };
         let mount_ops = plan::mount_plan(&input);
         let root = plan::new_root(&input);
         crate::verbose!("newroot: {}", root.display());
-        let ranch =
-            matches!(spec.write, WriteMode::Fake { .. }).then(|| input.staging.join("ranch"));
+        let ranch = matches!(write, WriteMode::Fake { .. }).then(|| input.staging.join("ranch"));
         let (pivot, before) = mount_ops
             .split_last()
             .expect("a mount plan ends with pivot_root");

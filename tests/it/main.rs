@@ -11,5 +11,6 @@ mod hostile;
 mod provenance;
 mod registry;
 mod run;
+mod run_conformance;
 mod security;
 mod store;
