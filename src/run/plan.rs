@@ -712,6 +712,69 @@ mod tests {
     }
 
     #[test]
+    fn missing_mount_points_follow_overlay_whiteouts_and_skip_a_non_directory_etc() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let (top, bottom) = (t.path().join("top"), t.path().join("bottom"));
+        for d in ["dev", "proc", "etc"] {
+            std::fs::create_dir_all(bottom.join(d)).expect("mkdir");
+        }
+        std::fs::write(bottom.join("etc/hosts"), "").expect("write");
+        std::fs::create_dir_all(&top).expect("mkdir");
+        // The top layer deletes /proc (an xattr whiteout, as unprivileged overlayfs makes).
+        std::fs::write(top.join("proc"), "").expect("write");
+        let lowers = vec![top.clone(), bottom.clone()];
+        let whiteouts = xattr::set(top.join("proc"), "user.overlay.whiteout", b"y").is_ok();
+        let mp = missing_mount_points(&lowers, &mount_dirs(false), true);
+        let mut want = vec!["sys", "tmp"];
+        if whiteouts {
+            want.insert(0, "proc");
+        }
+        assert_eq!(mp.dirs, want);
+        assert_eq!(mp.etc_files, vec!["resolv.conf".to_string()]);
+        assert_eq!(mp.etc_like, Some(bottom.join("etc")));
+        assert!(missing_mount_points(&lowers, &["dev"], false).is_empty());
+        // An /etc that is a symlink is left alone.
+        let other = t.path().join("other");
+        std::fs::create_dir_all(&other).expect("mkdir");
+        std::os::unix::fs::symlink("usr/etc", other.join("etc")).expect("symlink");
+        let mp = missing_mount_points(&[other], &[], true);
+        assert!(mp.etc_files.is_empty() && mp.etc_like.is_none());
+    }
+
+    #[test]
+    fn layers_plan_puts_missing_mount_points_in_a_top_lower_on_staging() {
+        let mut i = input(WriteMode::Layers {
+            lowers: vec!["/s/c".into()],
+            upper: Some(("/s/u".into(), "/s/w".into())),
+        });
+        i.mount_points = MountPoints {
+            dirs: vec!["dev".into()],
+            etc_files: vec!["hosts".into()],
+            etc_like: Some("/s/c/etc".into()),
+        };
+        let ops = mount_plan(&i);
+        for op in [
+            MountOp::MkdirHost {
+                path: "/mnt/points/dev".into(),
+            },
+            MountOp::FileHost {
+                path: "/mnt/points/etc/hosts".into(),
+            },
+            MountOp::CopyAttrsHost {
+                from: "/s/c/etc".into(),
+                to: "/mnt/points/etc".into(),
+            },
+            MountOp::OverlayLayers {
+                lowers: vec!["/mnt/points".into(), "/s/c".into()],
+                upper: Some(("/s/u".into(), "/s/w".into())),
+                dst: "/mnt/merged".into(),
+            },
+        ] {
+            assert!(ops.contains(&op), "{op} not in {ops:?}");
+        }
+    }
+
+    #[test]
     fn write_plan_never_remounts_read_only() {
         let ops = mount_plan(&input(WriteMode::ReadWrite));
         assert!(!ops
