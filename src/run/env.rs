@@ -236,8 +236,8 @@ mod tests {
         let e = parse_file(b"A=1\n\nB\n", false, "/f").unwrap_err();
         assert_eq!(e.message(), "can't parse variable: no delimiter: /f:3");
         assert_eq!(
-            parse_file(b"A=1\0B='x'\0", true, "f").expect("ok"),
-            vec![v("A", "1"), v("B", "'x'")]
+            parse_file(b"A=1\0B='x'\0C=''y''\0", true, "f").expect("ok"),
+            vec![v("A", "1"), v("B", "x"), v("C", "'y'")]
         );
         let e = parse_file(b"A=1\nB=2\0C=3\n", false, "/e").unwrap_err();
         assert_eq!(

@@ -446,3 +446,21 @@ fn squashfs_image_mounts_with_path_unset() {
     );
     assert!(out.status.success());
 }
+
+/// The builder passes ENV to RUN through `--set-env0`, which strips one pair of single
+/// quotes as `--set-env` does: a value that is itself quoted must still arrive unchanged.
+#[test]
+fn run_sees_quoted_env_values_unchanged() {
+    let w = World::new("quoted");
+    ok(w.image().arg("import").arg(busybox_rootfs()).arg("bb"));
+    let ctx = w.path("ctx");
+    sh(&format!(
+        "mkdir '{0}' && cat > '{0}/Dockerfile' <<'EOF'
+FROM bb
+ENV Q=\"'x'\" P=plain
+RUN test \"$Q\" = \"'x'\" && test \"$P\" = plain
+EOF",
+        ctx.display()
+    ));
+    ok(w.image().args(["build", "-t", "q"]).arg(&ctx));
+}
