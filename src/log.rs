@@ -152,7 +152,53 @@ pub fn format_line(kind: &str, msg: &std::fmt::Arguments, file: &str, line: u32)
 
 #[doc(hidden)]
 pub fn emit(kind: &str, msg: std::fmt::Arguments, file: &str, line: u32) {
-    write_line(&format_line(kind, &msg, file, line));
+    let text = format_line(kind, &msg, file, line);
+    if kind == "warning: " {
+        if let Ok(mut k) = KEPT.lock() {
+            if let Some(kept) = k.as_mut() {
+                // Charliecloud keeps the first 4 KiB of warnings.
+                if kept.iter().map(|l: &String| l.len() + 1).sum::<usize>() + text.len() < 4096 {
+                    kept.push(text.clone());
+                }
+            }
+        }
+    }
+    write_line(&text);
+}
+
+/// Warnings kept to be printed again at exit ([`keep_warnings`]).
+static KEPT: Mutex<Option<Vec<String>>> = Mutex::new(None);
+
+/// Keep the warnings printed from now on (the first 4 KiB of them), so that
+/// [`reprint_warnings`] prints them again at exit, as Charliecloud's ch-run does: they
+/// would otherwise scroll away above the command's output.
+pub fn keep_warnings() {
+    if let Ok(mut k) = KEPT.lock() {
+        k.get_or_insert_with(Vec::new);
+    }
+}
+
+/// Print the kept warnings again, after `PROGRAM[PID]: warning: reprinting first N
+/// warning(s)`; nothing if there were none.
+pub fn reprint_warnings() {
+    let kept = match KEPT.lock() {
+        Ok(mut k) => k.as_mut().map(std::mem::take).unwrap_or_default(),
+        Err(_) => return,
+    };
+    if kept.is_empty() {
+        return;
+    }
+    let prefix = STYLE
+        .get()
+        .map(|s| format!("{}[{}]: ", s.program, std::process::id()))
+        .unwrap_or_default();
+    write_line(&format!(
+        "{prefix}warning: reprinting first {} warning(s)",
+        kept.len()
+    ));
+    for l in kept {
+        write_line(&l);
+    }
 }
 
 /// A line at level `at` with `kind` before the message. The arguments are evaluated only

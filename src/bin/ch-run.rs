@@ -62,7 +62,7 @@ struct Cli {
     join_tag: Option<String>,
     /// SquashFS mount point
     #[arg(short = 'm', long = "mount", value_name = "DIR")]
-    mount: Option<PathBuf>,
+    mount: Option<String>,
     /// don't bind-mount /etc/{passwd,group}
     #[arg(long = "no-passwd")]
     no_passwd: bool,
@@ -122,6 +122,9 @@ struct Cli {
     #[arg(short = 'W', long = "write-fake", value_name = "SIZE", num_args = 0..=1,
           require_equals = true, default_missing_value = "")]
     write_fake: Option<String>,
+    /// log NUM warnings and exit
+    #[arg(long = "warnings", value_name = "NUM")]
+    warnings: Option<String>,
     /// give this help list
     #[arg(short = 'h', long = "help", short_alias = '?', action = ArgAction::Help)]
     help: Option<bool>,
@@ -133,6 +136,7 @@ struct Cli {
 }
 
 fn main() {
+    grove::log::keep_warnings();
     let code = match real_main() {
         Ok(c) => c,
         Err(e) => {
@@ -140,6 +144,8 @@ fn main() {
             run::EXIT_MISC
         }
     };
+    // Unless the command replaced ch-run: its warnings again, as Charliecloud's ch-run.
+    grove::log::reprint_warnings();
     std::process::exit(code);
 }
 
@@ -157,12 +163,47 @@ fn real_main() -> Result<i32, RunError> {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
                 _ => run::EXIT_USAGE,
             };
-            let _ = e.print();
+            match missing_argument(&e) {
+                // argp's words, which scripts check.
+                Some(what) => eprintln!(
+                    "ch-run: {what}\nTry `ch-run --help' or `ch-run --usage' for more information."
+                ),
+                None => {
+                    let _ = e.print();
+                }
+            }
             return Ok(code);
         }
     };
     let cli = Cli::from_arg_matches(&matches).map_err(|e| RunError::msg(e.to_string()))?;
+    // As Charliecloud's argp parser: whichever of -v and -q comes second is refused.
+    let given = |id: &str| {
+        (matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+            .then(|| matches.index_of(id))
+            .flatten()
+    };
+    match (given("verbose"), given("quiet")) {
+        (Some(v), Some(q)) if v < q => {
+            return Err(RunError::msg("--quiet incompatible with --verbose"))
+        }
+        (Some(_), Some(_)) => return Err(RunError::msg("--verbose incompatible with --quiet")),
+        _ => {}
+    }
+    if cli.verbose > 3 {
+        return Err(RunError::msg("--verbose can be specified at most thrice"));
+    }
+    if cli.quiet > 3 {
+        return Err(RunError::msg("--quiet can be specified at most thrice"));
+    }
     grove::log::set_level(i32::from(cli.verbose) - i32::from(cli.quiet));
+    if let Some(n) = &cli.warnings {
+        // Charliecloud's test option: log NUM warnings, which are re-printed at exit.
+        let n = number("--warnings", n)?;
+        for i in 1..=n {
+            grove::warn!("this is warning {i}!");
+        }
+        return Ok(0);
+    }
     if cli.version {
         // As Charliecloud's ch-run (argp): the bare version on standard error.
         eprintln!("{}", env!("CARGO_PKG_VERSION"));
@@ -179,7 +220,7 @@ fn real_main() -> Result<i32, RunError> {
     if let Some(f) = &cli.feature {
         return match run::feature(f) {
             Some(true) => Ok(0),
-            Some(false) => Ok(1),
+            Some(false) => Ok(run::EXIT_FEATURE),
             None => Err(RunError::msg(format!("unknown feature: {f}"))),
         };
     }
@@ -261,11 +302,33 @@ fn real_main() -> Result<i32, RunError> {
         }
         Some(Join::Pid(pid))
     } else if cli.join || join_ct.is_some() || cli.join_tag.is_some() {
-        let count = join_ct
-            .or_else(run::join::default_count)
-            .filter(|c| *c > 0)
-            .ok_or_else(|| RunError::msg("join: no valid peer group size found"))?;
-        let tag = cli.join_tag.clone().unwrap_or_else(run::join::default_tag);
+        // Charliecloud's -v lines on where the size and tag come from.
+        let count = match join_ct {
+            Some(c) => {
+                grove::verbose!("join: peer group size from command line");
+                Some(c)
+            }
+            None => run::join::default_count().map(|(var, c)| {
+                grove::verbose!("join: peer group size from {var}");
+                c
+            }),
+        }
+        .filter(|c| *c > 0)
+        .ok_or_else(|| RunError::msg("join: no valid peer group size found"))?;
+        let tag = match &cli.join_tag {
+            Some(t) => {
+                grove::verbose!("join: peer group tag from command line");
+                t.clone()
+            }
+            None => {
+                let (from, t) = run::join::default_tag();
+                grove::verbose!("join: peer group tag from {from}");
+                t
+            }
+        };
+        if tag.is_empty() {
+            return Err(RunError::msg("join: peer group tag cannot be empty string"));
+        }
         Some(Join::Peers { tag, count })
     } else {
         None
@@ -336,6 +399,9 @@ fn real_main() -> Result<i32, RunError> {
     grove::verbose!("verbosity: {}", grove::log::level());
     grove::verbose!("image: {}", image.path.display());
     grove::verbose!("storage: {}", storage.display());
+    if cli.mount.as_deref() == Some("") {
+        return Err(RunError::msg("mount point can't be empty string"));
+    }
     if cli.mount.is_some() && image.kind == run::ImageKind::Dir {
         grove::warn!("--mount invalid with directory image, ignoring");
     }
@@ -362,12 +428,49 @@ fn real_main() -> Result<i32, RunError> {
         seccomp: cli.seccomp,
         env: env_args.into_iter().map(|(_, a)| a).collect(),
         join,
-        squash_mount: cli.mount,
+        squash_mount: cli.mount.map(PathBuf::from),
         quiet: cli.quiet,
         user,
         ch_ssh,
     };
     run::run(&spec)
+}
+
+/// argp's message for an option given without its argument (`option requires an argument
+/// -- 'b'`, or `option '--bind' requires an argument` for the long form), from clap's
+/// error; `None` for other errors.
+fn missing_argument(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::InvalidValue {
+        return None;
+    }
+    match e.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(v)) if v.is_empty() => {}
+        _ => return None,
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = arg.split([' ', '=']).next()?.strip_prefix("--")?;
+    let cmd = Cli::command();
+    let short = cmd
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_short());
+    // The form the user typed: the last option word that names it.
+    let typed_short = std::env::args().rev().find_map(|w| {
+        if w == format!("--{long}") || w.starts_with(&format!("--{long}=")) {
+            Some(false)
+        } else if let Some(c) = short {
+            (w.starts_with('-') && !w.starts_with("--") && w.ends_with(c)).then_some(true)
+        } else {
+            None
+        }
+    });
+    Some(match (typed_short, short) {
+        (Some(true), Some(c)) => format!("option requires an argument -- '{c}'"),
+        _ => format!("option '--{long}' requires an argument"),
+    })
 }
 
 /// A numeric option value (a uid, gid, PID or count) in Charliecloud's words when bad.

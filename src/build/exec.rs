@@ -831,8 +831,10 @@ impl<'a> Builder<'a> {
         }
         let env_file = step.join("env");
         let mut f = fs::File::create(&env_file).map_err(io_err("create", &env_file))?;
+        // Each value in single quotes, which ch-run strips (exactly one pair), so that a
+        // value that is itself quoted ('x') reaches the command unchanged.
         for (k, v) in &env {
-            f.write_all(format!("{k}={v}\0").as_bytes())
+            f.write_all(format!("{k}='{v}'\0").as_bytes())
                 .map_err(io_err("write", &env_file))?;
         }
         drop(f);

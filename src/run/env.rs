@@ -72,7 +72,9 @@ pub fn parse_file(contents: &[u8], nul: bool, label: &str) -> Result<Vec<Var>, R
                 i + 1
             )));
         }
-        let v = parse_assignment(line, !nul).map_err(|why| {
+        // Quotes are stripped in both forms: the man page gives --set-env0 the same syntax
+        // (Charliecloud 0.38 strips them too).
+        let v = parse_assignment(line, true).map_err(|why| {
             RunError::msg(format!("can't parse variable: {why}: {label}:{}", i + 1))
         })?;
         vars.push(v);
@@ -81,14 +83,15 @@ pub fn parse_file(contents: &[u8], nul: bool, label: &str) -> Result<Vec<Var>, R
 }
 
 /// Expand `$NAME` items of a colon-separated value from `env`; an item whose variable is
-/// unset or empty is dropped together with its colon.
+/// unset or empty is dropped together with its colon. A lone `$` names nothing and is
+/// kept (`bar:$` stays `bar:$`, as in Charliecloud 0.38).
 pub fn expand(value: &[u8], env: &[Var]) -> Vec<u8> {
     if !value.contains(&b'$') {
         return value.to_vec();
     }
     let mut items: Vec<&[u8]> = Vec::new();
     for item in value.split(|&b| b == b':') {
-        if let Some(name) = item.strip_prefix(b"$") {
+        if let Some(name) = item.strip_prefix(b"$").filter(|n| !n.is_empty()) {
             match get(env, name) {
                 Some(v) if !v.is_empty() => items.push(v),
                 _ => {}
@@ -158,10 +161,22 @@ pub fn compute(
             EnvOp::Set { vars, expand: ex } => {
                 for (n, v) in vars {
                     let v = if *ex { expand(v, &env) } else { v.clone() };
+                    // Charliecloud's -v line, which scripts parse.
+                    crate::verbose!(
+                        "environment: {}={}",
+                        String::from_utf8_lossy(n),
+                        String::from_utf8_lossy(&v)
+                    );
                     set(&mut env, n, v);
                 }
             }
-            EnvOp::Unset { glob } => env.retain(|(n, _)| !matches(glob, n)),
+            EnvOp::Unset { glob } => env.retain(|(n, _)| {
+                let unset = matches(glob, n);
+                if unset {
+                    crate::verbose!("environment: unset {}", String::from_utf8_lossy(n));
+                }
+                !unset
+            }),
         }
     }
     set(&mut env, b"CH_RUNNING", b"Weird Al Yankovic".to_vec());
@@ -200,6 +215,8 @@ mod tests {
             ("FOO=$BAR baz:qux", "FOO", "qux"),
             ("FOO=$BAR:x", "FOO", "bar:x"),
             ("$FOO=bar", "$FOO", "bar"),
+            ("FOO=bar:$", "FOO", "bar:$"),
+            ("FOO=$", "FOO", "$"),
         ];
         for (line, name, value) in cases {
             let (n, val) = parse_assignment(line.as_bytes(), true).expect(line);
@@ -219,8 +236,8 @@ mod tests {
         let e = parse_file(b"A=1\n\nB\n", false, "/f").unwrap_err();
         assert_eq!(e.message(), "can't parse variable: no delimiter: /f:3");
         assert_eq!(
-            parse_file(b"A=1\0B='x'\0", true, "f").expect("ok"),
-            vec![v("A", "1"), v("B", "'x'")]
+            parse_file(b"A=1\0B='x'\0C=''y''\0", true, "f").expect("ok"),
+            vec![v("A", "1"), v("B", "x"), v("C", "'y'")]
         );
         let e = parse_file(b"A=1\nB=2\0C=3\n", false, "/e").unwrap_err();
         assert_eq!(

@@ -13,6 +13,8 @@ pub const EXIT_MISC: i32 = 31;
 pub const EXIT_EXEC: i32 = 49;
 /// Exit status when the SquashFS daemon ended before the command.
 pub const EXIT_SQUASH: i32 = 84;
+/// Exit status of `--feature=FEAT` when FEAT is not available.
+pub const EXIT_FEATURE: i32 = 87;
 /// Exit status for a command-line usage error.
 pub const EXIT_USAGE: i32 = 64;
 

@@ -1,8 +1,9 @@
 //! `--join` and `--join-pid`: several ch-run invocations sharing one container (user and
 //! mount namespaces), FAQ 11.4.2.
 //!
-//! Peer groups coordinate through a state file `/dev/shm/ch-run-join-UID-TAG` (or under
-//! `/tmp` when `/dev/shm` is missing) guarded by `flock(2)`:
+//! Peer groups coordinate through a state file `/dev/shm/ch-run_shm-TAG` (Charliecloud's
+//! shared-memory name, which tools watch; under `/tmp` when `/dev/shm` is missing) guarded
+//! by `flock(2)`:
 //! - the first peer finds the file empty (or naming a dead process), keeps the lock while it
 //!   builds the container, then writes `PID JOINED` and releases the lock: it is the winner;
 //! - later peers take the lock, read the winner's PID, count themselves in and `setns(2)`
@@ -40,6 +41,7 @@ pub enum Role {
 pub struct Winner {
     lock: Flock<std::fs::File>,
     count: u32,
+    path: PathBuf,
 }
 
 impl Winner {
@@ -52,10 +54,25 @@ impl Winner {
                 .and_then(|_| writeln!(f, "{pid} 1"))
                 .map_err(|e| RunError::io("can't write join state", &e))?;
         }
-        crate::verbose!("join: winner {pid}, waiting for {} peer(s)", self.count - 1);
+        end(self.count - 1, &self.path);
         drop(self.lock);
         Ok(())
     }
+}
+
+/// Charliecloud's end of joining, with its `-v` lines: `left` peers still to come; the
+/// last one removes the state file so that the tag can be reused.
+fn end(left: u32, path: &std::path::Path) {
+    crate::verbose!("join: {left} peers left excluding myself");
+    if left == 0 {
+        crate::verbose!("join: cleaning up IPC resources");
+        if let Err(e) = std::fs::remove_file(path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                crate::warn!("can't unlink shm: {}: {e}", path.display());
+            }
+        }
+    }
+    crate::verbose!("join: done");
 }
 
 /// Join the user and mount namespaces of `pid`.
@@ -105,13 +122,13 @@ fn in_a_container(pid: i32) -> bool {
 }
 
 /// Path of a peer group's state file.
-pub fn state_path(uid: u32, tag: &str) -> PathBuf {
+pub fn state_path(tag: &str) -> PathBuf {
     let dir = if std::path::Path::new("/dev/shm").is_dir() {
         "/dev/shm"
     } else {
         "/tmp"
     };
-    PathBuf::from(dir).join(format!("ch-run-join-{uid}-{}", tag.replace('/', "%")))
+    PathBuf::from(dir).join(format!("ch-run_shm-{}", tag.replace('/', "%")))
 }
 
 /// Parse a state file: `PID JOINED`.
@@ -124,7 +141,7 @@ pub fn parse_state(s: &str) -> Option<(i32, u32)> {
 
 /// Enter a peer group: become the winner, or join the winner.
 pub fn peers(uid: u32, tag: &str, count: u32) -> Result<Role, RunError> {
-    let path = state_path(uid, tag);
+    let path = state_path(tag);
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -153,55 +170,59 @@ pub fn peers(uid: u32, tag: &str, count: u32) -> Result<Role, RunError> {
         .map_err(|e| RunError::io("can't read join state", &e))?;
     if let Some((pid, joined)) = parse_state(&text) {
         if joined < count && in_a_container(pid) {
+            crate::verbose!("join: I lost");
             let joined = joined + 1;
-            if joined >= count {
-                // Last peer: free the tag.
-                let _ = std::fs::remove_file(&path);
-            } else {
+            if joined < count {
                 let f: &mut std::fs::File = &mut lock;
                 f.set_len(0)
                     .and_then(|_| f.rewind())
                     .and_then(|_| writeln!(f, "{pid} {joined}"))
                     .map_err(|e| RunError::io("can't write join state", &e))?;
             }
-            drop(lock);
-            crate::verbose!("join: peer {joined} of {count}, joining {pid}");
+            crate::verbose!("joining namespaces of pid {pid}");
             join_pid(pid)?;
+            // The last peer frees the tag.
+            end(count - joined, &path);
+            drop(lock);
             return Ok(Role::Joined);
         }
     }
-    if count <= 1 {
-        let _ = std::fs::remove_file(&path);
-    }
-    Ok(Role::Winner(Winner { lock, count }))
+    crate::verbose!("join: I won");
+    crate::verbose!("join: winner initializing shared data");
+    Ok(Role::Winner(Winner { lock, count, path }))
 }
 
-/// Default peer count from the launcher's environment.
-pub fn default_count() -> Option<u32> {
+/// Default peer count from the launcher's environment, with the variable it came from.
+pub fn default_count() -> Option<(&'static str, u32)> {
     count_from(|v| std::env::var(v).ok())
 }
 
 /// The peer count from the first launcher variable that `lookup` finds: Open MPI's local
 /// size, else Slurm's tasks per node (`2(x3),1` gives 2, like C's `atoi`), else Slurm's
 /// CPUs on the node.
-fn count_from(lookup: impl Fn(&str) -> Option<String>) -> Option<u32> {
+fn count_from(lookup: impl Fn(&str) -> Option<String>) -> Option<(&'static str, u32)> {
     [
         "OMPI_COMM_WORLD_LOCAL_SIZE",
         "SLURM_STEP_TASKS_PER_NODE",
         "SLURM_CPUS_ON_NODE",
     ]
     .iter()
-    .find_map(|v| lookup(v))
-    .and_then(|s| {
+    .find_map(|v| lookup(v).map(|s| (*v, s)))
+    .and_then(|(v, s)| {
         s.split(|c: char| !c.is_ascii_digit())
             .next()
             .and_then(|d| d.parse().ok())
+            .map(|n| (v, n))
     })
 }
 
-/// Default tag: `SLURM_STEP_ID`, else the parent's PID.
-pub fn default_tag() -> String {
-    std::env::var("SLURM_STEP_ID").unwrap_or_else(|_| nix::unistd::getppid().to_string())
+/// Default tag: `SLURM_STEP_ID`, else the parent's PID; with where it came from, in
+/// Charliecloud's words (`SLURM_STEP_ID`, `getppid(2)`).
+pub fn default_tag() -> (&'static str, String) {
+    match std::env::var("SLURM_STEP_ID") {
+        Ok(t) => ("SLURM_STEP_ID", t),
+        Err(_) => ("getppid(2)", nix::unistd::getppid().to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -227,7 +248,7 @@ mod tests {
         };
         assert_eq!(
             count_from(env(&[("SLURM_STEP_TASKS_PER_NODE", "2(x3),1")])),
-            Some(2)
+            Some(("SLURM_STEP_TASKS_PER_NODE", 2))
         );
         assert_eq!(
             count_from(env(&[
@@ -235,17 +256,20 @@ mod tests {
                 ("OMPI_COMM_WORLD_LOCAL_SIZE", "4"),
                 ("SLURM_STEP_TASKS_PER_NODE", "2")
             ])),
-            Some(4)
+            Some(("OMPI_COMM_WORLD_LOCAL_SIZE", 4))
         );
-        assert_eq!(count_from(env(&[("SLURM_CPUS_ON_NODE", "16")])), Some(16));
+        assert_eq!(
+            count_from(env(&[("SLURM_CPUS_ON_NODE", "16")])),
+            Some(("SLURM_CPUS_ON_NODE", 16))
+        );
         assert_eq!(count_from(env(&[("SLURM_CPUS_ON_NODE", "x3")])), None);
         assert_eq!(count_from(env(&[])), None);
     }
 
     #[test]
     fn state_path_escapes_slashes() {
-        assert!(state_path(5, "a/b")
+        assert!(state_path("a/b")
             .to_string_lossy()
-            .ends_with("ch-run-join-5-a%b"));
+            .ends_with("/ch-run_shm-a%b"));
     }
 }

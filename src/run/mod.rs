@@ -27,7 +27,7 @@ pub mod sys;
 pub mod warm;
 
 pub use env::{EnvArg, EnvSource};
-pub use error::{RunError, EXIT_EXEC, EXIT_MISC, EXIT_SQUASH, EXIT_USAGE};
+pub use error::{RunError, EXIT_EXEC, EXIT_FEATURE, EXIT_MISC, EXIT_SQUASH, EXIT_USAGE};
 pub use join::Join;
 pub use plan::{Bind, WriteMode};
 
@@ -221,13 +221,23 @@ pub fn feature(name: &str) -> Option<bool> {
     }
 }
 
-/// `prog`'s path: the first `$PATH` directory holding it as a file.
+/// Where programs are looked for when `$PATH` is unset (or empty): the standard
+/// directories, so that a SquashFS image mounts from a batch job's bare environment.
+pub const STANDARD_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
+
+/// `prog`'s path: the first `$PATH` directory ([`STANDARD_PATH`] if unset) holding it as
+/// a file.
 pub fn find_program(prog: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(prog))
-            .find(|f| f.is_file())
-    })
+    find_in(std::env::var_os("PATH").as_deref(), prog)
+}
+
+fn find_in(path: Option<&OsStr>, prog: &str) -> Option<PathBuf> {
+    let path = path
+        .filter(|p| !p.is_empty())
+        .unwrap_or(OsStr::new(STANDARD_PATH));
+    std::env::split_paths(path)
+        .map(|d| d.join(prog))
+        .find(|f| f.is_file())
 }
 
 /// A `--set-env` option with its host file already read, or deferred (image default).
@@ -282,10 +292,11 @@ fn finish_env_args(pending: Vec<Pending>, root: &Path) -> Result<Vec<env::EnvOp>
                 let path = match resolve::resolve(root, Path::new(label)) {
                     Ok(resolve::Resolved::Exists(p)) => p,
                     Ok(resolve::Resolved::Missing { .. }) => {
+                        // Charliecloud's words, naming the guest path.
                         return Err(RunError::sys(
-                            format!("can't open: {label} (symlinks resolved inside the image)"),
+                            format!("can't open: {label}"),
                             nix::errno::Errno::ENOENT,
-                        ))
+                        ));
                     }
                     Err(e) => {
                         let errno = match e {
@@ -353,8 +364,16 @@ struct TempFiles(Vec<PathBuf>);
 impl TempFiles {
     fn write(dir: &Path, uid: u32, gid: u32) -> Result<TempFiles, RunError> {
         let mut t = TempFiles(Vec::new());
-        let passwd = passwd::passwd_file(uid, gid, passwd::lookup_account(uid).as_ref());
-        let group = passwd::group_file(gid, passwd::lookup_group(gid).as_deref());
+        let account = passwd::lookup_account(uid);
+        if account.is_none() {
+            crate::verbose!("UID {uid} not found; using dummy info");
+        }
+        let group_name = passwd::lookup_group(gid);
+        if group_name.is_none() {
+            crate::verbose!("GID {gid} not found; using dummy info");
+        }
+        let passwd = passwd::passwd_file(uid, gid, account.as_ref());
+        let group = passwd::group_file(gid, group_name.as_deref());
         for (name, text) in [("passwd", passwd), ("group", group)] {
             // O_EXCL with an unpredictable name: never follows or reuses someone's file.
             let mut attempt = 0u32;
@@ -470,12 +489,13 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
 
     crate::verbose!("container uid: {uid}");
     crate::verbose!("container gid: {gid}");
+    // Charliecloud's form, which scripts parse: `join: JOIN COUNT TAG PID`.
     crate::verbose!(
         "join: {}",
         match &spec.join {
-            None => "no".to_string(),
-            Some(Join::Pid(p)) => format!("namespaces of PID {p}"),
-            Some(Join::Peers { tag, count }) => format!("tag {tag}, {count} peers"),
+            None => "0 0 (null) 0".to_string(),
+            Some(Join::Pid(p)) => format!("0 0 (null) {p}"),
+            Some(Join::Peers { tag, count }) => format!("1 {count} {tag} 0"),
         }
     );
     crate::verbose!(
@@ -551,7 +571,60 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
                 mnt
             }
         };
-        let staging = match &spec.write {
+        // Mount points the image lacks: a named image (layers or a checkout) gets them
+        // from an extra lower directory; a directory image must have them.
+        let mut write = spec.write.clone();
+        let mut mount_points = plan::MountPoints::default();
+        if spec.image.kind == ImageKind::Dir {
+            let wanted = plan::mount_dirs(spec.home);
+            match &write {
+                WriteMode::Layers { lowers, upper } => {
+                    mount_points = plan::missing_mount_points(lowers, &wanted, upper.is_some());
+                }
+                WriteMode::ReadOnly | WriteMode::ReadWrite => {
+                    let lowers = [image_dir.clone()];
+                    let mut mp = plan::missing_mount_points(&lowers, &wanted, false);
+                    if write == WriteMode::ReadWrite {
+                        // -w creates /tmp and /home, as Charliecloud does.
+                        mp.dirs
+                            .retain(|d| plan::REQUIRED_HOST_DIRS.contains(&&*format!("/{d}")));
+                    }
+                    if let Some(d) = mp.dirs.first() {
+                        if spec.image.by_name && write == WriteMode::ReadOnly {
+                            write = WriteMode::Layers {
+                                lowers: lowers.to_vec(),
+                                upper: None,
+                            };
+                            mount_points = mp;
+                        } else {
+                            return Err(RunError::msg(format!(
+                                "can't bind: destination not found: {}",
+                                image_dir.join(d).display()
+                            ))
+                            .with_hint(format!(
+                                "the image has no /{d} to mount on: create it \
+                                 (mkdir {}), or run with -W",
+                                image_dir.join(d).display()
+                            )));
+                        }
+                    }
+                }
+                WriteMode::Fake { .. } => {}
+            }
+        }
+        if !mount_points.is_empty() {
+            crate::verbose!(
+                "providing missing mount points: {}",
+                mount_points
+                    .dirs
+                    .iter()
+                    .map(|d| format!("/{d}"))
+                    .chain(mount_points.etc_files.iter().map(|f| format!("/etc/{f}")))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+        let staging = match &write {
             WriteMode::Fake { .. } => {
                 plan::staging_dir(&image_dir, |p| p.is_dir()).ok_or_else(|| {
                     RunError::msg("--write-fake: no host directory to stage the overlay")
@@ -573,7 +646,7 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
         };
         let input = plan::PlanInput {
             image: image_dir,
-            write: spec.write.clone(),
+            write: write.clone(),
             staging,
             host_tmp,
             private_tmp: spec.private_tmp,
@@ -585,12 +658,12 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
             passwd: temp.as_ref().map(|t| (t.0[0].clone(), t.0[1].clone())),
             binds: spec.binds.clone(),
             ch_ssh: spec.ch_ssh.clone(),
+            mount_points,
         };
         let mount_ops = plan::mount_plan(&input);
         let root = plan::new_root(&input);
         crate::verbose!("newroot: {}", root.display());
-        let ranch =
-            matches!(spec.write, WriteMode::Fake { .. }).then(|| input.staging.join("ranch"));
+        let ranch = matches!(write, WriteMode::Fake { .. }).then(|| input.staging.join("ranch"));
         let (pivot, before) = mount_ops
             .split_last()
             .expect("a mount plan ends with pivot_root");
@@ -963,6 +1036,13 @@ mod tests {
         ];
         assert_eq!(others_in_namespace(ns, procs.clone(), &[10, 11]), vec![13]);
         assert!(others_in_namespace(ns, procs, &[10, 11, 13]).is_empty());
+    }
+
+    #[test]
+    fn programs_are_found_in_the_standard_directories_without_path() {
+        assert_eq!(find_in(None, "sh"), find_in(Some(OsStr::new(STANDARD_PATH)), "sh"));
+        assert!(find_in(None, "sh").is_some());
+        assert_eq!(find_in(Some(OsStr::new("/nonexistent")), "sh"), None);
     }
 
     #[test]

@@ -88,6 +88,10 @@ pub enum MountOp {
     TmpfsHost { path: PathBuf, options: String },
     /// `mkdir` at a host path (inside staging tmpfs).
     MkdirHost { path: PathBuf },
+    /// An empty file at a host path (inside staging tmpfs).
+    FileHost { path: PathBuf },
+    /// Give host directory `to` the permissions and times of host directory `from`.
+    CopyAttrsHost { from: PathBuf, to: PathBuf },
     /// Overlayfs with `userxattr` (unprivileged overlayfs, Linux 5.11+).
     Overlay {
         lower: PathBuf,
@@ -132,6 +136,13 @@ impl std::fmt::Display for MountOp {
                 write!(f, "tmpfs at host {} ({options})", path.display())
             }
             MountOp::MkdirHost { path } => write!(f, "mkdir {}", path.display()),
+            MountOp::FileHost { path } => write!(f, "create empty file {}", path.display()),
+            MountOp::CopyAttrsHost { from, to } => write!(
+                f,
+                "copy mode and times of {} to {}",
+                from.display(),
+                to.display()
+            ),
             MountOp::Overlay {
                 lower,
                 upper,
@@ -239,6 +250,119 @@ pub struct PlanInput {
     /// `--ch-ssh`: host path of the ch-ssh program, bound read-only at
     /// [`CH_SSH_GUEST`].
     pub ch_ssh: Option<PathBuf>,
+    /// Mount points the image's layers lack ([`WriteMode::Layers`] only): provided by an
+    /// extra top lower directory in the staging tmpfs, so that nothing is created in the
+    /// image or in the upper directory (a builder's RUN records only what the command
+    /// changed).
+    pub mount_points: MountPoints,
+}
+
+/// Mount points an image made of layers lacks (see [`missing_mount_points`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountPoints {
+    /// Top-level directories (`dev`, `proc`, ...).
+    pub dirs: Vec<String>,
+    /// Empty files in `etc` (`hosts`, `resolv.conf`).
+    pub etc_files: Vec<String>,
+    /// The image's `/etc` (host path in the topmost layer holding it), whose mode and times
+    /// the extra lower's `etc` takes, since the topmost layer gives a merged directory's
+    /// attributes; `None` if the image has no `/etc`.
+    pub etc_like: Option<PathBuf>,
+}
+
+impl MountPoints {
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty() && self.etc_files.is_empty()
+    }
+}
+
+/// Top-level directories a container mounts on: `/dev`, `/proc`, `/sys` (bound), `/tmp`
+/// (bound, or a tmpfs) and, with `--home`, `/home` (a tmpfs).
+pub fn mount_dirs(home: bool) -> Vec<&'static str> {
+    let mut v = vec!["dev", "proc", "sys", "tmp"];
+    if home {
+        v.push("home");
+    }
+    v
+}
+
+/// Files in `/etc` the host's copies are bound onto; a writable image gets them.
+pub const ETC_MOUNT_FILES: &[&str] = &["hosts", "resolv.conf"];
+
+/// The host path of `rel` (relative, `/`-separated) in the union of `lowers` (top first),
+/// as overlayfs shows it: the topmost layer holding it, unless a layer above deletes it
+/// (a character device 0/0 or a file with `user.overlay.whiteout`) or hides it (an opaque
+/// directory, `user.overlay.opaque=y`, or a non-directory on the way).
+pub fn union_lookup(lowers: &[PathBuf], rel: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    'layers: for l in lowers {
+        let mut p = l.clone();
+        for (i, c) in parts.iter().enumerate() {
+            p.push(c);
+            let Ok(md) = std::fs::symlink_metadata(&p) else {
+                continue 'layers;
+            };
+            let ft = md.file_type();
+            let whiteout = (ft.is_char_device() && md.rdev() == 0)
+                || (ft.is_file()
+                    && md.len() == 0
+                    && xattr::get(&p, "user.overlay.whiteout").is_ok_and(|v| v.is_some()));
+            if whiteout {
+                return None;
+            }
+            if i + 1 == parts.len() {
+                return Some(p);
+            }
+            if !ft.is_dir() {
+                return None;
+            }
+            let opaque = xattr::get(&p, "user.overlay.opaque")
+                .ok()
+                .flatten()
+                .is_some_and(|v| v == b"y");
+            if opaque {
+                // This layer's directory hides the ones below: look no further down.
+                let mut q = p.clone();
+                for c in &parts[i + 1..] {
+                    q.push(c);
+                }
+                return std::fs::symlink_metadata(&q).is_ok().then_some(q);
+            }
+        }
+    }
+    None
+}
+
+/// The mount points the union of `lowers` lacks: of `dirs`, those missing at the top
+/// level; with `files`, [`ETC_MOUNT_FILES`] missing from an `/etc` that is a directory or
+/// missing (an `/etc` of another type, a symlink, is left alone).
+pub fn missing_mount_points(lowers: &[PathBuf], dirs: &[&str], files: bool) -> MountPoints {
+    let mut mp = MountPoints {
+        dirs: dirs
+            .iter()
+            .filter(|d| union_lookup(lowers, d).is_none())
+            .map(|d| d.to_string())
+            .collect(),
+        ..MountPoints::default()
+    };
+    if files {
+        let etc = union_lookup(lowers, "etc");
+        let etc_is_dir = etc
+            .as_ref()
+            .is_some_and(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()));
+        if etc.is_none() || etc_is_dir {
+            mp.etc_files = ETC_MOUNT_FILES
+                .iter()
+                .filter(|f| union_lookup(lowers, &format!("etc/{f}")).is_none())
+                .map(|f| f.to_string())
+                .collect();
+            if !mp.etc_files.is_empty() {
+                mp.etc_like = etc;
+            }
+        }
+    }
+    mp
 }
 
 /// Where `--ch-ssh` binds ch-ssh in the container.
@@ -315,18 +439,52 @@ pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
                 options: "mode=0755".into(),
             });
             ops.push(MountOp::MkdirHost { path: root.clone() });
+            let mut lowers = lowers.clone();
+            let mp = &input.mount_points;
+            if !mp.is_empty() {
+                let points = input.staging.join("points");
+                ops.push(MountOp::MkdirHost {
+                    path: points.clone(),
+                });
+                for d in &mp.dirs {
+                    ops.push(MountOp::MkdirHost {
+                        path: points.join(d),
+                    });
+                }
+                if !mp.etc_files.is_empty() {
+                    let etc = points.join("etc");
+                    ops.push(MountOp::MkdirHost { path: etc.clone() });
+                    for f in &mp.etc_files {
+                        ops.push(MountOp::FileHost { path: etc.join(f) });
+                    }
+                    if let Some(like) = &mp.etc_like {
+                        ops.push(MountOp::CopyAttrsHost {
+                            from: like.clone(),
+                            to: etc,
+                        });
+                    }
+                }
+                lowers.insert(0, points);
+            }
             ops.push(MountOp::OverlayLayers {
-                lowers: lowers.clone(),
+                lowers,
                 upper: upper.clone(),
                 dst: root.clone(),
             });
         }
     }
+    // -W's mount points vanish with its tmpfs upper directory; layers get theirs from
+    // `mount_points`; other images must have them.
+    let required = if matches!(input.write, WriteMode::Fake { .. }) {
+        IfMissing::Create
+    } else {
+        IfMissing::Error
+    };
     for d in REQUIRED_HOST_DIRS {
         ops.push(MountOp::Bind {
             src: d.into(),
             dst: d.into(),
-            if_missing: IfMissing::Error,
+            if_missing: required,
             src_optional: false,
             read_only: false,
         });
@@ -435,6 +593,7 @@ mod tests {
             passwd: Some(("/tmp/p".into(), "/tmp/g".into())),
             binds: vec![],
             ch_ssh: None,
+            mount_points: MountPoints::default(),
         }
     }
 
@@ -549,6 +708,69 @@ mod tests {
                     "{dst:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn missing_mount_points_follow_overlay_whiteouts_and_skip_a_non_directory_etc() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let (top, bottom) = (t.path().join("top"), t.path().join("bottom"));
+        for d in ["dev", "proc", "etc"] {
+            std::fs::create_dir_all(bottom.join(d)).expect("mkdir");
+        }
+        std::fs::write(bottom.join("etc/hosts"), "").expect("write");
+        std::fs::create_dir_all(&top).expect("mkdir");
+        // The top layer deletes /proc (an xattr whiteout, as unprivileged overlayfs makes).
+        std::fs::write(top.join("proc"), "").expect("write");
+        let lowers = vec![top.clone(), bottom.clone()];
+        let whiteouts = xattr::set(top.join("proc"), "user.overlay.whiteout", b"y").is_ok();
+        let mp = missing_mount_points(&lowers, &mount_dirs(false), true);
+        let mut want = vec!["sys", "tmp"];
+        if whiteouts {
+            want.insert(0, "proc");
+        }
+        assert_eq!(mp.dirs, want);
+        assert_eq!(mp.etc_files, vec!["resolv.conf".to_string()]);
+        assert_eq!(mp.etc_like, Some(bottom.join("etc")));
+        assert!(missing_mount_points(&lowers, &["dev"], false).is_empty());
+        // An /etc that is a symlink is left alone.
+        let other = t.path().join("other");
+        std::fs::create_dir_all(&other).expect("mkdir");
+        std::os::unix::fs::symlink("usr/etc", other.join("etc")).expect("symlink");
+        let mp = missing_mount_points(&[other], &[], true);
+        assert!(mp.etc_files.is_empty() && mp.etc_like.is_none());
+    }
+
+    #[test]
+    fn layers_plan_puts_missing_mount_points_in_a_top_lower_on_staging() {
+        let mut i = input(WriteMode::Layers {
+            lowers: vec!["/s/c".into()],
+            upper: Some(("/s/u".into(), "/s/w".into())),
+        });
+        i.mount_points = MountPoints {
+            dirs: vec!["dev".into()],
+            etc_files: vec!["hosts".into()],
+            etc_like: Some("/s/c/etc".into()),
+        };
+        let ops = mount_plan(&i);
+        for op in [
+            MountOp::MkdirHost {
+                path: "/mnt/points/dev".into(),
+            },
+            MountOp::FileHost {
+                path: "/mnt/points/etc/hosts".into(),
+            },
+            MountOp::CopyAttrsHost {
+                from: "/s/c/etc".into(),
+                to: "/mnt/points/etc".into(),
+            },
+            MountOp::OverlayLayers {
+                lowers: vec!["/mnt/points".into(), "/s/c".into()],
+                upper: Some(("/s/u".into(), "/s/w".into())),
+                dst: "/mnt/merged".into(),
+            },
+        ] {
+            assert!(ops.contains(&op), "{op} not in {ops:?}");
         }
     }
 

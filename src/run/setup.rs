@@ -233,6 +233,15 @@ pub fn apply(ops: &[MountOp], root: &Path, ranch: Option<&Path>) -> Result<(), R
                 })?;
             }
             MountOp::MkdirHost { path } => mkdir(path)?,
+            MountOp::FileHost { path } => {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(path)
+                    .map_err(|e| RunError::io(format!("can't create: {}", path.display()), &e))?;
+            }
+            MountOp::CopyAttrsHost { from, to } => copy_attrs(from, to)?,
             MountOp::Overlay {
                 lower,
                 upper,
@@ -469,6 +478,24 @@ fn create_one(p: &Path, file: bool) -> Result<(), Errno> {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Give `to` the permission bits, access and modification times of `from`.
+fn copy_attrs(from: &Path, to: &Path) -> Result<(), RunError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let md = std::fs::symlink_metadata(from)
+        .map_err(|e| RunError::io(format!("can't stat: {}", from.display()), &e))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(md.mode() & 0o7777))
+        .map_err(|e| RunError::io(format!("can't chmod: {}", to.display()), &e))?;
+    let ts = |s: i64, ns: i64| nix::sys::time::TimeSpec::new(s, ns);
+    nix::sys::stat::utimensat(
+        None,
+        to,
+        &ts(md.atime(), md.atime_nsec()),
+        &ts(md.mtime(), md.mtime_nsec()),
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| RunError::sys(format!("can't set times: {}", to.display()), e))
 }
 
 fn mkdir(p: &Path) -> Result<(), RunError> {

@@ -13,5 +13,6 @@ mod interop;
 mod provenance;
 mod registry;
 mod run;
+mod run_conformance;
 mod security;
 mod store;

@@ -1214,7 +1214,7 @@ fn join_pid_errors_say_what_is_wrong_with_the_pid() {
 #[test]
 fn join_state_naming_a_host_process_is_stale() {
     let tag = format!("grove-stale-{}", std::process::id());
-    let state = PathBuf::from(format!("/dev/shm/ch-run-join-{}-{tag}", invoker_uid()));
+    let state = PathBuf::from(format!("/dev/shm/ch-run_shm-{tag}"));
     if !Path::new("/dev/shm").is_dir() {
         return skip("no /dev/shm");
     }
@@ -1293,7 +1293,7 @@ fn join_without_peer_count_is_an_error() {
 
 // ---- SquashFS ----
 
-fn squash_image(s: &Scratch) -> Option<PathBuf> {
+pub(crate) fn squash_image(s: &Scratch) -> Option<PathBuf> {
     if Command::new("mksquashfs").arg("-version").output().is_err() {
         skip("mksquashfs not installed");
         return None;
@@ -1317,7 +1317,7 @@ fn squash_image(s: &Scratch) -> Option<PathBuf> {
 }
 
 /// An empty directory for `ch-run -m`, made by the test user.
-fn mount_point(s: &Scratch) -> PathBuf {
+pub(crate) fn mount_point(s: &Scratch) -> PathBuf {
     let mnt = s.join("mnt");
     sh(&format!("mkdir '{}'", mnt.display()));
     mnt
