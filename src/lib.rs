@@ -5,6 +5,11 @@
 //! - [`run`] runs a command in a root filesystem path; it knows nothing of the store.
 //! - [`build`] is the only module that uses both.
 //! - `src/bin/` is thin: arguments, settings, errors, exit codes.
+//!
+//! `unsafe` code is denied everywhere but in `run::sys`, the one module that needs it
+//! (a lint, checked by `cargo clippy` in CI, not a convention).
+
+#![deny(unsafe_code)]
 
 pub mod build;
 pub mod cli;

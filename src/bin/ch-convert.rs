@@ -3,6 +3,8 @@
 //! and Docker's or Podman's storage (`docker`, `podman`, through those commands). Thin:
 //! the work is in the library.
 
+#![forbid(unsafe_code)]
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};

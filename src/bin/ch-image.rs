@@ -1,6 +1,8 @@
 //! `ch-image` (also answering to `ch-grow`): build and manage images in the storage
 //! directory. Thin: parse arguments, resolve settings, call the library, render errors.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -3,6 +3,8 @@
 //! Thin: parse arguments, resolve settings, call [`grove::run::run`], render errors in
 //! ch-run's format (`ch-run[PID]: error: ...`) and pick the exit code.
 
+#![forbid(unsafe_code)]
+
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use grove::run::{self, Bind, EnvArg, EnvSource, Join, RunError, RunSpec, WriteMode};
 use std::ffi::OsString;

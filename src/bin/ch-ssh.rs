@@ -2,6 +2,8 @@
 //!
 //! Thin: build the ssh command line with [`grove::run::ssh::ssh_argv`] and exec ssh.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 

@@ -1040,7 +1040,10 @@ mod tests {
 
     #[test]
     fn programs_are_found_in_the_standard_directories_without_path() {
-        assert_eq!(find_in(None, "sh"), find_in(Some(OsStr::new(STANDARD_PATH)), "sh"));
+        assert_eq!(
+            find_in(None, "sh"),
+            find_in(Some(OsStr::new(STANDARD_PATH)), "sh")
+        );
         assert!(find_in(None, "sh").is_some());
         assert_eq!(find_in(Some(OsStr::new("/nonexistent")), "sh"), None);
     }

@@ -1,6 +1,8 @@
 //! The only `unsafe` code of `run`: thin wrappers over system calls that `nix` does not
 //! expose safely. Each wrapper is safe to call under the conditions its doc states.
 
+#![allow(unsafe_code)]
+
 use nix::errno::Errno;
 use std::ffi::CString;
 

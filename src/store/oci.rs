@@ -839,14 +839,16 @@ mod tests {
 
     #[test]
     fn history_has_one_non_empty_entry_for_the_one_layer() {
-        let mut cfg = ImageConfig::default();
-        cfg.history = hist(&[
-            ("ch-image import", false),
-            ("ENV A=1", true),
-            ("RUN a", false),
-            ("RUN b", false),
-            ("CMD x", true),
-        ]);
+        let cfg = ImageConfig {
+            history: hist(&[
+                ("ch-image import", false),
+                ("ENV A=1", true),
+                ("RUN a", false),
+                ("RUN b", false),
+                ("CMD x", true),
+            ]),
+            ..Default::default()
+        };
         assert_eq!(
             layer_history(&cfg, "fb"),
             hist(&[
@@ -881,8 +883,10 @@ mod tests {
 
     #[test]
     fn architecture_variant_is_a_separate_field() {
-        let mut cfg = ImageConfig::default();
-        cfg.arch = Some("arm64/v8".into());
+        let mut cfg = ImageConfig {
+            arch: Some("arm64/v8".into()),
+            ..Default::default()
+        };
         let doc = config_document(&cfg, "sha256:00");
         assert_eq!(doc["architecture"], "arm64");
         assert_eq!(doc["variant"], "v8");

@@ -248,7 +248,7 @@ fn build_reads_the_dockerfile_from_stdin_with_no_context() {
 
 /// Run `cmd` with its stdout a pipe whose reading end is already closed.
 fn with_closed_stdout(cmd: &mut Command) -> (std::process::ExitStatus, String) {
-    let (reader, writer) = std::io::pipe().expect("pipe");
+    let (reader, writer) = nix::unistd::pipe().expect("pipe");
     drop(reader);
     let out = cmd
         .stdout(writer)

@@ -484,7 +484,7 @@ fn hostile_commit_in_the_repository_is_never_checked_out_or_exported() {
     // fsck names it too.
     let (_, err) = fails(chi(&su.st).arg("fsck"));
     assert!(
-        err.contains(&c) || output(chi(&su.st).arg("fsck")).stdout.len() > 0,
+        err.contains(&c) || !output(chi(&su.st).arg("fsck")).stdout.is_empty(),
         "{err}"
     );
 }
