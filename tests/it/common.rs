@@ -30,6 +30,7 @@ pub fn bin(name: &str) -> PathBuf {
         "ch-run" => PathBuf::from(env!("CARGO_BIN_EXE_ch-run")),
         "ch-convert" => PathBuf::from(env!("CARGO_BIN_EXE_ch-convert")),
         "ch-ssh" => PathBuf::from(env!("CARGO_BIN_EXE_ch-ssh")),
+        "ch-grow" => PathBuf::from(env!("CARGO_BIN_EXE_ch-grow")),
         other => panic!("unknown binary {other}"),
     }
 }

@@ -361,6 +361,11 @@ fn version_is_printed_bare_where_charliecloud_prints_it() {
     let v = format!("{}\n", env!("CARGO_PKG_VERSION"));
     let (code, out, err) = stderr_of(tool("ch-image").arg("--version"));
     assert_eq!((code, out.as_str(), err.as_str()), (0, v.as_str(), ""));
+    // ch-grow, Charliecloud's earlier name, is installed beside ch-image and is ch-image.
+    let (code, out, err) = stderr_of(tool("ch-grow").arg("--version"));
+    assert_eq!((code, out.as_str(), err.as_str()), (0, v.as_str(), ""));
+    let (code, _, err) = stderr_of(tool("ch-grow").args(["build", "--help"]));
+    assert_eq!(code, 0, "{err}");
     for t in ["ch-run", "ch-convert"] {
         let (code, out, err) = stderr_of(tool(t).arg("--version"));
         assert_eq!(
