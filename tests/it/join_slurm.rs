@@ -197,7 +197,9 @@ fn a_late_peer_times_out_naming_expected_and_found_counts() {
     let (code, err) = fails(peer().args(["--", "true"]));
     assert_eq!(code, 31, "{err}");
     assert!(
-        err.contains(&format!("peer group {tag} timed out: expected 3 peers, found 1")),
+        err.contains(&format!(
+            "peer group {tag} timed out: expected 3 peers, found 1"
+        )),
         "{err}"
     );
     forget_tag(&tag);
