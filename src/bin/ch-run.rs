@@ -226,7 +226,13 @@ fn real_main() -> Result<i32, RunError> {
             None => Err(RunError::msg(format!("unknown feature: {f}"))),
         };
     }
-    let user = std::env::var("USER").map_err(|_| RunError::msg("$USER not set"))?;
+    // `srun --export=NONE` and `env -i` leave $USER unset: use the invoking uid's name.
+    let user = match std::env::var("USER") {
+        Ok(u) if !u.is_empty() => u,
+        _ => run::passwd::lookup_account(nix::unistd::getuid().as_raw())
+            .map(|a| a.name)
+            .ok_or_else(|| RunError::msg("$USER not set and no passwd entry for my uid"))?,
+    };
 
     // Environment options in command-line order.
     let mut env_args: Vec<(usize, EnvArg)> = Vec::new();
@@ -310,10 +316,12 @@ fn real_main() -> Result<i32, RunError> {
                 grove::verbose!("join: peer group size from command line");
                 Some(c)
             }
-            None => run::join::default_count().map(|(var, c)| {
-                grove::verbose!("join: peer group size from {var}");
-                c
-            }),
+            None => run::join::default_count()
+                .map_err(RunError::msg)?
+                .map(|(var, c)| {
+                    grove::verbose!("join: peer group size from {var}");
+                    c
+                }),
         }
         .filter(|c| *c > 0)
         .ok_or_else(|| RunError::msg("join: no valid peer group size found"))?;

@@ -5,13 +5,18 @@
 //! shared-memory name, which tools watch; under `/tmp` when `/dev/shm` is missing) guarded
 //! by `flock(2)`:
 //! - the first peer finds the file empty (or naming a dead process), keeps the lock while it
-//!   builds the container, then writes `PID JOINED` and releases the lock: it is the winner;
-//! - later peers take the lock, read the winner's PID, count themselves in and `setns(2)`
-//!   into `/proc/PID/ns/{user,mnt}`; the last expected peer removes the file so the tag can
-//!   be reused.
+//!   builds the container, then writes its [`State`] (PID, peers joined, start time, digest
+//!   of the container's options, image path) and releases the lock: it is the winner;
+//! - later peers take the lock, check that the winner runs the same image with the same
+//!   options and that the group has not timed out, count themselves in and `setns(2)` into
+//!   `/proc/PID/ns/{user,mnt}`; the last expected peer removes the file so the tag can be
+//!   reused.
 //!
 //! The lock is released by the kernel if a winner dies while setting up, and a file naming
 //! a dead PID is treated as empty.
+//!
+//! Default tags are job-scoped ([`default_tag`]) and default counts are per node
+//! ([`default_count`]), so that two jobs on one node never share a group (docs/hpc.md).
 
 use super::error::RunError;
 use nix::fcntl::{Flock, FlockArg};
@@ -29,6 +34,59 @@ pub enum Join {
     Peers { tag: String, count: u32 },
 }
 
+/// Seconds after its winner started that a peer group accepts no more peers, unless
+/// `CH_RUN_JOIN_TIMEOUT` says otherwise.
+pub const DEFAULT_TIMEOUT: u64 = 60;
+
+/// What a container is, for peers to compare: the image path and a digest of the options
+/// that shape the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub image: String,
+    pub digest: String,
+}
+
+/// A group's state file: `PID JOINED STARTED DIGEST` on the first line (STARTED in seconds
+/// since the epoch), the image path on the second.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    pub pid: i32,
+    pub joined: u32,
+    pub started: u64,
+    pub id: Identity,
+}
+
+impl State {
+    fn render(&self) -> String {
+        format!(
+            "{} {} {} {}\n{}\n",
+            self.pid, self.joined, self.started, self.id.digest, self.id.image
+        )
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Join timeout in seconds: `CH_RUN_JOIN_TIMEOUT` if a number, else [`DEFAULT_TIMEOUT`].
+fn timeout() -> u64 {
+    std::env::var("CH_RUN_JOIN_TIMEOUT")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(DEFAULT_TIMEOUT)
+}
+
+fn write_state(f: &mut std::fs::File, st: &State) -> Result<(), RunError> {
+    f.set_len(0)
+        .and_then(|_| f.rewind())
+        .and_then(|_| f.write_all(st.render().as_bytes()))
+        .map_err(|e| RunError::io("can't write join state", &e))
+}
+
 /// This process's role in a peer group.
 pub enum Role {
     /// Build the container, then call [`Winner::ready`].
@@ -42,17 +100,20 @@ pub struct Winner {
     lock: Flock<std::fs::File>,
     count: u32,
     path: PathBuf,
+    id: Identity,
 }
 
 impl Winner {
     /// Publish `pid` (a process inside the new namespaces) and release the lock.
     pub fn ready(mut self, pid: i32) -> Result<(), RunError> {
         if self.count > 1 {
-            let f: &mut std::fs::File = &mut self.lock;
-            f.set_len(0)
-                .and_then(|_| f.rewind())
-                .and_then(|_| writeln!(f, "{pid} 1"))
-                .map_err(|e| RunError::io("can't write join state", &e))?;
+            let st = State {
+                pid,
+                joined: 1,
+                started: now(),
+                id: self.id.clone(),
+            };
+            write_state(&mut self.lock, &st)?;
         }
         end(self.count - 1, &self.path);
         drop(self.lock);
@@ -131,16 +192,64 @@ pub fn state_path(tag: &str) -> PathBuf {
     PathBuf::from(dir).join(format!("ch-run_shm-{}", tag.replace('/', "%")))
 }
 
-/// Parse a state file: `PID JOINED`.
-pub fn parse_state(s: &str) -> Option<(i32, u32)> {
-    let mut it = s.split_whitespace();
+/// Parse a state file (see [`State`]); `None` if it is empty or not one.
+pub fn parse_state(s: &str) -> Option<State> {
+    let (first, rest) = s.split_once('\n')?;
+    let mut it = first.split(' ');
     let pid = it.next()?.parse().ok()?;
     let joined = it.next()?.parse().ok()?;
-    Some((pid, joined))
+    let started = it.next()?.parse().ok()?;
+    let digest = it.next()?.to_string();
+    if it.next().is_some() {
+        return None;
+    }
+    let image = rest.strip_suffix('\n')?.to_string();
+    Some(State {
+        pid,
+        joined,
+        started,
+        id: Identity { image, digest },
+    })
 }
 
-/// Enter a peer group: become the winner, or join the winner.
-pub fn peers(uid: u32, tag: &str, count: u32) -> Result<Role, RunError> {
+/// Why a peer may not join the group in `st`, if it may not: it wants a different
+/// container, or the group timed out (`now` and `timeout` in seconds).
+pub fn refusal(
+    tag: &str,
+    st: &State,
+    count: u32,
+    me: &Identity,
+    now: u64,
+    timeout: u64,
+) -> Option<String> {
+    if st.id.image != me.image {
+        return Some(format!(
+            "join: peer group {tag} runs image {}, not {}: refusing to join a different image \
+             (another job with the same tag?)",
+            st.id.image, me.image
+        ));
+    }
+    if st.id.digest != me.digest {
+        return Some(format!(
+            "join: peer group {tag} runs image {} with different options: refusing to join \
+             (all peers must be given the same container options)",
+            st.id.image
+        ));
+    }
+    let age = now.saturating_sub(st.started);
+    if age > timeout {
+        return Some(format!(
+            "join: peer group {tag} timed out: expected {count} peers, found {} after {timeout} s \
+             (winner PID {}); check --join-ct or the launcher's tasks per node",
+            st.joined, st.pid
+        ));
+    }
+    None
+}
+
+/// Enter a peer group: become the winner, or join the winner if it runs the container
+/// `id` describes.
+pub fn peers(uid: u32, tag: &str, count: u32, id: &Identity) -> Result<Role, RunError> {
     let path = state_path(tag);
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -168,16 +277,16 @@ pub fn peers(uid: u32, tag: &str, count: u32) -> Result<Role, RunError> {
     let mut text = String::new();
     lock.read_to_string(&mut text)
         .map_err(|e| RunError::io("can't read join state", &e))?;
-    if let Some((pid, joined)) = parse_state(&text) {
-        if joined < count && in_a_container(pid) {
+    if let Some(st) = parse_state(&text) {
+        let pid = st.pid;
+        if st.joined < count && in_a_container(pid) {
             crate::verbose!("join: I lost");
-            let joined = joined + 1;
+            if let Some(why) = refusal(tag, &st, count, id, now(), timeout()) {
+                return Err(RunError::msg(why));
+            }
+            let joined = st.joined + 1;
             if joined < count {
-                let f: &mut std::fs::File = &mut lock;
-                f.set_len(0)
-                    .and_then(|_| f.rewind())
-                    .and_then(|_| writeln!(f, "{pid} {joined}"))
-                    .map_err(|e| RunError::io("can't write join state", &e))?;
+                write_state(&mut lock, &State { joined, ..st })?;
             }
             crate::verbose!("joining namespaces of pid {pid}");
             join_pid(pid)?;
@@ -189,51 +298,192 @@ pub fn peers(uid: u32, tag: &str, count: u32) -> Result<Role, RunError> {
     }
     crate::verbose!("join: I won");
     crate::verbose!("join: winner initializing shared data");
-    Ok(Role::Winner(Winner { lock, count, path }))
+    Ok(Role::Winner(Winner {
+        lock,
+        count,
+        path,
+        id: id.clone(),
+    }))
 }
 
-/// Default peer count from the launcher's environment, with the variable it came from.
-pub fn default_count() -> Option<(&'static str, u32)> {
+/// Default peer count from the launcher's environment, with the variable it came from;
+/// an error names a launcher variable that can't be read.
+pub fn default_count() -> Result<Option<(&'static str, u32)>, String> {
     count_from(|v| std::env::var(v).ok())
 }
 
 /// The peer count from the first launcher variable that `lookup` finds: Open MPI's local
-/// size, else Slurm's tasks per node (`2(x3),1` gives 2, like C's `atoi`), else Slurm's
-/// CPUs on the node.
-fn count_from(lookup: impl Fn(&str) -> Option<String>) -> Option<(&'static str, u32)> {
-    [
-        "OMPI_COMM_WORLD_LOCAL_SIZE",
-        "SLURM_STEP_TASKS_PER_NODE",
-        "SLURM_CPUS_ON_NODE",
-    ]
-    .iter()
-    .find_map(|v| lookup(v).map(|s| (*v, s)))
-    .and_then(|(v, s)| {
-        s.split(|c: char| !c.is_ascii_digit())
-            .next()
-            .and_then(|d| d.parse().ok())
-            .map(|n| (v, n))
-    })
+/// size, else Slurm's tasks per node (the entry for `SLURM_NODEID`, see
+/// [`tasks_on_node`]), else Slurm's CPUs on the node.
+fn count_from(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<(&'static str, u32)>, String> {
+    let number = |var: &'static str, s: &str| {
+        s.trim()
+            .parse::<u32>()
+            .map(|n| Some((var, n)))
+            .map_err(|_| format!("join: ${var} not a number: {s:?}"))
+    };
+    if let Some(s) = lookup("OMPI_COMM_WORLD_LOCAL_SIZE") {
+        return number("OMPI_COMM_WORLD_LOCAL_SIZE", &s);
+    }
+    if let Some(s) = lookup("SLURM_STEP_TASKS_PER_NODE") {
+        let node = match lookup("SLURM_NODEID") {
+            Some(n) => n
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| format!("join: $SLURM_NODEID not a number: {n:?}"))?,
+            None => 0,
+        };
+        return tasks_on_node(&s, node)
+            .map(|n| Some(("SLURM_STEP_TASKS_PER_NODE", n)))
+            .map_err(|e| format!("join: $SLURM_STEP_TASKS_PER_NODE={s:?}: {e}"));
+    }
+    if let Some(s) = lookup("SLURM_CPUS_ON_NODE") {
+        return number("SLURM_CPUS_ON_NODE", &s);
+    }
+    Ok(None)
 }
 
-/// Default tag: `SLURM_STEP_ID`, else the parent's PID; with where it came from, in
-/// Charliecloud's words (`SLURM_STEP_ID`, `getppid(2)`).
-pub fn default_tag() -> (&'static str, String) {
-    match std::env::var("SLURM_STEP_ID") {
-        Ok(t) => ("SLURM_STEP_ID", t),
-        Err(_) => ("getppid(2)", nix::unistd::getppid().to_string()),
+/// The number of tasks on node `node` (0-based, `SLURM_NODEID`) from Slurm's compressed
+/// list `SLURM_STEP_TASKS_PER_NODE`: comma-separated `N` or `N(xM)` (N tasks on each of M
+/// nodes), e.g. `2(x3),1` is 2, 2, 2, 1.
+pub fn tasks_on_node(list: &str, node: u32) -> Result<u32, String> {
+    let mut first = 0u64; // first node of the current entry
+    for entry in list.trim().split(',') {
+        let (n, reps) = match entry.split_once('(') {
+            None => (entry, 1u64),
+            Some((n, r)) => {
+                let r = r
+                    .strip_prefix('x')
+                    .and_then(|r| r.strip_suffix(')'))
+                    .and_then(|r| r.parse::<u64>().ok())
+                    .filter(|r| *r > 0)
+                    .ok_or_else(|| format!("bad repeat in entry {entry:?}"))?;
+                (n, r)
+            }
+        };
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("bad entry {entry:?}"));
+        }
+        let n: u32 = n.parse().map_err(|_| format!("bad entry {entry:?}"))?;
+        if u64::from(node) < first + reps {
+            return Ok(n);
+        }
+        first += reps;
     }
+    Err(format!(
+        "no entry for node {node} (the list covers {first} nodes)"
+    ))
+}
+
+/// Default tag, job-scoped, with where it came from (for `-v`): Slurm's job and step ids
+/// (`SLURM_JOB_ID.SLURM_STEP_ID`), else the PMIx namespace of the job (Open MPI 4 and other
+/// PMIx launchers), else Open MPI's job id, else the parent's PID.
+pub fn default_tag() -> (&'static str, String) {
+    tag_from(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| ("getppid(2)", nix::unistd::getppid().to_string()))
+}
+
+fn tag_from(lookup: impl Fn(&str) -> Option<String>) -> Option<(&'static str, String)> {
+    if let Some(job) = lookup("SLURM_JOB_ID") {
+        return Some(match lookup("SLURM_STEP_ID") {
+            Some(step) => ("SLURM_JOB_ID and SLURM_STEP_ID", format!("{job}.{step}")),
+            None => ("SLURM_JOB_ID", job),
+        });
+    }
+    ["PMIX_NAMESPACE", "OMPI_MCA_ess_base_jobid", "SLURM_STEP_ID"]
+        .iter()
+        .find_map(|v| lookup(v).map(|t| (*v, t)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn id(image: &str, digest: &str) -> Identity {
+        Identity {
+            image: image.into(),
+            digest: digest.into(),
+        }
+    }
+
     #[test]
     fn state_round_trip_and_garbage() {
-        assert_eq!(parse_state("123 2\n"), Some((123, 2)));
+        let st = State {
+            pid: 123,
+            joined: 2,
+            started: 1700000000,
+            id: id("/img/with space", "ab12"),
+        };
+        assert_eq!(parse_state(&st.render()), Some(st));
+        assert_eq!(parse_state("123 2\n"), None);
         assert_eq!(parse_state(""), None);
         assert_eq!(parse_state("x"), None);
+    }
+
+    #[test]
+    fn peers_refuse_another_image_other_options_or_a_timed_out_group() {
+        let st = State {
+            pid: 7,
+            joined: 1,
+            started: 100,
+            id: id("/a.sqfs", "d1"),
+        };
+        assert_eq!(refusal("t", &st, 2, &id("/a.sqfs", "d1"), 110, 60), None);
+        let e = refusal("t", &st, 2, &id("/b.sqfs", "d1"), 110, 60).expect("image");
+        assert!(e.contains("runs image /a.sqfs, not /b.sqfs"), "{e}");
+        let e = refusal("t", &st, 2, &id("/a.sqfs", "d2"), 110, 60).expect("options");
+        assert!(e.contains("different options"), "{e}");
+        let e = refusal("t", &st, 3, &id("/a.sqfs", "d1"), 161, 60).expect("timeout");
+        assert!(e.contains("expected 3 peers, found 1"), "{e}");
+    }
+
+    #[test]
+    fn tasks_per_node_compressed_form() {
+        let l = "2(x3),1";
+        let got: Vec<u32> = (0..4)
+            .map(|n| tasks_on_node(l, n).expect("entry"))
+            .collect();
+        assert_eq!(got, [2, 2, 2, 1]);
+        assert_eq!(tasks_on_node("3,1", 1), Ok(1));
+        assert_eq!(tasks_on_node("4", 0), Ok(4));
+        assert_eq!(tasks_on_node("1,5(x2),2", 2), Ok(5));
+        assert_eq!(tasks_on_node("1,5(x2),2", 3), Ok(2));
+        let e = tasks_on_node("2(x3),1", 4).expect_err("past the end");
+        assert!(e.contains("no entry for node 4"), "{e}");
+        for bad in ["", "x", "2(3)", "2(x0)", "2(x", "-1", "(x2)"] {
+            assert!(tasks_on_node(bad, 0).is_err(), "{bad}");
+        }
+        assert!(tasks_on_node("2,,1", 1).is_err());
+    }
+
+    #[test]
+    fn default_tag_is_job_scoped() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(
+            tag_from(env(&[("SLURM_JOB_ID", "41"), ("SLURM_STEP_ID", "0")])),
+            Some(("SLURM_JOB_ID and SLURM_STEP_ID", "41.0".into()))
+        );
+        assert_eq!(
+            tag_from(env(&[
+                ("PMIX_NAMESPACE", "slurm.pmix.41.0"),
+                ("SLURM_JOB_ID", "41")
+            ])),
+            Some(("SLURM_JOB_ID", "41".into()))
+        );
+        assert_eq!(
+            tag_from(env(&[("PMIX_NAMESPACE", "prterun-x-12@1")])),
+            Some(("PMIX_NAMESPACE", "prterun-x-12@1".into()))
+        );
+        assert_eq!(tag_from(env(&[])), None);
     }
 
     #[test]
@@ -248,22 +498,34 @@ mod tests {
         };
         assert_eq!(
             count_from(env(&[("SLURM_STEP_TASKS_PER_NODE", "2(x3),1")])),
-            Some(("SLURM_STEP_TASKS_PER_NODE", 2))
+            Ok(Some(("SLURM_STEP_TASKS_PER_NODE", 2)))
         );
+        assert_eq!(
+            count_from(env(&[
+                ("SLURM_STEP_TASKS_PER_NODE", "2(x3),1"),
+                ("SLURM_NODEID", "3")
+            ])),
+            Ok(Some(("SLURM_STEP_TASKS_PER_NODE", 1)))
+        );
+        assert!(count_from(env(&[
+            ("SLURM_STEP_TASKS_PER_NODE", "2(x3),1"),
+            ("SLURM_NODEID", "4")
+        ]))
+        .is_err());
         assert_eq!(
             count_from(env(&[
                 ("SLURM_CPUS_ON_NODE", "8"),
                 ("OMPI_COMM_WORLD_LOCAL_SIZE", "4"),
                 ("SLURM_STEP_TASKS_PER_NODE", "2")
             ])),
-            Some(("OMPI_COMM_WORLD_LOCAL_SIZE", 4))
+            Ok(Some(("OMPI_COMM_WORLD_LOCAL_SIZE", 4)))
         );
         assert_eq!(
             count_from(env(&[("SLURM_CPUS_ON_NODE", "16")])),
-            Some(("SLURM_CPUS_ON_NODE", 16))
+            Ok(Some(("SLURM_CPUS_ON_NODE", 16)))
         );
-        assert_eq!(count_from(env(&[("SLURM_CPUS_ON_NODE", "x3")])), None);
-        assert_eq!(count_from(env(&[])), None);
+        assert!(count_from(env(&[("SLURM_CPUS_ON_NODE", "x3")])).is_err());
+        assert_eq!(count_from(env(&[])), Ok(None));
     }
 
     #[test]

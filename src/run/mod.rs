@@ -482,7 +482,8 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
     }
     let host_home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
-        .map(PathBuf::from);
+        .map(PathBuf::from)
+        .or_else(|| spec.home.then(|| passwd::lookup_home(euid)).flatten());
     if spec.home && host_home.is_none() {
         return Err(RunError::msg("--home failed: $HOME not set"));
     }
@@ -509,10 +510,12 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
             join::join_pid(*pid)?;
             joined = true;
         }
-        Some(Join::Peers { tag, count }) => match join::peers(euid, tag, *count)? {
-            join::Role::Joined => joined = true,
-            join::Role::Winner(w) => winner = Some(w),
-        },
+        Some(Join::Peers { tag, count }) => {
+            match join::peers(euid, tag, *count, &join_identity(spec, uid, gid))? {
+                join::Role::Joined => joined = true,
+                join::Role::Winner(w) => winner = Some(w),
+            }
+        }
         None => {}
     }
 
@@ -750,7 +753,13 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
             sys::exit_now(exec_failure_status(&e));
         }
         sys::Forked::Parent(child) => {
-            let code = supervise(child, &blocked, contained.then_some(build_parent));
+            let mut terminated = false;
+            let code = supervise(
+                child,
+                &blocked,
+                contained.then_some(build_parent),
+                &mut terminated,
+            );
             if contained {
                 // The command has exited, or the build died: nothing of the RUN may stay.
                 kill_descendants();
@@ -763,14 +772,51 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
                 wait_for_peers(daemon.id(), &blocked);
             }
             if let Ok(Some(st)) = daemon.try_wait() {
+                // ch-run was told to stop (scancel signals the whole step, the daemon too,
+                // which ignores SIGTERM but may be sent anything): the job ends with the
+                // command's status.
+                if terminated {
+                    crate::verbose!("squashfuse_ll exited after a signal to stop ({st})");
+                    return code;
+                }
                 // The filesystem went away under the command (FAQ 11.2.5).
                 crate::warn!("squashfuse_ll exited before the command ({st})");
                 return Ok(EXIT_SQUASH);
             }
-            let _ = nix::sys::signal::kill(Pid::from_raw(daemon.id() as i32), Signal::SIGTERM);
+            // SIGKILL: the daemon ignores SIGTERM (see setup::mount_squash); it holds no
+            // state to save, and the mount goes with the namespace.
+            let _ = nix::sys::signal::kill(Pid::from_raw(daemon.id() as i32), Signal::SIGKILL);
             let _ = daemon.wait();
             code
         }
+    }
+}
+
+/// What peers of a `--join` group compare before joining: the image path (canonical if
+/// it exists) and a digest of the options that shape the container (not those applied
+/// per process, like the environment, the working directory or seccomp).
+fn join_identity(spec: &RunSpec, uid: u32, gid: u32) -> join::Identity {
+    use sha2::Digest;
+    let image = spec
+        .image
+        .path
+        .canonicalize()
+        .unwrap_or_else(|_| spec.image.path.clone());
+    let opts = format!(
+        "grove-join-1 {:?} {:?} {:?} uid={uid} gid={gid} tmp={} home={:?} passwd={} mnt={:?} \
+         ssh={:?}",
+        spec.image.kind,
+        spec.write,
+        spec.binds,
+        spec.private_tmp,
+        spec.home.then_some(&spec.user),
+        !spec.no_passwd,
+        spec.squash_mount,
+        spec.ch_ssh,
+    );
+    join::Identity {
+        image: image.to_string_lossy().replace('\n', "?"),
+        digest: hex::encode(sha2::Sha256::digest(opts.as_bytes())),
     }
 }
 
@@ -922,7 +968,13 @@ fn wait_for_peers(daemon: u32, blocked: &SigSet) {
 }
 
 /// Wait for `child`, forwarding signals; the exit status as a shell reports it.
-fn supervise(child: Pid, blocked: &SigSet, parent: Option<Pid>) -> Result<i32, RunError> {
+/// `terminated` is set if ch-run was sent a signal that ends a job (TERM, INT, HUP, QUIT).
+fn supervise(
+    child: Pid,
+    blocked: &SigSet,
+    parent: Option<Pid>,
+    terminated: &mut bool,
+) -> Result<i32, RunError> {
     loop {
         match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(code),
@@ -938,6 +990,17 @@ fn supervise(child: Pid, blocked: &SigSet, parent: Option<Pid>) -> Result<i32, R
         };
         if sig == Signal::SIGCHLD as i32 {
             continue;
+        }
+        if [
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+        ]
+        .iter()
+        .any(|s| *s as i32 == sig)
+        {
+            *terminated = true;
         }
         // A builder's RUN whose build died (the parent-death signal, or any signal after
         // it): end now, the caller kills what is left.

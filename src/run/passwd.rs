@@ -49,6 +49,12 @@ pub fn lookup_account(uid: u32) -> Option<Account> {
     })
 }
 
+/// The host's home directory of `uid`, for when `$HOME` is unset (`srun --export=NONE`).
+pub fn lookup_home(uid: u32) -> Option<std::path::PathBuf> {
+    let u = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok()??;
+    Some(u.dir).filter(|d| !d.as_os_str().is_empty())
+}
+
 /// Look up the host group name of `gid`.
 pub fn lookup_group(gid: u32) -> Option<String> {
     nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))

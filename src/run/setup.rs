@@ -120,9 +120,19 @@ pub fn mount_squash(
     cmd.stdin(std::process::Stdio::null());
     // Own process group: a terminal's ^C must not kill the filesystem under the command.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    // A batch system's scancel signals every process of the job step, the daemon too: it
+    // must keep serving the command until the command ends (then ch-run stops it with
+    // SIGKILL), so that the job ends with the command's status, not a lost filesystem.
+    {
+        use nix::sys::signal::Signal;
+        super::sys::ignore_across_exec(
+            &mut cmd,
+            &[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP],
+        );
+    }
     // If ch-run is killed outright, the daemon must not outlive it: the mount namespace
-    // it keeps alive holds nothing else.
-    super::sys::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
+    // it keeps alive holds nothing else. (SIGKILL: it ignores SIGTERM.)
+    super::sys::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGKILL);
     let child = cmd.spawn().map_err(|e| {
         RunError::io("can't start squashfuse_ll", &e)
             .with_hint("install squashfuse (squashfuse_ll), or convert the image to a directory")

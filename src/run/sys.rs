@@ -124,6 +124,27 @@ pub fn die_with_parent(cmd: &mut std::process::Command, sig: nix::sys::signal::S
     }
 }
 
+/// Make `cmd` start with `sigs` ignored (a disposition exec keeps). libfuse installs its
+/// exit handlers for SIGHUP, SIGINT and SIGTERM only where the disposition is the default
+/// (`fuse_set_signal_handlers(3)`), so a FUSE daemon started so ignores them.
+pub fn ignore_across_exec(
+    cmd: &mut std::process::Command,
+    sigs: &'static [nix::sys::signal::Signal],
+) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only makes the
+    // async-signal-safe system call sigaction(2) (through signal); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            for s in sigs {
+                nix::sys::signal::signal(*s, nix::sys::signal::SigHandler::SigIgn)
+                    .map_err(std::io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Terminate the process immediately without running destructors or flushing stdio
 /// (used in a forked child whose exec failed).
 pub fn exit_now(code: i32) -> ! {

@@ -10,6 +10,7 @@ mod convert_formats;
 mod environment;
 mod hostile;
 mod interop;
+mod join_slurm;
 mod provenance;
 mod registry;
 mod run;

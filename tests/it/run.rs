@@ -490,9 +490,10 @@ fn home_binds_host_home_and_sets_home() {
         } else {
             c.env("HOME", "");
         }
-        let (code, err) = fails(&mut c);
-        assert_eq!(code, 31);
-        assert!(err.contains("--home failed: $HOME not set"), "{err}");
+        // Unset or empty: the passwd entry's home directory (join_slurm tests it).
+        let out = output(&mut c);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("$HOME not set"), "{err}");
     }
 }
 
@@ -987,13 +988,12 @@ fn ch_ssh_runs_ssh_with_ch_run_and_the_image_arguments() {
 
 #[test]
 fn user_must_be_set() {
-    let mut c = in_bb(&[], "true");
+    // Unset: the invoking uid's passwd name (srun --export=NONE).
+    let mut c = in_bb(&[], "echo ran");
     c.env_remove("USER");
-    let (code, err) = fails(&mut c);
-    assert_eq!(code, 31);
-    assert!(err.contains("$USER not set"), "{err}");
+    assert_eq!(stdout_of(&mut c), "ran\n");
     // $USER names /home/$USER: it cannot climb out of /home.
-    for bad in ["../../etc", "x/y", "..", ""] {
+    for bad in ["../../etc", "x/y", ".."] {
         let mut c = in_bb(&["--home"], "ls /etc");
         c.env("USER", bad);
         let (code, err) = fails(&mut c);
@@ -1658,7 +1658,7 @@ fn squashfs_daemon_dying_early_exits_84() {
         "--",
         "/bin/sh",
         "-c",
-        "for p in $(cat /proc/$PPID/task/$PPID/children); do [ $p != $$ ] && kill $p && \
+        "for p in $(cat /proc/$PPID/task/$PPID/children); do [ $p != $$ ] && kill -KILL $p && \
          while read -r a b c rest < /proc/$p/stat && [ \"$c\" != Z ]; do :; done; done; exit 0",
     ]);
     let out = output(&mut c);
