@@ -1,10 +1,12 @@
 //! Export a model as a tar stream: deterministic (entries depth-first in byte order,
-//! owner root:root, one fixed mtime), with the exact recorded modes, hard links as tar
+//! owner root:root, the recorded mtimes in whole seconds, `$SOURCE_DATE_EPOCH` or 0 where
+//! none is recorded), with the exact recorded modes, hard links as tar
 //! hard links and FIFOs as FIFOs; as a SquashFS file (that tar stream piped into
 //! `sqfstar`, never a checkout); and as gzip compressed in parallel ([`ParGz`]).
 //!
 //! Invariant: the same model gives the same bytes, whatever the machine, the number of
-//! cores or the time of day (only `$SOURCE_DATE_EPOCH` changes the fixed mtime).
+//! cores or the time of day (only `$SOURCE_DATE_EPOCH` changes the fixed mtime of
+//! entries without a recorded time).
 
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -53,7 +55,8 @@ impl ExportError {
     }
 }
 
-/// The mtime of every exported entry: `$SOURCE_DATE_EPOCH` if set, else 0.
+/// The mtime of exported entries without a recorded time, and of archive members that are
+/// not image files: `$SOURCE_DATE_EPOCH` if set, else 0.
 pub fn fixed_mtime() -> u64 {
     std::env::var("SOURCE_DATE_EPOCH")
         .ok()
@@ -124,14 +127,21 @@ pub fn write_tar_with<W: Write>(
     let root_entry = !opts.omit_root_entry;
     let mask = if opts.clear_setid { !0o6000 } else { !0 };
     let header = |kind, mode: u32, size, mtime| header(kind, mode & mask, size, mtime);
-    let mtime = fixed_mtime();
+    let fixed = fixed_mtime();
+    // Tar headers hold whole seconds, never before the epoch.
+    let time_of = |rel: &[u8]| {
+        root.times
+            .get(rel)
+            .map(|t| t.sec.max(0) as u64)
+            .unwrap_or(fixed)
+    };
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Complete);
     let mut primaries: std::collections::HashMap<u32, Vec<u8>> = Default::default();
     let mut result: Result<(), ExportError> = Ok(());
     // The root directory itself, as "./".
     if root_entry {
-        let mut h = header(tar::EntryType::Directory, root.mode, 0, mtime);
+        let mut h = header(tar::EntryType::Directory, root.mode, 0, time_of(b""));
         b.append_data(&mut h, "./", io::empty())?;
     }
     root.walk(&mut |rel, node| {
@@ -139,6 +149,7 @@ pub fn write_tar_with<W: Write>(
             return;
         }
         let path = std::path::Path::new(std::ffi::OsStr::from_bytes_compat(rel));
+        let mtime = time_of(rel);
         let r: Result<(), ExportError> = (|| {
             // Extended attributes go in a PAX header before their entry.
             if let Some(attrs) = root.xattrs.get(rel) {
@@ -296,7 +307,8 @@ pub struct SquashOptions {
     pub level: Option<u32>,
     /// Compressor threads (the output does not depend on it).
     pub processors: usize,
-    /// Every timestamp in the file system, its creation time included.
+    /// The file system's creation time, and the time of entries the tar stream does not
+    /// time (other entries keep the tar stream's times).
     pub mtime: u64,
     /// Mode of the root directory.
     pub root_mode: u32,
@@ -349,16 +361,18 @@ pub fn find_squash_tool() -> Result<SquashTool, ExportError> {
 }
 
 /// Program and arguments that read a tar stream on stdin and write SquashFS to `out`
-/// reproducibly: fixed times, root-owned, no xattrs, the given root mode.
+/// reproducibly: the tar stream's times (`root_time` for the root directory), a fixed
+/// creation time, root-owned, no xattrs, the given root mode.
 pub fn squash_command(
     tool: SquashTool,
     out: &Path,
     o: &SquashOptions,
+    root_time: u64,
 ) -> (&'static str, Vec<OsString>) {
     let mut args: Vec<OsString> = Vec::new();
     if tool == SquashTool::Tar2sqfs {
-        // Times are the tar stream's (all fixed); the superblock time is 0 or
-        // $SOURCE_DATE_EPOCH; the `./` member gives the root's mode.
+        // Times are the tar stream's (tar2sqfs 1.1+ keeps them unless `--no-keep-time`); the superblock time is 0 or
+        // $SOURCE_DATE_EPOCH; the `./` member gives the root's mode and time.
         let level = match (o.comp, o.level) {
             (_, Some(l)) => Some(l),
             (SquashComp::Zstd, None) => Some(DEFAULT_ZSTD_LEVEL),
@@ -404,10 +418,8 @@ pub fn squash_command(
     opts.extend([
         "-mkfs-time".into(),
         o.mtime.to_string(),
-        "-all-time".into(),
-        o.mtime.to_string(),
         "-root-time".into(),
-        o.mtime.to_string(),
+        root_time.to_string(),
         "-root-mode".into(),
         format!("{:o}", o.root_mode & 0o7777),
         "-all-root".into(),
@@ -443,7 +455,12 @@ pub fn write_squash(
     o: &SquashOptions,
 ) -> Result<(), ExportError> {
     let tool = find_squash_tool()?;
-    let (prog, args) = squash_command(tool, out, o);
+    let root_time = root
+        .times
+        .get(b"")
+        .map(|t| t.sec.max(0) as u64)
+        .unwrap_or(o.mtime);
+    let (prog, args) = squash_command(tool, out, o, root_time);
     let mut child = Command::new(prog)
         .args(&args)
         .stdin(Stdio::piped())
@@ -713,35 +730,34 @@ mod tests {
             mtime: 0,
             root_mode: 0o755,
         };
-        let (prog, args) = squash_command(SquashTool::Sqfstar, Path::new("/x.sqfs"), &o);
+        let (prog, args) = squash_command(SquashTool::Sqfstar, Path::new("/x.sqfs"), &o, 7);
         assert_eq!(prog, "sqfstar");
         let args: Vec<String> = args
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        for want in [
-            "-all-root",
-            "-no-xattrs",
-            "-mkfs-time",
-            "-all-time",
-            "-root-mode",
-        ] {
+        for want in ["-all-root", "-no-xattrs", "-mkfs-time", "-root-mode"] {
             assert!(args.contains(&want.to_string()), "{want} in {args:?}");
         }
+        // The tar stream's times are kept: no -all-time; the root's own time.
+        assert!(!args.contains(&"-all-time".to_string()), "{args:?}");
+        let i = args.iter().position(|a| a == "-root-time").unwrap();
+        assert_eq!(args[i + 1], "7");
         assert_eq!(args.last().map(String::as_str), Some("/x.sqfs"));
-        let (prog, args) = squash_command(SquashTool::MksquashfsTar, Path::new("/x.sqfs"), &o);
+        let (prog, args) = squash_command(SquashTool::MksquashfsTar, Path::new("/x.sqfs"), &o, 0);
         assert_eq!(prog, "mksquashfs");
         assert_eq!(
             args[..4],
             ["-", "/x.sqfs", "-tar", "-noappend"].map(OsString::from)
         );
-        let (prog, args) = squash_command(SquashTool::Tar2sqfs, Path::new("/x.sqfs"), &o);
+        let (prog, args) = squash_command(SquashTool::Tar2sqfs, Path::new("/x.sqfs"), &o, 0);
         assert_eq!(prog, "tar2sqfs");
         let args: Vec<String> = args
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         assert!(args.contains(&"level=3".to_string()), "{args:?}");
+        assert!(!args.contains(&"--no-keep-time".to_string()), "{args:?}");
         assert!(
             args.contains(&"uid=0,gid=0,mode=755,mtime=0".to_string()),
             "{args:?}"
