@@ -81,7 +81,8 @@ pub fn apply_upper(
         clamp,
     };
     let top = fs::symlink_metadata(upper).map_err(io_err("stat", upper))?;
-    model.times.set(b"", w.time(&top));
+    let root_time = w.time(upper, &top)?;
+    model.times.set(b"", root_time);
     walk_upper(upper, &[], model, &mut w)?;
     // Hard links within the layer: one blob per inode, one group per inode.
     let mut group_of: HashMap<(u64, u64), u32> = HashMap::new();
@@ -186,12 +187,19 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    fn time(&self, md: &fs::Metadata) -> model::Mtime {
+    /// The time of `path` (with metadata `md`), clamped; a clamped time is set on the
+    /// file too, since the upper directory is kept as the commit's layer (`ch-run NAME`
+    /// and later RUNs see it).
+    fn time(&self, path: &Path, md: &fs::Metadata) -> Result<model::Mtime, StoreError> {
         let t = model::Mtime::of(md);
-        match self.clamp {
+        let c = match self.clamp {
             Some(max) => t.clamped(max),
             None => t,
+        };
+        if c != t {
+            super::checkout::set_time(path, c).map_err(io_err("set time of", path))?;
         }
+        Ok(c)
     }
 }
 
@@ -203,7 +211,11 @@ fn walk_upper(abs: &Path, rel: &[u8], model: &mut Dir, w: &mut Walk) -> Result<(
         let r = model::join_rel(rel, &name);
         let mode = md.mode() & 0o7777;
         let ft = md.file_type();
-        let time = w.time(&md);
+        let time = if is_whiteout(&p, &md) {
+            model::Mtime::of(&md)
+        } else {
+            w.time(&p, &md)?
+        };
         if super::model::xattrs_enabled() && (ft.is_file() || ft.is_dir()) && !is_whiteout(&p, &md)
         {
             // overlayfs keeps its own bookkeeping in user.overlay.*: not image content.

@@ -13,3 +13,4 @@ mod registry;
 mod run;
 mod security;
 mod store;
+mod times;
