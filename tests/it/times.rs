@@ -303,3 +303,141 @@ fn source_date_epoch_makes_builds_in_two_stores_identical() {
     assert_eq!(commits[0], commits[1], "same commit in both stores");
     assert!(exports[0] == exports[1], "tar exports differ");
 }
+
+/// What `python3 -v -c 'import json'` says about json's bytecode: importlib prints
+/// "code object from '…/__pycache__/….pyc'" when it uses the cached bytecode, "code object
+/// from '….py'" when it compiles the source again, then "created '….pyc'" or "could not
+/// create …" when it tries to write the new bytecode.
+fn assert_json_imports_from_cache(stderr: &str, what: &str) {
+    let used = stderr.lines().any(|l| {
+        l.starts_with("# code object from") && l.contains("/json/__pycache__/__init__.cpython-")
+    });
+    let rewritten = stderr
+        .lines()
+        .filter(|l| {
+            (l.starts_with("# code object from") && l.contains(".py'"))
+                || l.starts_with("# created '")
+                || l.contains("could not create")
+        })
+        .collect::<Vec<_>>();
+    assert!(
+        used && rewritten.is_empty(),
+        "{what}: json not imported from its .pyc as it is (recompiled: {rewritten:?}):\n{stderr}"
+    );
+}
+
+/// `.pyc` files below `root/usr/lib` with their mtimes and sizes.
+fn pyc_files(root: &Path) -> std::collections::BTreeMap<PathBuf, (i64, i64, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![root.join("usr/lib")];
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(md) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if md.is_dir() {
+                todo.push(p);
+            } else if p.extension().is_some_and(|x| x == "pyc") {
+                out.insert(p, (md.mtime(), md.mtime_nsec(), md.len()));
+            }
+        }
+    }
+    out
+}
+
+/// The issue's test: Python installed by RUN in a Debian image imports from the `.pyc`
+/// files `apt-get install` compiled, read-only (nothing recompiled) and writable (nothing
+/// written), with and without `SOURCE_DATE_EPOCH` (then the `.pyc` are hash-checked).
+#[test]
+fn python_installed_by_run_starts_without_recompiling() {
+    let Some(tarball) = crate::build::debian_tarball() else {
+        return;
+    };
+    let s = Scratch::new("times-python");
+    let ctx = s.join("ctx");
+    sh(&format!(
+        "mkdir {c} && printf '%s\\n' 'FROM debian' \
+         'RUN apt-get update && apt-get install -y --no-install-recommends python3' \
+         > {c}/Dockerfile",
+        c = ctx.display()
+    ));
+    for sde in [None, Some("1700000000")] {
+        let what = match sde {
+            None => "without SOURCE_DATE_EPOCH".to_string(),
+            Some(t) => format!("SOURCE_DATE_EPOCH={t}"),
+        };
+        let st = s.join(format!("st-{}", sde.unwrap_or("none")));
+        ok(image(&st).arg("import").arg(&tarball).arg("debian"));
+        // The base keeps the tarball's times (the issue's /usr/bin/ls of 2022-09-20).
+        assert_eq!(
+            mtime(&st.join("img/debian+latest/usr/bin/ls")),
+            {
+                let l = ok(Command::new("tar")
+                    .args(["--full-time", "-tvf"])
+                    .arg(&tarball)
+                    .arg("./usr/bin/ls")
+                    .env("TZ", "UTC"));
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let t = format!("{} {}", f[3], f[4]);
+                ok(Command::new("date")
+                    .env("TZ", "UTC")
+                    .args(["-d", &t, "+%s"]))
+                .trim()
+                .parse::<i64>()
+                .expect("seconds")
+            },
+            "{what}: /usr/bin/ls keeps the tarball's time"
+        );
+        let mut c = image(&st);
+        c.args(["build", "-t", "py"]);
+        if let Some(t) = sde {
+            c.args(["--build-arg", &format!("SOURCE_DATE_EPOCH={t}")]);
+        }
+        let out = output(c.arg(&ctx));
+        assert!(
+            out.status.success(),
+            "{what}: build failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Read-only, by name.
+        let out = output(tool("ch-run").arg("-s").arg(&st).args([
+            "py",
+            "--",
+            "python3",
+            "-v",
+            "-c",
+            "import json",
+        ]));
+        assert!(out.status.success(), "{what}: {out:?}");
+        assert_json_imports_from_cache(
+            &String::from_utf8_lossy(&out.stderr),
+            &format!("{what}, read-only"),
+        );
+        // Writable, from a directory export: no .pyc written or rewritten.
+        let dir = s.join(format!("dir-{}", sde.unwrap_or("none")));
+        ok(convert(&st).arg("py").arg(&dir));
+        let before = pyc_files(&dir);
+        assert!(!before.is_empty(), "{what}: no .pyc in the image");
+        let out = output(tool("ch-run").arg("-w").arg(&dir).args([
+            "--",
+            "python3",
+            "-v",
+            "-c",
+            "import json",
+        ]));
+        assert!(out.status.success(), "{what}: {out:?}");
+        assert_json_imports_from_cache(
+            &String::from_utf8_lossy(&out.stderr),
+            &format!("{what}, writable"),
+        );
+        assert_eq!(
+            pyc_files(&dir),
+            before,
+            "{what}: .pyc files changed under -w"
+        );
+    }
+}
