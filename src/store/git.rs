@@ -1236,6 +1236,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn times_differing_from_the_most_common_one_get_records() {
+        let null = ObjectId::null(gix::hash::Kind::Sha1);
+        let mut d = Dir::new(0o755);
+        for p in ["a", "b", "c", "d"] {
+            d.insert(
+                p.as_bytes(),
+                Node::File(File {
+                    mode: 0o644,
+                    oid: null,
+                    size: 0,
+                    link_group: None,
+                }),
+            )
+            .unwrap();
+        }
+        // No time at all: a version 1 blob.
+        assert_eq!(records_with_time(&d), (Vec::new(), None));
+        // Two at 7, two at 5 and the root at 9: the earliest of the most common is the
+        // default; "d" has none and takes it.
+        for (p, s) in [(&b""[..], 9), (b"a", 7), (b"b", 7), (b"c", 5)] {
+            d.times.set(p, Mtime::new(s, 0));
+        }
+        d.times.set(b"d", Mtime::new(5, 0));
+        let (recs, default) = records_with_time(&d);
+        assert_eq!(default, Some(Mtime::new(5, 0)));
+        assert_eq!(
+            recs,
+            vec![
+                Record::Time {
+                    time: Mtime::new(9, 0),
+                    path: Vec::new()
+                },
+                Record::Time {
+                    time: Mtime::new(7, 0),
+                    path: b"a".to_vec()
+                },
+                Record::Time {
+                    time: Mtime::new(7, 0),
+                    path: b"b".to_vec()
+                },
+            ]
+        );
+    }
+
+    #[test]
     fn read_blob_sees_a_pack_another_handle_already_loaded() {
         // The state gix-odb can leave a racing thread in: its snapshot predates a new
         // pack, and the store's published index (refreshed by another thread) has it.

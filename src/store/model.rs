@@ -622,6 +622,30 @@ mod tests {
     }
 
     #[test]
+    fn replacing_or_removing_an_entry_drops_the_times_below_it() {
+        let mut d = Dir::new(0o755);
+        d.insert(b"a/x", file(0o644)).unwrap();
+        d.insert(b"ab", file(0o644)).unwrap();
+        for (p, s) in [(&b"a"[..], 1), (b"a/x", 2), (b"ab", 3)] {
+            d.times.set(p, Mtime::new(s, 0));
+        }
+        assert_eq!(d.times.subtree(b"a").by_path.len(), 2);
+        assert_eq!(d.times.subtree(b"a").get(b"x"), Some(Mtime::new(2, 0)));
+        // A directory again keeps its children and their times.
+        d.insert(b"a", Node::Dir(Dir::new(0o700))).unwrap();
+        assert_eq!(d.times.get(b"a/x"), Some(Mtime::new(2, 0)));
+        // A file replacing the directory: a/ and a/x lose their times, ab keeps its own.
+        d.insert(b"a", file(0o644)).unwrap();
+        assert_eq!(d.times.get(b"a/x"), None);
+        assert_eq!(d.times.get(b"a"), None);
+        assert_eq!(d.times.get(b"ab"), Some(Mtime::new(3, 0)));
+        d.remove(b"ab").unwrap();
+        assert!(d.times.by_path.is_empty());
+        assert_eq!(Mtime::new(10, 5).clamped(10), Mtime::new(10, 0));
+        assert_eq!(Mtime::new(9, 5).clamped(10), Mtime::new(9, 5));
+    }
+
+    #[test]
     fn walk_is_depth_first_in_byte_order() {
         let mut d = Dir::new(0o755);
         for p in ["b", "a/z", "a/b", "a.c"] {
