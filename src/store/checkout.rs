@@ -210,14 +210,9 @@ pub fn materialize(
                     .map_err(io_err("chmod", &job.path))?;
             }
             if let Some(t) = job.time {
-                let ts = std::time::UNIX_EPOCH
-                    .checked_add(std::time::Duration::new(t.sec.max(0) as u64, t.nsec))
-                    .filter(|_| t.sec >= 0);
-                match ts {
-                    Some(ts) => f.set_times(fs::FileTimes::new().set_accessed(ts).set_modified(ts)),
-                    None => set_time(&job.path, t),
-                }
-                .map_err(io_err("set time of", &job.path))?;
+                let ts = nix::sys::time::TimeSpec::new(t.sec, t.nsec as _);
+                nix::sys::stat::futimens(std::os::fd::AsRawFd::as_raw_fd(&f), &ts, &ts)
+                    .map_err(|e| io_err("set time of", &job.path)(e.into()))?;
             }
             Ok(())
         },
