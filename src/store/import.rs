@@ -1053,8 +1053,8 @@ fn apply_layer_shaped(
     Ok((warnings, Shape { saw_root, tops }))
 }
 
-/// A member's modification time: the PAX `mtime` record when there is one (it may carry
-/// a fraction of a second; a negative time too), else the header's whole seconds. `None`
+/// A member's modification time in whole seconds: the PAX `mtime` record when there is
+/// one (a negative time too; a fraction is dropped), else the header's. `None`
 /// for a field that is not a number.
 fn member_time<R: Read>(entry: &mut tar::Entry<R>) -> Option<model::Mtime> {
     if let Ok(Some(exts)) = entry.pax_extensions() {
@@ -1064,7 +1064,9 @@ fn member_time<R: Read>(entry: &mut tar::Entry<R>) -> Option<model::Mtime> {
                     .ok()
                     .and_then(parse_pax_time)
                 {
-                    return Some(t);
+                    // Whole seconds, as every input (see `Mtime::of`): the second the
+                    // time falls in.
+                    return Some(model::Mtime::new(t.sec, 0));
                 }
             }
         }
@@ -1075,7 +1077,7 @@ fn member_time<R: Read>(entry: &mut tar::Entry<R>) -> Option<model::Mtime> {
 
 /// A PAX time (`[-]SECONDS[.FRACTION]`) as seconds and nanoseconds (the fraction cut to
 /// nanoseconds; a negative time's fraction counts back from its seconds).
-fn parse_pax_time(s: &str) -> Option<model::Mtime> {
+pub(crate) fn parse_pax_time(s: &str) -> Option<model::Mtime> {
     let (neg, s) = match s.strip_prefix('-') {
         Some(r) => (true, r),
         None => (false, s),

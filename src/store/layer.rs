@@ -187,16 +187,16 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    /// The time of `path` (with metadata `md`), clamped; a clamped time is set on the
-    /// file too, since the upper directory is kept as the commit's layer (`ch-run NAME`
-    /// and later RUNs see it).
+    /// The time of `path` (with metadata `md`) in whole seconds, clamped; a time changed
+    /// so is set on the file too, since the upper directory is kept as the commit's layer
+    /// (`ch-run NAME` and later RUNs see it).
     fn time(&self, path: &Path, md: &fs::Metadata) -> Result<model::Mtime, StoreError> {
         let t = model::Mtime::of(md);
         let c = match self.clamp {
             Some(max) => t.clamped(max),
             None => t,
         };
-        if c != t {
+        if c != t || md.mtime_nsec() != 0 {
             super::checkout::set_time(path, c).map_err(io_err("set time of", path))?;
         }
         Ok(c)

@@ -69,10 +69,12 @@ impl Mtime {
         }
     }
 
-    /// The modification time of `md`.
+    /// The modification time of `md`, in whole seconds: images keep seconds (what tar,
+    /// SquashFS and Python's `.pyc` check hold), so that a directory and its tarball
+    /// import as the same image.
     pub fn of(md: &std::fs::Metadata) -> Mtime {
         use std::os::unix::fs::MetadataExt;
-        Mtime::new(md.mtime(), md.mtime_nsec().clamp(0, 999_999_999) as u32)
+        Mtime::new(md.mtime(), 0)
     }
 
     /// This time, or `max` seconds if it is later (reproducible-builds.org "clamp").
