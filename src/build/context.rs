@@ -4,9 +4,10 @@
 //! Sources are always relative to the context, even when written absolute, and must stay
 //! inside it after top-level symlinks are followed. The content hash covers, for every
 //! entry below each source (sorted): its relative path, type, permission bits, symlink
-//! target, and a blake3 hash of file contents. Mtimes are not part of it: a file edited
-//! and set back to its old mtime still changes the hash, because the stat cache is keyed
-//! on ctime and inode too, which a user cannot set back.
+//! target, modification time (COPY keeps it, so it is part of the result) and a blake3
+//! hash of file contents. A file edited and set back to its old mtime still changes the
+//! hash, because the stat cache is keyed on ctime and inode too, which a user cannot set
+//! back.
 
 use std::collections::HashMap;
 use std::fs;
@@ -515,6 +516,8 @@ pub fn hash_sources(
         };
         h.update(&[kind]);
         h.update(&(md.mode() & 0o7777).to_le_bytes());
+        h.update(&md.mtime().to_le_bytes());
+        h.update(&(md.mtime_nsec() as u32).to_le_bytes());
         if ft.is_symlink() {
             let t = fs::read_link(p).map_err(io_err("read symlink", p))?;
             h.update(&(t.as_os_str().len() as u64).to_le_bytes());

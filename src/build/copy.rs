@@ -7,8 +7,9 @@
 //! own symlinks (absolute ones against the image root).
 //!
 //! Files are written into a fresh layer directory (an overlay upper directory in the
-//! making); parents that exist in the image get the image's modes so that the layer does
-//! not change them.
+//! making); parents that exist in the image get the image's modes and times so that the
+//! layer does not change them. Copied entries keep their source's modification time
+//! (symlinks and directories too, directories set after their contents).
 
 use std::fs;
 use std::io;
@@ -17,7 +18,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::context::Ignore;
-use crate::store::model::{Dir, Node};
+use crate::store::checkout::set_time;
+use crate::store::model::{Dir, Mtime, Node, Times};
 
 /// Errors of COPY/ADD.
 #[derive(Debug, thiserror::Error)]
@@ -128,18 +130,26 @@ pub fn make_parents(layer: &Path, model: &Dir, comps: &[Vec<u8>]) -> Result<Path
     Ok(p)
 }
 
-/// Give the directories of `comps` that exist in the image their exact image modes again
-/// (deepest first), once the layer is populated: [`make_parents`] made them owner-writable
-/// so that files could go in, and the layer's modes become the image's.
+/// Give the directories of `comps` that exist in the image their exact image modes and
+/// times again (deepest first), and the layer's root the image root's time, once the layer
+/// is populated: [`make_parents`] made them owner-writable so that files could go in, and
+/// the layer's modes and times become the image's.
 pub fn restore_parent_modes(layer: &Path, model: &Dir, comps: &[Vec<u8>]) -> Result<(), CopyError> {
     for i in (0..comps.len()).rev() {
-        if let Some(Node::Dir(d)) = model.get(&comps[..=i].join(&b'/')) {
+        let rel = comps[..=i].join(&b'/');
+        if let Some(Node::Dir(d)) = model.get(&rel) {
             let p = layer_path(layer, &comps[..=i]);
             if p.is_dir() {
                 fs::set_permissions(&p, fs::Permissions::from_mode(d.mode))
                     .map_err(io_err("chmod", &p))?;
+                if let Some(t) = model.times.get(&rel) {
+                    set_time(&p, t).map_err(io_err("set time of", &p))?;
+                }
             }
         }
+    }
+    if let Some(t) = model.times.get(b"") {
+        set_time(layer, t).map_err(io_err("set time of", layer))?;
     }
     Ok(())
 }
@@ -171,8 +181,9 @@ pub fn copy_host(src: &Path, rel: &str, ignore: &Ignore, to: &Path) -> Result<()
         let mode = md.permissions().mode() & 0o7777;
         fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o700))
             .map_err(io_err("chmod", to))?;
+        set_time(to, Mtime::of(&md)).map_err(io_err("set time of", to))?;
     } else if md.is_file() {
-        copy_file(src, to, md.permissions().mode() & 0o7777)?;
+        copy_file(src, to, &md)?;
     } else {
         // Opening a FIFO would wait for a writer forever; devices and sockets have no
         // content to copy.
@@ -198,8 +209,9 @@ fn warn_skipped(path: &Path, md: &fs::Metadata) {
 }
 
 /// Copy a regular file with its permission bits (kept readable by the owner, so that the
-/// layer can be read back; a read-only file stays read-only).
-fn copy_file(src: &Path, to: &Path, mode: u32) -> Result<(), CopyError> {
+/// layer can be read back; a read-only file stays read-only) and its modification time.
+fn copy_file(src: &Path, to: &Path, md: &fs::Metadata) -> Result<(), CopyError> {
+    let mode = md.permissions().mode() & 0o7777;
     if let Ok(m) = fs::symlink_metadata(to) {
         if m.is_dir() {
             fs::remove_dir_all(to).map_err(io_err("replace", to))?;
@@ -210,6 +222,7 @@ fn copy_file(src: &Path, to: &Path, mode: u32) -> Result<(), CopyError> {
     fs::copy(src, to).map_err(io_err("copy", src))?;
     fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o400))
         .map_err(io_err("chmod", to))?;
+    set_time(to, Mtime::of(md)).map_err(io_err("set time of", to))?;
     Ok(())
 }
 
@@ -237,6 +250,7 @@ fn copy_dir_contents(src: &Path, rel: &str, ignore: &Ignore, to: &Path) -> Resul
             let t = fs::read_link(&s).map_err(io_err("read symlink", &s))?;
             let _ = fs::remove_file(&d);
             std::os::unix::fs::symlink(&t, &d).map_err(io_err("create symlink", &d))?;
+            set_time(&d, Mtime::of(&md)).map_err(io_err("set time of", &d))?;
         } else if ft.is_dir() {
             if fs::symlink_metadata(&d).is_ok_and(|m| !m.is_dir()) {
                 fs::remove_file(&d).map_err(io_err("replace", &d))?;
@@ -250,8 +264,9 @@ fn copy_dir_contents(src: &Path, rel: &str, ignore: &Ignore, to: &Path) -> Resul
                 fs::Permissions::from_mode((md.permissions().mode() & 0o7777) | 0o700),
             )
             .map_err(io_err("chmod", &d))?;
+            set_time(&d, Mtime::of(&md)).map_err(io_err("set time of", &d))?;
         } else if ft.is_file() {
-            copy_file(&s, &d, md.permissions().mode() & 0o7777)?;
+            copy_file(&s, &d, &md)?;
         } else {
             // FIFOs, sockets and devices in a context are not copied.
             warn_skipped(&s, &md);
@@ -261,8 +276,24 @@ fn copy_dir_contents(src: &Path, rel: &str, ignore: &Ignore, to: &Path) -> Resul
 }
 
 /// Copy an image path of another stage (`COPY --from`) to `to` inside the layer, reading
-/// file contents from the object database.
-pub fn copy_from_model(repo: &gix::Repository, node: &Node, to: &Path) -> Result<(), CopyError> {
+/// file contents from the object database. `times` are the times of `node` (`b""`) and
+/// below, as [`Times::subtree`] gives them.
+pub fn copy_from_model(
+    repo: &gix::Repository,
+    node: &Node,
+    to: &Path,
+    times: &Times,
+) -> Result<(), CopyError> {
+    copy_node(repo, node, to, times, &mut Vec::new())
+}
+
+fn copy_node(
+    repo: &gix::Repository,
+    node: &Node,
+    to: &Path,
+    times: &Times,
+    rel: &mut Vec<u8>,
+) -> Result<(), CopyError> {
     match node {
         Node::Dir(d) => {
             if !to.is_dir() {
@@ -270,7 +301,19 @@ pub fn copy_from_model(repo: &gix::Repository, node: &Node, to: &Path) -> Result
                 fs::create_dir_all(to).map_err(io_err("create directory", to))?;
             }
             for (name, child) in &d.children {
-                copy_from_model(repo, child, &to.join(std::ffi::OsStr::from_bytes(name)))?;
+                let len = rel.len();
+                if len > 0 {
+                    rel.push(b'/');
+                }
+                rel.extend_from_slice(name);
+                copy_node(
+                    repo,
+                    child,
+                    &to.join(std::ffi::OsStr::from_bytes(name)),
+                    times,
+                    rel,
+                )?;
+                rel.truncate(len);
             }
             fs::set_permissions(to, fs::Permissions::from_mode(d.mode | 0o700))
                 .map_err(io_err("chmod", to))?;
@@ -291,7 +334,10 @@ pub fn copy_from_model(repo: &gix::Repository, node: &Node, to: &Path) -> Result
             std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), to)
                 .map_err(io_err("create symlink", to))?;
         }
-        Node::Fifo { .. } => {}
+        Node::Fifo { .. } => return Ok(()),
+    }
+    if let Some(t) = times.get(rel) {
+        set_time(to, t).map_err(io_err("set time of", to))?;
     }
     Ok(())
 }

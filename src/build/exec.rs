@@ -114,6 +114,8 @@ pub enum BuildError {
     Read(#[from] git::ReadError),
     #[error("--build-arg: not consumed: {0}")]
     Unconsumed(String),
+    #[error("SOURCE_DATE_EPOCH must be a number of seconds since 1970, not {0:?}")]
+    SourceDateEpoch(String),
     #[error(transparent)]
     Context(#[from] context::ContextError),
     #[error("can't use a checkout of the store as RUN's image")]
@@ -194,6 +196,31 @@ struct Builder<'a> {
     bases: Vec<serde_json::Value>,
     /// blake3 over the content hashes of every COPY/ADD source set, in order.
     context_hash: blake3::Hasher,
+    /// `SOURCE_DATE_EPOCH` ([`source_date_epoch`]): passed into RUN, and the latest time
+    /// a step's files may have (later ones are clamped to it).
+    source_date_epoch: Option<i64>,
+}
+
+/// The build's `SOURCE_DATE_EPOCH` (reproducible-builds.org): `--build-arg
+/// SOURCE_DATE_EPOCH=…`, else the environment variable; empty means unset.
+pub fn source_date_epoch(build_args: &[(String, String)]) -> Result<Option<i64>, BuildError> {
+    let v = match build_args
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "SOURCE_DATE_EPOCH")
+    {
+        Some((_, v)) => v.clone(),
+        None => std::env::var("SOURCE_DATE_EPOCH").unwrap_or_default(),
+    };
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(BuildError::SourceDateEpoch(v));
+    }
+    v.parse()
+        .map(Some)
+        .map_err(|_| BuildError::SourceDateEpoch(v))
 }
 
 /// Parse only (for `--parse-only`).
@@ -213,6 +240,7 @@ pub fn build(
         warn!("{}:{}: {}", df.file, w.line, w.message);
     }
     let ignore = Ignore::load(&opts.context)?;
+    let source_date_epoch = source_date_epoch(&opts.build_args)?;
     let mut b = Builder {
         store,
         lock,
@@ -231,6 +259,7 @@ pub fn build(
         scratches: Default::default(),
         bases: Vec::new(),
         context_hash: blake3::Hasher::new(),
+        source_date_epoch,
     };
     let n = b.df.instructions.len();
     let mut vars = Vars::new(opts.build_args.iter().cloned(), b.df.escape());
@@ -238,7 +267,9 @@ pub fn build(
     for (i, ins) in instructions.iter().enumerate() {
         b.step(i + 1, ins, &mut vars)?;
     }
-    let unconsumed = vars.unconsumed_build_args();
+    // SOURCE_DATE_EPOCH needs no ARG: every RUN gets it (as BuildKit does).
+    let mut unconsumed = vars.unconsumed_build_args();
+    unconsumed.retain(|a| *a != "SOURCE_DATE_EPOCH");
     if !unconsumed.is_empty() {
         return Err(BuildError::Unconsumed(unconsumed.join(", ")));
     }
@@ -376,7 +407,12 @@ impl<'a> Builder<'a> {
             return Ok(());
         }
         // The cache key: parent key, the instruction as it will execute, and extras.
-        let (canon, extra) = self.key_input(ins, &sub, &text, vars)?;
+        let (canon, mut extra) = self.key_input(ins, &sub, &text, vars)?;
+        // SOURCE_DATE_EPOCH changes what every step writes (RUN's environment, clamped
+        // times): part of every key when set, absent (keys as before) when not.
+        if let Some(t) = self.source_date_epoch {
+            extra.extend_from_slice(format!("\0source-date-epoch={t}").as_bytes());
+        }
         let key = self.stage().key.child(&canon, &extra);
         let cached = match self.opts.cache {
             CacheMode::Enabled => self.store.cache_get(&key.hex())?,
@@ -712,8 +748,9 @@ impl<'a> Builder<'a> {
     /// Fold a populated layer (or overlay upper dir) into the model and keep it.
     fn absorb(&mut self, layer: &Path) -> Result<(), BuildError> {
         let ts = self.store.thread_safe().clone();
+        let clamp = self.source_date_epoch;
         let model = self.model()?;
-        let (_, warnings) = store::layer::apply_upper(&ts, model, layer)?;
+        let (_, warnings) = store::layer::apply_upper(&ts, model, layer, clamp)?;
         self.files_changed = true;
         for w in warnings {
             warn!("{w}");
@@ -828,6 +865,22 @@ impl<'a> Builder<'a> {
         }
         if !env.iter().any(|(k, _)| k == "TAR_OPTIONS") {
             env.push(("TAR_OPTIONS".into(), "--no-same-owner".into()));
+        }
+        // reproducible-builds.org: tools that honour it (Python writes hash-checked .pyc,
+        // compilers and archivers use it for embedded times) see the build's value.
+        if let Some(t) = self.source_date_epoch {
+            if !env.iter().any(|(k, _)| k == "SOURCE_DATE_EPOCH") {
+                env.push(("SOURCE_DATE_EPOCH".into(), t.to_string()));
+            }
+        }
+        // The merged root shows the upper directory's time: start it at the image root's,
+        // so that the root's time changes only if the command changes the root.
+        let root_time = match self.stage().model.as_ref() {
+            Some(m) => m.times.get(b""),
+            None => git::root_time(&self.repo, commit)?,
+        };
+        if let Some(t) = root_time {
+            store::checkout::set_time(&upper, t).map_err(io_err("set time of", &upper))?;
         }
         let env_file = step.join("env");
         let mut f = fs::File::create(&env_file).map_err(io_err("create", &env_file))?;
@@ -991,7 +1044,8 @@ impl<'a> Builder<'a> {
         // Expand sources into (name, what) pairs.
         enum Src {
             Host(context::Source),
-            Node(Node, String),
+            /// A path of another stage: the node, its name, its times and those below.
+            Node(Node, String, store::model::Times),
             Inline(String, String),
             /// A downloaded `ADD` URL: file name, local copy.
             Url(String, PathBuf),
@@ -1016,7 +1070,8 @@ impl<'a> Builder<'a> {
                             .last()
                             .map(|c| String::from_utf8_lossy(c).into_owned())
                             .unwrap_or_default();
-                        srcs.push(Src::Node(node, name));
+                        let times = m.times.subtree(&comps.join(&b'/'));
+                        srcs.push(Src::Node(node, name, times));
                     }
                     None if is_url(p) => {
                         let f = self.download(ins, p)?;
@@ -1034,7 +1089,7 @@ impl<'a> Builder<'a> {
         let single_is_dir = srcs.len() == 1
             && match &srcs[0] {
                 Src::Host(s) => s.real.is_dir(),
-                Src::Node(n, _) => matches!(n, Node::Dir(_)),
+                Src::Node(n, ..) => matches!(n, Node::Dir(_)),
                 Src::Inline(..) | Src::Url(..) => false,
             };
         let n_sources = srcs.len();
@@ -1114,13 +1169,13 @@ impl<'a> Builder<'a> {
                             source: e,
                         })
                 }
-                Src::Node(node, name) => {
+                Src::Node(node, name, times) => {
                     let t = if matches!(node, Node::Dir(_)) && into_dir {
                         dir.clone()
                     } else {
                         target(name)
                     };
-                    copy::copy_from_model(repo, node, &t)
+                    copy::copy_from_model(repo, node, &t, times)
                 }
             };
             r.map_err(|e| {
@@ -1138,7 +1193,7 @@ impl<'a> Builder<'a> {
         // directory's contents takes that directory's mode (as in Docker and Charliecloud).
         let dir_source = srcs.iter().any(|s| match s {
             Src::Host(h) => h.real.is_dir(),
-            Src::Node(n, _) => matches!(n, Node::Dir(_)),
+            Src::Node(n, ..) => matches!(n, Node::Dir(_)),
             Src::Inline(..) | Src::Url(..) => false,
         });
         let keep = if dir_source && into_dir {
@@ -1273,6 +1328,7 @@ fn extract_archive(src: &Path, dest: &Path) -> Result<(), copy::CopyError> {
         member: String::from_utf8_lossy(member).into_owned(),
         reason,
     };
+    let mut later: Vec<(Vec<u8>, u64)> = Vec::new();
     for entry in ar.entries().map_err(io("read archive", src))? {
         let mut e = entry.map_err(io("read archive", src))?;
         let name = e.path_bytes().into_owned();
@@ -1283,6 +1339,14 @@ fn extract_archive(src: &Path, dest: &Path) -> Result<(), copy::CopyError> {
         });
         if let Some(why) = unsafe_member(&name, link.as_deref()) {
             return Err(unsafe_err(&name, why.to_string()));
+        }
+        let kind = e.header().entry_type();
+        if kind.is_dir() || kind.is_symlink() {
+            // tar sets the times of files; those of directories (changed again by their
+            // contents) and symlinks are set once everything is in place.
+            if let Ok(t) = e.header().mtime() {
+                later.push((name.clone(), t));
+            }
         }
         match e.unpack_in(dest) {
             Ok(_) => {}
@@ -1300,6 +1364,20 @@ fn extract_archive(src: &Path, dest: &Path) -> Result<(), copy::CopyError> {
                     source: err,
                 })
             }
+        }
+    }
+    // Deepest (latest) first; never through a symlink that leads out of `dest` (a later
+    // member may have replaced a directory by one).
+    let top = fs::canonicalize(dest).map_err(io("resolve", dest))?;
+    for (name, t) in later.into_iter().rev() {
+        let p = dest.join(std::ffi::OsStr::from_bytes(&name));
+        let inside = match p.parent().map(fs::canonicalize) {
+            Some(Ok(parent)) => parent.starts_with(&top),
+            _ => false,
+        };
+        if inside && p.file_name().is_some() {
+            let t = store::model::Mtime::new(i64::try_from(t).unwrap_or(i64::MAX), 0);
+            store::checkout::set_time(&p, t).map_err(io("set time of", &p))?;
         }
     }
     Ok(())

@@ -8,7 +8,7 @@
 //! concatenation. Golden tests pin the bytes: changing them requires a new schema version.
 
 /// Version tag hashed into every key.
-pub const SCHEMA: &[u8] = b"grove-cache-key 2";
+pub const SCHEMA: &[u8] = b"grove-cache-key 3";
 
 /// A cache key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -63,8 +63,8 @@ mod tests {
         assert_eq!(run.hex(), GOLDEN_RUN);
     }
 
-    const GOLDEN_BASE: &str = "1ff81f2c22bc8d6f0e4158cbccec135d9dfe4b456d3b76a6e1911b07c637f80f";
-    const GOLDEN_RUN: &str = "c87858e8dc4a658ed542ad31edd9def18ec0ee46fafe578be636c59b40e4149e";
+    const GOLDEN_BASE: &str = "8db7283ff74e535338291be9b840e7443f0c73fd2aaa2260aa499a3a61aa7441";
+    const GOLDEN_RUN: &str = "ada016bf671e1b9ee17bfdeb37b113d3b9952243ba091a7e49cb3b772094ff1c";
 
     #[test]
     fn fields_do_not_run_together() {

@@ -5,6 +5,11 @@
 //! are recorded in the store but never applied; [`Policy::Exact`] (directory export)
 //! reproduces the recorded modes, including 0000 directories. Ownership is the invoking
 //! user's either way. The caller chooses an absent destination; it is created here.
+//!
+//! Recorded modification times are set on every entry, symlinks included
+//! (`utimensat(AT_SYMLINK_NOFOLLOW)`), directories last and deepest first, after their
+//! contents are written. Entries whose time is unknown (metadata version 1) keep the time
+//! of the checkout.
 
 use std::fs;
 use std::io::{self, Write};
@@ -16,7 +21,7 @@ use gix::ObjectId;
 use rayon::prelude::*;
 
 use super::git::GitError;
-use super::model::{Dir, Node};
+use super::model::{Dir, Mtime, Node};
 
 /// How modes are applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +78,20 @@ struct FileJob {
     path: PathBuf,
     oid: ObjectId,
     mode: u32,
+    time: Option<Mtime>,
+}
+
+/// Set the access and modification times of `path` (not following a symlink) to `t`.
+pub fn set_time(path: &Path, t: Mtime) -> io::Result<()> {
+    let ts = nix::sys::time::TimeSpec::new(t.sec, t.nsec as _);
+    nix::sys::stat::utimensat(
+        None,
+        path,
+        &ts,
+        &ts,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
 }
 
 /// The process umask (read by setting and restoring it; call before threads start
@@ -109,7 +128,11 @@ pub fn materialize(
     }
     let umask = current_umask();
     fs::create_dir(dest).map_err(io_err("create directory", dest))?;
-    let mut dirs: Vec<(PathBuf, u32)> = vec![(dest.to_path_buf(), root.mode)];
+    let times = &root.times;
+    let mut dirs: Vec<(PathBuf, u32, Option<Mtime>)> =
+        vec![(dest.to_path_buf(), root.mode, times.get(b""))];
+    // Symlinks, FIFOs and hard links (other than a group's first file) with their times.
+    let mut other_times: Vec<(PathBuf, Mtime)> = Vec::new();
     let mut files = Vec::new();
     let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
     let mut symlinks = Vec::new();
@@ -130,10 +153,15 @@ pub fn materialize(
                         source: e,
                     });
                 }
-                dirs.push((p, d.mode));
+                dirs.push((p, d.mode, times.get(rel)));
             }
             Node::File(f) => match f.link_group.map(|g| (g, primaries.get(&g).cloned())) {
-                Some((_, Some(primary))) => links.push((primary, p)),
+                Some((_, Some(primary))) => {
+                    if let Some(t) = times.get(rel) {
+                        other_times.push((p.clone(), t));
+                    }
+                    links.push((primary, p))
+                }
                 other => {
                     if let Some((g, None)) = other {
                         primaries.insert(g, p.clone());
@@ -142,11 +170,22 @@ pub fn materialize(
                         path: p,
                         oid: f.oid,
                         mode: policy.file_mode(f.mode),
+                        time: times.get(rel),
                     });
                 }
             },
-            Node::Symlink { target } => symlinks.push((p, target.clone())),
-            Node::Fifo { mode } => fifos.push((p, policy.file_mode(*mode))),
+            Node::Symlink { target } => {
+                if let Some(t) = times.get(rel) {
+                    other_times.push((p.clone(), t));
+                }
+                symlinks.push((p, target.clone()))
+            }
+            Node::Fifo { mode } => {
+                if let Some(t) = times.get(rel) {
+                    other_times.push((p.clone(), t));
+                }
+                fifos.push((p, policy.file_mode(*mode)))
+            }
         }
     });
     if let Some(e) = err {
@@ -169,6 +208,11 @@ pub fn materialize(
             if !direct || job.mode & 0o7000 != 0 {
                 fs::set_permissions(&job.path, fs::Permissions::from_mode(job.mode))
                     .map_err(io_err("chmod", &job.path))?;
+            }
+            if let Some(t) = job.time {
+                let ts = nix::sys::time::TimeSpec::new(t.sec, t.nsec as _);
+                nix::sys::stat::futimens(std::os::fd::AsRawFd::as_raw_fd(&f), &ts, &ts)
+                    .map_err(|e| io_err("set time of", &job.path)(e.into()))?;
             }
             Ok(())
         },
@@ -215,10 +259,19 @@ pub fn materialize(
                 .map_err(io_err("chmod", &p))?;
         }
     }
-    // Deepest first, so that a 0000 directory does not stop us from reaching its children.
-    for (p, mode) in dirs.iter().rev() {
+    // Times of symlinks, FIFOs and hard links (a hard link's time is its inode's: the
+    // group's paths carry the same time), before any directory is closed by its mode.
+    other_times
+        .par_iter()
+        .try_for_each(|(p, t)| set_time(p, *t).map_err(io_err("set time of", p)))?;
+    // Deepest first, so that a 0000 directory does not stop us from reaching its children;
+    // each directory's time after its contents are complete.
+    for (p, mode, time) in dirs.iter().rev() {
         fs::set_permissions(p, fs::Permissions::from_mode(policy.dir_mode(*mode)))
             .map_err(io_err("chmod", p))?;
+        if let Some(t) = time {
+            set_time(p, *t).map_err(io_err("set time of", p))?;
+        }
     }
     Ok(())
 }

@@ -264,20 +264,22 @@ pub fn diff_commits(
             x
         };
         let (xa, xb) = (xattrs(&ma), xattrs(&mb));
+        // Times are not shown: a diff lists what changed in content and modes.
         let ma: Vec<Record> = ma
             .into_iter()
-            .filter(|r| !matches!(r, Record::Xattr { .. }))
+            .filter(|r| !matches!(r, Record::Xattr { .. } | Record::Time { .. }))
             .collect();
         let mb: Vec<Record> = mb
             .into_iter()
-            .filter(|r| !matches!(r, Record::Xattr { .. }))
+            .filter(|r| !matches!(r, Record::Xattr { .. } | Record::Time { .. }))
             .collect();
         let key = |r: &Record| match r {
             Record::Mode { path, .. }
             | Record::Dir { path, .. }
             | Record::Fifo { path, .. }
             | Record::Link { path, .. }
-            | Record::Xattr { path, .. } => path.clone(),
+            | Record::Xattr { path, .. }
+            | Record::Time { path, .. } => path.clone(),
         };
         let sa: std::collections::BTreeMap<Vec<u8>, &Record> =
             ma.iter().map(|r| (key(r), r)).collect();

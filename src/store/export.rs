@@ -1,10 +1,12 @@
 //! Export a model as a tar stream: deterministic (entries depth-first in byte order,
-//! owner root:root, one fixed mtime), with the exact recorded modes, hard links as tar
+//! owner root:root, the recorded mtimes in whole seconds, `$SOURCE_DATE_EPOCH` or 0 where
+//! none is recorded), with the exact recorded modes, hard links as tar
 //! hard links and FIFOs as FIFOs; as a SquashFS file (that tar stream piped into
 //! `sqfstar`, never a checkout); and as gzip compressed in parallel ([`ParGz`]).
 //!
 //! Invariant: the same model gives the same bytes, whatever the machine, the number of
-//! cores or the time of day (only `$SOURCE_DATE_EPOCH` changes the fixed mtime).
+//! cores or the time of day (only `$SOURCE_DATE_EPOCH` changes the fixed mtime of
+//! entries without a recorded time).
 
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -53,7 +55,8 @@ impl ExportError {
     }
 }
 
-/// The mtime of every exported entry: `$SOURCE_DATE_EPOCH` if set, else 0.
+/// The mtime of exported entries without a recorded time, and of archive members that are
+/// not image files: `$SOURCE_DATE_EPOCH` if set, else 0.
 pub fn fixed_mtime() -> u64 {
     std::env::var("SOURCE_DATE_EPOCH")
         .ok()
@@ -124,14 +127,35 @@ pub fn write_tar_with<W: Write>(
     let root_entry = !opts.omit_root_entry;
     let mask = if opts.clear_setid { !0o6000 } else { !0 };
     let header = |kind, mode: u32, size, mtime| header(kind, mode & mask, size, mtime);
-    let mtime = fixed_mtime();
+    let fixed = fixed_mtime();
+    // A time with nanoseconds, or before 1970, is kept exactly in a PAX `mtime` record
+    // (the header holds whole seconds, never before the epoch): a tar export read back
+    // gives the same image.
+    let pax_time = |rel: &[u8]| -> Vec<(String, Vec<u8>)> {
+        match root.times.get(rel) {
+            Some(t) if t.nsec != 0 || t.sec < 0 => {
+                vec![("mtime".to_string(), pax_time_value(t).into_bytes())]
+            }
+            _ => Vec::new(),
+        }
+    };
+    let time_of = |rel: &[u8]| {
+        root.times
+            .get(rel)
+            .map(|t| t.sec.max(0) as u64)
+            .unwrap_or(fixed)
+    };
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Complete);
     let mut primaries: std::collections::HashMap<u32, Vec<u8>> = Default::default();
     let mut result: Result<(), ExportError> = Ok(());
     // The root directory itself, as "./".
     if root_entry {
-        let mut h = header(tar::EntryType::Directory, root.mode, 0, mtime);
+        let keys = pax_time(b"");
+        if !keys.is_empty() {
+            b.append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+        }
+        let mut h = header(tar::EntryType::Directory, root.mode, 0, time_of(b""));
         b.append_data(&mut h, "./", io::empty())?;
     }
     root.walk(&mut |rel, node| {
@@ -139,19 +163,21 @@ pub fn write_tar_with<W: Write>(
             return;
         }
         let path = std::path::Path::new(std::ffi::OsStr::from_bytes_compat(rel));
+        let mtime = time_of(rel);
         let r: Result<(), ExportError> = (|| {
-            // Extended attributes go in a PAX header before their entry.
+            // Extended attributes, and a time with nanoseconds, go in one PAX header
+            // before their entry.
+            let mut keys: Vec<(String, Vec<u8>)> = pax_time(rel);
             if let Some(attrs) = root.xattrs.get(rel) {
-                let keys: Vec<(String, &[u8])> = attrs
-                    .iter()
-                    .map(|(n, v)| {
-                        (
-                            format!("SCHILY.xattr.{}", String::from_utf8_lossy(n)),
-                            v.as_slice(),
-                        )
-                    })
-                    .collect();
-                b.append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), *v)))?;
+                keys.extend(attrs.iter().map(|(n, v)| {
+                    (
+                        format!("SCHILY.xattr.{}", String::from_utf8_lossy(n)),
+                        v.clone(),
+                    )
+                }));
+            }
+            if !keys.is_empty() {
+                b.append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
             }
             match node {
                 Node::Dir(d) => {
@@ -202,6 +228,25 @@ pub fn write_tar_with<W: Write>(
     });
     result?;
     Ok(b.into_inner()?)
+}
+
+/// A time as a PAX `mtime` value: `[-]SECONDS[.NNNNNNNNN]`, the fraction counting forward
+/// from a positive time and back from a negative one (as tar readers take it).
+pub(crate) fn pax_time_value(t: super::model::Mtime) -> String {
+    match (t.sec < 0, t.nsec) {
+        (_, 0) => t.sec.to_string(),
+        (false, n) => format!("{}.{n:09}", t.sec),
+        // -1 s + 0.25 s = -0.75 s
+        (true, n) => {
+            let whole = -(t.sec + 1);
+            let frac = 1_000_000_000 - n;
+            if whole == 0 {
+                format!("-0.{frac:09}")
+            } else {
+                format!("-{whole}.{frac:09}")
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -296,7 +341,8 @@ pub struct SquashOptions {
     pub level: Option<u32>,
     /// Compressor threads (the output does not depend on it).
     pub processors: usize,
-    /// Every timestamp in the file system, its creation time included.
+    /// The file system's creation time, and the time of entries the tar stream does not
+    /// time (other entries keep the tar stream's times).
     pub mtime: u64,
     /// Mode of the root directory.
     pub root_mode: u32,
@@ -348,17 +394,23 @@ pub fn find_squash_tool() -> Result<SquashTool, ExportError> {
     Err(ExportError::NoSquashTool)
 }
 
-/// Program and arguments that read a tar stream on stdin and write SquashFS to `out`
-/// reproducibly: fixed times, root-owned, no xattrs, the given root mode.
+/// Program, arguments and environment that read a tar stream on stdin and write SquashFS
+/// to `out` reproducibly: the tar stream's times, root-owned, no xattrs, the given root
+/// mode. tar2sqfs takes the root's time from the `./` member and gets the creation time
+/// `o.mtime`. sqfstar 4.5.1 ignores `-root-time` (the root gets the time of the run), so
+/// sqfstar and mksquashfs get `SOURCE_DATE_EPOCH=latest` instead, which they use for the
+/// root and the creation time and to clamp later times (there are none): `latest` is the
+/// latest time of the tar stream.
 pub fn squash_command(
     tool: SquashTool,
     out: &Path,
     o: &SquashOptions,
-) -> (&'static str, Vec<OsString>) {
+    latest: u64,
+) -> (&'static str, Vec<OsString>, Vec<(&'static str, String)>) {
     let mut args: Vec<OsString> = Vec::new();
     if tool == SquashTool::Tar2sqfs {
-        // Times are the tar stream's (all fixed); the superblock time is 0 or
-        // $SOURCE_DATE_EPOCH; the `./` member gives the root's mode.
+        // Times are the tar stream's (tar2sqfs 1.1+ keeps them unless `--no-keep-time`); the superblock time is 0 or
+        // $SOURCE_DATE_EPOCH; the `./` member gives the root's mode and time.
         let level = match (o.comp, o.level) {
             (_, Some(l)) => Some(l),
             (SquashComp::Zstd, None) => Some(DEFAULT_ZSTD_LEVEL),
@@ -387,7 +439,7 @@ pub fn squash_command(
         ]);
         args.extend(a.into_iter().map(OsString::from));
         args.push(super::path_arg(out).into());
-        return ("tar2sqfs", args);
+        return ("tar2sqfs", args, Vec::new());
     }
     let prog = match tool {
         SquashTool::Tar2sqfs => unreachable!("handled above"),
@@ -402,12 +454,6 @@ pub fn squash_command(
         opts.extend(["-Xcompression-level".into(), l.to_string()]);
     }
     opts.extend([
-        "-mkfs-time".into(),
-        o.mtime.to_string(),
-        "-all-time".into(),
-        o.mtime.to_string(),
-        "-root-time".into(),
-        o.mtime.to_string(),
         "-root-mode".into(),
         format!("{:o}", o.root_mode & 0o7777),
         "-all-root".into(),
@@ -430,7 +476,24 @@ pub fn squash_command(
             args.extend(opts.into_iter().map(OsString::from));
         }
     }
-    (prog, args)
+    (prog, args, vec![("SOURCE_DATE_EPOCH", latest.to_string())])
+}
+
+/// The latest time a tar stream of `root` holds (see [`write_tar`]): the latest recorded
+/// time, and `fixed` when an entry has none.
+fn latest_time(root: &Dir, fixed: u64) -> u64 {
+    let t = &root.times;
+    let recorded = t
+        .by_path
+        .values()
+        .chain(t.default.iter())
+        .map(|m| m.sec.max(0) as u64)
+        .max();
+    match (recorded, t.default) {
+        (Some(r), Some(_)) => r,
+        (Some(r), None) => r.max(fixed),
+        (None, _) => fixed,
+    }
 }
 
 /// Write `root` as a SquashFS file at `out` (which must not exist): the tar stream of
@@ -443,9 +506,10 @@ pub fn write_squash(
     o: &SquashOptions,
 ) -> Result<(), ExportError> {
     let tool = find_squash_tool()?;
-    let (prog, args) = squash_command(tool, out, o);
+    let (prog, args, env) = squash_command(tool, out, o, latest_time(root, o.mtime));
     let mut child = Command::new(prog)
         .args(&args)
+        .envs(env)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -705,6 +769,22 @@ mod tests {
     }
 
     #[test]
+    fn pax_times_read_back_exactly() {
+        use crate::store::model::Mtime;
+        for t in [
+            Mtime::new(5, 0),
+            Mtime::new(1700000000, 123456789),
+            Mtime::new(-1, 250_000_000),
+            Mtime::new(-2, 0),
+            Mtime::new(-3, 1),
+        ] {
+            let v = pax_time_value(t);
+            assert_eq!(crate::store::import::parse_pax_time(&v), Some(t), "{v}");
+        }
+        assert_eq!(pax_time_value(Mtime::new(-1, 250_000_000)), "-0.750000000");
+    }
+
+    #[test]
     fn squash_command_is_reproducible_and_rooted() {
         let o = SquashOptions {
             comp: SquashComp::Zstd,
@@ -713,35 +793,38 @@ mod tests {
             mtime: 0,
             root_mode: 0o755,
         };
-        let (prog, args) = squash_command(SquashTool::Sqfstar, Path::new("/x.sqfs"), &o);
+        let (prog, args, env) = squash_command(SquashTool::Sqfstar, Path::new("/x.sqfs"), &o, 7);
         assert_eq!(prog, "sqfstar");
         let args: Vec<String> = args
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        for want in [
-            "-all-root",
-            "-no-xattrs",
-            "-mkfs-time",
-            "-all-time",
-            "-root-mode",
-        ] {
+        for want in ["-all-root", "-no-xattrs", "-root-mode"] {
             assert!(args.contains(&want.to_string()), "{want} in {args:?}");
         }
+        // The tar stream's times are kept: no -all-time; the creation and root time are
+        // the latest time, through SOURCE_DATE_EPOCH (which excludes -mkfs-time).
+        for not in ["-all-time", "-mkfs-time", "-root-time"] {
+            assert!(!args.contains(&not.to_string()), "{not} in {args:?}");
+        }
+        assert_eq!(env, vec![("SOURCE_DATE_EPOCH", "7".to_string())]);
         assert_eq!(args.last().map(String::as_str), Some("/x.sqfs"));
-        let (prog, args) = squash_command(SquashTool::MksquashfsTar, Path::new("/x.sqfs"), &o);
+        let (prog, args, _) =
+            squash_command(SquashTool::MksquashfsTar, Path::new("/x.sqfs"), &o, 0);
         assert_eq!(prog, "mksquashfs");
         assert_eq!(
             args[..4],
             ["-", "/x.sqfs", "-tar", "-noappend"].map(OsString::from)
         );
-        let (prog, args) = squash_command(SquashTool::Tar2sqfs, Path::new("/x.sqfs"), &o);
+        let (prog, args, env) = squash_command(SquashTool::Tar2sqfs, Path::new("/x.sqfs"), &o, 0);
+        assert!(env.is_empty());
         assert_eq!(prog, "tar2sqfs");
         let args: Vec<String> = args
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         assert!(args.contains(&"level=3".to_string()), "{args:?}");
+        assert!(!args.contains(&"--no-keep-time".to_string()), "{args:?}");
         assert!(
             args.contains(&"uid=0,gid=0,mode=755,mtime=0".to_string()),
             "{args:?}"

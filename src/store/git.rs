@@ -14,7 +14,7 @@ use gix::ObjectId;
 
 use super::config::ImageConfig;
 use super::meta::{self, Record};
-use super::model::{Dir, File, Node};
+use super::model::{Dir, File, Mtime, Node};
 
 /// A git operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -410,12 +410,13 @@ fn default_mode_file(mode: u32) -> u32 {
 }
 
 /// Write the trees of `root` and return the tree id of `rootfs` together with the
-/// metadata records. Unchanged subtrees (with a cached tree id) are not written again.
+/// metadata records and default time. Unchanged subtrees (with a cached tree id) are not
+/// written again.
 pub fn write_rootfs(
     repo: &gix::Repository,
     root: &mut Dir,
-) -> Result<(ObjectId, Vec<Record>), GitError> {
-    let records = records(root);
+) -> Result<(ObjectId, Vec<Record>, Option<Mtime>), GitError> {
+    let (records, default_time) = records_with_time(root);
     // Many new trees (a fresh import): write them, and symlink blobs, as one pack.
     let pack = (uncached_dirs(root) >= super::pack::PACK_MIN_OBJECTS / 4)
         .then(|| super::pack::PackBuilder::new(&repo.path().join("objects")));
@@ -430,7 +431,7 @@ pub fn write_rootfs(
             .map_err(git_err("write empty tree"))?
             .detach(),
     };
-    Ok((id, records))
+    Ok((id, records, default_time))
 }
 
 /// Whether a directory holds anything git stores (a file or symlink somewhere below).
@@ -454,9 +455,20 @@ fn has_git_content(dir: &Dir) -> bool {
 
 /// The metadata records of a model (pure): modes that differ from what the tree implies,
 /// directories absent from git, FIFOs and hard links (first path of a group in walk order
-/// is the primary).
+/// is the primary), times (see [`records_with_time`]) and extended attributes.
 pub fn records(root: &Dir) -> Vec<Record> {
+    records_with_time(root).0
+}
+
+/// [`records`] and the default time: the most common time of the image's entries (the
+/// earliest of equally common ones), so that only the others need a `time` record. An
+/// entry whose time is unknown gets the default. `None` when no time is known at all.
+pub fn records_with_time(root: &Dir) -> (Vec<Record>, Option<Mtime>) {
     let mut out = Vec::new();
+    let mut timed: Vec<(Vec<u8>, Mtime)> = Vec::new();
+    if let Some(t) = root.times.get(b"") {
+        timed.push((Vec::new(), t));
+    }
     let mut primaries: std::collections::HashMap<u32, Vec<u8>> = Default::default();
     let mut path: Vec<u8> = Vec::new();
     // Depth-first in byte order, parents first (as `Dir::walk`): each frame is a
@@ -473,6 +485,9 @@ pub fn records(root: &Dir) -> Vec<Record> {
             path.push(b'/');
         }
         path.extend_from_slice(name);
+        if let Some(t) = root.times.get(&path) {
+            timed.push((path.clone(), t));
+        }
         match node {
             Node::File(File {
                 mode, link_group, ..
@@ -514,6 +529,19 @@ pub fn records(root: &Dir) -> Vec<Record> {
             }
         }
     }
+    let mut count: std::collections::HashMap<Mtime, usize> = Default::default();
+    for (_, t) in &timed {
+        *count.entry(*t).or_default() += 1;
+    }
+    let default_time = count
+        .into_iter()
+        .max_by(|(ta, na), (tb, nb)| na.cmp(nb).then(tb.cmp(ta)))
+        .map(|(t, _)| t);
+    for (path, time) in timed {
+        if Some(time) != default_time {
+            out.push(Record::Time { time, path });
+        }
+    }
     for (path, attrs) in &root.xattrs {
         if root.get(path).is_none() {
             continue;
@@ -526,7 +554,7 @@ pub fn records(root: &Dir) -> Vec<Record> {
             });
         }
     }
-    out
+    (out, default_time)
 }
 
 fn uncached_dirs(dir: &Dir) -> usize {
@@ -701,9 +729,9 @@ pub fn write_image_commit(
     parent: Option<ObjectId>,
     message: &str,
 ) -> Result<ObjectId, GitError> {
-    let (rootfs, records) = write_rootfs(repo, root)?;
+    let (rootfs, records, default_time) = write_rootfs(repo, root)?;
     let meta = repo
-        .write_blob(meta::encode(&records))
+        .write_blob(meta::encode(&records, default_time))
         .map_err(git_err("write metadata blob"))?
         .detach();
     let config = repo
@@ -852,14 +880,25 @@ pub fn read_image(
         .map_err(git_err("read metadata blob"))?;
     let mut next_group = 0u32;
     let mut groups: std::collections::HashMap<Vec<u8>, u32> = Default::default();
-    let records = meta::decode(&meta_blob.data)?;
+    let (records, default_time) = meta::decode_with_time(&meta_blob.data)?;
     drop(meta_blob);
+    root.times.default = default_time;
     let bad = |path: &[u8], reason: &'static str| ReadError::BadRecord {
         commit,
         path: super::model::show(path),
         reason,
     };
     for rec in records {
+        if let Record::Time { time, path } = rec {
+            // The root is `b""`; every other path must name an entry (checked below).
+            if !path.is_empty() {
+                if let Some(why) = super::model::bad_canonical_path(&path) {
+                    return Err(bad(&path, why));
+                }
+            }
+            root.times.by_path.insert(path, time);
+            continue;
+        }
         for p in rec.paths() {
             if let Some(why) = super::model::bad_canonical_path(p) {
                 return Err(bad(p, why));
@@ -892,7 +931,7 @@ pub fn read_image(
                 root.insert_untracked(&path, Node::Fifo { mode })
                     .map_err(|_| bad(&path, "fifo record through a non-directory"))?
             }
-            Record::Xattr { .. } => unreachable!("handled above"),
+            Record::Xattr { .. } | Record::Time { .. } => unreachable!("handled above"),
             Record::Link { primary, path } => {
                 let g = *groups.entry(primary.clone()).or_insert_with(|| {
                     next_group += 1;
@@ -915,6 +954,11 @@ pub fn read_image(
             }
         }
     }
+    for path in root.times.by_path.keys() {
+        if !path.is_empty() && root.get(path).is_none() {
+            return Err(bad(path, "time of a path not in the tree"));
+        }
+    }
     for path in root.xattrs.keys() {
         match root.get(path) {
             None => return Err(bad(path, "extended attribute of a path not in the tree")),
@@ -928,6 +972,23 @@ pub fn read_image(
         .find_blob(t.config)
         .map_err(git_err("read config blob"))?;
     Ok((root, ImageConfig::decode(&cfg.data)?))
+}
+
+/// The root directory's time in an image commit, if recorded (reads only the metadata
+/// blob).
+pub fn root_time(repo: &gix::Repository, commit: ObjectId) -> Result<Option<Mtime>, ReadError> {
+    let t = image_trees(repo, commit)?;
+    let blob = repo
+        .find_blob(t.meta)
+        .map_err(git_err("read metadata blob"))?;
+    let (records, default_time) = meta::decode_with_time(&blob.data)?;
+    Ok(records
+        .into_iter()
+        .find_map(|r| match r {
+            Record::Time { time, path } if path.is_empty() => Some(time),
+            _ => None,
+        })
+        .or(default_time))
 }
 
 fn node_mut<'a>(root: &'a mut Dir, path: &[u8]) -> Option<&'a mut Node> {
@@ -1173,6 +1234,51 @@ pub fn list_refs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_differing_from_the_most_common_one_get_records() {
+        let null = ObjectId::null(gix::hash::Kind::Sha1);
+        let mut d = Dir::new(0o755);
+        for p in ["a", "b", "c", "d"] {
+            d.insert(
+                p.as_bytes(),
+                Node::File(File {
+                    mode: 0o644,
+                    oid: null,
+                    size: 0,
+                    link_group: None,
+                }),
+            )
+            .unwrap();
+        }
+        // No time at all: a version 1 blob.
+        assert_eq!(records_with_time(&d), (Vec::new(), None));
+        // Two at 7, two at 5 and the root at 9: the earliest of the most common is the
+        // default; "d" has none and takes it.
+        for (p, s) in [(&b""[..], 9), (b"a", 7), (b"b", 7), (b"c", 5)] {
+            d.times.set(p, Mtime::new(s, 0));
+        }
+        d.times.set(b"d", Mtime::new(5, 0));
+        let (recs, default) = records_with_time(&d);
+        assert_eq!(default, Some(Mtime::new(5, 0)));
+        assert_eq!(
+            recs,
+            vec![
+                Record::Time {
+                    time: Mtime::new(9, 0),
+                    path: Vec::new()
+                },
+                Record::Time {
+                    time: Mtime::new(7, 0),
+                    path: b"a".to_vec()
+                },
+                Record::Time {
+                    time: Mtime::new(7, 0),
+                    path: b"b".to_vec()
+                },
+            ]
+        );
+    }
 
     #[test]
     fn read_blob_sees_a_pack_another_handle_already_loaded() {

@@ -328,6 +328,7 @@ fn import_dir(
     let restore = ModeRestore(Mutex::new(Vec::new()), chmod);
     let mut root = Dir::new(0o755);
     let top = fs::symlink_metadata(src).map_err(io_err("stat", src))?;
+    root.times.set(b"", model::Mtime::of(&top));
     restore.raise(src, top.mode() & 0o7777, 0o500)?;
     let mut w = DirWalk {
         files: Vec::new(),
@@ -335,9 +336,11 @@ fn import_dir(
         warnings: Vec::new(),
         restore: &restore,
         xattrs: Default::default(),
+        times: Default::default(),
     };
     w.walk(src, &[], &mut root)?;
     root.xattrs = std::mem::take(&mut w.xattrs);
+    root.times.by_path.append(&mut w.times);
 
     let oids = write_files(ts, &w.files, &restore)?;
     for (f, oid) in w.files.iter().zip(oids) {
@@ -363,6 +366,8 @@ struct DirWalk<'a> {
     warnings: Warnings,
     restore: &'a ModeRestore,
     xattrs: super::model::Xattrs,
+    /// Modification times by path (taken before anything below is read).
+    times: std::collections::BTreeMap<Vec<u8>, model::Mtime>,
 }
 
 impl DirWalk<'_> {
@@ -374,6 +379,7 @@ impl DirWalk<'_> {
             let r = model::join_rel(rel, &name);
             let mode = md.mode() & 0o7777;
             let ft = md.file_type();
+            self.times.insert(r.clone(), model::Mtime::of(&md));
             if model::xattrs_enabled() && !ft.is_symlink() {
                 let x = model::read_xattrs(&p);
                 if !x.is_empty() {
@@ -834,10 +840,12 @@ fn apply_layer_shaped(
                 .map_err(|_| bad("invalid mode field"))?
                 & 0o7777;
             let kind = entry.header().entry_type();
+            let mtime = member_time(&mut entry).ok_or_else(|| bad("invalid mtime field"))?;
             let comps = match model::components(&raw) {
                 Ok(c) => c,
                 Err(PathError::Empty) if kind.is_dir() => {
                     root.mode = mode;
+                    root.times.set(b"", mtime);
                     saw_root = true;
                     last = member;
                     continue;
@@ -1014,6 +1022,19 @@ fn apply_layer_shaped(
                     archive_path.display()
                 )),
             }
+            // After the entry is in place (an insert drops the times of what it replaces).
+            if matches!(
+                kind,
+                T::Regular
+                    | T::Continuous
+                    | T::GNUSparse
+                    | T::Directory
+                    | T::Symlink
+                    | T::Link
+                    | T::Fifo
+            ) {
+                root.times.set(&rel, mtime);
+            }
             last = member;
         }
         Ok(())
@@ -1030,6 +1051,55 @@ fn apply_layer_shaped(
         source: e,
     })?;
     Ok((warnings, Shape { saw_root, tops }))
+}
+
+/// A member's modification time in whole seconds: the PAX `mtime` record when there is
+/// one (a negative time too; a fraction is dropped), else the header's. `None`
+/// for a field that is not a number.
+fn member_time<R: Read>(entry: &mut tar::Entry<R>) -> Option<model::Mtime> {
+    if let Ok(Some(exts)) = entry.pax_extensions() {
+        for e in exts.flatten() {
+            if e.key_bytes() == b"mtime" {
+                if let Some(t) = std::str::from_utf8(e.value_bytes())
+                    .ok()
+                    .and_then(parse_pax_time)
+                {
+                    // Whole seconds, as every input (see `Mtime::of`): the second the
+                    // time falls in.
+                    return Some(model::Mtime::new(t.sec, 0));
+                }
+            }
+        }
+    }
+    let secs = entry.header().mtime().ok()?;
+    Some(model::Mtime::new(i64::try_from(secs).ok()?, 0))
+}
+
+/// A PAX time (`[-]SECONDS[.FRACTION]`) as seconds and nanoseconds (the fraction cut to
+/// nanoseconds; a negative time's fraction counts back from its seconds).
+pub(crate) fn parse_pax_time(s: &str) -> Option<model::Mtime> {
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let sec: i64 = whole.parse().ok()?;
+    let mut digits: String = frac.chars().take(9).collect();
+    while digits.len() < 9 {
+        digits.push('0');
+    }
+    let nsec: u32 = digits.parse().ok()?;
+    Some(match (neg, nsec) {
+        (false, n) => model::Mtime::new(sec, n),
+        (true, 0) => model::Mtime::new(-sec, 0),
+        (true, n) => model::Mtime::new(-sec - 1, 1_000_000_000 - n),
+    })
 }
 
 /// Opaque whiteout: drop from `dir` (at `path`) everything not in `added`, recursively.
@@ -1070,6 +1140,7 @@ fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warni
                             .map(|rest| (rest.to_vec(), x))
                     })
                     .collect();
+                d.times = root.times.subtree(&top);
                 root = d;
             }
         }

@@ -8,6 +8,10 @@
 //! above it, or a fresh checkout when a layer is missing. Whiteouts follow overlayfs:
 //! a character device 0/0 (or a file with the `user.overlay.whiteout` xattr) deletes a
 //! path; a directory with `user.overlay.opaque=y` hides what was below it.
+//!
+//! Every entry of an upper directory brings its modification time (what the step's
+//! commands set; overlayfs keeps a copied-up directory's time until its contents change),
+//! clamped to `$SOURCE_DATE_EPOCH` when the build has one (reproducible-builds.org).
 
 use std::collections::HashMap;
 use std::fs;
@@ -56,18 +60,30 @@ struct Job {
     abs: PathBuf,
     mode: u32,
     inode: Option<(u64, u64)>,
+    time: model::Mtime,
 }
 
-/// Fold the upper directory `upper` into `model`. Returns what changed and warnings.
+/// Fold the upper directory `upper` into `model`, with times later than `clamp` seconds
+/// (`$SOURCE_DATE_EPOCH`) set back to it. Returns what changed and warnings.
 pub fn apply_upper(
     ts: &gix::ThreadSafeRepository,
     model: &mut Dir,
     upper: &Path,
+    clamp: Option<i64>,
 ) -> Result<(Changes, Vec<String>), StoreError> {
     let mut jobs = Vec::new();
     let mut changes = Changes::default();
     let mut warnings = Vec::new();
-    walk_upper(upper, &[], model, &mut jobs, &mut changes, &mut warnings)?;
+    let mut w = Walk {
+        jobs: &mut jobs,
+        changes: &mut changes,
+        warnings: &mut warnings,
+        clamp,
+    };
+    let top = fs::symlink_metadata(upper).map_err(io_err("stat", upper))?;
+    let root_time = w.time(upper, &top)?;
+    model.times.set(b"", root_time);
+    walk_upper(upper, &[], model, &mut w)?;
     // Hard links within the layer: one blob per inode, one group per inode.
     let mut group_of: HashMap<(u64, u64), u32> = HashMap::new();
     let mut next_group = max_group(model) + 1;
@@ -116,6 +132,7 @@ pub fn apply_upper(
                 path: j.abs.clone(),
                 source: io::Error::other(e.to_string()),
             })?;
+        model.times.set(&j.rel, j.time);
     }
     // A group with one member left is no group.
     normalize_groups(model);
@@ -161,14 +178,32 @@ fn normalize_groups(model: &mut Dir) {
     }
 }
 
-fn walk_upper(
-    abs: &Path,
-    rel: &[u8],
-    model: &mut Dir,
-    jobs: &mut Vec<Job>,
-    changes: &mut Changes,
-    warnings: &mut Vec<String>,
-) -> Result<(), StoreError> {
+/// What walking an upper directory collects.
+struct Walk<'a> {
+    jobs: &'a mut Vec<Job>,
+    changes: &'a mut Changes,
+    warnings: &'a mut Vec<String>,
+    clamp: Option<i64>,
+}
+
+impl Walk<'_> {
+    /// The time of `path` (with metadata `md`) in whole seconds, clamped; a time changed
+    /// so is set on the file too, since the upper directory is kept as the commit's layer
+    /// (`ch-run NAME` and later RUNs see it).
+    fn time(&self, path: &Path, md: &fs::Metadata) -> Result<model::Mtime, StoreError> {
+        let t = model::Mtime::of(md);
+        let c = match self.clamp {
+            Some(max) => t.clamped(max),
+            None => t,
+        };
+        if c != t || md.mtime_nsec() != 0 {
+            super::checkout::set_time(path, c).map_err(io_err("set time of", path))?;
+        }
+        Ok(c)
+    }
+}
+
+fn walk_upper(abs: &Path, rel: &[u8], model: &mut Dir, w: &mut Walk) -> Result<(), StoreError> {
     let names = model::read_dir_sorted(abs).map_err(io_err("read directory", abs))?;
     for name in names {
         let p = abs.join(&name);
@@ -176,6 +211,11 @@ fn walk_upper(
         let r = model::join_rel(rel, &name);
         let mode = md.mode() & 0o7777;
         let ft = md.file_type();
+        let time = if is_whiteout(&p, &md) {
+            model::Mtime::of(&md)
+        } else {
+            w.time(&p, &md)?
+        };
         if super::model::xattrs_enabled() && (ft.is_file() || ft.is_dir()) && !is_whiteout(&p, &md)
         {
             // overlayfs keeps its own bookkeeping in user.overlay.*: not image content.
@@ -196,34 +236,36 @@ fn walk_upper(
         };
         if is_whiteout(&p, &md) {
             if model.remove(&r).map_err(bad)? {
-                changes.removed += 1;
+                w.changes.removed += 1;
             }
         } else if ft.is_dir() {
             let opaque = xattr_is(&p, "user.overlay.opaque", b"y");
             let exists_as_dir = matches!(model.get(&r), Some(Node::Dir(_)));
             if opaque || !exists_as_dir {
                 if exists_as_dir {
-                    changes.removed += 1;
+                    w.changes.removed += 1;
                 }
                 model.remove(&r).map_err(bad)?;
             }
             model.insert(&r, Node::Dir(Dir::new(mode))).map_err(bad)?;
-            walk_upper(&p, &r, model, jobs, changes, warnings)?;
+            model.times.set(&r, time);
+            walk_upper(&p, &r, model, w)?;
         } else if ft.is_file() {
-            changes.written += 1;
+            w.changes.written += 1;
             // Drop what was there first, so a directory replaced by a file goes away.
             if matches!(model.get(&r), Some(Node::Dir(_))) {
                 model.remove(&r).map_err(bad)?;
             }
             let inode = (md.nlink() > 1).then(|| (md.dev(), md.ino()));
-            jobs.push(Job {
+            w.jobs.push(Job {
                 rel: r,
                 abs: p,
                 mode,
                 inode,
+                time,
             });
         } else if ft.is_symlink() {
-            changes.written += 1;
+            w.changes.written += 1;
             let t = fs::read_link(&p).map_err(io_err("read symlink", &p))?;
             model.remove(&r).map_err(bad)?;
             model
@@ -234,12 +276,14 @@ fn walk_upper(
                     },
                 )
                 .map_err(bad)?;
+            model.times.set(&r, time);
         } else if ft.is_fifo() {
-            changes.written += 1;
+            w.changes.written += 1;
             model.remove(&r).map_err(bad)?;
             model.insert(&r, Node::Fifo { mode }).map_err(bad)?;
+            model.times.set(&r, time);
         } else {
-            warnings.push(format!(
+            w.warnings.push(format!(
                 "ignoring device file or socket created in image: /{}",
                 String::from_utf8_lossy(&r)
             ));

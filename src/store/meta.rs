@@ -1,13 +1,17 @@
 //! The metadata blob: what a git tree cannot say about an image (format in
-//! docs/store-format.md, "meta" blob, version 1).
+//! docs/store-format.md, "meta" blob, version 2; version 1, without times, is still read
+//! and written for images that have no times).
 //!
 //! Git trees hold regular files (0644 or 0755), symlinks and directories that contain
 //! something. This blob records, one line per path, everything else: exact permission bits
-//! where they differ from what the tree implies, empty directories, FIFOs and hard links.
+//! where they differ from what the tree implies, empty directories, FIFOs and hard links,
+//! and modification times that differ from the image's default time (in the header).
 //! Lines are sorted (depth-first, byte order), so the blob is deterministic and `git diff`
 //! shows metadata changes line by line. Pure data, no I/O.
 
 use std::fmt::Write as _;
+
+use super::model::Mtime;
 
 /// One metadata record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +30,9 @@ pub enum Record {
         value: Vec<u8>,
         path: Vec<u8>,
     },
+    /// The modification time of `path` (`b""`: the root directory, written `.`), where it
+    /// differs from the blob's default time.
+    Time { time: Mtime, path: Vec<u8> },
 }
 
 impl Record {
@@ -35,19 +42,59 @@ impl Record {
             Record::Mode { path, .. }
             | Record::Dir { path, .. }
             | Record::Fifo { path, .. }
-            | Record::Xattr { path, .. } => vec![path],
+            | Record::Xattr { path, .. }
+            | Record::Time { path, .. } => vec![path],
             Record::Link { primary, path } => vec![primary, path],
         }
     }
 }
 
-/// First line of every metadata blob.
+/// First line of a metadata blob without times.
 pub const HEADER: &str = "grove-meta 1";
+/// First word of the first line of a metadata blob with times: `grove-meta 2 DEFAULT`.
+pub const HEADER_2: &str = "grove-meta 2";
+
+/// `SECONDS` or `SECONDS.NNNNNNNNN`.
+pub fn format_time(t: Mtime) -> String {
+    if t.nsec == 0 {
+        t.sec.to_string()
+    } else {
+        format!("{}.{:09}", t.sec, t.nsec)
+    }
+}
+
+/// Reverse of [`format_time`] (exactly its output: nine digits of nanoseconds, not zero).
+pub fn parse_time(s: &str) -> Option<Mtime> {
+    let (sec, nsec) = match s.split_once('.') {
+        None => (s, None),
+        Some((a, b)) => (a, Some(b)),
+    };
+    let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    let unsigned = sec.strip_prefix('-').unwrap_or(sec);
+    if !digits(unsigned) || (unsigned.len() > 1 && unsigned.starts_with('0')) {
+        return None;
+    }
+    let sec: i64 = sec.parse().ok()?;
+    let nsec = match nsec {
+        None => 0,
+        Some(n) if n.len() == 9 && digits(n) => {
+            let n: u32 = n.parse().ok()?;
+            if n == 0 {
+                return None;
+            }
+            n
+        }
+        Some(_) => return None,
+    };
+    Some(Mtime::new(sec, nsec))
+}
 
 /// Why a metadata blob could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MetaError {
-    #[error("metadata blob: unsupported header {0:?} (expected {HEADER:?})")]
+    #[error(
+        "metadata blob: unsupported header {0:?} (expected {HEADER:?} or {HEADER_2:?} and a time)"
+    )]
     Header(String),
     #[error("metadata blob line {line}: {what}")]
     Line { line: usize, what: &'static str },
@@ -88,9 +135,14 @@ pub fn unescape(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Serialize records (in the order given, which callers keep sorted).
-pub fn encode(records: &[Record]) -> Vec<u8> {
-    let mut s = String::from(HEADER);
+/// Serialize records (in the order given, which callers keep sorted) with the default
+/// time of entries without a `time` record. Without a default time and `time` records the
+/// blob is version 1.
+pub fn encode(records: &[Record], default_time: Option<Mtime>) -> Vec<u8> {
+    let mut s = match default_time {
+        Some(t) => format!("{HEADER_2} {}", format_time(t)),
+        None => String::from(HEADER),
+    };
     s.push('\n');
     for r in records {
         let _ = match r {
@@ -105,22 +157,43 @@ pub fn encode(records: &[Record]) -> Vec<u8> {
                 let hex = if hex.is_empty() { "-".to_string() } else { hex };
                 writeln!(s, "xattr {} {hex} {}", escape(name), escape(path))
             }
+            Record::Time { time, path } => {
+                let p = if path.is_empty() {
+                    ".".to_string()
+                } else {
+                    escape(path)
+                };
+                writeln!(s, "time {} {p}", format_time(*time))
+            }
         };
     }
     s.into_bytes()
 }
 
-/// Parse a metadata blob.
+/// Parse a metadata blob (the records only; see [`decode_with_time`]).
 pub fn decode(data: &[u8]) -> Result<Vec<Record>, MetaError> {
+    decode_with_time(data).map(|(r, _)| r)
+}
+
+/// Parse a metadata blob: its records and its default time (version 2).
+pub fn decode_with_time(data: &[u8]) -> Result<(Vec<Record>, Option<Mtime>), MetaError> {
     let text = std::str::from_utf8(data).map_err(|_| MetaError::Line {
         line: 0,
         what: "not ASCII",
     })?;
     let mut lines = text.lines();
     let header = lines.next().unwrap_or("");
-    if header != HEADER {
-        return Err(MetaError::Header(header.to_string()));
-    }
+    let default_time = if header == HEADER {
+        None
+    } else {
+        match header
+            .strip_prefix(HEADER_2)
+            .and_then(|r| r.strip_prefix(' '))
+        {
+            Some(t) => Some(parse_time(t).ok_or_else(|| MetaError::Header(header.to_string()))?),
+            None => return Err(MetaError::Header(header.to_string())),
+        }
+    };
     let mut out = Vec::new();
     for (i, line) in lines.enumerate() {
         let line_no = i + 2;
@@ -151,6 +224,19 @@ pub fn decode(data: &[u8]) -> Result<Vec<Record>, MetaError> {
         if f.len() != 3 {
             return Err(bad("expected three fields"));
         }
+        if f[0] == "time" {
+            if default_time.is_none() {
+                return Err(bad("time record in a version 1 blob"));
+            }
+            let time = parse_time(f[1]).ok_or_else(|| bad("bad time"))?;
+            let path = if f[2] == "." {
+                Vec::new()
+            } else {
+                unescape(f[2]).ok_or_else(|| bad("bad path escape"))?
+            };
+            out.push(Record::Time { time, path });
+            continue;
+        }
         let path = unescape(f[2]).ok_or_else(|| bad("bad path escape"))?;
         let mode = || {
             u32::from_str_radix(f[1], 8)
@@ -178,7 +264,7 @@ pub fn decode(data: &[u8]) -> Result<Vec<Record>, MetaError> {
             _ => return Err(bad("unknown record kind")),
         });
     }
-    Ok(out)
+    Ok((out, default_time))
 }
 
 #[cfg(test)]
@@ -222,9 +308,39 @@ mod tests {
                 path: b"a".to_vec(),
             },
         ];
-        let blob = encode(&recs);
+        let blob = encode(&recs, None);
         assert!(blob.starts_with(b"grove-meta 1\nmode 4755 bin/su\ndir 0000 locked\\x20dir\n"));
         assert_eq!(decode(&blob).unwrap(), recs);
+    }
+
+    #[test]
+    fn times_round_trip_with_the_default_in_the_header() {
+        let recs = vec![
+            Record::Time {
+                time: Mtime::new(5, 0),
+                path: Vec::new(),
+            },
+            Record::Time {
+                time: Mtime::new(-1, 1),
+                path: b"a b".to_vec(),
+            },
+        ];
+        let blob = encode(&recs, Some(Mtime::new(1663632000, 123)));
+        assert_eq!(
+            String::from_utf8(blob.clone()).unwrap(),
+            "grove-meta 2 1663632000.000000123\ntime 5 .\ntime -1.000000001 a\\x20b\n"
+        );
+        assert_eq!(
+            decode_with_time(&blob).unwrap(),
+            (recs, Some(Mtime::new(1663632000, 123)))
+        );
+        for bad in ["1.5", "01", "1.000000000", "", "-", "1e3", " 1"] {
+            assert_eq!(parse_time(bad), None, "{bad:?}");
+        }
+        assert!(matches!(
+            decode(b"grove-meta 1\ntime 5 a\n"),
+            Err(MetaError::Line { line: 2, .. })
+        ));
     }
 
     #[test]
@@ -232,6 +348,10 @@ mod tests {
         assert_eq!(
             decode(b"grove-meta 2\n"),
             Err(MetaError::Header("grove-meta 2".into()))
+        );
+        assert_eq!(
+            decode(b"grove-meta 3 0\n"),
+            Err(MetaError::Header("grove-meta 3 0".into()))
         );
         assert!(matches!(
             decode(b"grove-meta 1\nmode 99999 x\n"),

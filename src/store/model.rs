@@ -5,6 +5,10 @@
 //! (`0o7777`); the file type is the variant. Ownership is not modelled: images belong to the
 //! user who runs them and export as root. Children are kept in byte order, so every walk is
 //! deterministic.
+//!
+//! Modification times ([`Times`]) are kept on the image root by path, like extended
+//! attributes: a side table keeps `Node` small and its many constructors unchanged.
+//! [`Dir::insert`] and [`Dir::remove`] drop the times of what they replace or remove.
 
 use std::collections::BTreeMap;
 
@@ -45,6 +49,103 @@ pub struct Dir {
     /// Extended attributes by path (relative to this directory), each a list of (name,
     /// value). Kept on the image root only; recorded when the user asks (`--xattrs`).
     pub xattrs: Xattrs,
+    /// Modification times by path (relative to this directory, `b""` for itself). Kept on
+    /// the image root only.
+    pub times: Times,
+}
+
+/// A modification time: seconds since the epoch and nanoseconds (0..1e9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Mtime {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+impl Mtime {
+    pub fn new(sec: i64, nsec: u32) -> Mtime {
+        Mtime {
+            sec,
+            nsec: nsec.min(999_999_999),
+        }
+    }
+
+    /// The modification time of `md`, in whole seconds: images keep seconds (what tar,
+    /// SquashFS and Python's `.pyc` check hold), so that a directory and its tarball
+    /// import as the same image.
+    pub fn of(md: &std::fs::Metadata) -> Mtime {
+        use std::os::unix::fs::MetadataExt;
+        Mtime::new(md.mtime(), 0)
+    }
+
+    /// This time, or `max` seconds if it is later (reproducible-builds.org "clamp").
+    pub fn clamped(self, max: i64) -> Mtime {
+        if self > Mtime::new(max, 0) {
+            Mtime::new(max, 0)
+        } else {
+            self
+        }
+    }
+}
+
+/// Modification times of an image's entries by path (`b""` is the root directory). An
+/// entry without its own time has `default`; with neither, its time is unknown (an image
+/// from a metadata blob of version 1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Times {
+    pub default: Option<Mtime>,
+    pub by_path: BTreeMap<Vec<u8>, Mtime>,
+}
+
+impl Times {
+    /// The time of `path`, if known.
+    pub fn get(&self, path: &[u8]) -> Option<Mtime> {
+        self.by_path.get(path).copied().or(self.default)
+    }
+
+    pub fn set(&mut self, path: &[u8], t: Mtime) {
+        self.by_path.insert(path.to_vec(), t);
+    }
+
+    /// Forget the times of `path` and everything below it.
+    pub fn remove_tree(&mut self, path: &[u8]) {
+        if path.is_empty() {
+            self.by_path.clear();
+            return;
+        }
+        self.by_path.remove(path);
+        let mut lo = path.to_vec();
+        lo.push(b'/');
+        let mut hi = path.to_vec();
+        hi.push(b'/' + 1);
+        let below: Vec<Vec<u8>> = self.by_path.range(lo..hi).map(|(k, _)| k.clone()).collect();
+        for k in below {
+            self.by_path.remove(&k);
+        }
+    }
+
+    /// The times of `prefix` and below, with paths relative to `prefix` (`prefix` itself
+    /// becomes `b""`).
+    pub fn subtree(&self, prefix: &[u8]) -> Times {
+        if prefix.is_empty() {
+            return self.clone();
+        }
+        let mut lo = prefix.to_vec();
+        lo.push(b'/');
+        let mut hi = prefix.to_vec();
+        hi.push(b'/' + 1);
+        let mut by_path: BTreeMap<Vec<u8>, Mtime> = self
+            .by_path
+            .range(lo.clone()..hi)
+            .map(|(k, t)| (k[lo.len()..].to_vec(), *t))
+            .collect();
+        if let Some(t) = self.by_path.get(prefix) {
+            by_path.insert(Vec::new(), *t);
+        }
+        Times {
+            default: self.default,
+            by_path,
+        }
+    }
 }
 
 impl Clone for Dir {
@@ -69,6 +170,7 @@ impl Clone for Dir {
                     mode: src.mode,
                     tree: src.tree,
                     xattrs: src.xattrs.clone(),
+                    times: src.times.clone(),
                     children: src
                         .children
                         .iter()
@@ -98,6 +200,7 @@ impl PartialEq for Dir {
             if a.mode != b.mode
                 || a.tree != b.tree
                 || a.xattrs != b.xattrs
+                || a.times != b.times
                 || a.children.len() != b.children.len()
             {
                 return false;
@@ -299,6 +402,7 @@ impl Dir {
             children: BTreeMap::new(),
             tree: None,
             xattrs: BTreeMap::new(),
+            times: Times::default(),
         }
     }
 
@@ -346,15 +450,19 @@ impl Dir {
 
     fn insert_inner(&mut self, path: &[u8], node: Node, invalidate: bool) -> Result<(), PathError> {
         let comps = components(path)?;
+        let canonical = comps.join(&b'/');
         let parent = self.parent_mut(&comps, invalidate)?;
         let name = comps[comps.len() - 1].to_vec();
-        match (parent.children.get_mut(&name), node) {
+        let replaced_dir = match (parent.children.get_mut(&name), node) {
             (Some(Node::Dir(old)), Node::Dir(new)) if new.children.is_empty() => {
-                old.mode = new.mode
+                old.mode = new.mode;
+                false
             }
-            (_, node) => {
-                parent.children.insert(name, node);
-            }
+            (_, node) => matches!(parent.children.insert(name, node), Some(Node::Dir(_))),
+        };
+        if replaced_dir {
+            // What was below the replaced directory is gone; its times go too.
+            self.times.remove_tree(&canonical);
         }
         Ok(())
     }
@@ -365,7 +473,7 @@ impl Dir {
         if self.get(path).is_none() {
             return Ok(false);
         }
-        let mut dir = self;
+        let mut dir = &mut *self;
         for c in &comps[..comps.len() - 1] {
             dir.tree = None;
             dir = match dir.children.get_mut(*c) {
@@ -374,7 +482,9 @@ impl Dir {
             };
         }
         dir.tree = None;
-        Ok(dir.children.remove(comps[comps.len() - 1]).is_some())
+        let removed = dir.children.remove(comps[comps.len() - 1]).is_some();
+        self.times.remove_tree(&comps.join(&b'/'));
+        Ok(removed)
     }
 
     /// The entry at `path`.
@@ -511,6 +621,30 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn replacing_or_removing_an_entry_drops_the_times_below_it() {
+        let mut d = Dir::new(0o755);
+        d.insert(b"a/x", file(0o644)).unwrap();
+        d.insert(b"ab", file(0o644)).unwrap();
+        for (p, s) in [(&b"a"[..], 1), (b"a/x", 2), (b"ab", 3)] {
+            d.times.set(p, Mtime::new(s, 0));
+        }
+        assert_eq!(d.times.subtree(b"a").by_path.len(), 2);
+        assert_eq!(d.times.subtree(b"a").get(b"x"), Some(Mtime::new(2, 0)));
+        // A directory again keeps its children and their times.
+        d.insert(b"a", Node::Dir(Dir::new(0o700))).unwrap();
+        assert_eq!(d.times.get(b"a/x"), Some(Mtime::new(2, 0)));
+        // A file replacing the directory: a/ and a/x lose their times, ab keeps its own.
+        d.insert(b"a", file(0o644)).unwrap();
+        assert_eq!(d.times.get(b"a/x"), None);
+        assert_eq!(d.times.get(b"a"), None);
+        assert_eq!(d.times.get(b"ab"), Some(Mtime::new(3, 0)));
+        d.remove(b"ab").unwrap();
+        assert!(d.times.by_path.is_empty());
+        assert_eq!(Mtime::new(10, 5).clamped(10), Mtime::new(10, 0));
+        assert_eq!(Mtime::new(9, 5).clamped(10), Mtime::new(9, 5));
     }
 
     #[test]

@@ -936,7 +936,7 @@ fn build_killed_during_run_leaves_a_usable_store() {
 
 /// The Debian fixture: `fixtures/debian.sh` makes a minbase bookworm tarball once per
 /// machine. `None` (after a loud skip) when the mirror can't be reached.
-fn debian_tarball() -> Option<PathBuf> {
+pub(crate) fn debian_tarball() -> Option<PathBuf> {
     let cache = PathBuf::from(
         std::env::var_os("GROVE_FIXTURE_CACHE").unwrap_or_else(|| "/var/tmp/grove-fixtures".into()),
     );

@@ -17,3 +17,4 @@ mod run;
 mod run_conformance;
 mod security;
 mod store;
+mod times;
