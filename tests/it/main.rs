@@ -8,6 +8,7 @@ mod convert;
 mod convert_formats;
 mod environment;
 mod hostile;
+mod modes;
 mod provenance;
 mod registry;
 mod run;
