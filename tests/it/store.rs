@@ -637,7 +637,7 @@ fn tarball_of_dot_with_one_top_directory_keeps_it() {
 }
 
 #[test]
-fn checkout_raises_minimum_permissions_and_drops_setuid_while_export_is_exact() {
+fn checkout_and_export_raise_minimum_permissions_and_drop_setuid() {
     let s = Scratch::new("checkout");
     let st = s.storage();
     let src = awkward(&s.join("src"));
@@ -659,10 +659,13 @@ fn checkout_raises_minimum_permissions_and_drops_setuid_while_export_is_exact() 
     assert_eq!(co[&b"modes/sticky"[..]].mode, 0o1777);
     assert_eq!(co[&b"zero/locked"[..]].mode, 0o700);
     assert_eq!(co[&b"zero/file"[..]].mode, 0o600);
-    // The export of the same image is exact.
+    // The export of the same image agrees: import recorded the FAQ 11.3.8 modes.
     let out = s.join("out");
     ok(chc(&st).arg("localhost:5000/a/b:1.0").arg(&out));
-    tree::assert_same(&want, &tree::of_dir(&out), "export vs source");
+    tree::assert_same(&faq_modes(want), &tree::of_dir(&out), "export vs source");
+    let ex = tree::of_dir(&out);
+    assert_eq!(ex[&b"modes/setuid"[..]].mode, 0o755);
+    assert_eq!(ex[&b"zero/locked"[..]].mode, 0o700);
 }
 
 // ---------------------------------------------------------------------------------------
