@@ -178,6 +178,7 @@ pub fn copy_host(src: &Path, rel: &str, ignore: &Ignore, to: &Path) -> Result<()
             fs::create_dir_all(to).map_err(io_err("create directory", to))?;
         }
         copy_dir_contents(src, rel, ignore, to)?;
+        copy_xattrs(src, to)?;
         let mode = md.permissions().mode() & 0o7777;
         fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o700))
             .map_err(io_err("chmod", to))?;
@@ -208,6 +209,30 @@ fn warn_skipped(path: &Path, md: &fs::Metadata) {
     crate::warn!("COPY: not copying {kind}: {}", path.display());
 }
 
+/// With `--xattrs` (`$CH_XATTRS`), give `to` the `user.*` extended attributes of `src`,
+/// as import does; the layer records them. `to` is made owner-writable first (the kernel
+/// checks write permission for `user.*` attributes); the caller sets its final mode.
+fn copy_xattrs(src: &Path, to: &Path) -> Result<(), CopyError> {
+    if !crate::store::model::xattrs_enabled() {
+        return Ok(());
+    }
+    let attrs = crate::store::model::read_xattrs(src);
+    if attrs.is_empty() {
+        return Ok(());
+    }
+    let mode = fs::metadata(to)
+        .map_err(io_err("stat", to))?
+        .permissions()
+        .mode();
+    fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o600))
+        .map_err(io_err("chmod", to))?;
+    for (name, value) in attrs {
+        xattr::set(to, std::ffi::OsStr::from_bytes(&name), &value)
+            .map_err(io_err("set extended attribute on", to))?;
+    }
+    Ok(())
+}
+
 /// Copy a regular file with its permission bits (kept readable by the owner, so that the
 /// layer can be read back; a read-only file stays read-only) and its modification time.
 fn copy_file(src: &Path, to: &Path, md: &fs::Metadata) -> Result<(), CopyError> {
@@ -220,6 +245,7 @@ fn copy_file(src: &Path, to: &Path, md: &fs::Metadata) -> Result<(), CopyError> 
         }
     }
     fs::copy(src, to).map_err(io_err("copy", src))?;
+    copy_xattrs(src, to)?;
     fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o400))
         .map_err(io_err("chmod", to))?;
     set_time(to, Mtime::of(md)).map_err(io_err("set time of", to))?;
@@ -259,6 +285,7 @@ fn copy_dir_contents(src: &Path, rel: &str, ignore: &Ignore, to: &Path) -> Resul
                 fs::create_dir(&d).map_err(io_err("create directory", &d))?;
             }
             copy_dir_contents(&s, &r, ignore, &d)?;
+            copy_xattrs(&s, &d)?;
             fs::set_permissions(
                 &d,
                 fs::Permissions::from_mode((md.permissions().mode() & 0o7777) | 0o700),

@@ -1341,6 +1341,13 @@ fn extract_archive(src: &Path, dest: &Path) -> Result<(), copy::CopyError> {
             return Err(unsafe_err(&name, why.to_string()));
         }
         let kind = e.header().entry_type();
+        let member = String::from_utf8_lossy(&name).into_owned();
+        // The rule import uses: devices skipped with a warning, modes as FAQ 11.3.8 says.
+        if let Some(w) = store::import::skipped_member(kind, src, &member) {
+            warn!("{w}");
+            continue;
+        }
+        let mode = e.header().mode().ok();
         if kind.is_dir() || kind.is_symlink() {
             // tar sets the times of files; those of directories (changed again by their
             // contents) and symlinks are set once everything is in place.
@@ -1349,7 +1356,32 @@ fn extract_archive(src: &Path, dest: &Path) -> Result<(), copy::CopyError> {
             }
         }
         match e.unpack_in(dest) {
-            Ok(_) => {}
+            Ok(true) => {
+                let p = dest.join(std::ffi::OsStr::from_bytes(&name));
+                // tar writes a FIFO member as an empty regular file (its path checked like
+                // any other's): put a FIFO in its place, as import keeps one.
+                if kind == tar::EntryType::Fifo
+                    && fs::symlink_metadata(&p).is_ok_and(|md| md.is_file())
+                {
+                    fs::remove_file(&p).map_err(io("replace", &p))?;
+                    nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                        .map_err(|e| io("create fifo", &p)(e.into()))?;
+                    if let Ok(t) = e.header().mtime() {
+                        later.push((name.clone(), t));
+                    }
+                }
+                let settable = kind.is_dir() || kind.is_file() || kind == tar::EntryType::Fifo;
+                if let (Some(m), true) = (mode, settable) {
+                    let kept = store::import::kept_mode(kind.is_dir(), m);
+                    // Never through a symlink a later member put in its place.
+                    let real = fs::symlink_metadata(&p).is_ok_and(|md| !md.is_symlink());
+                    if real {
+                        fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(kept))
+                            .map_err(io("set mode of", &p))?;
+                    }
+                }
+            }
+            Ok(false) => {}
             Err(err) if err.to_string().contains("outside of destination") => {
                 return Err(unsafe_err(
                     &name,

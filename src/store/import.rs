@@ -4,8 +4,11 @@
 //! Checks (man page, FAQ): tar members with `..` or absolute paths are refused, as is a
 //! member written through a symlink; device files and sockets are skipped with a warning;
 //! a tarball whose members all sit under one top directory has that directory stripped.
-//! Modes are recorded exactly (checkout raises minimum permissions, see
-//! [`super::checkout`]). Runs without the store lock: objects are content-addressed and
+//! Modes are recorded as FAQ 11.3.8 says (see [`kept_mode`]): directories at least
+//! `rwx------`, files at least `rw-------`, setuid and setgid bits dropped, so that every
+//! output of the store (checkout, directory, tar, SquashFS, OCI, push) agrees; the one
+//! rule for archive members (import, pull, `ch-convert`, `ADD`) is [`skipped_member`].
+//! Runs without the store lock: objects are content-addressed and
 //! written atomically, so a killed import leaves at most unreferenced objects.
 
 use std::collections::{HashMap, HashSet};
@@ -92,6 +95,49 @@ fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) ->
 /// Warnings collected during an import (skipped members), for the caller to print.
 pub type Warnings = Vec<String>;
 
+/// The mode an imported, pulled or `ADD`-ed entry is given (FAQ 11.3.8): directories
+/// raised to at least `rwx------` (a 0000 directory could not be deleted by the user who
+/// owns it), other entries to at least `rw-------`; setuid and setgid bits dropped (the
+/// files belong to whoever unpacks the image). The sticky bit is kept. Checkout applies
+/// the same rule ([`super::checkout::Policy::Checkout`]).
+pub fn kept_mode(is_dir: bool, mode: u32) -> u32 {
+    let p = super::checkout::Policy::Checkout;
+    if is_dir {
+        p.dir_mode(mode & 0o7777)
+    } else {
+        p.file_mode(mode & 0o7777)
+    }
+}
+
+/// The one rule for archive members shared by import, pull, `ch-convert` and `ADD`: the
+/// warning to print when a member of this type is skipped (device files, which an
+/// unprivileged user can't create, and types no image holds), `None` when it is kept
+/// (regular files, directories, links, FIFOs and the headers tar reads itself).
+pub fn skipped_member(kind: tar::EntryType, archive: &Path, member: &str) -> Option<String> {
+    use tar::EntryType as T;
+    match kind {
+        T::Regular
+        | T::Continuous
+        | T::GNUSparse
+        | T::Directory
+        | T::Symlink
+        | T::Link
+        | T::Fifo
+        | T::XGlobalHeader
+        | T::XHeader
+        | T::GNULongName
+        | T::GNULongLink => None,
+        T::Char | T::Block => Some(format!(
+            "{}: skipping device file member {member}",
+            archive.display()
+        )),
+        other => Some(format!(
+            "{}: skipping member {member} of unsupported type {other:?}",
+            archive.display()
+        )),
+    }
+}
+
 /// Import a directory or tarball at `path` into a model.
 pub fn import_path(
     ts: &gix::ThreadSafeRepository,
@@ -161,8 +207,8 @@ pub fn import_squash(
         }
         let (mut root, w) = import_dir(ts, scratch, true)?;
         warnings.extend(w);
-        // An unprivileged unsquashfs clears setuid and setgid bits (the files belong to
-        // root in the image): take those modes from its listing.
+        // An unprivileged unsquashfs may clear special bits: take them from its listing,
+        // then drop setuid and setgid as every import does (FAQ 11.3.8).
         let list = std::process::Command::new("unsquashfs")
             .arg("-lln")
             .arg(super::path_arg(path))
@@ -173,8 +219,8 @@ pub fn import_squash(
             })?;
         for (rel, mode) in special_modes(&list.stdout) {
             match root.get_mut(&rel) {
-                Some(Node::File(f)) => f.mode = mode,
-                Some(Node::Dir(d)) => d.mode = mode,
+                Some(Node::File(f)) => f.mode = kept_mode(false, mode),
+                Some(Node::Dir(d)) => d.mode = kept_mode(true, mode),
                 _ => {}
             }
         }
@@ -347,7 +393,7 @@ fn import_dir(
         root.insert(
             &f.rel,
             Node::File(File {
-                mode: f.mode,
+                mode: kept_mode(false, f.mode),
                 oid,
                 size: f.size,
                 link_group: f.group,
@@ -392,7 +438,7 @@ impl DirWalk<'_> {
                     return Err(ImportError::TooDeep(p));
                 }
                 self.restore.raise(&p, mode, 0o500)?;
-                let mut sub = Dir::new(mode);
+                let mut sub = Dir::new(kept_mode(true, mode));
                 self.walk(&p, &r, &mut sub)?;
                 dir.children.insert(key, Node::Dir(sub));
             } else if ft.is_symlink() {
@@ -418,7 +464,12 @@ impl DirWalk<'_> {
                     group,
                 });
             } else if ft.is_fifo() {
-                dir.children.insert(key, Node::Fifo { mode });
+                dir.children.insert(
+                    key,
+                    Node::Fifo {
+                        mode: kept_mode(false, mode),
+                    },
+                );
             } else if ft.is_socket() {
                 self.warnings
                     .push(format!("skipping socket: {}", p.display()));
@@ -834,12 +885,14 @@ fn apply_layer_shaped(
                 member: member.clone(),
                 source,
             };
-            let mode = entry
-                .header()
-                .mode()
-                .map_err(|_| bad("invalid mode field"))?
-                & 0o7777;
             let kind = entry.header().entry_type();
+            let mode = kept_mode(
+                kind.is_dir(),
+                entry
+                    .header()
+                    .mode()
+                    .map_err(|_| bad("invalid mode field"))?,
+            );
             let mtime = member_time(&mut entry).ok_or_else(|| bad("invalid mtime field"))?;
             let comps = match model::components(&raw) {
                 Ok(c) => c,
@@ -855,6 +908,11 @@ fn apply_layer_shaped(
             let rel = comps.join(&b'/');
             if tops.len() < 2 {
                 tops.insert(comps[0].to_vec());
+            }
+            if let Some(w) = skipped_member(kind, &archive_path, &member) {
+                warnings.push(w);
+                last = member;
+                continue;
             }
             if layered {
                 let name = comps[comps.len() - 1];
@@ -1012,15 +1070,8 @@ fn apply_layer_shaped(
                     root.insert(&rel, Node::File(file)).map_err(mpath)?;
                 }
                 T::Fifo => root.insert(&rel, Node::Fifo { mode }).map_err(mpath)?,
-                T::Char | T::Block => warnings.push(format!(
-                    "{}: skipping device file member {member}",
-                    archive_path.display()
-                )),
-                T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => {}
-                other => warnings.push(format!(
-                    "{}: skipping member {member} of unsupported type {other:?}",
-                    archive_path.display()
-                )),
+                // Skipped above ([`skipped_member`]), or headers tar reads itself.
+                _ => {}
             }
             // After the entry is in place (an insert drops the times of what it replaces).
             if matches!(

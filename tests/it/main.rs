@@ -11,6 +11,7 @@ mod environment;
 mod hostile;
 mod interop;
 mod join_slurm;
+mod modes;
 mod provenance;
 mod registry;
 mod run;

@@ -406,10 +406,23 @@ pub fn python3() -> Command {
 }
 
 /// The snapshot an image of `src` must export as: the root directory's mode is always 0755
-/// (docs/store-format.md, "meta").
+/// (docs/store-format.md, "meta"), and modes are as FAQ 11.3.8 says ([`faq_modes`]).
 pub fn as_image(mut want: tree::Map) -> tree::Map {
     if let Some(root) = want.get_mut(&Vec::new()) {
         root.mode = 0o755;
+    }
+    faq_modes(want)
+}
+
+/// Modes as every import and pull records them (FAQ 11.3.8): directories at least
+/// `rwx------`, files and FIFOs at least `rw-------`, no setuid or setgid bits.
+pub fn faq_modes(mut want: tree::Map) -> tree::Map {
+    for e in want.values_mut() {
+        match e.kind {
+            'd' => e.mode = (e.mode | 0o700) & !0o6000,
+            'f' | 'p' => e.mode = (e.mode | 0o600) & !0o6000,
+            _ => {}
+        }
     }
     want
 }
@@ -473,7 +486,8 @@ fn awkward_tree_round_trips_through_import_dir_export_and_tar_export() {
     let s = Scratch::new("awkward");
     let st = s.storage();
     let src = awkward(&s.join("src"));
-    let want = tree::of_dir(&src);
+    // Exact but for the modes FAQ 11.3.8 gives imports.
+    let want = faq_modes(tree::of_dir(&src));
     import(&st, &src, "awkward");
     let commit = commit_of(&st, "awkward:latest");
 
@@ -502,11 +516,11 @@ fn awkward_tree_round_trips_through_import_dir_export_and_tar_export() {
     let r = "refs/grove/img/awkward+latest";
     let meta = ok(git(&repo).args(["show", &format!("{r}:meta")]));
     assert!(meta.starts_with("grove-meta 2 "), "{meta}");
-    assert!(meta.contains("mode 4755 modes/setuid\n"), "{meta}");
     assert!(meta.contains("fifo 0640 top-fifo\n"), "{meta}");
-    assert!(meta.contains("dir 0000 zero/locked-empty\n"), "{meta}");
+    assert!(meta.contains("dir 0700 zero/locked-empty\n"), "{meta}");
     let log = ok(git(&repo).args(["log", "--format=%H %s", r]));
     assert_eq!(log.trim(), format!("{commit} IMPORT"));
+    assert!(!meta.contains("4755"), "setuid bit recorded: {meta}");
     // `.git` names are stored escaped; the escaped tree has no entry git would refuse.
     let tree = ok(git(&repo).args(["ls-tree", "--name-only", &format!("{r}:rootfs/gitnames")]));
     assert!(tree.lines().any(|l| l == ".grove-.git"), "{tree}");
@@ -623,7 +637,7 @@ fn tarball_of_dot_with_one_top_directory_keeps_it() {
 }
 
 #[test]
-fn checkout_raises_minimum_permissions_and_drops_setuid_while_export_is_exact() {
+fn checkout_and_export_raise_minimum_permissions_and_drop_setuid() {
     let s = Scratch::new("checkout");
     let st = s.storage();
     let src = awkward(&s.join("src"));
@@ -645,10 +659,13 @@ fn checkout_raises_minimum_permissions_and_drops_setuid_while_export_is_exact() 
     assert_eq!(co[&b"modes/sticky"[..]].mode, 0o1777);
     assert_eq!(co[&b"zero/locked"[..]].mode, 0o700);
     assert_eq!(co[&b"zero/file"[..]].mode, 0o600);
-    // The export of the same image is exact.
+    // The export of the same image agrees: import recorded the FAQ 11.3.8 modes.
     let out = s.join("out");
     ok(chc(&st).arg("localhost:5000/a/b:1.0").arg(&out));
-    tree::assert_same(&want, &tree::of_dir(&out), "export vs source");
+    tree::assert_same(&faq_modes(want), &tree::of_dir(&out), "export vs source");
+    let ex = tree::of_dir(&out);
+    assert_eq!(ex[&b"modes/setuid"[..]].mode, 0o755);
+    assert_eq!(ex[&b"zero/locked"[..]].mode, 0o700);
 }
 
 // ---------------------------------------------------------------------------------------
