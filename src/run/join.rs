@@ -458,16 +458,18 @@ mod tests {
         assert!(tasks_on_node("2,,1", 1).is_err());
     }
 
+    /// A launcher environment made of `pairs`, as the lookup function the code takes.
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
     #[test]
     fn default_tag_is_job_scoped() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
         assert_eq!(
             tag_from(env(&[("SLURM_JOB_ID", "41"), ("SLURM_STEP_ID", "0")])),
             Some(("SLURM_JOB_ID and SLURM_STEP_ID", "41.0".into()))
@@ -488,14 +490,6 @@ mod tests {
 
     #[test]
     fn peer_count_from_launcher_variables() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
         assert_eq!(
             count_from(env(&[("SLURM_STEP_TASKS_PER_NODE", "2(x3),1")])),
             Ok(Some(("SLURM_STEP_TASKS_PER_NODE", 2)))

@@ -349,12 +349,7 @@ pub fn fsck(store: &Store) -> Result<Vec<String>, StoreError> {
     if let Ok(rd) = fs::read_dir(&tmp) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let pid_alive = name
-                .split('.')
-                .nth(1)
-                .and_then(|p| p.parse::<u32>().ok())
-                .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-            if !pid_alive {
+            if !super::scratch_writer_alive(&name) {
                 problems.push(format!(
                     "{}: scratch file of a writer that is gone (the next writer removes it)",
                     e.path().display()

@@ -444,14 +444,7 @@ impl Store {
         let tmp = self.root.join("tmp");
         if let Ok(rd) = fs::read_dir(&tmp) {
             for e in rd.flatten() {
-                // Scratch names are TAG.PID.N.
-                let name = e.file_name().to_string_lossy().into_owned();
-                let pid_alive = name
-                    .split('.')
-                    .nth(1)
-                    .and_then(|p| p.parse::<u32>().ok())
-                    .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-                if alone || !pid_alive {
+                if alone || !scratch_writer_alive(&e.file_name().to_string_lossy()) {
                     let _ = checkout::remove_tree(&e.path());
                 }
             }
@@ -899,6 +892,15 @@ impl Store {
         drop(lock);
         checkout::remove_tree(&tmp).map_err(io_err("remove", &tmp))
     }
+}
+
+/// Whether the process that made scratch entry `name` (`TAG.PID.N`, under `tmp/`) is
+/// still running.
+pub(crate) fn scratch_writer_alive(name: &str) -> bool {
+    name.split('.')
+        .nth(1)
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
 }
 
 #[cfg(test)]
