@@ -15,6 +15,7 @@ pub mod build;
 pub mod cli;
 pub mod convert;
 pub mod log;
+pub mod oci;
 pub mod reference;
 pub mod registry;
 pub mod run;

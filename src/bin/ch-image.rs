@@ -814,7 +814,7 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
     grove::verbose!("storage directory: {}", storage.display());
     grove::debug!(
         "host architecture for registry: {}",
-        grove::registry::manifest::host_arch()
+        grove::oci::host_arch()
     );
     grove::debug!("registry authentication: {}", settings.auth);
     if let Some(n) = &cli.common.cache_large {
@@ -980,18 +980,12 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
                     match info.archs {
                         Some(a) => {
                             grove::dataln!("remote arch-aware:   yes");
-                            grove::dataln!(
-                                "host architecture:   {}",
-                                grove::registry::manifest::host_arch()
-                            );
+                            grove::dataln!("host architecture:   {}", grove::oci::host_arch());
                             grove::dataln!("archs available:     {}", a.join(" "));
                         }
                         None => {
                             grove::dataln!("remote arch-aware:   no");
-                            grove::dataln!(
-                                "host architecture:   {}",
-                                grove::registry::manifest::host_arch()
-                            );
+                            grove::dataln!("host architecture:   {}", grove::oci::host_arch());
                             grove::dataln!("archs available:     unknown");
                         }
                     }

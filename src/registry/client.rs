@@ -16,13 +16,19 @@
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-use super::manifest::{self, Document};
 use super::{escape, Limits, RegistryError, Remote, Settings};
+use crate::oci::{self, Digest, Document};
+
+/// The `Accept` header of manifest requests: every kind we read.
+pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json";
 
 /// Default CA bundle (Debian's ca-certificates).
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -637,13 +643,7 @@ impl Client {
     ) -> Result<Option<(Document, Vec<u8>, String)>, RegistryError> {
         let url = self.url(&format!("manifests/{version}"));
         let deadline = self.small();
-        let mut resp = self.send(
-            "GET",
-            &url,
-            &[("Accept", manifest::ACCEPT)],
-            Body::Empty,
-            &deadline,
-        )?;
+        let mut resp = self.send("GET", &url, &[("Accept", ACCEPT)], Body::Empty, &deadline)?;
         let status = resp.status().as_u16();
         if status == 404 {
             return Ok(None);
@@ -660,10 +660,10 @@ impl Client {
         let body = resp
             .body_mut()
             .with_config()
-            .limit(16 << 20)
+            .limit(oci::MAX_MANIFEST)
             .read_to_vec()
             .map_err(deadline.http("read manifest", &url))?;
-        let digest = manifest::sha256_digest(&body);
+        let digest = Digest::of(&body).to_string();
         if version.starts_with("sha256:") && digest != version {
             return Err(RegistryError::Digest {
                 what: format!("manifest {url}"),
@@ -671,7 +671,7 @@ impl Client {
                 actual: digest,
             });
         }
-        let doc = manifest::parse_document(&ct, &body)?;
+        let doc = Document::parse(&ct, &body)?;
         Ok(Some((doc, body, digest)))
     }
 
@@ -717,12 +717,12 @@ impl Client {
             .limit(limit)
             .read_to_vec()
             .map_err(deadline.http("read", &url))?;
-        let actual = manifest::sha256_digest(&body);
-        if actual != digest {
+        let actual = Digest::of(&body);
+        if actual != *digest {
             return Err(RegistryError::Digest {
                 what: what.to_string(),
                 expected: digest.to_string(),
-                actual,
+                actual: actual.to_string(),
             });
         }
         Ok(body)
@@ -853,27 +853,6 @@ pub fn status_err(action: &'static str, url: &str, resp: &mut Response) -> Regis
         url: url.to_string(),
         status,
         detail,
-    }
-}
-
-/// A reader that hashes what passes through it (sha256) and counts bytes.
-pub struct HashingReader<R> {
-    pub inner: R,
-    pub hasher: sha2::Sha256,
-    pub count: u64,
-    pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use sha2::Digest as _;
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        if let Some(p) = &self.progress {
-            p(n as u64);
-        }
-        Ok(n)
     }
 }
 

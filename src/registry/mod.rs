@@ -2,16 +2,17 @@
 //! protocol (docs/registry.md).
 //!
 //! Owns the network side: [`client`] speaks HTTP(S) with token and basic authentication,
-//! [`manifest`] parses registry documents (pure), [`pull`] downloads and verifies blobs into
+//! [`pull`] downloads and verifies blobs into
 //! `STORAGE/dlcache/` then unpacks layers through the store's import pieces, [`push`] exports
-//! an image as one layer. The store itself never does HTTP.
+//! an image as one layer. The documents (manifests, indexes, configs, digests, platforms)
+//! are [`crate::oci`]'s, shared with the store's OCI layouts. The store itself never does
+//! HTTP.
 //!
 //! Invariant: nothing from a registry reaches the store unverified: every manifest fetched
 //! by digest, config and layer is checked against its sha256 digest first, and image refs
 //! change only after the whole image is written.
 
 pub mod client;
-pub mod manifest;
 pub mod pull;
 pub mod push;
 
@@ -68,7 +69,12 @@ pub enum RegistryError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Manifest(#[from] manifest::ManifestError),
+    Manifest(#[from] crate::oci::DocumentError),
+    #[error("requested architecture {wanted} not available; available: {}", available.join(" "))]
+    NoArch {
+        wanted: String,
+        available: Vec<String>,
+    },
     #[error("can't {action}: {path}")]
     Io {
         action: &'static str,
@@ -174,6 +180,12 @@ pub fn escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// The architectures index `idx` offers ([`crate::oci::Index::archs`]), escaped for the
+/// terminal.
+pub fn index_archs(idx: &crate::oci::Index) -> Vec<String> {
+    idx.archs().iter().map(|a| escape(a)).collect()
 }
 
 /// Seconds a manifest, token or small request may take in all, and the base of a blob's
@@ -296,7 +308,7 @@ impl Arch {
     /// The wanted architecture name, or `None` for yolo.
     pub fn wanted(&self) -> Option<String> {
         match self {
-            Arch::Host => Some(manifest::host_arch()),
+            Arch::Host => Some(crate::oci::host_arch()),
             Arch::Yolo => None,
             Arch::Named(n) => Some(n.clone()),
         }

@@ -14,17 +14,14 @@
 //! the built-in empty image. [`pull_to_dir`] unpacks into a directory instead, through a
 //! temporary store it removes.
 
+use gix::ObjectId;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use gix::ObjectId;
-use sha2::Digest as _;
-
-use super::client::{Client, HashingReader};
-use super::manifest::{self, Document, Manifest, OciConfig};
+use super::client::Client;
 use super::{Arch, RegistryError, Remote, Settings};
+use crate::oci::{self, ConfigDoc, Digest, Document, DocumentError, Manifest, Platform};
 use crate::reference::Reference;
 use crate::store::{config, git, import, Dir, Expect, Store, WriteLock};
 use crate::{info, verbose, warn};
@@ -79,23 +76,17 @@ pub fn resolve(client: &Client, arch: &Arch) -> Result<Option<Resolved>, Registr
             archs: None,
         })),
         Document::Index(idx) => {
-            let archs = manifest::index_archs(&idx);
-            let d = match arch.wanted() {
-                Some(w) => manifest::select_arch(&idx, &w)?.clone(),
-                None => idx
-                    .manifests
-                    .iter()
-                    .find(|d| {
-                        d.platform
-                            .as_ref()
-                            .is_none_or(|p| p.architecture != "unknown")
-                    })
-                    .cloned()
-                    .ok_or_else(|| manifest::ManifestError::NoArch {
-                        wanted: "yolo".into(),
-                        available: archs.clone(),
-                    })?,
-            };
+            let archs = super::index_archs(&idx);
+            let wanted = arch.wanted();
+            let d = match &wanted {
+                Some(w) => idx.select(w),
+                None => idx.first_known(),
+            }
+            .cloned()
+            .ok_or_else(|| RegistryError::NoArch {
+                wanted: wanted.unwrap_or_else(|| "yolo".into()),
+                available: archs.clone(),
+            })?;
             verbose!("manifest list: selected {}", d.digest);
             let Some((doc, _, digest)) = client.manifest(&d.digest)? else {
                 return Err(RegistryError::NotFound(format!(
@@ -110,7 +101,7 @@ pub fn resolve(client: &Client, arch: &Arch) -> Result<Option<Resolved>, Registr
                     archs: Some(archs),
                 })),
                 Document::Index(_) => {
-                    Err(manifest::ManifestError::Unsupported("index inside an index".into()).into())
+                    Err(DocumentError::Unsupported("index inside an index".into()).into())
                 }
             }
         }
@@ -180,16 +171,16 @@ pub fn pull(
     // Layer sizes and repeats are checked before anything is downloaded.
     distinct_layers(&m.layers)?;
     verbose!("config: downloading {}", m.config.digest);
-    let cfg_bytes = client.blob_bytes("config", &m.config.digest, m.config.size, 64 << 20)?;
-    let oci: OciConfig = manifest::parse_config(&cfg_bytes)?;
-    if let (Some(w), Some(img)) = (
-        settings.arch.wanted(),
-        to_arch(&oci).filter(|_| res.archs.is_none()),
-    ) {
-        if !manifest::arch_matches(&w, &platform_of(&img)) {
+    let cfg_bytes =
+        client.blob_bytes("config", &m.config.digest, m.config.size, oci::MAX_CONFIG)?;
+    let doc = ConfigDoc::parse(&cfg_bytes)?;
+    if let Some(w) = settings.arch.wanted() {
+        let img = doc.platform();
+        if res.archs.is_none() && !doc.architecture.is_empty() && !Platform::parse(&w).matches(&img)
+        {
             warn!(
                 "image architecture {} may not match requested {w}",
-                super::escape(&img)
+                super::escape(&img.to_string())
             );
         }
     }
@@ -213,7 +204,7 @@ pub fn pull(
             warn!("{w}");
         }
     }
-    let mut cfg = manifest::to_image_config(&oci);
+    let mut cfg = doc.to_image_config();
     cfg.annotations.insert(
         MANIFEST_ANNOTATION.into(),
         serde_json::Value::String(res.digest.clone()),
@@ -365,22 +356,6 @@ pub fn pull_to_dir(src: &Reference, dir: &Path, settings: &Settings) -> Result<(
     result
 }
 
-fn to_arch(oci: &OciConfig) -> Option<String> {
-    manifest::to_image_config(oci).arch
-}
-
-fn platform_of(arch: &str) -> manifest::Platform {
-    let (a, v) = match arch.split_once('/') {
-        Some((a, v)) => (a.to_string(), Some(v.to_string())),
-        None => (arch.to_string(), None),
-    };
-    manifest::Platform {
-        architecture: a,
-        os: "linux".into(),
-        variant: v,
-    }
-}
-
 fn short(digest: &str) -> &str {
     let h = digest.strip_prefix("sha256:").unwrap_or(digest);
     &h[..h.len().min(7)]
@@ -418,26 +393,17 @@ fn remove_stale_partials(cache: &Path, hex: &str) {
 }
 
 /// Check a file's sha256.
-fn file_digest(path: &Path) -> Result<String, RegistryError> {
-    let mut f = fs::File::open(path).map_err(io_err("open", path))?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io_err("read", path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+fn file_digest(path: &Path) -> Result<Digest, RegistryError> {
+    let f = fs::File::open(path).map_err(io_err("open", path))?;
+    Ok(oci::hash_reader(f).map_err(io_err("read", path))?.0)
 }
 
 /// The layers to download: each distinct digest once, at its first place (index into
 /// `layers`). Refuses a declared size above [`super::MAX_LAYER_SIZE`] and a digest listed
 /// with two different sizes, before anything is downloaded.
 fn distinct_layers(
-    layers: &[manifest::Descriptor],
-) -> Result<Vec<(usize, &manifest::Descriptor)>, RegistryError> {
+    layers: &[oci::Descriptor],
+) -> Result<Vec<(usize, &oci::Descriptor)>, RegistryError> {
     let n = layers.len();
     let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     let mut jobs = Vec::new();
@@ -543,16 +509,20 @@ fn download_layers(
 fn download_one(
     cache: &Path,
     client: &Client,
-    d: &manifest::Descriptor,
+    d: &oci::Descriptor,
     (i, n): (usize, usize),
     always: bool,
     bars: Option<&indicatif::MultiProgress>,
 ) -> Result<PathBuf, RegistryError> {
-    let hex = manifest::check_digest("layer", &d.digest)?;
+    let digest = Digest::parse(&d.digest).map_err(|source| DocumentError::BadDigest {
+        what: "layer",
+        source,
+    })?;
+    let hex = digest.hex();
     let what = format!("layer {}/{n} ({})", i + 1, d.digest);
     let dest = cache.join(format!("sha256-{hex}"));
     if dest.exists() && !always {
-        if file_digest(&dest)? == d.digest {
+        if file_digest(&dest)? == digest {
             // The content is right; the manifest must say its size too.
             let len = fs::metadata(&dest).map_err(io_err("stat", &dest))?.len();
             if len != d.size {
@@ -590,22 +560,13 @@ fn download_one(
         b.set_prefix(format!("layer {}/{n} {}", i + 1, short(&d.digest)));
         b
     });
-    let progress: Option<Arc<dyn Fn(u64) + Send + Sync>> = bar.clone().map(|b| {
-        let f: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |k| b.inc(k));
-        f
-    });
     // Never read more than the manifest promised (plus one byte to notice excess; sizes
     // are bounded by MAX_LAYER_SIZE, so this does not wrap).
     let reader = resp
         .into_body()
         .into_reader()
         .take(d.size.saturating_add(1));
-    let mut hr = HashingReader {
-        inner: reader,
-        hasher: sha2::Sha256::new(),
-        count: 0,
-        progress,
-    };
+    let mut hr = oci::Hashing::new(reader);
     let mut f = fs::File::create(&part).map_err(io_err("create", &part))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -622,6 +583,9 @@ fn download_one(
         if k == 0 {
             break;
         }
+        if let Some(b) = &bar {
+            b.inc(k as u64);
+        }
         if deadline.passed() {
             return Err(deadline.error("get blob", &url));
         }
@@ -632,19 +596,19 @@ fn download_one(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    if hr.count != d.size {
+    let (_, actual, count) = hr.finish();
+    if count != d.size {
         return Err(RegistryError::Size {
             what,
             expected: d.size,
-            actual: hr.count,
+            actual: count,
         });
     }
-    let actual = format!("sha256:{}", hex::encode(hr.hasher.finalize()));
-    if actual != d.digest {
+    if actual != digest {
         return Err(RegistryError::Digest {
             what,
             expected: d.digest.clone(),
-            actual,
+            actual: actual.to_string(),
         });
     }
     fs::rename(&part, &dest).map_err(io_err("rename into place", &dest))?;
@@ -673,7 +637,7 @@ pub fn remote_info(
         return Ok(None);
     };
     let archs = match doc {
-        Document::Index(idx) => Some(manifest::index_archs(&idx)),
+        Document::Index(idx) => Some(super::index_archs(&idx)),
         Document::Manifest(_) => None,
     };
     Ok(Some(RemoteInfo {

@@ -6,34 +6,13 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 
-use sha2::Digest as _;
-
 use super::client::{Body, Client};
-use super::manifest::{self, Descriptor, Manifest};
 use super::{RegistryError, Remote, Settings};
 use crate::info;
+use crate::oci::{self, ConfigDoc, Descriptor, Digest, Hashing, Manifest};
 use crate::reference::Reference;
 use crate::store::export::{write_tar_with, TarOptions};
 use crate::store::{import, Dir, ImageConfig, Store, WriteLock};
-
-/// A writer that hashes and counts what passes through it.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: sha2::Sha256,
-    count: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
 
 /// What to push: an image in the store, or an unpacked image directory.
 pub enum Source<'a> {
@@ -79,17 +58,9 @@ pub fn push(
             path: layer_path.clone(),
             source,
         })?;
-        let compressed = HashingWriter {
-            inner: io::BufWriter::with_capacity(1 << 20, f),
-            hasher: sha2::Sha256::new(),
-            count: 0,
-        };
+        let compressed = Hashing::new(io::BufWriter::with_capacity(1 << 20, f));
         let gz = flate2::write::GzEncoder::new(compressed, flate2::Compression::new(6));
-        let plain = HashingWriter {
-            inner: gz,
-            hasher: sha2::Sha256::new(),
-            count: 0,
-        };
+        let plain = Hashing::new(gz);
         let plain = write_tar_with(
             &store.repo(),
             &root,
@@ -99,47 +70,27 @@ pub fn push(
                 ..TarOptions::default()
             },
         )?;
-        let diff_id = format!("sha256:{}", hex::encode(plain.hasher.finalize()));
-        let mut compressed = plain
-            .inner
-            .finish()
-            .map_err(crate::store::export::ExportError::Io)?;
+        let (gz, diff_id, _) = plain.finish();
+        let mut compressed = gz.finish().map_err(crate::store::export::ExportError::Io)?;
         compressed
             .flush()
             .map_err(crate::store::export::ExportError::Io)?;
-        let layer_digest = format!("sha256:{}", hex::encode(compressed.hasher.finalize()));
-        let layer_size = compressed.count;
-        drop(compressed.inner);
+        let (file, layer_digest, layer_size) = compressed.finish();
+        drop(file);
 
-        let mut oci = manifest::from_image_config(&cfg, vec![diff_id]);
-        // The image's own history, consistent with the one layer pushed (as ch-convert
-        // writes it), so Buildah and Podman can build on it.
-        oci.history = crate::store::oci::layer_history(&cfg, "grove ch-image push")
-            .into_iter()
-            .map(|h| manifest::OciHistory {
-                created_by: Some(h.created_by),
-                empty_layer: h.empty_layer,
-            })
-            .collect();
-        let cfg_bytes = serde_json::to_vec(&oci).expect("config serializes");
-        let cfg_digest = manifest::sha256_digest(&cfg_bytes);
+        // The same config `ch-convert -o oci` writes: the image's own history, consistent
+        // with the one layer pushed, so Buildah and Podman can build on it.
+        let cfg_bytes =
+            ConfigDoc::from_image_config(&cfg, diff_id.as_str(), "grove ch-image push").to_bytes();
+        let cfg_digest = Digest::of(&cfg_bytes);
         let m = Manifest {
+            config: Descriptor::new(oci::CONFIG, &cfg_digest, cfg_bytes.len() as u64),
+            layers: vec![Descriptor::new(oci::LAYER_GZIP, &layer_digest, layer_size)],
+            media_type: oci::MANIFEST.into(),
             schema_version: 2,
-            media_type: manifest::OCI_MANIFEST.into(),
-            config: Descriptor {
-                media_type: manifest::OCI_CONFIG.into(),
-                digest: cfg_digest.clone(),
-                size: cfg_bytes.len() as u64,
-                platform: None,
-            },
-            layers: vec![Descriptor {
-                media_type: manifest::OCI_LAYER_GZIP.into(),
-                digest: layer_digest.clone(),
-                size: layer_size,
-                platform: None,
-            }],
         };
         let m_bytes = serde_json::to_vec(&m).expect("manifest serializes");
+        let (layer_digest, cfg_digest) = (layer_digest.to_string(), cfg_digest.to_string());
 
         let client = Client::new(remote.clone(), settings, true)?;
         client.login()?;
@@ -161,12 +112,12 @@ pub fn push(
         }
         info!("manifest: uploading");
         let tag = if remote.version.starts_with("sha256:") {
-            manifest::sha256_digest(&m_bytes)
+            Digest::of(&m_bytes).to_string()
         } else {
             remote.version.clone()
         };
-        client.put_manifest(&tag, manifest::OCI_MANIFEST, &m_bytes)?;
-        Ok(manifest::sha256_digest(&m_bytes))
+        client.put_manifest(&tag, oci::MANIFEST, &m_bytes)?;
+        Ok(Digest::of(&m_bytes).to_string())
     })();
     let _ = crate::store::checkout::remove_tree(&tmp);
     if result.is_ok() {
