@@ -12,6 +12,7 @@ mod hostile;
 mod interop;
 mod join_slurm;
 mod modes;
+mod oci;
 mod provenance;
 mod registry;
 mod run;

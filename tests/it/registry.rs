@@ -74,7 +74,7 @@ fn wait_for_port(port: u16) {
 }
 
 /// A docker-registry on 127.0.0.1 with TLS; killed on drop.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
     port: u16,
     data: PathBuf,
@@ -83,7 +83,7 @@ struct Registry {
 }
 
 impl Registry {
-    fn start() -> Option<Registry> {
+    pub(crate) fn start() -> Option<Registry> {
         Registry::start_with("")
     }
 
@@ -122,7 +122,7 @@ impl Registry {
         })
     }
 
-    fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
@@ -137,7 +137,7 @@ impl Registry {
     }
 
     /// ch-image with a storage directory and our CA trusted.
-    fn ch_image(&self, storage: &Path) -> Command {
+    pub(crate) fn ch_image(&self, storage: &Path) -> Command {
         let mut c = tool("ch-image");
         c.arg("-s")
             .arg(storage)
