@@ -89,9 +89,22 @@ fn images_pulled_for_each_platform_export_and_push_valid_oci_platform_fields() {
         .args(["copy", "--quiet", "--all", "--dest-tls-verify=false"])
         .arg(format!("oci:{}:multi", s.join("lay").display()))
         .arg(format!("docker://{refr}:latest")));
+    // The multi-platform layout read directly: the host's entry of the nested index.
+    if std::env::consts::ARCH == "x86_64" {
+        ok(tool("ch-convert")
+            .arg("-q")
+            .arg("-s")
+            .arg(&st)
+            .arg(s.join("lay"))
+            .arg("from-layout"));
+        let checkout = ok(r.ch_image(&st).args(["checkout", "from-layout"]));
+        let arch = std::fs::read_to_string(Path::new(checkout.trim()).join("arch"));
+        assert_eq!(arch.expect("read /arch").trim(), "amd64");
+    }
     for (spelling, arch, variant) in PLATFORMS {
         let name = format!("img-{arch}{}", variant.unwrap_or(""));
-        ok(r.ch_image(&st).args(["--arch", spelling, "pull", &refr, &name]));
+        ok(r.ch_image(&st)
+            .args(["--arch", spelling, "pull", &refr, &name]));
         // The image pulled is the one for that platform, its architecture stored as spelt.
         let info = ok(r.ch_image(&st).args(["list", &name]));
         assert!(info.contains(spelling), "{spelling}: {info}");
@@ -121,7 +134,10 @@ fn images_pulled_for_each_platform_export_and_push_valid_oci_platform_fields() {
         let raw: serde_json::Value =
             serde_json::from_str(&ok(Command::new("skopeo").args(["inspect", "--raw", &src])))
                 .expect("manifest JSON");
-        assert_eq!(raw["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+        assert_eq!(
+            raw["mediaType"],
+            "application/vnd.oci.image.manifest.v1+json"
+        );
         assert_eq!(raw["layers"].as_array().map(Vec::len), Some(1), "{raw}");
         let copy = s.join(format!("{name}.copy"));
         ok(Command::new("skopeo")
@@ -144,6 +160,17 @@ fn images_pulled_for_each_platform_export_and_push_valid_oci_platform_fields() {
                 .trim(),
             spelling
         );
+
+        // Read back, the layout gives the same architecture.
+        let back = format!("back-{name}");
+        ok(tool("ch-convert")
+            .arg("-q")
+            .arg("-s")
+            .arg(&st)
+            .arg(&dir)
+            .arg(&back));
+        let info = ok(r.ch_image(&st).args(["list", &back]));
+        assert!(info.contains(spelling), "{spelling}: read back: {info}");
 
         // Pushed: the registry's copy has the same platform fields.
         let dest = format!("{}/pushed/{name}:v1", r.host());
