@@ -15,7 +15,11 @@
 //!
 //! Invariants: documents are written with sorted keys and no timestamps (so exports are
 //! reproducible); a digest read from a document is checked before it names a file or a
-//! URL. Must not depend on the store's object database, on HTTP or on the file system.
+//! URL; an architecture with a variant is never written as one `architecture` string.
+//!
+//! Depends only on the stored metadata type ([`crate::store::config`], plain data); must
+//! not depend on the store's object database, on HTTP or on the file system, so the store
+//! and the registry client both build on it.
 
 pub mod config;
 pub mod digest;

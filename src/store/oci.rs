@@ -9,9 +9,8 @@
 //! layout may be a symlink, and only regular files are accepted (checked on the open
 //! file), so a blob that is a symlink to `/dev/zero` or a host file, a FIFO or a device is
 //! refused; JSON documents are read up to a bound ([`oci::MAX_MANIFEST`],
-//! [`oci::MAX_CONFIG`]). A
-//! layer is hashed and unpacked through the same open file. The layout is not expected to
-//! change while it is read.
+//! [`oci::MAX_CONFIG`]). A layer is hashed and unpacked through the same open file. The
+//! layout is not expected to change while it is read.
 //!
 //! Written layouts are reproducible: the layer is the deterministic tar of
 //! [`super::export::write_tar`] compressed by [`super::export::ParGz`] at a fixed level, the
