@@ -304,3 +304,77 @@ fn empty_environment_uses_the_passwd_name_and_home() {
         );
     }
 }
+
+/// Issue 14.3: eight ranks of a command that ends at once (`true`) used to find the
+/// winner gone ("join: no PID N: /proc/N/ns/mnt not found") in most rounds. The winner's
+/// namespaces are held until every peer has joined: every rank of every round succeeds,
+/// and the last peer removes the group's state file.
+#[test]
+fn short_command_ranks_never_find_the_winner_gone() {
+    const RANKS: usize = 8;
+    const ROUNDS: usize = 20;
+    let mut failures = Vec::new();
+    for round in 0..ROUNDS {
+        let tag = format!("grove-short-{}-{round}", std::process::id());
+        let ranks: Vec<_> = (0..RANKS)
+            .map(|_| {
+                let mut c = ch_run_with(&[]);
+                c.args([&format!("--join-ct={RANKS}"), &format!("--join-tag={tag}")])
+                    .arg(busybox_rootfs())
+                    .args(["--", "true"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped());
+                c.spawn().expect("spawn rank")
+            })
+            .collect();
+        for r in ranks {
+            let out = r.wait_with_output().expect("wait rank");
+            if !out.status.success() {
+                failures.push(format!(
+                    "round {round}: {}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        let state = Path::new("/dev/shm").join(format!("ch-run_shm-{tag}"));
+        if state.exists() {
+            failures.push(format!("round {round}: {} left behind", state.display()));
+        }
+        forget_tag(&tag);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} ranks failed:\n{}",
+        failures.len(),
+        RANKS * ROUNDS,
+        failures.join("\n")
+    );
+}
+
+/// A peer that arrives after the winner's command has ended still joins the winner's
+/// container (the same mount namespace), not a new one of its own.
+#[test]
+fn a_peer_joins_after_the_winners_command_has_ended() {
+    let tag = format!("grove-after-{}", std::process::id());
+    let peer = || {
+        let mut c = ch_run_with(&[]);
+        c.args(["-v", "--join-ct=2", &format!("--join-tag={tag}")])
+            .arg(busybox_rootfs())
+            .args(["--", "readlink", "/proc/self/ns/mnt"]);
+        c
+    };
+    // `output` waits for the winner's exit.
+    let out = output(&mut peer());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("join: I won"), "{err}");
+    let winner_ns = String::from_utf8_lossy(&out.stdout).into_owned();
+    let out = output(&mut peer());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("join: I lost"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), winner_ns, "{err}");
+    assert!(err.contains("join: cleaning up IPC resources"), "{err}");
+    forget_tag(&tag);
+}
