@@ -193,7 +193,23 @@ fn a_late_peer_times_out_naming_expected_and_found_counts() {
     let mut w = peer();
     w.args(["--", "sh", "-c", "echo ready; sleep 6"]);
     let _w = winner(w);
-    std::thread::sleep(Duration::from_millis(2500));
+    // The group times out once two whole seconds have passed since the start its state
+    // file records (the timeout is 1 s, compared in whole seconds).
+    let started: u64 = ["/dev/shm", "/tmp"]
+        .iter()
+        .find_map(|d| std::fs::read_to_string(Path::new(d).join(format!("ch-run_shm-{tag}"))).ok())
+        .expect("read state file")
+        .split(' ')
+        .nth(2)
+        .and_then(|t| t.parse().ok())
+        .expect("start time in the state file");
+    wait_for("the group's timeout", 60, || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        now >= started + 2
+    });
     let (code, err) = fails(peer().args(["--", "true"]));
     assert_eq!(code, 31, "{err}");
     assert!(
@@ -249,7 +265,18 @@ fn squashfs_scancel_gives_the_commands_signal_status() {
     use nix::unistd::Pid;
     // The daemon first, so that it would be gone before the command ends.
     kill(Pid::from_raw(daemon), Signal::SIGTERM).expect("signal daemon");
-    std::thread::sleep(Duration::from_millis(300));
+    // Delivered (or dropped, being ignored) once no longer pending.
+    wait_for("SIGTERM to reach the daemon", 60, || {
+        let status = std::fs::read_to_string(format!("/proc/{daemon}/status")).unwrap_or_default();
+        let term = 1u64 << (Signal::SIGTERM as u32 - 1);
+        status
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("SigPnd:")
+                    .or_else(|| l.strip_prefix("ShdPnd:"))
+            })
+            .all(|v| u64::from_str_radix(v.trim(), 16).map_or(true, |m| m & term == 0))
+    });
     kill(Pid::from_raw(-pid), Signal::SIGTERM).expect("signal process group");
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.0.stderr.take().expect("stderr"), &mut err)
