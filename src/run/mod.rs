@@ -24,6 +24,7 @@ pub mod seccomp;
 pub mod setup;
 pub mod ssh;
 pub mod sys;
+pub mod syscalls;
 pub mod warm;
 
 pub use env::{EnvArg, EnvSource};
