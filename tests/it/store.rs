@@ -771,7 +771,10 @@ fn kill_9_during_import_leaves_a_consistent_repository() {
     many_files(&s, &big, 20_000);
     import(&st, &s.join("big/d000"), "big");
     let mut killed = 0;
-    for ms in [100u64, 150, 200, 300, 450] {
+    // Killed at points of its progress through the tree (read system calls made so far,
+    // /proc/PID/io; 20,000 files take at least as many), not after durations, which a
+    // fast or a loaded machine would make meaningless.
+    for reads in [500u64, 2_000, 5_000, 10_000, 20_000] {
         let mut child = chi(&st)
             .arg("import")
             .arg(&big)
@@ -780,8 +783,23 @@ fn kill_9_during_import_leaves_a_consistent_repository() {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn import");
-        std::thread::sleep(Duration::from_millis(ms));
-        if child.try_wait().expect("try_wait").is_none() {
+        // setpriv execs ch-image: the PID is the import's.
+        let io = format!("/proc/{}/io", child.id());
+        let mut running = false;
+        crate::common::wait_for("the import to progress or end", 600, || {
+            if child.try_wait().expect("try_wait").is_some() {
+                return true;
+            }
+            let done = std::fs::read_to_string(&io)
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("syscr:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            running = done >= reads;
+            running
+        });
+        if running {
             killed += 1;
         }
         child.kill().ok(); // SIGKILL
@@ -789,6 +807,7 @@ fn kill_9_during_import_leaves_a_consistent_repository() {
         ok(git(&st.join("repo.git")).arg("fsck"));
         assert!(list_long(&st).contains("big:latest\t"));
     }
+    eprintln!("killed {killed} of 5 imports part-way");
     assert!(
         killed > 0,
         "import always finished before the kill; make the tree bigger"
