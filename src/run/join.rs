@@ -4,16 +4,25 @@
 //! Peer groups coordinate through a state file `/dev/shm/ch-run_shm-TAG` (Charliecloud's
 //! shared-memory name, which tools watch; under `/tmp` when `/dev/shm` is missing) guarded
 //! by `flock(2)`:
-//! - the first peer finds the file empty (or naming a dead process), keeps the lock while it
-//!   builds the container, then writes its [`State`] (PID, peers joined, start time, digest
-//!   of the container's options, image path) and releases the lock: it is the winner;
+//! - the first peer finds the file empty (or naming dead processes), keeps the lock while it
+//!   builds the container, starts a *holder* (see below), then writes its [`State`] (PID,
+//!   peers joined, start time, digest of the container's options, holder PID, image path)
+//!   and releases the lock: it is the winner;
 //! - later peers take the lock, check that the winner runs the same image with the same
 //!   options and that the group has not timed out, count themselves in and `setns(2)` into
-//!   `/proc/PID/ns/{user,mnt}`; the last expected peer removes the file so the tag can be
+//!   `/proc/HOLDER/ns/{user,mnt}`; the last expected peer removes the file so the tag can be
 //!   reused.
 //!
+//! The holder is a process the winner forks (twice, so that it is nobody's child) inside
+//! the new namespaces, right before its command starts. It keeps the namespaces alive until
+//! every expected peer has joined (the state file is gone or names another holder) or the
+//! group has timed out, so that a peer never finds a vanished winner when the winner's
+//! command is short (`/bin/true` ranks). It looks at the state file every few milliseconds
+//! under a shared lock, and decides to end only while holding that lock, so a peer that has
+//! read the state under the exclusive lock joins a living holder.
+//!
 //! The lock is released by the kernel if a winner dies while setting up, and a file naming
-//! a dead PID is treated as empty.
+//! a dead winner and a dead holder is treated as empty.
 //!
 //! Default tags are job-scoped ([`default_tag`]) and default counts are per node
 //! ([`default_count`]), so that two jobs on one node never share a group (docs/hpc.md).
@@ -46,23 +55,34 @@ pub struct Identity {
     pub digest: String,
 }
 
-/// A group's state file: `PID JOINED STARTED DIGEST` on the first line (STARTED in seconds
-/// since the epoch), the image path on the second.
+/// A group's state file: `PID JOINED STARTED DIGEST HOLDER` on the first line (STARTED in
+/// seconds since the epoch; HOLDER the PID of the process holding the namespaces), the
+/// image path on the second.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct State {
     pub pid: i32,
     pub joined: u32,
     pub started: u64,
     pub id: Identity,
+    pub holder: i32,
 }
 
 impl State {
     fn render(&self) -> String {
         format!(
-            "{} {} {} {}\n{}\n",
-            self.pid, self.joined, self.started, self.id.digest, self.id.image
+            "{} {} {} {} {}\n{}\n",
+            self.pid, self.joined, self.started, self.id.digest, self.holder, self.id.image
         )
     }
+}
+
+/// Whether the holder `me` of a group of `count` (timeout in seconds) must keep holding,
+/// given the state file's text (`None`: the file is gone): the file still names it, the
+/// group is short of peers and has not timed out at `now`.
+pub fn keep_holding(text: Option<&str>, me: i32, count: u32, now: u64, timeout: u64) -> bool {
+    text.and_then(parse_state).is_some_and(|st| {
+        st.holder == me && st.joined < count && now.saturating_sub(st.started) <= timeout
+    })
 }
 
 fn now() -> u64 {
@@ -104,20 +124,117 @@ pub struct Winner {
 }
 
 impl Winner {
-    /// Publish `pid` (a process inside the new namespaces) and release the lock.
+    /// Start the holder of the namespaces, publish it and `pid` (this process, inside the
+    /// new namespaces) and release the lock. Call it last before the command starts: the
+    /// holder is a copy of this process.
     pub fn ready(mut self, pid: i32) -> Result<(), RunError> {
         if self.count > 1 {
+            let holder = start_holder(&self.path, self.count)?;
+            crate::verbose!("join: namespaces held by PID {holder} until all peers joined");
             let st = State {
                 pid,
                 joined: 1,
                 started: now(),
                 id: self.id.clone(),
+                holder,
             };
             write_state(&mut self.lock, &st)?;
         }
         end(self.count - 1, &self.path);
         drop(self.lock);
         Ok(())
+    }
+}
+
+/// Fork the holder of a group (see the module doc) and return its PID. The holder is
+/// forked twice so that it is nobody's child (the winner's command must not inherit a
+/// child it does not know), and has no open file but /dev/null on 0, 1 and 2 (it must not
+/// keep a pipe of the winner's caller open).
+fn start_holder(path: &std::path::Path, count: u32) -> Result<i32, RunError> {
+    use super::sys::{exit_now, fork, Forked};
+    let (r, w) = nix::unistd::pipe().map_err(|e| RunError::sys("can't create pipe", e))?;
+    let limit = timeout();
+    match fork().map_err(|e| RunError::sys("can't fork join holder", e))? {
+        Forked::Child => {
+            drop(r);
+            match fork() {
+                Ok(Forked::Child) => {
+                    let me = nix::unistd::getpid().as_raw();
+                    let mut w = std::fs::File::from(w);
+                    let _ = w.write_all(&me.to_ne_bytes());
+                    drop(w);
+                    detach_files();
+                    // Ends holding the lock it decided under (see [`hold`]).
+                    let _decided = hold(path, me, count, limit);
+                    exit_now(0)
+                }
+                Ok(Forked::Parent(_)) => exit_now(0),
+                Err(_) => exit_now(1),
+            }
+        }
+        Forked::Parent(child) => {
+            drop(w);
+            let _ = nix::sys::wait::waitpid(child, None);
+            let mut buf = [0u8; 4];
+            std::fs::File::from(r)
+                .read_exact(&mut buf)
+                .map_err(|e| RunError::io("can't start join holder", &e))?;
+            Ok(i32::from_ne_bytes(buf))
+        }
+    }
+}
+
+/// In the holder: /dev/null on 0, 1 and 2, every other descriptor closed.
+fn detach_files() {
+    use std::os::fd::AsRawFd;
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
+        }
+    }
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in fds.into_iter().filter(|fd| *fd > 2) {
+        let _ = nix::unistd::close(fd);
+    }
+}
+
+/// The holder's loop: look at the state file every few milliseconds until
+/// [`keep_holding`] says no. Returns the shared lock it decided under (if the file still
+/// exists), for the holder to keep until it exits, so that the decision and the exit are
+/// one step for the peers.
+fn hold(path: &std::path::Path, me: i32, count: u32, limit: u64) -> Option<Flock<std::fs::File>> {
+    let mut pause = std::time::Duration::from_millis(2);
+    let mut held = None;
+    loop {
+        drop(held.take());
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path);
+        let Ok(file) = file else {
+            return None;
+        };
+        let Ok(mut lock) = Flock::lock(file, FlockArg::LockShared) else {
+            return None;
+        };
+        let mut text = String::new();
+        let text = lock.read_to_string(&mut text).ok().map(|_| text);
+        if !keep_holding(text.as_deref(), me, count, now(), limit) {
+            return Some(lock);
+        }
+        held = Some(lock);
     }
 }
 
@@ -168,11 +285,16 @@ pub fn join_pid(pid: i32) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Whether `pid` lives, in a user namespace other than ours: a winner, not a host process
-/// that reused a dead winner's PID (the state file is then stale).
+/// Whether `pid` lives, in a user namespace other than ours: a winner or holder, not a
+/// host process that reused a dead one's PID (the state file is then stale). A process
+/// that has exited but is not yet reaped still shows its user namespace, not its mount
+/// namespace: it must show both.
 fn in_a_container(pid: i32) -> bool {
     use std::os::unix::fs::MetadataExt;
     let ns = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
+    if pid <= 0 || ns(&format!("/proc/{pid}/ns/mnt")).is_err() {
+        return false;
+    }
     match (
         ns(&format!("/proc/{pid}/ns/user")),
         ns("/proc/self/ns/user"),
@@ -200,6 +322,7 @@ pub fn parse_state(s: &str) -> Option<State> {
     let joined = it.next()?.parse().ok()?;
     let started = it.next()?.parse().ok()?;
     let digest = it.next()?.to_string();
+    let holder = it.next()?.parse().ok()?;
     if it.next().is_some() {
         return None;
     }
@@ -209,6 +332,7 @@ pub fn parse_state(s: &str) -> Option<State> {
         joined,
         started,
         id: Identity { image, digest },
+        holder,
     })
 }
 
@@ -278,8 +402,10 @@ pub fn peers(uid: u32, tag: &str, count: u32, id: &Identity) -> Result<Role, Run
     lock.read_to_string(&mut text)
         .map_err(|e| RunError::io("can't read join state", &e))?;
     if let Some(st) = parse_state(&text) {
-        let pid = st.pid;
-        if st.joined < count && in_a_container(pid) {
+        // The holder keeps the namespaces until the group is complete or timed out; after
+        // a timeout, a winner still running tells a late peer so (the refusal below).
+        let pid = [st.holder, st.pid].into_iter().find(|p| in_a_container(*p));
+        if let Some(pid) = pid.filter(|_| st.joined < count) {
             crate::verbose!("join: I lost");
             if let Some(why) = refusal(tag, &st, count, id, now(), timeout()) {
                 return Err(RunError::msg(why));
@@ -415,9 +541,12 @@ mod tests {
             joined: 2,
             started: 1700000000,
             id: id("/img/with space", "ab12"),
+            holder: 124,
         };
         assert_eq!(parse_state(&st.render()), Some(st));
         assert_eq!(parse_state("123 2\n"), None);
+        // A state without a holder (an older ch-run's) is not one: its winner may be gone.
+        assert_eq!(parse_state("123 2 1700000000 ab12\n/img\n"), None);
         assert_eq!(parse_state(""), None);
         assert_eq!(parse_state("x"), None);
     }
@@ -429,6 +558,7 @@ mod tests {
             joined: 1,
             started: 100,
             id: id("/a.sqfs", "d1"),
+            holder: 8,
         };
         assert_eq!(refusal("t", &st, 2, &id("/a.sqfs", "d1"), 110, 60), None);
         let e = refusal("t", &st, 2, &id("/b.sqfs", "d1"), 110, 60).expect("image");
@@ -437,6 +567,30 @@ mod tests {
         assert!(e.contains("different options"), "{e}");
         let e = refusal("t", &st, 3, &id("/a.sqfs", "d1"), 161, 60).expect("timeout");
         assert!(e.contains("expected 3 peers, found 1"), "{e}");
+    }
+
+    #[test]
+    fn holder_holds_until_all_peers_joined_or_the_group_timed_out() {
+        let st = |joined, holder| {
+            State {
+                pid: 7,
+                joined,
+                started: 100,
+                id: id("/a", "d"),
+                holder,
+            }
+            .render()
+        };
+        assert!(keep_holding(Some(&st(1, 8)), 8, 3, 110, 60));
+        assert!(keep_holding(Some(&st(2, 8)), 8, 3, 160, 60));
+        // Every peer counted in (the last one removes the file, so this is for safety).
+        assert!(!keep_holding(Some(&st(3, 8)), 8, 3, 110, 60));
+        // Timed out.
+        assert!(!keep_holding(Some(&st(1, 8)), 8, 3, 161, 60));
+        // Removed by the last peer, or reused by another group, or garbage.
+        assert!(!keep_holding(None, 8, 3, 110, 60));
+        assert!(!keep_holding(Some(&st(1, 9)), 8, 3, 110, 60));
+        assert!(!keep_holding(Some(""), 8, 3, 110, 60));
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod seccomp;
 pub mod setup;
 pub mod ssh;
 pub mod sys;
+pub mod syscalls;
 pub mod warm;
 
 pub use env::{EnvArg, EnvSource};
@@ -536,39 +537,28 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
         let image_dir = match spec.image.kind {
             ImageKind::Dir => spec.image.path.clone(),
             ImageKind::Squash => {
-                let mnt = match &spec.squash_mount {
-                    Some(m) => m.clone(),
-                    None => {
-                        let m = PathBuf::from(format!("/var/tmp/{}.ch/mnt", spec.user));
-                        crate::verbose!("using default mount point: {}", m.display());
-                        std::fs::create_dir_all(&m).map_err(|e| {
-                            RunError::io(format!("can't mkdir: {}", m.display()), &e)
-                        })?;
-                        m
-                    }
-                };
+                let (mnt, default) =
+                    plan::squash_mount_point(spec.squash_mount.as_deref(), &spec.user);
+                if default {
+                    crate::verbose!("using default mount point: {}", mnt.display());
+                    std::fs::create_dir_all(&mnt)
+                        .map_err(|e| RunError::io(format!("can't mkdir: {}", mnt.display()), &e))?;
+                }
                 if !mnt.is_dir() {
                     return Err(RunError::msg(format!(
                         "mount point not a directory: {}",
                         mnt.display()
                     )));
                 }
-                // Whatever is under the mount point is hidden once FUSE is mounted there:
-                // the image itself (the daemon would wait on its own mount forever) and the
-                // generated passwd files.
                 let real = mnt.canonicalize().unwrap_or_else(|_| mnt.clone());
-                if spec.image.path.starts_with(&real) {
-                    return Err(RunError::msg(format!(
-                        "--mount: {} contains the image; choose a mount point outside it",
-                        mnt.display()
-                    )));
-                }
-                if temp.is_some() && host_tmp.canonicalize().is_ok_and(|t| t.starts_with(&real)) {
-                    return Err(RunError::msg(format!(
-                        "--mount: {} would hide $TMPDIR ({}); choose another mount point",
-                        mnt.display(),
-                        host_tmp.display()
-                    )));
+                let tmp_real = host_tmp.canonicalize().ok().filter(|_| temp.is_some());
+                if let Some(why) = plan::squash_mount_conflict(
+                    &mnt,
+                    &real,
+                    &spec.image.path,
+                    tmp_real.as_deref().map(|t| (host_tmp.as_path(), t)),
+                ) {
+                    return Err(RunError::msg(why));
                 }
                 daemon = Some(setup::mount_squash(&spec.image.path, &mnt, uid, gid)?);
                 mnt
@@ -627,26 +617,9 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
                     .join(" ")
             );
         }
-        let staging = match &write {
-            WriteMode::Fake { .. } => {
-                plan::staging_dir(&image_dir, |p| p.is_dir()).ok_or_else(|| {
-                    RunError::msg("--write-fake: no host directory to stage the overlay")
-                })?
-            }
-            WriteMode::Layers { lowers, upper } => {
-                let mut used: Vec<&Path> = lowers.iter().map(PathBuf::as_path).collect();
-                if let Some((u, w)) = upper {
-                    used.push(u);
-                    used.push(w);
-                }
-                ["/mnt", "/srv", "/media", "/opt", "/boot"]
-                    .iter()
-                    .map(PathBuf::from)
-                    .find(|d| d.is_dir() && !used.iter().any(|u| u.starts_with(d)))
-                    .ok_or_else(|| RunError::msg("no host directory to stage the image layers"))?
-            }
-            _ => PathBuf::new(),
-        };
+        let staging = plan::staging(&write, &image_dir, |p| p.is_dir())
+            .map_err(RunError::msg)?
+            .unwrap_or_default();
         let input = plan::PlanInput {
             image: image_dir,
             write: write.clone(),

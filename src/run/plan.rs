@@ -237,7 +237,8 @@ pub struct PlanInput {
     /// Host directory holding the image tree (directory image or SquashFS mount point).
     pub image: PathBuf,
     pub write: WriteMode,
-    /// Host directory over which `-W` mounts its staging tmpfs (see [`staging_dir`]).
+    /// Host directory over which `-W` or a layered image mounts its staging tmpfs (see
+    /// [`staging`]); empty when the write mode stages nothing.
     pub staging: PathBuf,
     /// Host directory bound at `/tmp` (`$TMPDIR` or `/tmp`) unless `private_tmp`.
     pub host_tmp: PathBuf,
@@ -374,13 +375,84 @@ pub const OPTIONAL_HOST_FILES: &[&str] = &["/etc/hosts", "/etc/resolv.conf", "/e
 /// Host directories required both on the host and in the image.
 pub const REQUIRED_HOST_DIRS: &[&str] = &["/dev", "/proc", "/sys"];
 
+/// Host directories a plan may mount its staging tmpfs over, in order of preference; not
+/// `/tmp`, which is bound into the container.
+pub const STAGING_CANDIDATES: &[&str] = &["/mnt", "/srv", "/media", "/opt", "/boot"];
+
 /// Pick a host directory for `-W`'s staging tmpfs that does not contain the image (the
-/// tmpfs would hide the overlay's lower layer) and is not `/tmp` (bound into the container).
+/// tmpfs would hide the overlay's lower layer).
 pub fn staging_dir(image: &Path, exists: impl Fn(&Path) -> bool) -> Option<PathBuf> {
-    ["/mnt", "/srv", "/media", "/opt", "/boot"]
+    staging_avoiding(&[image], exists)
+}
+
+/// The first existing [`STAGING_CANDIDATES`] entry that holds none of `used`.
+fn staging_avoiding(used: &[&Path], exists: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    STAGING_CANDIDATES
         .iter()
         .map(PathBuf::from)
-        .find(|d| !image.starts_with(d) && exists(d))
+        .find(|d| exists(d) && !used.iter().any(|u| u.starts_with(d)))
+}
+
+/// The staging directory a write mode needs (see [`PlanInput::staging`]): for `-W`, one
+/// that does not hold the image; for layers, one that holds none of the lower, upper and
+/// work directories (the tmpfs would hide them); `None` for modes that stage nothing. The
+/// error is the message when no candidate fits.
+pub fn staging(
+    write: &WriteMode,
+    image: &Path,
+    exists: impl Fn(&Path) -> bool,
+) -> Result<Option<PathBuf>, &'static str> {
+    match write {
+        WriteMode::Fake { .. } => staging_dir(image, exists)
+            .map(Some)
+            .ok_or("--write-fake: no host directory to stage the overlay"),
+        WriteMode::Layers { lowers, upper } => {
+            let mut used: Vec<&Path> = lowers.iter().map(PathBuf::as_path).collect();
+            if let Some((u, w)) = upper {
+                used.push(u);
+                used.push(w);
+            }
+            staging_avoiding(&used, exists)
+                .map(Some)
+                .ok_or("no host directory to stage the image layers")
+        }
+        WriteMode::ReadOnly | WriteMode::ReadWrite => Ok(None),
+    }
+}
+
+/// Where a SquashFS image is mounted: `-m DIR` as given, else `/var/tmp/$USER.ch/mnt`
+/// (Charliecloud's default), which the caller creates. The flag says it is the default.
+pub fn squash_mount_point(requested: Option<&Path>, user: &str) -> (PathBuf, bool) {
+    match requested {
+        Some(m) => (m.to_path_buf(), false),
+        None => (PathBuf::from(format!("/var/tmp/{user}.ch/mnt")), true),
+    }
+}
+
+/// Why mount point `shown` (canonical: `real`) can't serve a SquashFS image, if it can't:
+/// whatever is under it is hidden once FUSE is mounted there, so it must hold neither the
+/// image (canonical path; the daemon would wait on its own mount for ever) nor `tmp`, the
+/// `$TMPDIR` the generated passwd files are written to (as given, and canonical).
+pub fn squash_mount_conflict(
+    shown: &Path,
+    real: &Path,
+    image: &Path,
+    tmp: Option<(&Path, &Path)>,
+) -> Option<String> {
+    if image.starts_with(real) {
+        return Some(format!(
+            "--mount: {} contains the image; choose a mount point outside it",
+            shown.display()
+        ));
+    }
+    match tmp {
+        Some((tmp, tmp_real)) if tmp_real.starts_with(real) => Some(format!(
+            "--mount: {} would hide $TMPDIR ({}); choose another mount point",
+            shown.display(),
+            tmp.display()
+        )),
+        _ => None,
+    }
 }
 
 /// The new root's host path for a plan input.
@@ -918,6 +990,71 @@ mod tests {
                 "{relative}"
             );
         }
+    }
+
+    #[test]
+    fn staging_holds_nothing_the_overlay_reads_and_is_none_without_overlay() {
+        let all = |_: &Path| true;
+        let img = Path::new("/mnt/images/x");
+        assert_eq!(
+            staging(&WriteMode::Fake { size: None }, img, all),
+            Ok(Some(PathBuf::from("/srv")))
+        );
+        assert_eq!(staging(&WriteMode::ReadOnly, img, all), Ok(None));
+        assert_eq!(staging(&WriteMode::ReadWrite, img, all), Ok(None));
+        let layers = WriteMode::Layers {
+            lowers: vec!["/mnt/l1".into(), "/srv/l0".into()],
+            upper: Some(("/media/u".into(), "/opt/w".into())),
+        };
+        assert_eq!(
+            staging(&layers, Path::new("/mnt/l1"), all),
+            Ok(Some(PathBuf::from("/boot")))
+        );
+        let only_mnt = |p: &Path| p == Path::new("/mnt");
+        assert_eq!(
+            staging(&layers, Path::new("/mnt/l1"), only_mnt),
+            Err("no host directory to stage the image layers")
+        );
+        assert_eq!(
+            staging(&WriteMode::Fake { size: None }, img, only_mnt),
+            Err("--write-fake: no host directory to stage the overlay")
+        );
+    }
+
+    #[test]
+    fn squash_mount_point_defaults_per_user_and_must_hide_nothing_needed() {
+        assert_eq!(
+            squash_mount_point(None, "alice"),
+            (PathBuf::from("/var/tmp/alice.ch/mnt"), true)
+        );
+        assert_eq!(
+            squash_mount_point(Some(Path::new("/m")), "alice"),
+            (PathBuf::from("/m"), false)
+        );
+        let p = Path::new;
+        assert_eq!(
+            squash_mount_conflict(p("m"), p("/w/m"), p("/w/m/img.sqfs"), None).as_deref(),
+            Some("--mount: m contains the image; choose a mount point outside it")
+        );
+        assert_eq!(
+            squash_mount_conflict(
+                p("/w/m"),
+                p("/w/m"),
+                p("/i.sqfs"),
+                Some((p("t"), p("/w/m/t")))
+            )
+            .as_deref(),
+            Some("--mount: /w/m would hide $TMPDIR (t); choose another mount point")
+        );
+        assert_eq!(
+            squash_mount_conflict(
+                p("/w/m"),
+                p("/w/m"),
+                p("/w/mi.sqfs"),
+                Some((p("/tmp"), p("/tmp")))
+            ),
+            None
+        );
     }
 
     #[test]

@@ -1,19 +1,18 @@
 //! Performing a plan: entering namespaces, writing ID maps, mounting SquashFS with FUSE, and
 //! executing [`MountOp`]s. Every function here changes system state; the decisions were
-//! made in [`super::plan`].
+//! made in [`super::plan`]. [`apply_with`] makes its system calls through
+//! [`Syscalls`], so that unit tests can check it with a recording fake.
 
 use super::error::RunError;
 use super::plan::{IdMaps, IfMissing, MountOp};
-use super::resolve::{resolve, ResolveError, Resolved};
+use super::resolve::{ResolveError, Resolved};
+use super::syscalls::{Host, Syscalls};
 use nix::errno::Errno;
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
-use nix::sys::statvfs::{statvfs, FsFlags};
+use nix::sys::statvfs::FsFlags;
 use std::ffi::OsString;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-
-const NONE: Option<&str> = None;
 
 /// Enter new user and mount namespaces and map the IDs. The process must be
 /// single-threaded (unshare(2): CLONE_NEWUSER fails with EINVAL otherwise).
@@ -152,6 +151,7 @@ pub fn mount_squash(
 /// `volatile` skips the syncfs of the upper filesystem at unmount (overlayfs(5)), since
 /// the upper directory is either thrown away (-W) or read right away by the builder.
 fn overlay(
+    sys: &mut impl Syscalls,
     lowers: &[PathBuf],
     upper: Option<(&PathBuf, &PathBuf)>,
     dst: &Path,
@@ -188,8 +188,8 @@ fn overlay(
                 .with_hint("check the image out (ch-convert it to a directory) and run that"),
         );
     }
-    mount(
-        Some("overlay"),
+    sys.mount(
+        Some(Path::new("overlay")),
         dst,
         Some("overlay"),
         MsFlags::empty(),
@@ -198,145 +198,169 @@ fn overlay(
     .map_err(|e| RunError::sys("can't overlay", e).with_hint(hint))
 }
 
-/// Execute mount operations. `root` is the new root's host path (container paths resolve
-/// inside it). `ranch`: a writable host directory of ours (the `-W` staging tmpfs) where
-/// directories that cannot be written are rebuilt as symlink ranches (FAQ 11.3.3).
+/// Execute mount operations on the real system (see [`apply_with`]).
 pub fn apply(ops: &[MountOp], root: &Path, ranch: Option<&Path>) -> Result<(), RunError> {
+    apply_with(&mut Host, ops, root, ranch)
+}
+
+/// Execute mount operations in order through `sys`, stopping at the first that fails and
+/// returning its error (which names the operation and its paths; `-v` also logs its
+/// number). `root` is the new root's host path (container paths resolve inside it).
+/// `ranch`: a writable host directory of ours (the `-W` staging tmpfs) where directories
+/// that cannot be written are rebuilt as symlink ranches (FAQ 11.3.3).
+pub fn apply_with(
+    sys: &mut impl Syscalls,
+    ops: &[MountOp],
+    root: &Path,
+    ranch: Option<&Path>,
+) -> Result<(), RunError> {
     let mut mk = Maker {
         bound: Vec::new(),
         ranch: ranch.map(Path::to_path_buf),
         ranches: 0,
     };
-    for op in ops {
+    for (i, op) in ops.iter().enumerate() {
         crate::debug!("mount: {op}");
-        match op {
-            MountOp::MakeRootPrivate => {
-                mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
-                    .map_err(|e| RunError::sys("can't make / private", e))?;
-            }
-            MountOp::BindSelf { path } => {
-                mount(
-                    Some(path.as_path()),
-                    path.as_path(),
-                    NONE,
-                    MsFlags::MS_REC | MsFlags::MS_BIND,
-                    NONE,
-                )
-                .map_err(|e| {
-                    RunError::sys(format!("can't bind {} on itself", path.display()), e)
-                })?;
-            }
-            MountOp::RemountReadOnly { path } => {
-                // FAQ 11.2.2's wording.
-                remount_ro(path, "can't re-mount image read-only (is it on NFS?)")?
-            }
-            MountOp::TmpfsHost { path, options } => {
-                mount(
-                    Some("tmpfs"),
-                    path.as_path(),
-                    Some("tmpfs"),
-                    MsFlags::empty(),
-                    Some(options.as_str()),
-                )
-                .map_err(|e| {
-                    RunError::sys(format!("can't mount tmpfs at {}", path.display()), e)
-                })?;
-            }
-            MountOp::MkdirHost { path } => mkdir(path)?,
-            MountOp::FileHost { path } => {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(path)
-                    .map_err(|e| RunError::io(format!("can't create: {}", path.display()), &e))?;
-            }
-            MountOp::CopyAttrsHost { from, to } => copy_attrs(from, to)?,
-            MountOp::Overlay {
-                lower,
-                upper,
-                work,
-                dst,
-            } => overlay(
-                std::slice::from_ref(lower),
-                Some((upper, work)),
-                dst,
-                "--write-fake needs unprivileged overlayfs (Linux 5.11 or later)",
-            )?,
-            MountOp::OverlayLayers { lowers, upper, dst } => overlay(
-                lowers,
-                upper.as_ref().map(|(u, w)| (u, w)),
-                dst,
-                "running from layers needs unprivileged overlayfs (Linux 5.11 or later)",
-            )?,
-            MountOp::Tmpfs {
-                dst,
-                options,
-                if_missing,
-            } => {
-                let Some(host) = destination(root, dst, *if_missing, true, &mut mk)? else {
-                    continue;
-                };
-                mount(
-                    Some("tmpfs"),
-                    host.as_path(),
-                    Some("tmpfs"),
-                    MsFlags::empty(),
-                    Some(options.as_str()),
-                )
-                .map_err(|e| {
-                    RunError::sys(format!("can't mount tmpfs at {}", host.display()), e)
-                })?;
-            }
-            MountOp::Bind {
-                src,
-                dst,
-                if_missing,
-                src_optional,
-                read_only,
-            } => {
-                let md = match std::fs::metadata(src) {
-                    Ok(m) => m,
-                    Err(_) if *src_optional => continue,
-                    Err(_) => {
-                        return Err(RunError::msg(format!(
-                            "can't bind: source not found: {}",
-                            src.display()
-                        )))
-                    }
-                };
-                let Some(host) = destination(root, dst, *if_missing, md.is_dir(), &mut mk)? else {
-                    continue;
-                };
-                mount(
-                    Some(src.as_path()),
-                    host.as_path(),
-                    NONE,
-                    MsFlags::MS_REC | MsFlags::MS_BIND,
-                    NONE,
-                )
-                .map_err(|e| {
-                    RunError::sys(
-                        format!("can't bind {} to {}", src.display(), host.display()),
-                        e,
-                    )
-                })?;
-                if *read_only {
-                    remount_ro(
-                        &host,
-                        &format!("can't re-mount read-only: {}", host.display()),
-                    )?;
-                }
-                mk.bound.push(host);
-            }
-            MountOp::PivotRoot { new_root } => pivot(new_root)?,
+        if let Err(e) = apply_one(sys, op, root, &mut mk) {
+            crate::verbose!("mount: step {} of {} failed: {op}", i + 1, ops.len());
+            return Err(e);
         }
+    }
+    Ok(())
+}
+
+fn apply_one(
+    sys: &mut impl Syscalls,
+    op: &MountOp,
+    root: &Path,
+    mk: &mut Maker,
+) -> Result<(), RunError> {
+    match op {
+        MountOp::MakeRootPrivate => {
+            sys.mount(
+                None,
+                Path::new("/"),
+                None,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None,
+            )
+            .map_err(|e| RunError::sys("can't make / private", e))?;
+        }
+        MountOp::BindSelf { path } => {
+            sys.mount(
+                Some(path.as_path()),
+                path.as_path(),
+                None,
+                MsFlags::MS_REC | MsFlags::MS_BIND,
+                None,
+            )
+            .map_err(|e| RunError::sys(format!("can't bind {} on itself", path.display()), e))?;
+        }
+        MountOp::RemountReadOnly { path } => {
+            // FAQ 11.2.2's wording.
+            remount_ro(sys, path, "can't re-mount image read-only (is it on NFS?)")?
+        }
+        MountOp::TmpfsHost { path, options } => {
+            sys.mount(
+                Some(Path::new("tmpfs")),
+                path.as_path(),
+                Some("tmpfs"),
+                MsFlags::empty(),
+                Some(options.as_str()),
+            )
+            .map_err(|e| RunError::sys(format!("can't mount tmpfs at {}", path.display()), e))?;
+        }
+        MountOp::MkdirHost { path } => mkdir(sys, path)?,
+        MountOp::FileHost { path } => sys
+            .touch(path)
+            .map_err(|e| RunError::sys(format!("can't create: {}", path.display()), e))?,
+        MountOp::CopyAttrsHost { from, to } => sys.copy_attrs(from, to)?,
+        MountOp::Overlay {
+            lower,
+            upper,
+            work,
+            dst,
+        } => overlay(
+            sys,
+            std::slice::from_ref(lower),
+            Some((upper, work)),
+            dst,
+            "--write-fake needs unprivileged overlayfs (Linux 5.11 or later)",
+        )?,
+        MountOp::OverlayLayers { lowers, upper, dst } => overlay(
+            sys,
+            lowers,
+            upper.as_ref().map(|(u, w)| (u, w)),
+            dst,
+            "running from layers needs unprivileged overlayfs (Linux 5.11 or later)",
+        )?,
+        MountOp::Tmpfs {
+            dst,
+            options,
+            if_missing,
+        } => {
+            let Some(host) = destination(sys, root, dst, *if_missing, true, mk)? else {
+                return Ok(());
+            };
+            sys.mount(
+                Some(Path::new("tmpfs")),
+                host.as_path(),
+                Some("tmpfs"),
+                MsFlags::empty(),
+                Some(options.as_str()),
+            )
+            .map_err(|e| RunError::sys(format!("can't mount tmpfs at {}", host.display()), e))?;
+        }
+        MountOp::Bind {
+            src,
+            dst,
+            if_missing,
+            src_optional,
+            read_only,
+        } => {
+            let is_dir = match sys.is_dir(src) {
+                Some(d) => d,
+                None if *src_optional => return Ok(()),
+                None => {
+                    return Err(RunError::msg(format!(
+                        "can't bind: source not found: {}",
+                        src.display()
+                    )))
+                }
+            };
+            let Some(host) = destination(sys, root, dst, *if_missing, is_dir, mk)? else {
+                return Ok(());
+            };
+            sys.mount(
+                Some(src.as_path()),
+                host.as_path(),
+                None,
+                MsFlags::MS_REC | MsFlags::MS_BIND,
+                None,
+            )
+            .map_err(|e| {
+                RunError::sys(
+                    format!("can't bind {} to {}", src.display(), host.display()),
+                    e,
+                )
+            })?;
+            if *read_only {
+                remount_ro(
+                    sys,
+                    &host,
+                    &format!("can't re-mount read-only: {}", host.display()),
+                )?;
+            }
+            mk.bound.push(host);
+        }
+        MountOp::PivotRoot { new_root } => pivot(sys, new_root)?,
     }
     Ok(())
 }
 
 /// Resolve a container destination inside `root`, creating it when allowed. `None`: skip.
 fn destination(
+    sys: &mut impl Syscalls,
     root: &Path,
     dst: &Path,
     if_missing: IfMissing,
@@ -344,7 +368,7 @@ fn destination(
     mk: &mut Maker,
 ) -> Result<Option<PathBuf>, RunError> {
     let shown = || root.join(dst.strip_prefix("/").unwrap_or(dst));
-    match resolve(root, dst) {
+    match sys.resolve(root, dst) {
         Ok(Resolved::Exists(p)) => Ok(Some(p)),
         Ok(Resolved::Missing { existing, rest }) => match if_missing {
             IfMissing::Skip => Ok(None),
@@ -353,8 +377,8 @@ fn destination(
                 "can't bind: destination not found: {}",
                 shown().display()
             ))),
-            IfMissing::Create => mk.create_under(&existing, &rest, want_dir).map(Some),
-            IfMissing::TryCreate => Ok(mk.create_under(&existing, &rest, want_dir).ok()),
+            IfMissing::Create => mk.create_under(sys, &existing, &rest, want_dir).map(Some),
+            IfMissing::TryCreate => Ok(mk.create_under(sys, &existing, &rest, want_dir).ok()),
         },
         Err(ResolveError::TooManyLinks) => Err(RunError::sys(
             format!("can't resolve destination: {}", shown().display()),
@@ -386,6 +410,7 @@ impl Maker {
     /// an earlier bind mount (that would write to the host).
     fn create_under(
         &mut self,
+        sys: &mut impl Syscalls,
         existing: &Path,
         rest: &[OsString],
         want_dir: bool,
@@ -402,11 +427,11 @@ impl Maker {
                 )));
             }
             let file = i + 1 == rest.len() && !want_dir;
-            let mut r = create_one(&p, file);
+            let mut r = if file { sys.touch(&p) } else { sys.mkdir(&p) };
             if let Err(Errno::EACCES | Errno::EPERM | Errno::EROFS | Errno::EOVERFLOW) = r {
                 if self.ranch.is_some() {
-                    self.ranch(&parent)?;
-                    r = create_one(&p, file);
+                    self.ranch(sys, &parent)?;
+                    r = if file { sys.touch(&p) } else { sys.mkdir(&p) };
                 }
             }
             if let Err(e) = r {
@@ -424,109 +449,55 @@ impl Maker {
     /// Replace directory `dir`, which we cannot write, by a writable one (FAQ 11.3.3): a
     /// new directory in the staging tmpfs holds the old one bound at `.orig` and a symlink
     /// `NAME -> .orig/NAME` per entry, and is bound over `dir`.
-    fn ranch(&mut self, dir: &Path) -> Result<(), RunError> {
+    fn ranch(&mut self, sys: &mut impl Syscalls, dir: &Path) -> Result<(), RunError> {
         let Some(base) = &self.ranch else {
             return Ok(());
         };
         let new = base.join(format!("ranch.{}", self.ranches));
         self.ranches += 1;
-        mkdir(base)?;
-        mkdir(&new)?;
+        mkdir(sys, base)?;
+        mkdir(sys, &new)?;
         let orig = new.join(".orig");
-        mkdir(&orig)?;
+        mkdir(sys, &orig)?;
         crate::verbose!("symlink ranch for {}", dir.display());
-        mount(
+        sys.mount(
             Some(dir),
             orig.as_path(),
-            NONE,
+            None,
             MsFlags::MS_REC | MsFlags::MS_BIND,
-            NONE,
+            None,
         )
         .map_err(|e| RunError::sys(format!("can't bind {} for ranch", dir.display()), e))?;
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| RunError::io(format!("can't list: {}", dir.display()), &e))?;
-        for ent in entries {
-            let ent =
-                ent.map_err(|e| RunError::io(format!("can't list: {}", dir.display()), &e))?;
-            let name = ent.file_name();
-            std::os::unix::fs::symlink(Path::new(".orig").join(&name), new.join(&name)).map_err(
-                |e| RunError::io(format!("can't symlink in ranch: {}", new.display()), &e),
-            )?;
+        for name in sys.list(dir)? {
+            sys.symlink(&Path::new(".orig").join(&name), &new.join(&name))
+                .map_err(|e| {
+                    RunError::sys(format!("can't symlink in ranch: {}", new.display()), e)
+                })?;
         }
-        if let Ok(md) = std::fs::metadata(&orig) {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::Permissions::from_mode(md.permissions().mode() & 0o7777 | 0o200);
-            let _ = std::fs::set_permissions(&new, mode);
+        if let Some(mode) = sys.mode(&orig) {
+            let _ = sys.chmod(&new, mode | 0o200);
         }
-        mount(
+        sys.mount(
             Some(new.as_path()),
             dir,
-            NONE,
+            None,
             MsFlags::MS_REC | MsFlags::MS_BIND,
-            NONE,
+            None,
         )
         .map_err(|e| RunError::sys(format!("can't overmount {}", dir.display()), e))?;
         Ok(())
     }
 }
 
-fn create_one(p: &Path, file: bool) -> Result<(), Errno> {
-    if file {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(p)
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
-        }
-    } else {
-        match nix::unistd::mkdir(p, nix::sys::stat::Mode::from_bits_truncate(0o755)) {
-            Ok(()) | Err(Errno::EEXIST) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
+fn mkdir(sys: &mut impl Syscalls, p: &Path) -> Result<(), RunError> {
+    sys.mkdir(p)
+        .map_err(|e| RunError::sys(format!("can't mkdir: {}", p.display()), e))
 }
 
-/// Give `to` the permission bits, access and modification times of `from`.
-fn copy_attrs(from: &Path, to: &Path) -> Result<(), RunError> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let md = std::fs::symlink_metadata(from)
-        .map_err(|e| RunError::io(format!("can't stat: {}", from.display()), &e))?;
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(md.mode() & 0o7777))
-        .map_err(|e| RunError::io(format!("can't chmod: {}", to.display()), &e))?;
-    let ts = |s: i64, ns: i64| nix::sys::time::TimeSpec::new(s, ns);
-    nix::sys::stat::utimensat(
-        None,
-        to,
-        &ts(md.atime(), md.atime_nsec()),
-        &ts(md.mtime(), md.mtime_nsec()),
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(|e| RunError::sys(format!("can't set times: {}", to.display()), e))
-}
-
-fn mkdir(p: &Path) -> Result<(), RunError> {
-    match nix::unistd::mkdir(p, nix::sys::stat::Mode::from_bits_truncate(0o755)) {
-        Ok(()) | Err(Errno::EEXIST) => Ok(()),
-        Err(e) => Err(RunError::sys(format!("can't mkdir: {}", p.display()), e)),
-    }
-}
-
-/// Remount a bind read-only, repeating the flags the kernel locks in a user namespace
-/// (mount_namespaces(7): nosuid, nodev, noexec and atime flags of a mount inherited from a
-/// more privileged namespace cannot be cleared; a remount that omits them gets EPERM).
-/// `what` is the error message on failure.
-fn remount_ro(path: &Path, what: &str) -> Result<(), RunError> {
-    let st = statvfs(path)
-        .map_err(|e| RunError::sys(format!("can't statvfs: {}", path.display()), e))?;
-    let f = st.flags();
-    if f.contains(FsFlags::ST_RDONLY) {
-        // Already read-only (e.g. SquashFS, a read-only bind): nothing to do.
-        return Ok(());
-    }
+/// The flags a read-only remount of a mount with statvfs flags `f` must pass: the
+/// kernel locks nosuid, nodev, noexec and the atime flags of a mount inherited from a more
+/// privileged namespace (mount_namespaces(7)); a remount that omits them gets EPERM.
+fn remount_ro_flags(f: FsFlags) -> MsFlags {
     let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
     for (s, m) in [
         (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
@@ -542,20 +513,399 @@ fn remount_ro(path: &Path, what: &str) -> Result<(), RunError> {
             flags |= m;
         }
     }
-    mount(NONE, path, NONE, flags, NONE).map_err(|e| RunError::sys(what, e))
+    flags
+}
+
+/// Remount a bind read-only, repeating the flags the kernel locks (see
+/// [`remount_ro_flags`]). `what` is the error message on failure.
+fn remount_ro(sys: &mut impl Syscalls, path: &Path, what: &str) -> Result<(), RunError> {
+    let f = sys
+        .mount_flags(path)
+        .map_err(|e| RunError::sys(format!("can't statvfs: {}", path.display()), e))?;
+    if f.contains(FsFlags::ST_RDONLY) {
+        // Already read-only (e.g. SquashFS, a read-only bind): nothing to do.
+        return Ok(());
+    }
+    sys.mount(None, path, None, remount_ro_flags(f), None)
+        .map_err(|e| RunError::sys(what, e))
 }
 
 /// pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves the
 /// new root (pivot_root(2), "NOTES").
-fn pivot(new_root: &Path) -> Result<(), RunError> {
-    nix::unistd::chdir(new_root).map_err(|e| {
+fn pivot(sys: &mut impl Syscalls, new_root: &Path) -> Result<(), RunError> {
+    sys.chdir(new_root).map_err(|e| {
         RunError::sys(
             format!("can't chdir into new root: {}", new_root.display()),
             e,
         )
     })?;
-    nix::unistd::pivot_root(".", ".").map_err(|e| RunError::sys("can't pivot_root(2)", e))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| RunError::sys("can't detach old root", e))?;
-    nix::unistd::chdir("/").map_err(|e| RunError::sys("can't chdir to /", e))?;
+    let here = Path::new(".");
+    sys.pivot_root(here, here)
+        .map_err(|e| RunError::sys("can't pivot_root(2)", e))?;
+    sys.umount_detach(here)
+        .map_err(|e| RunError::sys("can't detach old root", e))?;
+    sys.chdir(Path::new("/"))
+        .map_err(|e| RunError::sys("can't chdir to /", e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// One mount(2) call as the fake records it.
+    fn m(
+        src: Option<&str>,
+        dst: &str,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> String {
+        format!(
+            "mount {} {dst} {} {flags:?} {}",
+            src.unwrap_or("-"),
+            fstype.unwrap_or("-"),
+            data.unwrap_or("-")
+        )
+    }
+
+    /// A system that records the calls that change it, knows which host paths exist, and
+    /// fails the first call whose record starts with `fail`.
+    #[derive(Default)]
+    struct Fake {
+        calls: Vec<String>,
+        /// Host path to whether it is a directory.
+        exists: BTreeMap<PathBuf, bool>,
+        /// Mounts whose statvfs flags are asked for: their flags (default: none).
+        flags: BTreeMap<PathBuf, FsFlags>,
+        fail: Option<(String, Errno)>,
+    }
+
+    impl Fake {
+        fn with(dirs: &[&str], files: &[&str]) -> Fake {
+            let mut f = Fake::default();
+            for d in dirs {
+                f.exists.insert(PathBuf::from(d), true);
+            }
+            for p in files {
+                f.exists.insert(PathBuf::from(p), false);
+            }
+            f
+        }
+
+        fn call(&mut self, c: String) -> Result<(), Errno> {
+            let failed = self
+                .fail
+                .as_ref()
+                .filter(|(prefix, _)| c.starts_with(prefix.as_str()))
+                .map(|(_, e)| *e);
+            self.calls.push(c);
+            match failed {
+                Some(e) => {
+                    self.fail = None;
+                    Err(e)
+                }
+                None => Ok(()),
+            }
+        }
+    }
+
+    impl Syscalls for Fake {
+        fn mount(
+            &mut self,
+            src: Option<&Path>,
+            dst: &Path,
+            fstype: Option<&str>,
+            flags: MsFlags,
+            data: Option<&str>,
+        ) -> Result<(), Errno> {
+            let src = src.map(|s| s.display().to_string());
+            self.call(m(
+                src.as_deref(),
+                &dst.display().to_string(),
+                fstype,
+                flags,
+                data,
+            ))
+        }
+        fn mount_flags(&mut self, path: &Path) -> Result<FsFlags, Errno> {
+            self.call(format!("statvfs {}", path.display()))?;
+            Ok(self.flags.get(path).copied().unwrap_or(FsFlags::empty()))
+        }
+        fn mkdir(&mut self, path: &Path) -> Result<(), Errno> {
+            self.call(format!("mkdir {}", path.display()))?;
+            self.exists.insert(path.to_path_buf(), true);
+            Ok(())
+        }
+        fn touch(&mut self, path: &Path) -> Result<(), Errno> {
+            self.call(format!("touch {}", path.display()))?;
+            self.exists.entry(path.to_path_buf()).or_insert(false);
+            Ok(())
+        }
+        fn is_dir(&mut self, path: &Path) -> Option<bool> {
+            self.exists.get(path).copied()
+        }
+        fn resolve(&mut self, root: &Path, dst: &Path) -> Result<Resolved, ResolveError> {
+            // No symlinks in the fake: the longest existing prefix.
+            let rel: Vec<OsString> = dst
+                .components()
+                .filter_map(|c| match c {
+                    std::path::Component::Normal(n) => Some(n.to_os_string()),
+                    _ => None,
+                })
+                .collect();
+            let mut existing = root.to_path_buf();
+            for (i, c) in rel.iter().enumerate() {
+                let next = existing.join(c);
+                if !self.exists.contains_key(&next) {
+                    return Ok(Resolved::Missing {
+                        existing,
+                        rest: rel[i..].to_vec(),
+                    });
+                }
+                existing = next;
+            }
+            Ok(Resolved::Exists(existing))
+        }
+        fn copy_attrs(&mut self, from: &Path, to: &Path) -> Result<(), RunError> {
+            self.call(format!("copy_attrs {} {}", from.display(), to.display()))
+                .map_err(|e| RunError::sys("can't copy attributes", e))
+        }
+        fn list(&mut self, dir: &Path) -> Result<Vec<OsString>, RunError> {
+            Ok(self
+                .exists
+                .keys()
+                .filter(|p| p.parent() == Some(dir))
+                .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
+                .collect())
+        }
+        fn symlink(&mut self, target: &Path, link: &Path) -> Result<(), Errno> {
+            self.call(format!("symlink {} {}", target.display(), link.display()))
+        }
+        fn mode(&mut self, path: &Path) -> Option<u32> {
+            self.exists.contains_key(path).then_some(0o555)
+        }
+        fn chmod(&mut self, path: &Path, mode: u32) -> Result<(), Errno> {
+            self.call(format!("chmod {} {mode:o}", path.display()))
+        }
+        fn chdir(&mut self, path: &Path) -> Result<(), Errno> {
+            self.call(format!("chdir {}", path.display()))
+        }
+        fn pivot_root(&mut self, new_root: &Path, put_old: &Path) -> Result<(), Errno> {
+            self.call(format!(
+                "pivot_root {} {}",
+                new_root.display(),
+                put_old.display()
+            ))
+        }
+        fn umount_detach(&mut self, path: &Path) -> Result<(), Errno> {
+            self.call(format!("umount_detach {}", path.display()))
+        }
+    }
+
+    fn bind(src: &str, dst: &str, if_missing: IfMissing, read_only: bool) -> MountOp {
+        MountOp::Bind {
+            src: src.into(),
+            dst: dst.into(),
+            if_missing,
+            src_optional: false,
+            read_only,
+        }
+    }
+
+    /// A small read-only plan: root made a read-only mount point, a system bind, a
+    /// tmpfs, a user bind whose mount point is created, then pivot_root.
+    fn plan() -> Vec<MountOp> {
+        vec![
+            MountOp::MakeRootPrivate,
+            MountOp::BindSelf {
+                path: "/img".into(),
+            },
+            MountOp::RemountReadOnly {
+                path: "/img".into(),
+            },
+            bind("/dev", "/dev", IfMissing::Error, false),
+            MountOp::Tmpfs {
+                dst: "/tmp".into(),
+                options: "mode=1777".into(),
+                if_missing: IfMissing::Error,
+            },
+            bind("/data", "/mnt/data", IfMissing::Create, true),
+            MountOp::PivotRoot {
+                new_root: "/img".into(),
+            },
+        ]
+    }
+
+    fn system() -> Fake {
+        let mut f = Fake::with(
+            &["/img", "/img/dev", "/img/tmp", "/img/mnt", "/dev", "/data"],
+            &[],
+        );
+        f.flags.insert(
+            "/img".into(),
+            FsFlags::ST_NOSUID | FsFlags::ST_NODEV | FsFlags::ST_RELATIME,
+        );
+        f
+    }
+
+    #[test]
+    fn a_plan_is_applied_in_order_ending_with_pivot_root() {
+        let mut f = system();
+        apply_with(&mut f, &plan(), Path::new("/img"), None).expect("apply");
+        let rec = MsFlags::MS_REC;
+        let bind = MsFlags::MS_REC | MsFlags::MS_BIND;
+        let ro = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+        assert_eq!(
+            f.calls,
+            vec![
+                m(None, "/", None, rec | MsFlags::MS_PRIVATE, None),
+                m(Some("/img"), "/img", None, bind, None),
+                "statvfs /img".to_string(),
+                // The flags the kernel locks are repeated (mount_namespaces(7)).
+                m(
+                    None,
+                    "/img",
+                    None,
+                    ro | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RELATIME,
+                    None
+                ),
+                m(Some("/dev"), "/img/dev", None, bind, None),
+                m(
+                    Some("tmpfs"),
+                    "/img/tmp",
+                    Some("tmpfs"),
+                    MsFlags::empty(),
+                    Some("mode=1777")
+                ),
+                "mkdir /img/mnt/data".to_string(),
+                m(Some("/data"), "/img/mnt/data", None, bind, None),
+                "statvfs /img/mnt/data".to_string(),
+                m(None, "/img/mnt/data", None, ro, None),
+                "chdir /img".to_string(),
+                "pivot_root . .".to_string(),
+                "umount_detach .".to_string(),
+                "chdir /".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failure_part_way_stops_there_and_names_the_step() {
+        let mut f = system();
+        f.fail = Some(("mount /dev /img/dev".into(), Errno::EACCES));
+        let e = apply_with(&mut f, &plan(), Path::new("/img"), None).expect_err("fails");
+        assert_eq!(e.message(), "can't bind /dev to /img/dev");
+        assert_eq!(e.errno(), Some(Errno::EACCES));
+        // Nothing after the failing call: no tmpfs, no pivot_root.
+        assert!(
+            f.calls
+                .last()
+                .expect("calls")
+                .starts_with("mount /dev /img/dev"),
+            "{:?}",
+            f.calls
+        );
+        assert_eq!(f.calls.len(), 5, "{:?}", f.calls);
+
+        // A failing mkdir of a mount point names the path it could not create.
+        let mut f = system();
+        f.fail = Some(("mkdir /img/mnt/data".into(), Errno::EROFS));
+        let e = apply_with(&mut f, &plan(), Path::new("/img"), None).expect_err("fails");
+        assert_eq!(e.message(), "can't mkdir: /img/mnt/data");
+        assert_eq!(
+            f.calls.last().map(String::as_str),
+            Some("mkdir /img/mnt/data")
+        );
+
+        // So does a missing destination, before any call is made for it.
+        let mut f = system();
+        f.exists.remove(Path::new("/img/dev"));
+        let e = apply_with(&mut f, &plan(), Path::new("/img"), None).expect_err("fails");
+        assert_eq!(e.message(), "can't bind: destination not found: /img/dev");
+        assert_eq!(f.calls.len(), 4, "{:?}", f.calls);
+    }
+
+    #[test]
+    fn read_only_mounts_are_not_remounted_and_optional_sources_are_skipped() {
+        let mut f = system();
+        f.flags.insert("/img".into(), FsFlags::ST_RDONLY);
+        let ops = [
+            MountOp::RemountReadOnly {
+                path: "/img".into(),
+            },
+            MountOp::Bind {
+                src: "/nonexistent".into(),
+                dst: "/etc/x".into(),
+                if_missing: IfMissing::Skip,
+                src_optional: true,
+                read_only: false,
+            },
+        ];
+        apply_with(&mut f, &ops, Path::new("/img"), None).expect("apply");
+        assert_eq!(f.calls, vec!["statvfs /img".to_string()]);
+    }
+
+    #[test]
+    fn mount_points_are_never_created_inside_an_earlier_bind() {
+        let mut f = system();
+        let ops = [
+            bind("/data", "/mnt", IfMissing::Error, false),
+            bind("/data", "/mnt/inner", IfMissing::Create, false),
+        ];
+        let e = apply_with(&mut f, &ops, Path::new("/img"), None).expect_err("refused");
+        assert_eq!(
+            e.message(),
+            "can't mkdir: /img/mnt/inner under existing bind-mount /img/mnt"
+        );
+        assert!(
+            !f.calls.iter().any(|c| c.starts_with("mkdir")),
+            "{:?}",
+            f.calls
+        );
+    }
+
+    #[test]
+    fn an_unwritable_directory_becomes_a_symlink_ranch_with_write_fake() {
+        let mut f = Fake::with(&["/st", "/st/merged", "/st/merged/opt", "/data"], &[]);
+        f.exists.insert("/st/merged/opt/tool".into(), false);
+        f.fail = Some(("mkdir /st/merged/opt/new".into(), Errno::EACCES));
+        let ops = [bind("/data", "/opt/new", IfMissing::Create, false)];
+        apply_with(
+            &mut f,
+            &ops,
+            Path::new("/st/merged"),
+            Some(Path::new("/st/ranch")),
+        )
+        .expect("apply");
+        let bind = MsFlags::MS_REC | MsFlags::MS_BIND;
+        assert_eq!(
+            f.calls,
+            vec![
+                "mkdir /st/merged/opt/new".to_string(),
+                "mkdir /st/ranch".to_string(),
+                "mkdir /st/ranch/ranch.0".to_string(),
+                "mkdir /st/ranch/ranch.0/.orig".to_string(),
+                m(
+                    Some("/st/merged/opt"),
+                    "/st/ranch/ranch.0/.orig",
+                    None,
+                    bind,
+                    None
+                ),
+                "symlink .orig/tool /st/ranch/ranch.0/tool".to_string(),
+                "chmod /st/ranch/ranch.0 755".to_string(),
+                m(
+                    Some("/st/ranch/ranch.0"),
+                    "/st/merged/opt",
+                    None,
+                    bind,
+                    None
+                ),
+                "mkdir /st/merged/opt/new".to_string(),
+                m(Some("/data"), "/st/merged/opt/new", None, bind, None),
+            ]
+        );
+    }
 }

@@ -903,9 +903,13 @@ fn build_killed_during_run_leaves_a_usable_store() {
     let b = Bench::new("kill9");
     b.build("img", "FROM busybox\nRUN echo v1 > /v\n", &[]);
     let marker = b.s.join("started");
-    let df = "FROM busybox\nRUN echo v1 > /v\nRUN touch /mnt/started && echo v2 > /v && sleep 3\n";
+    // A sleep of a length no other test uses marks the RUN's processes.
+    let nap = format!("sleep 9{}", std::process::id());
+    let df = format!(
+        "FROM busybox\nRUN echo v1 > /v\nRUN touch /mnt/started && echo v2 > /v && {nap}\n"
+    );
     let bind = format!("{}:/mnt", b.s.path.display());
-    let mut c = b.build_cmd("img", df, &["-b", &bind]);
+    let mut c = b.build_cmd("img", &df, &["-b", &bind]);
     c.stdout(Stdio::null()).stderr(Stdio::null());
     let mut child = c.spawn().expect("spawn build");
     let t = Instant::now();
@@ -924,9 +928,14 @@ fn build_killed_during_run_leaves_a_usable_store() {
     let list = ok(b.image().args(["list"]));
     assert!(list.lines().any(|l| l == "img"), "{list}");
     assert_eq!(b.run("img", "cat /v"), "v1\n");
-    // The next build succeeds (the orphaned RUN may still hold on for a moment).
-    std::thread::sleep(Duration::from_secs(4));
-    let log = b.build("img", &df.replace("sleep 3", "true"), &["-b", &bind]);
+    // The RUN ends with the build (its parent-death signal); the next build succeeds once
+    // it is gone.
+    assert!(
+        eventually(60, || processes_with(&nap).is_empty()),
+        "the killed build's RUN is still running: {:?}",
+        processes_with(&nap)
+    );
+    let log = b.build("img", &df.replace(&nap, "true"), &["-b", &bind]);
     assert_eq!(marks(&log), "*.");
     assert_eq!(b.run("img", "cat /v"), "v2\n");
     b.fsck();

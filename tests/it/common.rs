@@ -206,3 +206,30 @@ impl Drop for Reaped {
         let _ = self.0.wait();
     }
 }
+
+/// Whether `prog` is found in `$PATH` (`command -v`).
+pub fn have(prog: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {prog}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Poll `f` every 20 ms until it holds; panics naming `what` if it still does not after
+/// `secs` seconds. The limit is a hang detector, generous on purpose, never a timing
+/// claim: tests wait for events (a marker file, a line of output, a process gone), not
+/// for durations.
+#[track_caller]
+pub fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < end,
+            "gave up after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

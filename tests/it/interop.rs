@@ -16,14 +16,6 @@ use std::process::Command;
 
 use crate::common::*;
 
-fn have(prog: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {prog}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 /// A private Podman/Buildah setup in a scratch directory.
 struct Containers {
     s: Scratch,

@@ -3,7 +3,11 @@
 //! and concurrency of builds and readers. The real binaries, run as the unprivileged test
 //! user, on small Dockerfiles FROM an imported busybox.
 
-use crate::common::{busybox_rootfs, fails, is_root, ok, output, tool, unpriv, Scratch, TEST_UID};
+use crate::common::{
+    busybox_rootfs, fails, is_root, ok, output, sh, tool, unpriv, wait_for, Reaped, Scratch,
+    TEST_UID,
+};
+use crate::registry::output_within;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -936,33 +940,45 @@ fn readers_do_not_wait_for_a_running_build() {
     let w = W::new("readers");
     let a = w.ctx("a", DF_A, &[("data.txt", DATA)]);
     w.build("a", &a, &[]);
-    let slow = w.ctx("slow", "FROM busybox\nRUN sleep 3\n", &[]);
-    let t0 = Instant::now();
-    let build = w
-        .image()
-        .args(["build", "--no-cache", "-t", "slow"])
-        .arg(&slow)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until the RUN runs (its overlay/work dir appears), at most 2 s.
-    std::thread::sleep(Duration::from_millis(700));
-    let timed = |what: &str, c: &mut Command| {
-        let t = Instant::now();
-        let out = ok(c);
-        let e = t.elapsed();
-        eprintln!("{what} during build: {e:?}");
-        assert!(e < Duration::from_secs(2), "{what} took {e:?}");
-        out
+    // The build's RUN says it has started, then waits for the test's go-ahead: every
+    // reader below runs while the build is under way, and a reader that waited for the
+    // build would wait for ever (the build waits for the readers), not merely be slow.
+    let sync = w.s.join("sync");
+    sh(&format!("mkdir '{}'", sync.display()));
+    let slow = w.ctx(
+        "slow",
+        "FROM busybox\nRUN touch /mnt/started; i=0; \
+         while [ ! -e /mnt/go ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; \
+         test -e /mnt/go\n",
+        &[],
+    );
+    let mut build = Reaped(
+        w.image()
+            .args(["build", "--no-cache", "-t", "slow", "-b"])
+            .arg(format!("{}:/mnt", sync.display()))
+            .arg(&slow)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the build's RUN to start", 120, || {
+        sync.join("started").exists()
+    });
+    let reader = |what: &str, c: &mut Command| {
+        let out = output_within(c, Duration::from_secs(120))
+            .unwrap_or_else(|| panic!("{what} waited for the running build"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{what}: {err}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let list = timed("list", w.image().arg("list"));
+    let list = reader("list", w.image().arg("list"));
     assert!(list.lines().any(|l| l == "a"), "{list}");
-    let h = timed("history", w.image().args(["history", "a"]));
+    let h = reader("history", w.image().args(["history", "a"]));
     assert_eq!(h.lines().count(), DF_A.lines().count());
-    timed("diff", w.image().args(["diff", "--stat", "busybox", "a"]));
-    timed("inspect", w.image().args(["inspect", "a"]));
-    let out = timed(
+    reader("diff", w.image().args(["diff", "--stat", "busybox", "a"]));
+    reader("inspect", w.image().args(["inspect", "a"]));
+    let out = reader(
         "ch-run",
         tool("ch-run")
             .arg("-s")
@@ -971,11 +987,13 @@ fn readers_do_not_wait_for_a_running_build() {
     );
     assert_eq!(out, DATA);
     assert!(
-        t0.elapsed() < Duration::from_secs(3),
-        "checks ran during the sleep"
+        build.0.try_wait().unwrap().is_none(),
+        "the build ended before the readers ran"
     );
-    let o = build.wait_with_output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(sync.join("go"), "").unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut build.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(build.0.wait().unwrap().success(), "{err}");
 }
 
 // ---- fsck ----

@@ -12,15 +12,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
 /// The registry fixture directory (certificates, OCI layout), made once.
 fn fixture() -> Option<PathBuf> {
     for t in ["docker-registry", "skopeo", "umoci", "openssl", "curl"] {
@@ -1771,13 +1762,13 @@ fn trickling_registry_hits_the_configured_deadline() {
         Some(r) => r,
         None => Reply::json("{}"),
     });
-    let t = Instant::now();
+    // The trickle alone would take 10 s or more; the message says the deadline ended it
+    // (fails_within's limit only catches a hang).
     let err = fails_within(&mut pull(&fake.host()), Duration::from_secs(60));
     assert!(
         err.contains("/fake/img/manifests/latest: no complete answer within 2 s (deadline set by CH_IMAGE_REGY_DEADLINE)"),
         "{err}"
     );
-    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
 
     // A token.
     let i = img.clone();

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::{bin, fails, ok, output, sh, tool, unpriv, Scratch};
 
@@ -771,7 +771,10 @@ fn kill_9_during_import_leaves_a_consistent_repository() {
     many_files(&s, &big, 20_000);
     import(&st, &s.join("big/d000"), "big");
     let mut killed = 0;
-    for ms in [100u64, 150, 200, 300, 450] {
+    // Killed at points of its progress through the tree (read system calls made so far,
+    // /proc/PID/io; 20,000 files take at least as many), not after durations, which a
+    // fast or a loaded machine would make meaningless.
+    for reads in [500u64, 2_000, 5_000, 10_000, 20_000] {
         let mut child = chi(&st)
             .arg("import")
             .arg(&big)
@@ -780,8 +783,23 @@ fn kill_9_during_import_leaves_a_consistent_repository() {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn import");
-        std::thread::sleep(Duration::from_millis(ms));
-        if child.try_wait().expect("try_wait").is_none() {
+        // setpriv execs ch-image: the PID is the import's.
+        let io = format!("/proc/{}/io", child.id());
+        let mut running = false;
+        crate::common::wait_for("the import to progress or end", 600, || {
+            if child.try_wait().expect("try_wait").is_some() {
+                return true;
+            }
+            let done = std::fs::read_to_string(&io)
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("syscr:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            running = done >= reads;
+            running
+        });
+        if running {
             killed += 1;
         }
         child.kill().ok(); // SIGKILL
@@ -789,6 +807,7 @@ fn kill_9_during_import_leaves_a_consistent_repository() {
         ok(git(&st.join("repo.git")).arg("fsck"));
         assert!(list_long(&st).contains("big:latest\t"));
     }
+    eprintln!("killed {killed} of 5 imports part-way");
     assert!(
         killed > 0,
         "import always finished before the kill; make the tree bigger"
@@ -916,36 +935,50 @@ fn readers_are_not_blocked_by_a_writer() {
     import(&st, &src, "one");
     let lock_file = std::fs::File::open(st.join("lock")).expect("open lock");
     let held = Flock::lock(lock_file, FlockArg::LockExclusive).expect("take writer lock");
-    // A writer waits...
-    let mut writer = chi(&st)
-        .arg("import")
-        .arg(&src)
-        .arg("two")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn import");
-    // ... while readers answer promptly.
+    // A writer waits: it says so on stderr once it has found the lock taken.
+    let mut writer = crate::common::Reaped(
+        chi(&st)
+            .arg("import")
+            .arg(&src)
+            .arg("two")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn import"),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut stderr = std::io::BufReader::new(writer.0.stderr.take().expect("stderr"));
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut line = String::new();
+        while std::io::BufRead::read_line(&mut stderr, &mut line).unwrap_or(0) > 0 {
+            if line.contains("waiting for lock") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            line.clear();
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("the writer never said it waits for the lock");
+    // ... while readers answer (one that waited for the lock would never finish: the
+    // test holds it).
     for _ in 0..3 {
-        let t = Instant::now();
-        let l = list_long(&st);
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "list took {:?}",
-            t.elapsed()
-        );
+        let out =
+            crate::registry::output_within(chi(&st).args(["list", "-l"]), Duration::from_secs(120))
+                .expect("list waited for the writer lock");
+        let l = String::from_utf8_lossy(&out.stdout);
         assert!(l.starts_with("one:latest\t"), "{l}");
         ok(chi(&st).args(["list", "one"]));
     }
-    std::thread::sleep(Duration::from_millis(300));
     assert!(
-        writer.try_wait().expect("try_wait").is_none(),
+        writer.0.try_wait().expect("try_wait").is_none(),
         "writer did not wait for lock"
     );
     drop(held);
-    let out = writer.wait_with_output().expect("wait writer");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert!(err.contains("waiting for lock"), "{err}");
+    let status = writer.0.wait().expect("wait writer");
+    let err = reader.join().expect("stderr reader");
+    assert!(status.success(), "{err}");
     assert!(list_long(&st).contains("two:latest\t"));
 }
 
