@@ -8,6 +8,7 @@ mod conformance;
 mod convert;
 mod convert_formats;
 mod environment;
+mod fromhost;
 mod hostile;
 mod interop;
 mod join_slurm;
