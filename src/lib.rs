@@ -14,6 +14,7 @@
 pub mod build;
 pub mod cli;
 pub mod convert;
+pub mod fromhost;
 pub mod log;
 pub mod oci;
 pub mod reference;

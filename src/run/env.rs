@@ -123,6 +123,11 @@ pub fn set(env: &mut Vec<Var>, name: &[u8], value: Vec<u8>) {
 pub struct Defaults {
     /// `--home` given: HOME becomes `/home/USER`.
     pub home_user: Option<Vec<u8>>,
+    /// `PMIX_SERVER_TMPDIR` is set but that directory is not visible in the container
+    /// (Slurm's spool is not bound): PMIx clients then fail to attach the server's shared
+    /// data store and print `PMIX ERROR … gds_ds12_lock_pthread.c`. Selecting PMIx's `hash`
+    /// data store, which asks the server over its socket instead, avoids it (docs/hpc.md).
+    pub pmix_dir_hidden: bool,
 }
 
 /// Compute the container environment.
@@ -156,6 +161,13 @@ pub fn compute(
     }
     // TMPDIR is a host path; the host's temporary directory is /tmp inside.
     env.retain(|(n, _)| n != b"TMPDIR");
+    // PMIx's shared-memory data store lives under the server's directory; when the image
+    // cannot see it, use the data store that needs no shared files. A user's own choice
+    // wins.
+    if defaults.pmix_dir_hidden && get(&env, b"PMIX_MCA_gds").is_none() {
+        crate::verbose!("environment: PMIX_MCA_gds=hash");
+        set(&mut env, b"PMIX_MCA_gds", b"hash".to_vec());
+    }
     for op in ops {
         match op {
             EnvOp::Set { vars, expand: ex } => {
@@ -196,7 +208,10 @@ mod tests {
     }
 
     fn defaults() -> Defaults {
-        Defaults { home_user: None }
+        Defaults {
+            pmix_dir_hidden: false,
+            home_user: None,
+        }
     }
 
     #[test]
@@ -263,7 +278,10 @@ mod tests {
         );
         let env = compute(
             vec![v("PATH", "/bin:/usr/bin")],
-            &Defaults { home_user: None },
+            &Defaults {
+                home_user: None,
+                pmix_dir_hidden: false,
+            },
             &[],
             &fnm,
         );
@@ -283,11 +301,34 @@ mod tests {
             vec![],
             &Defaults {
                 home_user: Some(b"alice".to_vec()),
+                pmix_dir_hidden: false,
             },
             &[],
             &fnm,
         );
         assert_eq!(get(&env, b"HOME"), Some(b"/home/alice".as_slice()));
+    }
+
+    #[test]
+    fn hidden_pmix_server_directory_selects_the_hash_data_store_unless_chosen() {
+        let hidden = Defaults {
+            home_user: None,
+            pmix_dir_hidden: true,
+        };
+        let env = compute(vec![], &hidden, &[], &fnm);
+        assert_eq!(get(&env, b"PMIX_MCA_gds"), Some(b"hash".as_slice()));
+        // The user's own choice is kept.
+        let env = compute(vec![v("PMIX_MCA_gds", "ds21")], &hidden, &[], &fnm);
+        assert_eq!(get(&env, b"PMIX_MCA_gds"), Some(b"ds21".as_slice()));
+        // --unset-env can still remove it.
+        let ops = [EnvOp::Unset {
+            glob: b"PMIX_*".to_vec(),
+        }];
+        let env = compute(vec![], &hidden, &ops, &fnm);
+        assert_eq!(get(&env, b"PMIX_MCA_gds"), None);
+        // A visible directory changes nothing.
+        let env = compute(vec![], &defaults(), &[], &fnm);
+        assert_eq!(get(&env, b"PMIX_MCA_gds"), None);
     }
 
     #[test]

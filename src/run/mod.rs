@@ -657,8 +657,14 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
     if !host_env.iter().any(|(k, _)| k.as_slice() == b"PATH") {
         crate::warn!("$PATH not set");
     }
+    // Here the process sees the container's file system, whether it set it up or joined.
+    let pmix_dir_hidden = env::get(&host_env, b"PMIX_SERVER_TMPDIR").is_some_and(|d| {
+        use std::os::unix::ffi::OsStrExt;
+        !d.is_empty() && !Path::new(std::ffi::OsStr::from_bytes(d)).is_dir()
+    });
     let defaults = env::Defaults {
         home_user: spec.home.then(|| spec.user.as_bytes().to_vec()),
+        pmix_dir_hidden,
     };
     let new_env = env::compute(host_env, &defaults, &ops, &|p, n| sys::fnmatch(p, n));
 

@@ -31,6 +31,7 @@ pub fn bin(name: &str) -> PathBuf {
         "ch-convert" => PathBuf::from(env!("CARGO_BIN_EXE_ch-convert")),
         "ch-ssh" => PathBuf::from(env!("CARGO_BIN_EXE_ch-ssh")),
         "ch-grow" => PathBuf::from(env!("CARGO_BIN_EXE_ch-grow")),
+        "ch-fromhost" => PathBuf::from(env!("CARGO_BIN_EXE_ch-fromhost")),
         other => panic!("unknown binary {other}"),
     }
 }
