@@ -567,7 +567,11 @@ impl<'a> Builder<'a> {
                 (t, Vec::new())
             }
             InstrKind::Copy(args) | InstrKind::Add(args) => {
-                let extra = self.sources_hash(ins, args)?;
+                let mut extra = self.sources_hash(ins, args)?;
+                // With --xattrs the result keeps the sources' extended attributes.
+                if store::model::xattrs_enabled() {
+                    extra.extend_from_slice(b"\0xattrs");
+                }
                 (format!("{sub:?}"), extra)
             }
             _ => (format!("{sub:?}"), Vec::new()),
@@ -606,8 +610,13 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        let h = context::hash_sources(&all, &self.ignore, &mut self.stat_cache)
-            .map_err(|e| self.at(ins, e.to_string()))?;
+        let h = context::hash_sources(
+            &all,
+            &self.ignore,
+            &mut self.stat_cache,
+            store::model::xattrs_enabled(),
+        )
+        .map_err(|e| self.at(ins, e.to_string()))?;
         extra.extend_from_slice(&h);
         // The context hash in the provenance covers every source set of the build,
         // heredocs and downloads included.
@@ -1044,8 +1053,9 @@ impl<'a> Builder<'a> {
         // Expand sources into (name, what) pairs.
         enum Src {
             Host(context::Source),
-            /// A path of another stage: the node, its name, its times and those below.
-            Node(Node, String, store::model::Times),
+            /// A path of another stage: the node, its name, its times and extended
+            /// attributes and those below.
+            Node(Node, String, store::model::Times, store::model::Xattrs),
             Inline(String, String),
             /// A downloaded `ADD` URL: file name, local copy.
             Url(String, PathBuf),
@@ -1071,7 +1081,8 @@ impl<'a> Builder<'a> {
                             .map(|c| String::from_utf8_lossy(c).into_owned())
                             .unwrap_or_default();
                         let times = m.times.subtree(&comps.join(&b'/'));
-                        srcs.push(Src::Node(node, name, times));
+                        let xattrs = copy::xattrs_subtree(&m.xattrs, &comps.join(&b'/'));
+                        srcs.push(Src::Node(node, name, times, xattrs));
                     }
                     None if is_url(p) => {
                         let f = self.download(ins, p)?;
@@ -1169,13 +1180,13 @@ impl<'a> Builder<'a> {
                             source: e,
                         })
                 }
-                Src::Node(node, name, times) => {
+                Src::Node(node, name, times, xattrs) => {
                     let t = if matches!(node, Node::Dir(_)) && into_dir {
                         dir.clone()
                     } else {
                         target(name)
                     };
-                    copy::copy_from_model(repo, node, &t, times)
+                    copy::copy_from_model(repo, node, &t, times, xattrs)
                 }
             };
             r.map_err(|e| {
@@ -1348,6 +1359,13 @@ fn extract_archive(src: &Path, dest: &Path) -> Result<(), copy::CopyError> {
             continue;
         }
         let mode = e.header().mode().ok();
+        // With --xattrs, the member's `user.*` attributes (PAX `SCHILY.xattr.*`), as
+        // import reads them.
+        let xattrs = if store::model::xattrs_enabled() {
+            member_xattrs(&mut e)
+        } else {
+            Vec::new()
+        };
         if kind.is_dir() || kind.is_symlink() {
             // tar sets the times of files; those of directories (changed again by their
             // contents) and symlinks are set once everything is in place.
@@ -1371,10 +1389,13 @@ fn extract_archive(src: &Path, dest: &Path) -> Result<(), copy::CopyError> {
                     }
                 }
                 let settable = kind.is_dir() || kind.is_file() || kind == tar::EntryType::Fifo;
+                // Never through a symlink a later member put in its place.
+                let real = fs::symlink_metadata(&p).is_ok_and(|md| !md.is_symlink());
+                if real && (kind.is_dir() || kind.is_file()) {
+                    copy::set_xattrs(&xattrs, &p)?;
+                }
                 if let (Some(m), true) = (mode, settable) {
                     let kept = store::import::kept_mode(kind.is_dir(), m);
-                    // Never through a symlink a later member put in its place.
-                    let real = fs::symlink_metadata(&p).is_ok_and(|md| !md.is_symlink());
                     if real {
                         fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(kept))
                             .map_err(io("set mode of", &p))?;
@@ -1413,6 +1434,22 @@ fn extract_archive(src: &Path, dest: &Path) -> Result<(), copy::CopyError> {
         }
     }
     Ok(())
+}
+
+/// The `user.*` extended attributes of an archive member (PAX `SCHILY.xattr.NAME`).
+fn member_xattrs<R: std::io::Read>(e: &mut tar::Entry<R>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut x = Vec::new();
+    if let Ok(Some(exts)) = e.pax_extensions() {
+        for ext in exts.flatten() {
+            if let Some(n) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                if n.starts_with(b"user.") {
+                    x.push((n.to_vec(), ext.value_bytes().to_vec()));
+                }
+            }
+        }
+    }
+    x.sort();
+    x
 }
 
 /// The file name an `ADD URL` gets: the last path segment, without query or fragment.
