@@ -20,10 +20,12 @@ use super::context::{self, Ignore, StatCache};
 use super::copy;
 use super::dockerfile::{self, CmdForm, CopyArgs, CopySource, Dockerfile, InstrKind, Instruction};
 use super::key::Key;
-use super::subst::{self, Vars};
+use super::plan::{self, Action, Planner, Step, MAGIC_ARGS};
+use super::subst::Vars;
 use crate::reference::Reference;
 use crate::store::config::History;
 use crate::store::model::{Dir, Node};
+use crate::store::notes::{Provenance, ProvenanceBase, ProvenanceStep};
 use crate::store::{self, git, Expect, ImageConfig, Store, StoreError, WriteLock};
 use crate::{info, warn};
 
@@ -48,7 +50,8 @@ pub enum Force {
 }
 
 impl Force {
-    fn tag(self) -> &'static str {
+    /// The mode's letter in logs (`RUN.S`) and key inputs.
+    pub fn tag(self) -> &'static str {
         match self {
             Force::Seccomp => "S",
             Force::Fakeroot => "F",
@@ -89,11 +92,14 @@ pub struct BuildOptions {
 pub enum BuildError {
     #[error(transparent)]
     Parse(#[from] dockerfile::ParseError),
+    /// A failure of one instruction: its file and line, what failed, and the cause.
     #[error("{file}:{line}: {message}")]
     At {
         file: String,
         line: usize,
         message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
     #[error("build failed: RUN command exited with {0}")]
     RunFailed(i32),
@@ -140,23 +146,56 @@ pub struct BuildResult {
     pub instructions: usize,
     pub hits: usize,
     pub misses: usize,
+    /// Every instruction's outcome, in order (what `--dry-run` prints).
+    pub plan: Vec<Planned>,
 }
 
-/// ARGs that never cause a cache miss and come from the host environment.
-const MAGIC_ARGS: &[&str] = &[
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "FTP_PROXY",
-    "ftp_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-    "SSH_AUTH_SOCK",
-    "USER",
-];
+/// The outcome of one instruction of a build: for `--dry-run`, the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub n: usize,
+    pub status: Status,
+    /// The cache key after the instruction, if it is in a stage.
+    pub key: Option<Key>,
+    /// The instruction as written.
+    pub text: String,
+}
+
+/// What a build did, or (`--dry-run`) would do, with an instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// A FROM: the stage's base.
+    Base,
+    /// Found in the build cache.
+    Hit,
+    /// Executed, or to be executed.
+    Miss,
+    /// A global ARG: nothing to build.
+    Global,
+    /// Not supported: ignored.
+    Ignored,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Base => "base",
+            Status::Hit => "hit",
+            Status::Miss => "miss",
+            Status::Global => "global",
+            Status::Ignored => "ignored",
+        }
+    }
+}
+
+impl std::fmt::Display for Planned {
+    /// `N STATUS KEY INSTRUCTION`: the key in hex or `-`, the instruction's first line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = self.key.map(|k| k.hex()).unwrap_or_else(|| "-".into());
+        let text = self.text.lines().next().unwrap_or("");
+        write!(f, "{} {} {key} {text}", self.n, self.status.as_str())
+    }
+}
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -192,8 +231,10 @@ struct Builder<'a> {
     /// `ADD` URLs downloaded in this build.
     downloads: std::collections::HashMap<String, PathBuf>,
     /// Provenance: every instruction's outcome, and each stage's base.
-    steps: Vec<serde_json::Value>,
-    bases: Vec<serde_json::Value>,
+    steps: Vec<ProvenanceStep>,
+    bases: Vec<ProvenanceBase>,
+    /// Every instruction's outcome.
+    planned: Vec<Planned>,
     /// blake3 over the content hashes of every COPY/ADD source set, in order.
     context_hash: blake3::Hasher,
     /// `SOURCE_DATE_EPOCH` ([`source_date_epoch`]): passed into RUN, and the latest time
@@ -260,15 +301,27 @@ pub fn build(
         bases: Vec::new(),
         context_hash: blake3::Hasher::new(),
         source_date_epoch,
+        planned: Vec::new(),
     };
     let n = b.df.instructions.len();
-    let mut vars = Vars::new(opts.build_args.iter().cloned(), b.df.escape());
+    let mut planner = Planner::new(
+        &opts.build_args,
+        b.df.escape(),
+        plan::PlanOptions {
+            force: opts.force,
+            xattrs: store::model::xattrs_enabled(),
+            source_date_epoch,
+        },
+    );
     let instructions = b.df.instructions.clone();
     for (i, ins) in instructions.iter().enumerate() {
-        b.step(i + 1, ins, &mut vars)?;
+        let step = planner
+            .step(i + 1, ins)
+            .map_err(|e| b.at_err(ins, "can't substitute variables", e))?;
+        b.step(ins, &step, &mut planner)?;
     }
     // SOURCE_DATE_EPOCH needs no ARG: every RUN gets it (as BuildKit does).
-    let mut unconsumed = vars.unconsumed_build_args();
+    let mut unconsumed = planner.vars().unconsumed_build_args();
     unconsumed.retain(|a| *a != "SOURCE_DATE_EPOCH");
     if !unconsumed.is_empty() {
         return Err(BuildError::Unconsumed(unconsumed.join(", ")));
@@ -293,19 +346,18 @@ pub fn build(
         if old != Some(c) {
             store.set_image_lazy(lock, &opts.tag, c, Expect::from_current(old))?;
         }
-        let note = serde_json::json!({
-            "version": 1,
-            "image": opts.tag.to_string(),
-            "commit": c.to_string(),
-            "dockerfile_name": opts.dockerfile_name,
-            "dockerfile": opts.dockerfile,
-            "build_args": opts.build_args.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-            "bases": b.bases,
-            "context_hash": b.context_hash.finalize().to_hex().to_string(),
-            "steps": b.steps,
-        });
-        let mut text = serde_json::to_vec_pretty(&note).expect("note serializes");
-        text.push(b'\n');
+        let note = Provenance {
+            version: crate::store::notes::PROVENANCE_VERSION,
+            image: opts.tag.to_string(),
+            commit: c.to_string(),
+            dockerfile_name: opts.dockerfile_name.clone(),
+            dockerfile: opts.dockerfile.clone(),
+            build_args: opts.build_args.iter().cloned().collect(),
+            bases: std::mem::take(&mut b.bases),
+            context_hash: b.context_hash.finalize().to_hex().to_string(),
+            steps: std::mem::take(&mut b.steps),
+        };
+        let text = note.to_bytes();
         // An all-hit rebuild of the same Dockerfile writes nothing.
         if store::notes::get(&b.repo, c)?.as_deref() != Some(text.as_slice()) {
             store::notes::set(&b.repo, c, &text)?;
@@ -316,6 +368,7 @@ pub fn build(
         instructions: n,
         hits: b.hits,
         misses: b.misses,
+        plan: std::mem::take(&mut b.planned),
     })
 }
 
@@ -346,6 +399,22 @@ impl<'a> Builder<'a> {
             file: self.df.file.clone(),
             line: ins.span.start_line,
             message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An instruction's failure with its cause.
+    fn at_err(
+        &self,
+        ins: &Instruction,
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> BuildError {
+        BuildError::At {
+            file: self.df.file.clone(),
+            line: ins.span.start_line,
+            message: message.into(),
+            source: Some(Box::new(source)),
         }
     }
 
@@ -355,65 +424,65 @@ impl<'a> Builder<'a> {
             .expect("first instruction is FROM (parser checks)")
     }
 
-    fn step(&mut self, n: usize, ins: &Instruction, vars: &mut Vars) -> Result<(), BuildError> {
-        let text = ins.display();
-        let sub = vars
-            .step(&ins.kind)
-            .map_err(|e| self.at(ins, format!("can't substitute variables: {e}")))?;
-        if let InstrKind::From {
-            image,
-            alias,
-            platform,
-        } = &sub
-        {
-            if platform.is_some() {
-                warn!(
-                    "{}:{}: FROM --platform ignored",
-                    self.df.file, ins.span.start_line
+    /// Perform one planned step.
+    fn step(
+        &mut self,
+        ins: &Instruction,
+        step: &Step,
+        planner: &mut Planner,
+    ) -> Result<(), BuildError> {
+        let (n, text) = (step.n, &step.text);
+        let (sub, input) = match &step.action {
+            Action::From {
+                image,
+                alias,
+                platform,
+            } => {
+                if platform.is_some() {
+                    warn!(
+                        "{}:{}: FROM --platform ignored",
+                        self.df.file, ins.span.start_line
+                    );
+                }
+                info!(
+                    "{n:>3}* FROM {image}{}",
+                    alias
+                        .as_ref()
+                        .map(|a| format!(" AS {a}"))
+                        .unwrap_or_default()
                 );
+                let env = self.from(ins, image, alias.clone())?;
+                planner.enter_base(&env);
+                let key = self.stage().key;
+                self.plan_line(n, Status::Base, Some(key), text);
+                return Ok(());
             }
-            info!(
-                "{n:>3}* FROM {image}{}",
-                alias
-                    .as_ref()
-                    .map(|a| format!(" AS {a}"))
-                    .unwrap_or_default()
-            );
-            return self.from(ins, image, alias.clone(), vars);
-        }
-        if !vars.in_stage() {
-            // A global ARG before the first FROM: nothing to build.
-            info!("{n:>3}. {text}");
-            return Ok(());
-        }
-        let unsupported = matches!(
-            sub,
-            InstrKind::User(_)
-                | InstrKind::Expose(_)
-                | InstrKind::Volume(_)
-                | InstrKind::Healthcheck(_)
-                | InstrKind::Stopsignal(_)
-                | InstrKind::Maintainer(_)
-                | InstrKind::Onbuild { .. }
-        );
-        if unsupported {
-            warn!(
-                "{}:{}: not supported, ignored: {}",
-                self.df.file,
-                ins.span.start_line,
-                ins.keyword()
-            );
-            info!("{n:>3}. {text}");
-            return Ok(());
-        }
-        // The cache key: parent key, the instruction as it will execute, and extras.
-        let (canon, mut extra) = self.key_input(ins, &sub, &text, vars)?;
-        // SOURCE_DATE_EPOCH changes what every step writes (RUN's environment, clamped
-        // times): part of every key when set, absent (keys as before) when not.
-        if let Some(t) = self.source_date_epoch {
-            extra.extend_from_slice(format!("\0source-date-epoch={t}").as_bytes());
-        }
-        let key = self.stage().key.child(&canon, &extra);
+            Action::Global => {
+                // A global ARG before the first FROM: nothing to build.
+                info!("{n:>3}. {text}");
+                self.plan_line(n, Status::Global, None, text);
+                return Ok(());
+            }
+            Action::Ignored => {
+                warn!(
+                    "{}:{}: not supported, ignored: {}",
+                    self.df.file,
+                    ins.span.start_line,
+                    ins.keyword()
+                );
+                info!("{n:>3}. {text}");
+                let key = self.stage().key;
+                self.plan_line(n, Status::Ignored, Some(key), text);
+                return Ok(());
+            }
+            Action::Commit { instruction, key } => (instruction, key),
+        };
+        // The cache key: parent key, the planned key input, and what needs I/O.
+        let extra = match sub {
+            InstrKind::Copy(args) | InstrKind::Add(args) => self.sources_hash(ins, args)?,
+            _ => Vec::new(),
+        };
+        let key = self.stage().key.child(&input.encoding, &extra);
         let cached = match self.opts.cache {
             CacheMode::Enabled => self.store.cache_get(&key.hex())?,
             _ => None,
@@ -422,7 +491,8 @@ impl<'a> Builder<'a> {
             self.hits += 1;
             info!("{n:>3}* {text}");
             let config = git::read_config(&self.repo, commit)?;
-            self.record(n, &text, commit, &key, true);
+            self.record(n, text, commit, &key, true);
+            self.plan_line(n, Status::Hit, Some(key), text);
             let st = self.stage();
             st.commit = commit;
             st.key = key;
@@ -431,7 +501,8 @@ impl<'a> Builder<'a> {
             return Ok(());
         }
         self.misses += 1;
-        let mark = match &sub {
+        self.plan_line(n, Status::Miss, Some(key), text);
+        let mark = match sub {
             InstrKind::Run { .. } => format!("RUN.{}", self.opts.force.tag()),
             _ => String::new(),
         };
@@ -440,7 +511,7 @@ impl<'a> Builder<'a> {
         } else {
             info!(
                 "{n:>3}. {mark}{}",
-                text.strip_prefix("RUN").unwrap_or(&text)
+                text.strip_prefix("RUN").unwrap_or(text)
             );
         }
         if self.opts.dry_run {
@@ -452,15 +523,15 @@ impl<'a> Builder<'a> {
         let mut empty_layer = true;
         match &sub {
             InstrKind::Run { form, heredocs, .. } => {
-                self.run(ins, form, heredocs, vars, &config)?;
+                self.run(ins, form, heredocs, planner.vars(), &config)?;
                 empty_layer = false;
             }
             InstrKind::Copy(args) => {
-                self.copy(ins, args, vars, &config, false)?;
+                self.copy(ins, args, &config, false)?;
                 empty_layer = false;
             }
             InstrKind::Add(args) => {
-                self.copy(ins, args, vars, &config, true)?;
+                self.copy(ins, args, &config, true)?;
                 empty_layer = false;
             }
             InstrKind::Env(pairs) => {
@@ -492,7 +563,7 @@ impl<'a> Builder<'a> {
             _ => unreachable!("handled above"),
         }
         config.history.push(History {
-            created_by: text.clone(),
+            created_by: text.to_string(),
             empty_layer,
         });
         let parent = self.stage().commit;
@@ -514,7 +585,7 @@ impl<'a> Builder<'a> {
         if self.opts.cache != CacheMode::Disabled {
             self.store.cache_put(self.lock, &key.hex(), commit)?;
         }
-        self.record(n, &text, commit, &key, false);
+        self.record(n, text, commit, &key, false);
         let st = self.stage();
         st.commit = commit;
         st.key = key;
@@ -523,59 +594,23 @@ impl<'a> Builder<'a> {
     }
 
     fn record(&mut self, n: usize, text: &str, commit: ObjectId, key: &Key, hit: bool) {
-        self.steps.push(serde_json::json!({
-            "n": n,
-            "stage": self.stages.len() - 1,
-            "instruction": text,
-            "commit": commit.to_string(),
-            "key": key.hex(),
-            "hit": hit,
-        }));
+        self.steps.push(ProvenanceStep {
+            n,
+            stage: self.stages.len() - 1,
+            instruction: text.to_string(),
+            commit: commit.to_string(),
+            key: key.hex(),
+            hit,
+        });
     }
 
-    /// Canonical text and extra bytes for the key of a substituted instruction.
-    fn key_input(
-        &mut self,
-        ins: &Instruction,
-        sub: &InstrKind,
-        text: &str,
-        vars: &Vars,
-    ) -> Result<(String, Vec<u8>), BuildError> {
-        Ok(match sub {
-            // RUN: the raw text (the shell substitutes, from an environment that earlier
-            // keys already cover), heredoc bodies, and the root-emulation mode.
-            InstrKind::Run { heredocs, .. } => {
-                let mut t = text.to_string();
-                for h in heredocs {
-                    t.push('\n');
-                    t.push_str(&h.content);
-                }
-                (t, format!("force={}", self.opts.force.tag()).into_bytes())
-            }
-            // ARG: name and effective value (after --build-arg and substitution); the
-            // magic ARGs are keyed by name only, so they never cause a miss.
-            InstrKind::Arg(decls) => {
-                let mut t = String::from("ARG");
-                for d in decls {
-                    t.push(' ');
-                    t.push_str(&d.name);
-                    if !MAGIC_ARGS.contains(&d.name.as_str()) {
-                        let v = subst::Lookup::lookup(vars, &d.name);
-                        t.push_str(&format!("={v:?}"));
-                    }
-                }
-                (t, Vec::new())
-            }
-            InstrKind::Copy(args) | InstrKind::Add(args) => {
-                let mut extra = self.sources_hash(ins, args)?;
-                // With --xattrs the result keeps the sources' extended attributes.
-                if store::model::xattrs_enabled() {
-                    extra.extend_from_slice(b"\0xattrs");
-                }
-                (format!("{sub:?}"), extra)
-            }
-            _ => (format!("{sub:?}"), Vec::new()),
-        })
+    fn plan_line(&mut self, n: usize, status: Status, key: Option<Key>, text: &str) {
+        self.planned.push(Planned {
+            n,
+            status,
+            key,
+            text: text.to_string(),
+        });
     }
 
     /// Content hash of COPY/ADD sources: context files by content, other stages by commit.
@@ -594,14 +629,14 @@ impl<'a> Builder<'a> {
                         // Docker does; no mtime or ETag shortcut).
                         let f = self.download(ins, p)?;
                         let h = context::hash_file(&f).map_err(|e| {
-                            self.at(ins, format!("can't read download of {p}: {e}"))
+                            self.at_err(ins, format!("can't read download of {p}"), e)
                         })?;
                         extra.extend_from_slice(p.as_bytes());
                         extra.extend_from_slice(&h);
                         continue;
                     }
                     let found = context::expand(&self.opts.context, p, &self.ignore)
-                        .map_err(|e| self.at(ins, e.to_string()))?;
+                        .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
                     all.extend(found);
                 }
                 CopySource::Heredoc(h) => {
@@ -616,7 +651,7 @@ impl<'a> Builder<'a> {
             &mut self.stat_cache,
             store::model::xattrs_enabled(),
         )
-        .map_err(|e| self.at(ins, e.to_string()))?;
+        .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
         extra.extend_from_slice(&h);
         // The context hash in the provenance covers every source set of the build,
         // heredocs and downloads included.
@@ -636,7 +671,7 @@ impl<'a> Builder<'a> {
         let f = dir.join("download");
         info!("downloading: {url}");
         crate::registry::client::fetch_url(url, &f)
-            .map_err(|e| self.at(ins, format!("ADD {url}: {e}")))?;
+            .map_err(|e| self.at_err(ins, format!("ADD {url}"), e))?;
         self.downloads.insert(url.to_string(), f.clone());
         Ok(f)
     }
@@ -659,8 +694,7 @@ impl<'a> Builder<'a> {
         ins: &Instruction,
         image: &str,
         alias: Option<String>,
-        vars: &mut Vars,
-    ) -> Result<(), BuildError> {
+    ) -> Result<Vec<(String, String)>, BuildError> {
         let lower = image.to_ascii_lowercase();
         let (commit, key) = if lower == "scratch" {
             self.hits += 1;
@@ -684,7 +718,7 @@ impl<'a> Builder<'a> {
                 ));
             }
             let r = Reference::parse(image)
-                .map_err(|e| self.at(ins, e.to_string()))?
+                .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?
                 .with_default_tag();
             if r == self.opts.tag {
                 return Err(self.at(ins, format!("output image ({r}) can't be the same as FROM")));
@@ -705,28 +739,18 @@ impl<'a> Builder<'a> {
                     &r,
                     &crate::registry::Settings::global(),
                 )
-                .map_err(|e| {
-                    self.at(
-                        ins,
-                        format!(
-                            "{r}: not in storage and can't pull it: {}",
-                            e.full_message()
-                        ),
-                    )
-                })?
+                .map_err(|e| self.at_err(ins, format!("{r}: not in storage and can't pull it"), e))?
                 .commit(),
             };
             (c, Key::from_base(&c.to_string()))
         };
         let config = git::read_config(&self.repo, commit)?;
-        for (k, v) in &config.env {
-            vars.set_env(k, v);
-        }
-        self.bases.push(serde_json::json!({
-            "stage": self.stages.len(),
-            "image": image,
-            "commit": commit.to_string(),
-        }));
+        let env = config.env.clone();
+        self.bases.push(ProvenanceBase {
+            stage: self.stages.len(),
+            image: image.to_string(),
+            commit: commit.to_string(),
+        });
         self.stages.push(Stage {
             alias,
             commit,
@@ -734,7 +758,7 @@ impl<'a> Builder<'a> {
             config,
             model: None,
         });
-        Ok(())
+        Ok(env)
     }
 
     /// The current stage's model, loading it on first use.
@@ -987,16 +1011,16 @@ impl<'a> Builder<'a> {
         config: &ImageConfig,
     ) -> Result<(), BuildError> {
         let comps =
-            copy::resolve(self.model()?, "/ch", true).map_err(|e| self.at(ins, e.to_string()))?;
+            copy::resolve(self.model()?, "/ch", true).map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
         let layer = self.scratch("layer")?;
         let dir = copy::make_parents(&layer, self.model()?, &comps)
-            .map_err(|e| self.at(ins, e.to_string()))?;
+            .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
         let path = dir.join("environment");
         fs::write(&path, config.environment_file()).map_err(io_err("write", &path))?;
         fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .map_err(io_err("chmod", &path))?;
         copy::restore_parent_modes(&layer, self.model()?, &comps)
-            .map_err(|e| self.at(ins, e.to_string()))?;
+            .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
         self.absorb(&layer)?;
         self.pending_layer = Some(layer);
         Ok(())
@@ -1004,15 +1028,15 @@ impl<'a> Builder<'a> {
 
     fn workdir(&mut self, _ins: &Instruction, dir: &str) -> Result<(), BuildError> {
         let comps =
-            copy::resolve(self.model()?, dir, true).map_err(|e| self.at(_ins, e.to_string()))?;
+            copy::resolve(self.model()?, dir, true).map_err(|e| self.at_err(_ins, _ins.keyword().to_string(), e))?;
         if matches!(self.model()?.get(&comps.join(&b'/')), Some(Node::Dir(_))) || comps.is_empty() {
             return Ok(());
         }
         let layer = self.scratch("layer")?;
         copy::make_parents(&layer, self.model()?, &comps)
-            .map_err(|e| self.at(_ins, e.to_string()))?;
+            .map_err(|e| self.at_err(_ins, _ins.keyword().to_string(), e))?;
         copy::restore_parent_modes(&layer, self.model()?, &comps)
-            .map_err(|e| self.at(_ins, e.to_string()))?;
+            .map_err(|e| self.at_err(_ins, _ins.keyword().to_string(), e))?;
         self.absorb(&layer)?;
         self.pending_layer = Some(layer);
         Ok(())
@@ -1022,7 +1046,6 @@ impl<'a> Builder<'a> {
         &mut self,
         ins: &Instruction,
         args: &CopyArgs,
-        _vars: &Vars,
         config: &ImageConfig,
         add: bool,
     ) -> Result<(), BuildError> {
@@ -1067,7 +1090,7 @@ impl<'a> Builder<'a> {
                 CopySource::Path(p) => match &from_stage {
                     Some(m) => {
                         let comps =
-                            copy::resolve(m, p, true).map_err(|e| self.at(ins, e.to_string()))?;
+                            copy::resolve(m, p, true).map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
                         let node = if comps.is_empty() {
                             Some(Node::Dir(m.clone()))
                         } else {
@@ -1091,7 +1114,7 @@ impl<'a> Builder<'a> {
                     }
                     None => {
                         let found = context::expand(&self.opts.context, p, &self.ignore)
-                            .map_err(|e| self.at(ins, e.to_string()))?;
+                            .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
                         srcs.extend(found.into_iter().map(Src::Host));
                     }
                 },
@@ -1105,10 +1128,12 @@ impl<'a> Builder<'a> {
             };
         let n_sources = srcs.len();
         let file = self.df.file.clone();
-        let at = |message: String| BuildError::At {
+        let keyword = ins.keyword().to_string();
+        let at = |e: copy::CopyError| BuildError::At {
             file: file.clone(),
             line: ins.span.start_line,
-            message,
+            message: keyword.clone(),
+            source: Some(Box::new(e)),
         };
         self.model()?;
         let model = self
@@ -1116,7 +1141,7 @@ impl<'a> Builder<'a> {
             .last()
             .and_then(|s| s.model.as_ref())
             .expect("model loaded");
-        let dest_comps = copy::resolve(model, &dest_abs, true).map_err(|e| at(e.to_string()))?;
+        let dest_comps = copy::resolve(model, &dest_abs, true).map_err(at)?;
         let into_dir = copy::dest_is_dir(&args.dest, n_sources, single_is_dir, model, &dest_comps);
         let (parent_comps, dest_name) = if into_dir {
             (dest_comps.clone(), None)
@@ -1127,7 +1152,7 @@ impl<'a> Builder<'a> {
         };
         let model_ref: &Dir = model;
         let dir =
-            copy::make_parents(&layer, model_ref, &parent_comps).map_err(|e| at(e.to_string()))?;
+            copy::make_parents(&layer, model_ref, &parent_comps).map_err(at)?;
         let repo = &self.repo;
         for s in &srcs {
             let target = |name: &str| match &dest_name {
@@ -1189,16 +1214,7 @@ impl<'a> Builder<'a> {
                     copy::copy_from_model(repo, node, &t, times, xattrs)
                 }
             };
-            r.map_err(|e| {
-                // The causes too: `at` flattens the error into a message.
-                let mut m = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(c) = src {
-                    m.push_str(&format!(": {c}"));
-                    src = c.source();
-                }
-                at(m)
-            })?;
+            r.map_err(at)?;
         }
         // Existing parents keep their image modes; a destination directory that received a
         // directory's contents takes that directory's mode (as in Docker and Charliecloud).
@@ -1213,7 +1229,7 @@ impl<'a> Builder<'a> {
             parent_comps.len()
         };
         copy::restore_parent_modes(&layer, model_ref, &parent_comps[..keep])
-            .map_err(|e| at(e.to_string()))?;
+            .map_err(at)?;
         self.absorb(&layer)?;
         self.pending_layer = Some(layer);
         Ok(())

@@ -7,4 +7,5 @@ pub mod copy;
 pub mod dockerfile;
 pub mod exec;
 pub mod key;
+pub mod plan;
 pub mod subst;
