@@ -1,15 +1,17 @@
-//! Executing a parsed Dockerfile against the store: cache keys, lookups, and on a miss the
-//! step itself (RUN through the `ch-run` binary on an overlay of the parent's view, COPY
-//! and ADD into a layer directory, config changes in the image config), then a commit
-//! whose parent is the previous instruction's commit, and a cache ref for its key.
+//! Executing a planned Dockerfile against the store: [`super::plan`] turns each
+//! instruction into a step with its key input; here each step's key is completed (COPY
+//! and ADD source hashes), looked up, and on a miss the step is performed (RUN through
+//! the `ch-run` binary on an overlay of the parent's view, as [`super::invocation`]
+//! builds the call; COPY and ADD into a layer directory; config changes in the image
+//! config), then committed with the previous instruction's commit as parent, and a cache
+//! ref is written for its key. `--dry-run` stops before performing and returns the plan
+//! ([`Planned`]). The build's provenance note is a [`Provenance`].
 //!
 //! Hits are lazy: a hit moves the stage to the cached commit and reads its config (one
 //! blob); nothing is checked out or loaded until the first miss. A failing step changes no
 //! ref: the image and the cache stay as they were, usable.
 
-use std::ffi::OsString;
 use std::fs;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,8 +21,9 @@ use gix::ObjectId;
 use super::context::{self, Ignore, StatCache};
 use super::copy;
 use super::dockerfile::{self, CmdForm, CopyArgs, CopySource, Dockerfile, InstrKind, Instruction};
+use super::invocation;
 use super::key::Key;
-use super::plan::{self, Action, Planner, Step, MAGIC_ARGS};
+use super::plan::{self, Action, Planner, Step};
 use super::subst::Vars;
 use crate::reference::Reference;
 use crate::store::config::History;
@@ -59,14 +62,6 @@ impl Force {
         }
     }
 }
-
-/// Where an image may have fakeroot (Debian's fakeroot package, or pseudo's wrapper).
-const FAKEROOT_PATHS: &[&str] = &[
-    "usr/bin/fakeroot",
-    "usr/bin/fakeroot-sysv",
-    "usr/bin/fakeroot-tcp",
-    "bin/fakeroot",
-];
 
 /// Everything a build needs besides the store.
 pub struct BuildOptions {
@@ -196,8 +191,6 @@ impl std::fmt::Display for Planned {
         write!(f, "{} {} {key} {text}", self.n, self.status.as_str())
     }
 }
-
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The state of one build stage.
 struct Stage {
@@ -509,10 +502,7 @@ impl<'a> Builder<'a> {
         if mark.is_empty() {
             info!("{n:>3}. {text}");
         } else {
-            info!(
-                "{n:>3}. {mark}{}",
-                text.strip_prefix("RUN").unwrap_or(text)
-            );
+            info!("{n:>3}. {mark}{}", text.strip_prefix("RUN").unwrap_or(text));
         }
         if self.opts.dry_run {
             let st = self.stage();
@@ -799,75 +789,32 @@ impl<'a> Builder<'a> {
         vars: &Vars,
         config: &ImageConfig,
     ) -> Result<(), BuildError> {
-        let argv: Vec<String> = match form {
-            CmdForm::Exec(v) => v.clone(),
-            CmdForm::Shell(s) => {
-                let script = if heredocs.len() == 1 && s.trim() == heredocs[0].word.trim() {
-                    heredocs[0].content.clone()
-                } else {
-                    dockerfile::shell_script_with_heredocs(s, heredocs)
-                };
-                let mut v = config.shell.clone();
-                v.push(script);
-                v
-            }
-        };
-        if argv.is_empty() {
-            return Err(self.at(ins, "RUN: empty command"));
-        }
-        let argv = if self.opts.force == Force::Fakeroot {
-            // fakeroot(1) intercepts chown and friends in the command's processes and
-            // keeps their effects in its own database (Charliecloud's --force=fakeroot).
+        let force = self.opts.force;
+        let fakeroot = if force == Force::Fakeroot {
             self.model()?;
             let model = self
                 .stages
                 .last()
                 .and_then(|s| s.model.as_ref())
                 .expect("model loaded");
-            let found = FAKEROOT_PATHS.iter().find(|p| {
+            let found = invocation::FAKEROOT_PATHS.iter().find(|p| {
                 copy::resolve(model, p, true)
                     .is_ok_and(|c| matches!(model.get(&c.join(&b'/')), Some(Node::File(_))))
             });
             let debian = matches!(model.get(b"etc/debian_version"), Some(Node::File(_)));
             match (found, debian) {
-                (Some(fr), _) => {
-                    let mut v = vec![format!("/{fr}")];
-                    v.extend(argv);
-                    v
-                }
-                // Debian and derivatives: install fakeroot first, in this step, as
-                // Charliecloud's fakeroot mode does (apt must not drop privileges).
-                (None, true) => {
-                    info!("--force=fakeroot: fakeroot not in image; installing it with apt-get");
-                    let mut v: Vec<String> = vec![
-                        "/bin/sh".into(),
-                        "-c".into(),
-                        "apt-get -o APT::Sandbox::User=root update -qq \
-                         && apt-get -o APT::Sandbox::User=root install -y -qq fakeroot >/dev/null \
-                         && exec /usr/bin/fakeroot \"$0\" \"$@\""
-                            .into(),
-                    ];
-                    v.extend(argv);
-                    v
-                }
-                (None, false) => {
-                    return Err(self.at(
-                        ins,
-                        "--force=fakeroot: fakeroot not found in the image (install it in an earlier RUN, e.g. apt-get install -y fakeroot, or use --force=seccomp)",
-                    ))
-                }
+                (Some(fr), _) => invocation::Fakeroot::At(fr.to_string()),
+                (None, true) => invocation::Fakeroot::Install,
+                (None, false) => invocation::Fakeroot::Missing,
             }
-        } else if self.opts.force == Force::Seccomp {
-            let (argv, changed) = apt_no_sandbox(argv, matches!(form, CmdForm::Shell(_)));
-            if changed {
-                info!(
-                    "RUN: apt: adding -o {APT_NO_SANDBOX} (root emulation can't drop privileges)"
-                );
-            }
-            argv
         } else {
-            argv
+            invocation::Fakeroot::Missing
         };
+        let (argv, notes) = invocation::command(form, heredocs, &config.shell, force, || fakeroot)
+            .map_err(|e| self.at(ins, e.to_string()))?;
+        for n in notes {
+            info!("{n}");
+        }
         let commit = self.stage().commit;
         let lowers = self.store.view(self.lock, commit)?;
         // A checkout or layer changed behind the store's back would poison this step.
@@ -879,33 +826,11 @@ impl<'a> Builder<'a> {
         for d in [&upper, &work, &merged] {
             fs::create_dir(d).map_err(io_err("create directory", d))?;
         }
-        // The environment: stage ARGs and ENV, pre-defined PATH and TAR_OPTIONS, and the
-        // magic ARGs from the host.
-        let mut env: Vec<(String, String)> = vars.run_env();
-        for m in MAGIC_ARGS {
-            if let Ok(v) = std::env::var(m) {
-                if !env.iter().any(|(k, _)| k == m) {
-                    env.push((m.to_string(), v));
-                }
-            }
-        }
-        if !env.iter().any(|(k, _)| k == "PATH") {
-            env.push(("PATH".into(), DEFAULT_PATH.into()));
-        }
-        // Pre-defined as in Charliecloud: fakeroot must not try the real chown first.
-        if !env.iter().any(|(k, _)| k == "FAKEROOTDONTTRYCHOWN") {
-            env.push(("FAKEROOTDONTTRYCHOWN".into(), "1".into()));
-        }
-        if !env.iter().any(|(k, _)| k == "TAR_OPTIONS") {
-            env.push(("TAR_OPTIONS".into(), "--no-same-owner".into()));
-        }
-        // reproducible-builds.org: tools that honour it (Python writes hash-checked .pyc,
-        // compilers and archivers use it for embedded times) see the build's value.
-        if let Some(t) = self.source_date_epoch {
-            if !env.iter().any(|(k, _)| k == "SOURCE_DATE_EPOCH") {
-                env.push(("SOURCE_DATE_EPOCH".into(), t.to_string()));
-            }
-        }
+        let env = invocation::environment(
+            vars.run_env(),
+            |k| std::env::var(k).ok(),
+            self.source_date_epoch,
+        );
         // The merged root shows the upper directory's time: start it at the image root's,
         // so that the root's time changes only if the command changes the root.
         let root_time = match self.stage().model.as_ref() {
@@ -916,43 +841,24 @@ impl<'a> Builder<'a> {
             store::checkout::set_time(&upper, t).map_err(io_err("set time of", &upper))?;
         }
         let env_file = step.join("env");
-        let mut f = fs::File::create(&env_file).map_err(io_err("create", &env_file))?;
-        // Each value in single quotes, which ch-run strips (exactly one pair), so that a
-        // value that is itself quoted ('x') reaches the command unchanged.
-        for (k, v) in &env {
-            f.write_all(format!("{k}='{v}'\0").as_bytes())
-                .map_err(io_err("write", &env_file))?;
-        }
-        drop(f);
+        fs::write(&env_file, invocation::environment_file(&env))
+            .map_err(io_err("write", &env_file))?;
+        let overlay = invocation::Overlay {
+            lowers,
+            upper,
+            work,
+            merged,
+        };
         let mut cmd = Command::new(&self.opts.ch_run);
-        cmd.args([
-            "-w",
-            "-u0",
-            "-g0",
-            "--no-passwd",
-            "--env-no-expand",
-            "--unset-env=*",
-        ]);
-        cmd.arg(format!("--set-env0={}", env_file.display()));
-        cmd.arg(format!("--cd={}", config.cwd));
-        if self.opts.force == Force::Seccomp {
-            cmd.arg("--seccomp");
-        }
-        for b in &self.opts.binds {
-            cmd.arg(format!("--bind={b}"));
-        }
-        for l in &lowers {
-            let mut a = OsString::from("--lower=");
-            a.push(l);
-            cmd.arg(a);
-        }
-        let mut a = OsString::from("--upper=");
-        a.push(&upper);
-        cmd.arg(a);
-        let mut a = OsString::from("--work=");
-        a.push(&work);
-        cmd.arg(a);
-        cmd.arg(&merged).arg("--").args(&argv);
+        cmd.args(invocation::ch_run_args(
+            &env_file,
+            &config.cwd,
+            force,
+            &self.opts.binds,
+            &overlay,
+            &argv,
+        ));
+        let upper = overlay.upper;
         // The RUN's processes die with the build: ch-run gets SIGTERM when this process
         // dies (any way, SIGKILL too) and then kills everything the command started
         // (docs/ch-run.md). The spawning thread waits for ch-run, so it outlives it (the
@@ -1010,8 +916,8 @@ impl<'a> Builder<'a> {
         ins: &Instruction,
         config: &ImageConfig,
     ) -> Result<(), BuildError> {
-        let comps =
-            copy::resolve(self.model()?, "/ch", true).map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
+        let comps = copy::resolve(self.model()?, "/ch", true)
+            .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
         let layer = self.scratch("layer")?;
         let dir = copy::make_parents(&layer, self.model()?, &comps)
             .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
@@ -1027,8 +933,8 @@ impl<'a> Builder<'a> {
     }
 
     fn workdir(&mut self, _ins: &Instruction, dir: &str) -> Result<(), BuildError> {
-        let comps =
-            copy::resolve(self.model()?, dir, true).map_err(|e| self.at_err(_ins, _ins.keyword().to_string(), e))?;
+        let comps = copy::resolve(self.model()?, dir, true)
+            .map_err(|e| self.at_err(_ins, _ins.keyword().to_string(), e))?;
         if matches!(self.model()?.get(&comps.join(&b'/')), Some(Node::Dir(_))) || comps.is_empty() {
             return Ok(());
         }
@@ -1089,8 +995,8 @@ impl<'a> Builder<'a> {
                 CopySource::Heredoc(h) => srcs.push(Src::Inline(h.name.clone(), h.content.clone())),
                 CopySource::Path(p) => match &from_stage {
                     Some(m) => {
-                        let comps =
-                            copy::resolve(m, p, true).map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
+                        let comps = copy::resolve(m, p, true)
+                            .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
                         let node = if comps.is_empty() {
                             Some(Node::Dir(m.clone()))
                         } else {
@@ -1151,8 +1057,7 @@ impl<'a> Builder<'a> {
             (p, last)
         };
         let model_ref: &Dir = model;
-        let dir =
-            copy::make_parents(&layer, model_ref, &parent_comps).map_err(at)?;
+        let dir = copy::make_parents(&layer, model_ref, &parent_comps).map_err(at)?;
         let repo = &self.repo;
         for s in &srcs {
             let target = |name: &str| match &dest_name {
@@ -1228,74 +1133,11 @@ impl<'a> Builder<'a> {
         } else {
             parent_comps.len()
         };
-        copy::restore_parent_modes(&layer, model_ref, &parent_comps[..keep])
-            .map_err(at)?;
+        copy::restore_parent_modes(&layer, model_ref, &parent_comps[..keep]).map_err(at)?;
         self.absorb(&layer)?;
         self.pending_layer = Some(layer);
         Ok(())
     }
-}
-
-/// apt's option to keep its download methods as root. apt drops privileges to the
-/// `_apt` user for downloads and checks that it worked; the seccomp root emulation fakes
-/// setuid/setgid/setgroups success without changing ids, so that check fails ("Could not
-/// switch group", "Method http has died unexpectedly"). Like Charliecloud under
-/// `--force=seccomp`, the RUN command is modified (not the image, e.g. with an
-/// apt.conf.d file): the option goes right after each `apt-get` or `apt` command word.
-/// The cache key covers the command as written plus the force mode, which together
-/// determine this change.
-pub const APT_NO_SANDBOX: &str = "APT::Sandbox::User=root";
-
-/// Insert `-o APT::Sandbox::User=root` after apt commands in a RUN's argv: in the script
-/// (last argument) of a shell-form RUN, after every word that is `apt-get` or `apt`
-/// (optionally with a directory; words are split at whitespace and at `;&|()`<>`); in an
-/// exec-form RUN, after `argv[0]` if it is apt-get or apt. Like Charliecloud's, this is
-/// textual: `echo apt-get` changes too. Returns the argv and whether it changed.
-pub fn apt_no_sandbox(mut argv: Vec<String>, shell_form: bool) -> (Vec<String>, bool) {
-    fn is_apt(word: &str) -> bool {
-        let base = word.rsplit('/').next().unwrap_or(word);
-        base == "apt-get" || base == "apt"
-    }
-    if !shell_form {
-        if argv.first().is_some_and(|a| is_apt(a)) {
-            argv.splice(1..1, ["-o".to_string(), APT_NO_SANDBOX.to_string()]);
-            return (argv, true);
-        }
-        return (argv, false);
-    }
-    let Some(script) = argv.last_mut() else {
-        return (argv, false);
-    };
-    let mut out = String::with_capacity(script.len());
-    let mut changed = false;
-    let mut rest = script.as_str();
-    let mut prev: Option<char> = None;
-    while !rest.is_empty() {
-        let at_word_start = prev.is_none_or(|c| c.is_whitespace() || ";&|(`".contains(c));
-        let word_len = rest
-            .find(|c: char| c.is_whitespace() || ";&|()`<>".contains(c))
-            .unwrap_or(rest.len());
-        if at_word_start && word_len > 0 {
-            let word = &rest[..word_len];
-            out.push_str(word);
-            if is_apt(word) {
-                out.push_str(" -o ");
-                out.push_str(APT_NO_SANDBOX);
-                changed = true;
-            }
-            prev = word.chars().last();
-            rest = &rest[word_len..];
-        } else {
-            let c = rest.chars().next().expect("rest is not empty");
-            out.push(c);
-            prev = Some(c);
-            rest = &rest[c.len_utf8()..];
-        }
-    }
-    if changed {
-        *script = out;
-    }
-    (argv, changed)
 }
 
 fn is_archive(p: &Path) -> bool {
@@ -1525,50 +1367,5 @@ mod tests {
             name("example.com:5000/a/b", 0),
             "example.com:5000/a/b_stage0:latest"
         );
-    }
-
-    fn shell(script: &str) -> (String, bool) {
-        let (v, c) = apt_no_sandbox(vec!["/bin/sh".into(), "-c".into(), script.into()], true);
-        (v[2].clone(), c)
-    }
-
-    #[test]
-    fn apt_commands_get_the_no_sandbox_option() {
-        assert_eq!(
-            shell("apt-get update && apt-get install -y hello"),
-            (
-                "apt-get -o APT::Sandbox::User=root update && apt-get -o APT::Sandbox::User=root install -y hello"
-                    .to_string(),
-                true
-            )
-        );
-        assert_eq!(
-            shell("set -e;apt update\n/usr/bin/apt-get -q install x|cat").0,
-            "set -e;apt -o APT::Sandbox::User=root update\n/usr/bin/apt-get -o APT::Sandbox::User=root -q install x|cat"
-        );
-    }
-
-    #[test]
-    fn other_words_mentioning_apt_are_left_alone() {
-        for s in [
-            "apt-cache policy",
-            "echo hi > /etc/apt/sources.list",
-            "cat /etc/apt/apt.conf",
-            "aptitude install x",
-            "dpkg -i apt-get.deb",
-            "true",
-        ] {
-            assert_eq!(shell(s), (s.to_string(), false), "{s}");
-        }
-    }
-
-    #[test]
-    fn exec_form_apt_gets_the_option_after_the_program() {
-        let (v, c) = apt_no_sandbox(vec!["apt-get".into(), "update".into()], false);
-        assert!(c);
-        assert_eq!(v, ["apt-get", "-o", "APT::Sandbox::User=root", "update"]);
-        let (v, c) = apt_no_sandbox(vec!["echo".into(), "apt-get".into()], false);
-        assert!(!c);
-        assert_eq!(v, ["echo", "apt-get"]);
     }
 }

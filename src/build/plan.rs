@@ -370,7 +370,10 @@ mod tests {
             panic!("not a commit: {:?}", s.action)
         };
         let parent = Key::from_base("0000000000000000000000000000000000000000");
-        (fields(&key.encoding), parent.child(&key.encoding, b"").hex())
+        (
+            fields(&key.encoding),
+            parent.child(&key.encoding, b"").hex(),
+        )
     }
 
     #[test]
@@ -390,10 +393,7 @@ mod tests {
     #[test]
     fn key_inputs_are_pinned_for_every_instruction_kind() {
         let cases: &[(&str, &str)] = &[
-            (
-                "RUN echo $PATH",
-                "RUN|0|shell|echo $PATH|0|S|-",
-            ),
+            ("RUN echo $PATH", "RUN|0|shell|echo $PATH|0|S|-"),
             (
                 "RUN [\"/bin/echo\", \"a b\"]",
                 "RUN|0|exec|2|/bin/echo|a b|0|S|-",
@@ -410,10 +410,7 @@ mod tests {
                 "COPY --from=s [\"x\", \"/y\"]",
                 "COPY|1|from|=|s|1|1|path|x|/y|0|-",
             ),
-            (
-                "COPY <<F /f\nbody\nF",
-                "COPY|0|0|1|heredoc|F|body\n|/f|0|-",
-            ),
+            ("COPY <<F /f\nbody\nF", "COPY|0|0|1|heredoc|F|body\n|/f|0|-"),
             ("ADD x.tar /x/", "ADD|0|0|1|path|x.tar|/x/|0|-"),
             (
                 "ARG B A=1 C HTTP_PROXY=p",
@@ -458,7 +455,10 @@ mod tests {
             xattrs: true,
             ..OPTS
         };
-        assert_eq!(last("FROM base\nCOPY a /a\n", x).0, "COPY|0|0|1|path|a|/a|1|-");
+        assert_eq!(
+            last("FROM base\nCOPY a /a\n", x).0,
+            "COPY|0|0|1|path|a|/a|1|-"
+        );
         let f = PlanOptions {
             force: Force::None,
             source_date_epoch: Some(1700000000),
