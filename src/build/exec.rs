@@ -509,11 +509,24 @@ impl<'a> Builder<'a> {
             st.key = key;
             return Ok(());
         }
+        let (config, empty_layer) = self.perform(ins, sub, planner.vars())?;
+        self.commit(n, text, key, config, empty_layer)
+    }
+
+    /// Execute a step that missed the cache: change files (into a layer the model
+    /// absorbs) and the config. Returns the new config and whether the OCI history
+    /// records the step as an empty layer (config-only instructions).
+    fn perform(
+        &mut self,
+        ins: &Instruction,
+        sub: &InstrKind,
+        vars: &Vars,
+    ) -> Result<(ImageConfig, bool), BuildError> {
         let mut config = self.stage().config.clone();
         let mut empty_layer = true;
         match &sub {
             InstrKind::Run { form, heredocs, .. } => {
-                self.run(ins, form, heredocs, planner.vars(), &config)?;
+                self.run(ins, form, heredocs, vars, &config)?;
                 empty_layer = false;
             }
             InstrKind::Copy(args) => {
@@ -550,8 +563,29 @@ impl<'a> Builder<'a> {
             InstrKind::Shell(argv) => config.shell = argv.clone(),
             InstrKind::Cmd(form) => config.cmd = Some(form_argv(form, &config.shell)),
             InstrKind::Entrypoint(form) => config.entrypoint = Some(form_argv(form, &config.shell)),
-            _ => unreachable!("handled above"),
+            // The planner gives these no key input: they never reach here.
+            InstrKind::From { .. }
+            | InstrKind::User(_)
+            | InstrKind::Expose(_)
+            | InstrKind::Volume(_)
+            | InstrKind::Healthcheck(_)
+            | InstrKind::Stopsignal(_)
+            | InstrKind::Maintainer(_)
+            | InstrKind::Onbuild { .. } => {}
         }
+        Ok((config, empty_layer))
+    }
+
+    /// Commit a performed step on the stage's commit, keep its layer, write its cache
+    /// entry and move the stage to it.
+    fn commit(
+        &mut self,
+        n: usize,
+        text: &str,
+        key: Key,
+        mut config: ImageConfig,
+        empty_layer: bool,
+    ) -> Result<(), BuildError> {
         config.history.push(History {
             created_by: text.to_string(),
             empty_layer,
