@@ -304,19 +304,34 @@ impl Planner {
     }
 }
 
+/// A Dockerfile that can't be planned: an instruction whose variables can't be
+/// substituted.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: can't substitute variables")]
+pub struct PlanError {
+    pub file: String,
+    pub line: usize,
+    #[source]
+    pub source: SubstError,
+}
+
 /// The whole plan of `df`: `base_env` gives the environment of a FROM's base (by the
-/// substituted image name or stage alias). For `--dry-run` and tests; a build plans step
-/// by step with [`Planner`], as bases resolve.
+/// substituted image name or stage alias). A build plans step by step with [`Planner`]
+/// instead, as it resolves bases.
 pub fn plan(
     df: &Dockerfile,
     build_args: &[(String, String)],
     opts: PlanOptions,
     mut base_env: impl FnMut(&str) -> Vec<(String, String)>,
-) -> Result<Vec<Step>, (usize, SubstError)> {
+) -> Result<Vec<Step>, PlanError> {
     let mut p = Planner::new(build_args, df.escape(), opts);
     let mut out = Vec::new();
     for (i, ins) in df.instructions.iter().enumerate() {
-        let s = p.step(i + 1, ins).map_err(|e| (ins.span.start_line, e))?;
+        let s = p.step(i + 1, ins).map_err(|source| PlanError {
+            file: df.file.clone(),
+            line: ins.span.start_line,
+            source,
+        })?;
         if let Action::From { image, .. } = &s.action {
             p.enter_base(&base_env(image));
         }
@@ -478,6 +493,14 @@ mod tests {
         assert_eq!(s[2].action, Action::Ignored);
         assert_eq!(s[3].action, Action::Ignored);
         assert_eq!(s[2].line, 3);
+    }
+
+    #[test]
+    fn a_bad_substitution_names_the_file_and_line() {
+        let df = dockerfile::parse("FROM base\nENV A=${B:?unset}\n", "Dockerfile").unwrap();
+        let e = plan(&df, &[], OPTS, |_| Vec::new()).unwrap_err();
+        assert_eq!((e.file.as_str(), e.line), ("Dockerfile", 2));
+        assert_eq!(e.to_string(), "Dockerfile:2: can't substitute variables");
     }
 
     #[test]
