@@ -356,6 +356,10 @@ fn build(storage: &std::path::Path, common: &Common, mut a: BuildArgs) -> anyhow
     let t = std::time::Instant::now();
     let r = exec::build(&store, &lock, &opts)?;
     if a.dry_run {
+        // The plan is the data a dry run asked for: one line per instruction.
+        for p in &r.plan {
+            grove::dataln!("{p}");
+        }
         info!(
             "dry run: {} instructions: {tag} ({} hits, {} not executed; image not written)",
             r.instructions, r.hits, r.misses
@@ -530,8 +534,7 @@ fn inspect(storage: &std::path::Path, image_ref: &str, json: bool) -> anyhow::Re
     let commit = resolve_state(&store, image_ref)?;
     let repo = store.repo();
     let cfg = grove::store::git::read_config(&repo, commit)?;
-    let note: Option<serde_json::Value> =
-        grove::store::notes::get(&repo, commit)?.and_then(|n| serde_json::from_slice(&n).ok());
+    let note = grove::store::notes::provenance(&repo, commit)?;
     if json {
         let v =
             serde_json::json!({ "commit": commit.to_string(), "config": cfg, "provenance": note });
@@ -557,38 +560,16 @@ fn inspect(storage: &std::path::Path, image_ref: &str, json: bool) -> anyhow::Re
         outln!(o, "arch:         {a}");
     }
     if let Some(n) = note {
-        for b in n
-            .get("bases")
-            .and_then(|b| b.as_array())
-            .into_iter()
-            .flatten()
-        {
-            outln!(
-                o,
-                "base:         {} ({})",
-                b.get("image").and_then(|v| v.as_str()).unwrap_or("?"),
-                b.get("commit").and_then(|v| v.as_str()).unwrap_or("?")
-            );
+        for b in &n.bases {
+            outln!(o, "base:         {} ({})", b.image, b.commit);
         }
-        if let Some(args) = n.get("build_args").and_then(|a| a.as_object()) {
-            for (k, v) in args {
-                outln!(o, "build arg:    {k}={}", v.as_str().unwrap_or(""));
-            }
+        for (k, v) in &n.build_args {
+            outln!(o, "build arg:    {k}={v}");
         }
-        if let Some(h) = n.get("context_hash").and_then(|v| v.as_str()) {
-            outln!(o, "context hash: {h}");
-        }
-        if let Some(d) = n.get("dockerfile").and_then(|v| v.as_str()) {
-            outln!(
-                o,
-                "dockerfile ({}):",
-                n.get("dockerfile_name")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("?")
-            );
-            for l in d.lines() {
-                outln!(o, "  {l}");
-            }
+        outln!(o, "context hash: {}", n.context_hash);
+        outln!(o, "dockerfile ({}):", n.dockerfile_name);
+        for l in n.dockerfile.lines() {
+            outln!(o, "  {l}");
         }
     }
     emit(&o)

@@ -473,10 +473,13 @@ pub fn hash_file(p: &Path) -> io::Result<[u8; 32]> {
 }
 
 /// Content hash of a set of sources (see the module doc), using and updating `cache`.
+/// With `xattrs` (`--xattrs`: COPY keeps them), every file's and directory's `user.*`
+/// extended attributes are hashed too; without it the hash is as if there were none.
 pub fn hash_sources(
     sources: &[Source],
     ignore: &Ignore,
     cache: &mut StatCache,
+    xattrs: bool,
 ) -> Result<[u8; 32], ContextError> {
     // Gather entries first (sequential walk), hash files in parallel, then fold in order.
     let mut entries: Vec<(Vec<u8>, PathBuf, fs::Metadata)> = Vec::new();
@@ -522,6 +525,16 @@ pub fn hash_sources(
             let t = fs::read_link(p).map_err(io_err("read symlink", p))?;
             h.update(&(t.as_os_str().len() as u64).to_le_bytes());
             h.update(t.as_os_str().as_bytes());
+        }
+        if xattrs && (ft.is_file() || ft.is_dir()) {
+            let x = crate::store::model::read_xattrs(p);
+            h.update(&(x.len() as u64).to_le_bytes());
+            for (n, v) in &x {
+                h.update(&(n.len() as u64).to_le_bytes());
+                h.update(n);
+                h.update(&(v.len() as u64).to_le_bytes());
+                h.update(v);
+            }
         }
         if let Some(fh) = fh {
             h.update(&fh);
@@ -596,7 +609,7 @@ mod tests {
                 rel_bytes: Vec::new(),
                 real: d,
             }];
-            hash_sources(&src, &Ignore::default(), &mut StatCache::default()).unwrap()
+            hash_sources(&src, &Ignore::default(), &mut StatCache::default(), false).unwrap()
         };
         assert_ne!(hash_with(0xff), hash_with(0xfe));
     }
@@ -621,12 +634,15 @@ mod tests {
             rel_bytes: b"f".to_vec(),
             real: f.clone(),
         }];
-        let h1 = hash_sources(&src, &Ignore::default(), &mut c).unwrap();
+        let h1 = hash_sources(&src, &Ignore::default(), &mut c, false).unwrap();
         let cp = dir.path().join("cache");
         c.save(&cp).unwrap();
         let mut c2 = StatCache::load(&cp);
         assert_eq!(c2.entries.len(), 1);
-        assert_eq!(hash_sources(&src, &Ignore::default(), &mut c2).unwrap(), h1);
+        assert_eq!(
+            hash_sources(&src, &Ignore::default(), &mut c2, false).unwrap(),
+            h1
+        );
     }
 
     #[test]
@@ -641,7 +657,7 @@ mod tests {
             rel_bytes: b"f".to_vec(),
             real: f.clone(),
         }];
-        let h1 = hash_sources(&src, &Ignore::default(), &mut c).unwrap();
+        let h1 = hash_sources(&src, &Ignore::default(), &mut c, false).unwrap();
         fs::write(&f, b"bbbb").unwrap();
         fs::File::options()
             .write(true)
@@ -649,7 +665,10 @@ mod tests {
             .unwrap()
             .set_modified(mtime)
             .unwrap();
-        assert_ne!(hash_sources(&src, &Ignore::default(), &mut c).unwrap(), h1);
+        assert_ne!(
+            hash_sources(&src, &Ignore::default(), &mut c, false).unwrap(),
+            h1
+        );
     }
 
     #[test]

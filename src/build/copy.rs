@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use super::context::Ignore;
 use crate::store::checkout::set_time;
-use crate::store::model::{Dir, Mtime, Node, Times};
+use crate::store::model::{Dir, Mtime, Node, Times, Xattrs};
 
 /// Errors of COPY/ADD.
 #[derive(Debug, thiserror::Error)]
@@ -216,8 +216,13 @@ fn copy_xattrs(src: &Path, to: &Path) -> Result<(), CopyError> {
     if !crate::store::model::xattrs_enabled() {
         return Ok(());
     }
-    let attrs = crate::store::model::read_xattrs(src);
-    if attrs.is_empty() {
+    set_xattrs(&crate::store::model::read_xattrs(src), to)
+}
+
+/// Give `to` the extended attributes `attrs` (`user.*` only: the others are not the
+/// user's to set), making it owner-writable first; the caller sets its final mode.
+pub fn set_xattrs(attrs: &[(Vec<u8>, Vec<u8>)], to: &Path) -> Result<(), CopyError> {
+    if !attrs.iter().any(|(n, _)| n.starts_with(b"user.")) {
         return Ok(());
     }
     let mode = fs::metadata(to)
@@ -226,8 +231,8 @@ fn copy_xattrs(src: &Path, to: &Path) -> Result<(), CopyError> {
         .mode();
     fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o600))
         .map_err(io_err("chmod", to))?;
-    for (name, value) in attrs {
-        xattr::set(to, std::ffi::OsStr::from_bytes(&name), &value)
+    for (name, value) in attrs.iter().filter(|(n, _)| n.starts_with(b"user.")) {
+        xattr::set(to, std::ffi::OsStr::from_bytes(name), value)
             .map_err(io_err("set extended attribute on", to))?;
     }
     Ok(())
@@ -304,14 +309,41 @@ fn copy_dir_contents(src: &Path, rel: &str, ignore: &Ignore, to: &Path) -> Resul
 
 /// Copy an image path of another stage (`COPY --from`) to `to` inside the layer, reading
 /// file contents from the object database. `times` are the times of `node` (`b""`) and
-/// below, as [`Times::subtree`] gives them.
+/// below, as [`Times::subtree`] gives them; `xattrs` the extended attributes of `node`
+/// and below, as [`xattrs_subtree`] gives them, set with `--xattrs` (`$CH_XATTRS`).
 pub fn copy_from_model(
     repo: &gix::Repository,
     node: &Node,
     to: &Path,
     times: &Times,
+    xattrs: &Xattrs,
 ) -> Result<(), CopyError> {
-    copy_node(repo, node, to, times, &mut Vec::new())
+    let xattrs = if crate::store::model::xattrs_enabled() {
+        xattrs
+    } else {
+        &Xattrs::new()
+    };
+    copy_node(repo, node, to, times, xattrs, &mut Vec::new())
+}
+
+/// The extended attributes of image path `prefix` (as `b""`) and below (relative to it),
+/// from an image root's attributes by path.
+pub fn xattrs_subtree(all: &Xattrs, prefix: &[u8]) -> Xattrs {
+    if prefix.is_empty() {
+        return all.clone();
+    }
+    let mut lo = prefix.to_vec();
+    lo.push(b'/');
+    let mut hi = prefix.to_vec();
+    hi.push(b'/' + 1);
+    let mut out: Xattrs = all
+        .range(lo.clone()..hi)
+        .map(|(k, v)| (k[lo.len()..].to_vec(), v.clone()))
+        .collect();
+    if let Some(v) = all.get(prefix) {
+        out.insert(Vec::new(), v.clone());
+    }
+    out
 }
 
 fn copy_node(
@@ -319,6 +351,7 @@ fn copy_node(
     node: &Node,
     to: &Path,
     times: &Times,
+    xattrs: &Xattrs,
     rel: &mut Vec<u8>,
 ) -> Result<(), CopyError> {
     match node {
@@ -338,9 +371,13 @@ fn copy_node(
                     child,
                     &to.join(std::ffi::OsStr::from_bytes(name)),
                     times,
+                    xattrs,
                     rel,
                 )?;
                 rel.truncate(len);
+            }
+            if let Some(x) = xattrs.get(rel.as_slice()) {
+                set_xattrs(x, to)?;
             }
             fs::set_permissions(to, fs::Permissions::from_mode(d.mode | 0o700))
                 .map_err(io_err("chmod", to))?;
@@ -355,6 +392,9 @@ fn copy_node(
             fs::write(to, &data).map_err(io_err("write", to))?;
             fs::set_permissions(to, fs::Permissions::from_mode((f.mode & !0o6000) | 0o600))
                 .map_err(io_err("chmod", to))?;
+            if let Some(x) = xattrs.get(rel.as_slice()) {
+                set_xattrs(x, to)?;
+            }
         }
         Node::Symlink { target } => {
             let _ = fs::remove_file(to);

@@ -1,15 +1,17 @@
-//! Executing a parsed Dockerfile against the store: cache keys, lookups, and on a miss the
-//! step itself (RUN through the `ch-run` binary on an overlay of the parent's view, COPY
-//! and ADD into a layer directory, config changes in the image config), then a commit
-//! whose parent is the previous instruction's commit, and a cache ref for its key.
+//! Executing a planned Dockerfile against the store: [`super::plan`] turns each
+//! instruction into a step with its key input; here each step's key is completed (COPY
+//! and ADD source hashes), looked up, and on a miss the step is performed (RUN through
+//! the `ch-run` binary on an overlay of the parent's view, as [`super::invocation`]
+//! builds the call; COPY and ADD into a layer directory; config changes in the image
+//! config), then committed with the previous instruction's commit as parent, and a cache
+//! ref is written for its key. `--dry-run` stops before performing and returns the plan
+//! ([`Planned`]). The build's provenance note is a [`Provenance`].
 //!
 //! Hits are lazy: a hit moves the stage to the cached commit and reads its config (one
 //! blob); nothing is checked out or loaded until the first miss. A failing step changes no
 //! ref: the image and the cache stay as they were, usable.
 
-use std::ffi::OsString;
 use std::fs;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,11 +21,14 @@ use gix::ObjectId;
 use super::context::{self, Ignore, StatCache};
 use super::copy;
 use super::dockerfile::{self, CmdForm, CopyArgs, CopySource, Dockerfile, InstrKind, Instruction};
+use super::invocation;
 use super::key::Key;
-use super::subst::{self, Vars};
+use super::plan::{self, Action, Planner, Step};
+use super::subst::Vars;
 use crate::reference::Reference;
 use crate::store::config::History;
 use crate::store::model::{Dir, Node};
+use crate::store::notes::{Provenance, ProvenanceBase, ProvenanceStep};
 use crate::store::{self, git, Expect, ImageConfig, Store, StoreError, WriteLock};
 use crate::{info, warn};
 
@@ -48,7 +53,8 @@ pub enum Force {
 }
 
 impl Force {
-    fn tag(self) -> &'static str {
+    /// The mode's letter in logs (`RUN.S`) and key inputs.
+    pub fn tag(self) -> &'static str {
         match self {
             Force::Seccomp => "S",
             Force::Fakeroot => "F",
@@ -56,14 +62,6 @@ impl Force {
         }
     }
 }
-
-/// Where an image may have fakeroot (Debian's fakeroot package, or pseudo's wrapper).
-const FAKEROOT_PATHS: &[&str] = &[
-    "usr/bin/fakeroot",
-    "usr/bin/fakeroot-sysv",
-    "usr/bin/fakeroot-tcp",
-    "bin/fakeroot",
-];
 
 /// Everything a build needs besides the store.
 pub struct BuildOptions {
@@ -89,11 +87,14 @@ pub struct BuildOptions {
 pub enum BuildError {
     #[error(transparent)]
     Parse(#[from] dockerfile::ParseError),
+    /// A failure of one instruction: its file and line, what failed, and the cause.
     #[error("{file}:{line}: {message}")]
     At {
         file: String,
         line: usize,
         message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
     #[error("build failed: RUN command exited with {0}")]
     RunFailed(i32),
@@ -140,25 +141,56 @@ pub struct BuildResult {
     pub instructions: usize,
     pub hits: usize,
     pub misses: usize,
+    /// Every instruction's outcome, in order (what `--dry-run` prints).
+    pub plan: Vec<Planned>,
 }
 
-/// ARGs that never cause a cache miss and come from the host environment.
-const MAGIC_ARGS: &[&str] = &[
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "FTP_PROXY",
-    "ftp_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-    "SSH_AUTH_SOCK",
-    "USER",
-];
+/// The outcome of one instruction of a build: for `--dry-run`, the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub n: usize,
+    pub status: Status,
+    /// The cache key after the instruction, if it is in a stage.
+    pub key: Option<Key>,
+    /// The instruction as written.
+    pub text: String,
+}
 
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// What a build did, or (`--dry-run`) would do, with an instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// A FROM: the stage's base.
+    Base,
+    /// Found in the build cache.
+    Hit,
+    /// Executed, or to be executed.
+    Miss,
+    /// A global ARG: nothing to build.
+    Global,
+    /// Not supported: ignored.
+    Ignored,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Base => "base",
+            Status::Hit => "hit",
+            Status::Miss => "miss",
+            Status::Global => "global",
+            Status::Ignored => "ignored",
+        }
+    }
+}
+
+impl std::fmt::Display for Planned {
+    /// `N STATUS KEY INSTRUCTION`: the key in hex or `-`, the instruction's first line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = self.key.map(|k| k.hex()).unwrap_or_else(|| "-".into());
+        let text = self.text.lines().next().unwrap_or("");
+        write!(f, "{} {} {key} {text}", self.n, self.status.as_str())
+    }
+}
 
 /// The state of one build stage.
 struct Stage {
@@ -192,8 +224,10 @@ struct Builder<'a> {
     /// `ADD` URLs downloaded in this build.
     downloads: std::collections::HashMap<String, PathBuf>,
     /// Provenance: every instruction's outcome, and each stage's base.
-    steps: Vec<serde_json::Value>,
-    bases: Vec<serde_json::Value>,
+    steps: Vec<ProvenanceStep>,
+    bases: Vec<ProvenanceBase>,
+    /// Every instruction's outcome.
+    planned: Vec<Planned>,
     /// blake3 over the content hashes of every COPY/ADD source set, in order.
     context_hash: blake3::Hasher,
     /// `SOURCE_DATE_EPOCH` ([`source_date_epoch`]): passed into RUN, and the latest time
@@ -260,15 +294,27 @@ pub fn build(
         bases: Vec::new(),
         context_hash: blake3::Hasher::new(),
         source_date_epoch,
+        planned: Vec::new(),
     };
     let n = b.df.instructions.len();
-    let mut vars = Vars::new(opts.build_args.iter().cloned(), b.df.escape());
+    let mut planner = Planner::new(
+        &opts.build_args,
+        b.df.escape(),
+        plan::PlanOptions {
+            force: opts.force,
+            xattrs: store::model::xattrs_enabled(),
+            source_date_epoch,
+        },
+    );
     let instructions = b.df.instructions.clone();
     for (i, ins) in instructions.iter().enumerate() {
-        b.step(i + 1, ins, &mut vars)?;
+        let step = planner
+            .step(i + 1, ins)
+            .map_err(|e| b.at_err(ins, "can't substitute variables", e))?;
+        b.step(ins, &step, &mut planner)?;
     }
     // SOURCE_DATE_EPOCH needs no ARG: every RUN gets it (as BuildKit does).
-    let mut unconsumed = vars.unconsumed_build_args();
+    let mut unconsumed = planner.vars().unconsumed_build_args();
     unconsumed.retain(|a| *a != "SOURCE_DATE_EPOCH");
     if !unconsumed.is_empty() {
         return Err(BuildError::Unconsumed(unconsumed.join(", ")));
@@ -293,19 +339,18 @@ pub fn build(
         if old != Some(c) {
             store.set_image_lazy(lock, &opts.tag, c, Expect::from_current(old))?;
         }
-        let note = serde_json::json!({
-            "version": 1,
-            "image": opts.tag.to_string(),
-            "commit": c.to_string(),
-            "dockerfile_name": opts.dockerfile_name,
-            "dockerfile": opts.dockerfile,
-            "build_args": opts.build_args.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-            "bases": b.bases,
-            "context_hash": b.context_hash.finalize().to_hex().to_string(),
-            "steps": b.steps,
-        });
-        let mut text = serde_json::to_vec_pretty(&note).expect("note serializes");
-        text.push(b'\n');
+        let note = Provenance {
+            version: crate::store::notes::PROVENANCE_VERSION,
+            image: opts.tag.to_string(),
+            commit: c.to_string(),
+            dockerfile_name: opts.dockerfile_name.clone(),
+            dockerfile: opts.dockerfile.clone(),
+            build_args: opts.build_args.iter().cloned().collect(),
+            bases: std::mem::take(&mut b.bases),
+            context_hash: b.context_hash.finalize().to_hex().to_string(),
+            steps: std::mem::take(&mut b.steps),
+        };
+        let text = note.to_bytes();
         // An all-hit rebuild of the same Dockerfile writes nothing.
         if store::notes::get(&b.repo, c)?.as_deref() != Some(text.as_slice()) {
             store::notes::set(&b.repo, c, &text)?;
@@ -316,6 +361,7 @@ pub fn build(
         instructions: n,
         hits: b.hits,
         misses: b.misses,
+        plan: std::mem::take(&mut b.planned),
     })
 }
 
@@ -346,6 +392,22 @@ impl<'a> Builder<'a> {
             file: self.df.file.clone(),
             line: ins.span.start_line,
             message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An instruction's failure with its cause.
+    fn at_err(
+        &self,
+        ins: &Instruction,
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> BuildError {
+        BuildError::At {
+            file: self.df.file.clone(),
+            line: ins.span.start_line,
+            message: message.into(),
+            source: Some(Box::new(source)),
         }
     }
 
@@ -355,65 +417,65 @@ impl<'a> Builder<'a> {
             .expect("first instruction is FROM (parser checks)")
     }
 
-    fn step(&mut self, n: usize, ins: &Instruction, vars: &mut Vars) -> Result<(), BuildError> {
-        let text = ins.display();
-        let sub = vars
-            .step(&ins.kind)
-            .map_err(|e| self.at(ins, format!("can't substitute variables: {e}")))?;
-        if let InstrKind::From {
-            image,
-            alias,
-            platform,
-        } = &sub
-        {
-            if platform.is_some() {
-                warn!(
-                    "{}:{}: FROM --platform ignored",
-                    self.df.file, ins.span.start_line
+    /// Perform one planned step.
+    fn step(
+        &mut self,
+        ins: &Instruction,
+        step: &Step,
+        planner: &mut Planner,
+    ) -> Result<(), BuildError> {
+        let (n, text) = (step.n, &step.text);
+        let (sub, input) = match &step.action {
+            Action::From {
+                image,
+                alias,
+                platform,
+            } => {
+                if platform.is_some() {
+                    warn!(
+                        "{}:{}: FROM --platform ignored",
+                        self.df.file, ins.span.start_line
+                    );
+                }
+                info!(
+                    "{n:>3}* FROM {image}{}",
+                    alias
+                        .as_ref()
+                        .map(|a| format!(" AS {a}"))
+                        .unwrap_or_default()
                 );
+                let env = self.from(ins, image, alias.clone())?;
+                planner.enter_base(&env);
+                let key = self.stage().key;
+                self.plan_line(n, Status::Base, Some(key), text);
+                return Ok(());
             }
-            info!(
-                "{n:>3}* FROM {image}{}",
-                alias
-                    .as_ref()
-                    .map(|a| format!(" AS {a}"))
-                    .unwrap_or_default()
-            );
-            return self.from(ins, image, alias.clone(), vars);
-        }
-        if !vars.in_stage() {
-            // A global ARG before the first FROM: nothing to build.
-            info!("{n:>3}. {text}");
-            return Ok(());
-        }
-        let unsupported = matches!(
-            sub,
-            InstrKind::User(_)
-                | InstrKind::Expose(_)
-                | InstrKind::Volume(_)
-                | InstrKind::Healthcheck(_)
-                | InstrKind::Stopsignal(_)
-                | InstrKind::Maintainer(_)
-                | InstrKind::Onbuild { .. }
-        );
-        if unsupported {
-            warn!(
-                "{}:{}: not supported, ignored: {}",
-                self.df.file,
-                ins.span.start_line,
-                ins.keyword()
-            );
-            info!("{n:>3}. {text}");
-            return Ok(());
-        }
-        // The cache key: parent key, the instruction as it will execute, and extras.
-        let (canon, mut extra) = self.key_input(ins, &sub, &text, vars)?;
-        // SOURCE_DATE_EPOCH changes what every step writes (RUN's environment, clamped
-        // times): part of every key when set, absent (keys as before) when not.
-        if let Some(t) = self.source_date_epoch {
-            extra.extend_from_slice(format!("\0source-date-epoch={t}").as_bytes());
-        }
-        let key = self.stage().key.child(&canon, &extra);
+            Action::Global => {
+                // A global ARG before the first FROM: nothing to build.
+                info!("{n:>3}. {text}");
+                self.plan_line(n, Status::Global, None, text);
+                return Ok(());
+            }
+            Action::Ignored => {
+                warn!(
+                    "{}:{}: not supported, ignored: {}",
+                    self.df.file,
+                    ins.span.start_line,
+                    ins.keyword()
+                );
+                info!("{n:>3}. {text}");
+                let key = self.stage().key;
+                self.plan_line(n, Status::Ignored, Some(key), text);
+                return Ok(());
+            }
+            Action::Commit { instruction, key } => (instruction, key),
+        };
+        // The cache key: parent key, the planned key input, and what needs I/O.
+        let extra = match sub {
+            InstrKind::Copy(args) | InstrKind::Add(args) => self.sources_hash(ins, args)?,
+            _ => Vec::new(),
+        };
+        let key = self.stage().key.child(&input.encoding, &extra);
         let cached = match self.opts.cache {
             CacheMode::Enabled => self.store.cache_get(&key.hex())?,
             _ => None,
@@ -422,7 +484,8 @@ impl<'a> Builder<'a> {
             self.hits += 1;
             info!("{n:>3}* {text}");
             let config = git::read_config(&self.repo, commit)?;
-            self.record(n, &text, commit, &key, true);
+            self.record(n, text, commit, &key, true);
+            self.plan_line(n, Status::Hit, Some(key), text);
             let st = self.stage();
             st.commit = commit;
             st.key = key;
@@ -431,23 +494,34 @@ impl<'a> Builder<'a> {
             return Ok(());
         }
         self.misses += 1;
-        let mark = match &sub {
+        self.plan_line(n, Status::Miss, Some(key), text);
+        let mark = match sub {
             InstrKind::Run { .. } => format!("RUN.{}", self.opts.force.tag()),
             _ => String::new(),
         };
         if mark.is_empty() {
             info!("{n:>3}. {text}");
         } else {
-            info!(
-                "{n:>3}. {mark}{}",
-                text.strip_prefix("RUN").unwrap_or(&text)
-            );
+            info!("{n:>3}. {mark}{}", text.strip_prefix("RUN").unwrap_or(text));
         }
         if self.opts.dry_run {
             let st = self.stage();
             st.key = key;
             return Ok(());
         }
+        let (config, empty_layer) = self.perform(ins, sub, planner.vars())?;
+        self.commit(n, text, key, config, empty_layer)
+    }
+
+    /// Execute a step that missed the cache: change files (into a layer the model
+    /// absorbs) and the config. Returns the new config and whether the OCI history
+    /// records the step as an empty layer (config-only instructions).
+    fn perform(
+        &mut self,
+        ins: &Instruction,
+        sub: &InstrKind,
+        vars: &Vars,
+    ) -> Result<(ImageConfig, bool), BuildError> {
         let mut config = self.stage().config.clone();
         let mut empty_layer = true;
         match &sub {
@@ -456,11 +530,11 @@ impl<'a> Builder<'a> {
                 empty_layer = false;
             }
             InstrKind::Copy(args) => {
-                self.copy(ins, args, vars, &config, false)?;
+                self.copy(ins, args, &config, false)?;
                 empty_layer = false;
             }
             InstrKind::Add(args) => {
-                self.copy(ins, args, vars, &config, true)?;
+                self.copy(ins, args, &config, true)?;
                 empty_layer = false;
             }
             InstrKind::Env(pairs) => {
@@ -489,10 +563,31 @@ impl<'a> Builder<'a> {
             InstrKind::Shell(argv) => config.shell = argv.clone(),
             InstrKind::Cmd(form) => config.cmd = Some(form_argv(form, &config.shell)),
             InstrKind::Entrypoint(form) => config.entrypoint = Some(form_argv(form, &config.shell)),
-            _ => unreachable!("handled above"),
+            // The planner gives these no key input: they never reach here.
+            InstrKind::From { .. }
+            | InstrKind::User(_)
+            | InstrKind::Expose(_)
+            | InstrKind::Volume(_)
+            | InstrKind::Healthcheck(_)
+            | InstrKind::Stopsignal(_)
+            | InstrKind::Maintainer(_)
+            | InstrKind::Onbuild { .. } => {}
         }
+        Ok((config, empty_layer))
+    }
+
+    /// Commit a performed step on the stage's commit, keep its layer, write its cache
+    /// entry and move the stage to it.
+    fn commit(
+        &mut self,
+        n: usize,
+        text: &str,
+        key: Key,
+        mut config: ImageConfig,
+        empty_layer: bool,
+    ) -> Result<(), BuildError> {
         config.history.push(History {
-            created_by: text.clone(),
+            created_by: text.to_string(),
             empty_layer,
         });
         let parent = self.stage().commit;
@@ -514,7 +609,7 @@ impl<'a> Builder<'a> {
         if self.opts.cache != CacheMode::Disabled {
             self.store.cache_put(self.lock, &key.hex(), commit)?;
         }
-        self.record(n, &text, commit, &key, false);
+        self.record(n, text, commit, &key, false);
         let st = self.stage();
         st.commit = commit;
         st.key = key;
@@ -523,55 +618,23 @@ impl<'a> Builder<'a> {
     }
 
     fn record(&mut self, n: usize, text: &str, commit: ObjectId, key: &Key, hit: bool) {
-        self.steps.push(serde_json::json!({
-            "n": n,
-            "stage": self.stages.len() - 1,
-            "instruction": text,
-            "commit": commit.to_string(),
-            "key": key.hex(),
-            "hit": hit,
-        }));
+        self.steps.push(ProvenanceStep {
+            n,
+            stage: self.stages.len() - 1,
+            instruction: text.to_string(),
+            commit: commit.to_string(),
+            key: key.hex(),
+            hit,
+        });
     }
 
-    /// Canonical text and extra bytes for the key of a substituted instruction.
-    fn key_input(
-        &mut self,
-        ins: &Instruction,
-        sub: &InstrKind,
-        text: &str,
-        vars: &Vars,
-    ) -> Result<(String, Vec<u8>), BuildError> {
-        Ok(match sub {
-            // RUN: the raw text (the shell substitutes, from an environment that earlier
-            // keys already cover), heredoc bodies, and the root-emulation mode.
-            InstrKind::Run { heredocs, .. } => {
-                let mut t = text.to_string();
-                for h in heredocs {
-                    t.push('\n');
-                    t.push_str(&h.content);
-                }
-                (t, format!("force={}", self.opts.force.tag()).into_bytes())
-            }
-            // ARG: name and effective value (after --build-arg and substitution); the
-            // magic ARGs are keyed by name only, so they never cause a miss.
-            InstrKind::Arg(decls) => {
-                let mut t = String::from("ARG");
-                for d in decls {
-                    t.push(' ');
-                    t.push_str(&d.name);
-                    if !MAGIC_ARGS.contains(&d.name.as_str()) {
-                        let v = subst::Lookup::lookup(vars, &d.name);
-                        t.push_str(&format!("={v:?}"));
-                    }
-                }
-                (t, Vec::new())
-            }
-            InstrKind::Copy(args) | InstrKind::Add(args) => {
-                let extra = self.sources_hash(ins, args)?;
-                (format!("{sub:?}"), extra)
-            }
-            _ => (format!("{sub:?}"), Vec::new()),
-        })
+    fn plan_line(&mut self, n: usize, status: Status, key: Option<Key>, text: &str) {
+        self.planned.push(Planned {
+            n,
+            status,
+            key,
+            text: text.to_string(),
+        });
     }
 
     /// Content hash of COPY/ADD sources: context files by content, other stages by commit.
@@ -590,14 +653,14 @@ impl<'a> Builder<'a> {
                         // Docker does; no mtime or ETag shortcut).
                         let f = self.download(ins, p)?;
                         let h = context::hash_file(&f).map_err(|e| {
-                            self.at(ins, format!("can't read download of {p}: {e}"))
+                            self.at_err(ins, format!("can't read download of {p}"), e)
                         })?;
                         extra.extend_from_slice(p.as_bytes());
                         extra.extend_from_slice(&h);
                         continue;
                     }
                     let found = context::expand(&self.opts.context, p, &self.ignore)
-                        .map_err(|e| self.at(ins, e.to_string()))?;
+                        .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
                     all.extend(found);
                 }
                 CopySource::Heredoc(h) => {
@@ -606,8 +669,13 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        let h = context::hash_sources(&all, &self.ignore, &mut self.stat_cache)
-            .map_err(|e| self.at(ins, e.to_string()))?;
+        let h = context::hash_sources(
+            &all,
+            &self.ignore,
+            &mut self.stat_cache,
+            store::model::xattrs_enabled(),
+        )
+        .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
         extra.extend_from_slice(&h);
         // The context hash in the provenance covers every source set of the build,
         // heredocs and downloads included.
@@ -627,7 +695,7 @@ impl<'a> Builder<'a> {
         let f = dir.join("download");
         info!("downloading: {url}");
         crate::registry::client::fetch_url(url, &f)
-            .map_err(|e| self.at(ins, format!("ADD {url}: {e}")))?;
+            .map_err(|e| self.at_err(ins, format!("ADD {url}"), e))?;
         self.downloads.insert(url.to_string(), f.clone());
         Ok(f)
     }
@@ -650,8 +718,7 @@ impl<'a> Builder<'a> {
         ins: &Instruction,
         image: &str,
         alias: Option<String>,
-        vars: &mut Vars,
-    ) -> Result<(), BuildError> {
+    ) -> Result<Vec<(String, String)>, BuildError> {
         let lower = image.to_ascii_lowercase();
         let (commit, key) = if lower == "scratch" {
             self.hits += 1;
@@ -675,7 +742,7 @@ impl<'a> Builder<'a> {
                 ));
             }
             let r = Reference::parse(image)
-                .map_err(|e| self.at(ins, e.to_string()))?
+                .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?
                 .with_default_tag();
             if r == self.opts.tag {
                 return Err(self.at(ins, format!("output image ({r}) can't be the same as FROM")));
@@ -696,28 +763,18 @@ impl<'a> Builder<'a> {
                     &r,
                     &crate::registry::Settings::global(),
                 )
-                .map_err(|e| {
-                    self.at(
-                        ins,
-                        format!(
-                            "{r}: not in storage and can't pull it: {}",
-                            e.full_message()
-                        ),
-                    )
-                })?
+                .map_err(|e| self.at_err(ins, format!("{r}: not in storage and can't pull it"), e))?
                 .commit(),
             };
             (c, Key::from_base(&c.to_string()))
         };
         let config = git::read_config(&self.repo, commit)?;
-        for (k, v) in &config.env {
-            vars.set_env(k, v);
-        }
-        self.bases.push(serde_json::json!({
-            "stage": self.stages.len(),
-            "image": image,
-            "commit": commit.to_string(),
-        }));
+        let env = config.env.clone();
+        self.bases.push(ProvenanceBase {
+            stage: self.stages.len(),
+            image: image.to_string(),
+            commit: commit.to_string(),
+        });
         self.stages.push(Stage {
             alias,
             commit,
@@ -725,7 +782,7 @@ impl<'a> Builder<'a> {
             config,
             model: None,
         });
-        Ok(())
+        Ok(env)
     }
 
     /// The current stage's model, loading it on first use.
@@ -766,75 +823,32 @@ impl<'a> Builder<'a> {
         vars: &Vars,
         config: &ImageConfig,
     ) -> Result<(), BuildError> {
-        let argv: Vec<String> = match form {
-            CmdForm::Exec(v) => v.clone(),
-            CmdForm::Shell(s) => {
-                let script = if heredocs.len() == 1 && s.trim() == heredocs[0].word.trim() {
-                    heredocs[0].content.clone()
-                } else {
-                    dockerfile::shell_script_with_heredocs(s, heredocs)
-                };
-                let mut v = config.shell.clone();
-                v.push(script);
-                v
-            }
-        };
-        if argv.is_empty() {
-            return Err(self.at(ins, "RUN: empty command"));
-        }
-        let argv = if self.opts.force == Force::Fakeroot {
-            // fakeroot(1) intercepts chown and friends in the command's processes and
-            // keeps their effects in its own database (Charliecloud's --force=fakeroot).
+        let force = self.opts.force;
+        let fakeroot = if force == Force::Fakeroot {
             self.model()?;
             let model = self
                 .stages
                 .last()
                 .and_then(|s| s.model.as_ref())
                 .expect("model loaded");
-            let found = FAKEROOT_PATHS.iter().find(|p| {
+            let found = invocation::FAKEROOT_PATHS.iter().find(|p| {
                 copy::resolve(model, p, true)
                     .is_ok_and(|c| matches!(model.get(&c.join(&b'/')), Some(Node::File(_))))
             });
             let debian = matches!(model.get(b"etc/debian_version"), Some(Node::File(_)));
             match (found, debian) {
-                (Some(fr), _) => {
-                    let mut v = vec![format!("/{fr}")];
-                    v.extend(argv);
-                    v
-                }
-                // Debian and derivatives: install fakeroot first, in this step, as
-                // Charliecloud's fakeroot mode does (apt must not drop privileges).
-                (None, true) => {
-                    info!("--force=fakeroot: fakeroot not in image; installing it with apt-get");
-                    let mut v: Vec<String> = vec![
-                        "/bin/sh".into(),
-                        "-c".into(),
-                        "apt-get -o APT::Sandbox::User=root update -qq \
-                         && apt-get -o APT::Sandbox::User=root install -y -qq fakeroot >/dev/null \
-                         && exec /usr/bin/fakeroot \"$0\" \"$@\""
-                            .into(),
-                    ];
-                    v.extend(argv);
-                    v
-                }
-                (None, false) => {
-                    return Err(self.at(
-                        ins,
-                        "--force=fakeroot: fakeroot not found in the image (install it in an earlier RUN, e.g. apt-get install -y fakeroot, or use --force=seccomp)",
-                    ))
-                }
+                (Some(fr), _) => invocation::Fakeroot::At(fr.to_string()),
+                (None, true) => invocation::Fakeroot::Install,
+                (None, false) => invocation::Fakeroot::Missing,
             }
-        } else if self.opts.force == Force::Seccomp {
-            let (argv, changed) = apt_no_sandbox(argv, matches!(form, CmdForm::Shell(_)));
-            if changed {
-                info!(
-                    "RUN: apt: adding -o {APT_NO_SANDBOX} (root emulation can't drop privileges)"
-                );
-            }
-            argv
         } else {
-            argv
+            invocation::Fakeroot::Missing
         };
+        let (argv, notes) = invocation::command(form, heredocs, &config.shell, force, || fakeroot)
+            .map_err(|e| self.at(ins, e.to_string()))?;
+        for n in notes {
+            info!("{n}");
+        }
         let commit = self.stage().commit;
         let lowers = self.store.view(self.lock, commit)?;
         // A checkout or layer changed behind the store's back would poison this step.
@@ -846,33 +860,11 @@ impl<'a> Builder<'a> {
         for d in [&upper, &work, &merged] {
             fs::create_dir(d).map_err(io_err("create directory", d))?;
         }
-        // The environment: stage ARGs and ENV, pre-defined PATH and TAR_OPTIONS, and the
-        // magic ARGs from the host.
-        let mut env: Vec<(String, String)> = vars.run_env();
-        for m in MAGIC_ARGS {
-            if let Ok(v) = std::env::var(m) {
-                if !env.iter().any(|(k, _)| k == m) {
-                    env.push((m.to_string(), v));
-                }
-            }
-        }
-        if !env.iter().any(|(k, _)| k == "PATH") {
-            env.push(("PATH".into(), DEFAULT_PATH.into()));
-        }
-        // Pre-defined as in Charliecloud: fakeroot must not try the real chown first.
-        if !env.iter().any(|(k, _)| k == "FAKEROOTDONTTRYCHOWN") {
-            env.push(("FAKEROOTDONTTRYCHOWN".into(), "1".into()));
-        }
-        if !env.iter().any(|(k, _)| k == "TAR_OPTIONS") {
-            env.push(("TAR_OPTIONS".into(), "--no-same-owner".into()));
-        }
-        // reproducible-builds.org: tools that honour it (Python writes hash-checked .pyc,
-        // compilers and archivers use it for embedded times) see the build's value.
-        if let Some(t) = self.source_date_epoch {
-            if !env.iter().any(|(k, _)| k == "SOURCE_DATE_EPOCH") {
-                env.push(("SOURCE_DATE_EPOCH".into(), t.to_string()));
-            }
-        }
+        let env = invocation::environment(
+            vars.run_env(),
+            |k| std::env::var(k).ok(),
+            self.source_date_epoch,
+        );
         // The merged root shows the upper directory's time: start it at the image root's,
         // so that the root's time changes only if the command changes the root.
         let root_time = match self.stage().model.as_ref() {
@@ -883,43 +875,24 @@ impl<'a> Builder<'a> {
             store::checkout::set_time(&upper, t).map_err(io_err("set time of", &upper))?;
         }
         let env_file = step.join("env");
-        let mut f = fs::File::create(&env_file).map_err(io_err("create", &env_file))?;
-        // Each value in single quotes, which ch-run strips (exactly one pair), so that a
-        // value that is itself quoted ('x') reaches the command unchanged.
-        for (k, v) in &env {
-            f.write_all(format!("{k}='{v}'\0").as_bytes())
-                .map_err(io_err("write", &env_file))?;
-        }
-        drop(f);
+        fs::write(&env_file, invocation::environment_file(&env))
+            .map_err(io_err("write", &env_file))?;
+        let overlay = invocation::Overlay {
+            lowers,
+            upper,
+            work,
+            merged,
+        };
         let mut cmd = Command::new(&self.opts.ch_run);
-        cmd.args([
-            "-w",
-            "-u0",
-            "-g0",
-            "--no-passwd",
-            "--env-no-expand",
-            "--unset-env=*",
-        ]);
-        cmd.arg(format!("--set-env0={}", env_file.display()));
-        cmd.arg(format!("--cd={}", config.cwd));
-        if self.opts.force == Force::Seccomp {
-            cmd.arg("--seccomp");
-        }
-        for b in &self.opts.binds {
-            cmd.arg(format!("--bind={b}"));
-        }
-        for l in &lowers {
-            let mut a = OsString::from("--lower=");
-            a.push(l);
-            cmd.arg(a);
-        }
-        let mut a = OsString::from("--upper=");
-        a.push(&upper);
-        cmd.arg(a);
-        let mut a = OsString::from("--work=");
-        a.push(&work);
-        cmd.arg(a);
-        cmd.arg(&merged).arg("--").args(&argv);
+        cmd.args(invocation::ch_run_args(
+            &env_file,
+            &config.cwd,
+            force,
+            &self.opts.binds,
+            &overlay,
+            &argv,
+        ));
+        let upper = overlay.upper;
         // The RUN's processes die with the build: ch-run gets SIGTERM when this process
         // dies (any way, SIGKILL too) and then kills everything the command started
         // (docs/ch-run.md). The spawning thread waits for ch-run, so it outlives it (the
@@ -977,33 +950,33 @@ impl<'a> Builder<'a> {
         ins: &Instruction,
         config: &ImageConfig,
     ) -> Result<(), BuildError> {
-        let comps =
-            copy::resolve(self.model()?, "/ch", true).map_err(|e| self.at(ins, e.to_string()))?;
+        let comps = copy::resolve(self.model()?, "/ch", true)
+            .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
         let layer = self.scratch("layer")?;
         let dir = copy::make_parents(&layer, self.model()?, &comps)
-            .map_err(|e| self.at(ins, e.to_string()))?;
+            .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
         let path = dir.join("environment");
         fs::write(&path, config.environment_file()).map_err(io_err("write", &path))?;
         fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .map_err(io_err("chmod", &path))?;
         copy::restore_parent_modes(&layer, self.model()?, &comps)
-            .map_err(|e| self.at(ins, e.to_string()))?;
+            .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
         self.absorb(&layer)?;
         self.pending_layer = Some(layer);
         Ok(())
     }
 
     fn workdir(&mut self, _ins: &Instruction, dir: &str) -> Result<(), BuildError> {
-        let comps =
-            copy::resolve(self.model()?, dir, true).map_err(|e| self.at(_ins, e.to_string()))?;
+        let comps = copy::resolve(self.model()?, dir, true)
+            .map_err(|e| self.at_err(_ins, _ins.keyword().to_string(), e))?;
         if matches!(self.model()?.get(&comps.join(&b'/')), Some(Node::Dir(_))) || comps.is_empty() {
             return Ok(());
         }
         let layer = self.scratch("layer")?;
         copy::make_parents(&layer, self.model()?, &comps)
-            .map_err(|e| self.at(_ins, e.to_string()))?;
+            .map_err(|e| self.at_err(_ins, _ins.keyword().to_string(), e))?;
         copy::restore_parent_modes(&layer, self.model()?, &comps)
-            .map_err(|e| self.at(_ins, e.to_string()))?;
+            .map_err(|e| self.at_err(_ins, _ins.keyword().to_string(), e))?;
         self.absorb(&layer)?;
         self.pending_layer = Some(layer);
         Ok(())
@@ -1013,7 +986,6 @@ impl<'a> Builder<'a> {
         &mut self,
         ins: &Instruction,
         args: &CopyArgs,
-        _vars: &Vars,
         config: &ImageConfig,
         add: bool,
     ) -> Result<(), BuildError> {
@@ -1044,8 +1016,9 @@ impl<'a> Builder<'a> {
         // Expand sources into (name, what) pairs.
         enum Src {
             Host(context::Source),
-            /// A path of another stage: the node, its name, its times and those below.
-            Node(Node, String, store::model::Times),
+            /// A path of another stage: the node, its name, its times and extended
+            /// attributes and those below.
+            Node(Node, String, store::model::Times, store::model::Xattrs),
             Inline(String, String),
             /// A downloaded `ADD` URL: file name, local copy.
             Url(String, PathBuf),
@@ -1056,8 +1029,8 @@ impl<'a> Builder<'a> {
                 CopySource::Heredoc(h) => srcs.push(Src::Inline(h.name.clone(), h.content.clone())),
                 CopySource::Path(p) => match &from_stage {
                     Some(m) => {
-                        let comps =
-                            copy::resolve(m, p, true).map_err(|e| self.at(ins, e.to_string()))?;
+                        let comps = copy::resolve(m, p, true)
+                            .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
                         let node = if comps.is_empty() {
                             Some(Node::Dir(m.clone()))
                         } else {
@@ -1071,7 +1044,8 @@ impl<'a> Builder<'a> {
                             .map(|c| String::from_utf8_lossy(c).into_owned())
                             .unwrap_or_default();
                         let times = m.times.subtree(&comps.join(&b'/'));
-                        srcs.push(Src::Node(node, name, times));
+                        let xattrs = copy::xattrs_subtree(&m.xattrs, &comps.join(&b'/'));
+                        srcs.push(Src::Node(node, name, times, xattrs));
                     }
                     None if is_url(p) => {
                         let f = self.download(ins, p)?;
@@ -1080,7 +1054,7 @@ impl<'a> Builder<'a> {
                     }
                     None => {
                         let found = context::expand(&self.opts.context, p, &self.ignore)
-                            .map_err(|e| self.at(ins, e.to_string()))?;
+                            .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
                         srcs.extend(found.into_iter().map(Src::Host));
                     }
                 },
@@ -1094,10 +1068,12 @@ impl<'a> Builder<'a> {
             };
         let n_sources = srcs.len();
         let file = self.df.file.clone();
-        let at = |message: String| BuildError::At {
+        let keyword = ins.keyword().to_string();
+        let at = |e: copy::CopyError| BuildError::At {
             file: file.clone(),
             line: ins.span.start_line,
-            message,
+            message: keyword.clone(),
+            source: Some(Box::new(e)),
         };
         self.model()?;
         let model = self
@@ -1105,7 +1081,7 @@ impl<'a> Builder<'a> {
             .last()
             .and_then(|s| s.model.as_ref())
             .expect("model loaded");
-        let dest_comps = copy::resolve(model, &dest_abs, true).map_err(|e| at(e.to_string()))?;
+        let dest_comps = copy::resolve(model, &dest_abs, true).map_err(at)?;
         let into_dir = copy::dest_is_dir(&args.dest, n_sources, single_is_dir, model, &dest_comps);
         let (parent_comps, dest_name) = if into_dir {
             (dest_comps.clone(), None)
@@ -1115,8 +1091,7 @@ impl<'a> Builder<'a> {
             (p, last)
         };
         let model_ref: &Dir = model;
-        let dir =
-            copy::make_parents(&layer, model_ref, &parent_comps).map_err(|e| at(e.to_string()))?;
+        let dir = copy::make_parents(&layer, model_ref, &parent_comps).map_err(at)?;
         let repo = &self.repo;
         for s in &srcs {
             let target = |name: &str| match &dest_name {
@@ -1169,25 +1144,16 @@ impl<'a> Builder<'a> {
                             source: e,
                         })
                 }
-                Src::Node(node, name, times) => {
+                Src::Node(node, name, times, xattrs) => {
                     let t = if matches!(node, Node::Dir(_)) && into_dir {
                         dir.clone()
                     } else {
                         target(name)
                     };
-                    copy::copy_from_model(repo, node, &t, times)
+                    copy::copy_from_model(repo, node, &t, times, xattrs)
                 }
             };
-            r.map_err(|e| {
-                // The causes too: `at` flattens the error into a message.
-                let mut m = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(c) = src {
-                    m.push_str(&format!(": {c}"));
-                    src = c.source();
-                }
-                at(m)
-            })?;
+            r.map_err(at)?;
         }
         // Existing parents keep their image modes; a destination directory that received a
         // directory's contents takes that directory's mode (as in Docker and Charliecloud).
@@ -1201,74 +1167,11 @@ impl<'a> Builder<'a> {
         } else {
             parent_comps.len()
         };
-        copy::restore_parent_modes(&layer, model_ref, &parent_comps[..keep])
-            .map_err(|e| at(e.to_string()))?;
+        copy::restore_parent_modes(&layer, model_ref, &parent_comps[..keep]).map_err(at)?;
         self.absorb(&layer)?;
         self.pending_layer = Some(layer);
         Ok(())
     }
-}
-
-/// apt's option to keep its download methods as root. apt drops privileges to the
-/// `_apt` user for downloads and checks that it worked; the seccomp root emulation fakes
-/// setuid/setgid/setgroups success without changing ids, so that check fails ("Could not
-/// switch group", "Method http has died unexpectedly"). Like Charliecloud under
-/// `--force=seccomp`, the RUN command is modified (not the image, e.g. with an
-/// apt.conf.d file): the option goes right after each `apt-get` or `apt` command word.
-/// The cache key covers the command as written plus the force mode, which together
-/// determine this change.
-pub const APT_NO_SANDBOX: &str = "APT::Sandbox::User=root";
-
-/// Insert `-o APT::Sandbox::User=root` after apt commands in a RUN's argv: in the script
-/// (last argument) of a shell-form RUN, after every word that is `apt-get` or `apt`
-/// (optionally with a directory; words are split at whitespace and at `;&|()`<>`); in an
-/// exec-form RUN, after `argv[0]` if it is apt-get or apt. Like Charliecloud's, this is
-/// textual: `echo apt-get` changes too. Returns the argv and whether it changed.
-pub fn apt_no_sandbox(mut argv: Vec<String>, shell_form: bool) -> (Vec<String>, bool) {
-    fn is_apt(word: &str) -> bool {
-        let base = word.rsplit('/').next().unwrap_or(word);
-        base == "apt-get" || base == "apt"
-    }
-    if !shell_form {
-        if argv.first().is_some_and(|a| is_apt(a)) {
-            argv.splice(1..1, ["-o".to_string(), APT_NO_SANDBOX.to_string()]);
-            return (argv, true);
-        }
-        return (argv, false);
-    }
-    let Some(script) = argv.last_mut() else {
-        return (argv, false);
-    };
-    let mut out = String::with_capacity(script.len());
-    let mut changed = false;
-    let mut rest = script.as_str();
-    let mut prev: Option<char> = None;
-    while !rest.is_empty() {
-        let at_word_start = prev.is_none_or(|c| c.is_whitespace() || ";&|(`".contains(c));
-        let word_len = rest
-            .find(|c: char| c.is_whitespace() || ";&|()`<>".contains(c))
-            .unwrap_or(rest.len());
-        if at_word_start && word_len > 0 {
-            let word = &rest[..word_len];
-            out.push_str(word);
-            if is_apt(word) {
-                out.push_str(" -o ");
-                out.push_str(APT_NO_SANDBOX);
-                changed = true;
-            }
-            prev = word.chars().last();
-            rest = &rest[word_len..];
-        } else {
-            let c = rest.chars().next().expect("rest is not empty");
-            out.push(c);
-            prev = Some(c);
-            rest = &rest[c.len_utf8()..];
-        }
-    }
-    if changed {
-        *script = out;
-    }
-    (argv, changed)
 }
 
 fn is_archive(p: &Path) -> bool {
@@ -1348,6 +1251,13 @@ fn extract_archive(src: &Path, dest: &Path) -> Result<(), copy::CopyError> {
             continue;
         }
         let mode = e.header().mode().ok();
+        // With --xattrs, the member's `user.*` attributes (PAX `SCHILY.xattr.*`), as
+        // import reads them.
+        let xattrs = if store::model::xattrs_enabled() {
+            member_xattrs(&mut e)
+        } else {
+            Vec::new()
+        };
         if kind.is_dir() || kind.is_symlink() {
             // tar sets the times of files; those of directories (changed again by their
             // contents) and symlinks are set once everything is in place.
@@ -1371,10 +1281,13 @@ fn extract_archive(src: &Path, dest: &Path) -> Result<(), copy::CopyError> {
                     }
                 }
                 let settable = kind.is_dir() || kind.is_file() || kind == tar::EntryType::Fifo;
+                // Never through a symlink a later member put in its place.
+                let real = fs::symlink_metadata(&p).is_ok_and(|md| !md.is_symlink());
+                if real && (kind.is_dir() || kind.is_file()) {
+                    copy::set_xattrs(&xattrs, &p)?;
+                }
                 if let (Some(m), true) = (mode, settable) {
                     let kept = store::import::kept_mode(kind.is_dir(), m);
-                    // Never through a symlink a later member put in its place.
-                    let real = fs::symlink_metadata(&p).is_ok_and(|md| !md.is_symlink());
                     if real {
                         fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(kept))
                             .map_err(io("set mode of", &p))?;
@@ -1413,6 +1326,22 @@ fn extract_archive(src: &Path, dest: &Path) -> Result<(), copy::CopyError> {
         }
     }
     Ok(())
+}
+
+/// The `user.*` extended attributes of an archive member (PAX `SCHILY.xattr.NAME`).
+fn member_xattrs<R: std::io::Read>(e: &mut tar::Entry<R>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut x = Vec::new();
+    if let Ok(Some(exts)) = e.pax_extensions() {
+        for ext in exts.flatten() {
+            if let Some(n) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                if n.starts_with(b"user.") {
+                    x.push((n.to_vec(), ext.value_bytes().to_vec()));
+                }
+            }
+        }
+    }
+    x.sort();
+    x
 }
 
 /// The file name an `ADD URL` gets: the last path segment, without query or fragment.
@@ -1472,50 +1401,5 @@ mod tests {
             name("example.com:5000/a/b", 0),
             "example.com:5000/a/b_stage0:latest"
         );
-    }
-
-    fn shell(script: &str) -> (String, bool) {
-        let (v, c) = apt_no_sandbox(vec!["/bin/sh".into(), "-c".into(), script.into()], true);
-        (v[2].clone(), c)
-    }
-
-    #[test]
-    fn apt_commands_get_the_no_sandbox_option() {
-        assert_eq!(
-            shell("apt-get update && apt-get install -y hello"),
-            (
-                "apt-get -o APT::Sandbox::User=root update && apt-get -o APT::Sandbox::User=root install -y hello"
-                    .to_string(),
-                true
-            )
-        );
-        assert_eq!(
-            shell("set -e;apt update\n/usr/bin/apt-get -q install x|cat").0,
-            "set -e;apt -o APT::Sandbox::User=root update\n/usr/bin/apt-get -o APT::Sandbox::User=root -q install x|cat"
-        );
-    }
-
-    #[test]
-    fn other_words_mentioning_apt_are_left_alone() {
-        for s in [
-            "apt-cache policy",
-            "echo hi > /etc/apt/sources.list",
-            "cat /etc/apt/apt.conf",
-            "aptitude install x",
-            "dpkg -i apt-get.deb",
-            "true",
-        ] {
-            assert_eq!(shell(s), (s.to_string(), false), "{s}");
-        }
-    }
-
-    #[test]
-    fn exec_form_apt_gets_the_option_after_the_program() {
-        let (v, c) = apt_no_sandbox(vec!["apt-get".into(), "update".into()], false);
-        assert!(c);
-        assert_eq!(v, ["apt-get", "-o", "APT::Sandbox::User=root", "update"]);
-        let (v, c) = apt_no_sandbox(vec!["echo".into(), "apt-get".into()], false);
-        assert!(!c);
-        assert_eq!(v, ["echo", "apt-get"]);
     }
 }

@@ -6,5 +6,7 @@ pub mod context;
 pub mod copy;
 pub mod dockerfile;
 pub mod exec;
+pub mod invocation;
 pub mod key;
+pub mod plan;
 pub mod subst;

@@ -41,20 +41,8 @@ pub fn history(repo: &gix::Repository, commit: ObjectId) -> Result<Vec<Step>, Re
         chain.push((id, t));
     }
     chain.reverse();
-    let hits: std::collections::HashMap<String, bool> = notes::get(repo, commit)?
-        .and_then(|n| serde_json::from_slice::<serde_json::Value>(&n).ok())
-        .and_then(|v| v.get("steps").and_then(|s| s.as_array()).cloned())
-        .map(|steps| {
-            steps
-                .iter()
-                .filter_map(|s| {
-                    Some((
-                        s.get("commit")?.as_str()?.to_string(),
-                        s.get("hit")?.as_bool()?,
-                    ))
-                })
-                .collect()
-        })
+    let hits: std::collections::HashMap<String, bool> = notes::provenance(repo, commit)?
+        .map(|p| p.steps.into_iter().map(|s| (s.commit, s.hit)).collect())
         .unwrap_or_default();
     let mut out = Vec::new();
     let mut prev: Option<ObjectId> = None;

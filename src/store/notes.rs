@@ -2,6 +2,9 @@
 //! that `git notes --ref=grove show COMMIT` shows how an image was built and the notes
 //! travel with the commits. Each note update is a commit (deterministic identity) whose
 //! tree maps commit ids (hex, flat) to note blobs.
+//!
+//! A note's content is a [`Provenance`], JSON as docs/store-format.md describes; the build
+//! writes it and `history` and `inspect` read it, all through that one type.
 
 use gix::bstr::ByteSlice;
 use gix::objs::tree::{Entry, EntryKind};
@@ -11,6 +14,88 @@ use super::git::{self, git_err, Expect, GitError};
 
 /// The notes ref.
 pub const NOTES_REF: &str = "refs/notes/grove";
+
+/// Version of the [`Provenance`] JSON.
+pub const PROVENANCE_VERSION: u32 = 1;
+
+/// How an image was built: the note a build attaches to the image's commit
+/// (docs/store-format.md, "Provenance notes"). Fields are declared in the order they are
+/// written (alphabetical, as earlier versions wrote them), so an unchanged rebuild
+/// writes the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Provenance {
+    /// The base of each stage.
+    pub bases: Vec<ProvenanceBase>,
+    /// `--build-arg` values as given.
+    pub build_args: std::collections::BTreeMap<String, String>,
+    /// The image's commit id (hex).
+    pub commit: String,
+    /// blake3 (hex) over the content hashes of every COPY and ADD source set, in order.
+    pub context_hash: String,
+    /// The Dockerfile's text.
+    pub dockerfile: String,
+    /// Its name as given (`Dockerfile`, a path, `-`).
+    pub dockerfile_name: String,
+    /// The image reference the build wrote.
+    pub image: String,
+    /// Every instruction that made a commit, in order.
+    pub steps: Vec<ProvenanceStep>,
+    /// [`PROVENANCE_VERSION`].
+    pub version: u32,
+}
+
+/// The base of one stage of a build.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProvenanceBase {
+    /// The base's commit id (hex).
+    pub commit: String,
+    /// The FROM image as written after substitution (`scratch`, a stage alias, a reference).
+    pub image: String,
+    /// The stage's index, from 0.
+    pub stage: usize,
+}
+
+/// One instruction of a build that made (or found) a commit.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProvenanceStep {
+    /// The commit id (hex) the instruction gave.
+    pub commit: String,
+    /// Whether it came from the build cache.
+    pub hit: bool,
+    /// The instruction as written.
+    pub instruction: String,
+    /// Its cache key (hex).
+    pub key: String,
+    /// Its number in the Dockerfile, from 1.
+    pub n: usize,
+    /// Its stage's index, from 0.
+    pub stage: usize,
+}
+
+impl Provenance {
+    /// The note's bytes: pretty JSON and a newline.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut text = serde_json::to_vec_pretty(self).expect("provenance serializes");
+        text.push(b'\n');
+        text
+    }
+
+    /// Parse a note; `None` if it is not a provenance note Grove can read (another tool's
+    /// note, or a later version).
+    pub fn parse(bytes: &[u8]) -> Option<Provenance> {
+        serde_json::from_slice::<Provenance>(bytes)
+            .ok()
+            .filter(|p| p.version == PROVENANCE_VERSION)
+    }
+}
+
+/// The provenance note of `commit`, if it has one Grove can read.
+pub fn provenance(
+    repo: &gix::Repository,
+    commit: ObjectId,
+) -> Result<Option<Provenance>, GitError> {
+    Ok(get(repo, commit)?.and_then(|n| Provenance::parse(&n)))
+}
 
 /// The note attached to `commit`, if any.
 pub fn get(repo: &gix::Repository, commit: ObjectId) -> Result<Option<Vec<u8>>, GitError> {

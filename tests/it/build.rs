@@ -1344,3 +1344,70 @@ fn read_only_storage_is_named_in_the_error() {
         "{err}"
     );
 }
+
+#[test]
+fn dry_run_prints_the_plan_with_keys_on_stdout_and_executes_nothing() {
+    let b = Bench::new("plan");
+    let df = "ARG V=1\nFROM busybox\nRUN echo $V > /x\nUSER nobody\nENV A=b\n";
+    b.build("d", df, &[]);
+    let history = ok(b.image().args(["history", "--json", "d"]));
+    let history: serde_json::Value = serde_json::from_str(&history).expect("history JSON");
+    let key_of = |ins: &str| {
+        history
+            .as_array()
+            .expect("history is a list")
+            .iter()
+            .find(|s| s["instruction"] == ins)
+            .and_then(|s| s["key"].as_str())
+            .unwrap_or_else(|| panic!("no key for {ins}: {history}"))
+            .to_string()
+    };
+    let (run_key, env_key) = (key_of("RUN echo $V > /x"), key_of("ENV A=b"));
+    // The same RUN (a hit), then an ENV that differs (a miss).
+    let df2 = "ARG V=1\nFROM busybox\nRUN echo $V > /x\nUSER nobody\nENV A=c\n";
+    let out = output(&mut b.build_cmd("e", df2, &["--dry-run"]));
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Vec<&str>> = stdout.lines().map(|l| l.splitn(4, ' ').collect()).collect();
+    let shape: Vec<(&str, &str, &str)> = lines.iter().map(|l| (l[0], l[1], l[3])).collect();
+    assert_eq!(
+        shape,
+        [
+            ("1", "global", "ARG V=1"),
+            ("2", "base", "FROM busybox"),
+            ("3", "hit", "RUN echo $V > /x"),
+            ("4", "ignored", "USER nobody"),
+            ("5", "miss", "ENV A=c"),
+        ],
+        "{stdout}"
+    );
+    assert_eq!(lines[0][2], "-");
+    assert_eq!(
+        lines[2][2], run_key,
+        "the hit's key is the one the build recorded"
+    );
+    assert_eq!(lines[3][2], run_key, "an ignored instruction keeps the key");
+    assert_ne!(lines[4][2], env_key);
+    assert_eq!(lines[4][2].len(), 64);
+    let list = ok(b.image().arg("list"));
+    assert!(
+        !list.lines().any(|l| l == "e"),
+        "a dry run writes no image: {list}"
+    );
+}
+
+#[test]
+fn a_failed_instruction_reports_its_line_and_then_its_cause() {
+    let b = Bench::new("cause");
+    let (_, err) = b.build_fails("c", "FROM busybox\nCOPY missing /x\n", &[]);
+    let lines: Vec<&str> = err.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("error: ") && l.ends_with("Dockerfile:2: COPY"))
+        .unwrap_or_else(|| panic!("no error line naming the instruction: {err}"));
+    let cause = lines.get(at + 1).copied().unwrap_or("");
+    assert!(
+        cause.starts_with("  caused by: ") && cause.contains("missing"),
+        "{err}"
+    );
+}

@@ -315,3 +315,106 @@ fn copy_keeps_user_xattrs_with_the_xattrs_option_or_ch_xattrs() {
     ok(convert(&st).arg("--xattrs").arg("none").arg(&out));
     assert_eq!(user_test(&out.join("d/f")), None);
 }
+
+#[test]
+fn copy_from_a_stage_keeps_user_xattrs_with_the_xattrs_option() {
+    let s = Scratch::new("modes-xattr-from");
+    let st = s.storage();
+    let ctx = context(&s);
+    if !user_xattrs_work(&ctx) {
+        skip("the scratch file system does not take user.* extended attributes");
+        return;
+    }
+    sh(&format!(
+        "cd {c} && mkdir d && echo hi > d/f && echo top > top && \
+         /usr/bin/python3 -c \"import os; os.setxattr('d/f', 'user.test', b'file'); \
+         os.setxattr('d', 'user.test', b'dir'); os.setxattr('top', 'user.test', b'top')\" \
+         && chmod 0444 d/f",
+        c = ctx.display()
+    ));
+    let df = "FROM scratch AS a\nCOPY d /d/\nCOPY top /top\n\
+              FROM scratch\nCOPY --from=a /d /e/\nCOPY --from=a /top /t\nCOPY --from=a /d/f /g\n";
+    build(&st, &ctx, "from", df, &["--xattrs"]);
+    let out = s.join("from-dir");
+    ok(convert(&st).arg("--xattrs").arg("from").arg(&out));
+    assert_eq!(user_test(&out.join("e/f")).as_deref(), Some("file"));
+    assert_eq!(user_test(&out.join("e")).as_deref(), Some("dir"));
+    assert_eq!(user_test(&out.join("t")).as_deref(), Some("top"));
+    assert_eq!(user_test(&out.join("g")).as_deref(), Some("file"));
+}
+
+#[test]
+fn add_of_a_local_archive_keeps_user_xattrs_with_the_xattrs_option() {
+    let s = Scratch::new("modes-xattr-add");
+    let st = s.storage();
+    let ctx = context(&s);
+    if !user_xattrs_work(&ctx) {
+        skip("the scratch file system does not take user.* extended attributes");
+        return;
+    }
+    // PAX `SCHILY.xattr.*` records, as GNU tar --xattrs writes them; a `trusted.*` one is
+    // not the user's to set and is left out.
+    sh(&format!(
+        r#"/usr/bin/python3 - <<'EOF'
+import io, tarfile
+with tarfile.open("{t}", "w", format=tarfile.PAX_FORMAT) as t:
+    d = tarfile.TarInfo("d")
+    d.type, d.mode = tarfile.DIRTYPE, 0o755
+    d.pax_headers = {{"SCHILY.xattr.user.test": "dir"}}
+    t.addfile(d)
+    f = tarfile.TarInfo("d/f")
+    f.mode, f.size = 0o444, 3
+    f.pax_headers = {{"SCHILY.xattr.user.test": "file", "SCHILY.xattr.trusted.x": "no"}}
+    t.addfile(f, io.BytesIO(b"hi\n"))
+EOF
+chmod a+r {t}"#,
+        t = ctx.join("x.tar").display()
+    ));
+    build(
+        &st,
+        &ctx,
+        "add",
+        "FROM scratch\nADD x.tar /x/\n",
+        &["--xattrs"],
+    );
+    let out = s.join("add-dir");
+    ok(convert(&st).arg("--xattrs").arg("add").arg(&out));
+    assert_eq!(user_test(&out.join("x/d/f")).as_deref(), Some("file"));
+    assert_eq!(user_test(&out.join("x/d")).as_deref(), Some("dir"));
+    // Without the option nothing is recorded.
+    build(&st, &ctx, "plain", "FROM scratch\nADD x.tar /x/\n", &[]);
+    let out = s.join("plain-dir");
+    ok(convert(&st).arg("--xattrs").arg("plain").arg(&out));
+    assert_eq!(user_test(&out.join("x/d/f")), None);
+}
+
+#[test]
+fn copy_cached_without_xattrs_is_not_reused_by_an_xattrs_build() {
+    let s = Scratch::new("modes-xattr-cache");
+    let st = s.storage();
+    let ctx = context(&s);
+    if !user_xattrs_work(&ctx) {
+        skip("the scratch file system does not take user.* extended attributes");
+        return;
+    }
+    let set = |v: &str| {
+        sh(&format!(
+            "cd {c} && /usr/bin/python3 -c \"import os; os.setxattr('top', 'user.test', b'{v}')\"",
+            c = ctx.display()
+        ));
+    };
+    sh(&format!("echo top > {}", ctx.join("top").display()));
+    set("one");
+    let df = "FROM scratch\nCOPY top /top\n";
+    build(&st, &ctx, "plain", df, &[]);
+    build(&st, &ctx, "x", df, &["--xattrs"]);
+    let out = s.join("x-dir");
+    ok(convert(&st).arg("--xattrs").arg("x").arg(&out));
+    assert_eq!(user_test(&out.join("top")).as_deref(), Some("one"));
+    // An attribute changed in the context is a miss too (with --xattrs, COPY keeps it).
+    set("two");
+    build(&st, &ctx, "y", df, &["--xattrs"]);
+    let out = s.join("y-dir");
+    ok(convert(&st).arg("--xattrs").arg("y").arg(&out));
+    assert_eq!(user_test(&out.join("top")).as_deref(), Some("two"));
+}
