@@ -14,6 +14,8 @@
 pub mod build;
 pub mod cli;
 pub mod convert;
+pub mod hint;
+pub mod image;
 pub mod log;
 pub mod reference;
 pub mod registry;

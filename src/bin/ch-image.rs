@@ -8,8 +8,11 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use grove::image;
 use grove::reference::Reference;
-use grove::store::Store;
+use grove::store::layout::{self, RelativeVariable};
+use grove::store::model::XattrPolicy;
+use grove::store::{Layout, Store};
 use grove::{cli, info, warn};
 
 #[derive(Parser)]
@@ -195,181 +198,38 @@ struct BuildArgs {
     no_force_detect: bool,
 }
 
-/// The tag Charliecloud infers: `Dockerfile.EXT` gives EXT, `NAME.df` or
-/// `NAME.dockerfile` gives NAME, else the context directory's name; lowercased, with
-/// characters that can't be in a reference removed.
-fn infer_tag(file: Option<&std::path::Path>, context: &std::path::Path) -> String {
-    let from_file = file
-        .and_then(|f| f.file_name())
-        .map(|n| n.to_string_lossy().into_owned())
-        .and_then(|n| {
-            if let Some(ext) = n.strip_prefix("Dockerfile.") {
-                Some(ext.to_string())
-            } else {
-                n.strip_suffix(".df")
-                    .or_else(|| n.strip_suffix(".dockerfile"))
-                    .map(str::to_string)
-            }
-        });
-    let base = from_file.unwrap_or_else(|| {
-        let abs = std::fs::canonicalize(context).unwrap_or_else(|_| context.to_path_buf());
-        abs.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "root".into())
-    });
-    let t: String = base
-        .to_lowercase()
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
-        .collect();
-    if t.is_empty() {
-        "root".into()
-    } else {
-        t
-    }
-}
-
-/// A directory removed (if empty) when dropped.
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
-fn build(storage: &std::path::Path, common: &Common, mut a: BuildArgs) -> anyhow::Result<()> {
-    use grove::build::context::read_dockerfile;
-    use grove::build::exec::{self, BuildOptions, CacheMode, Force};
-    // `build -t foo -` (FAQ 11.4.9): the Dockerfile on standard input, no context; an
-    // empty directory stands in for it, so any COPY finds nothing.
-    let _empty_context;
-    if a.context.as_os_str() == "-" {
-        if a.file.is_some() {
-            bail!("-f can't be used when the context is - (the Dockerfile is read from standard input)");
-        }
-        if a.tag.is_none() {
-            bail!("-t NAME is needed when the Dockerfile is read from standard input (context -)");
-        }
-        a.file = Some(PathBuf::from("-"));
-        let d = std::env::temp_dir().join(format!("grove-no-context.{}", std::process::id()));
-        std::fs::create_dir(&d)
-            .with_context(|| format!("can't create empty context directory: {}", d.display()))?;
-        a.context = d.clone();
-        _empty_context = RemoveOnDrop(d);
-    }
-    let (text, name) = match &a.file {
-        Some(f) if f.as_os_str() == "-" => (read_dockerfile(None, "-")?, "-".to_string()),
-        Some(f) => (
-            read_dockerfile(Some(f), &f.display().to_string())?,
-            f.display().to_string(),
-        ),
-        None => {
-            let f = a.context.join("Dockerfile");
-            (
-                read_dockerfile(Some(&f), &f.display().to_string())?,
-                f.display().to_string(),
-            )
-        }
-    };
-    if !a.context.is_dir() {
-        bail!("context must be a directory: {}", a.context.display());
-    }
-    let tag_text = a
-        .tag
-        .clone()
-        .unwrap_or_else(|| infer_tag(a.file.as_deref(), &a.context));
-    let tag = parse_ref(&tag_text)?;
-    let cache = if common.no_cache {
-        CacheMode::Disabled
-    } else if common.rebuild {
-        CacheMode::Rebuild
-    } else if common.cache {
-        CacheMode::Enabled
-    } else {
-        match std::env::var("CH_IMAGE_CACHE").ok().as_deref() {
-            None | Some("") | Some("enabled") => CacheMode::Enabled,
-            Some("disabled") => CacheMode::Disabled,
-            Some("rebuild") => CacheMode::Rebuild,
-            Some(o) => bail!("$CH_IMAGE_CACHE: invalid value: {o} (enabled, disabled or rebuild)"),
-        }
-    };
-    let force = match a.force.as_deref() {
-        None | Some("seccomp") => Force::Seccomp,
-        Some("none") => Force::None,
-        Some("fakeroot") => Force::Fakeroot,
-        Some(o) => bail!("--force: invalid mode: {o}"),
-    };
-    let mut build_args = Vec::new();
-    for b in &a.build_arg {
-        match b.split_once('=') {
-            Some((k, v)) => build_args.push((k.to_string(), v.to_string())),
-            None => match std::env::var(b) {
-                Ok(v) => build_args.push((b.clone(), v)),
-                Err(_) => bail!("--build-arg: {b}: no value given and not set in the environment"),
-            },
-        }
-    }
+fn build(
+    storage: &std::path::Path,
+    common: &Common,
+    xattrs: XattrPolicy,
+    registry: grove::registry::Settings,
+    a: BuildArgs,
+) -> anyhow::Result<()> {
+    let cache = image::cache_mode(
+        common.no_cache,
+        common.rebuild,
+        common.cache,
+        std::env::var("CH_IMAGE_CACHE").ok().as_deref(),
+    )?;
+    let build_args = image::build_args(&a.build_arg, |k| std::env::var(k).ok())?;
     let ch_run = std::env::current_exe()
         .context("can't find own executable")?
         .with_file_name("ch-run");
-    // Checked now, not at the first RUN that executes (after any cache hits).
-    for b in &a.bind {
-        grove::run::Bind::parse(b).map_err(|e| anyhow::anyhow!(e))?;
-    }
-    let opts = BuildOptions {
-        context: a.context.clone(),
-        dockerfile: text,
-        dockerfile_name: name,
-        tag: tag.clone(),
+    let req = image::BuildRequest {
+        context: a.context,
+        tag: a.tag,
+        file: a.file,
         build_args,
-        cache,
-        force,
-        binds: a.bind.clone(),
         dry_run: a.dry_run,
+        parse_only: a.parse_only,
+        binds: a.bind,
+        force: a.force,
+        cache,
         ch_run,
-        stat_cache: storage.join("statcache").join(format!(
-            "{}.txt",
-            blake3::hash(
-                std::fs::canonicalize(&a.context)?
-                    .as_os_str()
-                    .as_encoded_bytes()
-            )
-            .to_hex()
-        )),
+        registry,
     };
-    if a.parse_only || grove::log::enabled(3) {
-        let df = exec::parse(&opts)?;
-        for i in &df.instructions {
-            if a.parse_only {
-                grove::dataln!("{:>3} {}", i.span.start_line, i.display());
-            } else {
-                grove::trace!("parse tree: {}: {:?}", i.span.start_line, i.kind);
-            }
-        }
-        if a.parse_only {
-            return Ok(());
-        }
-    }
-    let store = Store::open(storage)?;
-    let lock = store.lock()?;
-    let t = std::time::Instant::now();
-    let r = exec::build(&store, &lock, &opts)?;
-    if a.dry_run {
-        info!(
-            "dry run: {} instructions: {tag} ({} hits, {} not executed; image not written)",
-            r.instructions, r.hits, r.misses
-        );
-    } else {
-        info!(
-            "grown in {} instructions: {tag} ({} hits, {} executed, {:.2}s)",
-            r.instructions,
-            r.hits,
-            r.misses,
-            t.elapsed().as_secs_f64()
-        );
-    }
-    Ok(())
+    let open = || Ok(Store::open(storage)?.with_xattrs(xattrs));
+    Ok(image::build(open, &Layout::new(storage), req)?)
 }
 
 #[derive(Args)]
@@ -391,53 +251,11 @@ struct BuildCacheArgs {
     action: Vec<String>,
 }
 
-/// Resolve `IMAGE`, `IMAGE~N` or a commit id (prefix) to a commit.
-fn resolve_state(store: &Store, spec: &str) -> anyhow::Result<gix::ObjectId> {
-    let (base, back) = match spec.rsplit_once('~') {
-        Some((b, n)) => (
-            b,
-            n.parse::<usize>()
-                .with_context(|| format!("bad ~N in {spec}"))?,
-        ),
-        None => (spec, 0),
-    };
-    let repo = store.repo();
-    let mut commit = match Reference::parse(base)
-        .ok()
-        .map(Reference::with_default_tag)
-        .and_then(|r| store.image(&r).ok().flatten())
-    {
-        Some(c) => c,
-        None => {
-            if base.len() >= 4 && base.chars().all(|c| c.is_ascii_hexdigit()) {
-                repo.rev_parse_single(base)
-                    .with_context(|| format!("no image or commit: {base}"))?
-                    .detach()
-            } else {
-                bail!("no image or commit: {base}");
-            }
-        }
-    };
-    for _ in 0..back {
-        commit = grove::store::git::image_trees(&repo, commit)?
-            .parent
-            .with_context(|| format!("{spec}: history is shorter"))?;
-    }
-    Ok(commit)
-}
-
-fn human(n: i64) -> String {
-    let a = n.unsigned_abs() as f64;
-    let sign = if n < 0 { "-" } else { "+" };
-    if a >= 1e9 {
-        format!("{sign}{:.1}G", a / 1e9)
-    } else if a >= 1e6 {
-        format!("{sign}{:.1}M", a / 1e6)
-    } else if a >= 1e3 {
-        format!("{sign}{:.1}k", a / 1e3)
-    } else {
-        format!("{sign}{a}")
-    }
+/// Write a command's output to stdout ([`cli::write_stdout`]: a closed pipe ends the
+/// program quietly).
+fn emit(text: &str) -> anyhow::Result<()> {
+    cli::write_stdout(text);
+    Ok(())
 }
 
 /// `writeln!` into a String (cannot fail).
@@ -446,152 +264,6 @@ macro_rules! outln {
         use std::fmt::Write as _;
         let _ = writeln!($o, $($t)*);
     }};
-}
-
-/// Write a command's output to stdout ([`cli::write_stdout`]: a closed pipe ends the
-/// program quietly).
-fn emit(text: &str) -> anyhow::Result<()> {
-    cli::write_stdout(text);
-    Ok(())
-}
-
-/// An image name as listed: Charliecloud shows an image built with `-t foo` as `foo`;
-/// Grove stores it as `foo:latest` and drops the default tag for display.
-fn list_name(name: &str) -> &str {
-    name.strip_suffix(":latest").unwrap_or(name)
-}
-
-fn history(storage: &std::path::Path, image_ref: &str, json: bool) -> anyhow::Result<()> {
-    let mut o = String::new();
-    let store = Store::open_existing(storage)?;
-    let commit = resolve_state(&store, image_ref)?;
-    let steps = grove::store::history::history(&store.repo(), commit)?;
-    if json {
-        outln!(o, "{}", serde_json::to_string_pretty(&steps)?);
-        return emit(&o);
-    }
-    for s in steps {
-        let hit = match s.hit {
-            Some(true) => "hit ",
-            Some(false) => "run ",
-            None => "    ",
-        };
-        let key = s
-            .key
-            .as_deref()
-            .map(|k| &k[..12.min(k.len())])
-            .unwrap_or("-");
-        outln!(
-            o,
-            "{} {key:<12} {hit} +{} ~{} -{} {:>7}  {}",
-            &s.commit[..12],
-            s.added,
-            s.modified,
-            s.removed,
-            human(s.size_delta),
-            s.instruction
-        );
-    }
-    emit(&o)
-}
-
-fn diff(storage: &std::path::Path, a: &str, b: &str, stat: bool) -> anyhow::Result<()> {
-    let mut o = String::new();
-    let store = Store::open_existing(storage)?;
-    let ca = resolve_state(&store, a)?;
-    let cb = resolve_state(&store, b)?;
-    let entries = grove::store::diff::diff_commits(&store.repo(), Some(ca), cb, stat)?;
-    if stat {
-        let s = grove::store::diff::stat(&entries);
-        outln!(
-            o,
-            "{} added, {} changed, {} removed, size {}",
-            s.added,
-            s.modified,
-            s.removed,
-            human(s.size_delta)
-        );
-    } else {
-        for e in entries {
-            outln!(
-                o,
-                "{} /{}",
-                e.change.letter(),
-                String::from_utf8_lossy(&e.path)
-            );
-        }
-    }
-    emit(&o)
-}
-
-fn inspect(storage: &std::path::Path, image_ref: &str, json: bool) -> anyhow::Result<()> {
-    let mut o = String::new();
-    let store = Store::open_existing(storage)?;
-    let commit = resolve_state(&store, image_ref)?;
-    let repo = store.repo();
-    let cfg = grove::store::git::read_config(&repo, commit)?;
-    let note: Option<serde_json::Value> =
-        grove::store::notes::get(&repo, commit)?.and_then(|n| serde_json::from_slice(&n).ok());
-    if json {
-        let v =
-            serde_json::json!({ "commit": commit.to_string(), "config": cfg, "provenance": note });
-        outln!(o, "{}", serde_json::to_string_pretty(&v)?);
-        return emit(&o);
-    }
-    outln!(o, "commit:       {commit}");
-    outln!(o, "cwd:          {}", cfg.cwd);
-    for (k, v) in &cfg.env {
-        outln!(o, "env:          {k}={v}");
-    }
-    if let Some(c) = &cfg.cmd {
-        outln!(o, "cmd:          {}", serde_json::to_string(c)?);
-    }
-    if let Some(e) = &cfg.entrypoint {
-        outln!(o, "entrypoint:   {}", serde_json::to_string(e)?);
-    }
-    outln!(o, "shell:        {}", serde_json::to_string(&cfg.shell)?);
-    for (k, v) in &cfg.labels {
-        outln!(o, "label:        {k}={v}");
-    }
-    if let Some(a) = &cfg.arch {
-        outln!(o, "arch:         {a}");
-    }
-    if let Some(n) = note {
-        for b in n
-            .get("bases")
-            .and_then(|b| b.as_array())
-            .into_iter()
-            .flatten()
-        {
-            outln!(
-                o,
-                "base:         {} ({})",
-                b.get("image").and_then(|v| v.as_str()).unwrap_or("?"),
-                b.get("commit").and_then(|v| v.as_str()).unwrap_or("?")
-            );
-        }
-        if let Some(args) = n.get("build_args").and_then(|a| a.as_object()) {
-            for (k, v) in args {
-                outln!(o, "build arg:    {k}={}", v.as_str().unwrap_or(""));
-            }
-        }
-        if let Some(h) = n.get("context_hash").and_then(|v| v.as_str()) {
-            outln!(o, "context hash: {h}");
-        }
-        if let Some(d) = n.get("dockerfile").and_then(|v| v.as_str()) {
-            outln!(
-                o,
-                "dockerfile ({}):",
-                n.get("dockerfile_name")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("?")
-            );
-            for l in d.lines() {
-                outln!(o, "  {l}");
-            }
-        }
-    }
-    emit(&o)
 }
 
 fn build_cache(storage: &std::path::Path, a: BuildCacheArgs) -> anyhow::Result<()> {
@@ -722,48 +394,8 @@ fn dependencies() -> ExitCode {
     }
 }
 
-/// The reference parse report of `pull --parse-only`, in Charliecloud's words (its
-/// `Reference.as_verbose_str`): the reference as given, no defaults added.
-fn parse_report(text: &str) -> anyhow::Result<String> {
-    let r = Reference::parse(text)?;
-    let q = |x: Option<&str>| x.map_or("None".to_string(), |v| format!("'{v}'"));
-    let path = r
-        .path
-        .iter()
-        .map(|p| format!("'{p}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut o = String::new();
-    outln!(o, "as string:    {r}");
-    outln!(o, "for filename: {}", r.for_path());
-    outln!(o, "fields:");
-    outln!(o, "  host    {}", q(r.host.as_deref()));
-    outln!(
-        o,
-        "  port    {}",
-        r.port.map_or("None".to_string(), |p| p.to_string())
-    );
-    outln!(o, "  path    [{path}]");
-    outln!(o, "  name    {}", q(Some(&r.name)));
-    outln!(o, "  tag     {}", q(r.tag.as_deref()));
-    outln!(o, "  digest  {}", q(r.digest.as_deref()));
-    Ok(o)
-}
-
-/// The glob of the intermediate stage images of `g` (a name or glob given to `delete`):
-/// `foo` and `foo:latest` give `foo_stage[0-9]*:latest`, `foo:1.0` gives
-/// `foo:1.0_stage[0-9]*`.
-fn stage_pattern(g: &str) -> String {
-    let after_slash = g.rfind('/').map_or(0, |i| i + 1);
-    match g[after_slash..].rfind(':').map(|i| i + after_slash) {
-        Some(i) if &g[i + 1..] == "latest" => format!("{}_stage[0-9]*:latest", &g[..i]),
-        Some(_) => format!("{g}_stage[0-9]*"),
-        None => format!("{g}_stage[0-9]*:latest"),
-    }
-}
-
 fn parse_ref(s: &str) -> anyhow::Result<Reference> {
-    Ok(Reference::parse(s)?.with_default_tag())
+    Ok(image::parse_ref(s)?)
 }
 
 fn registry_settings(c: &Common) -> grove::registry::Settings {
@@ -788,14 +420,14 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
         ..
     } = &cmd
     {
-        return emit(&parse_report(image_ref)?);
+        return emit(&image::parse_report(image_ref)?);
     }
-    let env_xattrs = std::env::var_os("CH_XATTRS").is_some_and(|v| !v.is_empty());
-    let xattrs = !cli.common.no_xattrs && (cli.common.xattrs || env_xattrs);
-    grove::store::model::set_xattrs(xattrs);
-    let storage = cli::storage_dir(cli.common.storage.clone())?;
+    // Settings, resolved once and passed down.
+    let xattrs = cli::xattrs_setting(cli.common.xattrs, cli.common.no_xattrs);
+    let storage =
+        layout::storage_dir_from_env(cli.common.storage.as_deref(), RelativeVariable::Refuse)?;
     let settings = registry_settings(&cli.common);
-    settings.clone().set_global();
+    let open = || -> anyhow::Result<Store> { Ok(Store::open(&storage)?.with_xattrs(xattrs)) };
     grove::verbose!("version: {}", env!("CARGO_PKG_VERSION"));
     grove::verbose!(
         "verbose level: {} ({})",
@@ -810,7 +442,7 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             _ => "TRACE",
         }
     );
-    grove::verbose!("save xattrs: {xattrs}");
+    grove::verbose!("save xattrs: {}", xattrs.record());
     grove::verbose!("storage directory: {}", storage.display());
     grove::debug!(
         "host architecture for registry: {}",
@@ -831,7 +463,7 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             settings.always_download |= common.no_cache;
             if let Some(d) = dest.as_deref().filter(|d| cli::is_image_dir_argument(d)) {
                 let dir = PathBuf::from(d);
-                grove::registry::pull::pull_to_dir(&src, &dir, &settings)
+                grove::registry::pull::pull_to_dir(&src, &dir, &settings, xattrs)
                     .with_context(|| format!("can't pull {src} into {}", dir.display()))?;
                 return Ok(());
             }
@@ -839,7 +471,7 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
                 Some(d) => parse_ref(d)?,
                 None => src.clone(),
             };
-            let store = Store::open(&storage)?;
+            let store = open()?;
             let lock = store.lock()?;
             let t = std::time::Instant::now();
             let out = grove::registry::pull::pull(&store, &lock, &src, &dest, &settings)
@@ -864,7 +496,7 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             if dest_ref.is_some() {
                 info!("destination:     {dest}");
             }
-            let store = Store::open(&storage)?;
+            let store = open()?;
             let lock = store.lock()?;
             let source = match &image {
                 Some(d) => Source::Dir(d),
@@ -873,10 +505,23 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             push(&store, &lock, source, &dest, &settings)
                 .with_context(|| format!("can't push {dest}"))?;
         }
-        Cmd::Build(a) => build(&storage, &common, a)?,
-        Cmd::History { image_ref, json } => history(&storage, &image_ref, json)?,
-        Cmd::Diff { a, b, stat } => diff(&storage, &a, &b, stat)?,
-        Cmd::Inspect { image_ref, json } => inspect(&storage, &image_ref, json)?,
+        Cmd::Build(a) => build(&storage, &common, xattrs, settings, a)?,
+        Cmd::History { image_ref, json } => emit(&image::history(
+            &Store::open_existing(&storage)?,
+            &image_ref,
+            json,
+        )?)?,
+        Cmd::Diff { a, b, stat } => emit(&image::diff(
+            &Store::open_existing(&storage)?,
+            &a,
+            &b,
+            stat,
+        )?)?,
+        Cmd::Inspect { image_ref, json } => emit(&image::inspect(
+            &Store::open_existing(&storage)?,
+            &image_ref,
+            json,
+        )?)?,
         Cmd::BuildCache(a) => build_cache(&storage, a)?,
         Cmd::Fsck => {
             let store = Store::open_existing(&storage)?;
@@ -905,7 +550,7 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Reset => {
             Store::reset(&storage)?;
             info!("deleted storage directory: {}", storage.display());
-            Store::open(&storage)?;
+            open()?;
         }
         Cmd::Import { path, image_ref } => {
             let name = parse_ref(&image_ref)?;
@@ -918,7 +563,7 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
                     grove::verbose!("reading as the user only: {}", e.report());
                 }
             }
-            let store = Store::open(&storage)?;
+            let store = open()?;
             let lock = store.lock()?;
             info!("importing: {}", path.display());
             let t = std::time::Instant::now();
@@ -938,14 +583,14 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             image_ref: None,
             long,
         } => {
-            let store = Store::open(&storage)?;
+            let store = open()?;
             let mut o = String::new();
             for (name, commit) in store.list()? {
                 if long {
                     // Grove's own format, with commits: the full name.
                     outln!(o, "{name}\t{commit}");
                 } else {
-                    outln!(o, "{}", list_name(&name));
+                    outln!(o, "{}", image::list_name(&name));
                 }
             }
             emit(&o)?;
@@ -954,7 +599,7 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             image_ref: Some(r), ..
         } => {
             let name = parse_ref(&r)?;
-            let store = Store::open(&storage)?;
+            let store = open()?;
             grove::dataln!("details of image:    {name}");
             match store.image(&name)? {
                 Some(commit) => {
@@ -1004,35 +649,13 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             }
         }
         Cmd::Delete { image_glob } => {
-            let store = Store::open(&storage)?;
+            let store = open()?;
             let lock = store.lock()?;
-            let all = store.list()?;
-            for g in &image_glob {
-                let pattern = if g.contains(':') || g.contains('*') || g.contains('?') {
-                    g.clone()
-                } else {
-                    format!("{g}:latest")
-                };
-                // As Charliecloud: the build's intermediate stages go too (`NAME_stageN`,
-                // named by `build::exec::stage_name`).
-                let stages = stage_pattern(g);
-                let matches: Vec<&String> = all
-                    .iter()
-                    .map(|(n, _)| n)
-                    .filter(|n| cli::glob_match(&pattern, n) || cli::glob_match(&stages, n))
-                    .collect();
-                if matches.is_empty() {
-                    bail!("no matching image, can't delete: {g}");
-                }
-                for m in matches {
-                    store.delete(&lock, &parse_ref(m)?)?;
-                    info!("deleted image: {m}");
-                }
-            }
+            image::delete(&store, &lock, &image_glob)?;
         }
         Cmd::Undelete { image_ref } => {
             let name = parse_ref(&image_ref)?;
-            let store = Store::open(&storage)?;
+            let store = open()?;
             let lock = store.lock()?;
             store.undelete(&lock, &name)?;
             info!("undeleted image: {name}");
@@ -1058,12 +681,13 @@ fn main() -> ExitCode {
         eprintln!("{}", cli::last_wins(Cli::command()).render_help());
         return ExitCode::from(1);
     };
-    let storage = cli::storage_dir(cli.common.storage.clone()).ok();
+    let storage =
+        layout::storage_dir_from_env(cli.common.storage.as_deref(), RelativeVariable::Refuse).ok();
     match run(cli, cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let e = read_only_storage(e, storage.as_deref());
-            cli::report(&e);
+            cli::report(&*e);
             ExitCode::from(1)
         }
     }

@@ -82,6 +82,8 @@ pub struct BuildOptions {
     pub ch_run: PathBuf,
     /// Where the stat cache of content hashes lives.
     pub stat_cache: PathBuf,
+    /// Registry settings for base images a `FROM` pulls.
+    pub registry: crate::registry::Settings,
 }
 
 /// Errors of a build.
@@ -689,23 +691,19 @@ impl<'a> Builder<'a> {
             }
             let c = match found {
                 Some(c) => c,
-                None => crate::registry::pull::pull(
-                    self.store,
-                    self.lock,
-                    &r,
-                    &r,
-                    &crate::registry::Settings::global(),
-                )
-                .map_err(|e| {
-                    self.at(
-                        ins,
-                        format!(
-                            "{r}: not in storage and can't pull it: {}",
-                            e.full_message()
-                        ),
-                    )
-                })?
-                .commit(),
+                None => {
+                    crate::registry::pull::pull(self.store, self.lock, &r, &r, &self.opts.registry)
+                        .map_err(|e| {
+                            self.at(
+                                ins,
+                                format!(
+                                    "{r}: not in storage and can't pull it: {}",
+                                    e.full_message()
+                                ),
+                            )
+                        })?
+                        .commit()
+                }
             };
             (c, Key::from_base(&c.to_string()))
         };
@@ -749,8 +747,9 @@ impl<'a> Builder<'a> {
     fn absorb(&mut self, layer: &Path) -> Result<(), BuildError> {
         let ts = self.store.thread_safe().clone();
         let clamp = self.source_date_epoch;
+        let xattrs = self.store.xattrs();
         let model = self.model()?;
-        let (_, warnings) = store::layer::apply_upper(&ts, model, layer, clamp)?;
+        let (_, warnings) = store::layer::apply_upper(&ts, model, layer, clamp, xattrs)?;
         self.files_changed = true;
         for w in warnings {
             warn!("{w}");
@@ -1093,6 +1092,7 @@ impl<'a> Builder<'a> {
                 Src::Inline(..) | Src::Url(..) => false,
             };
         let n_sources = srcs.len();
+        let xattrs = self.store.xattrs();
         let file = self.df.file.clone();
         let at = |message: String| BuildError::At {
             file: file.clone(),
@@ -1147,9 +1147,9 @@ impl<'a> Builder<'a> {
                         extract_archive(&src.real, &t)
                     } else if src.real.is_dir() {
                         let t = if into_dir { dir.clone() } else { named };
-                        copy::copy_host(&src.real, &src.rel, &self.ignore, &t)
+                        copy::copy_host(&src.real, &src.rel, &self.ignore, &t, xattrs)
                     } else {
-                        copy::copy_host(&src.real, &src.rel, &self.ignore, &named)
+                        copy::copy_host(&src.real, &src.rel, &self.ignore, &named, xattrs)
                     }
                 }
                 Src::Url(name, f) => {

@@ -26,6 +26,7 @@ use super::client::{Client, HashingReader};
 use super::manifest::{self, Document, Manifest, OciConfig};
 use super::{Arch, RegistryError, Remote, Settings};
 use crate::reference::Reference;
+use crate::store::model::XattrPolicy;
 use crate::store::{config, git, import, Dir, Expect, Store, WriteLock};
 use crate::{info, verbose, warn};
 
@@ -207,8 +208,15 @@ pub fn pull(
             source,
         };
         let reader = import::open_archive(p).map_err(layer_err)?;
-        let warnings = import::apply_layer(ts, &mut root, reader, p, import::Whiteouts::Apply)
-            .map_err(layer_err)?;
+        let warnings = import::apply_layer(
+            ts,
+            &mut root,
+            reader,
+            p,
+            import::Whiteouts::Apply,
+            store.xattrs(),
+        )
+        .map_err(layer_err)?;
         for w in warnings {
             warn!("{w}");
         }
@@ -298,7 +306,12 @@ fn pull_scratch(
 /// dropped), ready for `ch-run DIR`. An existing `dir` is replaced if it is empty or
 /// looks like an image (has `bin`, `dev` and `usr` directories, Charliecloud's test);
 /// anything else there is refused.
-pub fn pull_to_dir(src: &Reference, dir: &Path, settings: &Settings) -> Result<(), RegistryError> {
+pub fn pull_to_dir(
+    src: &Reference,
+    dir: &Path,
+    settings: &Settings,
+    xattrs: XattrPolicy,
+) -> Result<(), RegistryError> {
     let replace = match fs::symlink_metadata(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(e) => return Err(io_err("stat", dir)(e)),
@@ -343,7 +356,7 @@ pub fn pull_to_dir(src: &Reference, dir: &Path, settings: &Settings) -> Result<(
     let _ = crate::store::checkout::remove_tree(&work);
     let result = (|| -> Result<(), RegistryError> {
         info!("unpacking into:   {}", dir.display());
-        let store = Store::open(&work.join("storage"))?;
+        let store = Store::open(&work.join("storage"))?.with_xattrs(xattrs);
         let lock = store.lock()?;
         let commit = pull(&store, &lock, src, src, settings)?.commit();
         let (root, _) = store.read(commit)?;
@@ -476,7 +489,7 @@ fn download_layers(
     m: &Manifest,
     settings: &Settings,
 ) -> Result<Vec<PathBuf>, RegistryError> {
-    let cache = store.root().join("dlcache");
+    let cache = store.layout().dlcache();
     let jobs = distinct_layers(&m.layers)?;
     fs::create_dir_all(&cache).map_err(io_err("create directory", &cache))?;
     let bars = settings.progress.then(indicatif::MultiProgress::new);

@@ -724,7 +724,7 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
                 .map_err(|e| RunError::sys("can't read signal mask", e))?;
             let e = exec_child(spec, &new_env, &mask);
             eprintln!("{}", e.report());
-            return Ok(exec_failure_status(&e));
+            return Ok(e.exit_status());
         }
     };
 
@@ -750,7 +750,7 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
                 Ok(()) => exec_child(spec, &new_env, &old),
             };
             eprintln!("{}", e.report());
-            sys::exit_now(exec_failure_status(&e));
+            sys::exit_now(e.exit_status());
         }
         sys::Forked::Parent(child) => {
             let mut terminated = false;
@@ -820,16 +820,6 @@ fn join_identity(spec: &RunSpec, uid: u32, gid: u32) -> join::Identity {
     }
 }
 
-/// Exit status after `exec_child` failed with `e`: 49 if the command could not be
-/// executed, else 31.
-fn exec_failure_status(e: &RunError) -> i32 {
-    if e.message().starts_with("can't execve") {
-        EXIT_EXEC
-    } else {
-        EXIT_MISC
-    }
-}
-
 /// Final process setup and exec of the command (in ch-run itself, or in the forked child
 /// for SquashFS images). Returns only on failure.
 fn exec_child(spec: &RunSpec, new_env: &[env::Var], old_mask: &SigSet) -> RunError {
@@ -886,7 +876,7 @@ fn exec_child(spec: &RunSpec, new_env: &[env::Var], old_mask: &SigSet) -> RunErr
     let e = nix::unistd::execvp(&argv[0], &argv)
         .err()
         .unwrap_or(nix::errno::Errno::UnknownErrno);
-    RunError::sys(
+    RunError::exec(
         format!("can't execve(2): {}", spec.cmd[0].to_string_lossy()),
         e,
     )

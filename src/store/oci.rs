@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use super::config::{History, ImageConfig};
 use super::export::{self, ExportError, ParGz};
 use super::import::{self, ImportError, Warnings, Whiteouts};
-use super::model::Dir;
+use super::model::{Dir, XattrPolicy};
 
 pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -726,6 +726,7 @@ pub fn image_config(doc: &Value) -> ImageConfig {
 pub fn read_layout(
     ts: &gix::ThreadSafeRepository,
     dir: &Path,
+    xattrs: XattrPolicy,
 ) -> Result<(Dir, ImageConfig, Warnings), OciError> {
     let (config_digest, layers): (String, Vec<(PathBuf, Option<String>)>) =
         if dir.join("index.json").symlink_metadata().is_ok() {
@@ -767,7 +768,14 @@ pub fn read_layout(
                 let p = dir.join(&rel);
                 let f = open_in_layout(dir, &rel)?;
                 let r = open_layer(&f, &p)?;
-                warnings.extend(import::apply_layer(ts, &mut root, r, &p, Whiteouts::Apply)?);
+                warnings.extend(import::apply_layer(
+                    ts,
+                    &mut root,
+                    r,
+                    &p,
+                    Whiteouts::Apply,
+                    xattrs,
+                )?);
             }
             return Ok((root, cfg, warnings));
         } else {
@@ -783,7 +791,14 @@ pub fn read_layout(
             verify(dir, &p, &mut f, &d)?;
         }
         let r = open_layer(&f, &p)?;
-        warnings.extend(import::apply_layer(ts, &mut root, r, &p, Whiteouts::Apply)?);
+        warnings.extend(import::apply_layer(
+            ts,
+            &mut root,
+            r,
+            &p,
+            Whiteouts::Apply,
+            xattrs,
+        )?);
     }
     Ok((root, cfg, warnings))
 }

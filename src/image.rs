@@ -1,0 +1,676 @@
+//! `ch-image`'s operations above the store: naming image states (`IMAGE`, `IMAGE~N`, a
+//! commit id), the text of `history`, `diff`, `inspect` and `pull --parse-only`, deleting
+//! by glob (with a build's intermediate stages), and preparing a build from its command
+//! line (the Dockerfile from a file or standard input, the inferred tag, build arguments,
+//! the stat cache's place). The binary parses arguments, resolves settings, calls one of
+//! these and prints what it returns.
+//!
+//! Text is returned as a `String` ending in a newline per line (the binary writes it to
+//! standard output as data); progress goes to the log.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use gix::ObjectId;
+
+use crate::build::exec::{self, BuildOptions, CacheMode, Force};
+use crate::cli::glob_match;
+use crate::reference::{Reference, ReferenceError};
+use crate::store::{Store, StoreError, WriteLock};
+
+/// Errors of ch-image's operations.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("bad ~N in {spec}")]
+    BadBack {
+        spec: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    #[error("no image or commit: {0}")]
+    NoState(String),
+    #[error("no image or commit: {name}")]
+    NoCommit {
+        name: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{0}: history is shorter")]
+    ShortHistory(String),
+    #[error("no matching image, can't delete: {0}")]
+    NoMatch(String),
+    #[error("-f can't be used when the context is - (the Dockerfile is read from standard input)")]
+    FileWithStdin,
+    #[error("-t NAME is needed when the Dockerfile is read from standard input (context -)")]
+    TagWithStdin,
+    #[error("context must be a directory: {}", .0.display())]
+    ContextNotDir(PathBuf),
+    #[error("$CH_IMAGE_CACHE: invalid value: {0} (enabled, disabled or rebuild)")]
+    CacheVariable(String),
+    #[error("--force: invalid mode: {0}")]
+    ForceMode(String),
+    #[error("--build-arg: {0}: no value given and not set in the environment")]
+    BuildArgUnset(String),
+    /// A `-b SRC[:DST]` refused by [`crate::run::Bind::parse`].
+    #[error("{0}")]
+    Bind(String),
+    #[error("can't {action}: {}", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Read(#[from] crate::store::ReadError),
+    #[error(transparent)]
+    Git(#[from] crate::store::GitError),
+    #[error(transparent)]
+    Build(#[from] exec::BuildError),
+    #[error(transparent)]
+    Context(#[from] crate::build::context::ContextError),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+impl ImageError {
+    /// A hint for the user, from the error this one wraps.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ImageError::Store(e) => e.hint(),
+            _ => None,
+        }
+    }
+}
+
+/// An image name with the default tag (`latest`) if it has none.
+pub fn parse_ref(s: &str) -> Result<Reference, ReferenceError> {
+    Ok(Reference::parse(s)?.with_default_tag())
+}
+
+/// `writeln!` into a String (cannot fail).
+macro_rules! outln {
+    ($o:ident, $($t:tt)*) => {{
+        let _ = writeln!($o, $($t)*);
+    }};
+}
+
+/// Resolve `IMAGE`, `IMAGE~N` (N states before) or a commit id (a prefix of at least four
+/// hex digits) to a commit.
+pub fn resolve_state(store: &Store, spec: &str) -> Result<ObjectId, ImageError> {
+    let (base, back) = match spec.rsplit_once('~') {
+        Some((b, n)) => (
+            b,
+            n.parse::<usize>().map_err(|source| ImageError::BadBack {
+                spec: spec.to_string(),
+                source,
+            })?,
+        ),
+        None => (spec, 0),
+    };
+    let repo = store.repo();
+    let mut commit = match Reference::parse(base)
+        .ok()
+        .map(Reference::with_default_tag)
+        .and_then(|r| store.image(&r).ok().flatten())
+    {
+        Some(c) => c,
+        None if base.len() >= 4 && base.chars().all(|c| c.is_ascii_hexdigit()) => repo
+            .rev_parse_single(base)
+            .map_err(|source| ImageError::NoCommit {
+                name: base.to_string(),
+                source: Box::new(source),
+            })?
+            .detach(),
+        None => return Err(ImageError::NoState(base.to_string())),
+    };
+    for _ in 0..back {
+        commit = crate::store::git::image_trees(&repo, commit)?
+            .parent
+            .ok_or_else(|| ImageError::ShortHistory(spec.to_string()))?;
+    }
+    Ok(commit)
+}
+
+/// A size change for people: `+12`, `-1.5k`, `+3.0M`, `+1.2G`.
+pub fn human(n: i64) -> String {
+    let a = n.unsigned_abs() as f64;
+    let sign = if n < 0 { "-" } else { "+" };
+    if a >= 1e9 {
+        format!("{sign}{:.1}G", a / 1e9)
+    } else if a >= 1e6 {
+        format!("{sign}{:.1}M", a / 1e6)
+    } else if a >= 1e3 {
+        format!("{sign}{:.1}k", a / 1e3)
+    } else {
+        format!("{sign}{a}")
+    }
+}
+
+/// An image name as listed: Charliecloud shows an image built with `-t foo` as `foo`;
+/// Grove stores it as `foo:latest` and drops the default tag for display.
+pub fn list_name(name: &str) -> &str {
+    name.strip_suffix(":latest").unwrap_or(name)
+}
+
+/// `ch-image history`: one line per state, oldest first, or JSON.
+pub fn history(store: &Store, spec: &str, json: bool) -> Result<String, ImageError> {
+    let mut o = String::new();
+    let commit = resolve_state(store, spec)?;
+    let steps = crate::store::history::history(&store.repo(), commit)?;
+    if json {
+        outln!(o, "{}", serde_json::to_string_pretty(&steps)?);
+        return Ok(o);
+    }
+    for s in steps {
+        let hit = match s.hit {
+            Some(true) => "hit ",
+            Some(false) => "run ",
+            None => "    ",
+        };
+        let key = s
+            .key
+            .as_deref()
+            .map(|k| &k[..12.min(k.len())])
+            .unwrap_or("-");
+        outln!(
+            o,
+            "{} {key:<12} {hit} +{} ~{} -{} {:>7}  {}",
+            &s.commit[..12],
+            s.added,
+            s.modified,
+            s.removed,
+            human(s.size_delta),
+            s.instruction
+        );
+    }
+    Ok(o)
+}
+
+/// `ch-image diff A B`: changed paths, or totals with `stat`.
+pub fn diff(store: &Store, a: &str, b: &str, stat: bool) -> Result<String, ImageError> {
+    let mut o = String::new();
+    let ca = resolve_state(store, a)?;
+    let cb = resolve_state(store, b)?;
+    let entries = crate::store::diff::diff_commits(&store.repo(), Some(ca), cb, stat)?;
+    if stat {
+        let s = crate::store::diff::stat(&entries);
+        outln!(
+            o,
+            "{} added, {} changed, {} removed, size {}",
+            s.added,
+            s.modified,
+            s.removed,
+            human(s.size_delta)
+        );
+    } else {
+        for e in entries {
+            outln!(
+                o,
+                "{} /{}",
+                e.change.letter(),
+                String::from_utf8_lossy(&e.path)
+            );
+        }
+    }
+    Ok(o)
+}
+
+/// `ch-image inspect`: an image state's config and provenance, as text or JSON.
+pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageError> {
+    let mut o = String::new();
+    let commit = resolve_state(store, spec)?;
+    let repo = store.repo();
+    let cfg = crate::store::git::read_config(&repo, commit)?;
+    let note: Option<serde_json::Value> =
+        crate::store::notes::get(&repo, commit)?.and_then(|n| serde_json::from_slice(&n).ok());
+    if json {
+        let v =
+            serde_json::json!({ "commit": commit.to_string(), "config": cfg, "provenance": note });
+        outln!(o, "{}", serde_json::to_string_pretty(&v)?);
+        return Ok(o);
+    }
+    outln!(o, "commit:       {commit}");
+    outln!(o, "cwd:          {}", cfg.cwd);
+    for (k, v) in &cfg.env {
+        outln!(o, "env:          {k}={v}");
+    }
+    if let Some(c) = &cfg.cmd {
+        outln!(o, "cmd:          {}", serde_json::to_string(c)?);
+    }
+    if let Some(e) = &cfg.entrypoint {
+        outln!(o, "entrypoint:   {}", serde_json::to_string(e)?);
+    }
+    outln!(o, "shell:        {}", serde_json::to_string(&cfg.shell)?);
+    for (k, v) in &cfg.labels {
+        outln!(o, "label:        {k}={v}");
+    }
+    if let Some(a) = &cfg.arch {
+        outln!(o, "arch:         {a}");
+    }
+    if let Some(n) = note {
+        for b in n
+            .get("bases")
+            .and_then(|b| b.as_array())
+            .into_iter()
+            .flatten()
+        {
+            outln!(
+                o,
+                "base:         {} ({})",
+                b.get("image").and_then(|v| v.as_str()).unwrap_or("?"),
+                b.get("commit").and_then(|v| v.as_str()).unwrap_or("?")
+            );
+        }
+        if let Some(args) = n.get("build_args").and_then(|a| a.as_object()) {
+            for (k, v) in args {
+                outln!(o, "build arg:    {k}={}", v.as_str().unwrap_or(""));
+            }
+        }
+        if let Some(h) = n.get("context_hash").and_then(|v| v.as_str()) {
+            outln!(o, "context hash: {h}");
+        }
+        if let Some(d) = n.get("dockerfile").and_then(|v| v.as_str()) {
+            outln!(
+                o,
+                "dockerfile ({}):",
+                n.get("dockerfile_name")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?")
+            );
+            for l in d.lines() {
+                outln!(o, "  {l}");
+            }
+        }
+    }
+    Ok(o)
+}
+
+/// The reference parse report of `pull --parse-only`, in Charliecloud's words (its
+/// `Reference.as_verbose_str`): the reference as given, no defaults added.
+pub fn parse_report(text: &str) -> Result<String, ImageError> {
+    let r = Reference::parse(text)?;
+    let q = |x: Option<&str>| x.map_or("None".to_string(), |v| format!("'{v}'"));
+    let path = r
+        .path
+        .iter()
+        .map(|p| format!("'{p}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut o = String::new();
+    outln!(o, "as string:    {r}");
+    outln!(o, "for filename: {}", r.for_path());
+    outln!(o, "fields:");
+    outln!(o, "  host    {}", q(r.host.as_deref()));
+    outln!(
+        o,
+        "  port    {}",
+        r.port.map_or("None".to_string(), |p| p.to_string())
+    );
+    outln!(o, "  path    [{path}]");
+    outln!(o, "  name    {}", q(Some(&r.name)));
+    outln!(o, "  tag     {}", q(r.tag.as_deref()));
+    outln!(o, "  digest  {}", q(r.digest.as_deref()));
+    Ok(o)
+}
+
+/// The pattern a name or glob given to `delete` matches: as given if it has a tag or a
+/// wildcard, else with `:latest`.
+pub fn delete_pattern(g: &str) -> String {
+    if g.contains(':') || g.contains('*') || g.contains('?') {
+        g.to_string()
+    } else {
+        format!("{g}:latest")
+    }
+}
+
+/// The glob of the intermediate stage images of `g` (a name or glob given to `delete`):
+/// `foo` and `foo:latest` give `foo_stage[0-9]*:latest`, `foo:1.0` gives
+/// `foo:1.0_stage[0-9]*` (names made by `build::exec::stage_name`).
+pub fn stage_pattern(g: &str) -> String {
+    let after_slash = g.rfind('/').map_or(0, |i| i + 1);
+    match g[after_slash..].rfind(':').map(|i| i + after_slash) {
+        Some(i) if &g[i + 1..] == "latest" => format!("{}_stage[0-9]*:latest", &g[..i]),
+        Some(_) => format!("{g}_stage[0-9]*"),
+        None => format!("{g}_stage[0-9]*:latest"),
+    }
+}
+
+/// The names among `all` that `delete g` removes: those matching [`delete_pattern`] and,
+/// as Charliecloud, the build's intermediate stages ([`stage_pattern`]).
+pub fn delete_matches<'a>(g: &str, all: &'a [(String, ObjectId)]) -> Vec<&'a String> {
+    let pattern = delete_pattern(g);
+    let stages = stage_pattern(g);
+    all.iter()
+        .map(|(n, _)| n)
+        .filter(|n| glob_match(&pattern, n) || glob_match(&stages, n))
+        .collect()
+}
+
+/// `ch-image delete GLOB...`: delete the images each glob matches (listed once, before
+/// the first deletion), logging each; a glob matching nothing is an error.
+pub fn delete(store: &Store, lock: &WriteLock, globs: &[String]) -> Result<(), ImageError> {
+    let all = store.list()?;
+    for g in globs {
+        let matches = delete_matches(g, &all);
+        if matches.is_empty() {
+            return Err(ImageError::NoMatch(g.clone()));
+        }
+        for m in matches {
+            store.delete(lock, &parse_ref(m)?)?;
+            crate::info!("deleted image: {m}");
+        }
+    }
+    Ok(())
+}
+
+/// The tag Charliecloud infers: `Dockerfile.EXT` gives EXT, `NAME.df` or
+/// `NAME.dockerfile` gives NAME, else the context directory's name; lowercased, with
+/// characters that can't be in a reference removed.
+pub fn infer_tag(file: Option<&Path>, context: &Path) -> String {
+    let from_file = file
+        .and_then(|f| f.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .and_then(|n| {
+            if let Some(ext) = n.strip_prefix("Dockerfile.") {
+                Some(ext.to_string())
+            } else {
+                n.strip_suffix(".df")
+                    .or_else(|| n.strip_suffix(".dockerfile"))
+                    .map(str::to_string)
+            }
+        });
+    let base = from_file.unwrap_or_else(|| {
+        let abs = std::fs::canonicalize(context).unwrap_or_else(|_| context.to_path_buf());
+        abs.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "root".into())
+    });
+    let t: String = base
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
+        .collect();
+    if t.is_empty() {
+        "root".into()
+    } else {
+        t
+    }
+}
+
+/// The cache mode from `--no-cache`, `--rebuild`, `--cache` (at most one, clap checks),
+/// else `$CH_IMAGE_CACHE` (`variable`), else enabled.
+pub fn cache_mode(
+    no_cache: bool,
+    rebuild: bool,
+    cache: bool,
+    variable: Option<&str>,
+) -> Result<CacheMode, ImageError> {
+    Ok(if no_cache {
+        CacheMode::Disabled
+    } else if rebuild {
+        CacheMode::Rebuild
+    } else if cache {
+        CacheMode::Enabled
+    } else {
+        match variable {
+            None | Some("") | Some("enabled") => CacheMode::Enabled,
+            Some("disabled") => CacheMode::Disabled,
+            Some("rebuild") => CacheMode::Rebuild,
+            Some(o) => return Err(ImageError::CacheVariable(o.to_string())),
+        }
+    })
+}
+
+/// Build arguments from `--build-arg KEY[=VALUE]`: a KEY without a value takes it from
+/// `lookup` (the environment).
+pub fn build_args(
+    given: &[String],
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>, ImageError> {
+    given
+        .iter()
+        .map(|b| match b.split_once('=') {
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => lookup(b)
+                .map(|v| (b.clone(), v))
+                .ok_or_else(|| ImageError::BuildArgUnset(b.clone())),
+        })
+        .collect()
+}
+
+/// `ch-image build`, as given on the command line (settings already resolved).
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// Context directory, or `-`: the Dockerfile on standard input, no context.
+    pub context: PathBuf,
+    pub tag: Option<String>,
+    /// `-f FILE` (`-` for standard input).
+    pub file: Option<PathBuf>,
+    pub build_args: Vec<(String, String)>,
+    pub dry_run: bool,
+    pub parse_only: bool,
+    pub binds: Vec<String>,
+    /// `--force[=MODE]`.
+    pub force: Option<String>,
+    pub cache: CacheMode,
+    /// The `ch-run` that executes RUN.
+    pub ch_run: PathBuf,
+    /// Registry settings for base images a `FROM` pulls.
+    pub registry: crate::registry::Settings,
+}
+
+/// A directory removed (if empty) when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// `ch-image build`: read the Dockerfile, check the request, then (unless `parse_only`)
+/// build into `store` (opened when needed, with `open`), logging the result.
+pub fn build(
+    open: impl FnOnce() -> Result<Store, StoreError>,
+    layout: &crate::store::Layout,
+    mut a: BuildRequest,
+) -> Result<(), ImageError> {
+    use crate::build::context::read_dockerfile;
+    // `build -t foo -` (FAQ 11.4.9): the Dockerfile on standard input, no context; an
+    // empty directory stands in for it, so any COPY finds nothing.
+    let _empty_context;
+    if a.context.as_os_str() == "-" {
+        if a.file.is_some() {
+            return Err(ImageError::FileWithStdin);
+        }
+        if a.tag.is_none() {
+            return Err(ImageError::TagWithStdin);
+        }
+        a.file = Some(PathBuf::from("-"));
+        let d = std::env::temp_dir().join(format!("grove-no-context.{}", std::process::id()));
+        std::fs::create_dir(&d).map_err(|source| ImageError::Io {
+            action: "create empty context directory",
+            path: d.clone(),
+            source,
+        })?;
+        a.context = d.clone();
+        _empty_context = RemoveOnDrop(d);
+    }
+    let (text, name) = match &a.file {
+        Some(f) if f.as_os_str() == "-" => (read_dockerfile(None, "-")?, "-".to_string()),
+        Some(f) => (
+            read_dockerfile(Some(f), &f.display().to_string())?,
+            f.display().to_string(),
+        ),
+        None => {
+            let f = a.context.join("Dockerfile");
+            (
+                read_dockerfile(Some(&f), &f.display().to_string())?,
+                f.display().to_string(),
+            )
+        }
+    };
+    if !a.context.is_dir() {
+        return Err(ImageError::ContextNotDir(a.context));
+    }
+    let tag_text = a
+        .tag
+        .clone()
+        .unwrap_or_else(|| infer_tag(a.file.as_deref(), &a.context));
+    let tag = parse_ref(&tag_text)?;
+    let force = match a.force.as_deref() {
+        None | Some("seccomp") => Force::Seccomp,
+        Some("none") => Force::None,
+        Some("fakeroot") => Force::Fakeroot,
+        Some(o) => return Err(ImageError::ForceMode(o.to_string())),
+    };
+    // Checked now, not at the first RUN that executes (after any cache hits).
+    for b in &a.binds {
+        crate::run::Bind::parse(b).map_err(ImageError::Bind)?;
+    }
+    let context = std::fs::canonicalize(&a.context).map_err(|source| ImageError::Io {
+        action: "resolve context directory",
+        path: a.context.clone(),
+        source,
+    })?;
+    let opts = BuildOptions {
+        stat_cache: layout.stat_cache(&context),
+        context: a.context,
+        dockerfile: text,
+        dockerfile_name: name,
+        tag: tag.clone(),
+        build_args: a.build_args,
+        cache: a.cache,
+        force,
+        binds: a.binds,
+        dry_run: a.dry_run,
+        ch_run: a.ch_run,
+        registry: a.registry,
+    };
+    if a.parse_only || crate::log::enabled(3) {
+        let df = exec::parse(&opts)?;
+        for i in &df.instructions {
+            if a.parse_only {
+                crate::dataln!("{:>3} {}", i.span.start_line, i.display());
+            } else {
+                crate::trace!("parse tree: {}: {:?}", i.span.start_line, i.kind);
+            }
+        }
+        if a.parse_only {
+            return Ok(());
+        }
+    }
+    let store = open()?;
+    let lock = store.lock()?;
+    let t = std::time::Instant::now();
+    let r = exec::build(&store, &lock, &opts)?;
+    if a.dry_run {
+        crate::info!(
+            "dry run: {} instructions: {tag} ({} hits, {} not executed; image not written)",
+            r.instructions,
+            r.hits,
+            r.misses
+        );
+    } else {
+        crate::info!(
+            "grown in {} instructions: {tag} ({} hits, {} executed, {:.2}s)",
+            r.instructions,
+            r.hits,
+            r.misses,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delete_takes_the_build_stages_along() {
+        let id = ObjectId::null(gix::hash::Kind::Sha1);
+        let all: Vec<(String, ObjectId)> = [
+            "foo:latest",
+            "foo_stage0:latest",
+            "foo_stage12:latest",
+            "foo:1.0",
+            "foo:1.0_stage1",
+            "foobar:latest",
+            "foo_stagex:latest",
+        ]
+        .iter()
+        .map(|n| (n.to_string(), id))
+        .collect();
+        let names = |g: &str| -> Vec<&str> {
+            delete_matches(g, &all)
+                .into_iter()
+                .map(String::as_str)
+                .collect()
+        };
+        assert_eq!(
+            names("foo"),
+            ["foo:latest", "foo_stage0:latest", "foo_stage12:latest"]
+        );
+        assert_eq!(names("foo:1.0"), ["foo:1.0", "foo:1.0_stage1"]);
+        assert_eq!(names("foo*").len(), all.len());
+        assert!(names("nothing").is_empty());
+    }
+
+    #[test]
+    fn build_tag_is_inferred_like_charliecloud() {
+        let ctx = Path::new("/nonexistent/My_Context");
+        assert_eq!(infer_tag(Some(Path::new("Dockerfile.Foo")), ctx), "foo");
+        assert_eq!(infer_tag(Some(Path::new("x/bar.df")), ctx), "bar");
+        assert_eq!(infer_tag(Some(Path::new("baz.dockerfile")), ctx), "baz");
+        assert_eq!(infer_tag(None, ctx), "my_context");
+        assert_eq!(infer_tag(Some(Path::new("Dockerfile.@@")), ctx), "root");
+    }
+
+    #[test]
+    fn cache_mode_options_beat_the_variable() {
+        assert_eq!(
+            cache_mode(true, false, false, Some("rebuild")).ok(),
+            Some(CacheMode::Disabled)
+        );
+        assert_eq!(
+            cache_mode(false, false, false, Some("rebuild")).ok(),
+            Some(CacheMode::Rebuild)
+        );
+        assert_eq!(
+            cache_mode(false, false, false, None).ok(),
+            Some(CacheMode::Enabled)
+        );
+        let e = cache_mode(false, false, false, Some("sometimes")).unwrap_err();
+        assert!(e.to_string().contains("$CH_IMAGE_CACHE"), "{e}");
+    }
+
+    #[test]
+    fn build_arg_without_value_comes_from_the_environment() {
+        let env = |k: &str| (k == "SET").then(|| "v".to_string());
+        let given = ["A=1".to_string(), "SET".to_string(), "B=".to_string()];
+        assert_eq!(
+            build_args(&given, env).expect("args"),
+            [
+                ("A".to_string(), "1".to_string()),
+                ("SET".to_string(), "v".to_string()),
+                ("B".to_string(), String::new())
+            ]
+        );
+        let e = build_args(&["UNSET".to_string()], env).unwrap_err();
+        assert!(e.to_string().contains("UNSET"), "{e}");
+    }
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(human(0), "+0");
+        assert_eq!(human(-1500), "-1.5k");
+        assert_eq!(human(3_000_000), "+3.0M");
+        assert_eq!(human(1_200_000_000), "+1.2G");
+    }
+}
