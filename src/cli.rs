@@ -37,6 +37,42 @@ pub fn report(err: &(dyn std::error::Error + 'static)) {
     }
 }
 
+/// Why an error happened in storage directory `storage`, when the user can't write it (a
+/// read-only file system, or no write permission) and the error is a refused write
+/// somewhere in the chain (`EROFS`, `EACCES`, `EPERM`): the message to put above it.
+pub fn read_only_storage(
+    e: &(dyn std::error::Error + 'static),
+    storage: &std::path::Path,
+) -> Option<String> {
+    let mut denied = false;
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        denied |= c
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|n| [libc::EROFS, libc::EACCES, libc::EPERM].contains(&n));
+        cur = c.source();
+    }
+    if !denied || !storage.is_dir() {
+        return None;
+    }
+    let read_only_fs = nix::sys::statvfs::statvfs(storage)
+        .is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+    if read_only_fs {
+        Some(format!(
+            "storage directory is on a read-only file system: {}",
+            storage.display()
+        ))
+    } else if nix::unistd::access(storage, nix::unistd::AccessFlags::W_OK).is_err() {
+        Some(format!(
+            "storage directory is read-only (not writable by you): {}",
+            storage.display()
+        ))
+    } else {
+        None
+    }
+}
+
 /// Verbosity from repeated -v and -q counts, after reading `$CH_LOG_FILE` and
 /// `$CH_LOG_FESTOON` ([`crate::log::init_from_env`]): a log file implies `-v` when no `-v`
 /// was given, as Charliecloud's man page says.

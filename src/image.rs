@@ -16,7 +16,10 @@ use gix::ObjectId;
 use crate::build::exec::{self, BuildOptions, CacheMode, Force};
 use crate::cli::glob_match;
 use crate::reference::{Reference, ReferenceError};
+use crate::registry::{RegistryError, Settings};
+use crate::store::model::XattrPolicy;
 use crate::store::{Store, StoreError, WriteLock};
+use crate::{info, warn};
 
 /// Errors of ch-image's operations.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,37 @@ pub enum ImageError {
     ShortHistory(String),
     #[error("no matching image, can't delete: {0}")]
     NoMatch(String),
+    #[error("can't pull {src} into {}", .dir.display())]
+    PullInto {
+        src: Reference,
+        dir: PathBuf,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("can't pull {src}")]
+    Pull {
+        src: Reference,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("can't push {dest}")]
+    Push {
+        dest: Reference,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("can't import: not found: {}", .0.display())]
+    ImportMissing(PathBuf),
+    #[error("can't import {}", .path.display())]
+    Import {
+        path: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+    #[error("store has {count} problem(s): {}", .storage.display())]
+    Fsck { count: usize, storage: PathBuf },
+    #[error("build-cache: unknown action: {0} (push REMOTE or fetch REMOTE)")]
+    UnknownAction(String),
     #[error("-f can't be used when the context is - (the Dockerfile is read from standard input)")]
     FileWithStdin,
     #[error("-t NAME is needed when the Dockerfile is read from standard input (context -)")]
@@ -366,6 +400,253 @@ pub fn delete(store: &Store, lock: &WriteLock, globs: &[String]) -> Result<(), I
         }
     }
     Ok(())
+}
+
+/// `ch-image pull SRC [DEST]`: into storage as DEST (default SRC), or, when DEST reads as a
+/// path ([`crate::cli::is_image_dir_argument`]), unpacked into that directory without
+/// touching storage.
+pub fn pull(
+    open: impl FnOnce() -> Result<Store, StoreError>,
+    src: &str,
+    dest: Option<&str>,
+    settings: &Settings,
+    xattrs: XattrPolicy,
+) -> Result<(), ImageError> {
+    let src = parse_ref(src)?;
+    if let Some(d) = dest.filter(|d| crate::cli::is_image_dir_argument(d)) {
+        let dir = PathBuf::from(d);
+        return crate::registry::pull::pull_to_dir(&src, &dir, settings, xattrs)
+            .map_err(|source| ImageError::PullInto { src, dir, source });
+    }
+    let dest = match dest {
+        Some(d) => parse_ref(d)?,
+        None => src.clone(),
+    };
+    let store = open()?;
+    let lock = store.lock()?;
+    let t = std::time::Instant::now();
+    let out = crate::registry::pull::pull(&store, &lock, &src, &dest, settings)
+        .map_err(|source| ImageError::Pull { src, source })?;
+    crate::verbose!(
+        "pulled {dest} ({}) in {:.2}s",
+        &out.commit().to_string()[..12],
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `ch-image push [--image DIR] SRC [DEST]`.
+pub fn push(
+    open: impl FnOnce() -> Result<Store, StoreError>,
+    dir: Option<&Path>,
+    src: &str,
+    dest: Option<&str>,
+    settings: &Settings,
+) -> Result<(), ImageError> {
+    use crate::registry::push::Source;
+    let src = parse_ref(src)?;
+    let dest = match dest {
+        Some(d) => {
+            let d = parse_ref(d)?;
+            info!("destination:     {d}");
+            d
+        }
+        None => src.clone(),
+    };
+    let store = open()?;
+    let lock = store.lock()?;
+    let source = match dir {
+        Some(d) => Source::Dir(d),
+        None => Source::Image(&src),
+    };
+    crate::registry::push::push(&store, &lock, source, &dest, settings)
+        .map_err(|source| ImageError::Push { dest, source })?;
+    Ok(())
+}
+
+/// `ch-image import PATH NAME`: a directory or tarball as an image.
+pub fn import(
+    open: impl FnOnce() -> Result<Store, StoreError>,
+    path: &Path,
+    name: &str,
+) -> Result<(), ImageError> {
+    let name = parse_ref(name)?;
+    if !path.exists() {
+        return Err(ImageError::ImportMissing(path.to_path_buf()));
+    }
+    if path.is_dir() {
+        // Read the user's 0000 files and directories without changing their modes.
+        if let Err(e) = crate::run::setup::read_own_files_as_root() {
+            crate::verbose!("reading as the user only: {}", e.report());
+        }
+    }
+    let store = open()?;
+    let lock = store.lock()?;
+    info!("importing: {}", path.display());
+    let t = std::time::Instant::now();
+    let (commit, warnings) =
+        store
+            .import(&lock, path, &name)
+            .map_err(|source| ImageError::Import {
+                path: path.to_path_buf(),
+                source,
+            })?;
+    for w in &warnings {
+        warn!("{w}");
+    }
+    info!(
+        "imported: {name} ({}) in {:.2}s",
+        &commit.to_string()[..12],
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `ch-image list`: one image per line (`NAME`, or `NAME<TAB>COMMIT` with `long`).
+pub fn list(store: &Store, long: bool) -> Result<String, ImageError> {
+    let mut o = String::new();
+    for (name, commit) in store.list()? {
+        if long {
+            // Grove's own format, with commits: the full name.
+            outln!(o, "{name}\t{commit}");
+        } else {
+            outln!(o, "{}", list_name(&name));
+        }
+    }
+    Ok(o)
+}
+
+/// `ch-image list NAME`: what storage and the registry know of an image, written to
+/// standard output as it is learned (the registry is asked last).
+pub fn list_details(store: &Store, name: &str, settings: &Settings) -> Result<(), ImageError> {
+    let name = parse_ref(name)?;
+    let host_arch = crate::registry::manifest::host_arch;
+    crate::dataln!("details of image:    {name}");
+    match store.image(&name)? {
+        Some(commit) => {
+            let (_, cfg) = store.read(commit)?;
+            crate::dataln!("in local storage:    yes");
+            crate::dataln!("commit:              {commit}");
+            crate::dataln!(
+                "checkout:            {}",
+                store.checkout_link(&name).display()
+            );
+            if let Some(a) = cfg.arch {
+                crate::dataln!("architecture:        {a}");
+            }
+        }
+        None => crate::dataln!("in local storage:    no"),
+    }
+    let remote = crate::registry::Remote::resolve(&name);
+    crate::dataln!("full remote ref:     {remote}");
+    match crate::registry::pull::remote_info(&name, settings) {
+        Ok(Some(info)) => {
+            crate::dataln!("available remotely:  yes");
+            crate::dataln!("remote digest:       {}", info.digest);
+            match info.archs {
+                Some(a) => {
+                    crate::dataln!("remote arch-aware:   yes");
+                    crate::dataln!("host architecture:   {}", host_arch());
+                    crate::dataln!("archs available:     {}", a.join(" "));
+                }
+                None => {
+                    crate::dataln!("remote arch-aware:   no");
+                    crate::dataln!("host architecture:   {}", host_arch());
+                    crate::dataln!("archs available:     unknown");
+                }
+            }
+        }
+        Ok(None) => crate::dataln!("available remotely:  no"),
+        Err(e) => {
+            crate::dataln!("available remotely:  unknown");
+            warn!("can't query registry: {}", e.full_message());
+        }
+    }
+    Ok(())
+}
+
+/// `ch-image fsck`: the problems found, one per line on standard output; any problem
+/// is also an error.
+pub fn fsck(store: &Store) -> Result<(), ImageError> {
+    let problems = crate::store::maint::fsck(store)?;
+    for p in &problems {
+        crate::dataln!("{p}");
+    }
+    if !problems.is_empty() {
+        return Err(ImageError::Fsck {
+            count: problems.len(),
+            storage: store.root().to_path_buf(),
+        });
+    }
+    info!("store ok: {}", store.root().display());
+    Ok(())
+}
+
+/// `ch-image build-cache`: what the options ask for.
+#[derive(Debug, Clone, Default)]
+pub struct BuildCacheRequest {
+    pub reset: bool,
+    pub gc: bool,
+    pub tree: bool,
+    pub dot: bool,
+    /// `push REMOTE` or `fetch REMOTE`, else empty.
+    pub action: Vec<String>,
+}
+
+/// `ch-image build-cache`: share through a git remote (`push`/`fetch REMOTE`), or reset
+/// and collect garbage as asked, then return the graphs asked for and a summary.
+pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, ImageError> {
+    use crate::store::maint;
+    let mut o = String::new();
+    match a
+        .action
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["push", remote] => {
+            let lock = store.lock()?;
+            maint::push(store, &lock, remote)?;
+            info!("pushed images and cache to {remote}");
+            return Ok(o);
+        }
+        ["fetch", remote] => {
+            let lock = store.lock()?;
+            maint::fetch(store, &lock, remote)?;
+            info!("fetched images and cache from {remote}");
+            return Ok(o);
+        }
+        [] => {}
+        other => return Err(ImageError::UnknownAction(other.join(" "))),
+    }
+    if a.reset {
+        let lock = store.lock_exclusive()?;
+        maint::reset_cache(store, &lock)?;
+        info!("build cache reset");
+    }
+    if a.gc {
+        let lock = store.lock_exclusive()?;
+        maint::gc(store, &lock)?;
+        info!("garbage collected");
+    }
+    if a.tree {
+        o.push_str(&maint::render_tree(&maint::graph(store)?));
+    }
+    if a.dot {
+        o.push_str(&maint::render_dot(&maint::graph(store)?));
+    }
+    let s = maint::summary(store)?;
+    outln!(o, "images:        {}", s.images);
+    outln!(o, "cache entries: {}", s.cache_entries);
+    outln!(o, "commits:       {}", s.commits);
+    outln!(o, "objects:       {}", s.objects);
+    outln!(
+        o,
+        "disk used:     {:.1} MiB",
+        s.bytes as f64 / (1 << 20) as f64
+    );
+    Ok(o)
 }
 
 /// The tag Charliecloud infers: `Dockerfile.EXT` gives EXT, `NAME.df` or

@@ -20,4 +20,5 @@ pub mod log;
 pub mod reference;
 pub mod registry;
 pub mod run;
+pub mod runname;
 pub mod store;

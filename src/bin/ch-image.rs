@@ -258,72 +258,6 @@ fn emit(text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `writeln!` into a String (cannot fail).
-macro_rules! outln {
-    ($o:ident, $($t:tt)*) => {{
-        use std::fmt::Write as _;
-        let _ = writeln!($o, $($t)*);
-    }};
-}
-
-fn build_cache(storage: &std::path::Path, a: BuildCacheArgs) -> anyhow::Result<()> {
-    let mut o = String::new();
-    use grove::store::maint;
-    let store = Store::open(storage)?;
-    match a
-        .action
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        ["push", remote] => {
-            let lock = store.lock()?;
-            maint::push(&store, &lock, remote)?;
-            info!("pushed images and cache to {remote}");
-            return Ok(());
-        }
-        ["fetch", remote] => {
-            let lock = store.lock()?;
-            maint::fetch(&store, &lock, remote)?;
-            info!("fetched images and cache from {remote}");
-            return Ok(());
-        }
-        [] => {}
-        other => bail!(
-            "build-cache: unknown action: {} (push REMOTE or fetch REMOTE)",
-            other.join(" ")
-        ),
-    }
-    if a.reset {
-        let lock = store.lock_exclusive()?;
-        maint::reset_cache(&store, &lock)?;
-        info!("build cache reset");
-    }
-    if a.gc {
-        let lock = store.lock_exclusive()?;
-        maint::gc(&store, &lock)?;
-        info!("garbage collected");
-    }
-    if a.tree {
-        o.push_str(&maint::render_tree(&maint::graph(&store)?));
-    }
-    if a.dot {
-        o.push_str(&maint::render_dot(&maint::graph(&store)?));
-    }
-    let s = maint::summary(&store)?;
-    outln!(o, "images:        {}", s.images);
-    outln!(o, "cache entries: {}", s.cache_entries);
-    outln!(o, "commits:       {}", s.commits);
-    outln!(o, "objects:       {}", s.objects);
-    outln!(
-        o,
-        "disk used:     {:.1} MiB",
-        s.bytes as f64 / (1 << 20) as f64
-    );
-    emit(&o)
-}
-
 #[derive(Subcommand)]
 enum Gestalt {
     /// Exit successfully if the build cache is available (always, in Grove)
@@ -427,7 +361,7 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
     let storage =
         layout::storage_dir_from_env(cli.common.storage.as_deref(), RelativeVariable::Refuse)?;
     let settings = registry_settings(&cli.common);
-    let open = || -> anyhow::Result<Store> { Ok(Store::open(&storage)?.with_xattrs(xattrs)) };
+    let open = || Ok(Store::open(&storage)?.with_xattrs(xattrs));
     grove::verbose!("version: {}", env!("CARGO_PKG_VERSION"));
     grove::verbose!(
         "verbose level: {} ({})",
@@ -457,54 +391,22 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Pull {
             image_ref, dest, ..
         } => {
-            let src = parse_ref(&image_ref)?;
             // As the seed man page: `pull --no-cache` downloads everything again.
             let mut settings = settings;
             settings.always_download |= common.no_cache;
-            if let Some(d) = dest.as_deref().filter(|d| cli::is_image_dir_argument(d)) {
-                let dir = PathBuf::from(d);
-                grove::registry::pull::pull_to_dir(&src, &dir, &settings, xattrs)
-                    .with_context(|| format!("can't pull {src} into {}", dir.display()))?;
-                return Ok(());
-            }
-            let dest = match &dest {
-                Some(d) => parse_ref(d)?,
-                None => src.clone(),
-            };
-            let store = open()?;
-            let lock = store.lock()?;
-            let t = std::time::Instant::now();
-            let out = grove::registry::pull::pull(&store, &lock, &src, &dest, &settings)
-                .with_context(|| format!("can't pull {src}"))?;
-            grove::verbose!(
-                "pulled {dest} ({}) in {:.2}s",
-                &out.commit().to_string()[..12],
-                t.elapsed().as_secs_f64()
-            );
+            image::pull(open, &image_ref, dest.as_deref(), &settings, xattrs)?;
         }
         Cmd::Push {
             image,
             image_ref,
             dest_ref,
-        } => {
-            use grove::registry::push::{push, Source};
-            let src = parse_ref(&image_ref)?;
-            let dest = match &dest_ref {
-                Some(d) => parse_ref(d)?,
-                None => src.clone(),
-            };
-            if dest_ref.is_some() {
-                info!("destination:     {dest}");
-            }
-            let store = open()?;
-            let lock = store.lock()?;
-            let source = match &image {
-                Some(d) => Source::Dir(d),
-                None => Source::Image(&src),
-            };
-            push(&store, &lock, source, &dest, &settings)
-                .with_context(|| format!("can't push {dest}"))?;
-        }
+        } => image::push(
+            open,
+            image.as_deref(),
+            &image_ref,
+            dest_ref.as_deref(),
+            &settings,
+        )?,
         Cmd::Build(a) => build(&storage, &common, xattrs, settings, a)?,
         Cmd::History { image_ref, json } => emit(&image::history(
             &Store::open_existing(&storage)?,
@@ -522,22 +424,17 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             &image_ref,
             json,
         )?)?,
-        Cmd::BuildCache(a) => build_cache(&storage, a)?,
-        Cmd::Fsck => {
-            let store = Store::open_existing(&storage)?;
-            let problems = grove::store::maint::fsck(&store)?;
-            for p in &problems {
-                grove::dataln!("{p}");
-            }
-            if !problems.is_empty() {
-                bail!(
-                    "store has {} problem(s): {}",
-                    problems.len(),
-                    storage.display()
-                );
-            }
-            info!("store ok: {}", storage.display());
+        Cmd::BuildCache(a) => {
+            let req = image::BuildCacheRequest {
+                reset: a.reset,
+                gc: a.gc,
+                tree: a.tree,
+                dot: a.dot,
+                action: a.action,
+            };
+            emit(&image::build_cache(&Store::open(&storage)?, &req)?)?
         }
+        Cmd::Fsck => image::fsck(&Store::open_existing(&storage)?)?,
         Cmd::Checkout { image_ref } => {
             let name = parse_ref(&image_ref)?;
             let store = Store::open_existing(&storage)?;
@@ -552,102 +449,14 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             info!("deleted storage directory: {}", storage.display());
             open()?;
         }
-        Cmd::Import { path, image_ref } => {
-            let name = parse_ref(&image_ref)?;
-            if !path.exists() {
-                bail!("can't import: not found: {}", path.display());
-            }
-            if path.is_dir() {
-                // Read the user's 0000 files and directories without changing their modes.
-                if let Err(e) = grove::run::setup::read_own_files_as_root() {
-                    grove::verbose!("reading as the user only: {}", e.report());
-                }
-            }
-            let store = open()?;
-            let lock = store.lock()?;
-            info!("importing: {}", path.display());
-            let t = std::time::Instant::now();
-            let (commit, warnings) = store
-                .import(&lock, &path, &name)
-                .with_context(|| format!("can't import {}", path.display()))?;
-            for w in &warnings {
-                warn!("{w}");
-            }
-            info!(
-                "imported: {name} ({}) in {:.2}s",
-                &commit.to_string()[..12],
-                t.elapsed().as_secs_f64()
-            );
-        }
+        Cmd::Import { path, image_ref } => image::import(open, &path, &image_ref)?,
         Cmd::List {
             image_ref: None,
             long,
-        } => {
-            let store = open()?;
-            let mut o = String::new();
-            for (name, commit) in store.list()? {
-                if long {
-                    // Grove's own format, with commits: the full name.
-                    outln!(o, "{name}\t{commit}");
-                } else {
-                    outln!(o, "{}", image::list_name(&name));
-                }
-            }
-            emit(&o)?;
-        }
+        } => emit(&image::list(&open()?, long)?)?,
         Cmd::List {
             image_ref: Some(r), ..
-        } => {
-            let name = parse_ref(&r)?;
-            let store = open()?;
-            grove::dataln!("details of image:    {name}");
-            match store.image(&name)? {
-                Some(commit) => {
-                    let (_, cfg) = store.read(commit)?;
-                    grove::dataln!("in local storage:    yes");
-                    grove::dataln!("commit:              {commit}");
-                    grove::dataln!(
-                        "checkout:            {}",
-                        store.checkout_link(&name).display()
-                    );
-                    if let Some(a) = cfg.arch {
-                        grove::dataln!("architecture:        {a}");
-                    }
-                }
-                None => grove::dataln!("in local storage:    no"),
-            }
-            let remote = grove::registry::Remote::resolve(&name);
-            grove::dataln!("full remote ref:     {remote}");
-            match grove::registry::pull::remote_info(&name, &settings) {
-                Ok(Some(info)) => {
-                    grove::dataln!("available remotely:  yes");
-                    grove::dataln!("remote digest:       {}", info.digest);
-                    match info.archs {
-                        Some(a) => {
-                            grove::dataln!("remote arch-aware:   yes");
-                            grove::dataln!(
-                                "host architecture:   {}",
-                                grove::registry::manifest::host_arch()
-                            );
-                            grove::dataln!("archs available:     {}", a.join(" "));
-                        }
-                        None => {
-                            grove::dataln!("remote arch-aware:   no");
-                            grove::dataln!(
-                                "host architecture:   {}",
-                                grove::registry::manifest::host_arch()
-                            );
-                            grove::dataln!("archs available:     unknown");
-                        }
-                    }
-                }
-                Ok(None) => grove::dataln!("available remotely:  no"),
-                Err(e) => {
-                    grove::dataln!("available remotely:  unknown");
-                    warn!("can't query registry: {}", e.full_message());
-                }
-            }
-        }
+        } => image::list_details(&open()?, &r, &settings)?,
         Cmd::Delete { image_glob } => {
             let store = open()?;
             let lock = store.lock()?;
@@ -686,39 +495,14 @@ fn main() -> ExitCode {
     match run(cli, cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let e = read_only_storage(e, storage.as_deref());
+            // A storage directory the user can't write says so: the raw "Permission
+            // denied" on some lock or object file does not tell.
+            let e = match storage.and_then(|s| cli::read_only_storage(&*e, &s)) {
+                Some(why) => e.context(why),
+                None => e,
+            };
             cli::report(&*e);
             ExitCode::from(1)
         }
-    }
-}
-
-/// Say so when an error comes from a storage directory the user can't write (a read-only
-/// file system, or no write permission): the raw "Permission denied" on some lock or
-/// object file does not tell.
-fn read_only_storage(e: anyhow::Error, storage: Option<&std::path::Path>) -> anyhow::Error {
-    let Some(storage) = storage else { return e };
-    let denied = e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::raw_os_error)
-            .is_some_and(|n| [libc::EROFS, libc::EACCES, libc::EPERM].contains(&n))
-    });
-    if !denied || !storage.is_dir() {
-        return e;
-    }
-    let read_only_fs = nix::sys::statvfs::statvfs(storage)
-        .is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
-    if read_only_fs {
-        e.context(format!(
-            "storage directory is on a read-only file system: {}",
-            storage.display()
-        ))
-    } else if nix::unistd::access(storage, nix::unistd::AccessFlags::W_OK).is_err() {
-        e.context(format!(
-            "storage directory is read-only (not writable by you): {}",
-            storage.display()
-        ))
-    } else {
-        e
     }
 }

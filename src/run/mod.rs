@@ -2,7 +2,7 @@
 //!
 //! Knows nothing of the store: it takes a root filesystem path (directory or SquashFS file);
 //! [`storage_image_path`] is the single place that knows where a named image's directory
-//! lives.
+//! lives (spelled by [`crate::store::Layout`], which only computes paths).
 //!
 //! Sequence ([`run`]): read host `--set-env` files; join a peer group or build a container:
 //! write temporary passwd/group files, `unshare(CLONE_NEWUSER|CLONE_NEWNS)` (the process must
@@ -130,17 +130,11 @@ pub fn valid_user_name(user: &str) -> bool {
     !user.is_empty() && user != "." && user != ".." && !user.contains(['/', '\0'])
 }
 
-/// Default storage directory: `/var/tmp/$USER.grove`.
-pub fn default_storage(user: &str) -> PathBuf {
-    PathBuf::from(format!("/var/tmp/{user}.grove"))
-}
-
 /// Where a named image's directory lives in storage: `STORAGE/img/NAME` with `/` mapped to
 /// `%` and `:` to `+` (Charliecloud's `img_name2path`). A directory or a symlink to one.
 pub fn storage_image_path(storage: &Path, name: &str) -> PathBuf {
-    storage
-        .join("img")
-        .join(name.replace('/', "%").replace(':', "+"))
+    // The one path of the storage directory `run` knows, spelled by the store's layout.
+    crate::store::Layout::new(storage).image_link(&name.replace('/', "%").replace(':', "+"))
 }
 
 /// Find the image `arg`: by name in `storage` if such an image exists, else a path to a
@@ -1131,10 +1125,6 @@ mod tests {
         assert_eq!(
             storage_image_path(Path::new("/s"), "example.com:5050/a/b:tag"),
             PathBuf::from("/s/img/example.com+5050%a%b+tag")
-        );
-        assert_eq!(
-            default_storage("alice"),
-            PathBuf::from("/var/tmp/alice.grove")
         );
     }
 
