@@ -27,7 +27,7 @@ use super::manifest::{self, Document, Manifest, OciConfig};
 use super::{Arch, RegistryError, Remote, Settings};
 use crate::reference::Reference;
 use crate::store::model::XattrPolicy;
-use crate::store::{config, git, import, Dir, Expect, Store, WriteLock};
+use crate::store::{config, git, import, Dir, Expect, Layout, Store, WriteLock};
 use crate::{info, verbose, warn};
 
 /// Config annotation holding the pulled manifest's digest.
@@ -412,9 +412,11 @@ impl Drop for Partial {
 
 /// Remove partial downloads of this blob left by processes that no longer run (a killed
 /// pull); a partial of a live process is left alone.
-fn remove_stale_partials(cache: &Path, hex: &str) {
-    let prefix = format!("sha256-{hex}.partial.");
-    let Ok(rd) = fs::read_dir(cache) else { return };
+fn remove_stale_partials(layout: &Layout, hex: &str) {
+    let prefix = Layout::dl_partial_prefix(hex);
+    let Ok(rd) = fs::read_dir(layout.dlcache()) else {
+        return;
+    };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let Some(pid) = name
@@ -504,7 +506,7 @@ fn download_layers(
                         let j = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         let Some((i, d)) = jobs.get(j) else { break };
                         let r = download_one(
-                            &cache,
+                            store.layout(),
                             client,
                             d,
                             (*i, n),
@@ -554,7 +556,7 @@ fn download_layers(
 }
 
 fn download_one(
-    cache: &Path,
+    layout: &Layout,
     client: &Client,
     d: &manifest::Descriptor,
     (i, n): (usize, usize),
@@ -563,7 +565,7 @@ fn download_one(
 ) -> Result<PathBuf, RegistryError> {
     let hex = manifest::check_digest("layer", &d.digest)?;
     let what = format!("layer {}/{n} ({})", i + 1, d.digest);
-    let dest = cache.join(format!("sha256-{hex}"));
+    let dest = layout.dl_layer(hex);
     if dest.exists() && !always {
         if file_digest(&dest)? == d.digest {
             // The content is right; the manifest must say its size too.
@@ -586,8 +588,8 @@ fn download_one(
         fs::remove_file(&dest).map_err(io_err("remove", &dest))?;
     }
     verbose!("layer {}/{n}: {}: downloading", i + 1, short(&d.digest));
-    remove_stale_partials(cache, hex);
-    let part = cache.join(format!("sha256-{hex}.partial.{}", std::process::id()));
+    remove_stale_partials(layout, hex);
+    let part = layout.dl_partial(hex, std::process::id());
     let guard = Partial(Some(part.clone()));
     let (resp, deadline) = client.blob(&d.digest, d.size)?;
     let url = client.url(&format!("blobs/{}", d.digest));

@@ -168,6 +168,23 @@ impl Layout {
         self.root.join(DLCACHE)
     }
 
+    /// `dlcache/sha256-HEX`: a downloaded layer, named by its digest.
+    pub fn dl_layer(&self, hex: &str) -> PathBuf {
+        self.dlcache().join(format!("sha256-{hex}"))
+    }
+
+    /// `dlcache/sha256-HEX.partial.PID`: the download of a layer in progress by process
+    /// `pid`; [`Layout::dl_partial_prefix`] is its name without the pid.
+    pub fn dl_partial(&self, hex: &str, pid: u32) -> PathBuf {
+        self.dlcache()
+            .join(format!("{}{pid}", Self::dl_partial_prefix(hex)))
+    }
+
+    /// `sha256-HEX.partial.`: the name of a partial download of layer HEX, less the pid.
+    pub fn dl_partial_prefix(hex: &str) -> String {
+        format!("sha256-{hex}.partial.")
+    }
+
     /// `statcache/`.
     pub fn statcache(&self) -> PathBuf {
         self.root.join(STATCACHE)
@@ -340,7 +357,7 @@ mod tests {
     fn layout_spells_every_path_under_the_root() {
         let l = Layout::new("/s");
         let c = gix::ObjectId::from_hex(b"0123456789abcdef0123456789abcdef01234567").expect("hex");
-        let cases: [(PathBuf, &str); 19] = [
+        let cases: [(PathBuf, &str); 21] = [
             (l.version_file(), "/s/version"),
             (l.lock_file(), "/s/lock"),
             (l.image_locks(), "/s/locks"),
@@ -362,6 +379,8 @@ mod tests {
             (l.stamp("layers", "abc"), "/s/stamps/layers-abc"),
             (l.scratch("checkout", 42, 7), "/s/tmp/checkout.42.7"),
             (l.dlcache(), "/s/dlcache"),
+            (l.dl_layer("ab12"), "/s/dlcache/sha256-ab12"),
+            (l.dl_partial("ab12", 9), "/s/dlcache/sha256-ab12.partial.9"),
             (l.statcache(), "/s/statcache"),
             (l.images(), "/s/img"),
             (l.checkouts(), "/s/checkouts"),
@@ -379,6 +398,28 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), Layout::top_level_names().len());
+    }
+
+    #[test]
+    fn store_format_document_lists_every_top_level_path() {
+        let doc = include_str!("../../docs/store-format.md");
+        let section = doc
+            .split("### Paths under the storage directory")
+            .nth(1)
+            .and_then(|s| s.split("```").nth(1))
+            .expect("docs/store-format.md has the paths section with a listing");
+        let listed: Vec<&str> = section
+            .lines()
+            .filter(|l| !l.starts_with(' '))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(|p| p.split('/').next().unwrap_or(p))
+            .collect();
+        let mut want = Layout::top_level_names().to_vec();
+        want.sort();
+        let mut got = listed.clone();
+        got.sort();
+        got.dedup();
+        assert_eq!(got, want, "listing: {listed:?}");
     }
 
     #[test]

@@ -17,5 +17,6 @@ mod registry;
 mod run;
 mod run_conformance;
 mod security;
+mod settings;
 mod store;
 mod times;
