@@ -180,7 +180,7 @@ pub enum ConvertError {
     #[error("unknown SquashFS compression: {0} (zstd, gzip, xz, lz4)")]
     BadCompression(String),
     #[error("exists in storage, not replacing (use --force): {0}")]
-    ExistsInStorage(Reference),
+    ExistsInStorage(String),
     #[error("exists, not replacing (use --force): {}", .0.display())]
     Exists(PathBuf),
     #[error("image name must not start with '-' (it would be an option of {tool}): {name}")]
@@ -667,7 +667,7 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
     if fout == Format::ChImage {
         let name = Reference::parse(&req.output)?.with_default_tag();
         if store.image(&name)?.is_some() && !req.force {
-            return Err(ConvertError::ExistsInStorage(name));
+            return Err(ConvertError::ExistsInStorage(name.to_string()));
         }
         let lock = store.lock()?;
         let scratch = store.scratch_path("convert");

@@ -80,6 +80,15 @@ mod tests {
     }
 
     #[test]
+    fn boxed_registry_error_under_a_pull_keeps_its_hint() {
+        let e = crate::image::ImageError::Pull {
+            src: "x:latest".into(),
+            source: Box::new(crate::registry::RegistryError::NotFound("x".into())),
+        };
+        assert!(find(&e).is_some_and(|h| h.contains("check the name and tag")));
+    }
+
+    #[test]
     fn error_without_hint_has_none() {
         let e = std::io::Error::other("plain");
         assert_eq!(find(&e), None);

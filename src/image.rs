@@ -44,22 +44,22 @@ pub enum ImageError {
     NoMatch(String),
     #[error("can't pull {src} into {}", .dir.display())]
     PullInto {
-        src: Reference,
+        src: String,
         dir: PathBuf,
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     #[error("can't pull {src}")]
     Pull {
-        src: Reference,
+        src: String,
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     #[error("can't push {dest}")]
     Push {
-        dest: Reference,
+        dest: String,
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     #[error("can't import: not found: {}", .0.display())]
     ImportMissing(PathBuf),
@@ -115,7 +115,10 @@ impl ImageError {
     /// A hint for the user, from the error this one wraps.
     pub fn hint(&self) -> Option<String> {
         match self {
-            ImageError::Store(e) => e.hint(),
+            ImageError::Store(e) | ImageError::Import { source: e, .. } => e.hint(),
+            ImageError::Pull { source, .. }
+            | ImageError::PullInto { source, .. }
+            | ImageError::Push { source, .. } => source.hint(),
             _ => None,
         }
     }
@@ -415,8 +418,13 @@ pub fn pull(
     let src = parse_ref(src)?;
     if let Some(d) = dest.filter(|d| crate::cli::is_image_dir_argument(d)) {
         let dir = PathBuf::from(d);
-        return crate::registry::pull::pull_to_dir(&src, &dir, settings, xattrs)
-            .map_err(|source| ImageError::PullInto { src, dir, source });
+        return crate::registry::pull::pull_to_dir(&src, &dir, settings, xattrs).map_err(
+            |source| ImageError::PullInto {
+                src: src.to_string(),
+                dir,
+                source: Box::new(source),
+            },
+        );
     }
     let dest = match dest {
         Some(d) => parse_ref(d)?,
@@ -425,8 +433,13 @@ pub fn pull(
     let store = open()?;
     let lock = store.lock()?;
     let t = std::time::Instant::now();
-    let out = crate::registry::pull::pull(&store, &lock, &src, &dest, settings)
-        .map_err(|source| ImageError::Pull { src, source })?;
+    let out =
+        crate::registry::pull::pull(&store, &lock, &src, &dest, settings).map_err(|source| {
+            ImageError::Pull {
+                src: src.to_string(),
+                source: Box::new(source),
+            }
+        })?;
     crate::verbose!(
         "pulled {dest} ({}) in {:.2}s",
         &out.commit().to_string()[..12],
@@ -459,8 +472,12 @@ pub fn push(
         Some(d) => Source::Dir(d),
         None => Source::Image(&src),
     };
-    crate::registry::push::push(&store, &lock, source, &dest, settings)
-        .map_err(|source| ImageError::Push { dest, source })?;
+    crate::registry::push::push(&store, &lock, source, &dest, settings).map_err(|source| {
+        ImageError::Push {
+            dest: dest.to_string(),
+            source: Box::new(source),
+        }
+    })?;
     Ok(())
 }
 
