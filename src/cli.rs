@@ -1,28 +1,10 @@
 //! Helpers shared by the binaries: settings resolution and error rendering.
 
-use std::path::PathBuf;
-
-/// Resolve the storage directory: `-s DIR`, else `$CH_IMAGE_STORAGE`, else
-/// `/var/tmp/$USER.grove`. Relative paths are made absolute against the current directory.
-pub fn storage_dir(opt: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    let p = match opt {
-        Some(p) => p,
-        None => match std::env::var_os("CH_IMAGE_STORAGE").filter(|v| !v.is_empty()) {
-            Some(v) => {
-                let p = PathBuf::from(v);
-                if !p.is_absolute() {
-                    anyhow::bail!("$CH_IMAGE_STORAGE: must be absolute path: {}", p.display());
-                }
-                p
-            }
-            None => crate::store::default_storage().map_err(|e| anyhow::anyhow!(e))?,
-        },
-    };
-    Ok(if p.is_absolute() {
-        p
-    } else {
-        std::env::current_dir()?.join(p)
-    })
+/// Whether extended attributes are recorded: `--xattrs` or a non-empty `$CH_XATTRS`, unless
+/// `--no-xattrs` (the last of the two options wins; clap has already applied that).
+pub fn xattrs_setting(xattrs: bool, no_xattrs: bool) -> crate::store::model::XattrPolicy {
+    let env = std::env::var_os("CH_XATTRS").is_some_and(|v| !v.is_empty());
+    crate::store::model::XattrPolicy::from_flag(!no_xattrs && (xattrs || env))
 }
 
 /// Parse the command line as Charliecloud's tools do (argp, argparse): a repeated option's
@@ -39,31 +21,55 @@ pub fn last_wins(cmd: clap::Command) -> clap::Command {
     cmd.args_override_self(true)
 }
 
-/// Print an error chain as `error: ...`, its causes, and a hint if one applies (to
-/// `$CH_LOG_FILE` if set, else stderr).
-pub fn report(err: &anyhow::Error) {
+/// Print an error chain as `error: ...`, its causes, and the first hint the chain's error
+/// types give ([`crate::hint::find`]), to `$CH_LOG_FILE` if set, else stderr. Takes any
+/// error (the binaries pass `&*anyhow_error`).
+pub fn report(err: &(dyn std::error::Error + 'static)) {
     let eprintln = |s: String| crate::log::write_line(&s);
     eprintln(format!("error: {err}"));
-    let mut hint = None;
-    for cause in err.chain() {
-        if let Some(s) = cause.downcast_ref::<crate::store::StoreError>() {
-            hint = hint.or_else(|| s.hint());
-        }
-        if let Some(r) = cause.downcast_ref::<crate::registry::RegistryError>() {
-            hint = hint.or_else(|| r.hint());
-        }
-        if let Some(s) = cause.downcast_ref::<crate::store::export::ExportError>() {
-            hint = hint.or_else(|| s.hint());
-        }
-        if let Some(s) = cause.downcast_ref::<crate::store::stamp::StampError>() {
-            hint = hint.or_else(|| s.hint());
-        }
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        eprintln(format!("  caused by: {c}"));
+        cause = c.source();
     }
-    for cause in err.chain().skip(1) {
-        eprintln(format!("  caused by: {cause}"));
-    }
-    if let Some(h) = hint {
+    if let Some(h) = crate::hint::find(err) {
         eprintln(format!("hint: {h}"));
+    }
+}
+
+/// Why an error happened in storage directory `storage`, when the user can't write it (a
+/// read-only file system, or no write permission) and the error is a refused write
+/// somewhere in the chain (`EROFS`, `EACCES`, `EPERM`): the message to put above it.
+pub fn read_only_storage(
+    e: &(dyn std::error::Error + 'static),
+    storage: &std::path::Path,
+) -> Option<String> {
+    let mut denied = false;
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        denied |= c
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|n| [libc::EROFS, libc::EACCES, libc::EPERM].contains(&n));
+        cur = c.source();
+    }
+    if !denied || !storage.is_dir() {
+        return None;
+    }
+    let read_only_fs = nix::sys::statvfs::statvfs(storage)
+        .is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+    if read_only_fs {
+        Some(format!(
+            "storage directory is on a read-only file system: {}",
+            storage.display()
+        ))
+    } else if nix::unistd::access(storage, nix::unistd::AccessFlags::W_OK).is_err() {
+        Some(format!(
+            "storage directory is read-only (not writable by you): {}",
+            storage.display()
+        ))
+    } else {
+        None
     }
 }
 

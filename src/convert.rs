@@ -1,6 +1,24 @@
-//! Format inference and conversion plans for `ch-convert` (pure; the binary performs them).
+//! `ch-convert`: format inference (pure, unit-tested) and the conversion itself
+//! ([`convert`]): read the input into the store's object database as a model (no ref),
+//! then write it out in the output format. The binary only parses arguments, resolves
+//! settings and reports errors.
+//!
+//! Outputs to a path are written beside it (`.NAME.ch-convert.PID`) and renamed into
+//! place, so a failed conversion leaves no partial output; an existing output is replaced
+//! only with `--force`. Docker and Podman go through their commands (`save`, `import`);
+//! image names handed to them never start with `-`.
 
-use std::path::Path;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::reference::{Reference, ReferenceError};
+use crate::store::export::{self, ExportError, SquashComp};
+use crate::store::layout::StorageDirError;
+use crate::store::model::XattrPolicy;
+use crate::store::{checkout, git, import, oci, Dir, ImageConfig, Store, StoreError};
+use crate::{info, warn};
 
 /// Image formats ch-convert knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +138,573 @@ pub fn tar_compression(path: &str) -> TarCompression {
     } else {
         TarCompression::None
     }
+}
+
+/// What `ch-convert` was asked to do, with its settings resolved.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub input: String,
+    pub output: String,
+    /// `-i FMT`; inferred from the input if `None`.
+    pub in_fmt: Option<String>,
+    /// `-o FMT`; inferred from the output if `None`.
+    pub out_fmt: Option<String>,
+    /// Replace an existing output.
+    pub force: bool,
+    /// `--compression ALG[:LEVEL]` (squash output only).
+    pub compression: Option<String>,
+    /// Print what would be done, do nothing.
+    pub dry_run: bool,
+    pub xattrs: XattrPolicy,
+    /// The storage directory (for the `ch-image` format, and scratch space), or why it
+    /// can't be found; reported only when storage is needed (not for a dry run).
+    pub storage: Result<PathBuf, StorageDirError>,
+}
+
+/// Errors of a conversion.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("unknown format: {0}")]
+    UnknownFormat(String),
+    #[error("input and output formats must be different: both {0}")]
+    SameFormat(&'static str),
+    #[error("format {format}: the {tool} command is not installed (not found on $PATH)")]
+    NoTool {
+        format: &'static str,
+        tool: &'static str,
+    },
+    #[error("--compression applies to squash output only; tar compression follows the output's extension")]
+    CompressionNotSquash,
+    #[error("invalid compression level in {0}: want ALG:NUMBER")]
+    BadLevel(String),
+    #[error("unknown SquashFS compression: {0} (zstd, gzip, xz, lz4)")]
+    BadCompression(String),
+    #[error("exists in storage, not replacing (use --force): {0}")]
+    ExistsInStorage(String),
+    #[error("exists, not replacing (use --force): {}", .0.display())]
+    Exists(PathBuf),
+    #[error("image name must not start with '-' (it would be an option of {tool}): {name}")]
+    DashName { tool: &'static str, name: String },
+    #[error("can't run {tool}")]
+    Spawn {
+        tool: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{tool} save {input} failed ({status})")]
+    SaveFailed {
+        tool: &'static str,
+        input: String,
+        status: std::process::ExitStatus,
+    },
+    #[error("{tool} import failed ({status})")]
+    ImportFailed {
+        tool: &'static str,
+        status: std::process::ExitStatus,
+    },
+    #[error("can't read {input}")]
+    Read {
+        input: String,
+        #[source]
+        source: Box<ConvertError>,
+    },
+    #[error("can't read {input} from {tool}")]
+    ReadTool {
+        input: String,
+        tool: &'static str,
+        #[source]
+        source: Box<ConvertError>,
+    },
+    #[error("can't convert {input}")]
+    Convert {
+        input: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("can't send the image to {tool}")]
+    SendTo {
+        tool: &'static str,
+        #[source]
+        source: Box<ConvertError>,
+    },
+    #[error("can't {action}: {}", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("can't rename {} to {}", .from.display(), .to.display())]
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageDirError),
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    ReadImage(#[from] crate::store::ReadError),
+    #[error(transparent)]
+    Import(#[from] import::ImportError),
+    #[error(transparent)]
+    Oci(#[from] oci::OciError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error(transparent)]
+    Checkout(#[from] checkout::CheckoutError),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Write(#[from] std::io::Error),
+}
+
+impl ConvertError {
+    /// A hint for the user, from the error this one wraps.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ConvertError::Read { source, .. }
+            | ConvertError::ReadTool { source, .. }
+            | ConvertError::SendTo { source, .. } => source.hint(),
+            ConvertError::Convert { source, .. } | ConvertError::Store(source) => source.hint(),
+            ConvertError::Export(e) => e.hint(),
+            _ => None,
+        }
+    }
+
+    fn read(input: &str) -> impl FnOnce(ConvertError) -> ConvertError + '_ {
+        move |e| ConvertError::Read {
+            input: input.to_string(),
+            source: Box::new(e),
+        }
+    }
+}
+
+fn io_err<'p>(
+    action: &'static str,
+    path: &'p Path,
+) -> impl FnOnce(std::io::Error) -> ConvertError + 'p {
+    move |source| ConvertError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn fmt_arg(given: &Option<String>, arg: &str) -> Result<Format, ConvertError> {
+    match given {
+        Some(f) => Format::parse(f).ok_or_else(|| ConvertError::UnknownFormat(f.clone())),
+        None => Ok(infer(arg)),
+    }
+}
+
+/// SquashFS compression and level from `--compression ALG[:LEVEL]`.
+fn squash_compression(
+    given: Option<&str>,
+    fout: Format,
+) -> Result<(SquashComp, Option<u32>), ConvertError> {
+    let Some(c) = given else {
+        return Ok((SquashComp::Zstd, None));
+    };
+    if fout != Format::Squash {
+        return Err(ConvertError::CompressionNotSquash);
+    }
+    let (alg, level) = match c.split_once(':') {
+        Some((a, l)) => (
+            a,
+            Some(
+                l.parse::<u32>()
+                    .map_err(|_| ConvertError::BadLevel(c.to_string()))?,
+            ),
+        ),
+        None => (c, None),
+    };
+    let alg = SquashComp::parse(alg).ok_or_else(|| ConvertError::BadCompression(alg.into()))?;
+    Ok((alg, level))
+}
+
+/// A path next to `out` for writing before the final rename.
+fn staging(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    out.with_file_name(format!(".{name}.ch-convert.{}", std::process::id()))
+}
+
+/// Whether `prog` is an executable on `$PATH`.
+fn on_path(prog: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+        .unwrap_or(false)
+}
+
+/// An image read from the input: its files, config, tag and, for named inputs, its full
+/// name.
+struct Input {
+    root: Dir,
+    cfg: ImageConfig,
+    tag: String,
+    name: Option<String>,
+}
+
+fn full_name(name: &str) -> Option<String> {
+    Reference::parse(name)
+        .ok()
+        .map(|r| r.with_default_tag().to_string())
+}
+
+fn tag_of(name: &str) -> String {
+    Reference::parse(name)
+        .map(|r| r.with_default_tag().tag.unwrap_or_else(|| "latest".into()))
+        .unwrap_or_else(|_| "latest".into())
+}
+
+fn warn_all(w: Vec<String>) {
+    for w in w {
+        warn!("{w}");
+    }
+}
+
+/// Read the input image into the store's object database (no ref) as a model.
+fn read_input(
+    store: &Store,
+    fin: Format,
+    input: &str,
+    scratch: &Path,
+) -> Result<Input, ConvertError> {
+    let ts = store.thread_safe();
+    let xattrs = store.xattrs();
+    let path = Path::new(input);
+    let anonymous = |root, cfg| Input {
+        root,
+        cfg,
+        tag: "latest".into(),
+        name: None,
+    };
+    Ok(match fin {
+        Format::ChImage => {
+            let name = Reference::parse(input)?.with_default_tag();
+            let commit = store.require_image(&name)?;
+            let (root, cfg) = git::read_image(&store.repo(), commit)?;
+            Input {
+                root,
+                cfg,
+                tag: tag_of(input),
+                name: Some(name.to_string()),
+            }
+        }
+        Format::Dir | Format::Tar => {
+            let (root, w) = import::import_path(ts, path, xattrs)
+                .map_err(ConvertError::from)
+                .map_err(ConvertError::read(input))?;
+            warn_all(w);
+            anonymous(root, ImageConfig::default())
+        }
+        Format::Squash => {
+            let (root, w) = import::import_squash(ts, path, scratch)
+                .map_err(ConvertError::from)
+                .map_err(ConvertError::read(input))?;
+            warn_all(w);
+            anonymous(root, ImageConfig::default())
+        }
+        Format::Oci => {
+            let (root, cfg, w) = (|| {
+                let md = fs::metadata(path).map_err(ConvertError::Write)?;
+                Ok::<_, ConvertError>(if md.is_dir() {
+                    oci::read_layout(ts, path, xattrs)?
+                } else {
+                    let r = oci::unpack_archive(path, scratch)
+                        .and_then(|()| oci::read_layout(ts, scratch, xattrs));
+                    let _ = checkout::remove_tree(scratch);
+                    r?
+                })
+            })()
+            .map_err(ConvertError::read(input))?;
+            warn_all(w);
+            Input {
+                root,
+                cfg,
+                tag: "latest".into(),
+                name: None,
+            }
+        }
+        Format::Docker | Format::Podman => {
+            let tool = fin.tool().expect("docker and podman have tools");
+            fs::create_dir_all(scratch).map_err(io_err("create", scratch))?;
+            let archive = scratch.join("image.tar");
+            if input.starts_with('-') {
+                return Err(ConvertError::DashName {
+                    tool,
+                    name: input.to_string(),
+                });
+            }
+            let mut cmd = Command::new(tool);
+            cmd.arg("save");
+            if fin == Format::Podman {
+                cmd.args(["--format", "oci-archive"]);
+            }
+            cmd.arg("-o").arg(&archive).arg(input);
+            let r = (|| -> Result<Input, ConvertError> {
+                let status = cmd
+                    .status()
+                    .map_err(|source| ConvertError::Spawn { tool, source })?;
+                if !status.success() {
+                    return Err(ConvertError::SaveFailed {
+                        tool,
+                        input: input.to_string(),
+                        status,
+                    });
+                }
+                let layout = scratch.join("layout");
+                oci::unpack_archive(&archive, &layout)?;
+                fs::remove_file(&archive).ok();
+                let (root, cfg, w) = oci::read_layout(ts, &layout, xattrs)?;
+                warn_all(w);
+                Ok(Input {
+                    root,
+                    cfg,
+                    tag: tag_of(input),
+                    name: full_name(input),
+                })
+            })();
+            let _ = checkout::remove_tree(scratch);
+            r.map_err(|e| ConvertError::ReadTool {
+                input: input.to_string(),
+                tool,
+                source: Box::new(e),
+            })?
+        }
+    })
+}
+
+/// `TOOL import` the image as NAME, with its config as `--change` instructions.
+fn write_dockman(
+    store: &Store,
+    tool: &'static str,
+    img: &Input,
+    name: &str,
+) -> Result<(), ConvertError> {
+    if name.starts_with('-') {
+        return Err(ConvertError::DashName {
+            tool,
+            name: name.to_string(),
+        });
+    }
+    let mut cmd = Command::new(tool);
+    cmd.arg("import");
+    for (k, v) in &img.cfg.env {
+        cmd.arg("--change").arg(format!("ENV {k}={v}"));
+    }
+    if img.cfg.cwd != "/" {
+        cmd.arg("--change").arg(format!("WORKDIR {}", img.cfg.cwd));
+    }
+    if let Some(c) = &img.cfg.cmd {
+        cmd.arg("--change")
+            .arg(format!("CMD {}", serde_json::to_string(c)?));
+    }
+    if let Some(e) = &img.cfg.entrypoint {
+        cmd.arg("--change")
+            .arg(format!("ENTRYPOINT {}", serde_json::to_string(e)?));
+    }
+    cmd.arg("-")
+        .arg(name)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    let spawn = |source| ConvertError::Spawn { tool, source };
+    let mut child = cmd.spawn().map_err(spawn)?;
+    let stdin = child.stdin.take().expect("stdin is piped");
+    let written = export::write_tar(&store.repo(), &img.root, std::io::BufWriter::new(stdin))
+        .map_err(ConvertError::from)
+        .and_then(|mut w| Ok(w.flush()?));
+    let status = child.wait().map_err(spawn)?;
+    if !status.success() {
+        return Err(ConvertError::ImportFailed { tool, status });
+    }
+    written.map_err(|e| ConvertError::SendTo {
+        tool,
+        source: Box::new(e),
+    })
+}
+
+/// Write `img` to `tmp` in format `fout` (a path format); `output` is the name the user
+/// gave (its extension picks tar compression and the OCI archive form).
+fn write_path(
+    store: &Store,
+    img: &Input,
+    fout: Format,
+    output: &str,
+    tmp: &Path,
+    (comp, level): (SquashComp, Option<u32>),
+) -> Result<(), ConvertError> {
+    let repo = store.repo();
+    let root = &img.root;
+    match fout {
+        Format::Dir => {
+            checkout::materialize(store.thread_safe(), root, tmp, checkout::Policy::Exact)?
+        }
+        Format::Tar => {
+            let f = fs::File::create(tmp).map_err(io_err("create", tmp))?;
+            let w = std::io::BufWriter::with_capacity(1 << 20, f);
+            let mut w = match tar_compression(output) {
+                TarCompression::None => export::write_tar(&repo, root, w)?,
+                TarCompression::Gzip => {
+                    export::write_tar(&repo, root, export::ParGz::new(w, export::GZIP_LEVEL))?
+                        .finish()?
+                }
+                TarCompression::Zstd => {
+                    let mut z = zstd::stream::write::Encoder::new(w, 3)?;
+                    z.multithread(
+                        std::thread::available_parallelism()
+                            .map(|n| n.get() as u32)
+                            .unwrap_or(1),
+                    )?;
+                    export::write_tar(&repo, root, z)?.finish()?
+                }
+                TarCompression::Xz => {
+                    export::write_tar(&repo, root, xz2::write::XzEncoder::new(w, 6))?.finish()?
+                }
+            };
+            w.flush()?;
+            w.get_ref().sync_all().ok();
+        }
+        Format::Squash => {
+            let with_mounts = export::with_mount_points(root);
+            let opts = export::SquashOptions {
+                comp,
+                level,
+                processors: std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1),
+                mtime: export::fixed_mtime(),
+                root_mode: root.mode,
+            };
+            export::write_squash(&repo, &with_mounts, tmp, &opts)?;
+        }
+        Format::Oci => {
+            let (root, dropped) = oci::without_whiteout_names(root);
+            for p in dropped {
+                warn!(
+                    "OCI layers can't hold names starting with .wh. (whiteouts): leaving out {p}"
+                );
+            }
+            let root = &root;
+            if oci_is_archive(output) {
+                let layout = tmp.with_extension("layout");
+                let r = oci::write_layout(
+                    &repo,
+                    root,
+                    &img.cfg,
+                    &img.tag,
+                    img.name.as_deref(),
+                    &layout,
+                )
+                .and_then(|()| oci::write_archive(&layout, tmp));
+                let _ = checkout::remove_tree(&layout);
+                r?;
+            } else {
+                oci::write_layout(&repo, root, &img.cfg, &img.tag, img.name.as_deref(), tmp)?;
+            }
+        }
+        Format::ChImage | Format::Docker | Format::Podman => {
+            unreachable!("named outputs are not written to a path")
+        }
+    }
+    Ok(())
+}
+
+/// Convert `req.input` to `req.output`: check the request (formats, tools, compression)
+/// first, log the plan, then (unless a dry run) read and write.
+pub fn convert(req: &Request) -> Result<(), ConvertError> {
+    let mut fin = fmt_arg(&req.in_fmt, &req.input)?;
+    // A plain tarball that holds an OCI layout is an oci-archive; one that holds a
+    // `docker save` manifest is a docker-archive, read the same way.
+    if req.in_fmt.is_none()
+        && fin == Format::Tar
+        && tar_compression(&req.input) == TarCompression::None
+        && (oci::is_oci_archive(Path::new(&req.input))
+            || oci::is_docker_archive(Path::new(&req.input)))
+    {
+        fin = Format::Oci;
+    }
+    let fout = fmt_arg(&req.out_fmt, &req.output)?;
+    if fin == Format::Dir && fout.tool().is_none() {
+        // Read the user's 0000 files and directories without changing their modes (not
+        // when docker or podman run later: they must see the user as the user).
+        if let Err(e) = crate::run::setup::read_own_files_as_root() {
+            crate::verbose!("reading as the user only: {}", e.report());
+        }
+    }
+    if fin == fout {
+        return Err(ConvertError::SameFormat(fin.name()));
+    }
+    for f in [fin, fout] {
+        if let Some(tool) = f.tool() {
+            if !on_path(tool) {
+                return Err(ConvertError::NoTool {
+                    format: f.name(),
+                    tool,
+                });
+            }
+        }
+    }
+    let compression = squash_compression(req.compression.as_deref(), fout)?;
+    if fout == Format::Squash {
+        export::find_squash_tool()?;
+    }
+    info!("input:   {:<9} {}", fin.name(), req.input);
+    info!("output:  {:<9} {}", fout.name(), req.output);
+    if req.dry_run {
+        return Ok(());
+    }
+    let storage = req.storage.clone()?;
+    let store = Store::open(&storage)?.with_xattrs(req.xattrs);
+
+    if fout == Format::ChImage {
+        let name = Reference::parse(&req.output)?.with_default_tag();
+        if store.image(&name)?.is_some() && !req.force {
+            return Err(ConvertError::ExistsInStorage(name.to_string()));
+        }
+        let lock = store.lock()?;
+        let scratch = store.scratch_path("convert");
+        let img = read_input(&store, fin, &req.input, &scratch)?;
+        store
+            .import_model(&lock, img.root, img.cfg, &name)
+            .map_err(|source| ConvertError::Convert {
+                input: req.input.clone(),
+                source,
+            })?;
+        return Ok(());
+    }
+    if let Some(tool) = fout.tool() {
+        let scratch = std::env::temp_dir().join(format!("ch-convert.{}", std::process::id()));
+        let img = read_input(&store, fin, &req.input, &scratch)?;
+        return write_dockman(&store, tool, &img, &req.output);
+    }
+
+    let out = PathBuf::from(&req.output);
+    if fs::symlink_metadata(&out).is_ok() && !req.force {
+        return Err(ConvertError::Exists(out));
+    }
+    let tmp = staging(&out);
+    let scratch = tmp.with_extension("in");
+    let img = read_input(&store, fin, &req.input, &scratch)?;
+    if let Err(e) = write_path(&store, &img, fout, &req.output, &tmp, compression) {
+        let _ = checkout::remove_tree(&tmp);
+        return Err(e);
+    }
+    if fs::symlink_metadata(&out).is_ok() {
+        checkout::remove_tree(&out).map_err(io_err("replace", &out))?;
+    }
+    fs::rename(&tmp, &out).map_err(|source| ConvertError::Rename {
+        from: tmp.clone(),
+        to: out.clone(),
+        source,
+    })
 }
 
 #[cfg(test)]

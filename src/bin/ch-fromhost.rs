@@ -65,7 +65,7 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            grove::cli::report(&e);
+            grove::cli::report(&*e);
             ExitCode::from(1)
         }
     }
@@ -81,7 +81,10 @@ fn run(args: fromhost::Args) -> anyhow::Result<()> {
         Target::Dir(as_dir)
     } else {
         Target::Stored {
-            storage: grove::cli::storage_dir(args.storage)?,
+            storage: grove::store::layout::storage_dir_from_env(
+                args.storage.as_deref(),
+                grove::store::layout::RelativeVariable::Refuse,
+            )?,
             name: image,
         }
     };

@@ -8,8 +8,11 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use grove::image;
 use grove::reference::Reference;
-use grove::store::Store;
+use grove::store::layout::{self, RelativeVariable};
+use grove::store::model::XattrPolicy;
+use grove::store::{Layout, Store};
 use grove::{cli, info, warn};
 
 #[derive(Parser)]
@@ -195,185 +198,38 @@ struct BuildArgs {
     no_force_detect: bool,
 }
 
-/// The tag Charliecloud infers: `Dockerfile.EXT` gives EXT, `NAME.df` or
-/// `NAME.dockerfile` gives NAME, else the context directory's name; lowercased, with
-/// characters that can't be in a reference removed.
-fn infer_tag(file: Option<&std::path::Path>, context: &std::path::Path) -> String {
-    let from_file = file
-        .and_then(|f| f.file_name())
-        .map(|n| n.to_string_lossy().into_owned())
-        .and_then(|n| {
-            if let Some(ext) = n.strip_prefix("Dockerfile.") {
-                Some(ext.to_string())
-            } else {
-                n.strip_suffix(".df")
-                    .or_else(|| n.strip_suffix(".dockerfile"))
-                    .map(str::to_string)
-            }
-        });
-    let base = from_file.unwrap_or_else(|| {
-        let abs = std::fs::canonicalize(context).unwrap_or_else(|_| context.to_path_buf());
-        abs.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "root".into())
-    });
-    let t: String = base
-        .to_lowercase()
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
-        .collect();
-    if t.is_empty() {
-        "root".into()
-    } else {
-        t
-    }
-}
-
-/// A directory removed (if empty) when dropped.
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
-fn build(storage: &std::path::Path, common: &Common, mut a: BuildArgs) -> anyhow::Result<()> {
-    use grove::build::context::read_dockerfile;
-    use grove::build::exec::{self, BuildOptions, CacheMode, Force};
-    // `build -t foo -` (FAQ 11.4.9): the Dockerfile on standard input, no context; an
-    // empty directory stands in for it, so any COPY finds nothing.
-    let _empty_context;
-    if a.context.as_os_str() == "-" {
-        if a.file.is_some() {
-            bail!("-f can't be used when the context is - (the Dockerfile is read from standard input)");
-        }
-        if a.tag.is_none() {
-            bail!("-t NAME is needed when the Dockerfile is read from standard input (context -)");
-        }
-        a.file = Some(PathBuf::from("-"));
-        let d = std::env::temp_dir().join(format!("grove-no-context.{}", std::process::id()));
-        std::fs::create_dir(&d)
-            .with_context(|| format!("can't create empty context directory: {}", d.display()))?;
-        a.context = d.clone();
-        _empty_context = RemoveOnDrop(d);
-    }
-    let (text, name) = match &a.file {
-        Some(f) if f.as_os_str() == "-" => (read_dockerfile(None, "-")?, "-".to_string()),
-        Some(f) => (
-            read_dockerfile(Some(f), &f.display().to_string())?,
-            f.display().to_string(),
-        ),
-        None => {
-            let f = a.context.join("Dockerfile");
-            (
-                read_dockerfile(Some(&f), &f.display().to_string())?,
-                f.display().to_string(),
-            )
-        }
-    };
-    if !a.context.is_dir() {
-        bail!("context must be a directory: {}", a.context.display());
-    }
-    let tag_text = a
-        .tag
-        .clone()
-        .unwrap_or_else(|| infer_tag(a.file.as_deref(), &a.context));
-    let tag = parse_ref(&tag_text)?;
-    let cache = if common.no_cache {
-        CacheMode::Disabled
-    } else if common.rebuild {
-        CacheMode::Rebuild
-    } else if common.cache {
-        CacheMode::Enabled
-    } else {
-        match std::env::var("CH_IMAGE_CACHE").ok().as_deref() {
-            None | Some("") | Some("enabled") => CacheMode::Enabled,
-            Some("disabled") => CacheMode::Disabled,
-            Some("rebuild") => CacheMode::Rebuild,
-            Some(o) => bail!("$CH_IMAGE_CACHE: invalid value: {o} (enabled, disabled or rebuild)"),
-        }
-    };
-    let force = match a.force.as_deref() {
-        None | Some("seccomp") => Force::Seccomp,
-        Some("none") => Force::None,
-        Some("fakeroot") => Force::Fakeroot,
-        Some(o) => bail!("--force: invalid mode: {o}"),
-    };
-    let mut build_args = Vec::new();
-    for b in &a.build_arg {
-        match b.split_once('=') {
-            Some((k, v)) => build_args.push((k.to_string(), v.to_string())),
-            None => match std::env::var(b) {
-                Ok(v) => build_args.push((b.clone(), v)),
-                Err(_) => bail!("--build-arg: {b}: no value given and not set in the environment"),
-            },
-        }
-    }
+fn build(
+    storage: &std::path::Path,
+    common: &Common,
+    xattrs: XattrPolicy,
+    registry: grove::registry::Settings,
+    a: BuildArgs,
+) -> anyhow::Result<()> {
+    let cache = image::cache_mode(
+        common.no_cache,
+        common.rebuild,
+        common.cache,
+        std::env::var("CH_IMAGE_CACHE").ok().as_deref(),
+    )?;
+    let build_args = image::build_args(&a.build_arg, |k| std::env::var(k).ok())?;
     let ch_run = std::env::current_exe()
         .context("can't find own executable")?
         .with_file_name("ch-run");
-    // Checked now, not at the first RUN that executes (after any cache hits).
-    for b in &a.bind {
-        grove::run::Bind::parse(b).map_err(|e| anyhow::anyhow!(e))?;
-    }
-    let opts = BuildOptions {
-        context: a.context.clone(),
-        dockerfile: text,
-        dockerfile_name: name,
-        tag: tag.clone(),
+    let req = image::BuildRequest {
+        context: a.context,
+        tag: a.tag,
+        file: a.file,
         build_args,
-        cache,
-        force,
-        binds: a.bind.clone(),
         dry_run: a.dry_run,
+        parse_only: a.parse_only,
+        binds: a.bind,
+        force: a.force,
+        cache,
         ch_run,
-        stat_cache: storage.join("statcache").join(format!(
-            "{}.txt",
-            blake3::hash(
-                std::fs::canonicalize(&a.context)?
-                    .as_os_str()
-                    .as_encoded_bytes()
-            )
-            .to_hex()
-        )),
+        registry,
     };
-    if a.parse_only || grove::log::enabled(3) {
-        let df = exec::parse(&opts)?;
-        for i in &df.instructions {
-            if a.parse_only {
-                grove::dataln!("{:>3} {}", i.span.start_line, i.display());
-            } else {
-                grove::trace!("parse tree: {}: {:?}", i.span.start_line, i.kind);
-            }
-        }
-        if a.parse_only {
-            return Ok(());
-        }
-    }
-    let store = Store::open(storage)?;
-    let lock = store.lock()?;
-    let t = std::time::Instant::now();
-    let r = exec::build(&store, &lock, &opts)?;
-    if a.dry_run {
-        // The plan is the data a dry run asked for: one line per instruction.
-        for p in &r.plan {
-            grove::dataln!("{p}");
-        }
-        info!(
-            "dry run: {} instructions: {tag} ({} hits, {} not executed; image not written)",
-            r.instructions, r.hits, r.misses
-        );
-    } else {
-        info!(
-            "grown in {} instructions: {tag} ({} hits, {} executed, {:.2}s)",
-            r.instructions,
-            r.hits,
-            r.misses,
-            t.elapsed().as_secs_f64()
-        );
-    }
-    Ok(())
+    let open = || Ok(Store::open(storage)?.with_xattrs(xattrs));
+    Ok(image::build(open, &Layout::new(storage), req)?)
 }
 
 #[derive(Args)]
@@ -395,242 +251,11 @@ struct BuildCacheArgs {
     action: Vec<String>,
 }
 
-/// Resolve `IMAGE`, `IMAGE~N` or a commit id (prefix) to a commit.
-fn resolve_state(store: &Store, spec: &str) -> anyhow::Result<gix::ObjectId> {
-    let (base, back) = match spec.rsplit_once('~') {
-        Some((b, n)) => (
-            b,
-            n.parse::<usize>()
-                .with_context(|| format!("bad ~N in {spec}"))?,
-        ),
-        None => (spec, 0),
-    };
-    let repo = store.repo();
-    let mut commit = match Reference::parse(base)
-        .ok()
-        .map(Reference::with_default_tag)
-        .and_then(|r| store.image(&r).ok().flatten())
-    {
-        Some(c) => c,
-        None => {
-            if base.len() >= 4 && base.chars().all(|c| c.is_ascii_hexdigit()) {
-                repo.rev_parse_single(base)
-                    .with_context(|| format!("no image or commit: {base}"))?
-                    .detach()
-            } else {
-                bail!("no image or commit: {base}");
-            }
-        }
-    };
-    for _ in 0..back {
-        commit = grove::store::git::image_trees(&repo, commit)?
-            .parent
-            .with_context(|| format!("{spec}: history is shorter"))?;
-    }
-    Ok(commit)
-}
-
-fn human(n: i64) -> String {
-    let a = n.unsigned_abs() as f64;
-    let sign = if n < 0 { "-" } else { "+" };
-    if a >= 1e9 {
-        format!("{sign}{:.1}G", a / 1e9)
-    } else if a >= 1e6 {
-        format!("{sign}{:.1}M", a / 1e6)
-    } else if a >= 1e3 {
-        format!("{sign}{:.1}k", a / 1e3)
-    } else {
-        format!("{sign}{a}")
-    }
-}
-
-/// `writeln!` into a String (cannot fail).
-macro_rules! outln {
-    ($o:ident, $($t:tt)*) => {{
-        use std::fmt::Write as _;
-        let _ = writeln!($o, $($t)*);
-    }};
-}
-
 /// Write a command's output to stdout ([`cli::write_stdout`]: a closed pipe ends the
 /// program quietly).
 fn emit(text: &str) -> anyhow::Result<()> {
     cli::write_stdout(text);
     Ok(())
-}
-
-/// An image name as listed: Charliecloud shows an image built with `-t foo` as `foo`;
-/// Grove stores it as `foo:latest` and drops the default tag for display.
-fn list_name(name: &str) -> &str {
-    name.strip_suffix(":latest").unwrap_or(name)
-}
-
-fn history(storage: &std::path::Path, image_ref: &str, json: bool) -> anyhow::Result<()> {
-    let mut o = String::new();
-    let store = Store::open_existing(storage)?;
-    let commit = resolve_state(&store, image_ref)?;
-    let steps = grove::store::history::history(&store.repo(), commit)?;
-    if json {
-        outln!(o, "{}", serde_json::to_string_pretty(&steps)?);
-        return emit(&o);
-    }
-    for s in steps {
-        let hit = match s.hit {
-            Some(true) => "hit ",
-            Some(false) => "run ",
-            None => "    ",
-        };
-        let key = s
-            .key
-            .as_deref()
-            .map(|k| &k[..12.min(k.len())])
-            .unwrap_or("-");
-        outln!(
-            o,
-            "{} {key:<12} {hit} +{} ~{} -{} {:>7}  {}",
-            &s.commit[..12],
-            s.added,
-            s.modified,
-            s.removed,
-            human(s.size_delta),
-            s.instruction
-        );
-    }
-    emit(&o)
-}
-
-fn diff(storage: &std::path::Path, a: &str, b: &str, stat: bool) -> anyhow::Result<()> {
-    let mut o = String::new();
-    let store = Store::open_existing(storage)?;
-    let ca = resolve_state(&store, a)?;
-    let cb = resolve_state(&store, b)?;
-    let entries = grove::store::diff::diff_commits(&store.repo(), Some(ca), cb, stat)?;
-    if stat {
-        let s = grove::store::diff::stat(&entries);
-        outln!(
-            o,
-            "{} added, {} changed, {} removed, size {}",
-            s.added,
-            s.modified,
-            s.removed,
-            human(s.size_delta)
-        );
-    } else {
-        for e in entries {
-            outln!(
-                o,
-                "{} /{}",
-                e.change.letter(),
-                String::from_utf8_lossy(&e.path)
-            );
-        }
-    }
-    emit(&o)
-}
-
-fn inspect(storage: &std::path::Path, image_ref: &str, json: bool) -> anyhow::Result<()> {
-    let mut o = String::new();
-    let store = Store::open_existing(storage)?;
-    let commit = resolve_state(&store, image_ref)?;
-    let repo = store.repo();
-    let cfg = grove::store::git::read_config(&repo, commit)?;
-    let note = grove::store::notes::provenance(&repo, commit)?;
-    if json {
-        let v =
-            serde_json::json!({ "commit": commit.to_string(), "config": cfg, "provenance": note });
-        outln!(o, "{}", serde_json::to_string_pretty(&v)?);
-        return emit(&o);
-    }
-    outln!(o, "commit:       {commit}");
-    outln!(o, "cwd:          {}", cfg.cwd);
-    for (k, v) in &cfg.env {
-        outln!(o, "env:          {k}={v}");
-    }
-    if let Some(c) = &cfg.cmd {
-        outln!(o, "cmd:          {}", serde_json::to_string(c)?);
-    }
-    if let Some(e) = &cfg.entrypoint {
-        outln!(o, "entrypoint:   {}", serde_json::to_string(e)?);
-    }
-    outln!(o, "shell:        {}", serde_json::to_string(&cfg.shell)?);
-    for (k, v) in &cfg.labels {
-        outln!(o, "label:        {k}={v}");
-    }
-    if let Some(a) = &cfg.arch {
-        outln!(o, "arch:         {a}");
-    }
-    if let Some(n) = note {
-        for b in &n.bases {
-            outln!(o, "base:         {} ({})", b.image, b.commit);
-        }
-        for (k, v) in &n.build_args {
-            outln!(o, "build arg:    {k}={v}");
-        }
-        outln!(o, "context hash: {}", n.context_hash);
-        outln!(o, "dockerfile ({}):", n.dockerfile_name);
-        for l in n.dockerfile.lines() {
-            outln!(o, "  {l}");
-        }
-    }
-    emit(&o)
-}
-
-fn build_cache(storage: &std::path::Path, a: BuildCacheArgs) -> anyhow::Result<()> {
-    let mut o = String::new();
-    use grove::store::maint;
-    let store = Store::open(storage)?;
-    match a
-        .action
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        ["push", remote] => {
-            let lock = store.lock()?;
-            maint::push(&store, &lock, remote)?;
-            info!("pushed images and cache to {remote}");
-            return Ok(());
-        }
-        ["fetch", remote] => {
-            let lock = store.lock()?;
-            maint::fetch(&store, &lock, remote)?;
-            info!("fetched images and cache from {remote}");
-            return Ok(());
-        }
-        [] => {}
-        other => bail!(
-            "build-cache: unknown action: {} (push REMOTE or fetch REMOTE)",
-            other.join(" ")
-        ),
-    }
-    if a.reset {
-        let lock = store.lock_exclusive()?;
-        maint::reset_cache(&store, &lock)?;
-        info!("build cache reset");
-    }
-    if a.gc {
-        let lock = store.lock_exclusive()?;
-        maint::gc(&store, &lock)?;
-        info!("garbage collected");
-    }
-    if a.tree {
-        o.push_str(&maint::render_tree(&maint::graph(&store)?));
-    }
-    if a.dot {
-        o.push_str(&maint::render_dot(&maint::graph(&store)?));
-    }
-    let s = maint::summary(&store)?;
-    outln!(o, "images:        {}", s.images);
-    outln!(o, "cache entries: {}", s.cache_entries);
-    outln!(o, "commits:       {}", s.commits);
-    outln!(o, "objects:       {}", s.objects);
-    outln!(
-        o,
-        "disk used:     {:.1} MiB",
-        s.bytes as f64 / (1 << 20) as f64
-    );
-    emit(&o)
 }
 
 #[derive(Subcommand)]
@@ -703,48 +328,8 @@ fn dependencies() -> ExitCode {
     }
 }
 
-/// The reference parse report of `pull --parse-only`, in Charliecloud's words (its
-/// `Reference.as_verbose_str`): the reference as given, no defaults added.
-fn parse_report(text: &str) -> anyhow::Result<String> {
-    let r = Reference::parse(text)?;
-    let q = |x: Option<&str>| x.map_or("None".to_string(), |v| format!("'{v}'"));
-    let path = r
-        .path
-        .iter()
-        .map(|p| format!("'{p}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut o = String::new();
-    outln!(o, "as string:    {r}");
-    outln!(o, "for filename: {}", r.for_path());
-    outln!(o, "fields:");
-    outln!(o, "  host    {}", q(r.host.as_deref()));
-    outln!(
-        o,
-        "  port    {}",
-        r.port.map_or("None".to_string(), |p| p.to_string())
-    );
-    outln!(o, "  path    [{path}]");
-    outln!(o, "  name    {}", q(Some(&r.name)));
-    outln!(o, "  tag     {}", q(r.tag.as_deref()));
-    outln!(o, "  digest  {}", q(r.digest.as_deref()));
-    Ok(o)
-}
-
-/// The glob of the intermediate stage images of `g` (a name or glob given to `delete`):
-/// `foo` and `foo:latest` give `foo_stage[0-9]*:latest`, `foo:1.0` gives
-/// `foo:1.0_stage[0-9]*`.
-fn stage_pattern(g: &str) -> String {
-    let after_slash = g.rfind('/').map_or(0, |i| i + 1);
-    match g[after_slash..].rfind(':').map(|i| i + after_slash) {
-        Some(i) if &g[i + 1..] == "latest" => format!("{}_stage[0-9]*:latest", &g[..i]),
-        Some(_) => format!("{g}_stage[0-9]*"),
-        None => format!("{g}_stage[0-9]*:latest"),
-    }
-}
-
 fn parse_ref(s: &str) -> anyhow::Result<Reference> {
-    Ok(Reference::parse(s)?.with_default_tag())
+    Ok(image::parse_ref(s)?)
 }
 
 fn registry_settings(c: &Common) -> grove::registry::Settings {
@@ -769,14 +354,14 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
         ..
     } = &cmd
     {
-        return emit(&parse_report(image_ref)?);
+        return emit(&image::parse_report(image_ref)?);
     }
-    let env_xattrs = std::env::var_os("CH_XATTRS").is_some_and(|v| !v.is_empty());
-    let xattrs = !cli.common.no_xattrs && (cli.common.xattrs || env_xattrs);
-    grove::store::model::set_xattrs(xattrs);
-    let storage = cli::storage_dir(cli.common.storage.clone())?;
+    // Settings, resolved once and passed down.
+    let xattrs = cli::xattrs_setting(cli.common.xattrs, cli.common.no_xattrs);
+    let storage =
+        layout::storage_dir_from_env(cli.common.storage.as_deref(), RelativeVariable::Refuse)?;
     let settings = registry_settings(&cli.common);
-    settings.clone().set_global();
+    let open = || Ok(Store::open(&storage)?.with_xattrs(xattrs));
     grove::verbose!("version: {}", env!("CARGO_PKG_VERSION"));
     grove::verbose!(
         "verbose level: {} ({})",
@@ -791,7 +376,7 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             _ => "TRACE",
         }
     );
-    grove::verbose!("save xattrs: {xattrs}");
+    grove::verbose!("save xattrs: {}", xattrs.record());
     grove::verbose!("storage directory: {}", storage.display());
     grove::debug!(
         "host architecture for registry: {}",
@@ -806,74 +391,50 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Pull {
             image_ref, dest, ..
         } => {
-            let src = parse_ref(&image_ref)?;
             // As the seed man page: `pull --no-cache` downloads everything again.
             let mut settings = settings;
             settings.always_download |= common.no_cache;
-            if let Some(d) = dest.as_deref().filter(|d| cli::is_image_dir_argument(d)) {
-                let dir = PathBuf::from(d);
-                grove::registry::pull::pull_to_dir(&src, &dir, &settings)
-                    .with_context(|| format!("can't pull {src} into {}", dir.display()))?;
-                return Ok(());
-            }
-            let dest = match &dest {
-                Some(d) => parse_ref(d)?,
-                None => src.clone(),
-            };
-            let store = Store::open(&storage)?;
-            let lock = store.lock()?;
-            let t = std::time::Instant::now();
-            let out = grove::registry::pull::pull(&store, &lock, &src, &dest, &settings)
-                .with_context(|| format!("can't pull {src}"))?;
-            grove::verbose!(
-                "pulled {dest} ({}) in {:.2}s",
-                &out.commit().to_string()[..12],
-                t.elapsed().as_secs_f64()
-            );
+            image::pull(open, &image_ref, dest.as_deref(), &settings, xattrs)?;
         }
         Cmd::Push {
             image,
             image_ref,
             dest_ref,
-        } => {
-            use grove::registry::push::{push, Source};
-            let src = parse_ref(&image_ref)?;
-            let dest = match &dest_ref {
-                Some(d) => parse_ref(d)?,
-                None => src.clone(),
+        } => image::push(
+            open,
+            image.as_deref(),
+            &image_ref,
+            dest_ref.as_deref(),
+            &settings,
+        )?,
+        Cmd::Build(a) => build(&storage, &common, xattrs, settings, a)?,
+        Cmd::History { image_ref, json } => emit(&image::history(
+            &Store::open_existing(&storage)?,
+            &image_ref,
+            json,
+        )?)?,
+        Cmd::Diff { a, b, stat } => emit(&image::diff(
+            &Store::open_existing(&storage)?,
+            &a,
+            &b,
+            stat,
+        )?)?,
+        Cmd::Inspect { image_ref, json } => emit(&image::inspect(
+            &Store::open_existing(&storage)?,
+            &image_ref,
+            json,
+        )?)?,
+        Cmd::BuildCache(a) => {
+            let req = image::BuildCacheRequest {
+                reset: a.reset,
+                gc: a.gc,
+                tree: a.tree,
+                dot: a.dot,
+                action: a.action,
             };
-            if dest_ref.is_some() {
-                info!("destination:     {dest}");
-            }
-            let store = Store::open(&storage)?;
-            let lock = store.lock()?;
-            let source = match &image {
-                Some(d) => Source::Dir(d),
-                None => Source::Image(&src),
-            };
-            push(&store, &lock, source, &dest, &settings)
-                .with_context(|| format!("can't push {dest}"))?;
+            emit(&image::build_cache(&Store::open(&storage)?, &req)?)?
         }
-        Cmd::Build(a) => build(&storage, &common, a)?,
-        Cmd::History { image_ref, json } => history(&storage, &image_ref, json)?,
-        Cmd::Diff { a, b, stat } => diff(&storage, &a, &b, stat)?,
-        Cmd::Inspect { image_ref, json } => inspect(&storage, &image_ref, json)?,
-        Cmd::BuildCache(a) => build_cache(&storage, a)?,
-        Cmd::Fsck => {
-            let store = Store::open_existing(&storage)?;
-            let problems = grove::store::maint::fsck(&store)?;
-            for p in &problems {
-                grove::dataln!("{p}");
-            }
-            if !problems.is_empty() {
-                bail!(
-                    "store has {} problem(s): {}",
-                    problems.len(),
-                    storage.display()
-                );
-            }
-            info!("store ok: {}", storage.display());
-        }
+        Cmd::Fsck => image::fsck(&Store::open_existing(&storage)?)?,
         Cmd::Checkout { image_ref } => {
             let name = parse_ref(&image_ref)?;
             let store = Store::open_existing(&storage)?;
@@ -886,128 +447,24 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Reset => {
             Store::reset(&storage)?;
             info!("deleted storage directory: {}", storage.display());
-            Store::open(&storage)?;
+            open()?;
         }
-        Cmd::Import { path, image_ref } => {
-            let name = parse_ref(&image_ref)?;
-            if !path.exists() {
-                bail!("can't import: not found: {}", path.display());
-            }
-            if path.is_dir() {
-                // Read the user's 0000 files and directories without changing their modes.
-                if let Err(e) = grove::run::setup::read_own_files_as_root() {
-                    grove::verbose!("reading as the user only: {}", e.report());
-                }
-            }
-            let store = Store::open(&storage)?;
-            let lock = store.lock()?;
-            info!("importing: {}", path.display());
-            let t = std::time::Instant::now();
-            let (commit, warnings) = store
-                .import(&lock, &path, &name)
-                .with_context(|| format!("can't import {}", path.display()))?;
-            for w in &warnings {
-                warn!("{w}");
-            }
-            info!(
-                "imported: {name} ({}) in {:.2}s",
-                &commit.to_string()[..12],
-                t.elapsed().as_secs_f64()
-            );
-        }
+        Cmd::Import { path, image_ref } => image::import(open, &path, &image_ref)?,
         Cmd::List {
             image_ref: None,
             long,
-        } => {
-            let store = Store::open(&storage)?;
-            let mut o = String::new();
-            for (name, commit) in store.list()? {
-                if long {
-                    // Grove's own format, with commits: the full name.
-                    outln!(o, "{name}\t{commit}");
-                } else {
-                    outln!(o, "{}", list_name(&name));
-                }
-            }
-            emit(&o)?;
-        }
+        } => emit(&image::list(&open()?, long)?)?,
         Cmd::List {
             image_ref: Some(r), ..
-        } => {
-            let name = parse_ref(&r)?;
-            let store = Store::open(&storage)?;
-            grove::dataln!("details of image:    {name}");
-            match store.image(&name)? {
-                Some(commit) => {
-                    let (_, cfg) = store.read(commit)?;
-                    grove::dataln!("in local storage:    yes");
-                    grove::dataln!("commit:              {commit}");
-                    grove::dataln!(
-                        "checkout:            {}",
-                        store.checkout_link(&name).display()
-                    );
-                    if let Some(a) = cfg.arch {
-                        grove::dataln!("architecture:        {a}");
-                    }
-                }
-                None => grove::dataln!("in local storage:    no"),
-            }
-            let remote = grove::registry::Remote::resolve(&name);
-            grove::dataln!("full remote ref:     {remote}");
-            match grove::registry::pull::remote_info(&name, &settings) {
-                Ok(Some(info)) => {
-                    grove::dataln!("available remotely:  yes");
-                    grove::dataln!("remote digest:       {}", info.digest);
-                    match info.archs {
-                        Some(a) => {
-                            grove::dataln!("remote arch-aware:   yes");
-                            grove::dataln!("host architecture:   {}", grove::oci::host_arch());
-                            grove::dataln!("archs available:     {}", a.join(" "));
-                        }
-                        None => {
-                            grove::dataln!("remote arch-aware:   no");
-                            grove::dataln!("host architecture:   {}", grove::oci::host_arch());
-                            grove::dataln!("archs available:     unknown");
-                        }
-                    }
-                }
-                Ok(None) => grove::dataln!("available remotely:  no"),
-                Err(e) => {
-                    grove::dataln!("available remotely:  unknown");
-                    warn!("can't query registry: {}", e.full_message());
-                }
-            }
-        }
+        } => image::list_details(&open()?, &r, &settings)?,
         Cmd::Delete { image_glob } => {
-            let store = Store::open(&storage)?;
+            let store = open()?;
             let lock = store.lock()?;
-            let all = store.list()?;
-            for g in &image_glob {
-                let pattern = if g.contains(':') || g.contains('*') || g.contains('?') {
-                    g.clone()
-                } else {
-                    format!("{g}:latest")
-                };
-                // As Charliecloud: the build's intermediate stages go too (`NAME_stageN`,
-                // named by `build::exec::stage_name`).
-                let stages = stage_pattern(g);
-                let matches: Vec<&String> = all
-                    .iter()
-                    .map(|(n, _)| n)
-                    .filter(|n| cli::glob_match(&pattern, n) || cli::glob_match(&stages, n))
-                    .collect();
-                if matches.is_empty() {
-                    bail!("no matching image, can't delete: {g}");
-                }
-                for m in matches {
-                    store.delete(&lock, &parse_ref(m)?)?;
-                    info!("deleted image: {m}");
-                }
-            }
+            image::delete(&store, &lock, &image_glob)?;
         }
         Cmd::Undelete { image_ref } => {
             let name = parse_ref(&image_ref)?;
-            let store = Store::open(&storage)?;
+            let store = open()?;
             let lock = store.lock()?;
             store.undelete(&lock, &name)?;
             info!("undeleted image: {name}");
@@ -1033,43 +490,19 @@ fn main() -> ExitCode {
         eprintln!("{}", cli::last_wins(Cli::command()).render_help());
         return ExitCode::from(1);
     };
-    let storage = cli::storage_dir(cli.common.storage.clone()).ok();
+    let storage =
+        layout::storage_dir_from_env(cli.common.storage.as_deref(), RelativeVariable::Refuse).ok();
     match run(cli, cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let e = read_only_storage(e, storage.as_deref());
-            cli::report(&e);
+            // A storage directory the user can't write says so: the raw "Permission
+            // denied" on some lock or object file does not tell.
+            let e = match storage.and_then(|s| cli::read_only_storage(&*e, &s)) {
+                Some(why) => e.context(why),
+                None => e,
+            };
+            cli::report(&*e);
             ExitCode::from(1)
         }
-    }
-}
-
-/// Say so when an error comes from a storage directory the user can't write (a read-only
-/// file system, or no write permission): the raw "Permission denied" on some lock or
-/// object file does not tell.
-fn read_only_storage(e: anyhow::Error, storage: Option<&std::path::Path>) -> anyhow::Error {
-    let Some(storage) = storage else { return e };
-    let denied = e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::raw_os_error)
-            .is_some_and(|n| [libc::EROFS, libc::EACCES, libc::EPERM].contains(&n))
-    });
-    if !denied || !storage.is_dir() {
-        return e;
-    }
-    let read_only_fs = nix::sys::statvfs::statvfs(storage)
-        .is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
-    if read_only_fs {
-        e.context(format!(
-            "storage directory is on a read-only file system: {}",
-            storage.display()
-        ))
-    } else if nix::unistd::access(storage, nix::unistd::AccessFlags::W_OK).is_err() {
-        e.context(format!(
-            "storage directory is read-only (not writable by you): {}",
-            storage.display()
-        ))
-    } else {
-        e
     }
 }

@@ -7,6 +7,7 @@
 
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use grove::run::{self, Bind, EnvArg, EnvSource, Join, RunError, RunSpec, WriteMode};
+use grove::store::layout::{self, RelativeVariable};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -72,12 +73,7 @@ struct Cli {
     #[arg(short = 'q', long = "quiet", action = ArgAction::Count)]
     quiet: u8,
     /// set DIR as storage directory
-    #[arg(
-        short = 's',
-        long = "storage",
-        value_name = "DIR",
-        env = "CH_IMAGE_STORAGE"
-    )]
+    #[arg(short = 's', long = "storage", value_name = "DIR")]
     storage: Option<PathBuf>,
     /// (internal, for ch-image build) lower directory of the image union, top first
     #[arg(long = "lower", value_name = "DIR", action = ArgAction::Append, hide = true)]
@@ -143,7 +139,7 @@ fn main() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{}", e.report());
-            run::EXIT_MISC
+            e.exit_status()
         }
     };
     // Unless the command replaced ch-run: its warnings again, as Charliecloud's ch-run.
@@ -347,64 +343,34 @@ fn real_main() -> Result<i32, RunError> {
     let (Some(image_arg), false) = (cli.image.as_ref(), cli.cmd.is_empty()) else {
         return Err(RunError::msg("IMAGE and/or CMD not specified"));
     };
-    let storage = cli
-        .storage
-        .clone()
-        .unwrap_or_else(|| run::default_storage(&user));
-    let mut write = write;
-    let image = if !cli.lower.is_empty() {
+    // As Charliecloud's ch-run: a relative $CH_IMAGE_STORAGE is taken as given.
+    let storage =
+        layout::storage_dir_for_user(cli.storage.as_deref(), Some(&user), RelativeVariable::Allow)
+            .map_err(|e| RunError::msg(e.to_string()))?;
+    let (image, write) = if !cli.lower.is_empty() {
         // The builder's RUN: the image is the union of the given layers.
         if cli.lower.len() < 2 && cli.upper.is_none() {
             return Err(RunError::msg(
                 "--lower: need two lower directories, or --upper",
             ));
         }
-        write = WriteMode::Layers {
-            lowers: cli.lower.clone(),
-            upper: cli.upper.clone().zip(cli.work.clone()),
-        };
-        run::Image {
+        let image = run::Image {
             path: cli.lower[0].clone(),
             kind: run::ImageKind::Dir,
             by_name: false,
-        }
+        };
+        let write = WriteMode::Layers {
+            lowers: cli.lower.clone(),
+            upper: cli.upper.clone().zip(cli.work.clone()),
+        };
+        (image, write)
     } else {
-        match stored_image(image_arg, &storage, write != WriteMode::ReadOnly)? {
-            Some(lowers) => {
-                // Not even with --unsafe: the checkout's files would no longer be its
-                // commit's, and later runs and builds would use them.
-                if cli.write {
-                    return Err(RunError::msg("--write invalid when running by name"));
-                }
-                if lowers.len() > 1 {
-                    write = WriteMode::Layers {
-                        lowers: lowers.clone(),
-                        upper: None,
-                    };
-                }
-                run::Image {
-                    path: lowers[0].clone(),
-                    kind: run::ImageKind::Dir,
-                    by_name: true,
-                }
-            }
-            None => {
-                // A name (not a path: no leading `/` or `.`) that is neither stored nor a
-                // file: the FAQ's message, `can't find image: foo`.
-                let p = std::path::Path::new(image_arg);
-                if !image_arg.starts_with(['/', '.'])
-                    && grove::reference::Reference::parse(image_arg).is_ok()
-                    && std::fs::symlink_metadata(p).is_err()
-                    && !run::storage_image_path(&storage, image_arg).is_dir()
-                {
-                    return Err(RunError::io(
-                        format!("can't find image: {image_arg}"),
-                        &std::io::Error::from_raw_os_error(libc::ENOENT),
-                    ));
-                }
-                run::locate_image(image_arg, &storage, cli.write, cli.unsafe_)?
-            }
-        }
+        let ch_image = || {
+            Ok(std::env::current_exe()
+                .map_err(|e| RunError::io("can't find own executable", &e))?
+                .with_file_name("ch-image"))
+        };
+        grove::runname::locate(image_arg, &storage, write, cli.write, cli.unsafe_, ch_image)?
     };
     grove::verbose!("verbosity: {}", grove::log::level());
     grove::verbose!("image: {}", image.path.display());
@@ -486,87 +452,4 @@ fn missing_argument(e: &clap::Error) -> Option<String> {
 /// A numeric option value (a uid, gid, PID or count) in Charliecloud's words when bad.
 fn number(opt: &str, v: &str) -> Result<u32, RunError> {
     run::parse_id(v).map_err(|why| RunError::msg(format!("{opt}: {why}")))
-}
-
-/// An image name in the store: the directories whose union is its tree (a checkout, or
-/// the layers above one). `None` if `arg` is a path or no such image is stored.
-fn stored_image(
-    arg: &str,
-    storage: &std::path::Path,
-    need_dir: bool,
-) -> Result<Option<Vec<PathBuf>>, RunError> {
-    use grove::reference::Reference;
-    use grove::store::Store;
-    if arg.starts_with('/') || arg.starts_with('.') || !storage.join("version").is_file() {
-        return Ok(None);
-    }
-    let Ok(name) = Reference::parse(arg).map(Reference::with_default_tag) else {
-        return Ok(None);
-    };
-    let store = match Store::open_existing(storage) {
-        Ok(s) => s,
-        // An unusable storage directory does not stop a run from a path.
-        Err(_) if std::path::Path::new(arg).exists() => return Ok(None),
-        Err(e) => return Err(RunError::msg(format!("storage: {e}"))),
-    };
-    let lookup = || {
-        store
-            .image(&name)
-            .map_err(|e| RunError::msg(format!("storage: {e}")))
-    };
-    if lookup()?.is_none() {
-        return Ok(None);
-    }
-    // Held by the container until it exits, so that no writer removes its files; the
-    // name is resolved again under it.
-    store
-        .run_lease()
-        .map_err(|e| RunError::msg(format!("storage: {e}")))?;
-    let Some(commit) = lookup()? else {
-        return Ok(None);
-    };
-    if let Some(v) = store
-        .view_existing(commit)
-        .map_err(|e| RunError::msg(format!("storage: {e}")))?
-    {
-        // Writable modes (-W, or -w with --unsafe) need one directory, not a union.
-        if v.len() == 1 || !need_dir {
-            for d in &v {
-                unchanged(d)?;
-            }
-            return Ok(Some(v));
-        }
-    }
-    // No checkout (or layers where a directory is needed): have ch-image check it out. Not in this process:
-    // checkouts use threads, and a threaded process can't enter a user namespace.
-    let ch_image = std::env::current_exe()
-        .map_err(|e| RunError::io("can't find own executable", &e))?
-        .with_file_name("ch-image");
-    // `--storage=DIR` and `--`: neither can be taken for another option.
-    let mut storage_opt = std::ffi::OsString::from("--storage=");
-    storage_opt.push(storage);
-    let out = std::process::Command::new(&ch_image)
-        .arg(storage_opt)
-        .args(["checkout", "--", &name.to_string()])
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| RunError::io(format!("can't execute: {}", ch_image.display()), &e))?;
-    if !out.status.success() {
-        return Err(RunError::msg(format!("can't check out image: {name}")));
-    }
-    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim_end());
-    unchanged(&dir)?;
-    Ok(Some(vec![dir]))
-}
-
-/// Refuse a checkout or layer changed behind the store's back (docs/store-format.md).
-fn unchanged(dir: &std::path::Path) -> Result<(), RunError> {
-    grove::store::stamp::verify(dir).map_err(|e| {
-        let hint = e.hint();
-        let e = RunError::msg(format!("storage: {e}"));
-        match hint {
-            Some(h) => e.with_hint(h),
-            None => e,
-        }
-    })
 }

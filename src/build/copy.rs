@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use super::context::Ignore;
 use crate::store::checkout::set_time;
-use crate::store::model::{Dir, Mtime, Node, Times, Xattrs};
+use crate::store::model::{Dir, Mtime, Node, Times, XattrPolicy, Xattrs};
 
 /// Errors of COPY/ADD.
 #[derive(Debug, thiserror::Error)]
@@ -171,20 +171,26 @@ pub fn dest_is_dir(
 /// Copy a host path (file, or directory contents) to `to` inside the layer. `rel` is the
 /// source's path relative to the context; entries below it that `ignore` excludes
 /// (`.dockerignore`) are not copied, as they are not hashed into the cache key either.
-pub fn copy_host(src: &Path, rel: &str, ignore: &Ignore, to: &Path) -> Result<(), CopyError> {
+pub fn copy_host(
+    src: &Path,
+    rel: &str,
+    ignore: &Ignore,
+    to: &Path,
+    xattrs: XattrPolicy,
+) -> Result<(), CopyError> {
     let md = fs::metadata(src).map_err(io_err("stat", src))?;
     if md.is_dir() {
         if !to.is_dir() {
             fs::create_dir_all(to).map_err(io_err("create directory", to))?;
         }
-        copy_dir_contents(src, rel, ignore, to)?;
-        copy_xattrs(src, to)?;
+        copy_dir_contents(src, rel, ignore, to, xattrs)?;
+        copy_xattrs(src, to, xattrs)?;
         let mode = md.permissions().mode() & 0o7777;
         fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o700))
             .map_err(io_err("chmod", to))?;
         set_time(to, Mtime::of(&md)).map_err(io_err("set time of", to))?;
     } else if md.is_file() {
-        copy_file(src, to, &md)?;
+        copy_file(src, to, &md, xattrs)?;
     } else {
         // Opening a FIFO would wait for a writer forever; devices and sockets have no
         // content to copy.
@@ -212,8 +218,8 @@ fn warn_skipped(path: &Path, md: &fs::Metadata) {
 /// With `--xattrs` (`$CH_XATTRS`), give `to` the `user.*` extended attributes of `src`,
 /// as import does; the layer records them. `to` is made owner-writable first (the kernel
 /// checks write permission for `user.*` attributes); the caller sets its final mode.
-fn copy_xattrs(src: &Path, to: &Path) -> Result<(), CopyError> {
-    if !crate::store::model::xattrs_enabled() {
+fn copy_xattrs(src: &Path, to: &Path, xattrs: XattrPolicy) -> Result<(), CopyError> {
+    if !xattrs.record() {
         return Ok(());
     }
     set_xattrs(&crate::store::model::read_xattrs(src), to)
@@ -240,7 +246,12 @@ pub fn set_xattrs(attrs: &[(Vec<u8>, Vec<u8>)], to: &Path) -> Result<(), CopyErr
 
 /// Copy a regular file with its permission bits (kept readable by the owner, so that the
 /// layer can be read back; a read-only file stays read-only) and its modification time.
-fn copy_file(src: &Path, to: &Path, md: &fs::Metadata) -> Result<(), CopyError> {
+fn copy_file(
+    src: &Path,
+    to: &Path,
+    md: &fs::Metadata,
+    xattrs: XattrPolicy,
+) -> Result<(), CopyError> {
     let mode = md.permissions().mode() & 0o7777;
     if let Ok(m) = fs::symlink_metadata(to) {
         if m.is_dir() {
@@ -250,14 +261,20 @@ fn copy_file(src: &Path, to: &Path, md: &fs::Metadata) -> Result<(), CopyError> 
         }
     }
     fs::copy(src, to).map_err(io_err("copy", src))?;
-    copy_xattrs(src, to)?;
+    copy_xattrs(src, to, xattrs)?;
     fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o400))
         .map_err(io_err("chmod", to))?;
     set_time(to, Mtime::of(md)).map_err(io_err("set time of", to))?;
     Ok(())
 }
 
-fn copy_dir_contents(src: &Path, rel: &str, ignore: &Ignore, to: &Path) -> Result<(), CopyError> {
+fn copy_dir_contents(
+    src: &Path,
+    rel: &str,
+    ignore: &Ignore,
+    to: &Path,
+    xattrs: XattrPolicy,
+) -> Result<(), CopyError> {
     let mut names: Vec<_> = fs::read_dir(src)
         .map_err(io_err("read directory", src))?
         .map(|e| e.map(|e| e.file_name()))
@@ -289,8 +306,8 @@ fn copy_dir_contents(src: &Path, rel: &str, ignore: &Ignore, to: &Path) -> Resul
             if !d.is_dir() {
                 fs::create_dir(&d).map_err(io_err("create directory", &d))?;
             }
-            copy_dir_contents(&s, &r, ignore, &d)?;
-            copy_xattrs(&s, &d)?;
+            copy_dir_contents(&s, &r, ignore, &d, xattrs)?;
+            copy_xattrs(&s, &d, xattrs)?;
             fs::set_permissions(
                 &d,
                 fs::Permissions::from_mode((md.permissions().mode() & 0o7777) | 0o700),
@@ -298,7 +315,7 @@ fn copy_dir_contents(src: &Path, rel: &str, ignore: &Ignore, to: &Path) -> Resul
             .map_err(io_err("chmod", &d))?;
             set_time(&d, Mtime::of(&md)).map_err(io_err("set time of", &d))?;
         } else if ft.is_file() {
-            copy_file(&s, &d, &md)?;
+            copy_file(&s, &d, &md, xattrs)?;
         } else {
             // FIFOs, sockets and devices in a context are not copied.
             warn_skipped(&s, &md);
@@ -310,7 +327,7 @@ fn copy_dir_contents(src: &Path, rel: &str, ignore: &Ignore, to: &Path) -> Resul
 /// Copy an image path of another stage (`COPY --from`) to `to` inside the layer, reading
 /// file contents from the object database. `times` are the times of `node` (`b""`) and
 /// below, as [`Times::subtree`] gives them; `xattrs` the extended attributes of `node`
-/// and below, as [`xattrs_subtree`] gives them, set with `--xattrs` (`$CH_XATTRS`).
+/// and below, as [`xattrs_subtree`] gives them (empty without `--xattrs`, `$CH_XATTRS`).
 pub fn copy_from_model(
     repo: &gix::Repository,
     node: &Node,
@@ -318,11 +335,6 @@ pub fn copy_from_model(
     times: &Times,
     xattrs: &Xattrs,
 ) -> Result<(), CopyError> {
-    let xattrs = if crate::store::model::xattrs_enabled() {
-        xattrs
-    } else {
-        &Xattrs::new()
-    };
     copy_node(repo, node, to, times, xattrs, &mut Vec::new())
 }
 

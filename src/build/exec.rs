@@ -80,6 +80,8 @@ pub struct BuildOptions {
     pub ch_run: PathBuf,
     /// Where the stat cache of content hashes lives.
     pub stat_cache: PathBuf,
+    /// Registry settings for base images a `FROM` pulls.
+    pub registry: crate::registry::Settings,
 }
 
 /// Errors of a build.
@@ -302,7 +304,7 @@ pub fn build(
         b.df.escape(),
         plan::PlanOptions {
             force: opts.force,
-            xattrs: store::model::xattrs_enabled(),
+            xattrs: b.store.xattrs().record(),
             source_date_epoch,
         },
     );
@@ -673,7 +675,7 @@ impl<'a> Builder<'a> {
             &all,
             &self.ignore,
             &mut self.stat_cache,
-            store::model::xattrs_enabled(),
+            self.store.xattrs().record(),
         )
         .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
         extra.extend_from_slice(&h);
@@ -756,15 +758,13 @@ impl<'a> Builder<'a> {
             }
             let c = match found {
                 Some(c) => c,
-                None => crate::registry::pull::pull(
-                    self.store,
-                    self.lock,
-                    &r,
-                    &r,
-                    &crate::registry::Settings::global(),
-                )
-                .map_err(|e| self.at_err(ins, format!("{r}: not in storage and can't pull it"), e))?
-                .commit(),
+                None => {
+                    crate::registry::pull::pull(self.store, self.lock, &r, &r, &self.opts.registry)
+                        .map_err(|e| {
+                            self.at_err(ins, format!("{r}: not in storage and can't pull it"), e)
+                        })?
+                        .commit()
+                }
             };
             (c, Key::from_base(&c.to_string()))
         };
@@ -806,8 +806,9 @@ impl<'a> Builder<'a> {
     fn absorb(&mut self, layer: &Path) -> Result<(), BuildError> {
         let ts = self.store.thread_safe().clone();
         let clamp = self.source_date_epoch;
+        let xattrs = self.store.xattrs();
         let model = self.model()?;
-        let (_, warnings) = store::layer::apply_upper(&ts, model, layer, clamp)?;
+        let (_, warnings) = store::layer::apply_upper(&ts, model, layer, clamp, xattrs)?;
         self.files_changed = true;
         for w in warnings {
             warn!("{w}");
@@ -1044,7 +1045,11 @@ impl<'a> Builder<'a> {
                             .map(|c| String::from_utf8_lossy(c).into_owned())
                             .unwrap_or_default();
                         let times = m.times.subtree(&comps.join(&b'/'));
-                        let xattrs = copy::xattrs_subtree(&m.xattrs, &comps.join(&b'/'));
+                        let xattrs = if self.store.xattrs().record() {
+                            copy::xattrs_subtree(&m.xattrs, &comps.join(&b'/'))
+                        } else {
+                            Default::default()
+                        };
                         srcs.push(Src::Node(node, name, times, xattrs));
                     }
                     None if is_url(p) => {
@@ -1067,6 +1072,7 @@ impl<'a> Builder<'a> {
                 Src::Inline(..) | Src::Url(..) => false,
             };
         let n_sources = srcs.len();
+        let xattrs = self.store.xattrs();
         let file = self.df.file.clone();
         let keyword = ins.keyword().to_string();
         let at = |e: copy::CopyError| BuildError::At {
@@ -1119,12 +1125,12 @@ impl<'a> Builder<'a> {
                     };
                     if add && src.real.is_file() && is_archive(&src.real) {
                         let t = if into_dir { dir.clone() } else { named.clone() };
-                        extract_archive(&src.real, &t)
+                        extract_archive(&src.real, &t, xattrs)
                     } else if src.real.is_dir() {
                         let t = if into_dir { dir.clone() } else { named };
-                        copy::copy_host(&src.real, &src.rel, &self.ignore, &t)
+                        copy::copy_host(&src.real, &src.rel, &self.ignore, &t, xattrs)
                     } else {
-                        copy::copy_host(&src.real, &src.rel, &self.ignore, &named)
+                        copy::copy_host(&src.real, &src.rel, &self.ignore, &named, xattrs)
                     }
                 }
                 Src::Url(name, f) => {
@@ -1210,7 +1216,11 @@ fn unsafe_member(path: &[u8], hard_link_target: Option<&[u8]>) -> Option<&'stati
 
 /// Extract an `ADD` archive into `dest`, member by member; an unsafe member fails the
 /// step with an error naming the archive, the member and the reason.
-fn extract_archive(src: &Path, dest: &Path) -> Result<(), copy::CopyError> {
+fn extract_archive(
+    src: &Path,
+    dest: &Path,
+    xattrs: store::model::XattrPolicy,
+) -> Result<(), copy::CopyError> {
     let io = |action: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source: std::io::Error| copy::CopyError::Io {
@@ -1253,7 +1263,7 @@ fn extract_archive(src: &Path, dest: &Path) -> Result<(), copy::CopyError> {
         let mode = e.header().mode().ok();
         // With --xattrs, the member's `user.*` attributes (PAX `SCHILY.xattr.*`), as
         // import reads them.
-        let xattrs = if store::model::xattrs_enabled() {
+        let attrs = if xattrs.record() {
             member_xattrs(&mut e)
         } else {
             Vec::new()
@@ -1284,7 +1294,7 @@ fn extract_archive(src: &Path, dest: &Path) -> Result<(), copy::CopyError> {
                 // Never through a symlink a later member put in its place.
                 let real = fs::symlink_metadata(&p).is_ok_and(|md| !md.is_symlink());
                 if real && (kind.is_dir() || kind.is_file()) {
-                    copy::set_xattrs(&xattrs, &p)?;
+                    copy::set_xattrs(&attrs, &p)?;
                 }
                 if let (Some(m), true) = (mode, settable) {
                     let kept = store::import::kept_mode(kind.is_dir(), m);

@@ -17,7 +17,6 @@ pub mod pull;
 pub mod push;
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::reference::Reference;
@@ -342,20 +341,7 @@ impl Settings {
             always_download: false,
         }
     }
-
-    /// The settings set by the program with [`Settings::set_global`], else
-    /// [`Settings::from_env`]. Used where no caller passes settings (FROM in a build).
-    pub fn global() -> Settings {
-        GLOBAL.get().cloned().unwrap_or_else(Settings::from_env)
-    }
-
-    /// Record process-wide settings (once; later calls are ignored).
-    pub fn set_global(self) {
-        let _ = GLOBAL.set(self);
-    }
 }
-
-static GLOBAL: OnceLock<Settings> = OnceLock::new();
 
 /// Where an image lives: registry host and port, repository path, tag or digest.
 #[derive(Debug, Clone, PartialEq, Eq)]

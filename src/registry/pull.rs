@@ -23,7 +23,8 @@ use super::client::Client;
 use super::{Arch, RegistryError, Remote, Settings};
 use crate::oci::{self, ConfigDoc, Digest, Document, DocumentError, Manifest, Platform};
 use crate::reference::Reference;
-use crate::store::{config, git, import, Dir, Expect, Store, WriteLock};
+use crate::store::model::XattrPolicy;
+use crate::store::{config, git, import, Dir, Expect, Layout, Store, WriteLock};
 use crate::{info, verbose, warn};
 
 /// Config annotation holding the pulled manifest's digest.
@@ -198,8 +199,15 @@ pub fn pull(
             source,
         };
         let reader = import::open_archive(p).map_err(layer_err)?;
-        let warnings = import::apply_layer(ts, &mut root, reader, p, import::Whiteouts::Apply)
-            .map_err(layer_err)?;
+        let warnings = import::apply_layer(
+            ts,
+            &mut root,
+            reader,
+            p,
+            import::Whiteouts::Apply,
+            store.xattrs(),
+        )
+        .map_err(layer_err)?;
         for w in warnings {
             warn!("{w}");
         }
@@ -289,7 +297,12 @@ fn pull_scratch(
 /// dropped), ready for `ch-run DIR`. An existing `dir` is replaced if it is empty or
 /// looks like an image (has `bin`, `dev` and `usr` directories, Charliecloud's test);
 /// anything else there is refused.
-pub fn pull_to_dir(src: &Reference, dir: &Path, settings: &Settings) -> Result<(), RegistryError> {
+pub fn pull_to_dir(
+    src: &Reference,
+    dir: &Path,
+    settings: &Settings,
+    xattrs: XattrPolicy,
+) -> Result<(), RegistryError> {
     let replace = match fs::symlink_metadata(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(e) => return Err(io_err("stat", dir)(e)),
@@ -334,7 +347,7 @@ pub fn pull_to_dir(src: &Reference, dir: &Path, settings: &Settings) -> Result<(
     let _ = crate::store::checkout::remove_tree(&work);
     let result = (|| -> Result<(), RegistryError> {
         info!("unpacking into:   {}", dir.display());
-        let store = Store::open(&work.join("storage"))?;
+        let store = Store::open(&work.join("storage"))?.with_xattrs(xattrs);
         let lock = store.lock()?;
         let commit = pull(&store, &lock, src, src, settings)?.commit();
         let (root, _) = store.read(commit)?;
@@ -374,9 +387,11 @@ impl Drop for Partial {
 
 /// Remove partial downloads of this blob left by processes that no longer run (a killed
 /// pull); a partial of a live process is left alone.
-fn remove_stale_partials(cache: &Path, hex: &str) {
-    let prefix = format!("sha256-{hex}.partial.");
-    let Ok(rd) = fs::read_dir(cache) else { return };
+fn remove_stale_partials(layout: &Layout, hex: &str) {
+    let prefix = Layout::dl_partial_prefix(hex);
+    let Ok(rd) = fs::read_dir(layout.dlcache()) else {
+        return;
+    };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let Some(pid) = name
@@ -442,7 +457,7 @@ fn download_layers(
     m: &Manifest,
     settings: &Settings,
 ) -> Result<Vec<PathBuf>, RegistryError> {
-    let cache = store.root().join("dlcache");
+    let cache = store.layout().dlcache();
     let jobs = distinct_layers(&m.layers)?;
     fs::create_dir_all(&cache).map_err(io_err("create directory", &cache))?;
     let bars = settings.progress.then(indicatif::MultiProgress::new);
@@ -457,7 +472,7 @@ fn download_layers(
                         let j = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         let Some((i, d)) = jobs.get(j) else { break };
                         let r = download_one(
-                            &cache,
+                            store.layout(),
                             client,
                             d,
                             (*i, n),
@@ -507,7 +522,7 @@ fn download_layers(
 }
 
 fn download_one(
-    cache: &Path,
+    layout: &Layout,
     client: &Client,
     d: &oci::Descriptor,
     (i, n): (usize, usize),
@@ -520,7 +535,7 @@ fn download_one(
     })?;
     let hex = digest.hex();
     let what = format!("layer {}/{n} ({})", i + 1, d.digest);
-    let dest = cache.join(format!("sha256-{hex}"));
+    let dest = layout.dl_layer(hex);
     if dest.exists() && !always {
         if file_digest(&dest)? == digest {
             // The content is right; the manifest must say its size too.
@@ -543,8 +558,8 @@ fn download_one(
         fs::remove_file(&dest).map_err(io_err("remove", &dest))?;
     }
     verbose!("layer {}/{n}: {}: downloading", i + 1, short(&d.digest));
-    remove_stale_partials(cache, hex);
-    let part = cache.join(format!("sha256-{hex}.partial.{}", std::process::id()));
+    remove_stale_partials(layout, hex);
+    let part = layout.dl_partial(hex, std::process::id());
     let guard = Partial(Some(part.clone()));
     let (resp, deadline) = client.blob(&d.digest, d.size)?;
     let url = client.url(&format!("blobs/{}", d.digest));

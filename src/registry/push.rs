@@ -35,7 +35,7 @@ pub fn push(
         }
         Source::Dir(d) => {
             info!("image path:      {}", d.display());
-            let (root, warnings) = import::import_path(store.thread_safe(), d)?;
+            let (root, warnings) = import::import_path(store.thread_safe(), d, store.xattrs())?;
             for w in warnings {
                 crate::warn!("{w}");
             }

@@ -27,6 +27,8 @@ pub struct RunError {
     errno: Option<Errno>,
     location: &'static Location<'static>,
     hint: Option<String>,
+    /// The exit status ch-run ends with after this error.
+    status: i32,
 }
 
 impl RunError {
@@ -38,6 +40,7 @@ impl RunError {
             errno: None,
             location: Location::caller(),
             hint: None,
+            status: EXIT_MISC,
         }
     }
 
@@ -49,6 +52,17 @@ impl RunError {
             errno: Some(errno),
             location: Location::caller(),
             hint: None,
+            status: EXIT_MISC,
+        }
+    }
+
+    /// The command could not be executed (`execve(2)` failed): ch-run exits with
+    /// [`EXIT_EXEC`] rather than [`EXIT_MISC`], whatever the message says.
+    #[track_caller]
+    pub fn exec(msg: impl Into<String>, errno: Errno) -> RunError {
+        RunError {
+            status: EXIT_EXEC,
+            ..RunError::sys(msg, errno)
         }
     }
 
@@ -60,6 +74,7 @@ impl RunError {
             errno: e.raw_os_error().map(Errno::from_raw),
             location: Location::caller(),
             hint: None,
+            status: EXIT_MISC,
         }
     }
 
@@ -80,6 +95,12 @@ impl RunError {
 
     pub fn hint(&self) -> Option<&str> {
         self.hint.as_deref()
+    }
+
+    /// The exit status for this error: [`EXIT_EXEC`] for [`RunError::exec`], else
+    /// [`EXIT_MISC`].
+    pub fn exit_status(&self) -> i32 {
+        self.status
     }
 
     /// The full report: `ch-run[PID]: error: ...`, then `ch-run[PID]: hint: ...` if any.
@@ -133,6 +154,23 @@ mod tests {
             "{r}"
         );
         assert!(r.ends_with(" 2)"), "{r}");
+    }
+
+    #[test]
+    fn exit_status_comes_from_the_kind_not_the_message() {
+        assert_eq!(
+            RunError::exec("anything", Errno::ENOENT).exit_status(),
+            EXIT_EXEC
+        );
+        assert_eq!(
+            RunError::sys("can't execve(2): lookalike", Errno::ENOENT).exit_status(),
+            EXIT_MISC
+        );
+        assert_eq!(RunError::msg("can't execve").exit_status(), EXIT_MISC);
+        // The location is where `exec` was called, not inside it.
+        assert!(RunError::exec("x", Errno::ENOENT)
+            .render()
+            .contains("error.rs:"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! Knows nothing of the store: it takes a root filesystem path (directory or SquashFS file);
 //! [`storage_image_path`] is the single place that knows where a named image's directory
-//! lives.
+//! lives (spelled by [`crate::store::Layout`], which only computes paths).
 //!
 //! Sequence ([`run`]): read host `--set-env` files; join a peer group or build a container:
 //! write temporary passwd/group files, `unshare(CLONE_NEWUSER|CLONE_NEWNS)` (the process must
@@ -131,17 +131,11 @@ pub fn valid_user_name(user: &str) -> bool {
     !user.is_empty() && user != "." && user != ".." && !user.contains(['/', '\0'])
 }
 
-/// Default storage directory: `/var/tmp/$USER.grove`.
-pub fn default_storage(user: &str) -> PathBuf {
-    PathBuf::from(format!("/var/tmp/{user}.grove"))
-}
-
 /// Where a named image's directory lives in storage: `STORAGE/img/NAME` with `/` mapped to
 /// `%` and `:` to `+` (Charliecloud's `img_name2path`). A directory or a symlink to one.
 pub fn storage_image_path(storage: &Path, name: &str) -> PathBuf {
-    storage
-        .join("img")
-        .join(name.replace('/', "%").replace(':', "+"))
+    // The one path of the storage directory `run` knows, spelled by the store's layout.
+    crate::store::Layout::new(storage).image_link(&name.replace('/', "%").replace(':', "+"))
 }
 
 /// Find the image `arg`: by name in `storage` if such an image exists, else a path to a
@@ -703,7 +697,7 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
                 .map_err(|e| RunError::sys("can't read signal mask", e))?;
             let e = exec_child(spec, &new_env, &mask);
             eprintln!("{}", e.report());
-            return Ok(exec_failure_status(&e));
+            return Ok(e.exit_status());
         }
     };
 
@@ -729,7 +723,7 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
                 Ok(()) => exec_child(spec, &new_env, &old),
             };
             eprintln!("{}", e.report());
-            sys::exit_now(exec_failure_status(&e));
+            sys::exit_now(e.exit_status());
         }
         sys::Forked::Parent(child) => {
             let mut terminated = false;
@@ -799,16 +793,6 @@ fn join_identity(spec: &RunSpec, uid: u32, gid: u32) -> join::Identity {
     }
 }
 
-/// Exit status after `exec_child` failed with `e`: 49 if the command could not be
-/// executed, else 31.
-fn exec_failure_status(e: &RunError) -> i32 {
-    if e.message().starts_with("can't execve") {
-        EXIT_EXEC
-    } else {
-        EXIT_MISC
-    }
-}
-
 /// Final process setup and exec of the command (in ch-run itself, or in the forked child
 /// for SquashFS images). Returns only on failure.
 fn exec_child(spec: &RunSpec, new_env: &[env::Var], old_mask: &SigSet) -> RunError {
@@ -865,7 +849,7 @@ fn exec_child(spec: &RunSpec, new_env: &[env::Var], old_mask: &SigSet) -> RunErr
     let e = nix::unistd::execvp(&argv[0], &argv)
         .err()
         .unwrap_or(nix::errno::Errno::UnknownErrno);
-    RunError::sys(
+    RunError::exec(
         format!("can't execve(2): {}", spec.cmd[0].to_string_lossy()),
         e,
     )
@@ -1120,10 +1104,6 @@ mod tests {
         assert_eq!(
             storage_image_path(Path::new("/s"), "example.com:5050/a/b:tag"),
             PathBuf::from("/s/img/example.com+5050%a%b+tag")
-        );
-        assert_eq!(
-            default_storage("alice"),
-            PathBuf::from("/var/tmp/alice.grove")
         );
     }
 

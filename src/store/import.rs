@@ -25,7 +25,7 @@ use gix::ObjectId;
 use rayon::prelude::*;
 
 use super::git::{git_err, GitError};
-use super::model::{self, Dir, File, Node, PathError};
+use super::model::{self, Dir, File, Node, PathError, XattrPolicy};
 use super::pack::{PackBuilder, PACK_MIN_OBJECTS};
 
 /// Files at least this big are streamed into the object database instead of being read
@@ -142,14 +142,15 @@ pub fn skipped_member(kind: tar::EntryType, archive: &Path, member: &str) -> Opt
 pub fn import_path(
     ts: &gix::ThreadSafeRepository,
     path: &Path,
+    xattrs: XattrPolicy,
 ) -> Result<(Dir, Warnings), ImportError> {
     let md = fs::metadata(path).map_err(io_err("stat", path))?;
     if md.is_dir() {
         // The user's own tree: never changed, not even for a moment (a killed import
         // would leave it changed); an unreadable entry is an error naming it.
-        import_dir(ts, path, false)
+        import_dir(ts, path, false, xattrs)
     } else if md.is_file() {
-        import_tar(ts, path)
+        import_tar(ts, path, xattrs)
     } else {
         Err(ImportError::Unknown(path.to_path_buf()))
     }
@@ -205,7 +206,8 @@ pub fn import_squash(
                 });
             }
         }
-        let (mut root, w) = import_dir(ts, scratch, true)?;
+        // Extracted with -no-xattrs: there are none to read.
+        let (mut root, w) = import_dir(ts, scratch, true, XattrPolicy::Ignore)?;
         warnings.extend(w);
         // An unprivileged unsquashfs may clear special bits: take them from its listing,
         // then drop setuid and setgid as every import does (FAQ 11.3.8).
@@ -266,6 +268,8 @@ fn import_squash_stream(
         BufReader::with_capacity(1 << 20, stdout),
         path,
         Whiteouts::Keep,
+        // Streamed with --no-xattr: there are none to read.
+        XattrPolicy::Ignore,
     );
     let status = child.wait().map_err(|source| ImportError::Spawn {
         tool: "sqfs2tar",
@@ -370,6 +374,7 @@ fn import_dir(
     ts: &gix::ThreadSafeRepository,
     src: &Path,
     chmod: bool,
+    xattrs_policy: XattrPolicy,
 ) -> Result<(Dir, Warnings), ImportError> {
     let restore = ModeRestore(Mutex::new(Vec::new()), chmod);
     let mut root = Dir::new(0o755);
@@ -381,6 +386,7 @@ fn import_dir(
         inodes: HashMap::new(),
         warnings: Vec::new(),
         restore: &restore,
+        xattrs_policy,
         xattrs: Default::default(),
         times: Default::default(),
     };
@@ -411,6 +417,7 @@ struct DirWalk<'a> {
     inodes: HashMap<(u64, u64), u32>,
     warnings: Warnings,
     restore: &'a ModeRestore,
+    xattrs_policy: XattrPolicy,
     xattrs: super::model::Xattrs,
     /// Modification times by path (taken before anything below is read).
     times: std::collections::BTreeMap<Vec<u8>, model::Mtime>,
@@ -426,7 +433,7 @@ impl DirWalk<'_> {
             let mode = md.mode() & 0o7777;
             let ft = md.file_type();
             self.times.insert(r.clone(), model::Mtime::of(&md));
-            if model::xattrs_enabled() && !ft.is_symlink() {
+            if self.xattrs_policy.record() && !ft.is_symlink() {
                 let x = model::read_xattrs(&p);
                 if !x.is_empty() {
                     self.xattrs.insert(r.clone(), x);
@@ -816,8 +823,9 @@ pub fn apply_layer(
     reader: impl Read + Send,
     label: &Path,
     whiteouts: Whiteouts,
+    xattrs: XattrPolicy,
 ) -> Result<Warnings, ImportError> {
-    apply_layer_shaped(ts, root, reader, label, whiteouts).map(|(w, _)| w)
+    apply_layer_shaped(ts, root, reader, label, whiteouts, xattrs).map(|(w, _)| w)
 }
 
 /// How a tar stream's members were laid out, for the single-top-directory rule.
@@ -834,6 +842,7 @@ fn apply_layer_shaped(
     reader: impl Read + Send,
     label: &Path,
     whiteouts: Whiteouts,
+    xattrs: XattrPolicy,
 ) -> Result<(Warnings, Shape), ImportError> {
     let writer = BackgroundWriter::new(ts);
     let repo = repo_for_writing(ts);
@@ -959,7 +968,7 @@ fn apply_layer_shaped(
                 }
             }
             // Extended attributes from PAX headers (`SCHILY.xattr.user.*`), with --xattrs.
-            if model::xattrs_enabled() {
+            if xattrs.record() {
                 let mut x: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
                 if let Ok(Some(exts)) = entry.pax_extensions() {
                     for e in exts.flatten() {
@@ -1171,10 +1180,15 @@ fn keep_only_added(dir: &mut Dir, path: &[u8], added: &HashSet<Vec<u8>>) {
     });
 }
 
-fn import_tar(ts: &gix::ThreadSafeRepository, path: &Path) -> Result<(Dir, Warnings), ImportError> {
+fn import_tar(
+    ts: &gix::ThreadSafeRepository,
+    path: &Path,
+    xattrs: XattrPolicy,
+) -> Result<(Dir, Warnings), ImportError> {
     let reader = open_archive(path)?;
     let mut root = Dir::new(0o755);
-    let (warnings, shape) = apply_layer_shaped(ts, &mut root, reader, path, Whiteouts::Keep)?;
+    let (warnings, shape) =
+        apply_layer_shaped(ts, &mut root, reader, path, Whiteouts::Keep, xattrs)?;
     // A single top directory is the image root (FAQ: tarballs with one top directory),
     // unless the archive has a member for the root itself.
     if !shape.saw_root && shape.tops.len() == 1 && root.children.len() == 1 {
@@ -1244,7 +1258,15 @@ mod tests {
 
     fn apply(ts: &gix::ThreadSafeRepository, root: &mut Dir, members: &[M], w: Whiteouts) {
         let data = tarball(members);
-        apply_layer(ts, root, &data[..], Path::new("layer"), w).expect("apply");
+        apply_layer(
+            ts,
+            root,
+            &data[..],
+            Path::new("layer"),
+            w,
+            XattrPolicy::Ignore,
+        )
+        .expect("apply");
     }
 
     fn names(root: &Dir) -> Vec<String> {
@@ -1321,8 +1343,15 @@ drwxrwsr-T 0/0 3 1970-01-01 00:00 squashfs-root/g\n\
                 Whiteouts::Apply,
             );
             let data = tarball(&[M::F(bad, b"")]);
-            let err = apply_layer(&ts, &mut root, &data[..], Path::new("l"), Whiteouts::Apply)
-                .expect_err(bad);
+            let err = apply_layer(
+                &ts,
+                &mut root,
+                &data[..],
+                Path::new("l"),
+                Whiteouts::Apply,
+                XattrPolicy::Ignore,
+            )
+            .expect_err(bad);
             assert!(err.to_string().contains(bad), "{err}");
             assert_eq!(names(&root), ["a", "a/x"], "{bad}");
         }

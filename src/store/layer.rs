@@ -70,6 +70,7 @@ pub fn apply_upper(
     model: &mut Dir,
     upper: &Path,
     clamp: Option<i64>,
+    xattrs: model::XattrPolicy,
 ) -> Result<(Changes, Vec<String>), StoreError> {
     let mut jobs = Vec::new();
     let mut changes = Changes::default();
@@ -79,6 +80,7 @@ pub fn apply_upper(
         changes: &mut changes,
         warnings: &mut warnings,
         clamp,
+        xattrs,
     };
     let top = fs::symlink_metadata(upper).map_err(io_err("stat", upper))?;
     let root_time = w.time(upper, &top)?;
@@ -184,6 +186,7 @@ struct Walk<'a> {
     changes: &'a mut Changes,
     warnings: &'a mut Vec<String>,
     clamp: Option<i64>,
+    xattrs: model::XattrPolicy,
 }
 
 impl Walk<'_> {
@@ -216,8 +219,7 @@ fn walk_upper(abs: &Path, rel: &[u8], model: &mut Dir, w: &mut Walk) -> Result<(
         } else {
             w.time(&p, &md)?
         };
-        if super::model::xattrs_enabled() && (ft.is_file() || ft.is_dir()) && !is_whiteout(&p, &md)
-        {
+        if w.xattrs.record() && (ft.is_file() || ft.is_dir()) && !is_whiteout(&p, &md) {
             // overlayfs keeps its own bookkeeping in user.overlay.*: not image content.
             let x: Vec<_> = model::read_xattrs(&p)
                 .into_iter()

@@ -17,7 +17,7 @@ use super::{checkout, notes, Store, StoreError, WriteLock, CACHE_REFS, DELETED_R
 /// Run git on the store's repository.
 fn git_cmd(store: &Store) -> Command {
     let mut c = Command::new("git");
-    c.arg("-C").arg(store.root().join("repo.git"));
+    c.arg("-C").arg(store.layout().repo());
     c.env("GIT_CONFIG_NOSYSTEM", "1");
     c
 }
@@ -28,13 +28,13 @@ fn run_git(store: &Store, args: &[&str]) -> Result<String, StoreError> {
         .output()
         .map_err(|e| StoreError::Io {
             action: "run git",
-            path: store.root().join("repo.git"),
+            path: store.layout().repo(),
             source: e,
         })?;
     if !out.status.success() {
         return Err(StoreError::Io {
             action: "run git",
-            path: store.root().join("repo.git"),
+            path: store.layout().repo(),
             source: std::io::Error::other(format!(
                 "git {} failed: {}",
                 args.join(" "),
@@ -216,7 +216,7 @@ pub fn gc(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
     }
     // Notes of commits that are gone would keep them alive: rewrite the notes without them.
     prune_notes(store, &live)?;
-    let layers = store.root().join("layers");
+    let layers = store.layout().layers();
     if let Ok(rd) = fs::read_dir(&layers) {
         for e in rd.flatten() {
             let keep = e
@@ -274,7 +274,7 @@ pub fn reset_cache(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
     if !edits.is_empty() {
         git::update_refs(&repo, &edits)?;
     }
-    let layers = store.root().join("layers");
+    let layers = store.layout().layers();
     if layers.exists() {
         let tmp = store.scratch_path("reset");
         fs::rename(&layers, &tmp).map_err(|e| StoreError::Io {
@@ -345,7 +345,7 @@ pub fn fsck(store: &Store) -> Result<Vec<String>, StoreError> {
             ));
         }
     }
-    let tmp = store.root().join("tmp");
+    let tmp = store.layout().tmp();
     if let Ok(rd) = fs::read_dir(&tmp) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -358,7 +358,7 @@ pub fn fsck(store: &Store) -> Result<Vec<String>, StoreError> {
         }
     }
     // Checkouts against their commits.
-    let co = store.root().join("checkouts");
+    let co = store.layout().checkouts();
     if let Ok(rd) = fs::read_dir(&co) {
         for e in rd.flatten() {
             let Some(id) = e
@@ -710,11 +710,11 @@ pub fn fetch(store: &Store, _lock: &WriteLock, remote: &str) -> Result<(), Store
     for (name, commit) in store.list()? {
         let r = crate::reference::Reference::parse(&name).map_err(|e| StoreError::Io {
             action: "read fetched image name",
-            path: store.root().join("repo.git"),
+            path: store.layout().repo(),
             source: std::io::Error::other(e.to_string()),
         })?;
         let link = store.checkout_link(&r);
-        let target = Path::new("../checkouts").join(commit.to_string());
+        let target = super::Layout::image_link_target(commit.to_string().as_ref());
         if fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
             let tmp = store.scratch_path("link");
             std::os::unix::fs::symlink(&target, &tmp).map_err(|e| StoreError::Io {

@@ -15,6 +15,7 @@ pub mod git;
 pub mod history;
 pub mod import;
 pub mod layer;
+pub mod layout;
 pub mod maint;
 pub mod meta;
 pub mod model;
@@ -33,6 +34,7 @@ use gix::ObjectId;
 use crate::reference::Reference;
 pub use config::ImageConfig;
 pub use git::{Expect, GitError, ReadError};
+pub use layout::Layout;
 pub use model::{Dir, Node};
 
 /// Content of the `version` file.
@@ -104,6 +106,8 @@ impl StoreError {
             )),
             StoreError::Version(..) => Some("use `ch-image reset` to start over with an empty store".into()),
             StoreError::NoImage(_) => Some("`ch-image list` shows the images in storage".into()),
+            StoreError::Export(e) => e.hint(),
+            StoreError::Stamp(e) => e.hint(),
             _ => None,
         }
     }
@@ -150,15 +154,6 @@ pub fn path_arg(path: &Path) -> PathBuf {
     }
 }
 
-/// The default storage directory: `/var/tmp/$USER.grove`.
-pub fn default_storage() -> Result<PathBuf, &'static str> {
-    let user = std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .ok_or("can't find storage directory: $USER not set")?;
-    Ok(PathBuf::from(format!("/var/tmp/{user}.grove")))
-}
-
 /// Encode an image name (filename form) as one ref component: `.` that would make an
 /// invalid ref (leading, doubled, or starting `.lock` at the end) becomes `=2e`; `=` is
 /// not legal in image references, so the encoding is reversible.
@@ -185,7 +180,9 @@ pub fn from_ref_component(c: &str) -> String {
 /// A storage directory.
 pub struct Store {
     root: PathBuf,
+    layout: Layout,
     repo: gix::ThreadSafeRepository,
+    xattrs: model::XattrPolicy,
 }
 
 /// The writer lock (shared among writers of different images, or exclusive); released
@@ -215,7 +212,8 @@ impl Store {
 
     /// Open an existing store without creating one.
     pub fn open_existing(root: &Path) -> Result<Store, StoreError> {
-        let vpath = root.join("version");
+        let layout = Layout::new(root);
+        let vpath = layout.version_file();
         let version = match fs::read_to_string(&vpath) {
             Ok(v) => v,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -236,12 +234,14 @@ impl Store {
             }
             return Err(StoreError::Version(root.to_path_buf(), version.to_string()));
         }
-        let repo = gix::open_opts(root.join("repo.git"), gix::open::Options::isolated()).map_err(
+        let repo = gix::open_opts(layout.repo(), gix::open::Options::isolated()).map_err(
             git::git_err(format!("open repository in {}", root.display())),
         )?;
         Ok(Store {
             root: root.to_path_buf(),
+            layout,
             repo: repo.into_sync(),
+            xattrs: model::XattrPolicy::Ignore,
         })
     }
 
@@ -265,24 +265,24 @@ impl Store {
         fs::create_dir(&tmp).map_err(io_err("create directory", &tmp))?;
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700))
             .map_err(io_err("chmod", &tmp))?;
-        for d in ["img", "checkouts", "tmp"] {
+        let new = Layout::new(&tmp);
+        for d in layout::CREATED_DIRS {
             fs::create_dir(tmp.join(d)).map_err(io_err("create directory", &tmp))?;
         }
-        fs::write(tmp.join("lock"), b"").map_err(io_err("create", &tmp))?;
-        let repo =
-            gix::init_bare(tmp.join("repo.git")).map_err(git::git_err("initialize repository"))?;
+        fs::write(new.lock_file(), b"").map_err(io_err("create", &tmp))?;
+        let repo = gix::init_bare(new.repo()).map_err(git::git_err("initialize repository"))?;
         drop(repo);
         // Loose objects compressed fast: imports are bound by compression otherwise.
-        let cfg = tmp.join("repo.git/config");
+        let cfg = new.repo_config();
         let mut text = fs::read_to_string(&cfg).map_err(io_err("read", &cfg))?;
         text.push_str("[core]\n\tlooseCompression = 1\n[gc]\n\tauto = 0\n");
         fs::write(&cfg, text).map_err(io_err("write", &cfg))?;
-        fs::write(tmp.join("version"), format!("{STORAGE_VERSION}\n"))
+        fs::write(new.version_file(), format!("{STORAGE_VERSION}\n"))
             .map_err(io_err("write", &tmp))?;
         match fs::rename(&tmp, root) {
             Ok(()) => Ok(()),
             // Someone else created it at the same time: use theirs.
-            Err(_) if root.join("version").exists() => {
+            Err(_) if Layout::new(root).version_file().exists() => {
                 let _ = checkout::remove_tree(&tmp);
                 Ok(())
             }
@@ -292,6 +292,23 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// This store with imports, builds and pulls through it recording extended attributes
+    /// or not (`--xattrs`; the default is not).
+    pub fn with_xattrs(mut self, xattrs: model::XattrPolicy) -> Store {
+        self.xattrs = xattrs;
+        self
+    }
+
+    /// Whether operations through this store record extended attributes.
+    pub fn xattrs(&self) -> model::XattrPolicy {
+        self.xattrs
+    }
+
+    /// The paths under the storage directory.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
     }
 
     /// A thread-local repository handle.
@@ -304,7 +321,7 @@ impl Store {
     }
 
     fn open_lock_file(&self) -> Result<fs::File, StoreError> {
-        let path = self.root.join("lock");
+        let path = self.layout.lock_file();
         fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -333,7 +350,7 @@ impl Store {
                 );
                 Flock::lock(f, block).map_err(|(_, e)| StoreError::Io {
                     action: "lock",
-                    path: self.root.join("lock"),
+                    path: self.layout.lock_file(),
                     source: e.into(),
                 })
             }
@@ -351,7 +368,7 @@ impl Store {
                 let _ = self.prune_unlinked_checkouts();
                 l.relock(FlockArg::LockShared).map_err(|e| StoreError::Io {
                     action: "lock",
-                    path: self.root.join("lock"),
+                    path: self.layout.lock_file(),
                     source: e.into(),
                 })?;
                 Ok(WriteLock {
@@ -379,7 +396,7 @@ impl Store {
     pub fn run_lease(&self) -> Result<std::os::fd::RawFd, StoreError> {
         use nix::fcntl::{fcntl, FcntlArg, FdFlag};
         use std::os::fd::AsRawFd;
-        let path = self.root.join("lock");
+        let path = self.layout.lock_file();
         let f = fs::File::open(&path).map_err(io_err("open", &path))?;
         let held = self.flock(f, false)?;
         let fd = held.as_raw_fd();
@@ -408,9 +425,9 @@ impl Store {
     /// the other (writers of different images run at once). Released on drop.
     pub fn lock_image(&self, _lock: &WriteLock, name: &Reference) -> Result<ImageLock, StoreError> {
         use nix::fcntl::{Flock, FlockArg};
-        let dir = self.root.join("locks");
+        let dir = self.layout.image_locks();
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
-        let path = dir.join(format!("{}.lock", ref_component(&name.for_path())));
+        let path = self.layout.image_lock(&ref_component(&name.for_path()));
         let f = fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -441,7 +458,7 @@ impl Store {
         for (path, _) in self.leftovers(600) {
             let _ = fs::remove_file(path);
         }
-        let tmp = self.root.join("tmp");
+        let tmp = self.layout.tmp();
         if let Ok(rd) = fs::read_dir(&tmp) {
             for e in rd.flatten() {
                 if alone || !scratch_writer_alive(&e.file_name().to_string_lossy()) {
@@ -451,9 +468,8 @@ impl Store {
         }
         // Ref lock files left by a killed writer would fail every later update of their
         // ref. Live writers hold them for milliseconds.
-        let repo = self.root.join("repo.git");
-        remove_lock_files(&repo.join("refs"), if alone { 0 } else { 60 });
-        let pr = repo.join("packed-refs.lock");
+        remove_lock_files(&self.layout.refs(), if alone { 0 } else { 60 });
+        let pr = self.layout.packed_refs_lock();
         if alone
             || fs::metadata(&pr)
                 .ok()
@@ -470,7 +486,7 @@ impl Store {
     /// git's and gix's temporary files (`objects/pack/tmp_*`, `objects/.tmp*`,
     /// `objects/XX/.tmp*`) older than `min_age_secs`. With a reason each, for fsck.
     pub fn leftovers(&self, min_age_secs: u64) -> Vec<(PathBuf, &'static str)> {
-        let objects = self.root.join("repo.git/objects");
+        let objects = self.layout.objects();
         let age_ok = |p: &Path| {
             fs::symlink_metadata(p)
                 .ok()
@@ -511,9 +527,7 @@ impl Store {
     pub fn scratch_path(&self, tag: &str) -> PathBuf {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.root
-            .join("tmp")
-            .join(format!("{tag}.{}.{n}", std::process::id()))
+        self.layout.scratch(tag, std::process::id(), n)
     }
 
     fn image_ref(name: &Reference) -> String {
@@ -604,7 +618,7 @@ impl Store {
         commit: ObjectId,
         model: Option<&Dir>,
     ) -> Result<PathBuf, StoreError> {
-        let dir = self.root.join("checkouts").join(commit.to_string());
+        let dir = self.layout.checkout(&commit);
         if dir.is_dir() {
             return Ok(dir);
         }
@@ -641,12 +655,12 @@ impl Store {
 
     /// Path of an image's checkout link (`img/NAME`, filename form), as ch-run looks it up.
     pub fn checkout_link(&self, name: &Reference) -> PathBuf {
-        self.root.join("img").join(name.for_path())
+        self.layout.image_link(&name.for_path())
     }
 
     fn link_checkout(&self, name: &Reference, dir: &Path) -> Result<(), StoreError> {
         let link = self.checkout_link(name);
-        let rel = Path::new("../checkouts").join(dir.file_name().expect("checkout dir has a name"));
+        let rel = Layout::image_link_target(dir.file_name().expect("checkout dir has a name"));
         let tmp = self.scratch_path("link");
         std::os::unix::fs::symlink(&rel, &tmp).map_err(io_err("create symlink", &tmp))?;
         fs::rename(&tmp, &link).map_err(io_err("rename symlink into place", &link))?;
@@ -663,7 +677,7 @@ impl Store {
     }
 
     fn prune_unlinked_checkouts(&self) -> Result<(), StoreError> {
-        let img = self.root.join("img");
+        let img = self.layout.images();
         let mut live = std::collections::HashSet::new();
         for e in fs::read_dir(&img)
             .map_err(io_err("read directory", &img))?
@@ -675,7 +689,7 @@ impl Store {
                 }
             }
         }
-        let co = self.root.join("checkouts");
+        let co = self.layout.checkouts();
         for e in fs::read_dir(&co)
             .map_err(io_err("read directory", &co))?
             .flatten()
@@ -705,7 +719,7 @@ impl Store {
             &[(Self::image_ref(name), Some(commit), expect)],
         )
         .map_err(|e| self.raced(name, e))?;
-        let dir = self.root.join("checkouts").join(commit.to_string());
+        let dir = self.layout.checkout(&commit);
         self.link_checkout(name, &dir)?;
         Ok(())
     }
@@ -731,10 +745,6 @@ impl Store {
         )?)
     }
 
-    fn layers_dir(&self) -> PathBuf {
-        self.root.join("layers")
-    }
-
     /// Keep `upper` (an overlay upper directory or a populated layer) as the layer of
     /// `commit`. An existing layer for the same commit wins (same content by definition).
     pub fn keep_layer(
@@ -743,9 +753,9 @@ impl Store {
         upper: &Path,
         commit: ObjectId,
     ) -> Result<(), StoreError> {
-        let dir = self.layers_dir();
+        let dir = self.layout.layers();
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
-        let dest = dir.join(commit.to_string());
+        let dest = self.layout.layer(&commit);
         if dest.exists() {
             return Ok(());
         }
@@ -766,8 +776,8 @@ impl Store {
     pub fn view_existing(&self, commit: ObjectId) -> Result<Option<Vec<PathBuf>>, StoreError> {
         let repo = self.repo();
         layer::view(
-            &self.root.join("checkouts"),
-            &self.layers_dir(),
+            &self.layout.checkouts(),
+            &self.layout.layers(),
             commit,
             |c| {
                 let t = git::image_trees(&repo, c)?;
@@ -791,7 +801,7 @@ impl Store {
     ) -> Result<(ObjectId, import::Warnings), StoreError> {
         let _image_lock = self.lock_image(lock, name)?;
         let t = std::time::Instant::now();
-        let (root, warnings) = import::import_path(&self.repo, path)?;
+        let (root, warnings) = import::import_path(&self.repo, path, self.xattrs)?;
         crate::verbose!(
             "read and stored {} entries in {:.2}s",
             root.count(),

@@ -229,18 +229,30 @@ impl Eq for Dir {}
 /// Extended attributes by path: (name, value) pairs, sorted by name.
 pub type Xattrs = BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>;
 
-/// Whether imports record extended attributes (`--xattrs`, `$CH_XATTRS`). Process-wide:
-/// set once by the binary before any import.
-static XATTRS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Record extended attributes (user namespace) in imports from now on.
-pub fn set_xattrs(on: bool) {
-    XATTRS.store(on, std::sync::atomic::Ordering::Relaxed);
+/// Whether imports, builds and conversions record extended attributes (`--xattrs`,
+/// `$CH_XATTRS`): a setting the binary resolves once and passes down (a [`super::Store`]
+/// carries it for the operations that go through it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum XattrPolicy {
+    /// Extended attributes are not read (the default, as Charliecloud's `--no-xattrs`).
+    #[default]
+    Ignore,
+    /// `user.*` extended attributes are read and recorded.
+    Record,
 }
 
-/// Whether imports record extended attributes.
-pub fn xattrs_enabled() -> bool {
-    XATTRS.load(std::sync::atomic::Ordering::Relaxed)
+impl XattrPolicy {
+    pub fn from_flag(record: bool) -> XattrPolicy {
+        if record {
+            XattrPolicy::Record
+        } else {
+            XattrPolicy::Ignore
+        }
+    }
+
+    pub fn record(self) -> bool {
+        self == XattrPolicy::Record
+    }
 }
 
 /// The `user.*` extended attributes of `path` (not following symlinks), sorted by name.

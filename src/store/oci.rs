@@ -29,7 +29,7 @@ use serde::Deserialize;
 use super::config::ImageConfig;
 use super::export::{self, ExportError, ParGz};
 use super::import::{self, ImportError, Warnings, Whiteouts};
-use super::model::Dir;
+use super::model::{Dir, XattrPolicy};
 use crate::oci::{self, ConfigDoc, Descriptor, Digest, Document, Hashing, Index, Manifest};
 
 /// gzip level of written layers (part of the reproducibility contract: changing it changes
@@ -525,6 +525,7 @@ fn image_config(dir: &Path, rel: &Path, data: &[u8]) -> Result<ImageConfig, OciE
 pub fn read_layout(
     ts: &gix::ThreadSafeRepository,
     dir: &Path,
+    xattrs: XattrPolicy,
 ) -> Result<(Dir, ImageConfig, Warnings), OciError> {
     let (config_digest, layers): (String, Vec<(PathBuf, Option<Digest>)>) =
         if dir.join("index.json").symlink_metadata().is_ok() {
@@ -554,7 +555,14 @@ pub fn read_layout(
                 let p = dir.join(&rel);
                 let f = open_in_layout(dir, &rel)?;
                 let r = open_layer(&f, &p)?;
-                warnings.extend(import::apply_layer(ts, &mut root, r, &p, Whiteouts::Apply)?);
+                warnings.extend(import::apply_layer(
+                    ts,
+                    &mut root,
+                    r,
+                    &p,
+                    Whiteouts::Apply,
+                    xattrs,
+                )?);
             }
             return Ok((root, cfg, warnings));
         } else {
@@ -571,7 +579,14 @@ pub fn read_layout(
             verify(dir, &p, &mut f, &d)?;
         }
         let r = open_layer(&f, &p)?;
-        warnings.extend(import::apply_layer(ts, &mut root, r, &p, Whiteouts::Apply)?);
+        warnings.extend(import::apply_layer(
+            ts,
+            &mut root,
+            r,
+            &p,
+            Whiteouts::Apply,
+            xattrs,
+        )?);
     }
     Ok((root, cfg, warnings))
 }

@@ -67,20 +67,7 @@ fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) ->
 
 /// Path of the stamp of tree `dir` (`STORAGE/checkouts/C` or `STORAGE/layers/C`).
 pub fn stamp_path(dir: &Path) -> PathBuf {
-    let kind = dir
-        .parent()
-        .and_then(Path::file_name)
-        .map(|k| k.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let storage = dir
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or(Path::new("/"));
-    storage.join("stamps").join(format!("{kind}-{name}"))
+    super::Layout::stamp_of(dir)
 }
 
 /// Digest of the tree's inode metadata (see the module doc). Iterative: depth is not

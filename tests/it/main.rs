@@ -19,6 +19,7 @@ mod registry;
 mod run;
 mod run_conformance;
 mod security;
+mod settings;
 mod slurm;
 mod store;
 mod times;

@@ -404,6 +404,18 @@ fn manifest_list_selects_the_architecture() {
     ok(r.ch_image(&st)
         .args(["--arch", "arm64", "pull", &refr, "arm"]));
     assert!(image_dir(&st, "arm+latest").join("arch-arm64").exists());
+    // A build's FROM pulls with the command line's settings (passed to the build).
+    let ctx = s.join("ctx");
+    sh(&format!(
+        "mkdir {c} && echo 'FROM {refr}' > {c}/Dockerfile",
+        c = ctx.display()
+    ));
+    ok(r.ch_image(&st)
+        .args(["--arch", "arm64", "build", "-t", "from-arm"])
+        .arg(&ctx));
+    assert!(image_dir(&st, "from-arm+latest")
+        .join("arch-arm64")
+        .exists());
     let before = store_state(&r, &st);
     let (_, err) = fails(
         r.ch_image(&st)

@@ -1,0 +1,955 @@
+//! `ch-image`'s operations above the store: naming image states (`IMAGE`, `IMAGE~N`, a
+//! commit id), the text of `history`, `diff`, `inspect` and `pull --parse-only`, deleting
+//! by glob (with a build's intermediate stages), and preparing a build from its command
+//! line (the Dockerfile from a file or standard input, the inferred tag, build arguments,
+//! the stat cache's place). The binary parses arguments, resolves settings, calls one of
+//! these and prints what it returns.
+//!
+//! Text is returned as a `String` ending in a newline per line (the binary writes it to
+//! standard output as data); progress goes to the log.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use gix::ObjectId;
+
+use crate::build::exec::{self, BuildOptions, CacheMode, Force};
+use crate::cli::glob_match;
+use crate::reference::{Reference, ReferenceError};
+use crate::registry::{RegistryError, Settings};
+use crate::store::model::XattrPolicy;
+use crate::store::{Store, StoreError, WriteLock};
+use crate::{info, warn};
+
+/// Errors of ch-image's operations.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("bad ~N in {spec}")]
+    BadBack {
+        spec: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    #[error("no image or commit: {0}")]
+    NoState(String),
+    #[error("no image or commit: {name}")]
+    NoCommit {
+        name: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{0}: history is shorter")]
+    ShortHistory(String),
+    #[error("no matching image, can't delete: {0}")]
+    NoMatch(String),
+    #[error("can't pull {src} into {}", .dir.display())]
+    PullInto {
+        src: String,
+        dir: PathBuf,
+        #[source]
+        source: Box<RegistryError>,
+    },
+    #[error("can't pull {src}")]
+    Pull {
+        src: String,
+        #[source]
+        source: Box<RegistryError>,
+    },
+    #[error("can't push {dest}")]
+    Push {
+        dest: String,
+        #[source]
+        source: Box<RegistryError>,
+    },
+    #[error("can't import: not found: {}", .0.display())]
+    ImportMissing(PathBuf),
+    #[error("can't import {}", .path.display())]
+    Import {
+        path: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+    #[error("store has {count} problem(s): {}", .storage.display())]
+    Fsck { count: usize, storage: PathBuf },
+    #[error("build-cache: unknown action: {0} (push REMOTE or fetch REMOTE)")]
+    UnknownAction(String),
+    #[error("-f can't be used when the context is - (the Dockerfile is read from standard input)")]
+    FileWithStdin,
+    #[error("-t NAME is needed when the Dockerfile is read from standard input (context -)")]
+    TagWithStdin,
+    #[error("context must be a directory: {}", .0.display())]
+    ContextNotDir(PathBuf),
+    #[error("$CH_IMAGE_CACHE: invalid value: {0} (enabled, disabled or rebuild)")]
+    CacheVariable(String),
+    #[error("--force: invalid mode: {0}")]
+    ForceMode(String),
+    #[error("--build-arg: {0}: no value given and not set in the environment")]
+    BuildArgUnset(String),
+    /// A `-b SRC[:DST]` refused by [`crate::run::Bind::parse`].
+    #[error("{0}")]
+    Bind(String),
+    #[error("can't {action}: {}", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Read(#[from] crate::store::ReadError),
+    #[error(transparent)]
+    Git(#[from] crate::store::GitError),
+    #[error(transparent)]
+    Build(#[from] exec::BuildError),
+    #[error(transparent)]
+    Context(#[from] crate::build::context::ContextError),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+impl ImageError {
+    /// A hint for the user, from the error this one wraps.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ImageError::Store(e) | ImageError::Import { source: e, .. } => e.hint(),
+            ImageError::Pull { source, .. }
+            | ImageError::PullInto { source, .. }
+            | ImageError::Push { source, .. } => source.hint(),
+            _ => None,
+        }
+    }
+}
+
+/// An image name with the default tag (`latest`) if it has none.
+pub fn parse_ref(s: &str) -> Result<Reference, ReferenceError> {
+    Ok(Reference::parse(s)?.with_default_tag())
+}
+
+/// `writeln!` into a String (cannot fail).
+macro_rules! outln {
+    ($o:ident, $($t:tt)*) => {{
+        let _ = writeln!($o, $($t)*);
+    }};
+}
+
+/// Resolve `IMAGE`, `IMAGE~N` (N states before) or a commit id (a prefix of at least four
+/// hex digits) to a commit.
+pub fn resolve_state(store: &Store, spec: &str) -> Result<ObjectId, ImageError> {
+    let (base, back) = match spec.rsplit_once('~') {
+        Some((b, n)) => (
+            b,
+            n.parse::<usize>().map_err(|source| ImageError::BadBack {
+                spec: spec.to_string(),
+                source,
+            })?,
+        ),
+        None => (spec, 0),
+    };
+    let repo = store.repo();
+    let mut commit = match Reference::parse(base)
+        .ok()
+        .map(Reference::with_default_tag)
+        .and_then(|r| store.image(&r).ok().flatten())
+    {
+        Some(c) => c,
+        None if base.len() >= 4 && base.chars().all(|c| c.is_ascii_hexdigit()) => repo
+            .rev_parse_single(base)
+            .map_err(|source| ImageError::NoCommit {
+                name: base.to_string(),
+                source: Box::new(source),
+            })?
+            .detach(),
+        None => return Err(ImageError::NoState(base.to_string())),
+    };
+    for _ in 0..back {
+        commit = crate::store::git::image_trees(&repo, commit)?
+            .parent
+            .ok_or_else(|| ImageError::ShortHistory(spec.to_string()))?;
+    }
+    Ok(commit)
+}
+
+/// A size change for people: `+12`, `-1.5k`, `+3.0M`, `+1.2G`.
+pub fn human(n: i64) -> String {
+    let a = n.unsigned_abs() as f64;
+    let sign = if n < 0 { "-" } else { "+" };
+    if a >= 1e9 {
+        format!("{sign}{:.1}G", a / 1e9)
+    } else if a >= 1e6 {
+        format!("{sign}{:.1}M", a / 1e6)
+    } else if a >= 1e3 {
+        format!("{sign}{:.1}k", a / 1e3)
+    } else {
+        format!("{sign}{a}")
+    }
+}
+
+/// An image name as listed: Charliecloud shows an image built with `-t foo` as `foo`;
+/// Grove stores it as `foo:latest` and drops the default tag for display.
+pub fn list_name(name: &str) -> &str {
+    name.strip_suffix(":latest").unwrap_or(name)
+}
+
+/// `ch-image history`: one line per state, oldest first, or JSON.
+pub fn history(store: &Store, spec: &str, json: bool) -> Result<String, ImageError> {
+    let mut o = String::new();
+    let commit = resolve_state(store, spec)?;
+    let steps = crate::store::history::history(&store.repo(), commit)?;
+    if json {
+        outln!(o, "{}", serde_json::to_string_pretty(&steps)?);
+        return Ok(o);
+    }
+    for s in steps {
+        let hit = match s.hit {
+            Some(true) => "hit ",
+            Some(false) => "run ",
+            None => "    ",
+        };
+        let key = s
+            .key
+            .as_deref()
+            .map(|k| &k[..12.min(k.len())])
+            .unwrap_or("-");
+        outln!(
+            o,
+            "{} {key:<12} {hit} +{} ~{} -{} {:>7}  {}",
+            &s.commit[..12],
+            s.added,
+            s.modified,
+            s.removed,
+            human(s.size_delta),
+            s.instruction
+        );
+    }
+    Ok(o)
+}
+
+/// `ch-image diff A B`: changed paths, or totals with `stat`.
+pub fn diff(store: &Store, a: &str, b: &str, stat: bool) -> Result<String, ImageError> {
+    let mut o = String::new();
+    let ca = resolve_state(store, a)?;
+    let cb = resolve_state(store, b)?;
+    let entries = crate::store::diff::diff_commits(&store.repo(), Some(ca), cb, stat)?;
+    if stat {
+        let s = crate::store::diff::stat(&entries);
+        outln!(
+            o,
+            "{} added, {} changed, {} removed, size {}",
+            s.added,
+            s.modified,
+            s.removed,
+            human(s.size_delta)
+        );
+    } else {
+        for e in entries {
+            outln!(
+                o,
+                "{} /{}",
+                e.change.letter(),
+                String::from_utf8_lossy(&e.path)
+            );
+        }
+    }
+    Ok(o)
+}
+
+/// `ch-image inspect`: an image state's config and provenance, as text or JSON.
+pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageError> {
+    let mut o = String::new();
+    let commit = resolve_state(store, spec)?;
+    let repo = store.repo();
+    let cfg = crate::store::git::read_config(&repo, commit)?;
+    let note = crate::store::notes::provenance(&repo, commit)?;
+    if json {
+        let v =
+            serde_json::json!({ "commit": commit.to_string(), "config": cfg, "provenance": note });
+        outln!(o, "{}", serde_json::to_string_pretty(&v)?);
+        return Ok(o);
+    }
+    outln!(o, "commit:       {commit}");
+    outln!(o, "cwd:          {}", cfg.cwd);
+    for (k, v) in &cfg.env {
+        outln!(o, "env:          {k}={v}");
+    }
+    if let Some(c) = &cfg.cmd {
+        outln!(o, "cmd:          {}", serde_json::to_string(c)?);
+    }
+    if let Some(e) = &cfg.entrypoint {
+        outln!(o, "entrypoint:   {}", serde_json::to_string(e)?);
+    }
+    outln!(o, "shell:        {}", serde_json::to_string(&cfg.shell)?);
+    for (k, v) in &cfg.labels {
+        outln!(o, "label:        {k}={v}");
+    }
+    if let Some(a) = &cfg.arch {
+        outln!(o, "arch:         {a}");
+    }
+    if let Some(n) = note {
+        for b in &n.bases {
+            outln!(o, "base:         {} ({})", b.image, b.commit);
+        }
+        for (k, v) in &n.build_args {
+            outln!(o, "build arg:    {k}={v}");
+        }
+        outln!(o, "context hash: {}", n.context_hash);
+        outln!(o, "dockerfile ({}):", n.dockerfile_name);
+        for l in n.dockerfile.lines() {
+            outln!(o, "  {l}");
+        }
+    }
+    Ok(o)
+}
+
+/// The reference parse report of `pull --parse-only`, in Charliecloud's words (its
+/// `Reference.as_verbose_str`): the reference as given, no defaults added.
+pub fn parse_report(text: &str) -> Result<String, ImageError> {
+    let r = Reference::parse(text)?;
+    let q = |x: Option<&str>| x.map_or("None".to_string(), |v| format!("'{v}'"));
+    let path = r
+        .path
+        .iter()
+        .map(|p| format!("'{p}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut o = String::new();
+    outln!(o, "as string:    {r}");
+    outln!(o, "for filename: {}", r.for_path());
+    outln!(o, "fields:");
+    outln!(o, "  host    {}", q(r.host.as_deref()));
+    outln!(
+        o,
+        "  port    {}",
+        r.port.map_or("None".to_string(), |p| p.to_string())
+    );
+    outln!(o, "  path    [{path}]");
+    outln!(o, "  name    {}", q(Some(&r.name)));
+    outln!(o, "  tag     {}", q(r.tag.as_deref()));
+    outln!(o, "  digest  {}", q(r.digest.as_deref()));
+    Ok(o)
+}
+
+/// The pattern a name or glob given to `delete` matches: as given if it has a tag or a
+/// wildcard, else with `:latest`.
+pub fn delete_pattern(g: &str) -> String {
+    if g.contains(':') || g.contains('*') || g.contains('?') {
+        g.to_string()
+    } else {
+        format!("{g}:latest")
+    }
+}
+
+/// The glob of the intermediate stage images of `g` (a name or glob given to `delete`):
+/// `foo` and `foo:latest` give `foo_stage[0-9]*:latest`, `foo:1.0` gives
+/// `foo:1.0_stage[0-9]*` (names made by `build::exec::stage_name`).
+pub fn stage_pattern(g: &str) -> String {
+    let after_slash = g.rfind('/').map_or(0, |i| i + 1);
+    match g[after_slash..].rfind(':').map(|i| i + after_slash) {
+        Some(i) if &g[i + 1..] == "latest" => format!("{}_stage[0-9]*:latest", &g[..i]),
+        Some(_) => format!("{g}_stage[0-9]*"),
+        None => format!("{g}_stage[0-9]*:latest"),
+    }
+}
+
+/// The names among `all` that `delete g` removes: those matching [`delete_pattern`] and,
+/// as Charliecloud, the build's intermediate stages ([`stage_pattern`]).
+pub fn delete_matches<'a>(g: &str, all: &'a [(String, ObjectId)]) -> Vec<&'a String> {
+    let pattern = delete_pattern(g);
+    let stages = stage_pattern(g);
+    all.iter()
+        .map(|(n, _)| n)
+        .filter(|n| glob_match(&pattern, n) || glob_match(&stages, n))
+        .collect()
+}
+
+/// `ch-image delete GLOB...`: delete the images each glob matches (listed once, before
+/// the first deletion), logging each; a glob matching nothing is an error.
+pub fn delete(store: &Store, lock: &WriteLock, globs: &[String]) -> Result<(), ImageError> {
+    let all = store.list()?;
+    for g in globs {
+        let matches = delete_matches(g, &all);
+        if matches.is_empty() {
+            return Err(ImageError::NoMatch(g.clone()));
+        }
+        for m in matches {
+            store.delete(lock, &parse_ref(m)?)?;
+            crate::info!("deleted image: {m}");
+        }
+    }
+    Ok(())
+}
+
+/// `ch-image pull SRC [DEST]`: into storage as DEST (default SRC), or, when DEST reads as a
+/// path ([`crate::cli::is_image_dir_argument`]), unpacked into that directory without
+/// touching storage.
+pub fn pull(
+    open: impl FnOnce() -> Result<Store, StoreError>,
+    src: &str,
+    dest: Option<&str>,
+    settings: &Settings,
+    xattrs: XattrPolicy,
+) -> Result<(), ImageError> {
+    let src = parse_ref(src)?;
+    if let Some(d) = dest.filter(|d| crate::cli::is_image_dir_argument(d)) {
+        let dir = PathBuf::from(d);
+        return crate::registry::pull::pull_to_dir(&src, &dir, settings, xattrs).map_err(
+            |source| ImageError::PullInto {
+                src: src.to_string(),
+                dir,
+                source: Box::new(source),
+            },
+        );
+    }
+    let dest = match dest {
+        Some(d) => parse_ref(d)?,
+        None => src.clone(),
+    };
+    let store = open()?;
+    let lock = store.lock()?;
+    let t = std::time::Instant::now();
+    let out =
+        crate::registry::pull::pull(&store, &lock, &src, &dest, settings).map_err(|source| {
+            ImageError::Pull {
+                src: src.to_string(),
+                source: Box::new(source),
+            }
+        })?;
+    crate::verbose!(
+        "pulled {dest} ({}) in {:.2}s",
+        &out.commit().to_string()[..12],
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `ch-image push [--image DIR] SRC [DEST]`.
+pub fn push(
+    open: impl FnOnce() -> Result<Store, StoreError>,
+    dir: Option<&Path>,
+    src: &str,
+    dest: Option<&str>,
+    settings: &Settings,
+) -> Result<(), ImageError> {
+    use crate::registry::push::Source;
+    let src = parse_ref(src)?;
+    let dest = match dest {
+        Some(d) => {
+            let d = parse_ref(d)?;
+            info!("destination:     {d}");
+            d
+        }
+        None => src.clone(),
+    };
+    let store = open()?;
+    let lock = store.lock()?;
+    let source = match dir {
+        Some(d) => Source::Dir(d),
+        None => Source::Image(&src),
+    };
+    crate::registry::push::push(&store, &lock, source, &dest, settings).map_err(|source| {
+        ImageError::Push {
+            dest: dest.to_string(),
+            source: Box::new(source),
+        }
+    })?;
+    Ok(())
+}
+
+/// `ch-image import PATH NAME`: a directory or tarball as an image.
+pub fn import(
+    open: impl FnOnce() -> Result<Store, StoreError>,
+    path: &Path,
+    name: &str,
+) -> Result<(), ImageError> {
+    let name = parse_ref(name)?;
+    if !path.exists() {
+        return Err(ImageError::ImportMissing(path.to_path_buf()));
+    }
+    if path.is_dir() {
+        // Read the user's 0000 files and directories without changing their modes.
+        if let Err(e) = crate::run::setup::read_own_files_as_root() {
+            crate::verbose!("reading as the user only: {}", e.report());
+        }
+    }
+    let store = open()?;
+    let lock = store.lock()?;
+    info!("importing: {}", path.display());
+    let t = std::time::Instant::now();
+    let (commit, warnings) =
+        store
+            .import(&lock, path, &name)
+            .map_err(|source| ImageError::Import {
+                path: path.to_path_buf(),
+                source,
+            })?;
+    for w in &warnings {
+        warn!("{w}");
+    }
+    info!(
+        "imported: {name} ({}) in {:.2}s",
+        &commit.to_string()[..12],
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `ch-image list`: one image per line (`NAME`, or `NAME<TAB>COMMIT` with `long`).
+pub fn list(store: &Store, long: bool) -> Result<String, ImageError> {
+    let mut o = String::new();
+    for (name, commit) in store.list()? {
+        if long {
+            // Grove's own format, with commits: the full name.
+            outln!(o, "{name}\t{commit}");
+        } else {
+            outln!(o, "{}", list_name(&name));
+        }
+    }
+    Ok(o)
+}
+
+/// `ch-image list NAME`: what storage and the registry know of an image, written to
+/// standard output as it is learned (the registry is asked last).
+pub fn list_details(store: &Store, name: &str, settings: &Settings) -> Result<(), ImageError> {
+    let name = parse_ref(name)?;
+    let host_arch = crate::oci::host_arch;
+    crate::dataln!("details of image:    {name}");
+    match store.image(&name)? {
+        Some(commit) => {
+            let (_, cfg) = store.read(commit)?;
+            crate::dataln!("in local storage:    yes");
+            crate::dataln!("commit:              {commit}");
+            crate::dataln!(
+                "checkout:            {}",
+                store.checkout_link(&name).display()
+            );
+            if let Some(a) = cfg.arch {
+                crate::dataln!("architecture:        {a}");
+            }
+        }
+        None => crate::dataln!("in local storage:    no"),
+    }
+    let remote = crate::registry::Remote::resolve(&name);
+    crate::dataln!("full remote ref:     {remote}");
+    match crate::registry::pull::remote_info(&name, settings) {
+        Ok(Some(info)) => {
+            crate::dataln!("available remotely:  yes");
+            crate::dataln!("remote digest:       {}", info.digest);
+            match info.archs {
+                Some(a) => {
+                    crate::dataln!("remote arch-aware:   yes");
+                    crate::dataln!("host architecture:   {}", host_arch());
+                    crate::dataln!("archs available:     {}", a.join(" "));
+                }
+                None => {
+                    crate::dataln!("remote arch-aware:   no");
+                    crate::dataln!("host architecture:   {}", host_arch());
+                    crate::dataln!("archs available:     unknown");
+                }
+            }
+        }
+        Ok(None) => crate::dataln!("available remotely:  no"),
+        Err(e) => {
+            crate::dataln!("available remotely:  unknown");
+            warn!("can't query registry: {}", e.full_message());
+        }
+    }
+    Ok(())
+}
+
+/// `ch-image fsck`: the problems found, one per line on standard output; any problem
+/// is also an error.
+pub fn fsck(store: &Store) -> Result<(), ImageError> {
+    let problems = crate::store::maint::fsck(store)?;
+    for p in &problems {
+        crate::dataln!("{p}");
+    }
+    if !problems.is_empty() {
+        return Err(ImageError::Fsck {
+            count: problems.len(),
+            storage: store.root().to_path_buf(),
+        });
+    }
+    info!("store ok: {}", store.root().display());
+    Ok(())
+}
+
+/// `ch-image build-cache`: what the options ask for.
+#[derive(Debug, Clone, Default)]
+pub struct BuildCacheRequest {
+    pub reset: bool,
+    pub gc: bool,
+    pub tree: bool,
+    pub dot: bool,
+    /// `push REMOTE` or `fetch REMOTE`, else empty.
+    pub action: Vec<String>,
+}
+
+/// `ch-image build-cache`: share through a git remote (`push`/`fetch REMOTE`), or reset
+/// and collect garbage as asked, then return the graphs asked for and a summary.
+pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, ImageError> {
+    use crate::store::maint;
+    let mut o = String::new();
+    match a
+        .action
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["push", remote] => {
+            let lock = store.lock()?;
+            maint::push(store, &lock, remote)?;
+            info!("pushed images and cache to {remote}");
+            return Ok(o);
+        }
+        ["fetch", remote] => {
+            let lock = store.lock()?;
+            maint::fetch(store, &lock, remote)?;
+            info!("fetched images and cache from {remote}");
+            return Ok(o);
+        }
+        [] => {}
+        other => return Err(ImageError::UnknownAction(other.join(" "))),
+    }
+    if a.reset {
+        let lock = store.lock_exclusive()?;
+        maint::reset_cache(store, &lock)?;
+        info!("build cache reset");
+    }
+    if a.gc {
+        let lock = store.lock_exclusive()?;
+        maint::gc(store, &lock)?;
+        info!("garbage collected");
+    }
+    if a.tree {
+        o.push_str(&maint::render_tree(&maint::graph(store)?));
+    }
+    if a.dot {
+        o.push_str(&maint::render_dot(&maint::graph(store)?));
+    }
+    let s = maint::summary(store)?;
+    outln!(o, "images:        {}", s.images);
+    outln!(o, "cache entries: {}", s.cache_entries);
+    outln!(o, "commits:       {}", s.commits);
+    outln!(o, "objects:       {}", s.objects);
+    outln!(
+        o,
+        "disk used:     {:.1} MiB",
+        s.bytes as f64 / (1 << 20) as f64
+    );
+    Ok(o)
+}
+
+/// The tag Charliecloud infers: `Dockerfile.EXT` gives EXT, `NAME.df` or
+/// `NAME.dockerfile` gives NAME, else the context directory's name; lowercased, with
+/// characters that can't be in a reference removed.
+pub fn infer_tag(file: Option<&Path>, context: &Path) -> String {
+    let from_file = file
+        .and_then(|f| f.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .and_then(|n| {
+            if let Some(ext) = n.strip_prefix("Dockerfile.") {
+                Some(ext.to_string())
+            } else {
+                n.strip_suffix(".df")
+                    .or_else(|| n.strip_suffix(".dockerfile"))
+                    .map(str::to_string)
+            }
+        });
+    let base = from_file.unwrap_or_else(|| {
+        let abs = std::fs::canonicalize(context).unwrap_or_else(|_| context.to_path_buf());
+        abs.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "root".into())
+    });
+    let t: String = base
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
+        .collect();
+    if t.is_empty() {
+        "root".into()
+    } else {
+        t
+    }
+}
+
+/// The cache mode from `--no-cache`, `--rebuild`, `--cache` (at most one, clap checks),
+/// else `$CH_IMAGE_CACHE` (`variable`), else enabled.
+pub fn cache_mode(
+    no_cache: bool,
+    rebuild: bool,
+    cache: bool,
+    variable: Option<&str>,
+) -> Result<CacheMode, ImageError> {
+    Ok(if no_cache {
+        CacheMode::Disabled
+    } else if rebuild {
+        CacheMode::Rebuild
+    } else if cache {
+        CacheMode::Enabled
+    } else {
+        match variable {
+            None | Some("") | Some("enabled") => CacheMode::Enabled,
+            Some("disabled") => CacheMode::Disabled,
+            Some("rebuild") => CacheMode::Rebuild,
+            Some(o) => return Err(ImageError::CacheVariable(o.to_string())),
+        }
+    })
+}
+
+/// Build arguments from `--build-arg KEY[=VALUE]`: a KEY without a value takes it from
+/// `lookup` (the environment).
+pub fn build_args(
+    given: &[String],
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>, ImageError> {
+    given
+        .iter()
+        .map(|b| match b.split_once('=') {
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => lookup(b)
+                .map(|v| (b.clone(), v))
+                .ok_or_else(|| ImageError::BuildArgUnset(b.clone())),
+        })
+        .collect()
+}
+
+/// `ch-image build`, as given on the command line (settings already resolved).
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// Context directory, or `-`: the Dockerfile on standard input, no context.
+    pub context: PathBuf,
+    pub tag: Option<String>,
+    /// `-f FILE` (`-` for standard input).
+    pub file: Option<PathBuf>,
+    pub build_args: Vec<(String, String)>,
+    pub dry_run: bool,
+    pub parse_only: bool,
+    pub binds: Vec<String>,
+    /// `--force[=MODE]`.
+    pub force: Option<String>,
+    pub cache: CacheMode,
+    /// The `ch-run` that executes RUN.
+    pub ch_run: PathBuf,
+    /// Registry settings for base images a `FROM` pulls.
+    pub registry: crate::registry::Settings,
+}
+
+/// A directory removed (if empty) when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// `ch-image build`: read the Dockerfile, check the request, then (unless `parse_only`)
+/// build into `store` (opened when needed, with `open`), logging the result.
+pub fn build(
+    open: impl FnOnce() -> Result<Store, StoreError>,
+    layout: &crate::store::Layout,
+    mut a: BuildRequest,
+) -> Result<(), ImageError> {
+    use crate::build::context::read_dockerfile;
+    // `build -t foo -` (FAQ 11.4.9): the Dockerfile on standard input, no context; an
+    // empty directory stands in for it, so any COPY finds nothing.
+    let _empty_context;
+    if a.context.as_os_str() == "-" {
+        if a.file.is_some() {
+            return Err(ImageError::FileWithStdin);
+        }
+        if a.tag.is_none() {
+            return Err(ImageError::TagWithStdin);
+        }
+        a.file = Some(PathBuf::from("-"));
+        let d = std::env::temp_dir().join(format!("grove-no-context.{}", std::process::id()));
+        std::fs::create_dir(&d).map_err(|source| ImageError::Io {
+            action: "create empty context directory",
+            path: d.clone(),
+            source,
+        })?;
+        a.context = d.clone();
+        _empty_context = RemoveOnDrop(d);
+    }
+    let (text, name) = match &a.file {
+        Some(f) if f.as_os_str() == "-" => (read_dockerfile(None, "-")?, "-".to_string()),
+        Some(f) => (
+            read_dockerfile(Some(f), &f.display().to_string())?,
+            f.display().to_string(),
+        ),
+        None => {
+            let f = a.context.join("Dockerfile");
+            (
+                read_dockerfile(Some(&f), &f.display().to_string())?,
+                f.display().to_string(),
+            )
+        }
+    };
+    if !a.context.is_dir() {
+        return Err(ImageError::ContextNotDir(a.context));
+    }
+    let tag_text = a
+        .tag
+        .clone()
+        .unwrap_or_else(|| infer_tag(a.file.as_deref(), &a.context));
+    let tag = parse_ref(&tag_text)?;
+    let force = match a.force.as_deref() {
+        None | Some("seccomp") => Force::Seccomp,
+        Some("none") => Force::None,
+        Some("fakeroot") => Force::Fakeroot,
+        Some(o) => return Err(ImageError::ForceMode(o.to_string())),
+    };
+    // Checked now, not at the first RUN that executes (after any cache hits).
+    for b in &a.binds {
+        crate::run::Bind::parse(b).map_err(ImageError::Bind)?;
+    }
+    let context = std::fs::canonicalize(&a.context).map_err(|source| ImageError::Io {
+        action: "resolve context directory",
+        path: a.context.clone(),
+        source,
+    })?;
+    let opts = BuildOptions {
+        stat_cache: layout.stat_cache(&context),
+        context: a.context,
+        dockerfile: text,
+        dockerfile_name: name,
+        tag: tag.clone(),
+        build_args: a.build_args,
+        cache: a.cache,
+        force,
+        binds: a.binds,
+        dry_run: a.dry_run,
+        ch_run: a.ch_run,
+        registry: a.registry,
+    };
+    if a.parse_only || crate::log::enabled(3) {
+        let df = exec::parse(&opts)?;
+        for i in &df.instructions {
+            if a.parse_only {
+                crate::dataln!("{:>3} {}", i.span.start_line, i.display());
+            } else {
+                crate::trace!("parse tree: {}: {:?}", i.span.start_line, i.kind);
+            }
+        }
+        if a.parse_only {
+            return Ok(());
+        }
+    }
+    let store = open()?;
+    let lock = store.lock()?;
+    let t = std::time::Instant::now();
+    let r = exec::build(&store, &lock, &opts)?;
+    if a.dry_run {
+        // The plan is the data a dry run asked for: one line per instruction.
+        for p in &r.plan {
+            crate::dataln!("{p}");
+        }
+        crate::info!(
+            "dry run: {} instructions: {tag} ({} hits, {} not executed; image not written)",
+            r.instructions,
+            r.hits,
+            r.misses
+        );
+    } else {
+        crate::info!(
+            "grown in {} instructions: {tag} ({} hits, {} executed, {:.2}s)",
+            r.instructions,
+            r.hits,
+            r.misses,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delete_takes_the_build_stages_along() {
+        let id = ObjectId::null(gix::hash::Kind::Sha1);
+        let all: Vec<(String, ObjectId)> = [
+            "foo:latest",
+            "foo_stage0:latest",
+            "foo_stage12:latest",
+            "foo:1.0",
+            "foo:1.0_stage1",
+            "foobar:latest",
+            "foo_stagex:latest",
+        ]
+        .iter()
+        .map(|n| (n.to_string(), id))
+        .collect();
+        let names = |g: &str| -> Vec<&str> {
+            delete_matches(g, &all)
+                .into_iter()
+                .map(String::as_str)
+                .collect()
+        };
+        assert_eq!(
+            names("foo"),
+            ["foo:latest", "foo_stage0:latest", "foo_stage12:latest"]
+        );
+        assert_eq!(names("foo:1.0"), ["foo:1.0", "foo:1.0_stage1"]);
+        assert_eq!(names("foo*").len(), all.len());
+        assert!(names("nothing").is_empty());
+    }
+
+    #[test]
+    fn build_tag_is_inferred_like_charliecloud() {
+        let ctx = Path::new("/nonexistent/My_Context");
+        assert_eq!(infer_tag(Some(Path::new("Dockerfile.Foo")), ctx), "foo");
+        assert_eq!(infer_tag(Some(Path::new("x/bar.df")), ctx), "bar");
+        assert_eq!(infer_tag(Some(Path::new("baz.dockerfile")), ctx), "baz");
+        assert_eq!(infer_tag(None, ctx), "my_context");
+        assert_eq!(infer_tag(Some(Path::new("Dockerfile.@@")), ctx), "root");
+    }
+
+    #[test]
+    fn cache_mode_options_beat_the_variable() {
+        assert_eq!(
+            cache_mode(true, false, false, Some("rebuild")).ok(),
+            Some(CacheMode::Disabled)
+        );
+        assert_eq!(
+            cache_mode(false, false, false, Some("rebuild")).ok(),
+            Some(CacheMode::Rebuild)
+        );
+        assert_eq!(
+            cache_mode(false, false, false, None).ok(),
+            Some(CacheMode::Enabled)
+        );
+        let e = cache_mode(false, false, false, Some("sometimes")).unwrap_err();
+        assert!(e.to_string().contains("$CH_IMAGE_CACHE"), "{e}");
+    }
+
+    #[test]
+    fn build_arg_without_value_comes_from_the_environment() {
+        let env = |k: &str| (k == "SET").then(|| "v".to_string());
+        let given = ["A=1".to_string(), "SET".to_string(), "B=".to_string()];
+        assert_eq!(
+            build_args(&given, env).expect("args"),
+            [
+                ("A".to_string(), "1".to_string()),
+                ("SET".to_string(), "v".to_string()),
+                ("B".to_string(), String::new())
+            ]
+        );
+        let e = build_args(&["UNSET".to_string()], env).unwrap_err();
+        assert!(e.to_string().contains("UNSET"), "{e}");
+    }
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(human(0), "+0");
+        assert_eq!(human(-1500), "-1.5k");
+        assert_eq!(human(3_000_000), "+3.0M");
+        assert_eq!(human(1_200_000_000), "+1.2G");
+    }
+}

@@ -1,0 +1,148 @@
+//! `ch-run IMAGE`: which root filesystem `IMAGE` names. A name of an image in the store
+//! runs from its checkout, or from the union of its kept layers; anything else is a path
+//! ([`crate::run::locate_image`]). The bridge between the store and `run`, which knows
+//! nothing of the store (as `build` is for builds).
+//!
+//! Running by name takes the store's run lease ([`Store::run_lease`]) before the name is
+//! resolved and holds it for the container's life, so no writer removes the directories.
+//! A checkout or layer changed behind the store's back is refused (its stamp,
+//! docs/store-format.md). Errors are [`RunError`]s, in ch-run's format.
+
+use std::path::{Path, PathBuf};
+
+use crate::reference::Reference;
+use crate::run::{self, Image, ImageKind, RunError, WriteMode};
+use crate::store::{Layout, Store};
+
+/// The image `arg` names, and the write mode to run it with (`write` as the options gave
+/// it, turned into a union of layers for an image stored as layers). `write_flag` is
+/// `-w`, refused by name; `unsafe_` is `--unsafe`. `ch_image` finds the `ch-image` that
+/// checks an image out when it has no checkout yet.
+pub fn locate(
+    arg: &str,
+    storage: &Path,
+    write: WriteMode,
+    write_flag: bool,
+    unsafe_: bool,
+    ch_image: impl FnOnce() -> Result<PathBuf, RunError>,
+) -> Result<(Image, WriteMode), RunError> {
+    let need_dir = write != WriteMode::ReadOnly;
+    if let Some(lowers) = stored_image(arg, storage, need_dir, ch_image)? {
+        // Not even with --unsafe: the checkout's files would no longer be its commit's,
+        // and later runs and builds would use them.
+        if write_flag {
+            return Err(RunError::msg("--write invalid when running by name"));
+        }
+        let write = if lowers.len() > 1 {
+            WriteMode::Layers {
+                lowers: lowers.clone(),
+                upper: None,
+            }
+        } else {
+            write
+        };
+        let image = Image {
+            path: lowers[0].clone(),
+            kind: ImageKind::Dir,
+            by_name: true,
+        };
+        return Ok((image, write));
+    }
+    // A name (not a path: no leading `/` or `.`) that is neither stored nor a file: the
+    // FAQ's message, `can't find image: foo`.
+    if !arg.starts_with(['/', '.'])
+        && Reference::parse(arg).is_ok()
+        && std::fs::symlink_metadata(arg).is_err()
+        && !run::storage_image_path(storage, arg).is_dir()
+    {
+        return Err(RunError::io(
+            format!("can't find image: {arg}"),
+            &std::io::Error::from_raw_os_error(libc::ENOENT),
+        ));
+    }
+    Ok((run::locate_image(arg, storage, write_flag, unsafe_)?, write))
+}
+
+/// An image name in the store: the directories whose union is its tree (a checkout, or
+/// the layers above one). `None` if `arg` is a path or no such image is stored.
+fn stored_image(
+    arg: &str,
+    storage: &Path,
+    need_dir: bool,
+    ch_image: impl FnOnce() -> Result<PathBuf, RunError>,
+) -> Result<Option<Vec<PathBuf>>, RunError> {
+    if arg.starts_with('/')
+        || arg.starts_with('.')
+        || !Layout::new(storage).version_file().is_file()
+    {
+        return Ok(None);
+    }
+    let Ok(name) = Reference::parse(arg).map(Reference::with_default_tag) else {
+        return Ok(None);
+    };
+    let store = match Store::open_existing(storage) {
+        Ok(s) => s,
+        // An unusable storage directory does not stop a run from a path.
+        Err(_) if Path::new(arg).exists() => return Ok(None),
+        Err(e) => return Err(RunError::msg(format!("storage: {e}"))),
+    };
+    let lookup = || {
+        store
+            .image(&name)
+            .map_err(|e| RunError::msg(format!("storage: {e}")))
+    };
+    if lookup()?.is_none() {
+        return Ok(None);
+    }
+    // Held by the container until it exits, so that no writer removes its files; the
+    // name is resolved again under it.
+    store
+        .run_lease()
+        .map_err(|e| RunError::msg(format!("storage: {e}")))?;
+    let Some(commit) = lookup()? else {
+        return Ok(None);
+    };
+    if let Some(v) = store
+        .view_existing(commit)
+        .map_err(|e| RunError::msg(format!("storage: {e}")))?
+    {
+        // Writable modes (-W, or -w with --unsafe) need one directory, not a union.
+        if v.len() == 1 || !need_dir {
+            for d in &v {
+                unchanged(d)?;
+            }
+            return Ok(Some(v));
+        }
+    }
+    // No checkout (or layers where a directory is needed): have ch-image check it out. Not
+    // in this process: checkouts use threads, and a threaded process can't enter a user
+    // namespace.
+    let ch_image = ch_image()?;
+    // `--storage=DIR` and `--`: neither can be taken for another option.
+    let mut storage_opt = std::ffi::OsString::from("--storage=");
+    storage_opt.push(storage);
+    let out = std::process::Command::new(&ch_image)
+        .arg(storage_opt)
+        .args(["checkout", "--", &name.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| RunError::io(format!("can't execute: {}", ch_image.display()), &e))?;
+    if !out.status.success() {
+        return Err(RunError::msg(format!("can't check out image: {name}")));
+    }
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim_end());
+    unchanged(&dir)?;
+    Ok(Some(vec![dir]))
+}
+
+/// Refuse a checkout or layer changed behind the store's back (docs/store-format.md).
+fn unchanged(dir: &Path) -> Result<(), RunError> {
+    crate::store::stamp::verify(dir).map_err(|e| {
+        let hint = e.hint();
+        let e = RunError::msg(format!("storage: {e}"));
+        match hint {
+            Some(h) => e.with_hint(h),
+            None => e,
+        }
+    })
+}

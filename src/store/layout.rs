@@ -1,0 +1,454 @@
+//! Where the storage directory is, and every path under it.
+//!
+//! [`storage_dir`] is the one place that decides which directory is the storage directory
+//! (`-s DIR`, else `$CH_IMAGE_STORAGE`, else `/var/tmp/$USER.grove`); [`Layout`] is the one
+//! place that spells a name under it (`version`, `lock`, `repo.git/`, `img/`, `checkouts/`,
+//! `layers/`, `stamps/`, `locks/`, `tmp/`, `dlcache/`, `statcache/`). docs/store-format.md
+//! lists the same paths; a change here is a change of the storage layout and of that
+//! document.
+//!
+//! Pure: nothing here touches the file system; [`storage_dir`] takes the environment and
+//! the current directory as arguments so that the rules are unit-tested.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+/// Directories a new storage directory is created with (the others appear on first use).
+pub const CREATED_DIRS: [&str; 3] = [IMG, CHECKOUTS, TMP];
+
+const VERSION: &str = "version";
+const LOCK: &str = "lock";
+const LOCKS: &str = "locks";
+const REPO: &str = "repo.git";
+const IMG: &str = "img";
+const CHECKOUTS: &str = "checkouts";
+const LAYERS: &str = "layers";
+const STAMPS: &str = "stamps";
+const TMP: &str = "tmp";
+const DLCACHE: &str = "dlcache";
+const STATCACHE: &str = "statcache";
+
+/// The paths of one storage directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Layout {
+        Layout { root: root.into() }
+    }
+
+    /// The storage directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `version`: the storage layout version ([`super::STORAGE_VERSION`]).
+    pub fn version_file(&self) -> PathBuf {
+        self.root.join(VERSION)
+    }
+
+    /// `lock`: the flock(2) of writers, maintenance and containers run by name.
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join(LOCK)
+    }
+
+    /// `locks/`: one lock file per image being written.
+    pub fn image_locks(&self) -> PathBuf {
+        self.root.join(LOCKS)
+    }
+
+    /// `locks/COMPONENT.lock`: the lock of the image whose ref component (see
+    /// [`super::ref_component`]) is `component`.
+    pub fn image_lock(&self, component: &str) -> PathBuf {
+        self.image_locks().join(format!("{component}.lock"))
+    }
+
+    /// `repo.git/`: the bare git repository.
+    pub fn repo(&self) -> PathBuf {
+        self.root.join(REPO)
+    }
+
+    /// `repo.git/config`.
+    pub fn repo_config(&self) -> PathBuf {
+        self.repo().join("config")
+    }
+
+    /// `repo.git/objects/`.
+    pub fn objects(&self) -> PathBuf {
+        self.repo().join("objects")
+    }
+
+    /// `repo.git/refs/`.
+    pub fn refs(&self) -> PathBuf {
+        self.repo().join("refs")
+    }
+
+    /// `repo.git/packed-refs.lock`: left by a writer killed while packing refs.
+    pub fn packed_refs_lock(&self) -> PathBuf {
+        self.repo().join("packed-refs.lock")
+    }
+
+    /// `img/`: one symlink per image.
+    pub fn images(&self) -> PathBuf {
+        self.root.join(IMG)
+    }
+
+    /// `img/NAME`: the checkout link of the image whose filename form (`/` as `%`, `:` as
+    /// `+`, [`crate::reference::Reference::for_path`]) is `for_path`; what `ch-run NAME`
+    /// runs.
+    pub fn image_link(&self, for_path: &str) -> PathBuf {
+        self.images().join(for_path)
+    }
+
+    /// `checkouts/`.
+    pub fn checkouts(&self) -> PathBuf {
+        self.root.join(CHECKOUTS)
+    }
+
+    /// `checkouts/COMMIT`: the checkout of a commit.
+    pub fn checkout(&self, commit: &gix::ObjectId) -> PathBuf {
+        self.checkouts().join(commit.to_string())
+    }
+
+    /// `../checkouts/DIR`, the target of an `img/NAME` link to checkout directory `DIR`
+    /// (relative, so the storage directory can move).
+    pub fn image_link_target(checkout_name: &OsStr) -> PathBuf {
+        Path::new("..").join(CHECKOUTS).join(checkout_name)
+    }
+
+    /// `layers/`.
+    pub fn layers(&self) -> PathBuf {
+        self.root.join(LAYERS)
+    }
+
+    /// `layers/COMMIT`: a build's kept overlay layer of a commit.
+    pub fn layer(&self, commit: &gix::ObjectId) -> PathBuf {
+        self.layers().join(commit.to_string())
+    }
+
+    /// `stamps/`.
+    pub fn stamps(&self) -> PathBuf {
+        self.root.join(STAMPS)
+    }
+
+    /// `stamps/KIND-NAME`: the stamp of tree `KIND/NAME` (`checkouts/C` or `layers/C`).
+    pub fn stamp(&self, kind: &str, name: &str) -> PathBuf {
+        self.stamps().join(format!("{kind}-{name}"))
+    }
+
+    /// The stamp of a tree directly below the storage directory's `checkouts/` or
+    /// `layers/` (the storage directory being its grandparent).
+    pub fn stamp_of(dir: &Path) -> PathBuf {
+        let name = |p: Option<&Path>| {
+            p.and_then(Path::file_name)
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let storage = dir
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("/"));
+        Layout::new(storage).stamp(&name(dir.parent()), &name(Some(dir)))
+    }
+
+    /// `tmp/`: scratch space of writers.
+    pub fn tmp(&self) -> PathBuf {
+        self.root.join(TMP)
+    }
+
+    /// `tmp/TAG.PID.N`: a scratch entry of process `pid`.
+    pub fn scratch(&self, tag: &str, pid: u32, n: usize) -> PathBuf {
+        self.tmp().join(format!("{tag}.{pid}.{n}"))
+    }
+
+    /// `dlcache/`: downloaded registry layers.
+    pub fn dlcache(&self) -> PathBuf {
+        self.root.join(DLCACHE)
+    }
+
+    /// `dlcache/sha256-HEX`: a downloaded layer, named by its digest.
+    pub fn dl_layer(&self, hex: &str) -> PathBuf {
+        self.dlcache().join(format!("sha256-{hex}"))
+    }
+
+    /// `dlcache/sha256-HEX.partial.PID`: the download of a layer in progress by process
+    /// `pid`; [`Layout::dl_partial_prefix`] is its name without the pid.
+    pub fn dl_partial(&self, hex: &str, pid: u32) -> PathBuf {
+        self.dlcache()
+            .join(format!("{}{pid}", Self::dl_partial_prefix(hex)))
+    }
+
+    /// `sha256-HEX.partial.`: the name of a partial download of layer HEX, less the pid.
+    pub fn dl_partial_prefix(hex: &str) -> String {
+        format!("sha256-{hex}.partial.")
+    }
+
+    /// `statcache/`.
+    pub fn statcache(&self) -> PathBuf {
+        self.root.join(STATCACHE)
+    }
+
+    /// `statcache/HASH.txt`: the content-hash cache of build context `context` (an
+    /// absolute, canonical path), named by the BLAKE3 hash of the path.
+    pub fn stat_cache(&self, context: &Path) -> PathBuf {
+        let h = blake3::hash(context.as_os_str().as_encoded_bytes());
+        self.statcache().join(format!("{}.txt", h.to_hex()))
+    }
+
+    /// Every name directly under the storage directory that Grove writes, for checks and
+    /// documentation.
+    pub fn top_level_names() -> [&'static str; 11] {
+        [
+            VERSION, LOCK, LOCKS, REPO, IMG, CHECKOUTS, LAYERS, STAMPS, TMP, DLCACHE, STATCACHE,
+        ]
+    }
+}
+
+/// Why the storage directory can't be found.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StorageDirError {
+    #[error("$CH_IMAGE_STORAGE: must be absolute path: {}", .0.display())]
+    RelativeVariable(PathBuf),
+    #[error("can't find storage directory: $USER not set")]
+    NoUser,
+}
+
+/// Whether a relative `$CH_IMAGE_STORAGE` is refused (`ch-image`, `ch-convert`: "must be
+/// absolute path", as Charliecloud's ch-image) or taken relative to the current directory
+/// (`ch-run`, as Charliecloud's, which uses the variable as given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelativeVariable {
+    Refuse,
+    Allow,
+}
+
+/// The storage directory: `option` (`-s DIR`), else `variable` (`$CH_IMAGE_STORAGE`, empty
+/// counts as unset), else `/var/tmp/$USER.grove` for `user` (`None` or empty: an error). A
+/// relative path is made absolute against `cwd`.
+pub fn storage_dir(
+    option: Option<&Path>,
+    variable: Option<&OsStr>,
+    user: Option<&str>,
+    cwd: &Path,
+    relative: RelativeVariable,
+) -> Result<PathBuf, StorageDirError> {
+    let p = match (option, variable.filter(|v| !v.is_empty())) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, Some(v)) => {
+            let p = PathBuf::from(v);
+            if !p.is_absolute() && relative == RelativeVariable::Refuse {
+                return Err(StorageDirError::RelativeVariable(p));
+            }
+            p
+        }
+        (None, None) => default_storage(user)?,
+    };
+    Ok(if p.is_absolute() { p } else { cwd.join(p) })
+}
+
+/// The default storage directory of `user`: `/var/tmp/USER.grove`.
+pub fn default_storage(user: Option<&str>) -> Result<PathBuf, StorageDirError> {
+    match user.filter(|u| !u.is_empty()) {
+        Some(u) => Ok(PathBuf::from(format!("/var/tmp/{u}.grove"))),
+        None => Err(StorageDirError::NoUser),
+    }
+}
+
+/// [`storage_dir`] with the process's `$CH_IMAGE_STORAGE`, `$USER` and current directory.
+pub fn storage_dir_from_env(
+    option: Option<&Path>,
+    relative: RelativeVariable,
+) -> Result<PathBuf, StorageDirError> {
+    let user = std::env::var("USER").ok();
+    storage_dir_for_user(option, user.as_deref(), relative)
+}
+
+/// [`storage_dir`] with the process's `$CH_IMAGE_STORAGE` and current directory, for a user
+/// found by the caller (ch-run falls back to the passwd entry when `$USER` is unset).
+pub fn storage_dir_for_user(
+    option: Option<&Path>,
+    user: Option<&str>,
+    relative: RelativeVariable,
+) -> Result<PathBuf, StorageDirError> {
+    let variable = std::env::var_os("CH_IMAGE_STORAGE");
+    // Only needed for a relative path; `/` if the current directory is gone.
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    storage_dir(option, variable.as_deref(), user, &cwd, relative)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(
+        option: Option<&str>,
+        variable: Option<&str>,
+        user: Option<&str>,
+        relative: RelativeVariable,
+    ) -> Result<PathBuf, StorageDirError> {
+        storage_dir(
+            option.map(Path::new),
+            variable.map(OsStr::new),
+            user,
+            Path::new("/work"),
+            relative,
+        )
+    }
+
+    #[test]
+    fn storage_is_option_then_variable_then_var_tmp_user() {
+        let r = RelativeVariable::Refuse;
+        assert_eq!(
+            resolve(Some("/a"), Some("/b"), Some("u"), r),
+            Ok(PathBuf::from("/a"))
+        );
+        assert_eq!(
+            resolve(None, Some("/b"), Some("u"), r),
+            Ok(PathBuf::from("/b"))
+        );
+        assert_eq!(
+            resolve(None, None, Some("alice"), r),
+            Ok(PathBuf::from("/var/tmp/alice.grove"))
+        );
+    }
+
+    #[test]
+    fn empty_variable_counts_as_unset() {
+        assert_eq!(
+            resolve(None, Some(""), Some("u"), RelativeVariable::Refuse),
+            Ok(PathBuf::from("/var/tmp/u.grove"))
+        );
+    }
+
+    #[test]
+    fn relative_option_is_made_absolute_against_the_current_directory() {
+        assert_eq!(
+            resolve(Some("st"), Some("/b"), None, RelativeVariable::Refuse),
+            Ok(PathBuf::from("/work/st"))
+        );
+    }
+
+    #[test]
+    fn relative_variable_is_refused_by_ch_image_and_taken_by_ch_run() {
+        assert_eq!(
+            resolve(None, Some("rel/st"), Some("u"), RelativeVariable::Refuse),
+            Err(StorageDirError::RelativeVariable(PathBuf::from("rel/st")))
+        );
+        assert_eq!(
+            resolve(None, Some("rel/st"), Some("u"), RelativeVariable::Allow),
+            Ok(PathBuf::from("/work/rel/st"))
+        );
+        // The option is never refused: it is a path the user typed.
+        assert!(resolve(Some("rel"), None, None, RelativeVariable::Refuse).is_ok());
+    }
+
+    #[test]
+    fn no_user_and_nothing_else_is_an_error_naming_user() {
+        for user in [None, Some("")] {
+            let e = resolve(None, None, user, RelativeVariable::Refuse).unwrap_err();
+            assert_eq!(e, StorageDirError::NoUser);
+            assert!(e.to_string().contains("$USER"), "{e}");
+        }
+    }
+
+    #[test]
+    fn layout_spells_every_path_under_the_root() {
+        let l = Layout::new("/s");
+        let c = gix::ObjectId::from_hex(b"0123456789abcdef0123456789abcdef01234567").expect("hex");
+        let cases: [(PathBuf, &str); 21] = [
+            (l.version_file(), "/s/version"),
+            (l.lock_file(), "/s/lock"),
+            (l.image_locks(), "/s/locks"),
+            (l.image_lock("alpine+3.17"), "/s/locks/alpine+3.17.lock"),
+            (l.repo(), "/s/repo.git"),
+            (l.repo_config(), "/s/repo.git/config"),
+            (l.objects(), "/s/repo.git/objects"),
+            (l.refs(), "/s/repo.git/refs"),
+            (l.packed_refs_lock(), "/s/repo.git/packed-refs.lock"),
+            (l.image_link("a%b+1"), "/s/img/a%b+1"),
+            (
+                l.checkout(&c),
+                "/s/checkouts/0123456789abcdef0123456789abcdef01234567",
+            ),
+            (
+                l.layer(&c),
+                "/s/layers/0123456789abcdef0123456789abcdef01234567",
+            ),
+            (l.stamp("layers", "abc"), "/s/stamps/layers-abc"),
+            (l.scratch("checkout", 42, 7), "/s/tmp/checkout.42.7"),
+            (l.dlcache(), "/s/dlcache"),
+            (l.dl_layer("ab12"), "/s/dlcache/sha256-ab12"),
+            (l.dl_partial("ab12", 9), "/s/dlcache/sha256-ab12.partial.9"),
+            (l.statcache(), "/s/statcache"),
+            (l.images(), "/s/img"),
+            (l.checkouts(), "/s/checkouts"),
+            (l.stamps(), "/s/stamps"),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, Path::new(want));
+        }
+        assert_eq!(
+            Layout::image_link_target(OsStr::new("abc")),
+            Path::new("../checkouts/abc")
+        );
+        // Every top-level name is one of the documented ones, and they are distinct.
+        let mut names = Layout::top_level_names().to_vec();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), Layout::top_level_names().len());
+    }
+
+    #[test]
+    fn store_format_document_lists_every_top_level_path() {
+        let doc = include_str!("../../docs/store-format.md");
+        let section = doc
+            .split("### Paths under the storage directory")
+            .nth(1)
+            .and_then(|s| s.split("```").nth(1))
+            .expect("docs/store-format.md has the paths section with a listing");
+        let listed: Vec<&str> = section
+            .lines()
+            .filter(|l| !l.starts_with(' '))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(|p| p.split('/').next().unwrap_or(p))
+            .collect();
+        let mut want = Layout::top_level_names().to_vec();
+        want.sort();
+        let mut got = listed.clone();
+        got.sort();
+        got.dedup();
+        assert_eq!(got, want, "listing: {listed:?}");
+    }
+
+    #[test]
+    fn stamp_of_a_tree_is_in_its_storage_directorys_stamps() {
+        assert_eq!(
+            Layout::stamp_of(Path::new("/s/checkouts/abc")),
+            Path::new("/s/stamps/checkouts-abc")
+        );
+        assert_eq!(
+            Layout::stamp_of(Path::new("/s/layers/abc")),
+            Path::new("/s/stamps/layers-abc")
+        );
+    }
+
+    #[test]
+    fn stat_cache_is_named_by_the_context_path() {
+        let l = Layout::new("/s");
+        let a = l.stat_cache(Path::new("/ctx/a"));
+        let b = l.stat_cache(Path::new("/ctx/b"));
+        assert_ne!(a, b);
+        assert_eq!(a.parent(), Some(Path::new("/s/statcache")));
+        assert_eq!(
+            a.file_name().and_then(|n| n.to_str()).map(str::len),
+            Some(64 + 4)
+        );
+        // The same name as before Layout existed: existing stat caches stay valid.
+        assert_eq!(
+            a,
+            Path::new("/s/statcache").join(format!("{}.txt", blake3::hash(b"/ctx/a").to_hex()))
+        );
+    }
+}
