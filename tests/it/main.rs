@@ -17,5 +17,6 @@ mod registry;
 mod run;
 mod run_conformance;
 mod security;
+mod squash_export;
 mod store;
 mod times;
