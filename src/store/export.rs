@@ -2,7 +2,9 @@
 //! owner root:root, the recorded mtimes in whole seconds, `$SOURCE_DATE_EPOCH` or 0 where
 //! none is recorded), with the exact recorded modes, hard links as tar
 //! hard links and FIFOs as FIFOs; as a SquashFS file (that tar stream piped into
-//! `sqfstar`, never a checkout); and as gzip compressed in parallel ([`ParGz`]).
+//! `tar2sqfs` or `mksquashfs -tar`; with squashfs-tools before 4.6 only, `mksquashfs` on a
+//! temporary checkout, since their sqfstar can't lower zstd's slow level 15); and as gzip
+//! compressed in parallel ([`ParGz`]).
 //!
 //! Invariant: the same model gives the same bytes, whatever the machine, the number of
 //! cores or the time of day (only `$SOURCE_DATE_EPOCH` changes the fixed mtime of
@@ -28,8 +30,18 @@ pub enum ExportError {
     Git(#[from] GitError),
     #[error("refusing to export unsafe entry {path:?}: {reason}")]
     Unsafe { path: String, reason: &'static str },
-    #[error("can't make SquashFS: none of tar2sqfs, sqfstar or mksquashfs 4.6+ found")]
+    #[error("can't make SquashFS: none of tar2sqfs, mksquashfs or sqfstar found")]
     NoSquashTool,
+    #[error("can't check out the image for mksquashfs")]
+    Checkout(#[from] super::checkout::CheckoutError),
+    #[error("can't write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("can't name {path:?} in a mksquashfs pseudo file (a newline in the name); install squashfs-tools-ng (tar2sqfs)")]
+    PseudoName { path: String },
     #[error("can't run {tool}")]
     Spawn {
         tool: String,
@@ -350,7 +362,8 @@ pub struct SquashOptions {
 
 /// zstd level used when none is given: zstd's own default. As small as mksquashfs's gzip
 /// output and about ten times faster to write than either tool's default (zstd 15, gzip 9).
-/// Only tar2sqfs applies it: sqfstar 4.5.1 rejects every `-X` compressor option.
+/// Every tool but sqfstar applies it; sqfstar 4.5.1 takes no `-X` compressor option (it
+/// reports the level as missing), which is why it is used only without mksquashfs.
 pub const DEFAULT_ZSTD_LEVEL: u32 = 3;
 
 /// Which program turns a tar stream into SquashFS, in order of preference.
@@ -358,10 +371,39 @@ pub const DEFAULT_ZSTD_LEVEL: u32 = 3;
 pub enum SquashTool {
     /// `tar2sqfs` (squashfs-tools-ng): compression levels, reproducible, parallel.
     Tar2sqfs,
-    /// `sqfstar` (squashfs-tools 4.5+).
-    Sqfstar,
-    /// `mksquashfs - OUT -tar` (squashfs-tools 4.6+, where sqfstar is not installed).
+    /// `mksquashfs - OUT -tar` (squashfs-tools 4.6+): the tar stream, with levels.
     MksquashfsTar,
+    /// `mksquashfs TREE OUT` on a temporary checkout (squashfs-tools before 4.6, which
+    /// has no `-tar` and whose sqfstar can't lower zstd's level 15): exact modes come
+    /// from a pseudo file, times from the checkout.
+    MksquashfsDir,
+    /// `sqfstar` alone (no mksquashfs): zstd at its level 15, slow.
+    Sqfstar,
+}
+
+impl SquashTool {
+    /// The program run, for messages.
+    pub fn program(self) -> &'static str {
+        match self {
+            SquashTool::Tar2sqfs => "tar2sqfs",
+            SquashTool::MksquashfsTar | SquashTool::MksquashfsDir => "mksquashfs",
+            SquashTool::Sqfstar => "sqfstar",
+        }
+    }
+
+    /// How the tool is fed, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            SquashTool::Tar2sqfs => "tar2sqfs (squashfs-tools-ng) reading the tar stream",
+            SquashTool::MksquashfsTar => "mksquashfs -tar (squashfs-tools 4.6+) reading the tar stream",
+            SquashTool::MksquashfsDir => {
+                "mksquashfs (squashfs-tools before 4.6) on a temporary checkout"
+            }
+            SquashTool::Sqfstar => {
+                "sqfstar reading the tar stream (no compression level: zstd at 15 is slow; install squashfs-tools-ng)"
+            }
+        }
+    }
 }
 
 fn on_path(prog: &str) -> bool {
@@ -370,26 +412,33 @@ fn on_path(prog: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Find a program that makes SquashFS from a tar stream.
+/// The version `mksquashfs -version` prints first ("mksquashfs version 4.5.1 (...)").
+fn mksquashfs_version(text: &str) -> Option<(u32, u32)> {
+    let v = text.split_whitespace().nth(2)?;
+    let mut it = v.split('.').map(|n| n.parse::<u32>().ok());
+    Some((it.next()??, it.next().flatten().unwrap_or(0)))
+}
+
+/// Find a program that makes SquashFS, fastest first: tar2sqfs, mksquashfs 4.6+ on the
+/// tar stream, older mksquashfs on a checkout, sqfstar.
 pub fn find_squash_tool() -> Result<SquashTool, ExportError> {
     if on_path("tar2sqfs") {
         return Ok(SquashTool::Tar2sqfs);
     }
-    if on_path("sqfstar") {
-        return Ok(SquashTool::Sqfstar);
-    }
     if on_path("mksquashfs") {
         let out = Command::new("mksquashfs").arg("-version").output();
         if let Ok(o) = out {
-            let text = String::from_utf8_lossy(&o.stdout);
-            let version = text.split_whitespace().nth(2).and_then(|v| {
-                let mut it = v.split('.').map(|n| n.parse::<u32>().ok());
-                Some((it.next()??, it.next().flatten().unwrap_or(0)))
-            });
+            let version = mksquashfs_version(&String::from_utf8_lossy(&o.stdout));
             if matches!(version, Some(v) if v >= (4, 6)) {
                 return Ok(SquashTool::MksquashfsTar);
             }
+            if version.is_some() {
+                return Ok(SquashTool::MksquashfsDir);
+            }
         }
+    }
+    if on_path("sqfstar") {
+        return Ok(SquashTool::Sqfstar);
     }
     Err(ExportError::NoSquashTool)
 }
@@ -400,7 +449,8 @@ pub fn find_squash_tool() -> Result<SquashTool, ExportError> {
 /// `o.mtime`. sqfstar 4.5.1 ignores `-root-time` (the root gets the time of the run), so
 /// sqfstar and mksquashfs get `SOURCE_DATE_EPOCH=latest` instead, which they use for the
 /// root and the creation time and to clamp later times (there are none): `latest` is the
-/// latest time of the tar stream.
+/// latest time of the tar stream. mksquashfs on a checkout takes every time, the root's
+/// too, from the checkout and gets the creation time `o.mtime`.
 pub fn squash_command(
     tool: SquashTool,
     out: &Path,
@@ -441,16 +491,18 @@ pub fn squash_command(
         args.push(super::path_arg(out).into());
         return ("tar2sqfs", args, Vec::new());
     }
-    let prog = match tool {
-        SquashTool::Tar2sqfs => unreachable!("handled above"),
-        SquashTool::Sqfstar => "sqfstar",
-        SquashTool::MksquashfsTar => {
-            args.push("-".into());
-            "mksquashfs"
-        }
-    };
+    let prog = tool.program();
+    if tool == SquashTool::MksquashfsTar {
+        args.push("-".into());
+    }
     let mut opts: Vec<String> = vec!["-comp".into(), o.comp.name().into()];
-    if let Some(l) = o.level {
+    let level = match (o.comp, o.level) {
+        (_, Some(l)) => Some(l),
+        (SquashComp::Zstd, None) => Some(DEFAULT_ZSTD_LEVEL),
+        _ => None,
+    };
+    // sqfstar 4.5.1 takes no compressor option (see DEFAULT_ZSTD_LEVEL).
+    if let Some(l) = level.filter(|_| tool != SquashTool::Sqfstar) {
         opts.extend(["-Xcompression-level".into(), l.to_string()]);
     }
     opts.extend([
@@ -474,6 +526,16 @@ pub fn squash_command(
             args.push("-tar".into());
             args.push("-noappend".into());
             args.extend(opts.into_iter().map(OsString::from));
+        }
+        SquashTool::MksquashfsDir => {
+            // The caller prepends the tree and appends `-pf PSEUDO` (see write_squash);
+            // times, the root's too, come from the checkout, the creation time is
+            // `o.mtime` as with tar2sqfs.
+            args.push(super::path_arg(out).into());
+            args.push("-noappend".into());
+            args.extend(opts.into_iter().map(OsString::from));
+            args.extend(["-mkfs-time".into(), o.mtime.to_string().into()]);
+            return (prog, args, Vec::new());
         }
     }
     (prog, args, vec![("SOURCE_DATE_EPOCH", latest.to_string())])
@@ -506,7 +568,21 @@ pub fn write_squash(
     o: &SquashOptions,
 ) -> Result<(), ExportError> {
     let tool = find_squash_tool()?;
+    crate::verbose!(
+        "squashfs: {}, {}{}",
+        tool.describe(),
+        o.comp.name(),
+        match (tool, o.comp, o.level) {
+            (SquashTool::Sqfstar, _, _) => String::new(),
+            (_, _, Some(l)) => format!(" level {l}"),
+            (_, SquashComp::Zstd, None) => format!(" level {DEFAULT_ZSTD_LEVEL}"),
+            _ => String::new(),
+        }
+    );
     let (prog, args, env) = squash_command(tool, out, o, latest_time(root, o.mtime));
+    if tool == SquashTool::MksquashfsDir {
+        return squash_from_checkout(repo, root, out, o.mtime, args, env);
+    }
     let mut child = Command::new(prog)
         .args(&args)
         .envs(env)
@@ -539,6 +615,132 @@ pub fn write_squash(
         });
     }
     written.map(|_| ())
+}
+
+/// `path` with `suffix` appended to its last component.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// `root` with the times a tar stream of it carries (see [`write_tar`]): whole seconds, none
+/// before 1970, `fixed` where none is recorded; so that a checkout of it has them.
+fn tar_times(root: &Dir, fixed: u64) -> Dir {
+    let mut tree = root.clone();
+    let whole = |t: super::model::Mtime| super::model::Mtime {
+        sec: t.sec.max(0),
+        nsec: 0,
+    };
+    for t in tree.times.by_path.values_mut() {
+        *t = whole(*t);
+    }
+    tree.times.default = Some(
+        tree.times
+            .default
+            .map(whole)
+            .unwrap_or(super::model::Mtime {
+                sec: i64::try_from(fixed).unwrap_or(i64::MAX),
+                nsec: 0,
+            }),
+    );
+    tree
+}
+
+/// A mksquashfs pseudo file (squashfs-tools 4.5) giving every entry whose recorded mode a
+/// checkout does not apply (setuid and setgid bits, modes below `rw-------` or
+/// `rwx------`) its exact mode, owned by root. Names are written with backslash escapes.
+pub fn pseudo_modes(root: &Dir) -> Result<Vec<u8>, ExportError> {
+    let p = super::checkout::Policy::Checkout;
+    let mut out = Vec::new();
+    let mut err = None;
+    root.walk(&mut |rel, node| {
+        let (mode, applied) = match node {
+            Node::Dir(d) => (d.mode & 0o7777, p.dir_mode(d.mode & 0o7777)),
+            Node::File(f) => (f.mode & 0o7777, p.file_mode(f.mode & 0o7777)),
+            Node::Fifo { mode } => (mode & 0o7777, p.file_mode(mode & 0o7777)),
+            Node::Symlink { .. } => return,
+        };
+        if mode == applied || err.is_some() {
+            return;
+        }
+        if rel.contains(&b'\n') {
+            err = Some(ExportError::PseudoName {
+                path: super::model::show(rel),
+            });
+            return;
+        }
+        for &b in rel {
+            if b.is_ascii_whitespace() || b == b'"' || b == b'\\' {
+                out.push(b'\\');
+            }
+            out.push(b);
+        }
+        out.extend_from_slice(format!(" m {mode:o} 0 0\n").as_bytes());
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// Write SquashFS with mksquashfs before 4.6 from a temporary checkout of `root` beside
+/// `out` (removed after): times as the tar stream has them, exact modes from a pseudo
+/// file. `args` and `env` come from [`squash_command`].
+fn squash_from_checkout(
+    repo: &gix::Repository,
+    root: &Dir,
+    out: &Path,
+    fixed: u64,
+    args: Vec<OsString>,
+    env: Vec<(&'static str, String)>,
+) -> Result<(), ExportError> {
+    let tree_dir = with_suffix(out, ".tree");
+    let pseudo = with_suffix(out, ".pseudo");
+    let result = (|| {
+        let tree = tar_times(root, fixed);
+        let modes = pseudo_modes(&tree)?;
+        std::fs::write(&pseudo, &modes).map_err(|source| ExportError::Write {
+            path: pseudo.clone(),
+            source,
+        })?;
+        // Added entries (mount points) are empty files: the checkout reads their blob.
+        repo.write_blob(b"")
+            .map_err(super::git::git_err("write the empty blob"))?;
+        let t = std::time::Instant::now();
+        let ts = repo.clone().into_sync();
+        super::checkout::materialize(&ts, &tree, &tree_dir, super::checkout::Policy::Checkout)?;
+        crate::verbose!(
+            "checked out for mksquashfs in {:.2}s",
+            t.elapsed().as_secs_f64()
+        );
+        let status = Command::new("mksquashfs")
+            .arg(super::path_arg(&tree_dir))
+            .args(&args)
+            .arg("-pf")
+            .arg(super::path_arg(&pseudo))
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|source| ExportError::Spawn {
+                tool: "mksquashfs".into(),
+                source,
+            })?;
+        if !status.success() {
+            return Err(ExportError::ToolFailed {
+                tool: "mksquashfs".into(),
+                status,
+                path: out.to_path_buf(),
+            });
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&pseudo);
+    if tree_dir.exists() {
+        let _ = super::checkout::remove_tree(&tree_dir);
+    }
+    result
 }
 
 // ---------------------------------------------------------------------------------------
@@ -802,6 +1004,11 @@ mod tests {
         for want in ["-all-root", "-no-xattrs", "-root-mode"] {
             assert!(args.contains(&want.to_string()), "{want} in {args:?}");
         }
+        // sqfstar 4.5.1 refuses compressor options.
+        assert!(
+            !args.contains(&"-Xcompression-level".to_string()),
+            "{args:?}"
+        );
         // The tar stream's times are kept: no -all-time; the creation and root time are
         // the latest time, through SOURCE_DATE_EPOCH (which excludes -mkfs-time).
         for not in ["-all-time", "-mkfs-time", "-root-time"] {
@@ -816,6 +1023,18 @@ mod tests {
             args[..4],
             ["-", "/x.sqfs", "-tar", "-noappend"].map(OsString::from)
         );
+        let (prog, args, env) =
+            squash_command(SquashTool::MksquashfsDir, Path::new("/x.sqfs"), &o, 7);
+        assert_eq!(prog, "mksquashfs");
+        assert!(env.is_empty(), "{env:?}");
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(args[..2], ["/x.sqfs", "-noappend"]);
+        let level = args.iter().position(|a| a == "-Xcompression-level");
+        assert_eq!(level.map(|i| args[i + 1].as_str()), Some("3"), "{args:?}");
+        assert_eq!(args[args.len() - 2..], ["-mkfs-time", "0"]);
         let (prog, args, env) = squash_command(SquashTool::Tar2sqfs, Path::new("/x.sqfs"), &o, 0);
         assert!(env.is_empty());
         assert_eq!(prog, "tar2sqfs");
@@ -829,5 +1048,51 @@ mod tests {
             args.contains(&"uid=0,gid=0,mode=755,mtime=0".to_string()),
             "{args:?}"
         );
+    }
+
+    #[test]
+    fn mksquashfs_version_is_read_from_its_banner() {
+        assert_eq!(
+            mksquashfs_version("mksquashfs version 4.5.1 (2022/03/17)\ncopyright"),
+            Some((4, 5))
+        );
+        assert_eq!(
+            mksquashfs_version("mksquashfs version 4.6 (2023/03/25)"),
+            Some((4, 6))
+        );
+        assert_eq!(mksquashfs_version("garbage"), None);
+    }
+
+    #[test]
+    fn pseudo_file_restores_modes_a_checkout_raises() {
+        use super::super::model::File;
+        let mut root = Dir {
+            mode: 0o755,
+            ..Dir::default()
+        };
+        let file = |mode| {
+            Node::File(File {
+                mode,
+                oid: ObjectId::empty_blob(gix::hash::Kind::Sha1),
+                size: 0,
+                link_group: None,
+            })
+        };
+        root.children.insert(b"plain".to_vec(), file(0o644));
+        root.children.insert(b"su id".to_vec(), file(0o4755));
+        root.children.insert(
+            b"locked".to_vec(),
+            Node::Dir(Dir {
+                mode: 0,
+                ..Dir::default()
+            }),
+        );
+        let text = String::from_utf8(pseudo_modes(&root).expect("pseudo")).expect("utf-8");
+        assert_eq!(text, "locked m 0 0 0\nsu\\ id m 4755 0 0\n");
+        root.children.insert(b"new\nline".to_vec(), file(0));
+        assert!(matches!(
+            pseudo_modes(&root),
+            Err(ExportError::PseudoName { .. })
+        ));
     }
 }

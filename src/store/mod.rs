@@ -836,8 +836,11 @@ impl Store {
             &commit.to_string()[..12],
             t.elapsed().as_secs_f64()
         );
+        // No checkout: it is made on first use (`ch-run NAME`, a build's first RUN,
+        // `ch-image checkout`), as after a pull; export and `FROM` read the objects.
         let old = self.image(name)?;
-        self.set_image_from(lock, name, commit, Expect::from_current(old), Some(&root))?;
+        self.set_image_lazy(lock, name, commit, Expect::from_current(old))?;
+        self.prune_checkouts(lock)?;
         Ok(commit)
     }
 

@@ -23,6 +23,9 @@ impl Bench {
         let b = Bench { s, ctx };
         b.mkdir("");
         ok(b.image().arg("import").arg(busybox_rootfs()).arg("busybox"));
+        // An import leaves the checkout to first use; these tests run built images as
+        // layers over a checked-out base (where layers keep modes a checkout raises).
+        ok(b.image().arg("checkout").arg("busybox"));
         b
     }
 

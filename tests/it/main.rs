@@ -21,5 +21,6 @@ mod run_conformance;
 mod security;
 mod settings;
 mod slurm;
+mod squash_export;
 mod store;
 mod times;

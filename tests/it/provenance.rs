@@ -1010,7 +1010,9 @@ fn fsck_passes_a_healthy_store_and_reports_corrupt_checkouts() {
         "{out:?}"
     );
 
-    // busybox is checked out (import): corrupt one of its files' content.
+    // Check busybox out (an import leaves that to first use): corrupt one of its files'
+    // content.
+    w.ci(&["checkout", "busybox"]);
     let list = w.ci(&["list", "-l"]);
     let base = list
         .lines()
@@ -1030,6 +1032,7 @@ fn fsck_passes_a_healthy_store_and_reports_corrupt_checkouts() {
 #[test]
 fn fsck_reports_a_chmod_in_a_checkout() {
     let w = W::new("fsck-mode");
+    w.ci(&["checkout", "busybox"]);
     let list = w.ci(&["list", "-l"]);
     let base = list
         .lines()

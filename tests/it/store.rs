@@ -645,6 +645,9 @@ fn checkout_and_export_raise_minimum_permissions_and_drop_setuid() {
     import(&st, &src, "localhost:5000/a/b:1.0");
     let commit = commit_of(&st, "localhost:5000/a/b:1.0");
     let link = st.join("img/localhost+5000%a%b+1.0");
+    // The import links the name to a checkout made on first use.
+    assert!(!link.exists(), "import checked out eagerly");
+    ok(chi(&st).args(["checkout", "localhost:5000/a/b:1.0"]));
     let target = std::fs::read_link(&link).expect("checkout link is a symlink");
     assert_eq!(target, Path::new("../checkouts").join(&commit));
     let raised: tree::Map = want
@@ -670,6 +673,49 @@ fn checkout_and_export_raise_minimum_permissions_and_drop_setuid() {
 
 // ---------------------------------------------------------------------------------------
 // Hostile and broken tarballs
+
+/// An import leaves the checkout to first use, as a pull does (issue 13: at import it
+/// cost a third of the time): until then the image is objects only, and an export, a
+/// build `FROM` it and `ch-run NAME` all work on it.
+#[test]
+fn import_leaves_the_checkout_to_first_use() {
+    let s = Scratch::new("lazyimport");
+    let st = s.storage();
+    import(&st, &crate::common::busybox_rootfs(), "bb");
+    let checkouts = || {
+        std::fs::read_dir(st.join("checkouts"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(checkouts(), 0, "import checked out");
+    let tar = s.join("bb.tar");
+    ok(chc(&st).arg("bb").arg(&tar));
+    let listing =
+        String::from_utf8_lossy(&sh(&format!("tar -tf '{}'", tar.display())).stdout).into_owned();
+    assert!(listing.lines().any(|l| l == "etc/motd"), "{listing}");
+    assert_eq!(checkouts(), 0, "export checked out");
+    let ctx = s.join("ctx");
+    sh(&format!(
+        "mkdir '{0}' && printf 'FROM bb\\nRUN echo built > /built\\n' > '{0}/Dockerfile'",
+        ctx.display()
+    ));
+    ok(chi(&st).args(["build", "-t", "child"]).arg(&ctx));
+    let out =
+        ok(tool("ch-run")
+            .arg("-s")
+            .arg(&st)
+            .args(["child", "--", "cat", "/built", "/etc/motd"]));
+    assert_eq!(out, "built\ngrove busybox fixture\n");
+    let out = ok(tool("ch-run")
+        .arg("-s")
+        .arg(&st)
+        .args(["bb", "--", "cat", "/etc/motd"]));
+    assert_eq!(out, "grove busybox fixture\n");
+    assert!(
+        st.join("img/bb+latest/etc/motd").is_file(),
+        "ch-run NAME did not check the image out"
+    );
+}
 
 #[test]
 fn import_refuses_dotdot_member_and_leaves_store_unchanged() {
@@ -917,12 +963,13 @@ fn running_container_keeps_its_checkout_while_writers_change_the_store() {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut gc_err, &mut err).expect("read gc stderr");
     assert!(gc.wait().expect("wait gc").success(), "{err}");
-    // And then the unlinked checkout was removed by the next writer.
+    // And then the unlinked checkout was removed by the next writer (whose import
+    // leaves its own checkout to first use).
     import(&st, &other, "four");
     let checkouts = std::fs::read_dir(st.join("checkouts"))
         .expect("ls checkouts")
         .count();
-    assert_eq!(checkouts, 1, "only the checkout of the other tree is left");
+    assert_eq!(checkouts, 0, "the unlinked checkout is left");
 }
 
 #[test]
@@ -994,6 +1041,8 @@ fn same_tree_under_two_names_gives_the_same_commit() {
     import(&st, &src, "two:tag");
     assert_eq!(commit_of(&st, "one:latest"), commit_of(&st, "two:tag"));
     // One checkout serves both.
+    ok(chi(&st).args(["checkout", "one"]));
+    ok(chi(&st).args(["checkout", "two:tag"]));
     let co: Vec<_> = std::fs::read_dir(st.join("checkouts"))
         .expect("checkouts")
         .collect();
@@ -1462,28 +1511,28 @@ fn big_sparse_file_imports_and_checks_out_with_bounded_memory() {
         d = s.path.display(),
         t = tar.display()
     ));
-    let out = output(
-        unpriv("/usr/bin/time")
-            .args(["-f", "maxrss_kb=%M"])
+    // The import, then the checkout (made on first use, not by the import).
+    for args in [&["import"][..], &["checkout"][..]] {
+        let mut c = unpriv("/usr/bin/time");
+        c.args(["-f", "maxrss_kb=%M"])
             .arg(bin("ch-image"))
             .arg("-s")
             .arg(&st)
-            .arg("import")
-            .arg(&tar)
-            .arg("sparse"),
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    let kb: u64 = err
-        .lines()
-        .find_map(|l| l.strip_prefix("maxrss_kb="))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no maxrss in {err}"));
-    eprintln!("import of a 160 MiB sparse file: max RSS {kb} KiB");
-    assert!(
-        kb < 100 * 1024,
-        "import and checkout of a 160 MiB file used {kb} KiB"
-    );
+            .args(args);
+        if args == ["import"] {
+            c.arg(&tar);
+        }
+        let out = output(c.arg("sparse"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        let kb: u64 = err
+            .lines()
+            .find_map(|l| l.strip_prefix("maxrss_kb="))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no maxrss in {err}"));
+        eprintln!("{args:?} of a 160 MiB sparse file: max RSS {kb} KiB");
+        assert!(kb < 100 * 1024, "{args:?} of a 160 MiB file used {kb} KiB");
+    }
     let link = st.join("img/sparse+latest");
     let md = std::fs::metadata(link.join("big")).expect("stat checkout");
     assert_eq!(md.len(), (160 << 20) + 3);
