@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use gix::ObjectId;
@@ -75,17 +75,29 @@ pub fn apply_upper(
     let mut jobs = Vec::new();
     let mut changes = Changes::default();
     let mut warnings = Vec::new();
+    let mut restore = Vec::new();
     let mut w = Walk {
         jobs: &mut jobs,
         changes: &mut changes,
         warnings: &mut warnings,
         clamp,
         xattrs,
+        restore: &mut restore,
     };
     let top = fs::symlink_metadata(upper).map_err(io_err("stat", upper))?;
     let root_time = w.time(upper, &top)?;
     model.times.set(b"", root_time);
-    walk_upper(upper, &[], model, &mut w)?;
+    let walked = walk_upper(upper, &[], model, &mut w);
+    let stored = walked.and_then(|()| store_jobs(ts, upper, &jobs));
+    // Give back the modes opened for reading (deepest first), also after an error.
+    let mut restored = Ok(());
+    for (path, mode) in restore.iter().rev() {
+        let r = fs::set_permissions(path, fs::Permissions::from_mode(*mode))
+            .map_err(io_err("restore mode of", path));
+        restored = restored.and(r);
+    }
+    let oids = stored?;
+    restored?;
     // Hard links within the layer: one blob per inode, one group per inode.
     let mut group_of: HashMap<(u64, u64), u32> = HashMap::new();
     let mut next_group = max_group(model) + 1;
@@ -96,26 +108,6 @@ pub fn apply_upper(
                 next_group
             });
         }
-    }
-    let pack = (jobs.len() >= PACK_MIN_OBJECTS).then(|| PackBuilder::new(&objects_dir(ts)));
-    let oids: Vec<ObjectId> = jobs
-        .par_iter()
-        .map_init(
-            || repo_for_writing(ts),
-            |repo, j| -> Result<ObjectId, StoreError> {
-                let data = fs::read(&j.abs).map_err(io_err("read", &j.abs))?;
-                match &pack {
-                    Some(p) => p.add(repo, &data).map_err(io_err("write pack", &j.abs)),
-                    None => Ok(repo
-                        .write_blob(&data)
-                        .map_err(super::git::git_err("write blob"))?
-                        .detach()),
-                }
-            },
-        )
-        .collect::<Result<_, _>>()?;
-    if let Some(p) = pack {
-        p.finish().map_err(io_err("write pack", upper))?;
     }
     for (j, oid) in jobs.iter().zip(oids) {
         let link_group = j.inode.map(|i| group_of[&i]).filter(|_| j.inode.is_some());
@@ -139,6 +131,35 @@ pub fn apply_upper(
     // A group with one member left is no group.
     normalize_groups(model);
     Ok((changes, warnings))
+}
+
+/// Write the blobs of the files `jobs` names, in parallel; ids in the order of `jobs`.
+fn store_jobs(
+    ts: &gix::ThreadSafeRepository,
+    upper: &Path,
+    jobs: &[Job],
+) -> Result<Vec<ObjectId>, StoreError> {
+    let pack = (jobs.len() >= PACK_MIN_OBJECTS).then(|| PackBuilder::new(&objects_dir(ts)));
+    let oids: Vec<ObjectId> = jobs
+        .par_iter()
+        .map_init(
+            || repo_for_writing(ts),
+            |repo, j| -> Result<ObjectId, StoreError> {
+                let data = fs::read(&j.abs).map_err(io_err("read", &j.abs))?;
+                match &pack {
+                    Some(p) => p.add(repo, &data).map_err(io_err("write pack", &j.abs)),
+                    None => Ok(repo
+                        .write_blob(&data)
+                        .map_err(super::git::git_err("write blob"))?
+                        .detach()),
+                }
+            },
+        )
+        .collect::<Result<_, _>>()?;
+    if let Some(p) = pack {
+        p.finish().map_err(io_err("write pack", upper))?;
+    }
+    Ok(oids)
 }
 
 fn max_group(model: &Dir) -> u32 {
@@ -187,9 +208,24 @@ struct Walk<'a> {
     warnings: &'a mut Vec<String>,
     clamp: Option<i64>,
     xattrs: model::XattrPolicy,
+    /// Paths whose owner permissions were widened to read them, with their modes.
+    restore: &'a mut Vec<(PathBuf, u32)>,
 }
 
 impl Walk<'_> {
+    /// Make `path` (with mode `mode`) readable by its owner (and searchable, for a
+    /// directory) until the walk ends: a RUN may leave modes like 0000 (RHEL's
+    /// /etc/shadow), and the layer belongs to the building user.
+    fn open_up(&mut self, path: &Path, mode: u32, dir: bool) -> Result<(), StoreError> {
+        let need = if dir { 0o500 } else { 0o400 };
+        if mode & need != need {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode | need))
+                .map_err(io_err("make readable", path))?;
+            self.restore.push((path.to_path_buf(), mode));
+        }
+        Ok(())
+    }
+
     /// The time of `path` (with metadata `md`) in whole seconds, clamped; a time changed
     /// so is set on the file too, since the upper directory is kept as the commit's layer
     /// (`ch-run NAME` and later RUNs see it).
@@ -207,6 +243,11 @@ impl Walk<'_> {
 }
 
 fn walk_upper(abs: &Path, rel: &[u8], model: &mut Dir, w: &mut Walk) -> Result<(), StoreError> {
+    let dir_mode = fs::symlink_metadata(abs)
+        .map_err(io_err("stat", abs))?
+        .mode()
+        & 0o7777;
+    w.open_up(abs, dir_mode, true)?;
     let names = model::read_dir_sorted(abs).map_err(io_err("read directory", abs))?;
     for name in names {
         let p = abs.join(&name);
@@ -259,6 +300,7 @@ fn walk_upper(abs: &Path, rel: &[u8], model: &mut Dir, w: &mut Walk) -> Result<(
                 model.remove(&r).map_err(bad)?;
             }
             let inode = (md.nlink() > 1).then(|| (md.dev(), md.ino()));
+            w.open_up(&p, mode, false)?;
             w.jobs.push(Job {
                 rel: r,
                 abs: p,

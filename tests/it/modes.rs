@@ -418,3 +418,47 @@ fn copy_cached_without_xattrs_is_not_reused_by_an_xattrs_build() {
     ok(convert(&st).arg("--xattrs").arg("y").arg(&out));
     assert_eq!(user_test(&out.join("top")).as_deref(), Some("two"));
 }
+
+/// A RUN may leave files and directories its user can't read (RHEL's `/etc/shadow` is
+/// mode 0000; `useradd` rewrites it): the build commits them with their modes, and later
+/// instructions see their contents.
+#[test]
+fn run_leaving_mode_0000_files_and_directories_commits_them() {
+    let s = Scratch::new("modes-0000");
+    let st = s.storage();
+    let ctx = context(&s);
+    ok(image(&st)
+        .arg("import")
+        .arg(crate::common::busybox_rootfs())
+        .arg("bb"));
+    let df = "FROM bb\n\
+              RUN mkdir -p /d/e && echo secret > /d/e/f && echo s > /shadow \
+                  && chmod 0 /d/e/f /d/e /shadow\n\
+              RUN chmod 0 /d\n";
+    build(&st, &ctx, "locked", df, &[]);
+    let tar = s.join("locked.tar");
+    ok(convert(&st).arg("locked").arg(&tar));
+    let listing = ok(unpriv("tar").arg("-tvf").arg(&tar));
+    for (mode, path) in [
+        ("d---------", "d"),
+        ("d---------", "d/e"),
+        ("----------", "d/e/f"),
+        ("----------", "shadow"),
+    ] {
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.starts_with(mode) && l.trim_end().ends_with(&format!(" {path}"))),
+            "{mode} {path} not in:\n{listing}"
+        );
+    }
+    // Later instructions see the contents.
+    let df2 = "FROM locked\nRUN chmod 755 /d /d/e && chmod 644 /d/e/f && cat /d/e/f > /copy\n";
+    build(&st, &ctx, "unlocked", df2, &[]);
+    let out = ok(tool("ch-run")
+        .arg("-s")
+        .arg(&st)
+        .args(["unlocked", "--", "cat", "/copy"]));
+    assert_eq!(out, "secret\n");
+    ok(image(&st).arg("fsck"));
+}
