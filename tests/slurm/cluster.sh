@@ -83,3 +83,10 @@ until sinfo -h -o '%T' 2>/dev/null | grep -qx idle; do
 done
 echo ready
 cat > /dev/null
+stop
+trap - EXIT
+# The daemons' state and logs go too, unless asked to keep test directories.
+if [ -z "${GROVE_KEEP_TEST_DIRS:-}" ]; then
+    sleep 1
+    rm -rf "$dir"
+fi
