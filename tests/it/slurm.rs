@@ -286,37 +286,18 @@ fn mpi_allreduce_and_cross_memory_attach_under_srun_pmix_and_host_mpirun() {
     let Some(storage) = mpi_storage() else { return };
     let s = Scratch::new("slurm-mpi");
     let st = storage.display().to_string();
-    let out = output(&mut srun(
-        c,
-        &s.path,
-        &[
-            "--mpi=pmix",
-            "-n",
-            "4",
-            &ch_run(),
-            "-s",
-            &st,
-            "--join",
-            "mpi",
-            "--",
-            "/hello",
-        ],
-    ));
+    let ch_run = ch_run();
+    // Four ranks of the program in one container.
+    let hello = [&ch_run, "-s", &st, "--join", "mpi", "--", "/hello"];
+    let out = output(srun(c, &s.path, &["--mpi=pmix", "-n", "4"]).args(hello));
     check_mpi_run("srun --mpi=pmix", &out);
     // The host's mpirun (Open MPI's own launcher) starting ch-run --join.
-    let mut m = unpriv("mpirun");
-    m.env("HOME", &s.path).current_dir(&s.path).args([
-        "--oversubscribe",
-        "-n",
-        "4",
-        &ch_run(),
-        "-s",
-        &st,
-        "--join",
-        "mpi",
-        "--",
-        "/hello",
-    ]);
-    let out = output(&mut m);
+    let out = output(
+        unpriv("mpirun")
+            .env("HOME", &s.path)
+            .current_dir(&s.path)
+            .args(["--oversubscribe", "-n", "4"])
+            .args(hello),
+    );
     check_mpi_run("mpirun", &out);
 }
