@@ -203,6 +203,15 @@ pub fn history(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
         outln!(o, "{}", serde_json::to_string_pretty(&steps)?);
         return Ok(o);
     }
+    // The columns, named once (data follows; `--json` gives the same with field names).
+    outln!(
+        o,
+        "{:<12} {:<12} {:<4} {}",
+        "COMMIT",
+        "KEY",
+        "HIT",
+        "+ADDED ~CHANGED -REMOVED SIZE  INSTRUCTION"
+    );
     for s in steps {
         let hit = match s.hit {
             Some(true) => "hit ",
@@ -229,11 +238,36 @@ pub fn history(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
 }
 
 /// `ch-image diff A B`: changed paths, or totals with `stat`.
-pub fn diff(store: &Store, a: &str, b: &str, stat: bool) -> Result<String, ImageError> {
+pub fn diff(store: &Store, a: &str, b: &str, stat: bool, json: bool) -> Result<String, ImageError> {
     let mut o = String::new();
     let ca = resolve_state(store, a)?;
     let cb = resolve_state(store, b)?;
     let entries = crate::store::diff::diff_commits(&store.repo(), Some(ca), cb, stat)?;
+    if json {
+        let v = if stat {
+            let s = crate::store::diff::stat(&entries);
+            serde_json::json!({
+                "added": s.added,
+                "changed": s.modified,
+                "removed": s.removed,
+                "size_delta": s.size_delta,
+            })
+        } else {
+            serde_json::Value::Array(
+                entries
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "change": e.change.letter().to_string(),
+                            "path": format!("/{}", String::from_utf8_lossy(&e.path)),
+                        })
+                    })
+                    .collect(),
+            )
+        };
+        outln!(o, "{}", serde_json::to_string_pretty(&v)?);
+        return Ok(o);
+    }
     if stat {
         let s = crate::store::diff::stat(&entries);
         outln!(
@@ -496,9 +530,25 @@ pub fn import(
     Ok(())
 }
 
-/// `ch-image list`: one image per line (`NAME`, or `NAME<TAB>COMMIT` with `long`).
-pub fn list(store: &Store, long: bool) -> Result<String, ImageError> {
+/// `ch-image list`: one image per line (`NAME`, or `NAME<TAB>COMMIT` with `long`), or a
+/// JSON array of `{"name", "ref", "commit"}` with `json`.
+pub fn list(store: &Store, long: bool, json: bool) -> Result<String, ImageError> {
     let mut o = String::new();
+    if json {
+        let v: Vec<serde_json::Value> = store
+            .list()?
+            .into_iter()
+            .map(|(name, commit)| {
+                serde_json::json!({
+                    "name": list_name(&name),
+                    "ref": name,
+                    "commit": commit.to_string(),
+                })
+            })
+            .collect();
+        outln!(o, "{}", serde_json::to_string_pretty(&v)?);
+        return Ok(o);
+    }
     for (name, commit) in store.list()? {
         if long {
             // Grove's own format, with commits: the full name.
@@ -585,6 +635,8 @@ pub struct BuildCacheRequest {
     pub dot: bool,
     /// `push REMOTE` or `fetch REMOTE`, else empty.
     pub action: Vec<String>,
+    /// The summary as JSON (after the graphs, if asked for too).
+    pub json: bool,
 }
 
 /// `ch-image build-cache`: share through a git remote (`push`/`fetch REMOTE`), or reset
@@ -631,6 +683,17 @@ pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, Image
         o.push_str(&maint::render_dot(&maint::graph(store)?));
     }
     let s = maint::summary(store)?;
+    if a.json {
+        let v = serde_json::json!({
+            "images": s.images,
+            "cache_entries": s.cache_entries,
+            "commits": s.commits,
+            "objects": s.objects,
+            "disk_used_bytes": s.bytes,
+        });
+        outln!(o, "{}", serde_json::to_string_pretty(&v)?);
+        return Ok(o);
+    }
     outln!(o, "images:        {}", s.images);
     outln!(o, "cache entries: {}", s.cache_entries);
     outln!(o, "commits:       {}", s.commits);

@@ -98,6 +98,9 @@ enum Cmd {
         /// Totals only
         #[arg(long)]
         stat: bool,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
     },
     /// Show an image's config and provenance
     Inspect {
@@ -145,6 +148,9 @@ enum Cmd {
         /// Long listing (commit ids too)
         #[arg(short, long)]
         long: bool,
+        /// JSON output (the list of images)
+        #[arg(long)]
+        json: bool,
     },
     /// Delete images (names may be globs)
     Delete {
@@ -249,6 +255,9 @@ struct BuildCacheArgs {
     /// push REMOTE | fetch REMOTE: share images and cache entries through a git remote
     #[arg(num_args = 0..=2, value_names = ["ACTION", "REMOTE"])]
     action: Vec<String>,
+    /// Print the summary as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 /// Write a command's output to stdout ([`cli::write_stdout`]: a closed pipe ends the
@@ -413,11 +422,12 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             &image_ref,
             json,
         )?)?,
-        Cmd::Diff { a, b, stat } => emit(&image::diff(
+        Cmd::Diff { a, b, stat, json } => emit(&image::diff(
             &Store::open_existing(&storage)?,
             &a,
             &b,
             stat,
+            json,
         )?)?,
         Cmd::Inspect { image_ref, json } => emit(&image::inspect(
             &Store::open_existing(&storage)?,
@@ -431,6 +441,7 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
                 tree: a.tree,
                 dot: a.dot,
                 action: a.action,
+                json: a.json,
             };
             emit(&image::build_cache(&Store::open(&storage)?, &req)?)?
         }
@@ -453,7 +464,8 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
         Cmd::List {
             image_ref: None,
             long,
-        } => emit(&image::list(&open()?, long)?)?,
+            json,
+        } => emit(&image::list(&open()?, long, json)?)?,
         Cmd::List {
             image_ref: Some(r), ..
         } => image::list_details(&open()?, &r, &settings)?,

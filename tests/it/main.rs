@@ -12,6 +12,7 @@ mod fromhost;
 mod hostile;
 mod interop;
 mod join_slurm;
+mod listing;
 mod modes;
 mod oci;
 mod provenance;

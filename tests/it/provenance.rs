@@ -188,11 +188,13 @@ RUN head -c 200000 /dev/urandom > /app/random && echo b > /app/b
 
 const DATA: &str = "some data\n";
 
+/// The lines of `history` after its header.
 fn history_lines(w: &W, spec: &str) -> Vec<String> {
-    w.ci(&["history", spec])
-        .lines()
-        .map(str::to_string)
-        .collect()
+    let out = w.ci(&["history", spec]);
+    let mut lines = out.lines();
+    let header = lines.next().unwrap_or_default();
+    assert!(header.starts_with("COMMIT       KEY"), "header: {out}");
+    lines.map(str::to_string).collect()
 }
 
 fn history_json(w: &W, spec: &str) -> Vec<serde_json::Value> {
@@ -975,7 +977,11 @@ fn readers_do_not_wait_for_a_running_build() {
     let list = reader("list", w.image().arg("list"));
     assert!(list.lines().any(|l| l == "a"), "{list}");
     let h = reader("history", w.image().args(["history", "a"]));
-    assert_eq!(h.lines().count(), DF_A.lines().count());
+    assert_eq!(
+        h.lines().count(),
+        1 + DF_A.lines().count(),
+        "header and one line a step"
+    );
     reader("diff", w.image().args(["diff", "--stat", "busybox", "a"]));
     reader("inspect", w.image().args(["inspect", "a"]));
     let out = reader(
