@@ -234,3 +234,20 @@ pub fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// `sleep SECS` as the unprivileged test user, returned once it runs as that user: setpriv
+/// execs sleep, so the PID is the sleep's, but until the exec the process is still
+/// setpriv's (root's when the suite runs as root) and its /proc entries are not the user's.
+pub fn unpriv_sleeper(secs: u32) -> Reaped {
+    let child = Reaped(
+        unpriv("sleep")
+            .arg(secs.to_string())
+            .spawn()
+            .expect("spawn sleep"),
+    );
+    let pid = child.0.id();
+    wait_for("the test user's sleep to start", 30, || {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c == "sleep\n")
+    });
+    child
+}

@@ -1,7 +1,8 @@
 //! Integration tests for run: the real ch-run binary, as the unprivileged test user.
 
 use crate::common::{
-    busybox_rootfs, fails, is_root, ok, output, sh, skip, tool, unpriv, Reaped, Scratch, TEST_UID,
+    busybox_rootfs, fails, is_root, ok, output, sh, skip, tool, unpriv_sleeper, Reaped, Scratch,
+    TEST_UID,
 };
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -1196,7 +1197,7 @@ fn join_pid_errors_say_what_is_wrong_with_the_pid() {
     );
     // A process of the invoker that is not in a container.
     // setpriv execs sleep, so the pid is the sleep's.
-    let sleeper = Reaped(unpriv("sleep").arg("30").spawn().expect("spawn sleep"));
+    let sleeper = unpriv_sleeper(30);
     let (_, err) = fails(&mut in_bb(
         &[&format!("--join-pid={}", sleeper.0.id())],
         "true",
@@ -1219,7 +1220,7 @@ fn join_state_naming_a_host_process_is_stale() {
         return skip("no /dev/shm");
     }
     // setpriv execs sleep, so the pid is the sleep's: a live process not in a container.
-    let host = Reaped(unpriv("sleep").arg("30").spawn().expect("spawn sleep"));
+    let host = unpriv_sleeper(30);
     sh(&format!("echo '{} 1' > '{}'", host.0.id(), state.display()));
     let out = output(&mut in_bb(
         &["--join-ct=2", &format!("--join-tag={tag}")],

@@ -10,7 +10,7 @@
 //! compiled per test into a copy of the busybox fixture (which has no libc).
 
 use crate::common::{
-    busybox_rootfs, is_root, ok, sh, skip, tool, unpriv, Reaped, Scratch, TEST_UID,
+    busybox_rootfs, is_root, ok, sh, skip, tool, unpriv, unpriv_sleeper, Reaped, Scratch, TEST_UID,
 };
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -710,7 +710,7 @@ fn signals_to_other_users_host_processes_fail() {
         None
     };
     // setpriv execs sleep, so this pid is the sleep's.
-    let mine = Reaped(unpriv("sleep").arg("60").spawn().expect("spawn sleep"));
+    let mine = unpriv_sleeper(60);
     let mut cmd = vec!["/grove-t/kill".to_string()];
     cmd.extend(denied.iter().map(u32::to_string));
     cmd.push(mine.0.id().to_string());
