@@ -16,6 +16,7 @@ pub mod client;
 pub mod pull;
 pub mod push;
 
+use crate::error::IoError;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -74,13 +75,8 @@ pub enum RegistryError {
         wanted: String,
         available: Vec<String>,
     },
-    #[error("can't {action}: {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("CA certificates {path}: {reason}")]
     Tls { path: PathBuf, reason: String },
     #[error(transparent)]

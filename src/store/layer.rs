@@ -13,6 +13,7 @@
 //! commands set; overlayfs keeps a copied-up directory's time until its contents change),
 //! clamped to `$SOURCE_DATE_EPOCH` when the build has one (reproducible-builds.org).
 
+use crate::error::{IoError, IoResultExt};
 use std::collections::HashMap;
 use std::fs;
 use std::io;
@@ -33,14 +34,6 @@ use super::StoreError;
 pub struct Changes {
     pub written: usize,
     pub removed: usize,
-}
-
-fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StoreError + 'p {
-    move |source| StoreError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// Whether `path` (not followed if a symlink) has extended attribute `name` equal to `want`.
@@ -82,7 +75,7 @@ pub fn apply_upper(
         clamp,
         xattrs,
     };
-    let top = fs::symlink_metadata(upper).map_err(io_err("stat", upper))?;
+    let top = fs::symlink_metadata(upper).at("stat", upper)?;
     let root_time = w.time(upper, &top)?;
     model.times.set(b"", root_time);
     walk_upper(upper, &[], model, &mut w)?;
@@ -103,9 +96,9 @@ pub fn apply_upper(
         .map_init(
             || repo_for_writing(ts),
             |repo, j| -> Result<ObjectId, StoreError> {
-                let data = fs::read(&j.abs).map_err(io_err("read", &j.abs))?;
+                let data = fs::read(&j.abs).at("read", &j.abs)?;
                 match &pack {
-                    Some(p) => p.add(repo, &data).map_err(io_err("write pack", &j.abs)),
+                    Some(p) => Ok(p.add(repo, &data).at("write pack", &j.abs)?),
                     None => Ok(repo
                         .write_blob(&data)
                         .map_err(super::git::git_err("write blob"))?
@@ -115,7 +108,7 @@ pub fn apply_upper(
         )
         .collect::<Result<_, _>>()?;
     if let Some(p) = pack {
-        p.finish().map_err(io_err("write pack", upper))?;
+        p.finish().at("write pack", upper)?;
     }
     for (j, oid) in jobs.iter().zip(oids) {
         let link_group = j.inode.map(|i| group_of[&i]).filter(|_| j.inode.is_some());
@@ -129,10 +122,12 @@ pub fn apply_upper(
                     link_group,
                 }),
             )
-            .map_err(|e| StoreError::Io {
-                action: "apply layer",
-                path: j.abs.clone(),
-                source: io::Error::other(e.to_string()),
+            .map_err(|e| {
+                StoreError::Io(IoError {
+                    action: "apply layer",
+                    path: j.abs.clone(),
+                    source: io::Error::other(e.to_string()),
+                })
             })?;
         model.times.set(&j.rel, j.time);
     }
@@ -200,17 +195,17 @@ impl Walk<'_> {
             None => t,
         };
         if c != t || md.mtime_nsec() != 0 {
-            super::checkout::set_time(path, c).map_err(io_err("set time of", path))?;
+            super::checkout::set_time(path, c).at("set time of", path)?;
         }
         Ok(c)
     }
 }
 
 fn walk_upper(abs: &Path, rel: &[u8], model: &mut Dir, w: &mut Walk) -> Result<(), StoreError> {
-    let names = model::read_dir_sorted(abs).map_err(io_err("read directory", abs))?;
+    let names = model::read_dir_sorted(abs).at("read directory", abs)?;
     for name in names {
         let p = abs.join(&name);
-        let md = fs::symlink_metadata(&p).map_err(io_err("stat", &p))?;
+        let md = fs::symlink_metadata(&p).at("stat", &p)?;
         let r = model::join_rel(rel, &name);
         let mode = md.mode() & 0o7777;
         let ft = md.file_type();
@@ -231,10 +226,12 @@ fn walk_upper(abs: &Path, rel: &[u8], model: &mut Dir, w: &mut Walk) -> Result<(
                 model.xattrs.insert(r.clone(), x);
             }
         }
-        let bad = |e: super::model::PathError| StoreError::Io {
-            action: "apply layer",
-            path: p.clone(),
-            source: io::Error::other(e.to_string()),
+        let bad = |e: super::model::PathError| {
+            StoreError::Io(IoError {
+                action: "apply layer",
+                path: p.clone(),
+                source: io::Error::other(e.to_string()),
+            })
         };
         if is_whiteout(&p, &md) {
             if model.remove(&r).map_err(bad)? {
@@ -268,7 +265,7 @@ fn walk_upper(abs: &Path, rel: &[u8], model: &mut Dir, w: &mut Walk) -> Result<(
             });
         } else if ft.is_symlink() {
             w.changes.written += 1;
-            let t = fs::read_link(&p).map_err(io_err("read symlink", &p))?;
+            let t = fs::read_link(&p).at("read symlink", &p)?;
             model.remove(&r).map_err(bad)?;
             model
                 .insert(
