@@ -109,6 +109,13 @@ impl StoreError {
     }
 }
 
+/// A failed ref update where the caller does not report races itself: the git error.
+impl From<git::RefUpdateError> for StoreError {
+    fn from(e: git::RefUpdateError) -> Self {
+        StoreError::Git(e.into())
+    }
+}
+
 /// Remove `*.lock` files below `dir` (best effort).
 fn remove_lock_files(dir: &Path, min_age_secs: u64) {
     let Ok(rd) = fs::read_dir(dir) else { return };
@@ -587,18 +594,12 @@ impl Store {
         Ok(dir)
     }
 
-    fn raced(&self, name: &Reference, e: GitError) -> StoreError {
-        // A failed precondition means another writer moved the ref.
-        let text = format!("{:?}", e.source);
-        if text.contains("MustExistAndMatch")
-            || text.contains("MustNotExist")
-            || text.contains("expected")
-        {
-            StoreError::Raced {
+    fn raced(&self, name: &Reference, e: git::RefUpdateError) -> StoreError {
+        match e {
+            git::RefUpdateError::Raced(_) => StoreError::Raced {
                 name: name.to_string(),
-            }
-        } else {
-            StoreError::Git(e)
+            },
+            git::RefUpdateError::Git(e) => StoreError::Git(e),
         }
     }
 
