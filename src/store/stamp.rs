@@ -70,7 +70,7 @@ pub fn digest(dir: &Path) -> Result<[u8; 32], StampError> {
         let mut kids: Vec<(Vec<u8>, fs::Metadata)> = Vec::new();
         for e in fs::read_dir(&path).at("read directory", &path)? {
             let e = e.at("read directory", &path)?;
-            let md = e.metadata().at("stat", &e.path())?;
+            let md = e.metadata().at("stat", e.path())?;
             kids.push((e.file_name().as_bytes().to_vec(), md));
         }
         kids.sort_by(|a, b| a.0.cmp(&b.0));
