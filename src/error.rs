@@ -27,13 +27,6 @@ impl IoError {
         }
     }
 
-    /// A `map_err` argument: `.map_err(IoError::at(action, path))`.
-    pub fn at<'p>(
-        action: &'static str,
-        path: &'p Path,
-    ) -> impl FnOnce(std::io::Error) -> IoError + 'p {
-        move |source| IoError::new(action, path, source)
-    }
 }
 
 /// `.at(action, path)` on an `io::Result`: the error becomes an [`IoError`] naming both.
