@@ -26,7 +26,6 @@ impl IoError {
             source,
         }
     }
-
 }
 
 /// `.at(action, path)` on an `io::Result`: the error becomes an [`IoError`] naming both.
