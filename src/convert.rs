@@ -8,6 +8,7 @@
 //! only with `--force`. Docker and Podman go through their commands (`save`, `import`);
 //! image names handed to them never start with `-`.
 
+use crate::error::{IoError, IoResultExt};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -227,13 +228,8 @@ pub enum ConvertError {
         #[source]
         source: Box<ConvertError>,
     },
-    #[error("can't {action}: {}", .path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("can't rename {} to {}", .from.display(), .to.display())]
     Rename {
         from: PathBuf,
@@ -281,17 +277,6 @@ impl ConvertError {
             input: input.to_string(),
             source: Box::new(e),
         }
-    }
-}
-
-fn io_err<'p>(
-    action: &'static str,
-    path: &'p Path,
-) -> impl FnOnce(std::io::Error) -> ConvertError + 'p {
-    move |source| ConvertError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
     }
 }
 
@@ -435,7 +420,7 @@ fn read_input(
         }
         Format::Docker | Format::Podman => {
             let tool = fin.tool().expect("docker and podman have tools");
-            fs::create_dir_all(scratch).map_err(io_err("create", scratch))?;
+            fs::create_dir_all(scratch).at("create", scratch)?;
             let archive = scratch.join("image.tar");
             if input.starts_with('-') {
                 return Err(ConvertError::DashName {
@@ -548,7 +533,7 @@ fn write_path(
             checkout::materialize(store.thread_safe(), root, tmp, checkout::Policy::Exact)?
         }
         Format::Tar => {
-            let f = fs::File::create(tmp).map_err(io_err("create", tmp))?;
+            let f = fs::File::create(tmp).at("create", tmp)?;
             let w = std::io::BufWriter::with_capacity(1 << 20, f);
             let mut w = match tar_compression(output) {
                 TarCompression::None => export::write_tar(&repo, root, w)?,
@@ -698,7 +683,7 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
         return Err(e);
     }
     if fs::symlink_metadata(&out).is_ok() {
-        checkout::remove_tree(&out).map_err(io_err("replace", &out))?;
+        checkout::remove_tree(&out).at("replace", &out)?;
     }
     fs::rename(&tmp, &out).map_err(|source| ConvertError::Rename {
         from: tmp.clone(),

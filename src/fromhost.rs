@@ -14,6 +14,7 @@
 //! Runs the `ch-run` and `ch-image` binaries installed beside the calling program; knows
 //! nothing of the store's internals.
 
+use crate::error::{IoError, IoResultExt};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -56,14 +57,13 @@ pub enum FromhostError {
     Build { image: String },
 }
 
-fn io<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> FromhostError + 'a {
-    move |source| FromhostError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
+impl From<IoError> for FromhostError {
+    fn from(e: IoError) -> Self {
+        FromhostError::Io {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        }
     }
 }
 
@@ -250,7 +250,7 @@ pub struct Tools {
 impl Tools {
     /// `ch-run` and `ch-image` beside the running executable.
     pub fn beside_self() -> Result<Tools, FromhostError> {
-        let exe = std::env::current_exe().map_err(io("find", Path::new("own executable")))?;
+        let exe = std::env::current_exe().at("find", Path::new("own executable"))?;
         Ok(Tools {
             ch_run: exe.with_file_name("ch-run"),
             ch_image: exe.with_file_name("ch-image"),
@@ -266,7 +266,7 @@ pub fn infer_lib_dest(tools: &Tools, target: &Target) -> Result<PathBuf, Fromhos
         .args(target.ch_run_args())
         .args(["--", "/sbin/ldconfig", "-Nv"])
         .output()
-        .map_err(io("execute", &tools.ch_run))?;
+        .at("execute", &tools.ch_run)?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     for l in stderr.lines() {
         crate::debug!("{l}");
@@ -290,7 +290,7 @@ fn copy_into(src: &Path, dir: &Path) -> Result<PathBuf, FromhostError> {
         .file_name()
         .ok_or_else(|| FromhostError::NoDestination(src.to_path_buf()))?;
     let dst = dir.join(name);
-    let md = std::fs::metadata(src).map_err(io("stat", src))?;
+    let md = std::fs::metadata(src).at("stat", src)?;
     if !md.is_file() {
         return Err(FromhostError::Io {
             action: "inject (not a regular file)",
@@ -300,15 +300,15 @@ fn copy_into(src: &Path, dir: &Path) -> Result<PathBuf, FromhostError> {
     }
     // Replace, not overwrite in place: the old file may be hard-linked or in use.
     let _ = std::fs::remove_file(&dst);
-    std::fs::copy(src, &dst).map_err(io("copy to", &dst))?;
+    std::fs::copy(src, &dst).at("copy to", &dst)?;
     let times = std::fs::FileTimes::new()
-        .set_accessed(md.accessed().map_err(io("stat", src))?)
-        .set_modified(md.modified().map_err(io("stat", src))?);
+        .set_accessed(md.accessed().at("stat", src)?)
+        .set_modified(md.modified().at("stat", src)?);
     std::fs::File::options()
         .write(true)
         .open(&dst)
         .and_then(|f| f.set_times(times))
-        .map_err(io("set times of", &dst))?;
+        .at("set times of", &dst)?;
     Ok(dst)
 }
 
@@ -331,7 +331,7 @@ fn inject_dir(
             crate::info!("{} not writeable; fixing", dir.display());
             let mut p = md.permissions();
             p.set_mode(p.mode() | 0o200);
-            std::fs::set_permissions(&dir, p).map_err(io("chmod u+w", &dir))?;
+            std::fs::set_permissions(&dir, p).at("chmod u+w", &dir)?;
         }
         crate::verbose!(
             "{} -> {}{}",
@@ -348,7 +348,7 @@ fn inject_dir(
             .arg(image)
             .args(["--", "/sbin/ldconfig"])
             .output()
-            .map_err(io("execute", &tools.ch_run))?;
+            .at("execute", &tools.ch_run)?;
         if !out.status.success() {
             return Err(FromhostError::LdconfigRun {
                 image: image.display().to_string(),
@@ -403,11 +403,11 @@ fn inject_stored(
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/tmp"));
     let ctx = tmp.join(format!("ch-fromhost.{}", std::process::id()));
-    std::fs::create_dir_all(&ctx).map_err(io("create", &ctx))?;
+    std::fs::create_dir_all(&ctx).at("create", &ctx)?;
     let result = (|| {
         for (i, inj) in plan.iter().enumerate() {
             let d = ctx.join(i.to_string());
-            std::fs::create_dir(&d).map_err(io("create", &d))?;
+            std::fs::create_dir(&d).at("create", &d)?;
             crate::verbose!(
                 "{} -> {}{}",
                 inj.source.display(),
@@ -422,7 +422,7 @@ fn inject_stored(
         let temp = format!("ch-fromhost-{}", std::process::id());
         let build = |df: String, tag: &str| -> Result<(), FromhostError> {
             let df_path = ctx.join("Dockerfile");
-            std::fs::write(&df_path, df).map_err(io("write", &df_path))?;
+            std::fs::write(&df_path, df).at("write", &df_path)?;
             let st = Command::new(&tools.ch_image)
                 .arg("-s")
                 .arg(storage)
@@ -430,7 +430,7 @@ fn inject_stored(
                 .arg(&df_path)
                 .arg(&ctx)
                 .status()
-                .map_err(io("execute", &tools.ch_image))?;
+                .at("execute", &tools.ch_image)?;
             if !st.success() {
                 return Err(FromhostError::Build {
                     image: name.to_string(),

@@ -12,7 +12,9 @@ pub trait Hint {
 }
 
 /// Implement [`Hint`] with the type's inherent `hint` method, and list the type for
-/// [`find`].
+/// [`find`]. A list, because stable Rust cannot ask a `dyn Error` of the chain for a
+/// `dyn Hint` (`Error::provide` is unstable), and the binaries hold `anyhow` errors whose
+/// chain holds library errors: a new error type with hints is added here.
 macro_rules! hinted_types {
     ($($t:ty),* $(,)?) => {
         $(impl Hint for $t {

@@ -8,6 +8,7 @@
 //! Text is returned as a `String` ending in a newline per line (the binary writes it to
 //! standard output as data); progress goes to the log.
 
+use crate::error::{IoError, IoResultExt};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -88,13 +89,8 @@ pub enum ImageError {
     /// A `-b SRC[:DST]` refused by [`crate::run::Bind::parse`].
     #[error("{0}")]
     Bind(String),
-    #[error("can't {action}: {}", .path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error(transparent)]
     Reference(#[from] ReferenceError),
     #[error(transparent)]
@@ -831,11 +827,7 @@ pub fn build(
         }
         a.file = Some(PathBuf::from("-"));
         let d = std::env::temp_dir().join(format!("grove-no-context.{}", std::process::id()));
-        std::fs::create_dir(&d).map_err(|source| ImageError::Io {
-            action: "create empty context directory",
-            path: d.clone(),
-            source,
-        })?;
+        std::fs::create_dir(&d).at("create empty context directory", &d)?;
         a.context = d.clone();
         _empty_context = RemoveOnDrop(d);
     }
@@ -871,11 +863,7 @@ pub fn build(
     for b in &a.binds {
         crate::run::Bind::parse(b).map_err(ImageError::Bind)?;
     }
-    let context = std::fs::canonicalize(&a.context).map_err(|source| ImageError::Io {
-        action: "resolve context directory",
-        path: a.context.clone(),
-        source,
-    })?;
+    let context = std::fs::canonicalize(&a.context).at("resolve context directory", &a.context)?;
     let opts = BuildOptions {
         stat_cache: layout.stat_cache(&context),
         context: a.context,

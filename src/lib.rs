@@ -14,6 +14,7 @@
 pub mod build;
 pub mod cli;
 pub mod convert;
+pub mod error;
 pub mod fromhost;
 pub mod hint;
 pub mod image;

@@ -9,6 +9,7 @@
 //! hash, because the stat cache is keyed on ctime and inode too, which a user cannot set
 //! back.
 
+use crate::error::{IoError, IoResultExt};
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read};
@@ -23,13 +24,8 @@ use crate::cli::glob_match;
 /// Errors about the context.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
-    #[error("can't {action}: {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("no source files match: {0}")]
     NoMatch(String),
     #[error("can't copy from outside context: {0}")]
@@ -59,11 +55,8 @@ pub fn read_dockerfile(path: Option<&Path>, label: &str) -> Result<String, Conte
     let reader: Box<dyn Read> = match path {
         None => Box::new(io::stdin().lock()),
         Some(p) => {
-            let f = fs::File::open(p).map_err(io_err("read Dockerfile", p))?;
-            let ft = f
-                .metadata()
-                .map_err(io_err("stat Dockerfile", p))?
-                .file_type();
+            let f = fs::File::open(p).at("read Dockerfile", p)?;
+            let ft = f.metadata().at("stat Dockerfile", p)?.file_type();
             if !(ft.is_file() || ft.is_fifo()) {
                 return Err(unusable("not a regular file".into()));
             }
@@ -74,7 +67,7 @@ pub fn read_dockerfile(path: Option<&Path>, label: &str) -> Result<String, Conte
     reader
         .take(MAX_DOCKERFILE + 1)
         .read_to_end(&mut bytes)
-        .map_err(io_err("read Dockerfile", Path::new(label)))?;
+        .at("read Dockerfile", Path::new(label))?;
     if bytes.len() as u64 > MAX_DOCKERFILE {
         return Err(unusable(format!(
             "larger than {} MiB; a Dockerfile is not that big",
@@ -95,14 +88,6 @@ pub fn read_dockerfile(path: Option<&Path>, label: &str) -> Result<String, Conte
 
 /// Largest `.dockerignore` read (1 MiB).
 pub const MAX_IGNORE_FILE: u64 = 1 << 20;
-
-fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> ContextError + 'p {
-    move |source| ContextError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
 /// `.dockerignore` rules: the last matching pattern decides; `!` re-includes.
 #[derive(Debug, Default, Clone)]
@@ -147,9 +132,9 @@ impl Ignore {
         {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Ignore::default()),
-            Err(e) => return Err(io_err("read", &p)(e)),
+            Err(e) => return Err(IoError::new("read", &p, e).into()),
         };
-        let md = f.metadata().map_err(io_err("stat", &p))?;
+        let md = f.metadata().at("stat", &p)?;
         if !md.is_file() {
             return Err(ContextError::Unusable {
                 path: p,
@@ -159,7 +144,7 @@ impl Ignore {
         let mut bytes = Vec::new();
         f.take(MAX_IGNORE_FILE + 1)
             .read_to_end(&mut bytes)
-            .map_err(io_err("read", &p))?;
+            .at("read", &p)?;
         if bytes.len() as u64 > MAX_IGNORE_FILE {
             return Err(ContextError::Unusable {
                 path: p,
@@ -256,10 +241,9 @@ pub fn expand(context: &Path, arg: &str, ignore: &Ignore) -> Result<Vec<Source>,
         rel.split('/').collect()
     };
     let mut found: Vec<Vec<u8>> = Vec::new();
-    glob_walk(context, Vec::new(), &comps, &mut found)
-        .map_err(io_err("read directory", context))?;
+    glob_walk(context, Vec::new(), &comps, &mut found).at("read directory", context)?;
     found.sort();
-    let canon_ctx = fs::canonicalize(context).map_err(io_err("resolve", context))?;
+    let canon_ctx = fs::canonicalize(context).at("resolve", context)?;
     let mut out = Vec::new();
     for raw in found {
         let r = String::from_utf8_lossy(&raw).into_owned();
@@ -271,7 +255,7 @@ pub fn expand(context: &Path, arg: &str, ignore: &Ignore) -> Result<Vec<Source>,
         } else {
             context.join(std::ffi::OsStr::from_bytes(&raw))
         };
-        let real = fs::canonicalize(&p).map_err(io_err("resolve", &p))?;
+        let real = fs::canonicalize(&p).at("resolve", &p)?;
         if !real.starts_with(&canon_ctx) {
             return Err(ContextError::Outside(arg.to_string()));
         }
@@ -484,7 +468,7 @@ pub fn hash_sources(
     // Gather entries first (sequential walk), hash files in parallel, then fold in order.
     let mut entries: Vec<(Vec<u8>, PathBuf, fs::Metadata)> = Vec::new();
     for s in sources {
-        let md = fs::metadata(&s.real).map_err(io_err("stat", &s.real))?;
+        let md = fs::metadata(&s.real).at("stat", &s.real)?;
         entries.push((s.rel_bytes.clone(), s.real.clone(), md.clone()));
         if md.is_dir() {
             walk_sorted(&s.real, &s.rel_bytes, ignore, &mut entries)?;
@@ -499,7 +483,7 @@ pub fn hash_sources(
             if let Some(h) = cache.lookup(p, md) {
                 return Ok(Some(h));
             }
-            Ok(Some(hash_file(p).map_err(io_err("read", p))?))
+            Ok(Some(hash_file(p).at("read", p)?))
         })
         .collect::<Result<_, _>>()?;
     let mut h = blake3::Hasher::new();
@@ -522,7 +506,7 @@ pub fn hash_sources(
         h.update(&md.mtime().to_le_bytes());
         h.update(&(md.mtime_nsec() as u32).to_le_bytes());
         if ft.is_symlink() {
-            let t = fs::read_link(p).map_err(io_err("read symlink", p))?;
+            let t = fs::read_link(p).at("read symlink", p)?;
             h.update(&(t.as_os_str().len() as u64).to_le_bytes());
             h.update(t.as_os_str().as_bytes());
         }
@@ -557,10 +541,10 @@ fn walk_sorted(
     out: &mut Vec<(Vec<u8>, PathBuf, fs::Metadata)>,
 ) -> Result<(), ContextError> {
     let mut names: Vec<_> = fs::read_dir(dir)
-        .map_err(io_err("read directory", dir))?
+        .at("read directory", dir)?
         .map(|e| e.map(|e| e.file_name()))
         .collect::<Result<_, _>>()
-        .map_err(io_err("read directory", dir))?;
+        .at("read directory", dir)?;
     names.sort();
     for n in names {
         let p = dir.join(&n);
@@ -572,7 +556,7 @@ fn walk_sorted(
         if ignore.excluded(&String::from_utf8_lossy(&r)) {
             continue;
         }
-        let md = fs::symlink_metadata(&p).map_err(io_err("stat", &p))?;
+        let md = fs::symlink_metadata(&p).at("stat", &p)?;
         let is_dir = md.is_dir();
         out.push((r.clone(), p.clone(), md));
         if is_dir {

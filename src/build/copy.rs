@@ -11,6 +11,7 @@
 //! layer does not change them. Copied entries keep their source's modification time
 //! (symlinks and directories too, directories set after their contents).
 
+use crate::error::{IoError, IoResultExt};
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -24,13 +25,8 @@ use crate::store::model::{Dir, Mtime, Node, Times, XattrPolicy, Xattrs};
 /// Errors of COPY/ADD.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
-    #[error("can't {action}: {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("destination escapes the image or loops through symlinks: {0}")]
     Dest(String),
     #[error("can't write to {0}: a file in the image is in the way")]
@@ -48,14 +44,6 @@ pub enum CopyError {
         member: String,
         reason: String,
     },
-}
-
-fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> CopyError + 'p {
-    move |source| CopyError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// Resolve an absolute image path through the image's symlinks (all components, the
@@ -122,9 +110,8 @@ pub fn make_parents(layer: &Path, model: &Dir, comps: &[Vec<u8>]) -> Result<Path
             None => 0o755,
         };
         if !p.is_dir() {
-            fs::create_dir(&p).map_err(io_err("create directory", &p))?;
-            fs::set_permissions(&p, fs::Permissions::from_mode(mode))
-                .map_err(io_err("chmod", &p))?;
+            fs::create_dir(&p).at("create directory", &p)?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).at("chmod", &p)?;
         }
     }
     Ok(p)
@@ -140,16 +127,15 @@ pub fn restore_parent_modes(layer: &Path, model: &Dir, comps: &[Vec<u8>]) -> Res
         if let Some(Node::Dir(d)) = model.get(&rel) {
             let p = layer_path(layer, &comps[..=i]);
             if p.is_dir() {
-                fs::set_permissions(&p, fs::Permissions::from_mode(d.mode))
-                    .map_err(io_err("chmod", &p))?;
+                fs::set_permissions(&p, fs::Permissions::from_mode(d.mode)).at("chmod", &p)?;
                 if let Some(t) = model.times.get(&rel) {
-                    set_time(&p, t).map_err(io_err("set time of", &p))?;
+                    set_time(&p, t).at("set time of", &p)?;
                 }
             }
         }
     }
     if let Some(t) = model.times.get(b"") {
-        set_time(layer, t).map_err(io_err("set time of", layer))?;
+        set_time(layer, t).at("set time of", layer)?;
     }
     Ok(())
 }
@@ -178,17 +164,16 @@ pub fn copy_host(
     to: &Path,
     xattrs: XattrPolicy,
 ) -> Result<(), CopyError> {
-    let md = fs::metadata(src).map_err(io_err("stat", src))?;
+    let md = fs::metadata(src).at("stat", src)?;
     if md.is_dir() {
         if !to.is_dir() {
-            fs::create_dir_all(to).map_err(io_err("create directory", to))?;
+            fs::create_dir_all(to).at("create directory", to)?;
         }
         copy_dir_contents(src, rel, ignore, to, xattrs)?;
         copy_xattrs(src, to, xattrs)?;
         let mode = md.permissions().mode() & 0o7777;
-        fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o700))
-            .map_err(io_err("chmod", to))?;
-        set_time(to, Mtime::of(&md)).map_err(io_err("set time of", to))?;
+        fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o700)).at("chmod", to)?;
+        set_time(to, Mtime::of(&md)).at("set time of", to)?;
     } else if md.is_file() {
         copy_file(src, to, &md, xattrs)?;
     } else {
@@ -231,15 +216,11 @@ pub fn set_xattrs(attrs: &[(Vec<u8>, Vec<u8>)], to: &Path) -> Result<(), CopyErr
     if !attrs.iter().any(|(n, _)| n.starts_with(b"user.")) {
         return Ok(());
     }
-    let mode = fs::metadata(to)
-        .map_err(io_err("stat", to))?
-        .permissions()
-        .mode();
-    fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o600))
-        .map_err(io_err("chmod", to))?;
+    let mode = fs::metadata(to).at("stat", to)?.permissions().mode();
+    fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o600)).at("chmod", to)?;
     for (name, value) in attrs.iter().filter(|(n, _)| n.starts_with(b"user.")) {
         xattr::set(to, std::ffi::OsStr::from_bytes(name), value)
-            .map_err(io_err("set extended attribute on", to))?;
+            .at("set extended attribute on", to)?;
     }
     Ok(())
 }
@@ -255,16 +236,15 @@ fn copy_file(
     let mode = md.permissions().mode() & 0o7777;
     if let Ok(m) = fs::symlink_metadata(to) {
         if m.is_dir() {
-            fs::remove_dir_all(to).map_err(io_err("replace", to))?;
+            fs::remove_dir_all(to).at("replace", to)?;
         } else {
-            fs::remove_file(to).map_err(io_err("replace", to))?;
+            fs::remove_file(to).at("replace", to)?;
         }
     }
-    fs::copy(src, to).map_err(io_err("copy", src))?;
+    fs::copy(src, to).at("copy", src)?;
     copy_xattrs(src, to, xattrs)?;
-    fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o400))
-        .map_err(io_err("chmod", to))?;
-    set_time(to, Mtime::of(md)).map_err(io_err("set time of", to))?;
+    fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o400)).at("chmod", to)?;
+    set_time(to, Mtime::of(md)).at("set time of", to)?;
     Ok(())
 }
 
@@ -276,10 +256,10 @@ fn copy_dir_contents(
     xattrs: XattrPolicy,
 ) -> Result<(), CopyError> {
     let mut names: Vec<_> = fs::read_dir(src)
-        .map_err(io_err("read directory", src))?
+        .at("read directory", src)?
         .map(|e| e.map(|e| e.file_name()))
         .collect::<Result<_, _>>()
-        .map_err(io_err("read directory", src))?;
+        .at("read directory", src)?;
     names.sort();
     for n in names {
         let r = if rel.is_empty() {
@@ -292,19 +272,19 @@ fn copy_dir_contents(
         }
         let s = src.join(&n);
         let d = to.join(&n);
-        let md = fs::symlink_metadata(&s).map_err(io_err("stat", &s))?;
+        let md = fs::symlink_metadata(&s).at("stat", &s)?;
         let ft = md.file_type();
         if ft.is_symlink() {
-            let t = fs::read_link(&s).map_err(io_err("read symlink", &s))?;
+            let t = fs::read_link(&s).at("read symlink", &s)?;
             let _ = fs::remove_file(&d);
-            std::os::unix::fs::symlink(&t, &d).map_err(io_err("create symlink", &d))?;
-            set_time(&d, Mtime::of(&md)).map_err(io_err("set time of", &d))?;
+            std::os::unix::fs::symlink(&t, &d).at("create symlink", &d)?;
+            set_time(&d, Mtime::of(&md)).at("set time of", &d)?;
         } else if ft.is_dir() {
             if fs::symlink_metadata(&d).is_ok_and(|m| !m.is_dir()) {
-                fs::remove_file(&d).map_err(io_err("replace", &d))?;
+                fs::remove_file(&d).at("replace", &d)?;
             }
             if !d.is_dir() {
-                fs::create_dir(&d).map_err(io_err("create directory", &d))?;
+                fs::create_dir(&d).at("create directory", &d)?;
             }
             copy_dir_contents(&s, &r, ignore, &d, xattrs)?;
             copy_xattrs(&s, &d, xattrs)?;
@@ -312,8 +292,8 @@ fn copy_dir_contents(
                 &d,
                 fs::Permissions::from_mode((md.permissions().mode() & 0o7777) | 0o700),
             )
-            .map_err(io_err("chmod", &d))?;
-            set_time(&d, Mtime::of(&md)).map_err(io_err("set time of", &d))?;
+            .at("chmod", &d)?;
+            set_time(&d, Mtime::of(&md)).at("set time of", &d)?;
         } else if ft.is_file() {
             copy_file(&s, &d, &md, xattrs)?;
         } else {
@@ -370,7 +350,7 @@ fn copy_node(
         Node::Dir(d) => {
             if !to.is_dir() {
                 let _ = fs::remove_file(to);
-                fs::create_dir_all(to).map_err(io_err("create directory", to))?;
+                fs::create_dir_all(to).at("create directory", to)?;
             }
             for (name, child) in &d.children {
                 let len = rel.len();
@@ -391,19 +371,20 @@ fn copy_node(
             if let Some(x) = xattrs.get(rel.as_slice()) {
                 set_xattrs(x, to)?;
             }
-            fs::set_permissions(to, fs::Permissions::from_mode(d.mode | 0o700))
-                .map_err(io_err("chmod", to))?;
+            fs::set_permissions(to, fs::Permissions::from_mode(d.mode | 0o700)).at("chmod", to)?;
         }
         Node::File(f) => {
-            let data = crate::store::git::read_blob(repo, f.oid).map_err(|e| CopyError::Io {
-                action: "read blob for",
-                path: to.to_path_buf(),
-                source: io::Error::other(e.to_string()),
+            let data = crate::store::git::read_blob(repo, f.oid).map_err(|e| {
+                CopyError::Io(IoError {
+                    action: "read blob for",
+                    path: to.to_path_buf(),
+                    source: io::Error::other(e.to_string()),
+                })
             })?;
             let _ = fs::remove_file(to);
-            fs::write(to, &data).map_err(io_err("write", to))?;
+            fs::write(to, &data).at("write", to)?;
             fs::set_permissions(to, fs::Permissions::from_mode((f.mode & !0o6000) | 0o600))
-                .map_err(io_err("chmod", to))?;
+                .at("chmod", to)?;
             if let Some(x) = xattrs.get(rel.as_slice()) {
                 set_xattrs(x, to)?;
             }
@@ -411,12 +392,12 @@ fn copy_node(
         Node::Symlink { target } => {
             let _ = fs::remove_file(to);
             std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), to)
-                .map_err(io_err("create symlink", to))?;
+                .at("create symlink", to)?;
         }
         Node::Fifo { .. } => return Ok(()),
     }
     if let Some(t) = times.get(rel) {
-        set_time(to, t).map_err(io_err("set time of", to))?;
+        set_time(to, t).at("set time of", to)?;
     }
     Ok(())
 }

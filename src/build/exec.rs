@@ -11,6 +11,7 @@
 //! blob); nothing is checked out or loaded until the first miss. A failing step changes no
 //! ref: the image and the cache stay as they were, usable.
 
+use crate::error::{IoError, IoResultExt};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -102,13 +103,8 @@ pub enum BuildError {
     RunFailed(i32),
     #[error("build failed: RUN command killed by signal {0}")]
     RunSignal(i32),
-    #[error("can't {action}: {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -123,17 +119,6 @@ pub enum BuildError {
     Context(#[from] context::ContextError),
     #[error("can't use a checkout of the store as RUN's image")]
     Changed(#[source] store::stamp::StampError),
-}
-
-fn io_err<'p>(
-    action: &'static str,
-    path: &'p Path,
-) -> impl FnOnce(std::io::Error) -> BuildError + 'p {
-    move |source| BuildError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// Outcome of a build.
@@ -797,7 +782,7 @@ impl<'a> Builder<'a> {
 
     fn scratch(&self, tag: &str) -> Result<PathBuf, BuildError> {
         let p = self.store.scratch_path(tag);
-        fs::create_dir_all(&p).map_err(io_err("create directory", &p))?;
+        fs::create_dir_all(&p).at("create directory", &p)?;
         self.scratches.borrow_mut().push(p.clone());
         Ok(p)
     }
@@ -859,7 +844,7 @@ impl<'a> Builder<'a> {
         let step = self.scratch("run")?;
         let (upper, work, merged) = (step.join("upper"), step.join("work"), step.join("merged"));
         for d in [&upper, &work, &merged] {
-            fs::create_dir(d).map_err(io_err("create directory", d))?;
+            fs::create_dir(d).at("create directory", d)?;
         }
         let env = invocation::environment(
             vars.run_env(),
@@ -873,11 +858,10 @@ impl<'a> Builder<'a> {
             None => git::root_time(&self.repo, commit)?,
         };
         if let Some(t) = root_time {
-            store::checkout::set_time(&upper, t).map_err(io_err("set time of", &upper))?;
+            store::checkout::set_time(&upper, t).at("set time of", &upper)?;
         }
         let env_file = step.join("env");
-        fs::write(&env_file, invocation::environment_file(&env))
-            .map_err(io_err("write", &env_file))?;
+        fs::write(&env_file, invocation::environment_file(&env)).at("write", &env_file)?;
         let overlay = invocation::Overlay {
             lowers,
             upper,
@@ -923,7 +907,7 @@ impl<'a> Builder<'a> {
                     ),
                 ));
             }
-            r => r.map_err(io_err("execute", &self.opts.ch_run))?,
+            r => r.at("execute", &self.opts.ch_run)?,
         };
         if !status.success() {
             use std::os::unix::process::ExitStatusExt;
@@ -934,7 +918,7 @@ impl<'a> Builder<'a> {
             });
         }
         let changed = fs::read_dir(&upper)
-            .map_err(io_err("read directory", &upper))?
+            .at("read directory", &upper)?
             .next()
             .is_some();
         if changed {
@@ -957,9 +941,9 @@ impl<'a> Builder<'a> {
         let dir = copy::make_parents(&layer, self.model()?, &comps)
             .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
         let path = dir.join("environment");
-        fs::write(&path, config.environment_file()).map_err(io_err("write", &path))?;
+        fs::write(&path, config.environment_file()).at("write", &path)?;
         fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
-            .map_err(io_err("chmod", &path))?;
+            .at("chmod", &path)?;
         copy::restore_parent_modes(&layer, self.model()?, &comps)
             .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
         self.absorb(&layer)?;
@@ -1107,11 +1091,9 @@ impl<'a> Builder<'a> {
             let r = match s {
                 Src::Inline(name, content) => {
                     let t = target(name);
-                    fs::write(&t, content).map_err(|e| copy::CopyError::Io {
-                        action: "write",
-                        path: t.clone(),
-                        source: e,
-                    })
+                    fs::write(&t, content)
+                        .at("write", &t)
+                        .map_err(copy::CopyError::from)
                 }
                 Src::Host(src) => {
                     // The name as bytes: a non-UTF-8 name is copied as it is.
@@ -1144,11 +1126,8 @@ impl<'a> Builder<'a> {
                             )
                         })
                         .map(|_| ())
-                        .map_err(|e| copy::CopyError::Io {
-                            action: "copy download to",
-                            path: t.clone(),
-                            source: e,
-                        })
+                        .at("copy download to", &t)
+                        .map_err(copy::CopyError::from)
                 }
                 Src::Node(node, name, times, xattrs) => {
                     let t = if matches!(node, Node::Dir(_)) && into_dir {
@@ -1221,29 +1200,21 @@ fn extract_archive(
     dest: &Path,
     xattrs: store::model::XattrPolicy,
 ) -> Result<(), copy::CopyError> {
-    let io = |action: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source: std::io::Error| copy::CopyError::Io {
-            action,
-            path,
-            source,
-        }
-    };
     let r = store::import::open_archive(src)
-        .map_err(|e| io("open archive", src)(std::io::Error::other(e.to_string())))?;
+        .map_err(|e| IoError::new("open archive", src, std::io::Error::other(e.to_string())))?;
     let mut ar = tar::Archive::new(r);
     ar.set_preserve_permissions(true);
     ar.set_overwrite(true);
     ar.set_unpack_xattrs(false);
-    fs::create_dir_all(dest).map_err(io("create directory", dest))?;
+    fs::create_dir_all(dest).at("create directory", dest)?;
     let unsafe_err = |member: &[u8], reason: String| copy::CopyError::UnsafeMember {
         archive: src.to_path_buf(),
         member: String::from_utf8_lossy(member).into_owned(),
         reason,
     };
     let mut later: Vec<(Vec<u8>, u64)> = Vec::new();
-    for entry in ar.entries().map_err(io("read archive", src))? {
-        let mut e = entry.map_err(io("read archive", src))?;
+    for entry in ar.entries().at("read archive", src)? {
+        let mut e = entry.at("read archive", src)?;
         let name = e.path_bytes().into_owned();
         let link = e.header().entry_type().is_hard_link().then(|| {
             e.link_name_bytes()
@@ -1283,9 +1254,9 @@ fn extract_archive(
                 if kind == tar::EntryType::Fifo
                     && fs::symlink_metadata(&p).is_ok_and(|md| md.is_file())
                 {
-                    fs::remove_file(&p).map_err(io("replace", &p))?;
+                    fs::remove_file(&p).at("replace", &p)?;
                     nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
-                        .map_err(|e| io("create fifo", &p)(e.into()))?;
+                        .map_err(|e| IoError::new("create fifo", &p, e.into()))?;
                     if let Ok(t) = e.header().mtime() {
                         later.push((name.clone(), t));
                     }
@@ -1300,7 +1271,7 @@ fn extract_archive(
                     let kept = store::import::kept_mode(kind.is_dir(), m);
                     if real {
                         fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(kept))
-                            .map_err(io("set mode of", &p))?;
+                            .at("set mode of", &p)?;
                     }
                 }
             }
@@ -1323,7 +1294,7 @@ fn extract_archive(
     }
     // Deepest (latest) first; never through a symlink that leads out of `dest` (a later
     // member may have replaced a directory by one).
-    let top = fs::canonicalize(dest).map_err(io("resolve", dest))?;
+    let top = fs::canonicalize(dest).at("resolve", dest)?;
     for (name, t) in later.into_iter().rev() {
         let p = dest.join(std::ffi::OsStr::from_bytes(&name));
         let inside = match p.parent().map(fs::canonicalize) {
@@ -1332,7 +1303,7 @@ fn extract_archive(
         };
         if inside && p.file_name().is_some() {
             let t = store::model::Mtime::new(i64::try_from(t).unwrap_or(i64::MAX), 0);
-            store::checkout::set_time(&p, t).map_err(io("set time of", &p))?;
+            store::checkout::set_time(&p, t).at("set time of", &p)?;
         }
     }
     Ok(())

@@ -14,6 +14,7 @@
 //! request has an overall deadline ([`super::Limits`]), and text from the registry is
 //! escaped ([`super::escape`]) before it reaches an error message.
 
+use crate::error::IoResultExt;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -47,13 +48,7 @@ impl Body<'_> {
         Ok(match self {
             Body::Empty => 0,
             Body::Bytes(d) => d.len() as u64,
-            Body::File(p) => std::fs::metadata(p)
-                .map_err(|source| RegistryError::Io {
-                    action: "stat",
-                    path: p.to_path_buf(),
-                    source,
-                })?
-                .len(),
+            Body::File(p) => std::fs::metadata(p).at("stat", p)?.len(),
         })
     }
 }
@@ -163,11 +158,7 @@ fn root_certs() -> Result<ureq::tls::RootCerts, RegistryError> {
         .find_map(|v| std::env::var_os(v).filter(|p| !p.is_empty()))
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(SYSTEM_CA_BUNDLE));
-    let pem = std::fs::read(&path).map_err(|source| RegistryError::Io {
-        action: "read CA certificates",
-        path: path.clone(),
-        source,
-    })?;
+    let pem = std::fs::read(&path).at("read CA certificates", &path)?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item {
@@ -232,18 +223,10 @@ pub fn fetch_url(url: &str, dest: &Path) -> Result<(), RegistryError> {
     if declared.is_some_and(|n| n > max) {
         return Err(too_big());
     }
-    let mut out = std::fs::File::create_new(dest).map_err(|source| RegistryError::Io {
-        action: "create",
-        path: dest.to_path_buf(),
-        source,
-    })?;
+    let mut out = std::fs::File::create_new(dest).at("create", dest)?;
     // One byte more than allowed tells a body that is too big.
     let mut body = resp.body_mut().as_reader().take(max.saturating_add(1));
-    let n = std::io::copy(&mut body, &mut out).map_err(|source| RegistryError::Io {
-        action: "download into",
-        path: dest.to_path_buf(),
-        source,
-    })?;
+    let n = std::io::copy(&mut body, &mut out).at("download into", dest)?;
     if n > max {
         drop(out);
         let _ = std::fs::remove_file(dest);
@@ -570,19 +553,8 @@ impl Client {
                     self.run(req, deadline)
                 }
                 Body::File(p) => {
-                    let f = std::fs::File::open(p).map_err(|source| RegistryError::Io {
-                        action: "open",
-                        path: p.to_path_buf(),
-                        source,
-                    })?;
-                    let len = f
-                        .metadata()
-                        .map_err(|source| RegistryError::Io {
-                            action: "stat",
-                            path: p.to_path_buf(),
-                            source,
-                        })?
-                        .len();
+                    let f = std::fs::File::open(p).at("open", p)?;
+                    let len = f.metadata().at("stat", p)?.len();
                     let req = b
                         .header("Content-Length", len.to_string())
                         .body(ureq::SendBody::from_owned_reader(

@@ -16,6 +16,7 @@ pub mod client;
 pub mod pull;
 pub mod push;
 
+use crate::error::IoError;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -74,13 +75,8 @@ pub enum RegistryError {
         wanted: String,
         available: Vec<String>,
     },
-    #[error("can't {action}: {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("CA certificates {path}: {reason}")]
     Tls { path: PathBuf, reason: String },
     #[error(transparent)]
@@ -139,10 +135,7 @@ impl RegistryError {
     /// A hint for the user, printed after the error.
     pub fn hint(&self) -> Option<String> {
         match self {
-            RegistryError::Http { source, .. }
-                if matches!(**source, ureq::Error::Tls(_) | ureq::Error::Rustls(_))
-                    || source.to_string().contains("certificate") =>
-            {
+            RegistryError::Http { source, .. } if is_tls_error(source) => {
                 Some(
                 "for a registry with a self-signed certificate, set SSL_CERT_FILE to its CA, or use --tls-no-verify".into(),
             )
@@ -153,6 +146,25 @@ impl RegistryError {
             RegistryError::NotFound(_) => Some("check the name and tag; `ch-image list IMAGE` shows what the registry has".into()),
             _ => None,
         }
+    }
+}
+
+/// Whether `e` is a TLS failure: ureq's own TLS errors, or a certificate rustls refused
+/// during the handshake (which reaches ureq inside an I/O error).
+fn is_tls_error(e: &ureq::Error) -> bool {
+    let refused_certificate = |e: &rustls::Error| {
+        matches!(
+            e,
+            rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+        )
+    };
+    match e {
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => true,
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_some_and(refused_certificate),
+        _ => false,
     }
 }
 

@@ -14,6 +14,7 @@
 //! the built-in empty image. [`pull_to_dir`] unpacks into a directory instead, through a
 //! temporary store it removes.
 
+use crate::error::{IoError, IoResultExt};
 use gix::ObjectId;
 use std::fs;
 use std::io::{self, Read, Write};
@@ -106,17 +107,6 @@ pub fn resolve(client: &Client, arch: &Arch) -> Result<Option<Resolved>, Registr
                 }
             }
         }
-    }
-}
-
-fn io_err<'p>(
-    action: &'static str,
-    path: &'p Path,
-) -> impl FnOnce(io::Error) -> RegistryError + 'p {
-    move |source| RegistryError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
     }
 }
 
@@ -305,40 +295,42 @@ pub fn pull_to_dir(
 ) -> Result<(), RegistryError> {
     let replace = match fs::symlink_metadata(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-        Err(e) => return Err(io_err("stat", dir)(e)),
+        Err(e) => return Err(IoError::new("stat", dir, e).into()),
         Ok(md) if !md.is_dir() => {
-            return Err(RegistryError::Io {
+            return Err(RegistryError::Io(IoError {
                 action: "unpack into",
                 path: dir.to_path_buf(),
                 source: io::Error::other("exists and is not a directory"),
-            })
+            }))
         }
         Ok(_) => {
             let empty = fs::read_dir(dir)
-                .map_err(io_err("read directory", dir))?
+                .at("read directory", dir)?
                 .next()
                 .is_none();
             let image = ["bin", "dev", "usr"].iter().all(|d| dir.join(d).is_dir());
             if !empty && !image {
-                return Err(RegistryError::Io {
+                return Err(RegistryError::Io(IoError {
                     action: "unpack into",
                     path: dir.to_path_buf(),
                     source: io::Error::other("exists but does not appear to be an image"),
-                });
+                }));
             }
             true
         }
     };
-    let name = dir.file_name().ok_or_else(|| RegistryError::Io {
-        action: "unpack into",
-        path: dir.to_path_buf(),
-        source: io::Error::other("no final path component"),
+    let name = dir.file_name().ok_or_else(|| {
+        RegistryError::Io(IoError {
+            action: "unpack into",
+            path: dir.to_path_buf(),
+            source: io::Error::other("no final path component"),
+        })
     })?;
     let parent = dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
+    fs::create_dir_all(parent).at("create directory", parent)?;
     let work = parent.join(format!(
         ".{}.grove-pull.{}",
         name.to_string_lossy(),
@@ -361,9 +353,9 @@ pub fn pull_to_dir(
         .map_err(|e| RegistryError::Store(e.into()))?;
         if replace {
             verbose!("replacing existing image: {}", dir.display());
-            crate::store::checkout::remove_tree(dir).map_err(io_err("remove", dir))?;
+            crate::store::checkout::remove_tree(dir).at("remove", dir)?;
         }
-        fs::rename(&staged, dir).map_err(io_err("rename into place", dir))
+        Ok(fs::rename(&staged, dir).at("rename into place", dir)?)
     })();
     let _ = crate::store::checkout::remove_tree(&work);
     result
@@ -409,8 +401,8 @@ fn remove_stale_partials(layout: &Layout, hex: &str) {
 
 /// Check a file's sha256.
 fn file_digest(path: &Path) -> Result<Digest, RegistryError> {
-    let f = fs::File::open(path).map_err(io_err("open", path))?;
-    Ok(oci::hash_reader(f).map_err(io_err("read", path))?.0)
+    let f = fs::File::open(path).at("open", path)?;
+    Ok(oci::hash_reader(f).at("read", path)?.0)
 }
 
 /// The layers to download: each distinct digest once, at its first place (index into
@@ -459,7 +451,7 @@ fn download_layers(
 ) -> Result<Vec<PathBuf>, RegistryError> {
     let cache = store.layout().dlcache();
     let jobs = distinct_layers(&m.layers)?;
-    fs::create_dir_all(&cache).map_err(io_err("create directory", &cache))?;
+    fs::create_dir_all(&cache).at("create directory", &cache)?;
     let bars = settings.progress.then(indicatif::MultiProgress::new);
     let n = m.layers.len();
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -539,7 +531,7 @@ fn download_one(
     if dest.exists() && !always {
         if file_digest(&dest)? == digest {
             // The content is right; the manifest must say its size too.
-            let len = fs::metadata(&dest).map_err(io_err("stat", &dest))?.len();
+            let len = fs::metadata(&dest).at("stat", &dest)?.len();
             if len != d.size {
                 return Err(RegistryError::Size {
                     what: format!("{what}: size declared by the manifest"),
@@ -555,7 +547,7 @@ fn download_one(
             return Ok(dest);
         }
         warn!("{what}: cached file is corrupt; downloading again");
-        fs::remove_file(&dest).map_err(io_err("remove", &dest))?;
+        fs::remove_file(&dest).at("remove", &dest)?;
     }
     verbose!("layer {}/{n}: {}: downloading", i + 1, short(&d.digest));
     remove_stale_partials(layout, hex);
@@ -582,7 +574,7 @@ fn download_one(
         .into_reader()
         .take(d.size.saturating_add(1));
     let mut hr = oci::Hashing::new(reader);
-    let mut f = fs::File::create(&part).map_err(io_err("create", &part))?;
+    let mut f = fs::File::create(&part).at("create", &part)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let k = hr.read(&mut buf).map_err(|source| {
@@ -604,9 +596,9 @@ fn download_one(
         if deadline.passed() {
             return Err(deadline.error("get blob", &url));
         }
-        f.write_all(&buf[..k]).map_err(io_err("write", &part))?;
+        f.write_all(&buf[..k]).at("write", &part)?;
     }
-    f.flush().map_err(io_err("write", &part))?;
+    f.flush().at("write", &part)?;
     drop(f);
     if let Some(b) = bar {
         b.finish_and_clear();
@@ -626,7 +618,7 @@ fn download_one(
             actual: actual.to_string(),
         });
     }
-    fs::rename(&part, &dest).map_err(io_err("rename into place", &dest))?;
+    fs::rename(&part, &dest).at("rename into place", &dest)?;
     let mut guard = guard;
     guard.0 = None;
     Ok(dest)

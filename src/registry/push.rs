@@ -2,6 +2,7 @@
 //! root:root, setuid/setgid cleared, as Charliecloud's man page says), an OCI config and
 //! an OCI manifest. Blobs the registry already has are not uploaded again.
 
+use crate::error::IoResultExt;
 use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
@@ -46,18 +47,10 @@ pub fn push(
     info!("pushing image:   {dest}");
     info!("layer 1/1: preparing");
     let tmp = store.scratch_path("push");
-    fs::create_dir_all(&tmp).map_err(|source| RegistryError::Io {
-        action: "create directory",
-        path: tmp.clone(),
-        source,
-    })?;
+    fs::create_dir_all(&tmp).at("create directory", &tmp)?;
     let result = (|| {
         let layer_path = tmp.join("layer.tar.gz");
-        let f = fs::File::create(&layer_path).map_err(|source| RegistryError::Io {
-            action: "create",
-            path: layer_path.clone(),
-            source,
-        })?;
+        let f = fs::File::create(&layer_path).at("create", &layer_path)?;
         let compressed = Hashing::new(io::BufWriter::with_capacity(1 << 20, f));
         let gz = flate2::write::GzEncoder::new(compressed, flate2::Compression::new(6));
         let plain = Hashing::new(gz);

@@ -11,6 +11,7 @@
 //! contents are written. Entries whose time is unknown (metadata version 1) keep the time
 //! of the checkout.
 
+use crate::error::{IoError, IoResultExt};
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -48,30 +49,14 @@ impl Policy {
 /// Why a checkout failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckoutError {
-    #[error("can't {action}: {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error(transparent)]
     Git(#[from] GitError),
     /// An entry no checkout may create (the model is checked again here, whatever built
     /// it: the last line of defence against names that would leave the destination).
     #[error("refusing to check out unsafe entry {path:?}: {reason}")]
     Unsafe { path: String, reason: &'static str },
-}
-
-fn io_err<'p>(
-    action: &'static str,
-    path: &'p Path,
-) -> impl FnOnce(io::Error) -> CheckoutError + 'p {
-    move |source| CheckoutError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 struct FileJob {
@@ -127,7 +112,7 @@ pub fn materialize(
         });
     }
     let umask = current_umask();
-    fs::create_dir(dest).map_err(io_err("create directory", dest))?;
+    fs::create_dir(dest).at("create directory", dest)?;
     let times = &root.times;
     let mut dirs: Vec<(PathBuf, u32, Option<Mtime>)> =
         vec![(dest.to_path_buf(), root.mode, times.get(b""))];
@@ -147,11 +132,11 @@ pub fn materialize(
         match node {
             Node::Dir(d) => {
                 if let Err(e) = fs::create_dir(&p) {
-                    err = Some(CheckoutError::Io {
+                    err = Some(CheckoutError::Io(IoError {
                         action: "create directory",
                         path: p.clone(),
                         source: e,
-                    });
+                    }));
                 }
                 dirs.push((p, d.mode, times.get(rel)));
             }
@@ -203,36 +188,35 @@ pub fn materialize(
                 .create_new(true)
                 .mode(if direct { job.mode } else { 0o600 })
                 .open(&job.path)
-                .map_err(io_err("create file", &job.path))?;
-            write_blob(blob, &mut f).map_err(io_err("write file", &job.path))?;
+                .at("create file", &job.path)?;
+            write_blob(blob, &mut f).at("write file", &job.path)?;
             if !direct || job.mode & 0o7000 != 0 {
                 fs::set_permissions(&job.path, fs::Permissions::from_mode(job.mode))
-                    .map_err(io_err("chmod", &job.path))?;
+                    .at("chmod", &job.path)?;
             }
             if let Some(t) = job.time {
                 let ts = nix::sys::time::TimeSpec::new(t.sec, t.nsec as _);
                 nix::sys::stat::futimens(std::os::fd::AsRawFd::as_raw_fd(&f), &ts, &ts)
-                    .map_err(|e| io_err("set time of", &job.path)(e.into()))?;
+                    .map_err(|e| IoError::new("set time of", &job.path, e.into()))?;
             }
             Ok(())
         },
     )?;
     symlinks.par_iter().try_for_each(|(p, target)| {
-        std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), p)
-            .map_err(io_err("create symlink", p))
+        std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), p).at("create symlink", p)
     })?;
     for (primary, p) in &links {
-        fs::hard_link(primary, p).map_err(io_err("create hard link", p))?;
+        fs::hard_link(primary, p).at("create hard link", p)?;
     }
     for (p, mode) in &fifos {
         nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(*mode)).map_err(|e| {
-            CheckoutError::Io {
+            CheckoutError::Io(IoError {
                 action: "create fifo",
                 path: p.clone(),
                 source: e.into(),
-            }
+            })
         })?;
-        fs::set_permissions(p, fs::Permissions::from_mode(*mode)).map_err(io_err("chmod", p))?;
+        fs::set_permissions(p, fs::Permissions::from_mode(*mode)).at("chmod", p)?;
     }
     // Extended attributes (user namespace; setting one needs write permission on the
     // file, so add it for the moment where it is missing).
@@ -247,30 +231,28 @@ pub fn materialize(
         let mode = md.permissions().mode() & 0o7777;
         let raise = mode & 0o200 == 0;
         if raise {
-            fs::set_permissions(&p, fs::Permissions::from_mode(mode | 0o200))
-                .map_err(io_err("chmod", &p))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode | 0o200)).at("chmod", &p)?;
         }
         for (name, value) in attrs {
             xattr::set(&p, std::ffi::OsStr::from_bytes(name), value)
-                .map_err(io_err("set extended attribute", &p))?;
+                .at("set extended attribute", &p)?;
         }
         if raise {
-            fs::set_permissions(&p, fs::Permissions::from_mode(mode))
-                .map_err(io_err("chmod", &p))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).at("chmod", &p)?;
         }
     }
     // Times of symlinks, FIFOs and hard links (a hard link's time is its inode's: the
     // group's paths carry the same time), before any directory is closed by its mode.
     other_times
         .par_iter()
-        .try_for_each(|(p, t)| set_time(p, *t).map_err(io_err("set time of", p)))?;
+        .try_for_each(|(p, t)| set_time(p, *t).at("set time of", p))?;
     // Deepest first, so that a 0000 directory does not stop us from reaching its children;
     // each directory's time after its contents are complete.
     for (p, mode, time) in dirs.iter().rev() {
         fs::set_permissions(p, fs::Permissions::from_mode(policy.dir_mode(*mode)))
-            .map_err(io_err("chmod", p))?;
+            .at("chmod", p)?;
         if let Some(t) = time {
-            set_time(p, *t).map_err(io_err("set time of", p))?;
+            set_time(p, *t).at("set time of", p)?;
         }
     }
     Ok(())

@@ -1172,12 +1172,32 @@ fn full_name(name: &str) -> Result<gix::refs::FullName, GitError> {
         .map_err(git_err(format!("use ref name {name:?}")))
 }
 
+/// A ref update failed. Both variants show the git error's message; [`Self::Raced`] tells
+/// the caller that it lost a race, so it can say so (or retry) without reading the text.
+#[derive(Debug, thiserror::Error)]
+pub enum RefUpdateError {
+    /// A ref was not at its expected old value: another writer moved, created or deleted
+    /// it between our read and our update.
+    #[error(transparent)]
+    Raced(GitError),
+    #[error(transparent)]
+    Git(#[from] GitError),
+}
+
+impl From<RefUpdateError> for GitError {
+    fn from(e: RefUpdateError) -> GitError {
+        match e {
+            RefUpdateError::Raced(g) | RefUpdateError::Git(g) => g,
+        }
+    }
+}
+
 /// Apply ref updates atomically: `Some(id)` sets, `None` deletes; each checked against its
-/// expected old value.
+/// expected old value. A ref found elsewhere than expected is [`RefUpdateError::Raced`].
 pub fn update_refs(
     repo: &gix::Repository,
     edits: &[(String, Option<ObjectId>, Expect)],
-) -> Result<(), GitError> {
+) -> Result<(), RefUpdateError> {
     use gix::refs::transaction::{Change, LogChange, RefEdit, RefLog};
     let mut out = Vec::new();
     for (name, new, expect) in edits {
@@ -1205,7 +1225,20 @@ pub fn update_refs(
     let sig = signature();
     let mut buf = Default::default();
     repo.edit_references_as(out, Some(sig.to_ref(&mut buf)))
-        .map_err(git_err("update refs"))?;
+        .map_err(|e| {
+            use gix::refs::file::transaction::prepare::{MustNotExist, ReferenceOutOfDate};
+            // gix types the two conflicts; a ref expected at a commit but missing is its
+            // "not found" class (the only not-found a prepared edit reports).
+            let raced = e.downcast_any_ref::<ReferenceOutOfDate>().is_some()
+                || e.downcast_any_ref::<MustNotExist>().is_some()
+                || (e.is_not_found() && edits.iter().any(|(_, _, x)| matches!(x, Expect::Is(_))));
+            let g = git_err("update refs")(e);
+            if raced {
+                RefUpdateError::Raced(g)
+            } else {
+                RefUpdateError::Git(g)
+            }
+        })?;
     Ok(())
 }
 
@@ -1301,6 +1334,38 @@ mod tests {
         let missing = ObjectId::from_hex(b"1111111111111111111111111111111111111111").unwrap();
         let err = read_blob(&stale, missing).unwrap_err();
         assert!(err.to_string().contains("read blob 1111111"), "{err}");
+    }
+
+    #[test]
+    fn ref_update_that_lost_a_race_is_typed_raced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        gix::init_bare(dir.path()).expect("init");
+        let repo = gix::open(dir.path()).expect("open");
+        let a = repo.write_blob(b"a").expect("blob").detach();
+        let b = repo.write_blob(b"b").expect("blob").detach();
+        let name = "refs/heads/x".to_string();
+        update_refs(&repo, &[(name.clone(), Some(a), Expect::Absent)]).expect("create");
+        let raced = |new: Option<ObjectId>, expect: Expect| match update_refs(
+            &repo,
+            &[(name.clone(), new, expect)],
+        ) {
+            Err(RefUpdateError::Raced(_)) => true,
+            Err(RefUpdateError::Git(e)) => panic!("{expect:?}: not typed as a race: {e:?}"),
+            Ok(()) => false,
+        };
+        // Moved since we read it, created since we saw it absent. (gix 0.90's error `Debug`
+        // text, which the store once matched, names none of these.)
+        assert!(raced(Some(b), Expect::Is(b)));
+        assert!(raced(Some(b), Expect::Absent));
+        assert!(raced(None, Expect::Is(b)));
+        // Deleted since we read it.
+        update_refs(&repo, &[(name.clone(), None, Expect::Is(a))]).expect("delete");
+        assert!(raced(Some(b), Expect::Is(a)));
+        assert!(raced(None, Expect::Is(a)));
+        // Not races: the expected value holds.
+        assert!(!raced(Some(a), Expect::Absent));
+        assert!(!raced(Some(b), Expect::Is(a)));
+        assert!(!raced(Some(a), Expect::Any));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! Runs without the store lock: objects are content-addressed and
 //! written atomically, so a killed import leaves at most unreferenced objects.
 
+use crate::error::{IoError, IoResultExt};
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
@@ -35,13 +36,8 @@ const STREAM_THRESHOLD: u64 = 32 << 20;
 /// Why an import failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("can't {action}: {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("{archive}: member {member}: {reason}")]
     Member {
         archive: PathBuf,
@@ -82,14 +78,6 @@ pub enum ImportError {
     },
     #[error(transparent)]
     Git(#[from] GitError),
-}
-
-fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> ImportError + 'p {
-    move |source| ImportError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// Warnings collected during an import (skipped members), for the caller to print.
@@ -144,7 +132,7 @@ pub fn import_path(
     path: &Path,
     xattrs: XattrPolicy,
 ) -> Result<(Dir, Warnings), ImportError> {
-    let md = fs::metadata(path).map_err(io_err("stat", path))?;
+    let md = fs::metadata(path).at("stat", path)?;
     if md.is_dir() {
         // The user's own tree: never changed, not even for a moment (a killed import
         // would leave it changed); an unreadable entry is an error naming it.
@@ -168,7 +156,7 @@ pub fn import_squash(
     let mut magic = [0u8; 4];
     fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut magic))
-        .map_err(io_err("read", path))?;
+        .at("read", path)?;
     if &magic != b"hsqs" {
         return Err(ImportError::NotSquash(path.to_path_buf()));
     }
@@ -361,7 +349,7 @@ impl ModeRestore {
             return Ok(());
         }
         fs::set_permissions(path, fs::Permissions::from_mode(mode | need))
-            .map_err(io_err("make readable", path))?;
+            .at("make readable", path)?;
         self.0
             .lock()
             .expect("mode list lock")
@@ -378,7 +366,7 @@ fn import_dir(
 ) -> Result<(Dir, Warnings), ImportError> {
     let restore = ModeRestore(Mutex::new(Vec::new()), chmod);
     let mut root = Dir::new(0o755);
-    let top = fs::symlink_metadata(src).map_err(io_err("stat", src))?;
+    let top = fs::symlink_metadata(src).at("stat", src)?;
     root.times.set(b"", model::Mtime::of(&top));
     restore.raise(src, top.mode() & 0o7777, 0o500)?;
     let mut w = DirWalk {
@@ -425,10 +413,10 @@ struct DirWalk<'a> {
 
 impl DirWalk<'_> {
     fn walk(&mut self, abs: &Path, rel: &[u8], dir: &mut Dir) -> Result<(), ImportError> {
-        let entries = model::read_dir_sorted(abs).map_err(io_err("read directory", abs))?;
+        let entries = model::read_dir_sorted(abs).at("read directory", abs)?;
         for name in entries {
             let p = abs.join(&name);
-            let md = fs::symlink_metadata(&p).map_err(io_err("stat", &p))?;
+            let md = fs::symlink_metadata(&p).at("stat", &p)?;
             let r = model::join_rel(rel, &name);
             let mode = md.mode() & 0o7777;
             let ft = md.file_type();
@@ -449,7 +437,7 @@ impl DirWalk<'_> {
                 self.walk(&p, &r, &mut sub)?;
                 dir.children.insert(key, Node::Dir(sub));
             } else if ft.is_symlink() {
-                let t = fs::read_link(&p).map_err(io_err("read symlink", &p))?;
+                let t = fs::read_link(&p).at("read symlink", &p)?;
                 dir.children.insert(
                     key,
                     Node::Symlink {
@@ -514,26 +502,22 @@ fn write_files(
                     }
                 }
                 restore.raise(&f.abs, f.mode, 0o400)?;
-                let mut file = fs::File::open(&f.abs).map_err(io_err("open", &f.abs))?;
+                let mut file = fs::File::open(&f.abs).at("open", &f.abs)?;
                 store_reader(repo, &mut file, f.size, pack.as_ref())
                     .map(Some)
                     .map_err(|e| match e {
-                        StoreReadError::Io(source) => ImportError::Io {
+                        StoreReadError::Io(source) => ImportError::Io(IoError {
                             action: "read",
                             path: f.abs.clone(),
                             source,
-                        },
+                        }),
                         StoreReadError::Git(g) => ImportError::Git(g),
                     })
             },
         )
         .collect::<Result<_, _>>()?;
     if let Some(p) = pack {
-        p.finish().map_err(|e| ImportError::Io {
-            action: "write pack",
-            path: objects_dir(ts),
-            source: e,
-        })?;
+        p.finish().at("write pack", objects_dir(ts))?;
     }
     let mut out = Vec::with_capacity(files.len());
     for (i, f) in files.iter().enumerate() {
@@ -602,14 +586,14 @@ fn store_reader(
 
 /// Open a possibly compressed archive, sniffing the compression from its magic bytes.
 pub fn open_archive(path: &Path) -> Result<Box<dyn Read + Send>, ImportError> {
-    let f = fs::File::open(path).map_err(io_err("open", path))?;
+    let f = fs::File::open(path).at("open", path)?;
     let mut r = BufReader::with_capacity(1 << 20, f);
-    let head = r.fill_buf().map_err(io_err("read", path))?.to_vec();
+    let head = r.fill_buf().at("read", path)?.to_vec();
     Ok(if head.starts_with(&[0x1f, 0x8b]) {
         Box::new(ThreadedReader::new(flate2::read::MultiGzDecoder::new(r)))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         Box::new(ThreadedReader::new(
-            zstd::stream::read::Decoder::with_buffer(r).map_err(io_err("read zstd", path))?,
+            zstd::stream::read::Decoder::with_buffer(r).at("read zstd", path)?,
         ))
     } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
         Box::new(ThreadedReader::new(
@@ -786,11 +770,11 @@ impl<'a> BackgroundWriter<'a> {
                 .expect("sha1 hashing does not fail");
             self.ids.lock().expect("id map").insert(placeholder, id);
             if let Err(e) = self.pack.add_known(&repo, id, &data) {
-                *self.error.lock().expect("error slot") = Some(ImportError::Io {
+                *self.error.lock().expect("error slot") = Some(ImportError::Io(IoError {
                     action: "write pack",
                     path: self.pack_dir(),
                     source: e,
-                });
+                }));
             }
             self.in_flight.fetch_sub(len, Ordering::AcqRel);
         });
@@ -1105,11 +1089,7 @@ fn apply_layer_shaped(
     if let Some(e) = writer.error.into_inner().expect("error slot") {
         return Err(e);
     }
-    writer.pack.finish().map_err(|e| ImportError::Io {
-        action: "write pack",
-        path: pack_dir,
-        source: e,
-    })?;
+    writer.pack.finish().at("write pack", pack_dir)?;
     Ok((warnings, Shape { saw_root, tops }))
 }
 

@@ -13,6 +13,7 @@
 //! commands set; overlayfs keeps a copied-up directory's time until its contents change),
 //! clamped to `$SOURCE_DATE_EPOCH` when the build has one (reproducible-builds.org).
 
+use crate::error::{IoError, IoResultExt};
 use std::collections::HashMap;
 use std::fs;
 use std::io;
@@ -33,14 +34,6 @@ use super::StoreError;
 pub struct Changes {
     pub written: usize,
     pub removed: usize,
-}
-
-fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StoreError + 'p {
-    move |source| StoreError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// Whether `path` (not followed if a symlink) has extended attribute `name` equal to `want`.
@@ -84,7 +77,7 @@ pub fn apply_upper(
         xattrs,
         restore: &mut restore,
     };
-    let top = fs::symlink_metadata(upper).map_err(io_err("stat", upper))?;
+    let top = fs::symlink_metadata(upper).at("stat", upper)?;
     let root_time = w.time(upper, &top)?;
     model.times.set(b"", root_time);
     let walked = walk_upper(upper, &[], model, &mut w);
@@ -93,7 +86,7 @@ pub fn apply_upper(
     let mut restored = Ok(());
     for (path, mode) in restore.iter().rev() {
         let r = fs::set_permissions(path, fs::Permissions::from_mode(*mode))
-            .map_err(io_err("restore mode of", path));
+            .at("restore mode of", path);
         restored = restored.and(r);
     }
     let oids = stored?;
@@ -121,10 +114,12 @@ pub fn apply_upper(
                     link_group,
                 }),
             )
-            .map_err(|e| StoreError::Io {
-                action: "apply layer",
-                path: j.abs.clone(),
-                source: io::Error::other(e.to_string()),
+            .map_err(|e| {
+                StoreError::Io(IoError {
+                    action: "apply layer",
+                    path: j.abs.clone(),
+                    source: io::Error::other(e.to_string()),
+                })
             })?;
         model.times.set(&j.rel, j.time);
     }
@@ -145,9 +140,9 @@ fn store_jobs(
         .map_init(
             || repo_for_writing(ts),
             |repo, j| -> Result<ObjectId, StoreError> {
-                let data = fs::read(&j.abs).map_err(io_err("read", &j.abs))?;
+                let data = fs::read(&j.abs).at("read", &j.abs)?;
                 match &pack {
-                    Some(p) => p.add(repo, &data).map_err(io_err("write pack", &j.abs)),
+                    Some(p) => Ok(p.add(repo, &data).at("write pack", &j.abs)?),
                     None => Ok(repo
                         .write_blob(&data)
                         .map_err(super::git::git_err("write blob"))?
@@ -157,7 +152,7 @@ fn store_jobs(
         )
         .collect::<Result<_, _>>()?;
     if let Some(p) = pack {
-        p.finish().map_err(io_err("write pack", upper))?;
+        p.finish().at("write pack", upper)?;
     }
     Ok(oids)
 }
@@ -220,7 +215,7 @@ impl Walk<'_> {
         let need = if dir { 0o500 } else { 0o400 };
         if mode & need != need {
             fs::set_permissions(path, fs::Permissions::from_mode(mode | need))
-                .map_err(io_err("make readable", path))?;
+                .at("make readable", path)?;
             self.restore.push((path.to_path_buf(), mode));
         }
         Ok(())
@@ -236,22 +231,19 @@ impl Walk<'_> {
             None => t,
         };
         if c != t || md.mtime_nsec() != 0 {
-            super::checkout::set_time(path, c).map_err(io_err("set time of", path))?;
+            super::checkout::set_time(path, c).at("set time of", path)?;
         }
         Ok(c)
     }
 }
 
 fn walk_upper(abs: &Path, rel: &[u8], model: &mut Dir, w: &mut Walk) -> Result<(), StoreError> {
-    let dir_mode = fs::symlink_metadata(abs)
-        .map_err(io_err("stat", abs))?
-        .mode()
-        & 0o7777;
+    let dir_mode = fs::symlink_metadata(abs).at("stat", abs)?.mode() & 0o7777;
     w.open_up(abs, dir_mode, true)?;
-    let names = model::read_dir_sorted(abs).map_err(io_err("read directory", abs))?;
+    let names = model::read_dir_sorted(abs).at("read directory", abs)?;
     for name in names {
         let p = abs.join(&name);
-        let md = fs::symlink_metadata(&p).map_err(io_err("stat", &p))?;
+        let md = fs::symlink_metadata(&p).at("stat", &p)?;
         let r = model::join_rel(rel, &name);
         let mode = md.mode() & 0o7777;
         let ft = md.file_type();
@@ -272,10 +264,12 @@ fn walk_upper(abs: &Path, rel: &[u8], model: &mut Dir, w: &mut Walk) -> Result<(
                 model.xattrs.insert(r.clone(), x);
             }
         }
-        let bad = |e: super::model::PathError| StoreError::Io {
-            action: "apply layer",
-            path: p.clone(),
-            source: io::Error::other(e.to_string()),
+        let bad = |e: super::model::PathError| {
+            StoreError::Io(IoError {
+                action: "apply layer",
+                path: p.clone(),
+                source: io::Error::other(e.to_string()),
+            })
         };
         if is_whiteout(&p, &md) {
             if model.remove(&r).map_err(bad)? {
@@ -310,7 +304,7 @@ fn walk_upper(abs: &Path, rel: &[u8], model: &mut Dir, w: &mut Walk) -> Result<(
             });
         } else if ft.is_symlink() {
             w.changes.written += 1;
-            let t = fs::read_link(&p).map_err(io_err("read symlink", &p))?;
+            let t = fs::read_link(&p).at("read symlink", &p)?;
             model.remove(&r).map_err(bad)?;
             model
                 .insert(

@@ -2,6 +2,7 @@
 //! the cache with a git remote. Uses stock git(1) for object packing, pruning and
 //! transport (none of these is on a hot path).
 
+use crate::error::{IoError, IoResultExt};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -26,13 +27,9 @@ fn run_git(store: &Store, args: &[&str]) -> Result<String, StoreError> {
     let out = git_cmd(store)
         .args(args)
         .output()
-        .map_err(|e| StoreError::Io {
-            action: "run git",
-            path: store.layout().repo(),
-            source: e,
-        })?;
+        .at("run git", store.layout().repo())?;
     if !out.status.success() {
-        return Err(StoreError::Io {
+        return Err(StoreError::Io(IoError {
             action: "run git",
             path: store.layout().repo(),
             source: std::io::Error::other(format!(
@@ -40,7 +37,7 @@ fn run_git(store: &Store, args: &[&str]) -> Result<String, StoreError> {
                 args.join(" "),
                 String::from_utf8_lossy(&out.stderr).trim()
             )),
-        });
+        }));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -277,11 +274,7 @@ pub fn reset_cache(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
     let layers = store.layout().layers();
     if layers.exists() {
         let tmp = store.scratch_path("reset");
-        fs::rename(&layers, &tmp).map_err(|e| StoreError::Io {
-            action: "remove",
-            path: layers.clone(),
-            source: e,
-        })?;
+        fs::rename(&layers, &tmp).at("remove", &layers)?;
         let _ = checkout::remove_tree(&tmp);
     }
     gc(store, lock)
@@ -708,25 +701,19 @@ pub fn fetch(store: &Store, _lock: &WriteLock, remote: &str) -> Result<(), Store
     fetch_notes(store, remote)?;
     // Fetched images get checkout links (made lazily by runners).
     for (name, commit) in store.list()? {
-        let r = crate::reference::Reference::parse(&name).map_err(|e| StoreError::Io {
-            action: "read fetched image name",
-            path: store.layout().repo(),
-            source: std::io::Error::other(e.to_string()),
+        let r = crate::reference::Reference::parse(&name).map_err(|e| {
+            StoreError::Io(IoError {
+                action: "read fetched image name",
+                path: store.layout().repo(),
+                source: std::io::Error::other(e.to_string()),
+            })
         })?;
         let link = store.checkout_link(&r);
         let target = super::Layout::image_link_target(commit.to_string().as_ref());
         if fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
             let tmp = store.scratch_path("link");
-            std::os::unix::fs::symlink(&target, &tmp).map_err(|e| StoreError::Io {
-                action: "create symlink",
-                path: tmp.clone(),
-                source: e,
-            })?;
-            fs::rename(&tmp, &link).map_err(|e| StoreError::Io {
-                action: "rename symlink into place",
-                path: link.clone(),
-                source: e,
-            })?;
+            std::os::unix::fs::symlink(&target, &tmp).at("create symlink", &tmp)?;
+            fs::rename(&tmp, &link).at("rename symlink into place", &link)?;
         }
     }
     Ok(())

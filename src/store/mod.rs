@@ -24,6 +24,7 @@ pub mod oci;
 pub mod pack;
 pub mod stamp;
 
+use crate::error::{IoError, IoResultExt};
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -56,13 +57,8 @@ pub enum StoreError {
         "storage directory {0}: unsupported version {1:?} (this Grove uses {STORAGE_VERSION:?})"
     )]
     Version(PathBuf, String),
-    #[error("can't {action}: {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error(transparent)]
     Git(#[from] GitError),
     #[error(transparent)]
@@ -113,11 +109,10 @@ impl StoreError {
     }
 }
 
-fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StoreError + 'p {
-    move |source| StoreError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
+/// A failed ref update where the caller does not report races itself: the git error.
+impl From<git::RefUpdateError> for StoreError {
+    fn from(e: git::RefUpdateError) -> Self {
+        StoreError::Git(e.into())
     }
 }
 
@@ -204,7 +199,7 @@ impl Store {
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         match fs::symlink_metadata(root) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Self::create(root)?,
-            Err(e) => return Err(io_err("stat", root)(e)),
+            Err(e) => return Err(IoError::new("stat", root, e).into()),
             Ok(_) => {}
         }
         Self::open_existing(root)
@@ -222,7 +217,7 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
                 return Err(StoreError::Invalid(root.to_path_buf(), "not a directory"));
             }
-            Err(e) => return Err(io_err("read", &vpath)(e)),
+            Err(e) => return Err(IoError::new("read", &vpath, e).into()),
         };
         let version = version.trim_end();
         if version != STORAGE_VERSION {
@@ -251,7 +246,7 @@ impl Store {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
+        fs::create_dir_all(parent).at("create directory", parent)?;
         let name = root.file_name().ok_or(StoreError::Invalid(
             root.to_path_buf(),
             "no final path component",
@@ -262,23 +257,21 @@ impl Store {
             std::process::id()
         ));
         let _ = checkout::remove_tree(&tmp);
-        fs::create_dir(&tmp).map_err(io_err("create directory", &tmp))?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700))
-            .map_err(io_err("chmod", &tmp))?;
+        fs::create_dir(&tmp).at("create directory", &tmp)?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700)).at("chmod", &tmp)?;
         let new = Layout::new(&tmp);
         for d in layout::CREATED_DIRS {
-            fs::create_dir(tmp.join(d)).map_err(io_err("create directory", &tmp))?;
+            fs::create_dir(tmp.join(d)).at("create directory", &tmp)?;
         }
-        fs::write(new.lock_file(), b"").map_err(io_err("create", &tmp))?;
+        fs::write(new.lock_file(), b"").at("create", &tmp)?;
         let repo = gix::init_bare(new.repo()).map_err(git::git_err("initialize repository"))?;
         drop(repo);
         // Loose objects compressed fast: imports are bound by compression otherwise.
         let cfg = new.repo_config();
-        let mut text = fs::read_to_string(&cfg).map_err(io_err("read", &cfg))?;
+        let mut text = fs::read_to_string(&cfg).at("read", &cfg)?;
         text.push_str("[core]\n\tlooseCompression = 1\n[gc]\n\tauto = 0\n");
-        fs::write(&cfg, text).map_err(io_err("write", &cfg))?;
-        fs::write(new.version_file(), format!("{STORAGE_VERSION}\n"))
-            .map_err(io_err("write", &tmp))?;
+        fs::write(&cfg, text).at("write", &cfg)?;
+        fs::write(new.version_file(), format!("{STORAGE_VERSION}\n")).at("write", &tmp)?;
         match fs::rename(&tmp, root) {
             Ok(()) => Ok(()),
             // Someone else created it at the same time: use theirs.
@@ -286,7 +279,7 @@ impl Store {
                 let _ = checkout::remove_tree(&tmp);
                 Ok(())
             }
-            Err(e) => Err(io_err("create storage directory", root)(e)),
+            Err(e) => Err(IoError::new("create storage directory", root, e).into()),
         }
     }
 
@@ -326,7 +319,8 @@ impl Store {
             .read(true)
             .write(true)
             .open(&path)
-            .map_err(io_err("open", &path))
+            .at("open", &path)
+            .map_err(StoreError::from)
     }
 
     fn flock(
@@ -348,10 +342,12 @@ impl Store {
                      by a container run by name)",
                     self.root.display()
                 );
-                Flock::lock(f, block).map_err(|(_, e)| StoreError::Io {
-                    action: "lock",
-                    path: self.layout.lock_file(),
-                    source: e.into(),
+                Flock::lock(f, block).map_err(|(_, e)| {
+                    StoreError::Io(IoError {
+                        action: "lock",
+                        path: self.layout.lock_file(),
+                        source: e.into(),
+                    })
                 })
             }
         }
@@ -366,10 +362,12 @@ impl Store {
             Ok(l) => {
                 self.cleanup(true);
                 let _ = self.prune_unlinked_checkouts();
-                l.relock(FlockArg::LockShared).map_err(|e| StoreError::Io {
-                    action: "lock",
-                    path: self.layout.lock_file(),
-                    source: e.into(),
+                l.relock(FlockArg::LockShared).map_err(|e| {
+                    StoreError::Io(IoError {
+                        action: "lock",
+                        path: self.layout.lock_file(),
+                        source: e.into(),
+                    })
                 })?;
                 Ok(WriteLock {
                     _flock: l,
@@ -397,13 +395,15 @@ impl Store {
         use nix::fcntl::{fcntl, FcntlArg, FdFlag};
         use std::os::fd::AsRawFd;
         let path = self.layout.lock_file();
-        let f = fs::File::open(&path).map_err(io_err("open", &path))?;
+        let f = fs::File::open(&path).at("open", &path)?;
         let held = self.flock(f, false)?;
         let fd = held.as_raw_fd();
-        fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).map_err(|e| StoreError::Io {
-            action: "lock",
-            path,
-            source: e.into(),
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).map_err(|e| {
+            StoreError::Io(IoError {
+                action: "lock",
+                path,
+                source: e.into(),
+            })
         })?;
         // Never closed (closing would release the lock): it lives as long as the process
         // and what it execs.
@@ -426,7 +426,7 @@ impl Store {
     pub fn lock_image(&self, _lock: &WriteLock, name: &Reference) -> Result<ImageLock, StoreError> {
         use nix::fcntl::{Flock, FlockArg};
         let dir = self.layout.image_locks();
-        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        fs::create_dir_all(&dir).at("create directory", &dir)?;
         let path = self.layout.image_lock(&ref_component(&name.for_path()));
         let f = fs::OpenOptions::new()
             .read(true)
@@ -434,15 +434,17 @@ impl Store {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(io_err("open", &path))?;
+            .at("open", &path)?;
         let l = match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
             Err((f, _)) => {
                 crate::info!("waiting for another writer of image {name}");
-                Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| StoreError::Io {
-                    action: "lock",
-                    path: path.clone(),
-                    source: e.into(),
+                Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| {
+                    StoreError::Io(IoError {
+                        action: "lock",
+                        path: path.clone(),
+                        source: e.into(),
+                    })
                 })?
             }
         };
@@ -592,18 +594,12 @@ impl Store {
         Ok(dir)
     }
 
-    fn raced(&self, name: &Reference, e: GitError) -> StoreError {
-        // A failed precondition means another writer moved the ref.
-        let text = format!("{:?}", e.source);
-        if text.contains("MustExistAndMatch")
-            || text.contains("MustNotExist")
-            || text.contains("expected")
-        {
-            StoreError::Raced {
+    fn raced(&self, name: &Reference, e: git::RefUpdateError) -> StoreError {
+        match e {
+            git::RefUpdateError::Raced(_) => StoreError::Raced {
                 name: name.to_string(),
-            }
-        } else {
-            StoreError::Git(e)
+            },
+            git::RefUpdateError::Git(e) => StoreError::Git(e),
         }
     }
 
@@ -646,7 +642,7 @@ impl Store {
             // Another writer checked the same commit out meanwhile: use theirs.
             let _ = checkout::remove_tree(&tmp);
             if !dir.is_dir() {
-                return Err(io_err("rename checkout into place", &dir)(e));
+                return Err(IoError::new("rename checkout into place", &dir, e).into());
             }
         }
         stamp::record(&dir)?;
@@ -662,8 +658,8 @@ impl Store {
         let link = self.checkout_link(name);
         let rel = Layout::image_link_target(dir.file_name().expect("checkout dir has a name"));
         let tmp = self.scratch_path("link");
-        std::os::unix::fs::symlink(&rel, &tmp).map_err(io_err("create symlink", &tmp))?;
-        fs::rename(&tmp, &link).map_err(io_err("rename symlink into place", &link))?;
+        std::os::unix::fs::symlink(&rel, &tmp).at("create symlink", &tmp)?;
+        fs::rename(&tmp, &link).at("rename symlink into place", &link)?;
         Ok(())
     }
 
@@ -679,10 +675,7 @@ impl Store {
     fn prune_unlinked_checkouts(&self) -> Result<(), StoreError> {
         let img = self.layout.images();
         let mut live = std::collections::HashSet::new();
-        for e in fs::read_dir(&img)
-            .map_err(io_err("read directory", &img))?
-            .flatten()
-        {
+        for e in fs::read_dir(&img).at("read directory", &img)?.flatten() {
             if let Ok(t) = fs::read_link(e.path()) {
                 if let Some(n) = t.file_name() {
                     live.insert(n.to_os_string());
@@ -690,10 +683,7 @@ impl Store {
             }
         }
         let co = self.layout.checkouts();
-        for e in fs::read_dir(&co)
-            .map_err(io_err("read directory", &co))?
-            .flatten()
-        {
+        for e in fs::read_dir(&co).at("read directory", &co)?.flatten() {
             if !live.contains(&e.file_name()) {
                 // Move aside first so a half-removed checkout is never mistaken for whole.
                 let tmp = self.scratch_path("prune");
@@ -754,12 +744,12 @@ impl Store {
         commit: ObjectId,
     ) -> Result<(), StoreError> {
         let dir = self.layout.layers();
-        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        fs::create_dir_all(&dir).at("create directory", &dir)?;
         let dest = self.layout.layer(&commit);
         if dest.exists() {
             return Ok(());
         }
-        fs::rename(upper, &dest).map_err(io_err("keep layer", &dest))?;
+        fs::rename(upper, &dest).at("keep layer", &dest)?;
         Ok(stamp::record(&dest)?)
     }
 
@@ -860,7 +850,7 @@ impl Store {
         let link = self.checkout_link(name);
         match fs::remove_file(&link) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(io_err("remove", &link)(e))
+                return Err(IoError::new("remove", &link, e).into())
             }
             _ => {}
         }
@@ -901,9 +891,9 @@ impl Store {
                 .unwrap_or_default(),
             std::process::id()
         ));
-        fs::rename(root, &tmp).map_err(io_err("move storage directory aside", root))?;
+        fs::rename(root, &tmp).at("move storage directory aside", root)?;
         drop(lock);
-        checkout::remove_tree(&tmp).map_err(io_err("remove", &tmp))
+        Ok(checkout::remove_tree(&tmp).at("remove", &tmp)?)
     }
 }
 

@@ -10,7 +10,7 @@ use gix::bstr::ByteSlice;
 use gix::objs::tree::{Entry, EntryKind};
 use gix::ObjectId;
 
-use super::git::{self, git_err, Expect, GitError};
+use super::git::{self, git_err, Expect, GitError, RefUpdateError};
 
 /// The notes ref.
 pub const NOTES_REF: &str = "refs/notes/grove";
@@ -157,7 +157,7 @@ fn commit(
     parents: Vec<ObjectId>,
     tip: Option<ObjectId>,
     message: String,
-) -> Result<(), GitError> {
+) -> Result<(), RefUpdateError> {
     entries.sort();
     let tree = repo
         .write_object(gix::objs::Tree { entries })
@@ -188,7 +188,7 @@ fn commit(
 /// would be wrong.
 fn retry(
     repo: &gix::Repository,
-    mut attempt: impl FnMut() -> Result<(), GitError>,
+    mut attempt: impl FnMut() -> Result<(), RefUpdateError>,
 ) -> Result<(), GitError> {
     let mut tries = 0;
     loop {
@@ -199,11 +199,9 @@ fn retry(
                 tries += 1;
                 let after = git::get_ref(repo, NOTES_REF)?;
                 // The ref moved (or its lock was busy): try again, a bounded number of times.
-                if tries >= 50 {
-                    return Err(e);
-                }
-                if before == after && tries >= 5 {
-                    return Err(e);
+                let moved = matches!(e, RefUpdateError::Raced(_)) || before != after;
+                if tries >= 50 || (!moved && tries >= 5) {
+                    return Err(e.into());
                 }
                 std::thread::sleep(std::time::Duration::from_millis(5 * tries));
             }

@@ -18,6 +18,7 @@
 //! oci-archive) is a tar of the layout with fixed order, owner and mtime. Format notes:
 //! docs/store-format.md ("OCI export").
 
+use crate::error::{IoError, IoResultExt};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Write};
@@ -39,13 +40,8 @@ pub const LAYER_GZIP_LEVEL: u32 = export::GZIP_LEVEL;
 /// Why an OCI layout could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
-    #[error("can't {action}: {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error(transparent)]
     Export(#[from] ExportError),
     #[error(transparent)]
@@ -58,14 +54,6 @@ pub enum OciError {
         digest: String,
         actual: String,
     },
-}
-
-fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> OciError + 'p {
-    move |source| OciError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// `root` without entries whose names start with `.wh.`: in an OCI layer such a name is a
@@ -126,25 +114,25 @@ pub fn write_layout(
     dir: &Path,
 ) -> Result<(), OciError> {
     let blobs = dir.join("blobs/sha256");
-    fs::create_dir_all(&blobs).map_err(io_err("create directory", &blobs))?;
+    fs::create_dir_all(&blobs).at("create directory", &blobs)?;
     // The layer: tar -> hash (diff_id) -> gzip -> hash (digest) -> file.
     let tmp = blobs.join(".layer.tmp");
-    let f = fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
+    let f = fs::File::create(&tmp).at("create", &tmp)?;
     let outer = Hashing::new(io::BufWriter::with_capacity(1 << 20, f));
     let inner = Hashing::new(ParGz::new(outer, LAYER_GZIP_LEVEL));
     let inner = export::write_tar(repo, root, inner)?;
     let (gz, diff_id, _) = inner.finish();
-    let mut outer = gz.finish().map_err(io_err("write layer", &tmp))?;
-    outer.flush().map_err(io_err("write layer", &tmp))?;
+    let mut outer = gz.finish().at("write layer", &tmp)?;
+    outer.flush().at("write layer", &tmp)?;
     let (file, layer_digest, layer_size) = outer.finish();
     drop(file);
     let layer_path = dir.join(layer_digest.blob_path());
-    fs::rename(&tmp, &layer_path).map_err(io_err("rename", &layer_path))?;
+    fs::rename(&tmp, &layer_path).at("rename", &layer_path)?;
 
     let put = |data: &[u8]| -> Result<(Digest, u64), OciError> {
         let d = Digest::of(data);
         let p = dir.join(d.blob_path());
-        fs::write(&p, data).map_err(io_err("write", &p))?;
+        fs::write(&p, data).at("write", &p)?;
         Ok((d, data.len() as u64))
     };
     let config = ConfigDoc::from_image_config(cfg, diff_id.as_str(), "grove ch-convert");
@@ -165,16 +153,16 @@ pub fn write_layout(
         schema_version: 2,
     };
     let p = dir.join("index.json");
-    fs::write(&p, to_bytes(&index)).map_err(io_err("write", &p))?;
+    fs::write(&p, to_bytes(&index)).at("write", &p)?;
     let p = dir.join("oci-layout");
-    fs::write(&p, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io_err("write", &p))?;
+    fs::write(&p, br#"{"imageLayoutVersion":"1.0.0"}"#).at("write", &p)?;
     Ok(())
 }
 
 /// Tar the layout directory `dir` (as written by [`write_layout`]: regular files and
 /// directories) into `out`, deterministically: names sorted, root-owned, fixed mtime.
 pub fn write_archive(dir: &Path, out: &Path) -> Result<(), OciError> {
-    let f = fs::File::create(out).map_err(io_err("create", out))?;
+    let f = fs::File::create(out).at("create", out)?;
     let mut b = tar::Builder::new(io::BufWriter::with_capacity(1 << 20, f));
     let mtime = export::fixed_mtime();
     fn add<W: Write>(
@@ -184,14 +172,14 @@ pub fn write_archive(dir: &Path, out: &Path) -> Result<(), OciError> {
         mtime: u64,
     ) -> Result<(), OciError> {
         let mut names: Vec<_> = fs::read_dir(abs)
-            .map_err(io_err("read directory", abs))?
+            .at("read directory", abs)?
             .map(|e| e.map(|e| e.file_name()))
             .collect::<Result<_, _>>()
-            .map_err(io_err("read directory", abs))?;
+            .at("read directory", abs)?;
         names.sort();
         for n in names {
             let (a, r) = (abs.join(&n), rel.join(&n));
-            let md = fs::metadata(&a).map_err(io_err("stat", &a))?;
+            let md = fs::metadata(&a).at("stat", &a)?;
             let mut h = tar::Header::new_ustar();
             h.set_mtime(mtime);
             h.set_uid(0);
@@ -201,22 +189,22 @@ pub fn write_archive(dir: &Path, out: &Path) -> Result<(), OciError> {
                 h.set_mode(0o755);
                 h.set_size(0);
                 b.append_data(&mut h, &r, io::empty())
-                    .map_err(io_err("write archive member", &a))?;
+                    .at("write archive member", &a)?;
                 add(b, &a, &r, mtime)?;
             } else {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_mode(0o644);
                 h.set_size(md.len());
-                let f = fs::File::open(&a).map_err(io_err("open", &a))?;
+                let f = fs::File::open(&a).at("open", &a)?;
                 b.append_data(&mut h, &r, f)
-                    .map_err(io_err("write archive member", &a))?;
+                    .at("write archive member", &a)?;
             }
         }
         Ok(())
     }
     add(&mut b, dir, Path::new(""), mtime)?;
-    let mut w = b.into_inner().map_err(io_err("write", out))?;
-    w.flush().map_err(io_err("write", out))?;
+    let mut w = b.into_inner().at("write", out)?;
+    w.flush().at("write", out)?;
     Ok(())
 }
 
@@ -224,12 +212,14 @@ pub fn write_archive(dir: &Path, out: &Path) -> Result<(), OciError> {
 /// regular files and directories only, no member outside `dir`.
 pub fn unpack_archive(archive: &Path, dir: &Path) -> Result<(), OciError> {
     let reader = import::open_archive(archive)?;
-    fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+    fs::create_dir_all(dir).at("create directory", dir)?;
     let mut ar = tar::Archive::new(reader);
-    let corrupt = |source| OciError::Io {
-        action: "read archive (truncated or corrupt?)",
-        path: archive.to_path_buf(),
-        source,
+    let corrupt = |source| {
+        OciError::Io(IoError {
+            action: "read archive (truncated or corrupt?)",
+            path: archive.to_path_buf(),
+            source,
+        })
     };
     for entry in ar.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
@@ -245,14 +235,12 @@ pub fn unpack_archive(archive: &Path, dir: &Path) -> Result<(), OciError> {
         }
         let dest = dir.join(&path);
         match entry.header().entry_type() {
-            tar::EntryType::Directory => {
-                fs::create_dir_all(&dest).map_err(io_err("create directory", &dest))?
-            }
+            tar::EntryType::Directory => fs::create_dir_all(&dest).at("create directory", &dest)?,
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 if let Some(p) = dest.parent() {
-                    fs::create_dir_all(p).map_err(io_err("create directory", p))?;
+                    fs::create_dir_all(p).at("create directory", p)?;
                 }
-                let mut f = fs::File::create(&dest).map_err(io_err("create", &dest))?;
+                let mut f = fs::File::create(&dest).at("create", &dest)?;
                 io::copy(&mut entry, &mut f).map_err(corrupt)?;
             }
             // Docker's legacy layout has symlinked layer directories; blobs are files.
@@ -375,7 +363,7 @@ fn open_in_layout(dir: &Path, rel: &Path) -> Result<fs::File, OciError> {
     let mut cur = dir.to_path_buf();
     for c in parts.iter().take(parts.len().saturating_sub(1)) {
         cur.push(c);
-        let m = fs::symlink_metadata(&cur).map_err(io_err("stat", &cur))?;
+        let m = fs::symlink_metadata(&cur).at("stat", &cur)?;
         if !m.is_dir() {
             let sub = cur.strip_prefix(dir).unwrap_or(&cur).display().to_string();
             return Err(invalid(
@@ -399,10 +387,10 @@ fn open_in_layout(dir: &Path, rel: &Path) -> Result<fs::File, OciError> {
             if e.raw_os_error() == Some(libc::ELOOP) {
                 not("a symlink, not a regular file (symlinks in a layout are not followed)")
             } else {
-                io_err("open", &path)(e)
+                IoError::new("open", &path, e).into()
             }
         })?;
-    let t = f.metadata().map_err(io_err("stat", &path))?.file_type();
+    let t = f.metadata().at("stat", &path)?.file_type();
     if !t.is_file() {
         let kind = if t.is_fifo() {
             "a FIFO"
@@ -424,8 +412,8 @@ fn open_in_layout(dir: &Path, rel: &Path) -> Result<fs::File, OciError> {
 /// `digest`. Leaves `f` at its start again.
 fn verify(dir: &Path, path: &Path, f: &mut fs::File, digest: &Digest) -> Result<(), OciError> {
     use std::io::Seek;
-    f.rewind().map_err(io_err("seek", path))?;
-    let (actual, _) = oci::hash_reader(&mut *f).map_err(io_err("read", path))?;
+    f.rewind().at("seek", path)?;
+    let (actual, _) = oci::hash_reader(&mut *f).at("read", path)?;
     if actual != *digest {
         return Err(OciError::Digest {
             path: dir.to_path_buf(),
@@ -433,7 +421,7 @@ fn verify(dir: &Path, path: &Path, f: &mut fs::File, digest: &Digest) -> Result<
             actual: actual.to_string(),
         });
     }
-    f.rewind().map_err(io_err("seek", path))?;
+    f.rewind().at("seek", path)?;
     Ok(())
 }
 
@@ -447,7 +435,7 @@ fn read_bounded(
     let mut data = Vec::new();
     f.take(limit.saturating_add(1))
         .read_to_end(&mut data)
-        .map_err(io_err("read", path))?;
+        .at("read", path)?;
     if data.len() as u64 > limit {
         return Err(invalid(
             dir,
@@ -477,7 +465,7 @@ fn read_blob(dir: &Path, digest: &str, limit: u64) -> Result<(PathBuf, Vec<u8>),
     let (digest, rel) = blob(dir, digest)?;
     let p = dir.join(&rel);
     let mut f = open_in_layout(dir, &rel)?;
-    if f.metadata().map_err(io_err("stat", &p))?.len() > limit {
+    if f.metadata().at("stat", &p)?.len() > limit {
         return Err(invalid(
             dir,
             format!("{}: larger than {limit} bytes", rel.display()),

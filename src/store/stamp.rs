@@ -19,6 +19,7 @@
 //! Limits: a change made while the stamp is being recorded is not seen; a tree replaced
 //! by root with forged ctimes (setting the clock back) is not seen.
 
+use crate::error::{IoError, IoResultExt};
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -32,13 +33,8 @@ const HEADER: &str = "grove-stamp 1";
 pub enum StampError {
     #[error("{} was changed outside grove since it was checked out", dir.display())]
     Changed { dir: PathBuf, stamp: PathBuf },
-    #[error("can't {action}: {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 impl StampError {
@@ -52,16 +48,8 @@ impl StampError {
                 dir.display(),
                 stamp.display()
             )),
-            StampError::Io { .. } => None,
+            StampError::Io(_) => None,
         }
-    }
-}
-
-fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StampError + 'p {
-    move |source| StampError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
     }
 }
 
@@ -74,7 +62,7 @@ pub fn stamp_path(dir: &Path) -> PathBuf {
 /// bounded by the stack.
 pub fn digest(dir: &Path) -> Result<[u8; 32], StampError> {
     let mut h = blake3::Hasher::new();
-    let top = fs::symlink_metadata(dir).map_err(io_err("stat", dir))?;
+    let top = fs::symlink_metadata(dir).at("stat", dir)?;
     entry(&mut h, b"", &top);
     // Pending directories: (relative path, host path), processed in sorted order.
     let mut todo: Vec<(Vec<u8>, PathBuf)> = vec![(Vec::new(), dir.to_path_buf())];
@@ -88,11 +76,11 @@ pub fn digest(dir: &Path) -> Result<[u8; 32], StampError> {
                 h.update(b"\0unlisted");
                 continue;
             }
-            r => r.map_err(io_err("read directory", &path))?,
+            r => r.at("read directory", &path)?,
         };
         for e in entries {
-            let e = e.map_err(io_err("read directory", &path))?;
-            let md = e.metadata().map_err(io_err("stat", &e.path()))?;
+            let e = e.at("read directory", &path)?;
+            let md = e.metadata().at("stat", e.path())?;
             kids.push((e.file_name().as_bytes().to_vec(), md));
         }
         kids.sort_by(|a, b| a.0.cmp(&b.0));
@@ -151,11 +139,11 @@ pub fn record(dir: &Path) -> Result<(), StampError> {
 fn write(dir: &Path, d: &[u8; 32]) -> Result<(), StampError> {
     let p = stamp_path(dir);
     if let Some(parent) = p.parent() {
-        fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
+        fs::create_dir_all(parent).at("create directory", parent)?;
     }
     let tmp = p.with_extension(format!("tmp.{}", std::process::id()));
-    fs::write(&tmp, format!("{HEADER} {}\n", hex(d))).map_err(io_err("write", &tmp))?;
-    fs::rename(&tmp, &p).map_err(io_err("rename into place", &p))
+    fs::write(&tmp, format!("{HEADER} {}\n", hex(d))).at("write", &tmp)?;
+    Ok(fs::rename(&tmp, &p).at("rename into place", &p)?)
 }
 
 /// Check a tree against its stamp. A tree without a stamp is stamped now if the storage
@@ -165,7 +153,7 @@ pub fn verify(dir: &Path) -> Result<(), StampError> {
     let recorded = match fs::read_to_string(&p) {
         Ok(t) => Some(t),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io_err("read", &p)(e)),
+        Err(e) => return Err(IoError::new("read", &p, e).into()),
     };
     let d = digest(dir)?;
     match recorded {
