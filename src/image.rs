@@ -258,22 +258,7 @@ pub fn history_why(store: &Store, spec: &str, json: bool) -> Result<String, Imag
         let reasons = match (s.hit, s.why) {
             (true, _) => Vec::new(),
             (false, Some(w)) => w,
-            (false, None) => {
-                let id = ObjectId::from_hex(s.commit.as_bytes())
-                    .map_err(|_| ImageError::NoProvenance(spec.to_string()))?;
-                let parent = crate::store::git::image_trees(&repo, id)?.parent;
-                let record = crate::store::git::key_inputs_of(&repo, id)?
-                    .and_then(|b| why::Record::parse(&b));
-                match (parent, record) {
-                    (Some(p), Some(r)) => {
-                        match why::against_siblings(&repo, &mut siblings, p, &r, Some(id))? {
-                            Some(w) => w.into_iter().map(|x| format!("{x} (compared now)")).collect(),
-                            None => vec!["no other entry for this parent".to_string()],
-                        }
-                    }
-                    _ => vec!["not recorded (built without --cache, or by an older Grove)".to_string()],
-                }
-            }
+            (false, None) => why_now(&repo, &mut siblings, spec, &s.commit)?,
         };
         out.push(WhyStep {
             n: s.n,
@@ -295,6 +280,36 @@ pub fn history_why(store: &Store, spec: &str, json: bool) -> Result<String, Imag
         }
     }
     Ok(o)
+}
+
+/// Why the executed step `commit` ran, for a note that did not record it (a build with
+/// the cache off or `--rebuild`, or by an older Grove): compared with the other entries on
+/// its parent as they are now.
+fn why_now(
+    repo: &gix::Repository,
+    siblings: &mut crate::build::why::Siblings,
+    spec: &str,
+    commit: &str,
+) -> Result<Vec<String>, ImageError> {
+    use crate::build::why;
+    let id = ObjectId::from_hex(commit.as_bytes())
+        .map_err(|_| ImageError::NoProvenance(spec.to_string()))?;
+    let parent = crate::store::git::image_trees(repo, id)?.parent;
+    let record = crate::store::git::key_inputs_of(repo, id)?.and_then(|b| why::Record::parse(&b));
+    let (Some(p), Some(r)) = (parent, record) else {
+        return Ok(vec![
+            "not recorded (a step made by an older Grove)".to_string()
+        ]);
+    };
+    Ok(
+        match why::against_siblings(repo, siblings, p, &r, Some(id))? {
+            Some(w) => w
+                .into_iter()
+                .map(|x| format!("{x} (compared now)"))
+                .collect(),
+            None => vec!["no other entry for this parent".to_string()],
+        },
+    )
 }
 
 /// `ch-image diff A B`: changed paths, or totals with `stat`.

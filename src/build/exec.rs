@@ -555,7 +555,10 @@ impl<'a> Builder<'a> {
 
     /// Why a step with `record` on the current stage's commit missed, in words.
     fn explain(&mut self, record: &Record) -> Result<Vec<String>, BuildError> {
-        let st = self.stages.last().expect("first instruction is FROM (parser checks)");
+        let st = self
+            .stages
+            .last()
+            .expect("first instruction is FROM (parser checks)");
         if st.fresh {
             return Ok(vec![
                 "no entry for this parent (an earlier step of this stage was not in the cache)"

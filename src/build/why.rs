@@ -89,7 +89,10 @@ pub fn record(
     let mut r = Record::default();
     r.push("instruction", text.as_bytes());
     r.push("input", input);
-    let sde = o.source_date_epoch.map(|t| t.to_string()).unwrap_or_default();
+    let sde = o
+        .source_date_epoch
+        .map(|t| t.to_string())
+        .unwrap_or_default();
     r.push("option SOURCE_DATE_EPOCH", sde.as_bytes());
     match sub {
         InstrKind::Run { .. } => r.push("option --force", o.force.tag().as_bytes()),
@@ -107,7 +110,10 @@ pub fn record(
                         None => "-".to_string(),
                     }
                 };
-                r.push(format!("arg {}", name_text(d.name.as_bytes())), v.as_bytes());
+                r.push(
+                    format!("arg {}", name_text(d.name.as_bytes())),
+                    v.as_bytes(),
+                );
             }
         }
         InstrKind::Env(pairs) => {
@@ -213,7 +219,11 @@ pub fn reasons(new: &Record, old: &Record, old_text: &str) -> Vec<String> {
                 if n == 1 { "" } else { "s" },
                 names(v)
             )),
-            4 => out.push(format!("label{} changed: {}", if n == 1 { "" } else { "s" }, names(v))),
+            4 => out.push(format!(
+                "label{} changed: {}",
+                if n == 1 { "" } else { "s" },
+                names(v)
+            )),
             5 => out.push(format!("build option changed: {}", names(v))),
             6 => out.push(format!("sources changed: {}", names(v))),
             _ => {
@@ -306,18 +316,23 @@ pub fn against_siblings(
             Err(_) => continue,
         };
         let (d, why) = match git::key_inputs_of(repo, c)?.and_then(|b| Record::parse(&b)) {
-            Some(old) => (differing(record, &old).len(), reasons(record, &old, &old_text)),
+            Some(old) => (
+                differing(record, &old).len(),
+                reasons(record, &old, &old_text),
+            ),
             // An entry made before records existed: only its text can be compared.
             None => {
-                let new_text = record
-                    .items
-                    .first()
-                    .map(|(_, v)| v.as_str())
-                    .unwrap_or("");
+                let new_text = record.items.first().map(|(_, v)| v.as_str()).unwrap_or("");
                 if value_hash(old_text.as_bytes()) != new_text {
-                    (usize::MAX - 1, vec![format!("instruction text changed (cached: {old_text})")])
+                    (
+                        usize::MAX - 1,
+                        vec![format!("instruction text changed (cached: {old_text})")],
+                    )
                 } else {
-                    (usize::MAX - 1, vec!["entry has no key-input record to compare".into()])
+                    (
+                        usize::MAX - 1,
+                        vec!["entry has no key-input record to compare".into()],
+                    )
                 }
             }
         };
@@ -371,7 +386,15 @@ mod tests {
             reasons(&new, &old, "COPY . /"),
             ["context files changed: a, b, c and 3 more"]
         );
-        let one = rec(&[("instruction", "COPY . /"), ("input", "j"), ("file a", "1"), ("file b", "1"), ("file c", "1"), ("file d", "1"), ("file e", "9")]);
+        let one = rec(&[
+            ("instruction", "COPY . /"),
+            ("input", "j"),
+            ("file a", "1"),
+            ("file b", "1"),
+            ("file c", "1"),
+            ("file d", "1"),
+            ("file e", "9"),
+        ]);
         assert_eq!(reasons(&one, &old, "COPY . /"), ["context file changed: e"]);
     }
 

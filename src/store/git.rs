@@ -785,11 +785,16 @@ pub fn write_step_commit(
 }
 
 /// The key-input record blob of a build step's commit, if it has one.
-pub fn key_inputs_of(repo: &gix::Repository, commit: ObjectId) -> Result<Option<Vec<u8>>, GitError> {
+pub fn key_inputs_of(
+    repo: &gix::Repository,
+    commit: ObjectId,
+) -> Result<Option<Vec<u8>>, GitError> {
     let c = repo
         .find_commit(commit)
         .map_err(git_err(format!("find commit {commit}")))?;
-    let tree = c.tree().map_err(git_err(format!("read tree of commit {commit}")))?;
+    let tree = c
+        .tree()
+        .map_err(git_err(format!("read tree of commit {commit}")))?;
     let Some(e) = tree.find_entry(KEY_INPUTS) else {
         return Ok(None);
     };
