@@ -523,8 +523,10 @@ impl<'a> Builder<'a> {
             _ => None,
         };
         if self.opts.explain || crate::log::enabled(1) {
-            for w in why.iter().flatten() {
-                info!("       why: {w}");
+            match (&why, self.opts.cache) {
+                (Some(w), _) => w.iter().for_each(|w| info!("       why: {w}")),
+                (None, CacheMode::Rebuild) => info!("       why: cache not read (--rebuild)"),
+                (None, _) => info!("       why: cache not used (--no-cache)"),
             }
         }
         if self.opts.dry_run {

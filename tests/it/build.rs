@@ -1532,7 +1532,8 @@ fn history_why_compares_afterwards_when_the_build_did_not_record_why() {
     b.build("c", df, &[]);
     b.write("f", "2\n");
     // --rebuild reads no cache, so the build records no reasons.
-    b.build("c", df, &["--rebuild"]);
+    let log = b.build("c", df, &["--rebuild", "--explain"]);
+    assert_eq!(whys(&log), ["cache not read (--rebuild)"; 2], "{log}");
     let out = ok(b.image().args(["history", "--why", "c"]));
     // The RUN's parent is the new COPY commit: nothing else starts from it.
     let want = "  2 run COPY f /f\n        why: context file changed: f (compared now)\n  3 run RUN echo b > /b\n        why: no other entry for this parent\n";
