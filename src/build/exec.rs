@@ -376,6 +376,20 @@ pub fn build(
     })
 }
 
+/// A base for `--explain`: its registry manifest digest if it was pulled (and is still
+/// stored), else `commit` and its first 12 digits.
+fn base_id(repo: &gix::Repository, commit_hex: &str) -> String {
+    let digest = ObjectId::from_hex(commit_hex.as_bytes())
+        .ok()
+        .and_then(|c| git::read_config(repo, c).ok())
+        .and_then(|cfg| {
+            cfg.annotations
+                .get(crate::registry::pull::MANIFEST_ANNOTATION)
+                .and_then(|v| v.as_str().map(str::to_string))
+        });
+    digest.unwrap_or_else(|| format!("commit {}", &commit_hex[..12.min(commit_hex.len())]))
+}
+
 /// The image name of intermediate stage `i` (from 0) of a build tagged `tag`, as
 /// Charliecloud's `TAG_stageN`: the suffix goes on the tag when one other than the
 /// default was given (`foo:1.0` gives `foo:1.0_stage0`, as Charliecloud), else on the
@@ -588,10 +602,10 @@ impl<'a> Builder<'a> {
                 }) {
                     if was.commit != base.commit {
                         return Ok(vec![format!(
-                            "no entry for this parent: base image {} changed (was commit {}, now {})",
+                            "no entry for this parent: base image {} changed (was {}, now {})",
                             base.image,
-                            &was.commit[..12.min(was.commit.len())],
-                            &base.commit[..12]
+                            base_id(&self.repo, &was.commit),
+                            base_id(&self.repo, &base.commit)
                         )]);
                     }
                 }
