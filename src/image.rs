@@ -41,6 +41,8 @@ pub enum ImageError {
     },
     #[error("{0}: history is shorter")]
     ShortHistory(String),
+    #[error("{0}: no build provenance note readable here, can't tell why its steps ran")]
+    NoProvenance(String),
     #[error("no matching image, can't delete: {0}")]
     NoMatch(String),
     #[error("can't pull {src} into {}", .dir.display())]
@@ -231,6 +233,88 @@ pub fn history(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
         );
     }
     Ok(o)
+}
+
+/// One step of `history --why`.
+#[derive(Debug, serde::Serialize)]
+struct WhyStep {
+    n: usize,
+    instruction: String,
+    commit: String,
+    hit: bool,
+    /// Why it was executed; empty for hits.
+    why: Vec<String>,
+}
+
+/// `ch-image history --why IMAGE`: per step of the image's last build, hit, or why it was
+/// executed: as recorded when it ran (what differed from the closest cache entry on the
+/// same parent then); for an older note without it, compared with the entries on the same
+/// parent now.
+pub fn history_why(store: &Store, spec: &str, json: bool) -> Result<String, ImageError> {
+    use crate::build::why;
+    let mut o = String::new();
+    let commit = resolve_state(store, spec)?;
+    let repo = store.repo();
+    let note = crate::store::notes::provenance(&repo, commit)?
+        .ok_or_else(|| ImageError::NoProvenance(spec.to_string()))?;
+    let mut siblings = why::Siblings::default();
+    let mut out = Vec::new();
+    for s in note.steps {
+        let reasons = match (s.hit, s.why) {
+            (true, _) => Vec::new(),
+            (false, Some(w)) => w,
+            (false, None) => why_now(&repo, &mut siblings, spec, &s.commit)?,
+        };
+        out.push(WhyStep {
+            n: s.n,
+            instruction: s.instruction.lines().next().unwrap_or("").to_string(),
+            commit: s.commit,
+            hit: s.hit,
+            why: reasons,
+        });
+    }
+    if json {
+        outln!(o, "{}", serde_json::to_string_pretty(&out)?);
+        return Ok(o);
+    }
+    for s in out {
+        let status = if s.hit { "hit" } else { "run" };
+        outln!(o, "{:>3} {status} {}", s.n, s.instruction);
+        for w in s.why {
+            outln!(o, "        why: {w}");
+        }
+    }
+    Ok(o)
+}
+
+/// Why the executed step `commit` ran, for a note that did not record it (a build with
+/// the cache off or `--rebuild`, or by an older Grove): compared with the other entries on
+/// its parent as they are now.
+fn why_now(
+    repo: &gix::Repository,
+    siblings: &mut crate::build::why::Siblings,
+    spec: &str,
+    commit: &str,
+) -> Result<Vec<String>, ImageError> {
+    use crate::build::why;
+    let id = ObjectId::from_hex(commit.as_bytes())
+        .map_err(|_| ImageError::NoProvenance(spec.to_string()))?;
+    let parent = crate::store::git::image_trees(repo, id)?.parent;
+    let record = crate::store::git::key_inputs_of(repo, id)?.and_then(|b| why::Record::parse(&b));
+    let (Some(p), Some(r)) = (parent, record) else {
+        return Ok(vec![
+            "not recorded (a step made by an older Grove)".to_string()
+        ]);
+    };
+    Ok(
+        match why::against_siblings(repo, siblings, p, &r, Some(id))? {
+            Some(w) => w
+                .into_iter()
+                .map(|x| format!("{x} (compared now)"))
+                .collect(),
+            None => vec!["no other entry for this parent".to_string()],
+        },
+    )
 }
 
 /// `ch-image diff A B`: changed paths, or totals with `stat`.
@@ -796,6 +880,8 @@ pub struct BuildRequest {
     pub ch_run: PathBuf,
     /// Registry settings for base images a `FROM` pulls.
     pub registry: crate::registry::Settings,
+    /// `--explain`: say why each step missed.
+    pub explain: bool,
 }
 
 /// A directory removed (if empty) when dropped.
@@ -877,6 +963,7 @@ pub fn build(
         dry_run: a.dry_run,
         ch_run: a.ch_run,
         registry: a.registry,
+        explain: a.explain,
     };
     if a.parse_only || crate::log::enabled(3) {
         let df = exec::parse(&opts)?;

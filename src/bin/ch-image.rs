@@ -89,6 +89,9 @@ enum Cmd {
         /// JSON output
         #[arg(long)]
         json: bool,
+        /// Per step of the image's last build: a cache hit, or why it was executed
+        #[arg(long)]
+        why: bool,
     },
     /// Files added, removed and changed between two images or image states
     /// (IMAGE, IMAGE~N, or a commit id)
@@ -193,6 +196,9 @@ struct BuildArgs {
     /// Stop after parsing the Dockerfile
     #[arg(long = "parse-only")]
     parse_only: bool,
+    /// Say why each instruction that was not a cache hit missed (also at -v)
+    #[arg(long)]
+    explain: bool,
     /// Bind-mount SRC at DST for RUN instructions
     #[arg(short = 'b', long = "bind", value_name = "SRC[:DST]")]
     bind: Vec<String>,
@@ -233,6 +239,7 @@ fn build(
         cache,
         ch_run,
         registry,
+        explain: a.explain,
     };
     let open = || Ok(Store::open(storage)?.with_xattrs(xattrs));
     Ok(image::build(open, &Layout::new(storage), req)?)
@@ -417,7 +424,20 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             &settings,
         )?,
         Cmd::Build(a) => build(&storage, &common, xattrs, settings, a)?,
-        Cmd::History { image_ref, json } => emit(&image::history(
+        Cmd::History {
+            image_ref,
+            json,
+            why: true,
+        } => emit(&image::history_why(
+            &Store::open_existing(&storage)?,
+            &image_ref,
+            json,
+        )?)?,
+        Cmd::History {
+            image_ref,
+            json,
+            why: false,
+        } => emit(&image::history(
             &Store::open_existing(&storage)?,
             &image_ref,
             json,

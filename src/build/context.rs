@@ -465,6 +465,20 @@ pub fn hash_sources(
     cache: &mut StatCache,
     xattrs: bool,
 ) -> Result<[u8; 32], ContextError> {
+    hash_sources_with(sources, ignore, cache, xattrs, None)
+}
+
+/// [`hash_sources`], and with `manifest` each entry's relative path and the blake3 hash of
+/// the bytes it adds to the whole (type, mode, times, link target, attributes, content):
+/// what `--explain` compares (docs/cache-keys.md, "Key-input records"). The whole hash is
+/// the same either way.
+pub fn hash_sources_with(
+    sources: &[Source],
+    ignore: &Ignore,
+    cache: &mut StatCache,
+    xattrs: bool,
+    mut manifest: Option<&mut Vec<(Vec<u8>, [u8; 32])>>,
+) -> Result<[u8; 32], ContextError> {
     // Gather entries first (sequential walk), hash files in parallel, then fold in order.
     let mut entries: Vec<(Vec<u8>, PathBuf, fs::Metadata)> = Vec::new();
     for s in sources {
@@ -486,8 +500,13 @@ pub fn hash_sources(
             Ok(Some(hash_file(p).at("read", p)?))
         })
         .collect::<Result<_, _>>()?;
-    let mut h = blake3::Hasher::new();
+    let mut whole = blake3::Hasher::new();
     for ((rel, p, md), fh) in entries.iter().zip(hashes) {
+        // Per entry too only when a manifest is asked for (a miss).
+        let mut h = Tee {
+            whole: &mut whole,
+            one: manifest.as_ref().map(|_| blake3::Hasher::new()),
+        };
         // Names as bytes: two non-UTF-8 names must not hash alike.
         h.update(&(rel.len() as u64).to_le_bytes());
         h.update(rel);
@@ -530,8 +549,26 @@ pub fn hash_sources(
                 cache.dirty = true;
             }
         }
+        if let (Some(one), Some(m)) = (h.one, manifest.as_deref_mut()) {
+            m.push((rel.clone(), *one.finalize().as_bytes()));
+        }
     }
-    Ok(*h.finalize().as_bytes())
+    Ok(*whole.finalize().as_bytes())
+}
+
+/// Bytes into the whole hash and, for a manifest, into one entry's hash.
+struct Tee<'a> {
+    whole: &'a mut blake3::Hasher,
+    one: Option<blake3::Hasher>,
+}
+
+impl Tee<'_> {
+    fn update(&mut self, b: &[u8]) {
+        self.whole.update(b);
+        if let Some(o) = &mut self.one {
+            o.update(b);
+        }
+    }
 }
 
 fn walk_sorted(

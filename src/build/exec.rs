@@ -26,6 +26,7 @@ use super::invocation;
 use super::key::Key;
 use super::plan::{self, Action, Planner, Step};
 use super::subst::Vars;
+use super::why::{self, Record, Siblings};
 use crate::reference::Reference;
 use crate::store::config::History;
 use crate::store::model::{Dir, Node};
@@ -83,6 +84,8 @@ pub struct BuildOptions {
     pub stat_cache: PathBuf,
     /// Registry settings for base images a `FROM` pulls.
     pub registry: crate::registry::Settings,
+    /// `--explain`: say why each step missed (also at `-v`).
+    pub explain: bool,
 }
 
 /// Errors of a build.
@@ -187,6 +190,9 @@ struct Stage {
     config: ImageConfig,
     /// The model of `commit`, loaded at the first miss that needs it.
     model: Option<Dir>,
+    /// `commit` is a state no cache entry can start from: an earlier step of the stage
+    /// missed (and, in a dry run, `commit` is not even its state).
+    fresh: bool,
 }
 
 struct Builder<'a> {
@@ -220,6 +226,10 @@ struct Builder<'a> {
     /// `SOURCE_DATE_EPOCH` ([`source_date_epoch`]): passed into RUN, and the latest time
     /// a step's files may have (later ones are clamped to it).
     source_date_epoch: Option<i64>,
+    /// What the planner was told (for key-input records).
+    plan_opts: plan::PlanOptions,
+    /// Cache entries by parent, indexed at the first miss.
+    siblings: Siblings,
 }
 
 /// The build's `SOURCE_DATE_EPOCH` (reproducible-builds.org): `--build-arg
@@ -262,6 +272,11 @@ pub fn build(
     }
     let ignore = Ignore::load(&opts.context)?;
     let source_date_epoch = source_date_epoch(&opts.build_args)?;
+    let plan_opts = plan::PlanOptions {
+        force: opts.force,
+        xattrs: store.xattrs().record(),
+        source_date_epoch,
+    };
     let mut b = Builder {
         store,
         lock,
@@ -282,17 +297,11 @@ pub fn build(
         context_hash: blake3::Hasher::new(),
         source_date_epoch,
         planned: Vec::new(),
+        plan_opts,
+        siblings: Siblings::default(),
     };
     let n = b.df.instructions.len();
-    let mut planner = Planner::new(
-        &opts.build_args,
-        b.df.escape(),
-        plan::PlanOptions {
-            force: opts.force,
-            xattrs: b.store.xattrs().record(),
-            source_date_epoch,
-        },
-    );
+    let mut planner = Planner::new(&opts.build_args, b.df.escape(), plan_opts);
     let instructions = b.df.instructions.clone();
     for (i, ins) in instructions.iter().enumerate() {
         let step = planner
@@ -350,6 +359,20 @@ pub fn build(
         misses: b.misses,
         plan: std::mem::take(&mut b.planned),
     })
+}
+
+/// A base for `--explain`: its registry manifest digest if it was pulled (and is still
+/// stored), else `commit` and its first 12 digits.
+fn base_id(repo: &gix::Repository, commit_hex: &str) -> String {
+    let digest = ObjectId::from_hex(commit_hex.as_bytes())
+        .ok()
+        .and_then(|c| git::read_config(repo, c).ok())
+        .and_then(|cfg| {
+            cfg.annotations
+                .get(crate::registry::pull::MANIFEST_ANNOTATION)
+                .and_then(|v| v.as_str().map(str::to_string))
+        });
+    digest.unwrap_or_else(|| format!("commit {}", &commit_hex[..12.min(commit_hex.len())]))
 }
 
 /// The image name of intermediate stage `i` (from 0) of a build tagged `tag`, as
@@ -459,7 +482,7 @@ impl<'a> Builder<'a> {
         };
         // The cache key: parent key, the planned key input, and what needs I/O.
         let extra = match sub {
-            InstrKind::Copy(args) | InstrKind::Add(args) => self.sources_hash(ins, args)?,
+            InstrKind::Copy(args) | InstrKind::Add(args) => self.sources_hash(ins, args, None)?,
             _ => Vec::new(),
         };
         let key = self.stage().key.child(&input.encoding, &extra);
@@ -471,16 +494,19 @@ impl<'a> Builder<'a> {
             self.hits += 1;
             info!("{n:>3}* {text}");
             let config = git::read_config(&self.repo, commit)?;
-            self.record(n, text, commit, &key, true);
+            self.record(n, text, commit, &key, true, None);
             self.plan_line(n, Status::Hit, Some(key), text);
             let st = self.stage();
             st.commit = commit;
             st.key = key;
             st.config = config;
             st.model = None;
+            st.fresh = false;
             return Ok(());
         }
         self.misses += 1;
+        // Only a miss pays for its key-input record and the comparison with the cache.
+        let record = self.key_record(ins, text, sub, &input.encoding, planner.vars())?;
         self.plan_line(n, Status::Miss, Some(key), text);
         let mark = match sub {
             InstrKind::Run { .. } => format!("RUN.{}", self.opts.force.tag()),
@@ -491,13 +517,86 @@ impl<'a> Builder<'a> {
         } else {
             info!("{n:>3}. {mark}{}", text.strip_prefix("RUN").unwrap_or(text));
         }
+        let why = match self.opts.cache {
+            CacheMode::Enabled => Some(self.explain(&record)?),
+            _ => None,
+        };
+        if self.opts.explain || crate::log::enabled(1) {
+            match (&why, self.opts.cache) {
+                (Some(w), _) => w.iter().for_each(|w| info!("       why: {w}")),
+                (None, CacheMode::Rebuild) => info!("       why: cache not read (--rebuild)"),
+                (None, _) => info!("       why: cache not used (--no-cache)"),
+            }
+        }
         if self.opts.dry_run {
             let st = self.stage();
             st.key = key;
+            st.fresh = true;
             return Ok(());
         }
         let (config, empty_layer) = self.perform(ins, sub, planner.vars())?;
-        self.commit(n, text, key, config, empty_layer)
+        self.commit(n, text, key, config, empty_layer, &record, why)
+    }
+
+    /// The key-input record of the step `sub` (docs/cache-keys.md).
+    fn key_record(
+        &mut self,
+        ins: &Instruction,
+        text: &str,
+        sub: &InstrKind,
+        input: &[u8],
+        vars: &Vars,
+    ) -> Result<Record, BuildError> {
+        let mut items = Vec::new();
+        if let InstrKind::Copy(args) | InstrKind::Add(args) = sub {
+            self.sources_hash(ins, args, Some(&mut items))?;
+        }
+        Ok(why::record(text, sub, input, vars, &self.plan_opts, items))
+    }
+
+    /// Why a step with `record` on the current stage's commit missed, in words.
+    fn explain(&mut self, record: &Record) -> Result<Vec<String>, BuildError> {
+        let st = self
+            .stages
+            .last()
+            .expect("first instruction is FROM (parser checks)");
+        if st.fresh {
+            return Ok(vec![
+                "no entry for this parent (an earlier step of this stage was not in the cache)"
+                    .into(),
+            ]);
+        }
+        let parent = st.commit;
+        if let Some(w) =
+            why::against_siblings(&self.repo, &mut self.siblings, parent, record, None)?
+        {
+            return Ok(w);
+        }
+        // The first step of a stage: did the base change since the image was last built?
+        let stage = self.stages.len() - 1;
+        if let Some(base) = self.bases.iter().find(|b| b.stage == stage) {
+            if base.commit == parent.to_string() {
+                let old = match self.store.image(&self.opts.tag)? {
+                    Some(c) => store::notes::provenance(&self.repo, c)?,
+                    None => None,
+                };
+                if let Some(was) = old.and_then(|p| {
+                    p.bases
+                        .into_iter()
+                        .find(|b| b.stage == stage && b.image == base.image)
+                }) {
+                    if was.commit != base.commit {
+                        return Ok(vec![format!(
+                            "no entry for this parent: base image {} changed (was {}, now {})",
+                            base.image,
+                            base_id(&self.repo, &was.commit),
+                            base_id(&self.repo, &base.commit)
+                        )]);
+                    }
+                }
+            }
+        }
+        Ok(vec!["no entry for this parent".into()])
     }
 
     /// Execute a step that missed the cache: change files (into a layer the model
@@ -572,6 +671,8 @@ impl<'a> Builder<'a> {
         key: Key,
         mut config: ImageConfig,
         empty_layer: bool,
+        record: &Record,
+        why: Option<Vec<String>>,
     ) -> Result<(), BuildError> {
         config.history.push(History {
             created_by: text.to_string(),
@@ -579,32 +680,54 @@ impl<'a> Builder<'a> {
         });
         let parent = self.stage().commit;
         let message = format!("{text}\n\ngrove-cache-key: {}\n", key.hex());
+        let record = self
+            .repo
+            .write_blob(record.encode())
+            .map_err(git::git_err("write key-input record"))?
+            .detach();
         let commit = if self.files_changed {
             self.files_changed = false;
             self.model()?;
             let mut model = self.stage().model.take().expect("model loaded");
-            let c =
-                git::write_image_commit(&self.repo, &mut model, &config, Some(parent), &message);
+            let c = git::write_step_commit(
+                &self.repo,
+                Some(&mut model),
+                &config,
+                parent,
+                &message,
+                record,
+            );
             self.stage().model = Some(model);
             c?
         } else {
-            git::write_commit_same_files(&self.repo, parent, &config, &message)?
+            git::write_step_commit(&self.repo, None, &config, parent, &message, record)?
         };
         if let Some(layer) = self.pending_layer.take() {
             self.store.keep_layer(self.lock, &layer, commit)?;
         }
         if self.opts.cache != CacheMode::Disabled {
             self.store.cache_put(self.lock, &key.hex(), commit)?;
+            self.siblings.add(parent, commit);
         }
-        self.record(n, text, commit, &key, false);
+        self.record(n, text, commit, &key, false, why);
         let st = self.stage();
         st.commit = commit;
         st.key = key;
         st.config = config;
+        // A new state: no entry can start from it yet.
+        st.fresh = true;
         Ok(())
     }
 
-    fn record(&mut self, n: usize, text: &str, commit: ObjectId, key: &Key, hit: bool) {
+    fn record(
+        &mut self,
+        n: usize,
+        text: &str,
+        commit: ObjectId,
+        key: &Key,
+        hit: bool,
+        why: Option<Vec<String>>,
+    ) {
         self.steps.push(ProvenanceStep {
             n,
             stage: self.stages.len() - 1,
@@ -612,6 +735,7 @@ impl<'a> Builder<'a> {
             commit: commit.to_string(),
             key: key.hex(),
             hit,
+            why,
         });
     }
 
@@ -625,10 +749,21 @@ impl<'a> Builder<'a> {
     }
 
     /// Content hash of COPY/ADD sources: context files by content, other stages by commit.
-    fn sources_hash(&mut self, ins: &Instruction, args: &CopyArgs) -> Result<Vec<u8>, BuildError> {
+    /// With `items` (a miss), also the key-input record's items for the sources, and the
+    /// build's context hash is left alone (the key's call added them).
+    fn sources_hash(
+        &mut self,
+        ins: &Instruction,
+        args: &CopyArgs,
+        mut items: Option<&mut Vec<(String, String)>>,
+    ) -> Result<Vec<u8>, BuildError> {
         if let Some(from) = args.from() {
             let st = self.find_stage(ins, from)?;
-            return Ok(format!("from-commit={}", st.commit).into_bytes());
+            let extra = format!("from-commit={}", st.commit).into_bytes();
+            if let Some(items) = items {
+                items.push(("source --from stage".into(), why::value_hash(&extra)));
+            }
+            return Ok(extra);
         }
         let mut all = Vec::new();
         let mut extra = Vec::new();
@@ -644,6 +779,12 @@ impl<'a> Builder<'a> {
                         })?;
                         extra.extend_from_slice(p.as_bytes());
                         extra.extend_from_slice(&h);
+                        if let Some(items) = items.as_deref_mut() {
+                            items.push((
+                                format!("source {}", why::name_text(p.as_bytes())),
+                                why::value_hash(&h),
+                            ));
+                        }
                         continue;
                     }
                     let found = context::expand(&self.opts.context, p, &self.ignore)
@@ -653,20 +794,40 @@ impl<'a> Builder<'a> {
                 CopySource::Heredoc(h) => {
                     extra.extend_from_slice(h.name.as_bytes());
                     extra.extend_from_slice(h.content.as_bytes());
+                    if let Some(items) = items.as_deref_mut() {
+                        items.push((
+                            format!("source heredoc {}", why::name_text(h.name.as_bytes())),
+                            why::value_hash(h.content.as_bytes()),
+                        ));
+                    }
                 }
             }
         }
-        let h = context::hash_sources(
+        let mut manifest = items.as_ref().map(|_| Vec::new());
+        let h = context::hash_sources_with(
             &all,
             &self.ignore,
             &mut self.stat_cache,
             self.store.xattrs().record(),
+            manifest.as_mut(),
         )
         .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
         extra.extend_from_slice(&h);
-        // The context hash in the provenance covers every source set of the build,
-        // heredocs and downloads included.
-        self.context_hash.update(&extra);
+        match items {
+            Some(items) => {
+                for (rel, fh) in manifest.into_iter().flatten() {
+                    items.push((
+                        format!("file {}", why::name_text(&rel)),
+                        why::value_hash(&fh),
+                    ));
+                }
+            }
+            // The context hash in the provenance covers every source set of the build,
+            // heredocs and downloads included.
+            None => {
+                self.context_hash.update(&extra);
+            }
+        }
         Ok(extra)
     }
 
@@ -766,6 +927,7 @@ impl<'a> Builder<'a> {
             key,
             config,
             model: None,
+            fresh: false,
         });
         Ok(env)
     }

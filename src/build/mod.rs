@@ -10,3 +10,4 @@ pub mod invocation;
 pub mod key;
 pub mod plan;
 pub mod subst;
+pub mod why;

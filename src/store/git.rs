@@ -738,7 +738,73 @@ pub fn write_image_commit(
         .write_blob(config.encode())
         .map_err(git_err("write config blob"))?
         .detach();
-    write_commit_tree(repo, rootfs, meta, config, parent, message)
+    write_commit_tree(repo, rootfs, meta, config, parent, message, None)
+}
+
+/// Name of the key-input record blob in a build step's commit tree (docs/store-format.md).
+pub const KEY_INPUTS: &str = "key-inputs";
+
+/// Write a build step's commit: its files from `root` (or, if `None`, its parent's, no
+/// tree read), `config`, and the step's key-input record `record` (a blob) as
+/// [`KEY_INPUTS`].
+pub fn write_step_commit(
+    repo: &gix::Repository,
+    root: Option<&mut Dir>,
+    config: &ImageConfig,
+    parent: ObjectId,
+    message: &str,
+    record: ObjectId,
+) -> Result<ObjectId, ReadError> {
+    let (rootfs, meta) = match root {
+        Some(root) => {
+            let (rootfs, records, default_time) = write_rootfs(repo, root)?;
+            let meta = repo
+                .write_blob(meta::encode(&records, default_time))
+                .map_err(git_err("write metadata blob"))?
+                .detach();
+            (rootfs, meta)
+        }
+        None => {
+            let t = image_trees(repo, parent)?;
+            (t.rootfs, t.meta)
+        }
+    };
+    let config = repo
+        .write_blob(config.encode())
+        .map_err(git_err("write config blob"))?
+        .detach();
+    Ok(write_commit_tree(
+        repo,
+        rootfs,
+        meta,
+        config,
+        Some(parent),
+        message,
+        Some(record),
+    )?)
+}
+
+/// The key-input record blob of a build step's commit, if it has one.
+pub fn key_inputs_of(
+    repo: &gix::Repository,
+    commit: ObjectId,
+) -> Result<Option<Vec<u8>>, GitError> {
+    let c = repo
+        .find_commit(commit)
+        .map_err(git_err(format!("find commit {commit}")))?;
+    let tree = c
+        .tree()
+        .map_err(git_err(format!("read tree of commit {commit}")))?;
+    let Some(e) = tree.find_entry(KEY_INPUTS) else {
+        return Ok(None);
+    };
+    let id = e.oid().to_owned();
+    Ok(Some(
+        repo.find_blob(id)
+            .map_err(git_err(format!("read key-input record of commit {commit}")))?
+            .data
+            .clone(),
+    ))
 }
 
 /// Write a commit whose files (rootfs and metadata) are its parent's, with a new config:
@@ -761,6 +827,7 @@ pub fn write_commit_same_files(
         config,
         Some(parent),
         message,
+        None,
     )?)
 }
 
@@ -771,6 +838,7 @@ fn write_commit_tree(
     config: ObjectId,
     parent: Option<ObjectId>,
     message: &str,
+    key_inputs: Option<ObjectId>,
 ) -> Result<ObjectId, GitError> {
     let mut entries = vec![
         Entry {
@@ -789,6 +857,13 @@ fn write_commit_tree(
             oid: rootfs,
         },
     ];
+    if let Some(k) = key_inputs {
+        entries.push(Entry {
+            mode: EntryKind::Blob.into(),
+            filename: KEY_INPUTS.into(),
+            oid: k,
+        });
+    }
     entries.sort();
     let tree = repo
         .write_object(gix::objs::Tree { entries })

@@ -70,6 +70,11 @@ pub struct ProvenanceStep {
     pub n: usize,
     /// Its stage's index, from 0.
     pub stage: usize,
+    /// For a step executed with the cache on: why it missed (what differed from the
+    /// closest cache entry on the same parent). Absent for hits, and in notes of builds
+    /// before Grove recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<Vec<String>>,
 }
 
 impl Provenance {

@@ -1414,3 +1414,128 @@ fn a_failed_instruction_reports_its_line_and_then_its_cause() {
         "{err}"
     );
 }
+
+// ---- why a step missed (`--explain`, `history --why`) ----
+
+/// The `why:` lines of a build log.
+fn whys(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| l.trim_start().strip_prefix("why: "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn explain_names_the_changed_context_file() {
+    let b = Bench::new("why-file");
+    b.write("f", "1\n");
+    b.write("g", "1\n");
+    let df = "FROM busybox\nRUN echo a > /a\nCOPY f g /d/\nRUN echo b > /b\n";
+    b.build("c", df, &[]);
+    b.write("g", "2\n");
+    let log = b.build("c", df, &["--explain"]);
+    assert_eq!(marks(&log), "*..");
+    assert_eq!(
+        whys(&log),
+        [
+            "context file changed: g",
+            "no entry for this parent (an earlier step of this stage was not in the cache)"
+        ],
+        "{log}"
+    );
+    // An all-hit rebuild has nothing to explain.
+    let log = b.build("c", df, &["--explain"]);
+    assert_eq!(marks(&log), "***");
+    assert!(whys(&log).is_empty(), "{log}");
+}
+
+#[test]
+fn explain_counts_changed_files_beyond_the_first_three() {
+    let b = Bench::new("why-many");
+    for f in ["a", "b", "c", "d", "e"] {
+        b.write(&format!("dir/{f}"), "1\n");
+    }
+    let df = "FROM busybox\nCOPY dir /dir\n";
+    b.build("c", df, &[]);
+    for f in ["a", "b", "c", "d", "e"] {
+        b.write(&format!("dir/{f}"), "2\n");
+    }
+    let log = b.build("c", df, &["--explain"]);
+    // The directory's own mtime may change too: count at least the five files.
+    let w = whys(&log);
+    assert_eq!(w.len(), 1, "{log}");
+    assert!(w[0].starts_with("context files changed: "), "{log}");
+    assert!(w[0].contains(" more"), "{log}");
+}
+
+#[test]
+fn explain_names_a_changed_build_argument() {
+    let b = Bench::new("why-arg");
+    let df = "FROM busybox\nARG V\nRUN echo $V > /v\n";
+    b.build("c", df, &["--build-arg", "V=1"]);
+    let log = b.build("c", df, &["--build-arg", "V=2", "--explain"]);
+    assert_eq!(marks(&log), "..");
+    assert_eq!(whys(&log)[0], "build argument changed: V", "{log}");
+}
+
+#[test]
+fn explain_says_the_instruction_text_changed_and_verbose_says_it_too() {
+    let b = Bench::new("why-text");
+    b.build("c", "FROM busybox\nRUN echo a > /a\n", &[]);
+    let log = b.build("c", "FROM busybox\nRUN echo c > /a\n", &["-v"]);
+    assert_eq!(
+        whys(&log),
+        ["instruction text changed (cached: RUN echo a > /a)"],
+        "{log}"
+    );
+    // Without --explain or -v, no reasons are printed.
+    let log = b.build("c", "FROM busybox\nRUN echo d > /a\n", &[]);
+    assert!(whys(&log).is_empty(), "{log}");
+}
+
+#[test]
+fn explain_says_no_entry_for_a_new_parent_and_names_a_changed_base() {
+    let b = Bench::new("why-parent");
+    b.build("base", "FROM busybox\nRUN echo 1 > /base\n", &[]);
+    let df = "FROM base\nRUN echo x > /x\n";
+    let log = b.build("c", df, &["--explain"]);
+    assert_eq!(whys(&log), ["no entry for this parent"], "{log}");
+    b.build("base", "FROM busybox\nRUN echo 2 > /base\n", &[]);
+    let log = b.build("c", df, &["--explain"]);
+    let w = whys(&log);
+    assert_eq!(w.len(), 1, "{log}");
+    assert!(
+        w[0].starts_with("no entry for this parent: base image base changed (was commit "),
+        "{log}"
+    );
+}
+
+#[test]
+fn history_why_says_afterwards_why_each_step_ran() {
+    let b = Bench::new("why-history");
+    b.write("f", "1\n");
+    b.build("c", CACHED, &[]);
+    b.write("f", "2\n");
+    b.build("c", CACHED, &[]);
+    let out = ok(b.image().args(["history", "--why", "c"]));
+    let want = "  2 hit RUN echo a > /a\n  3 run COPY f /f\n        why: context file changed: f\n  4 run RUN echo b > /b\n        why: no entry for this parent (an earlier step of this stage was not in the cache)\n";
+    assert_eq!(out, want);
+    let json = ok(b.image().args(["history", "--why", "--json", "c"]));
+    assert!(json.contains("\"context file changed: f\""), "{json}");
+}
+
+#[test]
+fn history_why_compares_afterwards_when_the_build_did_not_record_why() {
+    let b = Bench::new("why-rebuild");
+    let df = "FROM busybox\nCOPY f /f\nRUN echo b > /b\n";
+    b.write("f", "1\n");
+    b.build("c", df, &[]);
+    b.write("f", "2\n");
+    // --rebuild reads no cache, so the build records no reasons.
+    let log = b.build("c", df, &["--rebuild", "--explain"]);
+    assert_eq!(whys(&log), ["cache not read (--rebuild)"; 2], "{log}");
+    let out = ok(b.image().args(["history", "--why", "c"]));
+    // The RUN's parent is the new COPY commit: nothing else starts from it.
+    let want = "  2 run COPY f /f\n        why: context file changed: f (compared now)\n  3 run RUN echo b > /b\n        why: no other entry for this parent\n";
+    assert_eq!(out, want);
+}

@@ -1,0 +1,413 @@
+//! Why a step missed the build cache (`ch-image build --explain`, `history --why`).
+//!
+//! Every build step's commit carries a key-input record (docs/cache-keys.md, "Key-input
+//! records"): its key inputs by name, each with a hash of its value (never the value, so a
+//! build argument's value is not stored twice), and for COPY and ADD one item per source
+//! entry. A step that misses is compared with the cache entries made on the same parent
+//! commit; the closest one (fewest differing items) names what changed.
+//!
+//! Invariants: nothing here runs on a cache hit, so an all-hit build does no extra work;
+//! a record's bytes depend only on the step's key inputs, so equal inputs give equal
+//! commits. Reads the store through gix only; writes nothing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use gix::ObjectId;
+
+use super::dockerfile::InstrKind;
+use super::plan::{PlanOptions, MAGIC_ARGS};
+use super::subst::{self, Vars};
+use crate::store::git::{self, GitError};
+
+/// First line of a record.
+pub const RECORD_VERSION: &str = "grove-key-inputs 1";
+
+/// How many names a reason lists before it gives a count.
+const SHOW: usize = 3;
+
+/// A step's key inputs by name: `(name, hash)`, in the order the step defines them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Record {
+    pub items: Vec<(String, String)>,
+}
+
+/// A value's hash in a record: 128 bits of blake3, in hex.
+pub fn value_hash(v: &[u8]) -> String {
+    blake3::hash(v).to_hex()[..32].to_string()
+}
+
+/// A name as a record writes it: bytes outside printable ASCII (and `\`) escaped, so a
+/// name is one line and two names never write alike.
+pub fn name_text(b: &[u8]) -> String {
+    b.escape_ascii().to_string()
+}
+
+impl Record {
+    fn push(&mut self, name: impl Into<String>, value: &[u8]) {
+        self.items.push((name.into(), value_hash(value)));
+    }
+
+    /// The blob: [`RECORD_VERSION`], then one line per item, `HASH NAME`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut s = format!("{RECORD_VERSION}\n");
+        for (n, v) in &self.items {
+            s.push_str(v);
+            s.push(' ');
+            s.push_str(n);
+            s.push('\n');
+        }
+        s.into_bytes()
+    }
+
+    /// Parse a blob; `None` if it is not a record of this version.
+    pub fn parse(b: &[u8]) -> Option<Record> {
+        let s = std::str::from_utf8(b).ok()?;
+        let mut lines = s.lines();
+        if lines.next()? != RECORD_VERSION {
+            return None;
+        }
+        let mut items = Vec::new();
+        for l in lines {
+            let (v, n) = l.split_once(' ')?;
+            items.push((n.to_string(), v.to_string()));
+        }
+        Some(Record { items })
+    }
+}
+
+/// The record of a step that makes a commit: `text` as written, `sub` substituted, `vars`
+/// after it, `input` its encoded key input, `sources` what [`super::exec`] found for COPY
+/// and ADD (source entries, other stages' commits, heredocs, downloads).
+pub fn record(
+    text: &str,
+    sub: &InstrKind,
+    input: &[u8],
+    vars: &Vars,
+    o: &PlanOptions,
+    sources: Vec<(String, String)>,
+) -> Record {
+    let mut r = Record::default();
+    r.push("instruction", text.as_bytes());
+    r.push("input", input);
+    let sde = o
+        .source_date_epoch
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    r.push("option SOURCE_DATE_EPOCH", sde.as_bytes());
+    match sub {
+        InstrKind::Run { .. } => r.push("option --force", o.force.tag().as_bytes()),
+        InstrKind::Copy(_) | InstrKind::Add(_) => {
+            r.push("option --xattrs", if o.xattrs { b"1" } else { b"0" });
+            r.items.extend(sources);
+        }
+        InstrKind::Arg(decls) => {
+            for d in decls {
+                let v = if MAGIC_ARGS.contains(&d.name.as_str()) {
+                    "*".to_string()
+                } else {
+                    match subst::Lookup::lookup(vars, &d.name) {
+                        Some(v) => format!("={v}"),
+                        None => "-".to_string(),
+                    }
+                };
+                r.push(
+                    format!("arg {}", name_text(d.name.as_bytes())),
+                    v.as_bytes(),
+                );
+            }
+        }
+        InstrKind::Env(pairs) => {
+            for (k, v) in pairs {
+                r.push(format!("env {}", name_text(k.as_bytes())), v.as_bytes());
+            }
+        }
+        InstrKind::Label(pairs) => {
+            for (k, v) in pairs {
+                r.push(format!("label {}", name_text(k.as_bytes())), v.as_bytes());
+            }
+        }
+        _ => {}
+    }
+    r
+}
+
+/// Items that differ between `new` and `old`, by name (present in one only counts too).
+fn differing<'a>(new: &'a Record, old: &'a Record) -> Vec<&'a str> {
+    let o: HashMap<&str, &str> = old
+        .items
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let nmap: HashMap<&str, &str> = new
+        .items
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let mut out: Vec<&str> = new
+        .items
+        .iter()
+        .filter(|(n, v)| o.get(n.as_str()) != Some(&v.as_str()))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    out.extend(
+        old.items
+            .iter()
+            .filter(|(n, _)| !nmap.contains_key(n.as_str()))
+            .map(|(n, _)| n.as_str()),
+    );
+    out
+}
+
+/// `a, b, c and 4 more`.
+fn names(v: &[String]) -> String {
+    let mut s = v.iter().take(SHOW).cloned().collect::<Vec<_>>().join(", ");
+    if v.len() > SHOW {
+        s.push_str(&format!(" and {} more", v.len() - SHOW));
+    }
+    s
+}
+
+/// What differs between a step's record and a cache entry's, in words. `old_text` is the
+/// entry's instruction (its commit message's first line).
+pub fn reasons(new: &Record, old: &Record, old_text: &str) -> Vec<String> {
+    let new_names: std::collections::HashSet<&str> =
+        new.items.iter().map(|(n, _)| n.as_str()).collect();
+    let old_names: std::collections::HashSet<&str> =
+        old.items.iter().map(|(n, _)| n.as_str()).collect();
+    let mut groups: BTreeMap<u8, Vec<String>> = BTreeMap::new();
+    for n in differing(new, old) {
+        let (kind, rest) = n.split_once(' ').unwrap_or((n, ""));
+        let (g, label) = match kind {
+            "instruction" => (0, String::new()),
+            "file" => {
+                let what = if !old_names.contains(n) {
+                    format!("{rest} (new)")
+                } else if !new_names.contains(n) {
+                    format!("{rest} (gone)")
+                } else {
+                    rest.to_string()
+                };
+                (1, what)
+            }
+            "arg" => (2, rest.to_string()),
+            "env" => (3, rest.to_string()),
+            "label" => (4, rest.to_string()),
+            "option" => (5, rest.to_string()),
+            "source" => (6, rest.to_string()),
+            // `input` alone: something the other items do not name.
+            _ => (7, String::new()),
+        };
+        groups.entry(g).or_default().push(label);
+    }
+    let mut out = Vec::new();
+    for (g, v) in &groups {
+        let n = v.len();
+        match g {
+            0 => out.push(format!("instruction text changed (cached: {old_text})")),
+            1 => out.push(format!(
+                "context file{} changed: {}",
+                if n == 1 { "" } else { "s" },
+                names(v)
+            )),
+            2 => out.push(format!(
+                "build argument{} changed: {}",
+                if n == 1 { "" } else { "s" },
+                names(v)
+            )),
+            3 => out.push(format!(
+                "environment value{} changed: {}",
+                if n == 1 { "" } else { "s" },
+                names(v)
+            )),
+            4 => out.push(format!(
+                "label{} changed: {}",
+                if n == 1 { "" } else { "s" },
+                names(v)
+            )),
+            5 => out.push(format!("build option changed: {}", names(v))),
+            6 => out.push(format!("sources changed: {}", names(v))),
+            _ => {
+                // Only `input` differs and nothing above explains it.
+                if groups.len() == 1 {
+                    out.push("key input changed".to_string());
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push("same key inputs, different key (an entry from another Grove version)".into());
+    }
+    out
+}
+
+/// Cache entries by parent commit: one pass over the cache refs, made at a build's first
+/// miss (never on an all-hit build).
+#[derive(Default)]
+pub struct Siblings {
+    by_parent: Option<HashMap<ObjectId, Vec<ObjectId>>>,
+}
+
+impl Siblings {
+    /// Entries whose commit has `parent` as its parent, sorted.
+    pub fn of(
+        &mut self,
+        repo: &gix::Repository,
+        parent: ObjectId,
+    ) -> Result<Vec<ObjectId>, GitError> {
+        if self.by_parent.is_none() {
+            let mut m: HashMap<ObjectId, Vec<ObjectId>> = HashMap::new();
+            for (_, id) in git::list_refs(repo, crate::store::CACHE_REFS)? {
+                let c = repo
+                    .find_commit(id)
+                    .map_err(crate::store::git::git_err(format!("find commit {id}")))?;
+                let parent = c.parent_ids().next().map(|p| p.detach());
+                if let Some(p) = parent {
+                    m.entry(p).or_default().push(id);
+                }
+            }
+            for v in m.values_mut() {
+                v.sort();
+                v.dedup();
+            }
+            self.by_parent = Some(m);
+        }
+        Ok(self
+            .by_parent
+            .as_ref()
+            .and_then(|m| m.get(&parent).cloned())
+            .unwrap_or_default())
+    }
+
+    /// A new entry (if the index exists, keep it current).
+    pub fn add(&mut self, parent: ObjectId, child: ObjectId) {
+        if let Some(m) = &mut self.by_parent {
+            let v = m.entry(parent).or_default();
+            if !v.contains(&child) {
+                v.push(child);
+                v.sort();
+            }
+        }
+    }
+}
+
+/// Why `record` (a step on `parent`) has no cache entry: compared with the closest entry on
+/// the same parent (`exclude`: the step's own commit, when asking afterwards). `None` if
+/// there is no entry for this parent.
+pub fn against_siblings(
+    repo: &gix::Repository,
+    siblings: &mut Siblings,
+    parent: ObjectId,
+    record: &Record,
+    exclude: Option<ObjectId>,
+) -> Result<Option<Vec<String>>, GitError> {
+    let mut best: Option<(usize, Vec<String>)> = None;
+    for c in siblings.of(repo, parent)? {
+        if Some(c) == exclude {
+            continue;
+        }
+        let old_text = match repo.find_commit(c) {
+            Ok(cm) => cm
+                .message_raw_sloppy()
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+            Err(_) => continue,
+        };
+        let (d, why) = match git::key_inputs_of(repo, c)?.and_then(|b| Record::parse(&b)) {
+            Some(old) => (
+                differing(record, &old).len(),
+                reasons(record, &old, &old_text),
+            ),
+            // An entry made before records existed: only its text can be compared.
+            None => {
+                let new_text = record.items.first().map(|(_, v)| v.as_str()).unwrap_or("");
+                if value_hash(old_text.as_bytes()) != new_text {
+                    (
+                        usize::MAX - 1,
+                        vec![format!("instruction text changed (cached: {old_text})")],
+                    )
+                } else {
+                    (
+                        usize::MAX - 1,
+                        vec!["entry has no key-input record to compare".into()],
+                    )
+                }
+            }
+        };
+        if best.as_ref().is_none_or(|(bd, _)| d < *bd) {
+            best = Some((d, why));
+        }
+    }
+    Ok(best.map(|(_, w)| w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(items: &[(&str, &str)]) -> Record {
+        let mut r = Record::default();
+        for (n, v) in items {
+            r.push(*n, v.as_bytes());
+        }
+        r
+    }
+
+    #[test]
+    fn record_round_trips_through_its_blob() {
+        let r = rec(&[("instruction", "RUN true"), ("file a b\\xff", "x")]);
+        assert_eq!(Record::parse(&r.encode()), Some(r));
+        assert_eq!(Record::parse(b"grove-key-inputs 2\n"), None);
+    }
+
+    #[test]
+    fn changed_files_are_named_up_to_three_then_counted() {
+        let old = rec(&[
+            ("instruction", "COPY . /"),
+            ("input", "i"),
+            ("file a", "1"),
+            ("file b", "1"),
+            ("file c", "1"),
+            ("file d", "1"),
+            ("file e", "1"),
+        ]);
+        let new = rec(&[
+            ("instruction", "COPY . /"),
+            ("input", "i"),
+            ("file a", "2"),
+            ("file b", "2"),
+            ("file c", "2"),
+            ("file d", "2"),
+            ("file f", "1"),
+        ]);
+        assert_eq!(
+            reasons(&new, &old, "COPY . /"),
+            ["context files changed: a, b, c and 3 more"]
+        );
+        let one = rec(&[
+            ("instruction", "COPY . /"),
+            ("input", "j"),
+            ("file a", "1"),
+            ("file b", "1"),
+            ("file c", "1"),
+            ("file d", "1"),
+            ("file e", "9"),
+        ]);
+        assert_eq!(reasons(&one, &old, "COPY . /"), ["context file changed: e"]);
+    }
+
+    #[test]
+    fn build_argument_and_text_changes_are_named() {
+        let old = rec(&[("instruction", "ARG V"), ("input", "1"), ("arg V", "=1")]);
+        let new = rec(&[("instruction", "ARG V"), ("input", "2"), ("arg V", "=2")]);
+        assert_eq!(reasons(&new, &old, "ARG V"), ["build argument changed: V"]);
+        let old = rec(&[("instruction", "RUN a"), ("input", "1")]);
+        let new = rec(&[("instruction", "RUN b"), ("input", "2")]);
+        assert_eq!(
+            reasons(&new, &old, "RUN a"),
+            ["instruction text changed (cached: RUN a)"]
+        );
+    }
+}
