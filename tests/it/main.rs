@@ -14,6 +14,7 @@ mod interop;
 mod join_slurm;
 mod modes;
 mod oci;
+mod packaging;
 mod provenance;
 mod registry;
 mod run;
