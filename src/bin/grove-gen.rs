@@ -91,8 +91,13 @@ fn man_page(cmd: &clap::Command, extra: &str, see_also: &str) -> anyhow::Result<
         // clap_mangen calls the after-help text EXTRA; it holds notes and examples.
         let mut extra = Vec::new();
         man.render_extra_section(&mut extra)?;
-        let extra = String::from_utf8_lossy(&extra).replacen(".SH EXTRA", ".SH NOTES", 1);
+        // The text is laid out already (tables, examples): no filling.
+        let extra = String::from_utf8_lossy(&extra).replacen(".SH EXTRA\n", ".SH NOTES\n.nf\n", 1);
         out.extend_from_slice(extra.as_bytes());
+        if !extra.ends_with('\n') {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(b".fi\n");
     }
     out.extend_from_slice(extra.as_bytes());
     if !extra.is_empty() && !extra.ends_with('\n') {
