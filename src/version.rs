@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 /// The version, as Charliecloud's commands print it for `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// `git rev-parse HEAD` of the checkout built, or `unknown`.
+/// `git rev-parse HEAD` of the checkout built (release builds), or `unknown ...`.
 pub const GIT_COMMIT: &str = env!("GROVE_GIT_COMMIT");
 /// Cargo's build profile (`release`, `debug`).
 pub const BUILD_PROFILE: &str = env!("GROVE_BUILD_PROFILE");
