@@ -4,7 +4,8 @@
 # in both, all as an unprivileged user.
 set -eu
 cd "$(dirname "$0")/.."
-bin=$(pwd)/target/debug
+# GROVE_BIN: where the tools are (e.g. /usr/bin after installing the package).
+bin=${GROVE_BIN:-$(pwd)/target/debug}
 work=${GROVE_DEMO_DIR:-/var/tmp/grove-demo}
 if [ "$(id -u)" = 0 ]; then
     # Run the tools unprivileged even when invoked as root.

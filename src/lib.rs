@@ -25,3 +25,4 @@ pub mod registry;
 pub mod run;
 pub mod runname;
 pub mod store;
+pub mod version;

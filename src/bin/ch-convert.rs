@@ -42,7 +42,7 @@ MOUNT POINTS:
   /proc /sys /tmp /usr and empty files (mode 0644) /etc/hosts /etc/resolv.conf. Existing
   entries, symlinks included, are left alone."
 )]
-struct Cli {
+pub(crate) struct Cli {
     /// Input format (ch-image, dir, tar, squash, oci, docker, podman); inferred if absent
     #[arg(short = 'i', long = "in-fmt", value_name = "FMT")]
     in_fmt: Option<String>,

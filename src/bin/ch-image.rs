@@ -21,10 +21,11 @@ use grove::{cli, info, warn};
     disable_help_subcommand = true,
     disable_version_flag = true
 )]
-struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     common: Common,
-    /// Print version and exit
+    /// Print version and exit; with -v, also the git commit, build profile, gix version
+    /// and the optional tools found
     #[arg(long)]
     version: bool,
     /// Print any missing dependencies and exit (no output and success if all is well)
@@ -509,8 +510,13 @@ fn main() -> ExitCode {
     use clap::CommandFactory;
     let mut cli = grove::cli::parse_last_wins::<Cli>();
     if cli.version {
-        // As Charliecloud's ch-image: the bare version on standard output.
-        grove::dataln!("{}", env!("CARGO_PKG_VERSION"));
+        // As Charliecloud's ch-image: the bare version on standard output; with -v, what
+        // this build is and which optional tools it finds (Grove's gestalt).
+        if cli.common.verbose > 0 {
+            cli::write_stdout(&grove::version::detail(grove::run::find_program));
+        } else {
+            grove::dataln!("{}", grove::version::VERSION);
+        }
         return ExitCode::SUCCESS;
     }
     if cli.dependencies {

@@ -23,7 +23,7 @@ use std::path::PathBuf;
     // As with Charliecloud's argp: a repeated option's last value wins (wrappers append).
     args_override_self = true
 )]
-struct Cli {
+pub(crate) struct Cli {
     /// mount SRC at guest DST (default: same as SRC)
     #[arg(short = 'b', long = "bind", value_name = "SRC[:DST]", action = ArgAction::Append)]
     bind: Vec<String>,

@@ -15,6 +15,7 @@ mod join_slurm;
 mod listing;
 mod modes;
 mod oci;
+mod packaging;
 mod provenance;
 mod registry;
 mod run;
