@@ -534,8 +534,8 @@ impl<'a> Builder<'a> {
             st.fresh = true;
             return Ok(());
         }
-        let (config, empty_layer) = self.perform(ins, sub, planner.vars())?;
-        self.commit(n, text, key, config, empty_layer, &record, why)
+        let performed = self.perform(ins, sub, planner.vars())?;
+        self.commit(n, text, key, performed, &record, why)
     }
 
     /// The key-input record of the step `sub` (docs/cache-keys.md).
@@ -575,7 +575,7 @@ impl<'a> Builder<'a> {
         // The first step of a stage: did the base change since the image was last built?
         let stage = self.stages.len() - 1;
         if let Some(base) = self.bases.iter().find(|b| b.stage == stage) {
-            if base.commit == parent.to_string() {
+            if ObjectId::from_hex(base.commit.as_bytes()).is_ok_and(|c| c == parent) {
                 let old = match self.store.image(&self.opts.tag)? {
                     Some(c) => store::notes::provenance(&self.repo, c)?,
                     None => None,
@@ -662,15 +662,15 @@ impl<'a> Builder<'a> {
         Ok((config, empty_layer))
     }
 
-    /// Commit a performed step on the stage's commit, keep its layer, write its cache
-    /// entry and move the stage to it.
+    /// Commit a performed step (its config, and whether it left the files as they were)
+    /// on the stage's commit, keep its layer, write its cache entry and move the stage
+    /// to it.
     fn commit(
         &mut self,
         n: usize,
         text: &str,
         key: Key,
-        mut config: ImageConfig,
-        empty_layer: bool,
+        (mut config, empty_layer): (ImageConfig, bool),
         record: &Record,
         why: Option<Vec<String>>,
     ) -> Result<(), BuildError> {
