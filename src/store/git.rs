@@ -729,16 +729,22 @@ pub fn write_image_commit(
     parent: Option<ObjectId>,
     message: &str,
 ) -> Result<ObjectId, GitError> {
-    let (rootfs, records, default_time) = write_rootfs(repo, root)?;
-    let meta = repo
-        .write_blob(meta::encode(&records, default_time))
-        .map_err(git_err("write metadata blob"))?
-        .detach();
+    let (rootfs, meta) = write_files(repo, root)?;
     let config = repo
         .write_blob(config.encode())
         .map_err(git_err("write config blob"))?
         .detach();
     write_commit_tree(repo, rootfs, meta, config, parent, message, None)
+}
+
+/// Write `root`'s rootfs tree and metadata blob; returns their ids.
+fn write_files(repo: &gix::Repository, root: &mut Dir) -> Result<(ObjectId, ObjectId), GitError> {
+    let (rootfs, records, default_time) = write_rootfs(repo, root)?;
+    let meta = repo
+        .write_blob(meta::encode(&records, default_time))
+        .map_err(git_err("write metadata blob"))?
+        .detach();
+    Ok((rootfs, meta))
 }
 
 /// Name of the key-input record blob in a build step's commit tree (docs/store-format.md).
@@ -756,14 +762,7 @@ pub fn write_step_commit(
     record: ObjectId,
 ) -> Result<ObjectId, ReadError> {
     let (rootfs, meta) = match root {
-        Some(root) => {
-            let (rootfs, records, default_time) = write_rootfs(repo, root)?;
-            let meta = repo
-                .write_blob(meta::encode(&records, default_time))
-                .map_err(git_err("write metadata blob"))?
-                .detach();
-            (rootfs, meta)
-        }
+        Some(root) => write_files(repo, root)?,
         None => {
             let t = image_trees(repo, parent)?;
             (t.rootfs, t.meta)
@@ -805,30 +804,6 @@ pub fn key_inputs_of(
             .data
             .clone(),
     ))
-}
-
-/// Write a commit whose files (rootfs and metadata) are its parent's, with a new config:
-/// for steps that change only the config, or a RUN that changed nothing. No tree is read.
-pub fn write_commit_same_files(
-    repo: &gix::Repository,
-    parent: ObjectId,
-    config: &ImageConfig,
-    message: &str,
-) -> Result<ObjectId, ReadError> {
-    let t = image_trees(repo, parent)?;
-    let config = repo
-        .write_blob(config.encode())
-        .map_err(git_err("write config blob"))?
-        .detach();
-    Ok(write_commit_tree(
-        repo,
-        t.rootfs,
-        t.meta,
-        config,
-        Some(parent),
-        message,
-        None,
-    )?)
 }
 
 fn write_commit_tree(

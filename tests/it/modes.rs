@@ -275,16 +275,20 @@ fn user_test(p: &Path) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-#[test]
-fn copy_keeps_user_xattrs_with_the_xattrs_option_or_ch_xattrs() {
-    let s = Scratch::new("modes-xattr");
-    let st = s.storage();
-    let ctx = context(&s);
+/// A context directory on a file system that takes `user.*` extended attributes, or a
+/// loud skip.
+fn xattr_context(s: &Scratch) -> Option<PathBuf> {
+    let ctx = context(s);
     if !user_xattrs_work(&ctx) {
         skip("the scratch file system does not take user.* extended attributes");
-        return;
+        return None;
     }
-    // A read-only file and a directory with attributes, the file inside the directory.
+    Some(ctx)
+}
+
+/// A read-only file and a directory with attributes (the file inside the directory), and
+/// a top-level file with one: `d/f` (`file`), `d` (`dir`), `top` (`top`).
+fn xattr_tree(ctx: &Path) {
     sh(&format!(
         "cd {c} && mkdir d && echo hi > d/f && echo top > top && \
          /usr/bin/python3 -c \"import os; os.setxattr('d/f', 'user.test', b'file'); \
@@ -292,6 +296,16 @@ fn copy_keeps_user_xattrs_with_the_xattrs_option_or_ch_xattrs() {
          && chmod 0444 d/f",
         c = ctx.display()
     ));
+}
+
+#[test]
+fn copy_keeps_user_xattrs_with_the_xattrs_option_or_ch_xattrs() {
+    let s = Scratch::new("modes-xattr");
+    let st = s.storage();
+    let Some(ctx) = xattr_context(&s) else {
+        return;
+    };
+    xattr_tree(&ctx);
     let df = "FROM scratch\nCOPY d /d/\nCOPY top /top\n";
     build(&st, &ctx, "opt", df, &["--xattrs"]);
     // Built again, not taken from the cache.
@@ -320,18 +334,10 @@ fn copy_keeps_user_xattrs_with_the_xattrs_option_or_ch_xattrs() {
 fn copy_from_a_stage_keeps_user_xattrs_with_the_xattrs_option() {
     let s = Scratch::new("modes-xattr-from");
     let st = s.storage();
-    let ctx = context(&s);
-    if !user_xattrs_work(&ctx) {
-        skip("the scratch file system does not take user.* extended attributes");
+    let Some(ctx) = xattr_context(&s) else {
         return;
-    }
-    sh(&format!(
-        "cd {c} && mkdir d && echo hi > d/f && echo top > top && \
-         /usr/bin/python3 -c \"import os; os.setxattr('d/f', 'user.test', b'file'); \
-         os.setxattr('d', 'user.test', b'dir'); os.setxattr('top', 'user.test', b'top')\" \
-         && chmod 0444 d/f",
-        c = ctx.display()
-    ));
+    };
+    xattr_tree(&ctx);
     let df = "FROM scratch AS a\nCOPY d /d/\nCOPY top /top\n\
               FROM scratch\nCOPY --from=a /d /e/\nCOPY --from=a /top /t\nCOPY --from=a /d/f /g\n";
     build(&st, &ctx, "from", df, &["--xattrs"]);
@@ -347,11 +353,9 @@ fn copy_from_a_stage_keeps_user_xattrs_with_the_xattrs_option() {
 fn add_of_a_local_archive_keeps_user_xattrs_with_the_xattrs_option() {
     let s = Scratch::new("modes-xattr-add");
     let st = s.storage();
-    let ctx = context(&s);
-    if !user_xattrs_work(&ctx) {
-        skip("the scratch file system does not take user.* extended attributes");
+    let Some(ctx) = xattr_context(&s) else {
         return;
-    }
+    };
     // PAX `SCHILY.xattr.*` records, as GNU tar --xattrs writes them; a `trusted.*` one is
     // not the user's to set and is left out.
     sh(&format!(
@@ -392,11 +396,9 @@ chmod a+r {t}"#,
 fn copy_cached_without_xattrs_is_not_reused_by_an_xattrs_build() {
     let s = Scratch::new("modes-xattr-cache");
     let st = s.storage();
-    let ctx = context(&s);
-    if !user_xattrs_work(&ctx) {
-        skip("the scratch file system does not take user.* extended attributes");
+    let Some(ctx) = xattr_context(&s) else {
         return;
-    }
+    };
     let set = |v: &str| {
         sh(&format!(
             "cd {c} && /usr/bin/python3 -c \"import os; os.setxattr('top', 'user.test', b'{v}')\"",
