@@ -75,11 +75,18 @@ pub fn read_only_storage(
 
 /// Verbosity from repeated -v and -q counts, after reading `$CH_LOG_FILE` and
 /// `$CH_LOG_FESTOON` ([`crate::log::init_from_env`]): a log file implies `-v` when no `-v`
-/// was given, as Charliecloud's man page says.
+/// was given, as Charliecloud's man page says. Also picks how progress is shown
+/// ([`crate::progress::Mode::choose`]).
 pub fn set_verbosity(verbose: u8, quiet: u8) -> std::io::Result<()> {
     let file = crate::log::init_from_env()?;
     let verbose = if file { verbose.max(1) } else { verbose };
     crate::log::set_level(i32::from(verbose) - i32::from(quiet));
+    use std::io::IsTerminal;
+    crate::progress::set_mode(crate::progress::Mode::choose(
+        std::io::stderr().is_terminal(),
+        crate::log::level(),
+        file,
+    ));
     Ok(())
 }
 

@@ -602,6 +602,34 @@ fn write_path(
     Ok(())
 }
 
+/// Read the input as the phase `convert: read` ([`crate::progress`]); an image in
+/// storage is only looked up, with no phase.
+fn read_phase(
+    fin: Format,
+    read: impl FnOnce() -> Result<Input, ConvertError>,
+) -> Result<Input, ConvertError> {
+    if fin == Format::ChImage {
+        return read();
+    }
+    let phase = crate::progress::Phase::start("convert", "read", "file");
+    let img = read()?;
+    phase.finish(&[]);
+    Ok(img)
+}
+
+/// Write the output as the phase `convert: wrote`, its totals known from the model.
+fn write_phase(
+    img: &Input,
+    write: impl FnOnce() -> Result<(), ConvertError>,
+) -> Result<(), ConvertError> {
+    let phase = crate::progress::Phase::start("convert", "wrote", "file");
+    let (n, b) = crate::progress::tree_totals(&img.root);
+    crate::progress::set_totals(n, b);
+    write()?;
+    phase.finish(&[]);
+    Ok(())
+}
+
 /// Convert `req.input` to `req.output`: check the request (formats, tools, compression)
 /// first, log the plan, then (unless a dry run) read and write.
 pub fn convert(req: &Request) -> Result<(), ConvertError> {
@@ -656,7 +684,7 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
         }
         let lock = store.lock()?;
         let scratch = store.scratch_path("convert");
-        let img = read_input(&store, fin, &req.input, &scratch)?;
+        let img = read_phase(fin, || read_input(&store, fin, &req.input, &scratch))?;
         store
             .import_model(&lock, img.root, img.cfg, &name)
             .map_err(|source| ConvertError::Convert {
@@ -667,8 +695,8 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
     }
     if let Some(tool) = fout.tool() {
         let scratch = std::env::temp_dir().join(format!("ch-convert.{}", std::process::id()));
-        let img = read_input(&store, fin, &req.input, &scratch)?;
-        return write_dockman(&store, tool, &img, &req.output);
+        let img = read_phase(fin, || read_input(&store, fin, &req.input, &scratch))?;
+        return write_phase(&img, || write_dockman(&store, tool, &img, &req.output));
     }
 
     let out = PathBuf::from(&req.output);
@@ -677,8 +705,10 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
     }
     let tmp = staging(&out);
     let scratch = tmp.with_extension("in");
-    let img = read_input(&store, fin, &req.input, &scratch)?;
-    if let Err(e) = write_path(&store, &img, fout, &req.output, &tmp, compression) {
+    let img = read_phase(fin, || read_input(&store, fin, &req.input, &scratch))?;
+    if let Err(e) = write_phase(&img, || {
+        write_path(&store, &img, fout, &req.output, &tmp, compression)
+    }) {
         let _ = checkout::remove_tree(&tmp);
         return Err(e);
     }

@@ -592,6 +592,7 @@ pub fn import(
     let lock = store.lock()?;
     info!("importing: {}", path.display());
     let t = std::time::Instant::now();
+    let phase = crate::progress::Phase::start("import", "read", "file");
     let (commit, warnings) =
         store
             .import(&lock, path, &name)
@@ -599,6 +600,7 @@ pub fn import(
                 path: path.to_path_buf(),
                 source,
             })?;
+    phase.finish(&[]);
     for w in &warnings {
         warn!("{w}");
     }

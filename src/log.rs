@@ -68,7 +68,10 @@ pub fn write_line(line: &str) {
             return;
         }
     }
-    let _ = std::io::stderr().write_all(text.as_bytes());
+    // Above the progress bar, if one is drawn.
+    crate::progress::suspend(|| {
+        let _ = std::io::stderr().write_all(text.as_bytes());
+    });
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmm` in UTC (Charliecloud prints local time; Grove has no time

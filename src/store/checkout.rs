@@ -180,6 +180,7 @@ pub fn materialize(
         || ts.to_thread_local(),
         |repo, job| -> Result<(), CheckoutError> {
             let blob = super::git::open_blob(repo, job.oid)?;
+            crate::progress::file(blob.size());
             // Create with the final mode when the umask leaves it alone (the common
             // case); else fix it with chmod. The creating open needs owner write.
             let direct = job.mode & 0o7777 & !umask == job.mode && job.mode & 0o200 != 0;

@@ -210,12 +210,14 @@ pub fn write_tar_with<W: Write>(
                         primaries.insert(g, rel.to_vec());
                     }
                     if f.oid == ObjectId::empty_blob(f.oid.kind()) {
+                        crate::progress::file(0);
                         let mut h = header(tar::EntryType::Regular, f.mode, 0, mtime);
                         b.append_data(&mut h, path, io::empty())?;
                         return Ok(());
                     }
                     // Streamed: big blobs are never held whole (see git::open_blob).
                     let blob = super::git::open_blob(repo, f.oid)?;
+                    crate::progress::file(blob.size());
                     let mut h = header(tar::EntryType::Regular, f.mode, blob.size(), mtime);
                     b.append_data(&mut h, path, blob)?;
                 }

@@ -379,6 +379,7 @@ fn import_dir(
         times: Default::default(),
     };
     w.walk(src, &[], &mut root)?;
+    crate::progress::set_totals(w.files.len() as u64, w.files.iter().map(|f| f.size).sum());
     root.xattrs = std::mem::take(&mut w.xattrs);
     root.times.by_path.append(&mut w.times);
 
@@ -496,6 +497,8 @@ fn write_files(
         .map_init(
             || repo_for_writing(ts),
             |repo, (i, f)| {
+                crate::progress::items(1);
+                crate::progress::bytes(f.size);
                 if let Some(g) = f.group {
                     if first_of_group[&g] != i {
                         return Ok(None);
@@ -586,7 +589,7 @@ fn store_reader(
 
 /// Open a possibly compressed archive, sniffing the compression from its magic bytes.
 pub fn open_archive(path: &Path) -> Result<Box<dyn Read + Send>, ImportError> {
-    let f = fs::File::open(path).at("open", path)?;
+    let f = crate::progress::Reading(fs::File::open(path).at("open", path)?);
     let mut r = BufReader::with_capacity(1 << 20, f);
     let head = r.fill_buf().at("read", path)?.to_vec();
     Ok(if head.starts_with(&[0x1f, 0x8b]) {
@@ -974,6 +977,7 @@ fn apply_layer_shaped(
             match kind {
                 T::Regular | T::Continuous | T::GNUSparse => {
                     let size = entry.size();
+                    crate::progress::items(1);
                     let oid = if size >= STREAM_THRESHOLD {
                         store_reader(&repo, &mut entry, size, None).map_err(|e| match e {
                             StoreReadError::Io(source) => ImportError::Archive {
@@ -1166,6 +1170,7 @@ fn import_tar(
     xattrs: XattrPolicy,
 ) -> Result<(Dir, Warnings), ImportError> {
     let reader = open_archive(path)?;
+    crate::progress::set_totals(0, fs::metadata(path).map(|m| m.len()).unwrap_or(0));
     let mut root = Dir::new(0o755);
     let (warnings, shape) =
         apply_layer_shaped(ts, &mut root, reader, path, Whiteouts::Keep, xattrs)?;
