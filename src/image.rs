@@ -615,14 +615,27 @@ pub fn import(
 /// `ch-image list`: one image per line (`NAME`, or `NAME<TAB>COMMIT` with `long`), or a
 /// JSON array of `{"name", "ref", "commit"}` with `json`.
 pub fn list(store: &Store, long: bool, json: bool) -> Result<String, ImageError> {
+    render_list(store.list()?, long, json)
+}
+
+/// `ch-image list --undeletable`: the deleted images `undelete` can restore, in the
+/// same forms as [`list`].
+pub fn list_undeletable(store: &Store, long: bool, json: bool) -> Result<String, ImageError> {
+    render_list(store.list_deleted()?, long, json)
+}
+
+fn render_list(
+    images: Vec<(String, ObjectId)>,
+    long: bool,
+    json: bool,
+) -> Result<String, ImageError> {
     let mut o = String::new();
     if json {
-        let v: Vec<serde_json::Value> = store
-            .list()?
-            .into_iter()
+        let v: Vec<serde_json::Value> = images
+            .iter()
             .map(|(name, commit)| {
                 serde_json::json!({
-                    "name": list_name(&name),
+                    "name": list_name(name),
                     "ref": name,
                     "commit": commit.to_string(),
                 })
@@ -631,7 +644,7 @@ pub fn list(store: &Store, long: bool, json: bool) -> Result<String, ImageError>
         outln!(o, "{}", serde_json::to_string_pretty(&v)?);
         return Ok(o);
     }
-    for (name, commit) in store.list()? {
+    for (name, commit) in images {
         if long {
             // Grove's own format, with commits: the full name.
             outln!(o, "{name}\t{commit}");
@@ -691,6 +704,70 @@ pub fn list_details(store: &Store, name: &str, settings: &Settings) -> Result<()
     Ok(())
 }
 
+/// `ch-image list --json NAME`: what [`list_details`] prints, as one JSON object: `name`,
+/// `local` (`commit`, `checkout`, `architecture`, or `null` when not in storage),
+/// `remote_ref` and `remote` (`digest`, `arch_aware`, `archs`; `null` when the registry
+/// doesn't have it; `{"error": ...}` when it could not be asked, also warned about).
+pub fn list_details_json(
+    store: &Store,
+    name: &str,
+    settings: &Settings,
+) -> Result<String, ImageError> {
+    let name = parse_ref(name)?;
+    let local = match store.image(&name)? {
+        Some(commit) => {
+            let (_, cfg) = store.read(commit)?;
+            serde_json::json!({
+                "commit": commit.to_string(),
+                "checkout": store.checkout_link(&name),
+                "architecture": cfg.arch,
+            })
+        }
+        None => serde_json::Value::Null,
+    };
+    let remote = crate::registry::Remote::resolve(&name);
+    let remote_info = match crate::registry::pull::remote_info(&name, settings) {
+        Ok(Some(info)) => serde_json::json!({
+            "digest": info.digest,
+            "arch_aware": info.archs.is_some(),
+            "archs": info.archs,
+        }),
+        Ok(None) => serde_json::Value::Null,
+        Err(e) => {
+            warn!("can't query registry: {}", e.full_message());
+            serde_json::json!({ "error": e.full_message() })
+        }
+    };
+    let v = serde_json::json!({
+        "name": name.to_string(),
+        "local": local,
+        "remote_ref": remote.to_string(),
+        "host_architecture": crate::oci::host_arch(),
+        "remote": remote_info,
+    });
+    let mut o = String::new();
+    outln!(o, "{}", serde_json::to_string_pretty(&v)?);
+    Ok(o)
+}
+
+/// `ch-image fsck --json`: `{"ok": BOOL, "problems": [...]}` on standard output; any
+/// problem is also an error, as with [`fsck`].
+pub fn fsck_json(store: &Store) -> Result<String, ImageError> {
+    let problems = crate::store::maint::fsck(store)?;
+    let v = serde_json::json!({ "ok": problems.is_empty(), "problems": problems });
+    let mut o = String::new();
+    outln!(o, "{}", serde_json::to_string_pretty(&v)?);
+    if !problems.is_empty() {
+        crate::cli::write_stdout(&o);
+        return Err(ImageError::Fsck {
+            count: problems.len(),
+            storage: store.root().to_path_buf(),
+        });
+    }
+    info!("store ok: {}", store.root().display());
+    Ok(o)
+}
+
 /// `ch-image fsck`: the problems found, one per line on standard output; any problem
 /// is also an error.
 pub fn fsck(store: &Store) -> Result<(), ImageError> {
@@ -735,13 +812,17 @@ pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, Image
     {
         ["push", remote] => {
             let lock = store.lock()?;
+            let phase = crate::progress::Phase::start("build-cache push", "transferred", "object");
             maint::push(store, &lock, remote)?;
+            phase.finish(&[]);
             info!("pushed images and cache to {remote}");
             return Ok(o);
         }
         ["fetch", remote] => {
             let lock = store.lock()?;
+            let phase = crate::progress::Phase::start("build-cache fetch", "transferred", "object");
             maint::fetch(store, &lock, remote)?;
+            phase.finish(&[]);
             info!("fetched images and cache from {remote}");
             return Ok(o);
         }
@@ -755,7 +836,11 @@ pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, Image
     }
     if a.gc {
         let lock = store.lock_exclusive()?;
+        let phase = crate::progress::Phase::start("build-cache gc", "removed", "");
+        let before = maint::summary(store)?;
         maint::gc(store, &lock)?;
+        let after = maint::summary(store)?;
+        phase.finish(&gc_counts(&before, &after));
         info!("garbage collected");
     }
     if a.tree {
@@ -786,6 +871,37 @@ pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, Image
         s.bytes as f64 / (1 << 20) as f64
     );
     Ok(o)
+}
+
+/// What a gc removed, for its progress line: `3 cache entries`, `10 commits`,
+/// `200 objects`, `freed 12.3 MiB`.
+fn gc_counts(
+    before: &crate::store::maint::Summary,
+    after: &crate::store::maint::Summary,
+) -> Vec<String> {
+    use crate::progress::{count, size};
+    let less = |b: u64, a: u64| b.saturating_sub(a);
+    let entries = less(before.cache_entries as u64, after.cache_entries as u64);
+    let commits = less(before.commits as u64, after.commits as u64);
+    let objects = less(before.objects, after.objects);
+    vec![
+        format!(
+            "{} cache entr{}",
+            count(entries),
+            if entries == 1 { "y" } else { "ies" }
+        ),
+        format!(
+            "{} commit{}",
+            count(commits),
+            if commits == 1 { "" } else { "s" }
+        ),
+        format!(
+            "{} object{}",
+            count(objects),
+            if objects == 1 { "" } else { "s" }
+        ),
+        format!("freed {}", size(less(before.bytes, after.bytes))),
+    ]
 }
 
 /// The tag Charliecloud infers: `Dockerfile.EXT` gives EXT, `NAME.df` or

@@ -151,6 +151,119 @@ impl<R: std::io::Read> std::io::Read for Reading<R> {
     }
 }
 
+/// Follow the standard error of a git command run with `--progress`: its transfer lines
+/// (`Writing objects: 45% (9/20), 1.20 MiB | ...`, `Receiving objects`, `Unpacking
+/// objects`) count toward the active phase as objects and bytes; the other lines are
+/// returned (for an error message).
+pub fn follow_git(mut stderr: impl std::io::Read) -> String {
+    let base = ITEMS.load(Ordering::Relaxed);
+    let (mut done, mut sent) = (0u64, 0u64);
+    let mut other = String::new();
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut line = |l: &[u8]| {
+        let l = String::from_utf8_lossy(l);
+        match git_transfer(&l) {
+            Some(t) => {
+                items(t.done.saturating_sub(done));
+                done = done.max(t.done);
+                if ACTIVE.load(Ordering::Relaxed) {
+                    TOTAL_ITEMS.store(base + t.total, Ordering::Relaxed);
+                }
+                if let Some(b) = t.bytes {
+                    bytes(b.saturating_sub(sent));
+                    sent = sent.max(b);
+                }
+            }
+            None if git_chatter(&l) => {}
+            None => {
+                other.push_str(l.trim_end());
+                other.push('\n');
+            }
+        }
+    };
+    loop {
+        let n = match stderr.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &c in &buf[..n] {
+            if c == b'\r' || c == b'\n' {
+                if !pending.is_empty() {
+                    line(&pending);
+                    pending.clear();
+                }
+            } else {
+                pending.push(c);
+            }
+        }
+    }
+    if !pending.is_empty() {
+        line(&pending);
+    }
+    other
+}
+
+/// One transfer progress line of git.
+#[derive(Debug, PartialEq, Eq)]
+pub struct GitTransfer {
+    pub done: u64,
+    pub total: u64,
+    /// Bytes so far, when the line says.
+    pub bytes: Option<u64>,
+}
+
+/// Parse `[remote: ]Writing|Receiving|Unpacking objects: P% (DONE/TOTAL)[, SIZE UNIT | RATE][, done.]`.
+pub fn git_transfer(line: &str) -> Option<GitTransfer> {
+    let rest = [
+        "Writing objects:",
+        "Receiving objects:",
+        "Unpacking objects:",
+    ]
+    .iter()
+    .find_map(|p| line.trim_start().strip_prefix(p))?;
+    let (_, rest) = rest.split_once('(')?;
+    let (counts, rest) = rest.split_once(')')?;
+    let (done, total) = counts.split_once('/')?;
+    let bytes = rest
+        .strip_prefix(", ")
+        .and_then(|r| r.split('|').next())
+        .and_then(|r| {
+            let mut w = r.split_whitespace();
+            let v: f64 = w.next()?.parse().ok()?;
+            let mul = match w.next()? {
+                "bytes" | "byte" => 1.0,
+                "KiB" => 1024.0,
+                "MiB" => 1024.0 * 1024.0,
+                "GiB" => 1024.0 * 1024.0 * 1024.0,
+                _ => return None,
+            };
+            Some((v * mul) as u64)
+        });
+    Some(GitTransfer {
+        done: done.trim().parse().ok()?,
+        total: total.trim().parse().ok()?,
+        bytes,
+    })
+}
+
+/// Progress chatter of git that is no error: counting, compressing, totals.
+fn git_chatter(line: &str) -> bool {
+    let l = line.trim();
+    let l = l.strip_prefix("remote:").map(str::trim).unwrap_or(l);
+    l.is_empty()
+        || [
+            "Enumerating objects:",
+            "Counting objects:",
+            "Compressing objects:",
+            "Resolving deltas:",
+            "Delta compression",
+            "Total ",
+        ]
+        .iter()
+        .any(|p| l.starts_with(p))
+}
+
 /// One phase of an operation. Prints its line when [`Phase::finish`]ed; dropped without
 /// finishing (an error), it clears its bar and prints nothing.
 pub struct Phase {
@@ -484,6 +597,50 @@ mod tests {
             summary("gc", "done", &[], None, 0, Duration::from_millis(40)),
             "gc: done in 0.04 s"
         );
+    }
+
+    #[test]
+    fn git_transfer_lines_give_objects_and_bytes() {
+        assert_eq!(
+            git_transfer("Writing objects: 100% (202/202), 7.19 KiB | 736.00 KiB/s, done."),
+            Some(GitTransfer {
+                done: 202,
+                total: 202,
+                bytes: Some(7362)
+            })
+        );
+        assert_eq!(
+            git_transfer("Receiving objects:  45% (9/20)"),
+            Some(GitTransfer {
+                done: 9,
+                total: 20,
+                bytes: None
+            })
+        );
+        assert_eq!(
+            git_transfer("Unpacking objects: 100% (3/3), 250 bytes | 250.00 KiB/s, done."),
+            Some(GitTransfer {
+                done: 3,
+                total: 3,
+                bytes: Some(250)
+            })
+        );
+        assert_eq!(git_transfer("Counting objects:  10% (2/20)"), None);
+        assert_eq!(git_transfer("fatal: no such remote"), None);
+        assert!(git_chatter(
+            "remote: Enumerating objects: 205, done.        "
+        ));
+        assert!(!git_chatter("error: failed to push some refs"));
+    }
+
+    #[test]
+    fn following_git_keeps_its_messages_and_counts_its_transfers() {
+        // No phase is active in unit tests: the counters move, nothing is drawn.
+        let before = ITEMS.load(Ordering::Relaxed);
+        let err = b"Enumerating objects: 4, done.\nWriting objects:  33% (1/3)\rWriting objects: 100% (3/3)\rWriting objects: 100% (3/3), 237 bytes | 237.00 KiB/s, done.\nTotal 3 (delta 1)\nerror: failed to push some refs to 'x'\n";
+        let other = follow_git(&err[..]);
+        assert_eq!(other, "error: failed to push some refs to 'x'\n");
+        assert!(ITEMS.load(Ordering::Relaxed) >= before + 3);
     }
 
     #[test]

@@ -116,7 +116,11 @@ enum Cmd {
     /// Build cache: summary, or maintenance with the options
     BuildCache(BuildCacheArgs),
     /// Check the store's integrity
-    Fsck,
+    Fsck {
+        /// JSON output (`ok` and the list of problems)
+        #[arg(long)]
+        json: bool,
+    },
     /// Import a directory or tarball as an image
     Import {
         /// Directory or tarball (plain, gzip, zstd, xz)
@@ -152,7 +156,10 @@ enum Cmd {
         /// Long listing (commit ids too)
         #[arg(short, long)]
         long: bool,
-        /// JSON output (the list of images)
+        /// List the deleted images that `undelete` can restore
+        #[arg(short, long, conflicts_with = "image_ref")]
+        undeletable: bool,
+        /// JSON output (the list of images; with IMAGE_REF, its details)
         #[arg(long)]
         json: bool,
     },
@@ -350,7 +357,6 @@ fn parse_ref(s: &str) -> anyhow::Result<Reference> {
 }
 
 fn registry_settings(c: &Common) -> grove::registry::Settings {
-    use std::io::IsTerminal;
     let mut s = grove::registry::Settings::from_env();
     if let Some(a) = &c.arch {
         s.arch = grove::registry::Arch::parse(a);
@@ -358,7 +364,6 @@ fn registry_settings(c: &Common) -> grove::registry::Settings {
     s.auth |= c.auth;
     s.tls_no_verify = c.tls_no_verify;
     s.always_download = c.always_download;
-    s.progress = std::io::stderr().is_terminal() && grove::log::level() == 0;
     s
 }
 
@@ -466,7 +471,8 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             };
             emit(&image::build_cache(&Store::open(&storage)?, &req)?)?
         }
-        Cmd::Fsck => image::fsck(&Store::open_existing(&storage)?)?,
+        Cmd::Fsck { json: false } => image::fsck(&Store::open_existing(&storage)?)?,
+        Cmd::Fsck { json: true } => emit(&image::fsck_json(&Store::open_existing(&storage)?)?)?,
         Cmd::Checkout { image_ref } => {
             let name = parse_ref(&image_ref)?;
             let store = Store::open_existing(&storage)?;
@@ -485,8 +491,20 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
         Cmd::List {
             image_ref: None,
             long,
+            undeletable: false,
             json,
         } => emit(&image::list(&open()?, long, json)?)?,
+        Cmd::List {
+            image_ref: None,
+            long,
+            undeletable: true,
+            json,
+        } => emit(&image::list_undeletable(&open()?, long, json)?)?,
+        Cmd::List {
+            image_ref: Some(r),
+            json: true,
+            ..
+        } => emit(&image::list_details_json(&open()?, &r, &settings)?)?,
         Cmd::List {
             image_ref: Some(r), ..
         } => image::list_details(&open()?, &r, &settings)?,

@@ -558,7 +558,7 @@ impl Client {
                     let req = b
                         .header("Content-Length", len.to_string())
                         .body(ureq::SendBody::from_owned_reader(
-                            io::BufReader::with_capacity(1 << 20, f),
+                            io::BufReader::with_capacity(1 << 20, crate::progress::Reading(f)),
                         ))
                         .map_err(|e| http_err("request", &shown)(e.into()))?;
                     self.run(req, deadline)

@@ -335,8 +335,6 @@ pub struct Settings {
     pub auth: bool,
     /// Don't verify TLS certificates (`--tls-no-verify`).
     pub tls_no_verify: bool,
-    /// Show progress bars (on a TTY, not verbose).
-    pub progress: bool,
     /// Download everything again, ignoring the download cache and an image already
     /// pulled (`--always-download`, and `pull --no-cache`).
     pub always_download: bool,
@@ -349,7 +347,6 @@ impl Settings {
             arch: Arch::Host,
             auth: std::env::var("CH_IMAGE_AUTH").as_deref() == Ok("yes"),
             tls_no_verify: false,
-            progress: false,
             always_download: false,
         }
     }

@@ -176,9 +176,13 @@ pub fn pull(
         }
     }
 
+    let phase = crate::progress::Phase::start("pull", "downloaded", "layer");
     let paths = download_layers(store, &client, m, settings)?;
+    phase.finish(&[]);
 
     info!("flattening image");
+    let phase = crate::progress::Phase::start("pull", "unpacked", "file");
+    crate::progress::set_totals(0, m.layers.iter().map(|d| d.size).sum());
     let ts = store.thread_safe();
     let mut root = Dir::new(0o755);
     let n = paths.len();
@@ -202,6 +206,7 @@ pub fn pull(
             warn!("{w}");
         }
     }
+    phase.finish(&[format!("{n} layer{}", if n == 1 { "" } else { "s" })]);
     let mut cfg = doc.to_image_config();
     cfg.annotations.insert(
         MANIFEST_ANNOTATION.into(),
@@ -344,6 +349,9 @@ pub fn pull_to_dir(
         let commit = pull(&store, &lock, src, src, settings)?.commit();
         let (root, _) = store.read(commit)?;
         let staged = work.join("image");
+        let phase = crate::progress::Phase::start("pull", "wrote", "file");
+        let (files, bytes) = crate::progress::tree_totals(&root);
+        crate::progress::set_totals(files, bytes);
         crate::store::checkout::materialize(
             store.thread_safe(),
             &root,
@@ -351,6 +359,7 @@ pub fn pull_to_dir(
             crate::store::checkout::Policy::Checkout,
         )
         .map_err(|e| RegistryError::Store(e.into()))?;
+        phase.finish(&[]);
         if replace {
             verbose!("replacing existing image: {}", dir.display());
             crate::store::checkout::remove_tree(dir).at("remove", dir)?;
@@ -452,7 +461,7 @@ fn download_layers(
     let cache = store.layout().dlcache();
     let jobs = distinct_layers(&m.layers)?;
     fs::create_dir_all(&cache).at("create directory", &cache)?;
-    let bars = settings.progress.then(indicatif::MultiProgress::new);
+    crate::progress::set_totals(0, jobs.iter().map(|(_, d)| d.size).sum());
     let n = m.layers.len();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<Result<(usize, PathBuf), RegistryError>> = std::thread::scope(|s| {
@@ -469,7 +478,6 @@ fn download_layers(
                             d,
                             (*i, n),
                             settings.always_download,
-                            bars.as_ref(),
                         )
                         .map(|p| (*i, p));
                         let failed = r.is_err();
@@ -519,7 +527,6 @@ fn download_one(
     d: &oci::Descriptor,
     (i, n): (usize, usize),
     always: bool,
-    bars: Option<&indicatif::MultiProgress>,
 ) -> Result<PathBuf, RegistryError> {
     let digest = Digest::parse(&d.digest).map_err(|source| DocumentError::BadDigest {
         what: "layer",
@@ -544,6 +551,7 @@ fn download_one(
                 i + 1,
                 short(&d.digest)
             );
+            crate::progress::skip_bytes(d.size);
             return Ok(dest);
         }
         warn!("{what}: cached file is corrupt; downloading again");
@@ -555,18 +563,6 @@ fn download_one(
     let guard = Partial(Some(part.clone()));
     let (resp, deadline) = client.blob(&d.digest, d.size)?;
     let url = client.url(&format!("blobs/{}", d.digest));
-    let bar = bars.map(|mb| {
-        let b = mb.add(indicatif::ProgressBar::new(d.size));
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-            )
-            .expect("valid progress template")
-            .progress_chars("=> "),
-        );
-        b.set_prefix(format!("layer {}/{n} {}", i + 1, short(&d.digest)));
-        b
-    });
     // Never read more than the manifest promised (plus one byte to notice excess; sizes
     // are bounded by MAX_LAYER_SIZE, so this does not wrap).
     let reader = resp
@@ -590,9 +586,7 @@ fn download_one(
         if k == 0 {
             break;
         }
-        if let Some(b) = &bar {
-            b.inc(k as u64);
-        }
+        crate::progress::bytes(k as u64);
         if deadline.passed() {
             return Err(deadline.error("get blob", &url));
         }
@@ -600,9 +594,6 @@ fn download_one(
     }
     f.flush().at("write", &part)?;
     drop(f);
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
     let (_, actual, count) = hr.finish();
     if count != d.size {
         return Err(RegistryError::Size {
@@ -619,6 +610,7 @@ fn download_one(
         });
     }
     fs::rename(&part, &dest).at("rename into place", &dest)?;
+    crate::progress::items(1);
     let mut guard = guard;
     guard.0 = None;
     Ok(dest)

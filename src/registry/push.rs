@@ -54,6 +54,9 @@ pub fn push(
         let compressed = Hashing::new(io::BufWriter::with_capacity(1 << 20, f));
         let gz = flate2::write::GzEncoder::new(compressed, flate2::Compression::new(6));
         let plain = Hashing::new(gz);
+        let phase = crate::progress::Phase::start("push", "packed", "file");
+        let (files, bytes) = crate::progress::tree_totals(&root);
+        crate::progress::set_totals(files, bytes);
         let plain = write_tar_with(
             &store.repo(),
             &root,
@@ -70,6 +73,7 @@ pub fn push(
             .map_err(crate::store::export::ExportError::Io)?;
         let (file, layer_digest, layer_size) = compressed.finish();
         drop(file);
+        phase.finish(&[]);
 
         // The same config `ch-convert -o oci` writes: the image's own history, consistent
         // with the one layer pushed, so Buildah and Podman can build on it.
@@ -88,6 +92,7 @@ pub fn push(
         let client = Client::new(remote.clone(), settings, true)?;
         client.login()?;
         let short = |d: &str| d.trim_start_matches("sha256:")[..7].to_string();
+        let phase = crate::progress::Phase::start("push", "uploaded", "blob");
         if client.has_blob(&layer_digest)? {
             info!("layer 1/1: {}: already present", short(&layer_digest));
         } else {
@@ -95,13 +100,17 @@ pub fn push(
                 "layer 1/1: {}: not present, uploading",
                 short(&layer_digest)
             );
+            crate::progress::set_totals(0, layer_size);
             client.upload_blob(&layer_digest, Body::File(&layer_path))?;
+            crate::progress::items(1);
         }
         if client.has_blob(&cfg_digest)? {
             info!("config: {}: already present", short(&cfg_digest));
         } else {
             info!("config: {}: not present, uploading", short(&cfg_digest));
             client.upload_blob(&cfg_digest, Body::Bytes(&cfg_bytes))?;
+            crate::progress::items(1);
+            crate::progress::bytes(cfg_bytes.len() as u64);
         }
         info!("manifest: uploading");
         let tag = if remote.version.starts_with("sha256:") {
@@ -110,6 +119,8 @@ pub fn push(
             remote.version.clone()
         };
         client.put_manifest(&tag, oci::MANIFEST, &m_bytes)?;
+        crate::progress::bytes(m_bytes.len() as u64);
+        phase.finish(&[]);
         Ok(Digest::of(&m_bytes).to_string())
     })();
     let _ = crate::store::checkout::remove_tree(&tmp);

@@ -42,6 +42,39 @@ fn run_git(store: &Store, args: &[&str]) -> Result<String, StoreError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Run a git transfer (push, fetch) with `--progress` among `args`: its objects and
+/// bytes count toward the active progress phase ([`crate::progress::follow_git`]).
+fn run_git_progress(store: &Store, args: &[&str]) -> Result<String, StoreError> {
+    let repo = store.layout().repo();
+    let mut child = git_cmd(store)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .at("run git", &repo)?;
+    let mut so = child.stdout.take().expect("stdout is piped");
+    let out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut so, &mut s);
+        s
+    });
+    let messages = crate::progress::follow_git(child.stderr.take().expect("stderr is piped"));
+    let status = child.wait().at("run git", &repo)?;
+    let out = out.join().unwrap_or_default();
+    if !status.success() {
+        return Err(StoreError::Io(IoError {
+            action: "run git",
+            path: repo,
+            source: std::io::Error::other(format!(
+                "git {} failed: {}",
+                args.join(" "),
+                messages.trim()
+            )),
+        }));
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
 /// A node of the build graph: a commit with its first line and the names pointing at it.
 #[derive(Debug, Clone)]
 pub struct GraphNode {
@@ -488,7 +521,7 @@ fn fetch_args(remote: &str, refspecs: &[String]) -> Vec<String> {
         "-c",
         "transfer.fsckObjects=true",
         "fetch",
-        "--quiet",
+        "--progress",
         "--no-tags",
         "--no-write-fetch-head",
         "--end-of-options",
@@ -503,7 +536,7 @@ fn fetch_args(remote: &str, refspecs: &[String]) -> Vec<String> {
 
 fn run_git_owned(store: &Store, args: &[String]) -> Result<String, StoreError> {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    run_git(store, &a)
+    run_git_progress(store, &a)
 }
 
 /// Fetch the remote's notes (if any) and merge them into the local notes, so that
@@ -551,7 +584,7 @@ pub fn push(store: &Store, _lock: &WriteLock, remote: &str) -> Result<(), StoreE
         let has_notes = git::get_ref(&store.repo(), notes::NOTES_REF)?.is_some();
         let mut args = vec![
             "push",
-            "--quiet",
+            "--progress",
             &lease,
             "--end-of-options",
             remote,
@@ -561,7 +594,7 @@ pub fn push(store: &Store, _lock: &WriteLock, remote: &str) -> Result<(), StoreE
         if has_notes {
             args.push("refs/notes/grove:refs/notes/grove");
         }
-        match run_git(store, &args) {
+        match run_git_progress(store, &args) {
             Ok(_) => return Ok(()),
             Err(e) if tries < 3 => {
                 tries += 1;

@@ -549,7 +549,16 @@ impl Store {
 
     /// All images, sorted by name.
     pub fn list(&self) -> Result<Vec<(String, ObjectId)>, StoreError> {
-        let refs = git::list_refs(&self.repo(), IMAGE_REFS)?;
+        self.list_under(IMAGE_REFS)
+    }
+
+    /// Deleted images that `undelete` can restore, sorted by name.
+    pub fn list_deleted(&self) -> Result<Vec<(String, ObjectId)>, StoreError> {
+        self.list_under(DELETED_REFS)
+    }
+
+    fn list_under(&self, namespace: &str) -> Result<Vec<(String, ObjectId)>, StoreError> {
+        let refs = git::list_refs(&self.repo(), namespace)?;
         Ok(refs
             .into_iter()
             .map(|(c, id)| {
