@@ -838,9 +838,10 @@ pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, Image
         let lock = store.lock_exclusive()?;
         let phase = crate::progress::Phase::start("build-cache gc", "removed", "");
         let before = maint::summary(store)?;
+        let deleted = store.list_deleted()?.len() as u64;
         maint::gc(store, &lock)?;
         let after = maint::summary(store)?;
-        phase.finish(&gc_counts(&before, &after));
+        phase.finish(&gc_counts(&before, deleted, &after));
         info!("garbage collected");
     }
     if a.tree {
@@ -873,33 +874,27 @@ pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, Image
     Ok(o)
 }
 
-/// What a gc removed, for its progress line: `3 cache entries`, `10 commits`,
-/// `200 objects`, `freed 12.3 MiB`.
+/// What a gc removed, for its progress line: `3 cache entries`, `1 deleted image`,
+/// `200 objects`, `freed 12.3 MiB` (every deleted image goes; objects and disk use are
+/// compared before and after).
 fn gc_counts(
     before: &crate::store::maint::Summary,
+    deleted: u64,
     after: &crate::store::maint::Summary,
 ) -> Vec<String> {
     use crate::progress::{count, size};
     let less = |b: u64, a: u64| b.saturating_sub(a);
     let entries = less(before.cache_entries as u64, after.cache_entries as u64);
-    let commits = less(before.commits as u64, after.commits as u64);
     let objects = less(before.objects, after.objects);
+    let s = |n: u64| if n == 1 { "" } else { "s" };
     vec![
         format!(
             "{} cache entr{}",
             count(entries),
             if entries == 1 { "y" } else { "ies" }
         ),
-        format!(
-            "{} commit{}",
-            count(commits),
-            if commits == 1 { "" } else { "s" }
-        ),
-        format!(
-            "{} object{}",
-            count(objects),
-            if objects == 1 { "" } else { "s" }
-        ),
+        format!("{} deleted image{}", count(deleted), s(deleted)),
+        format!("{} object{}", count(objects), s(objects)),
         format!("freed {}", size(less(before.bytes, after.bytes))),
     ]
 }

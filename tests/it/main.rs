@@ -16,6 +16,7 @@ mod listing;
 mod modes;
 mod oci;
 mod packaging;
+mod progress;
 mod provenance;
 mod registry;
 mod run;
