@@ -1,5 +1,6 @@
-//! Listing commands as data: `history` names its columns, and `list`, `diff` and
-//! `build-cache` print JSON with `--json`, for CI scripts.
+//! Listing commands as data: `history` names its columns, and `list` (also
+//! `--undeletable` and `list IMAGE`), `history`, `diff`, `build-cache` and `fsck` print JSON
+//! with `--json`, for CI scripts.
 
 use crate::common::*;
 
@@ -57,4 +58,66 @@ fn listing_commands_print_json_and_history_names_its_columns() {
         assert!(header.contains(column), "{history}");
     }
     assert_eq!(lines.count(), 2, "one line a step: {history}");
+}
+
+#[test]
+fn every_listing_command_has_json_history_undeletable_details_and_fsck() {
+    let s = Scratch::new("listing-json");
+    let st = s.storage();
+    let image = || {
+        let mut c = tool("ch-image");
+        c.arg("-s").arg(&st);
+        c
+    };
+    ok(image().arg("import").arg(busybox_rootfs()).arg("bb"));
+    ok(image().arg("import").arg(busybox_rootfs()).arg("gone"));
+
+    let history = json(&ok(image().args(["history", "--json", "bb"])));
+    let steps = history.as_array().expect("array");
+    assert_eq!(steps.len(), 1, "{history}");
+    assert_eq!(steps[0]["commit"].as_str().map(str::len), Some(40));
+    assert!(steps[0]["instruction"].is_string(), "{history}");
+
+    // Deleted images that undelete can restore: text and JSON.
+    ok(image().args(["delete", "gone"]));
+    assert_eq!(ok(image().args(["list"])), "bb\n");
+    assert_eq!(ok(image().args(["list", "--undeletable"])), "gone\n");
+    let und = json(&ok(image().args(["list", "-u", "--json"])));
+    assert_eq!(und[0]["name"], "gone", "{und}");
+    assert_eq!(und[0]["ref"], "gone:latest", "{und}");
+    assert_eq!(und.as_array().map(Vec::len), Some(1));
+    ok(image().args(["undelete", "gone"]));
+    assert_eq!(
+        json(&ok(image().args(["list", "-u", "--json"]))),
+        serde_json::json!([])
+    );
+
+    // Details of one image: the registry is one that is not there (no network in tests).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let out = output(
+        image()
+            .env("CH_REGY_DEFAULT_HOST", "127.0.0.1")
+            .env("CH_REGY_DEFAULT_PORT", port.to_string())
+            .args(["list", "--json", "bb"]),
+    );
+    assert!(out.status.success());
+    let d = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(d["name"], "bb:latest", "{d}");
+    assert_eq!(d["local"]["commit"].as_str().map(str::len), Some(40), "{d}");
+    assert!(d["remote"]["error"].is_string(), "{d}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("can't query registry"),
+        "the warning stays on stderr"
+    );
+    let missing = json(&ok(image()
+        .env("CH_REGY_DEFAULT_HOST", "127.0.0.1")
+        .env("CH_REGY_DEFAULT_PORT", port.to_string())
+        .args(["list", "--json", "nosuch"])));
+    assert_eq!(missing["local"], serde_json::Value::Null, "{missing}");
+
+    let fsck = json(&ok(image().args(["fsck", "--json"])));
+    assert_eq!(fsck, serde_json::json!({ "ok": true, "problems": [] }));
 }
