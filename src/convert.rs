@@ -622,9 +622,8 @@ fn write_phase(
     img: &Input,
     write: impl FnOnce() -> Result<(), ConvertError>,
 ) -> Result<(), ConvertError> {
-    let phase = crate::progress::Phase::start("convert", "wrote", "file");
-    let (n, b) = crate::progress::tree_totals(&img.root);
-    crate::progress::set_totals(n, b);
+    let totals = crate::progress::tree_totals(&img.root);
+    let phase = crate::progress::Phase::start_with("convert", "wrote", "file", totals);
     write()?;
     phase.finish(&[]);
     Ok(())

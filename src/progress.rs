@@ -283,6 +283,17 @@ impl Phase {
     /// Start phase `verb` of `operation`, counting items called `noun` (singular,
     /// regular plural: "file", "layer", "object", "blob").
     pub fn start(operation: &str, verb: &'static str, noun: &'static str) -> Phase {
+        Phase::start_with(operation, verb, noun, (0, 0))
+    }
+
+    /// [`Phase::start`] with the totals known up front (items, bytes; 0: unknown), so
+    /// that the bar is right from its first drawing.
+    pub fn start_with(
+        operation: &str,
+        verb: &'static str,
+        noun: &'static str,
+        (total_items, total_bytes): (u64, u64),
+    ) -> Phase {
         let m = mode();
         if m == Mode::Off
             || ACTIVE
@@ -291,9 +302,11 @@ impl Phase {
         {
             return Phase { live: None };
         }
-        for c in [&ITEMS, &BYTES, &TOTAL_ITEMS, &TOTAL_BYTES] {
+        for c in [&ITEMS, &BYTES] {
             c.store(0, Ordering::Relaxed);
         }
+        TOTAL_ITEMS.store(total_items, Ordering::Relaxed);
+        TOTAL_BYTES.store(total_bytes, Ordering::Relaxed);
         let ticker = (m == Mode::Bars).then(|| {
             // Styled before it has a target: nothing is drawn in the default style.
             let bar = indicatif::ProgressBar::hidden().with_prefix(format!("{operation}: {verb}"));
@@ -387,14 +400,14 @@ fn draw(bar: &indicatif::ProgressBar, noun: &str, shown: &mut &'static str) {
     };
     let (template, len, pos, msg) = if tb > 0 {
         (
-            "{prefix} [{bar:30}] {bytes}/{total_bytes} {msg} {bytes_per_sec} eta {eta}",
+            "{prefix} [{wide_bar}] {bytes}/{total_bytes} {msg} {bytes_per_sec} eta {eta}",
             tb,
             b.min(tb),
             items_text(n),
         )
     } else if tn > 0 {
         (
-            "{prefix} [{bar:30}] {msg} eta {eta}",
+            "{prefix} [{wide_bar}] {msg} eta {eta}",
             tn,
             n.min(tn),
             format!("{}, {}", items_text(n), size(b)),

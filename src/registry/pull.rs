@@ -181,8 +181,12 @@ pub fn pull(
     phase.finish(&[]);
 
     info!("flattening image");
-    let phase = crate::progress::Phase::start("pull", "unpacked", "file");
-    crate::progress::set_totals(0, m.layers.iter().map(|d| d.size).sum());
+    let phase = crate::progress::Phase::start_with(
+        "pull",
+        "unpacked",
+        "file",
+        (0, m.layers.iter().map(|d| d.size).sum()),
+    );
     let ts = store.thread_safe();
     let mut root = Dir::new(0o755);
     let n = paths.len();
@@ -349,9 +353,8 @@ pub fn pull_to_dir(
         let commit = pull(&store, &lock, src, src, settings)?.commit();
         let (root, _) = store.read(commit)?;
         let staged = work.join("image");
-        let phase = crate::progress::Phase::start("pull", "wrote", "file");
-        let (files, bytes) = crate::progress::tree_totals(&root);
-        crate::progress::set_totals(files, bytes);
+        let totals = crate::progress::tree_totals(&root);
+        let phase = crate::progress::Phase::start_with("pull", "wrote", "file", totals);
         crate::store::checkout::materialize(
             store.thread_safe(),
             &root,

@@ -54,9 +54,8 @@ pub fn push(
         let compressed = Hashing::new(io::BufWriter::with_capacity(1 << 20, f));
         let gz = flate2::write::GzEncoder::new(compressed, flate2::Compression::new(6));
         let plain = Hashing::new(gz);
-        let phase = crate::progress::Phase::start("push", "packed", "file");
-        let (files, bytes) = crate::progress::tree_totals(&root);
-        crate::progress::set_totals(files, bytes);
+        let totals = crate::progress::tree_totals(&root);
+        let phase = crate::progress::Phase::start_with("push", "packed", "file", totals);
         let plain = write_tar_with(
             &store.repo(),
             &root,

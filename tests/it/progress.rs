@@ -219,6 +219,29 @@ fn pull_prints_its_download_and_unpack_lines() {
     timed(line(&err, "pull: wrote"), "pull: wrote 1 file, 2.9 KiB");
     let (out, err) = pull(true, "img2");
     assert_eq!((out.as_str(), err.as_str()), ("", ""), "-q prints nothing");
+
+    // On a terminal: the same bar as the other operations, replaced by the same lines.
+    let Some(out) = on_terminal(&format!(
+        "env CH_IMAGE_REGY_INSECURE=127.0.0.1:{port} {} -s {} pull 127.0.0.1:{port}/fake/img img3",
+        quote(&bin("ch-image")),
+        quote(&s.join("fresh")),
+        port = fake.port
+    )) else {
+        return;
+    };
+    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(raw.contains("\x1b[2K"), "no bar drawn: {raw:?}");
+    let screen = final_screen(&raw);
+    for start in [
+        "pull: downloaded 1 layer, ",
+        "pull: unpacked 1 layer, 1 file, ",
+    ] {
+        assert_eq!(
+            screen.iter().filter(|l| l.starts_with(start)).count(),
+            1,
+            "{start}: {screen:?}"
+        );
+    }
 }
 
 #[test]
