@@ -417,7 +417,12 @@ fn draw(bar: &indicatif::ProgressBar, noun: &str, shown: &mut &'static str) {
             "{prefix} {spinner} {msg} {elapsed}",
             0,
             0,
-            format!("{}, {}", items_text(n), size(b)),
+            // Nothing counted (a gc): the spinner and the time alone.
+            if noun.is_empty() && b == 0 {
+                String::new()
+            } else {
+                format!("{}, {}", items_text(n), size(b))
+            },
         )
     };
     if *shown != template {

@@ -501,3 +501,48 @@ fn a_closed_pipe_on_stderr_or_stdout_does_not_break_the_operation() {
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["commits"], 0, "the gc ran: {v}");
 }
+
+#[test]
+fn build_keeps_its_instruction_lines_and_the_output_of_run_with_no_bar() {
+    let s = Scratch::new("progress-build");
+    let st = s.storage();
+    run(image(&st)
+        .arg("-q")
+        .arg("import")
+        .arg(busybox_rootfs())
+        .arg("bb"));
+    let ctx = s.join("ctx");
+    sh(&format!(
+        "mkdir '{c}' && printf 'FROM bb\\nRUN echo to-stdout; echo to-stderr >&2\\n' > '{c}/Dockerfile'",
+        c = ctx.display()
+    ));
+    let (out, err) = run(image(&st)
+        .args(["build", "--no-cache", "-t", "app"])
+        .arg(&ctx));
+    assert_eq!(out, "to-stdout\n", "RUN's stdout, untouched");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines[0], "  1* FROM bb", "{err}");
+    assert!(lines[1].starts_with("  2. RUN"), "{err}");
+    assert_eq!(lines[2], "to-stderr", "{err}");
+    assert!(
+        lines[3].starts_with("grown in 2 instructions: app"),
+        "{err}"
+    );
+    assert_eq!(lines.len(), 4, "{err}");
+
+    // On a terminal: the same lines, no bar (nothing here is a long phase).
+    let Some(out) = on_terminal(&format!(
+        "{} -s {} build --no-cache -t app {}",
+        quote(&bin("ch-image")),
+        quote(&st),
+        quote(&ctx)
+    )) else {
+        return;
+    };
+    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!raw.contains('\x1b'), "{raw:?}");
+    let screen = final_screen(&raw);
+    assert_eq!(screen[0], "  1* FROM bb", "{screen:?}");
+    assert!(screen.contains(&"to-stdout".to_string()), "{screen:?}");
+    assert!(screen.contains(&"to-stderr".to_string()), "{screen:?}");
+}
