@@ -253,7 +253,7 @@ fn import_squash_stream(
     let applied = apply_layer(
         ts,
         &mut root,
-        BufReader::with_capacity(1 << 20, stdout),
+        BufReader::with_capacity(1 << 20, crate::progress::Reading(stdout)),
         path,
         Whiteouts::Keep,
         // Streamed with --no-xattr: there are none to read.

@@ -171,6 +171,23 @@ fn convert_to_every_format_prints_its_read_and_write_lines() {
         let (out, err) = run(c.arg("-q").arg("t").arg(s.join(format!("q.{o}"))));
         assert_eq!((out.as_str(), err.as_str()), ("", ""), "{o} with -q");
     }
+    // Back from OCI and SquashFS: their files read.
+    let mut inputs = vec![("oci", "t.oci", "1,201")];
+    if outputs.contains(&"t.sqfs") {
+        inputs.push(("squash", "t.sqfs", "1,203"));
+    }
+    for (fmt, name, files) in inputs {
+        let (out, err) = run(convert(&st)
+            .args(["-i", fmt])
+            .arg(s.join(name))
+            .arg(s.join(format!("{name}.back.tar"))));
+        assert_eq!(out, "");
+        let l = line(&err, "convert: read");
+        assert!(
+            l.starts_with(&format!("convert: read {files} files, ")),
+            "{fmt}: {l}"
+        );
+    }
     // From a directory: a read phase too.
     let (out, err) = run(convert(&st).arg(&dir).arg(s.join("again.tar")));
     assert_eq!(out, "");
