@@ -120,4 +120,22 @@ fn every_listing_command_has_json_history_undeletable_details_and_fsck() {
 
     let fsck = json(&ok(image().args(["fsck", "--json"])));
     assert_eq!(fsck, serde_json::json!({ "ok": true, "problems": [] }));
+    // A damaged checkout: the problem in the JSON, and still a failure.
+    let dir = ok(image().args(["checkout", "bb"]));
+    sh(&format!(
+        "chmod u+w '{d}/bin' && rm '{d}/bin/busybox'",
+        d = dir.trim()
+    ));
+    let out = output(image().args(["fsck", "--json"]));
+    assert_eq!(out.status.code(), Some(1));
+    let fsck = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(fsck["ok"], false, "{fsck}");
+    let problems = fsck["problems"].as_array().expect("problems");
+    assert_eq!(problems.len(), 1, "{fsck}");
+    assert!(
+        problems[0]
+            .as_str()
+            .is_some_and(|p| p.ends_with("missing: bin/busybox")),
+        "{fsck}"
+    );
 }
