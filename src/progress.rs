@@ -95,7 +95,8 @@ pub fn file(size: u64) {
 }
 
 /// Files and bytes of a tree as its exports count them: hard links after a group's first
-/// file are links, not files.
+/// file are links, not files. Bytes are 0 (unknown: the bar then counts files) for a tree
+/// read back from the store, whose file sizes are not recorded in it.
 pub fn tree_totals(root: &crate::store::Dir) -> (u64, u64) {
     use crate::store::model::Node;
     let (mut n, mut b) = (0, 0);
@@ -112,7 +113,7 @@ pub fn tree_totals(root: &crate::store::Dir) -> (u64, u64) {
 }
 
 /// Set the totals of the active phase, once they are known (0: unknown). Ignored when no
-/// phase is active.
+/// phase is active; inside a passive phase, sets the outer phase's totals.
 pub fn set_totals(items: u64, bytes: u64) {
     if ACTIVE.load(Ordering::Relaxed) {
         TOTAL_ITEMS.store(items, Ordering::Relaxed);
