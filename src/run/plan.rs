@@ -1001,6 +1001,118 @@ mod tests {
     }
 
     #[test]
+    fn build_mounts_round_trip_through_their_ch_run_argument() {
+        for m in [
+            BuildMount::Bind {
+                src: "/s/cachemounts/ab".into(),
+                dst: "/var/cache/apt".into(),
+                writable: true,
+            },
+            BuildMount::Bind {
+                src: "/ctx/with:colon".into(),
+                dst: "/src".into(),
+                writable: false,
+            },
+            BuildMount::Tmpfs {
+                dst: "/t".into(),
+                options: "mode=1777,size=1m".into(),
+            },
+        ] {
+            assert_eq!(BuildMount::parse(&m.to_arg()), Ok(m.clone()));
+        }
+        assert_eq!(
+            BuildMount::parse(std::ffi::OsStr::new("bind-ro:/a:/b")),
+            Ok(BuildMount::Bind {
+                src: "/b".into(),
+                dst: "/a".into(),
+                writable: false
+            })
+        );
+        for bad in ["bind:/a:", "bind:rel:/b", "tmpfs:/", "nfs:/a:/b", "bind"] {
+            assert!(BuildMount::parse(std::ffi::OsStr::new(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn build_mounts_come_after_user_binds_read_only_unless_writable() {
+        let mut i = input(WriteMode::ReadWrite);
+        i.binds.push(Bind::parse("/data:/mnt/0").expect("valid bind"));
+        i.build_mounts = vec![
+            BuildMount::Bind {
+                src: "/ctx".into(),
+                dst: "/src".into(),
+                writable: false,
+            },
+            BuildMount::Tmpfs {
+                dst: "/t".into(),
+                options: "mode=1777".into(),
+            },
+        ];
+        let ops = mount_plan(&i);
+        let n = ops.len();
+        assert!(matches!(&ops[n - 4], MountOp::Bind { dst, .. } if dst == Path::new("/mnt/0")));
+        assert!(
+            matches!(&ops[n - 3], MountOp::Bind { dst, read_only: true, .. } if dst == Path::new("/src"))
+        );
+        assert!(matches!(&ops[n - 2], MountOp::Tmpfs { dst, .. } if dst == Path::new("/t")));
+    }
+
+    #[test]
+    fn build_mount_points_provide_missing_targets_and_keep_existing_parents_attributes() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let l = d.path().join("layer");
+        std::fs::create_dir_all(l.join("var/cache")).expect("mkdir");
+        std::fs::create_dir_all(l.join("etc")).expect("mkdir");
+        std::os::unix::fs::symlink("/elsewhere", l.join("link")).expect("symlink");
+        let lowers = vec![l.clone()];
+        let p = build_mount_points(
+            &lowers,
+            &[
+                ("/var/cache/apt".into(), true),
+                ("/run/secrets/tok".into(), false),
+                ("/var/cache".into(), true),
+                ("/link/x".into(), true),
+            ],
+        );
+        let got: Vec<(&str, bool, bool)> = p
+            .iter()
+            .map(|m| (m.rel.as_str(), m.dir, m.like.is_some()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("run", true, false),
+                ("run/secrets", true, false),
+                ("run/secrets/tok", false, false),
+                ("var", true, true),
+                ("var/cache", true, true),
+                ("var/cache/apt", true, false),
+            ]
+        );
+        assert_eq!(p[3].like.as_deref(), Some(l.join("var").as_path()));
+        // With the extra lower in the plan: created, then attributes copied deepest first.
+        let mut i = input(WriteMode::Layers {
+            lowers: lowers.clone(),
+            upper: Some(("/s/u".into(), "/s/w".into())),
+        });
+        i.mount_points.paths = p;
+        let ops = mount_plan(&i);
+        let pos = |op: &MountOp| ops.iter().position(|o| o == op).expect("op in plan");
+        let file = pos(&MountOp::FileHost {
+            path: "/mnt/points/run/secrets/tok".into(),
+        });
+        let var = pos(&MountOp::CopyAttrsHost {
+            from: l.join("var"),
+            to: "/mnt/points/var".into(),
+        });
+        let cache = pos(&MountOp::CopyAttrsHost {
+            from: l.join("var/cache"),
+            to: "/mnt/points/var/cache".into(),
+        });
+        assert!(file < cache && cache < var, "{ops:?}");
+    }
+
+    #[test]
     fn layers_plan_puts_missing_mount_points_in_a_top_lower_on_staging() {
         let mut i = input(WriteMode::Layers {
             lowers: vec!["/s/c".into()],
