@@ -1036,6 +1036,11 @@ impl<'a> Builder<'a> {
         mut items: Option<&mut Vec<(String, String)>>,
     ) -> Result<Vec<u8>, BuildError> {
         let mut extra = Vec::new();
+        // Entries of RUNs with mounts made when `--mount` was ignored are never reused
+        // (docs/cache-keys.md, "Versioning").
+        if !mounts.is_empty() {
+            extra.extend_from_slice(b"run-mounts 1\0");
+        }
         for m in mounts {
             let mount::Kind::Bind { source, from, .. } = &m.mount.kind else {
                 continue;
