@@ -472,7 +472,11 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
                 dot: a.dot,
                 action: a.action,
                 json: a.json,
-                keep_storage: a.keep_storage.as_deref().map(image::parse_size).transpose()?,
+                keep_storage: a
+                    .keep_storage
+                    .as_deref()
+                    .map(image::parse_size)
+                    .transpose()?,
             };
             emit(&image::build_cache(&Store::open(&storage)?, &req)?)?
         }

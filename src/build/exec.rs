@@ -540,8 +540,7 @@ impl<'a> Builder<'a> {
         }
         self.misses += 1;
         // Only a miss pays for its key-input record and the comparison with the cache.
-        let record =
-            self.key_record(ins, text, sub, &input.encoding, planner.vars(), &mounts)?;
+        let record = self.key_record(ins, text, sub, &input.encoding, planner.vars(), &mounts)?;
         self.plan_line(n, Status::Miss, Some(key), text);
         let mark = match sub {
             InstrKind::Run { .. } => format!("RUN.{}", self.opts.force.tag()),
@@ -1015,8 +1014,7 @@ impl<'a> Builder<'a> {
         let mut out: Vec<RunMount> = Vec::new();
         for v in options.get_all("mount") {
             let m = mount::parse(v).map_err(|e| self.at(ins, e.to_string()))?;
-            let target =
-                mount::target(&m.target, cwd).map_err(|e| self.at(ins, e.to_string()))?;
+            let target = mount::target(&m.target, cwd).map_err(|e| self.at(ins, e.to_string()))?;
             if out.iter().any(|o| o.target == target) {
                 return Err(self.at(ins, format!("--mount: target {target} mounted twice")));
             }
@@ -1160,9 +1158,10 @@ impl<'a> Builder<'a> {
         let node = if comps.is_empty() {
             Node::Dir(model.clone())
         } else {
-            model.get(&path).cloned().ok_or_else(|| {
-                self.at(ins, format!("--mount: source not found: {source}"))
-            })?
+            model
+                .get(&path)
+                .cloned()
+                .ok_or_else(|| self.at(ins, format!("--mount: source not found: {source}")))?
         };
         let times = model.times.subtree(&path);
         let xattrs = if self.store.xattrs().record() {

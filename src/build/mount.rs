@@ -340,7 +340,10 @@ pub struct SecretSource {
 /// Parse one `--secret` value as BuildKit does: `id=ID,src=FILE` (also `source=`),
 /// `id=ID,env=VAR`, with an optional `type=file|env`; `id=ID` alone (or `env=VAR`
 /// alone) reads environment variable ID (VAR) if `env_set` says it is set, else file ID.
-pub fn parse_secret(value: &str, env_set: impl Fn(&str) -> bool) -> Result<SecretSource, MountError> {
+pub fn parse_secret(
+    value: &str,
+    env_set: impl Fn(&str) -> bool,
+) -> Result<SecretSource, MountError> {
     let mut id = None;
     let mut src = None;
     let mut env = None;
@@ -408,8 +411,9 @@ mod tests {
                 source: None,
             }
         );
-        let m = parse("type=cache,id=pip,dst=/root/.cache,ro,mode=0700,uid=0,gid=0,sharing=private")
-            .unwrap();
+        let m =
+            parse("type=cache,id=pip,dst=/root/.cache,ro,mode=0700,uid=0,gid=0,sharing=private")
+                .unwrap();
         assert!(matches!(
             m.kind,
             Kind::Cache { ref id, sharing: Sharing::Private, readonly: true, mode: 0o700, .. } if id == "pip"
@@ -503,7 +507,10 @@ mod tests {
         assert!(parse("type=cache,target=/x,mode=999").is_err());
         assert!(parse("type=cache,target").is_err());
         assert_eq!(parse("type=cache"), Err(MountError::NoTarget("cache")));
-        assert_eq!(parse("type=tmpfs,size=1m"), Err(MountError::NoTarget("tmpfs")));
+        assert_eq!(
+            parse("type=tmpfs,size=1m"),
+            Err(MountError::NoTarget("tmpfs"))
+        );
     }
 
     #[test]

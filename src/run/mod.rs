@@ -573,9 +573,7 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
                         .build_mounts
                         .iter()
                         .map(|m| match m {
-                            plan::BuildMount::Bind { src, dst, .. } => {
-                                (dst.clone(), src.is_dir())
-                            }
+                            plan::BuildMount::Bind { src, dst, .. } => (dst.clone(), src.is_dir()),
                             plan::BuildMount::Tmpfs { dst, .. } => (dst.clone(), true),
                         })
                         .collect();

@@ -1029,14 +1029,18 @@ mod tests {
             })
         );
         for bad in ["bind:/a:", "bind:rel:/b", "tmpfs:/", "nfs:/a:/b", "bind"] {
-            assert!(BuildMount::parse(std::ffi::OsStr::new(bad)).is_err(), "{bad}");
+            assert!(
+                BuildMount::parse(std::ffi::OsStr::new(bad)).is_err(),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn build_mounts_come_after_user_binds_read_only_unless_writable() {
         let mut i = input(WriteMode::ReadWrite);
-        i.binds.push(Bind::parse("/data:/mnt/0").expect("valid bind"));
+        i.binds
+            .push(Bind::parse("/data:/mnt/0").expect("valid bind"));
         i.build_mounts = vec![
             BuildMount::Bind {
                 src: "/ctx".into(),

@@ -194,7 +194,10 @@ fn cache_mount_persists_across_builds_and_images_and_stays_out_of_them() {
     let df = "FROM busybox\nRUN --mount=type=cache,id=shared,target=/cache,sharing=locked printf '%s-%s\\n' cache payload >> /cache/f\n";
     let log = b.build("a", df, &[]);
     assert_eq!(marks(&log), ".", "{log}");
-    assert_eq!(b.run("a", "test -e /cache && echo present || echo absent"), "absent\n");
+    assert_eq!(
+        b.run("a", "test -e /cache && echo present || echo absent"),
+        "absent\n"
+    );
     assert_eq!(b.cache_mounts().len(), 1);
     // Not in any object: the image, the layer, the key-input record, the note.
     assert!(!contains(&b.all_objects(), "cache-payload"));
@@ -204,7 +207,8 @@ fn cache_mount_persists_across_builds_and_images_and_stays_out_of_them() {
     let log = b.build("a", df, &[]);
     assert_eq!(marks(&log), "*", "{log}");
     // A second build of another image with another target sees what the first wrote.
-    let df2 = "FROM busybox\nRUN --mount=type=cache,id=shared,target=/var/c wc -l < /var/c/f > /count\n";
+    let df2 =
+        "FROM busybox\nRUN --mount=type=cache,id=shared,target=/var/c wc -l < /var/c/f > /count\n";
     b.build("b", df2, &[]);
     assert_eq!(b.run("b", "cat /count").trim(), "1");
     // The mount point is not in the image, and /var above it kept its mode and time.
@@ -269,8 +273,15 @@ fn bind_mount_of_the_context_is_read_only_unless_rw_and_rw_writes_are_discarded(
     let df = "FROM busybox\nWORKDIR /w\nRUN --mount=type=bind,target=ctx,rw touch ctx/src/new && ls ctx/src > /seen\n";
     b.build("a", df, &[]);
     assert_eq!(b.run("a", "cat /seen"), "main.c\nnew\n");
-    assert!(!b.ctx.join("src/new").exists(), "rw writes reached the context");
-    assert_eq!(b.run("a", "ls -A /w"), "", "the mount point stayed out of the image");
+    assert!(
+        !b.ctx.join("src/new").exists(),
+        "rw writes reached the context"
+    );
+    assert_eq!(
+        b.run("a", "ls -A /w"),
+        "",
+        "the mount point stayed out of the image"
+    );
 }
 
 #[test]
@@ -349,12 +360,18 @@ fn secret_is_readable_in_its_run_and_leaves_no_trace() {
     assert!(b.run("a", "cat /sum2").starts_with(&sha256(env_secret)));
     assert_eq!(b.run("a", "cat /absent"), "empty\n");
     assert_eq!(
-        b.run("a", "ls -A /run 2>/dev/null; ls -A /etc/app 2>/dev/null; true"),
+        b.run(
+            "a",
+            "ls -A /run 2>/dev/null; ls -A /etc/app 2>/dev/null; true"
+        ),
         "",
         "no mount point in the image"
     );
     for s in [secret, env_secret] {
-        assert!(!contains(&out.stdout, s) && !contains(&out.stderr, s), "{s} in the build log");
+        assert!(
+            !contains(&out.stdout, s) && !contains(&out.stderr, s),
+            "{s} in the build log"
+        );
         assert!(!contains(&b.all_objects(), s), "{s} in a git object");
         let found = files_containing(&b.storage(), s);
         assert!(found.is_empty(), "{s} in {found:?}");
@@ -409,7 +426,8 @@ fn gc_with_keep_storage_removes_least_recently_used_cache_mounts() {
         b.build(id, &df, &[]);
     }
     assert_eq!(b.cache_mounts().len(), 2);
-    ok(b.image().args(["build-cache", "--gc", "--keep-storage", "400k"]));
+    ok(b.image()
+        .args(["build-cache", "--gc", "--keep-storage", "400k"]));
     assert_eq!(b.cache_mounts().len(), 1);
     // The one kept is the most recently used.
     let df = "FROM busybox\nRUN --mount=type=cache,id=new,target=/c ls /c > /l\n";
@@ -418,11 +436,18 @@ fn gc_with_keep_storage_removes_least_recently_used_cache_mounts() {
     ok(b.image().args(["build-cache", "--gc"]));
     assert!(b.cache_mounts().is_empty());
     // --reset removes them too.
-    b.build("new", "FROM busybox\nRUN --mount=type=cache,id=x,target=/c touch /c/f\n", &[]);
+    b.build(
+        "new",
+        "FROM busybox\nRUN --mount=type=cache,id=x,target=/c touch /c/f\n",
+        &[],
+    );
     assert_eq!(b.cache_mounts().len(), 1);
     ok(b.image().args(["build-cache", "--reset"]));
     assert!(b.cache_mounts().is_empty());
-    let (_, err) = fails(b.image().args(["build-cache", "--gc", "--keep-storage", "lots"]));
+    let (_, err) = fails(
+        b.image()
+            .args(["build-cache", "--gc", "--keep-storage", "lots"]),
+    );
     assert!(err.contains("--keep-storage: invalid size: lots"), "{err}");
 }
 
@@ -472,7 +497,10 @@ fn locked_cache_mount_makes_a_second_build_wait_and_private_gets_its_own() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     std::fs::write(&release, "").expect("release");
     assert!(a.0.wait().expect("wait").success(), "first build failed");
-    assert!(second.0.wait().expect("wait").success(), "second build failed");
+    assert!(
+        second.0.wait().expect("wait").success(),
+        "second build failed"
+    );
     let _ = std::fs::remove_file(&release);
     let entries: Vec<String> = std::fs::read_dir(&cache)
         .expect("cachemounts")
@@ -505,7 +533,9 @@ fn apt_cache_mount_makes_a_changed_step_skip_the_downloads() {
     };
     let first = all(&b.build_out("h", &format!("FROM debian\n{step}\n"), &[]));
     assert!(
-        first.lines().any(|l| l.starts_with("Get:") && l.contains(" hello ")),
+        first
+            .lines()
+            .any(|l| l.starts_with("Get:") && l.contains(" hello ")),
         "the first build downloads hello: {first}"
     );
     // A changed step runs again: the .deb comes from the cache mount.
@@ -513,12 +543,15 @@ fn apt_cache_mount_makes_a_changed_step_skip_the_downloads() {
     assert!(second.contains("Hello, world!"), "{second}");
     assert!(second.contains("Need to get 0 B"), "{second}");
     assert!(
-        !second.lines().any(|l| l.starts_with("Get:") && l.contains(" hello ")),
+        !second
+            .lines()
+            .any(|l| l.starts_with("Get:") && l.contains(" hello ")),
         "{second}"
     );
     // Neither the archives nor the lists are in the image.
     assert_eq!(
-        b.run("h", "ls /var/cache/apt/archives/ | grep -c deb || true").trim(),
+        b.run("h", "ls /var/cache/apt/archives/ | grep -c deb || true")
+            .trim(),
         "0"
     );
 }
