@@ -238,6 +238,18 @@ fn read_only_cache_mount_refuses_writes() {
 }
 
 #[test]
+fn cache_mount_from_a_stage_starts_with_its_files() {
+    let b = Bench::new("cache-from");
+    let df = "FROM busybox AS seed\nRUN mkdir /s && echo seeded > /s/f\nFROM busybox\nRUN --mount=type=cache,id=c,target=/c,from=seed,source=/s,mode=0700 cat /c/f > /got && stat -c %a /c > /mode && echo more >> /c/f\n";
+    b.build("a", df, &[]);
+    assert_eq!(b.run("a", "cat /got"), "seeded\n");
+    assert_eq!(b.run("a", "cat /mode"), "700\n");
+    // Only a new cache is filled: the next use sees what the last one left.
+    b.build("a", &df.replace("> /got", "> /got2"), &[]);
+    assert_eq!(b.run("a", "cat /got2"), "seeded\nmore\n");
+}
+
+#[test]
 fn bind_mount_of_a_context_file_is_not_copied_and_its_content_is_a_key_input() {
     let b = Bench::new("bind");
     b.write("data.txt", "v1\n");
@@ -376,6 +388,16 @@ fn secret_is_readable_in_its_run_and_leaves_no_trace() {
         let found = files_containing(&b.storage(), s);
         assert!(found.is_empty(), "{s} in {found:?}");
     }
+    // A --secret that can't be parsed, or whose file is missing: clear errors.
+    let err = b.build_fails("b", "FROM busybox\n", &["--secret", "id=a,colour=red"]);
+    assert!(err.contains("--secret: unknown option: colour"), "{err}");
+    let err = b.build_fails(
+        "b",
+        "FROM busybox\nRUN --mount=type=secret,id=a true\n",
+        &["--secret", "id=a,src=/nonexistent/token"],
+    );
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(err.contains("/nonexistent/token"), "{err}");
     // A required secret that is not given: an error naming the line.
     let err = b.build_fails(
         "b",
