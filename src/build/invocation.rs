@@ -168,7 +168,9 @@ pub struct Overlay {
 
 /// The `ch-run` arguments of a RUN: as root in the image (`-u0 -g0`), writable, no
 /// host environment (only `env_file`'s), in `cwd`, with root emulation, the user's binds
-/// (`-b`), the RUN's mounts (`--mount`), the overlay, then `--` and `argv`.
+/// (`-b`), the RUN's mounts (`--mount`), the overlay, then `--` and `argv`. A RUN with a
+/// mount target in `/tmp` gets a private `/tmp` (`-t`, an empty tmpfs) instead of the
+/// host's, where its mount point could not be made without writing to the host.
 pub fn ch_run_args(
     env_file: &Path,
     cwd: &str,
@@ -198,6 +200,9 @@ pub fn ch_run_args(
     a.push(format!("--cd={cwd}").into());
     if force == Force::Seccomp {
         a.push("--seccomp".into());
+    }
+    if mounts.iter().any(|m| m.dst().starts_with("/tmp")) {
+        a.push("--private-tmp".into());
     }
     for b in binds {
         a.push(format!("--bind={b}").into());
@@ -540,5 +545,12 @@ mod tests {
         );
         let a = ch_run_args(Path::new("/e"), "/", Force::None, &[], &[], &o, &[]);
         assert!(!a.iter().any(|s| s == "--seccomp"));
+        assert!(!a.iter().any(|s| s == "--private-tmp"));
+        let in_tmp = [crate::run::BuildMount::Tmpfs {
+            dst: "/tmp/x".into(),
+            options: String::new(),
+        }];
+        let a = ch_run_args(Path::new("/e"), "/", Force::None, &[], &in_tmp, &o, &[]);
+        assert!(a.iter().any(|s| s == "--private-tmp"));
     }
 }

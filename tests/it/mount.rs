@@ -62,6 +62,11 @@ impl Bench {
     }
 
     /// `ch-run -s STORAGE TAG -- /bin/sh -c SCRIPT`, which must succeed; returns stdout.
+    /// `ch-image diff A B`: what B's files add, remove and change over A's.
+    fn diff(&self, a: &str, b: &str) -> String {
+        ok(self.image().args(["diff", a, b]))
+    }
+
     fn run(&self, tag: &str, script: &str) -> String {
         ok(tool("ch-run")
             .arg("-s")
@@ -198,6 +203,11 @@ fn cache_mount_persists_across_builds_and_images_and_stays_out_of_them() {
         b.run("a", "test -e /cache && echo present || echo absent"),
         "absent\n"
     );
+    assert_eq!(
+        b.diff("busybox", "a"),
+        "",
+        "the RUN wrote only to the cache"
+    );
     assert_eq!(b.cache_mounts().len(), 1);
     // Not in any object: the image, the layer, the key-input record, the note.
     assert!(!contains(&b.all_objects(), "cache-payload"));
@@ -261,6 +271,7 @@ fn bind_mount_of_a_context_file_is_not_copied_and_its_content_is_a_key_input() {
         b.run("a", "test -e /mnt/in && echo present || echo absent"),
         "absent\n"
     );
+    assert_eq!(b.diff("busybox", "a"), "A /out\n");
     // Unchanged: a hit. Changed: a miss that sees the new content.
     let log = b.build("a", df, &[]);
     assert_eq!(marks(&log), "*", "{log}");
@@ -273,6 +284,17 @@ fn bind_mount_of_a_context_file_is_not_copied_and_its_content_is_a_key_input() {
     b.write("other.txt", "x\n");
     let log = b.build("a", df, &[]);
     assert_eq!(marks(&log), "*", "{log}");
+}
+
+#[test]
+fn bind_mount_into_tmp_works_as_in_the_usual_requirements_pattern() {
+    let b = Bench::new("bind-tmp");
+    b.write("requirements.txt", "pkg==1\n");
+    let df = "FROM busybox\nRUN --mount=type=bind,source=requirements.txt,target=/tmp/requirements.txt cp /tmp/requirements.txt /got\n";
+    b.build("a", df, &[]);
+    assert_eq!(b.run("a", "cat /got"), "pkg==1\n");
+    // The image's only change is the command's file (the RUN's /tmp is not the image's).
+    assert_eq!(b.diff("busybox", "a"), "A /got\n");
 }
 
 #[test]
@@ -372,6 +394,11 @@ fn secret_is_readable_in_its_run_and_leaves_no_trace() {
     assert!(b.run("a", "cat /sum2").starts_with(&sha256(env_secret)));
     assert_eq!(b.run("a", "cat /absent"), "empty\n");
     assert_eq!(
+        b.diff("busybox", "a"),
+        "A /absent\nA /mode\nA /sum\nA /sum2\n",
+        "nothing but the commands' files, no mount point"
+    );
+    assert_eq!(
         b.run(
             "a",
             "ls -A /run 2>/dev/null; ls -A /etc/app 2>/dev/null; true"
@@ -420,6 +447,7 @@ fn tmpfs_mount_is_empty_writable_and_leaves_nothing() {
         b.run("a", "test -e /scratch && echo present || echo absent"),
         "absent\n"
     );
+    assert_eq!(b.diff("busybox", "a"), "A /count\nA /got\nA /mounts\n");
 }
 
 #[test]
