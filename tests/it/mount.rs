@@ -494,6 +494,15 @@ fn gc_with_keep_storage_removes_least_recently_used_cache_mounts() {
     assert_eq!(b.cache_mounts().len(), 1);
     ok(b.image().args(["build-cache", "--reset"]));
     assert!(b.cache_mounts().is_empty());
+    // So does `ch-image reset`.
+    b.build(
+        "new",
+        "FROM busybox\nRUN --mount=type=cache,id=x,target=/c touch /c/f\n",
+        &[],
+    );
+    assert_eq!(b.cache_mounts().len(), 1);
+    ok(b.image().arg("reset"));
+    assert!(b.cache_mounts().is_empty());
     let (_, err) = fails(
         b.image()
             .args(["build-cache", "--gc", "--keep-storage", "lots"]),
