@@ -1,8 +1,9 @@
 //! Executing a planned Dockerfile against the store: [`super::plan`] turns each
 //! instruction into a step with its key input; here each step's key is completed (COPY
-//! and ADD source hashes), looked up, and on a miss the step is performed (RUN through
-//! the `ch-run` binary on an overlay of the parent's view, as [`super::invocation`]
-//! builds the call; COPY and ADD into a layer directory; config changes in the image
+//! and ADD source hashes, RUN bind-mount content), looked up, and on a miss the step is
+//! performed (RUN through the `ch-run` binary on an overlay of the parent's view, as
+//! [`super::invocation`] builds the call, with its `--mount`s prepared here: cache
+//! directories, context or stage content, secret files, see [`super::mount`]; COPY and ADD into a layer directory; config changes in the image
 //! config), then committed with the previous instruction's commit as parent, and a cache
 //! ref is written for its key. `--dry-run` stops before performing and returns the plan
 //! ([`Planned`]). The build's provenance note is a [`Provenance`].
