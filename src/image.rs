@@ -88,6 +88,10 @@ pub enum ImageError {
     ForceMode(String),
     #[error("--build-arg: {0}: no value given and not set in the environment")]
     BuildArgUnset(String),
+    #[error("--keep-storage: invalid size: {0} (bytes, or a number with K, M, G or T)")]
+    Size(String),
+    #[error(transparent)]
+    Secret(#[from] crate::build::mount::MountError),
     /// A `-b SRC[:DST]` refused by [`crate::run::Bind::parse`].
     #[error("{0}")]
     Bind(String),
@@ -796,6 +800,37 @@ pub struct BuildCacheRequest {
     pub action: Vec<String>,
     /// The summary as JSON (after the graphs, if asked for too).
     pub json: bool,
+    /// `--keep-storage SIZE`: with `gc`, keep the most recently used cache mounts up to
+    /// this many bytes (else `gc` removes them all).
+    pub keep_storage: Option<u64>,
+}
+
+/// A size as `--keep-storage` takes it: bytes, or a number (decimals allowed) with a
+/// binary suffix `K`, `M`, `G` or `T` (any case, optionally followed by `B` or `iB`), as
+/// BuildKit's `--keep-storage`.
+pub fn parse_size(s: &str) -> Result<u64, ImageError> {
+    let bad = || ImageError::Size(s.to_string());
+    let t = s.trim().to_ascii_lowercase();
+    let t = t
+        .strip_suffix("ib")
+        .or_else(|| t.strip_suffix('b'))
+        .unwrap_or(&t);
+    let (num, shift) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 10),
+        Some('m') => (&t[..t.len() - 1], 20),
+        Some('g') => (&t[..t.len() - 1], 30),
+        Some('t') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(bad());
+    }
+    let v: f64 = num.parse().map_err(|_| bad())?;
+    let bytes = v * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
 }
 
 /// `ch-image build-cache`: share through a git remote (`push`/`fetch REMOTE`), or reset
@@ -840,8 +875,15 @@ pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, Image
         let before = maint::summary(store)?;
         let deleted = store.list_deleted()?.len() as u64;
         maint::gc(store, &lock)?;
+        let m = maint::gc_cache_mounts(store, &lock, a.keep_storage)?;
         let after = maint::summary(store)?;
         phase.finish(&gc_counts(&before, deleted, &after));
+        if m.removed > 0 || m.kept > 0 {
+            info!(
+                "cache mounts: removed {} ({} bytes), kept {} ({} bytes)",
+                m.removed, m.removed_bytes, m.kept, m.kept_bytes
+            );
+        }
         info!("garbage collected");
     }
     if a.tree {
@@ -995,6 +1037,8 @@ pub struct BuildRequest {
     pub registry: crate::registry::Settings,
     /// `--explain`: say why each step missed.
     pub explain: bool,
+    /// `--secret` values (`id=ID,src=FILE` or `id=ID,env=VAR`).
+    pub secrets: Vec<String>,
 }
 
 /// A directory removed (if empty) when dropped.
@@ -1062,8 +1106,14 @@ pub fn build(
     for b in &a.binds {
         crate::run::Bind::parse(b).map_err(ImageError::Bind)?;
     }
+    let secrets = a
+        .secrets
+        .iter()
+        .map(|v| crate::build::mount::parse_secret(v, |k| std::env::var_os(k).is_some()))
+        .collect::<Result<Vec<_>, _>>()?;
     let context = std::fs::canonicalize(&a.context).at("resolve context directory", &a.context)?;
     let opts = BuildOptions {
+        secrets,
         stat_cache: layout.stat_cache(&context),
         context: a.context,
         dockerfile: text,
@@ -1121,6 +1171,19 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keep_storage_sizes_are_bytes_or_binary_multiples() {
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert_eq!(parse_size("1500").unwrap(), 1500);
+        assert_eq!(parse_size("10k").unwrap(), 10 * 1024);
+        assert_eq!(parse_size("512MB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1.5GiB").unwrap(), 3 << 29);
+        assert_eq!(parse_size("2T").unwrap(), 2 << 40);
+        for bad in ["", "k", "ten", "-1", "1x", "1.2.3g"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn delete_takes_the_build_stages_along() {

@@ -210,6 +210,10 @@ struct BuildArgs {
     /// Bind-mount SRC at DST for RUN instructions
     #[arg(short = 'b', long = "bind", value_name = "SRC[:DST]")]
     bind: Vec<String>,
+    /// A secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (BuildKit's
+    /// syntax); never stored in the image, the cache or the logs
+    #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+    secret: Vec<String>,
     /// Root emulation for RUN: seccomp (default), fakeroot or none
     #[arg(long = "force", value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "seccomp")]
     force: Option<String>,
@@ -248,6 +252,7 @@ fn build(
         ch_run,
         registry,
         explain: a.explain,
+        secrets: a.secret,
     };
     let open = || Ok(Store::open(storage)?.with_xattrs(xattrs));
     Ok(image::build(open, &Layout::new(storage), req)?)
@@ -261,6 +266,10 @@ struct BuildCacheArgs {
     /// Remove what no image reaches
     #[arg(long)]
     gc: bool,
+    /// With --gc: keep the most recently used RUN cache mounts up to SIZE (bytes, or with
+    /// K, M, G, T), removing the least recently used first (default: remove them all)
+    #[arg(long = "keep-storage", value_name = "SIZE", requires = "gc")]
+    keep_storage: Option<String>,
     /// Print the build graph as a text tree
     #[arg(long)]
     tree: bool,
@@ -468,6 +477,11 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
                 dot: a.dot,
                 action: a.action,
                 json: a.json,
+                keep_storage: a
+                    .keep_storage
+                    .as_deref()
+                    .map(image::parse_size)
+                    .transpose()?,
             };
             emit(&image::build_cache(&Store::open(&storage)?, &req)?)?
         }

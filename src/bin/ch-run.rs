@@ -84,6 +84,9 @@ pub(crate) struct Cli {
     /// (internal, for ch-image build) overlay work directory
     #[arg(long = "work", value_name = "DIR", hide = true, requires = "upper")]
     work: Option<PathBuf>,
+    /// (internal, for ch-image build) a RUN --mount: bind[-ro]:DST:SRC or tmpfs:DST:OPTIONS
+    #[arg(long = "build-mount", value_name = "SPEC", action = ArgAction::Append, hide = true)]
+    build_mount: Vec<OsString>,
     /// fake success of privileged system calls (chown, setuid, mknod of devices, ...)
     #[arg(long)]
     seccomp: bool,
@@ -274,6 +277,12 @@ fn real_main() -> Result<i32, RunError> {
         .map(|b| Bind::parse(b).map_err(|e| RunError::msg(e)))
         .collect::<Result<Vec<_>, _>>()?;
 
+    let build_mounts = cli
+        .build_mount
+        .iter()
+        .map(|m| run::BuildMount::parse(m).map_err(RunError::msg))
+        .collect::<Result<Vec<_>, _>>()?;
+
     let write = match (&cli.write_fake, cli.write) {
         (Some(_), true) => return Err(RunError::msg("--write and --write-fake are incompatible")),
         (Some(size), false) => WriteMode::Fake {
@@ -397,6 +406,7 @@ fn real_main() -> Result<i32, RunError> {
         gid,
         write,
         binds,
+        build_mounts,
         cd: cli.cd,
         private_tmp: cli.private_tmp,
         home: cli.home,

@@ -119,6 +119,11 @@ impl Ignore {
         Ignore { rules }
     }
 
+    /// Whether there are no rules (nothing is excluded).
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
     /// Read `CONTEXT/.dockerignore` (none: no rules). Any problem is an error naming the
     /// file (and the line): silently dropping the rules would copy what they exclude.
     pub fn load(context: &Path) -> Result<Ignore, ContextError> {

@@ -1,8 +1,9 @@
 //! Executing a planned Dockerfile against the store: [`super::plan`] turns each
 //! instruction into a step with its key input; here each step's key is completed (COPY
-//! and ADD source hashes), looked up, and on a miss the step is performed (RUN through
-//! the `ch-run` binary on an overlay of the parent's view, as [`super::invocation`]
-//! builds the call; COPY and ADD into a layer directory; config changes in the image
+//! and ADD source hashes, RUN bind-mount content), looked up, and on a miss the step is
+//! performed (RUN through the `ch-run` binary on an overlay of the parent's view, as
+//! [`super::invocation`] builds the call, with its `--mount`s prepared here: cache
+//! directories, context or stage content, secret files, see [`super::mount`]; COPY and ADD into a layer directory; config changes in the image
 //! config), then committed with the previous instruction's commit as parent, and a cache
 //! ref is written for its key. `--dry-run` stops before performing and returns the plan
 //! ([`Planned`]). The build's provenance note is a [`Provenance`].
@@ -24,6 +25,7 @@ use super::copy;
 use super::dockerfile::{self, CmdForm, CopyArgs, CopySource, Dockerfile, InstrKind, Instruction};
 use super::invocation;
 use super::key::Key;
+use super::mount::{self, Mount, SecretFrom, SecretSource, Sharing};
 use super::plan::{self, Action, Planner, Step};
 use super::subst::Vars;
 use super::why::{self, Record, Siblings};
@@ -86,6 +88,34 @@ pub struct BuildOptions {
     pub registry: crate::registry::Settings,
     /// `--explain`: say why each step missed (also at `-v`).
     pub explain: bool,
+    /// `--secret`s for `RUN --mount=type=secret` (where each one's content is; the content
+    /// itself is read only when a RUN mounts it).
+    pub secrets: Vec<SecretSource>,
+}
+
+/// The host side of a RUN's mounts: what `ch-run --build-mount` gets, the locks of the
+/// cache mounts (held until the RUN ends), and scratch files (secrets, copies) removed
+/// when the RUN ends, whatever way it ends.
+struct PreparedMounts {
+    mounts: Vec<crate::run::BuildMount>,
+    _locks: Vec<nix::fcntl::Flock<fs::File>>,
+    temporary: Vec<PathBuf>,
+}
+
+impl Drop for PreparedMounts {
+    fn drop(&mut self) {
+        for p in self.temporary.drain(..) {
+            let _ = crate::store::checkout::remove_tree(&p);
+        }
+    }
+}
+
+/// A `RUN --mount` with its target resolved against the working directory.
+#[derive(Debug, Clone)]
+struct RunMount {
+    mount: Mount,
+    /// Absolute, normalized container path.
+    target: String,
 }
 
 /// Errors of a build.
@@ -480,9 +510,14 @@ impl<'a> Builder<'a> {
             }
             Action::Commit { instruction, key } => (instruction, key),
         };
+        let mounts = match sub {
+            InstrKind::Run { options, .. } => self.run_mounts(ins, options)?,
+            _ => Vec::new(),
+        };
         // The cache key: parent key, the planned key input, and what needs I/O.
         let extra = match sub {
             InstrKind::Copy(args) | InstrKind::Add(args) => self.sources_hash(ins, args, None)?,
+            InstrKind::Run { .. } => self.mounts_hash(ins, &mounts, None)?,
             _ => Vec::new(),
         };
         let key = self.stage().key.child(&input.encoding, &extra);
@@ -506,7 +541,7 @@ impl<'a> Builder<'a> {
         }
         self.misses += 1;
         // Only a miss pays for its key-input record and the comparison with the cache.
-        let record = self.key_record(ins, text, sub, &input.encoding, planner.vars())?;
+        let record = self.key_record(ins, text, sub, &input.encoding, planner.vars(), &mounts)?;
         self.plan_line(n, Status::Miss, Some(key), text);
         let mark = match sub {
             InstrKind::Run { .. } => format!("RUN.{}", self.opts.force.tag()),
@@ -534,7 +569,7 @@ impl<'a> Builder<'a> {
             st.fresh = true;
             return Ok(());
         }
-        let performed = self.perform(ins, sub, planner.vars())?;
+        let performed = self.perform(ins, sub, planner.vars(), &mounts)?;
         self.commit(n, text, key, performed, &record, why)
     }
 
@@ -546,10 +581,14 @@ impl<'a> Builder<'a> {
         sub: &InstrKind,
         input: &[u8],
         vars: &Vars,
+        mounts: &[RunMount],
     ) -> Result<Record, BuildError> {
         let mut items = Vec::new();
         if let InstrKind::Copy(args) | InstrKind::Add(args) = sub {
             self.sources_hash(ins, args, Some(&mut items))?;
+        }
+        if !mounts.is_empty() {
+            self.mounts_hash(ins, mounts, Some(&mut items))?;
         }
         Ok(why::record(text, sub, input, vars, &self.plan_opts, items))
     }
@@ -607,12 +646,13 @@ impl<'a> Builder<'a> {
         ins: &Instruction,
         sub: &InstrKind,
         vars: &Vars,
+        mounts: &[RunMount],
     ) -> Result<(ImageConfig, bool), BuildError> {
         let mut config = self.stage().config.clone();
         let mut empty_layer = true;
         match &sub {
             InstrKind::Run { form, heredocs, .. } => {
-                self.run(ins, form, heredocs, vars, &config)?;
+                self.run(ins, form, heredocs, vars, &config, mounts)?;
                 empty_layer = false;
             }
             InstrKind::Copy(args) => {
@@ -963,6 +1003,415 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
+    /// A RUN's `--mount`s, parsed and with targets resolved against the stage's working
+    /// directory. Any problem is an error naming the Dockerfile's file and line.
+    fn run_mounts(
+        &self,
+        ins: &Instruction,
+        options: &dockerfile::Flags,
+    ) -> Result<Vec<RunMount>, BuildError> {
+        let cwd = self.stages.last().map(|s| s.config.cwd.clone());
+        let cwd = cwd.as_deref().unwrap_or("/");
+        let mut out: Vec<RunMount> = Vec::new();
+        for v in options.get_all("mount") {
+            let m = mount::parse(v).map_err(|e| self.at(ins, e.to_string()))?;
+            let target = mount::target(&m.target, cwd).map_err(|e| self.at(ins, e.to_string()))?;
+            if out.iter().any(|o| o.target == target) {
+                return Err(self.at(ins, format!("--mount: target {target} mounted twice")));
+            }
+            out.push(RunMount { mount: m, target });
+        }
+        Ok(out)
+    }
+
+    /// The cache-key part of a RUN's mounts: what a bind mount shows (context files by
+    /// content, as COPY hashes them; a stage or image by commit). Cache, secret and tmpfs
+    /// mounts add nothing (their options are in the instruction's key input; their content
+    /// never is). With `items` (a miss), the key-input record's items too.
+    fn mounts_hash(
+        &mut self,
+        ins: &Instruction,
+        mounts: &[RunMount],
+        mut items: Option<&mut Vec<(String, String)>>,
+    ) -> Result<Vec<u8>, BuildError> {
+        let mut extra = Vec::new();
+        // Entries of RUNs with mounts made when `--mount` was ignored are never reused
+        // (docs/cache-keys.md, "Versioning").
+        if !mounts.is_empty() {
+            extra.extend_from_slice(b"run-mounts 1\0");
+        }
+        for m in mounts {
+            let mount::Kind::Bind { source, from, .. } = &m.mount.kind else {
+                continue;
+            };
+            extra.extend_from_slice(b"mount-bind\0");
+            extra.extend_from_slice(m.target.as_bytes());
+            extra.push(0);
+            match from {
+                Some(f) => {
+                    let c = self.mount_from(ins, f)?;
+                    let e = format!("from-commit={c}");
+                    if let Some(items) = items.as_deref_mut() {
+                        items.push((
+                            format!("mount {} from {f}", m.target),
+                            why::value_hash(e.as_bytes()),
+                        ));
+                    }
+                    extra.extend_from_slice(e.as_bytes());
+                }
+                None => {
+                    let found = self.bind_context_source(ins, source)?;
+                    let mut manifest = items.as_ref().map(|_| Vec::new());
+                    let h = context::hash_sources_with(
+                        &found,
+                        &self.ignore,
+                        &mut self.stat_cache,
+                        self.store.xattrs().record(),
+                        manifest.as_mut(),
+                    )
+                    .map_err(|e| self.at_err(ins, "RUN --mount=type=bind", e))?;
+                    extra.extend_from_slice(&h);
+                    if let Some(items) = items.as_deref_mut() {
+                        for (rel, fh) in manifest.into_iter().flatten() {
+                            items.push((
+                                format!("file {}", why::name_text(&rel)),
+                                why::value_hash(&fh),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(extra)
+    }
+
+    /// The context path a bind mount's `source=` names: exactly one, inside the context
+    /// (symlinks resolved), not excluded by `.dockerignore`.
+    fn bind_context_source(
+        &self,
+        ins: &Instruction,
+        source: &str,
+    ) -> Result<Vec<context::Source>, BuildError> {
+        if source.contains(['*', '?', '[']) {
+            return Err(self.at(
+                ins,
+                format!("--mount: type=bind: source {source:?} can't be a pattern"),
+            ));
+        }
+        context::expand(&self.opts.context, source, &self.ignore)
+            .map_err(|e| self.at_err(ins, format!("--mount: type=bind: source {source:?}"), e))
+    }
+
+    /// The commit a mount's `from=` names: an earlier stage (by name or number), else an
+    /// image (pulled if not in storage).
+    fn mount_from(&mut self, ins: &Instruction, from: &str) -> Result<ObjectId, BuildError> {
+        let lower = from.to_ascii_lowercase();
+        let current = self.stages.len().saturating_sub(1);
+        let stage = match lower.parse::<usize>() {
+            Ok(i) if i < current => self.stages.get(i),
+            _ => self.stages[..current]
+                .iter()
+                .rev()
+                .find(|s| s.alias.as_deref() == Some(lower.as_str())),
+        };
+        if let Some(st) = stage {
+            return Ok(st.commit);
+        }
+        let r = Reference::parse(from)
+            .map_err(|e| self.at_err(ins, format!("--mount: from={from}"), e))?
+            .with_default_tag();
+        if let Some(c) = self.store.image(&r)? {
+            return Ok(c);
+        }
+        let pulled = crate::registry::pull::pull(self.store, self.lock, &r, &r, &self.opts.registry)
+            .map_err(|e| {
+                self.at_err(
+                    ins,
+                    format!(
+                        "--mount: from={from}: no earlier stage of that name, and image {r} is not in storage and can't be pulled"
+                    ),
+                    e,
+                )
+            })?;
+        Ok(pulled.commit())
+    }
+
+    /// Copy `source` of commit `commit` (resolved inside its tree) to host path `to`.
+    fn copy_out_of(
+        &mut self,
+        ins: &Instruction,
+        commit: ObjectId,
+        source: &str,
+        to: &Path,
+    ) -> Result<(), BuildError> {
+        let loaded = self
+            .stages
+            .iter()
+            .find(|s| s.commit == commit)
+            .and_then(|s| s.model.clone());
+        let model = match loaded {
+            Some(m) => m,
+            None => git::read_image(&self.repo, commit)?.0,
+        };
+        let comps = copy::resolve(&model, source, true)
+            .map_err(|e| self.at_err(ins, format!("--mount: source {source:?}"), e))?;
+        let path = comps.join(&b'/');
+        let node = if comps.is_empty() {
+            Node::Dir(model.clone())
+        } else {
+            model
+                .get(&path)
+                .cloned()
+                .ok_or_else(|| self.at(ins, format!("--mount: source not found: {source}")))?
+        };
+        let times = model.times.subtree(&path);
+        let xattrs = if self.store.xattrs().record() {
+            copy::xattrs_subtree(&model.xattrs, &path)
+        } else {
+            Default::default()
+        };
+        copy::copy_from_model(&self.repo, &node, to, &times, &xattrs)
+            .map_err(|e| self.at_err(ins, "--mount", e))
+    }
+
+    /// The host side of a RUN's mounts.
+    fn prepare_mounts(
+        &mut self,
+        ins: &Instruction,
+        mounts: &[RunMount],
+    ) -> Result<PreparedMounts, BuildError> {
+        use crate::run::BuildMount;
+        let mut p = PreparedMounts {
+            mounts: Vec::new(),
+            _locks: Vec::new(),
+            temporary: Vec::new(),
+        };
+        for m in mounts {
+            let dst = PathBuf::from(&m.target);
+            match &m.mount.kind {
+                mount::Kind::Cache {
+                    id,
+                    sharing,
+                    readonly,
+                    mode,
+                    uid,
+                    gid,
+                    from,
+                    source,
+                } => {
+                    if *uid != 0 || *gid != 0 {
+                        warn!(
+                            "{}:{}: --mount: uid={uid},gid={gid} ignored (an unprivileged build owns every file as root)",
+                            self.df.file, ins.span.start_line
+                        );
+                    }
+                    let (dir, lock) = self.cache_mount(
+                        ins,
+                        id,
+                        *sharing,
+                        *mode,
+                        from.as_deref(),
+                        source.as_deref(),
+                    )?;
+                    p._locks.extend(lock);
+                    p.mounts.push(BuildMount::Bind {
+                        src: dir,
+                        dst,
+                        writable: !readonly,
+                    });
+                }
+                mount::Kind::Bind {
+                    source,
+                    from,
+                    writable,
+                } => {
+                    let src = match from {
+                        Some(f) => {
+                            let c = self.mount_from(ins, f)?;
+                            let d = self.scratch("mount")?;
+                            p.temporary.push(d.clone());
+                            let t = d.join("bind");
+                            self.copy_out_of(ins, c, source, &t)?;
+                            t
+                        }
+                        None => {
+                            let found = self.bind_context_source(ins, source)?;
+                            let s = &found[0];
+                            if !writable && self.ignore.is_empty() {
+                                // Nothing excluded: the context itself, read-only.
+                                s.real.clone()
+                            } else {
+                                // Writes are discarded, and `.dockerignore`d files stay
+                                // out: a copy in scratch space.
+                                let d = self.scratch("mount")?;
+                                p.temporary.push(d.clone());
+                                let t = d.join("bind");
+                                copy::copy_host(
+                                    &s.real,
+                                    &s.rel,
+                                    &self.ignore,
+                                    &t,
+                                    self.store.xattrs(),
+                                )
+                                .map_err(|e| self.at_err(ins, "--mount: type=bind", e))?;
+                                t
+                            }
+                        }
+                    };
+                    p.mounts.push(BuildMount::Bind {
+                        src,
+                        dst,
+                        writable: *writable,
+                    });
+                }
+                mount::Kind::Secret {
+                    id, required, mode, ..
+                } => {
+                    let src = self.secret_file(ins, id, *required, *mode)?;
+                    if let Some(d) = src.parent() {
+                        p.temporary.push(d.to_path_buf());
+                    }
+                    p.mounts.push(BuildMount::Bind {
+                        src,
+                        dst,
+                        writable: false,
+                    });
+                }
+                mount::Kind::Tmpfs { size } => {
+                    let mut options = String::from("mode=1777");
+                    if let Some(s) = size {
+                        options.push_str(",size=");
+                        options.push_str(s);
+                    }
+                    p.mounts.push(BuildMount::Tmpfs { dst, options });
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    /// The directory of cache mount `id`, created on first use (with `mode`, filled from
+    /// `from`'s `source` if given), and its lock: shared, exclusive (`locked`, waiting for
+    /// other users), or (`private`) exclusive if free, else a fresh directory in scratch
+    /// space that this RUN alone uses and that is discarded afterwards.
+    fn cache_mount(
+        &mut self,
+        ins: &Instruction,
+        id: &str,
+        sharing: Sharing,
+        mode: u32,
+        from: Option<&str>,
+        source: Option<&str>,
+    ) -> Result<(PathBuf, Option<nix::fcntl::Flock<fs::File>>), BuildError> {
+        use nix::fcntl::{Flock, FlockArg};
+        use std::os::unix::fs::PermissionsExt;
+        let layout = self.store.layout().clone();
+        let name = store::layout::Layout::cache_mount_name(id);
+        let top = layout.cache_mounts();
+        fs::create_dir_all(&top).at("create directory", &top)?;
+        let lock_path = layout.cache_mount_lock(&name);
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .at("open", &lock_path)?;
+        let arg = match sharing {
+            Sharing::Shared => FlockArg::LockShared,
+            Sharing::Locked => FlockArg::LockExclusive,
+            Sharing::Private => FlockArg::LockExclusiveNonblock,
+        };
+        if sharing == Sharing::Locked {
+            crate::verbose!("cache mount {id}: waiting for other builds using it");
+        }
+        let (dir, lock) = match Flock::lock(f, arg) {
+            Ok(l) => (layout.cache_mount(&name), Some(l)),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) if sharing == Sharing::Private => {
+                info!("cache mount {id} in use: a private directory for this RUN");
+                (self.scratch("cache-private")?.join("cache"), None)
+            }
+            Err((_, e)) => return Err(IoError::new("lock", &lock_path, e.into()).into()),
+        };
+        if lock.is_some() {
+            // Its last use (for build-cache --gc --keep-storage) and its id.
+            fs::write(&lock_path, id.as_bytes()).at("write", &lock_path)?;
+        }
+        if !dir.exists() {
+            let tmp = self.scratch("cache-new")?.join("cache");
+            match from {
+                Some(f) => {
+                    let c = self.mount_from(ins, f)?;
+                    self.copy_out_of(ins, c, source.unwrap_or("/"), &tmp)?;
+                }
+                None => fs::create_dir(&tmp).at("create directory", &tmp)?,
+            }
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).at("chmod", &tmp)?;
+            if let Err(e) = fs::rename(&tmp, &dir) {
+                // Another build created it meanwhile: use theirs.
+                if !dir.is_dir() {
+                    return Err(IoError::new("create cache mount", &dir, e).into());
+                }
+            }
+        }
+        Ok((dir, lock))
+    }
+
+    /// A file in scratch space holding secret `id`'s content with `mode`, for one RUN
+    /// (removed when the build ends). A secret not given is an empty file, unless
+    /// `required`. The content is never logged.
+    fn secret_file(
+        &mut self,
+        ins: &Instruction,
+        id: &str,
+        required: bool,
+        mode: u32,
+    ) -> Result<PathBuf, BuildError> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let given = self.opts.secrets.iter().rev().find(|s| s.id == id).cloned();
+        let content: Vec<u8> = match given.map(|s| s.from) {
+            Some(SecretFrom::File(p)) => fs::read(&p).map_err(|e| {
+                self.at_err(
+                    ins,
+                    format!("--mount: type=secret: id={id}: can't read the --secret file"),
+                    IoError::new("read", &p, e),
+                )
+            })?,
+            Some(SecretFrom::Env(v)) => match std::env::var_os(&v) {
+                Some(x) => std::os::unix::ffi::OsStringExt::into_vec(x),
+                None => {
+                    return Err(self.at(
+                        ins,
+                        format!("--mount: type=secret: id={id}: environment variable {v} not set"),
+                    ))
+                }
+            },
+            None if required => {
+                return Err(self.at(
+                    ins,
+                    format!(
+                        "--mount: type=secret: id={id}: required, but not given (ch-image build --secret id={id},src=FILE)"
+                    ),
+                ))
+            }
+            None => Vec::new(),
+        };
+        let dir = self.scratch("secret")?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).at("chmod", &dir)?;
+        let p = dir.join("secret");
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)
+            .at("create", &p)?;
+        f.write_all(&content).at("write", &p)?;
+        drop(f);
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).at("chmod", &p)?;
+        Ok(p)
+    }
+
     fn run(
         &mut self,
         ins: &Instruction,
@@ -970,6 +1419,7 @@ impl<'a> Builder<'a> {
         heredocs: &[dockerfile::Heredoc],
         vars: &Vars,
         config: &ImageConfig,
+        mounts: &[RunMount],
     ) -> Result<(), BuildError> {
         let force = self.opts.force;
         let fakeroot = if force == Force::Fakeroot {
@@ -1030,12 +1480,15 @@ impl<'a> Builder<'a> {
             work,
             merged,
         };
+        // The mounts' host sides; cache mounts stay locked (flock) until ch-run is done.
+        let prepared = self.prepare_mounts(ins, mounts)?;
         let mut cmd = Command::new(&self.opts.ch_run);
         cmd.args(invocation::ch_run_args(
             &env_file,
             &config.cwd,
             force,
             &self.opts.binds,
+            &prepared.mounts,
             &overlay,
             &argv,
         ));

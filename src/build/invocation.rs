@@ -168,12 +168,15 @@ pub struct Overlay {
 
 /// The `ch-run` arguments of a RUN: as root in the image (`-u0 -g0`), writable, no
 /// host environment (only `env_file`'s), in `cwd`, with root emulation, the user's binds
-/// (`-b`), the overlay, then `--` and `argv`.
+/// (`-b`), the RUN's mounts (`--mount`), the overlay, then `--` and `argv`. A RUN with a
+/// mount target in `/tmp` gets a private `/tmp` (`-t`, an empty tmpfs) instead of the
+/// host's, where its mount point could not be made without writing to the host.
 pub fn ch_run_args(
     env_file: &Path,
     cwd: &str,
     force: Force,
     binds: &[String],
+    mounts: &[crate::run::BuildMount],
     overlay: &Overlay,
     argv: &[String],
 ) -> Vec<OsString> {
@@ -198,8 +201,16 @@ pub fn ch_run_args(
     if force == Force::Seccomp {
         a.push("--seccomp".into());
     }
+    if mounts.iter().any(|m| m.dst().starts_with("/tmp")) {
+        a.push("--private-tmp".into());
+    }
     for b in binds {
         a.push(format!("--bind={b}").into());
+    }
+    for m in mounts {
+        let mut s = OsString::from("--build-mount=");
+        s.push(m.to_arg());
+        a.push(s);
     }
     for l in &overlay.lowers {
         a.push(prefixed("--lower=", l));
@@ -491,6 +502,17 @@ mod tests {
             "/w",
             Force::Seccomp,
             &["/h:/g".to_string()],
+            &[
+                crate::run::BuildMount::Bind {
+                    src: "/ctx".into(),
+                    dst: "/src".into(),
+                    writable: false,
+                },
+                crate::run::BuildMount::Tmpfs {
+                    dst: "/t".into(),
+                    options: "mode=1777".into(),
+                },
+            ],
             &o,
             &["/bin/sh".to_string(), "-c".to_string(), "true".to_string()],
         );
@@ -508,6 +530,8 @@ mod tests {
                 "--cd=/w",
                 "--seccomp",
                 "--bind=/h:/g",
+                "--build-mount=bind-ro:/src:/ctx",
+                "--build-mount=tmpfs:/t:mode=1777",
                 "--lower=/l1",
                 "--lower=/l2",
                 "--upper=/s/upper",
@@ -519,7 +543,14 @@ mod tests {
                 "true",
             ]
         );
-        let a = ch_run_args(Path::new("/e"), "/", Force::None, &[], &o, &[]);
+        let a = ch_run_args(Path::new("/e"), "/", Force::None, &[], &[], &o, &[]);
         assert!(!a.iter().any(|s| s == "--seccomp"));
+        assert!(!a.iter().any(|s| s == "--private-tmp"));
+        let in_tmp = [crate::run::BuildMount::Tmpfs {
+            dst: "/tmp/x".into(),
+            options: String::new(),
+        }];
+        let a = ch_run_args(Path::new("/e"), "/", Force::None, &[], &in_tmp, &o, &[]);
+        assert!(a.iter().any(|s| s == "--private-tmp"));
     }
 }

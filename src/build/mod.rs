@@ -8,6 +8,7 @@ pub mod dockerfile;
 pub mod exec;
 pub mod invocation;
 pub mod key;
+pub mod mount;
 pub mod plan;
 pub mod subst;
 pub mod why;

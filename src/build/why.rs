@@ -77,7 +77,8 @@ impl Record {
 
 /// The record of a step that makes a commit: `text` as written, `sub` substituted, `vars`
 /// after it, `input` its encoded key input, `sources` what [`super::exec`] found for COPY
-/// and ADD (source entries, other stages' commits, heredocs, downloads).
+/// and ADD (source entries, other stages' commits, heredocs, downloads) and for RUN's
+/// bind mounts.
 pub fn record(
     text: &str,
     sub: &InstrKind,
@@ -95,7 +96,11 @@ pub fn record(
         .unwrap_or_default();
     r.push("option SOURCE_DATE_EPOCH", sde.as_bytes());
     match sub {
-        InstrKind::Run { .. } => r.push("option --force", o.force.tag().as_bytes()),
+        InstrKind::Run { .. } => {
+            r.push("option --force", o.force.tag().as_bytes());
+            // `RUN --mount=type=bind` content.
+            r.items.extend(sources);
+        }
         InstrKind::Copy(_) | InstrKind::Add(_) => {
             r.push("option --xattrs", if o.xattrs { b"1" } else { b"0" });
             r.items.extend(sources);

@@ -30,7 +30,7 @@ pub mod warm;
 pub use env::{EnvArg, EnvSource};
 pub use error::{RunError, EXIT_EXEC, EXIT_FEATURE, EXIT_MISC, EXIT_SQUASH, EXIT_USAGE};
 pub use join::Join;
-pub use plan::{Bind, WriteMode};
+pub use plan::{Bind, BuildMount, WriteMode};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -68,6 +68,8 @@ pub struct RunSpec {
     pub gid: Option<u32>,
     pub write: WriteMode,
     pub binds: Vec<Bind>,
+    /// The builder's RUN mounts (`--build-mount`, internal).
+    pub build_mounts: Vec<plan::BuildMount>,
     /// Initial working directory (default `/`).
     pub cd: Option<PathBuf>,
     pub private_tmp: bool,
@@ -567,6 +569,15 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
             match &write {
                 WriteMode::Layers { lowers, upper } => {
                     mount_points = plan::missing_mount_points(lowers, &wanted, upper.is_some());
+                    let dsts: Vec<(PathBuf, bool)> = spec
+                        .build_mounts
+                        .iter()
+                        .map(|m| match m {
+                            plan::BuildMount::Bind { src, dst, .. } => (dst.clone(), src.is_dir()),
+                            plan::BuildMount::Tmpfs { dst, .. } => (dst.clone(), true),
+                        })
+                        .collect();
+                    mount_points.paths = plan::build_mount_points(lowers, &dsts);
                 }
                 WriteMode::ReadOnly | WriteMode::ReadWrite => {
                     let lowers = [image_dir.clone()];
@@ -607,6 +618,13 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
                     .iter()
                     .map(|d| format!("/{d}"))
                     .chain(mount_points.etc_files.iter().map(|f| format!("/etc/{f}")))
+                    .chain(
+                        mount_points
+                            .paths
+                            .iter()
+                            .filter(|p| p.like.is_none())
+                            .map(|p| format!("/{}", p.rel))
+                    )
                     .collect::<Vec<_>>()
                     .join(" ")
             );
@@ -627,6 +645,7 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
             },
             passwd: temp.as_ref().map(|t| (t.0[0].clone(), t.0[1].clone())),
             binds: spec.binds.clone(),
+            build_mounts: spec.build_mounts.clone(),
             ch_ssh: spec.ch_ssh.clone(),
             mount_points,
         };

@@ -231,6 +231,83 @@ impl Bind {
     }
 }
 
+/// A mount of a builder's RUN (`RUN --mount`, see docs/dockerfile.md), done after the
+/// system and user binds. `ch-image build` passes each to `ch-run` as the internal option
+/// `--build-mount=` in the form [`BuildMount::to_arg`] writes and [`BuildMount::parse`]
+/// reads: `bind:DST:SRC`, `bind-ro:DST:SRC` or `tmpfs:DST:OPTIONS` (DST holds no `:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildMount {
+    /// Bind host `src` at `dst`, read-only unless `writable`.
+    Bind {
+        src: PathBuf,
+        dst: PathBuf,
+        writable: bool,
+    },
+    /// A tmpfs at `dst` with mount options `options`.
+    Tmpfs { dst: PathBuf, options: String },
+}
+
+impl BuildMount {
+    /// The container path mounted on.
+    pub fn dst(&self) -> &Path {
+        match self {
+            BuildMount::Bind { dst, .. } | BuildMount::Tmpfs { dst, .. } => dst,
+        }
+    }
+
+    /// The `--build-mount=` value.
+    pub fn to_arg(&self) -> std::ffi::OsString {
+        let mut s = std::ffi::OsString::new();
+        match self {
+            BuildMount::Bind { src, dst, writable } => {
+                s.push(if *writable { "bind:" } else { "bind-ro:" });
+                s.push(dst);
+                s.push(":");
+                s.push(src);
+            }
+            BuildMount::Tmpfs { dst, options } => {
+                s.push("tmpfs:");
+                s.push(dst);
+                s.push(":");
+                s.push(options);
+            }
+        }
+        s
+    }
+
+    /// Parse a `--build-mount=` value.
+    pub fn parse(s: &std::ffi::OsStr) -> Result<BuildMount, String> {
+        use std::os::unix::ffi::OsStrExt;
+        let b = s.as_bytes();
+        let bad = || format!("--build-mount: invalid: {}", s.to_string_lossy());
+        let mut parts = b.splitn(3, |c| *c == b':');
+        let (kind, dst, rest) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(k), Some(d), Some(r)) => (k, d, r),
+            _ => return Err(bad()),
+        };
+        if !dst.starts_with(b"/") || dst == b"/" {
+            return Err(format!(
+                "--build-mount: destination must be absolute and not /: {}",
+                s.to_string_lossy()
+            ));
+        }
+        let dst = PathBuf::from(std::ffi::OsStr::from_bytes(dst));
+        let path = |r: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(r));
+        match kind {
+            b"bind" | b"bind-ro" if !rest.is_empty() => Ok(BuildMount::Bind {
+                src: path(rest),
+                dst,
+                writable: kind == b"bind",
+            }),
+            b"tmpfs" => Ok(BuildMount::Tmpfs {
+                dst,
+                options: String::from_utf8_lossy(rest).into_owned(),
+            }),
+            _ => Err(bad()),
+        }
+    }
+}
+
 /// Everything the mount plan depends on.
 #[derive(Debug, Clone)]
 pub struct PlanInput {
@@ -248,6 +325,8 @@ pub struct PlanInput {
     /// Generated passwd and group files, unless `--no-passwd`.
     pub passwd: Option<(PathBuf, PathBuf)>,
     pub binds: Vec<Bind>,
+    /// The builder's RUN mounts, after the user binds.
+    pub build_mounts: Vec<BuildMount>,
     /// `--ch-ssh`: host path of the ch-ssh program, bound read-only at
     /// [`CH_SSH_GUEST`].
     pub ch_ssh: Option<PathBuf>,
@@ -269,12 +348,84 @@ pub struct MountPoints {
     /// the extra lower's `etc` takes, since the topmost layer gives a merged directory's
     /// attributes; `None` if the image has no `/etc`.
     pub etc_like: Option<PathBuf>,
+    /// Mount points of [`BuildMount`]s and the directories above them, parents first
+    /// (see [`build_mount_points`]).
+    pub paths: Vec<MountPointPath>,
+}
+
+/// One entry of the extra lower directory for a [`BuildMount`]'s destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountPointPath {
+    /// Relative, `/`-separated.
+    pub rel: String,
+    /// A directory, else an empty file.
+    pub dir: bool,
+    /// The image's directory at `rel` (host path in the topmost layer holding it), whose
+    /// mode and times the entry takes, so that the merged directory keeps them; `None`
+    /// for a path the image lacks.
+    pub like: Option<PathBuf>,
 }
 
 impl MountPoints {
     pub fn is_empty(&self) -> bool {
-        self.dirs.is_empty() && self.etc_files.is_empty()
+        self.dirs.is_empty() && self.etc_files.is_empty() && self.paths.is_empty()
     }
+}
+
+/// The entries an extra top lower directory needs so that every destination in `dsts`
+/// (container paths, each with whether the mount is a directory) exists in the union of
+/// `lowers` without being created in the image or in the upper directory: the missing
+/// destination and the missing directories above it, plus the existing directories above
+/// them (which take their image attributes). A destination whose path meets a symlink or
+/// a non-directory in the image is left out (the executor creates it as for any bind).
+pub fn build_mount_points(lowers: &[PathBuf], dsts: &[(PathBuf, bool)]) -> Vec<MountPointPath> {
+    let mut out: std::collections::BTreeMap<String, MountPointPath> = Default::default();
+    'dsts: for (dst, is_dir) in dsts {
+        let comps: Vec<String> = dst
+            .components()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+                _ => None,
+            })
+            .collect();
+        let mut wanted: Vec<MountPointPath> = Vec::new();
+        for i in 0..comps.len() {
+            let rel = comps[..=i].join("/");
+            let last = i + 1 == comps.len();
+            match union_lookup(lowers, &rel) {
+                Some(p) => {
+                    let dir = std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
+                    if last {
+                        // The destination exists: nothing to provide.
+                        continue 'dsts;
+                    }
+                    if !dir {
+                        continue 'dsts;
+                    }
+                    wanted.push(MountPointPath {
+                        rel,
+                        dir: true,
+                        like: Some(p),
+                    });
+                }
+                None => {
+                    for (j, _) in comps.iter().enumerate().skip(i) {
+                        let last = j + 1 == comps.len();
+                        wanted.push(MountPointPath {
+                            rel: comps[..=j].join("/"),
+                            dir: !last || *is_dir,
+                            like: None,
+                        });
+                    }
+                    break;
+                }
+            }
+        }
+        for w in wanted {
+            out.entry(w.rel.clone()).or_insert(w);
+        }
+    }
+    out.into_values().collect()
 }
 
 /// Top-level directories a container mounts on: `/dev`, `/proc`, `/sys` (bound), `/tmp`
@@ -536,6 +687,23 @@ pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
                         });
                     }
                 }
+                for p in &mp.paths {
+                    let path = points.join(&p.rel);
+                    ops.push(if p.dir {
+                        MountOp::MkdirHost { path }
+                    } else {
+                        MountOp::FileHost { path }
+                    });
+                }
+                // Deepest first: creating an entry changes its parent's time.
+                for p in mp.paths.iter().rev() {
+                    if let Some(like) = &p.like {
+                        ops.push(MountOp::CopyAttrsHost {
+                            from: like.clone(),
+                            to: points.join(&p.rel),
+                        });
+                    }
+                }
                 lowers.insert(0, points);
             }
             ops.push(MountOp::OverlayLayers {
@@ -646,6 +814,24 @@ pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
             read_only: false,
         });
     }
+    // The builder's RUN mounts: their mount points come from `mount_points` (else they
+    // are created as a user bind's are).
+    for m in &input.build_mounts {
+        ops.push(match m {
+            BuildMount::Bind { src, dst, writable } => MountOp::Bind {
+                src: src.clone(),
+                dst: dst.clone(),
+                if_missing: IfMissing::Create,
+                src_optional: false,
+                read_only: !writable,
+            },
+            BuildMount::Tmpfs { dst, options } => MountOp::Tmpfs {
+                dst: dst.clone(),
+                options: options.clone(),
+                if_missing: IfMissing::Create,
+            },
+        });
+    }
     ops.push(MountOp::PivotRoot { new_root: root });
     ops
 }
@@ -664,6 +850,7 @@ mod tests {
             home: None,
             passwd: Some(("/tmp/p".into(), "/tmp/g".into())),
             binds: vec![],
+            build_mounts: vec![],
             ch_ssh: None,
             mount_points: MountPoints::default(),
         }
@@ -814,6 +1001,122 @@ mod tests {
     }
 
     #[test]
+    fn build_mounts_round_trip_through_their_ch_run_argument() {
+        for m in [
+            BuildMount::Bind {
+                src: "/s/cachemounts/ab".into(),
+                dst: "/var/cache/apt".into(),
+                writable: true,
+            },
+            BuildMount::Bind {
+                src: "/ctx/with:colon".into(),
+                dst: "/src".into(),
+                writable: false,
+            },
+            BuildMount::Tmpfs {
+                dst: "/t".into(),
+                options: "mode=1777,size=1m".into(),
+            },
+        ] {
+            assert_eq!(BuildMount::parse(&m.to_arg()), Ok(m.clone()));
+        }
+        assert_eq!(
+            BuildMount::parse(std::ffi::OsStr::new("bind-ro:/a:/b")),
+            Ok(BuildMount::Bind {
+                src: "/b".into(),
+                dst: "/a".into(),
+                writable: false
+            })
+        );
+        for bad in ["bind:/a:", "bind:rel:/b", "tmpfs:/", "nfs:/a:/b", "bind"] {
+            assert!(
+                BuildMount::parse(std::ffi::OsStr::new(bad)).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn build_mounts_come_after_user_binds_read_only_unless_writable() {
+        let mut i = input(WriteMode::ReadWrite);
+        i.binds
+            .push(Bind::parse("/data:/mnt/0").expect("valid bind"));
+        i.build_mounts = vec![
+            BuildMount::Bind {
+                src: "/ctx".into(),
+                dst: "/src".into(),
+                writable: false,
+            },
+            BuildMount::Tmpfs {
+                dst: "/t".into(),
+                options: "mode=1777".into(),
+            },
+        ];
+        let ops = mount_plan(&i);
+        let n = ops.len();
+        assert!(matches!(&ops[n - 4], MountOp::Bind { dst, .. } if dst == Path::new("/mnt/0")));
+        assert!(
+            matches!(&ops[n - 3], MountOp::Bind { dst, read_only: true, .. } if dst == Path::new("/src"))
+        );
+        assert!(matches!(&ops[n - 2], MountOp::Tmpfs { dst, .. } if dst == Path::new("/t")));
+    }
+
+    #[test]
+    fn build_mount_points_provide_missing_targets_and_keep_existing_parents_attributes() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let l = d.path().join("layer");
+        std::fs::create_dir_all(l.join("var/cache")).expect("mkdir");
+        std::fs::create_dir_all(l.join("etc")).expect("mkdir");
+        std::os::unix::fs::symlink("/elsewhere", l.join("link")).expect("symlink");
+        let lowers = vec![l.clone()];
+        let p = build_mount_points(
+            &lowers,
+            &[
+                ("/var/cache/apt".into(), true),
+                ("/run/secrets/tok".into(), false),
+                ("/var/cache".into(), true),
+                ("/link/x".into(), true),
+            ],
+        );
+        let got: Vec<(&str, bool, bool)> = p
+            .iter()
+            .map(|m| (m.rel.as_str(), m.dir, m.like.is_some()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("run", true, false),
+                ("run/secrets", true, false),
+                ("run/secrets/tok", false, false),
+                ("var", true, true),
+                ("var/cache", true, true),
+                ("var/cache/apt", true, false),
+            ]
+        );
+        assert_eq!(p[3].like.as_deref(), Some(l.join("var").as_path()));
+        // With the extra lower in the plan: created, then attributes copied deepest first.
+        let mut i = input(WriteMode::Layers {
+            lowers: lowers.clone(),
+            upper: Some(("/s/u".into(), "/s/w".into())),
+        });
+        i.mount_points.paths = p;
+        let ops = mount_plan(&i);
+        let pos = |op: &MountOp| ops.iter().position(|o| o == op).expect("op in plan");
+        let file = pos(&MountOp::FileHost {
+            path: "/mnt/points/run/secrets/tok".into(),
+        });
+        let var = pos(&MountOp::CopyAttrsHost {
+            from: l.join("var"),
+            to: "/mnt/points/var".into(),
+        });
+        let cache = pos(&MountOp::CopyAttrsHost {
+            from: l.join("var/cache"),
+            to: "/mnt/points/var/cache".into(),
+        });
+        assert!(file < cache && cache < var, "{ops:?}");
+    }
+
+    #[test]
     fn layers_plan_puts_missing_mount_points_in_a_top_lower_on_staging() {
         let mut i = input(WriteMode::Layers {
             lowers: vec!["/s/c".into()],
@@ -823,6 +1126,7 @@ mod tests {
             dirs: vec!["dev".into()],
             etc_files: vec!["hosts".into()],
             etc_like: Some("/s/c/etc".into()),
+            ..MountPoints::default()
         };
         let ops = mount_plan(&i);
         for op in [

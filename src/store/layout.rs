@@ -3,7 +3,7 @@
 //! [`storage_dir`] is the one place that decides which directory is the storage directory
 //! (`-s DIR`, else `$CH_IMAGE_STORAGE`, else `/var/tmp/$USER.grove`); [`Layout`] is the one
 //! place that spells a name under it (`version`, `lock`, `repo.git/`, `img/`, `checkouts/`,
-//! `layers/`, `stamps/`, `locks/`, `tmp/`, `dlcache/`, `statcache/`). docs/store-format.md
+//! `layers/`, `stamps/`, `locks/`, `tmp/`, `dlcache/`, `statcache/`, `cachemounts/`). docs/store-format.md
 //! lists the same paths; a change here is a change of the storage layout and of that
 //! document.
 //!
@@ -27,6 +27,7 @@ const STAMPS: &str = "stamps";
 const TMP: &str = "tmp";
 const DLCACHE: &str = "dlcache";
 const STATCACHE: &str = "statcache";
+const CACHE_MOUNTS: &str = "cachemounts";
 
 /// The paths of one storage directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,11 +198,44 @@ impl Layout {
         self.statcache().join(format!("{}.txt", h.to_hex()))
     }
 
+    /// `cachemounts/`: the directories of `RUN --mount=type=cache`.
+    pub fn cache_mounts(&self) -> PathBuf {
+        self.root.join(CACHE_MOUNTS)
+    }
+
+    /// `cachemounts/HASH/`: the cache mount whose id hashes to `hash` ([`Layout::cache_mount_name`]).
+    pub fn cache_mount(&self, hash: &str) -> PathBuf {
+        self.cache_mounts().join(hash)
+    }
+
+    /// `cachemounts/HASH.lock`: the flock(2) of a cache mount's users; its modification
+    /// time is the mount's last use, its content the mount's id.
+    pub fn cache_mount_lock(&self, hash: &str) -> PathBuf {
+        self.cache_mounts().join(format!("{hash}.lock"))
+    }
+
+    /// The name of the cache mount with id `id`: the first 32 hex digits of the BLAKE3
+    /// hash of the id (ids are free text, paths often).
+    pub fn cache_mount_name(id: &str) -> String {
+        blake3::hash(id.as_bytes()).to_hex()[..32].to_string()
+    }
+
     /// Every name directly under the storage directory that Grove writes, for checks and
     /// documentation.
-    pub fn top_level_names() -> [&'static str; 11] {
+    pub fn top_level_names() -> [&'static str; 12] {
         [
-            VERSION, LOCK, LOCKS, REPO, IMG, CHECKOUTS, LAYERS, STAMPS, TMP, DLCACHE, STATCACHE,
+            VERSION,
+            LOCK,
+            LOCKS,
+            REPO,
+            IMG,
+            CHECKOUTS,
+            LAYERS,
+            STAMPS,
+            TMP,
+            DLCACHE,
+            STATCACHE,
+            CACHE_MOUNTS,
         ]
     }
 }
@@ -357,7 +391,10 @@ mod tests {
     fn layout_spells_every_path_under_the_root() {
         let l = Layout::new("/s");
         let c = gix::ObjectId::from_hex(b"0123456789abcdef0123456789abcdef01234567").expect("hex");
-        let cases: [(PathBuf, &str); 21] = [
+        let cases: [(PathBuf, &str); 24] = [
+            (l.cache_mounts(), "/s/cachemounts"),
+            (l.cache_mount("ab"), "/s/cachemounts/ab"),
+            (l.cache_mount_lock("ab"), "/s/cachemounts/ab.lock"),
             (l.version_file(), "/s/version"),
             (l.lock_file(), "/s/lock"),
             (l.image_locks(), "/s/locks"),

@@ -294,7 +294,68 @@ fn prune_notes(store: &Store, live: &HashSet<ObjectId>) -> Result<(), StoreError
     Ok(())
 }
 
-/// Delete every cache entry and layer (images stay). Requires the lock.
+/// What [`gc_cache_mounts`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheMountsGc {
+    pub removed: usize,
+    pub removed_bytes: u64,
+    pub kept: usize,
+    pub kept_bytes: u64,
+}
+
+/// Remove `RUN --mount=type=cache` directories (`cachemounts/`): all of them, or with
+/// `keep` the least recently used first until the rest take at most `keep` bytes. Use is
+/// the modification time of each mount's lock file, which a build touches when it mounts
+/// it. Requires the exclusive lock (no build is using a mount meanwhile).
+pub fn gc_cache_mounts(
+    store: &Store,
+    _lock: &WriteLock,
+    keep: Option<u64>,
+) -> Result<CacheMountsGc, StoreError> {
+    let l = store.layout();
+    let dir = l.cache_mounts();
+    let rd = match fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(CacheMountsGc::default()),
+        Err(e) => return Err(IoError::new("read directory", &dir, e).into()),
+    };
+    // (last use, name, bytes), newest first.
+    let mut mounts: Vec<(std::time::SystemTime, String, u64)> = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".lock") {
+            let hash = name.trim_end_matches(".lock");
+            if !l.cache_mount(hash).exists() {
+                let _ = fs::remove_file(e.path());
+            }
+            continue;
+        }
+        let used = fs::metadata(l.cache_mount_lock(&name))
+            .and_then(|m| m.modified())
+            .unwrap_or(std::time::UNIX_EPOCH);
+        mounts.push((used, name, du(&e.path())));
+    }
+    mounts.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let mut r = CacheMountsGc::default();
+    for (_, name, bytes) in mounts {
+        if keep.is_some_and(|k| r.kept_bytes + bytes <= k) {
+            r.kept += 1;
+            r.kept_bytes += bytes;
+            continue;
+        }
+        let path = l.cache_mount(&name);
+        let tmp = store.scratch_path("gc");
+        fs::rename(&path, &tmp).at("remove cache mount", &path)?;
+        checkout::remove_tree(&tmp).at("remove", &tmp)?;
+        let _ = fs::remove_file(l.cache_mount_lock(&name));
+        crate::verbose!("removed cache mount {name} ({bytes} bytes)");
+        r.removed += 1;
+        r.removed_bytes += bytes;
+    }
+    Ok(r)
+}
+
+/// Delete every cache entry, layer and cache mount (images stay). Requires the lock.
 pub fn reset_cache(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
     let repo = store.repo();
     let edits: Vec<_> = git::list_refs(&repo, CACHE_REFS)?
@@ -304,11 +365,12 @@ pub fn reset_cache(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
     if !edits.is_empty() {
         git::update_refs(&repo, &edits)?;
     }
-    let layers = store.layout().layers();
-    if layers.exists() {
-        let tmp = store.scratch_path("reset");
-        fs::rename(&layers, &tmp).at("remove", &layers)?;
-        let _ = checkout::remove_tree(&tmp);
+    for dir in [store.layout().layers(), store.layout().cache_mounts()] {
+        if dir.exists() {
+            let tmp = store.scratch_path("reset");
+            fs::rename(&dir, &tmp).at("remove", &dir)?;
+            let _ = checkout::remove_tree(&tmp);
+        }
     }
     gc(store, lock)
 }

@@ -14,6 +14,7 @@ mod interop;
 mod join_slurm;
 mod listing;
 mod modes;
+mod mount;
 mod oci;
 mod packaging;
 mod progress;
