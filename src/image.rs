@@ -107,6 +107,21 @@ pub enum ImageError {
     Context(#[from] crate::build::context::ContextError),
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Provenance(#[from] crate::provenance::ProvenanceError),
+    #[error("{}: not a JSON statement", .path.display())]
+    Statement {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("statement {} does not match {image}: {count} claim(s) differ: {}", .path.display(), .fields.join(", "))]
+    Unverified {
+        path: PathBuf,
+        image: String,
+        count: usize,
+        fields: Vec<String>,
+    },
 }
 
 impl ImageError {
@@ -416,6 +431,52 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
         }
     }
     Ok(o)
+}
+
+/// `ch-image inspect --provenance IMAGE`: the image's build provenance as an in-toto
+/// Statement v1 with a SLSA Provenance v1 predicate (docs/provenance.md), pretty JSON.
+pub fn inspect_provenance(store: &Store, spec: &str) -> Result<String, ImageError> {
+    let commit = resolve_state(store, spec)?;
+    let v = crate::provenance::statement(store, commit, spec)?;
+    let mut o = serde_json::to_string_pretty(&v)?;
+    o.push('\n');
+    Ok(o)
+}
+
+/// `ch-image verify IMAGE STATEMENT`: check the statement in file `path` against the
+/// store, returning one line per claim (match, mismatch, not checkable); an error naming
+/// the fields that differ if any does. The report is returned with the error too, so the
+/// binary can print it before failing.
+pub fn verify(store: &Store, spec: &str, path: &Path) -> Result<String, (String, ImageError)> {
+    let run = || -> Result<(String, Vec<String>), ImageError> {
+        let commit = resolve_state(store, spec)?;
+        let text = std::fs::read(path).at("read statement", path)?;
+        let given: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|source| ImageError::Statement {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let claims = crate::provenance::verify(store, commit, spec, &given)?;
+        let bad = claims
+            .iter()
+            .filter(|c| matches!(c.verdict, crate::provenance::Verdict::Mismatch(_)))
+            .map(|c| c.field.clone())
+            .collect();
+        Ok((crate::provenance::report(&claims), bad))
+    };
+    match run() {
+        Ok((report, bad)) if bad.is_empty() => Ok(report),
+        Ok((report, bad)) => Err((
+            report,
+            ImageError::Unverified {
+                path: path.to_path_buf(),
+                image: spec.to_string(),
+                count: bad.len(),
+                fields: bad,
+            },
+        )),
+        Err(e) => Err((String::new(), e)),
+    }
 }
 
 /// The reference parse report of `pull --parse-only`, in Charliecloud's words (its

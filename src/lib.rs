@@ -20,6 +20,7 @@ pub mod hint;
 pub mod image;
 pub mod log;
 pub mod oci;
+pub mod provenance;
 pub mod reference;
 pub mod registry;
 pub mod run;

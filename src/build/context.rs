@@ -603,9 +603,79 @@ fn walk_sorted(
     Ok(())
 }
 
+/// The regular files a set of sources covers (a source file, and the files below a source
+/// directory, `.dockerignore` applied), in the order the content hash walks them: each
+/// relative path (bytes) and path on disk. What a build's provenance records digests of.
+pub fn regular_files(
+    sources: &[Source],
+    ignore: &Ignore,
+) -> Result<Vec<(Vec<u8>, PathBuf)>, ContextError> {
+    let mut entries: Vec<(Vec<u8>, PathBuf, fs::Metadata)> = Vec::new();
+    for s in sources {
+        let md = fs::metadata(&s.real).at("stat", &s.real)?;
+        entries.push((s.rel_bytes.clone(), s.real.clone(), md.clone()));
+        if md.is_dir() {
+            walk_sorted(&s.real, &s.rel_bytes, ignore, &mut entries)?;
+        }
+    }
+    Ok(entries
+        .into_iter()
+        .filter(|(_, _, md)| md.is_file())
+        .map(|(rel, p, _)| (rel, p))
+        .collect())
+}
+
+/// A file's content digests as provenance names them: sha256 and the git blob id (SHA-1,
+/// `blob LEN\0` and the bytes: what `git hash-object` gives, and the id the file's blob
+/// has in the store). Read once, in pieces.
+pub fn file_digests(p: &Path) -> io::Result<([u8; 32], gix::ObjectId)> {
+    use sha2::Digest as _;
+    let mut f = fs::File::open(p)?;
+    let len = f.metadata()?.len();
+    let mut sha = sha2::Sha256::new();
+    let mut git = gix::hash::hasher(gix::hash::Kind::Sha1);
+    git.update(format!("blob {len}\0").as_bytes());
+    let mut buf = vec![0u8; 1 << 16];
+    let mut seen = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        seen += n as u64;
+        sha.update(&buf[..n]);
+        git.update(&buf[..n]);
+    }
+    if seen != len {
+        return Err(io::Error::other(format!(
+            "file changed size while read ({len} bytes, then {seen})"
+        )));
+    }
+    let blob = git
+        .try_finalize()
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let mut out = [0u8; 32];
+    out.copy_from_slice(sha.finalize().as_slice());
+    Ok((out, blob))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_digests_are_sha256_and_the_git_blob_id() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("hello");
+        fs::write(&p, b"Hello").expect("write");
+        let (sha, blob) = file_digests(&p).expect("digests");
+        // The in-toto DigestSet spec's example: `printf Hello | git hash-object --stdin`.
+        assert_eq!(blob.to_string(), "5ab2f8a4323abafb10abb68657d9d39f1a775057");
+        assert_eq!(
+            hex(&sha),
+            "185f8db32271fe25f561a6fc938b2e264306ec304eda518007d1764826381969"
+        );
+    }
 
     #[test]
     fn dockerignore_last_match_wins_and_parents_exclude() {
