@@ -120,8 +120,7 @@ pub fn invocation_id(started: SystemTime, commit: ObjectId) -> String {
 /// the host, which may hold credentials).
 pub fn redacted_arg(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
-    SECRET_WORDS.iter().any(|w| upper.contains(w))
-        || crate::build::plan::MAGIC_ARGS.contains(&name)
+    SECRET_WORDS.iter().any(|w| upper.contains(w)) || crate::build::plan::MAGIC_ARGS.contains(&name)
 }
 
 /// What the store tells about one base of a build, for its statement entry.
@@ -134,18 +133,15 @@ struct BaseDigests {
 /// Whether stage `i`'s base is an earlier stage of the same build (`FROM stage`): its
 /// commit is that stage's last state. Such a base is no dependency of its own.
 fn is_stage_base(note: &Provenance, base: &ProvenanceBase) -> bool {
-    note.bases
-        .iter()
-        .filter(|b| b.stage < base.stage)
-        .any(|b| {
-            let last = note
-                .steps
-                .iter()
-                .rev()
-                .find(|s| s.stage == b.stage)
-                .map_or(b.commit.as_str(), |s| s.commit.as_str());
-            last == base.commit
-        })
+    note.bases.iter().filter(|b| b.stage < base.stage).any(|b| {
+        let last = note
+            .steps
+            .iter()
+            .rev()
+            .find(|s| s.stage == b.stage)
+            .map_or(b.commit.as_str(), |s| s.commit.as_str());
+        last == base.commit
+    })
 }
 
 /// The digests of base `b`: its recorded registry digest, else the one its commit's
@@ -185,12 +181,17 @@ fn base_digests(store: &Store, b: &ProvenanceBase) -> Result<BaseDigests, Proven
 
 /// The image `commit`'s digest in OCI form: the manifest digest `ch-convert IMAGE oci:DIR`
 /// writes and `ch-image push` sends.
-pub fn image_digest(store: &Store, commit: ObjectId, name: &str) -> Result<String, ProvenanceError> {
+pub fn image_digest(
+    store: &Store,
+    commit: ObjectId,
+    name: &str,
+) -> Result<String, ProvenanceError> {
     let (root, cfg) = store.read(commit)?;
-    let d = oci::form_digest(&store.repo(), &root, &cfg).map_err(|source| ProvenanceError::Oci {
-        image: name.to_string(),
-        source,
-    })?;
+    let d =
+        oci::form_digest(&store.repo(), &root, &cfg).map_err(|source| ProvenanceError::Oci {
+            image: name.to_string(),
+            source,
+        })?;
     Ok(d.hex().to_string())
 }
 
@@ -289,10 +290,7 @@ fn render(store: &Store, note: &Provenance, digest: &str) -> Result<Value, Prove
                     );
                 }
                 (p, None) => {
-                    d.insert(
-                        "name".into(),
-                        Value::String(p.clone().unwrap_or_default()),
-                    );
+                    d.insert("name".into(), Value::String(p.clone().unwrap_or_default()));
                     d.insert("digest".into(), Value::Object(digest));
                     d.insert(
                         "annotations".into(),
@@ -376,7 +374,11 @@ fn compare(field: &str, want: Option<&Value>, got: Option<&Value>) -> Claim {
     let verdict = if want == got {
         Verdict::Match
     } else {
-        Verdict::Mismatch(format!("statement has {}, store has {}", show(got), show(want)))
+        Verdict::Mismatch(format!(
+            "statement has {}, store has {}",
+            show(got),
+            show(want)
+        ))
     };
     Claim {
         field: field.into(),
@@ -469,7 +471,10 @@ fn dep_label(d: &Value) -> String {
     let name = d["name"].as_str().or(d["uri"].as_str()).unwrap_or("?");
     match a["grove.kind"].as_str() {
         Some("base") => format!("base {name} (stage {})", a["grove.stage"]),
-        Some("context") => format!("context file {name} (instruction {})", a["grove.instruction"]),
+        Some("context") => format!(
+            "context file {name} (instruction {})",
+            a["grove.instruction"]
+        ),
         Some("download") => format!("download {name} (instruction {})", a["grove.instruction"]),
         _ => format!("dependency {name}"),
     }
@@ -506,7 +511,9 @@ fn check_in_commit(
         return Ok(None);
     };
     let Ok(commit) = ObjectId::from_hex(step_commit.as_bytes()) else {
-        return Ok(Some(format!("the build record names a bad commit {step_commit}")));
+        return Ok(Some(format!(
+            "the build record names a bad commit {step_commit}"
+        )));
     };
     if !trees.contains_key(step_commit) {
         let mut set = HashSet::new();
@@ -619,8 +626,7 @@ pub fn verify(
                     Claim {
                         field,
                         verdict: Verdict::NotCheckable(
-                            "the base's commit is not in this store; its gitCommit matches"
-                                .into(),
+                            "the base's commit is not in this store; its gitCommit matches".into(),
                         ),
                     }
                 } else {
@@ -669,9 +675,26 @@ pub fn verify(
             ),
         });
     }
+    // The store keeps the record of the image's last build: a statement of an earlier
+    // build of the same image (another invocation) can't be checked for its times.
+    let other_build = match (
+        wr["metadata"].get("invocationId"),
+        gr["metadata"].get("invocationId"),
+    ) {
+        (Some(w), Some(g)) if w != g => Some(format!(
+            "the store's record is of another build of this image (invocation {}, started {})",
+            show(Some(w)),
+            show(wr["metadata"].get("startedOn"))
+        )),
+        _ => None,
+    };
     for k in ["invocationId", "startedOn", "finishedOn"] {
         let field = format!("predicate.runDetails.metadata.{k}");
         match wr["metadata"].get(k) {
+            Some(_) if other_build.is_some() => claims.push(Claim {
+                field,
+                verdict: Verdict::NotCheckable(other_build.clone().unwrap_or_default()),
+            }),
             Some(w) => claims.push(compare(&field, Some(w), gr["metadata"].get(k))),
             None => claims.push(Claim {
                 field,
