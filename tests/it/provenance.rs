@@ -1727,3 +1727,296 @@ fn inspect_provenance_of_an_image_not_built_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// A small JSON Schema checker for the keywords fixtures/provenance/grove-statement-schema.json
+/// uses (no JSON Schema crate builds offline with the MSRV here); an unknown keyword is a
+/// test failure, not silently ignored. Returns the problems found, each with its path.
+mod schema {
+    use serde_json::Value;
+
+    const KNOWN: &[&str] = &[
+        "$schema",
+        "$id",
+        "$comment",
+        "$defs",
+        "$ref",
+        "title",
+        "type",
+        "required",
+        "properties",
+        "additionalProperties",
+        "items",
+        "const",
+        "minItems",
+        "minProperties",
+        "minLength",
+        "anyOf",
+        "allOf",
+        "format",
+    ];
+
+    pub fn check(root: &Value, schema: &Value, v: &Value, path: &str, out: &mut Vec<String>) {
+        let s = schema.as_object().expect("schema is an object");
+        for k in s.keys() {
+            assert!(
+                KNOWN.contains(&k.as_str()),
+                "schema keyword {k} not supported"
+            );
+        }
+        if let Some(r) = s.get("$ref").and_then(Value::as_str) {
+            let name = r.strip_prefix("#/$defs/").expect("local $ref");
+            check(root, &root["$defs"][name], v, path, out);
+        }
+        if let Some(t) = s.get("type").and_then(Value::as_str) {
+            let ok = match t {
+                "object" => v.is_object(),
+                "array" => v.is_array(),
+                "string" => v.is_string(),
+                "integer" => v.is_i64() || v.is_u64(),
+                "number" => v.is_number(),
+                "boolean" => v.is_boolean(),
+                other => panic!("type {other} not supported"),
+            };
+            if !ok {
+                out.push(format!("{path}: not of type {t}: {v}"));
+                return;
+            }
+        }
+        if let Some(c) = s.get("const") {
+            if v != c {
+                out.push(format!("{path}: {v} is not {c}"));
+            }
+        }
+        if let Some(n) = s.get("minLength").and_then(Value::as_u64) {
+            if v.as_str().is_some_and(|x| (x.chars().count() as u64) < n) {
+                out.push(format!("{path}: shorter than {n}"));
+            }
+        }
+        if s.get("format").and_then(Value::as_str) == Some("date-time") {
+            if let Some(x) = v.as_str() {
+                if !is_rfc3339(x) {
+                    out.push(format!("{path}: not an RFC 3339 date-time: {x}"));
+                }
+            }
+        }
+        for sub in s
+            .get("allOf")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            check(root, sub, v, path, out);
+        }
+        if let Some(any) = s.get("anyOf").and_then(Value::as_array) {
+            let fits = any.iter().any(|sub| {
+                let mut o = Vec::new();
+                check(root, sub, v, path, &mut o);
+                o.is_empty()
+            });
+            if !fits {
+                out.push(format!("{path}: matches none of anyOf"));
+            }
+        }
+        if let Some(o) = v.as_object() {
+            for r in s
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let r = r.as_str().expect("required names");
+                if !o.contains_key(r) {
+                    out.push(format!("{path}: missing required {r}"));
+                }
+            }
+            if let Some(n) = s.get("minProperties").and_then(Value::as_u64) {
+                if (o.len() as u64) < n {
+                    out.push(format!("{path}: fewer than {n} properties"));
+                }
+            }
+            let props = s.get("properties").and_then(Value::as_object);
+            for (k, x) in o {
+                match props.and_then(|p| p.get(k)) {
+                    Some(sub) => check(root, sub, x, &format!("{path}.{k}"), out),
+                    None => match s.get("additionalProperties") {
+                        Some(Value::Bool(false)) => {
+                            out.push(format!("{path}: unexpected property {k}"))
+                        }
+                        Some(sub @ Value::Object(_)) => {
+                            check(root, sub, x, &format!("{path}.{k}"), out)
+                        }
+                        _ => {}
+                    },
+                }
+            }
+        }
+        if let Some(a) = v.as_array() {
+            if let Some(n) = s.get("minItems").and_then(Value::as_u64) {
+                if (a.len() as u64) < n {
+                    out.push(format!("{path}: fewer than {n} items"));
+                }
+            }
+            if let Some(sub) = s.get("items") {
+                for (i, x) in a.iter().enumerate() {
+                    check(root, sub, x, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+    }
+
+    /// `YYYY-MM-DDThh:mm:ss[.frac](Z|+hh:mm|-hh:mm)`, fields in range.
+    fn is_rfc3339(s: &str) -> bool {
+        let b = s.as_bytes();
+        let digits = |r: std::ops::Range<usize>| {
+            b.get(r.clone())
+                .is_some_and(|x| x.iter().all(u8::is_ascii_digit))
+                .then(|| s[r].parse::<u32>().unwrap_or(99))
+        };
+        let (Some(_), Some(mo), Some(d), Some(h), Some(mi), Some(se)) = (
+            digits(0..4),
+            digits(5..7),
+            digits(8..10),
+            digits(11..13),
+            digits(14..16),
+            digits(17..19),
+        ) else {
+            return false;
+        };
+        if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') || b.get(10) != Some(&b'T') {
+            return false;
+        }
+        if b.get(13) != Some(&b':') || b.get(16) != Some(&b':') {
+            return false;
+        }
+        if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+            return false;
+        }
+        let mut rest = &s[19..];
+        if let Some(frac) = rest.strip_prefix('.') {
+            let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+            if n == 0 {
+                return false;
+            }
+            rest = &frac[n..];
+        }
+        rest == "Z"
+            || (rest.len() == 6
+                && (rest.starts_with('+') || rest.starts_with('-'))
+                && rest.as_bytes()[3] == b':')
+    }
+
+    /// The JSON field names of each message of a .proto file (lowerCamelCase, or the
+    /// `json_name` given).
+    pub fn proto_fields(text: &str) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for line in text.lines().map(str::trim) {
+            if let Some(m) = line.strip_prefix("message ") {
+                out.push((m.trim_end_matches('{').trim().to_string(), Vec::new()));
+                continue;
+            }
+            if line.starts_with("//") || !line.contains(" = ") || !line.ends_with(';') {
+                continue;
+            }
+            let Some((_, fields)) = out.last_mut() else {
+                continue;
+            };
+            let before_eq = line.split(" = ").next().unwrap();
+            let name = before_eq.split_whitespace().last().unwrap();
+            let json = match line.split("json_name = \"").nth(1) {
+                Some(j) => j.split('"').next().unwrap().to_string(),
+                None => {
+                    let mut s = String::new();
+                    let mut up = false;
+                    for c in name.chars() {
+                        if c == '_' {
+                            up = true;
+                        } else if up {
+                            s.push(c.to_ascii_uppercase());
+                            up = false;
+                        } else {
+                            s.push(c);
+                        }
+                    }
+                    s
+                }
+            };
+            fields.push(json);
+        }
+        out
+    }
+}
+
+#[test]
+fn provenance_statement_has_the_shape_the_published_schemas_give() {
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/provenance");
+    let schema: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fx.join("grove-statement-schema.json")).unwrap())
+            .unwrap();
+    // Our schema names exactly the fields of the published protos.
+    for (file, messages) in [
+        ("statement.proto", vec![("Statement", "")]),
+        (
+            "resource_descriptor.proto",
+            vec![("ResourceDescriptor", "ResourceDescriptor")],
+        ),
+        (
+            "provenance.proto",
+            vec![
+                ("Provenance", "Provenance"),
+                ("BuildDefinition", "BuildDefinition"),
+                ("RunDetails", "RunDetails"),
+                ("Builder", "Builder"),
+                ("BuildMetadata", "BuildMetadata"),
+            ],
+        ),
+    ] {
+        let fields = schema::proto_fields(&std::fs::read_to_string(fx.join(file)).unwrap());
+        for (message, def) in messages {
+            let (_, want) = fields
+                .iter()
+                .find(|(m, _)| m == message)
+                .unwrap_or_else(|| panic!("{file}: no message {message}"));
+            let node = if def.is_empty() {
+                &schema
+            } else {
+                &schema["$defs"][def]
+            };
+            let mut have: Vec<String> = node["properties"]
+                .as_object()
+                .unwrap_or_else(|| panic!("schema has no properties for {message}"))
+                .keys()
+                .cloned()
+                .collect();
+            let mut want = want.clone();
+            have.sort();
+            want.sort();
+            assert_eq!(have, want, "{file}: {message}");
+        }
+    }
+
+    let w = W::new("attest-schema");
+    let ctx = attest_ctx(&w, "sc");
+    w.build("app", &ctx, ATTEST_ARGS);
+    let st = statement_in(&w, &w.storage(), "app");
+    let mut problems = Vec::new();
+    schema::check(&schema, &schema, &st, "$", &mut problems);
+    assert!(problems.is_empty(), "{problems:#?}\n{st:#}");
+    // The checker does fail: a statement without a build type, with a bad time and a
+    // subject without a digest.
+    let mut bad = st.clone();
+    bad["predicate"]["buildDefinition"]
+        .as_object_mut()
+        .unwrap()
+        .remove("buildType");
+    bad["predicate"]["runDetails"]["metadata"]["startedOn"] = serde_json::json!("yesterday");
+    bad["subject"][0].as_object_mut().unwrap().remove("digest");
+    let mut problems = Vec::new();
+    schema::check(&schema, &schema, &bad, "$", &mut problems);
+    for want in [
+        "$.predicate.buildDefinition: missing required buildType",
+        "$.predicate.runDetails.metadata.startedOn: not an RFC 3339 date-time: yesterday",
+        "$.subject[0]: missing required digest",
+    ] {
+        assert!(problems.iter().any(|p| p == want), "{want}: {problems:#?}");
+    }
+}
