@@ -2020,3 +2020,36 @@ fn provenance_statement_has_the_shape_the_published_schemas_give() {
         assert!(problems.iter().any(|p| p == want), "{want}: {problems:#?}");
     }
 }
+
+#[test]
+fn push_ch_convert_and_the_statement_give_one_manifest_digest() {
+    // Push used another gzip level and history than `ch-convert -o oci`, so a pushed image
+    // had another digest than the layout and the statement named.
+    let Some(r) = crate::registry::Registry::start() else {
+        return;
+    };
+    let w = W::new("attest-push");
+    let ctx = attest_ctx(&w, "p");
+    w.build("app", &ctx, ATTEST_ARGS);
+    let st = statement_in(&w, &w.storage(), "app");
+    let dest = format!("{}/prov/app:v1", r.host());
+    ok(r.ch_image(&w.storage()).args(["push", "app", &dest]));
+    let pushed: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{dest}"),
+    ])))
+    .expect("skopeo inspect json");
+    let oci = w.s.join("app.oci");
+    ok(tool("ch-convert")
+        .arg("-s")
+        .arg(w.storage())
+        .args(["-o", "oci", "app"])
+        .arg(&oci));
+    let subject = format!(
+        "sha256:{}",
+        st["subject"][0]["digest"]["sha256"].as_str().unwrap()
+    );
+    assert_eq!(pushed["Digest"], subject.as_str(), "{pushed:#}");
+    assert_eq!(oci_manifest_digest(&oci), subject);
+}
