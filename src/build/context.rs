@@ -343,10 +343,15 @@ fn glob_walk(
 #[derive(Debug, Default)]
 pub struct StatCache {
     entries: HashMap<PathBuf, (u64, u64, i64, i64, [u8; 32])>,
+    /// Provenance digests ([`file_digests`]: sha256, git blob id) by path, with the same
+    /// stat fields, so that an all-hit build reads no file for its provenance note.
+    digests: HashMap<PathBuf, (u64, u64, i64, i64, [u8; 32], gix::ObjectId)>,
     dirty: bool,
 }
 
-const STAT_CACHE_HEADER: &str = "grove-statcache 1";
+/// Version 2 added the `D` lines (provenance digests); a version-1 cache is still read.
+const STAT_CACHE_HEADER: &str = "grove-statcache 2";
+const STAT_CACHE_HEADER_V1: &str = "grove-statcache 1";
 
 impl StatCache {
     /// Load from `path`; a missing or unreadable cache is an empty one.
@@ -354,19 +359,43 @@ impl StatCache {
         let mut c = StatCache::default();
         let Ok(text) = fs::read(path) else { return c };
         let mut lines = text.split(|b| *b == b'\n');
-        if lines.next() != Some(STAT_CACHE_HEADER.as_bytes()) {
+        let header = lines.next();
+        if header != Some(STAT_CACHE_HEADER.as_bytes())
+            && header != Some(STAT_CACHE_HEADER_V1.as_bytes())
+        {
             return c;
         }
+        let num = |b: &[u8]| {
+            std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+        };
         for line in lines {
+            if let Some(d) = line.strip_prefix(b"D ") {
+                // D INO SIZE MTIME CTIME SHA256 BLOB PATH
+                let f: Vec<&[u8]> = d.splitn(7, |b| *b == b' ').collect();
+                if f.len() != 7 {
+                    continue;
+                }
+                let (Some(ino), Some(size), Some(mt), Some(ct), Some(sha), Ok(blob)) = (
+                    num(f[0]),
+                    num(f[1]),
+                    num(f[2]),
+                    num(f[3]),
+                    hex32(f[4]),
+                    gix::ObjectId::from_hex(f[5]),
+                ) else {
+                    continue;
+                };
+                let p = PathBuf::from(std::ffi::OsStr::from_bytes(f[6]));
+                c.digests
+                    .insert(p, (ino as u64, size as u64, mt, ct, sha, blob));
+                continue;
+            }
             let f: Vec<&[u8]> = line.splitn(6, |b| *b == b' ').collect();
             if f.len() != 6 {
                 continue;
             }
-            let num = |b: &[u8]| {
-                std::str::from_utf8(b)
-                    .ok()
-                    .and_then(|s| s.parse::<i64>().ok())
-            };
             let (Some(ino), Some(size), Some(mt), Some(ct)) =
                 (num(f[0]), num(f[1]), num(f[2]), num(f[3]))
             else {
@@ -398,12 +427,48 @@ impl StatCache {
             out.extend_from_slice(k.as_os_str().as_bytes());
             out.push(b'\n');
         }
+        let mut keys: Vec<&PathBuf> = self.digests.keys().collect();
+        keys.sort();
+        for k in keys {
+            if k.as_os_str().as_bytes().contains(&b'\n') {
+                continue;
+            }
+            let (ino, size, mt, ct, sha, blob) = &self.digests[k];
+            out.extend_from_slice(
+                format!("D {ino} {size} {mt} {ct} {} {blob} ", hex(sha)).as_bytes(),
+            );
+            out.extend_from_slice(k.as_os_str().as_bytes());
+            out.push(b'\n');
+        }
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
         }
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
         fs::write(&tmp, out)?;
         fs::rename(&tmp, path)
+    }
+
+    /// The cached provenance digests ([`file_digests`]) of `p`, if its stat fields are
+    /// still `md`'s.
+    pub fn cached_digests(&self, p: &Path, md: &fs::Metadata) -> Option<([u8; 32], gix::ObjectId)> {
+        let (ino, size, mt, ct, sha, blob) = self.digests.get(p)?;
+        (*ino == md.ino() && *size == md.len() && *mt == mtime_ns(md) && *ct == ctime_ns(md))
+            .then_some((*sha, *blob))
+    }
+
+    /// Remember the provenance digests of `p`, read while it had metadata `md`.
+    pub fn remember_digests(
+        &mut self,
+        p: &Path,
+        md: &fs::Metadata,
+        sha: [u8; 32],
+        blob: gix::ObjectId,
+    ) {
+        self.digests.insert(
+            p.to_path_buf(),
+            (md.ino(), md.len(), mtime_ns(md), ctime_ns(md), sha, blob),
+        );
+        self.dirty = true;
     }
 
     fn lookup(&self, p: &Path, md: &fs::Metadata) -> Option<[u8; 32]> {
@@ -477,7 +542,24 @@ pub fn hash_sources_with(
     ignore: &Ignore,
     cache: &mut StatCache,
     xattrs: bool,
+    manifest: Option<&mut Vec<(Vec<u8>, [u8; 32])>>,
+) -> Result<[u8; 32], ContextError> {
+    hash_sources_listing(sources, ignore, cache, xattrs, manifest, None)
+}
+
+/// A regular file of a source set: its relative path, its path on disk and its metadata
+/// as the walk found them.
+pub type RegularFile = (Vec<u8>, PathBuf, fs::Metadata);
+
+/// [`hash_sources_with`], and with `files` the regular files walked, in walk order (what a
+/// build's provenance records digests of, without walking again).
+pub fn hash_sources_listing(
+    sources: &[Source],
+    ignore: &Ignore,
+    cache: &mut StatCache,
+    xattrs: bool,
     mut manifest: Option<&mut Vec<(Vec<u8>, [u8; 32])>>,
+    files: Option<&mut Vec<RegularFile>>,
 ) -> Result<[u8; 32], ContextError> {
     // Gather entries first (sequential walk), hash files in parallel, then fold in order.
     let mut entries: Vec<(Vec<u8>, PathBuf, fs::Metadata)> = Vec::new();
@@ -553,6 +635,9 @@ pub fn hash_sources_with(
             m.push((rel.clone(), *one.finalize().as_bytes()));
         }
     }
+    if let Some(files) = files {
+        files.extend(entries.into_iter().filter(|(_, _, md)| md.is_file()));
+    }
     Ok(*whole.finalize().as_bytes())
 }
 
@@ -601,28 +686,6 @@ fn walk_sorted(
         }
     }
     Ok(())
-}
-
-/// The regular files a set of sources covers (a source file, and the files below a source
-/// directory, `.dockerignore` applied), in the order the content hash walks them: each
-/// relative path (bytes) and path on disk. What a build's provenance records digests of.
-pub fn regular_files(
-    sources: &[Source],
-    ignore: &Ignore,
-) -> Result<Vec<(Vec<u8>, PathBuf)>, ContextError> {
-    let mut entries: Vec<(Vec<u8>, PathBuf, fs::Metadata)> = Vec::new();
-    for s in sources {
-        let md = fs::metadata(&s.real).at("stat", &s.real)?;
-        entries.push((s.rel_bytes.clone(), s.real.clone(), md.clone()));
-        if md.is_dir() {
-            walk_sorted(&s.real, &s.rel_bytes, ignore, &mut entries)?;
-        }
-    }
-    Ok(entries
-        .into_iter()
-        .filter(|(_, _, md)| md.is_file())
-        .map(|(rel, p, _)| (rel, p))
-        .collect())
 }
 
 /// A file's content digests as provenance names them: sha256 and the git blob id (SHA-1,
@@ -734,6 +797,55 @@ mod tests {
             hash_sources(&src, &Ignore::default(), &mut c2, false).unwrap(),
             h1
         );
+    }
+
+    #[test]
+    fn stat_cache_keeps_provenance_digests_and_reads_version_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        fs::write(&f, b"Hello").unwrap();
+        let src = vec![Source {
+            rel: "f".into(),
+            rel_bytes: b"f".to_vec(),
+            real: f.clone(),
+        }];
+        let mut c = StatCache::default();
+        let mut found = Vec::new();
+        hash_sources_listing(
+            &src,
+            &Ignore::default(),
+            &mut c,
+            false,
+            None,
+            Some(&mut found),
+        )
+        .unwrap();
+        assert_eq!(found.len(), 1);
+        let (_, real, md) = &found[0];
+        assert!(c.cached_digests(real, md).is_none());
+        let (sha, blob) = file_digests(real).unwrap();
+        c.remember_digests(real, md, sha, blob);
+        let cp = dir.path().join("cache");
+        c.save(&cp).unwrap();
+        let text = fs::read_to_string(&cp).unwrap();
+        assert!(text.starts_with("grove-statcache 2\n"), "{text}");
+        let c2 = StatCache::load(&cp);
+        assert_eq!(c2.cached_digests(real, md), Some((sha, blob)));
+        // A changed file is not answered from the cache.
+        fs::write(&f, b"Hellp").unwrap();
+        let md2 = fs::metadata(&f).unwrap();
+        assert!(c2.cached_digests(&f, &md2).is_none());
+        // A version-1 cache (no digests) is still read.
+        let v1 = text
+            .replace("grove-statcache 2", "grove-statcache 1")
+            .lines()
+            .filter(|l| !l.starts_with("D "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        fs::write(&cp, v1).unwrap();
+        let c3 = StatCache::load(&cp);
+        assert_eq!(c3.entries.len(), 1);
+        assert!(c3.digests.is_empty());
     }
 
     #[test]

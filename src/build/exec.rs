@@ -370,10 +370,16 @@ pub fn build(
             finished: Some(crate::provenance::rfc3339(finished)),
             invocation: Some(crate::provenance::invocation_id(started, c)),
         };
-        let text = note.to_bytes();
-        // An all-hit rebuild of the same Dockerfile writes nothing.
-        if store::notes::get(&b.repo, c)?.as_deref() != Some(text.as_slice()) {
-            store::notes::set(&b.repo, c, &text)?;
+        // A rebuild whose record differs only in its times and invocation id (an all-hit
+        // rebuild after an all-hit rebuild) keeps the earlier record and writes nothing.
+        let old = store::notes::provenance(&b.repo, c)?.map(|mut o| {
+            o.started.clone_from(&note.started);
+            o.finished.clone_from(&note.finished);
+            o.invocation.clone_from(&note.invocation);
+            o
+        });
+        if old.as_ref() != Some(&note) {
+            store::notes::set(&b.repo, c, &note.to_bytes())?;
         }
     }
     Ok(BuildResult {
@@ -859,20 +865,22 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        if let Some(mut files) = files {
-            files.extend(self.context_files(ins, &all)?);
-            self.pending_files = Some(files);
-        }
         let mut manifest = items.as_ref().map(|_| Vec::new());
-        let h = context::hash_sources_with(
+        let mut found = files.as_ref().map(|_| Vec::new());
+        let h = context::hash_sources_listing(
             &all,
             &self.ignore,
             &mut self.stat_cache,
             self.store.xattrs().record(),
             manifest.as_mut(),
+            found.as_mut(),
         )
         .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
         extra.extend_from_slice(&h);
+        if let (Some(mut files), Some(found)) = (files, found) {
+            files.extend(self.context_files(found)?);
+            self.pending_files = Some(files);
+        }
         match items {
             Some(items) => {
                 for (rel, fh) in manifest.into_iter().flatten() {
@@ -891,27 +899,38 @@ impl<'a> Builder<'a> {
         Ok(extra)
     }
 
-    /// The regular context files `sources` cover, with their digests (read in parallel).
+    /// The regular context files a COPY or ADD read (as the walk for its key found them),
+    /// with their digests: from the stat cache when a file is unchanged, else read (in
+    /// parallel) and cached.
     fn context_files(
-        &self,
-        ins: &Instruction,
-        sources: &[context::Source],
+        &mut self,
+        found: Vec<context::RegularFile>,
     ) -> Result<Vec<ProvenanceFile>, BuildError> {
         use rayon::prelude::*;
-        let found = context::regular_files(sources, &self.ignore)
-            .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
-        found
+        let cache = &self.stat_cache;
+        let digests: Vec<([u8; 32], ObjectId, bool)> = found
             .par_iter()
-            .map(|(rel, real)| {
+            .map(|(_, real, md)| -> Result<_, IoError> {
+                if let Some((sha, blob)) = cache.cached_digests(real, md) {
+                    return Ok((sha, blob, false));
+                }
                 let (sha, blob) = context::file_digests(real).at("read", real)?;
-                Ok(ProvenanceFile {
-                    git_blob: Some(blob.to_string()),
-                    path: Some(crate::provenance::path_text(rel)),
-                    sha256: hex::encode(sha),
-                    url: None,
-                })
+                Ok((sha, blob, true))
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(found.len());
+        for ((rel, real, md), (sha, blob, new)) in found.into_iter().zip(digests) {
+            if new {
+                self.stat_cache.remember_digests(&real, &md, sha, blob);
+            }
+            out.push(ProvenanceFile {
+                git_blob: Some(blob.to_string()),
+                path: Some(crate::provenance::path_text(&rel)),
+                sha256: hex::encode(sha),
+                url: None,
+            });
+        }
+        Ok(out)
     }
 
     /// Download an `ADD` URL once per build into scratch space; returns the file.

@@ -374,3 +374,27 @@ pub fn retain(repo: &gix::Repository, keep: impl Fn(ObjectId) -> bool) -> Result
         commit(repo, entries, Vec::new(), Some(tip), "Notes\n".to_string())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_1_notes_are_read_and_later_versions_are_not() {
+        let v1 = br#"{"bases":[{"commit":"c0","image":"busybox","stage":0}],
+            "build_args":{"A":"1"},"commit":"c1","context_hash":"h",
+            "dockerfile":"FROM busybox\n","dockerfile_name":"Dockerfile","image":"x:latest",
+            "steps":[{"commit":"c1","hit":false,"instruction":"RUN true","key":"k","n":2,
+            "stage":0}],"version":1}"#;
+        let p = Provenance::parse(v1).expect("version 1 reads");
+        assert_eq!(p.version, 1);
+        assert_eq!(p.dockerfile_sha256, None);
+        assert_eq!(p.steps[0].files, None);
+        assert_eq!(p.bases[0].digest, None);
+        // Written back, a version-1 note keeps its bytes' fields (no new ones appear).
+        let text = String::from_utf8(p.to_bytes()).expect("utf-8");
+        assert!(!text.contains("started"), "{text}");
+        let later = String::from_utf8_lossy(v1).replace("\"version\":1", "\"version\":3");
+        assert!(Provenance::parse(later.as_bytes()).is_none());
+    }
+}
