@@ -211,10 +211,9 @@ pub fn statement(store: &Store, commit: ObjectId, spec: &str) -> Result<Value, P
 /// Render `note` with the image's OCI digest `digest` (hex).
 fn render(store: &Store, note: &Provenance, digest: &str) -> Result<Value, ProvenanceError> {
     let mut external = Map::new();
-    let dockerfile_sha = note
-        .dockerfile_sha256
-        .clone()
-        .unwrap_or_else(|| sha256_hex(note.dockerfile.as_bytes()));
+    // The digest of the text the note holds (which a version-2 note also records; `verify`
+    // checks the two agree).
+    let dockerfile_sha = sha256_hex(note.dockerfile.as_bytes());
     external.insert(
         "dockerfile".into(),
         json!({
@@ -583,6 +582,16 @@ pub fn verify(
         wd.get("buildType"),
         gd.get("buildType"),
     ));
+    if let Some(recorded) = &note.dockerfile_sha256 {
+        if *recorded != sha256_hex(note.dockerfile.as_bytes()) {
+            claims.push(Claim {
+                field: "predicate.buildDefinition.externalParameters.dockerfile".into(),
+                verdict: Verdict::Mismatch(format!(
+                    "the build record's Dockerfile text does not have its recorded sha256 {recorded}"
+                )),
+            });
+        }
+    }
     compare_object(
         &mut claims,
         "predicate.buildDefinition.externalParameters",
