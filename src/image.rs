@@ -443,40 +443,54 @@ pub fn inspect_provenance(store: &Store, spec: &str) -> Result<String, ImageErro
     Ok(o)
 }
 
-/// `ch-image verify IMAGE STATEMENT`: check the statement in file `path` against the
-/// store, returning one line per claim (match, mismatch, not checkable); an error naming
-/// the fields that differ if any does. The report is returned with the error too, so the
-/// binary can print it before failing.
-pub fn verify(store: &Store, spec: &str, path: &Path) -> Result<String, (String, ImageError)> {
-    let run = || -> Result<(String, Vec<String>), ImageError> {
-        let commit = resolve_state(store, spec)?;
-        let text = std::fs::read(path).at("read statement", path)?;
-        let given: serde_json::Value =
-            serde_json::from_slice(&text).map_err(|source| ImageError::Statement {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let claims = crate::provenance::verify(store, commit, spec, &given)?;
-        let bad = claims
-            .iter()
-            .filter(|c| matches!(c.verdict, crate::provenance::Verdict::Mismatch(_)))
-            .map(|c| c.field.clone())
-            .collect();
-        Ok((crate::provenance::report(&claims), bad))
-    };
-    match run() {
-        Ok((report, bad)) if bad.is_empty() => Ok(report),
-        Ok((report, bad)) => Err((
-            report,
-            ImageError::Unverified {
-                path: path.to_path_buf(),
-                image: spec.to_string(),
-                count: bad.len(),
-                fields: bad,
-            },
-        )),
-        Err(e) => Err((String::new(), e)),
+/// What `ch-image verify` found: the report (one line per claim) and the claims that
+/// differ.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    pub report: String,
+    /// The fields of the claims that are mismatches.
+    pub differing: Vec<String>,
+    path: PathBuf,
+    image: String,
+}
+
+impl Verification {
+    /// Success if no claim differs, else the error naming the fields that do.
+    pub fn check(self) -> Result<(), ImageError> {
+        if self.differing.is_empty() {
+            return Ok(());
+        }
+        Err(ImageError::Unverified {
+            path: self.path,
+            image: self.image,
+            count: self.differing.len(),
+            fields: self.differing,
+        })
     }
+}
+
+/// `ch-image verify IMAGE STATEMENT`: check the statement in file `path` against the
+/// store, claim by claim (match, mismatch, not checkable).
+pub fn verify(store: &Store, spec: &str, path: &Path) -> Result<Verification, ImageError> {
+    let commit = resolve_state(store, spec)?;
+    let text = std::fs::read(path).at("read statement", path)?;
+    let given: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|source| ImageError::Statement {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let claims = crate::provenance::verify(store, commit, spec, &given)?;
+    let differing = claims
+        .iter()
+        .filter(|c| matches!(c.verdict, crate::provenance::Verdict::Mismatch(_)))
+        .map(|c| c.field.clone())
+        .collect();
+    Ok(Verification {
+        report: crate::provenance::report(&claims),
+        differing,
+        path: path.to_path_buf(),
+        image: spec.to_string(),
+    })
 }
 
 /// The reference parse report of `pull --parse-only`, in Charliecloud's words (its

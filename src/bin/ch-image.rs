@@ -479,16 +479,12 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Verify {
             image_ref,
             statement,
-        } => match image::verify(&Store::open_existing(&storage)?, &image_ref, &statement) {
-            Ok(report) => {
-                emit(&report)?;
-                info!("statement matches {image_ref}");
-            }
-            Err((report, e)) => {
-                emit(&report)?;
-                return Err(e.into());
-            }
-        },
+        } => {
+            let v = image::verify(&Store::open_existing(&storage)?, &image_ref, &statement)?;
+            emit(&v.report)?;
+            v.check()?;
+            info!("statement matches {image_ref}");
+        }
         Cmd::BuildCache(a) => {
             let req = image::BuildCacheRequest {
                 reset: a.reset,

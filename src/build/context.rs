@@ -345,9 +345,12 @@ pub struct StatCache {
     entries: HashMap<PathBuf, (u64, u64, i64, i64, [u8; 32])>,
     /// Provenance digests ([`file_digests`]: sha256, git blob id) by path, with the same
     /// stat fields, so that an all-hit build reads no file for its provenance note.
-    digests: HashMap<PathBuf, (u64, u64, i64, i64, [u8; 32], gix::ObjectId)>,
+    digests: HashMap<PathBuf, DigestEntry>,
     dirty: bool,
 }
+
+/// A cached [`file_digests`] answer: inode, size, mtime, ctime (ns), sha256, git blob id.
+type DigestEntry = (u64, u64, i64, i64, [u8; 32], gix::ObjectId);
 
 /// Version 2 added the `D` lines (provenance digests); a version-1 cache is still read.
 const STAT_CACHE_HEADER: &str = "grove-statcache 2";

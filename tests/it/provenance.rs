@@ -1636,9 +1636,7 @@ fn verify_checks_the_build_record_against_the_step_commit() {
     let (pass, out, _) = verify(&w, "app", &p);
     assert!(!pass, "{out}");
     assert!(
-        out.contains(&format!(
-            "(context file a.txt (instruction 4)): the step's commit"
-        )),
+        out.contains("(context file a.txt (instruction 4)): the step's commit"),
         "{out}"
     );
     assert!(
