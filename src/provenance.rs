@@ -609,23 +609,28 @@ pub fn verify(
     let empty = Vec::new();
     let wdeps = wd["resolvedDependencies"].as_array().unwrap_or(&empty);
     let gdeps = gd["resolvedDependencies"].as_array().unwrap_or(&empty);
-    let mut given_by_key: BTreeMap<String, (usize, &Value)> = BTreeMap::new();
+    // Entries with the same key (a file named twice by one COPY) pair up in order.
+    let mut given_by_key: BTreeMap<String, std::collections::VecDeque<(usize, &Value)>> =
+        BTreeMap::new();
     for (i, d) in gdeps.iter().enumerate() {
-        given_by_key.entry(dep_key(d)).or_insert((i, d));
+        given_by_key
+            .entry(dep_key(d))
+            .or_default()
+            .push_back((i, d));
     }
     let mut seen = HashSet::new();
     let mut trees = BTreeMap::new();
     for w in wdeps {
         let key = dep_key(w);
         let label = dep_label(w);
-        let Some((i, g)) = given_by_key.get(&key) else {
+        let Some((i, g)) = given_by_key.get_mut(&key).and_then(|q| q.pop_front()) else {
             claims.push(Claim {
                 field: format!("{path} ({label})"),
                 verdict: Verdict::Mismatch("missing from the statement".into()),
             });
             continue;
         };
-        seen.insert(*i);
+        seen.insert(i);
         let field = format!("{path}[{i}] ({label})");
         let mut c = compare_digests(&field, w.get("digest"), g.get("digest"));
         if w["annotations"]["grove.kind"] == "base" && w["digest"].get("sha256").is_none() {

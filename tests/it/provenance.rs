@@ -2051,3 +2051,19 @@ fn push_ch_convert_and_the_statement_give_one_manifest_digest() {
     assert_eq!(pushed["Digest"], subject.as_str(), "{pushed:#}");
     assert_eq!(oci_manifest_digest(&oci), subject);
 }
+
+#[test]
+fn verify_pairs_a_file_one_copy_names_twice() {
+    let w = W::new("attest-twice");
+    let ctx = w.ctx(
+        "twice",
+        "FROM busybox\nCOPY a.txt a.txt /d/\n",
+        &[("a.txt", "hello\n")],
+    );
+    w.build("app", &ctx, &[]);
+    let st = statement_in(&w, &w.storage(), "app");
+    assert_eq!(context_files(&st).len(), 2, "{st:#}");
+    let p = write_statement(&w, "st.json", &st);
+    let (pass, out, err) = verify(&w, "app", &p);
+    assert!(pass, "{out}\n{err}");
+}
