@@ -44,7 +44,7 @@ const SECRET_WORDS: &[&str] = &["SECRET", "PASSWORD", "PASSWD", "TOKEN", "CREDEN
 /// Errors of rendering or checking a statement.
 #[derive(Debug, thiserror::Error)]
 pub enum ProvenanceError {
-    #[error("{0}: no build provenance note (only images built by ch-image build have one; imported and pulled images have none)")]
+    #[error("{0}: no build provenance note (only an image a ch-image build wrote has one, not its intermediate states; imported and pulled images have none)")]
     NoNote(String),
     #[error("{image}: can't compute the image's OCI digest")]
     Oci {

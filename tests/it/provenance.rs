@@ -1720,7 +1720,7 @@ fn inspect_provenance_of_an_image_not_built_is_a_clear_error() {
     assert_eq!(code, 1);
     assert!(
         err.contains(
-            "busybox: no build provenance note (only images built by ch-image build have one"
+            "busybox: no build provenance note (only an image a ch-image build wrote has one"
         ),
         "{err}"
     );
