@@ -2050,6 +2050,29 @@ fn push_ch_convert_and_the_statement_give_one_manifest_digest() {
     );
     assert_eq!(pushed["Digest"], subject.as_str(), "{pushed:#}");
     assert_eq!(oci_manifest_digest(&oci), subject);
+
+    // Built on the pushed image (pulled by FROM into another store), the base is named
+    // with the registry's manifest digest, which is the first image's subject.
+    let other = w.s.join("storage2");
+    let ctx2 = w.ctx("p2", &format!("FROM {dest}\nRUN true\n"), &[]);
+    ok(r.ch_image(&other)
+        .args(["build", "--force=none", "-t", "app2"])
+        .arg(&ctx2));
+    let st2 = statement_in(&w, &other, "app2");
+    let base = &st2["predicate"]["buildDefinition"]["resolvedDependencies"][0];
+    assert_eq!(base["name"], dest.as_str(), "{st2:#}");
+    assert_eq!(base["annotations"]["grove.kind"], "base");
+    assert_eq!(
+        format!("sha256:{}", base["digest"]["sha256"].as_str().unwrap()),
+        subject
+    );
+    let p = write_statement(&w, "st2.json", &st2);
+    let out = output(w.image_in(&other).arg("verify").arg("app2").arg(&p));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
