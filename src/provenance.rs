@@ -179,7 +179,7 @@ fn base_digests(store: &Store, b: &ProvenanceBase) -> Result<BaseDigests, Proven
     })
 }
 
-/// The image `commit`'s digest in OCI form: the manifest digest `ch-convert IMAGE oci:DIR`
+/// The image `commit`'s digest in OCI form: the manifest digest `ch-convert -o oci IMAGE DIR`
 /// writes and `ch-image push` sends.
 pub fn image_digest(
     store: &Store,
