@@ -111,6 +111,21 @@ pub enum ImageError {
     Context(#[from] crate::build::context::ContextError),
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Provenance(#[from] crate::provenance::ProvenanceError),
+    #[error("{}: not a JSON statement", .path.display())]
+    Statement {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("statement {} does not match {image}: {count} claim(s) differ: {}", .path.display(), .fields.join(", "))]
+    Unverified {
+        path: PathBuf,
+        image: String,
+        count: usize,
+        fields: Vec<String>,
+    },
 }
 
 impl ImageError {
@@ -420,6 +435,66 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
         }
     }
     Ok(o)
+}
+
+/// `ch-image inspect --provenance IMAGE`: the image's build provenance as an in-toto
+/// Statement v1 with a SLSA Provenance v1 predicate (docs/provenance.md), pretty JSON.
+pub fn inspect_provenance(store: &Store, spec: &str) -> Result<String, ImageError> {
+    let commit = resolve_state(store, spec)?;
+    let v = crate::provenance::statement(store, commit, spec)?;
+    let mut o = serde_json::to_string_pretty(&v)?;
+    o.push('\n');
+    Ok(o)
+}
+
+/// What `ch-image verify` found: the report (one line per claim) and the claims that
+/// differ.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    pub report: String,
+    /// The fields of the claims that are mismatches.
+    pub differing: Vec<String>,
+    path: PathBuf,
+    image: String,
+}
+
+impl Verification {
+    /// Success if no claim differs, else the error naming the fields that do.
+    pub fn check(self) -> Result<(), ImageError> {
+        if self.differing.is_empty() {
+            return Ok(());
+        }
+        Err(ImageError::Unverified {
+            path: self.path,
+            image: self.image,
+            count: self.differing.len(),
+            fields: self.differing,
+        })
+    }
+}
+
+/// `ch-image verify IMAGE STATEMENT`: check the statement in file `path` against the
+/// store, claim by claim (match, mismatch, not checkable).
+pub fn verify(store: &Store, spec: &str, path: &Path) -> Result<Verification, ImageError> {
+    let commit = resolve_state(store, spec)?;
+    let text = std::fs::read(path).at("read statement", path)?;
+    let given: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|source| ImageError::Statement {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let claims = crate::provenance::verify(store, commit, spec, &given)?;
+    let differing = claims
+        .iter()
+        .filter(|c| matches!(c.verdict, crate::provenance::Verdict::Mismatch(_)))
+        .map(|c| c.field.clone())
+        .collect();
+    Ok(Verification {
+        report: crate::provenance::report(&claims),
+        differing,
+        path: path.to_path_buf(),
+        image: spec.to_string(),
+    })
 }
 
 /// The reference parse report of `pull --parse-only`, in Charliecloud's words (its

@@ -21,6 +21,7 @@ pub mod image;
 pub mod log;
 pub mod oci;
 pub mod progress;
+pub mod provenance;
 pub mod reference;
 pub mod registry;
 pub mod run;

@@ -112,6 +112,17 @@ enum Cmd {
         /// JSON output
         #[arg(long)]
         json: bool,
+        /// Print the image's build provenance as an in-toto Statement v1 with a SLSA
+        /// Provenance v1 predicate (docs/provenance.md)
+        #[arg(long, conflicts_with = "json")]
+        provenance: bool,
+    },
+    /// Check a provenance statement (from inspect --provenance) against the image in
+    /// storage: one line per claim (match, mismatch, not checkable); fails if any differs
+    Verify {
+        image_ref: String,
+        /// The statement file (JSON)
+        statement: PathBuf,
     },
     /// Build cache: summary, or maintenance with the options
     BuildCache(BuildCacheArgs),
@@ -464,11 +475,30 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             stat,
             json,
         )?)?,
-        Cmd::Inspect { image_ref, json } => emit(&image::inspect(
+        Cmd::Inspect {
+            image_ref,
+            provenance: true,
+            ..
+        } => emit(&image::inspect_provenance(
+            &Store::open_existing(&storage)?,
+            &image_ref,
+        )?)?,
+        Cmd::Inspect {
+            image_ref, json, ..
+        } => emit(&image::inspect(
             &Store::open_existing(&storage)?,
             &image_ref,
             json,
         )?)?,
+        Cmd::Verify {
+            image_ref,
+            statement,
+        } => {
+            let v = image::verify(&Store::open_existing(&storage)?, &image_ref, &statement)?;
+            emit(&v.report)?;
+            v.check()?;
+            info!("statement matches {image_ref}");
+        }
         Cmd::BuildCache(a) => {
             let req = image::BuildCacheRequest {
                 reset: a.reset,

@@ -140,7 +140,7 @@ fn man(out: &Path) -> anyhow::Result<()> {
 }
 
 /// Subcommands of `ch-image` whose operands are images.
-const IMAGE_SUBCOMMANDS: &str = "history|inspect|list|delete|undelete|push|diff";
+const IMAGE_SUBCOMMANDS: &str = "history|inspect|list|delete|undelete|push|diff|verify";
 
 /// Bash code appended to a command's generated completion (whose completion function is
 /// `generated`): complete image names from the storage directory (`ch-image list`) where

@@ -348,10 +348,18 @@ fn glob_walk(
 #[derive(Debug, Default)]
 pub struct StatCache {
     entries: HashMap<PathBuf, (u64, u64, i64, i64, [u8; 32])>,
+    /// Provenance digests ([`file_digests`]: sha256, git blob id) by path, with the same
+    /// stat fields, so that an all-hit build reads no file for its provenance note.
+    digests: HashMap<PathBuf, DigestEntry>,
     dirty: bool,
 }
 
-const STAT_CACHE_HEADER: &str = "grove-statcache 1";
+/// A cached [`file_digests`] answer: inode, size, mtime, ctime (ns), sha256, git blob id.
+type DigestEntry = (u64, u64, i64, i64, [u8; 32], gix::ObjectId);
+
+/// Version 2 added the `D` lines (provenance digests); a version-1 cache is still read.
+const STAT_CACHE_HEADER: &str = "grove-statcache 2";
+const STAT_CACHE_HEADER_V1: &str = "grove-statcache 1";
 
 impl StatCache {
     /// Load from `path`; a missing or unreadable cache is an empty one.
@@ -359,19 +367,43 @@ impl StatCache {
         let mut c = StatCache::default();
         let Ok(text) = fs::read(path) else { return c };
         let mut lines = text.split(|b| *b == b'\n');
-        if lines.next() != Some(STAT_CACHE_HEADER.as_bytes()) {
+        let header = lines.next();
+        if header != Some(STAT_CACHE_HEADER.as_bytes())
+            && header != Some(STAT_CACHE_HEADER_V1.as_bytes())
+        {
             return c;
         }
+        let num = |b: &[u8]| {
+            std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+        };
         for line in lines {
+            if let Some(d) = line.strip_prefix(b"D ") {
+                // D INO SIZE MTIME CTIME SHA256 BLOB PATH
+                let f: Vec<&[u8]> = d.splitn(7, |b| *b == b' ').collect();
+                if f.len() != 7 {
+                    continue;
+                }
+                let (Some(ino), Some(size), Some(mt), Some(ct), Some(sha), Ok(blob)) = (
+                    num(f[0]),
+                    num(f[1]),
+                    num(f[2]),
+                    num(f[3]),
+                    hex32(f[4]),
+                    gix::ObjectId::from_hex(f[5]),
+                ) else {
+                    continue;
+                };
+                let p = PathBuf::from(std::ffi::OsStr::from_bytes(f[6]));
+                c.digests
+                    .insert(p, (ino as u64, size as u64, mt, ct, sha, blob));
+                continue;
+            }
             let f: Vec<&[u8]> = line.splitn(6, |b| *b == b' ').collect();
             if f.len() != 6 {
                 continue;
             }
-            let num = |b: &[u8]| {
-                std::str::from_utf8(b)
-                    .ok()
-                    .and_then(|s| s.parse::<i64>().ok())
-            };
             let (Some(ino), Some(size), Some(mt), Some(ct)) =
                 (num(f[0]), num(f[1]), num(f[2]), num(f[3]))
             else {
@@ -403,12 +435,48 @@ impl StatCache {
             out.extend_from_slice(k.as_os_str().as_bytes());
             out.push(b'\n');
         }
+        let mut keys: Vec<&PathBuf> = self.digests.keys().collect();
+        keys.sort();
+        for k in keys {
+            if k.as_os_str().as_bytes().contains(&b'\n') {
+                continue;
+            }
+            let (ino, size, mt, ct, sha, blob) = &self.digests[k];
+            out.extend_from_slice(
+                format!("D {ino} {size} {mt} {ct} {} {blob} ", hex(sha)).as_bytes(),
+            );
+            out.extend_from_slice(k.as_os_str().as_bytes());
+            out.push(b'\n');
+        }
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
         }
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
         fs::write(&tmp, out)?;
         fs::rename(&tmp, path)
+    }
+
+    /// The cached provenance digests ([`file_digests`]) of `p`, if its stat fields are
+    /// still `md`'s.
+    pub fn cached_digests(&self, p: &Path, md: &fs::Metadata) -> Option<([u8; 32], gix::ObjectId)> {
+        let (ino, size, mt, ct, sha, blob) = self.digests.get(p)?;
+        (*ino == md.ino() && *size == md.len() && *mt == mtime_ns(md) && *ct == ctime_ns(md))
+            .then_some((*sha, *blob))
+    }
+
+    /// Remember the provenance digests of `p`, read while it had metadata `md`.
+    pub fn remember_digests(
+        &mut self,
+        p: &Path,
+        md: &fs::Metadata,
+        sha: [u8; 32],
+        blob: gix::ObjectId,
+    ) {
+        self.digests.insert(
+            p.to_path_buf(),
+            (md.ino(), md.len(), mtime_ns(md), ctime_ns(md), sha, blob),
+        );
+        self.dirty = true;
     }
 
     fn lookup(&self, p: &Path, md: &fs::Metadata) -> Option<[u8; 32]> {
@@ -482,7 +550,24 @@ pub fn hash_sources_with(
     ignore: &Ignore,
     cache: &mut StatCache,
     xattrs: bool,
+    manifest: Option<&mut Vec<(Vec<u8>, [u8; 32])>>,
+) -> Result<[u8; 32], ContextError> {
+    hash_sources_listing(sources, ignore, cache, xattrs, manifest, None)
+}
+
+/// A regular file of a source set: its relative path, its path on disk and its metadata
+/// as the walk found them.
+pub type RegularFile = (Vec<u8>, PathBuf, fs::Metadata);
+
+/// [`hash_sources_with`], and with `files` the regular files walked, in walk order (what a
+/// build's provenance records digests of, without walking again).
+pub fn hash_sources_listing(
+    sources: &[Source],
+    ignore: &Ignore,
+    cache: &mut StatCache,
+    xattrs: bool,
     mut manifest: Option<&mut Vec<(Vec<u8>, [u8; 32])>>,
+    files: Option<&mut Vec<RegularFile>>,
 ) -> Result<[u8; 32], ContextError> {
     // Gather entries first (sequential walk), hash files in parallel, then fold in order.
     let mut entries: Vec<(Vec<u8>, PathBuf, fs::Metadata)> = Vec::new();
@@ -558,6 +643,9 @@ pub fn hash_sources_with(
             m.push((rel.clone(), *one.finalize().as_bytes()));
         }
     }
+    if let Some(files) = files {
+        files.extend(entries.into_iter().filter(|(_, _, md)| md.is_file()));
+    }
     Ok(*whole.finalize().as_bytes())
 }
 
@@ -608,9 +696,57 @@ fn walk_sorted(
     Ok(())
 }
 
+/// A file's content digests as provenance names them: sha256 and the git blob id (SHA-1,
+/// `blob LEN\0` and the bytes: what `git hash-object` gives, and the id the file's blob
+/// has in the store). Read once, in pieces.
+pub fn file_digests(p: &Path) -> io::Result<([u8; 32], gix::ObjectId)> {
+    use sha2::Digest as _;
+    let mut f = fs::File::open(p)?;
+    let len = f.metadata()?.len();
+    let mut sha = sha2::Sha256::new();
+    let mut git = gix::hash::hasher(gix::hash::Kind::Sha1);
+    git.update(format!("blob {len}\0").as_bytes());
+    let mut buf = vec![0u8; 1 << 16];
+    let mut seen = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        seen += n as u64;
+        sha.update(&buf[..n]);
+        git.update(&buf[..n]);
+    }
+    if seen != len {
+        return Err(io::Error::other(format!(
+            "file changed size while read ({len} bytes, then {seen})"
+        )));
+    }
+    let blob = git
+        .try_finalize()
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let mut out = [0u8; 32];
+    out.copy_from_slice(sha.finalize().as_slice());
+    Ok((out, blob))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_digests_are_sha256_and_the_git_blob_id() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("hello");
+        fs::write(&p, b"Hello").expect("write");
+        let (sha, blob) = file_digests(&p).expect("digests");
+        // The in-toto DigestSet spec's example: `printf Hello | git hash-object --stdin`.
+        assert_eq!(blob.to_string(), "5ab2f8a4323abafb10abb68657d9d39f1a775057");
+        assert_eq!(
+            hex(&sha),
+            "185f8db32271fe25f561a6fc938b2e264306ec304eda518007d1764826381969"
+        );
+    }
 
     #[test]
     fn dockerignore_last_match_wins_and_parents_exclude() {
@@ -669,6 +805,55 @@ mod tests {
             hash_sources(&src, &Ignore::default(), &mut c2, false).unwrap(),
             h1
         );
+    }
+
+    #[test]
+    fn stat_cache_keeps_provenance_digests_and_reads_version_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        fs::write(&f, b"Hello").unwrap();
+        let src = vec![Source {
+            rel: "f".into(),
+            rel_bytes: b"f".to_vec(),
+            real: f.clone(),
+        }];
+        let mut c = StatCache::default();
+        let mut found = Vec::new();
+        hash_sources_listing(
+            &src,
+            &Ignore::default(),
+            &mut c,
+            false,
+            None,
+            Some(&mut found),
+        )
+        .unwrap();
+        assert_eq!(found.len(), 1);
+        let (_, real, md) = &found[0];
+        assert!(c.cached_digests(real, md).is_none());
+        let (sha, blob) = file_digests(real).unwrap();
+        c.remember_digests(real, md, sha, blob);
+        let cp = dir.path().join("cache");
+        c.save(&cp).unwrap();
+        let text = fs::read_to_string(&cp).unwrap();
+        assert!(text.starts_with("grove-statcache 2\n"), "{text}");
+        let c2 = StatCache::load(&cp);
+        assert_eq!(c2.cached_digests(real, md), Some((sha, blob)));
+        // A changed file is not answered from the cache.
+        fs::write(&f, b"Hellp").unwrap();
+        let md2 = fs::metadata(&f).unwrap();
+        assert!(c2.cached_digests(&f, &md2).is_none());
+        // A version-1 cache (no digests) is still read.
+        let v1 = text
+            .replace("grove-statcache 2", "grove-statcache 1")
+            .lines()
+            .filter(|l| !l.starts_with("D "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        fs::write(&cp, v1).unwrap();
+        let c3 = StatCache::load(&cp);
+        assert_eq!(c3.entries.len(), 1);
+        assert!(c3.digests.is_empty());
     }
 
     #[test]

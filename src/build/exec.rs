@@ -32,7 +32,7 @@ use super::why::{self, Record, Siblings};
 use crate::reference::Reference;
 use crate::store::config::History;
 use crate::store::model::{Dir, Node};
-use crate::store::notes::{Provenance, ProvenanceBase, ProvenanceStep};
+use crate::store::notes::{Provenance, ProvenanceBase, ProvenanceFile, ProvenanceStep};
 use crate::store::{self, git, Expect, ImageConfig, Store, StoreError, WriteLock};
 use crate::{info, warn};
 
@@ -57,6 +57,15 @@ pub enum Force {
 }
 
 impl Force {
+    /// The mode's name, as `--force=MODE` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Force::Seccomp => "seccomp",
+            Force::Fakeroot => "fakeroot",
+            Force::None => "none",
+        }
+    }
+
     /// The mode's letter in logs (`RUN.S`) and key inputs.
     pub fn tag(self) -> &'static str {
         match self {
@@ -260,6 +269,9 @@ struct Builder<'a> {
     plan_opts: plan::PlanOptions,
     /// Cache entries by parent, indexed at the first miss.
     siblings: Siblings,
+    /// The files (with digests) the sources of the COPY or ADD being built read, for its
+    /// provenance step.
+    pending_files: Option<Vec<ProvenanceFile>>,
 }
 
 /// The build's `SOURCE_DATE_EPOCH` (reproducible-builds.org): `--build-arg
@@ -296,6 +308,7 @@ pub fn build(
     opts: &BuildOptions,
 ) -> Result<BuildResult, BuildError> {
     let _image_lock = store.lock_image(lock, &opts.tag)?;
+    let started = std::time::SystemTime::now();
     let df = parse(opts)?;
     for w in &df.warnings {
         warn!("{}:{}: {}", df.file, w.line, w.message);
@@ -329,6 +342,7 @@ pub fn build(
         planned: Vec::new(),
         plan_opts,
         siblings: Siblings::default(),
+        pending_files: None,
     };
     let n = b.df.instructions.len();
     let mut planner = Planner::new(&opts.build_args, b.df.escape(), plan_opts);
@@ -365,21 +379,37 @@ pub fn build(
         if old != Some(c) {
             store.set_image_lazy(lock, &opts.tag, c, Expect::from_current(old))?;
         }
+        let finished = std::time::SystemTime::now();
         let note = Provenance {
             version: crate::store::notes::PROVENANCE_VERSION,
             image: opts.tag.to_string(),
             commit: c.to_string(),
             dockerfile_name: opts.dockerfile_name.clone(),
+            dockerfile_path: Some(dockerfile_path(opts)),
+            dockerfile_sha256: Some(crate::provenance::sha256_hex(opts.dockerfile.as_bytes())),
             dockerfile: opts.dockerfile.clone(),
             build_args: opts.build_args.iter().cloned().collect(),
             bases: std::mem::take(&mut b.bases),
+            builder_version: Some(crate::version::VERSION.to_string()),
             context_hash: b.context_hash.finalize().to_hex().to_string(),
             steps: std::mem::take(&mut b.steps),
+            force: Some(opts.force.name().to_string()),
+            xattrs: Some(store.xattrs().record()),
+            source_date_epoch,
+            started: Some(crate::provenance::rfc3339(started)),
+            finished: Some(crate::provenance::rfc3339(finished)),
+            invocation: Some(crate::provenance::invocation_id(started, c)),
         };
-        let text = note.to_bytes();
-        // An all-hit rebuild of the same Dockerfile writes nothing.
-        if store::notes::get(&b.repo, c)?.as_deref() != Some(text.as_slice()) {
-            store::notes::set(&b.repo, c, &text)?;
+        // A rebuild whose record differs only in its times and invocation id (an all-hit
+        // rebuild after an all-hit rebuild) keeps the earlier record and writes nothing.
+        let old = store::notes::provenance(&b.repo, c)?.map(|mut o| {
+            o.started.clone_from(&note.started);
+            o.finished.clone_from(&note.finished);
+            o.invocation.clone_from(&note.invocation);
+            o
+        });
+        if old.as_ref() != Some(&note) {
+            store::notes::set(&b.repo, c, &note.to_bytes())?;
         }
     }
     Ok(BuildResult {
@@ -389,6 +419,23 @@ pub fn build(
         misses: b.misses,
         plan: std::mem::take(&mut b.planned),
     })
+}
+
+/// The Dockerfile's path for provenance: relative to the context when it is inside it
+/// (`Dockerfile`, `sub/Dockerfile.x`), `-` for standard input, else as given.
+fn dockerfile_path(opts: &BuildOptions) -> String {
+    let name = Path::new(&opts.dockerfile_name);
+    if opts.dockerfile_name == "-" {
+        return "-".into();
+    }
+    let rel = match (fs::canonicalize(name), fs::canonicalize(&opts.context)) {
+        (Ok(f), Ok(c)) => f.strip_prefix(&c).ok().map(Path::to_path_buf),
+        _ => None,
+    };
+    match rel {
+        Some(r) => crate::provenance::path_text(r.as_os_str().as_bytes()),
+        None => opts.dockerfile_name.clone(),
+    }
 }
 
 /// A base for `--explain`: its registry manifest digest if it was pulled (and is still
@@ -465,6 +512,7 @@ impl<'a> Builder<'a> {
         planner: &mut Planner,
     ) -> Result<(), BuildError> {
         let (n, text) = (step.n, &step.text);
+        self.pending_files = None;
         let (sub, input) = match &step.action {
             Action::From {
                 image,
@@ -776,6 +824,7 @@ impl<'a> Builder<'a> {
             key: key.hex(),
             hit,
             why,
+            files: self.pending_files.take(),
         });
     }
 
@@ -797,6 +846,8 @@ impl<'a> Builder<'a> {
         args: &CopyArgs,
         mut items: Option<&mut Vec<(String, String)>>,
     ) -> Result<Vec<u8>, BuildError> {
+        // The key's call (not the record's) notes what the sources read, for provenance.
+        let mut files = items.is_none().then(Vec::new);
         if let Some(from) = args.from() {
             let st = self.find_stage(ins, from)?;
             let extra = format!("from-commit={}", st.commit).into_bytes();
@@ -819,6 +870,17 @@ impl<'a> Builder<'a> {
                         })?;
                         extra.extend_from_slice(p.as_bytes());
                         extra.extend_from_slice(&h);
+                        if let Some(files) = files.as_mut() {
+                            let (sha, _) = context::file_digests(&f).map_err(|e| {
+                                self.at_err(ins, format!("can't read download of {p}"), e)
+                            })?;
+                            files.push(ProvenanceFile {
+                                git_blob: None,
+                                path: None,
+                                sha256: hex::encode(sha),
+                                url: Some(p.clone()),
+                            });
+                        }
                         if let Some(items) = items.as_deref_mut() {
                             items.push((
                                 format!("source {}", why::name_text(p.as_bytes())),
@@ -844,15 +906,21 @@ impl<'a> Builder<'a> {
             }
         }
         let mut manifest = items.as_ref().map(|_| Vec::new());
-        let h = context::hash_sources_with(
+        let mut found = files.as_ref().map(|_| Vec::new());
+        let h = context::hash_sources_listing(
             &all,
             &self.ignore,
             &mut self.stat_cache,
             self.store.xattrs().record(),
             manifest.as_mut(),
+            found.as_mut(),
         )
         .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
         extra.extend_from_slice(&h);
+        if let (Some(mut files), Some(found)) = (files, found) {
+            files.extend(self.context_files(found)?);
+            self.pending_files = Some(files);
+        }
         match items {
             Some(items) => {
                 for (rel, fh) in manifest.into_iter().flatten() {
@@ -869,6 +937,40 @@ impl<'a> Builder<'a> {
             }
         }
         Ok(extra)
+    }
+
+    /// The regular context files a COPY or ADD read (as the walk for its key found them),
+    /// with their digests: from the stat cache when a file is unchanged, else read (in
+    /// parallel) and cached.
+    fn context_files(
+        &mut self,
+        found: Vec<context::RegularFile>,
+    ) -> Result<Vec<ProvenanceFile>, BuildError> {
+        use rayon::prelude::*;
+        let cache = &self.stat_cache;
+        let digests: Vec<([u8; 32], ObjectId, bool)> = found
+            .par_iter()
+            .map(|(_, real, md)| -> Result<_, IoError> {
+                if let Some((sha, blob)) = cache.cached_digests(real, md) {
+                    return Ok((sha, blob, false));
+                }
+                let (sha, blob) = context::file_digests(real).at("read", real)?;
+                Ok((sha, blob, true))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(found.len());
+        for ((rel, real, md), (sha, blob, new)) in found.into_iter().zip(digests) {
+            if new {
+                self.stat_cache.remember_digests(&real, &md, sha, blob);
+            }
+            out.push(ProvenanceFile {
+                git_blob: Some(blob.to_string()),
+                path: Some(crate::provenance::path_text(&rel)),
+                sha256: hex::encode(sha),
+                url: None,
+            });
+        }
+        Ok(out)
     }
 
     /// Download an `ADD` URL once per build into scratch space; returns the file.
@@ -956,10 +1058,15 @@ impl<'a> Builder<'a> {
         };
         let config = git::read_config(&self.repo, commit)?;
         let env = config.env.clone();
+        let digest = config
+            .annotations
+            .get(crate::registry::pull::MANIFEST_ANNOTATION)
+            .and_then(|v| v.as_str().map(str::to_string));
         self.bases.push(ProvenanceBase {
             stage: self.stages.len(),
             image: image.to_string(),
             commit: commit.to_string(),
+            digest,
         });
         self.stages.push(Stage {
             alias,

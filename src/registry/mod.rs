@@ -92,6 +92,8 @@ pub enum RegistryError {
     #[error(transparent)]
     Export(#[from] crate::store::export::ExportError),
     #[error(transparent)]
+    Oci(#[from] crate::store::oci::OciError),
+    #[error(transparent)]
     Git(#[from] crate::store::GitError),
     #[error(transparent)]
     Read(#[from] crate::store::ReadError),

@@ -1,6 +1,8 @@
-//! Push: an image as one gzipped layer (the store's deterministic tar export: owner
-//! root:root, setuid/setgid cleared, as Charliecloud's man page says), an OCI config and
-//! an OCI manifest. Blobs the registry already has are not uploaded again.
+//! Push: an image in its OCI form ([`crate::store::oci::write_form`], the one
+//! `ch-convert -o oci` writes, so both give the same manifest digest): one gzipped layer
+//! (the store's deterministic tar export: owner root:root, setuid/setgid cleared, as
+//! Charliecloud's man page says), an OCI config and an OCI manifest. Blobs the registry
+//! already has are not uploaded again.
 
 use crate::error::IoResultExt;
 use std::fs;
@@ -10,9 +12,8 @@ use std::path::Path;
 use super::client::{Body, Client};
 use super::{RegistryError, Remote, Settings};
 use crate::info;
-use crate::oci::{self, ConfigDoc, Descriptor, Digest, Hashing, Manifest};
+use crate::oci::{self, Digest};
 use crate::reference::Reference;
-use crate::store::export::{write_tar_with, TarOptions};
 use crate::store::{import, Dir, ImageConfig, Store, WriteLock};
 
 /// What to push: an image in the store, or an unpacked image directory.
@@ -51,41 +52,27 @@ pub fn push(
     let result = (|| {
         let layer_path = tmp.join("layer.tar.gz");
         let f = fs::File::create(&layer_path).at("create", &layer_path)?;
-        let compressed = Hashing::new(io::BufWriter::with_capacity(1 << 20, f));
-        let gz = flate2::write::GzEncoder::new(compressed, flate2::Compression::new(6));
-        let plain = Hashing::new(gz);
         let totals = crate::progress::tree_totals(&root);
         let phase = crate::progress::Phase::start_with("push", "packed", "file", totals);
-        let plain = write_tar_with(
+        // The image's OCI form, as `ch-convert -o oci` writes it: the same manifest digest.
+        let (mut file, form) = crate::store::oci::write_form(
             &store.repo(),
             &root,
-            plain,
-            TarOptions {
-                clear_setid: true,
-                ..TarOptions::default()
-            },
+            &cfg,
+            io::BufWriter::with_capacity(1 << 20, f),
         )?;
-        let (gz, diff_id, _) = plain.finish();
-        let mut compressed = gz.finish().map_err(crate::store::export::ExportError::Io)?;
-        compressed
-            .flush()
-            .map_err(crate::store::export::ExportError::Io)?;
-        let (file, layer_digest, layer_size) = compressed.finish();
+        file.flush().at("write", &layer_path)?;
         drop(file);
         phase.finish(&[]);
-
-        // The same config `ch-convert -o oci` writes: the image's own history, consistent
-        // with the one layer pushed, so Buildah and Podman can build on it.
-        let cfg_bytes =
-            ConfigDoc::from_image_config(&cfg, diff_id.as_str(), "grove ch-image push").to_bytes();
+        for p in &form.dropped {
+            crate::warn!(
+                "OCI layers can't hold names starting with .wh. (whiteouts): leaving out {p}"
+            );
+        }
+        let cfg_bytes = form.config;
+        let m_bytes = form.manifest;
         let cfg_digest = Digest::of(&cfg_bytes);
-        let m = Manifest {
-            config: Descriptor::new(oci::CONFIG, &cfg_digest, cfg_bytes.len() as u64),
-            layers: vec![Descriptor::new(oci::LAYER_GZIP, &layer_digest, layer_size)],
-            media_type: oci::MANIFEST.into(),
-            schema_version: 2,
-        };
-        let m_bytes = serde_json::to_vec(&m).expect("manifest serializes");
+        let layer_digest = form.layer_digest;
         let (layer_digest, cfg_digest) = (layer_digest.to_string(), cfg_digest.to_string());
 
         let client = Client::new(remote.clone(), settings, true)?;

@@ -15,8 +15,15 @@ use super::git::{self, git_err, Expect, GitError, RefUpdateError};
 /// The notes ref.
 pub const NOTES_REF: &str = "refs/notes/grove";
 
-/// Version of the [`Provenance`] JSON.
-pub const PROVENANCE_VERSION: u32 = 1;
+/// Version of the [`Provenance`] JSON this Grove writes. Version 2 added what a
+/// provenance statement needs and a later reader can't recompute (the Dockerfile's
+/// digest and path, the context files' digests, base manifest digests, the builder's
+/// version, the build's times and invocation id); a version-1 note is still read (those
+/// fields absent).
+pub const PROVENANCE_VERSION: u32 = 2;
+
+/// The oldest version of the [`Provenance`] JSON this Grove reads.
+pub const PROVENANCE_VERSION_MIN: u32 = 1;
 
 /// How an image was built: the note a build attaches to the image's commit
 /// (docs/store-format.md, "Provenance notes"). Fields are declared in the order they are
@@ -28,6 +35,9 @@ pub struct Provenance {
     pub bases: Vec<ProvenanceBase>,
     /// `--build-arg` values as given.
     pub build_args: std::collections::BTreeMap<String, String>,
+    /// The Grove version that built the image (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builder_version: Option<String>,
     /// The image's commit id (hex).
     pub commit: String,
     /// blake3 (hex) over the content hashes of every COPY and ADD source set, in order.
@@ -36,12 +46,36 @@ pub struct Provenance {
     pub dockerfile: String,
     /// Its name as given (`Dockerfile`, a path, `-`).
     pub dockerfile_name: String,
+    /// Its path relative to the context when it is inside it, else as given (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dockerfile_path: Option<String>,
+    /// sha256 (hex) of the Dockerfile's bytes as read (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dockerfile_sha256: Option<String>,
+    /// When the build ended, RFC 3339 UTC (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
+    /// Root emulation of RUN: `seccomp`, `fakeroot` or `none` (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<String>,
     /// The image reference the build wrote.
     pub image: String,
+    /// A unique id of the build (hex, version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation: Option<String>,
+    /// `SOURCE_DATE_EPOCH` of the build, if any (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_date_epoch: Option<i64>,
+    /// When the build started, RFC 3339 UTC (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
     /// Every instruction that made a commit, in order.
     pub steps: Vec<ProvenanceStep>,
-    /// [`PROVENANCE_VERSION`].
+    /// [`PROVENANCE_VERSION`] (or an older version read).
     pub version: u32,
+    /// Whether extended attributes were recorded (`--xattrs`, version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xattrs: Option<bool>,
 }
 
 /// The base of one stage of a build.
@@ -49,6 +83,10 @@ pub struct Provenance {
 pub struct ProvenanceBase {
     /// The base's commit id (hex).
     pub commit: String,
+    /// The registry manifest digest (`sha256:HEX`) of a pulled base, as its pull recorded
+    /// it (version 2; absent for other bases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     /// The FROM image as written after substitution (`scratch`, a stage alias, a reference).
     pub image: String,
     /// The stage's index, from 0.
@@ -60,6 +98,10 @@ pub struct ProvenanceBase {
 pub struct ProvenanceStep {
     /// The commit id (hex) the instruction gave.
     pub commit: String,
+    /// The context files and downloads its sources read (COPY, ADD), with their digests
+    /// (version 2; absent for other instructions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<ProvenanceFile>>,
     /// Whether it came from the build cache.
     pub hit: bool,
     /// The instruction as written.
@@ -77,6 +119,24 @@ pub struct ProvenanceStep {
     pub why: Option<Vec<String>>,
 }
 
+/// A file a COPY or ADD read: a regular file of the context, or an `ADD` download.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProvenanceFile {
+    /// The git blob id (hex) of its content: the id of the blob the step's commit holds.
+    /// Absent for downloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_blob: Option<String>,
+    /// Its path relative to the context, bytes outside printable ASCII escaped as in
+    /// key-input records (`\xff`); absent for downloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// sha256 (hex) of its content.
+    pub sha256: String,
+    /// The URL of an `ADD` download.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
 impl Provenance {
     /// The note's bytes: pretty JSON and a newline.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -90,7 +150,7 @@ impl Provenance {
     pub fn parse(bytes: &[u8]) -> Option<Provenance> {
         serde_json::from_slice::<Provenance>(bytes)
             .ok()
-            .filter(|p| p.version == PROVENANCE_VERSION)
+            .filter(|p| (PROVENANCE_VERSION_MIN..=PROVENANCE_VERSION).contains(&p.version))
     }
 }
 
@@ -313,4 +373,28 @@ pub fn retain(repo: &gix::Repository, keep: impl Fn(ObjectId) -> bool) -> Result
         }
         commit(repo, entries, Vec::new(), Some(tip), "Notes\n".to_string())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_1_notes_are_read_and_later_versions_are_not() {
+        let v1 = br#"{"bases":[{"commit":"c0","image":"busybox","stage":0}],
+            "build_args":{"A":"1"},"commit":"c1","context_hash":"h",
+            "dockerfile":"FROM busybox\n","dockerfile_name":"Dockerfile","image":"x:latest",
+            "steps":[{"commit":"c1","hit":false,"instruction":"RUN true","key":"k","n":2,
+            "stage":0}],"version":1}"#;
+        let p = Provenance::parse(v1).expect("version 1 reads");
+        assert_eq!(p.version, 1);
+        assert_eq!(p.dockerfile_sha256, None);
+        assert_eq!(p.steps[0].files, None);
+        assert_eq!(p.bases[0].digest, None);
+        // Written back, a version-1 note keeps its bytes' fields (no new ones appear).
+        let text = String::from_utf8(p.to_bytes()).expect("utf-8");
+        assert!(!text.contains("started"), "{text}");
+        let later = String::from_utf8_lossy(v1).replace("\"version\":1", "\"version\":3");
+        assert!(Provenance::parse(later.as_bytes()).is_none());
+    }
 }

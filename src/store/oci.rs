@@ -103,8 +103,89 @@ pub fn index_annotations(tag: &str, name: Option<&str>) -> BTreeMap<String, Stri
     a
 }
 
+/// The OCI form of an image, one layer: what `ch-convert IMAGE oci:DIR` writes and
+/// `ch-image push` sends, so that both (and `ch-image inspect --provenance`) give an image
+/// one manifest digest. Made by [`write_form`].
+#[derive(Debug, Clone)]
+pub struct OciForm {
+    /// The gzip layer's digest and size.
+    pub layer_digest: Digest,
+    pub layer_size: u64,
+    /// The config document's bytes.
+    pub config: Vec<u8>,
+    /// The manifest document's bytes (its digest is the image's digest).
+    pub manifest: Vec<u8>,
+    /// Names starting with `.wh.` left out of the layer (they are whiteouts in OCI layers).
+    pub dropped: Vec<String>,
+}
+
+impl OciForm {
+    /// The manifest's digest: the image's digest in OCI form.
+    pub fn manifest_digest(&self) -> Digest {
+        Digest::of(&self.manifest)
+    }
+}
+
+/// History `created_by` of the one entry added to an image without history.
+const FORM_CREATED_BY: &str = "grove";
+
+/// Write the OCI form of `root` with config `cfg`: the layer (the deterministic tar of
+/// [`export::write_tar_with`], setuid and setgid bits cleared, `.wh.` names left out,
+/// compressed by [`ParGz`] at [`LAYER_GZIP_LEVEL`]) into `out`, and return `out` with the
+/// documents. Pure but for `out`: the same image gives the same bytes everywhere.
+pub fn write_form<W: Write>(
+    repo: &gix::Repository,
+    root: &Dir,
+    cfg: &ImageConfig,
+    out: W,
+) -> Result<(W, OciForm), OciError> {
+    let (root, dropped) = without_whiteout_names(root);
+    // The layer: tar -> hash (diff_id) -> gzip -> hash (digest) -> out.
+    let outer = Hashing::new(out);
+    let inner = Hashing::new(ParGz::new(outer, LAYER_GZIP_LEVEL));
+    let inner = export::write_tar_with(
+        repo,
+        &root,
+        inner,
+        export::TarOptions {
+            clear_setid: true,
+            ..export::TarOptions::default()
+        },
+    )?;
+    let (gz, diff_id, _) = inner.finish();
+    let outer = gz.finish().map_err(ExportError::Io)?;
+    let (out, layer_digest, layer_size) = outer.finish();
+    let config = ConfigDoc::from_image_config(cfg, diff_id.as_str(), FORM_CREATED_BY).to_bytes();
+    let manifest = Manifest {
+        config: Descriptor::new(oci::CONFIG, &Digest::of(&config), config.len() as u64),
+        layers: vec![Descriptor::new(oci::LAYER_GZIP, &layer_digest, layer_size)],
+        media_type: oci::MANIFEST.into(),
+        schema_version: 2,
+    };
+    Ok((
+        out,
+        OciForm {
+            layer_digest,
+            layer_size,
+            config,
+            manifest: to_bytes(&manifest),
+            dropped,
+        },
+    ))
+}
+
+/// The image's digest in OCI form ([`write_form`]), computed without writing the layer.
+pub fn form_digest(
+    repo: &gix::Repository,
+    root: &Dir,
+    cfg: &ImageConfig,
+) -> Result<Digest, OciError> {
+    let (_, form) = write_form(repo, root, cfg, io::sink())?;
+    Ok(form.manifest_digest())
+}
+
 /// Write `root` with config `cfg` as an OCI image layout in the new directory `dir`, its
-/// manifest annotated as [`index_annotations`] says.
+/// manifest annotated as [`index_annotations`] says: the image's [`write_form`].
 pub fn write_layout(
     repo: &gix::Repository,
     root: &Dir,
@@ -115,18 +196,12 @@ pub fn write_layout(
 ) -> Result<(), OciError> {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).at("create directory", &blobs)?;
-    // The layer: tar -> hash (diff_id) -> gzip -> hash (digest) -> file.
     let tmp = blobs.join(".layer.tmp");
     let f = fs::File::create(&tmp).at("create", &tmp)?;
-    let outer = Hashing::new(io::BufWriter::with_capacity(1 << 20, f));
-    let inner = Hashing::new(ParGz::new(outer, LAYER_GZIP_LEVEL));
-    let inner = export::write_tar(repo, root, inner)?;
-    let (gz, diff_id, _) = inner.finish();
-    let mut outer = gz.finish().at("write layer", &tmp)?;
-    outer.flush().at("write layer", &tmp)?;
-    let (file, layer_digest, layer_size) = outer.finish();
+    let (mut file, form) = write_form(repo, root, cfg, io::BufWriter::with_capacity(1 << 20, f))?;
+    file.flush().at("write layer", &tmp)?;
     drop(file);
-    let layer_path = dir.join(layer_digest.blob_path());
+    let layer_path = dir.join(form.layer_digest.blob_path());
     fs::rename(&tmp, &layer_path).at("rename", &layer_path)?;
 
     let put = |data: &[u8]| -> Result<(Digest, u64), OciError> {
@@ -135,15 +210,8 @@ pub fn write_layout(
         fs::write(&p, data).at("write", &p)?;
         Ok((d, data.len() as u64))
     };
-    let config = ConfigDoc::from_image_config(cfg, diff_id.as_str(), "grove ch-convert");
-    let (cfg_digest, cfg_size) = put(&config.to_bytes())?;
-    let manifest = Manifest {
-        config: Descriptor::new(oci::CONFIG, &cfg_digest, cfg_size),
-        layers: vec![Descriptor::new(oci::LAYER_GZIP, &layer_digest, layer_size)],
-        media_type: oci::MANIFEST.into(),
-        schema_version: 2,
-    };
-    let (man_digest, man_size) = put(&to_bytes(&manifest))?;
+    put(&form.config)?;
+    let (man_digest, man_size) = put(&form.manifest)?;
     let index = Index {
         manifests: vec![Descriptor {
             annotations: index_annotations(tag, name),

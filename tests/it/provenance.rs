@@ -1293,3 +1293,800 @@ fn diff_of_new_and_deleted_directories_with_modes() {
     assert_eq!(j[1]["modified"], 0, "{}", j[1]);
     assert_eq!(j[2]["modified"], 0, "{}", j[2]);
 }
+
+// ---------------------------------------------------------------------------------------
+// In-toto / SLSA provenance statements (issue 16 point 4): `inspect --provenance`, `verify`.
+
+/// A context with a Dockerfile that copies a file and a directory, takes build arguments
+/// (one of them secret-looking) and runs a command.
+fn attest_ctx(w: &W, name: &str) -> PathBuf {
+    let d = w.ctx(
+        name,
+        "FROM busybox\nARG V=1\nARG API_TOKEN\nCOPY a.txt sub /d/\nRUN echo $V > /v\n",
+        &[("a.txt", "hello\n")],
+    );
+    std::fs::create_dir_all(d.join("sub")).unwrap();
+    std::fs::write(d.join("sub/b"), "bee\n").unwrap();
+    chown(&d);
+    d
+}
+
+const ATTEST_ARGS: &[&str] = &[
+    "--build-arg",
+    "V=2",
+    "--build-arg",
+    "API_TOKEN=hunter2",
+    "--build-arg",
+    "SOURCE_DATE_EPOCH=1700000000",
+];
+
+fn statement_in(w: &W, storage: &Path, image: &str) -> serde_json::Value {
+    let out = ok(w.image_in(storage).args(["inspect", "--provenance", image]));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("statement is not JSON: {e}\n{out}"))
+}
+
+/// The statement without what differs between two builds of the same inputs.
+fn without_run_metadata(mut v: serde_json::Value) -> serde_json::Value {
+    v["predicate"]["runDetails"]
+        .as_object_mut()
+        .expect("runDetails")
+        .remove("metadata");
+    v
+}
+
+/// The context-file entries of a statement: name -> sha256.
+fn context_files(v: &serde_json::Value) -> Vec<(String, String)> {
+    v["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .expect("resolvedDependencies")
+        .iter()
+        .filter(|d| d["annotations"]["grove.kind"] == "context")
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap().to_string(),
+                d["digest"]["sha256"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn sha256_of(p: &Path) -> String {
+    let out = ok(Command::new("sha256sum").arg(p));
+    out.split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn provenance_statement_names_inputs_and_is_the_same_from_two_stores_but_for_times() {
+    let w = W::new("attest-two");
+    let ctx = attest_ctx(&w, "a");
+    let other = w.s.join("storage2");
+    ok(w.image_in(&other)
+        .arg("import")
+        .arg(busybox_rootfs())
+        .arg("busybox"));
+    w.build("app", &ctx, ATTEST_ARGS);
+    w.build_in(&other, "app", &ctx, ATTEST_ARGS);
+    let one = statement_in(&w, &w.storage(), "app");
+    let two = statement_in(&w, &other, "app");
+    // Times and invocation id are there, and they are all that differs.
+    let meta = &one["predicate"]["runDetails"]["metadata"];
+    for k in ["invocationId", "startedOn", "finishedOn"] {
+        assert!(meta[k].is_string(), "{k} missing: {one:#}");
+    }
+    assert_ne!(
+        meta["invocationId"],
+        two["predicate"]["runDetails"]["metadata"]["invocationId"]
+    );
+    assert_eq!(without_run_metadata(one.clone()), without_run_metadata(two));
+
+    assert_eq!(one["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(one["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(one["subject"][0]["name"], "app:latest");
+    let def = &one["predicate"]["buildDefinition"];
+    let ext = &def["externalParameters"];
+    assert_eq!(ext["dockerfile"]["path"], "Dockerfile");
+    assert_eq!(
+        ext["dockerfile"]["digest"]["sha256"],
+        sha256_of(&ctx.join("Dockerfile")).as_str()
+    );
+    assert_eq!(ext["buildArgs"]["V"], "2");
+    // A secret-looking build argument is left out, its value nowhere.
+    assert!(ext["buildArgs"].get("API_TOKEN").is_none(), "{ext:#}");
+    assert_eq!(ext["buildArgsRedacted"], serde_json::json!(["API_TOKEN"]));
+    assert!(!one.to_string().contains("hunter2"));
+    // Every context file COPY read, with the digests sha256sum and git give.
+    assert_eq!(
+        context_files(&one),
+        [
+            ("a.txt".to_string(), sha256_of(&ctx.join("a.txt"))),
+            ("sub/b".to_string(), sha256_of(&ctx.join("sub/b"))),
+        ]
+    );
+    let blob = ok(unpriv("git")
+        .args(["hash-object", "--no-filters"])
+        .arg(ctx.join("a.txt")));
+    let deps = def["resolvedDependencies"].as_array().unwrap();
+    let a = deps.iter().find(|d| d["name"] == "a.txt").unwrap();
+    assert_eq!(a["digest"]["gitBlob"], blob.trim());
+    // The base, by name, with its commit and the manifest digest of its OCI form.
+    let base = deps.iter().find(|d| d["name"] == "busybox").unwrap();
+    let base_commit = w.git(&["rev-parse", "refs/grove/img/busybox+latest"]);
+    assert_eq!(base["digest"]["gitCommit"], base_commit.trim());
+    let oci = w.s.join("busybox.oci");
+    ok(tool("ch-convert")
+        .arg("-s")
+        .arg(w.storage())
+        .args(["-o", "oci", "busybox"])
+        .arg(&oci));
+    assert_eq!(
+        format!("sha256:{}", base["digest"]["sha256"].as_str().unwrap()),
+        oci_manifest_digest(&oci)
+    );
+    let b = &one["predicate"]["runDetails"]["builder"];
+    assert_eq!(b["version"]["grove"], env!("CARGO_PKG_VERSION"));
+}
+
+/// The manifest digest an OCI layout's index.json names.
+fn oci_manifest_digest(layout: &Path) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn provenance_subject_is_the_manifest_digest_ch_convert_writes() {
+    let w = W::new("attest-subject");
+    let ctx = attest_ctx(&w, "s");
+    w.build("app", &ctx, ATTEST_ARGS);
+    let st = statement_in(&w, &w.storage(), "app");
+    let oci = w.s.join("app.oci");
+    ok(tool("ch-convert")
+        .arg("-s")
+        .arg(w.storage())
+        .args(["-o", "oci", "app"])
+        .arg(&oci));
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            st["subject"][0]["digest"]["sha256"].as_str().unwrap()
+        ),
+        oci_manifest_digest(&oci)
+    );
+    // The commit is a byproduct.
+    let commit = w.git(&["rev-parse", "refs/grove/img/app+latest"]);
+    assert_eq!(
+        st["predicate"]["runDetails"]["byproducts"][0]["digest"]["gitCommit"],
+        commit.trim()
+    );
+}
+
+fn verify(w: &W, image: &str, statement: &Path) -> (bool, String, String) {
+    let out = output(w.image().arg("verify").arg(image).arg(statement));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write_statement(w: &W, name: &str, v: &serde_json::Value) -> PathBuf {
+    let p = w.s.join(name);
+    std::fs::write(&p, serde_json::to_string_pretty(v).unwrap()).unwrap();
+    chown(&p);
+    p
+}
+
+#[test]
+fn verify_passes_on_a_fresh_statement_and_names_each_edited_field() {
+    let w = W::new("attest-verify");
+    let ctx = attest_ctx(&w, "v");
+    w.build("app", &ctx, ATTEST_ARGS);
+    let st = statement_in(&w, &w.storage(), "app");
+    let fresh = write_statement(&w, "fresh.json", &st);
+    let (pass, out, err) = verify(&w, "app", &fresh);
+    assert!(pass, "{out}\n{err}");
+    assert!(!out.contains("mismatch"), "{out}");
+    assert!(out.lines().all(|l| l.starts_with("match ")), "{out}");
+    assert!(out.contains("match          subject[0].digest"), "{out}");
+
+    // A changed context-file digest: fails, naming the dependency and the digest.
+    let mut edited = st.clone();
+    let deps = edited["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array_mut()
+        .unwrap();
+    let a = deps.iter_mut().find(|d| d["name"] == "a.txt").unwrap();
+    a["digest"]["sha256"] = serde_json::json!("0".repeat(64));
+    let p = write_statement(&w, "edited.json", &edited);
+    let (pass, out, err) = verify(&w, "app", &p);
+    assert!(!pass, "{out}");
+    let bad: Vec<&str> = out.lines().filter(|l| l.starts_with("mismatch")).collect();
+    assert_eq!(bad.len(), 1, "{out}");
+    assert!(
+        bad[0].contains("context file a.txt (instruction 4)"),
+        "{out}"
+    );
+    assert!(bad[0].contains("sha256: statement has \"000"), "{out}");
+    assert!(
+        err.contains("does not match app: 1 claim(s) differ"),
+        "{err}"
+    );
+
+    // A changed subject digest, a changed build argument, an added parameter.
+    let mut edited = st.clone();
+    edited["subject"][0]["digest"]["sha256"] = serde_json::json!("1".repeat(64));
+    edited["predicate"]["buildDefinition"]["externalParameters"]["buildArgs"]["V"] =
+        serde_json::json!("3");
+    edited["predicate"]["buildDefinition"]["externalParameters"]["extra"] = serde_json::json!("x");
+    let p = write_statement(&w, "edited2.json", &edited);
+    let (pass, out, _) = verify(&w, "app", &p);
+    assert!(!pass);
+    for f in [
+        "mismatch       subject[0].digest: sha256",
+        "mismatch       predicate.buildDefinition.externalParameters.buildArgs:",
+        "mismatch       predicate.buildDefinition.externalParameters.extra:",
+    ] {
+        assert!(out.contains(f), "{f} not in:\n{out}");
+    }
+
+    // A dependency the build did not have, and one left out.
+    let mut edited = st.clone();
+    let deps = edited["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array_mut()
+        .unwrap();
+    deps.retain(|d| d["name"] != "sub/b");
+    deps.push(
+        serde_json::json!({"name": "evil", "digest": {"sha256": "00"},
+        "annotations": {"grove.kind": "context", "grove.instruction": 4}}),
+    );
+    let p = write_statement(&w, "edited3.json", &edited);
+    let (pass, out, _) = verify(&w, "app", &p);
+    assert!(!pass);
+    assert!(
+        out.contains("(context file sub/b (instruction 4)): missing from the statement"),
+        "{out}"
+    );
+    assert!(
+        out.contains("(context file evil (instruction 4)): not in the image's build record"),
+        "{out}"
+    );
+
+    // Not JSON: a clear error naming the file.
+    let p = w.s.join("garbage.json");
+    std::fs::write(&p, "not json").unwrap();
+    let (code, err) = fails(w.image().arg("verify").arg("app").arg(&p));
+    assert_eq!(code, 1);
+    assert!(err.contains("garbage.json: not a JSON statement"), "{err}");
+}
+
+#[test]
+fn verify_fails_after_a_rebuild_with_a_changed_context_file() {
+    let w = W::new("attest-rebuild");
+    let ctx = attest_ctx(&w, "r");
+    w.build("app", &ctx, ATTEST_ARGS);
+    let st = statement_in(&w, &w.storage(), "app");
+    let p = write_statement(&w, "st.json", &st);
+    // An all-hit rebuild: another build of the same image; its times can't be checked,
+    // everything else matches.
+    w.build("app", &ctx, ATTEST_ARGS);
+    let (pass, out, err) = verify(&w, "app", &p);
+    assert!(pass, "{out}\n{err}");
+    assert!(
+        out.contains("not checkable  predicate.runDetails.metadata.startedOn: the store's record is of another build"),
+        "{out}"
+    );
+    std::fs::write(ctx.join("a.txt"), "changed\n").unwrap();
+    w.build("app", &ctx, ATTEST_ARGS);
+    let (pass, out, err) = verify(&w, "app", &p);
+    assert!(!pass, "{out}");
+    assert!(
+        out.contains("mismatch       subject[0].digest: sha256"),
+        "{out}"
+    );
+    assert!(
+        out.contains("(context file a.txt (instruction 4)): gitBlob: statement has"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "match          predicate.buildDefinition.resolvedDependencies[2] (context file sub/b"
+        ),
+        "{out}"
+    );
+    assert!(err.contains("subject[0].digest"), "{err}");
+}
+
+#[test]
+fn verify_checks_the_build_record_against_the_step_commit() {
+    // A note edited behind Grove's back (a context file's recorded digests replaced by
+    // another file's) no longer agrees with the step's commit, and verify says so.
+    let w = W::new("attest-tamper");
+    let ctx = attest_ctx(&w, "t");
+    w.build("app", &ctx, ATTEST_ARGS);
+    let commit = w.git(&["rev-parse", "refs/grove/img/app+latest"]);
+    let commit = commit.trim();
+    let note = w.git(&["notes", "--ref=grove", "show", commit]);
+    let mut v: serde_json::Value = serde_json::from_str(&note).unwrap();
+    let fake_blob = "a".repeat(40);
+    for s in v["steps"].as_array_mut().unwrap() {
+        for f in s["files"].as_array_mut().into_iter().flatten() {
+            if f["path"] == "a.txt" {
+                f["git_blob"] = serde_json::json!(fake_blob);
+            }
+        }
+    }
+    let p = write_statement(&w, "note.json", &v);
+    w.git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "notes",
+        "--ref=grove",
+        "add",
+        "-f",
+        "-F",
+        p.to_str().unwrap(),
+        commit,
+    ]);
+    let st = statement_in(&w, &w.storage(), "app");
+    let p = write_statement(&w, "st.json", &st);
+    let (pass, out, _) = verify(&w, "app", &p);
+    assert!(!pass, "{out}");
+    assert!(
+        out.contains("(context file a.txt (instruction 4)): the step's commit"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("holds no file with blob {fake_blob}")),
+        "{out}"
+    );
+}
+
+#[test]
+fn version_1_notes_still_give_a_statement_with_what_they_hold() {
+    let w = W::new("attest-v1");
+    let ctx = attest_ctx(&w, "v1");
+    w.build("app", &ctx, ATTEST_ARGS);
+    let commit = w.git(&["rev-parse", "refs/grove/img/app+latest"]);
+    let commit = commit.trim();
+    // Rewrite the note as Grove 0.1 of the first notes wrote it: version 1 fields only.
+    let note = w.git(&["notes", "--ref=grove", "show", commit]);
+    let mut v: serde_json::Value = serde_json::from_str(&note).unwrap();
+    let o = v.as_object_mut().unwrap();
+    for k in [
+        "builder_version",
+        "dockerfile_path",
+        "dockerfile_sha256",
+        "finished",
+        "force",
+        "invocation",
+        "source_date_epoch",
+        "started",
+        "xattrs",
+    ] {
+        o.remove(k);
+    }
+    o.insert("version".into(), serde_json::json!(1));
+    for s in o["steps"].as_array_mut().unwrap() {
+        s.as_object_mut().unwrap().remove("files");
+    }
+    for b in o["bases"].as_array_mut().unwrap() {
+        b.as_object_mut().unwrap().remove("digest");
+    }
+    let p = write_statement(&w, "note.json", &v);
+    w.git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "notes",
+        "--ref=grove",
+        "add",
+        "-f",
+        "-F",
+        p.to_str().unwrap(),
+        commit,
+    ]);
+    // history and inspect still read it.
+    let text = w.ci(&["inspect", "app"]);
+    assert!(text.contains("build arg:    V=2"), "{text}");
+    let st = statement_in(&w, &w.storage(), "app");
+    let ext = &st["predicate"]["buildDefinition"]["externalParameters"];
+    assert_eq!(
+        ext["dockerfile"]["digest"]["sha256"],
+        sha256_of(&ctx.join("Dockerfile")).as_str()
+    );
+    assert!(context_files(&st).is_empty());
+    assert_eq!(
+        st["predicate"]["buildDefinition"]["internalParameters"]["noteVersion"],
+        1
+    );
+    let p = write_statement(&w, "st.json", &st);
+    let (pass, out, err) = verify(&w, "app", &p);
+    assert!(pass, "{out}\n{err}");
+    assert!(
+        out.contains("not checkable  predicate.runDetails.builder.version"),
+        "{out}"
+    );
+}
+
+#[test]
+fn inspect_provenance_of_an_image_not_built_is_a_clear_error() {
+    let w = W::new("attest-import");
+    let (code, err) = fails(w.image().args(["inspect", "--provenance", "busybox"]));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(
+            "busybox: no build provenance note (only an image a ch-image build wrote has one"
+        ),
+        "{err}"
+    );
+}
+
+/// A small JSON Schema checker for the keywords fixtures/provenance/grove-statement-schema.json
+/// uses (no JSON Schema crate builds offline with the MSRV here); an unknown keyword is a
+/// test failure, not silently ignored. Returns the problems found, each with its path.
+mod schema {
+    use serde_json::Value;
+
+    const KNOWN: &[&str] = &[
+        "$schema",
+        "$id",
+        "$comment",
+        "$defs",
+        "$ref",
+        "title",
+        "type",
+        "required",
+        "properties",
+        "additionalProperties",
+        "items",
+        "const",
+        "minItems",
+        "minProperties",
+        "minLength",
+        "anyOf",
+        "allOf",
+        "format",
+    ];
+
+    pub fn check(root: &Value, schema: &Value, v: &Value, path: &str, out: &mut Vec<String>) {
+        let s = schema.as_object().expect("schema is an object");
+        for k in s.keys() {
+            assert!(
+                KNOWN.contains(&k.as_str()),
+                "schema keyword {k} not supported"
+            );
+        }
+        if let Some(r) = s.get("$ref").and_then(Value::as_str) {
+            let name = r.strip_prefix("#/$defs/").expect("local $ref");
+            check(root, &root["$defs"][name], v, path, out);
+        }
+        if let Some(t) = s.get("type").and_then(Value::as_str) {
+            let ok = match t {
+                "object" => v.is_object(),
+                "array" => v.is_array(),
+                "string" => v.is_string(),
+                "integer" => v.is_i64() || v.is_u64(),
+                "number" => v.is_number(),
+                "boolean" => v.is_boolean(),
+                other => panic!("type {other} not supported"),
+            };
+            if !ok {
+                out.push(format!("{path}: not of type {t}: {v}"));
+                return;
+            }
+        }
+        if let Some(c) = s.get("const") {
+            if v != c {
+                out.push(format!("{path}: {v} is not {c}"));
+            }
+        }
+        if let Some(n) = s.get("minLength").and_then(Value::as_u64) {
+            if v.as_str().is_some_and(|x| (x.chars().count() as u64) < n) {
+                out.push(format!("{path}: shorter than {n}"));
+            }
+        }
+        if s.get("format").and_then(Value::as_str) == Some("date-time") {
+            if let Some(x) = v.as_str() {
+                if !is_rfc3339(x) {
+                    out.push(format!("{path}: not an RFC 3339 date-time: {x}"));
+                }
+            }
+        }
+        for sub in s
+            .get("allOf")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            check(root, sub, v, path, out);
+        }
+        if let Some(any) = s.get("anyOf").and_then(Value::as_array) {
+            let fits = any.iter().any(|sub| {
+                let mut o = Vec::new();
+                check(root, sub, v, path, &mut o);
+                o.is_empty()
+            });
+            if !fits {
+                out.push(format!("{path}: matches none of anyOf"));
+            }
+        }
+        if let Some(o) = v.as_object() {
+            for r in s
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let r = r.as_str().expect("required names");
+                if !o.contains_key(r) {
+                    out.push(format!("{path}: missing required {r}"));
+                }
+            }
+            if let Some(n) = s.get("minProperties").and_then(Value::as_u64) {
+                if (o.len() as u64) < n {
+                    out.push(format!("{path}: fewer than {n} properties"));
+                }
+            }
+            let props = s.get("properties").and_then(Value::as_object);
+            for (k, x) in o {
+                match props.and_then(|p| p.get(k)) {
+                    Some(sub) => check(root, sub, x, &format!("{path}.{k}"), out),
+                    None => match s.get("additionalProperties") {
+                        Some(Value::Bool(false)) => {
+                            out.push(format!("{path}: unexpected property {k}"))
+                        }
+                        Some(sub @ Value::Object(_)) => {
+                            check(root, sub, x, &format!("{path}.{k}"), out)
+                        }
+                        _ => {}
+                    },
+                }
+            }
+        }
+        if let Some(a) = v.as_array() {
+            if let Some(n) = s.get("minItems").and_then(Value::as_u64) {
+                if (a.len() as u64) < n {
+                    out.push(format!("{path}: fewer than {n} items"));
+                }
+            }
+            if let Some(sub) = s.get("items") {
+                for (i, x) in a.iter().enumerate() {
+                    check(root, sub, x, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+    }
+
+    /// `YYYY-MM-DDThh:mm:ss[.frac](Z|+hh:mm|-hh:mm)`, fields in range.
+    fn is_rfc3339(s: &str) -> bool {
+        let b = s.as_bytes();
+        let digits = |r: std::ops::Range<usize>| {
+            b.get(r.clone())
+                .is_some_and(|x| x.iter().all(u8::is_ascii_digit))
+                .then(|| s[r].parse::<u32>().unwrap_or(99))
+        };
+        let (Some(_), Some(mo), Some(d), Some(h), Some(mi), Some(se)) = (
+            digits(0..4),
+            digits(5..7),
+            digits(8..10),
+            digits(11..13),
+            digits(14..16),
+            digits(17..19),
+        ) else {
+            return false;
+        };
+        if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') || b.get(10) != Some(&b'T') {
+            return false;
+        }
+        if b.get(13) != Some(&b':') || b.get(16) != Some(&b':') {
+            return false;
+        }
+        if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+            return false;
+        }
+        let mut rest = &s[19..];
+        if let Some(frac) = rest.strip_prefix('.') {
+            let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+            if n == 0 {
+                return false;
+            }
+            rest = &frac[n..];
+        }
+        rest == "Z"
+            || (rest.len() == 6
+                && (rest.starts_with('+') || rest.starts_with('-'))
+                && rest.as_bytes()[3] == b':')
+    }
+
+    /// The JSON field names of each message of a .proto file (lowerCamelCase, or the
+    /// `json_name` given).
+    pub fn proto_fields(text: &str) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for line in text.lines().map(str::trim) {
+            if let Some(m) = line.strip_prefix("message ") {
+                out.push((m.trim_end_matches('{').trim().to_string(), Vec::new()));
+                continue;
+            }
+            if line.starts_with("//") || !line.contains(" = ") || !line.ends_with(';') {
+                continue;
+            }
+            let Some((_, fields)) = out.last_mut() else {
+                continue;
+            };
+            let before_eq = line.split(" = ").next().unwrap();
+            let name = before_eq.split_whitespace().last().unwrap();
+            let json = match line.split("json_name = \"").nth(1) {
+                Some(j) => j.split('"').next().unwrap().to_string(),
+                None => {
+                    let mut s = String::new();
+                    let mut up = false;
+                    for c in name.chars() {
+                        if c == '_' {
+                            up = true;
+                        } else if up {
+                            s.push(c.to_ascii_uppercase());
+                            up = false;
+                        } else {
+                            s.push(c);
+                        }
+                    }
+                    s
+                }
+            };
+            fields.push(json);
+        }
+        out
+    }
+}
+
+#[test]
+fn provenance_statement_has_the_shape_the_published_schemas_give() {
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/provenance");
+    let schema: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fx.join("grove-statement-schema.json")).unwrap())
+            .unwrap();
+    // Our schema names exactly the fields of the published protos.
+    for (file, messages) in [
+        ("statement.proto", vec![("Statement", "")]),
+        (
+            "resource_descriptor.proto",
+            vec![("ResourceDescriptor", "ResourceDescriptor")],
+        ),
+        (
+            "provenance.proto",
+            vec![
+                ("Provenance", "Provenance"),
+                ("BuildDefinition", "BuildDefinition"),
+                ("RunDetails", "RunDetails"),
+                ("Builder", "Builder"),
+                ("BuildMetadata", "BuildMetadata"),
+            ],
+        ),
+    ] {
+        let fields = schema::proto_fields(&std::fs::read_to_string(fx.join(file)).unwrap());
+        for (message, def) in messages {
+            let (_, want) = fields
+                .iter()
+                .find(|(m, _)| m == message)
+                .unwrap_or_else(|| panic!("{file}: no message {message}"));
+            let node = if def.is_empty() {
+                &schema
+            } else {
+                &schema["$defs"][def]
+            };
+            let mut have: Vec<String> = node["properties"]
+                .as_object()
+                .unwrap_or_else(|| panic!("schema has no properties for {message}"))
+                .keys()
+                .cloned()
+                .collect();
+            let mut want = want.clone();
+            have.sort();
+            want.sort();
+            assert_eq!(have, want, "{file}: {message}");
+        }
+    }
+
+    let w = W::new("attest-schema");
+    let ctx = attest_ctx(&w, "sc");
+    w.build("app", &ctx, ATTEST_ARGS);
+    let st = statement_in(&w, &w.storage(), "app");
+    let mut problems = Vec::new();
+    schema::check(&schema, &schema, &st, "$", &mut problems);
+    assert!(problems.is_empty(), "{problems:#?}\n{st:#}");
+    // The checker does fail: a statement without a build type, with a bad time and a
+    // subject without a digest.
+    let mut bad = st.clone();
+    bad["predicate"]["buildDefinition"]
+        .as_object_mut()
+        .unwrap()
+        .remove("buildType");
+    bad["predicate"]["runDetails"]["metadata"]["startedOn"] = serde_json::json!("yesterday");
+    bad["subject"][0].as_object_mut().unwrap().remove("digest");
+    let mut problems = Vec::new();
+    schema::check(&schema, &schema, &bad, "$", &mut problems);
+    for want in [
+        "$.predicate.buildDefinition: missing required buildType",
+        "$.predicate.runDetails.metadata.startedOn: not an RFC 3339 date-time: yesterday",
+        "$.subject[0]: missing required digest",
+    ] {
+        assert!(problems.iter().any(|p| p == want), "{want}: {problems:#?}");
+    }
+}
+
+#[test]
+fn push_ch_convert_and_the_statement_give_one_manifest_digest() {
+    // Push used another gzip level and history than `ch-convert -o oci`, so a pushed image
+    // had another digest than the layout and the statement named.
+    let Some(r) = crate::registry::Registry::start() else {
+        return;
+    };
+    let w = W::new("attest-push");
+    let ctx = attest_ctx(&w, "p");
+    w.build("app", &ctx, ATTEST_ARGS);
+    let st = statement_in(&w, &w.storage(), "app");
+    let dest = format!("{}/prov/app:v1", r.host());
+    ok(r.ch_image(&w.storage()).args(["push", "app", &dest]));
+    let pushed: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{dest}"),
+    ])))
+    .expect("skopeo inspect json");
+    let oci = w.s.join("app.oci");
+    ok(tool("ch-convert")
+        .arg("-s")
+        .arg(w.storage())
+        .args(["-o", "oci", "app"])
+        .arg(&oci));
+    let subject = format!(
+        "sha256:{}",
+        st["subject"][0]["digest"]["sha256"].as_str().unwrap()
+    );
+    assert_eq!(pushed["Digest"], subject.as_str(), "{pushed:#}");
+    assert_eq!(oci_manifest_digest(&oci), subject);
+
+    // Built on the pushed image (pulled by FROM into another store), the base is named
+    // with the registry's manifest digest, which is the first image's subject.
+    let other = w.s.join("storage2");
+    let ctx2 = w.ctx("p2", &format!("FROM {dest}\nRUN true\n"), &[]);
+    ok(r.ch_image(&other)
+        .args(["build", "--force=none", "-t", "app2"])
+        .arg(&ctx2));
+    let st2 = statement_in(&w, &other, "app2");
+    let base = &st2["predicate"]["buildDefinition"]["resolvedDependencies"][0];
+    assert_eq!(base["name"], dest.as_str(), "{st2:#}");
+    assert_eq!(base["annotations"]["grove.kind"], "base");
+    assert_eq!(
+        format!("sha256:{}", base["digest"]["sha256"].as_str().unwrap()),
+        subject
+    );
+    let p = write_statement(&w, "st2.json", &st2);
+    let out = output(w.image_in(&other).arg("verify").arg("app2").arg(&p));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn verify_pairs_a_file_one_copy_names_twice() {
+    let w = W::new("attest-twice");
+    let ctx = w.ctx(
+        "twice",
+        "FROM busybox\nCOPY a.txt a.txt /d/\n",
+        &[("a.txt", "hello\n")],
+    );
+    w.build("app", &ctx, &[]);
+    let st = statement_in(&w, &w.storage(), "app");
+    assert_eq!(context_files(&st).len(), 2, "{st:#}");
+    let p = write_statement(&w, "st.json", &st);
+    let (pass, out, err) = verify(&w, "app", &p);
+    assert!(pass, "{out}\n{err}");
+}

@@ -1,0 +1,776 @@
+//! Provenance others can verify: an image's build note (`refs/notes/grove`,
+//! [`crate::store::notes::Provenance`]) rendered as an in-toto Statement v1 with a SLSA
+//! Provenance v1 predicate (`ch-image inspect --provenance`), and the check of such a
+//! statement against the store (`ch-image verify`). docs/provenance.md is the format's
+//! specification (it is the document [`BUILD_TYPE`] names).
+//!
+//! The statement is a pure function of the store: of the image's commit, its note, and the
+//! commits the note names. Nothing in it depends on the storage directory or on when it is
+//! rendered, so two stores that built the same inputs give the same statement but for the
+//! build's times and invocation id. Verification renders the statement again from the
+//! store, recomputing what the store can tell (the image's OCI manifest digest, local base
+//! images' digests, the Dockerfile's digest from its text, each context file's presence
+//! in its step's commit with its sha256) and compares claim by claim.
+//!
+//! Depends on the store (notes, commits, the OCI form) only; knows nothing of the build
+//! but the note's fields.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gix::ObjectId;
+use serde_json::{json, Map, Value};
+
+use crate::store::model::{Dir, Node};
+use crate::store::notes::{self, Provenance, ProvenanceBase};
+use crate::store::{git, oci, Store};
+
+/// The in-toto Statement type.
+pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
+/// The SLSA Provenance v1 predicate type.
+pub const PREDICATE_TYPE: &str = "https://slsa.dev/provenance/v1";
+/// Grove's build type: a Dockerfile build by `ch-image build`, as docs/provenance.md
+/// ("Build type") specifies its parameters and dependencies.
+pub const BUILD_TYPE: &str = "urn:grove:build-type:ch-image-build:v1";
+/// The builder: Grove's `ch-image build` on the machine that ran it (docs/provenance.md,
+/// "Builder").
+pub const BUILDER_ID: &str = "urn:grove:builder:ch-image";
+
+/// Build arguments whose name contains one of these words (any case) are left out of a
+/// statement: they may hold secrets.
+const SECRET_WORDS: &[&str] = &["SECRET", "PASSWORD", "PASSWD", "TOKEN", "CREDENTIAL"];
+
+/// Errors of rendering or checking a statement.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvenanceError {
+    #[error("{0}: no build provenance note (only an image a ch-image build wrote has one, not its intermediate states; imported and pulled images have none)")]
+    NoNote(String),
+    #[error("{image}: can't compute the image's OCI digest")]
+    Oci {
+        image: String,
+        #[source]
+        source: oci::OciError,
+    },
+    #[error(transparent)]
+    Read(#[from] git::ReadError),
+    #[error(transparent)]
+    Git(#[from] git::GitError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// sha256 of `data` in lowercase hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// A path (bytes) as a statement names it: as it is when it is UTF-8, else with every
+/// byte outside printable ASCII (and `\`) escaped (`\xff`), as key-input records write
+/// names.
+pub fn path_text(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_string(),
+        Err(_) => b.escape_ascii().to_string(),
+    }
+}
+
+/// `t` as RFC 3339 in UTC, whole seconds (`2024-05-01T12:00:00Z`).
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    };
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// A build's invocation id: unique per build (its start time in nanoseconds, the process
+/// and the image's commit, hashed), 32 hex digits.
+pub fn invocation_id(started: SystemTime, commit: ObjectId) -> String {
+    let ns = started
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut h = blake3::Hasher::new();
+    h.update(&ns.to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    h.update(commit.as_bytes());
+    h.finalize().to_hex()[..32].to_string()
+}
+
+/// Whether a build argument is left out of statements (a secret, or a proxy setting of
+/// the host, which may hold credentials).
+pub fn redacted_arg(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    SECRET_WORDS.iter().any(|w| upper.contains(w)) || crate::build::plan::MAGIC_ARGS.contains(&name)
+}
+
+/// What the store tells about one base of a build, for its statement entry.
+struct BaseDigests {
+    /// `sha256` of the base's manifest: the registry's for a pulled base, else the
+    /// digest of the base's OCI form; `None` if the store can't tell (the commit is gone).
+    sha256: Option<String>,
+}
+
+/// Whether stage `i`'s base is an earlier stage of the same build (`FROM stage`): its
+/// commit is that stage's last state. Such a base is no dependency of its own.
+fn is_stage_base(note: &Provenance, base: &ProvenanceBase) -> bool {
+    note.bases.iter().filter(|b| b.stage < base.stage).any(|b| {
+        let last = note
+            .steps
+            .iter()
+            .rev()
+            .find(|s| s.stage == b.stage)
+            .map_or(b.commit.as_str(), |s| s.commit.as_str());
+        last == base.commit
+    })
+}
+
+/// The digests of base `b`: its recorded registry digest, else the one its commit's
+/// config records (a note of version 1), else the OCI form's digest computed from the
+/// commit.
+fn base_digests(store: &Store, b: &ProvenanceBase) -> Result<BaseDigests, ProvenanceError> {
+    if let Some(d) = &b.digest {
+        return Ok(BaseDigests {
+            sha256: d.strip_prefix("sha256:").map(str::to_string),
+        });
+    }
+    let Ok(commit) = ObjectId::from_hex(b.commit.as_bytes()) else {
+        return Ok(BaseDigests { sha256: None });
+    };
+    let repo = store.repo();
+    if repo.find_object(commit).is_err() {
+        return Ok(BaseDigests { sha256: None });
+    }
+    let (root, cfg) = store.read(commit)?;
+    if let Some(d) = cfg
+        .annotations
+        .get(crate::registry::pull::MANIFEST_ANNOTATION)
+        .and_then(|v| v.as_str())
+    {
+        return Ok(BaseDigests {
+            sha256: d.strip_prefix("sha256:").map(str::to_string),
+        });
+    }
+    let d = oci::form_digest(&repo, &root, &cfg).map_err(|source| ProvenanceError::Oci {
+        image: b.image.clone(),
+        source,
+    })?;
+    Ok(BaseDigests {
+        sha256: Some(d.hex().to_string()),
+    })
+}
+
+/// The image `commit`'s digest in OCI form: the manifest digest `ch-convert -o oci IMAGE DIR`
+/// writes and `ch-image push` sends.
+pub fn image_digest(
+    store: &Store,
+    commit: ObjectId,
+    name: &str,
+) -> Result<String, ProvenanceError> {
+    let (root, cfg) = store.read(commit)?;
+    let d =
+        oci::form_digest(&store.repo(), &root, &cfg).map_err(|source| ProvenanceError::Oci {
+            image: name.to_string(),
+            source,
+        })?;
+    Ok(d.hex().to_string())
+}
+
+/// The build note of `commit`, or the error naming `spec`.
+fn note_of(store: &Store, commit: ObjectId, spec: &str) -> Result<Provenance, ProvenanceError> {
+    notes::provenance(&store.repo(), commit)?.ok_or_else(|| ProvenanceError::NoNote(spec.into()))
+}
+
+/// The statement of the image `commit` (named `spec` on the command line), as a JSON
+/// value. See docs/provenance.md for every field.
+pub fn statement(store: &Store, commit: ObjectId, spec: &str) -> Result<Value, ProvenanceError> {
+    let note = note_of(store, commit, spec)?;
+    let digest = image_digest(store, commit, &note.image)?;
+    render(store, &note, &digest)
+}
+
+/// Render `note` with the image's OCI digest `digest` (hex).
+fn render(store: &Store, note: &Provenance, digest: &str) -> Result<Value, ProvenanceError> {
+    let mut external = Map::new();
+    // The digest of the text the note holds (which a version-2 note also records; `verify`
+    // checks the two agree).
+    let dockerfile_sha = sha256_hex(note.dockerfile.as_bytes());
+    external.insert(
+        "dockerfile".into(),
+        json!({
+            "path": note.dockerfile_path.clone().unwrap_or_else(|| note.dockerfile_name.clone()),
+            "digest": { "sha256": dockerfile_sha },
+        }),
+    );
+    let (kept, left_out): (Vec<_>, Vec<_>) =
+        note.build_args.iter().partition(|(k, _)| !redacted_arg(k));
+    external.insert(
+        "buildArgs".into(),
+        Value::Object(
+            kept.into_iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        ),
+    );
+    if !left_out.is_empty() {
+        external.insert(
+            "buildArgsRedacted".into(),
+            Value::Array(
+                left_out
+                    .into_iter()
+                    .map(|(k, _)| Value::String(k.clone()))
+                    .collect(),
+            ),
+        );
+    }
+    external.insert("tag".into(), Value::String(note.image.clone()));
+    if let Some(e) = note.source_date_epoch {
+        external.insert("sourceDateEpoch".into(), json!(e));
+    }
+    let mut internal = Map::new();
+    if let Some(f) = &note.force {
+        internal.insert("force".into(), Value::String(f.clone()));
+    }
+    if let Some(x) = note.xattrs {
+        internal.insert("xattrs".into(), Value::Bool(x));
+    }
+    internal.insert("noteVersion".into(), json!(note.version));
+
+    let mut deps = Vec::new();
+    for b in &note.bases {
+        if b.image.eq_ignore_ascii_case("scratch") || is_stage_base(note, b) {
+            continue;
+        }
+        let mut digest = Map::new();
+        digest.insert("gitCommit".into(), Value::String(b.commit.clone()));
+        if let Some(s) = base_digests(store, b)?.sha256 {
+            digest.insert("sha256".into(), Value::String(s));
+        }
+        deps.push(json!({
+            "name": b.image,
+            "digest": digest,
+            "annotations": { "grove.kind": "base", "grove.stage": b.stage },
+        }));
+    }
+    for s in &note.steps {
+        for f in s.files.iter().flatten() {
+            let mut digest = Map::new();
+            digest.insert("sha256".into(), Value::String(f.sha256.clone()));
+            if let Some(g) = &f.git_blob {
+                digest.insert("gitBlob".into(), Value::String(g.clone()));
+            }
+            let mut d = Map::new();
+            match (&f.path, &f.url) {
+                (_, Some(u)) => {
+                    d.insert("uri".into(), Value::String(u.clone()));
+                    d.insert("digest".into(), Value::Object(digest));
+                    d.insert(
+                        "annotations".into(),
+                        json!({ "grove.kind": "download", "grove.instruction": s.n }),
+                    );
+                }
+                (p, None) => {
+                    d.insert("name".into(), Value::String(p.clone().unwrap_or_default()));
+                    d.insert("digest".into(), Value::Object(digest));
+                    d.insert(
+                        "annotations".into(),
+                        json!({ "grove.kind": "context", "grove.instruction": s.n }),
+                    );
+                }
+            }
+            deps.push(Value::Object(d));
+        }
+    }
+
+    let mut builder = Map::new();
+    builder.insert("id".into(), Value::String(BUILDER_ID.into()));
+    if let Some(v) = &note.builder_version {
+        builder.insert("version".into(), json!({ "grove": v }));
+    }
+    let mut run = Map::new();
+    run.insert("builder".into(), Value::Object(builder));
+    let mut meta = Map::new();
+    if let Some(i) = &note.invocation {
+        meta.insert("invocationId".into(), Value::String(i.clone()));
+    }
+    if let Some(t) = &note.started {
+        meta.insert("startedOn".into(), Value::String(t.clone()));
+    }
+    if let Some(t) = &note.finished {
+        meta.insert("finishedOn".into(), Value::String(t.clone()));
+    }
+    if !meta.is_empty() {
+        run.insert("metadata".into(), Value::Object(meta));
+    }
+    run.insert(
+        "byproducts".into(),
+        json!([{ "name": "grove-commit", "digest": { "gitCommit": note.commit } }]),
+    );
+    Ok(json!({
+        "_type": STATEMENT_TYPE,
+        "subject": [{ "name": note.image, "digest": { "sha256": digest } }],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "buildDefinition": {
+                "buildType": BUILD_TYPE,
+                "externalParameters": external,
+                "internalParameters": internal,
+                "resolvedDependencies": deps,
+            },
+            "runDetails": run,
+        },
+    }))
+}
+
+/// How one claim of a statement compares with the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Match,
+    /// What differs, in words.
+    Mismatch(String),
+    /// Why the store can't tell.
+    NotCheckable(String),
+}
+
+/// One claim and its verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The statement field, as a JSON path (`predicate.runDetails.builder.id`).
+    pub field: String,
+    pub verdict: Verdict,
+}
+
+/// Show a JSON value briefly for a message.
+fn show(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "absent".into(),
+        Some(Value::String(s)) => format!("{s:?}"),
+        Some(v) => v.to_string(),
+    }
+}
+
+/// Compare `got` with `want` (both may be absent).
+fn compare(field: &str, want: Option<&Value>, got: Option<&Value>) -> Claim {
+    let verdict = if want == got {
+        Verdict::Match
+    } else {
+        Verdict::Mismatch(format!(
+            "statement has {}, store has {}",
+            show(got),
+            show(want)
+        ))
+    };
+    Claim {
+        field: field.into(),
+        verdict,
+    }
+}
+
+/// Compare the keys of object `want` with those of `got` one by one; keys only in `got`
+/// are mismatches (unexpected), as SLSA asks verifiers of external parameters.
+fn compare_object(claims: &mut Vec<Claim>, path: &str, want: Option<&Value>, got: Option<&Value>) {
+    let empty = Map::new();
+    let w = want.and_then(Value::as_object).unwrap_or(&empty);
+    let g = got.and_then(Value::as_object).unwrap_or(&empty);
+    if got.is_some_and(|g| !g.is_object()) {
+        claims.push(Claim {
+            field: path.into(),
+            verdict: Verdict::Mismatch(format!("statement has {}, not an object", show(got))),
+        });
+        return;
+    }
+    for (k, v) in w {
+        claims.push(compare(&format!("{path}.{k}"), Some(v), g.get(k)));
+    }
+    for (k, v) in g {
+        if !w.contains_key(k) {
+            claims.push(Claim {
+                field: format!("{path}.{k}"),
+                verdict: Verdict::Mismatch(format!(
+                    "statement has {}, the store's build record has no such field",
+                    show(Some(v))
+                )),
+            });
+        }
+    }
+}
+
+/// Compare two DigestSets: every algorithm the statement gives must be one the store
+/// computes, with the same value, and at least one must be given.
+fn compare_digests(field: &str, want: Option<&Value>, got: Option<&Value>) -> Claim {
+    let empty = Map::new();
+    let w = want.and_then(Value::as_object).unwrap_or(&empty);
+    let g = got.and_then(Value::as_object).unwrap_or(&empty);
+    let mut problems = Vec::new();
+    for (k, v) in g {
+        match w.get(k) {
+            Some(x) if x == v => {}
+            Some(x) => problems.push(format!(
+                "{k}: statement has {}, store has {}",
+                show(Some(v)),
+                show(Some(x))
+            )),
+            None => problems.push(format!(
+                "{k}: statement has {}, store has no {k} digest",
+                show(Some(v))
+            )),
+        }
+    }
+    if g.is_empty() {
+        problems.push("statement gives no digest".into());
+    }
+    Claim {
+        field: field.into(),
+        verdict: if problems.is_empty() {
+            Verdict::Match
+        } else {
+            Verdict::Mismatch(problems.join("; "))
+        },
+    }
+}
+
+/// The identity of a resolved dependency: its kind, stage or instruction, and name or URI.
+fn dep_key(d: &Value) -> String {
+    let a = &d["annotations"];
+    format!(
+        "{} {} {} {}",
+        a["grove.kind"].as_str().unwrap_or("?"),
+        a["grove.stage"]
+            .as_u64()
+            .or(a["grove.instruction"].as_u64())
+            .map_or("?".into(), |n| n.to_string()),
+        d["name"].as_str().unwrap_or(""),
+        d["uri"].as_str().unwrap_or("")
+    )
+}
+
+/// A dependency for messages: `base busybox (stage 0)`, `context file a.txt
+/// (instruction 3)`.
+fn dep_label(d: &Value) -> String {
+    let a = &d["annotations"];
+    let name = d["name"].as_str().or(d["uri"].as_str()).unwrap_or("?");
+    match a["grove.kind"].as_str() {
+        Some("base") => format!("base {name} (stage {})", a["grove.stage"]),
+        Some("context") => format!(
+            "context file {name} (instruction {})",
+            a["grove.instruction"]
+        ),
+        Some("download") => format!("download {name} (instruction {})", a["grove.instruction"]),
+        _ => format!("dependency {name}"),
+    }
+}
+
+/// Every file blob id of `root`, recursively.
+fn blobs_of(root: &Dir, out: &mut HashSet<ObjectId>) {
+    let mut stack = vec![root];
+    while let Some(d) = stack.pop() {
+        for n in d.children.values() {
+            match n {
+                Node::Dir(sub) => stack.push(sub),
+                Node::File(f) => {
+                    out.insert(f.oid);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Check the note's record of a context file against the step's commit: the commit holds
+/// a file whose blob is the recorded `gitBlob`, and that blob's sha256 is the recorded one.
+fn check_in_commit(
+    store: &Store,
+    trees: &mut BTreeMap<String, HashSet<ObjectId>>,
+    step_commit: &str,
+    want: &Value,
+) -> Result<Option<String>, ProvenanceError> {
+    let (Some(blob), Some(sha)) = (
+        want["digest"]["gitBlob"].as_str(),
+        want["digest"]["sha256"].as_str(),
+    ) else {
+        return Ok(None);
+    };
+    let Ok(commit) = ObjectId::from_hex(step_commit.as_bytes()) else {
+        return Ok(Some(format!(
+            "the build record names a bad commit {step_commit}"
+        )));
+    };
+    if !trees.contains_key(step_commit) {
+        let mut set = HashSet::new();
+        if store.repo().find_object(commit).is_ok() {
+            let (root, _) = store.read(commit)?;
+            blobs_of(&root, &mut set);
+        }
+        trees.insert(step_commit.to_string(), set);
+    }
+    let Ok(id) = ObjectId::from_hex(blob.as_bytes()) else {
+        return Ok(Some(format!("the build record names a bad blob id {blob}")));
+    };
+    if !trees[step_commit].contains(&id) {
+        return Ok(Some(format!(
+            "the step's commit {} holds no file with blob {blob}",
+            &step_commit[..12.min(step_commit.len())]
+        )));
+    }
+    let data = git::read_blob(&store.repo(), id)?;
+    let actual = sha256_hex(&data);
+    if actual != sha {
+        return Ok(Some(format!(
+            "blob {blob} in the step's commit has sha256 {actual}, the build record {sha}"
+        )));
+    }
+    Ok(None)
+}
+
+/// Check `given` (a statement read from a file) against image `commit` (named `spec`):
+/// one claim per field the statement makes or the store expects.
+pub fn verify(
+    store: &Store,
+    commit: ObjectId,
+    spec: &str,
+    given: &Value,
+) -> Result<Vec<Claim>, ProvenanceError> {
+    let note = note_of(store, commit, spec)?;
+    let digest = image_digest(store, commit, spec)?;
+    let want = render(store, &note, &digest)?;
+    let mut claims = Vec::new();
+    for f in ["_type", "predicateType"] {
+        claims.push(compare(f, want.get(f), given.get(f)));
+    }
+    // The subject: the image's OCI digest, recomputed from its commit.
+    let ws = &want["subject"][0];
+    match given["subject"].as_array().map(Vec::as_slice) {
+        Some([gs]) => {
+            claims.push(compare("subject[0].name", ws.get("name"), gs.get("name")));
+            claims.push(compare_digests(
+                "subject[0].digest",
+                ws.get("digest"),
+                gs.get("digest"),
+            ));
+        }
+        _ => claims.push(Claim {
+            field: "subject".into(),
+            verdict: Verdict::Mismatch(format!(
+                "statement has {}, expected one subject (the image)",
+                show(given.get("subject"))
+            )),
+        }),
+    }
+    let wd = &want["predicate"]["buildDefinition"];
+    let gd = &given["predicate"]["buildDefinition"];
+    claims.push(compare(
+        "predicate.buildDefinition.buildType",
+        wd.get("buildType"),
+        gd.get("buildType"),
+    ));
+    if let Some(recorded) = &note.dockerfile_sha256 {
+        if *recorded != sha256_hex(note.dockerfile.as_bytes()) {
+            claims.push(Claim {
+                field: "predicate.buildDefinition.externalParameters.dockerfile".into(),
+                verdict: Verdict::Mismatch(format!(
+                    "the build record's Dockerfile text does not have its recorded sha256 {recorded}"
+                )),
+            });
+        }
+    }
+    compare_object(
+        &mut claims,
+        "predicate.buildDefinition.externalParameters",
+        wd.get("externalParameters"),
+        gd.get("externalParameters"),
+    );
+    compare_object(
+        &mut claims,
+        "predicate.buildDefinition.internalParameters",
+        wd.get("internalParameters"),
+        gd.get("internalParameters"),
+    );
+    // Dependencies, matched by kind, stage or instruction, and name.
+    let path = "predicate.buildDefinition.resolvedDependencies";
+    let empty = Vec::new();
+    let wdeps = wd["resolvedDependencies"].as_array().unwrap_or(&empty);
+    let gdeps = gd["resolvedDependencies"].as_array().unwrap_or(&empty);
+    // Entries with the same key (a file named twice by one COPY) pair up in order.
+    let mut given_by_key: BTreeMap<String, std::collections::VecDeque<(usize, &Value)>> =
+        BTreeMap::new();
+    for (i, d) in gdeps.iter().enumerate() {
+        given_by_key
+            .entry(dep_key(d))
+            .or_default()
+            .push_back((i, d));
+    }
+    let mut seen = HashSet::new();
+    let mut trees = BTreeMap::new();
+    for w in wdeps {
+        let key = dep_key(w);
+        let label = dep_label(w);
+        let Some((i, g)) = given_by_key.get_mut(&key).and_then(|q| q.pop_front()) else {
+            claims.push(Claim {
+                field: format!("{path} ({label})"),
+                verdict: Verdict::Mismatch("missing from the statement".into()),
+            });
+            continue;
+        };
+        seen.insert(i);
+        let field = format!("{path}[{i}] ({label})");
+        let mut c = compare_digests(&field, w.get("digest"), g.get("digest"));
+        if w["annotations"]["grove.kind"] == "base" && w["digest"].get("sha256").is_none() {
+            if let (Verdict::Mismatch(_), Some(gd)) = (&c.verdict, g.get("digest")) {
+                // The base's commit is gone: only its commit id can be compared.
+                c = if gd.get("gitCommit") == w["digest"].get("gitCommit") {
+                    Claim {
+                        field,
+                        verdict: Verdict::NotCheckable(
+                            "the base's commit is not in this store; its gitCommit matches".into(),
+                        ),
+                    }
+                } else {
+                    c
+                };
+            }
+        }
+        if c.verdict == Verdict::Match && w["annotations"]["grove.kind"] == "context" {
+            let n = w["annotations"]["grove.instruction"].as_u64();
+            let step = note.steps.iter().find(|s| Some(s.n as u64) == n);
+            if let Some(s) = step {
+                if let Some(problem) = check_in_commit(store, &mut trees, &s.commit, w)? {
+                    c.verdict = Verdict::Mismatch(problem);
+                }
+            }
+        }
+        claims.push(c);
+    }
+    for (i, g) in gdeps.iter().enumerate() {
+        if !seen.contains(&i) {
+            claims.push(Claim {
+                field: format!("{path}[{i}] ({})", dep_label(g)),
+                verdict: Verdict::Mismatch("not in the image's build record".into()),
+            });
+        }
+    }
+    let wr = &want["predicate"]["runDetails"];
+    let gr = &given["predicate"]["runDetails"];
+    claims.push(compare(
+        "predicate.runDetails.builder.id",
+        wr["builder"].get("id"),
+        gr["builder"].get("id"),
+    ));
+    if wr["builder"].get("version").is_some() {
+        compare_object(
+            &mut claims,
+            "predicate.runDetails.builder.version",
+            wr["builder"].get("version"),
+            gr["builder"].get("version"),
+        );
+    } else {
+        claims.push(Claim {
+            field: "predicate.runDetails.builder.version".into(),
+            verdict: Verdict::NotCheckable(
+                "the build record (a version-1 note) has no builder version".into(),
+            ),
+        });
+    }
+    // The store keeps the record of the image's last build: a statement of an earlier
+    // build of the same image (another invocation) can't be checked for its times.
+    let other_build = match (
+        wr["metadata"].get("invocationId"),
+        gr["metadata"].get("invocationId"),
+    ) {
+        (Some(w), Some(g)) if w != g => Some(format!(
+            "the store's record is of another build of this image (invocation {}, started {})",
+            show(Some(w)),
+            show(wr["metadata"].get("startedOn"))
+        )),
+        _ => None,
+    };
+    for k in ["invocationId", "startedOn", "finishedOn"] {
+        let field = format!("predicate.runDetails.metadata.{k}");
+        match wr["metadata"].get(k) {
+            Some(_) if other_build.is_some() => claims.push(Claim {
+                field,
+                verdict: Verdict::NotCheckable(other_build.clone().unwrap_or_default()),
+            }),
+            Some(w) => claims.push(compare(&field, Some(w), gr["metadata"].get(k))),
+            None => claims.push(Claim {
+                field,
+                verdict: Verdict::NotCheckable(
+                    "the build record (a version-1 note) has no times".into(),
+                ),
+            }),
+        }
+    }
+    claims.push(compare(
+        "predicate.runDetails.byproducts",
+        wr.get("byproducts"),
+        gr.get("byproducts"),
+    ));
+    Ok(claims)
+}
+
+/// The report of `verify`: one line per claim, `match`, `mismatch` or `not checkable`,
+/// the field, and for the last two what differs or why.
+pub fn report(claims: &[Claim]) -> String {
+    let mut o = String::new();
+    for c in claims {
+        let _ = match &c.verdict {
+            Verdict::Match => writeln!(o, "match          {}", c.field),
+            Verdict::Mismatch(why) => writeln!(o, "mismatch       {}: {why}", c.field),
+            Verdict::NotCheckable(why) => writeln!(o, "not checkable  {}: {why}", c.field),
+        };
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn times_are_rfc3339_in_utc() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn secret_and_proxy_build_args_are_left_out() {
+        assert!(redacted_arg("MY_SECRET"));
+        assert!(redacted_arg("github_token"));
+        assert!(redacted_arg("DB_Password"));
+        assert!(redacted_arg("HTTPS_PROXY"));
+        assert!(!redacted_arg("VERSION"));
+    }
+
+    #[test]
+    fn extra_external_parameters_are_mismatches() {
+        let mut claims = Vec::new();
+        let want = json!({"a": "1"});
+        let got = json!({"a": "1", "b": "2"});
+        compare_object(&mut claims, "p", Some(&want), Some(&got));
+        assert_eq!(claims[0].verdict, Verdict::Match);
+        assert_eq!(claims[1].field, "p.b");
+        assert!(matches!(claims[1].verdict, Verdict::Mismatch(_)));
+    }
+}
