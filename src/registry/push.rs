@@ -72,7 +72,7 @@ pub fn push(
         let cfg_bytes = form.config;
         let m_bytes = form.manifest;
         let cfg_digest = Digest::of(&cfg_bytes);
-        let layer_digest = form.layer_digest;
+        let (layer_digest, layer_size) = (form.layer_digest, form.layer_size);
         let (layer_digest, cfg_digest) = (layer_digest.to_string(), cfg_digest.to_string());
 
         let client = Client::new(remote.clone(), settings, true)?;
