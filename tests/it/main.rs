@@ -3,6 +3,7 @@
 
 mod build;
 mod charliecloud_cli;
+mod ci_doc;
 mod common;
 mod conformance;
 mod convert;

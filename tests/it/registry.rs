@@ -113,12 +113,17 @@ impl Registry {
         })
     }
 
+    /// The test CA's certificate (for `SSL_CERT_FILE`).
+    pub(crate) fn ca(&self) -> PathBuf {
+        self.fx.join("ca.pem")
+    }
+
     pub(crate) fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// Copy tag `tag` of the fixture layout to `repo:rtag` in this registry.
-    fn put(&self, tag: &str, dest: &str, extra: &[&str]) {
+    pub(crate) fn put(&self, tag: &str, dest: &str, extra: &[&str]) {
         let mut c = Command::new("skopeo");
         c.args(["copy", "--quiet", "--dest-tls-verify=false"])
             .args(extra)
