@@ -236,10 +236,26 @@ pub fn gc(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
         let _ = fs::remove_file(p);
     }
     delete_refs_under(store, QUARANTINE)?;
-    run_git(
+    // Packs an import or pull wrote uncompressed (pack.rs) are recompressed: git reuses
+    // packed entries as they are unless told not to (-F). The marker goes first, so that
+    // a pack written meanwhile leaves a new one for the next gc; it is put back on failure.
+    let marker = super::pack::stored_marker(&store.layout().objects());
+    let stored = fs::remove_file(&marker).is_ok();
+    let packed = run_git(
         store,
         &["-c", "pack.compression=1", "gc", "--prune=now", "--quiet"],
-    )?;
+    )
+    .and_then(|_| match stored {
+        true => run_git(
+            store,
+            &["-c", "pack.compression=1", "repack", "-a", "-d", "-F", "-q"],
+        ),
+        false => Ok(String::new()),
+    });
+    if packed.is_err() && stored {
+        let _ = fs::write(&marker, b"");
+    }
+    packed?;
     Ok(())
 }
 

@@ -1497,6 +1497,50 @@ fn import_that_fails_writing_its_pack_leaves_no_temporary_files() {
     ok(chi(&st).arg("fsck"));
 }
 
+/// Import stores file contents without compression (the time to store a tarball is
+/// what counts there); gc recompresses them. The store stays valid in between.
+#[test]
+fn import_stores_packs_uncompressed_and_gc_compresses_them() {
+    let s = Scratch::new("storedpack");
+    let st = s.storage();
+    let src = s.join("src");
+    // 300 distinct files of 32 KiB of text: about 10 MB, a few hundred KB compressed.
+    sh(&format!(
+        "mkdir -p {d} && i=0 && while [ $i -lt 300 ]; do yes \"line of file $i\" | head -c 32768 > {d}/f$i; i=$((i+1)); done",
+        d = src.display()
+    ));
+    let packs = |st: &Path| -> u64 {
+        std::fs::read_dir(st.join("repo.git/objects/pack"))
+            .expect("pack dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+            .map(|e| e.metadata().expect("stat pack").len())
+            .sum()
+    };
+    import(&st, &src, "text");
+    let stored = packs(&st);
+    assert!(
+        stored > 300 * 32768,
+        "packs hold {stored} bytes after import"
+    );
+    ok(git(&st.join("repo.git")).args(["fsck", "--strict"]));
+    ok(chi(&st).arg("fsck"));
+    ok(chi(&st).args(["build-cache", "--gc"]));
+    let packed = packs(&st);
+    assert!(
+        packed < stored / 10,
+        "packs hold {packed} bytes after gc, {stored} before"
+    );
+    ok(git(&st.join("repo.git")).args(["fsck", "--strict"]));
+    ok(chi(&st).arg("fsck"));
+    let out = s.join("out");
+    ok(chc(&st).arg("text").arg(&out));
+    tree::assert_same(&tree::of_dir(&src), &tree::of_dir(&out), "after gc");
+    // A second gc has nothing left to recompress and keeps the store as it is.
+    ok(chi(&st).args(["build-cache", "--gc"]));
+    assert!(packs(&st) <= packed + packed / 10);
+}
+
 /// A 2 KB tarball expanding to a 1 GiB sparse file took more than 1 GB of memory per
 /// checkout thread; blobs are streamed now, and holes stay holes. (160 MiB here: the
 /// debug build hashes slowly; RSS was about the file's size before.)
