@@ -92,11 +92,14 @@ fn io_other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-/// Append the zlib stream of `data` at `level` to `out`, in one pass into `out`'s
-/// spare capacity (no intermediate buffer).
+/// Append the zlib stream of `data` at `level` to `out`, in one pass into `out` (no
+/// intermediate buffer, no zero-filling of the output).
 fn zlib_into(out: &mut Vec<u8>, data: &[u8], level: u32) -> io::Result<()> {
-    // Stored blocks cost 5 bytes per 64 KiB; zlib's header and trailer 6; a fast level
-    // on incompressible data stays within the same bound plus a little.
+    if level == 0 {
+        stored_zlib_into(out, data);
+        return Ok(());
+    }
+    // A fast level on incompressible data stays within this bound plus a little.
     out.reserve(data.len() + data.len() / 1000 + 64);
     let mut z = flate2::Compress::new(flate2::Compression::new(level), true);
     loop {
@@ -109,6 +112,31 @@ fn zlib_into(out: &mut Vec<u8>, data: &[u8], level: u32) -> io::Result<()> {
             flate2::Status::Ok | flate2::Status::BufError => out.reserve(out.capacity() + 64),
         }
     }
+}
+
+/// The largest stored deflate block (RFC 1951, 3.2.4).
+const STORED_BLOCK: usize = 0xffff;
+
+/// Append `data` as a zlib stream of stored deflate blocks (RFC 1950, 1951): a 2-byte
+/// header, a 5-byte header per block of up to 64 KiB, the data as it is, the adler32.
+fn stored_zlib_into(out: &mut Vec<u8>, data: &[u8]) {
+    let blocks = data.len().div_ceil(STORED_BLOCK).max(1);
+    out.reserve(2 + blocks * 5 + data.len() + 4);
+    // CMF: deflate, 32 KiB window; FLG: no dictionary, level 0, check bits.
+    out.extend_from_slice(&[0x78, 0x01]);
+    let mut chunks = data.chunks(STORED_BLOCK).peekable();
+    if chunks.peek().is_none() {
+        out.extend_from_slice(&[0x01, 0x00, 0x00, 0xff, 0xff]);
+    }
+    while let Some(c) = chunks.next() {
+        let last = chunks.peek().is_none();
+        let len = c.len() as u16;
+        out.push(u8::from(last));
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(c);
+    }
+    out.extend_from_slice(&zlib_rs::adler32::adler32(1, data).to_be_bytes());
 }
 
 impl PackBuilder {
@@ -441,6 +469,26 @@ mod tests {
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
+        }
+    }
+
+    #[test]
+    fn stored_zlib_streams_inflate_to_their_data() {
+        for len in [
+            0usize,
+            1,
+            1000,
+            STORED_BLOCK,
+            STORED_BLOCK + 1,
+            3 * STORED_BLOCK + 7,
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let mut z = Vec::new();
+            stored_zlib_into(&mut z, &data);
+            let mut back = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(&z[..]), &mut back)
+                .unwrap();
+            assert_eq!(back, data, "length {len}");
         }
     }
 
