@@ -12,8 +12,8 @@
 //!
 //! A builder made with [`PackBuilder::stored`] (import and pull: the time to store a
 //! tarball is the figure that counts) writes zlib streams of stored blocks, no compression
-//! at all, and leaves the marker [`STORED_MARKER`]; the store's gc
-//! (`ch-image build-cache --gc`) sees it and recompresses every pack (`git repack -F`).
+//! at all, and lists each such pack in the marker [`STORED_MARKER`]; the store's gc
+//! (`ch-image build-cache --gc`) recompresses the packs listed there, and only those.
 //! Both git and gix read either kind of entry.
 
 use std::collections::HashSet;
@@ -36,8 +36,8 @@ pub const CHUNK_BYTES: usize = 48 << 20;
 /// memory of a fast producer.
 const QUEUED_CHUNKS: usize = 1;
 
-/// Left in `objects/info/` by a builder that writes stored (uncompressed) entries, before
-/// any such pack is visible: gc recompresses all packs when it finds it.
+/// In `objects/info/`: the names of stored (uncompressed) packs, each added before its
+/// pack is renamed into place; gc recompresses them.
 pub const STORED_MARKER: &str = "grove-stored-packs";
 
 struct Entry {
@@ -239,17 +239,15 @@ impl PackBuilder {
     /// [`QUEUED_CHUNKS`] chunks wait.
     fn send(&self, st: &mut State, chunk: Vec<Entry>) -> io::Result<()> {
         if st.writer.is_none() {
-            if self.level == 0 {
-                mark_stored(&self.pack_dir)?;
-            }
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(QUEUED_CHUNKS);
             let dir = self.pack_dir.clone();
+            let stored = self.level == 0;
             let thread = std::thread::Builder::new()
                 .name("pack writer".into())
                 .spawn(move || {
                     let mut written = Vec::new();
                     for chunk in rx {
-                        written.push(write_pack(&dir, chunk)?);
+                        written.push(write_pack(&dir, chunk, stored)?);
                     }
                     Ok(written)
                 })?;
@@ -277,10 +275,7 @@ impl PackBuilder {
             None => Vec::new(),
         };
         if !entries.is_empty() {
-            if self.level == 0 {
-                mark_stored(&self.pack_dir)?;
-            }
-            written.push(write_pack(&self.pack_dir, entries)?);
+            written.push(write_pack(&self.pack_dir, entries, self.level == 0)?);
         }
         Ok(written)
     }
@@ -309,19 +304,35 @@ fn join_writer(w: Writer) -> io::Result<Vec<PathBuf>> {
         .map_err(|_| io::Error::other("pack writer thread panicked"))?
 }
 
-/// The marker gc looks for: `objects/info/<STORED_MARKER>` next to `pack_dir`.
+/// The marker gc looks for: `objects/info/<STORED_MARKER>`, listing stored packs by name
+/// (`pack-HEX`), one a line.
 pub fn stored_marker(objects: &Path) -> PathBuf {
     objects.join("info").join(STORED_MARKER)
 }
 
-fn mark_stored(pack_dir: &Path) -> io::Result<()> {
+/// Add pack `name` to the marker, before the pack is renamed into place (a killed writer
+/// leaves at most a name gc does not find). One short append: lines of concurrent
+/// writers don't mix.
+fn mark_stored(pack_dir: &Path, name: &str) -> io::Result<()> {
     let objects = pack_dir.parent().unwrap_or(pack_dir);
-    let m = stored_marker(objects);
-    if m.exists() {
-        return Ok(());
-    }
     fs::create_dir_all(objects.join("info"))?;
-    fs::write(&m, b"")
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stored_marker(objects))?
+        .write_all(format!("{name}\n").as_bytes())
+}
+
+/// The stored packs a marker lists (names `pack-HEX`; other lines are ignored). Pure.
+pub fn stored_packs(marker: &str) -> Vec<String> {
+    marker
+        .lines()
+        .filter(|l| {
+            l.strip_prefix("pack-")
+                .is_some_and(|h| h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 /// Temporary files removed on drop unless disarmed: a writer that fails (a full disk, a
@@ -336,8 +347,9 @@ impl Drop for TempFiles {
     }
 }
 
-/// Write `entries` as a pack and its index; returns the pack path.
-fn write_pack(dir: &Path, mut entries: Vec<Entry>) -> io::Result<PathBuf> {
+/// Write `entries` as a pack and its index; returns the pack path. A `stored` pack is
+/// listed in the gc marker first.
+fn write_pack(dir: &Path, mut entries: Vec<Entry>, stored: bool) -> io::Result<PathBuf> {
     static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     fs::create_dir_all(dir)?;
     let n = std::process::id();
@@ -412,6 +424,9 @@ fn write_pack(dir: &Path, mut entries: Vec<Entry>) -> io::Result<PathBuf> {
         fi.write_all(&idx)?;
     }
     let name = format!("pack-{}", pack_sum.to_hex());
+    if stored {
+        mark_stored(dir, &name)?;
+    }
     let pack = dir.join(format!("{name}.pack"));
     fs::rename(&tmp_pack, &pack)?;
     // (A pack of the same name may be another writer's, with its index: never remove it.)
@@ -447,7 +462,13 @@ mod tests {
         // Stored, not compressed: each pack is at least as big as its content.
         let total: u64 = packs.iter().map(|p| fs::metadata(p).unwrap().len()).sum();
         assert!(total > 40 * 2000, "{total}");
-        assert!(stored_marker(&objects).exists());
+        let marker = fs::read_to_string(stored_marker(&objects)).unwrap();
+        let listed = stored_packs(&marker);
+        assert_eq!(listed.len(), packs.len(), "{marker}");
+        for p in &packs {
+            let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+            assert!(listed.contains(&stem), "{stem} not in {marker}");
+        }
         let repo = gix::open(dir.path()).unwrap();
         for (i, id) in ids.iter().enumerate() {
             assert_eq!(repo.find_blob(*id).unwrap().data, blob(i));
@@ -490,6 +511,16 @@ mod tests {
                 .unwrap();
             assert_eq!(back, data, "length {len}");
         }
+    }
+
+    #[test]
+    fn marker_lines_other_than_pack_names_are_ignored() {
+        let h = "0123456789abcdef0123456789abcdef01234567";
+        let m = format!("pack-{h}\npack-xyz\n../pack-{h}\npack-{h}0\n\npack-{h}");
+        assert_eq!(
+            stored_packs(&m),
+            vec![format!("pack-{h}"), format!("pack-{h}")]
+        );
     }
 
     #[test]

@@ -1536,9 +1536,28 @@ fn import_stores_packs_uncompressed_and_gc_compresses_them() {
     let out = s.join("out");
     ok(chc(&st).arg("text").arg(&out));
     tree::assert_same(&tree::of_dir(&src), &tree::of_dir(&out), "after gc");
-    // A second gc has nothing left to recompress and keeps the store as it is.
+    assert!(
+        !st.join("repo.git/objects/info/grove-stored-packs").exists(),
+        "gc left the list of stored packs"
+    );
+    // A second import is stored again, beside the compressed pack; gc compresses it too.
+    let src2 = s.join("src2");
+    sh(&format!(
+        "mkdir -p {d} && i=0 && while [ $i -lt 300 ]; do yes \"other line $i\" | head -c 32768 > {d}/f$i; i=$((i+1)); done",
+        d = src2.display()
+    ));
+    import(&st, &src2, "text2");
+    assert!(packs(&st) > packed + 300 * 32768);
     ok(chi(&st).args(["build-cache", "--gc"]));
-    assert!(packs(&st) <= packed + packed / 10);
+    assert!(packs(&st) < 2 * packed + stored / 10, "{}", packs(&st));
+    ok(git(&st.join("repo.git")).args(["fsck", "--strict"]));
+    let out2 = s.join("out2");
+    ok(chc(&st).arg("text2").arg(&out2));
+    tree::assert_same(
+        &tree::of_dir(&src2),
+        &tree::of_dir(&out2),
+        "second image after gc",
+    );
 }
 
 /// A 2 KB tarball expanding to a 1 GiB sparse file took more than 1 GB of memory per
