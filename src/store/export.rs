@@ -715,9 +715,11 @@ fn tmpfs_with_room(dir: &Path, need: u64) -> bool {
     let tmpfs = nix::sys::statfs::statfs(dir)
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
     tmpfs
-        && nix::sys::statvfs::statvfs(dir).is_ok_and(|v| {
-            (v.blocks_available() as u64).saturating_mul(v.fragment_size() as u64) >= need
-        })
+        && nix::sys::statvfs::statvfs(dir).is_ok_and(
+            // fsblkcnt_t and c_ulong are u32 on 32-bit targets.
+            #[allow(clippy::unnecessary_cast)]
+            |v| (v.blocks_available() as u64).saturating_mul(v.fragment_size() as u64) >= need,
+        )
 }
 
 /// Remove temporary checkouts in `base` that exports killed before their cleanup left
