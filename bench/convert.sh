@@ -5,7 +5,9 @@
 # Image: Debian bookworm (mmdebstrap --variant=minbase), imported into each tool's
 # storage with its own ch-image. Exports: ch-image -> SquashFS, ch-image -> tar.gz.
 # Charliecloud's squash is mksquashfs (gzip) of its storage directory; Grove's is its
-# deterministic tar stream from the git store into sqfstar (zstd). Both use all cores.
+# deterministic tar stream from the git store into tar2sqfs (zstd level 3), and with
+# squashfs-tools only (last line) mksquashfs 4.6 -tar on that stream, or mksquashfs 4.5
+# on a temporary checkout on a tmpfs (ch-convert -v names the tool). Both use all cores.
 #
 # Usage: sh bench/convert.sh   (as root: tools run as uid 65534 via setpriv)
 set -eu

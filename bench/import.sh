@@ -55,8 +55,15 @@ while [ $i -lt "$runs" ]; do
     set -- $(m $as tar -C "$work/x$i" --exclude='./dev/*' -xf "$deb"); tars="$tars $1"
     set -- $(m $as "$bin/ch-image" -vv -s "$work/g$i" import "$deb" bookworm); groves="$groves $1"; rss="$rss $2"
     phases=$(grep -E "read and stored|committed" "$work/last.log" | tr '\n' ';')
+    # Pack entries are stored uncompressed at import; build-cache --gc compresses them.
+    gdisk=$(du -sm "$work/g$i" | cut -f1)
     set -- $(m $ccenv CH_IMAGE_STORAGE="$work/c$i" /usr/bin/ch-image import "$deb" bookworm); ccs="$ccs $1"
-    echo "run $i: tar -x $(echo $tars | awk '{print $NF}') s, grove $(echo $groves | awk '{print $NF}') s (max RSS $(echo $rss | awk '{print $NF}') KiB; $phases), charliecloud $(echo $ccs | awk '{print $NF}') s"
+    echo "run $i: tar -x $(echo $tars | awk '{print $NF}') s, grove $(echo $groves | awk '{print $NF}') s (max RSS $(echo $rss | awk '{print $NF}') KiB, store ${gdisk} MiB; $phases), charliecloud $(echo $ccs | awk '{print $NF}') s"
+    if [ $i -eq "$runs" ]; then
+        # The compression the import leaves to gc, once: its time and the store after.
+        set -- $(m $as "$bin/ch-image" -s "$work/g$i" build-cache --gc)
+        echo "grove build-cache --gc after run $i: $1 s (max RSS $2 KiB), store $(du -sm "$work/g$i" | cut -f1) MiB"
+    fi
     # Keep the file system from filling up: one run's trees at a time.
     chmod -R u+rwx "$work/x$i" "$work/c$i" 2>/dev/null || true
     rm -rf "$work/x$i" "$work/g$i" "$work/c$i"

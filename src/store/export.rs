@@ -686,9 +686,107 @@ pub fn pseudo_modes(root: &Dir) -> Result<Vec<u8>, ExportError> {
     }
 }
 
-/// Write SquashFS with mksquashfs before 4.6 from a temporary checkout of `root` beside
-/// `out` (removed after): times as the tar stream has them, exact modes from a pseudo
-/// file. `args` and `env` come from [`squash_command`].
+/// Prefix of the private directories holding temporary checkouts on a tmpfs
+/// ([`scratch_on_tmpfs`]): `grove-sqfs.PID.N`.
+const TMPFS_SCRATCH: &str = "grove-sqfs.";
+
+/// File systems where a temporary checkout for mksquashfs goes when one has room: a
+/// checkout there costs no disk inode allocation or writeback (the Debian image: 0.65 s on
+/// /dev/shm against 2 to 5 s on ext4 on the project's machine).
+fn tmpfs_candidates() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        v.push(PathBuf::from(d));
+    }
+    v.push(PathBuf::from("/dev/shm"));
+    v
+}
+
+/// Available memory in bytes (`MemAvailable` of /proc/meminfo), if known.
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
+/// Whether `dir` is a tmpfs with `need` bytes free.
+fn tmpfs_with_room(dir: &Path, need: u64) -> bool {
+    let tmpfs = nix::sys::statfs::statfs(dir)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+    tmpfs
+        && nix::sys::statvfs::statvfs(dir).is_ok_and(
+            // fsblkcnt_t and c_ulong are u32 on 32-bit targets.
+            #[allow(clippy::unnecessary_cast)]
+            |v| (v.blocks_available() as u64).saturating_mul(v.fragment_size() as u64) >= need,
+        )
+}
+
+/// Remove temporary checkouts in `base` that exports killed before their cleanup left
+/// (their process is gone); a tmpfs holds them in memory until reboot otherwise.
+fn remove_dead_scratch(base: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let uid = nix::unistd::getuid().as_raw();
+    let Ok(rd) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(TMPFS_SCRATCH)
+            .and_then(|r| r.split('.').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let ours = e.metadata().is_ok_and(|m| m.uid() == uid && m.is_dir());
+        if ours && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = super::checkout::remove_tree(&e.path());
+        }
+    }
+}
+
+/// A new private directory (mode 0700) on a tmpfs with room for `size` bytes of file
+/// contents (twice that free, and as much memory available), for a temporary checkout;
+/// `None` when there is none. Leftovers of killed exports there are removed first.
+fn scratch_on_tmpfs(size: u64) -> Option<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let need = size.saturating_mul(2).saturating_add(64 << 20);
+    if mem_available().is_some_and(|m| m < need) {
+        return None;
+    }
+    for base in tmpfs_candidates() {
+        if !tmpfs_with_room(&base, need) {
+            continue;
+        }
+        remove_dead_scratch(&base);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = base.join(format!("{TMPFS_SCRATCH}{}.{seq}", std::process::id()));
+        if std::fs::DirBuilder::new().mode(0o700).create(&dir).is_ok() {
+            return Some(dir);
+        }
+    }
+    None
+}
+
+/// Total size of the regular files of `root` (hard links counted once per path).
+fn content_size(root: &Dir) -> u64 {
+    let mut n = 0u64;
+    root.walk(&mut |_, node| {
+        if let Node::File(f) = node {
+            n = n.saturating_add(f.size);
+        }
+    });
+    n
+}
+
+/// Write SquashFS with mksquashfs before 4.6 from a temporary checkout of `root` (removed
+/// after): times as the tar stream has them, exact modes from a pseudo file. The checkout
+/// goes to a tmpfs when one has room ([`scratch_on_tmpfs`]), else beside `out`. `args`
+/// and `env` come from [`squash_command`].
 fn squash_from_checkout(
     repo: &gix::Repository,
     root: &Dir,
@@ -697,7 +795,11 @@ fn squash_from_checkout(
     args: Vec<OsString>,
     env: Vec<(&'static str, String)>,
 ) -> Result<(), ExportError> {
-    let tree_dir = with_suffix(out, ".tree");
+    let scratch = scratch_on_tmpfs(content_size(root));
+    let tree_dir = match &scratch {
+        Some(d) => d.join("tree"),
+        None => with_suffix(out, ".tree"),
+    };
     let pseudo = with_suffix(out, ".pseudo");
     let result = (|| {
         let tree = tar_times(root, fixed);
@@ -713,7 +815,8 @@ fn squash_from_checkout(
         let ts = repo.clone().into_sync();
         super::checkout::materialize(&ts, &tree, &tree_dir, super::checkout::Policy::Checkout)?;
         crate::verbose!(
-            "checked out for mksquashfs in {:.2}s",
+            "checked out for mksquashfs into {} in {:.2}s",
+            tree_dir.display(),
             t.elapsed().as_secs_f64()
         );
         let status = Command::new("mksquashfs")
@@ -739,8 +842,14 @@ fn squash_from_checkout(
         Ok(())
     })();
     let _ = std::fs::remove_file(&pseudo);
-    if tree_dir.exists() {
-        let _ = super::checkout::remove_tree(&tree_dir);
+    match &scratch {
+        Some(d) => {
+            let _ = super::checkout::remove_tree(d);
+        }
+        None if tree_dir.exists() => {
+            let _ = super::checkout::remove_tree(&tree_dir);
+        }
+        None => {}
     }
     result
 }

@@ -490,7 +490,7 @@ fn write_files(
             first_of_group.entry(g).or_insert(i);
         }
     }
-    let pack = (files.len() >= PACK_MIN_OBJECTS).then(|| PackBuilder::new(&objects_dir(ts)));
+    let pack = (files.len() >= PACK_MIN_OBJECTS).then(|| PackBuilder::stored(&objects_dir(ts)));
     let oids: Vec<Option<ObjectId>> = files
         .par_iter()
         .enumerate()
@@ -724,7 +724,7 @@ impl<'a> BackgroundWriter<'a> {
             ts,
             in_flight: AtomicUsize::new(0),
             error: Mutex::new(None),
-            pack: PackBuilder::new(&objects_dir(ts)),
+            pack: PackBuilder::stored(&objects_dir(ts)),
             ids: Mutex::new(HashMap::new()),
             next: std::sync::atomic::AtomicU64::new(0),
         }

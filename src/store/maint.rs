@@ -269,11 +269,47 @@ pub fn gc(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
         let _ = fs::remove_file(p);
     }
     delete_refs_under(store, QUARANTINE)?;
-    run_git(
-        store,
-        &["-c", "pack.compression=1", "gc", "--prune=now", "--quiet"],
-    )?;
+    // Packs an import or pull wrote uncompressed (pack.rs) are recompressed, and only
+    // they: git reuses packed entries as they are unless told not to (-F), and the other
+    // packs are kept out of that repack. The marker goes first, so that a pack written
+    // meanwhile is listed again for the next gc; it is put back on failure.
+    let marker = super::pack::stored_marker(&store.layout().objects());
+    let listed = fs::read_to_string(&marker).unwrap_or_default();
+    let stored = super::pack::stored_packs(&listed);
+    let _ = fs::remove_file(&marker);
+    let packed = recompress(store, &stored).and_then(|_| {
+        run_git(
+            store,
+            &["-c", "pack.compression=1", "gc", "--prune=now", "--quiet"],
+        )
+    });
+    if packed.is_err() && !stored.is_empty() {
+        let _ = fs::write(&marker, listed);
+    }
+    packed?;
     Ok(())
+}
+
+/// Repack the objects of the packs named in `stored` that still exist (and loose objects)
+/// at zlib level 1, keeping every other pack as it is.
+fn recompress(store: &Store, stored: &[String]) -> Result<String, StoreError> {
+    let dir = store.layout().objects().join("pack");
+    let exists = |n: &str| dir.join(format!("{n}.pack")).exists();
+    if !stored.iter().any(|n| exists(n)) {
+        return Ok(String::new());
+    }
+    let mut args: Vec<String> = ["-c", "pack.compression=1", "repack", "-a", "-d", "-F", "-q"]
+        .map(String::from)
+        .to_vec();
+    for e in fs::read_dir(&dir).at("read directory", &dir)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".pack") {
+            if stem.starts_with("pack-") && !stored.iter().any(|s| s == stem) {
+                args.push(format!("--keep-pack={name}"));
+            }
+        }
+    }
+    run_git_owned(store, &args)
 }
 
 /// Delete every ref under `prefix`.

@@ -2,11 +2,19 @@
 //! loose object each: an import of 50,000 files is otherwise bound by creating and
 //! renaming 50,000 files.
 //!
-//! Objects are compressed in parallel by the callers' threads ([`PackBuilder::add`]);
-//! [`PackBuilder::finish`] writes `pack-<sha>.pack` and `.idx` under a temporary name and
-//! renames them into `objects/pack/`, the index last, so a reader sees a whole pack or
-//! none. Entries are whole objects (no deltas); `git gc` may repack later. Both git and
-//! gix read the result.
+//! Objects are compressed in parallel by the callers' threads ([`PackBuilder::add`]) and
+//! collected into chunks of about [`CHUNK_BYTES`]; each full chunk goes to a writer thread,
+//! which writes it as `pack-<sha>.pack` and `.idx` under a temporary name and renames them
+//! into `objects/pack/`, the index last, so a reader sees a whole pack or none. So the
+//! writing and the pack checksum of one chunk overlap the compression of the next, and
+//! memory stays bounded; [`PackBuilder::finish`] writes the last chunk. Entries are whole
+//! objects (no deltas).
+//!
+//! A builder made with [`PackBuilder::stored`] (import and pull: the time to store a
+//! tarball is the figure that counts) writes zlib streams of stored blocks, no compression
+//! at all, and lists each such pack in the marker [`STORED_MARKER`]; the store's gc
+//! (`ch-image build-cache --gc`) recompresses the packs listed there, and only those.
+//! Both git and gix read either kind of entry.
 
 use std::collections::HashSet;
 use std::fs;
@@ -19,8 +27,18 @@ use gix::ObjectId;
 /// Callers use a pack when they expect at least this many new objects.
 pub const PACK_MIN_OBJECTS: usize = 256;
 
-/// Flush to a pack when this much compressed data is held in memory.
-const FLUSH_BYTES: usize = 256 << 20;
+/// A chunk goes to the writer thread once this much compressed data is collected. Small
+/// enough that writing and hashing the last chunk (which nothing overlaps) is short, big
+/// enough that an import makes only a few packs.
+pub const CHUNK_BYTES: usize = 48 << 20;
+
+/// Chunks queued for the writer thread at most (besides the one it writes): bounds the
+/// memory of a fast producer.
+const QUEUED_CHUNKS: usize = 1;
+
+/// In `objects/info/`: the names of stored (uncompressed) packs, each added before its
+/// pack is renamed into place; gc recompresses them.
+pub const STORED_MARKER: &str = "grove-stored-packs";
 
 struct Entry {
     oid: ObjectId,
@@ -29,21 +47,37 @@ struct Entry {
     crc: u32,
 }
 
+/// The writer thread of full chunks; it returns the packs it wrote.
+struct Writer {
+    tx: std::sync::mpsc::SyncSender<Vec<Entry>>,
+    thread: std::thread::JoinHandle<io::Result<Vec<PathBuf>>>,
+}
+
 struct State {
     entries: Vec<Entry>,
     seen: HashSet<ObjectId>,
     held: usize,
-    written: Vec<PathBuf>,
+    writer: Option<Writer>,
 }
 
 /// Collects compressed blobs and writes them as packs.
 pub struct PackBuilder {
     pack_dir: PathBuf,
+    /// zlib level; 0 writes stored blocks.
+    level: u32,
+    /// Chunk size ([`CHUNK_BYTES`]; smaller in tests).
+    chunk: usize,
     state: Mutex<State>,
 }
 
+#[cfg(test)]
 fn entry_header(kind: u8, size: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(10);
+    push_entry_header(&mut out, kind, size);
+    out
+}
+
+fn push_entry_header(out: &mut Vec<u8>, kind: u8, size: u64) {
     let mut c = (kind << 4) | (size & 0x0f) as u8;
     let mut rest = size >> 4;
     while rest != 0 {
@@ -52,23 +86,82 @@ fn entry_header(kind: u8, size: u64) -> Vec<u8> {
         rest >>= 7;
     }
     out.push(c);
-    out
 }
 
 fn io_other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// Append the zlib stream of `data` at `level` to `out`, in one pass into `out` (no
+/// intermediate buffer, no zero-filling of the output).
+fn zlib_into(out: &mut Vec<u8>, data: &[u8], level: u32) -> io::Result<()> {
+    if level == 0 {
+        stored_zlib_into(out, data);
+        return Ok(());
+    }
+    // A fast level on incompressible data stays within this bound plus a little.
+    out.reserve(data.len() + data.len() / 1000 + 64);
+    let mut z = flate2::Compress::new(flate2::Compression::new(level), true);
+    loop {
+        let done_in = z.total_in() as usize;
+        let status = z
+            .compress_vec(&data[done_in..], out, flate2::FlushCompress::Finish)
+            .map_err(io_other)?;
+        match status {
+            flate2::Status::StreamEnd => return Ok(()),
+            flate2::Status::Ok | flate2::Status::BufError => out.reserve(out.capacity() + 64),
+        }
+    }
+}
+
+/// The largest stored deflate block (RFC 1951, 3.2.4).
+const STORED_BLOCK: usize = 0xffff;
+
+/// Append `data` as a zlib stream of stored deflate blocks (RFC 1950, 1951): a 2-byte
+/// header, a 5-byte header per block of up to 64 KiB, the data as it is, the adler32.
+fn stored_zlib_into(out: &mut Vec<u8>, data: &[u8]) {
+    let blocks = data.len().div_ceil(STORED_BLOCK).max(1);
+    out.reserve(2 + blocks * 5 + data.len() + 4);
+    // CMF: deflate, 32 KiB window; FLG: no dictionary, level 0, check bits.
+    out.extend_from_slice(&[0x78, 0x01]);
+    let mut chunks = data.chunks(STORED_BLOCK).peekable();
+    if chunks.peek().is_none() {
+        out.extend_from_slice(&[0x01, 0x00, 0x00, 0xff, 0xff]);
+    }
+    while let Some(c) = chunks.next() {
+        let last = chunks.peek().is_none();
+        let len = c.len() as u16;
+        out.push(u8::from(last));
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(c);
+    }
+    out.extend_from_slice(&zlib_rs::adler32::adler32(1, data).to_be_bytes());
+}
+
 impl PackBuilder {
-    /// A builder writing into the repository whose objects directory is `objects`.
+    /// A builder writing into the repository whose objects directory is `objects`, at
+    /// zlib level 1.
     pub fn new(objects: &Path) -> PackBuilder {
+        PackBuilder::with_level(objects, 1)
+    }
+
+    /// A builder writing entries without compression (stored zlib blocks), for bulk
+    /// writes whose speed counts (import, pull); gc recompresses them later.
+    pub fn stored(objects: &Path) -> PackBuilder {
+        PackBuilder::with_level(objects, 0)
+    }
+
+    fn with_level(objects: &Path, level: u32) -> PackBuilder {
         PackBuilder {
             pack_dir: objects.join("pack"),
+            level,
+            chunk: CHUNK_BYTES,
             state: Mutex::new(State {
                 entries: Vec::new(),
                 seen: HashSet::new(),
                 held: 0,
-                written: Vec::new(),
+                writer: None,
             }),
         }
     }
@@ -124,10 +217,9 @@ impl PackBuilder {
                 return Ok(oid);
             }
         }
-        let mut bytes = entry_header(code, data.len() as u64);
-        let mut z = flate2::write::ZlibEncoder::new(bytes, flate2::Compression::new(1));
-        z.write_all(data)?;
-        bytes = z.finish()?;
+        let mut bytes = Vec::new();
+        push_entry_header(&mut bytes, code, data.len() as u64);
+        zlib_into(&mut bytes, data, self.level)?;
         let crc = crc32fast::hash(&bytes);
         let mut st = self.state.lock().expect("pack state lock");
         if !st.seen.insert(oid) {
@@ -135,25 +227,112 @@ impl PackBuilder {
         }
         st.held += bytes.len();
         st.entries.push(Entry { oid, bytes, crc });
-        if st.held >= FLUSH_BYTES {
-            let entries = std::mem::take(&mut st.entries);
+        if st.held >= self.chunk {
+            let chunk = std::mem::take(&mut st.entries);
             st.held = 0;
-            let p = write_pack(&self.pack_dir, entries)?;
-            st.written.push(p);
+            self.send(&mut st, chunk)?;
         }
         Ok(oid)
     }
 
-    /// Write what is left. Returns the pack files written.
-    pub fn finish(self) -> io::Result<Vec<PathBuf>> {
-        let mut st = self.state.into_inner().expect("pack state lock");
-        let entries = std::mem::take(&mut st.entries);
-        if !entries.is_empty() {
-            let p = write_pack(&self.pack_dir, entries)?;
-            st.written.push(p);
+    /// Hand a full chunk to the writer thread, starting it on first use. Blocks while
+    /// [`QUEUED_CHUNKS`] chunks wait.
+    fn send(&self, st: &mut State, chunk: Vec<Entry>) -> io::Result<()> {
+        if st.writer.is_none() {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(QUEUED_CHUNKS);
+            let dir = self.pack_dir.clone();
+            let stored = self.level == 0;
+            let thread = std::thread::Builder::new()
+                .name("pack writer".into())
+                .spawn(move || {
+                    let mut written = Vec::new();
+                    for chunk in rx {
+                        written.push(write_pack(&dir, chunk, stored)?);
+                    }
+                    Ok(written)
+                })?;
+            st.writer = Some(Writer { tx, thread });
         }
-        Ok(st.written)
+        let w = st.writer.as_ref().expect("started above");
+        if w.tx.send(chunk).is_err() {
+            // The thread stopped on an error, which finish() reports; report it now.
+            let w = st.writer.take().expect("started above");
+            return Err(join_writer(w)
+                .err()
+                .unwrap_or_else(|| io::Error::other("pack writer stopped")));
+        }
+        Ok(())
     }
+
+    /// Write what is left and wait for the writer. Returns the pack files written.
+    pub fn finish(self) -> io::Result<Vec<PathBuf>> {
+        let (entries, writer) = {
+            let mut st = self.state.lock().expect("pack state lock");
+            (std::mem::take(&mut st.entries), st.writer.take())
+        };
+        let mut written = match writer {
+            Some(w) => join_writer(w)?,
+            None => Vec::new(),
+        };
+        if !entries.is_empty() {
+            written.push(write_pack(&self.pack_dir, entries, self.level == 0)?);
+        }
+        Ok(written)
+    }
+}
+
+impl Drop for PackBuilder {
+    /// A builder dropped without [`PackBuilder::finish`] (its caller failed) still waits
+    /// for the chunks it handed to the writer, so that no thread outlives it writing
+    /// temporary files.
+    fn drop(&mut self) {
+        let writer = match self.state.get_mut() {
+            Ok(st) => st.writer.take(),
+            Err(_) => None,
+        };
+        if let Some(w) = writer {
+            let _ = join_writer(w);
+        }
+    }
+}
+
+/// Close the writer's queue and wait for the packs it wrote.
+fn join_writer(w: Writer) -> io::Result<Vec<PathBuf>> {
+    drop(w.tx);
+    w.thread
+        .join()
+        .map_err(|_| io::Error::other("pack writer thread panicked"))?
+}
+
+/// The marker gc looks for: `objects/info/<STORED_MARKER>`, listing stored packs by name
+/// (`pack-HEX`), one a line.
+pub fn stored_marker(objects: &Path) -> PathBuf {
+    objects.join("info").join(STORED_MARKER)
+}
+
+/// Add pack `name` to the marker, before the pack is renamed into place (a killed writer
+/// leaves at most a name gc does not find). One short append: lines of concurrent
+/// writers don't mix.
+fn mark_stored(pack_dir: &Path, name: &str) -> io::Result<()> {
+    let objects = pack_dir.parent().unwrap_or(pack_dir);
+    fs::create_dir_all(objects.join("info"))?;
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stored_marker(objects))?
+        .write_all(format!("{name}\n").as_bytes())
+}
+
+/// The stored packs a marker lists (names `pack-HEX`; other lines are ignored). Pure.
+pub fn stored_packs(marker: &str) -> Vec<String> {
+    marker
+        .lines()
+        .filter(|l| {
+            l.strip_prefix("pack-")
+                .is_some_and(|h| h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 /// Temporary files removed on drop unless disarmed: a writer that fails (a full disk, a
@@ -168,8 +347,9 @@ impl Drop for TempFiles {
     }
 }
 
-/// Write `entries` as a pack and its index; returns the pack path.
-fn write_pack(dir: &Path, mut entries: Vec<Entry>) -> io::Result<PathBuf> {
+/// Write `entries` as a pack and its index; returns the pack path. A `stored` pack is
+/// listed in the gc marker first.
+fn write_pack(dir: &Path, mut entries: Vec<Entry>, stored: bool) -> io::Result<PathBuf> {
     static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     fs::create_dir_all(dir)?;
     let n = std::process::id();
@@ -244,6 +424,9 @@ fn write_pack(dir: &Path, mut entries: Vec<Entry>) -> io::Result<PathBuf> {
         fi.write_all(&idx)?;
     }
     let name = format!("pack-{}", pack_sum.to_hex());
+    if stored {
+        mark_stored(dir, &name)?;
+    }
     let pack = dir.join(format!("{name}.pack"));
     fs::rename(&tmp_pack, &pack)?;
     // (A pack of the same name may be another writer's, with its index: never remove it.)
@@ -262,6 +445,94 @@ mod tests {
         assert_eq!(entry_header(3, 5), vec![0x35]);
         assert_eq!(entry_header(3, 16), vec![0xb0, 0x01]);
         assert_eq!(entry_header(3, 1000), vec![0xb8, 0x3e]);
+    }
+
+    #[test]
+    fn stored_entries_in_several_chunks_are_readable_and_marked_for_gc() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = gix::init_bare(dir.path()).unwrap();
+        let objects = dir.path().join("objects");
+        let mut pb = PackBuilder::stored(&objects);
+        pb.chunk = 10_000;
+        let blob = |i: usize| format!("{i:04}").repeat(500).into_bytes();
+        let ids: Vec<_> = (0..40).map(|i| pb.add(&repo, &blob(i)).unwrap()).collect();
+        let packs = pb.finish().unwrap();
+        // 40 entries of about 2 KB in chunks of 10 KB: at least 4 packs.
+        assert!(packs.len() >= 4, "{packs:?}");
+        // Stored, not compressed: each pack is at least as big as its content.
+        let total: u64 = packs.iter().map(|p| fs::metadata(p).unwrap().len()).sum();
+        assert!(total > 40 * 2000, "{total}");
+        let marker = fs::read_to_string(stored_marker(&objects)).unwrap();
+        let listed = stored_packs(&marker);
+        assert_eq!(listed.len(), packs.len(), "{marker}");
+        for p in &packs {
+            let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+            assert!(listed.contains(&stem), "{stem} not in {marker}");
+        }
+        let repo = gix::open(dir.path()).unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(repo.find_blob(*id).unwrap().data, blob(i));
+        }
+        if std::process::Command::new("git")
+            .arg("--version")
+            .output()
+            .is_ok()
+        {
+            for p in &packs {
+                let out = std::process::Command::new("git")
+                    .args(["verify-pack"])
+                    .arg(p)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn stored_zlib_streams_inflate_to_their_data() {
+        for len in [
+            0usize,
+            1,
+            1000,
+            STORED_BLOCK,
+            STORED_BLOCK + 1,
+            3 * STORED_BLOCK + 7,
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let mut z = Vec::new();
+            stored_zlib_into(&mut z, &data);
+            let mut back = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(&z[..]), &mut back)
+                .unwrap();
+            assert_eq!(back, data, "length {len}");
+        }
+    }
+
+    #[test]
+    fn marker_lines_other_than_pack_names_are_ignored() {
+        let h = "0123456789abcdef0123456789abcdef01234567";
+        let m = format!("pack-{h}\npack-xyz\n../pack-{h}\npack-{h}0\n\npack-{h}");
+        assert_eq!(
+            stored_packs(&m),
+            vec![format!("pack-{h}"), format!("pack-{h}")]
+        );
+    }
+
+    #[test]
+    fn compressed_builder_leaves_no_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = gix::init_bare(dir.path()).unwrap();
+        let objects = dir.path().join("objects");
+        let pb = PackBuilder::new(&objects);
+        pb.add(&repo, &[b'a'; 100_000]).unwrap();
+        let packs = pb.finish().unwrap();
+        assert!(fs::metadata(&packs[0]).unwrap().len() < 10_000);
+        assert!(!stored_marker(&objects).exists());
     }
 
     #[test]

@@ -27,6 +27,16 @@ fn listings(sqfs: &Path) -> (String, String) {
     (tar, lln)
 }
 
+/// The PID in the temporary checkout's path that `-vv` names
+/// (`.../grove-sqfs.PID.N/tree`).
+fn out_pid(log: &str) -> String {
+    log.split("grove-sqfs.")
+        .nth(1)
+        .and_then(|r| r.split('.').next())
+        .unwrap_or("none")
+        .to_string()
+}
+
 #[test]
 fn squash_export_without_tar2sqfs_uses_mksquashfs_at_a_low_level_and_matches_tar2sqfs() {
     for prog in ["tar2sqfs", "sqfs2tar", "mksquashfs", "unsquashfs"] {
@@ -89,11 +99,23 @@ fn squash_export_without_tar2sqfs_uses_mksquashfs_at_a_low_level_and_matches_tar
         .arg(&st)
         .arg("img")
         .arg(&with_ng));
+    // The temporary checkout goes to /dev/shm when it is a tmpfs (ext4 inode allocation
+    // made it slow); the leftover of an export killed there is removed.
+    let shm_tmpfs = String::from_utf8_lossy(&sh("stat -f -c %T /dev/shm").stdout).trim() == "tmpfs";
+    let stale = Path::new("/dev/shm/grove-sqfs.999999999.0");
+    if shm_tmpfs {
+        sh(&format!(
+            "mkdir -p {}/tree/d && chmod 0 {}/tree/d",
+            stale.display(),
+            stale.display()
+        ));
+    }
     let without = s.join("tools.sqfs");
     let out = output(
         tool("ch-convert")
             .env("PATH", &bin)
-            .arg("-v")
+            .env("XDG_RUNTIME_DIR", "")
+            .arg("-vv")
             .arg("-s")
             .arg(&st)
             .arg("img")
@@ -105,6 +127,21 @@ fn squash_export_without_tar2sqfs_uses_mksquashfs_at_a_low_level_and_matches_tar
         log.contains("squashfs: mksquashfs") && log.contains("zstd level 3"),
         "tool and level not named at -v: {log}"
     );
+    if shm_tmpfs {
+        assert!(
+            log.contains("checked out for mksquashfs into /dev/shm/grove-sqfs."),
+            "temporary checkout not on /dev/shm: {log}"
+        );
+        assert!(!stale.exists(), "leftover of a killed export kept");
+        let pid_dirs: Vec<String> = std::fs::read_dir("/dev/shm")
+            .expect("read /dev/shm")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("grove-sqfs.{}.", out_pid(&log))))
+            .collect();
+        assert!(pid_dirs.is_empty(), "temporary checkout left: {pid_dirs:?}");
+    } else {
+        skip("/dev/shm is not a tmpfs: the tmpfs checkout is not tested");
+    }
     let sb = ok(Command::new("unsquashfs").arg("-s").arg(&without));
     assert!(sb.contains("compression-level 3"), "{sb}");
     let (tar_ng, lln_ng) = listings(&with_ng);

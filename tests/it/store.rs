@@ -1497,6 +1497,69 @@ fn import_that_fails_writing_its_pack_leaves_no_temporary_files() {
     ok(chi(&st).arg("fsck"));
 }
 
+/// Import stores file contents without compression (the time to store a tarball is
+/// what counts there); gc recompresses them. The store stays valid in between.
+#[test]
+fn import_stores_packs_uncompressed_and_gc_compresses_them() {
+    let s = Scratch::new("storedpack");
+    let st = s.storage();
+    let src = s.join("src");
+    // 300 distinct files of 32 KiB of text: about 10 MB, a few hundred KB compressed.
+    sh(&format!(
+        "mkdir -p {d} && i=0 && while [ $i -lt 300 ]; do yes \"line of file $i\" | head -c 32768 > {d}/f$i; i=$((i+1)); done",
+        d = src.display()
+    ));
+    let packs = |st: &Path| -> u64 {
+        std::fs::read_dir(st.join("repo.git/objects/pack"))
+            .expect("pack dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+            .map(|e| e.metadata().expect("stat pack").len())
+            .sum()
+    };
+    import(&st, &src, "text");
+    let stored = packs(&st);
+    assert!(
+        stored > 300 * 32768,
+        "packs hold {stored} bytes after import"
+    );
+    ok(git(&st.join("repo.git")).args(["fsck", "--strict"]));
+    ok(chi(&st).arg("fsck"));
+    ok(chi(&st).args(["build-cache", "--gc"]));
+    let packed = packs(&st);
+    assert!(
+        packed < stored / 10,
+        "packs hold {packed} bytes after gc, {stored} before"
+    );
+    ok(git(&st.join("repo.git")).args(["fsck", "--strict"]));
+    ok(chi(&st).arg("fsck"));
+    let out = s.join("out");
+    ok(chc(&st).arg("text").arg(&out));
+    tree::assert_same(&tree::of_dir(&src), &tree::of_dir(&out), "after gc");
+    assert!(
+        !st.join("repo.git/objects/info/grove-stored-packs").exists(),
+        "gc left the list of stored packs"
+    );
+    // A second import is stored again, beside the compressed pack; gc compresses it too.
+    let src2 = s.join("src2");
+    sh(&format!(
+        "mkdir -p {d} && i=0 && while [ $i -lt 300 ]; do yes \"other line $i\" | head -c 32768 > {d}/f$i; i=$((i+1)); done",
+        d = src2.display()
+    ));
+    import(&st, &src2, "text2");
+    assert!(packs(&st) > packed + 300 * 32768);
+    ok(chi(&st).args(["build-cache", "--gc"]));
+    assert!(packs(&st) < 2 * packed + stored / 10, "{}", packs(&st));
+    ok(git(&st.join("repo.git")).args(["fsck", "--strict"]));
+    let out2 = s.join("out2");
+    ok(chc(&st).arg("text2").arg(&out2));
+    tree::assert_same(
+        &tree::of_dir(&src2),
+        &tree::of_dir(&out2),
+        "second image after gc",
+    );
+}
+
 /// A 2 KB tarball expanding to a 1 GiB sparse file took more than 1 GB of memory per
 /// checkout thread; blobs are streamed now, and holes stay holes. (160 MiB here: the
 /// debug build hashes slowly; RSS was about the file's size before.)
