@@ -78,9 +78,17 @@ pub fn write_line(line: &str) {
 /// zone database and prints UTC).
 fn timestamp(t: std::time::SystemTime) -> String {
     let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
+    let (year, month, day, h, m, s) = civil(d.as_secs() as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{:03}",
+        d.subsec_millis()
+    )
+}
+
+/// Year, month, day, hour, minute and second in UTC of `secs` seconds since the epoch
+/// (negative before it): Howard Hinnant's civil-from-days algorithm.
+pub(crate) fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
     let (days, sod) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -90,13 +98,7 @@ fn timestamp(t: std::time::SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60,
-        d.subsec_millis()
-    )
+    (year, month, day, sod / 3600, sod % 3600 / 60, sod % 60)
 }
 
 /// Set the process-wide verbosity: `verbose - quiet`.

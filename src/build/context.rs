@@ -278,7 +278,7 @@ pub fn expand(context: &Path, arg: &str, ignore: &Ignore) -> Result<Vec<Source>,
 
 /// Whether a relative path climbs above its root with `..` (lexically; `a/../b` does not,
 /// `../x` and `a/../../x` do). [`clean`] would silently clamp such a path to the root.
-fn escapes(rel: &str) -> bool {
+pub(crate) fn escapes(rel: &str) -> bool {
     let mut depth: usize = 0;
     for c in rel.split('/') {
         match c {

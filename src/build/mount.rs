@@ -247,7 +247,7 @@ pub fn parse(value: &str) -> Result<Mount, MountError> {
         }
         "bind" => {
             let s = source.unwrap_or_else(|| ".".into());
-            if from.is_none() && escapes(&s) {
+            if from.is_none() && super::context::escapes(s.trim_start_matches('/')) {
                 return Err(MountError::SourceOutside(s));
             }
             Kind::Bind {
@@ -284,22 +284,6 @@ pub fn parse(value: &str) -> Result<Mount, MountError> {
         return Err(MountError::NoTarget(kind.name()));
     }
     Ok(Mount { target, kind })
-}
-
-/// Whether a context-relative path climbs above the context with `..` (lexically).
-fn escapes(rel: &str) -> bool {
-    let mut depth: usize = 0;
-    for c in rel.trim_start_matches('/').split('/') {
-        match c {
-            "" | "." => {}
-            ".." => match depth.checked_sub(1) {
-                Some(d) => depth = d,
-                None => return true,
-            },
-            _ => depth += 1,
-        }
-    }
-    false
 }
 
 /// The absolute, normalized container path of `target` for a RUN in `cwd`. Refuses `/`,
