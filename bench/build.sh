@@ -57,6 +57,10 @@ g_one=$(t $gr -s "$work/g" build -t bench "$work/ctx")
 c_one=$(t $cc -s "$work/c" build -t bench "$work/ctx")
 echo "one changed: grove ${g_one}s  charliecloud ${c_one}s  ratio $(ratio "$c_one" "$g_one")x (target >= 10)"
 
+echo "== disk use after these builds (du -sh, hard links counted once)"
+echo "grove:        $(du -sh "$work/g" | cut -f1) ($(cd "$work/g" && du -sh repo.git checkouts layers 2>/dev/null | awk '{printf "%s %s  ", $2, $1}'))"
+echo "charliecloud: $(du -sh "$work/c" | cut -f1)"
+
 echo "== 20,000-file directory: cold, then one context file changed"
 issue4_context "$work/ctx20k" 20000
 g_cold=$(t $gr -s "$work/g" build -t bench20k "$work/ctx20k")
@@ -67,7 +71,7 @@ g_one=$(t $gr -s "$work/g" build -t bench20k "$work/ctx20k")
 c_one=$(t $cc -s "$work/c" build -t bench20k "$work/ctx20k")
 echo "one changed 20k: grove ${g_one}s  charliecloud ${c_one}s  ratio $(ratio "$c_one" "$g_one")x (target >= 10)"
 
-echo "== disk use after the builds above (du -sh, hard links counted once)"
+echo "== disk use after all builds above (du -sh, hard links counted once)"
 echo "grove:        $(du -sh "$work/g" | cut -f1)"
 echo "charliecloud: $(du -sh "$work/c" | cut -f1)"
 
