@@ -1565,10 +1565,11 @@ fn copy_after_one_changed_file_writes_that_file_alone_and_gives_the_full_copys_t
         b.write(&format!("d/f{i}"), &format!("file {i}\n"));
     }
     b.write("d/sub/g", "g\n");
+    std::os::unix::fs::symlink("f1", b.ctx.join("d/ln")).expect("symlink");
     let df = "FROM busybox\nCOPY d /dst/\nRUN cat /dst/f7 /dst/sub/g > /both\n";
     let cold = b.build("t", df, &["-vv"]);
     assert!(
-        cold.contains("COPY: wrote 203 entries (full copy)"),
+        cold.contains("COPY: wrote 204 entries (full copy)"),
         "{cold}"
     );
 
@@ -1581,7 +1582,7 @@ fn copy_after_one_changed_file_writes_that_file_alone_and_gives_the_full_copys_t
         "{log}"
     );
     assert_eq!(b.run("t", "cat /both"), "changed\ng\n");
-    assert_eq!(b.run("t", "cat /dst/f8; ls /dst | wc -l"), "file 8\n201\n");
+    assert_eq!(b.run("t", "cat /dst/f8; ls /dst | wc -l"), "file 8\n202\n");
     // A second change and a new file (its directory's time changes too): a delta over
     // the delta (two base layers).
     std::thread::sleep(Duration::from_millis(1100));
@@ -1593,6 +1594,20 @@ fn copy_after_one_changed_file_writes_that_file_alone_and_gives_the_full_copys_t
         "{log}"
     );
     assert_eq!(b.run("t", "cat /both /dst/sub/h"), "changed\ng2\nh\n");
+    // A symlink's target, a file's mode: a third delta.
+    std::fs::remove_file(b.ctx.join("d/ln")).expect("remove symlink");
+    std::os::unix::fs::symlink("f2", b.ctx.join("d/ln")).expect("symlink");
+    let mut perm = std::fs::metadata(b.ctx.join("d/f9"))
+        .expect("stat")
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o751);
+    std::fs::set_permissions(b.ctx.join("d/f9"), perm).expect("chmod");
+    let log = b.build("t", df, &["-vv"]);
+    assert!(log.contains(" changed) over layer"), "{log}");
+    assert_eq!(
+        b.run("t", "readlink /dst/ln; stat -c %a /dst/f9 /dst/f8"),
+        "f2\n751\n644\n"
+    );
     let delta = step_commit(&b, "t", "COPY d /dst/");
 
     // The same commit (tree, modes, times, metadata) as a full copy of the same context.
