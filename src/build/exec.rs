@@ -1400,12 +1400,25 @@ impl<'a> Builder<'a> {
             return Ok(None);
         };
         let layers = self.store.layout().layers();
+        // Only entries whose layer is kept and whose chain of bases has room for one more.
         let found = why::delta_base(&self.repo, &mut self.siblings, parent, record, |c| {
             self.store.layout().layer(&c).is_dir()
+                && store::layer::read_bases(&layers, c)
+                    .is_ok_and(|b| b.len() < store::layer::MAX_DELTA_BASES)
         })?;
         let Some((base, changed)) = found else {
             return Ok(None);
         };
+        // When most entries changed, a full copy costs about the same and starts a new
+        // chain of layers instead of lengthening one.
+        let files = record
+            .items
+            .iter()
+            .filter(|(n, _)| n.starts_with("file "))
+            .count();
+        if changed.len() * 2 > files {
+            return Ok(None);
+        }
         let mut bases = vec![base];
         match store::layer::read_bases(&layers, base) {
             Ok(b) => bases.extend(b),
