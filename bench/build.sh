@@ -4,8 +4,12 @@
 #
 # Context: a 50 MB file and a directory of 2,000 small files. Dockerfile: FROM a Debian
 # bookworm import, a RUN that creates 20,000 files, COPY of each, an ENV, a RUN.
-# Scenarios: cold (empty cache), all hits (rebuild), one context file changed.
-# Also: a no-op RUN on a 50,000-file image, minus the command's own time (ch-run).
+# Scenarios: cold (empty cache), all hits (rebuild), one context file changed; then the
+# same with a directory of 20,000 small files (issue 13: one changed file must cost what
+# it changed, whatever the directory's size).
+# Also: the syscalls of the COPY step alone after one changed file (strace -f -c, if
+# installed), store disk use (du, hard links once) and a no-op RUN on a 50,000-file image,
+# minus the command's own time (ch-run).
 #
 # Usage: sh bench/build.sh   (as root: tools run as uid 65534 via setpriv)
 set -eu
@@ -52,6 +56,41 @@ $as sh -c "echo changed >> '$work/ctx/small/f1000'"
 g_one=$(t $gr -s "$work/g" build -t bench "$work/ctx")
 c_one=$(t $cc -s "$work/c" build -t bench "$work/ctx")
 echo "one changed: grove ${g_one}s  charliecloud ${c_one}s  ratio $(ratio "$c_one" "$g_one")x (target >= 10)"
+
+echo "== disk use after these builds (du -sh, hard links counted once)"
+echo "grove:        $(du -sh "$work/g" | cut -f1) ($(cd "$work/g" && du -sh repo.git checkouts layers 2>/dev/null | awk '{printf "%s %s  ", $2, $1}'))"
+echo "charliecloud: $(du -sh "$work/c" | cut -f1)"
+
+echo "== 20,000-file directory: cold, then one context file changed"
+issue4_context "$work/ctx20k" 20000
+g_cold=$(t $gr -s "$work/g" build -t bench20k "$work/ctx20k")
+c_cold=$(t $cc -s "$work/c" build -t bench20k "$work/ctx20k")
+echo "cold 20k:    grove ${g_cold}s  charliecloud ${c_cold}s  ratio $(ratio "$c_cold" "$g_cold")x (target >= 3)"
+$as sh -c "echo changed >> '$work/ctx20k/small/f10000'"
+g_one=$(t $gr -s "$work/g" build -t bench20k "$work/ctx20k")
+c_one=$(t $cc -s "$work/c" build -t bench20k "$work/ctx20k")
+echo "one changed 20k: grove ${g_one}s  charliecloud ${c_one}s  ratio $(ratio "$c_one" "$g_one")x (target >= 10)"
+
+echo "== disk use after all builds above (du -sh, hard links counted once)"
+echo "grove:        $(du -sh "$work/g" | cut -f1)"
+echo "charliecloud: $(du -sh "$work/c" | cut -f1)"
+
+if command -v strace >/dev/null; then
+    echo "== syscalls of the COPY step alone, one of N files changed (grove, strace -f -c)"
+    for n in 2000 20000; do
+        d=$work/sc$n
+        $as mkdir -p "$d/small"
+        $as sh -c "cd '$d/small' && i=0; while [ \$i -lt $n ]; do echo \"file \$i\" > f\$i; i=\$((i+1)); done"
+        $as sh -c "printf 'FROM bookworm\nCOPY small /small/\n' > '$d/Dockerfile'"
+        t $gr -s "$work/g" build -t sc$n "$d" >/dev/null
+        $as sh -c "echo changed >> '$d/small/f7'"
+        s=$(now)
+        $as strace -f -c -o "$work/strace.$n" $bin/ch-image -s "$work/g" build -t sc$n "$d" >"$work/last.log" 2>&1
+        e=$(now)
+        echo "N=$n: $(awk '/ total$/{print $4}' "$work/strace.$n") syscalls in $(python3 -c "print(f'{$e-$s:.3f}')") s under strace; by call:"
+        grep -E ' (openat|statx|newfstatat|lstat|copy_file_range|read|write|fchmod|chmod|fchmodat|utimensat|getdents64|mkdir|mkdirat|rename|linkat)$' "$work/strace.$n" | awk '{printf "  %s %s\n", $NF, $4}'
+    done
+fi
 
 echo "== no-op RUN on a 50,000-file image (grove)"
 $as sh -c "mkdir -p '$work/big' && cp -a '$fix/busybox/.' '$work/big/' && mkdir '$work/big/many' && cd '$work/big/many' && i=0; while [ \$i -lt 50 ]; do mkdir d\$i; j=0; while [ \$j -lt 1000 ]; do echo \$i.\$j > d\$i/f\$j; j=\$((j+1)); done; i=\$((i+1)); done"

@@ -23,13 +23,13 @@ t() {
 # ratio A B: A/B with one decimal.
 ratio() { python3 -c "print(f'{$1/$2:.1f}')"; }
 
-# issue4_context DIR: the issue-4 build bench input, made as the user in $as: a 50 MB
-# file, a directory of 2,000 small files, and a Dockerfile FROM bookworm with a RUN that
-# creates 20,000 files, COPY of each, an ENV and a RUN.
+# issue4_context DIR [N]: the issue-4 build bench input, made as the user in $as: a 50 MB
+# file, a directory of N (default 2,000) small files, and a Dockerfile FROM bookworm with
+# a RUN that creates 20,000 files, COPY of each, an ENV and a RUN.
 issue4_context() {
     $as mkdir -p "$1/small"
     $as sh -c "head -c 50000000 /dev/urandom > '$1/big.bin'"
-    $as sh -c "cd '$1/small' && i=0; while [ \$i -lt 2000 ]; do echo \"file \$i\" > f\$i; i=\$((i+1)); done"
+    $as sh -c "cd '$1/small' && i=0; while [ \$i -lt ${2:-2000} ]; do echo \"file \$i\" > f\$i; i=\$((i+1)); done"
     $as sh -c "cat > '$1/Dockerfile'" <<'DF'
 FROM bookworm
 RUN mkdir /many && cd /many && i=0; while [ $i -lt 20000 ]; do echo $i > f$i; i=$((i+1)); done

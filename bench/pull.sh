@@ -87,3 +87,44 @@ echo "== pull again (up to date)"
 g_again=$(t $gr -s "$work/u/g" pull "$ref" bookworm)
 c_again=$(t $cc -s "$work/u/c" pull "$ref" bookworm)
 echo "again:       grove ${g_again}s  charliecloud ${c_again}s  ratio $(ratio "$c_again" "$g_again")x"
+
+# Pull and first run (issue 13): what a user waits for before a command runs in a fresh
+# image. Grove: pull, then `ch-run NAME -- /bin/true` (which checks the image out).
+# Rootless Podman (single-uid mapping, native overlay with ignore_chown_errors, runc,
+# host network, private configuration as in tests/it/interop.rs): `podman pull`, then
+# `podman run --rm`. skopeo + umoci: `skopeo copy` to an OCI layout, `umoci unpack
+# --rootless` to a bundle (no run).
+echo "== pull + first run (fresh storage each)"
+g_pull=$(t $gr -s "$work/u/g2" pull "$ref" bookworm)
+g_run=$(t $as $bin/ch-run -s "$work/u/g2" bookworm -- /bin/true)
+echo "grove:        pull ${g_pull}s + first ch-run ${g_run}s = $(python3 -c "print(f'{$g_pull+$g_run:.3f}')")s"
+if command -v podman >/dev/null; then
+    pm=$work/u/pm
+    $as mkdir -p "$pm/config/containers" "$pm/data" "$pm/run"
+    $as chmod 700 "$pm/run"
+    $as sh -c "cat > '$pm/storage.conf'" <<EOC
+[storage]
+driver = "overlay"
+graphroot = "$pm/storage"
+runroot = "$pm/run/containers"
+[storage.options.overlay]
+ignore_chown_errors = "true"
+EOC
+    $as sh -c "cat > '$pm/containers.conf'" <<'EOC'
+[containers]
+netns = "host"
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+EOC
+    pmenv="XDG_CONFIG_HOME=$pm/config XDG_DATA_HOME=$pm/data XDG_RUNTIME_DIR=$pm/run CONTAINERS_STORAGE_CONF=$pm/storage.conf CONTAINERS_CONF=$pm/containers.conf"
+    p_pull=$(t $as env $pmenv podman pull --tls-verify=false "$ref")
+    p_run=$(t $as env $pmenv podman run --rm "$ref" /bin/true)
+    echo "podman:       pull ${p_pull}s + first run ${p_run}s = $(python3 -c "print(f'{$p_pull+$p_run:.3f}')")s  ratio $(ratio "($p_pull+$p_run)" "($g_pull+$g_run)")x (target > 1)"
+fi
+if command -v skopeo >/dev/null && command -v umoci >/dev/null; then
+    s_copy=$(t $as skopeo copy --quiet --src-tls-verify=false "docker://$ref" "oci:$work/u/sk:bookworm")
+    s_unpack=$(t $as umoci unpack --rootless --image "$work/u/sk:bookworm" "$work/u/bundle")
+    echo "skopeo+umoci: copy ${s_copy}s + unpack ${s_unpack}s = $(python3 -c "print(f'{$s_copy+$s_unpack:.3f}')")s  ratio $(ratio "($s_copy+$s_unpack)" "($g_pull+$g_run)")x (target > 1)"
+fi

@@ -154,26 +154,84 @@ pub fn dest_is_dir(
         || matches!(model.get(&dest_comps.join(&b'/')), Some(Node::Dir(_)))
 }
 
+/// The entries a COPY writes when it is made over the layer of an earlier run of the same
+/// instruction on the same parent (a delta layer, docs/store-format.md): the sources'
+/// entries that changed or are new, by path relative to the context (bytes, as the cache
+/// key's manifest names them), and every directory above one, which the layer must hold
+/// too (an overlay directory shows the attributes of its topmost copy).
+#[derive(Debug, Default, Clone)]
+pub struct Only {
+    paths: std::collections::HashSet<Vec<u8>>,
+    /// How many changed entries it was made from.
+    changed: usize,
+}
+
+impl Only {
+    /// From the changed entries' context-relative paths.
+    pub fn new(changed: impl IntoIterator<Item = Vec<u8>>) -> Only {
+        let mut o = Only::default();
+        for p in changed {
+            o.changed += 1;
+            let mut end = p.len();
+            while let Some(i) = p[..end].iter().rposition(|b| *b == b'/') {
+                if !o.paths.insert(p[..i].to_vec()) {
+                    break;
+                }
+                end = i;
+            }
+            o.paths.insert(p);
+        }
+        o
+    }
+
+    /// Whether the entry at context-relative `rel` is written.
+    pub fn wants(&self, rel: &[u8]) -> bool {
+        self.paths.contains(rel)
+    }
+
+    /// How many changed entries it was made from.
+    pub fn changed(&self) -> usize {
+        self.changed
+    }
+}
+
+/// Join a context-relative path and a name (bytes).
+fn join_bytes(rel: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut r = rel.to_vec();
+    if !r.is_empty() {
+        r.push(b'/');
+    }
+    r.extend_from_slice(name);
+    r
+}
+
 /// Copy a host path (file, or directory contents) to `to` inside the layer. `rel` is the
-/// source's path relative to the context; entries below it that `ignore` excludes
-/// (`.dockerignore`) are not copied, as they are not hashed into the cache key either.
+/// source's path relative to the context (`rel_bytes` the same as bytes); entries below
+/// it that `ignore` excludes (`.dockerignore`) are not copied, as they are not hashed into
+/// the cache key either. With `only`, entries it does not want are skipped (a source
+/// directory itself is always written, with its mode, attributes and time, as a full copy
+/// writes it); returns how many entries were written.
 pub fn copy_host(
     src: &Path,
-    rel: &str,
+    (rel, rel_bytes): (&str, &[u8]),
     ignore: &Ignore,
     to: &Path,
     xattrs: XattrPolicy,
-) -> Result<(), CopyError> {
+    only: Option<&Only>,
+) -> Result<usize, CopyError> {
     let md = fs::metadata(src).at("stat", src)?;
+    let mut n = 1;
     if md.is_dir() {
         if !to.is_dir() {
             fs::create_dir_all(to).at("create directory", to)?;
         }
-        copy_dir_contents(src, rel, ignore, to, xattrs)?;
+        n += copy_dir_contents(src, (rel, rel_bytes), ignore, to, xattrs, only)?;
         copy_xattrs(src, to, xattrs)?;
         let mode = md.permissions().mode() & 0o7777;
         fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o700)).at("chmod", to)?;
         set_time(to, Mtime::of(&md)).at("set time of", to)?;
+    } else if only.is_some_and(|o| !o.wants(rel_bytes)) {
+        n = 0;
     } else if md.is_file() {
         copy_file(src, to, &md, xattrs)?;
     } else {
@@ -181,7 +239,7 @@ pub fn copy_host(
         // content to copy.
         warn_skipped(src, &md);
     }
-    Ok(())
+    Ok(n)
 }
 
 /// Warn that a FIFO, socket or device file of the context is not copied.
@@ -248,19 +306,22 @@ fn copy_file(
     Ok(())
 }
 
+/// Copy the entries of directory `src` into `to`; returns how many were written.
 fn copy_dir_contents(
     src: &Path,
-    rel: &str,
+    (rel, rel_bytes): (&str, &[u8]),
     ignore: &Ignore,
     to: &Path,
     xattrs: XattrPolicy,
-) -> Result<(), CopyError> {
+    only: Option<&Only>,
+) -> Result<usize, CopyError> {
     let mut names: Vec<_> = fs::read_dir(src)
         .at("read directory", src)?
         .map(|e| e.map(|e| e.file_name()))
         .collect::<Result<_, _>>()
         .at("read directory", src)?;
     names.sort();
+    let mut written = 0;
     for n in names {
         let r = if rel.is_empty() {
             n.to_string_lossy().into_owned()
@@ -270,6 +331,11 @@ fn copy_dir_contents(
         if ignore.excluded(&r) {
             continue;
         }
+        let rb = join_bytes(rel_bytes, n.as_bytes());
+        if only.is_some_and(|o| !o.wants(&rb)) {
+            continue;
+        }
+        written += 1;
         let s = src.join(&n);
         let d = to.join(&n);
         let md = fs::symlink_metadata(&s).at("stat", &s)?;
@@ -286,7 +352,7 @@ fn copy_dir_contents(
             if !d.is_dir() {
                 fs::create_dir(&d).at("create directory", &d)?;
             }
-            copy_dir_contents(&s, &r, ignore, &d, xattrs)?;
+            written += copy_dir_contents(&s, (&r, &rb), ignore, &d, xattrs, only)?;
             copy_xattrs(&s, &d, xattrs)?;
             fs::set_permissions(
                 &d,
@@ -301,7 +367,7 @@ fn copy_dir_contents(
             warn_skipped(&s, &md);
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Copy an image path of another stage (`COPY --from`) to `to` inside the layer, reading
@@ -462,6 +528,25 @@ mod tests {
             resolve(&model(), "/loop/x", true),
             Err(CopyError::Dest(_))
         ));
+    }
+
+    #[test]
+    fn only_wants_changed_entries_and_the_directories_above_them() {
+        let o = Only::new([b"src/a/b/f".to_vec(), b"src/g".to_vec(), b"top".to_vec()]);
+        for want in [
+            &b"src"[..],
+            b"src/a",
+            b"src/a/b",
+            b"src/a/b/f",
+            b"src/g",
+            b"top",
+        ] {
+            assert!(o.wants(want), "{}", String::from_utf8_lossy(want));
+        }
+        for not in [&b"src/a/b/h"[..], b"src/h", b"sr", b"src/a/b/f/x", b""] {
+            assert!(!o.wants(not), "{}", String::from_utf8_lossy(not));
+        }
+        assert_eq!(o.changed(), 3);
     }
 
     #[test]

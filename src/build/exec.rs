@@ -272,6 +272,17 @@ struct Builder<'a> {
     /// The files (with digests) the sources of the COPY or ADD being built read, for its
     /// provenance step.
     pending_files: Option<Vec<ProvenanceFile>>,
+    /// The key-input record of the step being executed (a COPY looks for a delta base
+    /// with it).
+    step_record: Option<Record>,
+    /// The context-relative paths (bytes) of the `file` items of the last record made, by
+    /// item name.
+    manifest_rels: std::collections::HashMap<String, Vec<u8>>,
+    /// The base layers of the step's layer when it is a delta layer (top first).
+    pending_bases: Vec<ObjectId>,
+    /// The context sources last hashed for a cache key, with their hash and manifest.
+    #[allow(clippy::type_complexity)]
+    last_sources: Option<(Vec<context::Source>, [u8; 32], Vec<(Vec<u8>, [u8; 32])>)>,
 }
 
 /// The build's `SOURCE_DATE_EPOCH` (reproducible-builds.org): `--build-arg
@@ -343,6 +354,10 @@ pub fn build(
         plan_opts,
         siblings: Siblings::default(),
         pending_files: None,
+        step_record: None,
+        manifest_rels: Default::default(),
+        pending_bases: Vec::new(),
+        last_sources: None,
     };
     let n = b.df.instructions.len();
     let mut planner = Planner::new(&opts.build_args, b.df.escape(), plan_opts);
@@ -617,8 +632,10 @@ impl<'a> Builder<'a> {
             st.fresh = true;
             return Ok(());
         }
-        let performed = self.perform(ins, sub, planner.vars(), &mounts)?;
-        self.commit(n, text, key, performed, &record, why)
+        self.step_record = Some(record);
+        let performed = self.perform(ins, sub, planner.vars(), &mounts);
+        let record = self.step_record.take().expect("set above");
+        self.commit(n, text, key, performed?, &record, why)
     }
 
     /// The key-input record of the step `sub` (docs/cache-keys.md).
@@ -790,8 +807,10 @@ impl<'a> Builder<'a> {
         } else {
             git::write_step_commit(&self.repo, None, &config, parent, &message, record)?
         };
+        let bases = std::mem::take(&mut self.pending_bases);
         if let Some(layer) = self.pending_layer.take() {
-            self.store.keep_layer(self.lock, &layer, commit)?;
+            self.store
+                .keep_layer_on(self.lock, &layer, commit, &bases)?;
         }
         if self.opts.cache != CacheMode::Disabled {
             self.store.cache_put(self.lock, &key.hex(), commit)?;
@@ -905,29 +924,43 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        let mut manifest = items.as_ref().map(|_| Vec::new());
-        let mut found = files.as_ref().map(|_| Vec::new());
-        let h = context::hash_sources_listing(
-            &all,
-            &self.ignore,
-            &mut self.stat_cache,
-            self.store.xattrs().record(),
-            manifest.as_mut(),
-            found.as_mut(),
-        )
-        .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
+        // The key's pass keeps its manifest, so that a miss's record (the next call, on the
+        // same sources) does not walk and stat the sources a second time; it also notes the
+        // files read, for provenance.
+        let (h, manifest) = match self.last_sources.take() {
+            Some((srcs, h, m)) if items.is_some() && srcs == all => (h, Some(m)),
+            _ => {
+                let mut m = Vec::new();
+                let mut found = files.as_ref().map(|_| Vec::new());
+                let h = context::hash_sources_listing(
+                    &all,
+                    &self.ignore,
+                    &mut self.stat_cache,
+                    self.store.xattrs().record(),
+                    Some(&mut m),
+                    found.as_mut(),
+                )
+                .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
+                if let (Some(mut files), Some(found)) = (files, found) {
+                    files.extend(self.context_files(found)?);
+                    self.pending_files = Some(files);
+                }
+                if items.is_none() {
+                    self.last_sources = Some((all, h, m));
+                    (h, None)
+                } else {
+                    (h, Some(m))
+                }
+            }
+        };
         extra.extend_from_slice(&h);
-        if let (Some(mut files), Some(found)) = (files, found) {
-            files.extend(self.context_files(found)?);
-            self.pending_files = Some(files);
-        }
         match items {
             Some(items) => {
+                self.manifest_rels.clear();
                 for (rel, fh) in manifest.into_iter().flatten() {
-                    items.push((
-                        format!("file {}", why::name_text(&rel)),
-                        why::value_hash(&fh),
-                    ));
+                    let name = format!("file {}", why::name_text(&rel));
+                    items.push((name.clone(), why::value_hash(&fh)));
+                    self.manifest_rels.insert(name, rel);
                 }
             }
             // The context hash in the provenance covers every source set of the build,
@@ -1355,10 +1388,11 @@ impl<'a> Builder<'a> {
                                 let t = d.join("bind");
                                 copy::copy_host(
                                     &s.real,
-                                    &s.rel,
+                                    (&s.rel, &s.rel_bytes),
                                     &self.ignore,
                                     &t,
                                     self.store.xattrs(),
+                                    None,
                                 )
                                 .map_err(|e| self.at_err(ins, "--mount: type=bind", e))?;
                                 t
@@ -1707,6 +1741,7 @@ impl<'a> Builder<'a> {
         } else {
             format!("{}/{}", config.cwd.trim_end_matches('/'), args.dest)
         };
+        let delta = if add { None } else { self.delta_base(args)? };
         let layer = self.scratch("layer")?;
         let from_stage = match args.from() {
             Some(f) => {
@@ -1805,6 +1840,7 @@ impl<'a> Builder<'a> {
         let model_ref: &Dir = model;
         let dir = copy::make_parents(&layer, model_ref, &parent_comps).map_err(at)?;
         let repo = &self.repo;
+        let mut written = 0;
         for s in &srcs {
             let target = |name: &str| match &dest_name {
                 Some(n) => dir.join(std::ffi::OsStr::from_bytes(n)),
@@ -1830,11 +1866,22 @@ impl<'a> Builder<'a> {
                     if add && src.real.is_file() && is_archive(&src.real) {
                         let t = if into_dir { dir.clone() } else { named.clone() };
                         extract_archive(&src.real, &t, xattrs)
-                    } else if src.real.is_dir() {
-                        let t = if into_dir { dir.clone() } else { named };
-                        copy::copy_host(&src.real, &src.rel, &self.ignore, &t, xattrs)
                     } else {
-                        copy::copy_host(&src.real, &src.rel, &self.ignore, &named, xattrs)
+                        let t = if src.real.is_dir() && into_dir {
+                            dir.clone()
+                        } else {
+                            named
+                        };
+                        let only = delta.as_ref().map(|(_, _, o)| o);
+                        copy::copy_host(
+                            &src.real,
+                            (&src.rel, &src.rel_bytes),
+                            &self.ignore,
+                            &t,
+                            xattrs,
+                            only,
+                        )
+                        .map(|n| written += n)
                     }
                 }
                 Src::Url(name, f) => {
@@ -1875,9 +1922,81 @@ impl<'a> Builder<'a> {
             parent_comps.len()
         };
         copy::restore_parent_modes(&layer, model_ref, &parent_comps[..keep]).map_err(at)?;
+        if let Some((base, bases, only)) = delta {
+            // The layer holds what changed over the base entry's tree: fold it into that.
+            crate::debug!(
+                "{}: wrote {written} entries ({} changed) over layer {}",
+                ins.keyword(),
+                only.changed(),
+                &base.to_string()[..12]
+            );
+            let (m, _) = git::read_image(&self.repo, base)?;
+            self.stage().model = Some(m);
+            self.pending_bases = bases;
+        } else {
+            crate::debug!("{}: wrote {written} entries (full copy)", ins.keyword());
+        }
         self.absorb(&layer)?;
         self.pending_layer = Some(layer);
         Ok(())
+    }
+
+    /// For a COPY from the context that missed: a cache entry of the same instruction on
+    /// the same parent to make its layer over (docs/store-format.md, "Delta layers"), with
+    /// the bases of the new layer (top first) and the entries to write. `None`: copy
+    /// everything.
+    #[allow(clippy::type_complexity)]
+    fn delta_base(
+        &mut self,
+        args: &CopyArgs,
+    ) -> Result<Option<(ObjectId, Vec<ObjectId>, copy::Only)>, BuildError> {
+        let context_only = args
+            .sources
+            .iter()
+            .all(|s| matches!(s, CopySource::Path(p) if !is_url(p)));
+        if args.from().is_some() || !context_only || self.opts.cache != CacheMode::Enabled {
+            return Ok(None);
+        }
+        let parent = self.stage().commit;
+        let Some(record) = self.step_record.as_ref() else {
+            return Ok(None);
+        };
+        let layers = self.store.layout().layers();
+        // Only entries whose layer is kept and whose chain of bases has room for one more.
+        let found = why::delta_base(&self.repo, &mut self.siblings, parent, record, |c| {
+            self.store.layout().layer(&c).is_dir()
+                && store::layer::read_bases(&layers, c)
+                    .is_ok_and(|b| b.len() < store::layer::MAX_DELTA_BASES)
+        })?;
+        let Some((base, changed)) = found else {
+            return Ok(None);
+        };
+        // When most entries changed, a full copy costs about the same and starts a new
+        // chain of layers instead of lengthening one.
+        let files = record
+            .items
+            .iter()
+            .filter(|(n, _)| n.starts_with("file "))
+            .count();
+        if changed.len() * 2 > files {
+            return Ok(None);
+        }
+        let mut bases = vec![base];
+        match store::layer::read_bases(&layers, base) {
+            Ok(b) => bases.extend(b),
+            Err(_) => return Ok(None),
+        }
+        if bases.len() > store::layer::MAX_DELTA_BASES {
+            return Ok(None);
+        }
+        let mut rels = Vec::with_capacity(changed.len());
+        for name in &changed {
+            match self.manifest_rels.get(name) {
+                Some(r) => rels.push(r.clone()),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some((base, bases, copy::Only::new(rels))))
     }
 }
 

@@ -295,6 +295,63 @@ impl Siblings {
     }
 }
 
+/// The cache entry on `parent` that a COPY with `record` can be made over as a delta layer
+/// (docs/store-format.md, "Delta layers"): one made by the same instruction from the same
+/// key inputs except its context files (`file …` items), none of its files gone from this
+/// step's sources, and with a kept layer (`has_layer`). Returns the entry and the names of
+/// this step's `file` items that differ from it or are new; of several, the one with the
+/// fewest. `None` when there is none (or the record names an entry twice: overlapping
+/// sources).
+pub fn delta_base(
+    repo: &gix::Repository,
+    siblings: &mut Siblings,
+    parent: ObjectId,
+    record: &Record,
+    has_layer: impl Fn(ObjectId) -> bool,
+) -> Result<Option<(ObjectId, Vec<String>)>, GitError> {
+    let is_file = |n: &str| n.starts_with("file ");
+    let new: HashMap<&str, &str> = record
+        .items
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    if new.len() != record.items.len() {
+        return Ok(None);
+    }
+    let fixed: Vec<&(String, String)> = record.items.iter().filter(|(n, _)| !is_file(n)).collect();
+    let mut best: Option<(ObjectId, Vec<String>)> = None;
+    for c in siblings.of(repo, parent)? {
+        if !has_layer(c) {
+            continue;
+        }
+        let Some(old) = git::key_inputs_of(repo, c)?.and_then(|b| Record::parse(&b)) else {
+            continue;
+        };
+        let old_fixed: Vec<&(String, String)> =
+            old.items.iter().filter(|(n, _)| !is_file(n)).collect();
+        if old_fixed != fixed {
+            continue;
+        }
+        let mut old_files: HashMap<&str, &str> = HashMap::new();
+        for (n, v) in old.items.iter().filter(|(n, _)| is_file(n)) {
+            old_files.insert(n.as_str(), v.as_str());
+        }
+        if old_files.keys().any(|n| !new.contains_key(n)) {
+            continue;
+        }
+        let changed: Vec<String> = record
+            .items
+            .iter()
+            .filter(|(n, v)| is_file(n) && old_files.get(n.as_str()) != Some(&v.as_str()))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if best.as_ref().is_none_or(|(_, b)| changed.len() < b.len()) {
+            best = Some((c, changed));
+        }
+    }
+    Ok(best)
+}
+
 /// Why `record` (a step on `parent`) has no cache entry: compared with the closest entry on
 /// the same parent (`exclude`: the step's own commit, when asking afterwards). `None` if
 /// there is no entry for this parent.

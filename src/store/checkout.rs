@@ -15,7 +15,7 @@ use crate::error::{IoError, IoResultExt};
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use gix::ObjectId;
@@ -114,8 +114,10 @@ pub fn materialize(
     let umask = current_umask();
     fs::create_dir(dest).at("create directory", dest)?;
     let times = &root.times;
+    // Directories with their depth; created level by level below, in parallel.
     let mut dirs: Vec<(PathBuf, u32, Option<Mtime>)> =
         vec![(dest.to_path_buf(), root.mode, times.get(b""))];
+    let mut depths: Vec<usize> = vec![0];
     // Symlinks, FIFOs and hard links (other than a group's first file) with their times.
     let mut other_times: Vec<(PathBuf, Mtime)> = Vec::new();
     let mut files = Vec::new();
@@ -123,21 +125,11 @@ pub fn materialize(
     let mut symlinks = Vec::new();
     let mut fifos = Vec::new();
     let mut primaries: std::collections::HashMap<u32, PathBuf> = Default::default();
-    let mut err = None;
     root.walk(&mut |rel, node| {
-        if err.is_some() {
-            return;
-        }
         let p = dest.join(std::ffi::OsStr::from_bytes(rel));
         match node {
             Node::Dir(d) => {
-                if let Err(e) = fs::create_dir(&p) {
-                    err = Some(CheckoutError::Io(IoError {
-                        action: "create directory",
-                        path: p.clone(),
-                        source: e,
-                    }));
-                }
+                depths.push(rel.iter().filter(|b| **b == b'/').count() + 1);
                 dirs.push((p, d.mode, times.get(rel)));
             }
             Node::File(f) => match f.link_group.map(|g| (g, primaries.get(&g).cloned())) {
@@ -173,8 +165,33 @@ pub fn materialize(
             }
         }
     });
-    if let Some(e) = err {
-        return Err(e);
+    // A directory is made with its final mode when the umask leaves it alone and it lets
+    // its owner in (always so for checkouts), else owner-only and fixed at the end.
+    let dir_direct = |mode: u32| {
+        let m = policy.dir_mode(mode) & 0o7777;
+        m & 0o700 == 0o700 && m & 0o6000 == 0 && m & !umask == m
+    };
+    let mut levels: Vec<Vec<usize>> = Vec::new();
+    for (i, d) in depths.iter().enumerate().skip(1) {
+        if levels.len() < *d {
+            levels.resize_with(*d, Vec::new);
+        }
+        levels[d - 1].push(i);
+    }
+    // Shallower levels first: every parent exists before its children are made.
+    for level in &levels {
+        level.par_iter().try_for_each(|i| {
+            let (p, mode, _) = &dirs[*i];
+            let m = if dir_direct(*mode) {
+                policy.dir_mode(*mode) & 0o7777
+            } else {
+                0o700
+            };
+            fs::DirBuilder::new()
+                .mode(m)
+                .create(p)
+                .at("create directory", p)
+        })?;
     }
     files.par_iter().try_for_each_init(
         || ts.to_thread_local(),
@@ -249,9 +266,12 @@ pub fn materialize(
         .try_for_each(|(p, t)| set_time(p, *t).at("set time of", p))?;
     // Deepest first, so that a 0000 directory does not stop us from reaching its children;
     // each directory's time after its contents are complete.
-    for (p, mode, time) in dirs.iter().rev() {
-        fs::set_permissions(p, fs::Permissions::from_mode(policy.dir_mode(*mode)))
-            .at("chmod", p)?;
+    for (i, (p, mode, time)) in dirs.iter().enumerate().rev() {
+        // The root was made by create_dir (umask applied): always set.
+        if i == 0 || !dir_direct(*mode) {
+            fs::set_permissions(p, fs::Permissions::from_mode(policy.dir_mode(*mode)))
+                .at("chmod", p)?;
+        }
         if let Some(t) = time {
             set_time(p, *t).at("set time of", p)?;
         }

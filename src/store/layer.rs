@@ -330,6 +330,58 @@ fn walk_upper(abs: &Path, rel: &[u8], model: &mut Dir, w: &mut Walk) -> Result<(
     Ok(())
 }
 
+/// First line of a delta layer's bases file.
+const BASES_HEADER: &str = "grove-layer-bases 1";
+
+/// Most base layers a delta layer may have: each rebuild over a delta layer adds one, and
+/// a longer chain costs more lower directories than a full layer costs files.
+pub const MAX_DELTA_BASES: usize = 4;
+
+/// `LAYERS/COMMIT.base`: the bases file of a delta layer (docs/store-format.md, "Delta
+/// layers"): the layers below it, top first, that with it show what the step changed
+/// over its parent.
+pub fn bases_file(layers: &Path, commit: ObjectId) -> PathBuf {
+    layers.join(format!("{commit}.base"))
+}
+
+/// A bases file that can't be read or parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("unusable layer bases file {}", path.display())]
+pub struct BasesError {
+    path: PathBuf,
+}
+
+/// The base layers of `commit`'s layer, top first: empty for a full layer (no bases file).
+pub fn read_bases(layers: &Path, commit: ObjectId) -> Result<Vec<ObjectId>, BasesError> {
+    let path = bases_file(layers, commit);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(_) => return Err(BasesError { path }),
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some(BASES_HEADER) {
+        return Err(BasesError { path });
+    }
+    let bases = lines
+        .map(|l| ObjectId::from_hex(l.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| BasesError { path: path.clone() })?;
+    if bases.is_empty() || bases.len() > MAX_DELTA_BASES {
+        return Err(BasesError { path });
+    }
+    Ok(bases)
+}
+
+/// The bases file's bytes.
+pub fn bases_text(bases: &[ObjectId]) -> String {
+    let mut s = format!("{BASES_HEADER}\n");
+    for b in bases {
+        s.push_str(&format!("{b}\n"));
+    }
+    s
+}
+
 /// Most bytes of lower directory paths one view may have. mount(2) takes at most one page
 /// of overlay options (overlayfs(5)), and the upper and work directories and the flags
 /// need room too; a longer chain of layers is served by a checkout instead.
@@ -362,11 +414,19 @@ pub fn view(
         match parent_of(c)? {
             Some((p, same_files)) => {
                 if layer.is_dir() {
-                    bytes += layer.as_os_str().len() + 1;
-                    if bytes > MAX_LOWER_BYTES {
+                    // A delta layer: its base layers follow it, then the parent's view.
+                    let Ok(bases) = read_bases(layers, c) else {
                         return Ok(None);
+                    };
+                    for l in std::iter::once(layer)
+                        .chain(bases.iter().map(|b| layers.join(b.to_string())))
+                    {
+                        bytes += l.as_os_str().len() + 1;
+                        if bytes > MAX_LOWER_BYTES || !l.is_dir() {
+                            return Ok(None);
+                        }
+                        lowers.push(l);
                     }
-                    lowers.push(layer);
                 } else if !same_files {
                     return Ok(None);
                 }
@@ -399,6 +459,33 @@ mod tests {
     fn parent(c: ObjectId) -> Result<Option<(ObjectId, bool)>, StoreError> {
         let i = c.as_bytes()[0];
         Ok((i > 0).then(|| (oid(i - 1), false)))
+    }
+
+    #[test]
+    fn view_puts_a_delta_layers_bases_below_it_and_needs_them_all() {
+        let (_t, co, ly) = chain(3);
+        // Layer 3 was made over layer 9 (a sibling's) and its base 8.
+        for b in [9, 8] {
+            fs::create_dir_all(ly.join(oid(b).to_string())).expect("mkdir");
+        }
+        fs::write(bases_file(&ly, oid(3)), bases_text(&[oid(9), oid(8)])).expect("write");
+        let v = view(&co, &ly, oid(3), parent).unwrap().expect("a view");
+        let names: Vec<_> = v
+            .iter()
+            .map(|p| p.file_name().unwrap().to_owned())
+            .collect();
+        let want: Vec<_> = [3, 9, 8, 2, 1]
+            .iter()
+            .map(|i| std::ffi::OsString::from(oid(*i).to_string()))
+            .chain([std::ffi::OsString::from(oid(0).to_string())])
+            .collect();
+        assert_eq!(names, want);
+        // A missing base: no view (a checkout instead), never the delta alone.
+        fs::remove_dir(ly.join(oid(8).to_string())).expect("rmdir");
+        assert!(view(&co, &ly, oid(3), parent).unwrap().is_none());
+        // An unreadable bases file: the same.
+        fs::write(bases_file(&ly, oid(3)), "junk\n").expect("write");
+        assert!(view(&co, &ly, oid(3), parent).unwrap().is_none());
     }
 
     #[test]

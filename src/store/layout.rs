@@ -129,6 +129,11 @@ impl Layout {
         self.layers().join(commit.to_string())
     }
 
+    /// `layers/COMMIT.base`: the base layers of a delta layer (docs/store-format.md).
+    pub fn layer_bases(&self, commit: &gix::ObjectId) -> PathBuf {
+        super::layer::bases_file(&self.layers(), *commit)
+    }
+
     /// `stamps/`.
     pub fn stamps(&self) -> PathBuf {
         self.root.join(STAMPS)

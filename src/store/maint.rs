@@ -247,13 +247,20 @@ pub fn gc(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
     // Notes of commits that are gone would keep them alive: rewrite the notes without them.
     prune_notes(store, &live)?;
     let layers = store.layout().layers();
+    // Layers of live commits, the base layers of their delta layers, and their bases files
+    // (a delta layer without its bases file would show the wrong tree).
+    let mut keep_layers = live.clone();
+    for c in &live {
+        keep_layers.extend(super::layer::read_bases(&layers, *c).unwrap_or_default());
+    }
     if let Ok(rd) = fs::read_dir(&layers) {
         for e in rd.flatten() {
-            let keep = e
-                .file_name()
+            let name = e.file_name();
+            let keep = name
                 .to_str()
+                .map(|n| n.strip_suffix(".base").unwrap_or(n))
                 .and_then(|n| ObjectId::from_hex(n.as_bytes()).ok())
-                .is_some_and(|id| live.contains(&id));
+                .is_some_and(|id| keep_layers.contains(&id));
             if !keep {
                 let tmp = store.scratch_path("gc");
                 if fs::rename(e.path(), &tmp).is_ok() {

@@ -748,15 +748,37 @@ impl Store {
     /// `commit`. An existing layer for the same commit wins (same content by definition).
     pub fn keep_layer(
         &self,
+        lock: &WriteLock,
+        upper: &Path,
+        commit: ObjectId,
+    ) -> Result<(), StoreError> {
+        self.keep_layer_on(lock, upper, commit, &[])
+    }
+
+    /// [`Store::keep_layer`] for a delta layer (docs/store-format.md, "Delta layers"):
+    /// `upper` shows what the step changed over the layers `bases` (top first) rather
+    /// than over its parent. The bases file is in place before the layer is (a kill
+    /// between the two leaves a bases file without a layer, which nothing reads; a full
+    /// layer kept later under a stale bases file still shows the same tree, since a delta
+    /// is only made when it covers every path of its bases).
+    pub fn keep_layer_on(
+        &self,
         _lock: &WriteLock,
         upper: &Path,
         commit: ObjectId,
+        bases: &[ObjectId],
     ) -> Result<(), StoreError> {
         let dir = self.layout.layers();
         fs::create_dir_all(&dir).at("create directory", &dir)?;
         let dest = self.layout.layer(&commit);
         if dest.exists() {
             return Ok(());
+        }
+        if !bases.is_empty() {
+            let file = self.layout.layer_bases(&commit);
+            let tmp = self.scratch_path("bases");
+            fs::write(&tmp, layer::bases_text(bases)).at("write", &tmp)?;
+            fs::rename(&tmp, &file).at("rename into place", &file)?;
         }
         fs::rename(upper, &dest).at("keep layer", &dest)?;
         Ok(stamp::record(&dest)?)

@@ -1539,3 +1539,106 @@ fn history_why_compares_afterwards_when_the_build_did_not_record_why() {
     let want = "  2 run COPY f /f\n        why: context file changed: f (compared now)\n  3 run RUN echo b > /b\n        why: no other entry for this parent\n";
     assert_eq!(out, want);
 }
+
+// ---- COPY after a change: only what changed is written (issue 13) ----
+
+/// The commit of the step of image `tag` whose instruction is `text`.
+fn step_commit(b: &Bench, tag: &str, text: &str) -> String {
+    let log = b.git(&[
+        "log",
+        "--format=%H %s",
+        &format!("refs/grove/img/{tag}+latest"),
+    ]);
+    log.lines()
+        .find_map(|l| {
+            l.split_once(' ')
+                .filter(|(_, s)| *s == text)
+                .map(|(c, _)| c.to_string())
+        })
+        .unwrap_or_else(|| panic!("no step {text:?} in {log}"))
+}
+
+#[test]
+fn copy_after_one_changed_file_writes_that_file_alone_and_gives_the_full_copys_tree() {
+    let b = Bench::new("copy-delta");
+    for i in 0..200 {
+        b.write(&format!("d/f{i}"), &format!("file {i}\n"));
+    }
+    b.write("d/sub/g", "g\n");
+    std::os::unix::fs::symlink("f1", b.ctx.join("d/ln")).expect("symlink");
+    let df = "FROM busybox\nCOPY d /dst/\nRUN cat /dst/f7 /dst/sub/g > /both\n";
+    let cold = b.build("t", df, &["-vv"]);
+    assert!(
+        cold.contains("COPY: wrote 204 entries (full copy)"),
+        "{cold}"
+    );
+
+    // One changed file: the layer holds it and the directory above it, over the first
+    // build's layer; RUN and `ch-run NAME` see the union.
+    b.write("d/f7", "changed\n");
+    let log = b.build("t", df, &["-vv"]);
+    assert!(
+        log.contains("COPY: wrote 2 entries (1 changed) over layer"),
+        "{log}"
+    );
+    assert_eq!(b.run("t", "cat /both"), "changed\ng\n");
+    assert_eq!(b.run("t", "cat /dst/f8; ls /dst | wc -l"), "file 8\n202\n");
+    // A second change and a new file (its directory's time changes too): a delta over
+    // the delta (two base layers).
+    std::thread::sleep(Duration::from_millis(1100));
+    b.write("d/sub/g", "g2\n");
+    b.write("d/sub/h", "h\n");
+    let log = b.build("t", df, &["-vv"]);
+    assert!(
+        log.contains("COPY: wrote 4 entries (3 changed) over layer"),
+        "{log}"
+    );
+    assert_eq!(b.run("t", "cat /both /dst/sub/h"), "changed\ng2\nh\n");
+    // A symlink's target, a file's mode: a third delta.
+    std::fs::remove_file(b.ctx.join("d/ln")).expect("remove symlink");
+    std::os::unix::fs::symlink("f2", b.ctx.join("d/ln")).expect("symlink");
+    let mut perm = std::fs::metadata(b.ctx.join("d/f9"))
+        .expect("stat")
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o751);
+    std::fs::set_permissions(b.ctx.join("d/f9"), perm).expect("chmod");
+    let log = b.build("t", df, &["-vv"]);
+    assert!(log.contains(" changed) over layer"), "{log}");
+    assert_eq!(
+        b.run("t", "readlink /dst/ln; stat -c %a /dst/f9 /dst/f8"),
+        "f2\n751\n644\n"
+    );
+    let delta = step_commit(&b, "t", "COPY d /dst/");
+
+    // The same commit (tree, modes, times, metadata) as a full copy of the same context.
+    b.build("t", df, &["--rebuild", "-vv"]);
+    assert_eq!(step_commit(&b, "t", "COPY d /dst/"), delta);
+
+    // Garbage collection keeps the base layers a kept delta layer needs.
+    ok(b.image().args(["build-cache", "--gc"]));
+    assert_eq!(
+        b.run("t", "cat /dst/f7 /dst/f8 /dst/sub/g"),
+        "changed\nfile 8\ng2\n"
+    );
+    let fsck = ok(b.image().arg("fsck"));
+    assert!(!fsck.contains("problem"), "{fsck}");
+    b.fsck();
+}
+
+#[test]
+fn copy_after_a_context_file_is_removed_copies_everything_again() {
+    let b = Bench::new("copy-delta-gone");
+    for i in 0..20 {
+        b.write(&format!("d/f{i}"), &format!("file {i}\n"));
+    }
+    let df = "FROM busybox\nCOPY d /dst/\nRUN ls /dst | wc -l > /n\n";
+    b.build("t", df, &[]);
+    std::fs::remove_file(b.ctx.join("d/f3")).expect("remove context file");
+    let log = b.build("t", df, &["-vv"]);
+    // A layer over the first one would still show f3.
+    assert!(log.contains("COPY: wrote 20 entries (full copy)"), "{log}");
+    assert_eq!(
+        b.run("t", "cat /n; test ! -e /dst/f3 && echo gone"),
+        "19\ngone\n"
+    );
+}
