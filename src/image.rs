@@ -946,13 +946,23 @@ pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, Image
     }
     if a.gc {
         let lock = store.lock_exclusive()?;
-        let phase = crate::progress::Phase::start("build-cache gc", "removed", "");
+        // The bar follows the objects git's repack writes; the line says what was removed.
+        let phase = crate::progress::Phase::start("build-cache gc", "removed", "object");
         let before = maint::summary(store)?;
         let deleted = store.list_deleted()?.len() as u64;
         maint::gc(store, &lock)?;
         let m = maint::gc_cache_mounts(store, &lock, a.keep_storage)?;
         let after = maint::summary(store)?;
-        phase.finish(&gc_counts(&before, deleted, &after));
+        let mut counts = gc_counts(&before, deleted, &after);
+        let repacked = crate::progress::items_counted();
+        if repacked > 0 {
+            counts.push(format!(
+                "repacked {} object{}",
+                crate::progress::count(repacked),
+                if repacked == 1 { "" } else { "s" }
+            ));
+        }
+        phase.finish_with(&counts, false);
         if m.removed > 0 || m.kept > 0 {
             info!(
                 "cache mounts: removed {} ({} bytes), kept {} ({} bytes)",

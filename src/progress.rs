@@ -83,6 +83,11 @@ pub fn items(n: u64) {
     ITEMS.fetch_add(n, Ordering::Relaxed);
 }
 
+/// The items counted in the active phase so far.
+pub fn items_counted() -> u64 {
+    ITEMS.load(Ordering::Relaxed)
+}
+
 /// Report `n` bytes done in the active phase.
 pub fn bytes(n: u64) {
     BYTES.fetch_add(n, Ordering::Relaxed);
@@ -344,7 +349,14 @@ impl Phase {
     /// End the phase and print its line; `extra` counts (e.g. "3 layers") come before
     /// the items and bytes counted. Items are left out when none were counted and
     /// `noun` is empty.
-    pub fn finish(mut self, extra: &[String]) {
+    pub fn finish(self, extra: &[String]) {
+        self.finish_with(extra, true)
+    }
+
+    /// [`Phase::finish`], leaving out the items counted when `items` is false (they were
+    /// shown on the bar, but `extra` says what the line should: gc counts the objects git
+    /// writes, and reports the objects it removed).
+    pub fn finish_with(mut self, extra: &[String], items: bool) {
         let Some(live) = self.live.take() else {
             return;
         };
@@ -355,7 +367,7 @@ impl Phase {
             &live.operation,
             live.verb,
             extra,
-            (!live.noun.is_empty()).then(|| (ITEMS.load(Ordering::Relaxed), live.noun)),
+            (items && !live.noun.is_empty()).then(|| (ITEMS.load(Ordering::Relaxed), live.noun)),
             BYTES.load(Ordering::Relaxed),
             elapsed,
         );

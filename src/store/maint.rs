@@ -59,6 +59,51 @@ fn run_git_progress(store: &Store, args: &[&str]) -> Result<String, StoreError> 
         s
     });
     let messages = crate::progress::follow_git(child.stderr.take().expect("stderr is piped"));
+    finish_git(child, out, &repo, args, &messages)
+}
+
+/// Run git maintenance (repack, gc) with its standard error on a pseudo-terminal: git
+/// reports the progress of these commands only to a terminal, and has no option to
+/// force it. Its objects count toward the active progress phase, as a transfer's do.
+/// Without a pseudo-terminal (none available), quietly through pipes.
+fn run_git_maintenance(store: &Store, args: &[&str]) -> Result<String, StoreError> {
+    let Ok(pty) = nix::pty::openpty(None, None) else {
+        let mut quiet = args.to_vec();
+        quiet.push("-q");
+        return run_git(store, &quiet);
+    };
+    let repo = store.layout().repo();
+    let mut child = git_cmd(store)
+        .args(args)
+        // From the start, not after two seconds: the counts make the phase's line.
+        .env("GIT_PROGRESS_DELAY", "0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::from(pty.slave))
+        .spawn()
+        .at("run git", &repo)?;
+    // The command (and with it this process's copy of the terminal's slave side) is gone:
+    // reading the master side ends when git and its children have exited.
+    let mut so = child.stdout.take().expect("stdout is piped");
+    let out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut so, &mut s);
+        s
+    });
+    let messages = crate::progress::follow_git(std::fs::File::from(pty.master));
+    finish_git(child, out, &repo, args, &messages)
+}
+
+/// Wait for a git child whose output threads are running; its stdout, or an error with
+/// its messages.
+fn finish_git(
+    mut child: std::process::Child,
+    out: std::thread::JoinHandle<Vec<u8>>,
+    repo: &std::path::Path,
+    args: &[&str],
+    messages: &str,
+) -> Result<String, StoreError> {
+    let repo = repo.to_path_buf();
     let status = child.wait().at("run git", &repo)?;
     let out = out.join().unwrap_or_default();
     if !status.success() {
@@ -285,10 +330,7 @@ pub fn gc(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
     let stored = super::pack::stored_packs(&listed);
     let _ = fs::remove_file(&marker);
     let packed = recompress(store, &stored).and_then(|_| {
-        run_git(
-            store,
-            &["-c", "pack.compression=1", "gc", "--prune=now", "--quiet"],
-        )
+        run_git_maintenance(store, &["-c", "pack.compression=1", "gc", "--prune=now"])
     });
     if packed.is_err() && !stored.is_empty() {
         let _ = fs::write(&marker, listed);
@@ -305,7 +347,7 @@ fn recompress(store: &Store, stored: &[String]) -> Result<String, StoreError> {
     if !stored.iter().any(|n| exists(n)) {
         return Ok(String::new());
     }
-    let mut args: Vec<String> = ["-c", "pack.compression=1", "repack", "-a", "-d", "-F", "-q"]
+    let mut args: Vec<String> = ["-c", "pack.compression=1", "repack", "-a", "-d", "-F"]
         .map(String::from)
         .to_vec();
     for e in fs::read_dir(&dir).at("read directory", &dir)?.flatten() {
@@ -316,7 +358,8 @@ fn recompress(store: &Store, stored: &[String]) -> Result<String, StoreError> {
             }
         }
     }
-    run_git_owned(store, &args)
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_git_maintenance(store, &a)
 }
 
 /// Delete every ref under `prefix`.

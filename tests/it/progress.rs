@@ -346,6 +346,19 @@ fn build_cache_push_fetch_and_gc_print_their_lines() {
     );
     assert!(l.contains(", freed "), "{l}");
 
+    // gc of the first store, whose import left its pack uncompressed: git's repack runs
+    // on a pseudo-terminal (it reports progress only to one), and the objects it wrote
+    // make the line (and the bar on a terminal).
+    let (_, err) = run(image(&st).args(["build-cache", "--gc"]));
+    let l = line(&err, "build-cache gc:");
+    let repacked = number_after(
+        l.split(", repacked ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{l}")),
+        "",
+    );
+    assert!(repacked >= 1201, "{l}");
+
     for args in [
         vec!["-q", "build-cache", "push", remote.to_str().unwrap()],
         vec!["-q", "build-cache", "fetch", remote.to_str().unwrap()],
