@@ -275,10 +275,17 @@ fn render(store: &Store, note: &Provenance, digest: &str) -> Result<Value, Prove
                 (p, None) => {
                     d.insert("name".into(), Value::String(p.clone().unwrap_or_default()));
                     d.insert("digest".into(), Value::Object(digest));
-                    d.insert(
-                        "annotations".into(),
-                        json!({ "grove.kind": "context", "grove.instruction": s.n }),
-                    );
+                    // A file a RUN bind-mounted shaped the image without being copied
+                    // into it: its own kind, with the mount's target.
+                    let annotations = match &f.mount {
+                        Some(t) => json!({
+                            "grove.kind": "mount",
+                            "grove.instruction": s.n,
+                            "grove.mount": t,
+                        }),
+                        None => json!({ "grove.kind": "context", "grove.instruction": s.n }),
+                    };
+                    d.insert("annotations".into(), annotations);
                 }
             }
             deps.push(Value::Object(d));
@@ -459,6 +466,10 @@ fn dep_label(d: &Value) -> String {
             a["grove.instruction"]
         ),
         Some("download") => format!("download {name} (instruction {})", a["grove.instruction"]),
+        Some("mount") => format!(
+            "bind-mounted context file {name} (instruction {})",
+            a["grove.instruction"]
+        ),
         _ => format!("dependency {name}"),
     }
 }

@@ -898,6 +898,7 @@ impl<'a> Builder<'a> {
                                 path: None,
                                 sha256: hex::encode(sha),
                                 url: Some(p.clone()),
+                                mount: None,
                             });
                         }
                         if let Some(items) = items.as_deref_mut() {
@@ -1001,6 +1002,7 @@ impl<'a> Builder<'a> {
                 path: Some(crate::provenance::path_text(&rel)),
                 sha256: hex::encode(sha),
                 url: None,
+                mount: None,
             });
         }
         Ok(out)
@@ -1202,15 +1204,29 @@ impl<'a> Builder<'a> {
                 None => {
                     let found = self.bind_context_source(ins, source)?;
                     let mut manifest = items.as_ref().map(|_| Vec::new());
-                    let h = context::hash_sources_with(
+                    // The key's call (not the record's) notes the files bound, for
+                    // provenance: they go into the image's making without being copied.
+                    let mut listed = items.is_none().then(Vec::new);
+                    let h = context::hash_sources_listing(
                         &found,
                         &self.ignore,
                         &mut self.stat_cache,
                         self.store.xattrs().record(),
                         manifest.as_mut(),
+                        listed.as_mut(),
                     )
                     .map_err(|e| self.at_err(ins, "RUN --mount=type=bind", e))?;
                     extra.extend_from_slice(&h);
+                    if let Some(listed) = listed {
+                        let mut files = self.context_files(listed)?;
+                        for f in &mut files {
+                            f.mount = Some(m.target.clone());
+                        }
+                        self.context_hash.update(&h);
+                        self.pending_files
+                            .get_or_insert_with(Vec::new)
+                            .extend(files);
+                    }
                     if let Some(items) = items.as_deref_mut() {
                         for (rel, fh) in manifest.into_iter().flatten() {
                             items.push((

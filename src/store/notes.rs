@@ -119,7 +119,8 @@ pub struct ProvenanceStep {
     pub why: Option<Vec<String>>,
 }
 
-/// A file a COPY or ADD read: a regular file of the context, or an `ADD` download.
+/// A file a COPY or ADD read (a regular file of the context, or an `ADD` download), or a
+/// context file a RUN bind-mounted.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProvenanceFile {
     /// The git blob id (hex) of its content: the id of the blob the step's commit holds.
@@ -135,6 +136,10 @@ pub struct ProvenanceFile {
     /// The URL of an `ADD` download.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// For a context file a RUN bind-mounted (`--mount=type=bind`) instead of copying:
+    /// the mount's target in the container. Such a file is not in the step's commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
 }
 
 impl Provenance {

@@ -2090,3 +2090,49 @@ fn verify_pairs_a_file_one_copy_names_twice() {
     let (pass, out, err) = verify(&w, "app", &p);
     assert!(pass, "{out}\n{err}");
 }
+
+#[test]
+fn files_a_run_bind_mounts_are_named_in_the_statement_and_verify() {
+    let w = W::new("attest-mount");
+    let d = w.ctx(
+        "m",
+        "FROM busybox\nRUN --mount=type=bind,source=req.txt,target=/tmp/req.txt cp /tmp/req.txt /got\n",
+        &[("req.txt", "numpy==2.1\n")],
+    );
+    w.build("app", &d, &[]);
+    let st = statement_in(&w, &w.storage(), "app");
+    let deps = st["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .expect("resolvedDependencies");
+    let bound: Vec<_> = deps
+        .iter()
+        .filter(|d| d["annotations"]["grove.kind"] == "mount")
+        .collect();
+    assert_eq!(bound.len(), 1, "{deps:?}");
+    let b = bound[0];
+    assert_eq!(b["name"], "req.txt");
+    assert_eq!(b["annotations"]["grove.mount"], "/tmp/req.txt");
+    assert_eq!(b["annotations"]["grove.instruction"], 2);
+    assert_eq!(
+        b["digest"]["sha256"].as_str(),
+        Some(sha256_of(&d.join("req.txt")).as_str())
+    );
+    // Not copied: the bound file is no context file of a COPY.
+    assert!(context_files(&st).is_empty(), "{st}");
+    let p = write_statement(&w, "st.json", &st);
+    let (pass, out, err) = verify(&w, "app", &p);
+    assert!(pass, "{out}\n{err}");
+    assert!(
+        out.contains("match          predicate.buildDefinition.resolvedDependencies[1] (bind-mounted context file req.txt (instruction 2))"),
+        "{out}"
+    );
+    // A changed bound file: the step runs again, and the old statement no longer verifies.
+    std::fs::write(d.join("req.txt"), "numpy==2.2\n").unwrap();
+    w.build("app", &d, &[]);
+    let (pass, out, _) = verify(&w, "app", &p);
+    assert!(!pass, "{out}");
+    assert!(
+        out.contains("(bind-mounted context file req.txt (instruction 2)): gitBlob: statement has"),
+        "{out}"
+    );
+}
