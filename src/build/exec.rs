@@ -1554,8 +1554,7 @@ impl<'a> Builder<'a> {
             }
             None => Vec::new(),
         };
-        let dir = self.scratch("secret")?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).at("chmod", &dir)?;
+        let dir = self.secret_dir()?;
         let p = dir.join("secret");
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -1567,6 +1566,27 @@ impl<'a> Builder<'a> {
         drop(f);
         fs::set_permissions(&p, fs::Permissions::from_mode(mode)).at("chmod", &p)?;
         Ok(p)
+    }
+
+    /// A new directory (mode 0700) for one secret: on a tmpfs when one is writable
+    /// (`$XDG_RUNTIME_DIR`, else /dev/shm), so the secret is never written to disk, else
+    /// in scratch space. The caller removes it when the RUN ends.
+    fn secret_dir(&self) -> Result<PathBuf, BuildError> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        for base in store::export::tmpfs_candidates() {
+            if !store::export::is_tmpfs(&base) {
+                continue;
+            }
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let d = base.join(format!("grove-secret.{}.{n}", std::process::id()));
+            if fs::DirBuilder::new().mode(0o700).create(&d).is_ok() {
+                return Ok(d);
+            }
+        }
+        let d = self.scratch("secret")?;
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).at("chmod", &d)?;
+        Ok(d)
     }
 
     fn run(

@@ -693,7 +693,7 @@ const TMPFS_SCRATCH: &str = "grove-sqfs.";
 /// File systems where a temporary checkout for mksquashfs goes when one has room: a
 /// checkout there costs no disk inode allocation or writeback (the Debian image: 0.65 s on
 /// /dev/shm against 2 to 5 s on ext4 on the project's machine).
-fn tmpfs_candidates() -> Vec<PathBuf> {
+pub(crate) fn tmpfs_candidates() -> Vec<PathBuf> {
     let mut v = Vec::new();
     if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         v.push(PathBuf::from(d));
@@ -712,11 +712,15 @@ fn mem_available() -> Option<u64> {
         .map(|kb| kb * 1024)
 }
 
+/// Whether `dir` is on a tmpfs (memory only, never written to disk).
+pub(crate) fn is_tmpfs(dir: &Path) -> bool {
+    nix::sys::statfs::statfs(dir)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+}
+
 /// Whether `dir` is a tmpfs with `need` bytes free.
 fn tmpfs_with_room(dir: &Path, need: u64) -> bool {
-    let tmpfs = nix::sys::statfs::statfs(dir)
-        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
-    tmpfs
+    is_tmpfs(dir)
         && nix::sys::statvfs::statvfs(dir).is_ok_and(
             // fsblkcnt_t and c_ulong are u32 on 32-bit targets.
             #[allow(clippy::unnecessary_cast)]

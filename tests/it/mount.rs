@@ -365,7 +365,7 @@ fn secret_is_readable_in_its_run_and_leaves_no_trace() {
     std::fs::write(&file, secret).expect("write secret");
     own(&file);
     let df = "FROM busybox\n\
-              RUN --mount=type=secret,id=tok sha256sum /run/secrets/tok > /sum && ls -l /run/secrets/tok > /mode\n\
+              RUN --mount=type=secret,id=tok sha256sum /run/secrets/tok > /sum && ls -l /run/secrets/tok > /mode && grep ' /run/secrets/tok ' /proc/self/mountinfo > /where\n\
               RUN --mount=type=secret,id=envtok,target=/etc/app/key,mode=0440 sha256sum < /etc/app/key > /sum2\n\
               RUN --mount=type=secret,id=absent test ! -s /run/secrets/absent && echo empty > /absent\n";
     let mut c = b.build_cmd(
@@ -391,11 +391,14 @@ fn secret_is_readable_in_its_run_and_leaves_no_trace() {
         "the RUN read the secret"
     );
     assert!(b.run("a", "cat /mode").starts_with("-r--------"));
+    // Held in memory, never on disk: the file the RUN saw is on a tmpfs (/dev/shm here).
+    let where_ = b.run("a", "cat /where");
+    assert!(where_.contains(" - tmpfs "), "{where_}");
     assert!(b.run("a", "cat /sum2").starts_with(&sha256(env_secret)));
     assert_eq!(b.run("a", "cat /absent"), "empty\n");
     assert_eq!(
         b.diff("busybox", "a"),
-        "A /absent\nA /mode\nA /sum\nA /sum2\n",
+        "A /absent\nA /mode\nA /sum\nA /sum2\nA /where\n",
         "nothing but the commands' files, no mount point"
     );
     assert_eq!(
