@@ -45,21 +45,9 @@ fn run_git(store: &Store, args: &[&str]) -> Result<String, StoreError> {
 /// Run a git transfer (push, fetch) with `--progress` among `args`: its objects and
 /// bytes count toward the active progress phase ([`crate::progress::follow_git`]).
 fn run_git_progress(store: &Store, args: &[&str]) -> Result<String, StoreError> {
-    let repo = store.layout().repo();
-    let mut child = git_cmd(store)
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .at("run git", &repo)?;
-    let mut so = child.stdout.take().expect("stdout is piped");
-    let out = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut so, &mut s);
-        s
-    });
-    let messages = crate::progress::follow_git(child.stderr.take().expect("stderr is piped"));
-    finish_git(child, out, &repo, args, &messages)
+    let mut cmd = git_cmd(store);
+    cmd.stderr(std::process::Stdio::piped());
+    run_followed(store, cmd, args, None)
 }
 
 /// Run git maintenance (repack, gc) with its standard error on a pseudo-terminal: git
@@ -72,38 +60,42 @@ fn run_git_maintenance(store: &Store, args: &[&str]) -> Result<String, StoreErro
         quiet.push("-q");
         return run_git(store, &quiet);
     };
-    let repo = store.layout().repo();
-    let mut child = git_cmd(store)
-        .args(args)
-        // From the start, not after two seconds: the counts make the phase's line.
-        .env("GIT_PROGRESS_DELAY", "0")
+    let mut cmd = git_cmd(store);
+    // From the start, not after two seconds: the counts make the phase's line.
+    cmd.env("GIT_PROGRESS_DELAY", "0")
         .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(pty.slave));
+    run_followed(store, cmd, args, Some(std::fs::File::from(pty.master)))
+}
+
+/// Run `cmd` (git, its standard error chosen) with `args`, following its progress on
+/// `progress` (the terminal its standard error goes to), else on its standard error
+/// pipe; its standard output, or an error with its messages.
+fn run_followed(
+    store: &Store,
+    mut cmd: Command,
+    args: &[&str],
+    progress: Option<std::fs::File>,
+) -> Result<String, StoreError> {
+    let repo = store.layout().repo();
+    let mut child = cmd
+        .args(args)
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::from(pty.slave))
         .spawn()
         .at("run git", &repo)?;
-    // The command (and with it this process's copy of the terminal's slave side) is gone:
-    // reading the master side ends when git and its children have exited.
+    // Drop the command, and with it this process's copy of a terminal's slave side:
+    // reading the master side then ends when git and its children have exited.
+    drop(cmd);
     let mut so = child.stdout.take().expect("stdout is piped");
     let out = std::thread::spawn(move || {
         let mut s = Vec::new();
         let _ = std::io::Read::read_to_end(&mut so, &mut s);
         s
     });
-    let messages = crate::progress::follow_git(std::fs::File::from(pty.master));
-    finish_git(child, out, &repo, args, &messages)
-}
-
-/// Wait for a git child whose output threads are running; its stdout, or an error with
-/// its messages.
-fn finish_git(
-    mut child: std::process::Child,
-    out: std::thread::JoinHandle<Vec<u8>>,
-    repo: &std::path::Path,
-    args: &[&str],
-    messages: &str,
-) -> Result<String, StoreError> {
-    let repo = repo.to_path_buf();
+    let messages = match progress {
+        Some(f) => crate::progress::follow_git(f),
+        None => crate::progress::follow_git(child.stderr.take().expect("stderr is piped")),
+    };
     let status = child.wait().at("run git", &repo)?;
     let out = out.join().unwrap_or_default();
     if !status.success() {

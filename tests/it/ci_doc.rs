@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::common::*;
 use crate::registry::Registry;
@@ -128,18 +127,6 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-fn chown_r(p: &Path) {
-    if is_root() {
-        let st = Command::new("chown")
-            .arg("-R")
-            .arg(format!("{TEST_UID}:{TEST_UID}"))
-            .arg(p)
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-}
-
 #[test]
 fn the_job_in_docs_ci_md_runs_as_written() {
     let Some(r) = Registry::start() else { return };
@@ -155,7 +142,7 @@ fn the_job_in_docs_ci_md_runs_as_written() {
     write(&ctx.join("src/main.c"), "int main(void) { return 0; }\n");
     write(&ctx.join("src/README"), "an example project\n");
     write(&s.join("token"), TOKEN);
-    chown_r(&s.path);
+    own(&s.path);
     let remote = s.join("cache.git");
     ok(unpriv("git").args(["init", "-q", "--bare"]).arg(&remote));
 
@@ -229,7 +216,7 @@ fn the_job_in_docs_ci_md_runs_as_written() {
     // 3. One source file changed, runner A again: the COPY says why it ran, and the RUN
     // with the cache mount finds what the first job left there.
     write(&ctx.join("src/main.c"), "int main(void) { return 1; }\n");
-    chown_r(&ctx);
+    own(&ctx);
     let outs = a.job("beef002");
     let build = err_of(&outs, "ch-image build ");
     assert!(

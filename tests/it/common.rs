@@ -134,6 +134,20 @@ impl Drop for Scratch {
     }
 }
 
+/// Give `p` (recursively) to the test user when the suite runs as root, so the tools,
+/// which run as that user, can read and change it.
+pub fn own(p: &Path) {
+    if is_root() {
+        let st = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{TEST_UID}:{TEST_UID}"))
+            .arg(p)
+            .status()
+            .expect("chown");
+        assert!(st.success());
+    }
+}
+
 /// Run a command, returning its output; panics if it could not start.
 pub fn output(cmd: &mut Command) -> Output {
     cmd.output()

@@ -2,8 +2,8 @@
 //! logging and output conventions of Charliecloud's man page and FAQ (issue 12). The real
 //! binaries, run as the unprivileged test user.
 
-use crate::common::{busybox_rootfs, fails, is_root, ok, output, tool, Scratch, TEST_UID};
-use std::path::{Path, PathBuf};
+use crate::common::{busybox_rootfs, fails, ok, output, own, tool, Scratch};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 /// A storage directory with busybox imported, and a context directory `ctx`.
@@ -87,18 +87,6 @@ impl World {
             .lines()
             .filter_map(|l| l.strip_prefix("env:").map(|v| v.trim().to_string()))
             .collect()
-    }
-}
-
-fn own(p: &Path) {
-    if is_root() {
-        let st = Command::new("chown")
-            .arg("-R")
-            .arg(format!("{TEST_UID}:{TEST_UID}"))
-            .arg(p)
-            .status()
-            .expect("chown");
-        assert!(st.success());
     }
 }
 

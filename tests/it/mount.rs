@@ -1,9 +1,7 @@
 //! `RUN --mount` (cache, bind, secret, tmpfs) and `ch-image build --secret`, through the
 //! real binaries as the unprivileged test user (docs/dockerfile.md, "RUN --mount").
 
-use crate::common::{
-    busybox_rootfs, fails, is_root, ok, output, sh, skip, tool, Scratch, TEST_UID,
-};
+use crate::common::{busybox_rootfs, fails, ok, output, own, sh, skip, tool, Scratch};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -111,18 +109,6 @@ impl Bench {
             .unwrap_or_default();
         v.sort();
         v
-    }
-}
-
-fn own(p: &Path) {
-    if is_root() {
-        let st = Command::new("chown")
-            .arg("-R")
-            .arg(format!("{TEST_UID}:{TEST_UID}"))
-            .arg(p)
-            .status()
-            .expect("chown");
-        assert!(st.success());
     }
 }
 

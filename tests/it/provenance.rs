@@ -4,8 +4,7 @@
 //! user, on small Dockerfiles FROM an imported busybox.
 
 use crate::common::{
-    busybox_rootfs, fails, is_root, ok, output, sh, tool, unpriv, wait_for, Reaped, Scratch,
-    TEST_UID,
+    busybox_rootfs, fails, ok, output, own, sh, tool, unpriv, wait_for, Reaped, Scratch,
 };
 use crate::registry::output_within;
 use std::os::unix::process::CommandExt;
@@ -55,7 +54,7 @@ impl W {
         for (p, c) in files {
             std::fs::write(d.join(p), c).unwrap();
         }
-        chown(&d);
+        own(&d);
         d
     }
 
@@ -93,18 +92,6 @@ fn git_in(dir: &Path, home: &Path, args: &[&str]) -> String {
         .env("HOME", home)
         .env("GIT_CONFIG_NOSYSTEM", "1");
     ok(&mut c)
-}
-
-fn chown(p: &Path) {
-    if is_root() {
-        let st = Command::new("chown")
-            .arg("-R")
-            .arg(format!("{TEST_UID}:{TEST_UID}"))
-            .arg(p)
-            .status()
-            .expect("chown");
-        assert!(st.success());
-    }
 }
 
 /// Hit marks of a build log's progress lines (`  N* ...` hit, `  N. ...` run), in order.
@@ -523,7 +510,7 @@ fn inspect_context_hash_follows_copy_sources() {
         "hash of nothing"
     );
     std::fs::write(a.join("data.txt"), "other data\n").unwrap();
-    chown(&a);
+    own(&a);
     w.build("a", &a, &[]);
     assert_ne!(get(), h1);
 }
@@ -824,7 +811,7 @@ fn push_and_fetch_through_git_daemon() {
     w.build("a", &a, &[]);
     let base = w.s.join("served");
     std::fs::create_dir_all(&base).unwrap();
-    chown(&base);
+    own(&base);
     bare_repo(&w, "served/cache.git");
     let port = free_port();
     let daemon = Daemon(
@@ -1307,7 +1294,7 @@ fn attest_ctx(w: &W, name: &str) -> PathBuf {
     );
     std::fs::create_dir_all(d.join("sub")).unwrap();
     std::fs::write(d.join("sub/b"), "bee\n").unwrap();
-    chown(&d);
+    own(&d);
     d
 }
 
@@ -1475,7 +1462,7 @@ fn verify(w: &W, image: &str, statement: &Path) -> (bool, String, String) {
 fn write_statement(w: &W, name: &str, v: &serde_json::Value) -> PathBuf {
     let p = w.s.join(name);
     std::fs::write(&p, serde_json::to_string_pretty(v).unwrap()).unwrap();
-    chown(&p);
+    own(&p);
     p
 }
 
