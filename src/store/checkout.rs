@@ -64,6 +64,16 @@ struct FileJob {
     oid: ObjectId,
     mode: u32,
     time: Option<Mtime>,
+    /// Its entry in the pool of shared files, when it is shared.
+    entry: Option<PathBuf>,
+}
+
+/// What a checkout wrote: files written from the store's objects, and files linked from
+/// the pool of shared files ([`materialize_shared`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    pub files: usize,
+    pub linked: usize,
 }
 
 /// Set the access and modification times of `path` (not following a symlink) to `t`.
@@ -87,13 +97,38 @@ fn current_umask() -> u32 {
     old.bits()
 }
 
-/// Write `root` into the new directory `dest`.
+/// Write `root` into the new directory `dest`, every file a file of its own (exports,
+/// scratch trees: anything a user or another program may write to).
 pub fn materialize(
     ts: &gix::ThreadSafeRepository,
     root: &Dir,
     dest: &Path,
     policy: Policy,
 ) -> Result<(), CheckoutError> {
+    materialize_with(ts, root, dest, policy, None).map(|_| ())
+}
+
+/// Write `root` into the new directory `dest` as a checkout ([`Policy::Checkout`]) whose
+/// files are shared with `pool` (see [`super::pool`]): a file the pool has is linked, one
+/// it lacks is written and added to it. Only for trees nothing writes to (the store's
+/// checkouts: `ch-run NAME` mounts them read-only, builds use them as overlay lower
+/// directories).
+pub fn materialize_shared(
+    ts: &gix::ThreadSafeRepository,
+    root: &Dir,
+    dest: &Path,
+    pool: &super::pool::Pool,
+) -> Result<Written, CheckoutError> {
+    materialize_with(ts, root, dest, Policy::Checkout, Some(pool))
+}
+
+fn materialize_with(
+    ts: &gix::ThreadSafeRepository,
+    root: &Dir,
+    dest: &Path,
+    policy: Policy,
+    pool: Option<&super::pool::Pool>,
+) -> Result<Written, CheckoutError> {
     if let Some((path, reason)) = super::model::find_bad_entry(root) {
         return Err(CheckoutError::Unsafe {
             path: super::model::show(&path),
@@ -143,11 +178,19 @@ pub fn materialize(
                     if let Some((g, None)) = other {
                         primaries.insert(g, p.clone());
                     }
+                    let mode = policy.file_mode(f.mode);
+                    let time = times.get(rel);
+                    // Hard-link groups are the image's own inodes, and extended
+                    // attributes are set after the files: neither is shared.
+                    let entry = pool
+                        .filter(|_| f.link_group.is_none() && !root.xattrs.contains_key(rel))
+                        .map(|pool| pool.entry(rel, &f.oid, mode, time));
                     files.push(FileJob {
                         path: p,
                         oid: f.oid,
-                        mode: policy.file_mode(f.mode),
-                        time: times.get(rel),
+                        mode,
+                        time,
+                        entry,
                     });
                 }
             },
@@ -193,9 +236,19 @@ pub fn materialize(
                 .at("create directory", p)
         })?;
     }
+    let linked = std::sync::atomic::AtomicUsize::new(0);
     files.par_iter().try_for_each_init(
         || ts.to_thread_local(),
         |repo, job| -> Result<(), CheckoutError> {
+            if let (Some(pool), Some(entry)) = (pool, &job.entry) {
+                if let super::pool::Linked::Yes(size) =
+                    pool.link_to(entry, &job.path, job.mode, job.time)?
+                {
+                    crate::progress::file(size);
+                    linked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(());
+                }
+            }
             let blob = super::git::open_blob(repo, job.oid)?;
             crate::progress::file(blob.size());
             // Create with the final mode when the umask leaves it alone (the common
@@ -217,9 +270,18 @@ pub fn materialize(
                 nix::sys::stat::futimens(std::os::fd::AsRawFd::as_raw_fd(&f), &ts, &ts)
                     .map_err(|e| IoError::new("set time of", &job.path, e.into()))?;
             }
+            // Complete: only now may the pool name it.
+            if let (Some(pool), Some(entry)) = (pool, &job.entry) {
+                pool.adopt(&job.path, entry);
+            }
             Ok(())
         },
     )?;
+    let linked = linked.into_inner();
+    let written = Written {
+        files: files.len() - linked,
+        linked,
+    };
     symlinks.par_iter().try_for_each(|(p, target)| {
         std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), p).at("create symlink", p)
     })?;
@@ -276,7 +338,7 @@ pub fn materialize(
             set_time(p, *t).at("set time of", p)?;
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Copy `blob` into the new file `f` in 256 KiB pieces; a piece of zeros in a big blob

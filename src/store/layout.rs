@@ -3,7 +3,8 @@
 //! [`storage_dir`] is the one place that decides which directory is the storage directory
 //! (`-s DIR`, else `$CH_IMAGE_STORAGE`, else `/var/tmp/$USER.grove`); [`Layout`] is the one
 //! place that spells a name under it (`version`, `lock`, `repo.git/`, `img/`, `checkouts/`,
-//! `layers/`, `stamps/`, `locks/`, `tmp/`, `dlcache/`, `statcache/`, `cachemounts/`). docs/store-format.md
+//! `layers/`, `stamps/`, `locks/`, `tmp/`, `dlcache/`, `statcache/`, `cachemounts/`,
+//! `pool/`). docs/store-format.md
 //! lists the same paths; a change here is a change of the storage layout and of that
 //! document.
 //!
@@ -28,6 +29,7 @@ const TMP: &str = "tmp";
 const DLCACHE: &str = "dlcache";
 const STATCACHE: &str = "statcache";
 const CACHE_MOUNTS: &str = "cachemounts";
+const POOL: &str = "pool";
 
 /// The paths of one storage directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,6 +205,11 @@ impl Layout {
         self.statcache().join(format!("{}.txt", h.to_hex()))
     }
 
+    /// `pool/`: files shared by checkouts (hard links; [`super::pool`]).
+    pub fn pool(&self) -> PathBuf {
+        self.root.join(POOL)
+    }
+
     /// `cachemounts/`: the directories of `RUN --mount=type=cache`.
     pub fn cache_mounts(&self) -> PathBuf {
         self.root.join(CACHE_MOUNTS)
@@ -227,7 +234,7 @@ impl Layout {
 
     /// Every name directly under the storage directory that Grove writes, for checks and
     /// documentation.
-    pub fn top_level_names() -> [&'static str; 12] {
+    pub fn top_level_names() -> [&'static str; 13] {
         [
             VERSION,
             LOCK,
@@ -241,6 +248,7 @@ impl Layout {
             DLCACHE,
             STATCACHE,
             CACHE_MOUNTS,
+            POOL,
         ]
     }
 }

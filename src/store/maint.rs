@@ -307,6 +307,11 @@ pub fn gc(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
         }
     }
     store.prune_checkouts(lock)?;
+    // Files of the pool no checkout links any more (a checkout removed by hand, or one a
+    // killed writer left in tmp/).
+    if lock.exclusive {
+        super::pool::Pool::new(store.layout().pool()).prune()?;
+    }
     // What failed or killed writers left: temporary packs and object files, quarantine
     // refs of fetches that did not finish (no fetch runs while gc holds the lock).
     for (p, _) in store.leftovers(0) {
@@ -544,7 +549,35 @@ pub fn fsck(store: &Store) -> Result<Vec<String>, StoreError> {
             }
         }
     }
+    check_pool(store, &mut problems)?;
     Ok(problems)
+}
+
+/// The pool's files against the object ids their names hold (a file shared by checkouts
+/// that was written in place with its time set back is found here, not by the stamps).
+fn check_pool(store: &Store, problems: &mut Vec<String>) -> Result<(), StoreError> {
+    let pool = super::pool::Pool::new(store.layout().pool());
+    for (path, md) in pool.entries()? {
+        let Some(oid) = super::pool::entry_oid(&path) else {
+            problems.push(format!("{}: not a pool entry name", path.display()));
+            continue;
+        };
+        let same = md.is_file()
+            && fs::read(&path)
+                .ok()
+                .and_then(|d| {
+                    gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &d).ok()
+                })
+                .is_some_and(|h| h == oid);
+        if !same {
+            problems.push(format!(
+                "{}: shared file differs from blob {oid} (every checkout linking it shows the \
+                 change; remove them and it, and grove checks them out again)",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_checkout(model: &Dir, dir: &Path, problems: &mut Vec<String>) {

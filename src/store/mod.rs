@@ -22,6 +22,7 @@ pub mod model;
 pub mod notes;
 pub mod oci;
 pub mod pack;
+pub mod pool;
 pub mod stamp;
 
 use crate::error::{IoError, IoResultExt};
@@ -637,15 +638,22 @@ impl Store {
             }
         };
         let tmp = self.scratch_path("checkout");
-        if let Err(e) = checkout::materialize(&self.repo, root, &tmp, checkout::Policy::Checkout) {
-            // A failed writer removes what it wrote.
-            let _ = checkout::remove_tree(&tmp);
-            return Err(e.into());
-        }
+        let pool = pool::Pool::new(self.layout.pool());
+        let written = match checkout::materialize_shared(&self.repo, root, &tmp, &pool) {
+            Ok(w) => w,
+            Err(e) => {
+                // A failed writer removes what it wrote (the pool entries it made stay,
+                // complete; gc removes those nothing links).
+                let _ = checkout::remove_tree(&tmp);
+                return Err(e.into());
+            }
+        };
         crate::verbose!(
-            "checked out {} in {:.2}s",
+            "checked out {} in {:.2}s: wrote {} files, linked {} from the pool",
             &commit.to_string()[..12],
-            t.elapsed().as_secs_f64()
+            t.elapsed().as_secs_f64(),
+            written.files,
+            written.linked
         );
         if let Err(e) = fs::rename(&tmp, &dir) {
             // Another writer checked the same commit out meanwhile: use theirs.
@@ -692,14 +700,21 @@ impl Store {
             }
         }
         let co = self.layout.checkouts();
+        let mut removed = false;
         for e in fs::read_dir(&co).at("read directory", &co)?.flatten() {
             if !live.contains(&e.file_name()) {
                 // Move aside first so a half-removed checkout is never mistaken for whole.
                 let tmp = self.scratch_path("prune");
                 if fs::rename(e.path(), &tmp).is_ok() {
                     let _ = checkout::remove_tree(&tmp);
+                    removed = true;
                 }
             }
+        }
+        // The pool's files only the removed checkouts used (callers hold the lock alone,
+        // so no checkout is linking meanwhile).
+        if removed {
+            pool::Pool::new(self.layout.pool()).prune()?;
         }
         Ok(())
     }

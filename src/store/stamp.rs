@@ -16,6 +16,16 @@
 //! trees, so that stamping does not change what it stamps. A tree without a stamp (made
 //! by an older Grove) is stamped as it is when first checked (trust on first use).
 //!
+//! Shared inodes (version 2): a regular file with more than one link (a checkout's file
+//! shared through the pool, [`super::pool`], or an image's own hard links) contributes no
+//! ctime, since making or removing another link to it (another checkout) moves its ctime
+//! without changing it; its inode number, mode, size and mtime still count, so a write
+//! (which moves the mtime) or a replacement (a new inode) is seen, and a pool entry whose
+//! mtime moved is never linked again. An in-place write that also sets the mtime back is
+//! not seen by the stamp for such a file; `ch-image fsck` hashes the pool's files.
+//! Version 1 stamps (ctime of every entry) are still checked as they were and rewritten
+//! as version 2 when they match.
+//!
 //! Limits: a change made while the stamp is being recorded is not seen; a tree replaced
 //! by root with forged ctimes (setting the clock back) is not seen.
 
@@ -26,7 +36,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-const HEADER: &str = "grove-stamp 1";
+const HEADER: &str = "grove-stamp 2";
+const HEADER_V1: &str = "grove-stamp 1";
 
 /// A tree whose stamp does not match.
 #[derive(Debug, thiserror::Error)]
@@ -58,12 +69,17 @@ pub fn stamp_path(dir: &Path) -> PathBuf {
     super::Layout::stamp_of(dir)
 }
 
-/// Digest of the tree's inode metadata (see the module doc). Iterative: depth is not
-/// bounded by the stack.
+/// Digest of the tree's inode metadata (see the module doc), of stamp version 2.
 pub fn digest(dir: &Path) -> Result<[u8; 32], StampError> {
+    digest_v(dir, 2)
+}
+
+/// Digest of stamp `version` (1: every entry's ctime; 2: not for files with more than one
+/// link). Iterative: depth is not bounded by the stack.
+fn digest_v(dir: &Path, version: u8) -> Result<[u8; 32], StampError> {
     let mut h = blake3::Hasher::new();
     let top = fs::symlink_metadata(dir).at("stat", dir)?;
-    entry(&mut h, b"", &top);
+    entry(&mut h, b"", &top, version);
     // Pending directories: (relative path, host path), processed in sorted order.
     let mut todo: Vec<(Vec<u8>, PathBuf)> = vec![(Vec::new(), dir.to_path_buf())];
     while let Some((rel, path)) = todo.pop() {
@@ -89,7 +105,7 @@ pub fn digest(dir: &Path) -> Result<[u8; 32], StampError> {
             let mut r = rel.clone();
             r.push(b'/');
             r.extend_from_slice(&name);
-            entry(&mut h, &r, &md);
+            entry(&mut h, &r, &md, version);
             if md.is_dir() {
                 subdirs.push((r, path.join(std::ffi::OsStr::from_bytes(&name))));
             }
@@ -100,7 +116,7 @@ pub fn digest(dir: &Path) -> Result<[u8; 32], StampError> {
     Ok(*h.finalize().as_bytes())
 }
 
-fn entry(h: &mut blake3::Hasher, rel: &[u8], md: &fs::Metadata) {
+fn entry(h: &mut blake3::Hasher, rel: &[u8], md: &fs::Metadata, version: u8) {
     use std::os::unix::fs::FileTypeExt;
     h.update(&(rel.len() as u64).to_le_bytes());
     h.update(rel);
@@ -119,9 +135,15 @@ fn entry(h: &mut blake3::Hasher, rel: &[u8], md: &fs::Metadata) {
         md.size(),
         md.mtime() as u64,
         md.mtime_nsec() as u64,
-        md.ctime() as u64,
-        md.ctime_nsec() as u64,
     ] {
+        h.update(&n.to_le_bytes());
+    }
+    if version >= 2 && md.file_type().is_file() && md.nlink() > 1 {
+        // A shared inode: other trees' links move its ctime (module doc).
+        h.update(b"\0shared");
+        return;
+    }
+    for n in [md.ctime() as u64, md.ctime_nsec() as u64] {
         h.update(&n.to_le_bytes());
     }
 }
@@ -163,6 +185,14 @@ pub fn verify(dir: &Path) -> Result<(), StampError> {
             Ok(())
         }
         Some(t) if t.trim_end() == format!("{HEADER} {}", hex(&d)) => Ok(()),
+        // Version 1, written by an earlier Grove: checked as it was made, then upgraded.
+        Some(t)
+            if t.starts_with(HEADER_V1)
+                && t.trim_end() == format!("{HEADER_V1} {}", hex(&digest_v(dir, 1)?)) =>
+        {
+            let _ = write(dir, &d);
+            Ok(())
+        }
         Some(_) => Err(StampError::Changed {
             dir: dir.to_path_buf(),
             stamp: p,
@@ -198,6 +228,47 @@ mod tests {
         assert!(matches!(verify(&co), Err(StampError::Changed { .. })));
         record(&co).expect("record");
         fs::write(co.join("a/new"), b"").expect("write");
+        assert!(matches!(verify(&co), Err(StampError::Changed { .. })));
+    }
+
+    #[test]
+    fn links_made_by_other_trees_keep_a_stamp_but_writes_to_a_shared_file_do_not() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let co = t.path().join("checkouts/abc");
+        fs::create_dir_all(&co).expect("mkdir");
+        let pool = t.path().join("pool-entry");
+        fs::write(co.join("f"), b"one").expect("write");
+        fs::hard_link(co.join("f"), &pool).expect("link into the pool");
+        record(&co).expect("record");
+        // Another checkout links the same inode (its ctime moves), then goes away.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::hard_link(&pool, t.path().join("other")).expect("link");
+        verify(&co).expect("another tree's link changes nothing");
+        fs::remove_file(t.path().join("other")).expect("rm");
+        verify(&co).expect("another tree's unlink changes nothing");
+        // A write through any link moves the mtime.
+        fs::write(&pool, b"two").expect("write");
+        assert!(matches!(verify(&co), Err(StampError::Changed { .. })));
+    }
+
+    #[test]
+    fn version_1_stamps_are_checked_and_upgraded() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let co = t.path().join("layers/abc");
+        fs::create_dir_all(&co).expect("mkdir");
+        fs::write(co.join("f"), b"one").expect("write");
+        fs::hard_link(co.join("f"), co.join("g")).expect("link");
+        let v1 = format!("{HEADER_V1} {}\n", hex(&digest_v(&co, 1).expect("digest")));
+        fs::create_dir_all(t.path().join("stamps")).expect("mkdir");
+        fs::write(stamp_path(&co), &v1).expect("write");
+        verify(&co).expect("a matching version 1 stamp");
+        let now = fs::read_to_string(stamp_path(&co)).expect("read");
+        assert!(now.starts_with("grove-stamp 2 "), "{now}");
+        verify(&co).expect("upgraded");
+        // A version 1 stamp that does not match is still a change.
+        fs::write(stamp_path(&co), &v1).expect("write");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(co.join("h"), b"").expect("write");
         assert!(matches!(verify(&co), Err(StampError::Changed { .. })));
     }
 
