@@ -121,8 +121,14 @@ fn stored_image(
     // `--storage=DIR` and `--`: neither can be taken for another option.
     let mut storage_opt = std::ffi::OsString::from("--storage=");
     storage_opt.push(storage);
+    // ch-run's verbosity is the checkout's (`-v` says what it wrote and linked).
+    let verbosity: Vec<&str> = match crate::log::level() {
+        l if l < 0 => vec!["-q"],
+        l => vec!["-v"; l.clamp(0, 3) as usize],
+    };
     let out = std::process::Command::new(&ch_image)
         .arg(storage_opt)
+        .args(verbosity)
         .args(["checkout", "--", &name.to_string()])
         .stderr(std::process::Stdio::inherit())
         .output()

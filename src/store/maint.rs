@@ -326,6 +326,11 @@ pub fn gc(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
     let listed = fs::read_to_string(&marker).unwrap_or_default();
     let stored = super::pack::stored_packs(&listed);
     let _ = fs::remove_file(&marker);
+    // git gc writes a new commit-graph only when some commit is reachable: with every
+    // image deleted, the old one would name pruned commits and fail `git fsck`.
+    let info = store.layout().objects().join("info");
+    let _ = fs::remove_file(info.join("commit-graph"));
+    let _ = checkout::remove_tree(&info.join("commit-graphs"));
     let packed = recompress(store, &stored).and_then(|_| {
         run_git_maintenance(store, &["-c", "pack.compression=1", "gc", "--prune=now"])
     });

@@ -79,7 +79,10 @@ impl Pool {
             Err(e) => return Err(IoError::new("stat", entry, e)),
         };
         if !matches_entry(&md, mode, time) {
-            crate::verbose!("pool entry changed since it was made, replacing it: {}", entry.display());
+            crate::verbose!(
+                "pool entry changed since it was made, replacing it: {}",
+                entry.display()
+            );
             match fs::remove_file(entry) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
                     return Err(IoError::new("remove", entry, e))
@@ -228,8 +231,16 @@ mod tests {
             assert_ne!(o, &e);
         }
         assert_eq!(pool.entry(b"usr/bin/a", &id, 0o755, t), e, "stable");
-        assert_eq!(entry_oid(Path::new("/s/pool/01/xyz.0123456789abcdef")), None);
-        assert_eq!(entry_oid(Path::new("/s/pool/01/23456789abcdef0123456789abcdef01234567.short")), None);
+        assert_eq!(
+            entry_oid(Path::new("/s/pool/01/xyz.0123456789abcdef")),
+            None
+        );
+        assert_eq!(
+            entry_oid(Path::new(
+                "/s/pool/01/23456789abcdef0123456789abcdef01234567.short"
+            )),
+            None
+        );
     }
 
     #[test]
@@ -250,7 +261,10 @@ mod tests {
         crate::store::checkout::set_time(&a, time).expect("time");
         pool.adopt(&a, &entry);
         let b = t.path().join("b");
-        assert_eq!(pool.link_to(&entry, &b, 0o644, Some(time)).expect("link"), Linked::Yes(4));
+        assert_eq!(
+            pool.link_to(&entry, &b, 0o644, Some(time)).expect("link"),
+            Linked::Yes(4)
+        );
         assert_eq!(
             fs::metadata(&a).expect("a").ino(),
             fs::metadata(&b).expect("b").ino()
@@ -259,7 +273,10 @@ mod tests {
         // Edited by hand through a checkout: the time moved, the entry is dropped.
         fs::write(&b, b"edit").expect("edit");
         let c = t.path().join("c");
-        assert_eq!(pool.link_to(&entry, &c, 0o644, Some(time)).expect("link"), Linked::No);
+        assert_eq!(
+            pool.link_to(&entry, &c, 0o644, Some(time)).expect("link"),
+            Linked::No
+        );
         assert!(!entry.exists());
         assert!(!c.exists());
     }
@@ -277,6 +294,9 @@ mod tests {
         fs::remove_file(&a).expect("rm");
         assert_eq!(pool.prune().expect("prune"), 1);
         assert!(pool.entries().expect("entries").is_empty());
-        assert!(!entry.parent().expect("sub").exists(), "empty subdirectory removed");
+        assert!(
+            !entry.parent().expect("sub").exists(),
+            "empty subdirectory removed"
+        );
     }
 }

@@ -18,6 +18,7 @@ mod modes;
 mod mount;
 mod oci;
 mod packaging;
+mod pool;
 mod progress;
 mod provenance;
 mod registry;
