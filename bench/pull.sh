@@ -6,7 +6,10 @@
 # docker-registry on 127.0.0.1 with TLS (the test CA of fixtures/registry.sh). Grove trusts
 # the CA through SSL_CERT_FILE, Charliecloud (Python requests) through REQUESTS_CA_BUNDLE
 # (its --tls-no-verify does not cover every request in 0.31).
-# Scenarios: cold pull into an empty storage directory; pull again (up to date).
+# Scenarios: cold pull into an empty storage directory; pull again (up to date); pull and
+# first run (against rootless Podman and skopeo + umoci); an update (a second tag, the
+# same layer plus one holding one changed file, pulled and run where the first tag was
+# already run).
 #
 # Needs (as root for setup): docker-registry skopeo umoci mmdebstrap openssl.
 # Usage: sh bench/pull.sh
@@ -14,8 +17,14 @@ set -eu
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 root=$(pwd)
-cargo build --release --bins >&2
-bin=$root/target/release
+# GROVE_BIN: a directory of other Grove binaries to measure (e.g. an older build), else
+# this checkout's release build.
+if [ -n "${GROVE_BIN:-}" ]; then
+    bin=$GROVE_BIN
+else
+    cargo build --release --bins >&2
+    bin=$root/target/release
+fi
 fix=${GROVE_FIXTURE_CACHE:-/var/tmp/grove-fixtures}
 deb=$fix/debian-bookworm.tar
 if [ -f fixtures/debian.sh ]; then
@@ -128,3 +137,41 @@ if command -v skopeo >/dev/null && command -v umoci >/dev/null; then
     s_unpack=$(t $as umoci unpack --rootless --image "$work/u/sk:bookworm" "$work/u/bundle")
     echo "skopeo+umoci: copy ${s_copy}s + unpack ${s_unpack}s = $(python3 -c "print(f'{$s_copy+$s_unpack:.3f}')")s  ratio $(ratio "($s_copy+$s_unpack)" "($g_pull+$g_run)")x (target > 1)"
 fi
+
+# An update (issue 13): debian:v2 is bookworm's layer plus a layer with one changed file
+# (/etc/motd). Where bookworm was pulled and run before, pull v2 and run it: Grove checks
+# v2 out linking the files it shares with bookworm's checkout (the pool); Podman pulls the
+# new layer and stacks it; umoci unpacks the whole image again.
+echo "== update: pull + first run of a tag one changed file apart from one already run"
+mkdir -p "$work/upd/etc"
+echo "updated motd" > "$work/upd/etc/motd"
+tar -C "$work/upd" -cf "$work/upd.tar" etc
+umoci init --layout "$work/oci"
+umoci new --image "$work/oci:v2"
+umoci raw add-layer --image "$work/oci:v2" "$deb"
+umoci raw add-layer --image "$work/oci:v2" "$work/upd.tar"
+skopeo copy --quiet --dest-tls-verify=false "oci:$work/oci:v2" \
+    "docker://127.0.0.1:$port/debian:v2"
+rm -rf "$work/oci"
+ref2=127.0.0.1:$port/debian:v2
+g_upull=$(t $gr -s "$work/u/g2" pull "$ref2" v2)
+g_urun=$(t $as $bin/ch-run -v -s "$work/u/g2" v2 -- /bin/true)
+linked=$(grep -o 'wrote [0-9]* files, linked [0-9]* from the pool' "$work/last.log" || echo "no pool line: an older build")
+echo "grove:        pull ${g_upull}s + first ch-run ${g_urun}s = $(python3 -c "print(f'{$g_upull+$g_urun:.3f}')")s  ($linked)"
+if [ -n "${pmenv:-}" ]; then
+    p_upull=$(t $as env $pmenv podman pull --tls-verify=false "$ref2")
+    p_urun=$(t $as env $pmenv podman run --rm "$ref2" /bin/true)
+    echo "podman:       pull ${p_upull}s + first run ${p_urun}s = $(python3 -c "print(f'{$p_upull+$p_urun:.3f}')")s  ratio $(ratio "($p_upull+$p_urun)" "($g_upull+$g_urun)")x"
+fi
+if command -v skopeo >/dev/null && command -v umoci >/dev/null; then
+    s_ucopy=$(t $as skopeo copy --quiet --src-tls-verify=false "docker://$ref2" "oci:$work/u/sk:v2")
+    s_uunpack=$(t $as umoci unpack --rootless --image "$work/u/sk:v2" "$work/u/bundle2")
+    echo "skopeo+umoci: copy ${s_ucopy}s + unpack ${s_uunpack}s = $(python3 -c "print(f'{$s_ucopy+$s_uunpack:.3f}')")s  ratio $(ratio "($s_ucopy+$s_uunpack)" "($g_upull+$g_urun)")x"
+fi
+# The first tag's checkout now shares inodes whose ctimes v2's links moved: its next run
+# reads those files against its commit once (stamps, docs/store-format.md), then no more.
+g_again1=$(t $as $bin/ch-run -s "$work/u/g2" bookworm -- /bin/true)
+g_again2=$(t $as $bin/ch-run -s "$work/u/g2" bookworm -- /bin/true)
+echo "grove:        ch-run of the first tag after the update ${g_again1}s (content check of shared files), then ${g_again2}s"
+du_g=$(du -sm "$work/u/g2" | cut -f1)
+echo "grove storage after both tags: ${du_g} MiB (du, hard links once)"

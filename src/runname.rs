@@ -102,48 +102,77 @@ fn stored_image(
     let Some(commit) = lookup()? else {
         return Ok(None);
     };
+    // Checkouts and threads: not in this process (a threaded process can't enter a user
+    // namespace), but in `ch-image checkout`, run with ch-run's verbosity (`-v` says what
+    // a checkout wrote and linked).
+    let ch_image = ch_image()?;
+    let run_ch_image = |extra: &[&str]| -> Result<Option<PathBuf>, RunError> {
+        // `--storage=DIR` and `--`: neither can be taken for another option.
+        let mut storage_opt = std::ffi::OsString::from("--storage=");
+        storage_opt.push(storage);
+        let verbosity: Vec<&str> = match crate::log::level() {
+            l if l < 0 => vec!["-q"],
+            l => vec!["-v"; l.clamp(0, 3) as usize],
+        };
+        let out = std::process::Command::new(&ch_image)
+            .arg(storage_opt)
+            .args(verbosity)
+            .arg("checkout")
+            .args(extra)
+            .args(["--", &name.to_string()])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| RunError::io(format!("can't execute: {}", ch_image.display()), &e))?;
+        if !out.status.success() {
+            return Ok(None);
+        }
+        Ok(Some(PathBuf::from(
+            String::from_utf8_lossy(&out.stdout).trim_end(),
+        )))
+    };
     if let Some(v) = store
         .view_existing(commit)
         .map_err(|e| RunError::msg(format!("storage: {e}")))?
     {
         // Writable modes (-W, or -w with --unsafe) need one directory, not a union.
         if v.len() == 1 || !need_dir {
+            let mut same = true;
             for d in &v {
-                unchanged(d)?;
+                same &= unchanged(d)?;
+            }
+            if !same {
+                // Files another checkout linked since the stamp, or a change: ch-image
+                // reads them against the commit, refuses a changed tree and takes its
+                // changed files out of the pool.
+                if run_ch_image(&["--verify"])?.is_none() {
+                    return Err(RunError::msg(format!("can't use image: {name}")));
+                }
             }
             return Ok(Some(v));
         }
     }
-    // No checkout (or layers where a directory is needed): have ch-image check it out. Not
-    // in this process: checkouts use threads, and a threaded process can't enter a user
-    // namespace.
-    let ch_image = ch_image()?;
-    // `--storage=DIR` and `--`: neither can be taken for another option.
-    let mut storage_opt = std::ffi::OsString::from("--storage=");
-    storage_opt.push(storage);
-    // ch-run's verbosity is the checkout's (`-v` says what it wrote and linked).
-    let verbosity: Vec<&str> = match crate::log::level() {
-        l if l < 0 => vec!["-q"],
-        l => vec!["-v"; l.clamp(0, 3) as usize],
-    };
-    let out = std::process::Command::new(&ch_image)
-        .arg(storage_opt)
-        .args(verbosity)
-        .args(["checkout", "--", &name.to_string()])
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| RunError::io(format!("can't execute: {}", ch_image.display()), &e))?;
-    if !out.status.success() {
+    // No checkout (or layers where a directory is needed): have ch-image check it out.
+    let Some(dir) = run_ch_image(&[])? else {
         return Err(RunError::msg(format!("can't check out image: {name}")));
+    };
+    if !unchanged(&dir)? && run_ch_image(&["--verify"])?.is_none() {
+        return Err(RunError::msg(format!("can't use image: {name}")));
     }
-    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim_end());
-    unchanged(&dir)?;
     Ok(Some(vec![dir]))
 }
 
-/// Refuse a checkout or layer changed behind the store's back (docs/store-format.md).
-fn unchanged(dir: &Path) -> Result<(), RunError> {
-    crate::store::stamp::verify(dir).map_err(|e| {
+/// Whether a checkout or layer is as stamped (docs/store-format.md). `false`: some of its
+/// files must be read to tell ([`crate::store::stamp::Quick`]), or it changed (the
+/// caller has `ch-image checkout --verify` say so, which also keeps a checkout's changed
+/// files from being shared again).
+fn unchanged(dir: &Path) -> Result<bool, RunError> {
+    use crate::store::stamp::{verify_quick, Quick, StampError};
+    match verify_quick(dir) {
+        Ok(q) => Ok(matches!(q, Quick::Same)),
+        Err(StampError::Changed { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+    .map_err(|e| {
         let hint = e.hint();
         let e = RunError::msg(format!("storage: {e}"));
         match hint {

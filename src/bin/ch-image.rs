@@ -185,9 +185,14 @@ enum Cmd {
     Reset,
     /// Print the storage directory path
     StoragePath,
-    /// Check an image out (if needed) and print its directory
+    /// Check an image out (if needed) and print its directory; with --verify, check the
+    /// directories it runs from against their stamps instead, reading what changed
     #[command(hide = true)]
-    Checkout { image_ref: String },
+    Checkout {
+        #[arg(long)]
+        verify: bool,
+        image_ref: String,
+    },
     /// Query the configuration and available features (for testing and debugging)
     Gestalt {
         #[command(subcommand)]
@@ -517,12 +522,18 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Fsck { json: false } => image::fsck(&Store::open_existing(&storage)?)?,
         Cmd::Fsck { json: true } => emit(&image::fsck_json(&Store::open_existing(&storage)?)?)?,
-        Cmd::Checkout { image_ref } => {
+        Cmd::Checkout { image_ref, verify } => {
             let name = parse_ref(&image_ref)?;
             let store = Store::open_existing(&storage)?;
             let lock = store.lock()?;
             let commit = store.require_image(&name)?;
-            grove::dataln!("{}", store.checkout(&lock, commit)?.display());
+            if verify {
+                for dir in store.view_existing(commit)?.unwrap_or_default() {
+                    store.verify_tree(&dir)?;
+                }
+            } else {
+                grove::dataln!("{}", store.checkout(&lock, commit)?.display());
+            }
         }
         Cmd::StoragePath => grove::dataln!("{}", storage.display()),
         Cmd::Gestalt { what } => gestalt(&storage, what)?,

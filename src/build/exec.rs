@@ -1628,7 +1628,10 @@ impl<'a> Builder<'a> {
         let lowers = self.store.view(self.lock, commit)?;
         // A checkout or layer changed behind the store's back would poison this step.
         for l in &lowers {
-            store::stamp::verify(l).map_err(BuildError::Changed)?;
+            self.store.verify_tree(l).map_err(|e| match e {
+                store::StoreError::Stamp(e) => BuildError::Changed(e),
+                e => e.into(),
+            })?;
         }
         let step = self.scratch("run")?;
         let (upper, work, merged) = (step.join("upper"), step.join("work"), step.join("merged"));

@@ -119,6 +119,7 @@ pub fn materialize_shared(
     dest: &Path,
     pool: &super::pool::Pool,
 ) -> Result<Written, CheckoutError> {
+    pool.prepare();
     materialize_with(ts, root, dest, Policy::Checkout, Some(pool))
 }
 

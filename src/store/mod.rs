@@ -666,6 +666,28 @@ impl Store {
         Ok(dir)
     }
 
+    /// Check a checkout or kept layer (`checkouts/C`, `layers/C`) against its stamp,
+    /// reading the files whose inodes changed since it was stamped (see
+    /// [`stamp::verify`]). Uses threads.
+    pub fn verify_tree(&self, dir: &Path) -> Result<(), StoreError> {
+        let pool = pool::Pool::new(self.layout.pool());
+        let commit = || {
+            let err = |msg: String| stamp::StampError::Commit {
+                dir: dir.to_path_buf(),
+                msg,
+            };
+            let id = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| ObjectId::from_hex(n.as_bytes()).ok())
+                .ok_or_else(|| err("not named by a commit id".into()))?;
+            git::read_image(&self.repo(), id)
+                .map(|(m, _)| m)
+                .map_err(|e| err(e.to_string()))
+        };
+        Ok(stamp::verify(dir, &pool, commit)?)
+    }
+
     /// Path of an image's checkout link (`img/NAME`, filename form), as ch-run looks it up.
     pub fn checkout_link(&self, name: &Reference) -> PathBuf {
         self.layout.image_link(&name.for_path())

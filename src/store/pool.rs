@@ -55,6 +55,19 @@ impl Pool {
         &self.dir
     }
 
+    /// Make the pool's 256 subdirectories unless the last one exists (so that adding an
+    /// entry is one `link`). Failing is not an error: entries make their own.
+    pub fn prepare(&self) {
+        if self.dir.join("ff").is_dir() {
+            return;
+        }
+        for b in 0..=255u8 {
+            if fs::create_dir_all(self.dir.join(format!("{b:02x}"))).is_err() {
+                return;
+            }
+        }
+    }
+
     /// The entry of the file at `rel` (path in the image) with blob `oid`, checked-out
     /// `mode` and recorded `time`.
     pub fn entry(&self, rel: &[u8], oid: &ObjectId, mode: u32, time: Option<Mtime>) -> PathBuf {

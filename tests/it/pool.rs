@@ -176,10 +176,7 @@ fn a_shared_file_edited_by_hand_is_refused_everywhere_and_never_linked_again() {
     run_v(&st, "b");
     let co_a = checkout(&st, "a");
     sh(&format!("echo edited > '{}/data/f3'", co_a.display()));
-    for name in ["a", "b"] {
-        let (_, err) = fails(tool("ch-run").arg("-s").arg(&st).args([name, "--", "true"]));
-        assert!(err.contains("was changed outside grove"), "{name}: {err}");
-    }
+    // fsck finds the shared file by its content.
     let out = crate::common::output(tool("ch-image").arg("-s").arg(&st).arg("fsck"));
     let problems = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
@@ -187,14 +184,30 @@ fn a_shared_file_edited_by_hand_is_refused_everywhere_and_never_linked_again() {
         problems.contains("/pool/") && problems.contains("shared file differs from blob"),
         "{problems}"
     );
-    // The repair the hint gives, for a only: its next checkout must not link the edited
-    // pool entry (its time moved), but write the file from the git objects.
-    sh(&format!(
-        "rm -rf '{}' '{}/stamps/checkouts-{}'",
-        co_a.display(),
-        st.display(),
-        co_a.file_name().expect("name").to_string_lossy()
-    ));
+    let mut hint = String::new();
+    for name in ["a", "b"] {
+        let (_, err) = fails(tool("ch-run").arg("-s").arg(&st).args([name, "--", "true"]));
+        assert!(err.contains("was changed outside grove"), "{name}: {err}");
+        if name == "a" {
+            hint = err
+                .lines()
+                .find_map(|l| l.split_once("git objects: ").map(|(_, c)| c.to_string()))
+                .unwrap_or_else(|| panic!("no repair hint: {err}"));
+        }
+    }
+    // The repair the hint gives, for a only: it must not change the files a shares with
+    // b (a `chmod -R` would), and a's next checkout must not link the edited pool entry
+    // (its time moved) but write the file from the git objects.
+    let mode = |p: PathBuf| std::fs::metadata(p).expect("stat").mode() & 0o7777;
+    let co_b = checkout(&st, "b");
+    let before = mode(co_b.join("data/f4"));
+    sh(&hint);
+    assert!(!co_a.exists());
+    assert_eq!(
+        mode(co_b.join("data/f4")),
+        before,
+        "the hint changed a shared file"
+    );
     let err = run_v(&st, "a");
     assert!(
         err.contains("wrote 1 files, linked 205 from the pool"),
@@ -230,4 +243,123 @@ fn pool_files_go_when_no_checkout_links_them() {
         .args(["build-cache", "--gc"]));
     assert_eq!(pool_files(&st), 0);
     ok(tool("ch-image").arg("-s").arg(&st).arg("fsck"));
+}
+
+#[test]
+fn kill_9_during_checkouts_leaves_only_whole_pool_files() {
+    let s = Scratch::new("pool-kill");
+    let st = s.storage();
+    // 20,000 files in 200 directories.
+    let big = s.join("big");
+    sh(&format!(
+        "mkdir '{0}' && cd '{0}' && i=0; while [ $i -lt 200 ]; do mkdir d$i; \
+         j=0; while [ $j -lt 100 ]; do echo \"$i $j\" > d$i/f$j; j=$((j+1)); done; i=$((i+1)); done",
+        big.display()
+    ));
+    import(&st, &big, "big");
+    let mut killed = 0;
+    // Killed at points of its progress (files written so far: write system calls), as
+    // the import's kill test does, not after durations.
+    for writes in [200u64, 2_000, 8_000, 15_000] {
+        let mut child = tool("ch-image")
+            .arg("-s")
+            .arg(&st)
+            .args(["checkout", "--", "big"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn checkout");
+        let io = format!("/proc/{}/io", child.id());
+        let mut running = false;
+        crate::common::wait_for("the checkout to progress or end", 600, || {
+            if child.try_wait().expect("try_wait").is_some() {
+                return true;
+            }
+            let done = std::fs::read_to_string(&io)
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("syscw:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            running = done >= writes;
+            running
+        });
+        if running {
+            killed += 1;
+        }
+        child.kill().ok(); // SIGKILL
+        child.wait().expect("wait");
+        // Every pool file that exists is whole: its content is its blob. (A finished
+        // checkout is removed so the next round checks out again.)
+        for (p, md) in walkdir::WalkDir::new(st.join("pool"))
+            .into_iter()
+            .map(|e| e.expect("walk"))
+            .filter(|e| e.file_type().is_file())
+            .map(|e| (e.path().to_path_buf(), e.metadata().expect("stat")))
+        {
+            let content = std::fs::read_to_string(&p).expect("read pool file");
+            assert!(
+                content.ends_with('\n') && md.len() > 3,
+                "partial pool file {}: {content:?}",
+                p.display()
+            );
+        }
+        // (Not `chmod -R`: that would change the shared inodes' modes.)
+        sh(&format!("rm -rf '{}/checkouts/'*", st.display()));
+    }
+    eprintln!("killed {killed} of 4 checkouts part-way");
+    assert!(killed > 0, "the checkout always finished before the kill");
+    // The next checkout completes, linking what the killed ones left, and the store checks.
+    let out = crate::common::output(
+        tool("ch-image")
+            .arg("-v")
+            .arg("-s")
+            .arg(&st)
+            .args(["checkout", "--", "big"]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("linked 0 from"), "{err}");
+    assert!(!err.contains("pool entry changed"), "{err}");
+    let co = checkout(&st, "big");
+    assert_eq!(
+        std::fs::read_to_string(co.join("d199/f99")).expect("read"),
+        "199 99\n"
+    );
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .args(["build-cache", "--gc"]));
+    ok(tool("ch-image").arg("-s").arg(&st).arg("fsck"));
+}
+
+#[test]
+fn a_same_size_edit_with_its_time_set_back_is_found_by_content_and_leaves_the_pool() {
+    let s = Scratch::new("pool-t");
+    let st = two_images(&s);
+    run_v(&st, "b");
+    let co_a = checkout(&st, "a");
+    // "file 5" becomes "FILE 5": same size, mtime put back; only the ctime moved, and b's
+    // checkout moved it too.
+    sh(&format!(
+        "cd '{}/data' && touch -r f5 /tmp/.grove-ref-$$ && printf 'FILE 5\\n' > f5.new && \
+         cat f5.new > f5 && rm f5.new && touch -r /tmp/.grove-ref-$$ f5 && rm /tmp/.grove-ref-$$",
+        co_a.display()
+    ));
+    let (_, err) = fails(tool("ch-run").arg("-s").arg(&st).args(["a", "--", "true"]));
+    assert!(err.contains("was changed outside grove"), "{err}");
+    let hint = err
+        .lines()
+        .find_map(|l| l.split_once("git objects: ").map(|(_, c)| c.to_string()))
+        .unwrap_or_else(|| panic!("no repair hint: {err}"));
+    sh(&hint);
+    let err = run_v(&st, "a");
+    assert!(
+        err.contains("wrote 1 files, linked 205 from the pool"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(checkout(&st, "a").join("data/f5")).expect("read"),
+        "file 5\n"
+    );
 }
