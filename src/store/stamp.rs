@@ -12,7 +12,7 @@
 //! directory's times. Checking re-reads only inode metadata (one `lstat` per entry, no
 //! file content): far cheaper than re-hashing, but proportional to the number of entries.
 //!
-//! Stamps live in `STORAGE/stamps/<kind>-<commit>` ("grove-stamp 1 HEX"), outside the
+//! Stamps live in `STORAGE/stamps/<kind>-<commit>` ("grove-stamp 2 HEX SEC.NSEC"), outside the
 //! trees, so that stamping does not change what it stamps. A tree without a stamp (made
 //! by an older Grove) is stamped as it is when first checked (trust on first use).
 //!
