@@ -383,6 +383,18 @@ fn import_dir(
     root.xattrs = std::mem::take(&mut w.xattrs);
     root.times.by_path.append(&mut w.times);
 
+    // A group is paths of the image sharing an inode: a file whose other links are
+    // outside the tree (a `cp -al` copy, a checkout sharing files with others) is no
+    // group.
+    let mut members: std::collections::HashMap<u32, usize> = Default::default();
+    for g in w.files.iter().filter_map(|f| f.group) {
+        *members.entry(g).or_default() += 1;
+    }
+    for f in &mut w.files {
+        if f.group.is_some_and(|g| members[&g] < 2) {
+            f.group = None;
+        }
+    }
     let oids = write_files(ts, &w.files, &restore)?;
     for (f, oid) in w.files.iter().zip(oids) {
         root.insert(

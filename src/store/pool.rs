@@ -105,15 +105,13 @@ impl Pool {
         }
         match fs::hard_link(entry, dest) {
             Ok(()) => Ok(Linked::Yes(md.size())),
-            // Removed by a garbage collection meanwhile, or the inode is at the file
-            // system's link limit (ext4: 65,000): write a file of its own.
-            Err(e)
-                if e.kind() == io::ErrorKind::NotFound
-                    || e.raw_os_error() == Some(nix::libc::EMLINK) =>
-            {
+            // Removed by a garbage collection meanwhile, the inode at the file system's
+            // link limit (ext4: 65,000), or a file system without hard links: the
+            // checkout writes a file of its own.
+            Err(e) => {
+                crate::debug!("not linking {}: {e}", entry.display());
                 Ok(Linked::No)
             }
-            Err(e) => Err(IoError::new("create hard link", dest, e)),
         }
     }
 

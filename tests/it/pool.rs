@@ -363,3 +363,22 @@ fn a_same_size_edit_with_its_time_set_back_is_found_by_content_and_leaves_the_po
         "file 5\n"
     );
 }
+
+#[test]
+fn a_checkout_imported_as_a_directory_is_the_same_image() {
+    let s = Scratch::new("pool-imp");
+    let st = two_images(&s);
+    // a's checkout: every file has a second link (its pool entry), outside the tree.
+    // Importing it gives a's commit again (same files, modes, times, no hard-link group
+    // made of a file's outside link), so it is a's checkout that z runs.
+    let co_a = checkout(&st, "a");
+    import(&st, &co_a, "z");
+    let commit = |name: &str| {
+        ok(crate::common::unpriv("git")
+            .arg("-C")
+            .arg(st.join("repo.git"))
+            .args(["rev-parse", &format!("refs/grove/img/{name}+latest")]))
+    };
+    assert_eq!(commit("z"), commit("a"));
+    assert_eq!(checkout(&st, "z"), co_a);
+}
