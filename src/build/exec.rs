@@ -458,12 +458,8 @@ fn dockerfile_path(opts: &BuildOptions) -> String {
 fn base_id(repo: &gix::Repository, commit_hex: &str) -> String {
     let digest = ObjectId::from_hex(commit_hex.as_bytes())
         .ok()
-        .and_then(|c| git::read_config(repo, c).ok())
-        .and_then(|cfg| {
-            cfg.annotations
-                .get(crate::registry::pull::MANIFEST_ANNOTATION)
-                .and_then(|v| v.as_str().map(str::to_string))
-        });
+        .and_then(|c| crate::registry::pull::pull_record(repo, c).ok().flatten())
+        .map(|p| p.manifest);
     digest.unwrap_or_else(|| format!("commit {}", &commit_hex[..12.min(commit_hex.len())]))
 }
 
@@ -1093,15 +1089,13 @@ impl<'a> Builder<'a> {
         };
         let config = git::read_config(&self.repo, commit)?;
         let env = config.env.clone();
-        let digest = config
-            .annotations
-            .get(crate::registry::pull::MANIFEST_ANNOTATION)
-            .and_then(|v| v.as_str().map(str::to_string));
+        let pulled = crate::registry::pull::pull_record(&self.repo, commit)?;
         self.bases.push(ProvenanceBase {
             stage: self.stages.len(),
             image: image.to_string(),
             commit: commit.to_string(),
-            digest,
+            digest: pulled.as_ref().map(|p| p.manifest.clone()),
+            source: pulled.and_then(|p| p.source),
         });
         self.stages.push(Stage {
             alias,

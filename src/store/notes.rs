@@ -89,6 +89,11 @@ pub struct ProvenanceBase {
     pub digest: Option<String>,
     /// The FROM image as written after substitution (`scratch`, a stage alias, a reference).
     pub image: String,
+    /// Where a pulled base was pulled from (`HOST:PORT/REPO:TAG` or `HOST:PORT/REPO@sha256:HEX`),
+    /// as its pull recorded it (optional in version 2; absent for other bases and in notes
+    /// written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// The stage's index, from 0.
     pub stage: usize,
 }
