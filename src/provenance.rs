@@ -37,8 +37,8 @@ pub const BUILD_TYPE: &str = "urn:grove:build-type:ch-image-build:v1";
 /// "Builder").
 pub const BUILDER_ID: &str = "urn:grove:builder:ch-image";
 
-/// Build arguments whose name contains one of these words (any case) are left out of a
-/// statement: they may hold secrets.
+/// Build arguments whose name contains one of these words (any case) may hold secrets:
+/// their values are left out of notes, statements and `inspect` ([`redacted_arg`]).
 const SECRET_WORDS: &[&str] = &["SECRET", "PASSWORD", "PASSWD", "TOKEN", "CREDENTIAL"];
 
 /// Errors of rendering or checking a statement.
@@ -100,11 +100,35 @@ pub fn invocation_id(started: SystemTime, commit: ObjectId) -> String {
     h.finalize().to_hex()[..32].to_string()
 }
 
-/// Whether a build argument is left out of statements (a secret, or a proxy setting of
-/// the host, which may hold credentials).
-pub fn redacted_arg(name: &str) -> bool {
+/// Whether a build argument's name looks like a secret's (contains one of
+/// [`SECRET_WORDS`], any case).
+pub fn secret_looking(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
-    SECRET_WORDS.iter().any(|w| upper.contains(w)) || crate::build::plan::MAGIC_ARGS.contains(&name)
+    SECRET_WORDS.iter().any(|w| upper.contains(w))
+}
+
+/// Whether a build argument's value is left out of notes, statements and `inspect` (a
+/// secret-looking name, or a proxy setting of the host, which may hold credentials).
+pub fn redacted_arg(name: &str) -> bool {
+    secret_looking(name) || crate::build::plan::MAGIC_ARGS.contains(&name)
+}
+
+/// Move the values of `note`'s build arguments that [`redacted_arg`] names out of it,
+/// keeping their names in `build_args_redacted` (sorted, once each): what a build stores,
+/// and what `inspect` shows of a note written before values were left out.
+pub fn redact_note(note: &mut Provenance) {
+    let names: Vec<String> = note
+        .build_args
+        .keys()
+        .filter(|k| redacted_arg(k))
+        .cloned()
+        .collect();
+    for k in names {
+        note.build_args.remove(&k);
+        note.build_args_redacted.push(k);
+    }
+    note.build_args_redacted.sort();
+    note.build_args_redacted.dedup();
 }
 
 /// What the store tells about one base of a build, for its statement entry.
@@ -314,23 +338,24 @@ fn render(store: &Store, note: &Provenance, digest: &str) -> Result<Value, Prove
             "digest": { "sha256": dockerfile_sha },
         }),
     );
-    let (kept, left_out): (Vec<_>, Vec<_>) =
-        note.build_args.iter().partition(|(k, _)| !redacted_arg(k));
+    let mut args = note.clone();
+    redact_note(&mut args);
     external.insert(
         "buildArgs".into(),
         Value::Object(
-            kept.into_iter()
-                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            args.build_args
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
                 .collect(),
         ),
     );
-    if !left_out.is_empty() {
+    if !args.build_args_redacted.is_empty() {
         external.insert(
             "buildArgsRedacted".into(),
             Value::Array(
-                left_out
+                args.build_args_redacted
                     .into_iter()
-                    .map(|(k, _)| Value::String(k.clone()))
+                    .map(Value::String)
                     .collect(),
             ),
         );
@@ -925,6 +950,24 @@ mod tests {
         assert_eq!(p.pinned("ab"), "127.0.0.1:5000/prov/base:1@sha256:ab");
         let p = PulledFrom::parse("registry-1.docker.io:443/library/alpine:3").unwrap();
         assert_eq!(p.pinned("cd"), "docker.io/library/alpine:3@sha256:cd");
+    }
+
+    #[test]
+    fn redacting_a_note_moves_secret_and_proxy_values_out_and_keeps_names_once() {
+        let text = br#"{"bases":[],"build_args":{"API_TOKEN":"t","V":"1","http_proxy":"p"},
+            "build_args_redacted":["DB_PASSWORD"],"commit":"c1","context_hash":"h",
+            "dockerfile":"FROM scratch\n","dockerfile_name":"Dockerfile","image":"x:latest",
+            "steps":[],"version":2}"#;
+        let mut n = Provenance::parse(text).expect("note");
+        redact_note(&mut n);
+        assert_eq!(
+            n.build_args.into_iter().collect::<Vec<_>>(),
+            [("V".to_string(), "1".to_string())]
+        );
+        assert_eq!(
+            n.build_args_redacted,
+            ["API_TOKEN", "DB_PASSWORD", "http_proxy"]
+        );
     }
 
     #[test]

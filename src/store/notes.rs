@@ -33,8 +33,13 @@ pub const PROVENANCE_VERSION_MIN: u32 = 1;
 pub struct Provenance {
     /// The base of each stage.
     pub bases: Vec<ProvenanceBase>,
-    /// `--build-arg` values as given.
+    /// `--build-arg` values as given, but for the names in `build_args_redacted`.
     pub build_args: std::collections::BTreeMap<String, String>,
+    /// `--build-arg` names given whose values are not stored: names that look like
+    /// secrets and the proxy settings (`crate::provenance::redacted_arg`). Notes written
+    /// before it existed hold those values in `build_args` (optional in version 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub build_args_redacted: Vec<String>,
     /// The Grove version that built the image (version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub builder_version: Option<String>,

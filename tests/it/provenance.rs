@@ -2158,6 +2158,96 @@ fn a_pulled_base_is_named_by_its_registry_reference_and_manifest_digest() {
 }
 
 #[test]
+fn secret_looking_build_arg_values_are_shown_nowhere_and_stored_nowhere() {
+    // `inspect` printed every build argument's value, and the build's note (which
+    // `build-cache push` sends) stored them.
+    let w = W::new("arg-secret");
+    let ctx = w.ctx(
+        "argsecret",
+        "FROM busybox\nARG V=1\nARG API_TOKEN\nRUN test -n \"$API_TOKEN\" && echo $V > /v\n",
+        &[],
+    );
+    let (first, second) = ("first-9d1c5a", "second-4b7e02");
+    let log1 = w.build(
+        "app",
+        &ctx,
+        &[
+            "-v",
+            "--build-arg",
+            "V=2",
+            "--build-arg",
+            &format!("API_TOKEN={first}"),
+        ],
+    );
+    // Another value still changes the cache key, and --explain names the argument only.
+    let log2 = w.build(
+        "app",
+        &ctx,
+        &[
+            "-v",
+            "--explain",
+            "--build-arg",
+            "V=2",
+            "--build-arg",
+            &format!("API_TOKEN={second}"),
+        ],
+    );
+    assert_eq!(marks(&log2), "**..", "{log2}");
+    assert!(
+        log2.contains("warning: --build-arg API_TOKEN: its value is not stored"),
+        "{log2}"
+    );
+    assert!(
+        log2.contains("why: build argument changed: API_TOKEN"),
+        "{log2}"
+    );
+    let inspect = w.ci(&["inspect", "app"]);
+    assert!(inspect.contains("build arg:    V=2"), "{inspect}");
+    assert!(
+        inspect.contains("build arg:    API_TOKEN (value not stored"),
+        "{inspect}"
+    );
+    let inspect_json: serde_json::Value =
+        serde_json::from_str(&w.ci(&["inspect", "--json", "app"])).expect("inspect json");
+    assert_eq!(
+        inspect_json["provenance"]["build_args_redacted"],
+        serde_json::json!(["API_TOKEN"]),
+        "{inspect_json:#}"
+    );
+    let outputs = [
+        log1,
+        log2,
+        inspect,
+        inspect_json.to_string(),
+        w.ci(&["inspect", "--provenance", "app"]),
+        w.ci(&["history", "app"]),
+        w.ci(&["history", "--json", "app"]),
+        w.ci(&["history", "--why", "app"]),
+        w.ci(&["history", "--why", "--json", "app"]),
+        w.ci(&["build-cache", "--tree"]),
+    ];
+    let objects = {
+        let mut c = unpriv("git");
+        c.arg("-C")
+            .arg(w.storage().join("repo.git"))
+            .args(["cat-file", "--batch-all-objects", "--batch"])
+            .env("HOME", &w.s.path)
+            .env("GIT_CONFIG_NOSYSTEM", "1");
+        let out = output(&mut c);
+        assert!(out.status.success() && !out.stdout.is_empty());
+        out.stdout
+    };
+    for v in [first, second] {
+        for o in &outputs {
+            assert!(!o.contains(v), "{v} shown:\n{o}");
+        }
+        assert!(!crate::mount::contains(&objects, v), "{v} in a git object");
+        let found = crate::mount::files_containing(&w.storage(), v);
+        assert!(found.is_empty(), "{v} in {found:?}");
+    }
+}
+
+#[test]
 fn verify_pairs_a_file_one_copy_names_twice() {
     let w = W::new("attest-twice");
     let ctx = w.ctx(
