@@ -52,6 +52,12 @@ pub enum ProvenanceError {
         #[source]
         source: oci::OciError,
     },
+    #[error("can't read blob {blob}")]
+    Blob {
+        blob: ObjectId,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Read(#[from] git::ReadError),
     #[error(transparent)]
@@ -678,8 +684,19 @@ fn check_in_commit(
             &step_commit[..12.min(step_commit.len())]
         )));
     }
-    let data = git::read_blob(&store.repo(), id)?;
-    let actual = sha256_hex(&data);
+    // Streamed: a context file may be big, and the commit may come from a remote.
+    let mut r = git::open_blob(&store.repo(), id)?;
+    let mut h = sha2::Sha256::default();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = std::io::Read::read(&mut r, &mut buf)
+            .map_err(|source| ProvenanceError::Blob { blob: id, source })?;
+        if n == 0 {
+            break;
+        }
+        sha2::Digest::update(&mut h, &buf[..n]);
+    }
+    let actual = hex::encode(sha2::Digest::finalize(h));
     if actual != sha {
         return Ok(Some(format!(
             "blob {blob} in the step's commit has sha256 {actual}, the build record {sha}"

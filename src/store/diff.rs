@@ -245,12 +245,12 @@ pub fn diff_commits(
         &mut out,
     )?;
     let meta_a = match &ta {
-        Some(t) if t.meta != tb.meta => Some(read_meta(repo, t.meta)?),
+        Some(t) if t.meta != tb.meta => Some(read_meta(repo, a.expect("ta is a's"), t.meta)?),
         Some(_) => None,
         None => Some(Vec::new()),
     };
     if let Some(ma) = meta_a {
-        let mb = read_meta(repo, tb.meta)?;
+        let mb = read_meta(repo, b, tb.meta)?;
         // Extended attributes: a path whose set changed is modified.
         let xattrs = |m: &[Record]| {
             let mut x: super::model::Xattrs = Default::default();
@@ -416,7 +416,12 @@ fn tree_has(repo: &gix::Repository, root: ObjectId, path: &[u8]) -> Result<bool,
     Ok(true)
 }
 
-fn read_meta(repo: &gix::Repository, id: ObjectId) -> Result<Vec<Record>, ReadError> {
-    let blob = repo.find_blob(id).map_err(git_err("read metadata blob"))?;
-    Ok(meta::decode(&blob.data)?)
+/// Commit `commit`'s metadata blob `id`, size-bounded ([`git::MAX_META`]).
+fn read_meta(
+    repo: &gix::Repository,
+    commit: ObjectId,
+    id: ObjectId,
+) -> Result<Vec<Record>, ReadError> {
+    let blob = git::read_bounded(repo, commit, "meta blob", id, git::MAX_META)?;
+    Ok(meta::decode(&blob)?)
 }
