@@ -233,19 +233,19 @@ pub fn diff_commits(
 ) -> Result<Vec<Entry>, ReadError> {
     let tb = git::image_trees(repo, b)?;
     let ta = match a {
-        Some(a) => Some(git::image_trees(repo, a)?),
+        Some(a) => Some((a, git::image_trees(repo, a)?)),
         None => None,
     };
     let mut out = Vec::new();
     diff_trees(
         repo,
-        ta.as_ref().map(|t| t.rootfs),
+        ta.as_ref().map(|(_, t)| t.rootfs),
         Some(tb.rootfs),
         sizes,
         &mut out,
     )?;
     let meta_a = match &ta {
-        Some(t) if t.meta != tb.meta => Some(read_meta(repo, a.expect("ta is a's"), t.meta)?),
+        Some((a, t)) if t.meta != tb.meta => Some(read_meta(repo, *a, t.meta)?),
         Some(_) => None,
         None => Some(Vec::new()),
     };
@@ -315,9 +315,9 @@ pub fn diff_commits(
                     let change = match r {
                         // An empty directory that had content before (it was in the tree).
                         Record::Dir { mode, .. }
-                            if ta
-                                .as_ref()
-                                .is_some_and(|t| tree_has(repo, t.rootfs, p).unwrap_or(false)) =>
+                            if ta.as_ref().is_some_and(|(_, t)| {
+                                tree_has(repo, t.rootfs, p).unwrap_or(false)
+                            }) =>
                         {
                             if *mode == DIR_MODE {
                                 continue;
@@ -327,9 +327,9 @@ pub fn diff_commits(
                         Record::Dir { .. } | Record::Fifo { .. } => Change::Added,
                         // The mode of a directory that is new: its files are listed.
                         Record::Mode { .. }
-                            if !ta
-                                .as_ref()
-                                .is_some_and(|t| tree_has(repo, t.rootfs, p).unwrap_or(true)) =>
+                            if !ta.as_ref().is_some_and(|(_, t)| {
+                                tree_has(repo, t.rootfs, p).unwrap_or(true)
+                            }) =>
                         {
                             continue
                         }
