@@ -233,6 +233,9 @@ pub const MAX_CONFIG: u64 = crate::oci::MAX_CONFIG;
 /// Most bytes of a build step's key-input record Grove reads (one line a key input: a
 /// COPY of a million files).
 pub const MAX_KEY_INPUTS: u64 = 64 << 20;
+/// Most bytes of one tree object Grove reads (about 40 bytes an entry: a directory of
+/// more than a million entries).
+pub const MAX_TREE: u64 = 64 << 20;
 /// Most bytes of an image commit object Grove reads (its message is the instruction as
 /// written, a Dockerfile being at most 8 MiB).
 pub const MAX_COMMIT: u64 = 16 << 20;
@@ -1162,6 +1165,7 @@ fn read_tree(
     let mut i = 0;
     while i < dirs.len() {
         let (tid, depth, prefix) = (dirs[i].id, dirs[i].depth, dirs[i].path.clone());
+        check_size(repo, commit, "tree", tid, MAX_TREE)?;
         let tree = repo
             .find_tree(tid)
             .map_err(git_err(format!("find tree {tid}")))?;

@@ -400,7 +400,7 @@ fn big_object(repo: &Path, kind: &str, prefix: &str, n: u64, suffix: &str) -> St
 }
 
 /// Objects Grove reads whole (`meta`, `config.json`, a key-input record, a provenance
-/// note, the commit) bigger than their bounds: a fetch refuses each, naming the commit
+/// note, the commit, a tree) bigger than their bounds: a fetch refuses each, naming the commit
 /// and the object, before reading it (a 4 GiB `meta` would have been read into memory).
 /// Each is otherwise valid, so the fetch succeeded before.
 #[test]
@@ -410,6 +410,7 @@ fn fetch_refuses_objects_bigger_than_grove_reads_naming_commit_and_object() {
     let su = Setup::new();
     let base = "refs/grove/img/base+latest";
     for what in [
+        "tree",
         "meta blob",
         "config.json blob",
         "key-input record blob",
@@ -431,7 +432,7 @@ fn fetch_refuses_objects_bigger_than_grove_reads_naming_commit_and_object() {
                 (evil, note)
             }
             _ => {
-                let (mut config, mut meta, mut extra) = (config, meta, None);
+                let (mut config, mut meta, mut rootfs, mut extra) = (config, meta, rootfs, None);
                 let blob = match what {
                     "meta blob" => {
                         // A valid record (an xattr of the image's file) with a huge value.
@@ -457,6 +458,34 @@ fn fetch_refuses_objects_bigger_than_grove_reads_naming_commit_and_object() {
                         Some(config.clone())
                     }
                     "commit object" => None,
+                    "tree" => {
+                        // The image's entries and two million more files: a tree object
+                        // of about 70 MiB.
+                        let legit = ok(git(&r).args(["ls-tree", &rootfs]));
+                        let mut entries: Vec<(String, Vec<u8>, String)> = legit
+                            .lines()
+                            .map(|l| {
+                                let (info, name) = l.split_once('\t').expect("ls-tree line");
+                                let f: Vec<&str> = info.split(' ').collect();
+                                let mode = if f[0] == "040000" { "40000" } else { f[0] };
+                                (mode.to_string(), name.as_bytes().to_vec(), f[2].to_string())
+                            })
+                            .collect();
+                        let file = rev_parse(&r, &format!("{base}:rootfs/file"));
+                        entries.extend((0..(MAX_SMALL / 34 + 1)).map(|i| {
+                            (
+                                "100644".into(),
+                                format!("{i:08}").into_bytes(),
+                                file.clone(),
+                            )
+                        }));
+                        let e: Vec<(&str, &[u8], &str)> = entries
+                            .iter()
+                            .map(|(m, n, o)| (m.as_str(), n.as_slice(), o.as_str()))
+                            .collect();
+                        rootfs = raw_tree(&r, &e);
+                        Some(rootfs.clone())
+                    }
                     _ => {
                         let k = big_blob(&r, "grove-key-inputs 1\n", MAX_SMALL, " input\n");
                         extra = Some(k.clone());
