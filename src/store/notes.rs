@@ -208,9 +208,9 @@ pub fn get(repo: &gix::Repository, commit: ObjectId) -> Result<Option<Vec<u8>>, 
         })
 }
 
-/// Most bytes of a note Grove reads (a note lists every context file a build read: a
-/// build of a million files).
-pub const MAX_NOTE: u64 = 64 << 20;
+/// Most bytes of a note Grove reads (a note lists every context file a build read, about
+/// 150 bytes each: over a million files).
+pub const MAX_NOTE: u64 = 256 << 20;
 
 /// Check the notes of notes commit `tip` (fetched from a remote) that the local notes
 /// don't have, before any is read or merged: each must be a blob named by a commit id,

@@ -405,6 +405,7 @@ fn big_object(repo: &Path, kind: &str, prefix: &str, n: u64, suffix: &str) -> St
 /// Each is otherwise valid, so the fetch succeeded before.
 #[test]
 fn fetch_refuses_objects_bigger_than_grove_reads_naming_commit_and_object() {
+    // Meta and notes; config.json, key-input records and trees have 64 MiB.
     const MAX_META: u64 = 256 << 20;
     const MAX_SMALL: u64 = 64 << 20;
     let su = Setup::new();
@@ -425,7 +426,7 @@ fn fetch_refuses_objects_bigger_than_grove_reads_naming_commit_and_object() {
         let (commit, blob) = match what {
             "provenance note blob" => {
                 // A note for the remote's image, as `git notes` would attach it.
-                let note = big_blob(&r, "{\"v\":\"", MAX_SMALL, "\"}");
+                let note = big_blob(&r, "{\"v\":\"", MAX_META, "\"}");
                 let tree = raw_tree(&r, &[("100644", evil.as_bytes(), &note)]);
                 let c = commit_tree(&r, &tree, None);
                 ok(git(&r).args(["update-ref", "refs/notes/grove", &c]));
