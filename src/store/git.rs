@@ -230,12 +230,12 @@ pub enum ReadError {
 pub const MAX_META: u64 = 256 << 20;
 /// Most bytes of an image's `config.json` Grove reads: as much as of a registry's config.
 pub const MAX_CONFIG: u64 = crate::oci::MAX_CONFIG;
-/// Most bytes of a build step's key-input record Grove reads (one line a key input: a
-/// COPY of a million files).
-pub const MAX_KEY_INPUTS: u64 = 64 << 20;
+/// Most bytes of a build step's key-input record Grove reads (one line of about 60 bytes
+/// a key input: a COPY of four million files).
+pub const MAX_KEY_INPUTS: u64 = 256 << 20;
 /// Most bytes of one tree object Grove reads (about 40 bytes an entry: a directory of
-/// more than a million entries).
-pub const MAX_TREE: u64 = 64 << 20;
+/// six million entries).
+pub const MAX_TREE: u64 = 256 << 20;
 /// Most bytes of an image commit object Grove reads (its message is the instruction as
 /// written, a Dockerfile being at most 8 MiB).
 pub const MAX_COMMIT: u64 = 16 << 20;

@@ -405,8 +405,9 @@ fn big_object(repo: &Path, kind: &str, prefix: &str, n: u64, suffix: &str) -> St
 /// Each is otherwise valid, so the fetch succeeded before.
 #[test]
 fn fetch_refuses_objects_bigger_than_grove_reads_naming_commit_and_object() {
-    // Meta and notes; config.json, key-input records and trees have 64 MiB.
+    // Trees, meta, key-input records and notes; config.json has 64 MiB.
     const MAX_META: u64 = 256 << 20;
+    const MAX_TREE: u64 = MAX_META;
     const MAX_SMALL: u64 = 64 << 20;
     let su = Setup::new();
     let base = "refs/grove/img/base+latest";
@@ -460,35 +461,36 @@ fn fetch_refuses_objects_bigger_than_grove_reads_naming_commit_and_object() {
                     }
                     "commit object" => None,
                     "tree" => {
-                        // The image's entries and two million more files: a tree object
-                        // of about 70 MiB.
+                        // The image's entries and 7.5 million more files: a tree object
+                        // just over 256 MiB.
                         let legit = ok(git(&r).args(["ls-tree", &rootfs]));
-                        let mut entries: Vec<(String, Vec<u8>, String)> = legit
-                            .lines()
-                            .map(|l| {
-                                let (info, name) = l.split_once('\t').expect("ls-tree line");
-                                let f: Vec<&str> = info.split(' ').collect();
-                                let mode = if f[0] == "040000" { "40000" } else { f[0] };
-                                (mode.to_string(), name.as_bytes().to_vec(), f[2].to_string())
-                            })
-                            .collect();
-                        let file = rev_parse(&r, &format!("{base}:rootfs/file"));
-                        entries.extend((0..(MAX_SMALL / 34 + 1)).map(|i| {
-                            (
-                                "100644".into(),
-                                format!("{i:08}").into_bytes(),
-                                file.clone(),
-                            )
-                        }));
-                        let e: Vec<(&str, &[u8], &str)> = entries
-                            .iter()
-                            .map(|(m, n, o)| (m.as_str(), n.as_slice(), o.as_str()))
-                            .collect();
-                        rootfs = raw_tree(&r, &e);
+                        // Numbered files first (digits sort before the image's names),
+                        // written as raw tree bytes: git's order, no per-entry allocation.
+                        let hex = |h: &str| -> Vec<u8> {
+                            (0..20)
+                                .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).expect("hex"))
+                                .collect()
+                        };
+                        let file = hex(&rev_parse(&r, &format!("{base}:rootfs/file")));
+                        let n = MAX_TREE / 36 + 1;
+                        let mut data = Vec::with_capacity((n * 36) as usize + 4096);
+                        for i in 0..n {
+                            data.extend_from_slice(format!("100644 {i:08}\0").as_bytes());
+                            data.extend_from_slice(&file);
+                        }
+                        for l in legit.lines() {
+                            let (info, name) = l.split_once('\t').expect("ls-tree line");
+                            assert!(name.as_bytes()[0] > b'9', "{name} sorts after the numbers");
+                            let f: Vec<&str> = info.split(' ').collect();
+                            let mode = if f[0] == "040000" { "40000" } else { f[0] };
+                            data.extend_from_slice(format!("{mode} {name}\0").as_bytes());
+                            data.extend_from_slice(&hex(f[2]));
+                        }
+                        rootfs = hash_object(&r, "tree", &data);
                         Some(rootfs.clone())
                     }
                     _ => {
-                        let k = big_blob(&r, "grove-key-inputs 1\n", MAX_SMALL, " input\n");
+                        let k = big_blob(&r, "grove-key-inputs 1\n", MAX_META, " input\n");
                         extra = Some(k.clone());
                         Some(k)
                     }
