@@ -267,9 +267,11 @@ fn is_stage_base(note: &Provenance, base: &ProvenanceBase) -> bool {
 }
 
 /// The digests of base `b`. While its commit is in the store, the commit tells: the
-/// manifest digest and source its pull recorded (only a commit a pull wrote, see
+/// manifest digest its pull recorded (only a commit a pull wrote, see
 /// [`crate::registry::pull::pull_record`]), else the digest of its OCI form computed from
-/// the commit. When the commit is gone, what the note recorded.
+/// the commit. When the commit is gone, what the note recorded. Where a pulled base came
+/// from is the note's record only, so that a statement of a note written before it was
+/// recorded renders (and verifies) as it did.
 fn base_digests(store: &Store, b: &ProvenanceBase) -> Result<BaseDigests, ProvenanceError> {
     let repo = store.repo();
     let commit = ObjectId::from_hex(b.commit.as_bytes())
@@ -288,7 +290,7 @@ fn base_digests(store: &Store, b: &ProvenanceBase) -> Result<BaseDigests, Proven
     if let Some(p) = crate::registry::pull::pull_record(&repo, commit)? {
         return Ok(BaseDigests {
             sha256: p.manifest.strip_prefix("sha256:").map(str::to_string),
-            source: b.source.clone().or(p.source),
+            source: b.source.clone(),
         });
     }
     let (root, cfg) = store.read(commit)?;
