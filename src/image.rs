@@ -396,7 +396,12 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
     let commit = resolve_state(store, spec)?;
     let repo = store.repo();
     let cfg = crate::store::git::read_config(&repo, commit)?;
-    let note = crate::store::notes::provenance(&repo, commit)?;
+    // Secret-looking build argument values are not shown (nor stored, by a build since
+    // they were left out; an older note may hold them).
+    let note = crate::store::notes::provenance(&repo, commit)?.map(|mut n| {
+        crate::provenance::redact_note(&mut n);
+        n
+    });
     if json {
         let v =
             serde_json::json!({ "commit": commit.to_string(), "config": cfg, "provenance": note });
@@ -427,6 +432,12 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
         }
         for (k, v) in &n.build_args {
             outln!(o, "build arg:    {k}={v}");
+        }
+        for k in &n.build_args_redacted {
+            outln!(
+                o,
+                "build arg:    {k} (value not stored: it may be a secret)"
+            );
         }
         outln!(o, "context hash: {}", n.context_hash);
         outln!(o, "dockerfile ({}):", n.dockerfile_name);

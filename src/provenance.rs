@@ -37,8 +37,8 @@ pub const BUILD_TYPE: &str = "urn:grove:build-type:ch-image-build:v1";
 /// "Builder").
 pub const BUILDER_ID: &str = "urn:grove:builder:ch-image";
 
-/// Build arguments whose name contains one of these words (any case) are left out of a
-/// statement: they may hold secrets.
+/// Build arguments whose name contains one of these words (any case) may hold secrets:
+/// their values are left out of notes, statements and `inspect` ([`redacted_arg`]).
 const SECRET_WORDS: &[&str] = &["SECRET", "PASSWORD", "PASSWD", "TOKEN", "CREDENTIAL"];
 
 /// Errors of rendering or checking a statement.
@@ -51,6 +51,12 @@ pub enum ProvenanceError {
         image: String,
         #[source]
         source: oci::OciError,
+    },
+    #[error("can't read blob {blob}")]
+    Blob {
+        blob: ObjectId,
+        #[source]
+        source: std::io::Error,
     },
     #[error(transparent)]
     Read(#[from] git::ReadError),
@@ -100,11 +106,35 @@ pub fn invocation_id(started: SystemTime, commit: ObjectId) -> String {
     h.finalize().to_hex()[..32].to_string()
 }
 
-/// Whether a build argument is left out of statements (a secret, or a proxy setting of
-/// the host, which may hold credentials).
-pub fn redacted_arg(name: &str) -> bool {
+/// Whether a build argument's name looks like a secret's (contains one of
+/// [`SECRET_WORDS`], any case).
+pub fn secret_looking(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
-    SECRET_WORDS.iter().any(|w| upper.contains(w)) || crate::build::plan::MAGIC_ARGS.contains(&name)
+    SECRET_WORDS.iter().any(|w| upper.contains(w))
+}
+
+/// Whether a build argument's value is left out of notes, statements and `inspect` (a
+/// secret-looking name, or a proxy setting of the host, which may hold credentials).
+pub fn redacted_arg(name: &str) -> bool {
+    secret_looking(name) || crate::build::plan::MAGIC_ARGS.contains(&name)
+}
+
+/// Move the values of `note`'s build arguments that [`redacted_arg`] names out of it,
+/// keeping their names in `build_args_redacted` (sorted, once each): what a build stores,
+/// and what `inspect` shows of a note written before values were left out.
+pub fn redact_note(note: &mut Provenance) {
+    let names: Vec<String> = note
+        .build_args
+        .keys()
+        .filter(|k| redacted_arg(k))
+        .cloned()
+        .collect();
+    for k in names {
+        note.build_args.remove(&k);
+        note.build_args_redacted.push(k);
+    }
+    note.build_args_redacted.sort();
+    note.build_args_redacted.dedup();
 }
 
 /// What the store tells about one base of a build, for its statement entry.
@@ -112,6 +142,114 @@ struct BaseDigests {
     /// `sha256` of the base's manifest: the registry's for a pulled base, else the
     /// digest of the base's OCI form; `None` if the store can't tell (the commit is gone).
     sha256: Option<String>,
+    /// Where a pulled base was pulled from, as its pull recorded it
+    /// (`HOST:PORT/REPO:TAG`); `None` for other bases.
+    source: Option<String>,
+}
+
+/// A pulled base's registry reference, parsed from what its pull recorded
+/// (`HOST:PORT/REPO:TAG` or `HOST:PORT/REPO@sha256:HEX`, see
+/// [`crate::registry::Remote`]'s display).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PulledFrom {
+    /// `HOST` or `HOST:PORT` (the port left out when it is 443); `docker.io` for Docker
+    /// Hub.
+    registry: String,
+    /// Repository path components (`library`, `alpine`).
+    repo: Vec<String>,
+    tag: Option<String>,
+    /// `sha256:HEX` when it was pulled by digest.
+    digest: Option<String>,
+}
+
+impl PulledFrom {
+    fn parse(source: &str) -> Option<PulledFrom> {
+        let (hostport, rest) = source.split_once('/')?;
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, p),
+            _ => (hostport, "443"),
+        };
+        let (repo, tag, digest) = match rest.split_once('@') {
+            Some((r, d)) => (r, None, Some(d.to_string())),
+            None => match rest.rsplit_once(':') {
+                Some((r, t)) if !t.contains('/') => (r, Some(t.to_string()), None),
+                _ => (rest, None, None),
+            },
+        };
+        let repo: Vec<String> = repo.split('/').map(str::to_string).collect();
+        if host.is_empty() || repo.iter().any(String::is_empty) {
+            return None;
+        }
+        let docker_hub = [crate::registry::DOCKER_HUB, "docker.io", "index.docker.io"]
+            .contains(&host)
+            && port == "443";
+        let registry = match (docker_hub, port) {
+            (true, _) => "docker.io".to_string(),
+            (false, "443") => host.to_string(),
+            (false, p) => format!("{host}:{p}"),
+        };
+        Some(PulledFrom {
+            registry,
+            repo,
+            tag,
+            digest,
+        })
+    }
+
+    /// The package URL of the image (purl type `docker`), as BuildKit writes a base image's
+    /// `uri`: the namespace is the registry and the repository's path but for its last
+    /// component, left out for Docker Hub's `library/` images as Docker's short names do;
+    /// the version is the tag; a digest reference gives a `digest` qualifier.
+    fn purl(&self) -> String {
+        let mut ns: Vec<&str> = Vec::new();
+        let (name, path) = self.repo.split_last().expect("parse gives a repository");
+        if self.registry != "docker.io" {
+            ns.push(&self.registry);
+        }
+        if !(self.registry == "docker.io" && path == ["library"]) {
+            ns.extend(path.iter().map(String::as_str));
+        }
+        let mut p = String::from("pkg:docker/");
+        for c in ns {
+            p.push_str(&purl_escape(c));
+            p.push('/');
+        }
+        p.push_str(&purl_escape(name));
+        if let Some(t) = &self.tag {
+            p.push('@');
+            p.push_str(&purl_escape(t));
+        }
+        if let Some(d) = &self.digest {
+            p.push_str("?digest=");
+            p.push_str(&purl_escape(d));
+        }
+        p
+    }
+
+    /// The reference pinned to the manifest `sha256` (hex), as `docker pull` and
+    /// `skopeo copy docker://` take it: `HOST[:PORT]/REPO:TAG@sha256:HEX`.
+    fn pinned(&self, sha256: &str) -> String {
+        let tag = self.tag.as_ref().map_or(String::new(), |t| format!(":{t}"));
+        format!(
+            "{}/{}{tag}@sha256:{sha256}",
+            self.registry,
+            self.repo.join("/")
+        )
+    }
+}
+
+/// Percent-encode `s` for a package URL component: every byte but ASCII letters, digits,
+/// `-._~` and `:` (which the purl specification leaves unencoded).
+fn purl_escape(s: &str) -> String {
+    let mut o = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+            o.push(b as char);
+        } else {
+            let _ = write!(o, "%{b:02X}");
+        }
+    }
+    o
 }
 
 /// Whether stage `i`'s base is an earlier stage of the same build (`FROM stage`): its
@@ -128,38 +266,41 @@ fn is_stage_base(note: &Provenance, base: &ProvenanceBase) -> bool {
     })
 }
 
-/// The digests of base `b`: its recorded registry digest, else the one its commit's
-/// config records (a note of version 1), else the OCI form's digest computed from the
-/// commit.
+/// The digests of base `b`. While its commit is in the store, the commit tells: the
+/// manifest digest its pull recorded (only a commit a pull wrote, see
+/// [`crate::registry::pull::pull_record`]), else the digest of its OCI form computed from
+/// the commit. When the commit is gone, what the note recorded. Where a pulled base came
+/// from is the note's record only, so that a statement of a note written before it was
+/// recorded renders (and verifies) as it did.
 fn base_digests(store: &Store, b: &ProvenanceBase) -> Result<BaseDigests, ProvenanceError> {
-    if let Some(d) = &b.digest {
-        return Ok(BaseDigests {
-            sha256: d.strip_prefix("sha256:").map(str::to_string),
-        });
-    }
-    let Ok(commit) = ObjectId::from_hex(b.commit.as_bytes()) else {
-        return Ok(BaseDigests { sha256: None });
-    };
     let repo = store.repo();
-    if repo.find_object(commit).is_err() {
-        return Ok(BaseDigests { sha256: None });
+    let commit = ObjectId::from_hex(b.commit.as_bytes())
+        .ok()
+        .filter(|c| repo.find_object(*c).is_ok());
+    let Some(commit) = commit else {
+        return Ok(BaseDigests {
+            sha256: b
+                .digest
+                .as_deref()
+                .and_then(|d| d.strip_prefix("sha256:"))
+                .map(str::to_string),
+            source: b.source.clone().filter(|_| b.digest.is_some()),
+        });
+    };
+    if let Some(p) = crate::registry::pull::pull_record(&repo, commit)? {
+        return Ok(BaseDigests {
+            sha256: p.manifest.strip_prefix("sha256:").map(str::to_string),
+            source: b.source.clone(),
+        });
     }
     let (root, cfg) = store.read(commit)?;
-    if let Some(d) = cfg
-        .annotations
-        .get(crate::registry::pull::MANIFEST_ANNOTATION)
-        .and_then(|v| v.as_str())
-    {
-        return Ok(BaseDigests {
-            sha256: d.strip_prefix("sha256:").map(str::to_string),
-        });
-    }
     let d = oci::form_digest(&repo, &root, &cfg).map_err(|source| ProvenanceError::Oci {
         image: b.image.clone(),
         source,
     })?;
     Ok(BaseDigests {
         sha256: Some(d.hex().to_string()),
+        source: None,
     })
 }
 
@@ -205,23 +346,24 @@ fn render(store: &Store, note: &Provenance, digest: &str) -> Result<Value, Prove
             "digest": { "sha256": dockerfile_sha },
         }),
     );
-    let (kept, left_out): (Vec<_>, Vec<_>) =
-        note.build_args.iter().partition(|(k, _)| !redacted_arg(k));
+    let mut args = note.clone();
+    redact_note(&mut args);
     external.insert(
         "buildArgs".into(),
         Value::Object(
-            kept.into_iter()
-                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            args.build_args
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
                 .collect(),
         ),
     );
-    if !left_out.is_empty() {
+    if !args.build_args_redacted.is_empty() {
         external.insert(
             "buildArgsRedacted".into(),
             Value::Array(
-                left_out
+                args.build_args_redacted
                     .into_iter()
-                    .map(|(k, _)| Value::String(k.clone()))
+                    .map(Value::String)
                     .collect(),
             ),
         );
@@ -246,14 +388,27 @@ fn render(store: &Store, note: &Provenance, digest: &str) -> Result<Value, Prove
         }
         let mut digest = Map::new();
         digest.insert("gitCommit".into(), Value::String(b.commit.clone()));
-        if let Some(s) = base_digests(store, b)?.sha256 {
+        let found = base_digests(store, b)?;
+        let mut annotations = Map::new();
+        annotations.insert("grove.kind".into(), json!("base"));
+        annotations.insert("grove.stage".into(), json!(b.stage));
+        let mut d = Map::new();
+        d.insert("name".into(), Value::String(b.image.clone()));
+        // A pulled base: where from, as a package URL (as BuildKit names its bases) and as
+        // a reference pinned to the manifest digest.
+        if let (Some(from), Some(sha)) = (
+            found.source.as_deref().and_then(PulledFrom::parse),
+            &found.sha256,
+        ) {
+            d.insert("uri".into(), Value::String(from.purl()));
+            annotations.insert("grove.reference".into(), Value::String(from.pinned(sha)));
+        }
+        if let Some(s) = found.sha256 {
             digest.insert("sha256".into(), Value::String(s));
         }
-        deps.push(json!({
-            "name": b.image,
-            "digest": digest,
-            "annotations": { "grove.kind": "base", "grove.stage": b.stage },
-        }));
+        d.insert("digest".into(), Value::Object(digest));
+        d.insert("annotations".into(), Value::Object(annotations));
+        deps.push(Value::Object(d));
     }
     for s in &note.steps {
         for f in s.files.iter().flatten() {
@@ -439,9 +594,14 @@ fn compare_digests(field: &str, want: Option<&Value>, got: Option<&Value>) -> Cl
     }
 }
 
-/// The identity of a resolved dependency: its kind, stage or instruction, and name or URI.
+/// The identity of a resolved dependency: its kind, stage or instruction, and name or URI
+/// (a base's by its stage and name only: its URI is a claim checked apart).
 fn dep_key(d: &Value) -> String {
     let a = &d["annotations"];
+    let uri = match a["grove.kind"].as_str() {
+        Some("base") => "",
+        _ => d["uri"].as_str().unwrap_or(""),
+    };
     format!(
         "{} {} {} {}",
         a["grove.kind"].as_str().unwrap_or("?"),
@@ -450,7 +610,7 @@ fn dep_key(d: &Value) -> String {
             .or(a["grove.instruction"].as_u64())
             .map_or("?".into(), |n| n.to_string()),
         d["name"].as_str().unwrap_or(""),
-        d["uri"].as_str().unwrap_or("")
+        uri
     )
 }
 
@@ -526,8 +686,19 @@ fn check_in_commit(
             &step_commit[..12.min(step_commit.len())]
         )));
     }
-    let data = git::read_blob(&store.repo(), id)?;
-    let actual = sha256_hex(&data);
+    // Streamed: a context file may be big, and the commit may come from a remote.
+    let mut r = git::open_blob(&store.repo(), id)?;
+    let mut h = sha2::Sha256::default();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = std::io::Read::read(&mut r, &mut buf)
+            .map_err(|source| ProvenanceError::Blob { blob: id, source })?;
+        if n == 0 {
+            break;
+        }
+        sha2::Digest::update(&mut h, &buf[..n]);
+    }
+    let actual = hex::encode(sha2::Digest::finalize(h));
     if actual != sha {
         return Ok(Some(format!(
             "blob {blob} in the step's commit has sha256 {actual}, the build record {sha}"
@@ -643,6 +814,21 @@ pub fn verify(
                 };
             }
         }
+        if w["annotations"]["grove.kind"] == "base" {
+            // Where a pulled base came from: the store knows it from the pull's record.
+            for (k, wv, gv) in [
+                ("uri", w.get("uri"), g.get("uri")),
+                (
+                    "annotations.grove.reference",
+                    w["annotations"].get("grove.reference"),
+                    g["annotations"].get("grove.reference"),
+                ),
+            ] {
+                if wv.is_some() || gv.is_some() {
+                    claims.push(compare(&format!("{path}[{i}].{k} ({label})"), wv, gv));
+                }
+            }
+        }
         if c.verdict == Verdict::Match && w["annotations"]["grove.kind"] == "context" {
             let n = w["annotations"]["grove.instruction"].as_u64();
             let step = note.steps.iter().find(|s| Some(s.n as u64) == n);
@@ -756,6 +942,51 @@ mod tests {
         assert!(redacted_arg("DB_Password"));
         assert!(redacted_arg("HTTPS_PROXY"));
         assert!(!redacted_arg("VERSION"));
+    }
+
+    #[test]
+    fn pulled_bases_get_the_package_url_buildkit_writes() {
+        let purl = |s: &str| PulledFrom::parse(s).map(|p| p.purl());
+        assert_eq!(
+            purl("registry-1.docker.io:443/library/alpine:3.19").as_deref(),
+            Some("pkg:docker/alpine@3.19")
+        );
+        assert_eq!(
+            purl("registry-1.docker.io:443/user/app:1").as_deref(),
+            Some("pkg:docker/user/app@1")
+        );
+        assert_eq!(
+            purl("127.0.0.1:5000/prov/base:1").as_deref(),
+            Some("pkg:docker/127.0.0.1:5000/prov/base@1")
+        );
+        assert_eq!(
+            purl("ghcr.io:443/o/r/img@sha256:ab").as_deref(),
+            Some("pkg:docker/ghcr.io/o/r/img?digest=sha256:ab")
+        );
+        assert_eq!(purl("internal library: scratch"), None);
+        assert_eq!(purl("host:443//x:1"), None);
+        let p = PulledFrom::parse("127.0.0.1:5000/prov/base:1").unwrap();
+        assert_eq!(p.pinned("ab"), "127.0.0.1:5000/prov/base:1@sha256:ab");
+        let p = PulledFrom::parse("registry-1.docker.io:443/library/alpine:3").unwrap();
+        assert_eq!(p.pinned("cd"), "docker.io/library/alpine:3@sha256:cd");
+    }
+
+    #[test]
+    fn redacting_a_note_moves_secret_and_proxy_values_out_and_keeps_names_once() {
+        let text = br#"{"bases":[],"build_args":{"API_TOKEN":"t","V":"1","http_proxy":"p"},
+            "build_args_redacted":["DB_PASSWORD"],"commit":"c1","context_hash":"h",
+            "dockerfile":"FROM scratch\n","dockerfile_name":"Dockerfile","image":"x:latest",
+            "steps":[],"version":2}"#;
+        let mut n = Provenance::parse(text).expect("note");
+        redact_note(&mut n);
+        assert_eq!(
+            n.build_args.into_iter().collect::<Vec<_>>(),
+            [("V".to_string(), "1".to_string())]
+        );
+        assert_eq!(
+            n.build_args_redacted,
+            ["API_TOKEN", "DB_PASSWORD", "http_proxy"]
+        );
     }
 
     #[test]

@@ -324,6 +324,16 @@ pub fn build(
     for w in &df.warnings {
         warn!("{}:{}: {}", df.file, w.line, w.message);
     }
+    // As BuildKit's SecretsUsedInArgOrEnv check: Grove stores no such value, but it
+    // reaches RUN's environment and the cache key (docs/provenance.md, "Build arguments").
+    for (k, _) in &opts.build_args {
+        if crate::provenance::secret_looking(k) {
+            warn!(
+                "--build-arg {k}: its value is not stored, but RUN sees it and the cache key \
+                 hashes it; pass secrets with --secret and RUN --mount=type=secret"
+            );
+        }
+    }
     let ignore = Ignore::load(&opts.context)?;
     let source_date_epoch = source_date_epoch(&opts.build_args)?;
     let plan_opts = plan::PlanOptions {
@@ -395,7 +405,7 @@ pub fn build(
             store.set_image_lazy(lock, &opts.tag, c, Expect::from_current(old))?;
         }
         let finished = std::time::SystemTime::now();
-        let note = Provenance {
+        let mut note = Provenance {
             version: crate::store::notes::PROVENANCE_VERSION,
             image: opts.tag.to_string(),
             commit: c.to_string(),
@@ -404,6 +414,7 @@ pub fn build(
             dockerfile_sha256: Some(crate::provenance::sha256_hex(opts.dockerfile.as_bytes())),
             dockerfile: opts.dockerfile.clone(),
             build_args: opts.build_args.iter().cloned().collect(),
+            build_args_redacted: Vec::new(),
             bases: std::mem::take(&mut b.bases),
             builder_version: Some(crate::version::VERSION.to_string()),
             context_hash: b.context_hash.finalize().to_hex().to_string(),
@@ -415,6 +426,8 @@ pub fn build(
             finished: Some(crate::provenance::rfc3339(finished)),
             invocation: Some(crate::provenance::invocation_id(started, c)),
         };
+        // Secret-looking values never reach the note (which `build-cache push` sends).
+        crate::provenance::redact_note(&mut note);
         // A rebuild whose record differs only in its times and invocation id (an all-hit
         // rebuild after an all-hit rebuild) keeps the earlier record and writes nothing.
         let old = store::notes::provenance(&b.repo, c)?.map(|mut o| {
@@ -458,12 +471,8 @@ fn dockerfile_path(opts: &BuildOptions) -> String {
 fn base_id(repo: &gix::Repository, commit_hex: &str) -> String {
     let digest = ObjectId::from_hex(commit_hex.as_bytes())
         .ok()
-        .and_then(|c| git::read_config(repo, c).ok())
-        .and_then(|cfg| {
-            cfg.annotations
-                .get(crate::registry::pull::MANIFEST_ANNOTATION)
-                .and_then(|v| v.as_str().map(str::to_string))
-        });
+        .and_then(|c| crate::registry::pull::pull_record(repo, c).ok().flatten())
+        .map(|p| p.manifest);
     digest.unwrap_or_else(|| format!("commit {}", &commit_hex[..12.min(commit_hex.len())]))
 }
 
@@ -1093,15 +1102,13 @@ impl<'a> Builder<'a> {
         };
         let config = git::read_config(&self.repo, commit)?;
         let env = config.env.clone();
-        let digest = config
-            .annotations
-            .get(crate::registry::pull::MANIFEST_ANNOTATION)
-            .and_then(|v| v.as_str().map(str::to_string));
+        let pulled = crate::registry::pull::pull_record(&self.repo, commit)?;
         self.bases.push(ProvenanceBase {
             stage: self.stages.len(),
             image: image.to_string(),
             commit: commit.to_string(),
-            digest,
+            digest: pulled.as_ref().map(|p| p.manifest.clone()),
+            source: pulled.and_then(|p| p.source),
         });
         self.stages.push(Stage {
             alias,

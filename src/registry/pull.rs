@@ -33,6 +33,33 @@ pub const MANIFEST_ANNOTATION: &str = "registry.manifest";
 /// Config annotation holding where the image was pulled from.
 pub const SOURCE_ANNOTATION: &str = "registry.source";
 
+/// What a pull recorded in the config of the commit it wrote: the manifest digest
+/// (`sha256:HEX`) and where it was pulled from ([`SOURCE_ANNOTATION`], `HOST:PORT/REPO:TAG`
+/// or `HOST:PORT/REPO@sha256:HEX`; absent in an image pulled before it was recorded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRecord {
+    pub manifest: String,
+    pub source: Option<String>,
+}
+
+/// The pull record of image `commit`, if a pull wrote the commit. An image built on a
+/// pulled base starts from the base's config and so carries its annotations too; only a
+/// commit without a parent (what [`pull`] writes) is the pulled image itself.
+pub fn pull_record(
+    repo: &gix::Repository,
+    commit: ObjectId,
+) -> Result<Option<PullRecord>, git::ReadError> {
+    if git::image_trees(repo, commit)?.parent.is_some() {
+        return Ok(None);
+    }
+    let cfg = git::read_config(repo, commit)?;
+    let text = |k: &str| cfg.annotations.get(k).and_then(|v| v.as_str());
+    Ok(text(MANIFEST_ANNOTATION).map(|m| PullRecord {
+        manifest: m.to_string(),
+        source: text(SOURCE_ANNOTATION).map(str::to_string),
+    }))
+}
+
 /// At most this many layers download at once.
 const PARALLEL_DOWNLOADS: usize = 4;
 
@@ -134,12 +161,7 @@ pub fn pull(
 
     // Up to date, or the same manifest already stored under another name?
     let has_manifest = |commit: ObjectId| -> Result<bool, RegistryError> {
-        let cfg = git::read_config(&store.repo(), commit)?;
-        Ok(cfg
-            .annotations
-            .get(MANIFEST_ANNOTATION)
-            .and_then(|v| v.as_str())
-            == Some(res.digest.as_str()))
+        Ok(pull_record(&store.repo(), commit)?.is_some_and(|p| p.manifest == res.digest))
     };
     if let Some(c) = old.filter(|_| !settings.always_download) {
         if has_manifest(c)? {

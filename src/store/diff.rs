@@ -233,24 +233,24 @@ pub fn diff_commits(
 ) -> Result<Vec<Entry>, ReadError> {
     let tb = git::image_trees(repo, b)?;
     let ta = match a {
-        Some(a) => Some(git::image_trees(repo, a)?),
+        Some(a) => Some((a, git::image_trees(repo, a)?)),
         None => None,
     };
     let mut out = Vec::new();
     diff_trees(
         repo,
-        ta.as_ref().map(|t| t.rootfs),
+        ta.as_ref().map(|(_, t)| t.rootfs),
         Some(tb.rootfs),
         sizes,
         &mut out,
     )?;
     let meta_a = match &ta {
-        Some(t) if t.meta != tb.meta => Some(read_meta(repo, t.meta)?),
+        Some((a, t)) if t.meta != tb.meta => Some(read_meta(repo, *a, t.meta)?),
         Some(_) => None,
         None => Some(Vec::new()),
     };
     if let Some(ma) = meta_a {
-        let mb = read_meta(repo, tb.meta)?;
+        let mb = read_meta(repo, b, tb.meta)?;
         // Extended attributes: a path whose set changed is modified.
         let xattrs = |m: &[Record]| {
             let mut x: super::model::Xattrs = Default::default();
@@ -315,9 +315,9 @@ pub fn diff_commits(
                     let change = match r {
                         // An empty directory that had content before (it was in the tree).
                         Record::Dir { mode, .. }
-                            if ta
-                                .as_ref()
-                                .is_some_and(|t| tree_has(repo, t.rootfs, p).unwrap_or(false)) =>
+                            if ta.as_ref().is_some_and(|(_, t)| {
+                                tree_has(repo, t.rootfs, p).unwrap_or(false)
+                            }) =>
                         {
                             if *mode == DIR_MODE {
                                 continue;
@@ -327,9 +327,9 @@ pub fn diff_commits(
                         Record::Dir { .. } | Record::Fifo { .. } => Change::Added,
                         // The mode of a directory that is new: its files are listed.
                         Record::Mode { .. }
-                            if !ta
-                                .as_ref()
-                                .is_some_and(|t| tree_has(repo, t.rootfs, p).unwrap_or(true)) =>
+                            if !ta.as_ref().is_some_and(|(_, t)| {
+                                tree_has(repo, t.rootfs, p).unwrap_or(true)
+                            }) =>
                         {
                             continue
                         }
@@ -416,7 +416,12 @@ fn tree_has(repo: &gix::Repository, root: ObjectId, path: &[u8]) -> Result<bool,
     Ok(true)
 }
 
-fn read_meta(repo: &gix::Repository, id: ObjectId) -> Result<Vec<Record>, ReadError> {
-    let blob = repo.find_blob(id).map_err(git_err("read metadata blob"))?;
-    Ok(meta::decode(&blob.data)?)
+/// Commit `commit`'s metadata blob `id`, size-bounded ([`git::MAX_META`]).
+fn read_meta(
+    repo: &gix::Repository,
+    commit: ObjectId,
+    id: ObjectId,
+) -> Result<Vec<Record>, ReadError> {
+    let blob = git::read_bounded(repo, commit, "meta blob", id, git::MAX_META)?;
+    Ok(meta::decode(&blob)?)
 }

@@ -210,6 +210,75 @@ pub enum ReadError {
         path: String,
         reason: &'static str,
     },
+    /// An object Grove reads whole (a blob, the commit itself) that is bigger than its
+    /// bound (the commit may come from a remote: a 4 GiB `meta` must not be read into
+    /// memory).
+    #[error(
+        "commit {commit}: {what} {object} is {size} bytes, more than Grove reads ({max} at most)"
+    )]
+    TooBig {
+        commit: ObjectId,
+        what: &'static str,
+        object: ObjectId,
+        size: u64,
+        max: u64,
+    },
+}
+
+/// Most bytes of an image's `meta` blob Grove reads (records take about 45 bytes an
+/// entry: millions of entries).
+pub const MAX_META: u64 = 256 << 20;
+/// Most bytes of an image's `config.json` Grove reads: as much as of a registry's config.
+pub const MAX_CONFIG: u64 = crate::oci::MAX_CONFIG;
+/// Most bytes of a build step's key-input record Grove reads (one line of about 60 bytes
+/// a key input: a COPY of four million files).
+pub const MAX_KEY_INPUTS: u64 = 256 << 20;
+/// Most bytes of one tree object Grove reads (about 40 bytes an entry: a directory of
+/// six million entries).
+pub const MAX_TREE: u64 = 256 << 20;
+/// Most bytes of an image commit object Grove reads (its message is the instruction as
+/// written, a Dockerfile being at most 8 MiB).
+pub const MAX_COMMIT: u64 = 16 << 20;
+
+/// Blob `id`, the `what` of `commit` (`meta blob`, ...), read whole after checking its size (from the
+/// object's header, nothing inflated) against `max`.
+pub fn read_bounded(
+    repo: &gix::Repository,
+    commit: ObjectId,
+    what: &'static str,
+    id: ObjectId,
+    max: u64,
+) -> Result<Vec<u8>, ReadError> {
+    check_size(repo, commit, what, id, max)?;
+    Ok(read_blob(repo, id)?)
+}
+
+/// Refuse object `id` (the `what` of `commit`) if it is bigger than `max` bytes.
+pub fn check_size(
+    repo: &gix::Repository,
+    commit: ObjectId,
+    what: &'static str,
+    id: ObjectId,
+    max: u64,
+) -> Result<(), ReadError> {
+    let size = match repo.find_header(id) {
+        Ok(h) => h.size(),
+        Err(_) => repo
+            .clone()
+            .find_header(id)
+            .map_err(git_err(format!("find {what} {id} of commit {commit}")))?
+            .size(),
+    };
+    if size > max {
+        return Err(ReadError::TooBig {
+            commit,
+            what,
+            object: id,
+            size,
+            max,
+        });
+    }
+    Ok(())
 }
 
 const ESCAPE: &[u8] = b".grove-";
@@ -798,12 +867,12 @@ pub fn key_inputs_of(
         return Ok(None);
     };
     let id = e.oid().to_owned();
-    Ok(Some(
-        repo.find_blob(id)
-            .map_err(git_err(format!("read key-input record of commit {commit}")))?
-            .data
-            .clone(),
-    ))
+    read_bounded(repo, commit, "key-input record blob", id, MAX_KEY_INPUTS)
+        .map(Some)
+        .map_err(|e| GitError {
+            action: format!("read key-input record of commit {commit}"),
+            source: Box::new(e),
+        })
 }
 
 fn write_commit_tree(
@@ -868,10 +937,25 @@ pub struct ImageTrees {
     pub config: ObjectId,
     pub parent: Option<ObjectId>,
     pub message: String,
+    /// A build step's key-input record ([`KEY_INPUTS`]), if any.
+    pub key_inputs: Option<ObjectId>,
 }
 
 /// Look up the tree parts of an image commit.
 pub fn image_trees(repo: &gix::Repository, commit: ObjectId) -> Result<ImageTrees, ReadError> {
+    let size = repo
+        .find_header(commit)
+        .map_err(git_err(format!("find commit {commit}")))?
+        .size();
+    if size > MAX_COMMIT {
+        return Err(ReadError::TooBig {
+            commit,
+            what: "commit object",
+            object: commit,
+            size,
+            max: MAX_COMMIT,
+        });
+    }
     let c = repo
         .find_commit(commit)
         .map_err(git_err(format!("find commit {commit}")))?;
@@ -897,6 +981,7 @@ pub fn image_trees(repo: &gix::Repository, commit: ObjectId) -> Result<ImageTree
         rootfs: find("rootfs").ok_or(ReadError::NotImage(commit, "no rootfs tree"))?,
         meta: find("meta").ok_or(ReadError::NotImage(commit, "no meta blob"))?,
         config: find("config.json").ok_or(ReadError::NotImage(commit, "no config.json blob"))?,
+        key_inputs: find(KEY_INPUTS),
         parent,
         message,
     })
@@ -905,10 +990,8 @@ pub fn image_trees(repo: &gix::Repository, commit: ObjectId) -> Result<ImageTree
 /// Read an image's config.
 pub fn read_config(repo: &gix::Repository, commit: ObjectId) -> Result<ImageConfig, ReadError> {
     let t = image_trees(repo, commit)?;
-    let blob = repo
-        .find_blob(t.config)
-        .map_err(git_err("read config blob"))?;
-    Ok(ImageConfig::decode(&blob.data)?)
+    let blob = read_bounded(repo, commit, "config.json blob", t.config, MAX_CONFIG)?;
+    Ok(ImageConfig::decode(&blob)?)
 }
 
 /// Most bytes of a symlink target (symlink(2) refuses longer ones with ENAMETOOLONG).
@@ -925,12 +1008,16 @@ pub fn read_image(
     let t = image_trees(repo, commit)?;
     let mut root = Dir::new(0o755);
     read_tree(repo, commit, t.rootfs, &mut root)?;
-    let meta_blob = repo
-        .find_blob(t.meta)
-        .map_err(git_err("read metadata blob"))?;
+    // Every blob read whole is bounded first; the key-input record too, which only
+    // `--explain` and `history --why` read, so that a fetch refuses it with the rest.
+    check_size(repo, commit, "config.json blob", t.config, MAX_CONFIG)?;
+    if let Some(k) = t.key_inputs {
+        check_size(repo, commit, "key-input record blob", k, MAX_KEY_INPUTS)?;
+    }
+    let meta_blob = read_bounded(repo, commit, "meta blob", t.meta, MAX_META)?;
     let mut next_group = 0u32;
     let mut groups: std::collections::HashMap<Vec<u8>, u32> = Default::default();
-    let (records, default_time) = meta::decode_with_time(&meta_blob.data)?;
+    let (records, default_time) = meta::decode_with_time(&meta_blob)?;
     drop(meta_blob);
     root.times.default = default_time;
     let bad = |path: &[u8], reason: &'static str| ReadError::BadRecord {
@@ -1018,20 +1105,16 @@ pub fn read_image(
             Some(_) => {}
         }
     }
-    let cfg = repo
-        .find_blob(t.config)
-        .map_err(git_err("read config blob"))?;
-    Ok((root, ImageConfig::decode(&cfg.data)?))
+    let cfg = read_bounded(repo, commit, "config.json blob", t.config, MAX_CONFIG)?;
+    Ok((root, ImageConfig::decode(&cfg)?))
 }
 
 /// The root directory's time in an image commit, if recorded (reads only the metadata
 /// blob).
 pub fn root_time(repo: &gix::Repository, commit: ObjectId) -> Result<Option<Mtime>, ReadError> {
     let t = image_trees(repo, commit)?;
-    let blob = repo
-        .find_blob(t.meta)
-        .map_err(git_err("read metadata blob"))?;
-    let (records, default_time) = meta::decode_with_time(&blob.data)?;
+    let blob = read_bounded(repo, commit, "meta blob", t.meta, MAX_META)?;
+    let (records, default_time) = meta::decode_with_time(&blob)?;
     Ok(records
         .into_iter()
         .find_map(|r| match r {
@@ -1082,6 +1165,7 @@ fn read_tree(
     let mut i = 0;
     while i < dirs.len() {
         let (tid, depth, prefix) = (dirs[i].id, dirs[i].depth, dirs[i].path.clone());
+        check_size(repo, commit, "tree", tid, MAX_TREE)?;
         let tree = repo
             .find_tree(tid)
             .map_err(git_err(format!("find tree {tid}")))?;

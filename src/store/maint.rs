@@ -734,6 +734,7 @@ fn fetch_notes(store: &Store, remote: &str) -> Result<Option<ObjectId>, StoreErr
     let repo = store.repo();
     let tip = git::get_ref(&repo, &format!("{REMOTE_NOTES}grove"))?;
     if let Some(t) = tip {
+        notes::check_fetched(&repo, t)?;
         notes::merge(&repo, t)?;
     }
     for (n, id) in git::list_refs(&repo, REMOTE_NOTES)? {
@@ -866,6 +867,7 @@ pub fn fetch(store: &Store, _lock: &WriteLock, remote: &str) -> Result<(), Store
                 &[
                     format!("+refs/grove/img/*:{q}img/*"),
                     format!("+refs/grove/cache/*:{q}cache/*"),
+                    format!("+refs/notes/grove*:{q}notes/grove*"),
                 ],
             ),
         )?;
@@ -882,6 +884,14 @@ pub fn fetch(store: &Store, _lock: &WriteLock, remote: &str) -> Result<(), Store
                     todo.extend(t.parent);
                 }
             }
+        }
+        // The notes too, before any ref moves (they are merged after, by fetch_notes).
+        if let Some(tip) = git::get_ref(&repo, &format!("{q}notes/grove"))? {
+            notes::check_fetched(&repo, tip).map_err(|e| StoreError::Refused {
+                remote: remote.to_string(),
+                refname: notes::NOTES_REF.to_string(),
+                reason: chain(&e),
+            })?;
         }
         let mut validated = HashSet::new();
         let mut edits = Vec::new();

@@ -33,8 +33,13 @@ pub const PROVENANCE_VERSION_MIN: u32 = 1;
 pub struct Provenance {
     /// The base of each stage.
     pub bases: Vec<ProvenanceBase>,
-    /// `--build-arg` values as given.
+    /// `--build-arg` values as given, but for the names in `build_args_redacted`.
     pub build_args: std::collections::BTreeMap<String, String>,
+    /// `--build-arg` names given whose values are not stored: names that look like
+    /// secrets and the proxy settings (`crate::provenance::redacted_arg`). Notes written
+    /// before it existed hold those values in `build_args` (optional in version 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub build_args_redacted: Vec<String>,
     /// The Grove version that built the image (version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub builder_version: Option<String>,
@@ -89,6 +94,11 @@ pub struct ProvenanceBase {
     pub digest: Option<String>,
     /// The FROM image as written after substitution (`scratch`, a stage alias, a reference).
     pub image: String,
+    /// Where a pulled base was pulled from (`HOST:PORT/REPO:TAG` or `HOST:PORT/REPO@sha256:HEX`),
+    /// as its pull recorded it (optional in version 2; absent for other bases and in notes
+    /// written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// The stage's index, from 0.
     pub stage: usize,
 }
@@ -190,12 +200,44 @@ pub fn get(repo: &gix::Repository, commit: ObjectId) -> Result<Option<Vec<u8>>, 
     };
     let id = e.oid.to_owned();
     drop(tree);
-    Ok(Some(
-        repo.find_blob(id)
-            .map_err(git_err("read note"))?
-            .data
-            .clone(),
-    ))
+    git::read_bounded(repo, commit, "provenance note blob", id, MAX_NOTE)
+        .map(Some)
+        .map_err(|e| GitError {
+            action: format!("read the note of commit {commit}"),
+            source: Box::new(e),
+        })
+}
+
+/// Most bytes of a note Grove reads (a note lists every context file a build read, about
+/// 150 bytes each: over a million files).
+pub const MAX_NOTE: u64 = 256 << 20;
+
+/// Check the notes of notes commit `tip` (fetched from a remote) that the local notes
+/// don't have, before any is read or merged: each must be a blob named by a commit id,
+/// of at most [`MAX_NOTE`] bytes. Reads headers only.
+pub fn check_fetched(repo: &gix::Repository, tip: ObjectId) -> Result<(), git::ReadError> {
+    let local: std::collections::HashSet<ObjectId> = match git::get_ref(repo, NOTES_REF)? {
+        Some(t) => entries_of(repo, t)?.into_iter().map(|e| e.oid).collect(),
+        None => Default::default(),
+    };
+    for e in entries_of(repo, tip)? {
+        if local.contains(&e.oid) {
+            continue;
+        }
+        let bad = |reason| git::ReadError::BadEntry {
+            commit: tip,
+            entry: e.filename.to_string(),
+            reason,
+        };
+        let Ok(commit) = ObjectId::from_hex(e.filename.as_bytes()) else {
+            return Err(bad("note not named by a commit id"));
+        };
+        if !e.mode.is_blob() {
+            return Err(bad("note is not a blob"));
+        }
+        git::check_size(repo, commit, "provenance note blob", e.oid, MAX_NOTE)?;
+    }
+    Ok(())
 }
 
 /// The entries of the notes tree of notes commit `tip`.

@@ -376,6 +376,162 @@ fn fetch_refuses_a_tree_deeper_than_the_limit_without_crashing() {
     su.assert_fetch_refused(&r, &["refusing fetch from", "too deep"]);
 }
 
+/// A blob of `prefix`, `n` ASCII zeros and `suffix`, written by git from a pipe (a few
+/// MiB on disk however big: zeros compress well); its id.
+fn big_blob(repo: &Path, prefix: &str, n: u64, suffix: &str) -> String {
+    big_object(repo, "blob", prefix, n, suffix)
+}
+
+/// An object of type `kind` made as [`big_blob`] makes a blob.
+fn big_object(repo: &Path, kind: &str, prefix: &str, n: u64, suffix: &str) -> String {
+    let mut c = unpriv("sh");
+    c.arg("-c")
+        .arg(
+            "{ printf '%s' \"$1\"; head -c \"$2\" /dev/zero | tr '\\0' 0; printf '%s' \"$3\"; } \
+             | git -C \"$4\" hash-object --literally -t \"$5\" -w --stdin",
+        )
+        .arg("sh")
+        .arg(prefix)
+        .arg(n.to_string())
+        .arg(suffix)
+        .arg(repo)
+        .arg(kind);
+    ok(&mut c).trim().to_string()
+}
+
+/// Objects Grove reads whole (`meta`, `config.json`, a key-input record, a provenance
+/// note, the commit, a tree) bigger than their bounds: a fetch refuses each, naming the commit
+/// and the object, before reading it (a 4 GiB `meta` would have been read into memory).
+/// Each is otherwise valid, so the fetch succeeded before.
+#[test]
+fn fetch_refuses_objects_bigger_than_grove_reads_naming_commit_and_object() {
+    // Trees, meta, key-input records and notes; config.json has 64 MiB.
+    const MAX_META: u64 = 256 << 20;
+    const MAX_TREE: u64 = MAX_META;
+    const MAX_SMALL: u64 = 64 << 20;
+    let su = Setup::new();
+    let base = "refs/grove/img/base+latest";
+    for what in [
+        "tree",
+        "meta blob",
+        "config.json blob",
+        "key-input record blob",
+        "provenance note blob",
+        "commit object",
+    ] {
+        let r = su.remote(&what.replace(' ', "-"), |_| Evil::default());
+        let evil = rev_parse(&r, "refs/grove/img/evil+latest");
+        let config = rev_parse(&r, &format!("{base}:config.json"));
+        let meta = rev_parse(&r, &format!("{base}:meta"));
+        let rootfs = rev_parse(&r, &format!("{base}:rootfs"));
+        let (commit, blob) = match what {
+            "provenance note blob" => {
+                // A note for the remote's image, as `git notes` would attach it.
+                let note = big_blob(&r, "{\"v\":\"", MAX_META, "\"}");
+                let tree = raw_tree(&r, &[("100644", evil.as_bytes(), &note)]);
+                let c = commit_tree(&r, &tree, None);
+                ok(git(&r).args(["update-ref", "refs/notes/grove", &c]));
+                (evil, note)
+            }
+            _ => {
+                let (mut config, mut meta, mut rootfs, mut extra) = (config, meta, rootfs, None);
+                let blob = match what {
+                    "meta blob" => {
+                        // A valid record (an xattr of the image's file) with a huge value.
+                        let header = ok(git(&r).args(["cat-file", "blob", &meta]));
+                        let header = header.lines().next().expect("meta header").to_string();
+                        meta = big_blob(
+                            &r,
+                            &format!("{header}\nxattr user.big "),
+                            MAX_META + 2,
+                            " file\n",
+                        );
+                        Some(meta.clone())
+                    }
+                    "config.json blob" => {
+                        let text = ok(git(&r).args(["cat-file", "blob", &config]));
+                        let rest = text.strip_prefix('{').expect("a JSON object");
+                        config = big_blob(
+                            &r,
+                            "{\"annotations\":{\"big\":\"",
+                            MAX_SMALL,
+                            &format!("\"}},{rest}"),
+                        );
+                        Some(config.clone())
+                    }
+                    "commit object" => None,
+                    "tree" => {
+                        // The image's entries and 7.5 million more files: a tree object
+                        // just over 256 MiB.
+                        let legit = ok(git(&r).args(["ls-tree", &rootfs]));
+                        // Numbered files first (digits sort before the image's names),
+                        // written as raw tree bytes: git's order, no per-entry allocation.
+                        let hex = |h: &str| -> Vec<u8> {
+                            (0..20)
+                                .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).expect("hex"))
+                                .collect()
+                        };
+                        let file = hex(&rev_parse(&r, &format!("{base}:rootfs/file")));
+                        let n = MAX_TREE / 36 + 1;
+                        let mut data = Vec::with_capacity((n * 36) as usize + 4096);
+                        for i in 0..n {
+                            data.extend_from_slice(format!("100644 {i:08}\0").as_bytes());
+                            data.extend_from_slice(&file);
+                        }
+                        for l in legit.lines() {
+                            let (info, name) = l.split_once('\t').expect("ls-tree line");
+                            assert!(name.as_bytes()[0] > b'9', "{name} sorts after the numbers");
+                            let f: Vec<&str> = info.split(' ').collect();
+                            let mode = if f[0] == "040000" { "40000" } else { f[0] };
+                            data.extend_from_slice(format!("{mode} {name}\0").as_bytes());
+                            data.extend_from_slice(&hex(f[2]));
+                        }
+                        rootfs = hash_object(&r, "tree", &data);
+                        Some(rootfs.clone())
+                    }
+                    _ => {
+                        let k = big_blob(&r, "grove-key-inputs 1\n", MAX_META, " input\n");
+                        extra = Some(k.clone());
+                        Some(k)
+                    }
+                };
+                let mut entries: Vec<(&str, &[u8], &str)> = vec![
+                    ("100644", b"config.json", &config),
+                    ("100644", b"meta", &meta),
+                    ("40000", b"rootfs", &rootfs),
+                ];
+                if let Some(k) = &extra {
+                    entries.push(("100644", b"key-inputs", k));
+                }
+                let top = raw_tree(&r, &entries);
+                let parent = rev_parse(&r, base);
+                let c = if what == "commit object" {
+                    // The image's commit as Grove writes it, with a huge message.
+                    let head = format!(
+                        "tree {top}\nparent {parent}\nauthor Grove <grove@localhost> 0 +0000\n\
+                         committer Grove <grove@localhost> 0 +0000\n\nRUN "
+                    );
+                    big_object(&r, "commit", &head, MAX_SMALL / 4, "\n")
+                } else {
+                    commit_tree(&r, &top, Some(&parent))
+                };
+                ok(git(&r).args(["update-ref", "refs/grove/img/evil+latest", &c]));
+                ok(git(&r).args(["update-ref", &format!("refs/grove/cache/{KEY}"), &c]));
+                (c.clone(), blob.unwrap_or(c))
+            }
+        };
+        let err = su.assert_fetch_refused(
+            &r,
+            &[
+                "refusing fetch from",
+                &format!("commit {commit}: {what} {blob} is "),
+                "bytes, more than Grove reads",
+            ],
+        );
+        assert!(!err.contains("000000000000"), "{err}");
+    }
+}
+
 /// Ref names that would put a checkout link elsewhere, or are not cache keys.
 #[test]
 fn fetch_refuses_ref_names_that_are_not_image_names_or_cache_keys() {

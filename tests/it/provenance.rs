@@ -2063,6 +2063,191 @@ fn push_ch_convert_and_the_statement_give_one_manifest_digest() {
 }
 
 #[test]
+fn a_pulled_base_is_named_by_its_registry_reference_and_manifest_digest() {
+    // A base pulled from a registry had only its name and digests: not where it came from.
+    let Some(r) = crate::registry::Registry::start() else {
+        return;
+    };
+    r.put("two", "prov/base:1", &[]);
+    let w = W::new("attest-pulled");
+    let reference = format!("{}/prov/base:1", r.host());
+    let manifest: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ])))
+    .expect("skopeo inspect json");
+    let manifest = manifest["Digest"].as_str().expect("Digest").to_string();
+    let ctx = w.ctx("pulled", &format!("FROM {reference}\nRUN true\n"), &[]);
+    ok(r.ch_image(&w.storage())
+        .args(["build", "--force=none", "-t", "app"])
+        .arg(&ctx));
+    let st = statement_in(&w, &w.storage(), "app");
+    let base = &st["predicate"]["buildDefinition"]["resolvedDependencies"][0];
+    assert_eq!(base["name"], reference.as_str(), "{st:#}");
+    assert_eq!(
+        base["uri"],
+        format!("pkg:docker/{}/prov/base@1", r.host()).as_str(),
+        "{st:#}"
+    );
+    assert_eq!(
+        format!("sha256:{}", base["digest"]["sha256"].as_str().unwrap()),
+        manifest
+    );
+    assert_eq!(
+        base["annotations"]["grove.reference"],
+        format!("{reference}@{manifest}").as_str()
+    );
+    let base_commit = base["digest"]["gitCommit"].as_str().unwrap().to_string();
+    let p = write_statement(&w, "pulled.json", &st);
+    let (pass, out, err) = verify(&w, "app", &p);
+    assert!(pass, "{out}{err}");
+    assert!(
+        out.contains("match          predicate.buildDefinition.resolvedDependencies[0].uri"),
+        "{out}"
+    );
+    // An edited uri is a mismatch naming the field.
+    let mut edited = st.clone();
+    edited["predicate"]["buildDefinition"]["resolvedDependencies"][0]["uri"] =
+        "pkg:docker/evil/base@1".into();
+    let p = write_statement(&w, "pulled-edited.json", &edited);
+    let (pass, out, _) = verify(&w, "app", &p);
+    assert!(!pass, "{out}");
+    assert!(
+        out.contains("mismatch       predicate.buildDefinition.resolvedDependencies[0].uri"),
+        "{out}"
+    );
+
+    // An image built on the pulled base starts from its config, annotations and all: built
+    // on in turn, it is not a pulled image (no uri; its own OCI digest, not the registry's).
+    let ctx2 = w.ctx("on-app", "FROM app\nRUN true\n", &[]);
+    ok(r.ch_image(&w.storage())
+        .args(["build", "--force=none", "-t", "app2"])
+        .arg(&ctx2));
+    let st2 = statement_in(&w, &w.storage(), "app2");
+    let base2 = &st2["predicate"]["buildDefinition"]["resolvedDependencies"][0];
+    assert_eq!(base2["name"], "app", "{st2:#}");
+    assert!(base2.get("uri").is_none(), "{st2:#}");
+    assert!(
+        base2["annotations"].get("grove.reference").is_none(),
+        "{st2:#}"
+    );
+    let oci = w.s.join("app.oci");
+    ok(tool("ch-convert")
+        .arg("-s")
+        .arg(w.storage())
+        .args(["-o", "oci", "app"])
+        .arg(&oci));
+    assert_eq!(
+        format!("sha256:{}", base2["digest"]["sha256"].as_str().unwrap()),
+        oci_manifest_digest(&oci),
+        "{st2:#}"
+    );
+    // Nor is it taken for the pulled image by a later pull of the same manifest.
+    ok(w.image().args(["delete", &reference]));
+    ok(r.ch_image(&w.storage()).args(["pull", &reference]));
+    let list: serde_json::Value =
+        serde_json::from_str(&w.ci(&["list", "--json"])).expect("list json");
+    let pulled = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == reference.as_str())
+        .unwrap_or_else(|| panic!("{reference} not listed: {list:#}"));
+    assert_eq!(pulled["commit"], base_commit.as_str(), "{list:#}");
+}
+
+#[test]
+fn secret_looking_build_arg_values_are_shown_nowhere_and_stored_nowhere() {
+    // `inspect` printed every build argument's value, and the build's note (which
+    // `build-cache push` sends) stored them.
+    let w = W::new("arg-secret");
+    let ctx = w.ctx(
+        "argsecret",
+        "FROM busybox\nARG V=1\nARG API_TOKEN\nRUN test -n \"$API_TOKEN\" && echo $V > /v\n",
+        &[],
+    );
+    let (first, second) = ("first-9d1c5a", "second-4b7e02");
+    let log1 = w.build(
+        "app",
+        &ctx,
+        &[
+            "-v",
+            "--build-arg",
+            "V=2",
+            "--build-arg",
+            &format!("API_TOKEN={first}"),
+        ],
+    );
+    // Another value still changes the cache key, and --explain names the argument only.
+    let log2 = w.build(
+        "app",
+        &ctx,
+        &[
+            "-v",
+            "--explain",
+            "--build-arg",
+            "V=2",
+            "--build-arg",
+            &format!("API_TOKEN={second}"),
+        ],
+    );
+    assert_eq!(marks(&log2), "**..", "{log2}");
+    assert!(
+        log2.contains("warning: --build-arg API_TOKEN: its value is not stored"),
+        "{log2}"
+    );
+    assert!(
+        log2.contains("why: build argument changed: API_TOKEN"),
+        "{log2}"
+    );
+    let inspect = w.ci(&["inspect", "app"]);
+    assert!(inspect.contains("build arg:    V=2"), "{inspect}");
+    assert!(
+        inspect.contains("build arg:    API_TOKEN (value not stored"),
+        "{inspect}"
+    );
+    let inspect_json: serde_json::Value =
+        serde_json::from_str(&w.ci(&["inspect", "--json", "app"])).expect("inspect json");
+    assert_eq!(
+        inspect_json["provenance"]["build_args_redacted"],
+        serde_json::json!(["API_TOKEN"]),
+        "{inspect_json:#}"
+    );
+    let outputs = [
+        log1,
+        log2,
+        inspect,
+        inspect_json.to_string(),
+        w.ci(&["inspect", "--provenance", "app"]),
+        w.ci(&["history", "app"]),
+        w.ci(&["history", "--json", "app"]),
+        w.ci(&["history", "--why", "app"]),
+        w.ci(&["history", "--why", "--json", "app"]),
+        w.ci(&["build-cache", "--tree"]),
+    ];
+    let objects = {
+        let mut c = unpriv("git");
+        c.arg("-C")
+            .arg(w.storage().join("repo.git"))
+            .args(["cat-file", "--batch-all-objects", "--batch"])
+            .env("HOME", &w.s.path)
+            .env("GIT_CONFIG_NOSYSTEM", "1");
+        let out = output(&mut c);
+        assert!(out.status.success() && !out.stdout.is_empty());
+        out.stdout
+    };
+    for v in [first, second] {
+        for o in &outputs {
+            assert!(!o.contains(v), "{v} shown:\n{o}");
+        }
+        assert!(!crate::mount::contains(&objects, v), "{v} in a git object");
+        let found = crate::mount::files_containing(&w.storage(), v);
+        assert!(found.is_empty(), "{v} in {found:?}");
+    }
+}
+
+#[test]
 fn verify_pairs_a_file_one_copy_names_twice() {
     let w = W::new("attest-twice");
     let ctx = w.ctx(
