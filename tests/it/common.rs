@@ -249,6 +249,46 @@ pub fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Spawn `cmd` (output discarded) and SIGKILL it once it has made `count` system calls
+/// of kind `field` (`syscr` reads, `syscw` writes, /proc/PID/io): a kill at a point of
+/// its progress, not after a duration, which a fast or a loaded machine would make
+/// meaningless. Returns whether it was still running when killed. `cmd` must exec the
+/// program in its own process (setpriv does), so that the PID is the program's.
+pub fn kill_after(cmd: &mut Command, field: &str, count: u64) -> bool {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let io = format!("/proc/{}/io", child.id());
+    let prefix = format!("{field}:");
+    let mut running = false;
+    wait_for("the process to progress or end", 600, || {
+        if child.try_wait().expect("try_wait").is_some() {
+            return true;
+        }
+        let done = std::fs::read_to_string(&io)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        running = done >= count;
+        running
+    });
+    child.kill().ok(); // SIGKILL
+    child.wait().expect("wait");
+    running
+}
+
+/// The repair command of a "changed outside grove" error (its hint), to run as given.
+#[track_caller]
+pub fn repair_hint(err: &str) -> String {
+    err.lines()
+        .find_map(|l| l.split_once("git objects: ").map(|(_, c)| c.to_string()))
+        .unwrap_or_else(|| panic!("no repair hint: {err}"))
+}
+
 /// `sleep SECS` as the unprivileged test user, returned once it runs as that user: setpriv
 /// execs sleep, so the PID is the sleep's, but until the exec the process is still
 /// setpriv's (root's when the suite runs as root) and its /proc entries are not the user's.

@@ -189,10 +189,7 @@ fn a_shared_file_edited_by_hand_is_refused_everywhere_and_never_linked_again() {
         let (_, err) = fails(tool("ch-run").arg("-s").arg(&st).args([name, "--", "true"]));
         assert!(err.contains("was changed outside grove"), "{name}: {err}");
         if name == "a" {
-            hint = err
-                .lines()
-                .find_map(|l| l.split_once("git objects: ").map(|(_, c)| c.to_string()))
-                .unwrap_or_else(|| panic!("no repair hint: {err}"));
+            hint = crate::common::repair_hint(&err);
         }
     }
     // The repair the hint gives, for a only: it must not change the files a shares with
@@ -258,37 +255,13 @@ fn kill_9_during_checkouts_leaves_only_whole_pool_files() {
     ));
     import(&st, &big, "big");
     let mut killed = 0;
-    // Killed at points of its progress (files written so far: write system calls), as
-    // the import's kill test does, not after durations.
+    // Killed at points of its progress (files written so far: write system calls).
     for writes in [200u64, 2_000, 8_000, 15_000] {
-        let mut child = tool("ch-image")
-            .arg("-s")
-            .arg(&st)
-            .args(["checkout", "--", "big"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn checkout");
-        let io = format!("/proc/{}/io", child.id());
-        let mut running = false;
-        crate::common::wait_for("the checkout to progress or end", 600, || {
-            if child.try_wait().expect("try_wait").is_some() {
-                return true;
-            }
-            let done = std::fs::read_to_string(&io)
-                .unwrap_or_default()
-                .lines()
-                .find_map(|l| l.strip_prefix("syscw:"))
-                .and_then(|n| n.trim().parse::<u64>().ok())
-                .unwrap_or(0);
-            running = done >= writes;
-            running
-        });
-        if running {
+        let mut c = tool("ch-image");
+        c.arg("-s").arg(&st).args(["checkout", "--", "big"]);
+        if crate::common::kill_after(&mut c, "syscw", writes) {
             killed += 1;
         }
-        child.kill().ok(); // SIGKILL
-        child.wait().expect("wait");
         // Every pool file that exists is whole: its content is its blob. (A finished
         // checkout is removed so the next round checks out again.)
         for (p, md) in walkdir::WalkDir::new(st.join("pool"))
@@ -348,11 +321,7 @@ fn a_same_size_edit_with_its_time_set_back_is_found_by_content_and_leaves_the_po
     ));
     let (_, err) = fails(tool("ch-run").arg("-s").arg(&st).args(["a", "--", "true"]));
     assert!(err.contains("was changed outside grove"), "{err}");
-    let hint = err
-        .lines()
-        .find_map(|l| l.split_once("git objects: ").map(|(_, c)| c.to_string()))
-        .unwrap_or_else(|| panic!("no repair hint: {err}"));
-    sh(&hint);
+    sh(&crate::common::repair_hint(&err));
     let err = run_v(&st, "a");
     assert!(
         err.contains("wrote 1 files, linked 205 from the pool"),

@@ -971,11 +971,7 @@ fn changed_checkout_is_refused_by_run_and_build_until_removed() {
     );
     assert!(err.contains("was changed outside grove"), "{err}");
     // The hint's command repairs it: the checkout is made again from git.
-    let hint = err
-        .lines()
-        .find_map(|l| l.split_once("git objects: ").map(|(_, c)| c.to_string()))
-        .unwrap_or_else(|| panic!("no repair hint: {err}"));
-    sh(&hint);
+    sh(&crate::common::repair_hint(&err));
     assert_eq!(motd(), before);
     ok(tool("ch-image")
         .arg("-s")
