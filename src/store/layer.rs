@@ -26,7 +26,7 @@ use rayon::prelude::*;
 
 use super::import::{objects_dir, repo_for_writing};
 use super::model::{self, Dir, File, Node};
-use super::pack::{PackBuilder, PACK_MIN_OBJECTS};
+use super::pack::{write_loose_blob, PackBuilder, PACK_MIN_OBJECTS, SAMPLE_MIN};
 use super::StoreError;
 
 /// What a layer changed, for history and logs.
@@ -143,6 +143,11 @@ fn store_jobs(
                 let data = fs::read(&j.abs).at("read", &j.abs)?;
                 match &pack {
                     Some(p) => Ok(p.add(repo, &data).at("write pack", &j.abs)?),
+                    // gix's loose writer compresses all it writes: big files go through
+                    // ours, which stores incompressible data as it is.
+                    None if data.len() >= SAMPLE_MIN => {
+                        Ok(write_loose_blob(repo, &data).at("write object of", &j.abs)?)
+                    }
                     None => Ok(repo
                         .write_blob(&data)
                         .map_err(super::git::git_err("write blob"))?
