@@ -706,7 +706,10 @@ pub fn file_digests(p: &Path) -> io::Result<([u8; 32], gix::ObjectId)> {
     let mut sha = sha2::Sha256::new();
     let mut git = gix::hash::hasher(gix::hash::Kind::Sha1);
     git.update(format!("blob {len}\0").as_bytes());
-    let mut buf = vec![0u8; 1 << 16];
+    // A big file's two digests are computed side by side (on two threads): 50 MB took
+    // 60 ms for both in one thread here.
+    let big = len >= 4 << 20;
+    let mut buf = vec![0u8; if big { 1 << 20 } else { 1 << 16 }];
     let mut seen = 0u64;
     loop {
         let n = f.read(&mut buf)?;
@@ -714,8 +717,13 @@ pub fn file_digests(p: &Path) -> io::Result<([u8; 32], gix::ObjectId)> {
             break;
         }
         seen += n as u64;
-        sha.update(&buf[..n]);
-        git.update(&buf[..n]);
+        let b = &buf[..n];
+        if big {
+            rayon::join(|| sha.update(b), || git.update(b));
+        } else {
+            sha.update(b);
+            git.update(b);
+        }
     }
     if seen != len {
         return Err(io::Error::other(format!(
@@ -746,6 +754,23 @@ mod tests {
             hex(&sha),
             "185f8db32271fe25f561a6fc938b2e264306ec304eda518007d1764826381969"
         );
+    }
+
+    #[test]
+    fn big_file_digests_computed_side_by_side_equal_the_one_pass_ones() {
+        use sha2::Digest as _;
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("big");
+        // Over the 4 MiB mark, and not a whole number of 1 MiB reads.
+        let data: Vec<u8> = (0..(5 << 20) + 12_345)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        fs::write(&p, &data).expect("write");
+        let (sha, blob) = file_digests(&p).expect("digests");
+        assert_eq!(sha.as_slice(), sha2::Sha256::digest(&data).as_slice());
+        let want =
+            gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &data).unwrap();
+        assert_eq!(blob, want);
     }
 
     #[test]

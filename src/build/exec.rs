@@ -1137,7 +1137,14 @@ impl<'a> Builder<'a> {
         let clamp = self.source_date_epoch;
         let xattrs = self.store.xattrs();
         let model = self.model()?;
-        let (_, warnings) = store::layer::apply_upper(&ts, model, layer, clamp, xattrs)?;
+        let t = std::time::Instant::now();
+        let (changes, warnings) = store::layer::apply_upper(&ts, model, layer, clamp, xattrs)?;
+        crate::debug!(
+            "stored {} entries, removed {}, in {:.2}s",
+            changes.written,
+            changes.removed,
+            t.elapsed().as_secs_f64()
+        );
         self.files_changed = true;
         for w in warnings {
             warn!("{w}");
@@ -1627,8 +1634,14 @@ impl<'a> Builder<'a> {
         let commit = self.stage().commit;
         let lowers = self.store.view(self.lock, commit)?;
         // A checkout or layer changed behind the store's back would poison this step.
-        for l in &lowers {
-            store::stamp::verify(l).map_err(BuildError::Changed)?;
+        // Each check is one lstat per entry: the lower directories are checked in
+        // parallel.
+        {
+            use rayon::prelude::*;
+            lowers
+                .par_iter()
+                .try_for_each(|l| store::stamp::verify(l))
+                .map_err(BuildError::Changed)?;
         }
         let step = self.scratch("run")?;
         let (upper, work, merged) = (step.join("upper"), step.join("work"), step.join("merged"));
