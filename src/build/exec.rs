@@ -1700,7 +1700,24 @@ impl<'a> Builder<'a> {
         if crate::log::level() <= -3 {
             cmd.stderr(std::process::Stdio::null());
         }
-        let status = match cmd.status() {
+        // While the command runs, the files of the COPYs after it are hashed.
+        let later = self.later_sources(ins);
+        let (status, warmed) = std::thread::scope(|sc| {
+            let (ignore, known) = (&self.ignore, &self.stat_cache);
+            let warm = (!later.is_empty()).then(|| {
+                std::thread::Builder::new()
+                    .name("warm".into())
+                    .spawn_scoped(sc, || context::warm(&later, ignore, known))
+            });
+            let status = cmd.status();
+            let warmed = warm.and_then(|w| w.ok()).and_then(|w| w.join().ok());
+            (status, warmed)
+        });
+        if let Some((w, read)) = warmed {
+            crate::debug!("read {read} files of the COPYs after this RUN while it ran");
+            self.stat_cache.merge(w);
+        }
+        let status = match status {
             Err(e) if e.raw_os_error() == Some(libc::E2BIG) => {
                 let longest = argv.iter().map(String::len).max().unwrap_or(0);
                 return Err(self.at(
@@ -1731,6 +1748,39 @@ impl<'a> Builder<'a> {
             self.pending_layer = Some(upper);
         }
         Ok(())
+    }
+
+    /// The context sources of the COPY and ADD instructions after `ins` in its stage, up
+    /// to the next RUN (which warms its own): what [`context::warm`] hashes while `ins`
+    /// runs. Sources with variables or URLs, and other stages' files, are left out.
+    fn later_sources(&self, ins: &Instruction) -> Vec<context::Source> {
+        let mut out = Vec::new();
+        let after = self
+            .df
+            .instructions
+            .iter()
+            .skip_while(|i| i.span.start_line != ins.span.start_line)
+            .skip(1);
+        for i in after {
+            match &i.kind {
+                InstrKind::Copy(args) | InstrKind::Add(args) if args.from().is_none() => {
+                    for s in &args.sources {
+                        if let CopySource::Path(p) = s {
+                            if is_url(p) || p.contains('$') {
+                                continue;
+                            }
+                            if let Ok(found) = context::expand(&self.opts.context, p, &self.ignore)
+                            {
+                                out.extend(found);
+                            }
+                        }
+                    }
+                }
+                InstrKind::Run { .. } | InstrKind::From { .. } => break,
+                _ => {}
+            }
+        }
+        out
     }
 
     /// Rewrite the image's `/ch/environment` from `config`'s environment, as Charliecloud

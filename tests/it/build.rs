@@ -993,6 +993,30 @@ fn build_killed_during_run_leaves_a_usable_store() {
     b.fsck();
 }
 
+// Issue 13: the files of the COPYs after a RUN are hashed while its command runs (a
+// core is free then); a file the command changes afterwards is hashed again, so the COPY
+// copies, and its key and provenance follow, what the file holds when the COPY comes.
+#[test]
+fn copy_after_a_run_that_changes_its_source_copies_and_keys_the_new_content() {
+    let b = Bench::new("warm");
+    b.write("f", "old\n");
+    b.write("g", "gee\n");
+    let bind = format!("{}:/ctx", b.ctx.display());
+    // The sleep gives the build's hashing of f and g time to come first.
+    let df = "FROM busybox\nRUN sleep 2 && echo new > /ctx/f\nCOPY f g /d/\n";
+    let log = stderr_ok(b.build_cmd("img", df, &["-b", &bind]).arg("-vv"));
+    assert!(
+        log.contains("read 2 files of the COPYs after this RUN while it ran"),
+        "{log}"
+    );
+    assert_eq!(b.run("img", "cat /d/f /d/g"), "new\ngee\n");
+    // The COPY's key was the new content's (and time's): a rebuild, whose RUN hits and
+    // leaves f as the first build's RUN left it, hits all.
+    let again = b.build("img", df, &["-b", &bind]);
+    assert_eq!(marks(&again), "**", "{again}");
+    b.fsck();
+}
+
 // ---- 7. a real build ----
 
 /// The Debian fixture: `fixtures/debian.sh` makes a minbase bookworm tarball once per
