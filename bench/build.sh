@@ -12,12 +12,19 @@
 # minus the command's own time (ch-run).
 #
 # Usage: sh bench/build.sh   (as root: tools run as uid 65534 via setpriv)
+#   GROVE_BENCH_BIN=DIR sh bench/build.sh   Grove's binaries from DIR (e.g. a copy of an
+#   older release build, to compare before and after), no cargo build
 set -eu
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 root=$(pwd)
-cargo build --release --bins >&2
-bin=$root/target/release
+if [ -n "${GROVE_BENCH_BIN:-}" ]; then
+    bin=$GROVE_BENCH_BIN
+else
+    cargo build --release --bins >&2
+    bin=$root/target/release
+fi
+echo "grove binaries: $bin; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 fix=${GROVE_FIXTURE_CACHE:-/var/tmp/grove-fixtures}
 deb=$fix/debian-bookworm.tar
 sh fixtures/debian.sh "$deb"
@@ -44,7 +51,7 @@ echo "charliecloud import: $(t $cc -s "$work/c" import "$deb" bookworm) s"
 echo "== cold build"
 g_cold=$(t $gr -s "$work/g" build -t bench "$work/ctx")
 c_cold=$(t $cc -s "$work/c" build -t bench "$work/ctx")
-echo "cold:        grove ${g_cold}s  charliecloud ${c_cold}s  ratio $(ratio "$c_cold" "$g_cold")x (target >= 3)"
+echo "cold:        grove ${g_cold}s  charliecloud ${c_cold}s  ratio $(ratio "$c_cold" "$g_cold")x (target >= 3)  load $(cut -d' ' -f1 /proc/loadavg)"
 
 echo "== all hits"
 g_hit=$(t $gr -s "$work/g" build -t bench "$work/ctx")

@@ -1144,7 +1144,14 @@ impl<'a> Builder<'a> {
         let clamp = self.source_date_epoch;
         let xattrs = self.store.xattrs();
         let model = self.model()?;
-        let (_, warnings) = store::layer::apply_upper(&ts, model, layer, clamp, xattrs)?;
+        let t = std::time::Instant::now();
+        let (changes, warnings) = store::layer::apply_upper(&ts, model, layer, clamp, xattrs)?;
+        crate::debug!(
+            "stored {} entries, removed {}, in {:.2}s",
+            changes.written,
+            changes.removed,
+            t.elapsed().as_secs_f64()
+        );
         self.files_changed = true;
         for w in warnings {
             warn!("{w}");
@@ -1634,11 +1641,17 @@ impl<'a> Builder<'a> {
         let commit = self.stage().commit;
         let lowers = self.store.view(self.lock, commit)?;
         // A checkout or layer changed behind the store's back would poison this step.
-        for l in &lowers {
-            self.store.verify_tree(l).map_err(|e| match e {
-                store::StoreError::Stamp(e) => BuildError::Changed(e),
-                e => e.into(),
-            })?;
+        // Each check is one lstat per entry (plus reading files whose inodes changed
+        // since the stamp): the lower directories are checked in parallel.
+        {
+            use rayon::prelude::*;
+            lowers
+                .par_iter()
+                .try_for_each(|l| self.store.verify_tree(l))
+                .map_err(|e| match e {
+                    store::StoreError::Stamp(e) => BuildError::Changed(e),
+                    e => e.into(),
+                })?;
         }
         let step = self.scratch("run")?;
         let (upper, work, merged) = (step.join("upper"), step.join("work"), step.join("merged"));
@@ -1697,7 +1710,24 @@ impl<'a> Builder<'a> {
         if crate::log::level() <= -3 {
             cmd.stderr(std::process::Stdio::null());
         }
-        let status = match cmd.status() {
+        // While the command runs, the files of the COPYs after it are hashed.
+        let later = self.later_sources(ins);
+        let (status, warmed) = std::thread::scope(|sc| {
+            let (ignore, known) = (&self.ignore, &self.stat_cache);
+            let warm = (!later.is_empty()).then(|| {
+                std::thread::Builder::new()
+                    .name("warm".into())
+                    .spawn_scoped(sc, || context::warm(&later, ignore, known))
+            });
+            let status = cmd.status();
+            let warmed = warm.and_then(|w| w.ok()).and_then(|w| w.join().ok());
+            (status, warmed)
+        });
+        if let Some((w, read)) = warmed {
+            crate::debug!("read {read} files of the COPYs after this RUN while it ran");
+            self.stat_cache.merge(w);
+        }
+        let status = match status {
             Err(e) if e.raw_os_error() == Some(libc::E2BIG) => {
                 let longest = argv.iter().map(String::len).max().unwrap_or(0);
                 return Err(self.at(
@@ -1728,6 +1758,39 @@ impl<'a> Builder<'a> {
             self.pending_layer = Some(upper);
         }
         Ok(())
+    }
+
+    /// The context sources of the COPY and ADD instructions after `ins` in its stage, up
+    /// to the next RUN (which warms its own): what [`context::warm`] hashes while `ins`
+    /// runs. Sources with variables or URLs, and other stages' files, are left out.
+    fn later_sources(&self, ins: &Instruction) -> Vec<context::Source> {
+        let mut out = Vec::new();
+        let after = self
+            .df
+            .instructions
+            .iter()
+            .skip_while(|i| i.span.start_line != ins.span.start_line)
+            .skip(1);
+        for i in after {
+            match &i.kind {
+                InstrKind::Copy(args) | InstrKind::Add(args) if args.from().is_none() => {
+                    for s in &args.sources {
+                        if let CopySource::Path(p) = s {
+                            if is_url(p) || p.contains('$') {
+                                continue;
+                            }
+                            if let Ok(found) = context::expand(&self.opts.context, p, &self.ignore)
+                            {
+                                out.extend(found);
+                            }
+                        }
+                    }
+                }
+                InstrKind::Run { .. } | InstrKind::From { .. } => break,
+                _ => {}
+            }
+        }
+        out
     }
 
     /// Rewrite the image's `/ch/environment` from `config`'s environment, as Charliecloud

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 
 use super::import::{objects_dir, repo_for_writing};
 use super::model::{self, Dir, File, Node};
-use super::pack::{PackBuilder, PACK_MIN_OBJECTS};
+use super::pack::{write_loose_blob, PackBuilder, PACK_MIN_OBJECTS, SAMPLE_MIN};
 use super::StoreError;
 
 /// What a layer changed, for history and logs.
@@ -54,6 +54,9 @@ struct Job {
     mode: u32,
     inode: Option<(u64, u64)>,
     time: model::Mtime,
+    /// Whether the file must be given `time` (see [`Walk::time`]): done by the parallel
+    /// jobs, not the walk.
+    set_time: bool,
 }
 
 /// Fold the upper directory `upper` into `model`, with times later than `clamp` seconds
@@ -141,8 +144,16 @@ fn store_jobs(
             || repo_for_writing(ts),
             |repo, j| -> Result<ObjectId, StoreError> {
                 let data = fs::read(&j.abs).at("read", &j.abs)?;
+                if j.set_time {
+                    super::checkout::set_time(&j.abs, j.time).at("set time of", &j.abs)?;
+                }
                 match &pack {
                     Some(p) => Ok(p.add(repo, &data).at("write pack", &j.abs)?),
+                    // gix's loose writer compresses all it writes: big files go through
+                    // ours, which stores incompressible data as it is.
+                    None if data.len() >= SAMPLE_MIN => {
+                        Ok(write_loose_blob(repo, &data).at("write object of", &j.abs)?)
+                    }
                     None => Ok(repo
                         .write_blob(&data)
                         .map_err(super::git::git_err("write blob"))?
@@ -225,15 +236,21 @@ impl Walk<'_> {
     /// so is set on the file too, since the upper directory is kept as the commit's layer
     /// (`ch-run NAME` and later RUNs see it).
     fn time(&self, path: &Path, md: &fs::Metadata) -> Result<model::Mtime, StoreError> {
+        let (c, set) = self.clamped(md);
+        if set {
+            super::checkout::set_time(path, c).at("set time of", path)?;
+        }
+        Ok(c)
+    }
+
+    /// [`Walk::time`] without setting it: the time, and whether the file must be given it.
+    fn clamped(&self, md: &fs::Metadata) -> (model::Mtime, bool) {
         let t = model::Mtime::of(md);
         let c = match self.clamp {
             Some(max) => t.clamped(max),
             None => t,
         };
-        if c != t || md.mtime_nsec() != 0 {
-            super::checkout::set_time(path, c).at("set time of", path)?;
-        }
-        Ok(c)
+        (c, c != t || md.mtime_nsec() != 0)
     }
 }
 
@@ -247,10 +264,13 @@ fn walk_upper(abs: &Path, rel: &[u8], model: &mut Dir, w: &mut Walk) -> Result<(
         let r = model::join_rel(rel, &name);
         let mode = md.mode() & 0o7777;
         let ft = md.file_type();
-        let time = if is_whiteout(&p, &md) {
-            model::Mtime::of(&md)
+        // A regular file's time is set by the job that reads it (in parallel).
+        let (time, set_time) = if is_whiteout(&p, &md) {
+            (model::Mtime::of(&md), false)
+        } else if ft.is_file() {
+            w.clamped(&md)
         } else {
-            w.time(&p, &md)?
+            (w.time(&p, &md)?, false)
         };
         if w.xattrs.record() && (ft.is_file() || ft.is_dir()) && !is_whiteout(&p, &md) {
             // overlayfs keeps its own bookkeeping in user.overlay.*: not image content.
@@ -301,6 +321,7 @@ fn walk_upper(abs: &Path, rel: &[u8], model: &mut Dir, w: &mut Walk) -> Result<(
                 mode,
                 inode,
                 time,
+                set_time,
             });
         } else if ft.is_symlink() {
             w.changes.written += 1;
