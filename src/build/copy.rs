@@ -440,7 +440,9 @@ fn copy_node(
             fs::set_permissions(to, fs::Permissions::from_mode(d.mode | 0o700)).at("chmod", to)?;
         }
         Node::File(f) => {
-            let data = crate::store::git::read_blob(repo, f.oid).map_err(|e| {
+            // Streamed, with bounded memory (a big blob is never held whole; holes stay
+            // holes), as a checkout writes it.
+            let blob = crate::store::git::open_blob(repo, f.oid).map_err(|e| {
                 CopyError::Io(IoError {
                     action: "read blob for",
                     path: to.to_path_buf(),
@@ -448,7 +450,9 @@ fn copy_node(
                 })
             })?;
             let _ = fs::remove_file(to);
-            fs::write(to, &data).at("write", to)?;
+            let mut file = fs::File::create(to).at("create file", to)?;
+            crate::store::checkout::write_blob(blob, &mut file).at("write", to)?;
+            drop(file);
             fs::set_permissions(to, fs::Permissions::from_mode((f.mode & !0o6000) | 0o600))
                 .at("chmod", to)?;
             if let Some(x) = xattrs.get(rel.as_slice()) {

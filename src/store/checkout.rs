@@ -345,7 +345,7 @@ fn materialize_with(
 /// Copy `blob` into the new file `f` in 256 KiB pieces; a piece of zeros in a big blob
 /// becomes a hole (sparse files stay sparse). At most one piece is held in memory besides
 /// what [`super::git::open_blob`] holds.
-fn write_blob(mut blob: super::git::BlobReader, f: &mut fs::File) -> io::Result<()> {
+pub fn write_blob(mut blob: super::git::BlobReader, f: &mut fs::File) -> io::Result<()> {
     use std::io::{Read, Seek, SeekFrom};
     let size = blob.size();
     if size < super::git::STREAM_BLOB_MIN {

@@ -143,9 +143,23 @@ fn store_jobs(
         .map_init(
             || repo_for_writing(ts),
             |repo, j| -> Result<ObjectId, StoreError> {
-                let data = fs::read(&j.abs).at("read", &j.abs)?;
+                let mut f = fs::File::open(&j.abs).at("open", &j.abs)?;
+                let size = f.metadata().at("stat", &j.abs)?.len();
+                let big = size >= super::pack::STREAM_FILE_MIN;
+                // A big file is streamed into a loose object, never held whole.
+                let data = if big {
+                    Vec::new()
+                } else {
+                    let mut d = Vec::with_capacity(size as usize);
+                    std::io::Read::read_to_end(&mut f, &mut d).at("read", &j.abs)?;
+                    d
+                };
                 if j.set_time {
                     super::checkout::set_time(&j.abs, j.time).at("set time of", &j.abs)?;
+                }
+                if big {
+                    return Ok(super::pack::write_loose_file(repo, &mut f, size)
+                        .at("write object of", &j.abs)?);
                 }
                 match &pack {
                     Some(p) => Ok(p.add(repo, &data).at("write pack", &j.abs)?),

@@ -163,11 +163,16 @@ fn incompressible(data: &[u8]) -> bool {
         return false;
     }
     let mid = data.len() / 2 - SAMPLE / 2;
-    let samples = [
+    samples_incompressible([
         &data[..SAMPLE],
         &data[mid..mid + SAMPLE],
         &data[data.len() - SAMPLE..],
-    ];
+    ])
+}
+
+/// Whether three samples of [`SAMPLE`] bytes (start, middle, end) shrink by less than 3%
+/// at zlib level 1.
+fn samples_incompressible(samples: [&[u8]; 3]) -> bool {
     let mut z = flate2::Compress::new(flate2::Compression::new(1), true);
     let mut out = Vec::with_capacity(SAMPLE + SAMPLE / 8);
     let mut compressed = 0;
@@ -217,6 +222,174 @@ pub fn write_loose_blob(repo: &gix::Repository, data: &[u8]) -> io::Result<Objec
     fs::rename(&tmp, &path)?;
     guard.0.clear();
     Ok(oid)
+}
+
+/// Files at least this big are stored by [`write_loose_file`], streamed, never held whole.
+pub const STREAM_FILE_MIN: u64 = 32 << 20;
+
+/// Write the `size` bytes of `file` as a loose blob in one pass, streamed (memory stays
+/// bounded whatever the size): hashed while written to a temporary file, which is renamed
+/// to the object's path once its id is known. Incompressible content (by samples at the
+/// start, middle and end) is written as stored zlib blocks, other content at level 1. A
+/// file whose size changes while it is read is an error.
+pub fn write_loose_file(
+    repo: &gix::Repository,
+    file: &mut fs::File,
+    size: u64,
+) -> io::Result<ObjectId> {
+    use std::io::{Read, Seek};
+    use std::os::unix::fs::FileExt;
+    let stored = size >= SAMPLE_MIN as u64 && {
+        let mut buf = vec![0u8; 3 * SAMPLE];
+        let at = [0, size / 2 - SAMPLE as u64 / 2, size - SAMPLE as u64];
+        for (chunk, off) in buf.chunks_mut(SAMPLE).zip(at) {
+            file.read_exact_at(chunk, off)?;
+        }
+        let (a, rest) = buf.split_at(SAMPLE);
+        let (b, c) = rest.split_at(SAMPLE);
+        samples_incompressible([a, b, c])
+    };
+    let objects = repo.path().join("objects");
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = objects.join(format!("tmp_grove_{}_{seq}_obj", std::process::id()));
+    let mut guard = TempFiles(vec![tmp.clone()]);
+    let header = format!("blob {size}\0");
+    let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
+    hasher.update(header.as_bytes());
+    let out = io::BufWriter::with_capacity(1 << 20, fs::File::create(&tmp)?);
+    enum Sink<W: Write> {
+        Stored(StoredZlib<W>),
+        Deflate(flate2::write::ZlibEncoder<W>),
+    }
+    let mut sink = if stored {
+        Sink::Stored(StoredZlib::new(out, header.len() as u64 + size)?)
+    } else {
+        Sink::Deflate(flate2::write::ZlibEncoder::new(
+            out,
+            flate2::Compression::new(1),
+        ))
+    };
+    let put = |sink: &mut Sink<_>, data: &[u8]| match sink {
+        Sink::Stored(z) => z.write_all(data),
+        Sink::Deflate(z) => z.write_all(data),
+    };
+    put(&mut sink, header.as_bytes())?;
+    file.rewind()?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut read = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+        if read > size {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        put(&mut sink, &buf[..n])?;
+    }
+    if read != size {
+        return Err(io::Error::other(format!(
+            "file changed size while it was stored ({size} bytes, then {read})"
+        )));
+    }
+    // Every error surfaces here (a dropped writer would swallow it).
+    let out = match sink {
+        Sink::Stored(z) => z.finish()?,
+        Sink::Deflate(z) => z.finish()?,
+    };
+    out.into_inner().map_err(|e| e.into_error())?;
+    let oid = hasher.try_finalize().map_err(io_other)?;
+    if !repo.objects.exists_without_refresh(&oid) {
+        let hex = oid.to_hex().to_string();
+        let dir = objects.join(&hex[..2]);
+        fs::create_dir_all(&dir)?;
+        fs::rename(&tmp, dir.join(&hex[2..]))?;
+        guard.0.clear();
+    }
+    Ok(oid)
+}
+
+/// A zlib stream of stored deflate blocks written as data comes (the streaming form of
+/// [`stored_zlib_parts`]): `total` bytes are expected; the last block is marked when they
+/// have all come, and the adler32 is written when the writer is dropped after them.
+struct StoredZlib<W: Write> {
+    out: W,
+    adler: u32,
+    left: u64,
+    block: Vec<u8>,
+    done: bool,
+}
+
+impl<W: Write> StoredZlib<W> {
+    fn new(mut out: W, total: u64) -> io::Result<Self> {
+        out.write_all(&[0x78, 0x01])?;
+        let mut z = StoredZlib {
+            out,
+            adler: 1,
+            left: total,
+            block: Vec::with_capacity(STORED_BLOCK),
+            done: false,
+        };
+        if total == 0 {
+            z.out.write_all(&[0x01, 0x00, 0x00, 0xff, 0xff])?;
+            z.end()?;
+        }
+        Ok(z)
+    }
+
+    fn emit(&mut self) -> io::Result<()> {
+        let last = self.left == 0;
+        let len = self.block.len() as u16;
+        self.out.write_all(&[u8::from(last)])?;
+        self.out.write_all(&len.to_le_bytes())?;
+        self.out.write_all(&(!len).to_le_bytes())?;
+        self.out.write_all(&self.block)?;
+        self.adler = zlib_rs::adler32::adler32(self.adler, &self.block);
+        self.block.clear();
+        if last {
+            self.end()?;
+        }
+        Ok(())
+    }
+
+    fn end(&mut self) -> io::Result<()> {
+        self.out.write_all(&self.adler.to_be_bytes())?;
+        self.done = true;
+        Ok(())
+    }
+
+    /// The writer, once every expected byte came.
+    fn finish(self) -> io::Result<W> {
+        if !self.done {
+            return Err(io::Error::other("stored stream ended early"));
+        }
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for StoredZlib<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data
+            .len()
+            .min(STORED_BLOCK - self.block.len())
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        if n == 0 && !data.is_empty() {
+            return Err(io::Error::other("more data than the stored stream expects"));
+        }
+        self.block.extend_from_slice(&data[..n]);
+        self.left -= n as u64;
+        if self.block.len() == STORED_BLOCK || self.left == 0 {
+            self.emit()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// Write `parts`, one after the other, as one zlib stream of stored deflate blocks (as
@@ -745,6 +918,49 @@ mod tests {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+    }
+
+    #[test]
+    fn big_files_are_streamed_into_loose_objects_git_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = gix::init_bare(dir.path()).unwrap();
+        for (data, stored) in [
+            (noise(3 << 20, 11), true),
+            (text(3 << 20), false),
+            (Vec::new(), false),
+            (b"short".to_vec(), false),
+            (noise(STORED_BLOCK * 2, 3), true),
+        ] {
+            let p = dir.path().join("f");
+            fs::write(&p, &data).unwrap();
+            let mut f = fs::File::open(&p).unwrap();
+            let id = write_loose_file(&repo, &mut f, data.len() as u64).unwrap();
+            let want = gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &data)
+                .unwrap();
+            assert_eq!(id, want);
+            let repo = gix::open(dir.path()).unwrap();
+            assert_eq!(repo.find_blob(id).unwrap().data, data);
+            let hex = id.to_hex().to_string();
+            let size = fs::metadata(dir.path().join("objects").join(&hex[..2]).join(&hex[2..]))
+                .unwrap()
+                .len();
+            if stored && data.len() >= SAMPLE_MIN {
+                assert!(size >= data.len() as u64, "stored: {size}");
+            } else if data.len() >= SAMPLE_MIN {
+                assert!(size < data.len() as u64 / 4, "compressed: {size}");
+            }
+        }
+        // A file that grows while it is read is refused, and leaves no temporary file.
+        let p = dir.path().join("g");
+        fs::write(&p, b"0123456789").unwrap();
+        let mut f = fs::File::open(&p).unwrap();
+        assert!(write_loose_file(&repo, &mut f, 5).is_err());
+        let left: Vec<_> = fs::read_dir(dir.path().join("objects"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("tmp_"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

@@ -1715,3 +1715,46 @@ fn copy_after_a_context_file_is_removed_copies_everything_again() {
         "19\ngone\n"
     );
 }
+
+/// `COPY --from` read each file's blob whole into memory: a big file in the other stage
+/// cost its size in memory. It is streamed now, as a checkout streams it.
+#[test]
+fn copy_from_an_image_streams_a_big_file_with_bounded_memory() {
+    let b = Bench::new("copy-from-big");
+    let tar = b.s.join("sparse.tar");
+    sh(&format!(
+        "cd {d} && mkdir src && truncate -s 160M src/big && printf end >> src/big && \
+         tar -C src --sparse -cf {t} .",
+        d = b.s.path.display(),
+        t = tar.display()
+    ));
+    ok(b.image().arg("import").arg(&tar).arg("sparse"));
+    b.write(
+        "Dockerfile",
+        "FROM sparse AS big\nFROM busybox\nCOPY --from=big /big /big\n",
+    );
+    let mut c = crate::common::unpriv("/usr/bin/time");
+    c.args(["-f", "maxrss_kb=%M"])
+        .arg(crate::common::bin("ch-image"))
+        .arg("-s")
+        .arg(b.storage())
+        .args(["build", "-t", "copied"])
+        .arg(&b.ctx);
+    let out = crate::common::output(&mut c);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let kb: u64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss_kb="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no maxrss in {err}"));
+    eprintln!("COPY --from of a 160 MiB sparse file: max RSS {kb} KiB");
+    assert!(
+        kb < 100 * 1024,
+        "COPY --from of a 160 MiB file used {kb} KiB"
+    );
+    assert_eq!(
+        b.run("copied", "wc -c < /big; tail -c 3 /big"),
+        "167772163\nend"
+    );
+}
