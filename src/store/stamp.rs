@@ -257,45 +257,67 @@ pub enum Quick {
     NeedsContent,
 }
 
-/// Check a tree against its stamp reading inode metadata only. A tree without a stamp is
-/// stamped now if the storage directory is writable (trust on first use), else accepted
-/// as it is.
-pub fn verify_quick(dir: &Path) -> Result<Quick, StampError> {
+/// What one metadata pass found: the tree as stamped; as stamped but with regular files
+/// whose inodes changed since (the pass, listing them); or changed (with the pass when
+/// the stamp is version 2, so that the moved files can still be found).
+enum Checked {
+    Same,
+    Moved(Scan),
+    Changed(Option<Scan>),
+}
+
+/// One metadata pass over the tree against its stamp (read once). A tree without a stamp
+/// is stamped now if the storage directory is writable (trust on first use), else
+/// accepted as it is.
+fn check(dir: &Path) -> Result<Checked, StampError> {
     let p = stamp_path(dir);
-    let changed = || StampError::Changed {
-        dir: dir.to_path_buf(),
-        stamp: p.clone(),
-    };
     let text = match fs::read_to_string(&p) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             // Stamps came with this version; a read-only storage directory stays as it is.
             let _ = write(dir, &scan(dir, 2, None)?);
-            return Ok(Quick::Same);
+            return Ok(Checked::Same);
         }
         Err(e) => return Err(IoError::new("read", &p, e).into()),
     };
     match parse(&text) {
         Recorded::V2 { digest, latest } => {
             let sc = scan(dir, 2, Some(latest))?;
-            if hex(&sc.digest) != digest {
-                return Err(changed());
-            }
-            Ok(if sc.moved.is_empty() {
-                Quick::Same
+            Ok(if hex(&sc.digest) != digest {
+                Checked::Changed(Some(sc))
+            } else if sc.moved.is_empty() {
+                Checked::Same
             } else {
-                Quick::NeedsContent
+                Checked::Moved(sc)
             })
         }
         // Version 1, written by an earlier Grove: checked as it was made, then upgraded.
         Recorded::V1 { digest } => {
             if hex(&scan(dir, 1, None)?.digest) != digest {
-                return Err(changed());
+                return Ok(Checked::Changed(None));
             }
             let _ = write(dir, &scan(dir, 2, None)?);
-            Ok(Quick::Same)
+            Ok(Checked::Same)
         }
-        Recorded::Unreadable => Err(changed()),
+        Recorded::Unreadable => Ok(Checked::Changed(None)),
+    }
+}
+
+fn changed_error(dir: &Path) -> StampError {
+    StampError::Changed {
+        dir: dir.to_path_buf(),
+        stamp: stamp_path(dir),
+    }
+}
+
+/// Check a tree against its stamp reading inode metadata only. A tree without a stamp is
+/// stamped now if the storage directory is writable (trust on first use), else accepted
+/// as it is.
+pub fn verify_quick(dir: &Path) -> Result<Quick, StampError> {
+    match check(dir)? {
+        Checked::Same => Ok(Quick::Same),
+        Checked::Moved(_) => Ok(Quick::NeedsContent),
+        Checked::Changed(_) => Err(changed_error(dir)),
     }
 }
 
@@ -309,38 +331,26 @@ pub fn verify(
     pool: &super::pool::Pool,
     model: impl FnOnce() -> Result<super::model::Dir, StampError>,
 ) -> Result<(), StampError> {
-    let p = stamp_path(dir);
-    let changed = || StampError::Changed {
-        dir: dir.to_path_buf(),
-        stamp: p.clone(),
-    };
-    let recorded_latest = || match fs::read_to_string(&p).map(|t| parse(&t)) {
-        Ok(Recorded::V2 { latest, .. }) => Some(latest),
-        _ => None,
-    };
-    let latest = match verify_quick(dir) {
-        Ok(Quick::Same) => return Ok(()),
-        Ok(Quick::NeedsContent) => recorded_latest().ok_or_else(changed)?,
-        Err(StampError::Changed { .. }) => {
-            // Changed: still find which files differ, so that their pool entries are not
-            // linked again.
-            if let Some(latest) = recorded_latest() {
-                if let (Ok(sc), Ok(m)) = (scan(dir, 2, Some(latest)), model()) {
-                    let _ = differing(&sc.moved, &m, pool);
-                }
+    match check(dir)? {
+        Checked::Same => Ok(()),
+        Checked::Moved(sc) => {
+            if differing(&sc.moved, &model()?, pool) {
+                return Err(changed_error(dir));
             }
-            return Err(changed());
+            // Every moved inode holds its commit's content: stamp again, so the next
+            // check is metadata only (a read-only storage directory reads them each time).
+            let _ = write(dir, &sc);
+            Ok(())
         }
-        Err(e) => return Err(e),
-    };
-    let sc = scan(dir, 2, Some(latest))?;
-    if differing(&sc.moved, &model()?, pool) {
-        return Err(changed());
+        Checked::Changed(sc) => {
+            // Still find which files differ, so that their pool entries are not linked
+            // again.
+            if let (Some(sc), Ok(m)) = (sc, model()) {
+                let _ = differing(&sc.moved, &m, pool);
+            }
+            Err(changed_error(dir))
+        }
     }
-    // Every moved inode holds its commit's content: stamp again, so the next check is
-    // metadata only (a read-only storage directory checks content each time).
-    let _ = write(dir, &sc);
-    Ok(())
 }
 
 /// Whether any of `files` differs from its commit's file; removes the pool entries of

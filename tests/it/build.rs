@@ -1733,21 +1733,18 @@ fn copy_from_an_image_streams_a_big_file_with_bounded_memory() {
         "Dockerfile",
         "FROM sparse AS big\nFROM busybox\nCOPY --from=big /big /big\n",
     );
-    let mut c = crate::common::unpriv("/usr/bin/time");
-    c.args(["-f", "maxrss_kb=%M"])
-        .arg(crate::common::bin("ch-image"))
-        .arg("-s")
-        .arg(b.storage())
-        .args(["build", "-t", "copied"])
-        .arg(&b.ctx);
-    let out = crate::common::output(&mut c);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    let kb: u64 = err
-        .lines()
-        .find_map(|l| l.strip_prefix("maxrss_kb="))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no maxrss in {err}"));
+    let st = b.storage();
+    let (kb, _) = crate::common::max_rss_kib(
+        "ch-image",
+        &[
+            "-s".as_ref(),
+            st.as_os_str(),
+            "build".as_ref(),
+            "-t".as_ref(),
+            "copied".as_ref(),
+            b.ctx.as_os_str(),
+        ],
+    );
     eprintln!("COPY --from of a 160 MiB sparse file: max RSS {kb} KiB");
     assert!(
         kb < 100 * 1024,

@@ -281,6 +281,22 @@ pub fn kill_after(cmd: &mut Command, field: &str, count: u64) -> bool {
     running
 }
 
+/// Run our `tool` with `args` under `/usr/bin/time` as the test user; it must succeed.
+/// Returns its maximum resident set size in KiB and its standard error.
+pub fn max_rss_kib(tool: &str, args: &[&OsStr]) -> (u64, String) {
+    let mut c = unpriv("/usr/bin/time");
+    c.args(["-f", "maxrss_kb=%M"]).arg(bin(tool)).args(args);
+    let out = output(&mut c);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    let kb = err
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss_kb="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no maxrss in {err}"));
+    (kb, err)
+}
+
 /// The repair command of a "changed outside grove" error (its hint), to run as given.
 #[track_caller]
 pub fn repair_hint(err: &str) -> String {

@@ -1549,23 +1549,13 @@ fn big_sparse_file_imports_and_checks_out_with_bounded_memory() {
     ));
     // The import, then the checkout (made on first use, not by the import).
     for args in [&["import"][..], &["checkout"][..]] {
-        let mut c = unpriv("/usr/bin/time");
-        c.args(["-f", "maxrss_kb=%M"])
-            .arg(bin("ch-image"))
-            .arg("-s")
-            .arg(&st)
-            .args(args);
+        let mut all: Vec<&std::ffi::OsStr> = vec!["-s".as_ref(), st.as_os_str()];
+        all.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
         if args == ["import"] {
-            c.arg(&tar);
+            all.push(tar.as_os_str());
         }
-        let out = output(c.arg("sparse"));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{err}");
-        let kb: u64 = err
-            .lines()
-            .find_map(|l| l.strip_prefix("maxrss_kb="))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no maxrss in {err}"));
+        all.push("sparse".as_ref());
+        let (kb, _) = crate::common::max_rss_kib("ch-image", &all);
         eprintln!("{args:?} of a 160 MiB sparse file: max RSS {kb} KiB");
         assert!(kb < 100 * 1024, "{args:?} of a 160 MiB file used {kb} KiB");
     }
