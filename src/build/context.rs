@@ -12,7 +12,7 @@
 use crate::error::{IoError, IoResultExt};
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -351,7 +351,15 @@ pub struct StatCache {
     /// Provenance digests ([`file_digests`]: sha256, git blob id) by path, with the same
     /// stat fields, so that an all-hit build reads no file for its provenance note.
     digests: HashMap<PathBuf, DigestEntry>,
-    dirty: bool,
+    /// Paths whose entry (`entries`) or digests (`digests`) changed since the load: what
+    /// [`StatCache::save`] appends.
+    changed: Vec<PathBuf>,
+    changed_digests: Vec<PathBuf>,
+    /// Lines of the file as loaded, if it was a current-version file ([`save`] appends to
+    /// such a file rather than rewriting it, while it is not much longer than its content).
+    ///
+    /// [`save`]: StatCache::save
+    file_lines: Option<usize>,
 }
 
 /// A cached [`file_digests`] answer: inode, size, mtime, ctime (ns), sha256, git blob id.
@@ -373,12 +381,15 @@ impl StatCache {
         {
             return c;
         }
+        let current = header == Some(STAT_CACHE_HEADER.as_bytes());
+        let mut n = 0;
         let num = |b: &[u8]| {
             std::str::from_utf8(b)
                 .ok()
                 .and_then(|s| s.parse::<i64>().ok())
         };
         for line in lines {
+            n += 1;
             if let Some(d) = line.strip_prefix(b"D ") {
                 // D INO SIZE MTIME CTIME SHA256 BLOB PATH
                 let f: Vec<&[u8]> = d.splitn(7, |b| *b == b' ').collect();
@@ -413,40 +424,56 @@ impl StatCache {
             let p = PathBuf::from(std::ffi::OsStr::from_bytes(f[5]));
             c.entries.insert(p, (ino as u64, size as u64, mt, ct, hash));
         }
+        c.file_lines = current.then_some(n);
         c
     }
 
-    /// Write back atomically if anything changed.
+    /// Write back what changed since the load: appended to the loaded file while it stays
+    /// within twice its content (later lines win; a line torn by a kill does not parse
+    /// and is skipped, since each append starts with a newline), else rewritten whole and
+    /// renamed into place. So a build that changed K files writes K lines, not the cache.
     pub fn save(&self, path: &Path) -> io::Result<()> {
-        if !self.dirty {
+        let changes = self.changed.len() + self.changed_digests.len();
+        if changes == 0 {
             return Ok(());
         }
-        let mut out = Vec::with_capacity(self.entries.len() * 120);
+        let live = self.entries.len() + self.digests.len();
+        if let Some(lines) = self.file_lines {
+            if lines + changes <= 2 * live + 64 {
+                let mut out = Vec::with_capacity(changes * 140 + 1);
+                out.push(b'\n');
+                for k in &self.changed {
+                    if let Some(e) = self.entries.get(k) {
+                        entry_line(&mut out, k, e);
+                    }
+                }
+                for k in &self.changed_digests {
+                    if let Some(d) = self.digests.get(k) {
+                        digest_line(&mut out, k, d);
+                    }
+                }
+                let appended = fs::OpenOptions::new()
+                    .append(true)
+                    .open(path)
+                    .and_then(|mut f| f.write_all(&out));
+                if appended.is_ok() {
+                    return Ok(());
+                }
+                // Gone or unwritable: write it whole below.
+            }
+        }
+        let mut out = Vec::with_capacity(live * 140);
         out.extend_from_slice(STAT_CACHE_HEADER.as_bytes());
         out.push(b'\n');
         let mut keys: Vec<&PathBuf> = self.entries.keys().collect();
         keys.sort();
         for k in keys {
-            if k.as_os_str().as_bytes().contains(&b'\n') {
-                continue;
-            }
-            let (ino, size, mt, ct, h) = self.entries[k];
-            out.extend_from_slice(format!("{ino} {size} {mt} {ct} {} ", hex(&h)).as_bytes());
-            out.extend_from_slice(k.as_os_str().as_bytes());
-            out.push(b'\n');
+            entry_line(&mut out, k, &self.entries[k]);
         }
         let mut keys: Vec<&PathBuf> = self.digests.keys().collect();
         keys.sort();
         for k in keys {
-            if k.as_os_str().as_bytes().contains(&b'\n') {
-                continue;
-            }
-            let (ino, size, mt, ct, sha, blob) = &self.digests[k];
-            out.extend_from_slice(
-                format!("D {ino} {size} {mt} {ct} {} {blob} ", hex(sha)).as_bytes(),
-            );
-            out.extend_from_slice(k.as_os_str().as_bytes());
-            out.push(b'\n');
+            digest_line(&mut out, k, &self.digests[k]);
         }
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
@@ -476,7 +503,7 @@ impl StatCache {
             p.to_path_buf(),
             (md.ino(), md.len(), mtime_ns(md), ctime_ns(md), sha, blob),
         );
-        self.dirty = true;
+        self.changed_digests.push(p.to_path_buf());
     }
 
     /// Take the entries of `other` (a cache [`warm`] filled), keeping this cache's where
@@ -485,14 +512,14 @@ impl StatCache {
     pub fn merge(&mut self, other: StatCache) {
         for (p, e) in other.entries {
             if let std::collections::hash_map::Entry::Vacant(v) = self.entries.entry(p) {
+                self.changed.push(v.key().clone());
                 v.insert(e);
-                self.dirty = true;
             }
         }
         for (p, e) in other.digests {
             if let std::collections::hash_map::Entry::Vacant(v) = self.digests.entry(p) {
+                self.changed_digests.push(v.key().clone());
                 v.insert(e);
-                self.dirty = true;
             }
         }
     }
@@ -512,8 +539,41 @@ fn ctime_ns(md: &fs::Metadata) -> i64 {
     md.ctime() * 1_000_000_000 + md.ctime_nsec()
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+fn push_hex(out: &mut Vec<u8>, b: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for x in b {
+        out.push(DIGITS[usize::from(x >> 4)]);
+        out.push(DIGITS[usize::from(x & 15)]);
+    }
+}
+
+/// `INO SIZE MTIME CTIME BLAKE3 PATH` (docs/cache-keys.md, "Stat cache"); nothing for a
+/// path holding a newline (one entry is one line).
+fn entry_line(out: &mut Vec<u8>, p: &Path, e: &(u64, u64, i64, i64, [u8; 32])) {
+    let p = p.as_os_str().as_bytes();
+    if p.contains(&b'\n') {
+        return;
+    }
+    let (ino, size, mt, ct, h) = e;
+    let _ = write!(out, "{ino} {size} {mt} {ct} ");
+    push_hex(out, h);
+    out.push(b' ');
+    out.extend_from_slice(p);
+    out.push(b'\n');
+}
+
+/// `D INO SIZE MTIME CTIME SHA256 GITBLOB PATH`.
+fn digest_line(out: &mut Vec<u8>, p: &Path, d: &DigestEntry) {
+    let p = p.as_os_str().as_bytes();
+    if p.contains(&b'\n') {
+        return;
+    }
+    let (ino, size, mt, ct, sha, blob) = d;
+    let _ = write!(out, "D {ino} {size} {mt} {ct} ");
+    push_hex(out, sha);
+    let _ = write!(out, " {blob} ");
+    out.extend_from_slice(p);
+    out.push(b'\n');
 }
 
 fn hex32(s: &[u8]) -> Option<[u8; 32]> {
@@ -700,7 +760,7 @@ pub fn hash_sources_listing(
                     p.clone(),
                     (md.ino(), md.len(), mtime_ns(md), ctime_ns(md), fh),
                 );
-                cache.dirty = true;
+                cache.changed.push(p.clone());
             }
         }
         if let (Some(one), Some(m)) = (h.one, manifest.as_deref_mut()) {
@@ -814,9 +874,11 @@ mod tests {
         let (sha, blob) = file_digests(&p).expect("digests");
         // The in-toto DigestSet spec's example: `printf Hello | git hash-object --stdin`.
         assert_eq!(blob.to_string(), "5ab2f8a4323abafb10abb68657d9d39f1a775057");
+        let mut text = Vec::new();
+        push_hex(&mut text, &sha);
         assert_eq!(
-            hex(&sha),
-            "185f8db32271fe25f561a6fc938b2e264306ec304eda518007d1764826381969"
+            text,
+            b"185f8db32271fe25f561a6fc938b2e264306ec304eda518007d1764826381969"
         );
     }
 
@@ -894,6 +956,75 @@ mod tests {
             hash_sources(&src, &Ignore::default(), &mut c2, false).unwrap(),
             h1
         );
+    }
+
+    #[test]
+    fn stat_cache_appends_what_changed_and_rewrites_when_the_file_grows_past_twice_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        fs::create_dir(&ctx).unwrap();
+        for i in 0..100 {
+            fs::write(ctx.join(format!("f{i}")), format!("{i}")).unwrap();
+        }
+        let src = vec![Source {
+            rel: "ctx".into(),
+            rel_bytes: b"ctx".to_vec(),
+            real: ctx.clone(),
+        }];
+        let cp = dir.path().join("cache");
+        let hash = |c: &mut StatCache| hash_sources(&src, &Ignore::default(), c, false).unwrap();
+        let mut c = StatCache::load(&cp);
+        let h0 = hash(&mut c);
+        c.save(&cp).unwrap();
+        let whole = fs::read(&cp).unwrap();
+        assert_eq!(whole.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count(), 101);
+        // Nothing changed: the file is not touched.
+        let mut c = StatCache::load(&cp);
+        assert_eq!(hash(&mut c), h0);
+        c.save(&cp).unwrap();
+        assert_eq!(fs::read(&cp).unwrap(), whole);
+        // One file changed: one line appended (after a newline), the rest kept as it was.
+        fs::write(ctx.join("f7"), b"changed").unwrap();
+        let mut c = StatCache::load(&cp);
+        let h1 = hash(&mut c);
+        assert_ne!(h1, h0);
+        c.save(&cp).unwrap();
+        let after = fs::read(&cp).unwrap();
+        assert!(after.starts_with(&whole));
+        let tail = &after[whole.len()..];
+        assert!(tail.starts_with(b"\n") && tail.ends_with(b"/f7\n"), "{tail:?}");
+        assert_eq!(tail.iter().filter(|b| **b == b'\n').count(), 2);
+        // The later line wins: the changed file is not read again.
+        let mut c = StatCache::load(&cp);
+        assert_eq!(hash(&mut c), h1);
+        assert!(c.changed.is_empty());
+        // A torn last line (a writer killed mid-append) is skipped, and the next append
+        // starts on a line of its own.
+        let mut torn = after.clone();
+        torn.extend_from_slice(b"123 5 1 1 00ab");
+        fs::write(&cp, &torn).unwrap();
+        fs::write(ctx.join("f8"), b"changed too").unwrap();
+        let mut c = StatCache::load(&cp);
+        let h2 = hash(&mut c);
+        c.save(&cp).unwrap();
+        let mut c = StatCache::load(&cp);
+        assert_eq!(hash(&mut c), h2);
+        assert!(c.changed.is_empty(), "{:?}", c.changed);
+        // Appends stop once the file would hold more than twice its content (plus 64
+        // lines): then it is rewritten whole, one line per path again.
+        for round in 0..200 {
+            fs::write(ctx.join(format!("f{}", round % 100)), format!("round {round}")).unwrap();
+            let mut c = StatCache::load(&cp);
+            hash(&mut c);
+            c.save(&cp).unwrap();
+        }
+        let text = fs::read(&cp).unwrap();
+        let lines = text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
+        assert!(lines <= 2 * 100 + 64 + 2, "{lines} lines");
+        let mut c = StatCache::load(&cp);
+        let h3 = hash(&mut c);
+        assert!(c.changed.is_empty());
+        assert_eq!(h3, hash(&mut StatCache::default()));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! commits. Reads the store through gix only; writes nothing.
 
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
 use gix::ObjectId;
 
@@ -245,33 +246,43 @@ pub fn reasons(new: &Record, old: &Record, old_text: &str) -> Vec<String> {
     out
 }
 
+/// How many entries on one parent a miss is compared with (explanation, delta layer): the
+/// newest, so that a CI loop that rebuilt a step many times pays for a few records, not
+/// for every rebuild it ever made.
+pub const MAX_COMPARED: usize = 8;
+
 /// Cache entries by parent commit: one pass over the cache refs, made at a build's first
-/// miss (never on an all-hit build).
+/// miss (never on an all-hit build); and the entries' key-input records, each read and
+/// parsed once per build.
 #[derive(Default)]
 pub struct Siblings {
-    by_parent: Option<HashMap<ObjectId, Vec<ObjectId>>>,
+    /// Per parent: (commit time, entry), newest first.
+    by_parent: Option<HashMap<ObjectId, Vec<(i64, ObjectId)>>>,
+    records: HashMap<ObjectId, Rc<Option<Record>>>,
 }
 
 impl Siblings {
-    /// Entries whose commit has `parent` as its parent, sorted.
+    /// The newest [`MAX_COMPARED`] entries whose commit has `parent` as its parent, newest
+    /// first (ties by id).
     pub fn of(
         &mut self,
         repo: &gix::Repository,
         parent: ObjectId,
     ) -> Result<Vec<ObjectId>, GitError> {
         if self.by_parent.is_none() {
-            let mut m: HashMap<ObjectId, Vec<ObjectId>> = HashMap::new();
+            let mut m: HashMap<ObjectId, Vec<(i64, ObjectId)>> = HashMap::new();
             for (_, id) in git::list_refs(repo, crate::store::CACHE_REFS)? {
                 let c = repo
                     .find_commit(id)
                     .map_err(crate::store::git::git_err(format!("find commit {id}")))?;
                 let parent = c.parent_ids().next().map(|p| p.detach());
+                let time = c.time().map(|t| t.seconds).unwrap_or(0);
                 if let Some(p) = parent {
-                    m.entry(p).or_default().push(id);
+                    m.entry(p).or_default().push((time, id));
                 }
             }
             for v in m.values_mut() {
-                v.sort();
+                v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
                 v.dedup();
             }
             self.by_parent = Some(m);
@@ -279,19 +290,34 @@ impl Siblings {
         Ok(self
             .by_parent
             .as_ref()
-            .and_then(|m| m.get(&parent).cloned())
+            .and_then(|m| m.get(&parent))
+            .map(|v| v.iter().take(MAX_COMPARED).map(|(_, c)| *c).collect())
             .unwrap_or_default())
     }
 
-    /// A new entry (if the index exists, keep it current).
+    /// A new entry (if the index exists, keep it current): the newest.
     pub fn add(&mut self, parent: ObjectId, child: ObjectId) {
         if let Some(m) = &mut self.by_parent {
             let v = m.entry(parent).or_default();
-            if !v.contains(&child) {
-                v.push(child);
-                v.sort();
+            if !v.iter().any(|(_, c)| *c == child) {
+                v.insert(0, (i64::MAX, child));
             }
         }
+    }
+
+    /// The key-input record of entry `c` (`None`: it has none, or one of another
+    /// version), read once.
+    pub fn record(
+        &mut self,
+        repo: &gix::Repository,
+        c: ObjectId,
+    ) -> Result<Rc<Option<Record>>, GitError> {
+        if let Some(r) = self.records.get(&c) {
+            return Ok(r.clone());
+        }
+        let r = Rc::new(git::key_inputs_of(repo, c)?.and_then(|b| Record::parse(&b)));
+        self.records.insert(c, r.clone());
+        Ok(r)
     }
 }
 
@@ -324,7 +350,8 @@ pub fn delta_base(
         if !has_layer(c) {
             continue;
         }
-        let Some(old) = git::key_inputs_of(repo, c)?.and_then(|b| Record::parse(&b)) else {
+        let rec = siblings.record(repo, c)?;
+        let Some(old) = rec.as_ref() else {
             continue;
         };
         let old_fixed: Vec<&(String, String)> =
@@ -353,8 +380,9 @@ pub fn delta_base(
 }
 
 /// Why `record` (a step on `parent`) has no cache entry: compared with the closest entry on
-/// the same parent (`exclude`: the step's own commit, when asking afterwards). `None` if
-/// there is no entry for this parent.
+/// the same parent (`exclude`: the step's own commit, when asking afterwards; of equally
+/// close ones, the newest). `None` if there is no entry for this parent. Only the closest
+/// entry is put in words.
 pub fn against_siblings(
     repo: &gix::Repository,
     siblings: &mut Siblings,
@@ -362,7 +390,8 @@ pub fn against_siblings(
     record: &Record,
     exclude: Option<ObjectId>,
 ) -> Result<Option<Vec<String>>, GitError> {
-    let mut best: Option<(usize, Vec<String>)> = None;
+    let new = index(record);
+    let mut best: Option<(usize, String, Rc<Option<Record>>)> = None;
     for c in siblings.of(repo, parent)? {
         if Some(c) == exclude {
             continue;
@@ -377,32 +406,53 @@ pub fn against_siblings(
                 .to_string(),
             Err(_) => continue,
         };
-        let (d, why) = match git::key_inputs_of(repo, c)?.and_then(|b| Record::parse(&b)) {
-            Some(old) => (
-                differing(record, &old).len(),
-                reasons(record, &old, &old_text),
-            ),
-            // An entry made before records existed: only its text can be compared.
-            None => {
-                let new_text = record.items.first().map(|(_, v)| v.as_str()).unwrap_or("");
-                if value_hash(old_text.as_bytes()) != new_text {
-                    (
-                        usize::MAX - 1,
-                        vec![format!("instruction text changed (cached: {old_text})")],
-                    )
-                } else {
-                    (
-                        usize::MAX - 1,
-                        vec!["entry has no key-input record to compare".into()],
-                    )
-                }
-            }
+        let old = siblings.record(repo, c)?;
+        // An entry made before records existed: only its text can be compared.
+        let d = match old.as_ref() {
+            Some(old) => count_differing(record, &new, old, &index(old)),
+            None => usize::MAX - 1,
         };
-        if best.as_ref().is_none_or(|(bd, _)| d < *bd) {
-            best = Some((d, why));
+        if best.as_ref().is_none_or(|(bd, _, _)| d < *bd) {
+            best = Some((d, old_text, old));
         }
     }
-    Ok(best.map(|(_, w)| w))
+    Ok(best.map(|(_, old_text, old)| match old.as_ref() {
+        Some(old) => reasons(record, old, &old_text),
+        None => {
+            let new_text = record.items.first().map(|(_, v)| v.as_str()).unwrap_or("");
+            if value_hash(old_text.as_bytes()) != new_text {
+                vec![format!("instruction text changed (cached: {old_text})")]
+            } else {
+                vec!["entry has no key-input record to compare".into()]
+            }
+        }
+    }))
+}
+
+/// A record's items by name.
+fn index(r: &Record) -> HashMap<&str, &str> {
+    r.items
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect()
+}
+
+/// `differing(new, old).len()`, given both records' indexes.
+fn count_differing(
+    new: &Record,
+    new_index: &HashMap<&str, &str>,
+    old: &Record,
+    old_index: &HashMap<&str, &str>,
+) -> usize {
+    new.items
+        .iter()
+        .filter(|(n, v)| old_index.get(n.as_str()) != Some(&v.as_str()))
+        .count()
+        + old
+            .items
+            .iter()
+            .filter(|(n, _)| !new_index.contains_key(n.as_str()))
+            .count()
 }
 
 #[cfg(test)]
