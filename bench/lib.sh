@@ -7,9 +7,35 @@ CC_ENV="PATH=/usr/bin:$PATH GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@localho
 
 now() { date +%s.%N; }
 
+# settle: flush dirty pages and wait (at most 30 s) until no task waited on I/O for a
+# whole second (/proc/pressure/io, "some" total), so that one command's writeback and
+# discards (the root file system here is mounted with online `discard`; freeing a big
+# tree stalls the journal for seconds afterwards) are not charged to the next command,
+# whichever tool it is. The wait is printed to stderr when it is longer than 2 s.
+settle() {
+    sync
+    [ -r /proc/pressure/io ] || return 0
+    waited=0
+    prev=$(sed -n 's/^some .*total=//p' /proc/pressure/io)
+    while [ "$waited" -lt 30 ]; do
+        sleep 1
+        waited=$((waited + 1))
+        cur=$(sed -n 's/^some .*total=//p' /proc/pressure/io)
+        # Microseconds of stall in the last second.
+        if [ $((cur - prev)) -lt 5000 ]; then
+            break
+        fi
+        prev=$cur
+    done
+    if [ "$waited" -gt 2 ]; then
+        echo "bench: waited ${waited}s for the disk to settle" >&2
+    fi
+}
+
 # t CMD...: run CMD quietly, print the wall seconds taken; on failure show its output
-# and stop.
+# and stop. Starts on a settled disk (settle).
 t() {
+    settle
     s=$(now)
     if ! "$@" >"$work/last.log" 2>&1; then
         cat "$work/last.log" >&2
