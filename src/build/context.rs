@@ -383,11 +383,10 @@ impl StatCache {
         }
         let current = header == Some(STAT_CACHE_HEADER.as_bytes());
         let mut n = 0;
-        let num = |b: &[u8]| {
-            std::str::from_utf8(b)
-                .ok()
-                .and_then(|s| s.parse::<i64>().ok())
-        };
+        let num = parse_i64;
+        // About 100 bytes a line, half of them `D` lines.
+        c.entries.reserve(text.len() / 200);
+        c.digests.reserve(text.len() / 200);
         for line in lines {
             n += 1;
             if let Some(d) = line.strip_prefix(b"D ") {
@@ -580,11 +579,36 @@ fn hex32(s: &[u8]) -> Option<[u8; 32]> {
     if s.len() != 64 {
         return None;
     }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
     let mut out = [0u8; 32];
-    for i in 0..32 {
-        out[i] = u8::from_str_radix(std::str::from_utf8(&s[2 * i..2 * i + 2]).ok()?, 16).ok()?;
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
     }
     Some(out)
+}
+
+/// A decimal `i64` (an optional `-`, then digits only), as the stat cache writes them.
+fn parse_i64(b: &[u8]) -> Option<i64> {
+    let (neg, digits) = match b.strip_prefix(b"-") {
+        Some(d) => (true, d),
+        None => (false, b),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &c in digits {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(i64::from(c - b'0'))?;
+    }
+    Some(if neg { -v } else { v })
 }
 
 /// Hash the regular files of `sources` ahead of the step that copies them: their blake3
@@ -937,6 +961,35 @@ mod tests {
     }
 
     #[test]
+    fn stat_cache_numbers_and_digests_parse_strictly() {
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(
+            parse_i64(b"-1700000000123456789"),
+            Some(-1_700_000_000_123_456_789)
+        );
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        for bad in [
+            &b""[..],
+            b"-",
+            b"+1",
+            b"1a",
+            b" 1",
+            b"9223372036854775808",
+            b"1.5",
+        ] {
+            assert_eq!(parse_i64(bad), None, "{bad:?}");
+        }
+        let h = "00ff10Ab".repeat(8);
+        let mut want = [0u8; 32];
+        for (i, w) in want.iter_mut().enumerate() {
+            *w = [0x00, 0xff, 0x10, 0xab][i % 4];
+        }
+        assert_eq!(hex32(h.as_bytes()), Some(want));
+        assert_eq!(hex32(&h.as_bytes()[1..]), None);
+        assert_eq!(hex32("g".repeat(64).as_bytes()), None);
+    }
+
+    #[test]
     fn stat_cache_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("f");
@@ -977,7 +1030,13 @@ mod tests {
         let h0 = hash(&mut c);
         c.save(&cp).unwrap();
         let whole = fs::read(&cp).unwrap();
-        assert_eq!(whole.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count(), 101);
+        assert_eq!(
+            whole
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count(),
+            101
+        );
         // Nothing changed: the file is not touched.
         let mut c = StatCache::load(&cp);
         assert_eq!(hash(&mut c), h0);
@@ -992,7 +1051,10 @@ mod tests {
         let after = fs::read(&cp).unwrap();
         assert!(after.starts_with(&whole));
         let tail = &after[whole.len()..];
-        assert!(tail.starts_with(b"\n") && tail.ends_with(b"/f7\n"), "{tail:?}");
+        assert!(
+            tail.starts_with(b"\n") && tail.ends_with(b"/f7\n"),
+            "{tail:?}"
+        );
         assert_eq!(tail.iter().filter(|b| **b == b'\n').count(), 2);
         // The later line wins: the changed file is not read again.
         let mut c = StatCache::load(&cp);
@@ -1013,13 +1075,20 @@ mod tests {
         // Appends stop once the file would hold more than twice its content (plus 64
         // lines): then it is rewritten whole, one line per path again.
         for round in 0..200 {
-            fs::write(ctx.join(format!("f{}", round % 100)), format!("round {round}")).unwrap();
+            fs::write(
+                ctx.join(format!("f{}", round % 100)),
+                format!("round {round}"),
+            )
+            .unwrap();
             let mut c = StatCache::load(&cp);
             hash(&mut c);
             c.save(&cp).unwrap();
         }
         let text = fs::read(&cp).unwrap();
-        let lines = text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
+        let lines = text
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count();
         assert!(lines <= 2 * 100 + 64 + 2, "{lines} lines");
         let mut c = StatCache::load(&cp);
         let h3 = hash(&mut c);
