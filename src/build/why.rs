@@ -11,7 +11,7 @@
 //! commits. Reads the store through gix only; writes nothing.
 
 use std::collections::{BTreeMap, HashMap};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use gix::ObjectId;
 
@@ -258,7 +258,7 @@ pub const MAX_COMPARED: usize = 8;
 pub struct Siblings {
     /// Per parent: (commit time, entry), newest first.
     by_parent: Option<HashMap<ObjectId, Vec<(i64, ObjectId)>>>,
-    records: HashMap<ObjectId, Rc<Option<Record>>>,
+    records: HashMap<ObjectId, Arc<Option<Record>>>,
 }
 
 impl Siblings {
@@ -311,11 +311,11 @@ impl Siblings {
         &mut self,
         repo: &gix::Repository,
         c: ObjectId,
-    ) -> Result<Rc<Option<Record>>, GitError> {
+    ) -> Result<Arc<Option<Record>>, GitError> {
         if let Some(r) = self.records.get(&c) {
             return Ok(r.clone());
         }
-        let r = Rc::new(git::key_inputs_of(repo, c)?.and_then(|b| Record::parse(&b)));
+        let r = Arc::new(git::key_inputs_of(repo, c)?.and_then(|b| Record::parse(&b)));
         self.records.insert(c, r.clone());
         Ok(r)
     }
@@ -391,7 +391,7 @@ pub fn against_siblings(
     exclude: Option<ObjectId>,
 ) -> Result<Option<Vec<String>>, GitError> {
     let new = index(record);
-    let mut best: Option<(usize, String, Rc<Option<Record>>)> = None;
+    let mut best: Option<(usize, String, Arc<Option<Record>>)> = None;
     for c in siblings.of(repo, parent)? {
         if Some(c) == exclude {
             continue;
