@@ -592,7 +592,7 @@ pub fn gc_storage(
             continue;
         }
         let path = it.path(l);
-        let tmp = store.scratch_path("gc");
+        let tmp = store.scratch_path("drop");
         let what = match it.kind {
             Kind::Mount => "remove cache mount",
             _ => "remove tree",
