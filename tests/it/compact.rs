@@ -391,3 +391,61 @@ fn keep_storage_0_leaves_the_repository_and_nothing_materialized() {
         all - repo
     );
 }
+
+#[test]
+fn keep_storage_waits_for_a_container_run_by_name_and_leaves_its_trees_alone() {
+    let st = Store::new("busy");
+    context(&st);
+    st.build("img", DF, SDE);
+    let sync = st.s.join("sync");
+    sh(&format!("mkdir '{}'", sync.display()));
+    // The container runs from img's layers over busybox's checkout until told to go on.
+    let mut container = crate::common::Reaped(
+        tool("ch-run")
+            .arg("-s")
+            .arg(st.storage())
+            .arg("-b")
+            .arg(format!("{}:/mnt", sync.display()))
+            .args(["img", "--", "/bin/sh", "-c"])
+            .arg("touch /mnt/started; while [ ! -e /mnt/go ]; do sleep 1; done; cat /r/f299 /lines")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn ch-run"),
+    );
+    crate::common::wait_for("the container to start", 120, || {
+        sync.join("started").exists()
+    });
+    let mut gc = crate::common::Reaped(
+        st.image()
+            .args(["build-cache", "--gc", "--keep-storage", "0"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn gc"),
+    );
+    let mut gc_err = std::io::BufReader::new(gc.0.stderr.take().expect("gc stderr"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut gc_err, &mut line).expect("read gc stderr");
+        assert!(n > 0, "gc did not wait for the running container");
+        if line.contains("waiting for lock on storage directory") {
+            break;
+        }
+    }
+    assert!(
+        gc.0.try_wait().expect("try_wait").is_none(),
+        "gc finished early"
+    );
+    assert_eq!(st.names("layers").len(), 3);
+    std::fs::write(sync.join("go"), "").expect("write go");
+    let mut out = String::new();
+    let stdout = container.0.stdout.as_mut().expect("piped stdout");
+    std::io::Read::read_to_string(stdout, &mut out).expect("read container stdout");
+    assert!(container.0.wait().expect("wait").success(), "{out}");
+    assert_eq!(out, "299\n40\n");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut gc_err, &mut rest).expect("read gc stderr");
+    assert!(gc.0.wait().expect("wait gc").success(), "{rest}");
+    assert_eq!(st.names("layers"), Vec::<String>::new());
+    st.fsck();
+}
