@@ -442,6 +442,32 @@ impl Removable {
     }
 }
 
+/// Which of `items` (most recently used first) to keep within `keep` bytes: each in
+/// turn if the bytes of its inodes not counted yet (for the items kept before it) fit in
+/// what is left. Returns, per item, those bytes and whether it is kept. Without `keep`,
+/// none is kept.
+fn choose(items: &[Removable], keep: Option<u64>) -> Vec<(u64, bool)> {
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let mut kept_bytes = 0u64;
+    let mut out = Vec::with_capacity(items.len());
+    for it in items {
+        let mut own = HashSet::new();
+        let cost: u64 = it
+            .inodes
+            .iter()
+            .filter(|(k, _)| !seen.contains(k) && own.insert(*k))
+            .map(|(_, b)| b)
+            .sum();
+        let keep_it = keep.is_some_and(|k| kept_bytes + cost <= k);
+        if keep_it {
+            kept_bytes += cost;
+            seen.extend(it.inodes.iter().map(|(k, _)| *k));
+        }
+        out.push((cost, keep_it));
+    }
+    out
+}
+
 /// Modification time of `p`, or the epoch (never used: removed first).
 fn mtime(p: &Path) -> std::time::SystemTime {
     fs::symlink_metadata(p)
@@ -534,25 +560,13 @@ pub fn gc_storage(
             .then_with(|| a.kind.cmp(&b.kind))
             .then_with(|| a.name.cmp(&b.name))
     });
-    let mut seen: HashSet<(u64, u64)> = HashSet::new();
-    let mut kept_bytes = 0u64;
+    let choice = choose(&items, keep);
     // (item, bytes it alone holds among those kept before it, kept)
-    let mut decided: Vec<(Removable, u64, bool)> = Vec::new();
-    for it in items {
-        let mut own = HashSet::new();
-        let cost: u64 = it
-            .inodes
-            .iter()
-            .filter(|(k, _)| !seen.contains(k) && own.insert(*k))
-            .map(|(_, b)| b)
-            .sum();
-        let keep_it = keep.is_some_and(|k| kept_bytes + cost <= k);
-        if keep_it {
-            kept_bytes += cost;
-            seen.extend(it.inodes.iter().map(|(k, _)| *k));
-        }
-        decided.push((it, cost, keep_it));
-    }
+    let mut decided: Vec<(Removable, u64, bool)> = items
+        .into_iter()
+        .zip(choice)
+        .map(|(it, (cost, k))| (it, cost, k))
+        .collect();
     // A delta layer without all its base layers is never part of a view: it goes too.
     loop {
         let kept_layers: HashSet<String> = decided
@@ -1148,6 +1162,36 @@ mod tests {
         for r in ["origin", "/srv/cache.git", "git://host/x", "a-b"] {
             assert!(check_remote(r).is_ok(), "{r}");
         }
+    }
+
+    fn item(inodes: &[(u64, u64)]) -> Removable {
+        Removable {
+            kind: Kind::Checkout,
+            name: String::new(),
+            used: std::time::UNIX_EPOCH,
+            inodes: inodes.iter().map(|&(ino, b)| ((1, ino), b)).collect(),
+        }
+    }
+
+    #[test]
+    fn keep_storage_keeps_the_newest_that_fit_counting_shared_inodes_once() {
+        // Newest first: a (100), b sharing a's inode 1 plus 50 of its own, c (500), d (30).
+        let items = [
+            item(&[(1, 100)]),
+            item(&[(1, 100), (2, 50)]),
+            item(&[(3, 500)]),
+            item(&[(4, 30), (4, 30)]),
+        ];
+        assert_eq!(
+            choose(&items, Some(200)),
+            vec![(100, true), (50, true), (500, false), (30, true)]
+        );
+        assert_eq!(
+            choose(&items, Some(0)),
+            vec![(100, false), (150, false), (500, false), (30, false)]
+        );
+        assert!(choose(&items, None).iter().all(|(_, k)| !k));
+        assert!(choose(&items, Some(u64::MAX / 2)).iter().all(|(_, k)| *k));
     }
 
     #[test]

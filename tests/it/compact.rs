@@ -7,7 +7,7 @@
 use crate::common::{busybox_rootfs, fails, is_root, ok, output, sh, tool, Scratch, TEST_UID};
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// A storage directory with busybox imported and checked out, and a build context.
@@ -133,11 +133,14 @@ impl Store {
 
 /// Blocks allocated under `dirs` (not following symlinks), each inode counted once, as
 /// `du` counts: what the directories take on disk together.
-fn disk_use(dirs: &[PathBuf]) -> u64 {
+fn disk_use<P: AsRef<Path>>(dirs: &[P]) -> u64 {
     let mut seen = HashSet::new();
     let mut total = 0;
     for d in dirs {
-        for e in walkdir::WalkDir::new(d).into_iter().filter_map(Result::ok) {
+        for e in walkdir::WalkDir::new(d.as_ref())
+            .into_iter()
+            .filter_map(Result::ok)
+        {
             let md = e.metadata().expect("stat");
             if seen.insert((md.dev(), md.ino())) {
                 total += md.blocks() * 512;
@@ -199,7 +202,7 @@ fn keep_storage_0_drops_every_checkout_and_layer_and_images_still_run_and_hit() 
     ];
     assert!(!st.names("layers").is_empty() && !st.names("checkouts").is_empty());
     let materialized = disk_use(&trees);
-    let size_gc = disk_use(&[root.clone()]);
+    let size_gc = disk_use(&[&root]);
     let err = st.gc(Some("0"));
     assert!(err.contains("materialized trees: removed 4"), "{err}");
     // Nothing materialized is left: no checkout, layer, stamp or pool file.
@@ -207,7 +210,7 @@ fn keep_storage_0_drops_every_checkout_and_layer_and_images_still_run_and_hit() 
     assert_eq!(st.names("layers"), Vec::<String>::new());
     assert_eq!(st.names("stamps"), Vec::<String>::new());
     assert_eq!(st.names("pool"), Vec::<String>::new());
-    let size_dropped = disk_use(&[root.clone()]);
+    let size_dropped = disk_use(&[&root]);
     eprintln!(
         "store after gc: {size_gc} bytes, materialized {materialized}; after \
          --keep-storage 0: {size_dropped}"
@@ -382,7 +385,7 @@ fn keep_storage_0_leaves_the_repository_and_nothing_materialized() {
     st.build("img", DF, SDE);
     st.gc(Some("0"));
     let root = st.storage();
-    let all = disk_use(&[root.clone()]);
+    let all = disk_use(&[&root]);
     let repo = disk_use(&[root.join("repo.git")]);
     // Besides the repository: directories, links, the lock, locks/, stat cache.
     assert!(
