@@ -468,7 +468,7 @@ fn choose(items: &[Removable], keep: Option<u64>) -> Vec<(u64, bool)> {
     out
 }
 
-/// Modification time of `p`, or the epoch (never used: removed first).
+/// Modification time of `p`, or the epoch (the oldest use: removed first).
 fn mtime(p: &Path) -> std::time::SystemTime {
     fs::symlink_metadata(p)
         .and_then(|m| m.modified())
@@ -499,8 +499,8 @@ fn entries(dir: &Path) -> Result<Vec<fs::DirEntry>, StoreError> {
 }
 
 /// Remove what `--keep-storage` governs (docs/store-format.md, "Keeping storage").
-/// Without `keep`, every `RUN --mount=type=cache` directory (`cachemounts/`), and
-/// materialized trees stay. With `keep`, cache mounts and materialized trees (checkouts
+/// Without `keep`, removes every `RUN --mount=type=cache` directory (`cachemounts/`)
+/// and keeps materialized trees. With `keep`, cache mounts and materialized trees (checkouts
 /// and kept layers: copies of what the git objects hold) are kept most recently used
 /// first while together they take at most `keep` bytes (an inode counted once, so files
 /// checkouts share through the pool count once), and the rest is removed; a delta layer
