@@ -8,7 +8,9 @@
 # same with a directory of 20,000 small files (issue 13: one changed file must cost what
 # it changed, whatever the directory's size).
 # Also: the syscalls of the COPY step alone after one changed file (strace -f -c, if
-# installed), store disk use (du, hard links once) and a no-op RUN on a 50,000-file image,
+# installed), store disk use (du, hard links once; also after `build-cache --gc` and
+# `--gc --keep-storage 0`, and rootless Podman's for the same builds if podman is
+# installed) and a no-op RUN on a 50,000-file image,
 # minus the command's own time (ch-run).
 #
 # Usage: sh bench/build.sh   (as root: tools run as uid 65534 via setpriv)
@@ -67,6 +69,58 @@ echo "one changed: grove ${g_one}s  charliecloud ${c_one}s  ratio $(ratio "$c_on
 echo "== disk use after these builds (du -sh, hard links counted once)"
 echo "grove:        $(du -sh "$work/g" | cut -f1) ($(cd "$work/g" && du -sh repo.git checkouts layers 2>/dev/null | awk '{printf "%s %s  ", $2, $1}'))"
 echo "charliecloud: $(du -sh "$work/c" | cut -f1)"
+
+# What `build-cache --gc` and `--keep-storage 0` (drop every checkout and layer: the git
+# objects and what is in use stay) leave, on a copy of the store (hard links kept), so
+# that the builds below start from the same store; then what a first run costs after
+# the drop (it checks the image out again from the git objects).
+$as cp -a "$work/g" "$work/gd"
+t $gr -s "$work/gd" build-cache --gc >/dev/null
+echo "grove after build-cache --gc:                  $(du -sh "$work/gd" | cut -f1) ($(cd "$work/gd" && du -sh repo.git checkouts layers 2>/dev/null | awk '{printf "%s %s  ", $2, $1}'))"
+t $gr -s "$work/gd" build-cache --gc --keep-storage 0 >/dev/null
+echo "grove after build-cache --gc --keep-storage 0: $(du -sh "$work/gd" | cut -f1) ($(cd "$work/gd" && du -sh repo.git checkouts layers 2>/dev/null | awk '{printf "%s %s  ", $2, $1}'))"
+g_co=$(t $as $bin/ch-run -s "$work/gd" bookworm -- /bin/true)
+g_co2=$(t $as $bin/ch-run -s "$work/gd" bench -- /bin/true)
+echo "first ch-run after --keep-storage 0: bookworm ${g_co}s, bench ${g_co2}s (each checks its image out); store then $(du -sh "$work/gd" | cut -f1)"
+chmod -R u+rwx "$work/gd" 2>/dev/null || true
+rm -rf "$work/gd"
+
+# Rootless Podman on the same context in the same run (configured as in bench/pull.sh:
+# single-uid mapping, native overlay with ignore_chown_errors, runc, host network,
+# private configuration): the bookworm tarball imported as the base, then cold and
+# one-changed builds of the same Dockerfile; its storage's disk use after them.
+if command -v podman >/dev/null; then
+    echo "== rootless podman, same context"
+    pm=$work/pm
+    $as mkdir -p "$pm/config/containers" "$pm/data" "$pm/run"
+    $as chmod 700 "$pm/run"
+    $as sh -c "cat > '$pm/storage.conf'" <<EOC
+[storage]
+driver = "overlay"
+graphroot = "$pm/storage"
+runroot = "$pm/run/containers"
+[storage.options.overlay]
+ignore_chown_errors = "true"
+EOC
+    $as sh -c "cat > '$pm/containers.conf'" <<'EOC'
+[containers]
+netns = "host"
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+EOC
+    pmenv="XDG_CONFIG_HOME=$pm/config XDG_DATA_HOME=$pm/data XDG_RUNTIME_DIR=$pm/run CONTAINERS_STORAGE_CONF=$pm/storage.conf CONTAINERS_CONF=$pm/containers.conf"
+    echo "podman import:       $(t $as env $pmenv podman import "$deb" bookworm) s"
+    p_cold=$(t $as env $pmenv podman build -t bench "$work/ctx")
+    $as sh -c "echo changed >> '$work/ctx/small/f1001'"
+    p_one=$(t $as env $pmenv podman build -t bench "$work/ctx")
+    # Rootless Podman keeps its images under its own path (not storage.conf's graphroot).
+    p_root=$($as env $pmenv podman info --format '{{.Store.GraphRoot}}')
+    echo "podman:      cold ${p_cold}s (grove ${g_cold}s, ratio $(ratio "$p_cold" "$g_cold")x)  one changed ${p_one}s"
+    echo "podman disk use after these builds (du -sh, hard links counted once): $(du -sh "$p_root" | cut -f1)"
+    $as env $pmenv podman system reset --force >/dev/null 2>&1 || true
+fi
 
 echo "== 20,000-file directory: cold, then one context file changed"
 issue4_context "$work/ctx20k" 20000

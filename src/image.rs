@@ -886,8 +886,9 @@ pub struct BuildCacheRequest {
     pub action: Vec<String>,
     /// The summary as JSON (after the graphs, if asked for too).
     pub json: bool,
-    /// `--keep-storage SIZE`: with `gc`, keep the most recently used cache mounts up to
-    /// this many bytes (else `gc` removes them all).
+    /// `--keep-storage SIZE`: with `gc`, keep the most recently used cache mounts and
+    /// materialized trees (checkouts, layers) up to this many bytes in all, removing the
+    /// others (else `gc` removes every cache mount and keeps the trees).
     pub keep_storage: Option<u64>,
 }
 
@@ -962,7 +963,7 @@ pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, Image
         let before = maint::summary(store)?;
         let deleted = store.list_deleted()?.len() as u64;
         maint::gc(store, &lock)?;
-        let m = maint::gc_cache_mounts(store, &lock, a.keep_storage)?;
+        let m = maint::gc_storage(store, &lock, a.keep_storage)?;
         let after = maint::summary(store)?;
         let mut counts = gc_counts(&before, deleted, &after);
         let repacked = crate::progress::items_counted();
@@ -974,11 +975,13 @@ pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, Image
             ));
         }
         phase.finish_with(&counts, false);
-        if m.removed > 0 || m.kept > 0 {
-            info!(
-                "cache mounts: removed {} ({} bytes), kept {} ({} bytes)",
-                m.removed, m.removed_bytes, m.kept, m.kept_bytes
-            );
+        for (what, c) in [("cache mounts", m.mounts), ("materialized trees", m.trees)] {
+            if c.removed > 0 || c.kept > 0 {
+                info!(
+                    "{what}: removed {} ({} bytes), kept {} ({} bytes)",
+                    c.removed, c.removed_bytes, c.kept, c.kept_bytes
+                );
+            }
         }
         info!("garbage collected");
     }

@@ -282,8 +282,10 @@ struct BuildCacheArgs {
     /// Remove what no image reaches
     #[arg(long)]
     gc: bool,
-    /// With --gc: keep the most recently used RUN cache mounts up to SIZE (bytes, or with
-    /// K, M, G, T), removing the least recently used first (default: remove them all)
+    /// With --gc: keep the most recently used RUN cache mounts, checkouts and layers up
+    /// to SIZE in all (bytes, or with K, M, G, T), removing the least recently used first;
+    /// removed checkouts and layers are made again from the git objects when next used
+    /// (default: remove every cache mount, keep checkouts and layers; 0: remove them all)
     #[arg(long = "keep-storage", value_name = "SIZE", requires = "gc")]
     keep_storage: Option<String>,
     /// Print the build graph as a text tree

@@ -220,16 +220,30 @@ pub struct Summary {
     pub bytes: u64,
 }
 
+/// Disk use of `path` and what is below it (blocks allocated), each inode counted once
+/// (checkouts share files with each other and with the pool through hard links).
 fn du(path: &Path) -> u64 {
-    let mut total = 0;
+    let mut seen = HashSet::new();
+    inodes(path, &mut |key, bytes| {
+        if seen.insert(key) {
+            bytes
+        } else {
+            0
+        }
+    })
+}
+
+/// Walk `path` (not following symlinks), calling `f` with each entry's (device, inode)
+/// and its allocated bytes; the sum of what `f` returns.
+fn inodes(path: &Path, f: &mut dyn FnMut((u64, u64), u64) -> u64) -> u64 {
     let Ok(md) = fs::symlink_metadata(path) else {
         return 0;
     };
-    total += md.blocks() * 512;
+    let mut total = f((md.dev(), md.ino()), md.blocks() * 512);
     if md.is_dir() {
         if let Ok(rd) = fs::read_dir(path) {
             for e in rd.flatten() {
-                total += du(&e.path());
+                total += inodes(&e.path(), f);
             }
         }
     }
@@ -382,7 +396,7 @@ fn prune_notes(store: &Store, live: &HashSet<ObjectId>) -> Result<(), StoreError
     Ok(())
 }
 
-/// What [`gc_cache_mounts`] did.
+/// What [`gc_storage`] did with cache mounts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheMountsGc {
     pub removed: usize,
@@ -391,25 +405,120 @@ pub struct CacheMountsGc {
     pub kept_bytes: u64,
 }
 
-/// Remove `RUN --mount=type=cache` directories (`cachemounts/`): all of them, or with
-/// `keep` the least recently used first until the rest take at most `keep` bytes. Use is
-/// the modification time of each mount's lock file, which a build touches when it mounts
-/// it. Requires the exclusive lock (no build is using a mount meanwhile).
-pub fn gc_cache_mounts(
+/// What [`gc_storage`] did: cache mounts, and materialized trees (checkouts and layers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageGc {
+    pub mounts: CacheMountsGc,
+    pub trees: CacheMountsGc,
+}
+
+/// What `--keep-storage` may remove: what the store can make again or do without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    /// `cachemounts/HASH`: a `RUN --mount=type=cache` directory (its content is lost).
+    Mount,
+    /// `layers/C`: a build's kept layer (a view falls back to a checkout without it).
+    Layer,
+    /// `checkouts/C`: made again from the git objects on next use.
+    Checkout,
+}
+
+/// One removable directory: its kind, name (a hash or commit id), last use, and its
+/// inodes with their allocated bytes.
+struct Removable {
+    kind: Kind,
+    name: String,
+    used: std::time::SystemTime,
+    inodes: Vec<((u64, u64), u64)>,
+}
+
+impl Removable {
+    fn path(&self, l: &super::Layout) -> std::path::PathBuf {
+        match self.kind {
+            Kind::Mount => l.cache_mount(&self.name),
+            Kind::Layer => l.layers().join(&self.name),
+            Kind::Checkout => l.checkouts().join(&self.name),
+        }
+    }
+}
+
+/// Which of `items` (most recently used first) to keep within `keep` bytes: each in
+/// turn if the bytes of its inodes not counted yet (for the items kept before it) fit in
+/// what is left. Returns, per item, those bytes and whether it is kept. Without `keep`,
+/// none is kept.
+fn choose(items: &[Removable], keep: Option<u64>) -> Vec<(u64, bool)> {
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let mut kept_bytes = 0u64;
+    let mut out = Vec::with_capacity(items.len());
+    for it in items {
+        let mut own = HashSet::new();
+        let cost: u64 = it
+            .inodes
+            .iter()
+            .filter(|(k, _)| !seen.contains(k) && own.insert(*k))
+            .map(|(_, b)| b)
+            .sum();
+        let keep_it = keep.is_some_and(|k| kept_bytes + cost <= k);
+        if keep_it {
+            kept_bytes += cost;
+            seen.extend(it.inodes.iter().map(|(k, _)| *k));
+        }
+        out.push((cost, keep_it));
+    }
+    out
+}
+
+/// Modification time of `p`, or the epoch (the oldest use: removed first).
+fn mtime(p: &Path) -> std::time::SystemTime {
+    fs::symlink_metadata(p)
+        .and_then(|m| m.modified())
+        .unwrap_or(std::time::UNIX_EPOCH)
+}
+
+fn removable(kind: Kind, name: String, path: &Path, used: std::time::SystemTime) -> Removable {
+    let mut list = Vec::new();
+    inodes(path, &mut |key, bytes| {
+        list.push((key, bytes));
+        0
+    });
+    Removable {
+        kind,
+        name,
+        used,
+        inodes: list,
+    }
+}
+
+/// Entries of directory `dir` (none if it does not exist).
+fn entries(dir: &Path) -> Result<Vec<fs::DirEntry>, StoreError> {
+    match fs::read_dir(dir) {
+        Ok(rd) => Ok(rd.flatten().collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(IoError::new("read directory", dir, e).into()),
+    }
+}
+
+/// Remove what `--keep-storage` governs (docs/store-format.md, "Keeping storage").
+/// Without `keep`, removes every `RUN --mount=type=cache` directory (`cachemounts/`)
+/// and keeps materialized trees. With `keep`, cache mounts and materialized trees (checkouts
+/// and kept layers: copies of what the git objects hold) are kept most recently used
+/// first while together they take at most `keep` bytes (an inode counted once, so files
+/// checkouts share through the pool count once), and the rest is removed; a delta layer
+/// goes with any of its base layers. Use is the modification time of a mount's lock file
+/// (touched by each RUN that mounts it) and of a tree's stamp (touched by each check: a
+/// RUN's lower directories, `ch-run NAME`). Each directory is renamed into `tmp/` before
+/// it is removed, then its stamp goes, so a kill leaves whole trees and scratch entries
+/// (which the next writer removes). Then the pool's files no checkout links any more,
+/// and stamps of trees that do not exist. Requires the exclusive lock: no build and no
+/// container by name is using a tree meanwhile.
+pub fn gc_storage(
     store: &Store,
-    _lock: &WriteLock,
+    lock: &WriteLock,
     keep: Option<u64>,
-) -> Result<CacheMountsGc, StoreError> {
+) -> Result<StorageGc, StoreError> {
     let l = store.layout();
-    let dir = l.cache_mounts();
-    let rd = match fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(CacheMountsGc::default()),
-        Err(e) => return Err(IoError::new("read directory", &dir, e).into()),
-    };
-    // (last use, name, bytes), newest first.
-    let mut mounts: Vec<(std::time::SystemTime, String, u64)> = Vec::new();
-    for e in rd.flatten() {
+    let mut items: Vec<Removable> = Vec::new();
+    for e in entries(&l.cache_mounts())? {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.ends_with(".lock") {
             let hash = name.trim_end_matches(".lock");
@@ -418,27 +527,128 @@ pub fn gc_cache_mounts(
             }
             continue;
         }
-        let used = fs::metadata(l.cache_mount_lock(&name))
-            .and_then(|m| m.modified())
-            .unwrap_or(std::time::UNIX_EPOCH);
-        mounts.push((used, name, du(&e.path())));
+        let used = mtime(&l.cache_mount_lock(&name));
+        items.push(removable(Kind::Mount, name, &e.path(), used));
     }
-    mounts.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    let mut r = CacheMountsGc::default();
-    for (_, name, bytes) in mounts {
-        if keep.is_some_and(|k| r.kept_bytes + bytes <= k) {
-            r.kept += 1;
-            r.kept_bytes += bytes;
+    if keep.is_some() {
+        for (kind, dir, stamps) in [
+            (Kind::Checkout, l.checkouts(), "checkouts"),
+            (Kind::Layer, l.layers(), "layers"),
+        ] {
+            for e in entries(&dir)? {
+                let name = e.file_name().to_string_lossy().into_owned();
+                // Trees only (not `layers/C.base`, which goes with its layer).
+                if ObjectId::from_hex(name.as_bytes()).is_err()
+                    || !e.file_type().is_ok_and(|t| t.is_dir())
+                {
+                    continue;
+                }
+                let stamp = l.stamp(stamps, &name);
+                let used = if stamp.exists() {
+                    mtime(&stamp)
+                } else {
+                    mtime(&e.path())
+                };
+                items.push(removable(kind, name, &e.path(), used));
+            }
+        }
+    }
+    // Most recently used first; ties in a fixed order.
+    items.sort_by(|a, b| {
+        b.used
+            .cmp(&a.used)
+            .then_with(|| a.kind.cmp(&b.kind))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    let choice = choose(&items, keep);
+    // (item, bytes it alone holds among those kept before it, kept)
+    let mut decided: Vec<(Removable, u64, bool)> = items
+        .into_iter()
+        .zip(choice)
+        .map(|(it, (cost, k))| (it, cost, k))
+        .collect();
+    // A delta layer without all its base layers is never part of a view: it goes too.
+    loop {
+        let kept_layers: HashSet<String> = decided
+            .iter()
+            .filter(|(i, _, k)| *k && i.kind == Kind::Layer)
+            .map(|(i, _, _)| i.name.clone())
+            .collect();
+        let mut changed = false;
+        for (it, _, k) in decided.iter_mut() {
+            if !*k || it.kind != Kind::Layer {
+                continue;
+            }
+            let Ok(id) = ObjectId::from_hex(it.name.as_bytes()) else {
+                continue;
+            };
+            let bases = super::layer::read_bases(&l.layers(), id).unwrap_or_default();
+            if bases.iter().any(|b| !kept_layers.contains(&b.to_string())) {
+                *k = false;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let mut r = StorageGc::default();
+    let mut dropped_checkout = false;
+    for (it, cost, k) in &decided {
+        let counts = if it.kind == Kind::Mount {
+            &mut r.mounts
+        } else {
+            &mut r.trees
+        };
+        if *k {
+            counts.kept += 1;
+            counts.kept_bytes += cost;
             continue;
         }
-        let path = l.cache_mount(&name);
-        let tmp = store.scratch_path("gc");
-        fs::rename(&path, &tmp).at("remove cache mount", &path)?;
+        let path = it.path(l);
+        let tmp = store.scratch_path("drop");
+        let what = match it.kind {
+            Kind::Mount => "remove cache mount",
+            _ => "remove tree",
+        };
+        fs::rename(&path, &tmp).at(what, &path)?;
+        match it.kind {
+            Kind::Mount => {
+                let _ = fs::remove_file(l.cache_mount_lock(&it.name));
+            }
+            Kind::Layer => {
+                if let Ok(id) = ObjectId::from_hex(it.name.as_bytes()) {
+                    let _ = fs::remove_file(l.layer_bases(&id));
+                }
+                let _ = fs::remove_file(l.stamp("layers", &it.name));
+            }
+            Kind::Checkout => {
+                let _ = fs::remove_file(l.stamp("checkouts", &it.name));
+                dropped_checkout = true;
+            }
+        }
         checkout::remove_tree(&tmp).at("remove", &tmp)?;
-        let _ = fs::remove_file(l.cache_mount_lock(&name));
-        crate::verbose!("removed cache mount {name} ({bytes} bytes)");
-        r.removed += 1;
-        r.removed_bytes += bytes;
+        crate::verbose!("removed {} ({cost} bytes)", path.display());
+        counts.removed += 1;
+        counts.removed_bytes += cost;
+    }
+    // The pool's files only the removed checkouts linked.
+    if dropped_checkout && lock.exclusive {
+        super::pool::Pool::new(l.pool()).prune()?;
+    }
+    // Stamps of trees that are gone (removed by gc, or by hand).
+    for e in entries(&l.stamps())? {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let tree = match name.split_once('-') {
+            Some(("checkouts", c)) if ObjectId::from_hex(c.as_bytes()).is_ok() => {
+                l.checkouts().join(c)
+            }
+            Some(("layers", c)) if ObjectId::from_hex(c.as_bytes()).is_ok() => l.layers().join(c),
+            _ => continue,
+        };
+        if !tree.exists() {
+            let _ = fs::remove_file(e.path());
+        }
     }
     Ok(r)
 }
@@ -952,6 +1162,36 @@ mod tests {
         for r in ["origin", "/srv/cache.git", "git://host/x", "a-b"] {
             assert!(check_remote(r).is_ok(), "{r}");
         }
+    }
+
+    fn item(inodes: &[(u64, u64)]) -> Removable {
+        Removable {
+            kind: Kind::Checkout,
+            name: String::new(),
+            used: std::time::UNIX_EPOCH,
+            inodes: inodes.iter().map(|&(ino, b)| ((1, ino), b)).collect(),
+        }
+    }
+
+    #[test]
+    fn keep_storage_keeps_the_newest_that_fit_counting_shared_inodes_once() {
+        // Newest first: a (100), b sharing a's inode 1 plus 50 of its own, c (500), d (30).
+        let items = [
+            item(&[(1, 100)]),
+            item(&[(1, 100), (2, 50)]),
+            item(&[(3, 500)]),
+            item(&[(4, 30), (4, 30)]),
+        ];
+        assert_eq!(
+            choose(&items, Some(200)),
+            vec![(100, true), (50, true), (500, false), (30, true)]
+        );
+        assert_eq!(
+            choose(&items, Some(0)),
+            vec![(100, false), (150, false), (500, false), (30, false)]
+        );
+        assert!(choose(&items, None).iter().all(|(_, k)| !k));
+        assert!(choose(&items, Some(u64::MAX / 2)).iter().all(|(_, k)| *k));
     }
 
     #[test]

@@ -283,9 +283,17 @@ fn check(dir: &Path) -> Result<Checked, StampError> {
     match parse(&text) {
         Recorded::V2 { digest, latest } => {
             let sc = scan(dir, 2, Some(latest))?;
-            Ok(if hex(&sc.digest) != digest {
-                Checked::Changed(Some(sc))
-            } else if sc.moved.is_empty() {
+            if hex(&sc.digest) != digest {
+                return Ok(Checked::Changed(Some(sc)));
+            }
+            // The stamp's modification time is the tree's last use, which `build-cache
+            // --gc --keep-storage` keeps the most recent of (a read-only storage
+            // directory keeps the old time).
+            let _ = fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            Ok(if sc.moved.is_empty() {
                 Checked::Same
             } else {
                 Checked::Moved(sc)

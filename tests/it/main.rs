@@ -5,6 +5,7 @@ mod build;
 mod charliecloud_cli;
 mod ci_doc;
 mod common;
+mod compact;
 mod conformance;
 mod convert;
 mod convert_formats;

@@ -1,0 +1,454 @@
+//! `ch-image build-cache --gc --keep-storage SIZE` and materialized trees: checkouts and
+//! kept layers are copies of what the git objects hold, and gc drops the least recently
+//! used of them (docs/store-format.md, "Keeping storage"). What is dropped is made again
+//! on use: images run with the same files and times, builds hit and rebuild to the same
+//! commits, and a kill during the drop leaves a usable store.
+
+use crate::common::{busybox_rootfs, fails, is_root, ok, output, sh, tool, Scratch, TEST_UID};
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A storage directory with busybox imported and checked out, and a build context.
+struct Store {
+    s: Scratch,
+    ctx: PathBuf,
+}
+
+impl Store {
+    fn new(tag: &str) -> Store {
+        let s = Scratch::new(&format!("compact-{tag}"));
+        let ctx = s.join("ctx");
+        let st = Store { s, ctx };
+        st.write("placeholder", "");
+        ok(st
+            .image()
+            .arg("import")
+            .arg(busybox_rootfs())
+            .arg("busybox"));
+        ok(st.image().args(["checkout", "busybox"]));
+        st
+    }
+
+    fn storage(&self) -> PathBuf {
+        self.s.storage()
+    }
+
+    /// `ch-image -s STORAGE`.
+    fn image(&self) -> Command {
+        let mut c = tool("ch-image");
+        c.arg("-s").arg(self.storage());
+        c.env_remove("CH_IMAGE_CACHE");
+        c
+    }
+
+    /// Write a context file (parents created), owned by the test user.
+    fn write(&self, rel: &str, content: &str) {
+        let p = self.ctx.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("create context dirs");
+        std::fs::write(&p, content).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+        if is_root() {
+            let st = Command::new("chown")
+                .arg("-R")
+                .arg(format!("{TEST_UID}:{TEST_UID}"))
+                .arg(&self.ctx)
+                .status()
+                .expect("chown");
+            assert!(st.success());
+        }
+    }
+
+    /// Build `df` as `tag` with `extra` options (`-vv`: the log says what it checked out);
+    /// returns the log.
+    fn build(&self, tag: &str, df: &str, extra: &[&str]) -> String {
+        self.write("Dockerfile", df);
+        let out = output(
+            self.image()
+                .arg("-vv")
+                .args(["build", "-t", tag])
+                .args(extra)
+                .arg(&self.ctx),
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "build {tag} failed:\n{err}");
+        err
+    }
+
+    /// `ch-run -s STORAGE TAG -- /bin/sh -c SCRIPT`, which must succeed; returns stdout.
+    fn run(&self, tag: &str, script: &str) -> String {
+        ok(tool("ch-run")
+            .arg("-s")
+            .arg(self.storage())
+            .arg(tag)
+            .args(["--", "/bin/sh", "-c", script]))
+    }
+
+    fn gc(&self, keep: Option<&str>) -> String {
+        let mut c = self.image();
+        c.args(["build-cache", "--gc"]);
+        if let Some(k) = keep {
+            c.args(["--keep-storage", k]);
+        }
+        let out = output(&mut c);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "gc failed:\n{err}");
+        err
+    }
+
+    fn commit(&self, tag: &str) -> String {
+        let list = ok(self.image().args(["list", "-l"]));
+        list.lines()
+            .find_map(|l| {
+                let (n, c) = l.split_once('\t')?;
+                (n == format!("{tag}:latest")).then(|| c.to_string())
+            })
+            .unwrap_or_else(|| panic!("no image {tag}: {list}"))
+    }
+
+    /// `git fsck` and `ch-image fsck`, which must both pass.
+    fn fsck(&self) {
+        let mut g = crate::common::unpriv("git");
+        g.arg("-C")
+            .arg(self.storage().join("repo.git"))
+            .args(["fsck", "--no-progress", "--no-dangling"])
+            .env("HOME", &self.s.path)
+            .env("GIT_CONFIG_NOSYSTEM", "1");
+        ok(&mut g);
+        ok(self.image().arg("fsck"));
+    }
+
+    /// Names in `STORAGE/DIR` (none if it does not exist).
+    fn names(&self, dir: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.storage().join(dir))
+            .map(|rd| {
+                rd.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+/// Blocks allocated under `dirs` (not following symlinks), each inode counted once, as
+/// `du` counts: what the directories take on disk together.
+fn disk_use<P: AsRef<Path>>(dirs: &[P]) -> u64 {
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for d in dirs {
+        for e in walkdir::WalkDir::new(d.as_ref())
+            .into_iter()
+            .filter_map(Result::ok)
+        {
+            let md = e.metadata().expect("stat");
+            if seen.insert((md.dev(), md.ino())) {
+                total += md.blocks() * 512;
+            }
+        }
+    }
+    total
+}
+
+/// Hit marks of a build log's steps after FROM (`*` hit, `.` miss), e.g. `"**.."`.
+fn marks(log: &str) -> String {
+    log.lines()
+        .filter_map(|l| {
+            let t = l.trim_start();
+            let end = t.find(|c: char| !c.is_ascii_digit())?;
+            t[..end].parse::<usize>().ok()?;
+            let rest = &t[end..];
+            let hit = match rest.chars().next()? {
+                '*' => true,
+                '.' => false,
+                _ => return None,
+            };
+            (!rest[1..].trim_start().starts_with("FROM")).then_some(if hit { '*' } else { '.' })
+        })
+        .collect()
+}
+
+/// A RUN making 300 files, a COPY of a 40-file directory, a RUN after it. Times are
+/// clamped to SOURCE_DATE_EPOCH, so equal inputs make equal commits in any store.
+const DF: &str = "FROM busybox\n\
+                  RUN mkdir /r && i=0; while [ $i -lt 300 ]; do echo $i > /r/f$i; i=$((i+1)); done\n\
+                  COPY d /d/\n\
+                  RUN cat /d/f* | wc -l > /lines && touch -d '2021-02-03 04:05:06' /lines\n";
+const SDE: &[&str] = &["--build-arg", "SOURCE_DATE_EPOCH=1700000000"];
+
+fn context(st: &Store) {
+    for i in 0..40 {
+        st.write(&format!("d/f{i}"), &format!("file {i}\n"));
+    }
+}
+
+/// Every file and directory the image's tests look at, with mode, size and time.
+const LISTING: &str = "for f in / /r /r/f0 /r/f299 /d /d/f0 /d/f39 /lines /bin/busybox; do \
+                       stat -c '%n %a %s %Y' $f; done; cat /lines /d/f7";
+
+#[test]
+fn keep_storage_0_drops_every_checkout_and_layer_and_images_still_run_and_hit() {
+    let st = Store::new("zero");
+    context(&st);
+    let log = st.build("img", DF, SDE);
+    assert_eq!(marks(&log), "...", "{log}");
+    let before = st.run("img", LISTING);
+    st.gc(None);
+    let root = st.storage();
+    let trees = [
+        root.join("checkouts"),
+        root.join("layers"),
+        root.join("pool"),
+    ];
+    assert!(!st.names("layers").is_empty() && !st.names("checkouts").is_empty());
+    let materialized = disk_use(&trees);
+    let size_gc = disk_use(&[&root]);
+    let err = st.gc(Some("0"));
+    assert!(err.contains("materialized trees: removed 4"), "{err}");
+    // Nothing materialized is left: no checkout, layer, stamp or pool file.
+    assert_eq!(st.names("checkouts"), Vec::<String>::new());
+    assert_eq!(st.names("layers"), Vec::<String>::new());
+    assert_eq!(st.names("stamps"), Vec::<String>::new());
+    assert_eq!(st.names("pool"), Vec::<String>::new());
+    let size_dropped = disk_use(&[&root]);
+    eprintln!(
+        "store after gc: {size_gc} bytes, materialized {materialized}; after \
+         --keep-storage 0: {size_dropped}"
+    );
+    assert!(
+        size_dropped + materialized * 9 / 10 <= size_gc,
+        "store after gc {size_gc}, after dropping {size_dropped}: the materialized \
+         {materialized} bytes were not freed"
+    );
+    st.fsck();
+    // The image runs with the same files and times (checked out again from the objects).
+    assert_eq!(st.run("img", LISTING), before);
+    assert_eq!(st.names("checkouts").len(), 1);
+    // An all-hit build stays all hits, and needs no tree.
+    let log = st.build("img", DF, SDE);
+    assert_eq!(marks(&log), "***", "{log}");
+    st.fsck();
+}
+
+#[test]
+fn rebuild_after_dropping_trees_checks_the_parent_out_and_gives_the_same_commit() {
+    // One store drops its trees before the rebuild, the other keeps them; both build
+    // from one context (its files' inodes and times are part of the key inputs).
+    let (a, mut b) = (Store::new("drop"), Store::new("keep"));
+    b.ctx = a.ctx.clone();
+    context(&a);
+    a.build("img", DF, SDE);
+    b.build("img", DF, SDE);
+    assert_eq!(a.commit("img"), b.commit("img"));
+    a.write("d/f3", "changed\n");
+    a.gc(Some("0"));
+    assert_eq!(a.names("layers"), Vec::<String>::new());
+    let log_a = a.build("img", DF, SDE);
+    let log_b = b.build("img", DF, SDE);
+    assert_eq!(marks(&log_a), "*..", "{log_a}");
+    assert_eq!(marks(&log_b), "*..", "{log_b}");
+    // The last RUN's lower layers were gone: it ran on a checkout of its parent.
+    assert!(log_a.contains("checked out "), "{log_a}");
+    assert!(!log_b.contains("checked out "), "{log_b}");
+    assert_eq!(a.commit("img"), b.commit("img"));
+    assert_eq!(a.run("img", LISTING), b.run("img", LISTING));
+    assert!(a.run("img", "cat /lines /d/f3").ends_with("changed\n"));
+    a.fsck();
+}
+
+#[test]
+fn keep_storage_keeps_the_most_recently_used_trees() {
+    let st = Store::new("lru");
+    // Two images of 2 MiB layers each; `old` built first, `new` used last.
+    for tag in ["old", "new"] {
+        st.build(
+            tag,
+            &format!(
+                "FROM busybox\nRUN dd if=/dev/urandom of=/{tag} bs=1024 count=2048 2>/dev/null\n"
+            ),
+            &[],
+        );
+    }
+    let layer_of = |tag: &str| st.storage().join("layers").join(st.commit(tag));
+    let (old, new) = (layer_of("old"), layer_of("new"));
+    assert!(old.is_dir() && new.is_dir());
+    st.run("old", "true");
+    st.run("new", "true");
+    // Room for busybox's checkout and one layer, not two.
+    let checkouts = st.storage().join("checkouts");
+    let budget = disk_use(&[checkouts.clone(), new.clone()]) + 512 * 1024;
+    let err = st.gc(Some(&budget.to_string()));
+    assert!(err.contains("materialized trees: removed 1"), "{err}");
+    assert!(new.is_dir(), "the most recently used layer was dropped");
+    assert!(!old.exists(), "the least recently used layer was kept");
+    assert_eq!(std::fs::read_dir(&checkouts).expect("ls").count(), 1);
+    let size = disk_use(&[
+        checkouts,
+        st.storage().join("layers"),
+        st.storage().join("pool"),
+    ]);
+    assert!(size <= budget, "{size} > {budget}");
+    // Both still run; `old` from a checkout made again.
+    assert_eq!(st.run("old", "wc -c < /old").trim(), "2097152");
+    assert_eq!(st.run("new", "wc -c < /new").trim(), "2097152");
+    st.fsck();
+    // A size that is not one.
+    let (_, err) = fails(
+        st.image()
+            .args(["build-cache", "--gc", "--keep-storage", "some"]),
+    );
+    assert!(err.contains("--keep-storage: invalid size: some"), "{err}");
+}
+
+#[test]
+fn kill_9_while_dropping_trees_leaves_a_usable_store() {
+    let st = Store::new("kill");
+    // Busybox and 20,000 files in 100 directories: a checkout that takes a while to
+    // remove.
+    let big = st.s.join("big");
+    sh(&format!(
+        "cp -a '{1}' '{0}' && mkdir '{0}/data' && cd '{0}/data' && i=0; while [ $i -lt 100 ]; do mkdir d$i; \
+         j=0; while [ $j -lt 200 ]; do echo \"$i $j\" > d$i/f$j; j=$((j+1)); done; i=$((i+1)); done",
+        big.display(),
+        busybox_rootfs().display()
+    ));
+    ok(st.image().arg("import").arg(&big).arg("big"));
+    let tmp = st.storage().join("tmp");
+    let mut killed = false;
+    for _ in 0..5 {
+        ok(st.image().args(["checkout", "big"]));
+        st.gc(None);
+        // Killed once the drop has begun: a tree renamed into tmp/ for removal.
+        let mut child = crate::common::Reaped(
+            st.image()
+                .args(["build-cache", "--gc", "--keep-storage", "0"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn gc"),
+        );
+        let dropping = || {
+            std::fs::read_dir(&tmp)
+                .map(|rd| {
+                    rd.flatten()
+                        .any(|e| e.file_name().to_string_lossy().starts_with("drop."))
+                })
+                .unwrap_or(false)
+        };
+        let mut running = true;
+        while !dropping() {
+            if child.0.try_wait().expect("try_wait").is_some() {
+                running = false;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        child.0.kill().ok();
+        child.0.wait().expect("wait");
+        if running && dropping() {
+            killed = true;
+            break;
+        }
+    }
+    assert!(killed, "the drop always finished before the kill");
+    // The repository is whole; what the store reports is the killed writer's scratch
+    // entry and nothing else (no half tree among the checkouts and layers).
+    let mut g = crate::common::unpriv("git");
+    g.arg("-C")
+        .arg(st.storage().join("repo.git"))
+        .args(["fsck", "--no-progress", "--no-dangling"])
+        .env("HOME", &st.s.path)
+        .env("GIT_CONFIG_NOSYSTEM", "1");
+    ok(&mut g);
+    let out = output(st.image().arg("fsck"));
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        assert!(
+            l.contains("/tmp/drop.") && l.contains("scratch file of a writer that is gone"),
+            "{l}"
+        );
+    }
+    // The images run (the next writer clears tmp/), and then the store checks clean.
+    assert_eq!(st.run("big", "cat /data/d99/f199"), "99 199\n");
+    assert_eq!(st.run("busybox", "echo ok"), "ok\n");
+    assert!(st.names("tmp").is_empty(), "{:?}", st.names("tmp"));
+    st.fsck();
+    st.gc(Some("0"));
+    st.fsck();
+}
+
+/// The store the bench measures, in small: `STORAGE` holds only the git objects and
+/// what is in use after `--keep-storage 0`.
+#[test]
+fn keep_storage_0_leaves_the_repository_and_nothing_materialized() {
+    let st = Store::new("min");
+    context(&st);
+    st.build("img", DF, SDE);
+    st.gc(Some("0"));
+    let root = st.storage();
+    let all = disk_use(&[&root]);
+    let repo = disk_use(&[root.join("repo.git")]);
+    // Besides the repository: directories, links, the lock, locks/, stat cache.
+    assert!(
+        all - repo < 256 * 1024,
+        "store {all} bytes, repository {repo}: {} bytes materialized",
+        all - repo
+    );
+}
+
+#[test]
+fn keep_storage_waits_for_a_container_run_by_name_and_leaves_its_trees_alone() {
+    let st = Store::new("busy");
+    context(&st);
+    st.build("img", DF, SDE);
+    let sync = st.s.join("sync");
+    sh(&format!("mkdir '{}'", sync.display()));
+    // The container runs from img's layers over busybox's checkout until told to go on.
+    let mut container = crate::common::Reaped(
+        tool("ch-run")
+            .arg("-s")
+            .arg(st.storage())
+            .arg("-b")
+            .arg(format!("{}:/mnt", sync.display()))
+            .args(["img", "--", "/bin/sh", "-c"])
+            .arg("touch /mnt/started; while [ ! -e /mnt/go ]; do sleep 1; done; cat /r/f299 /lines")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn ch-run"),
+    );
+    crate::common::wait_for("the container to start", 120, || {
+        sync.join("started").exists()
+    });
+    let mut gc = crate::common::Reaped(
+        st.image()
+            .args(["build-cache", "--gc", "--keep-storage", "0"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn gc"),
+    );
+    let mut gc_err = std::io::BufReader::new(gc.0.stderr.take().expect("gc stderr"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut gc_err, &mut line).expect("read gc stderr");
+        assert!(n > 0, "gc did not wait for the running container");
+        if line.contains("waiting for lock on storage directory") {
+            break;
+        }
+    }
+    assert!(
+        gc.0.try_wait().expect("try_wait").is_none(),
+        "gc finished early"
+    );
+    assert_eq!(st.names("layers").len(), 3);
+    std::fs::write(sync.join("go"), "").expect("write go");
+    let mut out = String::new();
+    let stdout = container.0.stdout.as_mut().expect("piped stdout");
+    std::io::Read::read_to_string(stdout, &mut out).expect("read container stdout");
+    assert!(container.0.wait().expect("wait").success(), "{out}");
+    assert_eq!(out, "299\n40\n");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut gc_err, &mut rest).expect("read gc stderr");
+    assert!(gc.0.wait().expect("wait gc").success(), "{rest}");
+    assert_eq!(st.names("layers"), Vec::<String>::new());
+    st.fsck();
+}
