@@ -14,6 +14,8 @@
 # minus the command's own time (ch-run).
 #
 # Usage: sh bench/build.sh   (as root: tools run as uid 65534 via setpriv)
+#   GROVE_BENCH_FS=same sh bench/build.sh   stores under /var/tmp itself, not on a fresh
+#   loop-mounted ext4 (bench/lib.sh, fresh_fs)
 #   GROVE_BENCH_BIN=DIR sh bench/build.sh   Grove's binaries from DIR (e.g. a copy of an
 #   older release build, to compare before and after), no cargo build
 set -eu
@@ -31,14 +33,14 @@ fix=${GROVE_FIXTURE_CACHE:-/var/tmp/grove-fixtures}
 deb=$fix/debian-bookworm.tar
 sh fixtures/debian.sh "$deb"
 sh fixtures/busybox.sh "$fix/busybox"
-work=$(mktemp -d /var/tmp/grove-bench-build.XXXXXX)
+work=$(fresh_fs grove-bench-build)
 if [ "$(id -u)" = 0 ]; then
     chown 65534:65534 "$work"
     as="setpriv --reuid=65534 --regid=65534 --clear-groups env USER=nobody HOME=$work"
 else
     as="env HOME=$work"
 fi
-trap 'chmod -R u+rwx "$work" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'fresh_fs_cleanup "$work"' EXIT
 # Charliecloud's ch-image is Python and keeps its cache with git: identity and PATH.
 cc="$as $CC_ENV /usr/bin/ch-image"
 gr="$as $bin/ch-image"
