@@ -93,26 +93,7 @@ rm -rf "$work/gd"
 # one-changed builds of the same Dockerfile; its storage's disk use after them.
 if command -v podman >/dev/null; then
     echo "== rootless podman, same context"
-    pm=$work/pm
-    $as mkdir -p "$pm/config/containers" "$pm/data" "$pm/run"
-    $as chmod 700 "$pm/run"
-    $as sh -c "cat > '$pm/storage.conf'" <<EOC
-[storage]
-driver = "overlay"
-graphroot = "$pm/storage"
-runroot = "$pm/run/containers"
-[storage.options.overlay]
-ignore_chown_errors = "true"
-EOC
-    $as sh -c "cat > '$pm/containers.conf'" <<'EOC'
-[containers]
-netns = "host"
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-EOC
-    pmenv="XDG_CONFIG_HOME=$pm/config XDG_DATA_HOME=$pm/data XDG_RUNTIME_DIR=$pm/run CONTAINERS_STORAGE_CONF=$pm/storage.conf CONTAINERS_CONF=$pm/containers.conf"
+    podman_setup "$work/pm"
     echo "podman import:       $(t $as env $pmenv podman import "$deb" bookworm) s"
     p_cold=$(t $as env $pmenv podman build -t bench "$work/ctx")
     $as sh -c "echo changed >> '$work/ctx/small/f1001'"

@@ -100,3 +100,30 @@ fresh_fs_cleanup() {
     fi
     rm -rf "$1"
 }
+
+# podman_setup DIR: private configuration for rootless Podman under DIR, made as the user
+# in $as (single-uid mapping, native overlay with ignore_chown_errors, runc, host
+# network, cgroupfs, as in tests/it/interop.rs); sets pmenv, the environment that
+# selects it (`$as env $pmenv podman ...`).
+podman_setup() {
+    pm=$1
+    $as mkdir -p "$pm/config/containers" "$pm/data" "$pm/run"
+    $as chmod 700 "$pm/run"
+    $as sh -c "cat > '$pm/storage.conf'" <<EOC
+[storage]
+driver = "overlay"
+graphroot = "$pm/storage"
+runroot = "$pm/run/containers"
+[storage.options.overlay]
+ignore_chown_errors = "true"
+EOC
+    $as sh -c "cat > '$pm/containers.conf'" <<'EOC'
+[containers]
+netns = "host"
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+EOC
+    pmenv="XDG_CONFIG_HOME=$pm/config XDG_DATA_HOME=$pm/data XDG_RUNTIME_DIR=$pm/run CONTAINERS_STORAGE_CONF=$pm/storage.conf CONTAINERS_CONF=$pm/containers.conf"
+}

@@ -108,26 +108,7 @@ g_pull=$(t $gr -s "$work/u/g2" pull "$ref" bookworm)
 g_run=$(t $as $bin/ch-run -s "$work/u/g2" bookworm -- /bin/true)
 echo "grove:        pull ${g_pull}s + first ch-run ${g_run}s = $(python3 -c "print(f'{$g_pull+$g_run:.3f}')")s"
 if command -v podman >/dev/null; then
-    pm=$work/u/pm
-    $as mkdir -p "$pm/config/containers" "$pm/data" "$pm/run"
-    $as chmod 700 "$pm/run"
-    $as sh -c "cat > '$pm/storage.conf'" <<EOC
-[storage]
-driver = "overlay"
-graphroot = "$pm/storage"
-runroot = "$pm/run/containers"
-[storage.options.overlay]
-ignore_chown_errors = "true"
-EOC
-    $as sh -c "cat > '$pm/containers.conf'" <<'EOC'
-[containers]
-netns = "host"
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-EOC
-    pmenv="XDG_CONFIG_HOME=$pm/config XDG_DATA_HOME=$pm/data XDG_RUNTIME_DIR=$pm/run CONTAINERS_STORAGE_CONF=$pm/storage.conf CONTAINERS_CONF=$pm/containers.conf"
+    podman_setup "$work/u/pm"
     p_pull=$(t $as env $pmenv podman pull --tls-verify=false "$ref")
     p_run=$(t $as env $pmenv podman run --rm "$ref" /bin/true)
     echo "podman:       pull ${p_pull}s + first run ${p_run}s = $(python3 -c "print(f'{$p_pull+$p_run:.3f}')")s  ratio $(ratio "($p_pull+$p_run)" "($g_pull+$g_run)")x (target > 1)"
