@@ -977,9 +977,13 @@ pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, Image
         phase.finish_with(&counts, false);
         for (what, c) in [("cache mounts", m.mounts), ("materialized trees", m.trees)] {
             if c.removed > 0 || c.kept > 0 {
+                let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
                 info!(
-                    "{what}: removed {} ({} bytes), kept {} ({} bytes)",
-                    c.removed, c.removed_bytes, c.kept, c.kept_bytes
+                    "{what}: removed {} ({:.1} MiB), kept {} ({:.1} MiB)",
+                    c.removed,
+                    mib(c.removed_bytes),
+                    c.kept,
+                    mib(c.kept_bytes)
                 );
             }
         }
