@@ -26,20 +26,26 @@ pub fn locate(
     unsafe_: bool,
     ch_image: impl FnOnce() -> Result<PathBuf, RunError>,
 ) -> Result<(Image, WriteMode), RunError> {
-    let need_dir = write != WriteMode::ReadOnly;
+    // -W runs over the layers of an image stored as layers; only a read-write image
+    // would need one directory (and by name it is refused below).
+    let need_dir = !matches!(write, WriteMode::ReadOnly | WriteMode::Fake { .. });
     if let Some(lowers) = stored_image(arg, storage, need_dir, ch_image)? {
         // Not even with --unsafe: the checkout's files would no longer be its commit's,
         // and later runs and builds would use them.
         if write_flag {
             return Err(RunError::msg("--write invalid when running by name"));
         }
-        let write = if lowers.len() > 1 {
-            WriteMode::Layers {
+        let write = match write {
+            _ if lowers.len() == 1 => write,
+            // -W over the layers: no checkout needed.
+            WriteMode::Fake { size } => WriteMode::LayersFake {
+                lowers: lowers.clone(),
+                size,
+            },
+            _ => WriteMode::Layers {
                 lowers: lowers.clone(),
                 upper: None,
-            }
-        } else {
-            write
+            },
         };
         let image = Image {
             path: lowers[0].clone(),

@@ -607,7 +607,7 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
                         }
                     }
                 }
-                WriteMode::Fake { .. } => {}
+                WriteMode::Fake { .. } | WriteMode::LayersFake { .. } => {}
             }
         }
         if !mount_points.is_empty() {
@@ -652,7 +652,8 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
         let mount_ops = plan::mount_plan(&input);
         let root = plan::new_root(&input);
         crate::verbose!("newroot: {}", root.display());
-        let ranch = matches!(write, WriteMode::Fake { .. }).then(|| input.staging.join("ranch"));
+        let ranch = matches!(write, WriteMode::Fake { .. } | WriteMode::LayersFake { .. })
+            .then(|| input.staging.join("ranch"));
         let (pivot, before) = mount_ops
             .split_last()
             .expect("a mount plan ends with pivot_root");

@@ -47,6 +47,13 @@ pub enum WriteMode {
         lowers: Vec<PathBuf>,
         upper: Option<(PathBuf, PathBuf)>,
     },
+    /// `-W` for an image stored as layers: the union of `lowers` (top first) under an
+    /// upper directory in a tmpfs that vanishes at exit (optional tmpfs size), so that
+    /// `ch-run -W NAME` needs no checkout of a built image.
+    LayersFake {
+        lowers: Vec<PathBuf>,
+        size: Option<String>,
+    },
 }
 
 impl WriteMode {
@@ -557,6 +564,12 @@ pub fn staging(
         WriteMode::Fake { .. } => staging_dir(image, exists)
             .map(Some)
             .ok_or("--write-fake: no host directory to stage the overlay"),
+        WriteMode::LayersFake { lowers, .. } => {
+            let used: Vec<&Path> = lowers.iter().map(PathBuf::as_path).collect();
+            staging_avoiding(&used, exists)
+                .map(Some)
+                .ok_or("--write-fake: no host directory to stage the image layers")
+        }
         WriteMode::Layers { lowers, upper } => {
             let mut used: Vec<&Path> = lowers.iter().map(PathBuf::as_path).collect();
             if let Some((u, w)) = upper {
@@ -609,7 +622,9 @@ pub fn squash_mount_conflict(
 /// The new root's host path for a plan input.
 pub fn new_root(input: &PlanInput) -> PathBuf {
     match input.write {
-        WriteMode::Fake { .. } | WriteMode::Layers { .. } => input.staging.join("merged"),
+        WriteMode::Fake { .. } | WriteMode::Layers { .. } | WriteMode::LayersFake { .. } => {
+            input.staging.join("merged")
+        }
         _ => input.image.clone(),
     }
 }
@@ -653,6 +668,27 @@ pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
                 lower: input.image.clone(),
                 upper: input.staging.join("upper"),
                 work: input.staging.join("work"),
+                dst: root.clone(),
+            });
+        }
+        WriteMode::LayersFake { lowers, size } => {
+            let mut options = String::from("mode=0755");
+            if let Some(s) = size {
+                options.push_str(",size=");
+                options.push_str(s);
+            }
+            ops.push(MountOp::TmpfsHost {
+                path: input.staging.clone(),
+                options,
+            });
+            for d in ["upper", "work", "merged"] {
+                ops.push(MountOp::MkdirHost {
+                    path: input.staging.join(d),
+                });
+            }
+            ops.push(MountOp::OverlayLayers {
+                lowers: lowers.clone(),
+                upper: Some((input.staging.join("upper"), input.staging.join("work"))),
                 dst: root.clone(),
             });
         }
@@ -715,7 +751,10 @@ pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
     }
     // -W's mount points vanish with its tmpfs upper directory; layers get theirs from
     // `mount_points`; other images must have them.
-    let required = if matches!(input.write, WriteMode::Fake { .. }) {
+    let required = if matches!(
+        input.write,
+        WriteMode::Fake { .. } | WriteMode::LayersFake { .. }
+    ) {
         IfMissing::Create
     } else {
         IfMissing::Error

@@ -1214,16 +1214,50 @@ fn built_image_runs_by_name_from_its_layers_read_only_and_with_write_fake() {
             .arg(b.storage())
             .args(["l", "--", "touch", "/x"]),
     );
-    // -W: a throwaway writable layer over a checkout; the image is unchanged afterwards.
+    // -W: a throwaway writable layer over the layers themselves (no checkout of the
+    // image is made); a file a RUN removed stays removed, new directories and files are
+    // written, and the image is unchanged afterwards.
+    b.build(
+        "w",
+        "FROM l\nRUN rm /one && mkdir /d && echo three > /d/three\n",
+        &[],
+    );
+    let checkouts = || -> Vec<String> {
+        std::fs::read_dir(b.storage().join("checkouts"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let before = checkouts();
     let out = ok(tool("ch-run").arg("-W").arg("-s").arg(b.storage()).args([
-        "l",
+        "w",
         "--",
         "/bin/sh",
         "-c",
-        "echo x > /new && cat /new /one",
+        "echo x > /new && mkdir -p /e/f && echo y > /e/f/g && echo z >> /d/three \
+         && cat /new /e/f/g /d/three /two && test ! -e /one && echo no-one",
     ]));
-    assert_eq!(out, "x\none\n");
-    assert_eq!(b.run("l", "test ! -e /new && echo gone"), "gone\n");
+    assert_eq!(out, "x\ny\nthree\nz\ntwo\nno-one\n");
+    assert_eq!(checkouts(), before, "-W over layers made a checkout");
+    assert_eq!(
+        b.run("w", "test ! -e /new && test ! -e /e && cat /d/three"),
+        "three\n"
+    );
+    // A checkout with -W as before (an image stored as one directory).
+    let out = ok(tool("ch-run").arg("-W").arg("-s").arg(b.storage()).args([
+        "busybox",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo x > /new && cat /new",
+    ]));
+    assert_eq!(out, "x\n");
+    // The layers are as stamped (a later build on them checks them).
+    b.build("w2", "FROM w\nRUN cat /d/three /two\n", &[]);
+    ok(tool("ch-image").arg("-s").arg(b.storage()).arg("fsck"));
 }
 
 // ---- hardening (issue 11) ----
