@@ -276,7 +276,7 @@ pub fn history_why(store: &Store, spec: &str, json: bool) -> Result<String, Imag
     let repo = store.repo();
     let note = crate::store::notes::provenance(&repo, commit)?
         .ok_or_else(|| ImageError::NoProvenance(spec.to_string()))?;
-    let mut siblings = why::Siblings::default();
+    let mut siblings = why::Siblings::new(store.layout().clone());
     let mut out = Vec::new();
     for s in note.steps {
         let reasons = match (s.hit, s.why) {

@@ -362,7 +362,7 @@ pub fn build(
         source_date_epoch,
         planned: Vec::new(),
         plan_opts,
-        siblings: Siblings::default(),
+        siblings: Siblings::new(store.layout().clone()),
         pending_files: None,
         step_record: None,
         manifest_rels: Default::default(),

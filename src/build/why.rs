@@ -19,6 +19,7 @@ use super::dockerfile::InstrKind;
 use super::plan::{PlanOptions, MAGIC_ARGS};
 use super::subst::{self, Vars};
 use crate::store::git::{self, GitError};
+use crate::store::Layout;
 
 /// First line of a record.
 pub const RECORD_VERSION: &str = "grove-key-inputs 1";
@@ -247,8 +248,8 @@ pub fn reasons(new: &Record, old: &Record, old_text: &str) -> Vec<String> {
 }
 
 /// How many entries on one parent a miss is compared with (explanation, delta layer): the
-/// newest, so that a CI loop that rebuilt a step many times pays for a few records, not
-/// for every rebuild it ever made.
+/// most recently used, so that a CI loop that rebuilt a step many times pays for a few
+/// records, not for every rebuild it ever made.
 pub const MAX_COMPARED: usize = 8;
 
 /// Cache entries by parent commit: one pass over the cache refs, made at a build's first
@@ -256,52 +257,108 @@ pub const MAX_COMPARED: usize = 8;
 /// parsed once per build.
 #[derive(Default)]
 pub struct Siblings {
-    /// Per parent: (commit time, entry), newest first.
-    by_parent: Option<HashMap<ObjectId, Vec<(i64, ObjectId)>>>,
+    by_parent: Option<HashMap<ObjectId, Vec<ObjectId>>>,
     records: HashMap<ObjectId, Arc<Option<Record>>>,
+    /// The storage directory, for the entries' last use ([`last_use`]); without it, ties
+    /// everywhere (then by id).
+    layout: Option<Layout>,
+    /// Entries added by this build: newer than any other.
+    added: Vec<ObjectId>,
+}
+
+/// When the layer (else the checkout) of commit `c` was last used: its stamp's
+/// modification time, which every stamp check sets (docs/store-format.md, "Keeping
+/// storage"), else the tree's own; `None` without either. Commits' own times are fixed
+/// (reproducible commits), so they can't tell entries apart.
+pub fn last_use(layout: &Layout, c: ObjectId) -> Option<std::time::SystemTime> {
+    let name = c.to_string();
+    [
+        layout.stamp("layers", &name),
+        layout.layer(&c),
+        layout.stamp("checkouts", &name),
+        layout.checkout(&c),
+    ]
+    .iter()
+    .find_map(|p| std::fs::symlink_metadata(p).and_then(|m| m.modified()).ok())
 }
 
 impl Siblings {
-    /// The newest [`MAX_COMPARED`] entries whose commit has `parent` as its parent, newest
-    /// first (ties by id).
+    /// Siblings of a storage directory (entries ranked by [`last_use`]).
+    pub fn new(layout: Layout) -> Siblings {
+        Siblings {
+            layout: Some(layout),
+            ..Siblings::default()
+        }
+    }
+
+    /// The [`MAX_COMPARED`] most recently used entries whose commit has `parent` as its
+    /// parent, most recent first: those this build added, then by [`last_use`] (ties and
+    /// entries with no tree by id).
     pub fn of(
         &mut self,
         repo: &gix::Repository,
         parent: ObjectId,
     ) -> Result<Vec<ObjectId>, GitError> {
         if self.by_parent.is_none() {
-            let mut m: HashMap<ObjectId, Vec<(i64, ObjectId)>> = HashMap::new();
+            let mut m: HashMap<ObjectId, Vec<ObjectId>> = HashMap::new();
             for (_, id) in git::list_refs(repo, crate::store::CACHE_REFS)? {
                 let c = repo
                     .find_commit(id)
                     .map_err(crate::store::git::git_err(format!("find commit {id}")))?;
                 let parent = c.parent_ids().next().map(|p| p.detach());
-                let time = c.time().map(|t| t.seconds).unwrap_or(0);
                 if let Some(p) = parent {
-                    m.entry(p).or_default().push((time, id));
+                    m.entry(p).or_default().push(id);
                 }
             }
             for v in m.values_mut() {
-                v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                v.sort();
                 v.dedup();
             }
             self.by_parent = Some(m);
         }
-        Ok(self
+        let all = self
             .by_parent
             .as_ref()
             .and_then(|m| m.get(&parent))
-            .map(|v| v.iter().take(MAX_COMPARED).map(|(_, c)| *c).collect())
-            .unwrap_or_default())
+            .cloned()
+            .unwrap_or_default();
+        // Sort key: added by this build (newest first), then by last use (latest first;
+        // no tree last), then by id.
+        let mut ranked: Vec<((u8, u128), ObjectId)> = all
+            .into_iter()
+            .map(|c| {
+                let key = match self.added.iter().position(|a| *a == c) {
+                    Some(i) => (0, i as u128),
+                    None => {
+                        let used = self.layout.as_ref().and_then(|l| last_use(l, c));
+                        let ns = used
+                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                            .map_or(0, |d| d.as_nanos());
+                        (1, u128::MAX - ns)
+                    }
+                };
+                (key, c)
+            })
+            .collect();
+        ranked.sort();
+        Ok(ranked
+            .into_iter()
+            .take(MAX_COMPARED)
+            .map(|(_, c)| c)
+            .collect())
     }
 
-    /// A new entry (if the index exists, keep it current): the newest.
+    /// A new entry (if the index exists, keep it current): the most recent.
     pub fn add(&mut self, parent: ObjectId, child: ObjectId) {
         if let Some(m) = &mut self.by_parent {
             let v = m.entry(parent).or_default();
-            if !v.iter().any(|(_, c)| *c == child) {
-                v.insert(0, (i64::MAX, child));
+            if !v.contains(&child) {
+                v.push(child);
+                v.sort();
             }
+        }
+        if !self.added.contains(&child) {
+            self.added.insert(0, child);
         }
     }
 

@@ -1631,6 +1631,29 @@ fn history_why_says_afterwards_why_each_step_ran() {
     assert!(json.contains("\"context file changed: f\""), "{json}");
 }
 
+/// A CI loop: one file changed per rebuild, more rebuilds than a miss compares entries
+/// (why::MAX_COMPARED). The closest entry is the last build's (one file apart), and it is
+/// among those compared: the most recently used (commit times are fixed, so they cannot
+/// tell entries apart).
+#[test]
+fn explain_after_many_rebuilds_compares_the_latest_entry() {
+    let b = Bench::new("why-many");
+    let df = "FROM busybox\nCOPY d /d/\n";
+    for i in 0..24 {
+        b.write(&format!("d/f{i}"), "0\n");
+    }
+    b.build("c", df, &[]);
+    for i in 0..24 {
+        b.write(&format!("d/f{i}"), "1\n");
+        let log = b.build("c", df, &["--explain"]);
+        assert_eq!(
+            whys(&log),
+            [format!("context file changed: d/f{i}")],
+            "rebuild {i}: {log}"
+        );
+    }
+}
+
 #[test]
 fn history_why_compares_afterwards_when_the_build_did_not_record_why() {
     let b = Bench::new("why-rebuild");
