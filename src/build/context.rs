@@ -396,8 +396,8 @@ impl StatCache {
                     continue;
                 }
                 let (Some(ino), Some(size), Some(mt), Some(ct), Some(sha), Ok(blob)) = (
-                    num(f[0]),
-                    num(f[1]),
+                    parse_u64(f[0]),
+                    parse_u64(f[1]),
                     num(f[2]),
                     num(f[3]),
                     hex32(f[4]),
@@ -406,8 +406,7 @@ impl StatCache {
                     continue;
                 };
                 let p = PathBuf::from(std::ffi::OsStr::from_bytes(f[6]));
-                c.digests
-                    .insert(p, (ino as u64, size as u64, mt, ct, sha, blob));
+                c.digests.insert(p, (ino, size, mt, ct, sha, blob));
                 continue;
             }
             let f: Vec<&[u8]> = line.splitn(6, |b| *b == b' ').collect();
@@ -415,13 +414,13 @@ impl StatCache {
                 continue;
             }
             let (Some(ino), Some(size), Some(mt), Some(ct)) =
-                (num(f[0]), num(f[1]), num(f[2]), num(f[3]))
+                (parse_u64(f[0]), parse_u64(f[1]), num(f[2]), num(f[3]))
             else {
                 continue;
             };
             let Some(hash) = hex32(f[4]) else { continue };
             let p = PathBuf::from(std::ffi::OsStr::from_bytes(f[5]));
-            c.entries.insert(p, (ino as u64, size as u64, mt, ct, hash));
+            c.entries.insert(p, (ino, size, mt, ct, hash));
         }
         c.file_lines = current.then_some(n);
         c
@@ -450,6 +449,10 @@ impl StatCache {
                     if let Some(d) = self.digests.get(k) {
                         digest_line(&mut out, k, d);
                     }
+                }
+                if out.len() == 1 {
+                    // Only paths a line can't hold (a newline in the name): nothing kept.
+                    return Ok(());
                 }
                 let appended = fs::OpenOptions::new()
                     .append(true)
@@ -592,22 +595,28 @@ fn hex32(s: &[u8]) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// A decimal `i64` (an optional `-`, then digits only), as the stat cache writes them.
+/// A decimal `u64` (digits only), as the stat cache writes inode numbers and sizes.
+fn parse_u64(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in digits {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    Some(v)
+}
+
+/// A decimal `i64` (an optional `-`, then digits only), as the stat cache writes times.
 fn parse_i64(b: &[u8]) -> Option<i64> {
     let (neg, digits) = match b.strip_prefix(b"-") {
         Some(d) => (true, d),
         None => (false, b),
     };
-    if digits.is_empty() || digits.len() > 19 {
-        return None;
-    }
-    let mut v: i64 = 0;
-    for &c in digits {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add(i64::from(c - b'0'))?;
-    }
+    let v = i64::try_from(parse_u64(digits)?).ok()?;
     Some(if neg { -v } else { v })
 }
 
@@ -979,6 +988,11 @@ mod tests {
         ] {
             assert_eq!(parse_i64(bad), None, "{bad:?}");
         }
+        // Inode numbers of 2^63 and above (some FUSE, NFS and overlay file systems).
+        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_u64(b"9223372036854775808"), Some(1 << 63));
+        assert_eq!(parse_u64(b"18446744073709551616"), None);
+        assert_eq!(parse_u64(b"-1"), None);
         let h = "00ff10Ab".repeat(8);
         let mut want = [0u8; 32];
         for (i, w) in want.iter_mut().enumerate() {
