@@ -224,8 +224,8 @@ pub struct Summary {
 /// (checkouts share files with each other and with the pool through hard links).
 fn du(path: &Path) -> u64 {
     let mut seen = HashSet::new();
-    inodes(path, &mut |key, bytes| {
-        if seen.insert(key) {
+    inodes(path, &mut |key, bytes, shared| {
+        if !shared || seen.insert(key) {
             bytes
         } else {
             0
@@ -233,13 +233,15 @@ fn du(path: &Path) -> u64 {
     })
 }
 
-/// Walk `path` (not following symlinks), calling `f` with each entry's (device, inode)
-/// and its allocated bytes; the sum of what `f` returns.
-fn inodes(path: &Path, f: &mut dyn FnMut((u64, u64), u64) -> u64) -> u64 {
+/// Walk `path` (not following symlinks), calling `f` with each entry's (device, inode),
+/// its allocated bytes and whether other names may link it (not a directory, link count
+/// above 1: only those need remembering to be counted once); the sum of what `f` returns.
+fn inodes(path: &Path, f: &mut dyn FnMut((u64, u64), u64, bool) -> u64) -> u64 {
     let Ok(md) = fs::symlink_metadata(path) else {
         return 0;
     };
-    let mut total = f((md.dev(), md.ino()), md.blocks() * 512);
+    let shared = !md.is_dir() && md.nlink() > 1;
+    let mut total = f((md.dev(), md.ino()), md.blocks() * 512, shared);
     if md.is_dir() {
         if let Ok(rd) = fs::read_dir(path) {
             for e in rd.flatten() {
@@ -423,13 +425,15 @@ enum Kind {
     Checkout,
 }
 
-/// One removable directory: its kind, name (a hash or commit id), last use, and its
-/// inodes with their allocated bytes.
+/// One removable directory: its kind, name (a hash or commit id), last use, the bytes of
+/// its inodes no other name links (`own`), and its other inodes with their bytes (files
+/// shared with other trees or the pool through hard links, counted once in all).
 struct Removable {
     kind: Kind,
     name: String,
     used: std::time::SystemTime,
-    inodes: Vec<((u64, u64), u64)>,
+    own: u64,
+    shared: Vec<((u64, u64), u64)>,
 }
 
 impl Removable {
@@ -443,29 +447,29 @@ impl Removable {
 }
 
 /// Which of `items` (most recently used first) to keep within `keep` bytes: each in
-/// turn if the bytes of its inodes not counted yet (for the items kept before it) fit in
-/// what is left. Returns, per item, those bytes and whether it is kept. Without `keep`,
-/// none is kept.
-fn choose(items: &[Removable], keep: Option<u64>) -> Vec<(u64, bool)> {
+/// turn, unless `out(i)`, if the bytes of its inodes not counted yet (for the items kept
+/// before it) fit in what is left. Returns, per item, those bytes and whether it is kept.
+/// Without `keep`, none is kept.
+fn choose(items: &[Removable], keep: Option<u64>, out: &dyn Fn(usize) -> bool) -> Vec<(u64, bool)> {
     let mut seen: HashSet<(u64, u64)> = HashSet::new();
     let mut kept_bytes = 0u64;
-    let mut out = Vec::with_capacity(items.len());
-    for it in items {
-        let mut own = HashSet::new();
-        let cost: u64 = it
-            .inodes
-            .iter()
-            .filter(|(k, _)| !seen.contains(k) && own.insert(*k))
-            .map(|(_, b)| b)
-            .sum();
-        let keep_it = keep.is_some_and(|k| kept_bytes + cost <= k);
+    let mut res = Vec::with_capacity(items.len());
+    for (i, it) in items.iter().enumerate() {
+        let mut mine = HashSet::new();
+        let cost: u64 = it.own
+            + it.shared
+                .iter()
+                .filter(|(k, _)| !seen.contains(k) && mine.insert(*k))
+                .map(|(_, b)| b)
+                .sum::<u64>();
+        let keep_it = !out(i) && keep.is_some_and(|k| kept_bytes + cost <= k);
         if keep_it {
             kept_bytes += cost;
-            seen.extend(it.inodes.iter().map(|(k, _)| *k));
+            seen.extend(it.shared.iter().map(|(k, _)| *k));
         }
-        out.push((cost, keep_it));
+        res.push((cost, keep_it));
     }
-    out
+    res
 }
 
 /// Modification time of `p`, or the epoch (the oldest use: removed first).
@@ -476,16 +480,21 @@ fn mtime(p: &Path) -> std::time::SystemTime {
 }
 
 fn removable(kind: Kind, name: String, path: &Path, used: std::time::SystemTime) -> Removable {
-    let mut list = Vec::new();
-    inodes(path, &mut |key, bytes| {
-        list.push((key, bytes));
-        0
+    let mut shared = Vec::new();
+    let own = inodes(path, &mut |key, bytes, is_shared| {
+        if is_shared {
+            shared.push((key, bytes));
+            0
+        } else {
+            bytes
+        }
     });
     Removable {
         kind,
         name,
         used,
-        inodes: list,
+        own,
+        shared,
     }
 }
 
@@ -560,38 +569,45 @@ pub fn gc_storage(
             .then_with(|| a.kind.cmp(&b.kind))
             .then_with(|| a.name.cmp(&b.name))
     });
-    let choice = choose(&items, keep);
+    // A delta layer without all its base layers is never part of a view: it goes too,
+    // and the choice is made again without it, so that the bytes it would have taken go
+    // to the next trees in line.
+    let bases: Vec<Vec<String>> = items
+        .iter()
+        .map(
+            |it| match (it.kind, ObjectId::from_hex(it.name.as_bytes())) {
+                (Kind::Layer, Ok(id)) => super::layer::read_bases(&l.layers(), id)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(ObjectId::to_string)
+                    .collect(),
+                _ => Vec::new(),
+            },
+        )
+        .collect();
+    let mut out: HashSet<usize> = HashSet::new();
+    let choice = loop {
+        let choice = choose(&items, keep, &|i| out.contains(&i));
+        let kept_layers: HashSet<&str> = items
+            .iter()
+            .zip(&choice)
+            .filter(|(it, (_, k))| *k && it.kind == Kind::Layer)
+            .map(|(it, _)| it.name.as_str())
+            .collect();
+        let orphans: Vec<usize> = (0..items.len())
+            .filter(|&i| choice[i].1 && bases[i].iter().any(|b| !kept_layers.contains(b.as_str())))
+            .collect();
+        if orphans.is_empty() {
+            break choice;
+        }
+        out.extend(orphans);
+    };
     // (item, bytes it alone holds among those kept before it, kept)
-    let mut decided: Vec<(Removable, u64, bool)> = items
+    let decided: Vec<(Removable, u64, bool)> = items
         .into_iter()
         .zip(choice)
         .map(|(it, (cost, k))| (it, cost, k))
         .collect();
-    // A delta layer without all its base layers is never part of a view: it goes too.
-    loop {
-        let kept_layers: HashSet<String> = decided
-            .iter()
-            .filter(|(i, _, k)| *k && i.kind == Kind::Layer)
-            .map(|(i, _, _)| i.name.clone())
-            .collect();
-        let mut changed = false;
-        for (it, _, k) in decided.iter_mut() {
-            if !*k || it.kind != Kind::Layer {
-                continue;
-            }
-            let Ok(id) = ObjectId::from_hex(it.name.as_bytes()) else {
-                continue;
-            };
-            let bases = super::layer::read_bases(&l.layers(), id).unwrap_or_default();
-            if bases.iter().any(|b| !kept_layers.contains(&b.to_string())) {
-                *k = false;
-                changed = true;
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
     let mut r = StorageGc::default();
     let mut dropped_checkout = false;
     for (it, cost, k) in &decided {
@@ -1169,7 +1185,8 @@ mod tests {
             kind: Kind::Checkout,
             name: String::new(),
             used: std::time::UNIX_EPOCH,
-            inodes: inodes.iter().map(|&(ino, b)| ((1, ino), b)).collect(),
+            own: 0,
+            shared: inodes.iter().map(|&(ino, b)| ((1, ino), b)).collect(),
         }
     }
 
@@ -1182,16 +1199,32 @@ mod tests {
             item(&[(3, 500)]),
             item(&[(4, 30), (4, 30)]),
         ];
+        let none = |_: usize| false;
         assert_eq!(
-            choose(&items, Some(200)),
+            choose(&items, Some(200), &none),
             vec![(100, true), (50, true), (500, false), (30, true)]
         );
         assert_eq!(
-            choose(&items, Some(0)),
+            choose(&items, Some(0), &none),
             vec![(100, false), (150, false), (500, false), (30, false)]
         );
-        assert!(choose(&items, None).iter().all(|(_, k)| !k));
-        assert!(choose(&items, Some(u64::MAX / 2)).iter().all(|(_, k)| *k));
+        assert!(choose(&items, None, &none).iter().all(|(_, k)| !k));
+        assert!(choose(&items, Some(u64::MAX / 2), &none)
+            .iter()
+            .all(|(_, k)| *k));
+        // An item taken out (a delta layer whose base goes) uses no budget: the next in
+        // line fits instead. Bytes no other name links count as they are.
+        let mut items = items;
+        items[2].shared.clear();
+        items[2].own = 120;
+        assert_eq!(
+            choose(&items, Some(150), &none),
+            vec![(100, true), (50, true), (120, false), (30, false)]
+        );
+        assert_eq!(
+            choose(&items, Some(150), &|i| i == 1),
+            vec![(100, true), (50, false), (120, false), (30, true)]
+        );
     }
 
     #[test]
