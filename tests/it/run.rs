@@ -240,10 +240,25 @@ fn command_replaces_ch_run_for_directory_images() {
 fn assert_signals_reach_the_command(command: impl Fn(&str) -> Command, sigs: &[&str]) {
     for name in sigs {
         let script = format!("trap 'echo got; exit 3' {name}; echo ready; i=0; while [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; exit 9");
-        let mut child = command(&script)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn");
+        // Signals the test runner ignores (`nohup` ignores HUP) stay ignored across exec,
+        // and a shell can't trap a signal ignored on entry: start from the defaults, as a
+        // login session does (`env` execs in place, so the pid is still ch-run's).
+        let inner = command(&script);
+        let mut wrapped = Command::new("env");
+        wrapped
+            .arg("--default-signal")
+            .arg(inner.get_program())
+            .args(inner.get_args());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => wrapped.env(k, v),
+                None => wrapped.env_remove(k),
+            };
+        }
+        if let Some(d) = inner.get_current_dir() {
+            wrapped.current_dir(d);
+        }
+        let mut child = wrapped.stdout(Stdio::piped()).spawn().expect("spawn");
         let mut out = child.stdout.take().expect("stdout");
         let mut buf = [0u8; 6];
         std::io::Read::read_exact(&mut out, &mut buf).expect("ready");
