@@ -266,20 +266,13 @@ pub struct Siblings {
     added: Vec<ObjectId>,
 }
 
-/// When the layer (else the checkout) of commit `c` was last used: its stamp's
-/// modification time, which every stamp check sets (docs/store-format.md, "Keeping
-/// storage"), else the tree's own; `None` without either. Commits' own times are fixed
-/// (reproducible commits), so they can't tell entries apart.
+/// When the layer (else the checkout) of commit `c` was last used
+/// ([`crate::store::stamp::last_use`]). Commits' own times are fixed (reproducible
+/// commits), so they can't tell entries apart.
 pub fn last_use(layout: &Layout, c: ObjectId) -> Option<std::time::SystemTime> {
-    let name = c.to_string();
-    [
-        layout.stamp("layers", &name),
-        layout.layer(&c),
-        layout.stamp("checkouts", &name),
-        layout.checkout(&c),
-    ]
-    .iter()
-    .find_map(|p| std::fs::symlink_metadata(p).and_then(|m| m.modified()).ok())
+    [layout.layer(&c), layout.checkout(&c)]
+        .iter()
+        .find_map(|d| crate::store::stamp::last_use(d))
 }
 
 impl Siblings {

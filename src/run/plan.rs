@@ -649,7 +649,7 @@ pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
             ops.push(MountOp::RemountReadOnly { path: root.clone() });
         }
         WriteMode::ReadWrite => ops.push(MountOp::BindSelf { path: root.clone() }),
-        WriteMode::Fake { size } => {
+        WriteMode::Fake { size } | WriteMode::LayersFake { size, .. } => {
             let mut options = String::from("mode=0755");
             if let Some(s) = size {
                 options.push_str(",size=");
@@ -664,32 +664,20 @@ pub fn mount_plan(input: &PlanInput) -> Vec<MountOp> {
                     path: input.staging.join(d),
                 });
             }
-            ops.push(MountOp::Overlay {
-                lower: input.image.clone(),
-                upper: input.staging.join("upper"),
-                work: input.staging.join("work"),
-                dst: root.clone(),
-            });
-        }
-        WriteMode::LayersFake { lowers, size } => {
-            let mut options = String::from("mode=0755");
-            if let Some(s) = size {
-                options.push_str(",size=");
-                options.push_str(s);
-            }
-            ops.push(MountOp::TmpfsHost {
-                path: input.staging.clone(),
-                options,
-            });
-            for d in ["upper", "work", "merged"] {
-                ops.push(MountOp::MkdirHost {
-                    path: input.staging.join(d),
-                });
-            }
-            ops.push(MountOp::OverlayLayers {
-                lowers: lowers.clone(),
-                upper: Some((input.staging.join("upper"), input.staging.join("work"))),
-                dst: root.clone(),
+            let (upper, work) = (input.staging.join("upper"), input.staging.join("work"));
+            ops.push(match &input.write {
+                // -W over an image stored as layers: the layers are the lower directories.
+                WriteMode::LayersFake { lowers, .. } => MountOp::OverlayLayers {
+                    lowers: lowers.clone(),
+                    upper: Some((upper, work)),
+                    dst: root.clone(),
+                },
+                _ => MountOp::Overlay {
+                    lower: input.image.clone(),
+                    upper,
+                    work,
+                    dst: root.clone(),
+                },
             });
         }
         WriteMode::Layers { lowers, upper } => {

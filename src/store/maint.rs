@@ -540,10 +540,7 @@ pub fn gc_storage(
         items.push(removable(Kind::Mount, name, &e.path(), used));
     }
     if keep.is_some() {
-        for (kind, dir, stamps) in [
-            (Kind::Checkout, l.checkouts(), "checkouts"),
-            (Kind::Layer, l.layers(), "layers"),
-        ] {
+        for (kind, dir) in [(Kind::Checkout, l.checkouts()), (Kind::Layer, l.layers())] {
             for e in entries(&dir)? {
                 let name = e.file_name().to_string_lossy().into_owned();
                 // Trees only (not `layers/C.base`, which goes with its layer).
@@ -552,12 +549,7 @@ pub fn gc_storage(
                 {
                     continue;
                 }
-                let stamp = l.stamp(stamps, &name);
-                let used = if stamp.exists() {
-                    mtime(&stamp)
-                } else {
-                    mtime(&e.path())
-                };
+                let used = super::stamp::last_use(&e.path()).unwrap_or(std::time::UNIX_EPOCH);
                 items.push(removable(kind, name, &e.path(), used));
             }
         }

@@ -76,6 +76,15 @@ pub fn stamp_path(dir: &Path) -> PathBuf {
     super::Layout::stamp_of(dir)
 }
 
+/// When tree `dir` was last used: its stamp's modification time, which every successful
+/// check sets (docs/store-format.md, "Keeping storage"), else the tree's own; `None` if
+/// neither exists.
+pub fn last_use(dir: &Path) -> Option<std::time::SystemTime> {
+    [stamp_path(dir), dir.to_path_buf()]
+        .iter()
+        .find_map(|p| fs::symlink_metadata(p).and_then(|m| m.modified()).ok())
+}
+
 /// What one pass over a tree found.
 struct Scan {
     digest: [u8; 32],
