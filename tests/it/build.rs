@@ -2,151 +2,10 @@
 //! and for looking into results), run as the unprivileged test user, each test in its own
 //! storage directory with the busybox fixture imported as `busybox`.
 
-use crate::common::{
-    busybox_rootfs, fails, is_root, ok, output, sh, skip, tool, Scratch, TEST_UID,
-};
+use crate::common::{fails, marks, ok, output, sh, skip, steps, tool, Bench};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// One test's world: a scratch directory with a storage directory (busybox imported) and
-/// a context directory `ctx`.
-struct Bench {
-    s: Scratch,
-    ctx: PathBuf,
-}
-
-impl Bench {
-    fn new(tag: &str) -> Bench {
-        let s = Scratch::new(&format!("build-{tag}"));
-        let ctx = s.join("ctx");
-        let b = Bench { s, ctx };
-        b.mkdir("");
-        ok(b.image().arg("import").arg(busybox_rootfs()).arg("busybox"));
-        // An import leaves the checkout to first use; these tests run built images as
-        // layers over a checked-out base (where layers keep modes a checkout raises).
-        ok(b.image().arg("checkout").arg("busybox"));
-        b
-    }
-
-    fn storage(&self) -> PathBuf {
-        self.s.storage()
-    }
-
-    /// `ch-image -s STORAGE`.
-    fn image(&self) -> Command {
-        let mut c = tool("ch-image");
-        c.arg("-s").arg(self.storage());
-        c.env_remove("CH_IMAGE_CACHE");
-        for v in PROXY_VARS {
-            c.env_remove(v);
-        }
-        c
-    }
-
-    /// `ch-image -s STORAGE build -t TAG [extra] CTX`, with `df` written to CTX/Dockerfile.
-    fn build_cmd(&self, tag: &str, df: &str, extra: &[&str]) -> Command {
-        self.write("Dockerfile", df);
-        let mut c = self.image();
-        c.args(["build", "-t", tag]).args(extra).arg(&self.ctx);
-        c
-    }
-
-    /// A build that must succeed; returns its stderr (the progress log).
-    fn build(&self, tag: &str, df: &str, extra: &[&str]) -> String {
-        stderr_ok(&mut self.build_cmd(tag, df, extra))
-    }
-
-    /// A build that must fail; returns (exit code, stderr).
-    fn build_fails(&self, tag: &str, df: &str, extra: &[&str]) -> (i32, String) {
-        fails(&mut self.build_cmd(tag, df, extra))
-    }
-
-    /// `ch-run -s STORAGE TAG -- /bin/sh -c SCRIPT`, which must succeed; returns stdout.
-    fn run(&self, tag: &str, script: &str) -> String {
-        ok(tool("ch-run")
-            .arg("-s")
-            .arg(self.storage())
-            .arg(tag)
-            .args(["--", "/bin/sh", "-c", script]))
-    }
-
-    /// `git -C STORAGE/repo.git ARGS`, as the test user; returns stdout.
-    fn git(&self, args: &[&str]) -> String {
-        let mut c = crate::common::unpriv("git");
-        c.arg("-C")
-            .arg(self.storage().join("repo.git"))
-            .args(args)
-            .env("HOME", &self.s.path)
-            .env("GIT_CONFIG_NOSYSTEM", "1");
-        ok(&mut c)
-    }
-
-    fn fsck(&self) {
-        self.git(&["fsck", "--no-progress", "--no-dangling"]);
-    }
-
-    /// The commit an image ref points to (`None` if absent).
-    fn image_commit(&self, tag: &str) -> Option<String> {
-        let list = ok(self.image().args(["list", "-l"]));
-        list.lines().find_map(|l| {
-            let (n, c) = l.split_once('\t')?;
-            (n == tag || n == format!("{tag}:latest")).then(|| c.to_string())
-        })
-    }
-
-    /// Subjects of the image's history, oldest first.
-    fn log(&self, tag: &str) -> Vec<String> {
-        let out = self.git(&[
-            "log",
-            "--reverse",
-            "--format=%s",
-            &format!("refs/grove/img/{tag}+latest"),
-        ]);
-        out.lines().map(str::to_string).collect()
-    }
-
-    fn mkdir(&self, rel: &str) {
-        let p = self.ctx.join(rel);
-        std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
-        self.own(&p);
-    }
-
-    /// Write a context file (parents created), owned by the test user.
-    fn write(&self, rel: &str, content: &str) {
-        let p = self.ctx.join(rel);
-        if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d).expect("create context dirs");
-        }
-        std::fs::write(&p, content).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
-        self.own(&self.ctx);
-    }
-
-    fn own(&self, p: &Path) {
-        if is_root() {
-            let st = Command::new("chown")
-                .arg("-R")
-                .arg(format!("{TEST_UID}:{TEST_UID}"))
-                .arg(p)
-                .status()
-                .expect("chown");
-            assert!(st.success());
-        }
-    }
-}
-
-const PROXY_VARS: &[&str] = &[
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-    "FTP_PROXY",
-    "ftp_proxy",
-];
 
 fn stderr_ok(c: &mut Command) -> String {
     let out = output(c);
@@ -160,33 +19,6 @@ fn stderr_ok(c: &mut Command) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// The progress lines (`  N. TEXT` or `  N* TEXT`) of a build log, as (n, hit, text).
-fn steps(log: &str) -> Vec<(usize, bool, String)> {
-    log.lines()
-        .filter_map(|l| {
-            let t = l.trim_start();
-            let end = t.find(|c: char| !c.is_ascii_digit())?;
-            let n: usize = t[..end].parse().ok()?;
-            let rest = &t[end..];
-            let hit = match rest.chars().next()? {
-                '*' => true,
-                '.' => false,
-                _ => return None,
-            };
-            Some((n, hit, rest[1..].trim_start().to_string()))
-        })
-        .collect()
-}
-
-/// Hit marks of the steps after FROM, e.g. `"**.."`.
-fn marks(log: &str) -> String {
-    steps(log)
-        .iter()
-        .filter(|(_, _, t)| !t.starts_with("FROM"))
-        .map(|(_, h, _)| if *h { '*' } else { '.' })
-        .collect()
-}
-
 // ---- 1. output and cache ----
 
 const FOUR: &str =
@@ -194,7 +26,7 @@ const FOUR: &str =
 
 #[test]
 fn first_build_executes_rebuild_hits_and_history_has_one_commit_per_instruction() {
-    let b = Bench::new("output");
+    let b = Bench::checked_out("build-output");
     b.write("f", "eff\n");
     let first = b.build("four", FOUR, &[]);
     let st = steps(&first);
@@ -256,7 +88,7 @@ const CACHED: &str = "FROM busybox\nRUN echo a > /a\nCOPY f /f\nRUN echo b > /b\
 
 #[test]
 fn cache_hit_when_only_a_comment_or_blank_line_changes() {
-    let b = Bench::new("comment");
+    let b = Bench::checked_out("build-comment");
     b.write("f", "1\n");
     b.build("c", CACHED, &[]);
     let df =
@@ -266,7 +98,7 @@ fn cache_hit_when_only_a_comment_or_blank_line_changes() {
 
 #[test]
 fn cache_miss_from_a_copy_whose_source_content_changed() {
-    let b = Bench::new("copysrc");
+    let b = Bench::checked_out("build-copysrc");
     b.write("f", "1\n");
     b.build("c", CACHED, &[]);
     b.write("f", "2\n");
@@ -276,7 +108,7 @@ fn cache_miss_from_a_copy_whose_source_content_changed() {
 
 #[test]
 fn cache_miss_when_a_file_is_edited_and_its_mtime_set_back() {
-    let b = Bench::new("mtime");
+    let b = Bench::checked_out("build-mtime");
     b.write("f", "aaaa\n");
     sh(&format!(
         "touch -d '2001-02-03 04:05:06' '{}'",
@@ -294,7 +126,7 @@ fn cache_miss_when_a_file_is_edited_and_its_mtime_set_back() {
 
 #[test]
 fn cache_hit_when_an_unreferenced_context_file_changes() {
-    let b = Bench::new("unref");
+    let b = Bench::checked_out("build-unref");
     b.write("f", "1\n");
     b.write("other", "x\n");
     b.build("c", CACHED, &[]);
@@ -305,7 +137,7 @@ fn cache_hit_when_an_unreferenced_context_file_changes() {
 
 #[test]
 fn no_cache_executes_everything_and_writes_no_cache() {
-    let b = Bench::new("nocache");
+    let b = Bench::checked_out("build-nocache");
     b.write("f", "1\n");
     assert_eq!(marks(&b.build("c", CACHED, &["--no-cache"])), "...");
     assert_eq!(marks(&b.build("c", CACHED, &["--no-cache"])), "...");
@@ -316,7 +148,7 @@ fn no_cache_executes_everything_and_writes_no_cache() {
 
 #[test]
 fn rebuild_executes_everything_and_still_writes_the_cache() {
-    let b = Bench::new("rebuild");
+    let b = Bench::checked_out("build-rebuild");
     b.write("f", "1\n");
     assert_eq!(marks(&b.build("c", CACHED, &["--rebuild"])), "...");
     assert_eq!(marks(&b.build("c", CACHED, &["--rebuild"])), "...");
@@ -325,7 +157,7 @@ fn rebuild_executes_everything_and_still_writes_the_cache() {
 
 #[test]
 fn cache_disabled_by_environment_variable() {
-    let b = Bench::new("envcache");
+    let b = Bench::checked_out("build-envcache");
     b.write("f", "1\n");
     b.build("c", CACHED, &[]);
     let mut c = b.build_cmd("c", CACHED, &[]);
@@ -339,7 +171,7 @@ fn cache_disabled_by_environment_variable() {
 
 #[test]
 fn build_arg_value_change_misses_at_that_arg() {
-    let b = Bench::new("argval");
+    let b = Bench::checked_out("build-argval");
     let df = "FROM busybox\nRUN echo a > /a\nARG V=default\nRUN echo $V > /v\n";
     assert_eq!(marks(&b.build("c", df, &["--build-arg", "V=one"])), "...");
     assert_eq!(marks(&b.build("c", df, &["--build-arg", "V=one"])), "***");
@@ -351,7 +183,7 @@ fn build_arg_value_change_misses_at_that_arg() {
 
 #[test]
 fn proxy_arg_from_the_environment_never_misses() {
-    let b = Bench::new("proxy");
+    let b = Bench::checked_out("build-proxy");
     let df = "FROM busybox\nARG HTTP_PROXY\nRUN echo \"p=$HTTP_PROXY\" > /p\n";
     let mut c = b.build_cmd("c", df, &[]);
     c.env("HTTP_PROXY", "http://proxy-one:3128");
@@ -367,7 +199,7 @@ fn proxy_arg_from_the_environment_never_misses() {
 
 #[test]
 fn failing_run_reports_status_and_leaves_the_image_alone() {
-    let b = Bench::new("runfail");
+    let b = Bench::checked_out("build-runfail");
     b.build("img", "FROM busybox\nRUN echo good > /state\n", &[]);
     let before = b.image_commit("img").expect("img exists");
     let list_before = ok(b.image().args(["list", "-l"]));
@@ -397,7 +229,7 @@ fn failing_run_reports_status_and_leaves_the_image_alone() {
 
 #[test]
 fn run_is_root_with_seccomp_emulation_and_its_changes_land_in_the_image() {
-    let b = Bench::new("runroot");
+    let b = Bench::checked_out("build-runroot");
     let df = "FROM busybox\n\
               RUN echo keep > /keep && echo gone > /gone && mkdir -p /d/e && echo x > /d/e/x\n\
               RUN id -u > /uid && touch /owned && chown 1234:1234 /owned && mknod /dev/null2 c 1 3 || true\n\
@@ -417,7 +249,7 @@ fn run_is_root_with_seccomp_emulation_and_its_changes_land_in_the_image() {
 
 #[test]
 fn run_chown_succeeds_under_seccomp_and_fails_without() {
-    let b = Bench::new("chown");
+    let b = Bench::checked_out("build-chown");
     b.build("r", "FROM busybox\nRUN touch /f && chown 1234 /f\n", &[]);
     let (_, err) = b.build_fails(
         "r2",
@@ -429,7 +261,7 @@ fn run_chown_succeeds_under_seccomp_and_fails_without() {
 
 #[test]
 fn run_sees_env_arg_and_path() {
-    let b = Bench::new("runenv");
+    let b = Bench::checked_out("build-runenv");
     let df = "FROM busybox\nARG A1=arg-value\nENV E1=env-value E2=\"${A1}-x\"\n\
               RUN echo \"$A1 $E1 $E2\" > /vars && echo \"$PATH\" > /path\n";
     b.build("e", df, &[]);
@@ -446,7 +278,7 @@ fn run_sees_env_arg_and_path() {
 // too many layers", because the view stacked every layer of the chain.
 #[test]
 fn long_build_with_more_layers_than_one_overlay_mount_takes() {
-    let b = Bench::new("longchain");
+    let b = Bench::checked_out("build-longchain");
     let mut df = String::from("FROM busybox\n");
     for i in 0..60 {
         df.push_str(&format!("RUN echo {i} > /f{i}\n"));
@@ -461,7 +293,7 @@ fn long_build_with_more_layers_than_one_overlay_mount_takes() {
 
 #[test]
 fn run_replacing_a_directory_hides_its_old_contents() {
-    let b = Bench::new("opaque");
+    let b = Bench::checked_out("build-opaque");
     let df = "FROM busybox\n\
               RUN mkdir -p /d/sub && echo old > /d/old && echo old > /d/sub/x\n\
               RUN rm -rf /d && mkdir /d && echo new > /d/new\n\
@@ -476,7 +308,7 @@ fn run_replacing_a_directory_hides_its_old_contents() {
 
 #[test]
 fn run_keeps_modes_hard_links_and_special_bits() {
-    let b = Bench::new("modes");
+    let b = Bench::checked_out("build-modes");
     let df = "FROM busybox\n\
               RUN echo x > /a && ln /a /b && chmod 4755 /a && mkdir -m 0555 /ro && mkfifo /fifo\n\
               RUN echo y > /c\n";
@@ -490,7 +322,7 @@ fn run_keeps_modes_hard_links_and_special_bits() {
 
 #[test]
 fn from_a_stage_alias_and_an_arg_before_from() {
-    let b = Bench::new("stagefrom");
+    let b = Bench::checked_out("build-stagefrom");
     let df = "ARG BASE=busybox\nFROM $BASE AS first\nRUN echo 1 > /one\n\
               FROM first\nENV PATH=/opt/bin:$PATH\nRUN mkdir -p /opt/bin && printf '#!/bin/sh\\necho mine\\n' > /opt/bin/mycmd && chmod +x /opt/bin/mycmd\nRUN mycmd > /out && cat /one >> /out\n";
     b.build("s", df, &[]);
@@ -499,7 +331,7 @@ fn from_a_stage_alias_and_an_arg_before_from() {
 
 #[test]
 fn add_extracts_a_local_tarball_and_copies_other_files() {
-    let b = Bench::new("add");
+    let b = Bench::checked_out("build-add");
     b.write("src/inner/file", "in tar\n");
     b.write("plain", "plain\n");
     sh(&format!(
@@ -514,7 +346,7 @@ fn add_extracts_a_local_tarball_and_copies_other_files() {
 
 #[test]
 fn copy_of_directory_copies_its_contents() {
-    let b = Bench::new("copydir");
+    let b = Bench::checked_out("build-copydir");
     b.write("d/a", "A\n");
     b.write("d/sub/b", "B\n");
     b.build(
@@ -529,7 +361,7 @@ fn copy_of_directory_copies_its_contents() {
 
 #[test]
 fn copy_destination_shapes() {
-    let b = Bench::new("copydest");
+    let b = Bench::checked_out("build-copydest");
     b.write("f1", "1\n");
     b.write("f2", "2\n");
     let df = "FROM busybox\n\
@@ -551,7 +383,7 @@ fn copy_destination_shapes() {
 
 #[test]
 fn copy_sources_outside_the_context_are_refused() {
-    let b = Bench::new("outside");
+    let b = Bench::checked_out("build-outside");
     b.write("f", "1\n");
     std::os::unix::fs::symlink("/etc/passwd", b.ctx.join("escape")).expect("symlink");
     // A file beside the context, and one of the same name inside it: `..` must not be
@@ -570,7 +402,7 @@ fn copy_sources_outside_the_context_are_refused() {
 
 #[test]
 fn copy_dereferences_top_level_symlinks_and_keeps_deeper_ones() {
-    let b = Bench::new("symlinks");
+    let b = Bench::checked_out("build-symlinks");
     b.write("real", "R\n");
     b.write("dir/inner", "I\n");
     b.mkdir("dir/sub");
@@ -586,7 +418,7 @@ fn copy_dereferences_top_level_symlinks_and_keeps_deeper_ones() {
 
 #[test]
 fn copy_destination_through_an_image_symlink_lands_in_the_real_directory() {
-    let b = Bench::new("destlink");
+    let b = Bench::checked_out("build-destlink");
     b.write("f", "F\n");
     let df = "FROM busybox\n\
               RUN mkdir -p /usr/real && ln -s usr/real /rel-link && ln -s /usr/real /abs-link\n\
@@ -602,7 +434,7 @@ fn copy_destination_through_an_image_symlink_lands_in_the_real_directory() {
 
 #[test]
 fn copy_from_a_previous_stage() {
-    let b = Bench::new("multistage");
+    let b = Bench::checked_out("build-multistage");
     let df = "FROM busybox AS builder\n\
               RUN mkdir -p /out/sub && echo built > /out/sub/artifact && ln -s sub/artifact /out/link\n\
               FROM busybox\n\
@@ -622,7 +454,7 @@ fn copy_from_a_previous_stage() {
 
 #[test]
 fn copy_heredoc_writes_the_file() {
-    let b = Bench::new("heredoc");
+    let b = Bench::checked_out("build-heredoc");
     let df = "FROM busybox\nCOPY <<EOF /etc/greeting\nhello\nworld\nEOF\nRUN cat /etc/greeting > /copied\n";
     b.build("h", df, &[]);
     assert_eq!(b.run("h", "cat /copied"), "hello\nworld\n");
@@ -630,7 +462,7 @@ fn copy_heredoc_writes_the_file() {
 
 #[test]
 fn copy_into_an_existing_directory_keeps_its_mode() {
-    let b = Bench::new("copymode");
+    let b = Bench::checked_out("build-copymode");
     b.write("f", "F\n");
     let df =
         "FROM busybox\nRUN mkdir -m 0555 /ro && mkdir -m 0750 /priv && mkdir -m 1777 /sticky\n\
@@ -650,7 +482,7 @@ fn copy_into_an_existing_directory_keeps_its_mode() {
 // made its object 5% bigger. A big compressible file is still compressed.
 #[test]
 fn copy_stores_a_big_incompressible_file_as_it_is_and_compresses_a_text_one() {
-    let b = Bench::new("incompressible");
+    let b = Bench::checked_out("build-incompressible");
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let noise: Vec<u8> = (0..3 << 20)
         .map(|_| {
@@ -697,7 +529,7 @@ fn copy_stores_a_big_incompressible_file_as_it_is_and_compresses_a_text_one() {
 // Regression: COPY made every file owner-writable (a 0444 file became 0644).
 #[test]
 fn copy_keeps_file_permission_bits() {
-    let b = Bench::new("filemode");
+    let b = Bench::checked_out("build-filemode");
     b.write("ro", "r\n");
     b.write("x", "#!/bin/sh\necho x\n");
     sh(&format!(
@@ -710,7 +542,7 @@ fn copy_keeps_file_permission_bits() {
 
 #[test]
 fn copy_chown_warns_and_continues() {
-    let b = Bench::new("copychown");
+    let b = Bench::checked_out("build-copychown");
     b.write("f", "F\n");
     let log = b.build("c", "FROM busybox\nCOPY --chown=1:1 f /f\n", &[]);
     assert!(log.contains("warning") && log.contains("--chown"), "{log}");
@@ -719,7 +551,7 @@ fn copy_chown_warns_and_continues() {
 
 #[test]
 fn dockerignore_excludes_files_from_copy_and_the_cache_key() {
-    let b = Bench::new("ignore");
+    let b = Bench::checked_out("build-ignore");
     // Patterns are anchored at the context root, as Docker's are.
     b.write(".dockerignore", "d/*.log\n**/secret\n");
     b.write("d/keep", "K\n");
@@ -753,14 +585,14 @@ fn charliecloud_copy_example_gives_the_tree_its_tests_expect() {
         skip("charliecloud-doc examples/copy not installed (apt-get install charliecloud-doc)");
         return;
     };
-    let b = Bench::new("chcopy");
+    let b = Bench::checked_out("build-chcopy");
     // Copy the example context (with its symlinks) and adapt the Dockerfile.
     sh(&format!(
         "cp -a '{}/.' '{}/'",
         example.display(),
         b.ctx.display()
     ));
-    b.own(&b.ctx);
+    crate::common::own(&b.ctx);
     let df = std::fs::read_to_string(example.join("Dockerfile")).expect("read example");
     let df = df.replace("FROM 00_tiny", "FROM busybox");
     let cut = df
@@ -798,7 +630,7 @@ fn charliecloud_copy_example_gives_the_tree_its_tests_expect() {
 
 #[test]
 fn workdir_is_created_and_run_runs_there() {
-    let b = Bench::new("workdir");
+    let b = Bench::checked_out("build-workdir");
     let df = "FROM busybox\nWORKDIR /a/b\nRUN pwd > here\nWORKDIR c\nRUN pwd > here\n";
     b.build("w", df, &[]);
     assert_eq!(b.run("w", "cat /a/b/here /a/b/c/here"), "/a/b\n/a/b/c\n");
@@ -806,7 +638,7 @@ fn workdir_is_created_and_run_runs_there() {
 
 #[test]
 fn config_instructions_are_kept_in_the_image_config() {
-    let b = Bench::new("config");
+    let b = Bench::checked_out("build-config");
     let df = "FROM busybox\n\
               ENV GREETING=hello\n\
               LABEL org.example.label=\"a value\"\n\
@@ -831,7 +663,7 @@ fn config_instructions_are_kept_in_the_image_config() {
 
 #[test]
 fn unsupported_instructions_warn_and_continue() {
-    let b = Bench::new("unsupported");
+    let b = Bench::checked_out("build-unsupported");
     let df = "FROM busybox\nUSER nobody\nEXPOSE 80\nVOLUME /data\nSTOPSIGNAL SIGKILL\nRUN id -u > /uid\n";
     let log = b.build("u", df, &[]);
     for kw in ["USER", "EXPOSE", "VOLUME", "STOPSIGNAL"] {
@@ -846,7 +678,7 @@ fn unsupported_instructions_warn_and_continue() {
 
 #[test]
 fn dockerfile_from_stdin_and_from_a_file() {
-    let b = Bench::new("dffile");
+    let b = Bench::checked_out("build-dffile");
     b.mkdir("");
     let mut c = b.image();
     c.args(["build", "-t", "stdin", "-f", "-"])
@@ -879,7 +711,7 @@ fn dockerfile_from_stdin_and_from_a_file() {
 
 #[test]
 fn parse_only_and_dry_run_create_no_image() {
-    let b = Bench::new("dryrun");
+    let b = Bench::checked_out("build-dryrun");
     let df = "FROM busybox\nRUN echo x > /x\n";
     let before = ok(b.image().args(["list"]));
     let mut c = b.build_cmd("p", df, &["--parse-only"]);
@@ -896,7 +728,7 @@ fn parse_only_and_dry_run_create_no_image() {
 
 #[test]
 fn tag_is_inferred_from_dockerfile_extension_or_context_name() {
-    let b = Bench::new("infer");
+    let b = Bench::checked_out("build-infer");
     b.write("Dockerfile.Fancy", "FROM busybox\nRUN true\n");
     let mut c = b.image();
     c.args(["build", "-f"])
@@ -909,7 +741,7 @@ fn tag_is_inferred_from_dockerfile_extension_or_context_name() {
     let named = b.ctx.join("MyProject");
     std::fs::create_dir_all(&named).expect("mkdir");
     std::fs::write(named.join("Dockerfile"), "FROM busybox\nRUN true\n").expect("write");
-    b.own(&named);
+    crate::common::own(&named);
     let mut c = b.image();
     c.arg("build").arg(&named);
     let log = stderr_ok(&mut c);
@@ -919,7 +751,7 @@ fn tag_is_inferred_from_dockerfile_extension_or_context_name() {
 
 #[test]
 fn parse_error_shows_file_line_column_once_and_fails() {
-    let b = Bench::new("parseerr");
+    let b = Bench::checked_out("build-parseerr");
     let (code, err) = b.build_fails("p", "FROM busybox\nRUN true\nFROBNICATE x\n", &[]);
     assert_ne!(code, 0);
     assert!(err.contains("Dockerfile:3:1"), "{err}");
@@ -934,7 +766,7 @@ fn parse_error_shows_file_line_column_once_and_fails() {
 
 #[test]
 fn unconsumed_build_arg_is_an_error() {
-    let b = Bench::new("unconsumed");
+    let b = Bench::checked_out("build-unconsumed");
     let (_, err) = b.build_fails("u", "FROM busybox\nRUN true\n", &["--build-arg", "NOPE=1"]);
     assert!(err.contains("NOPE"), "{err}");
     assert!(b.image_commit("u").is_none());
@@ -942,7 +774,7 @@ fn unconsumed_build_arg_is_an_error() {
 
 #[test]
 fn from_an_unknown_image_names_it() {
-    let b = Bench::new("nofrom");
+    let b = Bench::checked_out("build-nofrom");
     let (_, err) = b.build_fails("u", "FROM no-such-image\nRUN true\n", &[]);
     assert!(err.contains("no-such-image"), "{err}");
     assert!(err.contains("Dockerfile:1"), "{err}");
@@ -952,7 +784,7 @@ fn from_an_unknown_image_names_it() {
 
 #[test]
 fn build_killed_during_run_leaves_a_usable_store() {
-    let b = Bench::new("kill9");
+    let b = Bench::checked_out("build-kill9");
     b.build("img", "FROM busybox\nRUN echo v1 > /v\n", &[]);
     let marker = b.s.join("started");
     // A sleep of a length no other test uses marks the RUN's processes.
@@ -998,7 +830,7 @@ fn build_killed_during_run_leaves_a_usable_store() {
 // copies, and its key and provenance follow, what the file holds when the COPY comes.
 #[test]
 fn copy_after_a_run_that_changes_its_source_copies_and_keys_the_new_content() {
-    let b = Bench::new("warm");
+    let b = Bench::checked_out("build-warm");
     b.write("f", "old\n");
     b.write("g", "gee\n");
     let bind = format!("{}:/ctx", b.ctx.display());
@@ -1045,7 +877,7 @@ fn debian_apt_get_install_hello_unprivileged() {
     let Some(tarball) = debian_tarball() else {
         return;
     };
-    let b = Bench::new("debian");
+    let b = Bench::checked_out("build-debian");
     ok(b.image().arg("import").arg(&tarball).arg("debian"));
     let df = "FROM debian\nRUN apt-get update && apt-get install -y hello\n";
     let log = b.build("hello", df, &[]);
@@ -1089,7 +921,7 @@ fn debian_apt_get_install_hello_unprivileged() {
 /// image holds it.
 #[test]
 fn set_env_default_file_comes_from_a_lower_layer() {
-    let b = Bench::new("envlayer");
+    let b = Bench::checked_out("build-envlayer");
     b.build(
         "base",
         "FROM busybox\nRUN mkdir -p /ch && echo FROMIMG=yes > /ch/environment\n",
@@ -1110,7 +942,7 @@ fn set_env_default_file_comes_from_a_lower_layer() {
 /// A bad `-b` is refused before building, even when every instruction would hit the cache.
 #[test]
 fn bad_bind_is_refused_before_the_build() {
-    let b = Bench::new("badbind");
+    let b = Bench::checked_out("build-badbind");
     let df = "FROM busybox\nRUN echo hi > /hi\n";
     b.build("img", df, &[]);
     for (bind, want) in [
@@ -1124,7 +956,7 @@ fn bad_bind_is_refused_before_the_build() {
 
 #[test]
 fn force_fakeroot_without_fakeroot_in_the_image_says_how_to_get_it() {
-    let b = Bench::new("nofakeroot");
+    let b = Bench::checked_out("build-nofakeroot");
     let (_, err) = b.build_fails("f", "FROM busybox\nRUN true\n", &["--force=fakeroot"]);
     assert!(err.contains("fakeroot not found in the image"), "{err}");
     assert!(err.contains("Dockerfile:2"), "{err}");
@@ -1176,7 +1008,7 @@ impl Drop for HttpServer {
 
 #[test]
 fn add_fetches_a_url_and_its_content_decides_the_cache() {
-    let b = Bench::new("addurl");
+    let b = Bench::checked_out("build-addurl");
     b.mkdir("www");
     b.write("www/data.txt", "first\n");
     let srv = HttpServer::start(&b.ctx.join("www"));
@@ -1200,7 +1032,7 @@ fn add_fetches_a_url_and_its_content_decides_the_cache() {
 
 #[test]
 fn built_image_runs_by_name_from_its_layers_read_only_and_with_write_fake() {
-    let b = Bench::new("layersrun");
+    let b = Bench::checked_out("build-layersrun");
     b.build(
         "l",
         "FROM busybox\nRUN echo one > /one\nRUN echo two > /two\n",
@@ -1274,7 +1106,7 @@ fn bounded_image(b: &Bench) -> Command {
 
 #[test]
 fn dockerignore_that_is_not_utf8_or_unreadable_fails_the_build_naming_it() {
-    let b = Bench::new("ignore-bad");
+    let b = Bench::checked_out("build-ignore-bad");
     b.write("secret", "s\n");
     b.write(".dockerignore", "");
     std::fs::write(b.ctx.join(".dockerignore"), b"# caf\xe9\nsecret\n").expect("write");
@@ -1303,7 +1135,7 @@ fn dockerignore_that_is_not_utf8_or_unreadable_fails_the_build_naming_it() {
 
 #[test]
 fn copy_of_a_top_level_fifo_is_skipped_with_a_warning() {
-    let b = Bench::new("fifo");
+    let b = Bench::checked_out("build-fifo");
     sh(&format!("mkfifo '{}'", b.ctx.join("fifo").display()));
     b.write(
         "Dockerfile",
@@ -1319,10 +1151,10 @@ fn copy_of_a_top_level_fifo_is_skipped_with_a_warning() {
 #[test]
 fn renaming_a_non_utf8_context_file_is_a_cache_miss() {
     use std::os::unix::ffi::OsStrExt;
-    let b = Bench::new("nonutf8");
+    let b = Bench::checked_out("build-nonutf8");
     let name = |last: u8| b.ctx.join(std::ffi::OsStr::from_bytes(&[b'a', last]));
     std::fs::write(name(0xff), b"same\n").expect("write");
-    b.own(&b.ctx);
+    crate::common::own(&b.ctx);
     let df = "FROM busybox\nCOPY . /x/\n";
     b.build("n", df, &[]);
     std::fs::rename(name(0xff), name(0xfe)).expect("rename");
@@ -1366,7 +1198,7 @@ fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn killed_build_leaves_no_run_process_behind() {
-    let b = Bench::new("kill");
+    let b = Bench::checked_out("build-kill");
     for (i, sig) in ["TERM", "INT", "KILL"].iter().enumerate() {
         // Unique sleep lengths mark this test's processes: a detached one, a background
         // one and the command itself.
@@ -1400,7 +1232,7 @@ fn killed_build_leaves_no_run_process_behind() {
 
 #[test]
 fn add_archive_member_with_dotdot_is_refused_naming_it() {
-    let b = Bench::new("add-evil");
+    let b = Bench::checked_out("build-add-evil");
     let mut h = tar::Header::new_ustar();
     h.as_ustar_mut().expect("ustar").name[..10].copy_from_slice(b"../escaped");
     h.set_size(4);
@@ -1411,7 +1243,7 @@ fn add_archive_member_with_dotdot_is_refused_naming_it() {
     data.extend_from_slice(b"evil");
     data.resize(data.len() + 508 + 1024, 0);
     std::fs::write(b.ctx.join("evil.tar"), &data).expect("write");
-    b.own(&b.ctx);
+    crate::common::own(&b.ctx);
     let (_, err) = b.build_fails("a", "FROM busybox\nADD evil.tar /d/\n", &[]);
     assert!(
         err.contains("unsafe member in archive") && err.contains("../escaped: its path has a `..`"),
@@ -1421,7 +1253,7 @@ fn add_archive_member_with_dotdot_is_refused_naming_it() {
 
 #[test]
 fn run_line_too_long_for_execve_says_so() {
-    let b = Bench::new("e2big");
+    let b = Bench::checked_out("build-e2big");
     let df = format!(
         "FROM busybox\nRUN echo {} > /dev/null\n",
         "x".repeat(200_000)
@@ -1433,7 +1265,7 @@ fn run_line_too_long_for_execve_says_so() {
 
 #[test]
 fn dockerfile_that_is_a_device_is_refused() {
-    let b = Bench::new("devzero");
+    let b = Bench::checked_out("build-devzero");
     let mut c = bounded_image(&b);
     c.args(["build", "-t", "z", "-f", "/dev/zero"]).arg(&b.ctx);
     let (_, err) = fails(&mut c);
@@ -1442,7 +1274,7 @@ fn dockerfile_that_is_a_device_is_refused() {
 
 #[test]
 fn read_only_storage_is_named_in_the_error() {
-    let b = Bench::new("rostore");
+    let b = Bench::checked_out("build-rostore");
     sh(&format!("chmod -R a-w '{}'", b.storage().display()));
     let (_, err) = b.build_fails("r", "FROM busybox\nRUN true\n", &[]);
     sh(&format!("chmod -R u+w '{}'", b.storage().display()));
@@ -1457,7 +1289,7 @@ fn read_only_storage_is_named_in_the_error() {
 
 #[test]
 fn dry_run_prints_the_plan_with_keys_on_stdout_and_executes_nothing() {
-    let b = Bench::new("plan");
+    let b = Bench::checked_out("build-plan");
     let df = "ARG V=1\nFROM busybox\nRUN echo $V > /x\nUSER nobody\nENV A=b\n";
     b.build("d", df, &[]);
     let history = ok(b.image().args(["history", "--json", "d"]));
@@ -1508,7 +1340,7 @@ fn dry_run_prints_the_plan_with_keys_on_stdout_and_executes_nothing() {
 
 #[test]
 fn a_failed_instruction_reports_its_line_and_then_its_cause() {
-    let b = Bench::new("cause");
+    let b = Bench::checked_out("build-cause");
     let (_, err) = b.build_fails("c", "FROM busybox\nCOPY missing /x\n", &[]);
     let lines: Vec<&str> = err.lines().collect();
     let at = lines
@@ -1534,7 +1366,7 @@ fn whys(log: &str) -> Vec<String> {
 
 #[test]
 fn explain_names_the_changed_context_file() {
-    let b = Bench::new("why-file");
+    let b = Bench::checked_out("build-why-file");
     b.write("f", "1\n");
     b.write("g", "1\n");
     let df = "FROM busybox\nRUN echo a > /a\nCOPY f g /d/\nRUN echo b > /b\n";
@@ -1558,7 +1390,7 @@ fn explain_names_the_changed_context_file() {
 
 #[test]
 fn explain_counts_changed_files_beyond_the_first_three() {
-    let b = Bench::new("why-many");
+    let b = Bench::checked_out("build-why-many");
     for f in ["a", "b", "c", "d", "e"] {
         b.write(&format!("dir/{f}"), "1\n");
     }
@@ -1577,7 +1409,7 @@ fn explain_counts_changed_files_beyond_the_first_three() {
 
 #[test]
 fn explain_names_a_changed_build_argument() {
-    let b = Bench::new("why-arg");
+    let b = Bench::checked_out("build-why-arg");
     let df = "FROM busybox\nARG V\nRUN echo $V > /v\n";
     b.build("c", df, &["--build-arg", "V=1"]);
     let log = b.build("c", df, &["--build-arg", "V=2", "--explain"]);
@@ -1587,7 +1419,7 @@ fn explain_names_a_changed_build_argument() {
 
 #[test]
 fn explain_says_the_instruction_text_changed_and_verbose_says_it_too() {
-    let b = Bench::new("why-text");
+    let b = Bench::checked_out("build-why-text");
     b.build("c", "FROM busybox\nRUN echo a > /a\n", &[]);
     let log = b.build("c", "FROM busybox\nRUN echo c > /a\n", &["-v"]);
     assert_eq!(
@@ -1602,7 +1434,7 @@ fn explain_says_the_instruction_text_changed_and_verbose_says_it_too() {
 
 #[test]
 fn explain_says_no_entry_for_a_new_parent_and_names_a_changed_base() {
-    let b = Bench::new("why-parent");
+    let b = Bench::checked_out("build-why-parent");
     b.build("base", "FROM busybox\nRUN echo 1 > /base\n", &[]);
     let df = "FROM base\nRUN echo x > /x\n";
     let log = b.build("c", df, &["--explain"]);
@@ -1619,7 +1451,7 @@ fn explain_says_no_entry_for_a_new_parent_and_names_a_changed_base() {
 
 #[test]
 fn history_why_says_afterwards_why_each_step_ran() {
-    let b = Bench::new("why-history");
+    let b = Bench::checked_out("build-why-history");
     b.write("f", "1\n");
     b.build("c", CACHED, &[]);
     b.write("f", "2\n");
@@ -1637,7 +1469,7 @@ fn history_why_says_afterwards_why_each_step_ran() {
 /// tell entries apart).
 #[test]
 fn explain_after_many_rebuilds_compares_the_latest_entry() {
-    let b = Bench::new("why-many");
+    let b = Bench::checked_out("build-why-many");
     let df = "FROM busybox\nCOPY d /d/\n";
     for i in 0..24 {
         b.write(&format!("d/f{i}"), "0\n");
@@ -1656,7 +1488,7 @@ fn explain_after_many_rebuilds_compares_the_latest_entry() {
 
 #[test]
 fn history_why_compares_afterwards_when_the_build_did_not_record_why() {
-    let b = Bench::new("why-rebuild");
+    let b = Bench::checked_out("build-why-rebuild");
     let df = "FROM busybox\nCOPY f /f\nRUN echo b > /b\n";
     b.write("f", "1\n");
     b.build("c", df, &[]);
@@ -1690,7 +1522,7 @@ fn step_commit(b: &Bench, tag: &str, text: &str) -> String {
 
 #[test]
 fn copy_after_one_changed_file_writes_that_file_alone_and_gives_the_full_copys_tree() {
-    let b = Bench::new("copy-delta");
+    let b = Bench::checked_out("build-copy-delta");
     for i in 0..200 {
         b.write(&format!("d/f{i}"), &format!("file {i}\n"));
     }
@@ -1757,7 +1589,7 @@ fn copy_after_one_changed_file_writes_that_file_alone_and_gives_the_full_copys_t
 
 #[test]
 fn copy_after_a_context_file_is_removed_copies_everything_again() {
-    let b = Bench::new("copy-delta-gone");
+    let b = Bench::checked_out("build-copy-delta-gone");
     for i in 0..20 {
         b.write(&format!("d/f{i}"), &format!("file {i}\n"));
     }
@@ -1777,7 +1609,7 @@ fn copy_after_a_context_file_is_removed_copies_everything_again() {
 /// cost its size in memory. It is streamed now, as a checkout streams it.
 #[test]
 fn copy_from_an_image_streams_a_big_file_with_bounded_memory() {
-    let b = Bench::new("copy-from-big");
+    let b = Bench::checked_out("build-copy-from-big");
     let tar = b.s.join("sparse.tar");
     sh(&format!(
         "cd {d} && mkdir src && truncate -s 160M src/big && printf end >> src/big && \

@@ -321,3 +321,185 @@ pub fn unpriv_sleeper(secs: u32) -> Reaped {
     });
     child
 }
+
+/// One test's world for builds: a scratch directory whose storage directory has the
+/// busybox fixture imported as `busybox`, and a context directory `ctx` owned by the
+/// test user. Test files add their own methods in `impl Bench` blocks beside their tests.
+pub struct Bench {
+    pub s: Scratch,
+    pub ctx: PathBuf,
+}
+
+/// Proxy settings removed from `ch-image`'s environment, so a build's proxy handling sees
+/// only what a test sets.
+pub const PROXY_VARS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+];
+
+impl Bench {
+    /// A scratch directory named `name` with busybox imported (not checked out: an import
+    /// leaves the checkout to first use).
+    pub fn new(name: &str) -> Bench {
+        let s = Scratch::new(name);
+        let ctx = s.join("ctx");
+        let b = Bench { s, ctx };
+        b.mkdir("");
+        ok(b.image().arg("import").arg(busybox_rootfs()).arg("busybox"));
+        b
+    }
+
+    /// [`Bench::new`] with busybox checked out, for tests that run built images as layers
+    /// over a checked-out base (where layers keep modes a checkout raises).
+    pub fn checked_out(name: &str) -> Bench {
+        let b = Bench::new(name);
+        ok(b.image().arg("checkout").arg("busybox"));
+        b
+    }
+
+    pub fn storage(&self) -> PathBuf {
+        self.s.storage()
+    }
+
+    /// `ch-image -s STORAGE`, without the cache and proxy settings of the environment.
+    pub fn image(&self) -> Command {
+        let mut c = tool("ch-image");
+        c.arg("-s").arg(self.storage());
+        c.env_remove("CH_IMAGE_CACHE");
+        for v in PROXY_VARS {
+            c.env_remove(v);
+        }
+        c
+    }
+
+    /// `ch-image -s STORAGE build -t TAG [extra] CTX`, with `df` written to CTX/Dockerfile.
+    pub fn build_cmd(&self, tag: &str, df: &str, extra: &[&str]) -> Command {
+        self.write("Dockerfile", df);
+        let mut c = self.image();
+        c.args(["build", "-t", tag]).args(extra).arg(&self.ctx);
+        c
+    }
+
+    /// A build that must succeed; returns its whole output.
+    pub fn build_out(&self, tag: &str, df: &str, extra: &[&str]) -> Output {
+        let mut c = self.build_cmd(tag, df, extra);
+        let out = output(&mut c);
+        assert!(
+            out.status.success(),
+            "build failed: {c:?}\nstatus: {}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// A build that must succeed; returns its stderr (the progress log).
+    pub fn build(&self, tag: &str, df: &str, extra: &[&str]) -> String {
+        String::from_utf8_lossy(&self.build_out(tag, df, extra).stderr).into_owned()
+    }
+
+    /// A build that must fail; returns (exit code, stderr).
+    pub fn build_fails(&self, tag: &str, df: &str, extra: &[&str]) -> (i32, String) {
+        fails(&mut self.build_cmd(tag, df, extra))
+    }
+
+    /// `ch-run -s STORAGE TAG -- /bin/sh -c SCRIPT`, which must succeed; returns stdout.
+    pub fn run(&self, tag: &str, script: &str) -> String {
+        ok(tool("ch-run")
+            .arg("-s")
+            .arg(self.storage())
+            .arg(tag)
+            .args(["--", "/bin/sh", "-c", script]))
+    }
+
+    /// `git -C STORAGE/repo.git ARGS`, as the test user; returns stdout.
+    pub fn git(&self, args: &[&str]) -> String {
+        let mut c = unpriv("git");
+        c.arg("-C")
+            .arg(self.storage().join("repo.git"))
+            .args(args)
+            .env("HOME", &self.s.path)
+            .env("GIT_CONFIG_NOSYSTEM", "1");
+        ok(&mut c)
+    }
+
+    /// `git fsck` of the store's repository, which must pass.
+    pub fn fsck(&self) {
+        self.git(&["fsck", "--no-progress", "--no-dangling"]);
+    }
+
+    /// The commit an image ref points to (`None` if absent).
+    pub fn image_commit(&self, tag: &str) -> Option<String> {
+        let list = ok(self.image().args(["list", "-l"]));
+        list.lines().find_map(|l| {
+            let (n, c) = l.split_once('\t')?;
+            (n == tag || n == format!("{tag}:latest")).then(|| c.to_string())
+        })
+    }
+
+    /// Subjects of the image's history, oldest first.
+    pub fn log(&self, tag: &str) -> Vec<String> {
+        let out = self.git(&[
+            "log",
+            "--reverse",
+            "--format=%s",
+            &format!("refs/grove/img/{tag}+latest"),
+        ]);
+        out.lines().map(str::to_string).collect()
+    }
+
+    /// A context directory (parents created), owned by the test user.
+    pub fn mkdir(&self, rel: &str) {
+        let p = self.ctx.join(rel);
+        std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+        own(&p);
+    }
+
+    /// Write a context file (parents created), owned by the test user.
+    pub fn write(&self, rel: &str, content: &str) {
+        let p = self.ctx.join(rel);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).expect("create context dirs");
+        }
+        std::fs::write(&p, content).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+        own(&self.ctx);
+    }
+}
+
+/// The progress lines (`  N. TEXT` or `  N* TEXT`) of a build log, as (n, hit, text).
+pub fn steps(log: &str) -> Vec<(usize, bool, String)> {
+    log.lines()
+        .filter_map(|l| {
+            let t = l.trim_start();
+            let end = t.find(|c: char| !c.is_ascii_digit())?;
+            let n: usize = t[..end].parse().ok()?;
+            let rest = &t[end..];
+            let hit = match rest.chars().next()? {
+                '*' => true,
+                '.' => false,
+                _ => return None,
+            };
+            rest[1..]
+                .starts_with(' ')
+                .then(|| (n, hit, rest[1..].trim_start().to_string()))
+        })
+        .collect()
+}
+
+/// Hit (`*`) or miss (`.`) of each step after FROM, from a build log, e.g. `"**.."`.
+pub fn marks(log: &str) -> String {
+    steps(log)
+        .iter()
+        .filter(|(_, _, t)| !t.starts_with("FROM"))
+        .map(|(_, h, _)| if *h { '*' } else { '.' })
+        .collect()
+}

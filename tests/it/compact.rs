@@ -4,84 +4,18 @@
 //! on use: images run with the same files and times, builds hit and rebuild to the same
 //! commits, and a kill during the drop leaves a usable store.
 
-use crate::common::{busybox_rootfs, fails, is_root, ok, output, sh, tool, Scratch, TEST_UID};
+use crate::common::{busybox_rootfs, fails, marks, ok, output, sh, tool, Bench};
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 
-/// A storage directory with busybox imported and checked out, and a build context.
-struct Store {
-    s: Scratch,
-    ctx: PathBuf,
-}
-
-impl Store {
-    fn new(tag: &str) -> Store {
-        let s = Scratch::new(&format!("compact-{tag}"));
-        let ctx = s.join("ctx");
-        let st = Store { s, ctx };
-        st.write("placeholder", "");
-        ok(st
-            .image()
-            .arg("import")
-            .arg(busybox_rootfs())
-            .arg("busybox"));
-        ok(st.image().args(["checkout", "busybox"]));
-        st
-    }
-
-    fn storage(&self) -> PathBuf {
-        self.s.storage()
-    }
-
-    /// `ch-image -s STORAGE`.
-    fn image(&self) -> Command {
-        let mut c = tool("ch-image");
-        c.arg("-s").arg(self.storage());
-        c.env_remove("CH_IMAGE_CACHE");
-        c
-    }
-
-    /// Write a context file (parents created), owned by the test user.
-    fn write(&self, rel: &str, content: &str) {
-        let p = self.ctx.join(rel);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("create context dirs");
-        std::fs::write(&p, content).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
-        if is_root() {
-            let st = Command::new("chown")
-                .arg("-R")
-                .arg(format!("{TEST_UID}:{TEST_UID}"))
-                .arg(&self.ctx)
-                .status()
-                .expect("chown");
-            assert!(st.success());
-        }
-    }
-
-    /// Build `df` as `tag` with `extra` options (`-vv`: the log says what it checked out);
-    /// returns the log.
-    fn build(&self, tag: &str, df: &str, extra: &[&str]) -> String {
-        self.write("Dockerfile", df);
-        let out = output(
-            self.image()
-                .arg("-vv")
-                .args(["build", "-t", tag])
-                .args(extra)
-                .arg(&self.ctx),
-        );
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "build {tag} failed:\n{err}");
-        err
-    }
-
-    /// `ch-run -s STORAGE TAG -- /bin/sh -c SCRIPT`, which must succeed; returns stdout.
-    fn run(&self, tag: &str, script: &str) -> String {
-        ok(tool("ch-run")
-            .arg("-s")
-            .arg(self.storage())
-            .arg(tag)
-            .args(["--", "/bin/sh", "-c", script]))
+impl Bench {
+    /// Build `df` as `tag` with `extra` options and `-vv` (the log says what it checked
+    /// out); returns the log.
+    fn build_vv(&self, tag: &str, df: &str, extra: &[&str]) -> String {
+        let extra: Vec<&str> = extra.iter().copied().chain(["-vv"]).collect();
+        self.build(tag, df, &extra)
     }
 
     fn gc(&self, keep: Option<&str>) -> String {
@@ -97,24 +31,13 @@ impl Store {
     }
 
     fn commit(&self, tag: &str) -> String {
-        let list = ok(self.image().args(["list", "-l"]));
-        list.lines()
-            .find_map(|l| {
-                let (n, c) = l.split_once('\t')?;
-                (n == format!("{tag}:latest")).then(|| c.to_string())
-            })
-            .unwrap_or_else(|| panic!("no image {tag}: {list}"))
+        self.image_commit(tag)
+            .unwrap_or_else(|| panic!("no image {tag}"))
     }
 
     /// `git fsck` and `ch-image fsck`, which must both pass.
-    fn fsck(&self) {
-        let mut g = crate::common::unpriv("git");
-        g.arg("-C")
-            .arg(self.storage().join("repo.git"))
-            .args(["fsck", "--no-progress", "--no-dangling"])
-            .env("HOME", &self.s.path)
-            .env("GIT_CONFIG_NOSYSTEM", "1");
-        ok(&mut g);
+    fn fsck_both(&self) {
+        self.fsck();
         ok(self.image().arg("fsck"));
     }
 
@@ -150,24 +73,6 @@ fn disk_use<P: AsRef<Path>>(dirs: &[P]) -> u64 {
     total
 }
 
-/// Hit marks of a build log's steps after FROM (`*` hit, `.` miss), e.g. `"**.."`.
-fn marks(log: &str) -> String {
-    log.lines()
-        .filter_map(|l| {
-            let t = l.trim_start();
-            let end = t.find(|c: char| !c.is_ascii_digit())?;
-            t[..end].parse::<usize>().ok()?;
-            let rest = &t[end..];
-            let hit = match rest.chars().next()? {
-                '*' => true,
-                '.' => false,
-                _ => return None,
-            };
-            (!rest[1..].trim_start().starts_with("FROM")).then_some(if hit { '*' } else { '.' })
-        })
-        .collect()
-}
-
 /// A RUN making 300 files, a COPY of a 40-file directory, a RUN after it. Times are
 /// clamped to SOURCE_DATE_EPOCH, so equal inputs make equal commits in any store.
 const DF: &str = "FROM busybox\n\
@@ -176,7 +81,7 @@ const DF: &str = "FROM busybox\n\
                   RUN cat /d/f* | wc -l > /lines && touch -d '2021-02-03 04:05:06' /lines\n";
 const SDE: &[&str] = &["--build-arg", "SOURCE_DATE_EPOCH=1700000000"];
 
-fn context(st: &Store) {
+fn context(st: &Bench) {
     for i in 0..40 {
         st.write(&format!("d/f{i}"), &format!("file {i}\n"));
     }
@@ -188,9 +93,9 @@ const LISTING: &str = "for f in / /r /r/f0 /r/f299 /d /d/f0 /d/f39 /lines /bin/b
 
 #[test]
 fn keep_storage_0_drops_every_checkout_and_layer_and_images_still_run_and_hit() {
-    let st = Store::new("zero");
+    let st = Bench::checked_out("compact-zero");
     context(&st);
-    let log = st.build("img", DF, SDE);
+    let log = st.build_vv("img", DF, SDE);
     assert_eq!(marks(&log), "...", "{log}");
     let before = st.run("img", LISTING);
     st.gc(None);
@@ -220,31 +125,34 @@ fn keep_storage_0_drops_every_checkout_and_layer_and_images_still_run_and_hit() 
         "store after gc {size_gc}, after dropping {size_dropped}: the materialized \
          {materialized} bytes were not freed"
     );
-    st.fsck();
+    st.fsck_both();
     // The image runs with the same files and times (checked out again from the objects).
     assert_eq!(st.run("img", LISTING), before);
     assert_eq!(st.names("checkouts").len(), 1);
     // An all-hit build stays all hits, and needs no tree.
-    let log = st.build("img", DF, SDE);
+    let log = st.build_vv("img", DF, SDE);
     assert_eq!(marks(&log), "***", "{log}");
-    st.fsck();
+    st.fsck_both();
 }
 
 #[test]
 fn rebuild_after_dropping_trees_checks_the_parent_out_and_gives_the_same_commit() {
     // One store drops its trees before the rebuild, the other keeps them; both build
     // from one context (its files' inodes and times are part of the key inputs).
-    let (a, mut b) = (Store::new("drop"), Store::new("keep"));
+    let (a, mut b) = (
+        Bench::checked_out("compact-drop"),
+        Bench::checked_out("compact-keep"),
+    );
     b.ctx = a.ctx.clone();
     context(&a);
-    a.build("img", DF, SDE);
-    b.build("img", DF, SDE);
+    a.build_vv("img", DF, SDE);
+    b.build_vv("img", DF, SDE);
     assert_eq!(a.commit("img"), b.commit("img"));
     a.write("d/f3", "changed\n");
     a.gc(Some("0"));
     assert_eq!(a.names("layers"), Vec::<String>::new());
-    let log_a = a.build("img", DF, SDE);
-    let log_b = b.build("img", DF, SDE);
+    let log_a = a.build_vv("img", DF, SDE);
+    let log_b = b.build_vv("img", DF, SDE);
     assert_eq!(marks(&log_a), "*..", "{log_a}");
     assert_eq!(marks(&log_b), "*..", "{log_b}");
     // The last RUN's lower layers were gone: it ran on a checkout of its parent.
@@ -253,15 +161,15 @@ fn rebuild_after_dropping_trees_checks_the_parent_out_and_gives_the_same_commit(
     assert_eq!(a.commit("img"), b.commit("img"));
     assert_eq!(a.run("img", LISTING), b.run("img", LISTING));
     assert!(a.run("img", "cat /lines /d/f3").ends_with("changed\n"));
-    a.fsck();
+    a.fsck_both();
 }
 
 #[test]
 fn keep_storage_keeps_the_most_recently_used_trees() {
-    let st = Store::new("lru");
+    let st = Bench::checked_out("compact-lru");
     // Two images of 2 MiB layers each; `old` built first, `new` used last.
     for tag in ["old", "new"] {
-        st.build(
+        st.build_vv(
             tag,
             &format!(
                 "FROM busybox\nRUN dd if=/dev/urandom of=/{tag} bs=1024 count=2048 2>/dev/null\n"
@@ -291,7 +199,7 @@ fn keep_storage_keeps_the_most_recently_used_trees() {
     // Both still run; `old` from a checkout made again.
     assert_eq!(st.run("old", "wc -c < /old").trim(), "2097152");
     assert_eq!(st.run("new", "wc -c < /new").trim(), "2097152");
-    st.fsck();
+    st.fsck_both();
     // A size that is not one.
     let (_, err) = fails(
         st.image()
@@ -302,7 +210,7 @@ fn keep_storage_keeps_the_most_recently_used_trees() {
 
 #[test]
 fn kill_9_while_dropping_trees_leaves_a_usable_store() {
-    let st = Store::new("kill");
+    let st = Bench::checked_out("compact-kill");
     // Busybox and 20,000 files in 100 directories: a checkout that takes a while to
     // remove.
     let big = st.s.join("big");
@@ -371,18 +279,18 @@ fn kill_9_while_dropping_trees_leaves_a_usable_store() {
     assert_eq!(st.run("big", "cat /data/d99/f199"), "99 199\n");
     assert_eq!(st.run("busybox", "echo ok"), "ok\n");
     assert!(st.names("tmp").is_empty(), "{:?}", st.names("tmp"));
-    st.fsck();
+    st.fsck_both();
     st.gc(Some("0"));
-    st.fsck();
+    st.fsck_both();
 }
 
 /// The store the bench measures, in small: `STORAGE` holds only the git objects and
 /// what is in use after `--keep-storage 0`.
 #[test]
 fn keep_storage_0_leaves_the_repository_and_nothing_materialized() {
-    let st = Store::new("min");
+    let st = Bench::checked_out("compact-min");
     context(&st);
-    st.build("img", DF, SDE);
+    st.build_vv("img", DF, SDE);
     st.gc(Some("0"));
     let root = st.storage();
     let all = disk_use(&[&root]);
@@ -397,9 +305,9 @@ fn keep_storage_0_leaves_the_repository_and_nothing_materialized() {
 
 #[test]
 fn keep_storage_waits_for_a_container_run_by_name_and_leaves_its_trees_alone() {
-    let st = Store::new("busy");
+    let st = Bench::checked_out("compact-busy");
     context(&st);
-    st.build("img", DF, SDE);
+    st.build_vv("img", DF, SDE);
     let sync = st.s.join("sync");
     sh(&format!("mkdir '{}'", sync.display()));
     // The container runs from img's layers over busybox's checkout until told to go on.
@@ -450,5 +358,5 @@ fn keep_storage_waits_for_a_container_run_by_name_and_leaves_its_trees_alone() {
     std::io::Read::read_to_string(&mut gc_err, &mut rest).expect("read gc stderr");
     assert!(gc.0.wait().expect("wait gc").success(), "{rest}");
     assert_eq!(st.names("layers"), Vec::<String>::new());
-    st.fsck();
+    st.fsck_both();
 }

@@ -1,86 +1,19 @@
 //! `RUN --mount` (cache, bind, secret, tmpfs) and `ch-image build --secret`, through the
 //! real binaries as the unprivileged test user (docs/dockerfile.md, "RUN --mount").
 
-use crate::common::{busybox_rootfs, fails, ok, output, own, sh, skip, tool, Scratch};
+use crate::common::{fails, marks, ok, output, own, sh, skip, Bench};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// A storage directory with the busybox image, and a build context.
-struct Bench {
-    s: Scratch,
-    ctx: PathBuf,
-}
-
 impl Bench {
-    fn new(tag: &str) -> Bench {
-        let s = Scratch::new(&format!("mount-{tag}"));
-        let ctx = s.join("ctx");
-        let b = Bench { s, ctx };
-        b.write("placeholder", "");
-        ok(b.image().arg("import").arg(busybox_rootfs()).arg("busybox"));
-        b
+    /// A build that must fail; returns its stderr.
+    fn build_fails_text(&self, tag: &str, df: &str, extra: &[&str]) -> String {
+        self.build_fails(tag, df, extra).1
     }
 
-    fn storage(&self) -> PathBuf {
-        self.s.storage()
-    }
-
-    fn image(&self) -> Command {
-        let mut c = tool("ch-image");
-        c.arg("-s").arg(self.storage());
-        c.env_remove("CH_IMAGE_CACHE");
-        c
-    }
-
-    fn build_cmd(&self, tag: &str, df: &str, extra: &[&str]) -> Command {
-        self.write("Dockerfile", df);
-        let mut c = self.image();
-        c.args(["build", "-t", tag]).args(extra).arg(&self.ctx);
-        c
-    }
-
-    /// A build that must succeed; returns its whole output.
-    fn build_out(&self, tag: &str, df: &str, extra: &[&str]) -> Output {
-        let mut c = self.build_cmd(tag, df, extra);
-        let out = output(&mut c);
-        assert!(
-            out.status.success(),
-            "build failed: {c:?}\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    /// A build that must succeed; returns its stderr (the progress log).
-    fn build(&self, tag: &str, df: &str, extra: &[&str]) -> String {
-        String::from_utf8_lossy(&self.build_out(tag, df, extra).stderr).into_owned()
-    }
-
-    fn build_fails(&self, tag: &str, df: &str, extra: &[&str]) -> String {
-        fails(&mut self.build_cmd(tag, df, extra)).1
-    }
-
-    /// `ch-run -s STORAGE TAG -- /bin/sh -c SCRIPT`, which must succeed; returns stdout.
     /// `ch-image diff A B`: what B's files add, remove and change over A's.
     fn diff(&self, a: &str, b: &str) -> String {
         ok(self.image().args(["diff", a, b]))
-    }
-
-    fn run(&self, tag: &str, script: &str) -> String {
-        ok(tool("ch-run")
-            .arg("-s")
-            .arg(self.storage())
-            .arg(tag)
-            .args(["--", "/bin/sh", "-c", script]))
-    }
-
-    /// Write a context file (parents created), owned by the test user.
-    fn write(&self, rel: &str, content: &str) {
-        let p = self.ctx.join(rel);
-        std::fs::create_dir_all(p.parent().expect("has a parent")).expect("create dirs");
-        std::fs::write(&p, content).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
-        own(&self.ctx);
     }
 
     /// Every object in the store's repository, as `git cat-file --batch` prints them.
@@ -110,22 +43,6 @@ impl Bench {
         v.sort();
         v
     }
-}
-
-/// Hit (`*`) or miss (`.`) of each non-FROM instruction, from a build log.
-fn marks(log: &str) -> String {
-    log.lines()
-        .filter_map(|l| {
-            let t = l.trim_start();
-            let i = t.find(|c: char| !c.is_ascii_digit())?;
-            if i == 0 {
-                return None;
-            }
-            let (mark, rest) = (t[i..].chars().next()?, &t[i + 1..]);
-            (matches!(mark, '*' | '.') && rest.starts_with(' ') && !rest[1..].starts_with("FROM"))
-                .then_some(mark)
-        })
-        .collect()
 }
 
 pub(crate) fn contains(hay: &[u8], needle: &str) -> bool {
@@ -182,7 +99,7 @@ fn sha256(data: &str) -> String {
 
 #[test]
 fn cache_mount_persists_across_builds_and_images_and_stays_out_of_them() {
-    let b = Bench::new("cache");
+    let b = Bench::new("mount-cache");
     // The content is made by the command, so that it is in no Dockerfile.
     let df = "FROM busybox\nRUN --mount=type=cache,id=shared,target=/cache,sharing=locked printf '%s-%s\\n' cache payload >> /cache/f\n";
     let log = b.build("a", df, &[]);
@@ -229,15 +146,15 @@ fn cache_mount_persists_across_builds_and_images_and_stays_out_of_them() {
 
 #[test]
 fn read_only_cache_mount_refuses_writes() {
-    let b = Bench::new("cache-ro");
+    let b = Bench::new("mount-cache-ro");
     let df = "FROM busybox\nRUN --mount=type=cache,target=/c,ro touch /c/x\n";
-    let err = b.build_fails("a", df, &[]);
+    let err = b.build_fails_text("a", df, &[]);
     assert!(err.contains("Read-only file system"), "{err}");
 }
 
 #[test]
 fn cache_mount_from_a_stage_starts_with_its_files() {
-    let b = Bench::new("cache-from");
+    let b = Bench::new("mount-cache-from");
     let df = "FROM busybox AS seed\nRUN mkdir /s && echo seeded > /s/f\nFROM busybox\nRUN --mount=type=cache,id=c,target=/c,from=seed,source=/s,mode=0700 cat /c/f > /got && stat -c %a /c > /mode && echo more >> /c/f\n";
     b.build("a", df, &[]);
     assert_eq!(b.run("a", "cat /got"), "seeded\n");
@@ -249,7 +166,7 @@ fn cache_mount_from_a_stage_starts_with_its_files() {
 
 #[test]
 fn bind_mount_of_a_context_file_is_not_copied_and_its_content_is_a_key_input() {
-    let b = Bench::new("bind");
+    let b = Bench::new("mount-bind");
     b.write("data.txt", "v1\n");
     let df = "FROM busybox\nRUN --mount=type=bind,source=data.txt,target=/mnt/in/data.txt cat /mnt/in/data.txt > /out\n";
     let log = b.build("a", df, &[]);
@@ -276,7 +193,7 @@ fn bind_mount_of_a_context_file_is_not_copied_and_its_content_is_a_key_input() {
 
 #[test]
 fn bind_mount_into_tmp_works_as_in_the_usual_requirements_pattern() {
-    let b = Bench::new("bind-tmp");
+    let b = Bench::new("mount-bind-tmp");
     b.write("requirements.txt", "pkg==1\n");
     let df = "FROM busybox\nRUN --mount=type=bind,source=requirements.txt,target=/tmp/requirements.txt cp /tmp/requirements.txt /got\n";
     b.build("a", df, &[]);
@@ -287,10 +204,10 @@ fn bind_mount_into_tmp_works_as_in_the_usual_requirements_pattern() {
 
 #[test]
 fn bind_mount_of_the_context_is_read_only_unless_rw_and_rw_writes_are_discarded() {
-    let b = Bench::new("bind-rw");
+    let b = Bench::new("mount-bind-rw");
     b.write("src/main.c", "int main;\n");
     let df = "FROM busybox\nRUN --mount=type=bind,target=/src touch /src/new\n";
-    let err = b.build_fails("a", df, &[]);
+    let err = b.build_fails_text("a", df, &[]);
     assert!(err.contains("Read-only file system"), "{err}");
     let df = "FROM busybox\nWORKDIR /w\nRUN --mount=type=bind,target=ctx,rw touch ctx/src/new && ls ctx/src > /seen\n";
     b.build("a", df, &[]);
@@ -308,7 +225,7 @@ fn bind_mount_of_the_context_is_read_only_unless_rw_and_rw_writes_are_discarded(
 
 #[test]
 fn bind_mount_from_a_stage_binds_its_files_without_copying_them() {
-    let b = Bench::new("bind-from");
+    let b = Bench::new("mount-bind-from");
     let df = "FROM busybox AS build\nRUN mkdir /out && echo built > /out/artifact\nFROM busybox\nRUN --mount=type=bind,from=build,source=/out,target=/in cat /in/artifact > /got\n";
     b.build("a", df, &[]);
     assert_eq!(b.run("a", "cat /got"), "built\n");
@@ -326,8 +243,8 @@ fn bind_mount_from_a_stage_binds_its_files_without_copying_them() {
 
 #[test]
 fn bind_mount_source_outside_the_context_is_refused_naming_the_line() {
-    let b = Bench::new("bind-out");
-    let err = b.build_fails(
+    let b = Bench::new("mount-bind-out");
+    let err = b.build_fails_text(
         "a",
         "FROM busybox\n\nRUN --mount=type=bind,source=../etc,target=/x true\n",
         &[],
@@ -335,7 +252,7 @@ fn bind_mount_source_outside_the_context_is_refused_naming_the_line() {
     assert!(err.contains("Dockerfile:3"), "{err}");
     assert!(err.contains("climbs out of the context"), "{err}");
     std::os::unix::fs::symlink("/etc", b.ctx.join("hostetc")).expect("symlink");
-    let err = b.build_fails(
+    let err = b.build_fails_text(
         "a",
         "FROM busybox\nRUN --mount=type=bind,source=hostetc,target=/x true\n",
         &[],
@@ -346,7 +263,7 @@ fn bind_mount_source_outside_the_context_is_refused_naming_the_line() {
 
 #[test]
 fn secret_is_readable_in_its_run_and_leaves_no_trace() {
-    let b = Bench::new("secret");
+    let b = Bench::new("mount-secret");
     let secret = "s3cr3t-VALUE-7e1f0c";
     let env_secret = "env-S3CR3T-91aa4d";
     let file = b.s.join("token");
@@ -411,9 +328,9 @@ fn secret_is_readable_in_its_run_and_leaves_no_trace() {
         assert!(found.is_empty(), "{s} in {found:?}");
     }
     // A --secret that can't be parsed, or whose file is missing: clear errors.
-    let err = b.build_fails("b", "FROM busybox\n", &["--secret", "id=a,colour=red"]);
+    let err = b.build_fails_text("b", "FROM busybox\n", &["--secret", "id=a,colour=red"]);
     assert!(err.contains("--secret: unknown option: colour"), "{err}");
-    let err = b.build_fails(
+    let err = b.build_fails_text(
         "b",
         "FROM busybox\nRUN --mount=type=secret,id=a true\n",
         &["--secret", "id=a,src=/nonexistent/token"],
@@ -421,7 +338,7 @@ fn secret_is_readable_in_its_run_and_leaves_no_trace() {
     assert!(err.contains("Dockerfile:2"), "{err}");
     assert!(err.contains("/nonexistent/token"), "{err}");
     // A required secret that is not given: an error naming the line.
-    let err = b.build_fails(
+    let err = b.build_fails_text(
         "b",
         "FROM busybox\nRUN --mount=type=secret,id=nope,required true\n",
         &[],
@@ -432,7 +349,7 @@ fn secret_is_readable_in_its_run_and_leaves_no_trace() {
 
 #[test]
 fn tmpfs_mount_is_empty_writable_and_leaves_nothing() {
-    let b = Bench::new("tmpfs");
+    let b = Bench::new("mount-tmpfs");
     let df = "FROM busybox\nRUN --mount=type=tmpfs,target=/scratch,size=1m ls -A /scratch | wc -l > /count && echo x > /scratch/f && cat /scratch/f > /got && grep ' /scratch tmpfs' /proc/mounts > /mounts\n";
     b.build("a", df, &[]);
     assert_eq!(b.run("a", "cat /count").trim(), "0");
@@ -447,11 +364,11 @@ fn tmpfs_mount_is_empty_writable_and_leaves_nothing() {
 
 #[test]
 fn unknown_mount_types_and_options_are_errors_naming_the_line() {
-    let b = Bench::new("mount-bad");
-    let err = b.build_fails("a", "FROM busybox\nRUN --mount=type=ssh true\n", &[]);
+    let b = Bench::new("mount-mount-bad");
+    let err = b.build_fails_text("a", "FROM busybox\nRUN --mount=type=ssh true\n", &[]);
     assert!(err.contains("Dockerfile:2"), "{err}");
     assert!(err.contains("unknown type: ssh"), "{err}");
-    let err = b.build_fails(
+    let err = b.build_fails_text(
         "a",
         "FROM busybox\nRUN true\nRUN --mount=type=cache,target=/c,colour=red true\n",
         &[],
@@ -462,7 +379,7 @@ fn unknown_mount_types_and_options_are_errors_naming_the_line() {
 
 #[test]
 fn gc_with_keep_storage_removes_least_recently_used_cache_mounts() {
-    let b = Bench::new("gc");
+    let b = Bench::new("mount-gc");
     // Two caches of 256 KiB each; `old` used first.
     for id in ["old", "new"] {
         let df = format!(
@@ -507,7 +424,7 @@ fn gc_with_keep_storage_removes_least_recently_used_cache_mounts() {
 
 #[test]
 fn locked_cache_mount_makes_a_second_build_wait_and_private_gets_its_own() {
-    let b = Bench::new("locked");
+    let b = Bench::new("mount-locked");
     // The RUN's /tmp is the host's: a release file there ends the first build's RUN.
     let release = PathBuf::from(format!("/tmp/grove-mount-release-{}", std::process::id()));
     let _ = std::fs::remove_file(&release);
@@ -572,7 +489,7 @@ fn apt_cache_mount_makes_a_changed_step_skip_the_downloads() {
     let Some(tarball) = crate::build::debian_tarball() else {
         return;
     };
-    let b = Bench::new("apt");
+    let b = Bench::new("mount-apt");
     ok(b.image().arg("import").arg(&tarball).arg("debian"));
     let step = "RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
                 --mount=type=cache,target=/var/lib/apt/lists,sharing=locked \
