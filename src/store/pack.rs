@@ -3,12 +3,13 @@
 //! renaming 50,000 files.
 //!
 //! Objects are compressed in parallel by the callers' threads ([`PackBuilder::add`]) and
-//! collected into chunks of about [`CHUNK_BYTES`]; each full chunk goes to a writer thread,
-//! which writes it as `pack-<sha>.pack` and `.idx` under a temporary name and renames them
-//! into `objects/pack/`, the index last, so a reader sees a whole pack or none. So the
-//! writing and the pack checksum of one chunk overlap the compression of the next, and
-//! memory stays bounded; [`PackBuilder::finish`] writes the last chunk. Entries are whole
-//! objects (no deltas).
+//! collected into chunks of about [`CHUNK_BYTES`]; the caller whose object fills a chunk
+//! writes it as `pack-<sha>.pack` and `.idx` under a temporary name and renames them into
+//! `objects/pack/`, the index last, so a reader sees a whole pack or none. So the writing
+//! and the pack checksum of one chunk overlap the compression of the next on the other
+//! threads, several chunks are written at once on several cores, and memory stays
+//! bounded (a caller writing a chunk adds nothing meanwhile); [`PackBuilder::finish`]
+//! writes the last chunk. Entries are whole objects (no deltas).
 //!
 //! A builder made with [`PackBuilder::stored`] (import and pull: the time to store a
 //! tarball is the figure that counts) writes zlib streams of stored blocks, no compression
@@ -27,14 +28,11 @@ use gix::ObjectId;
 /// Callers use a pack when they expect at least this many new objects.
 pub const PACK_MIN_OBJECTS: usize = 256;
 
-/// A chunk goes to the writer thread once this much compressed data is collected. Small
-/// enough that writing and hashing the last chunk (which nothing overlaps) is short, big
-/// enough that an import makes only a few packs.
-pub const CHUNK_BYTES: usize = 48 << 20;
-
-/// Chunks queued for the writer thread at most (besides the one it writes): bounds the
-/// memory of a fast producer.
-const QUEUED_CHUNKS: usize = 1;
+/// A chunk is written once this much compressed data is collected. Small enough that
+/// writing and hashing the last chunk (which nothing overlaps) is short and that the
+/// chunks of a big write spread over the cores, big enough that an import makes only a
+/// few packs.
+pub const CHUNK_BYTES: usize = 8 << 20;
 
 /// In `objects/info/`: the names of stored (uncompressed) packs, each added before its
 /// pack is renamed into place; gc recompresses them.
@@ -47,17 +45,12 @@ struct Entry {
     crc: u32,
 }
 
-/// The writer thread of full chunks; it returns the packs it wrote.
-struct Writer {
-    tx: std::sync::mpsc::SyncSender<Vec<Entry>>,
-    thread: std::thread::JoinHandle<io::Result<Vec<PathBuf>>>,
-}
-
 struct State {
     entries: Vec<Entry>,
     seen: HashSet<ObjectId>,
     held: usize,
-    writer: Option<Writer>,
+    /// Packs written so far.
+    written: Vec<PathBuf>,
 }
 
 /// Collects compressed blobs and writes them as packs.
@@ -457,7 +450,7 @@ impl PackBuilder {
                 entries: Vec::new(),
                 seen: HashSet::new(),
                 held: 0,
-                writer: None,
+                written: Vec::new(),
             }),
         }
     }
@@ -526,78 +519,30 @@ impl PackBuilder {
         if st.held >= self.chunk {
             let chunk = std::mem::take(&mut st.entries);
             st.held = 0;
-            self.send(&mut st, chunk)?;
+            // Written by this caller, outside the lock: the others go on adding.
+            drop(st);
+            let pack = write_pack(&self.pack_dir, chunk, self.level == 0)?;
+            self.state
+                .lock()
+                .expect("pack state lock")
+                .written
+                .push(pack);
         }
         Ok(oid)
     }
 
-    /// Hand a full chunk to the writer thread, starting it on first use. Blocks while
-    /// [`QUEUED_CHUNKS`] chunks wait.
-    fn send(&self, st: &mut State, chunk: Vec<Entry>) -> io::Result<()> {
-        if st.writer.is_none() {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(QUEUED_CHUNKS);
-            let dir = self.pack_dir.clone();
-            let stored = self.level == 0;
-            let thread = std::thread::Builder::new()
-                .name("pack writer".into())
-                .spawn(move || {
-                    let mut written = Vec::new();
-                    for chunk in rx {
-                        written.push(write_pack(&dir, chunk, stored)?);
-                    }
-                    Ok(written)
-                })?;
-            st.writer = Some(Writer { tx, thread });
-        }
-        let w = st.writer.as_ref().expect("started above");
-        if w.tx.send(chunk).is_err() {
-            // The thread stopped on an error, which finish() reports; report it now.
-            let w = st.writer.take().expect("started above");
-            return Err(join_writer(w)
-                .err()
-                .unwrap_or_else(|| io::Error::other("pack writer stopped")));
-        }
-        Ok(())
-    }
-
-    /// Write what is left and wait for the writer. Returns the pack files written.
+    /// Write what is left. Returns the pack files written. (Every chunk written before
+    /// is in place already: the calls that wrote them have returned.)
     pub fn finish(self) -> io::Result<Vec<PathBuf>> {
-        let (entries, writer) = {
+        let (entries, mut written) = {
             let mut st = self.state.lock().expect("pack state lock");
-            (std::mem::take(&mut st.entries), st.writer.take())
-        };
-        let mut written = match writer {
-            Some(w) => join_writer(w)?,
-            None => Vec::new(),
+            (std::mem::take(&mut st.entries), std::mem::take(&mut st.written))
         };
         if !entries.is_empty() {
             written.push(write_pack(&self.pack_dir, entries, self.level == 0)?);
         }
         Ok(written)
     }
-}
-
-impl Drop for PackBuilder {
-    /// A builder dropped without [`PackBuilder::finish`] (its caller failed) still waits
-    /// for the chunks it handed to the writer, so that no thread outlives it writing
-    /// temporary files.
-    fn drop(&mut self) {
-        let writer = match self.state.get_mut() {
-            Ok(st) => st.writer.take(),
-            Err(_) => None,
-        };
-        if let Some(w) = writer {
-            let _ = join_writer(w);
-        }
-    }
-}
-
-/// Close the writer's queue and wait for the packs it wrote.
-fn join_writer(w: Writer) -> io::Result<Vec<PathBuf>> {
-    drop(w.tx);
-    w.thread
-        .join()
-        .map_err(|_| io::Error::other("pack writer thread panicked"))?
 }
 
 /// The marker gc looks for: `objects/info/<STORED_MARKER>`, listing stored packs by name
