@@ -588,9 +588,32 @@ impl Drop for TempFiles {
     }
 }
 
+/// Write every byte of `parts`, in order, in as few vectored writes as the kernel allows.
+fn write_all_parts(f: &mut fs::File, parts: &[&[u8]]) -> io::Result<()> {
+    for group in parts.chunks(IOV_MAX) {
+        let mut slices: Vec<io::IoSlice> = group.iter().map(|p| io::IoSlice::new(p)).collect();
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            match f.write_vectored(rest) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => io::IoSlice::advance_slices(&mut rest, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Linux's limit on the parts of one vectored write (`IOV_MAX`).
+const IOV_MAX: usize = 1024;
+
+/// Bytes of pack entries hashed, then written, together.
+const GROUP_BYTES: usize = 1 << 20;
+
 /// Write `entries` as a pack and its index; returns the pack path. A `stored` pack is
 /// listed in the gc marker first.
-fn write_pack(dir: &Path, mut entries: Vec<Entry>, stored: bool) -> io::Result<PathBuf> {
+fn write_pack(dir: &Path, entries: Vec<Entry>, stored: bool) -> io::Result<PathBuf> {
     static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     fs::create_dir_all(dir)?;
     let n = std::process::id();
@@ -599,26 +622,39 @@ fn write_pack(dir: &Path, mut entries: Vec<Entry>, stored: bool) -> io::Result<P
     let tmp_idx = tmp_pack.with_extension("idx");
     let mut guard = TempFiles(vec![tmp_pack.clone(), tmp_idx.clone()]);
     let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
-    let mut f = io::BufWriter::with_capacity(1 << 20, fs::File::create(&tmp_pack)?);
+    let mut f = fs::File::create(&tmp_pack)?;
     let mut header = Vec::with_capacity(12);
     header.extend_from_slice(b"PACK");
     header.extend_from_slice(&2u32.to_be_bytes());
     header.extend_from_slice(&(entries.len() as u32).to_be_bytes());
     hasher.update(&header);
-    f.write_all(&header)?;
+    write_all_parts(&mut f, &[&header])?;
     let mut offset = 12u64;
     let mut index: Vec<(ObjectId, u32, u64)> = Vec::with_capacity(entries.len());
-    for e in entries.drain(..) {
+    // Entries go from their buffers to the file a group at a time, each group hashed just
+    // before it is written (while its bytes are still in the CPU's cache), with no copy
+    // into a buffer between; each group's buffers are freed once written.
+    let total = entries.len();
+    let mut group: Vec<Entry> = Vec::with_capacity(IOV_MAX);
+    let mut group_bytes = 0;
+    for (i, e) in entries.into_iter().enumerate() {
         hasher.update(&e.bytes);
-        f.write_all(&e.bytes)?;
         index.push((e.oid, e.crc, offset));
         offset += e.bytes.len() as u64;
+        group_bytes += e.bytes.len();
+        group.push(e);
+        if group.len() == IOV_MAX || group_bytes >= GROUP_BYTES || i + 1 == total {
+            let parts: Vec<&[u8]> = group.iter().map(|e| e.bytes.as_slice()).collect();
+            write_all_parts(&mut f, &parts)?;
+            group.clear();
+            group_bytes = 0;
+        }
     }
     let pack_sum = hasher.try_finalize().map_err(io_other)?;
-    f.write_all(pack_sum.as_bytes())?;
+    write_all_parts(&mut f, &[pack_sum.as_bytes()])?;
     // No fsync, like gix's loose objects: a killed process leaves the page cache intact,
     // and the rename below is what makes the pack visible.
-    f.into_inner().map_err(|e| e.into_error())?;
+    drop(f);
 
     // Index, version 2 (gitformat-pack(5)).
     index.sort_by_key(|e| e.0);
