@@ -32,7 +32,7 @@ pub const PACK_MIN_OBJECTS: usize = 256;
 /// writing and hashing the last chunk (which nothing overlaps) is short and that the
 /// chunks of a big write spread over the cores, big enough that an import makes only a
 /// few packs.
-pub const CHUNK_BYTES: usize = 8 << 20;
+pub const CHUNK_BYTES: usize = 16 << 20;
 
 /// In `objects/info/`: the names of stored (uncompressed) packs, each added before its
 /// pack is renamed into place; gc recompresses them.
@@ -406,6 +406,78 @@ fn stored_zlib_parts(out: &mut impl Write, parts: &[&[u8]]) -> io::Result<()> {
     out.write_all(&adler.to_be_bytes())
 }
 
+/// A blob's pack entry of stored deflate blocks, its contents read straight into place:
+/// the same bytes as [`stored_zlib_into`] after the entry header, without first reading
+/// the contents into a buffer of their own (an import reads 160 MiB this way, a copy and
+/// the memory for it less). [`PackBuilder::add_stored`] adds it.
+pub struct StoredBlob {
+    /// Entry header, zlib header, blocks; the adler32 is appended when added.
+    bytes: Vec<u8>,
+    /// Where the zlib stream starts in `bytes`.
+    zlib: usize,
+    size: usize,
+}
+
+impl StoredBlob {
+    /// Read exactly `size` bytes of `r` as the contents.
+    pub fn read(r: &mut impl io::Read, size: usize) -> io::Result<StoredBlob> {
+        let blocks = size.div_ceil(STORED_BLOCK).max(1);
+        let mut bytes = Vec::with_capacity(10 + 2 + blocks * 5 + size + 4);
+        push_entry_header(&mut bytes, 3, size as u64);
+        let zlib = bytes.len();
+        bytes.extend_from_slice(&[0x78, 0x01]);
+        let mut left = size;
+        loop {
+            let n = left.min(STORED_BLOCK);
+            left -= n;
+            let len = n as u16;
+            bytes.push(u8::from(left == 0));
+            bytes.extend_from_slice(&len.to_le_bytes());
+            bytes.extend_from_slice(&(!len).to_le_bytes());
+            let at = bytes.len();
+            bytes.resize(at + n, 0);
+            r.read_exact(&mut bytes[at..])?;
+            if left == 0 {
+                break;
+            }
+        }
+        Ok(StoredBlob { bytes, zlib, size })
+    }
+
+    /// The contents, block by block.
+    fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        let mut at = self.zlib + 2;
+        let mut left = self.size;
+        let mut first = true;
+        std::iter::from_fn(move || {
+            if left == 0 && !first {
+                return None;
+            }
+            first = false;
+            let n = left.min(STORED_BLOCK);
+            left -= n;
+            let piece = &self.bytes[at + 5..at + 5 + n];
+            at += 5 + n;
+            Some(piece)
+        })
+    }
+
+    /// The contents' size in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The blob's id (SHA-1 with collision detection, as git).
+    pub fn oid(&self) -> io::Result<ObjectId> {
+        let mut h = gix::hash::hasher(gix::hash::Kind::Sha1);
+        h.update(format!("blob {}\0", self.size).as_bytes());
+        for p in self.pieces() {
+            h.update(p);
+        }
+        h.try_finalize().map_err(io_other)
+    }
+}
+
 /// Append `data` as a zlib stream of stored deflate blocks (RFC 1950, 1951): a 2-byte
 /// header, a 5-byte header per block of up to 64 KiB, the data as it is, the adler32.
 fn stored_zlib_into(out: &mut Vec<u8>, data: &[u8]) {
@@ -480,6 +552,36 @@ impl PackBuilder {
         self.add_coded(repo, oid, code, data)
     }
 
+    /// Add a blob read with [`StoredBlob::read`] whose id is `oid`
+    /// ([`StoredBlob::oid`]), to a builder made with [`PackBuilder::stored`] (its entry
+    /// goes in as it is, and only such a builder's packs are marked for gc to compress).
+    pub fn add_stored(
+        &self,
+        repo: &gix::Repository,
+        oid: ObjectId,
+        blob: StoredBlob,
+    ) -> io::Result<ObjectId> {
+        debug_assert_eq!(self.level, 0, "stored blobs go to stored packs");
+        if self.known(repo, &oid) {
+            return Ok(oid);
+        }
+        let adler = blob.pieces().fold(1, zlib_rs::adler32::adler32);
+        let mut bytes = blob.bytes;
+        bytes.extend_from_slice(&adler.to_be_bytes());
+        self.push(oid, bytes)
+    }
+
+    /// Whether `oid` is in `repo` or already added.
+    fn known(&self, repo: &gix::Repository, oid: &ObjectId) -> bool {
+        repo.objects.exists_without_refresh(oid)
+            || self
+                .state
+                .lock()
+                .expect("pack state lock")
+                .seen
+                .contains(oid)
+    }
+
     /// Like [`PackBuilder::add`] for a blob whose id the caller computed.
     pub fn add_known(
         &self,
@@ -497,18 +599,18 @@ impl PackBuilder {
         code: u8,
         data: &[u8],
     ) -> io::Result<ObjectId> {
-        if repo.objects.exists_without_refresh(&oid) {
+        if self.known(repo, &oid) {
             return Ok(oid);
-        }
-        {
-            let st = self.state.lock().expect("pack state lock");
-            if st.seen.contains(&oid) {
-                return Ok(oid);
-            }
         }
         let mut bytes = Vec::new();
         push_entry_header(&mut bytes, code, data.len() as u64);
         zlib_into(&mut bytes, data, self.level)?;
+        self.push(oid, bytes)
+    }
+
+    /// Add the entry `bytes` (header and zlib stream) of `oid`; the caller whose entry
+    /// fills the chunk writes it.
+    fn push(&self, oid: ObjectId, bytes: Vec<u8>) -> io::Result<ObjectId> {
         let crc = crc32fast::hash(&bytes);
         let mut st = self.state.lock().expect("pack state lock");
         if !st.seen.insert(oid) {
@@ -536,7 +638,10 @@ impl PackBuilder {
     pub fn finish(self) -> io::Result<Vec<PathBuf>> {
         let (entries, mut written) = {
             let mut st = self.state.lock().expect("pack state lock");
-            (std::mem::take(&mut st.entries), std::mem::take(&mut st.written))
+            (
+                std::mem::take(&mut st.entries),
+                std::mem::take(&mut st.written),
+            )
         };
         if !entries.is_empty() {
             written.push(write_pack(&self.pack_dir, entries, self.level == 0)?);
@@ -716,6 +821,70 @@ fn write_pack(dir: &Path, entries: Vec<Entry>, stored: bool) -> io::Result<PathB
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_blob_read_in_place_is_the_entry_of_its_contents() {
+        for size in [
+            0,
+            1,
+            100,
+            STORED_BLOCK - 1,
+            STORED_BLOCK,
+            STORED_BLOCK + 1,
+            200_000,
+        ] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 7 + i / 300) as u8).collect();
+            let mut r = io::Cursor::new([data.as_slice(), b"next member"].concat());
+            let blob = StoredBlob::read(&mut r, size).unwrap();
+            assert_eq!(r.position() as usize, size, "reads exactly its size");
+            assert_eq!(blob.size(), size);
+            let want_oid =
+                gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &data)
+                    .unwrap();
+            assert_eq!(blob.oid().unwrap(), want_oid, "size {size}");
+            let mut want = entry_header(3, size as u64);
+            stored_zlib_into(&mut want, &data);
+            let adler = blob.pieces().fold(1, zlib_rs::adler32::adler32);
+            let mut got = blob.bytes.clone();
+            got.extend_from_slice(&adler.to_be_bytes());
+            assert_eq!(got, want, "size {size}");
+        }
+        // Too short a reader is an error, not a short blob.
+        assert!(StoredBlob::read(&mut io::Cursor::new(vec![1u8; 10]), 11).is_err());
+    }
+
+    #[test]
+    fn stored_blobs_added_in_place_read_back_through_git() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = gix::init_bare(dir.path()).unwrap();
+        let pb = PackBuilder::stored(&dir.path().join("objects"));
+        let contents: Vec<Vec<u8>> = (0..300)
+            .map(|i| format!("blob {i}\n").repeat(i * 40).into_bytes())
+            .collect();
+        let mut ids = Vec::new();
+        for c in &contents {
+            let blob = StoredBlob::read(&mut c.as_slice(), c.len()).unwrap();
+            let oid = blob.oid().unwrap();
+            ids.push(pb.add_stored(&repo, oid, blob).unwrap());
+        }
+        pb.finish().unwrap();
+        let repo = gix::open(dir.path()).unwrap();
+        for (id, c) in ids.iter().zip(&contents) {
+            assert_eq!(&repo.find_object(*id).unwrap().data, c);
+        }
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir.path())
+            .args(["fsck", "--strict", "--no-dangling"])
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     #[test]
     fn entry_header_encodes_type_and_size() {
