@@ -11,6 +11,7 @@
 //! Runs without the store lock: objects are content-addressed and
 //! written atomically, so a killed import leaves at most unreferenced objects.
 
+use super::pack::StoredBlob;
 use crate::error::{IoError, IoResultExt};
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -716,6 +717,8 @@ impl Read for ThreadedReader {
 /// [`BackgroundWriter::fix_ids`] replaces once all writes are done.
 struct BackgroundWriter<'a> {
     ts: &'a gix::ThreadSafeRepository,
+    /// The archive read, for errors.
+    archive: PathBuf,
     in_flight: AtomicUsize,
     error: Mutex<Option<ImportError>>,
     pack: PackBuilder,
@@ -731,9 +734,10 @@ impl<'a> BackgroundWriter<'a> {
         objects_dir(self.ts).join("pack")
     }
 
-    fn new(ts: &'a gix::ThreadSafeRepository) -> BackgroundWriter<'a> {
+    fn new(ts: &'a gix::ThreadSafeRepository, archive: &Path) -> BackgroundWriter<'a> {
         BackgroundWriter {
             ts,
+            archive: archive.to_path_buf(),
             in_flight: AtomicUsize::new(0),
             error: Mutex::new(None),
             pack: PackBuilder::stored(&objects_dir(ts)),
@@ -772,19 +776,32 @@ impl<'a> BackgroundWriter<'a> {
         }
     }
 
-    fn submit<'s>(&'s self, scope: &rayon::Scope<'s>, data: Vec<u8>) -> ObjectId {
+    /// Hash and store `blob`, the contents of archive member `member`, on the pool.
+    fn submit<'s>(&'s self, scope: &rayon::Scope<'s>, blob: StoredBlob, member: &str) -> ObjectId {
         let placeholder = self.placeholder();
         while self.in_flight.load(Ordering::Acquire) > IN_FLIGHT_LIMIT {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        self.in_flight.fetch_add(data.len(), Ordering::AcqRel);
+        let len = blob.size();
+        self.in_flight.fetch_add(len, Ordering::AcqRel);
+        let member = member.to_string();
         scope.spawn(move |_| {
             let repo = repo_for_writing(self.ts);
-            let len = data.len();
-            let id = gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &data)
-                .expect("sha1 hashing does not fail");
+            let id = match blob.oid() {
+                Ok(id) => id,
+                // A SHA-1 collision attack (as git, the hash detects them).
+                Err(e) => {
+                    *self.error.lock().expect("error slot") = Some(ImportError::Member {
+                        archive: self.archive.clone(),
+                        member,
+                        reason: e.to_string(),
+                    });
+                    self.in_flight.fetch_sub(len, Ordering::AcqRel);
+                    return;
+                }
+            };
             self.ids.lock().expect("id map").insert(placeholder, id);
-            if let Err(e) = self.pack.add_known(&repo, id, &data) {
+            if let Err(e) = self.pack.add_stored(&repo, id, blob) {
                 *self.error.lock().expect("error slot") = Some(ImportError::Io(IoError {
                     action: "write pack",
                     path: self.pack_dir(),
@@ -843,7 +860,7 @@ fn apply_layer_shaped(
     whiteouts: Whiteouts,
     xattrs: XattrPolicy,
 ) -> Result<(Warnings, Shape), ImportError> {
-    let writer = BackgroundWriter::new(ts);
+    let writer = BackgroundWriter::new(ts, label);
     let repo = repo_for_writing(ts);
     let mut warnings = Vec::new();
     let mut group_of: HashMap<Vec<u8>, u32> = HashMap::new();
@@ -1000,18 +1017,20 @@ fn apply_layer_shaped(
                             StoreReadError::Git(g) => ImportError::Git(g),
                         })?
                     } else {
-                        let mut data = Vec::with_capacity(size as usize);
-                        entry
-                            .read_to_end(&mut data)
-                            .map_err(|source| ImportError::Archive {
-                                archive: archive_path.clone(),
-                                after: member.clone(),
-                                source,
-                            })?;
-                        if data.len() as u64 != size {
-                            return Err(bad("truncated data"));
-                        }
-                        writer.submit(scope, data)
+                        let blob = match StoredBlob::read(&mut entry, size as usize) {
+                            Ok(b) => b,
+                            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                                return Err(bad("truncated data"))
+                            }
+                            Err(source) => {
+                                return Err(ImportError::Archive {
+                                    archive: archive_path.clone(),
+                                    after: member.clone(),
+                                    source,
+                                })
+                            }
+                        };
+                        writer.submit(scope, blob, &member)
                     };
                     group_of.remove(&rel);
                     root.insert(

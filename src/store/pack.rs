@@ -3,12 +3,13 @@
 //! renaming 50,000 files.
 //!
 //! Objects are compressed in parallel by the callers' threads ([`PackBuilder::add`]) and
-//! collected into chunks of about [`CHUNK_BYTES`]; each full chunk goes to a writer thread,
-//! which writes it as `pack-<sha>.pack` and `.idx` under a temporary name and renames them
-//! into `objects/pack/`, the index last, so a reader sees a whole pack or none. So the
-//! writing and the pack checksum of one chunk overlap the compression of the next, and
-//! memory stays bounded; [`PackBuilder::finish`] writes the last chunk. Entries are whole
-//! objects (no deltas).
+//! collected into chunks of about [`CHUNK_BYTES`]; the caller whose object fills a chunk
+//! writes it as `pack-<sha>.pack` and `.idx` under a temporary name and renames them into
+//! `objects/pack/`, the index last, so a reader sees a whole pack or none. So the writing
+//! and the pack checksum of one chunk overlap the compression of the next on the other
+//! threads, several chunks are written at once on several cores, and memory stays
+//! bounded (a caller writing a chunk adds nothing meanwhile); [`PackBuilder::finish`]
+//! writes the last chunk. Entries are whole objects (no deltas).
 //!
 //! A builder made with [`PackBuilder::stored`] (import and pull: the time to store a
 //! tarball is the figure that counts) writes zlib streams of stored blocks, no compression
@@ -27,14 +28,11 @@ use gix::ObjectId;
 /// Callers use a pack when they expect at least this many new objects.
 pub const PACK_MIN_OBJECTS: usize = 256;
 
-/// A chunk goes to the writer thread once this much compressed data is collected. Small
-/// enough that writing and hashing the last chunk (which nothing overlaps) is short, big
-/// enough that an import makes only a few packs.
-pub const CHUNK_BYTES: usize = 48 << 20;
-
-/// Chunks queued for the writer thread at most (besides the one it writes): bounds the
-/// memory of a fast producer.
-const QUEUED_CHUNKS: usize = 1;
+/// A chunk is written once this much compressed data is collected. Small enough that
+/// writing and hashing the last chunk (which nothing overlaps) is short and that the
+/// chunks of a big write spread over the cores, big enough that an import makes only a
+/// few packs.
+pub const CHUNK_BYTES: usize = 16 << 20;
 
 /// In `objects/info/`: the names of stored (uncompressed) packs, each added before its
 /// pack is renamed into place; gc recompresses them.
@@ -47,17 +45,12 @@ struct Entry {
     crc: u32,
 }
 
-/// The writer thread of full chunks; it returns the packs it wrote.
-struct Writer {
-    tx: std::sync::mpsc::SyncSender<Vec<Entry>>,
-    thread: std::thread::JoinHandle<io::Result<Vec<PathBuf>>>,
-}
-
 struct State {
     entries: Vec<Entry>,
     seen: HashSet<ObjectId>,
     held: usize,
-    writer: Option<Writer>,
+    /// Packs written so far.
+    written: Vec<PathBuf>,
 }
 
 /// Collects compressed blobs and writes them as packs.
@@ -413,6 +406,78 @@ fn stored_zlib_parts(out: &mut impl Write, parts: &[&[u8]]) -> io::Result<()> {
     out.write_all(&adler.to_be_bytes())
 }
 
+/// A blob's pack entry of stored deflate blocks, its contents read straight into place:
+/// the same bytes as [`stored_zlib_into`] after the entry header, without first reading
+/// the contents into a buffer of their own (an import reads 160 MiB this way, a copy and
+/// the memory for it less). [`PackBuilder::add_stored`] adds it.
+pub struct StoredBlob {
+    /// Entry header, zlib header, blocks; the adler32 is appended when added.
+    bytes: Vec<u8>,
+    /// Where the zlib stream starts in `bytes`.
+    zlib: usize,
+    size: usize,
+}
+
+impl StoredBlob {
+    /// Read exactly `size` bytes of `r` as the contents.
+    pub fn read(r: &mut impl io::Read, size: usize) -> io::Result<StoredBlob> {
+        let blocks = size.div_ceil(STORED_BLOCK).max(1);
+        let mut bytes = Vec::with_capacity(10 + 2 + blocks * 5 + size + 4);
+        push_entry_header(&mut bytes, 3, size as u64);
+        let zlib = bytes.len();
+        bytes.extend_from_slice(&[0x78, 0x01]);
+        let mut left = size;
+        loop {
+            let n = left.min(STORED_BLOCK);
+            left -= n;
+            let len = n as u16;
+            bytes.push(u8::from(left == 0));
+            bytes.extend_from_slice(&len.to_le_bytes());
+            bytes.extend_from_slice(&(!len).to_le_bytes());
+            let at = bytes.len();
+            bytes.resize(at + n, 0);
+            r.read_exact(&mut bytes[at..])?;
+            if left == 0 {
+                break;
+            }
+        }
+        Ok(StoredBlob { bytes, zlib, size })
+    }
+
+    /// The contents, block by block.
+    fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        let mut at = self.zlib + 2;
+        let mut left = self.size;
+        let mut first = true;
+        std::iter::from_fn(move || {
+            if left == 0 && !first {
+                return None;
+            }
+            first = false;
+            let n = left.min(STORED_BLOCK);
+            left -= n;
+            let piece = &self.bytes[at + 5..at + 5 + n];
+            at += 5 + n;
+            Some(piece)
+        })
+    }
+
+    /// The contents' size in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The blob's id (SHA-1 with collision detection, as git).
+    pub fn oid(&self) -> io::Result<ObjectId> {
+        let mut h = gix::hash::hasher(gix::hash::Kind::Sha1);
+        h.update(format!("blob {}\0", self.size).as_bytes());
+        for p in self.pieces() {
+            h.update(p);
+        }
+        h.try_finalize().map_err(io_other)
+    }
+}
+
 /// Append `data` as a zlib stream of stored deflate blocks (RFC 1950, 1951): a 2-byte
 /// header, a 5-byte header per block of up to 64 KiB, the data as it is, the adler32.
 fn stored_zlib_into(out: &mut Vec<u8>, data: &[u8]) {
@@ -457,7 +522,7 @@ impl PackBuilder {
                 entries: Vec::new(),
                 seen: HashSet::new(),
                 held: 0,
-                writer: None,
+                written: Vec::new(),
             }),
         }
     }
@@ -487,6 +552,36 @@ impl PackBuilder {
         self.add_coded(repo, oid, code, data)
     }
 
+    /// Add a blob read with [`StoredBlob::read`] whose id is `oid`
+    /// ([`StoredBlob::oid`]), to a builder made with [`PackBuilder::stored`] (its entry
+    /// goes in as it is, and only such a builder's packs are marked for gc to compress).
+    pub fn add_stored(
+        &self,
+        repo: &gix::Repository,
+        oid: ObjectId,
+        blob: StoredBlob,
+    ) -> io::Result<ObjectId> {
+        debug_assert_eq!(self.level, 0, "stored blobs go to stored packs");
+        if self.known(repo, &oid) {
+            return Ok(oid);
+        }
+        let adler = blob.pieces().fold(1, zlib_rs::adler32::adler32);
+        let mut bytes = blob.bytes;
+        bytes.extend_from_slice(&adler.to_be_bytes());
+        self.push(oid, bytes)
+    }
+
+    /// Whether `oid` is in `repo` or already added.
+    fn known(&self, repo: &gix::Repository, oid: &ObjectId) -> bool {
+        repo.objects.exists_without_refresh(oid)
+            || self
+                .state
+                .lock()
+                .expect("pack state lock")
+                .seen
+                .contains(oid)
+    }
+
     /// Like [`PackBuilder::add`] for a blob whose id the caller computed.
     pub fn add_known(
         &self,
@@ -504,18 +599,18 @@ impl PackBuilder {
         code: u8,
         data: &[u8],
     ) -> io::Result<ObjectId> {
-        if repo.objects.exists_without_refresh(&oid) {
+        if self.known(repo, &oid) {
             return Ok(oid);
-        }
-        {
-            let st = self.state.lock().expect("pack state lock");
-            if st.seen.contains(&oid) {
-                return Ok(oid);
-            }
         }
         let mut bytes = Vec::new();
         push_entry_header(&mut bytes, code, data.len() as u64);
         zlib_into(&mut bytes, data, self.level)?;
+        self.push(oid, bytes)
+    }
+
+    /// Add the entry `bytes` (header and zlib stream) of `oid`; the caller whose entry
+    /// fills the chunk writes it.
+    fn push(&self, oid: ObjectId, bytes: Vec<u8>) -> io::Result<ObjectId> {
         let crc = crc32fast::hash(&bytes);
         let mut st = self.state.lock().expect("pack state lock");
         if !st.seen.insert(oid) {
@@ -526,78 +621,33 @@ impl PackBuilder {
         if st.held >= self.chunk {
             let chunk = std::mem::take(&mut st.entries);
             st.held = 0;
-            self.send(&mut st, chunk)?;
+            // Written by this caller, outside the lock: the others go on adding.
+            drop(st);
+            let pack = write_pack(&self.pack_dir, chunk, self.level == 0)?;
+            self.state
+                .lock()
+                .expect("pack state lock")
+                .written
+                .push(pack);
         }
         Ok(oid)
     }
 
-    /// Hand a full chunk to the writer thread, starting it on first use. Blocks while
-    /// [`QUEUED_CHUNKS`] chunks wait.
-    fn send(&self, st: &mut State, chunk: Vec<Entry>) -> io::Result<()> {
-        if st.writer.is_none() {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(QUEUED_CHUNKS);
-            let dir = self.pack_dir.clone();
-            let stored = self.level == 0;
-            let thread = std::thread::Builder::new()
-                .name("pack writer".into())
-                .spawn(move || {
-                    let mut written = Vec::new();
-                    for chunk in rx {
-                        written.push(write_pack(&dir, chunk, stored)?);
-                    }
-                    Ok(written)
-                })?;
-            st.writer = Some(Writer { tx, thread });
-        }
-        let w = st.writer.as_ref().expect("started above");
-        if w.tx.send(chunk).is_err() {
-            // The thread stopped on an error, which finish() reports; report it now.
-            let w = st.writer.take().expect("started above");
-            return Err(join_writer(w)
-                .err()
-                .unwrap_or_else(|| io::Error::other("pack writer stopped")));
-        }
-        Ok(())
-    }
-
-    /// Write what is left and wait for the writer. Returns the pack files written.
+    /// Write what is left. Returns the pack files written. (Every chunk written before
+    /// is in place already: the calls that wrote them have returned.)
     pub fn finish(self) -> io::Result<Vec<PathBuf>> {
-        let (entries, writer) = {
+        let (entries, mut written) = {
             let mut st = self.state.lock().expect("pack state lock");
-            (std::mem::take(&mut st.entries), st.writer.take())
-        };
-        let mut written = match writer {
-            Some(w) => join_writer(w)?,
-            None => Vec::new(),
+            (
+                std::mem::take(&mut st.entries),
+                std::mem::take(&mut st.written),
+            )
         };
         if !entries.is_empty() {
             written.push(write_pack(&self.pack_dir, entries, self.level == 0)?);
         }
         Ok(written)
     }
-}
-
-impl Drop for PackBuilder {
-    /// A builder dropped without [`PackBuilder::finish`] (its caller failed) still waits
-    /// for the chunks it handed to the writer, so that no thread outlives it writing
-    /// temporary files.
-    fn drop(&mut self) {
-        let writer = match self.state.get_mut() {
-            Ok(st) => st.writer.take(),
-            Err(_) => None,
-        };
-        if let Some(w) = writer {
-            let _ = join_writer(w);
-        }
-    }
-}
-
-/// Close the writer's queue and wait for the packs it wrote.
-fn join_writer(w: Writer) -> io::Result<Vec<PathBuf>> {
-    drop(w.tx);
-    w.thread
-        .join()
-        .map_err(|_| io::Error::other("pack writer thread panicked"))?
 }
 
 /// The marker gc looks for: `objects/info/<STORED_MARKER>`, listing stored packs by name
@@ -643,9 +693,32 @@ impl Drop for TempFiles {
     }
 }
 
+/// Write every byte of `parts`, in order, in as few vectored writes as the kernel allows.
+fn write_all_parts(f: &mut fs::File, parts: &[&[u8]]) -> io::Result<()> {
+    for group in parts.chunks(IOV_MAX) {
+        let mut slices: Vec<io::IoSlice> = group.iter().map(|p| io::IoSlice::new(p)).collect();
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            match f.write_vectored(rest) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => io::IoSlice::advance_slices(&mut rest, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Linux's limit on the parts of one vectored write (`IOV_MAX`).
+const IOV_MAX: usize = 1024;
+
+/// Bytes of pack entries hashed, then written, together.
+const GROUP_BYTES: usize = 1 << 20;
+
 /// Write `entries` as a pack and its index; returns the pack path. A `stored` pack is
 /// listed in the gc marker first.
-fn write_pack(dir: &Path, mut entries: Vec<Entry>, stored: bool) -> io::Result<PathBuf> {
+fn write_pack(dir: &Path, entries: Vec<Entry>, stored: bool) -> io::Result<PathBuf> {
     static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     fs::create_dir_all(dir)?;
     let n = std::process::id();
@@ -654,26 +727,39 @@ fn write_pack(dir: &Path, mut entries: Vec<Entry>, stored: bool) -> io::Result<P
     let tmp_idx = tmp_pack.with_extension("idx");
     let mut guard = TempFiles(vec![tmp_pack.clone(), tmp_idx.clone()]);
     let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
-    let mut f = io::BufWriter::with_capacity(1 << 20, fs::File::create(&tmp_pack)?);
+    let mut f = fs::File::create(&tmp_pack)?;
     let mut header = Vec::with_capacity(12);
     header.extend_from_slice(b"PACK");
     header.extend_from_slice(&2u32.to_be_bytes());
     header.extend_from_slice(&(entries.len() as u32).to_be_bytes());
     hasher.update(&header);
-    f.write_all(&header)?;
+    write_all_parts(&mut f, &[&header])?;
     let mut offset = 12u64;
     let mut index: Vec<(ObjectId, u32, u64)> = Vec::with_capacity(entries.len());
-    for e in entries.drain(..) {
+    // Entries go from their buffers to the file a group at a time, each group hashed just
+    // before it is written (while its bytes are still in the CPU's cache), with no copy
+    // into a buffer between; each group's buffers are freed once written.
+    let total = entries.len();
+    let mut group: Vec<Entry> = Vec::with_capacity(IOV_MAX);
+    let mut group_bytes = 0;
+    for (i, e) in entries.into_iter().enumerate() {
         hasher.update(&e.bytes);
-        f.write_all(&e.bytes)?;
         index.push((e.oid, e.crc, offset));
         offset += e.bytes.len() as u64;
+        group_bytes += e.bytes.len();
+        group.push(e);
+        if group.len() == IOV_MAX || group_bytes >= GROUP_BYTES || i + 1 == total {
+            let parts: Vec<&[u8]> = group.iter().map(|e| e.bytes.as_slice()).collect();
+            write_all_parts(&mut f, &parts)?;
+            group.clear();
+            group_bytes = 0;
+        }
     }
     let pack_sum = hasher.try_finalize().map_err(io_other)?;
-    f.write_all(pack_sum.as_bytes())?;
+    write_all_parts(&mut f, &[pack_sum.as_bytes()])?;
     // No fsync, like gix's loose objects: a killed process leaves the page cache intact,
     // and the rename below is what makes the pack visible.
-    f.into_inner().map_err(|e| e.into_error())?;
+    drop(f);
 
     // Index, version 2 (gitformat-pack(5)).
     index.sort_by_key(|e| e.0);
@@ -735,6 +821,70 @@ fn write_pack(dir: &Path, mut entries: Vec<Entry>, stored: bool) -> io::Result<P
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_blob_read_in_place_is_the_entry_of_its_contents() {
+        for size in [
+            0,
+            1,
+            100,
+            STORED_BLOCK - 1,
+            STORED_BLOCK,
+            STORED_BLOCK + 1,
+            200_000,
+        ] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 7 + i / 300) as u8).collect();
+            let mut r = io::Cursor::new([data.as_slice(), b"next member"].concat());
+            let blob = StoredBlob::read(&mut r, size).unwrap();
+            assert_eq!(r.position() as usize, size, "reads exactly its size");
+            assert_eq!(blob.size(), size);
+            let want_oid =
+                gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &data)
+                    .unwrap();
+            assert_eq!(blob.oid().unwrap(), want_oid, "size {size}");
+            let mut want = entry_header(3, size as u64);
+            stored_zlib_into(&mut want, &data);
+            let adler = blob.pieces().fold(1, zlib_rs::adler32::adler32);
+            let mut got = blob.bytes.clone();
+            got.extend_from_slice(&adler.to_be_bytes());
+            assert_eq!(got, want, "size {size}");
+        }
+        // Too short a reader is an error, not a short blob.
+        assert!(StoredBlob::read(&mut io::Cursor::new(vec![1u8; 10]), 11).is_err());
+    }
+
+    #[test]
+    fn stored_blobs_added_in_place_read_back_through_git() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = gix::init_bare(dir.path()).unwrap();
+        let pb = PackBuilder::stored(&dir.path().join("objects"));
+        let contents: Vec<Vec<u8>> = (0..300)
+            .map(|i| format!("blob {i}\n").repeat(i * 40).into_bytes())
+            .collect();
+        let mut ids = Vec::new();
+        for c in &contents {
+            let blob = StoredBlob::read(&mut c.as_slice(), c.len()).unwrap();
+            let oid = blob.oid().unwrap();
+            ids.push(pb.add_stored(&repo, oid, blob).unwrap());
+        }
+        pb.finish().unwrap();
+        let repo = gix::open(dir.path()).unwrap();
+        for (id, c) in ids.iter().zip(&contents) {
+            assert_eq!(&repo.find_object(*id).unwrap().data, c);
+        }
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir.path())
+            .args(["fsck", "--strict", "--no-dangling"])
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     #[test]
     fn entry_header_encodes_type_and_size() {
