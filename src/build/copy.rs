@@ -242,6 +242,38 @@ pub fn copy_host(
     Ok(n)
 }
 
+/// The mode of `COPY --chmod=MODE`: octal digits (Docker's `0644`, `755`), at most
+/// `07777`. `None` if `s` is not such a mode.
+pub fn parse_chmod(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o7777)
+}
+
+/// Give `path` and, if it is a directory, everything below it the permission bits `mode`
+/// (`COPY --chmod`; symlinks have none). As for every copied entry, directories stay
+/// owner-accessible and files owner-readable so that the layer can be read back; times are
+/// kept (chmod changes none).
+pub fn chmod_tree(path: &Path, mode: u32) -> Result<(), CopyError> {
+    let md = fs::symlink_metadata(path).at("stat", path)?;
+    if md.file_type().is_symlink() {
+        return Ok(());
+    }
+    if md.is_dir() {
+        for e in fs::read_dir(path).at("read directory", path)? {
+            let e = e.at("read directory", path)?;
+            chmod_tree(&e.path(), mode)?;
+        }
+        fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700))
+            .at("chmod", path)?;
+    } else {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o400))
+            .at("chmod", path)?;
+    }
+    Ok(())
+}
+
 /// Warn that a FIFO, socket or device file of the context is not copied.
 fn warn_skipped(path: &Path, md: &fs::Metadata) {
     use std::os::unix::fs::FileTypeExt;
@@ -481,6 +513,17 @@ pub fn layer_path(layer: &Path, comps: &[Vec<u8>]) -> PathBuf {
 mod tests {
     use super::*;
     use crate::store::model::Dir;
+
+    #[test]
+    fn chmod_modes_are_octal_up_to_07777() {
+        assert_eq!(parse_chmod("0644"), Some(0o644));
+        assert_eq!(parse_chmod("755"), Some(0o755));
+        assert_eq!(parse_chmod("4755"), Some(0o4755));
+        assert_eq!(parse_chmod("07777"), Some(0o7777));
+        for bad in ["", "u+x", "0o644", "8", "17777", "-1", "644 ", "000000"] {
+            assert_eq!(parse_chmod(bad), None, "{bad:?}");
+        }
+    }
 
     fn model() -> Dir {
         let mut d = Dir::new(0o755);

@@ -892,8 +892,8 @@ impl<'a> Builder<'a> {
         // The key's call (not the record's) notes what the sources read, for provenance.
         let mut files = items.is_none().then(Vec::new);
         if let Some(from) = args.from() {
-            let st = self.find_stage(ins, from)?;
-            let extra = format!("from-commit={}", st.commit).into_bytes();
+            let (commit, _) = self.copy_from(ins, from)?;
+            let extra = format!("from-commit={commit}").into_bytes();
             if let Some(items) = items {
                 items.push(("source --from stage".into(), why::value_hash(&extra)));
             }
@@ -1049,7 +1049,14 @@ impl<'a> Builder<'a> {
         Ok(f)
     }
 
-    fn find_stage(&self, ins: &Instruction, from: &str) -> Result<&Stage, BuildError> {
+    /// The commit (and its tree, if the stage has it at hand) that `COPY --from=FROM`
+    /// reads: an earlier stage by name or number, else an image (pulled if not in
+    /// storage), as in Docker.
+    fn copy_from(
+        &mut self,
+        ins: &Instruction,
+        from: &str,
+    ) -> Result<(ObjectId, Option<Dir>), BuildError> {
         let lower = from.to_ascii_lowercase();
         let current = self.stages.len() - 1;
         let found = match lower.parse::<usize>() {
@@ -1059,7 +1066,33 @@ impl<'a> Builder<'a> {
                 .rev()
                 .find(|s| s.alias.as_deref() == Some(lower.as_str())),
         };
-        found.ok_or_else(|| self.at(ins, format!("COPY --from: no previous stage named {from:?} (images as --from sources are not supported)")))
+        if let Some(st) = found {
+            return Ok((st.commit, st.model.clone()));
+        }
+        let kw = ins.keyword();
+        let r = Reference::parse(from)
+            .map_err(|e| {
+                self.at_err(
+                    ins,
+                    format!("{kw} --from: no earlier stage named {from:?}, nor an image reference"),
+                    e,
+                )
+            })?
+            .with_default_tag();
+        if let Some(c) = self.store.image(&r)? {
+            return Ok((c, None));
+        }
+        let pulled = crate::registry::pull::pull(self.store, self.lock, &r, &r, &self.opts.registry)
+            .map_err(|e| {
+                self.at_err(
+                    ins,
+                    format!(
+                        "{kw} --from={from}: no earlier stage of that name, and image {r} is not in storage and can't be pulled"
+                    ),
+                    e,
+                )
+            })?;
+        Ok((pulled.commit(), None))
     }
 
     fn from(
@@ -1860,6 +1893,18 @@ impl<'a> Builder<'a> {
                 self.df.file, ins.span.start_line
             );
         }
+        let chmod = match args.chmod() {
+            Some(m) => Some(copy::parse_chmod(m).ok_or_else(|| {
+                self.at(
+                    ins,
+                    format!(
+                        "{} --chmod: invalid mode {m:?} (octal digits, e.g. 0644)",
+                        ins.keyword()
+                    ),
+                )
+            })?),
+            None => None,
+        };
         let dest_abs = if args.dest.starts_with('/') {
             args.dest.clone()
         } else {
@@ -1869,10 +1914,9 @@ impl<'a> Builder<'a> {
         let layer = self.scratch("layer")?;
         let from_stage = match args.from() {
             Some(f) => {
-                let st = self.find_stage(ins, f)?;
-                let commit = st.commit;
-                let model = match &st.model {
-                    Some(m) => m.clone(),
+                let (commit, model) = self.copy_from(ins, f)?;
+                let model = match model {
+                    Some(m) => m,
                     None => git::read_image(&self.repo, commit)?.0,
                 };
                 Some(model)
@@ -1965,6 +2009,9 @@ impl<'a> Builder<'a> {
         let dir = copy::make_parents(&layer, model_ref, &parent_comps).map_err(at)?;
         let repo = &self.repo;
         let mut written = 0;
+        // What `--chmod` applies to: each source's top entry, whole trees for directories
+        // (not archives an ADD extracted, nor the parents made for the destination).
+        let mut chmod_targets: Vec<PathBuf> = Vec::new();
         for s in &srcs {
             let target = |name: &str| match &dest_name {
                 Some(n) => dir.join(std::ffi::OsStr::from_bytes(n)),
@@ -1973,6 +2020,7 @@ impl<'a> Builder<'a> {
             let r = match s {
                 Src::Inline(name, content) => {
                     let t = target(name);
+                    chmod_targets.push(t.clone());
                     fs::write(&t, content)
                         .at("write", &t)
                         .map_err(copy::CopyError::from)
@@ -1996,6 +2044,7 @@ impl<'a> Builder<'a> {
                         } else {
                             named
                         };
+                        chmod_targets.push(t.clone());
                         let only = delta.as_ref().map(|(_, _, o)| o);
                         copy::copy_host(
                             &src.real,
@@ -2010,6 +2059,7 @@ impl<'a> Builder<'a> {
                 }
                 Src::Url(name, f) => {
                     let t = target(name);
+                    chmod_targets.push(t.clone());
                     // Docker gives downloaded files mode 0600 and does not extract archives.
                     fs::copy(f, &t)
                         .and_then(|_| {
@@ -2028,6 +2078,7 @@ impl<'a> Builder<'a> {
                     } else {
                         target(name)
                     };
+                    chmod_targets.push(t.clone());
                     copy::copy_from_model(repo, node, &t, times, xattrs)
                 }
             };
@@ -2046,6 +2097,13 @@ impl<'a> Builder<'a> {
             parent_comps.len()
         };
         copy::restore_parent_modes(&layer, model_ref, &parent_comps[..keep]).map_err(at)?;
+        if let Some(mode) = chmod {
+            chmod_targets.sort();
+            chmod_targets.dedup();
+            for t in &chmod_targets {
+                copy::chmod_tree(t, mode).map_err(at)?;
+            }
+        }
         if let Some((base, bases, only)) = delta {
             // The layer holds what changed over the base entry's tree: fold it into that.
             crate::debug!(

@@ -1,0 +1,138 @@
+//! `ch-image build` on Dockerfiles as users outside the project write them (Charliecloud's
+//! examples, the Dockerfile reference's corner cases), compared with what Charliecloud 0.31
+//! and Docker do. Each test is a regression test for a divergence found that way: the real
+//! binaries, run as the unprivileged test user, each test in its own storage directory with
+//! the busybox fixture imported as `busybox`.
+
+use crate::common::{busybox_rootfs, fails, ok, output, tool, Scratch};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A scratch directory with a storage directory (busybox imported) and a context `ctx`.
+struct World {
+    s: Scratch,
+    ctx: PathBuf,
+}
+
+impl World {
+    fn new(tag: &str) -> World {
+        let s = Scratch::new(&format!("stranger-{tag}"));
+        let ctx = s.join("ctx");
+        let w = World { s, ctx };
+        w.write("Dockerfile", "");
+        ok(w.image().arg("import").arg(busybox_rootfs()).arg("busybox"));
+        w
+    }
+
+    /// `ch-image -s STORAGE`, with no proxy or cache settings from the environment.
+    fn image(&self) -> Command {
+        let mut c = tool("ch-image");
+        c.arg("-s").arg(self.s.storage());
+        c.env_remove("CH_IMAGE_CACHE");
+        for v in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"] {
+            c.env_remove(v);
+        }
+        c
+    }
+
+    /// Write context file `rel` (parents created) as the test user.
+    fn write(&self, rel: &str, content: &str) {
+        let p = self.ctx.join(rel);
+        let script = format!(
+            "mkdir -p \"$(dirname '{p}')\" && cat > '{p}'",
+            p = p.display()
+        );
+        let mut c = crate::common::unpriv("sh");
+        c.args(["-ec", &script]);
+        c.stdin(std::process::Stdio::piped());
+        let mut child = c.spawn().expect("spawn sh");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(content.as_bytes())
+            .expect("write stdin");
+        assert!(child.wait().expect("wait sh").success(), "write {rel}");
+    }
+
+    fn build_cmd(&self, tag: &str, df: &str) -> Command {
+        self.write("Dockerfile", df);
+        let mut c = self.image();
+        c.args(["build", "-t", tag]).arg(&self.ctx);
+        c
+    }
+
+    /// A build that must succeed; returns its stderr.
+    fn build(&self, tag: &str, df: &str) -> String {
+        let out = output(&mut self.build_cmd(tag, df));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "build failed: {err}");
+        err
+    }
+
+    /// A build that must fail; returns (exit code, stderr).
+    fn build_fails(&self, tag: &str, df: &str) -> (i32, String) {
+        fails(&mut self.build_cmd(tag, df))
+    }
+
+    /// `ch-run -s STORAGE TAG -- /bin/sh -c SCRIPT`, which must succeed; returns stdout.
+    fn run(&self, tag: &str, script: &str) -> String {
+        ok(tool("ch-run")
+            .arg("-s")
+            .arg(self.s.storage())
+            .arg(tag)
+            .args(["--", "/bin/sh", "-c", script]))
+    }
+}
+
+#[test]
+fn copy_chmod_sets_the_mode_of_copied_files_and_trees() {
+    let w = World::new("chmod");
+    w.write("f", "f\n");
+    w.write("d/a", "a\n");
+    w.write("d/sub/b", "b\n");
+    w.build(
+        "chmod",
+        "FROM busybox\n\
+         COPY --chmod=0600 f /f600\n\
+         COPY --chmod=755 d /d/\n\
+         ARG M=0640\n\
+         COPY --chmod=$M f /f640\n",
+    );
+    let modes = w.run(
+        "chmod",
+        "stat -c '%a %n' /f600 /d /d/a /d/sub /d/sub/b /f640",
+    );
+    assert_eq!(
+        modes,
+        "600 /f600\n755 /d\n755 /d/a\n755 /d/sub\n755 /d/sub/b\n640 /f640\n"
+    );
+}
+
+#[test]
+fn copy_chmod_with_a_symbolic_mode_is_an_error_naming_the_line() {
+    let w = World::new("chmod-bad");
+    w.write("f", "f\n");
+    let (code, err) = w.build_fails("bad", "FROM busybox\n\nCOPY --chmod=u+x f /f\n");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Dockerfile:3"), "{err}");
+    assert!(err.contains("invalid mode \"u+x\""), "{err}");
+}
+
+#[test]
+fn copy_from_an_image_that_is_not_a_stage_reads_that_image() {
+    let w = World::new("from-image");
+    w.build(
+        "ms",
+        "FROM busybox AS one\n\
+         RUN echo one > /one\n\
+         FROM busybox\n\
+         COPY --from=0 /one /fromidx\n\
+         COPY --from=busybox /etc/motd /frombase\n",
+    );
+    assert_eq!(
+        w.run("ms", "cat /fromidx /frombase"),
+        "one\ngrove busybox fixture\n"
+    );
+}
