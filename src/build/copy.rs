@@ -265,11 +265,9 @@ pub fn chmod_tree(path: &Path, mode: u32) -> Result<(), CopyError> {
             let e = e.at("read directory", path)?;
             chmod_tree(&e.path(), mode)?;
         }
-        fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700))
-            .at("chmod", path)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700)).at("chmod", path)?;
     } else {
-        fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o400))
-            .at("chmod", path)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o400)).at("chmod", path)?;
     }
     Ok(())
 }

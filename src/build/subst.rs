@@ -815,6 +815,12 @@ impl Lookup for Vars {
         if let Some((_, v)) = self.env.iter().rev().find(|(k, _)| k == name) {
             return Some(v.clone());
         }
+        if name == "PATH" {
+            // A base image without PATH in its config still has one in a build: RUN gets
+            // the default (invocation::run_env), and `ENV PATH=/x:$PATH` extends it, as in
+            // Docker (which adds it to every stage's ENV) and Charliecloud.
+            return Some(super::invocation::DEFAULT_PATH.to_string());
+        }
         self.stage_args.get(name).cloned().flatten()
     }
 }
@@ -969,6 +975,34 @@ mod tests {
         assert_eq!(ok("$HOME/bin"), "/root/bin");
         assert_eq!(ok("$B"), "b c");
         assert_eq!(ok("$É"), "e");
+    }
+
+    #[test]
+    fn path_defaults_in_a_stage_whose_env_has_none() {
+        let df = parse(
+            "ARG P=$PATH\nFROM a\nENV PATH=/x:$PATH\nFROM b\nENV PATH=/y\nENV Q=$PATH\n",
+            "Dockerfile",
+        )
+        .expect("parses");
+        let mut vars = Vars::new(Vec::new(), '\\');
+        let mut out = Vec::new();
+        for i in &df.instructions {
+            out.push(vars.step(&i.kind).expect("substitutes"));
+        }
+        let default = crate::build::invocation::DEFAULT_PATH;
+        // Global scope (FROM lines) has no PATH.
+        assert_eq!(
+            out[0],
+            InstrKind::Arg(vec![ArgDecl {
+                name: "P".into(),
+                default: Some(String::new())
+            }])
+        );
+        assert_eq!(
+            out[2],
+            InstrKind::Env(vec![("PATH".into(), format!("/x:{default}"))])
+        );
+        assert_eq!(out[5], InstrKind::Env(vec![("Q".into(), "/y".into())]));
     }
 
     #[test]

@@ -136,3 +136,18 @@ fn copy_from_an_image_that_is_not_a_stage_reads_that_image() {
         "one\ngrove busybox fixture\n"
     );
 }
+
+#[test]
+fn env_path_extends_the_default_path_when_the_base_sets_none() {
+    // The busybox fixture is imported from a directory: its config has no PATH.
+    let w = World::new("env-path");
+    w.build(
+        "p",
+        "FROM busybox\nENV PATH=/opt/x/bin:$PATH\nRUN echo \"$PATH\" > /seen\n",
+    );
+    let default = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    assert_eq!(
+        w.run("p", "cat /seen /ch/environment"),
+        format!("/opt/x/bin:{default}\nPATH=/opt/x/bin:{default}\n")
+    );
+}
