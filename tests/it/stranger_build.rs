@@ -151,3 +151,17 @@ fn env_path_extends_the_default_path_when_the_base_sets_none() {
         format!("/opt/x/bin:{default}\nPATH=/opt/x/bin:{default}\n")
     );
 }
+
+#[test]
+fn apt_named_as_an_argument_is_not_given_the_sandbox_option() {
+    // Multi-distribution Dockerfiles test for apt before using it; only an apt that runs
+    // gets `-o APT::Sandbox::User=root` (seccomp root emulation, the default).
+    let w = World::new("apt-arg");
+    w.build(
+        "a",
+        "FROM busybox\n\
+         RUN echo apt-get > /said; \\\n\
+             if command -v apt-get >/dev/null; then echo found; else echo none; fi > /probe\n",
+    );
+    assert_eq!(w.run("a", "cat /said /probe"), "apt-get\nnone\n");
+}
