@@ -165,3 +165,18 @@ fn apt_named_as_an_argument_is_not_given_the_sandbox_option() {
     );
     assert_eq!(w.run("a", "cat /said /probe"), "apt-get\nnone\n");
 }
+
+#[test]
+fn json_form_with_an_invalid_escape_is_named_with_its_line() {
+    // Charliecloud's examples/exhaustive has `RUN ["echo", "... \${chse_2} ..."]`: `\$` is
+    // no JSON escape, so Docker (and Grove) run the line as a shell command, which fails
+    // obscurely; the warning says why.
+    let w = World::new("json-escape");
+    let (code, err) = w.build_fails("j", "FROM busybox\nRUN [\"echo\", \"a \\$b\"]\n");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("Dockerfile:2: RUN: not a valid JSON array (invalid escape"),
+        "{err}"
+    );
+    assert!(err.contains("RUN command exited with 127"), "{err}");
+}
