@@ -558,11 +558,22 @@ impl<'a> Builder<'a> {
                 alias,
                 platform,
             } => {
-                if platform.is_some() {
-                    warn!(
-                        "{}:{}: FROM --platform ignored",
-                        self.df.file, ins.span.start_line
-                    );
+                if let Some(p) = platform {
+                    // `--platform=$BUILDPLATFORM` (cross-compiling Dockerfiles) names the
+                    // host: nothing to say. Anything else is not honoured.
+                    let host = super::subst::platform_args(
+                        &crate::oci::platform::Platform::host(),
+                    )
+                    .into_iter()
+                    .find(|(k, _)| k == "TARGETPLATFORM")
+                    .map(|(_, v)| v)
+                    .unwrap_or_default();
+                    if *p != host {
+                        warn!(
+                            "{}:{}: FROM --platform={p} ignored: building for the host platform {host}",
+                            self.df.file, ins.span.start_line
+                        );
+                    }
                 }
                 info!(
                     "{n:>3}* FROM {image}{}",

@@ -180,3 +180,24 @@ fn json_form_with_an_invalid_escape_is_named_with_its_line() {
     );
     assert!(err.contains("RUN command exited with 127"), "{err}");
 }
+
+#[test]
+fn automatic_platform_args_have_the_host_platform() {
+    // Docker Dockerfiles download per-architecture files with `ARG TARGETARCH`, and
+    // cross-compiling ones start with `FROM --platform=$BUILDPLATFORM`.
+    let w = World::new("platform-args");
+    let err = w.build(
+        "p",
+        "FROM --platform=$BUILDPLATFORM busybox AS build\n\
+         ARG TARGETARCH\n\
+         ARG TARGETPLATFORM\n\
+         RUN echo \"$TARGETARCH $TARGETPLATFORM\" > /p\n",
+    );
+    assert!(!err.contains("--platform"), "{err}");
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    assert_eq!(w.run("p", "cat /p"), format!("{arch} linux/{arch}\n"));
+}
