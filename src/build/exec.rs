@@ -561,13 +561,11 @@ impl<'a> Builder<'a> {
                 if let Some(p) = platform {
                     // `--platform=$BUILDPLATFORM` (cross-compiling Dockerfiles) names the
                     // host: nothing to say. Anything else is not honoured.
-                    let host = super::subst::platform_args(
-                        &crate::oci::platform::Platform::host(),
-                    )
-                    .into_iter()
-                    .find(|(k, _)| k == "TARGETPLATFORM")
-                    .map(|(_, v)| v)
-                    .unwrap_or_default();
+                    let host = super::subst::platform_args(&crate::oci::platform::Platform::host())
+                        .into_iter()
+                        .find(|(k, _)| k == "TARGETPLATFORM")
+                        .map(|(_, v)| v)
+                        .unwrap_or_default();
                     if *p != host {
                         warn!(
                             "{}:{}: FROM --platform={p} ignored: building for the host platform {host}",
@@ -1081,6 +1079,19 @@ impl<'a> Builder<'a> {
             return Ok((st.commit, st.model.clone()));
         }
         let kw = ins.keyword();
+        // A number or the current stage's name names no image: say so rather than pull.
+        if lower.parse::<usize>().is_ok()
+            || self.stages[current].alias.as_deref() == Some(lower.as_str())
+        {
+            let what = if lower.parse::<usize>() == Ok(current)
+                || self.stages[current].alias.as_deref() == Some(lower.as_str())
+            {
+                "is the current stage"
+            } else {
+                "does not exist yet (stages count from 0)"
+            };
+            return Err(self.at(ins, format!("{kw} --from: stage {from} {what}")));
+        }
         let r = Reference::parse(from)
             .map_err(|e| {
                 self.at_err(

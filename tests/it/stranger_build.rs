@@ -201,3 +201,27 @@ fn automatic_platform_args_have_the_host_platform() {
     };
     assert_eq!(w.run("p", "cat /p"), format!("{arch} linux/{arch}\n"));
 }
+
+#[test]
+fn copy_from_the_current_or_a_later_stage_is_an_error_not_a_pull() {
+    let w = World::new("from-current");
+    for (df, want) in [
+        (
+            "FROM busybox\nCOPY --from=0 /etc/motd /m\n",
+            "Dockerfile:2: COPY --from: stage 0 is the current stage",
+        ),
+        (
+            "FROM busybox AS me\nCOPY --from=me /etc/motd /m\n",
+            "Dockerfile:2: COPY --from: stage me is the current stage",
+        ),
+        (
+            "FROM busybox\nCOPY --from=3 /etc/motd /m\n",
+            "Dockerfile:2: COPY --from: stage 3 does not exist yet",
+        ),
+    ] {
+        let (code, err) = w.build_fails("f", df);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(want), "{df}: {err}");
+        assert!(!err.contains("pull"), "{df}: {err}");
+    }
+}
