@@ -358,18 +358,45 @@ fn copy_dir_contents(
         } else {
             format!("{rel}/{}", n.to_string_lossy())
         };
-        if ignore.excluded(&r) {
+        // An excluded directory is still walked for what a `!` rule re-includes; it is
+        // kept only if something below it is (Docker's rule).
+        let reinclude_only = ignore.excluded(&r);
+        if reinclude_only && !ignore.may_reinclude_below(&r) {
             continue;
         }
         let rb = join_bytes(rel_bytes, n.as_bytes());
         if only.is_some_and(|o| !o.wants(&rb)) {
             continue;
         }
-        written += 1;
         let s = src.join(&n);
         let d = to.join(&n);
         let md = fs::symlink_metadata(&s).at("stat", &s)?;
         let ft = md.file_type();
+        if reinclude_only {
+            if !ft.is_dir() {
+                continue;
+            }
+            let existed = fs::symlink_metadata(&d).is_ok();
+            if !existed {
+                fs::create_dir(&d).at("create directory", &d)?;
+            }
+            let below = copy_dir_contents(&s, (&r, &rb), ignore, &d, xattrs, only)?;
+            if below == 0 {
+                if !existed {
+                    fs::remove_dir(&d).at("remove", &d)?;
+                }
+                continue;
+            }
+            written += 1 + below;
+            fs::set_permissions(
+                &d,
+                fs::Permissions::from_mode((md.permissions().mode() & 0o7777) | 0o700),
+            )
+            .at("chmod", &d)?;
+            set_time(&d, Mtime::of(&md)).at("set time of", &d)?;
+            continue;
+        }
+        written += 1;
         if ft.is_symlink() {
             let t = fs::read_link(&s).at("read symlink", &s)?;
             let _ = fs::remove_file(&d);

@@ -225,3 +225,25 @@ fn copy_from_the_current_or_a_later_stage_is_an_error_not_a_pull() {
         assert!(!err.contains("pull"), "{df}: {err}");
     }
 }
+
+#[test]
+fn dockerignore_negation_reincludes_a_file_in_an_excluded_directory() {
+    // Docker's rule: `docs/` then `!docs/keep.md` copies docs/keep.md (and docs/ for it).
+    let w = World::new("ignore-reinclude");
+    w.write(".dockerignore", "docs/\n!docs/keep.md\ntmp\n!tmp/none\n");
+    w.write("docs/a.md", "a\n");
+    w.write("docs/keep.md", "v1\n");
+    w.write("tmp/x", "x\n");
+    w.write("f", "f\n");
+    let df = "FROM busybox\nCOPY . /c/\nCOPY docs /d/\n";
+    w.build("i", df);
+    assert_eq!(
+        w.run("i", "cd /c && find . | sort; cd /d && find . | sort"),
+        ".\n./.dockerignore\n./Dockerfile\n./docs\n./docs/keep.md\n./f\n.\n./keep.md\n"
+    );
+    // The re-included file is part of the cache key: changing it copies again.
+    w.write("docs/keep.md", "v2\n");
+    let err = w.build("i", df);
+    assert!(err.contains("  2. COPY . /c/"), "{err}");
+    assert_eq!(w.run("i", "cat /c/docs/keep.md /d/keep.md"), "v2\nv2\n");
+}
