@@ -2204,17 +2204,54 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// Whether `ADD` extracts local file `p`: a tar archive, plain or compressed (gzip, zstd,
+/// xz), as Docker's `IsArchivePath` decides: the (decompressed) start must be a tar
+/// header. A compressed file that is not a tar (`notes.txt.gz`) is copied as it is.
 fn is_archive(p: &Path) -> bool {
-    let mut head = [0u8; 512];
-    let Ok(mut f) = fs::File::open(p) else {
+    let Ok(mut r) = store::import::open_archive(p) else {
         return false;
     };
-    let n = std::io::Read::read(&mut f, &mut head).unwrap_or(0);
-    let h = &head[..n];
-    h.starts_with(&[0x1f, 0x8b])
-        || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || h.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
-        || (n >= 262 && &h[257..262] == b"ustar")
+    let mut head = [0u8; 512];
+    let mut n = 0;
+    while n < head.len() {
+        match std::io::Read::read(&mut r, &mut head[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    n == head.len() && tar_header_checksum_ok(&head)
+}
+
+/// Whether a 512-byte block is a tar header: its checksum field (octal, bytes 148..156)
+/// equals the sum of its bytes with that field taken as spaces (POSIX ustar and old v7).
+fn tar_header_checksum_ok(h: &[u8; 512]) -> bool {
+    let field = &h[148..156];
+    let digits: Vec<u8> = field
+        .iter()
+        .copied()
+        .skip_while(|b| *b == b' ')
+        .take_while(|b| (b'0'..=b'7').contains(b))
+        .collect();
+    if digits.is_empty() {
+        return false;
+    }
+    let Some(want) = digits.iter().try_fold(0u32, |acc, d| {
+        acc.checked_mul(8)?.checked_add(u32::from(d - b'0'))
+    }) else {
+        return false;
+    };
+    let sum: u32 = h
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
+    sum == want
 }
 
 /// Why an `ADD` archive member's name (or hard link target) is unsafe, if it is: a `..`
@@ -2414,6 +2451,26 @@ pub fn normalize_abs(p: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tar_headers_are_recognized_by_their_checksum() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_path("f").expect("path");
+        h.set_size(1);
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).expect("append");
+        let bytes = b.into_inner().expect("finish");
+        let block: [u8; 512] = bytes[..512].try_into().expect("one block");
+        assert!(tar_header_checksum_ok(&block));
+        let mut bad = block;
+        bad[0] ^= 1;
+        assert!(!tar_header_checksum_ok(&bad));
+        assert!(!tar_header_checksum_ok(&[0u8; 512]));
+        let mut text = [b'a'; 512];
+        text[148..156].copy_from_slice(b"0000000\0");
+        assert!(!tar_header_checksum_ok(&text));
+    }
 
     #[test]
     fn intermediate_stages_are_named_as_charliecloud_names_them() {

@@ -247,3 +247,23 @@ fn dockerignore_negation_reincludes_a_file_in_an_excluded_directory() {
     assert!(err.contains("  2. COPY . /c/"), "{err}");
     assert_eq!(w.run("i", "cat /c/docs/keep.md /d/keep.md"), "v2\nv2\n");
 }
+
+#[test]
+fn add_copies_a_compressed_file_that_is_not_a_tar_archive() {
+    // Docker extracts only tar archives (plain or compressed); `notes.txt.gz` is copied.
+    let w = World::new("add-gz");
+    let gz = w.ctx.join("notes.txt.gz");
+    let tgz = w.ctx.join("t.tar.gz");
+    crate::common::sh(&format!(
+        "echo hello | gzip > '{gz}' && mkdir -p '{d}/t' && echo in > '{d}/t/f' \
+         && tar czf '{tgz}' -C '{d}/t' f",
+        gz = gz.display(),
+        tgz = tgz.display(),
+        d = w.s.path.display()
+    ));
+    w.build(
+        "a",
+        "FROM busybox\nADD notes.txt.gz /n/\nADD t.tar.gz /t/\n",
+    );
+    assert_eq!(w.run("a", "zcat /n/notes.txt.gz; cat /t/f"), "hello\nin\n");
+}
