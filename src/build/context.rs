@@ -318,7 +318,7 @@ pub(crate) fn escapes(rel: &str) -> bool {
     false
 }
 
-fn has_glob(s: &str) -> bool {
+pub(crate) fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 

@@ -242,6 +242,59 @@ pub fn copy_host(
     Ok(n)
 }
 
+/// Expand a `COPY --from` source with wildcards (`*`, `?`, `[...]` in any component)
+/// against another stage's tree: the matching absolute paths, sorted. Intermediate
+/// symlinks are followed inside the image, as [`resolve`] does; as for context sources
+/// (Python glob semantics, the man page), a wildcard does not match a leading dot unless
+/// the pattern component starts with one. Names that are not UTF-8 are not matched.
+pub fn glob_model(model: &Dir, pattern: &str) -> Result<Vec<String>, CopyError> {
+    let comps: Vec<&str> = pattern
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    let mut found: Vec<String> = vec![String::new()];
+    for c in comps {
+        let mut next = Vec::new();
+        for prefix in &found {
+            if !super::context::has_glob(c) {
+                next.push(format!("{prefix}/{c}"));
+                continue;
+            }
+            let real = resolve(model, if prefix.is_empty() { "/" } else { prefix }, true)?;
+            let dir = if real.is_empty() {
+                Some(model)
+            } else {
+                match model.get(&real.join(&b'/')) {
+                    Some(Node::Dir(d)) => Some(d),
+                    _ => None,
+                }
+            };
+            let Some(dir) = dir else { continue };
+            for name in dir.children.keys() {
+                let Ok(name) = std::str::from_utf8(name) else {
+                    continue;
+                };
+                if name.starts_with('.') && !c.starts_with('.') {
+                    continue;
+                }
+                if crate::cli::glob_match(c, name) {
+                    next.push(format!("{prefix}/{name}"));
+                }
+            }
+        }
+        found = next;
+    }
+    // Literal components after a wildcard may name nothing (`/d/*/x`): keep what exists.
+    found.retain(|p| {
+        !p.is_empty()
+            && resolve(model, p, false)
+                .ok()
+                .is_some_and(|c| c.is_empty() || model.get(&c.join(&b'/')).is_some())
+    });
+    found.sort();
+    Ok(found)
+}
+
 /// The mode of `COPY --chmod=MODE`: octal digits (Docker's `0644`, `755`), at most
 /// `07777`. `None` if `s` is not such a mode.
 pub fn parse_chmod(s: &str) -> Option<u32> {
@@ -538,6 +591,39 @@ pub fn layer_path(layer: &Path, comps: &[Vec<u8>]) -> PathBuf {
 mod tests {
     use super::*;
     use crate::store::model::Dir;
+
+    #[test]
+    fn wildcards_expand_against_a_stage_tree() {
+        let mut d = Dir::new(0o755);
+        for f in [
+            &b"rd/a.txt"[..],
+            b"rd/b.txt",
+            b"rd/.h.txt",
+            b"rd/sub/i.txt",
+            b"x",
+        ] {
+            d.insert(f, Node::Fifo { mode: 0o644 }).unwrap();
+        }
+        d.insert(
+            b"link",
+            Node::Symlink {
+                target: b"rd".to_vec(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            glob_model(&d, "/rd/*.txt").unwrap(),
+            ["/rd/a.txt", "/rd/b.txt"]
+        );
+        assert_eq!(glob_model(&d, "/rd/.*.txt").unwrap(), ["/rd/.h.txt"]);
+        assert_eq!(glob_model(&d, "/link/[a]*").unwrap(), ["/link/a.txt"]);
+        assert_eq!(
+            glob_model(&d, "/*/*/i.txt").unwrap(),
+            ["/link/sub/i.txt", "/rd/sub/i.txt"]
+        );
+        assert!(glob_model(&d, "/rd/*/nope").unwrap().is_empty());
+        assert!(glob_model(&d, "/x/*").unwrap().is_empty());
+    }
 
     #[test]
     fn chmod_modes_are_octal_up_to_07777() {

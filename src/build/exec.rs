@@ -1959,37 +1959,52 @@ impl<'a> Builder<'a> {
         for s in &args.sources {
             match s {
                 CopySource::Heredoc(h) => srcs.push(Src::Inline(h.name.clone(), h.content.clone())),
-                CopySource::Path(p) => match &from_stage {
+                CopySource::Path(pat) => match &from_stage {
                     Some(m) => {
-                        let comps = copy::resolve(m, p, true)
-                            .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
-                        let node = if comps.is_empty() {
-                            Some(Node::Dir(m.clone()))
+                        let paths = if context::has_glob(pat) {
+                            let found = copy::glob_model(m, pat)
+                                .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
+                            if found.is_empty() {
+                                return Err(self.at(
+                                    ins,
+                                    format!("COPY --from: no source files match in stage: {pat}"),
+                                ));
+                            }
+                            found
                         } else {
-                            m.get(&comps.join(&b'/')).cloned()
+                            vec![pat.clone()]
                         };
-                        let node = node.ok_or_else(|| {
-                            self.at(ins, format!("COPY --from: not found in stage: {p}"))
-                        })?;
-                        let name = comps
-                            .last()
-                            .map(|c| String::from_utf8_lossy(c).into_owned())
-                            .unwrap_or_default();
-                        let times = m.times.subtree(&comps.join(&b'/'));
-                        let xattrs = if self.store.xattrs().record() {
-                            copy::xattrs_subtree(&m.xattrs, &comps.join(&b'/'))
-                        } else {
-                            Default::default()
-                        };
-                        srcs.push(Src::Node(node, name, times, xattrs));
+                        for p in &paths {
+                            let comps = copy::resolve(m, p, true)
+                                .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
+                            let node = if comps.is_empty() {
+                                Some(Node::Dir(m.clone()))
+                            } else {
+                                m.get(&comps.join(&b'/')).cloned()
+                            };
+                            let node = node.ok_or_else(|| {
+                                self.at(ins, format!("COPY --from: not found in stage: {p}"))
+                            })?;
+                            let name = comps
+                                .last()
+                                .map(|c| String::from_utf8_lossy(c).into_owned())
+                                .unwrap_or_default();
+                            let times = m.times.subtree(&comps.join(&b'/'));
+                            let xattrs = if self.store.xattrs().record() {
+                                copy::xattrs_subtree(&m.xattrs, &comps.join(&b'/'))
+                            } else {
+                                Default::default()
+                            };
+                            srcs.push(Src::Node(node, name, times, xattrs));
+                        }
                     }
-                    None if is_url(p) => {
-                        let f = self.download(ins, p)?;
-                        let name = url_file_name(p);
+                    None if is_url(pat) => {
+                        let f = self.download(ins, pat)?;
+                        let name = url_file_name(pat);
                         srcs.push(Src::Url(name, f));
                     }
                     None => {
-                        let found = context::expand(&self.opts.context, p, &self.ignore)
+                        let found = context::expand(&self.opts.context, pat, &self.ignore)
                             .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
                         srcs.extend(found.into_iter().map(Src::Host));
                     }

@@ -267,3 +267,31 @@ fn add_copies_a_compressed_file_that_is_not_a_tar_archive() {
     );
     assert_eq!(w.run("a", "zcat /n/notes.txt.gz; cat /t/f"), "hello\nin\n");
 }
+
+#[test]
+fn copy_from_a_stage_expands_wildcards() {
+    // Charliecloud and Docker both expand wildcards in `COPY --from` sources.
+    let w = World::new("from-glob");
+    w.build(
+        "g",
+        "FROM busybox AS s\n\
+         RUN mkdir -p /rd/sub && echo t1 > /rd/a.txt && echo t2 > /rd/b.txt \
+             && echo h > /rd/.h.txt && echo i > /rd/sub/i.txt && echo r > /real\n\
+         FROM busybox\n\
+         COPY --from=s /rd/*.txt /g/\n\
+         COPY --from=s /r?al /rd/[ab].txt /rd/*/i.txt /h/\n",
+    );
+    assert_eq!(
+        w.run("g", "cd /g && ls -A; cd /h && ls -A"),
+        "a.txt\nb.txt\na.txt\nb.txt\ni.txt\nreal\n"
+    );
+    let (code, err) = w.build_fails(
+        "n",
+        "FROM busybox AS s\nFROM busybox\nCOPY --from=s /no/*.x /n/\n",
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("Dockerfile:3: COPY --from: no source files match in stage: /no/*.x"),
+        "{err}"
+    );
+}
