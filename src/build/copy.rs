@@ -211,10 +211,15 @@ fn join_bytes(rel: &[u8], name: &[u8]) -> Vec<u8> {
 /// the cache key either. With `only`, entries it does not want are skipped (a source
 /// directory itself is always written, with its mode, attributes and time, as a full copy
 /// writes it); returns how many entries were written.
+///
+/// `exclude` holds the step's `--exclude` patterns, matched against paths relative to
+/// `src` (BuildKit's rule), with `.dockerignore`'s syntax.
+#[allow(clippy::too_many_arguments)]
 pub fn copy_host(
     src: &Path,
     (rel, rel_bytes): (&str, &[u8]),
     ignore: &Ignore,
+    exclude: &Ignore,
     to: &Path,
     xattrs: XattrPolicy,
     only: Option<&Only>,
@@ -225,7 +230,15 @@ pub fn copy_host(
         if !to.is_dir() {
             fs::create_dir_all(to).at("create directory", to)?;
         }
-        n += copy_dir_contents(src, (rel, rel_bytes), ignore, to, xattrs, only)?;
+        n += copy_dir_contents(
+            src,
+            (rel, rel_bytes),
+            "",
+            (ignore, exclude),
+            to,
+            xattrs,
+            only,
+        )?;
         copy_xattrs(src, to, xattrs)?;
         let mode = md.permissions().mode() & 0o7777;
         fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o700)).at("chmod", to)?;
@@ -293,6 +306,40 @@ pub fn glob_model(model: &Dir, pattern: &str) -> Result<Vec<String>, CopyError> 
     });
     found.sort();
     Ok(found)
+}
+
+/// For `COPY --parents`: create under `dir` the directories leading to context path
+/// `rel` (its parents, not `rel` itself), each with the mode (kept owner-accessible) of
+/// the context directory it stands for. Their times go to `times`, for the caller to set
+/// once everything is copied into them.
+pub fn make_context_parents(
+    context: &Path,
+    rel: &[u8],
+    dir: &Path,
+    times: &mut Vec<(PathBuf, Mtime)>,
+) -> Result<(), CopyError> {
+    let comps: Vec<&[u8]> = rel
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    let mut src = context.to_path_buf();
+    let mut to = dir.to_path_buf();
+    for c in comps.iter().take(comps.len().saturating_sub(1)) {
+        let c = std::ffi::OsStr::from_bytes(c);
+        src.push(c);
+        to.push(c);
+        if !to.is_dir() {
+            fs::create_dir(&to).at("create directory", &to)?;
+            let md = fs::metadata(&src).at("stat", &src)?;
+            fs::set_permissions(
+                &to,
+                fs::Permissions::from_mode((md.permissions().mode() & 0o7777) | 0o700),
+            )
+            .at("chmod", &to)?;
+            times.push((to.clone(), Mtime::of(&md)));
+        }
+    }
+    Ok(())
 }
 
 /// The mode of `COPY --chmod=MODE`: octal digits (Docker's `0644`, `755`), at most
@@ -390,10 +437,13 @@ fn copy_file(
 }
 
 /// Copy the entries of directory `src` into `to`; returns how many were written.
+/// `srel` is `src` relative to the COPY source (for `exclude`), `rel` relative to the
+/// context (for `ignore`).
 fn copy_dir_contents(
     src: &Path,
     (rel, rel_bytes): (&str, &[u8]),
-    ignore: &Ignore,
+    srel: &str,
+    (ignore, exclude): (&Ignore, &Ignore),
     to: &Path,
     xattrs: XattrPolicy,
     only: Option<&Only>,
@@ -411,10 +461,19 @@ fn copy_dir_contents(
         } else {
             format!("{rel}/{}", n.to_string_lossy())
         };
+        let sr = if srel.is_empty() {
+            n.to_string_lossy().into_owned()
+        } else {
+            format!("{srel}/{}", n.to_string_lossy())
+        };
         // An excluded directory is still walked for what a `!` rule re-includes; it is
         // kept only if something below it is (Docker's rule).
-        let reinclude_only = ignore.excluded(&r);
-        if reinclude_only && !ignore.may_reinclude_below(&r) {
+        let (ig, ex) = (ignore.excluded(&r), exclude.excluded(&sr));
+        let reinclude_only = ig || ex;
+        if reinclude_only
+            && !((!ig || ignore.may_reinclude_below(&r))
+                && (!ex || exclude.may_reinclude_below(&sr)))
+        {
             continue;
         }
         let rb = join_bytes(rel_bytes, n.as_bytes());
@@ -433,7 +492,7 @@ fn copy_dir_contents(
             if !existed {
                 fs::create_dir(&d).at("create directory", &d)?;
             }
-            let below = copy_dir_contents(&s, (&r, &rb), ignore, &d, xattrs, only)?;
+            let below = copy_dir_contents(&s, (&r, &rb), &sr, (ignore, exclude), &d, xattrs, only)?;
             if below == 0 {
                 if !existed {
                     fs::remove_dir(&d).at("remove", &d)?;
@@ -462,7 +521,7 @@ fn copy_dir_contents(
             if !d.is_dir() {
                 fs::create_dir(&d).at("create directory", &d)?;
             }
-            written += copy_dir_contents(&s, (&r, &rb), ignore, &d, xattrs, only)?;
+            written += copy_dir_contents(&s, (&r, &rb), &sr, (ignore, exclude), &d, xattrs, only)?;
             copy_xattrs(&s, &d, xattrs)?;
             fs::set_permissions(
                 &d,

@@ -916,7 +916,7 @@ impl<'a> Builder<'a> {
                     if is_url(p) {
                         // ADD URL: the content decides the key (downloaded every build, as
                         // Docker does; no mtime or ETag shortcut).
-                        let f = self.download(ins, p)?;
+                        let f = self.download(ins, p, args.options.get("checksum"))?;
                         let h = context::hash_file(&f).map_err(|e| {
                             self.at_err(ins, format!("can't read download of {p}"), e)
                         })?;
@@ -1041,8 +1041,38 @@ impl<'a> Builder<'a> {
         Ok(out)
     }
 
-    /// Download an `ADD` URL once per build into scratch space; returns the file.
-    fn download(&mut self, ins: &Instruction, url: &str) -> Result<PathBuf, BuildError> {
+    /// Download an `ADD` URL once per build into scratch space; returns the file. With
+    /// `--checksum=sha256:HEX` (BuildKit's), the download must have that digest.
+    fn download(
+        &mut self,
+        ins: &Instruction,
+        url: &str,
+        checksum: Option<&str>,
+    ) -> Result<PathBuf, BuildError> {
+        let f = self.download_unchecked(ins, url)?;
+        if let Some(c) = checksum {
+            let want = parse_checksum(c).ok_or_else(|| {
+                self.at(
+                    ins,
+                    format!("ADD --checksum: {c:?} is not sha256:<64 hex digits>"),
+                )
+            })?;
+            let (sha, _) = context::file_digests(&f)
+                .map_err(|e| self.at_err(ins, format!("can't read download of {url}"), e))?;
+            let got = hex::encode(sha);
+            if got != want {
+                return Err(self.at(
+                    ins,
+                    format!(
+                        "ADD {url}: checksum mismatch: expected sha256:{want}, got sha256:{got}"
+                    ),
+                ));
+            }
+        }
+        Ok(f)
+    }
+
+    fn download_unchecked(&mut self, ins: &Instruction, url: &str) -> Result<PathBuf, BuildError> {
         if !matches!(ins.kind, InstrKind::Add(_)) {
             return Err(self.at(ins, format!("COPY can't fetch URLs (use ADD): {url}")));
         }
@@ -1490,6 +1520,7 @@ impl<'a> Builder<'a> {
                                     &s.real,
                                     (&s.rel, &s.rel_bytes),
                                     &self.ignore,
+                                    &Ignore::default(),
                                     &t,
                                     self.store.xattrs(),
                                     None,
@@ -1915,6 +1946,16 @@ impl<'a> Builder<'a> {
                 self.df.file, ins.span.start_line
             );
         }
+        for flag in ["keep-git-dir", "unpack"] {
+            if args.options.has(flag) {
+                warn!(
+                    "{}:{}: {} --{flag}: not supported, ignored",
+                    self.df.file,
+                    ins.span.start_line,
+                    ins.keyword()
+                );
+            }
+        }
         let chmod = match args.chmod() {
             Some(m) => Some(copy::parse_chmod(m).ok_or_else(|| {
                 self.at(
@@ -1932,6 +1973,45 @@ impl<'a> Builder<'a> {
         } else {
             format!("{}/{}", config.cwd.trim_end_matches('/'), args.dest)
         };
+        let exclude = context::Ignore::parse(
+            &args
+                .options
+                .get_all("exclude")
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        if args.options.get("checksum").is_some()
+            && args
+                .sources
+                .iter()
+                .any(|s| !matches!(s, CopySource::Path(p) if is_url(p)))
+        {
+            return Err(self.at(
+                ins,
+                "ADD --checksum: only for URL sources (as BuildKit)".to_string(),
+            ));
+        }
+        if args.options.bool("parents") {
+            let pivot = args
+                .sources
+                .iter()
+                .any(|s| matches!(s, CopySource::Path(p) if p.contains("/./")));
+            if add || args.from().is_some() || pivot {
+                return Err(self.at(
+                    ins,
+                    format!(
+                        "{} --parents: only for COPY from the context, without a /./ pivot",
+                        ins.keyword()
+                    ),
+                ));
+            }
+        }
+        if !exclude.is_empty() && args.from().is_some() {
+            return Err(self.at(
+                ins,
+                format!("{} --exclude with --from is not supported", ins.keyword()),
+            ));
+        }
         let delta = if add { None } else { self.delta_base(args)? };
         let layer = self.scratch("layer")?;
         let from_stage = match args.from() {
@@ -1999,14 +2079,33 @@ impl<'a> Builder<'a> {
                         }
                     }
                     None if is_url(pat) => {
-                        let f = self.download(ins, pat)?;
+                        let f = self.download(ins, pat, args.options.get("checksum"))?;
                         let name = url_file_name(pat);
                         srcs.push(Src::Url(name, f));
                     }
                     None => {
                         let found = context::expand(&self.opts.context, pat, &self.ignore)
                             .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
-                        srcs.extend(found.into_iter().map(Src::Host));
+                        // `--exclude` also drops sources by name (`COPY --exclude=*.txt
+                        // hom* /d/`, Docker's example).
+                        let n_found = found.len();
+                        let kept: Vec<_> = found
+                            .into_iter()
+                            .filter(|s| {
+                                let base = s.rel.rsplit('/').next().unwrap_or(&s.rel);
+                                base.is_empty() || !exclude.excluded(base)
+                            })
+                            .collect();
+                        if n_found > 0 && kept.is_empty() {
+                            return Err(self.at(
+                                ins,
+                                format!(
+                                    "{}: every source matching {pat} is excluded by --exclude",
+                                    ins.keyword()
+                                ),
+                            ));
+                        }
+                        srcs.extend(kept.into_iter().map(Src::Host));
                     }
                 },
             }
@@ -2034,7 +2133,11 @@ impl<'a> Builder<'a> {
             .and_then(|s| s.model.as_ref())
             .expect("model loaded");
         let dest_comps = copy::resolve(model, &dest_abs, true).map_err(at)?;
-        let into_dir = copy::dest_is_dir(&args.dest, n_sources, single_is_dir, model, &dest_comps);
+        // `--parents` keeps each source's directories (relative to the context) under the
+        // destination, which is then a directory.
+        let parents = !add && args.options.bool("parents");
+        let into_dir =
+            parents || copy::dest_is_dir(&args.dest, n_sources, single_is_dir, model, &dest_comps);
         let (parent_comps, dest_name) = if into_dir {
             (dest_comps.clone(), None)
         } else {
@@ -2049,6 +2152,8 @@ impl<'a> Builder<'a> {
         // What `--chmod` applies to: each source's top entry, whole trees for directories
         // (not archives an ADD extracted, nor the parents made for the destination).
         let mut chmod_targets: Vec<PathBuf> = Vec::new();
+        // Times of the directories `--parents` made, set once their contents are in.
+        let mut parent_times = Vec::new();
         for s in &srcs {
             let target = |name: &str| match &dest_name {
                 Some(n) => dir.join(std::ffi::OsStr::from_bytes(n)),
@@ -2075,6 +2180,27 @@ impl<'a> Builder<'a> {
                     if add && src.real.is_file() && is_archive(&src.real) {
                         let t = if into_dir { dir.clone() } else { named.clone() };
                         extract_archive(&src.real, &t, xattrs)
+                    } else if parents && !src.rel.is_empty() {
+                        let t = dir.join(std::ffi::OsStr::from_bytes(&src.rel_bytes));
+                        chmod_targets.push(t.clone());
+                        copy::make_context_parents(
+                            &self.opts.context,
+                            &src.rel_bytes,
+                            &dir,
+                            &mut parent_times,
+                        )
+                        .and_then(|()| {
+                            copy::copy_host(
+                                &src.real,
+                                (&src.rel, &src.rel_bytes),
+                                &self.ignore,
+                                &exclude,
+                                &t,
+                                xattrs,
+                                delta.as_ref().map(|(_, _, o)| o),
+                            )
+                        })
+                        .map(|n| written += n)
                     } else {
                         let t = if src.real.is_dir() && into_dir {
                             dir.clone()
@@ -2087,6 +2213,7 @@ impl<'a> Builder<'a> {
                             &src.real,
                             (&src.rel, &src.rel_bytes),
                             &self.ignore,
+                            &exclude,
                             &t,
                             xattrs,
                             only,
@@ -2134,6 +2261,13 @@ impl<'a> Builder<'a> {
             parent_comps.len()
         };
         copy::restore_parent_modes(&layer, model_ref, &parent_comps[..keep]).map_err(at)?;
+        // Deepest first: setting a directory's time does not change its parent's.
+        parent_times.sort_by(|a: &(PathBuf, _), b| b.0.cmp(&a.0));
+        for (p, t) in &parent_times {
+            crate::store::checkout::set_time(p, *t)
+                .at("set time of", p)
+                .map_err(|e| at(copy::CopyError::from(e)))?;
+        }
         if let Some(mode) = chmod {
             chmod_targets.sort();
             chmod_targets.dedup();
@@ -2217,6 +2351,13 @@ impl<'a> Builder<'a> {
         }
         Ok(Some((base, bases, copy::Only::new(rels))))
     }
+}
+
+/// The hex digest of an `ADD --checksum` value: `sha256:` and 64 hex digits (lowercased).
+fn parse_checksum(c: &str) -> Option<String> {
+    let hex = c.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_lowercase())
 }
 
 /// Whether `ADD` extracts local file `p`: a tar archive, plain or compressed (gzip, zstd,
