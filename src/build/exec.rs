@@ -1782,7 +1782,19 @@ impl<'a> Builder<'a> {
             merged,
         };
         // The mounts' host sides; cache mounts stay locked (flock) until ch-run is done.
-        let prepared = self.prepare_mounts(ins, mounts)?;
+        let mut prepared = self.prepare_mounts(ins, mounts)?;
+        if let Some((dst, content)) = invocation::shebang_heredoc(form, heredocs) {
+            // The script file of a `#!` heredoc, bound read-only where argv names it.
+            use std::os::unix::fs::PermissionsExt;
+            let src = step.join("heredoc");
+            fs::write(&src, content).at("write", &src)?;
+            fs::set_permissions(&src, fs::Permissions::from_mode(0o755)).at("chmod", &src)?;
+            prepared.mounts.push(crate::run::BuildMount::Bind {
+                src,
+                dst: PathBuf::from(dst),
+                writable: false,
+            });
+        }
         let mut cmd = Command::new(&self.opts.ch_run);
         cmd.args(invocation::ch_run_args(
             &env_file,

@@ -22,6 +22,32 @@ pub const FAKEROOT_PATHS: &[&str] = &[
     "bin/fakeroot",
 ];
 
+/// Where a RUN whose command is one heredoc starting with `#!` finds its script.
+pub const HEREDOC_DIR: &str = "/run/heredoc";
+
+/// For a RUN whose whole command is one heredoc whose body starts with `#!` (`RUN <<EOF`
+/// then `#!/usr/bin/env python3`): the container path of the script and its content.
+/// BuildKit writes such a body to a file (mode 0755, named after the delimiter) and
+/// executes it, so that the kernel runs the interpreter; the builder binds the file
+/// there, read-only, for the RUN. Any other heredoc RUN runs through the shell.
+pub fn shebang_heredoc(form: &CmdForm, heredocs: &[Heredoc]) -> Option<(String, String)> {
+    let CmdForm::Shell(s) = form else {
+        return None;
+    };
+    let [h] = heredocs else {
+        return None;
+    };
+    if s.trim() != h.word.trim() || !h.content.starts_with("#!") {
+        return None;
+    }
+    let name = if h.name.is_empty() || h.name.contains('/') || h.name.starts_with('.') {
+        "heredoc"
+    } else {
+        &h.name
+    };
+    Some((format!("{HEREDOC_DIR}/{name}"), h.content.clone()))
+}
+
 /// What the image offers for `--force=fakeroot`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fakeroot {
@@ -53,6 +79,10 @@ pub fn command(
 ) -> Result<(Vec<String>, Vec<String>), InvocationError> {
     let argv: Vec<String> = match form {
         CmdForm::Exec(v) => v.clone(),
+        CmdForm::Shell(_) if shebang_heredoc(form, heredocs).is_some() => {
+            let (path, _) = shebang_heredoc(form, heredocs).expect("checked");
+            vec![path]
+        }
         CmdForm::Shell(s) => {
             let script = if heredocs.len() == 1 && s.trim() == heredocs[0].word.trim() {
                 heredocs[0].content.clone()
@@ -492,6 +522,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v, ["/bin/sh", "-c", "echo a\necho b\n"]);
+    }
+
+    #[test]
+    fn a_heredoc_with_a_shebang_is_executed_as_a_file() {
+        let h = heredoc("<<EOF", "#!/usr/bin/python3\nprint(1)\n");
+        let (v, _) = command(
+            &CmdForm::Shell("<<EOF".into()),
+            &[h.clone()],
+            &sh(),
+            Force::None,
+            || unreachable!(),
+        )
+        .unwrap();
+        assert_eq!(v, ["/run/heredoc/EOF"]);
+        assert_eq!(
+            shebang_heredoc(&CmdForm::Shell("<<EOF".into()), &[h.clone()]),
+            Some((
+                "/run/heredoc/EOF".into(),
+                "#!/usr/bin/python3\nprint(1)\n".into()
+            ))
+        );
+        // Not the whole command: the shell runs it.
+        assert_eq!(
+            shebang_heredoc(&CmdForm::Shell("cat <<EOF".into()), &[h]),
+            None
+        );
     }
 
     #[test]

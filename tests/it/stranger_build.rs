@@ -406,3 +406,25 @@ fn add_checksum_is_verified() {
         "{err}"
     );
 }
+
+#[test]
+fn run_heredoc_with_a_shebang_is_executed_by_its_interpreter() {
+    // Docker writes such a heredoc to a file and executes it: the `#!` line picks the
+    // interpreter and its options, and $0 is the script.
+    let w = World::new("heredoc-shebang");
+    w.build(
+        "h",
+        "FROM busybox\nRUN <<EOF\n#!/bin/sh\necho \"$0\" > /script-name\nEOF\n",
+    );
+    assert_eq!(w.run("h", "cat /script-name"), "/run/heredoc/EOF\n");
+    // The script file is bound for the RUN only: the image has no /run.
+    assert_eq!(w.run("h", "test -e /run && echo yes || echo no"), "no\n");
+    // `-e` on the `#!` line applies (through `sh -c` it would be a comment).
+    let (code, err) = w.build_fails(
+        "e",
+        "FROM busybox\nRUN <<EOF\n#!/bin/sh -e\nfalse\necho reached\nEOF\n",
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("reached"), "{err}");
+    assert!(err.contains("RUN command exited with 1"), "{err}");
+}
