@@ -470,10 +470,9 @@ fn copy_dir_contents(
         // kept only if something below it is (Docker's rule).
         let (ig, ex) = (ignore.excluded(&r), exclude.excluded(&sr));
         let reinclude_only = ig || ex;
-        if reinclude_only
-            && !((!ig || ignore.may_reinclude_below(&r))
-                && (!ex || exclude.may_reinclude_below(&sr)))
-        {
+        let dropped =
+            (ig && !ignore.may_reinclude_below(&r)) || (ex && !exclude.may_reinclude_below(&sr));
+        if dropped {
             continue;
         }
         let rb = join_bytes(rel_bytes, n.as_bytes());

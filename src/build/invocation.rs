@@ -529,7 +529,7 @@ mod tests {
         let h = heredoc("<<EOF", "#!/usr/bin/python3\nprint(1)\n");
         let (v, _) = command(
             &CmdForm::Shell("<<EOF".into()),
-            &[h.clone()],
+            std::slice::from_ref(&h),
             &sh(),
             Force::None,
             || unreachable!(),
@@ -537,7 +537,7 @@ mod tests {
         .unwrap();
         assert_eq!(v, ["/run/heredoc/EOF"]);
         assert_eq!(
-            shebang_heredoc(&CmdForm::Shell("<<EOF".into()), &[h.clone()]),
+            shebang_heredoc(&CmdForm::Shell("<<EOF".into()), std::slice::from_ref(&h)),
             Some((
                 "/run/heredoc/EOF".into(),
                 "#!/usr/bin/python3\nprint(1)\n".into()
