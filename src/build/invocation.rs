@@ -270,7 +270,8 @@ pub const APT_NO_SANDBOX: &str = "APT::Sandbox::User=root";
 /// command position at the start of the script, after a newline, `;`, `&`, `|`, `(` or a
 /// backquote, after a shell keyword (`then`, `do`, `!`, ...), after variable assignments
 /// (`DEBIAN_FRONTEND=noninteractive apt-get`), and after a command that runs its
-/// arguments (`sudo`, `env`, `xargs`, `nice`, ..., and their `-` options). Other words are
+/// arguments (`sudo`, `env`, `xargs`, `nice`, `timeout`, ..., with their `-` options and
+/// numeric arguments). Other words are
 /// left alone: `command -v apt-get`, `ls /usr/bin/apt-get` and `echo apt` run as written
 /// (Charliecloud 0.38 changes any `apt-get` followed by whitespace, breaking such tests).
 /// Returns the argv and whether it changed.
@@ -304,7 +305,13 @@ pub fn apt_no_sandbox(mut argv: Vec<String>, shell_form: bool) -> (Vec<String>, 
         "stdbuf",
         "ionice",
         "chronic",
+        "timeout",
     ];
+    // A wrapper's numeric argument (`timeout 300`, `nice -n 10`, `timeout 5m`).
+    fn is_number(word: &str) -> bool {
+        let w = word.trim_end_matches(['s', 'm', 'h', 'd']);
+        !w.is_empty() && w.chars().all(|c| c.is_ascii_digit() || c == '.')
+    }
     if !shell_form {
         if argv.first().is_some_and(|a| is_apt(a)) {
             argv.splice(1..1, ["-o".to_string(), APT_NO_SANDBOX.to_string()]);
@@ -339,7 +346,7 @@ pub fn apt_no_sandbox(mut argv: Vec<String>, shell_form: bool) -> (Vec<String>, 
                     after_wrapper = true;
                 } else if is_assignment(word)
                     || KEYWORDS.contains(&word)
-                    || (after_wrapper && word.starts_with('-'))
+                    || (after_wrapper && (word.starts_with('-') || is_number(word)))
                 {
                     // Still in command position.
                 } else {
@@ -416,6 +423,10 @@ mod tests {
                 format!("echo x | xargs -r apt-get {o} install"),
             ),
             ("(apt-get update)", format!("(apt-get {o} update)")),
+            (
+                "timeout 5m nice -n 10 apt-get update",
+                format!("timeout 5m nice -n 10 apt-get {o} update"),
+            ),
             ("x=$(apt list)", format!("x=$(apt {o} list)")),
         ] {
             assert_eq!(shell(script), (want, true), "{script}");
