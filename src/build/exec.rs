@@ -611,11 +611,16 @@ impl<'a> Builder<'a> {
             _ => Vec::new(),
         };
         // The cache key: parent key, the planned key input, and what needs I/O.
-        let extra = match sub {
+        let mut extra = match sub {
             InstrKind::Copy(args) | InstrKind::Add(args) => self.sources_hash(ins, args, None)?,
             InstrKind::Run { .. } => self.mounts_hash(ins, &mounts, None)?,
             _ => Vec::new(),
         };
+        // Steps whose options earlier versions parsed and ignored (docs/cache-keys.md):
+        // their old entries hold the wrong content and must not be reused.
+        if let Some(mark) = applied_since(sub) {
+            extra.splice(0..0, mark.bytes());
+        }
         let key = self.stage().key.child(&input.encoding, &extra);
         let cached = match self.opts.cache {
             CacheMode::Enabled => self.store.cache_get(&key.hex())?,
@@ -1088,25 +1093,24 @@ impl<'a> Builder<'a> {
         Ok(f)
     }
 
-    /// The commit (and its tree, if the stage has it at hand) that `COPY --from=FROM`
-    /// reads: an earlier stage by name or number, else an image (pulled if not in
-    /// storage), as in Docker.
+    /// The commit that `COPY --from=FROM` reads, and the stage's index if it is one: an
+    /// earlier stage by name or number, else an image (pulled if not in storage), as in
+    /// Docker.
     fn copy_from(
         &mut self,
         ins: &Instruction,
         from: &str,
-    ) -> Result<(ObjectId, Option<Dir>), BuildError> {
+    ) -> Result<(ObjectId, Option<usize>), BuildError> {
         let lower = from.to_ascii_lowercase();
         let current = self.stages.len() - 1;
         let found = match lower.parse::<usize>() {
-            Ok(i) if i < current => self.stages.get(i),
+            Ok(i) if i < current => Some(i),
             _ => self.stages[..current]
                 .iter()
-                .rev()
-                .find(|s| s.alias.as_deref() == Some(lower.as_str())),
+                .rposition(|s| s.alias.as_deref() == Some(lower.as_str())),
         };
-        if let Some(st) = found {
-            return Ok((st.commit, st.model.clone()));
+        if let Some(i) = found {
+            return Ok((self.stages[i].commit, Some(i)));
         }
         let kw = ins.keyword();
         // A number or the current stage's name names no image: say so rather than pull.
@@ -2028,8 +2032,8 @@ impl<'a> Builder<'a> {
         let layer = self.scratch("layer")?;
         let from_stage = match args.from() {
             Some(f) => {
-                let (commit, model) = self.copy_from(ins, f)?;
-                let model = match model {
+                let (commit, stage) = self.copy_from(ins, f)?;
+                let model = match stage.and_then(|i| self.stages[i].model.clone()) {
                     Some(m) => m,
                     None => git::read_image(&self.repo, commit)?.0,
                 };
@@ -2365,6 +2369,26 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// The mark that starts the key `extra` of a step using what earlier versions parsed
+/// but ignored: COPY/ADD `--chmod`, `--exclude`, `--parents` (`copy-options 1`), a RUN
+/// whose command is a `#!` heredoc (`heredoc-exec 1`, it ran through the shell). Keys
+/// of other steps are unchanged.
+fn applied_since(sub: &InstrKind) -> Option<&'static str> {
+    match sub {
+        InstrKind::Copy(a) | InstrKind::Add(a)
+            if a.chmod().is_some() || a.options.has("exclude") || a.options.bool("parents") =>
+        {
+            Some("copy-options 1\n")
+        }
+        InstrKind::Run { form, heredocs, .. }
+            if invocation::shebang_heredoc(form, heredocs).is_some() =>
+        {
+            Some("heredoc-exec 1\n")
+        }
+        _ => None,
+    }
+}
+
 /// The hex digest of an `ADD --checksum` value: `sha256:` and 64 hex digits (lowercased).
 fn parse_checksum(c: &str) -> Option<String> {
     let hex = c.strip_prefix("sha256:")?;
@@ -2619,6 +2643,31 @@ pub fn normalize_abs(p: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steps_using_options_once_ignored_get_a_key_mark() {
+        let df = dockerfile::parse(
+            "FROM a\nCOPY --chmod=600 f /f\nCOPY --exclude=x . /\nCOPY --parents a/b /\n\
+             COPY f /g\nRUN <<EOF\n#!/bin/sh\ntrue\nEOF\nRUN <<EOF\ntrue\nEOF\n",
+            "Dockerfile",
+        )
+        .expect("parses");
+        let marks: Vec<Option<&str>> = df.instructions[1..]
+            .iter()
+            .map(|i| applied_since(&i.kind))
+            .collect();
+        assert_eq!(
+            marks,
+            [
+                Some("copy-options 1\n"),
+                Some("copy-options 1\n"),
+                Some("copy-options 1\n"),
+                None,
+                Some("heredoc-exec 1\n"),
+                None
+            ]
+        );
+    }
 
     #[test]
     fn tar_headers_are_recognized_by_their_checksum() {
