@@ -198,6 +198,27 @@ impl Ignore {
         }
         verdict
     }
+
+    /// Whether the excluded directory `rel` may hold paths that a `!` rule re-includes
+    /// (`docs/` then `!docs/keep.md`): Docker walks such a directory and copies what is
+    /// re-included (with the directories leading to it), so walkers descend into it and
+    /// ask [`Ignore::excluded`] of each path below.
+    pub fn may_reinclude_below(&self, rel: &str) -> bool {
+        let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+        self.rules
+            .iter()
+            .any(|(neg, pat)| *neg && could_match_below(pat, &comps))
+    }
+}
+
+/// Whether pattern `pat` can match some path strictly below directory `dir`.
+fn could_match_below(pat: &[String], dir: &[&str]) -> bool {
+    match (pat.first(), dir.first()) {
+        (None, _) => false,
+        (Some(p), _) if p == "**" => true,
+        (Some(_), None) => true,
+        (Some(p), Some(d)) => glob_match(p, d) && could_match_below(&pat[1..], &dir[1..]),
+    }
 }
 
 fn clean(p: &str) -> String {
@@ -252,7 +273,11 @@ pub fn expand(context: &Path, arg: &str, ignore: &Ignore) -> Result<Vec<Source>,
     let mut out = Vec::new();
     for raw in found {
         let r = String::from_utf8_lossy(&raw).into_owned();
-        if !r.is_empty() && ignore.excluded(&r) {
+        if !r.is_empty()
+            && ignore.excluded(&r)
+            && !(ignore.may_reinclude_below(&r)
+                && context.join(std::ffi::OsStr::from_bytes(&raw)).is_dir())
+        {
             continue;
         }
         let p = if raw.is_empty() {
@@ -293,7 +318,7 @@ pub(crate) fn escapes(rel: &str) -> bool {
     false
 }
 
-fn has_glob(s: &str) -> bool {
+pub(crate) fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
@@ -840,7 +865,13 @@ fn walk_sorted(
             r.push(b'/');
         }
         r.extend_from_slice(n.as_bytes());
-        if ignore.excluded(&String::from_utf8_lossy(&r)) {
+        let rs = String::from_utf8_lossy(&r);
+        if ignore.excluded(&rs) {
+            // An excluded directory is still walked for what a `!` rule re-includes.
+            if ignore.may_reinclude_below(&rs) && fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir())
+            {
+                walk_sorted(&p, &r, ignore, out)?;
+            }
             continue;
         }
         let md = fs::symlink_metadata(&p).at("stat", &p)?;
@@ -958,6 +989,24 @@ mod tests {
             hash_sources(&src, &Ignore::default(), &mut StatCache::default(), false).unwrap()
         };
         assert_ne!(hash_with(0xff), hash_with(0xfe));
+    }
+
+    #[test]
+    fn excluded_directories_are_walked_only_for_what_a_negation_may_reinclude() {
+        let ig = Ignore::parse("docs/\n!docs/keep.md\nbuild\n!**/*.keep\nvendor\n");
+        assert!(ig.excluded("docs"));
+        assert!(!ig.excluded("docs/keep.md"));
+        assert!(ig.may_reinclude_below("docs"));
+        let only_docs = Ignore::parse("docs/\n!docs/keep.md\n");
+        assert!(only_docs.may_reinclude_below("docs"));
+        assert!(!only_docs.may_reinclude_below("docs/sub"));
+        // `!**/*.keep` may match below any directory.
+        assert!(ig.may_reinclude_below("build"));
+        assert!(!ig.excluded("build/x/a.keep"));
+        let ig = Ignore::parse("vendor\n!src/*.c\n");
+        assert!(!ig.may_reinclude_below("vendor"));
+        assert!(ig.may_reinclude_below("src"));
+        assert!(!Ignore::parse("vendor\n").may_reinclude_below("vendor"));
     }
 
     #[test]

@@ -211,10 +211,15 @@ fn join_bytes(rel: &[u8], name: &[u8]) -> Vec<u8> {
 /// the cache key either. With `only`, entries it does not want are skipped (a source
 /// directory itself is always written, with its mode, attributes and time, as a full copy
 /// writes it); returns how many entries were written.
+///
+/// `exclude` holds the step's `--exclude` patterns, matched against paths relative to
+/// `src` (BuildKit's rule), with `.dockerignore`'s syntax.
+#[allow(clippy::too_many_arguments)]
 pub fn copy_host(
     src: &Path,
     (rel, rel_bytes): (&str, &[u8]),
     ignore: &Ignore,
+    exclude: &Ignore,
     to: &Path,
     xattrs: XattrPolicy,
     only: Option<&Only>,
@@ -225,7 +230,15 @@ pub fn copy_host(
         if !to.is_dir() {
             fs::create_dir_all(to).at("create directory", to)?;
         }
-        n += copy_dir_contents(src, (rel, rel_bytes), ignore, to, xattrs, only)?;
+        n += copy_dir_contents(
+            src,
+            (rel, rel_bytes),
+            "",
+            (ignore, exclude),
+            to,
+            xattrs,
+            only,
+        )?;
         copy_xattrs(src, to, xattrs)?;
         let mode = md.permissions().mode() & 0o7777;
         fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o700)).at("chmod", to)?;
@@ -240,6 +253,123 @@ pub fn copy_host(
         warn_skipped(src, &md);
     }
     Ok(n)
+}
+
+/// Expand a `COPY --from` source with wildcards (`*`, `?`, `[...]` in any component)
+/// against another stage's tree: the matching absolute paths, sorted. Intermediate
+/// symlinks are followed inside the image, as [`resolve`] does; as for context sources
+/// (Python glob semantics, the man page), a wildcard does not match a leading dot unless
+/// the pattern component starts with one. Names that are not UTF-8 are not matched.
+pub fn glob_model(model: &Dir, pattern: &str) -> Result<Vec<String>, CopyError> {
+    let comps: Vec<&str> = pattern
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    let mut found: Vec<String> = vec![String::new()];
+    for c in comps {
+        let mut next = Vec::new();
+        for prefix in &found {
+            if !super::context::has_glob(c) {
+                next.push(format!("{prefix}/{c}"));
+                continue;
+            }
+            let real = resolve(model, if prefix.is_empty() { "/" } else { prefix }, true)?;
+            let dir = if real.is_empty() {
+                Some(model)
+            } else {
+                match model.get(&real.join(&b'/')) {
+                    Some(Node::Dir(d)) => Some(d),
+                    _ => None,
+                }
+            };
+            let Some(dir) = dir else { continue };
+            for name in dir.children.keys() {
+                let Ok(name) = std::str::from_utf8(name) else {
+                    continue;
+                };
+                if name.starts_with('.') && !c.starts_with('.') {
+                    continue;
+                }
+                if crate::cli::glob_match(c, name) {
+                    next.push(format!("{prefix}/{name}"));
+                }
+            }
+        }
+        found = next;
+    }
+    // Literal components after a wildcard may name nothing (`/d/*/x`): keep what exists.
+    found.retain(|p| {
+        !p.is_empty()
+            && resolve(model, p, false)
+                .ok()
+                .is_some_and(|c| c.is_empty() || model.get(&c.join(&b'/')).is_some())
+    });
+    found.sort();
+    Ok(found)
+}
+
+/// For `COPY --parents`: create under `dir` the directories leading to context path
+/// `rel` (its parents, not `rel` itself), each with the mode (kept owner-accessible) of
+/// the context directory it stands for. Their times go to `times`, for the caller to set
+/// once everything is copied into them.
+pub fn make_context_parents(
+    context: &Path,
+    rel: &[u8],
+    dir: &Path,
+    times: &mut Vec<(PathBuf, Mtime)>,
+) -> Result<(), CopyError> {
+    let comps: Vec<&[u8]> = rel
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    let mut src = context.to_path_buf();
+    let mut to = dir.to_path_buf();
+    for c in comps.iter().take(comps.len().saturating_sub(1)) {
+        let c = std::ffi::OsStr::from_bytes(c);
+        src.push(c);
+        to.push(c);
+        if !to.is_dir() {
+            fs::create_dir(&to).at("create directory", &to)?;
+            let md = fs::metadata(&src).at("stat", &src)?;
+            fs::set_permissions(
+                &to,
+                fs::Permissions::from_mode((md.permissions().mode() & 0o7777) | 0o700),
+            )
+            .at("chmod", &to)?;
+            times.push((to.clone(), Mtime::of(&md)));
+        }
+    }
+    Ok(())
+}
+
+/// The mode of `COPY --chmod=MODE`: octal digits (Docker's `0644`, `755`), at most
+/// `07777`. `None` if `s` is not such a mode.
+pub fn parse_chmod(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o7777)
+}
+
+/// Give `path` and, if it is a directory, everything below it the permission bits `mode`
+/// (`COPY --chmod`; symlinks have none). As for every copied entry, directories stay
+/// owner-accessible and files owner-readable so that the layer can be read back; times are
+/// kept (chmod changes none).
+pub fn chmod_tree(path: &Path, mode: u32) -> Result<(), CopyError> {
+    let md = fs::symlink_metadata(path).at("stat", path)?;
+    if md.file_type().is_symlink() {
+        return Ok(());
+    }
+    if md.is_dir() {
+        for e in fs::read_dir(path).at("read directory", path)? {
+            let e = e.at("read directory", path)?;
+            chmod_tree(&e.path(), mode)?;
+        }
+        fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700)).at("chmod", path)?;
+    } else {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o400)).at("chmod", path)?;
+    }
+    Ok(())
 }
 
 /// Warn that a FIFO, socket or device file of the context is not copied.
@@ -307,10 +437,13 @@ fn copy_file(
 }
 
 /// Copy the entries of directory `src` into `to`; returns how many were written.
+/// `srel` is `src` relative to the COPY source (for `exclude`), `rel` relative to the
+/// context (for `ignore`).
 fn copy_dir_contents(
     src: &Path,
     (rel, rel_bytes): (&str, &[u8]),
-    ignore: &Ignore,
+    srel: &str,
+    (ignore, exclude): (&Ignore, &Ignore),
     to: &Path,
     xattrs: XattrPolicy,
     only: Option<&Only>,
@@ -328,18 +461,53 @@ fn copy_dir_contents(
         } else {
             format!("{rel}/{}", n.to_string_lossy())
         };
-        if ignore.excluded(&r) {
+        let sr = if srel.is_empty() {
+            n.to_string_lossy().into_owned()
+        } else {
+            format!("{srel}/{}", n.to_string_lossy())
+        };
+        // An excluded directory is still walked for what a `!` rule re-includes; it is
+        // kept only if something below it is (Docker's rule).
+        let (ig, ex) = (ignore.excluded(&r), exclude.excluded(&sr));
+        let reinclude_only = ig || ex;
+        let dropped =
+            (ig && !ignore.may_reinclude_below(&r)) || (ex && !exclude.may_reinclude_below(&sr));
+        if dropped {
             continue;
         }
         let rb = join_bytes(rel_bytes, n.as_bytes());
         if only.is_some_and(|o| !o.wants(&rb)) {
             continue;
         }
-        written += 1;
         let s = src.join(&n);
         let d = to.join(&n);
         let md = fs::symlink_metadata(&s).at("stat", &s)?;
         let ft = md.file_type();
+        if reinclude_only {
+            if !ft.is_dir() {
+                continue;
+            }
+            let existed = fs::symlink_metadata(&d).is_ok();
+            if !existed {
+                fs::create_dir(&d).at("create directory", &d)?;
+            }
+            let below = copy_dir_contents(&s, (&r, &rb), &sr, (ignore, exclude), &d, xattrs, only)?;
+            if below == 0 {
+                if !existed {
+                    fs::remove_dir(&d).at("remove", &d)?;
+                }
+                continue;
+            }
+            written += 1 + below;
+            fs::set_permissions(
+                &d,
+                fs::Permissions::from_mode((md.permissions().mode() & 0o7777) | 0o700),
+            )
+            .at("chmod", &d)?;
+            set_time(&d, Mtime::of(&md)).at("set time of", &d)?;
+            continue;
+        }
+        written += 1;
         if ft.is_symlink() {
             let t = fs::read_link(&s).at("read symlink", &s)?;
             let _ = fs::remove_file(&d);
@@ -352,7 +520,7 @@ fn copy_dir_contents(
             if !d.is_dir() {
                 fs::create_dir(&d).at("create directory", &d)?;
             }
-            written += copy_dir_contents(&s, (&r, &rb), ignore, &d, xattrs, only)?;
+            written += copy_dir_contents(&s, (&r, &rb), &sr, (ignore, exclude), &d, xattrs, only)?;
             copy_xattrs(&s, &d, xattrs)?;
             fs::set_permissions(
                 &d,
@@ -481,6 +649,50 @@ pub fn layer_path(layer: &Path, comps: &[Vec<u8>]) -> PathBuf {
 mod tests {
     use super::*;
     use crate::store::model::Dir;
+
+    #[test]
+    fn wildcards_expand_against_a_stage_tree() {
+        let mut d = Dir::new(0o755);
+        for f in [
+            &b"rd/a.txt"[..],
+            b"rd/b.txt",
+            b"rd/.h.txt",
+            b"rd/sub/i.txt",
+            b"x",
+        ] {
+            d.insert(f, Node::Fifo { mode: 0o644 }).unwrap();
+        }
+        d.insert(
+            b"link",
+            Node::Symlink {
+                target: b"rd".to_vec(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            glob_model(&d, "/rd/*.txt").unwrap(),
+            ["/rd/a.txt", "/rd/b.txt"]
+        );
+        assert_eq!(glob_model(&d, "/rd/.*.txt").unwrap(), ["/rd/.h.txt"]);
+        assert_eq!(glob_model(&d, "/link/[a]*").unwrap(), ["/link/a.txt"]);
+        assert_eq!(
+            glob_model(&d, "/*/*/i.txt").unwrap(),
+            ["/link/sub/i.txt", "/rd/sub/i.txt"]
+        );
+        assert!(glob_model(&d, "/rd/*/nope").unwrap().is_empty());
+        assert!(glob_model(&d, "/x/*").unwrap().is_empty());
+    }
+
+    #[test]
+    fn chmod_modes_are_octal_up_to_07777() {
+        assert_eq!(parse_chmod("0644"), Some(0o644));
+        assert_eq!(parse_chmod("755"), Some(0o755));
+        assert_eq!(parse_chmod("4755"), Some(0o4755));
+        assert_eq!(parse_chmod("07777"), Some(0o7777));
+        for bad in ["", "u+x", "0o644", "8", "17777", "-1", "644 ", "000000"] {
+            assert_eq!(parse_chmod(bad), None, "{bad:?}");
+        }
+    }
 
     fn model() -> Dir {
         let mut d = Dir::new(0o755);

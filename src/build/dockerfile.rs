@@ -862,6 +862,25 @@ fn parse_json_array(rest: &str) -> Json {
     }
 }
 
+/// Why `rest`, which looks like a JSON array of strings (`["…" … "…"]`), is not one:
+/// Docker then silently runs or copies it in shell form, which fails in a confusing way
+/// (`/bin/sh: [echo,: not found`), so the parser warns. `None` if it is valid JSON or
+/// does not look like an attempt at it.
+fn json_near_miss(rest: &str) -> Option<String> {
+    let t = rest.trim();
+    let body = t.strip_prefix('[')?.strip_suffix(']')?;
+    // A list attempt: `["…` or items separated by commas; not a shell test such as
+    // `[ "$x" = "y" ]`.
+    let list = body.starts_with('"') || body.contains("\",");
+    if !(list && body.trim().starts_with('"') && body.trim().ends_with('"')) {
+        return None;
+    }
+    match serde_json::from_str::<serde_json::Value>(t) {
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    }
+}
+
 const NOT_STRINGS: &str = "when using JSON array syntax, arrays must be comprised of strings only";
 
 // ----------------------------------------------------------------------------------------
@@ -968,6 +987,19 @@ impl<'a> Parser<'a> {
                 .checked_sub(1)
                 .and_then(|i| self.lines.get(i))
                 .map_or_else(String::new, |s| s.to_string()),
+        }
+    }
+
+    /// Warn if `args` of `kw` look like a JSON array but are not valid JSON.
+    fn warn_json_near_miss(&mut self, ll: &Logical, kw: Keyword, args: &str) {
+        if let Some(why) = json_near_miss(args) {
+            let (line, _) = ll.pos(0);
+            self.warnings.push(Warning {
+                line,
+                message: format!(
+                    "{kw}: not a valid JSON array ({why}): using the shell form, as Docker does"
+                ),
+            });
         }
     }
 
@@ -1264,7 +1296,10 @@ impl<'a> Parser<'a> {
                 let form = match parse_json_array(args) {
                     Json::Strings(v) => CmdForm::Exec(v),
                     Json::NotStrings => return Err(self.err_at(ll, args_off, NOT_STRINGS)),
-                    Json::Text => CmdForm::Shell(args.to_string()),
+                    Json::Text => {
+                        self.warn_json_near_miss(ll, kw, args);
+                        CmdForm::Shell(args.to_string())
+                    }
                 };
                 match kw {
                     Keyword::Run => {
@@ -1295,7 +1330,10 @@ impl<'a> Parser<'a> {
                     Json::NotStrings => return Err(self.err_at(ll, args_off, NOT_STRINGS)),
                     // BuildKit's parseMaybeJSONToList: plain whitespace splitting, no
                     // quote or escape grouping; each word is then expanded on its own.
-                    Json::Text => (false, split_plain(args)),
+                    Json::Text => {
+                        self.warn_json_near_miss(ll, kw, args);
+                        (false, split_plain(args))
+                    }
                 };
                 if words.len() < 2 {
                     return Err(need(
@@ -1822,6 +1860,36 @@ mod tests {
                 end_line: 6
             }
         );
+    }
+
+    #[test]
+    fn json_lookalike_with_a_bad_escape_warns_and_runs_in_shell_form() {
+        let df = parse(
+            "FROM a\nRUN [\"echo\", \"a \\$b\"]\nRUN [ \"x\" = \"x\" ]\nCOPY [\"a\\q\", \"/b\"]\nRUN [\"true\"]\n",
+            "Dockerfile",
+        )
+        .expect("parses");
+        let w: Vec<(usize, &str)> = df
+            .warnings
+            .iter()
+            .map(|w| (w.line, w.message.as_str()))
+            .collect();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!(w[0].0, 2);
+        assert!(
+            w[0].1
+                .starts_with("RUN: not a valid JSON array (invalid escape"),
+            "{w:?}"
+        );
+        assert_eq!(w[1].0, 4);
+        assert!(w[1].1.starts_with("COPY: not a valid JSON array"), "{w:?}");
+        assert!(matches!(
+            &df.instructions[1].kind,
+            InstrKind::Run {
+                form: CmdForm::Shell(_),
+                ..
+            }
+        ));
     }
 
     #[test]

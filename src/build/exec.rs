@@ -558,11 +558,20 @@ impl<'a> Builder<'a> {
                 alias,
                 platform,
             } => {
-                if platform.is_some() {
-                    warn!(
-                        "{}:{}: FROM --platform ignored",
-                        self.df.file, ins.span.start_line
-                    );
+                if let Some(p) = platform {
+                    // `--platform=$BUILDPLATFORM` (cross-compiling Dockerfiles) names the
+                    // host: nothing to say. Anything else is not honoured.
+                    let host = super::subst::platform_args(&crate::oci::platform::Platform::host())
+                        .into_iter()
+                        .find(|(k, _)| k == "TARGETPLATFORM")
+                        .map(|(_, v)| v)
+                        .unwrap_or_default();
+                    if *p != host {
+                        warn!(
+                            "{}:{}: FROM --platform={p} ignored: building for the host platform {host}",
+                            self.df.file, ins.span.start_line
+                        );
+                    }
                 }
                 info!(
                     "{n:>3}* FROM {image}{}",
@@ -602,11 +611,16 @@ impl<'a> Builder<'a> {
             _ => Vec::new(),
         };
         // The cache key: parent key, the planned key input, and what needs I/O.
-        let extra = match sub {
+        let mut extra = match sub {
             InstrKind::Copy(args) | InstrKind::Add(args) => self.sources_hash(ins, args, None)?,
             InstrKind::Run { .. } => self.mounts_hash(ins, &mounts, None)?,
             _ => Vec::new(),
         };
+        // Steps whose options earlier versions parsed and ignored (docs/cache-keys.md):
+        // their old entries hold the wrong content and must not be reused.
+        if let Some(mark) = applied_since(sub) {
+            extra.splice(0..0, mark.bytes());
+        }
         let key = self.stage().key.child(&input.encoding, &extra);
         let cached = match self.opts.cache {
             CacheMode::Enabled => self.store.cache_get(&key.hex())?,
@@ -892,8 +906,8 @@ impl<'a> Builder<'a> {
         // The key's call (not the record's) notes what the sources read, for provenance.
         let mut files = items.is_none().then(Vec::new);
         if let Some(from) = args.from() {
-            let st = self.find_stage(ins, from)?;
-            let extra = format!("from-commit={}", st.commit).into_bytes();
+            let (commit, _) = self.copy_from(ins, from)?;
+            let extra = format!("from-commit={commit}").into_bytes();
             if let Some(items) = items {
                 items.push(("source --from stage".into(), why::value_hash(&extra)));
             }
@@ -907,7 +921,7 @@ impl<'a> Builder<'a> {
                     if is_url(p) {
                         // ADD URL: the content decides the key (downloaded every build, as
                         // Docker does; no mtime or ETag shortcut).
-                        let f = self.download(ins, p)?;
+                        let f = self.download(ins, p, args.options.get("checksum"))?;
                         let h = context::hash_file(&f).map_err(|e| {
                             self.at_err(ins, format!("can't read download of {p}"), e)
                         })?;
@@ -1032,8 +1046,38 @@ impl<'a> Builder<'a> {
         Ok(out)
     }
 
-    /// Download an `ADD` URL once per build into scratch space; returns the file.
-    fn download(&mut self, ins: &Instruction, url: &str) -> Result<PathBuf, BuildError> {
+    /// Download an `ADD` URL once per build into scratch space; returns the file. With
+    /// `--checksum=sha256:HEX` (BuildKit's), the download must have that digest.
+    fn download(
+        &mut self,
+        ins: &Instruction,
+        url: &str,
+        checksum: Option<&str>,
+    ) -> Result<PathBuf, BuildError> {
+        let f = self.download_unchecked(ins, url)?;
+        if let Some(c) = checksum {
+            let want = parse_checksum(c).ok_or_else(|| {
+                self.at(
+                    ins,
+                    format!("ADD --checksum: {c:?} is not sha256:<64 hex digits>"),
+                )
+            })?;
+            let (sha, _) = context::file_digests(&f)
+                .map_err(|e| self.at_err(ins, format!("can't read download of {url}"), e))?;
+            let got = hex::encode(sha);
+            if got != want {
+                return Err(self.at(
+                    ins,
+                    format!(
+                        "ADD {url}: checksum mismatch: expected sha256:{want}, got sha256:{got}"
+                    ),
+                ));
+            }
+        }
+        Ok(f)
+    }
+
+    fn download_unchecked(&mut self, ins: &Instruction, url: &str) -> Result<PathBuf, BuildError> {
         if !matches!(ins.kind, InstrKind::Add(_)) {
             return Err(self.at(ins, format!("COPY can't fetch URLs (use ADD): {url}")));
         }
@@ -1049,17 +1093,62 @@ impl<'a> Builder<'a> {
         Ok(f)
     }
 
-    fn find_stage(&self, ins: &Instruction, from: &str) -> Result<&Stage, BuildError> {
+    /// The commit that `COPY --from=FROM` reads, and the stage's index if it is one: an
+    /// earlier stage by name or number, else an image (pulled if not in storage), as in
+    /// Docker.
+    fn copy_from(
+        &mut self,
+        ins: &Instruction,
+        from: &str,
+    ) -> Result<(ObjectId, Option<usize>), BuildError> {
         let lower = from.to_ascii_lowercase();
         let current = self.stages.len() - 1;
         let found = match lower.parse::<usize>() {
-            Ok(i) if i < current => self.stages.get(i),
+            Ok(i) if i < current => Some(i),
             _ => self.stages[..current]
                 .iter()
-                .rev()
-                .find(|s| s.alias.as_deref() == Some(lower.as_str())),
+                .rposition(|s| s.alias.as_deref() == Some(lower.as_str())),
         };
-        found.ok_or_else(|| self.at(ins, format!("COPY --from: no previous stage named {from:?} (images as --from sources are not supported)")))
+        if let Some(i) = found {
+            return Ok((self.stages[i].commit, Some(i)));
+        }
+        let kw = ins.keyword();
+        // A number or the current stage's name names no image: say so rather than pull.
+        if lower.parse::<usize>().is_ok()
+            || self.stages[current].alias.as_deref() == Some(lower.as_str())
+        {
+            let what = if lower.parse::<usize>() == Ok(current)
+                || self.stages[current].alias.as_deref() == Some(lower.as_str())
+            {
+                "is the current stage"
+            } else {
+                "does not exist yet (stages count from 0)"
+            };
+            return Err(self.at(ins, format!("{kw} --from: stage {from} {what}")));
+        }
+        let r = Reference::parse(from)
+            .map_err(|e| {
+                self.at_err(
+                    ins,
+                    format!("{kw} --from: no earlier stage named {from:?}, nor an image reference"),
+                    e,
+                )
+            })?
+            .with_default_tag();
+        if let Some(c) = self.store.image(&r)? {
+            return Ok((c, None));
+        }
+        let pulled = crate::registry::pull::pull(self.store, self.lock, &r, &r, &self.opts.registry)
+            .map_err(|e| {
+                self.at_err(
+                    ins,
+                    format!(
+                        "{kw} --from={from}: no earlier stage of that name, and image {r} is not in storage and can't be pulled"
+                    ),
+                    e,
+                )
+            })?;
+        Ok((pulled.commit(), None))
     }
 
     fn from(
@@ -1435,6 +1524,7 @@ impl<'a> Builder<'a> {
                                     &s.real,
                                     (&s.rel, &s.rel_bytes),
                                     &self.ignore,
+                                    &Ignore::default(),
                                     &t,
                                     self.store.xattrs(),
                                     None,
@@ -1696,7 +1786,19 @@ impl<'a> Builder<'a> {
             merged,
         };
         // The mounts' host sides; cache mounts stay locked (flock) until ch-run is done.
-        let prepared = self.prepare_mounts(ins, mounts)?;
+        let mut prepared = self.prepare_mounts(ins, mounts)?;
+        if let Some((dst, content)) = invocation::shebang_heredoc(form, heredocs) {
+            // The script file of a `#!` heredoc, bound read-only where argv names it.
+            use std::os::unix::fs::PermissionsExt;
+            let src = step.join("heredoc");
+            fs::write(&src, content).at("write", &src)?;
+            fs::set_permissions(&src, fs::Permissions::from_mode(0o755)).at("chmod", &src)?;
+            prepared.mounts.push(crate::run::BuildMount::Bind {
+                src,
+                dst: PathBuf::from(dst),
+                writable: false,
+            });
+        }
         let mut cmd = Command::new(&self.opts.ch_run);
         cmd.args(invocation::ch_run_args(
             &env_file,
@@ -1860,19 +1962,79 @@ impl<'a> Builder<'a> {
                 self.df.file, ins.span.start_line
             );
         }
+        for flag in ["keep-git-dir", "unpack"] {
+            if args.options.has(flag) {
+                warn!(
+                    "{}:{}: {} --{flag}: not supported, ignored",
+                    self.df.file,
+                    ins.span.start_line,
+                    ins.keyword()
+                );
+            }
+        }
+        let chmod = match args.chmod() {
+            Some(m) => Some(copy::parse_chmod(m).ok_or_else(|| {
+                self.at(
+                    ins,
+                    format!(
+                        "{} --chmod: invalid mode {m:?} (octal digits, e.g. 0644)",
+                        ins.keyword()
+                    ),
+                )
+            })?),
+            None => None,
+        };
         let dest_abs = if args.dest.starts_with('/') {
             args.dest.clone()
         } else {
             format!("{}/{}", config.cwd.trim_end_matches('/'), args.dest)
         };
+        let exclude = context::Ignore::parse(
+            &args
+                .options
+                .get_all("exclude")
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        if args.options.get("checksum").is_some()
+            && args
+                .sources
+                .iter()
+                .any(|s| !matches!(s, CopySource::Path(p) if is_url(p)))
+        {
+            return Err(self.at(
+                ins,
+                "ADD --checksum: only for URL sources (as BuildKit)".to_string(),
+            ));
+        }
+        if args.options.bool("parents") {
+            let pivot = args
+                .sources
+                .iter()
+                .any(|s| matches!(s, CopySource::Path(p) if p.contains("/./")));
+            if add || args.from().is_some() || pivot {
+                return Err(self.at(
+                    ins,
+                    format!(
+                        "{} --parents: only for COPY from the context, without a /./ pivot",
+                        ins.keyword()
+                    ),
+                ));
+            }
+        }
+        if !exclude.is_empty() && args.from().is_some() {
+            return Err(self.at(
+                ins,
+                format!("{} --exclude with --from is not supported", ins.keyword()),
+            ));
+        }
         let delta = if add { None } else { self.delta_base(args)? };
         let layer = self.scratch("layer")?;
         let from_stage = match args.from() {
             Some(f) => {
-                let st = self.find_stage(ins, f)?;
-                let commit = st.commit;
-                let model = match &st.model {
-                    Some(m) => m.clone(),
+                let (commit, stage) = self.copy_from(ins, f)?;
+                let model = match stage.and_then(|i| self.stages[i].model.clone()) {
+                    Some(m) => m,
                     None => git::read_image(&self.repo, commit)?.0,
                 };
                 Some(model)
@@ -1893,39 +2055,73 @@ impl<'a> Builder<'a> {
         for s in &args.sources {
             match s {
                 CopySource::Heredoc(h) => srcs.push(Src::Inline(h.name.clone(), h.content.clone())),
-                CopySource::Path(p) => match &from_stage {
+                CopySource::Path(pat) => match &from_stage {
                     Some(m) => {
-                        let comps = copy::resolve(m, p, true)
-                            .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
-                        let node = if comps.is_empty() {
-                            Some(Node::Dir(m.clone()))
+                        let paths = if context::has_glob(pat) {
+                            let found = copy::glob_model(m, pat)
+                                .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
+                            if found.is_empty() {
+                                return Err(self.at(
+                                    ins,
+                                    format!("COPY --from: no source files match in stage: {pat}"),
+                                ));
+                            }
+                            found
                         } else {
-                            m.get(&comps.join(&b'/')).cloned()
+                            vec![pat.clone()]
                         };
-                        let node = node.ok_or_else(|| {
-                            self.at(ins, format!("COPY --from: not found in stage: {p}"))
-                        })?;
-                        let name = comps
-                            .last()
-                            .map(|c| String::from_utf8_lossy(c).into_owned())
-                            .unwrap_or_default();
-                        let times = m.times.subtree(&comps.join(&b'/'));
-                        let xattrs = if self.store.xattrs().record() {
-                            copy::xattrs_subtree(&m.xattrs, &comps.join(&b'/'))
-                        } else {
-                            Default::default()
-                        };
-                        srcs.push(Src::Node(node, name, times, xattrs));
+                        for p in &paths {
+                            let comps = copy::resolve(m, p, true)
+                                .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
+                            let node = if comps.is_empty() {
+                                Some(Node::Dir(m.clone()))
+                            } else {
+                                m.get(&comps.join(&b'/')).cloned()
+                            };
+                            let node = node.ok_or_else(|| {
+                                self.at(ins, format!("COPY --from: not found in stage: {p}"))
+                            })?;
+                            let name = comps
+                                .last()
+                                .map(|c| String::from_utf8_lossy(c).into_owned())
+                                .unwrap_or_default();
+                            let times = m.times.subtree(&comps.join(&b'/'));
+                            let xattrs = if self.store.xattrs().record() {
+                                copy::xattrs_subtree(&m.xattrs, &comps.join(&b'/'))
+                            } else {
+                                Default::default()
+                            };
+                            srcs.push(Src::Node(node, name, times, xattrs));
+                        }
                     }
-                    None if is_url(p) => {
-                        let f = self.download(ins, p)?;
-                        let name = url_file_name(p);
+                    None if is_url(pat) => {
+                        let f = self.download(ins, pat, args.options.get("checksum"))?;
+                        let name = url_file_name(pat);
                         srcs.push(Src::Url(name, f));
                     }
                     None => {
-                        let found = context::expand(&self.opts.context, p, &self.ignore)
+                        let found = context::expand(&self.opts.context, pat, &self.ignore)
                             .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
-                        srcs.extend(found.into_iter().map(Src::Host));
+                        // `--exclude` also drops sources by name (`COPY --exclude=*.txt
+                        // hom* /d/`, Docker's example).
+                        let n_found = found.len();
+                        let kept: Vec<_> = found
+                            .into_iter()
+                            .filter(|s| {
+                                let base = s.rel.rsplit('/').next().unwrap_or(&s.rel);
+                                base.is_empty() || !exclude.excluded(base)
+                            })
+                            .collect();
+                        if n_found > 0 && kept.is_empty() {
+                            return Err(self.at(
+                                ins,
+                                format!(
+                                    "{}: every source matching {pat} is excluded by --exclude",
+                                    ins.keyword()
+                                ),
+                            ));
+                        }
+                        srcs.extend(kept.into_iter().map(Src::Host));
                     }
                 },
             }
@@ -1953,7 +2149,11 @@ impl<'a> Builder<'a> {
             .and_then(|s| s.model.as_ref())
             .expect("model loaded");
         let dest_comps = copy::resolve(model, &dest_abs, true).map_err(at)?;
-        let into_dir = copy::dest_is_dir(&args.dest, n_sources, single_is_dir, model, &dest_comps);
+        // `--parents` keeps each source's directories (relative to the context) under the
+        // destination, which is then a directory.
+        let parents = !add && args.options.bool("parents");
+        let into_dir =
+            parents || copy::dest_is_dir(&args.dest, n_sources, single_is_dir, model, &dest_comps);
         let (parent_comps, dest_name) = if into_dir {
             (dest_comps.clone(), None)
         } else {
@@ -1965,6 +2165,11 @@ impl<'a> Builder<'a> {
         let dir = copy::make_parents(&layer, model_ref, &parent_comps).map_err(at)?;
         let repo = &self.repo;
         let mut written = 0;
+        // What `--chmod` applies to: each source's top entry, whole trees for directories
+        // (not archives an ADD extracted, nor the parents made for the destination).
+        let mut chmod_targets: Vec<PathBuf> = Vec::new();
+        // Times of the directories `--parents` made, set once their contents are in.
+        let mut parent_times = Vec::new();
         for s in &srcs {
             let target = |name: &str| match &dest_name {
                 Some(n) => dir.join(std::ffi::OsStr::from_bytes(n)),
@@ -1973,6 +2178,7 @@ impl<'a> Builder<'a> {
             let r = match s {
                 Src::Inline(name, content) => {
                     let t = target(name);
+                    chmod_targets.push(t.clone());
                     fs::write(&t, content)
                         .at("write", &t)
                         .map_err(copy::CopyError::from)
@@ -1990,17 +2196,40 @@ impl<'a> Builder<'a> {
                     if add && src.real.is_file() && is_archive(&src.real) {
                         let t = if into_dir { dir.clone() } else { named.clone() };
                         extract_archive(&src.real, &t, xattrs)
+                    } else if parents && !src.rel.is_empty() {
+                        let t = dir.join(std::ffi::OsStr::from_bytes(&src.rel_bytes));
+                        chmod_targets.push(t.clone());
+                        copy::make_context_parents(
+                            &self.opts.context,
+                            &src.rel_bytes,
+                            &dir,
+                            &mut parent_times,
+                        )
+                        .and_then(|()| {
+                            copy::copy_host(
+                                &src.real,
+                                (&src.rel, &src.rel_bytes),
+                                &self.ignore,
+                                &exclude,
+                                &t,
+                                xattrs,
+                                delta.as_ref().map(|(_, _, o)| o),
+                            )
+                        })
+                        .map(|n| written += n)
                     } else {
                         let t = if src.real.is_dir() && into_dir {
                             dir.clone()
                         } else {
                             named
                         };
+                        chmod_targets.push(t.clone());
                         let only = delta.as_ref().map(|(_, _, o)| o);
                         copy::copy_host(
                             &src.real,
                             (&src.rel, &src.rel_bytes),
                             &self.ignore,
+                            &exclude,
                             &t,
                             xattrs,
                             only,
@@ -2010,6 +2239,7 @@ impl<'a> Builder<'a> {
                 }
                 Src::Url(name, f) => {
                     let t = target(name);
+                    chmod_targets.push(t.clone());
                     // Docker gives downloaded files mode 0600 and does not extract archives.
                     fs::copy(f, &t)
                         .and_then(|_| {
@@ -2028,6 +2258,7 @@ impl<'a> Builder<'a> {
                     } else {
                         target(name)
                     };
+                    chmod_targets.push(t.clone());
                     copy::copy_from_model(repo, node, &t, times, xattrs)
                 }
             };
@@ -2046,6 +2277,20 @@ impl<'a> Builder<'a> {
             parent_comps.len()
         };
         copy::restore_parent_modes(&layer, model_ref, &parent_comps[..keep]).map_err(at)?;
+        // Deepest first: setting a directory's time does not change its parent's.
+        parent_times.sort_by(|a: &(PathBuf, _), b| b.0.cmp(&a.0));
+        for (p, t) in &parent_times {
+            crate::store::checkout::set_time(p, *t)
+                .at("set time of", p)
+                .map_err(|e| at(copy::CopyError::from(e)))?;
+        }
+        if let Some(mode) = chmod {
+            chmod_targets.sort();
+            chmod_targets.dedup();
+            for t in &chmod_targets {
+                copy::chmod_tree(t, mode).map_err(at)?;
+            }
+        }
         if let Some((base, bases, only)) = delta {
             // The layer holds what changed over the base entry's tree: fold it into that.
             crate::debug!(
@@ -2124,17 +2369,81 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// The mark that starts the key `extra` of a step using what earlier versions parsed
+/// but ignored: COPY/ADD `--chmod`, `--exclude`, `--parents` (`copy-options 1`), a RUN
+/// whose command is a `#!` heredoc (`heredoc-exec 1`, it ran through the shell). Keys
+/// of other steps are unchanged.
+fn applied_since(sub: &InstrKind) -> Option<&'static str> {
+    match sub {
+        InstrKind::Copy(a) | InstrKind::Add(a)
+            if a.chmod().is_some() || a.options.has("exclude") || a.options.bool("parents") =>
+        {
+            Some("copy-options 1\n")
+        }
+        InstrKind::Run { form, heredocs, .. }
+            if invocation::shebang_heredoc(form, heredocs).is_some() =>
+        {
+            Some("heredoc-exec 1\n")
+        }
+        _ => None,
+    }
+}
+
+/// The hex digest of an `ADD --checksum` value: `sha256:` and 64 hex digits (lowercased).
+fn parse_checksum(c: &str) -> Option<String> {
+    let hex = c.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_lowercase())
+}
+
+/// Whether `ADD` extracts local file `p`: a tar archive, plain or compressed (gzip, zstd,
+/// xz), as Docker's `IsArchivePath` decides: the (decompressed) start must be a tar
+/// header. A compressed file that is not a tar (`notes.txt.gz`) is copied as it is.
 fn is_archive(p: &Path) -> bool {
-    let mut head = [0u8; 512];
-    let Ok(mut f) = fs::File::open(p) else {
+    let Ok(mut r) = store::import::open_archive(p) else {
         return false;
     };
-    let n = std::io::Read::read(&mut f, &mut head).unwrap_or(0);
-    let h = &head[..n];
-    h.starts_with(&[0x1f, 0x8b])
-        || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || h.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
-        || (n >= 262 && &h[257..262] == b"ustar")
+    let mut head = [0u8; 512];
+    let mut n = 0;
+    while n < head.len() {
+        match std::io::Read::read(&mut r, &mut head[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    n == head.len() && tar_header_checksum_ok(&head)
+}
+
+/// Whether a 512-byte block is a tar header: its checksum field (octal, bytes 148..156)
+/// equals the sum of its bytes with that field taken as spaces (POSIX ustar and old v7).
+fn tar_header_checksum_ok(h: &[u8; 512]) -> bool {
+    let field = &h[148..156];
+    let digits: Vec<u8> = field
+        .iter()
+        .copied()
+        .skip_while(|b| *b == b' ')
+        .take_while(|b| (b'0'..=b'7').contains(b))
+        .collect();
+    if digits.is_empty() {
+        return false;
+    }
+    let Some(want) = digits.iter().try_fold(0u32, |acc, d| {
+        acc.checked_mul(8)?.checked_add(u32::from(d - b'0'))
+    }) else {
+        return false;
+    };
+    let sum: u32 = h
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
+    sum == want
 }
 
 /// Why an `ADD` archive member's name (or hard link target) is unsafe, if it is: a `..`
@@ -2334,6 +2643,51 @@ pub fn normalize_abs(p: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steps_using_options_once_ignored_get_a_key_mark() {
+        let df = dockerfile::parse(
+            "FROM a\nCOPY --chmod=600 f /f\nCOPY --exclude=x . /\nCOPY --parents a/b /\n\
+             COPY f /g\nRUN <<EOF\n#!/bin/sh\ntrue\nEOF\nRUN <<EOF\ntrue\nEOF\n",
+            "Dockerfile",
+        )
+        .expect("parses");
+        let marks: Vec<Option<&str>> = df.instructions[1..]
+            .iter()
+            .map(|i| applied_since(&i.kind))
+            .collect();
+        assert_eq!(
+            marks,
+            [
+                Some("copy-options 1\n"),
+                Some("copy-options 1\n"),
+                Some("copy-options 1\n"),
+                None,
+                Some("heredoc-exec 1\n"),
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn tar_headers_are_recognized_by_their_checksum() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_path("f").expect("path");
+        h.set_size(1);
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).expect("append");
+        let bytes = b.into_inner().expect("finish");
+        let block: [u8; 512] = bytes[..512].try_into().expect("one block");
+        assert!(tar_header_checksum_ok(&block));
+        let mut bad = block;
+        bad[0] ^= 1;
+        assert!(!tar_header_checksum_ok(&bad));
+        assert!(!tar_header_checksum_ok(&[0u8; 512]));
+        let mut text = [b'a'; 512];
+        text[148..156].copy_from_slice(b"0000000\0");
+        assert!(!tar_header_checksum_ok(&text));
+    }
 
     #[test]
     fn intermediate_stages_are_named_as_charliecloud_names_them() {

@@ -22,6 +22,32 @@ pub const FAKEROOT_PATHS: &[&str] = &[
     "bin/fakeroot",
 ];
 
+/// Where a RUN whose command is one heredoc starting with `#!` finds its script.
+pub const HEREDOC_DIR: &str = "/run/heredoc";
+
+/// For a RUN whose whole command is one heredoc whose body starts with `#!` (`RUN <<EOF`
+/// then `#!/usr/bin/env python3`): the container path of the script and its content.
+/// BuildKit writes such a body to a file (mode 0755, named after the delimiter) and
+/// executes it, so that the kernel runs the interpreter; the builder binds the file
+/// there, read-only, for the RUN. Any other heredoc RUN runs through the shell.
+pub fn shebang_heredoc(form: &CmdForm, heredocs: &[Heredoc]) -> Option<(String, String)> {
+    let CmdForm::Shell(s) = form else {
+        return None;
+    };
+    let [h] = heredocs else {
+        return None;
+    };
+    if s.trim() != h.word.trim() || !h.content.starts_with("#!") {
+        return None;
+    }
+    let name = if h.name.is_empty() || h.name.contains('/') || h.name.starts_with('.') {
+        "heredoc"
+    } else {
+        &h.name
+    };
+    Some((format!("{HEREDOC_DIR}/{name}"), h.content.clone()))
+}
+
 /// What the image offers for `--force=fakeroot`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fakeroot {
@@ -53,6 +79,10 @@ pub fn command(
 ) -> Result<(Vec<String>, Vec<String>), InvocationError> {
     let argv: Vec<String> = match form {
         CmdForm::Exec(v) => v.clone(),
+        CmdForm::Shell(_) if shebang_heredoc(form, heredocs).is_some() => {
+            let (path, _) = shebang_heredoc(form, heredocs).expect("checked");
+            vec![path]
+        }
         CmdForm::Shell(s) => {
             let script = if heredocs.len() == 1 && s.trim() == heredocs[0].word.trim() {
                 heredocs[0].content.clone()
@@ -234,14 +264,53 @@ pub fn ch_run_args(
 pub const APT_NO_SANDBOX: &str = "APT::Sandbox::User=root";
 
 /// Insert `-o APT::Sandbox::User=root` after apt commands in a RUN's argv: in the script
-/// (last argument) of a shell-form RUN, after every word that is `apt-get` or `apt`
-/// (optionally with a directory; words are split at whitespace and at `;&|()`<>`); in an
-/// exec-form RUN, after `argv[0]` if it is apt-get or apt. Like Charliecloud's, this is
-/// textual: `echo apt-get` changes too. Returns the argv and whether it changed.
+/// (last argument) of a shell-form RUN, after every `apt-get` or `apt` word (optionally
+/// with a directory) that is in command position; in an exec-form RUN, after `argv[0]` if
+/// it is apt-get or apt. Words are split at whitespace and at `;&|()`<>`. A word is in
+/// command position at the start of the script, after a newline, `;`, `&`, `|`, `(` or a
+/// backquote, after a shell keyword (`then`, `do`, `!`, ...), after variable assignments
+/// (`DEBIAN_FRONTEND=noninteractive apt-get`), and after a command that runs its
+/// arguments (`sudo`, `env`, `xargs`, `nice`, `timeout`, ..., with their `-` options and
+/// numeric arguments). Other words are
+/// left alone: `command -v apt-get`, `ls /usr/bin/apt-get` and `echo apt` run as written
+/// (Charliecloud 0.38 changes any `apt-get` followed by whitespace, breaking such tests).
+/// Returns the argv and whether it changed.
 pub fn apt_no_sandbox(mut argv: Vec<String>, shell_form: bool) -> (Vec<String>, bool) {
     fn is_apt(word: &str) -> bool {
         let base = word.rsplit('/').next().unwrap_or(word);
         base == "apt-get" || base == "apt"
+    }
+    fn is_assignment(word: &str) -> bool {
+        match word.split_once('=') {
+            Some((name, _)) => {
+                !name.is_empty()
+                    && !name.starts_with(|c: char| c.is_ascii_digit())
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            }
+            None => false,
+        }
+    }
+    const KEYWORDS: &[&str] = &[
+        "if", "then", "else", "elif", "do", "while", "until", "!", "{", "time",
+    ];
+    const WRAPPERS: &[&str] = &[
+        "sudo",
+        "env",
+        "xargs",
+        "nice",
+        "nohup",
+        "exec",
+        "eatmydata",
+        "fakeroot",
+        "stdbuf",
+        "ionice",
+        "chronic",
+        "timeout",
+    ];
+    // A wrapper's numeric argument (`timeout 300`, `nice -n 10`, `timeout 5m`).
+    fn is_number(word: &str) -> bool {
+        let w = word.trim_end_matches(['s', 'm', 'h', 'd']);
+        !w.is_empty() && w.chars().all(|c| c.is_ascii_digit() || c == '.')
     }
     if !shell_form {
         if argv.first().is_some_and(|a| is_apt(a)) {
@@ -257,6 +326,8 @@ pub fn apt_no_sandbox(mut argv: Vec<String>, shell_form: bool) -> (Vec<String>, 
     let mut changed = false;
     let mut rest = script.as_str();
     let mut prev: Option<char> = None;
+    let mut command_position = true;
+    let mut after_wrapper = false;
     while !rest.is_empty() {
         let at_word_start = prev.is_none_or(|c| c.is_whitespace() || ";&|(`".contains(c));
         let word_len = rest
@@ -265,15 +336,36 @@ pub fn apt_no_sandbox(mut argv: Vec<String>, shell_form: bool) -> (Vec<String>, 
         if at_word_start && word_len > 0 {
             let word = &rest[..word_len];
             out.push_str(word);
-            if is_apt(word) {
-                out.push_str(" -o ");
-                out.push_str(APT_NO_SANDBOX);
-                changed = true;
+            if command_position {
+                if is_apt(word) {
+                    out.push_str(" -o ");
+                    out.push_str(APT_NO_SANDBOX);
+                    changed = true;
+                    command_position = false;
+                } else if WRAPPERS.contains(&word) {
+                    after_wrapper = true;
+                } else if is_assignment(word)
+                    || KEYWORDS.contains(&word)
+                    || (after_wrapper && (word.starts_with('-') || is_number(word)))
+                {
+                    // Still in command position.
+                } else {
+                    command_position = false;
+                    after_wrapper = false;
+                }
             }
             prev = word.chars().last();
             rest = &rest[word_len..];
         } else {
             let c = rest.chars().next().expect("rest is not empty");
+            if c == '\n' || ";&|(`".contains(c) {
+                command_position = true;
+                after_wrapper = false;
+            } else if !c.is_whitespace() {
+                // Part of a word that does not start a word (`>file`, `)x`).
+                command_position = false;
+                after_wrapper = false;
+            }
             out.push(c);
             prev = Some(c);
             rest = &rest[c.len_utf8()..];
@@ -307,6 +399,56 @@ mod tests {
         assert_eq!(
             shell("set -e;apt update\n/usr/bin/apt-get -q install x|cat").0,
             "set -e;apt -o APT::Sandbox::User=root update\n/usr/bin/apt-get -o APT::Sandbox::User=root -q install x|cat"
+        );
+    }
+
+    #[test]
+    fn apt_after_assignments_keywords_and_wrappers_gets_the_option() {
+        let o = "-o APT::Sandbox::User=root";
+        for (script, want) in [
+            (
+                "DEBIAN_FRONTEND=noninteractive apt-get install -y x",
+                format!("DEBIAN_FRONTEND=noninteractive apt-get {o} install -y x"),
+            ),
+            (
+                "if true; then apt-get update; fi",
+                format!("if true; then apt-get {o} update; fi"),
+            ),
+            (
+                "sudo -E apt install x",
+                format!("sudo -E apt {o} install x"),
+            ),
+            (
+                "echo x | xargs -r apt-get install",
+                format!("echo x | xargs -r apt-get {o} install"),
+            ),
+            ("(apt-get update)", format!("(apt-get {o} update)")),
+            (
+                "timeout 5m nice -n 10 apt-get update",
+                format!("timeout 5m nice -n 10 apt-get {o} update"),
+            ),
+            ("x=$(apt list)", format!("x=$(apt {o} list)")),
+        ] {
+            assert_eq!(shell(script), (want, true), "{script}");
+        }
+    }
+
+    #[test]
+    fn apt_as_an_argument_is_left_alone() {
+        for s in [
+            "command -v apt-get >/dev/null && echo yes",
+            "ls -l /usr/bin/apt-get; which apt",
+            "echo apt-get",
+            "[ -x /usr/bin/apt-get ] && echo yes",
+            "dpkg -L apt | head",
+            "cat >apt-get",
+        ] {
+            assert_eq!(shell(s), (s.to_string(), false), "{s}");
+        }
+        // The apt of `command -v apt-get && apt-get update` that runs does get it.
+        assert_eq!(
+            shell("command -v apt-get && apt-get update").0,
+            "command -v apt-get && apt-get -o APT::Sandbox::User=root update"
         );
     }
 
@@ -391,6 +533,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v, ["/bin/sh", "-c", "echo a\necho b\n"]);
+    }
+
+    #[test]
+    fn a_heredoc_with_a_shebang_is_executed_as_a_file() {
+        let h = heredoc("<<EOF", "#!/usr/bin/python3\nprint(1)\n");
+        let (v, _) = command(
+            &CmdForm::Shell("<<EOF".into()),
+            std::slice::from_ref(&h),
+            &sh(),
+            Force::None,
+            || unreachable!(),
+        )
+        .unwrap();
+        assert_eq!(v, ["/run/heredoc/EOF"]);
+        assert_eq!(
+            shebang_heredoc(&CmdForm::Shell("<<EOF".into()), std::slice::from_ref(&h)),
+            Some((
+                "/run/heredoc/EOF".into(),
+                "#!/usr/bin/python3\nprint(1)\n".into()
+            ))
+        );
+        // Not the whole command: the shell runs it.
+        assert_eq!(
+            shebang_heredoc(&CmdForm::Shell("cat <<EOF".into()), &[h]),
+            None
+        );
     }
 
     #[test]

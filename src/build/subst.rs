@@ -796,6 +796,34 @@ pub struct Vars {
     in_stage: bool,
     stage_args: BTreeMap<String, Option<String>>,
     env: Vec<(String, String)>,
+    /// BuildKit's automatic platform ARGs ([`platform_args`]): global, and in a stage
+    /// once declared with `ARG NAME`.
+    auto: BTreeMap<String, String>,
+}
+
+/// BuildKit's automatic platform ARGs for a build on and for `p` (Grove builds only for
+/// the host): `TARGETPLATFORM` (`linux/amd64`, `linux/arm/v7`; arm64's only variant v8 is
+/// left out, as BuildKit normalizes it), `TARGETOS`, `TARGETARCH`, `TARGETVARIANT`, and
+/// the same four for `BUILD`.
+pub fn platform_args(p: &crate::oci::platform::Platform) -> Vec<(String, String)> {
+    let os = if p.os.is_empty() { "linux" } else { &p.os };
+    let variant = match (p.architecture.as_str(), p.variant.as_deref()) {
+        ("arm64", Some("v8")) | (_, None) => "",
+        (_, Some(v)) => v,
+    };
+    let platform = if variant.is_empty() {
+        format!("{os}/{}", p.architecture)
+    } else {
+        format!("{os}/{}/{variant}", p.architecture)
+    };
+    let mut out = Vec::new();
+    for side in ["TARGET", "BUILD"] {
+        out.push((format!("{side}PLATFORM"), platform.clone()));
+        out.push((format!("{side}OS"), os.to_string()));
+        out.push((format!("{side}ARCH"), p.architecture.clone()));
+        out.push((format!("{side}VARIANT"), variant.to_string()));
+    }
+    out
 }
 
 /// The global-ARG view of [`Vars`], used for FROM lines.
@@ -803,7 +831,10 @@ struct Global<'a>(&'a Vars);
 
 impl Lookup for Global<'_> {
     fn lookup(&self, name: &str) -> Option<String> {
-        self.0.global.get(name).cloned().flatten()
+        match self.0.global.get(name) {
+            Some(v) => v.clone(),
+            None => self.0.auto.get(name).cloned(),
+        }
     }
 }
 
@@ -814,6 +845,12 @@ impl Lookup for Vars {
         }
         if let Some((_, v)) = self.env.iter().rev().find(|(k, _)| k == name) {
             return Some(v.clone());
+        }
+        if name == "PATH" {
+            // A base image without PATH in its config still has one in a build: RUN gets
+            // the default (invocation::run_env), and `ENV PATH=/x:$PATH` extends it, as in
+            // Docker (which adds it to every stage's ENV) and Charliecloud.
+            return Some(super::invocation::DEFAULT_PATH.to_string());
         }
         self.stage_args.get(name).cloned().flatten()
     }
@@ -830,6 +867,9 @@ impl Vars {
             in_stage: false,
             stage_args: BTreeMap::new(),
             env: Vec::new(),
+            auto: platform_args(&crate::oci::platform::Platform::host())
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -873,13 +913,15 @@ impl Vars {
             self.consumed.insert(name.to_string());
         }
         if !self.in_stage {
-            let value = from_cli.or_else(|| default.map(str::to_string));
+            let value = from_cli
+                .or_else(|| default.map(str::to_string))
+                .or_else(|| self.auto.get(name).cloned());
             self.global.insert(name.to_string(), value);
             return;
         }
         let value = from_cli
             .or_else(|| default.map(str::to_string))
-            .or_else(|| self.global.get(name).cloned().flatten());
+            .or_else(|| Global(self).lookup(name));
         self.stage_args.insert(name.to_string(), value);
     }
 
@@ -969,6 +1011,83 @@ mod tests {
         assert_eq!(ok("$HOME/bin"), "/root/bin");
         assert_eq!(ok("$B"), "b c");
         assert_eq!(ok("$É"), "e");
+    }
+
+    #[test]
+    fn platform_args_spell_the_platform_as_buildkit() {
+        use crate::oci::platform::Platform;
+        let get = |arch: &str, k: &str| {
+            platform_args(&Platform::parse(arch))
+                .into_iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v)
+                .expect("defined")
+        };
+        assert_eq!(get("amd64", "TARGETPLATFORM"), "linux/amd64");
+        assert_eq!(get("amd64", "TARGETARCH"), "amd64");
+        assert_eq!(get("amd64", "BUILDOS"), "linux");
+        assert_eq!(get("arm64/v8", "TARGETPLATFORM"), "linux/arm64");
+        assert_eq!(get("arm64/v8", "TARGETVARIANT"), "");
+        assert_eq!(get("arm/v7", "BUILDPLATFORM"), "linux/arm/v7");
+        assert_eq!(get("arm/v7", "TARGETVARIANT"), "v7");
+    }
+
+    #[test]
+    fn platform_args_are_global_and_in_a_stage_once_declared() {
+        let df = parse(
+            "ARG TARGETARCH\nFROM a-$BUILDARCH\nRUN x\nARG TARGETARCH\nARG BUILDOS=other\n",
+            "Dockerfile",
+        )
+        .expect("parses");
+        let mut vars = Vars::new(Vec::new(), '\\');
+        let mut out = Vec::new();
+        for i in &df.instructions {
+            out.push(vars.step(&i.kind).expect("substitutes"));
+        }
+        let arch = crate::oci::platform::Platform::host().architecture;
+        assert_eq!(
+            out[1],
+            InstrKind::From {
+                platform: None,
+                image: format!("a-{arch}"),
+                alias: None
+            }
+        );
+        assert_eq!(
+            vars.stage_args(),
+            vec![
+                ("BUILDOS".to_string(), "other".to_string()),
+                ("TARGETARCH".to_string(), arch)
+            ]
+        );
+    }
+
+    #[test]
+    fn path_defaults_in_a_stage_whose_env_has_none() {
+        let df = parse(
+            "ARG P=$PATH\nFROM a\nENV PATH=/x:$PATH\nFROM b\nENV PATH=/y\nENV Q=$PATH\n",
+            "Dockerfile",
+        )
+        .expect("parses");
+        let mut vars = Vars::new(Vec::new(), '\\');
+        let mut out = Vec::new();
+        for i in &df.instructions {
+            out.push(vars.step(&i.kind).expect("substitutes"));
+        }
+        let default = crate::build::invocation::DEFAULT_PATH;
+        // Global scope (FROM lines) has no PATH.
+        assert_eq!(
+            out[0],
+            InstrKind::Arg(vec![ArgDecl {
+                name: "P".into(),
+                default: Some(String::new())
+            }])
+        );
+        assert_eq!(
+            out[2],
+            InstrKind::Env(vec![("PATH".into(), format!("/x:{default}"))])
+        );
+        assert_eq!(out[5], InstrKind::Env(vec![("Q".into(), "/y".into())]));
     }
 
     #[test]
