@@ -4,91 +4,11 @@
 //! binaries, run as the unprivileged test user, each test in its own storage directory with
 //! the busybox fixture imported as `busybox`.
 
-use crate::common::{busybox_rootfs, fails, ok, output, tool, Scratch};
-use std::path::PathBuf;
-use std::process::Command;
-
-/// A scratch directory with a storage directory (busybox imported) and a context `ctx`.
-struct World {
-    s: Scratch,
-    ctx: PathBuf,
-}
-
-impl World {
-    fn new(tag: &str) -> World {
-        let s = Scratch::new(&format!("stranger-{tag}"));
-        let ctx = s.join("ctx");
-        let w = World { s, ctx };
-        w.write("Dockerfile", "");
-        ok(w.image().arg("import").arg(busybox_rootfs()).arg("busybox"));
-        w
-    }
-
-    /// `ch-image -s STORAGE`, with no proxy or cache settings from the environment.
-    fn image(&self) -> Command {
-        let mut c = tool("ch-image");
-        c.arg("-s").arg(self.s.storage());
-        c.env_remove("CH_IMAGE_CACHE");
-        for v in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"] {
-            c.env_remove(v);
-        }
-        c
-    }
-
-    /// Write context file `rel` (parents created) as the test user.
-    fn write(&self, rel: &str, content: &str) {
-        let p = self.ctx.join(rel);
-        let script = format!(
-            "mkdir -p \"$(dirname '{p}')\" && cat > '{p}'",
-            p = p.display()
-        );
-        let mut c = crate::common::unpriv("sh");
-        c.args(["-ec", &script]);
-        c.stdin(std::process::Stdio::piped());
-        let mut child = c.spawn().expect("spawn sh");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(content.as_bytes())
-            .expect("write stdin");
-        assert!(child.wait().expect("wait sh").success(), "write {rel}");
-    }
-
-    fn build_cmd(&self, tag: &str, df: &str) -> Command {
-        self.write("Dockerfile", df);
-        let mut c = self.image();
-        c.args(["build", "-t", tag]).arg(&self.ctx);
-        c
-    }
-
-    /// A build that must succeed; returns its stderr.
-    fn build(&self, tag: &str, df: &str) -> String {
-        let out = output(&mut self.build_cmd(tag, df));
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "build failed: {err}");
-        err
-    }
-
-    /// A build that must fail; returns (exit code, stderr).
-    fn build_fails(&self, tag: &str, df: &str) -> (i32, String) {
-        fails(&mut self.build_cmd(tag, df))
-    }
-
-    /// `ch-run -s STORAGE TAG -- /bin/sh -c SCRIPT`, which must succeed; returns stdout.
-    fn run(&self, tag: &str, script: &str) -> String {
-        ok(tool("ch-run")
-            .arg("-s")
-            .arg(self.s.storage())
-            .arg(tag)
-            .args(["--", "/bin/sh", "-c", script]))
-    }
-}
+use crate::common::Bench;
 
 #[test]
 fn copy_chmod_sets_the_mode_of_copied_files_and_trees() {
-    let w = World::new("chmod");
+    let w = Bench::new("stranger-chmod");
     w.write("f", "f\n");
     w.write("d/a", "a\n");
     w.write("d/sub/b", "b\n");
@@ -99,6 +19,7 @@ fn copy_chmod_sets_the_mode_of_copied_files_and_trees() {
          COPY --chmod=755 d /d/\n\
          ARG M=0640\n\
          COPY --chmod=$M f /f640\n",
+        &[],
     );
     let modes = w.run(
         "chmod",
@@ -112,9 +33,9 @@ fn copy_chmod_sets_the_mode_of_copied_files_and_trees() {
 
 #[test]
 fn copy_chmod_with_a_symbolic_mode_is_an_error_naming_the_line() {
-    let w = World::new("chmod-bad");
+    let w = Bench::new("stranger-chmod-bad");
     w.write("f", "f\n");
-    let (code, err) = w.build_fails("bad", "FROM busybox\n\nCOPY --chmod=u+x f /f\n");
+    let (code, err) = w.build_fails("bad", "FROM busybox\n\nCOPY --chmod=u+x f /f\n", &[]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("Dockerfile:3"), "{err}");
     assert!(err.contains("invalid mode \"u+x\""), "{err}");
@@ -122,7 +43,7 @@ fn copy_chmod_with_a_symbolic_mode_is_an_error_naming_the_line() {
 
 #[test]
 fn copy_from_an_image_that_is_not_a_stage_reads_that_image() {
-    let w = World::new("from-image");
+    let w = Bench::new("stranger-from-image");
     w.build(
         "ms",
         "FROM busybox AS one\n\
@@ -130,6 +51,7 @@ fn copy_from_an_image_that_is_not_a_stage_reads_that_image() {
          FROM busybox\n\
          COPY --from=0 /one /fromidx\n\
          COPY --from=busybox /etc/motd /frombase\n",
+        &[],
     );
     assert_eq!(
         w.run("ms", "cat /fromidx /frombase"),
@@ -140,10 +62,11 @@ fn copy_from_an_image_that_is_not_a_stage_reads_that_image() {
 #[test]
 fn env_path_extends_the_default_path_when_the_base_sets_none() {
     // The busybox fixture is imported from a directory: its config has no PATH.
-    let w = World::new("env-path");
+    let w = Bench::new("stranger-env-path");
     w.build(
         "p",
         "FROM busybox\nENV PATH=/opt/x/bin:$PATH\nRUN echo \"$PATH\" > /seen\n",
+        &[],
     );
     let default = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
     assert_eq!(
@@ -156,12 +79,13 @@ fn env_path_extends_the_default_path_when_the_base_sets_none() {
 fn apt_named_as_an_argument_is_not_given_the_sandbox_option() {
     // Multi-distribution Dockerfiles test for apt before using it; only an apt that runs
     // gets `-o APT::Sandbox::User=root` (seccomp root emulation, the default).
-    let w = World::new("apt-arg");
+    let w = Bench::new("stranger-apt-arg");
     w.build(
         "a",
         "FROM busybox\n\
          RUN echo apt-get > /said; \\\n\
              if command -v apt-get >/dev/null; then echo found; else echo none; fi > /probe\n",
+        &[],
     );
     assert_eq!(w.run("a", "cat /said /probe"), "apt-get\nnone\n");
 }
@@ -171,8 +95,8 @@ fn json_form_with_an_invalid_escape_is_named_with_its_line() {
     // Charliecloud's examples/exhaustive has `RUN ["echo", "... \${chse_2} ..."]`: `\$` is
     // no JSON escape, so Docker (and Grove) run the line as a shell command, which fails
     // obscurely; the warning says why.
-    let w = World::new("json-escape");
-    let (code, err) = w.build_fails("j", "FROM busybox\nRUN [\"echo\", \"a \\$b\"]\n");
+    let w = Bench::new("stranger-json-escape");
+    let (code, err) = w.build_fails("j", "FROM busybox\nRUN [\"echo\", \"a \\$b\"]\n", &[]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("Dockerfile:2: RUN: not a valid JSON array (invalid escape"),
@@ -185,13 +109,14 @@ fn json_form_with_an_invalid_escape_is_named_with_its_line() {
 fn automatic_platform_args_have_the_host_platform() {
     // Docker Dockerfiles download per-architecture files with `ARG TARGETARCH`, and
     // cross-compiling ones start with `FROM --platform=$BUILDPLATFORM`.
-    let w = World::new("platform-args");
+    let w = Bench::new("stranger-platform-args");
     let err = w.build(
         "p",
         "FROM --platform=$BUILDPLATFORM busybox AS build\n\
          ARG TARGETARCH\n\
          ARG TARGETPLATFORM\n\
          RUN echo \"$TARGETARCH $TARGETPLATFORM\" > /p\n",
+        &[],
     );
     assert!(!err.contains("--platform"), "{err}");
     let arch = match std::env::consts::ARCH {
@@ -204,7 +129,7 @@ fn automatic_platform_args_have_the_host_platform() {
 
 #[test]
 fn copy_from_the_current_or_a_later_stage_is_an_error_not_a_pull() {
-    let w = World::new("from-current");
+    let w = Bench::new("stranger-from-current");
     for (df, want) in [
         (
             "FROM busybox\nCOPY --from=0 /etc/motd /m\n",
@@ -219,7 +144,7 @@ fn copy_from_the_current_or_a_later_stage_is_an_error_not_a_pull() {
             "Dockerfile:2: COPY --from: stage 3 does not exist yet",
         ),
     ] {
-        let (code, err) = w.build_fails("f", df);
+        let (code, err) = w.build_fails("f", df, &[]);
         assert_eq!(code, 1, "{err}");
         assert!(err.contains(want), "{df}: {err}");
         assert!(!err.contains("pull"), "{df}: {err}");
@@ -229,21 +154,21 @@ fn copy_from_the_current_or_a_later_stage_is_an_error_not_a_pull() {
 #[test]
 fn dockerignore_negation_reincludes_a_file_in_an_excluded_directory() {
     // Docker's rule: `docs/` then `!docs/keep.md` copies docs/keep.md (and docs/ for it).
-    let w = World::new("ignore-reinclude");
+    let w = Bench::new("stranger-ignore-reinclude");
     w.write(".dockerignore", "docs/\n!docs/keep.md\ntmp\n!tmp/none\n");
     w.write("docs/a.md", "a\n");
     w.write("docs/keep.md", "v1\n");
     w.write("tmp/x", "x\n");
     w.write("f", "f\n");
     let df = "FROM busybox\nCOPY . /c/\nCOPY docs /d/\n";
-    w.build("i", df);
+    w.build("i", df, &[]);
     assert_eq!(
         w.run("i", "cd /c && find . | sort; cd /d && find . | sort"),
         ".\n./.dockerignore\n./Dockerfile\n./docs\n./docs/keep.md\n./f\n.\n./keep.md\n"
     );
     // The re-included file is part of the cache key: changing it copies again.
     w.write("docs/keep.md", "v2\n");
-    let err = w.build("i", df);
+    let err = w.build("i", df, &[]);
     assert!(err.contains("  2. COPY . /c/"), "{err}");
     assert_eq!(w.run("i", "cat /c/docs/keep.md /d/keep.md"), "v2\nv2\n");
 }
@@ -251,7 +176,7 @@ fn dockerignore_negation_reincludes_a_file_in_an_excluded_directory() {
 #[test]
 fn add_copies_a_compressed_file_that_is_not_a_tar_archive() {
     // Docker extracts only tar archives (plain or compressed); `notes.txt.gz` is copied.
-    let w = World::new("add-gz");
+    let w = Bench::new("stranger-add-gz");
     let gz = w.ctx.join("notes.txt.gz");
     let tgz = w.ctx.join("t.tar.gz");
     crate::common::sh(&format!(
@@ -264,6 +189,7 @@ fn add_copies_a_compressed_file_that_is_not_a_tar_archive() {
     w.build(
         "a",
         "FROM busybox\nADD notes.txt.gz /n/\nADD t.tar.gz /t/\n",
+        &[],
     );
     assert_eq!(w.run("a", "zcat /n/notes.txt.gz; cat /t/f"), "hello\nin\n");
 }
@@ -271,7 +197,7 @@ fn add_copies_a_compressed_file_that_is_not_a_tar_archive() {
 #[test]
 fn copy_from_a_stage_expands_wildcards() {
     // Charliecloud and Docker both expand wildcards in `COPY --from` sources.
-    let w = World::new("from-glob");
+    let w = Bench::new("stranger-from-glob");
     w.build(
         "g",
         "FROM busybox AS s\n\
@@ -280,6 +206,7 @@ fn copy_from_a_stage_expands_wildcards() {
          FROM busybox\n\
          COPY --from=s /rd/*.txt /g/\n\
          COPY --from=s /r?al /rd/[ab].txt /rd/*/i.txt /h/\n",
+        &[],
     );
     assert_eq!(
         w.run("g", "cd /g && ls -A; cd /h && ls -A"),
@@ -288,6 +215,7 @@ fn copy_from_a_stage_expands_wildcards() {
     let (code, err) = w.build_fails(
         "n",
         "FROM busybox AS s\nFROM busybox\nCOPY --from=s /no/*.x /n/\n",
+        &[],
     );
     assert_eq!(code, 1, "{err}");
     assert!(
@@ -300,7 +228,7 @@ fn copy_from_a_stage_expands_wildcards() {
 fn copy_exclude_and_parents_shape_what_is_copied() {
     // BuildKit's COPY --exclude (patterns relative to each source, .dockerignore syntax,
     // also dropping sources by name) and --parents (context directories kept).
-    let w = World::new("exclude-parents");
+    let w = Bench::new("stranger-exclude-parents");
     for f in [
         "src/x.txt",
         "src/y.log",
@@ -318,6 +246,7 @@ fn copy_exclude_and_parents_shape_what_is_copied() {
          COPY --exclude=*.txt src/* /ex3/\n\
          COPY --parents a/b/c.txt src/deep/w.txt /par/\n\
          COPY --parents src/deep /par2\n",
+        &[],
     );
     assert_eq!(
         w.run(
@@ -378,7 +307,7 @@ impl Drop for Http {
 
 #[test]
 fn add_checksum_is_verified() {
-    let w = World::new("add-checksum");
+    let w = Bench::new("stranger-add-checksum");
     w.write("www/data.txt", "hello\n");
     let srv = Http::start(&w.ctx.join("www"));
     // sha256 of "hello\n".
@@ -390,9 +319,9 @@ fn add_checksum_is_verified() {
             srv.port
         )
     };
-    w.build("ok", &df(good));
+    w.build("ok", &df(good), &[]);
     assert_eq!(w.run("ok", "cat /d"), "hello\n");
-    let (code, err) = w.build_fails("bad", &df(&bad));
+    let (code, err) = w.build_fails("bad", &df(&bad), &[]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("Dockerfile:2: ADD http://"), "{err}");
     assert!(err.contains("checksum mismatch"), "{err}");
@@ -400,6 +329,7 @@ fn add_checksum_is_verified() {
     let (_, err) = w.build_fails(
         "local",
         &format!("FROM busybox\nADD --checksum=sha256:{good} Dockerfile /d\n"),
+        &[],
     );
     assert!(
         err.contains("Dockerfile:2: ADD --checksum: only for URL sources"),
@@ -411,10 +341,11 @@ fn add_checksum_is_verified() {
 fn run_heredoc_with_a_shebang_is_executed_by_its_interpreter() {
     // Docker writes such a heredoc to a file and executes it: the `#!` line picks the
     // interpreter and its options, and $0 is the script.
-    let w = World::new("heredoc-shebang");
+    let w = Bench::new("stranger-heredoc-shebang");
     w.build(
         "h",
         "FROM busybox\nRUN <<EOF\n#!/bin/sh\necho \"$0\" > /script-name\nEOF\n",
+        &[],
     );
     assert_eq!(w.run("h", "cat /script-name"), "/run/heredoc/EOF\n");
     // The script file is bound for the RUN only: the image has no /run.
@@ -423,6 +354,7 @@ fn run_heredoc_with_a_shebang_is_executed_by_its_interpreter() {
     let (code, err) = w.build_fails(
         "e",
         "FROM busybox\nRUN <<EOF\n#!/bin/sh -e\nfalse\necho reached\nEOF\n",
+        &[],
     );
     assert_eq!(code, 1, "{err}");
     assert!(!err.contains("reached"), "{err}");
