@@ -84,7 +84,7 @@ pub fn apply_upper(
     let root_time = w.time(upper, &top)?;
     model.times.set(b"", root_time);
     let walked = walk_upper(upper, &[], model, &mut w);
-    let stored = walked.and_then(|()| store_jobs(ts, upper, &jobs));
+    let stored = walked.and_then(|()| store_jobs(ts, &jobs));
     // Give back the modes opened for reading (deepest first), also after an error.
     let mut restored = Ok(());
     for (path, mode) in restore.iter().rev() {
@@ -132,11 +132,7 @@ pub fn apply_upper(
 }
 
 /// Write the blobs of the files `jobs` names, in parallel; ids in the order of `jobs`.
-fn store_jobs(
-    ts: &gix::ThreadSafeRepository,
-    upper: &Path,
-    jobs: &[Job],
-) -> Result<Vec<ObjectId>, StoreError> {
+fn store_jobs(ts: &gix::ThreadSafeRepository, jobs: &[Job]) -> Result<Vec<ObjectId>, StoreError> {
     let pack = (jobs.len() >= PACK_MIN_OBJECTS).then(|| PackBuilder::new(&objects_dir(ts)));
     let oids: Vec<ObjectId> = jobs
         .par_iter()
@@ -162,7 +158,7 @@ fn store_jobs(
                         .at("write object of", &j.abs)?);
                 }
                 match &pack {
-                    Some(p) => Ok(p.add(repo, &data).at("write pack", &j.abs)?),
+                    Some(p) => Ok(p.add(repo, &data).at("store", &j.abs)?),
                     // gix's loose writer compresses all it writes: big files go through
                     // ours, which stores incompressible data as it is.
                     None if data.len() >= SAMPLE_MIN => {
@@ -177,7 +173,7 @@ fn store_jobs(
         )
         .collect::<Result<_, _>>()?;
     if let Some(p) = pack {
-        p.finish().at("write pack", upper)?;
+        p.finish().at("write pack", objects_dir(ts).join("pack"))?;
     }
     Ok(oids)
 }

@@ -623,7 +623,7 @@ impl PackBuilder {
             st.held = 0;
             // Written by this caller, outside the lock: the others go on adding.
             drop(st);
-            let pack = write_pack(&self.pack_dir, chunk, self.level == 0)?;
+            let pack = self.write(chunk)?;
             self.state
                 .lock()
                 .expect("pack state lock")
@@ -644,9 +644,20 @@ impl PackBuilder {
             )
         };
         if !entries.is_empty() {
-            written.push(write_pack(&self.pack_dir, entries, self.level == 0)?);
+            written.push(self.write(entries)?);
         }
         Ok(written)
+    }
+
+    /// Write `chunk` as a pack. Its error names the pack directory: the caller that gets
+    /// it is whichever one filled the chunk, and names its own file at most.
+    fn write(&self, chunk: Vec<Entry>) -> io::Result<PathBuf> {
+        write_pack(&self.pack_dir, chunk, self.level == 0).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("writing a pack in {}: {e}", self.pack_dir.display()),
+            )
+        })
     }
 }
 
@@ -883,6 +894,27 @@ mod tests {
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn a_failed_pack_write_names_the_pack_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = gix::init_bare(dir.path().join("repo")).unwrap();
+        // objects/pack can't be made: a file is in the way.
+        let objects = dir.path().join("objects");
+        fs::create_dir(&objects).unwrap();
+        fs::write(objects.join("pack"), "in the way").unwrap();
+        let mut pb = PackBuilder::stored(&objects);
+        pb.chunk = 1000;
+        let err = (0..10)
+            .map(|i| pb.add(&repo, format!("{i}").repeat(300).as_bytes()))
+            .find_map(Result::err)
+            .expect("a chunk write fails");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&objects.join("pack").display().to_string()),
+            "{msg}"
         );
     }
 
