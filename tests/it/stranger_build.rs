@@ -360,3 +360,43 @@ fn run_heredoc_with_a_shebang_is_executed_by_its_interpreter() {
     assert!(!err.contains("reached"), "{err}");
     assert!(err.contains("RUN command exited with 1"), "{err}");
 }
+
+#[test]
+fn copy_never_writes_through_a_symlink_an_earlier_source_put_in_the_layer() {
+    // `a/x` is a symlink to a host directory; `b/x` is excluded but has a re-included file:
+    // copying b/ after a/ must replace the symlink with a directory, not write through it.
+    let w = Bench::new("stranger-reinclude-symlink");
+    let host = w.s.join("host");
+    let host2 = w.s.join("host2");
+    for d in [&host, &host2] {
+        std::fs::create_dir(d).expect("create host dir");
+        crate::common::own(d);
+    }
+    w.write(".dockerignore", "b/x\n!b/x/f\n");
+    w.write("b/x/f", "f\n");
+    w.mkdir("a");
+    std::os::unix::fs::symlink(&host, w.ctx.join("a/x")).expect("symlink");
+    crate::common::own(&w.ctx);
+    // `--parents` makes the directories leading to `b/x/f`: a symlink a RUN left where
+    // one goes is replaced too.
+    let df = format!(
+        "FROM busybox\n\
+         COPY a/ b/ /d/\n\
+         RUN mkdir /p && ln -s {} /p/b\n\
+         COPY --parents b/x/f /p/\n",
+        host2.display()
+    );
+    w.build("s", &df, &[]);
+    let listed = |d: &std::path::Path| -> Vec<_> {
+        std::fs::read_dir(d)
+            .expect("read host dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect()
+    };
+    assert!(listed(&host).is_empty(), "{:?}", listed(&host));
+    assert!(listed(&host2).is_empty(), "{:?}", listed(&host2));
+    assert_eq!(
+        w.run("s", "stat -c '%F %n' /d/x /p/b /p/b/x; cat /d/x/f /p/b/x/f"),
+        "directory /d/x\ndirectory /p/b\ndirectory /p/b/x\nf\nf\n"
+    );
+}
