@@ -2162,6 +2162,11 @@ impl<'a> Builder<'a> {
             (p, last)
         };
         let model_ref: &Dir = model;
+        // `--chmod` leaves a destination directory the image already has as it is (as
+        // BuildKit does): only what is written into it gets the mode.
+        let dest_existed = into_dir
+            && (dest_comps.is_empty()
+                || matches!(model_ref.get(&dest_comps.join(&b'/')), Some(Node::Dir(_))));
         let dir = copy::make_parents(&layer, model_ref, &parent_comps).map_err(at)?;
         let repo = &self.repo;
         let mut written = 0;
@@ -2288,7 +2293,19 @@ impl<'a> Builder<'a> {
             chmod_targets.sort();
             chmod_targets.dedup();
             for t in &chmod_targets {
-                copy::chmod_tree(t, mode).map_err(at)?;
+                if dest_existed && *t == dir {
+                    let entries = fs::read_dir(t)
+                        .at("read directory", t)
+                        .map_err(|e| at(copy::CopyError::from(e)))?;
+                    for e in entries {
+                        let e = e
+                            .at("read directory", t)
+                            .map_err(|e| at(copy::CopyError::from(e)))?;
+                        copy::chmod_tree(&e.path(), mode).map_err(at)?;
+                    }
+                } else {
+                    copy::chmod_tree(t, mode).map_err(at)?;
+                }
             }
         }
         if let Some((base, bases, only)) = delta {

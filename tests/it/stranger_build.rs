@@ -400,3 +400,30 @@ fn copy_never_writes_through_a_symlink_an_earlier_source_put_in_the_layer() {
         "directory /d/x\ndirectory /p/b\ndirectory /p/b/x\nf\nf\n"
     );
 }
+
+#[test]
+fn copy_chmod_leaves_an_existing_destination_directory_alone() {
+    // BuildKit gives the mode to what it writes, not to a directory the image has
+    // (directories stay owner-accessible, as for every copied entry).
+    let w = Bench::new("stranger-chmod-dest");
+    w.write("files/conf", "c\n");
+    w.write("files/sub/more", "m\n");
+    let before = w.run("busybox", "stat -c %a /etc");
+    w.build(
+        "c",
+        "FROM busybox\n\
+         COPY --chmod=644 files/ /etc/\n\
+         COPY --chmod=700 files/ /new/\n",
+        &[],
+    );
+    assert_eq!(
+        w.run(
+            "c",
+            "stat -c '%a %n' /etc /etc/conf /etc/sub /etc/sub/more /new /new/conf"
+        ),
+        format!(
+            "{} /etc\n644 /etc/conf\n744 /etc/sub\n644 /etc/sub/more\n700 /new\n700 /new/conf\n",
+            before.trim()
+        )
+    );
+}
