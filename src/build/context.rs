@@ -867,10 +867,18 @@ fn walk_sorted(
         r.extend_from_slice(n.as_bytes());
         let rs = String::from_utf8_lossy(&r);
         if ignore.excluded(&rs) {
-            // An excluded directory is still walked for what a `!` rule re-includes.
-            if ignore.may_reinclude_below(&rs) && fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir())
-            {
-                walk_sorted(&p, &r, ignore, out)?;
+            // An excluded directory is still walked for what a `!` rule re-includes; if
+            // something is, the copy makes the directory with its mode and time, so the
+            // directory's own entry is part of the key too.
+            if ignore.may_reinclude_below(&rs) {
+                if let Some(md) = fs::symlink_metadata(&p).ok().filter(|m| m.is_dir()) {
+                    let mut below = Vec::new();
+                    walk_sorted(&p, &r, ignore, &mut below)?;
+                    if !below.is_empty() {
+                        out.push((r.clone(), p.clone(), md));
+                        out.append(&mut below);
+                    }
+                }
             }
             continue;
         }

@@ -506,7 +506,9 @@ fn copy_dir_contents(
                 fs::create_dir(&d).at("create directory", &d)?;
             }
             let below = copy_dir_contents(&s, (&r, &rb), &sr, (ignore, exclude), &d, xattrs, only)?;
-            if below == 0 {
+            // Over an earlier layer (`only`) the directory is written when it changed
+            // itself (its key entry, recorded when something below is re-included).
+            if below == 0 && only.is_none() {
                 if !existed {
                     fs::remove_dir(&d).at("remove", &d)?;
                 }

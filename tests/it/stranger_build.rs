@@ -427,3 +427,23 @@ fn copy_chmod_leaves_an_existing_destination_directory_alone() {
         )
     );
 }
+
+#[test]
+fn mode_of_an_excluded_directory_with_a_reincluded_file_is_in_the_cache_key() {
+    // The copy makes `docs` with the context directory's mode: a change of it must miss.
+    let w = Bench::new("stranger-reinclude-mode");
+    w.write(".dockerignore", "Dockerfile\ndocs\n!docs/keep.md\n");
+    w.write("docs/keep.md", "k\n");
+    w.write("docs/other.md", "o\n");
+    let df = "FROM busybox\nCOPY . /all/\n";
+    w.build("k", df, &[]);
+    let again = w.build("k", df, &[]);
+    assert!(again.contains("  2* COPY . /all/"), "{again}");
+    crate::common::sh(&format!("chmod 700 '{}'", w.ctx.join("docs").display()));
+    let after = w.build("k", df, &[]);
+    assert!(after.contains("  2. COPY . /all/"), "{after}");
+    assert_eq!(
+        w.run("k", "stat -c '%a %n' /all/docs; ls /all/docs"),
+        "700 /all/docs\nkeep.md\n"
+    );
+}
