@@ -1126,6 +1126,24 @@ impl<'a> Builder<'a> {
             };
             return Err(self.at(ins, format!("{kw} --from: stage {from} {what}")));
         }
+        // A later stage's name is not an image to pull either.
+        let later = self.df.instructions.iter().find_map(|i| match &i.kind {
+            InstrKind::From { alias: Some(a), .. }
+                if i.span.start_line > ins.span.start_line && *a == lower =>
+            {
+                Some(i.span.start_line)
+            }
+            _ => None,
+        });
+        if let Some(line) = later {
+            return Err(self.at(
+                ins,
+                format!(
+                    "{kw} --from={from}: stage '{lower}' ({}:{line}) comes after this one; Grove builds stages in order",
+                    self.df.file
+                ),
+            ));
+        }
         let r = Reference::parse(from)
             .map_err(|e| {
                 self.at_err(

@@ -447,3 +447,21 @@ fn mode_of_an_excluded_directory_with_a_reincluded_file_is_in_the_cache_key() {
         "700 /all/docs\nkeep.md\n"
     );
 }
+
+#[test]
+fn copy_from_a_later_stage_name_is_an_error_naming_that_stage_not_a_pull() {
+    let w = Bench::new("stranger-from-later");
+    let (code, err) = w.build_fails(
+        "l",
+        "FROM busybox\nCOPY --from=Later /etc/motd /m\nFROM busybox AS later\n",
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    let df = w.ctx.join("Dockerfile");
+    let want = format!(
+        "{0}:2: COPY --from=Later: stage 'later' ({0}:3) comes after this one",
+        df.display()
+    );
+    assert!(err.contains(&want), "{err}");
+    assert!(!err.contains("pull"), "{err}");
+}
