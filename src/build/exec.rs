@@ -1805,7 +1805,7 @@ impl<'a> Builder<'a> {
         };
         // The mounts' host sides; cache mounts stay locked (flock) until ch-run is done.
         let mut prepared = self.prepare_mounts(ins, mounts)?;
-        if let Some((dst, content)) = invocation::shebang_heredoc(form, heredocs) {
+        if let Some((dst, content, _)) = invocation::shebang_script(form, heredocs, force) {
             // The script file of a `#!` heredoc, bound read-only where argv names it.
             use std::os::unix::fs::PermissionsExt;
             let src = step.join("heredoc");

@@ -48,6 +48,42 @@ pub fn shebang_heredoc(form: &CmdForm, heredocs: &[Heredoc]) -> Option<(String, 
     Some((format!("{HEREDOC_DIR}/{name}"), h.content.clone()))
 }
 
+/// The script file of a `#!` heredoc RUN: its path and content as [`shebang_heredoc`]
+/// gives them, except that under `--force=seccomp` a script whose interpreter is a shell
+/// (`sh`, `bash`, `dash`, `ash`, `zsh`, directly or through `env`) gets apt's no-sandbox
+/// option as a shell-form RUN does ([`apt_no_sandbox`]). The bool says whether it did.
+pub fn shebang_script(
+    form: &CmdForm,
+    heredocs: &[Heredoc],
+    force: Force,
+) -> Option<(String, String, bool)> {
+    let (path, content) = shebang_heredoc(form, heredocs)?;
+    if force != Force::Seccomp || !interpreter_is_shell(&content) {
+        return Some((path, content, false));
+    }
+    let (mut v, changed) = apt_no_sandbox(vec![content], true);
+    Some((path, v.pop().unwrap_or_default(), changed))
+}
+
+/// Whether a script's `#!` line names a shell (by basename; `env [-S] [-OPTS] SHELL`
+/// too).
+fn interpreter_is_shell(script: &str) -> bool {
+    let line = script
+        .strip_prefix("#!")
+        .and_then(|s| s.lines().next())
+        .unwrap_or_default();
+    let mut words = line.split_whitespace();
+    let base = |w: &str| w.rsplit('/').next().unwrap_or(w).to_string();
+    let mut interp = words.next().map(base).unwrap_or_default();
+    if interp == "env" {
+        interp = words
+            .find(|w| !w.starts_with('-') && !w.contains('='))
+            .map(base)
+            .unwrap_or_default();
+    }
+    ["sh", "bash", "dash", "ash", "zsh"].contains(&interp.as_str())
+}
+
 /// What the image offers for `--force=fakeroot`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fakeroot {
@@ -127,7 +163,11 @@ pub fn command(
             Fakeroot::Missing => return Err(InvocationError::NoFakeroot),
         },
         Force::Seccomp => {
-            let (argv, changed) = apt_no_sandbox(argv, matches!(form, CmdForm::Shell(_)));
+            // A `#!` heredoc's argv is its script's path: the script itself is changed.
+            let (argv, changed) = match shebang_script(form, heredocs, force) {
+                Some((_, _, changed)) => (argv, changed),
+                None => apt_no_sandbox(argv, matches!(form, CmdForm::Shell(_))),
+            };
             if changed {
                 notes.push(format!(
                     "RUN: apt: adding -o {APT_NO_SANDBOX} (root emulation can't drop privileges)"
@@ -380,6 +420,21 @@ pub fn apt_no_sandbox(mut argv: Vec<String>, shell_form: bool) -> (Vec<String>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shebang_lines_naming_a_shell_are_told_apart() {
+        for (script, want) in [
+            ("#!/bin/sh\napt-get update\n", true),
+            ("#! /bin/bash -e\n", true),
+            ("#!/usr/bin/env -S zsh -f\n", true),
+            ("#!/usr/bin/env dash\n", true),
+            ("#!/usr/bin/python3\n", false),
+            ("#!/usr/bin/env perl\n", false),
+            ("#!/bin/shell\n", false),
+        ] {
+            assert_eq!(interpreter_is_shell(script), want, "{script}");
+        }
+    }
 
     fn shell(script: &str) -> (String, bool) {
         let (v, c) = apt_no_sandbox(vec!["/bin/sh".into(), "-c".into(), script.into()], true);

@@ -465,3 +465,32 @@ fn copy_from_a_later_stage_name_is_an_error_naming_that_stage_not_a_pull() {
     assert!(err.contains(&want), "{err}");
     assert!(!err.contains("pull"), "{err}");
 }
+
+#[test]
+fn heredoc_shell_script_gets_the_apt_sandbox_option_under_seccomp() {
+    // A `#!` heredoc runs as its own script file: apt in it needs the option as in any
+    // other RUN (seccomp root emulation, the default).
+    let w = Bench::new("stranger-heredoc-apt");
+    let err = w.build(
+        "h",
+        "FROM busybox\n\
+         RUN mkdir -p /usr/bin \\\n\
+          && echo '#!/bin/sh' > /usr/bin/apt-get \\\n\
+          && echo 'echo \"$@\" >> /apt.log' >> /usr/bin/apt-get \\\n\
+          && chmod 755 /usr/bin/apt-get\n\
+         RUN <<EOF\n\
+         #!/bin/sh\n\
+         apt-get update\n\
+         echo apt-get > /said\n\
+         EOF\n",
+        &[],
+    );
+    assert!(
+        err.contains("RUN: apt: adding -o APT::Sandbox::User=root"),
+        "{err}"
+    );
+    assert_eq!(
+        w.run("h", "cat /apt.log /said"),
+        "-o APT::Sandbox::User=root update\napt-get\n"
+    );
+}
