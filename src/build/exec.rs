@@ -280,6 +280,10 @@ struct Builder<'a> {
     manifest_rels: std::collections::HashMap<String, Vec<u8>>,
     /// The base layers of the step's layer when it is a delta layer (top first).
     pending_bases: Vec<ObjectId>,
+    /// What the last `COPY --from` resolved to, by (stage index, line, `--from` value):
+    /// its cache key and its copy read the same commit even if a tag moves in between.
+    #[allow(clippy::type_complexity)]
+    copy_from_memo: Option<((usize, usize, String), (ObjectId, Option<usize>))>,
     /// The context sources last hashed for a cache key, with their hash and manifest.
     #[allow(clippy::type_complexity)]
     last_sources: Option<(Vec<context::Source>, [u8; 32], Vec<(Vec<u8>, [u8; 32])>)>,
@@ -367,6 +371,7 @@ pub fn build(
         step_record: None,
         manifest_rels: Default::default(),
         pending_bases: Vec::new(),
+        copy_from_memo: None,
         last_sources: None,
     };
     let n = b.df.instructions.len();
@@ -1097,6 +1102,24 @@ impl<'a> Builder<'a> {
     /// earlier stage by name or number, else an image (pulled if not in storage), as in
     /// Docker.
     fn copy_from(
+        &mut self,
+        ins: &Instruction,
+        from: &str,
+    ) -> Result<(ObjectId, Option<usize>), BuildError> {
+        // Resolved once per instruction (its key, then its copy).
+        let memo_key = (self.stages.len(), ins.span.start_line, from.to_string());
+        if let Some((k, v)) = &self.copy_from_memo {
+            if *k == memo_key {
+                return Ok(*v);
+            }
+        }
+        let resolved = self.copy_from_resolve(ins, from)?;
+        self.copy_from_memo = Some((memo_key, resolved));
+        Ok(resolved)
+    }
+
+    /// [`Builder::copy_from`] without the memo.
+    fn copy_from_resolve(
         &mut self,
         ins: &Instruction,
         from: &str,
