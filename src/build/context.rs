@@ -103,20 +103,20 @@ impl Ignore {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (neg, pat) = match line.strip_prefix('!') {
-                Some(p) => (true, p.trim()),
-                None => (false, line),
-            };
-            let comps: Vec<String> = clean(pat)
-                .split('/')
-                .filter(|c| !c.is_empty())
-                .map(String::from)
-                .collect();
-            if !comps.is_empty() {
-                rules.push((neg, comps));
-            }
+            rules.extend(rule(line));
         }
         Ignore { rules }
+    }
+
+    /// The patterns of `COPY --exclude` options, one each: `.dockerignore`'s syntax
+    /// except that none is a comment (`--exclude=#draft` excludes `#draft`).
+    pub fn patterns<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Ignore {
+        Ignore {
+            rules: patterns
+                .into_iter()
+                .filter_map(|p| rule(p.trim()))
+                .collect(),
+        }
     }
 
     /// Whether there are no rules (nothing is excluded).
@@ -219,6 +219,20 @@ fn could_match_below(pat: &[String], dir: &[&str]) -> bool {
         (Some(_), None) => true,
         (Some(p), Some(d)) => glob_match(p, d) && could_match_below(&pat[1..], &dir[1..]),
     }
+}
+
+/// One pattern line as a rule: `!` (negation) and its components.
+fn rule(line: &str) -> Option<(bool, Vec<String>)> {
+    let (neg, pat) = match line.strip_prefix('!') {
+        Some(p) => (true, p.trim()),
+        None => (false, line),
+    };
+    let comps: Vec<String> = clean(pat)
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .collect();
+    (!comps.is_empty()).then_some((neg, comps))
 }
 
 fn clean(p: &str) -> String {

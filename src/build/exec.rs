@@ -2030,13 +2030,7 @@ impl<'a> Builder<'a> {
         } else {
             format!("{}/{}", config.cwd.trim_end_matches('/'), args.dest)
         };
-        let exclude = context::Ignore::parse(
-            &args
-                .options
-                .get_all("exclude")
-                .collect::<Vec<_>>()
-                .join("\n"),
-        );
+        let exclude = context::Ignore::patterns(args.options.get_all("exclude"));
         if args.options.get("checksum").is_some()
             && args
                 .sources

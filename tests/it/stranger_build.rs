@@ -494,3 +494,12 @@ fn heredoc_shell_script_gets_the_apt_sandbox_option_under_seccomp() {
         "-o APT::Sandbox::User=root update\napt-get\n"
     );
 }
+
+#[test]
+fn copy_exclude_pattern_starting_with_a_hash_is_a_pattern_not_a_comment() {
+    let w = Bench::new("stranger-exclude-hash");
+    w.write("src/#draft", "d\n");
+    w.write("src/keep", "k\n");
+    w.build("e", "FROM busybox\nCOPY --exclude=#draft src/ /s/\n", &[]);
+    assert_eq!(w.run("e", "ls -A /s"), "keep\n");
+}
