@@ -368,6 +368,23 @@ pub fn apt_no_sandbox(mut argv: Vec<String>, shell_form: bool) -> (Vec<String>, 
     let mut prev: Option<char> = None;
     let mut command_position = true;
     let mut after_wrapper = false;
+    // The wrapper last seen, and whether its option just read takes the next word
+    // (`sudo -u user apt-get`, `timeout -k 5 60 apt-get`).
+    let mut wrapper = "";
+    let mut option_argument = false;
+    fn takes_argument(wrapper: &str, option: &str) -> bool {
+        let opts: &[&str] = match wrapper {
+            "sudo" => &["-u", "-g", "-h", "-p", "-C", "-D", "-U", "-r", "-t"],
+            "timeout" => &["-k", "-s"],
+            "nice" => &["-n"],
+            "ionice" => &["-c", "-n", "-p"],
+            "env" => &["-u", "-C"],
+            "stdbuf" => &["-i", "-o", "-e"],
+            "xargs" => &["-a", "-d", "-E", "-I", "-L", "-n", "-P", "-s"],
+            _ => &[],
+        };
+        opts.contains(&option)
+    }
     while !rest.is_empty() {
         let at_word_start = prev.is_none_or(|c| c.is_whitespace() || ";&|(`".contains(c));
         let word_len = rest
@@ -384,9 +401,16 @@ pub fn apt_no_sandbox(mut argv: Vec<String>, shell_form: bool) -> (Vec<String>, 
                     command_position = false;
                 } else if WRAPPERS.contains(&word) {
                     after_wrapper = true;
+                    wrapper = word;
+                    option_argument = false;
+                } else if after_wrapper && option_argument {
+                    // The argument of the wrapper's option: still in command position.
+                    option_argument = false;
+                } else if after_wrapper && word.starts_with('-') {
+                    option_argument = takes_argument(wrapper, word);
                 } else if is_assignment(word)
                     || KEYWORDS.contains(&word)
-                    || (after_wrapper && (word.starts_with('-') || is_number(word)))
+                    || (after_wrapper && is_number(word))
                 {
                     // Still in command position.
                 } else {
@@ -483,6 +507,15 @@ mod tests {
                 format!("timeout 5m nice -n 10 apt-get {o} update"),
             ),
             ("x=$(apt list)", format!("x=$(apt {o} list)")),
+            (
+                "sudo -u builder -E apt-get install x",
+                format!("sudo -u builder -E apt-get {o} install x"),
+            ),
+            (
+                "timeout -k 5 -s KILL 60 apt-get update",
+                format!("timeout -k 5 -s KILL 60 apt-get {o} update"),
+            ),
+            ("sudo -s apt update", format!("sudo -s apt {o} update")),
         ] {
             assert_eq!(shell(script), (want, true), "{script}");
         }
