@@ -411,18 +411,21 @@ fn copy_chmod_leaves_an_existing_destination_directory_alone() {
     let before = w.run("busybox", "stat -c %a /etc");
     w.build(
         "c",
-        "FROM busybox\n\
+        "FROM busybox AS src\n\
+         RUN mkdir /files && echo s > /files/staged\n\
+         FROM busybox\n\
          COPY --chmod=644 files/ /etc/\n\
-         COPY --chmod=700 files/ /new/\n",
+         COPY --chmod=700 files/ /new/\n\
+         COPY --from=src --chmod=640 /files/ /etc/\n",
         &[],
     );
     assert_eq!(
         w.run(
             "c",
-            "stat -c '%a %n' /etc /etc/conf /etc/sub /etc/sub/more /new /new/conf"
+            "stat -c '%a %n' /etc /etc/conf /etc/sub /etc/sub/more /new /new/conf /etc/staged"
         ),
         format!(
-            "{} /etc\n644 /etc/conf\n744 /etc/sub\n644 /etc/sub/more\n700 /new\n700 /new/conf\n",
+            "{} /etc\n644 /etc/conf\n744 /etc/sub\n644 /etc/sub/more\n700 /new\n700 /new/conf\n640 /etc/staged\n",
             before.trim()
         )
     );
