@@ -103,20 +103,20 @@ impl Ignore {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (neg, pat) = match line.strip_prefix('!') {
-                Some(p) => (true, p.trim()),
-                None => (false, line),
-            };
-            let comps: Vec<String> = clean(pat)
-                .split('/')
-                .filter(|c| !c.is_empty())
-                .map(String::from)
-                .collect();
-            if !comps.is_empty() {
-                rules.push((neg, comps));
-            }
+            rules.extend(rule(line));
         }
         Ignore { rules }
+    }
+
+    /// The patterns of `COPY --exclude` options, one each: `.dockerignore`'s syntax
+    /// except that none is a comment (`--exclude=#draft` excludes `#draft`).
+    pub fn patterns<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Ignore {
+        Ignore {
+            rules: patterns
+                .into_iter()
+                .filter_map(|p| rule(p.trim()))
+                .collect(),
+        }
     }
 
     /// Whether there are no rules (nothing is excluded).
@@ -219,6 +219,20 @@ fn could_match_below(pat: &[String], dir: &[&str]) -> bool {
         (Some(_), None) => true,
         (Some(p), Some(d)) => glob_match(p, d) && could_match_below(&pat[1..], &dir[1..]),
     }
+}
+
+/// One pattern line as a rule: `!` (negation) and its components.
+fn rule(line: &str) -> Option<(bool, Vec<String>)> {
+    let (neg, pat) = match line.strip_prefix('!') {
+        Some(p) => (true, p.trim()),
+        None => (false, line),
+    };
+    let comps: Vec<String> = clean(pat)
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .collect();
+    (!comps.is_empty()).then_some((neg, comps))
 }
 
 fn clean(p: &str) -> String {
@@ -867,10 +881,18 @@ fn walk_sorted(
         r.extend_from_slice(n.as_bytes());
         let rs = String::from_utf8_lossy(&r);
         if ignore.excluded(&rs) {
-            // An excluded directory is still walked for what a `!` rule re-includes.
-            if ignore.may_reinclude_below(&rs) && fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir())
-            {
-                walk_sorted(&p, &r, ignore, out)?;
+            // An excluded directory is still walked for what a `!` rule re-includes; if
+            // something is, the copy makes the directory with its mode and time, so the
+            // directory's own entry is part of the key too.
+            if ignore.may_reinclude_below(&rs) {
+                if let Some(md) = fs::symlink_metadata(&p).ok().filter(|m| m.is_dir()) {
+                    let mut below = Vec::new();
+                    walk_sorted(&p, &r, ignore, &mut below)?;
+                    if !below.is_empty() {
+                        out.push((r.clone(), p.clone(), md));
+                        out.append(&mut below);
+                    }
+                }
             }
             continue;
         }

@@ -328,7 +328,12 @@ pub fn make_context_parents(
         let c = std::ffi::OsStr::from_bytes(c);
         src.push(c);
         to.push(c);
-        if !to.is_dir() {
+        // `symlink_metadata`: a symlink in the layer is replaced, never followed.
+        let is_dir = fs::symlink_metadata(&to).is_ok_and(|m| m.is_dir());
+        if !is_dir {
+            if fs::symlink_metadata(&to).is_ok() {
+                fs::remove_file(&to).at("replace", &to)?;
+            }
             fs::create_dir(&to).at("create directory", &to)?;
             let md = fs::metadata(&src).at("stat", &src)?;
             fs::set_permissions(
@@ -487,12 +492,23 @@ fn copy_dir_contents(
             if !ft.is_dir() {
                 continue;
             }
-            let existed = fs::symlink_metadata(&d).is_ok();
+            // An earlier source of the step may have put a symlink or file here: never
+            // descend through it (that would write onto its target).
+            let existed = match fs::symlink_metadata(&d) {
+                Ok(m) if m.is_dir() => true,
+                Ok(_) => {
+                    fs::remove_file(&d).at("replace", &d)?;
+                    false
+                }
+                Err(_) => false,
+            };
             if !existed {
                 fs::create_dir(&d).at("create directory", &d)?;
             }
             let below = copy_dir_contents(&s, (&r, &rb), &sr, (ignore, exclude), &d, xattrs, only)?;
-            if below == 0 {
+            // Over an earlier layer (`only`) the directory is written when it changed
+            // itself (its key entry, recorded when something below is re-included).
+            if below == 0 && only.is_none() {
                 if !existed {
                     fs::remove_dir(&d).at("remove", &d)?;
                 }

@@ -280,6 +280,10 @@ struct Builder<'a> {
     manifest_rels: std::collections::HashMap<String, Vec<u8>>,
     /// The base layers of the step's layer when it is a delta layer (top first).
     pending_bases: Vec<ObjectId>,
+    /// What the last `COPY --from` resolved to, by (stage index, line, `--from` value):
+    /// its cache key and its copy read the same commit even if a tag moves in between.
+    #[allow(clippy::type_complexity)]
+    copy_from_memo: Option<((usize, usize, String), (ObjectId, Option<usize>))>,
     /// The context sources last hashed for a cache key, with their hash and manifest.
     #[allow(clippy::type_complexity)]
     last_sources: Option<(Vec<context::Source>, [u8; 32], Vec<(Vec<u8>, [u8; 32])>)>,
@@ -367,6 +371,7 @@ pub fn build(
         step_record: None,
         manifest_rels: Default::default(),
         pending_bases: Vec::new(),
+        copy_from_memo: None,
         last_sources: None,
     };
     let n = b.df.instructions.len();
@@ -1101,6 +1106,24 @@ impl<'a> Builder<'a> {
         ins: &Instruction,
         from: &str,
     ) -> Result<(ObjectId, Option<usize>), BuildError> {
+        // Resolved once per instruction (its key, then its copy).
+        let memo_key = (self.stages.len(), ins.span.start_line, from.to_string());
+        if let Some((k, v)) = &self.copy_from_memo {
+            if *k == memo_key {
+                return Ok(*v);
+            }
+        }
+        let resolved = self.copy_from_resolve(ins, from)?;
+        self.copy_from_memo = Some((memo_key, resolved));
+        Ok(resolved)
+    }
+
+    /// [`Builder::copy_from`] without the memo.
+    fn copy_from_resolve(
+        &mut self,
+        ins: &Instruction,
+        from: &str,
+    ) -> Result<(ObjectId, Option<usize>), BuildError> {
         let lower = from.to_ascii_lowercase();
         let current = self.stages.len() - 1;
         let found = match lower.parse::<usize>() {
@@ -1125,6 +1148,24 @@ impl<'a> Builder<'a> {
                 "does not exist yet (stages count from 0)"
             };
             return Err(self.at(ins, format!("{kw} --from: stage {from} {what}")));
+        }
+        // A later stage's name is not an image to pull either.
+        let later = self.df.instructions.iter().find_map(|i| match &i.kind {
+            InstrKind::From { alias: Some(a), .. }
+                if i.span.start_line > ins.span.start_line && *a == lower =>
+            {
+                Some(i.span.start_line)
+            }
+            _ => None,
+        });
+        if let Some(line) = later {
+            return Err(self.at(
+                ins,
+                format!(
+                    "{kw} --from={from}: stage '{lower}' ({}:{line}) comes after this one; Grove builds stages in order",
+                    self.df.file
+                ),
+            ));
         }
         let r = Reference::parse(from)
             .map_err(|e| {
@@ -1787,7 +1828,7 @@ impl<'a> Builder<'a> {
         };
         // The mounts' host sides; cache mounts stay locked (flock) until ch-run is done.
         let mut prepared = self.prepare_mounts(ins, mounts)?;
-        if let Some((dst, content)) = invocation::shebang_heredoc(form, heredocs) {
+        if let Some((dst, content, _)) = invocation::shebang_script(form, heredocs, force) {
             // The script file of a `#!` heredoc, bound read-only where argv names it.
             use std::os::unix::fs::PermissionsExt;
             let src = step.join("heredoc");
@@ -1989,13 +2030,7 @@ impl<'a> Builder<'a> {
         } else {
             format!("{}/{}", config.cwd.trim_end_matches('/'), args.dest)
         };
-        let exclude = context::Ignore::parse(
-            &args
-                .options
-                .get_all("exclude")
-                .collect::<Vec<_>>()
-                .join("\n"),
-        );
+        let exclude = context::Ignore::patterns(args.options.get_all("exclude"));
         if args.options.get("checksum").is_some()
             && args
                 .sources
@@ -2162,6 +2197,11 @@ impl<'a> Builder<'a> {
             (p, last)
         };
         let model_ref: &Dir = model;
+        // `--chmod` leaves a destination directory the image already has as it is (as
+        // BuildKit does): only what is written into it gets the mode.
+        let dest_existed = into_dir
+            && (dest_comps.is_empty()
+                || matches!(model_ref.get(&dest_comps.join(&b'/')), Some(Node::Dir(_))));
         let dir = copy::make_parents(&layer, model_ref, &parent_comps).map_err(at)?;
         let repo = &self.repo;
         let mut written = 0;
@@ -2288,7 +2328,19 @@ impl<'a> Builder<'a> {
             chmod_targets.sort();
             chmod_targets.dedup();
             for t in &chmod_targets {
-                copy::chmod_tree(t, mode).map_err(at)?;
+                if dest_existed && *t == dir {
+                    let entries = fs::read_dir(t)
+                        .at("read directory", t)
+                        .map_err(|e| at(copy::CopyError::from(e)))?;
+                    for e in entries {
+                        let e = e
+                            .at("read directory", t)
+                            .map_err(|e| at(copy::CopyError::from(e)))?;
+                        copy::chmod_tree(&e.path(), mode).map_err(at)?;
+                    }
+                } else {
+                    copy::chmod_tree(t, mode).map_err(at)?;
+                }
             }
         }
         if let Some((base, bases, only)) = delta {

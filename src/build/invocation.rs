@@ -48,6 +48,42 @@ pub fn shebang_heredoc(form: &CmdForm, heredocs: &[Heredoc]) -> Option<(String, 
     Some((format!("{HEREDOC_DIR}/{name}"), h.content.clone()))
 }
 
+/// The script file of a `#!` heredoc RUN: its path and content as [`shebang_heredoc`]
+/// gives them, except that under `--force=seccomp` a script whose interpreter is a shell
+/// (`sh`, `bash`, `dash`, `ash`, `zsh`, directly or through `env`) gets apt's no-sandbox
+/// option as a shell-form RUN does ([`apt_no_sandbox`]). The bool says whether it did.
+pub fn shebang_script(
+    form: &CmdForm,
+    heredocs: &[Heredoc],
+    force: Force,
+) -> Option<(String, String, bool)> {
+    let (path, content) = shebang_heredoc(form, heredocs)?;
+    if force != Force::Seccomp || !interpreter_is_shell(&content) {
+        return Some((path, content, false));
+    }
+    let (mut v, changed) = apt_no_sandbox(vec![content], true);
+    Some((path, v.pop().unwrap_or_default(), changed))
+}
+
+/// Whether a script's `#!` line names a shell (by basename; `env [-S] [-OPTS] SHELL`
+/// too).
+fn interpreter_is_shell(script: &str) -> bool {
+    let line = script
+        .strip_prefix("#!")
+        .and_then(|s| s.lines().next())
+        .unwrap_or_default();
+    let mut words = line.split_whitespace();
+    let base = |w: &str| w.rsplit('/').next().unwrap_or(w).to_string();
+    let mut interp = words.next().map(base).unwrap_or_default();
+    if interp == "env" {
+        interp = words
+            .find(|w| !w.starts_with('-') && !w.contains('='))
+            .map(base)
+            .unwrap_or_default();
+    }
+    ["sh", "bash", "dash", "ash", "zsh"].contains(&interp.as_str())
+}
+
 /// What the image offers for `--force=fakeroot`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fakeroot {
@@ -127,7 +163,11 @@ pub fn command(
             Fakeroot::Missing => return Err(InvocationError::NoFakeroot),
         },
         Force::Seccomp => {
-            let (argv, changed) = apt_no_sandbox(argv, matches!(form, CmdForm::Shell(_)));
+            // A `#!` heredoc's argv is its script's path: the script itself is changed.
+            let (argv, changed) = match shebang_script(form, heredocs, force) {
+                Some((_, _, changed)) => (argv, changed),
+                None => apt_no_sandbox(argv, matches!(form, CmdForm::Shell(_))),
+            };
             if changed {
                 notes.push(format!(
                     "RUN: apt: adding -o {APT_NO_SANDBOX} (root emulation can't drop privileges)"
@@ -328,6 +368,23 @@ pub fn apt_no_sandbox(mut argv: Vec<String>, shell_form: bool) -> (Vec<String>, 
     let mut prev: Option<char> = None;
     let mut command_position = true;
     let mut after_wrapper = false;
+    // The wrapper last seen, and whether its option just read takes the next word
+    // (`sudo -u user apt-get`, `timeout -k 5 60 apt-get`).
+    let mut wrapper = "";
+    let mut option_argument = false;
+    fn takes_argument(wrapper: &str, option: &str) -> bool {
+        let opts: &[&str] = match wrapper {
+            "sudo" => &["-u", "-g", "-h", "-p", "-C", "-D", "-U", "-r", "-t"],
+            "timeout" => &["-k", "-s"],
+            "nice" => &["-n"],
+            "ionice" => &["-c", "-n", "-p"],
+            "env" => &["-u", "-C"],
+            "stdbuf" => &["-i", "-o", "-e"],
+            "xargs" => &["-a", "-d", "-E", "-I", "-L", "-n", "-P", "-s"],
+            _ => &[],
+        };
+        opts.contains(&option)
+    }
     while !rest.is_empty() {
         let at_word_start = prev.is_none_or(|c| c.is_whitespace() || ";&|(`".contains(c));
         let word_len = rest
@@ -344,9 +401,16 @@ pub fn apt_no_sandbox(mut argv: Vec<String>, shell_form: bool) -> (Vec<String>, 
                     command_position = false;
                 } else if WRAPPERS.contains(&word) {
                     after_wrapper = true;
+                    wrapper = word;
+                    option_argument = false;
+                } else if after_wrapper && option_argument {
+                    // The argument of the wrapper's option: still in command position.
+                    option_argument = false;
+                } else if after_wrapper && word.starts_with('-') {
+                    option_argument = takes_argument(wrapper, word);
                 } else if is_assignment(word)
                     || KEYWORDS.contains(&word)
-                    || (after_wrapper && (word.starts_with('-') || is_number(word)))
+                    || (after_wrapper && is_number(word))
                 {
                     // Still in command position.
                 } else {
@@ -380,6 +444,21 @@ pub fn apt_no_sandbox(mut argv: Vec<String>, shell_form: bool) -> (Vec<String>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shebang_lines_naming_a_shell_are_told_apart() {
+        for (script, want) in [
+            ("#!/bin/sh\napt-get update\n", true),
+            ("#! /bin/bash -e\n", true),
+            ("#!/usr/bin/env -S zsh -f\n", true),
+            ("#!/usr/bin/env dash\n", true),
+            ("#!/usr/bin/python3\n", false),
+            ("#!/usr/bin/env perl\n", false),
+            ("#!/bin/shell\n", false),
+        ] {
+            assert_eq!(interpreter_is_shell(script), want, "{script}");
+        }
+    }
 
     fn shell(script: &str) -> (String, bool) {
         let (v, c) = apt_no_sandbox(vec!["/bin/sh".into(), "-c".into(), script.into()], true);
@@ -428,6 +507,15 @@ mod tests {
                 format!("timeout 5m nice -n 10 apt-get {o} update"),
             ),
             ("x=$(apt list)", format!("x=$(apt {o} list)")),
+            (
+                "sudo -u builder -E apt-get install x",
+                format!("sudo -u builder -E apt-get {o} install x"),
+            ),
+            (
+                "timeout -k 5 -s KILL 60 apt-get update",
+                format!("timeout -k 5 -s KILL 60 apt-get {o} update"),
+            ),
+            ("sudo -s apt update", format!("sudo -s apt {o} update")),
         ] {
             assert_eq!(shell(script), (want, true), "{script}");
         }

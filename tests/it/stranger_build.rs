@@ -360,3 +360,149 @@ fn run_heredoc_with_a_shebang_is_executed_by_its_interpreter() {
     assert!(!err.contains("reached"), "{err}");
     assert!(err.contains("RUN command exited with 1"), "{err}");
 }
+
+#[test]
+fn copy_never_writes_through_a_symlink_an_earlier_source_put_in_the_layer() {
+    // `a/x` is a symlink to a host directory; `b/x` is excluded but has a re-included file:
+    // copying b/ after a/ must replace the symlink with a directory, not write through it.
+    let w = Bench::new("stranger-reinclude-symlink");
+    let host = w.s.join("host");
+    let host2 = w.s.join("host2");
+    for d in [&host, &host2] {
+        std::fs::create_dir(d).expect("create host dir");
+        crate::common::own(d);
+    }
+    w.write(".dockerignore", "b/x\n!b/x/f\n");
+    w.write("b/x/f", "f\n");
+    w.mkdir("a");
+    std::os::unix::fs::symlink(&host, w.ctx.join("a/x")).expect("symlink");
+    crate::common::own(&w.ctx);
+    // `--parents` makes the directories leading to `b/x/f`: a symlink a RUN left where
+    // one goes is replaced too.
+    let df = format!(
+        "FROM busybox\n\
+         COPY a/ b/ /d/\n\
+         RUN mkdir /p && ln -s {} /p/b\n\
+         COPY --parents b/x/f /p/\n",
+        host2.display()
+    );
+    w.build("s", &df, &[]);
+    let listed = |d: &std::path::Path| -> Vec<_> {
+        std::fs::read_dir(d)
+            .expect("read host dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect()
+    };
+    assert!(listed(&host).is_empty(), "{:?}", listed(&host));
+    assert!(listed(&host2).is_empty(), "{:?}", listed(&host2));
+    assert_eq!(
+        w.run("s", "stat -c '%F %n' /d/x /p/b /p/b/x; cat /d/x/f /p/b/x/f"),
+        "directory /d/x\ndirectory /p/b\ndirectory /p/b/x\nf\nf\n"
+    );
+}
+
+#[test]
+fn copy_chmod_leaves_an_existing_destination_directory_alone() {
+    // BuildKit gives the mode to what it writes, not to a directory the image has
+    // (directories stay owner-accessible, as for every copied entry).
+    let w = Bench::new("stranger-chmod-dest");
+    w.write("files/conf", "c\n");
+    w.write("files/sub/more", "m\n");
+    let before = w.run("busybox", "stat -c %a /etc");
+    w.build(
+        "c",
+        "FROM busybox AS src\n\
+         RUN mkdir /files && echo s > /files/staged\n\
+         FROM busybox\n\
+         COPY --chmod=644 files/ /etc/\n\
+         COPY --chmod=700 files/ /new/\n\
+         COPY --from=src --chmod=640 /files/ /etc/\n",
+        &[],
+    );
+    assert_eq!(
+        w.run(
+            "c",
+            "stat -c '%a %n' /etc /etc/conf /etc/sub /etc/sub/more /new /new/conf /etc/staged"
+        ),
+        format!(
+            "{} /etc\n644 /etc/conf\n744 /etc/sub\n644 /etc/sub/more\n700 /new\n700 /new/conf\n640 /etc/staged\n",
+            before.trim()
+        )
+    );
+}
+
+#[test]
+fn mode_of_an_excluded_directory_with_a_reincluded_file_is_in_the_cache_key() {
+    // The copy makes `docs` with the context directory's mode: a change of it must miss.
+    let w = Bench::new("stranger-reinclude-mode");
+    w.write(".dockerignore", "Dockerfile\ndocs\n!docs/keep.md\n");
+    w.write("docs/keep.md", "k\n");
+    w.write("docs/other.md", "o\n");
+    let df = "FROM busybox\nCOPY . /all/\n";
+    w.build("k", df, &[]);
+    let again = w.build("k", df, &[]);
+    assert!(again.contains("  2* COPY . /all/"), "{again}");
+    crate::common::sh(&format!("chmod 700 '{}'", w.ctx.join("docs").display()));
+    let after = w.build("k", df, &[]);
+    assert!(after.contains("  2. COPY . /all/"), "{after}");
+    assert_eq!(
+        w.run("k", "stat -c '%a %n' /all/docs; ls /all/docs"),
+        "700 /all/docs\nkeep.md\n"
+    );
+}
+
+#[test]
+fn copy_from_a_later_stage_name_is_an_error_naming_that_stage_not_a_pull() {
+    let w = Bench::new("stranger-from-later");
+    let (code, err) = w.build_fails(
+        "l",
+        "FROM busybox\nCOPY --from=Later /etc/motd /m\nFROM busybox AS later\n",
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    let df = w.ctx.join("Dockerfile");
+    let want = format!(
+        "{0}:2: COPY --from=Later: stage 'later' ({0}:3) comes after this one",
+        df.display()
+    );
+    assert!(err.contains(&want), "{err}");
+    assert!(!err.contains("pull"), "{err}");
+}
+
+#[test]
+fn heredoc_shell_script_gets_the_apt_sandbox_option_under_seccomp() {
+    // A `#!` heredoc runs as its own script file: apt in it needs the option as in any
+    // other RUN (seccomp root emulation, the default).
+    let w = Bench::new("stranger-heredoc-apt");
+    let err = w.build(
+        "h",
+        "FROM busybox\n\
+         RUN mkdir -p /usr/bin \\\n\
+          && echo '#!/bin/sh' > /usr/bin/apt-get \\\n\
+          && echo 'echo \"$@\" >> /apt.log' >> /usr/bin/apt-get \\\n\
+          && chmod 755 /usr/bin/apt-get\n\
+         RUN <<EOF\n\
+         #!/bin/sh\n\
+         apt-get update\n\
+         echo apt-get > /said\n\
+         EOF\n",
+        &[],
+    );
+    assert!(
+        err.contains("RUN: apt: adding -o APT::Sandbox::User=root"),
+        "{err}"
+    );
+    assert_eq!(
+        w.run("h", "cat /apt.log /said"),
+        "-o APT::Sandbox::User=root update\napt-get\n"
+    );
+}
+
+#[test]
+fn copy_exclude_pattern_starting_with_a_hash_is_a_pattern_not_a_comment() {
+    let w = Bench::new("stranger-exclude-hash");
+    w.write("src/#draft", "d\n");
+    w.write("src/keep", "k\n");
+    w.build("e", "FROM busybox\nCOPY --exclude=#draft src/ /s/\n", &[]);
+    assert_eq!(w.run("e", "ls -A /s"), "keep\n");
+}
