@@ -30,4 +30,5 @@ mod settings;
 mod slurm;
 mod squash_export;
 mod store;
+mod stranger_store;
 mod times;

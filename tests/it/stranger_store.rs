@@ -1,0 +1,169 @@
+//! The store as a hostile world treats it: processes killed (kill -9) at chosen points,
+//! lock files of killed programs left behind. Each test kills at a point made observable
+//! (a marker file), never after a duration, and asserts the store's invariants: `ch-image
+//! fsck` and `git fsck` pass and the next command succeeds.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::common::{fails, ok, output, tool, unpriv, wait_for, Reaped, Scratch};
+
+fn chi(st: &Path) -> Command {
+    let mut c = tool("ch-image");
+    c.arg("-s").arg(st);
+    c
+}
+
+/// The real git, as found on `$PATH` now.
+fn real_git() -> PathBuf {
+    let out = output(Command::new("sh").args(["-c", "command -v git"]));
+    assert!(out.status.success(), "git not found");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// Whether the test user can take the storage lock (shared) right now, without waiting.
+fn lock_is_free(st: &Path) -> bool {
+    output(
+        unpriv("flock")
+            .args(["--nonblock", "--shared"])
+            .arg(st.join("lock"))
+            .arg("true"),
+    )
+    .status
+    .success()
+}
+
+fn git_fsck(st: &Path) {
+    ok(unpriv("git").arg("-C").arg(st.join("repo.git")).args([
+        "fsck",
+        "--no-dangling",
+        "--no-progress",
+    ]));
+}
+
+/// Regression: `build-cache --gc` killed (kill -9) while its `git gc --prune=now` ran left
+/// that git running without the storage lock, free to delete the objects of a writer that
+/// had not referenced them yet; and git had inherited the master side of the terminal its
+/// progress went to, so once that terminal's buffer was full it blocked for ever (seen:
+/// a `git gc` of a killed `ch-image` asleep in `wait_woken` ten minutes later, holding
+/// `commit-graph.lock`). Now the git of a killed gc holds the lock until it ends, and it
+/// ends.
+#[test]
+fn gc_killed_while_git_runs_leaves_git_holding_the_lock_until_it_finishes() {
+    let s = Scratch::new("gc-kill");
+    let st = s.storage();
+    ok(chi(&st)
+        .arg("import")
+        .arg(crate::common::busybox_rootfs())
+        .arg("bb"));
+    // A `git` that, for `gc`, says it started, waits for the word (or for the scratch
+    // directory to go, should the test fail), then writes much progress to its standard
+    // error (more than a terminal buffers) before it becomes the real git.
+    let bin = s.join("bin");
+    std::fs::create_dir(&bin).expect("mkdir bin");
+    let (started, go) = (s.join("started"), s.join("go"));
+    let script = format!(
+        "#!/bin/sh\n\
+         case \" $* \" in *' gc '*)\n\
+           : > '{started}'\n\
+           while [ ! -e '{go}' ] && [ -e '{started}' ]; do sleep 0.02; done\n\
+           i=0; while [ $i -lt 40000 ]; do\n\
+             echo \"Counting objects: $i, progress that nobody reads\" >&2 || break\n\
+             i=$((i+1)); done ;;\n\
+         esac\n\
+         exec '{git}' \"$@\"\n",
+        started = started.display(),
+        go = go.display(),
+        git = real_git().display(),
+    );
+    let wrapper = bin.join("git");
+    std::fs::write(&wrapper, script).expect("write git wrapper");
+    crate::common::own(&bin);
+    ok(Command::new("chmod").arg("0755").arg(&wrapper));
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut gc = Reaped(
+        chi(&st)
+            .args(["build-cache", "--gc"])
+            .env("PATH", &path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn gc"),
+    );
+    wait_for("gc to start git gc", 120, || started.exists());
+    assert!(!lock_is_free(&st), "gc holds the lock while it runs");
+    gc.0.kill().expect("kill gc"); // SIGKILL
+    gc.0.wait().expect("wait gc");
+    // ch-image is gone; its git is not, and keeps writers out.
+    assert!(
+        !lock_is_free(&st),
+        "the storage lock was released while the killed gc's git still runs"
+    );
+    std::fs::write(&go, "").expect("write go");
+    // The git ends (it does not block on a terminal nobody reads), releasing the lock.
+    wait_for(
+        "the killed gc's git to end and release the lock",
+        120,
+        || lock_is_free(&st),
+    );
+    ok(chi(&st).arg("fsck"));
+    git_fsck(&st);
+    ok(chi(&st).args(["build-cache", "--gc"]));
+    ok(chi(&st).arg("fsck"));
+    git_fsck(&st);
+    let out = ok(tool("ch-run")
+        .arg("-s")
+        .arg(&st)
+        .args(["bb", "--", "/bin/echo", "still here"]));
+    assert_eq!(out, "still here\n");
+}
+
+/// Regression: a git killed during gc (kill -9 of the whole job, as a batch system's
+/// cancel does) leaves `objects/info/commit-graph.lock`, and every later `build-cache
+/// --gc` failed ("Unable to create ... commit-graph.lock: File exists") while `fsck` said
+/// the store was fine. Now fsck names the file once it is old, and the next command that
+/// locks the store alone removes it.
+#[test]
+fn lock_files_of_a_killed_git_gc_are_reported_and_do_not_fail_the_next_gc() {
+    let s = Scratch::new("gc-locks");
+    let st = s.storage();
+    ok(chi(&st)
+        .arg("import")
+        .arg(crate::common::busybox_rootfs())
+        .arg("bb"));
+    ok(chi(&st).args(["build-cache", "--gc"]));
+    let info = st.join("repo.git/objects/info");
+    let graph_lock = info.join("commit-graph.lock");
+    let gc_pid = st.join("repo.git/gc.pid");
+    // As a killed git leaves them, an hour ago.
+    ok(unpriv("sh").arg("-ec").arg(format!(
+        "touch -d '1 hour ago' '{}' '{}'",
+        graph_lock.display(),
+        gc_pid.display()
+    )));
+    let (_, err) = fails(chi(&st).arg("fsck"));
+    assert!(
+        err.contains(&graph_lock.display().to_string()) || {
+            let o = output(chi(&st).arg("fsck"));
+            String::from_utf8_lossy(&o.stdout).contains(&graph_lock.display().to_string())
+        },
+        "fsck should name {}:\n{err}",
+        graph_lock.display()
+    );
+    ok(chi(&st).args(["build-cache", "--gc"]));
+    assert!(!graph_lock.exists(), "gc left {}", graph_lock.display());
+    ok(chi(&st).arg("fsck"));
+    git_fsck(&st);
+    // A fresh one (no age) is removed by the next writer that locks alone.
+    ok(unpriv("touch").arg(&graph_lock));
+    ok(chi(&st).args(["delete", "bb"]));
+    assert!(!graph_lock.exists(), "delete left {}", graph_lock.display());
+    ok(chi(&st).args(["undelete", "bb"]));
+    ok(chi(&st).args(["build-cache", "--gc"]));
+    ok(chi(&st).arg("fsck"));
+    git_fsck(&st);
+}
