@@ -535,27 +535,39 @@ fn write_path(
         Format::Tar => {
             let f = fs::File::create(tmp).at("create", tmp)?;
             let w = std::io::BufWriter::with_capacity(1 << 20, f);
-            let mut w = match tar_compression(output) {
-                TarCompression::None => export::write_tar(&repo, root, w)?,
-                TarCompression::Gzip => {
-                    export::write_tar(&repo, root, export::ParGz::new(w, export::GZIP_LEVEL))?
-                        .finish()?
-                }
-                TarCompression::Zstd => {
-                    let mut z = zstd::stream::write::Encoder::new(w, 3)?;
-                    z.multithread(
-                        std::thread::available_parallelism()
-                            .map(|n| n.get() as u32)
-                            .unwrap_or(1),
-                    )?;
-                    export::write_tar(&repo, root, z)?.finish()?
-                }
-                TarCompression::Xz => {
-                    export::write_tar(&repo, root, xz2::write::XzEncoder::new(w, 6))?.finish()?
-                }
+            let write = || -> Result<(), ExportError> {
+                let mut w = match tar_compression(output) {
+                    TarCompression::None => export::write_tar(&repo, root, w)?,
+                    TarCompression::Gzip => {
+                        export::write_tar(&repo, root, export::ParGz::new(w, export::GZIP_LEVEL))?
+                            .finish()?
+                    }
+                    TarCompression::Zstd => {
+                        let mut z = zstd::stream::write::Encoder::new(w, 3)?;
+                        z.multithread(
+                            std::thread::available_parallelism()
+                                .map(|n| n.get() as u32)
+                                .unwrap_or(1),
+                        )?;
+                        export::write_tar(&repo, root, z)?.finish()?
+                    }
+                    TarCompression::Xz => {
+                        export::write_tar(&repo, root, xz2::write::XzEncoder::new(w, 6))?
+                            .finish()?
+                    }
+                };
+                w.flush()?;
+                w.get_ref().sync_all().ok();
+                Ok(())
             };
-            w.flush()?;
-            w.get_ref().sync_all().ok();
+            // A write that fails (a full disk) names the file the user asked for.
+            write().map_err(|e| match e {
+                ExportError::Io(source) => ExportError::Write {
+                    path: PathBuf::from(output),
+                    source,
+                },
+                e => e,
+            })?;
         }
         Format::Squash => {
             let with_mounts = export::with_mount_points(root);

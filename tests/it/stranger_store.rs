@@ -167,3 +167,56 @@ fn lock_files_of_a_killed_git_gc_are_reported_and_do_not_fail_the_next_gc() {
     ok(chi(&st).arg("fsck"));
     git_fsck(&st);
 }
+
+/// Regression: a tar export that ran out of space (here a file size limit: EFBIG) said
+/// only "can't write tar stream", naming no file. Now the error names the output, no
+/// partial output or temporary file is left, and the store is untouched.
+#[test]
+fn tar_export_that_runs_out_of_space_names_the_output_and_leaves_nothing() {
+    let s = Scratch::new("export-efbig");
+    let st = s.storage();
+    let src = s.join("src");
+    // 100 files of 32 KiB of random bytes: a tar of about 3.3 MB.
+    crate::common::sh(&format!(
+        "mkdir -p {d} && i=0 && while [ $i -lt 100 ]; do head -c 32768 /dev/urandom > {d}/f$i; i=$((i+1)); done",
+        d = src.display()
+    ));
+    ok(chi(&st).arg("import").arg(&src).arg("img"));
+    let out_dir = s.join("out");
+    crate::common::sh(&format!("mkdir {}", out_dir.display()));
+    for name in ["img.tar", "img.tar.gz"] {
+        let target = out_dir.join(name);
+        // SIGXFSZ ignored (inherited through exec): writes past the limit fail with EFBIG.
+        let out = output(unpriv("sh").args([
+            "-c",
+            &format!(
+                "trap '' XFSZ; exec prlimit --fsize=1000000 {} -s {} img {}",
+                crate::common::bin("ch-convert").display(),
+                st.display(),
+                target.display()
+            ),
+        ]));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!("can't write {}", target.display())),
+            "the error should name {}:\n{err}",
+            target.display()
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(&out_dir)
+            .expect("read out")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+    ok(chi(&st).arg("fsck"));
+    let target = out_dir.join("img.tar");
+    ok(tool("ch-convert")
+        .arg("-s")
+        .arg(&st)
+        .arg("img")
+        .arg(&target));
+    assert!(std::fs::metadata(&target).expect("stat tar").len() > 3_000_000);
+}
