@@ -5,7 +5,8 @@
 //!
 //! Outputs to a path are written beside it (`.NAME.ch-convert.PID`) and renamed into
 //! place, so a failed conversion leaves no partial output; an existing output is replaced
-//! only with `--force`. Docker and Podman go through their commands (`save`, `import`);
+//! only with `--force`. What a killed conversion left there (its process gone, unchanged
+//! for ten minutes) is removed by the next conversion to the same output. Docker and Podman go through their commands (`save`, `import`);
 //! image names handed to them never start with `-`.
 
 use crate::error::{IoError, IoResultExt};
@@ -319,6 +320,45 @@ fn staging(out: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     out.with_file_name(format!(".{name}.ch-convert.{}", std::process::id()))
+}
+
+/// Remove what conversions to `out` killed (kill -9) before their rename left beside it:
+/// `.NAME.ch-convert.PID` (and its `.in` and `.layout` siblings, which name no PID) whose
+/// process is gone and that nothing changed for ten minutes (the age keeps the output of
+/// a live conversion on another host of a shared file system, whose PID means nothing
+/// here). Best effort: what can't be removed stays.
+fn remove_stale_staging(out: &Path) {
+    const MIN_AGE_SECS: u64 = 600;
+    let Some(name) = out.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let prefix = format!(".{name}.ch-convert.");
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = n.strip_prefix(&prefix) else {
+            continue;
+        };
+        let dead = match rest {
+            "in" | "layout" => true,
+            pid => pid
+                .parse::<u32>()
+                .is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists()),
+        };
+        let old = e
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|a| a.as_secs() >= MIN_AGE_SECS);
+        if dead && old {
+            let _ = checkout::remove_tree(&e.path());
+        }
+    }
 }
 
 /// Whether `prog` is an executable on `$PATH`.
@@ -714,6 +754,7 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
     if fs::symlink_metadata(&out).is_ok() && !req.force {
         return Err(ConvertError::Exists(out));
     }
+    remove_stale_staging(&out);
     let tmp = staging(&out);
     let scratch = tmp.with_extension("in");
     let img = read_phase(fin, || read_input(&store, fin, &req.input, &scratch))?;

@@ -220,3 +220,46 @@ fn tar_export_that_runs_out_of_space_names_the_output_and_leaves_nothing() {
         .arg(&target));
     assert!(std::fs::metadata(&target).expect("stat tar").len() > 3_000_000);
 }
+
+/// Regression: a conversion killed (kill -9) before its rename left its staging output
+/// (`.NAME.ch-convert.PID`, as big as the image) beside the output for ever; converting
+/// again did not remove it. Now the next conversion to that output removes staging
+/// entries whose process is gone once they are ten minutes old, and keeps a live one's.
+#[test]
+fn conversion_removes_what_a_killed_conversion_to_the_same_output_left() {
+    let s = Scratch::new("convert-stale");
+    let st = s.storage();
+    ok(chi(&st)
+        .arg("import")
+        .arg(crate::common::busybox_rootfs())
+        .arg("bb"));
+    let out_dir = s.join("out");
+    let live = crate::common::unpriv_sleeper(600);
+    let dead_tar = out_dir.join(".bb.tar.ch-convert.999999999");
+    let dead_dir = out_dir.join(".bbdir.ch-convert.999999998");
+    let live_tar = out_dir.join(format!(".bb.tar.ch-convert.{}", live.0.id()));
+    let fresh_tar = out_dir.join(".bb.tar.ch-convert.999999997");
+    // As a killed ch-convert leaves them (a tar file, a directory), an hour ago; and one
+    // of a live process and one just left, which must stay.
+    crate::common::sh(&format!(
+        "mkdir -p '{dir}/x' && head -c 100000 /dev/zero > '{dt}' && echo part > '{dir}/x/f' \
+         && echo live > '{lt}' && touch -d '1 hour ago' '{dt}' '{dir}' '{lt}' \
+         && echo fresh > '{ft}'",
+        dir = dead_dir.display(),
+        dt = dead_tar.display(),
+        lt = live_tar.display(),
+        ft = fresh_tar.display(),
+    ));
+    let convert = |out: &Path| {
+        ok(tool("ch-convert").arg("-s").arg(&st).arg("bb").arg(out));
+    };
+    convert(&out_dir.join("bb.tar"));
+    assert!(!dead_tar.exists(), "{} left", dead_tar.display());
+    assert!(live_tar.exists(), "a live conversion's output was removed");
+    assert!(fresh_tar.exists(), "a fresh staging file was removed");
+    assert!(dead_dir.exists(), "another output's staging was removed");
+    convert(&out_dir.join("bbdir"));
+    assert!(!dead_dir.exists(), "{} left", dead_dir.display());
+    assert!(out_dir.join("bbdir/bin/sh").exists() || out_dir.join("bbdir/bin").exists());
+    ok(chi(&st).arg("fsck"));
+}
