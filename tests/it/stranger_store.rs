@@ -263,3 +263,48 @@ fn conversion_removes_what_a_killed_conversion_to_the_same_output_left() {
     assert!(out_dir.join("bbdir/bin/sh").exists() || out_dir.join("bbdir/bin").exists());
     ok(chi(&st).arg("fsck"));
 }
+
+/// A pull killed (kill -9) at points of its progress (write system calls so far) leaves
+/// a store that checks, and the next pull gives the image an uninterrupted pull gives.
+#[test]
+fn pull_killed_at_any_point_leaves_a_store_the_next_pull_completes() {
+    let Some(r) = crate::registry::Registry::start() else {
+        return;
+    };
+    r.put("two", "test/two:latest", &[]);
+    let s = Scratch::new("pull-kill");
+    let (st, reference) = (s.storage(), s.join("reference"));
+    let name = format!("{}/test/two:latest", r.host());
+    ok(r.ch_image(&reference).args(["pull", &name]));
+    let want = ok(r.ch_image(&reference).args(["list", "-l"]));
+    let mut killed = 0;
+    for writes in [1u64, 3, 10, 30, 60, 100, 200, 400] {
+        let mut c = r.ch_image(&st);
+        c.args(["pull", &name]);
+        if crate::common::kill_after(&mut c, "syscw", writes) {
+            killed += 1;
+        }
+        // Nothing but the lock is needed for fsck to pass: what the kill left is either
+        // cleaned up by the next writer or reported as such and removed by gc.
+        if st.join("version").exists() {
+            let out = output(chi(&st).arg("fsck"));
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success()
+                    || err
+                        .lines()
+                        .filter(|l| l.contains(": "))
+                        .filter(|l| !l.starts_with("error: store has"))
+                        .all(|l| l.contains("writer that is gone")),
+                "after a kill at {writes} writes:\n{err}"
+            );
+            git_fsck(&st);
+        }
+    }
+    eprintln!("killed {killed} of 8 pulls part-way");
+    ok(r.ch_image(&st).args(["pull", &name]));
+    assert_eq!(ok(r.ch_image(&st).args(["list", "-l"])), want);
+    ok(chi(&st).args(["build-cache", "--gc"]));
+    ok(chi(&st).arg("fsck"));
+    git_fsck(&st);
+}
