@@ -5,7 +5,8 @@
 //!
 //! Outputs to a path are written beside it (`.NAME.ch-convert.PID`) and renamed into
 //! place, so a failed conversion leaves no partial output; an existing output is replaced
-//! only with `--force`. Docker and Podman go through their commands (`save`, `import`);
+//! only with `--force`. What a killed conversion left there (its process gone, unchanged
+//! for ten minutes) is removed by the next conversion to the same output. Docker and Podman go through their commands (`save`, `import`);
 //! image names handed to them never start with `-`.
 
 use crate::error::{IoError, IoResultExt};
@@ -321,6 +322,45 @@ fn staging(out: &Path) -> PathBuf {
     out.with_file_name(format!(".{name}.ch-convert.{}", std::process::id()))
 }
 
+/// Remove what conversions to `out` killed (kill -9) before their rename left beside it:
+/// `.NAME.ch-convert.PID` (and its `.in` and `.layout` siblings, which name no PID) whose
+/// process is gone and that nothing changed for ten minutes (the age keeps the output of
+/// a live conversion on another host of a shared file system, whose PID means nothing
+/// here). Best effort: what can't be removed stays.
+fn remove_stale_staging(out: &Path) {
+    const MIN_AGE_SECS: u64 = 600;
+    let Some(name) = out.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let prefix = format!(".{name}.ch-convert.");
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = n.strip_prefix(&prefix) else {
+            continue;
+        };
+        let dead = match rest {
+            "in" | "layout" => true,
+            pid => pid
+                .parse::<u32>()
+                .is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists()),
+        };
+        let old = e
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|a| a.as_secs() >= MIN_AGE_SECS);
+        if dead && old {
+            let _ = checkout::remove_tree(&e.path());
+        }
+    }
+}
+
 /// Whether `prog` is an executable on `$PATH`.
 fn on_path(prog: &str) -> bool {
     std::env::var_os("PATH")
@@ -535,27 +575,39 @@ fn write_path(
         Format::Tar => {
             let f = fs::File::create(tmp).at("create", tmp)?;
             let w = std::io::BufWriter::with_capacity(1 << 20, f);
-            let mut w = match tar_compression(output) {
-                TarCompression::None => export::write_tar(&repo, root, w)?,
-                TarCompression::Gzip => {
-                    export::write_tar(&repo, root, export::ParGz::new(w, export::GZIP_LEVEL))?
-                        .finish()?
-                }
-                TarCompression::Zstd => {
-                    let mut z = zstd::stream::write::Encoder::new(w, 3)?;
-                    z.multithread(
-                        std::thread::available_parallelism()
-                            .map(|n| n.get() as u32)
-                            .unwrap_or(1),
-                    )?;
-                    export::write_tar(&repo, root, z)?.finish()?
-                }
-                TarCompression::Xz => {
-                    export::write_tar(&repo, root, xz2::write::XzEncoder::new(w, 6))?.finish()?
-                }
+            let write = || -> Result<(), ExportError> {
+                let mut w = match tar_compression(output) {
+                    TarCompression::None => export::write_tar(&repo, root, w)?,
+                    TarCompression::Gzip => {
+                        export::write_tar(&repo, root, export::ParGz::new(w, export::GZIP_LEVEL))?
+                            .finish()?
+                    }
+                    TarCompression::Zstd => {
+                        let mut z = zstd::stream::write::Encoder::new(w, 3)?;
+                        z.multithread(
+                            std::thread::available_parallelism()
+                                .map(|n| n.get() as u32)
+                                .unwrap_or(1),
+                        )?;
+                        export::write_tar(&repo, root, z)?.finish()?
+                    }
+                    TarCompression::Xz => {
+                        export::write_tar(&repo, root, xz2::write::XzEncoder::new(w, 6))?
+                            .finish()?
+                    }
+                };
+                w.flush()?;
+                w.get_ref().sync_all().ok();
+                Ok(())
             };
-            w.flush()?;
-            w.get_ref().sync_all().ok();
+            // A write that fails (a full disk) names the file the user asked for.
+            write().map_err(|e| match e {
+                ExportError::Io(source) => ExportError::Write {
+                    path: PathBuf::from(output),
+                    source,
+                },
+                e => e,
+            })?;
         }
         Format::Squash => {
             let with_mounts = export::with_mount_points(root);
@@ -702,6 +754,7 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
     if fs::symlink_metadata(&out).is_ok() && !req.force {
         return Err(ConvertError::Exists(out));
     }
+    remove_stale_staging(&out);
     let tmp = staging(&out);
     let scratch = tmp.with_extension("in");
     let img = read_phase(fin, || read_input(&store, fin, &req.input, &scratch))?;

@@ -93,6 +93,18 @@ impl Layout {
         self.repo().join("packed-refs.lock")
     }
 
+    /// The lock files git's maintenance (gc, repack) takes in `repo.git/`: left by a git
+    /// killed while holding them, each fails every later `git gc` ("File exists").
+    pub fn git_maintenance_locks(&self) -> [PathBuf; 4] {
+        let info = self.objects().join("info");
+        [
+            info.join("commit-graph.lock"),
+            info.join("commit-graphs/commit-graph-chain.lock"),
+            info.join("multi-pack-index.lock"),
+            self.repo().join("gc.pid"),
+        ]
+    }
+
     /// `img/`: one symlink per image.
     pub fn images(&self) -> PathBuf {
         self.root.join(IMG)
@@ -404,7 +416,15 @@ mod tests {
     fn layout_spells_every_path_under_the_root() {
         let l = Layout::new("/s");
         let c = gix::ObjectId::from_hex(b"0123456789abcdef0123456789abcdef01234567").expect("hex");
-        let cases: [(PathBuf, &str); 24] = [
+        let [graph, chain, midx, gc_pid] = l.git_maintenance_locks();
+        let cases: [(PathBuf, &str); 28] = [
+            (graph, "/s/repo.git/objects/info/commit-graph.lock"),
+            (
+                chain,
+                "/s/repo.git/objects/info/commit-graphs/commit-graph-chain.lock",
+            ),
+            (midx, "/s/repo.git/objects/info/multi-pack-index.lock"),
+            (gc_pid, "/s/repo.git/gc.pid"),
             (l.cache_mounts(), "/s/cachemounts"),
             (l.cache_mount("ab"), "/s/cachemounts/ab"),
             (l.cache_mount_lock("ab"), "/s/cachemounts/ab.lock"),

@@ -47,25 +47,56 @@ fn run_git(store: &Store, args: &[&str]) -> Result<String, StoreError> {
 fn run_git_progress(store: &Store, args: &[&str]) -> Result<String, StoreError> {
     let mut cmd = git_cmd(store);
     cmd.stderr(std::process::Stdio::piped());
-    run_followed(store, cmd, args, None)
+    run_followed(store, cmd, args, None, None)
 }
 
 /// Run git maintenance (repack, gc) with its standard error on a pseudo-terminal: git
 /// reports the progress of these commands only to a terminal, and has no option to
 /// force it. Its objects count toward the active progress phase, as a transfer's do.
 /// Without a pseudo-terminal (none available), quietly through pipes.
-fn run_git_maintenance(store: &Store, args: &[&str]) -> Result<String, StoreError> {
+///
+/// git and the processes it starts inherit the store's `lock`, so that when this process
+/// is killed (kill -9) a git that goes on (repack, `prune --expire=now`) still excludes
+/// writers until it ends, instead of deleting objects a writer has not referenced yet.
+/// They do not inherit the terminal's master side: a git left alone then writes its
+/// progress to a terminal nobody reads, which fails (EIO) instead of filling the
+/// terminal's buffer and blocking git, and with it the lock, for ever.
+fn run_git_maintenance(
+    store: &Store,
+    lock: &WriteLock,
+    args: &[&str],
+) -> Result<String, StoreError> {
+    let inherited = lock.inheritable().at("lock", store.layout().lock_file())?;
     let Ok(pty) = nix::pty::openpty(None, None) else {
         let mut quiet = args.to_vec();
         quiet.push("-q");
-        return run_git(store, &quiet);
+        let out = run_git(store, &quiet);
+        drop(inherited);
+        return out;
     };
+    for fd in [&pty.master, &pty.slave] {
+        set_cloexec(fd).at("open pseudo-terminal", store.layout().repo())?;
+    }
     let mut cmd = git_cmd(store);
     // From the start, not after two seconds: the counts make the phase's line.
     cmd.env("GIT_PROGRESS_DELAY", "0")
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::from(pty.slave));
-    run_followed(store, cmd, args, Some(std::fs::File::from(pty.master)))
+    run_followed(
+        store,
+        cmd,
+        args,
+        Some(std::fs::File::from(pty.master)),
+        Some(inherited),
+    )
+}
+
+/// Mark `fd` close-on-exec (openpty(3) leaves its descriptors inheritable).
+fn set_cloexec(fd: &impl std::os::fd::AsRawFd) -> std::io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+        .map(drop)
+        .map_err(std::io::Error::from)
 }
 
 /// Run `cmd` (git, its standard error chosen) with `args`, following its progress on
@@ -76,6 +107,7 @@ fn run_followed(
     mut cmd: Command,
     args: &[&str],
     progress: Option<std::fs::File>,
+    inherited: Option<std::os::fd::OwnedFd>,
 ) -> Result<String, StoreError> {
     let repo = store.layout().repo();
     let mut child = cmd
@@ -84,8 +116,10 @@ fn run_followed(
         .spawn()
         .at("run git", &repo)?;
     // Drop the command, and with it this process's copy of a terminal's slave side:
-    // reading the master side then ends when git and its children have exited.
+    // reading the master side then ends when git and its children have exited. The
+    // lock's inheritable copy is git's now: close ours.
     drop(cmd);
+    drop(inherited);
     let mut so = child.stdout.take().expect("stdout is piped");
     let out = std::thread::spawn(move || {
         let mut s = Vec::new();
@@ -347,8 +381,12 @@ pub fn gc(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
     let info = store.layout().objects().join("info");
     let _ = fs::remove_file(info.join("commit-graph"));
     let _ = checkout::remove_tree(&info.join("commit-graphs"));
-    let packed = recompress(store, &stored).and_then(|_| {
-        run_git_maintenance(store, &["-c", "pack.compression=1", "gc", "--prune=now"])
+    let packed = recompress(store, lock, &stored).and_then(|_| {
+        run_git_maintenance(
+            store,
+            lock,
+            &["-c", "pack.compression=1", "gc", "--prune=now"],
+        )
     });
     if packed.is_err() && !stored.is_empty() {
         let _ = fs::write(&marker, listed);
@@ -359,7 +397,7 @@ pub fn gc(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
 
 /// Repack the objects of the packs named in `stored` that still exist (and loose objects)
 /// at zlib level 1, keeping every other pack as it is.
-fn recompress(store: &Store, stored: &[String]) -> Result<String, StoreError> {
+fn recompress(store: &Store, lock: &WriteLock, stored: &[String]) -> Result<String, StoreError> {
     let dir = store.layout().objects().join("pack");
     let exists = |n: &str| dir.join(format!("{n}.pack")).exists();
     if !stored.iter().any(|n| exists(n)) {
@@ -377,7 +415,7 @@ fn recompress(store: &Store, stored: &[String]) -> Result<String, StoreError> {
         }
     }
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    run_git_maintenance(store, &a)
+    run_git_maintenance(store, lock, &a)
 }
 
 /// Delete every ref under `prefix`.

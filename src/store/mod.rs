@@ -189,6 +189,20 @@ pub struct WriteLock {
     pub exclusive: bool,
 }
 
+impl WriteLock {
+    /// A copy of the lock's descriptor without close-on-exec, for a child that must hold
+    /// the lock as long as it runs, even after this process is gone (git maintenance):
+    /// flock(2) locks belong to the open file, which the copy shares. Close it once the
+    /// child is started, so that other children do not inherit it.
+    pub fn inheritable(&self) -> io::Result<std::os::fd::OwnedFd> {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        use std::os::fd::AsRawFd;
+        let copy = self._flock.try_clone()?;
+        fcntl(copy.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty())).map_err(io::Error::from)?;
+        Ok(copy.into())
+    }
+}
+
 /// The lock of one image; released on drop.
 pub struct ImageLock {
     _flock: nix::fcntl::Flock<fs::File>,
@@ -469,6 +483,14 @@ impl Store {
                 }
             }
         }
+        // Lock files of a killed git gc or repack would fail every later gc. Only
+        // maintenance runs those, holding the lock exclusively (and its git holds it on
+        // after a kill): a process that locks alone knows none runs.
+        if alone {
+            for p in self.layout.git_maintenance_locks() {
+                let _ = fs::remove_file(p);
+            }
+        }
         // Ref lock files left by a killed writer would fail every later update of their
         // ref. Live writers hold them for milliseconds.
         remove_lock_files(&self.layout.refs(), if alone { 0 } else { 60 });
@@ -487,7 +509,8 @@ impl Store {
     /// Temporary files that killed or failed writers left in the repository: Grove's
     /// temporary packs (`objects/pack/tmp_grove_PID_N.*`) whose process is gone, and
     /// git's and gix's temporary files (`objects/pack/tmp_*`, `objects/.tmp*`,
-    /// `objects/XX/.tmp*`) older than `min_age_secs`. With a reason each, for fsck.
+    /// `objects/XX/.tmp*`) older than `min_age_secs`, and lock files of git maintenance
+    /// ([`Layout::git_maintenance_locks`]) older than that. With a reason each, for fsck.
     pub fn leftovers(&self, min_age_secs: u64) -> Vec<(PathBuf, &'static str)> {
         let objects = self.layout.objects();
         let age_ok = |p: &Path| {
@@ -520,6 +543,11 @@ impl Store {
                 } else if (name.starts_with("tmp_") || name.starts_with(".tmp")) && age_ok(&p) {
                     out.push((p, "temporary object file of a writer that is gone"));
                 }
+            }
+        }
+        for p in self.layout.git_maintenance_locks() {
+            if p.exists() && age_ok(&p) {
+                out.push((p, "lock file of a git gc or repack that is gone"));
             }
         }
         out.sort();

@@ -31,4 +31,5 @@ mod slurm;
 mod squash_export;
 mod store;
 mod stranger_build;
+mod stranger_store;
 mod times;
