@@ -322,8 +322,32 @@ fn staging(out: &Path) -> PathBuf {
     out.with_file_name(format!(".{name}.ch-convert.{}", std::process::id()))
 }
 
+/// A scratch path beside the staging path `tmp`, named after it and `what` (`in`,
+/// `layout`): it keeps the PID, so conversions to the same output at once don't share
+/// it. (`Path::with_extension` would replace the PID.)
+fn staging_sibling(tmp: &Path, what: &str) -> PathBuf {
+    let mut name = tmp.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{what}"));
+    tmp.with_file_name(name)
+}
+
+/// The process a staging name's part after `.NAME.ch-convert.` belongs to: `PID`,
+/// `PID.in` or `PID.layout` give `Some(Some(PID))`; `in` and `layout` alone (what
+/// earlier versions named their scratch, with no PID) give `Some(None)`;
+/// anything else `None` (not a staging name). Pure.
+fn staging_owner(rest: &str) -> Option<Option<u32>> {
+    let pid = rest
+        .strip_suffix(".in")
+        .or_else(|| rest.strip_suffix(".layout"))
+        .unwrap_or(rest);
+    match pid {
+        "in" | "layout" => Some(None),
+        _ => pid.parse::<u32>().ok().map(Some),
+    }
+}
+
 /// Remove what conversions to `out` killed (kill -9) before their rename left beside it:
-/// `.NAME.ch-convert.PID` (and its `.in` and `.layout` siblings, which name no PID) whose
+/// `.NAME.ch-convert.PID` (and its `.PID.in` and `.PID.layout` siblings) whose
 /// process is gone and that nothing changed for ten minutes (the age keeps the output of
 /// a live conversion on another host of a shared file system, whose PID means nothing
 /// here). Best effort: what can't be removed stays.
@@ -343,11 +367,10 @@ fn remove_stale_staging(out: &Path) {
         let Some(rest) = n.strip_prefix(&prefix) else {
             continue;
         };
-        let dead = match rest {
-            "in" | "layout" => true,
-            pid => pid
-                .parse::<u32>()
-                .is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists()),
+        let dead = match staging_owner(rest) {
+            None => continue,
+            Some(None) => true,
+            Some(Some(p)) => !Path::new(&format!("/proc/{p}")).exists(),
         };
         let old = e
             .metadata()
@@ -631,7 +654,7 @@ fn write_path(
             }
             let root = &root;
             if oci_is_archive(output) {
-                let layout = tmp.with_extension("layout");
+                let layout = staging_sibling(tmp, "layout");
                 let r = oci::write_layout(
                     &repo,
                     root,
@@ -756,7 +779,7 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
     }
     remove_stale_staging(&out);
     let tmp = staging(&out);
-    let scratch = tmp.with_extension("in");
+    let scratch = staging_sibling(&tmp, "in");
     let img = read_phase(fin, || read_input(&store, fin, &req.input, &scratch))?;
     if let Err(e) = write_phase(&img, || {
         write_path(&store, &img, fout, &req.output, &tmp, compression)
@@ -777,6 +800,23 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scratch_beside_the_staging_path_keeps_its_pid_and_is_recognised_as_stale() {
+        let tmp = staging(Path::new("/out/img.tar"));
+        let pid = std::process::id();
+        assert_eq!(
+            staging_sibling(&tmp, "in"),
+            PathBuf::from(format!("/out/.img.tar.ch-convert.{pid}.in"))
+        );
+        assert_eq!(staging_owner(&format!("{pid}")), Some(Some(pid)));
+        assert_eq!(staging_owner(&format!("{pid}.in")), Some(Some(pid)));
+        assert_eq!(staging_owner(&format!("{pid}.layout")), Some(Some(pid)));
+        assert_eq!(staging_owner("in"), Some(None));
+        assert_eq!(staging_owner("layout"), Some(None));
+        assert_eq!(staging_owner("12.tmp"), None);
+        assert_eq!(staging_owner("x"), None);
+    }
 
     #[test]
     fn formats_are_inferred_like_charliecloud() {
