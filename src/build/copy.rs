@@ -29,6 +29,15 @@ pub enum CopyError {
     Io(#[from] IoError),
     #[error("destination escapes the image or loops through symlinks: {0}")]
     Dest(String),
+    /// Copying a file failed: reading it or writing its copy (a full disk names the
+    /// copy, which is where the space ran out).
+    #[error("can't copy {} to {}", from.display(), to.display())]
+    Copy {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("can't write to {0}: a file in the image is in the way")]
     NotDir(String),
     #[error("can't extract {member} from archive {}", archive.display())]
@@ -434,7 +443,11 @@ fn copy_file(
             fs::remove_file(to).at("replace", to)?;
         }
     }
-    fs::copy(src, to).at("copy", src)?;
+    fs::copy(src, to).map_err(|source| CopyError::Copy {
+        from: src.to_path_buf(),
+        to: to.to_path_buf(),
+        source,
+    })?;
     copy_xattrs(src, to, xattrs)?;
     fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o400)).at("chmod", to)?;
     set_time(to, Mtime::of(md)).at("set time of", to)?;

@@ -506,3 +506,37 @@ fn copy_exclude_pattern_starting_with_a_hash_is_a_pattern_not_a_comment() {
     w.build("e", "FROM busybox\nCOPY --exclude=#draft src/ /s/\n", &[]);
     assert_eq!(w.run("e", "ls -A /s"), "keep\n");
 }
+
+/// A COPY that runs out of space (here a file-size limit: writes past it fail with EFBIG,
+/// as on a full disk) names the file it copied and where the copy went, and leaves a
+/// store that checks and builds once there is room.
+#[test]
+fn copy_that_runs_out_of_space_names_source_and_destination() {
+    let b = Bench::new("stranger-copy-efbig");
+    let big: String = (0..40_000).map(|i| format!("{i:07}\n")).collect();
+    b.write("big", &big);
+    b.write("Dockerfile", "FROM busybox\nCOPY big /big\n");
+    let mut c = crate::common::unpriv("sh");
+    c.env_remove("CH_IMAGE_CACHE").args([
+        "-c",
+        &format!(
+            "trap '' XFSZ; exec prlimit --fsize=100000 {} -s {} build -t big {}",
+            crate::common::bin("ch-image").display(),
+            b.storage().display(),
+            b.ctx.display()
+        ),
+    ]);
+    let out = crate::common::output(&mut c);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("can't copy {} to ", b.ctx.join("big").display())),
+        "{err}"
+    );
+    assert!(err.contains(&b.storage().display().to_string()), "{err}");
+    assert!(err.contains("File too large"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    b.fsck();
+    b.build("big", "FROM busybox\nCOPY big /big\n", &[]);
+    assert_eq!(b.run("big", "wc -c < /big").trim(), "320000");
+}
