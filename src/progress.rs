@@ -253,11 +253,21 @@ pub fn git_transfer(line: &str) -> Option<GitTransfer> {
     })
 }
 
-/// Progress chatter of git that is no error: counting, compressing, totals.
+/// Progress chatter of git that is no error: counting, compressing, totals, and any
+/// progress line of git's maintenance (`Building bitmaps: 100% (3/3), done.`,
+/// `Writing commit graph:  45% (9/20)`, `Indexing objects: 12`): a capitalized title,
+/// `:`, then a count (git pads percentages with spaces). git's errors and warnings (`fatal:`, `error:`, `warning:`) are
+/// lowercase and stay.
 fn git_chatter(line: &str) -> bool {
     let l = line.trim();
     let l = l.strip_prefix("remote:").map(str::trim).unwrap_or(l);
+    let counted = l.split_once(": ").is_some_and(|(title, rest)| {
+        title.starts_with(|c: char| c.is_ascii_uppercase())
+            && title.chars().all(|c| c.is_ascii_alphabetic() || c == ' ')
+            && rest.trim_start().starts_with(|c: char| c.is_ascii_digit())
+    });
     l.is_empty()
+        || counted
         || [
             "Enumerating objects:",
             "Counting objects:",
@@ -662,6 +672,24 @@ mod tests {
             "remote: Enumerating objects: 205, done.        "
         ));
         assert!(!git_chatter("error: failed to push some refs"));
+        // Maintenance progress (gc, repack, commit-graph): chatter, not the failure.
+        for l in [
+            "Building bitmaps: 100% (3/3), done.",
+            "Writing commit graph:  45% (9/20)",
+            "Computing commit graph generation numbers: 100% (4/4), done.",
+            "Indexing objects: 12",
+            "Expanding reachable commits in commit graph: 7, done.",
+        ] {
+            assert!(git_chatter(l), "{l}");
+        }
+        for l in [
+            "fatal: Unable to create '/s/repo.git/commit-graph.lock': File exists.",
+            "warning: There are too many unreachable loose objects",
+            "error: pack-objects died of signal 9",
+            "Another git process seems to be running in this repository, e.g.",
+        ] {
+            assert!(!git_chatter(l), "{l}");
+        }
     }
 
     #[test]
