@@ -962,56 +962,12 @@ fn force_fakeroot_without_fakeroot_in_the_image_says_how_to_get_it() {
     assert!(err.contains("Dockerfile:2"), "{err}");
 }
 
-/// A small HTTP server on loopback serving `dir`, run as the test user; killed on drop.
-struct HttpServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl HttpServer {
-    fn start(dir: &std::path::Path) -> HttpServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = crate::common::unpriv("/usr/bin/python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-            ])
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start http.server");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        HttpServer { child, port }
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn add_fetches_a_url_and_its_content_decides_the_cache() {
     let b = Bench::checked_out("build-addurl");
     b.mkdir("www");
     b.write("www/data.txt", "first\n");
-    let srv = HttpServer::start(&b.ctx.join("www"));
+    let srv = crate::common::HttpServer::start(&b.ctx.join("www"));
     let df = format!(
         "FROM busybox\nADD http://127.0.0.1:{}/data.txt /dl/\nRUN cat /dl/data.txt > /copy\n",
         srv.port

@@ -261,55 +261,11 @@ fn copy_exclude_and_parents_shape_what_is_copied() {
     );
 }
 
-/// `python3 -m http.server` on loopback serving `dir` as the test user; killed on drop.
-struct Http {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Http {
-    fn start(dir: &std::path::Path) -> Http {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let child = crate::common::unpriv("/usr/bin/python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .arg("--directory")
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start http.server");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Http { child, port }
-    }
-}
-
-impl Drop for Http {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn add_checksum_is_verified() {
     let w = Bench::new("stranger-add-checksum");
     w.write("www/data.txt", "hello\n");
-    let srv = Http::start(&w.ctx.join("www"));
+    let srv = crate::common::HttpServer::start(&w.ctx.join("www"));
     // sha256 of "hello\n".
     let good = "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03";
     let bad = good.replace('5', "6");
