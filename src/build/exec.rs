@@ -2236,16 +2236,28 @@ impl<'a> Builder<'a> {
                     if add && src.real.is_file() && is_archive(&src.real) {
                         let t = if into_dir { dir.clone() } else { named.clone() };
                         extract_archive(&src.real, &t, xattrs)
-                    } else if parents && !src.rel.is_empty() {
-                        let t = dir.join(std::ffi::OsStr::from_bytes(&src.rel_bytes));
+                    } else {
+                        // --parents keeps the source's path below the context.
+                        let keep_path = parents && !src.rel.is_empty();
+                        let t = if keep_path {
+                            dir.join(std::ffi::OsStr::from_bytes(&src.rel_bytes))
+                        } else if src.real.is_dir() && into_dir {
+                            dir.clone()
+                        } else {
+                            named
+                        };
                         chmod_targets.push(t.clone());
-                        copy::make_context_parents(
-                            &self.opts.context,
-                            &src.rel_bytes,
-                            &dir,
-                            &mut parent_times,
-                        )
-                        .and_then(|()| {
+                        let made = if keep_path {
+                            copy::make_context_parents(
+                                &self.opts.context,
+                                &src.rel_bytes,
+                                &dir,
+                                &mut parent_times,
+                            )
+                        } else {
+                            Ok(())
+                        };
+                        made.and_then(|()| {
                             copy::copy_host(
                                 &src.real,
                                 (&src.rel, &src.rel_bytes),
@@ -2256,24 +2268,6 @@ impl<'a> Builder<'a> {
                                 delta.as_ref().map(|(_, _, o)| o),
                             )
                         })
-                        .map(|n| written += n)
-                    } else {
-                        let t = if src.real.is_dir() && into_dir {
-                            dir.clone()
-                        } else {
-                            named
-                        };
-                        chmod_targets.push(t.clone());
-                        let only = delta.as_ref().map(|(_, _, o)| o);
-                        copy::copy_host(
-                            &src.real,
-                            (&src.rel, &src.rel_bytes),
-                            &self.ignore,
-                            &exclude,
-                            &t,
-                            xattrs,
-                            only,
-                        )
                         .map(|n| written += n)
                     }
                 }

@@ -833,6 +833,22 @@ fn write_pack(dir: &Path, entries: Vec<Entry>, stored: bool) -> io::Result<PathB
 mod tests {
     use super::*;
 
+    /// `git fsck --strict` of the repository at `dir`, which must pass.
+    fn assert_git_fsck_strict(dir: &Path) {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["fsck", "--strict", "--no-dangling"])
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     #[test]
     fn a_stored_blob_read_in_place_is_the_entry_of_its_contents() {
         for size in [
@@ -883,18 +899,7 @@ mod tests {
         for (id, c) in ids.iter().zip(&contents) {
             assert_eq!(&repo.find_object(*id).unwrap().data, c);
         }
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir.path())
-            .args(["fsck", "--strict", "--no-dangling"])
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_git_fsck_strict(dir.path());
     }
 
     #[test]
@@ -1094,17 +1099,7 @@ mod tests {
             .output()
             .is_ok()
         {
-            let out = std::process::Command::new("git")
-                .arg("-C")
-                .arg(dir.path())
-                .args(["fsck", "--strict", "--no-dangling"])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert_git_fsck_strict(dir.path());
         }
     }
 
