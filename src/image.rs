@@ -890,6 +890,9 @@ pub struct BuildCacheRequest {
     /// materialized trees (checkouts, layers) up to this many bytes in all, removing the
     /// others (else `gc` removes every cache mount and keeps the trees).
     pub keep_storage: Option<u64>,
+    /// `--compact`: compress the packs imports and pulls stored uncompressed (what they
+    /// start in the background), waiting for one already running. `gc` does it too.
+    pub compact: bool,
 }
 
 /// A size as `--keep-storage` takes it: bytes, or a number (decimals allowed) with a
@@ -988,6 +991,20 @@ pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, Image
             }
         }
         info!("garbage collected");
+    } else if a.compact {
+        let lock = store.lock()?;
+        let c = crate::store::compaction::compact(store, &lock)?;
+        if c.packs > 0 {
+            let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+            info!(
+                "compacted {} stored pack{} ({} objects): {:.1} MiB to {:.1} MiB",
+                c.packs,
+                if c.packs == 1 { "" } else { "s" },
+                c.objects,
+                mib(c.before),
+                mib(c.after)
+            );
+        }
     }
     if a.tree {
         o.push_str(&maint::render_tree(&maint::graph(store)?));

@@ -288,6 +288,13 @@ struct BuildCacheArgs {
     /// (default: remove every cache mount, keep checkouts and layers; 0: remove them all)
     #[arg(long = "keep-storage", value_name = "SIZE", requires = "gc")]
     keep_storage: Option<String>,
+    /// Compress the packs import and pull store uncompressed (they start this in the
+    /// background when they stored 8 MiB or more; CH_IMAGE_AUTO_COMPACT=no turns that off)
+    #[arg(long)]
+    compact: bool,
+    /// With --compact: at the lowest CPU and I/O priority (how import and pull start it)
+    #[arg(long, hide = true, requires = "compact")]
+    background: bool,
     /// Print the build graph as a text tree
     #[arg(long)]
     tree: bool,
@@ -300,6 +307,16 @@ struct BuildCacheArgs {
     /// Print the summary as JSON
     #[arg(long)]
     json: bool,
+}
+
+/// After a command that may have stored packs uncompressed (import, pull, a build that
+/// pulled or imported its base): compress them in the background (store::compaction).
+fn compact_later(storage: &std::path::Path) {
+    if let Ok(exe) = std::env::current_exe() {
+        if grove::store::compaction::start_in_background(storage, &exe) {
+            grove::verbose!("compressing the packs this command stored, in the background");
+        }
+    }
 }
 
 /// Write a command's output to stdout ([`cli::write_stdout`]: a closed pipe ends the
@@ -444,6 +461,7 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             let mut settings = settings;
             settings.always_download |= common.no_cache;
             image::pull(open, &image_ref, dest.as_deref(), &settings, xattrs)?;
+            compact_later(&storage);
         }
         Cmd::Push {
             image,
@@ -456,7 +474,10 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             dest_ref.as_deref(),
             &settings,
         )?,
-        Cmd::Build(a) => build(&storage, &common, xattrs, settings, a)?,
+        Cmd::Build(a) => {
+            build(&storage, &common, xattrs, settings, a)?;
+            compact_later(&storage);
+        }
         Cmd::History {
             image_ref,
             json,
@@ -507,7 +528,12 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             info!("statement matches {image_ref}");
         }
         Cmd::BuildCache(a) => {
+            if a.background {
+                // Best effort: at normal priority it is only less polite.
+                let _ = grove::run::sys::background_priority();
+            }
             let req = image::BuildCacheRequest {
+                compact: a.compact,
                 reset: a.reset,
                 gc: a.gc,
                 tree: a.tree,
@@ -544,7 +570,10 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             info!("deleted storage directory: {}", storage.display());
             open()?;
         }
-        Cmd::Import { path, image_ref } => image::import(open, &path, &image_ref)?,
+        Cmd::Import { path, image_ref } => {
+            image::import(open, &path, &image_ref)?;
+            compact_later(&storage);
+        }
         Cmd::List {
             image_ref: None,
             long,

@@ -145,6 +145,29 @@ pub fn ignore_across_exec(
     }
 }
 
+/// Run the calling thread, and the threads it starts afterwards, at the lowest CPU and
+/// I/O priority that still makes progress on a busy machine: nice 19 and the lowest
+/// level of the best-effort I/O class (not `SCHED_IDLE` or the idle I/O class, under
+/// which background work may wait for as long as anything else runs). For background
+/// work (compaction) that must not slow the commands a user runs meanwhile. Needs no
+/// privilege (setpriority(2), ioprio_set(2)).
+pub fn background_priority() -> Result<(), Errno> {
+    // SAFETY: setpriority takes integers only; who 0 is the calling thread.
+    Errno::result(unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) })?;
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_BE: libc::c_long = 2;
+    // SAFETY: ioprio_set takes three integers and touches no memory of ours.
+    Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0,
+            (IOPRIO_CLASS_BE << 13) | 7,
+        )
+    })?;
+    Ok(())
+}
+
 /// Terminate the process immediately without running destructors or flushing stdio
 /// (used in a forked child whose exec failed).
 pub fn exit_now(code: i32) -> ! {

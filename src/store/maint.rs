@@ -370,28 +370,28 @@ pub fn gc(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
     delete_refs_under(store, QUARANTINE)?;
     // Packs an import or pull wrote uncompressed (pack.rs) are recompressed, and only
     // they: git reuses packed entries as they are unless told not to (-F), and the other
-    // packs are kept out of that repack. The marker goes first, so that a pack written
-    // meanwhile is listed again for the next gc; it is put back on failure.
-    let marker = super::pack::stored_marker(&store.layout().objects());
-    let listed = fs::read_to_string(&marker).unwrap_or_default();
-    let stored = super::pack::stored_packs(&listed);
-    let _ = fs::remove_file(&marker);
+    // packs are kept out of that repack. Their names leave the marker only once that
+    // worked (a killed gc, or its killed git, leaves them for the next one). No pack is
+    // stored meanwhile: writers and compaction wait for this exclusive lock.
+    let objects = store.layout().objects();
+    let stored = super::pack::stored_packs(
+        &fs::read_to_string(super::pack::stored_marker(&objects)).unwrap_or_default(),
+    );
     // git gc writes a new commit-graph only when some commit is reachable: with every
     // image deleted, the old one would name pruned commits and fail `git fsck`.
-    let info = store.layout().objects().join("info");
+    let info = objects.join("info");
     let _ = fs::remove_file(info.join("commit-graph"));
     let _ = checkout::remove_tree(&info.join("commit-graphs"));
-    let packed = recompress(store, lock, &stored).and_then(|_| {
-        run_git_maintenance(
-            store,
-            lock,
-            &["-c", "pack.compression=1", "gc", "--prune=now"],
-        )
-    });
-    if packed.is_err() && !stored.is_empty() {
-        let _ = fs::write(&marker, listed);
+    recompress(store, lock, &stored)?;
+    run_git_maintenance(
+        store,
+        lock,
+        &["-c", "pack.compression=1", "gc", "--prune=now"],
+    )?;
+    if !stored.is_empty() {
+        super::pack::unmark_stored(&objects, &stored)
+            .at("write", super::pack::stored_marker(&objects))?;
     }
-    packed?;
     Ok(())
 }
 
@@ -722,6 +722,9 @@ pub fn reset_cache(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
 /// Check the store; returns the problems found (empty: all good).
 pub fn fsck(store: &Store) -> Result<Vec<String>, StoreError> {
     let mut problems = Vec::new();
+    // A compaction running removes packs git fsck may have listed: wait for it (best
+    // effort: a read-only store has no compaction and may refuse the lock file).
+    let _compaction = super::compaction::lock(&store.layout().objects(), false, true);
     let repo = store.repo();
     match git_cmd(store)
         .args(["fsck", "--no-dangling", "--no-progress"])

@@ -8,6 +8,7 @@
 //! the new state, because refs and checkout symlinks change by atomic rename.
 
 pub mod checkout;
+pub mod compaction;
 pub mod config;
 pub mod diff;
 pub mod export;

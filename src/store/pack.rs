@@ -543,13 +543,14 @@ impl PackBuilder {
         data: &[u8],
     ) -> io::Result<ObjectId> {
         let oid = gix::objs::compute_hash(gix::hash::Kind::Sha1, kind, data).map_err(io_other)?;
-        let code = match kind {
-            gix::objs::Kind::Commit => 1,
-            gix::objs::Kind::Tree => 2,
-            gix::objs::Kind::Blob => 3,
-            gix::objs::Kind::Tag => 4,
-        };
-        self.add_coded(repo, oid, code, data)
+        self.add_coded(repo, oid, kind_code(kind), data)
+    }
+
+    /// Add object `oid` of `kind` even though the repository has it: compaction copies
+    /// the objects of stored packs into compressed ones, then removes the stored packs.
+    pub fn add_copy(&self, oid: ObjectId, kind: gix::objs::Kind, data: &[u8]) -> io::Result<()> {
+        self.push(oid, self.entry(kind_code(kind), data)?)?;
+        Ok(())
     }
 
     /// Add a blob read with [`StoredBlob::read`] whose id is `oid`
@@ -602,10 +603,15 @@ impl PackBuilder {
         if self.known(repo, &oid) {
             return Ok(oid);
         }
+        self.push(oid, self.entry(code, data)?)
+    }
+
+    /// The pack entry of an object of type `code` (header and zlib stream).
+    fn entry(&self, code: u8, data: &[u8]) -> io::Result<Vec<u8>> {
         let mut bytes = Vec::new();
         push_entry_header(&mut bytes, code, data.len() as u64);
         zlib_into(&mut bytes, data, self.level)?;
-        self.push(oid, bytes)
+        Ok(bytes)
     }
 
     /// Add the entry `bytes` (header and zlib stream) of `oid`; the caller whose entry
@@ -661,23 +667,88 @@ impl PackBuilder {
     }
 }
 
+/// An object kind's type code in a pack entry header.
+fn kind_code(kind: gix::objs::Kind) -> u8 {
+    match kind {
+        gix::objs::Kind::Commit => 1,
+        gix::objs::Kind::Tree => 2,
+        gix::objs::Kind::Blob => 3,
+        gix::objs::Kind::Tag => 4,
+    }
+}
+
+/// The object ids a version-2 pack index (`pack-HEX.idx`, as [`write_pack`] and git write
+/// them) lists, in its order. Errors on anything else.
+pub fn index_ids(idx: &[u8]) -> io::Result<Vec<ObjectId>> {
+    let bad =
+        |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("pack index: {what}"));
+    if idx.len() < 8 + 1024 || idx[..4] != [0xff, b't', b'O', b'c'] || idx[4..8] != [0, 0, 0, 2] {
+        return Err(bad("not a version-2 index"));
+    }
+    let n = u32::from_be_bytes(idx[8 + 1020..8 + 1024].try_into().expect("4 bytes")) as usize;
+    let ids = idx
+        .get(8 + 1024..8 + 1024 + n * 20)
+        .ok_or_else(|| bad("shorter than its object count"))?;
+    Ok(ids.chunks(20).map(ObjectId::from_bytes_or_panic).collect())
+}
+
 /// The marker gc looks for: `objects/info/<STORED_MARKER>`, listing stored packs by name
 /// (`pack-HEX`), one a line.
 pub fn stored_marker(objects: &Path) -> PathBuf {
     objects.join("info").join(STORED_MARKER)
 }
 
+/// The marker, opened for appending and `flock`ed exclusively: appends and rewrites of
+/// concurrent writers (an import marking its packs, a compaction removing the packs it
+/// compressed) take turns. A marker replaced by a rewrite while we waited for its lock is
+/// opened again, so that nothing is appended to a file no longer in place.
+fn lock_marker(objects: &Path) -> io::Result<nix::fcntl::Flock<fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    use std::os::unix::fs::MetadataExt;
+    let path = stored_marker(objects);
+    fs::create_dir_all(objects.join("info"))?;
+    loop {
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)?;
+        let l = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))?;
+        let held = l.metadata()?;
+        match fs::metadata(&path) {
+            Ok(m) if m.ino() == held.ino() && m.dev() == held.dev() => return Ok(l),
+            _ => continue,
+        }
+    }
+}
+
 /// Add pack `name` to the marker, before the pack is renamed into place (a killed writer
-/// leaves at most a name gc does not find). One short append: lines of concurrent
-/// writers don't mix.
+/// leaves at most a name gc does not find).
 fn mark_stored(pack_dir: &Path, name: &str) -> io::Result<()> {
     let objects = pack_dir.parent().unwrap_or(pack_dir);
-    fs::create_dir_all(objects.join("info"))?;
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(stored_marker(objects))?
-        .write_all(format!("{name}\n").as_bytes())
+    let mut marker = lock_marker(objects)?;
+    marker.write_all(format!("{name}\n").as_bytes())
+}
+
+/// Remove `names` from the marker once their packs are compressed or gone (the marker is
+/// rewritten whole and renamed into place; a kill leaves the old one, whose names of
+/// packs gone are skipped).
+pub fn unmark_stored(objects: &Path, names: &[String]) -> io::Result<()> {
+    use std::io::Read;
+    let marker = lock_marker(objects)?;
+    let mut listed = String::new();
+    (&*marker).read_to_string(&mut listed)?;
+    let kept: String = listed
+        .lines()
+        .filter(|l| !names.iter().any(|n| n == l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let path = stored_marker(objects);
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, kept)?;
+    fs::rename(&tmp, &path)?;
+    drop(marker);
+    Ok(())
 }
 
 /// The stored packs a marker lists (names `pack-HEX`; other lines are ignored). Pure.
@@ -957,6 +1028,48 @@ mod tests {
             assert_eq!(repo.find_blob(*id).unwrap().data, blob(i));
         }
         git_verifies(&packs);
+    }
+
+    #[test]
+    fn a_pack_index_lists_the_ids_written_and_unmarking_keeps_the_other_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = gix::init_bare(dir.path()).unwrap();
+        let objects = dir.path().join("objects");
+        let mut pb = PackBuilder::stored(&objects);
+        pb.chunk = 10_000;
+        let mut ids: Vec<_> = (0..30)
+            .map(|i| {
+                pb.add(&repo, format!("{i:04}").repeat(500).as_bytes())
+                    .unwrap()
+            })
+            .collect();
+        let packs = pb.finish().unwrap();
+        let mut listed = Vec::new();
+        for p in &packs {
+            listed.extend(index_ids(&fs::read(p.with_extension("idx")).unwrap()).unwrap());
+        }
+        listed.sort();
+        ids.sort();
+        assert_eq!(listed, ids);
+        assert!(index_ids(b"PACK").is_err());
+        let mut short = fs::read(packs[0].with_extension("idx")).unwrap();
+        short.truncate(8 + 1024 + 10);
+        assert!(index_ids(&short).is_err());
+        // Unmarking the first pack leaves the others, and a line that is no pack name.
+        let marker = stored_marker(&objects);
+        fs::write(
+            &marker,
+            format!("{}# note\n", fs::read_to_string(&marker).unwrap()),
+        )
+        .unwrap();
+        let names = stored_packs(&fs::read_to_string(&marker).unwrap());
+        unmark_stored(&objects, &names[..1]).unwrap();
+        let left = fs::read_to_string(&marker).unwrap();
+        assert_eq!(stored_packs(&left), names[1..].to_vec());
+        assert!(left.contains("# note\n"), "{left}");
+        // Appends after a rewrite land in the marker in place.
+        mark_stored(&objects.join("pack"), "pack-x").unwrap();
+        assert!(fs::read_to_string(&marker).unwrap().ends_with("pack-x\n"));
     }
 
     /// `git verify-pack` accepts every pack (where git is installed).

@@ -360,3 +360,154 @@ fn keep_storage_waits_for_a_container_run_by_name_and_leaves_its_trees_alone() {
     assert_eq!(st.names("layers"), Vec::<String>::new());
     st.fsck_both();
 }
+
+// Compaction of the packs imports store uncompressed (docs/store-format.md, "Stored packs
+// and compaction").
+
+/// A context directory `big`: busybox and 300 files of 40 KB of text (12 MB, about
+/// 0.3 MB compressed): an import of it writes stored packs over the 8 MiB at which
+/// compaction starts by itself.
+fn big_tree(st: &Bench) -> std::path::PathBuf {
+    let out = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(busybox_rootfs())
+        .arg(st.ctx.join("big"))
+        .output()
+        .expect("cp");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in 0..300 {
+        st.write(
+            &format!("big/d{}/f{i}", i % 10),
+            &format!("file {i} line\n").repeat(2600),
+        );
+    }
+    st.ctx.join("big")
+}
+
+impl Bench {
+    /// The stored packs the marker lists and that exist.
+    fn stored_packs(&self) -> Vec<String> {
+        let repo = self.storage().join("repo.git");
+        let marker = std::fs::read_to_string(repo.join("objects/info/grove-stored-packs"))
+            .unwrap_or_default();
+        marker
+            .lines()
+            .filter(|n| repo.join(format!("objects/pack/{n}.pack")).exists())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Every object id in the repository, sorted.
+    fn object_ids(&self) -> Vec<String> {
+        let out = self.git(&[
+            "cat-file",
+            "--batch-all-objects",
+            "--batch-check=%(objectname)",
+        ]);
+        out.lines().map(str::to_string).collect()
+    }
+
+    fn import_big(&self, auto: bool) {
+        let mut c = self.image();
+        if !auto {
+            c.env("CH_IMAGE_AUTO_COMPACT", "no");
+        }
+        ok(c.arg("import").arg(big_tree(self)).arg("big"));
+    }
+}
+
+#[test]
+fn build_cache_compact_compresses_the_packs_an_import_stored_and_keeps_every_object() {
+    let st = Bench::new("compact-packs");
+    st.import_big(false);
+    let repo = st.storage().join("repo.git");
+    let stored = st.stored_packs();
+    assert!(!stored.is_empty(), "the import stored no pack");
+    assert!(
+        !repo.join("grove-compact.log").exists(),
+        "compaction started though asked not to"
+    );
+    let objects = st.object_ids();
+    let before = disk_use(&[&repo]);
+    assert!(before > 12_000_000, "{before}");
+
+    let err =
+        String::from_utf8_lossy(&output(st.image().args(["build-cache", "--compact"])).stderr)
+            .into_owned();
+    assert!(
+        err.contains(&format!("compacted {} stored pack", stored.len())),
+        "{err}"
+    );
+    assert!(st.stored_packs().is_empty(), "{:?}", st.stored_packs());
+    for n in &stored {
+        assert!(!repo.join(format!("objects/pack/{n}.idx")).exists(), "{n}");
+    }
+    let after = disk_use(&[&repo]);
+    assert!(after * 4 < before, "{before} -> {after}");
+    assert_eq!(st.object_ids(), objects);
+    st.fsck_both();
+    assert_eq!(st.run("big", "tail -n 1 /d7/f257"), "file 257 line\n");
+    // Nothing left: a second one says nothing.
+    let again = ok(st.image().args(["build-cache", "--compact"]));
+    assert!(again.contains("images:"), "{again}");
+}
+
+#[test]
+fn an_import_of_8_mib_or_more_compresses_its_packs_in_the_background() {
+    let st = Bench::new("compact-auto");
+    let log = st.storage().join("repo.git/grove-compact.log");
+    // busybox (Bench::new) stored too little to start one.
+    assert!(!log.exists(), "compaction started after a small import");
+    let objects_before = st.object_ids().len();
+    st.import_big(true);
+    // The import returned; the compaction (nice 19) ends on its own and says so in its log.
+    crate::common::wait_for("the background compaction", 300, || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("compacted"))
+    });
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("stored pack"), "{said}");
+    assert!(st.stored_packs().is_empty(), "{:?}", st.stored_packs());
+    assert!(st.object_ids().len() > objects_before + 300);
+    st.fsck_both();
+    assert_eq!(st.run("big", "head -n 1 /d3/f13"), "file 13 line\n");
+}
+
+/// kill -9 of a compaction at points through its work: the store stays whole (git fsck,
+/// every object, the image runs), and a compaction after it finishes the job.
+#[test]
+fn a_compaction_killed_at_any_point_leaves_a_whole_store_that_compacts_later() {
+    let st = Bench::new("compact-kill");
+    st.import_big(false);
+    let objects = st.object_ids();
+    let mut killed = 0;
+    for delay_ms in [0, 10, 30, 60, 100, 200, 400] {
+        if st.stored_packs().is_empty() {
+            break;
+        }
+        let mut child = st
+            .image()
+            .args(["build-cache", "--compact"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start compaction");
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        if child.try_wait().expect("wait").is_none() {
+            killed += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        st.fsck();
+        assert_eq!(st.object_ids(), objects, "after a kill at {delay_ms} ms");
+        assert_eq!(st.run("big", "tail -n 1 /d5/f95"), "file 95 line\n");
+    }
+    assert!(killed > 0, "every compaction ended before its kill");
+    ok(st.image().args(["build-cache", "--compact"]));
+    assert!(st.stored_packs().is_empty(), "{:?}", st.stored_packs());
+    assert_eq!(st.object_ids(), objects);
+    st.fsck_both();
+}
