@@ -893,6 +893,9 @@ pub struct BuildCacheRequest {
     /// `--compact`: compress the packs imports and pulls stored uncompressed (what they
     /// start in the background), waiting for one already running. `gc` does it too.
     pub compact: bool,
+    /// The compaction lock is held by a descriptor inherited from the command that
+    /// started this one in the background (`--background`).
+    pub compact_lock_inherited: bool,
 }
 
 /// A size as `--keep-storage` takes it: bytes, or a number (decimals allowed) with a
@@ -993,7 +996,7 @@ pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, Image
         info!("garbage collected");
     } else if a.compact {
         let lock = store.lock()?;
-        let c = crate::store::compaction::compact(store, &lock)?;
+        let c = crate::store::compaction::compact(store, &lock, a.compact_lock_inherited)?;
         if c.packs > 0 {
             let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
             info!(

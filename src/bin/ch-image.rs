@@ -292,7 +292,8 @@ struct BuildCacheArgs {
     /// background when they stored 8 MiB or more; CH_IMAGE_AUTO_COMPACT=no turns that off)
     #[arg(long)]
     compact: bool,
-    /// With --compact: at the lowest CPU and I/O priority (how import and pull start it)
+    /// With --compact: at the lowest CPU and I/O priority, the compaction lock inherited
+    /// locked from the command that started it (how import and pull start it)
     #[arg(long, hide = true, requires = "compact")]
     background: bool,
     /// Print the build graph as a text tree
@@ -534,6 +535,7 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             }
             let req = image::BuildCacheRequest {
                 compact: a.compact,
+                compact_lock_inherited: a.background,
                 reset: a.reset,
                 gc: a.gc,
                 tree: a.tree,

@@ -15,7 +15,8 @@
 //! marker until they are gone), the new packs whole or not at all, and at worst both.
 //! A compaction holds the writer lock shared (gc, which repacks everything, waits for
 //! it) and `objects/info/grove-compact.lock` exclusively (one compaction at a time;
-//! `ch-image fsck` waits for it, as git's fsck would see packs vanish).
+//! `ch-image fsck` waits for it, as git's fsck would see packs vanish); one started in
+//! the background holds the latter from before the command that started it returns.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -106,9 +107,16 @@ pub fn stored_bytes(objects: &Path) -> u64 {
 }
 
 /// Compress every stored pack (and those stored while this runs) and remove them.
-pub fn compact(store: &Store, _lock: &WriteLock) -> Result<Compacted, StoreError> {
+/// `inherited`: the compaction lock is held already, by a descriptor this process
+/// inherited from the command that started it ([`start_in_background`]).
+pub fn compact(store: &Store, _lock: &WriteLock, inherited: bool) -> Result<Compacted, StoreError> {
     let objects = store.layout().objects();
-    let _serial = lock(&objects, true, true)?;
+    let _serial = match lock(&objects, true, false)? {
+        Some(l) => Some(l),
+        // Held: by the descriptor inherited, or by another compaction to wait for.
+        None if inherited => None,
+        None => lock(&objects, true, true)?,
+    };
     let dir = objects.join("pack");
     let mut done = Compacted::default();
     loop {
@@ -180,15 +188,25 @@ pub fn start_in_background(storage: &Path, ch_image: &Path) -> bool {
     if stored_bytes(&objects) < AUTO_COMPACT_BYTES {
         return false;
     }
-    match lock(&objects, true, false) {
-        Ok(Some(l)) => drop(l),
-        _ => return false,
+    let Ok(Some(held)) = lock(&objects, true, false) else {
+        return false;
+    };
+    // The child inherits the locked descriptor (flock(2) locks belong to the open file,
+    // which both then share), so that the lock is held from here to the end of the
+    // compaction: a `ch-image fsck` right after this command waits for it.
+    if nix::fcntl::fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(&*held),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .is_err()
+    {
+        return false;
     }
     let log = layout.repo().join("grove-compact.log");
     let Ok(err) = fs::File::create(&log) else {
         return false;
     };
-    std::process::Command::new(ch_image)
+    let started = std::process::Command::new(ch_image)
         .arg("-s")
         .arg(storage)
         .args(["build-cache", "--compact", "--background"])
@@ -197,7 +215,12 @@ pub fn start_in_background(storage: &Path, ch_image: &Path) -> bool {
         .stderr(err)
         .process_group(0)
         .spawn()
-        .is_ok()
+        .is_ok();
+    if started {
+        // Closed when this process exits, not unlocked: the child holds the lock now.
+        std::mem::forget(held);
+    }
+    started
 }
 
 #[cfg(test)]
@@ -224,7 +247,7 @@ mod tests {
         assert!(before > 300 * 14_000, "{before}");
 
         let lock = store.lock().unwrap();
-        let c = compact(&store, &lock).unwrap();
+        let c = compact(&store, &lock, false).unwrap();
         assert_eq!((c.packs, c.objects, c.before), (stored.len(), 300, before));
         assert!(c.after * 10 < c.before, "{c:?}");
         for p in &stored {
@@ -242,7 +265,7 @@ mod tests {
             assert_eq!(repo.find_blob(*id).unwrap().data, blob(i));
         }
         // Nothing left to do: a second compaction is a no-op.
-        assert_eq!(compact(&store, &lock).unwrap(), Compacted::default());
+        assert_eq!(compact(&store, &lock, false).unwrap(), Compacted::default());
         let out = std::process::Command::new("git")
             .arg("-C")
             .arg(dir.join("repo.git"))

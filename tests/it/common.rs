@@ -432,8 +432,16 @@ impl Bench {
         ok(&mut c)
     }
 
-    /// `git fsck` of the store's repository, which must pass.
+    /// `git fsck` of the store's repository, which must pass. First waits for a
+    /// compaction running in the background (it removes packs; `ch-image fsck` waits the
+    /// same way).
     pub fn fsck(&self) {
+        let lock = self
+            .storage()
+            .join("repo.git/objects/info/grove-compact.lock");
+        if lock.exists() {
+            ok(Command::new("flock").arg("-s").arg(&lock).arg("true"));
+        }
         self.git(&["fsck", "--no-progress", "--no-dangling"]);
     }
 
