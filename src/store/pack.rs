@@ -513,7 +513,7 @@ impl PackBuilder {
         PackBuilder::with_level(objects, 0)
     }
 
-    fn with_level(objects: &Path, level: u32) -> PackBuilder {
+    pub(crate) fn with_level(objects: &Path, level: u32) -> PackBuilder {
         PackBuilder {
             pack_dir: objects.join("pack"),
             level,
