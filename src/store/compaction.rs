@@ -272,19 +272,7 @@ mod tests {
         }
         // Nothing left to do: a second compaction is a no-op.
         assert_eq!(compact(&store, &lock, false).unwrap(), Compacted::default());
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir.join("repo.git"))
-            .args(["fsck", "--strict"])
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .output();
-        if let Ok(out) = out {
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        pack::tests::assert_git_fsck_strict(&dir.join("repo.git"));
     }
 
     #[test]

@@ -901,11 +901,11 @@ fn write_pack(dir: &Path, entries: Vec<Entry>, stored: bool) -> io::Result<PathB
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// `git fsck --strict` of the repository at `dir`, which must pass.
-    fn assert_git_fsck_strict(dir: &Path) {
+    pub(crate) fn assert_git_fsck_strict(dir: &Path) {
         let out = std::process::Command::new("git")
             .arg("-C")
             .arg(dir)

@@ -368,17 +368,10 @@ fn keep_storage_waits_for_a_container_run_by_name_and_leaves_its_trees_alone() {
 /// 0.3 MB compressed): an import of it writes stored packs over the 8 MiB at which
 /// compaction starts by itself.
 fn big_tree(st: &Bench) -> std::path::PathBuf {
-    let out = std::process::Command::new("cp")
+    ok(std::process::Command::new("cp")
         .arg("-a")
         .arg(busybox_rootfs())
-        .arg(st.ctx.join("big"))
-        .output()
-        .expect("cp");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(st.ctx.join("big")));
     for i in 0..300 {
         st.write(
             &format!("big/d{}/f{i}", i % 10),
