@@ -86,7 +86,7 @@ pub enum ImageError {
     CacheVariable(String),
     #[error("--force: invalid mode: {0}")]
     ForceMode(String),
-    #[error("--build-arg: {0}: no value given and not set in the environment")]
+    #[error("--build-arg: {0}: no value and not in environment")]
     BuildArgUnset(String),
     #[error("--keep-storage: invalid size: {0} (bytes, or a number with K, M, G or T)")]
     Size(String),
@@ -136,6 +136,7 @@ impl ImageError {
             ImageError::Pull { source, .. }
             | ImageError::PullInto { source, .. }
             | ImageError::Push { source, .. } => source.hint(),
+            ImageError::Reference(e) => e.hint(),
             _ => None,
         }
     }
@@ -1162,9 +1163,10 @@ pub fn build(
 ) -> Result<(), ImageError> {
     use crate::build::context::read_dockerfile;
     // `build -t foo -` (FAQ 11.4.9): the Dockerfile on standard input, no context; an
-    // empty directory stands in for it, so any COPY finds nothing.
+    // empty directory stands in for it, and a COPY of context files says there is none.
     let _empty_context;
-    if a.context.as_os_str() == "-" {
+    let no_context = a.context.as_os_str() == "-";
+    if no_context {
         if a.file.is_some() {
             return Err(ImageError::FileWithStdin);
         }
@@ -1219,6 +1221,7 @@ pub fn build(
         secrets,
         stat_cache: layout.stat_cache(&context),
         context: a.context,
+        no_context,
         dockerfile: text,
         dockerfile_name: name,
         tag: tag.clone(),
