@@ -1,0 +1,192 @@
+//! What Charliecloud 0.31's own test suite (`ch-test`, the build phase:
+//! `build/50_dockerfile.bats`, `build/50_ch-image.bats`, `build/40_pull.bats`) expects of
+//! `ch-image` and Grove did otherwise: the messages its tests (and scripts written against
+//! it) compare. Each test names the bats test it comes from. The real binaries, run as the
+//! unprivileged test user; no network.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use crate::common::{busybox_rootfs, fails, output, Bench};
+
+/// `cmd` with `input` on its standard input; returns its output.
+fn with_stdin(cmd: &mut Command, input: &str) -> Output {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+/// `build -t TAG -` (the Dockerfile on standard input, no context), which must fail;
+/// returns its stderr.
+fn build_stdin_fails(b: &Bench, df: &str) -> String {
+    let out = with_stdin(b.image().args(["build", "-t", "tmpimg", "-"]), df);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    err
+}
+
+// ---- 40_pull.bats "image ref parsing", 50_ch-image.bats "ch-image import",
+// ---- 50_dockerfile.bats "bad image reference"
+
+#[test]
+fn invalid_reference_gives_charliecloud_syntax_error_with_the_character() {
+    let b = Bench::new("bats-ref");
+    // `pull --parse-only`: exactly Charliecloud's line, then a hint with the FAQ's address
+    // (which the bats test ignores) and the reason.
+    for (bad, line) in [
+        ("name*", "error: image ref syntax, char 5: name*"),
+        (
+            "example.com:/path1/name",
+            "error: image ref syntax, char 13: example.com:/path1/name",
+        ),
+        (
+            "/path1/name",
+            "error: image ref syntax, char 1: /path1/name",
+        ),
+        ("path1/", "error: image ref syntax, at end: path1/"),
+        (
+            "name@sha512:feeddad",
+            "error: image ref syntax, char 5: name@sha512:feeddad",
+        ),
+        (
+            "name:tag@sha512:feeddad",
+            "error: image ref syntax, char 9: name:tag@sha512:feeddad",
+        ),
+    ] {
+        let (code, err) = fails(b.image().args(["pull", "--parse-only", bad]));
+        assert_eq!(code, 1, "{bad}: {err}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 2, "{bad}: {err}");
+        assert_eq!(lines[0], line, "{bad}");
+        assert!(
+            lines[1].starts_with(
+                "hint: https://hpc.github.io/charliecloud/faq.html#how-do-i-specify-an-image-reference ("
+            ),
+            "{bad}: {err}"
+        );
+    }
+    // import's destination and FROM say the same.
+    let (code, err) = fails(
+        b.image()
+            .arg("import")
+            .arg(busybox_rootfs())
+            .arg("badchar*"),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("error: image ref syntax, char 8: badchar*"),
+        "{err}"
+    );
+    let (code, err) = b.build_fails("tmpimg", "FROM /alpine:3.9\n", &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("image ref syntax, char 1: /alpine:3.9"),
+        "{err}"
+    );
+}
+
+// ---- 50_dockerfile.bats "ARG before FROM" (no default value)
+
+#[test]
+fn from_with_an_undefined_variable_says_so() {
+    let b = Bench::new("bats-from-undef");
+    let (code, err) = b.build_fails("tmpimg", "ARG os\nFROM $os\n", &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(":2: image reference contains an undefined variable: $os"),
+        "{err}"
+    );
+    // A variable that is unset but leaves a valid reference is Docker's empty expansion.
+    b.build("tmpimg", "FROM busybox$suffix\nRUN true\n", &[]);
+}
+
+// ---- 50_dockerfile.bats "COPY errors" (Dockerfile on standard input)
+
+#[test]
+fn copy_without_context_says_there_is_no_context() {
+    let b = Bench::new("bats-no-context");
+    let err = build_stdin_fails(&b, "FROM busybox\nCOPY doesnotexist .\n");
+    assert!(
+        err.contains("-:2: COPY: no context because \"-\" given"),
+        "{err}"
+    );
+    let err = build_stdin_fails(&b, "FROM busybox\nCOPY fixtures/README .\n");
+    assert!(err.contains("no context because \"-\" given"), "{err}");
+    // COPY --from needs no context (50_dockerfile.bats "COPY from previous stage, no
+    // context", Charliecloud issue #1381).
+    let out = with_stdin(
+        b.image().args(["build", "-t", "fromstage", "-"]),
+        "FROM busybox\nRUN echo x > /f\nFROM busybox\nCOPY --from=0 /f /g\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---- 50_dockerfile.bats "syntax errors" and "semantic errors"
+
+#[test]
+fn dockerfile_syntax_errors_use_charliecloud_words() {
+    let b = Bench::new("bats-syntax");
+    for (df, want) in [
+        ("\n", "no instructions found: "),
+        ("# foo\n", "no instructions found: "),
+        ("\n# foo\n", "no instructions found: "),
+        (
+            "RUN echo uh oh\nFROM busybox\n",
+            "first instruction must be ARG or FROM",
+        ),
+        (
+            "FROM busybox\nCOPY --foo=foo a .\n",
+            "COPY: invalid option --foo",
+        ),
+        ("FROM --foo=bar busybox\n", "FROM: invalid option --foo"),
+        (
+            "FROM busybox\nCOPY --chown=foo --chown=bar a .\n",
+            "COPY: repeated option --chown",
+        ),
+    ] {
+        let (code, err) = b.build_fails("tmpimg", df, &[]);
+        assert_eq!(code, 1, "{df:?}: {err}");
+        assert!(err.contains(want), "{df:?}: want {want:?} in {err}");
+    }
+    // The file is named: `-` for standard input (the bats test's `-f -`).
+    let out = with_stdin(
+        b.image()
+            .args(["build", "-t", "tmpimg", "-f", "-"])
+            .arg(b.storage().parent().expect("scratch")),
+        "# foo\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no instructions found: -"), "{err}");
+}
+
+// ---- 50_dockerfile.bats "ARG and ENV values" (ARG not in environment)
+
+#[test]
+fn build_arg_without_value_or_environment_gives_charliecloud_message() {
+    let b = Bench::new("bats-build-arg");
+    let mut c = b.build_cmd(
+        "tmpimg",
+        "FROM busybox\nARG chse_arg1_df\n",
+        &["--build-arg", "chse_arg1_df"],
+    );
+    c.env_remove("chse_arg1_df");
+    let out = output(&mut c);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--build-arg: chse_arg1_df: no value and not in environment"),
+        "{err}"
+    );
+}
