@@ -1181,6 +1181,16 @@ impl<'a> Builder<'a> {
             };
             return Err(self.at(ins, format!("{kw} --from: stage {from} {what}")));
         }
+        // `--from=-1`: Charliecloud's message (Docker says "index out of bounds").
+        if lower
+            .strip_prefix('-')
+            .is_some_and(|n| n.parse::<usize>().is_ok())
+        {
+            return Err(self.at(
+                ins,
+                format!("{kw} --from={from}: invalid negative stage index"),
+            ));
+        }
         // A later stage's name is not an image to pull either.
         let later = self.df.instructions.iter().find_map(|i| match &i.kind {
             InstrKind::From { alias: Some(a), .. }
@@ -1194,7 +1204,7 @@ impl<'a> Builder<'a> {
             return Err(self.at(
                 ins,
                 format!(
-                    "{kw} --from={from}: stage '{lower}' ({}:{line}) comes after this one; Grove builds stages in order",
+                    "{kw} --from={from}: stage '{lower}' ({}:{line}) comes after this one (so it does not exist here: Grove builds stages in order)",
                     self.df.file
                 ),
             ));
@@ -1216,7 +1226,7 @@ impl<'a> Builder<'a> {
                 self.at_err(
                     ins,
                     format!(
-                        "{kw} --from={from}: no earlier stage of that name, and image {r} is not in storage and can't be pulled"
+                        "{kw} --from={from}: stage {from} does not exist, and image {r} is not in storage and can't be pulled"
                     ),
                     e,
                 )

@@ -190,3 +190,70 @@ fn build_arg_without_value_or_environment_gives_charliecloud_message() {
         "{err}"
     );
 }
+
+// ---- 50_dockerfile.bats "COPY errors"
+
+#[test]
+fn copy_errors_say_not_found_and_not_a_directory() {
+    let b = Bench::new("bats-copy-errors");
+    b.write("README", "readme\n");
+    b.write("common.bash", "x\n");
+    b.mkdir("run");
+    // Some sources found, one not: Charliecloud's "not found".
+    let (code, err) = b.build_fails("tmpimg", "FROM busybox\nCOPY README doesnotexist .\n", &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("source file not found: doesnotexist"), "{err}");
+    // A pattern matching nothing keeps its own words.
+    let (_, err) = b.build_fails("tmpimg", "FROM busybox\nCOPY nope* .\n", &[]);
+    assert!(err.contains("no source files match: nope*"), "{err}");
+    // A file of the image where a directory is needed: "not a directory".
+    for copy in [
+        "COPY README common.bash /etc/motd/",
+        "COPY README common.bash /etc/motd",
+        "COPY run /etc/motd/",
+        "COPY run /etc/motd",
+    ] {
+        let (code, err) = b.build_fails("tmpimg", &format!("FROM busybox\n{copy}\n"), &[]);
+        assert_eq!(code, 1, "{copy}: {err}");
+        assert!(err.contains("not a directory"), "{copy}: {err}");
+    }
+}
+
+// ---- 50_dockerfile.bats "COPY --from errors"
+
+#[test]
+fn copy_from_errors_say_which_stage_does_not_exist() {
+    let b = Bench::new("bats-copy-from");
+    // A registry that is not there (no network in tests): the name is no image either.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let from_fails = |df: &str| {
+        let mut c = b.build_cmd("tmpimg", df, &[]);
+        c.env("CH_REGY_DEFAULT_HOST", "127.0.0.1")
+            .env("CH_REGY_DEFAULT_PORT", port.to_string());
+        let (code, err) = fails(&mut c);
+        assert_eq!(code, 1, "{df}: {err}");
+        err
+    };
+    let err = from_fails("FROM busybox\nCOPY --from=uhigtsbjmfps /etc/motd /\n");
+    assert!(
+        err.contains("COPY --from=uhigtsbjmfps: stage uhigtsbjmfps does not exist"),
+        "{err}"
+    );
+    // A later stage's name: "does not exist", not "does not exist yet" (which Charliecloud
+    // keeps for numbers).
+    let err = from_fails(
+        "FROM busybox\nCOPY --from=uhigtsbjmfps /etc/motd /\nFROM busybox AS uhigtsbjmfps\n",
+    );
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!err.contains("does not exist yet"), "{err}");
+    let err = from_fails("FROM busybox\nCOPY --from=1 /etc/motd /\nFROM busybox\n");
+    assert!(err.contains("does not exist yet"), "{err}");
+    let err = from_fails("FROM busybox\nCOPY --from=-1 /etc/motd /\nFROM busybox\n");
+    assert!(
+        err.contains("COPY --from=-1: invalid negative stage index"),
+        "{err}"
+    );
+}
