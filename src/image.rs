@@ -639,7 +639,13 @@ pub fn push(
     settings: &Settings,
 ) -> Result<(), ImageError> {
     use crate::registry::push::Source;
+    // Charliecloud's lines, in its order: the source, the directory of `--image`, the
+    // destination if one was given.
     let src = parse_ref(src)?;
+    info!("pushing image:   {src}");
+    if let Some(d) = dir {
+        info!("image path:      {}", d.display());
+    }
     let dest = match dest {
         Some(d) => {
             let d = parse_ref(d)?;

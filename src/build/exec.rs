@@ -623,7 +623,7 @@ impl<'a> Builder<'a> {
             }
             Action::Ignored => {
                 warn!(
-                    "{}:{}: not supported, ignored: {}",
+                    "{}:{}: not supported, ignored: {} instruction",
                     self.df.file,
                     ins.span.start_line,
                     ins.keyword()

@@ -257,3 +257,60 @@ fn copy_from_errors_say_which_stage_does_not_exist() {
         "{err}"
     );
 }
+
+// ---- 50_dockerfile.bats "unsupported features"
+
+#[test]
+fn ignored_instructions_warn_in_charliecloud_words() {
+    let b = Bench::new("bats-ignored");
+    let log = b.build(
+        "tmpimg",
+        "FROM busybox\nEXPOSE foo\nMAINTAINER foo\nSTOPSIGNAL foo\nUSER foo\nVOLUME foo\n",
+        &[],
+    );
+    for kw in ["EXPOSE", "MAINTAINER", "STOPSIGNAL", "USER", "VOLUME"] {
+        assert!(
+            log.contains(&format!("not supported, ignored: {kw} instruction")),
+            "{kw}: {log}"
+        );
+    }
+}
+
+// ---- 50_localregistry.bats (a registry on localhost:5000 there; any port here)
+
+#[test]
+fn push_logs_source_destination_and_layer_check_as_charliecloud() {
+    let Some(r) = crate::registry::Registry::start() else {
+        return;
+    };
+    let b = Bench::new("bats-push");
+    let dest = format!("{}/00_tiny", r.host());
+    let out = output(r.ch_image(&b.storage()).args(["push", "busybox", &dest]));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    // The source first, then the destination (Grove printed the destination twice).
+    let pushing = log
+        .find("pushing image:   busybox")
+        .unwrap_or_else(|| panic!("{log}"));
+    let destination = log
+        .find(&format!("destination:     {dest}"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(pushing < destination, "{log}");
+    // The layer's check line, the same on a second push of the same image (the bats
+    // test "consistent layer hash" compares them).
+    let checking = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| {
+                l.starts_with("layer 1/1: ") && l.ends_with(": checking if already in repository")
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let first = checking(&log);
+    assert_eq!(first.len(), 1, "{log}");
+    let again = output(r.ch_image(&b.storage()).args(["push", "busybox", &dest]));
+    let log2 = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{log2}");
+    assert_eq!(checking(&log2), first);
+    assert!(log2.contains(": already present"), "{log2}");
+}
