@@ -314,3 +314,29 @@ fn push_logs_source_destination_and_layer_check_as_charliecloud() {
     assert_eq!(checking(&log2), first);
     assert!(log2.contains(": already present"), "{log2}");
 }
+
+// ---- 50_ch-image.bats "ch-image import" (an image with Charliecloud's metadata file)
+
+#[test]
+fn import_of_a_charliecloud_image_keeps_its_environment_and_workdir() {
+    let b = Bench::new("bats-import-metadata");
+    let img = b.storage().parent().expect("scratch").join("ccimg");
+    crate::common::sh(&format!(
+        "cp -a {}/. {img}/ && mkdir -p {img}/ch && cat > {img}/ch/metadata.json <<'EOF'\n\
+         {{ \"arch\": \"amd64\", \"cwd\": \"/tmp\",\n  \"env\": {{\"FOO\": \"bar baz\"}},\n  \
+         \"labels\": {{}}, \"shell\": [\"/bin/sh\", \"-c\"], \"volumes\": [] }}\nEOF\n\
+         chmod -R a+rX {img}",
+        busybox_rootfs().display(),
+        img = img.display()
+    ));
+    crate::common::ok(b.image().arg("import").arg(&img).arg("ccimg"));
+    // RUN's output is the build's standard output.
+    let out = b.build_out(
+        "fromcc",
+        "FROM ccimg\nRUN echo \"FOO=$FOO\" && echo \"cwd=$(pwd)\"\n",
+        &[],
+    );
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("FOO=bar baz"), "{log}");
+    assert!(log.contains("cwd=/tmp"), "{log}");
+}
