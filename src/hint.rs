@@ -40,6 +40,7 @@ hinted_types!(
     crate::registry::RegistryError,
     crate::convert::ConvertError,
     crate::image::ImageError,
+    crate::reference::ReferenceError,
 );
 
 /// The first hint in `err`'s chain (`err`, then its sources in order).

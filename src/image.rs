@@ -86,7 +86,7 @@ pub enum ImageError {
     CacheVariable(String),
     #[error("--force: invalid mode: {0}")]
     ForceMode(String),
-    #[error("--build-arg: {0}: no value given and not set in the environment")]
+    #[error("--build-arg: {0}: no value and not in environment")]
     BuildArgUnset(String),
     #[error("--keep-storage: invalid size: {0} (bytes, or a number with K, M, G or T)")]
     Size(String),
@@ -136,6 +136,7 @@ impl ImageError {
             ImageError::Pull { source, .. }
             | ImageError::PullInto { source, .. }
             | ImageError::Push { source, .. } => source.hint(),
+            ImageError::Reference(e) => e.hint(),
             _ => None,
         }
     }
@@ -638,7 +639,13 @@ pub fn push(
     settings: &Settings,
 ) -> Result<(), ImageError> {
     use crate::registry::push::Source;
+    // Charliecloud's lines, in its order: the source, the directory of `--image`, the
+    // destination if one was given.
     let src = parse_ref(src)?;
+    info!("pushing image:   {src}");
+    if let Some(d) = dir {
+        info!("image path:      {}", d.display());
+    }
     let dest = match dest {
         Some(d) => {
             let d = parse_ref(d)?;
@@ -683,16 +690,17 @@ pub fn import(
     info!("importing: {}", path.display());
     let t = std::time::Instant::now();
     let phase = crate::progress::Phase::start("import", "read", "file");
-    let (commit, warnings) =
-        store
-            .import(&lock, path, &name)
-            .map_err(|source| ImageError::Import {
-                path: path.to_path_buf(),
-                source,
-            })?;
+    let (commit, warnings, notes) =
+        import_tree(&store, &lock, path, &name).map_err(|source| ImageError::Import {
+            path: path.to_path_buf(),
+            source,
+        })?;
     phase.finish(&[]);
     for w in &warnings {
         warn!("{w}");
+    }
+    for n in &notes {
+        warn!("{}: {n}", path.display());
     }
     info!(
         "imported: {name} ({}) in {:.2}s",
@@ -700,6 +708,93 @@ pub fn import(
         t.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// [`Store::import`], with the image's config taken from Charliecloud's metadata file
+/// (`/ch/metadata.json`, which Charliecloud's storage and its exports carry) when the tree
+/// has one: an image exported by Charliecloud keeps its ENV, WORKDIR, SHELL and labels for
+/// builds on it, as when Charliecloud imports it. Returns the commit, the import's
+/// warnings and what was wrong with the metadata file (it is then ignored).
+fn import_tree(
+    store: &Store,
+    lock: &WriteLock,
+    path: &Path,
+    name: &Reference,
+) -> Result<(ObjectId, crate::store::import::Warnings, Vec<String>), StoreError> {
+    let _image_lock = store.lock_image(lock, name)?;
+    let t = std::time::Instant::now();
+    let (root, warnings) =
+        crate::store::import::import_path(store.thread_safe(), path, store.xattrs())?;
+    crate::verbose!(
+        "read and stored {} entries in {:.2}s",
+        root.count(),
+        t.elapsed().as_secs_f64()
+    );
+    let mut notes = Vec::new();
+    let cfg = match root.get(b"ch/metadata.json") {
+        Some(crate::store::model::Node::File(f)) => {
+            let text = crate::store::git::read_blob(&store.repo(), f.oid)?;
+            match charliecloud_metadata(&text) {
+                Ok(cfg) => {
+                    crate::verbose!("metadata: from /ch/metadata.json");
+                    cfg
+                }
+                Err(e) => {
+                    notes.push(format!("ignoring /ch/metadata.json: {e}"));
+                    crate::store::ImageConfig::default()
+                }
+            }
+        }
+        _ => crate::store::ImageConfig::default(),
+    };
+    let commit = store.import_model(lock, root, cfg, name)?;
+    Ok((commit, warnings, notes))
+}
+
+/// An image config from Charliecloud's `metadata.json`: `arch`, `cwd`, `env` (an object
+/// of strings), `labels` and `shell`; absent keys keep their defaults, other keys
+/// (`history`, `volumes`, `arg`) are not kept.
+fn charliecloud_metadata(text: &[u8]) -> Result<crate::store::ImageConfig, String> {
+    let v: serde_json::Value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+    let obj = v.as_object().ok_or("not a JSON object")?;
+    let mut cfg = crate::store::ImageConfig::default();
+    let strings = |key: &str| -> Result<Vec<(String, String)>, String> {
+        match obj.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+            Some(serde_json::Value::Object(m)) => m
+                .iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => Ok((k.clone(), s.clone())),
+                    _ => Err(format!("{key}: {k}: not a string")),
+                })
+                .collect(),
+            Some(_) => Err(format!("{key}: not an object")),
+        }
+    };
+    cfg.env = strings("env")?;
+    cfg.labels = strings("labels")?.into_iter().collect();
+    match obj.get("arch") {
+        Some(serde_json::Value::String(a)) if !a.is_empty() => cfg.arch = Some(a.clone()),
+        None | Some(serde_json::Value::Null) | Some(serde_json::Value::String(_)) => {}
+        Some(_) => return Err("arch: not a string".into()),
+    }
+    match obj.get("cwd") {
+        Some(serde_json::Value::String(c)) if c.starts_with('/') => cfg.cwd = c.clone(),
+        None | Some(serde_json::Value::Null) => {}
+        Some(_) => return Err("cwd: not an absolute path".into()),
+    }
+    match obj.get("shell") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Array(a)) if !a.is_empty() => {
+            cfg.shell = a
+                .iter()
+                .map(|x| x.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or("shell: not a list of strings")?;
+        }
+        Some(_) => return Err("shell: not a list of strings".into()),
+    }
+    Ok(cfg)
 }
 
 /// `ch-image list`: one image per line (`NAME`, or `NAME<TAB>COMMIT` with `long`), or a
@@ -1182,9 +1277,10 @@ pub fn build(
 ) -> Result<(), ImageError> {
     use crate::build::context::read_dockerfile;
     // `build -t foo -` (FAQ 11.4.9): the Dockerfile on standard input, no context; an
-    // empty directory stands in for it, so any COPY finds nothing.
+    // empty directory stands in for it, and a COPY of context files says there is none.
     let _empty_context;
-    if a.context.as_os_str() == "-" {
+    let no_context = a.context.as_os_str() == "-";
+    if no_context {
         if a.file.is_some() {
             return Err(ImageError::FileWithStdin);
         }
@@ -1239,6 +1335,7 @@ pub fn build(
         secrets,
         stat_cache: layout.stat_cache(&context),
         context: a.context,
+        no_context,
         dockerfile: text,
         dockerfile_name: name,
         tag: tag.clone(),
@@ -1294,6 +1391,41 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn charliecloud_metadata_gives_env_cwd_shell_labels_and_arch() {
+        // 0.31's file, as its test suite writes one (build/50_ch-image.bats, import).
+        let cfg = charliecloud_metadata(
+            br#"{ "arch": "corn", "cwd": "/usr", "env": {"A": "1", "B": "x y"},
+                 "labels": {"l": "v"}, "shell": ["/bin/ash", "-c"], "volumes": [],
+                 "history": [ {"created_by": "ch-test"} ] }"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.arch.as_deref(), Some("corn"));
+        assert_eq!(cfg.cwd, "/usr");
+        assert_eq!(
+            cfg.env,
+            vec![("A".into(), "1".into()), ("B".into(), "x y".into())]
+        );
+        assert_eq!(cfg.labels.get("l").map(String::as_str), Some("v"));
+        assert_eq!(cfg.shell, vec!["/bin/ash", "-c"]);
+        // Only the history Grove writes itself.
+        assert!(cfg.history.is_empty());
+        // Keys left out keep the defaults; a wrong type is an error naming the key.
+        let d = charliecloud_metadata(b"{}").unwrap();
+        assert_eq!(d.cwd, crate::store::ImageConfig::default().cwd);
+        for (bad, key) in [
+            (&br#"{"env": 3}"#[..], "env"),
+            (br#"{"env": {"A": 1}}"#, "env: A"),
+            (br#"{"cwd": "rel"}"#, "cwd"),
+            (br#"{"shell": "sh"}"#, "shell"),
+            (b"[]", "not a JSON object"),
+        ] {
+            let e = charliecloud_metadata(bad).unwrap_err();
+            assert!(e.contains(key), "{e}");
+        }
+        assert!(charliecloud_metadata(b"{").is_err());
+    }
 
     #[test]
     fn keep_storage_sizes_are_bytes_or_binary_multiples() {

@@ -17,12 +17,37 @@ pub struct Reference {
     pub digest: Option<String>,
 }
 
-/// Why a string is not an image reference.
+/// Why a string is not an image reference. The message is Charliecloud's (`image ref
+/// syntax, char N: TEXT`, N counting characters from 1, or `at end`), which its test
+/// suite and scripts compare; the reason is in the hint.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid image reference {text:?}: {reason}")]
+#[error("image ref syntax, {}: {text}", match at {
+    Some(i) => format!("char {}", text[..*i].chars().count() + 1),
+    None => "at end".to_string(),
+})]
 pub struct ReferenceError {
     pub text: String,
     pub reason: &'static str,
+    /// Byte offset in `text` of the first character that can't be there; `None` when the
+    /// text ends where more was needed.
+    pub at: Option<usize>,
+}
+
+/// Charliecloud's FAQ entry on references (11.4.4), which Grove follows.
+const FAQ: &str = "https://hpc.github.io/charliecloud/faq.html#how-do-i-specify-an-image-reference";
+
+impl ReferenceError {
+    /// The FAQ entry and what was wrong (the message gives only where).
+    pub fn hint(&self) -> Option<String> {
+        Some(format!("{FAQ} ({})", self.reason))
+    }
+}
+
+/// Offset of the first character of `s` that `ok` refuses, `s` starting at offset `base`.
+fn first_bad(s: &str, base: usize, ok: impl Fn(char) -> bool) -> Option<usize> {
+    s.char_indices()
+        .find(|(_, c)| !ok(*c))
+        .map(|(i, _)| base + i)
 }
 
 fn is_host_char(c: char) -> bool {
@@ -40,22 +65,30 @@ fn is_tag_char(c: char) -> bool {
 impl Reference {
     /// Parse a reference, in normal or filename (`%`/`+`) form.
     pub fn parse(text: &str) -> Result<Reference, ReferenceError> {
-        let err = |reason| ReferenceError {
+        let len = text.len();
+        let err = |reason, at: Option<usize>| ReferenceError {
             text: text.to_string(),
             reason,
+            at: at.filter(|&i| i < len),
         };
+        // `%` and `+` are one byte each, as `/` and `:`: offsets in `s` are offsets in `text`.
         let s: String = text.replace('%', "/").replace('+', ":");
         if s.is_empty() {
-            return Err(err("empty"));
+            return Err(err("empty", None));
         }
         // Split off a digest, then a tag (a colon after the last slash).
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => {
+                let at = r.len();
                 let hex = d
                     .strip_prefix("sha256:")
-                    .ok_or_else(|| err("digest must start with sha256:"))?;
-                if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-                    return Err(err("digest is not hexadecimal"));
+                    .ok_or_else(|| err("digest must start with sha256:", Some(at)))?;
+                let hex_at = at + 1 + "sha256:".len();
+                if let Some(i) = first_bad(hex, hex_at, |c| c.is_ascii_hexdigit()) {
+                    return Err(err("digest is not hexadecimal", Some(i)));
+                }
+                if hex.is_empty() {
+                    return Err(err("digest is not hexadecimal", None));
                 }
                 (r, Some(hex.to_ascii_lowercase()))
             }
@@ -65,61 +98,88 @@ impl Reference {
         let (rest, tag) = match rest.rfind(':') {
             Some(i) if last_slash.is_none_or(|j| i > j) => {
                 let t = &rest[i + 1..];
-                if t.is_empty() || !t.chars().all(is_tag_char) {
-                    return Err(err("invalid tag"));
+                if digest.is_some() {
+                    // Charliecloud's grammar stops at the `@` after a tag.
+                    return Err(err("both tag and digest given", Some(rest.len())));
+                }
+                if t.is_empty() {
+                    return Err(err("invalid tag", Some(i + 1)));
+                }
+                if let Some(b) = first_bad(t, i + 1, is_tag_char) {
+                    return Err(err("invalid tag", Some(b)));
+                }
+                if t.starts_with(['.', '-']) {
+                    return Err(err("tags must not start with '.' or '-'", Some(i + 1)));
                 }
                 (&rest[..i], Some(t.to_string()))
             }
             _ => (rest, None),
         };
-        if digest.is_some() && tag.is_some() {
-            return Err(err("both tag and digest given"));
+        // Each component with its offset.
+        let mut parts: Vec<(usize, &str)> = Vec::new();
+        let mut off = 0;
+        for c in rest.split('/') {
+            parts.push((off, c));
+            off += c.len() + 1;
         }
-        let mut parts: Vec<&str> = rest.split('/').collect();
         let mut host = None;
         let mut port = None;
         if parts.len() > 1 {
-            let first = parts[0];
+            let (at, first) = parts[0];
             let (h, p) = match first.split_once(':') {
                 Some((h, p)) => (h, Some(p)),
                 None => (first, None),
             };
             // A first component is a host if it has a port or a dot (FAQ 11.4.4).
             if p.is_some() || h.contains('.') || h == "localhost" {
-                if h.is_empty() || !h.chars().all(is_host_char) {
-                    return Err(err("invalid host name"));
+                if h.is_empty() {
+                    return Err(err("invalid host name", Some(at)));
+                }
+                if let Some(b) = first_bad(h, at, is_host_char) {
+                    return Err(err("invalid host name", Some(b)));
+                }
+                // `.` and `..` (and anything else with a leading dot or dash) are never
+                // names: a name must not read as a relative path (`ch-run ../x` is the
+                // directory) nor as an option of a program it is handed to.
+                if h.starts_with(['.', '-']) {
+                    return Err(err("components must not start with '.' or '-'", Some(at)));
                 }
                 if let Some(p) = p {
-                    port = Some(p.parse::<u16>().map_err(|_| err("invalid port"))?);
+                    let p_at = at + h.len() + 1;
+                    if let Some(b) = first_bad(p, p_at, |c| c.is_ascii_digit()) {
+                        return Err(err("invalid port", Some(b)));
+                    }
+                    port = Some(
+                        p.parse::<u16>()
+                            .map_err(|_| err("invalid port", Some(p_at)))?,
+                    );
                 }
                 host = Some(h.to_string());
                 parts.remove(0);
             }
         }
-        // `.` and `..` (and anything else with a leading dot or dash) are never names: a
-        // name must not read as a relative path (`ch-run ../x` is the directory) nor as
-        // an option of a program it is handed to.
-        if let Some(h) = &host {
-            if h.starts_with(['.', '-']) {
-                return Err(err("components must not start with '.' or '-'"));
+        for &(at, c) in &parts {
+            if c.is_empty() {
+                return Err(err(
+                    "path components and names must match [a-z0-9_.-]+",
+                    Some(at),
+                ));
+            }
+            if let Some(b) = first_bad(c, at, is_path_char) {
+                return Err(err(
+                    "path components and names must match [a-z0-9_.-]+",
+                    Some(b),
+                ));
+            }
+            if c.starts_with(['.', '-']) {
+                return Err(err("components must not start with '.' or '-'", Some(at)));
             }
         }
-        if tag.as_deref().is_some_and(|t| t.starts_with(['.', '-'])) {
-            return Err(err("tags must not start with '.' or '-'"));
-        }
-        if parts.iter().any(|c| c.starts_with(['.', '-'])) {
-            return Err(err("components must not start with '.' or '-'"));
-        }
-        let name = parts.pop().expect("split yields at least one part");
-        for c in parts.iter().chain(std::iter::once(&name)) {
-            if c.is_empty() || !c.chars().all(is_path_char) {
-                return Err(err("path components and names must match [a-z0-9_.-]+"));
-            }
-        }
+        let (_, name) = parts.pop().expect("split yields at least one part");
         Ok(Reference {
             host,
             port,
-            path: parts.iter().map(|s| s.to_string()).collect(),
+            path: parts.iter().map(|(_, s)| s.to_string()).collect(),
             name: name.to_string(),
             tag,
             digest,
@@ -247,6 +307,36 @@ mod tests {
             "x:-t",
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn errors_give_charliecloud_position_of_the_first_bad_character() {
+        // Charliecloud 0.31's test suite (build/40_pull.bats, "image ref parsing") and
+        // its messages for `import` and `FROM`.
+        for (bad, msg) in [
+            ("name*", "image ref syntax, char 5: name*"),
+            (
+                "example.com:/path1/name",
+                "image ref syntax, char 13: example.com:/path1/name",
+            ),
+            ("/path1/name", "image ref syntax, char 1: /path1/name"),
+            ("path1/", "image ref syntax, at end: path1/"),
+            (
+                "name@sha512:feeddad",
+                "image ref syntax, char 5: name@sha512:feeddad",
+            ),
+            (
+                "name:tag@sha512:feeddad",
+                "image ref syntax, char 9: name:tag@sha512:feeddad",
+            ),
+            ("badchar*", "image ref syntax, char 8: badchar*"),
+            ("/alpine:3.9", "image ref syntax, char 1: /alpine:3.9"),
+            ("", "image ref syntax, at end: "),
+        ] {
+            let e = Reference::parse(bad).unwrap_err();
+            assert_eq!(e.to_string(), msg, "{bad:?}");
+            assert!(e.hint().unwrap().starts_with("https://"), "{bad:?}");
         }
     }
 }

@@ -28,6 +28,9 @@ pub enum ContextError {
     Io(#[from] IoError),
     #[error("no source files match: {0}")]
     NoMatch(String),
+    /// A source without wildcards that is not in the context (Charliecloud's words).
+    #[error("source file not found: {0}")]
+    NotFound(String),
     #[error("can't copy from outside context: {0}")]
     Outside(String),
     #[error("{}:{line}: {message}", path.display())]
@@ -310,7 +313,10 @@ pub fn expand(context: &Path, arg: &str, ignore: &Ignore) -> Result<Vec<Source>,
         });
     }
     if out.is_empty() {
-        return Err(ContextError::NoMatch(arg.to_string()));
+        if arg.contains(['*', '?', '[']) {
+            return Err(ContextError::NoMatch(arg.to_string()));
+        }
+        return Err(ContextError::NotFound(arg.to_string()));
     }
     Ok(out)
 }

@@ -38,7 +38,7 @@ pub enum CopyError {
         #[source]
         source: io::Error,
     },
-    #[error("can't write to {0}: a file in the image is in the way")]
+    #[error("can't write to {0}: not a directory (a file in the image is in the way)")]
     NotDir(String),
     #[error("can't extract {member} from archive {}", archive.display())]
     Extract {

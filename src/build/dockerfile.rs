@@ -1159,7 +1159,7 @@ impl<'a> Parser<'a> {
                 return Err(self.err(
                     line0,
                     col0,
-                    format!("{kw} before the first FROM: only ARG can come before FROM (no build stage)"),
+                    format!("first instruction must be ARG or FROM, not {kw} (no build stage before the first FROM)"),
                 ));
             }
             instructions.push(Instruction {
@@ -1190,7 +1190,7 @@ impl<'a> Parser<'a> {
             }
         }
         if instructions.is_empty() {
-            return Err(self.err(1, 1, "file with no instructions"));
+            return Err(self.err(1, 1, format!("no instructions found: {}", self.file)));
         }
         if !instructions.iter().any(|x| x.keyword() == Keyword::From) {
             let last = instructions.last().map_or(1, |x| x.span.start_line);
@@ -1639,10 +1639,10 @@ impl<'a> Parser<'a> {
                 None => (body.to_string(), None),
             };
             let Some(&(_, fk)) = spec.iter().find(|(n, _)| *n == name) else {
-                return Err(self.err_at(ll, at, format!("unknown flag for {kw}: --{name}")));
+                return Err(self.err_at(ll, at, format!("{kw}: invalid option --{name}")));
             };
             if fk != FlagKind::Multi && flags.iter().any(|f| f.name == name) {
-                return Err(self.err_at(ll, at, format!("duplicate flag specified: --{name}")));
+                return Err(self.err_at(ll, at, format!("{kw}: repeated option --{name}")));
             }
             match (fk, &value) {
                 (FlagKind::Value | FlagKind::Multi, None) => {
@@ -2138,7 +2138,10 @@ mod tests {
     fn first_instruction_must_be_arg_or_from() {
         let e = perr("# c\nRUN true\nFROM a\n");
         assert_eq!((e.line, e.col), (2, 1));
-        assert!(e.message.contains("before the first FROM"));
+        assert!(
+            e.message.contains("first instruction must be ARG or FROM"),
+            "{e}"
+        );
         let e = perr("ARG X\nENV A=b\nFROM a\n");
         assert_eq!(e.line, 2);
         p("ARG X=1\nARG Y\nFROM a\n");
@@ -2165,14 +2168,14 @@ mod tests {
     fn unknown_and_duplicate_flags_are_errors() {
         let e = perr("FROM a\nCOPY --frm=x a b\n");
         assert_eq!((e.line, e.col), (2, 6));
-        assert!(e.message.contains("unknown flag"), "{e}");
+        assert_eq!(e.message, "COPY: invalid option --frm");
         let e = perr("FROM a\nCOPY --from=x --from=y a b\n");
         assert_eq!((e.line, e.col), (2, 15));
-        assert!(e.message.contains("duplicate flag"));
+        assert_eq!(e.message, "COPY: repeated option --from");
         let e = perr("FROM a\nCOPY --from a b\n");
         assert!(e.message.contains("missing a value"));
         let e = perr("FROM a\nWORKDIR --x=1 /a\n");
-        assert!(e.message.contains("unknown flag"));
+        assert_eq!(e.message, "WORKDIR: invalid option --x");
     }
 
     #[test]

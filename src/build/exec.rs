@@ -79,6 +79,9 @@ impl Force {
 /// Everything a build needs besides the store.
 pub struct BuildOptions {
     pub context: PathBuf,
+    /// `build -t foo -`: no context (`context` is an empty stand-in); a COPY or ADD of
+    /// context files fails saying so.
+    pub no_context: bool,
     pub dockerfile: String,
     /// Name of the Dockerfile for messages (`Dockerfile`, `-`, a path).
     pub dockerfile_name: String,
@@ -578,6 +581,27 @@ impl<'a> Builder<'a> {
                         );
                     }
                 }
+                // A reference that came out invalid because a variable in it was not set
+                // says so (Charliecloud's message), rather than why the rest is invalid.
+                if let InstrKind::From { image: raw, .. } = &ins.kind {
+                    let stage = self
+                        .stages
+                        .iter()
+                        .any(|s| s.alias.as_deref() == Some(image.to_ascii_lowercase().as_str()));
+                    if !stage
+                        && !image.eq_ignore_ascii_case("scratch")
+                        && Reference::parse(image).is_err()
+                        && !super::subst::undefined_names(raw, self.df.escape(), &|n: &str| {
+                            planner.vars().global_arg(n)
+                        })
+                        .is_empty()
+                    {
+                        return Err(self.at(
+                            ins,
+                            format!("image reference contains an undefined variable: {raw}"),
+                        ));
+                    }
+                }
                 info!(
                     "{n:>3}* FROM {image}{}",
                     alias
@@ -599,7 +623,7 @@ impl<'a> Builder<'a> {
             }
             Action::Ignored => {
                 warn!(
-                    "{}:{}: not supported, ignored: {}",
+                    "{}:{}: not supported, ignored: {} instruction",
                     self.df.file,
                     ins.span.start_line,
                     ins.keyword()
@@ -952,6 +976,14 @@ impl<'a> Builder<'a> {
                         }
                         continue;
                     }
+                    if self.opts.no_context {
+                        // Charliecloud's message: the sources are not missing, there is no
+                        // context to find them in.
+                        return Err(self.at(
+                            ins,
+                            format!("{}: no context because \"-\" given", ins.keyword()),
+                        ));
+                    }
                     let found = context::expand(&self.opts.context, p, &self.ignore)
                         .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
                     all.extend(found);
@@ -1149,6 +1181,16 @@ impl<'a> Builder<'a> {
             };
             return Err(self.at(ins, format!("{kw} --from: stage {from} {what}")));
         }
+        // `--from=-1`: Charliecloud's message (Docker says "index out of bounds").
+        if lower
+            .strip_prefix('-')
+            .is_some_and(|n| n.parse::<usize>().is_ok())
+        {
+            return Err(self.at(
+                ins,
+                format!("{kw} --from={from}: invalid negative stage index"),
+            ));
+        }
         // A later stage's name is not an image to pull either.
         let later = self.df.instructions.iter().find_map(|i| match &i.kind {
             InstrKind::From { alias: Some(a), .. }
@@ -1162,7 +1204,7 @@ impl<'a> Builder<'a> {
             return Err(self.at(
                 ins,
                 format!(
-                    "{kw} --from={from}: stage '{lower}' ({}:{line}) comes after this one; Grove builds stages in order",
+                    "{kw} --from={from}: stage '{lower}' ({}:{line}) comes after this one (so it does not exist here: Grove builds stages in order)",
                     self.df.file
                 ),
             ));
@@ -1184,7 +1226,7 @@ impl<'a> Builder<'a> {
                 self.at_err(
                     ins,
                     format!(
-                        "{kw} --from={from}: no earlier stage of that name, and image {r} is not in storage and can't be pulled"
+                        "{kw} --from={from}: stage {from} does not exist, and image {r} is not in storage and can't be pulled"
                     ),
                     e,
                 )
@@ -1411,6 +1453,12 @@ impl<'a> Builder<'a> {
             return Err(self.at(
                 ins,
                 format!("--mount: type=bind: source {source:?} can't be a pattern"),
+            ));
+        }
+        if self.opts.no_context {
+            return Err(self.at(
+                ins,
+                format!("--mount: type=bind: source {source:?}: no context because \"-\" given"),
             ));
         }
         context::expand(&self.opts.context, source, &self.ignore)

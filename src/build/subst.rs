@@ -145,6 +145,24 @@ pub fn expand_word<L: Lookup + ?Sized>(
     .word(None)
 }
 
+/// Names of the variables that expanding `word` looks up and finds unset, in order of
+/// first use (none if `word` does not expand). A FROM whose reference is invalid names them.
+pub fn undefined_names<L: Lookup + ?Sized>(word: &str, escape: char, vars: &L) -> Vec<String> {
+    let missing = std::cell::RefCell::new(Vec::<String>::new());
+    let record = |name: &str| {
+        let v = vars.lookup(name);
+        let mut m = missing.borrow_mut();
+        if v.is_none() && !m.iter().any(|x| x == name) {
+            m.push(name.to_string());
+        }
+        v
+    };
+    if expand_word(word, escape, &record).is_err() {
+        return Vec::new();
+    }
+    missing.into_inner()
+}
+
 /// Check the syntax of `word` without looking anything up (`${A?x}` never fails here).
 pub fn check_word(word: &str, escape: char) -> Result<(), SubstError> {
     Expander {
@@ -1088,6 +1106,14 @@ mod tests {
             InstrKind::Env(vec![("PATH".into(), format!("/x:{default}"))])
         );
         assert_eq!(out[5], InstrKind::Env(vec![("Q".into(), "/y".into())]));
+    }
+
+    #[test]
+    fn undefined_names_lists_unset_variables_once() {
+        let v = vars(&[("a", "1")]);
+        assert_eq!(undefined_names("$a${b}x$b$c", '\\', &v), vec!["b", "c"]);
+        assert!(undefined_names("$a", '\\', &v).is_empty());
+        assert!(undefined_names("${b:-x}", '\\', &v) == vec!["b"]);
     }
 
     #[test]
