@@ -690,8 +690,9 @@ pub fn import(
     info!("importing: {}", path.display());
     let t = std::time::Instant::now();
     let phase = crate::progress::Phase::start("import", "read", "file");
-    let (commit, warnings, notes) =
-        import_tree(&store, &lock, path, &name).map_err(|source| ImageError::Import {
+    let (commit, warnings, notes) = store
+        .import(&lock, path, &name, |root| imported_config(&store, root))
+        .map_err(|source| ImageError::Import {
             path: path.to_path_buf(),
             source,
         })?;
@@ -710,26 +711,15 @@ pub fn import(
     Ok(())
 }
 
-/// [`Store::import`], with the image's config taken from Charliecloud's metadata file
+/// The config of an imported tree: from Charliecloud's metadata file
 /// (`/ch/metadata.json`, which Charliecloud's storage and its exports carry) when the tree
-/// has one: an image exported by Charliecloud keeps its ENV, WORKDIR, SHELL and labels for
-/// builds on it, as when Charliecloud imports it. Returns the commit, the import's
-/// warnings and what was wrong with the metadata file (it is then ignored).
-fn import_tree(
+/// has one, so that an image exported by Charliecloud keeps its ENV, WORKDIR, SHELL and
+/// labels for builds on it, as when Charliecloud imports it; else the default. Also
+/// returns what was wrong with the metadata file (it is then ignored).
+fn imported_config(
     store: &Store,
-    lock: &WriteLock,
-    path: &Path,
-    name: &Reference,
-) -> Result<(ObjectId, crate::store::import::Warnings, Vec<String>), StoreError> {
-    let _image_lock = store.lock_image(lock, name)?;
-    let t = std::time::Instant::now();
-    let (root, warnings) =
-        crate::store::import::import_path(store.thread_safe(), path, store.xattrs())?;
-    crate::verbose!(
-        "read and stored {} entries in {:.2}s",
-        root.count(),
-        t.elapsed().as_secs_f64()
-    );
+    root: &crate::store::Dir,
+) -> Result<(crate::store::ImageConfig, Vec<String>), StoreError> {
     let mut notes = Vec::new();
     let cfg = match root.get(b"ch/metadata.json") {
         Some(crate::store::model::Node::File(f)) => {
@@ -747,8 +737,7 @@ fn import_tree(
         }
         _ => crate::store::ImageConfig::default(),
     };
-    let commit = store.import_model(lock, root, cfg, name)?;
-    Ok((commit, warnings, notes))
+    Ok((cfg, notes))
 }
 
 /// An image config from Charliecloud's `metadata.json`: `arch`, `cwd`, `env` (an object

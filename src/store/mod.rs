@@ -879,13 +879,16 @@ impl Store {
         )
     }
 
-    /// Import a directory or tarball as image `name`. Returns the commit.
-    pub fn import(
+    /// Import a directory or tarball as image `name`, its config made by `config` from
+    /// the tree read (with what the caller wants back besides). Returns the commit, the
+    /// import's warnings and `config`'s extra.
+    pub fn import<N>(
         &self,
         lock: &WriteLock,
         path: &Path,
         name: &Reference,
-    ) -> Result<(ObjectId, import::Warnings), StoreError> {
+        config: impl FnOnce(&Dir) -> Result<(ImageConfig, N), StoreError>,
+    ) -> Result<(ObjectId, import::Warnings, N), StoreError> {
         let _image_lock = self.lock_image(lock, name)?;
         let t = std::time::Instant::now();
         let (root, warnings) = import::import_path(&self.repo, path, self.xattrs)?;
@@ -894,8 +897,9 @@ impl Store {
             root.count(),
             t.elapsed().as_secs_f64()
         );
-        let commit = self.import_model(lock, root, ImageConfig::default(), name)?;
-        Ok((commit, warnings))
+        let (cfg, notes) = config(&root)?;
+        let commit = self.import_model(lock, root, cfg, name)?;
+        Ok((commit, warnings, notes))
     }
 
     /// Commit an imported model with config `cfg` (plus an import history entry) as image
