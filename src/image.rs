@@ -1092,6 +1092,11 @@ pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, Image
                 mib(c.after)
             );
         }
+        if a.compact_lock_inherited {
+            // In the background: no summary (nobody reads it), and the lock goes with
+            // the process as soon as possible, so that the next command can start one.
+            return Ok(o);
+        }
     }
     if a.tree {
         o.push_str(&maint::render_tree(&maint::graph(store)?));

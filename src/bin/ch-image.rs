@@ -548,7 +548,15 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
                     .map(image::parse_size)
                     .transpose()?,
             };
-            emit(&image::build_cache(&Store::open(&storage)?, &req)?)?
+            if a.background {
+                // Started by another command: a store removed since is not made again.
+                let Ok(store) = Store::open_existing(&storage) else {
+                    return Ok(());
+                };
+                image::build_cache(&store, &req)?;
+            } else {
+                emit(&image::build_cache(&Store::open(&storage)?, &req)?)?
+            }
         }
         Cmd::Fsck { json: false } => image::fsck(&Store::open_existing(&storage)?)?,
         Cmd::Fsck { json: true } => emit(&image::fsck_json(&Store::open_existing(&storage)?)?)?,

@@ -37,7 +37,7 @@ pub const AUTO_COMPACT_BYTES: u64 = 8 << 20;
 /// background, the smaller store is worth the second core-second.
 const LEVEL: u32 = 2;
 
-/// `CH_IMAGE_AUTO_COMPACT=no` (or `0`, `false`) keeps commands from starting one.
+/// `CH_IMAGE_AUTO_COMPACT=no` (or `0`, `false`, `off`) keeps commands from starting one.
 pub const AUTO_COMPACT_ENV: &str = "CH_IMAGE_AUTO_COMPACT";
 
 /// What a compaction did.
@@ -57,7 +57,9 @@ fn lock_path(objects: &Path) -> PathBuf {
 }
 
 /// `flock` the compaction lock: exclusive for a compaction, shared to wait for one
-/// (`fsck`). With `wait` false, `None` when it is held.
+/// (`fsck`). With `wait` false, `None` when it is held; with `wait`, says that it waits.
+/// Creates no directory but `objects/info` itself: a store removed meanwhile is not made
+/// again by a compaction that was waiting.
 pub fn lock(
     objects: &Path,
     exclusive: bool,
@@ -66,28 +68,44 @@ pub fn lock(
     use nix::fcntl::{Flock, FlockArg};
     let path = lock_path(objects);
     let dir = objects.join("info");
-    fs::create_dir_all(&dir).at("create directory", &dir)?;
+    match fs::create_dir(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(IoError::new("create directory", &dir, e).into());
+        }
+        _ => {}
+    }
     let f = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
         .at("open", &path)?;
-    let arg = match (exclusive, wait) {
-        (true, true) => FlockArg::LockExclusive,
-        (true, false) => FlockArg::LockExclusiveNonblock,
-        (false, true) => FlockArg::LockShared,
-        (false, false) => FlockArg::LockSharedNonblock,
-    };
-    match Flock::lock(f, arg) {
-        Ok(l) => Ok(Some(l)),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) if !wait => Ok(None),
-        Err((_, e)) => Err(IoError {
+    let err = |e: nix::errno::Errno| -> StoreError {
+        IoError {
             action: "lock",
-            path,
+            path: path.clone(),
             source: e.into(),
         }
-        .into()),
+        .into()
+    };
+    let nonblock = if exclusive {
+        FlockArg::LockExclusiveNonblock
+    } else {
+        FlockArg::LockSharedNonblock
+    };
+    match Flock::lock(f, nonblock) {
+        Ok(l) => Ok(Some(l)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) if !wait => Ok(None),
+        Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
+            crate::info!("waiting for the compaction running in the background to end");
+            let block = if exclusive {
+                FlockArg::LockExclusive
+            } else {
+                FlockArg::LockShared
+            };
+            Flock::lock(f, block).map(Some).map_err(|(_, e)| err(e))
+        }
+        Err((_, e)) => Err(err(e)),
     }
 }
 
@@ -150,12 +168,18 @@ pub fn compact(store: &Store, _lock: &WriteLock, inherited: bool) -> Result<Comp
             done.objects += ids.len();
             done.before += bytes;
         }
+        // The new packs reach the disk before the stored ones go (a power loss must not
+        // leave neither): their files, then the directory naming them.
         for p in pb.finish().at("compact", &dir)? {
-            done.after += fs::metadata(&p).map(|m| m.len()).unwrap_or(0)
-                + fs::metadata(p.with_extension("idx"))
-                    .map(|m| m.len())
-                    .unwrap_or(0);
+            for f in [p.clone(), p.with_extension("idx")] {
+                let file = fs::File::open(&f).at("open", &f)?;
+                file.sync_all().at("sync", &f)?;
+                done.after += file.metadata().map(|m| m.len()).unwrap_or(0);
+            }
         }
+        fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .at("sync", &dir)?;
         // Every object is in a compressed pack now: the stored ones go, index first.
         for (name, _) in &here {
             for ext in ["idx", "pack"] {
@@ -194,9 +218,15 @@ pub fn start_in_background(storage: &Path, ch_image: &Path) -> bool {
     if stored_bytes(&objects) < AUTO_COMPACT_BYTES {
         return false;
     }
-    let Ok(Some(held)) = lock(&objects, true, false) else {
-        return false;
+    let held = match lock(&objects, true, false) {
+        Ok(Some(l)) => l,
+        Ok(None) => return false,
+        Err(e) => {
+            crate::verbose!("no compaction in the background: {e}");
+            return false;
+        }
     };
+    cloexec_all_but(std::os::fd::AsRawFd::as_raw_fd(&*held));
     // The child inherits the locked descriptor (flock(2) locks belong to the open file,
     // which both then share), so that the lock is held from here to the end of the
     // compaction: a `ch-image fsck` right after this command waits for it.
@@ -209,8 +239,12 @@ pub fn start_in_background(storage: &Path, ch_image: &Path) -> bool {
         return false;
     }
     let log = layout.repo().join("grove-compact.log");
-    let Ok(err) = fs::File::create(&log) else {
-        return false;
+    let err = match fs::File::create(&log) {
+        Ok(f) => f,
+        Err(e) => {
+            crate::verbose!("no compaction in the background: {}: {e}", log.display());
+            return false;
+        }
     };
     let started = std::process::Command::new(ch_image)
         .arg("-s")
@@ -220,13 +254,40 @@ pub fn start_in_background(storage: &Path, ch_image: &Path) -> bool {
         .stdout(std::process::Stdio::null())
         .stderr(err)
         .process_group(0)
-        .spawn()
-        .is_ok();
-    if started {
-        // Closed when this process exits, not unlocked: the child holds the lock now.
-        std::mem::forget(held);
+        .spawn();
+    match started {
+        Ok(_) => {
+            // Closed when this process exits, not unlocked: the child holds the lock now.
+            std::mem::forget(held);
+            true
+        }
+        Err(e) => {
+            crate::verbose!(
+                "no compaction in the background: {}: {e}",
+                ch_image.display()
+            );
+            false
+        }
     }
-    started
+}
+
+/// Mark every descriptor but the standard three and `keep` close-on-exec, so that the
+/// background compaction holds no pipe or file that was handed to this command (a test
+/// harness or a script reading a pipe to its end would wait for the compaction).
+fn cloexec_all_but(keep: std::os::fd::RawFd) {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let Ok(rd) = fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<std::os::fd::RawFd> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        if fd > 2 && fd != keep {
+            let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -698,6 +698,16 @@ pub fn stored_marker(objects: &Path) -> PathBuf {
     objects.join("info").join(STORED_MARKER)
 }
 
+/// Create directory `dir` if it is missing, but not its parents: a writer (the background
+/// compaction) whose store was removed under it fails instead of making a part of it
+/// again, which would leave a directory no tool takes for a store.
+fn create_dir_in_place(dir: &Path) -> io::Result<()> {
+    match fs::create_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// The marker, opened for appending and `flock`ed exclusively: appends and rewrites of
 /// concurrent writers (an import marking its packs, a compaction removing the packs it
 /// compressed) take turns. A marker replaced by a rewrite while we waited for its lock is
@@ -706,7 +716,7 @@ fn lock_marker(objects: &Path) -> io::Result<nix::fcntl::Flock<fs::File>> {
     use nix::fcntl::{Flock, FlockArg};
     use std::os::unix::fs::MetadataExt;
     let path = stored_marker(objects);
-    fs::create_dir_all(objects.join("info"))?;
+    create_dir_in_place(&objects.join("info"))?;
     loop {
         let f = fs::OpenOptions::new()
             .create(true)
@@ -723,24 +733,39 @@ fn lock_marker(objects: &Path) -> io::Result<nix::fcntl::Flock<fs::File>> {
 }
 
 /// Add pack `name` to the marker, before the pack is renamed into place (a killed writer
-/// leaves at most a name gc does not find).
-fn mark_stored(pack_dir: &Path, name: &str) -> io::Result<()> {
+/// leaves at most a name gc does not find). Returns the marker, still locked: the
+/// caller renames the pack and its index before it lets go, so that whoever rewrites the
+/// marker under its lock finds each listed pack either not yet there or whole.
+fn mark_stored(pack_dir: &Path, name: &str) -> io::Result<nix::fcntl::Flock<fs::File>> {
     let objects = pack_dir.parent().unwrap_or(pack_dir);
     let mut marker = lock_marker(objects)?;
-    marker.write_all(format!("{name}\n").as_bytes())
+    marker.write_all(format!("{name}\n").as_bytes())?;
+    Ok(marker)
 }
 
-/// Remove `names` from the marker once their packs are compressed or gone (the marker is
-/// rewritten whole and renamed into place; a kill leaves the old one, whose names of
-/// packs gone are skipped).
+/// Remove from the marker those of `names` whose packs are gone (compressed by a
+/// compaction or gc), under the marker's lock, so that a pack a writer is putting in
+/// place meanwhile stays listed. A listed pack whose index is gone is the remains of a
+/// kill between the two removals of a compaction (or between a writer's two renames,
+/// before any ref named its objects): its pack file goes too. The marker is rewritten
+/// whole and renamed into place; a kill leaves the old one, whose names of packs gone
+/// are skipped.
 pub fn unmark_stored(objects: &Path, names: &[String]) -> io::Result<()> {
     use std::io::Read;
     let marker = lock_marker(objects)?;
+    let dir = objects.join("pack");
+    let gone = |n: &str| {
+        if dir.join(format!("{n}.idx")).exists() {
+            return false;
+        }
+        let pack = dir.join(format!("{n}.pack"));
+        !pack.exists() || fs::remove_file(&pack).is_ok()
+    };
     let mut listed = String::new();
     (&*marker).read_to_string(&mut listed)?;
     let kept: String = listed
         .lines()
-        .filter(|l| !names.iter().any(|n| n == l))
+        .filter(|l| !(names.iter().any(|n| n == l) && gone(l)))
         .map(|l| format!("{l}\n"))
         .collect();
     let path = stored_marker(objects);
@@ -802,7 +827,7 @@ const GROUP_BYTES: usize = 1 << 20;
 /// listed in the gc marker first.
 fn write_pack(dir: &Path, entries: Vec<Entry>, stored: bool) -> io::Result<PathBuf> {
     static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    fs::create_dir_all(dir)?;
+    create_dir_in_place(dir)?;
     let n = std::process::id();
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp_pack = dir.join(format!("tmp_grove_{n}_{seq}.pack"));
@@ -888,15 +913,18 @@ fn write_pack(dir: &Path, entries: Vec<Entry>, stored: bool) -> io::Result<PathB
         fi.write_all(&idx)?;
     }
     let name = format!("pack-{}", pack_sum.to_hex());
-    if stored {
-        mark_stored(dir, &name)?;
-    }
+    let marker = if stored {
+        Some(mark_stored(dir, &name)?)
+    } else {
+        None
+    };
     let pack = dir.join(format!("{name}.pack"));
     fs::rename(&tmp_pack, &pack)?;
     // (A pack of the same name may be another writer's, with its index: never remove it.)
     guard.0 = vec![tmp_idx.clone()];
     fs::rename(&tmp_idx, dir.join(format!("{name}.idx")))?;
     guard.0.clear();
+    drop(marker);
     Ok(pack)
 }
 
@@ -1063,12 +1091,21 @@ pub(crate) mod tests {
         )
         .unwrap();
         let names = stored_packs(&fs::read_to_string(&marker).unwrap());
-        unmark_stored(&objects, &names[..1]).unwrap();
+        assert!(names.len() >= 3, "{names:?}");
+        let file = |n: &str, ext: &str| objects.join("pack").join(format!("{n}.{ext}"));
+        // The first pack is gone; the second lost its index (a kill between two
+        // removals: its pack file goes too); the third is whole and stays listed.
+        fs::remove_file(file(&names[0], "idx")).unwrap();
+        fs::remove_file(file(&names[0], "pack")).unwrap();
+        fs::remove_file(file(&names[1], "idx")).unwrap();
+        unmark_stored(&objects, &names[..3]).unwrap();
+        assert!(!file(&names[1], "pack").exists());
+        assert!(file(&names[2], "pack").exists());
         let left = fs::read_to_string(&marker).unwrap();
-        assert_eq!(stored_packs(&left), names[1..].to_vec());
+        assert_eq!(stored_packs(&left), names[2..].to_vec());
         assert!(left.contains("# note\n"), "{left}");
         // Appends after a rewrite land in the marker in place.
-        mark_stored(&objects.join("pack"), "pack-x").unwrap();
+        drop(mark_stored(&objects.join("pack"), "pack-x").unwrap());
         assert!(fs::read_to_string(&marker).unwrap().ends_with("pack-x\n"));
     }
 

@@ -504,3 +504,59 @@ fn a_compaction_killed_at_any_point_leaves_a_whole_store_that_compacts_later() {
     assert_eq!(st.object_ids(), objects);
     st.fsck_both();
 }
+
+/// The process of the background compaction started by the last command on `storage`,
+/// if it still runs (found by its command line).
+fn background_compaction(storage: &Path) -> Option<u32> {
+    let want = storage.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<String> = cmd
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        (args.iter().any(|a| a == "--background") && args.iter().any(|a| *a == want)).then_some(pid)
+    })
+}
+
+/// The background compaction holds the compaction lock it inherited, and no other
+/// descriptor the command had (a script reading a pipe it gave the command would wait for
+/// the compaction), and a store removed while it runs is not made again.
+#[test]
+fn the_background_compaction_keeps_only_its_lock_and_never_remakes_a_removed_store() {
+    let st = Bench::new("compact-fds");
+    let big = big_tree(&st);
+    let handed = st.s.join("handed-to-import");
+    std::fs::write(&handed, "").expect("write");
+    crate::common::own(&handed);
+    ok(crate::common::unpriv("sh").arg("-c").arg(format!(
+        "exec {} -s {} import {} big 3>>{}",
+        crate::common::bin("ch-image").display(),
+        st.storage().display(),
+        big.display(),
+        handed.display()
+    )));
+    let pid = background_compaction(&st.storage()).expect("no compaction running");
+    let fds: Vec<std::path::PathBuf> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !fds.is_empty() {
+        assert!(!fds.contains(&handed), "{fds:?}");
+        assert!(
+            fds.iter()
+                .any(|f| f.ends_with("repo.git/objects/info/grove-compact.lock")),
+            "{fds:?}"
+        );
+    }
+    // Removed under it: the compaction ends, and the store stays removed.
+    std::fs::remove_dir_all(st.storage()).expect("remove the store");
+    crate::common::wait_for("the compaction to end", 120, || {
+        background_compaction(&st.storage()).is_none()
+    });
+    assert!(!st.storage().exists(), "a removed store was made again");
+}
