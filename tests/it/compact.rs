@@ -516,7 +516,7 @@ fn background_compaction(storage: &Path) -> Option<u32> {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        (args.iter().any(|a| a == "--background") && args.iter().any(|a| *a == want)).then_some(pid)
+        (args.iter().any(|a| a == "--background") && args.contains(&want)).then_some(pid)
     })
 }
 
