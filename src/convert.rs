@@ -593,7 +593,8 @@ fn write_path(
     let root = &img.root;
     match fout {
         Format::Dir => {
-            checkout::materialize(store.thread_safe(), root, tmp, checkout::Policy::Exact)?
+            checkout::materialize(store.thread_safe(), root, tmp, checkout::Policy::Exact)?;
+            add_mount_points(tmp)?;
         }
         Format::Tar => {
             let f = fs::File::create(tmp).at("create", tmp)?;
@@ -673,6 +674,64 @@ fn write_path(
         Format::ChImage | Format::Docker | Format::Podman => {
             unreachable!("named outputs are not written to a path")
         }
+    }
+    Ok(())
+}
+
+/// Add to the directory image at `dir` the mount points ch-run needs where nothing is at
+/// that path (not following symlinks), as Charliecloud's `dir_fixup`: the directories of
+/// [`export::MOUNT_DIRS`] (`/mnt/0`-`/mnt/9` for `-b SRC:/mnt/N`, `/dev`, `/proc`, ...,
+/// mode 0755) and the empty files of [`export::MOUNT_FILES`] (`/etc/hosts`,
+/// `/etc/resolv.conf`, mode 0644). A path whose parent is not a real directory (a symlink,
+/// a file) is left alone. The parents keep their times.
+fn add_mount_points(dir: &Path) -> Result<(), ConvertError> {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+    let entries = export::MOUNT_DIRS
+        .iter()
+        .map(|p| (p, true))
+        .chain(export::MOUNT_FILES.iter().map(|p| (p, false)));
+    for (rel, is_dir) in entries {
+        let path = dir.join(rel);
+        if fs::symlink_metadata(&path).is_ok() {
+            continue;
+        }
+        let parent = path.parent().expect("a mount point has a parent");
+        let Ok(pmd) = fs::symlink_metadata(parent) else {
+            continue;
+        };
+        if !pmd.is_dir() {
+            continue;
+        }
+        if is_dir {
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&path)
+                .at("create mount point", &path)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).at("chmod", &path)?;
+        } else {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&path)
+                .at("create mount point", &path)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).at("chmod", &path)?;
+        }
+        let (atime, mtime) = (
+            TimeSpec::new(pmd.atime(), pmd.atime_nsec()),
+            TimeSpec::new(pmd.mtime(), pmd.mtime_nsec()),
+        );
+        utimensat(
+            None,
+            parent,
+            &atime,
+            &mtime,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(std::io::Error::from)
+        .at("set times of", parent)?;
     }
     Ok(())
 }

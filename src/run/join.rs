@@ -261,7 +261,7 @@ pub fn join_pid(pid: i32) -> Result<(), RunError> {
             if e.kind() == std::io::ErrorKind::NotFound {
                 RunError::msg(format!("join: no PID {pid}: {p} not found"))
             } else {
-                RunError::io(format!("can't open join namespace: {p}"), &e)
+                RunError::io(format!("join: can't open {p}"), &e)
             }
         })
     };
@@ -445,10 +445,9 @@ fn count_from(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<(&'static str, u32)>, String> {
     let number = |var: &'static str, s: &str| {
-        s.trim()
-            .parse::<u32>()
+        env_count(s)
             .map(|n| Some((var, n)))
-            .map_err(|_| format!("join: ${var} not a number: {s:?}"))
+            .map_err(|why| format!("{var}: {why}"))
     };
     if let Some(s) = lookup("OMPI_COMM_WORLD_LOCAL_SIZE") {
         return number("OMPI_COMM_WORLD_LOCAL_SIZE", &s);
@@ -469,6 +468,29 @@ fn count_from(
         return number("SLURM_CPUS_ON_NODE", &s);
     }
     Ok(None)
+}
+
+/// A peer count from a launcher variable as Charliecloud reads it (`strtol`, extra
+/// characters after the digits allowed: `1foo` is 1): leading blanks and a sign, then
+/// digits; "no digits found" or "out of range" (beyond a C `int`) otherwise. Zero and
+/// negative counts are 0, which the caller refuses as "no valid peer group size found".
+fn env_count(s: &str) -> Result<u32, &'static str> {
+    let t = s.trim_start();
+    let (neg, t) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let digits = &t[..t.bytes().take_while(u8::is_ascii_digit).count()];
+    if digits.is_empty() {
+        return Err("no digits found");
+    }
+    let n = digits.parse::<u64>().map_err(|_| "out of range")?;
+    match (neg, n) {
+        (false, n) if n <= i32::MAX as u64 => Ok(n as u32),
+        (true, n) if n <= 1 << 31 => Ok(0),
+        _ => Err("out of range"),
+    }
 }
 
 /// The number of tasks on node `node` (0-based, `SLURM_NODEID`) from Slurm's compressed
@@ -672,7 +694,30 @@ mod tests {
             count_from(env(&[("SLURM_CPUS_ON_NODE", "16")])),
             Ok(Some(("SLURM_CPUS_ON_NODE", 16)))
         );
-        assert!(count_from(env(&[("SLURM_CPUS_ON_NODE", "x3")])).is_err());
+        assert_eq!(
+            count_from(env(&[("SLURM_CPUS_ON_NODE", "x3")])),
+            Err("SLURM_CPUS_ON_NODE: no digits found".into())
+        );
+        // As Charliecloud's strtol: goop after the digits is fine, a sign is read.
+        assert_eq!(
+            count_from(env(&[("SLURM_CPUS_ON_NODE", "1foo")])),
+            Ok(Some(("SLURM_CPUS_ON_NODE", 1)))
+        );
+        assert_eq!(
+            count_from(env(&[("SLURM_CPUS_ON_NODE", "-1")])),
+            Ok(Some(("SLURM_CPUS_ON_NODE", 0)))
+        );
+        for big in [
+            &[("OMPI_COMM_WORLD_LOCAL_SIZE", "2147483648")][..],
+            &[("OMPI_COMM_WORLD_LOCAL_SIZE", "-2147483649")][..],
+            &[("OMPI_COMM_WORLD_LOCAL_SIZE", "9223372036854775808")][..],
+        ] {
+            assert_eq!(
+                count_from(env(big)),
+                Err("OMPI_COMM_WORLD_LOCAL_SIZE: out of range".into()),
+                "{big:?}"
+            );
+        }
         assert_eq!(count_from(env(&[])), Ok(None));
     }
 

@@ -109,7 +109,11 @@ pub fn parse_id(v: &str) -> Result<u32, IdError> {
     let digits = v.strip_prefix('+').unwrap_or(v);
     if let Some(neg) = v.strip_prefix('-') {
         if !neg.is_empty() && neg.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(IdError::Negative);
+            // Charliecloud's C int: below INT_MIN is out of range before it is negative.
+            return Err(match neg.parse::<u64>() {
+                Ok(n) if n <= 1 << 31 => IdError::Negative,
+                _ => IdError::OutOfRange,
+            });
         }
     }
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -1104,6 +1108,9 @@ mod tests {
         assert_eq!(parse_id("abc"), Err(IdError::NoDigits));
         assert_eq!(parse_id(""), Err(IdError::NoDigits));
         assert_eq!(parse_id("-5"), Err(IdError::Negative));
+        assert_eq!(parse_id("-2147483648"), Err(IdError::Negative));
+        assert_eq!(parse_id("-2147483649"), Err(IdError::OutOfRange));
+        assert_eq!(parse_id("-9223372036854775809"), Err(IdError::OutOfRange));
         assert_eq!(parse_id("5x"), Err(IdError::TrailingCharacters));
         assert_eq!(parse_id("4294967295"), Err(IdError::OutOfRange));
         assert_eq!(parse_id("99999999999"), Err(IdError::OutOfRange));

@@ -1,6 +1,7 @@
 //! Integration tests: the real binaries, run as an unprivileged user even when the suite
 //! runs as root. One module per source module.
 
+mod bats_run;
 mod build;
 mod charliecloud_cli;
 mod ci_doc;
