@@ -358,8 +358,15 @@ fn inject_dir(
     use std::os::unix::fs::PermissionsExt;
     for inj in plan {
         let rel = inj.dest_dir.strip_prefix("/").unwrap_or(&inj.dest_dir);
-        let dir = image.join(rel);
-        let md = std::fs::symlink_metadata(&dir).map_err(|_| FromhostError::NotDir(dir.clone()))?;
+        // Symlinks in the image are followed as the container sees them (`/lib ->
+        // usr/lib` in merged-/usr images; an absolute link restarts at the image, `..`
+        // stops there), never out to the host's files.
+        let dir = match crate::run::resolve::resolve(image, &inj.dest_dir) {
+            Ok(crate::run::resolve::Resolved::Exists(p)) => p,
+            _ => image.join(rel),
+        };
+        let md =
+            std::fs::symlink_metadata(&dir).map_err(|_| FromhostError::NotDir(image.join(rel)))?;
         if !md.is_dir() {
             return Err(FromhostError::NotDir(dir));
         }

@@ -38,9 +38,10 @@ REPRODUCIBILITY:
 
 MOUNT POINTS:
   SquashFS images are read-only, so ch-run cannot create the paths it binds. Missing ones
-  are added to squash output: empty directories (mode 0755) /bin /dev /etc /mnt /mnt/0-9
-  /proc /sys /tmp /usr and empty files (mode 0644) /etc/hosts /etc/resolv.conf. Existing
-  entries, symlinks included, are left alone."
+  are added to squash and dir output (as Charliecloud's ch-convert does for directories,
+  so that `ch-run -b SRC:/mnt/0 DIR` works): empty directories (mode 0755) /bin /dev /etc
+  /mnt /mnt/0-9 /proc /sys /tmp /usr and empty files (mode 0644) /etc/hosts
+  /etc/resolv.conf. Existing entries, symlinks included, are left alone."
 )]
 pub(crate) struct Cli {
     /// Input format (ch-image, dir, tar, squash, oci, docker, podman); inferred if absent

@@ -414,7 +414,14 @@ pub fn peers(uid: u32, tag: &str, count: u32, id: &Identity) -> Result<Role, Run
             if joined < count {
                 write_state(&mut lock, &State { joined, ..st })?;
             }
-            crate::verbose!("joining namespaces of pid {pid}");
+            // Charliecloud's line names the winner (scripts take its PID for a later
+            // --join-pid); the holder, when the namespaces come from it, is said after.
+            if pid != st.pid && in_a_container(st.pid) {
+                crate::verbose!("joining namespaces of pid {}", st.pid);
+                crate::verbose!("join: namespaces held by PID {pid}");
+            } else {
+                crate::verbose!("joining namespaces of pid {pid}");
+            }
             join_pid(pid)?;
             // The last peer frees the tag.
             end(count - joined, &path);
@@ -528,8 +535,17 @@ pub fn tasks_on_node(list: &str, node: u32) -> Result<u32, String> {
 /// Default tag, job-scoped, with where it came from (for `-v`): Slurm's job and step ids
 /// (`SLURM_JOB_ID.SLURM_STEP_ID`), else the PMIx namespace of the job (Open MPI 4 and other
 /// PMIx launchers), else Open MPI's job id, else the parent's PID.
+///
+/// A `SLURM_STEP_ID` that is set but empty, with nothing else to go by, gives an empty tag
+/// (refused by the caller, "peer group tag cannot be empty string"), as in Charliecloud,
+/// which takes the tag from that variable whenever it is set.
 pub fn default_tag() -> (&'static str, String) {
     tag_from(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .or_else(|| {
+            std::env::var_os("SLURM_STEP_ID")
+                .filter(|s| s.is_empty())
+                .map(|_| ("SLURM_STEP_ID", String::new()))
+        })
         .unwrap_or_else(|| ("getppid(2)", nix::unistd::getppid().to_string()))
 }
 

@@ -243,3 +243,93 @@ fn fromhost_errors_use_charliecloud_words() {
     assert!(!e.contains("invalid option"), "{e}");
     assert!(e.contains("shared library destination"), "{e}");
 }
+
+/// ch-run_join.bats "ch-run --join: peer group tag errors": an empty $SLURM_STEP_ID is an
+/// empty tag, refused (it used to fall back to the parent's PID).
+#[test]
+fn join_tag_from_an_empty_slurm_step_id_is_refused() {
+    let (_, err) = fails(
+        ch_run_unlaunched()
+            .env("SLURM_CPUS_ON_NODE", "1")
+            .env("SLURM_STEP_ID", "")
+            .arg("--join")
+            .arg(busybox_rootfs())
+            .args(["--", "true"]),
+    );
+    assert!(
+        err.contains("join: peer group tag cannot be empty string"),
+        "{err}"
+    );
+}
+
+/// ch-run_join.bats "ch-run --join-pid: with prior --join": the peer that loses says
+/// "joining namespaces of pid WINNER", the PID the winner logged, which a later
+/// `--join-pid` takes (Grove's namespace holder is named on a line of its own).
+#[test]
+fn join_loser_names_the_winner_pid() {
+    let s = Scratch::new("bats-join-pid");
+    let tag = format!("bats-run-winner-{}", std::process::id());
+    let log1 = s.join("winner.err");
+    let mut winner = ch_run_unlaunched();
+    winner
+        .args(["-v", "--join-ct=2"])
+        .arg(format!("--join-tag={tag}"))
+        .arg(busybox_rootfs())
+        .args(["--", "sleep", "3"])
+        .stderr(std::fs::File::create(&log1).expect("create log"));
+    let mut child = winner.spawn().expect("spawn winner");
+    crate::common::wait_for("the winner to initialize", 20, || {
+        std::fs::read_to_string(&log1)
+            .map(|t| t.contains("join: winner initializing") && t.contains("executing:"))
+            .unwrap_or(false)
+    });
+    let text = std::fs::read_to_string(&log1).expect("read log");
+    let pid = text
+        .lines()
+        .find(|l| l.contains("join: winner initializing"))
+        .and_then(|l| l.strip_prefix("ch-run["))
+        .and_then(|l| l.split(']').next())
+        .expect("winner pid")
+        .to_string();
+    let out = crate::common::output(
+        ch_run_unlaunched()
+            .args(["-v", "--join-ct=2"])
+            .arg(format!("--join-tag={tag}"))
+            .arg(busybox_rootfs())
+            .args(["--", "true"]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let _ = child.wait();
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("join: I lost"), "{err}");
+    assert!(
+        err.contains(&format!("joining namespaces of pid {pid}\n"))
+            || err.contains(&format!("joining namespaces of pid {pid} (")),
+        "winner {pid}: {err}"
+    );
+}
+
+/// ch-fromhost.bats "ch-fromhost (CentOS)": `--dest /lib` in an image where /lib is a
+/// symlink (`lib -> usr/lib`, merged /usr) injects through it, as the container sees the
+/// path; an absolute link restarts at the image, never reaching the host's directory.
+#[test]
+fn fromhost_dest_through_an_image_symlink_lands_inside_the_image() {
+    let s = Scratch::new("bats-fromhost-link");
+    let img = busybox_copy(&s, "img");
+    sh(&format!(
+        "cd '{}' && mkdir -p usr/lib && ln -s usr/lib lib2 && ln -s /usr/lib lib3",
+        img.display()
+    ));
+    let f = s.join("grove-bats-injected.txt");
+    sh(&format!("echo hi > '{}'", f.display()));
+    for dest in ["/lib2", "/lib3"] {
+        ok(tool("ch-fromhost")
+            .args(["--dest", dest, "--path"])
+            .arg(&f)
+            .arg(&img));
+        let got = img.join("usr/lib/grove-bats-injected.txt");
+        assert!(got.is_file(), "{dest}: not injected at {}", got.display());
+        std::fs::remove_file(&got).expect("remove");
+    }
+    assert!(!Path::new("/usr/lib/grove-bats-injected.txt").exists());
+}
