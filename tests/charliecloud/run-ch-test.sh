@@ -46,7 +46,6 @@ printf '@test "build/*.bats not run here" {\n    skip "ch-image has its own run"
     > "$P/libexec/installed-tests/charliecloud/build/00_placeholder.bats"
 ex=$P/share/doc/charliecloud/examples
 cp -a "$examples/chtest" "$ex/"
-cp "$examples/Dockerfile.debian_9ch" "$examples/Dockerfile.almalinux_8ch" "$ex/"
 # chtest/Build bootstraps Alpine 3.9 from the network: the same steps from a Debian base.
 cat > "$ex/chtest/Build" <<'EOF'
 #!/bin/bash
@@ -105,7 +104,10 @@ cd /tmp
 # Dockerfile.00_tiny is FROM alpine:3.9: the busybox tree stands in for it.
 as_nobody "$P/bin/ch-image" import "$fixtures/busybox" alpine:3.9 > "$work/build.log" 2>&1
 as_nobody "$P/bin/ch-test" build >> "$work/build.log" 2>&1 || true
-# ch-fromhost.bats wants almalinux_8ch and debian_9ch (glibc images): chtest is one.
+# ch-fromhost.bats wants almalinux_8ch and debian_9ch (glibc images, built from the
+# network): chtest is one. Their Dockerfiles come after the build phase (which would try
+# to pull their bases), so that the run phase finds the images by tag.
+cp "$examples/Dockerfile.debian_9ch" "$examples/Dockerfile.almalinux_8ch" "$ex/"
 for t in almalinux_8ch debian_9ch; do
     as_nobody cp "$W/tar/chtest.tar.gz" "$W/tar/$t.tar.gz"
 done
