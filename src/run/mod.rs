@@ -198,10 +198,20 @@ pub fn locate_image(
         });
     }
     let mut magic = [0u8; 4];
-    let is_squash = std::fs::File::open(&path)
+    let read = std::fs::File::open(&path)
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-        .is_ok()
-        && &magic == b"hsqs";
+        .is_ok();
+    if read {
+        // Charliecloud's -v line, with the bytes as it prints them (two 16-bit words).
+        crate::verbose!(
+            "image file magic expected: 6873 7173; actual: {:02x}{:02x} {:02x}{:02x}",
+            magic[0],
+            magic[1],
+            magic[2],
+            magic[3]
+        );
+    }
+    let is_squash = read && &magic == b"hsqs";
     if is_squash {
         Ok(Image {
             path,
@@ -544,11 +554,20 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
                     std::fs::create_dir_all(&mnt)
                         .map_err(|e| RunError::io(format!("can't mkdir: {}", mnt.display()), &e))?;
                 }
-                if !mnt.is_dir() {
-                    return Err(RunError::msg(format!(
-                        "mount point not a directory: {}",
-                        mnt.display()
-                    )));
+                match std::fs::metadata(&mnt) {
+                    Err(e) => {
+                        return Err(RunError::io(
+                            format!("can't stat mount point: {}", mnt.display()),
+                            &e,
+                        ))
+                    }
+                    Ok(md) if !md.is_dir() => {
+                        return Err(RunError::msg(format!(
+                            "mount point not a directory: {}",
+                            mnt.display()
+                        )))
+                    }
+                    Ok(_) => {}
                 }
                 let real = mnt.canonicalize().unwrap_or_else(|_| mnt.clone());
                 let tmp_real = host_tmp.canonicalize().ok().filter(|_| temp.is_some());

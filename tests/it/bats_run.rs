@@ -333,3 +333,35 @@ fn fromhost_dest_through_an_image_symlink_lands_inside_the_image() {
     }
     assert!(!Path::new("/usr/lib/grove-bats-injected.txt").exists());
 }
+
+/// ch-run_misc.bats "ch-run: internal SquashFUSE errors": a missing `-m` mount point is
+/// "can't stat mount point: PATH: No such file or directory"; with `-v` a file image's
+/// magic is shown as Charliecloud shows it.
+#[test]
+fn squash_mount_point_and_magic_errors_use_charliecloud_words() {
+    let s = Scratch::new("bats-squash-errors");
+    // Only the magic makes it a SquashFS image; the error comes before any mount.
+    let sq = s.join("fake.sqfs");
+    let not = s.join("README");
+    sh(&format!(
+        "printf 'hsqs-not-really' > '{}' && printf 'You are reading' > '{}'",
+        sq.display(),
+        not.display()
+    ));
+    let (_, err) = fails(
+        tool("ch-run")
+            .args(["-m", "/doesnotexist"])
+            .arg(&sq)
+            .args(["--", "true"]),
+    );
+    assert!(
+        err.contains("can't stat mount point: /doesnotexist: No such file or directory"),
+        "{err}"
+    );
+    let (_, err) = fails(tool("ch-run").arg("-vv").arg(&not).args(["--", "true"]));
+    assert!(
+        err.contains("image file magic expected: 6873 7173; actual: 596f 7520"),
+        "{err}"
+    );
+    assert!(err.contains("unknown image type: "), "{err}");
+}
