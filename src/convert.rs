@@ -185,6 +185,8 @@ pub enum ConvertError {
     ExistsInStorage(String),
     #[error("exists, not replacing (use --force): {}", .0.display())]
     Exists(PathBuf),
+    #[error("exists but does not appear to be an image: {}", .0.display())]
+    NotAnImage(PathBuf),
     #[error("image name must not start with '-' (it would be an option of {tool}): {name}")]
     DashName { tool: &'static str, name: String },
     #[error("can't run {tool}")]
@@ -447,10 +449,13 @@ fn read_input(
             }
         }
         Format::Dir | Format::Tar => {
-            let (root, w) = import::import_path(ts, path, xattrs)
+            let (mut root, w) = import::import_path(ts, path, xattrs)
                 .map_err(ConvertError::from)
                 .map_err(ConvertError::read(input))?;
             warn_all(w);
+            if fin == Format::Tar {
+                empty_dev(&mut root);
+            }
             anonymous(root, ImageConfig::default())
         }
         Format::Squash => {
@@ -678,6 +683,31 @@ fn write_path(
     Ok(())
 }
 
+/// Whether the existing directory `dir` may be replaced by an output: it is empty, or it
+/// looks like an image (has `bin`, `dev` and `usr` directories, Charliecloud's test).
+fn replaceable_dir(dir: &Path) -> bool {
+    let empty = fs::read_dir(dir)
+        .map(|mut r| r.next().is_none())
+        .unwrap_or(false);
+    empty || ["bin", "dev", "usr"].iter().all(|d| dir.join(d).is_dir())
+}
+
+/// Leave out what a tarball holds under `/dev` (keeping the directory), as Charliecloud's
+/// ch-convert does (its issue #157): `docker export` and hand-made tarballs carry device
+/// nodes and stray files there, and ch-run mounts the host's `/dev` over it anyway.
+fn empty_dev(root: &mut Dir) {
+    let names: Vec<Vec<u8>> = match root.get(b"dev") {
+        Some(crate::store::model::Node::Dir(d)) => d.children.keys().cloned().collect(),
+        _ => return,
+    };
+    for n in names {
+        let mut p = b"dev/".to_vec();
+        p.extend_from_slice(&n);
+        crate::verbose!("leaving out /{}", String::from_utf8_lossy(&p));
+        let _ = root.remove(&p);
+    }
+}
+
 /// Add to the directory image at `dir` the mount points ch-run needs where nothing is at
 /// that path (not following symlinks), as Charliecloud's `dir_fixup`: the directories of
 /// [`export::MOUNT_DIRS`] (`/mnt/0`-`/mnt/9` for `-b SRC:/mnt/N`, `/dev`, `/proc`, ...,
@@ -833,8 +863,16 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
     }
 
     let out = PathBuf::from(&req.output);
-    if fs::symlink_metadata(&out).is_ok() && !req.force {
-        return Err(ConvertError::Exists(out));
+    if let Ok(md) = fs::symlink_metadata(&out) {
+        // As Charliecloud's ch-convert (and `ch-image pull REF DIR`): a directory is
+        // replaced only if it is empty or looks like an image, even with --force, so that
+        // a mistyped output never deletes a directory of other files.
+        if md.is_dir() && !replaceable_dir(&out) {
+            return Err(ConvertError::NotAnImage(out));
+        }
+        if !req.force {
+            return Err(ConvertError::Exists(out));
+        }
     }
     remove_stale_staging(&out);
     let tmp = staging(&out);

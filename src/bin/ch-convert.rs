@@ -41,7 +41,8 @@ MOUNT POINTS:
   are added to squash and dir output (as Charliecloud's ch-convert does for directories,
   so that `ch-run -b SRC:/mnt/0 DIR` works): empty directories (mode 0755) /bin /dev /etc
   /mnt /mnt/0-9 /proc /sys /tmp /usr and empty files (mode 0644) /etc/hosts
-  /etc/resolv.conf. Existing entries, symlinks included, are left alone."
+  /etc/resolv.conf. Existing entries, symlinks included, are left alone. What a tarball
+  input holds under /dev is left out (ch-run mounts the host's /dev there)."
 )]
 pub(crate) struct Cli {
     /// Input format (ch-image, dir, tar, squash, oci, docker, podman); inferred if absent
@@ -50,7 +51,8 @@ pub(crate) struct Cli {
     /// Output format (ch-image, dir, tar, squash, oci, docker, podman); inferred if absent
     #[arg(short = 'o', long = "out-fmt", value_name = "FMT")]
     out_fmt: Option<String>,
-    /// Replace an existing output
+    /// Replace an existing output (a directory only if it is empty or looks like an
+    /// image: has bin, dev and usr)
     #[arg(short = 'f', long)]
     force: bool,
     /// Refuse to replace an existing output (the default; accepted for compatibility)

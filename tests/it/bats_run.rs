@@ -365,3 +365,67 @@ fn squash_mount_point_and_magic_errors_use_charliecloud_words() {
     );
     assert!(err.contains("unknown image type: "), "{err}");
 }
+
+/// ch-convert.bats "ch-convert: errors" (Charliecloud's upstream file): an existing output
+/// directory that is not an image is never replaced, even with --force (it used to be
+/// deleted with --force: `ch-convert -f IMG ~/` would remove a home directory).
+#[test]
+fn convert_never_replaces_a_directory_that_is_not_an_image() {
+    let s = Scratch::new("bats-convert-notimage");
+    let tarball = s.join("bb.tar");
+    sh(&format!(
+        "cd '{}' && tar -cf '{}' .",
+        busybox_rootfs().display(),
+        tarball.display()
+    ));
+    let dir = s.join("mine");
+    sh(&format!(
+        "mkdir '{0}' && echo keep > '{0}/notes'",
+        dir.display()
+    ));
+    for force in [false, true] {
+        let mut c = tool("ch-convert");
+        c.env("CH_IMAGE_STORAGE", s.storage());
+        if force {
+            c.arg("--force");
+        }
+        let (code, err) = fails(c.arg(&tarball).arg(&dir));
+        assert_eq!(code, 1);
+        assert!(
+            err.contains(&format!(
+                "exists but does not appear to be an image: {}",
+                dir.display()
+            )),
+            "force {force}: {err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("notes")).expect("notes kept"),
+            "keep\n"
+        );
+    }
+}
+
+/// ch-convert.bats "ch-convert: pathological tarballs" (Charliecloud's issue #157): what a
+/// tarball holds under /dev is left out of the image; /mnt/dev is not /dev.
+#[test]
+fn convert_from_a_tarball_leaves_out_what_is_under_dev() {
+    let s = Scratch::new("bats-convert-dev");
+    let tarball = s.join("img.tar.gz");
+    sh(&format!(
+        "cd '{d}' && cp -a '{bb}' img && touch img/dev/deleteme && mkdir -p img/mnt/dev \
+         && touch img/mnt/dev/dontdeleteme && tar -czf '{t}' img",
+        d = s.path.display(),
+        bb = busybox_rootfs().display(),
+        t = tarball.display()
+    ));
+    let out = s.join("out");
+    ok(tool("ch-convert")
+        .env("CH_IMAGE_STORAGE", s.storage())
+        .arg(&tarball)
+        .arg(&out));
+    let dev: Vec<_> = std::fs::read_dir(out.join("dev"))
+        .expect("dev kept")
+        .collect();
+    assert!(dev.is_empty(), "{dev:?}");
+    assert!(out.join("mnt/dev/dontdeleteme").exists());
+}

@@ -144,10 +144,12 @@ fn existing_output_is_refused_unless_forced() {
     let want = as_image(tree::of_dir(&src));
     ok(chc(&st).arg(&src).arg("img"));
 
+    // An existing directory that looks like an image (bin, dev, usr), as Charliecloud's
+    // ch-convert requires before it replaces one.
     let out = s.join("out");
     let t = s.join("out.tar");
     sh(&format!(
-        "mkdir {0} && echo keep > {0}/mine && echo keep > {1}",
+        "mkdir -p {0}/bin {0}/dev {0}/usr && echo keep > {0}/mine && echo keep > {1}",
         out.display(),
         t.display()
     ));
