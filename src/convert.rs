@@ -153,6 +153,9 @@ pub struct Request {
     pub out_fmt: Option<String>,
     /// Replace an existing output.
     pub force: bool,
+    /// `--no-clobber` (refusing is the default): an existing output is refused in
+    /// Charliecloud's words ("not deleting per --no-clobber").
+    pub no_clobber: bool,
     /// `--compression ALG[:LEVEL]` (squash output only).
     pub compression: Option<String>,
     /// Print what would be done, do nothing.
@@ -187,6 +190,10 @@ pub enum ConvertError {
     Exists(PathBuf),
     #[error("exists but does not appear to be an image: {}", .0.display())]
     NotAnImage(PathBuf),
+    #[error("exists in ch-image storage, not deleting per --no-clobber: {0}")]
+    NoClobberInStorage(String),
+    #[error("exists, not deleting per --no-clobber: {}", .0.display())]
+    NoClobber(PathBuf),
     #[error("image name must not start with '-' (it would be an option of {tool}): {name}")]
     DashName { tool: &'static str, name: String },
     #[error("can't run {tool}")]
@@ -843,7 +850,11 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
     if fout == Format::ChImage {
         let name = Reference::parse(&req.output)?.with_default_tag();
         if store.image(&name)?.is_some() && !req.force {
-            return Err(ConvertError::ExistsInStorage(name.to_string()));
+            return Err(if req.no_clobber {
+                ConvertError::NoClobberInStorage(req.output.clone())
+            } else {
+                ConvertError::ExistsInStorage(name.to_string())
+            });
         }
         let lock = store.lock()?;
         let scratch = store.scratch_path("convert");
@@ -871,7 +882,11 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
             return Err(ConvertError::NotAnImage(out));
         }
         if !req.force {
-            return Err(ConvertError::Exists(out));
+            return Err(if req.no_clobber {
+                ConvertError::NoClobber(out)
+            } else {
+                ConvertError::Exists(out)
+            });
         }
     }
     remove_stale_staging(&out);

@@ -55,7 +55,7 @@ pub(crate) struct Cli {
     /// image: has bin, dev and usr)
     #[arg(short = 'f', long)]
     force: bool,
-    /// Refuse to replace an existing output (the default; accepted for compatibility)
+    /// Refuse to replace an existing output (the default), in Charliecloud's words
     #[arg(long)]
     no_clobber: bool,
     /// SquashFS compression: zstd (default, level 3), gzip, xz or lz4, optionally with a
@@ -114,6 +114,7 @@ fn main() -> ExitCode {
         in_fmt: cli.in_fmt,
         out_fmt: cli.out_fmt,
         force: cli.force,
+        no_clobber: cli.no_clobber,
         compression: cli.compression,
         dry_run: cli.dry_run,
     };

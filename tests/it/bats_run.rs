@@ -429,3 +429,38 @@ fn convert_from_a_tarball_leaves_out_what_is_under_dev() {
     assert!(dev.is_empty(), "{dev:?}");
     assert!(out.join("mnt/dev/dontdeleteme").exists());
 }
+
+/// ch-convert.bats "ch-convert: --no-clobber" (Charliecloud's upstream file): with
+/// `--no-clobber` an existing output is refused in Charliecloud's words.
+#[test]
+fn convert_no_clobber_refuses_in_charliecloud_words() {
+    let s = Scratch::new("bats-convert-noclobber");
+    let st = s.storage();
+    let out = s.join("out.tar.gz");
+    sh(&format!("touch '{}'", out.display()));
+    let chc = || {
+        let mut c = tool("ch-convert");
+        c.env("CH_IMAGE_STORAGE", &st);
+        c
+    };
+    ok(chc().arg(busybox_rootfs()).arg("tmpimg"));
+    let (code, err) = fails(
+        chc()
+            .arg("--no-clobber")
+            .arg(busybox_rootfs())
+            .arg("tmpimg"),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("error: exists in ch-image storage, not deleting per --no-clobber: tmpimg"),
+        "{err}"
+    );
+    let (_, err) = fails(chc().args(["--no-clobber", "tmpimg"]).arg(&out));
+    assert!(
+        err.contains(&format!(
+            "error: exists, not deleting per --no-clobber: {}",
+            out.display()
+        )),
+        "{err}"
+    );
+}
