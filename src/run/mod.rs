@@ -518,6 +518,7 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
     let mut joined = false;
     match &spec.join {
         Some(Join::Pid(pid)) => {
+            crate::verbose!("joining namespaces of pid {pid}");
             join::join_pid(*pid)?;
             joined = true;
         }

@@ -264,7 +264,8 @@ fn join_tag_from_an_empty_slurm_step_id_is_refused() {
 
 /// ch-run_join.bats "ch-run --join-pid: with prior --join": the peer that loses says
 /// "joining namespaces of pid WINNER", the PID the winner logged, which a later
-/// `--join-pid` takes (Grove's namespace holder is named on a line of its own).
+/// `--join-pid` takes and names the same way (Grove's namespace holder is named on a line
+/// of its own).
 #[test]
 fn join_loser_names_the_winner_pid() {
     let s = Scratch::new("bats-join-pid");
@@ -275,7 +276,7 @@ fn join_loser_names_the_winner_pid() {
         .args(["-v", "--join-ct=2"])
         .arg(format!("--join-tag={tag}"))
         .arg(busybox_rootfs())
-        .args(["--", "sleep", "3"])
+        .args(["--", "sleep", "5"])
         .stderr(std::fs::File::create(&log1).expect("create log"));
     let mut child = winner.spawn().expect("spawn winner");
     crate::common::wait_for("the winner to initialize", 20, || {
@@ -298,8 +299,21 @@ fn join_loser_names_the_winner_pid() {
             .arg(busybox_rootfs())
             .args(["--", "true"]),
     );
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    // A later --join-pid of the winner says the same.
+    let third = crate::common::output(
+        ch_run_unlaunched()
+            .args(["-v", &format!("--join-pid={pid}")])
+            .arg(busybox_rootfs())
+            .args(["--", "true"]),
+    );
+    let third_err = String::from_utf8_lossy(&third.stderr);
     let _ = child.wait();
+    assert!(third.status.success(), "{third_err}");
+    assert!(
+        third_err.contains(&format!("joining namespaces of pid {pid} (")),
+        "{third_err}"
+    );
     assert!(out.status.success(), "{err}");
     assert!(err.contains("join: I lost"), "{err}");
     assert!(
