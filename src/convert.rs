@@ -153,6 +153,9 @@ pub struct Request {
     pub out_fmt: Option<String>,
     /// Replace an existing output.
     pub force: bool,
+    /// `--no-clobber` (refusing is the default): an existing output is refused in
+    /// Charliecloud's words ("not deleting per --no-clobber").
+    pub no_clobber: bool,
     /// `--compression ALG[:LEVEL]` (squash output only).
     pub compression: Option<String>,
     /// Print what would be done, do nothing.
@@ -185,6 +188,12 @@ pub enum ConvertError {
     ExistsInStorage(String),
     #[error("exists, not replacing (use --force): {}", .0.display())]
     Exists(PathBuf),
+    #[error("exists but does not appear to be an image: {}", .0.display())]
+    NotAnImage(PathBuf),
+    #[error("exists in ch-image storage, not deleting per --no-clobber: {0}")]
+    NoClobberInStorage(String),
+    #[error("exists, not deleting per --no-clobber: {}", .0.display())]
+    NoClobber(PathBuf),
     #[error("image name must not start with '-' (it would be an option of {tool}): {name}")]
     DashName { tool: &'static str, name: String },
     #[error("can't run {tool}")]
@@ -447,10 +456,13 @@ fn read_input(
             }
         }
         Format::Dir | Format::Tar => {
-            let (root, w) = import::import_path(ts, path, xattrs)
+            let (mut root, w) = import::import_path(ts, path, xattrs)
                 .map_err(ConvertError::from)
                 .map_err(ConvertError::read(input))?;
             warn_all(w);
+            if fin == Format::Tar {
+                empty_dev(&mut root);
+            }
             anonymous(root, ImageConfig::default())
         }
         Format::Squash => {
@@ -593,7 +605,8 @@ fn write_path(
     let root = &img.root;
     match fout {
         Format::Dir => {
-            checkout::materialize(store.thread_safe(), root, tmp, checkout::Policy::Exact)?
+            checkout::materialize(store.thread_safe(), root, tmp, checkout::Policy::Exact)?;
+            add_mount_points(tmp)?;
         }
         Format::Tar => {
             let f = fs::File::create(tmp).at("create", tmp)?;
@@ -677,6 +690,89 @@ fn write_path(
     Ok(())
 }
 
+/// Whether the existing directory `dir` may be replaced by an output: it is empty, or it
+/// looks like an image (has `bin`, `dev` and `usr` directories, Charliecloud's test).
+fn replaceable_dir(dir: &Path) -> bool {
+    let empty = fs::read_dir(dir)
+        .map(|mut r| r.next().is_none())
+        .unwrap_or(false);
+    empty || ["bin", "dev", "usr"].iter().all(|d| dir.join(d).is_dir())
+}
+
+/// Leave out what a tarball holds under `/dev` (keeping the directory), as Charliecloud's
+/// ch-convert does (its issue #157): `docker export` and hand-made tarballs carry device
+/// nodes and stray files there, and ch-run mounts the host's `/dev` over it anyway.
+fn empty_dev(root: &mut Dir) {
+    let names: Vec<Vec<u8>> = match root.get(b"dev") {
+        Some(crate::store::model::Node::Dir(d)) => d.children.keys().cloned().collect(),
+        _ => return,
+    };
+    for n in names {
+        let mut p = b"dev/".to_vec();
+        p.extend_from_slice(&n);
+        crate::verbose!("leaving out /{}", String::from_utf8_lossy(&p));
+        let _ = root.remove(&p);
+    }
+}
+
+/// Add to the directory image at `dir` the mount points ch-run needs where nothing is at
+/// that path (not following symlinks), as Charliecloud's `dir_fixup`: the directories of
+/// [`export::MOUNT_DIRS`] (`/mnt/0`-`/mnt/9` for `-b SRC:/mnt/N`, `/dev`, `/proc`, ...,
+/// mode 0755) and the empty files of [`export::MOUNT_FILES`] (`/etc/hosts`,
+/// `/etc/resolv.conf`, mode 0644). A path whose parent is not a real directory (a symlink,
+/// a file) is left alone. The parents keep their times.
+fn add_mount_points(dir: &Path) -> Result<(), ConvertError> {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+    let entries = export::MOUNT_DIRS
+        .iter()
+        .map(|p| (p, true))
+        .chain(export::MOUNT_FILES.iter().map(|p| (p, false)));
+    for (rel, is_dir) in entries {
+        let path = dir.join(rel);
+        if fs::symlink_metadata(&path).is_ok() {
+            continue;
+        }
+        let parent = path.parent().expect("a mount point has a parent");
+        let Ok(pmd) = fs::symlink_metadata(parent) else {
+            continue;
+        };
+        if !pmd.is_dir() {
+            continue;
+        }
+        if is_dir {
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&path)
+                .at("create mount point", &path)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).at("chmod", &path)?;
+        } else {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&path)
+                .at("create mount point", &path)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).at("chmod", &path)?;
+        }
+        let (atime, mtime) = (
+            TimeSpec::new(pmd.atime(), pmd.atime_nsec()),
+            TimeSpec::new(pmd.mtime(), pmd.mtime_nsec()),
+        );
+        utimensat(
+            None,
+            parent,
+            &atime,
+            &mtime,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(std::io::Error::from)
+        .at("set times of", parent)?;
+    }
+    Ok(())
+}
+
 /// Read the input as the phase `convert: read` ([`crate::progress`]); an image in
 /// storage is only looked up, with no phase.
 fn read_phase(
@@ -754,7 +850,11 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
     if fout == Format::ChImage {
         let name = Reference::parse(&req.output)?.with_default_tag();
         if store.image(&name)?.is_some() && !req.force {
-            return Err(ConvertError::ExistsInStorage(name.to_string()));
+            return Err(if req.no_clobber {
+                ConvertError::NoClobberInStorage(req.output.clone())
+            } else {
+                ConvertError::ExistsInStorage(name.to_string())
+            });
         }
         let lock = store.lock()?;
         let scratch = store.scratch_path("convert");
@@ -774,8 +874,20 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
     }
 
     let out = PathBuf::from(&req.output);
-    if fs::symlink_metadata(&out).is_ok() && !req.force {
-        return Err(ConvertError::Exists(out));
+    if let Ok(md) = fs::symlink_metadata(&out) {
+        // As Charliecloud's ch-convert (and `ch-image pull REF DIR`): a directory is
+        // replaced only if it is empty or looks like an image, even with --force, so that
+        // a mistyped output never deletes a directory of other files.
+        if md.is_dir() && !replaceable_dir(&out) {
+            return Err(ConvertError::NotAnImage(out));
+        }
+        if !req.force {
+            return Err(if req.no_clobber {
+                ConvertError::NoClobber(out)
+            } else {
+                ConvertError::Exists(out)
+            });
+        }
     }
     remove_stale_staging(&out);
     let tmp = staging(&out);

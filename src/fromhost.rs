@@ -30,7 +30,7 @@ pub enum FromhostError {
     Newline(PathBuf),
     #[error("empty file list")]
     NothingToInject,
-    #[error("can't read file list {path}")]
+    #[error("cannot read file: {path}")]
     ReadList {
         path: PathBuf,
         #[source]
@@ -38,12 +38,20 @@ pub enum FromhostError {
     },
     #[error("command failed: {cmd}: {detail}")]
     Command { cmd: String, detail: String },
-    #[error("nvidia-container-cli failed; does this host have NVIDIA GPUs? {detail}")]
+    #[error("nvidia-container-cli failed; does this host have GPUs? {detail}")]
     Nvidia { detail: String },
     #[error("can't infer shared library destination: {0}")]
     Ldconfig(String),
     #[error("not a directory: {0}")]
     NotDir(PathBuf),
+    #[error("image not a directory: {0}")]
+    ImageNotDir(PathBuf),
+    #[error("cannot inject: {path}")]
+    Inject {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("can't {action} {path}")]
     Io {
         action: &'static str,
@@ -196,13 +204,38 @@ pub fn run_list_command(cmd: &str) -> Result<Vec<PathBuf>, FromhostError> {
     Ok(parse_list(&String::from_utf8_lossy(&out.stdout)))
 }
 
+/// The file whose presence tells Charliecloud's `--cray-mpi` it runs on a Cray.
+pub const CRAY_SENTINEL: &str = "/etc/opt/cray/release/cle-release";
+
+/// Why `--cray-mpi` can't be done here: Charliecloud's "are you on a Cray?" when
+/// [`CRAY_SENTINEL`] is missing, else that Grove does not inject Cray MPI.
+pub fn cray_mpi_refusal() -> String {
+    if Path::new(CRAY_SENTINEL).exists() {
+        "--cray-mpi: Cray MPI injection is not supported by grove".to_string()
+    } else {
+        format!("not found: {CRAY_SENTINEL}: are you on a Cray?")
+    }
+}
+
 /// The files `nvidia-container-cli list --binaries --libraries` names (`--nvidia`).
 pub fn nvidia_files() -> Result<Vec<PathBuf>, FromhostError> {
-    let out = Command::new("nvidia-container-cli")
+    // Looked up as a shell does (directories we can't search are passed over), so that
+    // a missing program gets the shell's words, as in Charliecloud.
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("nvidia-container-cli"))
+            .find(|p| p.is_file())
+    });
+    let Some(cli) = found else {
+        return Err(FromhostError::Nvidia {
+            detail: "nvidia-container-cli: command not found".to_string(),
+        });
+    };
+    let out = Command::new(&cli)
         .args(["list", "--binaries", "--libraries"])
         .output()
         .map_err(|e| FromhostError::Nvidia {
-            detail: format!("can't execute nvidia-container-cli: {e}"),
+            detail: format!("can't execute {}: {e}", cli.display()),
         })?;
     if !out.status.success() {
         return Err(FromhostError::Nvidia {
@@ -290,7 +323,10 @@ fn copy_into(src: &Path, dir: &Path) -> Result<PathBuf, FromhostError> {
         .file_name()
         .ok_or_else(|| FromhostError::NoDestination(src.to_path_buf()))?;
     let dst = dir.join(name);
-    let md = std::fs::metadata(src).at("stat", src)?;
+    let md = std::fs::metadata(src).map_err(|source| FromhostError::Inject {
+        path: src.to_path_buf(),
+        source,
+    })?;
     if !md.is_file() {
         return Err(FromhostError::Io {
             action: "inject (not a regular file)",
@@ -322,8 +358,15 @@ fn inject_dir(
     use std::os::unix::fs::PermissionsExt;
     for inj in plan {
         let rel = inj.dest_dir.strip_prefix("/").unwrap_or(&inj.dest_dir);
-        let dir = image.join(rel);
-        let md = std::fs::symlink_metadata(&dir).map_err(|_| FromhostError::NotDir(dir.clone()))?;
+        // Symlinks in the image are followed as the container sees them (`/lib ->
+        // usr/lib` in merged-/usr images; an absolute link restarts at the image, `..`
+        // stops there), never out to the host's files.
+        let dir = match crate::run::resolve::resolve(image, &inj.dest_dir) {
+            Ok(crate::run::resolve::Resolved::Exists(p)) => p,
+            _ => image.join(rel),
+        };
+        let md =
+            std::fs::symlink_metadata(&dir).map_err(|_| FromhostError::NotDir(image.join(rel)))?;
         if !md.is_dir() {
             return Err(FromhostError::NotDir(dir));
         }
@@ -468,7 +511,7 @@ pub fn fromhost(
 ) -> Result<Option<PathBuf>, FromhostError> {
     if let Target::Dir(d) = target {
         if !d.is_dir() {
-            return Err(FromhostError::NotDir(d.clone()));
+            return Err(FromhostError::ImageNotDir(d.clone()));
         }
     }
     let lib_dest = if req.print_lib || needs_lib_dest(&req.wanted) {
@@ -518,6 +561,8 @@ pub struct Args {
     pub quiet: u8,
     pub help: bool,
     pub version: bool,
+    /// `--cray-mpi` (Charliecloud 0.31): refused, naming why (see [`CRAY_SENTINEL`]).
+    pub cray_mpi: bool,
 }
 
 /// Parse `ch-fromhost`'s arguments, keeping the order of file options (clap would lose it
@@ -550,7 +595,9 @@ pub fn parse_args(argv: &[String]) -> Result<Args, String> {
             "-d" | "--dest" => a.files.push(FileArg::Dest(value("--dest")?.into())),
             "-s" | "--storage" => a.storage = Some(value("--storage")?.into()),
             "--nvidia" => a.files.push(FileArg::Nvidia),
-            "--print-lib" => a.print_lib = true,
+            "--cray-mpi" => a.cray_mpi = true,
+            // --lib-path: Charliecloud 0.31's name.
+            "--print-lib" | "--lib-path" => a.print_lib = true,
             "--no-ldconfig" => a.no_ldconfig = true,
             "-v" | "--verbose" => a.verbose += 1,
             "-q" | "--quiet" => a.quiet += 1,

@@ -38,9 +38,11 @@ REPRODUCIBILITY:
 
 MOUNT POINTS:
   SquashFS images are read-only, so ch-run cannot create the paths it binds. Missing ones
-  are added to squash output: empty directories (mode 0755) /bin /dev /etc /mnt /mnt/0-9
-  /proc /sys /tmp /usr and empty files (mode 0644) /etc/hosts /etc/resolv.conf. Existing
-  entries, symlinks included, are left alone."
+  are added to squash and dir output (as Charliecloud's ch-convert does for directories,
+  so that `ch-run -b SRC:/mnt/0 DIR` works): empty directories (mode 0755) /bin /dev /etc
+  /mnt /mnt/0-9 /proc /sys /tmp /usr and empty files (mode 0644) /etc/hosts
+  /etc/resolv.conf. Existing entries, symlinks included, are left alone. What a tarball
+  input holds under /dev is left out (ch-run mounts the host's /dev there)."
 )]
 pub(crate) struct Cli {
     /// Input format (ch-image, dir, tar, squash, oci, docker, podman); inferred if absent
@@ -49,10 +51,11 @@ pub(crate) struct Cli {
     /// Output format (ch-image, dir, tar, squash, oci, docker, podman); inferred if absent
     #[arg(short = 'o', long = "out-fmt", value_name = "FMT")]
     out_fmt: Option<String>,
-    /// Replace an existing output
+    /// Replace an existing output (a directory only if it is empty or looks like an
+    /// image: has bin, dev and usr)
     #[arg(short = 'f', long)]
     force: bool,
-    /// Refuse to replace an existing output (the default; accepted for compatibility)
+    /// Refuse to replace an existing output (the default), in Charliecloud's words
     #[arg(long)]
     no_clobber: bool,
     /// SquashFS compression: zstd (default, level 3), gzip, xz or lz4, optionally with a
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
         in_fmt: cli.in_fmt,
         out_fmt: cli.out_fmt,
         force: cli.force,
+        no_clobber: cli.no_clobber,
         compression: cli.compression,
         dry_run: cli.dry_run,
     };

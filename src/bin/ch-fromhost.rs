@@ -32,7 +32,8 @@ Destination within image:
 
 Options:
 
-  --print-lib         print inferred destination for shared libraries
+  --print-lib, --lib-path
+                      print inferred destination for shared libraries
   --no-ldconfig       don't run ldconfig even if we injected shared libraries
   -s, --storage DIR   storage directory for IMAGE names (default: as ch-image)
   -h, --help          print this help and exit
@@ -76,6 +77,9 @@ fn run(args: fromhost::Args) -> anyhow::Result<()> {
     let image = args
         .image
         .ok_or_else(|| anyhow::anyhow!("no image specified"))?;
+    if args.cray_mpi {
+        anyhow::bail!("{}", fromhost::cray_mpi_refusal());
+    }
     let as_dir = PathBuf::from(&image);
     let target = if grove::cli::is_image_dir_argument(&image) || as_dir.is_dir() {
         Target::Dir(as_dir)

@@ -261,7 +261,7 @@ pub fn join_pid(pid: i32) -> Result<(), RunError> {
             if e.kind() == std::io::ErrorKind::NotFound {
                 RunError::msg(format!("join: no PID {pid}: {p} not found"))
             } else {
-                RunError::io(format!("can't open join namespace: {p}"), &e)
+                RunError::io(format!("join: can't open {p}"), &e)
             }
         })
     };
@@ -414,7 +414,14 @@ pub fn peers(uid: u32, tag: &str, count: u32, id: &Identity) -> Result<Role, Run
             if joined < count {
                 write_state(&mut lock, &State { joined, ..st })?;
             }
-            crate::verbose!("joining namespaces of pid {pid}");
+            // Charliecloud's line names the winner (scripts take its PID for a later
+            // --join-pid); the holder, when the namespaces come from it, is said after.
+            if pid != st.pid && in_a_container(st.pid) {
+                crate::verbose!("joining namespaces of pid {}", st.pid);
+                crate::verbose!("join: namespaces held by PID {pid}");
+            } else {
+                crate::verbose!("joining namespaces of pid {pid}");
+            }
             join_pid(pid)?;
             // The last peer frees the tag.
             end(count - joined, &path);
@@ -445,10 +452,9 @@ fn count_from(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<(&'static str, u32)>, String> {
     let number = |var: &'static str, s: &str| {
-        s.trim()
-            .parse::<u32>()
+        env_count(s)
             .map(|n| Some((var, n)))
-            .map_err(|_| format!("join: ${var} not a number: {s:?}"))
+            .map_err(|why| format!("{var}: {why}"))
     };
     if let Some(s) = lookup("OMPI_COMM_WORLD_LOCAL_SIZE") {
         return number("OMPI_COMM_WORLD_LOCAL_SIZE", &s);
@@ -469,6 +475,29 @@ fn count_from(
         return number("SLURM_CPUS_ON_NODE", &s);
     }
     Ok(None)
+}
+
+/// A peer count from a launcher variable as Charliecloud reads it (`strtol`, extra
+/// characters after the digits allowed: `1foo` is 1): leading blanks and a sign, then
+/// digits; "no digits found" or "out of range" (beyond a C `int`) otherwise. Zero and
+/// negative counts are 0, which the caller refuses as "no valid peer group size found".
+fn env_count(s: &str) -> Result<u32, &'static str> {
+    let t = s.trim_start();
+    let (neg, t) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let digits = &t[..t.bytes().take_while(u8::is_ascii_digit).count()];
+    if digits.is_empty() {
+        return Err("no digits found");
+    }
+    let n = digits.parse::<u64>().map_err(|_| "out of range")?;
+    match (neg, n) {
+        (false, n) if n <= i32::MAX as u64 => Ok(n as u32),
+        (true, n) if n <= 1 << 31 => Ok(0),
+        _ => Err("out of range"),
+    }
 }
 
 /// The number of tasks on node `node` (0-based, `SLURM_NODEID`) from Slurm's compressed
@@ -506,8 +535,17 @@ pub fn tasks_on_node(list: &str, node: u32) -> Result<u32, String> {
 /// Default tag, job-scoped, with where it came from (for `-v`): Slurm's job and step ids
 /// (`SLURM_JOB_ID.SLURM_STEP_ID`), else the PMIx namespace of the job (Open MPI 4 and other
 /// PMIx launchers), else Open MPI's job id, else the parent's PID.
+///
+/// A `SLURM_STEP_ID` that is set but empty, with nothing else to go by, gives an empty tag
+/// (refused by the caller, "peer group tag cannot be empty string"), as in Charliecloud,
+/// which takes the tag from that variable whenever it is set.
 pub fn default_tag() -> (&'static str, String) {
     tag_from(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .or_else(|| {
+            std::env::var_os("SLURM_STEP_ID")
+                .filter(|s| s.is_empty())
+                .map(|_| ("SLURM_STEP_ID", String::new()))
+        })
         .unwrap_or_else(|| ("getppid(2)", nix::unistd::getppid().to_string()))
 }
 
@@ -672,7 +710,30 @@ mod tests {
             count_from(env(&[("SLURM_CPUS_ON_NODE", "16")])),
             Ok(Some(("SLURM_CPUS_ON_NODE", 16)))
         );
-        assert!(count_from(env(&[("SLURM_CPUS_ON_NODE", "x3")])).is_err());
+        assert_eq!(
+            count_from(env(&[("SLURM_CPUS_ON_NODE", "x3")])),
+            Err("SLURM_CPUS_ON_NODE: no digits found".into())
+        );
+        // As Charliecloud's strtol: goop after the digits is fine, a sign is read.
+        assert_eq!(
+            count_from(env(&[("SLURM_CPUS_ON_NODE", "1foo")])),
+            Ok(Some(("SLURM_CPUS_ON_NODE", 1)))
+        );
+        assert_eq!(
+            count_from(env(&[("SLURM_CPUS_ON_NODE", "-1")])),
+            Ok(Some(("SLURM_CPUS_ON_NODE", 0)))
+        );
+        for big in [
+            &[("OMPI_COMM_WORLD_LOCAL_SIZE", "2147483648")][..],
+            &[("OMPI_COMM_WORLD_LOCAL_SIZE", "-2147483649")][..],
+            &[("OMPI_COMM_WORLD_LOCAL_SIZE", "9223372036854775808")][..],
+        ] {
+            assert_eq!(
+                count_from(env(big)),
+                Err("OMPI_COMM_WORLD_LOCAL_SIZE: out of range".into()),
+                "{big:?}"
+            );
+        }
         assert_eq!(count_from(env(&[])), Ok(None));
     }
 

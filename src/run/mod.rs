@@ -109,7 +109,11 @@ pub fn parse_id(v: &str) -> Result<u32, IdError> {
     let digits = v.strip_prefix('+').unwrap_or(v);
     if let Some(neg) = v.strip_prefix('-') {
         if !neg.is_empty() && neg.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(IdError::Negative);
+            // Charliecloud's C int: below INT_MIN is out of range before it is negative.
+            return Err(match neg.parse::<u64>() {
+                Ok(n) if n <= 1 << 31 => IdError::Negative,
+                _ => IdError::OutOfRange,
+            });
         }
     }
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -194,10 +198,20 @@ pub fn locate_image(
         });
     }
     let mut magic = [0u8; 4];
-    let is_squash = std::fs::File::open(&path)
+    let read = std::fs::File::open(&path)
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-        .is_ok()
-        && &magic == b"hsqs";
+        .is_ok();
+    if read {
+        // Charliecloud's -v line, with the bytes as it prints them (two 16-bit words).
+        crate::verbose!(
+            "image file magic expected: 6873 7173; actual: {:02x}{:02x} {:02x}{:02x}",
+            magic[0],
+            magic[1],
+            magic[2],
+            magic[3]
+        );
+    }
+    let is_squash = read && &magic == b"hsqs";
     if is_squash {
         Ok(Image {
             path,
@@ -504,6 +518,7 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
     let mut joined = false;
     match &spec.join {
         Some(Join::Pid(pid)) => {
+            crate::verbose!("joining namespaces of pid {pid}");
             join::join_pid(*pid)?;
             joined = true;
         }
@@ -540,11 +555,20 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
                     std::fs::create_dir_all(&mnt)
                         .map_err(|e| RunError::io(format!("can't mkdir: {}", mnt.display()), &e))?;
                 }
-                if !mnt.is_dir() {
-                    return Err(RunError::msg(format!(
-                        "mount point not a directory: {}",
-                        mnt.display()
-                    )));
+                match std::fs::metadata(&mnt) {
+                    Err(e) => {
+                        return Err(RunError::io(
+                            format!("can't stat mount point: {}", mnt.display()),
+                            &e,
+                        ))
+                    }
+                    Ok(md) if !md.is_dir() => {
+                        return Err(RunError::msg(format!(
+                            "mount point not a directory: {}",
+                            mnt.display()
+                        )))
+                    }
+                    Ok(_) => {}
                 }
                 let real = mnt.canonicalize().unwrap_or_else(|_| mnt.clone());
                 let tmp_real = host_tmp.canonicalize().ok().filter(|_| temp.is_some());
@@ -1104,6 +1128,9 @@ mod tests {
         assert_eq!(parse_id("abc"), Err(IdError::NoDigits));
         assert_eq!(parse_id(""), Err(IdError::NoDigits));
         assert_eq!(parse_id("-5"), Err(IdError::Negative));
+        assert_eq!(parse_id("-2147483648"), Err(IdError::Negative));
+        assert_eq!(parse_id("-2147483649"), Err(IdError::OutOfRange));
+        assert_eq!(parse_id("-9223372036854775809"), Err(IdError::OutOfRange));
         assert_eq!(parse_id("5x"), Err(IdError::TrailingCharacters));
         assert_eq!(parse_id("4294967295"), Err(IdError::OutOfRange));
         assert_eq!(parse_id("99999999999"), Err(IdError::OutOfRange));

@@ -368,7 +368,21 @@ fn destination(
     mk: &mut Maker,
 ) -> Result<Option<PathBuf>, RunError> {
     let shown = || root.join(dst.strip_prefix("/").unwrap_or(dst));
+    // A destination whose `..` climbs above the image, or that resolves to the image root
+    // itself (`/..`, a symlink `../..`), is refused in Charliecloud's words; a bind there
+    // would replace the whole image.
+    if let Some(outside) = climbs_out(root, dst) {
+        return Err(RunError::msg(outside_message(sys, root, &outside)));
+    }
     match sys.resolve(root, dst) {
+        Ok(Resolved::Exists(p)) if p == root => {
+            let host = std::fs::canonicalize(shown()).unwrap_or_else(|_| shown());
+            Err(RunError::msg(format!(
+                "can't bind: {} not subdirectory of {}",
+                host.display(),
+                root.display()
+            )))
+        }
         Ok(Resolved::Exists(p)) => Ok(Some(p)),
         Ok(Resolved::Missing { existing, rest }) => match if_missing {
             IfMissing::Skip => Ok(None),
@@ -393,6 +407,60 @@ fn destination(
             Errno::from_raw(e),
         )),
     }
+}
+
+/// The host path `dst` names, taken lexically from `root`, if one of its `..` components
+/// climbs above `root`. Pure.
+fn climbs_out(root: &Path, dst: &Path) -> Option<PathBuf> {
+    let mut depth = 0usize;
+    let mut out = false;
+    for c in dst.components() {
+        match c {
+            std::path::Component::Normal(_) => depth += 1,
+            std::path::Component::ParentDir if depth == 0 => out = true,
+            std::path::Component::ParentDir => depth -= 1,
+            _ => {}
+        }
+    }
+    if !out {
+        return None;
+    }
+    let mut p = root.to_path_buf();
+    for c in dst.components() {
+        match c {
+            std::path::Component::Normal(n) => p.push(n),
+            std::path::Component::ParentDir => {
+                p.pop();
+            }
+            _ => {}
+        }
+    }
+    Some(p)
+}
+
+/// Charliecloud's message for a destination outside the image: "can't bind: PATH not
+/// subdirectory of IMAGE" when PATH exists, else "can't mkdir: FIRST not subdirectory of
+/// IMAGE" naming the first missing directory on the way.
+fn outside_message(sys: &mut impl Syscalls, root: &Path, outside: &Path) -> String {
+    if sys.is_dir(outside).is_some() {
+        return format!(
+            "can't bind: {} not subdirectory of {}",
+            outside.display(),
+            root.display()
+        );
+    }
+    let mut first = outside.to_path_buf();
+    for a in outside.ancestors().skip(1) {
+        if sys.is_dir(a).is_some() {
+            break;
+        }
+        first = a.to_path_buf();
+    }
+    format!(
+        "can't mkdir: {} not subdirectory of {}",
+        first.display(),
+        root.display()
+    )
 }
 
 /// Creates missing mount points.
@@ -553,6 +621,25 @@ fn pivot(sys: &mut impl Syscalls, new_root: &Path) -> Result<(), RunError> {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn bind_destination_climbing_above_the_image_is_named_lexically() {
+        let root = Path::new("/img/dir/chtest");
+        assert_eq!(climbs_out(root, Path::new("/mnt/0")), None);
+        assert_eq!(climbs_out(root, Path::new("/mnt/../etc")), None);
+        assert_eq!(
+            climbs_out(root, Path::new("/..")),
+            Some(PathBuf::from("/img/dir"))
+        );
+        assert_eq!(
+            climbs_out(root, Path::new("/../doesnotexist/a")),
+            Some(PathBuf::from("/img/dir/doesnotexist/a"))
+        );
+        assert_eq!(
+            climbs_out(root, Path::new("/mnt/../../x")),
+            Some(PathBuf::from("/img/dir/x"))
+        );
+    }
 
     /// One mount(2) call as the fake records it.
     fn m(

@@ -2,6 +2,7 @@
 //! runs as root. One module per source module.
 
 mod bats_build;
+mod bats_run;
 mod build;
 mod charliecloud_cli;
 mod ci_doc;

@@ -491,10 +491,11 @@ fn awkward_tree_round_trips_through_import_dir_export_and_tar_export() {
     import(&st, &src, "awkward");
     let commit = commit_of(&st, "awkward:latest");
 
-    // Directory export: exact.
+    // Directory export: exact, plus the mount points ch-convert adds to directories.
     let out = s.join("out");
     ok(chc(&st).arg("awkward").arg(&out));
-    tree::assert_same(&want, &tree::of_dir(&out), "directory export vs source");
+    let want_dir = crate::convert::with_mount_points(want.clone());
+    tree::assert_same(&want_dir, &tree::of_dir(&out), "directory export vs source");
 
     // Tar export: exact members, and re-importing it gives the same commit.
     let tarball = s.join("awkward.tar");
@@ -505,7 +506,7 @@ fn awkward_tree_round_trips_through_import_dir_export_and_tar_export() {
     let out2 = s.join("out2");
     ok(chc(&st).arg("again").arg(&out2));
     tree::assert_same(
-        &want,
+        &want_dir,
         &tree::of_dir(&out2),
         "export of re-imported tar vs source",
     );
@@ -568,7 +569,11 @@ fn tarballs_plain_gzip_zstd_xz_import_like_the_directory() {
         assert_eq!(commit_of(&st, &format!("{name}:latest")), dir_commit, "{f}");
         let out = s.join(format!("out{i}"));
         ok(chc(&st).arg(&name).arg(&out));
-        tree::assert_same(&want, &tree::of_dir(&out), f);
+        tree::assert_same(
+            &crate::convert::with_mount_points(want.clone()),
+            &tree::of_dir(&out),
+            f,
+        );
     }
 }
 
@@ -585,7 +590,7 @@ fn tarbomb_keeps_all_top_level_entries() {
     let out = s.join("out");
     ok(chc(&st).arg("bomb").arg(&out));
     tree::assert_same(
-        &tree::of_dir(&s.join("src")),
+        &crate::convert::with_mount_points(tree::of_dir(&s.join("src"))),
         &tree::of_dir(&out),
         "tarbomb",
     );
@@ -605,7 +610,11 @@ fn tarball_with_single_top_directory_has_it_stripped() {
         import(&st, &s.join(t), &format!("top{i}"));
         let out = s.join(format!("out{i}"));
         ok(chc(&st).arg(format!("top{i}")).arg(&out));
-        tree::assert_same(&want, &tree::of_dir(&out), t);
+        tree::assert_same(
+            &crate::convert::with_mount_points(want.clone()),
+            &tree::of_dir(&out),
+            t,
+        );
     }
 }
 
@@ -665,7 +674,11 @@ fn checkout_and_export_raise_minimum_permissions_and_drop_setuid() {
     // The export of the same image agrees: import recorded the FAQ 11.3.8 modes.
     let out = s.join("out");
     ok(chc(&st).arg("localhost:5000/a/b:1.0").arg(&out));
-    tree::assert_same(&faq_modes(want), &tree::of_dir(&out), "export vs source");
+    tree::assert_same(
+        &crate::convert::with_mount_points(faq_modes(want)),
+        &tree::of_dir(&out),
+        "export vs source",
+    );
     let ex = tree::of_dir(&out);
     assert_eq!(ex[&b"modes/setuid"[..]].mode, 0o755);
     assert_eq!(ex[&b"zero/locked"[..]].mode, 0o700);
@@ -835,7 +848,7 @@ fn kill_9_during_import_leaves_a_consistent_repository() {
     let out = s.join("out");
     ok(chc(&st).arg("big").arg(&out));
     tree::assert_same(
-        &tree::of_dir(&big),
+        &crate::convert::with_mount_points(tree::of_dir(&big)),
         &tree::of_dir(&out),
         "import after kills",
     );
@@ -1319,7 +1332,11 @@ fn ntfs_and_hfs_git_names_are_escaped_so_git_fsck_strict_passes_and_they_round_t
     ok(git(&st.join("repo.git")).args(["fsck", "--strict", "--no-dangling"]));
     let out = s.join("out");
     ok(chc(&st).arg("ntfs").arg(&out));
-    tree::assert_same(&want, &tree::of_dir(&out), "export of NTFS/HFS names");
+    tree::assert_same(
+        &crate::convert::with_mount_points(want.clone()),
+        &tree::of_dir(&out),
+        "export of NTFS/HFS names",
+    );
     let tar = s.join("ntfs.tar");
     ok(chc(&st).arg("ntfs").arg(&tar));
     tree::assert_same(&want, &tree::of_tar(&tar), "tar export of NTFS/HFS names");
@@ -1526,7 +1543,11 @@ fn import_stores_packs_uncompressed_and_gc_compresses_them() {
     ok(chi(&st).arg("fsck"));
     let out = s.join("out");
     ok(chc(&st).arg("text").arg(&out));
-    tree::assert_same(&tree::of_dir(&src), &tree::of_dir(&out), "after gc");
+    tree::assert_same(
+        &crate::convert::with_mount_points(tree::of_dir(&src)),
+        &tree::of_dir(&out),
+        "after gc",
+    );
     let listed = std::fs::read_to_string(st.join("repo.git/objects/info/grove-stored-packs"))
         .unwrap_or_default();
     assert!(listed.is_empty(), "gc left stored packs listed: {listed}");
@@ -1544,7 +1565,7 @@ fn import_stores_packs_uncompressed_and_gc_compresses_them() {
     let out2 = s.join("out2");
     ok(chc(&st).arg("text2").arg(&out2));
     tree::assert_same(
-        &tree::of_dir(&src2),
+        &crate::convert::with_mount_points(tree::of_dir(&src2)),
         &tree::of_dir(&out2),
         "second image after gc",
     );
