@@ -5,7 +5,8 @@
 //!
 //! Outputs to a path are written beside it (`.NAME.ch-convert.PID`) and renamed into
 //! place, so a failed conversion leaves no partial output; an existing output is replaced
-//! only with `--force`. What a killed conversion left there (its process gone, unchanged
+//! (as Charliecloud's) unless `--no-clobber`, a directory only if it looks like an image.
+//! What a killed conversion left there (its process gone, unchanged
 //! for ten minutes) is removed by the next conversion to the same output. Docker and Podman go through their commands (`save`, `import`);
 //! image names handed to them never start with `-`.
 
@@ -151,10 +152,8 @@ pub struct Request {
     pub in_fmt: Option<String>,
     /// `-o FMT`; inferred from the output if `None`.
     pub out_fmt: Option<String>,
-    /// Replace an existing output.
-    pub force: bool,
-    /// `--no-clobber` (refusing is the default): an existing output is refused in
-    /// Charliecloud's words ("not deleting per --no-clobber").
+    /// `--no-clobber`: refuse an existing output, in Charliecloud's words ("not deleting
+    /// per --no-clobber"); else it is replaced, as by Charliecloud.
     pub no_clobber: bool,
     /// `--compression ALG[:LEVEL]` (squash output only).
     pub compression: Option<String>,
@@ -184,10 +183,6 @@ pub enum ConvertError {
     BadLevel(String),
     #[error("unknown SquashFS compression: {0} (zstd, gzip, xz, lz4)")]
     BadCompression(String),
-    #[error("exists in storage, not replacing (use --force): {0}")]
-    ExistsInStorage(String),
-    #[error("exists, not replacing (use --force): {}", .0.display())]
-    Exists(PathBuf),
     #[error("exists but does not appear to be an image: {}", .0.display())]
     NotAnImage(PathBuf),
     #[error("exists in ch-image storage, not deleting per --no-clobber: {0}")]
@@ -849,12 +844,8 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
 
     if fout == Format::ChImage {
         let name = Reference::parse(&req.output)?.with_default_tag();
-        if store.image(&name)?.is_some() && !req.force {
-            return Err(if req.no_clobber {
-                ConvertError::NoClobberInStorage(req.output.clone())
-            } else {
-                ConvertError::ExistsInStorage(name.to_string())
-            });
+        if store.image(&name)?.is_some() && req.no_clobber {
+            return Err(ConvertError::NoClobberInStorage(req.output.clone()));
         }
         let lock = store.lock()?;
         let scratch = store.scratch_path("convert");
@@ -875,18 +866,14 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
 
     let out = PathBuf::from(&req.output);
     if let Ok(md) = fs::symlink_metadata(&out) {
+        if req.no_clobber {
+            return Err(ConvertError::NoClobber(out));
+        }
         // As Charliecloud's ch-convert (and `ch-image pull REF DIR`): a directory is
-        // replaced only if it is empty or looks like an image, even with --force, so that
-        // a mistyped output never deletes a directory of other files.
+        // replaced only if it is empty or looks like an image, so that a mistyped output
+        // never deletes a directory of other files.
         if md.is_dir() && !replaceable_dir(&out) {
             return Err(ConvertError::NotAnImage(out));
-        }
-        if !req.force {
-            return Err(if req.no_clobber {
-                ConvertError::NoClobber(out)
-            } else {
-                ConvertError::Exists(out)
-            });
         }
     }
     remove_stale_staging(&out);

@@ -51,11 +51,12 @@ pub(crate) struct Cli {
     /// Output format (ch-image, dir, tar, squash, oci, docker, podman); inferred if absent
     #[arg(short = 'o', long = "out-fmt", value_name = "FMT")]
     out_fmt: Option<String>,
-    /// Replace an existing output (a directory only if it is empty or looks like an
-    /// image: has bin, dev and usr)
+    /// Replace an existing output: the default, as Charliecloud's ch-convert (a
+    /// directory only if it is empty or looks like an image: has bin, dev and usr);
+    /// accepted for scripts written for earlier Grove releases
     #[arg(short = 'f', long)]
     force: bool,
-    /// Refuse to replace an existing output (the default), in Charliecloud's words
+    /// Error if the output already exists, rather than replacing it
     #[arg(long)]
     no_clobber: bool,
     /// SquashFS compression: zstd (default, level 3), gzip, xz or lz4, optionally with a
@@ -113,7 +114,6 @@ fn main() -> ExitCode {
         output: cli.output,
         in_fmt: cli.in_fmt,
         out_fmt: cli.out_fmt,
-        force: cli.force,
         no_clobber: cli.no_clobber,
         compression: cli.compression,
         dry_run: cli.dry_run,

@@ -137,7 +137,7 @@ fn formats_are_inferred_from_the_arguments() {
 }
 
 #[test]
-fn existing_output_is_refused_unless_forced() {
+fn existing_output_is_replaced_unless_no_clobber() {
     let s = Scratch::new("force");
     let st = s.storage();
     let src = small_tree(&s);
@@ -145,7 +145,8 @@ fn existing_output_is_refused_unless_forced() {
     ok(chc(&st).arg(&src).arg("img"));
 
     // An existing directory that looks like an image (bin, dev, usr), as Charliecloud's
-    // ch-convert requires before it replaces one.
+    // ch-convert requires before it replaces one, and an existing tarball: refused with
+    // --no-clobber and left as they were; replaced without it, as by Charliecloud.
     let out = s.join("out");
     let t = s.join("out.tar");
     sh(&format!(
@@ -155,26 +156,32 @@ fn existing_output_is_refused_unless_forced() {
     ));
     for dest in [&out, &t] {
         let before = tree::of_dir(dest);
-        let (_, err) = fails(chc(&st).arg("img").arg(dest));
-        assert!(err.contains("exists, not replacing (use --force)"), "{err}");
+        let (_, err) = fails(chc(&st).arg("--no-clobber").arg("img").arg(dest));
+        assert!(
+            err.contains("exists, not deleting per --no-clobber"),
+            "{err}"
+        );
         assert_eq!(tree::of_dir(dest), before, "refused output was touched");
-        ok(chc(&st).arg("--force").arg("img").arg(dest));
+        ok(chc(&st).arg("img").arg(dest));
     }
     tree::assert_same(
         &with_mount_points(want.clone()),
         &tree::of_dir(&out),
-        "forced dir",
+        "replaced dir",
     );
+    tree::assert_same(&want, &tree::of_tar(&t), "replaced tar");
+    // `--force`, Grove's earlier way to ask for it, still replaces.
+    ok(chc(&st).arg("--force").arg("img").arg(&t));
     tree::assert_same(&want, &tree::of_tar(&t), "forced tar");
 
-    // An existing image is refused too; --force replaces it.
+    // An existing image likewise.
     let other = s.join("other");
     sh(&format!("mkdir {0} && echo other > {0}/f", other.display()));
     let commit = commit_of(&st, "img:latest");
-    let (_, err) = fails(chc(&st).arg(&other).arg("img"));
-    assert!(err.contains("exists in storage"), "{err}");
+    let (_, err) = fails(chc(&st).arg("--no-clobber").arg(&other).arg("img"));
+    assert!(err.contains("not deleting per --no-clobber"), "{err}");
     assert_eq!(commit_of(&st, "img:latest"), commit);
-    ok(chc(&st).arg("--force").arg(&other).arg("img"));
+    ok(chc(&st).arg(&other).arg("img"));
     assert_ne!(commit_of(&st, "img:latest"), commit);
     assert!(staging_leftovers(&s.path).is_empty());
 }

@@ -507,16 +507,16 @@ fn corrupt_or_unreadable_input_fails_without_output() {
 }
 
 #[test]
-fn existing_output_is_refused_unless_forced() {
+fn existing_output_is_replaced_unless_no_clobber() {
     let s = Scratch::new("cvf-force");
     let st = s.storage();
     ok(cvt(&st).arg(busybox_rootfs()).arg("bb"));
     let out = s.join("bb.sqfs");
     sh(&format!("printf keep > {}", out.display()));
-    let (_, err) = fails(cvt(&st).arg("bb").arg(&out));
+    let (_, err) = fails(cvt(&st).arg("--no-clobber").arg("bb").arg(&out));
     assert!(err.contains("exists"), "{err}");
     assert_eq!(fs::read(&out).expect("read"), b"keep");
-    ok(cvt(&st).arg("--force").arg("bb").arg(&out));
+    ok(cvt(&st).arg("bb").arg(&out));
     assert_eq!(&fs::read(&out).expect("read")[..4], b"hsqs");
 }
 
