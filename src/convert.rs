@@ -856,6 +856,15 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
                 input: req.input.clone(),
                 source,
             })?;
+        drop(lock);
+        // The input's files went into stored packs, as an import's: compress them in
+        // the background with the ch-image beside this program (store::compaction).
+        if let Ok(exe) = std::env::current_exe() {
+            crate::store::compaction::start_in_background(
+                &storage,
+                &exe.with_file_name("ch-image"),
+            );
+        }
         return Ok(());
     }
     if let Some(tool) = fout.tool() {

@@ -560,3 +560,21 @@ fn the_background_compaction_keeps_only_its_lock_and_never_remakes_a_removed_sto
     });
     assert!(!st.storage().exists(), "a removed store was made again");
 }
+
+/// `ch-convert` into the store compresses what it stored as an import does.
+#[test]
+fn ch_convert_into_the_store_compresses_its_packs_in_the_background() {
+    let st = Bench::new("compact-convert");
+    let big = big_tree(&st);
+    ok(tool("ch-convert")
+        .arg("-s")
+        .arg(st.storage())
+        .arg(&big)
+        .arg("big"));
+    ok(st.image().arg("fsck"));
+    let log = std::fs::read_to_string(st.storage().join("repo.git/grove-compact.log"))
+        .expect("no compaction log");
+    assert!(log.contains("compacted"), "{log}");
+    assert!(st.stored_packs().is_empty(), "{:?}", st.stored_packs());
+    assert_eq!(st.run("big", "tail -n 1 /d1/f11"), "file 11 line\n");
+}
