@@ -50,7 +50,6 @@ issue4_context "$work/ctx"
 
 echo "== import bookworm (setup, not compared)" >&2
 echo "grove import:        $(t $gr -s "$work/g" import "$deb" bookworm) s"
-echo "grove compaction:    $(t $gr -s "$work/g" build-cache --compact) s more (the import started it in the background)"
 echo "charliecloud import: $(t $cc -s "$work/c" import "$deb" bookworm) s"
 
 echo "== cold build"
