@@ -4,20 +4,9 @@
 //! through the real binaries as the unprivileged test user; the bats file and test it
 //! comes from are named above it.
 
-use crate::common::{busybox_rootfs, fails, have, ok, sh, skip, tool, Scratch};
-use std::path::{Path, PathBuf};
+use crate::common::{busybox_copy, busybox_rootfs, fails, have, ok, sh, skip, tool, Scratch};
+use std::path::Path;
 use std::process::Command;
-
-/// A copy of the busybox fixture owned by the test user, at `s/NAME`.
-fn busybox_copy(s: &Scratch, name: &str) -> PathBuf {
-    let dst = s.join(name);
-    sh(&format!(
-        "cp -a '{}' '{}'",
-        busybox_rootfs().display(),
-        dst.display()
-    ));
-    dst
-}
 
 /// ch-run with no launcher variables that would pick a peer group size or tag.
 fn ch_run_unlaunched() -> Command {

@@ -212,6 +212,17 @@ pub fn busybox_rootfs() -> PathBuf {
     .clone()
 }
 
+/// A copy of the busybox fixture owned by the test user, at `s/NAME`.
+pub fn busybox_copy(s: &Scratch, name: &str) -> PathBuf {
+    let dst = s.join(name);
+    sh(&format!(
+        "cp -a '{}' '{}'",
+        busybox_rootfs().display(),
+        dst.display()
+    ));
+    dst
+}
+
 /// A child process killed and reaped when dropped, even if the test panics.
 pub struct Reaped(pub std::process::Child);
 

@@ -10,7 +10,8 @@
 //! compiled per test into a copy of the busybox fixture (which has no libc).
 
 use crate::common::{
-    busybox_rootfs, is_root, ok, sh, skip, tool, unpriv, unpriv_sleeper, Reaped, Scratch, TEST_UID,
+    busybox_copy, busybox_rootfs, is_root, ok, sh, skip, tool, unpriv, unpriv_sleeper, Reaped,
+    Scratch, TEST_UID,
 };
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -803,17 +804,6 @@ fn only_user_and_mount_namespaces_are_new() {
 
 // ---- hardening of ch-run's inputs and of the store's checkouts (issue 11) ----
 
-/// A copy of the busybox fixture owned by the test user.
-fn bb_copy(s: &Scratch, name: &str) -> PathBuf {
-    let dst = s.join(name);
-    sh(&format!(
-        "cp -a '{}' '{}'",
-        busybox_rootfs().display(),
-        dst.display()
-    ));
-    dst
-}
-
 /// ch-run killed after 60 s: a test of a fixed hang fails instead of hanging.
 fn ch_run_bounded() -> Command {
     let mut c = unpriv("timeout");
@@ -841,7 +831,7 @@ fn store_with_bb(s: &Scratch) -> (PathBuf, PathBuf) {
 #[test]
 fn set_env_image_file_is_resolved_inside_the_image_and_must_be_regular() {
     let s = Scratch::new("sec-env");
-    let img = bb_copy(&s, "img");
+    let img = busybox_copy(&s, "img");
     let secret = s.join("secret");
     sh(&format!("echo SECRET=host-file > '{}'", secret.display()));
     let run = |img: &Path| {
@@ -1005,7 +995,7 @@ fn image_names_never_read_as_relative_paths() {
         assert!(err.contains("image ref syntax"), "{bad}: {err}");
     }
     // `../img` is the directory, relative to the working directory.
-    let img = bb_copy(&s, "img");
+    let img = busybox_copy(&s, "img");
     sh(&format!(
         "mkdir '{0}/sub' && echo relative > '{1}/etc/motd'",
         s.path.display(),
@@ -1034,7 +1024,7 @@ fn modes(paths: &[PathBuf]) -> Vec<(PathBuf, u32, i64, i64)> {
 #[test]
 fn import_reads_0000_entries_without_changing_the_source() {
     let s = Scratch::new("sec-import");
-    let src = bb_copy(&s, "src");
+    let src = busybox_copy(&s, "src");
     sh(&format!(
         "cd '{}' && mkdir locked && echo inner > locked/f && echo zero > zero \
          && chmod 0000 locked zero",
