@@ -136,6 +136,151 @@ pub fn write_tar_with<W: Write>(
             reason,
         });
     }
+    // The contents, in the order the walk below writes them, read ahead on every core.
+    let mut wanted = Vec::new();
+    let mut groups = std::collections::HashSet::new();
+    root.walk(&mut |_, node| {
+        if let Node::File(f) = node {
+            if let Some(oid) = content_of(f, |g| !groups.insert(g)) {
+                wanted.push(oid);
+            }
+        }
+    });
+    std::thread::scope(|scope| {
+        let mut ahead = ReadAhead::start(scope, repo, wanted);
+        write_entries(repo, root, out, opts, &mut ahead)
+    })
+}
+
+/// Blob contents read ahead for a tar stream: a background thread reads them, in the order
+/// the stream needs them, in batches of about [`READ_AHEAD_BATCH`] bytes inflated on every
+/// core (rayon), at most [`READ_AHEAD_DEPTH`] batches ahead of the writer. So a compressed
+/// pack costs the stream little more than a stored one, and memory stays bounded: blobs
+/// of [`super::git::STREAM_BLOB_MIN`] bytes or more are not read ahead but streamed by the
+/// writer ([`super::git::open_blob`]).
+struct ReadAhead {
+    batches: std::sync::mpsc::Receiver<Result<Vec<Ahead>, GitError>>,
+    current: std::vec::IntoIter<Ahead>,
+}
+
+/// One blob read ahead: its contents, or `None` for one the writer streams itself.
+type Ahead = (ObjectId, Option<Vec<u8>>);
+
+const READ_AHEAD_BATCH: u64 = 8 << 20;
+const READ_AHEAD_DEPTH: usize = 2;
+
+impl ReadAhead {
+    fn start<'scope>(
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        repo: &gix::Repository,
+        wanted: Vec<ObjectId>,
+    ) -> ReadAhead {
+        let (tx, batches) = std::sync::mpsc::sync_channel(READ_AHEAD_DEPTH);
+        let shared = repo.clone().into_sync();
+        scope.spawn(move || {
+            let repo = shared.to_thread_local();
+            let size = |id: ObjectId| -> Result<u64, GitError> {
+                repo.find_header(id)
+                    .map(|h| h.size())
+                    .map_err(super::git::git_err(format!("find blob {id}")))
+            };
+            let mut rest = wanted.as_slice();
+            while !rest.is_empty() {
+                // The next batch: up to READ_AHEAD_BATCH bytes (at least one blob).
+                let mut sizes = Vec::new();
+                let mut bytes = 0;
+                for id in rest {
+                    let n = match size(*id) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    sizes.push(n);
+                    bytes += n.min(super::git::STREAM_BLOB_MIN);
+                    if bytes >= READ_AHEAD_BATCH {
+                        break;
+                    }
+                }
+                let (batch, later) = rest.split_at(sizes.len());
+                rest = later;
+                let read: Result<Vec<Ahead>, GitError> = batch
+                    .par_iter()
+                    .zip(sizes)
+                    .map_init(
+                        || shared.to_thread_local(),
+                        |repo, (id, n)| {
+                            if n >= super::git::STREAM_BLOB_MIN {
+                                return Ok((*id, None));
+                            }
+                            super::git::read_blob(repo, *id).map(|data| (*id, Some(data)))
+                        },
+                    )
+                    .collect();
+                let failed = read.is_err();
+                // The writer stopped (an error of its own): nothing more to read.
+                if tx.send(read).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        ReadAhead {
+            batches,
+            current: Vec::new().into_iter(),
+        }
+    }
+
+    /// The next blob's contents: a reader of `size` bytes.
+    fn next(
+        &mut self,
+        repo: &gix::Repository,
+        id: ObjectId,
+    ) -> Result<(u64, Box<dyn io::Read + '_>), ExportError> {
+        let item = match self.current.next() {
+            Some(item) => item,
+            None => {
+                // The thread sends until every blob was read, or an error and stops.
+                let batch = self
+                    .batches
+                    .recv()
+                    .map_err(|_| io::Error::other(format!("blob {id} was not read ahead")))??;
+                self.current = batch.into_iter();
+                self.current
+                    .next()
+                    .ok_or_else(|| io::Error::other(format!("blob {id} was not read ahead")))?
+            }
+        };
+        debug_assert_eq!(item.0, id, "blobs read ahead in the walk's order");
+        match item.1 {
+            Some(data) => Ok((data.len() as u64, Box::new(io::Cursor::new(data)))),
+            None => {
+                // Streamed: big blobs are never held whole (see git::open_blob).
+                let blob = super::git::open_blob(repo, id)?;
+                Ok((blob.size(), Box::new(blob)))
+            }
+        }
+    }
+}
+
+/// The blob a tar stream carries as `f`'s contents, if any: none for an empty file, nor
+/// for a hard link to a file written before (`seen(group)` says whether its group was,
+/// and marks it written).
+fn content_of(f: &super::model::File, seen: impl FnOnce(u32) -> bool) -> Option<ObjectId> {
+    if f.link_group.is_some_and(seen) || f.oid == ObjectId::empty_blob(f.oid.kind()) {
+        return None;
+    }
+    Some(f.oid)
+}
+
+/// The entries of [`write_tar_with`], with contents from `ahead`.
+fn write_entries<W: Write>(
+    repo: &gix::Repository,
+    root: &Dir,
+    out: W,
+    opts: TarOptions,
+    ahead: &mut ReadAhead,
+) -> Result<W, ExportError> {
     let root_entry = !opts.omit_root_entry;
     let mask = if opts.clear_setid { !0o6000 } else { !0 };
     let header = |kind, mode: u32, size, mtime| header(kind, mode & mask, size, mtime);
@@ -209,17 +354,19 @@ pub fn write_tar_with<W: Write>(
                         }
                         primaries.insert(g, rel.to_vec());
                     }
-                    if f.oid == ObjectId::empty_blob(f.oid.kind()) {
-                        crate::progress::file(0);
-                        let mut h = header(tar::EntryType::Regular, f.mode, 0, mtime);
-                        b.append_data(&mut h, path, io::empty())?;
-                        return Ok(());
+                    match content_of(f, |_| false) {
+                        None => {
+                            crate::progress::file(0);
+                            let mut h = header(tar::EntryType::Regular, f.mode, 0, mtime);
+                            b.append_data(&mut h, path, io::empty())?;
+                        }
+                        Some(id) => {
+                            let (size, data) = ahead.next(repo, id)?;
+                            crate::progress::file(size);
+                            let mut h = header(tar::EntryType::Regular, f.mode, size, mtime);
+                            b.append_data(&mut h, path, data)?;
+                        }
                     }
-                    // Streamed: big blobs are never held whole (see git::open_blob).
-                    let blob = super::git::open_blob(repo, f.oid)?;
-                    crate::progress::file(blob.size());
-                    let mut h = header(tar::EntryType::Regular, f.mode, blob.size(), mtime);
-                    b.append_data(&mut h, path, blob)?;
                 }
                 Node::Symlink { target } => {
                     let mut h = header(tar::EntryType::Symlink, 0o777, 0, mtime);
@@ -1017,6 +1164,108 @@ impl FromBytesCompat for std::ffi::OsStr {
 mod tests {
     use super::*;
     use std::io::Read;
+
+    /// A tree for the read-ahead tests: `n` files of 64 KiB (distinct), one streamed blob
+    /// in the middle, an empty file and a hard-link pair; with their expected contents in
+    /// the order a tar stream holds them (links and empty files have none).
+    fn read_ahead_tree(repo: &gix::Repository, n: usize) -> (Dir, Vec<(String, Vec<u8>)>) {
+        use super::super::model::File;
+        let mut root = Dir::new(0o755);
+        let mut expected = Vec::new();
+        let mut add = |path: String, data: Vec<u8>, group: Option<u32>| {
+            let oid = repo.write_blob(&data).expect("write blob").detach();
+            let node = Node::File(File {
+                mode: 0o644,
+                oid,
+                size: 0,
+                link_group: group,
+            });
+            root.insert(path.as_bytes(), node).expect("insert");
+            expected.push((path, data));
+        };
+        for i in 0..n {
+            let data: Vec<u8> = (0..64 * 1024).map(|j| ((i * 7 + j) % 251) as u8).collect();
+            add(format!("f{i:04}"), data, None);
+        }
+        add(
+            format!("f{:04}.big", n / 2),
+            vec![3; super::super::git::STREAM_BLOB_MIN as usize + 1],
+            None,
+        );
+        add("g/a".into(), b"linked\n".to_vec(), Some(1));
+        add("g/b".into(), b"linked\n".to_vec(), Some(1));
+        add("g/empty".into(), Vec::new(), None);
+        expected.sort();
+        (root, expected)
+    }
+
+    #[test]
+    fn contents_read_ahead_come_out_in_order_across_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = gix::init_bare(dir.path()).expect("init");
+        // More than READ_AHEAD_DEPTH + 1 batches, so the reader waits for the writer.
+        let n = (READ_AHEAD_BATCH as usize * (READ_AHEAD_DEPTH + 3)) / (64 * 1024);
+        let (root, expected) = read_ahead_tree(&repo, n);
+        let tar = write_tar(&repo, &root, Vec::new()).expect("export");
+        let mut got = Vec::new();
+        for e in tar::Archive::new(tar.as_slice())
+            .entries()
+            .expect("entries")
+        {
+            let mut e = e.expect("entry");
+            let path = e.path().expect("path").to_string_lossy().into_owned();
+            let kind = e.header().entry_type();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).expect("read");
+            if kind == tar::EntryType::Link {
+                assert_eq!(path, "g/b");
+                assert_eq!(e.link_name().expect("link").unwrap().to_str(), Some("g/a"));
+                data = b"linked\n".to_vec();
+            }
+            if kind != tar::EntryType::Directory {
+                got.push((path, data));
+            }
+        }
+        assert_eq!(got.len(), expected.len());
+        for (g, x) in got.iter().zip(&expected) {
+            assert!(g == x, "{} holds other bytes than {}", g.0, x.0);
+        }
+    }
+
+    #[test]
+    fn a_blob_missing_from_the_store_fails_the_export_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = gix::init_bare(dir.path()).expect("init");
+        let n = (READ_AHEAD_BATCH as usize * 2) / (64 * 1024);
+        let (mut root, expected) = read_ahead_tree(&repo, n);
+        // A file late in the stream whose blob is not in the store.
+        let missing = ObjectId::from_hex(b"1111111111111111111111111111111111111111").unwrap();
+        let last = expected
+            .iter()
+            .map(|(p, _)| p)
+            .filter(|p| p.starts_with('f'))
+            .max()
+            .unwrap();
+        let node = Node::File(super::super::model::File {
+            mode: 0o644,
+            oid: missing,
+            size: 0,
+            link_group: None,
+        });
+        root.insert(format!("{last}x").as_bytes(), node)
+            .expect("insert");
+        let err = write_tar(&repo, &root, Vec::new()).unwrap_err();
+        let text = format!(
+            "{err}: {}",
+            std::error::Error::source(&err)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        );
+        assert!(
+            text.contains("1111111111111111111111111111111111111111"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn parallel_gzip_decompresses_to_the_input() {
