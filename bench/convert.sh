@@ -48,6 +48,7 @@ size() { stat -c %s "$1" | python3 -c "import sys; print(f'{int(sys.stdin.read()
 
 echo "== setup: import bookworm ($(nproc) cores)"
 echo "grove import:        $(t $as $bin/ch-image -s "$work/g" import "$deb" bookworm) s"
+echo "grove compaction:    $(t $as $bin/ch-image -s "$work/g" build-cache --compact) s more (the import started it in the background)"
 echo "charliecloud import: $(t $ccenv CH_IMAGE_STORAGE="$work/c" /usr/bin/ch-image import "$deb" bookworm) s"
 # Warm the page cache for both stores equally.
 cat "$deb" > /dev/null

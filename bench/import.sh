@@ -55,16 +55,16 @@ while [ $i -lt "$runs" ]; do
     set -- $(m $as tar -C "$work/x$i" --exclude='./dev/*' -xf "$deb"); tars="$tars $1"
     set -- $(m $as "$bin/ch-image" -vv -s "$work/g$i" import "$deb" bookworm); groves="$groves $1"; rss="$rss $2"
     phases=$(grep -E "read and stored|committed" "$work/last.log" | tr '\n' ';')
-    # Pack entries are stored uncompressed at import; `build-cache --compact` (or --gc)
-    # compresses them.
+    # Pack entries are stored uncompressed at import, and compressed by the compaction
+    # the import starts in the background: wait for it (`build-cache --compact` waits for
+    # the one running) before the next tool's timing, and say how long it went on.
     gdisk=$(du -sm "$work/g$i" | cut -f1)
+    set -- $(m $as "$bin/ch-image" -s "$work/g$i" build-cache --compact); cwait=$1
+    gdisk="$gdisk, $(du -sm "$work/g$i" | cut -f1) MiB once compacted (${cwait} s more)"
     set -- $(m $ccenv CH_IMAGE_STORAGE="$work/c$i" /usr/bin/ch-image import "$deb" bookworm); ccs="$ccs $1"
     echo "run $i: tar -x $(echo $tars | awk '{print $NF}') s, grove $(echo $groves | awk '{print $NF}') s (max RSS $(echo $rss | awk '{print $NF}') KiB, store ${gdisk} MiB; $phases), charliecloud $(echo $ccs | awk '{print $NF}') s"
     if [ $i -eq "$runs" ]; then
-        # The compression the import leaves to later, once: `build-cache --compact`
-        # (what CH_IMAGE_AUTO_COMPACT=yes starts in the background), then gc.
-        set -- $(m $as "$bin/ch-image" -s "$work/g$i" build-cache --compact)
-        echo "grove build-cache --compact after run $i: $1 s (max RSS $2 KiB), store $(du -sm "$work/g$i" | cut -f1) MiB"
+        # The compression the import leaves to gc, once: its time and the store after.
         set -- $(m $as "$bin/ch-image" -s "$work/g$i" build-cache --gc)
         echo "grove build-cache --gc after run $i: $1 s (max RSS $2 KiB), store $(du -sm "$work/g$i" | cut -f1) MiB"
     fi

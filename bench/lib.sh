@@ -46,6 +46,33 @@ t() {
     python3 -c "print(f'{$e-$s:.3f}')"
 }
 
+# tmed N CMD...: run CMD N times in a row after one settle, print the median wall
+# seconds. For commands of a few tens of milliseconds: the first run after settle's
+# idle second pays the idle machine's wake-up (15 to 40 ms here, measured by alternating
+# runs after `sleep 2` and runs right after another), which a run in a series does not.
+tmed() {
+    n=$1
+    shift
+    settle
+    : >"$work/tmed"
+    i=0
+    while [ "$i" -lt "$n" ]; do
+        s=$(now)
+        if ! "$@" >"$work/last.log" 2>&1; then
+            cat "$work/last.log" >&2
+            echo "bench: command failed: $*" >&2
+            exit 1
+        fi
+        e=$(now)
+        echo "$s $e" >>"$work/tmed"
+        i=$((i + 1))
+    done
+    python3 -c "
+import statistics, sys
+d = [float(e) - float(s) for s, e in (l.split() for l in open(sys.argv[1]))]
+print(f'{statistics.median(d):.3f}')" "$work/tmed"
+}
+
 # ratio A B: A/B with one decimal.
 ratio() { python3 -c "print(f'{$1/$2:.1f}')"; }
 

@@ -288,9 +288,8 @@ struct BuildCacheArgs {
     /// (default: remove every cache mount, keep checkouts and layers; 0: remove them all)
     #[arg(long = "keep-storage", value_name = "SIZE", requires = "gc")]
     keep_storage: Option<String>,
-    /// Compress the packs import and pull store uncompressed (with
-    /// CH_IMAGE_AUTO_COMPACT=yes they start this in the background when they stored 8 MiB
-    /// or more)
+    /// Compress the packs import and pull store uncompressed (they start this in the
+    /// background when they stored 8 MiB or more; CH_IMAGE_AUTO_COMPACT=no turns that off)
     #[arg(long)]
     compact: bool,
     /// With --compact: at the lowest CPU and I/O priority, the compaction lock inherited

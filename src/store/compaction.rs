@@ -2,10 +2,9 @@
 //! [`super::pack::PackBuilder::stored`]) are copied into packs compressed at zlib level 2
 //! and removed, which takes the bookworm import from 153 to 63 MiB. Imports stay as
 //! fast as the disk (the reason they store), and the space comes back without a
-//! `build-cache --gc`: with `CH_IMAGE_AUTO_COMPACT=yes`, `ch-image` starts a compaction
-//! in the background after a command that left at least [`AUTO_COMPACT_BYTES`] of stored
-//! packs ([`start_in_background`]), as git starts its auto gc (off by default, see
-//! [`AUTO_COMPACT_ENV`]); `ch-image build-cache --compact` runs one and waits.
+//! `build-cache --gc`: `ch-image` starts a compaction in the background after a command
+//! that left at least [`AUTO_COMPACT_BYTES`] of stored packs ([`start_in_background`]),
+//! as git starts its auto gc; `ch-image build-cache --compact` runs one and waits.
 //!
 //! Safety, as git's repack: the compressed packs are in place (index last) before a
 //! stored pack goes (index first, so that no reader newly finds an index without its
@@ -38,11 +37,7 @@ pub const AUTO_COMPACT_BYTES: u64 = 8 << 20;
 /// background, the smaller store is worth the second core-second.
 const LEVEL: u32 = 2;
 
-/// `CH_IMAGE_AUTO_COMPACT=yes` (or `1`, `true`, `on`) has commands start one; off by
-/// default, because a SquashFS or tar export then inflates every blob it reads in one
-/// thread (bookworm to SquashFS: 1.0 to 1.16 s from compacted packs, 0.61 to 0.64 s from
-/// stored ones), which took that export below its 10x target; on by default once the
-/// export inflates on all cores.
+/// `CH_IMAGE_AUTO_COMPACT=no` (or `0`, `false`, `off`) keeps commands from starting one.
 pub const AUTO_COMPACT_ENV: &str = "CH_IMAGE_AUTO_COMPACT";
 
 /// What a compaction did.
@@ -198,13 +193,12 @@ pub fn compact(store: &Store, _lock: &WriteLock, inherited: bool) -> Result<Comp
     }
 }
 
-/// Whether `value` (of [`AUTO_COMPACT_ENV`]) turns automatic compaction on (`yes`, `1`,
-/// `true`, `on`); it is off otherwise. Pure.
-pub fn auto_on(value: Option<&str>) -> bool {
+/// Whether `value` (of [`AUTO_COMPACT_ENV`]) turns automatic compaction off. Pure.
+pub fn auto_off(value: Option<&str>) -> bool {
     value.is_some_and(|v| {
         matches!(
             v.trim().to_ascii_lowercase().as_str(),
-            "yes" | "1" | "true" | "on"
+            "no" | "0" | "false" | "off"
         )
     })
 }
@@ -213,10 +207,10 @@ pub fn auto_on(value: Option<&str>) -> bool {
 /// [`AUTO_COMPACT_BYTES`] of stored packs are there and no compaction runs, start
 /// `ch_image -s STORAGE build-cache --compact` in the background (its own process group,
 /// no terminal, output to `repo.git/grove-compact.log`), and return at once. Returns
-/// whether one was started. Does nothing unless [`AUTO_COMPACT_ENV`] says yes.
+/// whether one was started. Does nothing when [`AUTO_COMPACT_ENV`] says no.
 pub fn start_in_background(storage: &Path, ch_image: &Path) -> bool {
     use std::os::unix::process::CommandExt;
-    if !auto_on(std::env::var(AUTO_COMPACT_ENV).ok().as_deref()) {
+    if auto_off(std::env::var(AUTO_COMPACT_ENV).ok().as_deref()) {
         return false;
     }
     let layout = super::Layout::new(storage);
@@ -343,12 +337,12 @@ mod tests {
     }
 
     #[test]
-    fn auto_compaction_is_on_only_when_said_so() {
-        for v in ["yes", "1", "true", "ON", " Yes "] {
-            assert!(auto_on(Some(v)), "{v}");
+    fn auto_compaction_is_off_only_when_said_so() {
+        for v in ["no", "0", "false", "OFF", " No "] {
+            assert!(auto_off(Some(v)), "{v}");
         }
-        for v in [None, Some(""), Some("no"), Some("0"), Some("maybe")] {
-            assert!(!auto_on(v), "{v:?}");
+        for v in [None, Some(""), Some("yes"), Some("1")] {
+            assert!(!auto_off(v), "{v:?}");
         }
     }
 }

@@ -404,11 +404,10 @@ impl Bench {
         out.lines().map(str::to_string).collect()
     }
 
-    /// Import [`big_tree`] as `big`, with automatic compaction on or (the default) off.
     fn import_big(&self, auto: bool) {
         let mut c = self.image();
-        if auto {
-            c.env("CH_IMAGE_AUTO_COMPACT", "yes");
+        if !auto {
+            c.env("CH_IMAGE_AUTO_COMPACT", "no");
         }
         ok(c.arg("import").arg(big_tree(self)).arg("big"));
     }
@@ -531,16 +530,13 @@ fn the_background_compaction_keeps_only_its_lock_and_never_remakes_a_removed_sto
     let handed = st.s.join("handed-to-import");
     std::fs::write(&handed, "").expect("write");
     crate::common::own(&handed);
-    ok(crate::common::unpriv("sh")
-        .env("CH_IMAGE_AUTO_COMPACT", "yes")
-        .arg("-c")
-        .arg(format!(
-            "exec {} -s {} import {} big 3>>{}",
-            crate::common::bin("ch-image").display(),
-            st.storage().display(),
-            big.display(),
-            handed.display()
-        )));
+    ok(crate::common::unpriv("sh").arg("-c").arg(format!(
+        "exec {} -s {} import {} big 3>>{}",
+        crate::common::bin("ch-image").display(),
+        st.storage().display(),
+        big.display(),
+        handed.display()
+    )));
     let pid = background_compaction(&st.storage()).expect("no compaction running");
     let fds: Vec<std::path::PathBuf> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|rd| {
@@ -571,7 +567,6 @@ fn ch_convert_into_the_store_compresses_its_packs_in_the_background() {
     let st = Bench::new("compact-convert");
     let big = big_tree(&st);
     ok(tool("ch-convert")
-        .env("CH_IMAGE_AUTO_COMPACT", "yes")
         .arg("-s")
         .arg(st.storage())
         .arg(&big)
