@@ -1232,6 +1232,40 @@ mod tests {
         }
     }
 
+    /// A writer that fails once `room` bytes were written, as a pipe whose reader left.
+    #[derive(Debug)]
+    struct Closes {
+        room: usize,
+    }
+
+    impl Write for Closes {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            let n = b.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stream_closed_early_ends_the_export_and_its_reader_thread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = gix::init_bare(dir.path()).expect("init");
+        let n = (READ_AHEAD_BATCH as usize * (READ_AHEAD_DEPTH + 3)) / (64 * 1024);
+        let (root, _) = read_ahead_tree(&repo, n);
+        // Returns (the reader thread is joined) with the writer's error.
+        let err = write_tar(&repo, &root, Closes { room: 100_000 }).unwrap_err();
+        assert!(
+            matches!(&err, ExportError::Io(e) if e.kind() == io::ErrorKind::BrokenPipe),
+            "{err:?}"
+        );
+    }
+
     #[test]
     fn a_blob_missing_from_the_store_fails_the_export_naming_it() {
         let dir = tempfile::tempdir().expect("tempdir");
