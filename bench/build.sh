@@ -87,6 +87,17 @@ echo "charliecloud: $(du -sh "$work/c" | cut -f1)"
 $as cp -a "$work/g" "$work/gd"
 t $gr -s "$work/gd" build-cache --gc >/dev/null
 echo "grove after build-cache --gc:                  $(du -sh "$work/gd" | cut -f1) ($(cd "$work/gd" && du -sh repo.git checkouts layers 2>/dev/null | awk '{printf "%s %s  ", $2, $1}'))"
+# A budget between: the most recently used trees within 160 MiB stay (the bench image's
+# layers; bookworm's checkout goes), then what a run and a rebuild cost.
+$as cp -a "$work/gd" "$work/gb"
+t $gr -s "$work/gb" build-cache --gc --keep-storage 160M >/dev/null
+echo "grove after build-cache --gc --keep-storage 160M: $(du -sh "$work/gb" | cut -f1) ($(cd "$work/gb" && du -sh repo.git checkouts layers 2>/dev/null | awk '{printf "%s %s  ", $2, $1}'))"
+g_b1=$(t $as $bin/ch-run -s "$work/gb" bench -- /bin/true)
+$as sh -c "echo again >> '$work/ctx/small/f1002'"
+g_b2=$(t $gr -s "$work/gb" build -t bench "$work/ctx")
+echo "after --keep-storage 160M: first ch-run bench ${g_b1}s, one changed ${g_b2}s; store then $(du -sh "$work/gb" | cut -f1)"
+chmod -R u+rwx "$work/gb" 2>/dev/null || true
+rm -rf "$work/gb"
 t $gr -s "$work/gd" build-cache --gc --keep-storage 0 >/dev/null
 echo "grove after build-cache --gc --keep-storage 0: $(du -sh "$work/gd" | cut -f1) ($(cd "$work/gd" && du -sh repo.git checkouts layers 2>/dev/null | awk '{printf "%s %s  ", $2, $1}'))"
 g_co=$(t $as $bin/ch-run -s "$work/gd" bookworm -- /bin/true)
