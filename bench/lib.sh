@@ -32,10 +32,9 @@ settle() {
     fi
 }
 
-# t CMD...: run CMD quietly, print the wall seconds taken; on failure show its output
-# and stop. Starts on a settled disk (settle).
-t() {
-    settle
+# timed CMD...: run CMD quietly, print the wall seconds taken; on failure show its
+# output and stop.
+timed() {
     s=$(now)
     if ! "$@" >"$work/last.log" 2>&1; then
         cat "$work/last.log" >&2
@@ -46,6 +45,12 @@ t() {
     python3 -c "print(f'{$e-$s:.3f}')"
 }
 
+# t CMD...: timed, starting on a settled disk (settle).
+t() {
+    settle
+    timed "$@"
+}
+
 # tmed N CMD...: run CMD N times in a row after one settle, print the median wall
 # seconds. For commands of a few tens of milliseconds: the first run after settle's
 # idle second pays the idle machine's wake-up (15 to 40 ms here, measured by alternating
@@ -54,23 +59,14 @@ tmed() {
     n=$1
     shift
     settle
-    : >"$work/tmed"
     i=0
     while [ "$i" -lt "$n" ]; do
-        s=$(now)
-        if ! "$@" >"$work/last.log" 2>&1; then
-            cat "$work/last.log" >&2
-            echo "bench: command failed: $*" >&2
-            exit 1
-        fi
-        e=$(now)
-        echo "$s $e" >>"$work/tmed"
+        timed "$@" || exit 1
         i=$((i + 1))
-    done
-    python3 -c "
+    done | python3 -c "
 import statistics, sys
-d = [float(e) - float(s) for s, e in (l.split() for l in open(sys.argv[1]))]
-print(f'{statistics.median(d):.3f}')" "$work/tmed"
+d = [float(l) for l in sys.stdin]
+sys.exit(1) if len(d) < $n else print(f'{statistics.median(d):.3f}')"
 }
 
 # ratio A B: A/B with one decimal.
