@@ -273,6 +273,7 @@ impl ConvertError {
             | ConvertError::SendTo { source, .. } => source.hint(),
             ConvertError::Convert { source, .. } | ConvertError::Store(source) => source.hint(),
             ConvertError::Export(e) => e.hint(),
+            ConvertError::Reference(e) => e.hint(),
             _ => None,
         }
     }

@@ -240,6 +240,30 @@ fn failed_conversion_leaves_no_partial_output() {
 }
 
 #[test]
+fn a_bad_image_reference_says_where_and_hints_at_the_syntax() {
+    let s = Scratch::new("badref");
+    let st = s.storage();
+    let src = small_tree(&s);
+    ok(chc(&st).arg(&src).arg("img"));
+    // As ch-image: where the reference goes wrong, then the FAQ entry and why.
+    let (code, err) = fails(chc(&st).arg("bad:ref:x").arg(s.join("out.tar")));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("error: image ref syntax, char 4: bad:ref:x"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "hint: https://hpc.github.io/charliecloud/faq.html#how-do-i-specify-an-image-reference"
+        ),
+        "{err}"
+    );
+    let (_, err) = fails(chc(&st).arg(&src).arg("Bad*Name"));
+    assert!(err.contains("image ref syntax"), "{err}");
+    assert!(err.contains("hint: "), "{err}");
+}
+
+#[test]
 fn tar_to_image_and_dir_go_through_import_checks() {
     let s = Scratch::new("convchecks");
     let st = s.storage();
