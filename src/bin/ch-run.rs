@@ -26,7 +26,7 @@ use std::path::PathBuf;
 pub(crate) struct Cli {
     /// mount SRC at guest DST (default: same as SRC)
     #[arg(short = 'b', long = "bind", value_name = "SRC[:DST]", action = ArgAction::Append)]
-    bind: Vec<String>,
+    bind: Vec<OsString>,
     /// bind ch-ssh into image
     #[arg(long = "ch-ssh")]
     ch_ssh: bool,
@@ -65,7 +65,7 @@ pub(crate) struct Cli {
     join_tag: Option<String>,
     /// SquashFS mount point
     #[arg(short = 'm', long = "mount", value_name = "DIR")]
-    mount: Option<String>,
+    mount: Option<PathBuf>,
     /// don't bind-mount /etc/{passwd,group}
     #[arg(long = "no-passwd")]
     no_passwd: bool,
@@ -130,7 +130,7 @@ pub(crate) struct Cli {
     #[arg(short = 'h', long = "help", short_alias = '?', action = ArgAction::Help)]
     help: Option<bool>,
     /// image: directory, SquashFS file, or image name in storage
-    image: Option<String>,
+    image: Option<OsString>,
     /// command and arguments
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     cmd: Vec<OsString>,
@@ -379,12 +379,21 @@ fn real_main() -> Result<i32, RunError> {
                 .map_err(|e| RunError::io("can't find own executable", &e))?
                 .with_file_name("ch-image"))
         };
-        grove::runname::locate(image_arg, &storage, write, cli.write, cli.unsafe_, ch_image)?
+        match image_arg.to_str() {
+            Some(arg) => {
+                grove::runname::locate(arg, &storage, write, cli.write, cli.unsafe_, ch_image)?
+            }
+            // Not UTF-8, so no image name: a path, as Charliecloud takes any bytes.
+            None => (
+                run::locate_image_path(image_arg.as_ref(), &storage, cli.write, cli.unsafe_)?,
+                write,
+            ),
+        }
     };
     grove::verbose!("verbosity: {}", grove::log::level());
     grove::verbose!("image: {}", image.path.display());
     grove::verbose!("storage: {}", storage.display());
-    if cli.mount.as_deref() == Some("") {
+    if cli.mount.as_ref().is_some_and(|m| m.as_os_str().is_empty()) {
         return Err(RunError::msg("mount point can't be empty string"));
     }
     if cli.mount.is_some() && image.kind == run::ImageKind::Dir {
@@ -414,7 +423,7 @@ fn real_main() -> Result<i32, RunError> {
         seccomp: cli.seccomp,
         env: env_args.into_iter().map(|(_, a)| a).collect(),
         join,
-        squash_mount: cli.mount.map(PathBuf::from),
+        squash_mount: cli.mount,
         quiet: cli.quiet,
         user,
         ch_ssh,
@@ -444,7 +453,9 @@ fn missing_argument(e: &clap::Error) -> Option<String> {
         .find(|a| a.get_long() == Some(long))
         .and_then(|a| a.get_short());
     // The form the user typed: the last option word that names it.
-    let typed_short = std::env::args().rev().find_map(|w| {
+    // Any bytes: an argument need not be UTF-8.
+    let typed_short = std::env::args_os().rev().find_map(|w| {
+        let w = w.to_string_lossy();
         if w == format!("--{long}") || w.starts_with(&format!("--{long}=")) {
             Some(false)
         } else if let Some(c) = short {

@@ -165,12 +165,24 @@ pub fn locate_image(
             });
         }
     }
+    locate_image_path(Path::new(arg), storage, write, unsafe_)
+}
+
+/// Find the image at path `arg`, a directory or SquashFS file (never a name: a path need
+/// not be UTF-8, as an image name must).
+pub fn locate_image_path(
+    arg: &Path,
+    storage: &Path,
+    write: bool,
+    unsafe_: bool,
+) -> Result<Image, RunError> {
+    let shown = arg.display();
     // Absolute and without `.`, `..` or symlinks, as Charliecloud's realpath: `.` as the
     // image would otherwise be bound and pivoted to as a relative path.
     let path =
-        std::fs::canonicalize(arg).map_err(|e| RunError::io(format!("can't stat: {arg}"), &e))?;
+        std::fs::canonicalize(arg).map_err(|e| RunError::io(format!("can't stat: {shown}"), &e))?;
     let md =
-        std::fs::metadata(&path).map_err(|e| RunError::io(format!("can't stat: {arg}"), &e))?;
+        std::fs::metadata(&path).map_err(|e| RunError::io(format!("can't stat: {shown}"), &e))?;
     if md.is_dir() {
         // Anywhere in the storage directory (`img/NAME` resolves into `checkouts/`),
         // compared as canonical paths. Writing is refused even with --unsafe: a checkout
@@ -219,7 +231,7 @@ pub fn locate_image(
             by_name: false,
         })
     } else {
-        Err(RunError::msg(format!("unknown image type: {arg}")))
+        Err(RunError::msg(format!("unknown image type: {shown}")))
     }
 }
 

@@ -210,10 +210,13 @@ pub struct Bind {
 }
 
 impl Bind {
-    /// Parse `SRC[:DST]` as `-b` takes it; DST defaults to SRC.
-    pub fn parse(s: &str) -> Result<Bind, String> {
-        let (src, dst) = match s.split_once(':') {
-            Some((a, b)) => (a, b),
+    /// Parse `SRC[:DST]` as `-b` takes it; DST defaults to SRC. Paths are bytes, as
+    /// Charliecloud's: they need not be UTF-8.
+    pub fn parse(s: impl AsRef<std::ffi::OsStr>) -> Result<Bind, String> {
+        use std::os::unix::ffi::OsStrExt;
+        let s = s.as_ref().as_bytes();
+        let (src, dst) = match s.iter().position(|&b| b == b':') {
+            Some(i) => (&s[..i], &s[i + 1..]),
             None => (s, s),
         };
         if src.is_empty() {
@@ -222,18 +225,22 @@ impl Bind {
         if dst.is_empty() {
             return Err("--bind: no destination provided".into());
         }
-        if !dst.starts_with('/') {
+        if !dst.starts_with(b"/") {
             return Err("--bind: destination must be absolute".into());
         }
-        if Path::new(dst)
+        let (src, dst) = (
+            Path::new(std::ffi::OsStr::from_bytes(src)),
+            Path::new(std::ffi::OsStr::from_bytes(dst)),
+        );
+        if dst
             .components()
             .all(|c| matches!(c, std::path::Component::RootDir))
         {
             return Err("--bind: destination can't be /".into());
         }
         Ok(Bind {
-            src: PathBuf::from(src),
-            dst: PathBuf::from(dst),
+            src: src.to_path_buf(),
+            dst: dst.to_path_buf(),
         })
     }
 }
@@ -1297,6 +1304,7 @@ mod tests {
 
     #[test]
     fn bind_parse_defaults_and_refuses_root() {
+        use std::os::unix::ffi::OsStrExt;
         assert_eq!(
             Bind::parse("/a").expect("ok"),
             Bind {
@@ -1314,6 +1322,9 @@ mod tests {
             "--bind: destination can't be /"
         );
         assert!(Bind::parse(":/b").is_err());
+        let odd = Bind::parse(std::ffi::OsStr::from_bytes(b"/d\xff:/mnt/\xfe")).expect("bytes");
+        assert_eq!(odd.src.as_os_str().as_bytes(), b"/d\xff");
+        assert_eq!(odd.dst.as_os_str().as_bytes(), b"/mnt/\xfe");
         for relative in ["/a:mnt", "data", "./d:./d"] {
             assert_eq!(
                 Bind::parse(relative).unwrap_err(),

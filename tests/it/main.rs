@@ -33,5 +33,6 @@ mod slurm;
 mod squash_export;
 mod store;
 mod stranger_build;
+mod stranger_run;
 mod stranger_store;
 mod times;
