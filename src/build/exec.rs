@@ -936,7 +936,9 @@ impl<'a> Builder<'a> {
         let mut files = items.is_none().then(Vec::new);
         if let Some(from) = args.from() {
             let (commit, _) = self.copy_from(ins, from)?;
-            let extra = format!("from-commit={commit}").into_bytes();
+            // `source-names`: since a source that is a symlink is copied under its own
+            // name (not its target's), so entries of earlier versions don't hit.
+            let extra = format!("from-commit={commit} source-names").into_bytes();
             if let Some(items) = items {
                 items.push(("source --from stage".into(), why::value_hash(&extra)));
             }
@@ -2164,10 +2166,18 @@ impl<'a> Builder<'a> {
                             let node = node.ok_or_else(|| {
                                 self.at(ins, format!("COPY --from: not found in stage: {p}"))
                             })?;
-                            let name = comps
-                                .last()
-                                .map(|c| String::from_utf8_lossy(c).into_owned())
-                                .unwrap_or_default();
+                            // The source's own name, not its symlink target's: `COPY
+                            // --from=s /bin/sh /d/` (a link to dash) writes `/d/sh`, as
+                            // Docker and Charliecloud, and as a context source does.
+                            let name = match Path::new(p).components().next_back() {
+                                Some(std::path::Component::Normal(n)) => {
+                                    n.to_string_lossy().into_owned()
+                                }
+                                _ => comps
+                                    .last()
+                                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                                    .unwrap_or_default(),
+                            };
                             let times = m.times.subtree(&comps.join(&b'/'));
                             let xattrs = if self.store.xattrs().record() {
                                 copy::xattrs_subtree(&m.xattrs, &comps.join(&b'/'))

@@ -496,3 +496,29 @@ fn copy_that_runs_out_of_space_names_source_and_destination() {
     b.build("big", "FROM busybox\nCOPY big /big\n", &[]);
     assert_eq!(b.run("big", "wc -c < /big").trim(), "320000");
 }
+
+#[test]
+fn copy_from_a_stage_names_a_symlink_source_by_its_own_name() {
+    // Docker and Charliecloud follow a source that is a symlink but keep its name: `COPY
+    // --from=s /out/b /one/` with b -> a wrote /one/a, and a wildcard over a and b wrote
+    // a twice and no b.
+    let w = Bench::new("stranger-from-link");
+    w.build(
+        "links",
+        "FROM busybox AS s\n\
+         RUN mkdir /out && echo a > /out/a && ln -s a /out/b\n\
+         FROM busybox\n\
+         COPY --from=s /out/b /one/\n\
+         COPY --from=s /out/* /all/\n\
+         COPY --from=s /out/b /out/a /two/\n",
+        &[],
+    );
+    assert_eq!(
+        w.run(
+            "links",
+            "cd / && for d in one all two; do echo $d: $(ls $d); done; cat /one/b; \
+             test -L /all/b || echo followed"
+        ),
+        "one: b\nall: a b\ntwo: a b\na\nfollowed\n"
+    );
+}
