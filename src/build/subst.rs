@@ -70,6 +70,10 @@ pub enum SubstErrorKind {
     /// `${A?msg}` with A unset, or `${A:?msg}` with A unset or empty.
     #[error("{name}: {message}")]
     Required { name: String, message: String },
+    /// An ENV, ARG or LABEL name that is empty once substituted (`ENV ${UNSET}=1`), as the
+    /// parser refuses `ENV =1`: ENV would write a `=1` line that ch-run can't read.
+    #[error("{0} names can not be blank")]
+    BlankName(&'static str),
 }
 
 /// Deepest `${A:-${B:-...}}` nesting accepted (keeps the recursive expander's stack
@@ -686,9 +690,19 @@ pub fn expand_instruction<L: Lookup + ?Sized>(
 ) -> Result<InstrKind, SubstError> {
     let x = |w: &str| expand_word(w, escape, vars);
     let xs = |ws: &[String]| ws.iter().map(|w| x(w)).collect::<Result<Vec<_>, _>>();
-    let xpairs = |ps: &[(String, String)]| {
+    let xname = |kw: &'static str, w: &str| {
+        let name = x(w)?;
+        if name.is_empty() {
+            return Err(SubstError {
+                offset: 0,
+                kind: SubstErrorKind::BlankName(kw),
+            });
+        }
+        Ok(name)
+    };
+    let xpairs = |kw: &'static str, ps: &[(String, String)]| {
         ps.iter()
-            .map(|(k, v)| Ok((x(k)?, x(v)?)))
+            .map(|(k, v)| Ok((xname(kw, k)?, x(v)?)))
             .collect::<Result<Vec<_>, SubstError>>()
     };
     let xflags = |kw: Keyword, flags: &Flags| -> Result<Flags, SubstError> {
@@ -755,14 +769,14 @@ pub fn expand_instruction<L: Lookup + ?Sized>(
                 .iter()
                 .map(|d| {
                     Ok(crate::build::dockerfile::ArgDecl {
-                        name: x(&d.name)?,
+                        name: xname("ARG", &d.name)?,
                         default: d.default.as_deref().map(x).transpose()?,
                     })
                 })
                 .collect::<Result<Vec<_>, SubstError>>()?,
         ),
-        InstrKind::Env(ps) => InstrKind::Env(xpairs(ps)?),
-        InstrKind::Label(ps) => InstrKind::Label(xpairs(ps)?),
+        InstrKind::Env(ps) => InstrKind::Env(xpairs("ENV", ps)?),
+        InstrKind::Label(ps) => InstrKind::Label(xpairs("LABEL", ps)?),
         InstrKind::Workdir(s) => InstrKind::Workdir(x(s)?),
         InstrKind::User(s) => InstrKind::User(x(s)?),
         InstrKind::Stopsignal(s) => InstrKind::Stopsignal(x(s)?),

@@ -522,3 +522,19 @@ fn copy_from_a_stage_names_a_symlink_source_by_its_own_name() {
         "one: b\nall: a b\ntwo: a b\na\nfollowed\n"
     );
 }
+
+#[test]
+fn env_name_empty_after_substitution_is_an_error_naming_the_line() {
+    // `ENV ${UNSET}=1` wrote a `=1` line to /ch/environment, which `ch-run --set-env`
+    // then refused ("can't parse variable: empty name"); `ENV =1` is a parse error.
+    let w = Bench::new("stranger-blank-env");
+    let (code, err) = w.build_fails("blank", "FROM busybox\n\nENV ${UNSET}=1 B=2\n", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Dockerfile:3"), "{err}");
+    assert!(err.contains("ENV names can not be blank"), "{err}");
+    let (_, err) = w.build_fails("blank", "FROM busybox\nLABEL $UNSET=x\n", &[]);
+    assert!(err.contains("LABEL names can not be blank"), "{err}");
+    // A name made of a variable is fine when it has a value.
+    w.build("named", "FROM busybox\nARG N=A\nENV ${N}=1 ${N}B=2\n", &[]);
+    assert_eq!(w.run("named", "cat /ch/environment"), "A=1\nAB=2\n");
+}
