@@ -101,6 +101,9 @@ pub struct Ignore {
 impl Ignore {
     pub fn parse(text: &str) -> Ignore {
         let mut rules = Vec::new();
+        // A UTF-8 byte order mark (Windows editors) is not part of the first pattern, as
+        // Docker's reader trims it.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for line in text.lines() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -999,6 +1002,14 @@ mod tests {
         assert!(ig.excluded("build/x/y"));
         assert!(ig.excluded("deep/er/tmp/z"));
         assert!(!ig.excluded("src/main.rs"));
+    }
+
+    #[test]
+    fn dockerignore_byte_order_mark_and_crlf_are_not_part_of_patterns() {
+        let ig = Ignore::parse("\u{feff}first\r\n*.log\r\n");
+        assert!(ig.excluded("first"));
+        assert!(ig.excluded("a.log"));
+        assert!(!ig.excluded("keep"));
     }
 
     #[test]

@@ -538,3 +538,18 @@ fn env_name_empty_after_substitution_is_an_error_naming_the_line() {
     w.build("named", "FROM busybox\nARG N=A\nENV ${N}=1 ${N}B=2\n", &[]);
     assert_eq!(w.run("named", "cat /ch/environment"), "A=1\nAB=2\n");
 }
+
+#[test]
+fn dockerignore_saved_with_a_byte_order_mark_excludes_its_first_pattern() {
+    // Windows editors save `.dockerignore` with a BOM (and CRLF); Docker trims the BOM.
+    let w = Bench::new("stranger-ignore-bom");
+    w.write(".dockerignore", "\u{feff}secret.env\r\n*.log\r\n");
+    w.write("secret.env", "x\n");
+    w.write("a.log", "x\n");
+    w.write("keep", "x\n");
+    w.build("bom", "FROM busybox\nCOPY . /c/\n", &[]);
+    assert_eq!(
+        w.run("bom", "cd /c && ls -A"),
+        ".dockerignore\nDockerfile\nkeep\n"
+    );
+}
