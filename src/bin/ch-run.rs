@@ -87,6 +87,9 @@ pub(crate) struct Cli {
     /// (internal, for ch-image build) a RUN --mount: bind[-ro]:DST:SRC or tmpfs:DST:OPTIONS
     #[arg(long = "build-mount", value_name = "SPEC", action = ArgAction::Append, hide = true)]
     build_mount: Vec<OsString>,
+    /// (internal, for ch-image build) RUN --network=none: no network but loopback
+    #[arg(long = "no-network", hide = true)]
+    no_network: bool,
     /// fake success of privileged system calls (chown, setuid, mknod of devices, ...)
     #[arg(long)]
     seccomp: bool,
@@ -427,6 +430,7 @@ fn real_main() -> Result<i32, RunError> {
         quiet: cli.quiet,
         user,
         ch_ssh,
+        no_network: cli.no_network,
     };
     run::run(&spec)
 }

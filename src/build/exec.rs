@@ -636,7 +636,10 @@ impl<'a> Builder<'a> {
             Action::Commit { instruction, key } => (instruction, key),
         };
         let mounts = match sub {
-            InstrKind::Run { options, .. } => self.run_mounts(ins, options)?,
+            InstrKind::Run { options, .. } => {
+                run_network_none(options).map_err(|e| self.at(ins, e))?;
+                self.run_mounts(ins, options)?
+            }
             _ => Vec::new(),
         };
         // The cache key: parent key, the planned key input, and what needs I/O.
@@ -783,8 +786,13 @@ impl<'a> Builder<'a> {
         let mut config = self.stage().config.clone();
         let mut empty_layer = true;
         match &sub {
-            InstrKind::Run { form, heredocs, .. } => {
-                self.run(ins, form, heredocs, vars, &config, mounts)?;
+            InstrKind::Run {
+                form,
+                heredocs,
+                options,
+            } => {
+                let no_network = run_network_none(options).map_err(|e| self.at(ins, e))?;
+                self.run(ins, form, heredocs, vars, &config, mounts, no_network)?;
                 empty_layer = false;
             }
             InstrKind::Copy(args) => {
@@ -1799,6 +1807,7 @@ impl<'a> Builder<'a> {
         Ok(d)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
         ins: &Instruction,
@@ -1807,6 +1816,7 @@ impl<'a> Builder<'a> {
         vars: &Vars,
         config: &ImageConfig,
         mounts: &[RunMount],
+        no_network: bool,
     ) -> Result<(), BuildError> {
         let force = self.opts.force;
         let fakeroot = if force == Force::Fakeroot {
@@ -1898,6 +1908,7 @@ impl<'a> Builder<'a> {
             &self.opts.binds,
             &prepared.mounts,
             &overlay,
+            no_network,
             &argv,
         ));
         let upper = overlay.upper;
@@ -2484,12 +2495,33 @@ fn applied_since(sub: &InstrKind) -> Option<&'static str> {
         {
             Some("copy-options 1\n")
         }
-        InstrKind::Run { form, heredocs, .. }
-            if invocation::shebang_heredoc(form, heredocs).is_some() =>
-        {
-            Some("heredoc-exec 1\n")
-        }
+        InstrKind::Run {
+            form,
+            heredocs,
+            options,
+        } => match (
+            invocation::shebang_heredoc(form, heredocs).is_some(),
+            run_network_none(options) == Ok(true),
+        ) {
+            (true, true) => Some("heredoc-exec 1\nnetwork-none 1\n"),
+            (true, false) => Some("heredoc-exec 1\n"),
+            (false, true) => Some("network-none 1\n"),
+            (false, false) => None,
+        },
         _ => None,
+    }
+}
+
+/// Whether a RUN's `--network` asks for no network (`none`), as BuildKit's modes:
+/// `default` and `host` keep the host's network (Grove's RUN has no network of its own);
+/// anything else is an error.
+fn run_network_none(options: &dockerfile::Flags) -> Result<bool, String> {
+    match options.get("network") {
+        None | Some("default") | Some("host") => Ok(false),
+        Some("none") => Ok(true),
+        Some(other) => Err(format!(
+            "RUN --network: unsupported network mode {other:?} (default, none or host)"
+        )),
     }
 }
 

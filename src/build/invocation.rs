@@ -241,6 +241,7 @@ pub struct Overlay {
 /// (`-b`), the RUN's mounts (`--mount`), the overlay, then `--` and `argv`. A RUN with a
 /// mount target in `/tmp` gets a private `/tmp` (`-t`, an empty tmpfs) instead of the
 /// host's, where its mount point could not be made without writing to the host.
+#[allow(clippy::too_many_arguments)]
 pub fn ch_run_args(
     env_file: &Path,
     cwd: &str,
@@ -248,6 +249,7 @@ pub fn ch_run_args(
     binds: &[String],
     mounts: &[crate::run::BuildMount],
     overlay: &Overlay,
+    no_network: bool,
     argv: &[String],
 ) -> Vec<OsString> {
     let mut a: Vec<OsString> = [
@@ -273,6 +275,9 @@ pub fn ch_run_args(
     }
     if mounts.iter().any(|m| m.dst().starts_with("/tmp")) {
         a.push("--private-tmp".into());
+    }
+    if no_network {
+        a.push("--no-network".into());
     }
     for b in binds {
         a.push(format!("--bind={b}").into());
@@ -770,6 +775,7 @@ mod tests {
                 },
             ],
             &o,
+            true,
             &["/bin/sh".to_string(), "-c".to_string(), "true".to_string()],
         );
         let a: Vec<&str> = a.iter().map(|s| s.to_str().unwrap()).collect();
@@ -788,6 +794,7 @@ mod tests {
                 "--bind=/h:/g",
                 "--build-mount=bind-ro:/src:/ctx",
                 "--build-mount=tmpfs:/t:mode=1777",
+                "--no-network",
                 "--lower=/l1",
                 "--lower=/l2",
                 "--upper=/s/upper",
@@ -799,14 +806,23 @@ mod tests {
                 "true",
             ]
         );
-        let a = ch_run_args(Path::new("/e"), "/", Force::None, &[], &[], &o, &[]);
+        let a = ch_run_args(Path::new("/e"), "/", Force::None, &[], &[], &o, false, &[]);
         assert!(!a.iter().any(|s| s == "--seccomp"));
         assert!(!a.iter().any(|s| s == "--private-tmp"));
         let in_tmp = [crate::run::BuildMount::Tmpfs {
             dst: "/tmp/x".into(),
             options: String::new(),
         }];
-        let a = ch_run_args(Path::new("/e"), "/", Force::None, &[], &in_tmp, &o, &[]);
+        let a = ch_run_args(
+            Path::new("/e"),
+            "/",
+            Force::None,
+            &[],
+            &in_tmp,
+            &o,
+            false,
+            &[],
+        );
         assert!(a.iter().any(|s| s == "--private-tmp"));
     }
 }

@@ -88,6 +88,9 @@ pub struct RunSpec {
     pub user: String,
     /// `--ch-ssh`: host path of the ch-ssh program to bind at `/usr/bin/ch-ssh`.
     pub ch_ssh: Option<PathBuf>,
+    /// The builder's `RUN --network=none` (internal `--no-network`): a new network
+    /// namespace with only the loopback interface, up.
+    pub no_network: bool,
 }
 
 /// Why an id option's value is not a valid id.
@@ -557,6 +560,9 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
             Some(TempFiles::write(&host_tmp, uid, gid)?)
         };
         setup::containerize(&plan::id_maps(euid, egid, uid, gid))?;
+        if spec.no_network {
+            setup::isolate_network()?;
+        }
         let image_dir = match spec.image.kind {
             ImageKind::Dir => spec.image.path.clone(),
             ImageKind::Squash => {

@@ -33,6 +33,15 @@ pub fn containerize(maps: &IdMaps) -> Result<(), RunError> {
     Ok(())
 }
 
+/// Enter a new network namespace with only the loopback interface, up (`RUN
+/// --network=none`). Call after [`containerize`]: the namespace belongs to the new user
+/// namespace, whose root may configure it.
+pub fn isolate_network() -> Result<(), RunError> {
+    unshare(CloneFlags::CLONE_NEWNET)
+        .map_err(|e| RunError::sys("can't init network namespace", e))?;
+    super::sys::loopback_up().map_err(|e| RunError::sys("can't bring up loopback interface lo", e))
+}
+
 /// Become root of a new user namespace that maps only the invoking user and group (as
 /// uid and gid 0), so that the process can read the user's own files and directories
 /// whatever their modes (mode 0000 included) without changing them: `CAP_DAC_READ_SEARCH`

@@ -553,3 +553,38 @@ fn dockerignore_saved_with_a_byte_order_mark_excludes_its_first_pattern() {
         ".dockerignore\nDockerfile\nkeep\n"
     );
 }
+
+/// Names of the network interfaces in a `/proc/net/dev` listing, one per line.
+fn interfaces(proc_net_dev: &str) -> String {
+    proc_net_dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(|n| format!("{}\n", n.trim()))
+        .collect()
+}
+
+#[test]
+fn run_network_none_has_only_loopback_and_it_is_up() {
+    // `RUN --network=none` was parsed and ignored: the command had the host's network.
+    let w = Bench::new("stranger-network-none");
+    let log = w.build(
+        "net",
+        "FROM busybox\n\
+         RUN --network=none cat /proc/net/dev > /none && ping -c1 -W5 127.0.0.1 > /dev/null && echo up > /lo\n\
+         RUN cat /proc/net/dev > /default\n\
+         RUN --network=host cat /proc/net/dev > /host\n",
+        &[],
+    );
+    assert_eq!(interfaces(&w.run("net", "cat /none")), "lo\n", "{log}");
+    assert_eq!(w.run("net", "cat /lo"), "up\n");
+    // Without it (or with `default` or `host`), the host's interfaces, as before.
+    let host = interfaces(&std::fs::read_to_string("/proc/net/dev").expect("host interfaces"));
+    assert_eq!(interfaces(&w.run("net", "cat /default")), host);
+    assert_eq!(interfaces(&w.run("net", "cat /host")), host);
+    // BuildKit knows no other mode.
+    let (code, err) = w.build_fails("bad", "FROM busybox\n\nRUN --network=bogus true\n", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Dockerfile:3"), "{err}");
+    assert!(err.contains("unsupported network mode \"bogus\""), "{err}");
+}
