@@ -133,8 +133,27 @@ impl Ignore {
     /// Read `CONTEXT/.dockerignore` (none: no rules). Any problem is an error naming the
     /// file (and the line): silently dropping the rules would copy what they exclude.
     pub fn load(context: &Path) -> Result<Ignore, ContextError> {
+        Ok(Ignore::load_file(&context.join(".dockerignore"))?.unwrap_or_default())
+    }
+
+    /// The rules for a build of `dockerfile` (`None`: read from standard input): as
+    /// BuildKit, `DOCKERFILE.dockerignore` beside it if there is one (`app/Dockerfile`:
+    /// `app/Dockerfile.dockerignore`), which then replaces `CONTEXT/.dockerignore`.
+    pub fn load_for(context: &Path, dockerfile: Option<&Path>) -> Result<Ignore, ContextError> {
+        if let Some(d) = dockerfile {
+            let mut own = d.as_os_str().to_os_string();
+            own.push(".dockerignore");
+            if let Some(ig) = Ignore::load_file(Path::new(&own))? {
+                return Ok(ig);
+            }
+        }
+        Ignore::load(context)
+    }
+
+    /// Read one ignore file; `None` if there is none.
+    fn load_file(p: &Path) -> Result<Option<Ignore>, ContextError> {
         use std::os::unix::fs::OpenOptionsExt;
-        let p = context.join(".dockerignore");
+        let p = p.to_path_buf();
         let f = match fs::OpenOptions::new()
             .read(true)
             // A FIFO must not block the build; it is refused below.
@@ -142,7 +161,7 @@ impl Ignore {
             .open(&p)
         {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Ignore::default()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(IoError::new("read", &p, e).into()),
         };
         let md = f.metadata().at("stat", &p)?;
@@ -162,11 +181,13 @@ impl Ignore {
                 message: format!("larger than {} MiB", MAX_IGNORE_FILE >> 20),
             });
         }
-        Ignore::parse_bytes(&bytes).map_err(|(line, message)| ContextError::AtLine {
-            path: p,
-            line,
-            message,
-        })
+        Ignore::parse_bytes(&bytes)
+            .map(Some)
+            .map_err(|(line, message)| ContextError::AtLine {
+                path: p,
+                line,
+                message,
+            })
     }
 
     /// Parse `.dockerignore` bytes; a line that is not UTF-8 (comments too) is an error

@@ -341,7 +341,9 @@ pub fn build(
             );
         }
     }
-    let ignore = Ignore::load(&opts.context)?;
+    // `DOCKERFILE.dockerignore` first (BuildKit); the name is the Dockerfile's path.
+    let dockerfile = (opts.dockerfile_name != "-").then(|| Path::new(&opts.dockerfile_name));
+    let ignore = Ignore::load_for(&opts.context, dockerfile)?;
     let source_date_epoch = source_date_epoch(&opts.build_args)?;
     let plan_opts = plan::PlanOptions {
         force: opts.force,

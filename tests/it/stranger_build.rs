@@ -588,3 +588,28 @@ fn run_network_none_has_only_loopback_and_it_is_up() {
     assert!(err.contains("Dockerfile:3"), "{err}");
     assert!(err.contains("unsupported network mode \"bogus\""), "{err}");
 }
+
+#[test]
+fn dockerfile_specific_ignore_file_replaces_the_context_one() {
+    // BuildKit: `-f app/Dockerfile` reads `app/Dockerfile.dockerignore` if it exists, in
+    // place of CONTEXT/.dockerignore (monorepos with one Dockerfile per app).
+    let w = Bench::new("stranger-own-ignore");
+    w.write(".dockerignore", "a\n");
+    w.write("app/Dockerfile.dockerignore", "b\napp\n");
+    for f in ["a", "b", "c"] {
+        w.write(f, "x\n");
+    }
+    w.write("app/Dockerfile", "FROM busybox\nCOPY . /c/\n");
+    let mut c = w.image();
+    c.args(["build", "-t", "own", "-f"])
+        .arg(w.ctx.join("app/Dockerfile"))
+        .arg(&w.ctx);
+    crate::common::ok(&mut c);
+    assert_eq!(w.run("own", "cd /c && ls -A"), ".dockerignore\na\nc\n");
+    // Without one, the context's.
+    w.build("ctx", "FROM busybox\nCOPY . /c/\n", &[]);
+    assert_eq!(
+        w.run("ctx", "cd /c && ls -A"),
+        ".dockerignore\nDockerfile\napp\nb\nc\n"
+    );
+}
