@@ -65,7 +65,7 @@ pub(crate) struct Cli {
     join_tag: Option<String>,
     /// SquashFS mount point
     #[arg(short = 'm', long = "mount", value_name = "DIR")]
-    mount: Option<PathBuf>,
+    mount: Option<OsString>,
     /// don't bind-mount /etc/{passwd,group}
     #[arg(long = "no-passwd")]
     no_passwd: bool,
@@ -396,7 +396,7 @@ fn real_main() -> Result<i32, RunError> {
     grove::verbose!("verbosity: {}", grove::log::level());
     grove::verbose!("image: {}", image.path.display());
     grove::verbose!("storage: {}", storage.display());
-    if cli.mount.as_ref().is_some_and(|m| m.as_os_str().is_empty()) {
+    if cli.mount.as_ref().is_some_and(|m| m.is_empty()) {
         return Err(RunError::msg("mount point can't be empty string"));
     }
     if cli.mount.is_some() && image.kind == run::ImageKind::Dir {
@@ -426,7 +426,7 @@ fn real_main() -> Result<i32, RunError> {
         seccomp: cli.seccomp,
         env: env_args.into_iter().map(|(_, a)| a).collect(),
         join,
-        squash_mount: cli.mount,
+        squash_mount: cli.mount.map(PathBuf::from),
         quiet: cli.quiet,
         user,
         ch_ssh,
