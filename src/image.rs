@@ -1287,6 +1287,19 @@ pub fn build(
         a.context = d.clone();
         _empty_context = RemoveOnDrop(d);
     }
+    // As Charliecloud: the tag is inferred (and said), then the context checked, then the
+    // Dockerfile read.
+    let tag_text = match a.tag.clone() {
+        Some(t) => t,
+        None => {
+            let t = infer_tag(a.file.as_deref(), &a.context);
+            info!("inferred image name: {t}");
+            t
+        }
+    };
+    if !a.context.is_dir() {
+        return Err(ImageError::ContextNotDir(a.context));
+    }
     let (text, name) = match &a.file {
         Some(f) if f.as_os_str() == "-" => (read_dockerfile(None, "-")?, "-".to_string()),
         Some(f) => (
@@ -1301,13 +1314,6 @@ pub fn build(
             )
         }
     };
-    if !a.context.is_dir() {
-        return Err(ImageError::ContextNotDir(a.context));
-    }
-    let tag_text = a
-        .tag
-        .clone()
-        .unwrap_or_else(|| infer_tag(a.file.as_deref(), &a.context));
     let tag = parse_ref(&tag_text)?;
     let force = match a.force.as_deref() {
         None | Some("seccomp") => Force::Seccomp,

@@ -340,3 +340,40 @@ fn import_of_a_charliecloud_image_keeps_its_environment_and_workdir() {
     assert!(log.contains("FOO=bar baz"), "{log}");
     assert!(log.contains("cwd=/tmp"), "{log}");
 }
+
+// ---- 50_ch-image.bats "ch-image build: infer name", "ch-image build: context not a directory"
+
+#[test]
+fn build_without_a_tag_says_the_inferred_name_and_checks_the_context_first() {
+    let b = Bench::new("bats-infer");
+    b.write("Dockerfile", "FROM busybox\n");
+    // The context is `ctx`: the image is named after it, and the build says so.
+    let out = output(b.image().arg("build").arg(&b.ctx));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("inferred image name: ctx"), "{err}");
+    let out = output(b.image().arg("list"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l == "ctx"),
+        "{out:?}"
+    );
+    // With -t, nothing is inferred.
+    let out = output(b.image().args(["build", "-t", "named"]).arg(&b.ctx));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("inferred"));
+    // A context that is not a directory is said so, before any Dockerfile is looked for.
+    let missing = b.s.join("nonexistent");
+    let (code, err) = fails(b.image().args(["build", "-t", "x"]).arg(&missing));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!(
+            "context must be a directory: {}",
+            missing.display()
+        )),
+        "{err}"
+    );
+    let file = b.ctx.join("Dockerfile");
+    let (_, err) = fails(b.image().args(["build", "-t", "x"]).arg(&file));
+    assert!(err.contains("context must be a directory"), "{err}");
+}
