@@ -356,6 +356,9 @@ fn walk_upper(abs: &Path, rel: &[u8], model: &mut Dir, w: &mut Walk) -> Result<(
                 "ignoring device file or socket created in image: /{}",
                 String::from_utf8_lossy(&r)
             ));
+            // Out of the layer too, or the views built on it (later RUNs, `ch-run NAME`)
+            // would show what the commit does not hold.
+            fs::remove_file(&p).at("remove", &p)?;
         }
     }
     Ok(())
@@ -490,6 +493,32 @@ mod tests {
     fn parent(c: ObjectId) -> Result<Option<(ObjectId, bool)>, StoreError> {
         let i = c.as_bytes()[0];
         Ok((i > 0).then(|| (oid(i - 1), false)))
+    }
+
+    #[test]
+    fn a_socket_in_the_upper_directory_is_left_out_of_the_commit_and_the_layer() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let repo = t.path().join("repo.git");
+        let ts = gix::init_bare(&repo).expect("init").into_sync();
+        let upper = t.path().join("upper");
+        fs::create_dir(&upper).expect("mkdir");
+        fs::write(upper.join("kept"), "x\n").expect("write");
+        let _sock = std::os::unix::net::UnixListener::bind(upper.join("sock")).expect("bind");
+        let mut model = Dir::new(0o755);
+        let (_, warnings) =
+            apply_upper(&ts, &mut model, &upper, None, model::XattrPolicy::default())
+                .expect("apply");
+        assert!(model.get(b"kept").is_some());
+        assert!(model.get(b"sock").is_none());
+        assert_eq!(
+            warnings,
+            ["ignoring device file or socket created in image: /sock"]
+        );
+        assert!(
+            !upper.join("sock").exists(),
+            "the socket stays in the layer"
+        );
+        assert!(upper.join("kept").exists());
     }
 
     #[test]
