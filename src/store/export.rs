@@ -179,11 +179,9 @@ impl ReadAhead {
         let shared = repo.clone().into_sync();
         scope.spawn(move || {
             let repo = shared.to_thread_local();
-            let size = |id: ObjectId| -> Result<u64, GitError> {
-                repo.find_header(id)
-                    .map(|h| h.size())
-                    .map_err(super::git::git_err(format!("find blob {id}")))
-            };
+            // With a fresh handle on a miss: this one lives for the whole export, and a
+            // compaction can replace the packs meanwhile.
+            let size = |id: ObjectId| super::git::blob_size(&repo, id);
             let mut rest = wanted.as_slice();
             while !rest.is_empty() {
                 // The next batch: up to READ_AHEAD_BATCH bytes (at least one blob).
