@@ -170,26 +170,57 @@ pub fn compact(store: &Store, _lock: &WriteLock, inherited: bool) -> Result<Comp
         }
         // The new packs reach the disk before the stored ones go (a power loss must not
         // leave neither): their files, then the directory naming them.
+        let mut written = std::collections::HashSet::new();
         for p in pb.finish().at("compact", &dir)? {
             for f in [p.clone(), p.with_extension("idx")] {
                 let file = fs::File::open(&f).at("open", &f)?;
                 file.sync_all().at("sync", &f)?;
                 done.after += file.metadata().map(|m| m.len()).unwrap_or(0);
             }
+            if let Some(stem) = p.file_stem() {
+                written.insert(stem.to_string_lossy().into_owned());
+            }
         }
         fs::File::open(&dir)
             .and_then(|d| d.sync_all())
             .at("sync", &dir)?;
-        // Every object is in a compressed pack now: the stored ones go, index first.
+        // Every object is in a compressed pack now: the stored ones go, index first. A
+        // pack is named by its contents, so one written again byte for byte (objects that
+        // do not compress, stored blocks either way, alone or in the same order) has the
+        // name of the stored pack it copies: that file is the copy and stays.
         for (name, _) in &here {
+            if written.contains(name) {
+                continue;
+            }
             for ext in ["idx", "pack"] {
                 let p = dir.join(format!("{name}.{ext}"));
                 fs::remove_file(&p).at("remove", &p)?;
             }
         }
         done.packs += here.len();
-        let gone: Vec<String> = here.into_iter().map(|(n, _)| n).collect();
+        let (same, gone): (Vec<String>, Vec<String>) = here
+            .into_iter()
+            .map(|(n, _)| n)
+            .partition(|n| written.contains(n));
         pack::unmark_stored(&objects, &gone).at("write", pack::stored_marker(&objects))?;
+        if !same.is_empty() {
+            pack::unmark_rewritten(&objects, &same)
+                .at("write", pack::stored_marker(&objects))?;
+        }
+        // Each round must take the packs it compacted off the list: never loop on them.
+        let (_, still) = present(&objects);
+        if let Some((name, _)) = still
+            .iter()
+            .find(|(n, _)| gone.contains(n) || same.contains(n))
+        {
+            let marker = pack::stored_marker(&objects);
+            return Err(IoError::new(
+                "update",
+                &marker,
+                std::io::Error::other(format!("{name} is still listed after its compaction")),
+            )
+            .into());
+        }
     }
 }
 

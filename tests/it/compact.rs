@@ -578,3 +578,49 @@ fn ch_convert_into_the_store_compresses_its_packs_in_the_background() {
     assert!(st.stored_packs().is_empty(), "{:?}", st.stored_packs());
     assert_eq!(st.run("big", "tail -n 1 /d1/f11"), "file 11 line\n");
 }
+
+/// An incompressible blob of 16 MiB or more fills a pack chunk alone, and compaction
+/// writes it as the same stored blocks: the compressed pack comes out byte for byte the
+/// stored one, under the same name. Compaction removed that name as a stored pack, and
+/// with it the blob's only copy (git fsck: missing blob).
+#[test]
+fn compaction_keeps_a_blob_whose_compressed_pack_is_the_stored_one() {
+    let st = Bench::new("compact-same-pack");
+    // Enough files for the import to write packs; three incompressible blobs over 16 MiB,
+    // of which at least one comes to a chunk alone, at import and at compaction.
+    for i in 0..300 {
+        st.write(&format!("rand/small/f{i}"), &format!("small {i}\n"));
+    }
+    crate::common::sh(&format!(
+        "for n in 1 2 3; do head -c 17000000 /dev/urandom > '{}/rand/noise'$n; done",
+        st.ctx.display()
+    ));
+    ok(st
+        .image()
+        .env("CH_IMAGE_AUTO_COMPACT", "no")
+        .arg("import")
+        .arg(st.ctx.join("rand"))
+        .arg("noise"));
+    let stored = st.stored_packs();
+    assert!(!stored.is_empty(), "the import stored no pack");
+    let objects = st.object_ids();
+    ok(st.image().args(["build-cache", "--compact"]));
+    assert!(st.stored_packs().is_empty(), "{:?}", st.stored_packs());
+    let after = st.object_ids();
+    let lost: Vec<&String> = objects.iter().filter(|o| !after.contains(o)).collect();
+    assert!(lost.is_empty(), "compaction lost {lost:?}");
+    st.fsck_both();
+    let tar = st.s.join("noise.tar");
+    ok(tool("ch-convert")
+        .arg("-s")
+        .arg(st.storage())
+        .args(["-i", "ch-image", "noise"])
+        .arg(&tar));
+    for n in 1..=3 {
+        crate::common::sh(&format!(
+            "tar -xOf '{}' noise{n} | cmp - '{}/rand/noise{n}'",
+            tar.display(),
+            st.ctx.display()
+        ));
+    }
+}
