@@ -204,8 +204,7 @@ pub fn compact(store: &Store, _lock: &WriteLock, inherited: bool) -> Result<Comp
             .partition(|n| written.contains(n));
         pack::unmark_stored(&objects, &gone).at("write", pack::stored_marker(&objects))?;
         if !same.is_empty() {
-            pack::unmark_rewritten(&objects, &same)
-                .at("write", pack::stored_marker(&objects))?;
+            pack::unmark_rewritten(&objects, &same).at("write", pack::stored_marker(&objects))?;
         }
         // Each round must take the packs it compacted off the list: never loop on them.
         let (_, still) = present(&objects);
