@@ -366,6 +366,41 @@ mod tests {
         pack::tests::assert_git_fsck_strict(&dir.join("repo.git"));
     }
 
+    /// A stored pack of one incompressible blob over a chunk comes out of compaction byte
+    /// for byte, under its own name: it stays, and leaves the list.
+    #[test]
+    fn a_pack_compaction_writes_again_byte_for_byte_is_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("s");
+        let store = Store::open(&dir).unwrap();
+        let objects = store.layout().objects();
+        let repo = store.repo();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..pack::CHUNK_BYTES + 1000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        let pb = PackBuilder::stored(&objects);
+        let id = pb.add(&repo, &noise).unwrap();
+        let stored = pb.finish().unwrap();
+        assert_eq!(stored.len(), 1);
+        let lock = store.lock().unwrap();
+        let c = compact(&store, &lock, false).unwrap();
+        assert_eq!((c.packs, c.objects), (1, 1));
+        assert!(
+            stored[0].exists(),
+            "the pack that is its own copy was removed"
+        );
+        assert_eq!(stored_bytes(&objects), 0);
+        let repo = gix::open(dir.join("repo.git")).unwrap();
+        assert!(repo.find_blob(id).unwrap().data == noise);
+        pack::tests::assert_git_fsck_strict(&dir.join("repo.git"));
+    }
+
     #[test]
     fn auto_compaction_is_off_only_when_said_so() {
         for v in ["no", "0", "false", "OFF", " No "] {
