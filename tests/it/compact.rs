@@ -624,3 +624,47 @@ fn compaction_keeps_a_blob_whose_compressed_pack_is_the_stored_one() {
         ));
     }
 }
+
+/// Exports to tar, tar.gz and SquashFS while the background compaction replaces the packs
+/// under them (blobs read ahead on every core) give the bytes of
+/// exports from a store that has none running, and the store stays whole.
+#[test]
+fn exports_during_a_background_compaction_equal_those_of_a_quiet_store() {
+    let quiet = Bench::new("compact-export-quiet");
+    let busy = Bench::new("compact-export-busy");
+    let big = big_tree(&quiet);
+    let convert = |st: &Bench, out: &str| -> Vec<u8> {
+        let path = st.s.join(out);
+        ok(tool("ch-convert")
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .arg("-s")
+            .arg(st.storage())
+            .args(["-i", "ch-image", "big"])
+            .arg(&path));
+        std::fs::read(&path).expect("read export")
+    };
+    ok(quiet
+        .image()
+        .env("CH_IMAGE_AUTO_COMPACT", "no")
+        .arg("import")
+        .arg(&big)
+        .arg("big"));
+    let formats = ["big.tar", "big.sqfs", "big.tar.gz"];
+    let expected: Vec<Vec<u8>> = formats.iter().map(|f| convert(&quiet, f)).collect();
+    ok(busy.image().arg("import").arg(&big).arg("big"));
+    let mut overlapped = 0;
+    for round in 0..2 {
+        // tar.gz (slow in a debug build) once.
+        for (out, want) in formats.iter().zip(&expected).take(3 - round) {
+            let running = background_compaction(&busy.storage()).is_some();
+            overlapped += usize::from(running);
+            assert!(
+                convert(&busy, out) == *want,
+                "{out} (round {round}, compaction running: {running}) differs"
+            );
+        }
+    }
+    eprintln!("exports started while the compaction ran: {overlapped} of 5");
+    busy.fsck_both();
+    assert!(busy.stored_packs().is_empty(), "{:?}", busy.stored_packs());
+}
