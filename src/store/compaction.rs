@@ -170,26 +170,56 @@ pub fn compact(store: &Store, _lock: &WriteLock, inherited: bool) -> Result<Comp
         }
         // The new packs reach the disk before the stored ones go (a power loss must not
         // leave neither): their files, then the directory naming them.
+        let mut written = std::collections::HashSet::new();
         for p in pb.finish().at("compact", &dir)? {
             for f in [p.clone(), p.with_extension("idx")] {
                 let file = fs::File::open(&f).at("open", &f)?;
                 file.sync_all().at("sync", &f)?;
                 done.after += file.metadata().map(|m| m.len()).unwrap_or(0);
             }
+            if let Some(stem) = p.file_stem() {
+                written.insert(stem.to_string_lossy().into_owned());
+            }
         }
         fs::File::open(&dir)
             .and_then(|d| d.sync_all())
             .at("sync", &dir)?;
-        // Every object is in a compressed pack now: the stored ones go, index first.
+        // Every object is in a compressed pack now: the stored ones go, index first. A
+        // pack is named by its contents, so one written again byte for byte (objects that
+        // do not compress, stored blocks either way, alone or in the same order) has the
+        // name of the stored pack it copies: that file is the copy and stays.
         for (name, _) in &here {
+            if written.contains(name) {
+                continue;
+            }
             for ext in ["idx", "pack"] {
                 let p = dir.join(format!("{name}.{ext}"));
                 fs::remove_file(&p).at("remove", &p)?;
             }
         }
         done.packs += here.len();
-        let gone: Vec<String> = here.into_iter().map(|(n, _)| n).collect();
+        let (same, gone): (Vec<String>, Vec<String>) = here
+            .into_iter()
+            .map(|(n, _)| n)
+            .partition(|n| written.contains(n));
         pack::unmark_stored(&objects, &gone).at("write", pack::stored_marker(&objects))?;
+        if !same.is_empty() {
+            pack::unmark_rewritten(&objects, &same).at("write", pack::stored_marker(&objects))?;
+        }
+        // Each round must take the packs it compacted off the list: never loop on them.
+        let (_, still) = present(&objects);
+        if let Some((name, _)) = still
+            .iter()
+            .find(|(n, _)| gone.contains(n) || same.contains(n))
+        {
+            let marker = pack::stored_marker(&objects);
+            return Err(IoError::new(
+                "update",
+                &marker,
+                std::io::Error::other(format!("{name} is still listed after its compaction")),
+            )
+            .into());
+        }
     }
 }
 
@@ -333,6 +363,41 @@ mod tests {
         }
         // Nothing left to do: a second compaction is a no-op.
         assert_eq!(compact(&store, &lock, false).unwrap(), Compacted::default());
+        pack::tests::assert_git_fsck_strict(&dir.join("repo.git"));
+    }
+
+    /// A stored pack of one incompressible blob over a chunk comes out of compaction byte
+    /// for byte, under its own name: it stays, and leaves the list.
+    #[test]
+    fn a_pack_compaction_writes_again_byte_for_byte_is_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("s");
+        let store = Store::open(&dir).unwrap();
+        let objects = store.layout().objects();
+        let repo = store.repo();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..pack::CHUNK_BYTES + 1000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        let pb = PackBuilder::stored(&objects);
+        let id = pb.add(&repo, &noise).unwrap();
+        let stored = pb.finish().unwrap();
+        assert_eq!(stored.len(), 1);
+        let lock = store.lock().unwrap();
+        let c = compact(&store, &lock, false).unwrap();
+        assert_eq!((c.packs, c.objects), (1, 1));
+        assert!(
+            stored[0].exists(),
+            "the pack that is its own copy was removed"
+        );
+        assert_eq!(stored_bytes(&objects), 0);
+        let repo = gix::open(dir.join("repo.git")).unwrap();
+        assert!(repo.find_blob(id).unwrap().data == noise);
         pack::tests::assert_git_fsck_strict(&dir.join("repo.git"));
     }
 

@@ -153,7 +153,7 @@ pub fn write_tar_with<W: Write>(
 }
 
 /// Blob contents read ahead for a tar stream: a background thread reads them, in the order
-/// the stream needs them, in batches of about [`READ_AHEAD_BATCH`] bytes inflated on every
+/// the stream needs them, in batches of at most [`READ_AHEAD_BATCH`] bytes ([`next_batch`]) inflated on every
 /// core (rayon), at most [`READ_AHEAD_DEPTH`] batches ahead of the writer. So a compressed
 /// pack costs the stream little more than a stored one, and memory stays bounded: blobs
 /// of [`super::git::STREAM_BLOB_MIN`] bytes or more are not read ahead but streamed by the
@@ -179,30 +179,18 @@ impl ReadAhead {
         let shared = repo.clone().into_sync();
         scope.spawn(move || {
             let repo = shared.to_thread_local();
-            let size = |id: ObjectId| -> Result<u64, GitError> {
-                repo.find_header(id)
-                    .map(|h| h.size())
-                    .map_err(super::git::git_err(format!("find blob {id}")))
-            };
+            // With a fresh handle on a miss: this one lives for the whole export, and a
+            // compaction can replace the packs meanwhile.
+            let size = |id: ObjectId| super::git::blob_size(&repo, id);
             let mut rest = wanted.as_slice();
             while !rest.is_empty() {
-                // The next batch: up to READ_AHEAD_BATCH bytes (at least one blob).
-                let mut sizes = Vec::new();
-                let mut bytes = 0;
-                for id in rest {
-                    let n = match size(*id) {
-                        Ok(n) => n,
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    sizes.push(n);
-                    bytes += n.min(super::git::STREAM_BLOB_MIN);
-                    if bytes >= READ_AHEAD_BATCH {
-                        break;
+                let sizes = match next_batch(rest.iter().map(|id| size(*id))) {
+                    Ok(sizes) => sizes,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
                     }
-                }
+                };
                 let (batch, later) = rest.split_at(sizes.len());
                 rest = later;
                 let read: Result<Vec<Ahead>, GitError> = batch
@@ -261,6 +249,30 @@ impl ReadAhead {
             }
         }
     }
+}
+
+/// The sizes of the blobs of the next batch, from the sizes of those left (looked up as
+/// it goes, one past the batch at most): as many as hold [`READ_AHEAD_BATCH`] bytes read
+/// ahead at most, and at least one (a blob of up to [`super::git::STREAM_BLOB_MIN`] bytes
+/// alone); streamed blobs count nothing. So at most `READ_AHEAD_DEPTH + 2` batches are
+/// in memory (queued, being read, being written): 32 MiB, or 64 MiB with big blobs.
+fn next_batch<E>(sizes: impl Iterator<Item = Result<u64, E>>) -> Result<Vec<u64>, E> {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    for n in sizes {
+        let n = n?;
+        let ahead = if n >= super::git::STREAM_BLOB_MIN {
+            0
+        } else {
+            n
+        };
+        if !batch.is_empty() && bytes + ahead > READ_AHEAD_BATCH {
+            break;
+        }
+        batch.push(n);
+        bytes += ahead;
+    }
+    Ok(batch)
 }
 
 /// The blob a tar stream carries as `f`'s contents, if any: none for an empty file, nor
@@ -1197,6 +1209,29 @@ mod tests {
         add("g/empty".into(), Vec::new(), None);
         expected.sort();
         (root, expected)
+    }
+
+    #[test]
+    fn a_read_ahead_batch_holds_8_mib_at_most_unless_one_blob_is_bigger() {
+        const M: u64 = 1 << 20;
+        let big = super::super::git::STREAM_BLOB_MIN;
+        let len = |sizes: &[u64]| {
+            next_batch(sizes.iter().map(|n| Ok::<_, ()>(*n)))
+                .unwrap()
+                .len()
+        };
+        assert_eq!(len(&[5 * M, 5 * M]), 1);
+        assert_eq!(len(&[7 * M, M, M]), 2);
+        // Not 16 MiB in one batch: the blob that would pass 8 MiB starts the next.
+        assert_eq!(len(&[M, 15 * M]), 1);
+        assert_eq!(len(&[15 * M, M]), 1);
+        // Streamed blobs are not read ahead.
+        assert_eq!(len(&[big, 8 * M, big + 1, 1]), 3);
+        assert_eq!(len(&[1; 100]), 100);
+        assert_eq!(len(&[]), 0);
+        // A failed lookup fails the batch.
+        let failed = next_batch([Ok(1), Err("gone"), Ok(2)].into_iter());
+        assert_eq!(failed, Err("gone"));
     }
 
     #[test]

@@ -55,6 +55,21 @@ pub fn read_blob(repo: &gix::Repository, id: ObjectId) -> Result<Vec<u8>, GitErr
     }
 }
 
+/// The size of blob `id` from its object header (nothing inflated). On a miss, looks
+/// again with a fresh handle before failing, as [`read_blob`] does: a handle's snapshot
+/// can predate a pack another handle of this process already loaded (one a background
+/// compaction just wrote, say, while the pack that held the blob was removed).
+pub fn blob_size(repo: &gix::Repository, id: ObjectId) -> Result<u64, GitError> {
+    match repo.find_header(id) {
+        Ok(h) => Ok(h.size()),
+        Err(_) => Ok(repo
+            .clone()
+            .find_header(id)
+            .map_err(git_err(format!("find blob {id}")))?
+            .size()),
+    }
+}
+
 /// Blobs at least this big are streamed by checkouts and exports ([`open_blob`]) instead
 /// of being read whole into memory.
 pub const STREAM_BLOB_MIN: u64 = 16 << 20;
@@ -113,14 +128,7 @@ impl Drop for BlobReader {
 /// blobs stored whole in packs, which is how it stores blobs over `core.bigFileThreshold`;
 /// a delta-compressed one is held in git's memory). Without git, the blob is read whole.
 pub fn open_blob(repo: &gix::Repository, id: ObjectId) -> Result<BlobReader, GitError> {
-    let size = match repo.find_header(id) {
-        Ok(h) => h.size(),
-        Err(_) => repo
-            .clone()
-            .find_header(id)
-            .map_err(git_err(format!("find blob {id}")))?
-            .size(),
-    };
+    let size = blob_size(repo, id)?;
     let whole = |repo: &gix::Repository| -> Result<BlobReader, GitError> {
         let data = read_blob(repo, id)?;
         Ok(BlobReader {
@@ -1468,6 +1476,30 @@ mod tests {
         let missing = ObjectId::from_hex(b"1111111111111111111111111111111111111111").unwrap();
         let err = read_blob(&stale, missing).unwrap_err();
         assert!(err.to_string().contains("read blob 1111111"), "{err}");
+    }
+
+    #[test]
+    fn blob_size_sees_a_pack_another_handle_already_loaded() {
+        // As read_blob_sees_a_pack_another_handle_already_loaded: the size lookup of an
+        // export's read-ahead runs on a handle whose snapshot can predate a new pack.
+        let dir = tempfile::tempdir().expect("tempdir");
+        gix::init_bare(dir.path()).expect("init");
+        let ts = gix::open(dir.path()).expect("open").into_sync();
+        let mut stale = ts.to_thread_local();
+        stale.objects.refresh_never();
+        let probe = ObjectId::from_hex(b"0123456789012345678901234567890123456789").unwrap();
+        assert!(!stale.objects.exists_without_refresh(&probe)); // takes its snapshot
+        let pb = super::super::pack::PackBuilder::new(&dir.path().join("objects"));
+        let id = pb.add(&stale, b"four\n").expect("add");
+        pb.finish().expect("finish");
+        assert!(stale.find_header(id).is_err(), "the stale handle misses");
+        let other = ts.to_thread_local();
+        assert_eq!(other.find_header(id).expect("refreshing handle").size(), 5);
+        assert_eq!(blob_size(&stale, id).expect("blob_size"), 5);
+        assert_eq!(open_blob(&stale, id).expect("open_blob").size(), 5);
+        let missing = ObjectId::from_hex(b"1111111111111111111111111111111111111111").unwrap();
+        let err = blob_size(&stale, missing).unwrap_err();
+        assert!(err.to_string().contains("find blob 1111111"), "{err}");
     }
 
     #[test]

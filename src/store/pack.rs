@@ -776,6 +776,27 @@ pub fn unmark_stored(objects: &Path, names: &[String]) -> io::Result<()> {
     Ok(())
 }
 
+/// Remove `names` from the marker though their packs are in place: a compaction wrote
+/// them again byte for byte (same contents, same name), so they hold what it would
+/// write and are no longer stored packs to compress.
+pub fn unmark_rewritten(objects: &Path, names: &[String]) -> io::Result<()> {
+    use std::io::Read;
+    let marker = lock_marker(objects)?;
+    let mut listed = String::new();
+    (&*marker).read_to_string(&mut listed)?;
+    let kept: String = listed
+        .lines()
+        .filter(|l| !names.iter().any(|n| n == l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let path = stored_marker(objects);
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, kept)?;
+    fs::rename(&tmp, &path)?;
+    drop(marker);
+    Ok(())
+}
+
 /// The stored packs a marker lists (names `pack-HEX`; other lines are ignored). Pure.
 pub fn stored_packs(marker: &str) -> Vec<String> {
     marker
