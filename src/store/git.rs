@@ -1455,10 +1455,18 @@ mod tests {
         );
     }
 
-    #[test]
-    fn read_blob_sees_a_pack_another_handle_already_loaded() {
-        // The state gix-odb can leave a racing thread in: its snapshot predates a new
-        // pack, and the store's published index (refreshed by another thread) has it.
+    /// A repository and a handle to it whose snapshot predates a pack holding `data`
+    /// (written after it): the state gix-odb can leave a racing thread in, its snapshot
+    /// older than a new pack the store's published index (refreshed by another thread)
+    /// has. Returns the directory, the repository, the stale handle and the blob's id.
+    fn stale_handle_and_new_blob(
+        data: &[u8],
+    ) -> (
+        tempfile::TempDir,
+        gix::ThreadSafeRepository,
+        gix::Repository,
+        ObjectId,
+    ) {
         let dir = tempfile::tempdir().expect("tempdir");
         gix::init_bare(dir.path()).expect("init");
         let ts = gix::open(dir.path()).expect("open").into_sync();
@@ -1467,11 +1475,26 @@ mod tests {
         let probe = ObjectId::from_hex(b"0123456789012345678901234567890123456789").unwrap();
         assert!(!stale.objects.exists_without_refresh(&probe)); // takes its snapshot
         let pb = super::super::pack::PackBuilder::new(&dir.path().join("objects"));
-        let id = pb.add(&stale, b"x\n").expect("add");
+        let id = pb.add(&stale, data).expect("add");
         pb.finish().expect("finish");
-        assert!(stale.find_blob(id).is_err(), "the stale handle misses");
+        (dir, ts, stale, id)
+    }
+
+    /// Another handle finds the blob (refreshing the store's published index).
+    fn found_by_another_handle(ts: &gix::ThreadSafeRepository, id: ObjectId, data: &[u8]) {
         let other = ts.to_thread_local();
-        assert_eq!(other.find_blob(id).expect("refreshing handle").data, b"x\n");
+        assert_eq!(other.find_blob(id).expect("refreshing handle").data, data);
+    }
+
+    // Both tests below pass without the retry too: gix-odb 0.87 repairs a stale handle on
+    // its own next lookup (the first `is_err` below), so what they pin is the result on
+    // such a handle; the race the retry is for (two threads refreshing at once) was not
+    // reproduced on purpose.
+    #[test]
+    fn read_blob_sees_a_pack_another_handle_already_loaded() {
+        let (_dir, ts, stale, id) = stale_handle_and_new_blob(b"x\n");
+        assert!(stale.find_blob(id).is_err(), "the stale handle misses");
+        found_by_another_handle(&ts, id, b"x\n");
         assert_eq!(read_blob(&stale, id).expect("read_blob"), b"x\n");
         let missing = ObjectId::from_hex(b"1111111111111111111111111111111111111111").unwrap();
         let err = read_blob(&stale, missing).unwrap_err();
@@ -1480,21 +1503,10 @@ mod tests {
 
     #[test]
     fn blob_size_sees_a_pack_another_handle_already_loaded() {
-        // As read_blob_sees_a_pack_another_handle_already_loaded: the size lookup of an
-        // export's read-ahead runs on a handle whose snapshot can predate a new pack.
-        let dir = tempfile::tempdir().expect("tempdir");
-        gix::init_bare(dir.path()).expect("init");
-        let ts = gix::open(dir.path()).expect("open").into_sync();
-        let mut stale = ts.to_thread_local();
-        stale.objects.refresh_never();
-        let probe = ObjectId::from_hex(b"0123456789012345678901234567890123456789").unwrap();
-        assert!(!stale.objects.exists_without_refresh(&probe)); // takes its snapshot
-        let pb = super::super::pack::PackBuilder::new(&dir.path().join("objects"));
-        let id = pb.add(&stale, b"four\n").expect("add");
-        pb.finish().expect("finish");
+        // The size lookup of an export's read-ahead runs on such a handle.
+        let (_dir, ts, stale, id) = stale_handle_and_new_blob(b"four\n");
         assert!(stale.find_header(id).is_err(), "the stale handle misses");
-        let other = ts.to_thread_local();
-        assert_eq!(other.find_header(id).expect("refreshing handle").size(), 5);
+        found_by_another_handle(&ts, id, b"four\n");
         assert_eq!(blob_size(&stale, id).expect("blob_size"), 5);
         assert_eq!(open_blob(&stale, id).expect("open_blob").size(), 5);
         let missing = ObjectId::from_hex(b"1111111111111111111111111111111111111111").unwrap();

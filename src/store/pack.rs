@@ -751,8 +751,6 @@ fn mark_stored(pack_dir: &Path, name: &str) -> io::Result<nix::fcntl::Flock<fs::
 /// whole and renamed into place; a kill leaves the old one, whose names of packs gone
 /// are skipped.
 pub fn unmark_stored(objects: &Path, names: &[String]) -> io::Result<()> {
-    use std::io::Read;
-    let marker = lock_marker(objects)?;
     let dir = objects.join("pack");
     let gone = |n: &str| {
         if dir.join(format!("{n}.idx")).exists() {
@@ -761,32 +759,26 @@ pub fn unmark_stored(objects: &Path, names: &[String]) -> io::Result<()> {
         let pack = dir.join(format!("{n}.pack"));
         !pack.exists() || fs::remove_file(&pack).is_ok()
     };
-    let mut listed = String::new();
-    (&*marker).read_to_string(&mut listed)?;
-    let kept: String = listed
-        .lines()
-        .filter(|l| !(names.iter().any(|n| n == l) && gone(l)))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let path = stored_marker(objects);
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, kept)?;
-    fs::rename(&tmp, &path)?;
-    drop(marker);
-    Ok(())
+    rewrite_marker(objects, |l| !(names.iter().any(|n| n == l) && gone(l)))
 }
 
 /// Remove `names` from the marker though their packs are in place: a compaction wrote
 /// them again byte for byte (same contents, same name), so they hold what it would
 /// write and are no longer stored packs to compress.
 pub fn unmark_rewritten(objects: &Path, names: &[String]) -> io::Result<()> {
+    rewrite_marker(objects, |l| !names.iter().any(|n| n == l))
+}
+
+/// Rewrite the marker with the lines `keep` keeps, under its lock, renamed into place
+/// (a kill leaves the old one).
+fn rewrite_marker(objects: &Path, mut keep: impl FnMut(&str) -> bool) -> io::Result<()> {
     use std::io::Read;
     let marker = lock_marker(objects)?;
     let mut listed = String::new();
     (&*marker).read_to_string(&mut listed)?;
     let kept: String = listed
         .lines()
-        .filter(|l| !names.iter().any(|n| n == l))
+        .filter(|l| keep(l))
         .map(|l| format!("{l}\n"))
         .collect();
     let path = stored_marker(objects);
