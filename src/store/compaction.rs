@@ -375,15 +375,7 @@ mod tests {
         let store = Store::open(&dir).unwrap();
         let objects = store.layout().objects();
         let repo = store.repo();
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let noise: Vec<u8> = (0..pack::CHUNK_BYTES + 1000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u8
-            })
-            .collect();
+        let noise = pack::tests::noise(pack::CHUNK_BYTES + 1000, 0x9e37_79b9_7f4a_7c15);
         let pb = PackBuilder::stored(&objects);
         let id = pb.add(&repo, &noise).unwrap();
         let stored = pb.finish().unwrap();

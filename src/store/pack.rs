@@ -1166,7 +1166,7 @@ pub(crate) mod tests {
     }
 
     /// `len` bytes no compressor can shrink (xorshift64).
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
+    pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
         let mut x = seed | 1;
         (0..len)
             .map(|_| {
