@@ -100,12 +100,17 @@ pub const EXIT_BROKEN_PIPE: i32 = 141;
 /// program quietly with [`EXIT_BROKEN_PIPE`]; another write error ends it with status 1
 /// and a message. Never panics, unlike `println!`.
 pub fn write_stdout(text: &str) {
+    write_stdout_bytes(text.as_bytes())
+}
+
+/// [`write_stdout`] for bytes that need not be text (paths).
+pub fn write_stdout_bytes(bytes: &[u8]) {
     use std::io::Write;
     if crate::log::level() <= -2 {
         return;
     }
     let mut so = std::io::stdout().lock();
-    match so.write_all(text.as_bytes()).and_then(|()| so.flush()) {
+    match so.write_all(bytes).and_then(|()| so.flush()) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             std::process::exit(EXIT_BROKEN_PIPE)

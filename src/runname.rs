@@ -8,6 +8,8 @@
 //! A checkout or layer changed behind the store's back is refused (its stamp,
 //! docs/store-format.md). Errors are [`RunError`]s, in ch-run's format.
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::reference::Reference;
@@ -112,7 +114,7 @@ fn stored_image(
     // namespace), but in `ch-image checkout`, run with ch-run's verbosity (`-v` says what
     // a checkout wrote and linked).
     let ch_image = ch_image()?;
-    let run_ch_image = |extra: &[&str]| -> Result<Option<PathBuf>, RunError> {
+    let run_ch_image = |extra: &[&str]| -> Result<Option<Vec<u8>>, RunError> {
         // `--storage=DIR` and `--`: neither can be taken for another option.
         let mut storage_opt = std::ffi::OsString::from("--storage=");
         storage_opt.push(storage);
@@ -129,42 +131,49 @@ fn stored_image(
             .stderr(std::process::Stdio::inherit())
             .output()
             .map_err(|e| RunError::io(format!("can't execute: {}", ch_image.display()), &e))?;
-        if !out.status.success() {
-            return Ok(None);
-        }
-        Ok(Some(PathBuf::from(
-            String::from_utf8_lossy(&out.stdout).trim_end(),
-        )))
+        Ok(out.status.success().then_some(out.stdout))
     };
-    if let Some(v) = store
+    let view = store
         .view_existing(commit)
-        .map_err(|e| RunError::msg(format!("storage: {e}")))?
-    {
+        .map_err(|e| RunError::msg(format!("storage: {e}")))?;
+    let dirs = match view {
         // Writable modes (-W, or -w with --unsafe) need one directory, not a union.
-        if v.len() == 1 || !need_dir {
-            let mut same = true;
-            for d in &v {
-                same &= unchanged(d)?;
+        Some(v) if v.len() == 1 || !need_dir => v,
+        // Layers over no checkout: ch-image checks out what they lack (the base below
+        // them), not the whole image again.
+        _ if !need_dir => match run_ch_image(&["--view"])? {
+            Some(out) => out
+                .split(|b| *b == 0)
+                .filter(|d| !d.is_empty())
+                .map(|d| PathBuf::from(OsStr::from_bytes(d)))
+                .collect(),
+            None => return Err(RunError::msg(format!("can't check out image: {name}"))),
+        },
+        // One directory needed: ch-image checks the image out.
+        _ => match run_ch_image(&[])? {
+            Some(out) => {
+                let out = out.strip_suffix(b"\n").unwrap_or(&out);
+                vec![PathBuf::from(OsStr::from_bytes(out))]
             }
-            if !same {
-                // Files another checkout linked since the stamp, or a change: ch-image
-                // reads them against the commit, refuses a changed tree and takes its
-                // changed files out of the pool.
-                if run_ch_image(&["--verify"])?.is_none() {
-                    return Err(RunError::msg(format!("can't use image: {name}")));
-                }
-            }
-            return Ok(Some(v));
+            None => return Err(RunError::msg(format!("can't check out image: {name}"))),
+        },
+    };
+    if dirs.is_empty() {
+        return Err(RunError::msg(format!("can't check out image: {name}")));
+    }
+    let mut same = true;
+    for d in &dirs {
+        same &= unchanged(d)?;
+    }
+    if !same {
+        // Files another checkout linked since the stamp, or a change: ch-image reads
+        // them against the commit, refuses a changed tree and takes its changed files
+        // out of the pool.
+        if run_ch_image(&["--verify"])?.is_none() {
+            return Err(RunError::msg(format!("can't use image: {name}")));
         }
     }
-    // No checkout (or layers where a directory is needed): have ch-image check it out.
-    let Some(dir) = run_ch_image(&[])? else {
-        return Err(RunError::msg(format!("can't check out image: {name}")));
-    };
-    if !unchanged(&dir)? && run_ch_image(&["--verify"])?.is_none() {
-        return Err(RunError::msg(format!("can't use image: {name}")));
-    }
-    Ok(Some(vec![dir]))
+    Ok(Some(dirs))
 }
 
 /// Whether a checkout or layer is as stamped (docs/store-format.md). `false`: some of its

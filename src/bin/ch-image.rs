@@ -185,12 +185,16 @@ enum Cmd {
     Reset,
     /// Print the storage directory path
     StoragePath,
-    /// Check an image out (if needed) and print its directory; with --verify, check the
-    /// directories it runs from against their stamps instead, reading what changed
+    /// Check an image out (if needed) and print its directory; with --view, print the
+    /// directories whose union is the image instead (top first, each followed by a NUL
+    /// byte), checking out only what the kept layers lack; with --verify, check the
+    /// directories it runs from against their stamps, reading what changed
     #[command(hide = true)]
     Checkout {
-        #[arg(long)]
+        #[arg(long, conflicts_with = "view")]
         verify: bool,
+        #[arg(long)]
+        view: bool,
         image_ref: String,
     },
     /// Query the configuration and available features (for testing and debugging)
@@ -560,7 +564,11 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Fsck { json: false } => image::fsck(&Store::open_existing(&storage)?)?,
         Cmd::Fsck { json: true } => emit(&image::fsck_json(&Store::open_existing(&storage)?)?)?,
-        Cmd::Checkout { image_ref, verify } => {
+        Cmd::Checkout {
+            image_ref,
+            verify,
+            view,
+        } => {
             let name = parse_ref(&image_ref)?;
             let store = Store::open_existing(&storage)?;
             let lock = store.lock()?;
@@ -569,6 +577,13 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
                 for dir in store.view_existing(commit)?.unwrap_or_default() {
                     store.verify_tree(&dir)?;
                 }
+            } else if view {
+                let mut out = Vec::new();
+                for dir in store.view(&lock, commit)? {
+                    out.extend_from_slice(dir.as_os_str().as_encoded_bytes());
+                    out.push(0);
+                }
+                cli::write_stdout_bytes(&out);
             } else {
                 grove::dataln!("{}", store.checkout(&lock, commit)?.display());
             }

@@ -421,53 +421,90 @@ pub fn bases_text(bases: &[ObjectId]) -> String {
 /// need room too; a longer chain of layers is served by a checkout instead.
 pub const MAX_LOWER_BYTES: usize = 3072;
 
-/// Lower directories (top first) whose union shows `commit`'s files, without checking
-/// anything out when the layers exist. `parent_of(c)` gives (parent, whether c's files
-/// equal the parent's). `None` when a layer is missing or the lower directories would not
-/// fit in one overlay mount ([`MAX_LOWER_BYTES`]).
+/// What the store holds of a commit's files, as lower directories of one overlay mount.
+#[derive(Debug, PartialEq, Eq)]
+pub enum View {
+    /// Lower directories (top first) whose union shows the commit's files.
+    Ready(Vec<PathBuf>),
+    /// The union of `lowers` (top first) over a checkout of `base`, which is missing,
+    /// shows the commit's files: `base` is the first commit below the kept layers whose
+    /// files no layer or checkout holds. `lowers` is empty when only a checkout of the
+    /// commit itself will do.
+    Base {
+        lowers: Vec<PathBuf>,
+        base: ObjectId,
+    },
+}
+
+/// Which directories show `commit`'s files (top first), without checking anything out:
+/// the kept layers down to the nearest checkout, or down to the first commit whose files
+/// are in neither, which then needs a checkout ([`View::Base`]). `parent_of(c)` gives
+/// (parent, whether c's files equal the parent's). The lower directories must fit in one
+/// overlay mount ([`MAX_LOWER_BYTES`]); when they would not, the view is a checkout of
+/// `commit` alone.
 pub fn view(
     checkouts: &Path,
     layers: &Path,
     commit: ObjectId,
     mut parent_of: impl FnMut(ObjectId) -> Result<Option<(ObjectId, bool)>, StoreError>,
-) -> Result<Option<Vec<PathBuf>>, StoreError> {
+) -> Result<View, StoreError> {
+    let whole = View::Base {
+        lowers: Vec::new(),
+        base: commit,
+    };
     let mut lowers = Vec::new();
     let mut bytes = 0;
     let mut c = commit;
     loop {
         let co = checkouts.join(c.to_string());
+        bytes += co.as_os_str().len() + 1;
+        // The checkout of `c`, there or to be made, ends the view.
+        let fits = bytes <= MAX_LOWER_BYTES;
         if co.is_dir() {
-            bytes += co.as_os_str().len() + 1;
-            if bytes > MAX_LOWER_BYTES {
-                return Ok(None);
+            if !fits {
+                return Ok(whole);
             }
             lowers.push(co);
-            return Ok(Some(lowers));
+            return Ok(View::Ready(lowers));
         }
-        let layer = layers.join(c.to_string());
-        match parent_of(c)? {
-            Some((p, same_files)) => {
-                if layer.is_dir() {
-                    // A delta layer: its base layers follow it, then the parent's view.
-                    let Ok(bases) = read_bases(layers, c) else {
-                        return Ok(None);
-                    };
-                    for l in std::iter::once(layer)
-                        .chain(bases.iter().map(|b| layers.join(b.to_string())))
-                    {
-                        bytes += l.as_os_str().len() + 1;
-                        if bytes > MAX_LOWER_BYTES || !l.is_dir() {
-                            return Ok(None);
-                        }
-                        lowers.push(l);
-                    }
-                } else if !same_files {
-                    return Ok(None);
+        bytes -= co.as_os_str().len() + 1;
+        let below_here = |lowers: Vec<PathBuf>| {
+            if fits {
+                View::Base { lowers, base: c }
+            } else {
+                View::Base {
+                    lowers: Vec::new(),
+                    base: commit,
                 }
-                c = p;
             }
-            None => return Ok(None),
+        };
+        let layer = layers.join(c.to_string());
+        let Some((p, same_files)) = parent_of(c)? else {
+            return Ok(below_here(lowers));
+        };
+        if layer.is_dir() {
+            // A delta layer: its base layers follow it, then the parent's view. Without
+            // all of them the delta alone would show wrong files: `c` is checked out.
+            let Ok(bases) = read_bases(layers, c) else {
+                return Ok(below_here(lowers));
+            };
+            let dirs: Vec<PathBuf> = std::iter::once(layer)
+                .chain(bases.iter().map(|b| layers.join(b.to_string())))
+                .collect();
+            if !dirs.iter().all(|d| d.is_dir()) {
+                return Ok(below_here(lowers));
+            }
+            for d in dirs {
+                bytes += d.as_os_str().len() + 1;
+                lowers.push(d);
+            }
+            if bytes > MAX_LOWER_BYTES {
+                return Ok(whole);
+            }
+        } else if !same_files {
+            return Ok(below_here(lowers));
         }
+        c = p;
     }
 }
 
@@ -529,7 +566,9 @@ mod tests {
             fs::create_dir_all(ly.join(oid(b).to_string())).expect("mkdir");
         }
         fs::write(bases_file(&ly, oid(3)), bases_text(&[oid(9), oid(8)])).expect("write");
-        let v = view(&co, &ly, oid(3), parent).unwrap().expect("a view");
+        let View::Ready(v) = view(&co, &ly, oid(3), parent).unwrap() else {
+            panic!("no view")
+        };
         let names: Vec<_> = v
             .iter()
             .map(|p| p.file_name().unwrap().to_owned())
@@ -540,20 +579,67 @@ mod tests {
             .chain([std::ffi::OsString::from(oid(0).to_string())])
             .collect();
         assert_eq!(names, want);
-        // A missing base: no view (a checkout instead), never the delta alone.
+        // A missing base: a checkout of the commit, never the delta alone.
+        let whole = View::Base {
+            lowers: Vec::new(),
+            base: oid(3),
+        };
         fs::remove_dir(ly.join(oid(8).to_string())).expect("rmdir");
-        assert!(view(&co, &ly, oid(3), parent).unwrap().is_none());
+        assert_eq!(view(&co, &ly, oid(3), parent).unwrap(), whole);
         // An unreadable bases file: the same.
         fs::write(bases_file(&ly, oid(3)), "junk\n").expect("write");
-        assert!(view(&co, &ly, oid(3), parent).unwrap().is_none());
+        assert_eq!(view(&co, &ly, oid(3), parent).unwrap(), whole);
     }
 
     #[test]
     fn view_stacks_layers_on_the_nearest_checkout() {
         let (_t, co, ly) = chain(3);
-        let v = view(&co, &ly, oid(3), parent).unwrap().expect("a view");
+        let View::Ready(v) = view(&co, &ly, oid(3), parent).unwrap() else {
+            panic!("no view")
+        };
         assert_eq!(v.len(), 4);
         assert_eq!(v[3], co.join(oid(0).to_string()));
+    }
+
+    // After `build-cache --gc --keep-storage` removed the base image's checkout, a run
+    // checked out the whole image (the kept layers' files written again) instead of the
+    // base alone under them.
+    #[test]
+    fn view_without_its_bottom_checkout_needs_only_that_checkout() {
+        let (_t, co, ly) = chain(3);
+        fs::remove_dir(co.join(oid(0).to_string())).expect("rmdir");
+        let layers: Vec<_> = [3, 2, 1]
+            .iter()
+            .map(|i| ly.join(oid(*i).to_string()))
+            .collect();
+        assert_eq!(
+            view(&co, &ly, oid(3), parent).unwrap(),
+            View::Base {
+                lowers: layers.clone(),
+                base: oid(0)
+            }
+        );
+        // A layer gone in the middle: the layers above it over a checkout of its commit.
+        fs::remove_dir(&layers[1]).expect("rmdir");
+        assert_eq!(
+            view(&co, &ly, oid(3), parent).unwrap(),
+            View::Base {
+                lowers: layers[..1].to_vec(),
+                base: oid(2)
+            }
+        );
+        // A commit with the same files as its parent needs no layer of its own.
+        let same = |c: ObjectId| -> Result<Option<(ObjectId, bool)>, StoreError> {
+            let i = c.as_bytes()[0];
+            Ok((i > 0).then(|| (oid(i - 1), i == 2)))
+        };
+        assert_eq!(
+            view(&co, &ly, oid(3), same).unwrap(),
+            View::Base {
+                lowers: [&layers[0], &layers[2]].map(|p| p.clone()).to_vec(),
+                base: oid(0)
+            }
+        );
     }
 
     // Regression: a build of more than ~40 steps failed with ch-run's "can't overlay: too
@@ -562,10 +648,30 @@ mod tests {
     #[test]
     fn view_too_long_for_one_overlay_mount_needs_a_checkout() {
         let (_t, co, ly) = chain(120);
-        assert!(view(&co, &ly, oid(120), parent).unwrap().is_none());
-        let v = view(&co, &ly, oid(10), parent)
-            .unwrap()
-            .expect("a short view");
+        assert_eq!(
+            view(&co, &ly, oid(120), parent).unwrap(),
+            View::Base {
+                lowers: Vec::new(),
+                base: oid(120)
+            }
+        );
+        let View::Ready(v) = view(&co, &ly, oid(10), parent).unwrap() else {
+            panic!("no short view")
+        };
         assert_eq!(v.len(), 11);
+        // Without the bottom checkout, the same: the whole commit when the layers over
+        // the base's checkout would not fit, the base alone when they would.
+        fs::remove_dir(co.join(oid(0).to_string())).expect("rmdir");
+        assert_eq!(
+            view(&co, &ly, oid(120), parent).unwrap(),
+            View::Base {
+                lowers: Vec::new(),
+                base: oid(120)
+            }
+        );
+        assert!(matches!(
+            view(&co, &ly, oid(10), parent).unwrap(),
+            View::Base { lowers, base } if lowers.len() == 10 && base == oid(0)
+        ));
     }
 }

@@ -851,16 +851,34 @@ impl Store {
     }
 
     /// Lower directories (top first) whose union shows `commit`'s files. Uses existing
-    /// checkouts and layers; checks out `commit` when they do not reach it.
+    /// checkouts and layers; when they do not reach down to a checkout, checks out the
+    /// first commit below the kept layers (or `commit`, when the layers would not fit in
+    /// one overlay mount).
     pub fn view(&self, lock: &WriteLock, commit: ObjectId) -> Result<Vec<PathBuf>, StoreError> {
-        if let Some(v) = self.view_existing(commit)? {
-            return Ok(v);
+        match self.view_of(commit)? {
+            layer::View::Ready(v) => Ok(v),
+            layer::View::Base { mut lowers, base } => {
+                if !lowers.is_empty() {
+                    crate::verbose!(
+                        "checking out {base} below {} kept layers of {commit}",
+                        lowers.len()
+                    );
+                }
+                lowers.push(self.checkout(lock, base)?);
+                Ok(lowers)
+            }
         }
-        Ok(vec![self.checkout(lock, commit)?])
     }
 
     /// Like [`Store::view`] but never writes: `None` if a checkout would be needed.
     pub fn view_existing(&self, commit: ObjectId) -> Result<Option<Vec<PathBuf>>, StoreError> {
+        Ok(match self.view_of(commit)? {
+            layer::View::Ready(v) => Some(v),
+            layer::View::Base { .. } => None,
+        })
+    }
+
+    fn view_of(&self, commit: ObjectId) -> Result<layer::View, StoreError> {
         let repo = self.repo();
         layer::view(
             &self.layout.checkouts(),

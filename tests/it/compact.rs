@@ -208,6 +208,41 @@ fn keep_storage_keeps_the_most_recently_used_trees() {
     assert!(err.contains("--keep-storage: invalid size: some"), "{err}");
 }
 
+// Regression: with the base image's checkout dropped and the build's layers kept, a run
+// checked out the whole image (the layers' files written again) and a build on top did
+// too; only the base's checkout is missing, and only it is made again.
+#[test]
+fn layers_kept_without_their_base_need_only_the_base_checked_out() {
+    let st = Bench::checked_out("compact-base");
+    st.build_vv("img", "FROM busybox\nRUN echo layer > /f\n", &[]);
+    let img = st.commit("img");
+    let layer = st.storage().join("layers").join(&img);
+    assert!(layer.is_dir(), "the RUN kept no layer");
+    let base = st.names("checkouts");
+    assert_eq!(base.len(), 1, "{base:?}");
+    assert_ne!(base[0], img);
+    // Room for the layer, not for busybox's checkout.
+    let err = st.gc(Some(&(disk_use(&[&layer]) + 1024).to_string()));
+    assert!(err.contains("materialized trees: removed 1"), "{err}");
+    assert!(layer.is_dir() && st.names("checkouts").is_empty());
+    assert_eq!(st.run("img", "cat /f; ls /bin/sh"), "layer\n/bin/sh\n");
+    assert_eq!(
+        st.names("checkouts"),
+        base,
+        "not the base alone checked out"
+    );
+    // A build on top: the same, from the build's side.
+    st.gc(Some(&(disk_use(&[&layer]) + 1024).to_string()));
+    let log = st.build_vv("top", "FROM img\nRUN cat /f > /g\n", &[]);
+    assert!(
+        log.contains("checking out ") && log.contains(" below 1 kept layers of "),
+        "{log}"
+    );
+    assert_eq!(st.names("checkouts"), base);
+    assert_eq!(st.run("top", "cat /g"), "layer\n");
+    st.fsck_both();
+}
+
 #[test]
 fn kill_9_while_dropping_trees_leaves_a_usable_store() {
     let st = Bench::checked_out("compact-kill");
