@@ -243,6 +243,36 @@ fn layers_kept_without_their_base_need_only_the_base_checked_out() {
     st.fsck_both();
 }
 
+// Regression: `ch-run -w NAME`, refused with or without --unsafe, first had ch-image
+// check the whole image out (the base's files and the kept layers' written again) only
+// to print the refusal.
+#[test]
+fn write_by_name_is_refused_before_anything_is_checked_out() {
+    let st = Bench::checked_out("compact-write");
+    st.build_vv("img", "FROM busybox\nRUN echo layer > /f\n", &[]);
+    st.gc(Some("0"));
+    for extra in [&[][..], &["--unsafe"][..]] {
+        let (_, err) = fails(
+            tool("ch-run")
+                .arg("-w")
+                .args(extra)
+                .arg("-s")
+                .arg(st.storage())
+                .args(["img", "--", "true"]),
+        );
+        assert!(
+            err.contains("--write invalid when running by name"),
+            "{extra:?}: {err}"
+        );
+        assert_eq!(
+            st.names("checkouts"),
+            Vec::<String>::new(),
+            "{extra:?}: checked out for a refused run"
+        );
+    }
+    assert_eq!(st.run("img", "cat /f"), "layer\n");
+}
+
 #[test]
 fn kill_9_while_dropping_trees_leaves_a_usable_store() {
     let st = Bench::checked_out("compact-kill");
