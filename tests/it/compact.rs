@@ -4,7 +4,7 @@
 //! on use: images run with the same files and times, builds hit and rebuild to the same
 //! commits, and a kill during the drop leaves a usable store.
 
-use crate::common::{busybox_rootfs, fails, marks, ok, output, sh, tool, Bench};
+use crate::common::{busybox_rootfs, fails, marks, ok, output, sh, tool, Bench, Scratch};
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -271,6 +271,42 @@ fn write_by_name_is_refused_before_anything_is_checked_out() {
         );
     }
     assert_eq!(st.run("img", "cat /f"), "layer\n");
+}
+
+// Regression: in a storage directory whose path is not UTF-8 (ch-run takes any bytes, as
+// Charliecloud does), every RUN failed with "can't overlay: No such file or directory",
+// and so did `ch-run NAME` from kept layers: the overlay options held a lossy copy of the
+// lower directories' paths. `ch-image checkout --view` hands the paths over as bytes.
+#[test]
+fn layers_in_a_storage_directory_whose_path_is_not_utf8_build_and_run() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = Scratch::new("compact-bytes");
+    let st = s.join(std::ffi::OsStr::from_bytes(b"st-\xff"));
+    let image = || {
+        let mut c = tool("ch-image");
+        c.arg("-s").arg(&st).env_remove("CH_IMAGE_CACHE");
+        c
+    };
+    ok(image().arg("import").arg(busybox_rootfs()).arg("busybox"));
+    ok(image().args(["checkout", "busybox"]));
+    let ctx = s.join("ctx");
+    sh(&format!(
+        "mkdir '{0}' && printf 'FROM busybox\\nRUN echo layer > /f\\n' > '{0}/Dockerfile'",
+        ctx.display()
+    ));
+    ok(image().args(["build", "-t", "img"]).arg(&ctx));
+    // The layer kept, busybox's checkout dropped.
+    ok(image().args(["build-cache", "--gc", "--keep-storage", "256K"]));
+    let names = |d: &str| std::fs::read_dir(st.join(d)).expect("read_dir").count();
+    assert_eq!((names("checkouts"), names("layers")), (0, 1));
+    let run = |args: &[&str]| ok(tool("ch-run").arg("-s").arg(&st).args(args));
+    assert_eq!(run(&["img", "--", "cat", "/f"]), "layer\n");
+    assert_eq!(
+        run(&["-W", "img", "--", "sh", "-c", "echo x >> /f; cat /f"]),
+        "layer\nx\n"
+    );
+    assert_eq!(names("checkouts"), 1, "not the base alone checked out");
+    ok(image().arg("fsck"));
 }
 
 #[test]
