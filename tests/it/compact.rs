@@ -243,6 +243,79 @@ fn layers_kept_without_their_base_need_only_the_base_checked_out() {
     st.fsck_both();
 }
 
+// Regression: with a big RUN's layer dropped and the small layer above it kept, `ch-run
+// NAME` checked out the big RUN's commit below the kept layer: a checkout no image links,
+// which the next writer alone removed, so that every run after it wrote the whole tree
+// again. The image's own checkout lasts.
+#[test]
+fn run_over_kept_layers_whose_base_is_no_image_checks_out_the_image_once() {
+    let st = Bench::checked_out("compact-mid");
+    let df = "FROM busybox\n\
+              RUN mkdir /r && i=0; while [ $i -lt 300 ]; do echo $i > /r/f$i; i=$((i+1)); done\n\
+              RUN echo top > /t\n";
+    st.build_vv("img", df, &[]);
+    let img = st.commit("img");
+    let top = st.storage().join("layers").join(&img);
+    assert!(top.is_dir(), "the last RUN kept no layer");
+    // Room for the last RUN's layer, not for the big one below it nor busybox's checkout.
+    st.gc(Some(&(disk_use(&[&top]) + 1024).to_string()));
+    assert_eq!(st.names("layers"), vec![img.clone()]);
+    assert_eq!(st.names("checkouts"), Vec::<String>::new());
+    assert_eq!(st.run("img", "cat /t; ls /r | wc -l"), "top\n300\n");
+    assert_eq!(
+        st.names("checkouts"),
+        vec![img.clone()],
+        "not the image checked out"
+    );
+    let co = st.storage().join("checkouts").join(&img);
+    let ino = std::fs::metadata(&co).expect("stat").ino();
+    // A writer alone removes the checkouts no image links; the next run writes nothing.
+    let log = st.build_vv("img", df, &[]);
+    assert_eq!(marks(&log), "**", "{log}");
+    assert_eq!(st.run("img", "cat /t"), "top\n");
+    assert_eq!(
+        std::fs::metadata(&co).expect("stat").ino(),
+        ino,
+        "checked out again"
+    );
+    // A build on the image: the same, from the build's side.
+    st.gc(Some(&(disk_use(&[&top]) + 1024).to_string()));
+    assert_eq!(st.names("checkouts"), Vec::<String>::new());
+    st.build_vv("next", "FROM img\nRUN cat /t > /u\n", &[]);
+    assert_eq!(
+        st.names("checkouts"),
+        vec![img],
+        "not the image checked out"
+    );
+    assert_eq!(st.run("next", "cat /u"), "top\n");
+    st.fsck_both();
+}
+
+// Regression: an image whose last step changed no file (`RUN true`) ran from a checkout
+// of its parent's commit once every tree was dropped: no image links that checkout, so
+// the next writer alone removed it and the next run wrote it again.
+#[test]
+fn run_of_an_image_whose_last_step_changed_nothing_checks_out_the_image() {
+    let st = Bench::checked_out("compact-same");
+    let df = "FROM busybox\nRUN echo layer > /f\nRUN true\n";
+    st.build_vv("img", df, &[]);
+    let img = st.commit("img");
+    st.gc(Some("0"));
+    assert_eq!(st.run("img", "cat /f"), "layer\n");
+    assert_eq!(
+        st.names("checkouts"),
+        vec![img.clone()],
+        "not the image checked out"
+    );
+    let log = st.build_vv("img", df, &[]);
+    assert_eq!(marks(&log), "**", "{log}");
+    assert_eq!(
+        st.names("checkouts"),
+        vec![img],
+        "the image's checkout removed"
+    );
+}
+
 // Regression: `ch-run -w NAME`, refused with or without --unsafe, first had ch-image
 // check the whole image out (the base's files and the kept layers' written again) only
 // to print the refusal.
