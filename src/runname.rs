@@ -28,15 +28,7 @@ pub fn locate(
     unsafe_: bool,
     ch_image: impl FnOnce() -> Result<PathBuf, RunError>,
 ) -> Result<(Image, WriteMode), RunError> {
-    // -W runs over the layers of an image stored as layers; only a read-write image
-    // would need one directory (and by name it is refused below).
-    let need_dir = !matches!(write, WriteMode::ReadOnly | WriteMode::Fake { .. });
-    if let Some(lowers) = stored_image(arg, storage, need_dir, ch_image)? {
-        // Not even with --unsafe: the checkout's files would no longer be its commit's,
-        // and later runs and builds would use them.
-        if write_flag {
-            return Err(RunError::msg("--write invalid when running by name"));
-        }
+    if let Some(lowers) = stored_image(arg, storage, write_flag, ch_image)? {
         let write = match write {
             _ if lowers.len() == 1 => write,
             // -W over the layers: no checkout needed.
@@ -72,11 +64,12 @@ pub fn locate(
 }
 
 /// An image name in the store: the directories whose union is its tree (a checkout, or
-/// the layers above one). `None` if `arg` is a path or no such image is stored.
+/// the layers above one). `None` if `arg` is a path or no such image is stored. With
+/// `write_flag` (`-w`), a stored image is an error, before anything is checked out.
 fn stored_image(
     arg: &str,
     storage: &Path,
-    need_dir: bool,
+    write_flag: bool,
     ch_image: impl FnOnce() -> Result<PathBuf, RunError>,
 ) -> Result<Option<Vec<PathBuf>>, RunError> {
     if arg.starts_with('/')
@@ -110,6 +103,12 @@ fn stored_image(
     let Some(commit) = lookup()? else {
         return Ok(None);
     };
+    // Not even with --unsafe: the checkout's files would no longer be its commit's, and
+    // later runs and builds would use them. Refused here, before a checkout is made for
+    // nothing (it was: the whole image, only for this error).
+    if write_flag {
+        return Err(RunError::msg("--write invalid when running by name"));
+    }
     // Checkouts and threads: not in this process (a threaded process can't enter a user
     // namespace), but in `ch-image checkout`, run with ch-run's verbosity (`-v` says what
     // a checkout wrote and linked).
@@ -137,24 +136,15 @@ fn stored_image(
         .view_existing(commit)
         .map_err(|e| RunError::msg(format!("storage: {e}")))?;
     let dirs = match view {
-        // Writable modes (-W, or -w with --unsafe) need one directory, not a union.
-        Some(v) if v.len() == 1 || !need_dir => v,
-        // Layers over no checkout: ch-image checks out what they lack (the base below
-        // them), not the whole image again.
-        _ if !need_dir => match run_ch_image(&["--view"])? {
+        Some(v) => v,
+        // ch-image checks out what the kept layers lack (the base below them, or the
+        // whole image when none is kept), not the whole image again.
+        None => match run_ch_image(&["--view"])? {
             Some(out) => out
                 .split(|b| *b == 0)
                 .filter(|d| !d.is_empty())
                 .map(|d| PathBuf::from(OsStr::from_bytes(d)))
                 .collect(),
-            None => return Err(RunError::msg(format!("can't check out image: {name}"))),
-        },
-        // One directory needed: ch-image checks the image out.
-        _ => match run_ch_image(&[])? {
-            Some(out) => {
-                let out = out.strip_suffix(b"\n").unwrap_or(&out);
-                vec![PathBuf::from(OsStr::from_bytes(out))]
-            }
             None => return Err(RunError::msg(format!("can't check out image: {name}"))),
         },
     };

@@ -187,7 +187,8 @@ enum Cmd {
     StoragePath,
     /// Check an image out (if needed) and print its directory; with --view, print the
     /// directories whose union is the image instead (top first, each followed by a NUL
-    /// byte), checking out only what the kept layers lack; with --verify, check the
+    /// byte), checking out only what the kept layers lack (or the image, when what they
+    /// lack is no image's checkout); with --verify, check the
     /// directories it runs from against their stamps, reading what changed
     #[command(hide = true)]
     Checkout {

@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::statvfs::FsFlags;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 /// Enter new user and mount namespaces and map the IDs. The process must be
@@ -179,16 +179,23 @@ fn overlay(
             )));
         }
     }
-    let lower: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
-    let mut opts = format!("lowerdir={}", lower.join(":"));
+    // The paths as they are: bytes, not necessarily UTF-8 (a lossy copy names another
+    // directory: "can't overlay: No such file or directory").
+    let mut opts = OsString::from("lowerdir=");
+    for (i, l) in lowers.iter().enumerate() {
+        if i > 0 {
+            opts.push(":");
+        }
+        opts.push(l);
+    }
     if let Some((u, w)) = upper {
-        opts.push_str(&format!(
-            ",upperdir={},workdir={},userxattr,volatile",
-            u.display(),
-            w.display()
-        ));
+        for (key, p) in [(",upperdir=", u), (",workdir=", w)] {
+            opts.push(key);
+            opts.push(p);
+        }
+        opts.push(",userxattr,volatile");
     } else {
-        opts.push_str(",userxattr");
+        opts.push(",userxattr");
     }
     // mount(2) takes at most one page of options (overlayfs(5)).
     if opts.len() >= 4000 {
@@ -202,7 +209,7 @@ fn overlay(
         dst,
         Some("overlay"),
         MsFlags::empty(),
-        Some(opts.as_str()),
+        Some(opts.as_os_str()),
     )
     .map_err(|e| RunError::sys("can't overlay", e).with_hint(hint))
 }
@@ -275,7 +282,7 @@ fn apply_one(
                 path.as_path(),
                 Some("tmpfs"),
                 MsFlags::empty(),
-                Some(options.as_str()),
+                Some(OsStr::new(options)),
             )
             .map_err(|e| RunError::sys(format!("can't mount tmpfs at {}", path.display()), e))?;
         }
@@ -316,7 +323,7 @@ fn apply_one(
                 host.as_path(),
                 Some("tmpfs"),
                 MsFlags::empty(),
-                Some(options.as_str()),
+                Some(OsStr::new(options)),
             )
             .map_err(|e| RunError::sys(format!("can't mount tmpfs at {}", host.display()), e))?;
         }
@@ -714,15 +721,16 @@ mod tests {
             dst: &Path,
             fstype: Option<&str>,
             flags: MsFlags,
-            data: Option<&str>,
+            data: Option<&OsStr>,
         ) -> Result<(), Errno> {
             let src = src.map(|s| s.display().to_string());
+            let data = data.map(|d| d.to_string_lossy());
             self.call(m(
                 src.as_deref(),
                 &dst.display().to_string(),
                 fstype,
                 flags,
-                data,
+                data.as_deref(),
             ))
         }
         fn mount_flags(&mut self, path: &Path) -> Result<FsFlags, Errno> {

@@ -12,7 +12,7 @@ use super::resolve::{resolve, ResolveError, Resolved};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::statvfs::FsFlags;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::Path;
 
 /// What performing a mount plan asks of the system.
@@ -24,7 +24,7 @@ pub trait Syscalls {
         dst: &Path,
         fstype: Option<&str>,
         flags: MsFlags,
-        data: Option<&str>,
+        data: Option<&OsStr>,
     ) -> Result<(), Errno>;
     /// The flags of the mount holding `path` (statvfs(3)).
     fn mount_flags(&mut self, path: &Path) -> Result<FsFlags, Errno>;
@@ -68,7 +68,7 @@ impl Syscalls for Host {
         dst: &Path,
         fstype: Option<&str>,
         flags: MsFlags,
-        data: Option<&str>,
+        data: Option<&OsStr>,
     ) -> Result<(), Errno> {
         nix::mount::mount(src, dst, fstype, flags, data)
     }

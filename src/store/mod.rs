@@ -27,6 +27,7 @@ pub mod pool;
 pub mod stamp;
 
 use crate::error::{IoError, IoResultExt};
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -740,7 +741,8 @@ impl Store {
         Ok(())
     }
 
-    fn prune_unlinked_checkouts(&self) -> Result<(), StoreError> {
+    /// Names in `checkouts/` that an image's link (`img/NAME`) points to.
+    fn linked_checkouts(&self) -> Result<std::collections::HashSet<OsString>, StoreError> {
         let img = self.layout.images();
         let mut live = std::collections::HashSet::new();
         for e in fs::read_dir(&img).at("read directory", &img)?.flatten() {
@@ -750,6 +752,11 @@ impl Store {
                 }
             }
         }
+        Ok(live)
+    }
+
+    fn prune_unlinked_checkouts(&self) -> Result<(), StoreError> {
+        let live = self.linked_checkouts()?;
         let co = self.layout.checkouts();
         let mut removed = false;
         for e in fs::read_dir(&co).at("read directory", &co)?.flatten() {
@@ -853,11 +860,27 @@ impl Store {
     /// Lower directories (top first) whose union shows `commit`'s files. Uses existing
     /// checkouts and layers; when they do not reach down to a checkout, checks out the
     /// first commit below the kept layers (or `commit`, when the layers would not fit in
-    /// one overlay mount).
+    /// one overlay mount). When `commit` is an image's and that first commit is no
+    /// image's (a step between two of the image's, below a kept layer whose own layer is
+    /// gone, or the parent of a last step that changed no file), checks out `commit`
+    /// instead: a checkout no `img/` link names is removed by the next writer that locks
+    /// alone ([`Store::prune_checkouts`]), and each run after that would write it again,
+    /// as large as the image, where the image's own checkout lasts.
     pub fn view(&self, lock: &WriteLock, commit: ObjectId) -> Result<Vec<PathBuf>, StoreError> {
         match self.view_of(commit)? {
             layer::View::Ready(v) => Ok(v),
             layer::View::Base { mut lowers, base } => {
+                if base != commit {
+                    let linked = self.linked_checkouts()?;
+                    let is_linked = |c: ObjectId| linked.contains(OsStr::new(&c.to_string()));
+                    if is_linked(commit) && !is_linked(base) {
+                        crate::verbose!(
+                            "checking out {commit}: {base} below its {} kept layers is no image's",
+                            lowers.len()
+                        );
+                        return Ok(vec![self.checkout(lock, commit)?]);
+                    }
+                }
                 if !lowers.is_empty() {
                     crate::verbose!(
                         "checking out {base} below {} kept layers of {commit}",

@@ -4,7 +4,7 @@
 //! on use: images run with the same files and times, builds hit and rebuild to the same
 //! commits, and a kill during the drop leaves a usable store.
 
-use crate::common::{busybox_rootfs, fails, marks, ok, output, sh, tool, Bench};
+use crate::common::{busybox_rootfs, fails, marks, ok, output, sh, tool, Bench, Scratch};
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -241,6 +241,145 @@ fn layers_kept_without_their_base_need_only_the_base_checked_out() {
     assert_eq!(st.names("checkouts"), base);
     assert_eq!(st.run("top", "cat /g"), "layer\n");
     st.fsck_both();
+}
+
+// Regression: with a big RUN's layer dropped and the small layer above it kept, `ch-run
+// NAME` checked out the big RUN's commit below the kept layer: a checkout no image links,
+// which the next writer alone removed, so that every run after it wrote the whole tree
+// again. The image's own checkout lasts.
+#[test]
+fn run_over_kept_layers_whose_base_is_no_image_checks_out_the_image_once() {
+    let st = Bench::checked_out("compact-mid");
+    let df = "FROM busybox\n\
+              RUN mkdir /r && i=0; while [ $i -lt 300 ]; do echo $i > /r/f$i; i=$((i+1)); done\n\
+              RUN echo top > /t\n";
+    st.build_vv("img", df, &[]);
+    let img = st.commit("img");
+    let top = st.storage().join("layers").join(&img);
+    assert!(top.is_dir(), "the last RUN kept no layer");
+    // Room for the last RUN's layer, not for the big one below it nor busybox's checkout.
+    st.gc(Some(&(disk_use(&[&top]) + 1024).to_string()));
+    assert_eq!(st.names("layers"), vec![img.clone()]);
+    assert_eq!(st.names("checkouts"), Vec::<String>::new());
+    assert_eq!(st.run("img", "cat /t; ls /r | wc -l"), "top\n300\n");
+    assert_eq!(
+        st.names("checkouts"),
+        vec![img.clone()],
+        "not the image checked out"
+    );
+    let co = st.storage().join("checkouts").join(&img);
+    let ino = std::fs::metadata(&co).expect("stat").ino();
+    // A writer alone removes the checkouts no image links; the next run writes nothing.
+    let log = st.build_vv("img", df, &[]);
+    assert_eq!(marks(&log), "**", "{log}");
+    assert_eq!(st.run("img", "cat /t"), "top\n");
+    assert_eq!(
+        std::fs::metadata(&co).expect("stat").ino(),
+        ino,
+        "checked out again"
+    );
+    // A build on the image: the same, from the build's side.
+    st.gc(Some(&(disk_use(&[&top]) + 1024).to_string()));
+    assert_eq!(st.names("checkouts"), Vec::<String>::new());
+    st.build_vv("next", "FROM img\nRUN cat /t > /u\n", &[]);
+    assert_eq!(
+        st.names("checkouts"),
+        vec![img],
+        "not the image checked out"
+    );
+    assert_eq!(st.run("next", "cat /u"), "top\n");
+    st.fsck_both();
+}
+
+// Regression: an image whose last step changed no file (`RUN true`) ran from a checkout
+// of its parent's commit once every tree was dropped: no image links that checkout, so
+// the next writer alone removed it and the next run wrote it again.
+#[test]
+fn run_of_an_image_whose_last_step_changed_nothing_checks_out_the_image() {
+    let st = Bench::checked_out("compact-same");
+    let df = "FROM busybox\nRUN echo layer > /f\nRUN true\n";
+    st.build_vv("img", df, &[]);
+    let img = st.commit("img");
+    st.gc(Some("0"));
+    assert_eq!(st.run("img", "cat /f"), "layer\n");
+    assert_eq!(
+        st.names("checkouts"),
+        vec![img.clone()],
+        "not the image checked out"
+    );
+    let log = st.build_vv("img", df, &[]);
+    assert_eq!(marks(&log), "**", "{log}");
+    assert_eq!(
+        st.names("checkouts"),
+        vec![img],
+        "the image's checkout removed"
+    );
+}
+
+// Regression: `ch-run -w NAME`, refused with or without --unsafe, first had ch-image
+// check the whole image out (the base's files and the kept layers' written again) only
+// to print the refusal.
+#[test]
+fn write_by_name_is_refused_before_anything_is_checked_out() {
+    let st = Bench::checked_out("compact-write");
+    st.build_vv("img", "FROM busybox\nRUN echo layer > /f\n", &[]);
+    st.gc(Some("0"));
+    for extra in [&[][..], &["--unsafe"][..]] {
+        let (_, err) = fails(
+            tool("ch-run")
+                .arg("-w")
+                .args(extra)
+                .arg("-s")
+                .arg(st.storage())
+                .args(["img", "--", "true"]),
+        );
+        assert!(
+            err.contains("--write invalid when running by name"),
+            "{extra:?}: {err}"
+        );
+        assert_eq!(
+            st.names("checkouts"),
+            Vec::<String>::new(),
+            "{extra:?}: checked out for a refused run"
+        );
+    }
+    assert_eq!(st.run("img", "cat /f"), "layer\n");
+}
+
+// Regression: in a storage directory whose path is not UTF-8 (ch-run takes any bytes, as
+// Charliecloud does), every RUN failed with "can't overlay: No such file or directory",
+// and so did `ch-run NAME` from kept layers: the overlay options held a lossy copy of the
+// lower directories' paths. `ch-image checkout --view` hands the paths over as bytes.
+#[test]
+fn layers_in_a_storage_directory_whose_path_is_not_utf8_build_and_run() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = Scratch::new("compact-bytes");
+    let st = s.join(std::ffi::OsStr::from_bytes(b"st-\xff"));
+    let image = || {
+        let mut c = tool("ch-image");
+        c.arg("-s").arg(&st).env_remove("CH_IMAGE_CACHE");
+        c
+    };
+    ok(image().arg("import").arg(busybox_rootfs()).arg("busybox"));
+    ok(image().args(["checkout", "busybox"]));
+    let ctx = s.join("ctx");
+    sh(&format!(
+        "mkdir '{0}' && printf 'FROM busybox\\nRUN echo layer > /f\\n' > '{0}/Dockerfile'",
+        ctx.display()
+    ));
+    ok(image().args(["build", "-t", "img"]).arg(&ctx));
+    // The layer kept, busybox's checkout dropped.
+    ok(image().args(["build-cache", "--gc", "--keep-storage", "256K"]));
+    let names = |d: &str| std::fs::read_dir(st.join(d)).expect("read_dir").count();
+    assert_eq!((names("checkouts"), names("layers")), (0, 1));
+    let run = |args: &[&str]| ok(tool("ch-run").arg("-s").arg(&st).args(args));
+    assert_eq!(run(&["img", "--", "cat", "/f"]), "layer\n");
+    assert_eq!(
+        run(&["-W", "img", "--", "sh", "-c", "echo x >> /f; cat /f"]),
+        "layer\nx\n"
+    );
+    assert_eq!(names("checkouts"), 1, "not the base alone checked out");
+    ok(image().arg("fsck"));
 }
 
 #[test]
