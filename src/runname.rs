@@ -126,6 +126,7 @@ fn stored_image(
             .args(verbosity)
             .arg("checkout")
             .args(extra)
+            .arg(format!("--commit={commit}"))
             .args(["--", &name.to_string()])
             .stderr(std::process::Stdio::inherit())
             .output()

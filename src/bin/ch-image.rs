@@ -196,6 +196,10 @@ enum Cmd {
         verify: bool,
         #[arg(long)]
         view: bool,
+        /// The commit NAME named when the caller (ch-run) resolved it: what is checked
+        /// out or verified, whatever NAME names now (a build may tag it again meanwhile)
+        #[arg(long, value_name = "COMMIT")]
+        commit: Option<String>,
         image_ref: String,
     },
     /// Query the configuration and available features (for testing and debugging)
@@ -569,11 +573,16 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             image_ref,
             verify,
             view,
+            commit,
         } => {
             let name = parse_ref(&image_ref)?;
             let store = Store::open_existing(&storage)?;
             let lock = store.lock()?;
-            let commit = store.require_image(&name)?;
+            let named = store.require_image(&name)?;
+            let commit = match commit {
+                Some(hex) => store.image_commit(&hex)?,
+                None => named,
+            };
             if verify {
                 for dir in store.view_existing(commit)?.unwrap_or_default() {
                     store.verify_tree(&dir)?;

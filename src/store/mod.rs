@@ -578,6 +578,16 @@ impl Store {
             .ok_or_else(|| StoreError::NoImage(name.to_string()))
     }
 
+    /// An image commit given by its id (`ch-image checkout --commit`): `NoImage` unless
+    /// `hex` names a commit of this store whose trees are an image's.
+    pub fn image_commit(&self, hex: &str) -> Result<ObjectId, StoreError> {
+        let id = ObjectId::from_hex(hex.as_bytes())
+            .map_err(|_| StoreError::NoImage(format!("commit {hex}")))?;
+        git::image_trees(&self.repo(), id)
+            .map_err(|_| StoreError::NoImage(format!("commit {hex}")))?;
+        Ok(id)
+    }
+
     /// All images, sorted by name.
     pub fn list(&self) -> Result<Vec<(String, ObjectId)>, StoreError> {
         self.list_under(IMAGE_REFS)

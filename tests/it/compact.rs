@@ -842,3 +842,49 @@ fn exports_during_a_background_compaction_equal_those_of_a_quiet_store() {
     busy.fsck_both();
     assert!(busy.stored_packs().is_empty(), "{:?}", busy.stored_packs());
 }
+
+// `ch-run NAME` resolves NAME under its run lease, then has `ch-image checkout` make and
+// check the view; a build tagging NAME again in between must not make it run (or verify)
+// another commit than the one it resolved: it passes the commit.
+#[test]
+fn checkout_for_ch_run_uses_the_commit_it_was_given_not_what_the_name_names_now() {
+    let st = Bench::checked_out("compact-commit");
+    st.build_vv("img", "FROM busybox\nRUN echo one > /f\n", &[]);
+    let old = st.commit("img");
+    st.build_vv("img", "FROM busybox\nRUN echo two > /f\n", &[]);
+    assert_ne!(st.commit("img"), old);
+    let view = |commit: &str| {
+        let out = output(
+            st.image()
+                .args(["checkout", "--view"])
+                .arg(format!("--commit={commit}"))
+                .arg("img"),
+        );
+        (
+            out.status.success(),
+            out.stdout,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (okay, stdout, err) = view(&old);
+    assert!(okay, "{err}");
+    let dirs: Vec<String> = stdout
+        .split(|b| *b == 0)
+        .filter(|d| !d.is_empty())
+        .map(|d| String::from_utf8_lossy(d).into_owned())
+        .collect();
+    assert!(dirs[0].ends_with(&old), "{dirs:?}");
+    assert_eq!(
+        std::fs::read_to_string(format!("{}/f", dirs[0])).expect("read"),
+        "one\n"
+    );
+    // Not a commit of an image of this store.
+    for bad in ["0123456789012345678901234567890123456789", "junk"] {
+        let (okay, _, err) = view(bad);
+        assert!(!okay);
+        assert!(
+            err.contains(&format!("no image named commit {bad} in storage")),
+            "{err}"
+        );
+    }
+}
