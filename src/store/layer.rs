@@ -421,6 +421,17 @@ pub fn bases_text(bases: &[ObjectId]) -> String {
 /// need room too; a longer chain of layers is served by a checkout instead.
 pub const MAX_LOWER_BYTES: usize = 3072;
 
+/// Most bytes of overlay options ch-run gives mount(2) (`run::setup` refuses more).
+const OPTIONS_MAX: usize = 4000;
+
+/// Bytes the lower directories of a view may take in a storage directory whose path is
+/// `storage_len` bytes long: [`MAX_LOWER_BYTES`], less when a RUN's upper and work
+/// directories (`STORAGE/tmp/run.PID.N/upper`, `.../work`) would not fit beside them.
+fn lower_budget(storage_len: usize) -> usize {
+    let upper_and_work = 2 * (storage_len + 64) + 64;
+    MAX_LOWER_BYTES.min(OPTIONS_MAX.saturating_sub(upper_and_work))
+}
+
 /// What the store holds of a commit's files, as lower directories of one overlay mount.
 #[derive(Debug, PartialEq, Eq)]
 pub enum View {
@@ -440,8 +451,8 @@ pub enum View {
 /// the kept layers down to the nearest checkout, or down to the first commit whose files
 /// are in neither, which then needs a checkout ([`View::Base`]). `parent_of(c)` gives
 /// (parent, whether c's files equal the parent's). The lower directories must fit in one
-/// overlay mount ([`MAX_LOWER_BYTES`]); when they would not, the view is a checkout of
-/// `commit` alone.
+/// overlay mount ([`MAX_LOWER_BYTES`], less in a storage directory with a long path:
+/// [`lower_budget`]); when they would not, the view is a checkout of `commit` alone.
 pub fn view(
     checkouts: &Path,
     layers: &Path,
@@ -452,6 +463,7 @@ pub fn view(
         lowers: Vec::new(),
         base: commit,
     };
+    let budget = lower_budget(checkouts.parent().map_or(0, |s| s.as_os_str().len()));
     let mut lowers = Vec::new();
     let mut bytes = 0;
     let mut c = commit;
@@ -459,7 +471,7 @@ pub fn view(
         let co = checkouts.join(c.to_string());
         bytes += co.as_os_str().len() + 1;
         // The checkout of `c`, there or to be made, ends the view.
-        let fits = bytes <= MAX_LOWER_BYTES;
+        let fits = bytes <= budget;
         if co.is_dir() {
             if !fits {
                 return Ok(whole);
@@ -498,7 +510,7 @@ pub fn view(
                 bytes += d.as_os_str().len() + 1;
                 lowers.push(d);
             }
-            if bytes > MAX_LOWER_BYTES {
+            if bytes > budget {
                 return Ok(whole);
             }
         } else if !same_files {
@@ -640,6 +652,44 @@ mod tests {
                 base: oid(0)
             }
         );
+    }
+
+    // In a storage directory with a long path, a view within MAX_LOWER_BYTES could still
+    // leave no room for a RUN's upper and work directories (found by the review helper:
+    // ch-run's "can't overlay: too many layers" with a path of 400 bytes or more).
+    #[test]
+    fn view_leaves_room_for_the_upper_and_work_directories() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let long = "d".repeat(200);
+        let storage = t
+            .path()
+            .join(&long)
+            .join(&long)
+            .join(&long)
+            .join(&long[..80]);
+        let (co, ly) = (storage.join("checkouts"), storage.join("layers"));
+        fs::create_dir_all(co.join(oid(0).to_string())).expect("mkdir");
+        for i in 1..=3 {
+            fs::create_dir_all(ly.join(oid(i).to_string())).expect("mkdir");
+        }
+        let lowers: usize = (1..=3)
+            .map(|i| ly.join(oid(i).to_string()).as_os_str().len() + 1)
+            .sum::<usize>()
+            + co.join(oid(0).to_string()).as_os_str().len()
+            + 1;
+        let room = OPTIONS_MAX - 2 * (storage.as_os_str().len() + 64) - 64;
+        assert!(
+            room < lowers && lowers <= MAX_LOWER_BYTES,
+            "{room} {lowers}"
+        );
+        assert_eq!(
+            view(&co, &ly, oid(3), parent).unwrap(),
+            View::Base {
+                lowers: Vec::new(),
+                base: oid(3)
+            }
+        );
+        assert!(matches!(view(&co, &ly, oid(2), parent).unwrap(), View::Ready(v) if v.len() == 3));
     }
 
     // Regression: a build of more than ~40 steps failed with ch-run's "can't overlay: too
