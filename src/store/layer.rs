@@ -452,7 +452,7 @@ pub enum View {
 /// are in neither, which then needs a checkout ([`View::Base`]). `parent_of(c)` gives
 /// (parent, whether c's files equal the parent's). The lower directories must fit in one
 /// overlay mount ([`MAX_LOWER_BYTES`], less in a storage directory with a long path:
-/// [`lower_budget`]); when they would not, the view is a checkout of `commit` alone.
+/// `lower_budget`); when they would not, the view is a checkout of `commit` alone.
 pub fn view(
     checkouts: &Path,
     layers: &Path,
