@@ -146,7 +146,8 @@ pub enum BuildError {
     },
     #[error("build failed: RUN command exited with {0}")]
     RunFailed(i32),
-    #[error("build failed: RUN command killed by signal {0}")]
+    /// Killed by signal N: Charliecloud's message, where Python's `returncode` is -N.
+    #[error("build failed: RUN command exited with -{0}")]
     RunSignal(i32),
     #[error(transparent)]
     Io(#[from] IoError),

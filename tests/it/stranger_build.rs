@@ -613,3 +613,31 @@ fn dockerfile_specific_ignore_file_replaces_the_context_one() {
         ".dockerignore\nDockerfile\napp\nb\nc\n"
     );
 }
+
+#[test]
+fn run_killed_by_a_signal_is_reported_as_charliecloud_reports_it() {
+    // Charliecloud's ch-run becomes the command, so Python sees returncode -9 for
+    // `kill -9 $$`; a command that exits 137 is still 137.
+    let w = Bench::new("stranger-run-signal");
+    let (code, err) = w.build_fails("k", "FROM busybox\nRUN kill -9 $$\n", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l == "error: build failed: RUN command exited with -9"),
+        "{err}"
+    );
+    let (code, err) = w.build_fails("k", "FROM busybox\nRUN kill -SEGV $$\n", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l == "error: build failed: RUN command exited with -11"),
+        "{err}"
+    );
+    let (code, err) = w.build_fails("k", "FROM busybox\nRUN exit 137\n", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l == "error: build failed: RUN command exited with 137"),
+        "{err}"
+    );
+}
