@@ -1,4 +1,4 @@
-//! Import: a directory or a tarball (plain, gzip, zstd, xz) into the model, with file
+//! Import: a directory or a tarball (plain, gzip, zstd, xz, bzip2) into the model, with file
 //! contents written to the object database in parallel.
 //!
 //! Checks (man page, FAQ): tar members with `..` or absolute paths are refused, as is a
@@ -616,11 +616,8 @@ pub fn open_archive(path: &Path) -> Result<Box<dyn Read + Send>, ImportError> {
             xz2::read::XzDecoder::new_multi_decoder(r),
         ))
     } else if head.starts_with(b"BZh") {
-        return Err(ImportError::Member {
-            archive: path.into(),
-            member: "-".into(),
-            reason: "bzip2 archives are not supported (recompress with gzip, zstd or xz)".into(),
-        });
+        // Multi-stream, as pbzip2 and lbzip2 write.
+        Box::new(ThreadedReader::new(bzip2::read::MultiBzDecoder::new(r)))
     } else {
         Box::new(r)
     })

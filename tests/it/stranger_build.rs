@@ -195,6 +195,34 @@ fn add_copies_a_compressed_file_that_is_not_a_tar_archive() {
 }
 
 #[test]
+fn add_extracts_a_bzip2_tar_archive_found_by_its_magic_bytes() {
+    // Docker extracts a local tar archive compressed with gzip, bzip2 or xz, whatever its
+    // name; a bzip2 file that is not a tar is copied. (Charliecloud 0.31 has no ADD.)
+    let w = Bench::new("stranger-add-bz2");
+    let d = w.s.path.display();
+    crate::common::sh(&format!(
+        "mkdir -p '{d}/t/sub' && echo in > '{d}/t/f' && echo deep > '{d}/t/sub/g' \
+         && tar cf '{d}/t.tar' -C '{d}/t' f sub && echo hello > '{d}/notes.txt'"
+    ));
+    let tar = w.s.join("t.tar");
+    crate::common::bzip2_file(&tar, &w.ctx.join("t.tar.bz2"), 1);
+    crate::common::bzip2_file(&tar, &w.ctx.join("archive.data"), 3);
+    crate::common::bzip2_file(&w.s.join("notes.txt"), &w.ctx.join("notes.txt.bz2"), 1);
+    w.build(
+        "a",
+        "FROM busybox\nADD t.tar.bz2 /t/\nADD archive.data /m/\nADD notes.txt.bz2 /n/\n",
+        &[],
+    );
+    assert_eq!(
+        w.run(
+            "a",
+            "cat /t/f /t/sub/g /m/f /m/sub/g; ls /n; bzcat /n/notes.txt.bz2"
+        ),
+        "in\ndeep\nin\ndeep\nnotes.txt.bz2\nhello\n"
+    );
+}
+
+#[test]
 fn copy_from_a_stage_expands_wildcards() {
     // Charliecloud and Docker both expand wildcards in `COPY --from` sources.
     let w = Bench::new("stranger-from-glob");
