@@ -808,7 +808,25 @@ impl<'a> Builder<'a> {
             }
             InstrKind::Env(pairs) => {
                 for (k, v) in pairs {
+                    // A `--build-arg` value (or a base image's variable) substituted in.
+                    if !store::config::env_line_ok(k, v) {
+                        let what = if k.contains('\n') { "name" } else { "value" };
+                        return Err(self.at(
+                            ins,
+                            format!(
+                                "ENV {k:?}: its {what} has a newline, which /ch/environment \
+                                 (one NAME=VALUE line per variable, no quoting) can't hold"
+                            ),
+                        ));
+                    }
                     config.set_env(k, v);
+                }
+                for k in config.unwritable_env() {
+                    warn!(
+                        "{}:{}: ENV: {k:?} of the base image has a newline: left out of \
+                         /ch/environment",
+                        self.df.file, ins.span.start_line
+                    );
                 }
                 self.environment_file(ins, &config)?;
             }

@@ -669,3 +669,97 @@ fn run_killed_by_a_signal_is_reported_as_charliecloud_reports_it() {
         "{err}"
     );
 }
+
+#[test]
+fn env_value_with_a_newline_is_an_error_naming_the_line() {
+    // Written to /ch/environment, `Y=a` then `b=c` would make `ch-run --set-env` set a
+    // variable b the Dockerfile never named. (Charliecloud 0.31 writes the lines as they
+    // are; its ch-run --set-env then fails on a second line without `=`.)
+    let w = Bench::new("stranger-env-newline");
+    let df = "FROM busybox\nARG X\nENV Y=$X Z=after\n";
+    let (code, err) = w.build_fails("nl", df, &["--build-arg", "X=a\nb=c"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "Dockerfile:3: ENV \"Y\": its value has a newline, which /ch/environment \
+             (one NAME=VALUE line per variable, no quoting) can't hold"
+        ),
+        "{err}"
+    );
+    let (code, err) = w.build_fails(
+        "nl",
+        "FROM busybox\nARG X\nENV ${X}=1\n",
+        &["--build-arg", "X=a\nb"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("Dockerfile:3: ENV \"a\\nb\": its name has a newline"),
+        "{err}"
+    );
+    // The same build without the newline works.
+    w.build("nl", df, &["--build-arg", "X=a b=c"]);
+    assert_eq!(w.run("nl", "cat /ch/environment"), "Y=a b=c\nZ=after\n");
+}
+
+#[test]
+fn base_image_variable_with_a_newline_is_left_out_of_ch_environment() {
+    // An OCI image whose config has `Y=a\nb=c`: conversion and a later ENV keep it in the
+    // config but leave it out of /ch/environment, with a warning, rather than write a line
+    // `b=c`.
+    let w = Bench::new("stranger-env-newline-base");
+    let d = w.s.path.display();
+    std::fs::write(
+        w.s.join("cfg.json"),
+        r#"{"architecture":"amd64","os":"linux","config":{"Env":["A=1","Y=a\nb=c"]},"rootfs":{"type":"layers","diff_ids":["sha256:DIFF"]}}"#,
+    )
+    .expect("write config");
+    crate::common::sh(&format!(
+        r#"
+        cd {d}
+        mkdir -p l1 lay/blobs/sha256 && printf x > l1/f && tar -C l1 -cf l1.tar .
+        blob() {{ h=$(sha256sum "$1" | cut -d' ' -f1); cp "$1" lay/blobs/sha256/$h; echo $h; }}
+        L=$(blob l1.tar)
+        sed -i "s/DIFF/$L/" cfg.json
+        C=$(blob cfg.json)
+        printf '{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}}]}}' $C $(stat -c %s cfg.json) $L $(stat -c %s l1.tar) > man.json
+        M=$(blob man.json)
+        printf '{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s}}]}}' $M $(stat -c %s man.json) > lay/index.json
+        printf '{{"imageLayoutVersion":"1.0.0"}}' > lay/oci-layout
+        chown -R {uid}:{uid} lay 2>/dev/null || true
+        "#,
+        uid = crate::common::TEST_UID
+    ));
+    let cvt = |args: &[&std::ffi::OsStr]| {
+        let mut c = crate::common::tool("ch-convert");
+        c.arg("-s").arg(w.storage()).args(args);
+        let out = crate::common::output(&mut c);
+        assert!(out.status.success(), "{c:?}: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = cvt(&[w.s.join("lay").as_os_str(), "nl".as_ref()]);
+    assert!(
+        err.contains(
+            "warning: environment variable \"Y\" has a newline: left out of /ch/environment"
+        ),
+        "{err}"
+    );
+    let out = w.s.join("out");
+    cvt(&["nl".as_ref(), out.as_os_str()]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("ch/environment")).expect("read environment"),
+        "A=1\n"
+    );
+    let err = w.build("nl2", "FROM nl\nENV Z=2\n", &[]);
+    assert!(
+        err.contains(
+            "Dockerfile:2: ENV: \"Y\" of the base image has a newline: left out of /ch/environment"
+        ),
+        "{err}"
+    );
+    let out2 = w.s.join("out2");
+    cvt(&["nl2".as_ref(), out2.as_os_str()]);
+    assert_eq!(
+        std::fs::read_to_string(out2.join("ch/environment")).expect("read environment"),
+        "A=1\nZ=2\n"
+    );
+}
