@@ -170,6 +170,8 @@ pub mod tree {
             Box::new(xz2::read::XzDecoder::new_multi_decoder(io::Cursor::new(
                 data,
             )))
+        } else if data.starts_with(b"BZh") {
+            Box::new(bzip2::read::MultiBzDecoder::new(io::Cursor::new(data)))
         } else {
             Box::new(io::Cursor::new(data))
         }
