@@ -2585,10 +2585,18 @@ fn parse_checksum(c: &str) -> Option<String> {
         .then(|| hex.to_ascii_lowercase())
 }
 
-/// Whether `ADD` extracts local file `p`: a tar archive, plain or compressed (gzip, zstd,
-/// xz), as Docker's `IsArchivePath` decides: the (decompressed) start must be a tar
+/// Whether `ADD` extracts local file `p`: a tar archive, plain or compressed (gzip, bzip2,
+/// xz, zstd), as Docker's `IsArchivePath` decides: the (decompressed) start must be a tar
 /// header. A compressed file that is not a tar (`notes.txt.gz`) is copied as it is.
 fn is_archive(p: &Path) -> bool {
+    // Docker knows no legacy `.lzma` (LZMA-Alone): such a file is copied as it is.
+    let mut head = [0u8; 13];
+    if fs::File::open(p)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok_and(|()| store::import::is_lzma_alone(&head))
+    {
+        return false;
+    }
     let Ok(mut r) = store::import::open_archive(p) else {
         return false;
     };

@@ -223,6 +223,22 @@ fn add_extracts_a_bzip2_tar_archive_found_by_its_magic_bytes() {
 }
 
 #[test]
+fn add_copies_a_legacy_lzma_tar_as_docker_does() {
+    // Docker extracts gzip, bzip2, xz and zstd tars only; `import` also reads `.lzma`
+    // (LZMA-Alone, as Charliecloud's import does), ADD does not.
+    let w = Bench::new("stranger-add-lzma");
+    let d = w.s.path.display();
+    crate::common::sh(&format!(
+        "mkdir -p '{d}/t' && echo in > '{d}/t/f' \
+         && tar cf - -C '{d}/t' f | xz --format=lzma > '{ctx}/t.tar.lzma'",
+        ctx = w.ctx.display()
+    ));
+    crate::common::own(&w.ctx);
+    w.build("a", "FROM busybox\nADD t.tar.lzma /z/\n", &[]);
+    assert_eq!(w.run("a", "ls /z"), "t.tar.lzma\n");
+}
+
+#[test]
 fn copy_from_a_stage_expands_wildcards() {
     // Charliecloud and Docker both expand wildcards in `COPY --from` sources.
     let w = Bench::new("stranger-from-glob");
