@@ -632,15 +632,20 @@ pub fn open_archive(path: &Path) -> Result<Box<dyn Read + Send>, ImportError> {
 
 /// Whether `head` starts like a legacy `.lzma` file (`xz --format=lzma`, LZMA-Alone),
 /// which has no magic number: the properties byte of `lzma`'s default settings (0x5D,
-/// as file(1) checks), a dictionary size below 4 GiB whose low two bytes are zero (as
-/// every preset's is), and an uncompressed size that is unknown (all ones) or below 256
-/// TiB. Charliecloud reads such tarballs (Python's tarfile); Docker's ADD does not.
+/// as file(1) checks), a dictionary size of 2^n or 2^n + 2^(n-1) bytes whose low two
+/// bytes are zero (as liblzma writes for every preset; not 0, which a plain tar whose
+/// first member is named `]` would give), and an uncompressed size that is unknown (all
+/// ones) or below 256 TiB. Charliecloud reads such tarballs (Python's tarfile); Docker's
+/// ADD does not.
 pub fn is_lzma_alone(head: &[u8]) -> bool {
     let Some(h) = head.get(..13) else {
         return false;
     };
+    let dict = u32::from_le_bytes(h[1..5].try_into().expect("4 bytes"));
     let size = u64::from_le_bytes(h[5..13].try_into().expect("8 bytes"));
-    h[0] == 0x5D && h[1] == 0 && h[2] == 0 && (size == u64::MAX || size < 1 << 48)
+    let dict_ok =
+        dict != 0 && (dict.is_power_of_two() || (dict % 3 == 0 && (dict / 3).is_power_of_two()));
+    h[0] == 0x5D && dict & 0xFFFF == 0 && dict_ok && (size == u64::MAX || size < 1 << 48)
 }
 
 /// Decompresses on its own thread, so that decompression overlaps tar parsing and hashing.
@@ -1268,6 +1273,16 @@ mod tests {
         huge[5..13].copy_from_slice(&(1u64 << 60).to_le_bytes());
         assert!(!is_lzma_alone(&huge));
         assert!(!is_lzma_alone(b"ustar\0 plain tar data"));
+        // A plain tar whose first member is named `]`.
+        let mut tar = vec![0u8; 512];
+        tar[0] = b']';
+        assert!(!is_lzma_alone(&tar));
+        // 12 MiB (2^23 + 2^22) is a dictionary size liblzma writes, 10 MiB is not.
+        let mut d12 = h.clone();
+        d12[1..5].copy_from_slice(&(12u32 << 20).to_le_bytes());
+        assert!(is_lzma_alone(&d12));
+        d12[1..5].copy_from_slice(&(10u32 << 20).to_le_bytes());
+        assert!(!is_lzma_alone(&d12));
     }
 
     fn repo() -> (tempfile::TempDir, gix::ThreadSafeRepository) {
