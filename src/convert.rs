@@ -99,15 +99,21 @@ pub fn infer(arg: &str) -> Format {
     if ext(".sqfs") || ext(".squash") || ext(".squashfs") {
         return Format::Squash;
     }
-    let tar_like = ext(".tar") || ext(".tgz") || ext(".txz") || ext(".tzst") || {
-        match lower.rfind(".tar.") {
-            Some(i) => {
-                let rest = &lower[i + 5..];
-                !rest.is_empty() && rest.len() <= 4 && !rest.contains('/')
+    let tar_like = ext(".tar")
+        || ext(".tgz")
+        || ext(".txz")
+        || ext(".tzst")
+        || ext(".tbz2")
+        || ext(".tbz")
+        || {
+            match lower.rfind(".tar.") {
+                Some(i) => {
+                    let rest = &lower[i + 5..];
+                    !rest.is_empty() && rest.len() <= 4 && !rest.contains('/')
+                }
+                None => false,
             }
-            None => false,
-        }
-    };
+        };
     if tar_like {
         return Format::Tar;
     }
@@ -128,6 +134,7 @@ pub enum TarCompression {
     Gzip,
     Zstd,
     Xz,
+    Bzip2,
 }
 
 pub fn tar_compression(path: &str) -> TarCompression {
@@ -138,9 +145,22 @@ pub fn tar_compression(path: &str) -> TarCompression {
         TarCompression::Zstd
     } else if l.ends_with(".xz") || l.ends_with(".txz") {
         TarCompression::Xz
+    } else if l.ends_with(".bz2") || l.ends_with(".tbz2") || l.ends_with(".tbz") {
+        TarCompression::Bzip2
     } else {
         TarCompression::None
     }
+}
+
+/// The suffix of a tar output named `NAME.tar.SUFFIX` (a suffix as [`infer`] takes one: one
+/// to four characters, no dot) whose compression Grove does not write (`x.tar.lz4`):
+/// written as a plain tar, the name would lie about the content.
+fn unknown_tar_suffix(path: &str) -> Option<&str> {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let i = name.to_ascii_lowercase().rfind(".tar.")?;
+    let suffix = &name[i + 5..];
+    let like = !suffix.is_empty() && suffix.len() <= 4 && !suffix.contains('.');
+    (like && tar_compression(path) == TarCompression::None).then_some(suffix)
 }
 
 /// What `ch-convert` was asked to do, with its settings resolved.
@@ -179,6 +199,8 @@ pub enum ConvertError {
     },
     #[error("--compression applies to squash output only; tar compression follows the output's extension")]
     CompressionNotSquash,
+    #[error("tar output: unknown compression .{0} (.tar, .tar.gz, .tar.zst, .tar.xz or .tar.bz2)")]
+    TarSuffix(String),
     #[error("invalid compression level in {0}: want ALG:NUMBER")]
     BadLevel(String),
     #[error("unknown SquashFS compression: {0} (zstd, gzip, xz, lz4)")]
@@ -627,6 +649,13 @@ fn write_path(
                         export::write_tar(&repo, root, xz2::write::XzEncoder::new(w, 6))?
                             .finish()?
                     }
+                    // bzip2(1)'s default level.
+                    TarCompression::Bzip2 => export::write_tar(
+                        &repo,
+                        root,
+                        bzip2::write::BzEncoder::new(w, bzip2::Compression::best()),
+                    )?
+                    .finish()?,
                 };
                 w.flush()?;
                 w.get_ref().sync_all().ok();
@@ -831,6 +860,11 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
             }
         }
     }
+    if fout == Format::Tar {
+        if let Some(suffix) = unknown_tar_suffix(&req.output) {
+            return Err(ConvertError::TarSuffix(suffix.to_string()));
+        }
+    }
     let compression = squash_compression(req.compression.as_deref(), fout)?;
     if fout == Format::Squash {
         export::find_squash_tool()?;
@@ -944,5 +978,13 @@ mod tests {
         assert_eq!(tar_compression("a.tar.gz"), TarCompression::Gzip);
         assert_eq!(tar_compression("a.tar.zst"), TarCompression::Zstd);
         assert_eq!(tar_compression("a.tar"), TarCompression::None);
+        assert_eq!(tar_compression("a.tar.bz2"), TarCompression::Bzip2);
+        assert_eq!(tar_compression("a.tbz2"), TarCompression::Bzip2);
+        assert_eq!(infer("a.tbz2"), Format::Tar);
+        assert_eq!(unknown_tar_suffix("a.tar.lz4"), Some("lz4"));
+        assert_eq!(unknown_tar_suffix("a.tar.bz2"), None);
+        assert_eq!(unknown_tar_suffix("a.tar"), None);
+        assert_eq!(unknown_tar_suffix("my.tar.d/img"), None);
+        assert_eq!(unknown_tar_suffix("a.tar.backup"), None);
     }
 }

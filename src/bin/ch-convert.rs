@@ -19,7 +19,8 @@ use grove::store::layout::{self, RelativeVariable};
     after_help = "FORMATS:
   ch-image  image in Grove's storage (inferred for names)
   dir       directory (inferred for paths starting with / ./ ../ or existing directories)
-  tar       tarball; compression from the extension: .tar .tar.gz/.tgz .tar.zst/.tzst .tar.xz/.txz
+  tar       tarball; output compression from the extension: .tar .tar.gz/.tgz .tar.zst/.tzst
+            .tar.xz/.txz .tar.bz2/.tbz2; input compression from the content
   squash    SquashFS file (inferred for .sqfs .squash .squashfs), written straight from
             storage as a tar stream into tar2sqfs (squashfs-tools-ng) or else sqfstar,
             read back through sqfs2tar or else unsquashfs; ch-run runs it directly

@@ -134,7 +134,7 @@ enum Cmd {
     },
     /// Import a directory or tarball as an image
     Import {
-        /// Directory or tarball (plain, gzip, zstd, xz)
+        /// Directory or tarball (plain, gzip, zstd, xz, bzip2, lzma; known by its content)
         path: PathBuf,
         /// Image name
         image_ref: String,

@@ -146,7 +146,8 @@ pub enum BuildError {
     },
     #[error("build failed: RUN command exited with {0}")]
     RunFailed(i32),
-    #[error("build failed: RUN command killed by signal {0}")]
+    /// Killed by signal N: Charliecloud's message, where Python's `returncode` is -N.
+    #[error("build failed: RUN command exited with -{0}")]
     RunSignal(i32),
     #[error(transparent)]
     Io(#[from] IoError),
@@ -655,6 +656,19 @@ impl<'a> Builder<'a> {
         if let Some(mark) = applied_since(sub) {
             extra.splice(0..0, mark.bytes());
         }
+        let sources: Vec<&Path> = match (sub, &self.last_sources) {
+            (InstrKind::Add(a), Some((srcs, _, _))) if a.from().is_none() => {
+                srcs.iter().map(|s| s.real.as_path()).collect()
+            }
+            _ => Vec::new(),
+        };
+        if let Some(mark) = changed_since(
+            sub,
+            &sources,
+            &self.stages.last().expect("in a stage").config,
+        ) {
+            extra.splice(0..0, mark.bytes());
+        }
         let key = self.stage().key.child(&input.encoding, &extra);
         let cached = match self.opts.cache {
             CacheMode::Enabled => self.store.cache_get(&key.hex())?,
@@ -807,7 +821,25 @@ impl<'a> Builder<'a> {
             }
             InstrKind::Env(pairs) => {
                 for (k, v) in pairs {
+                    // A `--build-arg` value (or a base image's variable) substituted in.
+                    if !store::config::env_line_ok(k, v) {
+                        let what = if k.contains('\n') { "name" } else { "value" };
+                        return Err(self.at(
+                            ins,
+                            format!(
+                                "ENV {k:?}: its {what} has a newline, which /ch/environment \
+                                 (one NAME=VALUE line per variable, no quoting) can't hold"
+                            ),
+                        ));
+                    }
                     config.set_env(k, v);
+                }
+                for k in config.unwritable_env() {
+                    warn!(
+                        "{}:{}: ENV: {k:?} of the base image has a newline: left out of \
+                         /ch/environment",
+                        self.df.file, ins.span.start_line
+                    );
                 }
                 self.environment_file(ins, &config)?;
             }
@@ -2514,6 +2546,25 @@ fn applied_since(sub: &InstrKind) -> Option<&'static str> {
     }
 }
 
+/// The mark of a step whose result earlier versions made differently from the same key
+/// input (docs/cache-keys.md): an ADD of a local bzip2 tar archive (copied, not extracted:
+/// `add-bzip2 1`), an ENV whose environment has a variable with a newline (written into
+/// /ch/environment as it was: `env-newline 1`). `sources` are an ADD's local sources (as
+/// the step's `sources_hash` found them), `parent` the config the step starts from. Keys
+/// of other steps are unchanged.
+fn changed_since(sub: &InstrKind, sources: &[&Path], parent: &ImageConfig) -> Option<&'static str> {
+    match sub {
+        InstrKind::Add(_) => sources
+            .iter()
+            .any(|p| p.is_file() && is_bzip2_archive(p))
+            .then_some("add-bzip2 1\n"),
+        InstrKind::Env(pairs) => (pairs.iter().any(|(k, v)| !store::config::env_line_ok(k, v))
+            || !parent.unwritable_env().is_empty())
+        .then_some("env-newline 1\n"),
+        _ => None,
+    }
+}
+
 /// Whether a RUN's `--network` asks for no network (`none`), as BuildKit's modes:
 /// `default` and `host` keep the host's network (Grove's RUN has no network of its own);
 /// anything else is an error.
@@ -2534,10 +2585,18 @@ fn parse_checksum(c: &str) -> Option<String> {
         .then(|| hex.to_ascii_lowercase())
 }
 
-/// Whether `ADD` extracts local file `p`: a tar archive, plain or compressed (gzip, zstd,
-/// xz), as Docker's `IsArchivePath` decides: the (decompressed) start must be a tar
+/// Whether `ADD` extracts local file `p`: a tar archive, plain or compressed (gzip, bzip2,
+/// xz, zstd), as Docker's `IsArchivePath` decides: the (decompressed) start must be a tar
 /// header. A compressed file that is not a tar (`notes.txt.gz`) is copied as it is.
 fn is_archive(p: &Path) -> bool {
+    // Docker knows no legacy `.lzma` (LZMA-Alone): such a file is copied as it is.
+    let mut head = [0u8; 13];
+    if fs::File::open(p)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok_and(|()| store::import::is_lzma_alone(&head))
+    {
+        return false;
+    }
     let Ok(mut r) = store::import::open_archive(p) else {
         return false;
     };
@@ -2550,6 +2609,16 @@ fn is_archive(p: &Path) -> bool {
         }
     }
     n == head.len() && tar_header_checksum_ok(&head)
+}
+
+/// Whether local file `p` is a tar archive compressed with bzip2 (see [`is_archive`]).
+fn is_bzip2_archive(p: &Path) -> bool {
+    let mut head = [0u8; 3];
+    fs::File::open(p)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok()
+        && &head == b"BZh"
+        && is_archive(p)
 }
 
 /// Whether a 512-byte block is a tar header: its checksum field (octal, bytes 148..156)
@@ -2804,6 +2873,55 @@ mod tests {
                 Some("heredoc-exec 1\n"),
                 None
             ]
+        );
+    }
+
+    #[test]
+    fn steps_made_differently_before_get_a_key_mark() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_path("f").expect("path");
+        h.set_size(1);
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).expect("append");
+        let tar = b.into_inner().expect("finish");
+        let bz = |data: &[u8]| {
+            let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+            e.write_all(data).expect("compress");
+            e.finish().expect("compress")
+        };
+        let files = [
+            ("a.tar.bz2", bz(&tar)),
+            ("notes.bz2", bz(b"not a tar")),
+            ("a.tar", tar.clone()),
+        ];
+        for (name, data) in &files {
+            fs::write(dir.path().join(name), data).expect("write");
+        }
+        let p = |n: &str| dir.path().join(n);
+        let df = dockerfile::parse("FROM a\nADD x /\nENV A=1\nCOPY x /\n", "Dockerfile")
+            .expect("parses");
+        let [add, env, copy] = &df.instructions[1..] else {
+            panic!("three instructions");
+        };
+        let base = ImageConfig::default();
+        let (bz2, notes, plain) = (p("a.tar.bz2"), p("notes.bz2"), p("a.tar"));
+        assert_eq!(
+            changed_since(&add.kind, &[&plain, &bz2], &base),
+            Some("add-bzip2 1\n")
+        );
+        assert_eq!(changed_since(&add.kind, &[&plain, &notes], &base), None);
+        assert_eq!(changed_since(&copy.kind, &[&bz2], &base), None);
+        assert_eq!(changed_since(&env.kind, &[], &base), None);
+        let newline = InstrKind::Env(vec![("B".into(), "a\nb".into())]);
+        assert_eq!(changed_since(&newline, &[], &base), Some("env-newline 1\n"));
+        let mut from_base = ImageConfig::default();
+        from_base.set_env("Y", "a\nb");
+        assert_eq!(
+            changed_since(&env.kind, &[], &from_base),
+            Some("env-newline 1\n")
         );
     }
 

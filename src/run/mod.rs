@@ -11,6 +11,8 @@
 //! `no_new_privs` (and the seccomp filter) and exec the command in place. A SquashFS image
 //! forks first: the child execs the command (and dies with ch-run), the parent forwards
 //! signals, stops the daemon and returns the child's exit status (128+N if killed by N).
+//! So does a builder's RUN (to end what the command leaves running), but a command killed
+//! by signal N kills ch-run with N, as if ch-run had become the command.
 //!
 //! `unsafe` lives only in [`sys`].
 
@@ -473,6 +475,7 @@ const FORWARDED: [Signal; 11] = [
 /// command replaces the calling process (this returns only if exec fails: the error is
 /// printed and [`EXIT_EXEC`] returned); a SquashFS image's command runs in a child, and
 /// this returns its exit status (128+N if killed by signal N) once the daemon is stopped.
+/// A builder's RUN also runs in a child; if signal N kills it, ch-run dies of N.
 ///
 /// The calling process must be single-threaded. It enters new namespaces and changes its
 /// root: call this from a process that does nothing else afterwards (the ch-run binary).
@@ -789,15 +792,24 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
         }
         sys::Forked::Parent(child) => {
             let mut terminated = false;
-            let code = supervise(
+            let (code, killed_by) = match supervise(
                 child,
                 &blocked,
                 contained.then_some(build_parent),
                 &mut terminated,
-            );
+            ) {
+                Ok((code, sig)) => (Ok(code), sig),
+                Err(e) => (Err(e), None),
+            };
             if contained {
                 // The command has exited, or the build died: nothing of the RUN may stay.
                 kill_descendants();
+                // Charliecloud's ch-run becomes the command, so a command killed by a
+                // signal kills it too: die of the same signal, so that ch-image tells
+                // `kill -9 $$` ("exited with -9") from `exit 137`, as Charliecloud does.
+                if let (Some(sig), None) = (killed_by, daemon.as_ref()) {
+                    sys::die_of(sig);
+                }
             }
             let Some(mut daemon) = daemon else {
                 return code;
@@ -992,18 +1004,19 @@ fn wait_for_peers(daemon: u32, blocked: &SigSet) {
     }
 }
 
-/// Wait for `child`, forwarding signals; the exit status as a shell reports it.
-/// `terminated` is set if ch-run was sent a signal that ends a job (TERM, INT, HUP, QUIT).
+/// Wait for `child`, forwarding signals; the exit status as a shell reports it, and the
+/// signal that killed the child, if one did. `terminated` is set if ch-run was sent a
+/// signal that ends a job (TERM, INT, HUP, QUIT).
 fn supervise(
     child: Pid,
     blocked: &SigSet,
     parent: Option<Pid>,
     terminated: &mut bool,
-) -> Result<i32, RunError> {
+) -> Result<(i32, Option<Signal>), RunError> {
     loop {
         match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(WaitStatus::Exited(_, code)) => return Ok((code, None)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok((128 + sig as i32, Some(sig))),
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(RunError::sys("can't wait for child", e)),
@@ -1030,7 +1043,7 @@ fn supervise(
         // A builder's RUN whose build died (the parent-death signal, or any signal after
         // it): end now, the caller kills what is left.
         if parent.is_some_and(|p| nix::unistd::getppid() != p) {
-            return Ok(128 + Signal::SIGKILL as i32);
+            return Ok((128 + Signal::SIGKILL as i32, None));
         }
         // A terminal's signal already reached the child (same process group).
         if from_kernel {

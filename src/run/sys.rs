@@ -207,6 +207,24 @@ pub fn loopback_up() -> Result<(), Errno> {
     Ok(())
 }
 
+/// End the process with signal `sig`, so that its parent's `waitpid` reports the same
+/// death as that of the command it ran. No core dump is written for the process itself
+/// (`PR_SET_DUMPABLE` 0; the command's own dump, if any, is already written). Returns only
+/// if `sig` does not end a process by default (SIGCHLD, SIGWINCH, a stop signal).
+/// Call while the process is single-threaded (ch-run), so the signal reaches this thread.
+pub fn die_of(sig: nix::sys::signal::Signal) {
+    use nix::sys::signal::{kill, signal, SigHandler, SigSet, SigmaskHow};
+    let _ = nix::sys::prctl::set_dumpable(false);
+    // SAFETY: SIG_DFL installs no handler code, so nothing can run in signal context.
+    // (Fails for SIGKILL and SIGSTOP, whose action is fixed.)
+    let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+    let _ = kill(nix::unistd::getpid(), sig);
+    // A blocked signal stays pending until unblocked, and is delivered by the unblocking.
+    let mut set = SigSet::empty();
+    set.add(sig);
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,9 +87,12 @@ impl ImageConfig {
 
     /// The image's `/ch/environment` as Charliecloud writes it: one `NAME=VALUE` line per
     /// variable, sorted by name, newline-terminated (a lone newline when there is none).
-    /// `ch-run --set-env` with no argument reads it.
+    /// `ch-run --set-env` with no argument reads it. The format has no quoting, so a
+    /// variable with a newline in its name or value is left out (see [`Self::unwritable_env`]):
+    /// written, its second line would be read as a variable of its own.
     pub fn environment_file(&self) -> Vec<u8> {
-        let mut vars: Vec<&(String, String)> = self.env.iter().collect();
+        let mut vars: Vec<&(String, String)> =
+            self.env.iter().filter(|(k, v)| env_line_ok(k, v)).collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let mut out = Vec::new();
         for (i, (k, v)) in vars.iter().enumerate() {
@@ -102,6 +105,16 @@ impl ImageConfig {
         }
         out.push(b'\n');
         out
+    }
+
+    /// Names of the variables that [`Self::environment_file`] leaves out (a newline in the
+    /// name or value), in the config's order.
+    pub fn unwritable_env(&self) -> Vec<&str> {
+        self.env
+            .iter()
+            .filter(|(k, v)| !env_line_ok(k, v))
+            .map(|(k, _)| k.as_str())
+            .collect()
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -119,6 +132,11 @@ impl ImageConfig {
     }
 }
 
+/// Whether a variable can be one `NAME=VALUE` line of `/ch/environment`.
+pub fn env_line_ok(name: &str, value: &str) -> bool {
+    !name.contains('\n') && !value.contains('\n')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +148,18 @@ mod tests {
         c.set_env("PATH", "/usr/bin:/bin");
         c.set_env("A", "x=y z");
         assert_eq!(c.environment_file(), b"A=x=y z\nPATH=/usr/bin:/bin\n");
+        assert!(c.unwritable_env().is_empty());
+    }
+
+    #[test]
+    fn environment_file_leaves_out_variables_with_a_newline() {
+        // Written, `Y=a` then `b=c` would set a variable b in `ch-run --set-env`.
+        let mut c = ImageConfig::default();
+        c.set_env("Y", "a\nb=c");
+        c.set_env("A", "1");
+        c.set_env("N\nM", "2");
+        assert_eq!(c.environment_file(), b"A=1\n");
+        assert_eq!(c.unwritable_env(), ["Y", "N\nM"]);
     }
 
     #[test]

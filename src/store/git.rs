@@ -775,7 +775,7 @@ pub const ENVIRONMENT_FILE: &[u8] = b"ch/environment";
 /// Write `config`'s environment as the image's `/ch/environment` (mode 0644, replacing
 /// what was there), creating `/ch` if needed, as Charliecloud does for ENV and pulls.
 /// Returns false, changing nothing, when `/ch` is a symlink or not a directory: the file
-/// is never written through a link.
+/// is never written through a link. A variable with a newline is left out, with a warning.
 pub fn put_environment_file(
     repo: &gix::Repository,
     root: &mut Dir,
@@ -783,6 +783,9 @@ pub fn put_environment_file(
 ) -> Result<bool, GitError> {
     if matches!(root.get(b"ch"), Some(n) if !matches!(n, Node::Dir(_))) {
         return Ok(false);
+    }
+    for k in config.unwritable_env() {
+        crate::warn!("environment variable {k:?} has a newline: left out of /ch/environment");
     }
     let data = config.environment_file();
     let oid = repo

@@ -1,5 +1,5 @@
-//! Import: a directory or a tarball (plain, gzip, zstd, xz) into the model, with file
-//! contents written to the object database in parallel.
+//! Import: a directory or a tarball (plain, gzip, zstd, xz, bzip2, lzma) into the model,
+//! with file contents written to the object database in parallel.
 //!
 //! Checks (man page, FAQ): tar members with `..` or absolute paths are refused, as is a
 //! member written through a symlink; device files and sockets are skipped with a warning;
@@ -616,14 +616,36 @@ pub fn open_archive(path: &Path) -> Result<Box<dyn Read + Send>, ImportError> {
             xz2::read::XzDecoder::new_multi_decoder(r),
         ))
     } else if head.starts_with(b"BZh") {
-        return Err(ImportError::Member {
-            archive: path.into(),
-            member: "-".into(),
-            reason: "bzip2 archives are not supported (recompress with gzip, zstd or xz)".into(),
-        });
+        // Multi-stream, as pbzip2 and lbzip2 write.
+        Box::new(ThreadedReader::new(bzip2::read::MultiBzDecoder::new(r)))
+    } else if is_lzma_alone(&head) {
+        let stream = xz2::stream::Stream::new_lzma_decoder(u64::MAX)
+            .map_err(io::Error::other)
+            .at("read lzma", path)?;
+        Box::new(ThreadedReader::new(xz2::bufread::XzDecoder::new_stream(
+            r, stream,
+        )))
     } else {
         Box::new(r)
     })
+}
+
+/// Whether `head` starts like a legacy `.lzma` file (`xz --format=lzma`, LZMA-Alone),
+/// which has no magic number: the properties byte of `lzma`'s default settings (0x5D,
+/// as file(1) checks), a dictionary size of 2^n or 2^n + 2^(n-1) bytes whose low two
+/// bytes are zero (as liblzma writes for every preset; not 0, which a plain tar whose
+/// first member is named `]` would give), and an uncompressed size that is unknown (all
+/// ones) or below 256 TiB. Charliecloud reads such tarballs (Python's tarfile); Docker's
+/// ADD does not.
+pub fn is_lzma_alone(head: &[u8]) -> bool {
+    let Some(h) = head.get(..13) else {
+        return false;
+    };
+    let dict = u32::from_le_bytes(h[1..5].try_into().expect("4 bytes"));
+    let size = u64::from_le_bytes(h[5..13].try_into().expect("8 bytes"));
+    let dict_ok =
+        dict != 0 && (dict.is_power_of_two() || (dict % 3 == 0 && (dict / 3).is_power_of_two()));
+    h[0] == 0x5D && dict & 0xFFFF == 0 && dict_ok && (size == u64::MAX || size < 1 << 48)
 }
 
 /// Decompresses on its own thread, so that decompression overlaps tar parsing and hashing.
@@ -1232,6 +1254,36 @@ fn import_tar(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lzma_alone_headers_are_told_from_other_starts() {
+        // `xz --format=lzma` at its default preset: properties 0x5D, 8 MiB dictionary,
+        // size unknown.
+        let mut h = vec![0x5D, 0, 0, 0x80, 0];
+        h.extend([0xFF; 8]);
+        assert!(is_lzma_alone(&h));
+        let mut sized = h.clone();
+        sized[5..13].copy_from_slice(&10240u64.to_le_bytes());
+        assert!(is_lzma_alone(&sized));
+        assert!(!is_lzma_alone(&h[..12]));
+        let mut other = h.clone();
+        other[0] = 0x5E;
+        assert!(!is_lzma_alone(&other));
+        let mut huge = h.clone();
+        huge[5..13].copy_from_slice(&(1u64 << 60).to_le_bytes());
+        assert!(!is_lzma_alone(&huge));
+        assert!(!is_lzma_alone(b"ustar\0 plain tar data"));
+        // A plain tar whose first member is named `]`.
+        let mut tar = vec![0u8; 512];
+        tar[0] = b']';
+        assert!(!is_lzma_alone(&tar));
+        // 12 MiB (2^23 + 2^22) is a dictionary size liblzma writes, 10 MiB is not.
+        let mut d12 = h.clone();
+        d12[1..5].copy_from_slice(&(12u32 << 20).to_le_bytes());
+        assert!(is_lzma_alone(&d12));
+        d12[1..5].copy_from_slice(&(10u32 << 20).to_le_bytes());
+        assert!(!is_lzma_alone(&d12));
+    }
 
     fn repo() -> (tempfile::TempDir, gix::ThreadSafeRepository) {
         let t = tempfile::tempdir().expect("tempdir");

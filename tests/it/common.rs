@@ -566,3 +566,18 @@ impl Drop for HttpServer {
         let _ = self.child.wait();
     }
 }
+
+/// `src` compressed with bzip2 into `dst`, as `streams` concatenated bzip2 streams (what
+/// pbzip2 and lbzip2 write) of consecutive pieces of it.
+pub fn bzip2_file(src: &Path, dst: &Path, streams: usize) {
+    use std::io::Write;
+    let data = std::fs::read(src).expect("read file to compress");
+    let mut out = Vec::new();
+    for piece in data.chunks(data.len().div_ceil(streams).max(1)) {
+        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
+        e.write_all(piece).expect("compress");
+        out.extend(e.finish().expect("compress"));
+    }
+    std::fs::write(dst, out).expect("write bzip2 file");
+    own(dst);
+}

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::common::{fails, ok, sh, Scratch};
+use crate::common::{busybox_rootfs, fails, ok, sh, Scratch};
 use crate::store::{
     as_image, awkward, chc, commit_of, hostile_tar, import, list_long, store_state, tree,
 };
@@ -84,7 +84,7 @@ fn formats_are_inferred_from_the_arguments() {
         &tree::of_dir(&out),
         "ch-image -> dir",
     );
-    let magic: [(&str, &[u8]); 7] = [
+    let magic: [(&str, &[u8]); 9] = [
         ("x.tar", b""),
         ("x.tar.gz", &[0x1f, 0x8b]),
         ("x.tgz", &[0x1f, 0x8b]),
@@ -92,6 +92,8 @@ fn formats_are_inferred_from_the_arguments() {
         ("x.tzst", &[0x28, 0xb5, 0x2f, 0xfd]),
         ("x.tar.xz", &[0xfd, b'7', b'z', b'X', b'Z', 0]),
         ("x.txz", &[0xfd, b'7', b'z', b'X', b'Z', 0]),
+        ("x.tar.bz2", b"BZh9"),
+        ("x.tbz2", b"BZh9"),
     ];
     for (i, (name, m)) in magic.iter().enumerate() {
         let t = s.join(name);
@@ -305,7 +307,7 @@ fn tar_export_is_byte_for_byte_reproducible() {
     let st = s.storage();
     let src = awkward(&s.join("src"));
     import(&st, &src, "img");
-    for ext in ["tar", "tar.gz", "tar.zst", "tar.xz"] {
+    for ext in ["tar", "tar.gz", "tar.zst", "tar.xz", "tar.bz2"] {
         let a = s.join(format!("a.{ext}"));
         let b = s.join(format!("b.{ext}"));
         ok(chc(&st).arg("img").arg(&a));
@@ -313,6 +315,24 @@ fn tar_export_is_byte_for_byte_reproducible() {
         let (da, db) = (std::fs::read(&a).expect("a"), std::fs::read(&b).expect("b"));
         assert!(da == db, "{ext}: exports of the same tree differ");
     }
+}
+
+#[test]
+fn tar_output_with_a_compression_grove_does_not_write_is_refused() {
+    // Written as a plain tar, `img.tar.lz4` would be a name that lies about the content.
+    let s = Scratch::new("tar-suffix");
+    let st = s.storage();
+    import(&st, &busybox_rootfs(), "img");
+    let out = s.join("img.tar.lz4");
+    let (code, err) = fails(chc(&st).arg("img").arg(&out));
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains(
+            "tar output: unknown compression .lz4 (.tar, .tar.gz, .tar.zst, .tar.xz or .tar.bz2)"
+        ),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing is written");
 }
 
 /// Digest hex of the (single) layer of OCI layout `dir`, from its index and manifest.

@@ -170,6 +170,8 @@ pub mod tree {
             Box::new(xz2::read::XzDecoder::new_multi_decoder(io::Cursor::new(
                 data,
             )))
+        } else if data.starts_with(b"BZh") {
+            Box::new(bzip2::read::MultiBzDecoder::new(io::Cursor::new(data)))
         } else {
             Box::new(io::Cursor::new(data))
         }
@@ -535,7 +537,7 @@ fn awkward_tree_round_trips_through_import_dir_export_and_tar_export() {
 }
 
 #[test]
-fn tarballs_plain_gzip_zstd_xz_import_like_the_directory() {
+fn tarballs_plain_gzip_zstd_xz_bzip2_lzma_import_like_the_directory() {
     let s = Scratch::new("compress");
     let st = s.storage();
     let src = awkward(&s.join("src"));
@@ -552,13 +554,17 @@ fn tarballs_plain_gzip_zstd_xz_import_like_the_directory() {
     sh(&format!(
         "cd {d} && tar -C {srcd} -cf plain.tar . && gzip -c plain.tar > t.tar.gz \
          && zstd -q plain.tar -o t.tar.zst && xz -c plain.tar > t.tar.xz \
-         && cp t.tar.gz renamed.bin"
+         && xz --format=lzma -c plain.tar > t.tar.lzma && cp t.tar.gz renamed.bin"
     ));
+    // bzip2 from the crate (no bzip2 program needed), in two streams as pbzip2 writes.
+    crate::common::bzip2_file(&s.join("plain.tar"), &s.join("t.tar.bz2"), 2);
     for (i, f) in [
         "plain.tar",
         "t.tar.gz",
         "t.tar.zst",
         "t.tar.xz",
+        "t.tar.bz2",
+        "t.tar.lzma",
         "renamed.bin",
     ]
     .iter()

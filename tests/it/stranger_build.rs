@@ -195,6 +195,50 @@ fn add_copies_a_compressed_file_that_is_not_a_tar_archive() {
 }
 
 #[test]
+fn add_extracts_a_bzip2_tar_archive_found_by_its_magic_bytes() {
+    // Docker extracts a local tar archive compressed with gzip, bzip2 or xz, whatever its
+    // name; a bzip2 file that is not a tar is copied. (Charliecloud 0.31 has no ADD.)
+    let w = Bench::new("stranger-add-bz2");
+    let d = w.s.path.display();
+    crate::common::sh(&format!(
+        "mkdir -p '{d}/t/sub' && echo in > '{d}/t/f' && echo deep > '{d}/t/sub/g' \
+         && tar cf '{d}/t.tar' -C '{d}/t' f sub && echo hello > '{d}/notes.txt'"
+    ));
+    let tar = w.s.join("t.tar");
+    crate::common::bzip2_file(&tar, &w.ctx.join("t.tar.bz2"), 1);
+    crate::common::bzip2_file(&tar, &w.ctx.join("archive.data"), 3);
+    crate::common::bzip2_file(&w.s.join("notes.txt"), &w.ctx.join("notes.txt.bz2"), 1);
+    w.build(
+        "a",
+        "FROM busybox\nADD t.tar.bz2 /t/\nADD archive.data /m/\nADD notes.txt.bz2 /n/\n",
+        &[],
+    );
+    assert_eq!(
+        w.run(
+            "a",
+            "cat /t/f /t/sub/g /m/f /m/sub/g; ls /n; bzcat /n/notes.txt.bz2"
+        ),
+        "in\ndeep\nin\ndeep\nnotes.txt.bz2\nhello\n"
+    );
+}
+
+#[test]
+fn add_copies_a_legacy_lzma_tar_as_docker_does() {
+    // Docker extracts gzip, bzip2, xz and zstd tars only; `import` also reads `.lzma`
+    // (LZMA-Alone, as Charliecloud's import does), ADD does not.
+    let w = Bench::new("stranger-add-lzma");
+    let d = w.s.path.display();
+    crate::common::sh(&format!(
+        "mkdir -p '{d}/t' && echo in > '{d}/t/f' \
+         && tar cf - -C '{d}/t' f | xz --format=lzma > '{ctx}/t.tar.lzma'",
+        ctx = w.ctx.display()
+    ));
+    crate::common::own(&w.ctx);
+    w.build("a", "FROM busybox\nADD t.tar.lzma /z/\n", &[]);
+    assert_eq!(w.run("a", "ls /z"), "t.tar.lzma\n");
+}
+
+#[test]
 fn copy_from_a_stage_expands_wildcards() {
     // Charliecloud and Docker both expand wildcards in `COPY --from` sources.
     let w = Bench::new("stranger-from-glob");
@@ -611,5 +655,127 @@ fn dockerfile_specific_ignore_file_replaces_the_context_one() {
     assert_eq!(
         w.run("ctx", "cd /c && ls -A"),
         ".dockerignore\nDockerfile\napp\nb\nc\n"
+    );
+}
+
+#[test]
+fn run_killed_by_a_signal_is_reported_as_charliecloud_reports_it() {
+    // Charliecloud's ch-run becomes the command, so Python sees returncode -9 for
+    // `kill -9 $$`; a command that exits 137 is still 137.
+    let w = Bench::new("stranger-run-signal");
+    let (code, err) = w.build_fails("k", "FROM busybox\nRUN kill -9 $$\n", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l == "error: build failed: RUN command exited with -9"),
+        "{err}"
+    );
+    let (code, err) = w.build_fails("k", "FROM busybox\nRUN kill -SEGV $$\n", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l == "error: build failed: RUN command exited with -11"),
+        "{err}"
+    );
+    let (code, err) = w.build_fails("k", "FROM busybox\nRUN exit 137\n", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l == "error: build failed: RUN command exited with 137"),
+        "{err}"
+    );
+}
+
+#[test]
+fn env_value_with_a_newline_is_an_error_naming_the_line() {
+    // Written to /ch/environment, `Y=a` then `b=c` would make `ch-run --set-env` set a
+    // variable b the Dockerfile never named. (Charliecloud 0.31 writes the lines as they
+    // are; its ch-run --set-env then fails on a second line without `=`.)
+    let w = Bench::new("stranger-env-newline");
+    let df = "FROM busybox\nARG X\nENV Y=$X Z=after\n";
+    let (code, err) = w.build_fails("nl", df, &["--build-arg", "X=a\nb=c"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "Dockerfile:3: ENV \"Y\": its value has a newline, which /ch/environment \
+             (one NAME=VALUE line per variable, no quoting) can't hold"
+        ),
+        "{err}"
+    );
+    let (code, err) = w.build_fails(
+        "nl",
+        "FROM busybox\nARG X\nENV ${X}=1\n",
+        &["--build-arg", "X=a\nb"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("Dockerfile:3: ENV \"a\\nb\": its name has a newline"),
+        "{err}"
+    );
+    // The same build without the newline works.
+    w.build("nl", df, &["--build-arg", "X=a b=c"]);
+    assert_eq!(w.run("nl", "cat /ch/environment"), "Y=a b=c\nZ=after\n");
+}
+
+#[test]
+fn base_image_variable_with_a_newline_is_left_out_of_ch_environment() {
+    // An OCI image whose config has `Y=a\nb=c`: conversion and a later ENV keep it in the
+    // config but leave it out of /ch/environment, with a warning, rather than write a line
+    // `b=c`.
+    let w = Bench::new("stranger-env-newline-base");
+    let d = w.s.path.display();
+    std::fs::write(
+        w.s.join("cfg.json"),
+        r#"{"architecture":"amd64","os":"linux","config":{"Env":["A=1","Y=a\nb=c"]},"rootfs":{"type":"layers","diff_ids":["sha256:DIFF"]}}"#,
+    )
+    .expect("write config");
+    crate::common::sh(&format!(
+        r#"
+        cd {d}
+        mkdir -p l1 lay/blobs/sha256 && printf x > l1/f && tar -C l1 -cf l1.tar .
+        blob() {{ h=$(sha256sum "$1" | cut -d' ' -f1); cp "$1" lay/blobs/sha256/$h; echo $h; }}
+        L=$(blob l1.tar)
+        sed -i "s/DIFF/$L/" cfg.json
+        C=$(blob cfg.json)
+        printf '{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}}]}}' $C $(stat -c %s cfg.json) $L $(stat -c %s l1.tar) > man.json
+        M=$(blob man.json)
+        printf '{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s}}]}}' $M $(stat -c %s man.json) > lay/index.json
+        printf '{{"imageLayoutVersion":"1.0.0"}}' > lay/oci-layout
+        chown -R {uid}:{uid} lay 2>/dev/null || true
+        "#,
+        uid = crate::common::TEST_UID
+    ));
+    let cvt = |args: &[&std::ffi::OsStr]| {
+        let mut c = crate::common::tool("ch-convert");
+        c.arg("-s").arg(w.storage()).args(args);
+        let out = crate::common::output(&mut c);
+        assert!(out.status.success(), "{c:?}: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = cvt(&[w.s.join("lay").as_os_str(), "nl".as_ref()]);
+    assert!(
+        err.contains(
+            "warning: environment variable \"Y\" has a newline: left out of /ch/environment"
+        ),
+        "{err}"
+    );
+    let out = w.s.join("out");
+    cvt(&["nl".as_ref(), out.as_os_str()]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("ch/environment")).expect("read environment"),
+        "A=1\n"
+    );
+    let err = w.build("nl2", "FROM nl\nENV Z=2\n", &[]);
+    assert!(
+        err.contains(
+            "Dockerfile:2: ENV: \"Y\" of the base image has a newline: left out of /ch/environment"
+        ),
+        "{err}"
+    );
+    let out2 = w.s.join("out2");
+    cvt(&["nl2".as_ref(), out2.as_os_str()]);
+    assert_eq!(
+        std::fs::read_to_string(out2.join("ch/environment")).expect("read environment"),
+        "A=1\nZ=2\n"
     );
 }
