@@ -2880,13 +2880,7 @@ mod tests {
     fn steps_made_differently_before_get_a_key_mark() {
         use std::io::Write;
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut b = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_path("f").expect("path");
-        h.set_size(1);
-        h.set_cksum();
-        b.append(&h, &b"x"[..]).expect("append");
-        let tar = b.into_inner().expect("finish");
+        let tar = one_file_tar();
         let bz = |data: &[u8]| {
             let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
             e.write_all(data).expect("compress");
@@ -2925,15 +2919,20 @@ mod tests {
         );
     }
 
-    #[test]
-    fn tar_headers_are_recognized_by_their_checksum() {
+    /// A tar archive of one file, `f`, holding `x`.
+    fn one_file_tar() -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_gnu();
         h.set_path("f").expect("path");
         h.set_size(1);
         h.set_cksum();
         b.append(&h, &b"x"[..]).expect("append");
-        let bytes = b.into_inner().expect("finish");
+        b.into_inner().expect("finish")
+    }
+
+    #[test]
+    fn tar_headers_are_recognized_by_their_checksum() {
+        let bytes = one_file_tar();
         let block: [u8; 512] = bytes[..512].try_into().expect("one block");
         assert!(tar_header_checksum_ok(&block));
         let mut bad = block;
