@@ -78,6 +78,22 @@ struct Common {
     /// every file in its object store and ignores it)
     #[arg(long = "cache-large", global = true, value_name = "SIZE")]
     cache_large: Option<String>,
+    /// Re-prompt each time a registry password is needed (accepted for Charliecloud
+    /// compatibility and ignored: Grove asks once per registry and command)
+    #[arg(long = "password-many", global = true)]
+    password_many: bool,
+    /// Add short traceback to fatal error hints (accepted for Charliecloud
+    /// compatibility; Grove's errors print their causes and ignore it)
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Allow concurrent storage directory access (accepted for Charliecloud
+    /// compatibility; Grove's commands share the storage directory safely and ignore it)
+    #[arg(long = "no-lock", global = true)]
+    no_lock: bool,
+    /// Dump profile to "./profile.{p,txt}" (accepted for Charliecloud compatibility;
+    /// Grove has no Python profiler and ignores it)
+    #[arg(long, global = true)]
+    profile: bool,
 }
 
 #[derive(Subcommand)]
@@ -461,6 +477,16 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
     grove::debug!("registry authentication: {}", settings.auth);
     if let Some(n) = &cli.common.cache_large {
         grove::verbose!("--cache-large {n}: ignored (Grove keeps large files in its object store)");
+    }
+    for (given, option) in [
+        (cli.common.debug, "--debug"),
+        (cli.common.no_lock, "--no-lock"),
+        (cli.common.password_many, "--password-many"),
+        (cli.common.profile, "--profile"),
+    ] {
+        if given {
+            grove::verbose!("{option}: accepted for Charliecloud compatibility and ignored");
+        }
     }
     let common = cli.common.clone();
     match cmd {

@@ -78,6 +78,9 @@ pub enum StoreError {
     NoImage(String),
     #[error("no deleted image named {0} to undelete")]
     NoDeleted(String),
+    /// `reset` of a storage directory that does not exist (Charliecloud's words).
+    #[error("{} not a builder storage", .0.display())]
+    NotStorage(PathBuf),
     #[error("image {0} exists; delete it first to undelete")]
     Exists(String),
     #[error("image {name} changed while this command ran; try again")]
@@ -1028,10 +1031,13 @@ impl Store {
         Ok(git::read_image(&self.repo(), commit)?)
     }
 
-    /// Delete the whole storage directory (after checking it is a Grove store).
+    /// Delete the whole storage directory (after checking it is a Grove store). One that
+    /// does not exist is an error, as Charliecloud's `reset`: nothing is created.
     pub fn reset(root: &Path) -> Result<(), StoreError> {
         match fs::symlink_metadata(root) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NotStorage(root.to_path_buf()))
+            }
             _ => {}
         }
         let store = Store::open_existing(root)?;

@@ -1,0 +1,76 @@
+//! `ch-image`'s management commands (`list`, `delete`, `undelete`, `reset`,
+//! `build-cache`, `storage-path`) as a script written for Charliecloud 0.31 uses them:
+//! what its own test suite (`build/50_ch-image.bats`) asserts of them, and the common
+//! options its `--help` lists. Compared side by side with 0.31's `ch-image`; each test
+//! names what differed. The real binaries, run as the unprivileged test user.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::{fails, ok, output, tool, Scratch};
+
+fn chi(st: &Path) -> Command {
+    let mut c = tool("ch-image");
+    c.arg("-s").arg(st);
+    c
+}
+
+/// 50_ch-image.bats, 'ch-image reset': once the storage directory is removed, "Reset
+/// again; should error": exit 1, "$CH_IMAGE_STORAGE not a builder storage". Grove said
+/// "deleted storage directory", exited 0 and created an empty store there.
+#[test]
+fn reset_of_a_storage_directory_that_does_not_exist_fails_and_creates_nothing() {
+    let s = Scratch::new("reset-missing");
+    let st = s.storage();
+    ok(chi(&st).arg("list"));
+    ok(chi(&st).arg("reset"));
+    assert!(st.join("version").is_file(), "reset starts a new store");
+    std::fs::remove_dir_all(&st).expect("remove storage");
+
+    // The variable, as the bats test sets it; then -s.
+    let mut by_env = tool("ch-image");
+    by_env.env("CH_IMAGE_STORAGE", &st).arg("reset");
+    let mut by_option = chi(&st);
+    by_option.arg("reset");
+    for cmd in [&mut by_env, &mut by_option] {
+        let out = output(cmd);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!("error: {} not a builder storage", st.display())),
+            "{err}"
+        );
+        assert!(out.stdout.is_empty(), "{:?}", out.stdout);
+        assert!(!st.exists(), "reset of no storage created {}", st.display());
+    }
+}
+
+/// Charliecloud 0.31's `--help` lists `--debug`, `--no-lock`, `--password-many` and
+/// `--profile` among the common options (allowed before or after the subcommand);
+/// Grove refused them ("unexpected argument", exit 2), so a script passing one failed.
+/// Accepted now, and at `-v` said to be ignored.
+#[test]
+fn charliecloud_common_options_debug_no_lock_password_many_profile_are_accepted() {
+    let s = Scratch::new("common-opts");
+    let st = s.storage();
+    for opt in ["--debug", "--no-lock", "--password-many", "--profile"] {
+        // Before the subcommand, and after it.
+        let before = ok(tool("ch-image").arg(opt).arg("-s").arg(&st).arg("list"));
+        assert_eq!(before, "", "{opt}");
+        let out = output(chi(&st).args(["list", "-v", opt]));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "list {opt}: {err}");
+        assert!(
+            err.contains(&format!(
+                "{opt}: accepted for Charliecloud compatibility and ignored"
+            )),
+            "{opt}: {err}"
+        );
+        // In the help, as Charliecloud's.
+        let help = ok(tool("ch-image").arg("--help"));
+        assert!(help.contains(opt), "{opt} not in --help:\n{help}");
+    }
+    // Still an error: an option Charliecloud does not have either.
+    let (code, err) = fails(chi(&st).args(["list", "--no-such-option"]));
+    assert_eq!(code, 2, "{err}");
+}
