@@ -1042,9 +1042,11 @@ pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, Image
         other => return Err(ImageError::UnknownAction(other.join(" "))),
     }
     if a.reset {
+        // Charliecloud's words (55_cache.bats, 'reset', looks for both); the images stay.
+        info!("deleting build cache");
         let lock = store.lock_exclusive()?;
         maint::reset_cache(store, &lock)?;
-        info!("build cache reset");
+        info!("initializing empty build cache (images kept)");
     }
     if a.gc {
         let lock = store.lock_exclusive()?;

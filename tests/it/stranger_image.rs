@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{fails, ok, output, tool, Scratch};
+use crate::common::{busybox_rootfs, fails, ok, output, tool, Scratch};
 
 fn chi(st: &Path) -> Command {
     let mut c = tool("ch-image");
@@ -73,4 +73,30 @@ fn charliecloud_common_options_debug_no_lock_password_many_profile_are_accepted(
     // Still an error: an option Charliecloud does not have either.
     let (code, err) = fails(chi(&st).args(["list", "--no-such-option"]));
     assert_eq!(code, 2, "{err}");
+}
+
+/// 55_cache.bats (0.31), 'reset': `build-cache --reset` says "deleting build cache" and
+/// "initializing empty build cache"; Grove said "build cache reset". The summary stays on
+/// standard output, the log on standard error.
+#[test]
+fn build_cache_reset_says_deleting_and_initializing_as_charliecloud() {
+    let s = Scratch::new("bucache-reset");
+    let st = s.storage();
+    ok(chi(&st).arg("import").arg(busybox_rootfs()).arg("a"));
+    let out = output(chi(&st).args(["build-cache", "--reset"]));
+    let (stdout, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{err}");
+    let deleting = err.find("deleting build cache");
+    let initializing = err.find("initializing empty build cache");
+    assert!(
+        matches!((deleting, initializing), (Some(d), Some(i)) if d < i),
+        "{err}"
+    );
+    assert!(stdout.contains("commits:"), "{stdout}");
+    assert!(!stdout.contains("build cache"), "log on stdout: {stdout}");
+    // The images stay (Grove's store, docs/compatibility.md).
+    assert_eq!(ok(chi(&st).arg("list")), "a\n");
 }
