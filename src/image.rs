@@ -869,7 +869,14 @@ pub fn list_details(store: &Store, name: &str, settings: &Settings) -> Result<()
                 }
             }
         }
-        Ok(None) => crate::dataln!("available remotely:  no"),
+        Ok(None) => {
+            // Every line Charliecloud prints, so scripts (and 50_ch-image.bats 'ch-image
+            // list') find the same keys as for an image the registry has.
+            crate::dataln!("available remotely:  no");
+            crate::dataln!("remote arch-aware:   n/a");
+            crate::dataln!("host architecture:   {}", host_arch());
+            crate::dataln!("archs available:     n/a");
+        }
         Err(e) => {
             crate::dataln!("available remotely:  unknown");
             warn!("can't query registry: {}", e.full_message());

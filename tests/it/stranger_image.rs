@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::common::{busybox_rootfs, fails, ok, output, tool, Scratch};
+use crate::registry::{gzip, tar_with_member, Fake};
 
 fn chi(st: &Path) -> Command {
     let mut c = tool("ch-image");
@@ -99,4 +100,47 @@ fn build_cache_reset_says_deleting_and_initializing_as_charliecloud() {
     assert!(!stdout.contains("build cache"), "log on stdout: {stdout}");
     // The images stay (Grove's store, docs/compatibility.md).
     assert_eq!(ok(chi(&st).arg("list")), "a\n");
+}
+
+/// 50_ch-image.bats, 'ch-image list': for a name the registry does not have, in storage
+/// or not, Charliecloud prints `available remotely:  no`, `remote arch-aware:   n/a` and
+/// `archs available:     n/a` (and `host architecture:`), on standard output, exit 0.
+/// Grove printed the first line only.
+#[test]
+fn list_of_an_image_the_registry_lacks_says_n_a_for_its_architectures() {
+    let fake = Fake::start(gzip(&tar_with_member("f", b"f\n")), None);
+    let s = Scratch::new("list-remote-no");
+    let st = s.storage();
+    let host = format!("127.0.0.1:{}", fake.port);
+    let stored = format!("{host}/fake/stored");
+    ok(chi(&st).arg("import").arg(busybox_rootfs()).arg(&stored));
+    for (name, local) in [(stored.clone(), "yes"), (format!("{host}/fake/nope"), "no")] {
+        let out = output(
+            chi(&st)
+                .env("CH_IMAGE_REGY_INSECURE", &host)
+                .args(["list", &name]),
+        );
+        let (stdout, err) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{name}: {err}");
+        for line in [
+            format!("in local storage:    {local}"),
+            "available remotely:  no".to_string(),
+            "remote arch-aware:   n/a".to_string(),
+            "archs available:     n/a".to_string(),
+        ] {
+            assert!(
+                stdout.lines().any(|l| l == line),
+                "{name}: no line {line:?} in:\n{stdout}"
+            );
+        }
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("host architecture:   ")),
+            "{stdout}"
+        );
+    }
 }
