@@ -858,9 +858,17 @@ pub fn list_details(store: &Store, name: &str, settings: &Settings) -> Result<()
             crate::dataln!("remote digest:       {}", info.digest);
             match info.archs {
                 Some(a) => {
+                    if a.is_empty() {
+                        // A manifest list of other systems' images only (Windows).
+                        warn!("no valid architectures found");
+                    }
                     crate::dataln!("remote arch-aware:   yes");
                     crate::dataln!("host architecture:   {}", host_arch());
-                    crate::dataln!("archs available:     {}", a.join(" "));
+                    if a.is_empty() {
+                        crate::dataln!("archs available:     none");
+                    } else {
+                        crate::dataln!("archs available:     {}", a.join(" "));
+                    }
                 }
                 None => {
                     crate::dataln!("remote arch-aware:   no");

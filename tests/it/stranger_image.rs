@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::common::{busybox_rootfs, fails, ok, output, tool, Scratch};
-use crate::registry::{gzip, tar_with_member, Fake};
+use crate::registry::{gzip, tar_with_member, Fake, Reply, Req, Scripted};
 
 fn chi(st: &Path) -> Command {
     let mut c = tool("ch-image");
@@ -141,6 +141,55 @@ fn list_of_an_image_the_registry_lacks_says_n_a_for_its_architectures() {
                 .lines()
                 .any(|l| l.starts_with("host architecture:   ")),
             "{stdout}"
+        );
+    }
+}
+
+/// 50_ch-image.bats, 'ch-image list' (`mcr.microsoft.com/windows:20H2`): a manifest list
+/// with no Linux image makes Charliecloud warn "no valid architectures found"; Grove
+/// printed an empty `archs available:` line and no warning.
+#[test]
+fn list_of_a_manifest_list_without_linux_images_warns_no_valid_architectures() {
+    let index = r#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","size":1,"platform":{"architecture":"amd64","os":"windows","os.version":"10.0.19042.1889"}}]}"#;
+    let fake = Scripted::start(None, move |q: &Req| {
+        if q.path.contains("/manifests/") {
+            Reply::new(200, index).header(
+                "Content-Type",
+                "application/vnd.docker.distribution.manifest.list.v2+json",
+            )
+        } else if q.path == "/v2/" {
+            Reply::new(200, "{}")
+        } else {
+            Reply::new(404, "")
+        }
+    });
+    let s = Scratch::new("list-windows");
+    let st = s.storage();
+    let name = format!("{}/windows:20H2", fake.host());
+    let out = output(
+        chi(&st)
+            .env("CH_IMAGE_REGY_INSECURE", fake.host())
+            .args(["list", &name]),
+    );
+    let (stdout, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l == "warning: no valid architectures found"),
+        "{err}"
+    );
+    for line in [
+        "in local storage:    no",
+        "available remotely:  yes",
+        "remote arch-aware:   yes",
+        "archs available:     none",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "no {line:?} in:\n{stdout}"
         );
     }
 }
