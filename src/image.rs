@@ -855,7 +855,9 @@ pub fn list_details(store: &Store, name: &str, settings: &Settings) -> Result<()
     match crate::registry::pull::remote_info(&name, settings) {
         Ok(Some(info)) => {
             crate::dataln!("available remotely:  yes");
-            crate::dataln!("remote digest:       {}", info.digest);
+            if let Some(d) = &info.digest {
+                crate::dataln!("remote digest:       {d}");
+            }
             match info.archs {
                 Some(a) => {
                     if a.is_empty() {

@@ -193,3 +193,44 @@ fn list_of_a_manifest_list_without_linux_images_warns_no_valid_architectures() {
         );
     }
 }
+
+/// 50_ch-image.bats, 'ch-image list' ("scratch is weird and tells lies"): `list scratch`
+/// says `available remotely:  yes` and `remote arch-aware:   yes` from Charliecloud's
+/// internal manifest library, without a registry. Grove asked Docker Hub (offline:
+/// "available remotely:  unknown" and a warning) though its pull of `scratch` never does.
+#[test]
+fn list_scratch_answers_from_the_built_in_image_without_a_registry() {
+    let s = Scratch::new("list-scratch");
+    let st = s.storage();
+    for name in ["scratch", "scratch:latest"] {
+        // A registry that can't be reached: asking it would say "unknown".
+        let out = output(
+            chi(&st)
+                .env("CH_REGY_DEFAULT_HOST", "127.0.0.1")
+                .env("CH_REGY_DEFAULT_PORT", "1")
+                .args(["list", name]),
+        );
+        let (stdout, err) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{name}: {err}");
+        assert!(!err.contains("warning"), "{name}: {err}");
+        for line in ["available remotely:  yes", "remote arch-aware:   yes"] {
+            assert!(
+                stdout.lines().any(|l| l == line),
+                "{name}: no {line:?} in:\n{stdout}"
+            );
+        }
+        let host = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("host architecture:   "))
+            .unwrap_or_else(|| panic!("no host architecture in:\n{stdout}"));
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l == format!("archs available:     {host}")),
+            "{stdout}"
+        );
+    }
+}
