@@ -334,13 +334,7 @@ impl Store {
     }
 
     fn open_lock_file(&self) -> Result<fs::File, StoreError> {
-        let path = self.layout.lock_file();
-        fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .at("open", &path)
-            .map_err(StoreError::from)
+        open_lock_file(&self.layout)
     }
 
     fn flock(
@@ -348,29 +342,7 @@ impl Store {
         file: fs::File,
         exclusive: bool,
     ) -> Result<nix::fcntl::Flock<fs::File>, StoreError> {
-        use nix::fcntl::{Flock, FlockArg};
-        let (nb, block) = if exclusive {
-            (FlockArg::LockExclusiveNonblock, FlockArg::LockExclusive)
-        } else {
-            (FlockArg::LockSharedNonblock, FlockArg::LockShared)
-        };
-        match Flock::lock(file, nb) {
-            Ok(l) => Ok(l),
-            Err((f, _)) => {
-                crate::info!(
-                    "waiting for lock on storage directory {} (held by another ch-image, or \
-                     by a container run by name)",
-                    self.root.display()
-                );
-                Flock::lock(f, block).map_err(|(_, e)| {
-                    StoreError::Io(IoError {
-                        action: "lock",
-                        path: self.layout.lock_file(),
-                        source: e.into(),
-                    })
-                })
-            }
-        }
+        flock(&self.layout, file, exclusive)
     }
 
     /// Take the writer lock, shared with other writers of other images (each writer also
@@ -1040,8 +1012,20 @@ impl Store {
             }
             _ => {}
         }
-        let store = Store::open_existing(root)?;
-        let lock = store.lock_exclusive()?;
+        let lock = match Store::open_existing(root) {
+            Ok(store) => store.lock_exclusive()?,
+            // A store of another Grove version (`grove 1`): the error's hint sends the user
+            // here. Only its lock file is read (the same in every version): no cleanup. A
+            // version file of anything else is no sign of a store to delete.
+            Err(StoreError::Version(_, v)) if v.starts_with("grove ") => {
+                let layout = Layout::new(root);
+                WriteLock {
+                    _flock: flock(&layout, open_lock_file(&layout)?, true)?,
+                    exclusive: true,
+                }
+            }
+            Err(e) => return Err(e),
+        };
         let tmp = root.with_file_name(format!(
             ".{}.reset.{}",
             root.file_name()
@@ -1052,6 +1036,49 @@ impl Store {
         fs::rename(root, &tmp).at("move storage directory aside", root)?;
         drop(lock);
         Ok(checkout::remove_tree(&tmp).at("remove", &tmp)?)
+    }
+}
+
+/// Open the storage lock file of `layout` (it must exist).
+fn open_lock_file(layout: &Layout) -> Result<fs::File, StoreError> {
+    let path = layout.lock_file();
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .at("open", &path)
+        .map_err(StoreError::from)
+}
+
+/// Lock `file`, the storage lock file of `layout`, shared or exclusively; says so when it
+/// has to wait.
+fn flock(
+    layout: &Layout,
+    file: fs::File,
+    exclusive: bool,
+) -> Result<nix::fcntl::Flock<fs::File>, StoreError> {
+    use nix::fcntl::{Flock, FlockArg};
+    let (nb, block) = if exclusive {
+        (FlockArg::LockExclusiveNonblock, FlockArg::LockExclusive)
+    } else {
+        (FlockArg::LockSharedNonblock, FlockArg::LockShared)
+    };
+    match Flock::lock(file, nb) {
+        Ok(l) => Ok(l),
+        Err((f, _)) => {
+            crate::info!(
+                "waiting for lock on storage directory {} (held by another ch-image, or \
+                 by a container run by name)",
+                layout.root().display()
+            );
+            Flock::lock(f, block).map_err(|(_, e)| {
+                StoreError::Io(IoError {
+                    action: "lock",
+                    path: layout.lock_file(),
+                    source: e.into(),
+                })
+            })
+        }
     }
 }
 

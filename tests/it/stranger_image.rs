@@ -234,3 +234,42 @@ fn list_scratch_answers_from_the_built_in_image_without_a_registry() {
         );
     }
 }
+
+/// A store of another Grove storage version (`grove 1`) is refused with the hint "use
+/// `ch-image reset` to start over" (docs/store-format.md), but `reset` refused it too,
+/// with the same error: no way out but `rm -rf`. 50_ch-image.bats, 'storage directory
+/// versioning', has Charliecloud's `reset` start over from an incompatible version.
+#[test]
+fn reset_starts_over_from_a_store_of_another_grove_version_as_the_hint_says() {
+    let s = Scratch::new("reset-version");
+    let st = s.storage();
+    ok(chi(&st).arg("import").arg(busybox_rootfs()).arg("a"));
+    crate::common::sh(&format!("echo 'grove 1' > {}/version", st.display()));
+    let (code, err) = fails(chi(&st).arg("list"));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("unsupported version"), "{err}");
+    assert!(err.contains("hint: use `ch-image reset`"), "{err}");
+    let out = output(chi(&st).arg("reset"));
+    assert!(
+        out.status.success(),
+        "reset: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ok(chi(&st).arg("list")), "");
+    let version = std::fs::read_to_string(st.join("version")).expect("version file");
+    assert_eq!(version.trim_end(), grove::store::STORAGE_VERSION);
+    // A version file of something else is no store to delete.
+    crate::common::sh(&format!("echo 'other 1' > {}/version", st.display()));
+    let (code, err) = fails(chi(&st).arg("reset"));
+    assert_eq!(code, 1, "{err}");
+    assert!(st.join("version").is_file());
+    // Charliecloud's storage (a number) is still not Grove's to delete.
+    let cc = s.join("cc");
+    crate::common::sh(&format!(
+        "mkdir -p {0}/img {0}/dlcache {0}/ulcache && echo 5 > {0}/version",
+        cc.display()
+    ));
+    let (code, err) = fails(chi(&cc).arg("reset"));
+    assert_eq!(code, 1, "{err}");
+    assert!(cc.join("version").is_file());
+}
