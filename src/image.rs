@@ -799,10 +799,13 @@ pub fn list_undeletable(store: &Store, long: bool, json: bool) -> Result<String,
 }
 
 fn render_list(
-    images: Vec<(String, ObjectId)>,
+    mut images: Vec<(String, ObjectId)>,
     long: bool,
     json: bool,
 ) -> Result<String, ImageError> {
+    // Charliecloud's order: its image directories' names sorted, that is the listed names
+    // in filename form (`alpine` before `alpine:3.17` and `alpine/x`).
+    images.sort_by_cached_key(|(name, _)| list_name(name).replace('/', "%").replace(':', "+"));
     let mut o = String::new();
     if json {
         let v: Vec<serde_json::Value> = images

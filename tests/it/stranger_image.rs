@@ -273,3 +273,40 @@ fn reset_starts_over_from_a_store_of_another_grove_version_as_the_hint_says() {
     assert_eq!(code, 1, "{err}");
     assert!(cc.join("version").is_file());
 }
+
+/// `list` in Charliecloud's order: its image directories sorted by name, so `a` comes
+/// before `a:1` and `a/b` (`a`, `a%b`, `a+1`, `a-b`, …). Grove sorted its own ref
+/// names, listing `a/b`, `a:1`, `a`: a script comparing the list (as 55_cache.bats,
+/// 'delete', does with `diff`) saw another order.
+#[test]
+fn list_orders_images_as_charliecloud_does() {
+    let s = Scratch::new("list-order");
+    let st = s.storage();
+    let order = ["a", "a/b", "a:1", "a-b", "a.b", "a_stage0", "b"];
+    for name in ["b", "a_stage0", "a.b", "a-b", "a:1", "a/b", "a"] {
+        ok(chi(&st).arg("import").arg(busybox_rootfs()).arg(name));
+    }
+    let listed = ok(chi(&st).arg("list"));
+    assert_eq!(listed.lines().collect::<Vec<_>>(), order, "{listed}");
+    // The long form and JSON list them in the same order.
+    let long = ok(chi(&st).args(["list", "-l"]));
+    let long: Vec<_> = long
+        .lines()
+        .map(|l| {
+            l.split('\t')
+                .next()
+                .expect("name")
+                .trim_end_matches(":latest")
+        })
+        .collect();
+    assert_eq!(long, order);
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(chi(&st).args(["list", "--json"]))).expect("json");
+    let names: Vec<_> = json
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|i| i["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, order);
+}
