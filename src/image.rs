@@ -985,7 +985,11 @@ pub struct BuildCacheRequest {
     pub reset: bool,
     pub gc: bool,
     pub tree: bool,
+    /// The graph in Graphviz dot on standard output (`--dot`).
     pub dot: bool,
+    /// `--dot=PATH`: the graph written to `PATH.gv`, and rendered to `PATH.pdf` when
+    /// Graphviz's `dot` is installed (Charliecloud's file names).
+    pub dot_file: Option<PathBuf>,
     /// `push REMOTE` or `fetch REMOTE`, else empty.
     pub action: Vec<String>,
     /// The summary as JSON (after the graphs, if asked for too).
@@ -1000,6 +1004,46 @@ pub struct BuildCacheRequest {
     /// The compaction lock is held by a descriptor inherited from the command that
     /// started this one in the background (`--background`).
     pub compact_lock_inherited: bool,
+}
+
+/// `build-cache --dot=PATH`: `dot` to `PATH.gv`, then `PATH.pdf` by Graphviz's `dot` if
+/// installed (a warning if not, or if it fails: the DOT file is what Grove makes).
+fn write_dot_files(base: &Path, dot: &str) -> Result<(), ImageError> {
+    let with_ext = |ext: &str| {
+        let mut p = base.as_os_str().to_owned();
+        p.push(ext);
+        PathBuf::from(p)
+    };
+    let (gv, pdf) = (with_ext(".gv"), with_ext(".pdf"));
+    crate::verbose!("writing {}", gv.display());
+    std::fs::write(&gv, dot).at("write", &gv)?;
+    let Some(graphviz) = crate::run::find_program("dot") else {
+        warn!(
+            "not writing {}: Graphviz's dot not found (render {} with it)",
+            pdf.display(),
+            gv.display()
+        );
+        return Ok(());
+    };
+    crate::verbose!("writing {}", pdf.display());
+    let mut out_opt = std::ffi::OsString::from("-o");
+    out_opt.push(&pdf);
+    match std::process::Command::new(&graphviz)
+        .arg("-Tpdf")
+        .arg(out_opt)
+        .arg(&gv)
+        .stdin(std::process::Stdio::null())
+        .status()
+    {
+        Ok(st) if st.success() => {}
+        Ok(st) => warn!("not writing {}: {} {st}", pdf.display(), graphviz.display()),
+        Err(e) => warn!(
+            "not writing {}: can't run {}: {e}",
+            pdf.display(),
+            graphviz.display()
+        ),
+    }
+    Ok(())
 }
 
 /// A size as `--keep-storage` takes it: bytes, or a number (decimals allowed) with a
@@ -1125,6 +1169,9 @@ pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, Image
     }
     if a.dot {
         o.push_str(&maint::render_dot(&maint::graph(store)?));
+    }
+    if let Some(base) = &a.dot_file {
+        write_dot_files(base, &maint::render_dot(&maint::graph(store)?))?;
     }
     let s = maint::summary(store)?;
     if a.json {

@@ -324,9 +324,10 @@ struct BuildCacheArgs {
     /// Print the build graph as a text tree
     #[arg(long)]
     tree: bool,
-    /// Print the build graph in Graphviz dot
-    #[arg(long)]
-    dot: bool,
+    /// Print the build graph in Graphviz dot; with =PATH, write it to PATH.gv instead
+    /// and render PATH.pdf with Graphviz's dot if installed (as Charliecloud's --dot)
+    #[arg(long, value_name = "PATH", num_args = 0..=1, require_equals = true)]
+    dot: Option<Option<PathBuf>>,
     /// push REMOTE | fetch REMOTE: share images and cache entries through a git remote
     #[arg(num_args = 0..=2, value_names = ["ACTION", "REMOTE"])]
     action: Vec<String>,
@@ -574,7 +575,8 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
                 reset: a.reset,
                 gc: a.gc,
                 tree: a.tree,
-                dot: a.dot,
+                dot: matches!(a.dot, Some(None)),
+                dot_file: a.dot.flatten(),
                 action: a.action,
                 json: a.json,
                 keep_storage: a

@@ -310,3 +310,44 @@ fn list_orders_images_as_charliecloud_does() {
         .collect();
     assert_eq!(names, order);
 }
+
+/// Charliecloud's `build-cache --dot[=PATH]` writes `PATH.gv` and `PATH.pdf`; its 55_cache
+/// tests pass `--tree --dot="${dot_base}NAME"` throughout, after `gestalt bucache-dot`
+/// (which Grove answers yes). Grove's `--dot` took no value: "unexpected value", exit 2.
+/// Now `--dot=PATH` writes `PATH.gv` (and the PDF when Graphviz is installed); a bare
+/// `--dot` still prints the graph on standard output.
+#[test]
+fn build_cache_dot_with_a_path_writes_the_graph_there() {
+    let s = Scratch::new("bucache-dot");
+    let st = s.storage();
+    ok(chi(&st).arg("import").arg(busybox_rootfs()).arg("a"));
+    ok(chi(&st).arg("gestalt").arg("bucache-dot"));
+    let base = s.join("bu_empty");
+    let mut opt = std::ffi::OsString::from("--dot=");
+    opt.push(&base);
+    let out = output(chi(&st).args(["build-cache", "--tree"]).arg(&opt));
+    let (stdout, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{err}");
+    let gv = std::fs::read_to_string(s.join("bu_empty.gv")).expect("PATH.gv written");
+    assert!(gv.starts_with("digraph"), "{gv}");
+    assert!(gv.contains("a:latest"), "{gv}");
+    assert!(!stdout.contains("digraph"), "DOT on stdout too:\n{stdout}");
+    assert!(
+        stdout.contains("IMPORT") && stdout.contains("commits:"),
+        "{stdout}"
+    );
+    if crate::common::have("dot") {
+        assert!(s.join("bu_empty.pdf").is_file(), "{err}");
+    } else {
+        assert!(
+            err.contains("Graphviz's dot not found"),
+            "no PDF and no word of it: {err}"
+        );
+    }
+    // Bare: on standard output, no file.
+    let bare = ok(chi(&st).args(["build-cache", "--dot"]));
+    assert!(bare.starts_with("digraph"), "{bare}");
+}
