@@ -799,10 +799,13 @@ pub fn list_undeletable(store: &Store, long: bool, json: bool) -> Result<String,
 }
 
 fn render_list(
-    images: Vec<(String, ObjectId)>,
+    mut images: Vec<(String, ObjectId)>,
     long: bool,
     json: bool,
 ) -> Result<String, ImageError> {
+    // Charliecloud's order: its image directories' names sorted, that is the listed names
+    // in filename form (`alpine` before `alpine:3.17` and `alpine/x`).
+    images.sort_by_cached_key(|(name, _)| list_name(name).replace('/', "%").replace(':', "+"));
     let mut o = String::new();
     if json {
         let v: Vec<serde_json::Value> = images
@@ -855,12 +858,22 @@ pub fn list_details(store: &Store, name: &str, settings: &Settings) -> Result<()
     match crate::registry::pull::remote_info(&name, settings) {
         Ok(Some(info)) => {
             crate::dataln!("available remotely:  yes");
-            crate::dataln!("remote digest:       {}", info.digest);
+            if let Some(d) = &info.digest {
+                crate::dataln!("remote digest:       {d}");
+            }
             match info.archs {
                 Some(a) => {
+                    if a.is_empty() {
+                        // A manifest list of other systems' images only (Windows).
+                        warn!("no valid architectures found");
+                    }
                     crate::dataln!("remote arch-aware:   yes");
                     crate::dataln!("host architecture:   {}", host_arch());
-                    crate::dataln!("archs available:     {}", a.join(" "));
+                    if a.is_empty() {
+                        crate::dataln!("archs available:     none");
+                    } else {
+                        crate::dataln!("archs available:     {}", a.join(" "));
+                    }
                 }
                 None => {
                     crate::dataln!("remote arch-aware:   no");
@@ -869,7 +882,14 @@ pub fn list_details(store: &Store, name: &str, settings: &Settings) -> Result<()
                 }
             }
         }
-        Ok(None) => crate::dataln!("available remotely:  no"),
+        Ok(None) => {
+            // Every line Charliecloud prints, so scripts (and 50_ch-image.bats 'ch-image
+            // list') find the same keys as for an image the registry has.
+            crate::dataln!("available remotely:  no");
+            crate::dataln!("remote arch-aware:   n/a");
+            crate::dataln!("host architecture:   {}", host_arch());
+            crate::dataln!("archs available:     n/a");
+        }
         Err(e) => {
             crate::dataln!("available remotely:  unknown");
             warn!("can't query registry: {}", e.full_message());
@@ -965,7 +985,11 @@ pub struct BuildCacheRequest {
     pub reset: bool,
     pub gc: bool,
     pub tree: bool,
+    /// The graph in Graphviz dot on standard output (`--dot`).
     pub dot: bool,
+    /// `--dot=PATH`: the graph written to `PATH.gv`, and rendered to `PATH.pdf` when
+    /// Graphviz's `dot` is installed (Charliecloud's file names).
+    pub dot_file: Option<PathBuf>,
     /// `push REMOTE` or `fetch REMOTE`, else empty.
     pub action: Vec<String>,
     /// The summary as JSON (after the graphs, if asked for too).
@@ -980,6 +1004,46 @@ pub struct BuildCacheRequest {
     /// The compaction lock is held by a descriptor inherited from the command that
     /// started this one in the background (`--background`).
     pub compact_lock_inherited: bool,
+}
+
+/// `build-cache --dot=PATH`: `dot` to `PATH.gv`, then `PATH.pdf` by Graphviz's `dot` if
+/// installed (a warning if not, or if it fails: the DOT file is what Grove makes).
+fn write_dot_files(base: &Path, dot: &str) -> Result<(), ImageError> {
+    let with_ext = |ext: &str| {
+        let mut p = base.as_os_str().to_owned();
+        p.push(ext);
+        PathBuf::from(p)
+    };
+    let (gv, pdf) = (with_ext(".gv"), with_ext(".pdf"));
+    crate::verbose!("writing {}", gv.display());
+    std::fs::write(&gv, dot).at("write", &gv)?;
+    let Some(graphviz) = crate::run::find_program("dot") else {
+        warn!(
+            "not writing {}: Graphviz's dot not found (render {} with it)",
+            pdf.display(),
+            gv.display()
+        );
+        return Ok(());
+    };
+    crate::verbose!("writing {}", pdf.display());
+    let mut out_opt = std::ffi::OsString::from("-o");
+    out_opt.push(&pdf);
+    match std::process::Command::new(&graphviz)
+        .arg("-Tpdf")
+        .arg(out_opt)
+        .arg(&gv)
+        .stdin(std::process::Stdio::null())
+        .status()
+    {
+        Ok(st) if st.success() => {}
+        Ok(st) => warn!("not writing {}: {} {st}", pdf.display(), graphviz.display()),
+        Err(e) => warn!(
+            "not writing {}: can't run {}: {e}",
+            pdf.display(),
+            graphviz.display()
+        ),
+    }
+    Ok(())
 }
 
 /// A size as `--keep-storage` takes it: bytes, or a number (decimals allowed) with a
@@ -1042,9 +1106,11 @@ pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, Image
         other => return Err(ImageError::UnknownAction(other.join(" "))),
     }
     if a.reset {
+        // Charliecloud's words (55_cache.bats, 'reset', looks for both); the images stay.
+        info!("deleting build cache");
         let lock = store.lock_exclusive()?;
         maint::reset_cache(store, &lock)?;
-        info!("build cache reset");
+        info!("initializing empty build cache (images kept)");
     }
     if a.gc {
         let lock = store.lock_exclusive()?;
@@ -1103,6 +1169,9 @@ pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, Image
     }
     if a.dot {
         o.push_str(&maint::render_dot(&maint::graph(store)?));
+    }
+    if let Some(base) = &a.dot_file {
+        write_dot_files(base, &maint::render_dot(&maint::graph(store)?))?;
     }
     let s = maint::summary(store)?;
     if a.json {

@@ -78,6 +78,22 @@ struct Common {
     /// every file in its object store and ignores it)
     #[arg(long = "cache-large", global = true, value_name = "SIZE")]
     cache_large: Option<String>,
+    /// Re-prompt each time a registry password is needed (accepted for Charliecloud
+    /// compatibility and ignored: Grove asks once per registry and command)
+    #[arg(long = "password-many", global = true)]
+    password_many: bool,
+    /// Add short traceback to fatal error hints (accepted for Charliecloud
+    /// compatibility; Grove's errors print their causes and ignore it)
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Allow concurrent storage directory access (accepted for Charliecloud
+    /// compatibility; Grove's commands share the storage directory safely and ignore it)
+    #[arg(long = "no-lock", global = true)]
+    no_lock: bool,
+    /// Dump profile to "./profile.{p,txt}" (accepted for Charliecloud compatibility;
+    /// Grove has no Python profiler and ignores it)
+    #[arg(long, global = true)]
+    profile: bool,
 }
 
 #[derive(Subcommand)]
@@ -308,9 +324,10 @@ struct BuildCacheArgs {
     /// Print the build graph as a text tree
     #[arg(long)]
     tree: bool,
-    /// Print the build graph in Graphviz dot
-    #[arg(long)]
-    dot: bool,
+    /// Print the build graph in Graphviz dot; with =PATH, write it to PATH.gv instead
+    /// and render PATH.pdf with Graphviz's dot if installed (as Charliecloud's --dot)
+    #[arg(long, value_name = "PATH", num_args = 0..=1, require_equals = true)]
+    dot: Option<Option<PathBuf>>,
     /// push REMOTE | fetch REMOTE: share images and cache entries through a git remote
     #[arg(num_args = 0..=2, value_names = ["ACTION", "REMOTE"])]
     action: Vec<String>,
@@ -462,6 +479,16 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
     if let Some(n) = &cli.common.cache_large {
         grove::verbose!("--cache-large {n}: ignored (Grove keeps large files in its object store)");
     }
+    for (given, option) in [
+        (cli.common.debug, "--debug"),
+        (cli.common.no_lock, "--no-lock"),
+        (cli.common.password_many, "--password-many"),
+        (cli.common.profile, "--profile"),
+    ] {
+        if given {
+            grove::verbose!("{option}: accepted for Charliecloud compatibility and ignored");
+        }
+    }
     let common = cli.common.clone();
     match cmd {
         Cmd::Pull {
@@ -548,7 +575,8 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
                 reset: a.reset,
                 gc: a.gc,
                 tree: a.tree,
-                dot: a.dot,
+                dot: matches!(a.dot, Some(None)),
+                dot_file: a.dot.flatten(),
                 action: a.action,
                 json: a.json,
                 keep_storage: a

@@ -646,8 +646,8 @@ pub struct RemoteInfo {
     pub remote: Remote,
     /// Architectures of an index; `None` for an architecture-unaware image.
     pub archs: Option<Vec<String>>,
-    /// Digest of the tag's manifest or index.
-    pub digest: String,
+    /// Digest of the tag's manifest or index; `None` for `scratch`, which has none.
+    pub digest: Option<String>,
 }
 
 /// Look `src` up in its registry without downloading layers. `None` if not there.
@@ -656,6 +656,18 @@ pub fn remote_info(
     settings: &Settings,
 ) -> Result<Option<RemoteInfo>, RegistryError> {
     let remote = Remote::resolve(src);
+    if is_scratch(src) {
+        // Built in, as for pull, and offered for the architecture asked for (Charliecloud's
+        // internal manifest library: "available remotely: yes", arch-aware).
+        return Ok(Some(RemoteInfo {
+            remote,
+            archs: Some(vec![settings
+                .arch
+                .wanted()
+                .unwrap_or_else(crate::oci::host_arch)]),
+            digest: None,
+        }));
+    }
     let client = Client::new(remote.clone(), settings, false)?;
     let Some((doc, _, digest)) = client.manifest(&remote.version)? else {
         return Ok(None);
@@ -667,6 +679,6 @@ pub fn remote_info(
     Ok(Some(RemoteInfo {
         remote,
         archs,
-        digest,
+        digest: Some(digest),
     }))
 }

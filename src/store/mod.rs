@@ -78,6 +78,9 @@ pub enum StoreError {
     NoImage(String),
     #[error("no deleted image named {0} to undelete")]
     NoDeleted(String),
+    /// `reset` of a storage directory that does not exist (Charliecloud's words).
+    #[error("{} not a builder storage", .0.display())]
+    NotStorage(PathBuf),
     #[error("image {0} exists; delete it first to undelete")]
     Exists(String),
     #[error("image {name} changed while this command ran; try again")]
@@ -331,13 +334,7 @@ impl Store {
     }
 
     fn open_lock_file(&self) -> Result<fs::File, StoreError> {
-        let path = self.layout.lock_file();
-        fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .at("open", &path)
-            .map_err(StoreError::from)
+        open_lock_file(&self.layout)
     }
 
     fn flock(
@@ -345,29 +342,7 @@ impl Store {
         file: fs::File,
         exclusive: bool,
     ) -> Result<nix::fcntl::Flock<fs::File>, StoreError> {
-        use nix::fcntl::{Flock, FlockArg};
-        let (nb, block) = if exclusive {
-            (FlockArg::LockExclusiveNonblock, FlockArg::LockExclusive)
-        } else {
-            (FlockArg::LockSharedNonblock, FlockArg::LockShared)
-        };
-        match Flock::lock(file, nb) {
-            Ok(l) => Ok(l),
-            Err((f, _)) => {
-                crate::info!(
-                    "waiting for lock on storage directory {} (held by another ch-image, or \
-                     by a container run by name)",
-                    self.root.display()
-                );
-                Flock::lock(f, block).map_err(|(_, e)| {
-                    StoreError::Io(IoError {
-                        action: "lock",
-                        path: self.layout.lock_file(),
-                        source: e.into(),
-                    })
-                })
-            }
-        }
+        flock(&self.layout, file, exclusive)
     }
 
     /// Take the writer lock, shared with other writers of other images (each writer also
@@ -1028,14 +1003,29 @@ impl Store {
         Ok(git::read_image(&self.repo(), commit)?)
     }
 
-    /// Delete the whole storage directory (after checking it is a Grove store).
+    /// Delete the whole storage directory (after checking it is a Grove store). One that
+    /// does not exist is an error, as Charliecloud's `reset`: nothing is created.
     pub fn reset(root: &Path) -> Result<(), StoreError> {
         match fs::symlink_metadata(root) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NotStorage(root.to_path_buf()))
+            }
             _ => {}
         }
-        let store = Store::open_existing(root)?;
-        let lock = store.lock_exclusive()?;
+        let lock = match Store::open_existing(root) {
+            Ok(store) => store.lock_exclusive()?,
+            // A store of another Grove version (`grove 1`): the error's hint sends the user
+            // here. Only its lock file is read (the same in every version): no cleanup. A
+            // version file of anything else is no sign of a store to delete.
+            Err(StoreError::Version(_, v)) if v.starts_with("grove ") => {
+                let layout = Layout::new(root);
+                WriteLock {
+                    _flock: flock(&layout, open_lock_file(&layout)?, true)?,
+                    exclusive: true,
+                }
+            }
+            Err(e) => return Err(e),
+        };
         let tmp = root.with_file_name(format!(
             ".{}.reset.{}",
             root.file_name()
@@ -1046,6 +1036,49 @@ impl Store {
         fs::rename(root, &tmp).at("move storage directory aside", root)?;
         drop(lock);
         Ok(checkout::remove_tree(&tmp).at("remove", &tmp)?)
+    }
+}
+
+/// Open the storage lock file of `layout` (it must exist).
+fn open_lock_file(layout: &Layout) -> Result<fs::File, StoreError> {
+    let path = layout.lock_file();
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .at("open", &path)
+        .map_err(StoreError::from)
+}
+
+/// Lock `file`, the storage lock file of `layout`, shared or exclusively; says so when it
+/// has to wait.
+fn flock(
+    layout: &Layout,
+    file: fs::File,
+    exclusive: bool,
+) -> Result<nix::fcntl::Flock<fs::File>, StoreError> {
+    use nix::fcntl::{Flock, FlockArg};
+    let (nb, block) = if exclusive {
+        (FlockArg::LockExclusiveNonblock, FlockArg::LockExclusive)
+    } else {
+        (FlockArg::LockSharedNonblock, FlockArg::LockShared)
+    };
+    match Flock::lock(file, nb) {
+        Ok(l) => Ok(l),
+        Err((f, _)) => {
+            crate::info!(
+                "waiting for lock on storage directory {} (held by another ch-image, or \
+                 by a container run by name)",
+                layout.root().display()
+            );
+            Flock::lock(f, block).map_err(|(_, e)| {
+                StoreError::Io(IoError {
+                    action: "lock",
+                    path: layout.lock_file(),
+                    source: e.into(),
+                })
+            })
+        }
     }
 }
 

@@ -33,6 +33,7 @@ mod slurm;
 mod squash_export;
 mod store;
 mod stranger_build;
+mod stranger_image;
 mod stranger_run;
 mod stranger_store;
 mod times;

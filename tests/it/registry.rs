@@ -1095,16 +1095,16 @@ fn read_all(mut r: impl Read) -> Vec<u8> {
 
 /// A request the scripted fake received.
 #[derive(Debug, Clone)]
-struct Req {
-    method: String,
-    path: String,
+pub(crate) struct Req {
+    pub(crate) method: String,
+    pub(crate) path: String,
     /// The `Authorization` header, empty if none.
     auth: String,
 }
 
 /// An answer of the scripted fake.
 #[derive(Clone)]
-struct Reply {
+pub(crate) struct Reply {
     status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
@@ -1115,7 +1115,7 @@ struct Reply {
 }
 
 impl Reply {
-    fn new(status: u16, body: impl Into<Vec<u8>>) -> Reply {
+    pub(crate) fn new(status: u16, body: impl Into<Vec<u8>>) -> Reply {
         Reply {
             status,
             headers: Vec::new(),
@@ -1129,7 +1129,7 @@ impl Reply {
         Reply::new(200, body).header("Content-Type", "application/json")
     }
 
-    fn header(mut self, k: &str, v: &str) -> Reply {
+    pub(crate) fn header(mut self, k: &str, v: &str) -> Reply {
         self.headers.push((k.into(), v.into()));
         self
     }
@@ -1152,7 +1152,7 @@ impl Reply {
 
 type Route = dyn Fn(&Req) -> Reply + Send + Sync;
 
-struct Scripted {
+pub(crate) struct Scripted {
     port: u16,
     log: Arc<Mutex<Vec<Req>>>,
 }
@@ -1278,7 +1278,7 @@ fn serve_one(s: &mut (impl Read + Write), route: &Route, log: &Mutex<Vec<Req>>) 
 impl Scripted {
     /// Listen on a free port of 127.0.0.1, over TLS (the certificate of [`fake_tls`]) or
     /// plain HTTP.
-    fn start(
+    pub(crate) fn start(
         tls: Option<Arc<rustls::ServerConfig>>,
         route: impl Fn(&Req) -> Reply + Send + Sync + 'static,
     ) -> Scripted {
@@ -1313,7 +1313,7 @@ impl Scripted {
         Scripted { port, log }
     }
 
-    fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
