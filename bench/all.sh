@@ -9,6 +9,16 @@
 set -eu
 cd "$(dirname "$0")/.."
 runs=${1:-100}
+# What the benches need beyond .ci/setup's packages: Charliecloud 0.31's commands (the
+# reference; .ci/setup installs only its documentation) and hyperfine. Said before an
+# hour of benchmarks, not after.
+missing=
+[ -x /usr/bin/ch-image ] && [ -x /usr/bin/ch-run ] || missing="$missing charliecloud-builders charliecloud-runtime"
+command -v hyperfine >/dev/null || missing="$missing hyperfine"
+if [ -n "$missing" ]; then
+    echo "bench/all.sh: missing; as root: sh .ci/setup && apt-get install -y$missing" >&2
+    exit 1
+fi
 cargo build --release --bins >&2
 out=$(mktemp -d /var/tmp/grove-bench-all.XXXXXX)
 trap 'rm -rf "$out"' EXIT
