@@ -43,8 +43,8 @@ pub enum ImageError {
     ShortHistory(String),
     #[error("{0}: no build provenance note readable here, can't tell why its steps ran")]
     NoProvenance(String),
-    #[error("no matching image, can't delete: {0}")]
-    NoMatch(String),
+    #[error("unable to delete {0} invalid image(s)")]
+    DeleteFailed(usize),
     #[error("can't pull {src} into {}", .dir.display())]
     PullInto {
         src: String,
@@ -571,18 +571,26 @@ pub fn delete_matches<'a>(g: &str, all: &'a [(String, ObjectId)]) -> Vec<&'a Str
 }
 
 /// `ch-image delete GLOB...`: delete the images each glob matches (listed once, before
-/// the first deletion), logging each; a glob matching nothing is an error.
+/// the first deletion), saying each before it goes, as Charliecloud (`deleting image:
+/// NAME`, named as `list` names it). A glob matching nothing is an error line of its
+/// own; the other globs are still deleted, and the command then fails with the count.
 pub fn delete(store: &Store, lock: &WriteLock, globs: &[String]) -> Result<(), ImageError> {
     let all = store.list()?;
+    let mut failed = 0;
     for g in globs {
         let matches = delete_matches(g, &all);
         if matches.is_empty() {
-            return Err(ImageError::NoMatch(g.clone()));
+            crate::log::write_line(&format!("error: no matching image, can't delete: {g}"));
+            failed += 1;
+            continue;
         }
         for m in matches {
+            crate::info!("deleting image: {}", list_name(m));
             store.delete(lock, &parse_ref(m)?)?;
-            crate::info!("deleted image: {m}");
         }
+    }
+    if failed > 0 {
+        return Err(ImageError::DeleteFailed(failed));
     }
     Ok(())
 }
