@@ -76,12 +76,14 @@ pub enum StoreError {
     Oci(#[from] oci::OciError),
     #[error("no image named {0} in storage")]
     NoImage(String),
-    #[error("no deleted image named {0} to undelete")]
+    /// Charliecloud's words, then the name.
+    #[error("image not in cache: {0}")]
     NoDeleted(String),
     /// `reset` of a storage directory that does not exist (Charliecloud's words).
     #[error("{} not a builder storage", .0.display())]
     NotStorage(PathBuf),
-    #[error("image {0} exists; delete it first to undelete")]
+    /// Charliecloud's words, then the name.
+    #[error("image exists; will not overwrite: {0}")]
     Exists(String),
     #[error("image {name} changed while this command ran; try again")]
     Raced { name: String },
@@ -108,6 +110,12 @@ impl StoreError {
             )),
             StoreError::Version(..) => Some("use `ch-image reset` to start over with an empty store".into()),
             StoreError::NoImage(_) => Some("`ch-image list` shows the images in storage".into()),
+            StoreError::NoDeleted(_) => {
+                Some("`ch-image list --undeletable` shows the deleted images".into())
+            }
+            StoreError::Exists(n) => Some(format!(
+                "delete it first (`ch-image delete {n}`) to undelete the deleted one"
+            )),
             StoreError::Export(e) => e.hint(),
             StoreError::Stamp(e) => e.hint(),
             _ => None,
