@@ -268,7 +268,7 @@ impl Layout {
 /// Why the storage directory can't be found.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum StorageDirError {
-    #[error("$CH_IMAGE_STORAGE: must be absolute path: {}", .0.display())]
+    #[error("$CH_IMAGE_STORAGE: not absolute path: {}", .0.display())]
     RelativeVariable(PathBuf),
     #[error("can't find storage directory: $USER not set")]
     NoUser,
@@ -285,7 +285,9 @@ pub enum RelativeVariable {
 
 /// The storage directory: `option` (`-s DIR`), else `variable` (`$CH_IMAGE_STORAGE`, empty
 /// counts as unset), else `/var/tmp/$USER.grove` for `user` (`None` or empty: an error). A
-/// relative path is made absolute against `cwd`.
+/// relative path is made absolute against `cwd`. Written as Charliecloud's (Python's
+/// `pathlib`) writes it: no trailing `/`, no `//` or `/./` (`..` stays: it may cross a
+/// symlink).
 pub fn storage_dir(
     option: Option<&Path>,
     variable: Option<&OsStr>,
@@ -304,7 +306,8 @@ pub fn storage_dir(
         }
         (None, None) => default_storage(user)?,
     };
-    Ok(if p.is_absolute() { p } else { cwd.join(p) })
+    let p = if p.is_absolute() { p } else { cwd.join(p) };
+    Ok(p.components().collect())
 }
 
 /// The default storage directory of `user`: `/var/tmp/USER.grove`.
@@ -370,6 +373,33 @@ mod tests {
         assert_eq!(
             resolve(None, None, Some("alice"), r),
             Ok(PathBuf::from("/var/tmp/alice.grove"))
+        );
+    }
+
+    // As Charliecloud (pathlib): `CH_IMAGE_STORAGE=/d/x/ ch-image storage-path` gave
+    // `/d/x/` where Charliecloud gives `/d/x`.
+    #[test]
+    fn storage_path_is_written_without_trailing_double_or_dot_slashes() {
+        // Compared as strings: `Path`'s own equality ignores these differences.
+        let r = RelativeVariable::Refuse;
+        let text = |p: Result<PathBuf, StorageDirError>| p.map(PathBuf::into_os_string);
+        for (given, want) in [
+            ("/d/x/", "/d/x"),
+            ("//d//x", "/d/x"),
+            ("/d/./x/.", "/d/x"),
+            ("/d/../x", "/d/../x"),
+        ] {
+            for (option, variable) in [(Some(given), None), (None, Some(given))] {
+                assert_eq!(
+                    text(resolve(option, variable, Some("u"), r)),
+                    Ok(want.into()),
+                    "{given}"
+                );
+            }
+        }
+        assert_eq!(
+            text(resolve(Some("./st/"), None, None, r)),
+            Ok("/work/st".into())
         );
     }
 

@@ -123,7 +123,7 @@ fn ch_convert_refuses_a_relative_storage_variable_like_ch_image() {
             .arg("bb"),
     );
     assert!(
-        err.contains("$CH_IMAGE_STORAGE: must be absolute path: st"),
+        err.contains("$CH_IMAGE_STORAGE: not absolute path: st"),
         "{err}"
     );
     // A dry run needs no storage directory, so it does not look for one.
