@@ -178,7 +178,8 @@ fn ch_image_error_keeps_the_hint_of_the_store_error_it_wraps() {
     }
     // An error whose types have no hint gets none.
     let st = s.storage();
-    let (_, err) = fails(image(&st).args(["undelete", "nosuch"]));
+    let (_, err) = fails(image(&st).args(["delete", "nosuch"]));
+    assert!(err.contains("unable to delete 1 invalid image(s)"), "{err}");
     assert!(!err.contains("hint:"), "{err}");
 }
 
