@@ -105,15 +105,7 @@ pub fn infer(arg: &str) -> Format {
         || ext(".tzst")
         || ext(".tbz2")
         || ext(".tbz")
-        || {
-            match lower.rfind(".tar.") {
-                Some(i) => {
-                    let rest = &lower[i + 5..];
-                    !rest.is_empty() && rest.len() <= 4 && !rest.contains('/')
-                }
-                None => false,
-            }
-        };
+        || tar_suffix(arg).is_some();
     if tar_like {
         return Format::Tar;
     }
@@ -152,15 +144,20 @@ pub fn tar_compression(path: &str) -> TarCompression {
     }
 }
 
-/// The suffix of a tar output named `NAME.tar.SUFFIX` (a suffix as [`infer`] takes one: one
-/// to four characters, no dot) whose compression Grove does not write (`x.tar.lz4`):
-/// written as a plain tar, the name would lie about the content.
-fn unknown_tar_suffix(path: &str) -> Option<&str> {
+/// The `SUFFIX` of a file named `NAME.tar.SUFFIX` (one to four characters, after the
+/// name's last `.tar.`, any case), which [`infer`] takes for a tarball.
+fn tar_suffix(path: &str) -> Option<&str> {
     let name = path.rsplit('/').next().unwrap_or(path);
     let i = name.to_ascii_lowercase().rfind(".tar.")?;
     let suffix = &name[i + 5..];
-    let like = !suffix.is_empty() && suffix.len() <= 4 && !suffix.contains('.');
-    (like && tar_compression(path) == TarCompression::None).then_some(suffix)
+    (!suffix.is_empty() && suffix.len() <= 4).then_some(suffix)
+}
+
+/// The suffix of a tar output named `NAME.tar.SUFFIX` ([`tar_suffix`], without a dot)
+/// whose compression Grove does not write (`x.tar.lz4`): written as a plain tar, the name
+/// would lie about the content.
+fn unknown_tar_suffix(path: &str) -> Option<&str> {
+    tar_suffix(path).filter(|s| !s.contains('.') && tar_compression(path) == TarCompression::None)
 }
 
 /// What `ch-convert` was asked to do, with its settings resolved.

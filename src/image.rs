@@ -813,7 +813,7 @@ fn render_list(
 ) -> Result<String, ImageError> {
     // Charliecloud's order: its image directories' names sorted, that is the listed names
     // in filename form (`alpine` before `alpine:3.17` and `alpine/x`).
-    images.sort_by_cached_key(|(name, _)| list_name(name).replace('/', "%").replace(':', "+"));
+    images.sort_by_cached_key(|(name, _)| crate::reference::path_form(list_name(name)));
     let mut o = String::new();
     if json {
         let v: Vec<serde_json::Value> = images
@@ -871,17 +871,16 @@ pub fn list_details(store: &Store, name: &str, settings: &Settings) -> Result<()
             }
             match info.archs {
                 Some(a) => {
-                    if a.is_empty() {
+                    let archs = if a.is_empty() {
                         // A manifest list of other systems' images only (Windows).
                         warn!("no valid architectures found");
-                    }
+                        "none".to_string()
+                    } else {
+                        a.join(" ")
+                    };
                     crate::dataln!("remote arch-aware:   yes");
                     crate::dataln!("host architecture:   {}", host_arch());
-                    if a.is_empty() {
-                        crate::dataln!("archs available:     none");
-                    } else {
-                        crate::dataln!("archs available:     {}", a.join(" "));
-                    }
+                    crate::dataln!("archs available:     {archs}");
                 }
                 None => {
                     crate::dataln!("remote arch-aware:   no");

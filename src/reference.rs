@@ -195,10 +195,16 @@ impl Reference {
         self
     }
 
-    /// Filename form: `/` becomes `%`, `:` becomes `+`.
+    /// Filename form ([`path_form`]).
     pub fn for_path(&self) -> String {
-        self.to_string().replace('/', "%").replace(':', "+")
+        path_form(&self.to_string())
     }
+}
+
+/// An image name in filename form, as Charliecloud names its image directories: `/`
+/// becomes `%`, `:` becomes `+`.
+pub fn path_form(name: &str) -> String {
+    name.replace('/', "%").replace(':', "+")
 }
 
 impl fmt::Display for Reference {

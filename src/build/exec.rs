@@ -2590,11 +2590,7 @@ fn parse_checksum(c: &str) -> Option<String> {
 /// header. A compressed file that is not a tar (`notes.txt.gz`) is copied as it is.
 fn is_archive(p: &Path) -> bool {
     // Docker knows no legacy `.lzma` (LZMA-Alone): such a file is copied as it is.
-    let mut head = [0u8; 13];
-    if fs::File::open(p)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
-        .is_ok_and(|()| store::import::is_lzma_alone(&head))
-    {
+    if file_head::<13>(p).is_some_and(|h| store::import::is_lzma_alone(&h)) {
         return false;
     }
     let Ok(mut r) = store::import::open_archive(p) else {
@@ -2613,12 +2609,16 @@ fn is_archive(p: &Path) -> bool {
 
 /// Whether local file `p` is a tar archive compressed with bzip2 (see [`is_archive`]).
 fn is_bzip2_archive(p: &Path) -> bool {
-    let mut head = [0u8; 3];
+    file_head::<3>(p).is_some_and(|h| &h == b"BZh") && is_archive(p)
+}
+
+/// The first `N` bytes of file `p`, if it has that many.
+fn file_head<const N: usize>(p: &Path) -> Option<[u8; N]> {
+    let mut head = [0u8; N];
     fs::File::open(p)
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
-        .is_ok()
-        && &head == b"BZh"
-        && is_archive(p)
+        .ok()?;
+    Some(head)
 }
 
 /// Whether a 512-byte block is a tar header: its checksum field (octal, bytes 148..156)

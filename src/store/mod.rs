@@ -341,24 +341,15 @@ impl Store {
         &self.repo
     }
 
-    fn open_lock_file(&self) -> Result<fs::File, StoreError> {
-        open_lock_file(&self.layout)
-    }
-
-    fn flock(
-        &self,
-        file: fs::File,
-        exclusive: bool,
-    ) -> Result<nix::fcntl::Flock<fs::File>, StoreError> {
-        flock(&self.layout, file, exclusive)
-    }
-
     /// Take the writer lock, shared with other writers of other images (each writer also
     /// takes [`Store::lock_image`] for the image it changes). When no other writer is
     /// active, first clean up after killed writers and remove unused checkouts.
     pub fn lock(&self) -> Result<WriteLock, StoreError> {
         use nix::fcntl::{Flock, FlockArg};
-        match Flock::lock(self.open_lock_file()?, FlockArg::LockExclusiveNonblock) {
+        match Flock::lock(
+            open_lock_file(&self.layout)?,
+            FlockArg::LockExclusiveNonblock,
+        ) {
             Ok(l) => {
                 self.cleanup(true);
                 let _ = self.prune_unlinked_checkouts();
@@ -375,7 +366,7 @@ impl Store {
                 })
             }
             Err((f, _)) => {
-                let l = self.flock(f, false)?;
+                let l = flock(&self.layout, f, false)?;
                 self.cleanup(false);
                 Ok(WriteLock {
                     _flock: l,
@@ -396,7 +387,7 @@ impl Store {
         use std::os::fd::AsRawFd;
         let path = self.layout.lock_file();
         let f = fs::File::open(&path).at("open", &path)?;
-        let held = self.flock(f, false)?;
+        let held = flock(&self.layout, f, false)?;
         let fd = held.as_raw_fd();
         fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).map_err(|e| {
             StoreError::Io(IoError {
@@ -413,7 +404,7 @@ impl Store {
 
     /// Take the writer lock exclusively (maintenance: gc, cache reset).
     pub fn lock_exclusive(&self) -> Result<WriteLock, StoreError> {
-        let l = self.flock(self.open_lock_file()?, true)?;
+        let l = flock(&self.layout, open_lock_file(&self.layout)?, true)?;
         self.cleanup(true);
         Ok(WriteLock {
             _flock: l,
