@@ -136,40 +136,36 @@ fn stored_image(
     let view = store
         .view_existing(commit)
         .map_err(|e| RunError::msg(format!("storage: {e}")))?;
+    let mut ready = view.is_some();
+    for d in view.iter().flatten() {
+        // Files another checkout linked since the stamp, a copied storage directory, or a
+        // change: ch-image reads them against the commit (and refuses a changed tree).
+        ready &= unchanged(d)?;
+    }
     let dirs = match view {
-        Some(v) => v,
+        Some(v) if ready => v,
         // ch-image checks out what the kept layers lack (the base below them, or the
-        // whole image when none is kept), not the whole image again.
-        None => match run_ch_image(&["--view"])? {
+        // whole image when none is kept), not the whole image again, and checks every
+        // directory against its stamp: it refuses a changed tree, takes its changed
+        // files out of the pool, and removes a copy that differs from what Grove made.
+        _ => match run_ch_image(&["--view"])? {
             Some(out) => out
                 .split(|b| *b == 0)
                 .filter(|d| !d.is_empty())
                 .map(|d| PathBuf::from(OsStr::from_bytes(d)))
                 .collect(),
-            None => return Err(RunError::msg(format!("can't check out image: {name}"))),
+            None => return Err(RunError::msg(format!("can't use image: {name}"))),
         },
     };
     if dirs.is_empty() {
         return Err(RunError::msg(format!("can't check out image: {name}")));
-    }
-    let mut same = true;
-    for d in &dirs {
-        same &= unchanged(d)?;
-    }
-    if !same {
-        // Files another checkout linked since the stamp, or a change: ch-image reads
-        // them against the commit, refuses a changed tree and takes its changed files
-        // out of the pool.
-        if run_ch_image(&["--verify"])?.is_none() {
-            return Err(RunError::msg(format!("can't use image: {name}")));
-        }
     }
     Ok(Some(dirs))
 }
 
 /// Whether a checkout or layer is as stamped (docs/store-format.md). `false`: some of its
 /// files must be read to tell ([`crate::store::stamp::Quick`]), or it changed (the
-/// caller has `ch-image checkout --verify` say so, which also keeps a checkout's changed
+/// caller has `ch-image checkout --view` say so, which also keeps a checkout's changed
 /// files from being shared again).
 fn unchanged(dir: &Path) -> Result<bool, RunError> {
     use crate::store::stamp::{verify_quick, Quick, StampError};

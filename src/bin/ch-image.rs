@@ -204,8 +204,9 @@ enum Cmd {
     /// Check an image out (if needed) and print its directory; with --view, print the
     /// directories whose union is the image instead (top first, each followed by a NUL
     /// byte), checking out only what the kept layers lack (or the image, when what they
-    /// lack is no image's checkout); with --verify, check the
-    /// directories it runs from against their stamps, reading what changed
+    /// lack is no image's checkout), each checked against its stamp (reading what
+    /// changed; a copy that differs from what Grove made is removed and made again); with
+    /// --verify, only check them
     #[command(hide = true)]
     Checkout {
         #[arg(long, conflicts_with = "view")]
@@ -612,12 +613,10 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
                 None => named,
             };
             if verify {
-                for dir in store.view_existing(commit)?.unwrap_or_default() {
-                    store.verify_tree(&dir)?;
-                }
+                store.view_verified(&lock, commit)?;
             } else if view {
                 let mut out = Vec::new();
-                for dir in store.view(&lock, commit)? {
+                for dir in store.view_verified(&lock, commit)? {
                     out.extend_from_slice(dir.as_os_str().as_encoded_bytes());
                     out.push(0);
                 }

@@ -1879,20 +1879,16 @@ impl<'a> Builder<'a> {
             info!("{n}");
         }
         let commit = self.stage().commit;
-        let lowers = self.store.view(self.lock, commit)?;
         // A checkout or layer changed behind the store's back would poison this step.
         // Each check is one lstat per entry (plus reading files whose inodes changed
-        // since the stamp): the lower directories are checked in parallel.
-        {
-            use rayon::prelude::*;
-            lowers
-                .par_iter()
-                .try_for_each(|l| self.store.verify_tree(l))
-                .map_err(|e| match e {
-                    store::StoreError::Stamp(e) => BuildError::Changed(e),
-                    e => e.into(),
-                })?;
-        }
+        // since the stamp, or all of a copied tree's): in parallel.
+        let lowers = self
+            .store
+            .view_verified(self.lock, commit)
+            .map_err(|e| match e {
+                store::StoreError::Stamp(e) => BuildError::Changed(e),
+                e => e.into(),
+            })?;
         let step = self.scratch("run")?;
         let (upper, work, merged) = (step.join("upper"), step.join("work"), step.join("merged"));
         for d in [&upper, &work, &merged] {

@@ -682,8 +682,12 @@ impl Store {
 
     /// Check a checkout or kept layer (`checkouts/C`, `layers/C`) against its stamp,
     /// reading the files whose inodes changed since it was stamped (see
-    /// [`stamp::verify`]). Uses threads.
-    pub fn verify_tree(&self, dir: &Path) -> Result<(), StoreError> {
+    /// [`stamp::verify`]). Uses threads. Returns whether the tree is kept: a copy that
+    /// is not what Grove made ([`stamp::StampError::Unfaithful`]: the storage directory
+    /// was copied or restored by a tool that lost something) is only a cache of the git
+    /// objects, so it is removed, with a warning, and `false` returned: the caller makes
+    /// its view again. In a read-only storage directory that is the error.
+    pub fn verify_tree(&self, dir: &Path) -> Result<bool, StoreError> {
         let pool = pool::Pool::new(self.layout.pool());
         let commit = || {
             let err = |msg: String| stamp::StampError::Commit {
@@ -699,7 +703,60 @@ impl Store {
                 .map(|(m, _)| m)
                 .map_err(|e| err(e.to_string()))
         };
-        Ok(stamp::verify(dir, &pool, commit)?)
+        match stamp::verify(dir, &pool, commit) {
+            Ok(()) => Ok(true),
+            Err(e @ stamp::StampError::Unfaithful { .. }) => {
+                if let Err(re) = self.discard_tree(dir) {
+                    crate::verbose!("can't remove {}: {re}", dir.display());
+                    return Err(e.into());
+                }
+                crate::warn!("{e}; removed it: grove makes it again from the git objects");
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Remove a checkout or kept layer with its stamp (and a delta layer's list of
+    /// bases): renamed out of the way first, so that no reader finds half of it.
+    fn discard_tree(&self, dir: &Path) -> Result<(), StoreError> {
+        let gone = self.scratch_path("discard");
+        fs::rename(dir, &gone).at("rename out of the way", dir)?;
+        let _ = fs::remove_file(stamp::stamp_path(dir));
+        let is_layer = dir.parent() == Some(self.layout.layers().as_path());
+        if let (true, Some(id)) = (
+            is_layer,
+            dir.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| ObjectId::from_hex(n.as_bytes()).ok()),
+        ) {
+            let _ = fs::remove_file(self.layout.layer_bases(&id));
+        }
+        checkout::remove_tree(&gone).at("remove", &gone)?;
+        Ok(())
+    }
+
+    /// [`Store::view`], each directory checked against its stamp first
+    /// ([`Store::verify_tree`], in parallel); when a copy that is not Grove's was removed,
+    /// the view is made again without it.
+    pub fn view_verified(
+        &self,
+        lock: &WriteLock,
+        commit: ObjectId,
+    ) -> Result<Vec<PathBuf>, StoreError> {
+        use rayon::prelude::*;
+        loop {
+            let dirs = self.view(lock, commit)?;
+            let kept = dirs
+                .par_iter()
+                .map(|d| self.verify_tree(d))
+                .collect::<Result<Vec<bool>, StoreError>>()?;
+            // Each pass removes a tree, and the trees a view makes are stamped as made:
+            // this ends.
+            if kept.into_iter().all(|k| k) {
+                return Ok(dirs);
+            }
+        }
     }
 
     /// Path of an image's checkout link (`img/NAME`, filename form), as ch-run looks it up.

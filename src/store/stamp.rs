@@ -12,8 +12,8 @@
 //! directory's times. Checking re-reads only inode metadata (one `lstat` per entry, no
 //! file content): far cheaper than re-hashing, but proportional to the number of entries.
 //!
-//! Stamps live in `STORAGE/stamps/<kind>-<commit>` ("grove-stamp 2 HEX SEC.NSEC"), outside the
-//! trees, so that stamping does not change what it stamps. A tree without a stamp (made
+//! Stamps live in `STORAGE/stamps/<kind>-<commit>` ("grove-stamp 3 HEX SEC.NSEC INO
+//! LISTING"), outside the trees, so that stamping does not change what it stamps. A tree without a stamp (made
 //! by an older Grove) is stamped as it is when first checked (trust on first use).
 //!
 //! Checkouts share inodes (version 2): a checkout's regular file may be one inode with
@@ -29,6 +29,13 @@
 //! pooled: their stamps keep every ctime in the digest. Version 1 stamps (ctime of every
 //! entry) are still checked as they were and rewritten as version 2 when they match.
 //!
+//! A copied or restored storage directory has new inodes and ctimes everywhere: a tree
+//! whose top directory is another inode than the stamp's `INO` is a copy, checked as a
+//! whole against the stamp's listing digest (what a faithful copy keeps: paths, types,
+//! modes, sizes, mtimes, device numbers, `user.` xattrs) and its commit (every file read),
+//! then stamped again; one that fails is [`StampError::Unfaithful`], which the store
+//! answers by making the tree again (docs/store-format.md, "A copied storage directory").
+//!
 //! Limits: a change made while the stamp is being recorded is not seen; a tree replaced
 //! by root with forged ctimes (setting the clock back) is not seen.
 
@@ -39,7 +46,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-const HEADER: &str = "grove-stamp 2";
+const HEADER: &str = "grove-stamp 3";
+const HEADER_V2: &str = "grove-stamp 2";
 const HEADER_V1: &str = "grove-stamp 1";
 
 /// A tree whose stamp does not match.
@@ -47,6 +55,12 @@ const HEADER_V1: &str = "grove-stamp 1";
 pub enum StampError {
     #[error("{} was changed outside grove since it was checked out", dir.display())]
     Changed { dir: PathBuf, stamp: PathBuf },
+    #[error("{} is a copy that differs from the tree grove made (the storage directory was copied or restored without keeping {what})", dir.display())]
+    Unfaithful {
+        dir: PathBuf,
+        stamp: PathBuf,
+        what: &'static str,
+    },
     #[error("can't read the commit of {}: {msg}", dir.display())]
     Commit { dir: PathBuf, msg: String },
     #[error(transparent)]
@@ -60,12 +74,14 @@ impl StampError {
     /// of a file would change them all.
     pub fn hint(&self) -> Option<String> {
         match self {
-            StampError::Changed { dir, stamp } => Some(format!(
-                "remove it and grove checks it out again from the store's git objects: \
+            StampError::Changed { dir, stamp } | StampError::Unfaithful { dir, stamp, .. } => {
+                Some(format!(
+                    "remove it and grove checks it out again from the store's git objects: \
                  find '{0}' -type d -exec chmod u+rwx {{}} + && rm -rf '{0}' '{1}'",
-                dir.display(),
-                stamp.display()
-            )),
+                    dir.display(),
+                    stamp.display()
+                ))
+            }
             StampError::Io(_) | StampError::Commit { .. } => None,
         }
     }
@@ -93,6 +109,32 @@ struct Scan {
     /// Regular files whose ctime is later than the `after` of the scan, with their
     /// relative path (no leading `/`) and inode number.
     moved: Vec<(Vec<u8>, PathBuf, u64)>,
+    /// Inode number of the tree's top directory: another one means the tree was copied
+    /// or restored, not changed in place.
+    root_ino: u64,
+    /// With [`Full`]: the digest of what a faithful copy keeps ([`listing_entry`]), and
+    /// every entry with its relative path, to be compared with the commit.
+    full: Option<Full>,
+}
+
+/// What a pass over the tree found for a copy's check.
+struct Full {
+    listing: [u8; 32],
+    entries: Vec<(Vec<u8>, PathBuf, Kind)>,
+}
+
+/// An entry of a tree, as it is compared with its commit's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File,
+    Symlink,
+    Fifo,
+    /// An overlay whiteout (a 0:0 character device, or an empty file marked
+    /// `user.overlay.whiteout`): the commit has nothing at this path.
+    Whiteout,
+    /// Anything else (another device, a socket): never a commit's.
+    Other,
 }
 
 /// Whether regular files' ctimes count in the digest of `dir`: not in a checkout (its
@@ -101,39 +143,59 @@ fn file_ctimes_count(dir: &Path) -> bool {
     dir.parent().and_then(Path::file_name) != Some(std::ffi::OsStr::new("checkouts"))
 }
 
-/// Digest of the tree's inode metadata (see the module doc), of stamp version 2.
+/// Digest of the tree's inode metadata (see the module doc), of stamp version 2 and 3.
 pub fn digest(dir: &Path) -> Result<[u8; 32], StampError> {
-    Ok(scan(dir, 2, None)?.digest)
+    Ok(scan(dir, 2, None, false)?.digest)
 }
 
-/// One pass over the tree for stamp `version` (1: every entry's ctime; 2: see the module
-/// doc), noting regular files whose ctime is later than `after`. Iterative: depth is not
-/// bounded by the stack.
-fn scan(dir: &Path, version: u8, after: Option<(i64, i64)>) -> Result<Scan, StampError> {
+/// One pass over the tree for digest `version` (1: every entry's ctime; 2: see the module
+/// doc), noting regular files whose ctime is later than `after`, and with `full` what a
+/// copy's check needs ([`Full`]: one more `llistxattr` per entry). Iterative: depth is
+/// not bounded by the stack.
+fn scan(
+    dir: &Path,
+    version: u8,
+    after: Option<(i64, i64)>,
+    full: bool,
+) -> Result<Scan, StampError> {
     let file_ctimes = version < 2 || file_ctimes_count(dir);
+    let top = fs::symlink_metadata(dir).at("stat", dir)?;
     let mut out = Scan {
         digest: [0; 32],
         latest: (i64::MIN, 0),
         moved: Vec::new(),
+        root_ino: top.ino(),
+        full: None,
     };
     let mut h = blake3::Hasher::new();
-    let top = fs::symlink_metadata(dir).at("stat", dir)?;
+    let mut listing = full.then(blake3::Hasher::new);
+    let mut entries = Vec::new();
     entry(&mut h, b"", &top, file_ctimes);
+    if let Some(l) = listing.as_mut() {
+        entries.push((
+            Vec::new(),
+            dir.to_path_buf(),
+            listing_entry(l, b"", &top, dir),
+        ));
+    }
     // Pending directories: (relative path, host path), processed in sorted order.
     let mut todo: Vec<(Vec<u8>, PathBuf)> = vec![(Vec::new(), dir.to_path_buf())];
     while let Some((rel, path)) = todo.pop() {
         let mut kids: Vec<(Vec<u8>, fs::Metadata)> = Vec::new();
-        let entries = match fs::read_dir(&path) {
+        let read = match fs::read_dir(&path) {
             // A directory its owner can't list (a RUN left it 0000): its own entry, hashed
             // above, covers it, since nothing inside can change without a chmod first,
             // which changes its ctime.
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied && !rel.is_empty() => {
                 h.update(b"\0unlisted");
+                if let Some(l) = listing.as_mut() {
+                    l.update(b"\0unlisted");
+                }
                 continue;
             }
             r => r.at("read directory", &path)?,
         };
-        for e in entries {
+        for e in read {
             let e = e.at("read directory", &path)?;
             let md = e.metadata().at("stat", e.path())?;
             kids.push((e.file_name().as_bytes().to_vec(), md));
@@ -146,6 +208,10 @@ fn scan(dir: &Path, version: u8, after: Option<(i64, i64)>) -> Result<Scan, Stam
             r.extend_from_slice(&name);
             entry(&mut h, &r, &md, file_ctimes);
             let host = path.join(std::ffi::OsStr::from_bytes(&name));
+            if let Some(l) = listing.as_mut() {
+                let kind = listing_entry(l, &r, &md, &host);
+                entries.push((r[1..].to_vec(), host.clone(), kind));
+            }
             if md.is_file() {
                 let c = (md.ctime(), md.ctime_nsec());
                 out.latest = out.latest.max(c);
@@ -161,6 +227,10 @@ fn scan(dir: &Path, version: u8, after: Option<(i64, i64)>) -> Result<Scan, Stam
         todo.extend(subdirs.into_iter().rev());
     }
     out.digest = *h.finalize().as_bytes();
+    out.full = listing.map(|l| Full {
+        listing: *l.finalize().as_bytes(),
+        entries,
+    });
     Ok(out)
 }
 
@@ -195,39 +265,111 @@ fn entry(h: &mut blake3::Hasher, rel: &[u8], md: &fs::Metadata, file_ctimes: boo
     }
 }
 
+/// Add an entry to the listing digest: what a faithful copy (`cp -a`, `rsync -aH`, `tar`
+/// with `--xattrs`) keeps of it and the kernel does not renew: its relative path, type and
+/// mode, size (not a directory's, which depends on the file system's history), mtime,
+/// device number, and `user.` extended attributes (overlay's opaque and whiteout marks
+/// among them). Not inode numbers, ctimes or link counts. Returns the entry's kind.
+fn listing_entry(h: &mut blake3::Hasher, rel: &[u8], md: &fs::Metadata, host: &Path) -> Kind {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = md.file_type();
+    h.update(&(rel.len() as u64).to_le_bytes());
+    h.update(rel);
+    h.update(&u64::from(md.mode()).to_le_bytes());
+    if ft.is_char_device() || ft.is_block_device() {
+        // A whiteout's times are its shared inode's (see `entry`).
+        h.update(&md.rdev().to_le_bytes());
+        return if ft.is_char_device() && md.rdev() == 0 {
+            Kind::Whiteout
+        } else {
+            Kind::Other
+        };
+    }
+    if !ft.is_dir() {
+        h.update(&md.size().to_le_bytes());
+    }
+    for n in [md.mtime() as u64, md.mtime_nsec() as u64] {
+        h.update(&n.to_le_bytes());
+    }
+    let mut names: Vec<std::ffi::OsString> = xattr::list(host)
+        .map(|l| l.filter(|n| n.as_bytes().starts_with(b"user.")).collect())
+        .unwrap_or_default();
+    names.sort();
+    let mut whiteout_mark = false;
+    for n in &names {
+        let v = xattr::get(host, n).ok().flatten().unwrap_or_default();
+        whiteout_mark |= n.as_bytes() == b"user.overlay.whiteout";
+        for b in [n.as_bytes(), v.as_slice()] {
+            h.update(&(b.len() as u64).to_le_bytes());
+            h.update(b);
+        }
+    }
+    if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_file() {
+        if whiteout_mark && md.len() == 0 {
+            Kind::Whiteout
+        } else {
+            Kind::File
+        }
+    } else if ft.is_symlink() {
+        Kind::Symlink
+    } else if ft.is_fifo() {
+        Kind::Fifo
+    } else {
+        Kind::Other
+    }
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Record the stamp of a complete tree (atomically: a temporary file renamed).
 pub fn record(dir: &Path) -> Result<(), StampError> {
-    let sc = scan(dir, 2, None)?;
+    let sc = scan(dir, 2, None, true)?;
     write(dir, &sc)
 }
 
-fn stamp_text(sc: &Scan) -> String {
-    format!(
-        "{HEADER} {} {}.{:09}",
-        hex(&sc.digest),
-        sc.latest.0,
-        sc.latest.1
-    )
-}
-
 fn write(dir: &Path, sc: &Scan) -> Result<(), StampError> {
+    let Some(full) = &sc.full else {
+        // Every caller scans with the listing; without one there is nothing to write.
+        return Ok(());
+    };
     let p = stamp_path(dir);
     if let Some(parent) = p.parent() {
         fs::create_dir_all(parent).at("create directory", parent)?;
     }
     let tmp = p.with_extension(format!("tmp.{}", std::process::id()));
-    fs::write(&tmp, format!("{}\n", stamp_text(sc))).at("write", &tmp)?;
+    let text = format!(
+        "{HEADER} {} {}.{:09} {} {}\n",
+        hex(&sc.digest),
+        sc.latest.0,
+        sc.latest.1,
+        sc.root_ino,
+        hex(&full.listing)
+    );
+    fs::write(&tmp, text).at("write", &tmp)?;
     Ok(fs::rename(&tmp, &p).at("rename into place", &p)?)
 }
 
-/// A recorded stamp: version 2 (digest, latest ctime of regular files) or version 1.
+/// A recorded stamp: version 3 (version 2's fields, the top directory's inode number and
+/// the listing digest), version 2 (digest, latest ctime of regular files) or version 1.
+#[derive(Debug, PartialEq, Eq)]
 enum Recorded {
-    V2 { digest: String, latest: (i64, i64) },
-    V1 { digest: String },
+    V3 {
+        digest: String,
+        latest: (i64, i64),
+        root_ino: u64,
+        listing: String,
+    },
+    V2 {
+        digest: String,
+        latest: (i64, i64),
+    },
+    V1 {
+        digest: String,
+    },
     Unreadable,
 }
 
@@ -238,22 +380,38 @@ fn parse(text: &str) -> Recorded {
             digest: rest.to_string(),
         };
     }
+    let time = |l: &str| {
+        l.split_once('.')
+            .and_then(|(s, n)| Some((s.parse::<i64>().ok()?, n.parse::<i64>().ok()?)))
+    };
+    if let Some(rest) = t.strip_prefix(HEADER_V2).and_then(|r| r.strip_prefix(' ')) {
+        let f: Vec<&str> = rest.split(' ').collect();
+        return match f[..] {
+            [d, l] => match time(l) {
+                Some(latest) => Recorded::V2 {
+                    digest: d.to_string(),
+                    latest,
+                },
+                None => Recorded::Unreadable,
+            },
+            _ => Recorded::Unreadable,
+        };
+    }
     let Some(rest) = t.strip_prefix(HEADER).and_then(|r| r.strip_prefix(' ')) else {
         return Recorded::Unreadable;
     };
-    let mut parts = rest.split(' ');
-    let (Some(d), Some(l), None) = (parts.next(), parts.next(), parts.next()) else {
-        return Recorded::Unreadable;
-    };
-    let latest = l
-        .split_once('.')
-        .and_then(|(s, n)| Some((s.parse::<i64>().ok()?, n.parse::<i64>().ok()?)));
-    match latest {
-        Some(latest) => Recorded::V2 {
-            digest: d.to_string(),
-            latest,
+    let f: Vec<&str> = rest.split(' ').collect();
+    match f[..] {
+        [d, l, ino, listing] => match (time(l), ino.parse::<u64>()) {
+            (Some(latest), Ok(root_ino)) => Recorded::V3 {
+                digest: d.to_string(),
+                latest,
+                root_ino,
+                listing: listing.to_string(),
+            },
+            _ => Recorded::Unreadable,
         },
-        None => Recorded::Unreadable,
+        _ => Recorded::Unreadable,
     }
 }
 
@@ -262,17 +420,30 @@ pub enum Quick {
     /// The tree is as stamped.
     Same,
     /// Some of its regular files' inodes changed since the stamp (another checkout linked
-    /// them, or someone wrote them): [`verify`] must read them.
+    /// them, or someone wrote them), or the tree is a copy (the storage directory was
+    /// copied or restored): [`verify`] must read them.
     NeedsContent,
 }
 
 /// What one metadata pass found: the tree as stamped; as stamped but with regular files
-/// whose inodes changed since (the pass, listing them); or changed (with the pass when
-/// the stamp is version 2, so that the moved files can still be found).
+/// whose inodes changed since (the pass, listing them); changed (with the pass when the
+/// stamp is version 2 or 3, so that the moved files can still be found); or a copy of
+/// the tree stamped (another top directory), with the stamp's listing digest.
 enum Checked {
     Same,
     Moved(Scan),
     Changed(Option<Scan>),
+    Copied { listing: String },
+}
+
+/// Set the stamp's modification time to now: the tree's last use, which `build-cache
+/// --gc --keep-storage` keeps the most recent of (a read-only storage directory keeps
+/// the old time).
+fn touch(stamp: &Path) {
+    let _ = fs::OpenOptions::new()
+        .write(true)
+        .open(stamp)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
 }
 
 /// One metadata pass over the tree against its stamp (read once). A tree without a stamp
@@ -284,40 +455,55 @@ fn check(dir: &Path) -> Result<Checked, StampError> {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             // Stamps came with this version; a read-only storage directory stays as it is.
-            let _ = write(dir, &scan(dir, 2, None)?);
+            let _ = write(dir, &scan(dir, 2, None, true)?);
             return Ok(Checked::Same);
         }
         Err(e) => return Err(IoError::new("read", &p, e).into()),
     };
-    match parse(&text) {
+    let (digest, latest) = match parse(&text) {
+        Recorded::V3 {
+            digest,
+            latest,
+            root_ino,
+            listing,
+        } => {
+            if fs::symlink_metadata(dir).at("stat", dir)?.ino() != root_ino {
+                return Ok(Checked::Copied { listing });
+            }
+            (digest, latest)
+        }
+        // Version 2, written by an earlier Grove: checked as it was made, then upgraded.
         Recorded::V2 { digest, latest } => {
-            let sc = scan(dir, 2, Some(latest))?;
+            let sc = scan(dir, 2, Some(latest), false)?;
             if hex(&sc.digest) != digest {
                 return Ok(Checked::Changed(Some(sc)));
             }
-            // The stamp's modification time is the tree's last use, which `build-cache
-            // --gc --keep-storage` keeps the most recent of (a read-only storage
-            // directory keeps the old time).
-            let _ = fs::OpenOptions::new()
-                .write(true)
-                .open(&p)
-                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
-            Ok(if sc.moved.is_empty() {
-                Checked::Same
-            } else {
-                Checked::Moved(sc)
-            })
+            if sc.moved.is_empty() {
+                let _ = write(dir, &scan(dir, 2, None, true)?);
+                return Ok(Checked::Same);
+            }
+            return Ok(Checked::Moved(sc));
         }
-        // Version 1, written by an earlier Grove: checked as it was made, then upgraded.
+        // Version 1: likewise.
         Recorded::V1 { digest } => {
-            if hex(&scan(dir, 1, None)?.digest) != digest {
+            if hex(&scan(dir, 1, None, false)?.digest) != digest {
                 return Ok(Checked::Changed(None));
             }
-            let _ = write(dir, &scan(dir, 2, None)?);
-            Ok(Checked::Same)
+            let _ = write(dir, &scan(dir, 2, None, true)?);
+            return Ok(Checked::Same);
         }
-        Recorded::Unreadable => Ok(Checked::Changed(None)),
+        Recorded::Unreadable => return Ok(Checked::Changed(None)),
+    };
+    let sc = scan(dir, 2, Some(latest), false)?;
+    if hex(&sc.digest) != digest {
+        return Ok(Checked::Changed(Some(sc)));
     }
+    touch(&p);
+    Ok(if sc.moved.is_empty() {
+        Checked::Same
+    } else {
+        Checked::Moved(sc)
+    })
 }
 
 fn changed_error(dir: &Path) -> StampError {
@@ -333,7 +519,7 @@ fn changed_error(dir: &Path) -> StampError {
 pub fn verify_quick(dir: &Path) -> Result<Quick, StampError> {
     match check(dir)? {
         Checked::Same => Ok(Quick::Same),
-        Checked::Moved(_) => Ok(Quick::NeedsContent),
+        Checked::Moved(_) | Checked::Copied { .. } => Ok(Quick::NeedsContent),
         Checked::Changed(_) => Err(changed_error(dir)),
     }
 }
@@ -342,7 +528,11 @@ pub fn verify_quick(dir: &Path) -> Result<Quick, StampError> {
 /// recorded, hash their content against the commit's model (`model()`, called at most
 /// once: a checkout's or a layer's regular file at a path is the commit's file at that
 /// path). A file that differs makes the tree changed, and its entry in `pool` (if it is
-/// that inode) is removed. Uses threads: not for ch-run, which uses [`verify_quick`].
+/// that inode) is removed. A copy of the tree (its top directory is another inode: the
+/// storage directory was copied or restored) is accepted and stamped again if it kept
+/// everything the listing digest covers and every entry is its commit's (every file
+/// read), else [`StampError::Unfaithful`]. Uses threads: not for ch-run, which uses
+/// [`verify_quick`].
 pub fn verify(
     dir: &Path,
     pool: &super::pool::Pool,
@@ -356,7 +546,11 @@ pub fn verify(
             }
             // Every moved inode holds its commit's content: stamp again, so the next
             // check is metadata only (a read-only storage directory reads them each time).
-            let _ = write(dir, &sc);
+            // The pass with the listing must find the tree as the checked one did.
+            let again = scan(dir, 2, None, true)?;
+            if again.digest == sc.digest && again.latest == sc.latest {
+                let _ = write(dir, &again);
+            }
             Ok(())
         }
         Checked::Changed(sc) => {
@@ -367,7 +561,66 @@ pub fn verify(
             }
             Err(changed_error(dir))
         }
+        Checked::Copied { listing } => {
+            let sc = scan(dir, 2, None, true)?;
+            let unfaithful = |what| StampError::Unfaithful {
+                dir: dir.to_path_buf(),
+                stamp: stamp_path(dir),
+                what,
+            };
+            let full = sc.full.as_ref().expect("scanned with the listing");
+            if hex(&full.listing) != listing {
+                return Err(unfaithful(
+                    "every entry's name, type, mode, size, mtime and user. extended attributes",
+                ));
+            }
+            if let Some(rel) = not_the_commits(&full.entries, &model()?) {
+                crate::verbose!(
+                    "{}: differs from its commit: {}",
+                    dir.display(),
+                    String::from_utf8_lossy(&rel)
+                );
+                return Err(unfaithful("the files' content"));
+            }
+            let _ = write(dir, &sc);
+            Ok(())
+        }
     }
+}
+
+/// The first of a tree's `entries` (relative path, host path, kind) that is not what
+/// `model` has at its path (content hashed; a whiteout: nothing there), if any.
+fn not_the_commits(
+    entries: &[(Vec<u8>, PathBuf, Kind)],
+    model: &super::model::Dir,
+) -> Option<Vec<u8>> {
+    use super::model::Node;
+    use rayon::prelude::*;
+    entries
+        .par_iter()
+        .find_first(|(rel, host, kind)| {
+            if rel.is_empty() {
+                return *kind != Kind::Dir;
+            }
+            let node = model.get(rel);
+            let same = match (kind, node) {
+                (Kind::Whiteout, None) => true,
+                (Kind::Dir, Some(Node::Dir(_))) | (Kind::Fifo, Some(Node::Fifo { .. })) => true,
+                (Kind::Symlink, Some(Node::Symlink { target })) => {
+                    fs::read_link(host).is_ok_and(|t| t.as_os_str().as_bytes() == target.as_slice())
+                }
+                (Kind::File, Some(Node::File(f))) => fs::read(host)
+                    .ok()
+                    .and_then(|d| {
+                        gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &d)
+                            .ok()
+                    })
+                    .is_some_and(|h| h == f.oid),
+                _ => false,
+            };
+            !same
+        })
+        .map(|(rel, _, _)| rel.clone())
 }
 
 /// Whether any of `files` differs from its commit's file; removes the pool entries of
@@ -506,13 +759,13 @@ mod tests {
         fs::hard_link(co.join("f"), co.join("g")).expect("link");
         let v1 = format!(
             "{HEADER_V1} {}\n",
-            hex(&scan(&co, 1, None).expect("scan").digest)
+            hex(&scan(&co, 1, None, false).expect("scan").digest)
         );
         fs::create_dir_all(t.path().join("stamps")).expect("mkdir");
         fs::write(stamp_path(&co), &v1).expect("write");
         assert!(quick(&co).expect("a matching version 1 stamp"));
         let now = fs::read_to_string(stamp_path(&co)).expect("read");
-        assert!(now.starts_with("grove-stamp 2 "), "{now}");
+        assert!(now.starts_with("grove-stamp 3 "), "{now}");
         assert!(quick(&co).expect("upgraded"));
         // A version 1 stamp that does not match is still a change.
         fs::write(stamp_path(&co), &v1).expect("write");
@@ -523,6 +776,129 @@ mod tests {
         assert!(
             changed(verify_quick(&co)),
             "an unreadable stamp is a change"
+        );
+    }
+
+    #[test]
+    fn a_copy_is_read_against_the_commit_then_stamped_and_an_unfaithful_one_refused() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (t.path().join("layers/abc"), t.path().join("copy"));
+        fs::create_dir_all(a.join("d")).expect("mkdir");
+        fs::write(a.join("d/f"), b"one").expect("write");
+        std::os::unix::fs::symlink("d/f", a.join("l")).expect("symlink");
+        record(&a).expect("record");
+        let text = fs::read_to_string(stamp_path(&a)).expect("read");
+        assert!(matches!(parse(&text), Recorded::V3 { .. }), "{text}");
+        // The copy, in the original's place (as a restored storage directory has it).
+        let st = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&a)
+            .arg(&b)
+            .status()
+            .expect("cp");
+        assert!(st.success());
+        let orig = t.path().join("orig");
+        fs::rename(&a, &orig).expect("keep the original");
+        fs::rename(&b, &a).expect("copy in place");
+        let mut model = Dir::new(0o755);
+        let mut sub = Dir::new(0o755);
+        sub.insert(
+            b"f",
+            Node::File(File {
+                mode: 0o644,
+                oid: blob_id(b"one"),
+                size: 3,
+                link_group: None,
+            }),
+        )
+        .expect("insert");
+        model.insert(b"d", Node::Dir(sub)).expect("insert");
+        model
+            .insert(
+                b"l",
+                Node::Symlink {
+                    target: b"d/f".to_vec(),
+                },
+            )
+            .expect("insert");
+        let pool = Pool::new(t.path().join("pool"));
+        let expected = || Ok(model.clone());
+        assert!(!quick(&a).expect("quick"), "a copy needs reading");
+        verify(&a, &pool, expected).expect("a faithful copy");
+        assert!(quick(&a).expect("stamped again for the copy"));
+        // A copy with another mtime: its listing differs.
+        fs::remove_dir_all(&a).expect("remove");
+        let st = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&orig)
+            .arg(&a)
+            .status()
+            .expect("cp");
+        assert!(st.success());
+        fs::write(stamp_path(&a), &text).expect("the original's stamp");
+        fs::File::options()
+            .write(true)
+            .open(a.join("d/f"))
+            .expect("open")
+            .set_modified(std::time::UNIX_EPOCH)
+            .expect("set mtime");
+        assert!(matches!(
+            verify(&a, &pool, expected),
+            Err(StampError::Unfaithful { .. })
+        ));
+        // A copy whose listing is the original's but whose file is another commit's.
+        fs::remove_dir_all(&a).expect("remove");
+        let st = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&orig)
+            .arg(&a)
+            .status()
+            .expect("cp");
+        assert!(st.success());
+        fs::write(stamp_path(&a), &text).expect("the original's stamp");
+        let mut other = model.clone();
+        if let Some(Node::Dir(d)) = other.children.get_mut(b"d".as_slice()) {
+            d.insert(
+                b"f",
+                Node::File(File {
+                    mode: 0o644,
+                    oid: blob_id(b"two"),
+                    size: 3,
+                    link_group: None,
+                }),
+            )
+            .expect("insert");
+        }
+        assert!(matches!(
+            verify(&a, &pool, || Ok(other)),
+            Err(StampError::Unfaithful { .. })
+        ));
+    }
+
+    #[test]
+    fn version_2_stamps_are_checked_and_upgraded() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let co = t.path().join("checkouts/abc");
+        fs::create_dir_all(&co).expect("mkdir");
+        fs::write(co.join("f"), b"one").expect("write");
+        let sc = scan(&co, 2, None, false).expect("scan");
+        let v2 = format!(
+            "{HEADER_V2} {} {}.{:09}\n",
+            hex(&sc.digest),
+            sc.latest.0,
+            sc.latest.1
+        );
+        fs::create_dir_all(t.path().join("stamps")).expect("mkdir");
+        fs::write(stamp_path(&co), &v2).expect("write");
+        assert!(quick(&co).expect("a matching version 2 stamp"));
+        let now = fs::read_to_string(stamp_path(&co)).expect("read");
+        assert!(now.starts_with("grove-stamp 3 "), "{now}");
+        assert!(quick(&co).expect("upgraded"));
+        fs::write(stamp_path(&co), &v2).expect("write");
+        fs::write(co.join("g"), b"").expect("write");
+        assert!(
+            changed(verify_quick(&co)),
+            "a version 2 stamp that does not match"
         );
     }
 

@@ -11,6 +11,7 @@ mod compact;
 mod conformance;
 mod convert;
 mod convert_formats;
+mod copied;
 mod environment;
 mod fromhost;
 mod hostile;

@@ -1,0 +1,176 @@
+//! A storage directory copied or restored (a CI cache, a backup, `rsync` to a node):
+//! every checkout and kept layer in the copy is another inode than its stamp recorded.
+//! A faithful copy is read once against the commits and kept; a copy that lost
+//! something (times, whiteouts, a file's content) is removed and made again from the git
+//! objects with a warning; neither is an error (docs/store-format.md, "Stamps").
+
+use crate::common::{busybox_rootfs, ok, output, sh, tool, Scratch};
+use std::path::{Path, PathBuf};
+
+/// A store with busybox imported as `bb` and `t` built on it: a RUN that removes
+/// `/bin/ls` (a whiteout in its kept layer), a COPY and a RUN. Returns (store, context).
+fn built(s: &Scratch) -> (PathBuf, PathBuf) {
+    let (st, ctx) = (s.join("s1"), s.join("ctx"));
+    sh(&format!(
+        "mkdir '{c}' && echo a > '{c}/a' && printf 'FROM bb\\nRUN rm /bin/ls && echo x > /x\\nCOPY a /a\\nRUN cat /a > /b\\n' > '{c}/Dockerfile'",
+        c = ctx.display()
+    ));
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .arg("import")
+        .arg(busybox_rootfs())
+        .arg("bb"));
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .args(["build", "-t", "t"])
+        .arg(&ctx));
+    // Run once: the image's trees exist, as in a store that has been used.
+    ok(tool("ch-run").arg("-s").arg(&st).args(["t", "--", "true"]));
+    (st, ctx)
+}
+
+fn copy(from: &Path, to: &Path, how: &str) {
+    sh(&format!("{how} '{}' '{}'", from.display(), to.display()));
+}
+
+/// Names under `STORAGE/checkouts` and `STORAGE/layers` (kind/name).
+fn trees(st: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for kind in ["checkouts", "layers"] {
+        for e in std::fs::read_dir(st.join(kind))
+            .expect("read_dir")
+            .flatten()
+        {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push(format!("{kind}/{}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `ch-run -s ST t -- sh -c …`: `/b`, and whether `/bin/ls` is absent. Returns stderr.
+fn check_image(st: &Path, b: &str) -> String {
+    let out = output(tool("ch-run").arg("-s").arg(st).args([
+        "t",
+        "--",
+        "sh",
+        "-c",
+        "cat /b; test ! -e /bin/ls && echo no-ls",
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{b}\nno-ls\n")
+    );
+    err
+}
+
+#[test]
+fn a_faithful_copy_runs_and_builds_and_keeps_its_trees() {
+    let s = Scratch::new("copied-a");
+    let (st, ctx) = built(&s);
+    let st2 = s.join("s2");
+    copy(&st, &st2, "cp -a");
+    let before = trees(&st2);
+    assert!(
+        before.iter().any(|t| t.starts_with("layers/")),
+        "{before:?}"
+    );
+    // Before: "… was changed outside grove since it was checked out", for every tree.
+    let err = check_image(&st2, "a");
+    assert!(!err.contains("warning"), "{err}");
+    assert_eq!(trees(&st2), before, "a faithful copy's trees are kept");
+    // Stamped again for the copy: the next run reads no file, and a build whose RUN
+    // uses the copied trees as lower directories works.
+    let err = check_image(&st2, "a");
+    assert!(!err.contains("warning"), "{err}");
+    sh(&format!("echo b > '{}/a'", ctx.display()));
+    let out = output(
+        tool("ch-image")
+            .arg("-s")
+            .arg(&st2)
+            .args(["build", "-t", "t"])
+            .arg(&ctx),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    check_image(&st2, "b");
+    ok(tool("ch-image").arg("-s").arg(&st2).arg("fsck"));
+    // The original is as it was.
+    check_image(&st, "a");
+}
+
+#[test]
+fn a_copy_that_lost_times_or_whiteouts_is_made_again_with_a_warning() {
+    let s = Scratch::new("copied-r");
+    let (st, ctx) = built(&s);
+    // `cp -r` keeps neither times nor modes; unprivileged `tar` can't make the
+    // whiteout (a 0:0 character device) of the RUN that removed /bin/ls.
+    let st_r = s.join("s-r");
+    copy(&st, &st_r, "cp -r");
+    let err = check_image(&st_r, "a");
+    assert!(
+        err.contains("is a copy that differs from the tree grove made")
+            && err.contains("removed it: grove makes it again from the git objects"),
+        "{err}"
+    );
+    let err = check_image(&st_r, "a");
+    assert!(
+        !err.contains("warning"),
+        "the trees made again are used: {err}"
+    );
+    ok(tool("ch-image").arg("-s").arg(&st_r).arg("fsck"));
+
+    let st_t = s.join("s-t");
+    sh(&format!(
+        "mkdir '{t}' && (cd '{s}' && tar cf - .) | (cd '{t}' && tar xf - 2>/dev/null || true)",
+        s = st.display(),
+        t = st_t.display()
+    ));
+    sh(&format!("echo c > '{}/a'", ctx.display()));
+    let out = output(
+        tool("ch-image")
+            .arg("-s")
+            .arg(&st_t)
+            .args(["build", "-t", "t"])
+            .arg(&ctx),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // Whether tar could make the device depends on who runs it; whatever it made, the
+    // image is right.
+    check_image(&st_t, "c");
+    ok(tool("ch-image").arg("-s").arg(&st_t).arg("fsck"));
+}
+
+#[test]
+fn a_copy_whose_file_changed_but_kept_its_size_and_time_is_not_used() {
+    let s = Scratch::new("copied-e");
+    let (st, _) = built(&s);
+    let st2 = s.join("s2");
+    copy(&st, &st2, "cp -a");
+    // The same size and mtime, another content, in place: only reading the file tells.
+    let b = trees(&st2)
+        .iter()
+        .map(|t| st2.join(t).join("b"))
+        .find(|p| p.exists())
+        .expect("a tree holds /b");
+    sh(&format!(
+        "m=$(stat -c %a '{f}') && touch -r '{f}' '{r}' && chmod u+w '{f}' && printf 'z\\n' | dd of='{f}' conv=notrunc 2>/dev/null && chmod \"$m\" '{f}' && touch -r '{r}' '{f}'",
+        f = b.display(),
+        r = s.join("ref").display()
+    ));
+    assert_eq!(std::fs::read_to_string(&b).expect("read"), "z\n");
+    let err = check_image(&st2, "a");
+    assert!(
+        err.contains("is a copy that differs") && err.contains("the files' content"),
+        "{err}"
+    );
+    assert!(!b.exists(), "the edited tree was removed");
+}
