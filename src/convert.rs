@@ -86,10 +86,13 @@ pub fn oci_is_archive(path: &str) -> bool {
 }
 
 /// Infer a format from an argument as Charliecloud does: SquashFS and tar by extension,
-/// a directory if the argument is a path (starts with `/` or `./`, or is an existing
-/// directory), else an image name in the store. An existing directory holding an
-/// `oci-layout` file is an OCI layout. Docker and Podman are never inferred (their names
-/// look like store names), nor is the archive form of OCI (it looks like a tarball).
+/// a directory if the argument is a path (starts with `/`, `./` or `../`), else an image
+/// name in the store, even if a directory of that name exists in the working directory
+/// (Charliecloud infers "against filenames, rather than file contents": the tutorial's
+/// `ch-convert hello /var/tmp/hello.sqfs`, run beside a context directory `hello`, means
+/// the image). An existing directory holding an `oci-layout` file is an OCI layout. Docker
+/// and Podman are never inferred (their names look like store names), nor is the archive
+/// form of OCI (it looks like a tarball).
 pub fn infer(arg: &str) -> Format {
     if Path::new(arg).join("oci-layout").is_file() {
         return Format::Oci;
@@ -109,11 +112,7 @@ pub fn infer(arg: &str) -> Format {
     if tar_like {
         return Format::Tar;
     }
-    if arg.starts_with('/')
-        || arg.starts_with("./")
-        || arg.starts_with("../")
-        || Path::new(arg).is_dir()
-    {
+    if arg.starts_with('/') || arg.starts_with("./") || arg.starts_with("../") {
         return Format::Dir;
     }
     Format::ChImage
@@ -204,6 +203,10 @@ pub enum ConvertError {
     BadCompression(String),
     #[error("exists but does not appear to be an image: {}", .0.display())]
     NotAnImage(PathBuf),
+    /// A bare name is an image in storage, as in Charliecloud, even where a directory of
+    /// that name exists; the hint says how to name the directory.
+    #[error("no image named {name} in storage")]
+    NoImageButDirectory { name: String, dir: String },
     #[error("exists in ch-image storage, not deleting per --no-clobber: {0}")]
     NoClobberInStorage(String),
     #[error("exists, not deleting per --no-clobber: {}", .0.display())]
@@ -293,6 +296,10 @@ impl ConvertError {
             ConvertError::Convert { source, .. } | ConvertError::Store(source) => source.hint(),
             ConvertError::Export(e) => e.hint(),
             ConvertError::Reference(e) => e.hint(),
+            ConvertError::NoImageButDirectory { dir, .. } => Some(format!(
+                "{dir} is a directory here, but a name without / is an image in storage (as \
+                 in Charliecloud); to convert the directory, write ./{dir} or give -i dir"
+            )),
             _ => None,
         }
     }
@@ -461,7 +468,15 @@ fn read_input(
     Ok(match fin {
         Format::ChImage => {
             let name = Reference::parse(input)?.with_default_tag();
-            let commit = store.require_image(&name)?;
+            let commit = match store.require_image(&name) {
+                Err(StoreError::NoImage(_)) if path.is_dir() => {
+                    return Err(ConvertError::NoImageButDirectory {
+                        name: name.to_string(),
+                        dir: input.to_string(),
+                    })
+                }
+                r => r?,
+            };
             let (root, cfg) = git::read_image(&store.repo(), commit)?;
             Input {
                 root,
@@ -968,6 +983,10 @@ mod tests {
         assert_eq!(infer("./foo"), Format::Dir);
         assert_eq!(infer("foo:latest"), Format::ChImage);
         assert_eq!(infer("debian"), Format::ChImage);
+        // By name only: `src` is a directory in the crate root, where unit tests run.
+        assert!(Path::new("src").is_dir());
+        assert_eq!(infer("src"), Format::ChImage);
+        assert_eq!(infer("../foo"), Format::Dir);
     }
 
     #[test]

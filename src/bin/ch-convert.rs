@@ -17,8 +17,9 @@ use grove::store::layout::{self, RelativeVariable};
     disable_version_flag = true,
     about = "Convert an image from one format to another",
     after_help = "FORMATS:
-  ch-image  image in Grove's storage (inferred for names)
-  dir       directory (inferred for paths starting with / ./ ../ or existing directories)
+  ch-image  image in Grove's storage (inferred for names, even where a directory of that
+            name exists: inference goes by the name only, as Charliecloud's)
+  dir       directory (inferred for paths starting with / ./ or ../)
   tar       tarball; output compression from the extension: .tar .tar.gz/.tgz .tar.zst/.tzst
             .tar.xz/.txz .tar.bz2/.tbz2; input compression from the content
   squash    SquashFS file (inferred for .sqfs .squash .squashfs), written straight from

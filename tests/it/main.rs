@@ -38,3 +38,4 @@ mod stranger_image;
 mod stranger_run;
 mod stranger_store;
 mod times;
+mod tutorial;

@@ -1,0 +1,63 @@
+//! Charliecloud's tutorial and best-practices pages, followed step by step with Grove's
+//! binaries: what a new user types, compared with what the pages show and what
+//! Charliecloud 0.31 does on the same input.
+
+use crate::common::{busybox_copy, busybox_rootfs, fails, output, Scratch};
+use crate::store::chc;
+use crate::store::import;
+
+/// "90 seconds to Charliecloud": `ch-image build .` in a context directory, then
+/// `ch-convert hello /var/tmp/hello.sqfs`. A user who builds from the directory above the
+/// context (`ch-image build -t hello hello/`) has a directory `hello` beside them; the
+/// bare name still means the image in storage, as Charliecloud infers formats by name
+/// only ("against filenames, rather than file contents"). Grove took the context directory
+/// for the input and converted it instead of the image, without a word.
+#[test]
+fn a_bare_name_is_the_stored_image_even_beside_a_directory_of_that_name() {
+    let s = Scratch::new("tutorial-bare-name");
+    let st = s.storage();
+    // The image `hello` and a directory `hello` that is something else (a context).
+    import(&st, &busybox_rootfs(), "hello");
+    let ctx = busybox_copy(&s, "hello");
+    std::fs::write(ctx.join("Dockerfile"), "FROM alpine\n").expect("write Dockerfile");
+    let out = output(
+        chc(&st)
+            .current_dir(&s.path)
+            .args(["hello", "hello.tar.gz"]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("input:   ch-image  hello"), "{err}");
+    let list = std::process::Command::new("tar")
+        .arg("tzf")
+        .arg(s.join("hello.tar.gz"))
+        .output()
+        .expect("tar");
+    let names = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        !names.contains("Dockerfile"),
+        "converted the context:\n{names}"
+    );
+    assert!(names.contains("bin/"), "{names}");
+
+    // The directory is still reachable as a path; a bare name of a directory with no
+    // such image says how to name the directory.
+    let out = output(
+        chc(&st)
+            .current_dir(&s.path)
+            .args(["./hello", "ctx.tar.gz"]),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::rename(&ctx, s.join("ctx")).expect("rename");
+    let (code, err) = fails(chc(&st).current_dir(&s.path).args(["ctx", "ctx2.tar.gz"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no image named ctx:latest in storage")
+            && err.contains("write ./ctx or give -i dir"),
+        "{err}"
+    );
+}
