@@ -147,6 +147,11 @@ pub fn pull(
 ) -> Result<Outcome, RegistryError> {
     let remote = Remote::resolve(src);
     info!("pulling image:    {src}");
+    if dest != src {
+        // Charliecloud's second line when the image is stored under another name (its
+        // tutorial's `pull …/hello:latest hello.2`).
+        info!("destination:      {dest}");
+    }
     if let Some(w) = settings.arch.wanted() {
         verbose!("requesting arch:  {w}");
     }

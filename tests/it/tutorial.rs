@@ -3,6 +3,7 @@
 //! Charliecloud 0.31 does on the same input.
 
 use crate::common::{busybox_copy, busybox_rootfs, fails, output, Scratch};
+use crate::registry::Registry;
 use crate::store::chc;
 use crate::store::import;
 
@@ -60,4 +61,34 @@ fn a_bare_name_is_the_stored_image_even_beside_a_directory_of_that_name() {
             && err.contains("write ./ctx or give -i dir"),
         "{err}"
     );
+}
+
+/// "Pull and compare": `ch-image pull …/hello:latest hello.2` prints, as in the tutorial
+/// and Charliecloud 0.31, `destination:      hello.2` under `pulling image:` when the
+/// image is stored under another name; not when it keeps the name it is pulled by. Grove
+/// printed no destination line.
+#[test]
+fn pull_under_another_name_says_its_destination() {
+    let Some(r) = Registry::start() else { return };
+    r.put("two", "nobody/myproj/hello:latest", &[]);
+    let s = Scratch::new("tutorial-pull-dest");
+    let st = s.storage();
+    let src = format!("{}/nobody/myproj/hello:latest", r.host());
+    let out = output(r.ch_image(&st).args(["pull", &src, "hello.2"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    let i = lines
+        .iter()
+        .position(|l| l.starts_with("pulling image:"))
+        .unwrap_or_else(|| panic!("no 'pulling image:' line:\n{err}"));
+    assert_eq!(
+        lines.get(i + 1).copied(),
+        Some("destination:      hello.2:latest"),
+        "{err}"
+    );
+    let out = output(r.ch_image(&st).args(["pull", &src]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("destination:"), "{err}");
 }
