@@ -1447,14 +1447,14 @@ pub fn build(
             crate::dataln!("{p}");
         }
         crate::info!(
-            "dry run: {} instructions: {tag} ({} hits, {} not executed; image not written)",
+            "dry run: {} instructions: {tag_text} ({} hits, {} not executed; image not written)",
             r.instructions,
             r.hits,
             r.misses
         );
     } else {
         crate::info!(
-            "grown in {} instructions: {tag} ({} hits, {} executed, {:.2}s)",
+            "grown in {} instructions: {tag_text} ({} hits, {} executed, {:.2}s)",
             r.instructions,
             r.hits,
             r.misses,

@@ -2,10 +2,10 @@
 //! binaries: what a new user types, compared with what the pages show and what
 //! Charliecloud 0.31 does on the same input.
 
-use crate::common::{busybox_copy, busybox_rootfs, fails, output, Scratch};
+use crate::common::{busybox_copy, busybox_rootfs, fails, marks, ok, output, own, Scratch};
 use crate::registry::Registry;
-use crate::store::chc;
 use crate::store::import;
+use crate::store::{chc, chi};
 
 /// "90 seconds to Charliecloud": `ch-image build .` in a context directory, then
 /// `ch-convert hello /var/tmp/hello.sqfs`. A user who builds from the directory above the
@@ -91,4 +91,71 @@ fn pull_under_another_name_says_its_destination() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("destination:"), "{err}");
+}
+
+/// The "Build cache" walk-through: `a.df` built twice, then `b.df` sharing its first two
+/// instructions. The marks are the tutorial's (`.` executed, `*` from cache) and the
+/// summary names the image as it was given, `grown in 3 instructions: a`, as the
+/// tutorial and Charliecloud print it (Grove then adds its counts). Grove printed the
+/// stored reference, `a:latest`, which `ch-image list` itself shows as `a`.
+#[test]
+fn build_cache_walk_through_prints_the_tutorials_lines() {
+    let s = Scratch::new("tutorial-bucache");
+    let st = s.storage();
+    import(&st, &busybox_rootfs(), "almalinux:8");
+    let ctx = s.join("cache-test");
+    std::fs::create_dir(&ctx).expect("mkdir");
+    let df = |name: &str, last: &str| {
+        std::fs::write(
+            ctx.join(name),
+            format!("FROM almalinux:8\nRUN echo foo\nRUN echo {last}\n"),
+        )
+        .expect("write Dockerfile");
+    };
+    df("a.df", "bar");
+    df("b.df", "qux");
+    own(&s.path);
+    let build = |tag: &str, file: &str| {
+        let out = output(
+            chi(&st)
+                .current_dir(&ctx)
+                .args(["build", "-t", tag, "-f", file, "."]),
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        (err, String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let summary = |log: &str| {
+        log.lines()
+            .find(|l| l.starts_with("grown in"))
+            .unwrap_or_else(|| panic!("no summary:\n{log}"))
+            .to_string()
+    };
+    let (err, out) = build("a", "a.df");
+    assert_eq!(marks(&err), "..", "{err}");
+    assert!(out.contains("foo") && out.contains("bar"), "{out}");
+    assert!(
+        summary(&err).starts_with("grown in 3 instructions: a ("),
+        "{err}"
+    );
+    let (err, _) = build("a", "a.df");
+    assert_eq!(marks(&err), "**", "{err}");
+    let (err, out) = build("b", "b.df");
+    assert_eq!(marks(&err), "*.", "{err}");
+    assert!(out.contains("qux") && !out.contains("foo"), "{out}");
+    assert!(
+        summary(&err).starts_with("grown in 3 instructions: b ("),
+        "{err}"
+    );
+    // A tag given in full is printed in full, as Charliecloud prints it.
+    let (err, _) = build("b:latest", "b.df");
+    assert!(
+        summary(&err).starts_with("grown in 3 instructions: b:latest ("),
+        "{err}"
+    );
+    let list = ok(chi(&st).arg("list"));
+    assert!(
+        list.lines().any(|l| l == "a") && list.lines().any(|l| l == "b"),
+        "{list}"
+    );
 }
