@@ -135,6 +135,9 @@ enum Kind {
     Whiteout,
     /// Anything else (another device, a socket): never a commit's.
     Other,
+    /// A directory its owner can't list (a RUN left it 0000), after its [`Kind::Dir`]
+    /// entry: in a copy, only an empty directory of the commit is known to be whole.
+    Unlisted,
 }
 
 /// Whether regular files' ctimes count in the digest of `dir`: not in a checkout (its
@@ -190,6 +193,9 @@ fn scan(
                 h.update(b"\0unlisted");
                 if let Some(l) = listing.as_mut() {
                     l.update(b"\0unlisted");
+                    // A copy's check can't see what it holds (a copy made by its owner
+                    // could not read it either, and kept it empty).
+                    entries.push((rel[1..].to_vec(), path.clone(), Kind::Unlisted));
                 }
                 continue;
             }
@@ -606,6 +612,7 @@ fn not_the_commits(
             let same = match (kind, node) {
                 (Kind::Whiteout, None) => true,
                 (Kind::Dir, Some(Node::Dir(_))) | (Kind::Fifo, Some(Node::Fifo { .. })) => true,
+                (Kind::Unlisted, Some(Node::Dir(d))) => d.children.is_empty(),
                 (Kind::Symlink, Some(Node::Symlink { target })) => {
                     fs::read_link(host).is_ok_and(|t| t.as_os_str().as_bytes() == target.as_slice())
                 }
