@@ -228,3 +228,36 @@ fn a_copy_that_lost_what_a_0000_directory_holds_is_made_again() {
     );
     ok(tool("ch-image").arg("-s").arg(&st2).arg("fsck"));
 }
+
+#[test]
+fn runs_at_once_of_a_copy_that_lost_times_all_work() {
+    let s = Scratch::new("copied-p");
+    let (st, _) = built(&s);
+    for round in 0..2 {
+        let st_r = s.join(format!("s-r{round}"));
+        copy(&st, &st_r, "cp -r");
+        // As many ranks of a job on a node: each asks ch-image to check the copy, and
+        // one of them removes each tree the others are reading. Before: "can't stat" of
+        // a removed tree, in ch-image or ch-run.
+        let runs: Vec<_> = (0..8)
+            .map(|_| {
+                tool("ch-run")
+                    .arg("-s")
+                    .arg(&st_r)
+                    .args(["t", "--", "cat", "/b"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn ch-run")
+            })
+            .collect();
+        for r in runs {
+            let out = r.wait_with_output().expect("wait");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "round {round}: {err}");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "a\n", "{err}");
+        }
+        check_image(&st_r, "a");
+        ok(tool("ch-image").arg("-s").arg(&st_r).arg("fsck"));
+    }
+}
