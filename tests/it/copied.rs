@@ -261,3 +261,24 @@ fn runs_at_once_of_a_copy_that_lost_times_all_work() {
         ok(tool("ch-image").arg("-s").arg(&st_r).arg("fsck"));
     }
 }
+
+#[test]
+fn a_faithful_copy_in_a_read_only_storage_directory_runs() {
+    let s = Scratch::new("copied-ro");
+    let (st, _) = built(&s);
+    let st2 = s.join("s2");
+    copy(&st, &st2, "cp -a");
+    // Not writable by its user (the trees keep their modes: the copy stays faithful).
+    let (lock, stamps) = (st2.join("lock"), st2.join("stamps"));
+    sh(&format!(
+        "chmod a-w '{}' '{}' '{}'",
+        st2.display(),
+        lock.display(),
+        stamps.display()
+    ));
+    // Before: "storage directory is read-only", from the ch-image that reads the copy.
+    let err = check_image(&st2, "a");
+    assert!(!err.contains("warning"), "{err}");
+    let err = check_image(&st2, "a");
+    assert!(!err.contains("warning"), "read at every use: {err}");
+}
