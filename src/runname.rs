@@ -172,6 +172,9 @@ fn unchanged(dir: &Path) -> Result<bool, RunError> {
     match verify_quick(dir) {
         Ok(q) => Ok(matches!(q, Quick::Same)),
         Err(StampError::Changed { .. }) => Ok(false),
+        // Removed meanwhile by a ch-image that found it a copy that differs from what
+        // Grove made: ch-image makes the view again.
+        Err(StampError::Io(e)) if e.source.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
     .map_err(|e| {

@@ -606,21 +606,48 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
         } => {
             let name = parse_ref(&image_ref)?;
             let store = Store::open_existing(&storage)?;
-            let lock = store.lock()?;
+            let lock = match store.lock() {
+                Ok(l) => Ok(l),
+                // A read-only storage directory (a copy on a read-only file system): what
+                // exists of the view is checked as it is, its files read at every use (a
+                // stamp can't be written), and one that is not Grove's is the error.
+                Err(e) if (verify || view) && cli::read_only_storage(&e, &storage).is_some() => {
+                    Err(e)
+                }
+                Err(e) => return Err(e.into()),
+            };
             let named = store.require_image(&name)?;
             let commit = match commit {
                 Some(hex) => store.image_commit(&hex)?,
                 None => named,
             };
-            if verify {
-                store.view_verified(&lock, commit)?;
-            } else if view {
+            let print_view = |dirs: Vec<std::path::PathBuf>| {
                 let mut out = Vec::new();
-                for dir in store.view_verified(&lock, commit)? {
+                for dir in dirs {
                     out.extend_from_slice(dir.as_os_str().as_encoded_bytes());
                     out.push(0);
                 }
                 cli::write_stdout_bytes(&out);
+            };
+            let lock = match lock {
+                Ok(l) => l,
+                Err(e) => {
+                    let dirs = store.view_existing(commit)?.ok_or(e)?;
+                    for d in &dirs {
+                        if !store.verify_tree(d)? {
+                            anyhow::bail!("{} changed while it was read", d.display());
+                        }
+                    }
+                    if view {
+                        print_view(dirs);
+                    }
+                    return Ok(());
+                }
+            };
+            if verify {
+                store.view_verified(&lock, commit)?;
+            } else if view {
+                print_view(store.view_verified(&lock, commit)?);
             } else {
                 grove::dataln!("{}", store.checkout(&lock, commit)?.display());
             }

@@ -686,8 +686,19 @@ impl Store {
     /// is not what Grove made ([`stamp::StampError::Unfaithful`]: the storage directory
     /// was copied or restored by a tool that lost something) is only a cache of the git
     /// objects, so it is removed, with a warning, and `false` returned: the caller makes
-    /// its view again. In a read-only storage directory that is the error.
+    /// its view again. In a read-only storage directory that is the error. Another
+    /// process (a RUN, `ch-run` of the same image) may check the same copy at once and
+    /// remove it, or remove it and check it out again, under this check: a tree that is
+    /// gone or another inode once the check failed is not this check's to judge or
+    /// remove, and `false` is returned too.
     pub fn verify_tree(&self, dir: &Path) -> Result<bool, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let ino = match fs::symlink_metadata(dir) {
+            Ok(m) => m.ino(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(IoError::new("stat", dir, e).into()),
+        };
+        let replaced = || fs::symlink_metadata(dir).map_or(true, |m| m.ino() != ino);
         let pool = pool::Pool::new(self.layout.pool());
         let commit = || {
             let err = |msg: String| stamp::StampError::Commit {
@@ -705,23 +716,40 @@ impl Store {
         };
         match stamp::verify(dir, &pool, commit) {
             Ok(()) => Ok(true),
-            Err(e @ stamp::StampError::Unfaithful { .. }) => {
-                if let Err(re) = self.discard_tree(dir) {
-                    crate::verbose!("can't remove {}: {re}", dir.display());
-                    return Err(e.into());
+            Err(_) if replaced() => Ok(false),
+            Err(e @ stamp::StampError::Unfaithful { .. }) => match self.discard_tree(dir, ino) {
+                Ok(true) => {
+                    crate::warn!("{e}; removed it: grove makes it again from the git objects");
+                    Ok(false)
                 }
-                crate::warn!("{e}; removed it: grove makes it again from the git objects");
-                Ok(false)
-            }
+                Ok(false) => Ok(false),
+                Err(re) => {
+                    crate::verbose!("can't remove {}: {re}", dir.display());
+                    Err(e.into())
+                }
+            },
             Err(e) => Err(e.into()),
         }
     }
 
     /// Remove a checkout or kept layer with its stamp (and a delta layer's list of
-    /// bases): renamed out of the way first, so that no reader finds half of it.
-    fn discard_tree(&self, dir: &Path) -> Result<(), StoreError> {
+    /// bases): renamed out of the way first, so that no reader finds half of it. Only
+    /// the tree whose top directory is inode `ino`: `false` when another process removed
+    /// it first (and perhaps made it again, which is then put back).
+    fn discard_tree(&self, dir: &Path, ino: u64) -> Result<bool, StoreError> {
+        use std::os::unix::fs::MetadataExt;
         let gone = self.scratch_path("discard");
-        fs::rename(dir, &gone).at("rename out of the way", dir)?;
+        match fs::rename(dir, &gone) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            r => r.at("rename out of the way", dir)?,
+        }
+        if fs::symlink_metadata(&gone).at("stat", &gone)?.ino() != ino {
+            // Made again by another process since the check: theirs, and whole.
+            if fs::rename(&gone, dir).is_err() {
+                checkout::remove_tree(&gone).at("remove", &gone)?;
+            }
+            return Ok(false);
+        }
         let _ = fs::remove_file(stamp::stamp_path(dir));
         let is_layer = dir.parent() == Some(self.layout.layers().as_path());
         if let (true, Some(id)) = (
@@ -733,7 +761,7 @@ impl Store {
             let _ = fs::remove_file(self.layout.layer_bases(&id));
         }
         checkout::remove_tree(&gone).at("remove", &gone)?;
-        Ok(())
+        Ok(true)
     }
 
     /// [`Store::view`], each directory checked against its stamp first

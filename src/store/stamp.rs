@@ -12,9 +12,11 @@
 //! directory's times. Checking re-reads only inode metadata (one `lstat` per entry, no
 //! file content): far cheaper than re-hashing, but proportional to the number of entries.
 //!
-//! Stamps live in `STORAGE/stamps/<kind>-<commit>` ("grove-stamp 3 HEX SEC.NSEC INO
-//! LISTING"), outside the trees, so that stamping does not change what it stamps. A tree without a stamp (made
-//! by an older Grove) is stamped as it is when first checked (trust on first use).
+//! Stamps live in `STORAGE/stamps/<kind>-<commit>` ("grove-stamp 3 HEX SEC.NSEC ROOT
+//! LISTING", ROOT the top directory's `INO`, or `INO/SEC.NSEC` with its birth time),
+//! outside the trees, so that stamping does not change what it stamps. A tree without a
+//! stamp (made by an older Grove) is stamped as it is when first checked (trust on first
+//! use).
 //!
 //! Checkouts share inodes (version 2): a checkout's regular file may be one inode with
 //! other checkouts' files through the pool ([`super::pool`]), and another checkout
@@ -30,7 +32,7 @@
 //! entry) are still checked as they were and rewritten as version 2 when they match.
 //!
 //! A copied or restored storage directory has new inodes and ctimes everywhere: a tree
-//! whose top directory is another inode than the stamp's `INO` is a copy, checked as a
+//! whose top directory is another than the stamp's `ROOT` (inode, birth time) is a copy, checked as a
 //! whole against the stamp's listing digest (what a faithful copy keeps: paths, types,
 //! modes, sizes, mtimes, device numbers, `user.` xattrs) and its commit (every file read),
 //! then stamped again; one that fails is [`StampError::Unfaithful`], which the store
@@ -109,9 +111,9 @@ struct Scan {
     /// Regular files whose ctime is later than the `after` of the scan, with their
     /// relative path (no leading `/`) and inode number.
     moved: Vec<(Vec<u8>, PathBuf, u64)>,
-    /// Inode number of the tree's top directory: another one means the tree was copied
-    /// or restored, not changed in place.
-    root_ino: u64,
+    /// Who the tree's top directory is ([`root_id`]): another one means the tree was
+    /// copied or restored, not changed in place.
+    root: String,
     /// With [`Full`]: the digest of what a faithful copy keeps ([`listing_entry`]), and
     /// every entry with its relative path, to be compared with the commit.
     full: Option<Full>,
@@ -135,6 +137,9 @@ enum Kind {
     Whiteout,
     /// Anything else (another device, a socket): never a commit's.
     Other,
+    /// A directory its owner can't list (a RUN left it 0000), after its [`Kind::Dir`]
+    /// entry: in a copy, only an empty directory of the commit is known to be whole.
+    Unlisted,
 }
 
 /// Whether regular files' ctimes count in the digest of `dir`: not in a checkout (its
@@ -164,7 +169,7 @@ fn scan(
         digest: [0; 32],
         latest: (i64::MIN, 0),
         moved: Vec::new(),
-        root_ino: top.ino(),
+        root: root_id(&top),
         full: None,
     };
     let mut h = blake3::Hasher::new();
@@ -190,6 +195,9 @@ fn scan(
                 h.update(b"\0unlisted");
                 if let Some(l) = listing.as_mut() {
                     l.update(b"\0unlisted");
+                    // A copy's check can't see what it holds (a copy made by its owner
+                    // could not read it either, and kept it empty).
+                    entries.push((rel[1..].to_vec(), path.clone(), Kind::Unlisted));
                 }
                 continue;
             }
@@ -321,6 +329,22 @@ fn listing_entry(h: &mut blake3::Hasher, rel: &[u8], md: &fs::Metadata, host: &P
     }
 }
 
+/// Who a tree's top directory is: its inode number, and its birth time where the file
+/// system keeps one (`INO/SEC.NSEC`). Inode numbers alone repeat: a storage directory
+/// saved, removed and restored in the same place (a CI cache) gets the numbers its last
+/// restore had, with other ctimes everywhere, which would look like a change in place.
+/// A birth time is not copied and never changes in place.
+fn root_id(md: &fs::Metadata) -> String {
+    match md
+        .created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+    {
+        Some(b) => format!("{}/{}.{:09}", md.ino(), b.as_secs(), b.subsec_nanos()),
+        None => md.ino().to_string(),
+    }
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -346,7 +370,7 @@ fn write(dir: &Path, sc: &Scan) -> Result<(), StampError> {
         hex(&sc.digest),
         sc.latest.0,
         sc.latest.1,
-        sc.root_ino,
+        sc.root,
         hex(&full.listing)
     );
     fs::write(&tmp, text).at("write", &tmp)?;
@@ -360,7 +384,7 @@ enum Recorded {
     V3 {
         digest: String,
         latest: (i64, i64),
-        root_ino: u64,
+        root: String,
         listing: String,
     },
     V2 {
@@ -402,11 +426,11 @@ fn parse(text: &str) -> Recorded {
     };
     let f: Vec<&str> = rest.split(' ').collect();
     match f[..] {
-        [d, l, ino, listing] => match (time(l), ino.parse::<u64>()) {
-            (Some(latest), Ok(root_ino)) => Recorded::V3 {
+        [d, l, root, listing] => match (time(l), root.split('/').next().map(str::parse::<u64>)) {
+            (Some(latest), Some(Ok(_))) => Recorded::V3 {
                 digest: d.to_string(),
                 latest,
-                root_ino,
+                root: root.to_string(),
                 listing: listing.to_string(),
             },
             _ => Recorded::Unreadable,
@@ -464,10 +488,10 @@ fn check(dir: &Path) -> Result<Checked, StampError> {
         Recorded::V3 {
             digest,
             latest,
-            root_ino,
+            root,
             listing,
         } => {
-            if fs::symlink_metadata(dir).at("stat", dir)?.ino() != root_ino {
+            if root_id(&fs::symlink_metadata(dir).at("stat", dir)?) != root {
                 return Ok(Checked::Copied { listing });
             }
             (digest, latest)
@@ -606,6 +630,7 @@ fn not_the_commits(
             let same = match (kind, node) {
                 (Kind::Whiteout, None) => true,
                 (Kind::Dir, Some(Node::Dir(_))) | (Kind::Fifo, Some(Node::Fifo { .. })) => true,
+                (Kind::Unlisted, Some(Node::Dir(d))) => d.children.is_empty(),
                 (Kind::Symlink, Some(Node::Symlink { target })) => {
                     fs::read_link(host).is_ok_and(|t| t.as_os_str().as_bytes() == target.as_slice())
                 }
@@ -873,6 +898,58 @@ mod tests {
             verify(&a, &pool, || Ok(other)),
             Err(StampError::Unfaithful { .. })
         ));
+    }
+
+    #[test]
+    fn a_tree_with_the_stamps_inode_number_but_born_later_is_a_copy() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let co = t.path().join("layers/abc");
+        fs::create_dir_all(&co).expect("mkdir");
+        fs::write(co.join("f"), b"one").expect("write");
+        record(&co).expect("record");
+        let text = fs::read_to_string(stamp_path(&co)).expect("read");
+        // "grove-stamp 3 DIGEST LATEST ROOT LISTING"
+        let root = text
+            .split(' ')
+            .nth(4)
+            .expect("a version 3 stamp")
+            .to_string();
+        let md = fs::symlink_metadata(&co).expect("stat");
+        if md.created().is_err() {
+            assert!(
+                std::env::var_os("GROVE_NO_SKIP").is_none(),
+                "SKIP not allowed (GROVE_NO_SKIP set): no birth times here"
+            );
+            eprintln!(
+                "SKIP: the file system of {} keeps no birth times",
+                co.display()
+            );
+            return;
+        }
+        // A storage directory saved, removed and restored in the same place: the file
+        // system gave the restored directory the inode number of the one stamped (ext4
+        // reuses freed numbers), with new ctimes everywhere. Before: refused as changed.
+        let earlier = format!("{}/1.000000000", md.ino());
+        fs::write(stamp_path(&co), text.replace(&root, &earlier)).expect("write");
+        assert!(matches!(verify_quick(&co), Ok(Quick::NeedsContent)));
+        let mut model = Dir::new(0o755);
+        model
+            .insert(
+                b"f",
+                Node::File(File {
+                    mode: 0o644,
+                    oid: blob_id(b"one"),
+                    size: 3,
+                    link_group: None,
+                }),
+            )
+            .expect("insert");
+        let pool = Pool::new(t.path().join("pool"));
+        verify(&co, &pool, || Ok(model)).expect("read against its commit and kept");
+        assert!(quick(&co).expect("stamped again"));
+        // The same directory changed in place is still a change.
+        fs::write(co.join("g"), b"").expect("write");
+        assert!(changed(verify_quick(&co)));
     }
 
     #[test]

@@ -174,3 +174,111 @@ fn a_copy_whose_file_changed_but_kept_its_size_and_time_is_not_used() {
     );
     assert!(!b.exists(), "the edited tree was removed");
 }
+
+#[test]
+fn a_copy_that_lost_what_a_0000_directory_holds_is_made_again() {
+    let s = Scratch::new("copied-0");
+    let (st, ctx) = (s.join("s1"), s.join("ctx"));
+    sh(&format!(
+        "mkdir '{c}' && printf 'FROM bb\\nRUN mkdir /locked && echo secret > /locked/s && chmod 000 /locked\\n' > '{c}/Dockerfile'",
+        c = ctx.display()
+    ));
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .arg("import")
+        .arg(busybox_rootfs())
+        .arg("bb"));
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .args(["build", "-t", "lk"])
+        .arg(&ctx));
+    // The owner's `cp -a` can't read the 0000 directory: the copy has it, empty, with
+    // the same mode and time (cp says so and fails, which a CI cache step may not heed).
+    let st2 = s.join("s2");
+    sh(&format!(
+        "cp -a '{}' '{}' 2>/dev/null || true",
+        st.display(),
+        st2.display()
+    ));
+    // Before: the copy was accepted as it was, and the RUN found /locked empty.
+    let ctx2 = s.join("ctx2");
+    sh(&format!(
+        "mkdir '{c}' && printf 'FROM lk\\nRUN chmod 755 /locked && cat /locked/s\\n' > '{c}/Dockerfile'",
+        c = ctx2.display()
+    ));
+    let out = output(
+        tool("ch-image")
+            .arg("-s")
+            .arg(&st2)
+            .args(["build", "-t", "lk2"])
+            .arg(&ctx2),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("is a copy that differs from the tree grove made"),
+        "{err}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("secret") || err.contains("secret"),
+        "stdout: {}\nstderr: {err}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    ok(tool("ch-image").arg("-s").arg(&st2).arg("fsck"));
+}
+
+#[test]
+fn runs_at_once_of_a_copy_that_lost_times_all_work() {
+    let s = Scratch::new("copied-p");
+    let (st, _) = built(&s);
+    for round in 0..2 {
+        let st_r = s.join(format!("s-r{round}"));
+        copy(&st, &st_r, "cp -r");
+        // As many ranks of a job on a node: each asks ch-image to check the copy, and
+        // one of them removes each tree the others are reading. Before: "can't stat" of
+        // a removed tree, in ch-image or ch-run.
+        let runs: Vec<_> = (0..8)
+            .map(|_| {
+                tool("ch-run")
+                    .arg("-s")
+                    .arg(&st_r)
+                    .args(["t", "--", "cat", "/b"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn ch-run")
+            })
+            .collect();
+        for r in runs {
+            let out = r.wait_with_output().expect("wait");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "round {round}: {err}");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "a\n", "{err}");
+        }
+        check_image(&st_r, "a");
+        ok(tool("ch-image").arg("-s").arg(&st_r).arg("fsck"));
+    }
+}
+
+#[test]
+fn a_faithful_copy_in_a_read_only_storage_directory_runs() {
+    let s = Scratch::new("copied-ro");
+    let (st, _) = built(&s);
+    let st2 = s.join("s2");
+    copy(&st, &st2, "cp -a");
+    // Not writable by its user (the trees keep their modes: the copy stays faithful).
+    let (lock, stamps) = (st2.join("lock"), st2.join("stamps"));
+    sh(&format!(
+        "chmod a-w '{}' '{}' '{}'",
+        st2.display(),
+        lock.display(),
+        stamps.display()
+    ));
+    // Before: "storage directory is read-only", from the ch-image that reads the copy.
+    let err = check_image(&st2, "a");
+    assert!(!err.contains("warning"), "{err}");
+    let err = check_image(&st2, "a");
+    assert!(!err.contains("warning"), "read at every use: {err}");
+}
