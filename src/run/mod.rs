@@ -562,7 +562,19 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
         } else {
             Some(TempFiles::write(&host_tmp, uid, gid)?)
         };
-        setup::containerize(&plan::id_maps(euid, egid, uid, gid))?;
+        // A SquashFS image is mounted in a user namespace where the invoking user is root
+        // (0), and the container is a user namespace nested in it that maps the container
+        // IDs to that root: the archive's files, owned by 0 as mksquashfs, ch-convert and
+        // Charliecloud write them, are then the container user's, as a directory image's
+        // files unpacked by the user are (and `-W` can write image directories through
+        // its overlay). In one namespace mapping only the container IDs, 0 is unmapped and
+        // every file was nobody's. Charliecloud 0.38 nests the same way.
+        let squash = spec.image.kind == ImageKind::Squash;
+        setup::containerize(&if squash {
+            plan::id_maps(euid, egid, 0, 0)
+        } else {
+            plan::id_maps(euid, egid, uid, gid)
+        })?;
         if spec.no_network {
             setup::isolate_network()?;
         }
@@ -601,7 +613,8 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
                 ) {
                     return Err(RunError::msg(why));
                 }
-                daemon = Some(setup::mount_squash(&spec.image.path, &mnt, uid, gid)?);
+                daemon = Some(setup::mount_squash(&spec.image.path, &mnt, 0, 0)?);
+                setup::containerize(&plan::id_maps(0, 0, uid, gid))?;
                 mnt
             }
         };

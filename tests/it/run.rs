@@ -1478,6 +1478,37 @@ fn squashfs_image_runs_and_unmounts() {
     );
 }
 
+/// The archive's files, root's as mksquashfs writes them, are the container user's (as a
+/// directory image unpacked by the user is), whatever `--uid`/`--gid`: the FUSE mount is
+/// made in a user namespace where the invoking user is root and the container nests in
+/// it, as in Charliecloud 0.38. So `-W` writes into image directories. Before, root was
+/// unmapped and every file nobody's (65534, which only happens to be the test user).
+#[test]
+fn squashfs_files_are_the_container_users_and_w_writes_image_directories() {
+    let s = Scratch::new("run-sqown");
+    let Some(sq) = squash_image(&s) else { return };
+    let mut c = ch_run();
+    c.args(["--uid", "5", "--gid", "6"]).arg(&sq).args([
+        "--",
+        "stat",
+        "-c",
+        "%u %g",
+        "/bin",
+        "/etc/motd",
+    ]);
+    assert_eq!(stdout_of(&mut c), "5 6\n5 6\n");
+    let mut c = ch_run();
+    c.args(["--uid", "0"])
+        .arg(&sq)
+        .args(["--", "stat", "-c", "%u", "/"]);
+    assert_eq!(stdout_of(&mut c), "0\n");
+    let mut c = ch_run();
+    c.args(["--uid", "5", "-W"])
+        .arg(&sq)
+        .args(["--", "sh", "-c", "echo w > /bin/x && cat /bin/x"]);
+    assert_eq!(stdout_of(&mut c), "w\n");
+}
+
 #[test]
 fn squashfs_commands_of_every_kind_start() {
     // ch-run reads the command (and its interpreter) ahead of execve on SquashFS images;
