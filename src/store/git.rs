@@ -42,6 +42,34 @@ pub fn git_err<E: Into<Box<dyn StdError + Send + Sync>>>(
 /// against the already-updated index and reports no change), and a parallel checkout right
 /// after an import whose pack holds one blob for two paths hit exactly that. A fresh
 /// handle takes a new snapshot of the published index.
+/// The git blob id of a file's content, read in 1 MiB pieces (a file of any size costs
+/// no more memory; checks of copies and `fsck` hash many files on every core at once).
+/// A file that grows or shrinks while read gets an id that matches nothing.
+pub fn file_blob_id(path: &std::path::Path) -> std::io::Result<ObjectId> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut h = gix::hash::hasher(gix::hash::Kind::Sha1);
+    h.update(format!("blob {len}\0").as_bytes());
+    let mut buf = vec![0u8; (1 << 20).min(len as usize).max(1)];
+    let mut seen = 0u64;
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                seen += n as u64;
+                h.update(&buf[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if seen != len {
+        return Err(std::io::Error::other("file changed size while read"));
+    }
+    h.try_finalize().map_err(std::io::Error::other)
+}
+
 pub fn read_blob(repo: &gix::Repository, id: ObjectId) -> Result<Vec<u8>, GitError> {
     match repo.find_blob(id) {
         Ok(mut b) => Ok(b.take_data()),
@@ -1412,6 +1440,23 @@ pub fn list_refs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_blob_id_streams_what_compute_hash_gives_for_the_whole_content() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let big: Vec<u8> = (0..(3u32 << 20) + 7).map(|i| (i * 7 % 251) as u8).collect();
+        for (name, data) in [
+            ("empty", Vec::new()),
+            ("small", b"one\n".to_vec()),
+            ("big", big),
+        ] {
+            let p = t.path().join(name);
+            std::fs::write(&p, &data).expect("write");
+            let want = gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &data)
+                .expect("hash");
+            assert_eq!(file_blob_id(&p).expect("hash file"), want, "{name}");
+        }
+    }
 
     #[test]
     fn times_differing_from_the_most_common_one_get_records() {

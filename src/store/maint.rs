@@ -827,11 +827,8 @@ fn check_pool(store: &Store, problems: &mut Vec<String>) -> Result<(), StoreErro
             continue;
         };
         let same = md.is_file()
-            && fs::read(&path)
+            && super::git::file_blob_id(&path)
                 .ok()
-                .and_then(|d| {
-                    gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &d).ok()
-                })
                 .is_some_and(|h| h == oid);
         if !same {
             problems.push(format!(
@@ -870,16 +867,8 @@ fn check_checkout(model: &Dir, dir: &Path, problems: &mut Vec<String>) {
             Node::File(f) => {
                 md.is_file()
                     && mode == policy.file_mode(f.mode)
-                    && fs::read(&p)
+                    && super::git::file_blob_id(&p)
                         .ok()
-                        .and_then(|d| {
-                            gix::objs::compute_hash(
-                                gix::hash::Kind::Sha1,
-                                gix::objs::Kind::Blob,
-                                &d,
-                            )
-                            .ok()
-                        })
                         .is_some_and(|h| h == f.oid)
             }
         };

@@ -634,12 +634,8 @@ fn not_the_commits(
                 (Kind::Symlink, Some(Node::Symlink { target })) => {
                     fs::read_link(host).is_ok_and(|t| t.as_os_str().as_bytes() == target.as_slice())
                 }
-                (Kind::File, Some(Node::File(f))) => fs::read(host)
+                (Kind::File, Some(Node::File(f))) => super::git::file_blob_id(host)
                     .ok()
-                    .and_then(|d| {
-                        gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &d)
-                            .ok()
-                    })
                     .is_some_and(|h| h == f.oid),
                 _ => false,
             };
@@ -660,11 +656,8 @@ fn differing(
     let bad: Vec<&(Vec<u8>, PathBuf, u64)> = files
         .par_iter()
         .filter(|(rel, host, _)| match model.get(rel) {
-            Some(Node::File(f)) => fs::read(host)
+            Some(Node::File(f)) => super::git::file_blob_id(host)
                 .ok()
-                .and_then(|d| {
-                    gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &d).ok()
-                })
                 .is_none_or(|h| h != f.oid),
             _ => true,
         })
