@@ -152,9 +152,11 @@ pub fn pull(
         // tutorial's `pull …/hello:latest hello.2`).
         info!("destination:      {dest}");
     }
-    if let Some(w) = settings.arch.wanted() {
-        verbose!("requesting arch:  {w}");
-    }
+    // Always, as Charliecloud (its tutorial shows it under `pulling image:`).
+    info!(
+        "requesting arch:  {}",
+        settings.arch.wanted().as_deref().unwrap_or("yolo")
+    );
     let old = store.image(dest)?;
     if is_scratch(src) {
         return pull_scratch(store, lock, dest, old);

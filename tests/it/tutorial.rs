@@ -87,6 +87,13 @@ fn pull_under_another_name_says_its_destination() {
         Some("destination:      hello.2:latest"),
         "{err}"
     );
+    // Then the architecture, always (Grove printed it only with -v).
+    assert!(
+        lines
+            .get(i + 2)
+            .is_some_and(|l| l.starts_with("requesting arch:  ") && l.len() > 18),
+        "{err}"
+    );
     let out = output(r.ch_image(&st).args(["pull", &src]));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
