@@ -215,9 +215,15 @@ pub fn locate_image_path(
         });
     }
     let mut magic = [0u8; 4];
-    let read = std::fs::File::open(&path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-        .is_ok();
+    // Only a regular file can be a SquashFS image (opening a FIFO would block). One that
+    // can't be opened is reported as such, as Charliecloud 0.38 does ("can't open: IMG:
+    // Permission denied"), not as an unknown image type: a batch job given an image its
+    // user can't read must say so.
+    let read = md.is_file() && {
+        let mut f = std::fs::File::open(&path)
+            .map_err(|e| RunError::io(format!("can't open: {shown}"), &e))?;
+        std::io::Read::read_exact(&mut f, &mut magic).is_ok()
+    };
     if read {
         // Charliecloud's -v line, with the bytes as it prints them (two 16-bit words).
         crate::verbose!(

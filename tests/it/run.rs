@@ -1442,6 +1442,33 @@ fn squashfs_join_peers_keep_the_image_until_the_last_ends() {
     assert!(st.success(), "{err}");
 }
 
+/// An image file its user can't read says so (as Charliecloud 0.38: "can't open: IMG:
+/// Permission denied"), not "unknown image type", which sent a batch job's user looking
+/// at the file's format; a FIFO is no image and does not block ch-run.
+#[test]
+fn squashfs_image_the_user_cant_read_says_cant_open() {
+    let s = Scratch::new("run-sqperm");
+    let Some(sq) = squash_image(&s) else { return };
+    sh(&format!("chmod 0 '{}'", sq.display()));
+    let mut c = ch_run();
+    c.arg(&sq).args(["--", "true"]);
+    let (code, err) = fails(&mut c);
+    assert_eq!(code, 31, "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: can't open: {}: Permission denied",
+            sq.display()
+        )),
+        "{err}"
+    );
+    let fifo = s.join("fifo.sqfs");
+    sh(&format!("mkfifo '{}'", fifo.display()));
+    let mut c = ch_run();
+    c.arg(&fifo).args(["--", "true"]);
+    let err = crate::registry::fails_within(&mut c, Duration::from_secs(60));
+    assert!(err.contains("unknown image type: "), "{err}");
+}
+
 #[test]
 fn squashfs_image_runs_and_unmounts() {
     let s = Scratch::new("run-sq");
