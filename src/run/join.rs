@@ -267,6 +267,27 @@ pub fn join_pid(pid: i32) -> Result<(), RunError> {
     };
     let user = open("user")?;
     let mnt = open("mnt")?;
+    // A process in a user namespace of its own whose root directory is ours has not
+    // entered a container: a SquashFS image's squashfuse_ll (whose command line names the
+    // image, so `pgrep -f IMG` finds it) runs in the namespace made to mount the image,
+    // before the container pivots. Joining it would run the command on the host's files
+    // as (namespace) root. One in our user namespace is refused by setns below; a root we
+    // can't stat is left to setns too.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let id = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
+        let own_userns = id(&format!("/proc/{pid}/ns/user")).ok() == id("/proc/self/ns/user").ok();
+        if let (false, Ok(theirs), Ok(ours)) =
+            (own_userns, id(&format!("/proc/{pid}/root")), id("/"))
+        {
+            if theirs == ours {
+                return Err(RunError::msg(format!(
+                    "join: PID {pid} is not in a container (its root directory is the host's)"
+                ))
+                .with_hint("give the PID of ch-run or of a process it started"));
+            }
+        }
+    }
     // The user namespace first: it gives the capabilities needed to join the mount one.
     setns(&user, CloneFlags::CLONE_NEWUSER).map_err(|e| {
         if e == nix::errno::Errno::EINVAL {

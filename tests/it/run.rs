@@ -1469,6 +1469,56 @@ fn squashfs_image_the_user_cant_read_says_cant_open() {
     assert!(err.contains("unknown image type: "), "{err}");
 }
 
+/// `--join-pid` of a SquashFS image's squashfuse_ll (found by `pgrep -f IMG`, like
+/// ch-run) is refused: it runs in the namespace made to mount the image, before the
+/// container pivots, so joining it ran the command on the host's files as namespace root
+/// (exit 0). ch-run's own PID joins the container.
+#[test]
+fn squashfs_join_pid_of_the_daemon_is_refused() {
+    let s = Scratch::new("run-sqjpid");
+    let Some(sq) = squash_image(&s) else { return };
+    let mut c = ch_run();
+    c.arg(&sq)
+        .args(["--", "sleep", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let run = Reaped(c.spawn().expect("spawn ch-run"));
+    let ch_run_pid = run.0.id();
+    let daemon_of = || {
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // PID (COMM) STATE PPID ...
+            let (comm, rest) = stat.split_once(") ")?;
+            let ppid: u32 = rest.split(' ').nth(1)?.parse().ok()?;
+            (comm.ends_with("(squashfuse_ll") && ppid == ch_run_pid)
+                .then(|| e.file_name().to_string_lossy().into_owned())
+        })
+    };
+    let mut daemon = None;
+    crate::common::wait_for("the image's squashfuse_ll to start", 30, || {
+        daemon = daemon_of();
+        daemon.is_some()
+    });
+    let daemon = daemon.expect("daemon");
+    let mut c = ch_run();
+    c.arg(format!("--join-pid={daemon}"))
+        .arg(&sq)
+        .args(["--", "cat", "/etc/motd"]);
+    let (code, err) = fails(&mut c);
+    assert_eq!(code, 31, "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: join: PID {daemon} is not in a container (its root directory is the host's)"
+        )),
+        "{err}"
+    );
+    let mut c = ch_run();
+    c.arg(format!("--join-pid={ch_run_pid}"))
+        .arg(&sq)
+        .args(["--", "cat", "/etc/motd"]);
+    assert_eq!(stdout_of(&mut c), "grove busybox fixture\n");
+}
+
 #[test]
 fn squashfs_image_runs_and_unmounts() {
     let s = Scratch::new("run-sq");
