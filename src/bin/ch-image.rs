@@ -315,7 +315,8 @@ struct BuildCacheArgs {
     #[arg(long = "keep-storage", value_name = "SIZE", requires = "gc")]
     keep_storage: Option<String>,
     /// Compress the packs import and pull store uncompressed (they start this in the
-    /// background when they stored 8 MiB or more; CH_IMAGE_AUTO_COMPACT=no turns that off)
+    /// background when they stored 8 MiB or more; CH_IMAGE_AUTO_COMPACT=no turns that off;
+    /// =wait, or CI set, makes them wait for it)
     #[arg(long)]
     compact: bool,
     /// With --compact: at the lowest CPU and I/O priority, the compaction lock inherited

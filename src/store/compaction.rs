@@ -233,24 +233,52 @@ pub fn auto_off(value: Option<&str>) -> bool {
     })
 }
 
+/// Whether a command waits for the compaction it starts (or finds running) instead of
+/// leaving it in the background: when [`AUTO_COMPACT_ENV`] is `wait`, or when it is not
+/// set and `CI` is (GitLab, GitHub Actions and most CI systems set `CI=true`). A CI
+/// system saves the storage directory as its cache (zip, tar) as soon as the job's
+/// script ends; a compaction still running then removes packs under the archiver, whose
+/// copy lacks objects (`git fsck`: missing blob). Pure: `value` is the variable's,
+/// `ci` is `CI`'s.
+pub fn auto_waits(value: Option<&str>, ci: Option<&str>) -> bool {
+    match value.map(|v| v.trim().to_ascii_lowercase()) {
+        Some(v) if v == "wait" => true,
+        Some(v) if !v.is_empty() => false,
+        _ => ci.is_some_and(|c| !auto_off(Some(c)) && !c.trim().is_empty()),
+    }
+}
+
 /// After a command that wrote to the store at `storage`: when at least
 /// [`AUTO_COMPACT_BYTES`] of stored packs are there and no compaction runs, start
 /// `ch_image -s STORAGE build-cache --compact` in the background (its own process group,
 /// no terminal, output to `repo.git/grove-compact.log`), and return at once. Returns
-/// whether one was started. Does nothing when [`AUTO_COMPACT_ENV`] says no.
+/// whether one was started. Does nothing when [`AUTO_COMPACT_ENV`] says no. When
+/// [`auto_waits`], returns only when no compaction runs any more: it waits for the one
+/// it started, or for one that an earlier command started.
 pub fn start_in_background(storage: &Path, ch_image: &Path) -> bool {
     use std::os::unix::process::CommandExt;
-    if auto_off(std::env::var(AUTO_COMPACT_ENV).ok().as_deref()) {
+    let setting = std::env::var(AUTO_COMPACT_ENV).ok();
+    if auto_off(setting.as_deref()) {
         return false;
     }
+    let wait = auto_waits(setting.as_deref(), std::env::var("CI").ok().as_deref());
     let layout = super::Layout::new(storage);
     let objects = layout.objects();
     if stored_bytes(&objects) < AUTO_COMPACT_BYTES {
+        if wait && objects.is_dir() {
+            // One started earlier may run still: wait for it (shared, as fsck).
+            let _ = lock(&objects, false, true);
+        }
         return false;
     }
     let held = match lock(&objects, true, false) {
         Ok(Some(l)) => l,
-        Ok(None) => return false,
+        Ok(None) => {
+            if wait {
+                let _ = lock(&objects, false, true);
+            }
+            return false;
+        }
         Err(e) => {
             crate::verbose!("no compaction in the background: {e}");
             return false;
@@ -286,9 +314,14 @@ pub fn start_in_background(storage: &Path, ch_image: &Path) -> bool {
         .process_group(0)
         .spawn();
     match started {
-        Ok(_) => {
-            // Closed when this process exits, not unlocked: the child holds the lock now.
+        Ok(mut child) => {
+            // Closed when this process exits, not unlocked (dropping it would unlock
+            // the open file the child shares): the child holds the lock now.
             std::mem::forget(held);
+            if wait {
+                crate::verbose!("waiting for the compaction (CI or {AUTO_COMPACT_ENV}=wait)");
+                let _ = child.wait();
+            }
             true
         }
         Err(e) => {
@@ -401,5 +434,17 @@ mod tests {
         for v in [None, Some(""), Some("yes"), Some("1")] {
             assert!(!auto_off(v), "{v:?}");
         }
+    }
+
+    #[test]
+    fn commands_wait_for_compaction_in_ci_or_when_told() {
+        assert!(auto_waits(Some("wait"), None));
+        assert!(auto_waits(Some(" WAIT "), Some("false")));
+        assert!(auto_waits(None, Some("true")));
+        assert!(auto_waits(Some(""), Some("1")));
+        assert!(!auto_waits(None, None));
+        assert!(!auto_waits(None, Some("")));
+        assert!(!auto_waits(None, Some("false")));
+        assert!(!auto_waits(Some("yes"), Some("true")));
     }
 }

@@ -456,8 +456,12 @@ pub enum Quick {
 enum Checked {
     Same,
     Moved(Scan),
-    Changed(Option<Scan>),
-    Copied { listing: String },
+    /// With the stamp's listing digest when it is version 3: a tree restored in place
+    /// (an archive extracted over the storage directory) keeps its top directory.
+    Changed(Option<Scan>, Option<String>),
+    Copied {
+        listing: String,
+    },
 }
 
 /// Set the stamp's modification time to now: the tree's last use, which `build-cache
@@ -484,7 +488,7 @@ fn check(dir: &Path) -> Result<Checked, StampError> {
         }
         Err(e) => return Err(IoError::new("read", &p, e).into()),
     };
-    let (digest, latest) = match parse(&text) {
+    let (digest, latest, listing) = match parse(&text) {
         Recorded::V3 {
             digest,
             latest,
@@ -494,13 +498,13 @@ fn check(dir: &Path) -> Result<Checked, StampError> {
             if root_id(&fs::symlink_metadata(dir).at("stat", dir)?) != root {
                 return Ok(Checked::Copied { listing });
             }
-            (digest, latest)
+            (digest, latest, Some(listing))
         }
         // Version 2, written by an earlier Grove: checked as it was made, then upgraded.
         Recorded::V2 { digest, latest } => {
             let sc = scan(dir, 2, Some(latest), false)?;
             if hex(&sc.digest) != digest {
-                return Ok(Checked::Changed(Some(sc)));
+                return Ok(Checked::Changed(Some(sc), None));
             }
             if sc.moved.is_empty() {
                 let _ = write(dir, &scan(dir, 2, None, true)?);
@@ -511,16 +515,16 @@ fn check(dir: &Path) -> Result<Checked, StampError> {
         // Version 1: likewise.
         Recorded::V1 { digest } => {
             if hex(&scan(dir, 1, None, false)?.digest) != digest {
-                return Ok(Checked::Changed(None));
+                return Ok(Checked::Changed(None, None));
             }
             let _ = write(dir, &scan(dir, 2, None, true)?);
             return Ok(Checked::Same);
         }
-        Recorded::Unreadable => return Ok(Checked::Changed(None)),
+        Recorded::Unreadable => return Ok(Checked::Changed(None, None)),
     };
     let sc = scan(dir, 2, Some(latest), false)?;
     if hex(&sc.digest) != digest {
-        return Ok(Checked::Changed(Some(sc)));
+        return Ok(Checked::Changed(Some(sc), listing));
     }
     touch(&p);
     Ok(if sc.moved.is_empty() {
@@ -544,7 +548,7 @@ pub fn verify_quick(dir: &Path) -> Result<Quick, StampError> {
     match check(dir)? {
         Checked::Same => Ok(Quick::Same),
         Checked::Moved(_) | Checked::Copied { .. } => Ok(Quick::NeedsContent),
-        Checked::Changed(_) => Err(changed_error(dir)),
+        Checked::Changed(..) => Err(changed_error(dir)),
     }
 }
 
@@ -577,7 +581,27 @@ pub fn verify(
             }
             Ok(())
         }
-        Checked::Changed(sc) => {
+        Checked::Changed(sc, listing) => {
+            // A storage directory restored in place (an archive extracted over it: the
+            // top directories stay, their entries are made again, so inodes and ctimes
+            // moved) is a copy that kept the tree's top directory: used, and stamped
+            // again, if it is whole as a copy must be (the listing digest, every entry
+            // its commit's); anything else stays an error, as an edit.
+            if let Some(listing) = listing {
+                let whole = scan(dir, 2, None, true)?;
+                let full = whole.full.as_ref().expect("scanned with the listing");
+                if hex(&full.listing) == listing {
+                    let m = model()?;
+                    if not_the_commits(&full.entries, &m).is_none() {
+                        let _ = write(dir, &whole);
+                        return Ok(());
+                    }
+                    if let Some(sc) = sc {
+                        let _ = differing(&sc.moved, &m, pool);
+                    }
+                    return Err(changed_error(dir));
+                }
+            }
             // Still find which files differ, so that their pool entries are not linked
             // again.
             if let (Some(sc), Ok(m)) = (sc, model()) {

@@ -643,6 +643,48 @@ fn an_import_of_8_mib_or_more_compresses_its_packs_in_the_background() {
     assert_eq!(st.run("big", "head -n 1 /d3/f13"), "file 13 line\n");
 }
 
+/// In CI (`CI=true`) a command that starts a compaction waits for it, and one that finds
+/// a compaction running waits too: the CI system saves the storage directory (zip, tar)
+/// as soon as the script ends, and a compaction removing packs under the archiver left a
+/// copy without objects (a GitLab-style zip of the store after an import and a build:
+/// `git fsck` found missing blobs, and the next job's build failed, "can't find blob").
+#[test]
+fn in_ci_a_command_returns_only_when_its_compaction_is_done() {
+    let st = Bench::new("compact-ci");
+    let log = st.storage().join("repo.git/grove-compact.log");
+    let big = big_tree(&st);
+    ok(st
+        .image()
+        .env("CI", "true")
+        .arg("import")
+        .arg(&big)
+        .arg("big"));
+    assert!(
+        background_compaction(&st.storage()).is_none(),
+        "a compaction still runs after the command returned"
+    );
+    assert!(st.stored_packs().is_empty(), "{:?}", st.stored_packs());
+    let said = std::fs::read_to_string(&log).expect("no compaction log");
+    assert!(said.contains("compacted"), "{said}");
+    // One started in the background by a command outside CI: the next command in CI
+    // (a build storing too little to start one) waits for it.
+    for i in 0..300 {
+        st.write(
+            &format!("big/d{}/f{i}", i % 10),
+            &format!("file {i} second line\n").repeat(2600),
+        );
+    }
+    ok(st.image().arg("import").arg(&big).arg("big2"));
+    let running = background_compaction(&st.storage()).is_some();
+    ok(st
+        .build_cmd("t", "FROM big2\nRUN true\n", &[])
+        .env("CI", "true"));
+    assert!(background_compaction(&st.storage()).is_none());
+    assert!(st.stored_packs().is_empty(), "running before: {running}");
+    st.fsck_both();
+    assert_eq!(st.run("big", "tail -n 1 /d7/f257"), "file 257 line\n");
+}
+
 /// kill -9 of a compaction at points through its work: the store stays whole (git fsck,
 /// every object, the image runs), and a compaction after it finishes the job.
 #[test]

@@ -106,6 +106,60 @@ fn a_faithful_copy_runs_and_builds_and_keeps_its_trees() {
     check_image(&st, "a");
 }
 
+/// A CI cache restored over the storage directory that is still there (a self-hosted
+/// runner's, `tar -xp --xattrs` of an archive of it extracted in place): every top
+/// directory stays, every entry under it is made again. Whole trees are used, as a
+/// copy's; before, every one was "changed outside grove" and the job failed.
+#[test]
+fn a_faithful_copy_restored_over_the_store_in_place_is_used() {
+    let s = Scratch::new("copied-i");
+    let (st, ctx) = built(&s);
+    let before = trees(&st);
+    assert!(
+        before.iter().any(|t| t.starts_with("layers/")),
+        "{before:?}"
+    );
+    sh(&format!(
+        "cd '{d}' && tar --xattrs -cpf cache.tar s1 && tar --xattrs -xpf cache.tar",
+        d = s.path.display()
+    ));
+    let err = check_image(&st, "a");
+    assert!(!err.contains("warning"), "{err}");
+    assert_eq!(trees(&st), before, "a faithful restore's trees are kept");
+    let err = check_image(&st, "a");
+    assert!(!err.contains("warning"), "{err}");
+    // Again, and a build (its RUN uses the kept layers as lower directories) first.
+    sh(&format!(
+        "cd '{d}' && tar --xattrs -cpf cache.tar s1 && tar --xattrs -xpf cache.tar",
+        d = s.path.display()
+    ));
+    sh(&format!("echo b > '{}/a'", ctx.display()));
+    let out = output(
+        tool("ch-image")
+            .arg("-s")
+            .arg(&st)
+            .args(["build", "-t", "t"])
+            .arg(&ctx),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    check_image(&st, "b");
+    ok(tool("ch-image").arg("-s").arg(&st).arg("fsck"));
+    // An edit in place is still refused.
+    let file = st
+        .join(before.iter().find(|t| t.starts_with("checkouts/")).unwrap())
+        .join("bin/busybox");
+    sh(&format!(
+        "chmod u+w '{f}' && echo x >> '{f}'",
+        f = file.display()
+    ));
+    let out = output(tool("ch-run").arg("-s").arg(&st).args(["t", "--", "true"]));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("was changed outside grove"), "{err}");
+}
+
 #[test]
 fn a_copy_that_lost_times_or_whiteouts_is_made_again_with_a_warning() {
     let s = Scratch::new("copied-r");
