@@ -10,9 +10,23 @@ use std::path::{Path, PathBuf};
 /// A store with busybox imported as `bb` and `t` built on it: a RUN that removes
 /// `/bin/ls` (a whiteout in its kept layer), a COPY and a RUN. Returns (store, context).
 fn built(s: &Scratch) -> (PathBuf, PathBuf) {
+    let (st, ctx) = build_on_busybox(
+        s,
+        "t",
+        "FROM bb\\nRUN rm /bin/ls && echo x > /x\\nCOPY a /a\\nRUN cat /a > /b\\n",
+    );
+    // Run once: the image's trees exist, as in a store that has been used.
+    ok(tool("ch-run").arg("-s").arg(&st).args(["t", "--", "true"]));
+    (st, ctx)
+}
+
+/// `s/s1` with busybox imported as `bb` and image `tag` built from the Dockerfile
+/// `dockerfile` (printf's format) in `s/ctx`, which also holds a file `a`. Returns
+/// (store, context).
+fn build_on_busybox(s: &Scratch, tag: &str, dockerfile: &str) -> (PathBuf, PathBuf) {
     let (st, ctx) = (s.join("s1"), s.join("ctx"));
     sh(&format!(
-        "mkdir '{c}' && echo a > '{c}/a' && printf 'FROM bb\\nRUN rm /bin/ls && echo x > /x\\nCOPY a /a\\nRUN cat /a > /b\\n' > '{c}/Dockerfile'",
+        "mkdir '{c}' && echo a > '{c}/a' && printf '{dockerfile}' > '{c}/Dockerfile'",
         c = ctx.display()
     ));
     ok(tool("ch-image")
@@ -24,10 +38,8 @@ fn built(s: &Scratch) -> (PathBuf, PathBuf) {
     ok(tool("ch-image")
         .arg("-s")
         .arg(&st)
-        .args(["build", "-t", "t"])
+        .args(["build", "-t", tag])
         .arg(&ctx));
-    // Run once: the image's trees exist, as in a store that has been used.
-    ok(tool("ch-run").arg("-s").arg(&st).args(["t", "--", "true"]));
     (st, ctx)
 }
 
@@ -232,22 +244,11 @@ fn a_copy_whose_file_changed_but_kept_its_size_and_time_is_not_used() {
 #[test]
 fn a_copy_that_lost_what_a_0000_directory_holds_is_made_again() {
     let s = Scratch::new("copied-0");
-    let (st, ctx) = (s.join("s1"), s.join("ctx"));
-    sh(&format!(
-        "mkdir '{c}' && printf 'FROM bb\\nRUN mkdir /locked && echo secret > /locked/s && chmod 000 /locked\\n' > '{c}/Dockerfile'",
-        c = ctx.display()
-    ));
-    ok(tool("ch-image")
-        .arg("-s")
-        .arg(&st)
-        .arg("import")
-        .arg(busybox_rootfs())
-        .arg("bb"));
-    ok(tool("ch-image")
-        .arg("-s")
-        .arg(&st)
-        .args(["build", "-t", "lk"])
-        .arg(&ctx));
+    let (st, _) = build_on_busybox(
+        &s,
+        "lk",
+        "FROM bb\\nRUN mkdir /locked && echo secret > /locked/s && chmod 000 /locked\\n",
+    );
     // The owner's `cp -a` can't read the 0000 directory: the copy has it, empty, with
     // the same mode and time (cp says so and fails, which a CI cache step may not heed).
     let st2 = s.join("s2");
