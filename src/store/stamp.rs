@@ -500,18 +500,9 @@ fn check(dir: &Path) -> Result<Checked, StampError> {
             }
             (digest, latest, Some(listing))
         }
-        // Version 2, written by an earlier Grove: checked as it was made, then upgraded.
-        Recorded::V2 { digest, latest } => {
-            let sc = scan(dir, 2, Some(latest), false)?;
-            if hex(&sc.digest) != digest {
-                return Ok(Checked::Changed(Some(sc), None));
-            }
-            if sc.moved.is_empty() {
-                let _ = write(dir, &scan(dir, 2, None, true)?);
-                return Ok(Checked::Same);
-            }
-            return Ok(Checked::Moved(sc));
-        }
+        // Version 2, written by an earlier Grove: checked as it was made (the same
+        // digest), then upgraded below.
+        Recorded::V2 { digest, latest } => (digest, latest, None),
         // Version 1: likewise.
         Recorded::V1 { digest } => {
             if hex(&scan(dir, 1, None, false)?.digest) != digest {
@@ -526,7 +517,15 @@ fn check(dir: &Path) -> Result<Checked, StampError> {
     if hex(&sc.digest) != digest {
         return Ok(Checked::Changed(Some(sc), listing));
     }
-    touch(&p);
+    match (&listing, sc.moved.is_empty()) {
+        // Rewriting the stamp also marks the use.
+        (None, true) => {
+            let _ = write(dir, &scan(dir, 2, None, true)?);
+        }
+        // A version 2 stamp with moved files is rewritten once they are read (`verify`).
+        (None, false) => {}
+        (Some(_), _) => touch(&p),
+    }
     Ok(if sc.moved.is_empty() {
         Checked::Same
     } else {
@@ -587,53 +586,71 @@ pub fn verify(
             // moved) is a copy that kept the tree's top directory: used, and stamped
             // again, if it is whole as a copy must be (the listing digest, every entry
             // its commit's); anything else stays an error, as an edit.
-            if let Some(listing) = listing {
-                let whole = scan(dir, 2, None, true)?;
-                let full = whole.full.as_ref().expect("scanned with the listing");
-                if hex(&full.listing) == listing {
-                    let m = model()?;
-                    if not_the_commits(&full.entries, &m).is_none() {
-                        let _ = write(dir, &whole);
-                        return Ok(());
-                    }
-                    if let Some(sc) = sc {
-                        let _ = differing(&sc.moved, &m, pool);
-                    }
-                    return Err(changed_error(dir));
-                }
-            }
+            let m = match listing {
+                Some(listing) => match check_whole(dir, &listing, model)? {
+                    Whole::Kept => return Ok(()),
+                    Whole::Content(m) => Ok(m),
+                    Whole::Listing(model) => model(),
+                },
+                None => model(),
+            };
             // Still find which files differ, so that their pool entries are not linked
             // again.
-            if let (Some(sc), Ok(m)) = (sc, model()) {
+            if let (Some(sc), Ok(m)) = (sc, m) {
                 let _ = differing(&sc.moved, &m, pool);
             }
             Err(changed_error(dir))
         }
         Checked::Copied { listing } => {
-            let sc = scan(dir, 2, None, true)?;
-            let unfaithful = |what| StampError::Unfaithful {
+            let what = match check_whole(dir, &listing, model)? {
+                Whole::Kept => return Ok(()),
+                Whole::Listing(_) => {
+                    "every entry's name, type, mode, size, mtime and user. extended attributes"
+                }
+                Whole::Content(_) => "the files' content",
+            };
+            Err(StampError::Unfaithful {
                 dir: dir.to_path_buf(),
                 stamp: stamp_path(dir),
                 what,
-            };
-            let full = sc.full.as_ref().expect("scanned with the listing");
-            if hex(&full.listing) != listing {
-                return Err(unfaithful(
-                    "every entry's name, type, mode, size, mtime and user. extended attributes",
-                ));
-            }
-            if let Some(rel) = not_the_commits(&full.entries, &model()?) {
-                crate::verbose!(
-                    "{}: differs from its commit: {}",
-                    dir.display(),
-                    String::from_utf8_lossy(&rel)
-                );
-                return Err(unfaithful("the files' content"));
-            }
-            let _ = write(dir, &sc);
-            Ok(())
+            })
         }
     }
+}
+
+/// What [`check_whole`] found.
+enum Whole<F> {
+    /// The tree is whole, and stamped again.
+    Kept,
+    /// Its listing digest is not the stamp's; `model` was not called.
+    Listing(F),
+    /// An entry is not its commit's (the commit's model, read).
+    Content(super::model::Dir),
+}
+
+/// The check of a tree as a copy: one pass with the listing, which must be the stamp's
+/// `listing`, then every entry against its commit's (`model()`); a whole tree is stamped
+/// again.
+fn check_whole<F>(dir: &Path, listing: &str, model: F) -> Result<Whole<F>, StampError>
+where
+    F: FnOnce() -> Result<super::model::Dir, StampError>,
+{
+    let sc = scan(dir, 2, None, true)?;
+    let full = sc.full.as_ref().expect("scanned with the listing");
+    if hex(&full.listing) != listing {
+        return Ok(Whole::Listing(model));
+    }
+    let m = model()?;
+    if let Some(rel) = not_the_commits(&full.entries, &m) {
+        crate::verbose!(
+            "{}: differs from its commit: {}",
+            dir.display(),
+            String::from_utf8_lossy(&rel)
+        );
+        return Ok(Whole::Content(m));
+    }
+    let _ = write(dir, &sc);
+    Ok(Whole::Kept)
 }
 
 /// The first of a tree's `entries` (relative path, host path, kind) that is not what
