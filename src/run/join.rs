@@ -126,10 +126,15 @@ pub struct Winner {
 impl Winner {
     /// Start the holder of the namespaces, publish it and `pid` (this process, inside the
     /// new namespaces) and release the lock. Call it last before the command starts: the
-    /// holder is a copy of this process.
-    pub fn ready(mut self, pid: i32) -> Result<(), RunError> {
+    /// holder is a copy of this process. Returns the group while peers may still come.
+    pub fn ready(mut self, pid: i32) -> Result<Option<Group>, RunError> {
+        let mut group = None;
         if self.count > 1 {
             let holder = start_holder(&self.path, self.count)?;
+            group = Some(Group {
+                path: self.path.clone(),
+                holder,
+            });
             crate::verbose!("join: namespaces held by PID {holder} until all peers joined");
             let st = State {
                 pid,
@@ -142,7 +147,60 @@ impl Winner {
         }
         end(self.count - 1, &self.path);
         drop(self.lock);
-        Ok(())
+        Ok(group)
+    }
+}
+
+/// A peer group as its winner knows it once the command runs: its state file and holder.
+pub struct Group {
+    path: PathBuf,
+    holder: i32,
+}
+
+impl Group {
+    /// The holder: it keeps the namespaces for late peers but uses nothing in them.
+    pub fn holder(&self) -> i32 {
+        self.holder
+    }
+
+    /// Close the group if `may_close` and `idle` says, under the group's lock, that no peer
+    /// is left in the container: empty and remove the state file, so that the holder ends
+    /// and a peer that comes later builds a container of its own. True if the group is
+    /// closed or no longer this one (complete, or timed out and replaced); false if it
+    /// stays open (not `may_close`, or a peer joined before the lock was taken).
+    ///
+    /// A SquashFS winner calls it after its command: it must serve the mount as long as a
+    /// peer may use it, and without it waited for the holder's timeout when the group
+    /// never filled (a batch script's `ch-run --join` outside `srun`).
+    pub fn close_if(&self, may_close: bool, idle: impl FnOnce() -> bool) -> bool {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.path);
+        let Ok(file) = file else {
+            return true;
+        };
+        let Ok(mut lock) = Flock::lock(file, FlockArg::LockExclusive) else {
+            return true;
+        };
+        let mut text = String::new();
+        let ours = lock
+            .read_to_string(&mut text)
+            .ok()
+            .and_then(|_| parse_state(&text))
+            .is_some_and(|st| st.holder == self.holder);
+        if !ours {
+            return true;
+        }
+        if !may_close || !idle() {
+            return false;
+        }
+        crate::verbose!("join: closing the group, no peer left in the container");
+        // Emptied first: a peer that opened the file before it was removed reads no group.
+        let _ = lock.set_len(0);
+        let _ = std::fs::remove_file(&self.path);
+        true
     }
 }
 

@@ -750,9 +750,10 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
     nix::unistd::chdir(&cd)
         .map_err(|e| RunError::sys(format!("can't cd to {}", cd.display()), e))?;
 
-    if let Some(w) = winner {
-        w.ready(nix::unistd::getpid().as_raw())?;
-    }
+    let group = match winner {
+        Some(w) => w.ready(nix::unistd::getpid().as_raw())?,
+        None => None,
+    };
 
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -833,9 +834,9 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
             let Some(mut daemon) = daemon else {
                 return code;
             };
-            if matches!(spec.join, Some(Join::Peers { .. })) {
+            if let Some(group) = &group {
                 // Joined peers use this mount too: keep serving it until they are done.
-                wait_for_peers(daemon.id(), &blocked);
+                wait_for_peers(daemon.id(), group, &blocked);
             }
             if let Ok(Some(st)) = daemon.try_wait() {
                 // ch-run was told to stop (scancel signals the whole step, the daemon too,
@@ -993,22 +994,31 @@ fn mount_namespaces() -> Vec<(u32, (u64, u64))> {
         .collect()
 }
 
+/// How long a SquashFS winner whose group is still short of peers keeps serving its mount
+/// after its command ends, for peers started with it but slower to arrive (ranks of
+/// `/bin/true` end before their peers start), before it closes the group.
+const JOIN_GRACE: Duration = Duration::from_secs(1);
+
 /// After the winner's command ends in a `--join` group with a SquashFS image: wait until
-/// no process but ch-run and the daemon is left in the mount namespace (the peers' commands
-/// run from the same FUSE mount), or until ch-run is sent a signal to stop.
-fn wait_for_peers(daemon: u32, blocked: &SigSet) {
+/// no process but ch-run, the daemon and the group's holder is left in the mount namespace
+/// (the peers' commands run from the same FUSE mount) and the group is complete, or closed
+/// to later peers after [`JOIN_GRACE`]; or until ch-run is sent a signal to stop.
+fn wait_for_peers(daemon: u32, group: &join::Group, blocked: &SigSet) {
     use std::os::unix::fs::MetadataExt;
     let Ok(me) = std::fs::metadata("/proc/self/ns/mnt") else {
         return;
     };
-    let exclude = [std::process::id(), daemon];
+    let ns = (me.dev(), me.ino());
+    let exclude = [std::process::id(), daemon, group.holder() as u32];
+    let idle = || others_in_namespace(ns, mount_namespaces(), &exclude).is_empty();
+    let ended = std::time::Instant::now();
     let mut told = false;
     loop {
-        let others = others_in_namespace((me.dev(), me.ino()), mount_namespaces(), &exclude);
-        if others.is_empty() {
+        let others = others_in_namespace(ns, mount_namespaces(), &exclude);
+        if others.is_empty() && group.close_if(ended.elapsed() >= JOIN_GRACE, idle) {
             return;
         }
-        if !told {
+        if !told && !others.is_empty() {
             crate::verbose!(
                 "waiting for {} peer process(es) before unmounting the image",
                 others.len()

@@ -1442,6 +1442,47 @@ fn squashfs_join_peers_keep_the_image_until_the_last_ends() {
     assert!(st.success(), "{err}");
 }
 
+/// A SquashFS winner whose peers never come (a batch script's `ch-run --join` outside
+/// `srun`, the count taken from `SLURM_CPUS_ON_NODE`) returns when its command ends, not
+/// after the group's timeout (60 s): with no peer in the container it closes the group,
+/// and a peer that comes later runs in a container of its own.
+#[test]
+fn squashfs_join_winner_without_peers_returns_when_its_command_ends() {
+    let s = Scratch::new("run-sqjoin1");
+    let Some(sq) = squash_image(&s) else { return };
+    let tag = format!("grove-sqjoin1-{}", std::process::id());
+    let mnt = mount_point(&s);
+    let run = || {
+        let mut c = ch_run();
+        c.args(["-v", "--join-ct=2", &format!("--join-tag={tag}")])
+            .arg("-m")
+            .arg(&mnt)
+            .arg(&sq)
+            .args(["--", "cat", "/etc/motd"])
+            .env("CH_RUN_JOIN_TIMEOUT", "600");
+        let out = crate::registry::output_within(&mut c, Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("still running after 60 s: {c:?}"));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "grove busybox fixture\n"
+        );
+        err
+    };
+    let first = run();
+    assert!(first.contains("join: I won"), "{first}");
+    assert!(first.contains("join: closing the group"), "{first}");
+    let state = PathBuf::from(format!("/dev/shm/ch-run_shm-{tag}"));
+    assert!(
+        !state.exists(),
+        "state file left behind: {}",
+        state.display()
+    );
+    let second = run();
+    assert!(second.contains("join: I won"), "{second}");
+}
+
 /// An image file its user can't read says so (as Charliecloud 0.38: "can't open: IMG:
 /// Permission denied"), not "unknown image type", which sent a batch job's user looking
 /// at the file's format; a FIFO is no image and does not block ch-run.
