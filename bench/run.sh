@@ -38,9 +38,13 @@ g=$(mean "$tmp/dir.json" 0); c=$(mean "$tmp/dir.json" 1)
 printf 'directory (median): grove %.2f ms, charliecloud %.2f ms, ratio %.2f (target <= 1.5)\n' \
     "$g" "$c" "$(python3 -c "print($g/$c)")"
 
-# SquashFS (ours only: Debian's 0.31 ch-run is built without internal SquashFS mounts).
+# SquashFS. Debian's 0.31 ch-run is built without internal SquashFS mounts; Charliecloud
+# 0.38's (linked with libsquashfuse, unpacked from its release under /opt/cc as the
+# project's guide says, or $CH_RUN_038) is the side-by-side reference when present.
 # Two images of the same tree: mksquashfs's default gzip (what Charliecloud's ch-convert
-# writes) and zstd (what ours writes); the target is on the gzip one.
+# writes) and zstd (what ours writes); the targets are on the gzip one: within 1.5x of
+# Charliecloud 0.38 in the same run, and the issue's absolute 23.25 ms (1.5 x 15.5).
+ref038=${CH_RUN_038:-/opt/cc/cc/bin/ch-run}
 if command -v mksquashfs >/dev/null && command -v squashfuse_ll >/dev/null; then
     [ "$(id -u)" = 0 ] && chmod 0666 /dev/fuse
     mksquashfs "$fix" "$tmp/bb.sqfs" -quiet -noappend -no-progress >/dev/null
@@ -48,11 +52,22 @@ if command -v mksquashfs >/dev/null && command -v squashfuse_ll >/dev/null; then
     chmod 0644 "$tmp/bb.sqfs" "$tmp/bb-zstd.sqfs"
     $as mkdir -p "$tmp/mnt"
     echo "== SquashFS image: ch-run IMAGE.sqfs -- /bin/true"
-    hyperfine -N --warmup 5 --runs "$((runs / 2 + 1))" --export-json "$tmp/sq.json" \
-        -n grove-squash-gzip "$as $ours -m $tmp/mnt $tmp/bb.sqfs -- /bin/true" \
+    set -- -n grove-squash-gzip "$as $ours -m $tmp/mnt $tmp/bb.sqfs -- /bin/true" \
         -n grove-squash-zstd "$as $ours -m $tmp/mnt $tmp/bb-zstd.sqfs -- /bin/true" \
         -n charliecloud-dir "$as $ref $fix -- /bin/true"
+    if [ -x "$ref038" ] && $as "$ref038" -m "$tmp/mnt" "$tmp/bb.sqfs" -- /bin/true 2>/dev/null; then
+        set -- "$@" -n charliecloud-0.38-squash-gzip "$as $ref038 -m $tmp/mnt $tmp/bb.sqfs -- /bin/true" \
+            -n charliecloud-0.38-squash-zstd "$as $ref038 -m $tmp/mnt $tmp/bb-zstd.sqfs -- /bin/true"
+    else
+        echo "(no Charliecloud 0.38 ch-run at $ref038 that mounts SquashFS: Grove only)"
+    fi
+    hyperfine -N --warmup 5 --runs "$((runs / 2 + 1))" --export-json "$tmp/sq.json" "$@"
     s=$(mean "$tmp/sq.json" 0); z=$(mean "$tmp/sq.json" 1); c2=$(mean "$tmp/sq.json" 2)
     printf 'squashfs (median): grove gzip %.2f ms, zstd %.2f ms; target <= 23.25 ms (1.5 x 15.5); charliecloud (directory) %.2f ms\n' \
         "$s" "$z" "$c2"
+    if [ "$#" -gt 6 ]; then
+        r=$(mean "$tmp/sq.json" 3); rz=$(mean "$tmp/sq.json" 4)
+        printf 'squashfs vs charliecloud 0.38 (median): gzip %.2f / %.2f ms, ratio %.2f (target <= 1.5); zstd %.2f / %.2f ms, ratio %.2f\n' \
+            "$s" "$r" "$(python3 -c "print($s/$r)")" "$z" "$rz" "$(python3 -c "print($z/$rz)")"
+    fi
 fi
