@@ -382,12 +382,23 @@ pub fn gc(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
     let info = objects.join("info");
     let _ = fs::remove_file(info.join("commit-graph"));
     let _ = checkout::remove_tree(&info.join("commit-graphs"));
-    recompress(store, lock, &stored)?;
-    run_git_maintenance(
-        store,
-        lock,
-        &["-c", "pack.compression=1", "gc", "--prune=now"],
-    )?;
+    // A git that failed (a full disk) leaves its temporary pack, as big as what it had
+    // written: remove it, as any temporary file, while this process holds the lock alone.
+    let repacked = recompress(store, lock, &stored).and_then(|_| {
+        run_git_maintenance(
+            store,
+            lock,
+            &["-c", "pack.compression=1", "gc", "--prune=now"],
+        )
+    });
+    if let Err(e) = repacked {
+        if lock.exclusive {
+            for (p, _) in store.leftovers(0) {
+                let _ = fs::remove_file(p);
+            }
+        }
+        return Err(e);
+    }
     if !stored.is_empty() {
         super::pack::unmark_stored(&objects, &stored)
             .at("write", super::pack::stored_marker(&objects))?;
@@ -1033,7 +1044,7 @@ pub fn push(store: &Store, _lock: &WriteLock, remote: &str) -> Result<(), StoreE
 }
 
 /// An error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

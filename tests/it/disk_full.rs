@@ -1,0 +1,232 @@
+//! The store on a full disk: a storage directory on a small file system of its own (an
+//! ext4 image, loop-mounted), filled by the command under test or beforehand. A command
+//! that fails there says so and leaves the store as it was, the space it found included;
+//! what needs no room still works. Mounting needs root: as another user these skip.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::*;
+
+/// An ext4 file system of `mib` MiB (no reserved blocks) loop-mounted at `scratch/fs`,
+/// owned by the test user; unmounted and removed on drop.
+struct SmallFs {
+    mnt: PathBuf,
+    _scratch: Scratch,
+}
+
+impl SmallFs {
+    fn new(tag: &str, mib: u32) -> Option<SmallFs> {
+        if !is_root() {
+            skip("a loop-mounted file system needs a root test suite");
+            return None;
+        }
+        if !have("mkfs.ext4") {
+            skip("mkfs.ext4 not installed (apt-get install e2fsprogs)");
+            return None;
+        }
+        let scratch = Scratch::new(tag);
+        let img = scratch.join("fs.img");
+        let mnt = scratch.join("fs");
+        std::fs::create_dir(&mnt).expect("mkdir mount point");
+        let f = std::fs::File::create(&img).expect("create image");
+        f.set_len(u64::from(mib) << 20).expect("size image");
+        ok(Command::new("mkfs.ext4").args(["-q", "-m", "0"]).arg(&img));
+        let out = output(
+            Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&img)
+                .arg(&mnt),
+        );
+        if !out.status.success() {
+            skip(&format!(
+                "can't loop-mount a file system here: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+            return None;
+        }
+        own(&mnt);
+        Some(SmallFs {
+            mnt,
+            _scratch: scratch,
+        })
+    }
+
+    /// Free bytes (as the test user sees them).
+    fn free(&self) -> u64 {
+        let v = nix::sys::statvfs::statvfs(&self.mnt).expect("statvfs");
+        v.blocks_available() as u64 * v.fragment_size() as u64
+    }
+
+    /// Fill the file system with `filler`, then give back `leave` bytes of it.
+    fn fill_leaving(&self, leave: u64) -> PathBuf {
+        let filler = self.mnt.join("filler");
+        // dd stops at ENOSPC (and fails): that is the point.
+        let _ = unpriv("dd")
+            .arg("if=/dev/zero")
+            .arg(format!("of={}", filler.display()))
+            .args(["bs=1M", "status=none"])
+            .output();
+        let len = std::fs::metadata(&filler).expect("filler").len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&filler)
+            .expect("open filler")
+            .set_len(len.saturating_sub(leave))
+            .expect("shrink filler");
+        filler
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+    }
+}
+
+/// `ch-image` on storage directory `st`.
+fn ch(st: &Path) -> Command {
+    let mut c = tool("ch-image");
+    c.arg("-s").arg(st);
+    c
+}
+
+/// A directory of `n` files of random bytes, `kib` KiB each, in `s`, owned by the test
+/// user (random: nothing compresses it).
+fn random_tree(s: &Scratch, name: &str, n: u32, kib: u32) -> PathBuf {
+    let dir = s.join(name);
+    sh(&format!(
+        "mkdir '{d}' && cd '{d}' && head -c {total}K /dev/urandom | split -a 4 -b {kib}K - f",
+        d = dir.display(),
+        total = n * kib,
+    ));
+    dir
+}
+
+/// The store is whole and lists `images`: `ch-image fsck` and `git fsck` pass.
+#[track_caller]
+fn assert_whole(st: &Path, images: &str) {
+    assert_eq!(ok(ch(st).arg("list")), images);
+    ok(ch(st).arg("fsck"));
+    ok(unpriv("git")
+        .arg("-C")
+        .arg(st.join("repo.git"))
+        .args(["fsck", "--strict"]));
+}
+
+/// Regression: an import that ran out of space left the packs it had written (every
+/// 16 MiB chunk of the tarball that fit), which nothing referenced: the disk stayed full
+/// (71 MiB of a 100 MiB file system after a failed import of Debian bookworm), and
+/// `build-cache --gc`, which rewrites the store's packs, then failed for want of room
+/// itself. Now the failed import removes them: the space it found is free again.
+#[test]
+fn an_import_that_fills_the_disk_leaves_the_space_it_found() {
+    let Some(fs) = SmallFs::new("full-import", 48) else {
+        return;
+    };
+    let s = Scratch::new("full-import-src");
+    let st = fs.mnt.join("st");
+    ok(ch(&st).arg("import").arg(busybox_rootfs()).arg("bb"));
+    let before = fs.free();
+    // More than the free space, in several packs of 16 MiB.
+    let tree = random_tree(&s, "big", 400, 160);
+    let tar = s.join("big.tar");
+    sh(&format!(
+        "tar -C '{}' -cf '{}' .",
+        tree.display(),
+        tar.display()
+    ));
+    let (_, err) = fails(ch(&st).arg("import").arg(&tar).arg("big"));
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        err.contains(&st.join("repo.git/objects/pack").display().to_string()),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let after = fs.free();
+    assert!(
+        after + (1 << 20) >= before,
+        "the failed import kept {} KiB of the file system\n{err}",
+        (before - after) >> 10
+    );
+    let packs: Vec<_> = std::fs::read_dir(st.join("repo.git/objects/pack"))
+        .expect("pack dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(packs.is_empty(), "{packs:?}");
+    assert_whole(&st, "bb\n");
+    // The store goes on: an import that fits, a run, a gc.
+    let small = random_tree(&s, "small", 300, 4);
+    ok(ch(&st).arg("import").arg(&small).arg("small"));
+    ok(tool("ch-run").arg("-s").arg(&st).args(["bb", "--", "true"]));
+    ok(ch(&st).args(["build-cache", "--gc"]));
+    assert_whole(&st, "bb\nsmall\n");
+}
+
+/// Regression: a `build-cache --gc` whose `git repack` ran out of space left git's
+/// temporary pack (`objects/pack/tmp_pack_*`, as big as what git had written) and
+/// reported the failure: the disk was fuller after the gc than before it, and `ch-image
+/// fsck` said nothing (the file was younger than ten minutes). Now gc removes it.
+#[test]
+fn a_gc_that_runs_out_of_space_leaves_no_temporary_pack() {
+    let Some(fs) = SmallFs::new("full-gc", 48) else {
+        return;
+    };
+    let s = Scratch::new("full-gc-src");
+    let st = fs.mnt.join("st");
+    // Stored packs (an import of 300 files) that gc rewrites: 12 MiB of random bytes.
+    let tree = random_tree(&s, "tree", 300, 40);
+    ok(ch(&st)
+        .env("CH_IMAGE_AUTO_COMPACT", "no")
+        .arg("import")
+        .arg(&tree)
+        .arg("t"));
+    let filler = fs.fill_leaving(2 << 20);
+    let before = fs.free();
+    let (_, err) = fails(ch(&st).args(["build-cache", "--gc"]));
+    assert!(err.contains("repack"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(st.join("repo.git/objects/pack"))
+        .expect("pack dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("tmp_"))
+        .collect();
+    assert!(left.is_empty(), "gc left {left:?}\n{err}");
+    assert!(fs.free() + (256 << 10) >= before, "{err}");
+    assert_whole(&st, "t\n");
+    std::fs::remove_file(filler).expect("remove filler");
+    ok(ch(&st).args(["build-cache", "--gc"]));
+    assert_whole(&st, "t\n");
+}
+
+/// Regression: `undelete` checked the image out before it restored the ref, so on a full
+/// disk an image deleted there could not be brought back ("can't write file: …/tmp/
+/// checkout…: No space left on device"), though a delete needs no room. Now it restores
+/// the refs first (one transaction) and, when the checkout does not fit, warns and leaves
+/// it to the image's first use, as after an import.
+#[test]
+fn undelete_on_a_full_disk_brings_the_image_back() {
+    let Some(fs) = SmallFs::new("full-undelete", 24) else {
+        return;
+    };
+    let st = fs.mnt.join("st");
+    ok(ch(&st).arg("import").arg(busybox_rootfs()).arg("bb"));
+    ok(ch(&st).args(["delete", "bb"]));
+    assert_eq!(ok(ch(&st).arg("list")), "");
+    // Less room than the image's files take (busybox is about 2 MiB).
+    let filler = fs.fill_leaving(256 << 10);
+    let out = output(ch(&st).args(["undelete", "bb"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("not checked out (done on its first use)")
+            && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert_eq!(ok(ch(&st).arg("list")), "bb\n");
+    assert_eq!(ok(ch(&st).args(["list", "--undeletable"])), "");
+    std::fs::remove_file(filler).expect("remove filler");
+    ok(tool("ch-run").arg("-s").arg(&st).args(["bb", "--", "true"]));
+    assert_whole(&st, "bb\n");
+}
