@@ -658,18 +658,23 @@ impl PackBuilder {
 
     /// Write what is left. Returns the pack files written. (Every chunk written before
     /// is in place already: the calls that wrote them have returned.)
-    pub fn finish(self) -> io::Result<Vec<PathBuf>> {
-        let (entries, mut written) = {
-            let mut st = self.state.lock().expect("pack state lock");
-            (
-                std::mem::take(&mut st.entries),
-                std::mem::take(&mut st.written),
-            )
-        };
+    /// If that fails, the packs written before stay in [`PackBuilder::written`].
+    pub fn finish(&self) -> io::Result<Vec<PathBuf>> {
+        let entries = std::mem::take(&mut self.state.lock().expect("pack state lock").entries);
         if !entries.is_empty() {
-            written.push(self.write(entries)?);
+            let pack = self.write(entries)?;
+            self.state
+                .lock()
+                .expect("pack state lock")
+                .written
+                .push(pack);
         }
-        Ok(written)
+        Ok(self.written())
+    }
+
+    /// The packs written so far (all of them after [`PackBuilder::finish`]).
+    pub fn written(&self) -> Vec<PathBuf> {
+        self.state.lock().expect("pack state lock").written.clone()
     }
 
     /// Write `chunk` as a pack. Its error names the pack directory: the caller that gets

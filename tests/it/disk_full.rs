@@ -230,3 +230,45 @@ fn undelete_on_a_full_disk_brings_the_image_back() {
     ok(tool("ch-run").arg("-s").arg(&st).args(["bb", "--", "true"]));
     assert_whole(&st, "bb\n");
 }
+
+/// Regression: a compaction (the one an import starts in the background, or `build-cache
+/// --compact`) that ran out of space left the compressed packs it had written before it
+/// failed, copies of objects its stored packs still held: a store of 30 MiB of stored
+/// packs on a 56 MiB file system went from 17 MiB free to 0.6 MiB, so that the next
+/// command failed for want of room, and the next compaction copied them again. Now it
+/// removes them: the stored packs stay, as the space.
+#[test]
+fn a_compaction_that_runs_out_of_space_leaves_the_space_it_found() {
+    let Some(fs) = SmallFs::new("full-compact", 56) else {
+        return;
+    };
+    let s = Scratch::new("full-compact-src");
+    let st = fs.mnt.join("st");
+    // 30 MiB that compresses to about three quarters: two stored packs, and more
+    // compressed bytes than the room left.
+    let tree = s.join("b64");
+    sh(&format!(
+        "mkdir '{d}' && cd '{d}' && head -c 22M /dev/urandom | base64 -w 100 | split -a 4 -b 100K - f",
+        d = tree.display()
+    ));
+    ok(ch(&st)
+        .env("CH_IMAGE_AUTO_COMPACT", "no")
+        .arg("import")
+        .arg(&tree)
+        .arg("t"));
+    let packs = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(st.join("repo.git/objects/pack"))
+            .expect("pack dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let (before, free) = (packs(), fs.free());
+    let (_, err) = fails(ch(&st).args(["build-cache", "--compact"]));
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(packs(), before, "{err}");
+    assert!(fs.free() + (256 << 10) >= free, "{err}");
+    assert_whole(&st, "t\n");
+}
