@@ -1,7 +1,8 @@
 //! The store on a full disk: a storage directory on a small file system of its own (an
 //! ext4 image, loop-mounted), filled by the command under test or beforehand. A command
 //! that fails there says so and leaves the store as it was, the space it found included;
-//! what needs no room still works. Mounting needs root: as another user these skip.
+//! what needs no room still works. Mounting needs root: as another user these skip. And
+//! a storage directory its owner made read-only: every writer is refused.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -271,4 +272,43 @@ fn a_compaction_that_runs_out_of_space_leaves_the_space_it_found() {
     assert_eq!(packs(), before, "{err}");
     assert!(fs.free() + (256 << 10) >= free, "{err}");
     assert_whole(&st, "t\n");
+}
+
+/// Regression: `ch-image import DIR` and `ch-convert -i dir` (which become root of a user
+/// namespace mapping only the user, to read the user's 0000 files) kept every capability
+/// of that root over the user's files, writes included: they wrote a new image into a
+/// storage directory its owner had made read-only (`chmod -R a-w`), where a tarball's
+/// import, a build and a gc are refused. Now only `CAP_DAC_READ_SEARCH` is kept; 0000
+/// files are still read.
+#[test]
+fn a_directory_is_not_imported_into_a_storage_directory_made_read_only() {
+    let s = Scratch::new("ro-import");
+    let st = s.storage();
+    ok(ch(&st).arg("import").arg(busybox_rootfs()).arg("bb"));
+    // A tree of the user's with a 0000 directory and file: read all the same.
+    let tree = busybox_copy(&s, "tree");
+    sh(&format!(
+        "mkdir '{t}/locked' && echo secret > '{t}/locked/f' && chmod 000 '{t}/locked/f' '{t}/locked'",
+        t = tree.display()
+    ));
+    ok(ch(&st).arg("import").arg(&tree).arg("first"));
+    sh(&format!("chmod -R a-w '{}'", st.display()));
+    let (_, err) = fails(ch(&st).arg("import").arg(&tree).arg("second"));
+    assert!(err.contains("storage directory is read-only"), "{err}");
+    let (_, err) = fails(
+        tool("ch-convert")
+            .arg("-s")
+            .arg(&st)
+            .args(["-i", "dir", "-o", "ch-image"])
+            .arg(&tree)
+            .arg("third"),
+    );
+    assert!(err.contains("Permission denied"), "{err}");
+    assert_eq!(ok(ch(&st).arg("list")), "bb\nfirst\n");
+    sh(&format!("chmod -R u+w '{}'", st.display()));
+    let out = ok(tool("ch-run")
+        .arg("-s")
+        .arg(&st)
+        .args(["first", "--", "cat", "/locked/f"]));
+    assert_eq!(out, "secret\n");
 }
