@@ -56,7 +56,7 @@ impl SmallFs {
     /// Free bytes (as the test user sees them).
     fn free(&self) -> u64 {
         let v = nix::sys::statvfs::statvfs(&self.mnt).expect("statvfs");
-        v.blocks_available() as u64 * v.fragment_size() as u64
+        v.blocks_available() * v.fragment_size()
     }
 
     /// Fill the file system with `filler`, then give back `leave` bytes of it.
@@ -311,4 +311,53 @@ fn a_directory_is_not_imported_into_a_storage_directory_made_read_only() {
         .arg(&st)
         .args(["first", "--", "cat", "/locked/f"]));
     assert_eq!(out, "secret\n");
+}
+
+/// Regression: a SquashFS export that ran out of space said only what the tool said
+/// ("finishing data blocks: I/O error", then "tar2sqfs failed (exit status: 1) writing
+/// …"): nothing told that the disk was full. Now the hint says so, with the room left
+/// when the tool failed; nothing is left behind.
+#[test]
+fn a_squash_export_on_a_full_disk_says_the_disk_is_full() {
+    if !["tar2sqfs", "mksquashfs", "sqfstar"]
+        .iter()
+        .any(|t| have(t))
+    {
+        return skip("no SquashFS tool (apt-get install squashfs-tools-ng)");
+    }
+    let Some(fs) = SmallFs::new("full-squash", 24) else {
+        return;
+    };
+    let s = Scratch::new("full-squash-st");
+    let st = s.storage();
+    ok(ch(&st).arg("import").arg(busybox_rootfs()).arg("bb"));
+    let filler = fs.fill_leaving(64 << 10);
+    let out = fs.mnt.join("bb.sqfs");
+    let (_, err) = fails(
+        tool("ch-convert")
+            .arg("-s")
+            .arg(&st)
+            .args(["-o", "squash", "bb"])
+            .arg(&out),
+    );
+    assert!(
+        err.contains(&format!(
+            "hint: the file system of {} is full",
+            fs.mnt.display()
+        )),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&fs.mnt)
+        .expect("mount")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "filler" && n != "lost+found")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    std::fs::remove_file(filler).expect("remove filler");
+    ok(tool("ch-convert")
+        .arg("-s")
+        .arg(&st)
+        .args(["-o", "squash", "bb"])
+        .arg(&out));
 }
