@@ -361,3 +361,56 @@ fn a_squash_export_on_a_full_disk_says_the_disk_is_full() {
         .args(["-o", "squash", "bb"])
         .arg(&out));
 }
+
+/// Regression: an import killed (kill -9, or Ctrl-C: nothing catches SIGINT) after it had
+/// written some of its packs left them, unreferenced, and `build-cache --gc`, the only
+/// way to remove them, first rewrote every stored pack with `git repack -a -d`, which
+/// writes what it keeps before it removes anything: on a disk they had filled, it failed
+/// for want of room and nothing could free it. Now gc first removes the stored packs
+/// that hold nothing any ref reaches.
+#[test]
+fn gc_after_an_import_killed_on_a_nearly_full_disk_frees_its_packs() {
+    let Some(fs) = SmallFs::new("full-killed", 64) else {
+        return;
+    };
+    let s = Scratch::new("full-killed-src");
+    let st = fs.mnt.join("st");
+    let kept = random_tree(&s, "kept", 300, 40); // 12 MiB, one stored pack
+    ok(ch(&st)
+        .env("CH_IMAGE_AUTO_COMPACT", "no")
+        .arg("import")
+        .arg(&kept)
+        .arg("kept"));
+    let idx = |st: &Path| {
+        std::fs::read_dir(st.join("repo.git/objects/pack"))
+            .expect("pack dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".idx"))
+            .count()
+    };
+    // Killed once a pack of its own is in place.
+    let big = random_tree(&s, "big", 400, 100); // 40 MiB
+    let mut child = Reaped(
+        ch(&st)
+            .env("CH_IMAGE_AUTO_COMPACT", "no")
+            .arg("import")
+            .arg(&big)
+            .arg("big")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn import"),
+    );
+    wait_for("a pack of the import", 300, || idx(&st) >= 2);
+    child.0.kill().expect("kill import");
+    child.0.wait().expect("wait");
+    let filler = fs.fill_leaving(2 << 20);
+    let out = ok(ch(&st).args(["build-cache", "--gc"]));
+    assert!(out.contains("images:"), "{out}");
+    assert_eq!(idx(&st), 1);
+    assert!(fs.free() > 16 << 20);
+    assert_whole(&st, "kept\n");
+    std::fs::remove_file(filler).expect("remove filler");
+    ok(ch(&st).arg("import").arg(&big).arg("big"));
+    assert_whole(&st, "big\nkept\n");
+}
