@@ -37,6 +37,21 @@ pub fn report(err: &(dyn std::error::Error + 'static)) {
     }
 }
 
+/// After a command failed: remove the objects it wrote into storage directory `storage`
+/// that nothing can use ([`crate::store::Store::reclaim_failed_writes`]), and say so. A
+/// command that failed on a full disk thus leaves the space it found.
+pub fn reclaim_after_failure(storage: Option<&std::path::Path>) {
+    let Some(storage) = storage else { return };
+    let (files, bytes) = crate::store::Store::reclaim_failed_writes(storage);
+    if files > 0 {
+        crate::info!(
+            "removed the {files} object file(s) ({:.1} MiB) this command had written to {}",
+            bytes as f64 / (1 << 20) as f64,
+            storage.display()
+        );
+    }
+}
+
 /// Why an error happened in storage directory `storage`, when the user can't write it (a
 /// read-only file system, or no write permission) and the error is a refused write
 /// somewhere in the chain (`EROFS`, `EACCES`, `EPERM`): the message to put above it.

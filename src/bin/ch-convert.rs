@@ -124,6 +124,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             cli::report(&e);
+            cli::reclaim_after_failure(req.storage.as_deref().ok());
             ExitCode::from(1)
         }
     }

@@ -729,11 +729,15 @@ fn main() -> ExitCode {
         Err(e) => {
             // A storage directory the user can't write says so: the raw "Permission
             // denied" on some lock or object file does not tell.
-            let e = match storage.and_then(|s| cli::read_only_storage(&*e, &s)) {
+            let e = match storage
+                .as_deref()
+                .and_then(|s| cli::read_only_storage(&*e, s))
+            {
                 Some(why) => e.context(why),
                 None => e,
             };
             cli::report(&*e);
+            cli::reclaim_after_failure(storage.as_deref());
             ExitCode::from(1)
         }
     }

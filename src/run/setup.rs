@@ -47,8 +47,10 @@ pub fn isolate_network() -> Result<(), RunError> {
 /// whatever their modes (mode 0000 included) without changing them: `CAP_DAC_READ_SEARCH`
 /// in a user namespace applies to inodes whose owner and group are mapped in it
 /// (capabilities(7), user_namespaces(7)). Files of other users are read as before.
-/// Returns false (and does nothing) when already root. The process must be
-/// single-threaded; nothing else changes (no mount namespace, same files, same paths).
+/// Only `CAP_DAC_READ_SEARCH` is kept: writes are checked against the user's
+/// permissions as before. Returns false (and does nothing) when already root. The
+/// process must be single-threaded; nothing else changes (no mount namespace, same
+/// files, same paths).
 pub fn read_own_files_as_root() -> Result<bool, RunError> {
     let euid = nix::unistd::geteuid().as_raw();
     let egid = nix::unistd::getegid().as_raw();
@@ -60,8 +62,17 @@ pub fn read_own_files_as_root() -> Result<bool, RunError> {
     write_proc("/proc/self/uid_map", &format!("0 {euid} 1\n"))?;
     write_proc("/proc/self/setgroups", "deny")?;
     write_proc("/proc/self/gid_map", &format!("0 {egid} 1\n"))?;
+    // Root of the namespace has every capability over the user's inodes, writes
+    // included: without this, an import of a directory wrote into a storage directory
+    // its owner had made read-only (`chmod -R a-w`), where every other command is
+    // refused. Reading is all that is wanted.
+    super::sys::keep_only_capability(CAP_DAC_READ_SEARCH)
+        .map_err(|e| RunError::sys("can't drop capabilities", e))?;
     Ok(true)
 }
+
+/// capabilities(7): bypass read permission checks of files and directories.
+const CAP_DAC_READ_SEARCH: u32 = 2;
 
 fn write_proc(path: &str, text: &str) -> Result<(), RunError> {
     std::fs::write(path, text).map_err(|e| RunError::io(format!("can't write {path}"), &e))

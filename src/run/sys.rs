@@ -225,6 +225,47 @@ pub fn die_of(sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
 }
 
+/// Keep only capability `cap` (a `CAP_*` number below 32) in this thread's effective and
+/// permitted sets, and none inheritable (capset(2), version 3). Threads started later
+/// inherit the sets; a capability dropped from the permitted set can't come back.
+pub fn keep_only_capability(cap: u32) -> Result<(), Errno> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    if cap >= 32 {
+        return Err(Errno::EINVAL);
+    }
+    let mut header = Header {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3: two Data words
+        pid: 0,
+    };
+    let only = Data {
+        effective: 1 << cap,
+        permitted: 1 << cap,
+        inheritable: 0,
+    };
+    let none = Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    };
+    let data = [only, none];
+    // SAFETY: header and data are valid, properly laid out (#[repr(C)], as the kernel's
+    // __user_cap_header_struct and two __user_cap_data_struct) and outlive the call;
+    // capset reads data and may write header.version only.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
+    Errno::result(rc).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

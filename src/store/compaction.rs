@@ -153,7 +153,7 @@ pub fn compact(store: &Store, _lock: &WriteLock, inherited: bool) -> Result<Comp
         }
         let ts = store.repo().into_sync();
         let pb = PackBuilder::with_level(&objects, LEVEL);
-        for (name, bytes) in &here {
+        let copied = here.iter().try_for_each(|(name, bytes)| {
             let idx = dir.join(format!("{name}.idx"));
             let ids = pack::index_ids(&fs::read(&idx).at("read", &idx)?).at("read", &idx)?;
             ids.par_iter()
@@ -167,11 +167,19 @@ pub fn compact(store: &Store, _lock: &WriteLock, inherited: bool) -> Result<Comp
                 .at("compact", &idx)?;
             done.objects += ids.len();
             done.before += bytes;
-        }
+            Ok::<_, StoreError>(())
+        });
+        let new_packs = match copied.and_then(|()| Ok(pb.finish().at("compact", &dir)?)) {
+            Ok(packs) => packs,
+            Err(e) => {
+                remove_copies(&objects, &pb.written());
+                return Err(e);
+            }
+        };
         // The new packs reach the disk before the stored ones go (a power loss must not
         // leave neither): their files, then the directory naming them.
         let mut written = std::collections::HashSet::new();
-        for p in pb.finish().at("compact", &dir)? {
+        for p in new_packs {
             for f in [p.clone(), p.with_extension("idx")] {
                 let file = fs::File::open(&f).at("open", &f)?;
                 file.sync_all().at("sync", &f)?;
@@ -219,6 +227,26 @@ pub fn compact(store: &Store, _lock: &WriteLock, inherited: bool) -> Result<Comp
                 std::io::Error::other(format!("{name} is still listed after its compaction")),
             )
             .into());
+        }
+    }
+}
+
+/// Remove the compressed `packs` a compaction that failed (a full disk) had written
+/// before any stored pack went: copies of objects the stored packs still hold (a
+/// concurrent writer that found an object there finds it in its stored pack), which
+/// would otherwise take the room the compaction lacked and be copied again by the next
+/// one. A pack named as a listed stored pack is that pack (written again byte for byte):
+/// it stays.
+fn remove_copies(objects: &Path, packs: &[PathBuf]) {
+    let listed = fs::read_to_string(pack::stored_marker(objects)).unwrap_or_default();
+    let listed = pack::stored_packs(&listed);
+    for p in packs {
+        let stored = p
+            .file_stem()
+            .is_some_and(|n| listed.iter().any(|l| l.as_str() == n));
+        if !stored {
+            let _ = fs::remove_file(p.with_extension("idx"));
+            let _ = fs::remove_file(p);
         }
     }
 }

@@ -53,7 +53,29 @@ pub enum ExportError {
         tool: String,
         status: std::process::ExitStatus,
         path: PathBuf,
+        /// Bytes free on the output's file system when the tool had failed (before the
+        /// partial output was removed): tar2sqfs and mksquashfs say only "I/O error".
+        free: Option<u64>,
     },
+}
+
+/// Below this many bytes free, a failed tool's file system counts as full.
+const FULL_BELOW: u64 = 1 << 20;
+
+impl ExportError {
+    /// `tool` failed with `status` writing `out`.
+    fn tool_failed(tool: &str, status: std::process::ExitStatus, out: &Path) -> ExportError {
+        let dir = out.parent().filter(|d| !d.as_os_str().is_empty());
+        let free = nix::sys::statvfs::statvfs(dir.unwrap_or(Path::new(".")))
+            .ok()
+            .map(|v| v.blocks_available() * v.fragment_size());
+        ExportError::ToolFailed {
+            tool: tool.into(),
+            status,
+            path: out.to_path_buf(),
+            free,
+        }
+    }
 }
 
 impl ExportError {
@@ -62,6 +84,16 @@ impl ExportError {
             ExportError::NoSquashTool => {
                 Some("install squashfs-tools-ng (tar2sqfs) or squashfs-tools 4.5+ (Debian: apt-get install squashfs-tools-ng)".into())
             }
+            ExportError::ToolFailed {
+                tool,
+                path,
+                free: Some(free),
+                ..
+            } if *free < FULL_BELOW => Some(format!(
+                "the file system of {} is full ({} KiB free when {tool} failed): make room and try again",
+                path.parent().unwrap_or(path).display(),
+                free >> 10
+            )),
             _ => None,
         }
     }
@@ -769,11 +801,7 @@ pub fn write_squash(
         source,
     })?;
     if !status.success() {
-        return Err(ExportError::ToolFailed {
-            tool: prog.into(),
-            status,
-            path: out.to_path_buf(),
-        });
+        return Err(ExportError::tool_failed(prog, status, out));
     }
     written.map(|_| ())
 }
@@ -996,11 +1024,7 @@ fn squash_from_checkout(
                 source,
             })?;
         if !status.success() {
-            return Err(ExportError::ToolFailed {
-                tool: "mksquashfs".into(),
-                status,
-                path: out.to_path_buf(),
-            });
+            return Err(ExportError::tool_failed("mksquashfs", status, out));
         }
         Ok(())
     })();

@@ -377,22 +377,86 @@ pub fn gc(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
     let stored = super::pack::stored_packs(
         &fs::read_to_string(super::pack::stored_marker(&objects)).unwrap_or_default(),
     );
+    // Stored packs none of whose objects any ref reaches go first (an import or pull
+    // killed or interrupted before it set its ref; a failed one removes its own): the
+    // repack below writes what it keeps before it removes anything, and on a disk they
+    // fill it had no room to (a gc after a killed import on a full disk failed).
+    let stored = drop_unreachable_packs(store, lock, stored)?;
     // git gc writes a new commit-graph only when some commit is reachable: with every
     // image deleted, the old one would name pruned commits and fail `git fsck`.
     let info = objects.join("info");
     let _ = fs::remove_file(info.join("commit-graph"));
     let _ = checkout::remove_tree(&info.join("commit-graphs"));
-    recompress(store, lock, &stored)?;
-    run_git_maintenance(
-        store,
-        lock,
-        &["-c", "pack.compression=1", "gc", "--prune=now"],
-    )?;
+    // A git that failed (a full disk) leaves its temporary pack, as big as what it had
+    // written: remove it, as any temporary file, while this process holds the lock alone.
+    let repacked = recompress(store, lock, &stored).and_then(|_| {
+        run_git_maintenance(
+            store,
+            lock,
+            &["-c", "pack.compression=1", "gc", "--prune=now"],
+        )
+    });
+    if let Err(e) = repacked {
+        if lock.exclusive {
+            for (p, _) in store.leftovers(0) {
+                let _ = fs::remove_file(p);
+            }
+        }
+        return Err(e);
+    }
     if !stored.is_empty() {
         super::pack::unmark_stored(&objects, &stored)
             .at("write", super::pack::stored_marker(&objects))?;
     }
     Ok(())
+}
+
+/// Remove the packs named in `stored` that exist and hold no object any ref reaches
+/// (`git rev-list --objects --all`), index first, and their names from the marker;
+/// returns the other names. Needs the lock exclusively (no writer is between writing
+/// objects and setting the ref that reaches them); does nothing otherwise.
+fn drop_unreachable_packs(
+    store: &Store,
+    lock: &WriteLock,
+    stored: Vec<String>,
+) -> Result<Vec<String>, StoreError> {
+    let dir = store.layout().objects().join("pack");
+    let present: Vec<&String> = stored
+        .iter()
+        .filter(|n| dir.join(format!("{n}.idx")).exists())
+        .collect();
+    if !lock.exclusive || present.is_empty() {
+        return Ok(stored);
+    }
+    let listing = run_git(store, &["rev-list", "--objects", "--all"])?;
+    let reachable: HashSet<ObjectId> = listing
+        .lines()
+        .filter_map(|l| l.get(..40))
+        .filter_map(|h| ObjectId::from_hex(h.as_bytes()).ok())
+        .collect();
+    let mut dropped = Vec::new();
+    for name in present {
+        let idx = dir.join(format!("{name}.idx"));
+        let ids = super::pack::index_ids(&fs::read(&idx).at("read", &idx)?).at("read", &idx)?;
+        if ids.iter().any(|id| reachable.contains(id)) {
+            continue;
+        }
+        fs::remove_file(&idx).at("remove", &idx)?;
+        let pack = idx.with_extension("pack");
+        fs::remove_file(&pack).at("remove", &pack)?;
+        crate::verbose!("removed {name}: no ref reaches its {} objects", ids.len());
+        dropped.push(name.clone());
+    }
+    if dropped.is_empty() {
+        return Ok(stored);
+    }
+    let objects = store.layout().objects();
+    super::pack::unmark_stored(&objects, &dropped)
+        .at("write", super::pack::stored_marker(&objects))?;
+    Ok(stored
+        .into_iter()
+        .filter(|n| !dropped.contains(n))
+        .collect())
 }
 
 /// Repack the objects of the packs named in `stored` that still exist (and loose objects)
@@ -1033,7 +1097,7 @@ pub fn push(store: &Store, _lock: &WriteLock, remote: &str) -> Result<(), StoreE
 }
 
 /// An error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -402,6 +402,29 @@ impl Store {
         Ok(fd)
     }
 
+    /// After a command failed: remove the packs and big loose objects it wrote that
+    /// nothing can use ([`pack::reclaim_written`]), so that a command that failed on a
+    /// full disk leaves the space it found. Only when no other writer, container or
+    /// maintenance holds the lock (tried once, never waited for): otherwise they stay
+    /// for `build-cache --gc`. Call it with every lock of this process released. Returns
+    /// the files removed and their bytes.
+    pub fn reclaim_failed_writes(root: &Path) -> (usize, u64) {
+        use nix::fcntl::{Flock, FlockArg};
+        if !pack::wrote_reclaimable() {
+            return (0, 0);
+        }
+        let layout = Layout::new(root);
+        let Ok(f) = fs::File::open(layout.lock_file()) else {
+            return (0, 0);
+        };
+        let Ok(held) = Flock::lock(f, FlockArg::LockExclusiveNonblock) else {
+            return (0, 0);
+        };
+        let out = pack::reclaim_written(&layout.objects());
+        drop(held);
+        out
+    }
+
     /// Take the writer lock exclusively (maintenance: gc, cache reset).
     pub fn lock_exclusive(&self) -> Result<WriteLock, StoreError> {
         let l = flock(&self.layout, open_lock_file(&self.layout)?, true)?;
@@ -1077,8 +1100,29 @@ impl Store {
         let del = format!("{DELETED_REFS}{}", ref_component(&name.for_path()));
         let commit = git::get_ref(&self.repo(), &del)?
             .ok_or_else(|| StoreError::NoDeleted(name.to_string()))?;
-        self.set_image(lock, name, commit, Expect::Absent)?;
-        git::update_refs(&self.repo(), &[(del, None, Expect::Is(commit))])?;
+        // Both refs in one transaction (a kill leaves one or the other), before the
+        // checkout: an image whose checkout does not fit (a full disk) is back all the
+        // same, checked out on first use as after an import, so a delete on a full disk
+        // can be taken back there.
+        git::update_refs(
+            &self.repo(),
+            &[
+                (Self::image_ref(name), Some(commit), Expect::Absent),
+                (del, None, Expect::Is(commit)),
+            ],
+        )
+        .map_err(|e| self.raced(name, e))?;
+        let dir = match self.checkout(lock, commit) {
+            Ok(dir) => dir,
+            Err(e) => {
+                crate::warn!(
+                    "undeleted image {name} not checked out (done on its first use): {}",
+                    maint::chain(&e)
+                );
+                self.layout.checkout(&commit)
+            }
+        };
+        self.link_checkout(name, &dir)?;
         Ok(commit)
     }
 

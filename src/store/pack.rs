@@ -60,6 +60,9 @@ pub struct PackBuilder {
     level: u32,
     /// Chunk size ([`CHUNK_BYTES`]; smaller in tests).
     chunk: usize,
+    /// Whether its packs are recorded for [`reclaim_written`] (a command's new objects;
+    /// never a compaction's copies, which may hold the only copy of their objects).
+    reclaimable: bool,
     state: Mutex<State>,
 }
 
@@ -299,8 +302,13 @@ pub fn write_loose_file(
         let hex = oid.to_hex().to_string();
         let dir = objects.join(&hex[..2]);
         fs::create_dir_all(&dir)?;
-        fs::rename(&tmp, dir.join(&hex[2..]))?;
+        let path = dir.join(&hex[2..]);
+        let written = Written::before_rename(&tmp, &path, Some(repo.path()));
+        fs::rename(&tmp, &path)?;
         guard.0.clear();
+        if let Some(w) = written {
+            w.record();
+        }
     }
     Ok(oid)
 }
@@ -504,20 +512,29 @@ impl PackBuilder {
     /// A builder writing into the repository whose objects directory is `objects`, at
     /// zlib level 1.
     pub fn new(objects: &Path) -> PackBuilder {
-        PackBuilder::with_level(objects, 1)
+        PackBuilder {
+            reclaimable: true,
+            ..PackBuilder::with_level(objects, 1)
+        }
     }
 
     /// A builder writing entries without compression (stored zlib blocks), for bulk
     /// writes whose speed counts (import, pull); gc recompresses them later.
     pub fn stored(objects: &Path) -> PackBuilder {
-        PackBuilder::with_level(objects, 0)
+        PackBuilder {
+            reclaimable: true,
+            ..PackBuilder::with_level(objects, 0)
+        }
     }
 
+    /// A builder at zlib `level` whose packs are not recorded for [`reclaim_written`]
+    /// (compaction's).
     pub(crate) fn with_level(objects: &Path, level: u32) -> PackBuilder {
         PackBuilder {
             pack_dir: objects.join("pack"),
             level,
             chunk: CHUNK_BYTES,
+            reclaimable: false,
             state: Mutex::new(State {
                 entries: Vec::new(),
                 seen: HashSet::new(),
@@ -641,24 +658,29 @@ impl PackBuilder {
 
     /// Write what is left. Returns the pack files written. (Every chunk written before
     /// is in place already: the calls that wrote them have returned.)
-    pub fn finish(self) -> io::Result<Vec<PathBuf>> {
-        let (entries, mut written) = {
-            let mut st = self.state.lock().expect("pack state lock");
-            (
-                std::mem::take(&mut st.entries),
-                std::mem::take(&mut st.written),
-            )
-        };
+    /// If that fails, the packs written before stay in [`PackBuilder::written`].
+    pub fn finish(&self) -> io::Result<Vec<PathBuf>> {
+        let entries = std::mem::take(&mut self.state.lock().expect("pack state lock").entries);
         if !entries.is_empty() {
-            written.push(self.write(entries)?);
+            let pack = self.write(entries)?;
+            self.state
+                .lock()
+                .expect("pack state lock")
+                .written
+                .push(pack);
         }
-        Ok(written)
+        Ok(self.written())
+    }
+
+    /// The packs written so far (all of them after [`PackBuilder::finish`]).
+    pub fn written(&self) -> Vec<PathBuf> {
+        self.state.lock().expect("pack state lock").written.clone()
     }
 
     /// Write `chunk` as a pack. Its error names the pack directory: the caller that gets
     /// it is whichever one filled the chunk, and names its own file at most.
     fn write(&self, chunk: Vec<Entry>) -> io::Result<PathBuf> {
-        write_pack(&self.pack_dir, chunk, self.level == 0).map_err(|e| {
+        write_pack(&self.pack_dir, chunk, self.level == 0, self.reclaimable).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("writing a pack in {}: {e}", self.pack_dir.display()),
@@ -801,6 +823,150 @@ pub fn stored_packs(marker: &str) -> Vec<String> {
         .collect()
 }
 
+/// A file this process put into an object database for the command it runs (a pack of a
+/// [`PackBuilder::new`] or [`PackBuilder::stored`] builder, a loose object of
+/// [`write_loose_file`]), with the digest of the repository's refs taken just before it
+/// was renamed into place.
+struct Written {
+    path: PathBuf,
+    /// Device and inode of the file renamed into place: a file put there later under the
+    /// same name (another writer's pack of the same contents) is not ours to remove.
+    ino: (u64, u64),
+    /// The objects directory it went into.
+    objects: PathBuf,
+    refs: blake3::Hash,
+}
+
+/// What this process wrote ([`Written`]), for [`reclaim_written`].
+static WRITTEN: Mutex<Vec<Written>> = Mutex::new(Vec::new());
+
+impl Written {
+    /// The record of `tmp`, about to be renamed to `path` in the repository at `git_dir`;
+    /// `None` (nothing will be reclaimed) if the refs or the file can't be read.
+    fn before_rename(tmp: &Path, path: &Path, git_dir: Option<&Path>) -> Option<Written> {
+        use std::os::unix::fs::MetadataExt;
+        let git_dir = git_dir?;
+        let refs = refs_digest(git_dir)?;
+        let m = fs::metadata(tmp).ok()?;
+        Some(Written {
+            path: path.to_path_buf(),
+            ino: (m.dev(), m.ino()),
+            objects: git_dir.join("objects"),
+            refs,
+        })
+    }
+
+    fn record(self) {
+        WRITTEN.lock().expect("written files lock").push(self);
+    }
+}
+
+/// A digest of every ref of the repository at `git_dir`: the contents of `packed-refs`
+/// and the path and contents of each file under `refs/` (lock files included), in
+/// order. Equal digests at two moments mean no ref changed between them (objects are
+/// never changed, so neither did what the refs reach). `None` if something can't be
+/// read.
+fn refs_digest(git_dir: &Path) -> Option<blake3::Hash> {
+    fn walk(dir: &Path, rel: &Path, h: &mut blake3::Hasher) -> Option<()> {
+        let mut entries: Vec<_> = match fs::read_dir(dir) {
+            Ok(rd) => rd.collect::<Result<_, _>>().ok()?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(()),
+            Err(_) => return None,
+        };
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let rel = rel.join(e.file_name());
+            if e.file_type().ok()?.is_dir() {
+                walk(&e.path(), &rel, h)?;
+            } else {
+                let data = fs::read(e.path()).ok()?;
+                for part in [rel.as_os_str().as_encoded_bytes(), &data] {
+                    h.update(&(part.len() as u64).to_le_bytes());
+                    h.update(part);
+                }
+            }
+        }
+        Some(())
+    }
+    let mut h = blake3::Hasher::new();
+    match fs::read(git_dir.join("packed-refs")) {
+        Ok(d) => {
+            h.update(&(d.len() as u64).to_le_bytes());
+            h.update(&d);
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            h.update(b"no packed-refs");
+        }
+        Err(_) => return None,
+    }
+    walk(&git_dir.join("refs"), Path::new("refs"), &mut h)?;
+    Some(h.finalize())
+}
+
+/// Whether this process wrote any file [`reclaim_written`] may remove.
+pub fn wrote_reclaimable() -> bool {
+    !WRITTEN.lock().expect("written files lock").is_empty()
+}
+
+/// After this process's command failed (a full disk, an error half way), remove the packs
+/// and big loose objects it wrote into the objects directory `objects` that nothing can
+/// use: those after whose placement no ref of the repository changed. Such objects were
+/// new when written (writers skip objects the repository has) and no ref reached them
+/// then, so with the refs unchanged none does now. The caller must hold the store's
+/// writer lock exclusively, so that no other writer is between writing objects (perhaps
+/// finding ours and skipping its own copy) and updating its refs. Returns the files
+/// removed and their bytes. Index before pack, then the stored packs' names leave the
+/// gc marker; a kill meanwhile leaves what compaction and gc clean up after a kill.
+pub fn reclaim_written(objects: &Path) -> (usize, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let written: Vec<Written> = {
+        let mut all = WRITTEN.lock().expect("written files lock");
+        let (ours, others) = std::mem::take(&mut *all)
+            .into_iter()
+            .partition(|w| w.objects == objects);
+        *all = others;
+        ours
+    };
+    let Some(git_dir) = objects.parent() else {
+        return (0, 0);
+    };
+    let Some(now) = refs_digest(git_dir) else {
+        return (0, 0);
+    };
+    let (mut files, mut bytes) = (0, 0);
+    let mut names = Vec::new();
+    for w in written {
+        if w.refs != now {
+            continue;
+        }
+        let Ok(m) = fs::symlink_metadata(&w.path) else {
+            continue; // compacted meanwhile: its copy waits for gc
+        };
+        if (m.dev(), m.ino()) != w.ino {
+            continue;
+        }
+        if w.path.extension().is_some_and(|e| e == "pack") {
+            let idx = w.path.with_extension("idx");
+            let idx_len = fs::metadata(&idx).map(|m| m.len()).unwrap_or(0);
+            if fs::remove_file(&idx).is_err() {
+                continue;
+            }
+            bytes += idx_len;
+            if let Some(stem) = w.path.file_stem() {
+                names.push(stem.to_string_lossy().into_owned());
+            }
+        }
+        if fs::remove_file(&w.path).is_ok() {
+            files += 1;
+            bytes += m.len();
+        }
+    }
+    if !names.is_empty() {
+        let _ = unmark_stored(objects, &names);
+    }
+    (files, bytes)
+}
+
 /// Temporary files removed on drop unless disarmed: a writer that fails (a full disk, a
 /// file size limit) removes what it wrote.
 struct TempFiles(Vec<PathBuf>);
@@ -837,8 +1003,13 @@ const IOV_MAX: usize = 1024;
 const GROUP_BYTES: usize = 1 << 20;
 
 /// Write `entries` as a pack and its index; returns the pack path. A `stored` pack is
-/// listed in the gc marker first.
-fn write_pack(dir: &Path, entries: Vec<Entry>, stored: bool) -> io::Result<PathBuf> {
+/// listed in the gc marker first; a `reclaimable` one is recorded for [`reclaim_written`].
+fn write_pack(
+    dir: &Path,
+    entries: Vec<Entry>,
+    stored: bool,
+    reclaimable: bool,
+) -> io::Result<PathBuf> {
     static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     create_dir_in_place(dir)?;
     let n = std::process::id();
@@ -932,12 +1103,18 @@ fn write_pack(dir: &Path, entries: Vec<Entry>, stored: bool) -> io::Result<PathB
         None
     };
     let pack = dir.join(format!("{name}.pack"));
+    let written = reclaimable
+        .then(|| Written::before_rename(&tmp_pack, &pack, dir.parent().and_then(Path::parent)))
+        .flatten();
     fs::rename(&tmp_pack, &pack)?;
     // (A pack of the same name may be another writer's, with its index: never remove it.)
     guard.0 = vec![tmp_idx.clone()];
     fs::rename(&tmp_idx, dir.join(format!("{name}.idx")))?;
     guard.0.clear();
     drop(marker);
+    if let Some(w) = written {
+        w.record();
+    }
     Ok(pack)
 }
 
@@ -1069,6 +1246,61 @@ pub(crate) mod tests {
             assert_eq!(repo.find_blob(*id).unwrap().data, blob(i));
         }
         git_verifies(&packs);
+    }
+
+    #[test]
+    fn only_packs_written_since_the_refs_last_changed_are_reclaimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = gix::init_bare(dir.path()).unwrap();
+        let objects = dir.path().join("objects");
+        let blob = |i: usize| format!("{i:04} reclaim").repeat(300).into_bytes();
+        let write = |from: usize| {
+            let pb = PackBuilder::stored(&objects);
+            for i in from..from + 10 {
+                pb.add(&repo, &blob(i)).unwrap();
+            }
+            pb.finish().unwrap()
+        };
+        // Written, then a ref changed (as if a writer used these objects): kept.
+        let used = write(0);
+        let refs = dir.path().join("refs/grove/img");
+        fs::create_dir_all(&refs).unwrap();
+        fs::write(
+            refs.join("x"),
+            format!("{}\n", ObjectId::null(gix::hash::Kind::Sha1)),
+        )
+        .unwrap();
+        // Written after the last ref change: nothing can reach them.
+        let unused = write(10);
+        // A compaction's pack is never a command's to reclaim.
+        let compacted = {
+            let pb = PackBuilder::with_level(&objects, 2);
+            pb.add_copy(
+                ObjectId::null(gix::hash::Kind::Sha1),
+                gix::objs::Kind::Blob,
+                b"x",
+            )
+            .unwrap();
+            pb.finish().unwrap()
+        };
+        let (files, bytes) = reclaim_written(&objects);
+        assert_eq!(files, unused.len());
+        assert!(bytes > 0);
+        for p in used.iter().chain(&compacted) {
+            assert!(p.exists() && p.with_extension("idx").exists(), "{p:?}");
+        }
+        for p in &unused {
+            assert!(!p.exists() && !p.with_extension("idx").exists(), "{p:?}");
+        }
+        let marker = fs::read_to_string(stored_marker(&objects)).unwrap();
+        let stem = |p: &PathBuf| p.file_stem().unwrap().to_string_lossy().into_owned();
+        assert!(used.iter().all(|p| marker.contains(&stem(p))), "{marker}");
+        assert!(
+            !unused.iter().any(|p| marker.contains(&stem(p))),
+            "{marker}"
+        );
+        // Reclaimed once: nothing is left to remove.
+        assert_eq!(reclaim_written(&objects), (0, 0));
     }
 
     #[test]

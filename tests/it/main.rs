@@ -12,6 +12,7 @@ mod conformance;
 mod convert;
 mod convert_formats;
 mod copied;
+mod disk_full;
 mod environment;
 mod fromhost;
 mod hostile;

@@ -1,0 +1,416 @@
+//! The store on a full disk: a storage directory on a small file system of its own (an
+//! ext4 image, loop-mounted), filled by the command under test or beforehand. A command
+//! that fails there says so and leaves the store as it was, the space it found included;
+//! what needs no room still works. Mounting needs root: as another user these skip. And
+//! a storage directory its owner made read-only: every writer is refused.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::*;
+
+/// An ext4 file system of `mib` MiB (no reserved blocks) loop-mounted at `scratch/fs`,
+/// owned by the test user; unmounted and removed on drop.
+struct SmallFs {
+    mnt: PathBuf,
+    _scratch: Scratch,
+}
+
+impl SmallFs {
+    fn new(tag: &str, mib: u32) -> Option<SmallFs> {
+        if !is_root() {
+            skip("a loop-mounted file system needs a root test suite");
+            return None;
+        }
+        if !have("mkfs.ext4") {
+            skip("mkfs.ext4 not installed (apt-get install e2fsprogs)");
+            return None;
+        }
+        let scratch = Scratch::new(tag);
+        let img = scratch.join("fs.img");
+        let mnt = scratch.join("fs");
+        std::fs::create_dir(&mnt).expect("mkdir mount point");
+        let f = std::fs::File::create(&img).expect("create image");
+        f.set_len(u64::from(mib) << 20).expect("size image");
+        ok(Command::new("mkfs.ext4").args(["-q", "-m", "0"]).arg(&img));
+        let out = output(
+            Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&img)
+                .arg(&mnt),
+        );
+        if !out.status.success() {
+            skip(&format!(
+                "can't loop-mount a file system here: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+            return None;
+        }
+        own(&mnt);
+        Some(SmallFs {
+            mnt,
+            _scratch: scratch,
+        })
+    }
+
+    /// Free bytes (as the test user sees them).
+    fn free(&self) -> u64 {
+        let v = nix::sys::statvfs::statvfs(&self.mnt).expect("statvfs");
+        v.blocks_available() * v.fragment_size()
+    }
+
+    /// Fill the file system with `filler`, then give back `leave` bytes of it.
+    fn fill_leaving(&self, leave: u64) -> PathBuf {
+        let filler = self.mnt.join("filler");
+        // dd stops at ENOSPC (and fails): that is the point.
+        let _ = unpriv("dd")
+            .arg("if=/dev/zero")
+            .arg(format!("of={}", filler.display()))
+            .args(["bs=1M", "status=none"])
+            .output();
+        let len = std::fs::metadata(&filler).expect("filler").len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&filler)
+            .expect("open filler")
+            .set_len(len.saturating_sub(leave))
+            .expect("shrink filler");
+        filler
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+    }
+}
+
+/// `ch-image` on storage directory `st`.
+fn ch(st: &Path) -> Command {
+    let mut c = tool("ch-image");
+    c.arg("-s").arg(st);
+    c
+}
+
+/// A directory of `n` files of random bytes, `kib` KiB each, in `s`, owned by the test
+/// user (random: nothing compresses it).
+fn random_tree(s: &Scratch, name: &str, n: u32, kib: u32) -> PathBuf {
+    let dir = s.join(name);
+    sh(&format!(
+        "mkdir '{d}' && cd '{d}' && head -c {total}K /dev/urandom | split -a 4 -b {kib}K - f",
+        d = dir.display(),
+        total = n * kib,
+    ));
+    dir
+}
+
+/// The store is whole and lists `images`: `ch-image fsck` and `git fsck` pass.
+#[track_caller]
+fn assert_whole(st: &Path, images: &str) {
+    assert_eq!(ok(ch(st).arg("list")), images);
+    ok(ch(st).arg("fsck"));
+    ok(unpriv("git")
+        .arg("-C")
+        .arg(st.join("repo.git"))
+        .args(["fsck", "--strict"]));
+}
+
+/// Regression: an import that ran out of space left the packs it had written (every
+/// 16 MiB chunk of the tarball that fit), which nothing referenced: the disk stayed full
+/// (71 MiB of a 100 MiB file system after a failed import of Debian bookworm), and
+/// `build-cache --gc`, which rewrites the store's packs, then failed for want of room
+/// itself. Now the failed import removes them: the space it found is free again.
+#[test]
+fn an_import_that_fills_the_disk_leaves_the_space_it_found() {
+    let Some(fs) = SmallFs::new("full-import", 48) else {
+        return;
+    };
+    let s = Scratch::new("full-import-src");
+    let st = fs.mnt.join("st");
+    ok(ch(&st).arg("import").arg(busybox_rootfs()).arg("bb"));
+    let before = fs.free();
+    // More than the free space, in several packs of 16 MiB.
+    let tree = random_tree(&s, "big", 400, 160);
+    let tar = s.join("big.tar");
+    sh(&format!(
+        "tar -C '{}' -cf '{}' .",
+        tree.display(),
+        tar.display()
+    ));
+    let (_, err) = fails(ch(&st).arg("import").arg(&tar).arg("big"));
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        err.contains(&st.join("repo.git/objects/pack").display().to_string()),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let after = fs.free();
+    assert!(
+        after + (1 << 20) >= before,
+        "the failed import kept {} KiB of the file system\n{err}",
+        (before - after) >> 10
+    );
+    let packs: Vec<_> = std::fs::read_dir(st.join("repo.git/objects/pack"))
+        .expect("pack dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(packs.is_empty(), "{packs:?}");
+    assert_whole(&st, "bb\n");
+    // The store goes on: an import that fits, a run, a gc.
+    let small = random_tree(&s, "small", 300, 4);
+    ok(ch(&st).arg("import").arg(&small).arg("small"));
+    ok(tool("ch-run").arg("-s").arg(&st).args(["bb", "--", "true"]));
+    ok(ch(&st).args(["build-cache", "--gc"]));
+    assert_whole(&st, "bb\nsmall\n");
+}
+
+/// Regression: a `build-cache --gc` whose `git repack` ran out of space left git's
+/// temporary pack (`objects/pack/tmp_pack_*`, as big as what git had written) and
+/// reported the failure: the disk was fuller after the gc than before it, and `ch-image
+/// fsck` said nothing (the file was younger than ten minutes). Now gc removes it.
+#[test]
+fn a_gc_that_runs_out_of_space_leaves_no_temporary_pack() {
+    let Some(fs) = SmallFs::new("full-gc", 48) else {
+        return;
+    };
+    let s = Scratch::new("full-gc-src");
+    let st = fs.mnt.join("st");
+    // Stored packs (an import of 300 files) that gc rewrites: 12 MiB of random bytes.
+    let tree = random_tree(&s, "tree", 300, 40);
+    ok(ch(&st)
+        .env("CH_IMAGE_AUTO_COMPACT", "no")
+        .arg("import")
+        .arg(&tree)
+        .arg("t"));
+    let filler = fs.fill_leaving(2 << 20);
+    let before = fs.free();
+    let (_, err) = fails(ch(&st).args(["build-cache", "--gc"]));
+    assert!(err.contains("repack"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(st.join("repo.git/objects/pack"))
+        .expect("pack dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("tmp_"))
+        .collect();
+    assert!(left.is_empty(), "gc left {left:?}\n{err}");
+    assert!(fs.free() + (256 << 10) >= before, "{err}");
+    assert_whole(&st, "t\n");
+    std::fs::remove_file(filler).expect("remove filler");
+    ok(ch(&st).args(["build-cache", "--gc"]));
+    assert_whole(&st, "t\n");
+}
+
+/// Regression: `undelete` checked the image out before it restored the ref, so on a full
+/// disk an image deleted there could not be brought back ("can't write file: …/tmp/
+/// checkout…: No space left on device"), though a delete needs no room. Now it restores
+/// the refs first (one transaction) and, when the checkout does not fit, warns and leaves
+/// it to the image's first use, as after an import.
+#[test]
+fn undelete_on_a_full_disk_brings_the_image_back() {
+    let Some(fs) = SmallFs::new("full-undelete", 24) else {
+        return;
+    };
+    let st = fs.mnt.join("st");
+    ok(ch(&st).arg("import").arg(busybox_rootfs()).arg("bb"));
+    ok(ch(&st).args(["delete", "bb"]));
+    assert_eq!(ok(ch(&st).arg("list")), "");
+    // Less room than the image's files take (busybox is about 2 MiB).
+    let filler = fs.fill_leaving(256 << 10);
+    let out = output(ch(&st).args(["undelete", "bb"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("not checked out (done on its first use)")
+            && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert_eq!(ok(ch(&st).arg("list")), "bb\n");
+    assert_eq!(ok(ch(&st).args(["list", "--undeletable"])), "");
+    std::fs::remove_file(filler).expect("remove filler");
+    ok(tool("ch-run").arg("-s").arg(&st).args(["bb", "--", "true"]));
+    assert_whole(&st, "bb\n");
+}
+
+/// Regression: a compaction (the one an import starts in the background, or `build-cache
+/// --compact`) that ran out of space left the compressed packs it had written before it
+/// failed, copies of objects its stored packs still held: a store of 30 MiB of stored
+/// packs on a 56 MiB file system went from 17 MiB free to 0.6 MiB, so that the next
+/// command failed for want of room, and the next compaction copied them again. Now it
+/// removes them: the stored packs stay, as the space.
+#[test]
+fn a_compaction_that_runs_out_of_space_leaves_the_space_it_found() {
+    let Some(fs) = SmallFs::new("full-compact", 56) else {
+        return;
+    };
+    let s = Scratch::new("full-compact-src");
+    let st = fs.mnt.join("st");
+    // 30 MiB that compresses to about three quarters: two stored packs, and more
+    // compressed bytes than the room left.
+    let tree = s.join("b64");
+    sh(&format!(
+        "mkdir '{d}' && cd '{d}' && head -c 22M /dev/urandom | base64 -w 100 | split -a 4 -b 100K - f",
+        d = tree.display()
+    ));
+    ok(ch(&st)
+        .env("CH_IMAGE_AUTO_COMPACT", "no")
+        .arg("import")
+        .arg(&tree)
+        .arg("t"));
+    let packs = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(st.join("repo.git/objects/pack"))
+            .expect("pack dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let (before, free) = (packs(), fs.free());
+    let (_, err) = fails(ch(&st).args(["build-cache", "--compact"]));
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(packs(), before, "{err}");
+    assert!(fs.free() + (256 << 10) >= free, "{err}");
+    assert_whole(&st, "t\n");
+}
+
+/// Regression: `ch-image import DIR` and `ch-convert -i dir` (which become root of a user
+/// namespace mapping only the user, to read the user's 0000 files) kept every capability
+/// of that root over the user's files, writes included: they wrote a new image into a
+/// storage directory its owner had made read-only (`chmod -R a-w`), where a tarball's
+/// import, a build and a gc are refused. Now only `CAP_DAC_READ_SEARCH` is kept; 0000
+/// files are still read.
+#[test]
+fn a_directory_is_not_imported_into_a_storage_directory_made_read_only() {
+    let s = Scratch::new("ro-import");
+    let st = s.storage();
+    ok(ch(&st).arg("import").arg(busybox_rootfs()).arg("bb"));
+    // A tree of the user's with a 0000 directory and file: read all the same.
+    let tree = busybox_copy(&s, "tree");
+    sh(&format!(
+        "mkdir '{t}/locked' && echo secret > '{t}/locked/f' && chmod 000 '{t}/locked/f' '{t}/locked'",
+        t = tree.display()
+    ));
+    ok(ch(&st).arg("import").arg(&tree).arg("first"));
+    sh(&format!("chmod -R a-w '{}'", st.display()));
+    let (_, err) = fails(ch(&st).arg("import").arg(&tree).arg("second"));
+    assert!(err.contains("storage directory is read-only"), "{err}");
+    let (_, err) = fails(
+        tool("ch-convert")
+            .arg("-s")
+            .arg(&st)
+            .args(["-i", "dir", "-o", "ch-image"])
+            .arg(&tree)
+            .arg("third"),
+    );
+    assert!(err.contains("Permission denied"), "{err}");
+    assert_eq!(ok(ch(&st).arg("list")), "bb\nfirst\n");
+    sh(&format!("chmod -R u+w '{}'", st.display()));
+    let out = ok(tool("ch-run")
+        .arg("-s")
+        .arg(&st)
+        .args(["first", "--", "cat", "/locked/f"]));
+    assert_eq!(out, "secret\n");
+}
+
+/// Regression: a SquashFS export that ran out of space said only what the tool said
+/// ("finishing data blocks: I/O error", then "tar2sqfs failed (exit status: 1) writing
+/// …"): nothing told that the disk was full. Now the hint says so, with the room left
+/// when the tool failed; nothing is left behind.
+#[test]
+fn a_squash_export_on_a_full_disk_says_the_disk_is_full() {
+    if !["tar2sqfs", "mksquashfs", "sqfstar"]
+        .iter()
+        .any(|t| have(t))
+    {
+        return skip("no SquashFS tool (apt-get install squashfs-tools-ng)");
+    }
+    let Some(fs) = SmallFs::new("full-squash", 24) else {
+        return;
+    };
+    let s = Scratch::new("full-squash-st");
+    let st = s.storage();
+    ok(ch(&st).arg("import").arg(busybox_rootfs()).arg("bb"));
+    let filler = fs.fill_leaving(64 << 10);
+    let out = fs.mnt.join("bb.sqfs");
+    let (_, err) = fails(
+        tool("ch-convert")
+            .arg("-s")
+            .arg(&st)
+            .args(["-o", "squash", "bb"])
+            .arg(&out),
+    );
+    assert!(
+        err.contains(&format!(
+            "hint: the file system of {} is full",
+            fs.mnt.display()
+        )),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&fs.mnt)
+        .expect("mount")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "filler" && n != "lost+found")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    std::fs::remove_file(filler).expect("remove filler");
+    ok(tool("ch-convert")
+        .arg("-s")
+        .arg(&st)
+        .args(["-o", "squash", "bb"])
+        .arg(&out));
+}
+
+/// Regression: an import killed (kill -9, or Ctrl-C: nothing catches SIGINT) after it had
+/// written some of its packs left them, unreferenced, and `build-cache --gc`, the only
+/// way to remove them, first rewrote every stored pack with `git repack -a -d`, which
+/// writes what it keeps before it removes anything: on a disk they had filled, it failed
+/// for want of room and nothing could free it. Now gc first removes the stored packs
+/// that hold nothing any ref reaches.
+#[test]
+fn gc_after_an_import_killed_on_a_nearly_full_disk_frees_its_packs() {
+    let Some(fs) = SmallFs::new("full-killed", 64) else {
+        return;
+    };
+    let s = Scratch::new("full-killed-src");
+    let st = fs.mnt.join("st");
+    let kept = random_tree(&s, "kept", 300, 40); // 12 MiB, one stored pack
+    ok(ch(&st)
+        .env("CH_IMAGE_AUTO_COMPACT", "no")
+        .arg("import")
+        .arg(&kept)
+        .arg("kept"));
+    let idx = |st: &Path| {
+        std::fs::read_dir(st.join("repo.git/objects/pack"))
+            .expect("pack dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".idx"))
+            .count()
+    };
+    // Killed once a pack of its own is in place.
+    let big = random_tree(&s, "big", 400, 100); // 40 MiB
+    let mut child = Reaped(
+        ch(&st)
+            .env("CH_IMAGE_AUTO_COMPACT", "no")
+            .arg("import")
+            .arg(&big)
+            .arg("big")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn import"),
+    );
+    wait_for("a pack of the import", 300, || idx(&st) >= 2);
+    child.0.kill().expect("kill import");
+    child.0.wait().expect("wait");
+    let filler = fs.fill_leaving(2 << 20);
+    let out = ok(ch(&st).args(["build-cache", "--gc"]));
+    assert!(out.contains("images:"), "{out}");
+    assert_eq!(idx(&st), 1);
+    assert!(fs.free() > 16 << 20);
+    assert_whole(&st, "kept\n");
+    std::fs::remove_file(filler).expect("remove filler");
+    ok(ch(&st).arg("import").arg(&big).arg("big"));
+    assert_whole(&st, "big\nkept\n");
+}
