@@ -1138,7 +1138,11 @@ pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, Image
             ));
         }
         phase.finish_with(&counts, false);
-        for (what, c) in [("cache mounts", m.mounts), ("materialized trees", m.trees)] {
+        for (what, c) in [
+            ("cache mounts", m.mounts),
+            ("downloaded layers", m.downloads),
+            ("materialized trees", m.trees),
+        ] {
             if c.removed > 0 || c.kept > 0 {
                 let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
                 info!(

@@ -583,6 +583,11 @@ fn download_one(
                 i + 1,
                 short(&d.digest)
             );
+            // Its use, for `build-cache --gc --keep-storage` (most recently used kept).
+            let _ = fs::File::options()
+                .write(true)
+                .open(&dest)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
             crate::progress::skip_bytes(d.size);
             return Ok(dest);
         }

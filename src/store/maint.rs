@@ -509,10 +509,12 @@ pub struct CacheMountsGc {
     pub kept_bytes: u64,
 }
 
-/// What [`gc_storage`] did: cache mounts, and materialized trees (checkouts and layers).
+/// What [`gc_storage`] did: cache mounts, downloaded layers, and materialized trees
+/// (checkouts and layers).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StorageGc {
     pub mounts: CacheMountsGc,
+    pub downloads: CacheMountsGc,
     pub trees: CacheMountsGc,
 }
 
@@ -521,6 +523,9 @@ pub struct StorageGc {
 enum Kind {
     /// `cachemounts/HASH`: a `RUN --mount=type=cache` directory (its content is lost).
     Mount,
+    /// `dlcache/sha256-HEX`: a registry layer kept after its pull (the git objects hold
+    /// what it unpacked to; a later pull of the layer downloads it again).
+    Download,
     /// `layers/C`: a build's kept layer (a view falls back to a checkout without it).
     Layer,
     /// `checkouts/C`: made again from the git objects on next use.
@@ -542,6 +547,7 @@ impl Removable {
     fn path(&self, l: &super::Layout) -> std::path::PathBuf {
         match self.kind {
             Kind::Mount => l.cache_mount(&self.name),
+            Kind::Download => l.dlcache().join(&self.name),
             Kind::Layer => l.layers().join(&self.name),
             Kind::Checkout => l.checkouts().join(&self.name),
         }
@@ -610,9 +616,10 @@ fn entries(dir: &Path) -> Result<Vec<fs::DirEntry>, StoreError> {
 }
 
 /// Remove what `--keep-storage` governs (docs/store-format.md, "Keeping storage").
-/// Without `keep`, removes every `RUN --mount=type=cache` directory (`cachemounts/`)
-/// and keeps materialized trees. With `keep`, cache mounts and materialized trees (checkouts
-/// and kept layers: copies of what the git objects hold) are kept most recently used
+/// Without `keep`, removes every `RUN --mount=type=cache` directory (`cachemounts/`) and
+/// every downloaded layer (`dlcache/`), and keeps materialized trees. With `keep`, cache
+/// mounts, downloaded layers and materialized trees (checkouts and kept layers: copies of
+/// what the git objects hold) are kept most recently used
 /// first while together they take at most `keep` bytes (an inode counted once, so files
 /// checkouts share through the pool count once), and the rest is removed; a delta layer
 /// goes with any of its base layers. Use is the modification time of a mount's lock file
@@ -640,6 +647,16 @@ pub fn gc_storage(
         }
         let used = mtime(&l.cache_mount_lock(&name));
         items.push(removable(Kind::Mount, name, &e.path(), used));
+    }
+    for e in entries(&l.dlcache())? {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.contains(".partial.") {
+            // No pull runs while this process holds the lock alone: a killed one's.
+            let _ = fs::remove_file(e.path());
+            continue;
+        }
+        let used = mtime(&e.path());
+        items.push(removable(Kind::Download, name, &e.path(), used));
     }
     if keep.is_some() {
         for (kind, dir) in [(Kind::Checkout, l.checkouts()), (Kind::Layer, l.layers())] {
@@ -705,10 +722,10 @@ pub fn gc_storage(
     let mut r = StorageGc::default();
     let mut dropped_checkout = false;
     for (it, cost, k) in &decided {
-        let counts = if it.kind == Kind::Mount {
-            &mut r.mounts
-        } else {
-            &mut r.trees
+        let counts = match it.kind {
+            Kind::Mount => &mut r.mounts,
+            Kind::Download => &mut r.downloads,
+            Kind::Layer | Kind::Checkout => &mut r.trees,
         };
         if *k {
             counts.kept += 1;
@@ -716,6 +733,13 @@ pub fn gc_storage(
             continue;
         }
         let path = it.path(l);
+        if it.kind == Kind::Download {
+            fs::remove_file(&path).at("remove downloaded layer", &path)?;
+            crate::verbose!("removed {} ({cost} bytes)", path.display());
+            counts.removed += 1;
+            counts.removed_bytes += cost;
+            continue;
+        }
         let tmp = store.scratch_path("drop");
         let what = match it.kind {
             Kind::Mount => "remove cache mount",
@@ -726,6 +750,7 @@ pub fn gc_storage(
             Kind::Mount => {
                 let _ = fs::remove_file(l.cache_mount_lock(&it.name));
             }
+            Kind::Download => {}
             Kind::Layer => {
                 if let Ok(id) = ObjectId::from_hex(it.name.as_bytes()) {
                     let _ = fs::remove_file(l.layer_bases(&id));

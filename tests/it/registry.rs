@@ -900,6 +900,56 @@ fn zstd_layer_over_plain_http_for_an_insecure_registry() {
     );
 }
 
+/// The download cache is a cache: `build-cache --gc` removes the layers pulls kept there
+/// (the git objects hold what they unpacked to), the least recently used first with
+/// `--keep-storage`, and a pull after that downloads again. Before, only `reset` emptied
+/// it, so every layer ever pulled stayed on disk twice.
+#[test]
+fn gc_empties_the_download_cache_and_keep_storage_keeps_recent_layers() {
+    let tar = tar_with_member("hello", b"cached layer\n");
+    let layer = gzip(&tar);
+    let hex = sha256_hex(&layer);
+    let fake = Fake::start(layer, None);
+    let s = Scratch::new("dlgc");
+    let st = empty_store(&s);
+    let cached = st.join("dlcache").join(format!("sha256-{hex}"));
+    let gc = |keep: Option<&str>| {
+        let mut c = tool("ch-image");
+        c.arg("-s").arg(&st).args(["build-cache", "--gc"]);
+        if let Some(k) = keep {
+            c.args(["--keep-storage", k]);
+        }
+        let out = output(&mut c);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        err
+    };
+    ok(&mut fake.pull_cmd(&st));
+    assert!(
+        cached.exists(),
+        "pull keeps its layer in the download cache"
+    );
+    let err = gc(Some("1G"));
+    assert!(cached.exists(), "kept within --keep-storage: {err}");
+    assert!(
+        err.contains("downloaded layers: removed 0 (0.0 MiB), kept 1"),
+        "{err}"
+    );
+    let err = gc(None);
+    assert!(!cached.exists(), "gc left the downloaded layer: {err}");
+    assert!(err.contains("downloaded layers: removed 1 ("), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(image_dir(&st, "img+latest").join("hello")).unwrap(),
+        "cached layer\n"
+    );
+    ok(tool("ch-image").arg("-s").arg(&st).arg("fsck"));
+    // A later pull that needs the layer downloads it again.
+    let mut c = fake.pull_cmd(&st);
+    c.args(["--no-cache"]);
+    ok(&mut c);
+    assert!(cached.exists());
+}
+
 #[test]
 fn registry_going_away_mid_layer_fails_cleanly() {
     let mut big = Vec::new();
