@@ -1281,6 +1281,38 @@ fn diff_of_new_and_deleted_directories_with_modes() {
     assert_eq!(j[2]["modified"], 0, "{}", j[2]);
 }
 
+/// Regression: a path that changed type between a FIFO or an empty directory (held in
+/// `meta`) and a file (in the tree) was reported as added ("A /p") or removed ("D /f")
+/// alone, though it was there before and after, and `history` counted it so.
+#[test]
+fn diff_of_a_path_that_changes_type_to_or_from_a_fifo_or_an_empty_directory() {
+    let w = W::new("diff-type");
+    let c = w.ctx(
+        "ty",
+        "FROM busybox\nRUN mkfifo /p && mkdir /e && echo f > /f && echo g > /g\n\
+         RUN rm /p && echo now > /p && rmdir /e && echo now > /e\n\
+         RUN rm /f /g && mkfifo /f && mkdir /g\n",
+        &[],
+    );
+    w.build("t", &c, &[]);
+    assert_eq!(diff_lines(&w, "t~2", "t~1"), vec!["M /e", "M /p"]);
+    assert_eq!(diff_lines(&w, "t~1", "t"), vec!["M /f", "M /g"]);
+    assert_eq!(diff_lines(&w, "t", "t~1"), vec!["M /f", "M /g"]);
+    assert_eq!(
+        diff_lines(&w, "t~2", "t"),
+        vec!["M /e", "M /f", "M /g", "M /p"]
+    );
+    let j = history_json(&w, "t");
+    for i in [2, 3] {
+        assert_eq!(
+            (&j[i]["added"], &j[i]["modified"], &j[i]["removed"]),
+            (&0.into(), &2.into(), &0.into()),
+            "{}",
+            j[i]
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // In-toto / SLSA provenance statements (issue 16 point 4): `inspect --provenance`, `verify`.
 
