@@ -319,8 +319,14 @@ fn why_now(
     use crate::build::why;
     let id = ObjectId::from_hex(commit.as_bytes())
         .map_err(|_| ImageError::NoProvenance(spec.to_string()))?;
-    let parent = crate::store::git::image_trees(repo, id)?.parent;
-    let record = crate::store::git::key_inputs_of(repo, id)?.and_then(|b| why::Record::parse(&b));
+    let trees = crate::store::git::image_trees(repo, id)?;
+    let parent = trees.parent;
+    let record = crate::store::git::key_inputs_of(repo, id)?
+        .and_then(|b| why::Record::parse(&b))
+        .map(|r| why::Record {
+            kind: Some(why::keyword(trees.message.lines().next().unwrap_or(""))),
+            ..r
+        });
     let (Some(p), Some(r)) = (parent, record) else {
         return Ok(vec![
             "not recorded (a step made by an older Grove)".to_string()

@@ -31,6 +31,18 @@ const SHOW: usize = 3;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Record {
     pub items: Vec<(String, String)>,
+    /// The instruction's keyword ([`keyword`]), when known: not part of the blob (the
+    /// `instruction` item holds only a hash of the text), set by [`record`] and by readers
+    /// that know the step's text. Entries of another keyword are not compared with it.
+    pub kind: Option<String>,
+}
+
+/// An instruction's keyword as [`Record::kind`] holds it: its first word, upper case.
+pub fn keyword(text: &str) -> String {
+    text.split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase()
 }
 
 /// A value's hash in a record: 128 bits of blake3, in hex.
@@ -73,7 +85,7 @@ impl Record {
             let (v, n) = l.split_once(' ')?;
             items.push((n.to_string(), v.to_string()));
         }
-        Some(Record { items })
+        Some(Record { items, kind: None })
     }
 }
 
@@ -89,7 +101,10 @@ pub fn record(
     o: &PlanOptions,
     sources: Vec<(String, String)>,
 ) -> Record {
-    let mut r = Record::default();
+    let mut r = Record {
+        kind: Some(keyword(text)),
+        ..Record::default()
+    };
     r.push("instruction", text.as_bytes());
     r.push("input", input);
     let sde = o
@@ -431,8 +446,10 @@ pub fn delta_base(
 
 /// Why `record` (a step on `parent`) has no cache entry: compared with the closest entry on
 /// the same parent (`exclude`: the step's own commit, when asking afterwards; of equally
-/// close ones, the newest). `None` if there is no entry for this parent. Only the closest
-/// entry is put in words.
+/// close ones, the newest). Only entries of the same instruction keyword are compared when
+/// the record's is known: the items of an `ARG` and a `COPY` differ in name, and listing
+/// them ("build argument changed: V" for a COPY) would name changes nobody made. `None` if
+/// there is no such entry for this parent. Only the closest entry is put in words.
 pub fn against_siblings(
     repo: &gix::Repository,
     siblings: &mut Siblings,
@@ -456,6 +473,13 @@ pub fn against_siblings(
                 .to_string(),
             Err(_) => continue,
         };
+        if record
+            .kind
+            .as_ref()
+            .is_some_and(|k| *k != keyword(&old_text))
+        {
+            continue;
+        }
         let old = siblings.record(repo, c)?;
         // An entry made before records existed: only its text can be compared.
         let d = match old.as_ref() {

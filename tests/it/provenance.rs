@@ -1313,6 +1313,41 @@ fn diff_of_a_path_that_changes_type_to_or_from_a_fifo_or_an_empty_directory() {
     }
 }
 
+/// Regression: a step that missed was compared with the closest cache entry on its parent
+/// whatever its instruction, so the first build of a `RUN` on a base where an `ARG` had
+/// been built said "instruction text changed (cached: ARG V=1)", "build argument changed:
+/// V" and "build option changed: --force", none of which the user changed.
+#[test]
+fn why_compares_a_step_only_with_entries_of_the_same_instruction() {
+    let w = W::new("why-kind");
+    let a = w.ctx("a", "FROM busybox\nARG V=1\n", &[]);
+    w.build("a", &a, &[]);
+    let r = w.ctx("r", "FROM busybox\nRUN echo hi > /f\n", &[]);
+    let log = w.build("r", &r, &["--explain"]);
+    let why = w.ci(&["history", "--why", "r"]);
+    for out in [&log, &why] {
+        assert!(out.contains("why: no entry for this parent"), "{out}");
+        assert!(
+            !out.contains("ARG V=1") && !out.contains("argument") && !out.contains("option"),
+            "{out}"
+        );
+    }
+    // An entry of the same instruction on that parent is still the one compared.
+    let r2 = w.ctx("r2", "FROM busybox\nRUN echo ho > /f\n", &[]);
+    w.build("r2", &r2, &[]);
+    let why = w.ci(&["history", "--why", "r2"]);
+    assert!(
+        why.contains("why: instruction text changed (cached: RUN echo hi > /f)"),
+        "{why}"
+    );
+    // So in the comparison made afterwards for a build that did not record it.
+    let wd = w.ctx("wd", "FROM busybox\nWORKDIR /w\n", &[]);
+    w.build("wd", &wd, &["--no-cache"]);
+    let why = w.ci(&["history", "--why", "wd"]);
+    assert!(why.contains("why: no other entry for this parent"), "{why}");
+    assert!(!why.contains("cached:"), "{why}");
+}
+
 // ---------------------------------------------------------------------------------------
 // In-toto / SLSA provenance statements (issue 16 point 4): `inspect --provenance`, `verify`.
 
