@@ -31,13 +31,24 @@ pub enum ImageError {
         #[source]
         source: std::num::ParseIntError,
     },
-    #[error("no image or commit: {0}")]
-    NoState(String),
+    #[error("no image or commit: {name}")]
+    NoState {
+        name: String,
+        /// The name of a deleted image by that name, which `undelete` restores.
+        deleted: Option<String>,
+    },
     #[error("no image or commit: {name}")]
     NoCommit {
         name: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{spec} is not an image commit: it names {}", .objects.join(", "))]
+    NotACommit { spec: String, objects: Vec<String> },
+    #[error("commit id prefix {spec} is ambiguous: {}", .candidates.join("; "))]
+    AmbiguousCommit {
+        spec: String,
+        candidates: Vec<String>,
     },
     #[error("{0}: history is shorter")]
     ShortHistory(String),
@@ -137,6 +148,17 @@ impl ImageError {
             | ImageError::PullInto { source, .. }
             | ImageError::Push { source, .. } => source.hint(),
             ImageError::Reference(e) => e.hint(),
+            ImageError::NoState {
+                deleted: Some(name),
+                ..
+            } => Some(format!(
+                "{} was deleted; `ch-image undelete {}` restores it",
+                list_name(name),
+                list_name(name)
+            )),
+            ImageError::AmbiguousCommit { .. } => {
+                Some("give more digits of the commit id".to_string())
+            }
             _ => None,
         }
     }
@@ -174,14 +196,20 @@ pub fn resolve_state(store: &Store, spec: &str) -> Result<ObjectId, ImageError> 
         .and_then(|r| store.image(&r).ok().flatten())
     {
         Some(c) => c,
-        None if base.len() >= 4 && base.chars().all(|c| c.is_ascii_hexdigit()) => repo
-            .rev_parse_single(base)
-            .map_err(|source| ImageError::NoCommit {
+        None if (4..=40).contains(&base.len()) && base.chars().all(|c| c.is_ascii_hexdigit()) => {
+            commit_by_prefix(&repo, base)?
+        }
+        None => {
+            let deleted = Reference::parse(base).ok().and_then(|r| {
+                let r = r.with_default_tag().to_string();
+                let gone = store.list_deleted().ok()?;
+                gone.into_iter().find(|(n, _)| *n == r).map(|(n, _)| n)
+            });
+            return Err(ImageError::NoState {
                 name: base.to_string(),
-                source: Box::new(source),
-            })?
-            .detach(),
-        None => return Err(ImageError::NoState(base.to_string())),
+                deleted,
+            });
+        }
     };
     for _ in 0..back {
         commit = crate::store::git::image_trees(&repo, commit)?
@@ -189,6 +217,68 @@ pub fn resolve_state(store: &Store, spec: &str) -> Result<ObjectId, ImageError> 
             .ok_or_else(|| ImageError::ShortHistory(spec.to_string()))?;
     }
     Ok(commit)
+}
+
+/// The commit whose id starts with `hex` (4 to 40 hex digits). As git does where it wants
+/// a commit (`git log PREFIX`), objects of other kinds sharing the prefix are not
+/// candidates; a prefix that names only such objects, or several commits, is an error
+/// that says so.
+fn commit_by_prefix(repo: &gix::Repository, hex: &str) -> Result<ObjectId, ImageError> {
+    let no_commit = |source: Box<dyn std::error::Error + Send + Sync>| ImageError::NoCommit {
+        name: hex.to_string(),
+        source,
+    };
+    let prefix = gix::hash::Prefix::from_hex(hex).map_err(|e| no_commit(Box::new(e)))?;
+    let mut found = std::collections::HashSet::new();
+    repo.objects
+        .lookup_prefix(prefix, Some(&mut found))
+        .map_err(|e| no_commit(Box::new(e)))?;
+    let mut commits = Vec::new();
+    let mut others = Vec::new();
+    for id in found {
+        let kind = repo
+            .find_header(id)
+            .map_err(|e| no_commit(Box::new(e)))?
+            .kind();
+        if kind == gix::object::Kind::Commit {
+            commits.push(id);
+        } else {
+            others.push((id, kind));
+        }
+    }
+    commits.sort();
+    others.sort();
+    match (commits.as_slice(), others.as_slice()) {
+        ([c], _) => Ok(*c),
+        ([], []) => Err(ImageError::NoState {
+            name: hex.to_string(),
+            deleted: None,
+        }),
+        ([], o) => Err(ImageError::NotACommit {
+            spec: hex.to_string(),
+            objects: o.iter().map(|(id, k)| format!("{id} ({k})")).collect(),
+        }),
+        (cs, _) => Err(ImageError::AmbiguousCommit {
+            spec: hex.to_string(),
+            candidates: cs
+                .iter()
+                .map(|c| {
+                    let first = repo
+                        .find_commit(*c)
+                        .ok()
+                        .and_then(|m| {
+                            m.message_raw_sloppy()
+                                .to_string()
+                                .lines()
+                                .next()
+                                .map(str::to_string)
+                        })
+                        .unwrap_or_default();
+                    format!("{} {first}", &c.to_string()[..12])
+                })
+                .collect(),
+        }),
+    }
 }
 
 /// A size change for people: `+12`, `-1.5k`, `+3.0M`, `+1.2G`.

@@ -1348,6 +1348,90 @@ fn why_compares_a_step_only_with_entries_of_the_same_instruction() {
     assert!(!why.contains("cached:"), "{why}");
 }
 
+/// The id of a git object of `kind` holding `data`.
+fn object_id(kind: gix::objs::Kind, data: &str) -> String {
+    gix::objs::compute_hash(gix::hash::Kind::Sha1, kind, data.as_bytes())
+        .expect("sha1")
+        .to_string()
+}
+
+/// Write `data` into the store's repository as an object of `kind` (`git hash-object`);
+/// returns its id.
+fn write_object(w: &W, name: &str, kind: &str, data: &str) -> String {
+    let f = w.s.join(name);
+    std::fs::write(&f, data).unwrap();
+    own(&f);
+    let f = f.to_str().expect("UTF-8 scratch path").to_string();
+    w.git(&["hash-object", "-t", kind, "-w", &f])
+        .trim()
+        .to_string()
+}
+
+/// A commit id prefix names a state as git names a commit (`git log PREFIX`): objects of
+/// other kinds sharing it don't count; one that names only such objects, or several
+/// commits, is an error saying so. Regression: a blob's prefix failed with "can't find
+/// commit …: supposed to be of kind commit, but was kind blob", a blob sharing an image
+/// commit's prefix made it unusable, and an ambiguous prefix read "no image or commit: …
+/// caused by: Validation"; a deleted image was only "no image or commit".
+#[test]
+fn a_commit_id_prefix_names_one_commit_and_errors_say_what_else_it_names() {
+    use gix::objs::Kind;
+    let w = W::new("prefix");
+    let c = w.git(&["rev-parse", "refs/grove/img/busybox+latest"]);
+    let c = c.trim();
+    let p4 = &c[..4];
+    let blob = (0..)
+        .map(|i| format!("blob {i}\n"))
+        .find(|d| object_id(Kind::Blob, d).starts_with(p4))
+        .expect("some content has the prefix");
+    let blob = write_object(&w, "blob", "blob", &blob);
+    assert!(blob.starts_with(p4), "{blob}");
+    assert!(w.ci(&["history", p4]).contains("IMPORT"));
+    assert_eq!(w.ci(&["diff", p4, "busybox"]), "");
+    let (_, err) = fails(w.image().args(["history", &blob[..12]]));
+    assert!(
+        err.contains(&format!(
+            "error: {} is not an image commit: it names {blob} (blob)",
+            &blob[..12]
+        )),
+        "{err}"
+    );
+    let tree = w.git(&["rev-parse", &format!("{c}^{{tree}}")]);
+    let other = (0..)
+        .map(|i| {
+            format!(
+                "tree {}\nauthor X <x@localhost> 0 +0000\ncommitter X <x@localhost> 0 +0000\n\nother {i}\n",
+                tree.trim()
+            )
+        })
+        .find(|d| object_id(Kind::Commit, d).starts_with(p4))
+        .expect("some commit has the prefix");
+    let other = write_object(&w, "commit", "commit", &other);
+    let (_, err) = fails(w.image().args(["history", p4]));
+    let (first, second) = if c < other.as_str() {
+        (c, other.as_str())
+    } else {
+        (other.as_str(), c)
+    };
+    assert!(
+        err.contains(&format!("error: commit id prefix {p4} is ambiguous: "))
+            && err.contains(&format!("{} IMPORT", &c[..12]))
+            && err.contains(&format!("{} other", &other[..12]))
+            && err.find(&first[..12]) < err.find(&second[..12])
+            && err.contains("hint: give more digits of the commit id")
+            && !err.contains("Validation"),
+        "{err}"
+    );
+    assert!(w.ci(&["history", &c[..12]]).contains("IMPORT"));
+    ok(w.image().args(["delete", "busybox"]));
+    let (_, err) = fails(w.image().args(["history", "busybox"]));
+    assert!(
+        err.contains("error: no image or commit: busybox")
+            && err.contains("hint: busybox was deleted; `ch-image undelete busybox` restores it"),
+        "{err}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // In-toto / SLSA provenance statements (issue 16 point 4): `inspect --provenance`, `verify`.
 
