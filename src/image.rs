@@ -422,6 +422,26 @@ fn why_now(
             "not recorded (a step made by an older Grove)".to_string()
         ]);
     };
+    // An entry with the step's own key: the step ran because the build did not read the
+    // cache, not because anything differed.
+    if let Some(key) = crate::store::history::key_of(&trees.message) {
+        for c in siblings.of(repo, p)? {
+            if c == id {
+                continue;
+            }
+            let same = repo.find_commit(c).is_ok_and(|m| {
+                crate::store::history::key_of(&m.message_raw_sloppy().to_string()).as_ref()
+                    == Some(&key)
+            });
+            if same {
+                return Ok(vec![format!(
+                    "cache entry {} has the same key: the build did not read the cache \
+                     (--no-cache or --rebuild) (compared now)",
+                    &c.to_string()[..12]
+                )]);
+            }
+        }
+    }
     Ok(
         match why::against_siblings(repo, siblings, p, &r, Some(id))? {
             Some(w) => w

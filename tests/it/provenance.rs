@@ -1348,6 +1348,32 @@ fn why_compares_a_step_only_with_entries_of_the_same_instruction() {
     assert!(!why.contains("cached:"), "{why}");
 }
 
+/// Regression: `history --why` of a `--no-cache` rebuild, whose step has a cache entry
+/// with its own key (the build did not read it), said "same key inputs, different key (an
+/// entry from another Grove version)".
+#[test]
+fn history_why_of_a_no_cache_rebuild_says_the_cache_was_not_read() {
+    let w = W::new("why-nocache");
+    let c = w.ctx(
+        "nc",
+        "FROM busybox\nRUN cat /proc/sys/kernel/random/uuid > /a\n",
+        &[],
+    );
+    w.build("t", &c, &[]);
+    let first = w.git(&["rev-parse", "refs/grove/img/t+latest"]);
+    w.build("t", &c, &["--no-cache"]);
+    let why = w.ci(&["history", "--why", "t"]);
+    assert!(
+        why.contains(&format!(
+            "why: cache entry {} has the same key: the build did not read the cache \
+             (--no-cache or --rebuild) (compared now)",
+            &first[..12]
+        )),
+        "{why}"
+    );
+    assert!(!why.contains("another Grove version"), "{why}");
+}
+
 /// The id of a git object of `kind` holding `data`.
 fn object_id(kind: gix::objs::Kind, data: &str) -> String {
     gix::objs::compute_hash(gix::hash::Kind::Sha1, kind, data.as_bytes())
