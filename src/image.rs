@@ -543,9 +543,23 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
     if let Some(a) = &cfg.arch {
         outln!(o, "arch:         {a}");
     }
+    // A pulled image's source and manifest digest (`registry.source`, `registry.manifest`).
+    for (k, v) in &cfg.annotations {
+        match v.as_str() {
+            Some(v) => outln!(o, "annotation:   {k}={v}"),
+            None => outln!(o, "annotation:   {k}={v}"),
+        }
+    }
     if let Some(n) = note {
         for b in &n.bases {
-            outln!(o, "base:         {} ({})", b.image, b.commit);
+            let mut line = format!("base:         {} ({})", b.image, b.commit);
+            if let Some(src) = &b.source {
+                let _ = write!(line, " pulled from {src}");
+            }
+            if let Some(d) = &b.digest {
+                let _ = write!(line, " manifest {d}");
+            }
+            outln!(o, "{line}");
         }
         for (k, v) in &n.build_args {
             outln!(o, "build arg:    {k}={v}");
@@ -557,6 +571,24 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
             );
         }
         outln!(o, "context hash: {}", n.context_hash);
+        if let Some(v) = &n.builder_version {
+            outln!(o, "builder:      grove {v}");
+        }
+        if let (Some(s), Some(f)) = (&n.started, &n.finished) {
+            match &n.invocation {
+                Some(i) => outln!(o, "built:        {s} to {f} (invocation {i})"),
+                None => outln!(o, "built:        {s} to {f}"),
+            }
+        }
+        if let Some(t) = n.source_date_epoch {
+            outln!(o, "SOURCE_DATE_EPOCH: {t}");
+        }
+        if let Some(f) = &n.force {
+            outln!(o, "force:        {f}");
+        }
+        if let Some(d) = &n.dockerfile_sha256 {
+            outln!(o, "dockerfile:   sha256:{d}");
+        }
         outln!(o, "dockerfile ({}):", n.dockerfile_name);
         for l in n.dockerfile.lines() {
             outln!(o, "  {l}");

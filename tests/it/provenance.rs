@@ -489,6 +489,81 @@ fn inspect_shows_config_base_dockerfile_args_context_and_commit() {
     assert!(note.contains("\"dockerfile\""), "{note}");
 }
 
+/// Regression: text `inspect` left out what the store records of where an image came from
+/// and how it was built: a pulled image's registry source and manifest digest (its
+/// config's annotations, which `--json` had), a pulled base's, the builder's version, the
+/// build's times and invocation id, `SOURCE_DATE_EPOCH`, `--force` and the Dockerfile's
+/// digest.
+#[test]
+fn inspect_text_shows_sources_digests_builder_and_times() {
+    let Some(r) = crate::registry::Registry::start() else {
+        return;
+    };
+    r.put("two", "prov/base:1", &[]);
+    let w = W::new("inspect-pulled");
+    let reference = format!("{}/prov/base:1", r.host());
+    let manifest: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ])))
+    .expect("skopeo inspect json");
+    let manifest = manifest["Digest"].as_str().expect("Digest").to_string();
+    ok(r.ch_image(&w.storage()).args(["pull", &reference]));
+    let out = w.ci(&["inspect", &reference]);
+    for want in [
+        format!("annotation:   registry.source={reference}"),
+        format!("annotation:   registry.manifest={manifest}"),
+    ] {
+        assert!(
+            out.lines().any(|l| l == want),
+            "missing {want:?} in:\n{out}"
+        );
+    }
+    let ctx = w.ctx("on", &format!("FROM {reference}\nRUN true\n"), &[]);
+    ok(r.ch_image(&w.storage())
+        .args([
+            "build",
+            "--force=none",
+            "--build-arg",
+            "SOURCE_DATE_EPOCH=1700000000",
+            "-t",
+            "app",
+        ])
+        .arg(&ctx));
+    let base = w.git(&["rev-parse", "refs/grove/img/app+latest~1"]);
+    let out = w.ci(&["inspect", "app"]);
+    for want in [
+        format!(
+            "base:         {reference} ({}) pulled from {reference} manifest {manifest}",
+            base.trim()
+        ),
+        format!("builder:      grove {}", env!("CARGO_PKG_VERSION")),
+        "SOURCE_DATE_EPOCH: 1700000000".to_string(),
+        "force:        none".to_string(),
+        format!(
+            "dockerfile:   sha256:{}",
+            sha256_of(&ctx.join("Dockerfile"))
+        ),
+    ] {
+        assert!(
+            out.lines().any(|l| l == want),
+            "missing {want:?} in:\n{out}"
+        );
+    }
+    let built = out
+        .lines()
+        .find_map(|l| l.strip_prefix("built:        "))
+        .unwrap_or_else(|| panic!("no built line in:\n{out}"));
+    let (times, invocation) = built.split_once(" (invocation ").expect("invocation");
+    assert_eq!(
+        times.len(),
+        "2026-12-06T07:20:47Z to 2026-12-06T07:20:48Z".len(),
+        "{built}"
+    );
+    assert_eq!(invocation.trim_end_matches(')').len(), 32, "{built}");
+}
+
 /// The context hash of the note follows the COPY sources' content.
 #[test]
 fn inspect_context_hash_follows_copy_sources() {
