@@ -453,6 +453,18 @@ fn why_now(
     )
 }
 
+/// A path as `diff` prints it, one per line: `/` and the name as it is when it is UTF-8
+/// without control characters or `\`; else every byte outside printable ASCII, `\` and
+/// quotes escaped (`\n`, `\\`, `\xff`), so that a name holding a newline stays on its
+/// line and two names never print alike (a lossy conversion printed both `x\xff` and
+/// `x\xfe` as `x\u{fffd}`).
+fn diff_path(p: &[u8]) -> String {
+    match std::str::from_utf8(p) {
+        Ok(s) if !s.chars().any(|c| c.is_control() || c == '\\') => format!("/{s}"),
+        _ => format!("/{}", p.escape_ascii()),
+    }
+}
+
 /// `ch-image diff A B`: changed paths, or totals with `stat`.
 pub fn diff(store: &Store, a: &str, b: &str, stat: bool, json: bool) -> Result<String, ImageError> {
     let mut o = String::new();
@@ -475,7 +487,7 @@ pub fn diff(store: &Store, a: &str, b: &str, stat: bool, json: bool) -> Result<S
                     .map(|e| {
                         serde_json::json!({
                             "change": e.change.letter().to_string(),
-                            "path": format!("/{}", String::from_utf8_lossy(&e.path)),
+                            "path": diff_path(&e.path),
                         })
                     })
                     .collect(),
@@ -496,12 +508,7 @@ pub fn diff(store: &Store, a: &str, b: &str, stat: bool, json: bool) -> Result<S
         );
     } else {
         for e in entries {
-            outln!(
-                o,
-                "{} /{}",
-                e.change.letter(),
-                String::from_utf8_lossy(&e.path)
-            );
+            outln!(o, "{} {}", e.change.letter(), diff_path(&e.path));
         }
     }
     Ok(o)

@@ -1388,6 +1388,46 @@ fn diff_of_a_path_that_changes_type_to_or_from_a_fifo_or_an_empty_directory() {
     }
 }
 
+/// Regression: `diff` printed names lossily, one per line: a name holding a newline
+/// split into two lines (the second read as an entry of its own) and two names that differ
+/// in a byte that is not UTF-8 printed alike (`/x\u{fffd}y`), in text and in JSON.
+#[test]
+fn diff_prints_every_name_on_one_line_and_distinct_names_distinctly() {
+    let w = W::new("diff-names");
+    let c = w.ctx(
+        "names",
+        "FROM busybox\nRUN touch \"$(printf '/x\\377y')\" \"$(printf '/x\\376y')\" \
+         \"$(printf '/nl\\nname')\" '/back\\slash' '/sp ace' '/\u{fc}n\u{ef}'\n",
+        &[],
+    );
+    w.build("t", &c, &[]);
+    let want = [
+        "A /back\\\\slash",
+        "A /nl\\nname",
+        "A /sp ace",
+        "A /x\\xfey",
+        "A /x\\xffy",
+        "A /\u{fc}n\u{ef}",
+    ];
+    assert_eq!(diff_lines(&w, "t~1", "t"), want);
+    let json: serde_json::Value =
+        serde_json::from_str(&w.ci(&["diff", "--json", "t~1", "t"])).expect("diff --json");
+    let mut paths: Vec<String> = json
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["change"].as_str().unwrap(),
+                e["path"].as_str().unwrap()
+            )
+        })
+        .collect();
+    paths.sort();
+    assert_eq!(paths, want);
+}
+
 /// Regression: a step that missed was compared with the closest cache entry on its parent
 /// whatever its instruction, so the first build of a `RUN` on a base where an `ARG` had
 /// been built said "instruction text changed (cached: ARG V=1)", "build argument changed:
