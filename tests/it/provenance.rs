@@ -2449,6 +2449,63 @@ fn a_pulled_base_is_named_by_its_registry_reference_and_manifest_digest() {
     assert_eq!(pulled["commit"], base_commit.as_str(), "{list:#}");
 }
 
+/// Regression: build arguments named as BuildKit's `SecretsUsedInArgOrEnv` check names
+/// secrets but without the words Grove looked for (`API_KEY`, `NPM_AUTH`) had their values
+/// stored in the build's note (pushed with the cache) and printed by `inspect`, with no
+/// warning. `PUBLIC_KEY` is not a secret (BuildKit's exception) and keeps its value.
+#[test]
+fn api_key_and_auth_build_args_are_stored_nowhere_but_public_key_is_kept() {
+    let w = W::new("arg-key");
+    let ctx = w.ctx(
+        "argkey",
+        "FROM busybox\nARG API_KEY\nARG NPM_AUTH\nARG PUBLIC_KEY\nRUN echo $PUBLIC_KEY > /pk\n",
+        &[],
+    );
+    let (key, auth) = ("key-7f3a91", "auth-c02d4e");
+    let log = w.build(
+        "app",
+        &ctx,
+        &[
+            "--build-arg",
+            &format!("API_KEY={key}"),
+            "--build-arg",
+            &format!("NPM_AUTH={auth}"),
+            "--build-arg",
+            "PUBLIC_KEY=pk-1",
+        ],
+    );
+    for n in ["API_KEY", "NPM_AUTH"] {
+        assert!(
+            log.contains(&format!(
+                "warning: --build-arg {n}: its value is not stored"
+            )),
+            "{log}"
+        );
+    }
+    assert!(!log.contains("--build-arg PUBLIC_KEY"), "{log}");
+    let inspect = w.ci(&["inspect", "app"]);
+    for want in [
+        "build arg:    API_KEY (value not stored: it may be a secret)",
+        "build arg:    NPM_AUTH (value not stored: it may be a secret)",
+        "build arg:    PUBLIC_KEY=pk-1",
+    ] {
+        assert!(
+            inspect.lines().any(|l| l == want),
+            "missing {want:?} in:\n{inspect}"
+        );
+    }
+    let note = w.git(&["log", "--notes=grove", "-1", "refs/grove/img/app+latest"]);
+    assert!(note.contains("\"PUBLIC_KEY\": \"pk-1\""), "{note}");
+    let statement = w.ci(&["inspect", "--provenance", "app"]);
+    for v in [key, auth] {
+        for o in [&log, &inspect, &note, &statement] {
+            assert!(!o.contains(v), "{v} shown:\n{o}");
+        }
+        let found = crate::mount::files_containing(&w.storage(), v);
+        assert!(found.is_empty(), "{v} in {found:?}");
+    }
+}
+
 #[test]
 fn secret_looking_build_arg_values_are_shown_nowhere_and_stored_nowhere() {
     // `inspect` printed every build argument's value, and the build's note (which
