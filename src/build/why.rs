@@ -273,6 +273,9 @@ pub const MAX_COMPARED: usize = 8;
 #[derive(Default)]
 pub struct Siblings {
     by_parent: Option<HashMap<ObjectId, Vec<ObjectId>>>,
+    /// Each entry's instruction keyword ([`keyword`] of its message's first line), read
+    /// with the index or on first need.
+    kinds: HashMap<ObjectId, String>,
     records: HashMap<ObjectId, Arc<Option<Record>>>,
     /// The storage directory, for the entries' last use ([`last_use`]); without it, ties
     /// everywhere (then by id).
@@ -307,6 +310,18 @@ impl Siblings {
         repo: &gix::Repository,
         parent: ObjectId,
     ) -> Result<Vec<ObjectId>, GitError> {
+        self.of_kind(repo, parent, None)
+    }
+
+    /// Like [`Siblings::of`], among the entries whose instruction keyword is `kind` (all
+    /// when `None`): picked before the most recent are taken, so that entries of other
+    /// instructions on a busy parent don't hide the ones to compare with.
+    pub fn of_kind(
+        &mut self,
+        repo: &gix::Repository,
+        parent: ObjectId,
+        kind: Option<&str>,
+    ) -> Result<Vec<ObjectId>, GitError> {
         if self.by_parent.is_none() {
             let mut m: HashMap<ObjectId, Vec<ObjectId>> = HashMap::new();
             for (_, id) in git::list_refs(repo, crate::store::CACHE_REFS)? {
@@ -314,6 +329,9 @@ impl Siblings {
                     .find_commit(id)
                     .map_err(crate::store::git::git_err(format!("find commit {id}")))?;
                 let parent = c.parent_ids().next().map(|p| p.detach());
+                let text = c.message_raw_sloppy().to_string();
+                self.kinds
+                    .insert(id, keyword(text.lines().next().unwrap_or("")));
                 if let Some(p) = parent {
                     m.entry(p).or_default().push(id);
                 }
@@ -324,12 +342,33 @@ impl Siblings {
             }
             self.by_parent = Some(m);
         }
-        let all = self
+        let mut all = self
             .by_parent
             .as_ref()
             .and_then(|m| m.get(&parent))
             .cloned()
             .unwrap_or_default();
+        if let Some(kind) = kind {
+            let mut kept = Vec::with_capacity(all.len());
+            for c in all {
+                let k = match self.kinds.get(&c) {
+                    Some(k) => k.clone(),
+                    None => {
+                        let m = repo
+                            .find_commit(c)
+                            .map_err(crate::store::git::git_err(format!("find commit {c}")))?;
+                        let text = m.message_raw_sloppy().to_string();
+                        let k = keyword(text.lines().next().unwrap_or(""));
+                        self.kinds.insert(c, k.clone());
+                        k
+                    }
+                };
+                if k == kind {
+                    kept.push(c);
+                }
+            }
+            all = kept;
+        }
         // Sort key: added by this build (newest first), then by last use (latest first;
         // no tree last), then by id.
         let mut ranked: Vec<((u8, u128), ObjectId)> = all
@@ -459,7 +498,7 @@ pub fn against_siblings(
 ) -> Result<Option<Vec<String>>, GitError> {
     let new = index(record);
     let mut best: Option<(usize, String, Arc<Option<Record>>)> = None;
-    for c in siblings.of(repo, parent)? {
+    for c in siblings.of_kind(repo, parent, record.kind.as_deref())? {
         if Some(c) == exclude {
             continue;
         }

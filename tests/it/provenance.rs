@@ -1455,6 +1455,18 @@ fn why_compares_a_step_only_with_entries_of_the_same_instruction() {
         why.contains("why: instruction text changed (cached: RUN echo hi > /f)"),
         "{why}"
     );
+    // Nor do entries of other instructions on a busy parent hide the one to compare with:
+    // more RUN entries on busybox than a miss compares (8), then the ARG again.
+    for i in 0..9 {
+        let r = w.ctx(
+            &format!("run{i}"),
+            &format!("FROM busybox\nRUN echo {i} > /f{i}\n"),
+            &[],
+        );
+        w.build(&format!("run{i}"), &r, &[]);
+    }
+    let log = w.build("a", &a, &["--explain", "--build-arg", "V=2"]);
+    assert!(log.contains("why: build argument changed: V"), "{log}");
     // So in the comparison made afterwards for a build that did not record it.
     let wd = w.ctx("wd", "FROM busybox\nWORKDIR /w\n", &[]);
     w.build("wd", &wd, &["--no-cache"]);
