@@ -31,13 +31,24 @@ pub enum ImageError {
         #[source]
         source: std::num::ParseIntError,
     },
-    #[error("no image or commit: {0}")]
-    NoState(String),
+    #[error("no image or commit: {name}")]
+    NoState {
+        name: String,
+        /// The name of a deleted image by that name, which `undelete` restores.
+        deleted: Option<String>,
+    },
     #[error("no image or commit: {name}")]
     NoCommit {
         name: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{spec} is not an image commit: it names {}", .objects.join(", "))]
+    NotACommit { spec: String, objects: Vec<String> },
+    #[error("commit id prefix {spec} is ambiguous: {}", .candidates.join("; "))]
+    AmbiguousCommit {
+        spec: String,
+        candidates: Vec<String>,
     },
     #[error("{0}: history is shorter")]
     ShortHistory(String),
@@ -137,6 +148,17 @@ impl ImageError {
             | ImageError::PullInto { source, .. }
             | ImageError::Push { source, .. } => source.hint(),
             ImageError::Reference(e) => e.hint(),
+            ImageError::NoState {
+                deleted: Some(name),
+                ..
+            } => Some(format!(
+                "{} was deleted; `ch-image undelete {}` restores it",
+                list_name(name),
+                list_name(name)
+            )),
+            ImageError::AmbiguousCommit { .. } => {
+                Some("give more digits of the commit id".to_string())
+            }
             _ => None,
         }
     }
@@ -174,14 +196,20 @@ pub fn resolve_state(store: &Store, spec: &str) -> Result<ObjectId, ImageError> 
         .and_then(|r| store.image(&r).ok().flatten())
     {
         Some(c) => c,
-        None if base.len() >= 4 && base.chars().all(|c| c.is_ascii_hexdigit()) => repo
-            .rev_parse_single(base)
-            .map_err(|source| ImageError::NoCommit {
+        None if (4..=40).contains(&base.len()) && base.chars().all(|c| c.is_ascii_hexdigit()) => {
+            commit_by_prefix(&repo, base)?
+        }
+        None => {
+            let deleted = Reference::parse(base).ok().and_then(|r| {
+                let r = r.with_default_tag().to_string();
+                let gone = store.list_deleted().ok()?;
+                gone.into_iter().find(|(n, _)| *n == r).map(|(n, _)| n)
+            });
+            return Err(ImageError::NoState {
                 name: base.to_string(),
-                source: Box::new(source),
-            })?
-            .detach(),
-        None => return Err(ImageError::NoState(base.to_string())),
+                deleted,
+            });
+        }
     };
     for _ in 0..back {
         commit = crate::store::git::image_trees(&repo, commit)?
@@ -189,6 +217,68 @@ pub fn resolve_state(store: &Store, spec: &str) -> Result<ObjectId, ImageError> 
             .ok_or_else(|| ImageError::ShortHistory(spec.to_string()))?;
     }
     Ok(commit)
+}
+
+/// The commit whose id starts with `hex` (4 to 40 hex digits). As git does where it wants
+/// a commit (`git log PREFIX`), objects of other kinds sharing the prefix are not
+/// candidates; a prefix that names only such objects, or several commits, is an error
+/// that says so.
+fn commit_by_prefix(repo: &gix::Repository, hex: &str) -> Result<ObjectId, ImageError> {
+    let no_commit = |source: Box<dyn std::error::Error + Send + Sync>| ImageError::NoCommit {
+        name: hex.to_string(),
+        source,
+    };
+    let prefix = gix::hash::Prefix::from_hex(hex).map_err(|e| no_commit(Box::new(e)))?;
+    let mut found = std::collections::HashSet::new();
+    repo.objects
+        .lookup_prefix(prefix, Some(&mut found))
+        .map_err(|e| no_commit(Box::new(e)))?;
+    let mut commits = Vec::new();
+    let mut others = Vec::new();
+    for id in found {
+        let kind = repo
+            .find_header(id)
+            .map_err(|e| no_commit(Box::new(e)))?
+            .kind();
+        if kind == gix::object::Kind::Commit {
+            commits.push(id);
+        } else {
+            others.push((id, kind));
+        }
+    }
+    commits.sort();
+    others.sort();
+    match (commits.as_slice(), others.as_slice()) {
+        ([c], _) => Ok(*c),
+        ([], []) => Err(ImageError::NoState {
+            name: hex.to_string(),
+            deleted: None,
+        }),
+        ([], o) => Err(ImageError::NotACommit {
+            spec: hex.to_string(),
+            objects: o.iter().map(|(id, k)| format!("{id} ({k})")).collect(),
+        }),
+        (cs, _) => Err(ImageError::AmbiguousCommit {
+            spec: hex.to_string(),
+            candidates: cs
+                .iter()
+                .map(|c| {
+                    let first = repo
+                        .find_commit(*c)
+                        .ok()
+                        .and_then(|m| {
+                            m.message_raw_sloppy()
+                                .to_string()
+                                .lines()
+                                .next()
+                                .map(str::to_string)
+                        })
+                        .unwrap_or_default();
+                    format!("{} {first}", &c.to_string()[..12])
+                })
+                .collect(),
+        }),
+    }
 }
 
 /// A size change for people: `+12`, `-1.5k`, `+3.0M`, `+1.2G`.
@@ -319,13 +409,39 @@ fn why_now(
     use crate::build::why;
     let id = ObjectId::from_hex(commit.as_bytes())
         .map_err(|_| ImageError::NoProvenance(spec.to_string()))?;
-    let parent = crate::store::git::image_trees(repo, id)?.parent;
-    let record = crate::store::git::key_inputs_of(repo, id)?.and_then(|b| why::Record::parse(&b));
+    let trees = crate::store::git::image_trees(repo, id)?;
+    let parent = trees.parent;
+    let record = crate::store::git::key_inputs_of(repo, id)?
+        .and_then(|b| why::Record::parse(&b))
+        .map(|r| why::Record {
+            kind: Some(why::keyword(trees.message.lines().next().unwrap_or(""))),
+            ..r
+        });
     let (Some(p), Some(r)) = (parent, record) else {
         return Ok(vec![
             "not recorded (a step made by an older Grove)".to_string()
         ]);
     };
+    // An entry with the step's own key: the step ran because the build did not read the
+    // cache, not because anything differed.
+    if let Some(key) = crate::store::history::key_of(&trees.message) {
+        for c in siblings.of(repo, p)? {
+            if c == id {
+                continue;
+            }
+            let same = repo.find_commit(c).is_ok_and(|m| {
+                crate::store::history::key_of(&m.message_raw_sloppy().to_string()).as_ref()
+                    == Some(&key)
+            });
+            if same {
+                return Ok(vec![format!(
+                    "cache entry {} has the same key: the build did not read the cache \
+                     (--no-cache or --rebuild) (compared now)",
+                    &c.to_string()[..12]
+                )]);
+            }
+        }
+    }
     Ok(
         match why::against_siblings(repo, siblings, p, &r, Some(id))? {
             Some(w) => w
@@ -335,6 +451,18 @@ fn why_now(
             None => vec!["no other entry for this parent".to_string()],
         },
     )
+}
+
+/// A path as `diff` prints it, one per line: `/` and the name as it is when it is UTF-8
+/// without control characters or `\`; else every byte outside printable ASCII, `\` and
+/// quotes escaped (`\n`, `\\`, `\xff`), so that a name holding a newline stays on its
+/// line and two names never print alike (a lossy conversion printed both `x\xff` and
+/// `x\xfe` as `x\u{fffd}`).
+fn diff_path(p: &[u8]) -> String {
+    match std::str::from_utf8(p) {
+        Ok(s) if !s.chars().any(|c| c.is_control() || c == '\\') => format!("/{s}"),
+        _ => format!("/{}", p.escape_ascii()),
+    }
 }
 
 /// `ch-image diff A B`: changed paths, or totals with `stat`.
@@ -359,7 +487,7 @@ pub fn diff(store: &Store, a: &str, b: &str, stat: bool, json: bool) -> Result<S
                     .map(|e| {
                         serde_json::json!({
                             "change": e.change.letter().to_string(),
-                            "path": format!("/{}", String::from_utf8_lossy(&e.path)),
+                            "path": diff_path(&e.path),
                         })
                     })
                     .collect(),
@@ -380,12 +508,7 @@ pub fn diff(store: &Store, a: &str, b: &str, stat: bool, json: bool) -> Result<S
         );
     } else {
         for e in entries {
-            outln!(
-                o,
-                "{} /{}",
-                e.change.letter(),
-                String::from_utf8_lossy(&e.path)
-            );
+            outln!(o, "{} {}", e.change.letter(), diff_path(&e.path));
         }
     }
     Ok(o)
@@ -427,9 +550,23 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
     if let Some(a) = &cfg.arch {
         outln!(o, "arch:         {a}");
     }
+    // A pulled image's source and manifest digest (`registry.source`, `registry.manifest`).
+    for (k, v) in &cfg.annotations {
+        match v.as_str() {
+            Some(v) => outln!(o, "annotation:   {k}={v}"),
+            None => outln!(o, "annotation:   {k}={v}"),
+        }
+    }
     if let Some(n) = note {
         for b in &n.bases {
-            outln!(o, "base:         {} ({})", b.image, b.commit);
+            let mut line = format!("base:         {} ({})", b.image, b.commit);
+            if let Some(src) = &b.source {
+                let _ = write!(line, " pulled from {src}");
+            }
+            if let Some(d) = &b.digest {
+                let _ = write!(line, " manifest {d}");
+            }
+            outln!(o, "{line}");
         }
         for (k, v) in &n.build_args {
             outln!(o, "build arg:    {k}={v}");
@@ -441,6 +578,24 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
             );
         }
         outln!(o, "context hash: {}", n.context_hash);
+        if let Some(v) = &n.builder_version {
+            outln!(o, "builder:      grove {v}");
+        }
+        if let (Some(s), Some(f)) = (&n.started, &n.finished) {
+            match &n.invocation {
+                Some(i) => outln!(o, "built:        {s} to {f} (invocation {i})"),
+                None => outln!(o, "built:        {s} to {f}"),
+            }
+        }
+        if let Some(t) = n.source_date_epoch {
+            outln!(o, "SOURCE_DATE_EPOCH: {t}");
+        }
+        if let Some(f) = &n.force {
+            outln!(o, "force:        {f}");
+        }
+        if let Some(d) = &n.dockerfile_sha256 {
+            outln!(o, "dockerfile:   sha256:{d}");
+        }
         outln!(o, "dockerfile ({}):", n.dockerfile_name);
         for l in n.dockerfile.lines() {
             outln!(o, "  {l}");

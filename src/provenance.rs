@@ -41,6 +41,12 @@ pub const BUILDER_ID: &str = "urn:grove:builder:ch-image";
 /// their values are left out of notes, statements and `inspect` ([`redacted_arg`]).
 const SECRET_WORDS: &[&str] = &["SECRET", "PASSWORD", "PASSWD", "TOKEN", "CREDENTIAL"];
 
+/// Build arguments with one of these as a whole `_`-separated word (any case) may hold
+/// secrets too, unless a word is `PUBLIC` (`PUBLIC_KEY`): the words of BuildKit's
+/// `SecretsUsedInArgOrEnv` check that [`SECRET_WORDS`] does not already cover (`API_KEY`,
+/// `NPM_AUTH`, `SSH_KEY`).
+const SECRET_NAME_WORDS: &[&str] = &["KEY", "APIKEY", "AUTH", "PWORD"];
+
 /// Errors of rendering or checking a statement.
 #[derive(Debug, thiserror::Error)]
 pub enum ProvenanceError {
@@ -106,11 +112,16 @@ pub fn invocation_id(started: SystemTime, commit: ObjectId) -> String {
     h.finalize().to_hex()[..32].to_string()
 }
 
-/// Whether a build argument's name looks like a secret's (contains one of
-/// [`SECRET_WORDS`], any case).
+/// Whether a build argument's name looks like a secret's: it contains one of
+/// [`SECRET_WORDS`], or has one of [`SECRET_NAME_WORDS`] as a `_`-separated word and no
+/// word `PUBLIC` (any case).
 pub fn secret_looking(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
-    SECRET_WORDS.iter().any(|w| upper.contains(w))
+    if SECRET_WORDS.iter().any(|w| upper.contains(w)) {
+        return true;
+    }
+    let words: Vec<&str> = upper.split('_').collect();
+    !words.contains(&"PUBLIC") && words.iter().any(|w| SECRET_NAME_WORDS.contains(w))
 }
 
 /// Whether a build argument's value is left out of notes, statements and `inspect` (a
@@ -942,6 +953,21 @@ mod tests {
         assert!(redacted_arg("DB_Password"));
         assert!(redacted_arg("HTTPS_PROXY"));
         assert!(!redacted_arg("VERSION"));
+        // BuildKit's SecretsUsedInArgOrEnv words, whole words only, PUBLIC exempt.
+        for n in [
+            "API_KEY",
+            "ssh_key",
+            "NPM_AUTH",
+            "apikey",
+            "KEY",
+            "DB_PWORD",
+            "AUTH_HEADER",
+        ] {
+            assert!(redacted_arg(n), "{n}");
+        }
+        for n in ["PUBLIC_KEY", "KEYBOARD", "AUTHOR", "MONKEY", "API-KEY"] {
+            assert!(!redacted_arg(n), "{n}");
+        }
     }
 
     #[test]

@@ -31,6 +31,18 @@ const SHOW: usize = 3;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Record {
     pub items: Vec<(String, String)>,
+    /// The instruction's keyword ([`keyword`]), when known: not part of the blob (the
+    /// `instruction` item holds only a hash of the text), set by [`record`] and by readers
+    /// that know the step's text. Entries of another keyword are not compared with it.
+    pub kind: Option<String>,
+}
+
+/// An instruction's keyword as [`Record::kind`] holds it: its first word, upper case.
+pub fn keyword(text: &str) -> String {
+    text.split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase()
 }
 
 /// A value's hash in a record: 128 bits of blake3, in hex.
@@ -73,7 +85,7 @@ impl Record {
             let (v, n) = l.split_once(' ')?;
             items.push((n.to_string(), v.to_string()));
         }
-        Some(Record { items })
+        Some(Record { items, kind: None })
     }
 }
 
@@ -89,7 +101,10 @@ pub fn record(
     o: &PlanOptions,
     sources: Vec<(String, String)>,
 ) -> Record {
-    let mut r = Record::default();
+    let mut r = Record {
+        kind: Some(keyword(text)),
+        ..Record::default()
+    };
     r.push("instruction", text.as_bytes());
     r.push("input", input);
     let sde = o
@@ -258,6 +273,9 @@ pub const MAX_COMPARED: usize = 8;
 #[derive(Default)]
 pub struct Siblings {
     by_parent: Option<HashMap<ObjectId, Vec<ObjectId>>>,
+    /// Each entry's instruction keyword ([`keyword`] of its message's first line), read
+    /// with the index or on first need.
+    kinds: HashMap<ObjectId, String>,
     records: HashMap<ObjectId, Arc<Option<Record>>>,
     /// The storage directory, for the entries' last use ([`last_use`]); without it, ties
     /// everywhere (then by id).
@@ -292,6 +310,18 @@ impl Siblings {
         repo: &gix::Repository,
         parent: ObjectId,
     ) -> Result<Vec<ObjectId>, GitError> {
+        self.of_kind(repo, parent, None)
+    }
+
+    /// Like [`Siblings::of`], among the entries whose instruction keyword is `kind` (all
+    /// when `None`): picked before the most recent are taken, so that entries of other
+    /// instructions on a busy parent don't hide the ones to compare with.
+    pub fn of_kind(
+        &mut self,
+        repo: &gix::Repository,
+        parent: ObjectId,
+        kind: Option<&str>,
+    ) -> Result<Vec<ObjectId>, GitError> {
         if self.by_parent.is_none() {
             let mut m: HashMap<ObjectId, Vec<ObjectId>> = HashMap::new();
             for (_, id) in git::list_refs(repo, crate::store::CACHE_REFS)? {
@@ -299,6 +329,9 @@ impl Siblings {
                     .find_commit(id)
                     .map_err(crate::store::git::git_err(format!("find commit {id}")))?;
                 let parent = c.parent_ids().next().map(|p| p.detach());
+                let text = c.message_raw_sloppy().to_string();
+                self.kinds
+                    .insert(id, keyword(text.lines().next().unwrap_or("")));
                 if let Some(p) = parent {
                     m.entry(p).or_default().push(id);
                 }
@@ -309,12 +342,33 @@ impl Siblings {
             }
             self.by_parent = Some(m);
         }
-        let all = self
+        let mut all = self
             .by_parent
             .as_ref()
             .and_then(|m| m.get(&parent))
             .cloned()
             .unwrap_or_default();
+        if let Some(kind) = kind {
+            let mut kept = Vec::with_capacity(all.len());
+            for c in all {
+                let k = match self.kinds.get(&c) {
+                    Some(k) => k.clone(),
+                    None => {
+                        let m = repo
+                            .find_commit(c)
+                            .map_err(crate::store::git::git_err(format!("find commit {c}")))?;
+                        let text = m.message_raw_sloppy().to_string();
+                        let k = keyword(text.lines().next().unwrap_or(""));
+                        self.kinds.insert(c, k.clone());
+                        k
+                    }
+                };
+                if k == kind {
+                    kept.push(c);
+                }
+            }
+            all = kept;
+        }
         // Sort key: added by this build (newest first), then by last use (latest first;
         // no tree last), then by id.
         let mut ranked: Vec<((u8, u128), ObjectId)> = all
@@ -431,8 +485,10 @@ pub fn delta_base(
 
 /// Why `record` (a step on `parent`) has no cache entry: compared with the closest entry on
 /// the same parent (`exclude`: the step's own commit, when asking afterwards; of equally
-/// close ones, the newest). `None` if there is no entry for this parent. Only the closest
-/// entry is put in words.
+/// close ones, the newest). Only entries of the same instruction keyword are compared when
+/// the record's is known: the items of an `ARG` and a `COPY` differ in name, and listing
+/// them ("build argument changed: V" for a COPY) would name changes nobody made. `None` if
+/// there is no such entry for this parent. Only the closest entry is put in words.
 pub fn against_siblings(
     repo: &gix::Repository,
     siblings: &mut Siblings,
@@ -442,7 +498,7 @@ pub fn against_siblings(
 ) -> Result<Option<Vec<String>>, GitError> {
     let new = index(record);
     let mut best: Option<(usize, String, Arc<Option<Record>>)> = None;
-    for c in siblings.of(repo, parent)? {
+    for c in siblings.of_kind(repo, parent, record.kind.as_deref())? {
         if Some(c) == exclude {
             continue;
         }
@@ -456,6 +512,13 @@ pub fn against_siblings(
                 .to_string(),
             Err(_) => continue,
         };
+        if record
+            .kind
+            .as_ref()
+            .is_some_and(|k| *k != keyword(&old_text))
+        {
+            continue;
+        }
         let old = siblings.record(repo, c)?;
         // An entry made before records existed: only its text can be compared.
         let d = match old.as_ref() {

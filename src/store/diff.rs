@@ -285,6 +285,18 @@ pub fn diff_commits(
             ma.iter().map(|r| (key(r), r)).collect();
         let sb: std::collections::BTreeMap<Vec<u8>, &Record> =
             mb.iter().map(|r| (key(r), r)).collect();
+        // A path the trees show added or removed that the other side's metadata holds as a
+        // FIFO or an empty directory changed type: it was there before and is there after.
+        for e in out.iter_mut() {
+            let other = match e.change {
+                Change::Added => sa.get(&e.path),
+                Change::Removed => sb.get(&e.path),
+                Change::Modified => None,
+            };
+            if matches!(other, Some(Record::Dir { .. } | Record::Fifo { .. })) {
+                e.change = Change::Modified;
+            }
+        }
         let seen: std::collections::HashSet<Vec<u8>> = out.iter().map(|e| e.path.clone()).collect();
         // A directory's mode: its `dir` record (empty directory) or `mode` record, else
         // what a tree implies.

@@ -489,6 +489,81 @@ fn inspect_shows_config_base_dockerfile_args_context_and_commit() {
     assert!(note.contains("\"dockerfile\""), "{note}");
 }
 
+/// Regression: text `inspect` left out what the store records of where an image came from
+/// and how it was built: a pulled image's registry source and manifest digest (its
+/// config's annotations, which `--json` had), a pulled base's, the builder's version, the
+/// build's times and invocation id, `SOURCE_DATE_EPOCH`, `--force` and the Dockerfile's
+/// digest.
+#[test]
+fn inspect_text_shows_sources_digests_builder_and_times() {
+    let Some(r) = crate::registry::Registry::start() else {
+        return;
+    };
+    r.put("two", "prov/base:1", &[]);
+    let w = W::new("inspect-pulled");
+    let reference = format!("{}/prov/base:1", r.host());
+    let manifest: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ])))
+    .expect("skopeo inspect json");
+    let manifest = manifest["Digest"].as_str().expect("Digest").to_string();
+    ok(r.ch_image(&w.storage()).args(["pull", &reference]));
+    let out = w.ci(&["inspect", &reference]);
+    for want in [
+        format!("annotation:   registry.source={reference}"),
+        format!("annotation:   registry.manifest={manifest}"),
+    ] {
+        assert!(
+            out.lines().any(|l| l == want),
+            "missing {want:?} in:\n{out}"
+        );
+    }
+    let ctx = w.ctx("on", &format!("FROM {reference}\nRUN true\n"), &[]);
+    ok(r.ch_image(&w.storage())
+        .args([
+            "build",
+            "--force=none",
+            "--build-arg",
+            "SOURCE_DATE_EPOCH=1700000000",
+            "-t",
+            "app",
+        ])
+        .arg(&ctx));
+    let base = w.git(&["rev-parse", "refs/grove/img/app+latest~1"]);
+    let out = w.ci(&["inspect", "app"]);
+    for want in [
+        format!(
+            "base:         {reference} ({}) pulled from {reference} manifest {manifest}",
+            base.trim()
+        ),
+        format!("builder:      grove {}", env!("CARGO_PKG_VERSION")),
+        "SOURCE_DATE_EPOCH: 1700000000".to_string(),
+        "force:        none".to_string(),
+        format!(
+            "dockerfile:   sha256:{}",
+            sha256_of(&ctx.join("Dockerfile"))
+        ),
+    ] {
+        assert!(
+            out.lines().any(|l| l == want),
+            "missing {want:?} in:\n{out}"
+        );
+    }
+    let built = out
+        .lines()
+        .find_map(|l| l.strip_prefix("built:        "))
+        .unwrap_or_else(|| panic!("no built line in:\n{out}"));
+    let (times, invocation) = built.split_once(" (invocation ").expect("invocation");
+    assert_eq!(
+        times.len(),
+        "2026-12-06T07:20:47Z to 2026-12-06T07:20:48Z".len(),
+        "{built}"
+    );
+    assert_eq!(invocation.trim_end_matches(')').len(), 32, "{built}");
+}
+
 /// The context hash of the note follows the COPY sources' content.
 #[test]
 fn inspect_context_hash_follows_copy_sources() {
@@ -1279,6 +1354,235 @@ fn diff_of_new_and_deleted_directories_with_modes() {
     let j = history_json(&w, "t");
     assert_eq!(j[1]["modified"], 0, "{}", j[1]);
     assert_eq!(j[2]["modified"], 0, "{}", j[2]);
+}
+
+/// Regression: a path that changed type between a FIFO or an empty directory (held in
+/// `meta`) and a file (in the tree) was reported as added ("A /p") or removed ("D /f")
+/// alone, though it was there before and after, and `history` counted it so.
+#[test]
+fn diff_of_a_path_that_changes_type_to_or_from_a_fifo_or_an_empty_directory() {
+    let w = W::new("diff-type");
+    let c = w.ctx(
+        "ty",
+        "FROM busybox\nRUN mkfifo /p && mkdir /e && echo f > /f && echo g > /g\n\
+         RUN rm /p && echo now > /p && rmdir /e && echo now > /e\n\
+         RUN rm /f /g && mkfifo /f && mkdir /g\n",
+        &[],
+    );
+    w.build("t", &c, &[]);
+    assert_eq!(diff_lines(&w, "t~2", "t~1"), vec!["M /e", "M /p"]);
+    assert_eq!(diff_lines(&w, "t~1", "t"), vec!["M /f", "M /g"]);
+    assert_eq!(diff_lines(&w, "t", "t~1"), vec!["M /f", "M /g"]);
+    assert_eq!(
+        diff_lines(&w, "t~2", "t"),
+        vec!["M /e", "M /f", "M /g", "M /p"]
+    );
+    let j = history_json(&w, "t");
+    for i in [2, 3] {
+        assert_eq!(
+            (&j[i]["added"], &j[i]["modified"], &j[i]["removed"]),
+            (&0.into(), &2.into(), &0.into()),
+            "{}",
+            j[i]
+        );
+    }
+}
+
+/// Regression: `diff` printed names lossily, one per line: a name holding a newline
+/// split into two lines (the second read as an entry of its own) and two names that differ
+/// in a byte that is not UTF-8 printed alike (`/x\u{fffd}y`), in text and in JSON.
+#[test]
+fn diff_prints_every_name_on_one_line_and_distinct_names_distinctly() {
+    let w = W::new("diff-names");
+    let c = w.ctx(
+        "names",
+        "FROM busybox\nRUN touch \"$(printf '/x\\377y')\" \"$(printf '/x\\376y')\" \
+         \"$(printf '/nl\\nname')\" '/back\\slash' '/sp ace' '/\u{fc}n\u{ef}'\n",
+        &[],
+    );
+    w.build("t", &c, &[]);
+    let want = [
+        "A /back\\\\slash",
+        "A /nl\\nname",
+        "A /sp ace",
+        "A /x\\xfey",
+        "A /x\\xffy",
+        "A /\u{fc}n\u{ef}",
+    ];
+    assert_eq!(diff_lines(&w, "t~1", "t"), want);
+    let json: serde_json::Value =
+        serde_json::from_str(&w.ci(&["diff", "--json", "t~1", "t"])).expect("diff --json");
+    let mut paths: Vec<String> = json
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["change"].as_str().unwrap(),
+                e["path"].as_str().unwrap()
+            )
+        })
+        .collect();
+    paths.sort();
+    assert_eq!(paths, want);
+}
+
+/// Regression: a step that missed was compared with the closest cache entry on its parent
+/// whatever its instruction, so the first build of a `RUN` on a base where an `ARG` had
+/// been built said "instruction text changed (cached: ARG V=1)", "build argument changed:
+/// V" and "build option changed: --force", none of which the user changed.
+#[test]
+fn why_compares_a_step_only_with_entries_of_the_same_instruction() {
+    let w = W::new("why-kind");
+    let a = w.ctx("a", "FROM busybox\nARG V=1\n", &[]);
+    w.build("a", &a, &[]);
+    let r = w.ctx("r", "FROM busybox\nRUN echo hi > /f\n", &[]);
+    let log = w.build("r", &r, &["--explain"]);
+    let why = w.ci(&["history", "--why", "r"]);
+    for out in [&log, &why] {
+        assert!(out.contains("why: no entry for this parent"), "{out}");
+        assert!(
+            !out.contains("ARG V=1") && !out.contains("argument") && !out.contains("option"),
+            "{out}"
+        );
+    }
+    // An entry of the same instruction on that parent is still the one compared.
+    let r2 = w.ctx("r2", "FROM busybox\nRUN echo ho > /f\n", &[]);
+    w.build("r2", &r2, &[]);
+    let why = w.ci(&["history", "--why", "r2"]);
+    assert!(
+        why.contains("why: instruction text changed (cached: RUN echo hi > /f)"),
+        "{why}"
+    );
+    // Nor do entries of other instructions on a busy parent hide the one to compare with:
+    // more RUN entries on busybox than a miss compares (8), then the ARG again.
+    for i in 0..9 {
+        let r = w.ctx(
+            &format!("run{i}"),
+            &format!("FROM busybox\nRUN echo {i} > /f{i}\n"),
+            &[],
+        );
+        w.build(&format!("run{i}"), &r, &[]);
+    }
+    let log = w.build("a", &a, &["--explain", "--build-arg", "V=2"]);
+    assert!(log.contains("why: build argument changed: V"), "{log}");
+    // So in the comparison made afterwards for a build that did not record it.
+    let wd = w.ctx("wd", "FROM busybox\nWORKDIR /w\n", &[]);
+    w.build("wd", &wd, &["--no-cache"]);
+    let why = w.ci(&["history", "--why", "wd"]);
+    assert!(why.contains("why: no other entry for this parent"), "{why}");
+    assert!(!why.contains("cached:"), "{why}");
+}
+
+/// Regression: `history --why` of a `--no-cache` rebuild, whose step has a cache entry
+/// with its own key (the build did not read it), said "same key inputs, different key (an
+/// entry from another Grove version)".
+#[test]
+fn history_why_of_a_no_cache_rebuild_says_the_cache_was_not_read() {
+    let w = W::new("why-nocache");
+    let c = w.ctx(
+        "nc",
+        "FROM busybox\nRUN cat /proc/sys/kernel/random/uuid > /a\n",
+        &[],
+    );
+    w.build("t", &c, &[]);
+    let first = w.git(&["rev-parse", "refs/grove/img/t+latest"]);
+    w.build("t", &c, &["--no-cache"]);
+    let why = w.ci(&["history", "--why", "t"]);
+    assert!(
+        why.contains(&format!(
+            "why: cache entry {} has the same key: the build did not read the cache \
+             (--no-cache or --rebuild) (compared now)",
+            &first[..12]
+        )),
+        "{why}"
+    );
+    assert!(!why.contains("another Grove version"), "{why}");
+}
+
+/// The id of a git object of `kind` holding `data`.
+fn object_id(kind: gix::objs::Kind, data: &str) -> String {
+    gix::objs::compute_hash(gix::hash::Kind::Sha1, kind, data.as_bytes())
+        .expect("sha1")
+        .to_string()
+}
+
+/// Write `data` into the store's repository as an object of `kind` (`git hash-object`);
+/// returns its id.
+fn write_object(w: &W, name: &str, kind: &str, data: &str) -> String {
+    let f = w.s.join(name);
+    std::fs::write(&f, data).unwrap();
+    own(&f);
+    let f = f.to_str().expect("UTF-8 scratch path").to_string();
+    w.git(&["hash-object", "-t", kind, "-w", &f])
+        .trim()
+        .to_string()
+}
+
+/// A commit id prefix names a state as git names a commit (`git log PREFIX`): objects of
+/// other kinds sharing it don't count; one that names only such objects, or several
+/// commits, is an error saying so. Regression: a blob's prefix failed with "can't find
+/// commit …: supposed to be of kind commit, but was kind blob", a blob sharing an image
+/// commit's prefix made it unusable, and an ambiguous prefix read "no image or commit: …
+/// caused by: Validation"; a deleted image was only "no image or commit".
+#[test]
+fn a_commit_id_prefix_names_one_commit_and_errors_say_what_else_it_names() {
+    use gix::objs::Kind;
+    let w = W::new("prefix");
+    let c = w.git(&["rev-parse", "refs/grove/img/busybox+latest"]);
+    let c = c.trim();
+    let p4 = &c[..4];
+    let blob = (0..)
+        .map(|i| format!("blob {i}\n"))
+        .find(|d| object_id(Kind::Blob, d).starts_with(p4))
+        .expect("some content has the prefix");
+    let blob = write_object(&w, "blob", "blob", &blob);
+    assert!(blob.starts_with(p4), "{blob}");
+    assert!(w.ci(&["history", p4]).contains("IMPORT"));
+    assert_eq!(w.ci(&["diff", p4, "busybox"]), "");
+    let (_, err) = fails(w.image().args(["history", &blob[..12]]));
+    assert!(
+        err.contains(&format!(
+            "error: {} is not an image commit: it names {blob} (blob)",
+            &blob[..12]
+        )),
+        "{err}"
+    );
+    let tree = w.git(&["rev-parse", &format!("{c}^{{tree}}")]);
+    let other = (0..)
+        .map(|i| {
+            format!(
+                "tree {}\nauthor X <x@localhost> 0 +0000\ncommitter X <x@localhost> 0 +0000\n\nother {i}\n",
+                tree.trim()
+            )
+        })
+        .find(|d| object_id(Kind::Commit, d).starts_with(p4))
+        .expect("some commit has the prefix");
+    let other = write_object(&w, "commit", "commit", &other);
+    let (_, err) = fails(w.image().args(["history", p4]));
+    let (first, second) = if c < other.as_str() {
+        (c, other.as_str())
+    } else {
+        (other.as_str(), c)
+    };
+    assert!(
+        err.contains(&format!("error: commit id prefix {p4} is ambiguous: "))
+            && err.contains(&format!("{} IMPORT", &c[..12]))
+            && err.contains(&format!("{} other", &other[..12]))
+            && err.find(&first[..12]) < err.find(&second[..12])
+            && err.contains("hint: give more digits of the commit id")
+            && !err.contains("Validation"),
+        "{err}"
+    );
+    assert!(w.ci(&["history", &c[..12]]).contains("IMPORT"));
+    ok(w.image().args(["delete", "busybox"]));
+    let (_, err) = fails(w.image().args(["history", "busybox"]));
+    assert!(
+        err.contains("error: no image or commit: busybox")
+            && err.contains("hint: busybox was deleted; `ch-image undelete busybox` restores it"),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2155,6 +2459,63 @@ fn a_pulled_base_is_named_by_its_registry_reference_and_manifest_digest() {
         .find(|i| i["name"] == reference.as_str())
         .unwrap_or_else(|| panic!("{reference} not listed: {list:#}"));
     assert_eq!(pulled["commit"], base_commit.as_str(), "{list:#}");
+}
+
+/// Regression: build arguments named as BuildKit's `SecretsUsedInArgOrEnv` check names
+/// secrets but without the words Grove looked for (`API_KEY`, `NPM_AUTH`) had their values
+/// stored in the build's note (pushed with the cache) and printed by `inspect`, with no
+/// warning. `PUBLIC_KEY` is not a secret (BuildKit's exception) and keeps its value.
+#[test]
+fn api_key_and_auth_build_args_are_stored_nowhere_but_public_key_is_kept() {
+    let w = W::new("arg-key");
+    let ctx = w.ctx(
+        "argkey",
+        "FROM busybox\nARG API_KEY\nARG NPM_AUTH\nARG PUBLIC_KEY\nRUN echo $PUBLIC_KEY > /pk\n",
+        &[],
+    );
+    let (key, auth) = ("key-7f3a91", "auth-c02d4e");
+    let log = w.build(
+        "app",
+        &ctx,
+        &[
+            "--build-arg",
+            &format!("API_KEY={key}"),
+            "--build-arg",
+            &format!("NPM_AUTH={auth}"),
+            "--build-arg",
+            "PUBLIC_KEY=pk-1",
+        ],
+    );
+    for n in ["API_KEY", "NPM_AUTH"] {
+        assert!(
+            log.contains(&format!(
+                "warning: --build-arg {n}: its value is not stored"
+            )),
+            "{log}"
+        );
+    }
+    assert!(!log.contains("--build-arg PUBLIC_KEY"), "{log}");
+    let inspect = w.ci(&["inspect", "app"]);
+    for want in [
+        "build arg:    API_KEY (value not stored: it may be a secret)",
+        "build arg:    NPM_AUTH (value not stored: it may be a secret)",
+        "build arg:    PUBLIC_KEY=pk-1",
+    ] {
+        assert!(
+            inspect.lines().any(|l| l == want),
+            "missing {want:?} in:\n{inspect}"
+        );
+    }
+    let note = w.git(&["log", "--notes=grove", "-1", "refs/grove/img/app+latest"]);
+    assert!(note.contains("\"PUBLIC_KEY\": \"pk-1\""), "{note}");
+    let statement = w.ci(&["inspect", "--provenance", "app"]);
+    for v in [key, auth] {
+        for o in [&log, &inspect, &note, &statement] {
+            assert!(!o.contains(v), "{v} shown:\n{o}");
+        }
+        let found = crate::mount::files_containing(&w.storage(), v);
+        assert!(found.is_empty(), "{v} in {found:?}");
+    }
 }
 
 #[test]
