@@ -87,7 +87,9 @@ pub enum ImageError {
     Fsck { count: usize, storage: PathBuf },
     #[error("build-cache: unknown action: {0} (push REMOTE or fetch REMOTE)")]
     UnknownAction(String),
-    #[error("-f can't be used when the context is - (the Dockerfile is read from standard input)")]
+    #[error(
+        "-f FILE can't be used when the context is - (the Dockerfile is read from standard input)"
+    )]
     FileWithStdin,
     #[error("-t NAME is needed when the Dockerfile is read from standard input (context -)")]
     TagWithStdin,
@@ -1510,7 +1512,9 @@ pub fn build(
     let _empty_context;
     let no_context = a.context.as_os_str() == "-";
     if no_context {
-        if a.file.is_some() {
+        // `-f -` says again where the Dockerfile comes from, as Charliecloud accepts it;
+        // another file would be read instead of standard input, which is refused.
+        if a.file.as_ref().is_some_and(|f| f.as_os_str() != "-") {
             return Err(ImageError::FileWithStdin);
         }
         if a.tag.is_none() {

@@ -127,9 +127,10 @@ pub fn make_parents(layer: &Path, model: &Dir, comps: &[Vec<u8>]) -> Result<Path
 }
 
 /// Give the directories of `comps` that exist in the image their exact image modes and
-/// times again (deepest first), and the layer's root the image root's time, once the layer
-/// is populated: [`make_parents`] made them owner-writable so that files could go in, and
-/// the layer's modes and times become the image's.
+/// times again (deepest first), and the layer's root the image root's mode and time, once
+/// the layer is populated: [`make_parents`] made them owner-writable so that files could
+/// go in (and a COPY of a directory's contents into `/` gave the root that directory's),
+/// and the layer's modes and times become the image's.
 pub fn restore_parent_modes(layer: &Path, model: &Dir, comps: &[Vec<u8>]) -> Result<(), CopyError> {
     for i in (0..comps.len()).rev() {
         let rel = comps[..=i].join(&b'/');
@@ -143,6 +144,7 @@ pub fn restore_parent_modes(layer: &Path, model: &Dir, comps: &[Vec<u8>]) -> Res
             }
         }
     }
+    fs::set_permissions(layer, fs::Permissions::from_mode(model.mode)).at("chmod", layer)?;
     if let Some(t) = model.times.get(b"") {
         set_time(layer, t).at("set time of", layer)?;
     }

@@ -236,6 +236,9 @@ struct Stage {
     /// `commit` is a state no cache entry can start from: an earlier step of the stage
     /// missed (and, in a dry run, `commit` is not even its state).
     fresh: bool,
+    /// A CMD of this stage came before (Docker's `cmdSet`): else ENTRYPOINT clears the CMD
+    /// the stage inherited from its base.
+    cmd_set: bool,
 }
 
 struct Builder<'a> {
@@ -638,6 +641,11 @@ impl<'a> Builder<'a> {
             }
             Action::Commit { instruction, key } => (instruction, key),
         };
+        // Said on every build, hit or miss, before the step's line, as Charliecloud does:
+        // a rebuild from the cache must not hide that an option had no effect.
+        if let InstrKind::Copy(args) | InstrKind::Add(args) = sub {
+            self.warn_ignored_options(ins, args);
+        }
         let mounts = match sub {
             InstrKind::Run { options, .. } => {
                 run_network_none(options).map_err(|e| self.at(ins, e))?;
@@ -657,26 +665,35 @@ impl<'a> Builder<'a> {
             extra.splice(0..0, mark.bytes());
         }
         let sources: Vec<&Path> = match (sub, &self.last_sources) {
-            (InstrKind::Add(a), Some((srcs, _, _))) if a.from().is_none() => {
+            (InstrKind::Add(a) | InstrKind::Copy(a), Some((srcs, _, _))) if a.from().is_none() => {
                 srcs.iter().map(|s| s.real.as_path()).collect()
             }
             _ => Vec::new(),
         };
-        if let Some(mark) = changed_since(
-            sub,
-            &sources,
-            &self.stages.last().expect("in a stage").config,
-        ) {
+        let stage = self.stages.last().expect("in a stage");
+        if let Some(mark) = changed_since(sub, &sources, &stage.config, stage.cmd_set) {
             extra.splice(0..0, mark.bytes());
         }
         let key = self.stage().key.child(&input.encoding, &extra);
+        if matches!(sub, InstrKind::Cmd(_)) {
+            self.stage().cmd_set = true;
+        }
         let cached = match self.opts.cache {
             CacheMode::Enabled => self.store.cache_get(&key.hex())?,
             _ => None,
         };
+        // RUN's root emulation mode, on hits as on misses (Charliecloud's `RUN.F`).
+        let text_marked = match sub {
+            InstrKind::Run { .. } => format!(
+                "RUN.{}{}",
+                self.opts.force.tag(),
+                text.strip_prefix("RUN").unwrap_or(text)
+            ),
+            _ => text.to_string(),
+        };
         if let Some(commit) = cached {
             self.hits += 1;
-            info!("{n:>3}* {text}");
+            info!("{n:>3}* {text_marked}");
             let config = git::read_config(&self.repo, commit)?;
             self.record(n, text, commit, &key, true, None);
             self.plan_line(n, Status::Hit, Some(key), text);
@@ -692,15 +709,7 @@ impl<'a> Builder<'a> {
         // Only a miss pays for its key-input record and the comparison with the cache.
         let record = self.key_record(ins, text, sub, &input.encoding, planner.vars(), &mounts)?;
         self.plan_line(n, Status::Miss, Some(key), text);
-        let mark = match sub {
-            InstrKind::Run { .. } => format!("RUN.{}", self.opts.force.tag()),
-            _ => String::new(),
-        };
-        if mark.is_empty() {
-            info!("{n:>3}. {text}");
-        } else {
-            info!("{n:>3}. {mark}{}", text.strip_prefix("RUN").unwrap_or(text));
-        }
+        info!("{n:>3}. {text_marked}");
         let why = match self.opts.cache {
             CacheMode::Enabled => Some(self.explain(&record)?),
             _ => None,
@@ -862,7 +871,14 @@ impl<'a> Builder<'a> {
             }
             InstrKind::Shell(argv) => config.shell = argv.clone(),
             InstrKind::Cmd(form) => config.cmd = Some(form_argv(form, &config.shell)),
-            InstrKind::Entrypoint(form) => config.entrypoint = Some(form_argv(form, &config.shell)),
+            InstrKind::Entrypoint(form) => {
+                config.entrypoint = Some(form_argv(form, &config.shell));
+                // As Docker: a CMD inherited from the base, not set in this stage, is
+                // cleared (it would become the new entrypoint's arguments).
+                if !self.stage().cmd_set {
+                    config.cmd = None;
+                }
+            }
             // The planner gives these no key input: they never reach here.
             InstrKind::From { .. }
             | InstrKind::User(_)
@@ -1348,6 +1364,7 @@ impl<'a> Builder<'a> {
             config,
             model: None,
             fresh: false,
+            cmd_set: false,
         });
         Ok(env)
     }
@@ -2081,6 +2098,27 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
+    /// Warn about the COPY and ADD options Grove parses but does not apply.
+    fn warn_ignored_options(&self, ins: &Instruction, args: &CopyArgs) {
+        let mut ignored = Vec::new();
+        if args.chown().is_some() {
+            ignored.push("chown");
+        }
+        ignored.extend(
+            ["keep-git-dir", "unpack"]
+                .into_iter()
+                .filter(|f| args.options.has(f)),
+        );
+        for flag in ignored {
+            warn!(
+                "{}:{}: {} --{flag}: not supported, ignored",
+                self.df.file,
+                ins.span.start_line,
+                ins.keyword()
+            );
+        }
+    }
+
     fn copy(
         &mut self,
         ins: &Instruction,
@@ -2088,22 +2126,6 @@ impl<'a> Builder<'a> {
         config: &ImageConfig,
         add: bool,
     ) -> Result<(), BuildError> {
-        if args.chown().is_some() {
-            warn!(
-                "{}:{}: COPY --chown: not supported, ignored",
-                self.df.file, ins.span.start_line
-            );
-        }
-        for flag in ["keep-git-dir", "unpack"] {
-            if args.options.has(flag) {
-                warn!(
-                    "{}:{}: {} --{flag}: not supported, ignored",
-                    self.df.file,
-                    ins.span.start_line,
-                    ins.keyword()
-                );
-            }
-        }
         let chmod = match args.chmod() {
             Some(m) => Some(copy::parse_chmod(m).ok_or_else(|| {
                 self.at(
@@ -2397,14 +2419,18 @@ impl<'a> Builder<'a> {
             };
             r.map_err(at)?;
         }
-        // Existing parents keep their image modes; a destination directory that received a
-        // directory's contents takes that directory's mode (as in Docker and Charliecloud).
+        // Existing parents keep their image modes and times, and so does a destination
+        // directory the image has (the image root too): `COPY rootfs/ /` must not give `/`
+        // the mode of the context's `rootfs`. A destination directory the step creates
+        // takes the mode and time of the directory whose contents it received, as in
+        // Docker (fsutil's copy sets the top directory's metadata only when it created
+        // it; Charliecloud's `copy_src_dir` never sets it).
         let dir_source = srcs.iter().any(|s| match s {
             Src::Host(h) => h.real.is_dir(),
             Src::Node(n, ..) => matches!(n, Node::Dir(_)),
             Src::Inline(..) | Src::Url(..) => false,
         });
-        let keep = if dir_source && into_dir {
+        let keep = if dir_source && into_dir && !dest_existed {
             parent_comps.len().saturating_sub(1)
         } else {
             parent_comps.len()
@@ -2545,15 +2571,35 @@ fn applied_since(sub: &InstrKind) -> Option<&'static str> {
 /// The mark of a step whose result earlier versions made differently from the same key
 /// input (docs/cache-keys.md): an ADD of a local bzip2 tar archive (copied, not extracted:
 /// `add-bzip2 1`), an ENV whose environment has a variable with a newline (written into
-/// /ch/environment as it was: `env-newline 1`). `sources` are an ADD's local sources (as
-/// the step's `sources_hash` found them), `parent` the config the step starts from. Keys
-/// of other steps are unchanged.
-fn changed_since(sub: &InstrKind, sources: &[&Path], parent: &ImageConfig) -> Option<&'static str> {
+/// /ch/environment as it was: `env-newline 1`), a COPY or ADD that may copy a directory's
+/// contents into a directory the image has (which took the source directory's mode and
+/// time before, and keeps its own since: `copy-dir-dest 1`; with `--from` the source is
+/// not known before the copy, so every such step), an ENTRYPOINT that clears a CMD
+/// inherited from the stage's base (kept before: `entrypoint-cmd 1`). `sources` are a
+/// COPY's or ADD's context sources (as the step's `sources_hash` found them), `parent`
+/// the config the step starts from, `cmd_set` whether a CMD of the stage came before.
+/// Keys of other steps are unchanged.
+fn changed_since(
+    sub: &InstrKind,
+    sources: &[&Path],
+    parent: &ImageConfig,
+    cmd_set: bool,
+) -> Option<&'static str> {
+    let copies_dir = |a: &CopyArgs| a.from().is_some() || sources.iter().any(|p| p.is_dir());
     match sub {
-        InstrKind::Add(_) => sources
-            .iter()
-            .any(|p| p.is_file() && is_bzip2_archive(p))
-            .then_some("add-bzip2 1\n"),
+        InstrKind::Entrypoint(_) => {
+            (!cmd_set && parent.cmd.is_some()).then_some("entrypoint-cmd 1\n")
+        }
+        InstrKind::Add(a) => match (
+            sources.iter().any(|p| p.is_file() && is_bzip2_archive(p)),
+            copies_dir(a),
+        ) {
+            (true, true) => Some("add-bzip2 1\ncopy-dir-dest 1\n"),
+            (true, false) => Some("add-bzip2 1\n"),
+            (false, true) => Some("copy-dir-dest 1\n"),
+            (false, false) => None,
+        },
+        InstrKind::Copy(a) => copies_dir(a).then_some("copy-dir-dest 1\n"),
         InstrKind::Env(pairs) => (pairs.iter().any(|(k, v)| !store::config::env_line_ok(k, v))
             || !parent.unwritable_env().is_empty())
         .then_some("env-newline 1\n"),
@@ -2899,20 +2945,48 @@ mod tests {
         let base = ImageConfig::default();
         let (bz2, notes, plain) = (p("a.tar.bz2"), p("notes.bz2"), p("a.tar"));
         assert_eq!(
-            changed_since(&add.kind, &[&plain, &bz2], &base),
+            changed_since(&add.kind, &[&plain, &bz2], &base, false),
             Some("add-bzip2 1\n")
         );
-        assert_eq!(changed_since(&add.kind, &[&plain, &notes], &base), None);
-        assert_eq!(changed_since(&copy.kind, &[&bz2], &base), None);
-        assert_eq!(changed_since(&env.kind, &[], &base), None);
+        assert_eq!(
+            changed_since(&add.kind, &[&plain, &notes], &base, false),
+            None
+        );
+        assert_eq!(changed_since(&copy.kind, &[&bz2], &base, false), None);
+        // A directory source: its contents may go into a directory the image has.
+        assert_eq!(
+            changed_since(&copy.kind, &[&plain, dir.path()], &base, false),
+            Some("copy-dir-dest 1\n")
+        );
+        assert_eq!(
+            changed_since(&add.kind, &[&bz2, dir.path()], &base, false),
+            Some("add-bzip2 1\ncopy-dir-dest 1\n")
+        );
+        assert_eq!(changed_since(&env.kind, &[], &base, false), None);
         let newline = InstrKind::Env(vec![("B".into(), "a\nb".into())]);
-        assert_eq!(changed_since(&newline, &[], &base), Some("env-newline 1\n"));
+        assert_eq!(
+            changed_since(&newline, &[], &base, false),
+            Some("env-newline 1\n")
+        );
         let mut from_base = ImageConfig::default();
         from_base.set_env("Y", "a\nb");
         assert_eq!(
-            changed_since(&env.kind, &[], &from_base),
+            changed_since(&env.kind, &[], &from_base, false),
             Some("env-newline 1\n")
         );
+        // ENTRYPOINT: marked only where it clears a CMD the stage inherited.
+        let df = dockerfile::parse("FROM a\nENTRYPOINT [\"x\"]\n", "Dockerfile").expect("parses");
+        let entrypoint = &df.instructions[1].kind;
+        let with_cmd = ImageConfig {
+            cmd: Some(vec!["serve".into()]),
+            ..ImageConfig::default()
+        };
+        assert_eq!(
+            changed_since(entrypoint, &[], &with_cmd, false),
+            Some("entrypoint-cmd 1\n")
+        );
+        assert_eq!(changed_since(entrypoint, &[], &with_cmd, true), None);
+        assert_eq!(changed_since(entrypoint, &[], &base, false), None);
     }
 
     /// A tar archive of one file, `f`, holding `x`.

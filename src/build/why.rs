@@ -202,6 +202,8 @@ pub fn reasons(new: &Record, old: &Record, old_text: &str) -> Vec<String> {
         let (g, label) = match kind {
             "instruction" => (0, String::new()),
             "file" => {
+                // The context directory itself (`COPY . /app/`): its own entry.
+                let rest = if rest.is_empty() { "." } else { rest };
                 let what = if !old_names.contains(n) {
                     format!("{rest} (new)")
                 } else if !new_names.contains(n) {
@@ -621,6 +623,12 @@ mod tests {
             ("file e", "9"),
         ]);
         assert_eq!(reasons(&one, &old, "COPY . /"), ["context file changed: e"]);
+        // The context directory's own entry (its mode or time) is named `.`.
+        let root = |t| rec(&[("instruction", "COPY . /"), ("input", t), ("file ", t)]);
+        assert_eq!(
+            reasons(&root("2"), &root("1"), "COPY . /"),
+            ["context file changed: ."]
+        );
     }
 
     #[test]

@@ -133,6 +133,38 @@ fn copy_without_context_says_there_is_no_context() {
     );
 }
 
+#[test]
+fn dash_file_with_dash_context_reads_the_dockerfile_from_standard_input() {
+    // `build -t x -f - -` says twice that the Dockerfile is on standard input; Charliecloud
+    // builds it, as it builds `build -t x -`.
+    let b = Bench::new("stdin-dash-f");
+    let out = with_stdin(
+        b.image().args(["build", "-t", "dashf", "-f", "-", "-"]),
+        "FROM busybox\nRUN echo from-stdin > /f\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(b.run("dashf", "cat /f"), "from-stdin\n");
+    // Another file with context `-` is still refused: it would not be what is read.
+    b.write("Dockerfile", "FROM busybox\n");
+    let out = with_stdin(
+        b.image()
+            .args(["build", "-t", "dashf", "-f"])
+            .arg(b.ctx.join("Dockerfile"))
+            .arg("-"),
+        "FROM busybox\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("-f FILE can't be used when the context is -"),
+        "{err}"
+    );
+}
+
 // ---- 50_dockerfile.bats "syntax errors" and "semantic errors"
 
 #[test]

@@ -4,7 +4,7 @@
 //! binaries, run as the unprivileged test user, each test in its own storage directory with
 //! the busybox fixture imported as `busybox`.
 
-use crate::common::Bench;
+use crate::common::{ok, Bench};
 
 #[test]
 fn copy_chmod_sets_the_mode_of_copied_files_and_trees() {
@@ -767,4 +767,100 @@ fn base_image_variable_with_a_newline_is_left_out_of_ch_environment() {
         std::fs::read_to_string(out2.join("ch/environment")).expect("read environment"),
         "A=1\nZ=2\n"
     );
+}
+
+#[test]
+fn ignored_copy_options_are_warned_about_on_cache_hits_too() {
+    // A rebuild from the cache must still say that `--chown` had no effect (Charliecloud
+    // warns on every build), and ADD's warning names ADD.
+    let w = Bench::new("stranger-chown-hit");
+    w.write("f", "f\n");
+    let df = "FROM busybox\nCOPY --chown=app:app f /f\nADD --chown=1000 f /g\nRUN echo x\n";
+    for build in ["first", "cached"] {
+        let log = w.build("chown", df, &[]);
+        assert!(
+            log.contains("Dockerfile:2: COPY --chown: not supported, ignored"),
+            "{build}: {log}"
+        );
+        assert!(
+            log.contains("Dockerfile:3: ADD --chown: not supported, ignored"),
+            "{build}: {log}"
+        );
+        // The warning comes before the step's line, as for ignored instructions.
+        let warn = log.find("COPY --chown: not").expect("warning");
+        let step = log.find("2* COPY").or(log.find("2. COPY")).expect("step");
+        assert!(warn < step, "{build}: {log}");
+    }
+}
+
+#[test]
+fn run_hit_lines_name_the_root_emulation_mode() {
+    // Charliecloud prints `RUN.F` on hits as on misses, so a log shows which mode a
+    // cached RUN was built in.
+    let w = Bench::new("stranger-run-mark");
+    let df = "FROM busybox\nRUN echo x\n";
+    let first = w.build("mark", df, &[]);
+    assert!(first.contains("  2. RUN.S echo x"), "{first}");
+    let again = w.build("mark", df, &[]);
+    assert!(again.contains("  2* RUN.S echo x"), "{again}");
+}
+
+#[test]
+fn entrypoint_clears_the_cmd_a_stage_inherits_as_docker_does() {
+    // Docker (BuildKit's dispatchEntrypoint): ENTRYPOINT resets a CMD that the stage did
+    // not set itself, so `FROM python` (CMD python3) + ENTRYPOINT ["app"] runs `app`, not
+    // `app python3`. A CMD set in the same stage, before or after, stays.
+    let w = Bench::new("stranger-entrypoint-cmd");
+    w.build(
+        "ep",
+        "FROM busybox AS base\n\
+         CMD [\"from-base\"]\n\
+         FROM base AS reset\n\
+         ENTRYPOINT [\"/bin/echo\"]\n\
+         FROM base\n\
+         CMD [\"own\"]\n\
+         ENTRYPOINT [\"/bin/echo\"]\n",
+        &[],
+    );
+    let inspect = |tag: &str| ok(w.image().args(["inspect", tag]));
+    let reset = inspect("ep_stage1");
+    assert!(reset.contains("entrypoint:   [\"/bin/echo\"]"), "{reset}");
+    assert!(!reset.contains("cmd:"), "{reset}");
+    let own = inspect("ep");
+    assert!(own.contains("cmd:          [\"own\"]"), "{own}");
+    assert!(own.contains("entrypoint:   [\"/bin/echo\"]"), "{own}");
+}
+
+#[test]
+fn copy_of_a_directory_into_an_existing_directory_keeps_that_directory_s_mode_and_time() {
+    // `COPY rootfs/ /` (s6-overlay style) from a context checked out with umask 077 must not
+    // make the image root 0700: an existing destination directory keeps its mode and time,
+    // as in Docker and Charliecloud; directories below it take the source's, and a
+    // destination the step creates takes the source directory's (Docker).
+    use std::os::unix::fs::PermissionsExt;
+    let w = Bench::new("stranger-copy-into-root");
+    w.write("rootfs/etc/myconf", "x\n");
+    let mode = |rel: &str, m: u32| {
+        std::fs::set_permissions(w.ctx.join(rel), std::fs::Permissions::from_mode(m))
+            .expect("chmod");
+    };
+    mode("rootfs", 0o700);
+    mode("rootfs/etc", 0o750);
+    mode("", 0o700);
+    let stat = |tag: &str, paths: &str| w.run(tag, &format!("stat -c '%a %Y %n' {paths}"));
+    w.build("into", "FROM busybox\nCOPY rootfs/ /\n", &[]);
+    let root = stat("into", "/ /etc");
+    let mut lines = root.lines();
+    assert_eq!(lines.next(), stat("busybox", "/").lines().next(), "{root}");
+    assert!(lines.next().expect("/etc").starts_with("750 "), "{root}");
+    // WORKDIR made /app; `COPY . .` of the 0700 context leaves it as it was.
+    w.build("wd", "FROM busybox\nWORKDIR /app\n", &[]);
+    w.build(
+        "app",
+        "FROM busybox\nWORKDIR /app\nCOPY . .\nCOPY rootfs/ /new/\n",
+        &[],
+    );
+    assert_eq!(stat("app", "/app"), stat("wd", "/app"));
+    let new = stat("app", "/new");
+    assert!(new.starts_with("700 "), "{new}");
 }
