@@ -2679,6 +2679,7 @@ fn extract_archive(
 ) -> Result<(), copy::CopyError> {
     let r = store::import::open_archive(src)
         .map_err(|e| IoError::new("open archive", src, std::io::Error::other(e.to_string())))?;
+    let (r, budget) = store::import::HeaderBounded::new(r);
     let mut ar = tar::Archive::new(r);
     ar.set_preserve_permissions(true);
     ar.set_overwrite(true);
@@ -2692,6 +2693,7 @@ fn extract_archive(
     let mut later: Vec<(Vec<u8>, u64)> = Vec::new();
     for entry in ar.entries().at("read archive", src)? {
         let mut e = entry.at("read archive", src)?;
+        budget.member(&e);
         let name = e.path_bytes().into_owned();
         let link = e.header().entry_type().is_hard_link().then(|| {
             e.link_name_bytes()

@@ -484,9 +484,8 @@ pub fn unescape_name(name: &[u8]) -> Vec<u8> {
 /// (trees may come from a remote): an unsafe name (see [`super::model::bad_name`]) before
 /// or after unescaping, or a name Grove would not have written (not in escaped form).
 pub fn bad_entry_name(raw: &[u8]) -> Option<&'static str> {
-    if let Some(why) = super::model::bad_name(raw) {
-        return Some(why);
-    }
+    // Only the unescaped name is held to the length limit: the escaped form of a name of
+    // 255 bytes is longer. Every other problem of `raw` is one of the unescaped name too.
     let name = unescape_name(raw);
     if let Some(why) = super::model::bad_name(&name) {
         return Some(why);
