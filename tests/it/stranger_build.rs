@@ -768,3 +768,46 @@ fn base_image_variable_with_a_newline_is_left_out_of_ch_environment() {
         "A=1\nZ=2\n"
     );
 }
+
+/// Regression test: ten ARG lines of 16 `$PREV` each ask for 16^10 bytes; the build took
+/// 19 GB of memory in a minute (and would have taken the machine's). Now an expansion may
+/// add at most 1 MiB to its word, and the line is named. (Run under a 4 GiB address-space
+/// limit, so that a regression fails the test, not the machine.)
+#[test]
+fn variables_that_repeat_variables_are_refused_before_they_exhaust_memory() {
+    let w = Bench::new("stranger-arg-bomb");
+    let mut df = String::from("FROM busybox\nARG v0=aaaaaaaaaaaaaaaa\n");
+    for i in 1..=9 {
+        df.push_str(&format!("ARG v{i}={}\n", format!("$v{}", i - 1).repeat(16)));
+    }
+    df.push_str("LABEL x=$v9\n");
+    w.write("Dockerfile", &df);
+    let (code, err) = crate::common::fails(
+        crate::common::unpriv("prlimit")
+            .arg("--as=4294967296")
+            .arg("--")
+            .arg(crate::common::bin("ch-image"))
+            .arg("-s")
+            .arg(w.storage())
+            .args(["build", "-t", "bomb"])
+            .arg(&w.ctx),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("Dockerfile:7: can't substitute variables")
+            && err.contains("variable substitution result too long (more than 1048576 bytes"),
+        "{err}"
+    );
+    // `${V//?/$V}` multiplies too.
+    let (code, err) = w.build_fails(
+        "bomb",
+        &format!(
+            "FROM busybox\nARG a={}\nARG b=${{a//?/$a}}\n",
+            "a".repeat(2000)
+        ),
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Dockerfile:3:"), "{err}");
+    assert!(err.contains("result too long"), "{err}");
+}
