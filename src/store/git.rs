@@ -246,6 +246,14 @@ pub enum ReadError {
         path: String,
         reason: &'static str,
     },
+    /// A rootfs whose trees hold more entries, counted along every path, than Grove reads
+    /// (trees shared between directories count once per place: a few hundred bytes of
+    /// trees can name billions of files).
+    #[error(
+        "commit {commit}: rootfs has more than {max} entries (files, directories and \
+         symlinks), more than Grove reads"
+    )]
+    TooManyEntries { commit: ObjectId, max: usize },
     /// An object Grove reads whole (a blob, the commit itself) that is bigger than its
     /// bound (the commit may come from a remote: a 4 GiB `meta` must not be read into
     /// memory).
@@ -269,6 +277,12 @@ pub const MAX_CONFIG: u64 = crate::oci::MAX_CONFIG;
 /// Most bytes of a build step's key-input record Grove reads (one line of about 60 bytes
 /// a key input: a COPY of four million files).
 pub const MAX_KEY_INPUTS: u64 = 256 << 20;
+/// Most entries (files, directories, symlinks) of an image Grove reads, counted in place:
+/// a tree named by 16 entries of a tree named by 16 entries… is 16^8 files in eight levels
+/// of a few hundred bytes, and a fetch of such an image read them into memory until it was
+/// killed. The largest images known have a few million files; each costs about a hundred
+/// bytes of memory in a model.
+pub const MAX_ENTRIES: usize = 1 << 24;
 /// Most bytes of one tree object Grove reads (about 40 bytes an entry: a directory of
 /// six million entries).
 pub const MAX_TREE: u64 = 256 << 20;
@@ -1035,6 +1049,68 @@ pub fn read_config(repo: &gix::Repository, commit: ObjectId) -> Result<ImageConf
 /// Most bytes of a symlink target (symlink(2) refuses longer ones with ENAMETOOLONG).
 pub const MAX_SYMLINK_TARGET: u64 = 4095;
 
+/// Count the entries of `commit`'s rootfs in place, as [`read_image`] would read them
+/// (a tree named in two places counts twice), decoding each distinct tree once: an image
+/// of more than [`MAX_ENTRIES`] is refused before anything is expanded. For what reads
+/// untrusted commits whole (fetch's validation, fsck): a tree bomb of a few hundred bytes
+/// is refused at once instead of after [`read_image`] has read its first 16 million
+/// entries into memory. Iterative.
+pub fn check_entry_count(repo: &gix::Repository, commit: ObjectId) -> Result<(), ReadError> {
+    let t = image_trees(repo, commit)?;
+    enum Step {
+        Enter(ObjectId),
+        /// A tree's subtrees and its number of entries, once its subtrees are counted.
+        Exit(ObjectId, Vec<ObjectId>, usize),
+    }
+    let mut counted: std::collections::HashMap<ObjectId, usize> = Default::default();
+    let mut todo = vec![Step::Enter(t.rootfs)];
+    while let Some(step) = todo.pop() {
+        match step {
+            Step::Enter(id) => {
+                if counted.contains_key(&id) {
+                    continue;
+                }
+                check_size(repo, commit, "tree", id, MAX_TREE)?;
+                let tree = repo
+                    .find_tree(id)
+                    .map_err(git_err(format!("find tree {id}")))?;
+                let decoded = tree
+                    .decode()
+                    .map_err(git_err(format!("decode tree {id}")))?;
+                let subs: Vec<ObjectId> = decoded
+                    .entries
+                    .iter()
+                    .filter(|e| e.mode.kind() == EntryKind::Tree)
+                    .map(|e| e.oid.to_owned())
+                    .collect();
+                let n = decoded.entries.len();
+                drop(tree);
+                let pending: Vec<ObjectId> = subs
+                    .iter()
+                    .filter(|s| !counted.contains_key(*s))
+                    .copied()
+                    .collect();
+                todo.push(Step::Exit(id, subs, n));
+                todo.extend(pending.into_iter().map(Step::Enter));
+            }
+            Step::Exit(id, subs, n) => {
+                // Every subtree was counted: its Enter came after this Exit on the stack.
+                let total = subs.iter().fold(n, |a, s| {
+                    a.saturating_add(counted.get(s).copied().unwrap_or(0))
+                });
+                if total > MAX_ENTRIES {
+                    return Err(ReadError::TooManyEntries {
+                        commit,
+                        max: MAX_ENTRIES,
+                    });
+                }
+                counted.insert(id, total);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Read an image commit back into the model. Everything is validated, since the commit
 /// may come from a remote: tree entry names (see [`bad_entry_name`]), depth
 /// ([`super::model::MAX_DEPTH`]), symlink targets, and every metadata record's paths
@@ -1201,6 +1277,7 @@ fn read_tree(
         entries: Vec::new(),
     }];
     let mut i = 0;
+    let mut count = 0usize;
     while i < dirs.len() {
         let (tid, depth, prefix) = (dirs[i].id, dirs[i].depth, dirs[i].path.clone());
         check_size(repo, commit, "tree", tid, MAX_TREE)?;
@@ -1216,6 +1293,13 @@ fn read_tree(
             .map(|e| (e.filename.to_vec(), e.mode, e.oid.to_owned()))
             .collect();
         drop(tree);
+        count = count.saturating_add(raw_entries.len());
+        if count > MAX_ENTRIES {
+            return Err(ReadError::TooManyEntries {
+                commit,
+                max: MAX_ENTRIES,
+            });
+        }
         let mut seen = std::collections::HashSet::new();
         let mut entries = Vec::with_capacity(raw_entries.len());
         for (raw, mode, oid) in raw_entries {
