@@ -858,8 +858,35 @@ pub fn write_image_commit(
     write_commit_tree(repo, rootfs, meta, config, parent, message, None)
 }
 
+/// The entries (files, directories, symlinks, FIFOs) under `root`, as [`MAX_ENTRIES`]
+/// counts them. Iterative.
+fn entry_count(root: &Dir) -> usize {
+    let mut n = 0usize;
+    let mut dirs = vec![root];
+    while let Some(d) = dirs.pop() {
+        n += d.children.len();
+        dirs.extend(d.children.values().filter_map(|c| match c {
+            Node::Dir(sub) => Some(sub),
+            _ => None,
+        }));
+    }
+    n
+}
+
 /// Write `root`'s rootfs tree and metadata blob; returns their ids.
 fn write_files(repo: &gix::Repository, root: &mut Dir) -> Result<(ObjectId, ObjectId), GitError> {
+    // What is written can be read back: at most MAX_ENTRIES entries.
+    let n = entry_count(root);
+    if n > MAX_ENTRIES {
+        return Err(GitError {
+            action: "write image".into(),
+            source: format!(
+                "it has {n} entries (files, directories and symlinks), more than Grove \
+                 reads back ({MAX_ENTRIES} at most)"
+            )
+            .into(),
+        });
+    }
     let (rootfs, records, default_time) = write_rootfs(repo, root)?;
     let meta = repo
         .write_blob(meta::encode(&records, default_time))
@@ -1821,5 +1848,36 @@ mod tests {
         }
         assert_eq!(bad_entry_name(b".grove-.git"), None);
         assert_eq!(bad_entry_name(b".grove-.grove-x"), None);
+        // NAME_MAX holds for the name in the image, not its escaped form.
+        let longest = [b".grove-".as_slice(), &[b'n'; 248]].concat();
+        assert_eq!(longest.len(), 255);
+        assert_eq!(bad_entry_name(&[b'n'; 255]), None);
+        assert_eq!(bad_entry_name(&escape_name(&longest)), None);
+        assert!(bad_entry_name(&[b'n'; 256]).is_some());
+        assert!(bad_entry_name(&escape_name(
+            &[b".grove-".as_slice(), &[b'n'; 249]].concat()
+        ))
+        .is_some());
+    }
+
+    #[test]
+    fn entries_are_counted_in_every_directory() {
+        let null = ObjectId::null(gix::hash::Kind::Sha1);
+        let mut d = Dir::new(0o755);
+        assert_eq!(entry_count(&d), 0);
+        for p in ["a", "b/c", "b/d/e", "f"] {
+            d.insert(
+                p.as_bytes(),
+                Node::File(File {
+                    mode: 0o644,
+                    oid: null,
+                    size: 0,
+                    link_group: None,
+                }),
+            )
+            .unwrap();
+        }
+        // a, b, b/c, b/d, b/d/e, f
+        assert_eq!(entry_count(&d), 6);
     }
 }

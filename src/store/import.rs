@@ -1010,6 +1010,7 @@ fn apply_layer_shaped(
             after: last.clone(),
             source,
         })?;
+        let mut members = 0usize;
         for entry in entries {
             let mut entry = entry.map_err(|source| ImportError::Archive {
                 archive: archive_path.clone(),
@@ -1017,6 +1018,20 @@ fn apply_layer_shaped(
                 source,
             })?;
             budget.member(&entry);
+            // An image holds at most MAX_ENTRIES entries; refuse an archive of more
+            // members before its model takes gigabytes (empty members are 512 bytes of
+            // zeros in the stream: a 100 MiB gzip names millions).
+            members += 1;
+            if members > super::git::MAX_ENTRIES {
+                return Err(ImportError::Archive {
+                    archive: archive_path.clone(),
+                    after: last.clone(),
+                    source: io::Error::other(format!(
+                        "more than {} members, more than an image holds",
+                        super::git::MAX_ENTRIES
+                    )),
+                });
+            }
             let raw = entry.path_bytes().into_owned();
             // Messages name the member; a name of megabytes is cut short.
             let member = if raw.len() > 4096 {
