@@ -811,3 +811,45 @@ fn variables_that_repeat_variables_are_refused_before_they_exhaust_memory() {
     assert!(err.contains("Dockerfile:3:"), "{err}");
     assert!(err.contains("result too long"), "{err}");
 }
+
+/// Regression test: `.dockerignore` matching backtracked into every `**` and every `*`,
+/// taking time exponential in their number; either pattern below held the build for
+/// minutes. Both now match in time proportional to pattern times path, with Docker's
+/// results. (Under `timeout`, so that a regression fails instead of hanging the suite.)
+#[test]
+fn dockerignore_patterns_with_many_stars_match_in_polynomial_time() {
+    let w = Bench::new("stranger-ignore-stars");
+    let deep = ["d"; 60].join("/");
+    w.write(&format!("{deep}/x"), "ignored\n");
+    w.write(&format!("{deep}/kept"), "kept\n");
+    w.write(&format!("{}/f", "a".repeat(60)), "ignored too\n");
+    w.write(&format!("{}b/f", "a".repeat(60)), "kept too\n");
+    let stars = ["**"; 12].join("/");
+    let ab = format!("{}a", "a*".repeat(16));
+    w.write(".dockerignore", &format!("{stars}/x\n{ab}\n"));
+    w.write("Dockerfile", "FROM busybox\nCOPY . /c/\n");
+    let out = crate::common::output(
+        crate::common::unpriv("timeout")
+            .arg("120")
+            .arg(crate::common::bin("ch-image"))
+            .arg("-s")
+            .arg(w.storage())
+            .args(["build", "-t", "stars"])
+            .arg(&w.ctx),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        w.run(
+            "stars",
+            &format!(
+                "cd /c && ls {deep} && ls -d a* && cat {}b/f",
+                "a".repeat(60)
+            )
+        ),
+        format!("kept\n{}b\nkept too\n", "a".repeat(60))
+    );
+}
