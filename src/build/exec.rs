@@ -894,11 +894,12 @@ impl<'a> Builder<'a> {
         });
         let parent = self.stage().commit;
         let message = format!("{text}\n\ngrove-cache-key: {}\n", key.hex());
-        let record = self
-            .repo
-            .write_blob(record.encode())
-            .map_err(git::git_err("write key-input record"))?
-            .detach();
+        let record = git::write_bounded_blob(
+            &self.repo,
+            "key-input record",
+            record.encode(),
+            git::MAX_KEY_INPUTS,
+        )?;
         let commit = if self.files_changed {
             self.files_changed = false;
             self.model()?;

@@ -851,11 +851,33 @@ pub fn write_image_commit(
     message: &str,
 ) -> Result<ObjectId, GitError> {
     let (rootfs, meta) = write_files(repo, root)?;
-    let config = repo
-        .write_blob(config.encode())
-        .map_err(git_err("write config blob"))?
-        .detach();
+    let config = write_bounded_blob(repo, "config.json", config.encode(), MAX_CONFIG)?;
     write_commit_tree(repo, rootfs, meta, config, parent, message, None)
+}
+
+/// Write blob `data`, the image's `what`, unless it is bigger than `max`, the most Grove
+/// reads back (a config of 70 LABELs of 1 MiB, a `meta` of large xattrs): what is
+/// written must be readable.
+pub fn write_bounded_blob(
+    repo: &gix::Repository,
+    what: &str,
+    data: Vec<u8>,
+    max: u64,
+) -> Result<ObjectId, GitError> {
+    if data.len() as u64 > max {
+        return Err(GitError {
+            action: format!("write {what}"),
+            source: format!(
+                "it would be {} bytes, more than Grove reads back ({max} at most)",
+                data.len()
+            )
+            .into(),
+        });
+    }
+    Ok(repo
+        .write_blob(data)
+        .map_err(git_err(format!("write {what} blob")))?
+        .detach())
 }
 
 /// The entries (files, directories, symlinks, FIFOs) under `root`, as [`MAX_ENTRIES`]
@@ -888,10 +910,7 @@ fn write_files(repo: &gix::Repository, root: &mut Dir) -> Result<(ObjectId, Obje
         });
     }
     let (rootfs, records, default_time) = write_rootfs(repo, root)?;
-    let meta = repo
-        .write_blob(meta::encode(&records, default_time))
-        .map_err(git_err("write metadata blob"))?
-        .detach();
+    let meta = write_bounded_blob(repo, "meta", meta::encode(&records, default_time), MAX_META)?;
     Ok((rootfs, meta))
 }
 
@@ -916,10 +935,7 @@ pub fn write_step_commit(
             (t.rootfs, t.meta)
         }
     };
-    let config = repo
-        .write_blob(config.encode())
-        .map_err(git_err("write config blob"))?
-        .detach();
+    let config = write_bounded_blob(repo, "config.json", config.encode(), MAX_CONFIG)?;
     Ok(write_commit_tree(
         repo,
         rootfs,

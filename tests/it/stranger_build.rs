@@ -853,3 +853,26 @@ fn dockerignore_patterns_with_many_stars_match_in_polynomial_time() {
         format!("kept\n{}b\nkept too\n", "a".repeat(60))
     );
 }
+
+/// Regression test: one LABEL of 70 values of 1 MiB made a config.json of 70 MB, which
+/// the build wrote but no later read accepts (more than 64 MiB): `fsck` reported the
+/// image and `FROM` it failed. Now what would not read back is not written.
+#[test]
+fn a_config_bigger_than_grove_reads_back_is_not_written() {
+    let w = Bench::new("stranger-config-bound");
+    let labels: Vec<String> = (0..70).map(|i| format!("l{i}=$b")).collect();
+    let df = format!(
+        "FROM busybox\nARG a={}\nARG b=${{a//?/$a}}\nLABEL {}\n",
+        "a".repeat(1000),
+        labels.join(" ")
+    );
+    let (code, err) = w.build_fails("big", &df, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("can't write config.json")
+            && err.contains("bytes, more than Grove reads back (67108864 at most)"),
+        "{err}"
+    );
+    crate::common::ok(w.image().arg("fsck"));
+    assert!(!crate::common::ok(w.image().arg("list")).contains("big"));
+}
