@@ -910,11 +910,12 @@ impl<'a> Builder<'a> {
         });
         let parent = self.stage().commit;
         let message = format!("{text}\n\ngrove-cache-key: {}\n", key.hex());
-        let record = self
-            .repo
-            .write_blob(record.encode())
-            .map_err(git::git_err("write key-input record"))?
-            .detach();
+        let record = git::write_bounded_blob(
+            &self.repo,
+            "key-input record",
+            record.encode(),
+            git::MAX_KEY_INPUTS,
+        )?;
         let commit = if self.files_changed {
             self.files_changed = false;
             self.model()?;
@@ -2725,6 +2726,7 @@ fn extract_archive(
 ) -> Result<(), copy::CopyError> {
     let r = store::import::open_archive(src)
         .map_err(|e| IoError::new("open archive", src, std::io::Error::other(e.to_string())))?;
+    let (r, budget) = store::import::HeaderBounded::new(r);
     let mut ar = tar::Archive::new(r);
     ar.set_preserve_permissions(true);
     ar.set_overwrite(true);
@@ -2738,6 +2740,7 @@ fn extract_archive(
     let mut later: Vec<(Vec<u8>, u64)> = Vec::new();
     for entry in ar.entries().at("read archive", src)? {
         let mut e = entry.at("read archive", src)?;
+        budget.member(&e);
         let name = e.path_bytes().into_owned();
         let link = e.header().entry_type().is_hard_link().then(|| {
             e.link_name_bytes()

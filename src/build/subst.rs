@@ -67,6 +67,12 @@ pub enum SubstErrorKind {
     /// `${...}` nested deeper than [`MAX_NESTING`].
     #[error("variable substitution nested too deeply")]
     TooDeep,
+    /// An expansion more than [`MAX_GROWTH`] bytes longer than the word.
+    #[error(
+        "variable substitution result too long (more than {MAX_GROWTH} bytes longer than \
+         the text it expands)"
+    )]
+    TooLong,
     /// `${A?msg}` with A unset, or `${A:?msg}` with A unset or empty.
     #[error("{name}: {message}")]
     Required { name: String, message: String },
@@ -79,6 +85,13 @@ pub enum SubstErrorKind {
 /// Deepest `${A:-${B:-...}}` nesting accepted (keeps the recursive expander's stack
 /// bounded on hostile input).
 pub const MAX_NESTING: usize = 64;
+
+/// Most bytes the expansion of one word (or heredoc body) may add to its length. Values
+/// built from variables that repeat variables grow exponentially: ten `ARG` lines of 16
+/// `$PREV` each ask for 16^10 bytes, and took 19 GB of memory in a minute before this bound.
+/// A variable that big could not reach a RUN anyway (Linux passes at most 128 KiB in one
+/// environment string).
+pub const MAX_GROWTH: usize = 1 << 20;
 
 /// Largest (pattern length + 1) x (value length + 1) matched by `#`, `%` and `/`; the
 /// matcher takes time proportional to it.
@@ -145,6 +158,7 @@ pub fn expand_word<L: Lookup + ?Sized>(
         raw_quotes: false,
         raw_escapes: false,
         depth: 0,
+        limit: word.len().saturating_add(MAX_GROWTH),
     }
     .word(None)
 }
@@ -178,6 +192,7 @@ pub fn check_word(word: &str, escape: char) -> Result<(), SubstError> {
         raw_quotes: false,
         raw_escapes: false,
         depth: 0,
+        limit: word.len().saturating_add(MAX_GROWTH),
     }
     .word(None)
     .map(|_| ())
@@ -200,11 +215,14 @@ pub fn expand_heredoc<L: Lookup + ?Sized>(
         raw_quotes: true,
         raw_escapes: false,
         depth: 0,
+        limit: content.len().saturating_add(MAX_GROWTH),
     };
     let mut out = String::with_capacity(content.len());
     while let Some(ch) = ex.peek() {
         if ch == '$' {
+            let at = ex.pos;
             out.push_str(&ex.dollar()?);
+            ex.bounded(&out, at)?;
             continue;
         }
         ex.next();
@@ -280,6 +298,8 @@ struct Expander<'a, L: ?Sized> {
     raw_escapes: bool,
     /// Current `${` nesting.
     depth: usize,
+    /// Longest result: the word's length plus [`MAX_GROWTH`].
+    limit: usize,
 }
 
 impl<L: Lookup + ?Sized> Expander<'_, L> {
@@ -305,6 +325,15 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
         SubstError { offset, kind }
     }
 
+    /// `out`, the result so far, after the expansion that starts at `at`: an error if it
+    /// is longer than [`Self::limit`].
+    fn bounded(&self, out: &str, at: usize) -> Result<(), SubstError> {
+        if out.len() > self.limit {
+            return Err(self.err(at, SubstErrorKind::TooLong));
+        }
+        Ok(())
+    }
+
     /// Docker's `processStopOn`: read up to `stop` (consumed) or the end.
     fn word(&mut self, stop: Option<char>) -> Result<String, SubstError> {
         let mut out = String::new();
@@ -316,7 +345,11 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
             match ch {
                 '\'' if !self.raw_quotes => out.push_str(&self.single_quote()?),
                 '"' if !self.raw_quotes => out.push_str(&self.double_quote()?),
-                '$' => out.push_str(&self.dollar()?),
+                '$' => {
+                    let at = self.pos;
+                    out.push_str(&self.dollar()?);
+                    self.bounded(&out, at)?;
+                }
                 _ => {
                     self.next();
                     if ch == self.escape {
@@ -367,7 +400,11 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
                     self.next();
                     return Ok(out);
                 }
-                Some('$') => out.push_str(&self.dollar()?),
+                Some('$') => {
+                    let at = self.pos;
+                    out.push_str(&self.dollar()?);
+                    self.bounded(&out, at)?;
+                }
                 Some(_) => {
                     let mut ch = self.next().expect("peeked");
                     if ch == self.escape {
@@ -483,7 +520,8 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
                 let pattern = self.sub_word(start, '/', true, SubstErrorKind::MissingSlash)?;
                 let with = self.sub_word(start, '}', true, SubstErrorKind::MissingBrace)?;
                 let value = self.get(&name).unwrap_or_default();
-                return replace(&value, &pattern, &with, all).map_err(|kind| self.err(start, kind));
+                return replace(&value, &pattern, &with, all, self.limit)
+                    .map_err(|kind| self.err(start, kind));
             }
             m => return Err(unsupported(m.to_string())),
         };
@@ -644,7 +682,13 @@ fn trim(value: &str, word: &str, op: char) -> Result<String, SubstErrorKind> {
 /// `${value/pattern/with}` (first match) or `${value//pattern/with}` (`all`): matches are
 /// leftmost and greedy; with `all`, as Go's `ReplaceAllString`, an empty match right
 /// after a previous match is not replaced and the search always advances.
-fn replace(value: &str, pattern: &str, with: &str, all: bool) -> Result<String, SubstErrorKind> {
+fn replace(
+    value: &str,
+    pattern: &str,
+    with: &str,
+    all: bool,
+    limit: usize,
+) -> Result<String, SubstErrorKind> {
     let pat = compile_pattern(pattern)?;
     let text: Vec<char> = value.chars().collect();
     check_work(pattern, &pat, &text)?;
@@ -663,6 +707,10 @@ fn replace(value: &str, pattern: &str, with: &str, all: bool) -> Result<String, 
         out.extend(&text[last_end..a]);
         if b > last_end || a == 0 {
             out.push_str(with);
+            // `${V//?/$W}` is |V| copies of W.
+            if out.len() > limit {
+                return Err(SubstErrorKind::TooLong);
+            }
         }
         last_end = b;
         if !all {
@@ -1326,6 +1374,29 @@ mod tests {
             "}".repeat(MAX_NESTING)
         );
         assert_eq!(x(&ok_depth), Ok("x".to_string()));
+    }
+
+    #[test]
+    fn expansion_growing_a_word_by_more_than_the_bound_is_an_error() {
+        let big = "v".repeat(MAX_GROWTH / 4);
+        let m = vars(&[("V", big.as_str()), ("S", "abcdefgh")]);
+        let x = |w: &str| expand_word(w, '\\', &m).map_err(|e| (e.offset, e.kind));
+        let x = |w: &str| x(w).map(|s| s.len());
+        assert_eq!(x("$V$V$V$V"), Ok(MAX_GROWTH));
+        // A word of N bytes may expand to MAX_GROWTH + N.
+        assert_eq!(x("$V$V$V$V$S"), Ok(MAX_GROWTH + 8));
+        assert_eq!(x("$V$V$V$V$S$S"), Err((10, SubstErrorKind::TooLong)));
+        assert_eq!(x("$V$V$V$V$V"), Err((8, SubstErrorKind::TooLong)));
+        assert_eq!(x("\"$V$V$V$V${V}\""), Err((9, SubstErrorKind::TooLong)));
+        // Literal text does not count: only what the expansion adds.
+        let long = format!("{}$V$V$V$V", "l".repeat(10));
+        assert_eq!(x(&long), Ok(MAX_GROWTH + 10));
+        // Replacement multiplies: |V| copies of V.
+        assert_eq!(x("${V//?/$V}"), Err((0, SubstErrorKind::TooLong)));
+        assert_eq!(
+            expand_heredoc("$V$V$V$V$V\n", '\\', &m).map_err(|e| e.kind),
+            Err(SubstErrorKind::TooLong)
+        );
     }
 
     #[test]

@@ -246,6 +246,14 @@ pub enum ReadError {
         path: String,
         reason: &'static str,
     },
+    /// A rootfs whose trees hold more entries, counted along every path, than Grove reads
+    /// (trees shared between directories count once per place: a few hundred bytes of
+    /// trees can name billions of files).
+    #[error(
+        "commit {commit}: rootfs has more than {max} entries (files, directories and \
+         symlinks), more than Grove reads"
+    )]
+    TooManyEntries { commit: ObjectId, max: usize },
     /// An object Grove reads whole (a blob, the commit itself) that is bigger than its
     /// bound (the commit may come from a remote: a 4 GiB `meta` must not be read into
     /// memory).
@@ -269,6 +277,12 @@ pub const MAX_CONFIG: u64 = crate::oci::MAX_CONFIG;
 /// Most bytes of a build step's key-input record Grove reads (one line of about 60 bytes
 /// a key input: a COPY of four million files).
 pub const MAX_KEY_INPUTS: u64 = 256 << 20;
+/// Most entries (files, directories, symlinks) of an image Grove reads, counted in place:
+/// a tree named by 16 entries of a tree named by 16 entries… is 16^8 files in eight levels
+/// of a few hundred bytes, and a fetch of such an image read them into memory until it was
+/// killed. The largest images known have a few million files; each costs about a hundred
+/// bytes of memory in a model.
+pub const MAX_ENTRIES: usize = 1 << 24;
 /// Most bytes of one tree object Grove reads (about 40 bytes an entry: a directory of
 /// six million entries).
 pub const MAX_TREE: u64 = 256 << 20;
@@ -484,9 +498,8 @@ pub fn unescape_name(name: &[u8]) -> Vec<u8> {
 /// (trees may come from a remote): an unsafe name (see [`super::model::bad_name`]) before
 /// or after unescaping, or a name Grove would not have written (not in escaped form).
 pub fn bad_entry_name(raw: &[u8]) -> Option<&'static str> {
-    if let Some(why) = super::model::bad_name(raw) {
-        return Some(why);
-    }
+    // Only the unescaped name is held to the length limit: the escaped form of a name of
+    // 255 bytes is longer. Every other problem of `raw` is one of the unescaped name too.
     let name = unescape_name(raw);
     if let Some(why) = super::model::bad_name(&name) {
         return Some(why);
@@ -838,20 +851,66 @@ pub fn write_image_commit(
     message: &str,
 ) -> Result<ObjectId, GitError> {
     let (rootfs, meta) = write_files(repo, root)?;
-    let config = repo
-        .write_blob(config.encode())
-        .map_err(git_err("write config blob"))?
-        .detach();
+    let config = write_bounded_blob(repo, "config.json", config.encode(), MAX_CONFIG)?;
     write_commit_tree(repo, rootfs, meta, config, parent, message, None)
+}
+
+/// Write blob `data`, the image's `what`, unless it is bigger than `max`, the most Grove
+/// reads back (a config of 70 LABELs of 1 MiB, a `meta` of large xattrs): what is
+/// written must be readable.
+pub fn write_bounded_blob(
+    repo: &gix::Repository,
+    what: &str,
+    data: Vec<u8>,
+    max: u64,
+) -> Result<ObjectId, GitError> {
+    if data.len() as u64 > max {
+        return Err(GitError {
+            action: format!("write {what}"),
+            source: format!(
+                "it would be {} bytes, more than Grove reads back ({max} at most)",
+                data.len()
+            )
+            .into(),
+        });
+    }
+    Ok(repo
+        .write_blob(data)
+        .map_err(git_err(format!("write {what} blob")))?
+        .detach())
+}
+
+/// The entries (files, directories, symlinks, FIFOs) under `root`, as [`MAX_ENTRIES`]
+/// counts them. Iterative.
+fn entry_count(root: &Dir) -> usize {
+    let mut n = 0usize;
+    let mut dirs = vec![root];
+    while let Some(d) = dirs.pop() {
+        n += d.children.len();
+        dirs.extend(d.children.values().filter_map(|c| match c {
+            Node::Dir(sub) => Some(sub),
+            _ => None,
+        }));
+    }
+    n
 }
 
 /// Write `root`'s rootfs tree and metadata blob; returns their ids.
 fn write_files(repo: &gix::Repository, root: &mut Dir) -> Result<(ObjectId, ObjectId), GitError> {
+    // What is written can be read back: at most MAX_ENTRIES entries.
+    let n = entry_count(root);
+    if n > MAX_ENTRIES {
+        return Err(GitError {
+            action: "write image".into(),
+            source: format!(
+                "it has {n} entries (files, directories and symlinks), more than Grove \
+                 reads back ({MAX_ENTRIES} at most)"
+            )
+            .into(),
+        });
+    }
     let (rootfs, records, default_time) = write_rootfs(repo, root)?;
-    let meta = repo
-        .write_blob(meta::encode(&records, default_time))
-        .map_err(git_err("write metadata blob"))?
-        .detach();
+    let meta = write_bounded_blob(repo, "meta", meta::encode(&records, default_time), MAX_META)?;
     Ok((rootfs, meta))
 }
 
@@ -876,10 +935,7 @@ pub fn write_step_commit(
             (t.rootfs, t.meta)
         }
     };
-    let config = repo
-        .write_blob(config.encode())
-        .map_err(git_err("write config blob"))?
-        .detach();
+    let config = write_bounded_blob(repo, "config.json", config.encode(), MAX_CONFIG)?;
     Ok(write_commit_tree(
         repo,
         rootfs,
@@ -1035,6 +1091,68 @@ pub fn read_config(repo: &gix::Repository, commit: ObjectId) -> Result<ImageConf
 
 /// Most bytes of a symlink target (symlink(2) refuses longer ones with ENAMETOOLONG).
 pub const MAX_SYMLINK_TARGET: u64 = 4095;
+
+/// Count the entries of `commit`'s rootfs in place, as [`read_image`] would read them
+/// (a tree named in two places counts twice), decoding each distinct tree once: an image
+/// of more than [`MAX_ENTRIES`] is refused before anything is expanded. For what reads
+/// untrusted commits whole (fetch's validation, fsck): a tree bomb of a few hundred bytes
+/// is refused at once instead of after [`read_image`] has read its first 16 million
+/// entries into memory. Iterative.
+pub fn check_entry_count(repo: &gix::Repository, commit: ObjectId) -> Result<(), ReadError> {
+    let t = image_trees(repo, commit)?;
+    enum Step {
+        Enter(ObjectId),
+        /// A tree's subtrees and its number of entries, once its subtrees are counted.
+        Exit(ObjectId, Vec<ObjectId>, usize),
+    }
+    let mut counted: std::collections::HashMap<ObjectId, usize> = Default::default();
+    let mut todo = vec![Step::Enter(t.rootfs)];
+    while let Some(step) = todo.pop() {
+        match step {
+            Step::Enter(id) => {
+                if counted.contains_key(&id) {
+                    continue;
+                }
+                check_size(repo, commit, "tree", id, MAX_TREE)?;
+                let tree = repo
+                    .find_tree(id)
+                    .map_err(git_err(format!("find tree {id}")))?;
+                let decoded = tree
+                    .decode()
+                    .map_err(git_err(format!("decode tree {id}")))?;
+                let subs: Vec<ObjectId> = decoded
+                    .entries
+                    .iter()
+                    .filter(|e| e.mode.kind() == EntryKind::Tree)
+                    .map(|e| e.oid.to_owned())
+                    .collect();
+                let n = decoded.entries.len();
+                drop(tree);
+                let pending: Vec<ObjectId> = subs
+                    .iter()
+                    .filter(|s| !counted.contains_key(*s))
+                    .copied()
+                    .collect();
+                todo.push(Step::Exit(id, subs, n));
+                todo.extend(pending.into_iter().map(Step::Enter));
+            }
+            Step::Exit(id, subs, n) => {
+                // Every subtree was counted: its Enter came after this Exit on the stack.
+                let total = subs.iter().fold(n, |a, s| {
+                    a.saturating_add(counted.get(s).copied().unwrap_or(0))
+                });
+                if total > MAX_ENTRIES {
+                    return Err(ReadError::TooManyEntries {
+                        commit,
+                        max: MAX_ENTRIES,
+                    });
+                }
+                counted.insert(id, total);
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Read an image commit back into the model. Everything is validated, since the commit
 /// may come from a remote: tree entry names (see [`bad_entry_name`]), depth
@@ -1202,6 +1320,7 @@ fn read_tree(
         entries: Vec::new(),
     }];
     let mut i = 0;
+    let mut count = 0usize;
     while i < dirs.len() {
         let (tid, depth, prefix) = (dirs[i].id, dirs[i].depth, dirs[i].path.clone());
         check_size(repo, commit, "tree", tid, MAX_TREE)?;
@@ -1217,6 +1336,13 @@ fn read_tree(
             .map(|e| (e.filename.to_vec(), e.mode, e.oid.to_owned()))
             .collect();
         drop(tree);
+        count = count.saturating_add(raw_entries.len());
+        if count > MAX_ENTRIES {
+            return Err(ReadError::TooManyEntries {
+                commit,
+                max: MAX_ENTRIES,
+            });
+        }
         let mut seen = std::collections::HashSet::new();
         let mut entries = Vec::with_capacity(raw_entries.len());
         for (raw, mode, oid) in raw_entries {
@@ -1738,5 +1864,36 @@ mod tests {
         }
         assert_eq!(bad_entry_name(b".grove-.git"), None);
         assert_eq!(bad_entry_name(b".grove-.grove-x"), None);
+        // NAME_MAX holds for the name in the image, not its escaped form.
+        let longest = [b".grove-".as_slice(), &[b'n'; 248]].concat();
+        assert_eq!(longest.len(), 255);
+        assert_eq!(bad_entry_name(&[b'n'; 255]), None);
+        assert_eq!(bad_entry_name(&escape_name(&longest)), None);
+        assert!(bad_entry_name(&[b'n'; 256]).is_some());
+        assert!(bad_entry_name(&escape_name(
+            &[b".grove-".as_slice(), &[b'n'; 249]].concat()
+        ))
+        .is_some());
+    }
+
+    #[test]
+    fn entries_are_counted_in_every_directory() {
+        let null = ObjectId::null(gix::hash::Kind::Sha1);
+        let mut d = Dir::new(0o755);
+        assert_eq!(entry_count(&d), 0);
+        for p in ["a", "b/c", "b/d/e", "f"] {
+            d.insert(
+                p.as_bytes(),
+                Node::File(File {
+                    mode: 0o644,
+                    oid: null,
+                    size: 0,
+                    link_group: None,
+                }),
+            )
+            .unwrap();
+        }
+        // a, b, b/c, b/d, b/d/e, f
+        assert_eq!(entry_count(&d), 6);
     }
 }

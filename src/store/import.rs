@@ -600,6 +600,101 @@ fn store_reader(
 // ---------------------------------------------------------------------------------------
 // Tarballs
 
+/// Most bytes the tar reader may read between the end of one member's data and the start
+/// of the next one's: the member's header block and, before it, its GNU long name and
+/// long link records, PAX records and sparse map, which the tar crate reads whole into
+/// memory. Legitimate ones are a few KiB (a path of 1024 components of 255 bytes is 261
+/// KiB; PAX `SCHILY.xattr` values are at most 64 KiB each). Without the bound a 1.5 MiB
+/// gzip of a GNU long name record of 1.5 GiB made `ch-image import` use 11 GB of memory.
+pub const MAX_MEMBER_HEADERS: u64 = 16 << 20;
+
+/// A reader for [`tar::Archive`] that fails with an error once more than
+/// [`MAX_MEMBER_HEADERS`] bytes lie between one member's data and the next member's:
+/// give every member the archive yields to [`HeaderBudget::member`] before reading it.
+pub struct HeaderBounded<R> {
+    inner: R,
+    budget: HeaderBudget,
+}
+
+/// The shared position and limit of a [`HeaderBounded`] reader.
+#[derive(Clone)]
+pub struct HeaderBudget(
+    std::sync::Arc<(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64)>,
+);
+
+impl<R: Read> HeaderBounded<R> {
+    /// Wrap `inner`, the stream the tar reader reads directly (no buffering between).
+    pub fn new(inner: R) -> (Self, HeaderBudget) {
+        let budget = HeaderBudget(std::sync::Arc::new((
+            0.into(),
+            (MAX_MEMBER_HEADERS + 512).into(),
+        )));
+        (
+            HeaderBounded {
+                inner,
+                budget: budget.clone(),
+            },
+            budget,
+        )
+    }
+}
+
+impl HeaderBudget {
+    /// Allow reading `member`'s data, its padding and the next member's headers: call
+    /// it with each member the archive yields, before anything else reads the stream.
+    pub fn member<R: Read>(&self, member: &tar::Entry<'_, R>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        // What the member takes in the stream: the PAX size when there is one (the tar
+        // crate's `size`), the stored blocks of a GNU sparse file (its `size` is the
+        // size it expands to).
+        let stored = if member.header().entry_type().is_gnu_sparse() {
+            member.header().entry_size().unwrap_or(0)
+        } else {
+            member.size()
+        };
+        let padded = stored.saturating_add(511) & !511;
+        let pos = self.0 .0.load(SeqCst);
+        self.0 .1.store(
+            pos.saturating_add(padded)
+                .saturating_add(MAX_MEMBER_HEADERS),
+            SeqCst,
+        );
+    }
+}
+
+/// Seeking (how `entries_with_seek` skips data) moves the position the limit is held to.
+impl<R: io::Seek> io::Seek for HeaderBounded<R> {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        let at = self.inner.seek(to)?;
+        self.budget
+            .0
+             .0
+            .store(at, std::sync::atomic::Ordering::SeqCst);
+        Ok(at)
+    }
+}
+
+impl<R: Read> Read for HeaderBounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (pos, limit) = (self.budget.0 .0.load(SeqCst), self.budget.0 .1.load(SeqCst));
+        if pos >= limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "more than {MAX_MEMBER_HEADERS} bytes of headers before a member \
+                     (GNU long name or link records, PAX records): refused"
+                ),
+            ));
+        }
+        let room = usize::try_from(limit - pos).unwrap_or(usize::MAX);
+        let n = buf.len().min(room);
+        let got = self.inner.read(&mut buf[..n])?;
+        self.budget.0 .0.fetch_add(got as u64, SeqCst);
+        Ok(got)
+    }
+}
+
 /// Open a possibly compressed archive, sniffing the compression from its magic bytes.
 pub fn open_archive(path: &Path) -> Result<Box<dyn Read + Send>, ImportError> {
     let f = crate::progress::Reading(fs::File::open(path).at("open", path)?);
@@ -907,6 +1002,7 @@ fn apply_layer_shaped(
     let mut tops: std::collections::BTreeSet<Vec<u8>> = Default::default();
     let archive_path = label.to_path_buf();
     let result: Result<(), ImportError> = rayon::in_place_scope(|scope| {
+        let (reader, budget) = HeaderBounded::new(reader);
         let mut ar = tar::Archive::new(reader);
         let mut last = String::from("(none: first member)");
         let entries = ar.entries().map_err(|source| ImportError::Archive {
@@ -914,14 +1010,35 @@ fn apply_layer_shaped(
             after: last.clone(),
             source,
         })?;
+        let mut members = 0usize;
         for entry in entries {
             let mut entry = entry.map_err(|source| ImportError::Archive {
                 archive: archive_path.clone(),
                 after: last.clone(),
                 source,
             })?;
+            budget.member(&entry);
+            // An image holds at most MAX_ENTRIES entries; refuse an archive of more
+            // members before its model takes gigabytes (empty members are 512 bytes of
+            // zeros in the stream: a 100 MiB gzip names millions).
+            members += 1;
+            if members > super::git::MAX_ENTRIES {
+                return Err(ImportError::Archive {
+                    archive: archive_path.clone(),
+                    after: last.clone(),
+                    source: io::Error::other(format!(
+                        "more than {} members, more than an image holds",
+                        super::git::MAX_ENTRIES
+                    )),
+                });
+            }
             let raw = entry.path_bytes().into_owned();
-            let member = model::show(&raw);
+            // Messages name the member; a name of megabytes is cut short.
+            let member = if raw.len() > 4096 {
+                format!("{}… ({} bytes)", model::show(&raw[..4096]), raw.len())
+            } else {
+                model::show(&raw)
+            };
             let bad = |reason: &str| ImportError::Member {
                 archive: archive_path.clone(),
                 member: member.clone(),
@@ -952,6 +1069,27 @@ fn apply_layer_shaped(
                 }
                 Err(e) => return Err(mpath(e)),
             };
+            // Names a file system can hold; a layer's whiteout `.wh.NAME` names NAME
+            // (checked with the whiteout below).
+            let last_max = if layered && comps[comps.len() - 1].starts_with(b".wh.") {
+                model::MAX_NAME + b".wh.".len()
+            } else {
+                model::MAX_NAME
+            };
+            let long = comps.iter().enumerate().any(|(i, c)| {
+                c.len()
+                    > if i + 1 == comps.len() {
+                        last_max
+                    } else {
+                        model::MAX_NAME
+                    }
+            });
+            if long {
+                return Err(bad(&format!(
+                    "a name in its path is longer than {} bytes (NAME_MAX)",
+                    model::MAX_NAME
+                )));
+            }
             let rel = comps.join(&b'/');
             if tops.len() < 2 {
                 tops.insert(comps[0].to_vec());
@@ -1074,6 +1212,17 @@ fn apply_layer_shaped(
                         .link_name_bytes()
                         .ok_or_else(|| bad("symlink without target"))?
                         .into_owned();
+                    // What a checkout can write and what reading the tree back accepts.
+                    if target.len() as u64 > super::git::MAX_SYMLINK_TARGET {
+                        return Err(bad(&format!(
+                            "symlink target is {} bytes, longer than {} (PATH_MAX)",
+                            target.len(),
+                            super::git::MAX_SYMLINK_TARGET
+                        )));
+                    }
+                    if target.contains(&0) {
+                        return Err(bad("symlink target contains a NUL byte"));
+                    }
                     root.insert(&rel, Node::Symlink { target }).map_err(mpath)?;
                 }
                 T::Link => {

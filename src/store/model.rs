@@ -293,6 +293,12 @@ pub enum PathError {
     TooDeep,
 }
 
+/// Longest name of a file in an image, in bytes (Linux's NAME_MAX): no file system an
+/// image is checked out on can hold a longer one, so inputs that name one are refused
+/// where they are read instead of storing an image no checkout can write. (A layer's
+/// whiteout member `.wh.NAME` may be 4 bytes longer: it names NAME, it is not a file.)
+pub const MAX_NAME: usize = 255;
+
 /// Most components a path in an image may have. Every input (tarball members, directory
 /// imports, overlay upper directories, trees read from the repository) is held to it, so
 /// that no walk over a tree recurses deeper than this (Linux's PATH_MAX of 4096 bytes
@@ -307,6 +313,7 @@ pub fn bad_name(name: &[u8]) -> Option<&'static str> {
         b".." => Some("name is '..'"),
         n if n.contains(&b'/') => Some("name contains '/'"),
         n if n.contains(&0) => Some("name contains a NUL byte"),
+        n if n.len() > MAX_NAME => Some("name is longer than 255 bytes (NAME_MAX)"),
         _ => None,
     }
 }

@@ -281,6 +281,7 @@ pub fn write_archive(dir: &Path, out: &Path) -> Result<(), OciError> {
 pub fn unpack_archive(archive: &Path, dir: &Path) -> Result<(), OciError> {
     let reader = import::open_archive(archive)?;
     fs::create_dir_all(dir).at("create directory", dir)?;
+    let (reader, budget) = import::HeaderBounded::new(reader);
     let mut ar = tar::Archive::new(reader);
     let corrupt = |source| {
         OciError::Io(IoError {
@@ -291,6 +292,7 @@ pub fn unpack_archive(archive: &Path, dir: &Path) -> Result<(), OciError> {
     };
     for entry in ar.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
+        budget.member(&entry);
         let path = entry.path().map_err(corrupt)?.into_owned();
         if path
             .components()
@@ -325,6 +327,7 @@ pub fn is_oci_archive(path: &Path) -> bool {
     let Ok(f) = fs::File::open(path) else {
         return false;
     };
+    let (f, budget) = import::HeaderBounded::new(f);
     let mut ar = tar::Archive::new(f);
     let Ok(entries) = ar.entries_with_seek() else {
         return false;
@@ -334,6 +337,7 @@ pub fn is_oci_archive(path: &Path) -> bool {
         let Ok(e) = e else {
             return false;
         };
+        budget.member(&e);
         let p = e.path_bytes();
         let p = p.strip_prefix(b"./").unwrap_or(&p);
         layout |= p == b"oci-layout";
@@ -353,6 +357,7 @@ pub fn is_docker_archive(path: &Path) -> bool {
     let Ok(f) = fs::File::open(path) else {
         return false;
     };
+    let (f, budget) = import::HeaderBounded::new(f);
     let mut ar = tar::Archive::new(f);
     let Ok(entries) = ar.entries_with_seek() else {
         return false;
@@ -361,6 +366,7 @@ pub fn is_docker_archive(path: &Path) -> bool {
         let Ok(mut e) = e else {
             return false;
         };
+        budget.member(&e);
         let p = e.path_bytes();
         if p.strip_prefix(b"./").unwrap_or(&p) != b"manifest.json" {
             continue;

@@ -376,6 +376,61 @@ fn fetch_refuses_a_tree_deeper_than_the_limit_without_crashing() {
     su.assert_fetch_refused(&r, &["refusing fetch from", "too deep"]);
 }
 
+/// Regression test: a tree of 16 entries naming one tree of 16 entries… eight levels deep
+/// is 16^8 files in nine small objects; the fetch's validation read them into memory, one
+/// by one, until it was killed (2.8 GB after a minute, still reading). Now the entries are
+/// counted over distinct trees first and the fetch is refused at once. (Run under a 4
+/// GiB address-space limit, so that a regression fails the test, not the machine.)
+#[test]
+fn fetch_refuses_a_tree_that_names_one_subtree_billions_of_times_at_once() {
+    let su = Setup::new();
+    let r = su.remote("bomb", |_| Evil::default());
+    let blob = hash_object(&r, "blob", b"bomb\n");
+    let mut id = raw_tree(&r, &[("100644", &b"f"[..], &blob)]);
+    let names: Vec<Vec<u8>> = (0..16).map(|i| format!("d{i:x}").into_bytes()).collect();
+    for _ in 0..8 {
+        let entries: Vec<(&str, &[u8], &str)> = names
+            .iter()
+            .map(|n| ("40000", n.as_slice(), id.as_str()))
+            .collect();
+        id = raw_tree(&r, &entries);
+    }
+    let config = rev_parse(&r, "refs/grove/img/base+latest:config.json");
+    let meta = rev_parse(&r, "refs/grove/img/base+latest:meta");
+    let top = raw_tree(
+        &r,
+        &[
+            ("100644", b"config.json", &config),
+            ("100644", b"meta", &meta),
+            ("40000", b"rootfs", &id),
+        ],
+    );
+    let c = commit_tree(&r, &top, None);
+    ok(git(&r).args(["update-ref", "refs/grove/img/evil+latest", &c]));
+    let start = std::time::Instant::now();
+    let (code, err) = fails(
+        unpriv("timeout")
+            .args(["300", "prlimit", "--as=4294967296", "--"])
+            .arg(crate::common::bin("ch-image"))
+            .arg("-s")
+            .arg(&su.st)
+            .args(["build-cache", "fetch"])
+            .arg(&r),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("refs/grove/img/evil+latest")
+            && err.contains("rootfs has more than 16777216 entries"),
+        "{err}"
+    );
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(30),
+        "refused only after {:?}",
+        start.elapsed()
+    );
+    su.assert_fetch_refused(&r, &["more than 16777216 entries"]);
+}
+
 /// A blob of `prefix`, `n` ASCII zeros and `suffix`, written by git from a pipe (a few
 /// MiB on disk however big: zeros compress well); its id.
 fn big_blob(repo: &Path, prefix: &str, n: u64, suffix: &str) -> String {

@@ -392,6 +392,13 @@ with tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as t:
     elif kind == "big":
         add(t, "ok/big", bytes(range(256)) * 1000)
         add(t, "ok/zzz")
+    elif kind == "long-symlink":
+        ti = tarfile.TarInfo("ok/long")
+        ti.type = tarfile.SYMTYPE
+        ti.linkname = "a/" * 2500
+        t.addfile(ti)
+    elif kind == "long-name":
+        add(t, "ok/" + "n" * 256)
     else:
         sys.exit("unknown kind " + kind)
 "#;
@@ -785,6 +792,126 @@ fn import_refuses_truncated_tarball_and_leaves_store_unchanged() {
     ));
     assert_import_refused(&s, &s.join("cut.tar"), &["cut.tar", "ok/big", "truncated"]);
     assert_import_refused(&s, &s.join("cut.tar.gz"), &["cut.tar.gz", "ok/big"]);
+}
+
+/// Regression test: a 5000-byte symlink target was stored, and every checkout, export
+/// and `fsck` of the image then failed ('symlink target too long'); a name longer than
+/// NAME_MAX was stored too, which no checkout can write.
+#[test]
+fn import_refuses_symlink_targets_and_names_no_file_system_holds() {
+    let s = Scratch::new("longnames");
+    let t = s.join("long-symlink.tar");
+    hostile_tar(&s, "long-symlink", &t);
+    assert_import_refused(
+        &s,
+        &t,
+        &[
+            "member ok/long",
+            "symlink target is 5000 bytes, longer than 4095",
+        ],
+    );
+    let t = s.join("long-name.tar");
+    hostile_tar(&s, "long-name", &t);
+    assert_import_refused(
+        &s,
+        &t,
+        &[
+            "member ok/nnnn",
+            "a name in its path is longer than 255 bytes",
+        ],
+    );
+}
+
+/// Python that writes a gzipped tarball whose first member has a GNU long name record
+/// (`L`) or a PAX record (`x`) of 64 MiB, then a member `f`: `python3 - TYPE OUT`.
+const HEADER_BOMB_PY: &str = r#"
+import gzip, sys, tarfile
+typ, out = sys.argv[1], sys.argv[2]
+size = 64 << 20
+with gzip.open(out, "wb", compresslevel=1) as g:
+    ti = tarfile.TarInfo("././@LongLink")
+    ti.size, ti.type = size, typ.encode()
+    g.write(ti.tobuf(format=tarfile.GNU_FORMAT))
+    if typ == "x":
+        head = b"%d comment=" % size
+        g.write(head)
+        left = size - len(head) - 1
+    else:
+        left = size - 1
+    chunk = b"a" * (1 << 20)
+    while left > 0:
+        g.write(chunk[: min(left, len(chunk))])
+        left -= min(left, len(chunk))
+    g.write(b"\n" if typ == "x" else b"\0")
+    g.write(tarfile.TarInfo("f").tobuf(format=tarfile.GNU_FORMAT))
+    g.write(bytes(1024))
+"#;
+
+/// Regression test: the tar reader reads a member's GNU long name and PAX records whole
+/// into memory, unbounded; a 1.5 MiB gzip of a 1.5 GiB long name made `ch-image import`
+/// use 11 GB of memory for 9 minutes (and store the name). Now more than 16 MiB of
+/// headers before a member is refused, for import, ch-convert and ADD alike.
+#[test]
+fn tar_member_headers_of_megabytes_are_refused_with_bounded_memory() {
+    let s = Scratch::new("headerbomb");
+    let py = s.join("bomb.py");
+    std::fs::write(&py, HEADER_BOMB_PY).expect("write bomb.py");
+    for typ in ["L", "x"] {
+        let t = s.join(format!("bomb-{typ}.tar.gz"));
+        ok(python3().arg(&py).arg(typ).arg(&t));
+        assert_import_refused(
+            &s,
+            &t,
+            &[
+                "after member (none: first member)",
+                "more than 16777216 bytes of headers before a member",
+            ],
+        );
+        let st = s.storage();
+        let out = output(
+            unpriv("/usr/bin/time")
+                .args(["-f", "maxrss_kb=%M"])
+                .arg(bin("ch-image"))
+                .arg("-s")
+                .arg(&st)
+                .arg("import")
+                .arg(&t)
+                .arg("bomb"),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        let kb: u64 = err
+            .lines()
+            .find_map(|l| l.strip_prefix("maxrss_kb="))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no maxrss in {err}"));
+        eprintln!("import of a {typ} record of 64 MiB: max RSS {kb} KiB");
+        assert!(kb < 100 * 1024, "a {typ} record of 64 MiB used {kb} KiB");
+        let (_, err) = fails(
+            unpriv(bin("ch-convert"))
+                .arg(&t)
+                .arg(s.join(format!("out-{typ}"))),
+        );
+        assert!(err.contains("bytes of headers before a member"), "{err}");
+        // ADD of the archive in a build.
+        let ctx = s.join(format!("ctx-{typ}"));
+        std::fs::create_dir(&ctx).expect("mkdir context");
+        std::fs::rename(&t, ctx.join("bomb.tar.gz")).expect("move tarball");
+        std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nADD bomb.tar.gz /\n")
+            .expect("write Dockerfile");
+        crate::common::own(&ctx);
+        let (_, err) = fails(
+            unpriv(bin("ch-image"))
+                .arg("-s")
+                .arg(&st)
+                .args(["build", "-t", "bomb"])
+                .arg(&ctx),
+        );
+        assert!(
+            err.contains("Dockerfile:2") && err.contains("bytes of headers before a member"),
+            "{err}"
+        );
+    }
 }
 
 /// Also a regression test: the skipped top-level `dev/` made the archive look like one

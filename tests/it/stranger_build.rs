@@ -864,3 +864,111 @@ fn copy_of_a_directory_into_an_existing_directory_keeps_that_directory_s_mode_an
     let new = stat("app", "/new");
     assert!(new.starts_with("700 "), "{new}");
 }
+
+/// Regression test: ten ARG lines of 16 `$PREV` each ask for 16^10 bytes; the build took
+/// 19 GB of memory in a minute (and would have taken the machine's). Now an expansion may
+/// add at most 1 MiB to its word, and the line is named. (Run under a 4 GiB address-space
+/// limit, so that a regression fails the test, not the machine.)
+#[test]
+fn variables_that_repeat_variables_are_refused_before_they_exhaust_memory() {
+    let w = Bench::new("stranger-arg-bomb");
+    let mut df = String::from("FROM busybox\nARG v0=aaaaaaaaaaaaaaaa\n");
+    for i in 1..=9 {
+        df.push_str(&format!("ARG v{i}={}\n", format!("$v{}", i - 1).repeat(16)));
+    }
+    df.push_str("LABEL x=$v9\n");
+    w.write("Dockerfile", &df);
+    let (code, err) = crate::common::fails(
+        crate::common::unpriv("prlimit")
+            .arg("--as=4294967296")
+            .arg("--")
+            .arg(crate::common::bin("ch-image"))
+            .arg("-s")
+            .arg(w.storage())
+            .args(["build", "-t", "bomb"])
+            .arg(&w.ctx),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("Dockerfile:7: can't substitute variables")
+            && err.contains("variable substitution result too long (more than 1048576 bytes"),
+        "{err}"
+    );
+    // `${V//?/$V}` multiplies too.
+    let (code, err) = w.build_fails(
+        "bomb",
+        &format!(
+            "FROM busybox\nARG a={}\nARG b=${{a//?/$a}}\n",
+            "a".repeat(2000)
+        ),
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Dockerfile:3:"), "{err}");
+    assert!(err.contains("result too long"), "{err}");
+}
+
+/// Regression test: `.dockerignore` matching backtracked into every `**` and every `*`,
+/// taking time exponential in their number; either pattern below held the build for
+/// minutes. Both now match in time proportional to pattern times path, with Docker's
+/// results. (Under `timeout`, so that a regression fails instead of hanging the suite.)
+#[test]
+fn dockerignore_patterns_with_many_stars_match_in_polynomial_time() {
+    let w = Bench::new("stranger-ignore-stars");
+    let deep = ["d"; 60].join("/");
+    w.write(&format!("{deep}/x"), "ignored\n");
+    w.write(&format!("{deep}/kept"), "kept\n");
+    w.write(&format!("{}/f", "a".repeat(60)), "ignored too\n");
+    w.write(&format!("{}b/f", "a".repeat(60)), "kept too\n");
+    let stars = ["**"; 12].join("/");
+    let ab = format!("{}a", "a*".repeat(16));
+    w.write(".dockerignore", &format!("{stars}/x\n{ab}\n"));
+    w.write("Dockerfile", "FROM busybox\nCOPY . /c/\n");
+    let out = crate::common::output(
+        crate::common::unpriv("timeout")
+            .arg("120")
+            .arg(crate::common::bin("ch-image"))
+            .arg("-s")
+            .arg(w.storage())
+            .args(["build", "-t", "stars"])
+            .arg(&w.ctx),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        w.run(
+            "stars",
+            &format!(
+                "cd /c && ls {deep} && ls -d a* && cat {}b/f",
+                "a".repeat(60)
+            )
+        ),
+        format!("kept\n{}b\nkept too\n", "a".repeat(60))
+    );
+}
+
+/// Regression test: one LABEL of 70 values of 1 MiB made a config.json of 70 MB, which
+/// the build wrote but no later read accepts (more than 64 MiB): `fsck` reported the
+/// image and `FROM` it failed. Now what would not read back is not written.
+#[test]
+fn a_config_bigger_than_grove_reads_back_is_not_written() {
+    let w = Bench::new("stranger-config-bound");
+    let labels: Vec<String> = (0..70).map(|i| format!("l{i}=$b")).collect();
+    let df = format!(
+        "FROM busybox\nARG a={}\nARG b=${{a//?/$a}}\nLABEL {}\n",
+        "a".repeat(1000),
+        labels.join(" ")
+    );
+    let (code, err) = w.build_fails("big", &df, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("can't write config.json")
+            && err.contains("bytes, more than Grove reads back (67108864 at most)"),
+        "{err}"
+    );
+    crate::common::ok(w.image().arg("fsck"));
+    assert!(!crate::common::ok(w.image().arg("list")).contains("big"));
+}
