@@ -645,6 +645,7 @@ impl<'a> Builder<'a> {
         // a rebuild from the cache must not hide that an option had no effect.
         if let InstrKind::Copy(args) | InstrKind::Add(args) = sub {
             self.warn_ignored_options(ins, args);
+            self.warn_destination_in_tmp(ins, args);
         }
         let mounts = match sub {
             InstrKind::Run { options, .. } => {
@@ -2120,6 +2121,24 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Warn about a COPY or ADD into `/tmp`: the files go into the image, but RUN and
+    /// ch-run mount the host's `/tmp` (or a private tmpfs) over the image's, so no later
+    /// RUN and no container sees them. Dockerfiles written for Docker do this (`COPY f
+    /// /tmp/` then `RUN` with it), and the RUN's "No such file" did not say why.
+    fn warn_destination_in_tmp(&self, ins: &Instruction, args: &CopyArgs) {
+        let cwd = self.stages.last().map_or("/", |s| s.config.cwd.as_str());
+        if let Some(dest) = dest_in_tmp(&args.dest, cwd) {
+            warn!(
+                "{}:{}: {} into {dest}: RUN and ch-run mount the host's /tmp over the image's, \
+                 so later RUNs and containers do not see these files (COPY --from does); \
+                 copy them elsewhere (e.g. /opt or /usr/local/src)",
+                self.df.file,
+                ins.span.start_line,
+                ins.keyword()
+            );
+        }
+    }
+
     fn copy(
         &mut self,
         ins: &Instruction,
@@ -2877,6 +2896,17 @@ fn form_argv(form: &CmdForm, shell: &[String]) -> Vec<String> {
     }
 }
 
+/// The image path a COPY or ADD destination `dest` names (relative to the working
+/// directory `cwd`), if it is `/tmp` or below.
+fn dest_in_tmp(dest: &str, cwd: &str) -> Option<String> {
+    let abs = if dest.starts_with('/') {
+        normalize_abs(dest)
+    } else {
+        normalize_abs(&format!("{cwd}/{dest}"))
+    };
+    (abs == "/tmp" || abs.starts_with("/tmp/")).then_some(abs)
+}
+
 /// Normalize an absolute image path (`.` and `..` resolved lexically).
 pub fn normalize_abs(p: &str) -> String {
     let mut out: Vec<&str> = Vec::new();
@@ -2895,6 +2925,19 @@ pub fn normalize_abs(p: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn destinations_in_tmp_are_found_after_the_working_directory() {
+        assert_eq!(dest_in_tmp("/tmp/src/", "/"), Some("/tmp/src".into()));
+        assert_eq!(dest_in_tmp("/tmp", "/app"), Some("/tmp".into()));
+        assert_eq!(dest_in_tmp("src/", "/tmp"), Some("/tmp/src".into()));
+        assert_eq!(dest_in_tmp("../tmp/x", "/opt"), Some("/tmp/x".into()));
+        assert_eq!(dest_in_tmp(".", "/tmp/build"), Some("/tmp/build".into()));
+        assert_eq!(dest_in_tmp("/tmpfiles/", "/"), None);
+        assert_eq!(dest_in_tmp("tmp/", "/"), Some("/tmp".into()));
+        assert_eq!(dest_in_tmp("tmp/", "/app"), None);
+        assert_eq!(dest_in_tmp("/var/tmp/x", "/"), None);
+    }
 
     #[test]
     fn steps_using_options_once_ignored_get_a_key_mark() {

@@ -794,6 +794,29 @@ fn ignored_copy_options_are_warned_about_on_cache_hits_too() {
 }
 
 #[test]
+fn copy_into_tmp_warns_that_run_and_ch_run_do_not_see_it() {
+    // Docker Dockerfiles copy into /tmp and use it in the next RUN; here RUN binds the
+    // host's /tmp (as Charliecloud's), so the RUN failed with "No such file" and nothing
+    // said why. The files are in the image: COPY --from still finds them.
+    let w = Bench::new("stranger-copy-tmp");
+    w.write("f", "payload\n");
+    let df = "FROM busybox\nWORKDIR /tmp\nCOPY f src/\nCOPY f /opt/\n\
+              FROM busybox\nCOPY --from=0 /tmp/src/f /g\nRUN cat /g\n";
+    for build in ["first", "cached"] {
+        let log = w.build("tmp", df, &[]);
+        assert!(
+            log.contains(
+                "Dockerfile:3: COPY into /tmp/src: RUN and ch-run mount the host's /tmp \
+                 over the image's"
+            ),
+            "{build}: {log}"
+        );
+        assert!(!log.contains("Dockerfile:4: COPY into"), "{build}: {log}");
+        assert!(!log.contains("Dockerfile:6: COPY into"), "{build}: {log}");
+    }
+}
+
+#[test]
 fn run_hit_lines_name_the_root_emulation_mode() {
     // Charliecloud prints `RUN.F` on hits as on misses, so a log shows which mode a
     // cached RUN was built in.
