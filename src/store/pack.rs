@@ -304,9 +304,11 @@ pub fn write_loose_file(
         fs::create_dir_all(&dir)?;
         let path = dir.join(&hex[2..]);
         let written = Written::before_rename(&tmp, &path, Some(repo.path()));
-        fs::rename(&tmp, &path)?;
+        // Another writer may have put the object there since the check above, and set a
+        // ref to it: its file stays, and is never ours to reclaim.
+        let fresh = place_new(&tmp, &path)?;
         guard.0.clear();
-        if let Some(w) = written {
+        if let Some(w) = written.filter(|_| fresh) {
             w.record();
         }
     }
@@ -967,6 +969,27 @@ pub fn reclaim_written(objects: &Path) -> (usize, u64) {
     (files, bytes)
 }
 
+/// Put the finished temporary file `tmp` at `dest` (an object file or pack, named by its
+/// contents) unless a file is there already, as git does (`link(2)`, which never replaces
+/// a file, then `tmp` is removed). Returns whether this call made `dest`, so that only
+/// such a file is recorded for [`reclaim_written`]: one found there (another writer's,
+/// perhaps reached by a ref already, whose copy ours would have replaced under the same
+/// name) is left as it is. Where hard links can't be made, `tmp` is renamed to `dest` as
+/// before and `false` returned (nothing to reclaim then).
+fn place_new(tmp: &Path, dest: &Path) -> io::Result<bool> {
+    match fs::hard_link(tmp, dest) {
+        Ok(()) => {
+            let _ = fs::remove_file(tmp);
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let _ = fs::remove_file(tmp);
+            Ok(false)
+        }
+        Err(_) => fs::rename(tmp, dest).map(|()| false),
+    }
+}
+
 /// Temporary files removed on drop unless disarmed: a writer that fails (a full disk, a
 /// file size limit) removes what it wrote.
 struct TempFiles(Vec<PathBuf>);
@@ -1106,13 +1129,14 @@ fn write_pack(
     let written = reclaimable
         .then(|| Written::before_rename(&tmp_pack, &pack, dir.parent().and_then(Path::parent)))
         .flatten();
-    fs::rename(&tmp_pack, &pack)?;
-    // (A pack of the same name may be another writer's, with its index: never remove it.)
+    // A pack of the same name (the same objects) may be another writer's, which a ref
+    // may reach already: it stays, and is never ours to reclaim.
+    let fresh = place_new(&tmp_pack, &pack)?;
     guard.0 = vec![tmp_idx.clone()];
     fs::rename(&tmp_idx, dir.join(format!("{name}.idx")))?;
     guard.0.clear();
     drop(marker);
-    if let Some(w) = written {
+    if let Some(w) = written.filter(|_| fresh) {
         w.record();
     }
     Ok(pack)
@@ -1246,6 +1270,55 @@ pub(crate) mod tests {
             assert_eq!(repo.find_blob(*id).unwrap().data, blob(i));
         }
         git_verifies(&packs);
+    }
+
+    /// Two writers of the same content: the one whose handle still missed the other's
+    /// pack writes a pack of the same name. If the other set a ref before that, the
+    /// name's pack is what the ref reaches, and a failure of the second writer must not
+    /// remove it.
+    #[test]
+    fn a_pack_another_writer_put_under_the_same_name_is_never_reclaimed() {
+        let dir = tempfile::tempdir().unwrap();
+        gix::init_bare(dir.path()).unwrap();
+        let objects = dir.path().join("objects");
+        let blob = |i: usize| format!("{i:04} same content").repeat(300).into_bytes();
+        let id = |i: usize| {
+            gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &blob(i)).unwrap()
+        };
+        // The failing writer's handle, opened (and its packs looked at) before the other
+        // writer's pack came.
+        let stale = gix::open(dir.path()).unwrap();
+        assert!(!gix::objs::Exists::exists(&stale.objects, &id(0)));
+        // The other writer: its objects, then its ref.
+        let theirs = {
+            let repo = gix::open(dir.path()).unwrap();
+            let pb = PackBuilder::stored(&objects);
+            for i in 0..10 {
+                pb.add(&repo, &blob(i)).unwrap();
+            }
+            pb.finish().unwrap()
+        };
+        let refs = dir.path().join("refs/grove/img");
+        fs::create_dir_all(&refs).unwrap();
+        fs::write(refs.join("theirs"), format!("{}\n", id(0))).unwrap();
+        // The failing writer: the same objects, which its handle does not see.
+        let pb = PackBuilder::stored(&objects);
+        for i in 0..10 {
+            pb.add(&stale, &blob(i)).unwrap();
+        }
+        let ours = pb.finish().unwrap();
+        assert_eq!(ours, theirs, "same content, same pack name");
+        reclaim_written(&objects);
+        for p in &theirs {
+            assert!(
+                p.exists() && p.with_extension("idx").exists(),
+                "{p:?} removed"
+            );
+        }
+        let fresh = gix::open(dir.path()).unwrap();
+        for i in 0..10 {
+            assert_eq!(fresh.find_blob(id(i)).unwrap().data, blob(i));
+        }
     }
 
     #[test]
