@@ -914,6 +914,14 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
         }
         return Ok(());
     }
+    // An input other than a stored image goes into the store's objects, as an import's,
+    // with no ref to reach it until the output is written: hold the writer lock, so that
+    // a `build-cache --gc` (which removes packs no ref reaches) waits. Exports of stored
+    // images take none (read-only storage directories export too).
+    let _lock = match fin {
+        Format::ChImage => None,
+        _ => Some(store.lock()?),
+    };
     if let Some(tool) = fout.tool() {
         let scratch = std::env::temp_dir().join(format!("ch-convert.{}", std::process::id()));
         let img = read_phase(fin, || read_input(&store, fin, &req.input, &scratch))?;

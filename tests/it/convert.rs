@@ -138,6 +138,69 @@ fn formats_are_inferred_from_the_arguments() {
     assert!(!dry.exists());
 }
 
+/// A conversion of a directory to a tarball stores the directory's files in the store's
+/// objects, which no ref reaches until the tarball is written: it holds the writer lock,
+/// so that a `build-cache --gc` (which takes the lock alone and removes packs no ref
+/// reaches) waits for it. Before, it took no lock, and a gc meanwhile could remove its
+/// objects under it (the reviewer's finding). Here a holder of the lock alone (`flock
+/// -x`, as gc) makes the conversion wait until it lets go.
+#[test]
+fn a_conversion_into_the_store_s_objects_waits_for_a_gc_holding_the_lock() {
+    let s = Scratch::new("convlock");
+    let st = s.storage();
+    ok(crate::common::tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .arg("list"));
+    let lock = st.join("lock");
+    assert!(lock.exists(), "no lock file at {}", lock.display());
+    let mut holder = crate::common::Reaped(
+        // -o: flock itself holds the lock (not its child), so killing it lets go.
+        std::process::Command::new("flock")
+            .args(["-x", "-o"])
+            .arg(&lock)
+            .args(["sleep", "120"])
+            .spawn()
+            .expect("spawn flock"),
+    );
+    // flock has the lock once the lock file is held: wait for that.
+    let held = || {
+        !std::process::Command::new("flock")
+            .args(["-n", "-s"])
+            .arg(&lock)
+            .arg("true")
+            .status()
+            .expect("flock -n")
+            .success()
+    };
+    let start = std::time::Instant::now();
+    while !held() && start.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(held(), "flock did not take the lock");
+    let src = small_tree(&s);
+    let out = s.join("out.tar");
+    let mut conv = chc(&st);
+    conv.arg(&src)
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut conv = crate::common::Reaped(conv.spawn().expect("spawn ch-convert"));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        conv.0.try_wait().expect("try_wait").is_none() && !out.exists(),
+        "ch-convert finished while another process held the store's lock alone"
+    );
+    let _ = holder.0.kill();
+    let _ = holder.0.wait();
+    let st_conv = conv.0.wait().expect("wait ch-convert");
+    assert!(
+        st_conv.success(),
+        "ch-convert failed after the lock was released"
+    );
+    assert!(out.exists());
+}
+
 #[test]
 fn existing_output_is_replaced_unless_no_clobber() {
     let s = Scratch::new("force");
