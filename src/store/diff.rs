@@ -63,24 +63,20 @@ type Entries = Vec<(Vec<u8>, EntryMode, ObjectId)>;
 
 fn tree_entries(repo: &gix::Repository, id: Option<ObjectId>) -> Result<Entries, GitError> {
     let Some(id) = id else { return Ok(Vec::new()) };
-    let tree = repo
-        .find_tree(id)
-        .map_err(git_err(format!("find tree {id}")))?;
-    let decoded = tree
-        .decode()
-        .map_err(git_err(format!("decode tree {id}")))?;
-    let mut out = Vec::with_capacity(decoded.entries.len());
-    for e in &decoded.entries {
-        let raw = e.filename.as_bytes();
-        if let Some(why) = git::bad_entry_name(raw) {
-            return Err(git_err(format!(
-                "read tree {id}: unsafe entry {:?}",
-                super::model::show(raw)
-            ))(why));
+    git::with_tree(repo, id, |t| {
+        let mut out = Vec::with_capacity(t.entries.len());
+        for e in &t.entries {
+            let raw = e.filename.as_bytes();
+            if let Some(why) = git::bad_entry_name(raw) {
+                return Err(git_err(format!(
+                    "read tree {id}: unsafe entry {:?}",
+                    super::model::show(raw)
+                ))(why));
+            }
+            out.push((unescape_name(raw), e.mode, e.oid.to_owned()));
         }
-        out.push((unescape_name(raw), e.mode, e.oid.to_owned()));
-    }
-    Ok(out)
+        Ok(out)
+    })?
 }
 
 fn blob_size(repo: &gix::Repository, mode: EntryMode, id: ObjectId) -> Result<u64, GitError> {

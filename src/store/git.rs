@@ -36,6 +36,22 @@ pub fn git_err<E: Into<Box<dyn StdError + Send + Sync>>>(
     }
 }
 
+/// Call `f` with tree `id` decoded (its entries borrow the object's data, so nothing is
+/// copied): the find-then-decode every reader of a tree does, with one error wording.
+pub fn with_tree<T>(
+    repo: &gix::Repository,
+    id: ObjectId,
+    f: impl FnOnce(&gix::objs::TreeRef<'_>) -> T,
+) -> Result<T, GitError> {
+    let tree = repo
+        .find_tree(id)
+        .map_err(git_err(format!("find tree {id}")))?;
+    let decoded = tree
+        .decode()
+        .map_err(git_err(format!("decode tree {id}")))?;
+    Ok(f(&decoded))
+}
+
 /// The content of blob `id`. On a miss, looks again with a fresh handle before failing:
 /// gix-odb 0.87 can tell a thread "not found" when another thread of the same process has
 /// just published the index of a new pack (its `consolidate_with_disk_state` compares
@@ -1062,21 +1078,19 @@ pub fn image_trees(repo: &gix::Repository, commit: ObjectId) -> Result<ImageTree
     }
     let parent = decoded.parents().next();
     let message = decoded.message.to_str_lossy().into_owned();
-    let tree = repo
-        .find_tree(decoded.tree())
-        .map_err(git_err("find image tree"))?;
-    let t = tree.decode().map_err(git_err("decode image tree"))?;
-    let find = |name: &str| {
-        t.entries
-            .iter()
-            .find(|e| e.filename == name)
-            .map(|e| e.oid.to_owned())
-    };
+    let [rootfs, meta, config, key_inputs] = with_tree(repo, decoded.tree(), |t| {
+        ["rootfs", "meta", "config.json", KEY_INPUTS].map(|name| {
+            t.entries
+                .iter()
+                .find(|e| e.filename == name)
+                .map(|e| e.oid.to_owned())
+        })
+    })?;
     Ok(ImageTrees {
-        rootfs: find("rootfs").ok_or(ReadError::NotImage(commit, "no rootfs tree"))?,
-        meta: find("meta").ok_or(ReadError::NotImage(commit, "no meta blob"))?,
-        config: find("config.json").ok_or(ReadError::NotImage(commit, "no config.json blob"))?,
-        key_inputs: find(KEY_INPUTS),
+        rootfs: rootfs.ok_or(ReadError::NotImage(commit, "no rootfs tree"))?,
+        meta: meta.ok_or(ReadError::NotImage(commit, "no meta blob"))?,
+        config: config.ok_or(ReadError::NotImage(commit, "no config.json blob"))?,
+        key_inputs,
         parent,
         message,
     })
@@ -1114,20 +1128,15 @@ pub fn check_entry_count(repo: &gix::Repository, commit: ObjectId) -> Result<(),
                     continue;
                 }
                 check_size(repo, commit, "tree", id, MAX_TREE)?;
-                let tree = repo
-                    .find_tree(id)
-                    .map_err(git_err(format!("find tree {id}")))?;
-                let decoded = tree
-                    .decode()
-                    .map_err(git_err(format!("decode tree {id}")))?;
-                let subs: Vec<ObjectId> = decoded
-                    .entries
-                    .iter()
-                    .filter(|e| e.mode.kind() == EntryKind::Tree)
-                    .map(|e| e.oid.to_owned())
-                    .collect();
-                let n = decoded.entries.len();
-                drop(tree);
+                let (subs, n) = with_tree(repo, id, |t| {
+                    let subs: Vec<ObjectId> = t
+                        .entries
+                        .iter()
+                        .filter(|e| e.mode.kind() == EntryKind::Tree)
+                        .map(|e| e.oid.to_owned())
+                        .collect();
+                    (subs, t.entries.len())
+                })?;
                 let pending: Vec<ObjectId> = subs
                     .iter()
                     .filter(|s| !counted.contains_key(*s))
@@ -1324,18 +1333,12 @@ fn read_tree(
     while i < dirs.len() {
         let (tid, depth, prefix) = (dirs[i].id, dirs[i].depth, dirs[i].path.clone());
         check_size(repo, commit, "tree", tid, MAX_TREE)?;
-        let tree = repo
-            .find_tree(tid)
-            .map_err(git_err(format!("find tree {tid}")))?;
-        let decoded = tree
-            .decode()
-            .map_err(git_err(format!("decode tree {tid}")))?;
-        let raw_entries: Vec<(Vec<u8>, EntryMode, ObjectId)> = decoded
-            .entries
-            .iter()
-            .map(|e| (e.filename.to_vec(), e.mode, e.oid.to_owned()))
-            .collect();
-        drop(tree);
+        let raw_entries: Vec<(Vec<u8>, EntryMode, ObjectId)> = with_tree(repo, tid, |t| {
+            t.entries
+                .iter()
+                .map(|e| (e.filename.to_vec(), e.mode, e.oid.to_owned()))
+                .collect()
+        })?;
         count = count.saturating_add(raw_entries.len());
         if count > MAX_ENTRIES {
             return Err(ReadError::TooManyEntries {

@@ -186,20 +186,16 @@ pub fn get(repo: &gix::Repository, commit: ObjectId) -> Result<Option<Vec<u8>>, 
         .find_commit(tip)
         .map_err(git_err("find notes commit"))?;
     let tree_id = c.tree_id().map_err(git_err("read notes tree"))?.detach();
-    let tree = repo
-        .find_tree(tree_id)
-        .map_err(git_err("find notes tree"))?;
-    let decoded = tree.decode().map_err(git_err("decode notes tree"))?;
     let name = commit.to_string();
-    let Some(e) = decoded
-        .entries
-        .iter()
-        .find(|e| e.filename.as_bytes() == name.as_bytes())
-    else {
+    let found = git::with_tree(repo, tree_id, |t| {
+        t.entries
+            .iter()
+            .find(|e| e.filename.as_bytes() == name.as_bytes())
+            .map(|e| e.oid.to_owned())
+    })?;
+    let Some(id) = found else {
         return Ok(None);
     };
-    let id = e.oid.to_owned();
-    drop(tree);
     git::read_bounded(repo, commit, "provenance note blob", id, MAX_NOTE)
         .map(Some)
         .map_err(|e| GitError {
@@ -246,19 +242,16 @@ fn entries_of(repo: &gix::Repository, tip: ObjectId) -> Result<Vec<Entry>, GitEr
         .find_commit(tip)
         .map_err(git_err("find notes commit"))?;
     let tree_id = c.tree_id().map_err(git_err("read notes tree"))?.detach();
-    let tree = repo
-        .find_tree(tree_id)
-        .map_err(git_err("find notes tree"))?;
-    let decoded = tree.decode().map_err(git_err("decode notes tree"))?;
-    Ok(decoded
-        .entries
-        .iter()
-        .map(|e| Entry {
-            mode: e.mode,
-            filename: e.filename.to_owned(),
-            oid: e.oid.to_owned(),
-        })
-        .collect())
+    git::with_tree(repo, tree_id, |t| {
+        t.entries
+            .iter()
+            .map(|e| Entry {
+                mode: e.mode,
+                filename: e.filename.to_owned(),
+                oid: e.oid.to_owned(),
+            })
+            .collect()
+    })
 }
 
 /// Write a notes commit with `entries` and `parents`, and move the notes ref from `tip`

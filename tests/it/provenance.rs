@@ -489,6 +489,21 @@ fn inspect_shows_config_base_dockerfile_args_context_and_commit() {
     assert!(note.contains("\"dockerfile\""), "{note}");
 }
 
+/// Put `prov/base:1` into registry `r`: its reference and its manifest digest, as skopeo
+/// reads it from the registry (not as Grove computes it).
+fn put_base(r: &crate::registry::Registry) -> (String, String) {
+    r.put("two", "prov/base:1", &[]);
+    let reference = format!("{}/prov/base:1", r.host());
+    let inspected: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ])))
+    .expect("skopeo inspect json");
+    let manifest = inspected["Digest"].as_str().expect("Digest").to_string();
+    (reference, manifest)
+}
+
 /// Regression: text `inspect` left out what the store records of where an image came from
 /// and how it was built: a pulled image's registry source and manifest digest (its
 /// config's annotations, which `--json` had), a pulled base's, the builder's version, the
@@ -499,16 +514,8 @@ fn inspect_text_shows_sources_digests_builder_and_times() {
     let Some(r) = crate::registry::Registry::start() else {
         return;
     };
-    r.put("two", "prov/base:1", &[]);
     let w = W::new("inspect-pulled");
-    let reference = format!("{}/prov/base:1", r.host());
-    let manifest: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo").args([
-        "inspect",
-        "--tls-verify=false",
-        &format!("docker://{reference}"),
-    ])))
-    .expect("skopeo inspect json");
-    let manifest = manifest["Digest"].as_str().expect("Digest").to_string();
+    let (reference, manifest) = put_base(&r);
     ok(r.ch_image(&w.storage()).args(["pull", &reference]));
     let out = w.ci(&["inspect", &reference]);
     for want in [
@@ -2372,16 +2379,8 @@ fn a_pulled_base_is_named_by_its_registry_reference_and_manifest_digest() {
     let Some(r) = crate::registry::Registry::start() else {
         return;
     };
-    r.put("two", "prov/base:1", &[]);
     let w = W::new("attest-pulled");
-    let reference = format!("{}/prov/base:1", r.host());
-    let manifest: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo").args([
-        "inspect",
-        "--tls-verify=false",
-        &format!("docker://{reference}"),
-    ])))
-    .expect("skopeo inspect json");
-    let manifest = manifest["Digest"].as_str().expect("Digest").to_string();
+    let (reference, manifest) = put_base(&r);
     let ctx = w.ctx("pulled", &format!("FROM {reference}\nRUN true\n"), &[]);
     ok(r.ch_image(&w.storage())
         .args(["build", "--force=none", "-t", "app"])
