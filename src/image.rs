@@ -360,8 +360,8 @@ struct WhyStep {
 
 /// `ch-image history --why IMAGE`: per step of the image's last build, hit, or why it was
 /// executed: as recorded when it ran (what differed from the closest cache entry on the
-/// same parent then); for an older note without it, compared with the entries on the same
-/// parent now.
+/// same parent then, or the `--rebuild` or `--no-cache` the build ran with); for an older
+/// note without either, compared with the entries on the same parent now.
 pub fn history_why(store: &Store, spec: &str, json: bool) -> Result<String, ImageError> {
     use crate::build::why;
     let mut o = String::new();
@@ -370,12 +370,20 @@ pub fn history_why(store: &Store, spec: &str, json: bool) -> Result<String, Imag
     let note = crate::store::notes::provenance(&repo, commit)?
         .ok_or_else(|| ImageError::NoProvenance(spec.to_string()))?;
     let mut siblings = why::Siblings::new(store.layout().clone());
+    // A build that did not read the cache executed every step for that reason: comparing
+    // with the entries now would name differences that did not make it run.
+    let not_read = note.cache.as_deref().map(|c| {
+        CacheMode::why_executed(c)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("cache not read ({c})"))
+    });
     let mut out = Vec::new();
     for s in note.steps {
-        let reasons = match (s.hit, s.why) {
-            (true, _) => Vec::new(),
-            (false, Some(w)) => w,
-            (false, None) => why_now(&repo, &mut siblings, spec, &s.commit)?,
+        let reasons = match (s.hit, s.why, &not_read) {
+            (true, _, _) => Vec::new(),
+            (false, Some(w), _) => w,
+            (false, None, Some(r)) => vec![r.clone()],
+            (false, None, None) => why_now(&repo, &mut siblings, spec, &s.commit)?,
         };
         out.push(WhyStep {
             n: s.n,

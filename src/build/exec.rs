@@ -47,6 +47,28 @@ pub enum CacheMode {
     Rebuild,
 }
 
+impl CacheMode {
+    /// The provenance note's `cache` value: the option that kept the build from reading
+    /// the cache, `None` when it read it.
+    pub fn note_name(self) -> Option<&'static str> {
+        match self {
+            CacheMode::Enabled => None,
+            CacheMode::Disabled => Some("no-cache"),
+            CacheMode::Rebuild => Some("rebuild"),
+        }
+    }
+
+    /// Why a step executed when the build did not read the cache (`note_name`), as the
+    /// build log and `history --why` say it.
+    pub fn why_executed(note_name: &str) -> Option<&'static str> {
+        match note_name {
+            "rebuild" => Some("cache not read (--rebuild)"),
+            "no-cache" => Some("cache not used (--no-cache)"),
+            _ => None,
+        }
+    }
+}
+
 /// Root emulation for RUN (`--force`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Force {
@@ -446,6 +468,7 @@ pub fn build(
             build_args_redacted: Vec::new(),
             bases: std::mem::take(&mut b.bases),
             builder_version: Some(crate::version::VERSION.to_string()),
+            cache: opts.cache.note_name().map(str::to_string),
             context_hash: b.context_hash.finalize().to_hex().to_string(),
             steps: std::mem::take(&mut b.steps),
             force: Some(opts.force.name().to_string()),
@@ -718,8 +741,10 @@ impl<'a> Builder<'a> {
         if self.opts.explain || crate::log::enabled(1) {
             match (&why, self.opts.cache) {
                 (Some(w), _) => w.iter().for_each(|w| info!("       why: {w}")),
-                (None, CacheMode::Rebuild) => info!("       why: cache not read (--rebuild)"),
-                (None, _) => info!("       why: cache not used (--no-cache)"),
+                (None, mode) => {
+                    let w = mode.note_name().and_then(CacheMode::why_executed);
+                    info!("       why: {}", w.unwrap_or("cache not read"))
+                }
             }
         }
         if self.opts.dry_run {

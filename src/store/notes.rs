@@ -43,6 +43,13 @@ pub struct Provenance {
     /// The Grove version that built the image (version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub builder_version: Option<String>,
+    /// How the build used the cache when it did not read it: `rebuild` (`--rebuild`:
+    /// every step executed, the cache written) or `no-cache` (`--no-cache`: neither read
+    /// nor written); absent when the cache was read, and in notes written before it was
+    /// recorded (optional in version 2). Tells `history --why` that a step ran because the
+    /// cache was not read, not because anything differed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
     /// The image's commit id (hex).
     pub commit: String,
     /// blake3 (hex) over the content hashes of every COPY and ADD source set, in order.

@@ -1482,9 +1482,39 @@ fn why_compares_a_step_only_with_entries_of_the_same_instruction() {
     assert!(!why.contains("cached:"), "{why}");
 }
 
+/// Replace the note of `commit` with `v`, as stock git would (an edit behind Grove's back,
+/// or a note as an earlier Grove wrote it).
+fn set_note(w: &W, commit: &str, v: &serde_json::Value) {
+    let p = write_statement(w, "edited-note.json", v);
+    w.git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "notes",
+        "--ref=grove",
+        "add",
+        "-f",
+        "-F",
+        p.to_str().unwrap(),
+        commit,
+    ]);
+}
+
+/// The note of image `tag`, and its commit.
+fn note_of(w: &W, tag: &str) -> (String, serde_json::Value) {
+    let commit = w
+        .git(&["rev-parse", &format!("refs/grove/img/{tag}+latest")])
+        .trim()
+        .to_string();
+    let note = w.git(&["notes", "--ref=grove", "show", &commit]);
+    (commit, serde_json::from_str(&note).expect("note parses"))
+}
+
 /// Regression: `history --why` of a `--no-cache` rebuild, whose step has a cache entry
 /// with its own key (the build did not read it), said "same key inputs, different key (an
-/// entry from another Grove version)".
+/// entry from another Grove version)". The note now records the cache mode; a note
+/// without it (an earlier Grove's) still gets the comparison made now.
 #[test]
 fn history_why_of_a_no_cache_rebuild_says_the_cache_was_not_read() {
     let w = W::new("why-nocache");
@@ -1497,6 +1527,13 @@ fn history_why_of_a_no_cache_rebuild_says_the_cache_was_not_read() {
     let first = w.git(&["rev-parse", "refs/grove/img/t+latest"]);
     w.build("t", &c, &["--no-cache"]);
     let why = w.ci(&["history", "--why", "t"]);
+    assert!(why.contains("why: cache not used (--no-cache)"), "{why}");
+    assert!(!why.contains("compared now"), "{why}");
+    let (commit, mut note) = note_of(&w, "t");
+    assert_eq!(note["cache"], "no-cache", "{note}");
+    note.as_object_mut().unwrap().remove("cache");
+    set_note(&w, &commit, &note);
+    let why = w.ci(&["history", "--why", "t"]);
     assert!(
         why.contains(&format!(
             "why: cache entry {} has the same key: the build did not read the cache \
@@ -1506,6 +1543,35 @@ fn history_why_of_a_no_cache_rebuild_says_the_cache_was_not_read() {
         "{why}"
     );
     assert!(!why.contains("another Grove version"), "{why}");
+}
+
+/// Regression: `history --why` of a `--rebuild` build compared each step, afterwards,
+/// with the other entries on its parent and named a difference that did not make it run
+/// ("instruction text changed (cached: RUN echo ho > /f) (compared now)", another image's
+/// step) when the rebuilt step gave the same commit as before.
+#[test]
+fn history_why_of_a_rebuild_says_rebuild_not_a_difference_with_another_entry() {
+    let w = W::new("why-rebuild");
+    let a = w.ctx("a", "FROM busybox\nRUN echo hi > /f\n", &[]);
+    let b = w.ctx("b", "FROM busybox\nRUN echo ho > /f\n", &[]);
+    let sde = ["--build-arg", "SOURCE_DATE_EPOCH=1700000000"];
+    w.build("a", &a, &sde);
+    w.build("b", &b, &sde);
+    let log = w.build("a", &a, &[&sde[..], &["--rebuild", "--explain"]].concat());
+    assert!(log.contains("why: cache not read (--rebuild)"), "{log}");
+    let why = w.ci(&["history", "--why", "a"]);
+    assert!(why.contains("why: cache not read (--rebuild)"), "{why}");
+    assert!(
+        !why.contains("cached:") && !why.contains("compared now"),
+        "{why}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&w.ci(&["history", "--why", "--json", "a"])).unwrap();
+    assert_eq!(json[0]["why"][0], "cache not read (--rebuild)", "{json}");
+    assert_eq!(note_of(&w, "a").1["cache"], "rebuild");
+    // A build that read the cache records no mode.
+    w.build("b", &b, &sde);
+    assert!(note_of(&w, "b").1.get("cache").is_none());
 }
 
 /// The id of a git object of `kind` holding `data`.
