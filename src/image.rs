@@ -383,7 +383,10 @@ pub fn history_why(store: &Store, spec: &str, json: bool) -> Result<String, Imag
             (true, _, _) => Vec::new(),
             (false, Some(w), _) => w,
             (false, None, Some(r)) => vec![r.clone()],
-            (false, None, None) => why_now(&repo, &mut siblings, spec, &s.commit)?,
+            (false, None, None) => {
+                let heredocs = why::heredocs_of(&note.dockerfile, s.n).unwrap_or_default();
+                why_now(&repo, &mut siblings, spec, &s.commit, &heredocs)?
+            }
         };
         out.push(WhyStep {
             n: s.n,
@@ -409,12 +412,13 @@ pub fn history_why(store: &Store, spec: &str, json: bool) -> Result<String, Imag
 
 /// Why the executed step `commit` ran, for a note that did not record it (a build with
 /// the cache off or `--rebuild`, or by an older Grove): compared with the other entries on
-/// its parent as they are now.
+/// its parent as they are now. `heredocs`: the step's, for a RUN (to name a changed body).
 fn why_now(
     repo: &gix::Repository,
     siblings: &mut crate::build::why::Siblings,
     spec: &str,
     commit: &str,
+    heredocs: &[crate::build::dockerfile::Heredoc],
 ) -> Result<Vec<String>, ImageError> {
     use crate::build::why;
     let id = ObjectId::from_hex(commit.as_bytes())
@@ -452,15 +456,20 @@ fn why_now(
             }
         }
     }
-    Ok(
-        match why::against_siblings(repo, siblings, p, &r, Some(id))? {
-            Some(w) => w
-                .into_iter()
+    Ok(match why::closest(repo, siblings, p, &r, Some(id))? {
+        Some((entry, w)) => {
+            let w = if r.kind.as_deref() == Some("RUN") {
+                let h: Vec<_> = heredocs.iter().collect();
+                why::explain_heredocs(repo, entry, &h, w)?
+            } else {
+                w
+            };
+            w.into_iter()
                 .map(|x| format!("{x} (compared now)"))
-                .collect(),
-            None => vec!["no other entry for this parent".to_string()],
-        },
-    )
+                .collect()
+        }
+        None => vec!["no other entry for this parent".to_string()],
+    })
 }
 
 /// A path as `diff` prints it, one per line: `/` and the name as it is when it is UTF-8

@@ -735,7 +735,7 @@ impl<'a> Builder<'a> {
         self.plan_line(n, Status::Miss, Some(key), text);
         info!("{n:>3}. {text_marked}");
         let why = match self.opts.cache {
-            CacheMode::Enabled => Some(self.explain(&record)?),
+            CacheMode::Enabled => Some(self.explain(&record, &ins.kind)?),
             _ => None,
         };
         if self.opts.explain || crate::log::enabled(1) {
@@ -779,8 +779,10 @@ impl<'a> Builder<'a> {
         Ok(why::record(text, sub, input, vars, &self.plan_opts, items))
     }
 
-    /// Why a step with `record` on the current stage's commit missed, in words.
-    fn explain(&mut self, record: &Record) -> Result<Vec<String>, BuildError> {
+    /// Why a step with `record` on the current stage's commit missed, in words. `kind`:
+    /// the instruction as parsed, for a RUN's heredocs (which its record hashes only as
+    /// part of the key input).
+    fn explain(&mut self, record: &Record, kind: &InstrKind) -> Result<Vec<String>, BuildError> {
         let st = self
             .stages
             .last()
@@ -792,10 +794,16 @@ impl<'a> Builder<'a> {
             ]);
         }
         let parent = st.commit;
-        if let Some(w) =
-            why::against_siblings(&self.repo, &mut self.siblings, parent, record, None)?
+        if let Some((entry, w)) =
+            why::closest(&self.repo, &mut self.siblings, parent, record, None)?
         {
-            return Ok(w);
+            return Ok(match kind {
+                InstrKind::Run { heredocs, .. } => {
+                    let h: Vec<_> = heredocs.iter().collect();
+                    why::explain_heredocs(&self.repo, entry, &h, w)?
+                }
+                _ => w,
+            });
         }
         // The first step of a stage: did the base change since the image was last built?
         let stage = self.stages.len() - 1;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use gix::ObjectId;
 
-use super::dockerfile::InstrKind;
+use super::dockerfile::{Heredoc, InstrKind};
 use super::plan::{PlanOptions, MAGIC_ARGS};
 use super::subst::{self, Vars};
 use crate::store::git::{self, GitError};
@@ -253,7 +253,7 @@ pub fn reasons(new: &Record, old: &Record, old_text: &str) -> Vec<String> {
             _ => {
                 // Only `input` differs and nothing above explains it.
                 if groups.len() == 1 {
-                    out.push("key input changed".to_string());
+                    out.push(INPUT_ONLY.to_string());
                 }
             }
         }
@@ -498,8 +498,19 @@ pub fn against_siblings(
     record: &Record,
     exclude: Option<ObjectId>,
 ) -> Result<Option<Vec<String>>, GitError> {
+    Ok(closest(repo, siblings, parent, record, exclude)?.map(|(_, w)| w))
+}
+
+/// [`against_siblings`], with the entry compared.
+pub fn closest(
+    repo: &gix::Repository,
+    siblings: &mut Siblings,
+    parent: ObjectId,
+    record: &Record,
+    exclude: Option<ObjectId>,
+) -> Result<Option<(ObjectId, Vec<String>)>, GitError> {
     let new = index(record);
-    let mut best: Option<(usize, String, Arc<Option<Record>>)> = None;
+    let mut best: Option<(usize, ObjectId, String, Arc<Option<Record>>)> = None;
     for c in siblings.of_kind(repo, parent, record.kind.as_deref())? {
         if Some(c) == exclude {
             continue;
@@ -527,21 +538,170 @@ pub fn against_siblings(
             Some(old) => count_differing(record, &new, old, &index(old)),
             None => usize::MAX - 1,
         };
-        if best.as_ref().is_none_or(|(bd, _, _)| d < *bd) {
-            best = Some((d, old_text, old));
+        if best.as_ref().is_none_or(|(bd, _, _, _)| d < *bd) {
+            best = Some((d, c, old_text, old));
         }
     }
-    Ok(best.map(|(_, old_text, old)| match old.as_ref() {
-        Some(old) => reasons(record, old, &old_text),
-        None => {
-            let new_text = record.items.first().map(|(_, v)| v.as_str()).unwrap_or("");
-            if value_hash(old_text.as_bytes()) != new_text {
-                vec![format!("instruction text changed (cached: {old_text})")]
-            } else {
-                vec!["entry has no key-input record to compare".into()]
+    Ok(best.map(|(_, c, old_text, old)| {
+        let w = match old.as_ref() {
+            Some(old) => reasons(record, old, &old_text),
+            None => {
+                let new_text = record.items.first().map(|(_, v)| v.as_str()).unwrap_or("");
+                if value_hash(old_text.as_bytes()) != new_text {
+                    vec![format!("instruction text changed (cached: {old_text})")]
+                } else {
+                    vec!["entry has no key-input record to compare".into()]
+                }
+            }
+        };
+        (c, w)
+    }))
+}
+
+/// The reason [`reasons`] gives when only the `input` item differs.
+pub const INPUT_ONLY: &str = "key input changed";
+
+/// How many characters of a heredoc line a reason quotes.
+const QUOTE: usize = 60;
+
+/// A line as a reason quotes it: escaped as Rust's `{:?}` does, cut to [`QUOTE`]
+/// characters.
+fn quote(line: &str) -> String {
+    let mut s: String = line.chars().take(QUOTE).collect();
+    if line.chars().count() > QUOTE {
+        s.push_str("...");
+    }
+    format!("{s:?}")
+}
+
+/// What changed between a RUN's heredocs (`new`) and the cached step's (`old`, from the
+/// Dockerfile its build's note holds): per heredoc whose body differs, its name and the
+/// first differing line (`line 2: cached "a", now "b"`). The record of a RUN hashes its
+/// heredoc bodies only inside `input` (docs/cache-keys.md), so a body that changed shows
+/// as [`INPUT_ONLY`]; this names it. `old` is `None` when no note holds the entry's
+/// Dockerfile: the change is then named without the line.
+pub fn heredoc_reasons(new: &[&Heredoc], old: Option<&[&Heredoc]>) -> Vec<String> {
+    let names: Vec<String> = new.iter().map(|h| h.name.clone()).collect();
+    let Some(old) = old else {
+        return vec![format!(
+            "heredoc bod{} changed: {} (the cached step's Dockerfile is in no note: the line \
+             is not known)",
+            if names.len() == 1 { "y" } else { "ies" },
+            names.join(", ")
+        )];
+    };
+    let mut out = Vec::new();
+    for (i, h) in new.iter().enumerate() {
+        let Some(o) = old.get(i) else {
+            out.push(format!("heredoc {} is new", h.name));
+            continue;
+        };
+        if o.content == h.content {
+            continue;
+        }
+        // Split at `\n` only: a `\r` is part of the line, shown escaped.
+        let (mut a, mut b) = (
+            o.content.split_terminator('\n'),
+            h.content.split_terminator('\n'),
+        );
+        let mut k = 1;
+        loop {
+            match (a.next(), b.next()) {
+                (Some(x), Some(y)) if x == y => k += 1,
+                (None, None) => {
+                    // Same lines, but one body lacks the other's last `\n` (a heredoc
+                    // body always ends with one; say so rather than nothing).
+                    out.push(format!(
+                        "heredoc {} body changed (its last line end)",
+                        h.name
+                    ));
+                    break;
+                }
+                (x, y) => {
+                    let show = |l: Option<&str>| l.map_or("(end of body)".to_string(), quote);
+                    out.push(format!(
+                        "heredoc {} body changed at line {k}: cached {}, now {}",
+                        h.name,
+                        show(x),
+                        show(y)
+                    ));
+                    break;
+                }
             }
         }
-    }))
+    }
+    if old.len() > new.len() {
+        out.push(format!(
+            "heredoc{} gone: {}",
+            if old.len() - new.len() == 1 { "" } else { "s" },
+            old[new.len()..]
+                .iter()
+                .map(|h| h.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if out.is_empty() {
+        out.push(INPUT_ONLY.to_string());
+    }
+    out
+}
+
+/// The Dockerfile text and instruction number of the build step that made cache entry
+/// `entry`, from the provenance notes: the first note (by image commit) with a step of
+/// that commit. `None` when no note has one (the image was deleted and collected, or the
+/// entry was fetched without its notes). Reads every note that names the commit: only on
+/// a miss that needs it.
+pub fn step_dockerfile(
+    repo: &gix::Repository,
+    entry: ObjectId,
+) -> Result<Option<(String, usize)>, GitError> {
+    let hex = entry.to_string();
+    for (commit, blob) in crate::store::notes::list(repo)? {
+        let Ok(b) = git::read_bounded(
+            repo,
+            commit,
+            "provenance note blob",
+            blob,
+            crate::store::notes::MAX_NOTE,
+        ) else {
+            continue;
+        };
+        if !b.windows(hex.len()).any(|w| w == hex.as_bytes()) {
+            continue;
+        }
+        let Some(p) = crate::store::notes::Provenance::parse(&b) else {
+            continue;
+        };
+        if let Some(s) = p.steps.iter().find(|s| s.commit == hex) {
+            return Ok(Some((p.dockerfile, s.n)));
+        }
+    }
+    Ok(None)
+}
+
+/// The heredocs of instruction `n` (from 1) of Dockerfile `text`, if it parses and has
+/// that instruction.
+pub fn heredocs_of(text: &str, n: usize) -> Option<Vec<Heredoc>> {
+    let df = super::dockerfile::parse(text, "note").ok()?;
+    let ins = df.instructions.get(n.checked_sub(1)?)?;
+    Some(ins.kind.heredocs().into_iter().cloned().collect())
+}
+
+/// [`closest`]'s reasons for a RUN with heredocs `new`: an [`INPUT_ONLY`] reason replaced
+/// by what changed in the heredocs ([`heredoc_reasons`]) against entry `entry`'s.
+pub fn explain_heredocs(
+    repo: &gix::Repository,
+    entry: ObjectId,
+    new: &[&Heredoc],
+    reasons: Vec<String>,
+) -> Result<Vec<String>, GitError> {
+    if new.is_empty() || reasons != [INPUT_ONLY] {
+        return Ok(reasons);
+    }
+    let old = step_dockerfile(repo, entry)?.and_then(|(df, n)| heredocs_of(&df, n));
+    let old_refs: Option<Vec<&Heredoc>> = old.as_ref().map(|v| v.iter().collect());
+    Ok(heredoc_reasons(new, old_refs.as_deref()))
 }
 
 /// A record's items by name.
@@ -628,6 +788,60 @@ mod tests {
         assert_eq!(
             reasons(&root("2"), &root("1"), "COPY . /"),
             ["context file changed: ."]
+        );
+    }
+
+    fn heredoc(name: &str, content: &str) -> Heredoc {
+        Heredoc {
+            name: name.into(),
+            content: content.into(),
+            expand: true,
+            chomp: false,
+            fd: None,
+            word: format!("<<{name}"),
+        }
+    }
+
+    #[test]
+    fn a_changed_heredoc_body_is_named_with_its_first_differing_line() {
+        let (a, b) = (heredoc("EOF", "x\ny\n"), heredoc("EOT", "1\n"));
+        let a2 = heredoc("EOF", "x\nY\n");
+        assert_eq!(
+            heredoc_reasons(&[&a2, &b], Some(&[&a, &b])),
+            [r#"heredoc EOF body changed at line 2: cached "y", now "Y""#]
+        );
+        let longer = heredoc("EOF", "x\ny\nz\n");
+        assert_eq!(
+            heredoc_reasons(&[&longer], Some(&[&a])),
+            [r#"heredoc EOF body changed at line 3: cached (end of body), now "z""#]
+        );
+        assert_eq!(
+            heredoc_reasons(&[&a], Some(&[&a, &b])),
+            ["heredoc gone: EOT"]
+        );
+        assert_eq!(
+            heredoc_reasons(&[&a, &b], Some(&[&a])),
+            ["heredoc EOT is new"]
+        );
+        let long = heredoc("EOF", &format!("{}\n", "é".repeat(100)));
+        let r = heredoc_reasons(&[&long], Some(&[&a]));
+        assert!(
+            r[0].ends_with(&format!("now \"{}...\"", "é".repeat(60))),
+            "{r:?}"
+        );
+        // Without the cached step's Dockerfile: which heredoc, not which line.
+        assert_eq!(
+            heredoc_reasons(&[&a2], None),
+            [
+                "heredoc body changed: EOF (the cached step's Dockerfile is in no note: the \
+              line is not known)"
+            ]
+        );
+        // Control characters are escaped: one reason, one line.
+        let cr = heredoc("EOF", "x\ny\r\n");
+        assert_eq!(
+            heredoc_reasons(&[&cr], Some(&[&a])),
+            [r#"heredoc EOF body changed at line 2: cached "y", now "y\r""#]
         );
     }
 

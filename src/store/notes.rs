@@ -211,6 +211,19 @@ pub fn get(repo: &gix::Repository, commit: ObjectId) -> Result<Option<Vec<u8>>, 
         })
 }
 
+/// Every note: the commit it annotates and its blob, in the notes tree's order. Entries
+/// not named by a commit id (another tool's) are left out.
+pub fn list(repo: &gix::Repository) -> Result<Vec<(ObjectId, ObjectId)>, GitError> {
+    let Some(tip) = git::get_ref(repo, NOTES_REF)? else {
+        return Ok(Vec::new());
+    };
+    Ok(entries_of(repo, tip)?
+        .into_iter()
+        .filter(|e| e.mode.is_blob())
+        .filter_map(|e| Some((ObjectId::from_hex(e.filename.as_bytes()).ok()?, e.oid)))
+        .collect())
+}
+
 /// Most bytes of a note Grove reads (a note lists every context file a build read, about
 /// 150 bytes each: over a million files).
 pub const MAX_NOTE: u64 = 256 << 20;

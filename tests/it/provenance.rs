@@ -1574,6 +1574,38 @@ fn history_why_of_a_rebuild_says_rebuild_not_a_difference_with_another_entry() {
     assert!(note_of(&w, "b").1.get("cache").is_none());
 }
 
+/// Regression: a RUN whose heredoc body changed was explained only as "key input
+/// changed" (its record hashes the bodies only inside the key input). Now the heredoc and
+/// its first differing line are named, from the Dockerfile in the cached step's build note,
+/// at build time and in `history --why` (also compared afterwards, for a note without
+/// `why`).
+#[test]
+fn a_changed_run_heredoc_body_is_named_with_its_first_differing_line() {
+    let w = W::new("why-heredoc");
+    let df = |second: &str| {
+        format!("FROM busybox\nRUN <<EOF\necho one > /a\n{second}\nEOF\nRUN cat /a\n")
+    };
+    let sde = ["--build-arg", "SOURCE_DATE_EPOCH=1700000000"];
+    let c1 = w.ctx("h1", &df("echo two > /b"), &[]);
+    w.build("h", &c1, &sde);
+    let c2 = w.ctx("h2", &df("echo TWO > /b"), &[]);
+    let log = w.build("h", &c2, &[&sde[..], &["--explain"]].concat());
+    let want =
+        r#"why: heredoc EOF body changed at line 2: cached "echo two > /b", now "echo TWO > /b""#;
+    assert!(log.contains(want), "{log}");
+    assert!(!log.contains("key input changed"), "{log}");
+    let why = w.ci(&["history", "--why", "h"]);
+    assert!(why.contains(want), "{why}");
+    // A note without `why` (an earlier Grove's): the comparison made now says the same.
+    let (commit, mut note) = note_of(&w, "h");
+    for st in note["steps"].as_array_mut().unwrap() {
+        st.as_object_mut().unwrap().remove("why");
+    }
+    set_note(&w, &commit, &note);
+    let why = w.ci(&["history", "--why", "h"]);
+    assert!(why.contains(&format!("{want} (compared now)")), "{why}");
+}
+
 /// The id of a git object of `kind` holding `data`.
 fn object_id(kind: gix::objs::Kind, data: &str) -> String {
     gix::objs::compute_hash(gix::hash::Kind::Sha1, kind, data.as_bytes())
