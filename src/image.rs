@@ -545,13 +545,32 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
         crate::provenance::redact_note(&mut n);
         n
     });
+    let imports = imports_of(store, spec, commit)?;
     if json {
-        let v =
+        let mut v =
             serde_json::json!({ "commit": commit.to_string(), "config": cfg, "provenance": note });
+        if !imports.is_empty() {
+            v["imported"] = serde_json::to_value(&imports)?;
+        }
         outln!(o, "{}", serde_json::to_string_pretty(&v)?);
         return Ok(o);
     }
     outln!(o, "commit:       {commit}");
+    for i in &imports {
+        let digest = i
+            .sha256
+            .as_ref()
+            .map(|d| format!(", sha256:{d}"))
+            .unwrap_or_default();
+        outln!(
+            o,
+            "imported:     {} {}{digest} as {} at {}",
+            i.kind,
+            i.path,
+            i.image,
+            i.imported
+        );
+    }
     outln!(o, "cwd:          {}", cfg.cwd);
     for (k, v) in &cfg.env {
         outln!(o, "env:          {k}={v}");
@@ -621,6 +640,29 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
         }
     }
     Ok(o)
+}
+
+/// The imports of `commit` its import note records (`ch-image import`): the one of the
+/// image `spec` names if it has one, else all (a commit id, `NAME~N`, or another name
+/// imported as the same content).
+fn imports_of(
+    store: &Store,
+    spec: &str,
+    commit: ObjectId,
+) -> Result<Vec<crate::store::notes::ImportSource>, ImageError> {
+    let Some(note) = crate::store::notes::import_note(&store.repo(), commit)? else {
+        return Ok(Vec::new());
+    };
+    let name = Reference::parse(spec)
+        .ok()
+        .map(|r| r.with_default_tag().to_string());
+    let mine: Vec<_> = note
+        .imports
+        .iter()
+        .filter(|i| Some(&i.image) == name.as_ref())
+        .cloned()
+        .collect();
+    Ok(if mine.is_empty() { note.imports } else { mine })
 }
 
 /// `ch-image inspect --provenance IMAGE`: the image's build provenance as an in-toto
@@ -871,6 +913,18 @@ pub fn import(
     let lock = store.lock()?;
     info!("importing: {}", path.display());
     let t = std::time::Instant::now();
+    // The file's digest for the import note, read beside the import (the second read
+    // mostly from the page cache).
+    let is_dir = path.is_dir();
+    let digest = (!is_dir).then(|| {
+        let p = path.to_path_buf();
+        std::thread::spawn(move || {
+            std::fs::File::open(&p)
+                .and_then(crate::oci::digest::hash_reader)
+                .map(|(d, _)| d.hex().to_string())
+                .at("read", &p)
+        })
+    });
     let phase = crate::progress::Phase::start("import", "read", "file");
     let (commit, warnings, notes) = store
         .import(&lock, path, &name, |root| imported_config(&store, root))
@@ -879,6 +933,21 @@ pub fn import(
             source,
         })?;
     phase.finish(&[]);
+    let sha256 = match digest {
+        Some(h) => Some(h.join().expect("the hashing thread does not panic")?),
+        None => None,
+    };
+    crate::store::notes::add_import(
+        &store.repo(),
+        commit,
+        crate::store::notes::ImportSource {
+            image: name.to_string(),
+            imported: crate::provenance::rfc3339(std::time::SystemTime::now()),
+            kind: if is_dir { "directory" } else { "tarball" }.to_string(),
+            path: crate::provenance::path_text(path.as_os_str().as_encoded_bytes()),
+            sha256,
+        },
+    )?;
     for w in &warnings {
         warn!("{w}");
     }

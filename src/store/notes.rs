@@ -176,6 +176,84 @@ impl Provenance {
     }
 }
 
+/// Version of the [`ImportNote`] JSON this Grove writes and reads.
+pub const IMPORT_NOTE_VERSION: u32 = 1;
+
+/// Where an imported image came from: the note `ch-image import` attaches to the image's
+/// commit (docs/store-format.md, "Import notes"). One commit may be imported under several
+/// names (the same content), so the note lists imports by image name; importing a name
+/// again replaces its entry. Not a [`Provenance`]: readers of build notes ignore it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImportNote {
+    /// One per image name imported as this commit, in the order first imported.
+    pub imports: Vec<ImportSource>,
+    /// Always `import`: what tells this note from a build's.
+    pub kind: String,
+    /// [`IMPORT_NOTE_VERSION`].
+    pub version: u32,
+}
+
+/// One `ch-image import` of a commit.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImportSource {
+    /// The image reference the import wrote.
+    pub image: String,
+    /// When, RFC 3339 UTC (whole seconds).
+    pub imported: String,
+    /// What was read: `tarball` (any file: a tar archive, compressed or not) or
+    /// `directory`.
+    pub kind: String,
+    /// The path as given on the command line (UTF-8 as is; other bytes escaped, `\xff`).
+    pub path: String,
+    /// sha256 (hex) of the file's bytes as read; absent for a directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl ImportNote {
+    /// The note's bytes: pretty JSON and a newline.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut text = serde_json::to_vec_pretty(self).expect("import note serializes");
+        text.push(b'\n');
+        text
+    }
+
+    /// Parse a note; `None` if it is not an import note of this version.
+    pub fn parse(bytes: &[u8]) -> Option<ImportNote> {
+        serde_json::from_slice::<ImportNote>(bytes)
+            .ok()
+            .filter(|n| n.kind == "import" && n.version == IMPORT_NOTE_VERSION)
+    }
+}
+
+/// The import note of `commit`, if it has one Grove can read.
+pub fn import_note(
+    repo: &gix::Repository,
+    commit: ObjectId,
+) -> Result<Option<ImportNote>, GitError> {
+    Ok(get(repo, commit)?.and_then(|n| ImportNote::parse(&n)))
+}
+
+/// Record `src` in the import note of `commit`: replaces the entry of the same image
+/// name, keeps the others. A note of another kind on the commit (a build's, when a
+/// Dockerfile of a lone `FROM` of this image made the same commit) is replaced.
+pub fn add_import(
+    repo: &gix::Repository,
+    commit: ObjectId,
+    src: ImportSource,
+) -> Result<(), GitError> {
+    let mut note = import_note(repo, commit)?.unwrap_or(ImportNote {
+        imports: Vec::new(),
+        kind: "import".into(),
+        version: IMPORT_NOTE_VERSION,
+    });
+    match note.imports.iter_mut().find(|i| i.image == src.image) {
+        Some(i) => *i = src,
+        None => note.imports.push(src),
+    }
+    set(repo, commit, &note.to_bytes())
+}
+
 /// The provenance note of `commit`, if it has one Grove can read.
 pub fn provenance(
     repo: &gix::Repository,

@@ -2122,6 +2122,64 @@ fn inspect_provenance_of_an_image_not_built_is_a_clear_error() {
     );
 }
 
+/// Regression: `ch-image import FILE NAME` recorded nowhere what it read; `inspect` now
+/// shows the path as given and the file's sha256 (a directory: its path), from the
+/// import note on the image's commit, per name when one content is imported twice.
+#[test]
+fn import_records_the_path_and_the_tarball_s_digest_and_inspect_shows_them() {
+    let w = W::new("import-note");
+    let tarball = w.s.join("bb.tar");
+    let st = sh(&format!(
+        "tar -C {} -cf {} . && chown 65534:65534 {}",
+        busybox_rootfs().display(),
+        tarball.display(),
+        tarball.display()
+    ));
+    assert!(st.status.success(), "{st:?}");
+    ok(w.image().arg("import").arg(&tarball).arg("fromtar"));
+    let digest = sha256_of(&tarball);
+    let text = w.ci(&["inspect", "fromtar"]);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("imported:"))
+        .unwrap_or_else(|| panic!("no imported line:\n{text}"));
+    assert!(
+        line.starts_with(&format!(
+            "imported:     tarball {}, sha256:{digest} as fromtar:latest at 20",
+            tarball.display()
+        )),
+        "{line}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&w.ci(&["inspect", "--json", "fromtar"])).unwrap();
+    let i = &v["imported"][0];
+    assert_eq!(i["path"], tarball.to_str().unwrap(), "{v}");
+    assert_eq!(i["sha256"], digest.as_str(), "{v}");
+    assert_eq!(i["kind"], "tarball", "{v}");
+    // W::new imported the busybox directory as `busybox`; a tarball of the same tree is
+    // the same commit, so that commit's note names both, and each name shows its own.
+    let text = w.ci(&["inspect", "busybox"]);
+    assert!(
+        text.contains(&format!(
+            "imported:     directory {} as busybox:latest at",
+            busybox_rootfs().display()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("sha256:"), "{text}");
+    let commit = w.git(&["rev-parse", "refs/grove/img/fromtar+latest"]);
+    let note: serde_json::Value =
+        serde_json::from_str(&w.git(&["notes", "--ref=grove", "show", commit.trim()])).unwrap();
+    assert_eq!(note["kind"], "import", "{note}");
+    assert_eq!(note["imports"].as_array().unwrap().len(), 2, "{note}");
+    // By commit id: every import of it.
+    let text = w.ci(&["inspect", commit.trim()]);
+    assert_eq!(text.matches("imported:").count(), 2, "{text}");
+    // It is no build provenance.
+    let (_, err) = fails(w.image().args(["inspect", "--provenance", "fromtar"]));
+    assert!(err.contains("no build provenance note"), "{err}");
+}
+
 /// A small JSON Schema checker for the keywords fixtures/provenance/grove-statement-schema.json
 /// uses (no JSON Schema crate builds offline with the MSRV here); an unknown keyword is a
 /// test failure, not silently ignored. Returns the problems found, each with its path.
