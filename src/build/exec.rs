@@ -488,7 +488,17 @@ pub fn build(
             o.invocation.clone_from(&note.invocation);
             o
         });
-        if old.as_ref() != Some(&note) {
+        // A Dockerfile that only names its base (`FROM app`) makes no commit: the image is
+        // the base's commit, whose note (its own build's, or its import's) says how it was
+        // made. A note here would replace it with this build's, which made nothing.
+        let made_here = note.steps.iter().any(|s| s.commit == note.commit);
+        if !made_here {
+            crate::verbose!(
+                "no build note: {} is its base's commit {}",
+                opts.tag,
+                &note.commit[..12]
+            );
+        } else if old.as_ref() != Some(&note) {
             store::notes::set(&b.repo, c, &note.to_bytes())?;
         }
     }

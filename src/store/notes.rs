@@ -235,8 +235,8 @@ pub fn import_note(
 }
 
 /// Record `src` in the import note of `commit`: replaces the entry of the same image
-/// name, keeps the others. A note of another kind on the commit (a build's, when a
-/// Dockerfile of a lone `FROM` of this image made the same commit) is replaced.
+/// name, keeps the others. (A build note is never on an import's commit: builds note only
+/// commits their steps made, and those have parents.)
 pub fn add_import(
     repo: &gix::Repository,
     commit: ObjectId,

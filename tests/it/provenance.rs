@@ -2180,6 +2180,32 @@ fn import_records_the_path_and_the_tarball_s_digest_and_inspect_shows_them() {
     assert!(err.contains("no build provenance note"), "{err}");
 }
 
+/// Regression: a Dockerfile that only names its base (`FROM app`) gives the base's own
+/// commit, and its build replaced that commit's note with its own: `inspect app` then
+/// showed `FROM app` as app's Dockerfile, `history --why app` listed no step, and
+/// `inspect --provenance app` claimed app was built from it (so for an imported base, whose
+/// import note it replaced). Such a build now writes no note.
+#[test]
+fn a_build_of_only_from_keeps_the_base_s_own_note() {
+    let w = W::new("from-only");
+    let app = w.ctx("app", "FROM busybox\nRUN echo hi > /f\n", &[]);
+    w.build("app", &app, &[]);
+    let before = note_of(&w, "app");
+    let only = w.ctx("only", "FROM app\n", &[]);
+    w.build("app2", &only, &[]);
+    let imp = w.ctx("imp", "FROM busybox\n", &[]);
+    w.build("bb2", &imp, &[]);
+    assert_eq!(note_of(&w, "app"), before);
+    let text = w.ci(&["inspect", "app"]);
+    assert!(text.contains("  RUN echo hi > /f"), "{text}");
+    assert!(!text.contains("  FROM app"), "{text}");
+    let why = w.ci(&["history", "--why", "app"]);
+    assert!(why.contains("RUN echo hi > /f"), "{why}");
+    let text = w.ci(&["inspect", "busybox"]);
+    assert!(text.contains("imported:     directory"), "{text}");
+    assert!(!text.contains("dockerfile"), "{text}");
+}
+
 /// A small JSON Schema checker for the keywords fixtures/provenance/grove-statement-schema.json
 /// uses (no JSON Schema crate builds offline with the MSRV here); an unknown keyword is a
 /// test failure, not silently ignored. Returns the problems found, each with its path.
