@@ -69,6 +69,47 @@ impl CacheMode {
     }
 }
 
+/// As BuildKit's `SecretsUsedInArgOrEnv` check: an ENV, or an ARG with a default, whose
+/// name looks like a secret's ([`crate::provenance::secret_looking`], the words that leave
+/// a `--build-arg` value out of the note). Unlike a `--build-arg` value, such a value is
+/// stored: an ENV's in the image's config (the image needs it: not redacted) and, written
+/// in the Dockerfile, in the build note. One warning per name, `FILE:LINE: ...`; none for
+/// an empty value.
+pub fn secret_warnings(df: &Dockerfile) -> Vec<String> {
+    let mut out = Vec::new();
+    let hint = "pass secrets with --secret and RUN --mount=type=secret";
+    for ins in &df.instructions {
+        let at = format!("{}:{}", df.file, ins.span.start_line);
+        match &ins.kind {
+            InstrKind::Env(pairs) => {
+                for (k, v) in pairs {
+                    if !v.is_empty() && crate::provenance::secret_looking(k) {
+                        out.push(format!(
+                            "{at}: ENV {k}: its value is stored in the image's config, and \
+                             as written in the Dockerfile the build note keeps; {hint}"
+                        ));
+                    }
+                }
+            }
+            InstrKind::Arg(decls) => {
+                for d in decls {
+                    if d.default.as_deref().is_some_and(|v| !v.is_empty())
+                        && crate::provenance::secret_looking(&d.name)
+                    {
+                        out.push(format!(
+                            "{at}: ARG {}: its default is stored with the Dockerfile in the \
+                             build note, and RUN sees it; {hint}",
+                            d.name
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Root emulation for RUN (`--force`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Force {
@@ -366,6 +407,9 @@ pub fn build(
                  hashes it; pass secrets with --secret and RUN --mount=type=secret"
             );
         }
+    }
+    for w in secret_warnings(&df) {
+        warn!("{w}");
     }
     // `DOCKERFILE.dockerignore` first (BuildKit); the name is the Dockerfile's path.
     let dockerfile = (opts.dockerfile_name != "-").then(|| Path::new(&opts.dockerfile_name));
@@ -2968,6 +3012,38 @@ pub fn normalize_abs(p: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_looking_env_and_arg_defaults_are_warned_about_with_their_line() {
+        let df = dockerfile::parse(
+            "FROM busybox\nARG API_TOKEN=abc VERSION=1 DB_PASSWORD\n\
+             ENV GREETING=hi \\\n    NPM_AUTH=xyz\nENV PUBLIC_KEY=k\nENV SECRET=\n\
+             ARG HTTP_PROXY=http://p\nENV MY_API_KEY $API_TOKEN\n",
+            "Dockerfile.x",
+        )
+        .expect("parses");
+        let w = secret_warnings(&df);
+        assert_eq!(w.len(), 3, "{w:#?}");
+        assert!(
+            w[0].starts_with("Dockerfile.x:2: ARG API_TOKEN: its default is stored"),
+            "{w:#?}"
+        );
+        assert!(
+            w[1].starts_with(
+                "Dockerfile.x:3: ENV NPM_AUTH: its value is stored in the image's config"
+            ),
+            "{w:#?}"
+        );
+        assert!(
+            w[2].starts_with("Dockerfile.x:8: ENV MY_API_KEY:"),
+            "{w:#?}"
+        );
+        assert!(w
+            .iter()
+            .all(|w| w.ends_with("pass secrets with --secret and RUN --mount=type=secret")));
+        // No value in a warning.
+        assert!(w.iter().all(|w| !w.contains("abc") && !w.contains("xyz")));
+    }
 
     #[test]
     fn destinations_in_tmp_are_found_after_the_working_directory() {

@@ -2206,6 +2206,46 @@ fn a_build_of_only_from_keeps_the_base_s_own_note() {
     assert!(!text.contains("dockerfile"), "{text}");
 }
 
+/// Regression: an ENV (or an ARG default) with a secret-looking name was not warned about,
+/// though its value is stored in the image's config and the note's Dockerfile (BuildKit's
+/// SecretsUsedInArgOrEnv warns). The value is kept: the image needs it.
+#[test]
+fn secret_looking_env_and_arg_default_warn_with_their_line_and_env_is_kept() {
+    let w = W::new("secret-env");
+    let c = w.ctx(
+        "se",
+        "FROM busybox\nARG DB_PASSWORD=hunter2\nENV API_TOKEN=abc123 PUBLIC_KEY=k\n",
+        &[],
+    );
+    let log = w.build("se", &c, &[]);
+    let df = c.join("Dockerfile");
+    assert!(
+        log.contains(&format!(
+            "warning: {}:2: ARG DB_PASSWORD: its default is stored",
+            df.display()
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "warning: {}:3: ENV API_TOKEN: its value is stored in the image's config",
+            df.display()
+        )),
+        "{log}"
+    );
+    let warnings: Vec<&str> = log.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 2, "{log}");
+    assert!(
+        warnings
+            .iter()
+            .all(|l| !l.contains("PUBLIC_KEY") && !l.contains("abc123") && !l.contains("hunter2")),
+        "{log}"
+    );
+    assert!(w
+        .ci(&["inspect", "se"])
+        .contains("env:          API_TOKEN=abc123"));
+}
+
 /// A small JSON Schema checker for the keywords fixtures/provenance/grove-statement-schema.json
 /// uses (no JSON Schema crate builds offline with the MSRV here); an unknown keyword is a
 /// test failure, not silently ignored. Returns the problems found, each with its path.
