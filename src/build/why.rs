@@ -452,7 +452,10 @@ pub fn delta_base(
     }
     let fixed: Vec<&(String, String)> = record.items.iter().filter(|(n, _)| !is_file(n)).collect();
     let mut best: Option<(ObjectId, Vec<String>)> = None;
-    for c in siblings.of(repo, parent)? {
+    // Entries of the same keyword only, picked before the most recent are taken: RUN
+    // entries made on a busy parent since would otherwise push the COPY's out of the
+    // [`MAX_COMPARED`] compared.
+    for c in siblings.of_kind(repo, parent, record.kind.as_deref())? {
         if !has_layer(c) {
             continue;
         }

@@ -1543,6 +1543,38 @@ fn copy_after_one_changed_file_writes_that_file_alone_and_gives_the_full_copys_t
     b.fsck();
 }
 
+/// Regression: the entry a COPY's delta layer goes over was looked for among the 8 most
+/// recently used entries on its parent of any instruction, so RUN entries made on the same
+/// base since hid it and the COPY wrote every file again.
+#[test]
+fn copy_finds_its_delta_base_behind_newer_entries_of_other_instructions() {
+    let b = Bench::checked_out("build-copy-delta-busy");
+    for i in 0..50 {
+        b.write(&format!("d/f{i}"), &format!("file {i}\n"));
+    }
+    let df = "FROM busybox\nCOPY d /dst/\n";
+    let cold = b.build("t", df, &["-vv"]);
+    assert!(
+        cold.contains("COPY: wrote 51 entries (full copy)"),
+        "{cold}"
+    );
+    // More RUN entries on busybox than a miss compares (8), each used after the COPY's.
+    for i in 0..9 {
+        b.build(
+            &format!("r{i}"),
+            &format!("FROM busybox\nRUN echo {i} > /f\n"),
+            &[],
+        );
+    }
+    b.write("d/f7", "changed\n");
+    let log = b.build("t", df, &["-vv"]);
+    assert!(
+        log.contains("COPY: wrote 2 entries (1 changed) over layer"),
+        "{log}"
+    );
+    assert_eq!(b.run("t", "cat /dst/f7 /dst/f8"), "changed\nfile 8\n");
+}
+
 #[test]
 fn copy_after_a_context_file_is_removed_copies_everything_again() {
     let b = Bench::checked_out("build-copy-delta-gone");
