@@ -596,8 +596,47 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
         }
     }
     if let Some(n) = note {
+        // In a multi-stage build, which stage each base is of (its `AS` name, from the
+        // note's Dockerfile), and which stage is the image.
+        let stages = n
+            .steps
+            .iter()
+            .map(|s| s.stage)
+            .chain(n.bases.iter().map(|b| b.stage));
+        let last = stages.max().unwrap_or(0);
+        let aliases: Vec<Option<String>> = crate::build::dockerfile::parse(&n.dockerfile, "note")
+            .map(|df| {
+                df.instructions
+                    .iter()
+                    .filter_map(|i| match &i.kind {
+                        crate::build::dockerfile::InstrKind::From { alias, .. } => {
+                            Some(alias.clone())
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         for b in &n.bases {
-            let mut line = format!("base:         {} ({})", b.image, b.commit);
+            let stage = if last == 0 {
+                String::new()
+            } else {
+                let mut what: Vec<String> = aliases
+                    .get(b.stage)
+                    .cloned()
+                    .flatten()
+                    .map(|a| format!("AS {a}"))
+                    .into_iter()
+                    .collect();
+                if b.stage == last {
+                    what.push("the image".into());
+                }
+                match what.is_empty() {
+                    true => format!("stage {}: ", b.stage),
+                    false => format!("stage {} ({}): ", b.stage, what.join(", ")),
+                }
+            };
+            let mut line = format!("base:         {stage}{} ({})", b.image, b.commit);
             if let Some(src) = &b.source {
                 let _ = write!(line, " pulled from {src}");
             }

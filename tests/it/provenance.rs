@@ -2246,6 +2246,39 @@ fn secret_looking_env_and_arg_default_warn_with_their_line_and_env_is_kept() {
         .contains("env:          API_TOKEN=abc123"));
 }
 
+/// Regression: text `inspect` of a multi-stage build listed one `base:` line per stage
+/// without saying which stage each was of, nor which is the image's.
+#[test]
+fn inspect_labels_each_base_with_its_stage_in_a_multi_stage_build() {
+    let w = W::new("inspect-stages");
+    let c = w.ctx(
+        "ms",
+        "FROM busybox AS build\nRUN echo hi > /x\nFROM build AS two\nRUN echo ho > /z\n\
+         FROM busybox\nCOPY --from=two /x /y\n",
+        &[],
+    );
+    w.build("ms", &c, &[]);
+    let busybox = w.git(&["rev-parse", "refs/grove/img/busybox+latest"]);
+    let build = w.git(&["rev-parse", "refs/grove/img/ms_stage0+latest"]);
+    let text = w.ci(&["inspect", "ms"]);
+    let bases: Vec<&str> = text.lines().filter(|l| l.starts_with("base:")).collect();
+    assert_eq!(
+        bases,
+        [
+            format!(
+                "base:         stage 0 (AS build): busybox ({})",
+                busybox.trim()
+            ),
+            format!("base:         stage 1 (AS two): build ({})", build.trim()),
+            format!(
+                "base:         stage 2 (the image): busybox ({})",
+                busybox.trim()
+            ),
+        ],
+        "{text}"
+    );
+}
+
 /// A small JSON Schema checker for the keywords fixtures/provenance/grove-statement-schema.json
 /// uses (no JSON Schema crate builds offline with the MSRV here); an unknown keyword is a
 /// test failure, not silently ignored. Returns the problems found, each with its path.
