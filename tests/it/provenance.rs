@@ -1474,9 +1474,13 @@ fn why_compares_a_step_only_with_entries_of_the_same_instruction() {
     }
     let log = w.build("a", &a, &["--explain", "--build-arg", "V=2"]);
     assert!(log.contains("why: build argument changed: V"), "{log}");
-    // So in the comparison made afterwards for a build that did not record it.
+    // So in the comparison made afterwards for a build that did not record it (a note
+    // without `cache`, as an earlier Grove wrote for a --no-cache build).
     let wd = w.ctx("wd", "FROM busybox\nWORKDIR /w\n", &[]);
     w.build("wd", &wd, &["--no-cache"]);
+    let (commit, mut note) = note_of(&w, "wd");
+    note.as_object_mut().unwrap().remove("cache");
+    set_note(&w, &commit, &note);
     let why = w.ci(&["history", "--why", "wd"]);
     assert!(why.contains("why: no other entry for this parent"), "{why}");
     assert!(!why.contains("cached:"), "{why}");
