@@ -867,12 +867,9 @@ impl<'a> Builder<'a> {
                     Some(c) => store::notes::provenance(&self.repo, c)?,
                     None => None,
                 };
-                if let Some(was) = old.and_then(|p| {
-                    p.bases
-                        .into_iter()
-                        .find(|b| b.stage == stage && b.image == base.image)
-                }) {
-                    if was.commit != base.commit {
+                let was = old.and_then(|p| p.bases.into_iter().find(|b| b.stage == stage));
+                match was {
+                    Some(was) if was.commit != base.commit && was.image == base.image => {
                         return Ok(vec![format!(
                             "no entry for this parent: base image {} changed (was {}, now {})",
                             base.image,
@@ -880,6 +877,18 @@ impl<'a> Builder<'a> {
                             base_id(&self.repo, &base.commit)
                         )]);
                     }
+                    // Another image (a `--build-arg` in `FROM ${BASE}`, an edited FROM).
+                    Some(was) if was.commit != base.commit => {
+                        return Ok(vec![format!(
+                            "no entry for this parent: the stage's base is another image \
+                             (was {} ({}), now {} ({}))",
+                            was.image,
+                            base_id(&self.repo, &was.commit),
+                            base.image,
+                            base_id(&self.repo, &base.commit)
+                        )]);
+                    }
+                    _ => {}
                 }
             }
         }

@@ -2283,6 +2283,35 @@ fn inspect_labels_each_base_with_its_stage_in_a_multi_stage_build() {
     );
 }
 
+/// Regression: a stage whose base became another image (`FROM ${BASE}` with another
+/// `--build-arg BASE`) was explained only as "no entry for this parent", though the note
+/// of the image's last build names the base it had.
+#[test]
+fn why_names_the_other_image_a_stage_s_base_became() {
+    let w = W::new("why-base-arg");
+    let other = crate::common::busybox_copy(&w.s, "other-root");
+    std::fs::write(other.join("extra"), "x\n").unwrap();
+    own(&other);
+    ok(w.image().arg("import").arg(&other).arg("other"));
+    let c = w.ctx(
+        "ba",
+        "ARG BASE=busybox\nFROM ${BASE}\nWORKDIR /src\nRUN true\n",
+        &[],
+    );
+    w.build("ba", &c, &[]);
+    let log = w.build("ba", &c, &["--explain", "--build-arg", "BASE=other"]);
+    let bb = w.git(&["rev-parse", "refs/grove/img/busybox+latest"]);
+    let ot = w.git(&["rev-parse", "refs/grove/img/other+latest"]);
+    let want = format!(
+        "why: no entry for this parent: the stage's base is another image (was busybox \
+         (commit {}), now other (commit {}))",
+        &bb[..12],
+        &ot[..12]
+    );
+    assert!(log.contains(&want), "{log}");
+    assert!(w.ci(&["history", "--why", "ba"]).contains(&want));
+}
+
 /// A small JSON Schema checker for the keywords fixtures/provenance/grove-statement-schema.json
 /// uses (no JSON Schema crate builds offline with the MSRV here); an unknown keyword is a
 /// test failure, not silently ignored. Returns the problems found, each with its path.
