@@ -1091,6 +1091,22 @@ impl<'a> Builder<'a> {
         let bare = all.iter().any(|s| contents_only(s) && s.real.is_dir())
             && self.dest_dir_exists(&args.dest)?;
         let bare_top = |s: &context::Source| bare && contents_only(s);
+        // `--parents` makes each source's directories below the destination with the
+        // context's modes and times (`copy::make_context_parents`): they are inputs too.
+        // Entries of earlier versions, which left them out, have no `parent-dirs` field.
+        let mut dirs = std::collections::BTreeMap::new();
+        if parents {
+            for s in &all {
+                let comps: Vec<&[u8]> = s
+                    .rel_bytes
+                    .split(|b| *b == b'/')
+                    .filter(|c| !c.is_empty())
+                    .collect();
+                for i in 1..comps.len() {
+                    dirs.insert(comps[..i].join(&b'/'), Vec::new());
+                }
+            }
+        }
         // The key's pass keeps its manifest, so that a miss's record (the next call, on the
         // same sources) does not walk and stat the sources a second time; it also notes the
         // files read, for provenance.
@@ -1122,6 +1138,20 @@ impl<'a> Builder<'a> {
             }
         };
         extra.extend_from_slice(&h);
+        if !dirs.is_empty() {
+            use std::os::unix::fs::MetadataExt as _;
+            extra.extend_from_slice(b"parent-dirs 1\n");
+            for (rel, entry) in dirs.iter_mut() {
+                let p = self.opts.context.join(std::ffi::OsStr::from_bytes(rel));
+                let md = fs::metadata(&p).at("stat", &p)?;
+                entry.extend_from_slice(&(rel.len() as u64).to_le_bytes());
+                entry.extend_from_slice(rel);
+                entry.extend_from_slice(&(md.mode() & 0o7777).to_le_bytes());
+                entry.extend_from_slice(&md.mtime().to_le_bytes());
+                entry.extend_from_slice(&(md.mtime_nsec() as u32).to_le_bytes());
+                extra.extend_from_slice(entry);
+            }
+        }
         match items {
             Some(items) => {
                 self.manifest_rels.clear();
@@ -1129,6 +1159,12 @@ impl<'a> Builder<'a> {
                     let name = format!("file {}", why::name_text(&rel));
                     items.push((name.clone(), why::value_hash(&fh)));
                     self.manifest_rels.insert(name, rel);
+                }
+                for (rel, entry) in dirs {
+                    let name = format!("file {}", why::name_text(&rel));
+                    if !self.manifest_rels.contains_key(&name) {
+                        items.push((name, why::value_hash(&entry)));
+                    }
                 }
             }
             // The context hash in the provenance covers every source set of the build,

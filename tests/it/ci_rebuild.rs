@@ -63,3 +63,35 @@ fn copy_of_the_context_into_a_directory_the_image_has_ignores_the_context_direct
     assert_eq!(marks(&b.build("app", df, &[])), "**.....");
     b.fsck();
 }
+
+#[test]
+fn copy_parents_runs_again_when_a_directory_it_makes_changed() {
+    // `COPY --parents a/b/c.txt /d/` makes /d/a and /d/a/b with the context's modes and
+    // times, so those are inputs: a cache hit gave the image the old time of a/b.
+    let b = Bench::checked_out("ci-parents");
+    b.write("a/b/c.txt", "c\n");
+    let df = "FROM busybox\nCOPY --parents a/b/c.txt /d/\n";
+    let ab = b.ctx.join("a/b");
+    sh(&format!(
+        "touch -d '2001-02-03 04:05:06' '{}'",
+        ab.display()
+    ));
+    assert_eq!(marks(&b.build("p", df, &[])), ".");
+    assert_eq!(marks(&b.build("p", df, &[])), "*");
+    sh(&format!(
+        "touch '{}/new' && touch -d '2002-02-03 04:05:06' '{}'",
+        ab.display(),
+        ab.display()
+    ));
+    let log = b.build("p", df, &["--explain"]);
+    assert_eq!(marks(&log), ".", "{log}");
+    assert!(log.contains("why: context file changed: a/b"), "{log}");
+    assert_eq!(
+        b.run("p", "stat -c %Y /d/a/b"),
+        format!("{}\n", mtime_of(&ab))
+    );
+    sh(&format!("chmod 0700 '{}'", b.ctx.join("a").display()));
+    assert_eq!(marks(&b.build("p", df, &[])), ".");
+    assert_eq!(b.run("p", "stat -c %a /d/a"), "700\n");
+    assert_eq!(marks(&b.build("p", df, &[])), "*");
+}
