@@ -1015,6 +1015,8 @@ impl<'a> Builder<'a> {
             // `source-names`: since a source that is a symlink is copied under its own
             // name (not its target's), so entries of earlier versions don't hit.
             let extra = format!("from-commit={commit} source-names").into_bytes();
+            // No context sources: what an earlier COPY's key noted is not this step's.
+            self.last_sources = None;
             if let Some(items) = items {
                 items.push(("source --from stage".into(), why::value_hash(&extra)));
             }

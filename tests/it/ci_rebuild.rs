@@ -95,3 +95,20 @@ fn copy_parents_runs_again_when_a_directory_it_makes_changed() {
     assert_eq!(b.run("p", "stat -c %a /d/a"), "700\n");
     assert_eq!(marks(&b.build("p", df, &[])), "*");
 }
+
+#[test]
+fn copy_from_a_stage_hits_after_a_stage_that_copied_the_context_into_its_workdir() {
+    // The second stage's `COPY --from` took the first stage's last COPY's note that its
+    // key left a directory's time out, and so got another key on every all-hit rebuild.
+    let b = Bench::checked_out("ci-fromstage");
+    b.write("src/f", "f\n");
+    b.write(".dockerignore", "Dockerfile\n");
+    let df = "FROM busybox AS build\n\
+              WORKDIR /src\n\
+              COPY . /src/\n\
+              FROM busybox\n\
+              COPY --from=build /src/src/f /opt/\n";
+    assert_eq!(marks(&b.build("two", df, &[])), "...");
+    assert_eq!(marks(&b.build("two", df, &[])), "***");
+    assert_eq!(b.run("two", "cat /opt/f"), "f\n");
+}
