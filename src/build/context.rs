@@ -797,7 +797,7 @@ pub fn hash_sources_with(
     xattrs: bool,
     manifest: Option<&mut Vec<(Vec<u8>, [u8; 32])>>,
 ) -> Result<[u8; 32], ContextError> {
-    hash_sources_listing(sources, ignore, cache, xattrs, manifest, None)
+    hash_sources_listing(sources, ignore, cache, xattrs, manifest, None, &|_| false)
 }
 
 /// A regular file of a source set: its relative path, its path on disk and its metadata
@@ -805,7 +805,12 @@ pub fn hash_sources_with(
 pub type RegularFile = (Vec<u8>, PathBuf, fs::Metadata);
 
 /// [`hash_sources_with`], and with `files` the regular files walked, in walk order (what a
-/// build's provenance records digests of, without walking again).
+/// build's provenance records digests of, without walking again). A directory source for
+/// which `bare_top` is true adds only its name, its type and (with `xattrs`) its extended
+/// attributes, not its mode and time: its contents go into a directory the image already
+/// has, which keeps its own mode and time (docs/cache-keys.md, `copy-dir-top`), so the
+/// context directory's time, which every file added at its top changes, is no key input
+/// of `COPY . /app/` then.
 pub fn hash_sources_listing(
     sources: &[Source],
     ignore: &Ignore,
@@ -813,11 +818,17 @@ pub fn hash_sources_listing(
     xattrs: bool,
     mut manifest: Option<&mut Vec<(Vec<u8>, [u8; 32])>>,
     files: Option<&mut Vec<RegularFile>>,
+    bare_top: &dyn Fn(&Source) -> bool,
 ) -> Result<[u8; 32], ContextError> {
     // Gather entries first (sequential walk), hash files in parallel, then fold in order.
     let mut entries: Vec<(Vec<u8>, PathBuf, fs::Metadata)> = Vec::new();
+    // Indices of the entries that are bare tops.
+    let mut bare = std::collections::HashSet::new();
     for s in sources {
         let md = fs::metadata(&s.real).at("stat", &s.real)?;
+        if md.is_dir() && bare_top(s) {
+            bare.insert(entries.len());
+        }
         entries.push((s.rel_bytes.clone(), s.real.clone(), md.clone()));
         if md.is_dir() {
             walk_sorted(&s.real, &s.rel_bytes, ignore, &mut entries)?;
@@ -836,7 +847,7 @@ pub fn hash_sources_listing(
         })
         .collect::<Result<_, _>>()?;
     let mut whole = blake3::Hasher::new();
-    for ((rel, p, md), fh) in entries.iter().zip(hashes) {
+    for (i, ((rel, p, md), fh)) in entries.iter().zip(hashes).enumerate() {
         // Per entry too only when a manifest is asked for (a miss).
         let mut h = Tee {
             whole: &mut whole,
@@ -856,9 +867,11 @@ pub fn hash_sources_listing(
             b'o'
         };
         h.update(&[kind]);
-        h.update(&(md.mode() & 0o7777).to_le_bytes());
-        h.update(&md.mtime().to_le_bytes());
-        h.update(&(md.mtime_nsec() as u32).to_le_bytes());
+        if !bare.contains(&i) {
+            h.update(&(md.mode() & 0o7777).to_le_bytes());
+            h.update(&md.mtime().to_le_bytes());
+            h.update(&(md.mtime_nsec() as u32).to_le_bytes());
+        }
         if ft.is_symlink() {
             let t = fs::read_link(p).at("read symlink", p)?;
             h.update(&(t.as_os_str().len() as u64).to_le_bytes());
@@ -1257,6 +1270,7 @@ mod tests {
             false,
             None,
             Some(&mut found),
+            &|_| false,
         )
         .unwrap();
         assert_eq!(found.len(), 1);

@@ -58,6 +58,23 @@ pub enum CopyError {
 /// Resolve an absolute image path through the image's symlinks (all components, the
 /// last one too if `follow_last`). Returns components of the real path.
 pub fn resolve(model: &Dir, path: &str, follow_last: bool) -> Result<Vec<Vec<u8>>, CopyError> {
+    let symlink = |p: &[u8]| -> Result<Option<Vec<u8>>, CopyError> {
+        Ok(match model.get(p) {
+            Some(Node::Symlink { target }) => Some(target.clone()),
+            _ => None,
+        })
+    };
+    resolve_with(path, follow_last, symlink)?.ok_or_else(|| CopyError::Dest(path.to_string()))
+}
+
+/// [`resolve`] with `symlink` telling the target of the image's symlink at a path
+/// (components joined by `/`), `None` for anything else; `Ok(None)` when the path loops
+/// through symlinks.
+pub fn resolve_with<E>(
+    path: &str,
+    follow_last: bool,
+    mut symlink: impl FnMut(&[u8]) -> Result<Option<Vec<u8>>, E>,
+) -> Result<Option<Vec<Vec<u8>>>, E> {
     let mut todo: Vec<Vec<u8>> = path
         .split('/')
         .filter(|c| !c.is_empty())
@@ -81,10 +98,10 @@ pub fn resolve(model: &Dir, path: &str, follow_last: bool) -> Result<Vec<Vec<u8>
             break;
         }
         let joined = out.join(&b'/');
-        if let Some(Node::Symlink { target }) = model.get(&joined) {
+        if let Some(target) = symlink(&joined)? {
             hops += 1;
             if hops > 40 {
-                return Err(CopyError::Dest(path.to_string()));
+                return Ok(None);
             }
             out.pop();
             if target.first() == Some(&b'/') {
@@ -95,7 +112,7 @@ pub fn resolve(model: &Dir, path: &str, follow_last: bool) -> Result<Vec<Vec<u8>
             }
         }
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 fn bytes_path(comps: &[Vec<u8>]) -> PathBuf {

@@ -128,12 +128,25 @@ pub struct TarOptions {
     pub clear_setid: bool,
     /// Leave out the `./` member for the root directory.
     pub omit_root_entry: bool,
+    /// Name every member `./PATH` (a directory `./PATH/`, hard link targets `./PATH`), as
+    /// `tar cf - .` in the image directory does (Charliecloud's ch-convert): `ch-convert`
+    /// tar exports. Without it members are `PATH` but the root's, `./` (OCI layers, whose
+    /// digests it keeps).
+    pub dot_names: bool,
 }
 
 /// Write `root` as a tar stream (without the end-of-archive marker being skipped: the
 /// builder is finished).
 pub fn write_tar<W: Write>(repo: &gix::Repository, root: &Dir, out: W) -> Result<W, ExportError> {
-    write_tar_with(repo, root, out, TarOptions::default())
+    write_tar_with(
+        repo,
+        root,
+        out,
+        TarOptions {
+            dot_names: true,
+            ..TarOptions::default()
+        },
+    )
 }
 
 /// [`write_tar`] without the `./` member for the root directory (sqfstar warns about it;
@@ -359,12 +372,24 @@ fn write_entries<W: Write>(
         let mut h = header(tar::EntryType::Directory, root.mode, 0, time_of(b""));
         b.append_data(&mut h, "./", io::empty())?;
     }
+    let dot = opts.dot_names;
     root.walk(&mut |rel, node| {
         if result.is_err() {
             return;
         }
         let path = std::path::Path::new(std::ffi::OsStr::from_bytes_compat(rel));
         let mtime = time_of(rel);
+        // With `dot_names`, the member's name is written as given (tar-rs drops a
+        // leading `./`).
+        let named = |b: &mut tar::Builder<W>,
+                     h: &mut tar::Header,
+                     link: Option<&[u8]>,
+                     data: &mut dyn io::Read|
+         -> io::Result<()> {
+            let name = [&b"./"[..], rel].concat();
+            let link = link.map(|l| [&b"./"[..], l].concat());
+            append_raw(b, h, &name, link.as_deref(), data)
+        };
         let r: Result<(), ExportError> = (|| {
             // Extended attributes, and a time with nanoseconds, go in one PAX header
             // before their entry.
@@ -383,46 +408,72 @@ fn write_entries<W: Write>(
             match node {
                 Node::Dir(d) => {
                     let mut h = header(tar::EntryType::Directory, d.mode, 0, mtime);
-                    b.append_data(&mut h, path, io::empty())?;
+                    if dot {
+                        // With a slash, as GNU tar names a directory.
+                        let name = [&b"./"[..], rel, b"/"].concat();
+                        append_raw(&mut b, &mut h, &name, None, &mut io::empty())?;
+                    } else {
+                        b.append_data(&mut h, path, io::empty())?;
+                    }
                 }
                 Node::File(f) => {
                     if let Some(g) = f.link_group {
                         if let Some(primary) = primaries.get(&g) {
                             let mut h = header(tar::EntryType::Link, f.mode, 0, mtime);
-                            b.append_link(
-                                &mut h,
-                                path,
-                                std::path::Path::new(std::ffi::OsStr::from_bytes_compat(primary)),
-                            )?;
+                            if dot {
+                                named(&mut b, &mut h, Some(primary), &mut io::empty())?;
+                            } else {
+                                b.append_link(
+                                    &mut h,
+                                    path,
+                                    std::path::Path::new(std::ffi::OsStr::from_bytes_compat(
+                                        primary,
+                                    )),
+                                )?;
+                            }
                             return Ok(());
                         }
                         primaries.insert(g, rel.to_vec());
                     }
-                    match content_of(f, |_| false) {
-                        None => {
-                            crate::progress::file(0);
-                            let mut h = header(tar::EntryType::Regular, f.mode, 0, mtime);
-                            b.append_data(&mut h, path, io::empty())?;
-                        }
-                        Some(id) => {
-                            let (size, data) = ahead.next(repo, id)?;
-                            crate::progress::file(size);
-                            let mut h = header(tar::EntryType::Regular, f.mode, size, mtime);
-                            b.append_data(&mut h, path, data)?;
-                        }
+                    let (size, mut data): (u64, Box<dyn io::Read>) = match content_of(f, |_| false)
+                    {
+                        None => (0, Box::new(io::empty())),
+                        Some(id) => ahead.next(repo, id)?,
+                    };
+                    crate::progress::file(size);
+                    let mut h = header(tar::EntryType::Regular, f.mode, size, mtime);
+                    if dot {
+                        named(&mut b, &mut h, None, &mut data)?;
+                    } else {
+                        b.append_data(&mut h, path, data)?;
                     }
                 }
                 Node::Symlink { target } => {
                     let mut h = header(tar::EntryType::Symlink, 0o777, 0, mtime);
-                    b.append_link(
-                        &mut h,
-                        path,
-                        std::path::Path::new(std::ffi::OsStr::from_bytes_compat(target)),
-                    )?;
+                    if dot {
+                        // The target is the link's content, not a member name.
+                        append_raw(
+                            &mut b,
+                            &mut h,
+                            &[&b"./"[..], rel].concat(),
+                            Some(target),
+                            &mut io::empty(),
+                        )?;
+                    } else {
+                        b.append_link(
+                            &mut h,
+                            path,
+                            std::path::Path::new(std::ffi::OsStr::from_bytes_compat(target)),
+                        )?;
+                    }
                 }
                 Node::Fifo { mode } => {
                     let mut h = header(tar::EntryType::Fifo, *mode, 0, mtime);
-                    b.append_data(&mut h, path, io::empty())?;
+                    if dot {
+                        named(&mut b, &mut h, None, &mut io::empty())?;
+                    } else {
+                        b.append_data(&mut h, path, io::empty())?;
+                    }
                 }
             }
             Ok(())
@@ -433,6 +484,53 @@ fn write_entries<W: Write>(
     });
     result?;
     Ok(b.into_inner()?)
+}
+
+/// Append the member `h` named `name` (and, for a link, with target `link`), both taken
+/// byte for byte, then `data`: a name or target longer than its header field (100 bytes)
+/// goes first in a GNU long-name (`L`) or long-link (`K`) member, as GNU tar and tar-rs
+/// write them, the field holding its first 100 bytes.
+fn append_raw<W: Write>(
+    b: &mut tar::Builder<W>,
+    h: &mut tar::Header,
+    name: &[u8],
+    link: Option<&[u8]>,
+    data: &mut dyn io::Read,
+) -> io::Result<()> {
+    fn long(
+        b: &mut tar::Builder<impl Write>,
+        kind: tar::EntryType,
+        value: &[u8],
+    ) -> io::Result<()> {
+        let mut l = tar::Header::new_gnu();
+        let gnu_name = b"././@LongLink";
+        l.as_old_mut().name[..gnu_name.len()].copy_from_slice(gnu_name);
+        l.set_mode(0o644);
+        l.set_uid(0);
+        l.set_gid(0);
+        l.set_mtime(0);
+        l.set_size(value.len() as u64 + 1);
+        l.set_entry_type(kind);
+        l.set_cksum();
+        b.append(&l, io::Read::chain(value, &[0u8][..]))
+    }
+    let field = h.as_old().name.len();
+    if name.len() > field {
+        long(b, tar::EntryType::GNULongName, name)?;
+    }
+    if let Some(link) = link {
+        if link.len() > field {
+            long(b, tar::EntryType::GNULongLink, link)?;
+        }
+        let n = link.len().min(field);
+        h.as_old_mut().linkname = [0; 100];
+        h.as_old_mut().linkname[..n].copy_from_slice(&link[..n]);
+    }
+    let n = name.len().min(field);
+    h.as_old_mut().name = [0; 100];
+    h.as_old_mut().name[..n].copy_from_slice(&name[..n]);
+    h.set_cksum();
+    b.append(h, data)
 }
 
 /// A time as a PAX `mtime` value: `[-]SECONDS[.NNNNNNNNN]`, the fraction counting forward

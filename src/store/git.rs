@@ -1275,6 +1275,65 @@ pub fn read_image(
     Ok((root, ImageConfig::decode(&cfg)?))
 }
 
+/// What a path of an image is, as [`path_kind`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathKind {
+    Dir,
+    /// A symlink and its target.
+    Symlink(Vec<u8>),
+    /// A file, a FIFO.
+    Other,
+}
+
+/// What `path` (a canonical relative path of the image, `b""` for its root) is in the
+/// image of `commit`, or `None` if it has no such entry (a path through a symlink names
+/// none, as [`Dir::get`] says): read from the trees along the path, and, when they do not
+/// hold it, the metadata blob (a directory with no file below it is only recorded there),
+/// never the image whole. For what asks about one path on every build, cache hits
+/// included (a COPY's key asks whether its destination is a directory). Names are
+/// validated as [`read_image`] validates them.
+pub fn path_kind(
+    repo: &gix::Repository,
+    commit: ObjectId,
+    path: &[u8],
+) -> Result<Option<PathKind>, ReadError> {
+    let t = image_trees(repo, commit)?;
+    if path.is_empty() {
+        return Ok(Some(PathKind::Dir));
+    }
+    let comps: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
+    let mut tree = t.rootfs;
+    for (i, c) in comps.iter().enumerate() {
+        check_size(repo, commit, "tree", tree, MAX_TREE)?;
+        let name = escape_name(c);
+        let found = with_tree(repo, tree, |t| {
+            t.entries
+                .iter()
+                .find(|e| e.filename == name.as_slice())
+                .map(|e| (e.mode.kind(), e.oid.to_owned()))
+        })?;
+        let last = i + 1 == comps.len();
+        match found {
+            None => break,
+            Some((EntryKind::Tree, id)) if !last => tree = id,
+            Some((EntryKind::Tree, _)) => return Ok(Some(PathKind::Dir)),
+            Some((EntryKind::Link, id)) if last => {
+                let target = read_bounded(repo, commit, "symlink blob", id, MAX_SYMLINK_TARGET)?;
+                return Ok(Some(PathKind::Symlink(target)));
+            }
+            Some(_) if last => return Ok(Some(PathKind::Other)),
+            Some(_) => return Ok(None),
+        }
+    }
+    // Not in the trees: a directory or FIFO with no file below it, or nothing.
+    let blob = read_bounded(repo, commit, "meta blob", t.meta, MAX_META)?;
+    Ok(meta::decode(&blob)?.into_iter().find_map(|r| match r {
+        Record::Dir { path: p, .. } if p == path => Some(PathKind::Dir),
+        Record::Fifo { path: p, .. } if p == path => Some(PathKind::Other),
+        _ => None,
+    }))
+}
+
 /// The root directory's time in an image commit, if recorded (reads only the metadata
 /// blob).
 pub fn root_time(repo: &gix::Repository, commit: ObjectId) -> Result<Option<Mtime>, ReadError> {
@@ -1742,6 +1801,66 @@ mod tests {
             assert_eq!(bad_entry_name(&e), None, "{:?}", e);
         }
         assert_eq!(escape_name(b"normal"), b"normal");
+    }
+
+    #[test]
+    fn path_kind_reads_what_the_whole_image_holds_at_one_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = gix::init_bare(dir.path()).expect("init");
+        let mut root = Dir::new(0o755);
+        let file = |repo: &gix::Repository| {
+            Node::File(File {
+                mode: 0o644,
+                oid: repo.write_blob(b"x").expect("blob").detach(),
+                size: 1,
+                link_group: None,
+            })
+        };
+        root.insert(b"app/f", file(&repo)).expect("insert");
+        root.insert(b".git/f", file(&repo)).expect("insert");
+        root.insert(b"empty/below", Node::Dir(Dir::new(0o700)))
+            .expect("insert");
+        root.insert(b"fifo", Node::Fifo { mode: 0o644 })
+            .expect("insert");
+        root.insert(
+            b"link",
+            Node::Symlink {
+                target: b"/app".to_vec(),
+            },
+        )
+        .expect("insert");
+        let commit = write_image_commit(&repo, &mut root, &ImageConfig::default(), None, "IMPORT")
+            .expect("write");
+        let (model, _) = read_image(&repo, commit).expect("read");
+        for (path, want) in [
+            (&b""[..], Some(PathKind::Dir)),
+            (b"app", Some(PathKind::Dir)),
+            (b"app/f", Some(PathKind::Other)),
+            (b".git", Some(PathKind::Dir)),
+            (b".git/f", Some(PathKind::Other)),
+            (b"empty", Some(PathKind::Dir)),
+            (b"empty/below", Some(PathKind::Dir)),
+            (b"fifo", Some(PathKind::Other)),
+            (b"link", Some(PathKind::Symlink(b"/app".to_vec()))),
+            (b"link/f", None),
+            (b"app/f/g", None),
+            (b"nothing", None),
+            (b"empty/nothing", None),
+        ] {
+            assert_eq!(
+                path_kind(&repo, commit, path).expect("lookup"),
+                want,
+                "{path:?}"
+            );
+            let from_model = match model.get(path) {
+                _ if path.is_empty() => Some(PathKind::Dir),
+                Some(Node::Dir(_)) => Some(PathKind::Dir),
+                Some(Node::Symlink { target }) => Some(PathKind::Symlink(target.clone())),
+                Some(_) => Some(PathKind::Other),
+                None => None,
+            };
+            assert_eq!(from_model, want, "{path:?}");
+        }
     }
 
     // Every walk over a model recurses at most MAX_DEPTH deep; that must fit in a rayon

@@ -381,6 +381,65 @@ fn tar_export_is_byte_for_byte_reproducible() {
 }
 
 #[test]
+fn tar_export_names_every_member_as_tar_of_the_image_directory_does() {
+    // Charliecloud's ch-convert packs an image with `tar cf - .` in its directory:
+    // members `./`, `./bin`, `./bin/sh`, hard link targets `./...`. Grove's tar exports
+    // named the root `./` and every other member without it, one archive in two styles.
+    let s = Scratch::new("dotnames");
+    let st = s.storage();
+    let src = awkward(&s.join("src"));
+    import(&st, &src, "img");
+    let out = s.join("img.tar.gz");
+    ok(chc(&st).arg("img").arg(&out));
+    let listing = |script: &str| -> Vec<String> {
+        let o = sh(script);
+        let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    let q = "--quoting-style=escape";
+    let ours = listing(&format!("tar tzf '{}' {q}", out.display()));
+    // What GNU tar names (`./`, `./bin/`, `./bin/script`), but for what it can't read as
+    // the test user (the tree has 0000 files and directories), which the store has.
+    let tars = listing(&format!(
+        "tar cf - -C '{}' . 2>/dev/null | tar tf - {q}",
+        src.display()
+    ));
+    assert!(
+        tars.iter().any(|n| n.len() > 200),
+        "long names are in the test"
+    );
+    let missing: Vec<_> = tars.iter().filter(|n| !ours.contains(n)).collect();
+    assert!(
+        missing.is_empty(),
+        "named otherwise than by tar: {missing:?}"
+    );
+    assert!(ours.iter().all(|n| n.starts_with("./")), "{ours:?}");
+    let dirs = listing(&format!(
+        "tar tvzf '{}' {q} | sed -n 's/^d.* \\(\\.\\/.*\\)$/\\1/p'",
+        out.display()
+    ));
+    assert!(
+        dirs.len() > 10 && dirs.iter().all(|d| d.ends_with('/')),
+        "{dirs:?}"
+    );
+    let links = listing(&format!(
+        "tar tvzf '{}' {q} | sed -n 's/.* link to //p'",
+        out.display()
+    ));
+    assert!(!links.is_empty(), "hard links are in the test");
+    assert!(links.iter().all(|l| l.starts_with("./")), "{links:?}");
+    // And the archive reads back as the same image: its export is the same bytes.
+    import(&st, &out, "back");
+    let again = s.join("back.tar.gz");
+    ok(chc(&st).arg("back").arg(&again));
+    assert!(std::fs::read(&again).expect("again") == std::fs::read(&out).expect("out"));
+}
+
+#[test]
 fn tar_output_with_a_compression_grove_does_not_write_is_refused() {
     // Written as a plain tar, `img.tar.lz4` would be a name that lies about the content.
     let s = Scratch::new("tar-suffix");

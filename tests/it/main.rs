@@ -6,6 +6,7 @@ mod bats_run;
 mod build;
 mod charliecloud_cli;
 mod ci_doc;
+mod ci_rebuild;
 mod common;
 mod compact;
 mod conformance;

@@ -1,0 +1,114 @@
+//! CI systems that rebuild images incrementally, through the real binaries: repeated
+//! builds of one Dockerfile with small changes between runs (a checkout touching the
+//! context), where each rebuild must run exactly the steps whose result changes.
+
+use crate::common::{marks, sh, Bench};
+
+/// The context directory's modification time, in seconds, as `stat` reads it.
+fn mtime_of(p: &std::path::Path) -> String {
+    let out = sh(&format!("stat -c %Y '{}'", p.display()));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn copy_of_the_context_into_a_directory_the_image_has_ignores_the_context_directory_s_time() {
+    let b = Bench::checked_out("ci-ctxtime");
+    b.write("src/main.c", "int main(void) { return 0; }\n");
+    // Bench::build writes the Dockerfile on every build (a new mtime): left out.
+    b.write(".dockerignore", "*.log\nDockerfile\n");
+    // The destinations exist in the image: /app (WORKDIR made it), /empty (a directory
+    // with no file below it, which only the image's metadata records), /link (a symlink to
+    // /app); /new is created by its COPY, which gives it the context directory's mode and
+    // time, so that one must run again.
+    let df = "FROM busybox\n\
+              WORKDIR /app\n\
+              RUN mkdir /empty && ln -s /app /link\n\
+              COPY . /app/\n\
+              COPY . /empty/\n\
+              COPY . /link/\n\
+              RUN ls /app > /listing\n\
+              COPY . /new/\n";
+    let ctx = b.ctx.display().to_string();
+    sh(&format!("touch -d '2001-02-03 04:05:06' '{ctx}'"));
+    assert_eq!(marks(&b.build("app", df, &[])), ".......");
+    // What a CI checkout does at the context's top: a file excluded by .dockerignore
+    // added, one replaced by rename; the context directory's time changes each time.
+    for (i, script) in [
+        "echo x > build.log",
+        "echo y > .tmp && mv .tmp build.log",
+        "rm build.log",
+    ]
+    .iter()
+    .enumerate()
+    {
+        sh(&format!(
+            "cd '{ctx}' && {script} && touch -d '2002-0{}-03 04:05:06' .",
+            i + 1
+        ));
+        let log = b.build("app", df, &[]);
+        assert_eq!(marks(&log), "******.", "after `{script}`:\n{log}");
+        assert_eq!(
+            b.run("app", "stat -c %Y /new"),
+            format!("{}\n", mtime_of(&b.ctx)),
+            "after `{script}`"
+        );
+    }
+    assert_eq!(
+        b.run("app", "stat -c %Y /app"),
+        b.run("app", "stat -c %Y /link/.")
+    );
+    assert_eq!(b.run("app", "cat /listing"), "src\n");
+    // A file the copy takes changes the key, as always.
+    b.write("src/main.c", "int main(void) { return 1; }\n");
+    assert_eq!(marks(&b.build("app", df, &[])), "**.....");
+    b.fsck();
+}
+
+#[test]
+fn copy_parents_runs_again_when_a_directory_it_makes_changed() {
+    // `COPY --parents a/b/c.txt /d/` makes /d/a and /d/a/b with the context's modes and
+    // times, so those are inputs: a cache hit gave the image the old time of a/b.
+    let b = Bench::checked_out("ci-parents");
+    b.write("a/b/c.txt", "c\n");
+    let df = "FROM busybox\nCOPY --parents a/b/c.txt /d/\n";
+    let ab = b.ctx.join("a/b");
+    sh(&format!(
+        "touch -d '2001-02-03 04:05:06' '{}'",
+        ab.display()
+    ));
+    assert_eq!(marks(&b.build("p", df, &[])), ".");
+    assert_eq!(marks(&b.build("p", df, &[])), "*");
+    sh(&format!(
+        "touch '{}/new' && touch -d '2002-02-03 04:05:06' '{}'",
+        ab.display(),
+        ab.display()
+    ));
+    let log = b.build("p", df, &["--explain"]);
+    assert_eq!(marks(&log), ".", "{log}");
+    assert!(log.contains("why: context file changed: a/b"), "{log}");
+    assert_eq!(
+        b.run("p", "stat -c %Y /d/a/b"),
+        format!("{}\n", mtime_of(&ab))
+    );
+    sh(&format!("chmod 0700 '{}'", b.ctx.join("a").display()));
+    assert_eq!(marks(&b.build("p", df, &[])), ".");
+    assert_eq!(b.run("p", "stat -c %a /d/a"), "700\n");
+    assert_eq!(marks(&b.build("p", df, &[])), "*");
+}
+
+#[test]
+fn copy_from_a_stage_hits_after_a_stage_that_copied_the_context_into_its_workdir() {
+    // The second stage's `COPY --from` took the first stage's last COPY's note that its
+    // key left a directory's time out, and so got another key on every all-hit rebuild.
+    let b = Bench::checked_out("ci-fromstage");
+    b.write("src/f", "f\n");
+    b.write(".dockerignore", "Dockerfile\n");
+    let df = "FROM busybox AS build\n\
+              WORKDIR /src\n\
+              COPY . /src/\n\
+              FROM busybox\n\
+              COPY --from=build /src/src/f /opt/\n";
+    assert_eq!(marks(&b.build("two", df, &[])), "...");
+    assert_eq!(marks(&b.build("two", df, &[])), "***");
+    assert_eq!(b.run("two", "cat /opt/f"), "f\n");
+}
