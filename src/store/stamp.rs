@@ -38,6 +38,15 @@
 //! then stamped again; one that fails is [`StampError::Unfaithful`], which the store
 //! answers by making the tree again (docs/store-format.md, "A copied storage directory").
 //!
+//! A tree that fails its check but holds only its commit's files (every entry that is
+//! there read and found the commit's) is not an edit: one that lost only write
+//! permissions (`chmod -R a-w` of a storage directory made read-only) is used as it is
+//! where it can't be replaced, else made again; one that lost times or modes in place is
+//! [`StampError::Altered`], made again where it can be. A version 1 or 2 stamp (no
+//! listing) that fails has a checkout checked entry by entry against its commit (mode,
+//! time, content, every entry). Where the storage directory can't be written, a stamp
+//! goes to the user's cache directory ([`side_path`]).
+//!
 //! Limits: a change made while the stamp is being recorded is not seen; a tree replaced
 //! by root with forged ctimes (setting the clock back) is not seen.
 
@@ -463,25 +472,106 @@ pub fn record(dir: &Path) -> Result<(), StampError> {
 }
 
 fn write(dir: &Path, sc: &Scan) -> Result<(), StampError> {
-    let Some(full) = &sc.full else {
-        // Every caller scans with the listing; without one there is nothing to write.
+    let Some(text) = stamp_text(sc) else {
         return Ok(());
     };
-    let p = stamp_path(dir);
-    if let Some(parent) = p.parent() {
-        fs::create_dir_all(parent).at("create directory", parent)?;
+    match put(&stamp_path(dir), &text) {
+        Ok(()) => Ok(()),
+        // A read-only storage directory: the stamp goes to the user's cache instead.
+        Err(e) => write_side(dir, sc).map_err(|_| e),
     }
-    let tmp = p.with_extension(format!("tmp.{}", std::process::id()));
-    let text = format!(
+}
+
+/// Write the stamp of tree `dir` (scanned as `sc`) in the user's cache only
+/// ([`side_path`]).
+fn write_side(dir: &Path, sc: &Scan) -> Result<(), StampError> {
+    let Some(text) = stamp_text(sc) else {
+        return Ok(());
+    };
+    let side = side_path(dir).ok_or_else(|| {
+        IoError::new(
+            "find a cache directory for the stamp of",
+            dir,
+            io::Error::from(io::ErrorKind::NotFound),
+        )
+    })?;
+    put(&side, &text)?;
+    crate::verbose!("{}: stamped in {}", dir.display(), side.display());
+    Ok(())
+}
+
+/// A stamp's text, for a scan with the listing (every caller's).
+fn stamp_text(sc: &Scan) -> Option<String> {
+    let full = sc.full.as_ref()?;
+    Some(format!(
         "{HEADER} {} {}.{:09} {} {}\n",
         hex(&sc.digest),
         sc.latest.0,
         sc.latest.1,
         sc.root,
         hex(&full.listing)
-    );
+    ))
+}
+
+/// Put a stamp's `text` at `p` (atomically: a temporary file renamed; missing
+/// directories made owner-only).
+fn put(p: &Path, text: &str) -> Result<(), StampError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(parent) = p.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .at("create directory", parent)?;
+    }
+    let tmp = p.with_extension(format!("tmp.{}", std::process::id()));
     fs::write(&tmp, text).at("write", &tmp)?;
-    Ok(fs::rename(&tmp, &p).at("rename into place", &p)?)
+    Ok(fs::rename(&tmp, p).at("rename into place", p)?)
+}
+
+/// Where the stamp of tree `dir` goes when the storage directory can't be written (made
+/// read-only with `chmod -R a-w`, or on a read-only file system): the user's cache
+/// directory (`$XDG_CACHE_HOME`, else `$HOME/.cache`), `grove/stamps/KIND-KEY`, `KEY` the
+/// first 32 hex digits of the BLAKE3 hash of the tree's canonical path. Only the user
+/// writes there; a stamp there is used only when the tree's own stamp does not match,
+/// and only if its top directory and digest are the tree's ([`side_same`]). `None`
+/// without such a directory.
+fn side_path(dir: &Path) -> Option<PathBuf> {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .and_then(absolute)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .and_then(absolute)
+                .map(|h| h.join(".cache"))
+        })?;
+    let abs = fs::canonicalize(dir).ok()?;
+    let kind = abs.parent()?.file_name()?.to_str()?.to_string();
+    let key = hex(&blake3::hash(abs.as_os_str().as_bytes()).as_bytes()[..16]);
+    Some(base.join("grove/stamps").join(format!("{kind}-{key}")))
+}
+
+/// Whether tree `dir` is as its stamp in the user's cache ([`side_path`]) recorded it:
+/// a version 3 stamp of the same top directory, the same digest, and no regular file
+/// whose inode changed since (one metadata pass, no content read).
+fn side_same(dir: &Path) -> Result<bool, StampError> {
+    let Some(text) = side_path(dir).and_then(|p| fs::read_to_string(p).ok()) else {
+        return Ok(false);
+    };
+    let Recorded::V3 {
+        digest,
+        latest,
+        root,
+        ..
+    } = parse(&text)
+    else {
+        return Ok(false);
+    };
+    if root_id(&fs::symlink_metadata(dir).at("stat", dir)?) != root {
+        return Ok(false);
+    }
+    let sc = scan(dir, 2, Some(latest), false)?;
+    Ok(hex(&sc.digest) == digest && sc.moved.is_empty())
 }
 
 /// A recorded stamp: version 3 (version 2's fields, the top directory's inode number and
@@ -603,6 +693,9 @@ fn check(dir: &Path) -> Result<Checked, StampError> {
             listing,
         } => {
             if root_id(&fs::symlink_metadata(dir).at("stat", dir)?) != root {
+                if side_same(dir)? {
+                    return Ok(Checked::Same);
+                }
                 return Ok(Checked::Copied { listing });
             }
             (digest, latest, Some(listing))
@@ -613,15 +706,24 @@ fn check(dir: &Path) -> Result<Checked, StampError> {
         // Version 1: likewise.
         Recorded::V1 { digest } => {
             if hex(&scan(dir, 1, None, false)?.digest) != digest {
+                if side_same(dir)? {
+                    return Ok(Checked::Same);
+                }
                 return Ok(Checked::Changed(None, None));
             }
             let _ = write(dir, &scan(dir, 2, None, true)?);
             return Ok(Checked::Same);
         }
+        Recorded::Unreadable if side_same(dir)? => return Ok(Checked::Same),
         Recorded::Unreadable => return Ok(Checked::Changed(None, None)),
     };
     let sc = scan(dir, 2, Some(latest), false)?;
     if hex(&sc.digest) != digest {
+        // Checked and stamped where the user could write (a read-only storage
+        // directory, [`side_path`]).
+        if side_same(dir)? {
+            return Ok(Checked::Same);
+        }
         return Ok(Checked::Changed(Some(sc), listing));
     }
     match (&listing, sc.moved.is_empty()) {
@@ -686,12 +788,15 @@ pub fn verify(
     model: impl FnOnce() -> Result<super::model::Dir, StampError>,
     read_only: bool,
 ) -> Result<(), StampError> {
-    let write_bits = |copy: bool| {
+    let write_bits = |copy: bool, sc: &Scan| {
         if read_only {
             crate::verbose!(
                 "{}: its commit's, but for write permissions taken away: used as it is",
                 dir.display()
             );
+            // Never in the storage directory: where it is writable again, the tree is
+            // made again with the image's modes.
+            let _ = write_side(dir, sc);
             Ok(())
         } else {
             Err(match copy {
@@ -725,7 +830,7 @@ pub fn verify(
             let m = match listing {
                 Some(listing) => match check_whole(dir, &listing, model)? {
                     Whole::Kept => return Ok(()),
-                    Whole::WriteBits => return write_bits(false),
+                    Whole::WriteBits(sc) => return write_bits(false, &sc),
                     Whole::Listing(_, None) => {
                         return Err(unfaithful(dir, false, ALTERED_LISTING));
                     }
@@ -744,7 +849,7 @@ pub fn verify(
                             let _ = write(dir, &full);
                             return Ok(());
                         }
-                        Against::WriteBits => return write_bits(false),
+                        Against::WriteBits => return write_bits(false, &full),
                         Against::Meta(rel) if rel.is_empty() && file_ctimes_count(dir) => {
                             return Err(unfaithful(dir, false, ALTERED_OLD_LAYER));
                         }
@@ -777,7 +882,7 @@ pub fn verify(
         Checked::Copied { listing } => {
             let what = match check_whole(dir, &listing, model)? {
                 Whole::Kept => return Ok(()),
-                Whole::WriteBits => return write_bits(true),
+                Whole::WriteBits(sc) => return write_bits(true, &sc),
                 Whole::Listing(..) => LISTING,
                 Whole::Content(_) => "the files' content",
             };
@@ -811,9 +916,9 @@ fn unfaithful(dir: &Path, copy: bool, what: &'static str) -> StampError {
 enum Whole {
     /// The tree is whole, and stamped again.
     Kept,
-    /// The tree is whole but for write permissions taken away (every file read); not
-    /// stamped.
-    WriteBits,
+    /// The tree is whole but for write permissions taken away (every file read), as
+    /// this scan found it; not stamped.
+    WriteBits(Scan),
     /// Its listing digest is not the stamp's, even with write permissions put back (the
     /// commit's model, read), and the first entry that is not the commit's if any
     /// (every file read).
@@ -857,7 +962,7 @@ fn check_whole(
             .is_some_and(|f| hex(&f.listing) == listing);
         let rel = differs(&m);
         return Ok(match (same, rel) {
-            (true, None) => Whole::WriteBits,
+            (true, None) => Whole::WriteBits(sc),
             (true, Some(_)) => Whole::Content(m),
             (false, rel) => Whole::Listing(m, rel),
         });
