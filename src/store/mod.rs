@@ -478,6 +478,39 @@ impl Store {
         Ok(ImageLock { _flock: l })
     }
 
+    /// Take the lock of the checkout of `commit` ([`Layout::checkout_lock`]), waiting
+    /// for the writer that holds it. Released on drop.
+    fn lock_checkout(&self, commit: &ObjectId) -> Result<ImageLock, StoreError> {
+        use nix::fcntl::{Flock, FlockArg};
+        let dir = self.layout.image_locks();
+        fs::create_dir_all(&dir).at("create directory", &dir)?;
+        let path = self.layout.checkout_lock(commit);
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .at("open", &path)?;
+        let l = match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((f, _)) => {
+                crate::verbose!(
+                    "waiting for another checkout of {}",
+                    &commit.to_string()[..12]
+                );
+                Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| {
+                    StoreError::Io(IoError {
+                        action: "lock",
+                        path: path.clone(),
+                        source: e.into(),
+                    })
+                })?
+            }
+        };
+        Ok(ImageLock { _flock: l })
+    }
+
     /// Remove what killed writers left. With `alone` (no other writer holds the lock),
     /// everything in `tmp/` and every ref lock file goes; otherwise only scratch entries of
     /// dead processes and files too old to belong to a live writer.
@@ -675,6 +708,13 @@ impl Store {
         model: Option<&Dir>,
     ) -> Result<PathBuf, StoreError> {
         let dir = self.layout.checkout(&commit);
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        // One writer makes a commit's checkout at a time: the ranks of a job that start
+        // an image with no checkout yet wait for the first one's, then use it (before,
+        // each wrote a whole checkout of its own and all but one were thrown away).
+        let _one = self.lock_checkout(&commit)?;
         if dir.is_dir() {
             return Ok(dir);
         }
