@@ -72,11 +72,21 @@ fn stored_image(
     write_flag: bool,
     ch_image: impl FnOnce() -> Result<PathBuf, RunError>,
 ) -> Result<Option<Vec<PathBuf>>, RunError> {
-    if arg.starts_with('/')
-        || arg.starts_with('.')
-        || !Layout::new(storage).version_file().is_file()
-    {
+    if arg.starts_with('/') || arg.starts_with('.') {
         return Ok(None);
+    }
+    let version = Layout::new(storage).version_file();
+    match std::fs::metadata(&version) {
+        Ok(m) if m.is_file() => {}
+        // A storage directory its user can't enter (another user's, mode 0700 as Grove
+        // makes it): said as Charliecloud's ch-run says it, not "can't find image".
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && !Path::new(arg).exists() => {
+            return Err(RunError::io(
+                format!("can't stat: {}", version.display()),
+                &e,
+            ));
+        }
+        _ => return Ok(None),
     }
     let Ok(name) = Reference::parse(arg).map(Reference::with_default_tag) else {
         return Ok(None);

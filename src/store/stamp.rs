@@ -475,7 +475,7 @@ fn write(dir: &Path, sc: &Scan) -> Result<(), StampError> {
     let Some(text) = stamp_text(sc) else {
         return Ok(());
     };
-    match put(&stamp_path(dir), &text) {
+    match put(&stamp_path(dir), &text, false) {
         Ok(()) => Ok(()),
         // A read-only storage directory: the stamp goes to the user's cache instead.
         Err(e) => write_side(dir, sc).map_err(|_| e),
@@ -495,7 +495,7 @@ fn write_side(dir: &Path, sc: &Scan) -> Result<(), StampError> {
             io::Error::from(io::ErrorKind::NotFound),
         )
     })?;
-    put(&side, &text)?;
+    put(&side, &text, true)?;
     crate::verbose!("{}: stamped in {}", dir.display(), side.display());
     Ok(())
 }
@@ -513,14 +513,14 @@ fn stamp_text(sc: &Scan) -> Option<String> {
     ))
 }
 
-/// Put a stamp's `text` at `p` (atomically: a temporary file renamed; missing
-/// directories made owner-only).
-fn put(p: &Path, text: &str) -> Result<(), StampError> {
+/// Put a stamp's `text` at `p` (atomically: a temporary file renamed), making missing
+/// directories (owner-only with `private`: the user's cache).
+fn put(p: &Path, text: &str, private: bool) -> Result<(), StampError> {
     use std::os::unix::fs::DirBuilderExt;
     if let Some(parent) = p.parent() {
         fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
+            .mode(if private { 0o700 } else { 0o777 })
             .create(parent)
             .at("create directory", parent)?;
     }
@@ -683,6 +683,9 @@ fn check(dir: &Path) -> Result<Checked, StampError> {
             let _ = write(dir, &scan(dir, 2, None, true)?);
             return Ok(Checked::Same);
         }
+        // Another user's storage directory whose stamps are private: checked as a tree
+        // with an unreadable stamp (its stamp goes to this user's cache).
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => String::new(),
         Err(e) => return Err(IoError::new("read", &p, e).into()),
     };
     let (digest, latest, listing) = match parse(&text) {

@@ -1807,3 +1807,60 @@ fn first_runs_at_once_of_a_new_image_make_one_checkout() {
     assert!(tmp.is_empty(), "scratch left: {tmp:?}");
     ok(tool("ch-image").arg("-s").arg(&st).arg("fsck"));
 }
+
+/// A storage directory shared by its owner with other users of a node (made searchable,
+/// as a site does): another user runs its images by name without writing to it, even
+/// with its stamps private; one they can't enter is said as Charliecloud says it.
+#[test]
+fn another_users_storage_directory_runs_by_name() {
+    if !crate::common::is_root() {
+        crate::common::skip("needs root to run as a second user");
+        return;
+    }
+    let s = Scratch::new("store-other-user");
+    let st = s.storage();
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .arg("import")
+        .arg(crate::common::busybox_rootfs())
+        .arg("bb"));
+    ok(tool("ch-run").arg("-s").arg(&st).args(["bb", "--", "true"]));
+    let home = s.join("home-other");
+    std::fs::create_dir(&home).expect("mkdir");
+    let st_ok = Command::new("chown")
+        .arg("65533:65533")
+        .arg(&home)
+        .status()
+        .expect("chown");
+    assert!(st_ok.success());
+    let other = || {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65533", "--regid=65533", "--clear-groups", "--"])
+            .arg(bin("ch-run"))
+            .env("USER", "other")
+            .env("HOME", &home)
+            .env_remove("XDG_CACHE_HOME")
+            .arg("-s")
+            .arg(&st)
+            .args(["bb", "--", "cat", "/etc/motd"]);
+        c
+    };
+    sh(&format!("chmod 755 '{}'", st.display()));
+    assert_eq!(ok(&mut other()), "grove busybox fixture\n");
+    // Private stamps: before, "storage: can't read: …/stamps/checkouts-…".
+    sh(&format!("chmod 700 '{}/stamps'", st.display()));
+    assert_eq!(ok(&mut other()), "grove busybox fixture\n");
+    assert_eq!(ok(&mut other()), "grove busybox fixture\n");
+    // Not searchable (Grove makes storage directories 0700): before, "can't find image:
+    // bb: No such file or directory".
+    sh(&format!("chmod 700 '{}'", st.display()));
+    let (_, err) = fails(&mut other());
+    assert!(
+        err.contains(&format!(
+            "can't stat: {}/version: Permission denied",
+            st.display()
+        )),
+        "{err}"
+    );
+}
