@@ -60,7 +60,26 @@ pub fn locate(
             &std::io::Error::from_raw_os_error(libc::ENOENT),
         ));
     }
-    Ok((run::locate_image(arg, storage, write_flag, unsafe_)?, write))
+    let image = run::locate_image(arg, storage, write_flag, unsafe_)?;
+    if write_flag && image.kind == ImageKind::Dir {
+        // Inside a storage directory other than the one in use (`-s`, or none given): a
+        // checkout's files are shared with other images' through the pool, and a write
+        // would change them all. Refused as for the one in use.
+        if let Some(other) = image.path.ancestors().skip(1).find(|a| is_storage(a)) {
+            return Err(RunError::msg(format!(
+                "--write: can't write to the storage directory: {} (in {})",
+                image.path.display(),
+                other.display()
+            ))
+            .with_hint("run by name (read-only), or with -W for throwaway changes"));
+        }
+    }
+    Ok((image, write))
+}
+
+/// Whether `dir` is a Grove storage directory (its `version` file names Grove's layout).
+fn is_storage(dir: &Path) -> bool {
+    std::fs::read(Layout::new(dir).version_file()).is_ok_and(|v| v.starts_with(b"grove "))
 }
 
 /// An image name in the store: the directories whose union is its tree (a checkout, or
@@ -72,11 +91,21 @@ fn stored_image(
     write_flag: bool,
     ch_image: impl FnOnce() -> Result<PathBuf, RunError>,
 ) -> Result<Option<Vec<PathBuf>>, RunError> {
-    if arg.starts_with('/')
-        || arg.starts_with('.')
-        || !Layout::new(storage).version_file().is_file()
-    {
+    if arg.starts_with('/') || arg.starts_with('.') {
         return Ok(None);
+    }
+    let version = Layout::new(storage).version_file();
+    match std::fs::metadata(&version) {
+        Ok(m) if m.is_file() => {}
+        // A storage directory its user can't enter (another user's, mode 0700 as Grove
+        // makes it): said as Charliecloud's ch-run says it, not "can't find image".
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && !Path::new(arg).exists() => {
+            return Err(RunError::io(
+                format!("can't stat: {}", version.display()),
+                &e,
+            ));
+        }
+        _ => return Ok(None),
     }
     let Ok(name) = Reference::parse(arg).map(Reference::with_default_tag) else {
         return Ok(None);

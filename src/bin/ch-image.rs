@@ -633,9 +633,15 @@ fn run(cli: Cli, cmd: Cmd) -> anyhow::Result<()> {
             let lock = match lock {
                 Ok(l) => l,
                 Err(e) => {
-                    let dirs = store.view_existing(commit)?.ok_or(e)?;
+                    let dirs = store.view_existing(commit)?.ok_or_else(|| {
+                        grove::store::StoreError::NotCheckedOut {
+                            name: name.to_string(),
+                            storage: storage.clone(),
+                            source: Box::new(e),
+                        }
+                    })?;
                     for d in &dirs {
-                        if !store.verify_tree(d)? {
+                        if !store.verify_tree(d, true)? {
                             anyhow::bail!("{} changed while it was read", d.display());
                         }
                     }

@@ -68,6 +68,12 @@ impl Layout {
         self.image_locks().join(format!("{component}.lock"))
     }
 
+    /// `locks/=checkout=COMMIT.lock`: the lock of the writer making the checkout of a
+    /// commit (`=` is in no image's ref component, so no image lock has this name).
+    pub fn checkout_lock(&self, commit: &gix::ObjectId) -> PathBuf {
+        self.image_locks().join(format!("=checkout={commit}.lock"))
+    }
+
     /// `repo.git/`: the bare git repository.
     pub fn repo(&self) -> PathBuf {
         self.root.join(REPO)
@@ -447,7 +453,7 @@ mod tests {
         let l = Layout::new("/s");
         let c = gix::ObjectId::from_hex(b"0123456789abcdef0123456789abcdef01234567").expect("hex");
         let [graph, chain, midx, gc_pid] = l.git_maintenance_locks();
-        let cases: [(PathBuf, &str); 28] = [
+        let cases: [(PathBuf, &str); 29] = [
             (graph, "/s/repo.git/objects/info/commit-graph.lock"),
             (
                 chain,
@@ -462,6 +468,10 @@ mod tests {
             (l.lock_file(), "/s/lock"),
             (l.image_locks(), "/s/locks"),
             (l.image_lock("alpine+3.17"), "/s/locks/alpine+3.17.lock"),
+            (
+                l.checkout_lock(&c),
+                "/s/locks/=checkout=0123456789abcdef0123456789abcdef01234567.lock",
+            ),
             (l.repo(), "/s/repo.git"),
             (l.repo_config(), "/s/repo.git/config"),
             (l.objects(), "/s/repo.git/objects"),

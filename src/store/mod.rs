@@ -98,6 +98,15 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Stamp(#[from] stamp::StampError),
+    /// An image to run from a storage directory its user can't write (the view's trees
+    /// would have to be made, `source` the refused write lock).
+    #[error("{name} is not checked out in {}, and checking it out writes there", storage.display())]
+    NotCheckedOut {
+        name: String,
+        storage: PathBuf,
+        #[source]
+        source: Box<StoreError>,
+    },
 }
 
 impl StoreError {
@@ -118,6 +127,10 @@ impl StoreError {
             )),
             StoreError::Export(e) => e.hint(),
             StoreError::Stamp(e) => e.hint(),
+            StoreError::NotCheckedOut { name, storage, .. } => Some(format!(
+                "check it out once where the storage directory is writable (`ch-image -s {} checkout {name}`, or a first `ch-run {name}`) before making it read-only, or run a SquashFS file of it (`ch-convert {name} IMG.sqfs`)",
+                storage.display()
+            )),
             _ => None,
         }
     }
@@ -465,6 +478,39 @@ impl Store {
         Ok(ImageLock { _flock: l })
     }
 
+    /// Take the lock of the checkout of `commit` ([`Layout::checkout_lock`]), waiting
+    /// for the writer that holds it. Released on drop.
+    fn lock_checkout(&self, commit: &ObjectId) -> Result<ImageLock, StoreError> {
+        use nix::fcntl::{Flock, FlockArg};
+        let dir = self.layout.image_locks();
+        fs::create_dir_all(&dir).at("create directory", &dir)?;
+        let path = self.layout.checkout_lock(commit);
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .at("open", &path)?;
+        let l = match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((f, _)) => {
+                crate::verbose!(
+                    "waiting for another checkout of {}",
+                    &commit.to_string()[..12]
+                );
+                Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| {
+                    StoreError::Io(IoError {
+                        action: "lock",
+                        path: path.clone(),
+                        source: e.into(),
+                    })
+                })?
+            }
+        };
+        Ok(ImageLock { _flock: l })
+    }
+
     /// Remove what killed writers left. With `alone` (no other writer holds the lock),
     /// everything in `tmp/` and every ref lock file goes; otherwise only scratch entries of
     /// dead processes and files too old to belong to a live writer.
@@ -665,6 +711,13 @@ impl Store {
         if dir.is_dir() {
             return Ok(dir);
         }
+        // One writer makes a commit's checkout at a time: the ranks of a job that start
+        // an image with no checkout yet wait for the first one's, then use it (before,
+        // each wrote a whole checkout of its own and all but one were thrown away).
+        let _one = self.lock_checkout(&commit)?;
+        if dir.is_dir() {
+            return Ok(dir);
+        }
         let t = std::time::Instant::now();
         let read;
         let root = match model {
@@ -713,8 +766,11 @@ impl Store {
     /// process (a RUN, `ch-run` of the same image) may check the same copy at once and
     /// remove it, or remove it and check it out again, under this check: a tree that is
     /// gone or another inode once the check failed is not this check's to judge or
-    /// remove, and `false` is returned too.
-    pub fn verify_tree(&self, dir: &Path) -> Result<bool, StoreError> {
+    /// remove, and `false` is returned too. `read_only`: the caller holds no write lock
+    /// (a read-only storage directory): a tree that is whole but for write permissions
+    /// taken away (`chmod -R a-w`) is used as it is; with the lock it is made again, as
+    /// one that lost times or modes in place ([`stamp::StampError::Altered`]) is.
+    pub fn verify_tree(&self, dir: &Path, read_only: bool) -> Result<bool, StoreError> {
         use std::os::unix::fs::MetadataExt;
         let ino = match fs::symlink_metadata(dir) {
             Ok(m) => m.ino(),
@@ -722,6 +778,12 @@ impl Store {
             Err(e) => return Err(IoError::new("stat", dir, e).into()),
         };
         let replaced = || fs::symlink_metadata(dir).map_or(true, |m| m.ino() != ino);
+        // `checkouts/` or `layers/` made read-only (`chmod -R a-w` of them) under a
+        // storage directory that is not: no tree there can be replaced either.
+        let read_only = read_only
+            || dir
+                .parent()
+                .is_some_and(|p| nix::unistd::access(p, nix::unistd::AccessFlags::W_OK).is_err());
         let pool = pool::Pool::new(self.layout.pool());
         let commit = || {
             let err = |msg: String| stamp::StampError::Commit {
@@ -737,20 +799,24 @@ impl Store {
                 .map(|(m, _)| m)
                 .map_err(|e| err(e.to_string()))
         };
-        match stamp::verify(dir, &pool, commit) {
+        match stamp::verify(dir, &pool, commit, read_only) {
             Ok(()) => Ok(true),
             Err(_) if replaced() => Ok(false),
-            Err(e @ stamp::StampError::Unfaithful { .. }) => match self.discard_tree(dir, ino) {
-                Ok(true) => {
-                    crate::warn!("{e}; removed it: grove makes it again from the git objects");
-                    Ok(false)
+            Err(e @ (stamp::StampError::Unfaithful { .. } | stamp::StampError::Altered { .. }))
+                if !read_only =>
+            {
+                match self.discard_tree(dir, ino) {
+                    Ok(true) => {
+                        crate::warn!("{e}; removed it: grove makes it again from the git objects");
+                        Ok(false)
+                    }
+                    Ok(false) => Ok(false),
+                    Err(re) => {
+                        crate::verbose!("can't remove {}: {re}", dir.display());
+                        Err(e.into())
+                    }
                 }
-                Ok(false) => Ok(false),
-                Err(re) => {
-                    crate::verbose!("can't remove {}: {re}", dir.display());
-                    Err(e.into())
-                }
-            },
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -800,7 +866,7 @@ impl Store {
             let dirs = self.view(lock, commit)?;
             let kept = dirs
                 .par_iter()
-                .map(|d| self.verify_tree(d))
+                .map(|d| self.verify_tree(d, false))
                 .collect::<Result<Vec<bool>, StoreError>>()?;
             // Each pass removes a tree, and the trees a view makes are stamped as made:
             // this ends.

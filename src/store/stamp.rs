@@ -38,6 +38,15 @@
 //! then stamped again; one that fails is [`StampError::Unfaithful`], which the store
 //! answers by making the tree again (docs/store-format.md, "A copied storage directory").
 //!
+//! A tree that fails its check but holds only its commit's files (every entry that is
+//! there read and found the commit's) is not an edit: one that lost only write
+//! permissions (`chmod -R a-w` of a storage directory made read-only) is used as it is
+//! where it can't be replaced, else made again; one that lost times or modes in place is
+//! [`StampError::Altered`], made again where it can be. A version 1 or 2 stamp (no
+//! listing) that fails has a checkout checked entry by entry against its commit (mode,
+//! time, content, every entry). Where the storage directory can't be written, a stamp
+//! goes to the user's cache directory ([`side_path`]).
+//!
 //! Limits: a change made while the stamp is being recorded is not seen; a tree replaced
 //! by root with forged ctimes (setting the clock back) is not seen.
 
@@ -63,6 +72,12 @@ pub enum StampError {
         stamp: PathBuf,
         what: &'static str,
     },
+    #[error("{} holds only its commit's files, but {what}", dir.display())]
+    Altered {
+        dir: PathBuf,
+        stamp: PathBuf,
+        what: &'static str,
+    },
     #[error("can't read the commit of {}: {msg}", dir.display())]
     Commit { dir: PathBuf, msg: String },
     #[error(transparent)]
@@ -76,13 +91,32 @@ impl StampError {
     /// of a file would change them all.
     pub fn hint(&self) -> Option<String> {
         match self {
-            StampError::Changed { dir, stamp } | StampError::Unfaithful { dir, stamp, .. } => {
-                Some(format!(
-                    "remove it and grove checks it out again from the store's git objects: \
-                 find '{0}' -type d -exec chmod u+rwx {{}} + && rm -rf '{0}' '{1}'",
+            StampError::Changed { dir, stamp }
+            | StampError::Unfaithful { dir, stamp, .. }
+            | StampError::Altered { dir, stamp, .. } => {
+                let remove = format!(
+                    "find '{0}' -type d -exec chmod u+rwx {{}} + && rm -rf '{0}' '{1}'",
                     dir.display(),
                     stamp.display()
-                ))
+                );
+                // A read-only storage directory: Grove could not make the tree again.
+                let writable = [dir.parent(), stamp.parent()].iter().all(|p| {
+                    p.is_some_and(|p| {
+                        nix::unistd::access(p, nix::unistd::AccessFlags::W_OK).is_ok()
+                    })
+                });
+                Some(if writable {
+                    format!(
+                        "remove it and grove checks it out again from the store's git objects: {remove}"
+                    )
+                } else {
+                    format!(
+                        "the storage directory is read-only here, so grove can't make it again: \
+                         where it is writable, remove it ({remove}), then run `ch-image checkout` \
+                         of the image (or `ch-run` it once); or copy the storage directory again \
+                         keeping times and modes (cp -a, rsync -aH)"
+                    )
+                })
             }
             StampError::Io(_) | StampError::Commit { .. } => None,
         }
@@ -122,7 +156,69 @@ struct Scan {
 /// What a pass over the tree found for a copy's check.
 struct Full {
     listing: [u8; 32],
-    entries: Vec<(Vec<u8>, PathBuf, Kind)>,
+    entries: Vec<Entry>,
+}
+
+/// One entry of a tree as [`Full`] has it: its path relative to the tree (no leading
+/// `/`), its host path, kind, mode (`st_mode`) and mtime.
+struct Entry {
+    rel: Vec<u8>,
+    host: PathBuf,
+    kind: Kind,
+    mode: u32,
+    mtime: (i64, i64),
+}
+
+impl Entry {
+    fn new(rel: &[u8], host: &Path, kind: Kind, md: &fs::Metadata) -> Entry {
+        Entry {
+            rel: rel.to_vec(),
+            host: host.to_path_buf(),
+            kind,
+            mode: md.mode(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+        }
+    }
+}
+
+/// The modes a tree's entries had before write permissions were taken away (`chmod -R
+/// a-w` of a storage directory made read-only): each entry's mode with the write bits
+/// its commit gives it added back. `exact`: the commit's modes as recorded (a layer);
+/// else as a checkout makes them ([`super::checkout::Policy::Checkout`]).
+struct Restore<'a> {
+    model: &'a super::model::Dir,
+    exact: bool,
+}
+
+impl Restore<'_> {
+    /// The mode of the entry at `rel` (relative, no leading `/`) whose mode is `mode`,
+    /// with its commit's write bits back (no change where the commit has no such entry).
+    fn mode(&self, rel: &[u8], mode: u32) -> u32 {
+        use super::checkout::Policy;
+        use super::model::Node;
+        let policy = if self.exact {
+            Policy::Exact
+        } else {
+            Policy::Checkout
+        };
+        let want = if rel.is_empty() {
+            policy.dir_mode(self.model.mode)
+        } else {
+            match self.model.get(rel) {
+                Some(Node::Dir(d)) => policy.dir_mode(d.mode),
+                Some(Node::File(f)) => policy.file_mode(f.mode),
+                Some(Node::Fifo { mode }) => policy.file_mode(*mode),
+                Some(Node::Symlink { .. }) | None => return mode,
+            }
+        };
+        mode | (want & 0o222)
+    }
+}
+
+/// Whether mode `now` is mode `was` with some write bits taken away, and nothing else
+/// changed (the same type, permissions and special bits otherwise).
+fn lost_write_bits_only(was: u32, now: u32) -> bool {
+    now & !0o222 == was & !0o222 && now & 0o222 & !was == 0
 }
 
 /// An entry of a tree, as it is compared with its commit's.
@@ -163,6 +259,21 @@ fn scan(
     after: Option<(i64, i64)>,
     full: bool,
 ) -> Result<Scan, StampError> {
+    scan_as(dir, version, after, full, None)
+}
+
+/// [`scan`], with the listing digest of the modes `restore` gives (see [`Restore`]).
+fn scan_as(
+    dir: &Path,
+    version: u8,
+    after: Option<(i64, i64)>,
+    full: bool,
+    restore: Option<&Restore>,
+) -> Result<Scan, StampError> {
+    let mode_of = |rel: &[u8], md: &fs::Metadata| match restore {
+        Some(r) => r.mode(rel, md.mode()),
+        None => md.mode(),
+    };
     let file_ctimes = version < 2 || file_ctimes_count(dir);
     let top = fs::symlink_metadata(dir).at("stat", dir)?;
     let mut out = Scan {
@@ -177,11 +288,8 @@ fn scan(
     let mut entries = Vec::new();
     entry(&mut h, b"", &top, file_ctimes);
     if let Some(l) = listing.as_mut() {
-        entries.push((
-            Vec::new(),
-            dir.to_path_buf(),
-            listing_entry(l, b"", &top, dir),
-        ));
+        let kind = listing_entry(l, b"", &top, dir, mode_of(b"", &top));
+        entries.push(Entry::new(b"", dir, kind, &top));
     }
     // Pending directories: (relative path, host path), processed in sorted order.
     let mut todo: Vec<(Vec<u8>, PathBuf)> = vec![(Vec::new(), dir.to_path_buf())];
@@ -197,7 +305,8 @@ fn scan(
                     l.update(b"\0unlisted");
                     // A copy's check can't see what it holds (a copy made by its owner
                     // could not read it either, and kept it empty).
-                    entries.push((rel[1..].to_vec(), path.clone(), Kind::Unlisted));
+                    let md = fs::symlink_metadata(&path).at("stat", &path)?;
+                    entries.push(Entry::new(&rel[1..], &path, Kind::Unlisted, &md));
                 }
                 continue;
             }
@@ -217,8 +326,8 @@ fn scan(
             entry(&mut h, &r, &md, file_ctimes);
             let host = path.join(std::ffi::OsStr::from_bytes(&name));
             if let Some(l) = listing.as_mut() {
-                let kind = listing_entry(l, &r, &md, &host);
-                entries.push((r[1..].to_vec(), host.clone(), kind));
+                let kind = listing_entry(l, &r, &md, &host, mode_of(&r[1..], &md));
+                entries.push(Entry::new(&r[1..], &host, kind, &md));
             }
             if md.is_file() {
                 let c = (md.ctime(), md.ctime_nsec());
@@ -278,12 +387,19 @@ fn entry(h: &mut blake3::Hasher, rel: &[u8], md: &fs::Metadata, file_ctimes: boo
 /// mode, size (not a directory's, which depends on the file system's history), mtime,
 /// device number, and `user.` extended attributes (overlay's opaque and whiteout marks
 /// among them). Not inode numbers, ctimes or link counts. Returns the entry's kind.
-fn listing_entry(h: &mut blake3::Hasher, rel: &[u8], md: &fs::Metadata, host: &Path) -> Kind {
+/// `mode` is the entry's mode as the listing takes it (its own, or [`Restore`]'s).
+fn listing_entry(
+    h: &mut blake3::Hasher,
+    rel: &[u8],
+    md: &fs::Metadata,
+    host: &Path,
+    mode: u32,
+) -> Kind {
     use std::os::unix::fs::FileTypeExt;
     let ft = md.file_type();
     h.update(&(rel.len() as u64).to_le_bytes());
     h.update(rel);
-    h.update(&u64::from(md.mode()).to_le_bytes());
+    h.update(&u64::from(mode).to_le_bytes());
     if ft.is_char_device() || ft.is_block_device() {
         // A whiteout's times are its shared inode's (see `entry`).
         h.update(&md.rdev().to_le_bytes());
@@ -356,25 +472,106 @@ pub fn record(dir: &Path) -> Result<(), StampError> {
 }
 
 fn write(dir: &Path, sc: &Scan) -> Result<(), StampError> {
-    let Some(full) = &sc.full else {
-        // Every caller scans with the listing; without one there is nothing to write.
+    let Some(text) = stamp_text(sc) else {
         return Ok(());
     };
-    let p = stamp_path(dir);
-    if let Some(parent) = p.parent() {
-        fs::create_dir_all(parent).at("create directory", parent)?;
+    match put(&stamp_path(dir), &text, false) {
+        Ok(()) => Ok(()),
+        // A read-only storage directory: the stamp goes to the user's cache instead.
+        Err(e) => write_side(dir, sc).map_err(|_| e),
     }
-    let tmp = p.with_extension(format!("tmp.{}", std::process::id()));
-    let text = format!(
+}
+
+/// Write the stamp of tree `dir` (scanned as `sc`) in the user's cache only
+/// ([`side_path`]).
+fn write_side(dir: &Path, sc: &Scan) -> Result<(), StampError> {
+    let Some(text) = stamp_text(sc) else {
+        return Ok(());
+    };
+    let side = side_path(dir).ok_or_else(|| {
+        IoError::new(
+            "find a cache directory for the stamp of",
+            dir,
+            io::Error::from(io::ErrorKind::NotFound),
+        )
+    })?;
+    put(&side, &text, true)?;
+    crate::verbose!("{}: stamped in {}", dir.display(), side.display());
+    Ok(())
+}
+
+/// A stamp's text, for a scan with the listing (every caller's).
+fn stamp_text(sc: &Scan) -> Option<String> {
+    let full = sc.full.as_ref()?;
+    Some(format!(
         "{HEADER} {} {}.{:09} {} {}\n",
         hex(&sc.digest),
         sc.latest.0,
         sc.latest.1,
         sc.root,
         hex(&full.listing)
-    );
+    ))
+}
+
+/// Put a stamp's `text` at `p` (atomically: a temporary file renamed), making missing
+/// directories (owner-only with `private`: the user's cache).
+fn put(p: &Path, text: &str, private: bool) -> Result<(), StampError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(parent) = p.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(if private { 0o700 } else { 0o777 })
+            .create(parent)
+            .at("create directory", parent)?;
+    }
+    let tmp = p.with_extension(format!("tmp.{}", std::process::id()));
     fs::write(&tmp, text).at("write", &tmp)?;
-    Ok(fs::rename(&tmp, &p).at("rename into place", &p)?)
+    Ok(fs::rename(&tmp, p).at("rename into place", p)?)
+}
+
+/// Where the stamp of tree `dir` goes when the storage directory can't be written (made
+/// read-only with `chmod -R a-w`, or on a read-only file system): the user's cache
+/// directory (`$XDG_CACHE_HOME`, else `$HOME/.cache`), `grove/stamps/KIND-KEY`, `KEY` the
+/// first 32 hex digits of the BLAKE3 hash of the tree's canonical path. Only the user
+/// writes there; a stamp there is used only when the tree's own stamp does not match,
+/// and only if its top directory and digest are the tree's ([`side_same`]). `None`
+/// without such a directory.
+fn side_path(dir: &Path) -> Option<PathBuf> {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .and_then(absolute)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .and_then(absolute)
+                .map(|h| h.join(".cache"))
+        })?;
+    let abs = fs::canonicalize(dir).ok()?;
+    let kind = abs.parent()?.file_name()?.to_str()?.to_string();
+    let key = hex(&blake3::hash(abs.as_os_str().as_bytes()).as_bytes()[..16]);
+    Some(base.join("grove/stamps").join(format!("{kind}-{key}")))
+}
+
+/// Whether tree `dir` is as its stamp in the user's cache ([`side_path`]) recorded it:
+/// a version 3 stamp of the same top directory, the same digest, and no regular file
+/// whose inode changed since (one metadata pass, no content read).
+fn side_same(dir: &Path) -> Result<bool, StampError> {
+    let Some(text) = side_path(dir).and_then(|p| fs::read_to_string(p).ok()) else {
+        return Ok(false);
+    };
+    let Recorded::V3 {
+        digest,
+        latest,
+        root,
+        ..
+    } = parse(&text)
+    else {
+        return Ok(false);
+    };
+    if root_id(&fs::symlink_metadata(dir).at("stat", dir)?) != root {
+        return Ok(false);
+    }
+    let sc = scan(dir, 2, Some(latest), false)?;
+    Ok(hex(&sc.digest) == digest && sc.moved.is_empty())
 }
 
 /// A recorded stamp: version 3 (version 2's fields, the top directory's inode number and
@@ -486,6 +683,9 @@ fn check(dir: &Path) -> Result<Checked, StampError> {
             let _ = write(dir, &scan(dir, 2, None, true)?);
             return Ok(Checked::Same);
         }
+        // Another user's storage directory whose stamps are private: checked as a tree
+        // with an unreadable stamp (its stamp goes to this user's cache).
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => String::new(),
         Err(e) => return Err(IoError::new("read", &p, e).into()),
     };
     let (digest, latest, listing) = match parse(&text) {
@@ -496,6 +696,9 @@ fn check(dir: &Path) -> Result<Checked, StampError> {
             listing,
         } => {
             if root_id(&fs::symlink_metadata(dir).at("stat", dir)?) != root {
+                if side_same(dir)? {
+                    return Ok(Checked::Same);
+                }
                 return Ok(Checked::Copied { listing });
             }
             (digest, latest, Some(listing))
@@ -506,15 +709,24 @@ fn check(dir: &Path) -> Result<Checked, StampError> {
         // Version 1: likewise.
         Recorded::V1 { digest } => {
             if hex(&scan(dir, 1, None, false)?.digest) != digest {
+                if side_same(dir)? {
+                    return Ok(Checked::Same);
+                }
                 return Ok(Checked::Changed(None, None));
             }
             let _ = write(dir, &scan(dir, 2, None, true)?);
             return Ok(Checked::Same);
         }
+        Recorded::Unreadable if side_same(dir)? => return Ok(Checked::Same),
         Recorded::Unreadable => return Ok(Checked::Changed(None, None)),
     };
     let sc = scan(dir, 2, Some(latest), false)?;
     if hex(&sc.digest) != digest {
+        // Checked and stamped where the user could write (a read-only storage
+        // directory, [`side_path`]).
+        if side_same(dir)? {
+            return Ok(Checked::Same);
+        }
         return Ok(Checked::Changed(Some(sc), listing));
     }
     match (&listing, sc.moved.is_empty()) {
@@ -558,13 +770,44 @@ pub fn verify_quick(dir: &Path) -> Result<Quick, StampError> {
 /// that inode) is removed. A copy of the tree (its top directory is another inode: the
 /// storage directory was copied or restored) is accepted and stamped again if it kept
 /// everything the listing digest covers and every entry is its commit's (every file
-/// read), else [`StampError::Unfaithful`]. Uses threads: not for ch-run, which uses
-/// [`verify_quick`].
+/// read), else [`StampError::Unfaithful`]. A tree in place that fails the metadata check
+/// gets the same check (a storage directory restored in place); one whose entries are
+/// all its commit's but whose listing is not (times or modes lost, entries missing) is
+/// [`StampError::Altered`], which the store answers as a copy's. A tree stamped by
+/// version 1 or 2 (no listing) is a checkout checked entry by entry against its commit
+/// (mode, time, content; [`against_commit`]), or a layer whose entries must all be its
+/// commit's.
+///
+/// `read_only`: the caller can't replace the tree (a read-only storage directory). A
+/// tree that is whole but for write permissions taken away (`chmod -R a-w` of the
+/// storage directory) is then used as it is (each use reads its files again: no stamp
+/// can be written); a caller that can replace it gets [`StampError::Altered`], since
+/// the tree's modes are not the image's (a build's RUN would see them).
+///
+/// Uses threads: not for ch-run, which uses [`verify_quick`].
 pub fn verify(
     dir: &Path,
     pool: &super::pool::Pool,
     model: impl FnOnce() -> Result<super::model::Dir, StampError>,
+    read_only: bool,
 ) -> Result<(), StampError> {
+    let write_bits = |copy: bool, sc: &Scan| {
+        if read_only {
+            crate::verbose!(
+                "{}: its commit's, but for write permissions taken away: used as it is",
+                dir.display()
+            );
+            // Never in the storage directory: where it is writable again, the tree is
+            // made again with the image's modes.
+            let _ = write_side(dir, sc);
+            Ok(())
+        } else {
+            Err(match copy {
+                true => unfaithful(dir, true, "write permissions"),
+                false => unfaithful(dir, false, ALTERED_WRITE),
+            })
+        }
+    };
     match check(dir)? {
         Checked::Same => Ok(()),
         Checked::Moved(sc) => {
@@ -585,18 +828,56 @@ pub fn verify(
             // top directories stay, their entries are made again, so inodes and ctimes
             // moved) is a copy that kept the tree's top directory: used, and stamped
             // again, if it is whole as a copy must be (the listing digest, every entry
-            // its commit's); anything else stays an error, as an edit.
+            // its commit's). One whose entries are all its commit's but that lost times
+            // or modes is made again; anything else stays an error, as an edit.
             let m = match listing {
                 Some(listing) => match check_whole(dir, &listing, model)? {
                     Whole::Kept => return Ok(()),
-                    Whole::Content(m) => Ok(m),
-                    Whole::Listing(model) => model(),
+                    Whole::WriteBits(sc) => return write_bits(false, &sc),
+                    Whole::Listing(_, None) => {
+                        return Err(unfaithful(dir, false, ALTERED_LISTING));
+                    }
+                    Whole::Content(m) | Whole::Listing(m, Some(_)) => m,
                 },
-                None => model(),
+                None => {
+                    let m = model()?;
+                    let full = scan(dir, 2, None, true)?;
+                    let entries = &full
+                        .full
+                        .as_ref()
+                        .expect("scanned with the listing")
+                        .entries;
+                    match against_commit(entries, &m, file_ctimes_count(dir)) {
+                        Against::Same => {
+                            let _ = write(dir, &full);
+                            return Ok(());
+                        }
+                        Against::WriteBits => return write_bits(false, &full),
+                        Against::Meta(rel) if rel.is_empty() && file_ctimes_count(dir) => {
+                            return Err(unfaithful(dir, false, ALTERED_OLD_LAYER));
+                        }
+                        Against::Meta(rel) => {
+                            crate::verbose!(
+                                "{}: not as its commit has it: {}",
+                                dir.display(),
+                                String::from_utf8_lossy(&rel)
+                            );
+                            return Err(unfaithful(dir, false, ALTERED_LISTING));
+                        }
+                        Against::Content(rel) => {
+                            crate::verbose!(
+                                "{}: differs from its commit: {}",
+                                dir.display(),
+                                String::from_utf8_lossy(&rel)
+                            );
+                            m
+                        }
+                    }
+                }
             };
             // Still find which files differ, so that their pool entries are not linked
             // again.
-            if let (Some(sc), Ok(m)) = (sc, m) {
+            if let Some(sc) = sc {
                 let _ = differing(&sc.moved, &m, pool);
             }
             Err(changed_error(dir))
@@ -604,66 +885,198 @@ pub fn verify(
         Checked::Copied { listing } => {
             let what = match check_whole(dir, &listing, model)? {
                 Whole::Kept => return Ok(()),
-                Whole::Listing(_) => {
-                    "every entry's name, type, mode, size, mtime and user. extended attributes"
-                }
+                Whole::WriteBits(sc) => return write_bits(true, &sc),
+                Whole::Listing(..) => LISTING,
                 Whole::Content(_) => "the files' content",
             };
-            Err(StampError::Unfaithful {
-                dir: dir.to_path_buf(),
-                stamp: stamp_path(dir),
-                what,
-            })
+            Err(unfaithful(dir, true, what))
         }
     }
 }
 
+/// What a listing digest covers.
+const LISTING: &str = "every entry's name, type, mode, size, mtime and user. extended attributes";
+/// Why a tree in place holding only its commit's files is not used
+/// ([`StampError::Altered`]).
+const ALTERED_LISTING: &str = "not with the names, types, modes, sizes, mtimes and user. extended attributes grove gave them (restored in place without them, or changed by chmod or touch)";
+const ALTERED_WRITE: &str = "without the write permissions grove gave them (taken away by chmod)";
+const ALTERED_OLD_LAYER: &str =
+    "its stamp, by a grove older than stamps of version 3, can't tell whether any is missing";
+
+/// The error for a tree that is not what Grove made but holds nothing else than its
+/// commit's files (`copy`: a copy of the tree; else the tree in place), having lost
+/// `what`.
+fn unfaithful(dir: &Path, copy: bool, what: &'static str) -> StampError {
+    let (dir, stamp) = (dir.to_path_buf(), stamp_path(dir));
+    if copy {
+        StampError::Unfaithful { dir, stamp, what }
+    } else {
+        StampError::Altered { dir, stamp, what }
+    }
+}
+
 /// What [`check_whole`] found.
-enum Whole<F> {
+enum Whole {
     /// The tree is whole, and stamped again.
     Kept,
-    /// Its listing digest is not the stamp's; `model` was not called.
-    Listing(F),
-    /// An entry is not its commit's (the commit's model, read).
+    /// The tree is whole but for write permissions taken away (every file read), as
+    /// this scan found it; not stamped.
+    WriteBits(Scan),
+    /// Its listing digest is not the stamp's, even with write permissions put back (the
+    /// commit's model, read), and the first entry that is not the commit's if any
+    /// (every file read).
+    Listing(super::model::Dir, Option<Vec<u8>>),
+    /// Its listing is the stamp's but an entry is not its commit's.
     Content(super::model::Dir),
 }
 
 /// The check of a tree as a copy: one pass with the listing, which must be the stamp's
-/// `listing`, then every entry against its commit's (`model()`); a whole tree is stamped
-/// again.
-fn check_whole<F>(dir: &Path, listing: &str, model: F) -> Result<Whole<F>, StampError>
-where
-    F: FnOnce() -> Result<super::model::Dir, StampError>,
-{
+/// `listing` (as the tree is, or with the write permissions its commit gives each entry
+/// put back), then every entry against its commit's (`model()`); a whole tree is
+/// stamped again.
+fn check_whole(
+    dir: &Path,
+    listing: &str,
+    model: impl FnOnce() -> Result<super::model::Dir, StampError>,
+) -> Result<Whole, StampError> {
     let sc = scan(dir, 2, None, true)?;
     let full = sc.full.as_ref().expect("scanned with the listing");
-    if hex(&full.listing) != listing {
-        return Ok(Whole::Listing(model));
-    }
     let m = model()?;
-    if let Some(rel) = not_the_commits(&full.entries, &m) {
-        crate::verbose!(
-            "{}: differs from its commit: {}",
-            dir.display(),
-            String::from_utf8_lossy(&rel)
-        );
+    let differs = |m: &super::model::Dir| {
+        let rel = not_the_commits(&full.entries, m);
+        if let Some(rel) = &rel {
+            crate::verbose!(
+                "{}: differs from its commit: {}",
+                dir.display(),
+                String::from_utf8_lossy(rel)
+            );
+        }
+        rel
+    };
+    if hex(&full.listing) != listing {
+        let restore = Restore {
+            model: &m,
+            exact: file_ctimes_count(dir),
+        };
+        let restored = scan_as(dir, 2, None, true, Some(&restore))?;
+        let same = restored
+            .full
+            .as_ref()
+            .is_some_and(|f| hex(&f.listing) == listing);
+        let rel = differs(&m);
+        return Ok(match (same, rel) {
+            (true, None) => Whole::WriteBits(sc),
+            (true, Some(_)) => Whole::Content(m),
+            (false, rel) => Whole::Listing(m, rel),
+        });
+    }
+    if differs(&m).is_some() {
         return Ok(Whole::Content(m));
     }
     let _ = write(dir, &sc);
     Ok(Whole::Kept)
 }
 
-/// The first of a tree's `entries` (relative path, host path, kind) that is not what
-/// `model` has at its path (content hashed; a whiteout: nothing there), if any.
-fn not_the_commits(
-    entries: &[(Vec<u8>, PathBuf, Kind)],
-    model: &super::model::Dir,
-) -> Option<Vec<u8>> {
+/// What [`against_commit`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Against {
+    Same,
+    /// Every entry its commit's, but for write permissions taken away.
+    WriteBits,
+    /// Every entry present holds its commit's content, but the entry at this path has
+    /// another mode or time, or entries are missing (an empty path).
+    Meta(Vec<u8>),
+    /// The entry at this path is not its commit's (type, content, target), or is not in
+    /// the commit.
+    Content(Vec<u8>),
+}
+
+/// A checkout (`exact`: a layer) checked entry by entry against its commit's model,
+/// without a listing (a tree stamped by version 1 or 2): every entry must be the
+/// commit's (type, content, symlink target), with the mode a checkout gives it (write
+/// bits may be missing: [`Against::WriteBits`]) and the recorded time; a checkout must
+/// hold every entry of the commit, while a layer holds part of it and only
+/// [`Against::Content`] or [`Against::Meta`] of its first entry can be told apart.
+fn against_commit(entries: &[Entry], model: &super::model::Dir, exact: bool) -> Against {
+    use super::checkout::Policy;
+    use super::model::Node;
+    if let Some(rel) = not_the_commits(entries, model) {
+        return Against::Content(rel);
+    }
+    if exact {
+        // A layer's entries are its commit's; what it lacks can't be told without a
+        // listing.
+        return Against::Meta(Vec::new());
+    }
+    let policy = Policy::Checkout;
+    let mut write_bits = false;
+    let mut count = 0usize;
+    for e in entries {
+        let want = if e.rel.is_empty() {
+            Some(policy.dir_mode(model.mode))
+        } else {
+            match model.get(&e.rel) {
+                Some(Node::Dir(d)) => Some(policy.dir_mode(d.mode)),
+                Some(Node::File(f)) => Some(policy.file_mode(f.mode)),
+                Some(Node::Fifo { mode }) => Some(policy.file_mode(*mode)),
+                _ => None,
+            }
+        };
+        if e.kind == Kind::Unlisted {
+            continue;
+        }
+        if !e.rel.is_empty() {
+            count += 1;
+        }
+        if let Some(want) = want.map(|w| w & 0o7777) {
+            let mode = e.mode & 0o7777;
+            if mode != want {
+                if !lost_write_bits_only(want, mode) {
+                    return Against::Meta(e.rel.clone());
+                }
+                write_bits = true;
+            }
+        }
+        if let Some(t) = model.times.get(&e.rel) {
+            if e.mtime != (t.sec, i64::from(t.nsec)) {
+                return Against::Meta(e.rel.clone());
+            }
+        }
+    }
+    if count != model_entries(model) {
+        return Against::Meta(Vec::new());
+    }
+    if write_bits {
+        Against::WriteBits
+    } else {
+        Against::Same
+    }
+}
+
+/// How many entries a model holds below its top directory.
+fn model_entries(model: &super::model::Dir) -> usize {
+    use super::model::Node;
+    let mut n = 0;
+    let mut todo = vec![model];
+    while let Some(d) = todo.pop() {
+        n += d.children.len();
+        todo.extend(d.children.values().filter_map(|c| match c {
+            Node::Dir(d) => Some(d),
+            _ => None,
+        }));
+    }
+    n
+}
+
+/// The first of a tree's `entries` that is not what `model` has at its path (content
+/// hashed; a whiteout: nothing there), if any.
+fn not_the_commits(entries: &[Entry], model: &super::model::Dir) -> Option<Vec<u8>> {
     use super::model::Node;
     use rayon::prelude::*;
     entries
         .par_iter()
-        .find_first(|(rel, host, kind)| {
+        .find_first(|e| {
+            let (rel, host, kind) = (&e.rel, &e.host, &e.kind);
             if rel.is_empty() {
                 return *kind != Kind::Dir;
             }
@@ -682,7 +1095,7 @@ fn not_the_commits(
             };
             !same
         })
-        .map(|(rel, _, _)| rel.clone())
+        .map(|e| e.rel.clone())
 }
 
 /// Whether any of `files` differs from its commit's file; removes the pool entries of
@@ -795,13 +1208,13 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs::hard_link(&entry, t.path().join("other")).expect("link");
         assert!(!quick(&co).expect("quick"), "content check needed");
-        verify(&co, &pool, expected).expect("same content");
+        verify(&co, &pool, expected, false).expect("same content");
         assert!(quick(&co).expect("restamped"));
         // An in-place write with the mtime set back: found by content, and the pool
         // entry (this inode) goes so that no later checkout links it.
         edit_keeping_mtime(&co.join("f"), b"two");
         assert!(!quick(&co).expect("quick"));
-        assert!(changed(verify(&co, &pool, expected)));
+        assert!(changed(verify(&co, &pool, expected, false)));
         assert!(!entry.exists());
         // A write that moves the mtime is a change without reading.
         record(&co).expect("record");
@@ -883,7 +1296,7 @@ mod tests {
         let pool = Pool::new(t.path().join("pool"));
         let expected = || Ok(model.clone());
         assert!(!quick(&a).expect("quick"), "a copy needs reading");
-        verify(&a, &pool, expected).expect("a faithful copy");
+        verify(&a, &pool, expected, false).expect("a faithful copy");
         assert!(quick(&a).expect("stamped again for the copy"));
         // A copy with another mtime: its listing differs.
         fs::remove_dir_all(&a).expect("remove");
@@ -902,7 +1315,7 @@ mod tests {
             .set_modified(std::time::UNIX_EPOCH)
             .expect("set mtime");
         assert!(matches!(
-            verify(&a, &pool, expected),
+            verify(&a, &pool, expected, false),
             Err(StampError::Unfaithful { .. })
         ));
         // A copy whose listing is the original's but whose file is another commit's.
@@ -929,7 +1342,7 @@ mod tests {
             .expect("insert");
         }
         assert!(matches!(
-            verify(&a, &pool, || Ok(other)),
+            verify(&a, &pool, || Ok(other), false),
             Err(StampError::Unfaithful { .. })
         ));
     }
@@ -979,7 +1392,7 @@ mod tests {
             )
             .expect("insert");
         let pool = Pool::new(t.path().join("pool"));
-        verify(&co, &pool, || Ok(model)).expect("read against its commit and kept");
+        verify(&co, &pool, || Ok(model), false).expect("read against its commit and kept");
         assert!(quick(&co).expect("stamped again"));
         // The same directory changed in place is still a change.
         fs::write(co.join("g"), b"").expect("write");

@@ -337,3 +337,257 @@ fn a_faithful_copy_in_a_read_only_storage_directory_runs() {
     let err = check_image(&st2, "a");
     assert!(!err.contains("warning"), "read at every use: {err}");
 }
+
+/// A site makes the store read-only for its compute nodes with `chmod -R a-w STORE`,
+/// which changes every tree's modes and ctimes. Trees that are their commit's but for
+/// the write permissions taken away are run as they are (as Charliecloud runs an image
+/// directory made read-only); the store's owner making it writable again gets trees
+/// with the image's modes back.
+#[test]
+fn a_store_made_read_only_with_chmod_runs_by_name() {
+    let s = Scratch::new("copied-chmod");
+    let (st, ctx) = built(&s);
+    let before = trees(&st);
+    sh(&format!("chmod -R a-w '{}'", st.display()));
+    // Before: "… was changed outside grove since it was checked out".
+    let err = check_image(&st, "a");
+    assert!(!err.contains("warning"), "{err}");
+    // Without a cache directory (HOME not writable here when the suite runs as root, or
+    // none), every run reads the trees again; with one, the first run stamps them there
+    // and the next ones read no file.
+    let home = s.join("home");
+    sh(&format!("mkdir '{}'", home.display()));
+    let run_v = || {
+        let out = output(
+            tool("ch-run")
+                .env("HOME", &home)
+                .env_remove("XDG_CACHE_HOME")
+                .arg("-v")
+                .arg("-s")
+                .arg(&st)
+                .args(["t", "--", "cat", "/b"]),
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a\n", "{err}");
+        err
+    };
+    let err = run_v();
+    assert!(
+        err.contains("used as it is") && err.contains("stamped in"),
+        "{err}"
+    );
+    assert!(home.join(".cache/grove/stamps").is_dir());
+    let err = run_v();
+    assert!(!err.contains("used as it is"), "read again: {err}");
+    assert_eq!(trees(&st), before);
+    // A node-local copy of the read-only store.
+    let st2 = s.join("s2");
+    copy(&st, &st2, "cp -a");
+    let err = check_image(&st2, "a");
+    assert!(!err.contains("warning"), "{err}");
+    // Never trusted by metadata: a file changed in the read-only store (same size and
+    // time) is found by reading it.
+    let motd = st
+        .join(
+            before
+                .iter()
+                .find(|t| t.starts_with("checkouts/"))
+                .expect("a checkout"),
+        )
+        .join("etc/motd");
+    sh(&format!(
+        "cd '{d}' && touch -r '{f}' ref && chmod u+w . '{f}' && printf 'grove busybox fixturX\\n' > '{f}' && chmod a-w . '{f}' && touch -r ref '{f}'",
+        d = s.path.display(),
+        f = motd.display()
+    ));
+    let out = output(
+        tool("ch-run")
+            .env("HOME", &home)
+            .env_remove("XDG_CACHE_HOME")
+            .arg("-s")
+            .arg(&st)
+            .args(["t", "--", "true"]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("was changed outside grove"), "{err}");
+    assert!(
+        err.contains("the storage directory is read-only here"),
+        "{err}"
+    );
+    sh(&format!(
+        "chmod u+w '{f}' && printf 'grove busybox fixture\\n' > '{f}' && chmod a-w '{f}'",
+        f = motd.display()
+    ));
+    // Writable again (`chmod -R u+w`): /tmp lost its o+w and sticky's company, so the
+    // checkout is made again; a build on the store works and fsck passes.
+    sh(&format!("chmod -R u+w '{}'", st.display()));
+    check_image(&st, "a");
+    let out = ok(tool("ch-run")
+        .arg("-s")
+        .arg(&st)
+        .args(["t", "--", "stat", "-c", "%a", "/tmp", "/b"]));
+    assert_eq!(out, "1777\n644\n");
+    sh(&format!("echo b > '{}/a'", ctx.display()));
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .args(["build", "-t", "t"])
+        .arg(&ctx));
+    check_image(&st, "b");
+    ok(tool("ch-image").arg("-s").arg(&st).arg("fsck"));
+}
+
+/// An image never checked out in a read-only store: the one case that needs a write,
+/// said with what to do.
+#[test]
+fn a_first_run_by_name_in_a_read_only_store_says_what_to_do() {
+    let s = Scratch::new("copied-ro-first");
+    let st = s.join("s1");
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .arg("import")
+        .arg(busybox_rootfs())
+        .arg("bb"));
+    sh(&format!("chmod -R a-w '{}'", st.display()));
+    let out = output(tool("ch-run").arg("-s").arg(&st).args(["bb", "--", "true"]));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("bb:latest is not checked out in") && err.contains("hint: check it out once"),
+        "{err}"
+    );
+}
+
+/// Every stamp of `st` rewritten as a Grove before version 3 stamps wrote it
+/// (`grove-stamp 2 DIGEST T`: the same digest and latest ctime; no top directory, no
+/// listing).
+fn as_version_2(st: &Path) {
+    sh(&format!(
+        "cd '{}/stamps' && for f in *; do set -- $(cat \"$f\"); echo \"grove-stamp 2 $3 $4\" > \"$f\"; done",
+        st.display()
+    ));
+}
+
+/// A store last stamped by version 2 stamps, copied to a node-local disk (new inodes
+/// and ctimes). Its checkouts are read against their commits (modes, times, content,
+/// every entry) and kept; its layers, whose stamps can't tell what they lack, are made
+/// again; a copy with a file changed is refused.
+#[test]
+fn a_copy_of_a_store_stamped_by_version_2_runs_and_an_edited_one_does_not() {
+    let s = Scratch::new("copied-v2");
+    let (st, _) = built(&s);
+    as_version_2(&st);
+    let st2 = s.join("s2");
+    copy(&st, &st2, "cp -a");
+    let checkout = trees(&st2)
+        .into_iter()
+        .find(|t| t.starts_with("checkouts/"))
+        .expect("a checkout");
+    // Before: "… was changed outside grove since it was checked out".
+    check_image(&st2, "a");
+    assert!(
+        st2.join(&checkout).is_dir(),
+        "the faithful checkout is kept"
+    );
+    let stamp = std::fs::read_to_string(st2.join("stamps").join(checkout.replace('/', "-")))
+        .expect("read stamp");
+    assert!(stamp.starts_with("grove-stamp 3 "), "{stamp}");
+    let err = check_image(&st2, "a");
+    assert!(!err.contains("warning"), "{err}");
+    ok(tool("ch-image").arg("-s").arg(&st2).arg("fsck"));
+    // A copy whose file has another content, the same size and time.
+    let st3 = s.join("s3");
+    copy(&st, &st3, "cp -a");
+    let motd = st3.join(&checkout).join("etc/motd");
+    sh(&format!(
+        "cd '{d}' && touch -r '{f}' ref && printf 'grove busybox fixturX\\n' > '{f}' && touch -r ref '{f}'",
+        d = s.path.display(),
+        f = motd.display()
+    ));
+    let out = output(
+        tool("ch-run")
+            .arg("-s")
+            .arg(&st3)
+            .args(["bb", "--", "true"]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("was changed outside grove"), "{err}");
+}
+
+/// A checkout restored in place by a tool that did not keep times (a backup restore,
+/// `touch` of every file): it holds its commit's files, so it is made again with a
+/// warning (before: "changed outside grove", with no word of the restore); in a store
+/// made read-only the error says what to do there.
+#[test]
+fn a_checkout_restored_in_place_with_other_times_is_made_again() {
+    let s = Scratch::new("copied-times");
+    let st = s.join("s1");
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .arg("import")
+        .arg(busybox_rootfs())
+        .arg("bb"));
+    ok(tool("ch-run").arg("-s").arg(&st).args(["bb", "--", "true"]));
+    let checkout = std::fs::read_dir(st.join("checkouts"))
+        .expect("read_dir")
+        .flatten()
+        .next()
+        .expect("a checkout")
+        .path();
+    let touch_all = || {
+        sh(&format!(
+            "find '{}' -exec touch -h -d '2001-02-03 04:05:06' {{}} +",
+            checkout.display()
+        ))
+    };
+    touch_all();
+    let out = output(
+        tool("ch-run")
+            .arg("-s")
+            .arg(&st)
+            .args(["bb", "--", "cat", "/etc/motd"]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("holds only its commit's files, but not with the names")
+            && err.contains("removed it: grove makes it again"),
+        "{err}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "grove busybox fixture\n"
+    );
+    let motd = std::fs::symlink_metadata(checkout.join("etc/motd")).expect("stat");
+    assert_ne!(
+        std::os::unix::fs::MetadataExt::mtime(&motd),
+        981_173_106,
+        "made again with the image's times"
+    );
+    let err = check_image_bb(&st);
+    assert!(!err.contains("warning"), "{err}");
+    // Read-only: not made again, and the hint says how.
+    touch_all();
+    sh(&format!("chmod -R a-w '{}'", st.display()));
+    let out = output(tool("ch-run").arg("-s").arg(&st).args(["bb", "--", "true"]));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("holds only its commit's files, but not with the names")
+            && err.contains("hint: the storage directory is read-only here"),
+        "{err}"
+    );
+}
+
+/// `ch-run -s ST bb -- true`; returns stderr.
+fn check_image_bb(st: &Path) -> String {
+    let out = output(tool("ch-run").arg("-s").arg(st).args(["bb", "--", "true"]));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    err
+}

@@ -351,3 +351,42 @@ fn a_checkout_imported_as_a_directory_is_the_same_image() {
     assert_eq!(commit("z"), commit("a"));
     assert_eq!(checkout(&st, "z"), co_a);
 }
+
+/// `ch-run -w` of a checkout through a path the storage directory in use does not hold
+/// (a symlink elsewhere, another store than `-s`'s, or no `-s` at all): refused, since
+/// its files are other images' too. Before: the write went through the pool into image
+/// b's checkout and the store's pool file.
+#[test]
+fn write_to_a_checkout_of_another_storage_directory_is_refused() {
+    let s = Scratch::new("pool-other-w");
+    let st = two_images(&s);
+    run_v(&st, "b");
+    let link = s.join("img-link");
+    std::os::unix::fs::symlink(checkout(&st, "a"), &link).expect("symlink");
+    let other = s.join("other-store");
+    for (storage, image) in [(&other, &link), (&other, &checkout(&st, "a"))] {
+        let (_, err) = fails(
+            tool("ch-run")
+                .arg("-w")
+                .arg("-s")
+                .arg(storage)
+                .arg(image)
+                .args(["--", "sh", "-c", "echo pwned >> /data/f1"]),
+        );
+        assert!(
+            err.contains("--write: can't write to the storage directory"),
+            "{err}"
+        );
+    }
+    let f1 = std::fs::read_to_string(checkout(&st, "b").join("data/f1")).expect("read");
+    assert_eq!(f1, "file 1\n");
+    ok(tool("ch-image").arg("-s").arg(&st).arg("fsck"));
+    // An image directory outside any storage directory is still writable.
+    let dir = s.join("a");
+    ok(tool("ch-run")
+        .arg("-w")
+        .arg("-s")
+        .arg(&other)
+        .arg(&dir)
+        .args(["--", "sh", "-c", "echo mine >> /data/f1"]));
+}

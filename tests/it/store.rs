@@ -1756,3 +1756,111 @@ fn big_sparse_file_imports_and_checks_out_with_bounded_memory() {
     let tail = sh(&format!("tail -c 3 {}", link.join("big").display()));
     assert_eq!(tail.stdout, b"end");
 }
+
+/// The ranks of a job start an image that has no checkout yet, all at once: one of them
+/// makes the checkout, the others wait for it and use it; none fails or sees a partial
+/// tree. Before: every rank wrote a whole checkout of its own, and all but one were
+/// thrown away.
+#[test]
+fn first_runs_at_once_of_a_new_image_make_one_checkout() {
+    let s = Scratch::new("store-first-runs");
+    let st = s.storage();
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .arg("import")
+        .arg(crate::common::busybox_rootfs())
+        .arg("bb"));
+    let runs: Vec<_> = (0..16)
+        .map(|_| {
+            tool("ch-run")
+                .arg("-v")
+                .arg("-s")
+                .arg(&st)
+                .args(["bb", "--", "sh", "-c", "ls /bin | wc -l; cat /etc/motd"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn ch-run")
+        })
+        .collect();
+    let mut checkouts = 0;
+    let mut outs = std::collections::BTreeSet::new();
+    for r in runs {
+        let out = r.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        checkouts += err.matches("checked out ").count();
+        outs.insert(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    assert_eq!(checkouts, 1, "one checkout for 16 first runs");
+    assert_eq!(outs.len(), 1, "every run saw the same tree: {outs:?}");
+    assert!(
+        outs.iter().all(|o| o.ends_with("grove busybox fixture\n")),
+        "{outs:?}"
+    );
+    let tmp: Vec<_> = std::fs::read_dir(st.join("tmp"))
+        .expect("read tmp")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(tmp.is_empty(), "scratch left: {tmp:?}");
+    ok(tool("ch-image").arg("-s").arg(&st).arg("fsck"));
+}
+
+/// A storage directory shared by its owner with other users of a node (made searchable,
+/// as a site does): another user runs its images by name without writing to it, even
+/// with its stamps private; one they can't enter is said as Charliecloud says it.
+#[test]
+fn another_users_storage_directory_runs_by_name() {
+    if !crate::common::is_root() {
+        crate::common::skip("needs root to run as a second user");
+        return;
+    }
+    let s = Scratch::new("store-other-user");
+    let st = s.storage();
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .arg("import")
+        .arg(crate::common::busybox_rootfs())
+        .arg("bb"));
+    ok(tool("ch-run").arg("-s").arg(&st).args(["bb", "--", "true"]));
+    let home = s.join("home-other");
+    std::fs::create_dir(&home).expect("mkdir");
+    let st_ok = Command::new("chown")
+        .arg("65533:65533")
+        .arg(&home)
+        .status()
+        .expect("chown");
+    assert!(st_ok.success());
+    let other = || {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65533", "--regid=65533", "--clear-groups", "--"])
+            .arg(bin("ch-run"))
+            .env("USER", "other")
+            .env("HOME", &home)
+            .env_remove("XDG_CACHE_HOME")
+            .arg("-s")
+            .arg(&st)
+            .args(["bb", "--", "cat", "/etc/motd"]);
+        c
+    };
+    sh(&format!("chmod 755 '{}'", st.display()));
+    assert_eq!(ok(&mut other()), "grove busybox fixture\n");
+    // Private stamps: before, "storage: can't read: …/stamps/checkouts-…".
+    sh(&format!("chmod 700 '{}/stamps'", st.display()));
+    assert_eq!(ok(&mut other()), "grove busybox fixture\n");
+    assert_eq!(ok(&mut other()), "grove busybox fixture\n");
+    // Not searchable (Grove makes storage directories 0700): before, "can't find image:
+    // bb: No such file or directory".
+    sh(&format!("chmod 700 '{}'", st.display()));
+    let (_, err) = fails(&mut other());
+    assert!(
+        err.contains(&format!(
+            "can't stat: {}/version: Permission denied",
+            st.display()
+        )),
+        "{err}"
+    );
+}
