@@ -659,7 +659,20 @@ pub fn step_dockerfile(
     repo: &gix::Repository,
     entry: ObjectId,
 ) -> Result<Option<(String, usize)>, GitError> {
-    let hex = entry.to_string();
+    Ok(note_with_step(repo, entry)?.map(|(_, p, i)| {
+        let n = p.steps[i].n;
+        (p.dockerfile, n)
+    }))
+}
+
+/// The first build note (by image commit) with a step that made or found `commit`: the
+/// image's commit, the note, and the step's index in it. `None` when no note has one.
+/// Reads every note that names the commit.
+pub fn note_with_step(
+    repo: &gix::Repository,
+    step: ObjectId,
+) -> Result<Option<(ObjectId, crate::store::notes::Provenance, usize)>, GitError> {
+    let hex = step.to_string();
     for (commit, blob) in crate::store::notes::list(repo)? {
         let Ok(b) = git::read_bounded(
             repo,
@@ -676,8 +689,8 @@ pub fn step_dockerfile(
         let Some(p) = crate::store::notes::Provenance::parse(&b) else {
             continue;
         };
-        if let Some(s) = p.steps.iter().find(|s| s.commit == hex) {
-            return Ok(Some((p.dockerfile, s.n)));
+        if let Some(i) = p.steps.iter().position(|s| s.commit == hex) {
+            return Ok(Some((commit, p, i)));
         }
     }
     Ok(None)
