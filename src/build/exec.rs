@@ -856,6 +856,23 @@ impl<'a> Builder<'a> {
                     let h: Vec<_> = heredocs.iter().collect();
                     why::explain_heredocs(&self.repo, entry, &h, w)?
                 }
+                // Name the stage (or image) a `--from` source's commit changed in.
+                InstrKind::Copy(args) | InstrKind::Add(args) => match args.from() {
+                    Some(from) => w
+                        .into_iter()
+                        .map(|r| {
+                            if r.starts_with("sources changed: ") {
+                                r.replace(
+                                    "--from stage",
+                                    &format!("--from={from} (its result is another commit)"),
+                                )
+                            } else {
+                                r
+                            }
+                        })
+                        .collect(),
+                    None => w,
+                },
                 _ => w,
             });
         }

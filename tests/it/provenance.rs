@@ -2354,6 +2354,18 @@ fn history_why_of_a_stage_image_or_an_earlier_state_reads_the_build_s_note() {
     // A state no note names is still an error that says so.
     let (_, err) = fails(w.image().args(["history", "--why", "busybox"]));
     assert!(err.contains("busybox: no build provenance note"), "{err}");
+    // A COPY --from whose stage changed names the stage (it said "--from stage").
+    let c = w.ctx(
+        "st",
+        "FROM busybox AS a\nRUN echo a > /a\nRUN echo B > /b\nFROM busybox\n\
+         COPY --from=a /a /a\nENV X=1\n",
+        &[],
+    );
+    let log = w.build("st", &c, &["--explain"]);
+    assert!(
+        log.contains("why: sources changed: --from=a (its result is another commit)"),
+        "{log}"
+    );
 }
 
 /// A small JSON Schema checker for the keywords fixtures/provenance/grove-statement-schema.json
