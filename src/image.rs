@@ -472,7 +472,7 @@ fn why_now(
             }
         }
     }
-    Ok(match why::closest(repo, siblings, p, &r, Some(id))? {
+    Ok(match why::closest(repo, siblings, p, &r, Some(id), None)? {
         Some((entry, w)) => {
             let w = if r.kind.as_deref() == Some("RUN") {
                 let h: Vec<_> = heredocs.iter().collect();

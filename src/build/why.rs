@@ -501,16 +501,20 @@ pub fn against_siblings(
     record: &Record,
     exclude: Option<ObjectId>,
 ) -> Result<Option<Vec<String>>, GitError> {
-    Ok(closest(repo, siblings, parent, record, exclude)?.map(|(_, w)| w))
+    Ok(closest(repo, siblings, parent, record, exclude, None)?.map(|(_, w)| w))
 }
 
-/// [`against_siblings`], with the entry compared.
+/// [`against_siblings`], with the entry compared. Of equally close entries, `prefer` (the
+/// step's commit in the image's last build, when the caller knows it) is taken, else the
+/// newest: two instructions that changed both differ from every entry in their text, and
+/// the one the step replaced is the one to name.
 pub fn closest(
     repo: &gix::Repository,
     siblings: &mut Siblings,
     parent: ObjectId,
     record: &Record,
     exclude: Option<ObjectId>,
+    prefer: Option<ObjectId>,
 ) -> Result<Option<(ObjectId, Vec<String>)>, GitError> {
     let new = index(record);
     let mut best: Option<(usize, ObjectId, String, Arc<Option<Record>>)> = None;
@@ -541,7 +545,10 @@ pub fn closest(
             Some(old) => count_differing(record, &new, old, &index(old)),
             None => usize::MAX - 1,
         };
-        if best.as_ref().is_none_or(|(bd, _, _, _)| d < *bd) {
+        if best
+            .as_ref()
+            .is_none_or(|(bd, _, _, _)| d < *bd || (d == *bd && Some(c) == prefer))
+        {
             best = Some((d, c, old_text, old));
         }
     }

@@ -2368,6 +2368,30 @@ fn history_why_of_a_stage_image_or_an_earlier_state_reads_the_build_s_note() {
     );
 }
 
+/// Regression: a changed RUN of a multi-stage build was explained against another stage's
+/// RUN on the same base ("instruction text changed (cached: RUN echo other > /o)"): every
+/// RUN entry on busybox differs from it in text alike, and the newest won the tie. The
+/// step's own entry in the image's last build now does.
+#[test]
+fn why_of_a_changed_run_names_its_own_earlier_text_not_another_stage_s() {
+    let w = W::new("why-own");
+    let df = |v: &str| {
+        format!(
+            "FROM busybox AS a\nRUN echo {v} > /x\nFROM busybox\nRUN echo other > /o\n\
+             COPY --from=a /x /x\n"
+        )
+    };
+    let c = w.ctx("own", &df("one"), &[]);
+    w.build("own", &c, &[]);
+    let c = w.ctx("own", &df("two"), &[]);
+    let log = w.build("own", &c, &["--explain"]);
+    assert!(
+        log.contains("why: instruction text changed (cached: RUN echo one > /x)"),
+        "{log}"
+    );
+    assert!(!log.contains("cached: RUN echo other"), "{log}");
+}
+
 /// A small JSON Schema checker for the keywords fixtures/provenance/grove-statement-schema.json
 /// uses (no JSON Schema crate builds offline with the MSRV here); an unknown keyword is a
 /// test failure, not silently ignored. Returns the problems found, each with its path.
