@@ -367,8 +367,24 @@ pub fn history_why(store: &Store, spec: &str, json: bool) -> Result<String, Imag
     let mut o = String::new();
     let commit = resolve_state(store, spec)?;
     let repo = store.repo();
-    let note = crate::store::notes::provenance(&repo, commit)?
-        .ok_or_else(|| ImageError::NoProvenance(spec.to_string()))?;
+    let note = match crate::store::notes::provenance(&repo, commit)? {
+        Some(n) => n,
+        // An intermediate state (`NAME~N`, a stage's image `TAG_stageN`): the steps up to
+        // it of the build whose note names it.
+        None => match why::note_with_step(&repo, commit)? {
+            Some((image, mut n, i)) => {
+                info!(
+                    "{spec}: from the build note of {} ({}), its steps up to {}",
+                    n.image,
+                    &image.to_string()[..12],
+                    n.steps[i].n
+                );
+                n.steps.truncate(i + 1);
+                n
+            }
+            None => return Err(ImageError::NoProvenance(spec.to_string())),
+        },
+    };
     let mut siblings = why::Siblings::new(store.layout().clone());
     // A build that did not read the cache executed every step for that reason: comparing
     // with the entries now would name differences that did not make it run.
@@ -456,7 +472,7 @@ fn why_now(
             }
         }
     }
-    Ok(match why::closest(repo, siblings, p, &r, Some(id))? {
+    Ok(match why::closest(repo, siblings, p, &r, Some(id), None)? {
         Some((entry, w)) => {
             let w = if r.kind.as_deref() == Some("RUN") {
                 let h: Vec<_> = heredocs.iter().collect();

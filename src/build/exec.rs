@@ -364,6 +364,9 @@ struct Builder<'a> {
         Vec<(Vec<u8>, [u8; 32])>,
         bool,
     )>,
+    /// The note of the image's last build (the tag's commit before this build), read at
+    /// the first miss that needs it.
+    prev_note: Option<Option<Provenance>>,
 }
 
 /// The build's `SOURCE_DATE_EPOCH` (reproducible-builds.org): `--build-arg
@@ -455,6 +458,7 @@ pub fn build(
         pending_bases: Vec::new(),
         copy_from_memo: None,
         last_sources: None,
+        prev_note: None,
     };
     let n = b.df.instructions.len();
     let mut planner = Planner::new(&opts.build_args, b.df.escape(), plan_opts);
@@ -805,7 +809,7 @@ impl<'a> Builder<'a> {
         self.plan_line(n, Status::Miss, Some(key), text);
         info!("{n:>3}. {text_marked}");
         let why = match self.opts.cache {
-            CacheMode::Enabled => Some(self.explain(&record, &ins.kind)?),
+            CacheMode::Enabled => Some(self.explain(n, &record, &ins.kind)?),
             _ => None,
         };
         if self.opts.explain || crate::log::enabled(1) {
@@ -852,7 +856,12 @@ impl<'a> Builder<'a> {
     /// Why a step with `record` on the current stage's commit missed, in words. `kind`:
     /// the instruction as parsed, for a RUN's heredocs (which its record hashes only as
     /// part of the key input).
-    fn explain(&mut self, record: &Record, kind: &InstrKind) -> Result<Vec<String>, BuildError> {
+    fn explain(
+        &mut self,
+        n: usize,
+        record: &Record,
+        kind: &InstrKind,
+    ) -> Result<Vec<String>, BuildError> {
         let st = self
             .stages
             .last()
@@ -864,26 +873,47 @@ impl<'a> Builder<'a> {
             ]);
         }
         let parent = st.commit;
+        // The entry this step's instruction made in the image's last build, if any.
+        let prefer = self
+            .prev_note()?
+            .and_then(|p| p.steps.iter().find(|s| s.n == n))
+            .and_then(|s| ObjectId::from_hex(s.commit.as_bytes()).ok());
         if let Some((entry, w)) =
-            why::closest(&self.repo, &mut self.siblings, parent, record, None)?
+            why::closest(&self.repo, &mut self.siblings, parent, record, None, prefer)?
         {
             return Ok(match kind {
                 InstrKind::Run { heredocs, .. } => {
                     let h: Vec<_> = heredocs.iter().collect();
                     why::explain_heredocs(&self.repo, entry, &h, w)?
                 }
+                // Name the stage (or image) a `--from` source's commit changed in.
+                InstrKind::Copy(args) | InstrKind::Add(args) => match args.from() {
+                    Some(from) => w
+                        .into_iter()
+                        .map(|r| {
+                            if r.starts_with("sources changed: ") {
+                                r.replace(
+                                    "--from stage",
+                                    &format!("--from={from} (its result is another commit)"),
+                                )
+                            } else {
+                                r
+                            }
+                        })
+                        .collect(),
+                    None => w,
+                },
                 _ => w,
             });
         }
         // The first step of a stage: did the base change since the image was last built?
         let stage = self.stages.len() - 1;
-        if let Some(base) = self.bases.iter().find(|b| b.stage == stage) {
+        if let Some(base) = self.bases.iter().find(|b| b.stage == stage).cloned() {
             if ObjectId::from_hex(base.commit.as_bytes()).is_ok_and(|c| c == parent) {
-                let old = match self.store.image(&self.opts.tag)? {
-                    Some(c) => store::notes::provenance(&self.repo, c)?,
-                    None => None,
-                };
-                let was = old.and_then(|p| p.bases.into_iter().find(|b| b.stage == stage));
+                let was = self
+                    .prev_note()?
+                    .and_then(|p| p.bases.iter().find(|b| b.stage == stage))
+                    .cloned();
                 match was {
                     Some(was) if was.commit != base.commit && was.image == base.image => {
                         return Ok(vec![format!(
@@ -909,6 +939,18 @@ impl<'a> Builder<'a> {
             }
         }
         Ok(vec!["no entry for this parent".into()])
+    }
+
+    /// The note of the image's last build ([`Builder::prev_note`]), read once.
+    fn prev_note(&mut self) -> Result<Option<&Provenance>, BuildError> {
+        if self.prev_note.is_none() {
+            let note = match self.store.image(&self.opts.tag)? {
+                Some(c) => store::notes::provenance(&self.repo, c)?,
+                None => None,
+            };
+            self.prev_note = Some(note);
+        }
+        Ok(self.prev_note.as_ref().and_then(Option::as_ref))
     }
 
     /// Execute a step that missed the cache: change files (into a layer the model

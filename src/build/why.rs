@@ -501,16 +501,20 @@ pub fn against_siblings(
     record: &Record,
     exclude: Option<ObjectId>,
 ) -> Result<Option<Vec<String>>, GitError> {
-    Ok(closest(repo, siblings, parent, record, exclude)?.map(|(_, w)| w))
+    Ok(closest(repo, siblings, parent, record, exclude, None)?.map(|(_, w)| w))
 }
 
-/// [`against_siblings`], with the entry compared.
+/// [`against_siblings`], with the entry compared. Of equally close entries, `prefer` (the
+/// step's commit in the image's last build, when the caller knows it) is taken, else the
+/// newest: two instructions that changed both differ from every entry in their text, and
+/// the one the step replaced is the one to name.
 pub fn closest(
     repo: &gix::Repository,
     siblings: &mut Siblings,
     parent: ObjectId,
     record: &Record,
     exclude: Option<ObjectId>,
+    prefer: Option<ObjectId>,
 ) -> Result<Option<(ObjectId, Vec<String>)>, GitError> {
     let new = index(record);
     let mut best: Option<(usize, ObjectId, String, Arc<Option<Record>>)> = None;
@@ -541,7 +545,10 @@ pub fn closest(
             Some(old) => count_differing(record, &new, old, &index(old)),
             None => usize::MAX - 1,
         };
-        if best.as_ref().is_none_or(|(bd, _, _, _)| d < *bd) {
+        if best
+            .as_ref()
+            .is_none_or(|(bd, _, _, _)| d < *bd || (d == *bd && Some(c) == prefer))
+        {
             best = Some((d, c, old_text, old));
         }
     }
@@ -659,7 +666,20 @@ pub fn step_dockerfile(
     repo: &gix::Repository,
     entry: ObjectId,
 ) -> Result<Option<(String, usize)>, GitError> {
-    let hex = entry.to_string();
+    Ok(note_with_step(repo, entry)?.map(|(_, p, i)| {
+        let n = p.steps[i].n;
+        (p.dockerfile, n)
+    }))
+}
+
+/// The first build note (by image commit) with a step that made or found `commit`: the
+/// image's commit, the note, and the step's index in it. `None` when no note has one.
+/// Reads every note that names the commit.
+pub fn note_with_step(
+    repo: &gix::Repository,
+    step: ObjectId,
+) -> Result<Option<(ObjectId, crate::store::notes::Provenance, usize)>, GitError> {
+    let hex = step.to_string();
     for (commit, blob) in crate::store::notes::list(repo)? {
         let Ok(b) = git::read_bounded(
             repo,
@@ -676,8 +696,8 @@ pub fn step_dockerfile(
         let Some(p) = crate::store::notes::Provenance::parse(&b) else {
             continue;
         };
-        if let Some(s) = p.steps.iter().find(|s| s.commit == hex) {
-            return Ok(Some((p.dockerfile, s.n)));
+        if let Some(i) = p.steps.iter().position(|s| s.commit == hex) {
+            return Ok(Some((commit, p, i)));
         }
     }
     Ok(None)

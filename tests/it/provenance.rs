@@ -2312,6 +2312,86 @@ fn why_names_the_other_image_a_stage_s_base_became() {
     assert!(w.ci(&["history", "--why", "ba"]).contains(&want));
 }
 
+/// Regression: `history --why` of a stage's image (`TAG_stage0`) or an earlier state
+/// (`TAG~1`) failed ("no build provenance note readable here"), though the final image's
+/// note records their steps. It now shows that build's steps up to the state's.
+#[test]
+fn history_why_of_a_stage_image_or_an_earlier_state_reads_the_build_s_note() {
+    let w = W::new("why-stage");
+    let c = w.ctx(
+        "st",
+        "FROM busybox AS a\nRUN echo a > /a\nRUN echo b > /b\nFROM busybox\n\
+         COPY --from=a /a /a\nENV X=1\n",
+        &[],
+    );
+    w.build("st", &c, &[]);
+    let out = output(w.image().args(["history", "--why", "st_stage0"]));
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let steps: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("why:"))
+        .collect();
+    assert_eq!(
+        steps,
+        ["  2 run RUN echo a > /a", "  3 run RUN echo b > /b"],
+        "{text}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("st_stage0: from the build note of st:latest ("),
+        "{err}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&w.ci(&["history", "--why", "--json", "st~1"])).unwrap();
+    let ns: Vec<u64> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ns, [2, 3, 5], "{json}");
+    // A state no note names is still an error that says so.
+    let (_, err) = fails(w.image().args(["history", "--why", "busybox"]));
+    assert!(err.contains("busybox: no build provenance note"), "{err}");
+    // A COPY --from whose stage changed names the stage (it said "--from stage").
+    let c = w.ctx(
+        "st",
+        "FROM busybox AS a\nRUN echo a > /a\nRUN echo B > /b\nFROM busybox\n\
+         COPY --from=a /a /a\nENV X=1\n",
+        &[],
+    );
+    let log = w.build("st", &c, &["--explain"]);
+    assert!(
+        log.contains("why: sources changed: --from=a (its result is another commit)"),
+        "{log}"
+    );
+}
+
+/// Regression: a changed RUN of a multi-stage build was explained against another stage's
+/// RUN on the same base ("instruction text changed (cached: RUN echo other > /o)"): every
+/// RUN entry on busybox differs from it in text alike, and the newest won the tie. The
+/// step's own entry in the image's last build now does.
+#[test]
+fn why_of_a_changed_run_names_its_own_earlier_text_not_another_stage_s() {
+    let w = W::new("why-own");
+    let df = |v: &str| {
+        format!(
+            "FROM busybox AS a\nRUN echo {v} > /x\nFROM busybox\nRUN echo other > /o\n\
+             COPY --from=a /x /x\n"
+        )
+    };
+    let c = w.ctx("own", &df("one"), &[]);
+    w.build("own", &c, &[]);
+    let c = w.ctx("own", &df("two"), &[]);
+    let log = w.build("own", &c, &["--explain"]);
+    assert!(
+        log.contains("why: instruction text changed (cached: RUN echo one > /x)"),
+        "{log}"
+    );
+    assert!(!log.contains("cached: RUN echo other"), "{log}");
+}
+
 /// A small JSON Schema checker for the keywords fixtures/provenance/grove-statement-schema.json
 /// uses (no JSON Schema crate builds offline with the MSRV here); an unknown keyword is a
 /// test failure, not silently ignored. Returns the problems found, each with its path.
