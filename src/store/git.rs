@@ -1108,10 +1108,11 @@ pub const MAX_SYMLINK_TARGET: u64 = 4095;
 
 /// Count the entries of `commit`'s rootfs in place, as [`read_image`] would read them
 /// (a tree named in two places counts twice), decoding each distinct tree once: an image
-/// of more than [`MAX_ENTRIES`] is refused before anything is expanded. For what reads
-/// untrusted commits whole (fetch's validation, fsck): a tree bomb of a few hundred bytes
-/// is refused at once instead of after [`read_image`] has read its first 16 million
-/// entries into memory. Iterative.
+/// of more than [`MAX_ENTRIES`] is refused before anything is expanded. [`read_image`]
+/// calls it first, so every whole read (fetch's validation, fsck, checkouts, exports,
+/// builds): a tree bomb of a few hundred bytes is refused at once instead of after its
+/// first 16 million entries were read into memory. Iterative; memory in proportion to
+/// the distinct trees.
 pub fn check_entry_count(repo: &gix::Repository, commit: ObjectId) -> Result<(), ReadError> {
     let t = image_trees(repo, commit)?;
     enum Step {
@@ -1167,10 +1168,15 @@ pub fn check_entry_count(repo: &gix::Repository, commit: ObjectId) -> Result<(),
 /// may come from a remote: tree entry names (see [`bad_entry_name`]), depth
 /// ([`super::model::MAX_DEPTH`]), symlink targets, and every metadata record's paths
 /// (canonical relative paths naming entries of the tree, never through a symlink).
+/// The entries are counted first ([`check_entry_count`]): a model costs about 550 bytes
+/// an entry, so a tree bomb (or a pack of trees that differ by one entry, as deltas)
+/// that reached the repository some way other than a fetch is refused before anything
+/// is expanded, instead of taking 9 GB of memory on the way to [`MAX_ENTRIES`].
 pub fn read_image(
     repo: &gix::Repository,
     commit: ObjectId,
 ) -> Result<(Dir, ImageConfig), ReadError> {
+    check_entry_count(repo, commit)?;
     let t = image_trees(repo, commit)?;
     let mut root = Dir::new(0o755);
     read_tree(repo, commit, t.rootfs, &mut root)?;
