@@ -285,6 +285,21 @@ pub enum ReadError {
     },
 }
 
+impl ReadError {
+    /// The commit the message already names, if any (so that a caller that names the
+    /// commit itself does not name it twice).
+    pub fn commit(&self) -> Option<ObjectId> {
+        match self {
+            ReadError::NotImage(c, _)
+            | ReadError::BadEntry { commit: c, .. }
+            | ReadError::BadRecord { commit: c, .. }
+            | ReadError::TooManyEntries { commit: c, .. }
+            | ReadError::TooBig { commit: c, .. } => Some(*c),
+            ReadError::Git(_) | ReadError::Meta(_) | ReadError::Config(_) => None,
+        }
+    }
+}
+
 /// Most bytes of an image's `meta` blob Grove reads (records take about 45 bytes an
 /// entry: millions of entries).
 pub const MAX_META: u64 = 256 << 20;

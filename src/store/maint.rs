@@ -844,7 +844,10 @@ pub fn fsck(store: &Store) -> Result<Vec<String>, StoreError> {
             match git::read_image(&repo, cur) {
                 Ok(_) => c = git::image_trees(&repo, cur).ok().and_then(|t| t.parent),
                 Err(e) => {
-                    problems.push(format!("{name}: commit {cur}: {e}"));
+                    problems.push(match e.commit() {
+                        Some(c) if c == cur => format!("{name}: {e}"),
+                        _ => format!("{name}: commit {cur}: {e}"),
+                    });
                     break;
                 }
             }
