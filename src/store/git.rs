@@ -949,12 +949,12 @@ fn write_files(repo: &gix::Repository, root: &mut Dir) -> Result<(ObjectId, Obje
 pub const KEY_INPUTS: &str = "key-inputs";
 
 /// Write a build step's commit: its files from `root` (or, if `None`, its parent's, no
-/// tree read), `config`, and the step's key-input record `record` (a blob) as
-/// [`KEY_INPUTS`].
+/// tree read), `config` (encoded, [`ImageConfig::encode`]), and the step's key-input
+/// record `record` (a blob) as [`KEY_INPUTS`].
 pub fn write_step_commit(
     repo: &gix::Repository,
     root: Option<&mut Dir>,
-    config: &ImageConfig,
+    config: Vec<u8>,
     parent: ObjectId,
     message: &str,
     record: ObjectId,
@@ -966,7 +966,7 @@ pub fn write_step_commit(
             (t.rootfs, t.meta)
         }
     };
-    let config = write_bounded_blob(repo, "config.json", config.encode(), MAX_CONFIG)?;
+    let config = write_bounded_blob(repo, "config.json", config, MAX_CONFIG)?;
     Ok(write_commit_tree(
         repo,
         rootfs,
