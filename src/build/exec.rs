@@ -302,7 +302,16 @@ struct Stage {
     /// A CMD of this stage came before (Docker's `cmdSet`): else ENTRYPOINT clears the CMD
     /// the stage inherited from its base.
     cmd_set: bool,
+    /// Most bytes of `config.json` a step of this stage writes ([`MAX_CONFIG_GROWTH`]).
+    config_max: u64,
 }
+
+/// Most bytes a build adds to its base's `config.json` (LABEL, ENV, history…), whatever
+/// the number of steps. Every step writes (and hashes) the whole config, so 70 LABELs of
+/// 1 MiB each cost a quadratic 2.3 GB of hashing and compression (16 min in a debug
+/// build) before failing at 64 MiB (`git::MAX_CONFIG`). Real configs are a few KiB;
+/// a pulled base may bring more (up to 64 MiB), which is kept.
+pub const MAX_CONFIG_GROWTH: u64 = 4 << 20;
 
 struct Builder<'a> {
     store: &'a Store,
@@ -830,7 +839,7 @@ impl<'a> Builder<'a> {
         self.step_record = Some(record);
         let performed = self.perform(ins, sub, planner.vars(), &mounts);
         let record = self.step_record.take().expect("set above");
-        self.commit(n, text, key, performed?, &record, why)
+        self.commit(n, ins, text, key, performed?, &record, why)
     }
 
     /// The key-input record of the step `sub` (docs/cache-keys.md).
@@ -1050,9 +1059,11 @@ impl<'a> Builder<'a> {
     /// Commit a performed step (its config, and whether it left the files as they were)
     /// on the stage's commit, keep its layer, write its cache entry and move the stage
     /// to it.
+    #[allow(clippy::too_many_arguments)]
     fn commit(
         &mut self,
         n: usize,
+        ins: &Instruction,
         text: &str,
         key: Key,
         (mut config, empty_layer): (ImageConfig, bool),
@@ -1063,6 +1074,18 @@ impl<'a> Builder<'a> {
             created_by: text.to_string(),
             empty_layer,
         });
+        let encoded = config.encode();
+        let max = self.stage().config_max;
+        if encoded.len() as u64 > max {
+            return Err(self.at(
+                ins,
+                format!(
+                    "config.json would be {} bytes, more than a build writes ({max} at most: \
+                     its base's and {MAX_CONFIG_GROWTH} more)",
+                    encoded.len()
+                ),
+            ));
+        }
         let parent = self.stage().commit;
         let message = format!("{text}\n\ngrove-cache-key: {}\n", key.hex());
         let record = git::write_bounded_blob(
@@ -1078,7 +1101,7 @@ impl<'a> Builder<'a> {
             let c = git::write_step_commit(
                 &self.repo,
                 Some(&mut model),
-                &config,
+                encoded,
                 parent,
                 &message,
                 record,
@@ -1086,7 +1109,7 @@ impl<'a> Builder<'a> {
             self.stage().model = Some(model);
             c?
         } else {
-            git::write_step_commit(&self.repo, None, &config, parent, &message, record)?
+            git::write_step_commit(&self.repo, None, encoded, parent, &message, record)?
         };
         let bases = std::mem::take(&mut self.pending_bases);
         if let Some(layer) = self.pending_layer.take() {
@@ -1556,6 +1579,8 @@ impl<'a> Builder<'a> {
             (c, Key::from_base(&c.to_string()))
         };
         let config = git::read_config(&self.repo, commit)?;
+        let base_config = git::blob_size(&self.repo, git::image_trees(&self.repo, commit)?.config)?;
+        let config_max = git::MAX_CONFIG.min(base_config.saturating_add(MAX_CONFIG_GROWTH));
         let env = config.env.clone();
         let pulled = crate::registry::pull::pull_record(&self.repo, commit)?;
         self.bases.push(ProvenanceBase {
@@ -1573,6 +1598,7 @@ impl<'a> Builder<'a> {
             model: None,
             fresh: false,
             cmd_set: false,
+            config_max,
         });
         Ok(env)
     }

@@ -23,6 +23,11 @@ pub enum DocumentError {
     },
     #[error("unsupported manifest kind {0:?} (Docker schema 1 manifests are not supported)")]
     Unsupported(String),
+    #[error(
+        "image manifest lists {n} layers, more than Grove pulls ({max} at most; Docker \
+         refuses more than 125)"
+    )]
+    TooManyLayers { n: usize, max: usize },
     #[error("{what}: {source}")]
     BadDigest {
         what: &'static str,
@@ -142,6 +147,12 @@ impl Document {
         }
         if kind.is_empty() || kind == MANIFEST || kind == DOCKER_MANIFEST || ct.contains("json") {
             let m: Manifest = json("image manifest", body)?;
+            if m.layers.len() > super::MAX_LAYERS {
+                return Err(DocumentError::TooManyLayers {
+                    n: m.layers.len(),
+                    max: super::MAX_LAYERS,
+                });
+            }
             check("config", &m.config.digest)?;
             for l in &m.layers {
                 check("layer", &l.digest)?;
@@ -274,6 +285,29 @@ mod tests {
         assert!(matches!(
             Document::parse("", bad.as_bytes()),
             Err(DocumentError::BadDigest { .. })
+        ));
+    }
+
+    #[test]
+    fn a_manifest_of_more_than_max_layers_is_refused() {
+        let layers = |n: usize| {
+            let l = format!(
+                r#"{{"mediaType":"{}","digest":"{DG}","size":9}}"#,
+                super::super::LAYER_GZIP
+            );
+            format!(
+                r#"{{"schemaVersion":2,"config":{{"digest":"{DG}","size":7}},"layers":[{}]}}"#,
+                vec![l; n].join(",")
+            )
+        };
+        let max = super::super::MAX_LAYERS;
+        assert!(matches!(
+            Document::parse(MANIFEST, layers(max).as_bytes()),
+            Ok(Document::Manifest(m)) if m.layers.len() == max
+        ));
+        assert!(matches!(
+            Document::parse(MANIFEST, layers(max + 1).as_bytes()),
+            Err(DocumentError::TooManyLayers { n, .. }) if n == max + 1
         ));
     }
 

@@ -42,5 +42,11 @@ pub const DOCKER_V1_SIGNED: &str = "application/vnd.docker.distribution.manifest
 
 /// Largest manifest or index read (from a registry or a layout).
 pub const MAX_MANIFEST: u64 = 16 << 20;
+/// Most layers an image manifest (from a registry, an OCI layout or a `docker save`
+/// archive) may list. Grove flattens layers, so no kernel limit applies, but each one
+/// is applied in turn: a 7.5 MB manifest listing one tiny layer 50,000 times took 52 s
+/// to pull. Real images have a few dozen; Docker refuses more than 125 (moby's layer
+/// store `maxLayerDepth`), so 1024 is well above anything another tool produces.
+pub const MAX_LAYERS: usize = 1024;
 /// Largest image config read (from a registry or a layout).
 pub const MAX_CONFIG: u64 = 64 << 20;

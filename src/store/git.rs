@@ -285,6 +285,21 @@ pub enum ReadError {
     },
 }
 
+impl ReadError {
+    /// The commit the message already names, if any (so that a caller that names the
+    /// commit itself does not name it twice).
+    pub fn commit(&self) -> Option<ObjectId> {
+        match self {
+            ReadError::NotImage(c, _)
+            | ReadError::BadEntry { commit: c, .. }
+            | ReadError::BadRecord { commit: c, .. }
+            | ReadError::TooManyEntries { commit: c, .. }
+            | ReadError::TooBig { commit: c, .. } => Some(*c),
+            ReadError::Git(_) | ReadError::Meta(_) | ReadError::Config(_) => None,
+        }
+    }
+}
+
 /// Most bytes of an image's `meta` blob Grove reads (records take about 45 bytes an
 /// entry: millions of entries).
 pub const MAX_META: u64 = 256 << 20;
@@ -934,12 +949,12 @@ fn write_files(repo: &gix::Repository, root: &mut Dir) -> Result<(ObjectId, Obje
 pub const KEY_INPUTS: &str = "key-inputs";
 
 /// Write a build step's commit: its files from `root` (or, if `None`, its parent's, no
-/// tree read), `config`, and the step's key-input record `record` (a blob) as
-/// [`KEY_INPUTS`].
+/// tree read), `config` (encoded, [`ImageConfig::encode`]), and the step's key-input
+/// record `record` (a blob) as [`KEY_INPUTS`].
 pub fn write_step_commit(
     repo: &gix::Repository,
     root: Option<&mut Dir>,
-    config: &ImageConfig,
+    config: Vec<u8>,
     parent: ObjectId,
     message: &str,
     record: ObjectId,
@@ -951,7 +966,7 @@ pub fn write_step_commit(
             (t.rootfs, t.meta)
         }
     };
-    let config = write_bounded_blob(repo, "config.json", config.encode(), MAX_CONFIG)?;
+    let config = write_bounded_blob(repo, "config.json", config, MAX_CONFIG)?;
     Ok(write_commit_tree(
         repo,
         rootfs,
@@ -1108,10 +1123,11 @@ pub const MAX_SYMLINK_TARGET: u64 = 4095;
 
 /// Count the entries of `commit`'s rootfs in place, as [`read_image`] would read them
 /// (a tree named in two places counts twice), decoding each distinct tree once: an image
-/// of more than [`MAX_ENTRIES`] is refused before anything is expanded. For what reads
-/// untrusted commits whole (fetch's validation, fsck): a tree bomb of a few hundred bytes
-/// is refused at once instead of after [`read_image`] has read its first 16 million
-/// entries into memory. Iterative.
+/// of more than [`MAX_ENTRIES`] is refused before anything is expanded. [`read_image`]
+/// calls it first, so every whole read (fetch's validation, fsck, checkouts, exports,
+/// builds): a tree bomb of a few hundred bytes is refused at once instead of after its
+/// first 16 million entries were read into memory. Iterative; memory in proportion to
+/// the distinct trees.
 pub fn check_entry_count(repo: &gix::Repository, commit: ObjectId) -> Result<(), ReadError> {
     let t = image_trees(repo, commit)?;
     enum Step {
@@ -1167,10 +1183,15 @@ pub fn check_entry_count(repo: &gix::Repository, commit: ObjectId) -> Result<(),
 /// may come from a remote: tree entry names (see [`bad_entry_name`]), depth
 /// ([`super::model::MAX_DEPTH`]), symlink targets, and every metadata record's paths
 /// (canonical relative paths naming entries of the tree, never through a symlink).
+/// The entries are counted first ([`check_entry_count`]): a model costs about 550 bytes
+/// an entry, so a tree bomb (or a pack of trees that differ by one entry, as deltas)
+/// that reached the repository some way other than a fetch is refused before anything
+/// is expanded, instead of taking 9 GB of memory on the way to [`MAX_ENTRIES`].
 pub fn read_image(
     repo: &gix::Repository,
     commit: ObjectId,
 ) -> Result<(Dir, ImageConfig), ReadError> {
+    check_entry_count(repo, commit)?;
     let t = image_trees(repo, commit)?;
     let mut root = Dir::new(0o755);
     read_tree(repo, commit, t.rootfs, &mut root)?;

@@ -841,12 +841,13 @@ pub fn fsck(store: &Store) -> Result<Vec<String>, StoreError> {
             if !checked.insert(cur) {
                 break;
             }
-            let read =
-                git::check_entry_count(&repo, cur).and_then(|()| git::read_image(&repo, cur));
-            match read {
+            match git::read_image(&repo, cur) {
                 Ok(_) => c = git::image_trees(&repo, cur).ok().and_then(|t| t.parent),
                 Err(e) => {
-                    problems.push(format!("{name}: commit {cur}: {e}"));
+                    problems.push(match e.commit() {
+                        Some(c) if c == cur => format!("{name}: {e}"),
+                        _ => format!("{name}: commit {cur}: {e}"),
+                    });
                     break;
                 }
             }
@@ -898,8 +899,7 @@ pub fn fsck(store: &Store) -> Result<Vec<String>, StoreError> {
                 ));
                 continue;
             };
-            let read = git::check_entry_count(&repo, id).and_then(|()| git::read_image(&repo, id));
-            match read {
+            match git::read_image(&repo, id) {
                 Ok((model, _)) => check_checkout(&model, &e.path(), &mut problems),
                 Err(err) => problems.push(format!("checkouts/{id}: {err}")),
             }
@@ -1177,7 +1177,6 @@ fn validate_history(
         if known.contains(&c) || !validated.insert(c) {
             continue;
         }
-        git::check_entry_count(repo, c)?;
         git::read_image(repo, c)?;
         if let Some(p) = git::image_trees(repo, c)?.parent {
             todo.push(p);

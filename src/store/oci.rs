@@ -608,6 +608,18 @@ pub fn read_layout(
             let first = entries
                 .first()
                 .ok_or_else(|| invalid(dir, "manifest.json lists no image"))?;
+            if first.layers.len() > oci::MAX_LAYERS {
+                return Err(invalid(
+                    dir,
+                    format!(
+                        "manifest.json: {}",
+                        oci::DocumentError::TooManyLayers {
+                            n: first.layers.len(),
+                            max: oci::MAX_LAYERS
+                        }
+                    ),
+                ));
+            }
             let cfg_rel = safe_join(dir, &first.config)?;
             let cfg = image_config(dir, &cfg_rel, &read_file(dir, &cfg_rel, oci::MAX_CONFIG)?)?;
             let mut root = Dir::new(0o755);
@@ -688,6 +700,34 @@ mod tests {
         let (out, dropped) = without_whiteout_names(&d);
         assert_eq!(dropped, ["a/.wh.x"]);
         assert!(out.get(b"a/y").is_some() && out.get(b"a/.wh.x").is_none());
+    }
+
+    #[test]
+    fn docker_save_manifest_of_more_than_max_layers_is_refused_before_reading_a_layer() {
+        let repo = tempfile::tempdir().expect("tempdir");
+        gix::init_bare(repo.path()).expect("init");
+        let ts = gix::open(repo.path()).expect("open").into_sync();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = br#"{"architecture":"amd64","os":"linux","config":{}}"#;
+        std::fs::write(dir.path().join("c.json"), cfg).expect("write config");
+        let empty = tar::Builder::new(Vec::new()).into_inner().expect("tar");
+        std::fs::write(dir.path().join("l.tar"), empty).expect("write layer");
+        let manifest = |n: usize| {
+            let layers = vec!["l.tar"; n];
+            serde_json::json!([{"Config": "c.json", "Layers": layers}]).to_string()
+        };
+        let m = dir.path().join("manifest.json");
+        std::fs::write(&m, manifest(oci::MAX_LAYERS)).expect("write manifest");
+        read_layout(&ts, dir.path(), XattrPolicy::default()).expect("at the bound");
+        std::fs::write(&m, manifest(oci::MAX_LAYERS + 1)).expect("write manifest");
+        let e = read_layout(&ts, dir.path(), XattrPolicy::default())
+            .map(|_| ())
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("manifest.json: image manifest lists 1025 layers"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -376,6 +376,35 @@ fn fetch_refuses_a_tree_deeper_than_the_limit_without_crashing() {
     su.assert_fetch_refused(&r, &["refusing fetch from", "too deep"]);
 }
 
+/// An image `evil` in `repo` (its ref set) whose rootfs names one tree 16 times, that
+/// one names another 16 times, and so on eight levels down to one file: 16^8 files in
+/// nine small objects; config and meta are `like`'s. Its commit id.
+fn tree_bomb(repo: &Path, like: &str) -> String {
+    let blob = hash_object(repo, "blob", b"bomb\n");
+    let mut id = raw_tree(repo, &[("100644", &b"f"[..], &blob)]);
+    let names: Vec<Vec<u8>> = (0..16).map(|i| format!("d{i:x}").into_bytes()).collect();
+    for _ in 0..8 {
+        let entries: Vec<(&str, &[u8], &str)> = names
+            .iter()
+            .map(|n| ("40000", n.as_slice(), id.as_str()))
+            .collect();
+        id = raw_tree(repo, &entries);
+    }
+    let config = rev_parse(repo, &format!("{like}:config.json"));
+    let meta = rev_parse(repo, &format!("{like}:meta"));
+    let top = raw_tree(
+        repo,
+        &[
+            ("100644", b"config.json", &config),
+            ("100644", b"meta", &meta),
+            ("40000", b"rootfs", &id),
+        ],
+    );
+    let c = commit_tree(repo, &top, None);
+    ok(git(repo).args(["update-ref", "refs/grove/img/evil+latest", &c]));
+    c
+}
+
 /// Regression test: a tree of 16 entries naming one tree of 16 entries… eight levels deep
 /// is 16^8 files in nine small objects; the fetch's validation read them into memory, one
 /// by one, until it was killed (2.8 GB after a minute, still reading). Now the entries are
@@ -385,28 +414,7 @@ fn fetch_refuses_a_tree_deeper_than_the_limit_without_crashing() {
 fn fetch_refuses_a_tree_that_names_one_subtree_billions_of_times_at_once() {
     let su = Setup::new();
     let r = su.remote("bomb", |_| Evil::default());
-    let blob = hash_object(&r, "blob", b"bomb\n");
-    let mut id = raw_tree(&r, &[("100644", &b"f"[..], &blob)]);
-    let names: Vec<Vec<u8>> = (0..16).map(|i| format!("d{i:x}").into_bytes()).collect();
-    for _ in 0..8 {
-        let entries: Vec<(&str, &[u8], &str)> = names
-            .iter()
-            .map(|n| ("40000", n.as_slice(), id.as_str()))
-            .collect();
-        id = raw_tree(&r, &entries);
-    }
-    let config = rev_parse(&r, "refs/grove/img/base+latest:config.json");
-    let meta = rev_parse(&r, "refs/grove/img/base+latest:meta");
-    let top = raw_tree(
-        &r,
-        &[
-            ("100644", b"config.json", &config),
-            ("100644", b"meta", &meta),
-            ("40000", b"rootfs", &id),
-        ],
-    );
-    let c = commit_tree(&r, &top, None);
-    ok(git(&r).args(["update-ref", "refs/grove/img/evil+latest", &c]));
+    tree_bomb(&r, "refs/grove/img/base+latest");
     let start = std::time::Instant::now();
     let (code, err) = fails(
         unpriv("timeout")
@@ -692,12 +700,61 @@ fn hostile_commit_in_the_repository_is_never_checked_out_or_exported() {
     assert!(err.contains(&c), "{err}");
     assert_eq!(su.target_state(), before);
     assert!(!Path::new(&format!("{t}/PWNED")).exists());
-    // fsck names it too.
-    let (_, err) = fails(chi(&su.st).arg("fsck"));
+    // fsck names it too, naming the commit once (it said "commit C: commit C: …").
+    let out = output(chi(&su.st).arg("fsck"));
+    assert!(!out.status.success());
+    let problems = String::from_utf8_lossy(&out.stdout);
     assert!(
-        err.contains(&c) || !output(chi(&su.st).arg("fsck")).stdout.is_empty(),
-        "{err}"
+        problems.contains(&format!(
+            "refs/grove/img/evil+latest: commit {c}: unsafe tree entry"
+        )) && problems.matches(&c).count() == 1,
+        "{problems}"
     );
+}
+
+/// A tree bomb that reached the repository without a fetch (a plain `git fetch` into
+/// the store, or plumbing) is refused at once by a checkout (`ch-run NAME`) and by
+/// exports to a directory and a tarball, naming the commit. Their read expanded the
+/// trees into memory until the 16,777,216-entry bound (about 550 bytes an entry: 9 GB);
+/// under a 4 GiB limit `ch-convert evil out.tar` panicked after 3 min 42 s (3.9 GB
+/// resident). Now the entries are counted over distinct trees first (14 MB, 0.02 s).
+/// Run under a 1 GiB address-space limit so that a regression fails, not the machine.
+#[test]
+fn tree_bomb_in_the_repository_is_refused_by_checkout_and_export_at_once() {
+    let su = Setup::new();
+    let repo = su.st.join("repo.git");
+    let c = tree_bomb(&repo, "refs/grove/img/mine+latest");
+    let limited = |tool: &str| {
+        let mut cmd = unpriv("timeout");
+        cmd.args(["300", "prlimit", "--as=1073741824", "--"])
+            .arg(crate::common::bin(tool))
+            .arg("-s")
+            .arg(&su.st);
+        cmd
+    };
+    let out = su.s.join("out");
+    let tar = su.s.join("out.tar");
+    for (what, mut cmd) in [
+        ("ch-convert to a directory", limited("ch-convert")),
+        ("ch-convert to a tarball", limited("ch-convert")),
+        ("ch-run", limited("ch-run")),
+    ] {
+        match what {
+            "ch-run" => cmd.args(["evil", "--", "true"]),
+            "ch-convert to a tarball" => cmd.arg("evil").arg(&tar),
+            _ => cmd.arg("evil").arg(&out),
+        };
+        let (code, err) = fails(&mut cmd);
+        assert!(matches!(code, 1 | 31), "{what}: exit {code}\n{err}");
+        assert!(
+            err.contains(&format!(
+                "commit {c}: rootfs has more than 16777216 entries"
+            )),
+            "{what}: {err}"
+        );
+    }
+    assert!(!out.exists() && !tar.exists());
+    assert!(!su.st.join("img/evil+latest").exists());
 }
 
 /// The fuzz seeds of tarball import (fuzz/seeds/import_tar: the hostile cases of issue

@@ -1385,12 +1385,20 @@ impl FakeImage {
         let cd = format!("sha256:{}", sha256_hex(&config));
         let mut descs = Vec::new();
         let mut blobs = vec![(cd.clone(), config.clone())];
+        // Each distinct layer hashed (by a sha256sum process) and served once.
+        let mut digests: std::collections::HashMap<&[u8], String> = Default::default();
         for (data, size) in layers {
-            let d = format!("sha256:{}", sha256_hex(data));
+            let d = digests
+                .entry(data)
+                .or_insert_with(|| {
+                    let d = format!("sha256:{}", sha256_hex(data));
+                    blobs.push((d.clone(), data.to_vec()));
+                    d
+                })
+                .clone();
             descs.push(format!(
                 r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":{size}}}"#
             ));
-            blobs.push((d, data.to_vec()));
         }
         let manifest = format!(
             r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{}}},"layers":[{}]}}"#,
@@ -1938,4 +1946,46 @@ fn add_url_download_larger_than_the_limit_is_refused() {
         err.contains("CH_IMAGE_ADD_MAX_SIZE: invalid value \"lots\""),
         "{err}"
     );
+}
+
+/// Regression test: a manifest listing one tiny layer 50,000 times (7.5 MB, under the 16
+/// MiB manifest bound) was pulled: the layer downloaded once but was applied 50,000
+/// times, 52 s. A manifest of more layers than [`MAX_LAYERS`] (docs/registry.md) is now
+/// refused before any blob is asked for, and the store is unchanged.
+#[test]
+fn manifest_of_more_layers_than_any_image_has_is_refused_before_any_download() {
+    const MAX_LAYERS: usize = 1024;
+    let layer = gzip(&tar_with_member("x", b"x\n"));
+    let many: Vec<(&[u8], u64)> = (0..50_000)
+        .map(|_| (layer.as_slice(), layer.len() as u64))
+        .collect();
+    let fake = Scripted::start(None, serve_image(FakeImage::new(&many)));
+    let s = Scratch::new("many-layers");
+    let st = empty_store(&s);
+    let before = list_of(&st);
+    let err = fails_within(
+        &mut pull_from(&fake.host(), None, &st, "many"),
+        Duration::from_secs(60),
+    );
+    assert!(
+        err.contains(&format!(
+            "image manifest lists 50000 layers, more than Grove pulls ({MAX_LAYERS} at most"
+        )),
+        "{err}"
+    );
+    assert!(
+        !fake.requests().iter().any(|q| q.path.contains("/blobs/")),
+        "{:?}",
+        fake.requests()
+    );
+    assert_eq!(before, list_of(&st));
+    // At the bound, a pull works (the one layer downloads once).
+    let fake = Scripted::start(None, serve_image(FakeImage::new(&many[..MAX_LAYERS])));
+    ok(&mut pull_from(&fake.host(), None, &st, "most"));
+    let blobs = fake
+        .requests()
+        .into_iter()
+        .filter(|q| q.path.contains("/blobs/"))
+        .count();
+    assert_eq!(blobs, 2, "config and the layer once");
 }
