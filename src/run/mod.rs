@@ -440,6 +440,11 @@ impl TempFiles {
                         return Err(RunError::io(
                             format!("can't create temporary file: {}", p.display()),
                             &e,
+                        )
+                        .with_hint(
+                            "set TMPDIR to a directory you can write (the container's \
+                             /etc/passwd and /etc/group are made there), or run with \
+                             --no-passwd",
                         ))
                     }
                 }
@@ -566,7 +571,21 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
         let temp = if spec.no_passwd {
             None
         } else {
-            Some(TempFiles::write(&host_tmp, uid, gid)?)
+            // A compute node whose /tmp is read-only (or a TMPDIR that is not
+            // there): /dev/shm, which every node has, rather than no container.
+            Some(match TempFiles::write(&host_tmp, uid, gid) {
+                Ok(t) => t,
+                Err(e) => match TempFiles::write(Path::new("/dev/shm"), uid, gid) {
+                    Ok(t) => {
+                        crate::verbose!(
+                            "{}; /etc/passwd and /etc/group made in /dev/shm",
+                            e.message()
+                        );
+                        t
+                    }
+                    Err(_) => return Err(e),
+                },
+            })
         };
         // A SquashFS image is mounted in a user namespace where the invoking user is root
         // (0), and the container is a user namespace nested in it that maps the container

@@ -541,14 +541,34 @@ fn side_path(dir: &Path) -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .and_then(absolute)
         .or_else(|| {
-            std::env::var_os("HOME")
-                .and_then(absolute)
-                .map(|h| h.join(".cache"))
+            // Not a home directory that is not there (a node without it): no cache.
+            let home = std::env::var_os("HOME").and_then(absolute)?;
+            home.is_dir().then(|| home.join(".cache"))
         })?;
     let abs = fs::canonicalize(dir).ok()?;
     let kind = abs.parent()?.file_name()?.to_str()?.to_string();
     let key = hex(&blake3::hash(abs.as_os_str().as_bytes()).as_bytes()[..16]);
     Some(base.join("grove/stamps").join(format!("{kind}-{key}")))
+}
+
+/// An exclusive flock(2) of `KIND-KEY.lock` beside the stamp of tree `dir` in the user's
+/// cache ([`side_path`]), waited for; `None` without a cache directory (best effort).
+fn side_lock(dir: &Path) -> Option<nix::fcntl::Flock<fs::File>> {
+    use std::os::unix::fs::DirBuilderExt;
+    let p = side_path(dir)?.with_extension("lock");
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(p.parent()?)
+        .ok()?;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&p)
+        .ok()?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok()
 }
 
 /// Whether tree `dir` is as its stamp in the user's cache ([`side_path`]) recorded it:
@@ -791,6 +811,9 @@ pub fn verify(
     model: impl FnOnce() -> Result<super::model::Dir, StampError>,
     read_only: bool,
 ) -> Result<(), StampError> {
+    // The ranks of a job checking the same tree of a read-only storage directory: one
+    // reads it and stamps it in the user's cache, the others wait and find that stamp.
+    let _one = read_only.then(|| side_lock(dir)).flatten();
     let write_bits = |copy: bool, sc: &Scan| {
         if read_only {
             crate::verbose!(

@@ -372,11 +372,31 @@ fn a_store_made_read_only_with_chmod_runs_by_name() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "a\n", "{err}");
         err
     };
-    let err = run_v();
-    assert!(
-        err.contains("used as it is") && err.contains("stamped in"),
-        "{err}"
-    );
+    // The ranks of a job at once: one reads each tree, the others wait for its stamp.
+    let ranks: Vec<_> = (0..8)
+        .map(|_| {
+            tool("ch-run")
+                .env("HOME", &home)
+                .env_remove("XDG_CACHE_HOME")
+                .arg("-v")
+                .arg("-s")
+                .arg(&st)
+                .args(["t", "--", "cat", "/b"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn ch-run")
+        })
+        .collect();
+    let mut reads = 0;
+    for r in ranks {
+        let out = r.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a\n", "{err}");
+        reads += err.matches("used as it is").count();
+    }
+    assert_eq!(reads, before.len(), "each tree read once: {before:?}");
     assert!(home.join(".cache/grove/stamps").is_dir());
     let err = run_v();
     assert!(!err.contains("used as it is"), "read again: {err}");

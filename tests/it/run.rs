@@ -1914,3 +1914,30 @@ fn layer_union_run_writes_into_upper_only() {
         0
     );
 }
+
+/// A compute node whose /tmp (here TMPDIR) can't be written: the
+/// container's /etc/passwd and /etc/group are made in /dev/shm. Before: "can't create
+/// temporary file: …/ch-run_passwd…" and no container (Charliecloud 0.31: "please report
+/// this bug").
+#[test]
+fn an_unwritable_tmpdir_still_gives_a_container_with_its_user() {
+    let s = Scratch::new("run-rotmp");
+    let tmp = s.join("tmp");
+    sh(&format!("mkdir '{0}' && chmod 555 '{0}'", tmp.display()));
+    let mut c = in_bb(&[], "id -un; grep -c . /etc/passwd");
+    c.env("TMPDIR", &tmp);
+    let out = stdout_of(&mut c);
+    let mut lines = out.lines();
+    assert!(lines.next().is_some_and(|u| !u.is_empty()), "{out}");
+    assert_eq!(lines.next(), Some("2"), "root and the user: {out}");
+    let left = std::fs::read_dir("/dev/shm")
+        .expect("read /dev/shm")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("ch-run_passwd.")
+        })
+        .count();
+    assert_eq!(left, 0, "temporary files are removed");
+}
