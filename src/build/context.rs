@@ -797,7 +797,16 @@ pub fn hash_sources_with(
     xattrs: bool,
     manifest: Option<&mut Vec<(Vec<u8>, [u8; 32])>>,
 ) -> Result<[u8; 32], ContextError> {
-    hash_sources_listing(sources, ignore, cache, xattrs, manifest, None, &|_| false)
+    hash_sources_listing(
+        sources,
+        ignore,
+        cache,
+        xattrs,
+        manifest,
+        None,
+        &|_| false,
+        None,
+    )
 }
 
 /// A regular file of a source set: its relative path, its path on disk and its metadata
@@ -810,7 +819,11 @@ pub type RegularFile = (Vec<u8>, PathBuf, fs::Metadata);
 /// attributes, not its mode and time: its contents go into a directory the image already
 /// has, which keeps its own mode and time (docs/cache-keys.md, `copy-dir-top`), so the
 /// context directory's time, which every file added at its top changes, is no key input
-/// of `COPY . /app/` then.
+/// of `COPY . /app/` then. With `clamp` (the build's `SOURCE_DATE_EPOCH`, which the
+/// commit clamps every time to), a time later than it is hashed as `clamp` seconds: what
+/// the copy's result holds, so that a checkout made later (another CI runner's clone)
+/// gives the same key.
+#[allow(clippy::too_many_arguments)]
 pub fn hash_sources_listing(
     sources: &[Source],
     ignore: &Ignore,
@@ -819,6 +832,7 @@ pub fn hash_sources_listing(
     mut manifest: Option<&mut Vec<(Vec<u8>, [u8; 32])>>,
     files: Option<&mut Vec<RegularFile>>,
     bare_top: &dyn Fn(&Source) -> bool,
+    clamp: Option<i64>,
 ) -> Result<[u8; 32], ContextError> {
     // Gather entries first (sequential walk), hash files in parallel, then fold in order.
     let mut entries: Vec<(Vec<u8>, PathBuf, fs::Metadata)> = Vec::new();
@@ -868,9 +882,10 @@ pub fn hash_sources_listing(
         };
         h.update(&[kind]);
         if !bare.contains(&i) {
+            let (sec, nsec) = entry_time(md, clamp);
             h.update(&(md.mode() & 0o7777).to_le_bytes());
-            h.update(&md.mtime().to_le_bytes());
-            h.update(&(md.mtime_nsec() as u32).to_le_bytes());
+            h.update(&sec.to_le_bytes());
+            h.update(&nsec.to_le_bytes());
         }
         if ft.is_symlink() {
             let t = fs::read_link(p).at("read symlink", p)?;
@@ -905,6 +920,15 @@ pub fn hash_sources_listing(
         files.extend(entries.into_iter().filter(|(_, _, md)| md.is_file()));
     }
     Ok(*whole.finalize().as_bytes())
+}
+
+/// The modification time an entry's hash holds: seconds and nanoseconds, or, later than
+/// `clamp` seconds, `clamp` seconds (what the commit makes of it).
+pub fn entry_time(md: &fs::Metadata, clamp: Option<i64>) -> (i64, u32) {
+    match clamp {
+        Some(max) if md.mtime() > max => (max, 0),
+        _ => (md.mtime(), md.mtime_nsec() as u32),
+    }
 }
 
 /// Bytes into the whole hash and, for a manifest, into one entry's hash.
@@ -1271,6 +1295,7 @@ mod tests {
             None,
             Some(&mut found),
             &|_| false,
+            None,
         )
         .unwrap();
         assert_eq!(found.len(), 1);

@@ -1286,6 +1286,7 @@ impl<'a> Builder<'a> {
                     Some(&mut m),
                     found.as_mut(),
                     &bare_top,
+                    self.source_date_epoch,
                 )
                 .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
                 if let (Some(mut files), Some(found)) = (files, found) {
@@ -1309,9 +1310,10 @@ impl<'a> Builder<'a> {
                 let md = fs::metadata(&p).at("stat", &p)?;
                 entry.extend_from_slice(&(rel.len() as u64).to_le_bytes());
                 entry.extend_from_slice(rel);
+                let (sec, nsec) = context::entry_time(&md, self.source_date_epoch);
                 entry.extend_from_slice(&(md.mode() & 0o7777).to_le_bytes());
-                entry.extend_from_slice(&md.mtime().to_le_bytes());
-                entry.extend_from_slice(&(md.mtime_nsec() as u32).to_le_bytes());
+                entry.extend_from_slice(&sec.to_le_bytes());
+                entry.extend_from_slice(&nsec.to_le_bytes());
                 extra.extend_from_slice(entry);
             }
         }
@@ -1742,6 +1744,7 @@ impl<'a> Builder<'a> {
                         manifest.as_mut(),
                         listed.as_mut(),
                         &|_| false,
+                        None,
                     )
                     .map_err(|e| self.at_err(ins, "RUN --mount=type=bind", e))?;
                     extra.extend_from_slice(&h);

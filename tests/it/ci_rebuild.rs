@@ -2,7 +2,7 @@
 //! builds of one Dockerfile with small changes between runs (a checkout touching the
 //! context), where each rebuild must run exactly the steps whose result changes.
 
-use crate::common::{marks, sh, Bench};
+use crate::common::{marks, ok, sh, unpriv, Bench};
 
 /// The context directory's modification time, in seconds, as `stat` reads it.
 fn mtime_of(p: &std::path::Path) -> String {
@@ -111,4 +111,43 @@ fn copy_from_a_stage_hits_after_a_stage_that_copied_the_context_into_its_workdir
     assert_eq!(marks(&b.build("two", df, &[])), "...");
     assert_eq!(marks(&b.build("two", df, &[])), "***");
     assert_eq!(b.run("two", "cat /opt/f"), "f\n");
+}
+
+#[test]
+fn a_second_runner_s_own_checkout_hits_the_fetched_cache_with_source_date_epoch() {
+    // Runner B fetches runner A's cache, and builds its own clone of the same commit,
+    // whose files have the time of that clone. With SOURCE_DATE_EPOCH (the commit's
+    // time) every time later than it is clamped to it in the image, so the key holds the
+    // clamped time and the COPY is a hit; it ran again on every runner before.
+    let sde = ["--build-arg", "SOURCE_DATE_EPOCH=1500000000"];
+    let df = "FROM busybox\nWORKDIR /src\nCOPY src/ /src/\nRUN cat /src/main.c > /out\n";
+    let a = Bench::checked_out("ci-runner-a");
+    a.write("src/main.c", "int main(void) { return 0; }\n");
+    a.write("src/README", "a project\n");
+    let checkout = |ctx: &std::path::Path, when: &str| {
+        sh(&format!(
+            "find '{}' -exec touch -h -d '{when}' {{}} +",
+            ctx.join("src").display()
+        ));
+    };
+    checkout(&a.ctx, "2020-01-01 10:00:00.25");
+    assert_eq!(marks(&a.build("app", df, &sde)), "...");
+    assert_eq!(marks(&a.build("plain", df, &[])), "...");
+    let remote = a.s.join("cache.git");
+    ok(unpriv("git").args(["init", "-q", "--bare"]).arg(&remote));
+    ok(a.image().args(["build-cache", "push"]).arg(&remote));
+
+    let b = Bench::new("ci-runner-b");
+    b.write("src/main.c", "int main(void) { return 0; }\n");
+    b.write("src/README", "a project\n");
+    checkout(&b.ctx, "2021-06-01 12:00:00.75");
+    ok(b.image().args(["build-cache", "fetch"]).arg(&remote));
+    let log = b.build("app", df, &sde);
+    assert_eq!(marks(&log), "***", "{log}");
+    assert_eq!(b.image_commit("app"), a.image_commit("app"));
+    assert_eq!(b.run("app", "stat -c %Y /src/main.c"), "1500000000\n");
+    // Without it the files' own times are the image's (as in Charliecloud): the COPY
+    // of the later checkout runs again.
+    assert_eq!(marks(&b.build("plain", df, &[])), "*..");
+    b.fsck();
 }
