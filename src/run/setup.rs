@@ -125,10 +125,22 @@ pub fn mount_squash(
         Some(opts.as_str()),
     )
     .map_err(|e| {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        // The FUSE device is character device 10:229 (Documentation/admin-guide/
+        // devices.txt); anything else there (a /dev/null bound over it) is not FUSE,
+        // whatever the kernel allows.
+        let why = match fuse.metadata() {
+            Ok(m) if !m.file_type().is_char_device() || m.rdev() != libc::makedev(10, 229) => {
+                "/dev/fuse is not the FUSE device (character device 10:229): ask the \
+                 system's administrator"
+            }
+            _ => {
+                "this kernel or system does not let unprivileged users mount FUSE in a user \
+                 namespace (Linux 4.18+ is needed)"
+            }
+        };
         RunError::sys(format!("can't mount FUSE at {}", mnt.display()), e).with_hint(format!(
-            "this kernel or system does not let unprivileged users mount FUSE in a user \
-             namespace (Linux 4.18+ is needed); convert the image to a directory: \
-             ch-convert {} DIR",
+            "{why}; convert the image to a directory: ch-convert {} DIR",
             image.display()
         ))
     })?;

@@ -937,6 +937,15 @@ fn check_checkout(model: &Dir, dir: &Path, problems: &mut Vec<String>) {
     use std::os::unix::fs::PermissionsExt;
     let policy = checkout::Policy::Checkout;
     let mut expected: BTreeSet<Vec<u8>> = BTreeSet::new();
+    // Entries that lost only write permissions (`chmod -R a-w` of a storage directory
+    // made read-only): not a problem, since the tree holds its commit's files (ch-run
+    // runs it where it can't be replaced, and it is made again where it can); said once.
+    let mut read_only = 0usize;
+    let mut mode_is = |mode: u32, want: u32| {
+        let lost = mode != want && super::stamp::lost_write_bits_only(want, mode);
+        read_only += usize::from(lost);
+        mode == want || lost
+    };
     model.walk(&mut |rel, node| {
         expected.insert(rel.to_vec());
         let p = dir.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(rel));
@@ -947,7 +956,7 @@ fn check_checkout(model: &Dir, dir: &Path, problems: &mut Vec<String>) {
         };
         let mode = md.permissions().mode() & 0o7777;
         let ok = match node {
-            Node::Dir(d) => md.is_dir() && mode == policy.dir_mode(d.mode),
+            Node::Dir(d) => md.is_dir() && mode_is(mode, policy.dir_mode(d.mode)),
             Node::Symlink { target } => {
                 md.file_type().is_symlink()
                     && fs::read_link(&p).is_ok_and(|t| {
@@ -955,10 +964,12 @@ fn check_checkout(model: &Dir, dir: &Path, problems: &mut Vec<String>) {
                             == target.as_slice()
                     })
             }
-            Node::Fifo { mode: m } => md.file_type().is_fifo() && mode == policy.file_mode(*m),
+            Node::Fifo { mode: m } => {
+                md.file_type().is_fifo() && mode_is(mode, policy.file_mode(*m))
+            }
             Node::File(f) => {
                 md.is_file()
-                    && mode == policy.file_mode(f.mode)
+                    && mode_is(mode, policy.file_mode(f.mode))
                     && super::git::file_blob_id(&p)
                         .ok()
                         .is_some_and(|h| h == f.oid)
@@ -971,6 +982,13 @@ fn check_checkout(model: &Dir, dir: &Path, problems: &mut Vec<String>) {
             ));
         }
     });
+    if read_only > 0 {
+        crate::info!(
+            "{}: {read_only} entries without the write permissions their commit gives \
+             (chmod a-w): run as they are where the storage directory is read-only",
+            dir.display()
+        );
+    }
     // Entries the commit does not have.
     fn extra(
         base: &Path,

@@ -217,7 +217,7 @@ impl Restore<'_> {
 
 /// Whether mode `now` is mode `was` with some write bits taken away, and nothing else
 /// changed (the same type, permissions and special bits otherwise).
-fn lost_write_bits_only(was: u32, now: u32) -> bool {
+pub(crate) fn lost_write_bits_only(was: u32, now: u32) -> bool {
     now & !0o222 == was & !0o222 && now & 0o222 & !was == 0
 }
 

@@ -398,6 +398,12 @@ fn a_store_made_read_only_with_chmod_runs_by_name() {
     }
     assert_eq!(reads, before.len(), "each tree read once: {before:?}");
     assert!(home.join(".cache/grove/stamps").is_dir());
+    // fsck: the lost write permissions are said, not a problem (before: one problem per
+    // entry, "differs from its commit").
+    let out = output(tool("ch-image").arg("-s").arg(&st).arg("fsck"));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("without the write permissions"), "{err}");
     let err = run_v();
     assert!(!err.contains("used as it is"), "read again: {err}");
     assert_eq!(trees(&st), before);
@@ -432,6 +438,8 @@ fn a_store_made_read_only_with_chmod_runs_by_name() {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("was changed outside grove"), "{err}");
+    let out = output(tool("ch-image").arg("-s").arg(&st).arg("fsck"));
+    assert!(!out.status.success(), "fsck finds the edit");
     assert!(
         err.contains("the storage directory is read-only here"),
         "{err}"

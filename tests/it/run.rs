@@ -1805,6 +1805,8 @@ fn squashfs_without_fuse_or_squashfuse_says_why_and_suggests_a_directory() {
     assert_eq!(code, 31, "{err}");
     assert!(err.contains("can't mount FUSE at"), "{err}");
     assert!(err.contains("ch-convert"), "{err}");
+    // Before: "this kernel or system does not let unprivileged users mount FUSE".
+    assert!(err.contains("/dev/fuse is not the FUSE device"), "{err}");
     // No squashfuse_ll on $PATH.
     let mut c = crate::common::unpriv("env");
     c.arg("PATH=/nonexistent")
