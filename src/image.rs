@@ -333,9 +333,23 @@ pub fn history(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
             .as_deref()
             .map(|k| &k[..12.min(k.len())])
             .unwrap_or("-");
+        // An import: where from (`--json`: `imported`, in full).
+        let from = s
+            .imported
+            .iter()
+            .flatten()
+            .map(|i| match &i.sha256 {
+                Some(d) => format!("{} {} sha256:{}", i.kind, i.path, &d[..12.min(d.len())]),
+                None => format!("{} {}", i.kind, i.path),
+            })
+            .collect::<Vec<_>>();
+        let from = match from.is_empty() {
+            true => String::new(),
+            false => format!(" ({})", from.join("; ")),
+        };
         outln!(
             o,
-            "{} {key:<12} {hit} +{} ~{} -{} {:>7}  {}",
+            "{} {key:<12} {hit} +{} ~{} -{} {:>7}  {}{from}",
             &s.commit[..12],
             s.added,
             s.modified,

@@ -21,6 +21,10 @@ pub struct Step {
     pub size_delta: i64,
     /// Hit (true) or executed (false) in the last build; None if unknown.
     pub hit: Option<bool>,
+    /// For an imported state (no parent): where it was imported from, as its import note
+    /// records (docs/store-format.md, "Import notes"); absent when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imported: Option<Vec<notes::ImportSource>>,
 }
 
 /// The cache key recorded in a commit message (`grove-cache-key: HEX`).
@@ -58,6 +62,12 @@ pub fn history(repo: &gix::Repository, commit: ObjectId) -> Result<Vec<Step>, Re
             removed: st.removed,
             size_delta: st.size_delta,
             hit: hits.get(&id.to_string()).copied(),
+            imported: match prev {
+                None => notes::import_note(repo, *id)
+                    .map_err(ReadError::from)?
+                    .map(|n| n.imports),
+                Some(_) => None,
+            },
         });
         prev = Some(*id);
     }

@@ -2,7 +2,7 @@
 //! and for looking into results), run as the unprivileged test user, each test in its own
 //! storage directory with the busybox fixture imported as `busybox`.
 
-use crate::common::{fails, marks, ok, output, sh, skip, steps, tool, Bench};
+use crate::common::{fails, marks, ok, output, own, sh, skip, steps, tool, Bench};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -1449,9 +1449,35 @@ fn history_why_compares_afterwards_when_the_build_did_not_record_why() {
     b.write("f", "1\n");
     b.build("c", df, &[]);
     b.write("f", "2\n");
-    // --rebuild reads no cache, so the build records no reasons.
+    // --rebuild reads no cache, so the build records no reasons, but its note records
+    // the mode, which history --why gives as the build log did.
     let log = b.build("c", df, &["--rebuild", "--explain"]);
     assert_eq!(whys(&log), ["cache not read (--rebuild)"; 2], "{log}");
+    let out = ok(b.image().args(["history", "--why", "c"]));
+    let want = "  2 run COPY f /f\n        why: cache not read (--rebuild)\n  3 run RUN echo b > /b\n        why: cache not read (--rebuild)\n";
+    assert_eq!(out, want);
+    // A note without the mode (an earlier Grove's): compared afterwards.
+    let commit = b.git(&["rev-parse", "refs/grove/img/c+latest"]);
+    let commit = commit.trim();
+    let mut note: serde_json::Value =
+        serde_json::from_str(&b.git(&["notes", "--ref=grove", "show", commit])).unwrap();
+    note.as_object_mut().unwrap().remove("cache");
+    let path = b.s.join("note.json");
+    std::fs::write(&path, note.to_string()).unwrap();
+    own(&path);
+    b.git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "notes",
+        "--ref=grove",
+        "add",
+        "-f",
+        "-F",
+        path.to_str().unwrap(),
+        commit,
+    ]);
     let out = ok(b.image().args(["history", "--why", "c"]));
     // The RUN's parent is the new COPY commit: nothing else starts from it.
     let want = "  2 run COPY f /f\n        why: context file changed: f (compared now)\n  3 run RUN echo b > /b\n        why: no other entry for this parent\n";

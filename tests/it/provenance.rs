@@ -217,7 +217,15 @@ fn history_one_line_per_instruction_oldest_first_with_hits_after_rebuild() {
     let lines = history_lines(&w, "a");
     let instrs: Vec<&str> = DF_A.lines().skip(1).collect();
     assert_eq!(lines.len(), 1 + instrs.len(), "{lines:#?}");
-    assert!(lines[0].ends_with("IMPORT"), "{}", lines[0]);
+    // The base's import, and where it came from (its import note).
+    assert!(
+        lines[0].ends_with(&format!(
+            "IMPORT (directory {})",
+            busybox_rootfs().display()
+        )),
+        "{}",
+        lines[0]
+    );
     for (l, i) in lines[1..].iter().zip(&instrs) {
         assert!(l.ends_with(i), "{l:?} should end with {i:?}");
         assert!(l.contains(" run "), "first build, {l:?}");
@@ -2179,6 +2187,19 @@ fn import_records_the_path_and_the_tarball_s_digest_and_inspect_shows_them() {
     // By commit id: every import of it.
     let text = w.ci(&["inspect", commit.trim()]);
     assert_eq!(text.matches("imported:").count(), 2, "{text}");
+    // history says it too: in full in --json, the digest's first 12 digits in text.
+    let h = history_json(&w, "fromtar");
+    assert_eq!(h[0]["imported"].as_array().unwrap().len(), 2, "{h:?}");
+    let line = &history_lines(&w, "fromtar")[0];
+    assert!(
+        line.contains(&format!(
+            "IMPORT (directory {}; tarball {} sha256:{})",
+            busybox_rootfs().display(),
+            tarball.display(),
+            &digest[..12]
+        )),
+        "{line}"
+    );
     // It is no build provenance.
     let (_, err) = fails(w.image().args(["inspect", "--provenance", "fromtar"]));
     assert!(err.contains("no build provenance note"), "{err}");
