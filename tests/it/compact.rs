@@ -834,7 +834,7 @@ fn compaction_keeps_a_blob_whose_compressed_pack_is_the_stored_one() {
         .arg(&tar));
     for n in 1..=3 {
         crate::common::sh(&format!(
-            "tar -xOf '{}' noise{n} | cmp - '{}/rand/noise{n}'",
+            "tar -xOf '{}' ./noise{n} | cmp - '{}/rand/noise{n}'",
             tar.display(),
             st.ctx.display()
         ));

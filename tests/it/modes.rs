@@ -442,10 +442,10 @@ fn run_leaving_mode_0000_files_and_directories_commits_them() {
     ok(convert(&st).arg("locked").arg(&tar));
     let listing = ok(unpriv("tar").arg("-tvf").arg(&tar));
     for (mode, path) in [
-        ("d---------", "d"),
-        ("d---------", "d/e"),
-        ("----------", "d/e/f"),
-        ("----------", "shadow"),
+        ("d---------", "./d/"),
+        ("d---------", "./d/e/"),
+        ("----------", "./d/e/f"),
+        ("----------", "./shadow"),
     ] {
         assert!(
             listing

@@ -718,7 +718,7 @@ fn import_leaves_the_checkout_to_first_use() {
     ok(chc(&st).arg("bb").arg(&tar));
     let listing =
         String::from_utf8_lossy(&sh(&format!("tar -tf '{}'", tar.display())).stdout).into_owned();
-    assert!(listing.lines().any(|l| l == "etc/motd"), "{listing}");
+    assert!(listing.lines().any(|l| l == "./etc/motd"), "{listing}");
     assert_eq!(checkouts(), 0, "export checked out");
     let ctx = s.join("ctx");
     sh(&format!(

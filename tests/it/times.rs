@@ -102,10 +102,10 @@ fn tar_import_keeps_times_through_checkout_exports_and_ch_run() {
         .args(["--full-time", "-tvf"])
         .arg(&tar_out));
     for when in [
-        "1973-11-29 21:33:09 old",
-        "1976-05-03 19:33:20 d",
-        "1974-10-03 02:40:00 d/f",
-        "1979-07-05 05:20:00 l -> old",
+        "1973-11-29 21:33:09 ./old",
+        "1976-05-03 19:33:20 ./d",
+        "1974-10-03 02:40:00 ./d/f",
+        "1979-07-05 05:20:00 ./l -> old",
     ] {
         assert!(
             listing
