@@ -387,6 +387,8 @@ pub fn build(
     let mut planner = Planner::new(&opts.build_args, b.df.escape(), plan_opts);
     let instructions = b.df.instructions.clone();
     for (i, ins) in instructions.iter().enumerate() {
+        crate::interrupt::interrupted()
+            .map_err(|e| b.at_err(ins, "stopped before this step", e))?;
         let step = planner
             .step(i + 1, ins)
             .map_err(|e| b.at_err(ins, "can't substitute variables", e))?;
@@ -1745,21 +1747,26 @@ impl<'a> Builder<'a> {
             .write(true)
             .open(&lock_path)
             .at("open", &lock_path)?;
-        let arg = match sharing {
-            Sharing::Shared => FlockArg::LockShared,
-            Sharing::Locked => FlockArg::LockExclusive,
-            Sharing::Private => FlockArg::LockExclusiveNonblock,
-        };
         if sharing == Sharing::Locked {
             crate::verbose!("cache mount {id}: waiting for other builds using it");
         }
-        let (dir, lock) = match Flock::lock(f, arg) {
+        let locked = match sharing {
+            Sharing::Shared => crate::interrupt::lock_waiting(f, false),
+            Sharing::Locked => crate::interrupt::lock_waiting(f, true),
+            Sharing::Private => {
+                Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e.into())
+            }
+        };
+        let (dir, lock) = match locked {
             Ok(l) => (layout.cache_mount(&name), Some(l)),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) if sharing == Sharing::Private => {
+            Err(e)
+                if sharing == Sharing::Private
+                    && e.raw_os_error() == Some(nix::errno::Errno::EWOULDBLOCK as i32) =>
+            {
                 info!("cache mount {id} in use: a private directory for this RUN");
                 (self.scratch("cache-private")?.join("cache"), None)
             }
-            Err((_, e)) => return Err(IoError::new("lock", &lock_path, e.into()).into()),
+            Err(e) => return Err(IoError::new("lock", &lock_path, e).into()),
         };
         if lock.is_some() {
             // Its last use (for build-cache --gc --keep-storage) and its id.
@@ -1987,7 +1994,11 @@ impl<'a> Builder<'a> {
                     .name("warm".into())
                     .spawn_scoped(sc, || context::warm(&later, ignore, known))
             });
-            let status = cmd.status();
+            // A signal that stops the build is passed on to ch-run, which ends the RUN
+            // with everything it started (docs/ch-run.md).
+            let status = cmd
+                .spawn()
+                .and_then(|mut c| crate::interrupt::wait_watched(&mut c));
             let warmed = warm.and_then(|w| w.ok()).and_then(|w| w.join().ok());
             (status, warmed)
         });
@@ -2009,6 +2020,7 @@ impl<'a> Builder<'a> {
             }
             r => r.at("execute", &self.opts.ch_run)?,
         };
+        crate::interrupt::interrupted().map_err(|e| self.at_err(ins, "RUN stopped", e))?;
         if !status.success() {
             use std::os::unix::process::ExitStatusExt;
             return Err(match (status.code(), status.signal()) {
