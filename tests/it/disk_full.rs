@@ -232,6 +232,49 @@ fn undelete_on_a_full_disk_brings_the_image_back() {
     assert_whole(&st, "bb\n");
 }
 
+/// The files under `pool/` of storage directory `st` that nothing but the pool links.
+fn unlinked_pool_entries(st: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for sub in std::fs::read_dir(st.join("pool"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for e in std::fs::read_dir(sub.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.metadata().is_ok_and(|m| m.nlink() == 1) {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// Regression: a checkout that failed (here: the disk filled under it) removed its
+/// scratch tree but left the pool entries it had made for the files it had written, which
+/// nothing linked any more until `build-cache --gc` removed them. Now it takes them back.
+#[test]
+fn a_checkout_that_fills_the_disk_leaves_no_pool_entry_behind() {
+    let Some(fs) = SmallFs::new("full-checkout", 24) else {
+        return;
+    };
+    let st = fs.mnt.join("st");
+    ok(ch(&st).arg("import").arg(busybox_rootfs()).arg("bb"));
+    // Room for busybox's small files, not for the busybox binary (about 2 MiB).
+    let filler = fs.fill_leaving(256 << 10);
+    let (_, err) = fails(tool("ch-run").arg("-s").arg(&st).args(["bb", "--", "true"]));
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(unlinked_pool_entries(&st), Vec::<PathBuf>::new(), "{err}");
+    std::fs::remove_file(filler).expect("remove filler");
+    ok(tool("ch-run").arg("-s").arg(&st).args(["bb", "--", "true"]));
+    assert_eq!(unlinked_pool_entries(&st), Vec::<PathBuf>::new());
+    assert_whole(&st, "bb\n");
+}
+
 /// Regression: a compaction (the one an import starts in the background, or `build-cache
 /// --compact`) that ran out of space left the compressed packs it had written before it
 /// failed, copies of objects its stored packs still held: a store of 30 MiB of stored
