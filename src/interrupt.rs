@@ -4,9 +4,11 @@
 //! process dies of the signal (a shell's `$?` is 130 or 143).
 //!
 //! [`install`] blocks the signals in every thread (call it while the process is still
-//! single-threaded: threads started later inherit the mask) and waits for them on a
-//! thread of its own, which records the signal and passes it on to the child processes
-//! registered with [`watch_child`]. The work notices at its next [`check`] (per object
+//! single-threaded: threads started later inherit the mask); [`listen`] waits for them
+//! on a thread of its own, which records the signal and passes it on to the child
+//! processes registered with [`watch_child`]. The two are apart so that a command that
+//! enters a user namespace (`import` of a directory: unshare(2) refuses a threaded
+//! process) does so in between; a signal meanwhile waits, pending, for the listener. The work notices at its next [`check`] (per object
 //! stored, per file checked out or copied, per buffer read, per build step) and fails
 //! with [`Interrupted`], unwinding through the cleanup of its error path. A second signal
 //! ends the process at once, as a kill -9 would (which the store survives: docs/
@@ -33,6 +35,9 @@ static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 /// Whether [`install`] handles a signal.
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
+/// The signals [`install`] blocked, for [`listen`].
+static BLOCKED: Mutex<Option<SigSet>> = Mutex::new(None);
+
 /// The signals handled this way.
 const HANDLED: [Signal; 2] = [Signal::SIGINT, Signal::SIGTERM];
 
@@ -41,8 +46,8 @@ const HANDLED: [Signal; 2] = [Signal::SIGINT, Signal::SIGTERM];
 #[error("interrupted by {}", .0.as_str())]
 pub struct Interrupted(pub Signal);
 
-/// Handle SIGINT and SIGTERM (those not inherited as ignored) as this module describes.
-/// Call once, while the process has a single thread.
+/// Handle SIGINT and SIGTERM (those not inherited as ignored) as this module describes:
+/// block them. Call once, while the process has a single thread, then [`listen`].
 pub fn install() -> std::io::Result<()> {
     let mut set = SigSet::empty();
     for s in HANDLED {
@@ -54,6 +59,17 @@ pub fn install() -> std::io::Result<()> {
         return Ok(());
     }
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+    *BLOCKED.lock().expect("interrupt signals lock") = Some(set);
+    INSTALLED.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Start the thread that waits for the signals [`install`] blocked (once; nothing if
+/// it blocked none). Until then a signal stays pending.
+pub fn listen() -> std::io::Result<()> {
+    let Some(set) = BLOCKED.lock().expect("interrupt signals lock").take() else {
+        return Ok(());
+    };
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {
@@ -61,7 +77,6 @@ pub fn install() -> std::io::Result<()> {
                 received(sig);
             }
         })?;
-    INSTALLED.store(true, Ordering::SeqCst);
     Ok(())
 }
 

@@ -649,18 +649,23 @@ impl<'a> Builder<'a> {
             self.warn_ignored_options(ins, args);
             self.warn_destination_in_tmp(ins, args);
         }
-        let mounts = match sub {
-            InstrKind::Run { options, .. } => {
-                run_network_none(options).map_err(|e| self.at(ins, e))?;
-                self.run_mounts(ins, options)?
-            }
-            _ => Vec::new(),
+        // RUN's root emulation mode, on hits as on misses (Charliecloud's `RUN.F`).
+        let text_marked = match sub {
+            InstrKind::Run { .. } => format!(
+                "RUN.{}{}",
+                self.opts.force.tag(),
+                text.strip_prefix("RUN").unwrap_or(text)
+            ),
+            _ => text.to_string(),
         };
-        // The cache key: parent key, the planned key input, and what needs I/O.
-        let mut extra = match sub {
-            InstrKind::Copy(args) | InstrKind::Add(args) => self.sources_hash(ins, args, None)?,
-            InstrKind::Run { .. } => self.mounts_hash(ins, &mounts, None)?,
-            _ => Vec::new(),
+        // What the key needs from the context and the mounts; an error there (a missing
+        // COPY source) comes after the step's line, as a miss's errors do.
+        let (mounts, mut extra) = match self.key_inputs(ins, sub) {
+            Ok(x) => x,
+            Err(e) => {
+                info!("{n:>3}. {text_marked}");
+                return Err(e);
+            }
         };
         // Steps whose options earlier versions parsed and ignored (docs/cache-keys.md):
         // their old entries hold the wrong content and must not be reused.
@@ -684,15 +689,6 @@ impl<'a> Builder<'a> {
         let cached = match self.opts.cache {
             CacheMode::Enabled => self.store.cache_get(&key.hex())?,
             _ => None,
-        };
-        // RUN's root emulation mode, on hits as on misses (Charliecloud's `RUN.F`).
-        let text_marked = match sub {
-            InstrKind::Run { .. } => format!(
-                "RUN.{}{}",
-                self.opts.force.tag(),
-                text.strip_prefix("RUN").unwrap_or(text)
-            ),
-            _ => text.to_string(),
         };
         if let Some(commit) = cached {
             self.hits += 1;
@@ -733,7 +729,45 @@ impl<'a> Builder<'a> {
         self.step_record = Some(record);
         let performed = self.perform(ins, sub, planner.vars(), &mounts);
         let record = self.step_record.take().expect("set above");
-        self.commit(n, text, key, performed?, &record, why)
+        let performed = performed.map_err(|e| self.locate(ins, e))?;
+        self.commit(n, text, key, performed, &record, why)
+            .map_err(|e| self.locate(ins, e))
+    }
+
+    /// The mounts of a RUN and the part of a step's cache key that needs I/O (the
+    /// context files of a COPY or ADD, a RUN's bind mounts).
+    fn key_inputs(
+        &mut self,
+        ins: &Instruction,
+        sub: &InstrKind,
+    ) -> Result<(Vec<RunMount>, Vec<u8>), BuildError> {
+        let mounts = match sub {
+            InstrKind::Run { options, .. } => {
+                run_network_none(options).map_err(|e| self.at(ins, e))?;
+                self.run_mounts(ins, options)?
+            }
+            _ => Vec::new(),
+        };
+        // The cache key: parent key, the planned key input, and what needs I/O.
+        let extra = match sub {
+            InstrKind::Copy(args) | InstrKind::Add(args) => self.sources_hash(ins, args, None)?,
+            InstrKind::Run { .. } => self.mounts_hash(ins, &mounts, None)?,
+            _ => Vec::new(),
+        };
+        Ok((mounts, extra))
+    }
+
+    /// Error `e` of performing or committing `ins`, with the instruction's file and line
+    /// when it has none (a layer that can't be stored: "Dockerfile:3: RUN", caused by the
+    /// full disk). RUN's exit status keeps Charliecloud's message as it is.
+    fn locate(&self, ins: &Instruction, e: BuildError) -> BuildError {
+        match e {
+            BuildError::At { .. }
+            | BuildError::Parse(_)
+            | BuildError::RunFailed(_)
+            | BuildError::RunSignal(_) => e,
+            e => self.at_err(ins, ins.keyword().to_string(), e),
+        }
     }
 
     /// The key-input record of the step `sub` (docs/cache-keys.md).

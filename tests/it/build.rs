@@ -1226,6 +1226,18 @@ fn build_started_with_sigint_ignored_is_not_stopped_by_it() {
     assert_eq!(b.run("ign", "cat /done"), "done\n");
 }
 
+/// Regression: a COPY whose source is missing was reported before its step's line (the
+/// line comes once the cache key is known, which needs the sources), so the log did not
+/// show which step failed but through the error's `Dockerfile:N`.
+#[test]
+fn missing_copy_source_is_reported_after_its_step_s_line() {
+    let b = Bench::checked_out("build-copy-missing");
+    let (_, err) = b.build_fails("m", "FROM busybox\nCOPY nothere /x\n", &[]);
+    let line = err.find("2. COPY nothere /x");
+    let error = err.find("Dockerfile:2: COPY");
+    assert!(line.is_some() && error.is_some() && line < error, "{err}");
+}
+
 #[test]
 fn add_archive_member_with_dotdot_is_refused_naming_it() {
     let b = Bench::checked_out("build-add-evil");
