@@ -978,6 +978,10 @@ pub fn import(
             crate::verbose!("reading as the user only: {}", e.report());
         }
     }
+    // A thread of its own: after the namespace (unshare refuses a threaded process).
+    if let Err(e) = crate::interrupt::listen() {
+        crate::warn!("can't handle SIGINT and SIGTERM: {e}");
+    }
     let store = open()?;
     let lock = store.lock()?;
     info!("importing: {}", path.display());

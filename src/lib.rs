@@ -18,6 +18,7 @@ pub mod error;
 pub mod fromhost;
 pub mod hint;
 pub mod image;
+pub mod interrupt;
 pub mod log;
 pub mod oci;
 pub mod progress;

@@ -730,7 +730,39 @@ fn main() -> ExitCode {
     };
     let storage =
         layout::storage_dir_from_env(cli.common.storage.as_deref(), RelativeVariable::Refuse).ok();
-    match run(cli, cmd) {
+    // The commands that write images end on SIGINT and SIGTERM through their error path
+    // (grove::interrupt), blocked before any thread is started; import listens once it
+    // has entered its user namespace, if it enters one.
+    if matches!(cmd, Cmd::Import { .. } | Cmd::Pull { .. } | Cmd::Build(_)) {
+        let r = grove::interrupt::install().and_then(|()| match cmd {
+            Cmd::Import { .. } => Ok(()),
+            _ => grove::interrupt::listen(),
+        });
+        if let Err(e) = r {
+            grove::warn!("can't handle SIGINT and SIGTERM: {e}");
+        }
+    }
+    let result = run(cli, cmd);
+    if let Some(sig) = grove::interrupt::signal() {
+        match result {
+            Ok(()) => grove::info!(
+                "{}: the command had finished; its image is kept",
+                sig.as_str()
+            ),
+            Err(e) => {
+                // The error says where the work stopped (its cause: "interrupted by
+                // SIGINT"); an error that came before the signal is followed by it.
+                cli::report(&*e);
+                if !grove::interrupt::is_interrupted(&*e) {
+                    grove::log::write_line(&format!("error: interrupted by {}", sig.as_str()));
+                }
+                cli::reclaim_after_failure(storage.as_deref());
+            }
+        }
+        grove::run::sys::die_of(sig);
+        return ExitCode::from(128 + sig as u8);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // A storage directory the user can't write says so: the raw "Permission

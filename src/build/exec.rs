@@ -473,6 +473,8 @@ pub fn build(
     let mut planner = Planner::new(&opts.build_args, b.df.escape(), plan_opts);
     let instructions = b.df.instructions.clone();
     for (i, ins) in instructions.iter().enumerate() {
+        crate::interrupt::interrupted()
+            .map_err(|e| b.at_err(ins, "stopped before this step", e))?;
         let step = planner
             .step(i + 1, ins)
             .map_err(|e| b.at_err(ins, "can't substitute variables", e))?;
@@ -744,18 +746,23 @@ impl<'a> Builder<'a> {
             self.warn_ignored_options(ins, args);
             self.warn_destination_in_tmp(ins, args);
         }
-        let mounts = match sub {
-            InstrKind::Run { options, .. } => {
-                run_network_none(options).map_err(|e| self.at(ins, e))?;
-                self.run_mounts(ins, options)?
-            }
-            _ => Vec::new(),
+        // RUN's root emulation mode, on hits as on misses (Charliecloud's `RUN.F`).
+        let text_marked = match sub {
+            InstrKind::Run { .. } => format!(
+                "RUN.{}{}",
+                self.opts.force.tag(),
+                text.strip_prefix("RUN").unwrap_or(text)
+            ),
+            _ => text.to_string(),
         };
-        // The cache key: parent key, the planned key input, and what needs I/O.
-        let mut extra = match sub {
-            InstrKind::Copy(args) | InstrKind::Add(args) => self.sources_hash(ins, args, None)?,
-            InstrKind::Run { .. } => self.mounts_hash(ins, &mounts, None)?,
-            _ => Vec::new(),
+        // What the key needs from the context and the mounts; an error there (a missing
+        // COPY source) comes after the step's line, as a miss's errors do.
+        let (mounts, mut extra) = match self.key_inputs(ins, sub) {
+            Ok(x) => x,
+            Err(e) => {
+                info!("{n:>3}. {text_marked}");
+                return Err(e);
+            }
         };
         // Steps whose options earlier versions parsed and ignored (docs/cache-keys.md):
         // their old entries hold the wrong content and must not be reused.
@@ -788,15 +795,6 @@ impl<'a> Builder<'a> {
         let cached = match self.opts.cache {
             CacheMode::Enabled => self.store.cache_get(&key.hex())?,
             _ => None,
-        };
-        // RUN's root emulation mode, on hits as on misses (Charliecloud's `RUN.F`).
-        let text_marked = match sub {
-            InstrKind::Run { .. } => format!(
-                "RUN.{}{}",
-                self.opts.force.tag(),
-                text.strip_prefix("RUN").unwrap_or(text)
-            ),
-            _ => text.to_string(),
         };
         if let Some(commit) = cached {
             self.hits += 1;
@@ -839,7 +837,45 @@ impl<'a> Builder<'a> {
         self.step_record = Some(record);
         let performed = self.perform(ins, sub, planner.vars(), &mounts);
         let record = self.step_record.take().expect("set above");
-        self.commit(n, ins, text, key, performed?, &record, why)
+        let performed = performed.map_err(|e| self.locate(ins, e))?;
+        self.commit(n, ins, text, key, performed, &record, why)
+            .map_err(|e| self.locate(ins, e))
+    }
+
+    /// The mounts of a RUN and the part of a step's cache key that needs I/O (the
+    /// context files of a COPY or ADD, a RUN's bind mounts).
+    fn key_inputs(
+        &mut self,
+        ins: &Instruction,
+        sub: &InstrKind,
+    ) -> Result<(Vec<RunMount>, Vec<u8>), BuildError> {
+        let mounts = match sub {
+            InstrKind::Run { options, .. } => {
+                run_network_none(options).map_err(|e| self.at(ins, e))?;
+                self.run_mounts(ins, options)?
+            }
+            _ => Vec::new(),
+        };
+        // The cache key: parent key, the planned key input, and what needs I/O.
+        let extra = match sub {
+            InstrKind::Copy(args) | InstrKind::Add(args) => self.sources_hash(ins, args, None)?,
+            InstrKind::Run { .. } => self.mounts_hash(ins, &mounts, None)?,
+            _ => Vec::new(),
+        };
+        Ok((mounts, extra))
+    }
+
+    /// Error `e` of performing or committing `ins`, with the instruction's file and line
+    /// when it has none (a layer that can't be stored: "Dockerfile:3: RUN", caused by the
+    /// full disk). RUN's exit status keeps Charliecloud's message as it is.
+    fn locate(&self, ins: &Instruction, e: BuildError) -> BuildError {
+        match e {
+            BuildError::At { .. }
+            | BuildError::Parse(_)
+            | BuildError::RunFailed(_)
+            | BuildError::RunSignal(_) => e,
+            e => self.at_err(ins, ins.keyword().to_string(), e),
+        }
     }
 
     /// The key-input record of the step `sub` (docs/cache-keys.md).
@@ -2012,21 +2048,26 @@ impl<'a> Builder<'a> {
             .write(true)
             .open(&lock_path)
             .at("open", &lock_path)?;
-        let arg = match sharing {
-            Sharing::Shared => FlockArg::LockShared,
-            Sharing::Locked => FlockArg::LockExclusive,
-            Sharing::Private => FlockArg::LockExclusiveNonblock,
-        };
         if sharing == Sharing::Locked {
             crate::verbose!("cache mount {id}: waiting for other builds using it");
         }
-        let (dir, lock) = match Flock::lock(f, arg) {
+        let locked = match sharing {
+            Sharing::Shared => crate::interrupt::lock_waiting(f, false),
+            Sharing::Locked => crate::interrupt::lock_waiting(f, true),
+            Sharing::Private => {
+                Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e.into())
+            }
+        };
+        let (dir, lock) = match locked {
             Ok(l) => (layout.cache_mount(&name), Some(l)),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) if sharing == Sharing::Private => {
+            Err(e)
+                if sharing == Sharing::Private
+                    && e.raw_os_error() == Some(nix::errno::Errno::EWOULDBLOCK as i32) =>
+            {
                 info!("cache mount {id} in use: a private directory for this RUN");
                 (self.scratch("cache-private")?.join("cache"), None)
             }
-            Err((_, e)) => return Err(IoError::new("lock", &lock_path, e.into()).into()),
+            Err(e) => return Err(IoError::new("lock", &lock_path, e).into()),
         };
         if lock.is_some() {
             // Its last use (for build-cache --gc --keep-storage) and its id.
@@ -2254,7 +2295,11 @@ impl<'a> Builder<'a> {
                     .name("warm".into())
                     .spawn_scoped(sc, || context::warm(&later, ignore, known))
             });
-            let status = cmd.status();
+            // A signal that stops the build is passed on to ch-run, which ends the RUN
+            // with everything it started (docs/ch-run.md).
+            let status = cmd
+                .spawn()
+                .and_then(|mut c| crate::interrupt::wait_watched(&mut c));
             let warmed = warm.and_then(|w| w.ok()).and_then(|w| w.join().ok());
             (status, warmed)
         });
@@ -2276,6 +2321,7 @@ impl<'a> Builder<'a> {
             }
             r => r.at("execute", &self.opts.ch_run)?,
         };
+        crate::interrupt::interrupted().map_err(|e| self.at_err(ins, "RUN stopped", e))?;
         if !status.success() {
             use std::os::unix::process::ExitStatusExt;
             return Err(match (status.code(), status.signal()) {

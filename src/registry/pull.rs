@@ -610,6 +610,7 @@ fn download_one(
     let mut f = fs::File::create(&part).at("create", &part)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
+        crate::interrupt::check().at("download into", &part)?;
         let k = hr.read(&mut buf).map_err(|source| {
             if deadline.passed() {
                 deadline.error("get blob", &url)

@@ -1077,21 +1077,25 @@ fn supervise(
         if sig == Signal::SIGCHLD as i32 {
             continue;
         }
-        if [
+        let ends = [
             Signal::SIGTERM,
             Signal::SIGINT,
             Signal::SIGHUP,
             Signal::SIGQUIT,
         ]
         .iter()
-        .any(|s| *s as i32 == sig)
-        {
-            *terminated = true;
-        }
+        .any(|s| *s as i32 == sig);
+        *terminated |= ends;
         // A builder's RUN whose build died (the parent-death signal, or any signal after
         // it): end now, the caller kills what is left.
         if parent.is_some_and(|p| nix::unistd::getppid() != p) {
             return Ok((128 + Signal::SIGKILL as i32, None));
+        }
+        // A builder's RUN told to end (the build was interrupted: it passes SIGINT and
+        // SIGTERM on as SIGTERM; nothing else signals a RUN's ch-run, in a process group
+        // of its own): end now, whatever the command does with the signal, and die of it.
+        if ends && parent.is_some() && !from_kernel {
+            return Ok((128 + sig, Signal::try_from(sig).ok()));
         }
         // A terminal's signal already reached the child (same process group).
         if from_kernel {

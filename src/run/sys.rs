@@ -208,21 +208,35 @@ pub fn loopback_up() -> Result<(), Errno> {
 }
 
 /// End the process with signal `sig`, so that its parent's `waitpid` reports the same
-/// death as that of the command it ran. No core dump is written for the process itself
+/// death as that of the command it ran (a shell's `$?` is 128+N, and a shell loop stops
+/// on a ^C its command died of). No core dump is written for the process itself
 /// (`PR_SET_DUMPABLE` 0; the command's own dump, if any, is already written). Returns only
-/// if `sig` does not end a process by default (SIGCHLD, SIGWINCH, a stop signal).
-/// Call while the process is single-threaded (ch-run), so the signal reaches this thread.
+/// if `sig` does not end a process by default (SIGCHLD, SIGWINCH, a stop signal). The
+/// signal is sent to the calling thread (`pthread_kill`), so that no other thread waiting
+/// for it with sigwait(2) takes it; its default action ends the whole process.
 pub fn die_of(sig: nix::sys::signal::Signal) {
-    use nix::sys::signal::{kill, signal, SigHandler, SigSet, SigmaskHow};
+    use nix::sys::signal::{signal, SigHandler, SigSet, SigmaskHow};
     let _ = nix::sys::prctl::set_dumpable(false);
     // SAFETY: SIG_DFL installs no handler code, so nothing can run in signal context.
     // (Fails for SIGKILL and SIGSTOP, whose action is fixed.)
     let _ = unsafe { signal(sig, SigHandler::SigDfl) };
-    let _ = kill(nix::unistd::getpid(), sig);
+    let _ = nix::sys::pthread::pthread_kill(nix::sys::pthread::pthread_self(), sig);
     // A blocked signal stays pending until unblocked, and is delivered by the unblocking.
     let mut set = SigSet::empty();
     set.add(sig);
-    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
+    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
+}
+
+/// Whether `sig` is ignored (`SIG_IGN`), as a process may inherit it across execve: a
+/// shell ignores SIGINT and SIGQUIT in the background jobs it starts without job control
+/// (`cmd &` in a script), and `nohup` ignores SIGHUP.
+pub fn ignored(sig: nix::sys::signal::Signal) -> bool {
+    // SAFETY: an all-zero sigaction is a valid value for the kernel to overwrite.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action makes sigaction(2) only read the current one into `old`,
+    // which is valid for the call; nothing is installed.
+    let rc = unsafe { libc::sigaction(sig as libc::c_int, std::ptr::null(), &mut old) };
+    rc == 0 && old.sa_sigaction == libc::SIG_IGN
 }
 
 /// Keep only capability `cap` (a `CAP_*` number below 32) in this thread's effective and

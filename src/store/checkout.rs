@@ -130,6 +130,26 @@ fn materialize_with(
     policy: Policy,
     pool: Option<&super::pool::Pool>,
 ) -> Result<Written, CheckoutError> {
+    // The pool entries this checkout made (entry, file): taken back if it fails, before
+    // the caller removes `dest`, so that a failed checkout leaves no entry nothing links.
+    let adopted = std::sync::Mutex::new(Vec::new());
+    let r = materialize_into(ts, root, dest, policy, pool, &adopted);
+    if let (Err(_), Some(pool)) = (&r, pool) {
+        for (entry, file) in adopted.into_inner().unwrap_or_default() {
+            pool.unadopt(&file, &entry);
+        }
+    }
+    r
+}
+
+fn materialize_into(
+    ts: &gix::ThreadSafeRepository,
+    root: &Dir,
+    dest: &Path,
+    policy: Policy,
+    pool: Option<&super::pool::Pool>,
+    adopted: &std::sync::Mutex<Vec<(PathBuf, PathBuf)>>,
+) -> Result<Written, CheckoutError> {
     if let Some((path, reason)) = super::model::find_bad_entry(root) {
         return Err(CheckoutError::Unsafe {
             path: super::model::show(&path),
@@ -241,6 +261,7 @@ fn materialize_with(
     files.par_iter().try_for_each_init(
         || ts.to_thread_local(),
         |repo, job| -> Result<(), CheckoutError> {
+            crate::interrupt::check().at("create file", &job.path)?;
             if let (Some(pool), Some(entry)) = (pool, &job.entry) {
                 if let super::pool::Linked::Yes(size) =
                     pool.link_to(entry, &job.path, job.mode, job.time)?
@@ -273,7 +294,12 @@ fn materialize_with(
             }
             // Complete: only now may the pool name it.
             if let (Some(pool), Some(entry)) = (pool, &job.entry) {
-                pool.adopt(&job.path, entry);
+                if pool.adopt(&job.path, entry) {
+                    adopted
+                        .lock()
+                        .expect("adopted entries lock")
+                        .push((entry.clone(), job.path.clone()));
+                }
             }
             Ok(())
         },

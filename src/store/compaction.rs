@@ -141,7 +141,6 @@ pub fn compact(store: &Store, _lock: &WriteLock, inherited: bool) -> Result<Comp
         None if inherited => None,
         None => lock(&objects, true, true)?,
     };
-    let dir = objects.join("pack");
     let mut done = Compacted::default();
     loop {
         let (names, here) = present(&objects);
@@ -151,84 +150,102 @@ pub fn compact(store: &Store, _lock: &WriteLock, inherited: bool) -> Result<Comp
             }
             return Ok(done);
         }
-        let ts = store.repo().into_sync();
-        let pb = PackBuilder::with_level(&objects, LEVEL);
-        let copied = here.iter().try_for_each(|(name, bytes)| {
-            let idx = dir.join(format!("{name}.idx"));
-            let ids = pack::index_ids(&fs::read(&idx).at("read", &idx)?).at("read", &idx)?;
-            ids.par_iter()
-                .try_for_each_init(
-                    || ts.to_thread_local(),
-                    |repo, id| {
-                        let o = repo.find_object(*id).map_err(std::io::Error::other)?;
-                        pb.add_copy(*id, o.kind, &o.data)
-                    },
-                )
-                .at("compact", &idx)?;
-            done.objects += ids.len();
-            done.before += bytes;
-            Ok::<_, StoreError>(())
-        });
-        let new_packs = match copied.and_then(|()| Ok(pb.finish().at("compact", &dir)?)) {
-            Ok(packs) => packs,
-            Err(e) => {
-                remove_copies(&objects, &pb.written());
-                return Err(e);
-            }
-        };
-        // The new packs reach the disk before the stored ones go (a power loss must not
-        // leave neither): their files, then the directory naming them.
-        let mut written = std::collections::HashSet::new();
-        for p in new_packs {
-            for f in [p.clone(), p.with_extension("idx")] {
-                let file = fs::File::open(&f).at("open", &f)?;
-                file.sync_all().at("sync", &f)?;
-                done.after += file.metadata().map(|m| m.len()).unwrap_or(0);
-            }
-            if let Some(stem) = p.file_stem() {
-                written.insert(stem.to_string_lossy().into_owned());
-            }
-        }
-        fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .at("sync", &dir)?;
-        // Every object is in a compressed pack now: the stored ones go, index first. A
-        // pack is named by its contents, so one written again byte for byte (objects that
-        // do not compress, stored blocks either way, alone or in the same order) has the
-        // name of the stored pack it copies: that file is the copy and stays.
-        for (name, _) in &here {
-            if written.contains(name) {
-                continue;
-            }
-            for ext in ["idx", "pack"] {
-                let p = dir.join(format!("{name}.{ext}"));
-                fs::remove_file(&p).at("remove", &p)?;
-            }
-        }
-        done.packs += here.len();
-        let (same, gone): (Vec<String>, Vec<String>) = here
-            .into_iter()
-            .map(|(n, _)| n)
-            .partition(|n| written.contains(n));
-        pack::unmark_stored(&objects, &gone).at("write", pack::stored_marker(&objects))?;
-        if !same.is_empty() {
-            pack::unmark_rewritten(&objects, &same).at("write", pack::stored_marker(&objects))?;
-        }
-        // Each round must take the packs it compacted off the list: never loop on them.
-        let (_, still) = present(&objects);
-        if let Some((name, _)) = still
-            .iter()
-            .find(|(n, _)| gone.contains(n) || same.contains(n))
-        {
-            let marker = pack::stored_marker(&objects);
-            return Err(IoError::new(
-                "update",
-                &marker,
-                std::io::Error::other(format!("{name} is still listed after its compaction")),
-            )
-            .into());
+        // One stored pack at a time: its copy is in place (and on the disk) before it
+        // goes, so a compaction needs room for one pack's compressed copy, not for all of
+        // them (a nearly full disk can still be compacted, and each pack compacted frees
+        // its room for the next). Each pack is read through a repository handle of its
+        // own, dropped before the pack is removed: a handle keeps the packs it read
+        // mapped, and a removed pack's blocks are freed only once nothing maps it.
+        for (name, bytes) in &here {
+            let ts = gix::open_opts(store.layout().repo(), gix::open::Options::isolated())
+                .map_err(super::git::git_err(format!(
+                    "open repository in {}",
+                    store.root().display()
+                )))?
+                .into_sync();
+            compact_one(ts, &objects, name, *bytes, &mut done)?;
         }
     }
+}
+
+/// Compact the stored pack `name` (of `bytes`, with its index): copy its objects into
+/// compressed packs, put them on the disk, then remove it (index first) and take it off
+/// the list. On failure (a full disk) the copies written go, and the pack stays.
+fn compact_one(
+    ts: gix::ThreadSafeRepository,
+    objects: &Path,
+    name: &str,
+    bytes: u64,
+    done: &mut Compacted,
+) -> Result<(), StoreError> {
+    let dir = objects.join("pack");
+    let pb = PackBuilder::with_level(objects, LEVEL);
+    let idx = dir.join(format!("{name}.idx"));
+    let copied = (|| -> Result<usize, StoreError> {
+        let ids = pack::index_ids(&fs::read(&idx).at("read", &idx)?).at("read", &idx)?;
+        ids.par_iter()
+            .try_for_each_init(
+                || ts.to_thread_local(),
+                |repo, id| {
+                    let o = repo.find_object(*id).map_err(std::io::Error::other)?;
+                    pb.add_copy(*id, o.kind, &o.data)
+                },
+            )
+            .at("compact", &idx)?;
+        Ok(ids.len())
+    })();
+    drop(ts);
+    let (count, new_packs) = match copied.and_then(|n| Ok((n, pb.finish().at("compact", &dir)?))) {
+        Ok(x) => x,
+        Err(e) => {
+            remove_copies(objects, &pb.written());
+            return Err(e);
+        }
+    };
+    // The new packs reach the disk before the stored one goes (a power loss must not
+    // leave neither): their files, then the directory naming them.
+    let mut after = 0;
+    let mut same = false;
+    for p in new_packs {
+        for f in [p.clone(), p.with_extension("idx")] {
+            let file = fs::File::open(&f).at("open", &f)?;
+            file.sync_all().at("sync", &f)?;
+            after += file.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+        same |= p.file_stem().is_some_and(|s| s == name);
+    }
+    fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .at("sync", &dir)?;
+    // Every object is in a compressed pack now: the stored one goes, index first. A pack
+    // is named by its contents, so one written again byte for byte (objects that do not
+    // compress, stored blocks either way) has the name of the stored pack it copies:
+    // that file is the copy and stays.
+    let names = [name.to_string()];
+    let marker = pack::stored_marker(objects);
+    if same {
+        pack::unmark_rewritten(objects, &names).at("write", &marker)?;
+    } else {
+        for ext in ["idx", "pack"] {
+            let p = dir.join(format!("{name}.{ext}"));
+            fs::remove_file(&p).at("remove", &p)?;
+        }
+        pack::unmark_stored(objects, &names).at("write", &marker)?;
+    }
+    done.packs += 1;
+    done.objects += count;
+    done.before += bytes;
+    done.after += after;
+    // Each pack compacted must leave the list: never loop on it.
+    if present(objects).1.iter().any(|(n, _)| n == name) {
+        return Err(IoError::new(
+            "update",
+            &marker,
+            std::io::Error::other(format!("{name} is still listed after its compaction")),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Remove the compressed `packs` a compaction that failed (a full disk) had written

@@ -807,6 +807,7 @@ impl Read for ThreadedReader {
             if self.done {
                 return Ok(0);
             }
+            crate::interrupt::check()?;
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
                     if chunk.is_empty() {

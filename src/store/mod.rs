@@ -466,11 +466,11 @@ impl Store {
             Ok(l) => l,
             Err((f, _)) => {
                 crate::info!("waiting for another writer of image {name}");
-                Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| {
+                crate::interrupt::lock_waiting(f, true).map_err(|source| {
                     StoreError::Io(IoError {
                         action: "lock",
                         path: path.clone(),
-                        source: e.into(),
+                        source,
                     })
                 })?
             }
@@ -732,8 +732,8 @@ impl Store {
         let written = match checkout::materialize_shared(&self.repo, root, &tmp, &pool) {
             Ok(w) => w,
             Err(e) => {
-                // A failed writer removes what it wrote (the pool entries it made stay,
-                // complete; gc removes those nothing links).
+                // A failed writer removes what it wrote (the pool entries it made that
+                // nothing else links went already).
                 let _ = checkout::remove_tree(&tmp);
                 return Err(e.into());
             }
@@ -1252,10 +1252,10 @@ fn flock(
     exclusive: bool,
 ) -> Result<nix::fcntl::Flock<fs::File>, StoreError> {
     use nix::fcntl::{Flock, FlockArg};
-    let (nb, block) = if exclusive {
-        (FlockArg::LockExclusiveNonblock, FlockArg::LockExclusive)
+    let nb = if exclusive {
+        FlockArg::LockExclusiveNonblock
     } else {
-        (FlockArg::LockSharedNonblock, FlockArg::LockShared)
+        FlockArg::LockSharedNonblock
     };
     match Flock::lock(file, nb) {
         Ok(l) => Ok(l),
@@ -1265,11 +1265,11 @@ fn flock(
                  by a container run by name)",
                 layout.root().display()
             );
-            Flock::lock(f, block).map_err(|(_, e)| {
+            crate::interrupt::lock_waiting(f, exclusive).map_err(|source| {
                 StoreError::Io(IoError {
                     action: "lock",
                     path: layout.lock_file(),
-                    source: e.into(),
+                    source,
                 })
             })
         }

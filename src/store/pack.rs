@@ -275,6 +275,7 @@ pub fn write_loose_file(
     let mut buf = vec![0u8; 1 << 20];
     let mut read = 0u64;
     loop {
+        crate::interrupt::check()?;
         let n = file.read(&mut buf)?;
         if n == 0 {
             break;
@@ -636,6 +637,7 @@ impl PackBuilder {
     /// Add the entry `bytes` (header and zlib stream) of `oid`; the caller whose entry
     /// fills the chunk writes it.
     fn push(&self, oid: ObjectId, bytes: Vec<u8>) -> io::Result<ObjectId> {
+        crate::interrupt::check()?;
         let crc = crc32fast::hash(&bytes);
         let mut st = self.state.lock().expect("pack state lock");
         if !st.seen.insert(oid) {

@@ -117,17 +117,28 @@ impl Pool {
 
     /// Add the complete file `file` to the pool as `entry`. An entry made meanwhile by
     /// another checkout wins (same content by its name); failing to add is not an error
-    /// of the checkout (the file is then simply not shared).
-    pub fn adopt(&self, file: &Path, entry: &Path) {
+    /// of the checkout (the file is then simply not shared). Returns whether this call
+    /// made the entry.
+    pub fn adopt(&self, file: &Path, entry: &Path) -> bool {
         match fs::hard_link(file, entry) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if let Some(parent) = entry.parent() {
-                    if fs::create_dir_all(parent).is_ok() {
-                        let _ = fs::hard_link(file, entry);
-                    }
-                }
-            }
-            _ => {}
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => entry.parent().is_some_and(|p| {
+                fs::create_dir_all(p).is_ok() && fs::hard_link(file, entry).is_ok()
+            }),
+            Err(_) => false,
+        }
+    }
+
+    /// Take back what [`Pool::adopt`] made for a checkout that failed, before its scratch
+    /// tree goes: `entry`, if it is still `file`'s inode and nothing else links it (two
+    /// links: the entry and `file`), so that the failed checkout leaves no entry that
+    /// nothing links. An entry another checkout linked meanwhile stays.
+    pub fn unadopt(&self, file: &Path, entry: &Path) {
+        let (Ok(f), Ok(e)) = (fs::symlink_metadata(file), fs::symlink_metadata(entry)) else {
+            return;
+        };
+        if (f.dev(), f.ino()) == (e.dev(), e.ino()) && e.nlink() <= 2 {
+            let _ = fs::remove_file(entry);
         }
     }
 

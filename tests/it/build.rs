@@ -1152,15 +1152,24 @@ fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// The build is started with default signal dispositions: run from a shell's background
+/// job without job control (`cargo test ... &` in a script), the suite, and the build
+/// with it, inherited SIGINT ignored, the SIGINT did nothing and the test hung. SIGINT
+/// and SIGTERM end the build through its error path, the RUN with it, and it dies of the
+/// signal (a shell's `$?` is 130, 143) with no scratch directory left; SIGKILL ends the
+/// RUN through ch-run's parent-death signal.
 #[test]
 fn killed_build_leaves_no_run_process_behind() {
+    use std::os::unix::process::ExitStatusExt;
     let b = Bench::checked_out("build-kill");
-    for (i, sig) in ["TERM", "INT", "KILL"].iter().enumerate() {
+    for (i, (sig, n)) in [("TERM", 15), ("INT", 2), ("KILL", 9)].iter().enumerate() {
         // Unique sleep lengths mark this test's processes: a detached one, a background
-        // one and the command itself.
+        // one and the command itself, which ignores SIGINT and SIGTERM.
         let m = format!("7{}{i}", std::process::id());
-        let df = format!("FROM busybox\nRUN (sleep {m}1 &); sleep {m}2 & exec sleep {m}3\n");
-        let mut c = b.build_cmd(&format!("k{i}"), &df, &[]);
+        let df = format!(
+            "FROM busybox\nRUN (sleep {m}1 &); sleep {m}2 & trap '' INT TERM; sleep {m}3\n"
+        );
+        let mut c = crate::common::with_default_signals(&b.build_cmd(&format!("k{i}"), &df, &[]));
         c.stdout(Stdio::null()).stderr(Stdio::null());
         let mut child = crate::common::Reaped(c.spawn().expect("spawn build"));
         assert!(
@@ -1177,13 +1186,56 @@ fn killed_build_leaves_no_run_process_behind() {
             .status()
             .expect("kill");
         assert!(st.success());
-        let _ = child.0.wait();
+        let status = child.0.wait().expect("wait for the build");
+        assert_eq!(status.signal(), Some(*n), "after SIG{sig}: {status}");
         assert!(
             eventually(30, || processes_with(&m).is_empty()),
             "after SIG{sig}, still running: {:?}",
             processes_with(&m)
         );
+        if *sig != "KILL" {
+            let tmp: Vec<_> = std::fs::read_dir(b.storage().join("tmp"))
+                .expect("read tmp")
+                .collect();
+            assert!(tmp.is_empty(), "after SIG{sig}: {tmp:?}");
+        }
     }
+    b.build("after", "FROM busybox\nRUN echo ok > /ok\n", &[]);
+    b.fsck();
+}
+
+/// A build started with SIGINT ignored (by a shell, for a background job without job
+/// control) keeps it ignored, as Charliecloud's ch-image (Python) does: the SIGINT that
+/// a ^C on the terminal would send is not the job's.
+#[test]
+fn build_started_with_sigint_ignored_is_not_stopped_by_it() {
+    let b = Bench::checked_out("build-sigign");
+    let m = format!("6{}", std::process::id());
+    let df = format!("FROM busybox\nRUN sh -c 'sleep 2; echo done > /done' x{m}\n");
+    let mut c = crate::common::with_signals(&b.build_cmd("ign", &df, &[]), "--ignore-signal=INT");
+    c.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = crate::common::Reaped(c.spawn().expect("spawn build"));
+    let pid = child.0.id();
+    assert!(
+        eventually(120, || processes_with(&format!("x{m}")).len() > 1),
+        "RUN did not start"
+    );
+    crate::common::send("INT", pid);
+    let status = child.0.wait().expect("wait for the build");
+    assert!(status.success(), "{status}");
+    assert_eq!(b.run("ign", "cat /done"), "done\n");
+}
+
+/// Regression: a COPY whose source is missing was reported before its step's line (the
+/// line comes once the cache key is known, which needs the sources), so the log did not
+/// show which step failed but through the error's `Dockerfile:N`.
+#[test]
+fn missing_copy_source_is_reported_after_its_step_s_line() {
+    let b = Bench::checked_out("build-copy-missing");
+    let (_, err) = b.build_fails("m", "FROM busybox\nCOPY nothere /x\n", &[]);
+    let line = err.find("2. COPY nothere /x");
+    let error = err.find("Dockerfile:2: COPY");
+    assert!(line.is_some() && error.is_some() && line < error, "{err}");
 }
 
 #[test]

@@ -226,6 +226,43 @@ pub fn busybox_copy(s: &Scratch, name: &str) -> PathBuf {
     dst
 }
 
+/// `cmd` started with every signal's default action (`env --default-signal`), for a test
+/// that signals a tool: it must not depend on the dispositions the suite inherited. A
+/// shell runs a background job it starts without job control (`cargo test &` in a
+/// script) with SIGINT and SIGQUIT ignored, so does everything the job starts, and a
+/// tool keeps them ignored as Charliecloud's does: a test's SIGINT did nothing, and the
+/// test waited for ever for the tool to end.
+pub fn with_default_signals(cmd: &Command) -> Command {
+    with_signals(cmd, "--default-signal")
+}
+
+/// `cmd` run through `env OPTION` (`--ignore-signal=INT`, `--default-signal`, ...), with
+/// its environment and directory.
+pub fn with_signals(cmd: &Command, option: &str) -> Command {
+    let mut c = Command::new("env");
+    c.arg(option).arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        c.current_dir(d);
+    }
+    c
+}
+
+/// Send `sig` (a name: `INT`, `TERM`, `STOP`, ...) to process `pid` with kill(1).
+pub fn send(sig: &str, pid: u32) {
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(st.success(), "kill -{sig} {pid}");
+}
+
 /// A child process killed and reaped when dropped, even if the test panics.
 pub struct Reaped(pub std::process::Child);
 

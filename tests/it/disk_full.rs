@@ -232,6 +232,106 @@ fn undelete_on_a_full_disk_brings_the_image_back() {
     assert_whole(&st, "bb\n");
 }
 
+/// The files under `pool/` of storage directory `st` that nothing but the pool links.
+fn unlinked_pool_entries(st: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for sub in std::fs::read_dir(st.join("pool"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for e in std::fs::read_dir(sub.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.metadata().is_ok_and(|m| m.nlink() == 1) {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// Regression: a checkout that failed (here: the disk filled under it) removed its
+/// scratch tree but left the pool entries it had made for the files it had written, which
+/// nothing linked any more until `build-cache --gc` removed them. Now it takes them back.
+#[test]
+fn a_checkout_that_fills_the_disk_leaves_no_pool_entry_behind() {
+    let Some(fs) = SmallFs::new("full-checkout", 24) else {
+        return;
+    };
+    let st = fs.mnt.join("st");
+    ok(ch(&st).arg("import").arg(busybox_rootfs()).arg("bb"));
+    // Room for busybox's small files, not for the busybox binary (about 2 MiB).
+    let filler = fs.fill_leaving(256 << 10);
+    let (_, err) = fails(tool("ch-run").arg("-s").arg(&st).args(["bb", "--", "true"]));
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(unlinked_pool_entries(&st), Vec::<PathBuf>::new(), "{err}");
+    std::fs::remove_file(filler).expect("remove filler");
+    ok(tool("ch-run").arg("-s").arg(&st).args(["bb", "--", "true"]));
+    assert_eq!(unlinked_pool_entries(&st), Vec::<PathBuf>::new());
+    assert_whole(&st, "bb\n");
+}
+
+/// Regression: a RUN whose result did not fit in the store was reported without its
+/// line ("error: can't write …: No space left on device"), where every other failure of
+/// a step names it. Now "Dockerfile:2: RUN", caused by the full disk.
+#[test]
+fn a_run_whose_layer_does_not_fit_is_reported_at_its_line() {
+    let Some(fs) = SmallFs::new("full-run", 32) else {
+        return;
+    };
+    let s = Scratch::new("full-run-ctx");
+    let st = fs.mnt.join("st");
+    ok(ch(&st).arg("import").arg(busybox_rootfs()).arg("bb"));
+    ok(tool("ch-run").arg("-s").arg(&st).args(["bb", "--", "true"]));
+    let ctx = s.join("ctx");
+    std::fs::create_dir(&ctx).expect("mkdir ctx");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM bb\nRUN head -c 4194304 /dev/urandom > /big\n",
+    )
+    .expect("write Dockerfile");
+    own(&ctx);
+    // Room for the RUN's 4 MiB file, not for a second copy of it in the git objects.
+    let filler = fs.fill_leaving(6 << 20);
+    let (_, err) = fails(ch(&st).args(["build", "-t", "big"]).arg(&ctx));
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("Dockerfile:2: RUN"), "{err}");
+    std::fs::remove_file(filler).expect("remove filler");
+    assert_whole(&st, "bb\n");
+}
+
+/// A store of 30 MiB of stored packs (two: 16 MiB, then the rest) of base64 text,
+/// which compresses to about three quarters, on `fs`, imported without a compaction.
+fn two_stored_packs(fs: &SmallFs, s: &Scratch) -> PathBuf {
+    let st = fs.mnt.join("st");
+    let tree = s.join("b64");
+    sh(&format!(
+        "mkdir '{d}' && cd '{d}' && head -c 22M /dev/urandom | base64 -w 100 | split -a 4 -b 100K - f",
+        d = tree.display()
+    ));
+    ok(ch(&st)
+        .env("CH_IMAGE_AUTO_COMPACT", "no")
+        .arg("import")
+        .arg(&tree)
+        .arg("t"));
+    st
+}
+
+/// The names in `objects/pack` of storage directory `st`, sorted.
+fn pack_names(st: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(st.join("repo.git/objects/pack"))
+        .expect("pack dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
 /// Regression: a compaction (the one an import starts in the background, or `build-cache
 /// --compact`) that ran out of space left the compressed packs it had written before it
 /// failed, copies of objects its stored packs still held: a store of 30 MiB of stored
@@ -244,33 +344,42 @@ fn a_compaction_that_runs_out_of_space_leaves_the_space_it_found() {
         return;
     };
     let s = Scratch::new("full-compact-src");
-    let st = fs.mnt.join("st");
-    // 30 MiB that compresses to about three quarters: two stored packs, and more
-    // compressed bytes than the room left.
-    let tree = s.join("b64");
-    sh(&format!(
-        "mkdir '{d}' && cd '{d}' && head -c 22M /dev/urandom | base64 -w 100 | split -a 4 -b 100K - f",
-        d = tree.display()
-    ));
-    ok(ch(&st)
-        .env("CH_IMAGE_AUTO_COMPACT", "no")
-        .arg("import")
-        .arg(&tree)
-        .arg("t"));
-    let packs = || -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(st.join("repo.git/objects/pack"))
-            .expect("pack dir")
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    };
-    let (before, free) = (packs(), fs.free());
+    let st = two_stored_packs(&fs, &s);
+    // Less room than one stored pack's compressed copy (about 12 MiB).
+    let _filler = fs.fill_leaving(4 << 20);
+    let (before, free) = (pack_names(&st), fs.free());
     let (_, err) = fails(ch(&st).args(["build-cache", "--compact"]));
     assert!(err.contains("No space left on device"), "{err}");
-    assert_eq!(packs(), before, "{err}");
+    assert_eq!(pack_names(&st), before, "{err}");
     assert!(fs.free() + (256 << 10) >= free, "{err}");
+    assert_whole(&st, "t\n");
+}
+
+/// Regression: a compaction wrote the compressed copies of every stored pack before it
+/// removed the first one, so it needed room for all of them at once: with room for one
+/// pack's copy (about 12 MiB of the 23 both take), it failed, and the store stayed at its
+/// uncompressed size on the nearly full disk where compaction was what could free room.
+/// Now it goes pack by pack, each copy on the disk before its stored pack goes.
+#[test]
+fn a_compaction_with_room_for_one_pack_s_copy_compacts_them_all() {
+    let Some(fs) = SmallFs::new("full-compact-one", 56) else {
+        return;
+    };
+    let s = Scratch::new("full-compact-one-src");
+    let st = two_stored_packs(&fs, &s);
+    let _filler = fs.fill_leaving(14 << 20);
+    let free = fs.free();
+    let out = output(ch(&st).args(["build-cache", "--compact"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let listed = std::fs::read_to_string(st.join("repo.git/objects/info/grove-stored-packs"))
+        .unwrap_or_default();
+    assert_eq!(listed.trim(), "", "{err}");
+    assert!(
+        fs.free() > free + (4 << 20),
+        "compaction freed {} KiB\n{err}",
+        (fs.free().saturating_sub(free)) >> 10
+    );
     assert_whole(&st, "t\n");
 }
 

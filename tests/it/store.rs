@@ -991,6 +991,76 @@ fn kill_9_during_import_leaves_a_consistent_repository() {
     assert!(tmp.is_empty(), "{tmp:?}");
 }
 
+/// The names in `objects/pack` of storage directory `st`, sorted.
+fn pack_files(st: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(st.join("repo.git/objects/pack"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Regression: ^C (SIGINT) or SIGTERM ended an import where it was, as kill -9 does: the
+/// packs it had put in place stayed (nothing referenced them) until `build-cache --gc`.
+/// Now it ends through the path of a failed import: what it wrote is removed, and it
+/// dies of the signal, as a shell expects.
+#[test]
+fn import_stopped_by_sigint_or_sigterm_removes_what_it_wrote() {
+    use std::os::unix::process::ExitStatusExt;
+    let s = Scratch::new("sigimport");
+    let st = s.storage();
+    import(&st, &crate::common::busybox_rootfs(), "bb");
+    let before = pack_files(&st);
+    // A tarball of 48 MiB of random bytes in 8 MiB files: three packs of stored entries.
+    let big = s.join("big.tar");
+    sh(&format!(
+        "cd '{0}' && mkdir big && cd big && head -c 48M /dev/urandom | split -b 8M - f \
+         && tar -cf ../big.tar . && cd .. && rm -r big",
+        s.path.display()
+    ));
+    for (sig, n) in [("INT", 2), ("TERM", 15)] {
+        let mut c =
+            crate::common::with_default_signals(chi(&st).arg("import").arg(&big).arg("big"));
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn import");
+        let pid = child.id();
+        // The signal comes once a pack is in place; stopped meanwhile, so that the import
+        // is still at work when it comes.
+        crate::common::wait_for("a pack of the import", 600, || {
+            pack_files(&st).iter().any(|p| !before.contains(p))
+        });
+        crate::common::send("STOP", pid);
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "import finished before the signal; make the tree bigger"
+        );
+        crate::common::send(sig, pid);
+        crate::common::send("CONT", pid);
+        let out = child.wait_with_output().expect("wait for the import");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.signal(),
+            Some(n),
+            "SIG{sig}: {}\n{err}",
+            out.status
+        );
+        assert!(err.contains(&format!("interrupted by SIG{sig}")), "{err}");
+        assert!(err.contains("removed the"), "{err}");
+        assert_eq!(pack_files(&st), before, "SIG{sig}: {err}");
+        let tmp: Vec<_> = std::fs::read_dir(st.join("tmp")).expect("tmp").collect();
+        assert!(tmp.is_empty(), "SIG{sig}: {tmp:?}");
+        assert_eq!(ok(chi(&st).arg("list")), "bb\n");
+    }
+    ok(chi(&st).arg("fsck"));
+    ok(git(&st.join("repo.git")).args(["fsck", "--strict"]));
+    import(&st, &big, "big");
+    ok(git(&st.join("repo.git")).args(["fsck", "--strict"]));
+}
+
 /// Regression: a writer killed while updating a ref leaves `REF.lock` behind, and every
 /// later import under that name failed ("lockfile ... might need manual deletion").
 #[test]
