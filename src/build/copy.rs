@@ -418,7 +418,9 @@ fn warn_skipped(path: &Path, md: &fs::Metadata) {
     } else {
         "special file"
     };
-    crate::warn!("COPY: not copying {kind}: {}", path.display());
+    // No keyword: COPY, ADD and a `RUN --mount=type=bind` copy of the context all come
+    // here, under the progress line of their step.
+    crate::warn!("not copying {kind}: {}", path.display());
 }
 
 /// With `--xattrs` (`$CH_XATTRS`), give `to` the `user.*` extended attributes of `src`,

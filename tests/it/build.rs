@@ -1102,6 +1102,17 @@ fn copy_of_a_top_level_fifo_is_skipped_with_a_warning() {
     let err = stderr_ok(&mut c);
     assert!(err.contains("not copying FIFO: "), "{err}");
     assert!(err.contains("not-there"), "{err}");
+    // ADD skips it the same way, and its warning does not call the step a COPY.
+    b.write(
+        "Dockerfile",
+        "FROM busybox\nADD fifo /y\nRUN test ! -e /y && echo not-there\n",
+    );
+    let mut c = bounded_image(&b);
+    c.args(["build", "-t", "f"]).arg(&b.ctx);
+    let err = stderr_ok(&mut c);
+    assert!(err.contains("warning: not copying FIFO: "), "{err}");
+    assert!(!err.contains("COPY"), "{err}");
+    assert!(err.contains("not-there"), "{err}");
 }
 
 #[test]
