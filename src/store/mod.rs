@@ -451,63 +451,41 @@ impl Store {
     /// Take the lock of one image, so that two writers of the same image run one after
     /// the other (writers of different images run at once). Released on drop.
     pub fn lock_image(&self, _lock: &WriteLock, name: &Reference) -> Result<ImageLock, StoreError> {
-        use nix::fcntl::{Flock, FlockArg};
-        let dir = self.layout.image_locks();
-        fs::create_dir_all(&dir).at("create directory", &dir)?;
         let path = self.layout.image_lock(&ref_component(&name.for_path()));
-        let f = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .at("open", &path)?;
-        let l = match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => l,
-            Err((f, _)) => {
-                crate::info!("waiting for another writer of image {name}");
-                crate::interrupt::lock_waiting(f, true).map_err(|source| {
-                    StoreError::Io(IoError {
-                        action: "lock",
-                        path: path.clone(),
-                        source,
-                    })
-                })?
-            }
-        };
-        Ok(ImageLock { _flock: l })
+        self.lock_in_locks_dir(&path, || {
+            crate::info!("waiting for another writer of image {name}")
+        })
     }
 
     /// Take the lock of the checkout of `commit` ([`Layout::checkout_lock`]), waiting
     /// for the writer that holds it. Released on drop.
     fn lock_checkout(&self, commit: &ObjectId) -> Result<ImageLock, StoreError> {
-        use nix::fcntl::{Flock, FlockArg};
+        let path = self.layout.checkout_lock(commit);
+        self.lock_in_locks_dir(&path, || {
+            crate::verbose!(
+                "waiting for another checkout of {}",
+                &commit.to_string()[..12]
+            )
+        })
+    }
+
+    /// Lock `path`, a file in [`Layout::image_locks`] made if missing, exclusively;
+    /// `on_wait` says whom it waits for when another process holds it.
+    fn lock_in_locks_dir(
+        &self,
+        path: &Path,
+        on_wait: impl FnOnce(),
+    ) -> Result<ImageLock, StoreError> {
         let dir = self.layout.image_locks();
         fs::create_dir_all(&dir).at("create directory", &dir)?;
-        let path = self.layout.checkout_lock(commit);
         let f = fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)
-            .at("open", &path)?;
-        let l = match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => l,
-            Err((f, _)) => {
-                crate::verbose!(
-                    "waiting for another checkout of {}",
-                    &commit.to_string()[..12]
-                );
-                Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| {
-                    StoreError::Io(IoError {
-                        action: "lock",
-                        path: path.clone(),
-                        source: e.into(),
-                    })
-                })?
-            }
-        };
+            .open(path)
+            .at("open", path)?;
+        let l = lock_or_wait(f, path, true, on_wait)?;
         Ok(ImageLock { _flock: l })
     }
 
@@ -1251,6 +1229,24 @@ fn flock(
     file: fs::File,
     exclusive: bool,
 ) -> Result<nix::fcntl::Flock<fs::File>, StoreError> {
+    lock_or_wait(file, &layout.lock_file(), exclusive, || {
+        crate::info!(
+            "waiting for lock on storage directory {} (held by another ch-image, or \
+             by a container run by name)",
+            layout.root().display()
+        )
+    })
+}
+
+/// Lock `file` (opened from `path`), shared or exclusively: at once if no other process
+/// holds it, else after calling `on_wait` (to say whom it waits for), waiting as long as
+/// it takes or until a handled signal comes ([`crate::interrupt::lock_waiting`]).
+fn lock_or_wait(
+    file: fs::File,
+    path: &Path,
+    exclusive: bool,
+    on_wait: impl FnOnce(),
+) -> Result<nix::fcntl::Flock<fs::File>, StoreError> {
     use nix::fcntl::{Flock, FlockArg};
     let nb = if exclusive {
         FlockArg::LockExclusiveNonblock
@@ -1260,15 +1256,11 @@ fn flock(
     match Flock::lock(file, nb) {
         Ok(l) => Ok(l),
         Err((f, _)) => {
-            crate::info!(
-                "waiting for lock on storage directory {} (held by another ch-image, or \
-                 by a container run by name)",
-                layout.root().display()
-            );
+            on_wait();
             crate::interrupt::lock_waiting(f, exclusive).map_err(|source| {
                 StoreError::Io(IoError {
                     action: "lock",
-                    path: layout.lock_file(),
+                    path: path.to_path_buf(),
                     source,
                 })
             })
