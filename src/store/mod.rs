@@ -777,7 +777,35 @@ impl Store {
                 .map(|(m, _)| m)
                 .map_err(|e| err(e.to_string()))
         };
-        match stamp::verify(dir, &pool, commit, read_only) {
+        // What a layer lies on: its parent's tree (a delta layer's bases are not read).
+        let below = || {
+            let err = |msg: String| stamp::StampError::Commit {
+                dir: dir.to_path_buf(),
+                msg,
+            };
+            let id = match dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| ObjectId::from_hex(n.as_bytes()).ok())
+            {
+                Some(id) if dir.parent() == Some(self.layout.layers().as_path()) => id,
+                _ => return Ok(None),
+            };
+            if self.layout.layer_bases(&id).exists() {
+                return Ok(None);
+            }
+            let repo = self.repo();
+            let parent = git::image_trees(&repo, id)
+                .map_err(|e| err(e.to_string()))?
+                .parent;
+            match parent {
+                Some(p) => git::read_image(&repo, p)
+                    .map(|(m, _)| Some(m))
+                    .map_err(|e| err(e.to_string())),
+                None => Ok(None),
+            }
+        };
+        match stamp::verify(dir, &pool, commit, below, read_only) {
             Ok(()) => Ok(true),
             Err(_) if replaced() => Ok(false),
             Err(e @ (stamp::StampError::Unfaithful { .. } | stamp::StampError::Altered { .. }))

@@ -44,7 +44,8 @@
 //! where it can't be replaced, else made again; one that lost times or modes in place is
 //! [`StampError::Altered`], made again where it can be. A version 1 or 2 stamp (no
 //! listing) that fails has a checkout checked entry by entry against its commit (mode,
-//! time, content, every entry). Where the storage directory can't be written, a stamp
+//! time, content, every entry), and a layer laid over its parent commit's tree, which
+//! must then show its commit's ([`layer_against`]). Where the storage directory can't be written, a stamp
 //! goes to the user's cache directory ([`side_path`]).
 //!
 //! Limits: a change made while the stamp is being recorded is not seen; a tree replaced
@@ -804,11 +805,15 @@ pub fn verify_quick(dir: &Path) -> Result<Quick, StampError> {
 /// can be written); a caller that can replace it gets [`StampError::Altered`], since
 /// the tree's modes are not the image's (a build's RUN would see them).
 ///
+/// `below`: for a kept layer that is no delta layer, its parent commit's tree (what it
+/// lies on), read only when a layer stamped by version 1 or 2 must be checked as a whole.
+///
 /// Uses threads: not for ch-run, which uses [`verify_quick`].
 pub fn verify(
     dir: &Path,
     pool: &super::pool::Pool,
     model: impl FnOnce() -> Result<super::model::Dir, StampError>,
+    below: impl FnOnce() -> Result<Option<super::model::Dir>, StampError>,
     read_only: bool,
 ) -> Result<(), StampError> {
     // The ranks of a job checking the same tree of a read-only storage directory: one
@@ -870,7 +875,17 @@ pub fn verify(
                         .as_ref()
                         .expect("scanned with the listing")
                         .entries;
-                    match against_commit(entries, &m, file_ctimes_count(dir)) {
+                    let layer = file_ctimes_count(dir);
+                    let against = match against_commit(entries, &m, layer) {
+                        // A layer whose entries are its commit's: whole if it shows its
+                        // commit over its parent's tree.
+                        Against::Meta(rel) if rel.is_empty() && layer => match below()? {
+                            Some(parent) => layer_against(entries, &m, parent),
+                            None => Against::Meta(rel),
+                        },
+                        a => a,
+                    };
+                    match against {
                         Against::Same => {
                             let _ = write(dir, &full);
                             return Ok(());
@@ -1076,6 +1091,143 @@ fn against_commit(entries: &[Entry], model: &super::model::Dir, exact: bool) -> 
     }
 }
 
+/// A kept layer (not a delta layer) checked without a listing (stamped by version 1 or
+/// 2), its entries already found its commit's (content, type, target): each entry must
+/// have its commit's mode as recorded (write bits may be missing:
+/// [`Against::WriteBits`]) and time, and the layer laid over its parent commit's tree
+/// (`below`, as overlayfs shows it: whiteouts remove, opaque directories hide what was
+/// below) must show exactly its commit's tree: what a copy lost (a whiteout an
+/// unprivileged `cp -a` can't make, a file) shows its parent's entry, or none, at its
+/// path ([`Against::Meta`] of it).
+fn layer_against(
+    entries: &[Entry],
+    model: &super::model::Dir,
+    below: super::model::Dir,
+) -> Against {
+    use super::checkout::Policy;
+    use super::model::{Dir, Node};
+    let policy = Policy::Exact;
+    let mut view = below;
+    // The top directory is the layer's own (an overlay's upper directory).
+    view.mode = model.mode;
+    match model.times.get(b"") {
+        Some(t) => view.times.set(b"", t),
+        None => {
+            view.times.by_path.remove(&b""[..]);
+        }
+    }
+    let mut write_bits = false;
+    for e in entries.iter().filter(|e| !e.rel.is_empty()) {
+        let rel = &e.rel;
+        let node = model.get(rel);
+        let want = match node {
+            Some(Node::Dir(d)) => Some(policy.dir_mode(d.mode)),
+            Some(Node::File(f)) => Some(policy.file_mode(f.mode)),
+            Some(Node::Fifo { mode }) => Some(policy.file_mode(*mode)),
+            _ => None,
+        };
+        if matches!(e.kind, Kind::Whiteout | Kind::Unlisted) {
+            if e.kind == Kind::Whiteout && view.remove(rel).is_err() {
+                return Against::Meta(rel.clone());
+            }
+            continue;
+        }
+        if let Some(want) = want.map(|w| w & 0o7777) {
+            let mode = e.mode & 0o7777;
+            if mode != want {
+                if !lost_write_bits_only(want, mode) {
+                    return Against::Meta(rel.clone());
+                }
+                write_bits = true;
+            }
+        }
+        let t = model.times.get(rel);
+        if let Some(t) = t {
+            if e.mtime != (t.sec, i64::from(t.nsec)) {
+                return Against::Meta(rel.clone());
+            }
+        }
+        let put = match node {
+            Some(Node::Dir(d)) => {
+                let opaque = xattr::get(&e.host, "user.overlay.opaque")
+                    .ok()
+                    .flatten()
+                    .is_some_and(|v| v == b"y");
+                if !opaque && matches!(view.get(rel), Some(Node::Dir(_))) {
+                    // Merged with the directory below: only its mode and time change.
+                    if let Some(Node::Dir(v)) = view.get_mut(rel) {
+                        v.mode = d.mode;
+                    }
+                    None
+                } else {
+                    Some(Node::Dir(Dir::new(d.mode)))
+                }
+            }
+            Some(n @ (Node::File(_) | Node::Symlink { .. } | Node::Fifo { .. })) => Some(n.clone()),
+            None => return Against::Content(rel.clone()),
+        };
+        if let Some(n) = put {
+            if view.remove(rel).is_err() || view.insert(rel, n).is_err() {
+                return Against::Meta(rel.clone());
+            }
+        }
+        if let Some(t) = t {
+            view.times.set(rel, t);
+        }
+    }
+    if let Some(rel) = first_difference(&view, model) {
+        return Against::Meta(rel);
+    }
+    if write_bits {
+        Against::WriteBits
+    } else {
+        Against::Same
+    }
+}
+
+/// The first path (depth first, in byte order) where tree `a` and tree `b` differ
+/// (names, types, modes, contents, symlink targets, times); `None` if they are the same.
+/// Iterative: depth is not bounded by the stack.
+fn first_difference(a: &super::model::Dir, b: &super::model::Dir) -> Option<Vec<u8>> {
+    use super::model::Node;
+    let mut todo: Vec<(Vec<u8>, &super::model::Dir, &super::model::Dir)> = vec![(Vec::new(), a, b)];
+    while let Some((rel, da, db)) = todo.pop() {
+        if da.mode != db.mode || a.times.get(&rel) != b.times.get(&rel) {
+            return Some(rel);
+        }
+        let names = da.children.keys().chain(db.children.keys());
+        let mut names: Vec<&Vec<u8>> = names.collect();
+        names.sort();
+        names.dedup();
+        let mut subdirs = Vec::new();
+        for name in names {
+            let r = if rel.is_empty() {
+                name.clone()
+            } else {
+                [rel.as_slice(), b"/", name.as_slice()].concat()
+            };
+            let same = match (da.children.get(name), db.children.get(name)) {
+                (Some(Node::Dir(x)), Some(Node::Dir(y))) => {
+                    subdirs.push((r.clone(), x, y));
+                    true
+                }
+                (Some(Node::File(x)), Some(Node::File(y))) => x.oid == y.oid && x.mode == y.mode,
+                (Some(Node::Symlink { target: x }), Some(Node::Symlink { target: y })) => x == y,
+                (Some(Node::Fifo { mode: x }), Some(Node::Fifo { mode: y })) => x == y,
+                _ => false,
+            };
+            if !same
+                || (!matches!(db.children.get(name), Some(Node::Dir(_)))
+                    && a.times.get(&r) != b.times.get(&r))
+            {
+                return Some(r);
+            }
+        }
+        todo.extend(subdirs.into_iter().rev());
+    }
+    None
+}
+
 /// How many entries a model holds below its top directory.
 fn model_entries(model: &super::model::Dir) -> usize {
     use super::model::Node;
@@ -1231,13 +1383,13 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs::hard_link(&entry, t.path().join("other")).expect("link");
         assert!(!quick(&co).expect("quick"), "content check needed");
-        verify(&co, &pool, expected, false).expect("same content");
+        verify(&co, &pool, expected, || Ok(None), false).expect("same content");
         assert!(quick(&co).expect("restamped"));
         // An in-place write with the mtime set back: found by content, and the pool
         // entry (this inode) goes so that no later checkout links it.
         edit_keeping_mtime(&co.join("f"), b"two");
         assert!(!quick(&co).expect("quick"));
-        assert!(changed(verify(&co, &pool, expected, false)));
+        assert!(changed(verify(&co, &pool, expected, || Ok(None), false)));
         assert!(!entry.exists());
         // A write that moves the mtime is a change without reading.
         record(&co).expect("record");
@@ -1319,7 +1471,7 @@ mod tests {
         let pool = Pool::new(t.path().join("pool"));
         let expected = || Ok(model.clone());
         assert!(!quick(&a).expect("quick"), "a copy needs reading");
-        verify(&a, &pool, expected, false).expect("a faithful copy");
+        verify(&a, &pool, expected, || Ok(None), false).expect("a faithful copy");
         assert!(quick(&a).expect("stamped again for the copy"));
         // A copy with another mtime: its listing differs.
         fs::remove_dir_all(&a).expect("remove");
@@ -1338,7 +1490,7 @@ mod tests {
             .set_modified(std::time::UNIX_EPOCH)
             .expect("set mtime");
         assert!(matches!(
-            verify(&a, &pool, expected, false),
+            verify(&a, &pool, expected, || Ok(None), false),
             Err(StampError::Unfaithful { .. })
         ));
         // A copy whose listing is the original's but whose file is another commit's.
@@ -1365,7 +1517,7 @@ mod tests {
             .expect("insert");
         }
         assert!(matches!(
-            verify(&a, &pool, || Ok(other), false),
+            verify(&a, &pool, || Ok(other), || Ok(None), false),
             Err(StampError::Unfaithful { .. })
         ));
     }
@@ -1415,7 +1567,8 @@ mod tests {
             )
             .expect("insert");
         let pool = Pool::new(t.path().join("pool"));
-        verify(&co, &pool, || Ok(model), false).expect("read against its commit and kept");
+        verify(&co, &pool, || Ok(model), || Ok(None), false)
+            .expect("read against its commit and kept");
         assert!(quick(&co).expect("stamped again"));
         // The same directory changed in place is still a change.
         fs::write(co.join("g"), b"").expect("write");

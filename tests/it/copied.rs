@@ -619,3 +619,66 @@ fn check_image_bb(st: &Path) -> String {
     assert!(out.status.success(), "{err}");
     err
 }
+
+/// A store last stamped by version 2 stamps, made read-only with `chmod -R a-w` (every
+/// tree's modes and ctimes change): its kept layers are checked against their commits
+/// over their parents' trees and run as they are, as its checkouts do (before: "its
+/// stamp, by a grove older than stamps of version 3, can't tell whether any is
+/// missing"). An unprivileged `rsync -a` of it, which skips the layer's whiteout (a
+/// device file), lacks what the layer removed: refused, never run with `/bin/ls` back.
+#[test]
+fn a_store_stamped_by_version_2_made_read_only_runs_its_layers() {
+    let s = Scratch::new("copied-v2-ro");
+    let (st, _) = built(&s);
+    assert!(trees(&st).iter().any(|t| t.starts_with("layers/")));
+    as_version_2(&st);
+    // The unprivileged copy first, while the store is writable.
+    let st2 = s.join("s2");
+    sh(&format!(
+        "rsync -a '{}/' '{}' 2>/dev/null",
+        st.display(),
+        st2.display()
+    ));
+    sh(&format!(
+        "chmod -R a-w '{}' '{}'",
+        st.display(),
+        st2.display()
+    ));
+    let home = s.join("home");
+    sh(&format!("mkdir '{}'", home.display()));
+    let run = |st: &Path| {
+        output(
+            tool("ch-run")
+                .env("HOME", &home)
+                .env_remove("XDG_CACHE_HOME")
+                .arg("-v")
+                .arg("-s")
+                .arg(st)
+                .args([
+                    "t",
+                    "--",
+                    "sh",
+                    "-c",
+                    "cat /b; test ! -e /bin/ls && echo no-ls",
+                ]),
+        )
+    };
+    for round in 0..2 {
+        let out = run(&st);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "round {round}: {err}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a\nno-ls\n", "{err}");
+        assert!(!err.contains("warning"), "{err}");
+        if round == 1 {
+            assert!(!err.contains("used as it is"), "read again: {err}");
+        }
+    }
+    let out = run(&st2);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("hint: the storage directory is read-only here"),
+        "{err}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{err}");
+}
