@@ -73,11 +73,14 @@ pub enum StampError {
         stamp: PathBuf,
         what: &'static str,
     },
-    #[error("{} holds only its commit's files, but {what}", dir.display())]
+    #[error("{} holds only its commit's files, but {what}{}", dir.display(),
+        first.as_ref().map(|f| format!(" (first: {f})")).unwrap_or_default())]
     Altered {
         dir: PathBuf,
         stamp: PathBuf,
         what: &'static str,
+        /// The first entry found not as Grove made it, and how, where one was checked.
+        first: Option<String>,
     },
     #[error("can't read the commit of {}: {msg}", dir.display())]
     Commit { dir: PathBuf, msg: String },
@@ -879,9 +882,9 @@ pub fn verify(
                     let against = match against_commit(entries, &m, layer) {
                         // A layer whose entries are its commit's: whole if it shows its
                         // commit over its parent's tree.
-                        Against::Meta(rel) if rel.is_empty() && layer => match below()? {
+                        Against::Meta(rel, what) if rel.is_empty() && layer => match below()? {
                             Some(parent) => layer_against(entries, &m, parent),
-                            None => Against::Meta(rel),
+                            None => Against::Meta(rel, what),
                         },
                         a => a,
                     };
@@ -891,16 +894,21 @@ pub fn verify(
                             return Ok(());
                         }
                         Against::WriteBits => return write_bits(false, &full),
-                        Against::Meta(rel) if rel.is_empty() && file_ctimes_count(dir) => {
+                        Against::Meta(rel, _) if rel.is_empty() && file_ctimes_count(dir) => {
                             return Err(unfaithful(dir, false, ALTERED_OLD_LAYER));
                         }
-                        Against::Meta(rel) => {
-                            crate::verbose!(
-                                "{}: not as its commit has it: {}",
-                                dir.display(),
-                                String::from_utf8_lossy(&rel)
-                            );
-                            return Err(unfaithful(dir, false, ALTERED_LISTING));
+                        Against::Meta(rel, what) => {
+                            let first = match rel.is_empty() {
+                                true => what,
+                                false => format!("/{}: {what}", String::from_utf8_lossy(&rel)),
+                            };
+                            crate::verbose!("{}: not as its commit has it: {first}", dir.display());
+                            return Err(StampError::Altered {
+                                dir: dir.to_path_buf(),
+                                stamp: stamp_path(dir),
+                                what: ALTERED_LISTING,
+                                first: Some(first),
+                            });
                         }
                         Against::Content(rel) => {
                             crate::verbose!(
@@ -949,7 +957,12 @@ fn unfaithful(dir: &Path, copy: bool, what: &'static str) -> StampError {
     if copy {
         StampError::Unfaithful { dir, stamp, what }
     } else {
-        StampError::Altered { dir, stamp, what }
+        StampError::Altered {
+            dir,
+            stamp,
+            what,
+            first: None,
+        }
     }
 }
 
@@ -1022,8 +1035,9 @@ enum Against {
     /// Every entry its commit's, but for write permissions taken away.
     WriteBits,
     /// Every entry present holds its commit's content, but the entry at this path has
-    /// another mode or time, or entries are missing (an empty path).
-    Meta(Vec<u8>),
+    /// another mode, time or `user.` extended attributes (said by the text), or entries
+    /// are missing (an empty path).
+    Meta(Vec<u8>, String),
     /// The entry at this path is not its commit's (type, content, target), or is not in
     /// the commit.
     Content(Vec<u8>),
@@ -1044,7 +1058,7 @@ fn against_commit(entries: &[Entry], model: &super::model::Dir, exact: bool) -> 
     if exact {
         // A layer's entries are its commit's; what it lacks can't be told without a
         // listing.
-        return Against::Meta(Vec::new());
+        return Against::Meta(Vec::new(), "entries may be missing".into());
     }
     let policy = Policy::Checkout;
     let mut write_bits = false;
@@ -1070,19 +1084,25 @@ fn against_commit(entries: &[Entry], model: &super::model::Dir, exact: bool) -> 
             let mode = e.mode & 0o7777;
             if mode != want {
                 if !lost_write_bits_only(want, mode) {
-                    return Against::Meta(e.rel.clone());
+                    return Against::Meta(e.rel.clone(), format!("mode {mode:o}, not {want:o}"));
                 }
                 write_bits = true;
             }
         }
         if let Some(t) = model.times.get(&e.rel) {
             if e.mtime != (t.sec, i64::from(t.nsec)) {
-                return Against::Meta(e.rel.clone());
+                return Against::Meta(e.rel.clone(), "another mtime".into());
             }
+        }
+        if let Some(what) = xattrs_differ(e, model, false) {
+            return Against::Meta(e.rel.clone(), what);
         }
     }
     if count != model_entries(model) {
-        return Against::Meta(Vec::new());
+        return Against::Meta(
+            Vec::new(),
+            format!("{count} entries, not its commit's {}", model_entries(model)),
+        );
     }
     if write_bits {
         Against::WriteBits
@@ -1128,7 +1148,7 @@ fn layer_against(
         };
         if matches!(e.kind, Kind::Whiteout | Kind::Unlisted) {
             if e.kind == Kind::Whiteout && view.remove(rel).is_err() {
-                return Against::Meta(rel.clone());
+                return Against::Meta(rel.clone(), "a whiteout below a non-directory".into());
             }
             continue;
         }
@@ -1136,7 +1156,7 @@ fn layer_against(
             let mode = e.mode & 0o7777;
             if mode != want {
                 if !lost_write_bits_only(want, mode) {
-                    return Against::Meta(rel.clone());
+                    return Against::Meta(rel.clone(), format!("mode {mode:o}, not {want:o}"));
                 }
                 write_bits = true;
             }
@@ -1144,8 +1164,11 @@ fn layer_against(
         let t = model.times.get(rel);
         if let Some(t) = t {
             if e.mtime != (t.sec, i64::from(t.nsec)) {
-                return Against::Meta(rel.clone());
+                return Against::Meta(rel.clone(), "another mtime".into());
             }
+        }
+        if let Some(what) = xattrs_differ(e, model, true) {
+            return Against::Meta(rel.clone(), what);
         }
         let put = match node {
             Some(Node::Dir(d)) => {
@@ -1168,7 +1191,7 @@ fn layer_against(
         };
         if let Some(n) = put {
             if view.remove(rel).is_err() || view.insert(rel, n).is_err() {
-                return Against::Meta(rel.clone());
+                return Against::Meta(rel.clone(), "not where its commit has it".into());
             }
         }
         if let Some(t) = t {
@@ -1176,13 +1199,54 @@ fn layer_against(
         }
     }
     if let Some(rel) = first_difference(&view, model) {
-        return Against::Meta(rel);
+        return Against::Meta(
+            rel,
+            "not its commit's over its parent's tree (the layer lacks an entry or a whiteout)"
+                .into(),
+        );
     }
     if write_bits {
         Against::WriteBits
     } else {
         Against::Same
     }
+}
+
+/// How entry `e`'s `user.` extended attributes differ from those its commit (`model`)
+/// records for it, if they do (`layer`: overlayfs's own `user.overlay.*` left out).
+/// Checkouts set the recorded ones (images imported or built with `--xattrs`); a copy
+/// made without them (`rsync -a` without `-X`, `cp -r`) lost them.
+fn xattrs_differ(e: &Entry, model: &super::model::Dir, layer: bool) -> Option<String> {
+    if matches!(e.kind, Kind::Symlink | Kind::Whiteout | Kind::Unlisted) {
+        return None;
+    }
+    let mut have = super::model::read_xattrs(&e.host);
+    if layer {
+        have.retain(|(n, _)| !n.starts_with(b"user.overlay."));
+    }
+    let mut want = model.xattrs.get(&e.rel).cloned().unwrap_or_default();
+    want.sort();
+    if have == want {
+        return None;
+    }
+    let name = |n: &[u8]| String::from_utf8_lossy(n).into_owned();
+    for (n, v) in &want {
+        match have.iter().find(|(h, _)| h == n) {
+            None => return Some(format!("its extended attribute {} is missing", name(n))),
+            Some((_, hv)) if hv != v => {
+                return Some(format!(
+                    "its extended attribute {} has another value",
+                    name(n)
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    let extra = have.iter().find(|(n, _)| !want.iter().any(|(w, _)| w == n));
+    Some(match extra {
+        Some((n, _)) => format!("extended attribute {} is not its commit's", name(n)),
+        None => "other extended attributes".into(),
+    })
 }
 
 /// The first path (depth first, in byte order) where tree `a` and tree `b` differ

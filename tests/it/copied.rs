@@ -682,3 +682,58 @@ fn a_store_stamped_by_version_2_made_read_only_runs_its_layers() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{err}");
 }
+
+/// A store stamped by version 2 stamps holding an image imported with `--xattrs`,
+/// copied with `rsync -a` (no `-X`: `user.` extended attributes lost). The entry-by-entry
+/// check of its checkout sees the loss and says which attribute (before: the copy was
+/// kept, and the image ran without them); the checkout is made again with them.
+#[test]
+fn a_copy_that_lost_user_xattrs_is_made_again_saying_which() {
+    let s = Scratch::new("copied-xattrs");
+    let (st, src) = (s.join("s1"), s.join("src"));
+    sh(&format!(
+        "cp -a '{bb}' '{src}' && echo hi > '{src}/f' && \
+         /usr/bin/python3 -c \"import os; os.setxattr('{src}/f', 'user.color', b'blue')\"",
+        bb = busybox_rootfs().display(),
+        src = src.display()
+    ));
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .arg("--xattrs")
+        .arg("import")
+        .arg(&src)
+        .arg("x"));
+    ok(tool("ch-run").arg("-s").arg(&st).args(["x", "--", "true"]));
+    as_version_2(&st);
+    let st2 = s.join("s2");
+    sh(&format!("rsync -a '{}/' '{}'", st.display(), st2.display()));
+    let out = output(
+        tool("ch-run")
+            .arg("-s")
+            .arg(&st2)
+            .args(["x", "--", "cat", "/f"]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("(first: /f: its extended attribute user.color is missing)")
+            && err.contains("removed it: grove makes it again"),
+        "{err}"
+    );
+    let checkout = std::fs::read_dir(st2.join("checkouts"))
+        .expect("read_dir")
+        .flatten()
+        .next()
+        .expect("a checkout")
+        .path();
+    let got = sh(&format!(
+        "/usr/bin/python3 -c \"import os; print(os.getxattr('{}/f', 'user.color'))\"",
+        checkout.display()
+    ));
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "b'blue'\n");
+    // The checkout made again is stamped as it is: no warning.
+    let out = output(tool("ch-run").arg("-s").arg(&st2).args(["x", "--", "true"]));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success() && !err.contains("warning"), "{err}");
+}
