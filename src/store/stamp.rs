@@ -54,7 +54,7 @@
 use crate::error::{IoError, IoResultExt};
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -487,21 +487,166 @@ fn write(dir: &Path, sc: &Scan) -> Result<(), StampError> {
 }
 
 /// Write the stamp of tree `dir` (scanned as `sc`) in the user's cache only
-/// ([`side_path`]).
+/// ([`side_path`]), then remove the stale stamps there ([`prune_side`]). Without a cache
+/// directory, says once per process why each run reads the tree again.
 fn write_side(dir: &Path, sc: &Scan) -> Result<(), StampError> {
     let Some(text) = stamp_text(sc) else {
         return Ok(());
     };
-    let side = side_path(dir).ok_or_else(|| {
-        IoError::new(
-            "find a cache directory for the stamp of",
-            dir,
-            io::Error::from(io::ErrorKind::NotFound),
-        )
-    })?;
+    let side = match side_path(dir) {
+        Some(p) => p,
+        None => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                crate::warn!(
+                    "can't keep the stamp of {} (the storage directory is read-only, and {}): \
+                     each run reads its files again; set XDG_CACHE_HOME to a directory of yours",
+                    dir.display(),
+                    side_dir()
+                        .as_ref()
+                        .err()
+                        .map_or("no cache directory", String::as_str)
+                )
+            });
+            return Err(IoError::new(
+                "find a cache directory for the stamp of",
+                dir,
+                io::Error::from(io::ErrorKind::NotFound),
+            )
+            .into());
+        }
+    };
+    let text = format!("{text}{}", side_tree_line(dir).unwrap_or_default());
     put(&side, &text, true)?;
     crate::verbose!("{}: stamped in {}", dir.display(), side.display());
+    if let Some(d) = side.parent() {
+        prune_side(d, &side);
+    }
     Ok(())
+}
+
+/// The second line of a stamp in the user's cache: `tree HOST PATH`, the host's name and
+/// the tree's canonical path, in hex, so that [`prune_side`] can tell a stamp of a tree
+/// that is gone.
+fn side_tree_line(dir: &Path) -> Option<String> {
+    let abs = fs::canonicalize(dir).ok()?;
+    Some(format!(
+        "tree {} {}\n",
+        hex(host().as_bytes()),
+        hex(abs.as_os_str().as_bytes())
+    ))
+}
+
+/// This host's name (empty if unknown).
+fn host() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// How long a stamp in the user's cache written by a Grove before session 31 (no `tree`
+/// line: its tree can't be told) is kept: 30 days.
+const SIDE_UNNAMED_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+/// Remove the stamps in the user's cache directory `stamps` (but `keep`, just written)
+/// whose tree is gone: of this host, naming a path that no longer exists or whose top
+/// directory is another than the stamp's (removed and made again, which stamps it
+/// anew); a stamp without a `tree` line older than [`SIDE_UNNAMED_MAX_AGE`]; and their
+/// lock files (each while holding its flock, tried once: a process checking that tree
+/// keeps it), and temporary files of processes that are gone. Stamps of other hosts (a
+/// home directory shared by the nodes of a cluster) are left to them. Runs only after a
+/// stamp was written there, which follows a read of a whole tree: one read and one
+/// `lstat` per stamp is small next to that.
+fn prune_side(stamps: &Path, keep: &Path) {
+    let Ok(rd) = fs::read_dir(stamps) else {
+        return;
+    };
+    let me = hex(host().as_bytes());
+    for e in rd.flatten() {
+        let p = e.path();
+        if p == keep {
+            continue;
+        }
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if let Some((_, pid)) = name.split_once(".tmp.") {
+            if pid
+                .parse::<u32>()
+                .is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+            {
+                let _ = fs::remove_file(&p);
+            }
+            continue;
+        }
+        if name.ends_with(".lock") {
+            // Its stamp's turn removes it, unless the stamp is already gone.
+            if !p.with_extension("").exists() {
+                remove_side_lock(&p);
+            }
+            continue;
+        }
+        let Ok(text) = fs::read_to_string(&p) else {
+            continue;
+        };
+        let mut lines = text.lines();
+        let first = lines.next().unwrap_or("");
+        let stale = match lines.next().and_then(|l| l.strip_prefix("tree ")) {
+            Some(tree) => {
+                let (h, path) = tree.split_once(' ').unwrap_or((tree, ""));
+                let path = unhex(path).map(|b| PathBuf::from(std::ffi::OsString::from_vec(b)));
+                h == me
+                    && match (path, parse(first)) {
+                        (Some(path), Recorded::V3 { root, .. }) => {
+                            match fs::symlink_metadata(&path) {
+                                Ok(md) => root_id(&md) != root,
+                                Err(e) => e.kind() == io::ErrorKind::NotFound,
+                            }
+                        }
+                        _ => true,
+                    }
+            }
+            None => e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > SIDE_UNNAMED_MAX_AGE),
+        };
+        if stale {
+            crate::verbose!("removing the stamp of a tree that is gone: {}", p.display());
+            let _ = fs::remove_file(&p);
+            remove_side_lock(&p.with_extension("lock"));
+        }
+    }
+}
+
+/// Remove a stamp's lock file in the user's cache while holding its flock (tried once):
+/// [`side_lock`] checks, once it holds one, that its path still names that file.
+fn remove_side_lock(p: &Path) {
+    use nix::fcntl::{Flock, FlockArg};
+    use std::os::unix::fs::MetadataExt;
+    let Ok(f) = fs::File::open(p) else {
+        return;
+    };
+    let Ok(held) = Flock::lock(f, FlockArg::LockExclusiveNonblock) else {
+        return;
+    };
+    if let (Ok(a), Ok(b)) = (held.metadata(), fs::symlink_metadata(p)) {
+        if a.dev() == b.dev() && a.ino() == b.ino() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    (s.len() % 2 == 0)
+        .then(|| {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+                .collect()
+        })
+        .flatten()
 }
 
 /// A stamp's text, for a scan with the listing (every caller's).
@@ -533,46 +678,113 @@ fn put(p: &Path, text: &str, private: bool) -> Result<(), StampError> {
     Ok(fs::rename(&tmp, p).at("rename into place", p)?)
 }
 
+/// The directory of stamps in the user's cache, the first of these that is usable:
+/// `$XDG_CACHE_HOME/grove/stamps`, `$HOME/.cache/grove/stamps` (a `HOME` that exists: a
+/// node without it gets none made), and `/tmp/grove-UID/stamps` (`srun --export=NONE`
+/// and batch systems that start jobs without `HOME`; node-local, shared by the ranks of
+/// a job on the node), whose top directory must be a directory (not a symlink) owned by
+/// the user with mode 0700, else another user could have made it first and would see or
+/// forge the stamps. Made (owner-only) if missing. Decided once per process; the error
+/// says why none is usable.
+fn side_dir() -> &'static Result<PathBuf, String> {
+    static DIR: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+        let usable = |d: &Path| {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)
+                .is_ok()
+                && nix::unistd::access(d, nix::unistd::AccessFlags::W_OK).is_ok()
+        };
+        let mut why = Vec::new();
+        match std::env::var_os("XDG_CACHE_HOME").and_then(absolute) {
+            Some(x) => {
+                let d = x.join("grove/stamps");
+                if usable(&d) {
+                    return Ok(d);
+                }
+                why.push(format!("{} is not writable", d.display()));
+            }
+            None => why.push("XDG_CACHE_HOME is not set".to_string()),
+        }
+        match std::env::var_os("HOME").and_then(absolute) {
+            Some(h) if h.is_dir() => {
+                let d = h.join(".cache/grove/stamps");
+                if usable(&d) {
+                    return Ok(d);
+                }
+                why.push(format!("{} is not writable", d.display()));
+            }
+            Some(h) => why.push(format!("HOME {} does not exist", h.display())),
+            None => why.push("HOME is not set".to_string()),
+        }
+        let uid = nix::unistd::getuid();
+        let top = PathBuf::from(format!("/tmp/grove-{uid}"));
+        let _ = fs::DirBuilder::new().mode(0o700).create(&top);
+        match fs::symlink_metadata(&top) {
+            Ok(md) if md.is_dir() && md.uid() == uid.as_raw() && md.mode() & 0o077 == 0 => {
+                let d = top.join("stamps");
+                if usable(&d) {
+                    return Ok(d);
+                }
+                why.push(format!("{} is not writable", d.display()));
+            }
+            Ok(_) => why.push(format!(
+                "{} is not a directory of this user's with mode 0700",
+                top.display()
+            )),
+            Err(e) => why.push(format!("can't make {}: {e}", top.display())),
+        }
+        Err(why.join(", "))
+    })
+}
+
 /// Where the stamp of tree `dir` goes when the storage directory can't be written (made
-/// read-only with `chmod -R a-w`, or on a read-only file system): the user's cache
-/// directory (`$XDG_CACHE_HOME`, else `$HOME/.cache`), `grove/stamps/KIND-KEY`, `KEY` the
-/// first 32 hex digits of the BLAKE3 hash of the tree's canonical path. Only the user
-/// writes there; a stamp there is used only when the tree's own stamp does not match,
-/// and only if its top directory and digest are the tree's ([`side_same`]). `None`
-/// without such a directory.
+/// read-only with `chmod -R a-w`, or on a read-only file system): `KIND-KEY` in the
+/// user's cache directory ([`side_dir`]), `KEY` the first 32 hex digits of the BLAKE3
+/// hash of the host's name, a NUL and the tree's canonical path (the nodes of a cluster
+/// share a home directory, each with its own copy of a store at the same path). Only the
+/// user writes there; a stamp there is used only when the tree's own stamp does not
+/// match, and only if its top directory and digest are the tree's ([`side_same`]).
+/// `None` without such a directory.
 fn side_path(dir: &Path) -> Option<PathBuf> {
-    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .and_then(absolute)
-        .or_else(|| {
-            // Not a home directory that is not there (a node without it): no cache.
-            let home = std::env::var_os("HOME").and_then(absolute)?;
-            home.is_dir().then(|| home.join(".cache"))
-        })?;
+    let base = side_dir().as_ref().ok()?;
     let abs = fs::canonicalize(dir).ok()?;
     let kind = abs.parent()?.file_name()?.to_str()?.to_string();
-    let key = hex(&blake3::hash(abs.as_os_str().as_bytes()).as_bytes()[..16]);
-    Some(base.join("grove/stamps").join(format!("{kind}-{key}")))
+    let mut h = blake3::Hasher::new();
+    h.update(host().as_bytes());
+    h.update(b"\0");
+    h.update(abs.as_os_str().as_bytes());
+    let key = hex(&h.finalize().as_bytes()[..16]);
+    Some(base.join(format!("{kind}-{key}")))
 }
 
 /// An exclusive flock(2) of `KIND-KEY.lock` beside the stamp of tree `dir` in the user's
 /// cache ([`side_path`]), waited for; `None` without a cache directory (best effort).
 fn side_lock(dir: &Path) -> Option<nix::fcntl::Flock<fs::File>> {
-    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::fs::MetadataExt;
     let p = side_path(dir)?.with_extension("lock");
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(p.parent()?)
-        .ok()?;
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&p)
-        .ok()?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok()
+    loop {
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)
+            .ok()?;
+        let l = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok()?;
+        // Removed by [`prune_side`] while this process waited: lock the file there now.
+        let md = l.metadata().ok()?;
+        match fs::symlink_metadata(&p) {
+            Ok(now) if now.dev() == md.dev() && now.ino() == md.ino() => return Some(l),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(_) => return None,
+        }
+    }
 }
 
 /// Whether tree `dir` is as its stamp in the user's cache ([`side_path`]) recorded it:
@@ -582,12 +794,14 @@ fn side_same(dir: &Path) -> Result<bool, StampError> {
     let Some(text) = side_path(dir).and_then(|p| fs::read_to_string(p).ok()) else {
         return Ok(false);
     };
+    // The `tree` line after it is for [`prune_side`].
+    let text = text.lines().next().unwrap_or("");
     let Recorded::V3 {
         digest,
         latest,
         root,
         ..
-    } = parse(&text)
+    } = parse(text)
     else {
         return Ok(false);
     };

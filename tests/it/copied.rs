@@ -737,3 +737,94 @@ fn a_copy_that_lost_user_xattrs_is_made_again_saying_which() {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success() && !err.contains("warning"), "{err}");
 }
+
+/// Stamps in the user's cache name their tree (host, path): writing a new one removes
+/// those of trees that are gone (a store removed), with their lock files, so the cache
+/// does not grow with every store ever run read-only (before: never removed).
+#[test]
+fn stamps_in_the_user_s_cache_of_trees_that_are_gone_are_removed() {
+    let s = Scratch::new("copied-side-prune");
+    let (st, _) = built(&s);
+    let st2 = s.join("s2");
+    copy(&st, &st2, "cp -a");
+    let home = s.join("home");
+    sh(&format!("mkdir '{}'", home.display()));
+    let cache = home.join(".cache/grove/stamps");
+    let stamps = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&cache)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let run = |st: &Path| {
+        sh(&format!("chmod -R a-w '{}'", st.display()));
+        let out = output(
+            tool("ch-run")
+                .env("HOME", &home)
+                .env_remove("XDG_CACHE_HOME")
+                .arg("-s")
+                .arg(st)
+                .args(["t", "--", "cat", "/b"]),
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+    };
+    run(&st);
+    let first = stamps();
+    let n = first.iter().filter(|n| !n.ends_with(".lock")).count();
+    assert_eq!(n, trees(&st).len(), "{first:?}");
+    assert!(first.iter().any(|n| n.ends_with(".lock")), "{first:?}");
+    sh(&format!(
+        "chmod -R u+w '{s}' && rm -rf '{s}'",
+        s = st.display()
+    ));
+    run(&st2);
+    let second = stamps();
+    assert!(
+        first.iter().all(|n| !second.contains(n)),
+        "the stamps of the removed store stay: {first:?} {second:?}"
+    );
+    assert_eq!(
+        second.iter().filter(|n| !n.ends_with(".lock")).count(),
+        trees(&st2).len(),
+        "{second:?}"
+    );
+}
+
+/// Without `HOME` or `XDG_CACHE_HOME` (`srun --export=NONE`), the stamps of a store
+/// made read-only go to `/tmp/grove-UID/stamps` (owner-only): the second run reads no
+/// file (before: every run read every tree again, saying nothing).
+#[test]
+fn without_home_stamps_of_a_read_only_store_go_to_a_directory_of_the_user_s_in_tmp() {
+    let s = Scratch::new("copied-nohome");
+    let (st, _) = built(&s);
+    sh(&format!("chmod -R a-w '{}'", st.display()));
+    let run = || {
+        let out = output(
+            tool("ch-run")
+                .env_remove("HOME")
+                .env_remove("XDG_CACHE_HOME")
+                .arg("-v")
+                .arg("-s")
+                .arg(&st)
+                .args(["t", "--", "cat", "/b"]),
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a\n", "{err}");
+        err
+    };
+    let err = run();
+    assert!(err.contains("used as it is"), "{err}");
+    assert!(err.contains("stamped in /tmp/grove-"), "{err}");
+    let err = run();
+    assert!(!err.contains("used as it is"), "read again: {err}");
+    let out =
+        sh("d=/tmp/grove-$(id -u); test \"$(stat -c '%a %u' $d)\" = \"700 $(id -u)\" && echo ok");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+}
