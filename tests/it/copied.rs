@@ -352,9 +352,8 @@ fn a_store_made_read_only_with_chmod_runs_by_name() {
     // Before: "… was changed outside grove since it was checked out".
     let err = check_image(&st, "a");
     assert!(!err.contains("warning"), "{err}");
-    // Without a cache directory (HOME not writable here when the suite runs as root, or
-    // none), every run reads the trees again; with one, the first run stamps them there
-    // and the next ones read no file.
+    // The first run stamps them in the user's cache directory and the next ones read no
+    // file.
     let home = s.join("home");
     sh(&format!("mkdir '{}'", home.display()));
     let run_v = || {
