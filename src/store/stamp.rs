@@ -791,8 +791,15 @@ fn side_lock(dir: &Path) -> Option<nix::fcntl::Flock<fs::File>> {
 /// a version 3 stamp of the same top directory, the same digest, and no regular file
 /// whose inode changed since (one metadata pass, no content read).
 fn side_same(dir: &Path) -> Result<bool, StampError> {
-    let Some(text) = side_path(dir).and_then(|p| fs::read_to_string(p).ok()) else {
-        return Ok(false);
+    let new = side_path(dir);
+    let (text, legacy) = match new.as_ref().and_then(|p| fs::read_to_string(p).ok()) {
+        Some(t) => (t, None),
+        None => {
+            match side_path_legacy(dir).and_then(|p| fs::read_to_string(&p).ok().map(|t| (t, p))) {
+                Some((t, p)) => (t, Some(p)),
+                None => return Ok(false),
+            }
+        }
     };
     // The `tree` line after it is for [`prune_side`].
     let text = text.lines().next().unwrap_or("");
@@ -809,7 +816,27 @@ fn side_same(dir: &Path) -> Result<bool, StampError> {
         return Ok(false);
     }
     let sc = scan(dir, 2, Some(latest), false)?;
-    Ok(hex(&sc.digest) == digest && sc.moved.is_empty())
+    let same = hex(&sc.digest) == digest && sc.moved.is_empty();
+    if let (true, Some(old), Some(new)) = (same, legacy, new) {
+        // Moved to this version's name, with its `tree` line (best effort).
+        let line = side_tree_line(dir).unwrap_or_default();
+        if put(&new, &format!("{text}\n{line}"), true).is_ok() {
+            let _ = fs::remove_file(&old);
+            remove_side_lock(&old.with_extension("lock"));
+        }
+    }
+    Ok(same)
+}
+
+/// Where a Grove before session 31 kept the stamp of tree `dir` in the user's cache: the
+/// key was the hash of the tree's canonical path alone. Read when the stamp is not at
+/// [`side_path`], so that a site's users don't read every tree again after an upgrade.
+fn side_path_legacy(dir: &Path) -> Option<PathBuf> {
+    let base = side_dir().as_ref().ok()?;
+    let abs = fs::canonicalize(dir).ok()?;
+    let kind = abs.parent()?.file_name()?.to_str()?.to_string();
+    let key = hex(&blake3::hash(abs.as_os_str().as_bytes()).as_bytes()[..16]);
+    Some(base.join(format!("{kind}-{key}")))
 }
 
 /// A recorded stamp: version 3 (version 2's fields, the top directory's inode number and

@@ -827,3 +827,72 @@ fn without_home_stamps_of_a_read_only_store_go_to_a_directory_of_the_user_s_in_t
         sh("d=/tmp/grove-$(id -u); test \"$(stat -c '%a %u' $d)\" = \"700 $(id -u)\" && echo ok");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
 }
+
+/// A user's stamps in the cache written by a Grove before session 31 (keyed by the
+/// tree's path alone, no `tree` line) are still found after the upgrade, and moved to
+/// their new name: the first run after it reads no tree again.
+#[test]
+fn stamps_in_the_user_s_cache_from_before_the_host_key_are_still_used() {
+    let s = Scratch::new("copied-side-legacy");
+    let (st, _) = built(&s);
+    sh(&format!("chmod -R a-w '{}'", st.display()));
+    let home = s.join("home");
+    sh(&format!("mkdir '{}'", home.display()));
+    let cache = home.join(".cache/grove/stamps");
+    let run = || {
+        let out = output(
+            tool("ch-run")
+                .env("HOME", &home)
+                .env_remove("XDG_CACHE_HOME")
+                .arg("-v")
+                .arg("-s")
+                .arg(&st)
+                .args(["t", "--", "cat", "/b"]),
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        err
+    };
+    let err = run();
+    assert!(err.contains("used as it is"), "{err}");
+    // As the earlier Grove wrote them.
+    let unhex = |h: &str| -> Vec<u8> {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex"))
+            .collect()
+    };
+    let mut script = String::new();
+    for e in std::fs::read_dir(&cache).expect("read cache").flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".lock") {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path()).expect("read stamp");
+        let mut lines = text.lines();
+        let first = lines.next().expect("stamp line");
+        let tree = lines.next().expect("tree line");
+        let path = unhex(tree.split(' ').nth(2).expect("path"));
+        let key: String = blake3::hash(&path).as_bytes()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let kind = name.split('-').next().expect("kind");
+        script.push_str(&format!(
+            "rm '{c}/{name}' '{c}/{name}.lock' && echo '{first}' > '{c}/{kind}-{key}'\n",
+            c = cache.display()
+        ));
+    }
+    sh(&script);
+    let err = run();
+    assert!(!err.contains("used as it is"), "read again: {err}");
+    let moved = std::fs::read_dir(&cache)
+        .expect("read cache")
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path())
+                .is_ok_and(|t| t.lines().nth(1).is_some_and(|l| l.starts_with("tree ")))
+        })
+        .count();
+    assert_eq!(moved, trees(&st).len());
+}
