@@ -430,7 +430,20 @@ fn destination(
                 "can't bind: destination not found: {}",
                 shown().display()
             ))),
-            IfMissing::Create => mk.create_under(sys, &existing, &rest, want_dir).map(Some),
+            IfMissing::Create => mk
+                .create_under(sys, &existing, &rest, want_dir)
+                .map(Some)
+                .map_err(|e| match e.errno() {
+                    // Charliecloud's message names the host path (for an image run by
+                    // name, a checkout in the storage directory): say what to do.
+                    Some(Errno::EROFS) if e.hint().is_none() => e.with_hint(format!(
+                        "the image is read-only and has no {0}: bind to a directory it has \
+                         (-b SRC:/mnt), make {0} in the image (RUN mkdir -p {0}), or add -W \
+                         (a writable tmpfs over the image, discarded at exit)",
+                        dst.display()
+                    )),
+                    _ => e,
+                }),
             IfMissing::TryCreate => Ok(mk.create_under(sys, &existing, &rest, want_dir).ok()),
         },
         Err(ResolveError::TooManyLinks) => Err(RunError::sys(

@@ -476,17 +476,35 @@ impl Store {
         path: &Path,
         on_wait: impl FnOnce(),
     ) -> Result<ImageLock, StoreError> {
+        use std::os::unix::fs::MetadataExt;
         let dir = self.layout.image_locks();
         fs::create_dir_all(&dir).at("create directory", &dir)?;
-        let f = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .at("open", path)?;
-        let l = lock_or_wait(f, path, true, on_wait)?;
-        Ok(ImageLock { _flock: l })
+        let mut on_wait = Some(on_wait);
+        loop {
+            let f = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .at("open", path)?;
+            let l = lock_or_wait(f, path, true, || {
+                if let Some(w) = on_wait.take() {
+                    w()
+                }
+            })?;
+            // Removed (or removed and made again) while this process waited: the lock
+            // is the file's at `path` now ([`Store::prune_checkout_locks`]).
+            let md = l.metadata().at("stat", path)?;
+            match fs::symlink_metadata(path) {
+                Ok(now) if now.dev() == md.dev() && now.ino() == md.ino() => {
+                    return Ok(ImageLock { _flock: l })
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(IoError::new("stat", path, e).into()),
+            }
+        }
     }
 
     /// Remove what killed writers left. With `alone` (no other writer holds the lock),
@@ -777,7 +795,35 @@ impl Store {
                 .map(|(m, _)| m)
                 .map_err(|e| err(e.to_string()))
         };
-        match stamp::verify(dir, &pool, commit, read_only) {
+        // What a layer lies on: its parent's tree (a delta layer's bases are not read).
+        let below = || {
+            let err = |msg: String| stamp::StampError::Commit {
+                dir: dir.to_path_buf(),
+                msg,
+            };
+            let id = match dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| ObjectId::from_hex(n.as_bytes()).ok())
+            {
+                Some(id) if dir.parent() == Some(self.layout.layers().as_path()) => id,
+                _ => return Ok(None),
+            };
+            if self.layout.layer_bases(&id).exists() {
+                return Ok(None);
+            }
+            let repo = self.repo();
+            let parent = git::image_trees(&repo, id)
+                .map_err(|e| err(e.to_string()))?
+                .parent;
+            match parent {
+                Some(p) => git::read_image(&repo, p)
+                    .map(|(m, _)| Some(m))
+                    .map_err(|e| err(e.to_string())),
+                None => Ok(None),
+            }
+        };
+        match stamp::verify(dir, &pool, commit, below, read_only) {
             Ok(()) => Ok(true),
             Err(_) if replaced() => Ok(false),
             Err(e @ (stamp::StampError::Unfaithful { .. } | stamp::StampError::Altered { .. }))
@@ -910,7 +956,57 @@ impl Store {
         if removed {
             pool::Pool::new(self.layout.pool()).prune()?;
         }
+        self.prune_checkout_locks();
         Ok(())
+    }
+
+    /// Remove the lock files (`locks/=checkout=C.lock`) of commits that have no checkout:
+    /// one is left per commit ever checked out otherwise. Callers hold the storage lock
+    /// alone (one pruner at a time). A file is removed only while this process holds its
+    /// flock (tried, never waited for: a writer making that checkout keeps it), and a
+    /// process that locks one checks afterwards that the path still names the inode it
+    /// locked, else locks the new file ([`Store::lock_in_locks_dir`]): a process that
+    /// opened the file before it was removed never holds a lock nobody else can see.
+    fn prune_checkout_locks(&self) {
+        use nix::fcntl::{Flock, FlockArg};
+        use std::os::unix::fs::MetadataExt;
+        let dir = self.layout.image_locks();
+        let Ok(rd) = fs::read_dir(&dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("=checkout="))
+                .and_then(|n| n.strip_suffix(".lock"))
+                .and_then(|n| ObjectId::from_hex(n.as_bytes()).ok())
+            else {
+                continue;
+            };
+            let (path, checkout) = (e.path(), self.layout.checkout(&id));
+            if checkout.exists() {
+                continue;
+            }
+            let Ok(f) = fs::File::open(&path) else {
+                continue;
+            };
+            let Ok(held) = Flock::lock(f, FlockArg::LockExclusiveNonblock) else {
+                continue;
+            };
+            let same = match (held.metadata(), fs::symlink_metadata(&path)) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            };
+            if same && !checkout.exists() {
+                crate::verbose!(
+                    "removing the lock of a checkout that is gone: {}",
+                    path.display()
+                );
+                let _ = fs::remove_file(&path);
+            }
+            drop(held);
+        }
     }
 
     /// Point `name` at `commit` without checking it out: `img/NAME` then links to a

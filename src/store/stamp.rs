@@ -44,7 +44,8 @@
 //! where it can't be replaced, else made again; one that lost times or modes in place is
 //! [`StampError::Altered`], made again where it can be. A version 1 or 2 stamp (no
 //! listing) that fails has a checkout checked entry by entry against its commit (mode,
-//! time, content, every entry). Where the storage directory can't be written, a stamp
+//! time, content, every entry), and a layer laid over its parent commit's tree, which
+//! must then show its commit's ([`layer_against`]). Where the storage directory can't be written, a stamp
 //! goes to the user's cache directory ([`side_path`]).
 //!
 //! Limits: a change made while the stamp is being recorded is not seen; a tree replaced
@@ -53,7 +54,7 @@
 use crate::error::{IoError, IoResultExt};
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -72,11 +73,14 @@ pub enum StampError {
         stamp: PathBuf,
         what: &'static str,
     },
-    #[error("{} holds only its commit's files, but {what}", dir.display())]
+    #[error("{} holds only its commit's files, but {what}{}", dir.display(),
+        first.as_ref().map(|f| format!(" (first: {f})")).unwrap_or_default())]
     Altered {
         dir: PathBuf,
         stamp: PathBuf,
         what: &'static str,
+        /// The first entry found not as Grove made it, and how, where one was checked.
+        first: Option<String>,
     },
     #[error("can't read the commit of {}: {msg}", dir.display())]
     Commit { dir: PathBuf, msg: String },
@@ -483,21 +487,166 @@ fn write(dir: &Path, sc: &Scan) -> Result<(), StampError> {
 }
 
 /// Write the stamp of tree `dir` (scanned as `sc`) in the user's cache only
-/// ([`side_path`]).
+/// ([`side_path`]), then remove the stale stamps there ([`prune_side`]). Without a cache
+/// directory, says once per process why each run reads the tree again.
 fn write_side(dir: &Path, sc: &Scan) -> Result<(), StampError> {
     let Some(text) = stamp_text(sc) else {
         return Ok(());
     };
-    let side = side_path(dir).ok_or_else(|| {
-        IoError::new(
-            "find a cache directory for the stamp of",
-            dir,
-            io::Error::from(io::ErrorKind::NotFound),
-        )
-    })?;
+    let side = match side_path(dir) {
+        Some(p) => p,
+        None => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                crate::warn!(
+                    "can't keep the stamp of {} (the storage directory is read-only, and {}): \
+                     each run reads its files again; set XDG_CACHE_HOME to a directory of yours",
+                    dir.display(),
+                    side_dir()
+                        .as_ref()
+                        .err()
+                        .map_or("no cache directory", String::as_str)
+                )
+            });
+            return Err(IoError::new(
+                "find a cache directory for the stamp of",
+                dir,
+                io::Error::from(io::ErrorKind::NotFound),
+            )
+            .into());
+        }
+    };
+    let text = format!("{text}{}", side_tree_line(dir).unwrap_or_default());
     put(&side, &text, true)?;
     crate::verbose!("{}: stamped in {}", dir.display(), side.display());
+    if let Some(d) = side.parent() {
+        prune_side(d, &side);
+    }
     Ok(())
+}
+
+/// The second line of a stamp in the user's cache: `tree HOST PATH`, the host's name and
+/// the tree's canonical path, in hex, so that [`prune_side`] can tell a stamp of a tree
+/// that is gone.
+fn side_tree_line(dir: &Path) -> Option<String> {
+    let abs = fs::canonicalize(dir).ok()?;
+    Some(format!(
+        "tree {} {}\n",
+        hex(host().as_bytes()),
+        hex(abs.as_os_str().as_bytes())
+    ))
+}
+
+/// This host's name (empty if unknown).
+fn host() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// How long a stamp in the user's cache written by a Grove before session 31 (no `tree`
+/// line: its tree can't be told) is kept: 30 days.
+const SIDE_UNNAMED_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+/// Remove the stamps in the user's cache directory `stamps` (but `keep`, just written)
+/// whose tree is gone: of this host, naming a path that no longer exists or whose top
+/// directory is another than the stamp's (removed and made again, which stamps it
+/// anew); a stamp without a `tree` line older than [`SIDE_UNNAMED_MAX_AGE`]; and their
+/// lock files (each while holding its flock, tried once: a process checking that tree
+/// keeps it), and temporary files of processes that are gone. Stamps of other hosts (a
+/// home directory shared by the nodes of a cluster) are left to them. Runs only after a
+/// stamp was written there, which follows a read of a whole tree: one read and one
+/// `lstat` per stamp is small next to that.
+fn prune_side(stamps: &Path, keep: &Path) {
+    let Ok(rd) = fs::read_dir(stamps) else {
+        return;
+    };
+    let me = hex(host().as_bytes());
+    for e in rd.flatten() {
+        let p = e.path();
+        if p == keep {
+            continue;
+        }
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if let Some((_, pid)) = name.split_once(".tmp.") {
+            if pid
+                .parse::<u32>()
+                .is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+            {
+                let _ = fs::remove_file(&p);
+            }
+            continue;
+        }
+        if name.ends_with(".lock") {
+            // Its stamp's turn removes it, unless the stamp is already gone.
+            if !p.with_extension("").exists() {
+                remove_side_lock(&p);
+            }
+            continue;
+        }
+        let Ok(text) = fs::read_to_string(&p) else {
+            continue;
+        };
+        let mut lines = text.lines();
+        let first = lines.next().unwrap_or("");
+        let stale = match lines.next().and_then(|l| l.strip_prefix("tree ")) {
+            Some(tree) => {
+                let (h, path) = tree.split_once(' ').unwrap_or((tree, ""));
+                let path = unhex(path).map(|b| PathBuf::from(std::ffi::OsString::from_vec(b)));
+                h == me
+                    && match (path, parse(first)) {
+                        (Some(path), Recorded::V3 { root, .. }) => {
+                            match fs::symlink_metadata(&path) {
+                                Ok(md) => root_id(&md) != root,
+                                Err(e) => e.kind() == io::ErrorKind::NotFound,
+                            }
+                        }
+                        _ => true,
+                    }
+            }
+            None => e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > SIDE_UNNAMED_MAX_AGE),
+        };
+        if stale {
+            crate::verbose!("removing the stamp of a tree that is gone: {}", p.display());
+            let _ = fs::remove_file(&p);
+            remove_side_lock(&p.with_extension("lock"));
+        }
+    }
+}
+
+/// Remove a stamp's lock file in the user's cache while holding its flock (tried once):
+/// [`side_lock`] checks, once it holds one, that its path still names that file.
+fn remove_side_lock(p: &Path) {
+    use nix::fcntl::{Flock, FlockArg};
+    use std::os::unix::fs::MetadataExt;
+    let Ok(f) = fs::File::open(p) else {
+        return;
+    };
+    let Ok(held) = Flock::lock(f, FlockArg::LockExclusiveNonblock) else {
+        return;
+    };
+    if let (Ok(a), Ok(b)) = (held.metadata(), fs::symlink_metadata(p)) {
+        if a.dev() == b.dev() && a.ino() == b.ino() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    (s.len() % 2 == 0)
+        .then(|| {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+                .collect()
+        })
+        .flatten()
 }
 
 /// A stamp's text, for a scan with the listing (every caller's).
@@ -529,61 +678,137 @@ fn put(p: &Path, text: &str, private: bool) -> Result<(), StampError> {
     Ok(fs::rename(&tmp, p).at("rename into place", p)?)
 }
 
+/// The directory of stamps in the user's cache, the first of these that is usable:
+/// `$XDG_CACHE_HOME/grove/stamps`, `$HOME/.cache/grove/stamps` (a `HOME` that exists: a
+/// node without it gets none made), and `/tmp/grove-UID/stamps` (`srun --export=NONE`
+/// and batch systems that start jobs without `HOME`; node-local, shared by the ranks of
+/// a job on the node), whose top directory must be a directory (not a symlink) owned by
+/// the user with mode 0700, else another user could have made it first and would see or
+/// forge the stamps. Made (owner-only) if missing. Decided once per process; the error
+/// says why none is usable.
+fn side_dir() -> &'static Result<PathBuf, String> {
+    static DIR: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+        let usable = |d: &Path| {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)
+                .is_ok()
+                && nix::unistd::access(d, nix::unistd::AccessFlags::W_OK).is_ok()
+        };
+        let mut why = Vec::new();
+        match std::env::var_os("XDG_CACHE_HOME").and_then(absolute) {
+            Some(x) => {
+                let d = x.join("grove/stamps");
+                if usable(&d) {
+                    return Ok(d);
+                }
+                why.push(format!("{} is not writable", d.display()));
+            }
+            None => why.push("XDG_CACHE_HOME is not set".to_string()),
+        }
+        match std::env::var_os("HOME").and_then(absolute) {
+            Some(h) if h.is_dir() => {
+                let d = h.join(".cache/grove/stamps");
+                if usable(&d) {
+                    return Ok(d);
+                }
+                why.push(format!("{} is not writable", d.display()));
+            }
+            Some(h) => why.push(format!("HOME {} does not exist", h.display())),
+            None => why.push("HOME is not set".to_string()),
+        }
+        let uid = nix::unistd::getuid();
+        let top = PathBuf::from(format!("/tmp/grove-{uid}"));
+        let _ = fs::DirBuilder::new().mode(0o700).create(&top);
+        match fs::symlink_metadata(&top) {
+            Ok(md) if md.is_dir() && md.uid() == uid.as_raw() && md.mode() & 0o077 == 0 => {
+                let d = top.join("stamps");
+                if usable(&d) {
+                    return Ok(d);
+                }
+                why.push(format!("{} is not writable", d.display()));
+            }
+            Ok(_) => why.push(format!(
+                "{} is not a directory of this user's with mode 0700",
+                top.display()
+            )),
+            Err(e) => why.push(format!("can't make {}: {e}", top.display())),
+        }
+        Err(why.join(", "))
+    })
+}
+
 /// Where the stamp of tree `dir` goes when the storage directory can't be written (made
-/// read-only with `chmod -R a-w`, or on a read-only file system): the user's cache
-/// directory (`$XDG_CACHE_HOME`, else `$HOME/.cache`), `grove/stamps/KIND-KEY`, `KEY` the
-/// first 32 hex digits of the BLAKE3 hash of the tree's canonical path. Only the user
-/// writes there; a stamp there is used only when the tree's own stamp does not match,
-/// and only if its top directory and digest are the tree's ([`side_same`]). `None`
-/// without such a directory.
+/// read-only with `chmod -R a-w`, or on a read-only file system): `KIND-KEY` in the
+/// user's cache directory ([`side_dir`]), `KEY` the first 32 hex digits of the BLAKE3
+/// hash of the host's name, a NUL and the tree's canonical path (the nodes of a cluster
+/// share a home directory, each with its own copy of a store at the same path). Only the
+/// user writes there; a stamp there is used only when the tree's own stamp does not
+/// match, and only if its top directory and digest are the tree's ([`side_same`]).
+/// `None` without such a directory.
 fn side_path(dir: &Path) -> Option<PathBuf> {
-    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .and_then(absolute)
-        .or_else(|| {
-            // Not a home directory that is not there (a node without it): no cache.
-            let home = std::env::var_os("HOME").and_then(absolute)?;
-            home.is_dir().then(|| home.join(".cache"))
-        })?;
+    let base = side_dir().as_ref().ok()?;
     let abs = fs::canonicalize(dir).ok()?;
     let kind = abs.parent()?.file_name()?.to_str()?.to_string();
-    let key = hex(&blake3::hash(abs.as_os_str().as_bytes()).as_bytes()[..16]);
-    Some(base.join("grove/stamps").join(format!("{kind}-{key}")))
+    let mut h = blake3::Hasher::new();
+    h.update(host().as_bytes());
+    h.update(b"\0");
+    h.update(abs.as_os_str().as_bytes());
+    let key = hex(&h.finalize().as_bytes()[..16]);
+    Some(base.join(format!("{kind}-{key}")))
 }
 
 /// An exclusive flock(2) of `KIND-KEY.lock` beside the stamp of tree `dir` in the user's
 /// cache ([`side_path`]), waited for; `None` without a cache directory (best effort).
 fn side_lock(dir: &Path) -> Option<nix::fcntl::Flock<fs::File>> {
-    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::fs::MetadataExt;
     let p = side_path(dir)?.with_extension("lock");
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(p.parent()?)
-        .ok()?;
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&p)
-        .ok()?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok()
+    loop {
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)
+            .ok()?;
+        let l = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok()?;
+        // Removed by [`prune_side`] while this process waited: lock the file there now.
+        let md = l.metadata().ok()?;
+        match fs::symlink_metadata(&p) {
+            Ok(now) if now.dev() == md.dev() && now.ino() == md.ino() => return Some(l),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(_) => return None,
+        }
+    }
 }
 
 /// Whether tree `dir` is as its stamp in the user's cache ([`side_path`]) recorded it:
 /// a version 3 stamp of the same top directory, the same digest, and no regular file
 /// whose inode changed since (one metadata pass, no content read).
 fn side_same(dir: &Path) -> Result<bool, StampError> {
-    let Some(text) = side_path(dir).and_then(|p| fs::read_to_string(p).ok()) else {
-        return Ok(false);
+    let new = side_path(dir);
+    let (text, legacy) = match new.as_ref().and_then(|p| fs::read_to_string(p).ok()) {
+        Some(t) => (t, None),
+        None => {
+            match side_path_legacy(dir).and_then(|p| fs::read_to_string(&p).ok().map(|t| (t, p))) {
+                Some((t, p)) => (t, Some(p)),
+                None => return Ok(false),
+            }
+        }
     };
+    // The `tree` line after it is for [`prune_side`].
+    let text = text.lines().next().unwrap_or("");
     let Recorded::V3 {
         digest,
         latest,
         root,
         ..
-    } = parse(&text)
+    } = parse(text)
     else {
         return Ok(false);
     };
@@ -591,7 +816,27 @@ fn side_same(dir: &Path) -> Result<bool, StampError> {
         return Ok(false);
     }
     let sc = scan(dir, 2, Some(latest), false)?;
-    Ok(hex(&sc.digest) == digest && sc.moved.is_empty())
+    let same = hex(&sc.digest) == digest && sc.moved.is_empty();
+    if let (true, Some(old), Some(new)) = (same, legacy, new) {
+        // Moved to this version's name, with its `tree` line (best effort).
+        let line = side_tree_line(dir).unwrap_or_default();
+        if put(&new, &format!("{text}\n{line}"), true).is_ok() {
+            let _ = fs::remove_file(&old);
+            remove_side_lock(&old.with_extension("lock"));
+        }
+    }
+    Ok(same)
+}
+
+/// Where a Grove before session 31 kept the stamp of tree `dir` in the user's cache: the
+/// key was the hash of the tree's canonical path alone. Read when the stamp is not at
+/// [`side_path`], so that a site's users don't read every tree again after an upgrade.
+fn side_path_legacy(dir: &Path) -> Option<PathBuf> {
+    let base = side_dir().as_ref().ok()?;
+    let abs = fs::canonicalize(dir).ok()?;
+    let kind = abs.parent()?.file_name()?.to_str()?.to_string();
+    let key = hex(&blake3::hash(abs.as_os_str().as_bytes()).as_bytes()[..16]);
+    Some(base.join(format!("{kind}-{key}")))
 }
 
 /// A recorded stamp: version 3 (version 2's fields, the top directory's inode number and
@@ -804,11 +1049,15 @@ pub fn verify_quick(dir: &Path) -> Result<Quick, StampError> {
 /// can be written); a caller that can replace it gets [`StampError::Altered`], since
 /// the tree's modes are not the image's (a build's RUN would see them).
 ///
+/// `below`: for a kept layer that is no delta layer, its parent commit's tree (what it
+/// lies on), read only when a layer stamped by version 1 or 2 must be checked as a whole.
+///
 /// Uses threads: not for ch-run, which uses [`verify_quick`].
 pub fn verify(
     dir: &Path,
     pool: &super::pool::Pool,
     model: impl FnOnce() -> Result<super::model::Dir, StampError>,
+    below: impl FnOnce() -> Result<Option<super::model::Dir>, StampError>,
     read_only: bool,
 ) -> Result<(), StampError> {
     // The ranks of a job checking the same tree of a read-only storage directory: one
@@ -870,22 +1119,37 @@ pub fn verify(
                         .as_ref()
                         .expect("scanned with the listing")
                         .entries;
-                    match against_commit(entries, &m, file_ctimes_count(dir)) {
+                    let layer = file_ctimes_count(dir);
+                    let against = match against_commit(entries, &m, layer) {
+                        // A layer whose entries are its commit's: whole if it shows its
+                        // commit over its parent's tree.
+                        Against::Meta(rel, what) if rel.is_empty() && layer => match below()? {
+                            Some(parent) => layer_against(entries, &m, parent),
+                            None => Against::Meta(rel, what),
+                        },
+                        a => a,
+                    };
+                    match against {
                         Against::Same => {
                             let _ = write(dir, &full);
                             return Ok(());
                         }
                         Against::WriteBits => return write_bits(false, &full),
-                        Against::Meta(rel) if rel.is_empty() && file_ctimes_count(dir) => {
+                        Against::Meta(rel, _) if rel.is_empty() && file_ctimes_count(dir) => {
                             return Err(unfaithful(dir, false, ALTERED_OLD_LAYER));
                         }
-                        Against::Meta(rel) => {
-                            crate::verbose!(
-                                "{}: not as its commit has it: {}",
-                                dir.display(),
-                                String::from_utf8_lossy(&rel)
-                            );
-                            return Err(unfaithful(dir, false, ALTERED_LISTING));
+                        Against::Meta(rel, what) => {
+                            let first = match rel.is_empty() {
+                                true => what,
+                                false => format!("/{}: {what}", String::from_utf8_lossy(&rel)),
+                            };
+                            crate::verbose!("{}: not as its commit has it: {first}", dir.display());
+                            return Err(StampError::Altered {
+                                dir: dir.to_path_buf(),
+                                stamp: stamp_path(dir),
+                                what: ALTERED_LISTING,
+                                first: Some(first),
+                            });
                         }
                         Against::Content(rel) => {
                             crate::verbose!(
@@ -934,7 +1198,12 @@ fn unfaithful(dir: &Path, copy: bool, what: &'static str) -> StampError {
     if copy {
         StampError::Unfaithful { dir, stamp, what }
     } else {
-        StampError::Altered { dir, stamp, what }
+        StampError::Altered {
+            dir,
+            stamp,
+            what,
+            first: None,
+        }
     }
 }
 
@@ -1007,8 +1276,9 @@ enum Against {
     /// Every entry its commit's, but for write permissions taken away.
     WriteBits,
     /// Every entry present holds its commit's content, but the entry at this path has
-    /// another mode or time, or entries are missing (an empty path).
-    Meta(Vec<u8>),
+    /// another mode, time or `user.` extended attributes (said by the text), or entries
+    /// are missing (an empty path).
+    Meta(Vec<u8>, String),
     /// The entry at this path is not its commit's (type, content, target), or is not in
     /// the commit.
     Content(Vec<u8>),
@@ -1029,7 +1299,7 @@ fn against_commit(entries: &[Entry], model: &super::model::Dir, exact: bool) -> 
     if exact {
         // A layer's entries are its commit's; what it lacks can't be told without a
         // listing.
-        return Against::Meta(Vec::new());
+        return Against::Meta(Vec::new(), "entries may be missing".into());
     }
     let policy = Policy::Checkout;
     let mut write_bits = false;
@@ -1055,25 +1325,212 @@ fn against_commit(entries: &[Entry], model: &super::model::Dir, exact: bool) -> 
             let mode = e.mode & 0o7777;
             if mode != want {
                 if !lost_write_bits_only(want, mode) {
-                    return Against::Meta(e.rel.clone());
+                    return Against::Meta(e.rel.clone(), format!("mode {mode:o}, not {want:o}"));
                 }
                 write_bits = true;
             }
         }
         if let Some(t) = model.times.get(&e.rel) {
             if e.mtime != (t.sec, i64::from(t.nsec)) {
-                return Against::Meta(e.rel.clone());
+                return Against::Meta(e.rel.clone(), "another mtime".into());
             }
+        }
+        if let Some(what) = xattrs_differ(e, model, false) {
+            return Against::Meta(e.rel.clone(), what);
         }
     }
     if count != model_entries(model) {
-        return Against::Meta(Vec::new());
+        return Against::Meta(
+            Vec::new(),
+            format!("{count} entries, not its commit's {}", model_entries(model)),
+        );
     }
     if write_bits {
         Against::WriteBits
     } else {
         Against::Same
     }
+}
+
+/// A kept layer (not a delta layer) checked without a listing (stamped by version 1 or
+/// 2), its entries already found its commit's (content, type, target): each entry must
+/// have its commit's mode as recorded (write bits may be missing:
+/// [`Against::WriteBits`]) and time, and the layer laid over its parent commit's tree
+/// (`below`, as overlayfs shows it: whiteouts remove, opaque directories hide what was
+/// below) must show exactly its commit's tree: what a copy lost (a whiteout an
+/// unprivileged `cp -a` can't make, a file) shows its parent's entry, or none, at its
+/// path ([`Against::Meta`] of it).
+fn layer_against(
+    entries: &[Entry],
+    model: &super::model::Dir,
+    below: super::model::Dir,
+) -> Against {
+    use super::checkout::Policy;
+    use super::model::{Dir, Node};
+    let policy = Policy::Exact;
+    let mut view = below;
+    // The top directory is the layer's own (an overlay's upper directory).
+    view.mode = model.mode;
+    match model.times.get(b"") {
+        Some(t) => view.times.set(b"", t),
+        None => {
+            view.times.by_path.remove(&b""[..]);
+        }
+    }
+    let mut write_bits = false;
+    for e in entries.iter().filter(|e| !e.rel.is_empty()) {
+        let rel = &e.rel;
+        let node = model.get(rel);
+        let want = match node {
+            Some(Node::Dir(d)) => Some(policy.dir_mode(d.mode)),
+            Some(Node::File(f)) => Some(policy.file_mode(f.mode)),
+            Some(Node::Fifo { mode }) => Some(policy.file_mode(*mode)),
+            _ => None,
+        };
+        if matches!(e.kind, Kind::Whiteout | Kind::Unlisted) {
+            if e.kind == Kind::Whiteout && view.remove(rel).is_err() {
+                return Against::Meta(rel.clone(), "a whiteout below a non-directory".into());
+            }
+            continue;
+        }
+        if let Some(want) = want.map(|w| w & 0o7777) {
+            let mode = e.mode & 0o7777;
+            if mode != want {
+                if !lost_write_bits_only(want, mode) {
+                    return Against::Meta(rel.clone(), format!("mode {mode:o}, not {want:o}"));
+                }
+                write_bits = true;
+            }
+        }
+        let t = model.times.get(rel);
+        if let Some(t) = t {
+            if e.mtime != (t.sec, i64::from(t.nsec)) {
+                return Against::Meta(rel.clone(), "another mtime".into());
+            }
+        }
+        if let Some(what) = xattrs_differ(e, model, true) {
+            return Against::Meta(rel.clone(), what);
+        }
+        let put = match node {
+            Some(Node::Dir(d)) => {
+                let opaque = xattr::get(&e.host, "user.overlay.opaque")
+                    .ok()
+                    .flatten()
+                    .is_some_and(|v| v == b"y");
+                if !opaque && matches!(view.get(rel), Some(Node::Dir(_))) {
+                    // Merged with the directory below: only its mode and time change.
+                    if let Some(Node::Dir(v)) = view.get_mut(rel) {
+                        v.mode = d.mode;
+                    }
+                    None
+                } else {
+                    Some(Node::Dir(Dir::new(d.mode)))
+                }
+            }
+            Some(n @ (Node::File(_) | Node::Symlink { .. } | Node::Fifo { .. })) => Some(n.clone()),
+            None => return Against::Content(rel.clone()),
+        };
+        if let Some(n) = put {
+            if view.remove(rel).is_err() || view.insert(rel, n).is_err() {
+                return Against::Meta(rel.clone(), "not where its commit has it".into());
+            }
+        }
+        if let Some(t) = t {
+            view.times.set(rel, t);
+        }
+    }
+    if let Some(rel) = first_difference(&view, model) {
+        return Against::Meta(
+            rel,
+            "not its commit's over its parent's tree (the layer lacks an entry or a whiteout)"
+                .into(),
+        );
+    }
+    if write_bits {
+        Against::WriteBits
+    } else {
+        Against::Same
+    }
+}
+
+/// How entry `e`'s `user.` extended attributes differ from those its commit (`model`)
+/// records for it, if they do (`layer`: overlayfs's own `user.overlay.*` left out).
+/// Checkouts set the recorded ones (images imported or built with `--xattrs`); a copy
+/// made without them (`rsync -a` without `-X`, `cp -r`) lost them.
+fn xattrs_differ(e: &Entry, model: &super::model::Dir, layer: bool) -> Option<String> {
+    if matches!(e.kind, Kind::Symlink | Kind::Whiteout | Kind::Unlisted) {
+        return None;
+    }
+    let mut have = super::model::read_xattrs(&e.host);
+    if layer {
+        have.retain(|(n, _)| !n.starts_with(b"user.overlay."));
+    }
+    let mut want = model.xattrs.get(&e.rel).cloned().unwrap_or_default();
+    want.sort();
+    if have == want {
+        return None;
+    }
+    let name = |n: &[u8]| String::from_utf8_lossy(n).into_owned();
+    for (n, v) in &want {
+        match have.iter().find(|(h, _)| h == n) {
+            None => return Some(format!("its extended attribute {} is missing", name(n))),
+            Some((_, hv)) if hv != v => {
+                return Some(format!(
+                    "its extended attribute {} has another value",
+                    name(n)
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    let extra = have.iter().find(|(n, _)| !want.iter().any(|(w, _)| w == n));
+    Some(match extra {
+        Some((n, _)) => format!("extended attribute {} is not its commit's", name(n)),
+        None => "other extended attributes".into(),
+    })
+}
+
+/// The first path (depth first, in byte order) where tree `a` and tree `b` differ
+/// (names, types, modes, contents, symlink targets, times); `None` if they are the same.
+/// Iterative: depth is not bounded by the stack.
+fn first_difference(a: &super::model::Dir, b: &super::model::Dir) -> Option<Vec<u8>> {
+    use super::model::Node;
+    let mut todo: Vec<(Vec<u8>, &super::model::Dir, &super::model::Dir)> = vec![(Vec::new(), a, b)];
+    while let Some((rel, da, db)) = todo.pop() {
+        if da.mode != db.mode || a.times.get(&rel) != b.times.get(&rel) {
+            return Some(rel);
+        }
+        let names = da.children.keys().chain(db.children.keys());
+        let mut names: Vec<&Vec<u8>> = names.collect();
+        names.sort();
+        names.dedup();
+        let mut subdirs = Vec::new();
+        for name in names {
+            let r = if rel.is_empty() {
+                name.clone()
+            } else {
+                [rel.as_slice(), b"/", name.as_slice()].concat()
+            };
+            let same = match (da.children.get(name), db.children.get(name)) {
+                (Some(Node::Dir(x)), Some(Node::Dir(y))) => {
+                    subdirs.push((r.clone(), x, y));
+                    true
+                }
+                (Some(Node::File(x)), Some(Node::File(y))) => x.oid == y.oid && x.mode == y.mode,
+                (Some(Node::Symlink { target: x }), Some(Node::Symlink { target: y })) => x == y,
+                (Some(Node::Fifo { mode: x }), Some(Node::Fifo { mode: y })) => x == y,
+                _ => false,
+            };
+            if !same
+                || (!matches!(db.children.get(name), Some(Node::Dir(_)))
+                    && a.times.get(&r) != b.times.get(&r))
+            {
+                return Some(r);
+            }
+        }
+        todo.extend(subdirs.into_iter().rev());
+    }
+    None
 }
 
 /// How many entries a model holds below its top directory.
@@ -1231,13 +1688,13 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs::hard_link(&entry, t.path().join("other")).expect("link");
         assert!(!quick(&co).expect("quick"), "content check needed");
-        verify(&co, &pool, expected, false).expect("same content");
+        verify(&co, &pool, expected, || Ok(None), false).expect("same content");
         assert!(quick(&co).expect("restamped"));
         // An in-place write with the mtime set back: found by content, and the pool
         // entry (this inode) goes so that no later checkout links it.
         edit_keeping_mtime(&co.join("f"), b"two");
         assert!(!quick(&co).expect("quick"));
-        assert!(changed(verify(&co, &pool, expected, false)));
+        assert!(changed(verify(&co, &pool, expected, || Ok(None), false)));
         assert!(!entry.exists());
         // A write that moves the mtime is a change without reading.
         record(&co).expect("record");
@@ -1319,7 +1776,7 @@ mod tests {
         let pool = Pool::new(t.path().join("pool"));
         let expected = || Ok(model.clone());
         assert!(!quick(&a).expect("quick"), "a copy needs reading");
-        verify(&a, &pool, expected, false).expect("a faithful copy");
+        verify(&a, &pool, expected, || Ok(None), false).expect("a faithful copy");
         assert!(quick(&a).expect("stamped again for the copy"));
         // A copy with another mtime: its listing differs.
         fs::remove_dir_all(&a).expect("remove");
@@ -1338,7 +1795,7 @@ mod tests {
             .set_modified(std::time::UNIX_EPOCH)
             .expect("set mtime");
         assert!(matches!(
-            verify(&a, &pool, expected, false),
+            verify(&a, &pool, expected, || Ok(None), false),
             Err(StampError::Unfaithful { .. })
         ));
         // A copy whose listing is the original's but whose file is another commit's.
@@ -1365,7 +1822,7 @@ mod tests {
             .expect("insert");
         }
         assert!(matches!(
-            verify(&a, &pool, || Ok(other), false),
+            verify(&a, &pool, || Ok(other), || Ok(None), false),
             Err(StampError::Unfaithful { .. })
         ));
     }
@@ -1415,7 +1872,8 @@ mod tests {
             )
             .expect("insert");
         let pool = Pool::new(t.path().join("pool"));
-        verify(&co, &pool, || Ok(model), false).expect("read against its commit and kept");
+        verify(&co, &pool, || Ok(model), || Ok(None), false)
+            .expect("read against its commit and kept");
         assert!(quick(&co).expect("stamped again"));
         // The same directory changed in place is still a change.
         fs::write(co.join("g"), b"").expect("write");

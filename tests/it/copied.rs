@@ -352,9 +352,8 @@ fn a_store_made_read_only_with_chmod_runs_by_name() {
     // Before: "… was changed outside grove since it was checked out".
     let err = check_image(&st, "a");
     assert!(!err.contains("warning"), "{err}");
-    // Without a cache directory (HOME not writable here when the suite runs as root, or
-    // none), every run reads the trees again; with one, the first run stamps them there
-    // and the next ones read no file.
+    // The first run stamps them in the user's cache directory and the next ones read no
+    // file.
     let home = s.join("home");
     sh(&format!("mkdir '{}'", home.display()));
     let run_v = || {
@@ -618,4 +617,282 @@ fn check_image_bb(st: &Path) -> String {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{err}");
     err
+}
+
+/// A store last stamped by version 2 stamps, made read-only with `chmod -R a-w` (every
+/// tree's modes and ctimes change): its kept layers are checked against their commits
+/// over their parents' trees and run as they are, as its checkouts do (before: "its
+/// stamp, by a grove older than stamps of version 3, can't tell whether any is
+/// missing"). An unprivileged `rsync -a` of it, which skips the layer's whiteout (a
+/// device file), lacks what the layer removed: refused, never run with `/bin/ls` back.
+#[test]
+fn a_store_stamped_by_version_2_made_read_only_runs_its_layers() {
+    let s = Scratch::new("copied-v2-ro");
+    let (st, _) = built(&s);
+    assert!(trees(&st).iter().any(|t| t.starts_with("layers/")));
+    as_version_2(&st);
+    // The unprivileged copy first, while the store is writable.
+    let st2 = s.join("s2");
+    sh(&format!(
+        "rsync -a '{}/' '{}' 2>/dev/null",
+        st.display(),
+        st2.display()
+    ));
+    sh(&format!(
+        "chmod -R a-w '{}' '{}'",
+        st.display(),
+        st2.display()
+    ));
+    let home = s.join("home");
+    sh(&format!("mkdir '{}'", home.display()));
+    let run = |st: &Path| {
+        output(
+            tool("ch-run")
+                .env("HOME", &home)
+                .env_remove("XDG_CACHE_HOME")
+                .arg("-v")
+                .arg("-s")
+                .arg(st)
+                .args([
+                    "t",
+                    "--",
+                    "sh",
+                    "-c",
+                    "cat /b; test ! -e /bin/ls && echo no-ls",
+                ]),
+        )
+    };
+    for round in 0..2 {
+        let out = run(&st);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "round {round}: {err}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a\nno-ls\n", "{err}");
+        assert!(!err.contains("warning"), "{err}");
+        if round == 1 {
+            assert!(!err.contains("used as it is"), "read again: {err}");
+        }
+    }
+    let out = run(&st2);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("hint: the storage directory is read-only here"),
+        "{err}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{err}");
+}
+
+/// A store stamped by version 2 stamps holding an image imported with `--xattrs`,
+/// copied with `rsync -a` (no `-X`: `user.` extended attributes lost). The entry-by-entry
+/// check of its checkout sees the loss and says which attribute (before: the copy was
+/// kept, and the image ran without them); the checkout is made again with them.
+#[test]
+fn a_copy_that_lost_user_xattrs_is_made_again_saying_which() {
+    let s = Scratch::new("copied-xattrs");
+    let (st, src) = (s.join("s1"), s.join("src"));
+    sh(&format!(
+        "cp -a '{bb}' '{src}' && echo hi > '{src}/f' && \
+         /usr/bin/python3 -c \"import os; os.setxattr('{src}/f', 'user.color', b'blue')\"",
+        bb = busybox_rootfs().display(),
+        src = src.display()
+    ));
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .arg("--xattrs")
+        .arg("import")
+        .arg(&src)
+        .arg("x"));
+    ok(tool("ch-run").arg("-s").arg(&st).args(["x", "--", "true"]));
+    as_version_2(&st);
+    let st2 = s.join("s2");
+    sh(&format!("rsync -a '{}/' '{}'", st.display(), st2.display()));
+    let out = output(
+        tool("ch-run")
+            .arg("-s")
+            .arg(&st2)
+            .args(["x", "--", "cat", "/f"]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("(first: /f: its extended attribute user.color is missing)")
+            && err.contains("removed it: grove makes it again"),
+        "{err}"
+    );
+    let checkout = std::fs::read_dir(st2.join("checkouts"))
+        .expect("read_dir")
+        .flatten()
+        .next()
+        .expect("a checkout")
+        .path();
+    let got = sh(&format!(
+        "/usr/bin/python3 -c \"import os; print(os.getxattr('{}/f', 'user.color'))\"",
+        checkout.display()
+    ));
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "b'blue'\n");
+    // The checkout made again is stamped as it is: no warning.
+    let out = output(tool("ch-run").arg("-s").arg(&st2).args(["x", "--", "true"]));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success() && !err.contains("warning"), "{err}");
+}
+
+/// Stamps in the user's cache name their tree (host, path): writing a new one removes
+/// those of trees that are gone (a store removed), with their lock files, so the cache
+/// does not grow with every store ever run read-only (before: never removed).
+#[test]
+fn stamps_in_the_user_s_cache_of_trees_that_are_gone_are_removed() {
+    let s = Scratch::new("copied-side-prune");
+    let (st, _) = built(&s);
+    let st2 = s.join("s2");
+    copy(&st, &st2, "cp -a");
+    let home = s.join("home");
+    sh(&format!("mkdir '{}'", home.display()));
+    let cache = home.join(".cache/grove/stamps");
+    let stamps = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&cache)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let run = |st: &Path| {
+        sh(&format!("chmod -R a-w '{}'", st.display()));
+        let out = output(
+            tool("ch-run")
+                .env("HOME", &home)
+                .env_remove("XDG_CACHE_HOME")
+                .arg("-s")
+                .arg(st)
+                .args(["t", "--", "cat", "/b"]),
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+    };
+    run(&st);
+    let first = stamps();
+    let n = first.iter().filter(|n| !n.ends_with(".lock")).count();
+    assert_eq!(n, trees(&st).len(), "{first:?}");
+    assert!(first.iter().any(|n| n.ends_with(".lock")), "{first:?}");
+    sh(&format!(
+        "chmod -R u+w '{s}' && rm -rf '{s}'",
+        s = st.display()
+    ));
+    run(&st2);
+    let second = stamps();
+    assert!(
+        first.iter().all(|n| !second.contains(n)),
+        "the stamps of the removed store stay: {first:?} {second:?}"
+    );
+    assert_eq!(
+        second.iter().filter(|n| !n.ends_with(".lock")).count(),
+        trees(&st2).len(),
+        "{second:?}"
+    );
+}
+
+/// Without `HOME` or `XDG_CACHE_HOME` (`srun --export=NONE`), the stamps of a store
+/// made read-only go to `/tmp/grove-UID/stamps` (owner-only): the second run reads no
+/// file (before: every run read every tree again, saying nothing).
+#[test]
+fn without_home_stamps_of_a_read_only_store_go_to_a_directory_of_the_user_s_in_tmp() {
+    let s = Scratch::new("copied-nohome");
+    let (st, _) = built(&s);
+    sh(&format!("chmod -R a-w '{}'", st.display()));
+    let run = || {
+        let out = output(
+            tool("ch-run")
+                .env_remove("HOME")
+                .env_remove("XDG_CACHE_HOME")
+                .arg("-v")
+                .arg("-s")
+                .arg(&st)
+                .args(["t", "--", "cat", "/b"]),
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a\n", "{err}");
+        err
+    };
+    let err = run();
+    assert!(err.contains("used as it is"), "{err}");
+    assert!(err.contains("stamped in /tmp/grove-"), "{err}");
+    let err = run();
+    assert!(!err.contains("used as it is"), "read again: {err}");
+    let out =
+        sh("d=/tmp/grove-$(id -u); test \"$(stat -c '%a %u' $d)\" = \"700 $(id -u)\" && echo ok");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+}
+
+/// A user's stamps in the cache written by a Grove before session 31 (keyed by the
+/// tree's path alone, no `tree` line) are still found after the upgrade, and moved to
+/// their new name: the first run after it reads no tree again.
+#[test]
+fn stamps_in_the_user_s_cache_from_before_the_host_key_are_still_used() {
+    let s = Scratch::new("copied-side-legacy");
+    let (st, _) = built(&s);
+    sh(&format!("chmod -R a-w '{}'", st.display()));
+    let home = s.join("home");
+    sh(&format!("mkdir '{}'", home.display()));
+    let cache = home.join(".cache/grove/stamps");
+    let run = || {
+        let out = output(
+            tool("ch-run")
+                .env("HOME", &home)
+                .env_remove("XDG_CACHE_HOME")
+                .arg("-v")
+                .arg("-s")
+                .arg(&st)
+                .args(["t", "--", "cat", "/b"]),
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        err
+    };
+    let err = run();
+    assert!(err.contains("used as it is"), "{err}");
+    // As the earlier Grove wrote them.
+    let unhex = |h: &str| -> Vec<u8> {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex"))
+            .collect()
+    };
+    let mut script = String::new();
+    for e in std::fs::read_dir(&cache).expect("read cache").flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".lock") {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path()).expect("read stamp");
+        let mut lines = text.lines();
+        let first = lines.next().expect("stamp line");
+        let tree = lines.next().expect("tree line");
+        let path = unhex(tree.split(' ').nth(2).expect("path"));
+        let key: String = blake3::hash(&path).as_bytes()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let kind = name.split('-').next().expect("kind");
+        script.push_str(&format!(
+            "rm '{c}/{name}' '{c}/{name}.lock' && echo '{first}' > '{c}/{kind}-{key}'\n",
+            c = cache.display()
+        ));
+    }
+    sh(&script);
+    let err = run();
+    assert!(!err.contains("used as it is"), "read again: {err}");
+    let moved = std::fs::read_dir(&cache)
+        .expect("read cache")
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path())
+                .is_ok_and(|t| t.lines().nth(1).is_some_and(|l| l.starts_with("tree ")))
+        })
+        .count();
+    assert_eq!(moved, trees(&st).len());
 }

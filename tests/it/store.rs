@@ -1935,3 +1935,47 @@ fn another_users_storage_directory_runs_by_name() {
         "{err}"
     );
 }
+
+/// `locks/=checkout=C.lock` is left by every checkout made; gc removes those of commits
+/// that have no checkout any more (before: never removed, one per commit ever checked
+/// out), but not one a process holds.
+#[test]
+fn gc_removes_the_lock_files_of_checkouts_that_are_gone_but_not_a_held_one() {
+    let s = Scratch::new("checkout-locks");
+    let st = s.storage();
+    import(&st, &crate::common::busybox_rootfs(), "bb");
+    ok(tool("ch-run").arg("-s").arg(&st).args(["bb", "--", "true"]));
+    let locks = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(st.join("locks"))
+            .expect("read locks")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("=checkout="))
+            .collect();
+        v.sort();
+        v
+    };
+    let made = locks();
+    assert_eq!(made.len(), 1, "{made:?}");
+    // A lock of a commit without checkout, held by another process.
+    let held = st.join(format!("locks/=checkout={}.lock", "ab".repeat(20)));
+    let mut holder = unpriv("flock")
+        .arg(&held)
+        .args(["sleep", "30"])
+        .spawn()
+        .expect("spawn flock");
+    for _ in 0..100 {
+        if held.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    ok(chi(&st).args(["delete", "bb"]));
+    ok(chi(&st).args(["build-cache", "--gc"]));
+    assert!(!st.join("checkouts").read_dir().expect("read").any(|_| true));
+    let left = locks();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(left, vec![format!("=checkout={}.lock", "ab".repeat(20))]);
+}

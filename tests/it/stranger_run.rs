@@ -38,3 +38,42 @@ fn image_and_bind_paths_need_not_be_utf8() {
     assert!(err.contains("error: can't stat: "), "{err}");
     assert!(err.contains("nope"), "{err}");
 }
+
+/// A site's `-b /scratch:/scratch` into a read-only image without `/scratch` fails as
+/// Charliecloud 0.31 fails ("can't mkdir: IMG/scratch: Read-only file system", which
+/// for an image run by name names a checkout the user never made), and then says what
+/// to do: bind where the image has a directory, make it in the image, or `-W`.
+#[test]
+fn a_bind_to_a_path_a_read_only_image_lacks_says_what_to_do() {
+    let s = Scratch::new("stranger-bind-ro");
+    let img = busybox_copy(&s, "img");
+    let data = s.join("scratch");
+    sh(&format!("mkdir '{}'", data.display()));
+    let mut bind = data.clone().into_os_string();
+    bind.push(":/scratch");
+    let out = output(
+        tool("ch-run")
+            .arg("-b")
+            .arg(&bind)
+            .arg(&img)
+            .args(["--", "true"]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("can't mkdir: ")
+            && err.contains("scratch: Read-only file system")
+            && err.contains(
+                "hint: the image is read-only and has no /scratch: bind to a directory it has"
+            ),
+        "{err}"
+    );
+    assert!(!img.join("scratch").exists());
+    let out = ok(tool("ch-run")
+        .arg("-W")
+        .arg("-b")
+        .arg(&bind)
+        .arg(&img)
+        .args(["--", "ls", "-d", "/scratch"]));
+    assert_eq!(out, "/scratch\n");
+}
