@@ -95,7 +95,7 @@ pub struct Resolved {
 pub fn resolve(client: &Client, arch: &Arch) -> Result<Option<Resolved>, RegistryError> {
     let version = client.remote.version.clone();
     verbose!("manifest: downloading {}", client.remote);
-    let Some((doc, _, digest)) = client.manifest(&version)? else {
+    let Some((doc, _, digest)) = client.manifest(&version, None)? else {
         return Ok(None);
     };
     match doc {
@@ -117,7 +117,7 @@ pub fn resolve(client: &Client, arch: &Arch) -> Result<Option<Resolved>, Registr
                 available: archs.clone(),
             })?;
             verbose!("manifest list: selected {}", d.digest);
-            let Some((doc, _, digest)) = client.manifest(&d.digest)? else {
+            let Some((doc, _, digest)) = client.manifest(&d.digest, Some(d.size))? else {
                 return Err(RegistryError::NotFound(format!(
                     "{} (manifest {} listed in its index)",
                     client.remote, d.digest
@@ -600,6 +600,14 @@ fn download_one(
     let guard = Partial(Some(part.clone()));
     let (resp, deadline) = client.blob(&d.digest, d.size)?;
     let url = client.url(&format!("blobs/{}", d.digest));
+    let announced = super::client::content_length(&resp);
+    if announced.is_some_and(|n| n > d.size) {
+        return Err(RegistryError::Longer {
+            what,
+            declared: d.size,
+            sent: announced,
+        });
+    }
     // Never read more than the manifest promised (plus one byte to notice excess; sizes
     // are bounded by MAX_LAYER_SIZE, so this does not wrap).
     let reader = resp
@@ -611,16 +619,14 @@ fn download_one(
     let mut buf = vec![0u8; 1 << 20];
     loop {
         crate::interrupt::check().at("download into", &part)?;
-        let k = hr.read(&mut buf).map_err(|source| {
-            if deadline.passed() {
-                deadline.error("get blob", &url)
-            } else {
-                RegistryError::Download {
-                    what: what.clone(),
-                    source,
-                }
+        let k = match hr.read(&mut buf) {
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let got = (hr.len(), announced.or(Some(d.size)));
+                return Err(deadline.body("get blob", &url, &what, got, e));
             }
-        })?;
+        };
         if k == 0 {
             break;
         }
@@ -633,6 +639,13 @@ fn download_one(
     f.flush().at("write", &part)?;
     drop(f);
     let (_, actual, count) = hr.finish();
+    if count > d.size {
+        return Err(RegistryError::Longer {
+            what,
+            declared: d.size,
+            sent: None,
+        });
+    }
     if count != d.size {
         return Err(RegistryError::Size {
             what,
@@ -682,7 +695,7 @@ pub fn remote_info(
         }));
     }
     let client = Client::new(remote.clone(), settings, false)?;
-    let Some((doc, _, digest)) = client.manifest(&remote.version)? else {
+    let Some((doc, _, digest)) = client.manifest(&remote.version, None)? else {
         return Ok(None);
     };
     let archs = match doc {
