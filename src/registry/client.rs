@@ -251,6 +251,27 @@ pub fn read_body(
     }
 }
 
+/// How many times a GET or HEAD is sent at most ([`Client::send`]).
+pub const ATTEMPTS: u32 = 3;
+
+/// Statuses of a GET or HEAD that is tried again: server errors a registry (or the proxy
+/// or load balancer before it) gives while it restarts or is overloaded.
+const RETRY_STATUSES: [u16; 4] = [500, 502, 503, 504];
+
+/// Whether a request was cut off before its answer (the connection reset or closed), as
+/// a registry that restarts does; not a refused connection, a timeout or a TLS error.
+fn cut_off(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
 /// The variables that set a blob's deadline.
 pub const BLOB_DEADLINE_VARS: &str = "CH_IMAGE_REGY_DEADLINE and CH_IMAGE_REGY_MIN_RATE";
 
@@ -612,10 +633,26 @@ impl Client {
         ))
     }
 
-    /// Answer a 401 challenge: returns the new `Authorization` value.
+    /// Answer a 401 challenge: returns the new `Authorization` value. An error about the
+    /// challenge itself quotes it (escaped: it is the registry's text).
     fn authenticate(&self, url: &str, challenge: &str) -> Result<String, RegistryError> {
+        self.answer(url, challenge).map_err(|e| match e {
+            RegistryError::Auth(m) => {
+                RegistryError::Auth(format!("{m} (WWW-Authenticate: {})", escape(challenge)))
+            }
+            e => e,
+        })
+    }
+
+    fn answer(&self, url: &str, challenge: &str) -> Result<String, RegistryError> {
         let (scheme, params) = parse_challenge(challenge);
-        let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.as_str());
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(p, _)| p == k)
+                .map(|(_, v)| v.as_str())
+                .filter(|v| !v.is_empty())
+        };
         match scheme.as_str() {
             // Charliecloud's rule: credentials are used only when asked for (--auth,
             // $CH_IMAGE_AUTH, or a push); else a registry that wants them is an error
@@ -676,7 +713,19 @@ impl Client {
                     &deadline,
                 )?;
                 let t: Token = serde_json::from_slice(&body).map_err(|e| {
-                    RegistryError::Auth(format!("{shown}: token response is not valid JSON: {e}"))
+                    // A login page (an SSO portal, a proxy's) is the usual reason: say
+                    // what came instead.
+                    let ct = resp
+                        .headers()
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("none");
+                    let start = String::from_utf8_lossy(&body[..body.len().min(80)]).into_owned();
+                    RegistryError::Auth(format!(
+                        "{shown}: token response is not valid JSON ({e}); Content-Type {}, starting {:?}",
+                        escape(ct),
+                        escape(&start)
+                    ))
                 })?;
                 let t = t.token.or(t.access_token).ok_or_else(|| {
                     RegistryError::Auth(format!("{shown}: token response has no token"))
@@ -693,12 +742,59 @@ impl Client {
     /// goes on for the body the caller reads). The status is left to the caller (except 401
     /// after authenticating, an error). The `Authorization` header goes only to the
     /// registry's own origin; a URL elsewhere gets none, and its 401 is an error.
+    ///
+    /// A GET or HEAD answered with a server error (500, 502, 503, 504) or cut off before
+    /// its answer (connection reset or closed) is tried again, [`ATTEMPTS`] times in all,
+    /// 1 s then 2 s apart, each retry warned about, while the deadline leaves time;
+    /// Charliecloud fails at the first.
     pub fn send(
         &self,
         method: &str,
         url: &str,
         headers: &[(&str, &str)],
         body: Body<'_>,
+        deadline: &Deadline,
+    ) -> Result<Response, RegistryError> {
+        let idempotent = matches!(method, "GET" | "HEAD");
+        let mut attempt = 1;
+        loop {
+            let r = self.send_once(method, url, headers, &body, deadline);
+            let why = match &r {
+                Ok(resp) if RETRY_STATUSES.contains(&resp.status().as_u16()) => {
+                    format!("HTTP {}", resp.status().as_u16())
+                }
+                Err(RegistryError::Http { source, .. }) if cut_off(source) => source.to_string(),
+                _ => return r,
+            };
+            let delay = Duration::from_secs(1 << (attempt - 1));
+            if !idempotent || attempt == ATTEMPTS || deadline.remaining() <= delay {
+                return r;
+            }
+            drop(r);
+            attempt += 1;
+            crate::warn!(
+                "{method} {}: {why}; trying again in {} s (attempt {attempt} of {ATTEMPTS})",
+                escape(url),
+                delay.as_secs()
+            );
+            let until = Instant::now() + delay;
+            while Instant::now() < until {
+                crate::interrupt::interrupted().map_err(|source| RegistryError::Interrupted {
+                    action: "reach",
+                    url: escape(url),
+                    source,
+                })?;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    fn send_once(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &Body<'_>,
         deadline: &Deadline,
     ) -> Result<Response, RegistryError> {
         let target = self.target("to send to", url)?;
@@ -722,7 +818,7 @@ impl Client {
                     b = b.header("Authorization", a.as_str());
                 }
             }
-            let resp = match &body {
+            let resp = match body {
                 Body::Empty => {
                     let req = b
                         .body(())

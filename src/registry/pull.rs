@@ -598,7 +598,31 @@ fn download_one(
     remove_stale_partials(layout, hex);
     let part = layout.dl_partial(hex, std::process::id());
     let guard = Partial(Some(part.clone()));
-    let (resp, deadline) = client.blob(&d.digest, d.size)?;
+    let (resp, deadline) = client.blob(&d.digest, d.size).map_err(|e| match e {
+        // A foreign layer (a Windows base layer, say) is often not in the registry; its
+        // manifest names other places, which Grove does not fetch from.
+        RegistryError::Status {
+            action,
+            url,
+            status: 404,
+            ..
+        } if !d.urls.is_empty() => RegistryError::Status {
+            action,
+            url,
+            status: 404,
+            detail: Some(format!(
+                "blob not found; it is a foreign layer ({}) the manifest says to fetch from {}, \
+                 and Grove fetches layers only from the registry",
+                super::escape(&d.media_type),
+                d.urls
+                    .iter()
+                    .map(|u| super::escape(u))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        },
+        e => e,
+    })?;
     let url = client.url(&format!("blobs/{}", d.digest));
     let announced = super::client::content_length(&resp);
     if announced.is_some_and(|n| n > d.size) {

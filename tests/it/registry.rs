@@ -2381,3 +2381,179 @@ fn signal_ends_a_push_through_its_error_path_saying_what_was_uploaded() {
     ok(&mut push());
     assert!(tmp().is_empty(), "{:?}", tmp());
 }
+
+/// A registry that answers 503 or 500 a moment (restarting, overloaded) failed the pull
+/// at once, as Charliecloud 0.31's does ("GET failed; expected status {…} but got 500").
+/// A GET or HEAD is now tried again, 3 times in all, 1 s then 2 s apart, each retry
+/// warned about; a registry that goes on failing still fails the pull, after the third.
+#[test]
+fn server_errors_of_a_get_are_tried_again_before_the_pull_fails() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let layer = gzip(&tar_with_member("hello", b"again\n"));
+    let img = Arc::new(FakeImage::new(&[(&layer, layer.len() as u64)]));
+    let s = Scratch::new("retry");
+    let st = empty_store(&s);
+    // The manifest fails twice (503, then 500), the layer once.
+    let (i, manifests, blobs) = (
+        img.clone(),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let (m2, b2, ld) = (manifests.clone(), blobs.clone(), img.blobs[1].0.clone());
+    let fake = Scripted::start(None, move |q| {
+        if q.path.ends_with("/manifests/latest") {
+            match m2.fetch_add(1, Ordering::SeqCst) {
+                0 => return Reply::new(503, "<html>busy</html>"),
+                1 => return Reply::new(500, "<html>oops</html>"),
+                _ => {}
+            }
+        }
+        if q.path.ends_with(&ld) && b2.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Reply::new(500, "");
+        }
+        i.reply(&q.path).unwrap_or_else(|| Reply::json("{}"))
+    });
+    let out = output(&mut pull_from(&fake.host(), None, &st, "img"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let m_url = format!("http://{}/v2/fake/img/manifests/latest", fake.host());
+    assert!(
+        err.contains(&format!(
+            "GET {m_url}: HTTP 503; trying again in 1 s (attempt 2 of 3)"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "GET {m_url}: HTTP 500; trying again in 2 s (attempt 3 of 3)"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("/blobs/sha256:"), "{err}");
+    assert_eq!(manifests.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        std::fs::read_to_string(image_dir(&st, "img+latest").join("hello")).unwrap(),
+        "again\n"
+    );
+
+    // Failing every time: the third answer is the error.
+    let fake = Scripted::start(None, |q| {
+        if q.path == "/v2/" {
+            return Reply::json("{}");
+        }
+        Reply::new(502, "")
+    });
+    let before = list_of(&st);
+    let err = fails_within(
+        &mut pull_from(&fake.host(), None, &st, "img2"),
+        Duration::from_secs(60),
+    );
+    assert!(
+        err.contains("/fake/img/manifests/latest: HTTP 502"),
+        "{err}"
+    );
+    let gets = fake
+        .requests()
+        .iter()
+        .filter(|q| q.path.ends_with("/manifests/latest"))
+        .count();
+    assert_eq!(gets, 3, "{err}");
+    assert_eq!(before, list_of(&st));
+}
+
+/// A 401 whose `WWW-Authenticate` is malformed, and a token endpoint that answers with a
+/// login page: the errors quote what came (escaped). Before, "Bearer realm" (no value)
+/// gave "refusing token realm : not a valid URL", and an HTML token response only "token
+/// response is not valid JSON: expected value at line 1 column 1".
+#[test]
+fn malformed_challenge_and_html_token_response_are_quoted_in_the_error() {
+    let layer = gzip(&tar_with_member("hello", b"x\n"));
+    let img = Arc::new(FakeImage::new(&[(&layer, layer.len() as u64)]));
+    let s = Scratch::new("bad-auth");
+    let st = empty_store(&s);
+    for (challenge, want) in [
+        (
+            "Bearer realm",
+            "Bearer challenge without realm (WWW-Authenticate: Bearer realm)",
+        ),
+        (
+            "Bearer ,,,=,=",
+            "Bearer challenge without realm (WWW-Authenticate: Bearer ,,,=,=)",
+        ),
+    ] {
+        let c = challenge.to_string();
+        let fake = Scripted::start(None, move |_| Reply::challenge(&c));
+        let err = fails_within(
+            &mut pull_from(&fake.host(), None, &st, "img"),
+            Duration::from_secs(60),
+        );
+        assert!(err.contains(want), "{challenge:?}: {err}");
+    }
+
+    let i = img.clone();
+    let port = Arc::new(Mutex::new(0u16));
+    let p2 = port.clone();
+    let fake = Scripted::start(None, move |q| {
+        if q.path.starts_with("/token") {
+            return Reply::new(200, "<html><body>Please log in</body></html>")
+                .header("Content-Type", "text/html; charset=utf-8");
+        }
+        if q.auth != "Bearer TOKEN123" {
+            let realm = format!("http://127.0.0.1:{}/token", p2.lock().unwrap());
+            return Reply::challenge(&format!(r#"Bearer realm="{realm}""#));
+        }
+        i.reply(&q.path).unwrap_or_else(|| Reply::json("{}"))
+    });
+    *port.lock().unwrap() = fake.port;
+    let err = fails_within(
+        &mut pull_from(&fake.host(), None, &st, "img"),
+        Duration::from_secs(60),
+    );
+    assert!(
+        err.contains(
+            "token response is not valid JSON (expected value at line 1 column 1); Content-Type text/html; charset=utf-8, starting \"<html><body>Please log in</body></html>\""
+        ),
+        "{err}"
+    );
+}
+
+/// A foreign layer (a manifest entry with `urls`, as Windows base layers have) that the
+/// registry does not have: the error says what it is and where the manifest says to get
+/// it, which Grove does not follow. Before, only "HTTP 404: blob not found".
+#[test]
+fn foreign_layer_missing_from_the_registry_is_named_with_its_urls() {
+    let layer = gzip(&tar_with_member("hello", b"x\n"));
+    let img = FakeImage::new(&[(&layer, layer.len() as u64)]);
+    let ld = img.blobs[1].0.clone();
+    let manifest = img
+        .manifest
+        .replace(
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        )
+        .replace(
+            &format!(r#""digest":"{ld}""#),
+            &format!(r#""digest":"{ld}","urls":["https://example.invalid/l.tgz"]"#),
+        );
+    assert_ne!(manifest, img.manifest);
+    let fake = Scripted::start(None, move |q| {
+        if q.path.ends_with("/manifests/latest") {
+            return Reply::new(200, manifest.clone())
+                .header("Content-Type", "application/vnd.oci.image.manifest.v1+json");
+        }
+        if q.path.ends_with(&ld) {
+            return Reply::new(404, "");
+        }
+        img.reply(&q.path).unwrap_or_else(|| Reply::json("{}"))
+    });
+    let s = Scratch::new("foreign");
+    let st = empty_store(&s);
+    let err = fails_within(
+        &mut pull_from(&fake.host(), None, &st, "img"),
+        Duration::from_secs(60),
+    );
+    assert!(
+        err.contains("HTTP 404: blob not found; it is a foreign layer (application/vnd.docker.image.rootfs.foreign.diff.tar.gzip) the manifest says to fetch from https://example.invalid/l.tgz, and Grove fetches layers only from the registry"),
+        "{err}"
+    );
+}
