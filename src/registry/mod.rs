@@ -186,6 +186,9 @@ impl RegistryError {
                 "use --auth (or CH_IMAGE_AUTH=yes) with CH_IMAGE_USERNAME and CH_IMAGE_PASSWORD".into(),
             ),
             RegistryError::NotFound(_) => Some("check the name and tag; `ch-image list IMAGE` shows what the registry has".into()),
+            RegistryError::Status { status: 429, .. } => Some(
+                "the registry limits how often it may be asked (HTTP 429): wait, or authenticate (--auth) for a higher limit".into(),
+            ),
             RegistryError::Stalled { .. } => Some(format!(
                 "the registry stopped sending; try again later, or set {READ_TIMEOUT_VAR} to wait longer"
             )),

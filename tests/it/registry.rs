@@ -2557,3 +2557,84 @@ fn foreign_layer_missing_from_the_registry_is_named_with_its_urls() {
         "{err}"
     );
 }
+
+/// A layer whose connection drops halfway (a CDN or proxy hiccup) failed the whole pull,
+/// as in Charliecloud 0.31. It is now downloaded again from the start, 3 times in all
+/// (1 s, then 2 s later), with a warning naming it and what happened; a registry that
+/// cuts it every time still fails the pull (`registry_going_away_mid_layer_fails_cleanly`).
+#[test]
+fn layer_cut_off_mid_transfer_is_downloaded_again() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut big = Vec::new();
+    for i in 0..100_000u32 {
+        big.extend_from_slice(&i.to_le_bytes());
+    }
+    let layer = gzip(&tar_with_member("big", &big));
+    let img = Arc::new(FakeImage::new(&[(&layer, layer.len() as u64)]));
+    let (i, gets, ld) = (
+        img.clone(),
+        Arc::new(AtomicUsize::new(0)),
+        img.blobs[1].0.clone(),
+    );
+    let g2 = gets.clone();
+    let l_len = layer.len() as u64;
+    let fake = Scripted::start(None, move |q| match i.reply(&q.path) {
+        Some(mut r) if q.path.ends_with(&ld) && g2.fetch_add(1, Ordering::SeqCst) == 0 => {
+            r.body.truncate(r.body.len() / 2);
+            r.declare = Some(l_len);
+            r
+        }
+        Some(r) => r,
+        None => Reply::json("{}"),
+    });
+    let s = Scratch::new("cut-once");
+    let st = empty_store(&s);
+    let out = output(&mut pull_from(&fake.host(), None, &st, "img"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("can't download layer 1/1 ({})", img.blobs[1].0)),
+        "{err}"
+    );
+    assert!(
+        err.contains("; downloading it again in 1 s (attempt 2 of 3)"),
+        "{err}"
+    );
+    assert_eq!(gets.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        std::fs::read(image_dir(&st, "img+latest").join("big")).unwrap(),
+        big
+    );
+}
+
+/// A registry's rate limit (HTTP 429, Docker Hub's for anonymous pulls) gets a hint, as
+/// Charliecloud's "registry rate limit exceeded (HTTP 429)" does ("consider --auth"); it
+/// is not retried (a retry a second later counts against the same limit).
+#[test]
+fn rate_limited_pull_says_to_wait_or_authenticate() {
+    let fake = Scripted::start(None, |q| {
+        if q.path == "/v2/" {
+            return Reply::json("{}");
+        }
+        Reply::new(
+            429,
+            r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}"#,
+        )
+        .header("Content-Type", "application/json")
+    });
+    let s = Scratch::new("429");
+    let st = empty_store(&s);
+    let err = fails_within(
+        &mut pull_from(&fake.host(), None, &st, "img"),
+        Duration::from_secs(60),
+    );
+    assert!(
+        err.contains("HTTP 429: TOOMANYREQUESTS (You have reached your pull rate limit.)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: the registry limits how often it may be asked (HTTP 429): wait, or authenticate (--auth)"),
+        "{err}"
+    );
+    assert_eq!(fake.requests().len(), 1, "{:?}", fake.requests());
+}
