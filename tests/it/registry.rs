@@ -2638,3 +2638,55 @@ fn rate_limited_pull_says_to_wait_or_authenticate() {
     );
     assert_eq!(fake.requests().len(), 1, "{:?}", fake.requests());
 }
+
+/// `ADD URL` from a server that stops sending: the wait is `CH_IMAGE_REGY_READ_TIMEOUT`'s
+/// and the error names the URL and how far it got (before: ureq's bare "timeout: per
+/// read" after 120 s), and SIGINT ends the build at once through its cleanup (before: not
+/// until the read timed out).
+#[test]
+fn add_url_from_a_stalled_server_is_named_and_ends_at_once_on_sigint() {
+    use std::os::unix::process::ExitStatusExt;
+    let fake = Scripted::start(None, |q| match q.path.as_str() {
+        "/stall" => Reply::new(200, vec![b'x'; 1000]).stall(5000, Duration::from_secs(200)),
+        _ => Reply::new(404, ""),
+    });
+    let s = Scratch::new("add-stall");
+    let st = empty_store(&s);
+    let ctx = s.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM scratch\nADD http://{}/stall /dl\n", fake.host()),
+    )
+    .unwrap();
+    ok(Command::new("chmod").args(["-R", "a+rwX"]).arg(&ctx));
+    let build = || {
+        let mut c = tool("ch-image");
+        c.arg("-s").arg(&st).args(["build", "-t", "t"]).arg(&ctx);
+        c
+    };
+    let err = fails_within(
+        build().env("CH_IMAGE_REGY_READ_TIMEOUT", "2"),
+        Duration::from_secs(60),
+    );
+    assert!(
+        err.contains(&format!(
+            "download http://{}/stall: nothing received for 2 s (CH_IMAGE_REGY_READ_TIMEOUT), after 1000 of 5000 bytes",
+            fake.host()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("Dockerfile:2"), "{err}");
+
+    let stalls = |f: &Scripted| f.requests().iter().filter(|q| q.path == "/stall").count();
+    let asked = stalls(&fake);
+    let mut child = spawn_signallable(&build());
+    wait_for("the download's request", 60, || stalls(&fake) > asked);
+    std::thread::sleep(Duration::from_millis(300));
+    send("INT", child.0.id());
+    let (status, err, took) = ended_within(&mut child, Duration::from_secs(30));
+    assert_eq!(status.signal(), Some(2), "{status}\n{err}");
+    assert!(err.contains("interrupted by SIGINT"), "{err}");
+    assert!(took < Duration::from_secs(5), "took {took:?}\n{err}");
+    ok(tool("ch-image").arg("-s").arg(&st).arg("fsck"));
+}
