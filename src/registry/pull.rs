@@ -605,6 +605,8 @@ fn download_one(
         match fetch_layer(client, d, &digest, &part, &what) {
             Ok(()) => break,
             Err(e) if attempt < super::client::ATTEMPTS && cut_short(&e) => {
+                // What the cut transfer counted (all of it written) is done again.
+                crate::progress::unbytes(fs::metadata(&part).map_or(0, |m| m.len()));
                 let delay = std::time::Duration::from_secs(1 << (attempt - 1));
                 attempt += 1;
                 warn!(

@@ -2601,6 +2601,13 @@ fn layer_cut_off_mid_transfer_is_downloaded_again() {
         "{err}"
     );
     assert_eq!(gets.load(Ordering::SeqCst), 2);
+    // The cut half is not counted twice.
+    assert!(l_len > 1024 && l_len < 1 << 20, "{l_len}");
+    let size = format!("{:.1} KiB", l_len as f64 / 1024.0);
+    assert!(
+        err.contains(&format!("pull: downloaded 1 layer, {size} in ")),
+        "{size}: {err}"
+    );
     assert_eq!(
         std::fs::read(image_dir(&st, "img+latest").join("big")).unwrap(),
         big
