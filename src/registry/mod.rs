@@ -152,11 +152,13 @@ pub enum RegistryError {
     },
 }
 
-/// `, after R of E bytes` for a stall error (`after R bytes` if E is unknown).
+/// `, after R of E bytes` for a stall error (`after R bytes` if E is unknown; nothing if
+/// nothing came, not even the headers).
 fn progress(received: u64, expected: Option<u64>) -> String {
-    match expected {
-        Some(e) => format!(", after {received} of {e} bytes"),
-        None => format!(", after {received} bytes"),
+    match (received, expected) {
+        (0, None) => String::new(),
+        (_, Some(e)) => format!(", after {received} of {e} bytes"),
+        (_, None) => format!(", after {received} bytes"),
     }
 }
 

@@ -2134,6 +2134,24 @@ fn registry_sending_less_than_it_announces_is_named_with_the_read_limit() {
         "{err}"
     );
     assert_eq!(before, list_of(&st));
+
+    // No answer at all (the headers never come).
+    let fake2 = Scripted::start(None, move |_| {
+        std::thread::sleep(Duration::from_secs(20));
+        Reply::json("{}")
+    });
+    let err = fails_within(
+        pull_from(&fake2.host(), None, &st, "img").env("CH_IMAGE_REGY_READ_TIMEOUT", "2"),
+        Duration::from_secs(30),
+    );
+    assert!(
+        err.contains(&format!(
+            "reach http://{}/v2/fake/img/manifests/latest: nothing received for 2 s (CH_IMAGE_REGY_READ_TIMEOUT)\n",
+            fake2.host()
+        )),
+        "{err}"
+    );
+
     let err = fails_within(
         pull_from(&fake.host(), None, &st, "img").env("CH_IMAGE_REGY_READ_TIMEOUT", "1.5"),
         Duration::from_secs(30),
