@@ -192,7 +192,7 @@ impl RegistryError {
                 "the registry limits how often it may be asked (HTTP 429): wait, or authenticate (--auth) for a higher limit".into(),
             ),
             RegistryError::Stalled { .. } => Some(format!(
-                "the registry stopped sending; try again later, or set {READ_TIMEOUT_VAR} to wait longer"
+                "the server stopped sending; try again later, or set {READ_TIMEOUT_VAR} to wait longer"
             )),
             RegistryError::PushIncomplete { source, .. } => source.hint(),
             _ => None,
