@@ -19,6 +19,11 @@
 //! Child processes start with an empty signal mask (the standard library resets it), so
 //! they see the signals as they were given.
 //!
+//! Work blocked where no [`check`] can run (a read from a registry that has stalled) is
+//! woken by a hook registered with [`on_signal`]: the registry client shuts its
+//! connections down, so the blocked read fails at once and the caller's next check sees
+//! the signal.
+//!
 //! Depends on nothing of the store, the build or the registry, which call it.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -31,6 +36,13 @@ static RECEIVED: AtomicI32 = AtomicI32::new(0);
 
 /// Child processes to pass a received signal on to (as SIGTERM).
 static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// What to run on the signal thread when the first signal comes ([`on_signal`]), by id.
+type HookFn = Box<dyn Fn() + Send>;
+static HOOKS: Mutex<Vec<(u64, HookFn)>> = Mutex::new(Vec::new());
+
+/// The id of the next hook.
+static NEXT_HOOK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Whether [`install`] handles a signal.
 static INSTALLED: AtomicBool = AtomicBool::new(false);
@@ -92,6 +104,40 @@ fn received(sig: Signal) {
     );
     for pid in children.iter() {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), Signal::SIGTERM);
+    }
+    drop(children);
+    for (_, f) in HOOKS.lock().expect("interrupt hooks lock").iter() {
+        f();
+    }
+}
+
+/// Run `wake` when the first signal comes (on the signal thread; at once if one came
+/// already), for as long as the returned value lives: it must end, quickly, whatever
+/// blocks the work (a network read) so that the work reaches its next [`check`].
+pub fn on_signal(wake: impl Fn() + Send + 'static) -> Hook {
+    let id = NEXT_HOOK.fetch_add(1, Ordering::SeqCst);
+    let mut hooks = HOOKS.lock().expect("interrupt hooks lock");
+    if signal().is_some() {
+        wake();
+    }
+    hooks.push((id, Box::new(wake)));
+    Hook(id)
+}
+
+/// A hook of [`on_signal`], removed when dropped.
+#[derive(Debug)]
+pub struct Hook(u64);
+
+impl Drop for Hook {
+    fn drop(&mut self) {
+        let mut hooks = HOOKS.lock().expect("interrupt hooks lock");
+        if let Some(i) = hooks.iter().position(|(id, _)| *id == self.0) {
+            // Dropped after the lock is released: the hook may own things whose drop
+            // takes time (an agent's connections).
+            let h = hooks.swap_remove(i);
+            drop(hooks);
+            drop(h);
+        }
     }
 }
 

@@ -93,6 +93,14 @@ pub fn bytes(n: u64) {
     BYTES.fetch_add(n, Ordering::Relaxed);
 }
 
+/// Take back `n` bytes reported done in the active phase ([`bytes`]): a transfer that
+/// starts again from the start.
+pub fn unbytes(n: u64) {
+    let _ = BYTES.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+        Some(b.saturating_sub(n))
+    });
+}
+
 /// Report one file of `size` bytes done.
 pub fn file(size: u64) {
     items(1);

@@ -730,10 +730,14 @@ fn main() -> ExitCode {
     };
     let storage =
         layout::storage_dir_from_env(cli.common.storage.as_deref(), RelativeVariable::Refuse).ok();
-    // The commands that write images end on SIGINT and SIGTERM through their error path
+    // The commands that write images (and push, which writes a temporary export and
+    // talks to a registry) end on SIGINT and SIGTERM through their error path
     // (grove::interrupt), blocked before any thread is started; import listens once it
     // has entered its user namespace, if it enters one.
-    if matches!(cmd, Cmd::Import { .. } | Cmd::Pull { .. } | Cmd::Build(_)) {
+    if matches!(
+        cmd,
+        Cmd::Import { .. } | Cmd::Pull { .. } | Cmd::Push { .. } | Cmd::Build(_)
+    ) {
         let r = grove::interrupt::install().and_then(|()| match cmd {
             Cmd::Import { .. } => Ok(()),
             _ => grove::interrupt::listen(),

@@ -48,6 +48,10 @@ pub struct Descriptor {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
     pub size: u64,
+    /// Where else the blob may be fetched from (a foreign layer's, such as a Windows base
+    /// layer's): read to say so in an error, never followed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
 }
 
 impl Descriptor {
@@ -59,6 +63,7 @@ impl Descriptor {
             media_type: media_type.into(),
             platform: None,
             size,
+            urls: Vec::new(),
         }
     }
 }

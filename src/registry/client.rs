@@ -61,14 +61,18 @@ pub struct Deadline {
     limit: Duration,
     /// The settings that made it, for the error message.
     var: &'static str,
+    /// The longest wait for the next bytes ([`super::READ_TIMEOUT_VAR`]), for the message
+    /// of a stall.
+    stall: Duration,
 }
 
 impl Deadline {
-    pub fn new(limit: Duration, var: &'static str) -> Deadline {
+    pub fn new(limit: Duration, var: &'static str, stall: Duration) -> Deadline {
         Deadline {
             started: Instant::now(),
             limit,
             var,
+            stall,
         }
     }
 
@@ -93,20 +97,178 @@ impl Deadline {
         }
     }
 
-    /// An HTTP error, reported as the deadline's if it has passed (ureq ended the request).
+    /// An HTTP error before any body was read, reported as what ended the request if that
+    /// was not the registry: a signal (the client shut its connections down), the
+    /// deadline, or the wait for the answer ([`super::READ_TIMEOUT_VAR`]).
     pub fn http<'u>(
         &self,
         action: &'static str,
         url: &'u str,
     ) -> impl FnOnce(ureq::Error) -> RegistryError + 'u {
         let d = self.clone();
-        move |e| {
-            if d.passed() {
-                d.error(action, url)
-            } else {
-                http_err(action, url)(e)
-            }
+        move |e| match d.ended(action, url, 0, None, is_stall(&e)) {
+            Some(ended) => ended,
+            None => http_err(action, url)(e),
         }
+    }
+
+    /// An error reading a body, `received` bytes of `expected` in: what [`Deadline::http`]
+    /// says, or [`RegistryError::Download`] of `what`.
+    pub fn body(
+        &self,
+        action: &'static str,
+        url: &str,
+        what: &str,
+        (received, expected): (u64, Option<u64>),
+        e: io::Error,
+    ) -> RegistryError {
+        let stalled = e
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<ureq::Error>())
+            .is_some_and(is_stall)
+            || e.kind() == io::ErrorKind::TimedOut;
+        match self.ended(action, url, received, expected, stalled) {
+            Some(ended) => ended,
+            None => RegistryError::Download {
+                what: what.to_string(),
+                source: e,
+            },
+        }
+    }
+
+    /// What ended a request, if not the registry: see [`Deadline::http`].
+    fn ended(
+        &self,
+        action: &'static str,
+        url: &str,
+        received: u64,
+        expected: Option<u64>,
+        stalled: bool,
+    ) -> Option<RegistryError> {
+        if let Err(source) = crate::interrupt::interrupted() {
+            return Some(RegistryError::Interrupted {
+                action,
+                url: url.to_string(),
+                source,
+            });
+        }
+        if self.passed() {
+            return Some(self.error(action, url));
+        }
+        stalled.then(|| RegistryError::Stalled {
+            action,
+            url: url.to_string(),
+            received,
+            expected,
+            secs: self.stall.as_secs(),
+            var: super::READ_TIMEOUT_VAR,
+        })
+    }
+}
+
+/// Whether ureq gave up waiting for the next bytes of an answer (the global timeout is
+/// the deadline's, told apart by [`Deadline::passed`]).
+fn is_stall(e: &ureq::Error) -> bool {
+    matches!(
+        e,
+        ureq::Error::Timeout(ureq::Timeout::PerRead | ureq::Timeout::RecvResponse)
+    )
+}
+
+/// The `Content-Length` of a response, if it has one that is a number.
+pub fn content_length(resp: &Response) -> Option<u64> {
+    resp.headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Read the body of `resp` (the answer to `action url`) into memory, within `deadline`:
+/// at most `declared` bytes plus one when its size is declared (refused with
+/// [`RegistryError::Longer`] if longer, before anything is read if its `Content-Length`
+/// says so), else at most `cap` bytes ([`RegistryError::TooBig`], naming `cap_var`).
+/// `what` names the document in errors (with its digest where it has one).
+#[allow(clippy::too_many_arguments)]
+pub fn read_body(
+    resp: &mut Response,
+    action: &'static str,
+    url: &str,
+    what: &str,
+    declared: Option<u64>,
+    (cap, cap_var): (u64, &'static str),
+    deadline: &Deadline,
+) -> Result<Vec<u8>, RegistryError> {
+    let announced = content_length(resp);
+    if let (Some(d), Some(n)) = (declared, announced) {
+        if n > d {
+            return Err(RegistryError::Longer {
+                what: what.to_string(),
+                declared: d,
+                sent: Some(n),
+            });
+        }
+    }
+    let limit = declared.unwrap_or(cap).min(cap);
+    let mut reader = resp.body_mut().as_reader().take(limit.saturating_add(1));
+    let mut body = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let k = match reader.read(&mut buf) {
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let received = body.len() as u64;
+                return Err(deadline.body(
+                    action,
+                    url,
+                    what,
+                    (received, announced.or(declared)),
+                    e,
+                ));
+            }
+        };
+        if k == 0 {
+            break;
+        }
+        body.extend_from_slice(&buf[..k]);
+        if deadline.passed() {
+            return Err(deadline.error(action, url));
+        }
+    }
+    let n = body.len() as u64;
+    match declared {
+        Some(d) if n > d => Err(RegistryError::Longer {
+            what: what.to_string(),
+            declared: d,
+            sent: None,
+        }),
+        None if n > cap => Err(RegistryError::TooBig {
+            what: what.to_string(),
+            limit: cap,
+            var: cap_var,
+        }),
+        _ => Ok(body),
+    }
+}
+
+/// How many times a GET or HEAD is sent at most ([`Client::send`]).
+pub const ATTEMPTS: u32 = 3;
+
+/// Statuses of a GET or HEAD that is tried again: server errors a registry (or the proxy
+/// or load balancer before it) gives while it restarts or is overloaded.
+const RETRY_STATUSES: [u16; 4] = [500, 502, 503, 504];
+
+/// Whether a request was cut off before its answer (the connection reset or closed), as
+/// a registry that restarts does; not a refused connection, a timeout or a TLS error.
+fn cut_off(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
     }
 }
 
@@ -125,6 +287,9 @@ pub struct Client {
     authz: Mutex<Option<String>>,
     creds: Mutex<Option<(String, String)>>,
     limits: Limits,
+    /// Shuts the agent's connections down on SIGINT or SIGTERM, so that a read blocked on
+    /// a stalled registry ends at once (crate::interrupt).
+    _wake: crate::interrupt::Hook,
 }
 
 /// Where a URL points, seen from the registry.
@@ -184,9 +349,11 @@ fn root_certs() -> Result<ureq::tls::RootCerts, RegistryError> {
 /// Download `url` (http or https, system CA bundle or `$SSL_CERT_FILE`) into the new
 /// file `dest` (for Dockerfile `ADD URL`). Redirects are followed; a non-2xx status is an
 /// error, and so is a body larger than `$CH_IMAGE_ADD_MAX_SIZE` ([`super::add_max_size`]),
-/// whether declared (`Content-Length`) or sent.
+/// whether declared (`Content-Length`) or sent. A wait for the next bytes is bounded by
+/// [`super::READ_TIMEOUT_VAR`]; SIGINT and SIGTERM end it at once.
 pub fn fetch_url(url: &str, dest: &Path) -> Result<(), RegistryError> {
     let max = super::add_max_size()?;
+    let limits = Limits::from_env()?;
     let too_big = || RegistryError::TooBig {
         what: format!("download {url}"),
         limit: max,
@@ -203,15 +370,19 @@ pub fn fetch_url(url: &str, dest: &Path) -> Result<(), RegistryError> {
         .http_status_as_error(false)
         .tls_config(tls)
         .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_per_read(Some(Duration::from_secs(120)))
+        .timeout_recv_response(Some(limits.read_timeout))
+        .timeout_per_read(Some(limits.read_timeout))
         .user_agent(concat!("grove/", env!("CARGO_PKG_VERSION")))
         .build();
     let agent = ureq::Agent::new_with_config(config);
-    let mut resp = agent.get(url).call().map_err(|e| RegistryError::Http {
-        action: "download",
-        url: url.to_string(),
-        source: Box::new(e),
-    })?;
+    let shut = agent.clone();
+    let _wake = crate::interrupt::on_signal(move || shut.clone().shutdown());
+    // No overall deadline here (the size limit bounds the download), only the stall's.
+    let deadline = Deadline::new(Duration::MAX, super::DEADLINE_VAR, limits.read_timeout);
+    let mut resp = agent
+        .get(url)
+        .call()
+        .map_err(deadline.http("download", url))?;
     if !resp.status().is_success() {
         return Err(status_err("download", url, &mut resp));
     }
@@ -226,7 +397,22 @@ pub fn fetch_url(url: &str, dest: &Path) -> Result<(), RegistryError> {
     let mut out = std::fs::File::create_new(dest).at("create", dest)?;
     // One byte more than allowed tells a body that is too big.
     let mut body = resp.body_mut().as_reader().take(max.saturating_add(1));
-    let n = std::io::copy(&mut body, &mut out).at("download into", dest)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                drop(out);
+                let _ = std::fs::remove_file(dest);
+                return Err(deadline.body("download", url, url, (n, declared), e));
+            }
+        };
+        out.write_all(&buf[..k]).at("download into", dest)?;
+        n += k as u64;
+    }
     if n > max {
         drop(out);
         let _ = std::fs::remove_file(dest);
@@ -344,14 +530,17 @@ impl Client {
             .http_status_as_error(false)
             .tls_config(tls)
             .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_recv_response(Some(Duration::from_secs(120)))
+            .timeout_recv_response(Some(limits.read_timeout))
             .timeout_recv_body(None)
-            .timeout_per_read(Some(Duration::from_secs(120)))
+            .timeout_per_read(Some(limits.read_timeout))
             .user_agent(concat!("grove/", env!("CARGO_PKG_VERSION")))
             .max_idle_connections_per_host(8)
             .build();
+        let agent = ureq::Agent::new_with_config(config);
+        let shut = agent.clone();
         Ok(Client {
-            agent: ureq::Agent::new_with_config(config),
+            _wake: crate::interrupt::on_signal(move || shut.clone().shutdown()),
+            agent,
             remote,
             actions: if push { "pull,push" } else { "pull" },
             auth_mode: settings.auth || push,
@@ -368,12 +557,20 @@ impl Client {
 
     /// The deadline of a request with a small body.
     fn small(&self) -> Deadline {
-        Deadline::new(self.limits.deadline, super::DEADLINE_VAR)
+        Deadline::new(
+            self.limits.deadline,
+            super::DEADLINE_VAR,
+            self.limits.read_timeout,
+        )
     }
 
     /// The deadline of a transfer of `size` bytes.
     fn sized(&self, size: u64) -> Deadline {
-        Deadline::new(self.limits.for_size(size), BLOB_DEADLINE_VARS)
+        Deadline::new(
+            self.limits.for_size(size),
+            BLOB_DEADLINE_VARS,
+            self.limits.read_timeout,
+        )
     }
 
     /// Whether `url` is the registry's own origin, or elsewhere; refused if it is not
@@ -436,10 +633,26 @@ impl Client {
         ))
     }
 
-    /// Answer a 401 challenge: returns the new `Authorization` value.
+    /// Answer a 401 challenge: returns the new `Authorization` value. An error about the
+    /// challenge itself quotes it (escaped: it is the registry's text).
     fn authenticate(&self, url: &str, challenge: &str) -> Result<String, RegistryError> {
+        self.answer(url, challenge).map_err(|e| match e {
+            RegistryError::Auth(m) => {
+                RegistryError::Auth(format!("{m} (WWW-Authenticate: {})", escape(challenge)))
+            }
+            e => e,
+        })
+    }
+
+    fn answer(&self, url: &str, challenge: &str) -> Result<String, RegistryError> {
         let (scheme, params) = parse_challenge(challenge);
-        let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.as_str());
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(p, _)| p == k)
+                .map(|(_, v)| v.as_str())
+                .filter(|v| !v.is_empty())
+        };
         match scheme.as_str() {
             // Charliecloud's rule: credentials are used only when asked for (--auth,
             // $CH_IMAGE_AUTH, or a push); else a registry that wants them is an error
@@ -490,14 +703,29 @@ impl Client {
                     token: Option<String>,
                     access_token: Option<String>,
                 }
-                let body = resp
-                    .body_mut()
-                    .with_config()
-                    .limit(1 << 20)
-                    .read_to_vec()
-                    .map_err(deadline.http("read token from", &shown))?;
+                let body = read_body(
+                    &mut resp,
+                    "read token from",
+                    &shown,
+                    &format!("token from {shown}"),
+                    None,
+                    (1 << 20, "a fixed limit"),
+                    &deadline,
+                )?;
                 let t: Token = serde_json::from_slice(&body).map_err(|e| {
-                    RegistryError::Auth(format!("{shown}: token response is not valid JSON: {e}"))
+                    // A login page (an SSO portal, a proxy's) is the usual reason: say
+                    // what came instead.
+                    let ct = resp
+                        .headers()
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("none");
+                    let start = String::from_utf8_lossy(&body[..body.len().min(80)]).into_owned();
+                    RegistryError::Auth(format!(
+                        "{shown}: token response is not valid JSON ({e}); Content-Type {}, starting {:?}",
+                        escape(ct),
+                        escape(&start)
+                    ))
                 })?;
                 let t = t.token.or(t.access_token).ok_or_else(|| {
                     RegistryError::Auth(format!("{shown}: token response has no token"))
@@ -514,12 +742,59 @@ impl Client {
     /// goes on for the body the caller reads). The status is left to the caller (except 401
     /// after authenticating, an error). The `Authorization` header goes only to the
     /// registry's own origin; a URL elsewhere gets none, and its 401 is an error.
+    ///
+    /// A GET or HEAD answered with a server error (500, 502, 503, 504) or cut off before
+    /// its answer (connection reset or closed) is tried again, [`ATTEMPTS`] times in all,
+    /// 1 s then 2 s apart, each retry warned about, while the deadline leaves time;
+    /// Charliecloud fails at the first.
     pub fn send(
         &self,
         method: &str,
         url: &str,
         headers: &[(&str, &str)],
         body: Body<'_>,
+        deadline: &Deadline,
+    ) -> Result<Response, RegistryError> {
+        let idempotent = matches!(method, "GET" | "HEAD");
+        let mut attempt = 1;
+        loop {
+            let r = self.send_once(method, url, headers, &body, deadline);
+            let why = match &r {
+                Ok(resp) if RETRY_STATUSES.contains(&resp.status().as_u16()) => {
+                    format!("HTTP {}", resp.status().as_u16())
+                }
+                Err(RegistryError::Http { source, .. }) if cut_off(source) => source.to_string(),
+                _ => return r,
+            };
+            let delay = Duration::from_secs(1 << (attempt - 1));
+            if !idempotent || attempt == ATTEMPTS || deadline.remaining() <= delay {
+                return r;
+            }
+            drop(r);
+            attempt += 1;
+            crate::warn!(
+                "{method} {}: {why}; trying again in {} s (attempt {attempt} of {ATTEMPTS})",
+                escape(url),
+                delay.as_secs()
+            );
+            let until = Instant::now() + delay;
+            while Instant::now() < until {
+                crate::interrupt::interrupted().map_err(|source| RegistryError::Interrupted {
+                    action: "reach",
+                    url: escape(url),
+                    source,
+                })?;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    fn send_once(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &Body<'_>,
         deadline: &Deadline,
     ) -> Result<Response, RegistryError> {
         let target = self.target("to send to", url)?;
@@ -529,6 +804,11 @@ impl Client {
             Target::Elsewhere => escape(url),
         };
         for attempt in 0..2 {
+            crate::interrupt::interrupted().map_err(|source| RegistryError::Interrupted {
+                action: "reach",
+                url: shown.clone(),
+                source,
+            })?;
             let mut b = ureq::http::Request::builder().method(method).uri(url);
             for (k, v) in headers {
                 b = b.header(*k, *v);
@@ -538,7 +818,7 @@ impl Client {
                     b = b.header("Authorization", a.as_str());
                 }
             }
-            let resp = match &body {
+            let resp = match body {
                 Body::Empty => {
                     let req = b
                         .body(())
@@ -607,11 +887,13 @@ impl Client {
     }
 
     /// Fetch a manifest or index by tag or digest. Returns the parsed document, the body
-    /// and its digest. A digest reference is verified; `None` if the registry has no such
-    /// manifest.
+    /// and its digest. A digest reference is verified, and a size `declared` for it (by the
+    /// index that lists it) is all that is read, plus a byte; `None` if the registry has no
+    /// such manifest.
     pub fn manifest(
         &self,
         version: &str,
+        declared: Option<u64>,
     ) -> Result<Option<(Document, Vec<u8>, String)>, RegistryError> {
         let url = self.url(&format!("manifests/{version}"));
         let deadline = self.small();
@@ -629,12 +911,15 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(oci::MAX_MANIFEST)
-            .read_to_vec()
-            .map_err(deadline.http("read manifest", &url))?;
+        let body = read_body(
+            &mut resp,
+            "read manifest",
+            &url,
+            &format!("manifest {url}"),
+            declared,
+            (oci::MAX_MANIFEST, "a fixed limit"),
+            &deadline,
+        )?;
         let digest = Digest::of(&body).to_string();
         if version.starts_with("sha256:") && digest != version {
             return Err(RegistryError::Digest {
@@ -683,16 +968,20 @@ impl Client {
         }
         let url = self.url(&format!("blobs/{digest}"));
         let (mut resp, deadline) = self.blob(digest, size)?;
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(limit)
-            .read_to_vec()
-            .map_err(deadline.http("read", &url))?;
+        // The declared size is all that is read (plus a byte to tell a longer body).
+        let body = read_body(
+            &mut resp,
+            "read",
+            &url,
+            &format!("{what} {digest}"),
+            Some(size),
+            (limit, "a fixed limit"),
+            &deadline,
+        )?;
         let actual = Digest::of(&body);
         if actual != *digest {
             return Err(RegistryError::Digest {
-                what: what.to_string(),
+                what: format!("{what} {url}"),
                 expected: digest.to_string(),
                 actual: actual.to_string(),
             });

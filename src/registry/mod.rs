@@ -104,6 +104,38 @@ pub enum RegistryError {
         secs: u64,
         var: &'static str,
     },
+    #[error("{action} {url}: nothing received for {secs} s ({var}){}", progress(*received, *expected))]
+    Stalled {
+        action: &'static str,
+        url: String,
+        /// Bytes of the body received before the stall.
+        received: u64,
+        /// Bytes the body should have: its `Content-Length`, else the size declared for it.
+        expected: Option<u64>,
+        secs: u64,
+        var: &'static str,
+    },
+    #[error("{what}: longer than the {declared} bytes declared for it{}", sent.map(|n| format!(" (the registry announced {n})")).unwrap_or_default())]
+    Longer {
+        what: String,
+        declared: u64,
+        /// The `Content-Length` of the answer, if it said more than declared.
+        sent: Option<u64>,
+    },
+    #[error("{action} {url}")]
+    Interrupted {
+        action: &'static str,
+        url: String,
+        #[source]
+        source: crate::interrupt::Interrupted,
+    },
+    #[error("push to {dest} incomplete: {done}")]
+    PushIncomplete {
+        dest: String,
+        done: String,
+        #[source]
+        source: Box<RegistryError>,
+    },
     #[error("refusing {what}: {reason}")]
     Refused { what: String, reason: String },
     #[error("{what}: larger than the limit of {limit} bytes ({var})")]
@@ -118,6 +150,16 @@ pub enum RegistryError {
         value: String,
         expected: &'static str,
     },
+}
+
+/// `, after R of E bytes` for a stall error (`after R bytes` if E is unknown; nothing if
+/// nothing came, not even the headers).
+fn progress(received: u64, expected: Option<u64>) -> String {
+    match (received, expected) {
+        (0, None) => String::new(),
+        (_, Some(e)) => format!(", after {received} of {e} bytes"),
+        (_, None) => format!(", after {received} bytes"),
+    }
 }
 
 impl RegistryError {
@@ -146,6 +188,13 @@ impl RegistryError {
                 "use --auth (or CH_IMAGE_AUTH=yes) with CH_IMAGE_USERNAME and CH_IMAGE_PASSWORD".into(),
             ),
             RegistryError::NotFound(_) => Some("check the name and tag; `ch-image list IMAGE` shows what the registry has".into()),
+            RegistryError::Status { status: 429, .. } => Some(
+                "the registry limits how often it may be asked (HTTP 429): wait, or authenticate (--auth) for a higher limit".into(),
+            ),
+            RegistryError::Stalled { .. } => Some(format!(
+                "the server stopped sending; try again later, or set {READ_TIMEOUT_VAR} to wait longer"
+            )),
+            RegistryError::PushIncomplete { source, .. } => source.hint(),
             _ => None,
         }
     }
@@ -207,10 +256,15 @@ pub const DEADLINE_VAR: &str = "CH_IMAGE_REGY_DEADLINE";
 /// Bytes per second a blob download (or upload) must average at least: each one's deadline
 /// is the base deadline plus its declared size divided by this.
 pub const MIN_RATE_VAR: &str = "CH_IMAGE_REGY_MIN_RATE";
+/// Seconds a request may wait for the next bytes of an answer (headers or body) before it
+/// is given up.
+pub const READ_TIMEOUT_VAR: &str = "CH_IMAGE_REGY_READ_TIMEOUT";
 /// Largest `ADD URL` download.
 pub const ADD_MAX_VAR: &str = "CH_IMAGE_ADD_MAX_SIZE";
 /// Default of [`DEADLINE_VAR`], seconds.
 pub const DEFAULT_DEADLINE: u64 = 300;
+/// Default of [`READ_TIMEOUT_VAR`], seconds.
+pub const DEFAULT_READ_TIMEOUT: u64 = 120;
 /// Default of [`MIN_RATE_VAR`], bytes per second (64 KiB/s).
 pub const DEFAULT_MIN_RATE: u64 = 64 << 10;
 /// Default of [`ADD_MAX_VAR`], bytes (4 GiB).
@@ -227,6 +281,8 @@ pub struct Limits {
     pub deadline: Duration,
     /// A blob's deadline grows by one second per this many bytes of its size.
     pub min_rate: u64,
+    /// Longest wait for the next bytes of an answer.
+    pub read_timeout: Duration,
 }
 
 impl Limits {
@@ -235,13 +291,14 @@ impl Limits {
     }
 
     fn from_env_with(env: &dyn Fn(&str) -> Option<String>) -> Result<Limits, RegistryError> {
+        let seconds = |var: &str| var == DEADLINE_VAR || var == READ_TIMEOUT_VAR;
         let positive = |var: &'static str, default: u64, expected: &'static str| match env(var)
             .filter(|v| !v.is_empty())
         {
             None => Ok(default),
             Some(v) => parse_size(&v)
                 .filter(|n| *n > 0)
-                .filter(|_| var != DEADLINE_VAR || v.trim().bytes().all(|b| b.is_ascii_digit()))
+                .filter(|_| !seconds(var) || v.trim().bytes().all(|b| b.is_ascii_digit()))
                 .ok_or(RegistryError::Setting {
                     var,
                     value: v,
@@ -259,6 +316,11 @@ impl Limits {
                 DEFAULT_MIN_RATE,
                 "a positive number of bytes per second, suffix k, M or G allowed",
             )?,
+            read_timeout: Duration::from_secs(positive(
+                READ_TIMEOUT_VAR,
+                DEFAULT_READ_TIMEOUT,
+                "a positive number of seconds",
+            )?),
         })
     }
 

@@ -5,7 +5,9 @@
 //! (`.partial.PID`), renamed into place only after its size and digest checked; a cached
 //! layer is checked again before use, its size against the manifest's too. A digest the
 //! manifest lists more than once downloads once (so one process never has two partial
-//! files of the same name) and applies at each of its places. Layers then apply in order onto one model (whiteouts across
+//! files of the same name) and applies at each of its places. A layer whose transfer is
+//! cut short (connection dropped, registry stalled) is downloaded again from the start,
+//! [`super::client::ATTEMPTS`] times in all. Layers then apply in order onto one model (whiteouts across
 //! layers, see [`import::apply_layer`]), which becomes one commit. The image's ref moves
 //! last, so a failed pull leaves the store's images as they were. The manifest digest is
 //! kept in the config's annotations (`registry.manifest`): pulling a manifest already in
@@ -95,7 +97,7 @@ pub struct Resolved {
 pub fn resolve(client: &Client, arch: &Arch) -> Result<Option<Resolved>, RegistryError> {
     let version = client.remote.version.clone();
     verbose!("manifest: downloading {}", client.remote);
-    let Some((doc, _, digest)) = client.manifest(&version)? else {
+    let Some((doc, _, digest)) = client.manifest(&version, None)? else {
         return Ok(None);
     };
     match doc {
@@ -117,7 +119,7 @@ pub fn resolve(client: &Client, arch: &Arch) -> Result<Option<Resolved>, Registr
                 available: archs.clone(),
             })?;
             verbose!("manifest list: selected {}", d.digest);
-            let Some((doc, _, digest)) = client.manifest(&d.digest)? else {
+            let Some((doc, _, digest)) = client.manifest(&d.digest, Some(d.size))? else {
                 return Err(RegistryError::NotFound(format!(
                     "{} (manifest {} listed in its index)",
                     client.remote, d.digest
@@ -598,8 +600,80 @@ fn download_one(
     remove_stale_partials(layout, hex);
     let part = layout.dl_partial(hex, std::process::id());
     let guard = Partial(Some(part.clone()));
-    let (resp, deadline) = client.blob(&d.digest, d.size)?;
+    let mut attempt = 1;
+    loop {
+        match fetch_layer(client, d, &digest, &part, &what) {
+            Ok(()) => break,
+            Err(e) if attempt < super::client::ATTEMPTS && cut_short(&e) => {
+                // What the cut transfer counted (all of it written) is done again.
+                crate::progress::unbytes(fs::metadata(&part).map_or(0, |m| m.len()));
+                let delay = std::time::Duration::from_secs(1 << (attempt - 1));
+                attempt += 1;
+                warn!(
+                    "{}; downloading it again in {} s (attempt {attempt} of {})",
+                    e.full_message(),
+                    delay.as_secs(),
+                    super::client::ATTEMPTS
+                );
+                let until = std::time::Instant::now() + delay;
+                while std::time::Instant::now() < until {
+                    crate::interrupt::check().at("download into", &part)?;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    fs::rename(&part, &dest).at("rename into place", &dest)?;
+    crate::progress::items(1);
+    let mut guard = guard;
+    guard.0 = None;
+    Ok(dest)
+}
+
+/// Download layer `d` into the file `part` (created, or truncated) and check its size and
+/// `digest`; `what` names it in errors.
+fn fetch_layer(
+    client: &Client,
+    d: &oci::Descriptor,
+    digest: &Digest,
+    part: &Path,
+    what: &str,
+) -> Result<(), RegistryError> {
+    let (resp, deadline) = client.blob(&d.digest, d.size).map_err(|e| match e {
+        // A foreign layer (a Windows base layer, say) is often not in the registry; its
+        // manifest names other places, which Grove does not fetch from.
+        RegistryError::Status {
+            action,
+            url,
+            status: 404,
+            ..
+        } if !d.urls.is_empty() => RegistryError::Status {
+            action,
+            url,
+            status: 404,
+            detail: Some(format!(
+                "blob not found; it is a foreign layer ({}) the manifest says to fetch from {}, \
+                 and Grove fetches layers only from the registry",
+                super::escape(&d.media_type),
+                d.urls
+                    .iter()
+                    .map(|u| super::escape(u))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        },
+        e => e,
+    })?;
     let url = client.url(&format!("blobs/{}", d.digest));
+    let announced = super::client::content_length(&resp);
+    if announced.is_some_and(|n| n > d.size) {
+        return Err(RegistryError::Longer {
+            what: what.to_string(),
+            declared: d.size,
+            sent: announced,
+        });
+    }
     // Never read more than the manifest promised (plus one byte to notice excess; sizes
     // are bounded by MAX_LAYER_SIZE, so this does not wrap).
     let reader = resp
@@ -607,20 +681,18 @@ fn download_one(
         .into_reader()
         .take(d.size.saturating_add(1));
     let mut hr = oci::Hashing::new(reader);
-    let mut f = fs::File::create(&part).at("create", &part)?;
+    let mut f = fs::File::create(part).at("create", part)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        crate::interrupt::check().at("download into", &part)?;
-        let k = hr.read(&mut buf).map_err(|source| {
-            if deadline.passed() {
-                deadline.error("get blob", &url)
-            } else {
-                RegistryError::Download {
-                    what: what.clone(),
-                    source,
-                }
+        crate::interrupt::check().at("download into", part)?;
+        let k = match hr.read(&mut buf) {
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let got = (hr.len(), announced.or(Some(d.size)));
+                return Err(deadline.body("get blob", &url, what, got, e));
             }
-        })?;
+        };
         if k == 0 {
             break;
         }
@@ -628,30 +700,52 @@ fn download_one(
         if deadline.passed() {
             return Err(deadline.error("get blob", &url));
         }
-        f.write_all(&buf[..k]).at("write", &part)?;
+        f.write_all(&buf[..k]).at("write", part)?;
     }
-    f.flush().at("write", &part)?;
+    f.flush().at("write", part)?;
     drop(f);
     let (_, actual, count) = hr.finish();
+    if count > d.size {
+        return Err(RegistryError::Longer {
+            what: what.to_string(),
+            declared: d.size,
+            sent: None,
+        });
+    }
     if count != d.size {
         return Err(RegistryError::Size {
-            what,
+            what: what.to_string(),
             expected: d.size,
             actual: count,
         });
     }
-    if actual != digest {
+    if actual != *digest {
         return Err(RegistryError::Digest {
-            what,
+            what: what.to_string(),
             expected: d.digest.clone(),
             actual: actual.to_string(),
         });
     }
-    fs::rename(&part, &dest).at("rename into place", &dest)?;
-    crate::progress::items(1);
-    let mut guard = guard;
-    guard.0 = None;
-    Ok(dest)
+    Ok(())
+}
+
+/// Whether a layer download failed because its transfer was cut short (the connection
+/// reset or closed mid-body, or the registry stopped sending): worth another try, from
+/// the start, as Docker does. Not a refusal (size, digest), a deadline or a signal.
+fn cut_short(e: &RegistryError) -> bool {
+    match e {
+        RegistryError::Stalled { .. } => true,
+        RegistryError::Download { source, .. } => matches!(
+            source.kind(),
+            io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+        ),
+        RegistryError::Size {
+            expected, actual, ..
+        } => actual < expected,
+        _ => false,
+    }
 }
 
 /// What the registry offers for a reference, for `ch-image list IMAGE`.
@@ -682,7 +776,7 @@ pub fn remote_info(
         }));
     }
     let client = Client::new(remote.clone(), settings, false)?;
-    let Some((doc, _, digest)) = client.manifest(&remote.version)? else {
+    let Some((doc, _, digest)) = client.manifest(&remote.version, None)? else {
         return Ok(None);
     };
     let archs = match doc {

@@ -3,6 +3,12 @@
 //! (the store's deterministic tar export: owner root:root, setuid/setgid cleared, as
 //! Charliecloud's man page says), an OCI config and an OCI manifest. Blobs the registry
 //! already has are not uploaded again.
+//!
+//! SIGINT and SIGTERM end a push through its error path (crate::interrupt): the export is
+//! checked per buffer written, a transfer is cut off at once, the temporary export is
+//! removed. A push that fails once it has reached the registry says which of its blobs
+//! the registry has: they stay there (the registry's state is not ours to undo), and a
+//! new push skips them.
 
 use crate::error::IoResultExt;
 use std::fs;
@@ -57,7 +63,7 @@ pub fn push(
             &store.repo(),
             &root,
             &cfg,
-            io::BufWriter::with_capacity(1 << 20, f),
+            io::BufWriter::with_capacity(1 << 20, Stoppable(f)),
         )?;
         file.flush().at("write", &layer_path)?;
         drop(file);
@@ -74,7 +80,21 @@ pub fn push(
         let (layer_digest, cfg_digest) = (layer_digest.to_string(), cfg_digest.to_string());
 
         let client = Client::new(remote.clone(), settings, true)?;
-        client.login()?;
+        // What the registry has of this image, for the error of a push that stops.
+        let mut has: Vec<String> = Vec::new();
+        let incomplete = |has: &[String], e: RegistryError| RegistryError::PushIncomplete {
+            dest: remote.to_string(),
+            done: if has.is_empty() {
+                "the registry has none of its blobs yet".into()
+            } else {
+                format!(
+                    "the registry has {} (kept there; pushing again uploads only what is missing)",
+                    has.join(" and ")
+                )
+            },
+            source: Box::new(e),
+        };
+        client.login().map_err(|e| incomplete(&has, e))?;
         let short = |d: &str| d.trim_start_matches("sha256:")[..7].to_string();
         let phase = crate::progress::Phase::start("push", "uploaded", "blob");
         // Charliecloud's lines, which its tests compare between pushes of one image.
@@ -82,7 +102,10 @@ pub fn push(
             "layer 1/1: {}: checking if already in repository",
             short(&layer_digest)
         );
-        if client.has_blob(&layer_digest)? {
+        if client
+            .has_blob(&layer_digest)
+            .map_err(|e| incomplete(&has, e))?
+        {
             info!("layer 1/1: {}: already present", short(&layer_digest));
         } else {
             info!(
@@ -90,28 +113,39 @@ pub fn push(
                 short(&layer_digest)
             );
             crate::progress::set_totals(0, layer_size);
-            client.upload_blob(&layer_digest, Body::File(&layer_path))?;
+            client
+                .upload_blob(&layer_digest, Body::File(&layer_path))
+                .map_err(|e| incomplete(&has, e))?;
             crate::progress::items(1);
         }
+        has.push(format!("the layer {layer_digest}"));
         info!(
             "config: {}: checking if already in repository",
             short(&cfg_digest)
         );
-        if client.has_blob(&cfg_digest)? {
+        if client
+            .has_blob(&cfg_digest)
+            .map_err(|e| incomplete(&has, e))?
+        {
             info!("config: {}: already present", short(&cfg_digest));
         } else {
             info!("config: {}: not present, uploading", short(&cfg_digest));
-            client.upload_blob(&cfg_digest, Body::Bytes(&cfg_bytes))?;
+            client
+                .upload_blob(&cfg_digest, Body::Bytes(&cfg_bytes))
+                .map_err(|e| incomplete(&has, e))?;
             crate::progress::items(1);
             crate::progress::bytes(cfg_bytes.len() as u64);
         }
+        has.push(format!("the config {cfg_digest}"));
         info!("manifest: uploading");
         let tag = if remote.version.starts_with("sha256:") {
             Digest::of(&m_bytes).to_string()
         } else {
             remote.version.clone()
         };
-        client.put_manifest(&tag, oci::MANIFEST, &m_bytes)?;
+        client
+            .put_manifest(&tag, oci::MANIFEST, &m_bytes)
+            .map_err(|e| incomplete(&has, e))?;
         crate::progress::bytes(m_bytes.len() as u64);
         phase.finish(&[]);
         Ok(Digest::of(&m_bytes).to_string())
@@ -121,4 +155,19 @@ pub fn push(
         info!("done");
     }
     result
+}
+
+/// A writer that fails once SIGINT or SIGTERM came (crate::interrupt), for the export a
+/// push makes before it uploads: behind a 1 MiB buffer, so checked per buffer written.
+struct Stoppable<W>(W);
+
+impl<W: Write> Write for Stoppable<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        crate::interrupt::check()?;
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
 }
