@@ -365,6 +365,8 @@ pub fn history(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
 #[derive(Debug, serde::Serialize)]
 struct WhyStep {
     n: usize,
+    /// Its stage's index, from 0.
+    stage: usize,
     instruction: String,
     commit: String,
     hit: bool,
@@ -381,6 +383,8 @@ pub fn history_why(store: &Store, spec: &str, json: bool) -> Result<String, Imag
     let mut o = String::new();
     let commit = resolve_state(store, spec)?;
     let repo = store.repo();
+    // Whether the note was cut at an earlier state's step (stages after it not shown).
+    let mut cut = false;
     let note = match crate::store::notes::provenance(&repo, commit)? {
         Some(n) => n,
         // An intermediate state (`NAME~N`, a stage's image `TAG_stageN`): the steps up to
@@ -393,12 +397,14 @@ pub fn history_why(store: &Store, spec: &str, json: bool) -> Result<String, Imag
                     &image.to_string()[..12],
                     n.steps[i].n
                 );
+                cut = i + 1 < n.steps.len();
                 n.steps.truncate(i + 1);
                 n
             }
             None => return Err(ImageError::NoProvenance(spec.to_string())),
         },
     };
+    let stages = StageLabels::of(&note);
     let mut siblings = why::Siblings::new(store.layout().clone());
     // A build that did not read the cache executed every step for that reason: comparing
     // with the entries now would name differences that did not make it run.
@@ -420,6 +426,7 @@ pub fn history_why(store: &Store, spec: &str, json: bool) -> Result<String, Imag
         };
         out.push(WhyStep {
             n: s.n,
+            stage: s.stage,
             instruction: s.instruction.lines().next().unwrap_or("").to_string(),
             commit: s.commit,
             hit: s.hit,
@@ -430,12 +437,34 @@ pub fn history_why(store: &Store, spec: &str, json: bool) -> Result<String, Imag
         outln!(o, "{}", serde_json::to_string_pretty(&out)?);
         return Ok(o);
     }
+    // In a multi-stage build, a line before each stage's steps: the stage as `inspect`
+    // labels its base line, and its base (a stage with no step of its own shows too).
+    let mut next = 0;
+    let headers = |o: &mut String, from: usize, upto: usize| {
+        for st in from..=upto {
+            let base = note
+                .bases
+                .iter()
+                .find(|b| b.stage == st)
+                .map(|b| format!(": {} ({})", b.image, &b.commit[..12.min(b.commit.len())]))
+                .unwrap_or_default();
+            outln!(o, "{}{base}", stages.label(st));
+        }
+    };
     for s in out {
+        if stages.multi() && s.stage >= next {
+            headers(&mut o, next, s.stage);
+            next = s.stage + 1;
+        }
         let status = if s.hit { "hit" } else { "run" };
         outln!(o, "{:>3} {status} {}", s.n, s.instruction);
         for w in s.why {
             outln!(o, "        why: {w}");
         }
+    }
+    // Stages after the last step (a last stage that only names an earlier one).
+    if stages.multi() && !cut && stages.last >= next {
+        headers(&mut o, next, stages.last);
     }
     Ok(o)
 }
@@ -563,6 +592,73 @@ pub fn diff(store: &Store, a: &str, b: &str, stat: bool, json: bool) -> Result<S
     Ok(o)
 }
 
+/// How `inspect` and `history --why` name the stages of a multi-stage build: `stage 1
+/// (AS two, the image): `, from the note's bases and steps and its Dockerfile's `AS`
+/// names; empty for a single-stage build, whose lines carry no label.
+struct StageLabels {
+    /// The `AS` name of each stage (from the note's Dockerfile), by index.
+    aliases: Vec<Option<String>>,
+    /// The last stage's index: the image's.
+    last: usize,
+}
+
+impl StageLabels {
+    fn of(n: &crate::store::notes::Provenance) -> StageLabels {
+        let stages = n
+            .steps
+            .iter()
+            .map(|s| s.stage)
+            .chain(n.bases.iter().map(|b| b.stage));
+        let last = stages.max().unwrap_or(0);
+        let aliases = crate::build::dockerfile::parse(&n.dockerfile, "note")
+            .map(|df| {
+                df.instructions
+                    .iter()
+                    .filter_map(|i| match &i.kind {
+                        crate::build::dockerfile::InstrKind::From { alias, .. } => {
+                            Some(alias.clone())
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        StageLabels { aliases, last }
+    }
+
+    /// Whether the build had more than one stage.
+    fn multi(&self) -> bool {
+        self.last > 0
+    }
+
+    /// `stage N (AS NAME, the image)`.
+    fn label(&self, stage: usize) -> String {
+        let mut what: Vec<String> = self
+            .aliases
+            .get(stage)
+            .cloned()
+            .flatten()
+            .map(|a| format!("AS {a}"))
+            .into_iter()
+            .collect();
+        if stage == self.last {
+            what.push("the image".into());
+        }
+        match what.is_empty() {
+            true => format!("stage {stage}"),
+            false => format!("stage {stage} ({})", what.join(", ")),
+        }
+    }
+
+    /// The label and `: ` for a multi-stage build, else nothing.
+    fn prefix(&self, stage: usize) -> String {
+        match self.multi() {
+            true => format!("{}: ", self.label(stage)),
+            false => String::new(),
+        }
+    }
+}
+
 /// `ch-image inspect`: an image state's config and provenance, as text or JSON.
 pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageError> {
     let mut o = String::new();
@@ -626,46 +722,9 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
         }
     }
     if let Some(n) = note {
-        // In a multi-stage build, which stage each base is of (its `AS` name, from the
-        // note's Dockerfile), and which stage is the image.
-        let stages = n
-            .steps
-            .iter()
-            .map(|s| s.stage)
-            .chain(n.bases.iter().map(|b| b.stage));
-        let last = stages.max().unwrap_or(0);
-        let aliases: Vec<Option<String>> = crate::build::dockerfile::parse(&n.dockerfile, "note")
-            .map(|df| {
-                df.instructions
-                    .iter()
-                    .filter_map(|i| match &i.kind {
-                        crate::build::dockerfile::InstrKind::From { alias, .. } => {
-                            Some(alias.clone())
-                        }
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let stages = StageLabels::of(&n);
         for b in &n.bases {
-            let stage = if last == 0 {
-                String::new()
-            } else {
-                let mut what: Vec<String> = aliases
-                    .get(b.stage)
-                    .cloned()
-                    .flatten()
-                    .map(|a| format!("AS {a}"))
-                    .into_iter()
-                    .collect();
-                if b.stage == last {
-                    what.push("the image".into());
-                }
-                match what.is_empty() {
-                    true => format!("stage {}: ", b.stage),
-                    false => format!("stage {} ({}): ", b.stage, what.join(", ")),
-                }
-            };
+            let stage = stages.prefix(b.stage);
             let mut line = format!("base:         {stage}{} ({})", b.image, b.commit);
             if let Some(src) = &b.source {
                 let _ = write!(line, " pulled from {src}");

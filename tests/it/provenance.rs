@@ -3057,3 +3057,70 @@ fn files_a_run_bind_mounts_are_named_in_the_statement_and_verify() {
         "{out}"
     );
 }
+
+/// Regression: `history --why` of a multi-stage build listed the steps of every stage in
+/// one run, so a reader couldn't tell which belonged to which stage. A line before each
+/// stage's steps labels it as `inspect` labels its base line, with its base; a last stage
+/// with no step of its own is shown too, and `--json` gives each step's stage.
+#[test]
+fn history_why_of_a_multi_stage_build_marks_each_stage() {
+    let w = W::new("why-stages");
+    let c = w.ctx(
+        "ms",
+        "FROM busybox AS build\nRUN echo hi > /x\nFROM build AS two\nRUN echo ho > /z\n\
+         FROM busybox\nCOPY --from=two /x /y\n",
+        &[],
+    );
+    w.build("ms", &c, &[]);
+    let bb = w.git(&["rev-parse", "refs/grove/img/busybox+latest"]);
+    let build = w.git(&["rev-parse", "refs/grove/img/ms_stage0+latest"]);
+    let text = w.ci(&["history", "--why", "ms"]);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("why:"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            format!("stage 0 (AS build): busybox ({})", &bb[..12]),
+            "  2 run RUN echo hi > /x".to_string(),
+            format!("stage 1 (AS two): build ({})", &build[..12]),
+            "  4 run RUN echo ho > /z".to_string(),
+            format!("stage 2 (the image): busybox ({})", &bb[..12]),
+            "  6 run COPY --from=two /x /y".to_string(),
+        ],
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&w.ci(&["history", "--why", "--json", "ms"])).unwrap();
+    let stages: Vec<(u64, u64)> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["n"].as_u64().unwrap(), s["stage"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(stages, [(2, 0), (4, 1), (6, 2)], "{json}");
+    // A last stage that only names an earlier one still shows, after the steps; a single
+    // stage has no such line.
+    let c = w.ctx("last", "FROM busybox AS b\nRUN echo b > /b\nFROM b\n", &[]);
+    w.build("last", &c, &[]);
+    let b = w.git(&["rev-parse", "refs/grove/img/last+latest"]);
+    let text = w.ci(&["history", "--why", "last"]);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("why:"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            format!("stage 0 (AS b): busybox ({})", &bb[..12]),
+            "  2 run RUN echo b > /b".to_string(),
+            format!("stage 1 (the image): b ({})", &b[..12]),
+        ],
+        "{text}"
+    );
+    let c = w.ctx("one", "FROM busybox\nRUN echo one > /o\n", &[]);
+    w.build("one", &c, &[]);
+    let text = w.ci(&["history", "--why", "one"]);
+    assert!(text.starts_with("  2 run RUN echo one > /o\n"), "{text}");
+}
