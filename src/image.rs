@@ -149,6 +149,7 @@ impl ImageError {
             ImageError::Pull { source, .. }
             | ImageError::PullInto { source, .. }
             | ImageError::Push { source, .. } => source.hint(),
+            ImageError::Provenance(e) => e.hint(),
             ImageError::Reference(e) => e.hint(),
             ImageError::NoState {
                 deleted: Some(name),
@@ -683,19 +684,7 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
     }
     outln!(o, "commit:       {commit}");
     for i in &imports {
-        let digest = i
-            .sha256
-            .as_ref()
-            .map(|d| format!(", sha256:{d}"))
-            .unwrap_or_default();
-        outln!(
-            o,
-            "imported:     {} {}{digest} as {} at {}",
-            i.kind,
-            i.path,
-            i.image,
-            i.imported
-        );
+        outln!(o, "imported:     {}", i.describe());
     }
     outln!(o, "cwd:          {}", cfg.cwd);
     for (k, v) in &cfg.env {

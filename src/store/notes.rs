@@ -226,6 +226,21 @@ impl ImportNote {
     }
 }
 
+impl ImportSource {
+    /// In words, as `inspect` shows it: `tarball PATH, sha256:HEX as NAME at TIME`.
+    pub fn describe(&self) -> String {
+        let digest = self
+            .sha256
+            .as_ref()
+            .map(|d| format!(", sha256:{d}"))
+            .unwrap_or_default();
+        format!(
+            "{} {}{digest} as {} at {}",
+            self.kind, self.path, self.image, self.imported
+        )
+    }
+}
+
 /// The import note of `commit`, if it has one Grove can read.
 pub fn import_note(
     repo: &gix::Repository,
@@ -300,6 +315,31 @@ pub fn list(repo: &gix::Repository) -> Result<Vec<(ObjectId, ObjectId)>, GitErro
         .filter(|e| e.mode.is_blob())
         .filter_map(|e| Some((ObjectId::from_hex(e.filename.as_bytes()).ok()?, e.oid)))
         .collect())
+}
+
+/// The first build note (by image commit) with a step that made or found `step`: the
+/// image's commit, the note, and the step's index in it. `None` when no note has one.
+/// Reads every note that names the commit.
+pub fn note_with_step(
+    repo: &gix::Repository,
+    step: ObjectId,
+) -> Result<Option<(ObjectId, Provenance, usize)>, GitError> {
+    let hex = step.to_string();
+    for (commit, blob) in list(repo)? {
+        let Ok(b) = git::read_bounded(repo, commit, "provenance note blob", blob, MAX_NOTE) else {
+            continue;
+        };
+        if !b.windows(hex.len()).any(|w| w == hex.as_bytes()) {
+            continue;
+        }
+        let Some(p) = Provenance::parse(&b) else {
+            continue;
+        };
+        if let Some(i) = p.steps.iter().position(|s| s.commit == hex) {
+            return Ok(Some((commit, p, i)));
+        }
+    }
+    Ok(None)
 }
 
 /// Most bytes of a note Grove reads (a note lists every context file a build read, about

@@ -2127,9 +2127,83 @@ fn inspect_provenance_of_an_image_not_built_is_a_clear_error() {
     let (code, err) = fails(w.image().args(["inspect", "--provenance", "busybox"]));
     assert_eq!(code, 1);
     assert!(
+        err.contains(&format!(
+            "error: busybox: no build provenance note: it was imported, not built (directory \
+             {} as busybox:latest at 20",
+            busybox_rootfs().display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: `ch-image inspect busybox` shows its import note"),
+        "{err}"
+    );
+}
+
+/// Regression: `inspect --provenance` of a build whose Dockerfile is only `FROM app` said
+/// there was no note without saying why (such a build gives app's commit and writes no
+/// note, so as not to replace app's). It now says so and points to the note the commit
+/// has: app's import note, or app's build note, whose statement it gives, saying whose.
+/// An intermediate state names the build whose note records it.
+#[test]
+fn inspect_provenance_of_a_from_only_build_says_why_and_points_to_the_base_s_note() {
+    let w = W::new("from-only-why");
+    let only = w.ctx("only", "FROM busybox\n", &[]);
+    w.build("bb2", &only, &[]);
+    let bb = w.git(&["rev-parse", "refs/grove/img/busybox+latest"]);
+    let (_, err) = fails(w.image().args(["inspect", "--provenance", "bb2"]));
+    assert!(
+        err.contains(&format!(
+            "error: bb2: no build provenance note: its commit ({}) is busybox's, which a build \
+             of only `FROM busybox` gives, and such a build writes no note, so as not to \
+             replace its base's; that commit has an import note (directory {} as \
+             busybox:latest at 20",
+            &bb[..12],
+            busybox_rootfs().display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: `ch-image inspect bb2` shows the import note"),
+        "{err}"
+    );
+    // On a built image: its statement, saying on stderr whose build it is.
+    let app = w.ctx("app", "FROM busybox\nRUN echo hi > /f\n", &[]);
+    w.build("app", &app, &[]);
+    let only = w.ctx("only2", "FROM app\n", &[]);
+    w.build("app2", &only, &[]);
+    let out = output(w.image().args(["inspect", "--provenance", "app2"]));
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["subject"][0]["name"], "app:latest", "{v}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
         err.contains(
-            "busybox: no build provenance note (only an image a ch-image build wrote has one"
+            "app2: the statement is of the build of app:latest (app2:latest has no note of its \
+             own: a build of only `FROM app` gives its base's commit and writes no note)"
         ),
+        "{err}"
+    );
+    // An intermediate state: which build's note records it.
+    let app = w.ctx(
+        "app3",
+        "FROM busybox\nRUN echo hey > /f\nRUN echo ho > /g\n",
+        &[],
+    );
+    w.build("app3", &app, &[]);
+    let app3 = w.git(&["rev-parse", "refs/grove/img/app3+latest"]);
+    let (_, err) = fails(w.image().args(["inspect", "--provenance", "app3~1"]));
+    assert!(
+        err.contains(&format!(
+            "error: app3~1: no build provenance note: it is an intermediate state, step 2 \
+             (RUN echo hey > /f) of the build of app3:latest (commit {}), whose note is on \
+             that image's commit only",
+            &app3[..12]
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: `ch-image inspect --provenance app3` gives that build's statement"),
         "{err}"
     );
 }
