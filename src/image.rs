@@ -339,10 +339,7 @@ pub fn history(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
             .imported
             .iter()
             .flatten()
-            .map(|i| match &i.sha256 {
-                Some(d) => format!("{} {} sha256:{}", i.kind, i.path, &d[..12.min(d.len())]),
-                None => format!("{} {}", i.kind, i.path),
-            })
+            .map(|i| i.source(true))
             .collect::<Vec<_>>();
         let from = match from.is_empty() {
             true => String::new(),
@@ -1062,11 +1059,15 @@ pub fn import(
         &store.repo(),
         commit,
         crate::store::notes::ImportSource {
+            command: Some("ch-image import".into()),
             image: name.to_string(),
             imported: crate::provenance::rfc3339(std::time::SystemTime::now()),
             kind: if is_dir { "directory" } else { "tarball" }.to_string(),
-            path: crate::provenance::path_text(path.as_os_str().as_encoded_bytes()),
+            path: Some(crate::provenance::path_text(
+                path.as_os_str().as_encoded_bytes(),
+            )),
             sha256,
+            ..Default::default()
         },
     )?;
     for w in &warnings {

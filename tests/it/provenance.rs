@@ -3198,3 +3198,123 @@ fn history_why_of_a_multi_stage_build_marks_each_stage() {
     let text = w.ci(&["history", "--why", "one"]);
     assert!(text.starts_with("  2 run RUN echo one > /o\n"), "{text}");
 }
+
+/// Regression: a pull and `ch-convert` into the store recorded no import source. A pull
+/// now records the reference, the manifest digest, the index digest when it went through
+/// one, and the time (import note version 2); a conversion its input's kind, path, the
+/// file's sha256 and an OCI layout's manifest digest. `inspect` and `history` show them.
+#[test]
+fn pulls_and_conversions_into_the_store_record_where_the_image_came_from() {
+    let Some(r) = crate::registry::Registry::start() else {
+        return;
+    };
+    if std::env::consts::ARCH != "x86_64" {
+        crate::common::skip("the fixture image's index entry is amd64");
+        return;
+    }
+    let w = W::new("pull-note");
+    let (reference, manifest) = put_base(&r);
+    ok(r.ch_image(&w.storage()).args(["pull", &reference, "p1"]));
+    let imported = |name: &str| -> String {
+        let text = w.ci(&["inspect", name]);
+        text.lines()
+            .find_map(|l| l.strip_prefix("imported:     "))
+            .unwrap_or_else(|| panic!("no imported line:\n{text}"))
+            .to_string()
+    };
+    let line = imported("p1");
+    assert!(
+        line.starts_with(&format!(
+            "registry {reference}, manifest {manifest} as p1:latest at 20"
+        )) && line.ends_with(" by ch-image pull"),
+        "{line}"
+    );
+    let h = &history_lines(&w, "p1")[0];
+    assert!(
+        h.ends_with(&format!(
+            "PULL {reference} (registry {reference} manifest {})",
+            &manifest[..19]
+        )),
+        "{h}"
+    );
+    // Through an index (a multi-architecture tag): its digest too. The same manifest is
+    // already stored, so the pull reuses the commit and adds its entry.
+    let body = r.curl(&[
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json",
+        &format!("https://{}/v2/prov/base/manifests/1", r.host()),
+    ]);
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{manifest}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+        body.len()
+    );
+    std::fs::write(w.s.join("index.json"), &index).unwrap();
+    let index_digest = format!("sha256:{}", sha256_of(&w.s.join("index.json")));
+    r.curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.oci.image.index.v1+json",
+        "--data-binary",
+        &index,
+        &format!("https://{}/v2/prov/base/manifests/multi", r.host()),
+    ]);
+    let multi = format!("{}/prov/base:multi", r.host());
+    ok(r.ch_image(&w.storage()).args(["pull", &multi, "p2"]));
+    let line = imported("p2");
+    assert!(
+        line.starts_with(&format!(
+            "registry {multi}, manifest {manifest}, index {index_digest} as p2:latest at 20"
+        )),
+        "{line}"
+    );
+    let commit = w.git(&["rev-parse", "refs/grove/img/p1+latest"]);
+    let note: serde_json::Value =
+        serde_json::from_str(&w.git(&["notes", "--ref=grove", "show", commit.trim()])).unwrap();
+    assert_eq!(note["version"], 2, "{note}");
+    assert_eq!(note["imports"].as_array().unwrap().len(), 2, "{note}");
+    assert_eq!(note["imports"][1]["index"], index_digest.as_str(), "{note}");
+    // Pulling again, up to date, writes nothing.
+    let notes_before = w.git(&["rev-parse", "refs/notes/grove"]);
+    ok(r.ch_image(&w.storage()).args(["pull", &reference, "p1"]));
+    assert_eq!(w.git(&["rev-parse", "refs/notes/grove"]), notes_before);
+    // ch-convert into the store: a tarball (its sha256) and an OCI layout (its manifest).
+    let tar = w.s.join("p1.tar");
+    convert(&w, &w.storage(), "p1", "p1.tar");
+    ok(tool("ch-convert")
+        .arg("-s")
+        .arg(w.storage())
+        .arg(&tar)
+        .arg("fromtar"));
+    let line = imported("fromtar");
+    assert!(
+        line.starts_with(&format!(
+            "tarball {}, sha256:{} as fromtar:latest at 20",
+            tar.display(),
+            sha256_of(&tar)
+        )) && line.ends_with(" by ch-convert"),
+        "{line}"
+    );
+    let oci = w.s.join("p1.oci");
+    ok(tool("ch-convert")
+        .args(["-s"])
+        .arg(w.storage())
+        .args(["-o", "oci", "p1"])
+        .arg(&oci));
+    own(&oci);
+    ok(tool("ch-convert")
+        .arg("-s")
+        .arg(w.storage())
+        .args(["-i", "oci"])
+        .arg(&oci)
+        .arg("fromoci"));
+    let line = imported("fromoci");
+    assert!(
+        line.starts_with(&format!(
+            "oci {}, manifest {} as fromoci:latest at 20",
+            oci.display(),
+            oci_manifest_digest(&oci)
+        )),
+        "{line}"
+    );
+}
