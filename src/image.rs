@@ -387,7 +387,11 @@ pub fn history_why(store: &Store, spec: &str, json: bool) -> Result<String, Imag
         Some(n) => n,
         // An intermediate state (`NAME~N`, a stage's image `TAG_stageN`): the steps up to
         // it of the build whose note names it.
-        None => match why::note_with_step(&repo, commit)? {
+        None => match crate::store::notes::note_with_step(
+            &repo,
+            commit,
+            &crate::provenance::note_hints(store, spec),
+        )? {
             Some((image, mut n, i)) => {
                 info!(
                     "{spec}: from the build note of {} ({}), its steps up to {}",

@@ -386,6 +386,40 @@ fn image_name(
     Ok((store.image(&r)? == Some(commit)).then(|| r.to_string()))
 }
 
+/// The image commits whose build notes most likely record the state `spec` names: the
+/// image `NAME` of `NAME~N`, and `TAG` of a stage's image `TAG_stageN` (`foo_stage0`,
+/// `foo:1.0_stage0`), so that finding the note reads one note, not every note
+/// ([`notes::note_with_step`]).
+pub fn note_hints(store: &Store, spec: &str) -> Vec<ObjectId> {
+    let base = spec.rsplit_once('~').map_or(spec, |(b, _)| b);
+    let unstaged = |s: &str| -> Option<String> {
+        let (head, n) = s.rsplit_once("_stage")?;
+        n.chars()
+            .all(|c| c.is_ascii_digit())
+            .then(|| head.to_string())
+    };
+    let mut names = vec![base.to_string()];
+    // `foo_stage0` or `foo_stage0:latest`; `foo:1.0_stage0`.
+    let (name, tag) = match base.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n, Some(t)),
+        _ => (base, None),
+    };
+    if let Some(n) = unstaged(name) {
+        names.push(match tag {
+            Some(t) => format!("{n}:{t}"),
+            None => n,
+        });
+    }
+    if let Some(t) = tag.and_then(unstaged) {
+        names.push(format!("{name}:{t}"));
+    }
+    names
+        .iter()
+        .filter_map(|n| crate::reference::Reference::parse(n).ok())
+        .filter_map(|r| store.image(&r.with_default_tag()).ok().flatten())
+        .collect()
+}
+
 /// Why `commit` (named `spec`, the image `name` if it is one) has no build note, as far
 /// as the store tells: its import note names other images (a lone `FROM` of one of them
 /// gave its commit), or this one (an import); a build note names it as a step (an
@@ -429,7 +463,7 @@ fn no_note(
             }
         });
     }
-    if let Some((image, p, i)) = notes::note_with_step(&repo, commit)? {
+    if let Some((image, p, i)) = notes::note_with_step(&repo, commit, &note_hints(store, spec))? {
         let step = &p.steps[i];
         let img = image.to_string();
         let current = match crate::reference::Reference::parse(&p.image) {

@@ -679,7 +679,7 @@ pub fn note_with_step(
     repo: &gix::Repository,
     step: ObjectId,
 ) -> Result<Option<(ObjectId, crate::store::notes::Provenance, usize)>, GitError> {
-    crate::store::notes::note_with_step(repo, step)
+    crate::store::notes::note_with_step(repo, step, &[])
 }
 
 /// The heredocs of instruction `n` (from 1) of Dockerfile `text`, if it parses and has

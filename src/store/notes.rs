@@ -425,25 +425,33 @@ pub fn list(repo: &gix::Repository) -> Result<Vec<(ObjectId, ObjectId)>, GitErro
         .collect())
 }
 
-/// The first build note (by image commit) with a step that made or found `step`: the
-/// image's commit, the note, and the step's index in it. `None` when no note has one.
-/// Reads every note that names the commit.
+/// The first build note with a step that made or found `step`: the image's commit, the
+/// note, and the step's index in it. `None` when no note has one. Tries the notes of
+/// `step` itself and of the image commits in `hints` first (the image a `NAME~N` or
+/// `TAG_stageN` names: one note read); else reads every note until one names the commit
+/// (by commit id order), each searched for the id before it is parsed.
 pub fn note_with_step(
     repo: &gix::Repository,
     step: ObjectId,
+    hints: &[ObjectId],
 ) -> Result<Option<(ObjectId, Provenance, usize)>, GitError> {
     let hex = step.to_string();
+    let names = |b: &[u8]| -> Option<(Provenance, usize)> {
+        b.find(hex.as_bytes())?;
+        let p = Provenance::parse(b)?;
+        let i = p.steps.iter().position(|s| s.commit == hex)?;
+        Some((p, i))
+    };
+    for &c in std::iter::once(&step).chain(hints) {
+        if let Some((p, i)) = get(repo, c).ok().flatten().and_then(|b| names(&b)) {
+            return Ok(Some((c, p, i)));
+        }
+    }
     for (commit, blob) in list(repo)? {
         let Ok(b) = git::read_bounded(repo, commit, "provenance note blob", blob, MAX_NOTE) else {
             continue;
         };
-        if !b.windows(hex.len()).any(|w| w == hex.as_bytes()) {
-            continue;
-        }
-        let Some(p) = Provenance::parse(&b) else {
-            continue;
-        };
-        if let Some(i) = p.steps.iter().position(|s| s.commit == hex) {
+        if let Some((p, i)) = names(&b) {
             return Ok(Some((commit, p, i)));
         }
     }
