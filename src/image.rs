@@ -680,6 +680,17 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
         if !imports.is_empty() {
             v["imported"] = serde_json::to_value(&imports)?;
         }
+        // Per stage, where its imported or pulled base came from.
+        let mut bases = Vec::new();
+        for b in note.iter().flat_map(|n| &n.bases) {
+            let i = base_imports(&repo, b)?;
+            if !i.is_empty() {
+                bases.push(serde_json::json!({ "stage": b.stage, "imported": i }));
+            }
+        }
+        if !bases.is_empty() {
+            v["bases_imported"] = serde_json::Value::Array(bases);
+        }
         outln!(o, "{}", serde_json::to_string_pretty(&v)?);
         return Ok(o);
     }
@@ -723,6 +734,11 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
                 let _ = write!(line, " manifest {d}");
             }
             outln!(o, "{line}");
+            // Where an imported or pulled base came from (its import note), which the
+            // base's name may no longer give.
+            for i in base_imports(&repo, b)? {
+                outln!(o, "base from:    {}", i.describe());
+            }
         }
         for (k, v) in &n.build_args {
             outln!(o, "build arg:    {k}={v}");
@@ -758,6 +774,31 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
         }
     }
     Ok(o)
+}
+
+/// The import note's entries of base `b`'s commit: the one of the name the build gave,
+/// if the note has it, else all; none for a base without an import note (a built image,
+/// an earlier stage, `scratch`).
+fn base_imports(
+    repo: &gix::Repository,
+    b: &crate::store::notes::ProvenanceBase,
+) -> Result<Vec<crate::store::notes::ImportSource>, ImageError> {
+    let Ok(commit) = ObjectId::from_hex(b.commit.as_bytes()) else {
+        return Ok(Vec::new());
+    };
+    let Some(note) = crate::store::notes::import_note(repo, commit)? else {
+        return Ok(Vec::new());
+    };
+    let name = Reference::parse(&b.image)
+        .ok()
+        .map(|r| r.with_default_tag().to_string());
+    let mine: Vec<_> = note
+        .imports
+        .iter()
+        .filter(|i| Some(&i.image) == name.as_ref())
+        .cloned()
+        .collect();
+    Ok(if mine.is_empty() { note.imports } else { mine })
 }
 
 /// The imports of `commit` its import note records (`ch-image import`): the one of the

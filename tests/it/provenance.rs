@@ -3274,6 +3274,19 @@ fn pulls_and_conversions_into_the_store_record_where_the_image_came_from() {
     assert_eq!(note["version"], 2, "{note}");
     assert_eq!(note["imports"].as_array().unwrap().len(), 2, "{note}");
     assert_eq!(note["imports"][1]["index"], index_digest.as_str(), "{note}");
+    // An image built on it says where its base came from.
+    let c = w.ctx("on-p2", "FROM p2\nRUN true\n", &[]);
+    ok(r.ch_image(&w.storage())
+        .args(["build", "--force=none", "-t", "on"])
+        .arg(&c));
+    let text = w.ci(&["inspect", "on"]);
+    assert!(
+        text.lines().any(|l| l.starts_with(&format!(
+            "base from:    registry {multi}, manifest {manifest}, index {index_digest} as \
+             p2:latest at 20"
+        ))),
+        "{text}"
+    );
     // Pulling again, up to date, writes nothing.
     let notes_before = w.git(&["rev-parse", "refs/notes/grove"]);
     ok(r.ch_image(&w.storage()).args(["pull", &reference, "p1"]));
@@ -3358,4 +3371,42 @@ fn an_earlier_state_shared_by_two_images_reads_the_note_of_the_image_named() {
             "{err}"
         );
     }
+}
+
+/// Regression: `inspect` of a built image named its base and the base's commit only; where
+/// an imported or pulled base came from (its import note) took a second `inspect` of a
+/// name that may have moved since. A `base from:` line now follows each such base.
+#[test]
+fn inspect_says_where_an_imported_base_came_from() {
+    let w = W::new("base-from");
+    let c = w.ctx(
+        "app",
+        "FROM busybox AS b\nRUN echo x > /x\nFROM b\nRUN true\n",
+        &[],
+    );
+    w.build("app", &c, &[]);
+    let text = w.ci(&["inspect", "app"]);
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("base")).collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].starts_with("base:         stage 0 (AS b): busybox ("),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "base from:    directory {} as busybox:latest at 20",
+            busybox_rootfs().display()
+        )),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("base:         stage 1 (the image): b ("),
+        "{text}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&w.ci(&["inspect", "--json", "app"])).unwrap();
+    assert_eq!(v["bases_imported"][0]["stage"], 0, "{v}");
+    assert_eq!(
+        v["bases_imported"][0]["imported"][0]["kind"], "directory",
+        "{v}"
+    );
 }
