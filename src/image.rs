@@ -403,7 +403,23 @@ pub fn history_why(store: &Store, spec: &str, json: bool) -> Result<String, Imag
                 n.steps.truncate(i + 1);
                 n
             }
-            None => return Err(ImageError::NoProvenance(spec.to_string())),
+            // Say why, as `inspect --provenance` does (an import, a lone `FROM`).
+            None => {
+                return Err(
+                    match crate::provenance::no_note(
+                        store,
+                        commit,
+                        spec,
+                        crate::provenance::image_name(store, commit, spec)?.as_deref(),
+                        true,
+                    )? {
+                        crate::provenance::ProvenanceError::NoNote(_) => {
+                            ImageError::NoProvenance(spec.to_string())
+                        }
+                        e => e.into(),
+                    },
+                )
+            }
         },
     };
     let stages = StageLabels::of(&note);

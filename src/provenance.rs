@@ -368,13 +368,13 @@ fn note_of(store: &Store, commit: ObjectId, spec: &str) -> Result<Provenance, Pr
             }
             Ok(n)
         }
-        None => Err(no_note(store, commit, spec, name.as_deref())?),
+        None => Err(no_note(store, commit, spec, name.as_deref(), false)?),
     }
 }
 
 /// The image `spec` names (`NAME:TAG`), if it is an image's name (not a commit id or
 /// `NAME~N`) whose commit is `commit`.
-fn image_name(
+pub fn image_name(
     store: &Store,
     commit: ObjectId,
     spec: &str,
@@ -423,12 +423,14 @@ pub fn note_hints(store: &Store, spec: &str) -> Vec<ObjectId> {
 /// Why `commit` (named `spec`, the image `name` if it is one) has no build note, as far
 /// as the store tells: its import note names other images (a lone `FROM` of one of them
 /// gave its commit), or this one (an import); a build note names it as a step (an
-/// earlier state); else the generic [`ProvenanceError::NoNote`].
-fn no_note(
+/// earlier state; not looked for when the caller has, `scanned`); else the generic
+/// [`ProvenanceError::NoNote`].
+pub fn no_note(
     store: &Store,
     commit: ObjectId,
     spec: &str,
     name: Option<&str>,
+    scanned: bool,
 ) -> Result<ProvenanceError, ProvenanceError> {
     let repo = store.repo();
     let short = &commit.to_string()[..12];
@@ -445,7 +447,15 @@ fn no_note(
             // The import of this name, or the first of a commit id.
             (mine, i) if mine || name.is_none() => ProvenanceError::NoNoteBecause {
                 spec: spec.into(),
-                why: format!("it was imported, not built ({})", i.describe()),
+                why: format!(
+                    "it was {}, not built ({})",
+                    match (i.kind.as_str(), i.command.as_deref()) {
+                        ("registry", _) => "pulled",
+                        (_, Some("ch-convert")) => "converted",
+                        _ => "imported",
+                    },
+                    i.describe()
+                ),
                 hint: format!("`ch-image inspect {spec}` shows its import note"),
             },
             (_, i) => {
@@ -463,7 +473,11 @@ fn no_note(
             }
         });
     }
-    if let Some((image, p, i)) = notes::note_with_step(&repo, commit, &note_hints(store, spec))? {
+    let found = match scanned {
+        true => None,
+        false => notes::note_with_step(&repo, commit, &note_hints(store, spec))?,
+    };
+    if let Some((image, p, i)) = found {
         let step = &p.steps[i];
         let img = image.to_string();
         let current = match crate::reference::Reference::parse(&p.image) {

@@ -2167,6 +2167,15 @@ fn inspect_provenance_of_a_from_only_build_says_why_and_points_to_the_base_s_not
         err.contains("hint: `ch-image inspect bb2` shows the import note"),
         "{err}"
     );
+    // history --why says the same (it said "no build provenance note readable here").
+    let (_, why) = fails(w.image().args(["history", "--why", "bb2"]));
+    assert!(
+        why.contains(&format!(
+            "error: bb2: no build provenance note: its commit ({}) is busybox's",
+            &bb[..12]
+        )),
+        "{why}"
+    );
     // On a built image: its statement, saying on stderr whose build it is.
     let app = w.ctx("app", "FROM busybox\nRUN echo hi > /f\n", &[]);
     w.build("app", &app, &[]);
@@ -3286,6 +3295,13 @@ fn pulls_and_conversions_into_the_store_record_where_the_image_came_from() {
              p2:latest at 20"
         ))),
         "{text}"
+    );
+    let (_, err) = fails(w.image().args(["inspect", "--provenance", "p1"]));
+    assert!(
+        err.contains(&format!(
+            "error: p1: no build provenance note: it was pulled, not built (registry {reference}"
+        )),
+        "{err}"
     );
     // Pulling again, up to date, writes nothing.
     let notes_before = w.git(&["rev-parse", "refs/notes/grove"]);
