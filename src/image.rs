@@ -299,6 +299,32 @@ pub fn human(n: i64) -> String {
     }
 }
 
+/// Text from the store that others may have written (a note or commit fetched with
+/// `build-cache fetch`, a pulled image's config), made safe to print on a line of
+/// `inspect` or `history`: control characters but tab (C0, DEL, C1: a newline would forge
+/// a line, an escape sequence move the cursor or recolour the terminal) and the
+/// bidirectional-override characters become `\u{..}` escapes. Backslashes stay (a
+/// Dockerfile's line continuations), so the form is for reading, not for parsing back.
+pub fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| {
+        (c.is_control() && c != '\t')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match bad(c) {
+            true => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            false => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// An image name as listed: Charliecloud shows an image built with `-t foo` as `foo`;
 /// Grove stores it as `foo:latest` and drops the default tag for display.
 pub fn list_name(name: &str) -> &str {
@@ -339,7 +365,7 @@ pub fn history(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
             .imported
             .iter()
             .flatten()
-            .map(|i| i.source(true))
+            .map(|i| shown(&i.source(true)).into_owned())
             .collect::<Vec<_>>();
         let from = match from.is_empty() {
             true => String::new(),
@@ -353,7 +379,7 @@ pub fn history(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
             s.modified,
             s.removed,
             human(s.size_delta),
-            s.instruction
+            shown(&s.instruction)
         );
     }
     Ok(o)
@@ -475,9 +501,9 @@ pub fn history_why(store: &Store, spec: &str, json: bool) -> Result<String, Imag
             next = s.stage + 1;
         }
         let status = if s.hit { "hit" } else { "run" };
-        outln!(o, "{:>3} {status} {}", s.n, s.instruction);
+        outln!(o, "{:>3} {status} {}", s.n, shown(&s.instruction));
         for w in s.why {
-            outln!(o, "        why: {w}");
+            outln!(o, "        why: {}", shown(&w));
         }
     }
     // Stages after the last step (a last stage that only names an earlier one).
@@ -712,11 +738,11 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
     }
     outln!(o, "commit:       {commit}");
     for i in &imports {
-        outln!(o, "imported:     {}", i.describe());
+        outln!(o, "imported:     {}", shown(&i.describe()));
     }
     outln!(o, "cwd:          {}", cfg.cwd);
     for (k, v) in &cfg.env {
-        outln!(o, "env:          {k}={v}");
+        outln!(o, "env:          {}={}", shown(k), shown(v));
     }
     if let Some(c) = &cfg.cmd {
         outln!(o, "cmd:          {}", serde_json::to_string(c)?);
@@ -726,7 +752,7 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
     }
     outln!(o, "shell:        {}", serde_json::to_string(&cfg.shell)?);
     for (k, v) in &cfg.labels {
-        outln!(o, "label:        {k}={v}");
+        outln!(o, "label:        {}={}", shown(k), shown(v));
     }
     if let Some(a) = &cfg.arch {
         outln!(o, "arch:         {a}");
@@ -742,27 +768,32 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
         let stages = StageLabels::of(&n);
         for b in &n.bases {
             let stage = stages.prefix(b.stage);
-            let mut line = format!("base:         {stage}{} ({})", b.image, b.commit);
+            let mut line = format!(
+                "base:         {stage}{} ({})",
+                shown(&b.image),
+                shown(&b.commit)
+            );
             if let Some(src) = &b.source {
-                let _ = write!(line, " pulled from {src}");
+                let _ = write!(line, " pulled from {}", shown(src));
             }
             if let Some(d) = &b.digest {
-                let _ = write!(line, " manifest {d}");
+                let _ = write!(line, " manifest {}", shown(d));
             }
             outln!(o, "{line}");
             // Where an imported or pulled base came from (its import note), which the
             // base's name may no longer give.
             for i in base_imports(&repo, b)? {
-                outln!(o, "base from:    {}", i.describe());
+                outln!(o, "base from:    {}", shown(&i.describe()));
             }
         }
         for (k, v) in &n.build_args {
-            outln!(o, "build arg:    {k}={v}");
+            outln!(o, "build arg:    {}={}", shown(k), shown(v));
         }
         for k in &n.build_args_redacted {
             outln!(
                 o,
-                "build arg:    {k} (value not stored: it may be a secret)"
+                "build arg:    {} (value not stored: it may be a secret)",
+                shown(k)
             );
         }
         outln!(o, "context hash: {}", n.context_hash);
@@ -784,9 +815,9 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
         if let Some(d) = &n.dockerfile_sha256 {
             outln!(o, "dockerfile:   sha256:{d}");
         }
-        outln!(o, "dockerfile ({}):", n.dockerfile_name);
+        outln!(o, "dockerfile ({}):", shown(&n.dockerfile_name));
         for l in n.dockerfile.lines() {
-            outln!(o, "  {l}");
+            outln!(o, "  {}", shown(l));
         }
     }
     Ok(o)

@@ -454,7 +454,7 @@ pub fn no_note(
                         (_, Some("ch-convert")) => "converted",
                         _ => "imported",
                     },
-                    i.describe()
+                    crate::image::shown(&i.describe())
                 ),
                 hint: format!("`ch-image inspect {spec}` shows its import note"),
             },
@@ -466,7 +466,7 @@ pub fn no_note(
                         "its commit ({short}) is {other}'s, which a build of only `FROM {other}` \
                          gives, and such a build writes no note, so as not to replace its \
                          base's; that commit has an import note ({})",
-                        i.describe()
+                        crate::image::shown(&i.describe())
                     ),
                     hint: format!("`ch-image inspect {spec}` shows the import note"),
                 }

@@ -3426,3 +3426,61 @@ fn inspect_says_where_an_imported_base_came_from() {
         "{v}"
     );
 }
+
+/// Regression: `inspect` and `history` printed a note's strings as they were, and notes
+/// come from others (`build-cache fetch` merges a remote's): an escape sequence in an
+/// import path reached the terminal, and a newline forged an `imported:` line. Control
+/// characters are now shown as `\u{..}` escapes, in notes and configs alike.
+#[test]
+fn control_characters_in_a_fetched_note_are_escaped_not_printed() {
+    let w = W::new("note-escape");
+    let bb = w.git(&["rev-parse", "refs/grove/img/busybox+latest"]);
+    let evil = "/a\u{1b}[31mRED\nimported:     tarball /fake";
+    set_note(
+        &w,
+        bb.trim(),
+        &serde_json::json!({
+            "imports": [{ "image": "busybox:latest", "imported": "t", "kind": "directory",
+                          "path": evil }],
+            "kind": "import", "version": 2
+        }),
+    );
+    let c = w.ctx("app", "FROM busybox\nRUN true\n", &[]);
+    w.build("app", &c, &[]);
+    let (commit, mut note) = note_of(&w, "app");
+    note["build_args"] = serde_json::json!({ "X\u{1b}]0;title\u{7}": "v\rw" });
+    note["dockerfile"] = serde_json::json!("FROM busybox\nRUN true \u{1b}[2J\n");
+    set_note(&w, &commit, &note);
+    for args in [
+        &["inspect", "busybox"][..],
+        &["inspect", "app"],
+        &["history", "busybox"],
+        &["history", "app"],
+    ] {
+        let out = output(w.image().args(args));
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !text.contains(['\u{1b}', '\u{7}', '\r']),
+            "{args:?}: {text:?}"
+        );
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("imported:     tarball /fake")),
+            "{args:?}: {text}"
+        );
+        assert!(
+            text.contains("/a\\u{1b}[31mRED\\u{a}imported:"),
+            "{args:?}: {text}"
+        );
+    }
+    let text = w.ci(&["inspect", "app"]);
+    assert!(
+        text.contains("build arg:    X\\u{1b}]0;title\\u{7}=v\\u{d}w"),
+        "{text}"
+    );
+    assert!(text.contains("  RUN true \\u{1b}[2J"), "{text}");
+    let (_, err) = fails(w.image().args(["inspect", "--provenance", "busybox"]));
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+}
