@@ -273,6 +273,8 @@ pub enum ConvertError {
     #[error(transparent)]
     ReadImage(#[from] crate::store::ReadError),
     #[error(transparent)]
+    Git(#[from] crate::store::GitError),
+    #[error(transparent)]
     Import(#[from] import::ImportError),
     #[error(transparent)]
     Oci(#[from] oci::OciError),
@@ -429,6 +431,9 @@ struct Input {
     cfg: ImageConfig,
     tag: String,
     name: Option<String>,
+    /// The manifest digest of an OCI layout (or Docker's or Podman's save), for the
+    /// import note of a conversion into the store.
+    manifest: Option<String>,
 }
 
 fn full_name(name: &str) -> Option<String> {
@@ -464,6 +469,7 @@ fn read_input(
         cfg,
         tag: "latest".into(),
         name: None,
+        manifest: None,
     };
     Ok(match fin {
         Format::ChImage => {
@@ -483,6 +489,7 @@ fn read_input(
                 cfg,
                 tag: tag_of(input),
                 name: Some(name.to_string()),
+                manifest: None,
             }
         }
         Format::Dir | Format::Tar => {
@@ -503,13 +510,16 @@ fn read_input(
             anonymous(root, ImageConfig::default())
         }
         Format::Oci => {
-            let (root, cfg, w) = (|| {
+            let ((root, cfg, w), manifest) = (|| {
                 let md = fs::metadata(path).map_err(ConvertError::Write)?;
+                let read = |dir: &Path| {
+                    let m = oci::layout_manifest(dir)?;
+                    oci::read_layout(ts, dir, xattrs).map(|r| (r, m))
+                };
                 Ok::<_, ConvertError>(if md.is_dir() {
-                    oci::read_layout(ts, path, xattrs)?
+                    read(path)?
                 } else {
-                    let r = oci::unpack_archive(path, scratch)
-                        .and_then(|()| oci::read_layout(ts, scratch, xattrs));
+                    let r = oci::unpack_archive(path, scratch).and_then(|()| read(scratch));
                     let _ = checkout::remove_tree(scratch);
                     r?
                 })
@@ -521,6 +531,7 @@ fn read_input(
                 cfg,
                 tag: "latest".into(),
                 name: None,
+                manifest,
             }
         }
         Format::Docker | Format::Podman => {
@@ -553,6 +564,7 @@ fn read_input(
                 let layout = scratch.join("layout");
                 oci::unpack_archive(&archive, &layout)?;
                 fs::remove_file(&archive).ok();
+                let manifest = oci::layout_manifest(&layout)?;
                 let (root, cfg, w) = oci::read_layout(ts, &layout, xattrs)?;
                 warn_all(w);
                 Ok(Input {
@@ -560,6 +572,7 @@ fn read_input(
                     cfg,
                     tag: tag_of(input),
                     name: full_name(input),
+                    manifest,
                 })
             })();
             let _ = checkout::remove_tree(scratch);
@@ -570,6 +583,38 @@ fn read_input(
             })?
         }
     })
+}
+
+/// The import note's entry of a conversion of `input` (format `fin`) into the store as
+/// `name` (docs/store-format.md, "Import notes").
+fn converted(
+    fin: Format,
+    input: &str,
+    name: &Reference,
+    sha256: Option<String>,
+    manifest: Option<String>,
+) -> crate::store::notes::ImportSource {
+    let kind = match fin {
+        Format::Tar => "tarball",
+        Format::Dir => "directory",
+        Format::Squash => "squashfs",
+        f => f.name(),
+    };
+    let (path, reference) = match fin.is_named() {
+        true => (None, Some(input.to_string())),
+        false => (Some(input.to_string()), None),
+    };
+    crate::store::notes::ImportSource {
+        command: Some("ch-convert".into()),
+        image: name.to_string(),
+        imported: crate::provenance::rfc3339(std::time::SystemTime::now()),
+        kind: kind.into(),
+        manifest,
+        path,
+        reference,
+        sha256,
+        ..Default::default()
+    }
 }
 
 /// `TOOL import` the image as NAME, with its config as `--change` instructions.
@@ -896,13 +941,34 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
         }
         let lock = store.lock()?;
         let scratch = store.scratch_path("convert");
+        // A file's digest for the import note, read beside the conversion (as import's).
+        let path = Path::new(&req.input);
+        let digest = (!fin.is_named() && path.is_file()).then(|| {
+            let p = path.to_path_buf();
+            std::thread::spawn(move || {
+                fs::File::open(&p)
+                    .and_then(crate::oci::digest::hash_reader)
+                    .map(|(d, _)| d.hex().to_string())
+                    .at("read", &p)
+            })
+        });
         let img = read_phase(fin, || read_input(&store, fin, &req.input, &scratch))?;
-        store
+        let manifest = img.manifest.clone();
+        let commit = store
             .import_model(&lock, img.root, img.cfg, &name)
             .map_err(|source| ConvertError::Convert {
                 input: req.input.clone(),
                 source,
             })?;
+        let sha256 = match digest {
+            Some(h) => Some(h.join().expect("the hashing thread does not panic")?),
+            None => None,
+        };
+        crate::store::notes::add_import(
+            &store.repo(),
+            commit,
+            converted(fin, &req.input, &name, sha256, manifest),
+        )?;
         drop(lock);
         // The input's files went into stored packs, as an import's: compress them in
         // the background with the ch-image beside this program (store::compaction).

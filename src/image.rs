@@ -149,6 +149,7 @@ impl ImageError {
             ImageError::Pull { source, .. }
             | ImageError::PullInto { source, .. }
             | ImageError::Push { source, .. } => source.hint(),
+            ImageError::Provenance(e) => e.hint(),
             ImageError::Reference(e) => e.hint(),
             ImageError::NoState {
                 deleted: Some(name),
@@ -298,6 +299,32 @@ pub fn human(n: i64) -> String {
     }
 }
 
+/// Text from the store that others may have written (a note or commit fetched with
+/// `build-cache fetch`, a pulled image's config), made safe to print on a line of
+/// `inspect` or `history`: control characters but tab (C0, DEL, C1: a newline would forge
+/// a line, an escape sequence move the cursor or recolour the terminal) and the
+/// bidirectional-override characters become `\u{..}` escapes. Backslashes stay (a
+/// Dockerfile's line continuations), so the form is for reading, not for parsing back.
+pub fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| {
+        (c.is_control() && c != '\t')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match bad(c) {
+            true => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            false => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// An image name as listed: Charliecloud shows an image built with `-t foo` as `foo`;
 /// Grove stores it as `foo:latest` and drops the default tag for display.
 pub fn list_name(name: &str) -> &str {
@@ -338,10 +365,7 @@ pub fn history(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
             .imported
             .iter()
             .flatten()
-            .map(|i| match &i.sha256 {
-                Some(d) => format!("{} {} sha256:{}", i.kind, i.path, &d[..12.min(d.len())]),
-                None => format!("{} {}", i.kind, i.path),
-            })
+            .map(|i| shown(&i.source(true)).into_owned())
             .collect::<Vec<_>>();
         let from = match from.is_empty() {
             true => String::new(),
@@ -355,7 +379,7 @@ pub fn history(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
             s.modified,
             s.removed,
             human(s.size_delta),
-            s.instruction
+            shown(&s.instruction)
         );
     }
     Ok(o)
@@ -365,6 +389,8 @@ pub fn history(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
 #[derive(Debug, serde::Serialize)]
 struct WhyStep {
     n: usize,
+    /// Its stage's index, from 0.
+    stage: usize,
     instruction: String,
     commit: String,
     hit: bool,
@@ -381,11 +407,17 @@ pub fn history_why(store: &Store, spec: &str, json: bool) -> Result<String, Imag
     let mut o = String::new();
     let commit = resolve_state(store, spec)?;
     let repo = store.repo();
+    // Whether the note was cut at an earlier state's step (stages after it not shown).
+    let mut cut = false;
     let note = match crate::store::notes::provenance(&repo, commit)? {
         Some(n) => n,
         // An intermediate state (`NAME~N`, a stage's image `TAG_stageN`): the steps up to
         // it of the build whose note names it.
-        None => match why::note_with_step(&repo, commit)? {
+        None => match crate::store::notes::note_with_step(
+            &repo,
+            commit,
+            &crate::provenance::note_hints(store, spec),
+        )? {
             Some((image, mut n, i)) => {
                 info!(
                     "{spec}: from the build note of {} ({}), its steps up to {}",
@@ -393,12 +425,30 @@ pub fn history_why(store: &Store, spec: &str, json: bool) -> Result<String, Imag
                     &image.to_string()[..12],
                     n.steps[i].n
                 );
+                cut = i + 1 < n.steps.len();
                 n.steps.truncate(i + 1);
                 n
             }
-            None => return Err(ImageError::NoProvenance(spec.to_string())),
+            // Say why, as `inspect --provenance` does (an import, a lone `FROM`).
+            None => {
+                return Err(
+                    match crate::provenance::no_note(
+                        store,
+                        commit,
+                        spec,
+                        crate::provenance::image_name(store, commit, spec)?.as_deref(),
+                        true,
+                    )? {
+                        crate::provenance::ProvenanceError::NoNote(_) => {
+                            ImageError::NoProvenance(spec.to_string())
+                        }
+                        e => e.into(),
+                    },
+                )
+            }
         },
     };
+    let stages = StageLabels::of(&note);
     let mut siblings = why::Siblings::new(store.layout().clone());
     // A build that did not read the cache executed every step for that reason: comparing
     // with the entries now would name differences that did not make it run.
@@ -420,6 +470,7 @@ pub fn history_why(store: &Store, spec: &str, json: bool) -> Result<String, Imag
         };
         out.push(WhyStep {
             n: s.n,
+            stage: s.stage,
             instruction: s.instruction.lines().next().unwrap_or("").to_string(),
             commit: s.commit,
             hit: s.hit,
@@ -430,12 +481,34 @@ pub fn history_why(store: &Store, spec: &str, json: bool) -> Result<String, Imag
         outln!(o, "{}", serde_json::to_string_pretty(&out)?);
         return Ok(o);
     }
-    for s in out {
-        let status = if s.hit { "hit" } else { "run" };
-        outln!(o, "{:>3} {status} {}", s.n, s.instruction);
-        for w in s.why {
-            outln!(o, "        why: {w}");
+    // In a multi-stage build, a line before each stage's steps: the stage as `inspect`
+    // labels its base line, and its base (a stage with no step of its own shows too).
+    let mut next = 0;
+    let headers = |o: &mut String, from: usize, upto: usize| {
+        for st in from..=upto {
+            let base = note
+                .bases
+                .iter()
+                .find(|b| b.stage == st)
+                .map(|b| format!(": {} ({})", b.image, &b.commit[..12.min(b.commit.len())]))
+                .unwrap_or_default();
+            outln!(o, "{}{base}", stages.label(st));
         }
+    };
+    for s in out {
+        if stages.multi() && s.stage >= next {
+            headers(&mut o, next, s.stage);
+            next = s.stage + 1;
+        }
+        let status = if s.hit { "hit" } else { "run" };
+        outln!(o, "{:>3} {status} {}", s.n, shown(&s.instruction));
+        for w in s.why {
+            outln!(o, "        why: {}", shown(&w));
+        }
+    }
+    // Stages after the last step (a last stage that only names an earlier one).
+    if stages.multi() && !cut && stages.last >= next {
+        headers(&mut o, next, stages.last);
     }
     Ok(o)
 }
@@ -563,6 +636,73 @@ pub fn diff(store: &Store, a: &str, b: &str, stat: bool, json: bool) -> Result<S
     Ok(o)
 }
 
+/// How `inspect` and `history --why` name the stages of a multi-stage build: `stage 1
+/// (AS two, the image): `, from the note's bases and steps and its Dockerfile's `AS`
+/// names; empty for a single-stage build, whose lines carry no label.
+struct StageLabels {
+    /// The `AS` name of each stage (from the note's Dockerfile), by index.
+    aliases: Vec<Option<String>>,
+    /// The last stage's index: the image's.
+    last: usize,
+}
+
+impl StageLabels {
+    fn of(n: &crate::store::notes::Provenance) -> StageLabels {
+        let stages = n
+            .steps
+            .iter()
+            .map(|s| s.stage)
+            .chain(n.bases.iter().map(|b| b.stage));
+        let last = stages.max().unwrap_or(0);
+        let aliases = crate::build::dockerfile::parse(&n.dockerfile, "note")
+            .map(|df| {
+                df.instructions
+                    .iter()
+                    .filter_map(|i| match &i.kind {
+                        crate::build::dockerfile::InstrKind::From { alias, .. } => {
+                            Some(alias.clone())
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        StageLabels { aliases, last }
+    }
+
+    /// Whether the build had more than one stage.
+    fn multi(&self) -> bool {
+        self.last > 0
+    }
+
+    /// `stage N (AS NAME, the image)`.
+    fn label(&self, stage: usize) -> String {
+        let mut what: Vec<String> = self
+            .aliases
+            .get(stage)
+            .cloned()
+            .flatten()
+            .map(|a| format!("AS {a}"))
+            .into_iter()
+            .collect();
+        if stage == self.last {
+            what.push("the image".into());
+        }
+        match what.is_empty() {
+            true => format!("stage {stage}"),
+            false => format!("stage {stage} ({})", what.join(", ")),
+        }
+    }
+
+    /// The label and `: ` for a multi-stage build, else nothing.
+    fn prefix(&self, stage: usize) -> String {
+        match self.multi() {
+            true => format!("{}: ", self.label(stage)),
+            false => String::new(),
+        }
+    }
+}
+
 /// `ch-image inspect`: an image state's config and provenance, as text or JSON.
 pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageError> {
     let mut o = String::new();
@@ -582,28 +722,27 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
         if !imports.is_empty() {
             v["imported"] = serde_json::to_value(&imports)?;
         }
+        // Per stage, where its imported or pulled base came from.
+        let mut bases = Vec::new();
+        for b in note.iter().flat_map(|n| &n.bases) {
+            let i = base_imports(&repo, b)?;
+            if !i.is_empty() {
+                bases.push(serde_json::json!({ "stage": b.stage, "imported": i }));
+            }
+        }
+        if !bases.is_empty() {
+            v["bases_imported"] = serde_json::Value::Array(bases);
+        }
         outln!(o, "{}", serde_json::to_string_pretty(&v)?);
         return Ok(o);
     }
     outln!(o, "commit:       {commit}");
     for i in &imports {
-        let digest = i
-            .sha256
-            .as_ref()
-            .map(|d| format!(", sha256:{d}"))
-            .unwrap_or_default();
-        outln!(
-            o,
-            "imported:     {} {}{digest} as {} at {}",
-            i.kind,
-            i.path,
-            i.image,
-            i.imported
-        );
+        outln!(o, "imported:     {}", shown(&i.describe()));
     }
     outln!(o, "cwd:          {}", cfg.cwd);
     for (k, v) in &cfg.env {
-        outln!(o, "env:          {k}={v}");
+        outln!(o, "env:          {}={}", shown(k), shown(v));
     }
     if let Some(c) = &cfg.cmd {
         outln!(o, "cmd:          {}", serde_json::to_string(c)?);
@@ -613,7 +752,7 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
     }
     outln!(o, "shell:        {}", serde_json::to_string(&cfg.shell)?);
     for (k, v) in &cfg.labels {
-        outln!(o, "label:        {k}={v}");
+        outln!(o, "label:        {}={}", shown(k), shown(v));
     }
     if let Some(a) = &cfg.arch {
         outln!(o, "arch:         {a}");
@@ -626,62 +765,35 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
         }
     }
     if let Some(n) = note {
-        // In a multi-stage build, which stage each base is of (its `AS` name, from the
-        // note's Dockerfile), and which stage is the image.
-        let stages = n
-            .steps
-            .iter()
-            .map(|s| s.stage)
-            .chain(n.bases.iter().map(|b| b.stage));
-        let last = stages.max().unwrap_or(0);
-        let aliases: Vec<Option<String>> = crate::build::dockerfile::parse(&n.dockerfile, "note")
-            .map(|df| {
-                df.instructions
-                    .iter()
-                    .filter_map(|i| match &i.kind {
-                        crate::build::dockerfile::InstrKind::From { alias, .. } => {
-                            Some(alias.clone())
-                        }
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let stages = StageLabels::of(&n);
         for b in &n.bases {
-            let stage = if last == 0 {
-                String::new()
-            } else {
-                let mut what: Vec<String> = aliases
-                    .get(b.stage)
-                    .cloned()
-                    .flatten()
-                    .map(|a| format!("AS {a}"))
-                    .into_iter()
-                    .collect();
-                if b.stage == last {
-                    what.push("the image".into());
-                }
-                match what.is_empty() {
-                    true => format!("stage {}: ", b.stage),
-                    false => format!("stage {} ({}): ", b.stage, what.join(", ")),
-                }
-            };
-            let mut line = format!("base:         {stage}{} ({})", b.image, b.commit);
+            let stage = stages.prefix(b.stage);
+            let mut line = format!(
+                "base:         {stage}{} ({})",
+                shown(&b.image),
+                shown(&b.commit)
+            );
             if let Some(src) = &b.source {
-                let _ = write!(line, " pulled from {src}");
+                let _ = write!(line, " pulled from {}", shown(src));
             }
             if let Some(d) = &b.digest {
-                let _ = write!(line, " manifest {d}");
+                let _ = write!(line, " manifest {}", shown(d));
             }
             outln!(o, "{line}");
+            // Where an imported or pulled base came from (its import note), which the
+            // base's name may no longer give.
+            for i in base_imports(&repo, b)? {
+                outln!(o, "base from:    {}", shown(&i.describe()));
+            }
         }
         for (k, v) in &n.build_args {
-            outln!(o, "build arg:    {k}={v}");
+            outln!(o, "build arg:    {}={}", shown(k), shown(v));
         }
         for k in &n.build_args_redacted {
             outln!(
                 o,
-                "build arg:    {k} (value not stored: it may be a secret)"
+                "build arg:    {} (value not stored: it may be a secret)",
+                shown(k)
             );
         }
         outln!(o, "context hash: {}", n.context_hash);
@@ -703,12 +815,37 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
         if let Some(d) = &n.dockerfile_sha256 {
             outln!(o, "dockerfile:   sha256:{d}");
         }
-        outln!(o, "dockerfile ({}):", n.dockerfile_name);
+        outln!(o, "dockerfile ({}):", shown(&n.dockerfile_name));
         for l in n.dockerfile.lines() {
-            outln!(o, "  {l}");
+            outln!(o, "  {}", shown(l));
         }
     }
     Ok(o)
+}
+
+/// The import note's entries of base `b`'s commit: the one of the name the build gave,
+/// if the note has it, else all; none for a base without an import note (a built image,
+/// an earlier stage, `scratch`).
+fn base_imports(
+    repo: &gix::Repository,
+    b: &crate::store::notes::ProvenanceBase,
+) -> Result<Vec<crate::store::notes::ImportSource>, ImageError> {
+    let Ok(commit) = ObjectId::from_hex(b.commit.as_bytes()) else {
+        return Ok(Vec::new());
+    };
+    let Some(note) = crate::store::notes::import_note(repo, commit)? else {
+        return Ok(Vec::new());
+    };
+    let name = Reference::parse(&b.image)
+        .ok()
+        .map(|r| r.with_default_tag().to_string());
+    let mine: Vec<_> = note
+        .imports
+        .iter()
+        .filter(|i| Some(&i.image) == name.as_ref())
+        .cloned()
+        .collect();
+    Ok(if mine.is_empty() { note.imports } else { mine })
 }
 
 /// The imports of `commit` its import note records (`ch-image import`): the one of the
@@ -1014,11 +1151,15 @@ pub fn import(
         &store.repo(),
         commit,
         crate::store::notes::ImportSource {
+            command: Some("ch-image import".into()),
             image: name.to_string(),
             imported: crate::provenance::rfc3339(std::time::SystemTime::now()),
             kind: if is_dir { "directory" } else { "tarball" }.to_string(),
-            path: crate::provenance::path_text(path.as_os_str().as_encoded_bytes()),
+            path: Some(crate::provenance::path_text(
+                path.as_os_str().as_encoded_bytes(),
+            )),
             sha256,
+            ..Default::default()
         },
     )?;
     for w in &warnings {

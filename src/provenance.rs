@@ -52,6 +52,14 @@ const SECRET_NAME_WORDS: &[&str] = &["KEY", "APIKEY", "AUTH", "PWORD"];
 pub enum ProvenanceError {
     #[error("{0}: no build provenance note (only an image a ch-image build wrote has one, not its intermediate states; imported and pulled images have none)")]
     NoNote(String),
+    /// No build note, and what the store tells of why (an import, a lone `FROM` of
+    /// another image, an earlier state of a build); `hint` points to the note there is.
+    #[error("{spec}: no build provenance note: {why}")]
+    NoNoteBecause {
+        spec: String,
+        why: String,
+        hint: String,
+    },
     #[error("{image}: can't compute the image's OCI digest")]
     Oci {
         image: String,
@@ -70,6 +78,16 @@ pub enum ProvenanceError {
     Git(#[from] git::GitError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+}
+
+impl ProvenanceError {
+    /// A hint for the user: where the note this image lacks can be read.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ProvenanceError::NoNoteBecause { hint, .. } => Some(hint.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// sha256 of `data` in lowercase hex.
@@ -331,9 +349,159 @@ pub fn image_digest(
     Ok(d.hex().to_string())
 }
 
-/// The build note of `commit`, or the error naming `spec`.
+/// The build note of `commit`, or the error naming `spec` and saying why it has none.
+/// When `spec` names an image whose commit another image's build wrote (a build of only
+/// `FROM other` gives its base's commit and writes no note), says on standard error whose
+/// build the note is of.
 fn note_of(store: &Store, commit: ObjectId, spec: &str) -> Result<Provenance, ProvenanceError> {
-    notes::provenance(&store.repo(), commit)?.ok_or_else(|| ProvenanceError::NoNote(spec.into()))
+    let repo = store.repo();
+    let name = image_name(store, commit, spec)?;
+    match notes::provenance(&repo, commit)? {
+        Some(n) => {
+            if let Some(name) = name.filter(|m| *m != n.image) {
+                crate::info!(
+                    "{spec}: the statement is of the build of {} ({name} has no note of its \
+                     own: a build of only `FROM {}` gives its base's commit and writes no note)",
+                    n.image,
+                    crate::image::list_name(&n.image)
+                );
+            }
+            Ok(n)
+        }
+        None => Err(no_note(store, commit, spec, name.as_deref(), false)?),
+    }
+}
+
+/// The image `spec` names (`NAME:TAG`), if it is an image's name (not a commit id or
+/// `NAME~N`) whose commit is `commit`.
+pub fn image_name(
+    store: &Store,
+    commit: ObjectId,
+    spec: &str,
+) -> Result<Option<String>, ProvenanceError> {
+    let Ok(r) = crate::reference::Reference::parse(spec) else {
+        return Ok(None);
+    };
+    let r = r.with_default_tag();
+    Ok((store.image(&r)? == Some(commit)).then(|| r.to_string()))
+}
+
+/// The image commits whose build notes most likely record the state `spec` names: the
+/// image `NAME` of `NAME~N`, and `TAG` of a stage's image `TAG_stageN` (`foo_stage0`,
+/// `foo:1.0_stage0`), so that finding the note reads one note, not every note
+/// ([`notes::note_with_step`]).
+pub fn note_hints(store: &Store, spec: &str) -> Vec<ObjectId> {
+    let base = spec.rsplit_once('~').map_or(spec, |(b, _)| b);
+    let unstaged = |s: &str| -> Option<String> {
+        let (head, n) = s.rsplit_once("_stage")?;
+        n.chars()
+            .all(|c| c.is_ascii_digit())
+            .then(|| head.to_string())
+    };
+    let mut names = vec![base.to_string()];
+    // `foo_stage0` or `foo_stage0:latest`; `foo:1.0_stage0`.
+    let (name, tag) = match base.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n, Some(t)),
+        _ => (base, None),
+    };
+    if let Some(n) = unstaged(name) {
+        names.push(match tag {
+            Some(t) => format!("{n}:{t}"),
+            None => n,
+        });
+    }
+    if let Some(t) = tag.and_then(unstaged) {
+        names.push(format!("{name}:{t}"));
+    }
+    names
+        .iter()
+        .filter_map(|n| crate::reference::Reference::parse(n).ok())
+        .filter_map(|r| store.image(&r.with_default_tag()).ok().flatten())
+        .collect()
+}
+
+/// Why `commit` (named `spec`, the image `name` if it is one) has no build note, as far
+/// as the store tells: its import note names other images (a lone `FROM` of one of them
+/// gave its commit), or this one (an import); a build note names it as a step (an
+/// earlier state; not looked for when the caller has, `scanned`); else the generic
+/// [`ProvenanceError::NoNote`].
+pub fn no_note(
+    store: &Store,
+    commit: ObjectId,
+    spec: &str,
+    name: Option<&str>,
+    scanned: bool,
+) -> Result<ProvenanceError, ProvenanceError> {
+    let repo = store.repo();
+    let short = &commit.to_string()[..12];
+    if let Some(first) = notes::import_note(&repo, commit)?.and_then(|n| {
+        let mine = n
+            .imports
+            .iter()
+            .find(|i| Some(i.image.as_str()) == name)
+            .cloned();
+        mine.map(|m| (true, m))
+            .or(n.imports.into_iter().next().map(|f| (false, f)))
+    }) {
+        return Ok(match first {
+            // The import of this name, or the first of a commit id.
+            (mine, i) if mine || name.is_none() => ProvenanceError::NoNoteBecause {
+                spec: spec.into(),
+                why: format!(
+                    "it was {}, not built ({})",
+                    match (i.kind.as_str(), i.command.as_deref()) {
+                        ("registry", _) => "pulled",
+                        (_, Some("ch-convert")) => "converted",
+                        _ => "imported",
+                    },
+                    crate::image::shown(&i.describe())
+                ),
+                hint: format!("`ch-image inspect {spec}` shows its import note"),
+            },
+            (_, i) => {
+                let other = crate::image::list_name(&i.image);
+                ProvenanceError::NoNoteBecause {
+                    spec: spec.into(),
+                    why: format!(
+                        "its commit ({short}) is {other}'s, which a build of only `FROM {other}` \
+                         gives, and such a build writes no note, so as not to replace its \
+                         base's; that commit has an import note ({})",
+                        crate::image::shown(&i.describe())
+                    ),
+                    hint: format!("`ch-image inspect {spec}` shows the import note"),
+                }
+            }
+        });
+    }
+    let found = match scanned {
+        true => None,
+        false => notes::note_with_step(&repo, commit, &note_hints(store, spec))?,
+    };
+    if let Some((image, p, i)) = found {
+        let step = &p.steps[i];
+        let img = image.to_string();
+        let current = match crate::reference::Reference::parse(&p.image) {
+            Ok(r) => store.image(&r)?,
+            Err(_) => None,
+        };
+        let target = match current {
+            Some(c) if c == image => crate::image::list_name(&p.image).to_string(),
+            _ => img[..12].to_string(),
+        };
+        return Ok(ProvenanceError::NoNoteBecause {
+            spec: spec.into(),
+            why: format!(
+                "it is an intermediate state, step {} ({}) of the build of {} (commit {}), \
+                 whose note is on that image's commit only",
+                step.n,
+                step.instruction.lines().next().unwrap_or(""),
+                p.image,
+                &img[..12]
+            ),
+            hint: format!("`ch-image inspect --provenance {target}` gives that build's statement"),
+        });
+    }
+    Ok(ProvenanceError::NoNote(spec.into()))
 }
 
 /// The statement of the image `commit` (named `spec` on the command line), as a JSON

@@ -679,28 +679,7 @@ pub fn note_with_step(
     repo: &gix::Repository,
     step: ObjectId,
 ) -> Result<Option<(ObjectId, crate::store::notes::Provenance, usize)>, GitError> {
-    let hex = step.to_string();
-    for (commit, blob) in crate::store::notes::list(repo)? {
-        let Ok(b) = git::read_bounded(
-            repo,
-            commit,
-            "provenance note blob",
-            blob,
-            crate::store::notes::MAX_NOTE,
-        ) else {
-            continue;
-        };
-        if !b.windows(hex.len()).any(|w| w == hex.as_bytes()) {
-            continue;
-        }
-        let Some(p) = crate::store::notes::Provenance::parse(&b) else {
-            continue;
-        };
-        if let Some(i) = p.steps.iter().position(|s| s.commit == hex) {
-            return Ok(Some((commit, p, i)));
-        }
-    }
-    Ok(None)
+    crate::store::notes::note_with_step(repo, step, &[])
 }
 
 /// The heredocs of instruction `n` (from 1) of Dockerfile `text`, if it parses and has

@@ -90,6 +90,8 @@ pub struct Resolved {
     pub manifest: Manifest,
     pub digest: String,
     pub archs: Option<Vec<String>>,
+    /// Digest of the index the manifest was selected from; `None` without one.
+    pub index: Option<String>,
 }
 
 /// Fetch the manifest `client.remote` names, going through an index by `arch`. `None` if
@@ -105,8 +107,10 @@ pub fn resolve(client: &Client, arch: &Arch) -> Result<Option<Resolved>, Registr
             manifest: m,
             digest,
             archs: None,
+            index: None,
         })),
         Document::Index(idx) => {
+            let index = digest;
             let archs = super::index_archs(&idx);
             let wanted = arch.wanted();
             let d = match &wanted {
@@ -130,6 +134,7 @@ pub fn resolve(client: &Client, arch: &Arch) -> Result<Option<Resolved>, Registr
                     manifest: m,
                     digest,
                     archs: Some(archs),
+                    index: Some(index),
                 })),
                 Document::Index(_) => {
                     Err(DocumentError::Unsupported("index inside an index".into()).into())
@@ -168,6 +173,12 @@ pub fn pull(
     let res = resolve(&client, &settings.arch)?
         .ok_or_else(|| RegistryError::NotFound(remote.to_string()))?;
 
+    // Where `dest` came from, in the commit's import note (docs/store-format.md).
+    let noted = |c: ObjectId| -> Result<ObjectId, RegistryError> {
+        let (r, m, i) = (remote.to_string(), &res.digest, res.index.as_deref());
+        crate::store::notes::record_pull(&store.repo(), c, &dest.to_string(), &r, m, i)?;
+        Ok(c)
+    };
     // Up to date, or the same manifest already stored under another name?
     let has_manifest = |commit: ObjectId| -> Result<bool, RegistryError> {
         Ok(pull_record(&store.repo(), commit)?.is_some_and(|p| p.manifest == res.digest))
@@ -175,7 +186,7 @@ pub fn pull(
     if let Some(c) = old.filter(|_| !settings.always_download) {
         if has_manifest(c)? {
             info!("image up to date: {dest} ({})", res.digest);
-            return Ok(Outcome::UpToDate(c));
+            return Ok(Outcome::UpToDate(noted(c)?));
         }
     }
     for (_, c) in store.list()? {
@@ -185,7 +196,7 @@ pub fn pull(
         if Some(c) != old && has_manifest(c)? {
             store.set_image_lazy(lock, dest, c, Expect::from_current(old))?;
             info!("image already in storage with manifest {}", res.digest);
-            return Ok(Outcome::Reused(c));
+            return Ok(Outcome::Reused(noted(c)?));
         }
     }
 
@@ -277,7 +288,7 @@ pub fn pull(
         info!("image arch: {}", super::escape(a));
     }
     info!("done");
-    Ok(Outcome::Pulled(commit))
+    Ok(Outcome::Pulled(noted(commit)?))
 }
 
 /// Whether `r` names Charliecloud's built-in empty image (`scratch`, also `scratch:latest`),

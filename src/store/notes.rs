@@ -176,36 +176,63 @@ impl Provenance {
     }
 }
 
-/// Version of the [`ImportNote`] JSON this Grove writes and reads.
-pub const IMPORT_NOTE_VERSION: u32 = 1;
+/// Version of the [`ImportNote`] JSON this Grove writes. Version 2 added pulls and
+/// `ch-convert` into the store (entries without `path`, with `reference`, `manifest`,
+/// `index`, `command`); a version-1 note is still read, and written back as version 2
+/// when an entry is added.
+pub const IMPORT_NOTE_VERSION: u32 = 2;
 
-/// Where an imported image came from: the note `ch-image import` attaches to the image's
-/// commit (docs/store-format.md, "Import notes"). One commit may be imported under several
-/// names (the same content), so the note lists imports by image name; importing a name
-/// again replaces its entry. Not a [`Provenance`]: readers of build notes ignore it.
+/// The oldest version of the [`ImportNote`] JSON this Grove reads.
+pub const IMPORT_NOTE_VERSION_MIN: u32 = 1;
+
+/// Where an imported image came from: the note `ch-image import`, `ch-image pull` and
+/// `ch-convert` into the store attach to the image's commit (docs/store-format.md, "Import
+/// notes"). One commit may be imported under several names (the same content), so the
+/// note lists imports by image name; importing a name again replaces its entry. Not a
+/// [`Provenance`]: readers of build notes ignore it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ImportNote {
     /// One per image name imported as this commit, in the order first imported.
     pub imports: Vec<ImportSource>,
     /// Always `import`: what tells this note from a build's.
     pub kind: String,
-    /// [`IMPORT_NOTE_VERSION`].
+    /// [`IMPORT_NOTE_VERSION`] (or an older version read).
     pub version: u32,
 }
 
-/// One `ch-image import` of a commit.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// One import of a commit (fields in the order written: alphabetical).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ImportSource {
+    /// The command that imported: `ch-image import`, `ch-image pull`, `ch-convert`
+    /// (version 2; absent in version-1 notes, all of `ch-image import`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
     /// The image reference the import wrote.
     pub image: String,
     /// When, RFC 3339 UTC (whole seconds).
     pub imported: String,
-    /// What was read: `tarball` (any file: a tar archive, compressed or not) or
-    /// `directory`.
+    /// The digest (`sha256:HEX`) of the image index a pull went through to its manifest
+    /// (version 2; absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    /// What was read: `tarball` (any file: a tar archive, compressed or not), `directory`,
+    /// `squashfs`, `oci` (an OCI layout or an archive of one), `registry` (a pull),
+    /// `docker`, `podman` (their storage, through `save`).
     pub kind: String,
-    /// The path as given on the command line (UTF-8 as is; other bytes escaped, `\xff`).
-    pub path: String,
-    /// sha256 (hex) of the file's bytes as read; absent for a directory.
+    /// The manifest digest (`sha256:HEX`): the registry's of a pull, the layout's of an
+    /// OCI input (version 2; absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+    /// The path as given on the command line (UTF-8 as is; other bytes escaped, `\xff`);
+    /// absent for a pull, Docker and Podman (version 2: required in version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// What a pull asked the registry for, `HOST:PORT/REPO:TAG` (or `@sha256:HEX`), or
+    /// the image name given to Docker or Podman (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// sha256 (hex) of the file's bytes as read; absent for a directory, a pull, Docker
+    /// and Podman.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
 }
@@ -218,11 +245,67 @@ impl ImportNote {
         text
     }
 
-    /// Parse a note; `None` if it is not an import note of this version.
+    /// Parse a note; `None` if it is not an import note of a version Grove reads (a
+    /// version-1 note must have every entry's `path`).
     pub fn parse(bytes: &[u8]) -> Option<ImportNote> {
         serde_json::from_slice::<ImportNote>(bytes)
             .ok()
-            .filter(|n| n.kind == "import" && n.version == IMPORT_NOTE_VERSION)
+            .filter(|n| {
+                n.kind == "import"
+                    && (IMPORT_NOTE_VERSION_MIN..=IMPORT_NOTE_VERSION).contains(&n.version)
+                    && (n.version > 1 || n.imports.iter().all(|i| i.path.is_some()))
+            })
+    }
+}
+
+impl ImportSource {
+    /// Where from, without the name and time: `tarball PATH, sha256:HEX`, `registry
+    /// REFERENCE, manifest sha256:HEX, index sha256:HEX`. With `short`, digests cut to 12
+    /// hex digits and no commas (`history`'s form: `tarball PATH sha256:HEX12`).
+    pub fn source(&self, short: bool) -> String {
+        let cut = |d: &str| -> String {
+            let hex = d.strip_prefix("sha256:").unwrap_or(d);
+            match short {
+                true => format!("sha256:{}", &hex[..12.min(hex.len())]),
+                false => format!("sha256:{hex}"),
+            }
+        };
+        let mut head = self.kind.clone();
+        if let Some(p) = self.path.as_ref().or(self.reference.as_ref()) {
+            head.push(' ');
+            head.push_str(p);
+        }
+        let mut digests = Vec::new();
+        if let Some(d) = &self.sha256 {
+            digests.push(cut(d));
+        }
+        if let Some(d) = &self.manifest {
+            digests.push(format!("manifest {}", cut(d)));
+        }
+        if let Some(d) = &self.index {
+            digests.push(format!("index {}", cut(d)));
+        }
+        match (digests.is_empty(), short) {
+            (true, _) => head,
+            (false, true) => format!("{head} {}", digests.join(" ")),
+            (false, false) => format!("{head}, {}", digests.join(", ")),
+        }
+    }
+
+    /// In words, as `inspect` shows it: `tarball PATH, sha256:HEX as NAME at TIME`, then
+    /// ` by COMMAND` when the entry records it.
+    pub fn describe(&self) -> String {
+        let by = self
+            .command
+            .as_ref()
+            .map(|c| format!(" by {c}"))
+            .unwrap_or_default();
+        format!(
+            "{} as {} at {}{by}",
+            self.source(false),
+            self.image,
+            self.imported
+        )
     }
 }
 
@@ -247,11 +330,51 @@ pub fn add_import(
         kind: "import".into(),
         version: IMPORT_NOTE_VERSION,
     });
+    note.version = IMPORT_NOTE_VERSION;
     match note.imports.iter_mut().find(|i| i.image == src.image) {
         Some(i) => *i = src,
         None => note.imports.push(src),
     }
     set(repo, commit, &note.to_bytes())
+}
+
+/// Record a pull of `image` from `reference` (`HOST:PORT/REPO:TAG`) that gave `commit`:
+/// the registry manifest digest `manifest` and the index digest `index` if the pull went
+/// through one. Writes nothing when the note already has this image's entry for the same
+/// reference and digests (a pull that found the image up to date keeps the time of the
+/// pull that recorded it).
+pub fn record_pull(
+    repo: &gix::Repository,
+    commit: ObjectId,
+    image: &str,
+    reference: &str,
+    manifest: &str,
+    index: Option<&str>,
+) -> Result<(), GitError> {
+    let same = |i: &ImportSource| {
+        i.image == image
+            && i.kind == "registry"
+            && i.reference.as_deref() == Some(reference)
+            && i.manifest.as_deref() == Some(manifest)
+            && i.index.as_deref() == index
+    };
+    if import_note(repo, commit)?.is_some_and(|n| n.imports.iter().any(same)) {
+        return Ok(());
+    }
+    add_import(
+        repo,
+        commit,
+        ImportSource {
+            command: Some("ch-image pull".into()),
+            image: image.to_string(),
+            imported: crate::provenance::rfc3339(std::time::SystemTime::now()),
+            index: index.map(str::to_string),
+            kind: "registry".into(),
+            manifest: Some(manifest.to_string()),
+            reference: Some(reference.to_string()),
+            ..Default::default()
+        },
+    )
 }
 
 /// The provenance note of `commit`, if it has one Grove can read.
@@ -300,6 +423,39 @@ pub fn list(repo: &gix::Repository) -> Result<Vec<(ObjectId, ObjectId)>, GitErro
         .filter(|e| e.mode.is_blob())
         .filter_map(|e| Some((ObjectId::from_hex(e.filename.as_bytes()).ok()?, e.oid)))
         .collect())
+}
+
+/// The first build note with a step that made or found `step`: the image's commit, the
+/// note, and the step's index in it. `None` when no note has one. Tries the notes of
+/// `step` itself and of the image commits in `hints` first (the image a `NAME~N` or
+/// `TAG_stageN` names: one note read); else reads every note until one names the commit
+/// (by commit id order), each searched for the id before it is parsed.
+pub fn note_with_step(
+    repo: &gix::Repository,
+    step: ObjectId,
+    hints: &[ObjectId],
+) -> Result<Option<(ObjectId, Provenance, usize)>, GitError> {
+    let hex = step.to_string();
+    let names = |b: &[u8]| -> Option<(Provenance, usize)> {
+        b.find(hex.as_bytes())?;
+        let p = Provenance::parse(b)?;
+        let i = p.steps.iter().position(|s| s.commit == hex)?;
+        Some((p, i))
+    };
+    for &c in std::iter::once(&step).chain(hints) {
+        if let Some((p, i)) = get(repo, c).ok().flatten().and_then(|b| names(&b)) {
+            return Ok(Some((c, p, i)));
+        }
+    }
+    for (commit, blob) in list(repo)? {
+        let Ok(b) = git::read_bounded(repo, commit, "provenance note blob", blob, MAX_NOTE) else {
+            continue;
+        };
+        if let Some((p, i)) = names(&b) {
+            return Ok(Some((commit, p, i)));
+        }
+    }
+    Ok(None)
 }
 
 /// Most bytes of a note Grove reads (a note lists every context file a build read, about
@@ -516,6 +672,44 @@ pub fn retain(repo: &gix::Repository, keep: impl Fn(ObjectId) -> bool) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_1_import_notes_are_read_and_a_later_version_or_a_v1_without_path_is_not() {
+        let v1 = br#"{"imports":[{"image":"a:latest","imported":"2026-12-07T08:52:59Z",
+            "kind":"tarball","path":"a.tar","sha256":"abcdef0123456789"}],
+            "kind":"import","version":1}"#;
+        let n = ImportNote::parse(v1).expect("version 1 reads");
+        assert_eq!(n.imports[0].path.as_deref(), Some("a.tar"));
+        assert_eq!(
+            n.imports[0].source(true),
+            "tarball a.tar sha256:abcdef012345"
+        );
+        let text = String::from_utf8_lossy(v1);
+        assert!(
+            ImportNote::parse(text.replace("\"version\":1", "\"version\":3").as_bytes()).is_none()
+        );
+        let no_path = text.replace("\"path\":\"a.tar\",", "");
+        assert!(ImportNote::parse(no_path.as_bytes()).is_none());
+        assert!(
+            ImportNote::parse(no_path.replace("\"version\":1", "\"version\":2").as_bytes())
+                .is_some()
+        );
+        let pulled = ImportSource {
+            command: Some("ch-image pull".into()),
+            image: "p:latest".into(),
+            imported: "2026-12-07T09:00:00Z".into(),
+            index: Some("sha256:1111111111111111".into()),
+            kind: "registry".into(),
+            manifest: Some("sha256:2222222222222222".into()),
+            reference: Some("h:5000/r:1".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            pulled.describe(),
+            "registry h:5000/r:1, manifest sha256:2222222222222222, index \
+             sha256:1111111111111111 as p:latest at 2026-12-07T09:00:00Z by ch-image pull"
+        );
+    }
 
     #[test]
     fn version_1_notes_are_read_and_later_versions_are_not() {

@@ -552,7 +552,7 @@ fn read_blob(dir: &Path, digest: &str, limit: u64) -> Result<(PathBuf, Vec<u8>),
 
 /// Pick the manifest for this host from an index (descending into nested indexes):
 /// [`Index::select_or_first`] with the host's architecture.
-fn pick_manifest(dir: &Path, index: &Index, depth: u32) -> Result<Manifest, OciError> {
+fn pick_manifest(dir: &Path, index: &Index, depth: u32) -> Result<(Manifest, String), OciError> {
     let chosen = index
         .select_or_first(&oci::host_arch())
         .ok_or_else(|| invalid(dir, "index has no manifests"))?;
@@ -560,10 +560,21 @@ fn pick_manifest(dir: &Path, index: &Index, depth: u32) -> Result<Manifest, OciE
     match Document::parse(&chosen.media_type, &data)
         .map_err(|e| invalid(dir, format!("{}: {}", rel.display(), error_chain(&e))))?
     {
-        Document::Manifest(m) => Ok(m),
+        Document::Manifest(m) => Ok((m, chosen.digest.clone())),
         Document::Index(_) if depth > 4 => Err(invalid(dir, "indexes nested too deep")),
         Document::Index(i) => pick_manifest(dir, &i, depth + 1),
     }
+}
+
+/// The digest (`sha256:HEX`) of the manifest [`read_layout`] reads from layout directory
+/// `dir`; `None` for an unpacked `docker save` archive, which has no manifest digest.
+pub fn layout_manifest(dir: &Path) -> Result<Option<String>, OciError> {
+    if dir.join("index.json").symlink_metadata().is_err() {
+        return Ok(None);
+    }
+    let rel = Path::new("index.json");
+    let index: Index = parse_json(dir, rel, &read_file(dir, rel, oci::MAX_MANIFEST)?)?;
+    Ok(Some(pick_manifest(dir, &index, 0)?.1))
 }
 
 /// An error and its causes, `: `-separated, for a reason text.
@@ -593,7 +604,7 @@ pub fn read_layout(
         if dir.join("index.json").symlink_metadata().is_ok() {
             let rel = Path::new("index.json");
             let index: Index = parse_json(dir, rel, &read_file(dir, rel, oci::MAX_MANIFEST)?)?;
-            let manifest = pick_manifest(dir, &index, 0)?;
+            let (manifest, _) = pick_manifest(dir, &index, 0)?;
             let mut layers = Vec::new();
             for l in &manifest.layers {
                 let (d, rel) = blob(dir, &l.digest)?;

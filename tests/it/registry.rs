@@ -141,7 +141,7 @@ impl Registry {
         c
     }
 
-    fn curl(&self, args: &[&str]) -> String {
+    pub(crate) fn curl(&self, args: &[&str]) -> String {
         ok(Command::new("curl").args(["-sfk"]).args(args))
     }
 }
