@@ -1746,7 +1746,12 @@ impl<'a> Builder<'a> {
             extra.extend_from_slice(b"run-mounts 1\0");
         }
         for m in mounts {
-            let mount::Kind::Bind { source, from, .. } = &m.mount.kind else {
+            let mount::Kind::Bind {
+                source,
+                from,
+                writable,
+            } = &m.mount.kind
+            else {
                 continue;
             };
             extra.extend_from_slice(b"mount-bind\0");
@@ -1770,8 +1775,20 @@ impl<'a> Builder<'a> {
                     // The key's call (not the record's) notes the files bound, for
                     // provenance: they go into the image's making without being copied.
                     let mut listed = items.is_none().then(Vec::new);
-                    // The RUN sees the mount's top directory as it is: its mode and
-                    // time are inputs.
+                    // The context itself bound shows the RUN its top directory's mode and
+                    // time: inputs. A copy (`.dockerignore`d files left out, or writable)
+                    // keeps the mode but takes the newest time of what it holds, not the
+                    // context directory's, which a file the copy leaves out changes
+                    // (`bind_copy_time`): that time is no input of its own, the mode is.
+                    let copied = self.bind_is_copy(*writable);
+                    let top_dir = found.first().is_some_and(|s| s.real.is_dir());
+                    if copied && top_dir {
+                        use std::os::unix::fs::MetadataExt;
+                        let md = fs::metadata(&found[0].real).at("stat", &found[0].real)?;
+                        extra.extend_from_slice(
+                            format!("copy-top 1 mode={:o}\0", md.mode() & 0o7777).as_bytes(),
+                        );
+                    }
                     let h = context::hash_sources_listing(
                         &found,
                         &self.ignore,
@@ -1779,7 +1796,7 @@ impl<'a> Builder<'a> {
                         self.store.xattrs().record(),
                         manifest.as_mut(),
                         listed.as_mut(),
-                        &|_| false,
+                        &|_| copied,
                         None,
                     )
                     .map_err(|e| self.at_err(ins, "RUN --mount=type=bind", e))?;
@@ -1806,6 +1823,12 @@ impl<'a> Builder<'a> {
             }
         }
         Ok(extra)
+    }
+
+    /// Whether a context bind mount is a copy in scratch space (writes discarded,
+    /// `.dockerignore`d files left out) rather than the context itself, read-only.
+    fn bind_is_copy(&self, writable: bool) -> bool {
+        writable || !self.ignore.is_empty()
     }
 
     /// The context path a bind mount's `source=` names: exactly one, inside the context
@@ -1966,7 +1989,7 @@ impl<'a> Builder<'a> {
                         None => {
                             let found = self.bind_context_source(ins, source)?;
                             let s = &found[0];
-                            if !writable && self.ignore.is_empty() {
+                            if !self.bind_is_copy(*writable) {
                                 // Nothing excluded: the context itself, read-only.
                                 s.real.clone()
                             } else {
@@ -1985,6 +2008,9 @@ impl<'a> Builder<'a> {
                                     None,
                                 )
                                 .map_err(|e| self.at_err(ins, "--mount: type=bind", e))?;
+                                if t.is_dir() {
+                                    bind_copy_time(&t)?;
+                                }
                                 t
                             }
                         }
@@ -2871,6 +2897,24 @@ impl<'a> Builder<'a> {
 
 /// A COPY or ADD destination as an absolute image path: `dest` relative to the working
 /// directory `cwd` unless absolute.
+/// Give the top directory of a context bind mount's copy the newest modification time
+/// of the entries it holds (the epoch when it holds none), not the context directory's:
+/// that one changes with every file added, removed or renamed at the context's top, even
+/// one `.dockerignore` leaves out of the copy, and the key (whose hash holds each entry's
+/// time) would have to hold it.
+fn bind_copy_time(dir: &Path) -> Result<(), BuildError> {
+    use crate::store::model::Mtime;
+    let mut newest = Mtime::new(0, 0);
+    for e in fs::read_dir(dir).at("read directory", dir)? {
+        let e = e.at("read directory", dir)?;
+        let p = e.path();
+        let md = fs::symlink_metadata(&p).at("stat", &p)?;
+        newest = newest.max(Mtime::of(&md));
+    }
+    store::checkout::set_time(dir, newest).at("set time of", dir)?;
+    Ok(())
+}
+
 fn dest_path(dest: &str, cwd: &str) -> String {
     if dest.starts_with('/') {
         dest.to_string()

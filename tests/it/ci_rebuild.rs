@@ -151,3 +151,42 @@ fn a_second_runner_s_own_checkout_hits_the_fetched_cache_with_source_date_epoch(
     assert_eq!(marks(&b.build("plain", df, &[])), "*..");
     b.fsck();
 }
+
+#[test]
+fn run_with_a_context_bind_mount_ignores_the_context_directory_s_time() {
+    // With a .dockerignore the mount is a copy without the excluded files; its top
+    // directory took the context directory's time, which every file added at the top
+    // changes (even an excluded one), and the key held it: the RUN ran again.
+    let b = Bench::checked_out("ci-bindtime");
+    b.write("src/main.c", "int main(void) { return 0; }\n");
+    b.write(".dockerignore", "*.log\nDockerfile\n");
+    let df = "FROM busybox\n\
+              RUN --mount=type=bind,target=/ctx ls -a /ctx > /default\n\
+              RUN --mount=type=bind,source=.,target=/ctx stat -c %Y /ctx > /top\n\
+              RUN --mount=type=bind,source=.,target=/ctx,rw ls /ctx > /rw\n";
+    let ctx = b.ctx.display().to_string();
+    sh(&format!(
+        "cd '{ctx}' && touch -d @946684800 .dockerignore && \
+         touch -d @959817600 src && touch -d '2001-02-03 04:05:06' ."
+    ));
+    assert_eq!(marks(&b.build("bind", df, &[])), "...");
+    let top = b.run("bind", "cat /top");
+    for (i, script) in ["echo x > build.log", "rm build.log"].iter().enumerate() {
+        sh(&format!(
+            "cd '{ctx}' && {script} && touch -d '2002-0{}-03 04:05:06' .",
+            i + 1
+        ));
+        let log = b.build("bind", df, &["--explain"]);
+        assert_eq!(marks(&log), "***", "after `{script}`:\n{log}");
+    }
+    // What the RUN saw of the top is no longer the context's time but its newest entry's.
+    assert_eq!(top, "959817600\n");
+    assert_eq!(b.run("bind", "cat /default"), ".\n..\n.dockerignore\nsrc\n");
+    // A file the mount shows changes the key, as always.
+    b.write("src/main.c", "int main(void) { return 1; }\n");
+    assert_eq!(marks(&b.build("bind", df, &[])), "...");
+    // So does the top's mode, which the RUN sees.
+    sh(&format!("chmod 0750 '{ctx}'"));
+    assert_eq!(marks(&b.build("bind", df, &[])), "...");
+    b.fsck();
+}
