@@ -376,6 +376,9 @@ struct Builder<'a> {
     /// The note of the image's last build (the tag's commit before this build), read at
     /// the first miss that needs it.
     prev_note: Option<Option<Provenance>>,
+    /// The cache entries that are this image's or this Dockerfile's earlier state
+    /// ([`why::own_entries`]; `None` inside: a first build), read at the first miss.
+    own: Option<Option<std::collections::HashSet<ObjectId>>>,
 }
 
 /// The build's `SOURCE_DATE_EPOCH` (reproducible-builds.org): `--build-arg
@@ -468,6 +471,7 @@ pub fn build(
         copy_from_memo: None,
         last_sources: None,
         prev_note: None,
+        own: None,
     };
     let n = b.df.instructions.len();
     let mut planner = Planner::new(&opts.build_args, b.df.escape(), plan_opts);
@@ -911,21 +915,41 @@ impl<'a> Builder<'a> {
             .stages
             .last()
             .expect("first instruction is FROM (parser checks)");
-        if st.fresh {
+        let fresh = st.fresh;
+        let parent = st.commit;
+        if self.own.is_none() {
+            let sha = crate::provenance::sha256_hex(self.opts.dockerfile.as_bytes());
+            self.own = Some(why::own_entries(&self.repo, &self.opts.tag, &sha)?);
+        }
+        if self.own.as_ref().is_some_and(Option::is_none) {
+            let mut name = self.opts.tag.clone();
+            name.tag = None;
+            name.digest = None;
+            return Ok(vec![format!(
+                "first build (no earlier build of {name} or of this Dockerfile)"
+            )]);
+        }
+        if fresh {
             return Ok(vec![
                 "no entry for this parent (an earlier step of this stage was not in the cache)"
                     .into(),
             ]);
         }
-        let parent = st.commit;
         // The entry this step's instruction made in the image's last build, if any.
         let prefer = self
             .prev_note()?
             .and_then(|p| p.steps.iter().find(|s| s.n == n))
             .and_then(|s| ObjectId::from_hex(s.commit.as_bytes()).ok());
-        if let Some((entry, w)) =
-            why::closest(&self.repo, &mut self.siblings, parent, record, None, prefer)?
-        {
+        let own = self.own.as_ref().and_then(Option::as_ref);
+        if let Some((entry, w)) = why::closest_among(
+            &self.repo,
+            &mut self.siblings,
+            parent,
+            record,
+            None,
+            prefer,
+            own,
+        )? {
             return Ok(match kind {
                 InstrKind::Run { heredocs, .. } => {
                     let h: Vec<_> = heredocs.iter().collect();

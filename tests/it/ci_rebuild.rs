@@ -190,3 +190,39 @@ fn run_with_a_context_bind_mount_ignores_the_context_directory_s_time() {
     assert_eq!(marks(&b.build("bind", df, &[])), "...");
     b.fsck();
 }
+
+#[test]
+fn explain_of_a_first_build_says_so_and_cites_only_the_image_s_own_entries() {
+    // A first build was compared with whatever entry of the same keyword another image had
+    // made on the parent ("instruction text changed (cached: RUN echo a > /f)").
+    let b = Bench::new("ci-firstwhy");
+    let first = "why: first build (no earlier build of app or of this Dockerfile)";
+    b.build("other", "FROM busybox\nRUN echo a > /f\n", &[]);
+    let log = b.build(
+        "app",
+        "FROM busybox\nRUN echo b0 > /f\nRUN echo x\n",
+        &["--explain"],
+    );
+    assert_eq!(marks(&log), "..", "{log}");
+    assert_eq!(log.matches(first).count(), 2, "{log}");
+    assert!(!log.contains("cached:"), "{log}");
+    // More entries on the same parent by other images than a miss compares (8), newer
+    // than the image's own: the one compared is still the image's, under another tag.
+    for i in 0..9 {
+        b.build(
+            &format!("o{i}"),
+            &format!("FROM busybox\nRUN echo {i} > /f\n"),
+            &[],
+        );
+    }
+    let df = "FROM busybox\nRUN echo b1 > /f\nRUN echo x\n";
+    let log = b.build("app:v2", df, &["--explain"]);
+    assert!(
+        log.contains("why: instruction text changed (cached: RUN echo b0 > /f)"),
+        "{log}"
+    );
+    // The same Dockerfile under a new name is that Dockerfile's earlier state too.
+    let log = b.build("renamed", df, &["--explain", "--force=none"]);
+    assert!(log.contains("why: build option changed: --force"), "{log}");
+    assert!(!log.contains("first build"), "{log}");
+}
