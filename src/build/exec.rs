@@ -796,11 +796,26 @@ impl<'a> Builder<'a> {
         if matches!(sub, InstrKind::Cmd(_)) {
             self.stage().cmd_set = true;
         }
+        // On a miss, the key's lock until the entry is written: a concurrent build that
+        // misses the same step waits for this one's entry instead of running it too.
+        let mut key_lock = None;
         let cached = match self.opts.cache {
-            CacheMode::Enabled => self.store.cache_get(&key.hex())?,
+            CacheMode::Enabled => match self.store.cache_get(&key.hex())? {
+                None if !self.opts.dry_run => {
+                    key_lock = Some(self.store.lock_cache_key(self.lock, &key.hex(), || {
+                        info!(
+                            "{n:>3}  waiting for another build running this step ({})",
+                            key.short()
+                        )
+                    })?);
+                    self.store.cache_get(&key.hex())?
+                }
+                c => c,
+            },
             _ => None,
         };
         if let Some(commit) = cached {
+            drop(key_lock);
             self.hits += 1;
             info!("{n:>3}* {text_marked}");
             let config = git::read_config(&self.repo, commit)?;
@@ -842,8 +857,11 @@ impl<'a> Builder<'a> {
         let performed = self.perform(ins, sub, planner.vars(), &mounts);
         let record = self.step_record.take().expect("set above");
         let performed = performed.map_err(|e| self.locate(ins, e))?;
-        self.commit(n, ins, text, key, performed, &record, why)
-            .map_err(|e| self.locate(ins, e))
+        let committed = self
+            .commit(n, ins, text, key, performed, &record, why)
+            .map_err(|e| self.locate(ins, e));
+        drop(key_lock);
+        committed
     }
 
     /// The mounts of a RUN and the part of a step's cache key that needs I/O (the

@@ -226,3 +226,57 @@ fn explain_of_a_first_build_says_so_and_cites_only_the_image_s_own_entries() {
     assert!(log.contains("why: build option changed: --force"), "{log}");
     assert!(!log.contains("first build"), "{log}");
 }
+
+#[test]
+fn two_builds_missing_the_same_step_at_once_run_it_once() {
+    // Two CI jobs of one commit on one runner: both missed the RUN, both ran it, and the
+    // entry of one of them was replaced by the other's (an orphaned result).
+    let b = Bench::new("ci-concurrent");
+    // The RUN's /tmp is the host's: a release file there ends the RUN that runs.
+    let release = format!("/tmp/grove-ci-concurrent-{}", std::process::id());
+    let _ = std::fs::remove_file(&release);
+    let df = format!(
+        "FROM busybox\nRUN while [ ! -e {release} ]; do sleep 0.05; done; date +%s%N > /made\nRUN echo next\n"
+    );
+    b.write("Dockerfile", &df);
+    let spawn = |tag: &str| {
+        let err = b.s.join(format!("{tag}.log"));
+        let mut c = b.image();
+        c.args(["build", "-t", tag])
+            .arg(&b.ctx)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&err).expect("create log"));
+        (crate::common::Reaped(c.spawn().expect("spawn build")), err)
+    };
+    let (mut one, one_log) = spawn("one");
+    let (mut two, two_log) = spawn("two");
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    let waiting = "  2  waiting for another build running this step";
+    crate::common::wait_for("one build to wait for the other's step", 60, || {
+        read(&one_log).contains(waiting) || read(&two_log).contains(waiting)
+    });
+    std::fs::write(&release, "").expect("release");
+    assert!(one.0.wait().expect("wait").success(), "{}", read(&one_log));
+    assert!(two.0.wait().expect("wait").success(), "{}", read(&two_log));
+    let _ = std::fs::remove_file(&release);
+    let mut m = [marks(&read(&one_log)), marks(&read(&two_log))];
+    m.sort();
+    assert_eq!(m, ["**", ".."], "{}\n{}", read(&one_log), read(&two_log));
+    assert_eq!(b.image_commit("one"), b.image_commit("two"));
+    // One entry per step: the two RUNs'.
+    let refs = b.git(&["for-each-ref", "refs/grove/cache/"]);
+    assert_eq!(refs.lines().count(), 2, "{refs}");
+    // The key locks are files in locks/; a writer alone removes them.
+    let key_locks = || {
+        std::fs::read_dir(b.storage().join("locks"))
+            .expect("locks/")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("=key="))
+            .count()
+    };
+    assert_eq!(key_locks(), 2);
+    let log = b.build("three", &df, &[]);
+    assert_eq!(marks(&log), "**", "{log}");
+    assert_eq!(key_locks(), 0);
+    b.fsck();
+}
