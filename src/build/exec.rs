@@ -1839,7 +1839,7 @@ impl<'a> Builder<'a> {
                         manifest.as_mut(),
                         listed.as_mut(),
                         &|_| copied,
-                        None,
+                        self.source_date_epoch,
                     )
                     .map_err(|e| self.at_err(ins, "RUN --mount=type=bind", e))?;
                     extra.extend_from_slice(&h);
@@ -1869,8 +1869,9 @@ impl<'a> Builder<'a> {
 
     /// Whether a context bind mount is a copy in scratch space (writes discarded,
     /// `.dockerignore`d files left out) rather than the context itself, read-only.
+    /// With `SOURCE_DATE_EPOCH` the copy's times are clamped to it, as the key's are.
     fn bind_is_copy(&self, writable: bool) -> bool {
-        writable || !self.ignore.is_empty()
+        writable || !self.ignore.is_empty() || self.source_date_epoch.is_some()
     }
 
     /// The context path a bind mount's `source=` names: exactly one, inside the context
@@ -2050,6 +2051,9 @@ impl<'a> Builder<'a> {
                                     None,
                                 )
                                 .map_err(|e| self.at_err(ins, "--mount: type=bind", e))?;
+                                if let Some(max) = self.source_date_epoch {
+                                    clamp_times(&t, max)?;
+                                }
                                 if t.is_dir() {
                                     bind_copy_time(&t)?;
                                 }
@@ -2954,6 +2958,28 @@ fn bind_copy_time(dir: &Path) -> Result<(), BuildError> {
         newest = newest.max(Mtime::of(&md));
     }
     store::checkout::set_time(dir, newest).at("set time of", dir)?;
+    Ok(())
+}
+
+/// Set every time later than `max` seconds under `top` (itself included, symlinks not
+/// followed) to `max`: a context bind mount's copy shows what the key hashes with
+/// `SOURCE_DATE_EPOCH` ([`context::entry_time`]), so that another runner's checkout of the
+/// same commit, made later, gives the same key and the same RUN.
+fn clamp_times(top: &Path, max: i64) -> Result<(), BuildError> {
+    use crate::store::model::Mtime;
+    use std::os::unix::fs::MetadataExt;
+    let mut todo = vec![top.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let md = fs::symlink_metadata(&p).at("stat", &p)?;
+        if md.is_dir() {
+            for e in fs::read_dir(&p).at("read directory", &p)? {
+                todo.push(e.at("read directory", &p)?.path());
+            }
+        }
+        if md.mtime() > max {
+            store::checkout::set_time(&p, Mtime::new(max, 0)).at("set time of", &p)?;
+        }
+    }
     Ok(())
 }
 

@@ -280,3 +280,41 @@ fn two_builds_missing_the_same_step_at_once_run_it_once() {
     assert_eq!(key_locks(), 0);
     b.fsck();
 }
+
+#[test]
+fn a_second_runner_s_own_checkout_hits_a_run_with_a_context_bind_mount_with_source_date_epoch() {
+    // The bind mount's key held its files' own times, not clamped as COPY's are: the RUN
+    // ran again on every runner whose checkout was made later (found in a CI loop of two
+    // runners sharing the cache, SOURCE_DATE_EPOCH set from the commit).
+    let sde = ["--build-arg", "SOURCE_DATE_EPOCH=1500000000"];
+    let df = "FROM busybox\n\
+              RUN --mount=type=bind,source=t,target=/t stat -c '%n %Y' /t /t/a.t > /seen\n";
+    let checkout = |b: &Bench, when: &str| {
+        b.write("t/a.t", "ok 1\n");
+        sh(&format!(
+            "find '{}' -exec touch -h -d '{when}' {{}} +",
+            b.ctx.display()
+        ));
+    };
+    let a = Bench::checked_out("ci-bind-runner-a");
+    checkout(&a, "2020-01-01 10:00:00.25");
+    assert_eq!(marks(&a.build("app", df, &sde)), ".");
+    // What the RUN saw is what the key holds: the times clamped.
+    assert_eq!(
+        a.run("app", "cat /seen"),
+        "/t 1500000000\n/t/a.t 1500000000\n"
+    );
+    let remote = a.s.join("cache.git");
+    ok(unpriv("git").args(["init", "-q", "--bare"]).arg(&remote));
+    ok(a.image().args(["build-cache", "push"]).arg(&remote));
+
+    let b = Bench::new("ci-bind-runner-b");
+    checkout(&b, "2021-06-01 12:00:00.75");
+    ok(b.image().args(["build-cache", "fetch"]).arg(&remote));
+    let log = b.build("app", df, &sde);
+    assert_eq!(marks(&log), "*", "{log}");
+    assert_eq!(b.image_commit("app"), a.image_commit("app"));
+    // A file whose content changed still misses.
+    b.write("t/a.t", "ok 2\n");
+    assert_eq!(marks(&b.build("app", df, &sde)), ".");
+}
