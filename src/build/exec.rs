@@ -376,6 +376,9 @@ struct Builder<'a> {
     /// The note of the image's last build (the tag's commit before this build), read at
     /// the first miss that needs it.
     prev_note: Option<Option<Provenance>>,
+    /// The cache entries that are this image's or this Dockerfile's earlier state
+    /// ([`why::own_entries`]; `None` inside: a first build), read at the first miss.
+    own: Option<Option<std::collections::HashSet<ObjectId>>>,
 }
 
 /// The build's `SOURCE_DATE_EPOCH` (reproducible-builds.org): `--build-arg
@@ -468,6 +471,7 @@ pub fn build(
         copy_from_memo: None,
         last_sources: None,
         prev_note: None,
+        own: None,
     };
     let n = b.df.instructions.len();
     let mut planner = Planner::new(&opts.build_args, b.df.escape(), plan_opts);
@@ -792,11 +796,26 @@ impl<'a> Builder<'a> {
         if matches!(sub, InstrKind::Cmd(_)) {
             self.stage().cmd_set = true;
         }
+        // On a miss, the key's lock until the entry is written: a concurrent build that
+        // misses the same step waits for this one's entry instead of running it too.
+        let mut key_lock = None;
         let cached = match self.opts.cache {
-            CacheMode::Enabled => self.store.cache_get(&key.hex())?,
+            CacheMode::Enabled => match self.store.cache_get(&key.hex())? {
+                None if !self.opts.dry_run => {
+                    key_lock = Some(self.store.lock_cache_key(self.lock, &key.hex(), || {
+                        info!(
+                            "{n:>3}  waiting for another build running this step ({})",
+                            key.short()
+                        )
+                    })?);
+                    self.store.cache_get(&key.hex())?
+                }
+                c => c,
+            },
             _ => None,
         };
         if let Some(commit) = cached {
+            drop(key_lock);
             self.hits += 1;
             info!("{n:>3}* {text_marked}");
             let config = git::read_config(&self.repo, commit)?;
@@ -838,8 +857,11 @@ impl<'a> Builder<'a> {
         let performed = self.perform(ins, sub, planner.vars(), &mounts);
         let record = self.step_record.take().expect("set above");
         let performed = performed.map_err(|e| self.locate(ins, e))?;
-        self.commit(n, ins, text, key, performed, &record, why)
-            .map_err(|e| self.locate(ins, e))
+        let committed = self
+            .commit(n, ins, text, key, performed, &record, why)
+            .map_err(|e| self.locate(ins, e));
+        drop(key_lock);
+        committed
     }
 
     /// The mounts of a RUN and the part of a step's cache key that needs I/O (the
@@ -911,21 +933,41 @@ impl<'a> Builder<'a> {
             .stages
             .last()
             .expect("first instruction is FROM (parser checks)");
-        if st.fresh {
+        let fresh = st.fresh;
+        let parent = st.commit;
+        if self.own.is_none() {
+            let sha = crate::provenance::sha256_hex(self.opts.dockerfile.as_bytes());
+            self.own = Some(why::own_entries(&self.repo, &self.opts.tag, &sha)?);
+        }
+        if self.own.as_ref().is_some_and(Option::is_none) {
+            let mut name = self.opts.tag.clone();
+            name.tag = None;
+            name.digest = None;
+            return Ok(vec![format!(
+                "first build (no earlier build of {name} or of this Dockerfile)"
+            )]);
+        }
+        if fresh {
             return Ok(vec![
                 "no entry for this parent (an earlier step of this stage was not in the cache)"
                     .into(),
             ]);
         }
-        let parent = st.commit;
         // The entry this step's instruction made in the image's last build, if any.
         let prefer = self
             .prev_note()?
             .and_then(|p| p.steps.iter().find(|s| s.n == n))
             .and_then(|s| ObjectId::from_hex(s.commit.as_bytes()).ok());
-        if let Some((entry, w)) =
-            why::closest(&self.repo, &mut self.siblings, parent, record, None, prefer)?
-        {
+        let own = self.own.as_ref().and_then(Option::as_ref);
+        if let Some((entry, w)) = why::closest_among(
+            &self.repo,
+            &mut self.siblings,
+            parent,
+            record,
+            None,
+            prefer,
+            own,
+        )? {
             return Ok(match kind {
                 InstrKind::Run { heredocs, .. } => {
                     let h: Vec<_> = heredocs.iter().collect();
@@ -1746,7 +1788,12 @@ impl<'a> Builder<'a> {
             extra.extend_from_slice(b"run-mounts 1\0");
         }
         for m in mounts {
-            let mount::Kind::Bind { source, from, .. } = &m.mount.kind else {
+            let mount::Kind::Bind {
+                source,
+                from,
+                writable,
+            } = &m.mount.kind
+            else {
                 continue;
             };
             extra.extend_from_slice(b"mount-bind\0");
@@ -1770,8 +1817,20 @@ impl<'a> Builder<'a> {
                     // The key's call (not the record's) notes the files bound, for
                     // provenance: they go into the image's making without being copied.
                     let mut listed = items.is_none().then(Vec::new);
-                    // The RUN sees the mount's top directory as it is: its mode and
-                    // time are inputs.
+                    // The context itself bound shows the RUN its top directory's mode and
+                    // time: inputs. A copy (`.dockerignore`d files left out, or writable)
+                    // keeps the mode but takes the newest time of what it holds, not the
+                    // context directory's, which a file the copy leaves out changes
+                    // (`bind_copy_time`): that time is no input of its own, the mode is.
+                    let copied = self.bind_is_copy(*writable);
+                    let top_dir = found.first().is_some_and(|s| s.real.is_dir());
+                    if copied && top_dir {
+                        use std::os::unix::fs::MetadataExt;
+                        let md = fs::metadata(&found[0].real).at("stat", &found[0].real)?;
+                        extra.extend_from_slice(
+                            format!("copy-top 1 mode={:o}\0", md.mode() & 0o7777).as_bytes(),
+                        );
+                    }
                     let h = context::hash_sources_listing(
                         &found,
                         &self.ignore,
@@ -1779,8 +1838,8 @@ impl<'a> Builder<'a> {
                         self.store.xattrs().record(),
                         manifest.as_mut(),
                         listed.as_mut(),
-                        &|_| false,
-                        None,
+                        &|_| copied,
+                        self.source_date_epoch,
                     )
                     .map_err(|e| self.at_err(ins, "RUN --mount=type=bind", e))?;
                     extra.extend_from_slice(&h);
@@ -1806,6 +1865,13 @@ impl<'a> Builder<'a> {
             }
         }
         Ok(extra)
+    }
+
+    /// Whether a context bind mount is a copy in scratch space (writes discarded,
+    /// `.dockerignore`d files left out) rather than the context itself, read-only.
+    /// With `SOURCE_DATE_EPOCH` the copy's times are clamped to it, as the key's are.
+    fn bind_is_copy(&self, writable: bool) -> bool {
+        writable || !self.ignore.is_empty() || self.source_date_epoch.is_some()
     }
 
     /// The context path a bind mount's `source=` names: exactly one, inside the context
@@ -1966,7 +2032,7 @@ impl<'a> Builder<'a> {
                         None => {
                             let found = self.bind_context_source(ins, source)?;
                             let s = &found[0];
-                            if !writable && self.ignore.is_empty() {
+                            if !self.bind_is_copy(*writable) {
                                 // Nothing excluded: the context itself, read-only.
                                 s.real.clone()
                             } else {
@@ -1985,6 +2051,12 @@ impl<'a> Builder<'a> {
                                     None,
                                 )
                                 .map_err(|e| self.at_err(ins, "--mount: type=bind", e))?;
+                                if let Some(max) = self.source_date_epoch {
+                                    clamp_times(&t, max)?;
+                                }
+                                if t.is_dir() {
+                                    bind_copy_time(&t)?;
+                                }
                                 t
                             }
                         }
@@ -2871,6 +2943,46 @@ impl<'a> Builder<'a> {
 
 /// A COPY or ADD destination as an absolute image path: `dest` relative to the working
 /// directory `cwd` unless absolute.
+/// Give the top directory of a context bind mount's copy the newest modification time
+/// of the entries it holds (the epoch when it holds none), not the context directory's:
+/// that one changes with every file added, removed or renamed at the context's top, even
+/// one `.dockerignore` leaves out of the copy, and the key (whose hash holds each entry's
+/// time) would have to hold it.
+fn bind_copy_time(dir: &Path) -> Result<(), BuildError> {
+    use crate::store::model::Mtime;
+    let mut newest = Mtime::new(0, 0);
+    for e in fs::read_dir(dir).at("read directory", dir)? {
+        let e = e.at("read directory", dir)?;
+        let p = e.path();
+        let md = fs::symlink_metadata(&p).at("stat", &p)?;
+        newest = newest.max(Mtime::of(&md));
+    }
+    store::checkout::set_time(dir, newest).at("set time of", dir)?;
+    Ok(())
+}
+
+/// Set every time later than `max` seconds under `top` (itself included, symlinks not
+/// followed) to `max`: a context bind mount's copy shows what the key hashes with
+/// `SOURCE_DATE_EPOCH` ([`context::entry_time`]), so that another runner's checkout of the
+/// same commit, made later, gives the same key and the same RUN.
+fn clamp_times(top: &Path, max: i64) -> Result<(), BuildError> {
+    use crate::store::model::Mtime;
+    use std::os::unix::fs::MetadataExt;
+    let mut todo = vec![top.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let md = fs::symlink_metadata(&p).at("stat", &p)?;
+        if md.is_dir() {
+            for e in fs::read_dir(&p).at("read directory", &p)? {
+                todo.push(e.at("read directory", &p)?.path());
+            }
+        }
+        if md.mtime() > max {
+            store::checkout::set_time(&p, Mtime::new(max, 0)).at("set time of", &p)?;
+        }
+    }
+    Ok(())
+}
+
 fn dest_path(dest: &str, cwd: &str) -> String {
     if dest.starts_with('/') {
         dest.to_string()

@@ -10,7 +10,7 @@
 //! a record's bytes depend only on the step's key inputs, so equal inputs give equal
 //! commits. Reads the store through gix only; writes nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use gix::ObjectId;
@@ -324,6 +324,18 @@ impl Siblings {
         parent: ObjectId,
         kind: Option<&str>,
     ) -> Result<Vec<ObjectId>, GitError> {
+        self.of_kind_among(repo, parent, kind, None)
+    }
+
+    /// Like [`Siblings::of_kind`], with `among`: only the entries in that set or added by
+    /// this build (picked before the most recent are taken, as the keyword).
+    pub fn of_kind_among(
+        &mut self,
+        repo: &gix::Repository,
+        parent: ObjectId,
+        kind: Option<&str>,
+        among: Option<&HashSet<ObjectId>>,
+    ) -> Result<Vec<ObjectId>, GitError> {
         if self.by_parent.is_none() {
             let mut m: HashMap<ObjectId, Vec<ObjectId>> = HashMap::new();
             for (_, id) in git::list_refs(repo, crate::store::CACHE_REFS)? {
@@ -350,6 +362,9 @@ impl Siblings {
             .and_then(|m| m.get(&parent))
             .cloned()
             .unwrap_or_default();
+        if let Some(among) = among {
+            all.retain(|c| among.contains(c) || self.added.contains(c));
+        }
         if let Some(kind) = kind {
             let mut kept = Vec::with_capacity(all.len());
             for c in all {
@@ -516,9 +531,24 @@ pub fn closest(
     exclude: Option<ObjectId>,
     prefer: Option<ObjectId>,
 ) -> Result<Option<(ObjectId, Vec<String>)>, GitError> {
+    closest_among(repo, siblings, parent, record, exclude, prefer, None)
+}
+
+/// [`closest`] among the entries in `among` (and those this build added), when given: a
+/// build compares its steps only with its own earlier state ([`own_entries`]), not with
+/// an entry another image made on the same parent.
+pub fn closest_among(
+    repo: &gix::Repository,
+    siblings: &mut Siblings,
+    parent: ObjectId,
+    record: &Record,
+    exclude: Option<ObjectId>,
+    prefer: Option<ObjectId>,
+    among: Option<&HashSet<ObjectId>>,
+) -> Result<Option<(ObjectId, Vec<String>)>, GitError> {
     let new = index(record);
     let mut best: Option<(usize, ObjectId, String, Arc<Option<Record>>)> = None;
-    for c in siblings.of_kind(repo, parent, record.kind.as_deref())? {
+    for c in siblings.of_kind_among(repo, parent, record.kind.as_deref(), among)? {
         if Some(c) == exclude {
             continue;
         }
@@ -680,6 +710,52 @@ pub fn note_with_step(
     step: ObjectId,
 ) -> Result<Option<(ObjectId, crate::store::notes::Provenance, usize)>, GitError> {
     crate::store::notes::note_with_step(repo, step, &[])
+}
+
+/// Whether two image references name the same image, whatever their tags or digests
+/// (`app:1f3e` and `app:9c2d`, a CI job's tag per commit).
+pub fn same_image(a: &crate::reference::Reference, b: &crate::reference::Reference) -> bool {
+    (&a.host, a.port, &a.path, &a.name) == (&b.host, b.port, &b.path, &b.name)
+}
+
+/// The cache entries that are an image's own earlier state: every step commit (made or
+/// found) of the build notes of an image of the same name as `image` (any tag) or built
+/// from a Dockerfile with sha256 `dockerfile_sha256`. `None` when there is no such note:
+/// the build is the first of that image and of that Dockerfile (in this store, or in what
+/// `build-cache fetch` brought, notes included). Reads every note: only at a build's first
+/// miss.
+pub fn own_entries(
+    repo: &gix::Repository,
+    image: &crate::reference::Reference,
+    dockerfile_sha256: &str,
+) -> Result<Option<HashSet<ObjectId>>, GitError> {
+    let mut own: Option<HashSet<ObjectId>> = None;
+    for (commit, blob) in crate::store::notes::list(repo)? {
+        let Ok(b) = git::read_bounded(
+            repo,
+            commit,
+            "provenance note blob",
+            blob,
+            crate::store::notes::MAX_NOTE,
+        ) else {
+            continue;
+        };
+        let Some(p) = crate::store::notes::Provenance::parse(&b) else {
+            continue;
+        };
+        let named =
+            crate::reference::Reference::parse(&p.image).is_ok_and(|r| same_image(&r, image));
+        if !named && p.dockerfile_sha256.as_deref() != Some(dockerfile_sha256) {
+            continue;
+        }
+        let set = own.get_or_insert_with(HashSet::new);
+        set.extend(
+            p.steps
+                .iter()
+                .filter_map(|s| ObjectId::from_hex(s.commit.as_bytes()).ok()),
+        );
+    }
+    Ok(own)
 }
 
 /// The heredocs of instruction `n` (from 1) of Dockerfile `text`, if it parses and has

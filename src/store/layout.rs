@@ -20,6 +20,8 @@ pub const CREATED_DIRS: [&str; 3] = [IMG, CHECKOUTS, TMP];
 const VERSION: &str = "version";
 const LOCK: &str = "lock";
 const LOCKS: &str = "locks";
+/// Prefix of the cache-key locks in `locks/` (`=` is in no image's ref component).
+pub const CACHE_KEY_LOCK_PREFIX: &str = "=key=";
 const REPO: &str = "repo.git";
 const IMG: &str = "img";
 const CHECKOUTS: &str = "checkouts";
@@ -72,6 +74,14 @@ impl Layout {
     /// commit (`=` is in no image's ref component, so no image lock has this name).
     pub fn checkout_lock(&self, commit: &gix::ObjectId) -> PathBuf {
         self.image_locks().join(format!("=checkout={commit}.lock"))
+    }
+
+    /// `locks/=key=KEY.lock`: held by the build executing the step of cache key `KEY`
+    /// (hex) until its entry is written; another build missing the same key waits, then
+    /// finds the entry. Removed by a writer that locks the storage alone.
+    pub fn cache_key_lock(&self, key_hex: &str) -> PathBuf {
+        self.image_locks()
+            .join(format!("{CACHE_KEY_LOCK_PREFIX}{key_hex}.lock"))
     }
 
     /// `repo.git/`: the bare git repository.

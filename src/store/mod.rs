@@ -469,6 +469,20 @@ impl Store {
         })
     }
 
+    /// Take the lock of cache key `key_hex` ([`Layout::cache_key_lock`]), waiting
+    /// (interruptibly) for the build that holds it; `on_wait` says so. A build takes it on
+    /// a miss and holds it until the step's entry is written, so that two builds missing
+    /// the same step run it once: the second, once it has the lock, looks the key up
+    /// again and finds the entry. Released on drop. May run in parallel with anything.
+    pub fn lock_cache_key(
+        &self,
+        _lock: &WriteLock,
+        key_hex: &str,
+        on_wait: impl FnOnce(),
+    ) -> Result<ImageLock, StoreError> {
+        self.lock_in_locks_dir(&self.layout.cache_key_lock(key_hex), on_wait)
+    }
+
     /// Lock `path`, a file in [`Layout::image_locks`] made if missing, exclusively;
     /// `on_wait` says whom it waits for when another process holds it.
     fn lock_in_locks_dir(
@@ -530,6 +544,17 @@ impl Store {
         if alone {
             for p in self.layout.git_maintenance_locks() {
                 let _ = fs::remove_file(p);
+            }
+            // One cache-key lock file is made per step a build ran; only builds, which
+            // hold the storage lock, hold them.
+            if let Ok(rd) = fs::read_dir(self.layout.image_locks()) {
+                for e in rd.flatten() {
+                    let n = e.file_name();
+                    let n = n.to_string_lossy();
+                    if n.starts_with(layout::CACHE_KEY_LOCK_PREFIX) && n.ends_with(".lock") {
+                        let _ = fs::remove_file(e.path());
+                    }
+                }
             }
         }
         // Ref lock files left by a killed writer would fail every later update of their

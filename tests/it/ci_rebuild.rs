@@ -151,3 +151,170 @@ fn a_second_runner_s_own_checkout_hits_the_fetched_cache_with_source_date_epoch(
     assert_eq!(marks(&b.build("plain", df, &[])), "*..");
     b.fsck();
 }
+
+#[test]
+fn run_with_a_context_bind_mount_ignores_the_context_directory_s_time() {
+    // With a .dockerignore the mount is a copy without the excluded files; its top
+    // directory took the context directory's time, which every file added at the top
+    // changes (even an excluded one), and the key held it: the RUN ran again.
+    let b = Bench::checked_out("ci-bindtime");
+    b.write("src/main.c", "int main(void) { return 0; }\n");
+    b.write(".dockerignore", "*.log\nDockerfile\n");
+    let df = "FROM busybox\n\
+              RUN --mount=type=bind,target=/ctx ls -a /ctx > /default\n\
+              RUN --mount=type=bind,source=.,target=/ctx stat -c %Y /ctx > /top\n\
+              RUN --mount=type=bind,source=.,target=/ctx,rw ls /ctx > /rw\n";
+    let ctx = b.ctx.display().to_string();
+    sh(&format!(
+        "cd '{ctx}' && touch -d @946684800 .dockerignore && \
+         touch -d @959817600 src && touch -d '2001-02-03 04:05:06' ."
+    ));
+    assert_eq!(marks(&b.build("bind", df, &[])), "...");
+    let top = b.run("bind", "cat /top");
+    for (i, script) in ["echo x > build.log", "rm build.log"].iter().enumerate() {
+        sh(&format!(
+            "cd '{ctx}' && {script} && touch -d '2002-0{}-03 04:05:06' .",
+            i + 1
+        ));
+        let log = b.build("bind", df, &["--explain"]);
+        assert_eq!(marks(&log), "***", "after `{script}`:\n{log}");
+    }
+    // What the RUN saw of the top is no longer the context's time but its newest entry's.
+    assert_eq!(top, "959817600\n");
+    assert_eq!(b.run("bind", "cat /default"), ".\n..\n.dockerignore\nsrc\n");
+    // A file the mount shows changes the key, as always.
+    b.write("src/main.c", "int main(void) { return 1; }\n");
+    assert_eq!(marks(&b.build("bind", df, &[])), "...");
+    // So does the top's mode, which the RUN sees.
+    sh(&format!("chmod 0750 '{ctx}'"));
+    assert_eq!(marks(&b.build("bind", df, &[])), "...");
+    b.fsck();
+}
+
+#[test]
+fn explain_of_a_first_build_says_so_and_cites_only_the_image_s_own_entries() {
+    // A first build was compared with whatever entry of the same keyword another image had
+    // made on the parent ("instruction text changed (cached: RUN echo a > /f)").
+    let b = Bench::new("ci-firstwhy");
+    let first = "why: first build (no earlier build of app or of this Dockerfile)";
+    b.build("other", "FROM busybox\nRUN echo a > /f\n", &[]);
+    let log = b.build(
+        "app",
+        "FROM busybox\nRUN echo b0 > /f\nRUN echo x\n",
+        &["--explain"],
+    );
+    assert_eq!(marks(&log), "..", "{log}");
+    assert_eq!(log.matches(first).count(), 2, "{log}");
+    assert!(!log.contains("cached:"), "{log}");
+    // More entries on the same parent by other images than a miss compares (8), newer
+    // than the image's own: the one compared is still the image's, under another tag.
+    for i in 0..9 {
+        b.build(
+            &format!("o{i}"),
+            &format!("FROM busybox\nRUN echo {i} > /f\n"),
+            &[],
+        );
+    }
+    let df = "FROM busybox\nRUN echo b1 > /f\nRUN echo x\n";
+    let log = b.build("app:v2", df, &["--explain"]);
+    assert!(
+        log.contains("why: instruction text changed (cached: RUN echo b0 > /f)"),
+        "{log}"
+    );
+    // The same Dockerfile under a new name is that Dockerfile's earlier state too.
+    let log = b.build("renamed", df, &["--explain", "--force=none"]);
+    assert!(log.contains("why: build option changed: --force"), "{log}");
+    assert!(!log.contains("first build"), "{log}");
+}
+
+#[test]
+fn two_builds_missing_the_same_step_at_once_run_it_once() {
+    // Two CI jobs of one commit on one runner: both missed the RUN, both ran it, and the
+    // entry of one of them was replaced by the other's (an orphaned result).
+    let b = Bench::new("ci-concurrent");
+    // The RUN's /tmp is the host's: a release file there ends the RUN that runs.
+    let release = format!("/tmp/grove-ci-concurrent-{}", std::process::id());
+    let _ = std::fs::remove_file(&release);
+    let df = format!(
+        "FROM busybox\nRUN while [ ! -e {release} ]; do sleep 0.05; done; date +%s%N > /made\nRUN echo next\n"
+    );
+    b.write("Dockerfile", &df);
+    let spawn = |tag: &str| {
+        let err = b.s.join(format!("{tag}.log"));
+        let mut c = b.image();
+        c.args(["build", "-t", tag])
+            .arg(&b.ctx)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&err).expect("create log"));
+        (crate::common::Reaped(c.spawn().expect("spawn build")), err)
+    };
+    let (mut one, one_log) = spawn("one");
+    let (mut two, two_log) = spawn("two");
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    let waiting = "  2  waiting for another build running this step";
+    crate::common::wait_for("one build to wait for the other's step", 60, || {
+        read(&one_log).contains(waiting) || read(&two_log).contains(waiting)
+    });
+    std::fs::write(&release, "").expect("release");
+    assert!(one.0.wait().expect("wait").success(), "{}", read(&one_log));
+    assert!(two.0.wait().expect("wait").success(), "{}", read(&two_log));
+    let _ = std::fs::remove_file(&release);
+    let mut m = [marks(&read(&one_log)), marks(&read(&two_log))];
+    m.sort();
+    assert_eq!(m, ["**", ".."], "{}\n{}", read(&one_log), read(&two_log));
+    assert_eq!(b.image_commit("one"), b.image_commit("two"));
+    // One entry per step: the two RUNs'.
+    let refs = b.git(&["for-each-ref", "refs/grove/cache/"]);
+    assert_eq!(refs.lines().count(), 2, "{refs}");
+    // The key locks are files in locks/; a writer alone removes them.
+    let key_locks = || {
+        std::fs::read_dir(b.storage().join("locks"))
+            .expect("locks/")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("=key="))
+            .count()
+    };
+    assert_eq!(key_locks(), 2);
+    let log = b.build("three", &df, &[]);
+    assert_eq!(marks(&log), "**", "{log}");
+    assert_eq!(key_locks(), 0);
+    b.fsck();
+}
+
+#[test]
+fn a_second_runner_s_own_checkout_hits_a_run_with_a_context_bind_mount_with_source_date_epoch() {
+    // The bind mount's key held its files' own times, not clamped as COPY's are: the RUN
+    // ran again on every runner whose checkout was made later (found in a CI loop of two
+    // runners sharing the cache, SOURCE_DATE_EPOCH set from the commit).
+    let sde = ["--build-arg", "SOURCE_DATE_EPOCH=1500000000"];
+    let df = "FROM busybox\n\
+              RUN --mount=type=bind,source=t,target=/t stat -c '%n %Y' /t /t/a.t > /seen\n";
+    let checkout = |b: &Bench, when: &str| {
+        b.write("t/a.t", "ok 1\n");
+        sh(&format!(
+            "find '{}' -exec touch -h -d '{when}' {{}} +",
+            b.ctx.display()
+        ));
+    };
+    let a = Bench::checked_out("ci-bind-runner-a");
+    checkout(&a, "2020-01-01 10:00:00.25");
+    assert_eq!(marks(&a.build("app", df, &sde)), ".");
+    // What the RUN saw is what the key holds: the times clamped.
+    assert_eq!(
+        a.run("app", "cat /seen"),
+        "/t 1500000000\n/t/a.t 1500000000\n"
+    );
+    let remote = a.s.join("cache.git");
+    ok(unpriv("git").args(["init", "-q", "--bare"]).arg(&remote));
+    ok(a.image().args(["build-cache", "push"]).arg(&remote));
+
+    let b = Bench::new("ci-bind-runner-b");
+    checkout(&b, "2021-06-01 12:00:00.75");
+    ok(b.image().args(["build-cache", "fetch"]).arg(&remote));
+    let log = b.build("app", df, &sde);
+    assert_eq!(marks(&log), "*", "{log}");
+    assert_eq!(b.image_commit("app"), a.image_commit("app"));
+    // A file whose content changed still misses.
+    b.write("t/a.t", "ok 2\n");
+    assert_eq!(marks(&b.build("app", df, &sde)), ".");
+}
