@@ -859,6 +859,11 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
             crate::verbose!("reading as the user only: {}", e.report());
         }
     }
+    // From here on a SIGINT or SIGTERM is received (if the binary handles them:
+    // grove::interrupt); the namespace above needed a single thread.
+    if let Err(e) = crate::interrupt::listen() {
+        warn!("can't handle SIGINT and SIGTERM: {e}");
+    }
     if fin == fout {
         return Err(ConvertError::SameFormat(fin.name()));
     }

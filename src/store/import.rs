@@ -52,7 +52,7 @@ pub enum ImportError {
         #[source]
         source: PathError,
     },
-    #[error("{archive}: can't read archive (truncated or corrupt?) after member {after}")]
+    #[error("{archive}: {} after member {after}", archive_failure(.source))]
     Archive {
         archive: PathBuf,
         after: String,
@@ -124,6 +124,16 @@ pub fn skipped_member(kind: tar::EntryType, archive: &Path, member: &str) -> Opt
             "{}: skipping member {member} of unsupported type {other:?}",
             archive.display()
         )),
+    }
+}
+
+/// What went wrong reading an archive, as [`ImportError::Archive`] says it: a read
+/// stopped by a signal ([`crate::interrupt`]) is not a damaged archive.
+fn archive_failure(e: &io::Error) -> &'static str {
+    if crate::interrupt::is_interrupted(e) {
+        "stopped reading the archive"
+    } else {
+        "can't read archive (truncated or corrupt?)"
     }
 }
 

@@ -110,6 +110,14 @@ fn run_followed(
     inherited: Option<std::os::fd::OwnedFd>,
 ) -> Result<String, StoreError> {
     let repo = store.layout().repo();
+    // Where SIGINT and SIGTERM end the command through its error path (gc), git and
+    // what it starts (pack-objects, writing a temporary pack) are a process group that
+    // the signal is passed on to; the error path then removes their temporary files.
+    // Elsewhere git stays in this process's group, which a terminal's ^C reaches.
+    let group = crate::interrupt::handled();
+    if group {
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    }
     let mut child = cmd
         .args(args)
         .stdout(std::process::Stdio::piped())
@@ -130,8 +138,14 @@ fn run_followed(
         Some(f) => crate::progress::follow_git(f),
         None => crate::progress::follow_git(child.stderr.take().expect("stderr is piped")),
     };
-    let status = child.wait().at("run git", &repo)?;
+    let status = if group {
+        crate::interrupt::wait_watched_group(&mut child)
+    } else {
+        child.wait()
+    }
+    .at("run git", &repo)?;
     let out = out.join().unwrap_or_default();
+    crate::interrupt::check().at("run git", &repo)?;
     if !status.success() {
         return Err(StoreError::Io(IoError {
             action: "run git",
@@ -389,7 +403,11 @@ pub fn gc(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
     let _ = checkout::remove_tree(&info.join("commit-graphs"));
     // A git that failed (a full disk) leaves its temporary pack, as big as what it had
     // written: remove it, as any temporary file, while this process holds the lock alone.
-    let repacked = recompress(store, lock, &stored).and_then(|_| {
+    let repacked = crate::interrupt::check()
+        .at("collect garbage in", store.root())
+        .map_err(StoreError::from)
+        .and_then(|()| recompress(store, lock, &stored))
+        .and_then(|_| {
         run_git_maintenance(
             store,
             lock,
