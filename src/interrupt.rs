@@ -9,7 +9,8 @@
 //! processes registered with [`watch_child`]. The two are apart so that a command that
 //! enters a user namespace (`import` of a directory: unshare(2) refuses a threaded
 //! process) does so in between; a signal meanwhile waits, pending, for the listener. The work notices at its next [`check`] (per object
-//! stored, per file checked out or copied, per buffer read, per build step) and fails
+//! stored, per file checked out or copied, per buffer read, per tar entry exported, per
+//! build step, after each git that maintenance runs, which gets the signal) and fails
 //! with [`Interrupted`], unwinding through the cleanup of its error path. A second signal
 //! ends the process at once, as a kill -9 would (which the store survives: docs/
 //! store-format.md, "Concurrency and crash safety").

@@ -408,12 +408,12 @@ pub fn gc(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
         .map_err(StoreError::from)
         .and_then(|()| recompress(store, lock, &stored))
         .and_then(|_| {
-        run_git_maintenance(
-            store,
-            lock,
-            &["-c", "pack.compression=1", "gc", "--prune=now"],
-        )
-    });
+            run_git_maintenance(
+                store,
+                lock,
+                &["-c", "pack.compression=1", "gc", "--prune=now"],
+            )
+        });
     if let Err(e) = repacked {
         if lock.exclusive {
             for (p, _) in store.leftovers(0) {

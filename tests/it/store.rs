@@ -992,7 +992,7 @@ fn kill_9_during_import_leaves_a_consistent_repository() {
 }
 
 /// The names in `objects/pack` of storage directory `st`, sorted.
-fn pack_files(st: &Path) -> Vec<String> {
+pub fn pack_files(st: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(st.join("repo.git/objects/pack"))
         .map(|rd| {
             rd.flatten()
@@ -1059,6 +1059,86 @@ fn import_stopped_by_sigint_or_sigterm_removes_what_it_wrote() {
     ok(git(&st.join("repo.git")).args(["fsck", "--strict"]));
     import(&st, &big, "big");
     ok(git(&st.join("repo.git")).args(["fsck", "--strict"]));
+}
+
+/// Processes whose command line names `path` (a git that gc started on the store).
+fn processes_naming(path: &Path) -> Vec<String> {
+    let want = path.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&want))
+        .collect()
+}
+
+/// Regression: ^C (SIGINT) or SIGTERM killed `build-cache --gc` where it was: the git
+/// repack it ran went on alone (holding the store's lock) and, killed in turn, left its
+/// temporary pack in `objects/pack` until the next gc. Now gc ends through its error
+/// path: git and its pack-objects get the signal, their temporary files go, and gc dies
+/// of the signal; the store is usable and its images whole.
+#[test]
+fn gc_stopped_by_sigint_or_sigterm_ends_its_git_and_removes_its_temporary_pack() {
+    use std::os::unix::process::ExitStatusExt;
+    let s = Scratch::new("siggc");
+    let st = s.storage();
+    let big = s.join("big");
+    sh(&format!(
+        "mkdir {0} && cd {0} && head -c 64M /dev/urandom | split -b 8M - f",
+        big.display()
+    ));
+    for (sig, n) in [("INT", 2), ("TERM", 15)] {
+        // Stored (uncompressed) packs, which gc recompresses with git repack.
+        ok(chi(&st)
+            .env("CH_IMAGE_AUTO_COMPACT", "no")
+            .arg("import")
+            .arg(&big)
+            .arg(format!("big{n}")));
+        let mut c = crate::common::with_default_signals(chi(&st).args(["build-cache", "--gc"]));
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn gc");
+        let pack = st.join("repo.git/objects/pack");
+        let temporary = || -> Vec<String> {
+            std::fs::read_dir(&pack)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| !n.starts_with("pack-"))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        crate::common::wait_for("git's temporary pack", 600, || {
+            !temporary().is_empty() || child.try_wait().expect("try_wait").is_some()
+        });
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "gc finished before the signal; make the image bigger"
+        );
+        crate::common::send(sig, child.id());
+        let out = child.wait_with_output().expect("wait for gc");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.signal(),
+            Some(n),
+            "SIG{sig}: {}\n{err}",
+            out.status
+        );
+        assert!(err.contains(&format!("interrupted by SIG{sig}")), "{err}");
+        assert_eq!(
+            processes_naming(&st),
+            Vec::<String>::new(),
+            "SIG{sig}: {err}"
+        );
+        assert_eq!(temporary(), Vec::<String>::new(), "SIG{sig}: {err}");
+        ok(chi(&st).arg("fsck"));
+        ok(git(&st.join("repo.git")).args(["fsck", "--strict"]));
+    }
+    // The store is usable: a gc left alone finishes.
+    ok(chi(&st).args(["build-cache", "--gc"]));
+    assert_eq!(ok(chi(&st).arg("list")), "big15\nbig2\n");
 }
 
 /// Regression: a writer killed while updating a ref leaves `REF.lock` behind, and every
