@@ -151,7 +151,18 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            cli::report(&e);
+            // A storage directory the user can't write says so, as ch-image does: every
+            // input but a stored image goes through the store's objects, so a tarball
+            // made from a directory needs a writable one too.
+            match req
+                .storage
+                .as_deref()
+                .ok()
+                .and_then(|s| cli::read_only_storage(&e, s))
+            {
+                Some(why) => cli::report(&*anyhow::Error::from(e).context(why)),
+                None => cli::report(&e),
+            }
             cli::reclaim_after_failure(req.storage.as_deref().ok());
             ExitCode::from(1)
         }

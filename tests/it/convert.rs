@@ -649,3 +649,29 @@ fn convert_stopped_by_sigint_or_sigterm_removes_its_partial_output() {
     assert_eq!(store_state(&st), state, "{err}");
     ok(crate::store::chi(&st).arg("fsck"));
 }
+
+/// Found as a stranger: `ch-convert DIR OUT.tar` with a storage directory made
+/// read-only (`chmod -R a-w`, as a site does for its compute nodes) failed with only
+/// "can't open: STORE/lock: Permission denied": nothing said that the storage directory
+/// is the reason (a directory input goes through the store's objects), as ch-image says.
+/// No output is left.
+#[test]
+fn convert_with_a_read_only_storage_directory_says_so() {
+    let s = Scratch::new("convert-ro-store");
+    let st = s.storage();
+    import(&st, &busybox_rootfs(), "bb");
+    sh(&format!("chmod -R a-w '{}'", st.display()));
+    let out = s.join("out.tar");
+    let (code, err) = fails(chc(&st).arg(busybox_rootfs()).arg(&out));
+    sh(&format!("chmod -R u+w '{}'", st.display()));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: storage directory is read-only (not writable by you): {}",
+            st.display()
+        )),
+        "{err}"
+    );
+    assert!(!out.exists());
+    assert_eq!(staging_leftovers(&s.path), Vec::<String>::new());
+}
