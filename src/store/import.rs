@@ -270,13 +270,21 @@ fn import_squash_stream(
         // Streamed with --no-xattr: there are none to read.
         XattrPolicy::Ignore,
     );
-    let status = child.wait().map_err(|source| ImportError::Spawn {
-        tool: "sqfs2tar",
-        source,
-    })?;
+    // A signal (grove::interrupt) that came meanwhile is passed on to sqfs2tar.
+    let status =
+        crate::interrupt::wait_watched(&mut child).map_err(|source| ImportError::Spawn {
+            tool: "sqfs2tar",
+            source,
+        })?;
     let stderr = String::from_utf8_lossy(&errs.join().unwrap_or_default())
         .trim()
         .to_string();
+    // Stopped by a signal, the read says so: sqfs2tar's failure (its reader gone) is not
+    // the news.
+    let applied = match applied {
+        Err(e) if crate::interrupt::signal().is_some() => return Err(e),
+        a => a,
+    };
     if !status.success() {
         if !stderr.is_empty() {
             crate::warn!("{stderr}");
