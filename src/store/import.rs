@@ -445,6 +445,8 @@ struct DirWalk<'a> {
 
 impl DirWalk<'_> {
     fn walk(&mut self, abs: &Path, rel: &[u8], dir: &mut Dir) -> Result<(), ImportError> {
+        // A SIGINT or SIGTERM (grove::interrupt) stops the walk per directory.
+        crate::interrupt::check().at("read directory", abs)?;
         let entries = model::read_dir_sorted(abs).at("read directory", abs)?;
         for name in entries {
             let p = abs.join(&name);
@@ -535,6 +537,8 @@ fn write_files(
                         return Ok(None);
                     }
                 }
+                // A SIGINT or SIGTERM (grove::interrupt) stops the reading per file.
+                crate::interrupt::check().at("read", &f.abs)?;
                 restore.raise(&f.abs, f.mode, 0o400)?;
                 let mut file = fs::File::open(&f.abs).at("open", &f.abs)?;
                 store_reader(repo, &mut file, f.size, pack.as_ref())

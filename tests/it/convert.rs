@@ -647,6 +647,28 @@ fn convert_stopped_by_sigint_or_sigterm_removes_its_partial_output() {
     let tmp: Vec<_> = std::fs::read_dir(st.join("tmp")).expect("tmp").collect();
     assert!(tmp.is_empty(), "{tmp:?}");
     assert_eq!(store_state(&st), state, "{err}");
+    // A directory: its reading stops at the file it was at (it went on to the end, then
+    // stopped writing).
+    let err = stopped_by(
+        chc(&st).arg(&big).arg(out.join("fromdir.tar")),
+        "INT",
+        |pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/io"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("rchar:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .is_some_and(|n| n > 16 << 20)
+        },
+    );
+    assert!(
+        err.contains(&format!("can't read: {}/data/f", big.display())),
+        "{err}"
+    );
+    assert_eq!(staging_leftovers(&out), Vec::<String>::new(), "{err}");
+    assert_eq!(tree::of_dir(&out), before, "{err}");
+    assert_eq!(crate::store::pack_files(&st), packs, "{err}");
+    assert_eq!(store_state(&st), state, "{err}");
     // A SquashFS file read through sqfs2tar: its failure once its reader is gone is not
     // the error.
     if crate::common::have("sqfs2tar") && crate::common::have("tar2sqfs") {
