@@ -6,7 +6,8 @@
 //! Outputs to a path are written beside it (`.NAME.ch-convert.PID`) and renamed into
 //! place, so a failed conversion leaves no partial output; an existing output is replaced
 //! (as Charliecloud's) unless `--no-clobber`, a directory only if it looks like an image.
-//! What a killed conversion left there (its process gone, unchanged
+//! SIGINT and SIGTERM end a conversion through that same path ([`crate::interrupt`]).
+//! What a killed (kill -9) conversion left there (its process gone, unchanged
 //! for ten minutes) is removed by the next conversion to the same output. Docker and Podman go through their commands (`save`, `import`);
 //! image names handed to them never start with `-`.
 
@@ -903,6 +904,11 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
         if let Err(e) = crate::run::setup::read_own_files_as_root() {
             crate::verbose!("reading as the user only: {}", e.report());
         }
+    }
+    // From here on a SIGINT or SIGTERM is received (if the binary handles them:
+    // grove::interrupt); the namespace above needed a single thread.
+    if let Err(e) = crate::interrupt::listen() {
+        warn!("can't handle SIGINT and SIGTERM: {e}");
     }
     if fin == fout {
         return Err(ConvertError::SameFormat(fin.name()));

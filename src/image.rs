@@ -1411,8 +1411,18 @@ pub fn list_details_json(
 /// `ch-image fsck --json`: `{"ok": BOOL, "problems": [...]}` on standard output; any
 /// problem is also an error, as with [`fsck`].
 pub fn fsck_json(store: &Store) -> Result<String, ImageError> {
-    let problems = crate::store::maint::fsck(store)?;
-    let v = serde_json::json!({ "ok": problems.is_empty(), "problems": problems });
+    let report = crate::store::maint::fsck(store)?;
+    let problems = &report.problems;
+    let leftovers: Vec<_> = report
+        .leftovers
+        .iter()
+        .map(|(path, what)| serde_json::json!({ "path": path, "what": what }))
+        .collect();
+    let v = serde_json::json!({
+        "ok": problems.is_empty(),
+        "problems": problems,
+        "leftovers": leftovers,
+    });
     let mut o = String::new();
     outln!(o, "{}", serde_json::to_string_pretty(&v)?);
     if !problems.is_empty() {
@@ -1422,20 +1432,33 @@ pub fn fsck_json(store: &Store) -> Result<String, ImageError> {
             storage: store.root().to_path_buf(),
         });
     }
+    fsck_leftovers(&report.leftovers);
     info!("store ok: {}", store.root().display());
     Ok(o)
 }
 
+/// Say what writers that are gone left (not damage), one line each on standard error.
+fn fsck_leftovers(leftovers: &[(String, &'static str)]) {
+    for (path, what) in leftovers {
+        info!(
+            "{path}: {what}; not damage: the next writer that runs alone, or \
+             `ch-image build-cache --gc`, removes it"
+        );
+    }
+}
+
 /// `ch-image fsck`: the problems found, one per line on standard output; any problem
-/// is also an error.
+/// is also an error. What writers that are gone left is said on standard error and is
+/// not a problem.
 pub fn fsck(store: &Store) -> Result<(), ImageError> {
-    let problems = crate::store::maint::fsck(store)?;
-    for p in &problems {
+    let report = crate::store::maint::fsck(store)?;
+    for p in &report.problems {
         crate::dataln!("{p}");
     }
-    if !problems.is_empty() {
+    fsck_leftovers(&report.leftovers);
+    if !report.problems.is_empty() {
         return Err(ImageError::Fsck {
-            count: problems.len(),
+            count: report.problems.len(),
             storage: store.root().to_path_buf(),
         });
     }

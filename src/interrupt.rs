@@ -9,7 +9,8 @@
 //! processes registered with [`watch_child`]. The two are apart so that a command that
 //! enters a user namespace (`import` of a directory: unshare(2) refuses a threaded
 //! process) does so in between; a signal meanwhile waits, pending, for the listener. The work notices at its next [`check`] (per object
-//! stored, per file checked out or copied, per buffer read, per build step) and fails
+//! stored, per file checked out or copied, per buffer read, per tar entry exported, per
+//! build step, after each git that maintenance runs, which gets the signal) and fails
 //! with [`Interrupted`], unwinding through the cleanup of its error path. A second signal
 //! ends the process at once, as a kill -9 would (which the store survives: docs/
 //! store-format.md, "Concurrency and crash safety").
@@ -34,7 +35,8 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 /// The signal received, as a number; 0 before any.
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
 
-/// Child processes to pass a received signal on to (as SIGTERM).
+/// Child processes (negative: process groups) to pass a received signal on to (as
+/// SIGTERM).
 static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
 /// What to run on the signal thread when the first signal comes ([`on_signal`]), by id.
@@ -141,6 +143,13 @@ impl Drop for Hook {
     }
 }
 
+/// Whether SIGINT or SIGTERM is handled this way in this process ([`install`] blocked
+/// one): a child process it starts may then be put in a process group of its own, which
+/// [`watch_group`] passes the signal on to.
+pub fn handled() -> bool {
+    INSTALLED.load(Ordering::SeqCst)
+}
+
 /// The signal received, if any.
 pub fn signal() -> Option<Signal> {
     Signal::try_from(RECEIVED.load(Ordering::SeqCst)).ok()
@@ -205,10 +214,30 @@ pub fn lock_waiting(
 /// process is registered with [`watch_child`] until it has exited, and reaped after (so
 /// that its PID can't be another process's when a signal comes).
 pub fn wait_watched(child: &mut std::process::Child) -> std::io::Result<std::process::ExitStatus> {
+    wait_watched_as(child, false)
+}
+
+/// [`wait_watched`] for a child started in a process group of its own
+/// (`process_group(0)`): the signal goes to the whole group ([`watch_group`]). The group
+/// is not reused while its leader, `child`, is unreaped.
+pub fn wait_watched_group(
+    child: &mut std::process::Child,
+) -> std::io::Result<std::process::ExitStatus> {
+    wait_watched_as(child, true)
+}
+
+fn wait_watched_as(
+    child: &mut std::process::Child,
+    group: bool,
+) -> std::io::Result<std::process::ExitStatus> {
     use nix::sys::wait::{waitid, Id, WaitPidFlag};
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     {
-        let _w = watch_child(child.id());
+        let _w = if group {
+            watch_group(child.id())
+        } else {
+            watch_child(child.id())
+        };
         loop {
             match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -227,7 +256,19 @@ pub struct Watched(i32);
 /// Pass a signal received from now on to process `pid` (a child, not yet reaped) until
 /// the returned value is dropped; drop it before reaping the child.
 pub fn watch_child(pid: u32) -> Watched {
-    let pid = pid as i32;
+    watch(pid as i32)
+}
+
+/// Pass a signal received from now on to every process of the process group `pgid` (a
+/// child started with `process_group(0)`, not yet reaped, and what it started: git's
+/// pack-objects, whose temporary pack would stay otherwise) until the returned value is
+/// dropped.
+pub fn watch_group(pgid: u32) -> Watched {
+    watch(-(pgid as i32))
+}
+
+/// Register `pid` (negative: a process group) with [`CHILDREN`].
+fn watch(pid: i32) -> Watched {
     let mut children = CHILDREN.lock().expect("interrupt children lock");
     children.push(pid);
     if signal().is_some() {

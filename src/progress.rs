@@ -154,11 +154,14 @@ pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
-/// A reader that reports the bytes read through it ([`bytes`]).
+/// A reader that reports the bytes read through it ([`bytes`]), and fails once a
+/// SIGINT or SIGTERM has come ([`crate::interrupt::check`]): what reads an archive or a
+/// tool's output through it stops there.
 pub struct Reading<R>(pub R);
 
 impl<R: std::io::Read> std::io::Read for Reading<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        crate::interrupt::check()?;
         let n = self.0.read(buf)?;
         bytes(n as u64);
         Ok(n)

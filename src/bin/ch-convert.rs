@@ -120,10 +120,49 @@ fn main() -> ExitCode {
         compression: cli.compression,
         dry_run: cli.dry_run,
     };
-    match grove::convert::convert(&req) {
+    // SIGINT and SIGTERM end the conversion through its error path (grove::interrupt):
+    // the partial output and the scratch space go, what it wrote to the store is
+    // reclaimed, then the process dies of the signal. Blocked here, while the process
+    // has one thread; the conversion listens once it has entered the user namespace
+    // that reads a directory input, if it enters one.
+    if !req.dry_run {
+        if let Err(e) = grove::interrupt::install() {
+            grove::warn!("can't handle SIGINT and SIGTERM: {e}");
+        }
+    }
+    let result = grove::convert::convert(&req);
+    if let Some(sig) = grove::interrupt::signal() {
+        match result {
+            Ok(()) => grove::info!(
+                "{}: the conversion had finished; its output is kept",
+                sig.as_str()
+            ),
+            Err(e) => {
+                cli::report(&e);
+                if !grove::interrupt::is_interrupted(&e) {
+                    grove::log::write_line(&format!("error: interrupted by {}", sig.as_str()));
+                }
+                cli::reclaim_after_failure(req.storage.as_deref().ok());
+            }
+        }
+        grove::run::sys::die_of(sig);
+        return ExitCode::from(128 + sig as u8);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            cli::report(&e);
+            // A storage directory the user can't write says so, as ch-image does: every
+            // input but a stored image goes through the store's objects, so a tarball
+            // made from a directory needs a writable one too.
+            match req
+                .storage
+                .as_deref()
+                .ok()
+                .and_then(|s| cli::read_only_storage(&e, s))
+            {
+                Some(why) => cli::report(&*anyhow::Error::from(e).context(why)),
+                None => cli::report(&e),
+            }
             cli::reclaim_after_failure(req.storage.as_deref().ok());
             ExitCode::from(1)
         }

@@ -731,13 +731,15 @@ fn main() -> ExitCode {
     let storage =
         layout::storage_dir_from_env(cli.common.storage.as_deref(), RelativeVariable::Refuse).ok();
     // The commands that write images (and push, which writes a temporary export and
-    // talks to a registry) end on SIGINT and SIGTERM through their error path
-    // (grove::interrupt), blocked before any thread is started; import listens once it
-    // has entered its user namespace, if it enters one.
+    // talks to a registry), and the build cache's maintenance, end on SIGINT and SIGTERM
+    // through their error path (grove::interrupt), blocked before any thread is started;
+    // import listens once it has entered its user namespace, if it enters one.
+    let maintenance = |a: &BuildCacheArgs| a.gc || a.reset || a.compact;
     if matches!(
         cmd,
         Cmd::Import { .. } | Cmd::Pull { .. } | Cmd::Push { .. } | Cmd::Build(_)
-    ) {
+    ) || matches!(cmd, Cmd::BuildCache(ref a) if maintenance(a))
+    {
         let r = grove::interrupt::install().and_then(|()| match cmd {
             Cmd::Import { .. } => Ok(()),
             _ => grove::interrupt::listen(),

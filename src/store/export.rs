@@ -391,6 +391,8 @@ fn write_entries<W: Write>(
             append_raw(b, h, &name, link.as_deref(), data)
         };
         let r: Result<(), ExportError> = (|| {
+            // A SIGINT or SIGTERM (grove::interrupt) ends the export between entries.
+            crate::interrupt::check()?;
             // Extended attributes, and a time with nanoseconds, go in one PAX header
             // before their entry.
             let mut keys: Vec<(String, Vec<u8>)> = pax_time(rel);
@@ -894,14 +896,27 @@ pub fn write_squash(
         root_entry,
     )
     .and_then(|mut w| w.flush().map_err(ExportError::Io));
-    let status = child.wait().map_err(|source| ExportError::Spawn {
-        tool: prog.into(),
+    // A signal (grove::interrupt) that came meanwhile is passed on to the tool.
+    let status =
+        crate::interrupt::wait_watched(&mut child).map_err(|source| ExportError::Spawn {
+            tool: prog.into(),
+            source,
+        })?;
+    // Stopped by a signal, the tool's failure (its input stopped short) is not the news.
+    let stopped = |source| ExportError::Write {
+        path: out.to_path_buf(),
         source,
-    })?;
+    };
+    crate::interrupt::check().map_err(stopped)?;
+    if let Err(e) = written {
+        if status.success() {
+            return Err(e);
+        }
+    }
     if !status.success() {
         return Err(ExportError::tool_failed(prog, status, out));
     }
-    written.map(|_| ())
+    Ok(())
 }
 
 /// `path` with `suffix` appended to its last component.
@@ -1116,11 +1131,17 @@ fn squash_from_checkout(
             .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .status()
+            .spawn()
+            // A signal (grove::interrupt) that comes meanwhile is passed on to it.
+            .and_then(|mut c| crate::interrupt::wait_watched(&mut c))
             .map_err(|source| ExportError::Spawn {
                 tool: "mksquashfs".into(),
                 source,
             })?;
+        crate::interrupt::check().map_err(|source| ExportError::Write {
+            path: out.to_path_buf(),
+            source,
+        })?;
         if !status.success() {
             return Err(ExportError::tool_failed("mksquashfs", status, out));
         }

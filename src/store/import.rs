@@ -52,7 +52,7 @@ pub enum ImportError {
         #[source]
         source: PathError,
     },
-    #[error("{archive}: can't read archive (truncated or corrupt?) after member {after}")]
+    #[error("{archive}: {} after member {after}", archive_failure(.source))]
     Archive {
         archive: PathBuf,
         after: String,
@@ -124,6 +124,16 @@ pub fn skipped_member(kind: tar::EntryType, archive: &Path, member: &str) -> Opt
             "{}: skipping member {member} of unsupported type {other:?}",
             archive.display()
         )),
+    }
+}
+
+/// What went wrong reading an archive, as [`ImportError::Archive`] says it: a read
+/// stopped by a signal ([`crate::interrupt`]) is not a damaged archive.
+fn archive_failure(e: &io::Error) -> &'static str {
+    if crate::interrupt::is_interrupted(e) {
+        "stopped reading the archive"
+    } else {
+        "can't read archive (truncated or corrupt?)"
     }
 }
 
@@ -260,13 +270,21 @@ fn import_squash_stream(
         // Streamed with --no-xattr: there are none to read.
         XattrPolicy::Ignore,
     );
-    let status = child.wait().map_err(|source| ImportError::Spawn {
-        tool: "sqfs2tar",
-        source,
-    })?;
+    // A signal (grove::interrupt) that came meanwhile is passed on to sqfs2tar.
+    let status =
+        crate::interrupt::wait_watched(&mut child).map_err(|source| ImportError::Spawn {
+            tool: "sqfs2tar",
+            source,
+        })?;
     let stderr = String::from_utf8_lossy(&errs.join().unwrap_or_default())
         .trim()
         .to_string();
+    // Stopped by a signal, the read says so: sqfs2tar's failure (its reader gone) is not
+    // the news.
+    let applied = match applied {
+        Err(e) if crate::interrupt::signal().is_some() => return Err(e),
+        a => a,
+    };
     if !status.success() {
         if !stderr.is_empty() {
             crate::warn!("{stderr}");
@@ -427,6 +445,8 @@ struct DirWalk<'a> {
 
 impl DirWalk<'_> {
     fn walk(&mut self, abs: &Path, rel: &[u8], dir: &mut Dir) -> Result<(), ImportError> {
+        // A SIGINT or SIGTERM (grove::interrupt) stops the walk per directory.
+        crate::interrupt::check().at("read directory", abs)?;
         let entries = model::read_dir_sorted(abs).at("read directory", abs)?;
         for name in entries {
             let p = abs.join(&name);
@@ -517,6 +537,8 @@ fn write_files(
                         return Ok(None);
                     }
                 }
+                // A SIGINT or SIGTERM (grove::interrupt) stops the reading per file.
+                crate::interrupt::check().at("read", &f.abs)?;
                 restore.raise(&f.abs, f.mode, 0o400)?;
                 let mut file = fs::File::open(&f.abs).at("open", &f.abs)?;
                 store_reader(repo, &mut file, f.size, pack.as_ref())

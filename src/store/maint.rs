@@ -110,6 +110,14 @@ fn run_followed(
     inherited: Option<std::os::fd::OwnedFd>,
 ) -> Result<String, StoreError> {
     let repo = store.layout().repo();
+    // Where SIGINT and SIGTERM end the command through its error path (gc), git and
+    // what it starts (pack-objects, writing a temporary pack) are a process group that
+    // the signal is passed on to; the error path then removes their temporary files.
+    // Elsewhere git stays in this process's group, which a terminal's ^C reaches.
+    let group = crate::interrupt::handled();
+    if group {
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    }
     let mut child = cmd
         .args(args)
         .stdout(std::process::Stdio::piped())
@@ -130,8 +138,14 @@ fn run_followed(
         Some(f) => crate::progress::follow_git(f),
         None => crate::progress::follow_git(child.stderr.take().expect("stderr is piped")),
     };
-    let status = child.wait().at("run git", &repo)?;
+    let status = if group {
+        crate::interrupt::wait_watched_group(&mut child)
+    } else {
+        child.wait()
+    }
+    .at("run git", &repo)?;
     let out = out.join().unwrap_or_default();
+    crate::interrupt::check().at("run git", &repo)?;
     if !status.success() {
         return Err(StoreError::Io(IoError {
             action: "run git",
@@ -389,13 +403,17 @@ pub fn gc(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
     let _ = checkout::remove_tree(&info.join("commit-graphs"));
     // A git that failed (a full disk) leaves its temporary pack, as big as what it had
     // written: remove it, as any temporary file, while this process holds the lock alone.
-    let repacked = recompress(store, lock, &stored).and_then(|_| {
-        run_git_maintenance(
-            store,
-            lock,
-            &["-c", "pack.compression=1", "gc", "--prune=now"],
-        )
-    });
+    let repacked = crate::interrupt::check()
+        .at("collect garbage in", store.root())
+        .map_err(StoreError::from)
+        .and_then(|()| recompress(store, lock, &stored))
+        .and_then(|_| {
+            run_git_maintenance(
+                store,
+                lock,
+                &["-c", "pack.compression=1", "gc", "--prune=now"],
+            )
+        });
     if let Err(e) = repacked {
         if lock.exclusive {
             for (p, _) in store.leftovers(0) {
@@ -808,9 +826,22 @@ pub fn reset_cache(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
     gc(store, lock)
 }
 
-/// Check the store; returns the problems found (empty: all good).
-pub fn fsck(store: &Store) -> Result<Vec<String>, StoreError> {
+/// What [`fsck`] found.
+#[derive(Debug, Default)]
+pub struct FsckReport {
+    /// Damage: each a line naming what is wrong (empty: the store is whole).
+    pub problems: Vec<String>,
+    /// What writers that are gone (killed, kill -9) left, which is not damage: the next
+    /// writer that locks alone removes it, as `build-cache --gc` does. Each the path
+    /// (or ref) and what it is. Leftovers of live writers are never listed.
+    pub leftovers: Vec<(String, &'static str)>,
+}
+
+/// Check the store (reading only: it takes no lock, and removes nothing, so it runs
+/// beside writers and on a read-only storage directory).
+pub fn fsck(store: &Store) -> Result<FsckReport, StoreError> {
     let mut problems = Vec::new();
+    let mut leftovers = Vec::new();
     // A compaction running removes packs git fsck may have listed: wait for it (best
     // effort: a read-only store has no compaction and may refuse the lock file).
     let _compaction = super::compaction::lock(&store.layout().objects(), false, true);
@@ -853,12 +884,9 @@ pub fn fsck(store: &Store) -> Result<Vec<String>, StoreError> {
             }
         }
     }
-    // What dead writers left behind (gc removes it).
+    // What dead writers left behind (the next writer alone, or gc, removes it).
     for (p, why) in store.leftovers(600) {
-        problems.push(format!(
-            "{}: {why} (`ch-image build-cache --gc` removes it)",
-            p.display()
-        ));
+        leftovers.push((p.display().to_string(), why));
     }
     for (n, _) in git::list_refs(&repo, QUARANTINE)? {
         let pid_alive = n
@@ -867,9 +895,7 @@ pub fn fsck(store: &Store) -> Result<Vec<String>, StoreError> {
             .and_then(|p| p.parse::<u32>().ok())
             .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
         if !pid_alive {
-            problems.push(format!(
-                "{QUARANTINE}{n}: ref of an unfinished fetch (`ch-image build-cache --gc` removes it)"
-            ));
+            leftovers.push((format!("{QUARANTINE}{n}"), "ref of an unfinished fetch"));
         }
     }
     let tmp = store.layout().tmp();
@@ -877,9 +903,9 @@ pub fn fsck(store: &Store) -> Result<Vec<String>, StoreError> {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if !super::scratch_writer_alive(&name) {
-                problems.push(format!(
-                    "{}: scratch file of a writer that is gone (the next writer removes it)",
-                    e.path().display()
+                leftovers.push((
+                    e.path().display().to_string(),
+                    "scratch file of a writer that is gone",
                 ));
             }
         }
@@ -906,7 +932,10 @@ pub fn fsck(store: &Store) -> Result<Vec<String>, StoreError> {
         }
     }
     check_pool(store, &mut problems)?;
-    Ok(problems)
+    Ok(FsckReport {
+        problems,
+        leftovers,
+    })
 }
 
 /// The pool's files against the object ids their names hold (a file shared by checkouts

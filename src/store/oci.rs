@@ -198,7 +198,16 @@ pub fn write_layout(
     fs::create_dir_all(&blobs).at("create directory", &blobs)?;
     let tmp = blobs.join(".layer.tmp");
     let f = fs::File::create(&tmp).at("create", &tmp)?;
-    let (mut file, form) = write_form(repo, root, cfg, io::BufWriter::with_capacity(1 << 20, f))?;
+    // A write that fails (a full disk) names the layer's file, not "the tar stream".
+    let (mut file, form) = write_form(repo, root, cfg, io::BufWriter::with_capacity(1 << 20, f))
+        .map_err(|e| match e {
+            OciError::Export(ExportError::Io(source)) => OciError::Io(IoError {
+                action: "write layer",
+                path: tmp.clone(),
+                source,
+            }),
+            e => e,
+        })?;
     file.flush().at("write layer", &tmp)?;
     drop(file);
     let layer_path = dir.join(form.layer_digest.blob_path());

@@ -534,3 +534,183 @@ fn oci_layout_with_special_files_or_symlinks_is_refused_without_hanging() {
     // The layout itself converts.
     ok(chc(&st).args(["-i", "oci"]).arg(&good).arg("back"));
 }
+
+/// Start `cmd` with default signal dispositions, wait until `started` holds (its output
+/// begun), stop it, send `sig` (`INT`, `TERM`) and let it go on: it must end through its
+/// error path, dying of the signal with an error saying so. Returns its standard error.
+fn stopped_by(cmd: &mut std::process::Command, sig: &str, started: impl Fn(u32) -> bool) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut c = crate::common::with_default_signals(cmd);
+    c.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn ch-convert");
+    let pid = child.id();
+    crate::common::wait_for("the conversion's output", 600, || {
+        started(pid) || child.try_wait().expect("try_wait").is_some()
+    });
+    crate::common::send("STOP", pid);
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "the conversion finished before the signal; make the image bigger"
+    );
+    crate::common::send(sig, pid);
+    crate::common::send("CONT", pid);
+    let out = child.wait_with_output().expect("wait for ch-convert");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let n = if sig == "INT" { 2 } else { 15 };
+    assert_eq!(
+        out.status.signal(),
+        Some(n),
+        "SIG{sig}: {}\n{err}",
+        out.status
+    );
+    assert!(err.contains(&format!("interrupted by SIG{sig}")), "{err}");
+    err
+}
+
+/// Regression: ^C (SIGINT) or SIGTERM killed ch-convert where it was: a half-written
+/// `.OUT.ch-convert.PID` (tarball, directory, SquashFS file, OCI layout) stayed beside
+/// the output until a conversion to the same output ten minutes later, and an input
+/// read into the store stayed in its scratch space. Now each ends through its error
+/// path: the partial output goes, an existing output is left as it was, the store is as
+/// before, and the process dies of the signal (exit 130 or 143).
+#[test]
+fn convert_stopped_by_sigint_or_sigterm_removes_its_partial_output() {
+    let s = Scratch::new("sigconvert");
+    let st = s.storage();
+    // 64 files of 1 MiB of random bytes: an export checks for a signal between entries.
+    let big = s.join("big");
+    sh(&format!(
+        "mkdir -p {0}/bin {0}/dev {0}/usr {0}/data && cd {0}/data && head -c 64M /dev/urandom \
+         | split -b 1M - f",
+        big.display()
+    ));
+    import(&st, &big, "big");
+    let state = store_state(&st);
+    let out = s.join("out");
+    // Existing outputs the conversions would replace: left as they are.
+    sh(&format!(
+        "mkdir {0} && cd {0} && echo old > old.tar && mkdir -p olddir/bin olddir/dev \
+         olddir/usr && echo mine > olddir/usr/keep",
+        out.display()
+    ));
+    crate::common::own(&out);
+    let before = tree::of_dir(&out);
+    let staging_begun = |name: &str| {
+        let prefix = format!(".{name}.ch-convert.");
+        let out = out.clone();
+        move |_| {
+            std::fs::read_dir(&out).is_ok_and(|rd| {
+                rd.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            })
+        }
+    };
+    let mut outputs = vec!["old.tar", "new.tar.gz", "olddir", "newdir", "new.oci"];
+    if crate::common::have("tar2sqfs") || crate::common::have("mksquashfs") {
+        outputs.push("new.sqfs");
+    }
+    for (i, name) in outputs.iter().enumerate() {
+        let sig = ["INT", "TERM"][i % 2];
+        let mut c = chc(&st);
+        if name.ends_with(".oci") {
+            c.args(["-o", "oci"]);
+        }
+        let err = stopped_by(c.arg("big").arg(out.join(name)), sig, staging_begun(name));
+        assert_eq!(
+            staging_leftovers(&out),
+            Vec::<String>::new(),
+            "{name}: {err}"
+        );
+        assert_eq!(tree::of_dir(&out), before, "{name}: {err}");
+        assert_eq!(store_state(&st), state, "{name}: {err}");
+    }
+    // Into the store: a tarball read part-way, its objects gone again.
+    let tarball = s.join("big.tar");
+    sh(&format!(
+        "tar -C {} -cf {} .",
+        big.display(),
+        tarball.display()
+    ));
+    let packs = crate::store::pack_files(&st);
+    let err = stopped_by(chc(&st).arg(&tarball).arg("copy"), "INT", |pid| {
+        // A quarter of the tarball read (/proc/PID/io).
+        std::fs::read_to_string(format!("/proc/{pid}/io"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("rchar:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 16 << 20)
+    });
+    assert!(!err.contains("truncated or corrupt"), "{err}");
+    assert_eq!(crate::store::pack_files(&st), packs, "{err}");
+    let tmp: Vec<_> = std::fs::read_dir(st.join("tmp")).expect("tmp").collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
+    assert_eq!(store_state(&st), state, "{err}");
+    // A directory: its reading stops at the file it was at (it went on to the end, then
+    // stopped writing).
+    let err = stopped_by(
+        chc(&st).arg(&big).arg(out.join("fromdir.tar")),
+        "INT",
+        |pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/io"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("rchar:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .is_some_and(|n| n > 16 << 20)
+        },
+    );
+    assert!(
+        err.contains(&format!("can't read: {}/data/f", big.display())),
+        "{err}"
+    );
+    assert_eq!(staging_leftovers(&out), Vec::<String>::new(), "{err}");
+    assert_eq!(tree::of_dir(&out), before, "{err}");
+    assert_eq!(crate::store::pack_files(&st), packs, "{err}");
+    assert_eq!(store_state(&st), state, "{err}");
+    // A SquashFS file read through sqfs2tar: its failure once its reader is gone is not
+    // the error.
+    if crate::common::have("sqfs2tar") && crate::common::have("tar2sqfs") {
+        let sqfs = s.join("big.sqfs");
+        ok(chc(&st).arg("big").arg(&sqfs));
+        let err = stopped_by(chc(&st).arg(&sqfs).arg("copy"), "TERM", |pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/io"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("rchar:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .is_some_and(|n| n > 16 << 20)
+        });
+        assert!(!err.contains("sqfs2tar failed"), "{err}");
+        assert_eq!(crate::store::pack_files(&st), packs, "{err}");
+        assert_eq!(store_state(&st), state, "{err}");
+    }
+    ok(crate::store::chi(&st).arg("fsck"));
+}
+
+/// Found as a stranger: `ch-convert DIR OUT.tar` with a storage directory made
+/// read-only (`chmod -R a-w`, as a site does for its compute nodes) failed with only
+/// "can't open: STORE/lock: Permission denied": nothing said that the storage directory
+/// is the reason (a directory input goes through the store's objects), as ch-image says.
+/// No output is left.
+#[test]
+fn convert_with_a_read_only_storage_directory_says_so() {
+    let s = Scratch::new("convert-ro-store");
+    let st = s.storage();
+    import(&st, &busybox_rootfs(), "bb");
+    sh(&format!("chmod -R a-w '{}'", st.display()));
+    let out = s.join("out.tar");
+    let (code, err) = fails(chc(&st).arg(busybox_rootfs()).arg(&out));
+    sh(&format!("chmod -R u+w '{}'", st.display()));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: storage directory is read-only (not writable by you): {}",
+            st.display()
+        )),
+        "{err}"
+    );
+    assert!(!out.exists());
+    assert_eq!(staging_leftovers(&s.path), Vec::<String>::new());
+}

@@ -471,6 +471,50 @@ fn a_squash_export_on_a_full_disk_says_the_disk_is_full() {
         .arg(&out));
 }
 
+/// Found as a stranger: `ch-convert -o oci IMG DIR` on a full disk said "can't write tar
+/// stream: No space left on device", naming no file. Now the error names the layer file
+/// it was writing, under the output's staging directory; nothing is left behind.
+#[test]
+fn an_oci_export_on_a_full_disk_names_the_file_it_could_not_write() {
+    let Some(fs) = SmallFs::new("full-oci", 24) else {
+        return;
+    };
+    let s = Scratch::new("full-oci-st");
+    let st = s.storage();
+    ok(ch(&st).arg("import").arg(busybox_rootfs()).arg("bb"));
+    let filler = fs.fill_leaving(64 << 10);
+    let out = fs.mnt.join("bb.oci");
+    let (code, err) = fails(
+        tool("ch-convert")
+            .arg("-s")
+            .arg(&st)
+            .args(["-o", "oci", "bb"])
+            .arg(&out),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("error: can't write layer: ")
+                && l.contains(&fs.mnt.display().to_string())
+                && l.ends_with("/blobs/sha256/.layer.tmp")),
+        "{err}"
+    );
+    assert!(err.contains("No space left on device"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&fs.mnt)
+        .expect("mount")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "filler" && n != "lost+found")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    std::fs::remove_file(filler).expect("remove filler");
+    ok(tool("ch-convert")
+        .arg("-s")
+        .arg(&st)
+        .args(["-o", "oci", "bb"])
+        .arg(&out));
+}
+
 /// Regression: an import killed (kill -9, or Ctrl-C: nothing catches SIGINT) after it had
 /// written some of its packs left them, unreferenced, and `build-cache --gc`, the only
 /// way to remove them, first rewrote every stored pack with `git repack -a -d`, which

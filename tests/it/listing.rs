@@ -119,7 +119,10 @@ fn every_listing_command_has_json_history_undeletable_details_and_fsck() {
     assert_eq!(missing["local"], serde_json::Value::Null, "{missing}");
 
     let fsck = json(&ok(image().args(["fsck", "--json"])));
-    assert_eq!(fsck, serde_json::json!({ "ok": true, "problems": [] }));
+    assert_eq!(
+        fsck,
+        serde_json::json!({ "ok": true, "problems": [], "leftovers": [] })
+    );
     // A damaged checkout: the problem in the JSON, and still a failure.
     let dir = ok(image().args(["checkout", "bb"]));
     sh(&format!(
