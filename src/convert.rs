@@ -949,15 +949,9 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
         let scratch = store.scratch_path("convert");
         // A file's digest for the import note, read beside the conversion (as import's).
         let path = Path::new(&req.input);
-        let digest = (!fin.is_named() && path.is_file()).then(|| {
-            let p = path.to_path_buf();
-            std::thread::spawn(move || {
-                fs::File::open(&p)
-                    .and_then(crate::oci::digest::hash_reader)
-                    .map(|(d, _)| d.hex().to_string())
-                    .at("read", &p)
-            })
-        });
+        let digest = crate::store::notes::FileDigest::start(
+            (!fin.is_named() && path.is_file()).then_some(path),
+        );
         let img = read_phase(fin, || read_input(&store, fin, &req.input, &scratch))?;
         let manifest = img.manifest.clone();
         let commit = store
@@ -966,10 +960,7 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
                 input: req.input.clone(),
                 source,
             })?;
-        let sha256 = match digest {
-            Some(h) => Some(h.join().expect("the hashing thread does not panic")?),
-            None => None,
-        };
+        let sha256 = digest.finish()?;
         crate::store::notes::add_import(
             &store.repo(),
             commit,

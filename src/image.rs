@@ -715,7 +715,7 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
         crate::provenance::redact_note(&mut n);
         n
     });
-    let imports = imports_of(store, spec, commit)?;
+    let imports = imports_named(&store.repo(), spec, commit)?;
     if json {
         let mut v =
             serde_json::json!({ "commit": commit.to_string(), "config": cfg, "provenance": note });
@@ -830,33 +830,21 @@ fn base_imports(
     repo: &gix::Repository,
     b: &crate::store::notes::ProvenanceBase,
 ) -> Result<Vec<crate::store::notes::ImportSource>, ImageError> {
-    let Ok(commit) = ObjectId::from_hex(b.commit.as_bytes()) else {
-        return Ok(Vec::new());
-    };
-    let Some(note) = crate::store::notes::import_note(repo, commit)? else {
-        return Ok(Vec::new());
-    };
-    let name = Reference::parse(&b.image)
-        .ok()
-        .map(|r| r.with_default_tag().to_string());
-    let mine: Vec<_> = note
-        .imports
-        .iter()
-        .filter(|i| Some(&i.image) == name.as_ref())
-        .cloned()
-        .collect();
-    Ok(if mine.is_empty() { note.imports } else { mine })
+    match ObjectId::from_hex(b.commit.as_bytes()) {
+        Ok(commit) => imports_named(repo, &b.image, commit),
+        Err(_) => Ok(Vec::new()),
+    }
 }
 
-/// The imports of `commit` its import note records (`ch-image import`): the one of the
-/// image `spec` names if it has one, else all (a commit id, `NAME~N`, or another name
-/// imported as the same content).
-fn imports_of(
-    store: &Store,
+/// The imports of `commit` its import note records (`ch-image import`, a pull, a
+/// conversion): the one of the image `spec` names if it has one, else all (a commit id,
+/// `NAME~N`, or another name imported as the same content); none without a note.
+fn imports_named(
+    repo: &gix::Repository,
     spec: &str,
     commit: ObjectId,
 ) -> Result<Vec<crate::store::notes::ImportSource>, ImageError> {
-    let Some(note) = crate::store::notes::import_note(&store.repo(), commit)? else {
+    let Some(note) = crate::store::notes::import_note(repo, commit)? else {
         return Ok(Vec::new());
     };
     let name = Reference::parse(spec)
@@ -1123,18 +1111,9 @@ pub fn import(
     let lock = store.lock()?;
     info!("importing: {}", path.display());
     let t = std::time::Instant::now();
-    // The file's digest for the import note, read beside the import (the second read
-    // mostly from the page cache).
+    // The file's digest for the import note, read beside the import.
     let is_dir = path.is_dir();
-    let digest = (!is_dir).then(|| {
-        let p = path.to_path_buf();
-        std::thread::spawn(move || {
-            std::fs::File::open(&p)
-                .and_then(crate::oci::digest::hash_reader)
-                .map(|(d, _)| d.hex().to_string())
-                .at("read", &p)
-        })
-    });
+    let digest = crate::store::notes::FileDigest::start((!is_dir).then_some(path));
     let phase = crate::progress::Phase::start("import", "read", "file");
     let (commit, warnings, notes) = store
         .import(&lock, path, &name, |root| imported_config(&store, root))
@@ -1143,10 +1122,7 @@ pub fn import(
             source,
         })?;
     phase.finish(&[]);
-    let sha256 = match digest {
-        Some(h) => Some(h.join().expect("the hashing thread does not panic")?),
-        None => None,
-    };
+    let sha256 = digest.finish()?;
     crate::store::notes::add_import(
         &store.repo(),
         commit,

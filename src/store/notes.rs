@@ -317,6 +317,33 @@ pub fn import_note(
     Ok(get(repo, commit)?.and_then(|n| ImportNote::parse(&n)))
 }
 
+/// The sha256 of a file being imported, for its import note: read on a thread of its
+/// own beside the import (the second read mostly from the page cache).
+pub struct FileDigest(Option<std::thread::JoinHandle<Result<String, crate::error::IoError>>>);
+
+impl FileDigest {
+    /// Start hashing `path`, if given (a directory or a named image has no digest).
+    pub fn start(path: Option<&std::path::Path>) -> FileDigest {
+        use crate::error::IoResultExt;
+        FileDigest(path.map(|p| {
+            let p = p.to_path_buf();
+            std::thread::spawn(move || {
+                std::fs::File::open(&p)
+                    .and_then(crate::oci::digest::hash_reader)
+                    .map(|(d, _)| d.hex().to_string())
+                    .at("read", &p)
+            })
+        }))
+    }
+
+    /// The digest in hex, once read; `None` if none was started.
+    pub fn finish(self) -> Result<Option<String>, crate::error::IoError> {
+        self.0
+            .map(|h| h.join().expect("the hashing thread does not panic"))
+            .transpose()
+    }
+}
+
 /// Record `src` in the import note of `commit`: replaces the entry of the same image
 /// name, keeps the others. (A build note is never on an import's commit: builds note only
 /// commits their steps made, and those have parents.)
