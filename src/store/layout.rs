@@ -3,7 +3,7 @@
 //! [`storage_dir`] is the one place that decides which directory is the storage directory
 //! (`-s DIR`, else `$CH_IMAGE_STORAGE`, else `/var/tmp/$USER.grove`); [`Layout`] is the one
 //! place that spells a name under it (`version`, `lock`, `repo.git/`, `img/`, `checkouts/`,
-//! `layers/`, `stamps/`, `locks/`, `tmp/`, `dlcache/`, `statcache/`, `cachemounts/`,
+//! `layers/`, `stamps/`, `views/`, `locks/`, `tmp/`, `dlcache/`, `statcache/`, `cachemounts/`,
 //! `pool/`). docs/store-format.md
 //! lists the same paths; a change here is a change of the storage layout and of that
 //! document.
@@ -27,6 +27,7 @@ const IMG: &str = "img";
 const CHECKOUTS: &str = "checkouts";
 const LAYERS: &str = "layers";
 const STAMPS: &str = "stamps";
+const VIEWS: &str = "views";
 const TMP: &str = "tmp";
 const DLCACHE: &str = "dlcache";
 const STATCACHE: &str = "statcache";
@@ -169,6 +170,17 @@ impl Layout {
         self.root.join(STAMPS)
     }
 
+    /// `views/`: marks of the checkouts that are the bottom of a view.
+    pub fn views(&self) -> PathBuf {
+        self.root.join(VIEWS)
+    }
+
+    /// `views/COMMIT`: an empty file marking `checkouts/COMMIT` as the bottom of a view
+    /// (kept while its commit is reachable, though no image's link names it).
+    pub fn view_mark(&self, commit: &gix::ObjectId) -> PathBuf {
+        self.views().join(commit.to_string())
+    }
+
     /// `stamps/KIND-NAME`: the stamp of tree `KIND/NAME` (`checkouts/C` or `layers/C`).
     pub fn stamp(&self, kind: &str, name: &str) -> PathBuf {
         self.stamps().join(format!("{kind}-{name}"))
@@ -262,7 +274,7 @@ impl Layout {
 
     /// Every name directly under the storage directory that Grove writes, for checks and
     /// documentation.
-    pub fn top_level_names() -> [&'static str; 13] {
+    pub fn top_level_names() -> [&'static str; 14] {
         [
             VERSION,
             LOCK,
@@ -272,6 +284,7 @@ impl Layout {
             CHECKOUTS,
             LAYERS,
             STAMPS,
+            VIEWS,
             TMP,
             DLCACHE,
             STATCACHE,
@@ -463,7 +476,7 @@ mod tests {
         let l = Layout::new("/s");
         let c = gix::ObjectId::from_hex(b"0123456789abcdef0123456789abcdef01234567").expect("hex");
         let [graph, chain, midx, gc_pid] = l.git_maintenance_locks();
-        let cases: [(PathBuf, &str); 29] = [
+        let cases: [(PathBuf, &str); 30] = [
             (graph, "/s/repo.git/objects/info/commit-graph.lock"),
             (
                 chain,
@@ -497,6 +510,10 @@ mod tests {
                 "/s/layers/0123456789abcdef0123456789abcdef01234567",
             ),
             (l.stamp("layers", "abc"), "/s/stamps/layers-abc"),
+            (
+                l.view_mark(&c),
+                "/s/views/0123456789abcdef0123456789abcdef01234567",
+            ),
             (l.scratch("checkout", 42, 7), "/s/tmp/checkout.42.7"),
             (l.dlcache(), "/s/dlcache"),
             (l.dl_layer("ab12"), "/s/dlcache/sha256-ab12"),

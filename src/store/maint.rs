@@ -370,6 +370,8 @@ pub fn gc(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
             }
         }
     }
+    // Checkouts at the bottom of views of unreachable commits are pruned with the others.
+    store.unmark_views(lock, &live)?;
     store.prune_checkouts(lock)?;
     // Files of the pool no checkout links any more (a checkout removed by hand, or one a
     // killed writer left in tmp/).
@@ -777,6 +779,9 @@ pub fn gc_storage(
             }
             Kind::Checkout => {
                 let _ = fs::remove_file(l.stamp("checkouts", &it.name));
+                if let Ok(id) = ObjectId::from_hex(it.name.as_bytes()) {
+                    let _ = fs::remove_file(l.view_mark(&id));
+                }
                 dropped_checkout = true;
             }
         }

@@ -939,8 +939,8 @@ impl Store {
         Ok(())
     }
 
-    /// Remove checkouts that no image links to, if `lock` is exclusive (with other
-    /// writers about, an unlinked checkout may be a build's view).
+    /// Remove checkouts that no image links to and no view mark keeps, if `lock` is
+    /// exclusive (with other writers about, an unlinked checkout may be a build's view).
     pub fn prune_checkouts(&self, lock: &WriteLock) -> Result<(), StoreError> {
         if lock.exclusive {
             self.prune_unlinked_checkouts()?;
@@ -962,12 +962,15 @@ impl Store {
         Ok(live)
     }
 
+    /// Remove the checkouts that no image links to and no view mark (`views/C`, see
+    /// [`Store::view`]) keeps.
     fn prune_unlinked_checkouts(&self) -> Result<(), StoreError> {
         let live = self.linked_checkouts()?;
         let co = self.layout.checkouts();
+        let views = self.layout.views();
         let mut removed = false;
         for e in fs::read_dir(&co).at("read directory", &co)?.flatten() {
-            if !live.contains(&e.file_name()) {
+            if !live.contains(&e.file_name()) && !views.join(e.file_name()).exists() {
                 // Move aside first so a half-removed checkout is never mistaken for whole.
                 let tmp = self.scratch_path("prune");
                 if fs::rename(e.path(), &tmp).is_ok() {
@@ -1123,20 +1126,39 @@ impl Store {
     /// instead: a checkout no `img/` link names is removed by the next writer that locks
     /// alone ([`Store::prune_checkouts`]), and each run after that would write it again,
     /// as large as the image, where the image's own checkout lasts.
+    ///
+    /// A checkout at the bottom of a view that no `img/` link names is marked
+    /// (`views/C`): pruning keeps it while its commit is reachable (gc drops the marks of
+    /// unreachable commits), as kept layers are. Steps fetched from another store's
+    /// cache have no layers, so the bottom of a RUN's view over them is such a checkout
+    /// (the step below the first one that runs); unmarked, the next writer that locked
+    /// the store alone removed it, and every build that ran a step checked it out again.
     pub fn view(&self, lock: &WriteLock, commit: ObjectId) -> Result<Vec<PathBuf>, StoreError> {
+        let mut linked = None;
+        let mut is_linked = |c: ObjectId| -> Result<bool, StoreError> {
+            if linked.is_none() {
+                linked = Some(self.linked_checkouts()?);
+            }
+            Ok(linked
+                .as_ref()
+                .is_some_and(|l| l.contains(OsStr::new(&c.to_string()))))
+        };
         match self.view_of(commit)? {
-            layer::View::Ready(v) => Ok(v),
-            layer::View::Base { mut lowers, base } => {
-                if base != commit {
-                    let linked = self.linked_checkouts()?;
-                    let is_linked = |c: ObjectId| linked.contains(OsStr::new(&c.to_string()));
-                    if is_linked(commit) && !is_linked(base) {
-                        crate::verbose!(
-                            "checking out {commit}: {base} below its {} kept layers is no image's",
-                            lowers.len()
-                        );
-                        return Ok(vec![self.checkout(lock, commit)?]);
+            layer::View::Ready(v) => {
+                if let Some(bottom) = v.last().and_then(|d| self.checkout_commit(d)) {
+                    if !self.layout.view_mark(&bottom).exists() && !is_linked(bottom)? {
+                        self.mark_view(bottom)?;
                     }
+                }
+                Ok(v)
+            }
+            layer::View::Base { mut lowers, base } => {
+                if base != commit && is_linked(commit)? && !is_linked(base)? {
+                    crate::verbose!(
+                        "checking out {commit}: {base} below its {} kept layers is no image's",
+                        lowers.len()
+                    );
+                    return Ok(vec![self.checkout(lock, commit)?]);
                 }
                 if !lowers.is_empty() {
                     crate::verbose!(
@@ -1144,10 +1166,66 @@ impl Store {
                         lowers.len()
                     );
                 }
+                // Marked before it is made: no writer prunes while this one holds the
+                // lock, and a mark without its checkout is harmless.
+                if !is_linked(base)? {
+                    self.mark_view(base)?;
+                }
                 lowers.push(self.checkout(lock, base)?);
                 Ok(lowers)
             }
         }
+    }
+
+    /// The commit of `dir` if it is a checkout (`checkouts/C`) of this store.
+    fn checkout_commit(&self, dir: &Path) -> Option<ObjectId> {
+        if dir.parent() != Some(self.layout.checkouts().as_path()) {
+            return None;
+        }
+        ObjectId::from_hex(dir.file_name()?.as_encoded_bytes()).ok()
+    }
+
+    /// Mark `checkouts/<commit>` as the bottom of a view (`views/<commit>`, an empty
+    /// file): [`Store::prune_checkouts`] keeps it.
+    fn mark_view(&self, commit: ObjectId) -> Result<(), StoreError> {
+        let dir = self.layout.views();
+        fs::create_dir_all(&dir).at("create directory", &dir)?;
+        let mark = self.layout.view_mark(&commit);
+        crate::debug!(
+            "marking checkouts/{commit} as the bottom of a view: {}",
+            mark.display()
+        );
+        fs::File::create(&mark).at("create", &mark)?;
+        Ok(())
+    }
+
+    /// Remove the view marks (`views/C`) of the commits not in `live`, so that pruning
+    /// removes their checkouts. Requires the lock alone.
+    pub fn unmark_views(
+        &self,
+        lock: &WriteLock,
+        live: &std::collections::HashSet<ObjectId>,
+    ) -> Result<(), StoreError> {
+        if !lock.exclusive {
+            return Ok(());
+        }
+        let dir = self.layout.views();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(IoError::new("read directory", &dir, e).into()),
+        };
+        for e in rd.flatten() {
+            let keep = e
+                .file_name()
+                .to_str()
+                .and_then(|n| ObjectId::from_hex(n.as_bytes()).ok())
+                .is_some_and(|id| live.contains(&id));
+            if !keep {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        Ok(())
     }
 
     /// Like [`Store::view`] but never writes: `None` if a checkout would be needed.

@@ -2,7 +2,7 @@
 //! builds of one Dockerfile with small changes between runs (a checkout touching the
 //! context), where each rebuild must run exactly the steps whose result changes.
 
-use crate::common::{marks, ok, sh, unpriv, Bench};
+use crate::common::{marks, ok, output, sh, unpriv, Bench};
 
 /// The context directory's modification time, in seconds, as `stat` reads it.
 fn mtime_of(p: &std::path::Path) -> String {
@@ -317,4 +317,75 @@ fn a_second_runner_s_own_checkout_hits_a_run_with_a_context_bind_mount_with_sour
     // A file whose content changed still misses.
     b.write("t/a.t", "ok 2\n");
     assert_eq!(marks(&b.build("app", df, &sde)), ".");
+}
+
+#[test]
+fn a_fetched_runner_keeps_the_checkout_its_builds_start_from() {
+    // Runner B's steps come from `build-cache fetch`: none has a kept layer, so a RUN's
+    // view is a checkout of the step below it (the WORKDIR's commit here), which no
+    // image's link names. The next build's writer, alone on the store, removed it, and
+    // each build that ran a step checked it out again (15 s for a Debian base).
+    let df = "FROM busybox\nWORKDIR /x\nCOPY f /x/\nRUN true\n";
+    let a = Bench::checked_out("ci-fetchview-a");
+    a.write("f", "one\n");
+    assert_eq!(marks(&a.build("app", df, &[])), "...");
+    let remote = a.s.join("cache.git");
+    ok(unpriv("git").args(["init", "-q", "--bare"]).arg(&remote));
+    ok(a.image().args(["build-cache", "push"]).arg(&remote));
+
+    let b = Bench::new("ci-fetchview-b");
+    ok(b.image().args(["build-cache", "fetch"]).arg(&remote));
+    let checkouts = b.storage().join("checkouts");
+    let inodes = || -> std::collections::BTreeMap<String, u64> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::read_dir(&checkouts)
+            .expect("read checkouts/")
+            .map(|e| {
+                let e = e.expect("entry");
+                let ino = e.metadata().expect("stat checkout").ino();
+                (e.file_name().to_string_lossy().into_owned(), ino)
+            })
+            .collect()
+    };
+    // A fresh clone each time: the file's time changes, the COPY and the RUN run.
+    let build = |when: &str| {
+        b.write("f", "one\n");
+        sh(&format!(
+            "touch -d '{when}' '{}'",
+            b.ctx.join("f").display()
+        ));
+        b.write("Dockerfile", df);
+        let out = output(b.image().args(["-v", "build", "-t", "app"]).arg(&b.ctx));
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let first = build("2021-06-01 12:00:00");
+    assert_eq!(marks(&first), "*..", "{first}");
+    assert!(first.contains("checked out"), "{first}");
+    let before = inodes();
+    let second = build("2021-06-02 12:00:00");
+    assert_eq!(marks(&second), "*..", "{second}");
+    assert!(
+        !second.contains("checked out"),
+        "the second build checked out again:\n{second}"
+    );
+    let after = inodes();
+    for (name, ino) in &before {
+        assert_eq!(
+            after.get(name),
+            Some(ino),
+            "checkouts/{name} was removed or made again: {before:?} -> {after:?}"
+        );
+    }
+    assert_eq!(b.run("app", "cat /x/f"), "one\n");
+    b.fsck();
+    // Once no image reaches the commit, gc drops its mark and its checkout.
+    let views = b.storage().join("views");
+    assert!(std::fs::read_dir(&views).expect("read views/").count() > 0);
+    ok(b.image().args(["delete", "app"]));
+    ok(b.image().args(["build-cache", "--gc"]));
+    assert_eq!(std::fs::read_dir(&views).expect("read views/").count(), 0);
+    for name in inodes().keys() {
+        assert!(!before.contains_key(name), "checkouts/{name} outlived gc");
+    }
 }
