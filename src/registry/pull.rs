@@ -253,8 +253,15 @@ pub fn pull(
                 "{remote}: the manifest is Docker schema 1 (deprecated): no config blob, \
                  the config is the top layer's history entry"
             );
+            // Once per digest: schema 1 images repeat their empty layer many times.
+            let mut sizes = std::collections::HashMap::new();
             for d in manifest.layers.iter_mut() {
-                d.size = client.blob_size(&d.digest)?;
+                d.size = match sizes.get(&d.digest) {
+                    Some(n) => *n,
+                    None => *sizes
+                        .entry(d.digest.clone())
+                        .or_insert(client.blob_size(&d.digest)?),
+                };
             }
             cfg.clone()
         }

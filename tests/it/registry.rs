@@ -3112,6 +3112,8 @@ fn schema_1_manifest_is_pulled_in_reverse_layer_order_with_its_v1_config() {
         gzip(&tar_of(&[("a", b"lower\n"), ("keep", b"kept\n")])),
         gzip(&tar_of(&[("b", b"middle\n")])),
         gzip(&tar_of(&[("a", b"upper\n")])),
+        // The empty layer schema 1 images repeat (`throwaway`).
+        gzip(&tar_of(&[])),
     ];
     let digests: Vec<String> = layers
         .iter()
@@ -3129,13 +3131,19 @@ fn schema_1_manifest_is_pulled_in_reverse_layer_order_with_its_v1_config() {
         serde_json::json!({"Env": ["PATH=/usr/bin:/bin", "FOO=bar"], "WorkingDir": "/srv",
                            "Cmd": ["/bin/sh", "-c", "echo hi"]}),
     );
+    let empty = serde_json::json!({"id": "e", "throwaway": true,
+        "container_config": {"Cmd": ["/bin/sh", "-c", "#(nop) ENV FOO=bar"]}})
+    .to_string();
     let unsigned = serde_json::to_string_pretty(&serde_json::json!({
         "schemaVersion": 1, "name": "fake/img", "tag": "latest", "architecture": "amd64",
         // Top layer first.
-        "fsLayers": [{"blobSum": digests[2]}, {"blobSum": digests[1]}, {"blobSum": digests[0]}],
+        "fsLayers": [{"blobSum": digests[2]}, {"blobSum": digests[3]}, {"blobSum": digests[1]},
+                     {"blobSum": digests[3]}, {"blobSum": digests[0]}],
         "history": [
             {"v1Compatibility": top},
+            {"v1Compatibility": empty},
             {"v1Compatibility": v1("#(nop) ADD file:b in /", serde_json::Value::Null)},
+            {"v1Compatibility": empty},
             {"v1Compatibility": v1("#(nop) ADD file:a in /", serde_json::Value::Null)},
         ],
     }))
@@ -3203,6 +3211,30 @@ fn schema_1_manifest_is_pulled_in_reverse_layer_order_with_its_v1_config() {
     assert!(text.contains(&payload_digest), "{text}");
     let envf = std::fs::read_to_string(img.join("ch/environment")).unwrap();
     assert!(envf.lines().any(|l| l == "FOO=bar"), "{envf:?}");
+    let history: Vec<(String, bool)> = cfg["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["created_by"].as_str().unwrap_or("").to_string(),
+                h["empty_layer"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(history.len(), 5, "{history:?}");
+    assert_eq!(
+        history[0].0, "/bin/sh -c #(nop) ADD file:a in /",
+        "{history:?}"
+    );
+    assert!(history[1].1 && history[3].1 && !history[4].1, "{history:?}");
+    // Sizes from HEAD, once per distinct blob.
+    let heads = fake
+        .requests()
+        .iter()
+        .filter(|q| q.method == "HEAD" && q.path.ends_with(&digests[3]))
+        .count();
+    assert_eq!(heads, 1, "{:?}", fake.requests());
 
     // By the payload's digest, as a registry names a signed manifest.
     ok(tool("ch-image")
