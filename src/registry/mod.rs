@@ -682,6 +682,40 @@ mod tests {
     }
 
     #[test]
+    fn connect_timeout_and_retry_after_limit_come_from_the_environment() {
+        let l = Limits::from_env_with(&|_| None).unwrap();
+        assert_eq!(
+            l.connect_timeout,
+            Duration::from_secs(DEFAULT_CONNECT_TIMEOUT)
+        );
+        assert_eq!(
+            l.retry_after_max,
+            Duration::from_secs(DEFAULT_RETRY_AFTER_MAX)
+        );
+        let with = |var: &'static str, v: &'static str| {
+            Limits::from_env_with(&move |k| (k == var).then(|| v.to_string()))
+        };
+        assert_eq!(
+            with(CONNECT_TIMEOUT_VAR, "5").unwrap().connect_timeout,
+            Duration::from_secs(5)
+        );
+        // No wait at all is a choice; no time to connect is not.
+        assert_eq!(
+            with(RETRY_AFTER_MAX_VAR, "0").unwrap().retry_after_max,
+            Duration::ZERO
+        );
+        for (var, bad) in [
+            (CONNECT_TIMEOUT_VAR, "0"),
+            (CONNECT_TIMEOUT_VAR, "1k"),
+            (RETRY_AFTER_MAX_VAR, "-1"),
+            (RETRY_AFTER_MAX_VAR, "1m"),
+        ] {
+            let e = with(var, bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{var}: invalid value")), "{e}");
+        }
+    }
+
+    #[test]
     fn insecure_registries_use_plain_http() {
         let env = [("CH_IMAGE_REGY_INSECURE", "other, localhost:7000")];
         assert!(resolve("localhost:7000/a", &env).http);

@@ -2632,6 +2632,22 @@ fn layer_cut_off_mid_transfer_is_downloaded_again() {
         "{err}"
     );
     assert_eq!(gets.load(Ordering::SeqCst), 2);
+    // The rest was asked for; this registry does not serve ranges, so its 200 (the whole
+    // layer) was written from the start.
+    let half = l_len / 2;
+    let ranges: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|q| q.path.ends_with(&img.blobs[1].0))
+        .map(|q| q.range)
+        .collect();
+    assert_eq!(ranges, ["".to_string(), format!("bytes={half}-")]);
+    assert!(
+        err.contains(&format!(
+            "the registry answered HTTP 200 to a request for bytes {half} on; downloading it from the start"
+        )),
+        "{err}"
+    );
     // The cut half is not counted twice.
     assert!(l_len > 1024 && l_len < 1 << 20, "{l_len}");
     let size = format!("{:.1} KiB", l_len as f64 / 1024.0);
@@ -3262,4 +3278,117 @@ fn schema_1_manifest_is_pulled_in_reverse_layer_order_with_its_v1_config() {
     assert!(err.contains("digest mismatch"), "{err}");
     assert!(err.contains(&digests[1]), "{err}");
     assert_eq!(before, list_of(&st));
+}
+
+/// What the real registry answers to `GET {origin}{q.path}` (its `Range` passed on), by
+/// curl: status, the headers a registry client reads, body.
+fn forward(origin: &str, q: &Req) -> Reply {
+    let dir = std::env::temp_dir().join(format!(
+        "grove-forward-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let headers = dir.with_extension("h");
+    let mut c = Command::new("curl");
+    c.args(["-sk", "--http1.1", "-D"])
+        .arg(&headers)
+        .args([
+            "-H",
+            "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+        ]);
+    if !q.range.is_empty() {
+        c.args(["-H", &format!("Range: {}", q.range)]);
+    }
+    let out = c
+        .arg(format!("{origin}{}", q.path))
+        .output()
+        .expect("run curl");
+    let head = std::fs::read_to_string(&headers).unwrap_or_default();
+    let _ = std::fs::remove_file(&headers);
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(502);
+    let mut r = Reply::new(status, out.stdout);
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':') {
+            let k = k.trim().to_ascii_lowercase();
+            if [
+                "content-type",
+                "content-range",
+                "accept-ranges",
+                "docker-content-digest",
+            ]
+            .contains(&k.as_str())
+            {
+                r = r.header(&k, v.trim());
+            }
+        }
+    }
+    r
+}
+
+/// The resume against the real registry's ranges (Debian's docker-registry: 206,
+/// `Content-Range: bytes N-LAST/SIZE`): through a proxy that cuts the first answer of
+/// each layer halfway, a pull asks the registry for the rest of each and gets the same
+/// tree as a direct pull.
+#[test]
+fn cut_layers_resume_with_the_real_registrys_range_answers() {
+    let Some(r) = Registry::start() else { return };
+    r.put("two", "test/two:latest", &[]);
+    let origin = format!("https://{}", r.host());
+    let cut: Arc<Mutex<std::collections::HashSet<String>>> = Default::default();
+    let c2 = cut.clone();
+    let proxy = Scripted::start(None, move |q| {
+        if q.path == "/v2/" {
+            return Reply::json("{}");
+        }
+        let mut reply = forward(&origin, q);
+        // The first answer of each layer (not the config, which is small) is cut halfway.
+        if q.path.contains("/blobs/")
+            && q.method == "GET"
+            && reply.status == 200
+            && reply.body.len() > 64 << 10
+            && c2.lock().unwrap().insert(q.path.clone())
+        {
+            let n = reply.body.len();
+            reply.body.truncate(n / 2);
+            reply.declare = Some(n as u64);
+        }
+        reply
+    });
+    let s = Scratch::new("resume-real");
+    let st = empty_store(&s);
+    let out = output(
+        tool("ch-image")
+            .arg("-s")
+            .arg(&st)
+            .env("CH_IMAGE_REGY_INSECURE", proxy.host())
+            .args(["pull", &format!("{}/test/two", proxy.host()), "two"]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let n_cut = cut.lock().unwrap().len();
+    assert!(n_cut >= 1, "no layer was cut: {err}");
+    assert_eq!(
+        err.matches("; resuming it from byte ").count(),
+        n_cut,
+        "{err}"
+    );
+    let ranged = proxy
+        .requests()
+        .iter()
+        .filter(|q| q.range.starts_with("bytes="))
+        .count();
+    assert_eq!(ranged, n_cut, "{:?}", proxy.requests());
+    assert!(!err.contains("downloading it from the start"), "{err}");
+    let direct = s.join("direct");
+    ok(r.ch_image(&direct)
+        .args(["pull", &format!("{}/test/two", r.host()), "two"]));
+    assert_eq!(
+        tree(&image_dir(&st, "two+latest")),
+        tree(&image_dir(&direct, "two+latest"))
+    );
 }
