@@ -6,8 +6,11 @@
 //! layer is checked again before use, its size against the manifest's too. A digest the
 //! manifest lists more than once downloads once (so one process never has two partial
 //! files of the same name) and applies at each of its places. A layer whose transfer is
-//! cut short (connection dropped, registry stalled) is downloaded again from the start,
-//! [`super::client::ATTEMPTS`] times in all. Layers then apply in order onto one model (whiteouts across
+//! cut short (connection dropped, registry stalled) is asked for again,
+//! [`super::client::ATTEMPTS`] times in all: the rest of it (`Range`) where the registry
+//! serves ranges, else all of it, the digest always over the whole file. A Docker schema
+//! 1 manifest ([`oci::schema1`]) brings its config along and declares no layer sizes,
+//! which are asked of the registry. Layers then apply in order onto one model (whiteouts across
 //! layers, see [`import::apply_layer`]), which becomes one commit. The image's ref moves
 //! last, so a failed pull leaves the store's images as they were. The manifest digest is
 //! kept in the config's annotations (`registry.manifest`): pulling a manifest already in
