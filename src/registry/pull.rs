@@ -802,7 +802,7 @@ fn fetch_layer(
             .as_deref()
             .and_then(content_range)
             .is_some_and(|(a, b, n)| {
-                a == offset && b + 1 == d.size && n.is_none_or(|n| n == d.size)
+                a == offset && b.checked_add(1) == Some(d.size) && n.is_none_or(|n| n == d.size)
             });
         if status != 206 || !fits {
             info!(
@@ -828,7 +828,7 @@ fn fetch_layer(
         return Err(RegistryError::Longer {
             what: what.to_string(),
             declared: d.size,
-            sent: announced.map(|n| n + offset),
+            sent: announced.map(|n| n.saturating_add(offset)),
         });
     }
     // Never read more than the manifest promised (plus one byte to notice excess; sizes
@@ -858,7 +858,10 @@ fn fetch_layer(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if from_file => return Err(IoError::new("read", part, e).into()),
             Err(e) => {
-                let got = (hr.len(), announced.map(|n| n + offset).or(Some(d.size)));
+                let got = (
+                    hr.len(),
+                    announced.map(|n| n.saturating_add(offset)).or(Some(d.size)),
+                );
                 return Err(deadline.body("get blob", &url, what, got, e));
             }
         };
@@ -960,4 +963,28 @@ pub fn remote_info(
         archs,
         digest: Some(digest),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_is_read_and_malformed_ones_are_none() {
+        assert_eq!(
+            content_range("bytes 100-1088432/1088433"),
+            Some((100, 1088432, Some(1088433)))
+        );
+        assert_eq!(content_range(" bytes 0-0/*"), Some((0, 0, None)));
+        for bad in [
+            "",
+            "bytes */100",
+            "items 1-2/3",
+            "bytes 1-/3",
+            "bytes 1-2",
+            "bytes 1-18446744073709551616/3",
+        ] {
+            assert_eq!(content_range(bad), None, "{bad:?}");
+        }
+    }
 }
