@@ -23,6 +23,8 @@ pub enum DocumentError {
     },
     #[error("unsupported manifest kind {0:?} (Docker schema 1 manifests are not supported)")]
     Unsupported(String),
+    #[error("Docker schema 1 manifest: {0}")]
+    Schema1(String),
     #[error(
         "image manifest lists {n} layers, more than Grove pulls ({max} at most; Docker \
          refuses more than 125)"

@@ -12,6 +12,8 @@
 //! - [`index`]: manifests, indexes, descriptors, parsing of either ([`Document::parse`],
 //!   every digest checked), and the choice of a manifest from an index by platform.
 //! - [`digest`]: the `sha256:HEX` [`Digest`] type and the [`Hashing`] reader/writer.
+//! - [`schema1`]: Docker's deprecated schema 1 manifests ([`Schema1`]), which registries
+//!   may still serve (never found in a layout).
 //!
 //! Invariants: documents are written with sorted keys and no timestamps (so exports are
 //! reproducible); a digest read from a document is checked before it names a file or a
@@ -25,11 +27,13 @@ pub mod config;
 pub mod digest;
 pub mod index;
 pub mod platform;
+pub mod schema1;
 
 pub use config::{layer_history, ConfigDoc};
 pub use digest::{hash_reader, BadDigest, Digest, Hashing};
 pub use index::{Descriptor, Document, DocumentError, Index, Manifest};
 pub use platform::{host_arch, Platform};
+pub use schema1::Schema1;
 
 pub const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

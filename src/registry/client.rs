@@ -29,7 +29,9 @@ use crate::oci::{self, Digest, Document};
 pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.oci.image.manifest.v1+json, \
-application/vnd.docker.distribution.manifest.v2+json";
+application/vnd.docker.distribution.manifest.v2+json, \
+application/vnd.docker.distribution.manifest.v1+prettyjws;q=0.5, \
+application/vnd.docker.distribution.manifest.v1+json;q=0.5";
 
 /// Default CA bundle (Debian's ca-certificates).
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -64,15 +66,20 @@ pub struct Deadline {
     /// The longest wait for the next bytes ([`super::READ_TIMEOUT_VAR`]), for the message
     /// of a stall.
     stall: Duration,
+    /// The longest wait for a connection ([`super::CONNECT_TIMEOUT_VAR`]), for the message
+    /// of a connection that did not open.
+    connect: Duration,
 }
 
 impl Deadline {
-    pub fn new(limit: Duration, var: &'static str, stall: Duration) -> Deadline {
+    /// A deadline of `limit` (set by `var`), with the waits of `limits`.
+    pub fn new(limit: Duration, var: &'static str, limits: &Limits) -> Deadline {
         Deadline {
             started: Instant::now(),
             limit,
             var,
-            stall,
+            stall: limits.read_timeout,
+            connect: limits.connect_timeout,
         }
     }
 
@@ -99,7 +106,8 @@ impl Deadline {
 
     /// An HTTP error before any body was read, reported as what ended the request if that
     /// was not the registry: a signal (the client shut its connections down), the
-    /// deadline, or the wait for the answer ([`super::READ_TIMEOUT_VAR`]).
+    /// deadline, the wait for a connection ([`super::CONNECT_TIMEOUT_VAR`]) or for the
+    /// answer ([`super::READ_TIMEOUT_VAR`]).
     pub fn http<'u>(
         &self,
         action: &'static str,
@@ -108,6 +116,14 @@ impl Deadline {
         let d = self.clone();
         move |e| match d.ended(action, url, 0, None, is_stall(&e)) {
             Some(ended) => ended,
+            None if matches!(e, ureq::Error::Timeout(ureq::Timeout::Connect)) => {
+                RegistryError::ConnectTimeout {
+                    action,
+                    url: url.to_string(),
+                    secs: d.connect.as_secs(),
+                    var: super::CONNECT_TIMEOUT_VAR,
+                }
+            }
             None => http_err(action, url)(e),
         }
     }
@@ -272,6 +288,68 @@ fn cut_off(e: &ureq::Error) -> bool {
     }
 }
 
+/// The wait a `Retry-After` header value asks for (RFC 9110 10.2.3): a number of
+/// seconds, or an HTTP date (IMF-fixdate, or the obsolete RFC 850 and asctime forms) less
+/// `now`, a date already past being no wait. `None` if it is neither.
+pub fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        // Longer than any cap: beyond u64 seconds is as good as for ever.
+        return Some(Duration::from_secs(v.parse().unwrap_or(u64::MAX)));
+    }
+    let at = http_date(v)?;
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    Some(Duration::from_secs(at.saturating_sub(now).max(0) as u64))
+}
+
+/// Seconds since the epoch of an HTTP date (RFC 9110 5.6.7): `Sun, 06 Nov 1994 08:49:37
+/// GMT`, `Sunday, 06-Nov-94 08:49:37 GMT` or `Sun Nov  6 08:49:37 1994`.
+fn http_date(v: &str) -> Option<i64> {
+    let t: Vec<&str> = v.split([' ', ',']).filter(|t| !t.is_empty()).collect();
+    let (day, month, year, time) = match t.as_slice() {
+        [_, d, m, y, time, "GMT"] => (*d, *m, y.parse::<i64>().ok()?, *time),
+        [_, dmy, time, "GMT"] => {
+            let mut p = dmy.split('-');
+            let (d, m, y) = (p.next()?, p.next()?, p.next()?);
+            let y: i64 = y.parse().ok()?;
+            // Two-digit years: RFC 9110 says one more than 50 years ahead is in the past.
+            let y = if y < 100 {
+                if y < 70 {
+                    2000 + y
+                } else {
+                    1900 + y
+                }
+            } else {
+                y
+            };
+            (d, m, y, *time)
+        }
+        [_, m, d, time, y] => (*d, *m, y.parse::<i64>().ok()?, *time),
+        _ => return None,
+    };
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
+    let day: i64 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
+    let mut hms = time.split(':').map(|x| x.parse::<i64>().ok());
+    let (h, mi, s) = (hms.next()??, hms.next()??, hms.next()??);
+    if hms.next().is_some() || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    // Days since the epoch of a civil date (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some(days * 86400 + h * 3600 + mi * 60 + s)
+}
+
 /// The variables that set a blob's deadline.
 pub const BLOB_DEADLINE_VARS: &str = "CH_IMAGE_REGY_DEADLINE and CH_IMAGE_REGY_MIN_RATE";
 
@@ -299,6 +377,14 @@ enum Target {
     Registry,
     /// Anywhere else: no credentials.
     Elsewhere,
+}
+
+/// What a manifest request got: an index or image manifest, or a Docker schema 1
+/// manifest (deprecated, [`oci::schema1`]).
+#[derive(Debug, Clone)]
+pub enum Fetched {
+    Doc(Document),
+    Schema1(oci::Schema1),
 }
 
 /// A response with its status checked by the caller.
@@ -369,16 +455,16 @@ pub fn fetch_url(url: &str, dest: &Path) -> Result<(), RegistryError> {
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .tls_config(tls)
-        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_connect(Some(limits.connect_timeout))
         .timeout_recv_response(Some(limits.read_timeout))
         .timeout_per_read(Some(limits.read_timeout))
         .user_agent(concat!("grove/", env!("CARGO_PKG_VERSION")))
         .build();
-    let agent = ureq::Agent::new_with_config(config);
+    let agent = super::connect::agent(config);
     let shut = agent.clone();
     let _wake = crate::interrupt::on_signal(move || shut.clone().shutdown());
     // No overall deadline here (the size limit bounds the download), only the stall's.
-    let deadline = Deadline::new(Duration::MAX, super::DEADLINE_VAR, limits.read_timeout);
+    let deadline = Deadline::new(Duration::MAX, super::DEADLINE_VAR, &limits);
     let mut resp = agent
         .get(url)
         .call()
@@ -529,14 +615,14 @@ impl Client {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .tls_config(tls)
-            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_connect(Some(limits.connect_timeout))
             .timeout_recv_response(Some(limits.read_timeout))
             .timeout_recv_body(None)
             .timeout_per_read(Some(limits.read_timeout))
             .user_agent(concat!("grove/", env!("CARGO_PKG_VERSION")))
             .max_idle_connections_per_host(8)
             .build();
-        let agent = ureq::Agent::new_with_config(config);
+        let agent = super::connect::agent(config);
         let shut = agent.clone();
         Ok(Client {
             _wake: crate::interrupt::on_signal(move || shut.clone().shutdown()),
@@ -557,20 +643,12 @@ impl Client {
 
     /// The deadline of a request with a small body.
     fn small(&self) -> Deadline {
-        Deadline::new(
-            self.limits.deadline,
-            super::DEADLINE_VAR,
-            self.limits.read_timeout,
-        )
+        Deadline::new(self.limits.deadline, super::DEADLINE_VAR, &self.limits)
     }
 
     /// The deadline of a transfer of `size` bytes.
     fn sized(&self, size: u64) -> Deadline {
-        Deadline::new(
-            self.limits.for_size(size),
-            BLOB_DEADLINE_VARS,
-            self.limits.read_timeout,
-        )
+        Deadline::new(self.limits.for_size(size), BLOB_DEADLINE_VARS, &self.limits)
     }
 
     /// Whether `url` is the registry's own origin, or elsewhere; refused if it is not
@@ -746,7 +824,11 @@ impl Client {
     /// A GET or HEAD answered with a server error (500, 502, 503, 504) or cut off before
     /// its answer (connection reset or closed) is tried again, [`ATTEMPTS`] times in all,
     /// 1 s then 2 s apart, each retry warned about, while the deadline leaves time;
-    /// Charliecloud fails at the first.
+    /// Charliecloud fails at the first. A 429 or 503 with a `Retry-After` header
+    /// ([`retry_after`]) is tried again after the wait it asks for, if that is at most
+    /// [`super::RETRY_AFTER_MAX_VAR`]'s, and is [`RegistryError::RetryAfter`] if longer; a
+    /// 429 without one is not tried again (a retry a second later counts against the same
+    /// rate limit). Every wait ends at once on SIGINT or SIGTERM.
     pub fn send(
         &self,
         method: &str,
@@ -759,24 +841,69 @@ impl Client {
         let mut attempt = 1;
         loop {
             let r = self.send_once(method, url, headers, &body, deadline);
-            let why = match &r {
-                Ok(resp) if RETRY_STATUSES.contains(&resp.status().as_u16()) => {
-                    format!("HTTP {}", resp.status().as_u16())
+            // Why to try again, and the wait the registry asked for (Retry-After).
+            let (why, asked) = match &r {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let asked = if matches!(status, 429 | 503) {
+                        resp.headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| {
+                                retry_after(v, std::time::SystemTime::now())
+                                    .map(|w| (w, v.trim().to_string()))
+                            })
+                    } else {
+                        None
+                    };
+                    if asked.is_none() && !RETRY_STATUSES.contains(&status) {
+                        return r;
+                    }
+                    (format!("HTTP {status}"), asked)
                 }
-                Err(RegistryError::Http { source, .. }) if cut_off(source) => source.to_string(),
+                Err(RegistryError::Http { source, .. }) if cut_off(source) => {
+                    (source.to_string(), None)
+                }
                 _ => return r,
             };
-            let delay = Duration::from_secs(1 << (attempt - 1));
-            if !idempotent || attempt == ATTEMPTS || deadline.remaining() <= delay {
+            if !idempotent {
+                return r;
+            }
+            if let Some((wait, _)) = &asked {
+                if *wait > self.limits.retry_after_max {
+                    let status = r.as_ref().map_or(0, |resp| resp.status().as_u16());
+                    return Err(RegistryError::RetryAfter {
+                        method: method.to_string(),
+                        url: escape(url),
+                        status,
+                        secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+                        max: self.limits.retry_after_max.as_secs(),
+                        var: super::RETRY_AFTER_MAX_VAR,
+                    });
+                }
+            }
+            let delay = asked
+                .as_ref()
+                .map_or(Duration::from_secs(1 << (attempt - 1)), |(w, _)| *w);
+            if attempt == ATTEMPTS || deadline.remaining() <= delay {
                 return r;
             }
             drop(r);
             attempt += 1;
-            crate::warn!(
-                "{method} {}: {why}; trying again in {} s (attempt {attempt} of {ATTEMPTS})",
-                escape(url),
-                delay.as_secs()
-            );
+            match &asked {
+                Some((wait, value)) => crate::warn!(
+                    "{method} {}: {why}, Retry-After: {}; waiting {} s as the registry asks, \
+                     then trying again (attempt {attempt} of {ATTEMPTS})",
+                    escape(url),
+                    escape(value),
+                    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+                ),
+                None => crate::warn!(
+                    "{method} {}: {why}; trying again in {} s (attempt {attempt} of {ATTEMPTS})",
+                    escape(url),
+                    delay.as_secs()
+                ),
+            }
             let until = Instant::now() + delay;
             while Instant::now() < until {
                 crate::interrupt::interrupted().map_err(|source| RegistryError::Interrupted {
@@ -887,14 +1014,15 @@ impl Client {
     }
 
     /// Fetch a manifest or index by tag or digest. Returns the parsed document, the body
-    /// and its digest. A digest reference is verified, and a size `declared` for it (by the
-    /// index that lists it) is all that is read, plus a byte; `None` if the registry has no
-    /// such manifest.
+    /// and its digest (for a signed schema 1 manifest, its payload's:
+    /// [`oci::schema1`]). A digest reference is verified, and a size `declared` for it (by
+    /// the index that lists it) is all that is read, plus a byte; `None` if the registry
+    /// has no such manifest.
     pub fn manifest(
         &self,
         version: &str,
         declared: Option<u64>,
-    ) -> Result<Option<(Document, Vec<u8>, String)>, RegistryError> {
+    ) -> Result<Option<(Fetched, Vec<u8>, String)>, RegistryError> {
         let url = self.url(&format!("manifests/{version}"));
         let deadline = self.small();
         let mut resp = self.send("GET", &url, &[("Accept", ACCEPT)], Body::Empty, &deadline)?;
@@ -920,26 +1048,72 @@ impl Client {
             (oci::MAX_MANIFEST, "a fixed limit"),
             &deadline,
         )?;
-        let digest = Digest::of(&body).to_string();
-        if version.starts_with("sha256:") && digest != version {
-            return Err(RegistryError::Digest {
-                what: format!("manifest {url}"),
-                expected: version.to_string(),
-                actual: digest,
-            });
-        }
-        let doc = Document::parse(&ct, &body)?;
+        let of_body = Digest::of(&body).to_string();
+        // A schema 1 manifest's digest is that of its payload, which only its parse finds.
+        let (doc, digest) = if oci::schema1::is_schema1(&ct, &body) {
+            let m = match oci::Schema1::parse(&body) {
+                Ok(m) => m,
+                // A digest reference that does not match says more than a parse error.
+                Err(_) if version.starts_with("sha256:") && of_body != version => {
+                    return Err(RegistryError::Digest {
+                        what: format!("manifest {url}"),
+                        expected: version.to_string(),
+                        actual: of_body,
+                    })
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let d = m.digest.to_string();
+            // Asked for by either digest, it is the manifest asked for.
+            if version.starts_with("sha256:") && d != version && of_body != version {
+                return Err(RegistryError::Digest {
+                    what: format!("manifest {url}"),
+                    expected: version.to_string(),
+                    actual: d,
+                });
+            }
+            (Fetched::Schema1(m), d)
+        } else {
+            if version.starts_with("sha256:") && of_body != version {
+                return Err(RegistryError::Digest {
+                    what: format!("manifest {url}"),
+                    expected: version.to_string(),
+                    actual: of_body,
+                });
+            }
+            (Fetched::Doc(Document::parse(&ct, &body)?), of_body)
+        };
         Ok(Some((doc, body, digest)))
     }
 
     /// GET a blob of declared `size`; the caller reads and verifies the body, within the
     /// deadline returned (which has begun).
     pub fn blob(&self, digest: &str, size: u64) -> Result<(Response, Deadline), RegistryError> {
+        self.blob_from(digest, size, 0)
+    }
+
+    /// [`Client::blob`] from byte `offset` on, if not 0: asks for the rest with `Range:
+    /// bytes=OFFSET-` (a resumed download), the deadline being that of the rest. The
+    /// answer is 206 (the rest, whose `Content-Range` the caller checks) or 200 (the
+    /// whole blob, from a registry that does not do ranges).
+    pub fn blob_from(
+        &self,
+        digest: &str,
+        size: u64,
+        offset: u64,
+    ) -> Result<(Response, Deadline), RegistryError> {
         let url = self.url(&format!("blobs/{digest}"));
-        let deadline = self.sized(size);
-        let mut resp = self.send("GET", &url, &[], Body::Empty, &deadline)?;
+        let deadline = self.sized(size.saturating_sub(offset));
+        let range = format!("bytes={offset}-");
+        let headers: &[(&str, &str)] = if offset > 0 {
+            &[("Range", range.as_str())]
+        } else {
+            &[]
+        };
+        let mut resp = self.send("GET", &url, headers, Body::Empty, &deadline)?;
         match resp.status().as_u16() {
             200 => Ok((resp, deadline)),
+            206 if offset > 0 => Ok((resp, deadline)),
             404 => Err(RegistryError::Status {
                 action: "get blob",
                 url,
@@ -987,6 +1161,39 @@ impl Client {
             });
         }
         Ok(body)
+    }
+
+    /// The size of a blob, from the `Content-Length` of a HEAD (for a Docker schema 1
+    /// manifest, which declares none); refused above [`super::MAX_LAYER_SIZE`].
+    pub fn blob_size(&self, digest: &str) -> Result<u64, RegistryError> {
+        let url = self.url(&format!("blobs/{digest}"));
+        let mut resp = self.send("HEAD", &url, &[], Body::Empty, &self.small())?;
+        match resp.status().as_u16() {
+            200 => {}
+            404 => {
+                return Err(RegistryError::Status {
+                    action: "check blob",
+                    url,
+                    status: 404,
+                    detail: Some("blob not found".into()),
+                })
+            }
+            _ => return Err(status_err("check blob", &url, &mut resp)),
+        }
+        let n = content_length(&resp).ok_or_else(|| RegistryError::Status {
+            action: "check blob",
+            url: url.clone(),
+            status: 200,
+            detail: Some("no Content-Length, and a schema 1 manifest declares no size".into()),
+        })?;
+        if n > super::MAX_LAYER_SIZE {
+            return Err(RegistryError::TooBig {
+                what: format!("blob {digest} (announced {n} bytes)"),
+                limit: super::MAX_LAYER_SIZE,
+                var: "a fixed limit",
+            });
+        }
+        Ok(n)
     }
 
     /// Whether the registry already has a blob.
@@ -1137,6 +1344,43 @@ mod tests {
         let (s, p) = parse_challenge(r#"Basic realm=Registry"#);
         assert_eq!(s, "basic");
         assert_eq!(p, vec![("realm".to_string(), "Registry".to_string())]);
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        use std::time::{Duration as D, SystemTime, UNIX_EPOCH};
+        // 1994-11-06 08:49:37 UTC, RFC 9110's example.
+        let at = UNIX_EPOCH + D::from_secs(784111777);
+        let now = at - D::from_secs(90);
+        assert_eq!(retry_after("120", now), Some(D::from_secs(120)));
+        assert_eq!(retry_after(" 0 ", now), Some(D::ZERO));
+        for date in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(retry_after(date, now), Some(D::from_secs(90)), "{date}");
+        }
+        // A date past is no wait.
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:37 GMT", at + D::from_secs(5)),
+            Some(D::ZERO)
+        );
+        assert_eq!(
+            retry_after("Thu, 01 Jan 1970 00:00:00 GMT", SystemTime::UNIX_EPOCH),
+            Some(D::ZERO)
+        );
+        assert_eq!(http_date("Tue, 29 Feb 2028 23:59:60 GMT"), Some(1835481600));
+        for bad in [
+            "",
+            "-1",
+            "1.5",
+            "soon",
+            "Sun, 06 Nov 1994 08:49 GMT",
+            "Sun, 32 Nov 1994 08:49:37 GMT",
+        ] {
+            assert_eq!(retry_after(bad, now), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! change only after the whole image is written.
 
 pub mod client;
+mod connect;
 pub mod pull;
 pub mod push;
 
@@ -138,6 +139,26 @@ pub enum RegistryError {
     },
     #[error("refusing {what}: {reason}")]
     Refused { what: String, reason: String },
+    #[error(
+        "{method} {url}: HTTP {status}: the registry asks to wait {secs} s before trying \
+         again (Retry-After), more than {var} allows ({max} s)"
+    )]
+    RetryAfter {
+        method: String,
+        url: String,
+        status: u16,
+        /// The wait asked for, rounded up.
+        secs: u64,
+        max: u64,
+        var: &'static str,
+    },
+    #[error("{action} {url}: no connection within {secs} s ({var})")]
+    ConnectTimeout {
+        action: &'static str,
+        url: String,
+        secs: u64,
+        var: &'static str,
+    },
     #[error("{what}: larger than the limit of {limit} bytes ({var})")]
     TooBig {
         what: String,
@@ -195,6 +216,12 @@ impl RegistryError {
                 "the server stopped sending; try again later, or set {READ_TIMEOUT_VAR} to wait longer"
             )),
             RegistryError::PushIncomplete { source, .. } => source.hint(),
+            RegistryError::RetryAfter { secs, var, .. } => Some(format!(
+                "try again later, or set {var} to {secs} (or more) to wait as long as the registry asks"
+            )),
+            RegistryError::ConnectTimeout { var, .. } => Some(format!(
+                "check the registry's host and port, and the network (a firewall that drops packets looks like this); set {var} to wait longer"
+            )),
             _ => None,
         }
     }
@@ -259,12 +286,21 @@ pub const MIN_RATE_VAR: &str = "CH_IMAGE_REGY_MIN_RATE";
 /// Seconds a request may wait for the next bytes of an answer (headers or body) before it
 /// is given up.
 pub const READ_TIMEOUT_VAR: &str = "CH_IMAGE_REGY_READ_TIMEOUT";
+/// Longest wait a `Retry-After` header (HTTP 429 or 503) may ask for before the retry it
+/// delays; a longer one fails the request.
+pub const RETRY_AFTER_MAX_VAR: &str = "CH_IMAGE_REGY_RETRY_AFTER_MAX";
+/// Seconds a connection to a registry (or an `ADD URL` server) may take to open.
+pub const CONNECT_TIMEOUT_VAR: &str = "CH_IMAGE_REGY_CONNECT_TIMEOUT";
 /// Largest `ADD URL` download.
 pub const ADD_MAX_VAR: &str = "CH_IMAGE_ADD_MAX_SIZE";
 /// Default of [`DEADLINE_VAR`], seconds.
 pub const DEFAULT_DEADLINE: u64 = 300;
 /// Default of [`READ_TIMEOUT_VAR`], seconds.
 pub const DEFAULT_READ_TIMEOUT: u64 = 120;
+/// Default of [`RETRY_AFTER_MAX_VAR`], seconds.
+pub const DEFAULT_RETRY_AFTER_MAX: u64 = 60;
+/// Default of [`CONNECT_TIMEOUT_VAR`], seconds.
+pub const DEFAULT_CONNECT_TIMEOUT: u64 = 30;
 /// Default of [`MIN_RATE_VAR`], bytes per second (64 KiB/s).
 pub const DEFAULT_MIN_RATE: u64 = 64 << 10;
 /// Default of [`ADD_MAX_VAR`], bytes (4 GiB).
@@ -283,6 +319,10 @@ pub struct Limits {
     pub min_rate: u64,
     /// Longest wait for the next bytes of an answer.
     pub read_timeout: Duration,
+    /// Longest `Retry-After` wait honoured (zero: none).
+    pub retry_after_max: Duration,
+    /// Longest wait for a connection to open.
+    pub connect_timeout: Duration,
 }
 
 impl Limits {
@@ -291,7 +331,8 @@ impl Limits {
     }
 
     fn from_env_with(env: &dyn Fn(&str) -> Option<String>) -> Result<Limits, RegistryError> {
-        let seconds = |var: &str| var == DEADLINE_VAR || var == READ_TIMEOUT_VAR;
+        let seconds =
+            |var: &str| [DEADLINE_VAR, READ_TIMEOUT_VAR, CONNECT_TIMEOUT_VAR].contains(&var);
         let positive = |var: &'static str, default: u64, expected: &'static str| match env(var)
             .filter(|v| !v.is_empty())
         {
@@ -321,6 +362,26 @@ impl Limits {
                 DEFAULT_READ_TIMEOUT,
                 "a positive number of seconds",
             )?),
+            connect_timeout: Duration::from_secs(positive(
+                CONNECT_TIMEOUT_VAR,
+                DEFAULT_CONNECT_TIMEOUT,
+                "a positive number of seconds",
+            )?),
+            retry_after_max: Duration::from_secs(
+                match env(RETRY_AFTER_MAX_VAR).filter(|v| !v.is_empty()) {
+                    None => DEFAULT_RETRY_AFTER_MAX,
+                    Some(v) => v
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|_| v.trim().bytes().all(|b| b.is_ascii_digit()))
+                        .ok_or(RegistryError::Setting {
+                            var: RETRY_AFTER_MAX_VAR,
+                            value: v,
+                            expected: "a number of seconds (0: never wait)",
+                        })?,
+                },
+            ),
         })
     }
 
@@ -618,6 +679,40 @@ mod tests {
             e.contains("CH_IMAGE_REGY_DEADLINE: invalid value \"0\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn connect_timeout_and_retry_after_limit_come_from_the_environment() {
+        let l = Limits::from_env_with(&|_| None).unwrap();
+        assert_eq!(
+            l.connect_timeout,
+            Duration::from_secs(DEFAULT_CONNECT_TIMEOUT)
+        );
+        assert_eq!(
+            l.retry_after_max,
+            Duration::from_secs(DEFAULT_RETRY_AFTER_MAX)
+        );
+        let with = |var: &'static str, v: &'static str| {
+            Limits::from_env_with(&move |k| (k == var).then(|| v.to_string()))
+        };
+        assert_eq!(
+            with(CONNECT_TIMEOUT_VAR, "5").unwrap().connect_timeout,
+            Duration::from_secs(5)
+        );
+        // No wait at all is a choice; no time to connect is not.
+        assert_eq!(
+            with(RETRY_AFTER_MAX_VAR, "0").unwrap().retry_after_max,
+            Duration::ZERO
+        );
+        for (var, bad) in [
+            (CONNECT_TIMEOUT_VAR, "0"),
+            (CONNECT_TIMEOUT_VAR, "1k"),
+            (RETRY_AFTER_MAX_VAR, "-1"),
+            (RETRY_AFTER_MAX_VAR, "1m"),
+        ] {
+            let e = with(var, bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{var}: invalid value")), "{e}");
+        }
     }
 
     #[test]

@@ -6,8 +6,11 @@
 //! layer is checked again before use, its size against the manifest's too. A digest the
 //! manifest lists more than once downloads once (so one process never has two partial
 //! files of the same name) and applies at each of its places. A layer whose transfer is
-//! cut short (connection dropped, registry stalled) is downloaded again from the start,
-//! [`super::client::ATTEMPTS`] times in all. Layers then apply in order onto one model (whiteouts across
+//! cut short (connection dropped, registry stalled) is asked for again,
+//! [`super::client::ATTEMPTS`] times in all: the rest of it (`Range`) where the registry
+//! serves ranges, else all of it, the digest always over the whole file. A Docker schema
+//! 1 manifest ([`oci::schema1`]) brings its config along and declares no layer sizes,
+//! which are asked of the registry. Layers then apply in order onto one model (whiteouts across
 //! layers, see [`import::apply_layer`]), which becomes one commit. The image's ref moves
 //! last, so a failed pull leaves the store's images as they were. The manifest digest is
 //! kept in the config's annotations (`registry.manifest`): pulling a manifest already in
@@ -19,10 +22,10 @@
 use crate::error::{IoError, IoResultExt};
 use gix::ObjectId;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use super::client::Client;
+use super::client::{Client, Fetched};
 use super::{Arch, RegistryError, Remote, Settings};
 use crate::oci::{self, ConfigDoc, Digest, Document, DocumentError, Manifest, Platform};
 use crate::reference::Reference;
@@ -92,6 +95,32 @@ pub struct Resolved {
     pub archs: Option<Vec<String>>,
     /// Digest of the index the manifest was selected from; `None` without one.
     pub index: Option<String>,
+    /// The config of a Docker schema 1 manifest ([`oci::schema1`]), which has no config
+    /// blob; its `manifest` then lists the layers with size 0, unknown until asked for.
+    pub schema1: Option<ConfigDoc>,
+}
+
+/// The image manifest standing for a schema 1 manifest `m`: its layers in order, sizes
+/// unknown (0), no config blob.
+fn from_schema1(m: &oci::Schema1) -> Manifest {
+    let none = oci::Descriptor::new("", &Digest::of(b""), 0);
+    Manifest {
+        config: oci::Descriptor {
+            digest: String::new(),
+            ..none.clone()
+        },
+        layers: m
+            .layers
+            .iter()
+            .map(|d| oci::Descriptor {
+                digest: d.clone(),
+                media_type: "application/vnd.docker.image.rootfs.diff.tar.gzip".into(),
+                ..none.clone()
+            })
+            .collect(),
+        media_type: oci::DOCKER_V1.into(),
+        schema_version: 1,
+    }
 }
 
 /// Fetch the manifest `client.remote` names, going through an index by `arch`. `None` if
@@ -103,13 +132,21 @@ pub fn resolve(client: &Client, arch: &Arch) -> Result<Option<Resolved>, Registr
         return Ok(None);
     };
     match doc {
-        Document::Manifest(m) => Ok(Some(Resolved {
+        Fetched::Doc(Document::Manifest(m)) => Ok(Some(Resolved {
             manifest: m,
             digest,
             archs: None,
             index: None,
+            schema1: None,
         })),
-        Document::Index(idx) => {
+        Fetched::Schema1(m) => Ok(Some(Resolved {
+            manifest: from_schema1(&m),
+            digest,
+            archs: None,
+            index: None,
+            schema1: Some(m.config),
+        })),
+        Fetched::Doc(Document::Index(idx)) => {
             let index = digest;
             let archs = super::index_archs(&idx);
             let wanted = arch.wanted();
@@ -130,13 +167,21 @@ pub fn resolve(client: &Client, arch: &Arch) -> Result<Option<Resolved>, Registr
                 )));
             };
             match doc {
-                Document::Manifest(m) => Ok(Some(Resolved {
+                Fetched::Doc(Document::Manifest(m)) => Ok(Some(Resolved {
                     manifest: m,
                     digest,
                     archs: Some(archs),
                     index: Some(index),
+                    schema1: None,
                 })),
-                Document::Index(_) => {
+                Fetched::Schema1(m) => Ok(Some(Resolved {
+                    manifest: from_schema1(&m),
+                    digest,
+                    archs: Some(archs),
+                    index: Some(index),
+                    schema1: Some(m.config),
+                })),
+                Fetched::Doc(Document::Index(_)) => {
                     Err(DocumentError::Unsupported("index inside an index".into()).into())
                 }
             }
@@ -200,13 +245,41 @@ pub fn pull(
         }
     }
 
-    let m = &res.manifest;
-    // Layer sizes and repeats are checked before anything is downloaded.
+    let mut manifest = res.manifest.clone();
+    let doc = match &res.schema1 {
+        Some(cfg) => {
+            // As Charliecloud 0.31 (which only says "no config; manifest schema version
+            // 1"); the config is the top layer's v1 JSON. The layers' sizes, which the
+            // manifest does not declare, are the registry's (HEAD), so that their
+            // downloads are bounded as any other's.
+            warn!(
+                "{remote}: the manifest is Docker schema 1 (deprecated): no config blob, \
+                 the config is the top layer's history entry"
+            );
+            // Once per digest: schema 1 images repeat their empty layer many times.
+            let mut sizes = std::collections::HashMap::new();
+            for d in manifest.layers.iter_mut() {
+                d.size = match sizes.get(&d.digest) {
+                    Some(n) => *n,
+                    None => *sizes
+                        .entry(d.digest.clone())
+                        .or_insert(client.blob_size(&d.digest)?),
+                };
+            }
+            cfg.clone()
+        }
+        None => {
+            let m = &manifest;
+            // Layer sizes and repeats are checked before anything is downloaded.
+            distinct_layers(&m.layers)?;
+            verbose!("config: downloading {}", m.config.digest);
+            let cfg_bytes =
+                client.blob_bytes("config", &m.config.digest, m.config.size, oci::MAX_CONFIG)?;
+            ConfigDoc::parse(&cfg_bytes)?
+        }
+    };
+    let m = &manifest;
     distinct_layers(&m.layers)?;
-    verbose!("config: downloading {}", m.config.digest);
-    let cfg_bytes =
-        client.blob_bytes("config", &m.config.digest, m.config.size, oci::MAX_CONFIG)?;
-    let doc = ConfigDoc::parse(&cfg_bytes)?;
     if let Some(w) = settings.arch.wanted() {
         let img = doc.platform();
         if res.archs.is_none() && !doc.architecture.is_empty() && !Platform::parse(&w).matches(&img)
@@ -612,16 +685,25 @@ fn download_one(
     let part = layout.dl_partial(hex, std::process::id());
     let guard = Partial(Some(part.clone()));
     let mut attempt = 1;
+    // Bytes already in the partial file, to ask for the rest of (0: from the start).
+    let mut resume = 0;
     loop {
-        match fetch_layer(client, d, &digest, &part, &what) {
+        let mut ranges = false;
+        match fetch_layer(client, d, &digest, &part, &what, resume, &mut ranges) {
             Ok(()) => break,
             Err(e) if attempt < super::client::ATTEMPTS && cut_short(&e) => {
-                // What the cut transfer counted (all of it written) is done again.
-                crate::progress::unbytes(fs::metadata(&part).map_or(0, |m| m.len()));
+                // What the cut transfer wrote is kept, and the rest asked for (a registry
+                // that answers with the whole blob again gets it written from the start).
+                resume = fs::metadata(&part).map_or(0, |m| m.len());
                 let delay = std::time::Duration::from_secs(1 << (attempt - 1));
                 attempt += 1;
+                let how = if ranges && resume > 0 {
+                    format!("resuming it from byte {resume} of {}", d.size)
+                } else {
+                    "downloading it again".to_string()
+                };
                 warn!(
-                    "{}; downloading it again in {} s (attempt {attempt} of {})",
+                    "{}; {how} in {} s (attempt {attempt} of {})",
                     e.full_message(),
                     delay.as_secs(),
                     super::client::ATTEMPTS
@@ -642,28 +724,58 @@ fn download_one(
     Ok(dest)
 }
 
-/// Download layer `d` into the file `part` (created, or truncated) and check its size and
-/// `digest`; `what` names it in errors.
+/// The first byte, last byte and total size a `Content-Range: bytes FIRST-LAST/TOTAL`
+/// header says (`None` for a total of `*`); `None` if malformed.
+fn content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
+    let (range, total) = v.trim().strip_prefix("bytes ")?.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    Some((first.trim().parse().ok()?, last.trim().parse().ok()?, total))
+}
+
+/// Download layer `d` into the file `part` and check its size and `digest`; `what` names
+/// it in errors. With `resume` bytes of it already in `part` (a cut download's), only the
+/// rest is asked for (`Range`); the registry's 206 is appended to them, and its 200 (the
+/// whole blob) written from the start. The digest is always that of the whole file, the
+/// bytes kept read again. `ranges` is set if the registry said it serves ranges
+/// (`Accept-Ranges: bytes`).
 fn fetch_layer(
     client: &Client,
     d: &oci::Descriptor,
     digest: &Digest,
     part: &Path,
     what: &str,
+    resume: u64,
+    ranges: &mut bool,
 ) -> Result<(), RegistryError> {
-    let (resp, deadline) = client.blob(&d.digest, d.size).map_err(|e| match e {
-        // A foreign layer (a Windows base layer, say) is often not in the registry; its
-        // manifest names other places, which Grove does not fetch from.
-        RegistryError::Status {
-            action,
-            url,
-            status: 404,
-            ..
-        } if !d.urls.is_empty() => RegistryError::Status {
-            action,
-            url,
-            status: 404,
-            detail: Some(format!(
+    let kept = fs::metadata(part).map_or(0, |m| m.len());
+    let mut offset = if resume > 0 && resume == kept && resume < d.size {
+        resume
+    } else {
+        // Written again from the start: not counted twice.
+        crate::progress::unbytes(resume);
+        0
+    };
+    let url = client.url(&format!("blobs/{}", d.digest));
+    let (mut resp, mut deadline) =
+        client
+            .blob_from(&d.digest, d.size, offset)
+            .map_err(|e| match e {
+                // A foreign layer (a Windows base layer, say) is often not in the registry; its
+                // manifest names other places, which Grove does not fetch from.
+                RegistryError::Status {
+                    action,
+                    url,
+                    status: 404,
+                    ..
+                } if !d.urls.is_empty() => RegistryError::Status {
+                    action,
+                    url,
+                    status: 404,
+                    detail: Some(format!(
                 "blob not found; it is a foreign layer ({}) the manifest says to fetch from {}, \
                  and Grove fetches layers only from the registry",
                 super::escape(&d.media_type),
@@ -673,39 +785,91 @@ fn fetch_layer(
                     .collect::<Vec<_>>()
                     .join(", ")
             )),
-        },
-        e => e,
-    })?;
-    let url = client.url(&format!("blobs/{}", d.digest));
+                },
+                e => e,
+            })?;
+    let header = |resp: &super::client::Response, name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    *ranges = header(&resp, "accept-ranges").is_some_and(|v| v.trim() == "bytes");
+    if offset > 0 {
+        let status = resp.status().as_u16();
+        let range = header(&resp, "content-range");
+        let fits = range
+            .as_deref()
+            .and_then(content_range)
+            .is_some_and(|(a, b, n)| {
+                a == offset && b.checked_add(1) == Some(d.size) && n.is_none_or(|n| n == d.size)
+            });
+        if status != 206 || !fits {
+            info!(
+                "{what}: the registry answered HTTP {status}{} to a request for bytes \
+                 {offset} on; downloading it from the start",
+                range
+                    .map(|r| format!(" (Content-Range: {})", super::escape(&r)))
+                    .unwrap_or_default()
+            );
+            crate::progress::unbytes(offset);
+            offset = 0;
+            if status == 206 {
+                drop(resp);
+                (resp, deadline) = client.blob(&d.digest, d.size)?;
+            }
+        } else {
+            verbose!("{what}: resuming from byte {offset}");
+        }
+    }
+    let rest = d.size - offset;
     let announced = super::client::content_length(&resp);
-    if announced.is_some_and(|n| n > d.size) {
+    if announced.is_some_and(|n| n > rest) {
         return Err(RegistryError::Longer {
             what: what.to_string(),
             declared: d.size,
-            sent: announced,
+            sent: announced.map(|n| n.saturating_add(offset)),
         });
     }
     // Never read more than the manifest promised (plus one byte to notice excess; sizes
-    // are bounded by MAX_LAYER_SIZE, so this does not wrap).
-    let reader = resp
-        .into_body()
-        .into_reader()
-        .take(d.size.saturating_add(1));
-    let mut hr = oci::Hashing::new(reader);
-    let mut f = fs::File::create(part).at("create", part)?;
+    // are bounded by MAX_LAYER_SIZE, so this does not wrap). The bytes kept come first,
+    // for the digest.
+    let body = resp.into_body().into_reader().take(rest.saturating_add(1));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(offset == 0)
+        .open(part)
+        .at("create", part)?;
+    let kept: Box<dyn Read> = if offset > 0 {
+        f.seek(io::SeekFrom::Start(offset)).at("seek in", part)?;
+        Box::new(fs::File::open(part).at("open", part)?.take(offset))
+    } else {
+        Box::new(io::empty())
+    };
+    let mut hr = oci::Hashing::new(kept.chain(body));
     let mut buf = vec![0u8; 1 << 20];
     loop {
         crate::interrupt::check().at("download into", part)?;
+        // A read of the chain never spans both parts: below `offset`, the bytes kept.
+        let from_file = hr.len() < offset;
         let k = match hr.read(&mut buf) {
             Ok(k) => k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if from_file => return Err(IoError::new("read", part, e).into()),
             Err(e) => {
-                let got = (hr.len(), announced.or(Some(d.size)));
+                let got = (
+                    hr.len(),
+                    announced.map(|n| n.saturating_add(offset)).or(Some(d.size)),
+                );
                 return Err(deadline.body("get blob", &url, what, got, e));
             }
         };
         if k == 0 {
             break;
+        }
+        if from_file {
+            continue;
         }
         crate::progress::bytes(k as u64);
         if deadline.passed() {
@@ -791,12 +955,36 @@ pub fn remote_info(
         return Ok(None);
     };
     let archs = match doc {
-        Document::Index(idx) => Some(super::index_archs(&idx)),
-        Document::Manifest(_) => None,
+        Fetched::Doc(Document::Index(idx)) => Some(super::index_archs(&idx)),
+        Fetched::Doc(Document::Manifest(_)) | Fetched::Schema1(_) => None,
     };
     Ok(Some(RemoteInfo {
         remote,
         archs,
         digest: Some(digest),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_is_read_and_malformed_ones_are_none() {
+        assert_eq!(
+            content_range("bytes 100-1088432/1088433"),
+            Some((100, 1088432, Some(1088433)))
+        );
+        assert_eq!(content_range(" bytes 0-0/*"), Some((0, 0, None)));
+        for bad in [
+            "",
+            "bytes */100",
+            "items 1-2/3",
+            "bytes 1-/3",
+            "bytes 1-2",
+            "bytes 1-18446744073709551616/3",
+        ] {
+            assert_eq!(content_range(bad), None, "{bad:?}");
+        }
+    }
 }

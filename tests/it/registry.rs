@@ -1150,6 +1150,10 @@ pub(crate) struct Req {
     pub(crate) path: String,
     /// The `Authorization` header, empty if none.
     auth: String,
+    /// The `Range` header, empty if none.
+    range: String,
+    /// When it came (its head read).
+    at: Instant,
 }
 
 /// An answer of the scripted fake.
@@ -1301,11 +1305,14 @@ fn serve_one(s: &mut (impl Read + Write), route: &Route, log: &Mutex<Vec<Req>>) 
     let mut first = lines.next().unwrap_or("").split_whitespace();
     let method = first.next().unwrap_or("").to_string();
     let path = first.next().unwrap_or("").to_string();
-    let (mut auth, mut length) = (String::new(), 0u64);
+    let at = Instant::now();
+    let (mut auth, mut range, mut length) = (String::new(), String::new(), 0u64);
     for h in lines {
         if let Some((k, v)) = h.split_once(':') {
             if k.eq_ignore_ascii_case("authorization") {
                 auth = v.trim().to_string();
+            } else if k.eq_ignore_ascii_case("range") {
+                range = v.trim().to_string();
             } else if k.eq_ignore_ascii_case("content-length") {
                 length = v.trim().parse().unwrap_or(0);
             }
@@ -1315,7 +1322,13 @@ fn serve_one(s: &mut (impl Read + Write), route: &Route, log: &Mutex<Vec<Req>>) 
     if std::io::copy(&mut Read::by_ref(s).take(length), &mut std::io::sink()).is_err() {
         return;
     }
-    let req = Req { method, path, auth };
+    let req = Req {
+        method,
+        path,
+        auth,
+        range,
+        at,
+    };
     log.lock().unwrap().push(req.clone());
     let r = route(&req);
     let mut out = format!("HTTP/1.1 {} X\r\n", r.status);
@@ -2619,6 +2632,22 @@ fn layer_cut_off_mid_transfer_is_downloaded_again() {
         "{err}"
     );
     assert_eq!(gets.load(Ordering::SeqCst), 2);
+    // The rest was asked for; this registry does not serve ranges, so its 200 (the whole
+    // layer) was written from the start.
+    let half = l_len / 2;
+    let ranges: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|q| q.path.ends_with(&img.blobs[1].0))
+        .map(|q| q.range)
+        .collect();
+    assert_eq!(ranges, ["".to_string(), format!("bytes={half}-")]);
+    assert!(
+        err.contains(&format!(
+            "the registry answered HTTP 200 to a request for bytes {half} on; downloading it from the start"
+        )),
+        "{err}"
+    );
     // The cut half is not counted twice.
     assert!(l_len > 1024 && l_len < 1 << 20, "{l_len}");
     let size = format!("{:.1} KiB", l_len as f64 / 1024.0);
@@ -2714,4 +2743,652 @@ fn add_url_from_a_stalled_server_is_named_and_ends_at_once_on_sigint() {
     assert!(err.contains("interrupted by SIGINT"), "{err}");
     assert!(took < Duration::from_secs(5), "took {took:?}\n{err}");
     ok(tool("ch-image").arg("-s").arg(&st).arg("fsck"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Registries that ask to wait, addresses that never answer, layers cut short, schema 1.
+
+/// The time `secs` seconds from now as an HTTP date (IMF-fixdate), by date(1).
+fn http_date_in(secs: u64) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + secs;
+    ok(Command::new("date").env("LC_ALL", "C").args([
+        "-u",
+        "-d",
+        &format!("@{t}"),
+        "+%a, %d %b %Y %H:%M:%S GMT",
+    ]))
+    .trim()
+    .to_string()
+}
+
+/// A registry answering 429 or 503 with `Retry-After` (seconds, or an HTTP date) asks to
+/// be left alone that long. Grove ignored the header: a 429 failed the pull at once, and
+/// a 503 was asked again 1 s later. It now waits as asked (up to
+/// CH_IMAGE_REGY_RETRY_AFTER_MAX), saying so, and the pull goes on.
+#[test]
+fn retry_after_is_waited_for_and_the_pull_goes_on() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let layer = gzip(&tar_with_member("hello", b"later\n"));
+    let img = Arc::new(FakeImage::new(&[(&layer, layer.len() as u64)]));
+    let (i, n, date) = (
+        img.clone(),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(Mutex::new(String::new())),
+    );
+    let (n2, d2) = (n.clone(), date.clone());
+    let fake = Scripted::start(None, move |q| {
+        if q.path.ends_with("/manifests/latest") {
+            match n2.fetch_add(1, Ordering::SeqCst) {
+                0 => return Reply::new(429, "").header("Retry-After", "2"),
+                1 => {
+                    let d = http_date_in(3);
+                    *d2.lock().unwrap() = d.clone();
+                    return Reply::new(503, "").header("Retry-After", &d);
+                }
+                _ => {}
+            }
+        }
+        i.reply(&q.path).unwrap_or_else(|| Reply::json("{}"))
+    });
+    let s = Scratch::new("retry-after");
+    let st = empty_store(&s);
+    let out = output_within(
+        &mut pull_from(&fake.host(), None, &st, "img"),
+        Duration::from_secs(60),
+    )
+    .expect("pull hung");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let url = format!("http://{}/v2/fake/img/manifests/latest", fake.host());
+    assert!(
+        err.contains(&format!(
+            "GET {url}: HTTP 429, Retry-After: 2; waiting 2 s as the registry asks, then trying again (attempt 2 of 3)"
+        )),
+        "{err}"
+    );
+    let d = date.lock().unwrap().clone();
+    assert!(
+        err.contains(&format!("GET {url}: HTTP 503, Retry-After: {d}; waiting ")),
+        "{err}"
+    );
+    let at: Vec<Instant> = fake
+        .requests()
+        .iter()
+        .filter(|q| q.path.ends_with("/manifests/latest"))
+        .map(|q| q.at)
+        .collect();
+    assert_eq!(at.len(), 3, "{err}");
+    // The date has whole seconds: 3 s ahead is at least 2 s away.
+    for (k, gap) in [(1, at[1] - at[0]), (2, at[2] - at[1])] {
+        assert!(
+            gap >= Duration::from_millis(1950),
+            "wait {k}: {gap:?}\n{err}"
+        );
+        eprintln!("wait {k}: {gap:?}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(image_dir(&st, "img+latest").join("hello")).unwrap(),
+        "later\n"
+    );
+}
+
+/// A `Retry-After` longer than CH_IMAGE_REGY_RETRY_AFTER_MAX (default 60 s) fails the
+/// request at once, naming the URL and the wait asked for; a wait within it ends at once
+/// on SIGINT, through the pull's error path.
+#[test]
+fn retry_after_beyond_the_limit_fails_at_once_and_a_signal_ends_the_wait() {
+    use std::os::unix::process::ExitStatusExt;
+    let limited = |wait: &'static str| {
+        Scripted::start(None, move |q| {
+            if q.path == "/v2/" {
+                return Reply::json("{}");
+            }
+            Reply::new(
+                429,
+                r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#,
+            )
+            .header("Content-Type", "application/json")
+            .header("Retry-After", wait)
+        })
+    };
+    let s = Scratch::new("retry-after-max");
+    let st = empty_store(&s);
+    let before = list_of(&st);
+    let hour = limited("3600");
+    let t = Instant::now();
+    let err = fails_within(
+        &mut pull_from(&hour.host(), None, &st, "img"),
+        Duration::from_secs(60),
+    );
+    assert!(
+        err.contains(&format!(
+            "GET http://{}/v2/fake/img/manifests/latest: HTTP 429: the registry asks to wait 3600 s before trying again (Retry-After), more than CH_IMAGE_REGY_RETRY_AFTER_MAX allows (60 s)",
+            hour.host()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: try again later, or set CH_IMAGE_REGY_RETRY_AFTER_MAX to 3600"),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(hour.requests().len(), 1, "{:?}", hour.requests());
+
+    let minute = limited("50");
+    let err = fails_within(
+        pull_from(&minute.host(), None, &st, "img").env("CH_IMAGE_REGY_RETRY_AFTER_MAX", "10"),
+        Duration::from_secs(60),
+    );
+    assert!(
+        err.contains("wait 50 s before trying again (Retry-After), more than CH_IMAGE_REGY_RETRY_AFTER_MAX allows (10 s)"),
+        "{err}"
+    );
+
+    let asked = minute.requests().len();
+    let mut cmd = pull_from(&minute.host(), None, &st, "img");
+    cmd.env("CH_IMAGE_REGY_RETRY_AFTER_MAX", "100");
+    let mut child = spawn_signallable(&cmd);
+    wait_for("the manifest's request", 60, || {
+        minute.requests().len() > asked
+    });
+    // Into the wait.
+    std::thread::sleep(Duration::from_millis(500));
+    send("INT", child.0.id());
+    let (status, err, took) = ended_within(&mut child, Duration::from_secs(60));
+    assert_eq!(status.signal(), Some(2), "{status}\n{err}");
+    assert!(err.contains("Retry-After: 50; waiting 50 s"), "{err}");
+    assert!(err.contains("interrupted by SIGINT"), "{err}");
+    assert!(took < Duration::from_secs(1), "took {took:?}\n{err}");
+    eprintln!("SIGINT: ended {took:?} after the signal");
+    assert_eq!(minute.requests().len(), asked + 1);
+    assert_eq!(before, list_of(&st));
+}
+
+/// A port on 127.0.0.1 that never completes a connection, as an address a firewall drops
+/// packets to: a python3 listener with a backlog of 0 that never accepts, its queue
+/// filled (the kernel then drops further SYNs). The listener and the connections that
+/// fill its queue are dropped with the returned values.
+fn blackhole() -> (u16, Reaped, Vec<TcpStream>) {
+    let mut c = Command::new("python3");
+    c.args([
+        "-c",
+        "import socket, time\n\
+         s = socket.socket()\n\
+         s.bind(('127.0.0.1', 0))\n\
+         s.listen(0)\n\
+         print(s.getsockname()[1], flush=True)\n\
+         time.sleep(600)\n",
+    ])
+    .stdout(Stdio::piped());
+    let mut server = Reaped(c.spawn().expect("start python3"));
+    let mut line = String::new();
+    BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().expect("port");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut held = Vec::new();
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            Ok(c) => held.push(c),
+            Err(_) => break,
+        }
+        assert!(held.len() < 16, "the backlog does not fill");
+    }
+    (port, server, held)
+}
+
+/// Whether a socket of this host is in SYN_SENT to 127.0.0.1:`port` (/proc/net/tcp).
+fn connecting_to(port: u16) -> bool {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let remote = format!("0100007F:{port:04X}");
+    tcp.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 3 && f[2] == remote && f[3] == "02"
+    })
+}
+
+/// Regression: opening a connection was not interruptible: a pull of a registry whose
+/// address drops packets ignored SIGINT and SIGTERM for up to 30 s (the connect timeout,
+/// which could not be set). They now end it at once, through the error path; the
+/// timeout is CH_IMAGE_REGY_CONNECT_TIMEOUT, and its error names the URL and the setting.
+#[test]
+fn signal_ends_a_pull_stuck_connecting_at_once_and_the_connect_timeout_is_settable() {
+    use std::os::unix::process::ExitStatusExt;
+    if !have("python3") {
+        skip("python3 not installed (apt-get install python3)");
+        return;
+    }
+    let (port, _server, _held) = blackhole();
+    let host = format!("127.0.0.1:{port}");
+    let url = format!("http://{host}/v2/fake/img/manifests/latest");
+    let s = Scratch::new("connect");
+    let st = empty_store(&s);
+    let before = list_of(&st);
+    let t = Instant::now();
+    let err = fails_within(
+        pull_from(&host, None, &st, "img").env("CH_IMAGE_REGY_CONNECT_TIMEOUT", "2"),
+        Duration::from_secs(60),
+    );
+    let took = t.elapsed();
+    assert!(
+        err.contains(&format!(
+            "reach {url}: no connection within 2 s (CH_IMAGE_REGY_CONNECT_TIMEOUT)"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: check the registry's host and port"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(15), "took {took:?}\n{err}");
+    for (sig, n) in [("INT", 2), ("TERM", 15)] {
+        let mut child = spawn_signallable(&pull_from(&host, None, &st, "img"));
+        wait_for("the pull's connection attempt", 60, || connecting_to(port));
+        std::thread::sleep(Duration::from_millis(300));
+        send(sig, child.0.id());
+        let (status, err, took) = ended_within(&mut child, Duration::from_secs(60));
+        assert_eq!(status.signal(), Some(n), "SIG{sig}: {status}\n{err}");
+        assert!(err.contains(&format!("interrupted by SIG{sig}")), "{err}");
+        assert!(err.contains(&url), "{err}");
+        assert!(
+            took < Duration::from_secs(1),
+            "SIG{sig}: took {took:?}\n{err}"
+        );
+        eprintln!("SIG{sig}: ended {took:?} after the signal");
+    }
+    assert_eq!(before, list_of(&st));
+}
+
+/// A layer whose connection drops halfway was downloaded again from byte 0. When the
+/// registry serves ranges (`Accept-Ranges: bytes`, a 206), only the rest is asked for
+/// (`Range: bytes=N-`), and the digest is still that of the whole blob: a registry whose
+/// rest is not the blob's fails the pull on its digest.
+#[test]
+fn layer_cut_off_mid_transfer_resumes_from_where_it_stopped() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut big = Vec::new();
+    for i in 0..100_000u32 {
+        big.extend_from_slice(&i.to_le_bytes());
+    }
+    let layer = gzip(&tar_with_member("big", &big));
+    let l_len = layer.len() as u64;
+    let half = layer.len() / 2;
+    let img = Arc::new(FakeImage::new(&[(&layer, l_len)]));
+    let ld = img.blobs[1].0.clone();
+    // Cuts the layer's first answer at half; answers a range with `rest(from)`.
+    let ranged = |rest: fn(&[u8], usize) -> Vec<u8>| {
+        let (i, ld, full, gets) = (
+            img.clone(),
+            ld.clone(),
+            layer.clone(),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        Scripted::start(None, move |q| {
+            if !q.path.ends_with(&ld) {
+                return i.reply(&q.path).unwrap_or_else(|| Reply::json("{}"));
+            }
+            let n = full.len();
+            if gets.fetch_add(1, Ordering::SeqCst) == 0 {
+                let mut r = Reply::new(200, full[..half].to_vec()).header("Accept-Ranges", "bytes");
+                r.declare = Some(n as u64);
+                return r;
+            }
+            let from = q
+                .range
+                .strip_prefix("bytes=")
+                .and_then(|r| r.strip_suffix('-'))
+                .and_then(|a| a.parse::<usize>().ok());
+            match from {
+                Some(a) if a < n => Reply::new(206, rest(&full, a))
+                    .header("Accept-Ranges", "bytes")
+                    .header("Content-Range", &format!("bytes {a}-{}/{n}", n - 1)),
+                _ => Reply::new(200, full.clone()).header("Accept-Ranges", "bytes"),
+            }
+        })
+    };
+    let fake = ranged(|full, a| full[a..].to_vec());
+    let s = Scratch::new("resume");
+    let st = empty_store(&s);
+    let out = output(&mut pull_from(&fake.host(), None, &st, "img"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "; resuming it from byte {half} of {l_len} in 1 s (attempt 2 of 3)"
+        )),
+        "{err}"
+    );
+    let gets: Vec<Req> = fake
+        .requests()
+        .into_iter()
+        .filter(|q| q.path.ends_with(&ld))
+        .collect();
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert_eq!(gets[0].range, "");
+    assert_eq!(gets[1].range, format!("bytes={half}-"));
+    let size = format!("{:.1} KiB", l_len as f64 / 1024.0);
+    assert!(
+        err.contains(&format!("pull: downloaded 1 layer, {size} in ")),
+        "{size}: {err}"
+    );
+    assert_eq!(
+        std::fs::read(image_dir(&st, "img+latest").join("big")).unwrap(),
+        big
+    );
+
+    // The rest is not the blob's: the digest of the whole refuses it.
+    let liar = ranged(|full, a| vec![0u8; full.len() - a]);
+    // A store without the layer or the image.
+    let s = Scratch::new("resume-liar");
+    let st = empty_store(&s);
+    let before = list_of(&st);
+    let err = fails_within(
+        &mut pull_from(&liar.host(), None, &st, "img2"),
+        Duration::from_secs(60),
+    );
+    assert!(err.contains("digest mismatch"), "{err}");
+    assert!(err.contains(&format!("expected {ld}")), "{err}");
+    assert_eq!(before, list_of(&st));
+    let partials: Vec<_> = std::fs::read_dir(st.join("dlcache"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().contains(".partial"))
+        .collect();
+    assert!(partials.is_empty(), "{partials:?}");
+}
+
+/// A tar of `members` (name, content), in order.
+fn tar_of(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, content) in members {
+        let t = tar_with_member(name, content);
+        // Each ends with the two zero blocks of the end of an archive.
+        out.extend_from_slice(&t[..t.len() - 1024]);
+    }
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+/// Regression: a Docker schema 1 manifest (`…manifest.v1+prettyjws`, old images that
+/// were never pushed again) was refused ("unsupported manifest kind"), while Charliecloud
+/// 0.31 pulls it. Grove now pulls it as Charliecloud does (its `fsLayers` in reverse
+/// order), saying it is schema 1 (deprecated), with the config of its top history entry
+/// (environment, working directory, command), every blob's digest verified; a signed
+/// manifest is also found by the digest of its payload, as registries name it.
+#[test]
+fn schema_1_manifest_is_pulled_in_reverse_layer_order_with_its_v1_config() {
+    use base64::Engine as _;
+    let layers = [
+        gzip(&tar_of(&[("a", b"lower\n"), ("keep", b"kept\n")])),
+        gzip(&tar_of(&[("b", b"middle\n")])),
+        gzip(&tar_of(&[("a", b"upper\n")])),
+        // The empty layer schema 1 images repeat (`throwaway`).
+        gzip(&tar_of(&[])),
+    ];
+    let digests: Vec<String> = layers
+        .iter()
+        .map(|l| format!("sha256:{}", sha256_hex(l)))
+        .collect();
+    let v1 = |cmd: &str, config: serde_json::Value| {
+        serde_json::json!({
+            "id": "x", "architecture": "amd64", "os": "linux", "config": config,
+            "container_config": {"Cmd": ["/bin/sh", "-c", cmd]},
+        })
+        .to_string()
+    };
+    let top = v1(
+        "#(nop) WORKDIR /srv",
+        serde_json::json!({"Env": ["PATH=/usr/bin:/bin", "FOO=bar"], "WorkingDir": "/srv",
+                           "Cmd": ["/bin/sh", "-c", "echo hi"]}),
+    );
+    let empty = serde_json::json!({"id": "e", "throwaway": true,
+        "container_config": {"Cmd": ["/bin/sh", "-c", "#(nop) ENV FOO=bar"]}})
+    .to_string();
+    let unsigned = serde_json::to_string_pretty(&serde_json::json!({
+        "schemaVersion": 1, "name": "fake/img", "tag": "latest", "architecture": "amd64",
+        // Top layer first.
+        "fsLayers": [{"blobSum": digests[2]}, {"blobSum": digests[3]}, {"blobSum": digests[1]},
+                     {"blobSum": digests[3]}, {"blobSum": digests[0]}],
+        "history": [
+            {"v1Compatibility": top},
+            {"v1Compatibility": empty},
+            {"v1Compatibility": v1("#(nop) ADD file:b in /", serde_json::Value::Null)},
+            {"v1Compatibility": empty},
+            {"v1Compatibility": v1("#(nop) ADD file:a in /", serde_json::Value::Null)},
+        ],
+    }))
+    .unwrap();
+    // Signed as libtrust does: the signatures go before the final brace, and each one's
+    // protected header says how to cut them out again.
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let cut = unsigned[..unsigned.rfind('}').unwrap()].trim_end().len();
+    let protected = b64.encode(format!(
+        r#"{{"formatLength":{cut},"formatTail":"{}","time":"2016-09-10T08:20:08Z"}}"#,
+        b64.encode(&unsigned[cut..])
+    ));
+    let signed = format!(
+        "{},\n   \"signatures\": [{{\"header\": {{\"alg\": \"ES256\"}}, \"signature\": \"c2ln\", \"protected\": \"{protected}\"}}]{}",
+        &unsigned[..cut],
+        &unsigned[cut..]
+    );
+    let payload_digest = format!("sha256:{}", sha256_hex(unsigned.as_bytes()));
+    let serve = |blobs: Vec<(String, Vec<u8>)>| {
+        let (body, pd) = (signed.clone(), payload_digest.clone());
+        Scripted::start(None, move |q| {
+            if q.path == "/v2/" {
+                return Reply::json("{}");
+            }
+            if q.path.ends_with("/manifests/latest")
+                || q.path.ends_with(&format!("/manifests/{pd}"))
+            {
+                return Reply::new(200, body.clone()).header(
+                    "Content-Type",
+                    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+                );
+            }
+            let d = q.path.rsplit_once("/blobs/").map_or("", |(_, d)| d);
+            match blobs.iter().find(|(bd, _)| bd == d) {
+                Some((_, b)) => Reply::new(200, b.clone()),
+                None => Reply::new(404, ""),
+            }
+        })
+    };
+    let blobs: Vec<(String, Vec<u8>)> = digests.iter().cloned().zip(layers.clone()).collect();
+    let fake = serve(blobs.clone());
+    let s = Scratch::new("schema1");
+    let st = empty_store(&s);
+    let out = output(&mut pull_from(&fake.host(), None, &st, "img"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("the manifest is Docker schema 1 (deprecated)"),
+        "{err}"
+    );
+    let img = image_dir(&st, "img+latest");
+    for (f, want) in [("a", "upper\n"), ("b", "middle\n"), ("keep", "kept\n")] {
+        assert_eq!(std::fs::read_to_string(img.join(f)).unwrap(), want, "{f}");
+    }
+    let cfg: serde_json::Value = serde_json::from_str(&ok(Command::new("git")
+        .arg("--git-dir")
+        .arg(st.join("repo.git"))
+        .args(["show", "refs/grove/img/img+latest:config.json"])))
+    .unwrap();
+    let text = cfg.to_string();
+    assert!(text.contains("\"FOO\""), "{text}");
+    assert!(text.contains("\"/srv\""), "{text}");
+    assert!(text.contains("echo hi"), "{text}");
+    assert!(text.contains("#(nop) ADD file:a in /"), "{text}");
+    assert!(text.contains(&payload_digest), "{text}");
+    let envf = std::fs::read_to_string(img.join("ch/environment")).unwrap();
+    assert!(envf.lines().any(|l| l == "FOO=bar"), "{envf:?}");
+    let history: Vec<(String, bool)> = cfg["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["created_by"].as_str().unwrap_or("").to_string(),
+                h["empty_layer"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(history.len(), 5, "{history:?}");
+    assert_eq!(
+        history[0].0, "/bin/sh -c #(nop) ADD file:a in /",
+        "{history:?}"
+    );
+    assert!(history[1].1 && history[3].1 && !history[4].1, "{history:?}");
+    // Sizes from HEAD, once per distinct blob.
+    let heads = fake
+        .requests()
+        .iter()
+        .filter(|q| q.method == "HEAD" && q.path.ends_with(&digests[3]))
+        .count();
+    assert_eq!(heads, 1, "{:?}", fake.requests());
+
+    // By the payload's digest, as a registry names a signed manifest.
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .env("CH_IMAGE_REGY_INSECURE", fake.host())
+        .args([
+            "pull",
+            &format!("{}/fake/img@{payload_digest}", fake.host()),
+            "bydigest",
+        ]));
+
+    // A blob that is not what its blobSum says is refused.
+    let mut bad = blobs.clone();
+    let last = bad[1].1.len() - 1;
+    bad[1].1[last] ^= 1;
+    let corrupt = serve(bad);
+    let s = Scratch::new("schema1-corrupt");
+    let st = empty_store(&s);
+    let before = list_of(&st);
+    let err = fails_within(
+        &mut pull_from(&corrupt.host(), None, &st, "img3"),
+        Duration::from_secs(60),
+    );
+    assert!(err.contains("digest mismatch"), "{err}");
+    assert!(err.contains(&digests[1]), "{err}");
+    assert_eq!(before, list_of(&st));
+}
+
+/// What the real registry answers to `GET {origin}{q.path}` (its `Range` passed on), by
+/// curl: status, the headers a registry client reads, body.
+fn forward(origin: &str, q: &Req) -> Reply {
+    let dir = std::env::temp_dir().join(format!(
+        "grove-forward-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let headers = dir.with_extension("h");
+    let mut c = Command::new("curl");
+    c.args(["-sk", "--http1.1", "-D"])
+        .arg(&headers)
+        .args([
+            "-H",
+            "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+        ]);
+    if !q.range.is_empty() {
+        c.args(["-H", &format!("Range: {}", q.range)]);
+    }
+    let out = c
+        .arg(format!("{origin}{}", q.path))
+        .output()
+        .expect("run curl");
+    let head = std::fs::read_to_string(&headers).unwrap_or_default();
+    let _ = std::fs::remove_file(&headers);
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(502);
+    let mut r = Reply::new(status, out.stdout);
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':') {
+            let k = k.trim().to_ascii_lowercase();
+            if [
+                "content-type",
+                "content-range",
+                "accept-ranges",
+                "docker-content-digest",
+            ]
+            .contains(&k.as_str())
+            {
+                r = r.header(&k, v.trim());
+            }
+        }
+    }
+    r
+}
+
+/// The resume against the real registry's ranges (Debian's docker-registry: 206,
+/// `Content-Range: bytes N-LAST/SIZE`): through a proxy that cuts the first answer of
+/// each layer halfway, a pull asks the registry for the rest of each and gets the same
+/// tree as a direct pull.
+#[test]
+fn cut_layers_resume_with_the_real_registrys_range_answers() {
+    let Some(r) = Registry::start() else { return };
+    r.put("two", "test/two:latest", &[]);
+    let origin = format!("https://{}", r.host());
+    let cut: Arc<Mutex<std::collections::HashSet<String>>> = Default::default();
+    let c2 = cut.clone();
+    let proxy = Scripted::start(None, move |q| {
+        if q.path == "/v2/" {
+            return Reply::json("{}");
+        }
+        let mut reply = forward(&origin, q);
+        // The first answer of each layer (not the config, which is small) is cut halfway.
+        if q.path.contains("/blobs/")
+            && q.method == "GET"
+            && reply.status == 200
+            && reply.body.len() > 64 << 10
+            && c2.lock().unwrap().insert(q.path.clone())
+        {
+            let n = reply.body.len();
+            reply.body.truncate(n / 2);
+            reply.declare = Some(n as u64);
+        }
+        reply
+    });
+    let s = Scratch::new("resume-real");
+    let st = empty_store(&s);
+    let out = output(
+        tool("ch-image")
+            .arg("-s")
+            .arg(&st)
+            .env("CH_IMAGE_REGY_INSECURE", proxy.host())
+            .args(["pull", &format!("{}/test/two", proxy.host()), "two"]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let n_cut = cut.lock().unwrap().len();
+    assert!(n_cut >= 1, "no layer was cut: {err}");
+    assert_eq!(
+        err.matches("; resuming it from byte ").count(),
+        n_cut,
+        "{err}"
+    );
+    let ranged = proxy
+        .requests()
+        .iter()
+        .filter(|q| q.range.starts_with("bytes="))
+        .count();
+    assert_eq!(ranged, n_cut, "{:?}", proxy.requests());
+    assert!(!err.contains("downloading it from the start"), "{err}");
+    let direct = s.join("direct");
+    ok(r.ch_image(&direct)
+        .args(["pull", &format!("{}/test/two", r.host()), "two"]));
+    assert_eq!(
+        tree(&image_dir(&st, "two+latest")),
+        tree(&image_dir(&direct, "two+latest"))
+    );
 }

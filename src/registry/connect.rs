@@ -1,0 +1,101 @@
+//! The HTTP agent of registry requests and `ADD URL` downloads: ureq's own connector chain
+//! (CONNECT proxy, TCP, rustls), except that opening a TCP connection ends at once on
+//! SIGINT or SIGTERM ([`crate::interrupt`]).
+//!
+//! ureq opens a connection with a blocking `connect(2)` bounded only by the connect
+//! timeout ([`super::CONNECT_TIMEOUT_VAR`]), and the standard library retries it through
+//! `EINTR`: a registry whose address drops packets (a firewall, a full listen backlog)
+//! held a pull for the whole timeout whatever signal came. Here ureq's TCP connector runs
+//! on a thread of its own while the request's thread waits for it, looking for a signal
+//! every [`POLL`]: on one, the request fails with [`crate::interrupt::Interrupted`] (and
+//! so through the caller's error path) and the connecting thread is left to end by its
+//! timeout, its socket closed then. Once open, the connection is ureq's as usual (its
+//! shutdown on a signal included: [`super::Client`]).
+//!
+//! Depends only on ureq and [`crate::interrupt`].
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{
+    ConnectProxyConnector, ConnectionDetails, Connector, Either, RustlsConnector, TcpConnector,
+    Transport,
+};
+
+/// How often a connection being opened looks for a signal.
+const POLL: Duration = Duration::from_millis(20);
+
+/// An agent with `config` whose connections open as this module describes.
+pub fn agent(config: ureq::config::Config) -> ureq::Agent {
+    let connector =
+        ().chain(ConnectProxyConnector::default())
+            .chain(Interruptible)
+            .chain(RustlsConnector::default());
+    ureq::Agent::with_parts(config, connector, DefaultResolver::default())
+}
+
+/// ureq's [`TcpConnector`], on a thread of its own, given up on a signal.
+#[derive(Debug)]
+struct Interruptible;
+
+impl<In: Transport> Connector<In> for Interruptible {
+    type Out = Either<In, Box<dyn Transport>>;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        chained: Option<In>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        if let Some(t) = chained {
+            // A CONNECT proxy's tunnel, opened through this connector already.
+            return Ok(Some(Either::A(t)));
+        }
+        let interrupted = || {
+            crate::interrupt::interrupted().map_err(|e| ureq::Error::Io(std::io::Error::other(e)))
+        };
+        interrupted()?;
+        // What the thread needs of `details`, owned.
+        let uri = details.uri.clone();
+        let addrs = details.addrs.clone();
+        let config = details.config.clone();
+        let (request_level, now, timeout) = (details.request_level, details.now, details.timeout);
+        let current_time = details.current_time.clone();
+        let run_connector = details.run_connector.clone();
+        let register_shutdown = details.register_shutdown.clone();
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("connect".into())
+            .spawn(move || {
+                let resolver = DefaultResolver::default();
+                let d = ConnectionDetails {
+                    uri: &uri,
+                    addrs,
+                    config: &config,
+                    request_level,
+                    resolver: &resolver,
+                    now,
+                    timeout,
+                    current_time,
+                    run_connector,
+                    register_shutdown,
+                };
+                let r = Connector::<()>::connect(&TcpConnector::default(), &d, None)
+                    .map(|t| t.map(|t| Box::new(t) as Box<dyn Transport>));
+                // Nobody waits any more after a signal: the connection just closes.
+                let _ = tx.send(r);
+            })
+            .map_err(ureq::Error::Io)?;
+        loop {
+            match rx.recv_timeout(POLL) {
+                Ok(r) => return r.map(|t| t.map(Either::B)),
+                Err(mpsc::RecvTimeoutError::Timeout) => interrupted()?,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(ureq::Error::Io(std::io::Error::other(
+                        "connecting thread ended without an answer",
+                    )))
+                }
+            }
+        }
+    }
+}
