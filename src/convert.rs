@@ -289,7 +289,7 @@ pub enum ConvertError {
         source: Box<ConvertError>,
     },
     /// The temporary directory of a conversion that does not touch the store.
-    #[error("can't create temporary directory {} (give another with --tmp DIR)", .path.display())]
+    #[error("can't create temporary directory {}", .path.display())]
     TempDir {
         path: PathBuf,
         #[source]
@@ -391,6 +391,9 @@ impl ConvertError {
             ConvertError::Convert { source, .. } | ConvertError::Store(source) => source.hint(),
             ConvertError::Export(e) => e.hint(),
             ConvertError::Reference(e) => e.hint(),
+            ConvertError::TempDir { .. } => {
+                Some("give ch-convert another directory with --tmp DIR (or $TMPDIR)".into())
+            }
             ConvertError::NoImageButDirectory { dir, .. } => Some(format!(
                 "{dir} is a directory here, but a name without / is an image in storage (as \
                  in Charliecloud); to convert the directory, write ./{dir} or give -i dir"

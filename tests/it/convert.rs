@@ -832,6 +832,28 @@ fn conversions_outside_the_store_need_no_storage_directory() {
         );
     }
     assert!(!absent.exists(), "a storage directory was made");
+    // A temporary directory that can't be made says where, and what to do.
+    let out = s.join("no-temp.tar");
+    let (code, err) = fails(
+        crate::common::tool("ch-convert")
+            .arg("--tmp")
+            .arg(&ro)
+            .arg(&src)
+            .arg(&out),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: can't create temporary directory {}/ch-convert.",
+            ro.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: give ch-convert another directory with --tmp DIR"),
+        "{err}"
+    );
+    assert!(!out.exists());
     // What reads or writes the store still does: an export from the read-only one.
     let tar = s.join("img.tar");
     ok(chc(&st).arg("img").arg(&tar));
