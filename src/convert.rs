@@ -288,6 +288,8 @@ pub enum ConvertError {
         #[source]
         source: Box<ConvertError>,
     },
+    #[error("temporary directory {} is inside the input {input}", .temp.display())]
+    TempInInput { temp: PathBuf, input: String },
     /// The temporary directory of a conversion that does not touch the store.
     #[error("can't create temporary directory {}", .path.display())]
     TempDir {
@@ -391,7 +393,7 @@ impl ConvertError {
             ConvertError::Convert { source, .. } | ConvertError::Store(source) => source.hint(),
             ConvertError::Export(e) => e.hint(),
             ConvertError::Reference(e) => e.hint(),
-            ConvertError::TempDir { .. } => {
+            ConvertError::TempDir { .. } | ConvertError::TempInInput { .. } => {
                 Some("give ch-convert another directory with --tmp DIR (or $TMPDIR)".into())
             }
             ConvertError::NoImageButDirectory { dir, .. } => Some(format!(
@@ -1050,7 +1052,20 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
         let storage = req.storage.clone()?;
         (Store::open(&storage)?.with_xattrs(req.xattrs), None)
     } else {
-        let temp = TempDir::create(&req.tmp_base())?;
+        let base = req.tmp_base();
+        // A directory input must not hold the temporary directory: it would be read
+        // while the input's files are written there.
+        if fin == Format::Dir {
+            if let (Ok(i), Ok(b)) = (fs::canonicalize(&req.input), fs::canonicalize(&base)) {
+                if b.starts_with(&i) {
+                    return Err(ConvertError::TempInInput {
+                        temp: base,
+                        input: req.input.clone(),
+                    });
+                }
+            }
+        }
+        let temp = TempDir::create(&base)?;
         crate::verbose!("temporary directory: {}", temp.path.display());
         let store = Store::open(&temp.path.join("store"))?.with_xattrs(req.xattrs);
         (store, Some(temp))

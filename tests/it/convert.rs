@@ -854,6 +854,25 @@ fn conversions_outside_the_store_need_no_storage_directory() {
         "{err}"
     );
     assert!(!out.exists());
+    // Nor inside a directory input, which would be read while it is written.
+    let inside = src.join("a");
+    let (code, err) = fails(
+        crate::common::tool("ch-convert")
+            .env("TMPDIR", &inside)
+            .arg(&src)
+            .arg(&out),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: temporary directory {} is inside the input {}",
+            inside.display(),
+            src.display()
+        )),
+        "{err}"
+    );
+    assert!(!out.exists());
+    assert_eq!(as_image(tree::of_dir(&src)), want, "input changed");
     // What reads or writes the store still does: an export from the read-only one.
     let tar = s.join("img.tar");
     ok(chc(&st).arg("img").arg(&tar));
