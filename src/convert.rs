@@ -1,15 +1,23 @@
 //! `ch-convert`: format inference (pure, unit-tested) and the conversion itself
-//! ([`convert`]): read the input into the store's object database as a model (no ref),
+//! ([`convert`]): read the input into a store's object database as a model (no ref),
 //! then write it out in the output format. The binary only parses arguments, resolves
 //! settings and reports errors.
 //!
+//! Only a conversion whose input or output is the `ch-image` format touches the storage
+//! directory ([`Request::touches_store`]); any other reads its input into a store of its
+//! own in a temporary directory ([`TempDir`]: `--tmp`, `$TMPDIR` or `/var/tmp`), so a
+//! read-only, absent or unknown storage directory does not matter to it.
+//!
 //! Outputs to a path are written beside it (`.NAME.ch-convert.PID`) and renamed into
-//! place, so a failed conversion leaves no partial output; an existing output is replaced
-//! (as Charliecloud's) unless `--no-clobber`, a directory only if it looks like an image.
-//! SIGINT and SIGTERM end a conversion through that same path ([`crate::interrupt`]).
-//! What a killed (kill -9) conversion left there (its process gone, unchanged
-//! for ten minutes) is removed by the next conversion to the same output. Docker and Podman go through their commands (`save`, `import`);
-//! image names handed to them never start with `-`.
+//! place, so a failed conversion leaves no partial output; an error in writing names the
+//! output, then that staging path. An existing output is replaced (as Charliecloud's)
+//! unless `--no-clobber`, a directory only if it looks like an image. SIGINT and SIGTERM
+//! end a conversion through that same path ([`crate::interrupt`]), passed on to the
+//! process group of a tool it waits for (`docker save`, `unsquashfs`). What a killed
+//! (kill -9) conversion left beside the output (its process gone, unchanged for ten
+//! minutes) is removed by the next conversion to the same output. Docker and Podman go
+//! through their commands (`save`, `import`); image names handed to them never start
+//! with `-`.
 
 use crate::error::{IoError, IoResultExt};
 use std::fs;
@@ -177,9 +185,76 @@ pub struct Request {
     /// Print what would be done, do nothing.
     pub dry_run: bool,
     pub xattrs: XattrPolicy,
-    /// The storage directory (for the `ch-image` format, and scratch space), or why it
-    /// can't be found; reported only when storage is needed (not for a dry run).
+    /// The storage directory (for the `ch-image` format only), or why it can't be found;
+    /// reported only when the conversion reads or writes the store
+    /// ([`Request::touches_store`]; not for a dry run).
     pub storage: Result<PathBuf, StorageDirError>,
+    /// `--tmp DIR`: where a conversion that does not touch the store keeps its
+    /// temporary directory ([`TempDir`]); `None`: `$TMPDIR`, else `/var/tmp`, as
+    /// Charliecloud's ch-convert.
+    pub tmp: Option<PathBuf>,
+}
+
+impl Request {
+    /// Whether the conversion reads or writes the storage directory: its input or its
+    /// output is the `ch-image` format. Every other conversion (a directory to a
+    /// tarball, SquashFS to a directory, ...) leaves the store alone, as Charliecloud's:
+    /// it may be read-only, absent or impossible to find. An unknown format touches
+    /// nothing (the conversion fails before).
+    pub fn touches_store(&self) -> bool {
+        [(&self.in_fmt, &self.input), (&self.out_fmt, &self.output)]
+            .iter()
+            .any(|(f, a)| matches!(fmt_arg(f, a), Ok(Format::ChImage)))
+    }
+
+    /// The directory [`TempDir`] is made in: `--tmp`, else `$TMPDIR` (if set and not
+    /// empty), else `/var/tmp`.
+    fn tmp_base(&self) -> PathBuf {
+        self.tmp
+            .clone()
+            .or_else(|| {
+                std::env::var_os("TMPDIR")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from("/var/tmp"))
+    }
+}
+
+/// The temporary directory of a conversion that does not touch the store:
+/// `ch-convert.PID` (`.N` appended if that exists) under [`Request::tmp_base`], mode
+/// 0700. It holds a store of its own (`store`), into whose objects the input is read (as
+/// the store's objects hold an import's), and the input's scratch (`in`: a SquashFS
+/// extracted by `unsquashfs`, an OCI archive unpacked, a `docker save`). Removed when
+/// dropped, after a failure or a signal too; a conversion killed by kill -9 leaves it (as
+/// Charliecloud's leaves its `--tmp` directory).
+struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    fn create(base: &Path) -> Result<TempDir, ConvertError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let pid = std::process::id();
+        let mut n = 0;
+        loop {
+            let path = match n {
+                0 => base.join(format!("ch-convert.{pid}")),
+                _ => base.join(format!("ch-convert.{pid}.{n}")),
+            };
+            match fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => return Ok(TempDir { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => n += 1,
+                Err(source) => return Err(ConvertError::TempDir { path, source }),
+            }
+        }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = checkout::remove_tree(&self.path);
+    }
 }
 
 /// Errors of a conversion.
@@ -204,6 +279,24 @@ pub enum ConvertError {
     BadCompression(String),
     #[error("exists but does not appear to be an image: {}", .0.display())]
     NotAnImage(PathBuf),
+    /// A failure to write the output the user named, which is written beside it under
+    /// another name first (`staged`) and renamed into place.
+    #[error("can't write {} (staged as {})", .output.display(), .staged.display())]
+    Output {
+        output: PathBuf,
+        staged: PathBuf,
+        #[source]
+        source: Box<ConvertError>,
+    },
+    #[error("temporary directory {} is inside the input {input}", .temp.display())]
+    TempInInput { temp: PathBuf, input: String },
+    /// The temporary directory of a conversion that does not touch the store.
+    #[error("can't create temporary directory {}", .path.display())]
+    TempDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A bare name is an image in storage, as in Charliecloud, even where a directory of
     /// that name exists; the hint says how to name the directory.
     #[error("no image named {name} in storage")]
@@ -295,10 +388,14 @@ impl ConvertError {
         match self {
             ConvertError::Read { source, .. }
             | ConvertError::ReadTool { source, .. }
-            | ConvertError::SendTo { source, .. } => source.hint(),
+            | ConvertError::SendTo { source, .. }
+            | ConvertError::Output { source, .. } => source.hint(),
             ConvertError::Convert { source, .. } | ConvertError::Store(source) => source.hint(),
             ConvertError::Export(e) => e.hint(),
             ConvertError::Reference(e) => e.hint(),
+            ConvertError::TempDir { .. } | ConvertError::TempInInput { .. } => {
+                Some("give ch-convert another directory with --tmp DIR (or $TMPDIR)".into())
+            }
             ConvertError::NoImageButDirectory { dir, .. } => Some(format!(
                 "{dir} is a directory here, but a name without / is an image in storage (as \
                  in Charliecloud); to convert the directory, write ./{dir} or give -i dir"
@@ -552,9 +649,16 @@ fn read_input(
             }
             cmd.arg("-o").arg(&archive).arg(input);
             let r = (|| -> Result<Input, ConvertError> {
-                let status = cmd
-                    .status()
-                    .map_err(|source| ConvertError::Spawn { tool, source })?;
+                let spawn = |source| ConvertError::Spawn { tool, source };
+                // In a process group of its own when a signal is handled here, so that
+                // SIGINT or SIGTERM reaches the tool and what it started (the signal
+                // thread passes it on; grove::interrupt).
+                let group = crate::interrupt::own_group(&mut cmd);
+                let mut child = cmd.spawn().map_err(spawn)?;
+                let status =
+                    crate::interrupt::wait_watched_maybe_group(&mut child, group).map_err(spawn)?;
+                // Stopped by a signal, the tool's failure is not the news.
+                crate::interrupt::check()?;
                 if !status.success() {
                     return Err(ConvertError::SaveFailed {
                         tool,
@@ -719,10 +823,11 @@ fn write_path(
                 w.get_ref().sync_all().ok();
                 Ok(())
             };
-            // A write that fails (a full disk) names the file the user asked for.
+            // A write that fails (a full disk) names the file it wrote (the caller names
+            // the output above it).
             write().map_err(|e| match e {
                 ExportError::Io(source) => ExportError::Write {
-                    path: PathBuf::from(output),
+                    path: tmp.to_path_buf(),
                     source,
                 },
                 e => e,
@@ -937,56 +1042,37 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
     if req.dry_run {
         return Ok(());
     }
-    let storage = req.storage.clone()?;
-    let store = Store::open(&storage)?.with_xattrs(req.xattrs);
-
     if fout == Format::ChImage {
-        let name = Reference::parse(&req.output)?.with_default_tag();
-        if store.image(&name)?.is_some() && req.no_clobber {
-            return Err(ConvertError::NoClobberInStorage(req.output.clone()));
-        }
-        let lock = store.lock()?;
-        let scratch = store.scratch_path("convert");
-        // A file's digest for the import note, read beside the conversion (as import's).
-        let path = Path::new(&req.input);
-        let digest = crate::store::notes::FileDigest::start(
-            (!fin.is_named() && path.is_file()).then_some(path),
-        );
-        let img = read_phase(fin, || read_input(&store, fin, &req.input, &scratch))?;
-        let manifest = img.manifest.clone();
-        let commit = store
-            .import_model(&lock, img.root, img.cfg, &name)
-            .map_err(|source| ConvertError::Convert {
-                input: req.input.clone(),
-                source,
-            })?;
-        let sha256 = digest.finish()?;
-        crate::store::notes::add_import(
-            &store.repo(),
-            commit,
-            converted(fin, &req.input, &name, sha256, manifest),
-        )?;
-        drop(lock);
-        // The input's files went into stored packs, as an import's: compress them in
-        // the background with the ch-image beside this program (store::compaction).
-        if let Ok(exe) = std::env::current_exe() {
-            crate::store::compaction::start_in_background(
-                &storage,
-                &exe.with_file_name("ch-image"),
-            );
-        }
-        return Ok(());
+        return convert_into_store(req, fin);
     }
-    // An input other than a stored image goes into the store's objects, as an import's,
-    // with no ref to reach it until the output is written: hold the writer lock, so that
-    // a `build-cache --gc` (which removes packs no ref reaches) waits. Exports of stored
-    // images take none (read-only storage directories export too).
-    let _lock = match fin {
-        Format::ChImage => None,
-        _ => Some(store.lock()?),
+    // The store is read for an image in it; any other input goes into the objects of a
+    // store of the conversion's own, in its temporary directory, and the storage
+    // directory is left alone (it may be read-only, absent, or not found at all).
+    let (store, temp) = if fin == Format::ChImage {
+        let storage = req.storage.clone()?;
+        (Store::open(&storage)?.with_xattrs(req.xattrs), None)
+    } else {
+        let base = req.tmp_base();
+        // A directory input must not hold the temporary directory: it would be read
+        // while the input's files are written there.
+        if fin == Format::Dir {
+            if let (Ok(i), Ok(b)) = (fs::canonicalize(&req.input), fs::canonicalize(&base)) {
+                if b.starts_with(&i) {
+                    return Err(ConvertError::TempInInput {
+                        temp: base,
+                        input: req.input.clone(),
+                    });
+                }
+            }
+        }
+        let temp = TempDir::create(&base)?;
+        crate::verbose!("temporary directory: {}", temp.path.display());
+        let store = Store::open(&temp.path.join("store"))?.with_xattrs(req.xattrs);
+        (store, Some(temp))
     };
+    // The input's scratch (unused for an image in storage).
+    let scratch = temp.as_ref().map(|t| t.path.join("in")).unwrap_or_default();
     if let Some(tool) = fout.tool() {
-        let scratch = std::env::temp_dir().join(format!("ch-convert.{}", std::process::id()));
         let img = read_phase(fin, || read_input(&store, fin, &req.input, &scratch))?;
         return write_phase(&img, || write_dockman(&store, tool, &img, &req.output));
     }
@@ -1005,22 +1091,74 @@ pub fn convert(req: &Request) -> Result<(), ConvertError> {
     }
     remove_stale_staging(&out);
     let tmp = staging(&out);
-    let scratch = staging_sibling(&tmp, "in");
     let img = read_phase(fin, || read_input(&store, fin, &req.input, &scratch))?;
+    // What fails from here on is about the output: the error names it, then the
+    // staging path.
+    let output_err = |e: ConvertError| ConvertError::Output {
+        output: out.clone(),
+        staged: tmp.clone(),
+        source: Box::new(e),
+    };
     if let Err(e) = write_phase(&img, || {
         write_path(&store, &img, fout, &req.output, &tmp, compression)
     }) {
         let _ = checkout::remove_tree(&tmp);
-        return Err(e);
+        return Err(output_err(e));
     }
     if fs::symlink_metadata(&out).is_ok() {
-        checkout::remove_tree(&out).at("replace", &out)?;
+        if let Err(e) = checkout::remove_tree(&out).at("replace", &out) {
+            let _ = checkout::remove_tree(&tmp);
+            return Err(output_err(e.into()));
+        }
     }
-    fs::rename(&tmp, &out).map_err(|source| ConvertError::Rename {
+    let renamed = fs::rename(&tmp, &out).map_err(|source| ConvertError::Rename {
         from: tmp.clone(),
         to: out.clone(),
         source,
-    })
+    });
+    if renamed.is_err() {
+        let _ = checkout::remove_tree(&tmp);
+    }
+    drop(temp);
+    renamed
+}
+
+/// [`convert`] into the store: read the input into its objects, holding the writer lock,
+/// and make the image.
+fn convert_into_store(req: &Request, fin: Format) -> Result<(), ConvertError> {
+    let storage = req.storage.clone()?;
+    let store = Store::open(&storage)?.with_xattrs(req.xattrs);
+    let name = Reference::parse(&req.output)?.with_default_tag();
+    if store.image(&name)?.is_some() && req.no_clobber {
+        return Err(ConvertError::NoClobberInStorage(req.output.clone()));
+    }
+    let lock = store.lock()?;
+    let scratch = store.scratch_path("convert");
+    // A file's digest for the import note, read beside the conversion (as import's).
+    let path = Path::new(&req.input);
+    let digest =
+        crate::store::notes::FileDigest::start((!fin.is_named() && path.is_file()).then_some(path));
+    let img = read_phase(fin, || read_input(&store, fin, &req.input, &scratch))?;
+    let manifest = img.manifest.clone();
+    let commit = store
+        .import_model(&lock, img.root, img.cfg, &name)
+        .map_err(|source| ConvertError::Convert {
+            input: req.input.clone(),
+            source,
+        })?;
+    let sha256 = digest.finish()?;
+    crate::store::notes::add_import(
+        &store.repo(),
+        commit,
+        converted(fin, &req.input, &name, sha256, manifest),
+    )?;
+    drop(lock);
+    // The input's files went into stored packs, as an import's: compress them in the
+    // background with the ch-image beside this program (store::compaction).
+    if let Ok(exe) = std::env::current_exe() {
+        crate::store::compaction::start_in_background(&storage, &exe.with_file_name("ch-image"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1570,8 +1570,10 @@ pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, Image
     }
     if a.reset {
         // Charliecloud's words (55_cache.bats, 'reset', looks for both); the images stay.
-        info!("deleting build cache");
+        // Said once the lock is held: a storage directory the user can't write refuses
+        // it, and nothing is deleted.
         let lock = store.lock_exclusive()?;
+        info!("deleting build cache");
         maint::reset_cache(store, &lock)?;
         info!("initializing empty build cache (images kept)");
     }

@@ -17,8 +17,9 @@
 //!
 //! A signal the process inherited as ignored stays ignored, as in Charliecloud's
 //! ch-image (Python keeps an ignored SIGINT ignored) and as `cmd &` in a script expects.
-//! Child processes start with an empty signal mask (the standard library resets it), so
-//! they see the signals as they were given.
+//! Child processes inherit the mask of the thread that starts them (the standard library
+//! does not reset it, Rust 1.95): one that must get the signal passed on to it is started
+//! through [`own_group`], which also empties its mask.
 //!
 //! Work blocked where no [`check`] can run (a read from a registry that has stalled) is
 //! woken by a hook registered with [`on_signal`]: the registry client shuts its
@@ -148,6 +149,29 @@ impl Drop for Hook {
 /// [`watch_group`] passes the signal on to.
 pub fn handled() -> bool {
     INSTALLED.load(Ordering::SeqCst)
+}
+
+/// Prepare `cmd` to get a signal passed on ([`wait_watched_group`]) where one is handled
+/// here ([`handled`]): in a process group of its own, so that what it starts gets the
+/// signal too and a terminal's ^C reaches only this process, and with no signal blocked
+/// (the mask [`install`] set would be inherited). Returns whether it did; elsewhere the
+/// command stays in this process's group, which a terminal's ^C reaches.
+pub fn own_group(cmd: &mut std::process::Command) -> bool {
+    if !handled() {
+        return false;
+    }
+    std::os::unix::process::CommandExt::process_group(cmd, 0);
+    crate::run::sys::unblock_across_exec(cmd);
+    true
+}
+
+/// Wait for `child`, started by a command prepared by [`own_group`] (which returned
+/// `group`), passing a signal received meanwhile on to it, or to its group.
+pub fn wait_watched_maybe_group(
+    child: &mut std::process::Child,
+    group: bool,
+) -> std::io::Result<std::process::ExitStatus> {
+    wait_watched_as(child, group)
 }
 
 /// The signal received, if any.

@@ -74,9 +74,15 @@ pub(crate) struct Cli {
     /// Don't keep extended attributes (the default)
     #[arg(long = "no-xattrs")]
     no_xattrs: bool,
-    /// Storage directory for the ch-image format
+    /// Storage directory for the ch-image format (read or written only by conversions
+    /// from or to that format)
     #[arg(short = 's', long = "storage", value_name = "DIR")]
     storage: Option<PathBuf>,
+    /// Make the temporary directory of a conversion that does not touch the storage
+    /// directory (the input's files, as objects, and scratch) in DIR; removed at the end,
+    /// after a failure too [default: $TMPDIR, else /var/tmp]
+    #[arg(long = "tmp", value_name = "DIR")]
+    tmp: Option<PathBuf>,
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -119,7 +125,11 @@ fn main() -> ExitCode {
         no_clobber: cli.no_clobber,
         compression: cli.compression,
         dry_run: cli.dry_run,
+        tmp: cli.tmp,
     };
+    // Only a conversion from or to the ch-image format reads or writes the storage
+    // directory: no other is told about it, or reclaims anything in it.
+    let storage = req.storage.as_deref().ok().filter(|_| req.touches_store());
     // SIGINT and SIGTERM end the conversion through its error path (grove::interrupt):
     // the partial output and the scratch space go, what it wrote to the store is
     // reclaimed, then the process dies of the signal. Blocked here, while the process
@@ -142,7 +152,7 @@ fn main() -> ExitCode {
                 if !grove::interrupt::is_interrupted(&e) {
                     grove::log::write_line(&format!("error: interrupted by {}", sig.as_str()));
                 }
-                cli::reclaim_after_failure(req.storage.as_deref().ok());
+                cli::reclaim_after_failure(storage);
             }
         }
         grove::run::sys::die_of(sig);
@@ -151,19 +161,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // A storage directory the user can't write says so, as ch-image does: every
-            // input but a stored image goes through the store's objects, so a tarball
-            // made from a directory needs a writable one too.
-            match req
-                .storage
-                .as_deref()
-                .ok()
-                .and_then(|s| cli::read_only_storage(&e, s))
-            {
+            // A storage directory the user can't write says so, as ch-image does.
+            match storage.and_then(|s| cli::read_only_storage(&e, s)) {
                 Some(why) => cli::report(&*anyhow::Error::from(e).context(why)),
                 None => cli::report(&e),
             }
-            cli::reclaim_after_failure(req.storage.as_deref().ok());
+            cli::reclaim_after_failure(storage);
             ExitCode::from(1)
         }
     }

@@ -47,8 +47,8 @@ pub fn isolate_network() -> Result<(), RunError> {
 /// whatever their modes (mode 0000 included) without changing them: `CAP_DAC_READ_SEARCH`
 /// in a user namespace applies to inodes whose owner and group are mapped in it
 /// (capabilities(7), user_namespaces(7)). Files of other users are read as before.
-/// Only `CAP_DAC_READ_SEARCH` is kept: writes are checked against the user's
-/// permissions as before. Returns false (and does nothing) when already root. The
+/// Only `CAP_DAC_READ_SEARCH` is kept, and programs it executes get none: writes are
+/// checked against the user's permissions as before. Returns false (and does nothing) when already root. The
 /// process must be single-threaded; nothing else changes (no mount namespace, same
 /// files, same paths).
 pub fn read_own_files_as_root() -> Result<bool, RunError> {
@@ -65,7 +65,12 @@ pub fn read_own_files_as_root() -> Result<bool, RunError> {
     // Root of the namespace has every capability over the user's inodes, writes
     // included: without this, an import of a directory wrote into a storage directory
     // its owner had made read-only (`chmod -R a-w`), where every other command is
-    // refused. Reading is all that is wanted.
+    // refused. Reading is all that is wanted, by the tools it runs too: they would get
+    // every capability back at exec (a SquashFS tool wrote its output into a directory
+    // the user had made read-only, where ch-convert could then neither rename nor
+    // remove it).
+    super::sys::no_capabilities_for_root_on_exec()
+        .map_err(|e| RunError::sys("can't drop capabilities", e))?;
     super::sys::keep_only_capability(CAP_DAC_READ_SEARCH)
         .map_err(|e| RunError::sys("can't drop capabilities", e))?;
     Ok(true)

@@ -145,6 +145,27 @@ pub fn ignore_across_exec(
     }
 }
 
+/// Make `cmd` start with no signal blocked. The standard library leaves a child the mask
+/// of the thread that spawned it (Rust 1.95, checked: a child of a thread that blocked
+/// SIGTERM has it blocked), and `grove::interrupt` blocks SIGINT and SIGTERM in every
+/// thread: a tool started so ignored the SIGTERM passed on to it until it exited.
+pub fn unblock_across_exec(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only makes the
+    // async-signal-safe system call sigprocmask(2) (through pthread_sigmask, on a set on
+    // the stack); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::signal::pthread_sigmask(
+                nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                Some(&nix::sys::signal::SigSet::empty()),
+                None,
+            )
+            .map_err(std::io::Error::from)
+        });
+    }
+}
+
 /// Run the calling thread, and the threads it starts afterwards, at the lowest CPU and
 /// I/O priority that still makes progress on a busy machine: nice 19 and the lowest
 /// level of the best-effort I/O class (not `SCHED_IDLE` or the idle I/O class, under
@@ -237,6 +258,30 @@ pub fn ignored(sig: nix::sys::signal::Signal) -> bool {
     // which is valid for the call; nothing is installed.
     let rc = unsafe { libc::sigaction(sig as libc::c_int, std::ptr::null(), &mut old) };
     rc == 0 && old.sa_sigaction == libc::SIG_IGN
+}
+
+/// Make programs this process executes from now on (its children's too) get no
+/// capabilities for being root (`SECBIT_NOROOT`, locked; capabilities(7)): root of a user
+/// namespace gets every capability over the namespace's inodes back at execve(2)
+/// otherwise, whatever it dropped. Needs `CAP_SETPCAP`.
+pub fn no_capabilities_for_root_on_exec() -> Result<(), Errno> {
+    const SECBIT_NOROOT: libc::c_ulong = 1 << 0;
+    const SECBIT_NOROOT_LOCKED: libc::c_ulong = 1 << 1;
+    // SAFETY: PR_SET_SECUREBITS takes integers only and changes only this thread's
+    // securebits (threads started later inherit them).
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECUREBITS,
+            SECBIT_NOROOT | SECBIT_NOROOT_LOCKED,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if rc < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
 }
 
 /// Keep only capability `cap` (a `CAP_*` number below 32) in this thread's effective and

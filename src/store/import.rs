@@ -174,19 +174,20 @@ pub fn import_squash(
     if on_path("sqfs2tar") {
         return import_squash_stream(ts, path);
     }
-    let out = std::process::Command::new("unsquashfs")
-        .args(["-no-xattrs", "-quiet", "-no-progress", "-d"])
+    let mut cmd = std::process::Command::new("unsquashfs");
+    cmd.args(["-no-xattrs", "-quiet", "-no-progress", "-d"])
         .arg(super::path_arg(scratch))
         .arg(super::path_arg(path))
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .map_err(|source| ImportError::Spawn {
+        .stderr(std::process::Stdio::piped());
+    let result = (|| {
+        let out = output_watched(cmd).map_err(|source| ImportError::Spawn {
             tool: "unsquashfs",
             source,
-        });
-    let result = (|| {
-        let out = out?;
+        })?;
+        // Stopped by a signal, unsquashfs's failure is not the news; what it extracted
+        // goes below.
+        crate::interrupt::check().at("extract into", scratch)?;
         let mut warnings = Vec::new();
         // Exit status 2: non-fatal errors (e.g. device files it may not create).
         match out.status.code() {
@@ -229,6 +230,26 @@ pub fn import_squash(
     })();
     let _ = super::checkout::remove_tree(scratch);
     result
+}
+
+/// `cmd.output()` (its stderr piped), passing a signal received meanwhile
+/// ([`crate::interrupt`]) on to the process: to its process group of its own where the
+/// signal is handled here, so that what it started gets it too.
+fn output_watched(mut cmd: std::process::Command) -> std::io::Result<std::process::Output> {
+    let group = crate::interrupt::own_group(&mut cmd);
+    let mut child = cmd.spawn()?;
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let errs = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        s
+    });
+    let status = crate::interrupt::wait_watched_maybe_group(&mut child, group)?;
+    Ok(std::process::Output {
+        status,
+        stdout: Vec::new(),
+        stderr: errs.join().unwrap_or_default(),
+    })
 }
 
 fn on_path(prog: &str) -> bool {

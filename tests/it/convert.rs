@@ -138,12 +138,13 @@ fn formats_are_inferred_from_the_arguments() {
     assert!(!dry.exists());
 }
 
-/// A conversion of a directory to a tarball stores the directory's files in the store's
-/// objects, which no ref reaches until the tarball is written: it holds the writer lock,
-/// so that a `build-cache --gc` (which takes the lock alone and removes packs no ref
-/// reaches) waits for it. Before, it took no lock, and a gc meanwhile could remove its
-/// objects under it (the reviewer's finding). Here a holder of the lock alone (`flock
-/// -x`, as gc) makes the conversion wait until it lets go.
+/// A conversion of a directory into the store stores the directory's files in the
+/// store's objects, which no ref reaches until the image is made: it holds the writer
+/// lock, so that a `build-cache --gc` (which takes the lock alone and removes packs no ref
+/// reaches) waits for it. Here a holder of the lock alone (`flock -x`, as gc) makes the
+/// conversion wait until it lets go. A conversion of the directory to a tarball, which
+/// reads it into a store of its own (session 32; before, into the store's objects under
+/// the same lock), does not wait.
 #[test]
 fn a_conversion_into_the_store_s_objects_waits_for_a_gc_holding_the_lock() {
     let s = Scratch::new("convlock");
@@ -180,15 +181,16 @@ fn a_conversion_into_the_store_s_objects_waits_for_a_gc_holding_the_lock() {
     assert!(held(), "flock did not take the lock");
     let src = small_tree(&s);
     let out = s.join("out.tar");
+    ok(chc(&st).arg(&src).arg(&out));
     let mut conv = chc(&st);
     conv.arg(&src)
-        .arg(&out)
+        .arg("copy")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     let mut conv = crate::common::Reaped(conv.spawn().expect("spawn ch-convert"));
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert!(
-        conv.0.try_wait().expect("try_wait").is_none() && !out.exists(),
+        conv.0.try_wait().expect("try_wait").is_none(),
         "ch-convert finished while another process held the store's lock alone"
     );
     let _ = holder.0.kill();
@@ -198,7 +200,11 @@ fn a_conversion_into_the_store_s_objects_waits_for_a_gc_holding_the_lock() {
         st_conv.success(),
         "ch-convert failed after the lock was released"
     );
-    assert!(out.exists());
+    assert_eq!(
+        ok(crate::store::chi(&st).arg("list")),
+        "copy\n",
+        "no image made"
+    );
 }
 
 #[test]
@@ -689,19 +695,19 @@ fn convert_stopped_by_sigint_or_sigterm_removes_its_partial_output() {
     ok(crate::store::chi(&st).arg("fsck"));
 }
 
-/// Found as a stranger: `ch-convert DIR OUT.tar` with a storage directory made
-/// read-only (`chmod -R a-w`, as a site does for its compute nodes) failed with only
-/// "can't open: STORE/lock: Permission denied": nothing said that the storage directory
-/// is the reason (a directory input goes through the store's objects), as ch-image says.
-/// No output is left.
+/// Found as a stranger: `ch-convert -i dir IMG` with a storage directory made read-only
+/// (`chmod -R a-w`, as a site does for its compute nodes) failed with only "can't open:
+/// STORE/lock: Permission denied": nothing said that the storage directory is the reason,
+/// as ch-image says. No image is made. (Until session 32 `ch-convert DIR OUT.tar` failed
+/// so too: see the next test.)
 #[test]
-fn convert_with_a_read_only_storage_directory_says_so() {
+fn convert_into_a_read_only_storage_directory_says_so() {
     let s = Scratch::new("convert-ro-store");
     let st = s.storage();
     import(&st, &busybox_rootfs(), "bb");
+    let state = store_state(&st);
     sh(&format!("chmod -R a-w '{}'", st.display()));
-    let out = s.join("out.tar");
-    let (code, err) = fails(chc(&st).arg(busybox_rootfs()).arg(&out));
+    let (code, err) = fails(chc(&st).arg(busybox_rootfs()).arg("copy"));
     sh(&format!("chmod -R u+w '{}'", st.display()));
     assert_eq!(code, 1, "{err}");
     assert!(
@@ -711,6 +717,417 @@ fn convert_with_a_read_only_storage_directory_says_so() {
         )),
         "{err}"
     );
+    assert_eq!(store_state(&st), state);
+}
+
+/// Regression: every conversion went through the store's objects, so `ch-convert DIR
+/// OUT.tar` (and tar to dir, SquashFS to tar, dir to OCI, ...) needed a writable storage
+/// directory, and made one where there was none: with the storage directory read-only it
+/// failed ("storage directory is read-only"), with `$USER` unset ("can't find storage
+/// directory"), where Charliecloud's ch-convert needs no storage for them. Now only a
+/// conversion from or to the `ch-image` format touches the storage directory; the others
+/// read their input into a store of their own in a temporary directory (`--tmp`, else
+/// `$TMPDIR`, else /var/tmp) that is gone when they end. Each direction runs with the
+/// storage directory read-only, absent (under a read-only directory, so that it can't be
+/// made either), and unknown (`$USER` unset, `$HOME` not writable), and gives the same
+/// output.
+#[test]
+fn conversions_outside_the_store_need_no_storage_directory() {
+    let s = Scratch::new("convert-nostore");
+    let src = small_tree(&s);
+    let want = as_image(tree::of_dir(&src));
+    let st = s.storage();
+    import(&st, &src, "img");
+    let state = store_state(&st);
+    sh(&format!("chmod -R a-w '{}'", st.display()));
+    let ro = s.join("ro");
+    sh(&format!("mkdir '{0}' && chmod 555 '{0}'", ro.display()));
+    let absent = ro.join("storage");
+    let temp = s.join("temp");
+    sh(&format!("mkdir '{}'", temp.display()));
+    crate::common::own(&temp);
+    let squash = crate::common::have("tar2sqfs") || crate::common::have("mksquashfs");
+    for (case, storage) in [
+        ("read-only", Some(&st)),
+        ("absent", Some(&absent)),
+        ("unknown", None),
+    ] {
+        let out = s.join(case);
+        sh(&format!("mkdir '{}'", out.display()));
+        crate::common::own(&out);
+        let o = |n: &str| out.join(n).display().to_string();
+        let chc = |args: &[&str]| {
+            let mut c = crate::common::tool("ch-convert");
+            match storage {
+                Some(st) => {
+                    c.arg("-s").arg(st);
+                }
+                None => {
+                    c.env_remove("USER").env("HOME", "/nonexistent");
+                }
+            }
+            // The temporary directory: from $TMPDIR, or --tmp.
+            if case == "read-only" {
+                c.env("TMPDIR", &temp);
+            } else {
+                c.arg("--tmp").arg(&temp);
+            }
+            c.args(args);
+            c
+        };
+        let src = src.display().to_string();
+        let mut steps = vec![
+            vec![src.as_str(), "t.tar"],
+            vec!["t.tar", "./d-from-tar"],
+            vec!["-o", "oci", src.as_str(), "o"],
+            vec!["-i", "oci", "o", "./d-from-oci"],
+            vec!["-o", "oci", "t.tar", "o.tar"],
+        ];
+        if squash {
+            steps.extend([
+                vec![src.as_str(), "s.sqfs"],
+                vec!["t.tar", "s2.sqfs"],
+                vec!["s.sqfs", "./d-from-squash"],
+                vec!["s2.sqfs", "t2.tar"],
+            ]);
+        }
+        for step in &steps {
+            let args: Vec<String> = step
+                .iter()
+                .map(|a| match *a {
+                    "-o" | "-i" | "oci" => a.to_string(),
+                    a if a.starts_with('/') => a.to_string(),
+                    a => o(a.trim_start_matches("./")),
+                })
+                .collect();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = crate::common::output(&mut chc(&args));
+            assert!(
+                out.status.success(),
+                "{case}: ch-convert {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        tree::assert_same(&want, &tree::of_tar(&out.join("t.tar")), case);
+        for d in ["d-from-tar", "d-from-oci"] {
+            tree::assert_same(
+                &with_mount_points(want.clone()),
+                &tree::of_dir(&out.join(d)),
+                &format!("{case}: {d}"),
+            );
+        }
+        if squash {
+            assert_eq!(
+                tree::of_dir(&out.join("d-from-squash")),
+                tree::of_dir(&out.join("d-from-tar")),
+                "{case}"
+            );
+            assert!(out.join("t2.tar").is_file(), "{case}");
+        }
+        assert_eq!(staging_leftovers(&out), Vec::<String>::new(), "{case}");
+        let left: Vec<_> = std::fs::read_dir(&temp).expect("temp").flatten().collect();
+        assert!(
+            left.is_empty(),
+            "{case}: temporary directory left: {left:?}"
+        );
+    }
+    assert!(!absent.exists(), "a storage directory was made");
+    // A temporary directory that can't be made says where, and what to do.
+    let out = s.join("no-temp.tar");
+    let (code, err) = fails(
+        crate::common::tool("ch-convert")
+            .arg("--tmp")
+            .arg(&ro)
+            .arg(&src)
+            .arg(&out),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: can't create temporary directory {}/ch-convert.",
+            ro.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: give ch-convert another directory with --tmp DIR"),
+        "{err}"
+    );
     assert!(!out.exists());
+    // Nor inside a directory input, which would be read while it is written.
+    let inside = src.join("a");
+    let (code, err) = fails(
+        crate::common::tool("ch-convert")
+            .env("TMPDIR", &inside)
+            .arg(&src)
+            .arg(&out),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: temporary directory {} is inside the input {}",
+            inside.display(),
+            src.display()
+        )),
+        "{err}"
+    );
+    assert!(!out.exists());
+    assert_eq!(as_image(tree::of_dir(&src)), want, "input changed");
+    // What reads or writes the store still does: an export from the read-only one.
+    let tar = s.join("img.tar");
+    ok(chc(&st).arg("img").arg(&tar));
+    tree::assert_same(&want, &tree::of_tar(&tar), "export");
+    sh(&format!("chmod -R u+w '{}'", st.display()));
+    assert_eq!(store_state(&st), state);
+}
+
+/// Regression: an output that could not be written (a read-only or full output
+/// directory) was named only by its staging path: "can't create:
+/// DIR/.out.tar.ch-convert.PID: Permission denied", a name the user never gave. Now the
+/// error names the output, then the staging path ("can't write DIR/out.tar (staged as
+/// DIR/.out.tar.ch-convert.PID)"), with the cause below; nothing is left, from a
+/// directory or an image in storage, to every path format.
+#[test]
+fn an_output_that_can_t_be_written_is_named_in_the_error() {
+    let s = Scratch::new("convert-ro-out");
+    let st = s.storage();
+    let src = small_tree(&s);
+    import(&st, &src, "img");
+    let ro = s.join("ro");
+    sh(&format!("mkdir '{0}' && chmod 555 '{0}'", ro.display()));
+    let mut outputs = vec!["out.tar", "out.tar.gz", "outdir", "out.oci"];
+    if crate::common::have("tar2sqfs") || crate::common::have("mksquashfs") {
+        outputs.push("out.sqfs");
+    }
+    for input in [src.display().to_string(), "img".to_string()] {
+        for name in &outputs {
+            if *name == "outdir" && input != "img" {
+                continue;
+            }
+            let out = ro.join(name);
+            let mut c = chc(&st);
+            if name.ends_with(".oci") {
+                c.args(["-o", "oci"]);
+            }
+            let (code, err) = fails(c.arg(&input).arg(&out));
+            assert_eq!(code, 1, "{err}");
+            let want = format!(
+                "error: can't write {} (staged as {}/.{name}.ch-convert.",
+                out.display(),
+                ro.display()
+            );
+            assert!(
+                err.lines().any(|l| l.starts_with(&want)),
+                "{input} -> {name}: {err}"
+            );
+            assert!(
+                err.contains("Permission denied"),
+                "{input} -> {name}: {err}"
+            );
+            assert!(!out.exists());
+        }
+    }
+    assert_eq!(staging_leftovers(&ro), Vec::<String>::new());
+}
+
+/// A directory for `$PATH` holding `env` and `setpriv` (how the tests start a tool) and
+/// the scripts `scripts` (name, text): the tools a conversion finds there are these only.
+fn fake_path(s: &Scratch, scripts: &[(&str, String)]) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = s.join("bin");
+    std::fs::create_dir(&dir).expect("mkdir bin");
+    for tool in ["env", "setpriv"] {
+        let real = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .expect("env and setpriv are installed");
+        std::os::unix::fs::symlink(real, dir.join(tool)).expect("symlink");
+    }
+    for (name, text) in scripts {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write script");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    dir
+}
+
+/// Send SIGINT to the conversion `cmd` once `started` holds, and wait (at most a minute)
+/// for it to die of it; then check that the process whose PID is in `pid_file` (a
+/// `sleep` that the tool it waited for started) is gone too. Returns the standard error.
+fn interrupted_while_a_tool_runs(
+    cmd: std::process::Command,
+    pid_file: &Path,
+    what: &str,
+) -> String {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let mut c = crate::common::with_default_signals(&cmd);
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = crate::common::Reaped(c.spawn().expect("spawn ch-convert"));
+    crate::common::wait_for(&format!("{what} to start"), 300, || {
+        std::fs::read_to_string(pid_file).is_ok_and(|p| p.ends_with('\n'))
+            || child.0.try_wait().expect("try_wait").is_some()
+    });
+    assert!(
+        child.0.try_wait().expect("try_wait").is_none(),
+        "the conversion ended before {what} started"
+    );
+    let sleeper: u32 = std::fs::read_to_string(pid_file)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let _kill_sleeper = Killed(sleeper);
+    crate::common::send("INT", child.0.id());
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.0.try_wait().expect("try_wait") {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "ch-convert still waits for {what} a minute after SIGINT (the tool did not get it)"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    let _ = child
+        .0
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err);
+    assert_eq!(status.signal(), Some(2), "{status}\n{err}");
+    assert!(err.contains("interrupted by SIGINT"), "{err}");
+    crate::common::wait_for(&format!("what {what} started to end"), 30, || {
+        !Path::new(&format!("/proc/{sleeper}")).exists()
+            || std::fs::read_to_string(format!("/proc/{sleeper}/stat"))
+                .is_ok_and(|st| st.contains(") Z "))
+    });
+    err
+}
+
+/// Kills a process (SIGKILL) when dropped: a test that fails leaves no sleeper.
+struct Killed(u32);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0 as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// Regression: a SIGINT or SIGTERM to `ch-convert -i docker NAME OUT` (or podman) while
+/// `docker save` ran was noted and not passed on: ch-convert waited for the save to end
+/// however long it took. Now the save runs in a process group of its own, which gets the
+/// signal (with what it started): the conversion ends at once, its partial archive and
+/// temporary directory are removed, and the existing output stays as it was. The
+/// `docker` here is a script that writes part of the archive, then waits on a `sleep`.
+#[test]
+fn docker_save_gets_the_signal_that_stops_the_conversion() {
+    let s = Scratch::new("convert-sig-docker");
+    let pid_file = s.join("sleep.pid");
+    let docker = format!(
+        "#!/bin/sh\n\
+         while [ $# -gt 0 ]; do case $1 in -o) out=$2; shift;; esac; shift; done\n\
+         echo partial > \"$out\"\n\
+         /bin/sleep 120 &\n\
+         echo $! > {}\n\
+         wait\n",
+        pid_file.display()
+    );
+    let bin = fake_path(&s, &[("docker", docker)]);
+    let temp = s.join("temp");
+    let out = s.join("out.tar");
+    sh(&format!(
+        "mkdir '{}' && echo old > '{}'",
+        temp.display(),
+        out.display()
+    ));
+    crate::common::own(&s.path);
+    let mut c = crate::common::tool("ch-convert");
+    c.env("PATH", &bin)
+        .env("TMPDIR", &temp)
+        .args(["-i", "docker", "app"])
+        .arg(&out);
+    interrupted_while_a_tool_runs(c, &pid_file, "docker save");
+    assert_eq!(std::fs::read_to_string(&out).expect("out.tar"), "old\n");
+    let left: Vec<_> = std::fs::read_dir(&temp).expect("temp").flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
     assert_eq!(staging_leftovers(&s.path), Vec::<String>::new());
+}
+
+/// Regression: where sqfs2tar is not installed, a SquashFS input is extracted by
+/// `unsquashfs`, which a SIGINT or SIGTERM to the conversion did not reach: ch-convert
+/// waited for the extraction to end. Now unsquashfs runs in a process group of its own,
+/// which gets the signal: the conversion ends at once, the extracted tree is removed and
+/// the existing output stays. Here `unsquashfs` is the real one, run by a script that
+/// then waits on a `sleep` (as a slow extraction would), and sqfs2tar is not on `$PATH`;
+/// once into a directory (scratch in the temporary directory), once into the store
+/// (scratch in the store).
+#[test]
+fn unsquashfs_gets_the_signal_that_stops_the_conversion() {
+    if !crate::common::have("unsquashfs")
+        || !(crate::common::have("tar2sqfs") || crate::common::have("mksquashfs"))
+    {
+        return crate::common::skip("unsquashfs and tar2sqfs or mksquashfs needed");
+    }
+    let s = Scratch::new("convert-sig-unsquashfs");
+    let st = s.storage();
+    import(&st, &small_tree(&s), "img");
+    let state = store_state(&st);
+    let sqfs = s.join("img.sqfs");
+    ok(chc(&st).arg("img").arg(&sqfs));
+    let real = [
+        "/usr/bin/unsquashfs",
+        "/usr/sbin/unsquashfs",
+        "/bin/unsquashfs",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("unsquashfs");
+    let pid_file = s.join("sleep.pid");
+    let unsquashfs = format!(
+        "#!/bin/sh\n\
+         case $1 in -lln) exec {real} \"$@\";; esac\n\
+         {real} \"$@\" || exit $?\n\
+         /bin/sleep 120 &\n\
+         echo $! > {}\n\
+         wait\n",
+        pid_file.display()
+    );
+    let bin = fake_path(&s, &[("unsquashfs", unsquashfs)]);
+    let temp = s.join("temp");
+    let out = s.join("out");
+    sh(&format!(
+        "mkdir -p '{}' '{o}/bin' '{o}/dev' '{o}/usr' && echo mine > '{o}/mine'",
+        temp.display(),
+        o = out.display()
+    ));
+    crate::common::own(&s.path);
+    let before = tree::of_dir(&out);
+    let mut c = chc(&st);
+    c.env("PATH", &bin)
+        .env("TMPDIR", &temp)
+        .arg(&sqfs)
+        .arg(&out);
+    let err = interrupted_while_a_tool_runs(c, &pid_file, "unsquashfs");
+    assert!(!err.contains("unsquashfs failed"), "{err}");
+    assert_eq!(tree::of_dir(&out), before);
+    let left: Vec<_> = std::fs::read_dir(&temp).expect("temp").flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(staging_leftovers(&s.path), Vec::<String>::new());
+    // Into the store: its scratch goes.
+    std::fs::remove_file(&pid_file).expect("rm pid file");
+    let mut c = chc(&st);
+    c.env("PATH", &bin).arg(&sqfs).arg("copy");
+    let err = interrupted_while_a_tool_runs(c, &pid_file, "unsquashfs");
+    assert!(!err.contains("unsquashfs failed"), "{err}");
+    let tmp: Vec<_> = std::fs::read_dir(st.join("tmp")).expect("tmp").collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
+    assert_eq!(store_state(&st), state, "{err}");
 }

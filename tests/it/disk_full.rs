@@ -472,8 +472,9 @@ fn a_squash_export_on_a_full_disk_says_the_disk_is_full() {
 }
 
 /// Found as a stranger: `ch-convert -o oci IMG DIR` on a full disk said "can't write tar
-/// stream: No space left on device", naming no file. Now the error names the layer file
-/// it was writing, under the output's staging directory; nothing is left behind.
+/// stream: No space left on device", naming no file. Now the error names the output, then
+/// the layer file it was writing, under the output's staging directory; nothing is left
+/// behind.
 #[test]
 fn an_oci_export_on_a_full_disk_names_the_file_it_could_not_write() {
     let Some(fs) = SmallFs::new("full-oci", 24) else {
@@ -492,9 +493,16 @@ fn an_oci_export_on_a_full_disk_names_the_file_it_could_not_write() {
             .arg(&out),
     );
     assert_eq!(code, 1, "{err}");
+    // The output first (session 32), then the layer file of its staging directory.
+    let want = format!(
+        "error: can't write {} (staged as {}/.bb.oci.ch-convert.",
+        out.display(),
+        fs.mnt.display()
+    );
+    assert!(err.lines().any(|l| l.starts_with(&want)), "{err}");
     assert!(
         err.lines()
-            .any(|l| l.starts_with("error: can't write layer: ")
+            .any(|l| l.starts_with("  caused by: can't write layer: ")
                 && l.contains(&fs.mnt.display().to_string())
                 && l.ends_with("/blobs/sha256/.layer.tmp")),
         "{err}"

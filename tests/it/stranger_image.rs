@@ -102,6 +102,41 @@ fn build_cache_reset_says_deleting_and_initializing_as_charliecloud() {
     assert_eq!(ok(chi(&st).arg("list")), "a\n");
 }
 
+/// Regression: `build-cache --reset` on a storage directory made read-only (`chmod -R
+/// a-w`) said "deleting build cache", then failed: the user read that the cache was being
+/// deleted, and nothing was. Now the writer lock (the store's writability) comes first:
+/// the error says the storage directory is read-only, naming it, exit 1, and nothing
+/// about deleting is said; the store is as it was.
+#[test]
+fn build_cache_reset_on_a_read_only_store_says_so_before_deleting_anything() {
+    let s = Scratch::new("bucache-reset-ro");
+    let st = s.storage();
+    ok(chi(&st).arg("import").arg(busybox_rootfs()).arg("a"));
+    let state = crate::store::store_state(&st);
+    let _ = std::process::Command::new("chmod")
+        .arg("-R")
+        .arg("a-w")
+        .arg(&st)
+        .status();
+    let (code, err) = fails(chi(&st).args(["build-cache", "--reset"]));
+    let _ = std::process::Command::new("chmod")
+        .arg("-R")
+        .arg("u+w")
+        .arg(&st)
+        .status();
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: storage directory is read-only (not writable by you): {}",
+            st.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("deleting"), "{err}");
+    assert!(!err.contains("initializing"), "{err}");
+    assert_eq!(crate::store::store_state(&st), state);
+}
+
 /// 50_ch-image.bats, 'ch-image list': for a name the registry does not have, in storage
 /// or not, Charliecloud prints `available remotely:  no`, `remote arch-aware:   n/a` and
 /// `archs available:     n/a` (and `host architecture:`), on standard output, exit 0.
