@@ -755,6 +755,7 @@ fn write_dockman(
         .arg(name)
         .stdin(Stdio::piped())
         .stdout(Stdio::null());
+    crate::interrupt::unblocked(&mut cmd);
     let spawn = |source| ConvertError::Spawn { tool, source };
     let mut child = cmd.spawn().map_err(spawn)?;
     let stdin = child.stdin.take().expect("stdin is piped");

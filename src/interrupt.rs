@@ -18,8 +18,11 @@
 //! A signal the process inherited as ignored stays ignored, as in Charliecloud's
 //! ch-image (Python keeps an ignored SIGINT ignored) and as `cmd &` in a script expects.
 //! Child processes inherit the mask of the thread that starts them (the standard library
-//! does not reset it, Rust 1.95): one that must get the signal passed on to it is started
-//! through [`own_group`], which also empties its mask.
+//! does not reset it, Rust 1.95): every program started while the signals are blocked
+//! goes through [`unblocked`] (or [`own_group`], which calls it), which gives it back the
+//! mask the process started with. Without it a RUN's command had SIGINT and SIGTERM
+//! blocked: `timeout 1 sleep 4` ran 4 s, `kill $pid` of a background job did nothing, and
+//! git, tar2sqfs or mksquashfs ignored the SIGTERM passed on to them.
 //!
 //! Work blocked where no [`check`] can run (a read from a registry that has stalled) is
 //! woken by a hook registered with [`on_signal`]: the registry client shuts its
@@ -53,6 +56,10 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// The signals [`install`] blocked, for [`listen`].
 static BLOCKED: Mutex<Option<SigSet>> = Mutex::new(None);
 
+/// The signal mask the process had before [`install`], for the programs it starts
+/// ([`unblocked`]).
+static ORIGINAL: Mutex<Option<SigSet>> = Mutex::new(None);
+
 /// The signals handled this way.
 const HANDLED: [Signal; 2] = [Signal::SIGINT, Signal::SIGTERM];
 
@@ -73,7 +80,9 @@ pub fn install() -> std::io::Result<()> {
     if set == SigSet::empty() {
         return Ok(());
     }
-    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+    let mut original = SigSet::empty();
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut original))?;
+    *ORIGINAL.lock().expect("interrupt mask lock") = Some(original);
     *BLOCKED.lock().expect("interrupt signals lock") = Some(set);
     INSTALLED.store(true, Ordering::SeqCst);
     Ok(())
@@ -161,8 +170,18 @@ pub fn own_group(cmd: &mut std::process::Command) -> bool {
         return false;
     }
     std::os::unix::process::CommandExt::process_group(cmd, 0);
-    crate::run::sys::unblock_across_exec(cmd);
+    unblocked(cmd);
     true
+}
+
+/// Make `cmd` start with the signal mask this process had before [`install`] blocked
+/// SIGINT and SIGTERM (nothing to do if it did not): a program started here must see
+/// the signals sent to it, and what it starts too (a RUN's `timeout`, `kill`, traps).
+pub fn unblocked(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    if let Some(mask) = *ORIGINAL.lock().expect("interrupt mask lock") {
+        crate::run::sys::mask_across_exec(cmd, mask);
+    }
+    cmd
 }
 
 /// Wait for `child`, started by a command prepared by [`own_group`] (which returned

@@ -2349,6 +2349,9 @@ impl<'a> Builder<'a> {
         // input, so that a background group never stops on a terminal read.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         crate::run::sys::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
+        // The command sees signals as a shell's would (`timeout`, `kill`, traps): not
+        // with SIGINT and SIGTERM blocked, as this process has them (grove::interrupt).
+        crate::interrupt::unblocked(&mut cmd);
         cmd.stdin(std::process::Stdio::null());
         crate::verbose!("executing: {cmd:?}");
         // The FAQ's verbosity table: -qq silences RUN's stdout, -qqq its stderr too.

@@ -145,20 +145,20 @@ pub fn ignore_across_exec(
     }
 }
 
-/// Make `cmd` start with no signal blocked. The standard library leaves a child the mask
-/// of the thread that spawned it (Rust 1.95, checked: a child of a thread that blocked
-/// SIGTERM has it blocked), and `grove::interrupt` blocks SIGINT and SIGTERM in every
-/// thread: a tool started so ignored the SIGTERM passed on to it until it exited.
-pub fn unblock_across_exec(cmd: &mut std::process::Command) {
+/// Make `cmd` start with the signal mask `mask`. The standard library leaves a child the
+/// mask of the thread that spawned it (Rust 1.95, checked: a child of a thread that
+/// blocked SIGTERM has it blocked), and `grove::interrupt` blocks SIGINT and SIGTERM in
+/// every thread: a tool started so ignored the SIGTERM passed on to it until it exited.
+pub fn mask_across_exec(cmd: &mut std::process::Command, mask: nix::sys::signal::SigSet) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the forked child before exec and only makes the
-    // async-signal-safe system call sigprocmask(2) (through pthread_sigmask, on a set on
-    // the stack); it allocates nothing.
+    // async-signal-safe system call sigprocmask(2) (through pthread_sigmask, on a set
+    // copied into the closure); it allocates nothing.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             nix::sys::signal::pthread_sigmask(
                 nix::sys::signal::SigmaskHow::SIG_SETMASK,
-                Some(&nix::sys::signal::SigSet::empty()),
+                Some(&mask),
                 None,
             )
             .map_err(std::io::Error::from)

@@ -349,7 +349,7 @@ pub fn start_in_background(storage: &Path, ch_image: &Path) -> bool {
             return false;
         }
     };
-    let started = std::process::Command::new(ch_image)
+    let started = crate::interrupt::unblocked(&mut std::process::Command::new(ch_image))
         .arg("-s")
         .arg(storage)
         .args(["build-cache", "--compact", "--background"])

@@ -876,7 +876,7 @@ pub fn write_squash(
     if tool == SquashTool::MksquashfsDir {
         return squash_from_checkout(repo, root, out, o.mtime, args, env);
     }
-    let mut child = Command::new(prog)
+    let mut child = crate::interrupt::unblocked(&mut Command::new(prog))
         .args(&args)
         .envs(env)
         .stdin(Stdio::piped())
@@ -1123,7 +1123,7 @@ fn squash_from_checkout(
             tree_dir.display(),
             t.elapsed().as_secs_f64()
         );
-        let status = Command::new("mksquashfs")
+        let status = crate::interrupt::unblocked(&mut Command::new("mksquashfs"))
             .arg(super::path_arg(&tree_dir))
             .args(&args)
             .arg("-pf")

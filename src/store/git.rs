@@ -213,7 +213,7 @@ pub fn open_blob(repo: &gix::Repository, id: ObjectId) -> Result<BlobReader, Git
             child: None,
         });
     }
-    let spawned = std::process::Command::new("git")
+    let spawned = crate::interrupt::unblocked(&mut std::process::Command::new("git"))
         .arg("--git-dir")
         .arg(repo.path())
         .args(["cat-file", "blob", &hex])

@@ -264,7 +264,7 @@ fn import_squash_stream(
     ts: &gix::ThreadSafeRepository,
     path: &Path,
 ) -> Result<(Dir, Warnings), ImportError> {
-    let mut child = std::process::Command::new("sqfs2tar")
+    let mut child = crate::interrupt::unblocked(&mut std::process::Command::new("sqfs2tar"))
         .args(["--root-becomes", ".", "--no-xattr"])
         .arg(super::path_arg(path))
         .stdout(std::process::Stdio::piped())

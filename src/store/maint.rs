@@ -20,6 +20,7 @@ fn git_cmd(store: &Store) -> Command {
     let mut c = Command::new("git");
     c.arg("-C").arg(store.layout().repo());
     c.env("GIT_CONFIG_NOSYSTEM", "1");
+    crate::interrupt::unblocked(&mut c);
     c
 }
 
@@ -114,10 +115,7 @@ fn run_followed(
     // what it starts (pack-objects, writing a temporary pack) are a process group that
     // the signal is passed on to; the error path then removes their temporary files.
     // Elsewhere git stays in this process's group, which a terminal's ^C reaches.
-    let group = crate::interrupt::handled();
-    if group {
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    }
+    let group = crate::interrupt::own_group(&mut cmd);
     let mut child = cmd
         .args(args)
         .stdout(std::process::Stdio::piped())

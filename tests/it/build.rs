@@ -1725,3 +1725,22 @@ fn copy_from_an_image_streams_a_big_file_with_bounded_memory() {
         "167772163\nend"
     );
 }
+
+/// Regression: a RUN's command started with SIGINT and SIGTERM blocked (the build blocks
+/// them to end through its error path, and the standard library passes a child the
+/// spawning thread's mask): `timeout 1 sleep 4` ran four seconds and exited 0, and
+/// `kill $pid` of a background job did nothing. Charliecloud's RUN (Python's subprocess)
+/// starts with nothing blocked; so does Grove's now.
+#[test]
+fn run_command_gets_signals_as_a_shell_s_would() {
+    let b = Bench::new("run-sigmask");
+    let df = "FROM busybox\n\
+              RUN grep SigBlk /proc/self/status > /blocked; \
+              sleep 20 & kill -TERM $!; wait $!; echo $? > /killed; \
+              timeout 1 sleep 20; echo $? > /timeout\n";
+    b.build("m", df, &[]);
+    assert_eq!(
+        b.run("m", "cat /blocked /killed /timeout"),
+        "SigBlk:\t0000000000000000\n143\n143\n"
+    );
+}
