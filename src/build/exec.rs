@@ -605,7 +605,8 @@ fn base_id(repo: &gix::Repository, commit_hex: &str) -> String {
         .ok()
         .and_then(|c| crate::registry::pull::pull_record(repo, c).ok().flatten())
         .map(|p| p.manifest);
-    digest.unwrap_or_else(|| format!("commit {}", &commit_hex[..12.min(commit_hex.len())]))
+    // A note's commit may be any text (a fetched note): cut only at a character.
+    digest.unwrap_or_else(|| format!("commit {}", commit_hex.get(..12).unwrap_or(commit_hex)))
 }
 
 /// The image name of intermediate stage `i` (from 0) of a build tagged `tag`, as
@@ -840,7 +841,10 @@ impl<'a> Builder<'a> {
         };
         if self.opts.explain || crate::log::enabled(1) {
             match (&why, self.opts.cache) {
-                (Some(w), _) => w.iter().for_each(|w| info!("       why: {w}")),
+                // Why lines quote cached steps and earlier notes, which a fetch brings.
+                (Some(w), _) => w
+                    .iter()
+                    .for_each(|w| info!("       why: {}", crate::log::shown(w))),
                 (None, mode) => {
                     let w = mode.note_name().and_then(CacheMode::why_executed);
                     info!("       why: {}", w.unwrap_or("cache not read"))

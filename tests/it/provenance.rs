@@ -3684,3 +3684,38 @@ fn verify_escapes_what_a_statement_says() {
         "{out}"
     );
 }
+
+/// Regression: `build --explain` of an image whose last build note (fetched with
+/// `build-cache fetch`, so any text) names its base's commit with a multi-byte character
+/// in its first 12 bytes panicked when the base had changed (the commit was cut at byte
+/// 12 for the "base image changed (was commit …)" line), and printed the note's strings
+/// in its why lines as they were.
+#[test]
+fn explain_of_a_changed_base_with_an_odd_commit_in_the_last_note_neither_panics_nor_prints_it_raw()
+{
+    let w = W::new("explain-odd");
+    let c = w.ctx("e", "FROM busybox\nRUN true\n", &[]);
+    w.build("e", &c, &[]);
+    let (commit, mut note) = note_of(&w, "e");
+    note["bases"][0]["commit"] =
+        serde_json::json!("a\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{1b}[31m");
+    set_note(&w, &commit, &note);
+    // Another busybox: the base changed, and no entry has it as parent.
+    let other = w.s.join("bb2");
+    sh(&format!(
+        "cp -a '{}' '{o}' && echo x > '{o}/new'",
+        busybox_rootfs().display(),
+        o = other.display()
+    ));
+    own(&other);
+    ok(w.image().arg("import").arg(&other).arg("busybox"));
+    let log = w.build("e", &c, &["--explain"]);
+    assert!(
+        log.contains(
+            "why: no entry for this parent: base image busybox changed (was commit \
+             a\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\\u{1b}[31m, now commit "
+        ),
+        "{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "{log:?}");
+}
