@@ -3186,9 +3186,10 @@ fn extract_archive(
     ar.set_overwrite(true);
     ar.set_unpack_xattrs(false);
     fs::create_dir_all(dest).at("create directory", dest)?;
+    // Messages name members escaped, as import does (a name is any bytes).
     let unsafe_err = |member: &[u8], reason: String| copy::CopyError::UnsafeMember {
         archive: src.to_path_buf(),
-        member: String::from_utf8_lossy(member).into_owned(),
+        member: crate::log::shown(&String::from_utf8_lossy(member)).into_owned(),
         reason,
     };
     let mut later: Vec<(Vec<u8>, u64)> = Vec::new();
@@ -3266,7 +3267,7 @@ fn extract_archive(
             Err(err) => {
                 return Err(copy::CopyError::Extract {
                     archive: src.to_path_buf(),
-                    member: String::from_utf8_lossy(&name).into_owned(),
+                    member: crate::log::shown(&String::from_utf8_lossy(&name)).into_owned(),
                     source: err,
                 })
             }

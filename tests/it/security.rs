@@ -1111,7 +1111,8 @@ fn raw_tar(members: &[(&[u8], tar::EntryType, &[u8])]) -> Vec<u8> {
 /// Regression: `ch-image import` and `ch-convert` named a tarball's members in their
 /// errors and warnings as they were: a member `../x ESC[31m\nforged` printed an escape
 /// sequence and a line of its own (`forged`), a device file's name in the "skipping"
-/// warning and a hard link's target likewise. They are now `\u{..}` escapes.
+/// warning and a hard link's target likewise; so did `ADD` of such a tarball. They are
+/// now `\u{..}` escapes.
 #[test]
 fn a_tarballs_member_names_reach_messages_escaped() {
     use tar::EntryType as T;
@@ -1172,5 +1173,49 @@ fn a_tarballs_member_names_reach_messages_escaped() {
             );
             assert!(err.contains(want), "{cmd:?}: {want:?} not in: {err}");
         }
+    }
+    // `ADD` of the same tarballs: its own messages, the names escaped alike. (Not the
+    // hard link: ADD leaves it to the tar crate, whose error names the paths raw.)
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(s.storage())
+        .arg("import")
+        .arg(busybox_rootfs())
+        .arg("busybox"));
+    let ctx = s.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    for (name, want) in [
+        ("dotdot", "../x\\u{1b}[31m\\u{a}forged: its path has a `..`"),
+        (
+            "device",
+            "skipping device file member dev\\u{202e}\\u{1b}[1m",
+        ),
+    ] {
+        std::fs::copy(
+            s.join(format!("{name}.tar")),
+            ctx.join(format!("{name}.tar")),
+        )
+        .unwrap();
+        std::fs::write(
+            ctx.join(format!("{name}.df")),
+            format!("FROM busybox\nADD {name}.tar /d/\n"),
+        )
+        .unwrap();
+        crate::common::own(&ctx);
+        let mut cmd = tool("ch-image");
+        cmd.arg("-s")
+            .arg(s.storage())
+            .args(["build", "-t", name, "-f"])
+            .arg(ctx.join(format!("{name}.df")))
+            .arg(&ctx);
+        let out = cmd.output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), name == "device", "ADD {name}: {err}");
+        assert!(!err.contains(raw), "ADD {name}: printed raw: {err:?}");
+        assert!(
+            !err.lines().any(|l| l.starts_with("forged")),
+            "ADD {name}: a forged line: {err}"
+        );
+        assert!(err.contains(want), "ADD {name}: {want:?} not in: {err}");
     }
 }
