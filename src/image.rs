@@ -1915,7 +1915,7 @@ pub fn build(
         let df = exec::parse(&opts)?;
         for i in &df.instructions {
             if a.parse_only {
-                crate::dataln!("{:>3} {}", i.span.start_line, i.display());
+                crate::dataln!("{:>3} {}", i.span.start_line, shown(&i.display()));
             } else {
                 crate::trace!("parse tree: {}: {:?}", i.span.start_line, i.kind);
             }

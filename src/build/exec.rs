@@ -713,7 +713,8 @@ impl<'a> Builder<'a> {
                     }
                 }
                 info!(
-                    "{n:>3}* FROM {image}{}",
+                    "{n:>3}* FROM {}{}",
+                    crate::log::shown(image),
                     alias
                         .as_ref()
                         .map(|a| format!(" AS {a}"))
@@ -727,7 +728,7 @@ impl<'a> Builder<'a> {
             }
             Action::Global => {
                 // A global ARG before the first FROM: nothing to build.
-                info!("{n:>3}. {text}");
+                info!("{n:>3}. {}", crate::log::shown(text));
                 self.plan_line(n, Status::Global, None, text);
                 return Ok(());
             }
@@ -738,7 +739,7 @@ impl<'a> Builder<'a> {
                     ins.span.start_line,
                     ins.keyword()
                 );
-                info!("{n:>3}. {text}");
+                info!("{n:>3}. {}", crate::log::shown(text));
                 let key = self.stage().key;
                 self.plan_line(n, Status::Ignored, Some(key), text);
                 return Ok(());
@@ -751,7 +752,9 @@ impl<'a> Builder<'a> {
             self.warn_ignored_options(ins, args);
             self.warn_destination_in_tmp(ins, args);
         }
-        // RUN's root emulation mode, on hits as on misses (Charliecloud's `RUN.F`).
+        // RUN's root emulation mode, on hits as on misses (Charliecloud's `RUN.F`). Shown
+        // escaped: a Dockerfile from elsewhere could hide what a line runs behind a
+        // terminal sequence (`\e[2K\r` erases it and writes another).
         let text_marked = match sub {
             InstrKind::Run { .. } => format!(
                 "RUN.{}{}",
@@ -760,6 +763,7 @@ impl<'a> Builder<'a> {
             ),
             _ => text.to_string(),
         };
+        let text_marked = crate::log::shown(&text_marked);
         // What the key needs from the context and the mounts; an error there (a missing
         // COPY source) comes after the step's line, as a miss's errors do.
         let (mounts, mut extra) = match self.key_inputs(ins, sub) {

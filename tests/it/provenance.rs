@@ -3502,9 +3502,10 @@ fn assert_escaped(what: &str, text: &str, forged: &str) {
 }
 
 /// Regression: `build-cache --tree` and `--dot` printed each commit's subject (the
-/// instruction as written) as it was, and `inspect` the config's working directory: an
-/// escape sequence in a Dockerfile line (or a fetched commit's message) reached the
-/// terminal. They are now shown as `\u{..}` escapes, as `history` already showed them;
+/// instruction as written) as it was, `inspect` the config's working directory, and
+/// `build` its progress lines and `--parse-only` its listing: an escape sequence in a
+/// Dockerfile line (or a fetched commit's message) reached the terminal (`\e[2K\r` could
+/// hide what a RUN line runs). They are now shown as `\u{..}` escapes, as `history` already showed them;
 /// `--dot` stays a valid Graphviz string (the escape's backslash doubled).
 #[test]
 fn a_dockerfiles_control_characters_are_escaped_by_every_read_command() {
@@ -3516,7 +3517,13 @@ fn a_dockerfiles_control_characters_are_escaped_by_every_read_command() {
          LABEL l=\"a\u{9b}b\"\n",
         &[],
     );
-    w.build("t", &c, &[]);
+    // The build's own progress lines, and `--parse-only`'s listing.
+    let log = w.build("t", &c, &[]);
+    assert_escaped("build", &log, "over");
+    assert!(
+        log.contains("  3. RUN.S true # \\u{1b}[31mred\\u{d}over\\u{7f}\\u{9b}2J\n"),
+        "{log}"
+    );
     for args in [
         &["history", "t"][..],
         &["history", "--why", "t"],
@@ -3534,6 +3541,14 @@ fn a_dockerfiles_control_characters_are_escaped_by_every_read_command() {
             "over",
         );
     }
+    let out = output(w.image().args(["build", "--parse-only", "-t", "p"]).arg(&c));
+    assert!(out.status.success(), "{out:?}");
+    let parsed = String::from_utf8_lossy(&out.stdout);
+    assert_escaped("build --parse-only", &parsed, "over");
+    assert!(
+        parsed.contains("  3 RUN true # \\u{1b}[31mred\\u{d}over"),
+        "{parsed}"
+    );
     let tree = w.ci(&["build-cache", "--tree"]);
     assert!(
         tree.contains(" RUN true # \\u{1b}[31mred\\u{d}over\\u{7f}\\u{9b}2J"),
