@@ -1133,10 +1133,10 @@ pub fn import(
             ..Default::default()
         },
     )?;
-    // Warnings name members of the tarball (escaped where they are made), notes quote
-    // its `/ch/metadata.json`.
+    // Warnings name a tarball's members (escaped where they are made) or a directory's
+    // files (skipped sockets and devices), notes quote its `/ch/metadata.json`.
     for w in &warnings {
-        warn!("{w}");
+        warn!("{}", shown(w));
     }
     for n in &notes {
         warn!("{}: {}", path.display(), shown(n));

@@ -1219,3 +1219,29 @@ fn a_tarballs_member_names_reach_messages_escaped() {
         assert!(err.contains(want), "ADD {name}: {want:?} not in: {err}");
     }
 }
+
+/// Regression: `ch-image import DIR` warned of a socket it skips naming it as it was: a
+/// socket named with an escape sequence drove the terminal. The name is now escaped.
+#[test]
+fn a_directorys_skipped_socket_is_named_escaped() {
+    let s = Scratch::new("dir-socket-escaped");
+    let root = busybox_copy(&s, "root");
+    let _sock = std::os::unix::net::UnixListener::bind(root.join("so\u{1b}[31mck\u{9b}"))
+        .expect("bind a socket");
+    crate::common::own(&root);
+    let out = tool("ch-image")
+        .arg("-s")
+        .arg(s.storage())
+        .arg("import")
+        .arg(&root)
+        .arg("sock")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains(['\u{1b}', '\u{9b}']), "printed raw: {err:?}");
+    assert!(
+        err.contains("warning: skipping socket: ") && err.contains("/so\\u{1b}[31mck\\u{9b}\n"),
+        "{err}"
+    );
+}
