@@ -277,7 +277,7 @@ fn commit_by_prefix(repo: &gix::Repository, hex: &str) -> Result<ObjectId, Image
                                 .map(str::to_string)
                         })
                         .unwrap_or_default();
-                    format!("{} {first}", &c.to_string()[..12])
+                    format!("{} {}", &c.to_string()[..12], shown(&first))
                 })
                 .collect(),
         }),
@@ -299,30 +299,14 @@ pub fn human(n: i64) -> String {
     }
 }
 
-/// Text from the store that others may have written (a note or commit fetched with
-/// `build-cache fetch`, a pulled image's config), made safe to print on a line of
-/// `inspect` or `history`: control characters but tab (C0, DEL, C1: a newline would forge
-/// a line, an escape sequence move the cursor or recolour the terminal) and the
-/// bidirectional-override characters become `\u{..}` escapes. Backslashes stay (a
-/// Dockerfile's line continuations), so the form is for reading, not for parsing back.
-pub fn shown(s: &str) -> std::borrow::Cow<'_, str> {
-    let bad = |c: char| {
-        (c.is_control() && c != '\t')
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    if !s.chars().any(bad) {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match bad(c) {
-            true => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-            false => out.push(c),
-        }
-    }
-    std::borrow::Cow::Owned(out)
+use crate::log::not_shown;
+pub use crate::log::shown;
+
+/// The first `n` characters of `s` (a commit id or digest for a short column): `s` may
+/// come from a fetched note or commit message and hold anything, where cutting at byte
+/// `n` could split a character (and panic).
+fn first_chars(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
 }
 
 /// An image name as listed: Charliecloud shows an image built with `-t foo` as `foo`;
@@ -355,11 +339,12 @@ pub fn history(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
             Some(false) => "run ",
             None => "    ",
         };
+        // A fetched commit's message may say anything after `grove-cache-key: `.
         let key = s
             .key
             .as_deref()
-            .map(|k| &k[..12.min(k.len())])
-            .unwrap_or("-");
+            .map(|k| shown(first_chars(k, 12)))
+            .unwrap_or("-".into());
         // An import: where from (`--json`: `imported`, in full).
         let from = s
             .imported
@@ -421,7 +406,7 @@ pub fn history_why(store: &Store, spec: &str, json: bool) -> Result<String, Imag
             Some((image, mut n, i)) => {
                 info!(
                     "{spec}: from the build note of {} ({}), its steps up to {}",
-                    n.image,
+                    shown(&n.image),
                     &image.to_string()[..12],
                     n.steps[i].n
                 );
@@ -490,9 +475,9 @@ pub fn history_why(store: &Store, spec: &str, json: bool) -> Result<String, Imag
                 .bases
                 .iter()
                 .find(|b| b.stage == st)
-                .map(|b| format!(": {} ({})", b.image, &b.commit[..12.min(b.commit.len())]))
+                .map(|b| format!(": {} ({})", b.image, first_chars(&b.commit, 12)))
                 .unwrap_or_default();
-            outln!(o, "{}{base}", stages.label(st));
+            outln!(o, "{}", shown(&format!("{}{base}", stages.label(st))));
         }
     };
     for s in out {
@@ -576,13 +561,14 @@ fn why_now(
 }
 
 /// A path as `diff` prints it, one per line: `/` and the name as it is when it is UTF-8
-/// without control characters or `\`; else every byte outside printable ASCII, `\` and
-/// quotes escaped (`\n`, `\\`, `\xff`), so that a name holding a newline stays on its
-/// line and two names never print alike (a lossy conversion printed both `x\xff` and
-/// `x\xfe` as `x\u{fffd}`).
+/// without `\` or a character [`shown`] escapes (control characters, bidirectional
+/// overrides); else every byte outside printable ASCII, `\` and quotes escaped (`\n`,
+/// `\\`, `\xff`, `\xe2\x80\xae`), so that a name holding a newline stays on its line,
+/// one holding U+202E does not reverse the rest of it, and two names never print alike (a
+/// lossy conversion printed both `x\xff` and `x\xfe` as `x\u{fffd}`).
 fn diff_path(p: &[u8]) -> String {
     match std::str::from_utf8(p) {
-        Ok(s) if !s.chars().any(|c| c.is_control() || c == '\\') => format!("/{s}"),
+        Ok(s) if !s.chars().any(|c| not_shown(c) || c == '\\') => format!("/{s}"),
         _ => format!("/{}", p.escape_ascii()),
     }
 }
@@ -740,34 +726,41 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
     for i in &imports {
         outln!(o, "imported:     {}", shown(&i.describe()));
     }
-    outln!(o, "cwd:          {}", cfg.cwd);
+    outln!(o, "cwd:          {}", shown(&cfg.cwd));
     for (k, v) in &cfg.env {
         outln!(o, "env:          {}={}", shown(k), shown(v));
     }
     if let Some(c) = &cfg.cmd {
-        outln!(o, "cmd:          {}", serde_json::to_string(c)?);
+        // JSON escapes C0 controls; DEL, C1 and bidirectional overrides it keeps.
+        outln!(o, "cmd:          {}", shown(&serde_json::to_string(c)?));
     }
     if let Some(e) = &cfg.entrypoint {
-        outln!(o, "entrypoint:   {}", serde_json::to_string(e)?);
+        outln!(o, "entrypoint:   {}", shown(&serde_json::to_string(e)?));
     }
-    outln!(o, "shell:        {}", serde_json::to_string(&cfg.shell)?);
+    outln!(
+        o,
+        "shell:        {}",
+        shown(&serde_json::to_string(&cfg.shell)?)
+    );
     for (k, v) in &cfg.labels {
         outln!(o, "label:        {}={}", shown(k), shown(v));
     }
     if let Some(a) = &cfg.arch {
-        outln!(o, "arch:         {a}");
+        outln!(o, "arch:         {}", shown(a));
     }
     // A pulled image's source and manifest digest (`registry.source`, `registry.manifest`).
     for (k, v) in &cfg.annotations {
-        match v.as_str() {
-            Some(v) => outln!(o, "annotation:   {k}={v}"),
-            None => outln!(o, "annotation:   {k}={v}"),
-        }
+        let v = match v.as_str() {
+            Some(v) => shown(v).into_owned(),
+            None => shown(&v.to_string()).into_owned(),
+        };
+        outln!(o, "annotation:   {}={v}", shown(k));
     }
     if let Some(n) = note {
         let stages = StageLabels::of(&n);
         for b in &n.bases {
-            let stage = stages.prefix(b.stage);
+            // The prefix names the stage's `AS` alias, from the note's Dockerfile.
+            let stage = shown(&stages.prefix(b.stage)).into_owned();
             let mut line = format!(
                 "base:         {stage}{} ({})",
                 shown(&b.image),
@@ -796,13 +789,15 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
                 shown(k)
             );
         }
-        outln!(o, "context hash: {}", n.context_hash);
+        // Every string of a note may come from a remote (`build-cache fetch`).
+        outln!(o, "context hash: {}", shown(&n.context_hash));
         if let Some(v) = &n.builder_version {
-            outln!(o, "builder:      grove {v}");
+            outln!(o, "builder:      grove {}", shown(v));
         }
         if let (Some(s), Some(f)) = (&n.started, &n.finished) {
+            let (s, f) = (shown(s), shown(f));
             match &n.invocation {
-                Some(i) => outln!(o, "built:        {s} to {f} (invocation {i})"),
+                Some(i) => outln!(o, "built:        {s} to {f} (invocation {})", shown(i)),
                 None => outln!(o, "built:        {s} to {f}"),
             }
         }
@@ -810,10 +805,10 @@ pub fn inspect(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
             outln!(o, "SOURCE_DATE_EPOCH: {t}");
         }
         if let Some(f) = &n.force {
-            outln!(o, "force:        {f}");
+            outln!(o, "force:        {}", shown(f));
         }
         if let Some(d) = &n.dockerfile_sha256 {
-            outln!(o, "dockerfile:   sha256:{d}");
+            outln!(o, "dockerfile:   sha256:{}", shown(d));
         }
         outln!(o, "dockerfile ({}):", shown(&n.dockerfile_name));
         for l in n.dockerfile.lines() {
@@ -909,7 +904,7 @@ pub fn verify(store: &Store, spec: &str, path: &Path) -> Result<Verification, Im
     let differing = claims
         .iter()
         .filter(|c| matches!(c.verdict, crate::provenance::Verdict::Mismatch(_)))
-        .map(|c| c.field.clone())
+        .map(|c| shown(&c.field).into_owned())
         .collect();
     Ok(Verification {
         report: crate::provenance::report(&claims),
@@ -995,7 +990,7 @@ pub fn delete(store: &Store, lock: &WriteLock, globs: &[String]) -> Result<(), I
             continue;
         }
         for m in matches {
-            crate::info!("deleting image: {}", list_name(m));
+            crate::info!("deleting image: {}", shown(list_name(m)));
             store.delete(lock, &parse_ref(m)?)?;
         }
     }
@@ -1138,11 +1133,13 @@ pub fn import(
             ..Default::default()
         },
     )?;
+    // Warnings name a tarball's members (escaped where they are made) or a directory's
+    // files (skipped sockets and devices), notes quote its `/ch/metadata.json`.
     for w in &warnings {
-        warn!("{w}");
+        warn!("{}", shown(w));
     }
     for n in &notes {
-        warn!("{}: {n}", path.display());
+        warn!("{}: {}", path.display(), shown(n));
     }
     info!(
         "imported: {name} ({}) in {:.2}s",
@@ -1262,12 +1259,15 @@ fn render_list(
         outln!(o, "{}", serde_json::to_string_pretty(&v)?);
         return Ok(o);
     }
+    // Names come from the refs: what a fetch or `ch-image` stores is a valid reference,
+    // but git plumbing (or a fetch by git itself) can name a ref with any bytes git takes
+    // (C1 controls, bidirectional overrides, in UTF-8).
     for (name, commit) in images {
         if long {
             // Grove's own format, with commits: the full name.
-            outln!(o, "{name}\t{commit}");
+            outln!(o, "{}\t{commit}", shown(&name));
         } else {
-            outln!(o, "{}", list_name(&name));
+            outln!(o, "{}", shown(list_name(&name)));
         }
     }
     Ok(o)
@@ -1289,7 +1289,8 @@ pub fn list_details(store: &Store, name: &str, settings: &Settings) -> Result<()
                 store.checkout_link(&name).display()
             );
             if let Some(a) = cfg.arch {
-                crate::dataln!("architecture:        {a}");
+                // A pulled config's, or an imported `/ch/metadata.json`'s.
+                crate::dataln!("architecture:        {}", shown(&a));
             }
         }
         None => crate::dataln!("in local storage:    no"),
@@ -1300,7 +1301,7 @@ pub fn list_details(store: &Store, name: &str, settings: &Settings) -> Result<()
         Ok(Some(info)) => {
             crate::dataln!("available remotely:  yes");
             if let Some(d) = &info.digest {
-                crate::dataln!("remote digest:       {d}");
+                crate::dataln!("remote digest:       {}", shown(d));
             }
             match info.archs {
                 Some(a) => {
@@ -1417,8 +1418,9 @@ pub fn fsck_json(store: &Store) -> Result<String, ImageError> {
 fn fsck_leftovers(leftovers: &[(String, &'static str)]) {
     for (path, what) in leftovers {
         info!(
-            "{path}: {what}; not damage: the next writer that runs alone, or \
-             `ch-image build-cache --gc`, removes it"
+            "{}: {what}; not damage: the next writer that runs alone, or \
+             `ch-image build-cache --gc`, removes it",
+            shown(path)
         );
     }
 }
@@ -1428,8 +1430,10 @@ fn fsck_leftovers(leftovers: &[(String, &'static str)]) {
 /// not a problem.
 pub fn fsck(store: &Store) -> Result<(), ImageError> {
     let report = crate::store::maint::fsck(store)?;
+    // A problem names refs, entries and what git fsck said of a fetched object: one line
+    // each, whatever they hold.
     for p in &report.problems {
-        crate::dataln!("{p}");
+        crate::dataln!("{}", shown(p));
     }
     fsck_leftovers(&report.leftovers);
     if !report.problems.is_empty() {
@@ -1634,13 +1638,13 @@ pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, Image
         }
     }
     if a.tree {
-        o.push_str(&maint::render_tree(&maint::graph(store)?));
+        o.push_str(&maint::render_tree(&shown_graph(store)?));
     }
     if a.dot {
-        o.push_str(&maint::render_dot(&maint::graph(store)?));
+        o.push_str(&maint::render_dot(&shown_graph(store)?));
     }
     if let Some(base) = &a.dot_file {
-        write_dot_files(base, &maint::render_dot(&maint::graph(store)?))?;
+        write_dot_files(base, &maint::render_dot(&shown_graph(store)?))?;
     }
     let s = maint::summary(store)?;
     if a.json {
@@ -1664,6 +1668,27 @@ pub fn build_cache(store: &Store, a: &BuildCacheRequest) -> Result<String, Image
         s.bytes as f64 / (1 << 20) as f64
     );
     Ok(o)
+}
+
+/// The build graph of `build-cache --tree` and `--dot`, its text made safe to print
+/// ([`shown`]): a node's subject is the first line of its commit's message, the
+/// instruction as written in a Dockerfile (or anything, in a fetched commit), and its
+/// image names come from refs.
+fn shown_graph(
+    store: &Store,
+) -> Result<std::collections::BTreeMap<ObjectId, crate::store::maint::GraphNode>, ImageError> {
+    let mut g = crate::store::maint::graph(store)?;
+    for n in g.values_mut() {
+        if let std::borrow::Cow::Owned(s) = shown(&n.subject) {
+            n.subject = s;
+        }
+        for i in &mut n.images {
+            if let std::borrow::Cow::Owned(s) = shown(i) {
+                *i = s;
+            }
+        }
+    }
+    Ok(g)
 }
 
 /// What a gc removed, for its progress line: `3 cache entries`, `1 deleted image`,
@@ -1892,7 +1917,7 @@ pub fn build(
         let df = exec::parse(&opts)?;
         for i in &df.instructions {
             if a.parse_only {
-                crate::dataln!("{:>3} {}", i.span.start_line, i.display());
+                crate::dataln!("{:>3} {}", i.span.start_line, shown(&i.display()));
             } else {
                 crate::trace!("parse tree: {}: {:?}", i.span.start_line, i.kind);
             }

@@ -50,6 +50,41 @@ pub fn init_from_env() -> std::io::Result<bool> {
     Ok(true)
 }
 
+/// Text that others may have written (a note or commit fetched with `build-cache fetch`,
+/// a pulled image's config, a tarball's member names, a Dockerfile's lines), made safe to
+/// print on one line of the terminal or the log: control characters but tab (C0, DEL, C1:
+/// a newline would forge a line, an escape sequence move the cursor or recolour the
+/// terminal) and the bidirectional-override characters become `\u{..}` escapes.
+/// Backslashes stay (a Dockerfile's line continuations), so the form is for reading, not
+/// for parsing back. Every read command's text output (`inspect`, `history`, `list`,
+/// `verify`, `build-cache --tree` and `--dot`, `fsck`) passes what it did not make itself
+/// through this (as `image::shown`), and so do the member names an import's messages
+/// give; `diff` has its own reversible form (`image::diff_path`) for the same characters.
+pub fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    use std::fmt::Write as _;
+    let bad = |c: char| c != '\t' && not_shown(c);
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match bad(c) {
+            true => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            false => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Whether `c` is a character that [`shown`] escapes (tab aside): a control character
+/// (C0, DEL, C1) or a bidirectional-override or -isolate character.
+pub fn not_shown(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Write one finished line (no newline) to the log: the `$CH_LOG_FILE` if set, else
 /// stderr; with `$CH_LOG_FESTOON`, prefixed with `PID TIMESTAMP  ` as Charliecloud does.
 pub fn write_line(line: &str) {
@@ -251,6 +286,20 @@ macro_rules! warn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_escapes_controls_and_bidi_overrides_once() {
+        let raw = "a\tb\u{1b}[31m\nc\r\u{7f}\u{9b}\u{202e}\u{2066}d\\e é";
+        let once = shown(raw);
+        assert_eq!(
+            once,
+            "a\tb\\u{1b}[31m\\u{a}c\\u{d}\\u{7f}\\u{9b}\\u{202e}\\u{2066}d\\e é"
+        );
+        // Escaping what is escaped changes nothing (import escapes a member's name, and
+        // the warning made from it escapes it again).
+        assert_eq!(shown(&once), once);
+        assert!(matches!(shown("plain é\t"), std::borrow::Cow::Borrowed(_)));
+    }
 
     #[test]
     fn arguments_of_hidden_lines_are_not_evaluated() {

@@ -459,7 +459,7 @@ pub fn no_note(
                 hint: format!("`ch-image inspect {spec}` shows its import note"),
             },
             (_, i) => {
-                let other = crate::image::list_name(&i.image);
+                let other = crate::image::shown(crate::image::list_name(&i.image));
                 ProvenanceError::NoNoteBecause {
                     spec: spec.into(),
                     why: format!(
@@ -494,8 +494,8 @@ pub fn no_note(
                 "it is an intermediate state, step {} ({}) of the build of {} (commit {}), \
                  whose note is on that image's commit only",
                 step.n,
-                step.instruction.lines().next().unwrap_or(""),
-                p.image,
+                crate::image::shown(step.instruction.lines().next().unwrap_or("")),
+                crate::image::shown(&p.image),
                 &img[..12]
             ),
             hint: format!("`ch-image inspect --provenance {target}` gives that build's statement"),
@@ -1088,13 +1088,21 @@ pub fn verify(
 
 /// The report of `verify`: one line per claim, `match`, `mismatch` or `not checkable`,
 /// the field, and for the last two what differs or why.
+///
+/// A field names the statement's keys and a dependency's name, and a reason quotes its
+/// values (the statement is any file, a note any fetched text): both are [`shown`], so a
+/// newline can't forge a `match` line and an escape sequence never reaches the terminal.
 pub fn report(claims: &[Claim]) -> String {
+    use crate::image::shown;
     let mut o = String::new();
     for c in claims {
+        let field = shown(&c.field);
         let _ = match &c.verdict {
-            Verdict::Match => writeln!(o, "match          {}", c.field),
-            Verdict::Mismatch(why) => writeln!(o, "mismatch       {}: {why}", c.field),
-            Verdict::NotCheckable(why) => writeln!(o, "not checkable  {}: {why}", c.field),
+            Verdict::Match => writeln!(o, "match          {field}"),
+            Verdict::Mismatch(why) => writeln!(o, "mismatch       {field}: {}", shown(why)),
+            Verdict::NotCheckable(why) => {
+                writeln!(o, "not checkable  {field}: {}", shown(why))
+            }
         };
     }
     o

@@ -605,7 +605,8 @@ fn base_id(repo: &gix::Repository, commit_hex: &str) -> String {
         .ok()
         .and_then(|c| crate::registry::pull::pull_record(repo, c).ok().flatten())
         .map(|p| p.manifest);
-    digest.unwrap_or_else(|| format!("commit {}", &commit_hex[..12.min(commit_hex.len())]))
+    // A note's commit may be any text (a fetched note): cut only at a character.
+    digest.unwrap_or_else(|| format!("commit {}", commit_hex.get(..12).unwrap_or(commit_hex)))
 }
 
 /// The image name of intermediate stage `i` (from 0) of a build tagged `tag`, as
@@ -712,7 +713,8 @@ impl<'a> Builder<'a> {
                     }
                 }
                 info!(
-                    "{n:>3}* FROM {image}{}",
+                    "{n:>3}* FROM {}{}",
+                    crate::log::shown(image),
                     alias
                         .as_ref()
                         .map(|a| format!(" AS {a}"))
@@ -726,7 +728,7 @@ impl<'a> Builder<'a> {
             }
             Action::Global => {
                 // A global ARG before the first FROM: nothing to build.
-                info!("{n:>3}. {text}");
+                info!("{n:>3}. {}", crate::log::shown(text));
                 self.plan_line(n, Status::Global, None, text);
                 return Ok(());
             }
@@ -737,7 +739,7 @@ impl<'a> Builder<'a> {
                     ins.span.start_line,
                     ins.keyword()
                 );
-                info!("{n:>3}. {text}");
+                info!("{n:>3}. {}", crate::log::shown(text));
                 let key = self.stage().key;
                 self.plan_line(n, Status::Ignored, Some(key), text);
                 return Ok(());
@@ -750,7 +752,9 @@ impl<'a> Builder<'a> {
             self.warn_ignored_options(ins, args);
             self.warn_destination_in_tmp(ins, args);
         }
-        // RUN's root emulation mode, on hits as on misses (Charliecloud's `RUN.F`).
+        // RUN's root emulation mode, on hits as on misses (Charliecloud's `RUN.F`). Shown
+        // escaped: a Dockerfile from elsewhere could hide what a line runs behind a
+        // terminal sequence (`\e[2K\r` erases it and writes another).
         let text_marked = match sub {
             InstrKind::Run { .. } => format!(
                 "RUN.{}{}",
@@ -759,6 +763,7 @@ impl<'a> Builder<'a> {
             ),
             _ => text.to_string(),
         };
+        let text_marked = crate::log::shown(&text_marked);
         // What the key needs from the context and the mounts; an error there (a missing
         // COPY source) comes after the step's line, as a miss's errors do.
         let (mounts, mut extra) = match self.key_inputs(ins, sub) {
@@ -840,7 +845,10 @@ impl<'a> Builder<'a> {
         };
         if self.opts.explain || crate::log::enabled(1) {
             match (&why, self.opts.cache) {
-                (Some(w), _) => w.iter().for_each(|w| info!("       why: {w}")),
+                // Why lines quote cached steps and earlier notes, which a fetch brings.
+                (Some(w), _) => w
+                    .iter()
+                    .for_each(|w| info!("       why: {}", crate::log::shown(w))),
                 (None, mode) => {
                     let w = mode.note_name().and_then(CacheMode::why_executed);
                     info!("       why: {}", w.unwrap_or("cache not read"))
@@ -3185,9 +3193,10 @@ fn extract_archive(
     ar.set_overwrite(true);
     ar.set_unpack_xattrs(false);
     fs::create_dir_all(dest).at("create directory", dest)?;
+    // Messages name members escaped, as import does (a name is any bytes).
     let unsafe_err = |member: &[u8], reason: String| copy::CopyError::UnsafeMember {
         archive: src.to_path_buf(),
-        member: String::from_utf8_lossy(member).into_owned(),
+        member: crate::log::shown(&String::from_utf8_lossy(member)).into_owned(),
         reason,
     };
     let mut later: Vec<(Vec<u8>, u64)> = Vec::new();
@@ -3265,7 +3274,7 @@ fn extract_archive(
             Err(err) => {
                 return Err(copy::CopyError::Extract {
                     archive: src.to_path_buf(),
-                    member: String::from_utf8_lossy(&name).into_owned(),
+                    member: crate::log::shown(&String::from_utf8_lossy(&name)).into_owned(),
                     source: err,
                 })
             }

@@ -104,6 +104,8 @@ pub fn kept_mode(is_dir: bool, mode: u32) -> u32 {
 /// (regular files, directories, links, FIFOs and the headers tar reads itself).
 pub fn skipped_member(kind: tar::EntryType, archive: &Path, member: &str) -> Option<String> {
     use tar::EntryType as T;
+    // The name as it may be printed (escaping twice changes nothing).
+    let member = crate::log::shown(member);
     match kind {
         T::Regular
         | T::Continuous
@@ -1077,11 +1079,17 @@ fn apply_layer_shaped(
                 });
             }
             let raw = entry.path_bytes().into_owned();
-            // Messages name the member; a name of megabytes is cut short.
+            // Messages name the member; a name of megabytes is cut short, and control
+            // characters are escaped (a newline would forge a line of the message, an
+            // escape sequence reach the terminal).
             let member = if raw.len() > 4096 {
-                format!("{}… ({} bytes)", model::show(&raw[..4096]), raw.len())
+                format!(
+                    "{}… ({} bytes)",
+                    crate::log::shown(&model::show(&raw[..4096])),
+                    raw.len()
+                )
             } else {
-                model::show(&raw)
+                crate::log::shown(&model::show(&raw)).into_owned()
             };
             let bad = |reason: &str| ImportError::Member {
                 archive: archive_path.clone(),
@@ -1275,7 +1283,10 @@ fn apply_layer_shaped(
                         .ok_or_else(|| bad("hard link without target"))?
                         .into_owned();
                     let tcomps = model::components(&target).map_err(|e| {
-                        bad(&format!("hard link target {}: {e}", model::show(&target)))
+                        bad(&format!(
+                            "hard link target {}: {e}",
+                            crate::log::shown(&model::show(&target))
+                        ))
                     })?;
                     let trel = tcomps.join(&b'/');
                     let g = match (group_of.get(&trel), root.get(&trel)) {
@@ -1302,7 +1313,7 @@ fn apply_layer_shaped(
                         _ => {
                             return Err(bad(&format!(
                                 "hard link target is not an earlier regular file: {}",
-                                model::show(&target)
+                                crate::log::shown(&model::show(&target))
                             )))
                         }
                     };

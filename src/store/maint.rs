@@ -247,6 +247,8 @@ pub fn render_dot(g: &BTreeMap<ObjectId, GraphNode>) -> String {
             out.push_str(&format!("  \"{}\" -> \"{short}\";\n", &p.to_string()[..12]));
         }
         for i in &n.images {
+            // A ref name may hold `"` (git allows it).
+            let i = i.replace('\\', "\\\\").replace('"', "\\\"");
             out.push_str(&format!(
                 "  \"{i}\" [shape=box];\n  \"{i}\" -> \"{short}\";\n"
             ));

@@ -266,7 +266,8 @@ impl ImportSource {
         let cut = |d: &str| -> String {
             let hex = d.strip_prefix("sha256:").unwrap_or(d);
             match short {
-                true => format!("sha256:{}", &hex[..12.min(hex.len())]),
+                // A fetched note's digest may be any text: cut only at a character.
+                true => format!("sha256:{}", hex.get(..12).unwrap_or(hex)),
                 false => format!("sha256:{hex}"),
             }
         };

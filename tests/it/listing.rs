@@ -142,3 +142,95 @@ fn every_listing_command_has_json_history_undeletable_details_and_fsck() {
         "{fsck}"
     );
 }
+
+/// Regression: `list` (plain, `-l`, `--undeletable`) and `build-cache --tree` printed
+/// image names as their refs spell them, and git takes C1 controls and bidirectional
+/// overrides in a ref name (written by git plumbing, or a fetch by git itself); `list
+/// IMAGE` printed the architecture of the config as it was (a pulled config's, or an
+/// imported `/ch/metadata.json`'s), as `inspect` did it and the working directory. They
+/// are now `\u{..}` escapes. `build-cache --dot` wrote a name holding `"` (which git also
+/// takes in a ref name) as it was, ending its Graphviz string early.
+#[test]
+fn list_escapes_names_from_refs_and_a_configs_architecture() {
+    let s = Scratch::new("listing-escape");
+    let st = s.storage();
+    let image = || {
+        let mut c = tool("ch-image");
+        c.arg("-s").arg(&st);
+        c
+    };
+    let raw = ['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}'];
+    // An image whose /ch/metadata.json names an architecture and a directory with
+    // escape sequences.
+    let root = busybox_copy(&s, "meta");
+    std::fs::create_dir_all(root.join("ch")).unwrap();
+    std::fs::write(
+        root.join("ch/metadata.json"),
+        serde_json::json!({ "arch": "amd64\u{1b}]0;t\u{7}\u{9b}2J", "cwd": "/w\u{1b}[31m" })
+            .to_string(),
+    )
+    .unwrap();
+    own(&root);
+    ok(image().arg("import").arg(&root).arg("meta"));
+    let repo = st.join("repo.git");
+    let git = |args: &[&str]| {
+        let mut c = unpriv("git");
+        c.arg("-C")
+            .arg(&repo)
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1");
+        ok(&mut c)
+    };
+    let commit = git(&["rev-parse", "refs/grove/img/meta+latest"]);
+    git(&[
+        "update-ref",
+        "refs/grove/img/ev\u{9b}il\u{202e}gpj.exe+latest",
+        commit.trim(),
+    ]);
+    git(&[
+        "update-ref",
+        "refs/grove/deleted/go\u{9b}ne+latest",
+        commit.trim(),
+    ]);
+    git(&["update-ref", "refs/grove/img/q\"uote+latest", commit.trim()]);
+    for args in [
+        &["list"][..],
+        &["list", "-l"],
+        &["list", "--undeletable"],
+        &["build-cache", "--tree"],
+        &["build-cache", "--dot"],
+        &["inspect", "meta"],
+    ] {
+        let text = ok(image().args(args));
+        assert!(!text.contains(raw), "{args:?}: {text:?}");
+    }
+    assert!(
+        ok(image().arg("list")).contains("ev\\u{9b}il\\u{202e}gpj.exe\n"),
+        "escaped, not left out"
+    );
+    // In Graphviz's form, a name stays one quoted string.
+    let dot = ok(image().args(["build-cache", "--dot"]));
+    for line in [
+        "  \"ev\\\\u{9b}il\\\\u{202e}gpj.exe:latest\" [shape=box];",
+        "  \"q\\\"uote:latest\" [shape=box];",
+    ] {
+        assert!(dot.lines().any(|l| l == line), "{line} not in:\n{dot}");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let out = output(
+        image()
+            .env("CH_REGY_DEFAULT_HOST", "127.0.0.1")
+            .env("CH_REGY_DEFAULT_PORT", port.to_string())
+            .args(["list", "meta"]),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains(raw), "{text:?}");
+    assert!(
+        text.contains("architecture:        amd64\\u{1b}]0;t\\u{7}\\u{9b}2J\n"),
+        "{text}"
+    );
+}

@@ -3485,3 +3485,252 @@ fn control_characters_in_a_fetched_note_are_escaped_not_printed() {
     let (_, err) = fails(w.image().args(["inspect", "--provenance", "busybox"]));
     assert!(!err.contains('\u{1b}'), "{err:?}");
 }
+
+/// Characters no read command may print as they are: C0 controls but tab (ESC starts a
+/// terminal sequence, a newline or CR forges a line), DEL, C1 controls (U+009B is CSI on
+/// some terminals) and the bidirectional overrides (U+202E reverses what follows).
+const RAW: [char; 6] = ['\u{1b}', '\u{7}', '\r', '\u{7f}', '\u{9b}', '\u{202e}'];
+
+/// Assert that `text` (the output of `what`) holds none of [`RAW`], and no line that starts
+/// with `forged`.
+fn assert_escaped(what: &str, text: &str, forged: &str) {
+    assert!(!text.contains(RAW), "{what}: printed raw: {text:?}");
+    assert!(
+        !text.lines().any(|l| l.starts_with(forged)),
+        "{what}: forged line {forged:?}: {text}"
+    );
+}
+
+/// Regression: `build-cache --tree` and `--dot` printed each commit's subject (the
+/// instruction as written) as it was, `inspect` the config's working directory, and
+/// `build` its progress lines and `--parse-only` its listing: an escape sequence in a
+/// Dockerfile line (or a fetched commit's message) reached the terminal (`\e[2K\r` could
+/// hide what a RUN line runs). They are now shown as `\u{..}` escapes, as `history` already showed them;
+/// `--dot` stays a valid Graphviz string (the escape's backslash doubled).
+#[test]
+fn a_dockerfiles_control_characters_are_escaped_by_every_read_command() {
+    let w = W::new("df-escape");
+    let c = w.ctx(
+        "esc",
+        "FROM busybox\nWORKDIR /w\u{1b}[1mX\u{202e}\n\
+         RUN true # \u{1b}[31mred\rover\u{7f}\u{9b}2J\n\
+         LABEL l=\"a\u{9b}b\"\n",
+        &[],
+    );
+    // The build's own progress lines, and `--parse-only`'s listing.
+    let log = w.build("t", &c, &[]);
+    assert_escaped("build", &log, "over");
+    assert!(
+        log.contains("  3. RUN.S true # \\u{1b}[31mred\\u{d}over\\u{7f}\\u{9b}2J\n"),
+        "{log}"
+    );
+    for args in [
+        &["history", "t"][..],
+        &["history", "--why", "t"],
+        &["inspect", "t"],
+        &["build-cache", "--tree"],
+        &["build-cache", "--dot"],
+        &["list"],
+        &["list", "-l"],
+    ] {
+        let out = output(w.image().args(args));
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert_escaped(
+            &format!("{args:?}"),
+            &String::from_utf8_lossy(&out.stdout),
+            "over",
+        );
+    }
+    let out = output(w.image().args(["build", "--parse-only", "-t", "p"]).arg(&c));
+    assert!(out.status.success(), "{out:?}");
+    let parsed = String::from_utf8_lossy(&out.stdout);
+    assert_escaped("build --parse-only", &parsed, "over");
+    assert!(
+        parsed.contains("  3 RUN true # \\u{1b}[31mred\\u{d}over"),
+        "{parsed}"
+    );
+    let tree = w.ci(&["build-cache", "--tree"]);
+    assert!(
+        tree.contains(" RUN true # \\u{1b}[31mred\\u{d}over\\u{7f}\\u{9b}2J"),
+        "{tree}"
+    );
+    let dot = w.ci(&["build-cache", "--dot"]);
+    assert!(
+        dot.contains("RUN true # \\\\u{1b}[31mred\\\\u{d}over"),
+        "{dot}"
+    );
+    let inspect = w.ci(&["inspect", "t"]);
+    assert!(
+        inspect.contains("cwd:          /w\\u{1b}[1mX\\u{202e}\n"),
+        "{inspect}"
+    );
+}
+
+/// Regression: strings of a fetched note or commit that are not what Grove writes made
+/// read commands panic or print them raw: `history` cut an import note's digest and a
+/// commit message's cache key at byte 12 (inside a character: a panic), as `history --why`
+/// a base's commit; `history` printed the key as it was, and `inspect` the note's
+/// context hash, builder version, times, force mode and Dockerfile digest.
+#[test]
+fn odd_strings_in_a_fetched_note_or_commit_neither_panic_nor_reach_the_terminal() {
+    let w = W::new("note-odd");
+    let bb = w.git(&["rev-parse", "refs/grove/img/busybox+latest"]);
+    set_note(
+        &w,
+        bb.trim(),
+        &serde_json::json!({
+            "imports": [{ "image": "busybox:latest", "imported": "t", "kind": "tarball",
+                          "path": "/p", "sha256": "sha256:a\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{1b}[2J" }],
+            "kind": "import", "version": 2
+        }),
+    );
+    let out = output(w.image().args(["history", "busybox"]));
+    assert!(out.status.success(), "{out:?}");
+    assert_escaped(
+        "history busybox",
+        &String::from_utf8_lossy(&out.stdout),
+        "forged",
+    );
+
+    let c = w.ctx(
+        "two",
+        "FROM busybox AS one\nRUN true\nFROM one\nRUN true\n",
+        &[],
+    );
+    w.build("app", &c, &[]);
+    let (commit, mut note) = note_of(&w, "app");
+    let evil = "\u{1b}]0;x\u{7}\u{9b}1m\nbuilt:        forged";
+    note["bases"][0]["commit"] = serde_json::json!("a\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}");
+    for k in [
+        "context_hash",
+        "builder_version",
+        "started",
+        "finished",
+        "invocation",
+        "force",
+        "dockerfile_sha256",
+    ] {
+        note[k] = serde_json::json!(evil);
+    }
+    set_note(&w, &commit, &note);
+    for args in [&["inspect", "app"][..], &["history", "--why", "app"]] {
+        let out = output(w.image().args(args));
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_escaped(&format!("{args:?}"), &text, "built:        forged");
+    }
+    let why = w.ci(&["history", "--why", "app"]);
+    assert!(
+        why.starts_with(
+            "stage 0 (AS one): busybox (a\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9})\n"
+        ),
+        "{why}"
+    );
+
+    // A commit whose message says anything after `grove-cache-key: `.
+    let raw = w.git(&["cat-file", "commit", commit.trim()]);
+    let (head, _) = raw
+        .split_once("grove-cache-key: ")
+        .expect("a built step has a key");
+    let odd = format!("{head}grove-cache-key: a\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{1b}[2J\n");
+    let f = w.s.join("odd-commit");
+    std::fs::write(&f, odd).unwrap();
+    own(&f);
+    let id = w.git(&["hash-object", "-t", "commit", "-w", f.to_str().unwrap()]);
+    w.git(&["update-ref", "refs/grove/img/odd+latest", id.trim()]);
+    let out = output(w.image().args(["history", "odd"]));
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_escaped("history odd", &text, "forged");
+    assert!(
+        text.lines()
+            .any(|l| l.contains(" a\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\\u{1b}[2J ")),
+        "{text}"
+    );
+}
+
+/// Regression: `diff` printed a name holding a bidirectional override (U+202E, which
+/// reverses what follows it on the screen: `/evil\u{202e}txt.sh` shows as `/evilhs.txt`)
+/// as it was; such a name is now written in the escaped form, as control characters.
+#[test]
+fn diff_escapes_a_bidirectional_override_in_a_name() {
+    let w = W::new("diff-bidi");
+    let c = w.ctx(
+        "bidi",
+        "FROM busybox\nRUN touch \"/evil\u{202e}txt.sh\"\n",
+        &[],
+    );
+    w.build("t", &c, &[]);
+    assert_eq!(diff_lines(&w, "t~1", "t"), ["A /evil\\xe2\\x80\\xaetxt.sh"]);
+}
+
+/// Regression: `verify` printed the statement's keys and dependency names (it is any
+/// file) and the values it quotes as they were: an escape sequence reached the terminal,
+/// a newline forged a `match` line, a C1 control in a JSON value (which JSON keeps) was
+/// printed raw; the error's list of differing fields too. All are now `\u{..}` escapes.
+#[test]
+fn verify_escapes_what_a_statement_says() {
+    let w = W::new("verify-escape");
+    let c = w.ctx("v", "FROM busybox\nRUN true\n", &[]);
+    w.build("app", &c, &[]);
+    let mut st = statement_in(&w, &w.storage(), "app");
+    let ext = &mut st["predicate"]["buildDefinition"]["externalParameters"];
+    ext["x\u{1b}[2J\nmatch          forged.key"] = serde_json::json!({ "v": "\u{9b}31m\u{202e}" });
+    ext["y"] = serde_json::json!("\u{7f}\u{9b}");
+    st["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array_mut()
+        .expect("dependencies")
+        .push(serde_json::json!({
+            "name": "evil\u{1b}]0;t\u{7}\nmatch          forged.dep",
+            "digest": { "sha256": "00" },
+            "annotations": { "grove.kind": "context", "grove.instruction": 2 }
+        }));
+    let p = write_statement(&w, "evil.json", &st);
+    let (pass, out, err) = verify(&w, "app", &p);
+    assert!(!pass, "{out}");
+    assert_escaped("verify stdout", &out, "match          forged");
+    assert_escaped("verify stderr", &err, "match          forged");
+    assert!(
+        out.contains("mismatch       predicate.buildDefinition.externalParameters.x\\u{1b}[2J\\u{a}match          forged.key: statement has {\"v\":\"\\u{9b}31m\\u{202e}\"}"),
+        "{out}"
+    );
+    assert!(
+        out.contains("context file evil\\u{1b}]0;t\\u{7}\\u{a}match"),
+        "{out}"
+    );
+}
+
+/// Regression: `build --explain` of an image whose last build note (fetched with
+/// `build-cache fetch`, so any text) names its base's commit with a multi-byte character
+/// in its first 12 bytes panicked when the base had changed (the commit was cut at byte
+/// 12 for the "base image changed (was commit …)" line), and printed the note's strings
+/// in its why lines as they were.
+#[test]
+fn explain_of_a_changed_base_with_an_odd_commit_in_the_last_note_neither_panics_nor_prints_it_raw()
+{
+    let w = W::new("explain-odd");
+    let c = w.ctx("e", "FROM busybox\nRUN true\n", &[]);
+    w.build("e", &c, &[]);
+    let (commit, mut note) = note_of(&w, "e");
+    note["bases"][0]["commit"] =
+        serde_json::json!("a\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{1b}[31m");
+    set_note(&w, &commit, &note);
+    // Another busybox: the base changed, and no entry has it as parent.
+    let other = w.s.join("bb2");
+    sh(&format!(
+        "cp -a '{}' '{o}' && echo x > '{o}/new'",
+        busybox_rootfs().display(),
+        o = other.display()
+    ));
+    own(&other);
+    ok(w.image().arg("import").arg(&other).arg("busybox"));
+    let log = w.build("e", &c, &["--explain"]);
+    assert!(
+        log.contains(
+            "why: no entry for this parent: base image busybox changed (was commit \
+             a\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\\u{1b}[31m, now commit "
+        ),
+        "{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "{log:?}");
+}

@@ -8,6 +8,9 @@
 //! asserts the exact safe outcome (an errno name, an unchanged ID, a different namespace),
 //! so that it fails if the protection were missing. Probes are small static C programs
 //! compiled per test into a copy of the busybox fixture (which has no libc).
+//!
+//! At the end: names that hostile input gives (a tarball's members) reach the messages of
+//! ch-image and ch-convert escaped, never as terminal sequences or forged lines.
 
 use crate::common::{
     busybox_copy, busybox_rootfs, is_root, ok, sh, skip, tool, unpriv, unpriv_sleeper, Reaped,
@@ -1075,4 +1078,170 @@ fn import_reads_0000_entries_without_changing_the_source() {
     let _ = child.0.kill();
     let _ = child.0.wait();
     assert_eq!(modes(&dirs), before, "after a killed import ({first})");
+}
+
+// ---- what hostile input names is never printed raw ----
+
+/// A tar stream of `members` (name, type, link target), each of size 0 but regular files
+/// (`x`), written with raw headers (the tar crate refuses `..` and such names).
+fn raw_tar(members: &[(&[u8], tar::EntryType, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, kind, link) in members {
+        let mut h = tar::Header::new_ustar();
+        let u = h.as_ustar_mut().expect("ustar");
+        u.name[..name.len()].copy_from_slice(name);
+        u.linkname[..link.len()].copy_from_slice(link);
+        let data: &[u8] = if *kind == tar::EntryType::Regular {
+            b"x"
+        } else {
+            b""
+        };
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(*kind);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+/// Regression: `ch-image import` and `ch-convert` named a tarball's members in their
+/// errors and warnings as they were: a member `../x ESC[31m\nforged` printed an escape
+/// sequence and a line of its own (`forged`), a device file's name in the "skipping"
+/// warning and a hard link's target likewise; so did `ADD` of such a tarball. They are
+/// now `\u{..}` escapes.
+#[test]
+fn a_tarballs_member_names_reach_messages_escaped() {
+    use tar::EntryType as T;
+    let s = Scratch::new("tar-names-escaped");
+    let raw = ['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}'];
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "dotdot",
+            raw_tar(&[(b"../x\x1b[31m\nforged", T::Regular, b"")]),
+            "member ../x\\u{1b}[31m\\u{a}forged",
+        ),
+        (
+            "link",
+            raw_tar(&[(b"hl\x1b]0;t\x07", T::Link, b"none\xc2\x9b\nforged")]),
+            "member hl\\u{1b}]0;t\\u{7}: hard link target is not an earlier regular file: \
+             none\\u{9b}\\u{a}forged",
+        ),
+        (
+            "device",
+            raw_tar(&[
+                (b"dev\xe2\x80\xae\x1b[1m", T::Char, b""),
+                (b"f", T::Regular, b""),
+            ]),
+            "skipping device file member dev\\u{202e}\\u{1b}[1m",
+        ),
+    ];
+    for (name, tar, want) in cases {
+        let path = s.join(format!("{name}.tar"));
+        std::fs::write(&path, tar).unwrap();
+        crate::common::own(&s.path);
+        for mut cmd in [
+            {
+                let mut c = tool("ch-image");
+                c.arg("-s")
+                    .arg(s.storage())
+                    .arg("import")
+                    .arg(&path)
+                    .arg(name);
+                c
+            },
+            {
+                let mut c = tool("ch-convert");
+                c.arg("-s")
+                    .arg(s.storage())
+                    .args(["-i", "tar", "-o", "dir"])
+                    .arg(&path)
+                    .arg(s.join(format!("{name}.dir")));
+                c
+            },
+        ] {
+            let out = cmd.output().expect("run");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.success(), name == "device", "{cmd:?}: {err}");
+            assert!(!err.contains(raw), "{cmd:?}: printed raw: {err:?}");
+            assert!(
+                !err.lines().any(|l| l.starts_with("forged")),
+                "{cmd:?}: a forged line: {err}"
+            );
+            assert!(err.contains(want), "{cmd:?}: {want:?} not in: {err}");
+        }
+    }
+    // `ADD` of the same tarballs: its own messages, the names escaped alike. (Not the
+    // hard link: ADD leaves it to the tar crate, whose error names the paths raw.)
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(s.storage())
+        .arg("import")
+        .arg(busybox_rootfs())
+        .arg("busybox"));
+    let ctx = s.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    for (name, want) in [
+        ("dotdot", "../x\\u{1b}[31m\\u{a}forged: its path has a `..`"),
+        (
+            "device",
+            "skipping device file member dev\\u{202e}\\u{1b}[1m",
+        ),
+    ] {
+        std::fs::copy(
+            s.join(format!("{name}.tar")),
+            ctx.join(format!("{name}.tar")),
+        )
+        .unwrap();
+        std::fs::write(
+            ctx.join(format!("{name}.df")),
+            format!("FROM busybox\nADD {name}.tar /d/\n"),
+        )
+        .unwrap();
+        crate::common::own(&ctx);
+        let mut cmd = tool("ch-image");
+        cmd.arg("-s")
+            .arg(s.storage())
+            .args(["build", "-t", name, "-f"])
+            .arg(ctx.join(format!("{name}.df")))
+            .arg(&ctx);
+        let out = cmd.output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), name == "device", "ADD {name}: {err}");
+        assert!(!err.contains(raw), "ADD {name}: printed raw: {err:?}");
+        assert!(
+            !err.lines().any(|l| l.starts_with("forged")),
+            "ADD {name}: a forged line: {err}"
+        );
+        assert!(err.contains(want), "ADD {name}: {want:?} not in: {err}");
+    }
+}
+
+/// Regression: `ch-image import DIR` warned of a socket it skips naming it as it was: a
+/// socket named with an escape sequence drove the terminal. The name is now escaped.
+#[test]
+fn a_directorys_skipped_socket_is_named_escaped() {
+    let s = Scratch::new("dir-socket-escaped");
+    let root = busybox_copy(&s, "root");
+    let _sock = std::os::unix::net::UnixListener::bind(root.join("so\u{1b}[31mck\u{9b}"))
+        .expect("bind a socket");
+    crate::common::own(&root);
+    let out = tool("ch-image")
+        .arg("-s")
+        .arg(s.storage())
+        .arg("import")
+        .arg(&root)
+        .arg("sock")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains(['\u{1b}', '\u{9b}']), "printed raw: {err:?}");
+    assert!(
+        err.contains("warning: skipping socket: ") && err.contains("/so\\u{1b}[31mck\\u{9b}\n"),
+        "{err}"
+    );
 }
