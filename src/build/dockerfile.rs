@@ -32,7 +32,7 @@ pub const DEFAULT_ESCAPE: char = '\\';
 /// Displays as `FILE:LINE:COL: MESSAGE`, then the offending line and a caret under the
 /// column.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("{file}:{line}:{col}: {message}{}", excerpt(*.line, *.col, .line_text))]
+#[error("{}:{line}:{col}: {}{}", crate::log::shown(.file), crate::log::shown(.message), excerpt(*.line, *.col, .line_text))]
 pub struct ParseError {
     /// Name of the Dockerfile as given by the caller (e.g. `Dockerfile` or `-`).
     pub file: String,
@@ -64,14 +64,20 @@ impl fmt::Display for Excerpt<'_> {
         }
         let num = self.line.to_string();
         let pad = " ".repeat(num.len());
-        // Tabs before the column are kept so the caret lines up in a terminal.
-        let lead: String = self
-            .text
+        // A Dockerfile from elsewhere may hold control characters (an ESC sequence, a
+        // carriage return): shown escaped, as every read command does (docs/security.md).
+        // Tabs before the column are kept so the caret lines up in a terminal; an escaped
+        // character takes the width of its escape.
+        let before: String = self.text.chars().take(self.col.saturating_sub(1)).collect();
+        let lead: String = crate::log::shown(&before)
             .chars()
-            .take(self.col.saturating_sub(1))
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
-        write!(f, "\n {num} | {}\n {pad} | {lead}^", self.text)
+        write!(
+            f,
+            "\n {num} | {}\n {pad} | {lead}^",
+            crate::log::shown(self.text)
+        )
     }
 }
 
@@ -1819,6 +1825,31 @@ mod tests {
             Ok(d) => panic!("expected an error, got {:#?}", d.instructions),
             Err(e) => e,
         }
+    }
+
+    /// Regression: a parse error printed the Dockerfile's line raw, so an ESC sequence in
+    /// a Dockerfile from elsewhere drove the terminal (or a CR hid the line).
+    #[test]
+    fn parse_error_shows_control_characters_escaped_with_the_caret_in_place() {
+        let e = perr("FROM busybox\nFORM \x1b[2K\rx\n");
+        let shown = e.to_string();
+        assert!(
+            !shown.contains('\x1b') && !shown.contains('\r'),
+            "{shown:?}"
+        );
+        assert!(
+            shown.ends_with("\n 2 | FORM \\u{1b}[2K\\u{d}x\n   | ^"),
+            "{shown:?}"
+        );
+        let e = ParseError {
+            file: "Dockerfile".into(),
+            line: 1,
+            col: 3,
+            message: "bad".into(),
+            line_text: "\x1bab".into(),
+        };
+        // The caret stays under `b`, after the six characters of `\u{1b}` and `a`.
+        assert!(e.to_string().ends_with("\n   |        ^"), "{e}");
     }
 
     fn kinds(text: &str) -> Vec<InstrKind> {

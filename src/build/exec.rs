@@ -418,7 +418,12 @@ pub fn build(
     let started = std::time::SystemTime::now();
     let df = parse(opts)?;
     for w in &df.warnings {
-        warn!("{}:{}: {}", df.file, w.line, w.message);
+        warn!(
+            "{}:{}: {}",
+            crate::log::shown(&df.file),
+            w.line,
+            crate::log::shown(&w.message)
+        );
     }
     // As BuildKit's SecretsUsedInArgOrEnv check: Grove stores no such value, but it
     // reaches RUN's environment and the cache key (docs/provenance.md, "Build arguments").
