@@ -806,6 +806,11 @@ impl Store {
                 .parent()
                 .is_some_and(|p| nix::unistd::access(p, nix::unistd::AccessFlags::W_OK).is_err());
         let pool = pool::Pool::new(self.layout.pool());
+        let is_layer = dir.parent() == Some(self.layout.layers().as_path());
+        // A kept layer whose commit is gone: the base layer of a delta layer, which gc
+        // keeps after the cache entry that made it went (and git's gc its commit). It
+        // can't be checked against its commit when its stamp can't vouch for it.
+        let gone = std::cell::Cell::new(false);
         let commit = || {
             let err = |msg: String| stamp::StampError::Commit {
                 dir: dir.to_path_buf(),
@@ -816,9 +821,19 @@ impl Store {
                 .and_then(|n| n.to_str())
                 .and_then(|n| ObjectId::from_hex(n.as_bytes()).ok())
                 .ok_or_else(|| err("not named by a commit id".into()))?;
-            git::read_image(&self.repo(), id)
-                .map(|(m, _)| m)
-                .map_err(|e| err(e.to_string()))
+            let repo = self.repo();
+            git::read_image(&repo, id).map(|(m, _)| m).map_err(|e| {
+                if is_layer && repo.find_header(id).is_err() {
+                    gone.set(true);
+                    return err(format!(
+                        "{e} (a delta layer's base layer outlives the cache entry that made \
+                         it, and gc removed its commit: it can't be checked where its stamp \
+                         does not vouch for it, as in a store stamped by a grove older than \
+                         stamps of version 3 and made read-only, or copied)"
+                    ));
+                }
+                err(e.to_string())
+            })
         };
         // What a layer lies on: its parent's tree, and a delta layer's base layers (all
         // of them there, else no view uses it).
@@ -853,12 +868,17 @@ impl Store {
                 None => Ok(None),
             }
         };
-        match stamp::verify(dir, &pool, commit, below, read_only) {
+        let r = stamp::verify(dir, &pool, commit, below, read_only);
+        match r {
             Ok(()) => Ok(true),
             Err(_) if replaced() => Ok(false),
-            Err(e @ (stamp::StampError::Unfaithful { .. } | stamp::StampError::Altered { .. }))
-                if !read_only =>
-            {
+            // Only a cache of what the delta layers over it and the git objects hold: the
+            // view is made again without it (a checkout of the delta layer's commit).
+            Err(
+                e @ (stamp::StampError::Unfaithful { .. }
+                | stamp::StampError::Altered { .. }
+                | stamp::StampError::Commit { .. }),
+            ) if !read_only && (gone.get() || !matches!(e, stamp::StampError::Commit { .. })) => {
                 match self.discard_tree(dir, ino) {
                     Ok(true) => {
                         crate::warn!("{e}; removed it: grove makes it again from the git objects");

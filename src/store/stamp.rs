@@ -1481,7 +1481,13 @@ fn layer_over(
     }
     let mut base_scans = Vec::with_capacity(below.bases.len());
     for b in &below.bases {
-        let sc = scan(b, 2, None, true)?;
+        // Removed meanwhile (a process that found it unusable: its view is made again).
+        let sc = match scan(b, 2, None, true) {
+            Err(StampError::Io(e)) if e.source.kind() == io::ErrorKind::NotFound => {
+                return Ok(Against::Meta(Vec::new(), "a base layer is gone".into()));
+            }
+            r => r?,
+        };
         base_scans.push(sc.full.expect("scanned with the listing").entries);
     }
     let mut shown: Vec<&Entry> = entries.iter().collect();
@@ -1550,8 +1556,13 @@ fn layer_over(
             from_bases.push(e);
         }
     }
+    // Not "changed": the base layer's own check says that of an edit, and a base layer
+    // removed under this check (another process found it unusable) reads as missing.
     if let Some(rel) = not_the_commits(&from_bases, model) {
-        return Ok(Against::Content(rel));
+        return Ok(Against::Meta(
+            rel,
+            "a base layer's entry is not its commit's".into(),
+        ));
     }
     Ok(layer_against(&shown, model, below.parent))
 }

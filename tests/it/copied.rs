@@ -1014,9 +1014,10 @@ fn without_a_stamp_cache_the_ranks_of_a_job_on_one_node_warn_once() {
 /// full layers are (before: refused, "its stamp, by a grove older than stamps of version
 /// 3, can't tell whether any is missing"). A base layer that lost a file it shows is
 /// refused, never run without it.
-#[test]
-fn a_store_stamped_by_version_2_made_read_only_runs_its_delta_layers() {
-    let s = Scratch::new("copied-v2-delta");
+/// `s/s1` with busybox imported as `bb` and `t` built from `FROM bb / COPY d /d / RUN
+/// cat /d/f1 /d/f2 > /b` twice, `d/f2` changed in between (`d` holds f1 to f5): the
+/// second COPY is a delta layer over the first's. Returns the store and the bases file.
+fn delta_store(s: &Scratch) -> (PathBuf, PathBuf) {
     let (st, ctx) = (s.join("s1"), s.join("ctx"));
     sh(&format!(
         "mkdir '{c}' '{c}/d' && for i in 1 2 3 4 5; do echo $i > '{c}/d/f'$i; done && \
@@ -1048,17 +1049,27 @@ fn a_store_stamped_by_version_2_made_read_only_runs_its_delta_layers() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".base"))
         .collect();
     assert_eq!(bases.len(), 1, "no delta layer made");
-    let run = |st: &Path, home: &Path| {
-        output(
-            tool("ch-run")
-                .env("HOME", home)
-                .env_remove("XDG_CACHE_HOME")
-                .arg("-v")
-                .arg("-s")
-                .arg(st)
-                .args(["t", "--", "sh", "-c", "cat /b /d/f3 /d/f5"]),
-        )
-    };
+    (st, bases[0].path())
+}
+
+/// `ch-run -v -s ST t -- cat /b /d/f3 /d/f5` with `HOME`.
+fn run_delta(st: &Path, home: &Path) -> std::process::Output {
+    output(
+        tool("ch-run")
+            .env("HOME", home)
+            .env_remove("XDG_CACHE_HOME")
+            .arg("-v")
+            .arg("-s")
+            .arg(st)
+            .args(["t", "--", "sh", "-c", "cat /b /d/f3 /d/f5"]),
+    )
+}
+
+#[test]
+fn a_store_stamped_by_version_2_made_read_only_runs_its_delta_layers() {
+    let s = Scratch::new("copied-v2-delta");
+    let (st, bases) = delta_store(&s);
+    let run = run_delta;
     let home = s.join("home");
     sh(&format!("mkdir '{}'", home.display()));
     let out = run(&st, &home);
@@ -1068,7 +1079,7 @@ fn a_store_stamped_by_version_2_made_read_only_runs_its_delta_layers() {
     // base was made), the same way.
     let st2 = s.join("s2");
     copy(&st, &st2, "cp -a");
-    let base = std::fs::read_to_string(bases[0].path()).expect("read bases");
+    let base = std::fs::read_to_string(&bases).expect("read bases");
     let base = base.lines().nth(1).expect("a base").to_string();
     sh(&format!("rm '{}/layers/{base}/d/f3'", st2.display()));
     sh(&format!(
@@ -1099,4 +1110,42 @@ fn a_store_stamped_by_version_2_made_read_only_runs_its_delta_layers() {
         st.display(),
         st2.display()
     ));
+}
+
+/// The same store after `build-cache --gc`, which keeps the delta layer's base layer but
+/// removes the commit that made it (its cache entry no image reaches): the base layer,
+/// stamped by version 2 stamps, can't be checked against its commit. A copy of the store
+/// (writable) removes it and runs the image from a checkout, with a warning (before: the
+/// error below, in a writable store too); the store made read-only refuses it saying
+/// why.
+#[test]
+fn a_delta_layer_s_base_whose_commit_gc_removed_is_made_again_or_refused_saying_why() {
+    let s = Scratch::new("copied-v2-delta-gc");
+    let (st, _) = delta_store(&s);
+    let home = s.join("home");
+    sh(&format!("mkdir '{}'", home.display()));
+    let out = run_delta(&st, &home);
+    assert!(out.status.success(), "{out:?}");
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .args(["build-cache", "--gc"]));
+    as_version_2(&st);
+    let st2 = s.join("s2");
+    copy(&st, &st2, "cp -a");
+    let out = run_delta(&st2, &home);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1\ntwo\n3\n5\n",
+        "{err}"
+    );
+    assert!(err.contains("removed it: grove makes it again"), "{err}");
+    sh(&format!("chmod -R a-w '{}'", st.display()));
+    let out = run_delta(&st, &home);
+    sh(&format!("chmod -R u+w '{}'", st.display()));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("gc removed its commit"), "{err}");
 }
