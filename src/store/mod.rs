@@ -826,10 +826,10 @@ impl Store {
                 if is_layer && repo.find_header(id).is_err() {
                     gone.set(true);
                     return err(format!(
-                        "{e} (a delta layer's base layer outlives the cache entry that made \
-                         it, and gc removed its commit: it can't be checked where its stamp \
-                         does not vouch for it, as in a store stamped by a grove older than \
-                         stamps of version 3 and made read-only, or copied)"
+                        "{e} (a delta layer's base layer whose commit a gc before session \
+                         32 removed: it can't be checked where its stamp does not vouch for \
+                         it, as in a copied store, one made read-only with chmod, or one \
+                         stamped by a grove older than stamps of version 3)"
                     ));
                 }
                 err(e.to_string())

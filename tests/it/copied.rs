@@ -1112,16 +1112,17 @@ fn a_store_stamped_by_version_2_made_read_only_runs_its_delta_layers() {
     ));
 }
 
-/// The same store after `build-cache --gc`, which keeps the delta layer's base layer but
-/// removes the commit that made it (its cache entry no image reaches): the base layer,
-/// stamped by version 2 stamps, can't be checked against its commit. A copy of the store
-/// (writable) removes it and runs the image from a checkout, with a warning (before: the
-/// error below, in a writable store too); the store made read-only refuses it saying
-/// why.
+/// The same store after `build-cache --gc`: gc keeps the commit of the delta layer's
+/// base layer (its cache entry), so the store stamped by version 2 stamps and made
+/// read-only runs the image (before session 32 gc removed it, and the base layer could
+/// not be checked: "can't read the commit of …"). A store whose gc removed it (an
+/// earlier Grove's gc, done here with git): a copy of it (writable) removes the base
+/// layer and runs the image from a checkout, with a warning (before: that error, in a
+/// writable store too); made read-only, it refuses the image saying why.
 #[test]
 fn a_delta_layer_s_base_whose_commit_gc_removed_is_made_again_or_refused_saying_why() {
     let s = Scratch::new("copied-v2-delta-gc");
-    let (st, _) = delta_store(&s);
+    let (st, bases) = delta_store(&s);
     let home = s.join("home");
     sh(&format!("mkdir '{}'", home.display()));
     let out = run_delta(&st, &home);
@@ -1131,6 +1132,28 @@ fn a_delta_layer_s_base_whose_commit_gc_removed_is_made_again_or_refused_saying_
         .arg(&st)
         .args(["build-cache", "--gc"]));
     as_version_2(&st);
+    let ro = |st: &Path| {
+        sh(&format!("chmod -R a-w '{}'", st.display()));
+        let out = run_delta(st, &home);
+        sh(&format!("chmod -R u+w '{}'", st.display()));
+        out
+    };
+    let out = ro(&st);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1\ntwo\n3\n5\n",
+        "{err}"
+    );
+    // As an earlier gc left it: the base's cache entry and commit gone.
+    as_version_2(&st);
+    let base = std::fs::read_to_string(&bases).expect("read bases");
+    let base = base.lines().nth(1).expect("a base").to_string();
+    sh(&format!(
+        "cd '{st}/repo.git' && for r in $(git for-each-ref --format='%(objectname) %(refname)' refs/grove/cache/ | grep '^{base}' | cut -d' ' -f2); do git update-ref -d $r; done && git -c gc.auto=0 gc -q --prune=now && ! git cat-file -e {base}",
+        st = st.display()
+    ));
     let st2 = s.join("s2");
     copy(&st, &st2, "cp -a");
     let out = run_delta(&st2, &home);
@@ -1142,10 +1165,12 @@ fn a_delta_layer_s_base_whose_commit_gc_removed_is_made_again_or_refused_saying_
         "{err}"
     );
     assert!(err.contains("removed it: grove makes it again"), "{err}");
-    sh(&format!("chmod -R a-w '{}'", st.display()));
-    let out = run_delta(&st, &home);
-    sh(&format!("chmod -R u+w '{}'", st.display()));
+    sh(&format!("rm -rf '{}/.cache'", home.display()));
+    let out = ro(&st);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{err}");
-    assert!(err.contains("gc removed its commit"), "{err}");
+    assert!(
+        err.contains("whose commit a gc before session 32 removed"),
+        "{err}"
+    );
 }
