@@ -172,7 +172,13 @@ fn stored_image(
         ready &= unchanged(d)?;
     }
     let dirs = match view {
-        Some(v) if ready => v,
+        Some(v) if ready => {
+            // The checkout under the image's layers (another image's, or none's) stays
+            // while the image does, as a build's views keep theirs (docs/store-format.md,
+            // "View marks"); under the run lease, no writer prunes meanwhile.
+            store.mark_view_bottom(commit, &v);
+            v
+        }
         // ch-image checks out what the kept layers lack (the base below them, or the
         // whole image when none is kept), not the whole image again, and checks every
         // directory against its stamp: it refuses a changed tree, takes its changed

@@ -333,6 +333,21 @@ pub fn gc(store: &Store, lock: &WriteLock) -> Result<(), StoreError> {
             }
         }
     }
+    // The commits of the base layers of kept delta layers, with the cache entries that
+    // made them: where a base layer's stamp can't vouch for it (a copy of the store, or
+    // one made read-only with chmod) it is checked against its commit, and without it the
+    // image could not run there (at most layer::MAX_DELTA_BASES per delta layer; their
+    // parent is the delta layer's, live already).
+    let layer_dir = store.layout().layers();
+    let bases: Vec<ObjectId> = live
+        .iter()
+        .flat_map(|c| super::layer::read_bases(&layer_dir, *c).unwrap_or_default())
+        .collect();
+    for b in bases {
+        if store.layout().layer(&b).is_dir() && repo.find_header(b).is_ok() {
+            live.insert(b);
+        }
+    }
     let mut edits = Vec::new();
     for (name, id) in git::list_refs(&repo, CACHE_REFS)? {
         if !live.contains(&id) {

@@ -806,6 +806,11 @@ impl Store {
                 .parent()
                 .is_some_and(|p| nix::unistd::access(p, nix::unistd::AccessFlags::W_OK).is_err());
         let pool = pool::Pool::new(self.layout.pool());
+        let is_layer = dir.parent() == Some(self.layout.layers().as_path());
+        // A kept layer whose commit is gone: the base layer of a delta layer, which gc
+        // keeps after the cache entry that made it went (and git's gc its commit). It
+        // can't be checked against its commit when its stamp can't vouch for it.
+        let gone = std::cell::Cell::new(false);
         let commit = || {
             let err = |msg: String| stamp::StampError::Commit {
                 dir: dir.to_path_buf(),
@@ -816,11 +821,22 @@ impl Store {
                 .and_then(|n| n.to_str())
                 .and_then(|n| ObjectId::from_hex(n.as_bytes()).ok())
                 .ok_or_else(|| err("not named by a commit id".into()))?;
-            git::read_image(&self.repo(), id)
-                .map(|(m, _)| m)
-                .map_err(|e| err(e.to_string()))
+            let repo = self.repo();
+            git::read_image(&repo, id).map(|(m, _)| m).map_err(|e| {
+                if is_layer && repo.find_header(id).is_err() {
+                    gone.set(true);
+                    return err(format!(
+                        "{e} (a delta layer's base layer whose commit a gc before session \
+                         32 removed: it can't be checked where its stamp does not vouch for \
+                         it, as in a copied store, one made read-only with chmod, or one \
+                         stamped by a grove older than stamps of version 3)"
+                    ));
+                }
+                err(e.to_string())
+            })
         };
-        // What a layer lies on: its parent's tree (a delta layer's bases are not read).
+        // What a layer lies on: its parent's tree, and a delta layer's base layers (all
+        // of them there, else no view uses it).
         let below = || {
             let err = |msg: String| stamp::StampError::Commit {
                 dir: dir.to_path_buf(),
@@ -834,7 +850,11 @@ impl Store {
                 Some(id) if dir.parent() == Some(self.layout.layers().as_path()) => id,
                 _ => return Ok(None),
             };
-            if self.layout.layer_bases(&id).exists() {
+            let Ok(bases) = layer::read_bases(&self.layout.layers(), id) else {
+                return Ok(None);
+            };
+            let bases: Vec<PathBuf> = bases.iter().map(|b| self.layout.layer(b)).collect();
+            if !bases.iter().all(|b| b.is_dir()) {
                 return Ok(None);
             }
             let repo = self.repo();
@@ -843,17 +863,22 @@ impl Store {
                 .parent;
             match parent {
                 Some(p) => git::read_image(&repo, p)
-                    .map(|(m, _)| Some(m))
+                    .map(|(m, _)| Some(stamp::Below { parent: m, bases }))
                     .map_err(|e| err(e.to_string())),
                 None => Ok(None),
             }
         };
-        match stamp::verify(dir, &pool, commit, below, read_only) {
+        let r = stamp::verify(dir, &pool, commit, below, read_only);
+        match r {
             Ok(()) => Ok(true),
             Err(_) if replaced() => Ok(false),
-            Err(e @ (stamp::StampError::Unfaithful { .. } | stamp::StampError::Altered { .. }))
-                if !read_only =>
-            {
+            // Only a cache of what the delta layers over it and the git objects hold: the
+            // view is made again without it (a checkout of the delta layer's commit).
+            Err(
+                e @ (stamp::StampError::Unfaithful { .. }
+                | stamp::StampError::Altered { .. }
+                | stamp::StampError::Commit { .. }),
+            ) if !read_only && (gone.get() || !matches!(e, stamp::StampError::Commit { .. })) => {
                 match self.discard_tree(dir, ino) {
                     Ok(true) => {
                         crate::warn!("{e}; removed it: grove makes it again from the git objects");
@@ -963,9 +988,15 @@ impl Store {
     }
 
     /// Remove the checkouts that no image links to and no view mark (`views/C`, see
-    /// [`Store::view`]) keeps.
+    /// [`Store::view`]) keeps. Callers hold the lock alone; first the marks go that keep
+    /// nothing ([`Store::drop_idle_view_marks`]).
     fn prune_unlinked_checkouts(&self) -> Result<(), StoreError> {
         let live = self.linked_checkouts()?;
+        // Kept marks keep checkouts: a failure here (an object that can't be read) only
+        // leaves some that could go.
+        if let Err(e) = self.drop_idle_view_marks(&live) {
+            crate::verbose!("can't tell which view marks keep nothing: {e}");
+        }
         let co = self.layout.checkouts();
         let views = self.layout.views();
         let mut removed = false;
@@ -985,6 +1016,69 @@ impl Store {
             pool::Pool::new(self.layout.pool()).prune()?;
         }
         self.prune_checkout_locks();
+        Ok(())
+    }
+
+    /// Remove the view marks (`views/C`) that keep nothing: those whose checkout is gone
+    /// (removed by hand, or a checkout that failed), and those of an unlinked checkout
+    /// (not in `linked`) whose commit no image reaches any more (its images deleted or
+    /// rebuilt), so that the pruning that follows removes the checkout, as gc would. The
+    /// commits of the images are walked only when such a mark exists, and only until
+    /// every marked commit is found. Callers hold the storage lock alone (no build is
+    /// between a view's mark and its checkout).
+    fn drop_idle_view_marks(
+        &self,
+        linked: &std::collections::HashSet<OsString>,
+    ) -> Result<(), StoreError> {
+        let dir = self.layout.views();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(IoError::new("read directory", &dir, e).into()),
+        };
+        let mut unlinked = std::collections::HashMap::new();
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let id = name
+                .to_str()
+                .and_then(|n| ObjectId::from_hex(n.as_bytes()).ok());
+            match id {
+                Some(id) if self.layout.checkout(&id).is_dir() => {
+                    if !linked.contains(&name) {
+                        unlinked.insert(id, e.path());
+                    }
+                }
+                _ => {
+                    crate::debug!(
+                        "removing a view mark that keeps nothing: {}",
+                        e.path().display()
+                    );
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        if unlinked.is_empty() {
+            return Ok(());
+        }
+        let repo = self.repo();
+        let mut seen = std::collections::HashSet::new();
+        let mut todo: Vec<ObjectId> = self.list()?.into_iter().map(|(_, c)| c).collect();
+        while let Some(c) = todo.pop() {
+            if !seen.insert(c) {
+                continue;
+            }
+            unlinked.remove(&c);
+            if unlinked.is_empty() {
+                return Ok(());
+            }
+            if let Some(p) = git::image_trees(&repo, c)?.parent {
+                todo.push(p);
+            }
+        }
+        for (id, mark) in unlinked {
+            crate::verbose!("no image reaches {id} any more: removing its view mark");
+            let _ = fs::remove_file(mark);
+        }
         Ok(())
     }
 
@@ -1127,12 +1221,16 @@ impl Store {
     /// alone ([`Store::prune_checkouts`]), and each run after that would write it again,
     /// as large as the image, where the image's own checkout lasts.
     ///
-    /// A checkout at the bottom of a view that no `img/` link names is marked
-    /// (`views/C`): pruning keeps it while its commit is reachable (gc drops the marks of
-    /// unreachable commits), as kept layers are. Steps fetched from another store's
-    /// cache have no layers, so the bottom of a RUN's view over them is such a checkout
-    /// (the step below the first one that runs); unmarked, the next writer that locked
-    /// the store alone removed it, and every build that ran a step checked it out again.
+    /// A checkout at the bottom of a view is marked (`views/C`) when it is another
+    /// commit's than `commit` (layers lie on it) or no `img/` link names it: pruning keeps
+    /// it while an image reaches its commit (then the first writer that locks alone, or
+    /// gc, drops the mark), as kept layers are. Steps fetched from another store's cache
+    /// have no layers, so the bottom of a RUN's view over them is such a checkout (the
+    /// step below the first one that runs); unmarked, the next writer that locked the
+    /// store alone removed it, and every build that ran a step checked it out again. A
+    /// base image's checkout under an image's layers is marked too: deleting the base
+    /// (its link) removed it, and the next run of the image checked it out again.
+    /// `ch-run NAME` marks the views it finds ready ([`Store::mark_view_bottom`]).
     pub fn view(&self, lock: &WriteLock, commit: ObjectId) -> Result<Vec<PathBuf>, StoreError> {
         let mut linked = None;
         let mut is_linked = |c: ObjectId| -> Result<bool, StoreError> {
@@ -1146,7 +1244,9 @@ impl Store {
         match self.view_of(commit)? {
             layer::View::Ready(v) => {
                 if let Some(bottom) = v.last().and_then(|d| self.checkout_commit(d)) {
-                    if !self.layout.view_mark(&bottom).exists() && !is_linked(bottom)? {
+                    if !self.layout.view_mark(&bottom).exists()
+                        && (bottom != commit || !is_linked(bottom)?)
+                    {
                         self.mark_view(bottom)?;
                     }
                 }
@@ -1168,7 +1268,7 @@ impl Store {
                 }
                 // Marked before it is made: no writer prunes while this one holds the
                 // lock, and a mark without its checkout is harmless.
-                if !is_linked(base)? {
+                if base != commit || !is_linked(base)? {
                     self.mark_view(base)?;
                 }
                 lowers.push(self.checkout(lock, base)?);
@@ -1197,6 +1297,24 @@ impl Store {
         );
         fs::File::create(&mark).at("create", &mark)?;
         Ok(())
+    }
+
+    /// Mark the checkout at the bottom of `dirs`, a view of `commit` found ready
+    /// ([`Store::view_existing`]), as [`Store::view`] marks the views it makes: when
+    /// layers lie on it and its mark is missing. For `ch-run NAME`, which holds the run
+    /// lease ([`Store::run_lease`]): no writer prunes meanwhile. Costs one `stat` when
+    /// the mark is there. Best effort: a read-only storage directory gets no mark, and
+    /// says nothing.
+    pub fn mark_view_bottom(&self, commit: ObjectId, dirs: &[PathBuf]) {
+        let Some(bottom) = dirs.last().and_then(|d| self.checkout_commit(d)) else {
+            return;
+        };
+        if bottom == commit || self.layout.view_mark(&bottom).exists() {
+            return;
+        }
+        if let Err(e) = self.mark_view(bottom) {
+            crate::debug!("no view mark for checkouts/{bottom}: {e}");
+        }
     }
 
     /// Remove the view marks (`views/C`) of the commits not in `live`, so that pruning

@@ -498,6 +498,13 @@ fn write_side(dir: &Path, sc: &Scan) -> Result<(), StampError> {
         None => {
             static SAID: std::sync::Once = std::sync::Once::new();
             SAID.call_once(|| {
+                if !first_to_say(dir) {
+                    crate::verbose!(
+                        "can't keep the stamp of {} (said by another process on this node)",
+                        dir.display()
+                    );
+                    return;
+                }
                 crate::warn!(
                     "can't keep the stamp of {} (the storage directory is read-only, and {}): \
                      each run reads its files again; set XDG_CACHE_HOME to a directory of yours",
@@ -525,6 +532,64 @@ fn write_side(dir: &Path, sc: &Scan) -> Result<(), StampError> {
     Ok(())
 }
 
+/// How long a process that can't keep stamps stays quiet about it after another on the
+/// same node said it for the same storage directory ([`first_to_say`]).
+const SAID_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Whether this process is the one on this node to say that the stamps of the storage
+/// directory holding tree `dir` can't be kept: the ranks of a job (32 `ch-run` on a node
+/// at once) said it once each. The first to create the marker `said-KEY` (`O_EXCL`;
+/// `KEY` the first 32 hex digits of the BLAKE3 hash of the storage directory's canonical
+/// path) in `/tmp/grove-UID` says it; a marker older than [`SAID_FOR`] is taken over by
+/// the one process whose rename of it works, which says it again. Only a directory of
+/// the user's (not a symlink, no write bits for group or others) holds the marker; without
+/// one (another user made `/tmp/grove-UID`, `/tmp` can't be written) each process says it.
+/// Called only where no stamp can be kept, after a whole tree was read.
+fn first_to_say(dir: &Path) -> bool {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let uid = nix::unistd::getuid();
+    let top = PathBuf::from(format!("/tmp/grove-{uid}"));
+    let _ = fs::DirBuilder::new().mode(0o700).create(&top);
+    match fs::symlink_metadata(&top) {
+        Ok(md) if md.is_dir() && md.uid() == uid.as_raw() && md.mode() & 0o022 == 0 => {}
+        _ => return true,
+    }
+    let Some(store) = fs::canonicalize(dir)
+        .ok()
+        .and_then(|d| d.parent()?.parent().map(Path::to_path_buf))
+    else {
+        return true;
+    };
+    let key = hex(&blake3::hash(store.as_os_str().as_bytes()).as_bytes()[..16]);
+    let marker = top.join(format!("said-{key}"));
+    let create = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&marker)
+            .is_ok()
+    };
+    if create() {
+        return true;
+    }
+    let stale = fs::symlink_metadata(&marker)
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.elapsed().ok())
+        .is_none_or(|age| age > SAID_FOR);
+    if !stale {
+        return false;
+    }
+    // One process takes a stale marker over: the one whose rename of it works.
+    let gone = top.join(format!("said-{key}.{}", std::process::id()));
+    if fs::rename(&marker, &gone).is_err() {
+        return false;
+    }
+    let _ = fs::remove_file(&gone);
+    let _ = create();
+    true
+}
+
 /// The second line of a stamp in the user's cache: `tree HOST PATH`, the host's name and
 /// the tree's canonical path, in hex, so that [`prune_side`] can tell a stamp of a tree
 /// that is gone.
@@ -548,13 +613,24 @@ fn host() -> String {
 /// line: its tree can't be told) is kept: 30 days.
 const SIDE_UNNAMED_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
 
+/// How long a stamp in the user's cache of another host's tree is kept after its last
+/// use (its modification time, [`side_same`]): 30 days. This host can't tell whether the
+/// tree is still there; a host that still runs it after that reads it once again.
+const SIDE_OTHER_HOST_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+/// How old a stamp in the user's cache gets before a use that finds it matching sets its
+/// modification time again (its last use, for [`SIDE_OTHER_HOST_MAX_AGE`]): a day, so
+/// that a run writes there at most once a day per tree.
+const SIDE_TOUCH_AFTER: std::time::Duration = std::time::Duration::from_secs(86_400);
+
 /// Remove the stamps in the user's cache directory `stamps` (but `keep`, just written)
 /// whose tree is gone: of this host, naming a path that no longer exists or whose top
 /// directory is another than the stamp's (removed and made again, which stamps it
-/// anew); a stamp without a `tree` line older than [`SIDE_UNNAMED_MAX_AGE`]; and their
-/// lock files (each while holding its flock, tried once: a process checking that tree
-/// keeps it), and temporary files of processes that are gone. Stamps of other hosts (a
-/// home directory shared by the nodes of a cluster) are left to them. Runs only after a
+/// anew); a stamp without a `tree` line older than [`SIDE_UNNAMED_MAX_AGE`]; a stamp of
+/// another host (a home directory shared by the nodes of a cluster) not used for
+/// [`SIDE_OTHER_HOST_MAX_AGE`]; and their lock files (each while holding its flock, tried
+/// once: a process checking that tree keeps it), and temporary files of processes that
+/// are gone. Runs only after a
 /// stamp was written there, which follows a read of a whole tree: one read and one
 /// `lstat` per stamp is small next to that.
 fn prune_side(stamps: &Path, keep: &Path) {
@@ -562,6 +638,13 @@ fn prune_side(stamps: &Path, keep: &Path) {
         return;
     };
     let me = hex(host().as_bytes());
+    let older_than = |e: &fs::DirEntry, max: std::time::Duration| {
+        e.metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > max)
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p == keep {
@@ -594,8 +677,10 @@ fn prune_side(stamps: &Path, keep: &Path) {
             Some(tree) => {
                 let (h, path) = tree.split_once(' ').unwrap_or((tree, ""));
                 let path = unhex(path).map(|b| PathBuf::from(std::ffi::OsString::from_vec(b)));
-                h == me
-                    && match (path, parse(first)) {
+                if h != me {
+                    older_than(&e, SIDE_OTHER_HOST_MAX_AGE)
+                } else {
+                    match (path, parse(first)) {
                         (Some(path), Recorded::V3 { root, .. }) => {
                             match fs::symlink_metadata(&path) {
                                 Ok(md) => root_id(&md) != root,
@@ -604,13 +689,9 @@ fn prune_side(stamps: &Path, keep: &Path) {
                         }
                         _ => true,
                     }
+                }
             }
-            None => e
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > SIDE_UNNAMED_MAX_AGE),
+            None => older_than(&e, SIDE_UNNAMED_MAX_AGE),
         };
         if stale {
             crate::verbose!("removing the stamp of a tree that is gone: {}", p.display());
@@ -792,14 +873,20 @@ fn side_lock(dir: &Path) -> Option<nix::fcntl::Flock<fs::File>> {
 /// whose inode changed since (one metadata pass, no content read).
 fn side_same(dir: &Path) -> Result<bool, StampError> {
     let new = side_path(dir);
-    let (text, legacy) = match new.as_ref().and_then(|p| fs::read_to_string(p).ok()) {
+    // The text and modification time (the tree's last use on this host).
+    let read = |p: &Path| -> Option<(String, Option<std::time::SystemTime>)> {
+        use std::io::Read;
+        let mut f = fs::File::open(p).ok()?;
+        let mut t = String::new();
+        f.read_to_string(&mut t).ok()?;
+        Some((t, f.metadata().and_then(|m| m.modified()).ok()))
+    };
+    let ((text, modified), legacy) = match new.as_deref().and_then(read) {
         Some(t) => (t, None),
-        None => {
-            match side_path_legacy(dir).and_then(|p| fs::read_to_string(&p).ok().map(|t| (t, p))) {
-                Some((t, p)) => (t, Some(p)),
-                None => return Ok(false),
-            }
-        }
+        None => match side_path_legacy(dir).and_then(|p| read(&p).map(|t| (t, p))) {
+            Some((t, p)) => (t, Some(p)),
+            None => return Ok(false),
+        },
     };
     // The `tree` line after it is for [`prune_side`].
     let text = text.lines().next().unwrap_or("");
@@ -817,13 +904,25 @@ fn side_same(dir: &Path) -> Result<bool, StampError> {
     }
     let sc = scan(dir, 2, Some(latest), false)?;
     let same = hex(&sc.digest) == digest && sc.moved.is_empty();
-    if let (true, Some(old), Some(new)) = (same, legacy, new) {
-        // Moved to this version's name, with its `tree` line (best effort).
-        let line = side_tree_line(dir).unwrap_or_default();
-        if put(&new, &format!("{text}\n{line}"), true).is_ok() {
-            let _ = fs::remove_file(&old);
-            remove_side_lock(&old.with_extension("lock"));
+    match (same, legacy, new) {
+        (true, Some(old), Some(new)) => {
+            // Moved to this version's name, with its `tree` line (best effort).
+            let line = side_tree_line(dir).unwrap_or_default();
+            if put(&new, &format!("{text}\n{line}"), true).is_ok() {
+                let _ = fs::remove_file(&old);
+                remove_side_lock(&old.with_extension("lock"));
+            }
         }
+        // Its last use, at most once a day: other hosts remove a stamp not used for
+        // [`SIDE_OTHER_HOST_MAX_AGE`].
+        (true, None, Some(new))
+            if modified
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age > SIDE_TOUCH_AFTER) =>
+        {
+            touch(&new)
+        }
+        _ => {}
     }
     Ok(same)
 }
@@ -1049,15 +1148,16 @@ pub fn verify_quick(dir: &Path) -> Result<Quick, StampError> {
 /// can be written); a caller that can replace it gets [`StampError::Altered`], since
 /// the tree's modes are not the image's (a build's RUN would see them).
 ///
-/// `below`: for a kept layer that is no delta layer, its parent commit's tree (what it
-/// lies on), read only when a layer stamped by version 1 or 2 must be checked as a whole.
+/// `below`: for a kept layer, what it lies on ([`Below`]: its parent commit's tree, and a
+/// delta layer's base layers), read only when a layer stamped by version 1 or 2 must be
+/// checked as a whole.
 ///
 /// Uses threads: not for ch-run, which uses [`verify_quick`].
 pub fn verify(
     dir: &Path,
     pool: &super::pool::Pool,
     model: impl FnOnce() -> Result<super::model::Dir, StampError>,
-    below: impl FnOnce() -> Result<Option<super::model::Dir>, StampError>,
+    below: impl FnOnce() -> Result<Option<Below>, StampError>,
     read_only: bool,
 ) -> Result<(), StampError> {
     // The ranks of a job checking the same tree of a read-only storage directory: one
@@ -1124,7 +1224,7 @@ pub fn verify(
                         // A layer whose entries are its commit's: whole if it shows its
                         // commit over its parent's tree.
                         Against::Meta(rel, what) if rel.is_empty() && layer => match below()? {
-                            Some(parent) => layer_against(entries, &m, parent),
+                            Some(b) => layer_over(entries, &m, b)?,
                             None => Against::Meta(rel, what),
                         },
                         a => a,
@@ -1352,6 +1452,121 @@ fn against_commit(entries: &[Entry], model: &super::model::Dir, exact: bool) -> 
     }
 }
 
+/// What a kept layer lies on, for the check of one stamped by version 1 or 2 ([`verify`]).
+pub struct Below {
+    /// Its parent commit's tree.
+    pub parent: super::model::Dir,
+    /// A delta layer's base layers, top first (docs/store-format.md, "Delta layers"):
+    /// the view puts them between it and its parent's tree. Empty for a full layer.
+    pub bases: Vec<PathBuf>,
+}
+
+/// A kept layer checked as [`layer_against`] does, over what it lies on: a delta layer
+/// together with its base layers (what the view shows of each: an entry no layer above
+/// holds or hides), every base entry so shown read against the commit. Base layers that
+/// hold whiteouts, opaque or unlisted directories, or a non-directory under a directory
+/// of a layer above, are not told apart here ([`Against::Meta`]: COPY, the only step
+/// that makes delta layers, writes none of them).
+fn layer_over(
+    entries: &[Entry],
+    model: &super::model::Dir,
+    below: Below,
+) -> Result<Against, StampError> {
+    if below.bases.is_empty() {
+        return Ok(layer_against(
+            &entries.iter().collect::<Vec<_>>(),
+            model,
+            below.parent,
+        ));
+    }
+    let mut base_scans = Vec::with_capacity(below.bases.len());
+    for b in &below.bases {
+        // Removed meanwhile (a process that found it unusable: its view is made again).
+        let sc = match scan(b, 2, None, true) {
+            Err(StampError::Io(e)) if e.source.kind() == io::ErrorKind::NotFound => {
+                return Ok(Against::Meta(Vec::new(), "a base layer is gone".into()));
+            }
+            r => r?,
+        };
+        base_scans.push(sc.full.expect("scanned with the listing").entries);
+    }
+    let mut shown: Vec<&Entry> = entries.iter().collect();
+    // Paths whose lower entries no layer below shows (a non-directory, a whiteout, an
+    // opaque directory), and the directories shown.
+    let mut hides = std::collections::HashSet::new();
+    let mut dirs = std::collections::HashSet::new();
+    let opaque = |e: &Entry| {
+        e.kind == Kind::Dir
+            && xattr::get(&e.host, "user.overlay.opaque")
+                .ok()
+                .flatten()
+                .is_some_and(|v| v == b"y")
+    };
+    for e in entries.iter().filter(|e| !e.rel.is_empty()) {
+        if e.kind == Kind::Unlisted {
+            return Ok(Against::Meta(
+                e.rel.clone(),
+                "a delta layer's directory can't be listed".into(),
+            ));
+        }
+        if e.kind == Kind::Dir && !opaque(e) {
+            dirs.insert(e.rel.clone());
+        } else {
+            hides.insert(e.rel.clone());
+        }
+    }
+    let hidden = |rel: &[u8], hides: &std::collections::HashSet<Vec<u8>>| {
+        rel.iter()
+            .enumerate()
+            .any(|(i, b)| *b == b'/' && hides.contains(&rel[..i]))
+    };
+    let mut from_bases = Vec::new();
+    for layer in &base_scans {
+        let mut added = Vec::new();
+        for e in layer.iter().filter(|e| !e.rel.is_empty()) {
+            if hidden(&e.rel, &hides) || hides.contains(&e.rel) {
+                continue;
+            }
+            if matches!(e.kind, Kind::Whiteout | Kind::Unlisted | Kind::Other) || opaque(e) {
+                return Ok(Against::Meta(
+                    e.rel.clone(),
+                    "a base layer of a delta layer holds what a COPY does not write".into(),
+                ));
+            }
+            if dirs.contains(&e.rel) {
+                if e.kind != Kind::Dir {
+                    return Ok(Against::Meta(
+                        e.rel.clone(),
+                        "a directory of a delta layer over a base layer's non-directory".into(),
+                    ));
+                }
+                continue;
+            }
+            added.push(e);
+        }
+        // Known to the layers below only once this one is done: its own entries do not
+        // hide each other.
+        for e in added {
+            if e.kind == Kind::Dir {
+                dirs.insert(e.rel.clone());
+            } else {
+                hides.insert(e.rel.clone());
+            }
+            shown.push(e);
+            from_bases.push(e);
+        }
+    }
+    // Not "changed": the base layer's own check says that of an edit, and a base layer
+    // removed under this check (another process found it unusable) reads as missing.
+    if let Some(rel) = not_the_commits(&from_bases, model) {
+        return Ok(Against::Meta(
+            rel,
+            "a base layer's entry is not its commit's".into(),
+        ));
+    }
+    Ok(layer_against(&shown, model, below.parent))
+}
+
 /// A kept layer (not a delta layer) checked without a listing (stamped by version 1 or
 /// 2), its entries already found its commit's (content, type, target): each entry must
 /// have its commit's mode as recorded (write bits may be missing:
@@ -1361,7 +1576,7 @@ fn against_commit(entries: &[Entry], model: &super::model::Dir, exact: bool) -> 
 /// unprivileged `cp -a` can't make, a file) shows its parent's entry, or none, at its
 /// path ([`Against::Meta`] of it).
 fn layer_against(
-    entries: &[Entry],
+    entries: &[&Entry],
     model: &super::model::Dir,
     below: super::model::Dir,
 ) -> Against {
@@ -1550,12 +1765,16 @@ fn model_entries(model: &super::model::Dir) -> usize {
 
 /// The first of a tree's `entries` that is not what `model` has at its path (content
 /// hashed; a whiteout: nothing there), if any.
-fn not_the_commits(entries: &[Entry], model: &super::model::Dir) -> Option<Vec<u8>> {
+fn not_the_commits<E: std::borrow::Borrow<Entry> + Sync>(
+    entries: &[E],
+    model: &super::model::Dir,
+) -> Option<Vec<u8>> {
     use super::model::Node;
     use rayon::prelude::*;
     entries
         .par_iter()
         .find_first(|e| {
+            let e: &Entry = (*e).borrow();
             let (rel, host, kind) = (&e.rel, &e.host, &e.kind);
             if rel.is_empty() {
                 return *kind != Kind::Dir;
@@ -1575,7 +1794,7 @@ fn not_the_commits(entries: &[Entry], model: &super::model::Dir) -> Option<Vec<u
             };
             !same
         })
-        .map(|e| e.rel.clone())
+        .map(|e| (*e).borrow().rel.clone())
 }
 
 /// Whether any of `files` differs from its commit's file; removes the pool entries of

@@ -896,3 +896,281 @@ fn stamps_in_the_user_s_cache_from_before_the_host_key_are_still_used() {
         .count();
     assert_eq!(moved, trees(&st).len());
 }
+
+/// Stamps in the user's cache of another host's trees (nodes sharing a home directory)
+/// are removed by a host writing one there once they were not used for 30 days (before:
+/// never); a use that finds a stamp matching sets its modification time again (at most
+/// once a day), so a host that still runs its tree keeps its stamp.
+#[test]
+fn stamps_in_the_user_s_cache_of_other_hosts_unused_for_30_days_are_removed() {
+    let s = Scratch::new("copied-side-other");
+    let (st, _) = built(&s);
+    let home = s.join("home");
+    let cache = home.join(".cache/grove/stamps");
+    let hex = |b: &[u8]| -> String { b.iter().map(|c| format!("{c:02x}")).collect() };
+    let line = format!(
+        "grove-stamp 3 00 0.000000000 1 00\ntree {} {}\n",
+        hex(b"another-node"),
+        hex(b"/local/store/checkouts/c")
+    );
+    let (old, recent) = (
+        "checkouts-".to_string() + &"a".repeat(32),
+        "checkouts-".to_string() + &"b".repeat(32),
+    );
+    sh(&format!(
+        "mkdir -p '{c}' && printf '{line}' > '{c}/{old}' && : > '{c}/{old}.lock' && \
+         printf '{line}' > '{c}/{recent}' && touch -d '40 days ago' '{c}/{old}' '{c}/{old}.lock' && \
+         touch -d '10 days ago' '{c}/{recent}'",
+        c = cache.display(),
+        line = line.replace('\n', "\\n"),
+    ));
+    sh(&format!("chmod -R a-w '{}'", st.display()));
+    let run = || {
+        let out = output(
+            tool("ch-run")
+                .env("HOME", &home)
+                .env_remove("XDG_CACHE_HOME")
+                .arg("-v")
+                .arg("-s")
+                .arg(&st)
+                .args(["t", "--", "cat", "/b"]),
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        err
+    };
+    let err = run();
+    assert!(err.contains("used as it is"), "{err}");
+    assert!(
+        !cache.join(&old).exists(),
+        "a stamp unused for 40 days stays"
+    );
+    assert!(!cache.join(format!("{old}.lock")).exists());
+    assert!(
+        cache.join(&recent).exists(),
+        "a stamp used 10 days ago went"
+    );
+    // This host's stamps, last used 3 days ago: the next run finds them and marks the use.
+    sh(&format!(
+        "cd '{c}' && for f in *; do case $f in {old}|{recent}) ;; *) touch -d '3 days ago' \"$f\";; esac; done",
+        c = cache.display()
+    ));
+    let err = run();
+    assert!(!err.contains("used as it is"), "read again: {err}");
+    let out = sh(&format!(
+        "cd '{c}' && find . -type f ! -name '*.lock' -mmin +60 | sort",
+        c = cache.display()
+    ));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("./{recent}\n"),
+        "this host's stamps keep their old time"
+    );
+}
+
+/// Without a place for stamps (no `HOME` or `XDG_CACHE_HOME`, and `/tmp/grove-UID` not
+/// usable for them: here a directory of the user's with mode 0755), the 32 ranks of a
+/// job starting at once on a node say so once, not once each (a marker in
+/// `/tmp/grove-UID`). Runs in a private mount namespace with its own `/tmp`.
+#[test]
+fn without_a_stamp_cache_the_ranks_of_a_job_on_one_node_warn_once() {
+    if !crate::common::is_root() {
+        crate::common::skip("needs root for a private /tmp (unshare --mount)");
+        return;
+    }
+    let s = Scratch::new("copied-said");
+    let (st, _) = built(&s);
+    sh(&format!("chmod -R a-w '{}'", st.display()));
+    let uid = crate::common::TEST_UID;
+    let script = format!(
+        "mount -t tmpfs -o mode=1777 tmpfs /tmp && mkdir -m 755 /tmp/grove-{uid} && \
+         chown {uid}:{uid} /tmp/grove-{uid} && \
+         for i in $(seq 32); do \
+           setpriv --reuid={uid} --regid={uid} --clear-groups env -u HOME -u XDG_CACHE_HOME USER=nobody \
+             '{chrun}' -s '{st}' t -- true 2> '{d}/err.'$i || echo $i >> '{d}/failed' & \
+         done; wait",
+        chrun = crate::common::bin("ch-run").display(),
+        st = st.display(),
+        d = s.path.display(),
+    );
+    let out = output(
+        std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-ec"])
+            .arg(&script),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(!s.join("failed").exists(), "some ranks failed");
+    let mut said = 0;
+    for i in 1..=32 {
+        let err = std::fs::read_to_string(s.join(format!("err.{i}"))).expect("read stderr");
+        said += err.matches("can't keep the stamp").count();
+    }
+    assert_eq!(said, 1, "said once per rank");
+}
+
+/// A store stamped by version 2 stamps holding a delta layer (a COPY rebuilt after one
+/// of its files changed: `layers/C.base`), made read-only with `chmod -R a-w`: the delta
+/// layer is checked with its base layers over its parent's tree and run as it is, as
+/// full layers are (before: refused, "its stamp, by a grove older than stamps of version
+/// 3, can't tell whether any is missing"). A base layer that lost a file it shows is
+/// refused, never run without it.
+/// `s/s1` with busybox imported as `bb` and `t` built from `FROM bb / COPY d /d / RUN
+/// cat /d/f1 /d/f2 > /b` twice, `d/f2` changed in between (`d` holds f1 to f5): the
+/// second COPY is a delta layer over the first's. Returns the store and the bases file.
+fn delta_store(s: &Scratch) -> (PathBuf, PathBuf) {
+    let (st, ctx) = (s.join("s1"), s.join("ctx"));
+    sh(&format!(
+        "mkdir '{c}' '{c}/d' && for i in 1 2 3 4 5; do echo $i > '{c}/d/f'$i; done && \
+         printf 'FROM bb\\nCOPY d /d\\nRUN cat /d/f1 /d/f2 > /b\\n' > '{c}/Dockerfile'",
+        c = ctx.display()
+    ));
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .arg("import")
+        .arg(busybox_rootfs())
+        .arg("bb"));
+    let build = || {
+        ok(tool("ch-image")
+            .arg("-s")
+            .arg(&st)
+            .args(["build", "-t", "t"])
+            .arg(&ctx))
+    };
+    build();
+    sh(&format!(
+        "echo two > '{c}/d/f2' && touch -d '2021-06-01 12:00' '{c}/d/f2'",
+        c = ctx.display()
+    ));
+    build();
+    let bases: Vec<_> = std::fs::read_dir(st.join("layers"))
+        .expect("read layers")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".base"))
+        .collect();
+    assert_eq!(bases.len(), 1, "no delta layer made");
+    (st, bases[0].path())
+}
+
+/// `ch-run -v -s ST t -- cat /b /d/f3 /d/f5` with `HOME`.
+fn run_delta(st: &Path, home: &Path) -> std::process::Output {
+    output(
+        tool("ch-run")
+            .env("HOME", home)
+            .env_remove("XDG_CACHE_HOME")
+            .arg("-v")
+            .arg("-s")
+            .arg(st)
+            .args(["t", "--", "sh", "-c", "cat /b /d/f3 /d/f5"]),
+    )
+}
+
+#[test]
+fn a_store_stamped_by_version_2_made_read_only_runs_its_delta_layers() {
+    let s = Scratch::new("copied-v2-delta");
+    let (st, bases) = delta_store(&s);
+    let run = run_delta;
+    let home = s.join("home");
+    sh(&format!("mkdir '{}'", home.display()));
+    let out = run(&st, &home);
+    assert!(out.status.success(), "{out:?}");
+    as_version_2(&st);
+    // A copy whose base layer lost a file the view shows (/d/f3, unchanged since the
+    // base was made), the same way.
+    let st2 = s.join("s2");
+    copy(&st, &st2, "cp -a");
+    let base = std::fs::read_to_string(&bases).expect("read bases");
+    let base = base.lines().nth(1).expect("a base").to_string();
+    sh(&format!("rm '{}/layers/{base}/d/f3'", st2.display()));
+    sh(&format!(
+        "chmod -R a-w '{}' '{}'",
+        st.display(),
+        st2.display()
+    ));
+    for round in 0..2 {
+        let out = run(&st, &home);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "round {round}: {err}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "1\ntwo\n3\n5\n",
+            "{err}"
+        );
+        assert!(!err.contains("warning"), "{err}");
+        if round == 1 {
+            assert!(!err.contains("used as it is"), "read again: {err}");
+        }
+    }
+    let out = run(&st2, &home);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{err}");
+    sh(&format!(
+        "chmod -R u+w '{}' '{}'",
+        st.display(),
+        st2.display()
+    ));
+}
+
+/// The same store after `build-cache --gc`: gc keeps the commit of the delta layer's
+/// base layer (its cache entry), so the store stamped by version 2 stamps and made
+/// read-only runs the image (before session 32 gc removed it, and the base layer could
+/// not be checked: "can't read the commit of …"). A store whose gc removed it (an
+/// earlier Grove's gc, done here with git): a copy of it (writable) removes the base
+/// layer and runs the image from a checkout, with a warning (before: that error, in a
+/// writable store too); made read-only, it refuses the image saying why.
+#[test]
+fn a_delta_layer_s_base_whose_commit_gc_removed_is_made_again_or_refused_saying_why() {
+    let s = Scratch::new("copied-v2-delta-gc");
+    let (st, bases) = delta_store(&s);
+    let home = s.join("home");
+    sh(&format!("mkdir '{}'", home.display()));
+    let out = run_delta(&st, &home);
+    assert!(out.status.success(), "{out:?}");
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .args(["build-cache", "--gc"]));
+    as_version_2(&st);
+    let ro = |st: &Path| {
+        sh(&format!("chmod -R a-w '{}'", st.display()));
+        let out = run_delta(st, &home);
+        sh(&format!("chmod -R u+w '{}'", st.display()));
+        out
+    };
+    let out = ro(&st);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1\ntwo\n3\n5\n",
+        "{err}"
+    );
+    // As an earlier gc left it: the base's cache entry and commit gone.
+    as_version_2(&st);
+    let base = std::fs::read_to_string(&bases).expect("read bases");
+    let base = base.lines().nth(1).expect("a base").to_string();
+    sh(&format!(
+        "cd '{st}/repo.git' && for r in $(git for-each-ref --format='%(objectname) %(refname)' refs/grove/cache/ | grep '^{base}' | cut -d' ' -f2); do git update-ref -d $r; done && git -c gc.auto=0 gc -q --prune=now && ! git cat-file -e {base}",
+        st = st.display()
+    ));
+    let st2 = s.join("s2");
+    copy(&st, &st2, "cp -a");
+    let out = run_delta(&st2, &home);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1\ntwo\n3\n5\n",
+        "{err}"
+    );
+    assert!(err.contains("removed it: grove makes it again"), "{err}");
+    sh(&format!("rm -rf '{}/.cache'", home.display()));
+    let out = ro(&st);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("whose commit a gc before session 32 removed"),
+        "{err}"
+    );
+}

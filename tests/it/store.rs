@@ -2152,3 +2152,82 @@ fn gc_removes_the_lock_files_of_checkouts_that_are_gone_but_not_a_held_one() {
     let _ = holder.wait();
     assert_eq!(left, vec![format!("=checkout={}.lock", "ab".repeat(20))]);
 }
+
+/// `ch-run NAME` and `ch-image checkout --view` of an image whose kept layers lie on
+/// another image's checkout mark that checkout (`views/C`), as a build's views are
+/// marked: deleting the base image (its `img/` link) removed the checkout, and the next
+/// run of the image checked it out again. Once no image reaches it, the first writer
+/// that locks alone drops the mark and the checkout; a read-only store runs without one.
+#[test]
+fn runs_keep_the_checkout_below_an_image_s_layers_while_an_image_reaches_it() {
+    let s = Scratch::new("view-marks");
+    let (st, ctx) = (s.storage(), s.join("ctx"));
+    import(&st, &crate::common::busybox_rootfs(), "bb");
+    // Another image, to import when a writer must lock the store (busybox would be bb's
+    // commit again).
+    let tiny = s.join("tiny");
+    sh(&format!(
+        "mkdir '{t}' && echo t > '{t}/t'",
+        t = tiny.display()
+    ));
+    sh(&format!(
+        "mkdir '{c}' && printf 'FROM bb\\nRUN echo x > /x\\n' > '{c}/Dockerfile'",
+        c = ctx.display()
+    ));
+    ok(chi(&st).args(["build", "-t", "t"]).arg(&ctx));
+    let bb = commit_of(&st, "bb:latest");
+    let mark = st.join("views").join(&bb);
+    let run = || {
+        let out = output(
+            tool("ch-run")
+                .arg("-v")
+                .arg("-s")
+                .arg(&st)
+                .args(["t", "--", "cat", "/x"]),
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "x\n", "{err}");
+        err
+    };
+    // ch-image checkout --view (what ch-run runs when a tree must be read or made).
+    let dirs = ok(chi(&st).args(["checkout", "--view", "t"]));
+    assert!(dirs.contains(&format!("checkouts/{bb}")), "{dirs:?}");
+    assert!(mark.exists(), "checkout --view left no mark");
+    // ch-run finding the view ready.
+    std::fs::remove_file(&mark).expect("remove mark");
+    run();
+    assert!(mark.exists(), "ch-run left no mark");
+    // Read-only: no mark written, no error or warning.
+    std::fs::remove_file(&mark).expect("remove mark");
+    sh(&format!("chmod -R a-w '{}'", st.display()));
+    let err = run();
+    sh(&format!("chmod -R u+w '{}'", st.display()));
+    assert!(!err.contains("warning") && !err.contains("error"), "{err}");
+    assert!(!mark.exists());
+    // Writable again: the trees that lost write bits are made again, and marked.
+    run();
+    assert!(mark.exists(), "ch-run left no mark");
+    ok(chi(&st).args(["delete", "bb"]));
+    // The next writer locks alone and prunes unlinked checkouts.
+    import(&st, &tiny, "other");
+    assert!(
+        st.join("checkouts").join(&bb).is_dir(),
+        "bb's checkout pruned"
+    );
+    let err = run();
+    assert!(!err.contains("checked out"), "checked out again:\n{err}");
+    // No image reaches bb's commit: the next writer alone drops mark and checkout.
+    ok(chi(&st).args(["delete", "t"]));
+    import(&st, &tiny, "other");
+    assert!(!mark.exists(), "the mark outlived its images");
+    assert!(!st.join("checkouts").join(&bb).exists());
+    ok(chi(&st).args(["undelete", "t"]));
+    run();
+    // A mark whose checkout is gone goes too.
+    let stray = st.join("views").join("ab".repeat(20));
+    std::fs::write(&stray, "").expect("write stray mark");
+    crate::common::own(&stray);
+    import(&st, &tiny, "other");
+    assert!(!stray.exists(), "a mark without its checkout stays");
+}
