@@ -839,20 +839,7 @@ fn stamps_in_the_user_s_cache_from_before_the_host_key_are_still_used() {
     let home = s.join("home");
     sh(&format!("mkdir '{}'", home.display()));
     let cache = home.join(".cache/grove/stamps");
-    let run = || {
-        let out = output(
-            tool("ch-run")
-                .env("HOME", &home)
-                .env_remove("XDG_CACHE_HOME")
-                .arg("-v")
-                .arg("-s")
-                .arg(&st)
-                .args(["t", "--", "cat", "/b"]),
-        );
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{err}");
-        err
-    };
+    let run = || run_t_with_home(&st, &home);
     let err = run();
     assert!(err.contains("used as it is"), "{err}");
     // As the earlier Grove wrote them.
@@ -925,20 +912,7 @@ fn stamps_in_the_user_s_cache_of_other_hosts_unused_for_30_days_are_removed() {
         line = line.replace('\n', "\\n"),
     ));
     sh(&format!("chmod -R a-w '{}'", st.display()));
-    let run = || {
-        let out = output(
-            tool("ch-run")
-                .env("HOME", &home)
-                .env_remove("XDG_CACHE_HOME")
-                .arg("-v")
-                .arg("-s")
-                .arg(&st)
-                .args(["t", "--", "cat", "/b"]),
-        );
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{err}");
-        err
-    };
+    let run = || run_t_with_home(&st, &home);
     let err = run();
     assert!(err.contains("used as it is"), "{err}");
     assert!(
@@ -1173,4 +1147,21 @@ fn a_delta_layer_s_base_whose_commit_gc_removed_is_made_again_or_refused_saying_
         err.contains("whose commit a gc before session 32 removed"),
         "{err}"
     );
+}
+
+/// `ch-run -v -s ST t -- cat /b` with `HOME` at `home` (its stamp cache there), which must
+/// succeed; returns its standard error.
+fn run_t_with_home(st: &Path, home: &Path) -> String {
+    let out = output(
+        tool("ch-run")
+            .env("HOME", home)
+            .env_remove("XDG_CACHE_HOME")
+            .arg("-v")
+            .arg("-s")
+            .arg(st)
+            .args(["t", "--", "cat", "/b"]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    err
 }
