@@ -546,9 +546,11 @@ fn tag_of(name: &str) -> String {
         .unwrap_or_else(|_| "latest".into())
 }
 
+/// Print an input's warnings (they quote member names of a tarball or SquashFS file, and
+/// unsquashfs's or sqfs2tar's messages about them): escaped, as docs/security.md says.
 fn warn_all(w: Vec<String>) {
     for w in w {
-        warn!("{w}");
+        warn!("{}", crate::log::shown(&w));
     }
 }
 

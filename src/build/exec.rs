@@ -1758,7 +1758,7 @@ impl<'a> Builder<'a> {
         );
         self.files_changed = true;
         for w in warnings {
-            warn!("{w}");
+            warn!("{}", crate::log::shown(&w));
         }
         Ok(())
     }

@@ -322,7 +322,7 @@ pub fn pull(
         )
         .map_err(layer_err)?;
         for w in warnings {
-            warn!("{w}");
+            warn!("{}", crate::log::shown(&w));
         }
     }
     phase.finish(&[format!("{n} layer{}", if n == 1 { "" } else { "s" })]);

@@ -1131,3 +1131,48 @@ fn unsquashfs_gets_the_signal_that_stops_the_conversion() {
     assert!(tmp.is_empty(), "{tmp:?}");
     assert_eq!(store_state(&st), state, "{err}");
 }
+
+/// Regression: an input's warnings reached the terminal raw: unsquashfs's message about
+/// files it skipped quotes their names, which a SquashFS file from elsewhere chooses (an
+/// ESC sequence, a carriage return that hides the line). Now escaped, as every read
+/// command's output (docs/security.md).
+#[test]
+fn an_input_tool_s_warning_is_shown_escaped() {
+    if !crate::common::have("unsquashfs")
+        || !(crate::common::have("tar2sqfs") || crate::common::have("mksquashfs"))
+    {
+        return crate::common::skip("unsquashfs and tar2sqfs or mksquashfs needed");
+    }
+    let s = Scratch::new("convert-warn-escaped");
+    let st = s.storage();
+    import(&st, &small_tree(&s), "img");
+    let sqfs = s.join("img.sqfs");
+    ok(chc(&st).arg("img").arg(&sqfs));
+    let real = [
+        "/usr/bin/unsquashfs",
+        "/usr/sbin/unsquashfs",
+        "/bin/unsquashfs",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("unsquashfs");
+    // Extracts, then says it skipped a device whose name holds ESC [2K and CR (exit 2:
+    // unsquashfs's non-fatal errors).
+    let unsquashfs = format!(
+        "#!/bin/sh\n\
+         case $1 in -lln) exec {real} \"$@\";; esac\n\
+         {real} \"$@\" >/dev/null || exit $?\n\
+         printf 'create_inode: could not create character device /x\\033[2K\\rforged\\n' >&2\n\
+         exit 2\n"
+    );
+    let bin = fake_path(&s, &[("unsquashfs", unsquashfs)]);
+    crate::common::own(&s.path);
+    let out = s.join("out.tar");
+    let mut c = chc(&st);
+    c.env("PATH", &bin).arg(&sqfs).arg(&out);
+    let o = crate::common::output(&mut c);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("device /x\\u{1b}[2K\\u{d}forged"), "{err:?}");
+    assert!(!err.contains('\x1b') && !err.contains('\r'), "{err:?}");
+}
