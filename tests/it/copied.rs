@@ -964,14 +964,18 @@ fn without_a_stamp_cache_the_ranks_of_a_job_on_one_node_warn_once() {
     let (st, _) = built(&s);
     sh(&format!("chmod -R a-w '{}'", st.display()));
     let uid = crate::common::TEST_UID;
+    // The tools are copied out first: the build directory may be under /tmp (a CI
+    // clone in /tmp/ci), which the private /tmp hides.
     let script = format!(
-        "mount -t tmpfs -o mode=1777 tmpfs /tmp && mkdir -m 755 /tmp/grove-{uid} && \
+        "mkdir '{d}/bin' && cp '{chrun}' '{chimage}' '{d}/bin/' && \
+         mount -t tmpfs -o mode=1777 tmpfs /tmp && mkdir -m 755 /tmp/grove-{uid} && \
          chown {uid}:{uid} /tmp/grove-{uid} && \
          for i in $(seq 32); do \
            setpriv --reuid={uid} --regid={uid} --clear-groups env -u HOME -u XDG_CACHE_HOME USER=nobody \
-             '{chrun}' -s '{st}' t -- true 2> '{d}/err.'$i || echo $i >> '{d}/failed' & \
+             '{d}/bin/ch-run' -s '{st}' t -- true 2> '{d}/err.'$i || echo $i >> '{d}/failed' & \
          done; wait",
         chrun = crate::common::bin("ch-run").display(),
+        chimage = crate::common::bin("ch-image").display(),
         st = st.display(),
         d = s.path.display(),
     );
