@@ -160,7 +160,7 @@ pub fn handled() -> bool {
     INSTALLED.load(Ordering::SeqCst)
 }
 
-/// Prepare `cmd` to get a signal passed on ([`wait_watched_group`]) where one is handled
+/// Prepare `cmd` to get a signal passed on ([`wait_watched_maybe_group`]) where one is handled
 /// here ([`handled`]): in a process group of its own, so that what it starts gets the
 /// signal too and a terminal's ^C reaches only this process, and with no signal blocked
 /// (the mask [`install`] set would be inherited). Returns whether it did; elsewhere the
@@ -185,7 +185,9 @@ pub fn unblocked(cmd: &mut std::process::Command) -> &mut std::process::Command 
 }
 
 /// Wait for `child`, started by a command prepared by [`own_group`] (which returned
-/// `group`), passing a signal received meanwhile on to it, or to its group.
+/// `group`), passing a signal received meanwhile on to it, or, in a process group of its
+/// own, to the whole group ([`watch_group`]; the group is not reused while its leader,
+/// `child`, is unreaped).
 pub fn wait_watched_maybe_group(
     child: &mut std::process::Child,
     group: bool,
@@ -258,15 +260,6 @@ pub fn lock_waiting(
 /// that its PID can't be another process's when a signal comes).
 pub fn wait_watched(child: &mut std::process::Child) -> std::io::Result<std::process::ExitStatus> {
     wait_watched_as(child, false)
-}
-
-/// [`wait_watched`] for a child started in a process group of its own
-/// (`process_group(0)`): the signal goes to the whole group ([`watch_group`]). The group
-/// is not reused while its leader, `child`, is unreaped.
-pub fn wait_watched_group(
-    child: &mut std::process::Child,
-) -> std::io::Result<std::process::ExitStatus> {
-    wait_watched_as(child, true)
 }
 
 fn wait_watched_as(

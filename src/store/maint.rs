@@ -136,12 +136,8 @@ fn run_followed(
         Some(f) => crate::progress::follow_git(f),
         None => crate::progress::follow_git(child.stderr.take().expect("stderr is piped")),
     };
-    let status = if group {
-        crate::interrupt::wait_watched_group(&mut child)
-    } else {
-        child.wait()
-    }
-    .at("run git", &repo)?;
+    let status =
+        crate::interrupt::wait_watched_maybe_group(&mut child, group).at("run git", &repo)?;
     let out = out.join().unwrap_or_default();
     crate::interrupt::check().at("run git", &repo)?;
     if !status.success() {
