@@ -274,8 +274,9 @@ pub const ATTEMPTS: u32 = 3;
 /// or load balancer before it) gives while it restarts or is overloaded.
 const RETRY_STATUSES: [u16; 4] = [500, 502, 503, 504];
 
-/// Whether a request was cut off before its answer (the connection reset or closed), as
-/// a registry that restarts does; not a refused connection, a timeout or a TLS error.
+/// Whether a request was cut off before its answer (the connection reset or closed, or
+/// closed while an upload's body was being sent), as a registry that restarts does; not a
+/// refused connection, a timeout or a TLS error.
 fn cut_off(e: &ureq::Error) -> bool {
     match e {
         ureq::Error::Io(io) => matches!(
@@ -283,9 +284,29 @@ fn cut_off(e: &ureq::Error) -> bool {
             io::ErrorKind::ConnectionReset
                 | io::ErrorKind::ConnectionAborted
                 | io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::BrokenPipe
         ),
         _ => false,
     }
+}
+
+/// A request tried again ([`Client::send`]): why, the `Retry-After` wait the registry
+/// asked for (and the header's text) if it did, and the wait before the next attempt.
+struct Retry {
+    why: String,
+    asked: Option<(Duration, String)>,
+    delay: Duration,
+}
+
+/// A step of a blob upload that did not succeed: its method, URL (and as errors show it:
+/// escaped if the registry handed it out for elsewhere), the action its error names, and
+/// what came of it (an answer of the wrong status, or an error).
+struct FailedStep {
+    method: &'static str,
+    url: String,
+    shown: String,
+    action: &'static str,
+    outcome: Result<Response, RegistryError>,
 }
 
 /// The wait a `Retry-After` header value asks for (RFC 9110 10.2.3): a number of
@@ -828,7 +849,8 @@ impl Client {
     /// ([`retry_after`]) is tried again after the wait it asks for, if that is at most
     /// [`super::RETRY_AFTER_MAX_VAR`]'s, and is [`RegistryError::RetryAfter`] if longer; a
     /// 429 without one is not tried again (a retry a second later counts against the same
-    /// rate limit). Every wait ends at once on SIGINT or SIGTERM.
+    /// rate limit). Every wait ends at once on SIGINT or SIGTERM. Other methods are sent
+    /// once: [`Client::send_retrying`] tries them again too.
     pub fn send(
         &self,
         method: &str,
@@ -837,83 +859,132 @@ impl Client {
         body: Body<'_>,
         deadline: &Deadline,
     ) -> Result<Response, RegistryError> {
-        let idempotent = matches!(method, "GET" | "HEAD");
+        if matches!(method, "GET" | "HEAD") {
+            self.send_retrying(method, url, headers, body, deadline)
+        } else {
+            self.send_once(method, url, headers, &body, deadline)
+        }
+    }
+
+    /// [`Client::send`], tried again as a GET is whatever the method: for a request that
+    /// may be sent twice (a manifest PUT: the same bytes under the same tag).
+    pub fn send_retrying(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Body<'_>,
+        deadline: &Deadline,
+    ) -> Result<Response, RegistryError> {
         let mut attempt = 1;
         loop {
             let r = self.send_once(method, url, headers, &body, deadline);
-            // Why to try again, and the wait the registry asked for (Retry-After).
-            let (why, asked) = match &r {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let asked = if matches!(status, 429 | 503) {
-                        resp.headers()
-                            .get("retry-after")
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| {
-                                retry_after(v, std::time::SystemTime::now())
-                                    .map(|w| (w, v.trim().to_string()))
-                            })
-                    } else {
-                        None
-                    };
-                    if asked.is_none() && !RETRY_STATUSES.contains(&status) {
-                        return r;
-                    }
-                    (format!("HTTP {status}"), asked)
+            match self.again(method, url, &r, attempt, Some(deadline))? {
+                None => return r,
+                Some(retry) => {
+                    drop(r);
+                    attempt += 1;
+                    self.wait_to_retry(method, url, &retry, attempt, "")?;
                 }
-                Err(RegistryError::Http { source, .. }) if cut_off(source) => {
-                    (source.to_string(), None)
-                }
-                _ => return r,
-            };
-            if !idempotent {
-                return r;
-            }
-            if let Some((wait, _)) = &asked {
-                if *wait > self.limits.retry_after_max {
-                    let status = r.as_ref().map_or(0, |resp| resp.status().as_u16());
-                    return Err(RegistryError::RetryAfter {
-                        method: method.to_string(),
-                        url: escape(url),
-                        status,
-                        secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-                        max: self.limits.retry_after_max.as_secs(),
-                        var: super::RETRY_AFTER_MAX_VAR,
-                    });
-                }
-            }
-            let delay = asked
-                .as_ref()
-                .map_or(Duration::from_secs(1 << (attempt - 1)), |(w, _)| *w);
-            if attempt == ATTEMPTS || deadline.remaining() <= delay {
-                return r;
-            }
-            drop(r);
-            attempt += 1;
-            match &asked {
-                Some((wait, value)) => crate::warn!(
-                    "{method} {}: {why}, Retry-After: {}; waiting {} s as the registry asks, \
-                     then trying again (attempt {attempt} of {ATTEMPTS})",
-                    escape(url),
-                    escape(value),
-                    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
-                ),
-                None => crate::warn!(
-                    "{method} {}: {why}; trying again in {} s (attempt {attempt} of {ATTEMPTS})",
-                    escape(url),
-                    delay.as_secs()
-                ),
-            }
-            let until = Instant::now() + delay;
-            while Instant::now() < until {
-                crate::interrupt::interrupted().map_err(|source| RegistryError::Interrupted {
-                    action: "reach",
-                    url: escape(url),
-                    source,
-                })?;
-                std::thread::sleep(Duration::from_millis(50));
             }
         }
+    }
+
+    /// Whether the outcome `r` of attempt `attempt` of `method url` is tried again, and
+    /// after what wait: `None` if it is the answer (a success, a status that is not a
+    /// server error, a failure other than a cut connection, or the last attempt, or a wait
+    /// `deadline` leaves no time for); [`RegistryError::RetryAfter`] if the registry asks
+    /// for a longer wait than allowed. See [`Client::send`].
+    fn again(
+        &self,
+        method: &str,
+        url: &str,
+        r: &Result<Response, RegistryError>,
+        attempt: u32,
+        deadline: Option<&Deadline>,
+    ) -> Result<Option<Retry>, RegistryError> {
+        // Why to try again, and the wait the registry asked for (Retry-After).
+        let (why, asked) = match r {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let asked = if matches!(status, 429 | 503) {
+                    resp.headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| {
+                            retry_after(v, std::time::SystemTime::now())
+                                .map(|w| (w, v.trim().to_string()))
+                        })
+                } else {
+                    None
+                };
+                if asked.is_none() && !RETRY_STATUSES.contains(&status) {
+                    return Ok(None);
+                }
+                (format!("HTTP {status}"), asked)
+            }
+            Err(RegistryError::Http { source, .. }) if cut_off(source) => {
+                (source.to_string(), None)
+            }
+            Err(_) => return Ok(None),
+        };
+        if let Some((wait, _)) = &asked {
+            if *wait > self.limits.retry_after_max {
+                let status = r.as_ref().map_or(0, |resp| resp.status().as_u16());
+                return Err(RegistryError::RetryAfter {
+                    method: method.to_string(),
+                    url: escape(url),
+                    status,
+                    secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+                    max: self.limits.retry_after_max.as_secs(),
+                    var: super::RETRY_AFTER_MAX_VAR,
+                });
+            }
+        }
+        let delay = asked
+            .as_ref()
+            .map_or(Duration::from_secs(1 << (attempt - 1)), |(w, _)| *w);
+        if attempt == ATTEMPTS || deadline.is_some_and(|d| d.remaining() <= delay) {
+            return Ok(None);
+        }
+        Ok(Some(Retry { why, asked, delay }))
+    }
+
+    /// Say that `method url` is tried again (`then` ends the message: what the next
+    /// attempt does), and wait for it; SIGINT or SIGTERM end the wait at once.
+    fn wait_to_retry(
+        &self,
+        method: &str,
+        url: &str,
+        retry: &Retry,
+        attempt: u32,
+        then: &str,
+    ) -> Result<(), RegistryError> {
+        let Retry { why, asked, delay } = retry;
+        match asked {
+            Some((wait, value)) => crate::warn!(
+                "{method} {}: {why}, Retry-After: {}; waiting {} s as the registry asks, \
+                 then trying again{then} (attempt {attempt} of {ATTEMPTS})",
+                escape(url),
+                escape(value),
+                wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+            ),
+            None => crate::warn!(
+                "{method} {}: {why}; trying again{then} in {} s (attempt {attempt} of {ATTEMPTS})",
+                escape(url),
+                delay.as_secs()
+            ),
+        }
+        let until = Instant::now() + *delay;
+        while Instant::now() < until {
+            crate::interrupt::interrupted().map_err(|source| RegistryError::Interrupted {
+                action: "reach",
+                url: escape(url),
+                source,
+            })?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
     }
 
     fn send_once(
@@ -1210,18 +1281,71 @@ impl Client {
     /// Upload a blob monolithically (POST to start, PUT with the digest). The upload URL
     /// is the registry's `Location`: on the registry's origin it gets the credentials,
     /// elsewhere (a storage service) none; plain http for an https registry is refused.
+    ///
+    /// A step answered with a server error or cut off (as [`Client::send`] tries a GET
+    /// again, `Retry-After` included) starts the upload again from a new POST, a session
+    /// that failed being no longer trusted: [`ATTEMPTS`] times in all, 1 s then 2 s apart,
+    /// each warned about. Any other status (a 4xx but 429) fails at once.
     pub fn upload_blob(&self, digest: &str, body: Body<'_>) -> Result<(), RegistryError> {
+        let mut attempt = 1;
+        loop {
+            let Err(failed) = self.upload_session(digest, &body)? else {
+                return Ok(());
+            };
+            let FailedStep {
+                method,
+                url,
+                shown,
+                action,
+                outcome,
+            } = failed;
+            // Each session's requests have deadlines of their own, as each attempt of a
+            // layer's download does.
+            match self.again(method, &url, &outcome, attempt, None)? {
+                None => {
+                    return Err(match outcome {
+                        Ok(mut resp) => status_err(action, &shown, &mut resp),
+                        Err(e) => e,
+                    })
+                }
+                Some(retry) => {
+                    drop(outcome);
+                    attempt += 1;
+                    self.wait_to_retry(method, &url, &retry, attempt, " from a new upload")?;
+                }
+            }
+        }
+    }
+
+    /// One upload session of [`Client::upload_blob`]: `Ok(Ok(()))` if the blob is
+    /// uploaded, `Ok(Err(step))` if a step got an answer other than success or failed on
+    /// the way (the caller decides whether to start again), `Err` for errors before any
+    /// request (a refused location, the body's file).
+    fn upload_session(
+        &self,
+        digest: &str,
+        body: &Body<'_>,
+    ) -> Result<Result<(), FailedStep>, RegistryError> {
         let url = self.url("blobs/uploads/");
-        let mut resp = self.send(
+        let post = self.send_once(
             "POST",
             &url,
             &[("Content-Length", "0")],
-            Body::Empty,
+            &Body::Empty,
             &self.small(),
-        )?;
-        if resp.status().as_u16() != 202 {
-            return Err(status_err("start upload at", &url, &mut resp));
-        }
+        );
+        let resp = match post {
+            Ok(resp) if resp.status().as_u16() == 202 => resp,
+            outcome => {
+                return Ok(Err(FailedStep {
+                    method: "POST",
+                    shown: url.clone(),
+                    url,
+                    action: "start upload at",
+                    outcome,
+                }))
+            }
+        };
         let loc = resp
             .headers()
             .get("location")
@@ -1233,6 +1357,7 @@ impl Client {
                 detail: Some("no Location header (or not text)".into()),
             })?
             .to_string();
+        drop(resp);
         let mut put = if loc.starts_with('/') {
             format!("{}{}", self.remote.origin(), loc)
         } else {
@@ -1246,20 +1371,27 @@ impl Client {
             Target::Elsewhere => escape(&put),
         };
         let deadline = self.sized(body.len()?);
-        let mut resp = self.send(
+        let outcome = self.send_once(
             "PUT",
             &put,
             &[("Content-Type", "application/octet-stream")],
             body,
             &deadline,
-        )?;
-        if resp.status().as_u16() != 201 {
-            return Err(status_err("upload blob to", &shown, &mut resp));
-        }
-        Ok(())
+        );
+        Ok(match outcome {
+            Ok(resp) if resp.status().as_u16() == 201 => Ok(()),
+            outcome => Err(FailedStep {
+                method: "PUT",
+                url: put,
+                shown,
+                action: "upload blob to",
+                outcome,
+            }),
+        })
     }
 
-    /// Upload a manifest under a tag.
+    /// Upload a manifest under a tag; a server error or a cut connection is tried again
+    /// as a GET is ([`Client::send_retrying`]: the same bytes under the same tag).
     pub fn put_manifest(
         &self,
         tag: &str,
@@ -1267,7 +1399,7 @@ impl Client {
         body: &[u8],
     ) -> Result<(), RegistryError> {
         let url = self.url(&format!("manifests/{tag}"));
-        let mut resp = self.send(
+        let mut resp = self.send_retrying(
             "PUT",
             &url,
             &[("Content-Type", media_type)],

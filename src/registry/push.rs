@@ -2,7 +2,9 @@
 //! `ch-convert -o oci` writes, so both give the same manifest digest): one gzipped layer
 //! (the store's deterministic tar export: owner root:root, setuid/setgid cleared, as
 //! Charliecloud's man page says), an OCI config and an OCI manifest. Blobs the registry
-//! already has are not uploaded again.
+//! already has are not uploaded again. An upload step answered with a server error or cut
+//! off is tried again as a pull's GET is, a blob's from a new upload session
+//! ([`Client::upload_blob`], [`Client::put_manifest`]).
 //!
 //! SIGINT and SIGTERM end a push through its error path (crate::interrupt): the export is
 //! checked per buffer written, a transfer is cut off at once, the temporary export is

@@ -2413,6 +2413,132 @@ fn signal_ends_a_push_through_its_error_path_saying_what_was_uploaded() {
     assert!(tmp().is_empty(), "{:?}", tmp());
 }
 
+/// A fake registry for pushes to `fake/img`: it has no blobs, hands out a new upload
+/// session (`/v2/fake/img/blobs/uploads/uN`) for each POST, and answers the PUT of a
+/// blob and of the manifest by `blob_put` and `manifest_put`, given how many of each
+/// came before.
+fn push_fake(
+    blob_put: impl Fn(usize) -> Reply + Send + Sync + 'static,
+    manifest_put: impl Fn(usize) -> Reply + Send + Sync + 'static,
+) -> Scripted {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (posts, blobs, manifests) = (
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    );
+    Scripted::start(None, move |q| match (q.method.as_str(), q.path.as_str()) {
+        (_, "/v2/") => Reply::json("{}"),
+        ("HEAD", _) => Reply::new(404, ""),
+        ("POST", p) if p.ends_with("/blobs/uploads/") => {
+            let n = posts.fetch_add(1, Ordering::SeqCst) + 1;
+            Reply::new(202, "").header("Location", &format!("/v2/fake/img/blobs/uploads/u{n}"))
+        }
+        ("PUT", p) if p.contains("/blobs/uploads/u") => {
+            blob_put(blobs.fetch_add(1, Ordering::SeqCst))
+        }
+        ("PUT", p) if p.contains("/manifests/") => {
+            manifest_put(manifests.fetch_add(1, Ordering::SeqCst))
+        }
+        _ => Reply::new(404, ""),
+    })
+}
+
+/// Regression: uploads were not tried again: a push failed at the first server error of
+/// a blob's PUT (or POST) or of the manifest's PUT, where a pull tries a GET again. A
+/// failed step now starts the blob's upload again from a new POST (a new session), as
+/// many times and as far apart as a pull's GET, each retry warned about; a registry that
+/// goes on failing fails the push with the URL and the status, saying which blobs it has;
+/// a 4xx (but 429) fails at once.
+#[test]
+fn server_errors_of_an_upload_are_tried_again_from_a_new_session() {
+    let s = Scratch::new("push-retry");
+    let st = local_image(&s);
+    let push = |f: &Scripted| {
+        let mut c = tool("ch-image");
+        c.arg("-s")
+            .arg(&st)
+            .env("CH_IMAGE_REGY_INSECURE", f.host())
+            .env("CH_IMAGE_USERNAME", "u")
+            .env("CH_IMAGE_PASSWORD", "p")
+            .args(["push", "local", &format!("{}/fake/img:latest", f.host())]);
+        c
+    };
+    let count = |f: &Scripted, method: &str, part: &str| {
+        f.requests()
+            .iter()
+            .filter(|q| q.method == method && q.path.contains(part))
+            .count()
+    };
+
+    // The first blob PUT and the first manifest PUT fail, then all goes well.
+    let fake = push_fake(
+        |n| match n {
+            0 => Reply::new(500, "<html>oops</html>"),
+            _ => Reply::new(201, ""),
+        },
+        |n| match n {
+            0 => Reply::new(503, ""),
+            _ => Reply::new(201, ""),
+        },
+    );
+    let out = output_within(&mut push(&fake), Duration::from_secs(60)).expect("push hangs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let origin = format!("http://{}", fake.host());
+    assert!(
+        err.contains(&format!(
+            "PUT {origin}/v2/fake/img/blobs/uploads/u1?digest=sha256%3A"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(": HTTP 500; trying again from a new upload in 1 s (attempt 2 of 3)"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "PUT {origin}/v2/fake/img/manifests/latest: HTTP 503; trying again in 1 s (attempt 2 of 3)"
+        )),
+        "{err}"
+    );
+    // The retry started a new session: the layer's second PUT went to u2, the config to u3.
+    assert_eq!(count(&fake, "POST", "/blobs/uploads/"), 3);
+    assert_eq!(count(&fake, "PUT", "/blobs/uploads/u1?"), 1);
+    assert_eq!(count(&fake, "PUT", "/blobs/uploads/u2?"), 1);
+    assert_eq!(count(&fake, "PUT", "/blobs/uploads/u3?"), 1);
+    assert_eq!(count(&fake, "PUT", "/manifests/latest"), 2);
+
+    // Failing every time: the third answer is the error, naming the URL and the status.
+    let fake = push_fake(|_| Reply::new(500, ""), |_| Reply::new(201, ""));
+    let err = fails_within(&mut push(&fake), Duration::from_secs(60));
+    assert!(
+        err.contains(&format!(
+            "upload blob to http://{}/v2/fake/img/blobs/uploads/u3?digest=sha256%3A",
+            fake.host()
+        )),
+        "{err}"
+    );
+    assert!(err.contains(": HTTP 500"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "push to {}/fake/img:latest incomplete: the registry has none of its blobs yet",
+            fake.host()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("(attempt 3 of 3)"), "{err}");
+    assert_eq!(count(&fake, "POST", "/blobs/uploads/"), 3, "{err}");
+    assert_eq!(count(&fake, "PUT", "/blobs/uploads/"), 3, "{err}");
+
+    // A 4xx but 429 is the registry's answer: no retry.
+    let fake = push_fake(|_| Reply::new(403, ""), |_| Reply::new(201, ""));
+    let err = fails_within(&mut push(&fake), Duration::from_secs(60));
+    assert!(err.contains(": HTTP 403"), "{err}");
+    assert!(!err.contains("trying again"), "{err}");
+    assert_eq!(count(&fake, "PUT", "/blobs/uploads/"), 1, "{err}");
+}
+
 /// A registry that answers 503 or 500 a moment (restarting, overloaded) failed the pull
 /// at once, as Charliecloud 0.31's does ("GET failed; expected status {…} but got 500").
 /// A GET or HEAD is now tried again, 3 times in all, 1 s then 2 s apart, each retry
