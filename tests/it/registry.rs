@@ -3130,6 +3130,111 @@ fn signal_ends_a_pull_stuck_connecting_at_once_and_the_connect_timeout_is_settab
     assert_eq!(before, list_of(&st));
 }
 
+/// `ch-image ARGS` in a user, network and mount namespace of its own (unprivileged:
+/// `unshare -rnm`) whose resolver never answers: /etc/resolv.conf names 10.1.1.1, routed
+/// to the loopback, where the query is dropped (no address of the namespace is 10.1.1.1),
+/// each try waited on 30 s; /etc/nsswitch.conf asks only files and DNS, and nscd is out
+/// of reach. The command is `unshare`'s process (which execs `sh`, which execs
+/// ch-image): signals sent to it reach ch-image. `None` (after a loud skip) if such a
+/// namespace can't be made here.
+fn with_hung_resolver(s: &Scratch, args: &[&str]) -> Option<Command> {
+    for t in ["unshare", "ip"] {
+        if !have(t) {
+            skip(&format!(
+                "{t} not installed (apt-get install util-linux iproute2)"
+            ));
+            return None;
+        }
+    }
+    let (conf, nss) = (s.join("resolv.conf"), s.join("nsswitch.conf"));
+    std::fs::write(
+        &conf,
+        "nameserver 10.1.1.1\noptions timeout:30 attempts:1\n",
+    )
+    .unwrap();
+    std::fs::write(&nss, "hosts: files dns\n").unwrap();
+    let script = r#"
+        conf=$1 nss=$2; shift 2
+        ip link set lo up
+        ip route add 10.0.0.0/8 dev lo
+        mount --bind "$conf" /etc/resolv.conf
+        mount --bind "$nss" /etc/nsswitch.conf
+        for d in /var/run/nscd /run/nscd; do
+            if [ -d "$d" ]; then mount -t tmpfs none "$d"; fi
+        done
+        exec "$@"
+    "#;
+    let probe = unpriv("unshare")
+        .args(["-rnm", "sh", "-ec", script, "sh"])
+        .arg(&conf)
+        .arg(&nss)
+        .arg("true")
+        .output()
+        .expect("spawn unshare");
+    if !probe.status.success() {
+        skip(&format!(
+            "can't make a user+network+mount namespace with a resolver of its own: {}",
+            String::from_utf8_lossy(&probe.stderr).trim()
+        ));
+        return None;
+    }
+    let mut c = unpriv("unshare");
+    c.args(["-rnm", "sh", "-ec", script, "sh"])
+        .arg(&conf)
+        .arg(&nss)
+        .arg(bin("ch-image"))
+        .args(args);
+    Some(c)
+}
+
+/// Whether a UDP socket of process `pid`'s network namespace is connected to
+/// 10.1.1.1:53 ([`with_hung_resolver`]'s name server): its name lookup has begun.
+fn asking_the_hung_resolver(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/net/udp"))
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(2) == Some("0101010A:0035"))
+}
+
+/// Regression: the name lookup was not interruptible: a pull of a registry whose name
+/// the resolver does not answer for held SIGINT and SIGTERM until the resolver gave up
+/// (28 s here, with resolv.conf's `timeout:30`), as it held them while connecting
+/// before. The lookup now runs on a thread the signal abandons: the pull ends through
+/// its error path at once.
+#[test]
+fn signal_ends_a_pull_stuck_looking_up_the_registry_s_name_at_once() {
+    use std::os::unix::process::ExitStatusExt;
+    let s = Scratch::new("resolve");
+    let st = s.join("storage");
+    let st_arg = st.to_str().unwrap();
+    let host = "host.invalid.example:5000";
+    let url = format!("https://{host}/v2/x/manifests/latest");
+    for (sig, n) in [("INT", 2), ("TERM", 15)] {
+        let Some(cmd) =
+            with_hung_resolver(&s, &["-s", st_arg, "pull", &format!("{host}/x"), "img"])
+        else {
+            return;
+        };
+        let mut child = spawn_signallable(&cmd);
+        let pid = child.0.id();
+        wait_for("the pull's name lookup", 60, || {
+            asking_the_hung_resolver(pid)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        send(sig, pid);
+        let (status, err, took) = ended_within(&mut child, Duration::from_secs(60));
+        assert_eq!(status.signal(), Some(n), "SIG{sig}: {status}\n{err}");
+        assert!(err.contains(&format!("interrupted by SIG{sig}")), "{err}");
+        assert!(err.contains(&format!("reach {url}")), "{err}");
+        assert!(
+            took < Duration::from_secs(1),
+            "SIG{sig}: took {took:?}\n{err}"
+        );
+        eprintln!("SIG{sig}: ended {took:?} after the signal");
+    }
+}
+
 /// A layer whose connection drops halfway was downloaded again from byte 0. When the
 /// registry serves ranges (`Accept-Ranges: bytes`, a 206), only the rest is asked for
 /// (`Range: bytes=N-`), and the digest is still that of the whole blob: a registry whose
