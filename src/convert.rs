@@ -6,7 +6,9 @@
 //! Only a conversion whose input or output is the `ch-image` format touches the storage
 //! directory ([`Request::touches_store`]); any other reads its input into a store of its
 //! own in a temporary directory ([`TempDir`]: `--tmp`, `$TMPDIR` or `/var/tmp`), so a
-//! read-only, absent or unknown storage directory does not matter to it.
+//! read-only, absent or unknown storage directory does not matter to it. The temporary
+//! directory holds a lock while it lives; those of killed conversions (their lock free)
+//! are removed by the next one ([`remove_dead_temp_dirs`]).
 //!
 //! Outputs to a path are written beside it (`.NAME.ch-convert.PID`) and renamed into
 //! place, so a failed conversion leaves no partial output; an error in writing names the
@@ -226,33 +228,164 @@ impl Request {
 /// 0700. It holds a store of its own (`store`), into whose objects the input is read (as
 /// the store's objects hold an import's), and the input's scratch (`in`: a SquashFS
 /// extracted by `unsquashfs`, an OCI archive unpacked, a `docker save`). Removed when
-/// dropped, after a failure or a signal too; a conversion killed by kill -9 leaves it (as
-/// Charliecloud's leaves its `--tmp` directory).
+/// dropped, after a failure or a signal too.
+///
+/// It also holds `lock` ([`TEMP_LOCK`]), flock(2)ed exclusively from before it has that
+/// name until the directory is removed: one that a conversion killed by kill -9 left
+/// has its lock free, and the next conversion that makes a temporary directory there
+/// removes it ([`remove_dead_temp_dirs`]). Locked, it is never touched, and neither is
+/// anything without such a lock (Charliecloud's `ch-convert.XXXXXX`, another user's, one
+/// of another host on a shared file system, an earlier Grove's).
 struct TempDir {
     path: PathBuf,
+    /// The flock of `path/lock`, released after the directory is removed (`None` where
+    /// the file system does not lock: nothing removes the directory then but its owner).
+    _lock: Option<nix::fcntl::Flock<fs::File>>,
+}
+
+/// The name of a temporary directory's lock file, and the first word of its one line:
+/// `grove-ch-convert-lock 1 HOST PID` (format version, then the host and process that
+/// made it; the host, so that a directory of another host on a shared file system is
+/// left alone whatever flock says there).
+const TEMP_LOCK: &str = "lock";
+const TEMP_LOCK_MAGIC: &str = "grove-ch-convert-lock";
+
+/// The host name, as the lock's line holds it (`?` if unknown).
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The line of a temporary directory's lock file, made by process `pid` on `host`.
+fn temp_lock_line(host: &str, pid: u32) -> String {
+    format!("{TEMP_LOCK_MAGIC} 1 {host} {pid}\n")
+}
+
+/// Whether `name` is a temporary directory's: `ch-convert.PID` or `ch-convert.PID.N`
+/// (decimal numbers). Pure.
+fn temp_dir_name(name: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    name.strip_prefix("ch-convert.").is_some_and(|rest| {
+        let (pid, n) = rest.split_once('.').unwrap_or((rest, "0"));
+        digits(pid) && digits(n)
+    })
+}
+
+/// Whether a lock file's `line` says it was made on `host` by this format. Pure.
+fn temp_lock_of(line: &str, host: &str) -> bool {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    matches!(w.as_slice(), [TEMP_LOCK_MAGIC, "1", h, pid] if *h == host && pid.parse::<u32>().is_ok())
+}
+
+/// Remove the temporary directories under `base` of conversions that died (kill -9, a
+/// crash, the node's power): named as [`temp_dir_name`] says, a directory (not a
+/// symlink) of this user, holding a `lock` file of this host ([`temp_lock_of`]) that
+/// can be flock(2)ed at once (its holder is gone: the lock of a live conversion is held
+/// until its directory is removed). Each is removed holding that lock. Best effort:
+/// what can't be read or removed stays, and so does everything else.
+fn remove_dead_temp_dirs(base: &Path) {
+    use nix::fcntl::{Flock, FlockArg};
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = fs::read_dir(base) else { return };
+    let uid = nix::unistd::geteuid().as_raw();
+    let host = host_name();
+    for e in rd.flatten() {
+        if !temp_dir_name(&e.file_name().to_string_lossy()) {
+            continue;
+        }
+        let dir = e.path();
+        let Ok(md) = fs::symlink_metadata(&dir) else {
+            continue;
+        };
+        if !md.is_dir() || md.uid() != uid {
+            continue;
+        }
+        let lock_path = dir.join(TEMP_LOCK);
+        // Not following a symlink: the lock is a file the conversion made.
+        if !fs::symlink_metadata(&lock_path).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        let Ok(mut f) = fs::File::open(&lock_path) else {
+            continue;
+        };
+        let mut line = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::io::Read::take(&mut f, 256), &mut line);
+        if !temp_lock_of(&line, &host) {
+            continue;
+        }
+        let Ok(held) = Flock::lock(f, FlockArg::LockExclusiveNonblock) else {
+            continue;
+        };
+        crate::verbose!(
+            "removing the temporary directory of a conversion that ended without removing it: {}",
+            dir.display()
+        );
+        let _ = checkout::remove_tree(&dir);
+        drop(held);
+    }
 }
 
 impl TempDir {
     fn create(base: &Path) -> Result<TempDir, ConvertError> {
         use std::os::unix::fs::DirBuilderExt;
+        remove_dead_temp_dirs(base);
         let pid = std::process::id();
         let mut n = 0;
-        loop {
+        let path = loop {
             let path = match n {
                 0 => base.join(format!("ch-convert.{pid}")),
                 _ => base.join(format!("ch-convert.{pid}.{n}")),
             };
             match fs::DirBuilder::new().mode(0o700).create(&path) {
-                Ok(()) => return Ok(TempDir { path }),
+                Ok(()) => break path,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => n += 1,
                 Err(source) => return Err(ConvertError::TempDir { path, source }),
             }
-        }
+        };
+        let mut temp = TempDir { path, _lock: None };
+        temp._lock = temp.lock().map_err(|source| ConvertError::TempDir {
+            path: temp.path.clone(),
+            source,
+        })?;
+        Ok(temp)
+    }
+
+    /// Make the directory's `lock`, locked: written and flock(2)ed as `lock.new`, then
+    /// renamed, so that a `lock` is always held while its conversion lives. `None` if the
+    /// file system does not lock (no `lock` then: nothing else removes the directory).
+    fn lock(&self) -> std::io::Result<Option<nix::fcntl::Flock<fs::File>>> {
+        use nix::fcntl::{Flock, FlockArg};
+        use std::os::unix::fs::OpenOptionsExt;
+        let new = self.path.join(format!("{TEMP_LOCK}.new"));
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&new)?;
+        f.write_all(temp_lock_line(&host_name(), std::process::id()).as_bytes())?;
+        let held = match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(held) => held,
+            Err((_, errno)) => {
+                crate::verbose!(
+                    "can't lock {} ({errno}): a kill -9 of this conversion would leave {}",
+                    new.display(),
+                    self.path.display()
+                );
+                fs::remove_file(&new)?;
+                return Ok(None);
+            }
+        };
+        fs::rename(&new, self.path.join(TEMP_LOCK))?;
+        Ok(Some(held))
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // The lock (a field) is released after this: the directory is gone by then.
         let _ = checkout::remove_tree(&self.path);
     }
 }
@@ -1167,6 +1300,39 @@ fn convert_into_store(req: &Request, fin: Format) -> Result<(), ConvertError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_pid_named_temp_dirs_with_this_host_s_lock_are_candidates() {
+        for ok in ["ch-convert.1", "ch-convert.4242", "ch-convert.4242.3"] {
+            assert!(temp_dir_name(ok), "{ok}");
+        }
+        // Charliecloud's mktemp names, staging names, and near misses.
+        for no in [
+            "ch-convert.",
+            "ch-convert.aB3xYz",
+            "ch-convert.12.",
+            "ch-convert.12.x",
+            "ch-convert.1.2.3",
+            ".out.tar.ch-convert.12",
+            "ch-convert.-1",
+            "xch-convert.12",
+        ] {
+            assert!(!temp_dir_name(no), "{no}");
+        }
+        let line = temp_lock_line("node1", 77);
+        assert_eq!(line, "grove-ch-convert-lock 1 node1 77\n");
+        assert!(temp_lock_of(&line, "node1"));
+        assert!(!temp_lock_of(&line, "node2"));
+        for bad in [
+            "",
+            "grove-ch-convert-lock 2 node1 77",
+            "grove-ch-convert-lock 1 node1",
+            "grove-ch-convert-lock 1 node1 x",
+            "something else 1 node1 77",
+        ] {
+            assert!(!temp_lock_of(bad, "node1"), "{bad:?}");
+        }
+    }
 
     #[test]
     fn scratch_beside_the_staging_path_keeps_its_pid_and_is_recognised_as_stale() {

@@ -1176,3 +1176,104 @@ fn an_input_tool_s_warning_is_shown_escaped() {
     assert!(err.contains("device /x\\u{1b}[2K\\u{d}forged"), "{err:?}");
     assert!(!err.contains('\x1b') && !err.contains('\r'), "{err:?}");
 }
+
+/// Regression: a conversion killed by kill -9 left its temporary directory
+/// (`ch-convert.PID` under `$TMPDIR`) for ever, as Charliecloud's does. It now holds a
+/// lock there while it works, and the next conversion that makes one removes those whose
+/// lock is free: the killed one's goes, a live one's stays, and so does anything that is
+/// not such a directory (Charliecloud's `ch-convert.XXXXXX`, one without a lock, one
+/// locked by another host). The conversions killed and kept alive read from a `docker`
+/// that waits on a `sleep`, in the middle of the conversion (its temporary directory made).
+#[test]
+fn a_killed_conversion_s_temporary_directory_is_removed_by_the_next_not_a_live_one_s() {
+    let s = Scratch::new("convert-temp-dead");
+    let docker = "#!/bin/sh\n\
+                  while [ $# -gt 0 ]; do case $1 in -o) out=$2; shift;; esac; shift; done\n\
+                  echo partial > \"$out\"\n\
+                  echo $$ > \"$PID_FILE\"\n\
+                  exec /bin/sleep 120\n"
+        .to_string();
+    let bin = fake_path(&s, &[("docker", docker)]);
+    let temp = s.join("temp");
+    let src = small_tree(&s);
+    // What is not a dead conversion's directory: kept.
+    let decoys = [
+        "ch-convert.Ab12Cd",
+        "ch-convert.999999999",
+        "ch-convert.999999998",
+    ];
+    sh(&format!(
+        "mkdir {0} && cd {0} && mkdir {1} {2} {3} && echo keep > {1}/f && echo keep > {2}/f \
+         && echo 'grove-ch-convert-lock 1 another-host 999999998' > {3}/lock",
+        temp.display(),
+        decoys[0],
+        decoys[1],
+        decoys[2]
+    ));
+    crate::common::own(&s.path);
+    let in_docker_save = |tag: &str| {
+        let pid_file = s.join(format!("{tag}.pid"));
+        let mut c = crate::common::tool("ch-convert");
+        c.env("PATH", &bin)
+            .env("TMPDIR", &temp)
+            .env("PID_FILE", &pid_file)
+            .args(["-i", "docker", "app"])
+            .arg(s.join(format!("{tag}.tar")))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = crate::common::Reaped(c.spawn().expect("spawn ch-convert"));
+        crate::common::wait_for(
+            &format!("conversion {tag} to reach docker save"),
+            300,
+            || {
+                std::fs::read_to_string(&pid_file).is_ok_and(|p| p.ends_with('\n'))
+                    || child.0.try_wait().expect("try_wait").is_some()
+            },
+        );
+        assert!(
+            child.0.try_wait().expect("try_wait").is_none(),
+            "conversion {tag} ended before docker save"
+        );
+        let sleeper: u32 = std::fs::read_to_string(&pid_file)
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("a pid");
+        let dir = temp.join(format!("ch-convert.{}", child.0.id()));
+        assert!(dir.is_dir(), "{}", dir.display());
+        (child, Killed(sleeper), dir)
+    };
+    let (mut killed, _sleeper, left) = in_docker_save("killed");
+    killed.0.kill().expect("kill -9"); // SIGKILL
+    killed.0.wait().expect("wait");
+    assert!(left.is_dir(), "kill -9 leaves {}", left.display());
+    let (_live, _live_sleeper, live) = in_docker_save("live");
+
+    ok(crate::common::tool("ch-convert")
+        .env("TMPDIR", &temp)
+        .args(["-i", "dir", "-o", "tar"])
+        .arg(&src)
+        .arg(s.join("next.tar")));
+    let mut now: Vec<String> = std::fs::read_dir(&temp)
+        .expect("temp")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    now.sort();
+    let mut want: Vec<String> = decoys.iter().map(|d| d.to_string()).collect();
+    want.push(live.file_name().unwrap().to_string_lossy().into_owned());
+    want.sort();
+    assert_eq!(
+        now,
+        want,
+        "the killed conversion's {} stays",
+        left.display()
+    );
+    assert!(live.join("lock").is_file());
+    for d in &decoys[..2] {
+        assert_eq!(
+            std::fs::read_to_string(temp.join(d).join("f")).expect("decoy"),
+            "keep\n"
+        );
+    }
+}
