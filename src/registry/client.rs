@@ -298,6 +298,18 @@ struct Retry {
     delay: Duration,
 }
 
+/// A reader that adds the bytes read through it to a count.
+struct Counting<R>(R, std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.0.read(buf)?;
+        self.1
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
 /// A step of a blob upload that did not succeed: its method, URL (and as errors show it:
 /// escaped if the registry handed it out for elsewhere), the action its error names, and
 /// what came of it (an answer of the wrong status, or an error).
@@ -386,6 +398,9 @@ pub struct Client {
     authz: Mutex<Option<String>>,
     creds: Mutex<Option<(String, String)>>,
     limits: Limits,
+    /// Bytes of [`Body::File`] bodies read to be sent (and reported to the progress
+    /// display): those of an upload that starts again are taken back from the display.
+    file_sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Shuts the agent's connections down on SIGINT or SIGTERM, so that a read blocked on
     /// a stalled registry ends at once (crate::interrupt).
     _wake: crate::interrupt::Hook,
@@ -654,6 +669,7 @@ impl Client {
             authz: Mutex::new(None),
             creds: Mutex::new(None),
             limits,
+            file_sent: Default::default(),
         })
     }
 
@@ -1036,7 +1052,10 @@ impl Client {
                     let req = b
                         .header("Content-Length", len.to_string())
                         .body(ureq::SendBody::from_owned_reader(
-                            io::BufReader::with_capacity(1 << 20, crate::progress::Reading(f)),
+                            io::BufReader::with_capacity(
+                                1 << 20,
+                                Counting(crate::progress::Reading(f), self.file_sent.clone()),
+                            ),
                         ))
                         .map_err(|e| http_err("request", &shown)(e.into()))?;
                     self.run(req, deadline)
@@ -1287,8 +1306,10 @@ impl Client {
     /// that failed being no longer trusted: [`ATTEMPTS`] times in all, 1 s then 2 s apart,
     /// each warned about. Any other status (a 4xx but 429) fails at once.
     pub fn upload_blob(&self, digest: &str, body: Body<'_>) -> Result<(), RegistryError> {
+        use std::sync::atomic::Ordering;
         let mut attempt = 1;
         loop {
+            let sent_before = self.file_sent.load(Ordering::Relaxed);
             let Err(failed) = self.upload_session(digest, &body)? else {
                 return Ok(());
             };
@@ -1310,6 +1331,12 @@ impl Client {
                 }
                 Some(retry) => {
                     drop(outcome);
+                    // The progress display counts the next attempt's bytes afresh.
+                    crate::progress::unbytes(
+                        self.file_sent
+                            .load(Ordering::Relaxed)
+                            .saturating_sub(sent_before),
+                    );
                     attempt += 1;
                     self.wait_to_retry(method, &url, &retry, attempt, " from a new upload")?;
                 }

@@ -2508,6 +2508,21 @@ fn server_errors_of_an_upload_are_tried_again_from_a_new_session() {
     assert_eq!(count(&fake, "PUT", "/blobs/uploads/u2?"), 1);
     assert_eq!(count(&fake, "PUT", "/blobs/uploads/u3?"), 1);
     assert_eq!(count(&fake, "PUT", "/manifests/latest"), 2);
+    // What it says it uploaded is what a push without a retry says: the bytes of the
+    // failed attempt are not counted.
+    let uploaded = |err: &str| {
+        let l = err
+            .lines()
+            .find(|l| l.contains("push: uploaded"))
+            .unwrap_or_else(|| panic!("no summary: {err}"))
+            .to_string();
+        l[..l.find(" in ").expect("a duration")].to_string()
+    };
+    let clean = push_fake(|_| Reply::new(201, ""), |_| Reply::new(201, ""));
+    let out2 = output_within(&mut push(&clean), Duration::from_secs(60)).expect("push hangs");
+    let err2 = String::from_utf8_lossy(&out2.stderr);
+    assert!(out2.status.success(), "{err2}");
+    assert_eq!(uploaded(&err), uploaded(&err2), "{err}");
 
     // Failing every time: the third answer is the error, naming the URL and the status.
     let fake = push_fake(|_| Reply::new(500, ""), |_| Reply::new(201, ""));
