@@ -1173,6 +1173,8 @@ pub(crate) struct Reply {
     /// After the body, this many more bytes (spaces, in the `Content-Length`), and the
     /// count of those the client took (written without error).
     pad: Option<(u64, Arc<std::sync::atomic::AtomicU64>)>,
+    /// No answer at all: the connection is closed once the request is read.
+    cut: bool,
 }
 
 impl Reply {
@@ -1186,6 +1188,16 @@ impl Reply {
             declare: None,
             keep_open: None,
             pad: None,
+            cut: false,
+        }
+    }
+
+    /// No answer: the connection closed once the request is read (a registry that
+    /// restarts, a proxy that drops it).
+    fn cut() -> Reply {
+        Reply {
+            cut: true,
+            ..Reply::new(0, "")
         }
     }
 
@@ -1331,6 +1343,9 @@ fn serve_one(s: &mut (impl Read + Write), route: &Route, log: &Mutex<Vec<Req>>) 
     };
     log.lock().unwrap().push(req.clone());
     let r = route(&req);
+    if r.cut {
+        return;
+    }
     let mut out = format!("HTTP/1.1 {} X\r\n", r.status);
     if r.keep_open.is_none() {
         out.push_str("Connection: close\r\n");
@@ -2446,8 +2461,9 @@ fn push_fake(
 
 /// Regression: uploads were not tried again: a push failed at the first server error of
 /// a blob's PUT (or POST) or of the manifest's PUT, where a pull tries a GET again. A
-/// failed step now starts the blob's upload again from a new POST (a new session), as
-/// many times and as far apart as a pull's GET, each retry warned about; a registry that
+/// failed step (a server error, a cut connection) now starts the blob's upload again from
+/// a new POST (a new session), as many times and as far apart as a pull's GET
+/// (`Retry-After` honoured), each retry warned about; a registry that
 /// goes on failing fails the push with the URL and the status, saying which blobs it has;
 /// a 4xx (but 429) fails at once.
 #[test]
@@ -2471,14 +2487,16 @@ fn server_errors_of_an_upload_are_tried_again_from_a_new_session() {
             .count()
     };
 
-    // The first blob PUT and the first manifest PUT fail, then all goes well.
+    // The first blob PUT fails, the second is cut off, and the first manifest PUT is
+    // asked to wait (Retry-After); then all goes well.
     let fake = push_fake(
         |n| match n {
             0 => Reply::new(500, "<html>oops</html>"),
+            1 => Reply::cut(),
             _ => Reply::new(201, ""),
         },
         |n| match n {
-            0 => Reply::new(503, ""),
+            0 => Reply::new(429, "").header("Retry-After", "1"),
             _ => Reply::new(201, ""),
         },
     );
@@ -2498,15 +2516,31 @@ fn server_errors_of_an_upload_are_tried_again_from_a_new_session() {
     );
     assert!(
         err.contains(&format!(
-            "PUT {origin}/v2/fake/img/manifests/latest: HTTP 503; trying again in 1 s (attempt 2 of 3)"
+            "PUT {origin}/v2/fake/img/manifests/latest: HTTP 429, Retry-After: 1; waiting 1 s \
+             as the registry asks, then trying again (attempt 2 of 3)"
         )),
         "{err}"
     );
-    // The retry started a new session: the layer's second PUT went to u2, the config to u3.
-    assert_eq!(count(&fake, "POST", "/blobs/uploads/"), 3);
-    assert_eq!(count(&fake, "PUT", "/blobs/uploads/u1?"), 1);
-    assert_eq!(count(&fake, "PUT", "/blobs/uploads/u2?"), 1);
-    assert_eq!(count(&fake, "PUT", "/blobs/uploads/u3?"), 1);
+    assert!(
+        err.contains(&format!(
+            "PUT {origin}/v2/fake/img/blobs/uploads/u2?digest=sha256%3A"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("; trying again from a new upload in 2 s (attempt 3 of 3)"),
+        "{err}"
+    );
+    // Each retry started a new session: the layer's PUTs went to u1, u2 and u3, the
+    // config's to u4.
+    assert_eq!(count(&fake, "POST", "/blobs/uploads/"), 4);
+    for u in ["u1", "u2", "u3", "u4"] {
+        assert_eq!(
+            count(&fake, "PUT", &format!("/blobs/uploads/{u}?")),
+            1,
+            "{u}"
+        );
+    }
     assert_eq!(count(&fake, "PUT", "/manifests/latest"), 2);
     // What it says it uploaded is what a push without a retry says: the bytes of the
     // failed attempt are not counted.
