@@ -15,7 +15,7 @@
 //! The name lookup before it is the same story: `getaddrinfo(3)` blocks until the
 //! resolver answers or gives up (`options timeout:N attempts:N` of resolv.conf, seconds
 //! each), and ureq waits for it up to the request's deadline. It runs on a thread of its
-//! own too ([`Resolver`]), given up on a signal the same way; the lookup itself cannot be
+//! own too ([`Lookup`]), given up on a signal the same way; the lookup itself cannot be
 //! cancelled, so its thread ends when the resolver gives up (or with the process).
 //!
 //! Depends only on ureq and [`crate::interrupt`].
@@ -41,7 +41,7 @@ pub fn agent(config: ureq::config::Config) -> ureq::Agent {
         ().chain(ConnectProxyConnector::default())
             .chain(Interruptible)
             .chain(RustlsConnector::default());
-    ureq::Agent::with_parts(config, connector, Resolver)
+    ureq::Agent::with_parts(config, connector, Lookup)
 }
 
 /// Whether SIGINT or SIGTERM came, as ureq's error.
@@ -68,9 +68,9 @@ fn wait_for<T>(rx: mpsc::Receiver<Result<T, ureq::Error>>, thread: &str) -> Resu
 /// ureq's [`DefaultResolver`] (the system's `getaddrinfo`, within the request's
 /// timeout), on a thread of its own, given up on a signal.
 #[derive(Debug)]
-struct Resolver;
+struct Lookup;
 
-impl ureq::unversioned::resolver::Resolver for Resolver {
+impl ureq::unversioned::resolver::Resolver for Lookup {
     fn resolve(
         &self,
         uri: &Uri,
