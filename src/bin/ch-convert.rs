@@ -35,8 +35,9 @@ use grove::store::layout::{self, RelativeVariable};
 
 REPRODUCIBILITY:
   tar, squash and oci outputs of the same image are byte-for-byte identical on every run
-  and machine: entries in byte order, owner root:root, every timestamp $SOURCE_DATE_EPOCH
-  (0 if unset), no extended attributes, gzip without name or time.
+  and machine: entries in byte order, owner root:root, each file's recorded time (whole
+  seconds; $SOURCE_DATE_EPOCH, else 0, where none is recorded), extended attributes only
+  where the image recorded them (tar and oci; never in squash), gzip without name or time.
 
 MOUNT POINTS:
   SquashFS images are read-only, so ch-run cannot create the paths it binds. Missing ones
@@ -68,10 +69,12 @@ pub(crate) struct Cli {
     /// Dry run: print what would be done
     #[arg(short = 'n', long = "dry-run")]
     dry_run: bool,
-    /// Keep extended attributes (user.*) through the conversion ($CH_XATTRS)
+    /// Read the input's extended attributes (user.*: a directory's, a tarball's PAX
+    /// records) into the output ($CH_XATTRS); an image in storage always gives those it
+    /// recorded
     #[arg(long, overrides_with = "no_xattrs")]
     xattrs: bool,
-    /// Don't keep extended attributes (the default)
+    /// Don't read the input's extended attributes (the default)
     #[arg(long = "no-xattrs")]
     no_xattrs: bool,
     /// Storage directory for the ch-image format (read or written only by conversions
@@ -83,8 +86,10 @@ pub(crate) struct Cli {
     /// after a failure too [default: $TMPDIR, else /var/tmp]
     #[arg(long = "tmp", value_name = "DIR")]
     tmp: Option<PathBuf>,
+    /// Print extra chatter; repeat for more
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Print less; repeat for less
     #[arg(short, long, action = clap::ArgAction::Count)]
     quiet: u8,
     /// Input image
