@@ -102,6 +102,7 @@ enum Cmd {
     Build(BuildArgs),
     /// Show how an image was built, one line per instruction, oldest first
     History {
+        /// Image name, NAME~N (N states before) or a commit id prefix
         image_ref: String,
         /// JSON output
         #[arg(long)]
@@ -113,7 +114,9 @@ enum Cmd {
     /// Files added, removed and changed between two images or image states
     /// (IMAGE, IMAGE~N, or a commit id)
     Diff {
+        /// Image name, NAME~N or a commit id prefix (at least four hex digits)
         a: String,
+        /// The same, compared with A
         b: String,
         /// Totals only
         #[arg(long)]
@@ -124,6 +127,7 @@ enum Cmd {
     },
     /// Show an image's config and provenance
     Inspect {
+        /// Image name, NAME~N or a commit id prefix
         image_ref: String,
         /// JSON output
         #[arg(long)]
@@ -136,6 +140,7 @@ enum Cmd {
     /// Check a provenance statement (from inspect --provenance) against the image in
     /// storage: one line per claim (match, mismatch, not checkable); fails if any differs
     Verify {
+        /// Image name (the one the statement is of)
         image_ref: String,
         /// The statement file (JSON)
         statement: PathBuf,
@@ -144,7 +149,8 @@ enum Cmd {
     BuildCache(BuildCacheArgs),
     /// Check the store's integrity
     Fsck {
-        /// JSON output (`ok` and the list of problems)
+        /// JSON output (`ok`, the list of `problems`, and the `leftovers` of writers that
+        /// are gone)
         #[arg(long)]
         json: bool,
     },
@@ -179,6 +185,7 @@ enum Cmd {
     },
     /// List images, or show details of one
     List {
+        /// Image name: show its details (in storage and in its registry)
         image_ref: Option<String>,
         /// Long listing (commit ids too)
         #[arg(short, long)]
@@ -192,11 +199,15 @@ enum Cmd {
     },
     /// Delete images (names may be globs)
     Delete {
+        /// Image name, or a glob of names
         #[arg(required = true)]
         image_glob: Vec<String>,
     },
     /// Restore a deleted image
-    Undelete { image_ref: String },
+    Undelete {
+        /// Name of the deleted image (`list -u` lists them)
+        image_ref: String,
+    },
     /// Delete the whole storage directory
     Reset,
     /// Print the storage directory path
@@ -308,10 +319,11 @@ struct BuildCacheArgs {
     /// Remove what no image reaches
     #[arg(long)]
     gc: bool,
-    /// With --gc: keep the most recently used RUN cache mounts, checkouts and layers up
-    /// to SIZE in all (bytes, or with K, M, G, T), removing the least recently used first;
-    /// removed checkouts and layers are made again from the git objects when next used
-    /// (default: remove every cache mount, keep checkouts and layers; 0: remove them all)
+    /// With --gc: keep the most recently used RUN cache mounts, downloaded layers,
+    /// checkouts and layers up to SIZE in all (bytes, or with K, M, G, T), removing the
+    /// least recently used first; removed checkouts and layers are made again from the git
+    /// objects when next used (default: remove every cache mount and downloaded layer,
+    /// keep checkouts and layers; 0: remove them all)
     #[arg(long = "keep-storage", value_name = "SIZE", requires = "gc")]
     keep_storage: Option<String>,
     /// Compress the packs import and pull store uncompressed (they start this in the
