@@ -36,7 +36,8 @@ pub(crate) struct Cli {
     /// don't expand $ in --set-env input (applies to later --set-env)
     #[arg(long = "env-no-expand")]
     env_no_expand: bool,
-    /// exit successfully if FEAT is enabled (extglob, seccomp, squash, overlayfs)
+    /// exit successfully if FEAT is enabled (extglob, seccomp, squash, overlayfs,
+    /// tmpfs-xattrs)
     #[arg(long, value_name = "FEAT")]
     feature: Option<String>,
     /// run as GID within container
