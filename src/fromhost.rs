@@ -459,36 +459,24 @@ fn inject_stored(
             );
             copy_into(&inj.source, &d)?;
         }
-        // A build can't name its output image in FROM (as in Charliecloud), so build the
-        // injection under a temporary name, then make IMAGE that state with a FROM-only
-        // build, and drop the temporary name.
-        let temp = format!("ch-fromhost-{}", std::process::id());
-        let build = |df: String, tag: &str| -> Result<(), FromhostError> {
-            let df_path = ctx.join("Dockerfile");
-            std::fs::write(&df_path, df).at("write", &df_path)?;
-            let st = Command::new(&tools.ch_image)
-                .arg("-s")
-                .arg(storage)
-                .args(["build", "-t", tag, "-f"])
-                .arg(&df_path)
-                .arg(&ctx)
-                .status()
-                .at("execute", &tools.ch_image)?;
-            if !st.success() {
-                return Err(FromhostError::Build {
-                    image: name.to_string(),
-                });
-            }
-            Ok(())
-        };
-        let result = build(dockerfile(name, plan, ldconfig), &temp)
-            .and_then(|()| build(format!("FROM {temp}\n"), name));
-        let _ = Command::new(&tools.ch_image)
+        // `FROM IMAGE` built as IMAGE: the hidden `--extend` lets the build name its
+        // output in FROM (an error otherwise, as in Charliecloud), so the injection is
+        // recorded as IMAGE's own steps, with no temporary name in its provenance.
+        let df_path = ctx.join("Dockerfile");
+        std::fs::write(&df_path, dockerfile(name, plan, ldconfig)).at("write", &df_path)?;
+        let st = Command::new(&tools.ch_image)
             .arg("-s")
             .arg(storage)
-            .args(["-q", "delete", &temp])
-            .status();
-        result?;
+            .args(["build", "--extend", "-t", name, "-f"])
+            .arg(&df_path)
+            .arg(&ctx)
+            .status()
+            .at("execute", &tools.ch_image)?;
+        if !st.success() {
+            return Err(FromhostError::Build {
+                image: name.to_string(),
+            });
+        }
         Ok(())
     })();
     let _ = std::fs::remove_dir_all(&ctx);

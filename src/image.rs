@@ -327,11 +327,14 @@ pub fn history(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
     // The columns, named once (data follows; `--json` gives the same with field names).
     outln!(
         o,
-        "{:<12} {:<12} {:<4} {}",
+        "{:<12} {:<12} {:<4} {:<6} {:<8} {:<8} {:>7}  INSTRUCTION",
         "COMMIT",
         "KEY",
         "HIT",
-        "+ADDED ~CHANGED -REMOVED SIZE  INSTRUCTION"
+        "+ADDED",
+        "~CHANGED",
+        "-REMOVED",
+        "SIZE"
     );
     for s in steps {
         let hit = match s.hit {
@@ -356,13 +359,14 @@ pub fn history(store: &Store, spec: &str, json: bool) -> Result<String, ImageErr
             true => String::new(),
             false => format!(" ({})", from.join("; ")),
         };
+        // Each count under its column's name (`+287   ~0       -0`).
         outln!(
             o,
-            "{} {key:<12} {hit} +{} ~{} -{} {:>7}  {}{from}",
+            "{} {key:<12} {hit} {:<6} {:<8} {:<8} {:>7}  {}{from}",
             &s.commit[..12],
-            s.added,
-            s.modified,
-            s.removed,
+            format!("+{}", s.added),
+            format!("~{}", s.modified),
+            format!("-{}", s.removed),
             human(s.size_delta),
             shown(&s.instruction)
         );
@@ -1814,6 +1818,8 @@ pub struct BuildRequest {
     pub explain: bool,
     /// `--secret` values (`id=ID,src=FILE` or `id=ID,env=VAR`).
     pub secrets: Vec<String>,
+    /// `--extend` (hidden): FROM may name the output image (ch-fromhost).
+    pub extend: bool,
 }
 
 /// A directory removed (if empty) when dropped.
@@ -1912,6 +1918,7 @@ pub fn build(
         ch_run: a.ch_run,
         registry: a.registry,
         explain: a.explain,
+        extend: a.extend,
     };
     if a.parse_only || crate::log::enabled(3) {
         let df = exec::parse(&opts)?;

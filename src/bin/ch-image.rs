@@ -273,6 +273,10 @@ struct BuildArgs {
     /// Accepted for Charliecloud 0.31 compatibility; Grove does no --force detection
     #[arg(long = "no-force-detect")]
     no_force_detect: bool,
+    /// FROM may name the image being built, which the build then extends (how
+    /// ch-fromhost injects files into a stored image, with no temporary name)
+    #[arg(long, hide = true)]
+    extend: bool,
 }
 
 fn build(
@@ -306,6 +310,7 @@ fn build(
         registry,
         explain: a.explain,
         secrets: a.secret,
+        extend: a.extend,
     };
     let open = || Ok(Store::open(storage)?.with_xattrs(xattrs));
     Ok(image::build(open, &Layout::new(storage), req)?)

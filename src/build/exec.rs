@@ -166,6 +166,10 @@ pub struct BuildOptions {
     /// `--secret`s for `RUN --mount=type=secret` (where each one's content is; the content
     /// itself is read only when a RUN mounts it).
     pub secrets: Vec<SecretSource>,
+    /// FROM may name the output image (`--extend`, hidden): the build extends it, as
+    /// ch-fromhost's injection into a stored image does. Else that is an error, as in
+    /// Charliecloud.
+    pub extend: bool,
 }
 
 /// The host side of a RUN's mounts: what `ch-run --build-mount` gets, the locks of the
@@ -1649,7 +1653,7 @@ impl<'a> Builder<'a> {
             let r = Reference::parse(image)
                 .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?
                 .with_default_tag();
-            if r == self.opts.tag {
+            if r == self.opts.tag && !self.opts.extend {
                 return Err(self.at(ins, format!("output image ({r}) can't be the same as FROM")));
             }
             // The summary counts FROM: a hit if the base is in storage, executed if pulled.

@@ -141,3 +141,64 @@ fn gpu_and_bad_input_fail_with_clear_messages() {
     let (code, _) = fails(&mut tool("ch-fromhost"));
     assert_eq!(code, 1);
 }
+
+/// An injection into a stored image leaves no name behind: no temporary image (listed,
+/// deleted or in a ref) and none in the image's provenance or its build's summary.
+/// Before: built as `ch-fromhost-PID`, then `FROM ch-fromhost-PID` as the image, then
+/// deleted, so `list -u` showed it and `inspect --provenance` named it as the subject.
+#[test]
+fn injection_into_a_stored_image_leaves_no_temporary_name() {
+    let s = Scratch::new("fromhost-noname");
+    let st = s.storage();
+    ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .arg("import")
+        .arg(crate::common::busybox_rootfs())
+        .arg("base"));
+    let out = crate::common::output(tool("ch-fromhost").arg("-s").arg(&st).args([
+        "-p",
+        "/usr/bin/env",
+        "base",
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("ch-fromhost-"), "{err}");
+    let ran = ok(tool("ch-run").arg("-s").arg(&st).args([
+        "base",
+        "--",
+        "sh",
+        "-c",
+        "test -x /usr/bin/env && echo yes",
+    ]));
+    assert_eq!(ran, "yes\n");
+    assert_eq!(
+        ok(tool("ch-image").arg("-s").arg(&st).args(["list", "-u"])),
+        ""
+    );
+    assert_eq!(
+        ok(tool("ch-image").arg("-s").arg(&st).arg("list")),
+        "base\n"
+    );
+    let refs = crate::common::sh(&format!(
+        "git -C '{}/repo.git' for-each-ref --format='%(refname)'",
+        st.display()
+    ));
+    let refs = String::from_utf8_lossy(&refs.stdout).into_owned();
+    assert!(!refs.contains("ch-fromhost"), "{refs}");
+    let prov = ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .args(["inspect", "--provenance", "base"]));
+    assert!(!prov.contains("ch-fromhost-"), "{prov}");
+    let hist = ok(tool("ch-image")
+        .arg("-s")
+        .arg(&st)
+        .args(["history", "base"]));
+    assert!(
+        hist.lines()
+            .last()
+            .is_some_and(|l| l.contains("COPY") && l.contains("env")),
+        "{hist}"
+    );
+}

@@ -309,12 +309,26 @@ fn history_one_line_per_instruction_oldest_first_with_hits_after_rebuild() {
         (Some(1), Some(0), Some(0)),
         "ENV adds /ch/environment"
     );
-    // Text columns match JSON: +A ~M -R.
+    // Text columns match JSON: +A ~M -R, each under its column's name.
     let rm_line = lines
         .iter()
         .find(|l| l.ends_with("RUN rm /app/two"))
         .unwrap();
-    assert!(rm_line.contains("+0 ~0 -1"), "{rm_line}");
+    let out = w.ci(&["history", "a"]);
+    let header = out.lines().next().unwrap();
+    let column = |l: &str, what: &str| {
+        let at = header.find(what).unwrap();
+        l[at..].split_whitespace().next().unwrap().to_string()
+    };
+    assert_eq!(
+        (
+            column(rm_line, "+ADDED"),
+            column(rm_line, "~CHANGED"),
+            column(rm_line, "-REMOVED")
+        ),
+        ("+0".into(), "~0".into(), "-1".into()),
+        "{header}\n{rm_line}"
+    );
     assert!(
         rm_line.contains(&rm["key"].as_str().unwrap()[..12]),
         "{rm_line}"
