@@ -1045,3 +1045,35 @@ fn labels_that_grow_the_config_past_the_bound_fail_at_once_naming_the_line() {
         cfg.len()
     );
 }
+
+/// Lines of Dockerfiles written for Docker that Charliecloud 0.31 can't parse or reads
+/// otherwise (docs/compatibility.md, first table: a byte order mark, `FROM ${NAME}`, a
+/// stage name with capitals and a stage as a base, single quotes, an escaped blank and
+/// quotes inside an ENV word, `ARG NAME=` and `ARG NAME=""`, `"\$x"`, WORKDIR with `..`
+/// and trailing blanks): each builds as Docker builds it. Found by building them with
+/// both; Grove already matched Docker, this pins the rows.
+#[test]
+fn dockerfile_lines_charliecloud_misreads_build_as_docker_builds_them() {
+    let w = Bench::new("stranger-docker-lines");
+    w.build(
+        "lines",
+        "\u{feff}ARG BASE=busybox\n\
+         FROM ${BASE} AS Builder\n\
+         RUN echo built > /built\n\
+         FROM builder\n\
+         ARG EMPTY=\n\
+         ARG QUOTED=\"\"\n\
+         ENV GREETING='hello world' SPACED=a\\ b MIXED=pre\"mid dle\"post DOLLAR=\"\\$x\"\n\
+         WORKDIR /a/b/../c\n\
+         WORKDIR /app   \n\
+         RUN printf '[%s]' \"$EMPTY\" \"$QUOTED\" \"$GREETING\" \"$SPACED\" \"$MIXED\" \
+         \"$DOLLAR\" \"$(pwd)\" > /vals\n",
+        &[],
+    );
+    assert_eq!(
+        w.run("lines", "cat /vals /built"),
+        "[][][hello world][a b][premid dlepost][$x][/app]built\n"
+    );
+    // Docker cleans the path: no /a/b, no directory named "/app   ".
+    assert_eq!(w.run("lines", "ls -d /a/* /app*"), "/a/c\n/app\n");
+}
