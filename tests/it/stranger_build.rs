@@ -1077,3 +1077,33 @@ fn dockerfile_lines_charliecloud_misreads_build_as_docker_builds_them() {
     // Docker cleans the path: no /a/b, no directory named "/app   ".
     assert_eq!(w.run("lines", "ls -d /a/* /app*"), "/a/c\n/app\n");
 }
+
+/// A COPY of a file that `.dockerignore` excludes fails as in Docker, with Charliecloud's
+/// words, and a hint naming the line that excludes it: the file is plainly in the
+/// context, and Charliecloud, which ignores `.dockerignore`, copies it, so a user coming
+/// from Charliecloud was left with "source file not found" and no reason.
+#[test]
+fn copy_of_a_file_dockerignore_excludes_names_the_excluding_line() {
+    let w = Bench::new("stranger-ignored-source");
+    w.write("keep.txt", "k\n");
+    w.write("secret.env", "s\n");
+    w.write("logs/a.log", "l\n");
+    w.write(".dockerignore", "# local files\nsecret.env\nlogs\n");
+    let (code, err) = w.build_fails("ign", "FROM busybox\nCOPY keep.txt secret.env /\n", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("source file not found: secret.env"), "{err}");
+    assert!(
+        err.contains("hint: secret.env is excluded by ")
+            && err.contains(".dockerignore:2 (secret.env)"),
+        "{err}"
+    );
+    let (_, err) = w.build_fails("ign", "FROM busybox\nCOPY logs/*.log /l/\n", &[]);
+    assert!(err.contains("no source files match: logs/*.log"), "{err}");
+    assert!(err.contains(".dockerignore:3 (logs)"), "{err}");
+    // A name that is not in the context at all gets no such hint.
+    let (_, err) = w.build_fails("ign", "FROM busybox\nCOPY nothere /\n", &[]);
+    assert!(
+        err.contains("source file not found: nothere") && !err.contains("hint:"),
+        "{err}"
+    );
+}
