@@ -388,6 +388,13 @@ pub fn expand(context: &Path, arg: &str, ignore: &Ignore) -> Result<Vec<Source>,
     };
     let mut found: Vec<Vec<u8>> = Vec::new();
     glob_walk(context, Vec::new(), &comps, &mut found).at("read directory", context)?;
+    // A pattern ending in `/` matches directories only (symlinks to them too), as
+    // Python's glob, which Charliecloud's COPY uses (the man page: "Python glob
+    // semantics"): `COPY src/*/ /x/` copies the contents of `src`'s directories, not its
+    // files. BuildKit cleans the slash away and copies both.
+    if has_glob(arg) && arg.ends_with('/') {
+        found.retain(|raw| context.join(std::ffi::OsStr::from_bytes(raw)).is_dir());
+    }
     found.sort();
     let canon_ctx = fs::canonicalize(context).at("resolve", context)?;
     let mut out = Vec::new();

@@ -802,6 +802,15 @@ impl<'a> Builder<'a> {
         if let Some(mark) = changed_since(sub, &sources, &stage.config, stage.cmd_set) {
             extra.splice(0..0, mark.bytes());
         }
+        // `COPY --from` with a wildcard ending in `/` matched files too before it matched
+        // directories only (Python's glob): the same key input, another result. Context
+        // sources need no mark, their hash covers what was found.
+        if let InstrKind::Copy(a) = sub {
+            let dir_glob = |s: &CopySource| matches!(s, CopySource::Path(p) if context::has_glob(p) && p.ends_with('/'));
+            if a.from().is_some() && a.sources.iter().any(dir_glob) {
+                extra.splice(0..0, b"copy-glob-dir 1\n".iter().copied());
+            }
+        }
         let key = self.stage().key.child(&input.encoding, &extra);
         if matches!(sub, InstrKind::Cmd(_)) {
             self.stage().cmd_set = true;

@@ -1107,3 +1107,30 @@ fn copy_of_a_file_dockerignore_excludes_names_the_excluding_line() {
         "{err}"
     );
 }
+
+/// A COPY wildcard ending in `/` matches directories only, as Python's glob, which
+/// Charliecloud's COPY uses (the man page: "Python glob semantics"): `COPY src/*/ /x/`
+/// copies the contents of `src`'s directories (`b.py`, `deep/c.py`) and not the files
+/// of `src` itself; so does `COPY --from`. Grove matched files too (BuildKit's cleaning
+/// drops the slash), so `src/a.py` landed in `/x`; found building one Dockerfile with
+/// both.
+#[test]
+fn copy_wildcard_with_a_trailing_slash_matches_directories_only() {
+    let w = Bench::new("stranger-glob-slash");
+    w.write("src/a.py", "a\n");
+    w.write("src/sub/b.py", "b\n");
+    w.write("src/sub/deep/c.py", "c\n");
+    w.build(
+        "slash",
+        "FROM busybox\n\
+         RUN mkdir -p /d/sub && echo a > /d/a && echo x > /d/sub/x\n\
+         FROM busybox\n\
+         COPY src/*/ /x/\n\
+         COPY --from=0 /d/*/ /y/\n",
+        &[],
+    );
+    assert_eq!(
+        w.run("slash", "cd / && find x y | sort"),
+        "x\nx/b.py\nx/deep\nx/deep/c.py\ny\ny/x\n"
+    );
+}
