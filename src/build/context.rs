@@ -58,6 +58,17 @@ pub enum ContextError {
 }
 
 impl ContextError {
+    /// Whether this is a wildcard source that matched nothing (or only excluded paths).
+    /// Such a source is skipped when another source of the same step matched, as
+    /// BuildKit allows empty wildcards (`COPY package.json yarn.lock* ./`); when no
+    /// source matched, the step fails, as in Charliecloud.
+    pub fn is_empty_wildcard(&self) -> bool {
+        matches!(
+            self,
+            ContextError::NoMatch(_) | ContextError::Excluded { glob: true, .. }
+        )
+    }
+
     /// Advice for the user, if any (see [`crate::hint`]).
     pub fn hint(&self) -> Option<String> {
         match self {

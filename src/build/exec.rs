@@ -1285,6 +1285,8 @@ impl<'a> Builder<'a> {
         }
         let mut all = Vec::new();
         let mut extra = Vec::new();
+        // The first wildcard source that matched nothing: an error only if no source did.
+        let mut empty_wildcard: Option<context::ContextError> = None;
         for s in &args.sources {
             match s {
                 CopySource::Path(p) => {
@@ -1325,9 +1327,14 @@ impl<'a> Builder<'a> {
                             format!("{}: no context because \"-\" given", ins.keyword()),
                         ));
                     }
-                    let found = context::expand(&self.opts.context, p, &self.ignore)
-                        .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
-                    all.extend(found);
+                    match context::expand(&self.opts.context, p, &self.ignore) {
+                        Ok(found) => all.extend(found),
+                        // Skipped if another source matches (checked below).
+                        Err(e) if e.is_empty_wildcard() => {
+                            empty_wildcard.get_or_insert(e);
+                        }
+                        Err(e) => return Err(self.at_err(ins, ins.keyword().to_string(), e)),
+                    }
                 }
                 CopySource::Heredoc(h) => {
                     extra.extend_from_slice(h.name.as_bytes());
@@ -1339,6 +1346,11 @@ impl<'a> Builder<'a> {
                         ));
                     }
                 }
+            }
+        }
+        if let Some(e) = empty_wildcard {
+            if all.is_empty() && extra.is_empty() {
+                return Err(self.at_err(ins, ins.keyword().to_string(), e));
             }
         }
         // A directory source whose contents go into a directory the image already has
@@ -2626,6 +2638,9 @@ impl<'a> Builder<'a> {
             Url(String, PathBuf),
         }
         let mut srcs: Vec<Src> = Vec::new();
+        // The first wildcard source that matched nothing: an error only if no source did
+        // (BuildKit allows empty wildcards: `COPY package.json yarn.lock* ./`).
+        let mut empty_wildcard: Option<BuildError> = None;
         for s in &args.sources {
             match s {
                 CopySource::Heredoc(h) => srcs.push(Src::Inline(h.name.clone(), h.content.clone())),
@@ -2635,10 +2650,12 @@ impl<'a> Builder<'a> {
                             let found = copy::glob_model(m, pat)
                                 .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
                             if found.is_empty() {
-                                return Err(self.at(
+                                // Skipped if another source matches (checked below).
+                                empty_wildcard.get_or_insert(self.at(
                                     ins,
                                     format!("COPY --from: no source files match in stage: {pat}"),
                                 ));
+                                continue;
                             }
                             found
                         } else {
@@ -2682,8 +2699,19 @@ impl<'a> Builder<'a> {
                         srcs.push(Src::Url(name, f));
                     }
                     None => {
-                        let found = context::expand(&self.opts.context, pat, &self.ignore)
-                            .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
+                        let found = match context::expand(&self.opts.context, pat, &self.ignore) {
+                            Ok(found) => found,
+                            // Skipped if another source matches (checked below).
+                            Err(e) if e.is_empty_wildcard() => {
+                                empty_wildcard.get_or_insert(self.at_err(
+                                    ins,
+                                    ins.keyword().to_string(),
+                                    e,
+                                ));
+                                continue;
+                            }
+                            Err(e) => return Err(self.at_err(ins, ins.keyword().to_string(), e)),
+                        };
                         // `--exclude` also drops sources by name (`COPY --exclude=*.txt
                         // hom* /d/`, Docker's example).
                         let n_found = found.len();
@@ -2706,6 +2734,11 @@ impl<'a> Builder<'a> {
                         srcs.extend(kept.into_iter().map(Src::Host));
                     }
                 },
+            }
+        }
+        if let Some(e) = empty_wildcard {
+            if srcs.is_empty() {
+                return Err(e);
             }
         }
         let single_is_dir = srcs.len() == 1

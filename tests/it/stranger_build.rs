@@ -1134,3 +1134,41 @@ fn copy_wildcard_with_a_trailing_slash_matches_directories_only() {
         "x\nx/b.py\nx/deep\nx/deep/c.py\ny\ny/x\n"
     );
 }
+
+/// A wildcard source that matches nothing is skipped when another source of the same
+/// COPY matches, as BuildKit allows empty wildcards: the Next.js example's `COPY
+/// package.json yarn.lock* package-lock.json* pnpm-lock.yaml* ./` copies whichever lock
+/// file the project has. Charliecloud 0.31 and 0.38 stop ("source file not found:
+/// yarn.lock*"), and so did Grove. A COPY where no source matches still fails, in
+/// Charliecloud's words, context or `--from` alike.
+#[test]
+fn copy_skips_a_wildcard_matching_nothing_when_another_source_matches() {
+    let w = Bench::new("stranger-empty-wildcard");
+    w.write("package.json", "{}\n");
+    w.write("package-lock.json", "lock\n");
+    w.build(
+        "next",
+        "FROM busybox AS s\n\
+         FROM busybox\n\
+         WORKDIR /app\n\
+         COPY package.json yarn.lock* package-lock.json* pnpm-lock.yaml* ./\n\
+         COPY --from=s /nope* /etc/mot* /s/\n",
+        &[],
+    );
+    assert_eq!(
+        w.run("next", "ls /app /s"),
+        "/app:\npackage-lock.json\npackage.json\n\n/s:\nmotd\n"
+    );
+    let (code, err) = w.build_fails("none", "FROM busybox\nCOPY yarn.lock* pnpm* /app/\n", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no source files match: yarn.lock*"), "{err}");
+    let (_, err) = w.build_fails(
+        "none",
+        "FROM busybox AS s\nFROM busybox\nCOPY --from=s /nope* /x/\n",
+        &[],
+    );
+    assert!(
+        err.contains("COPY --from: no source files match in stage: /nope*"),
+        "{err}"
+    );
+}
