@@ -41,6 +41,7 @@ hinted_types!(
     crate::convert::ConvertError,
     crate::image::ImageError,
     crate::reference::ReferenceError,
+    crate::build::context::ContextError,
 );
 
 /// The first hint in `err`'s chain (`err`, then its sources in order).

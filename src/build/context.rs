@@ -31,6 +31,20 @@ pub enum ContextError {
     /// A source without wildcards that is not in the context (Charliecloud's words).
     #[error("source file not found: {0}")]
     NotFound(String),
+    /// No source, because `.dockerignore` excludes what the argument names (Charliecloud's
+    /// words, as [`ContextError::NotFound`] and [`ContextError::NoMatch`]); the hint says
+    /// which line excludes it, since Charliecloud ignores the file and copies it.
+    #[error("{}: {arg}", if *.glob { "no source files match" } else { "source file not found" })]
+    Excluded {
+        arg: String,
+        glob: bool,
+        /// The first context path the argument names that is excluded.
+        path: String,
+        /// The ignore file, its line and that line's pattern.
+        file: PathBuf,
+        line: usize,
+        pattern: String,
+    },
     #[error("can't copy from outside context: {0}")]
     Outside(String),
     #[error("{}:{line}: {message}", path.display())]
@@ -41,6 +55,37 @@ pub enum ContextError {
     },
     #[error("can't read {}: {message}", path.display())]
     Unusable { path: PathBuf, message: String },
+}
+
+impl ContextError {
+    /// Whether this is a wildcard source that matched nothing (or only excluded paths).
+    /// Such a source is skipped when another source of the same step matched, as
+    /// BuildKit allows empty wildcards (`COPY package.json yarn.lock* ./`); when no
+    /// source matched, the step fails, as in Charliecloud.
+    pub fn is_empty_wildcard(&self) -> bool {
+        matches!(
+            self,
+            ContextError::NoMatch(_) | ContextError::Excluded { glob: true, .. }
+        )
+    }
+
+    /// Advice for the user, if any (see [`crate::hint`]).
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ContextError::Excluded {
+                path,
+                file,
+                line,
+                pattern,
+                ..
+            } => Some(format!(
+                "{path} is excluded by {}:{line} ({pattern}): the build honours .dockerignore, \
+                 as Docker does (Charliecloud ignores it)",
+                file.display()
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// Largest Dockerfile read (8 MiB).
@@ -96,32 +141,47 @@ pub const MAX_IGNORE_FILE: u64 = 1 << 20;
 #[derive(Debug, Default, Clone)]
 pub struct Ignore {
     rules: Vec<(bool, Vec<String>)>,
+    /// Each rule's line number in its file and the line as written (for messages).
+    lines: Vec<(usize, String)>,
+    /// The file the rules were read from (none for `COPY --exclude` patterns).
+    file: Option<PathBuf>,
 }
 
 impl Ignore {
     pub fn parse(text: &str) -> Ignore {
         let mut rules = Vec::new();
+        let mut lines = Vec::new();
         // A UTF-8 byte order mark (Windows editors) is not part of the first pattern, as
         // Docker's reader trims it.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        for line in text.lines() {
+        for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            rules.extend(rule(line));
+            if let Some(r) = rule(line) {
+                rules.push(r);
+                lines.push((n + 1, line.to_string()));
+            }
         }
-        Ignore { rules }
+        Ignore {
+            rules,
+            lines,
+            file: None,
+        }
     }
 
     /// The patterns of `COPY --exclude` options, one each: `.dockerignore`'s syntax
     /// except that none is a comment (`--exclude=#draft` excludes `#draft`).
     pub fn patterns<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Ignore {
+        let (rules, lines) = patterns
+            .into_iter()
+            .filter_map(|p| Some((rule(p.trim())?, (0, p.to_string()))))
+            .unzip();
         Ignore {
-            rules: patterns
-                .into_iter()
-                .filter_map(|p| rule(p.trim()))
-                .collect(),
+            rules,
+            lines,
+            file: None,
         }
     }
 
@@ -182,7 +242,12 @@ impl Ignore {
             });
         }
         Ignore::parse_bytes(&bytes)
-            .map(Some)
+            .map(|ig| {
+                Some(Ignore {
+                    file: Some(p.clone()),
+                    ..ig
+                })
+            })
             .map_err(|(line, message)| ContextError::AtLine {
                 path: p,
                 line,
@@ -212,15 +277,21 @@ impl Ignore {
     /// Whether `rel` (relative to the context, `/`-separated) is excluded. A path is
     /// excluded when it or one of its parents matches (Docker's rule).
     pub fn excluded(&self, rel: &str) -> bool {
+        self.deciding_rule(rel).is_some()
+    }
+
+    /// The index of the rule that excludes `rel` (the last one matching it or a parent),
+    /// `None` if it is not excluded.
+    fn deciding_rule(&self, rel: &str) -> Option<usize> {
         if self.rules.is_empty() {
-            return false;
+            return None;
         }
         let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
-        let mut verdict = false;
-        for (neg, pat) in &self.rules {
+        let mut verdict = None;
+        for (i, (neg, pat)) in self.rules.iter().enumerate() {
             let hit = (1..=comps.len()).any(|n| match_comps(pat, &comps[..n]));
             if hit {
-                verdict = !neg;
+                verdict = (!neg).then_some(i);
             }
         }
         verdict
@@ -328,17 +399,29 @@ pub fn expand(context: &Path, arg: &str, ignore: &Ignore) -> Result<Vec<Source>,
     };
     let mut found: Vec<Vec<u8>> = Vec::new();
     glob_walk(context, Vec::new(), &comps, &mut found).at("read directory", context)?;
+    // A pattern ending in `/` matches directories only (symlinks to them too), as
+    // Python's glob, which Charliecloud's COPY uses (the man page: "Python glob
+    // semantics"): `COPY src/*/ /x/` copies the contents of `src`'s directories, not its
+    // files. BuildKit cleans the slash away and copies both.
+    if has_glob(arg) && arg.ends_with('/') {
+        found.retain(|raw| context.join(std::ffi::OsStr::from_bytes(raw)).is_dir());
+    }
     found.sort();
     let canon_ctx = fs::canonicalize(context).at("resolve", context)?;
     let mut out = Vec::new();
+    // The first path left out, and the rule that excludes it.
+    let mut left_out: Option<(String, usize)> = None;
     for raw in found {
         let r = String::from_utf8_lossy(&raw).into_owned();
-        if !r.is_empty()
-            && ignore.excluded(&r)
-            && !(ignore.may_reinclude_below(&r)
-                && context.join(std::ffi::OsStr::from_bytes(&raw)).is_dir())
-        {
-            continue;
+        if !r.is_empty() {
+            if let Some(rule) = ignore.deciding_rule(&r) {
+                if !(ignore.may_reinclude_below(&r)
+                    && context.join(std::ffi::OsStr::from_bytes(&raw)).is_dir())
+                {
+                    left_out.get_or_insert((r, rule));
+                    continue;
+                }
+            }
         }
         let p = if raw.is_empty() {
             context.to_path_buf()
@@ -356,6 +439,17 @@ pub fn expand(context: &Path, arg: &str, ignore: &Ignore) -> Result<Vec<Source>,
         });
     }
     if out.is_empty() {
+        if let (Some((path, rule)), Some(file)) = (left_out, &ignore.file) {
+            let (line, pattern) = ignore.lines[rule].clone();
+            return Err(ContextError::Excluded {
+                arg: arg.to_string(),
+                glob: has_glob(arg),
+                path,
+                file: file.clone(),
+                line,
+                pattern,
+            });
+        }
         if arg.contains(['*', '?', '[']) {
             return Err(ContextError::NoMatch(arg.to_string()));
         }

@@ -332,6 +332,16 @@ pub fn glob_model(model: &Dir, pattern: &str) -> Result<Vec<String>, CopyError> 
                 .ok()
                 .is_some_and(|c| c.is_empty() || model.get(&c.join(&b'/')).is_some())
     });
+    // A pattern ending in `/` matches directories only (symlinks to them too), as
+    // Python's glob, which Charliecloud's COPY uses: `COPY --from=s /d/*/ /x/` copies
+    // the contents of `/d`'s directories, not its files.
+    if pattern.ends_with('/') {
+        found.retain(|p| {
+            resolve(model, p, true).ok().is_some_and(|c| {
+                c.is_empty() || matches!(model.get(&c.join(&b'/')), Some(Node::Dir(_)))
+            })
+        });
+    }
     found.sort();
     Ok(found)
 }

@@ -806,6 +806,15 @@ impl<'a> Builder<'a> {
         if let Some(mark) = changed_since(sub, &sources, &stage.config, stage.cmd_set) {
             extra.splice(0..0, mark.bytes());
         }
+        // `COPY --from` with a wildcard ending in `/` matched files too before it matched
+        // directories only (Python's glob): the same key input, another result. Context
+        // sources need no mark, their hash covers what was found.
+        if let InstrKind::Copy(a) = sub {
+            let dir_glob = |s: &CopySource| matches!(s, CopySource::Path(p) if context::has_glob(p) && p.ends_with('/'));
+            if a.from().is_some() && a.sources.iter().any(dir_glob) {
+                extra.splice(0..0, b"copy-glob-dir 1\n".iter().copied());
+            }
+        }
         let key = self.stage().key.child(&input.encoding, &extra);
         if matches!(sub, InstrKind::Cmd(_)) {
             self.stage().cmd_set = true;
@@ -1280,6 +1289,8 @@ impl<'a> Builder<'a> {
         }
         let mut all = Vec::new();
         let mut extra = Vec::new();
+        // The first wildcard source that matched nothing: an error only if no source did.
+        let mut empty_wildcard: Option<context::ContextError> = None;
         for s in &args.sources {
             match s {
                 CopySource::Path(p) => {
@@ -1320,9 +1331,14 @@ impl<'a> Builder<'a> {
                             format!("{}: no context because \"-\" given", ins.keyword()),
                         ));
                     }
-                    let found = context::expand(&self.opts.context, p, &self.ignore)
-                        .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
-                    all.extend(found);
+                    match context::expand(&self.opts.context, p, &self.ignore) {
+                        Ok(found) => all.extend(found),
+                        // Skipped if another source matches (checked below).
+                        Err(e) if e.is_empty_wildcard() => {
+                            empty_wildcard.get_or_insert(e);
+                        }
+                        Err(e) => return Err(self.at_err(ins, ins.keyword().to_string(), e)),
+                    }
                 }
                 CopySource::Heredoc(h) => {
                     extra.extend_from_slice(h.name.as_bytes());
@@ -1334,6 +1350,11 @@ impl<'a> Builder<'a> {
                         ));
                     }
                 }
+            }
+        }
+        if let Some(e) = empty_wildcard {
+            if all.is_empty() && extra.is_empty() {
+                return Err(self.at_err(ins, ins.keyword().to_string(), e));
             }
         }
         // A directory source whose contents go into a directory the image already has
@@ -2621,6 +2642,9 @@ impl<'a> Builder<'a> {
             Url(String, PathBuf),
         }
         let mut srcs: Vec<Src> = Vec::new();
+        // The first wildcard source that matched nothing: an error only if no source did
+        // (BuildKit allows empty wildcards: `COPY package.json yarn.lock* ./`).
+        let mut empty_wildcard: Option<BuildError> = None;
         for s in &args.sources {
             match s {
                 CopySource::Heredoc(h) => srcs.push(Src::Inline(h.name.clone(), h.content.clone())),
@@ -2630,10 +2654,12 @@ impl<'a> Builder<'a> {
                             let found = copy::glob_model(m, pat)
                                 .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
                             if found.is_empty() {
-                                return Err(self.at(
+                                // Skipped if another source matches (checked below).
+                                empty_wildcard.get_or_insert(self.at(
                                     ins,
                                     format!("COPY --from: no source files match in stage: {pat}"),
                                 ));
+                                continue;
                             }
                             found
                         } else {
@@ -2677,8 +2703,19 @@ impl<'a> Builder<'a> {
                         srcs.push(Src::Url(name, f));
                     }
                     None => {
-                        let found = context::expand(&self.opts.context, pat, &self.ignore)
-                            .map_err(|e| self.at_err(ins, ins.keyword().to_string(), e))?;
+                        let found = match context::expand(&self.opts.context, pat, &self.ignore) {
+                            Ok(found) => found,
+                            // Skipped if another source matches (checked below).
+                            Err(e) if e.is_empty_wildcard() => {
+                                empty_wildcard.get_or_insert(self.at_err(
+                                    ins,
+                                    ins.keyword().to_string(),
+                                    e,
+                                ));
+                                continue;
+                            }
+                            Err(e) => return Err(self.at_err(ins, ins.keyword().to_string(), e)),
+                        };
                         // `--exclude` also drops sources by name (`COPY --exclude=*.txt
                         // hom* /d/`, Docker's example).
                         let n_found = found.len();
@@ -2701,6 +2738,11 @@ impl<'a> Builder<'a> {
                         srcs.extend(kept.into_iter().map(Src::Host));
                     }
                 },
+            }
+        }
+        if let Some(e) = empty_wildcard {
+            if srcs.is_empty() {
+                return Err(e);
             }
         }
         let single_is_dir = srcs.len() == 1

@@ -1045,3 +1045,130 @@ fn labels_that_grow_the_config_past_the_bound_fail_at_once_naming_the_line() {
         cfg.len()
     );
 }
+
+/// Lines of Dockerfiles written for Docker that Charliecloud 0.31 can't parse or reads
+/// otherwise (docs/compatibility.md, first table: a byte order mark, `FROM ${NAME}`, a
+/// stage name with capitals and a stage as a base, single quotes, an escaped blank and
+/// quotes inside an ENV word, `ARG NAME=` and `ARG NAME=""`, `"\$x"`, WORKDIR with `..`
+/// and trailing blanks): each builds as Docker builds it. Found by building them with
+/// both; Grove already matched Docker, this pins the rows.
+#[test]
+fn dockerfile_lines_charliecloud_misreads_build_as_docker_builds_them() {
+    let w = Bench::new("stranger-docker-lines");
+    w.build(
+        "lines",
+        "\u{feff}ARG BASE=busybox\n\
+         FROM ${BASE} AS Builder\n\
+         RUN echo built > /built\n\
+         FROM builder\n\
+         ARG EMPTY=\n\
+         ARG QUOTED=\"\"\n\
+         ENV GREETING='hello world' SPACED=a\\ b MIXED=pre\"mid dle\"post DOLLAR=\"\\$x\"\n\
+         WORKDIR /a/b/../c\n\
+         WORKDIR /app   \n\
+         RUN printf '[%s]' \"$EMPTY\" \"$QUOTED\" \"$GREETING\" \"$SPACED\" \"$MIXED\" \
+         \"$DOLLAR\" \"$(pwd)\" > /vals\n",
+        &[],
+    );
+    assert_eq!(
+        w.run("lines", "cat /vals /built"),
+        "[][][hello world][a b][premid dlepost][$x][/app]built\n"
+    );
+    // Docker cleans the path: no /a/b, no directory named "/app   ".
+    assert_eq!(w.run("lines", "ls -d /a/* /app*"), "/a/c\n/app\n");
+}
+
+/// A COPY of a file that `.dockerignore` excludes fails as in Docker, with Charliecloud's
+/// words, and a hint naming the line that excludes it: the file is plainly in the
+/// context, and Charliecloud, which ignores `.dockerignore`, copies it, so a user coming
+/// from Charliecloud was left with "source file not found" and no reason.
+#[test]
+fn copy_of_a_file_dockerignore_excludes_names_the_excluding_line() {
+    let w = Bench::new("stranger-ignored-source");
+    w.write("keep.txt", "k\n");
+    w.write("secret.env", "s\n");
+    w.write("logs/a.log", "l\n");
+    w.write(".dockerignore", "# local files\nsecret.env\nlogs\n");
+    let (code, err) = w.build_fails("ign", "FROM busybox\nCOPY keep.txt secret.env /\n", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("source file not found: secret.env"), "{err}");
+    assert!(
+        err.contains("hint: secret.env is excluded by ")
+            && err.contains(".dockerignore:2 (secret.env)"),
+        "{err}"
+    );
+    let (_, err) = w.build_fails("ign", "FROM busybox\nCOPY logs/*.log /l/\n", &[]);
+    assert!(err.contains("no source files match: logs/*.log"), "{err}");
+    assert!(err.contains(".dockerignore:3 (logs)"), "{err}");
+    // A name that is not in the context at all gets no such hint.
+    let (_, err) = w.build_fails("ign", "FROM busybox\nCOPY nothere /\n", &[]);
+    assert!(
+        err.contains("source file not found: nothere") && !err.contains("hint:"),
+        "{err}"
+    );
+}
+
+/// A COPY wildcard ending in `/` matches directories only, as Python's glob, which
+/// Charliecloud's COPY uses (the man page: "Python glob semantics"): `COPY src/*/ /x/`
+/// copies the contents of `src`'s directories (`b.py`, `deep/c.py`) and not the files
+/// of `src` itself; so does `COPY --from`. Grove matched files too (BuildKit's cleaning
+/// drops the slash), so `src/a.py` landed in `/x`; found building one Dockerfile with
+/// both.
+#[test]
+fn copy_wildcard_with_a_trailing_slash_matches_directories_only() {
+    let w = Bench::new("stranger-glob-slash");
+    w.write("src/a.py", "a\n");
+    w.write("src/sub/b.py", "b\n");
+    w.write("src/sub/deep/c.py", "c\n");
+    w.build(
+        "slash",
+        "FROM busybox\n\
+         RUN mkdir -p /d/sub && echo a > /d/a && echo x > /d/sub/x\n\
+         FROM busybox\n\
+         COPY src/*/ /x/\n\
+         COPY --from=0 /d/*/ /y/\n",
+        &[],
+    );
+    assert_eq!(
+        w.run("slash", "cd / && find x y | sort"),
+        "x\nx/b.py\nx/deep\nx/deep/c.py\ny\ny/x\n"
+    );
+}
+
+/// A wildcard source that matches nothing is skipped when another source of the same
+/// COPY matches, as BuildKit allows empty wildcards: the Next.js example's `COPY
+/// package.json yarn.lock* package-lock.json* pnpm-lock.yaml* ./` copies whichever lock
+/// file the project has. Charliecloud 0.31 and 0.38 stop ("source file not found:
+/// yarn.lock*"), and so did Grove. A COPY where no source matches still fails, in
+/// Charliecloud's words, context or `--from` alike.
+#[test]
+fn copy_skips_a_wildcard_matching_nothing_when_another_source_matches() {
+    let w = Bench::new("stranger-empty-wildcard");
+    w.write("package.json", "{}\n");
+    w.write("package-lock.json", "lock\n");
+    w.build(
+        "next",
+        "FROM busybox AS s\n\
+         FROM busybox\n\
+         WORKDIR /app\n\
+         COPY package.json yarn.lock* package-lock.json* pnpm-lock.yaml* ./\n\
+         COPY --from=s /nope* /etc/mot* /s/\n",
+        &[],
+    );
+    assert_eq!(
+        w.run("next", "ls /app /s"),
+        "/app:\npackage-lock.json\npackage.json\n\n/s:\nmotd\n"
+    );
+    let (code, err) = w.build_fails("none", "FROM busybox\nCOPY yarn.lock* pnpm* /app/\n", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no source files match: yarn.lock*"), "{err}");
+    let (_, err) = w.build_fails(
+        "none",
+        "FROM busybox AS s\nFROM busybox\nCOPY --from=s /nope* /x/\n",
+        &[],
+    );
+    assert!(
+        err.contains("COPY --from: no source files match in stage: /nope*"),
+        "{err}"
+    );
+}
