@@ -168,7 +168,7 @@ fn real_main() -> Result<i32, RunError> {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
                 _ => run::EXIT_USAGE,
             };
-            match missing_argument(&e) {
+            match missing_argument(&e).or_else(|| unknown_option(&e)) {
                 // argp's words, which scripts check.
                 Some(what) => eprintln!(
                     "ch-run: {what}\nTry `ch-run --help' or `ch-run --usage' for more information."
@@ -284,7 +284,7 @@ fn real_main() -> Result<i32, RunError> {
     let build_mounts = cli
         .build_mount
         .iter()
-        .map(|m| run::BuildMount::parse(m).map_err(RunError::msg))
+        .map(|m| run::BuildMount::parse(m).map_err(|e| RunError::msg(e)))
         .collect::<Result<Vec<_>, _>>()?;
 
     let write = match (&cli.write_fake, cli.write) {
@@ -326,7 +326,7 @@ fn real_main() -> Result<i32, RunError> {
                 Some(c)
             }
             None => run::join::default_count()
-                .map_err(RunError::msg)?
+                .map_err(|e| RunError::msg(e))?
                 .map(|(var, c)| {
                     grove::verbose!("join: peer group size from {var}");
                     c
@@ -473,6 +473,30 @@ fn missing_argument(e: &clap::Error) -> Option<String> {
         (Some(true), Some(c)) => format!("option requires an argument -- '{c}'"),
         _ => format!("option '--{long}' requires an argument"),
     })
+}
+
+/// argp's (getopt's) message for an option ch-run does not have (`unrecognized option
+/// '--foo'`, or `invalid option -- 'Z'` for a short one), from clap's error; `None` for
+/// other errors.
+fn unknown_option(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    argp_unknown(arg)
+}
+
+/// The words of getopt for an unknown option word as clap names it. Pure.
+fn argp_unknown(arg: &str) -> Option<String> {
+    if arg.starts_with("--") && arg.len() > 2 {
+        Some(format!("unrecognized option '{arg}'"))
+    } else {
+        let c = arg.strip_prefix('-')?.chars().next()?;
+        Some(format!("invalid option -- '{c}'"))
+    }
 }
 
 /// A numeric option value (a uid, gid, PID or count) in Charliecloud's words when bad.

@@ -649,10 +649,24 @@ fn match_ends(pat: &[Tok], text: &[char], greedy: bool) -> Vec<Option<usize>> {
 
 fn check_work(pattern: &str, pat: &[Tok], value: &[char]) -> Result<(), SubstErrorKind> {
     if (pat.len() + 1).saturating_mul(value.len() + 1) > MAX_PATTERN_WORK {
-        return Err(SubstErrorKind::PatternTooLong(pattern.to_string()));
+        return Err(SubstErrorKind::PatternTooLong(shortened(pattern)));
     }
     Ok(())
 }
+
+/// `s` as an error quotes it: whole up to [`QUOTED_MAX`] characters, else its start and
+/// its length (a pattern refused for its length may be megabytes).
+fn shortened(s: &str) -> String {
+    let n = s.chars().count();
+    if n <= QUOTED_MAX {
+        return s.to_string();
+    }
+    let head: String = s.chars().take(QUOTED_MAX).collect();
+    format!("{head}… {n} characters")
+}
+
+/// The most characters of a pattern an error quotes.
+const QUOTED_MAX: usize = 64;
 
 /// `${value#word}`, `${value##word}` (`op` `#`) or `${value%word}`, `${value%%word}`
 /// (`op` `%`): a leading `op` in `word` makes the match greedy, as in BuildKit.
@@ -1080,6 +1094,29 @@ mod tests {
             Ok(s) => s,
             Err(e) => panic!("{word}: {e}"),
         }
+    }
+
+    #[test]
+    fn a_pattern_too_long_is_quoted_by_its_start_and_length() {
+        let long = "y".repeat(10_000);
+        let m = vars(&[("A", &"x".repeat(10_000))]);
+        let e = expand_word(&format!("${{A#{long}}}"), '\\', &m).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!(
+                "pattern ({}… 10000 characters) too long",
+                "y".repeat(64)
+            )),
+            "{msg}"
+        );
+        assert!(msg.len() < 300, "{msg}");
+        // A short one is quoted whole.
+        assert_eq!(shortened("ab*"), "ab*");
+        assert_eq!(shortened(&"é".repeat(64)), "é".repeat(64));
+        assert_eq!(
+            shortened(&"é".repeat(65)),
+            format!("{}… 65 characters", "é".repeat(64))
+        );
     }
 
     #[test]

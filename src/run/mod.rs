@@ -713,7 +713,7 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
             );
         }
         let staging = plan::staging(&write, &image_dir, |p| p.is_dir())
-            .map_err(RunError::msg)?
+            .map_err(|e| RunError::msg(e))?
             .unwrap_or_default();
         let input = plan::PlanInput {
             image: image_dir,

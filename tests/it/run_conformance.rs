@@ -297,6 +297,16 @@ fn argument_errors_use_charliecloud_words() {
             "ch-run: option '--bind' requires an argument",
         ),
         (&["-c"][..], "ch-run: option requires an argument -- 'c'"),
+        // An option ch-run does not have: getopt's words, as Charliecloud 0.31 prints
+        // (clap's "unexpected argument" before).
+        (
+            &["--test", "/x", "--", "true"][..],
+            "ch-run: unrecognized option '--test'",
+        ),
+        (
+            &["-Z", "/x", "--", "true"][..],
+            "ch-run: invalid option -- 'Z'",
+        ),
     ] {
         let (code, err) = fails(tool("ch-run").args(args));
         assert_eq!(code, 64, "{args:?}: {err}");
