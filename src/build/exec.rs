@@ -13,6 +13,7 @@
 //! ref: the image and the cache stay as they were, usable.
 
 use crate::error::{IoError, IoResultExt};
+use std::collections::HashSet;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -3205,6 +3206,10 @@ fn extract_archive(
         reason,
     };
     let mut later: Vec<(Vec<u8>, u64)> = Vec::new();
+    // The members extracted as regular files (their normalized names), the only targets a
+    // hard link may have, as import allows: the tar crate would link a directory, a
+    // symlink or a missing name, or fail with an error naming the paths raw.
+    let mut files: HashSet<Vec<u8>> = HashSet::new();
     for entry in ar.entries().at("read archive", src)? {
         let mut e = entry.at("read archive", src)?;
         budget.member(&e);
@@ -3218,6 +3223,20 @@ fn extract_archive(
             return Err(unsafe_err(&name, why.to_string()));
         }
         let kind = e.header().entry_type();
+        let norm = member_key(&name);
+        if let Some(t) = &link {
+            let key = member_key(t);
+            let p = dest.join(std::ffi::OsStr::from_bytes(&key));
+            if !files.contains(&key) || !fs::symlink_metadata(&p).is_ok_and(|md| md.is_file()) {
+                return Err(unsafe_err(
+                    &name,
+                    format!(
+                        "hard link target is not an earlier regular file: {}",
+                        crate::log::shown(&String::from_utf8_lossy(t))
+                    ),
+                ));
+            }
+        }
         let member = String::from_utf8_lossy(&name).into_owned();
         // The rule import uses: devices skipped with a warning, modes as FAQ 11.3.8 says.
         if let Some(w) = store::import::skipped_member(kind, src, &member) {
@@ -3239,8 +3258,13 @@ fn extract_archive(
                 later.push((name.clone(), t));
             }
         }
+        // Whatever this member turns out to be, a file of that name is gone.
+        files.remove(&norm);
         match e.unpack_in(dest) {
             Ok(true) => {
+                if kind.is_file() || kind.is_hard_link() || kind == tar::EntryType::GNUSparse {
+                    files.insert(norm);
+                }
                 let p = dest.join(std::ffi::OsStr::from_bytes(&name));
                 // tar writes a FIFO member as an empty regular file (its path checked like
                 // any other's): put a FIFO in its place, as import keeps one.
@@ -3280,7 +3304,7 @@ fn extract_archive(
                 return Err(copy::CopyError::Extract {
                     archive: src.to_path_buf(),
                     member: crate::log::shown(&String::from_utf8_lossy(&name)).into_owned(),
-                    source: err,
+                    source: tar_cause(err),
                 })
             }
         }
@@ -3300,6 +3324,45 @@ fn extract_archive(
         }
     }
     Ok(())
+}
+
+/// An archive member's name (or hard link target) as the tar crate places it below the
+/// destination: without empty and `.` components (a leading `/` included).
+fn member_key(path: &[u8]) -> Vec<u8> {
+    path.split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect::<Vec<_>>()
+        .join(&b'/')
+}
+
+/// The cause of a failed extraction without the tar crate's wording, which names the
+/// member's paths as they are (any bytes, an escape sequence, a newline) below a
+/// temporary directory: the system error if there is one, else its text escaped.
+fn tar_cause(err: std::io::Error) -> std::io::Error {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(c) = cur {
+        if let Some(code) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+        {
+            return std::io::Error::from_raw_os_error(code);
+        }
+        cur = c.source();
+    }
+    // The tar crate words most system errors itself (`... when symlinking A to B`),
+    // keeping only their kind.
+    let kind = std::io::Error::from(err.kind());
+    if err.kind() != std::io::ErrorKind::Other && kind.to_string() != "uncategorized error" {
+        return kind;
+    }
+    let mut text = err.to_string();
+    let mut cur = std::error::Error::source(&err);
+    while let Some(c) = cur {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cur = c.source();
+    }
+    std::io::Error::new(err.kind(), crate::log::shown(&text).into_owned())
 }
 
 /// The `user.*` extended attributes of an archive member (PAX `SCHILY.xattr.NAME`).
