@@ -3210,8 +3210,9 @@ fn extract_archive(
     // hard link may have, as import allows: the tar crate would link a directory, a
     // symlink or a missing name, or fail with an error naming the paths raw.
     let mut files: HashSet<Vec<u8>> = HashSet::new();
-    for entry in ar.entries().at("read archive", src)? {
-        let mut e = entry.at("read archive", src)?;
+    let escaped = store::import::escaped_io;
+    for entry in ar.entries().map_err(escaped).at("read archive", src)? {
+        let mut e = entry.map_err(escaped).at("read archive", src)?;
         budget.member(&e);
         let name = e.path_bytes().into_owned();
         let link = e.header().entry_type().is_hard_link().then(|| {
@@ -3355,14 +3356,7 @@ fn tar_cause(err: std::io::Error) -> std::io::Error {
     if err.kind() != std::io::ErrorKind::Other && kind.to_string() != "uncategorized error" {
         return kind;
     }
-    let mut text = err.to_string();
-    let mut cur = std::error::Error::source(&err);
-    while let Some(c) = cur {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cur = c.source();
-    }
-    std::io::Error::new(err.kind(), crate::log::shown(&text).into_owned())
+    store::import::escaped_io(err)
 }
 
 /// The `user.*` extended attributes of an archive member (PAX `SCHILY.xattr.NAME`).

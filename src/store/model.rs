@@ -409,9 +409,11 @@ pub fn join_rel(rel: &[u8], name: &std::ffi::OsStr) -> Vec<u8> {
     r
 }
 
-/// Lossy display of a byte path for messages.
+/// Lossy display of a byte path for messages, escaped as [`crate::log::shown`] escapes
+/// (a path comes from an archive, a layer or a remote: its control characters must not
+/// reach the terminal nor forge a line).
 pub fn show(path: &[u8]) -> String {
-    String::from_utf8_lossy(path).into_owned()
+    crate::log::shown(&String::from_utf8_lossy(path)).into_owned()
 }
 
 impl Dir {

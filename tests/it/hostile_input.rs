@@ -172,3 +172,216 @@ fn add_refuses_hard_links_to_anything_but_an_earlier_file_naming_them_escaped() 
     }
     ok(chi(&st).arg("fsck"));
 }
+
+/// A tar of regular files `members` (name, data), written with raw headers.
+fn files_tar(members: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let m: Vec<Member> = members
+        .iter()
+        .map(|(n, d)| (*n, tar::EntryType::Regular, &b""[..], *d))
+        .collect();
+    raw_tar(&m)
+}
+
+/// Regression: `ch-convert -i oci` named what a `docker save` archive or layout chose
+/// as it was: a member `../x ESC[31m\nforged` ("leaves the archive"), a layer path of
+/// `manifest.json` that is missing (`can't stat: …`) or a symlink. An escape sequence
+/// reached the terminal and a newline forged a line; they are now `\u{..}` escapes
+/// (every I/O error's path is, `error::IoError`).
+#[test]
+fn convert_of_a_hostile_docker_archive_names_its_paths_escaped() {
+    let s = Scratch::new("oci-names-escaped");
+    let st = s.storage();
+    let manifest =
+        |layer: &str| format!(r#"[{{"Config":"c.json","Layers":["{layer}"]}}]"#).into_bytes();
+    let config = br#"{"architecture":"amd64","config":{}}"#;
+    let missing = manifest("l\\u001b[31m\\nforged/layer.tar");
+    let through = manifest("ln\\u001b[32m/layer.tar");
+    let cases: [(&str, Vec<u8>, &str); 2] = [
+        (
+            "missing",
+            files_tar(&[(b"manifest.json", &missing), (b"c.json", config)]),
+            "/l\\u{1b}[31m\\u{a}forged\n",
+        ),
+        (
+            "dotdot",
+            files_tar(&[
+                (b"manifest.json", &missing),
+                (b"../x\x1b[31m\nforged", b"x"),
+            ]),
+            "member ../x\\u{1b}[31m\\u{a}forged leaves the archive",
+        ),
+    ];
+    let raw = ['\u{1b}', '\u{7}', '\u{9b}'];
+    let check = |what: &str, input: &Path, want: &str| {
+        let out = output(
+            crate::store::chc(&st)
+                .args(["-i", "oci", "-o", "dir"])
+                .arg(input)
+                .arg(s.join(format!("{what}.out"))),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: {err}");
+        assert!(!err.contains(raw), "{what}: printed raw: {err:?}");
+        assert!(
+            !err.lines().any(|l| l.starts_with("forged")),
+            "{what}: a forged line: {err}"
+        );
+        assert!(err.contains(want), "{what}: {want:?} not in: {err}");
+    };
+    for (name, tar, want) in cases {
+        let path = s.join(format!("{name}.tar"));
+        std::fs::write(&path, tar).unwrap();
+        own(&s.path);
+        check(name, &path, want);
+    }
+    // The same as a directory, and a layer path through a symlink.
+    let dir = s.join("layout");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("manifest.json"), &missing).unwrap();
+    std::fs::write(dir.join("c.json"), config).unwrap();
+    own(&s.path);
+    check("dir", &dir, "layout/l\\u{1b}[31m\\u{a}forged\n");
+    std::fs::write(dir.join("manifest.json"), &through).unwrap();
+    std::os::unix::fs::symlink("/etc", dir.join("ln\x1b[32m")).unwrap();
+    own(&s.path);
+    check(
+        "symlink",
+        &dir,
+        "ln\\u{1b}[32m: not a directory but a symlink",
+    );
+}
+
+/// Regression: a member written through a symlink or a file of the archive (or of an
+/// earlier layer) was refused naming that symlink or file as it was, in the cause line
+/// (`path goes through symlink a ESC[31m` then a forged line): `ch-image import` of a
+/// tarball and `ch-convert` of an OCI layout whose second layer writes through the
+/// first's symlink. Paths in messages are now escaped (`model::show`).
+#[test]
+fn a_member_through_a_symlink_or_file_names_it_escaped() {
+    use tar::EntryType as T;
+    let s = Scratch::new("through-escaped");
+    let st = s.storage();
+    let link: &[u8] = b"a\x1b[31m\nforged";
+    let file: &[u8] = b"f\x1b[32m";
+    let under = |p: &[u8], n: &[u8]| [p, b"/", n].concat();
+    let (via_link, via_file) = (under(link, b"pwned"), under(file, b"x"));
+    let layer1 = raw_tar(&[
+        (link, T::Symlink, b"/tmp", b""),
+        (file, T::Regular, b"", b"f"),
+    ]);
+    let wants = [
+        "path goes through symlink a\\u{1b}[31m\\u{a}forged\n",
+        "path goes through non-directory f\\u{1b}[32m\n",
+    ];
+    // One tarball.
+    for (i, (member, want)) in [&via_link, &via_file].into_iter().zip(wants).enumerate() {
+        let mut tar = layer1[..layer1.len() - 1024].to_vec();
+        tar.extend(raw_tar(&[(member, T::Regular, b"", b"x")]));
+        let path = s.join(format!("t{i}.tar"));
+        std::fs::write(&path, tar).unwrap();
+        own(&s.path);
+        let out = output(chi(&st).arg("import").arg(&path).arg(format!("t{i}")));
+        check_escaped(&format!("import t{i}"), &out, want);
+    }
+    // Two layers of an OCI layout (the second writes through the first's names).
+    for (i, (member, want)) in [&via_link, &via_file].into_iter().zip(wants).enumerate() {
+        let dir = s.join(format!("layout{i}"));
+        let layer2 = raw_tar(&[(member, T::Regular, b"", b"x")]);
+        oci_layout(&dir, &[&layer1, &layer2]);
+        own(&s.path);
+        let out = output(
+            crate::store::chc(&st)
+                .args(["-i", "oci", "-o", "dir"])
+                .arg(&dir)
+                .arg(s.join(format!("out{i}"))),
+        );
+        check_escaped(&format!("convert layout{i}"), &out, want);
+    }
+    assert!(!Path::new("/tmp/pwned").exists());
+}
+
+/// `out` failed, printed no ESC, BEL or CSI raw and no forged line, and has `want`.
+fn check_escaped(what: &str, out: &std::process::Output, want: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{what}: {err}");
+    assert!(
+        !err.contains(['\u{1b}', '\u{7}', '\u{9b}']),
+        "{what}: printed raw: {err:?}"
+    );
+    assert!(
+        !err.lines().any(|l| l.starts_with("forged")),
+        "{what}: a forged line: {err}"
+    );
+    assert!(err.contains(want), "{what}: {want:?} not in: {err}");
+}
+
+/// An OCI image layout in `dir` of uncompressed `layers`, bottom first.
+fn oci_layout(dir: &Path, layers: &[&[u8]]) {
+    use sha2::Digest as _;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| {
+        let h = hex::encode(sha2::Sha256::digest(data));
+        std::fs::write(blobs.join(&h), data).unwrap();
+        (format!("sha256:{h}"), data.len())
+    };
+    let ls: Vec<_> = layers.iter().map(|l| put(l)).collect();
+    let diff_ids: Vec<_> = ls.iter().map(|(d, _)| d.clone()).collect();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    let (cd, cs) = put(config.to_string().as_bytes());
+    let layer_docs: Vec<_> = ls
+        .iter()
+        .map(|(d, n)| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n,
+            })
+        })
+        .collect();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": layer_docs,
+    });
+    let (md, ms) = put(manifest.to_string().as_bytes());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms},
+    ]});
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// Regression: the tar crate quotes a header field it can't parse as it is (`numeric
+/// field was not a number: ESC[31m\nforg…`), and `ch-image import`, `ch-convert` and
+/// `ADD` printed its error raw: a tarball's size field drove the terminal and forged a
+/// line. The tar reader's errors are now escaped (`import::escaped_io`).
+#[test]
+fn a_tarballs_bad_header_field_is_quoted_escaped() {
+    let s = Scratch::new("bad-field-escaped");
+    let st = s.storage();
+    import(&st, &busybox_rootfs(), "busybox");
+    let mut tar = raw_tar(&[(b"f", tar::EntryType::Regular, b"", b"x")]);
+    tar[124..136].copy_from_slice(b"\x1b[31m\nforg\xc2\x9b");
+    tar[148..156].copy_from_slice(b"        ");
+    let sum: u32 = tar[..512].iter().map(|b| u32::from(*b)).sum();
+    tar[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let ctx = s.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let path = ctx.join("bad.tar");
+    std::fs::write(&path, &tar).unwrap();
+    own(&s.path);
+    let want = "numeric field was not a number: \\u{1b}[31m\\u{a}forg\\u{9b}";
+    let out = output(chi(&st).arg("import").arg(&path).arg("bad"));
+    check_escaped("import", &out, want);
+    let out = output(
+        crate::store::chc(&st)
+            .args(["-i", "tar", "-o", "dir"])
+            .arg(&path)
+            .arg(s.join("out")),
+    );
+    check_escaped("ch-convert", &out, want);
+    let out = build_add(&st, &ctx, "bad", &tar, "");
+    check_escaped("ADD", &out, want);
+}
