@@ -3365,7 +3365,7 @@ fn member_xattrs<R: std::io::Read>(e: &mut tar::Entry<R>) -> Vec<(Vec<u8>, Vec<u
     if let Ok(Some(exts)) = e.pax_extensions() {
         for ext in exts.flatten() {
             if let Some(n) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-                if n.starts_with(b"user.") {
+                if store::model::is_image_xattr(n) {
                     x.push((n.to_vec(), ext.value_bytes().to_vec()));
                 }
             }

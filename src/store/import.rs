@@ -505,7 +505,8 @@ impl DirWalk<'_> {
             let ft = md.file_type();
             self.times.insert(r.clone(), model::Mtime::of(&md));
             if self.xattrs_policy.record() && !ft.is_symlink() {
-                let x = model::read_xattrs(&p);
+                let mut x = model::read_xattrs(&p);
+                x.retain(|(n, _)| model::is_image_xattr(n));
                 if !x.is_empty() {
                     self.xattrs.insert(r.clone(), x);
                 }
@@ -1227,7 +1228,7 @@ fn apply_layer_shaped(
                 if let Ok(Some(exts)) = entry.pax_extensions() {
                     for e in exts.flatten() {
                         if let Some(n) = e.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-                            if n.starts_with(b"user.") {
+                            if model::is_image_xattr(n) {
                                 x.push((n.to_vec(), e.value_bytes().to_vec()));
                             }
                         }

@@ -385,3 +385,84 @@ fn a_tarballs_bad_header_field_is_quoted_escaped() {
     let out = build_add(&st, &ctx, "bad", &tar, "");
     check_escaped("ADD", &out, want);
 }
+
+/// A member of [`pax_tar`]: name, type, data, extended attributes (name, value).
+type PaxMember<'a> = (&'a str, tar::EntryType, &'a [u8], &'a [(&'a str, &'a [u8])]);
+
+/// A tar of `members`, their extended attributes as PAX `SCHILY.xattr.NAME` records.
+fn pax_tar(members: &[PaxMember]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, data, xattrs) in members {
+        if !xattrs.is_empty() {
+            let keys: Vec<(String, &[u8])> = xattrs
+                .iter()
+                .map(|(n, v)| (format!("SCHILY.xattr.{n}"), *v))
+                .collect();
+            b.append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), *v)))
+                .unwrap();
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(*kind);
+        h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_000_000);
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// Regression: with `--xattrs`, an `ADD`ed tarball's member carrying overlayfs's own
+/// attributes (`user.overlay.opaque=y` on a directory, `user.overlay.whiteout` on an
+/// empty file) was given them in the layer, which read them back as an opaque directory
+/// and a whiteout: the image lost the directory's other files and the file itself (a
+/// member `bin/busybox` so marked removed the shell). Import recorded them too, for a
+/// checkout that an overlay reads. `user.overlay.*` is now never taken from an input;
+/// other `user.*` attributes still are.
+#[test]
+fn overlay_attributes_of_an_input_neither_hide_nor_delete_image_files() {
+    use tar::EntryType as T;
+    let s = Scratch::new("overlay-xattrs");
+    let st = s.storage();
+    import(&st, &busybox_rootfs(), "busybox");
+    let tar = pax_tar(&[
+        ("keep", T::Directory, b"", &[("user.overlay.opaque", b"y")]),
+        ("keep/new", T::Regular, b"n", &[("user.kept", b"1")]),
+        (
+            "etc/hosts",
+            T::Regular,
+            b"",
+            &[("user.overlay.whiteout", b"")],
+        ),
+    ]);
+    let ctx = s.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("x.tar"), &tar).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN mkdir /keep && echo o > /keep/old\nADD x.tar /\n\
+         RUN ls /keep && ls /etc/hosts\n",
+    )
+    .unwrap();
+    own(&s.path);
+    let out = output(chi(&st).args(["build", "--xattrs", "-t", "x"]).arg(&ctx));
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("new\nold\n/etc/hosts\n"), "{log}");
+    // Import keeps `user.kept`, not `user.overlay.*`: a tar export with --xattrs shows.
+    let path = s.join("x.tar");
+    std::fs::write(&path, &tar).unwrap();
+    own(&s.path);
+    ok(chi(&st)
+        .args(["import", "--xattrs"])
+        .arg(&path)
+        .arg("imported"));
+    let exported = s.join("out.tar");
+    ok(crate::store::chc(&st)
+        .args(["--xattrs", "imported"])
+        .arg(&exported));
+    let bytes = std::fs::read(&exported).unwrap();
+    let has = |what: &[u8]| bytes.windows(what.len()).any(|w| w == what);
+    assert!(has(b"SCHILY.xattr.user.kept"), "user.kept lost");
+    assert!(!has(b"user.overlay."), "user.overlay.* kept");
+}
