@@ -3261,9 +3261,12 @@ fn extract_archive(
         }
         // Whatever this member turns out to be, a file of that name is gone.
         files.remove(&norm);
+        let norm_empty = norm.is_empty();
         match e.unpack_in(dest) {
             Ok(true) => {
-                if kind.is_file() || kind.is_hard_link() || kind == tar::EntryType::GNUSparse {
+                if !norm_empty
+                    && (kind.is_file() || kind.is_hard_link() || kind == tar::EntryType::GNUSparse)
+                {
                     files.insert(norm);
                 }
                 let p = dest.join(std::ffi::OsStr::from_bytes(&name));
@@ -3279,14 +3282,19 @@ fn extract_archive(
                         later.push((name.clone(), t));
                     }
                 }
-                let settable = kind.is_dir() || kind.is_file() || kind == tar::EntryType::Fifo;
+                // A member naming the destination itself (`./`, typed a regular file by
+                // archivers that mark directories by the trailing `/` only) wrote nothing
+                // and names a directory: it gets a directory's mode, never a file's (0644
+                // left no search permission, and the next member failed).
+                let dir_like = kind.is_dir() || norm_empty;
+                let settable = dir_like || kind.is_file() || kind == tar::EntryType::Fifo;
                 // Never through a symlink a later member put in its place.
                 let real = fs::symlink_metadata(&p).is_ok_and(|md| !md.is_symlink());
-                if real && (kind.is_dir() || kind.is_file()) {
+                if real && (dir_like || kind.is_file()) {
                     copy::set_xattrs(&attrs, &p)?;
                 }
                 if let (Some(m), true) = (mode, settable) {
-                    let kept = store::import::kept_mode(kind.is_dir(), m);
+                    let kept = store::import::kept_mode(dir_like, m);
                     if real {
                         fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(kept))
                             .at("set mode of", &p)?;

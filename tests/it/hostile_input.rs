@@ -466,3 +466,24 @@ fn overlay_attributes_of_an_input_neither_hide_nor_delete_image_files() {
     assert!(has(b"SCHILY.xattr.user.kept"), "user.kept lost");
     assert!(!has(b"user.overlay."), "user.overlay.* kept");
 }
+
+/// Regression: an `ADD`ed tarball whose first member `./` is typed a regular file (as
+/// archivers that mark directories by the trailing `/` write it) with mode 0644 gave the
+/// destination directory that mode: no search permission, and the next member failed
+/// (`can't extract f ... Permission denied`). It is a directory's mode now (0644 raised
+/// to 0744, as for any directory member).
+#[test]
+fn add_of_a_dot_member_typed_as_a_file_keeps_the_destination_a_directory() {
+    use tar::EntryType as T;
+    let s = Scratch::new("add-dot-file");
+    let st = s.storage();
+    import(&st, &busybox_rootfs(), "busybox");
+    let ctx = s.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let tar = raw_tar(&[(b"./", T::Regular, b"", b""), (b"f", T::Regular, b"", b"x")]);
+    let out = build_add(&st, &ctx, "dot", &tar, "RUN stat -c '%A %n' /d /d/f\n");
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("drwxr--r-- /d\n-rw-r--r-- /d/f"), "{log}");
+}
