@@ -5,9 +5,12 @@
 
 use std::path::{Path, PathBuf};
 
-/// An I/O operation on `path` failed: `can't {action}: {path}`, caused by `source`.
+/// An I/O operation on `path` failed: `can't {action}: {path}`, caused by `source`. The
+/// path is shown escaped ([`crate::log::shown`]): much of it may come from an archive, a
+/// layout or a remote (a member's name), whose control characters must not reach the
+/// terminal nor forge a line.
 #[derive(Debug, thiserror::Error)]
-#[error("can't {action}: {}", .path.display())]
+#[error("can't {action}: {}", crate::log::shown(&.path.to_string_lossy()))]
 pub struct IoError {
     /// What was being done, as a verb phrase ("read", "create directory").
     pub action: &'static str,
@@ -48,6 +51,9 @@ mod tests {
         let r: std::io::Result<()> = Err(std::io::Error::from(std::io::ErrorKind::NotFound));
         let e = r.at("read", "/no/such").unwrap_err();
         assert_eq!(e.to_string(), "can't read: /no/such");
+        let r: std::io::Result<()> = Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+        let e = r.at("read", "/a\x1b[31m\nforged").unwrap_err();
+        assert_eq!(e.to_string(), "can't read: /a\\u{1b}[31m\\u{a}forged");
         let cause = std::error::Error::source(&e).expect("a cause");
         assert!(cause.downcast_ref::<std::io::Error>().is_some());
     }

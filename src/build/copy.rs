@@ -444,14 +444,17 @@ fn copy_xattrs(src: &Path, to: &Path, xattrs: XattrPolicy) -> Result<(), CopyErr
 }
 
 /// Give `to` the extended attributes `attrs` (`user.*` only: the others are not the
-/// user's to set), making it owner-writable first; the caller sets its final mode.
+/// user's to set; not `user.overlay.*`, which the layer would read as a whiteout or an
+/// opaque directory: [`crate::store::model::is_image_xattr`]), making it owner-writable
+/// first; the caller sets its final mode.
 pub fn set_xattrs(attrs: &[(Vec<u8>, Vec<u8>)], to: &Path) -> Result<(), CopyError> {
-    if !attrs.iter().any(|(n, _)| n.starts_with(b"user.")) {
+    use crate::store::model::is_image_xattr;
+    if !attrs.iter().any(|(n, _)| is_image_xattr(n)) {
         return Ok(());
     }
     let mode = fs::metadata(to).at("stat", to)?.permissions().mode();
     fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o600)).at("chmod", to)?;
-    for (name, value) in attrs.iter().filter(|(n, _)| n.starts_with(b"user.")) {
+    for (name, value) in attrs.iter().filter(|(n, _)| is_image_xattr(n)) {
         xattr::set(to, std::ffi::OsStr::from_bytes(name), value)
             .at("set extended attribute on", to)?;
     }

@@ -13,6 +13,7 @@
 //! ref: the image and the cache stay as they were, usable.
 
 use crate::error::{IoError, IoResultExt};
+use std::collections::HashSet;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -3251,8 +3252,13 @@ fn extract_archive(
         reason,
     };
     let mut later: Vec<(Vec<u8>, u64)> = Vec::new();
-    for entry in ar.entries().at("read archive", src)? {
-        let mut e = entry.at("read archive", src)?;
+    // The members extracted as regular files (their normalized names), the only targets a
+    // hard link may have, as import allows: the tar crate would link a directory, a
+    // symlink or a missing name, or fail with an error naming the paths raw.
+    let mut files: HashSet<Vec<u8>> = HashSet::new();
+    let escaped = store::import::escaped_io;
+    for entry in ar.entries().map_err(escaped).at("read archive", src)? {
+        let mut e = entry.map_err(escaped).at("read archive", src)?;
         budget.member(&e);
         let name = e.path_bytes().into_owned();
         let link = e.header().entry_type().is_hard_link().then(|| {
@@ -3264,6 +3270,20 @@ fn extract_archive(
             return Err(unsafe_err(&name, why.to_string()));
         }
         let kind = e.header().entry_type();
+        let norm = member_key(&name);
+        if let Some(t) = &link {
+            let key = member_key(t);
+            let p = dest.join(std::ffi::OsStr::from_bytes(&key));
+            if !files.contains(&key) || !fs::symlink_metadata(&p).is_ok_and(|md| md.is_file()) {
+                return Err(unsafe_err(
+                    &name,
+                    format!(
+                        "hard link target is not an earlier regular file: {}",
+                        crate::log::shown(&String::from_utf8_lossy(t))
+                    ),
+                ));
+            }
+        }
         let member = String::from_utf8_lossy(&name).into_owned();
         // The rule import uses: devices skipped with a warning, modes as FAQ 11.3.8 says.
         if let Some(w) = store::import::skipped_member(kind, src, &member) {
@@ -3285,8 +3305,16 @@ fn extract_archive(
                 later.push((name.clone(), t));
             }
         }
+        // Whatever this member turns out to be, a file of that name is gone.
+        files.remove(&norm);
+        let norm_empty = norm.is_empty();
         match e.unpack_in(dest) {
             Ok(true) => {
+                if !norm_empty
+                    && (kind.is_file() || kind.is_hard_link() || kind == tar::EntryType::GNUSparse)
+                {
+                    files.insert(norm);
+                }
                 let p = dest.join(std::ffi::OsStr::from_bytes(&name));
                 // tar writes a FIFO member as an empty regular file (its path checked like
                 // any other's): put a FIFO in its place, as import keeps one.
@@ -3300,14 +3328,19 @@ fn extract_archive(
                         later.push((name.clone(), t));
                     }
                 }
-                let settable = kind.is_dir() || kind.is_file() || kind == tar::EntryType::Fifo;
+                // A member naming the destination itself (`./`, typed a regular file by
+                // archivers that mark directories by the trailing `/` only) wrote nothing
+                // and names a directory: it gets a directory's mode, never a file's (0644
+                // left no search permission, and the next member failed).
+                let dir_like = kind.is_dir() || norm_empty;
+                let settable = dir_like || kind.is_file() || kind == tar::EntryType::Fifo;
                 // Never through a symlink a later member put in its place.
                 let real = fs::symlink_metadata(&p).is_ok_and(|md| !md.is_symlink());
-                if real && (kind.is_dir() || kind.is_file()) {
+                if real && (dir_like || kind.is_file()) {
                     copy::set_xattrs(&attrs, &p)?;
                 }
                 if let (Some(m), true) = (mode, settable) {
-                    let kept = store::import::kept_mode(kind.is_dir(), m);
+                    let kept = store::import::kept_mode(dir_like, m);
                     if real {
                         fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(kept))
                             .at("set mode of", &p)?;
@@ -3326,7 +3359,7 @@ fn extract_archive(
                 return Err(copy::CopyError::Extract {
                     archive: src.to_path_buf(),
                     member: crate::log::shown(&String::from_utf8_lossy(&name)).into_owned(),
-                    source: err,
+                    source: tar_cause(err),
                 })
             }
         }
@@ -3348,13 +3381,45 @@ fn extract_archive(
     Ok(())
 }
 
+/// An archive member's name (or hard link target) as the tar crate places it below the
+/// destination: without empty and `.` components (a leading `/` included).
+fn member_key(path: &[u8]) -> Vec<u8> {
+    path.split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect::<Vec<_>>()
+        .join(&b'/')
+}
+
+/// The cause of a failed extraction without the tar crate's wording, which names the
+/// member's paths as they are (any bytes, an escape sequence, a newline) below a
+/// temporary directory: the system error if there is one, else its text escaped.
+fn tar_cause(err: std::io::Error) -> std::io::Error {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(c) = cur {
+        if let Some(code) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+        {
+            return std::io::Error::from_raw_os_error(code);
+        }
+        cur = c.source();
+    }
+    // The tar crate words most system errors itself (`... when symlinking A to B`),
+    // keeping only their kind.
+    let kind = std::io::Error::from(err.kind());
+    if err.kind() != std::io::ErrorKind::Other && kind.to_string() != "uncategorized error" {
+        return kind;
+    }
+    store::import::escaped_io(err)
+}
+
 /// The `user.*` extended attributes of an archive member (PAX `SCHILY.xattr.NAME`).
 fn member_xattrs<R: std::io::Read>(e: &mut tar::Entry<R>) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut x = Vec::new();
     if let Ok(Some(exts)) = e.pax_extensions() {
         for ext in exts.flatten() {
             if let Some(n) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-                if n.starts_with(b"user.") {
+                if store::model::is_image_xattr(n) {
                     x.push((n.to_vec(), ext.value_bytes().to_vec()));
                 }
             }

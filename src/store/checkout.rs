@@ -55,7 +55,7 @@ pub enum CheckoutError {
     Git(#[from] GitError),
     /// An entry no checkout may create (the model is checked again here, whatever built
     /// it: the last line of defence against names that would leave the destination).
-    #[error("refusing to check out unsafe entry {path:?}: {reason}")]
+    #[error("refusing to check out unsafe entry \"{path}\": {reason}")]
     Unsafe { path: String, reason: &'static str },
 }
 

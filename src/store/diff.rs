@@ -69,7 +69,7 @@ fn tree_entries(repo: &gix::Repository, id: Option<ObjectId>) -> Result<Entries,
             let raw = e.filename.as_bytes();
             if let Some(why) = git::bad_entry_name(raw) {
                 return Err(git_err(format!(
-                    "read tree {id}: unsafe entry {:?}",
+                    "read tree {id}: unsafe entry \"{}\"",
                     super::model::show(raw)
                 ))(why));
             }
@@ -126,7 +126,7 @@ pub fn diff_trees(
         }
         if depth > super::model::MAX_DEPTH {
             return Err(git_err(format!(
-                "diff trees at {:?}",
+                "diff trees at \"{}\"",
                 super::model::show(&prefix)
             ))("path is too deep"));
         }

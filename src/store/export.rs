@@ -28,7 +28,7 @@ pub enum ExportError {
     Io(#[from] io::Error),
     #[error(transparent)]
     Git(#[from] GitError),
-    #[error("refusing to export unsafe entry {path:?}: {reason}")]
+    #[error("refusing to export unsafe entry \"{path}\": {reason}")]
     Unsafe { path: String, reason: &'static str },
     #[error("can't make SquashFS: none of tar2sqfs, mksquashfs or sqfstar found")]
     NoSquashTool,
@@ -40,7 +40,7 @@ pub enum ExportError {
         #[source]
         source: io::Error,
     },
-    #[error("can't name {path:?} in a mksquashfs pseudo file (a newline in the name); install squashfs-tools-ng (tar2sqfs)")]
+    #[error("can't name \"{path}\" in a mksquashfs pseudo file (a newline in the name); install squashfs-tools-ng (tar2sqfs)")]
     PseudoName { path: String },
     #[error("can't run {tool}")]
     Spawn {

@@ -249,14 +249,14 @@ pub enum ReadError {
     #[error(transparent)]
     Config(#[from] super::config::ConfigError),
     /// A tree entry that cannot be checked out safely (the tree may come from a remote).
-    #[error("commit {commit}: unsafe tree entry {entry:?}: {reason}")]
+    #[error("commit {commit}: unsafe tree entry \"{entry}\": {reason}")]
     BadEntry {
         commit: ObjectId,
         entry: String,
         reason: &'static str,
     },
     /// A metadata record that names an unsafe path or a path not in the tree.
-    #[error("commit {commit}: unsafe metadata record for {path:?}: {reason}")]
+    #[error("commit {commit}: unsafe metadata record for \"{path}\": {reason}")]
     BadRecord {
         commit: ObjectId,
         path: String,

@@ -129,6 +129,28 @@ pub fn skipped_member(kind: tar::EntryType, archive: &Path, member: &str) -> Opt
     }
 }
 
+/// A read error of the tar reader, its text escaped ([`crate::log::shown`]) where it
+/// needs it: the tar crate quotes header fields as they are (`numeric field was not a
+/// number: ...`), any bytes an archive chose. A system error (it has an errno) and an
+/// error with nothing to escape are kept as they are (their type is looked for along
+/// the chain: an interrupted read, a full disk).
+pub fn escaped_io(e: io::Error) -> io::Error {
+    if e.raw_os_error().is_some() {
+        return e;
+    }
+    let mut text = e.to_string();
+    let mut cur = std::error::Error::source(&e);
+    while let Some(c) = cur {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cur = c.source();
+    }
+    match crate::log::shown(&text) {
+        std::borrow::Cow::Borrowed(_) => e,
+        std::borrow::Cow::Owned(t) => io::Error::new(e.kind(), t),
+    }
+}
+
 /// What went wrong reading an archive, as [`ImportError::Archive`] says it: a read
 /// stopped by a signal ([`crate::interrupt`]) is not a damaged archive.
 fn archive_failure(e: &io::Error) -> &'static str {
@@ -200,7 +222,11 @@ pub fn import_squash(
                 String::from_utf8_lossy(&out.stderr).trim()
             )),
             _ => {
-                crate::warn!("{}", String::from_utf8_lossy(&out.stderr).trim());
+                // Its messages quote the file's names: escaped (docs/security.md).
+                crate::warn!(
+                    "{}",
+                    crate::log::shown(String::from_utf8_lossy(&out.stderr).trim())
+                );
                 return Err(ImportError::ToolFailed {
                     tool: "unsquashfs",
                     status: out.status,
@@ -310,7 +336,7 @@ fn import_squash_stream(
     };
     if !status.success() {
         if !stderr.is_empty() {
-            crate::warn!("{stderr}");
+            crate::warn!("{}", crate::log::shown(&stderr));
         }
         return Err(ImportError::ToolFailed {
             tool: "sqfs2tar",
@@ -479,7 +505,8 @@ impl DirWalk<'_> {
             let ft = md.file_type();
             self.times.insert(r.clone(), model::Mtime::of(&md));
             if self.xattrs_policy.record() && !ft.is_symlink() {
-                let x = model::read_xattrs(&p);
+                let mut x = model::read_xattrs(&p);
+                x.retain(|(n, _)| model::is_image_xattr(n));
                 if !x.is_empty() {
                     self.xattrs.insert(r.clone(), x);
                 }
@@ -1054,14 +1081,14 @@ fn apply_layer_shaped(
         let entries = ar.entries().map_err(|source| ImportError::Archive {
             archive: archive_path.clone(),
             after: last.clone(),
-            source,
+            source: escaped_io(source),
         })?;
         let mut members = 0usize;
         for entry in entries {
             let mut entry = entry.map_err(|source| ImportError::Archive {
                 archive: archive_path.clone(),
                 after: last.clone(),
-                source,
+                source: escaped_io(source),
             })?;
             budget.member(&entry);
             // An image holds at most MAX_ENTRIES entries; refuse an archive of more
@@ -1201,7 +1228,7 @@ fn apply_layer_shaped(
                 if let Ok(Some(exts)) = entry.pax_extensions() {
                     for e in exts.flatten() {
                         if let Some(n) = e.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-                            if n.starts_with(b"user.") {
+                            if model::is_image_xattr(n) {
                                 x.push((n.to_vec(), e.value_bytes().to_vec()));
                             }
                         }
@@ -1224,7 +1251,7 @@ fn apply_layer_shaped(
                             StoreReadError::Io(source) => ImportError::Archive {
                                 archive: archive_path.clone(),
                                 after: member.clone(),
-                                source,
+                                source: escaped_io(source),
                             },
                             StoreReadError::Git(g) => ImportError::Git(g),
                         })?
@@ -1238,7 +1265,7 @@ fn apply_layer_shaped(
                                 return Err(ImportError::Archive {
                                     archive: archive_path.clone(),
                                     after: member.clone(),
-                                    source,
+                                    source: escaped_io(source),
                                 })
                             }
                         };

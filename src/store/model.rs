@@ -255,6 +255,16 @@ impl XattrPolicy {
     }
 }
 
+/// Whether extended attribute `name` is image content that an input may bring: `user.*`
+/// but not `user.overlay.*`, which is overlayfs's bookkeeping (a whiteout, an opaque
+/// directory) under the `userxattr` mount option that builds use. An archive member or a
+/// host file carrying one is not allowed to delete or hide other files of the image when
+/// its layer is read back ([`super::layer`]), nor to reach a checkout that an overlay
+/// reads as a lower directory.
+pub fn is_image_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"user.") && !name.starts_with(b"user.overlay.")
+}
+
 /// The `user.*` extended attributes of `path` (not following symlinks), sorted by name.
 pub fn read_xattrs(path: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     use std::os::unix::ffi::OsStrExt;
@@ -409,9 +419,11 @@ pub fn join_rel(rel: &[u8], name: &std::ffi::OsStr) -> Vec<u8> {
     r
 }
 
-/// Lossy display of a byte path for messages.
+/// Lossy display of a byte path for messages, escaped as [`crate::log::shown`] escapes
+/// (a path comes from an archive, a layer or a remote: its control characters must not
+/// reach the terminal nor forge a line).
 pub fn show(path: &[u8]) -> String {
-    String::from_utf8_lossy(path).into_owned()
+    crate::log::shown(&String::from_utf8_lossy(path)).into_owned()
 }
 
 impl Dir {

@@ -504,7 +504,7 @@ pub fn check_fetched(repo: &gix::Repository, tip: ObjectId) -> Result<(), git::R
         }
         let bad = |reason| git::ReadError::BadEntry {
             commit: tip,
-            entry: e.filename.to_string(),
+            entry: super::model::show(e.filename.as_ref()),
             reason,
         };
         let Ok(commit) = ObjectId::from_hex(e.filename.as_bytes()) else {

@@ -296,7 +296,7 @@ pub fn unpack_archive(archive: &Path, dir: &Path) -> Result<(), OciError> {
         OciError::Io(IoError {
             action: "read archive (truncated or corrupt?)",
             path: archive.to_path_buf(),
-            source,
+            source: import::escaped_io(source),
         })
     };
     for entry in ar.entries().map_err(corrupt)? {
@@ -309,7 +309,7 @@ pub fn unpack_archive(archive: &Path, dir: &Path) -> Result<(), OciError> {
         {
             return Err(OciError::Invalid {
                 path: archive.to_path_buf(),
-                reason: format!("member {} leaves the archive", path.display()),
+                reason: format!("member {} leaves the archive", shown_path(&path)),
             });
         }
         let dest = dir.join(&path);
@@ -393,6 +393,11 @@ pub fn is_docker_archive(path: &Path) -> bool {
     false
 }
 
+/// A path a layout or archive names (any bytes), as messages show it (`log::shown`).
+fn shown_path(p: &Path) -> String {
+    crate::log::shown(&p.to_string_lossy()).into_owned()
+}
+
 fn invalid(path: &Path, reason: impl Into<String>) -> OciError {
     OciError::Invalid {
         path: path.to_path_buf(),
@@ -438,7 +443,7 @@ fn open_layer(f: &fs::File, path: &Path) -> Result<Box<dyn Read + Send>, OciErro
 fn open_in_layout(dir: &Path, rel: &Path) -> Result<fs::File, OciError> {
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let path = dir.join(rel);
-    let not = |what: &str| invalid(dir, format!("{}: {what}", rel.display()));
+    let not = |what: &str| invalid(dir, format!("{}: {what}", shown_path(rel)));
     let parts: Vec<_> = rel
         .components()
         .filter(|c| !matches!(c, Component::CurDir))
@@ -448,7 +453,7 @@ fn open_in_layout(dir: &Path, rel: &Path) -> Result<fs::File, OciError> {
         cur.push(c);
         let m = fs::symlink_metadata(&cur).at("stat", &cur)?;
         if !m.is_dir() {
-            let sub = cur.strip_prefix(dir).unwrap_or(&cur).display().to_string();
+            let sub = shown_path(cur.strip_prefix(dir).unwrap_or(&cur));
             return Err(invalid(
                 dir,
                 format!(
@@ -524,7 +529,7 @@ fn read_bounded(
             dir,
             format!(
                 "{}: larger than {limit} bytes",
-                path.strip_prefix(dir).unwrap_or(path).display()
+                shown_path(path.strip_prefix(dir).unwrap_or(path))
             ),
         ));
     }
@@ -540,7 +545,7 @@ fn read_file(dir: &Path, rel: &Path, limit: u64) -> Result<Vec<u8>, OciError> {
 /// `data`, file `rel` of layout `dir`, as a document of type `T`.
 fn parse_json<T: DeserializeOwned>(dir: &Path, rel: &Path, data: &[u8]) -> Result<T, OciError> {
     serde_json::from_slice(data)
-        .map_err(|e| invalid(dir, format!("{}: invalid JSON: {e}", rel.display())))
+        .map_err(|e| invalid(dir, format!("{}: invalid JSON: {e}", shown_path(rel))))
 }
 
 /// Blob `digest` of layout `dir`, verified, at most `limit` bytes.

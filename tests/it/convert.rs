@@ -1277,3 +1277,37 @@ fn a_killed_conversion_s_temporary_directory_is_removed_by_the_next_not_a_live_o
         );
     }
 }
+
+/// Regression: when unsquashfs or sqfs2tar failed, its standard error (which quotes the
+/// names of the SquashFS file's members) was printed raw as a warning. Now escaped, as
+/// its warnings are.
+#[test]
+fn a_failed_input_tool_s_message_is_shown_escaped() {
+    let s = Scratch::new("convert-fail-escaped");
+    let st = s.storage();
+    // Only the magic number is read before the tool runs.
+    let sqfs = s.join("img.sqfs");
+    std::fs::write(&sqfs, b"hsqs and not much else").unwrap();
+    let fail = "#!/bin/sh\nprintf 'reading /x\\033[2K\\rforged: \\302\\233bad\\n' >&2\nexit 1\n";
+    for tool in ["sqfs2tar", "unsquashfs"] {
+        let bin = fake_path(&s, &[(tool, fail.to_string())]);
+        crate::common::own(&s.path);
+        let mut c = chc(&st);
+        c.env("PATH", &bin)
+            .args(["-o", "dir"])
+            .arg(&sqfs)
+            .arg(s.join("out"));
+        let o = crate::common::output(&mut c);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{tool}: {err}");
+        assert!(
+            err.contains("warning: reading /x\\u{1b}[2K\\u{d}forged: \\u{9b}bad"),
+            "{tool}: {err:?}"
+        );
+        assert!(
+            !err.contains(['\x1b', '\r', '\u{9b}']),
+            "{tool}: printed raw: {err:?}"
+        );
+        std::fs::remove_dir_all(&bin).unwrap();
+    }
+}

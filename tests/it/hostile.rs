@@ -785,3 +785,41 @@ fn every_import_fuzz_seed_imports_or_fails_cleanly() {
     assert!(n >= 10, "only {n} seeds");
     ok(chi(&st).arg("fsck"));
 }
+
+/// Tree entries a git tree may hold but a file system can't: a gitlink (mode 160000,
+/// a submodule's commit), a symlink whose target is 1 MiB or holds a NUL byte. A fetch
+/// refuses each, naming the entry escaped (its name here holds ESC and a newline), and
+/// changes nothing. (Held before: a check that had no test through a fetch; the entry's
+/// name was printed raw, `model::show`.)
+#[test]
+fn fetch_refuses_gitlinks_and_symlinks_no_file_system_holds_naming_them_escaped() {
+    let su = Setup::new();
+    let name = b"e\x1b[31m\nforged".to_vec();
+    for tag in ["gitlink", "long-symlink", "nul-symlink"] {
+        let n = name.clone();
+        let remote = su.remote(tag, |r| {
+            let good = hash_object(r, "blob", b"base\n");
+            let entry = match tag {
+                "gitlink" => ("160000", rev_parse(r, "refs/grove/img/base+latest")),
+                "long-symlink" => ("120000", big_blob(r, "", 1 << 20, "")),
+                _ => ("120000", hash_object(r, "blob", b"a\0b")),
+            };
+            Evil {
+                rootfs: Some(vec![
+                    ("100644", b"file".to_vec(), good),
+                    (entry.0, n, entry.1),
+                ]),
+                meta: None,
+            }
+        });
+        let err = su.assert_fetch_refused(&remote, &[]);
+        let want = match tag {
+            "gitlink" => "submodule entry in image tree",
+            "long-symlink" => "symlink target too long",
+            _ => "symlink target empty or with a NUL byte",
+        };
+        assert!(err.contains(want), "{tag}: {want:?} not in {err}");
+        assert!(err.contains("\"e\\u{1b}[31m\\u{a}forged\""), "{tag}: {err}");
+        assert!(!err.contains('\x1b'), "{tag}: printed raw: {err:?}");
+    }
+}

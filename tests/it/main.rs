@@ -17,6 +17,7 @@ mod disk_full;
 mod environment;
 mod fromhost;
 mod hostile;
+mod hostile_input;
 mod interop;
 mod join_slurm;
 mod listing;

@@ -1174,8 +1174,8 @@ fn a_tarballs_member_names_reach_messages_escaped() {
             assert!(err.contains(want), "{cmd:?}: {want:?} not in: {err}");
         }
     }
-    // `ADD` of the same tarballs: its own messages, the names escaped alike. (Not the
-    // hard link: ADD leaves it to the tar crate, whose error names the paths raw.)
+    // `ADD` of the same tarballs: its own messages, the names escaped alike (hard links:
+    // hostile_input::add_refuses_hard_links_to_anything_but_an_earlier_file_...).
     ok(tool("ch-image")
         .arg("-s")
         .arg(s.storage())

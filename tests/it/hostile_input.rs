@@ -1,0 +1,489 @@
+//! Hostile inputs other than a build-cache remote (those are in `hostile.rs`): archives an
+//! `ADD` extracts, OCI layouts and SquashFS files given to `ch-convert`. Each is refused
+//! with an error naming the input and the member or path, escaped (`log::shown`), and
+//! nothing is written outside the image.
+
+use std::path::Path;
+
+use crate::common::{busybox_rootfs, ok, output, own, Scratch};
+use crate::store::{chi, import};
+
+/// A tar member: name, type, link target, data.
+type Member<'a> = (&'a [u8], tar::EntryType, &'a [u8], &'a [u8]);
+
+/// A tar stream of `members` (name, type, link target, data), written with raw headers
+/// (the tar crate refuses some of these names).
+fn raw_tar(members: &[Member]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, kind, link, data) in members {
+        let mut h = tar::Header::new_ustar();
+        let u = h.as_ustar_mut().expect("ustar");
+        u.name[..name.len()].copy_from_slice(name);
+        u.linkname[..link.len()].copy_from_slice(link);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_000_000);
+        h.set_entry_type(*kind);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+/// `ch-image build` of `FROM busybox` then `ADD NAME.tar /d/` (and `RUN` lines
+/// `run`) in context `ctx`, tagged `NAME`: its output.
+fn build_add(st: &Path, ctx: &Path, name: &str, tar: &[u8], run: &str) -> std::process::Output {
+    std::fs::write(ctx.join(format!("{name}.tar")), tar).expect("write tarball");
+    std::fs::write(
+        ctx.join(format!("{name}.df")),
+        format!("FROM busybox\nADD {name}.tar /d/\n{run}"),
+    )
+    .expect("write Dockerfile");
+    own(ctx);
+    output(
+        chi(st)
+            .args(["build", "-t", name, "-f"])
+            .arg(ctx.join(format!("{name}.df")))
+            .arg(ctx),
+    )
+}
+
+/// Regression: an `ADD`ed tarball's hard link was left to the tar crate, which linked a
+/// directory's name (failing with `Operation not permitted ... when hard linking A to
+/// B`), a symlink (the image got a second name of the symlink) and failed on a missing
+/// or later target with its own error naming the temporary layer paths and the member's
+/// name as they were: `h ESC[31m` and a target `nope\nforged` drove the terminal and forged
+/// a line. A hard link must now name an earlier regular file of the archive, as import
+/// requires, or the step fails naming the archive, the member and the target, escaped;
+/// other extraction errors give the system error without the tar crate's raw paths.
+#[test]
+fn add_refuses_hard_links_to_anything_but_an_earlier_file_naming_them_escaped() {
+    use tar::EntryType as T;
+    let s = Scratch::new("add-hard-links");
+    let st = s.storage();
+    import(&st, &busybox_rootfs(), "busybox");
+    let ctx = s.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let raw = ['\u{1b}', '\u{7}', '\u{9b}'];
+    let cases: [(&str, Vec<u8>, &str); 6] = [
+        (
+            "missing",
+            raw_tar(&[(b"h\x1b[31m", T::Link, b"nope\x1b[1m\nforged", b"")]),
+            "h\\u{1b}[31m: hard link target is not an earlier regular file: \
+             nope\\u{1b}[1m\\u{a}forged",
+        ),
+        (
+            "later",
+            raw_tar(&[(b"h", T::Link, b"f", b""), (b"f", T::Regular, b"", b"x")]),
+            "h: hard link target is not an earlier regular file: f",
+        ),
+        (
+            "directory",
+            raw_tar(&[
+                (b"dir", T::Directory, b"", b""),
+                (b"h", T::Link, b"dir", b""),
+            ]),
+            "h: hard link target is not an earlier regular file: dir",
+        ),
+        (
+            "symlink",
+            raw_tar(&[
+                (b"f", T::Regular, b"", b"x"),
+                (b"s", T::Symlink, b"f", b""),
+                (b"h", T::Link, b"s", b""),
+            ]),
+            "h: hard link target is not an earlier regular file: s",
+        ),
+        (
+            "replaced",
+            raw_tar(&[
+                (b"f", T::Regular, b"", b"x"),
+                (b"f", T::Symlink, b"/etc/passwd", b""),
+                (b"h", T::Link, b"f", b""),
+            ]),
+            "h: hard link target is not an earlier regular file: f",
+        ),
+        (
+            "through",
+            raw_tar(&[
+                (b"e", T::Symlink, b"/etc", b""),
+                (b"h", T::Link, b"e/passwd", b""),
+            ]),
+            "h: hard link target is not an earlier regular file: e/passwd",
+        ),
+    ];
+    for (name, tar, want) in cases {
+        let out = build_add(&st, &ctx, name, &tar, "");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {err}");
+        assert!(!err.contains(raw), "{name}: printed raw: {err:?}");
+        assert!(
+            !err.lines().any(|l| l.starts_with("forged")),
+            "{name}: a forged line: {err}"
+        );
+        let full = format!(
+            "unsafe member in archive {}: {want}",
+            ctx.join(format!("{name}.tar")).display()
+        );
+        assert!(err.contains(&full), "{name}: {full:?} not in: {err}");
+    }
+    // A member whose parent is a file fails with the system's error, without the tar
+    // crate's paths below the storage directory.
+    let out = build_add(
+        &st,
+        &ctx,
+        "notdir",
+        &raw_tar(&[
+            (b"x", T::Regular, b"", b"x"),
+            (b"x/y\x1b[2m", T::Regular, b"", b"y"),
+        ]),
+        "",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(!err.contains(raw), "printed raw: {err:?}");
+    assert!(
+        err.contains("can't extract x/y\\u{1b}[2m from archive ")
+            && err.contains("caused by: Not a directory (os error 20)")
+            && !err.contains(&*st.to_string_lossy()),
+        "{err}"
+    );
+    // Hard links to earlier files (by any spelling of the name) still extract as links.
+    let out = build_add(
+        &st,
+        &ctx,
+        "fine",
+        &raw_tar(&[
+            (b"./a/f", T::Regular, b"", b"x"),
+            (b"h1", T::Link, b"a/f", b""),
+            (b"h2", T::Link, b"./a//f", b""),
+            (b"h3", T::Link, b"h1", b""),
+        ]),
+        "RUN stat -c '%n %h' /d/a/f /d/h1 /d/h2 /d/h3\n",
+    );
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    for n in ["/d/a/f 4", "/d/h1 4", "/d/h2 4", "/d/h3 4"] {
+        assert!(log.contains(n), "{n:?} not in {log}");
+    }
+    ok(chi(&st).arg("fsck"));
+}
+
+/// A tar of regular files `members` (name, data), written with raw headers.
+fn files_tar(members: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let m: Vec<Member> = members
+        .iter()
+        .map(|(n, d)| (*n, tar::EntryType::Regular, &b""[..], *d))
+        .collect();
+    raw_tar(&m)
+}
+
+/// Regression: `ch-convert -i oci` named what a `docker save` archive or layout chose
+/// as it was: a member `../x ESC[31m\nforged` ("leaves the archive"), a layer path of
+/// `manifest.json` that is missing (`can't stat: …`) or a symlink. An escape sequence
+/// reached the terminal and a newline forged a line; they are now `\u{..}` escapes
+/// (every I/O error's path is, `error::IoError`).
+#[test]
+fn convert_of_a_hostile_docker_archive_names_its_paths_escaped() {
+    let s = Scratch::new("oci-names-escaped");
+    let st = s.storage();
+    let manifest =
+        |layer: &str| format!(r#"[{{"Config":"c.json","Layers":["{layer}"]}}]"#).into_bytes();
+    let config = br#"{"architecture":"amd64","config":{}}"#;
+    let missing = manifest("l\\u001b[31m\\nforged/layer.tar");
+    let through = manifest("ln\\u001b[32m/layer.tar");
+    let cases: [(&str, Vec<u8>, &str); 2] = [
+        (
+            "missing",
+            files_tar(&[(b"manifest.json", &missing), (b"c.json", config)]),
+            "/l\\u{1b}[31m\\u{a}forged\n",
+        ),
+        (
+            "dotdot",
+            files_tar(&[
+                (b"manifest.json", &missing),
+                (b"../x\x1b[31m\nforged", b"x"),
+            ]),
+            "member ../x\\u{1b}[31m\\u{a}forged leaves the archive",
+        ),
+    ];
+    let raw = ['\u{1b}', '\u{7}', '\u{9b}'];
+    let check = |what: &str, input: &Path, want: &str| {
+        let out = output(
+            crate::store::chc(&st)
+                .args(["-i", "oci", "-o", "dir"])
+                .arg(input)
+                .arg(s.join(format!("{what}.out"))),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: {err}");
+        assert!(!err.contains(raw), "{what}: printed raw: {err:?}");
+        assert!(
+            !err.lines().any(|l| l.starts_with("forged")),
+            "{what}: a forged line: {err}"
+        );
+        assert!(err.contains(want), "{what}: {want:?} not in: {err}");
+    };
+    for (name, tar, want) in cases {
+        let path = s.join(format!("{name}.tar"));
+        std::fs::write(&path, tar).unwrap();
+        own(&s.path);
+        check(name, &path, want);
+    }
+    // The same as a directory, and a layer path through a symlink.
+    let dir = s.join("layout");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("manifest.json"), &missing).unwrap();
+    std::fs::write(dir.join("c.json"), config).unwrap();
+    own(&s.path);
+    check("dir", &dir, "layout/l\\u{1b}[31m\\u{a}forged\n");
+    std::fs::write(dir.join("manifest.json"), &through).unwrap();
+    std::os::unix::fs::symlink("/etc", dir.join("ln\x1b[32m")).unwrap();
+    own(&s.path);
+    check(
+        "symlink",
+        &dir,
+        "ln\\u{1b}[32m: not a directory but a symlink",
+    );
+}
+
+/// Regression: a member written through a symlink or a file of the archive (or of an
+/// earlier layer) was refused naming that symlink or file as it was, in the cause line
+/// (`path goes through symlink a ESC[31m` then a forged line): `ch-image import` of a
+/// tarball and `ch-convert` of an OCI layout whose second layer writes through the
+/// first's symlink. Paths in messages are now escaped (`model::show`).
+#[test]
+fn a_member_through_a_symlink_or_file_names_it_escaped() {
+    use tar::EntryType as T;
+    let s = Scratch::new("through-escaped");
+    let st = s.storage();
+    let link: &[u8] = b"a\x1b[31m\nforged";
+    let file: &[u8] = b"f\x1b[32m";
+    let under = |p: &[u8], n: &[u8]| [p, b"/", n].concat();
+    let (via_link, via_file) = (under(link, b"pwned"), under(file, b"x"));
+    let layer1 = raw_tar(&[
+        (link, T::Symlink, b"/tmp", b""),
+        (file, T::Regular, b"", b"f"),
+    ]);
+    let wants = [
+        "path goes through symlink a\\u{1b}[31m\\u{a}forged\n",
+        "path goes through non-directory f\\u{1b}[32m\n",
+    ];
+    // One tarball.
+    for (i, (member, want)) in [&via_link, &via_file].into_iter().zip(wants).enumerate() {
+        let mut tar = layer1[..layer1.len() - 1024].to_vec();
+        tar.extend(raw_tar(&[(member, T::Regular, b"", b"x")]));
+        let path = s.join(format!("t{i}.tar"));
+        std::fs::write(&path, tar).unwrap();
+        own(&s.path);
+        let out = output(chi(&st).arg("import").arg(&path).arg(format!("t{i}")));
+        check_escaped(&format!("import t{i}"), &out, want);
+    }
+    // Two layers of an OCI layout (the second writes through the first's names).
+    for (i, (member, want)) in [&via_link, &via_file].into_iter().zip(wants).enumerate() {
+        let dir = s.join(format!("layout{i}"));
+        let layer2 = raw_tar(&[(member, T::Regular, b"", b"x")]);
+        oci_layout(&dir, &[&layer1, &layer2]);
+        own(&s.path);
+        let out = output(
+            crate::store::chc(&st)
+                .args(["-i", "oci", "-o", "dir"])
+                .arg(&dir)
+                .arg(s.join(format!("out{i}"))),
+        );
+        check_escaped(&format!("convert layout{i}"), &out, want);
+    }
+    assert!(!Path::new("/tmp/pwned").exists());
+}
+
+/// `out` failed, printed no ESC, BEL or CSI raw and no forged line, and has `want`.
+fn check_escaped(what: &str, out: &std::process::Output, want: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{what}: {err}");
+    assert!(
+        !err.contains(['\u{1b}', '\u{7}', '\u{9b}']),
+        "{what}: printed raw: {err:?}"
+    );
+    assert!(
+        !err.lines().any(|l| l.starts_with("forged")),
+        "{what}: a forged line: {err}"
+    );
+    assert!(err.contains(want), "{what}: {want:?} not in: {err}");
+}
+
+/// An OCI image layout in `dir` of uncompressed `layers`, bottom first.
+fn oci_layout(dir: &Path, layers: &[&[u8]]) {
+    use sha2::Digest as _;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| {
+        let h = hex::encode(sha2::Sha256::digest(data));
+        std::fs::write(blobs.join(&h), data).unwrap();
+        (format!("sha256:{h}"), data.len())
+    };
+    let ls: Vec<_> = layers.iter().map(|l| put(l)).collect();
+    let diff_ids: Vec<_> = ls.iter().map(|(d, _)| d.clone()).collect();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    let (cd, cs) = put(config.to_string().as_bytes());
+    let layer_docs: Vec<_> = ls
+        .iter()
+        .map(|(d, n)| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n,
+            })
+        })
+        .collect();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": layer_docs,
+    });
+    let (md, ms) = put(manifest.to_string().as_bytes());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms},
+    ]});
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// Regression: the tar crate quotes a header field it can't parse as it is (`numeric
+/// field was not a number: ESC[31m\nforg…`), and `ch-image import`, `ch-convert` and
+/// `ADD` printed its error raw: a tarball's size field drove the terminal and forged a
+/// line. The tar reader's errors are now escaped (`import::escaped_io`).
+#[test]
+fn a_tarballs_bad_header_field_is_quoted_escaped() {
+    let s = Scratch::new("bad-field-escaped");
+    let st = s.storage();
+    import(&st, &busybox_rootfs(), "busybox");
+    let mut tar = raw_tar(&[(b"f", tar::EntryType::Regular, b"", b"x")]);
+    tar[124..136].copy_from_slice(b"\x1b[31m\nforg\xc2\x9b");
+    tar[148..156].copy_from_slice(b"        ");
+    let sum: u32 = tar[..512].iter().map(|b| u32::from(*b)).sum();
+    tar[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let ctx = s.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let path = ctx.join("bad.tar");
+    std::fs::write(&path, &tar).unwrap();
+    own(&s.path);
+    let want = "numeric field was not a number: \\u{1b}[31m\\u{a}forg\\u{9b}";
+    let out = output(chi(&st).arg("import").arg(&path).arg("bad"));
+    check_escaped("import", &out, want);
+    let out = output(
+        crate::store::chc(&st)
+            .args(["-i", "tar", "-o", "dir"])
+            .arg(&path)
+            .arg(s.join("out")),
+    );
+    check_escaped("ch-convert", &out, want);
+    let out = build_add(&st, &ctx, "bad", &tar, "");
+    check_escaped("ADD", &out, want);
+}
+
+/// A member of [`pax_tar`]: name, type, data, extended attributes (name, value).
+type PaxMember<'a> = (&'a str, tar::EntryType, &'a [u8], &'a [(&'a str, &'a [u8])]);
+
+/// A tar of `members`, their extended attributes as PAX `SCHILY.xattr.NAME` records.
+fn pax_tar(members: &[PaxMember]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, data, xattrs) in members {
+        if !xattrs.is_empty() {
+            let keys: Vec<(String, &[u8])> = xattrs
+                .iter()
+                .map(|(n, v)| (format!("SCHILY.xattr.{n}"), *v))
+                .collect();
+            b.append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), *v)))
+                .unwrap();
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(*kind);
+        h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_000_000);
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// Regression: with `--xattrs`, an `ADD`ed tarball's member carrying overlayfs's own
+/// attributes (`user.overlay.opaque=y` on a directory, `user.overlay.whiteout` on an
+/// empty file) was given them in the layer, which read them back as an opaque directory
+/// and a whiteout: the image lost the directory's other files and the file itself (a
+/// member `bin/busybox` so marked removed the shell). Import recorded them too, for a
+/// checkout that an overlay reads. `user.overlay.*` is now never taken from an input;
+/// other `user.*` attributes still are.
+#[test]
+fn overlay_attributes_of_an_input_neither_hide_nor_delete_image_files() {
+    use tar::EntryType as T;
+    let s = Scratch::new("overlay-xattrs");
+    let st = s.storage();
+    import(&st, &busybox_rootfs(), "busybox");
+    let tar = pax_tar(&[
+        ("keep", T::Directory, b"", &[("user.overlay.opaque", b"y")]),
+        ("keep/new", T::Regular, b"n", &[("user.kept", b"1")]),
+        (
+            "etc/hosts",
+            T::Regular,
+            b"",
+            &[("user.overlay.whiteout", b"")],
+        ),
+    ]);
+    let ctx = s.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("x.tar"), &tar).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN mkdir /keep && echo o > /keep/old\nADD x.tar /\n\
+         RUN ls /keep && ls /etc/hosts\n",
+    )
+    .unwrap();
+    own(&s.path);
+    let out = output(chi(&st).args(["build", "--xattrs", "-t", "x"]).arg(&ctx));
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("new\nold\n/etc/hosts\n"), "{log}");
+    // Import keeps `user.kept`, not `user.overlay.*`: a tar export with --xattrs shows.
+    let path = s.join("x.tar");
+    std::fs::write(&path, &tar).unwrap();
+    own(&s.path);
+    ok(chi(&st)
+        .args(["import", "--xattrs"])
+        .arg(&path)
+        .arg("imported"));
+    let exported = s.join("out.tar");
+    ok(crate::store::chc(&st)
+        .args(["--xattrs", "imported"])
+        .arg(&exported));
+    let bytes = std::fs::read(&exported).unwrap();
+    let has = |what: &[u8]| bytes.windows(what.len()).any(|w| w == what);
+    assert!(has(b"SCHILY.xattr.user.kept"), "user.kept lost");
+    assert!(!has(b"user.overlay."), "user.overlay.* kept");
+}
+
+/// Regression: an `ADD`ed tarball whose first member `./` is typed a regular file (as
+/// archivers that mark directories by the trailing `/` write it) with mode 0644 gave the
+/// destination directory that mode: no search permission, and the next member failed
+/// (`can't extract f ... Permission denied`). It is a directory's mode now (0644 raised
+/// to 0744, as for any directory member).
+#[test]
+fn add_of_a_dot_member_typed_as_a_file_keeps_the_destination_a_directory() {
+    use tar::EntryType as T;
+    let s = Scratch::new("add-dot-file");
+    let st = s.storage();
+    import(&st, &busybox_rootfs(), "busybox");
+    let ctx = s.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let tar = raw_tar(&[(b"./", T::Regular, b"", b""), (b"f", T::Regular, b"", b"x")]);
+    let out = build_add(&st, &ctx, "dot", &tar, "RUN stat -c '%A %n' /d /d/f\n");
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("drwxr--r-- /d\n-rw-r--r-- /d/f"), "{log}");
+}
