@@ -47,7 +47,8 @@ struct Common {
     /// Print less; repeat for less
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     quiet: u8,
-    /// Record extended attributes (user.*) of imported and built files ($CH_XATTRS)
+    /// Record extended attributes (user.*, but never user.overlay.*) of imported and built
+    /// files ($CH_XATTRS)
     #[arg(long, global = true, overrides_with = "no_xattrs")]
     xattrs: bool,
     /// Don't record extended attributes (the default)
