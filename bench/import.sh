@@ -58,11 +58,11 @@ while [ $i -lt "$runs" ]; do
     # Pack entries are stored uncompressed at import, and compressed by the compaction
     # the import starts in the background: wait for it (`build-cache --compact` waits for
     # the one running) before the next tool's timing, and say how long it went on.
-    gdisk=$(du -sm "$work/g$i" | cut -f1)
+    gdisk="$(du -sm "$work/g$i" | cut -f1) MiB"
     set -- $(m $as "$bin/ch-image" -s "$work/g$i" build-cache --compact); cwait=$1
     gdisk="$gdisk, $(du -sm "$work/g$i" | cut -f1) MiB once compacted (${cwait} s more)"
     set -- $(m $ccenv CH_IMAGE_STORAGE="$work/c$i" /usr/bin/ch-image import "$deb" bookworm); ccs="$ccs $1"
-    echo "run $i: tar -x $(echo $tars | awk '{print $NF}') s, grove $(echo $groves | awk '{print $NF}') s (max RSS $(echo $rss | awk '{print $NF}') KiB, store ${gdisk} MiB; $phases), charliecloud $(echo $ccs | awk '{print $NF}') s"
+    echo "run $i: tar -x $(echo $tars | awk '{print $NF}') s, grove $(echo $groves | awk '{print $NF}') s (max RSS $(echo $rss | awk '{print $NF}') KiB, store ${gdisk}; $phases), charliecloud $(echo $ccs | awk '{print $NF}') s"
     if [ $i -eq "$runs" ]; then
         # The compression the import leaves to gc, once: its time and the store after.
         set -- $(m $as "$bin/ch-image" -s "$work/g$i" build-cache --gc)
