@@ -65,7 +65,7 @@ if command -v mksquashfs >/dev/null && command -v squashfuse_ll >/dev/null; then
     s=$(mean "$tmp/sq.json" 0); z=$(mean "$tmp/sq.json" 1); c2=$(mean "$tmp/sq.json" 2)
     printf 'squashfs (median): grove gzip %.2f ms, zstd %.2f ms; target <= 23.25 ms (1.5 x 15.5); charliecloud (directory) %.2f ms\n' \
         "$s" "$z" "$c2"
-    if [ "$#" -gt 6 ]; then
+    if [ "$#" -gt 9 ]; then
         r=$(mean "$tmp/sq.json" 3); rz=$(mean "$tmp/sq.json" 4)
         printf 'squashfs vs charliecloud 0.38 (median): gzip %.2f / %.2f ms, ratio %.2f (target <= 1.5); zstd %.2f / %.2f ms, ratio %.2f\n' \
             "$s" "$r" "$(python3 -c "print($s/$r)")" "$z" "$rz" "$(python3 -c "print($z/$rz)")"
