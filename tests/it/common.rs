@@ -621,3 +621,28 @@ pub fn bzip2_file(src: &Path, dst: &Path, streams: usize) {
     std::fs::write(dst, out).expect("write bzip2 file");
     own(dst);
 }
+
+/// A tar member: name, type, link target, data.
+pub type Member<'a> = (&'a [u8], tar::EntryType, &'a [u8], &'a [u8]);
+
+/// A tar stream of `members` (name, type, link target, data), written with raw headers
+/// (the tar crate refuses some of these names).
+pub fn raw_tar(members: &[Member]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, kind, link, data) in members {
+        let mut h = tar::Header::new_ustar();
+        let u = h.as_ustar_mut().expect("ustar");
+        u.name[..name.len()].copy_from_slice(name);
+        u.linkname[..link.len()].copy_from_slice(link);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_000_000);
+        h.set_entry_type(*kind);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}

@@ -1085,27 +1085,18 @@ fn import_reads_0000_entries_without_changing_the_source() {
 /// A tar stream of `members` (name, type, link target), each of size 0 but regular files
 /// (`x`), written with raw headers (the tar crate refuses `..` and such names).
 fn raw_tar(members: &[(&[u8], tar::EntryType, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, kind, link) in members {
-        let mut h = tar::Header::new_ustar();
-        let u = h.as_ustar_mut().expect("ustar");
-        u.name[..name.len()].copy_from_slice(name);
-        u.linkname[..link.len()].copy_from_slice(link);
-        let data: &[u8] = if *kind == tar::EntryType::Regular {
-            b"x"
-        } else {
-            b""
-        };
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(*kind);
-        h.set_cksum();
-        out.extend_from_slice(h.as_bytes());
-        out.extend_from_slice(data);
-        out.resize(out.len().div_ceil(512) * 512, 0);
-    }
-    out.resize(out.len() + 1024, 0);
-    out
+    let with_data: Vec<crate::common::Member> = members
+        .iter()
+        .map(|(name, kind, link)| {
+            let data: &[u8] = if *kind == tar::EntryType::Regular {
+                b"x"
+            } else {
+                b""
+            };
+            (*name, *kind, *link, data)
+        })
+        .collect();
+    crate::common::raw_tar(&with_data)
 }
 
 /// Regression: `ch-image import` and `ch-convert` named a tarball's members in their
