@@ -510,6 +510,7 @@ fn glob_walk(
         Ok(rd) => rd,
         Err(_) => return Ok(()),
     };
+    let glob = PyGlob::new(first);
     for e in rd {
         let e = e?;
         let name = e.file_name();
@@ -518,11 +519,177 @@ fn glob_walk(
         if name.as_bytes().first() == Some(&b'.') && !first.starts_with('.') {
             continue;
         }
-        if glob_match(first, &name.to_string_lossy()) {
+        if glob.matches(&name.to_string_lossy()) {
             glob_walk(&e.path(), join(name.as_bytes()), rest, out)?;
         }
     }
     Ok(())
+}
+
+/// A COPY wildcard component, compiled with the rules of Python's `fnmatch.translate`
+/// (3.11), which Charliecloud's `glob.glob` uses (the man page: "Python glob semantics"):
+/// `*` any run of characters, `?` one, `[...]` one of a class, everything else literal
+/// (a backslash too: there is no escape). In a class, a leading `!` negates and `^` is
+/// literal (`[^a]` matches `^` or `a`); `]` right after `[` or `[!` is a member (`[]a]`);
+/// `-` at either end is literal (`[a-]`); an empty range is dropped with its ends
+/// (`[z-ab]` is `[b]`, `[z-a]` matches nothing); a `[` with no closing `]` is literal.
+/// Go's `filepath.Match` (Docker) differs: there `^` negates and `!` is literal, `\`
+/// escapes, and a malformed class is an error (docs/compatibility.md).
+#[derive(Debug, Clone)]
+pub(crate) struct PyGlob(Vec<PyTok>);
+
+#[derive(Debug, Clone, PartialEq)]
+enum PyTok {
+    Star,
+    Any,
+    Lit(char),
+    /// One character in (or, negated, not in) the inclusive ranges.
+    Class(bool, Vec<(char, char)>),
+}
+
+impl PyGlob {
+    pub(crate) fn new(pattern: &str) -> PyGlob {
+        let p: Vec<char> = pattern.chars().collect();
+        let mut toks = Vec::new();
+        let mut i = 0;
+        while i < p.len() {
+            let c = p[i];
+            i += 1;
+            match c {
+                '*' => {
+                    if toks.last() != Some(&PyTok::Star) {
+                        toks.push(PyTok::Star)
+                    }
+                }
+                '?' => toks.push(PyTok::Any),
+                '[' => match py_class(&p, i) {
+                    Some((tok, next)) => {
+                        toks.push(tok);
+                        i = next;
+                    }
+                    None => toks.push(PyTok::Lit('[')),
+                },
+                c => toks.push(PyTok::Lit(c)),
+            }
+        }
+        PyGlob(toks)
+    }
+
+    /// Whether `name` matches, all of it. Every token but `*` matches one character, so
+    /// on a mismatch only the last `*` needs to take one more: time `O(|pattern| * |name|)`.
+    pub(crate) fn matches(&self, name: &str) -> bool {
+        let p = &self.0;
+        let t: Vec<char> = name.chars().collect();
+        let one = |tok: &PyTok, c: char| match tok {
+            PyTok::Star => false,
+            PyTok::Any => true,
+            PyTok::Lit(l) => *l == c,
+            PyTok::Class(neg, ranges) => ranges.iter().any(|(a, b)| *a <= c && c <= *b) != *neg,
+        };
+        let (mut pi, mut ti) = (0, 0);
+        let mut star: Option<(usize, usize)> = None;
+        while ti < t.len() {
+            if pi < p.len() && p[pi] == PyTok::Star {
+                star = Some((pi, ti));
+                pi += 1;
+                continue;
+            }
+            if pi < p.len() && one(&p[pi], t[ti]) {
+                pi += 1;
+                ti += 1;
+                continue;
+            }
+            match star {
+                Some((s, at)) => {
+                    star = Some((s, at + 1));
+                    pi = s + 1;
+                    ti = at + 1;
+                }
+                None => return false,
+            }
+        }
+        p[pi..].iter().all(|t| *t == PyTok::Star)
+    }
+}
+
+/// The class whose text starts at `p[i]` (just after `[`), and the index after its `]`;
+/// `None` if it is not closed (the `[` is then literal). A port of `fnmatch.translate`'s
+/// class branch, quirks included: it splits the class at its range hyphens into chunks,
+/// drops each empty range with its two ends, and negates if what is left starts with `!`.
+fn py_class(p: &[char], i: usize) -> Option<(PyTok, usize)> {
+    let n = p.len();
+    let mut j = i;
+    if j < n && p[j] == '!' {
+        j += 1;
+    }
+    if j < n && p[j] == ']' {
+        j += 1;
+    }
+    while j < n && p[j] != ']' {
+        j += 1;
+    }
+    if j >= n {
+        return None;
+    }
+    let stuff = &p[i..j];
+    let mut chunks: Vec<Vec<char>> = if !stuff.contains(&'-') {
+        vec![stuff.to_vec()]
+    } else {
+        let mut chunks = Vec::new();
+        let mut start = i;
+        let mut k = if p[i] == '!' { i + 2 } else { i + 1 };
+        while let Some(h) = (k..j).find(|x| p[*x] == '-') {
+            chunks.push(p[start..h].to_vec());
+            start = h + 1;
+            k = h + 3;
+        }
+        let last = p[start..j].to_vec();
+        if !last.is_empty() {
+            chunks.push(last);
+        } else if let Some(c) = chunks.last_mut() {
+            c.push('-');
+        }
+        // Empty ranges (`z-a`) are dropped with both ends.
+        for k in (1..chunks.len()).rev() {
+            if let (Some(a), Some(b)) = (chunks[k - 1].last(), chunks[k].first()) {
+                if a > b {
+                    let tail = chunks.remove(k);
+                    chunks[k - 1].pop();
+                    chunks[k - 1].extend_from_slice(&tail[1..]);
+                }
+            }
+        }
+        chunks
+    };
+    let neg = chunks.first().and_then(|c| c.first()) == Some(&'!');
+    if neg {
+        chunks[0].remove(0);
+    }
+    // Chunks join at range hyphens: the last character of one and the first of the next
+    // are a range's ends; a hyphen with no start is literal (as Python's `re` reads it).
+    let mut atoms: Vec<Option<char>> = Vec::new();
+    for (n, c) in chunks.iter().enumerate() {
+        if n > 0 {
+            atoms.push(None);
+        }
+        atoms.extend(c.iter().map(|c| Some(*c)));
+    }
+    let mut ranges = Vec::new();
+    let mut a = 0;
+    while a < atoms.len() {
+        match (atoms[a], atoms.get(a + 1), atoms.get(a + 2)) {
+            (Some(lo), Some(None), Some(Some(hi))) => {
+                ranges.push((lo, *hi));
+                a += 3;
+            }
+            (c, _, _) => {
+                let c = c.unwrap_or('-');
+                ranges.push((c, c));
+                a += 1;
+            }
+        }
+    }
+    Some((PyTok::Class(neg, ranges), j + 1))
 }
 
 /// Cached content hashes keyed by absolute path and the stat fields a user cannot fake
@@ -1217,6 +1384,46 @@ mod tests {
         assert!(!ig.may_reinclude_below("vendor"));
         assert!(ig.may_reinclude_below("src"));
         assert!(!Ignore::parse("vendor\n").may_reinclude_below("vendor"));
+    }
+
+    /// Each case checked against Python 3.11 (`fnmatch.fnmatchcase`), and `[!a]`, `[^a]`,
+    /// `[]a]`, `[a-]`, `[\]`, `[` and `[z-ab]` against Charliecloud 0.31 and 0.38 builds.
+    #[test]
+    fn copy_wildcard_classes_follow_python_fnmatch() {
+        let m = |p: &str, n: &str| PyGlob::new(p).matches(n);
+        let names = ["a", "b", "c", "z", "^", "]", "-", "!", "\\", "[", "ab"];
+        let matching = |p: &str| -> Vec<&str> { names.into_iter().filter(|n| m(p, n)).collect() };
+        // `!` negates; `^` is a member.
+        assert_eq!(matching("[!a]"), ["b", "c", "z", "^", "]", "-", "!", "\\", "["]);
+        assert_eq!(matching("[^a]"), ["a", "^"]);
+        // `]` first (after `[` or `[!`) is a member.
+        assert_eq!(matching("[]a]"), ["a", "]"]);
+        assert_eq!(matching("[!]a]"), ["b", "c", "z", "^", "-", "!", "\\", "["]);
+        // A hyphen at either end is literal.
+        assert_eq!(matching("[a-]"), ["a", "-"]);
+        assert_eq!(matching("[-a]"), ["a", "-"]);
+        assert_eq!(matching("[a-c]"), ["a", "b", "c"]);
+        // An empty range is dropped with its ends; nothing left matches nothing, and a
+        // negated nothing matches any one character.
+        assert_eq!(matching("[z-a]"), Vec::<&str>::new());
+        assert_eq!(matching("[z-ab]"), ["b"]);
+        assert_eq!(matching("[!z-a]").len(), names.len() - 1);
+        // Python's quirk: once `b-a` is dropped, what is left starts with `!`, and negates.
+        assert_eq!(matching("[b-a!c]"), ["a", "b", "z", "^", "]", "-", "!", "\\", "["]);
+        assert_eq!(matching("[a-c-e]"), ["a", "b", "c", "-"]);
+        // No closing `]`: the `[` is literal; `[]` and `[!]` are not closed either.
+        assert_eq!(matching("["), ["["]);
+        assert!(m("a[b", "a[b") && !m("a[b", "ab"));
+        assert!(m("[]", "[]") && m("[!]", "[!]") && !m("[!]", "a"));
+        // A backslash is a member, not an escape, in a class and out of one.
+        assert_eq!(matching("[\\]"), ["\\"]);
+        assert_eq!(matching("[\\a]"), ["a", "\\"]);
+        assert!(m("[a\\]b]", "\\b]") && !m("[a\\]b]", "b"));
+        assert!(m("\\*", "\\x") && !m("\\*", "*x"));
+        // `*` and `?`.
+        assert!(m("*.[ch]", "main.c") && !m("*.[ch]", "main.o"));
+        assert!(m("a*b*c", "abbbc") && !m("a*b*c", "acb"));
+        assert!(m("?", "é") && !m("?", "ab"));
     }
 
     #[test]

@@ -269,6 +269,39 @@ fn copy_from_a_stage_expands_wildcards() {
 }
 
 #[test]
+fn copy_wildcard_classes_negate_with_bang_and_take_caret_and_bracket_literally() {
+    // Python's fnmatch, as Charliecloud 0.31 and 0.38 (checked): `[!a]` negates, `[^a]`
+    // is `^` or `a`, `]` first in a class is a member, `-` last is literal, an unclosed
+    // `[` is literal. Grove matched `[^a]` as a negation and found nothing for `[]a]`.
+    let w = Bench::new("stranger-glob-class");
+    for n in ["fa", "fb", "f^", "f]", "f-", "f["] {
+        w.write(n, "x\n");
+    }
+    w.build(
+        "c",
+        "FROM busybox\n\
+         COPY f[!a] /d1/\n\
+         COPY f[^a] /d2/\n\
+         COPY f[]a] /d3/\n\
+         COPY f[a-] /d4/\n\
+         COPY f[ /d5/\n\
+         RUN mkdir /s && touch /s/fa /s/fb /s/f^ /s/f]\n\
+         FROM busybox\n\
+         COPY --from=0 /d1 /d1\n\
+         COPY --from=0 /d2 /d2\n\
+         COPY --from=0 /d3 /d3\n\
+         COPY --from=0 /d4 /d4\n\
+         COPY --from=0 /d5 /d5\n\
+         COPY --from=0 /s/f[^a] /s/f[]b] /e/\n",
+        &[],
+    );
+    assert_eq!(
+        w.run("c", "for d in /d1 /d2 /d3 /d4 /d5 /e; do echo $d: $(ls $d); done"),
+        "/d1: f- f[ f] f^ fb\n/d2: f^ fa\n/d3: f] fa\n/d4: f- fa\n/d5: f[\n/e: f] f^ fa fb\n"
+    );
+}
+
+#[test]
 fn copy_exclude_and_parents_shape_what_is_copied() {
     // BuildKit's COPY --exclude (patterns relative to each source, .dockerignore syntax,
     // also dropping sources by name) and --parents (context directories kept).
