@@ -148,27 +148,50 @@ pub struct Ignore {
 }
 
 impl Ignore {
+    /// Parse `.dockerignore` text as Docker's reader (moby `ignorefile.ReadAll`) does: a
+    /// line is a comment only if `#` is its first character (`  # note` is the pattern
+    /// `# note`); other lines are trimmed of blanks, and a line that is then empty is
+    /// skipped. A leading byte order mark is not part of the first line, and CRLF line
+    /// ends are read as LF. A `!` with no pattern after it (`!`, `! `, `!/`) is refused,
+    /// as Docker refuses it (`illegal exclusion pattern: "!"`).
     pub fn parse(text: &str) -> Ignore {
+        Ignore::parse_checked(text).unwrap_or_else(|_| Ignore::default())
+    }
+
+    /// [`Ignore::parse`], with the first refused line as `(line number, message)`.
+    fn parse_checked(text: &str) -> Result<Ignore, (usize, String)> {
         let mut rules = Vec::new();
         let mut lines = Vec::new();
         // A UTF-8 byte order mark (Windows editors) is not part of the first pattern, as
         // Docker's reader trims it.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
+            if line.starts_with('#') {
                 continue;
             }
-            if let Some(r) = rule(line) {
-                rules.push(r);
-                lines.push((n + 1, line.to_string()));
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            match rule(line) {
+                Rule::Pattern(r) => {
+                    rules.push(r);
+                    lines.push((n + 1, line.to_string()));
+                }
+                Rule::Nothing => {}
+                Rule::BareNegation => {
+                    return Err((
+                        n + 1,
+                        format!("illegal exclusion pattern: {line:?} (a `!` needs a pattern)"),
+                    ))
+                }
             }
         }
-        Ignore {
+        Ok(Ignore {
             rules,
             lines,
             file: None,
-        }
+        })
     }
 
     /// The patterns of `COPY --exclude` options, one each: `.dockerignore`'s syntax
@@ -176,7 +199,10 @@ impl Ignore {
     pub fn patterns<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Ignore {
         let (rules, lines) = patterns
             .into_iter()
-            .filter_map(|p| Some((rule(p.trim())?, (0, p.to_string()))))
+            .filter_map(|p| match rule(p.trim()) {
+                Rule::Pattern(r) => Some((r, (0, p.to_string()))),
+                Rule::Nothing | Rule::BareNegation => None,
+            })
             .unzip();
         Ignore {
             rules,
@@ -271,7 +297,7 @@ impl Ignore {
             }
         }
         let text = std::str::from_utf8(bytes).map_err(|e| (0, e.to_string()))?;
-        Ok(Ignore::parse(text))
+        Ignore::parse_checked(text)
     }
 
     /// Whether `rel` (relative to the context, `/`-separated) is excluded. A path is
@@ -319,18 +345,49 @@ fn could_match_below(pat: &[String], dir: &[&str]) -> bool {
     }
 }
 
-/// One pattern line as a rule: `!` (negation) and its components.
-fn rule(line: &str) -> Option<(bool, Vec<String>)> {
+/// What a pattern line is.
+enum Rule {
+    /// A rule: `!` (negation) and its components.
+    Pattern((bool, Vec<String>)),
+    /// A pattern that matches no path: `/`, `.`, or one climbing out of the context
+    /// (`../x`: the paths matched are inside it). Docker keeps them; they match nothing.
+    Nothing,
+    /// `!` with nothing after it but blanks and slashes: an error in Docker.
+    BareNegation,
+}
+
+/// One pattern line (trimmed) as a rule, its pattern cleaned as Go's `filepath.Clean`
+/// cleans it (Docker's reader and matcher do): `.` and empty components go, `..` takes
+/// the component before it away, and a `..` with none before it stays, so that a pattern
+/// climbing above the context matches nothing; a leading `/` changes nothing.
+fn rule(line: &str) -> Rule {
     let (neg, pat) = match line.strip_prefix('!') {
         Some(p) => (true, p.trim()),
         None => (false, line),
     };
-    let comps: Vec<String> = clean(pat)
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .map(String::from)
-        .collect();
-    (!comps.is_empty()).then_some((neg, comps))
+    let rooted = pat.starts_with('/');
+    let mut comps: Vec<String> = Vec::new();
+    for c in pat.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => match comps.last().map(String::as_str) {
+                Some(l) if l != ".." => {
+                    comps.pop();
+                }
+                _ if rooted => {}
+                _ => comps.push("..".into()),
+            },
+            c => comps.push(c.into()),
+        }
+    }
+    if neg && (pat.is_empty() || rooted && comps.is_empty()) {
+        // `!`, `!/`, `!/a/../..`: Go's `Clean` makes `!` of them, which Docker refuses.
+        return Rule::BareNegation;
+    }
+    if comps.is_empty() || comps.iter().any(|c| c == "..") {
+        return Rule::Nothing;
+    }
+    Rule::Pattern((neg, comps))
 }
 
 fn clean(p: &str) -> String {
@@ -1394,7 +1451,10 @@ mod tests {
         let names = ["a", "b", "c", "z", "^", "]", "-", "!", "\\", "[", "ab"];
         let matching = |p: &str| -> Vec<&str> { names.into_iter().filter(|n| m(p, n)).collect() };
         // `!` negates; `^` is a member.
-        assert_eq!(matching("[!a]"), ["b", "c", "z", "^", "]", "-", "!", "\\", "["]);
+        assert_eq!(
+            matching("[!a]"),
+            ["b", "c", "z", "^", "]", "-", "!", "\\", "["]
+        );
         assert_eq!(matching("[^a]"), ["a", "^"]);
         // `]` first (after `[` or `[!`) is a member.
         assert_eq!(matching("[]a]"), ["a", "]"]);
@@ -1409,7 +1469,10 @@ mod tests {
         assert_eq!(matching("[z-ab]"), ["b"]);
         assert_eq!(matching("[!z-a]").len(), names.len() - 1);
         // Python's quirk: once `b-a` is dropped, what is left starts with `!`, and negates.
-        assert_eq!(matching("[b-a!c]"), ["a", "b", "z", "^", "]", "-", "!", "\\", "["]);
+        assert_eq!(
+            matching("[b-a!c]"),
+            ["a", "b", "z", "^", "]", "-", "!", "\\", "["]
+        );
         assert_eq!(matching("[a-c-e]"), ["a", "b", "c", "-"]);
         // No closing `]`: the `[` is literal; `[]` and `[!]` are not closed either.
         assert_eq!(matching("["), ["["]);
@@ -1424,6 +1487,44 @@ mod tests {
         assert!(m("*.[ch]", "main.c") && !m("*.[ch]", "main.o"));
         assert!(m("a*b*c", "abbbc") && !m("a*b*c", "acb"));
         assert!(m("?", "é") && !m("?", "ab"));
+    }
+
+    /// Docker's reader (moby `ignorefile.ReadAll`, then `patternmatcher.New`).
+    #[test]
+    fn dockerignore_lines_are_read_as_dockers_reader_reads_them() {
+        // Only `#` in the first column starts a comment; other lines are trimmed.
+        let ig = Ignore::parse("  # note\n#real\n\t a.log \r\n");
+        assert!(ig.excluded("# note"));
+        assert!(!ig.excluded("#real") && !ig.excluded("real"));
+        assert!(ig.excluded("a.log"));
+        // A byte order mark before a comment: still a comment.
+        assert!(Ignore::parse("\u{feff}#x\n").is_empty());
+        assert!(Ignore::parse("\u{feff} #x\n").excluded("#x"));
+        // `!` then blanks then the pattern.
+        let ig = Ignore::parse("*.log\n!  keep.log\n");
+        assert!(ig.excluded("a.log") && !ig.excluded("keep.log"));
+        // `/`, `.` and patterns climbing out of the context match nothing; a leading `/`
+        // (even `/..`) is the context.
+        for none in [
+            "/\n",
+            ".\n",
+            "./\n",
+            "../f\n",
+            "a/../../f\n",
+            "!.\n",
+            "!..\n",
+        ] {
+            let ig = Ignore::parse(none);
+            assert!(!ig.excluded("f") && !ig.excluded("a/f"), "{none:?}");
+        }
+        assert!(Ignore::parse("/../f\n").excluded("f"));
+        assert!(Ignore::parse("a/../f\n").excluded("f"));
+        // A `!` with no pattern is refused, naming its line.
+        for bare in ["!", "! ", "!/", "! //", "!/a/../.."] {
+            let (line, msg) = Ignore::parse_bytes(format!("x\n{bare}\n").as_bytes()).unwrap_err();
+            assert_eq!(line, 2, "{bare:?}");
+            assert!(msg.starts_with("illegal exclusion pattern"), "{msg}");
+        }
     }
 
     #[test]

@@ -296,7 +296,10 @@ fn copy_wildcard_classes_negate_with_bang_and_take_caret_and_bracket_literally()
         &[],
     );
     assert_eq!(
-        w.run("c", "for d in /d1 /d2 /d3 /d4 /d5 /e; do echo $d: $(ls $d); done"),
+        w.run(
+            "c",
+            "for d in /d1 /d2 /d3 /d4 /d5 /e; do echo $d: $(ls $d); done"
+        ),
         "/d1: f- f[ f] f^ fb\n/d2: f^ fa\n/d3: f] fa\n/d4: f- fa\n/d5: f[\n/e: f] f^ fa fb\n"
     );
 }
@@ -628,6 +631,32 @@ fn dockerignore_saved_with_a_byte_order_mark_excludes_its_first_pattern() {
     assert_eq!(
         w.run("bom", "cd /c && ls -A"),
         ".dockerignore\nDockerfile\nkeep\n"
+    );
+}
+
+#[test]
+fn dockerignore_comment_is_only_a_hash_in_the_first_column() {
+    // Docker's reader (moby ignorefile.ReadAll): `#` in column 1 is a comment; any other
+    // line is trimmed, so `  # draft` is the pattern `# draft`. Grove took it for a
+    // comment and copied `# draft`; a pattern climbing out of the context (`../keep`)
+    // matches nothing in Docker, where Grove cleaned it to `keep`.
+    let w = Bench::new("stranger-ignore-hash");
+    w.write(".dockerignore", "# a comment\n  # draft\n../keep\n");
+    w.write("# draft", "x\n");
+    w.write("# a comment", "x\n");
+    w.write("keep", "x\n");
+    w.build("h", "FROM busybox\nCOPY . /c/\n", &[]);
+    assert_eq!(
+        w.run("h", "cd /c && ls -A"),
+        "# a comment\n.dockerignore\nDockerfile\nkeep\n"
+    );
+    // A `!` with no pattern is refused, as Docker refuses it.
+    w.write(".dockerignore", "*.log\n!  \n");
+    let (code, err) = w.build_fails("h", "FROM busybox\nCOPY . /c/\n", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(".dockerignore:2: illegal exclusion pattern: \"!\""),
+        "{err}"
     );
 }
 
