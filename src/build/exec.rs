@@ -701,35 +701,46 @@ impl<'a> Builder<'a> {
                         );
                     }
                 }
-                // A reference that came out invalid because a variable in it was not set
-                // says so (Charliecloud's message), rather than why the rest is invalid.
-                if let InstrKind::From { image: raw, .. } = &ins.kind {
-                    let stage = self
+                let line = |mark: char, shown: &str| {
+                    info!(
+                        "{n:>3}{mark} FROM {}{}",
+                        crate::log::shown(shown),
+                        alias
+                            .as_ref()
+                            .map(|a| format!(" AS {a}"))
+                            .unwrap_or_default()
+                    )
+                };
+                let named = !image.eq_ignore_ascii_case("scratch")
+                    && !self
                         .stages
                         .iter()
                         .any(|s| s.alias.as_deref() == Some(image.to_ascii_lowercase().as_str()));
-                    if !stage
-                        && !image.eq_ignore_ascii_case("scratch")
-                        && Reference::parse(image).is_err()
+                let bad_ref = named && Reference::parse(image).is_err();
+                // A reference that came out invalid because a variable in it was not set
+                // says so (Charliecloud's message), rather than why the rest is invalid.
+                // As in Charliecloud 0.31 and 0.38, a FROM that fails before its image is
+                // found is logged with a blank mark (`  1  FROM BusyBox`), not as done.
+                if let InstrKind::From { image: raw, .. } = &ins.kind {
+                    if bad_ref
                         && !super::subst::undefined_names(raw, self.df.escape(), &|n: &str| {
                             planner.vars().global_arg(n)
                         })
                         .is_empty()
                     {
+                        line(' ', raw);
                         return Err(self.at(
                             ins,
                             format!("image reference contains an undefined variable: {raw}"),
                         ));
                     }
+                    // `FROM ""`, `FROM $EMPTY`: Charliecloud can't parse it (no step line),
+                    // BuildKit says "base name should not be blank".
+                    if named && image.is_empty() {
+                        return Err(self.at(ins, format!("image reference is empty: {raw}")));
+                    }
                 }
-                info!(
-                    "{n:>3}* FROM {}{}",
-                    crate::log::shown(image),
-                    alias
-                        .as_ref()
-                        .map(|a| format!(" AS {a}"))
-                        .unwrap_or_default()
-                );
+                line(if bad_ref { ' ' } else { '*' }, image);
                 let env = self.from(ins, image, alias.clone())?;
                 planner.enter_base(&env);
                 let key = self.stage().key;
