@@ -19,8 +19,6 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::cli::glob_match;
-
 /// Errors about the context.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
@@ -140,7 +138,7 @@ pub const MAX_IGNORE_FILE: u64 = 1 << 20;
 /// `.dockerignore` rules: the last matching pattern decides; `!` re-includes.
 #[derive(Debug, Default, Clone)]
 pub struct Ignore {
-    rules: Vec<(bool, Vec<String>)>,
+    rules: Vec<(bool, Vec<Comp>)>,
     /// Each rule's line number in its file and the line as written (for messages).
     lines: Vec<(usize, String)>,
     /// The file the rules were read from (none for `COPY --exclude` patterns).
@@ -179,12 +177,7 @@ impl Ignore {
                     lines.push((n + 1, line.to_string()));
                 }
                 Rule::Nothing => {}
-                Rule::BareNegation => {
-                    return Err((
-                        n + 1,
-                        format!("illegal exclusion pattern: {line:?} (a `!` needs a pattern)"),
-                    ))
-                }
+                Rule::Bad(message) => return Err((n + 1, message)),
             }
         }
         Ok(Ignore {
@@ -195,20 +188,26 @@ impl Ignore {
     }
 
     /// The patterns of `COPY --exclude` options, one each: `.dockerignore`'s syntax
-    /// except that none is a comment (`--exclude=#draft` excludes `#draft`).
-    pub fn patterns<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Ignore {
-        let (rules, lines) = patterns
-            .into_iter()
-            .filter_map(|p| match rule(p.trim()) {
-                Rule::Pattern(r) => Some((r, (0, p.to_string()))),
-                Rule::Nothing | Rule::BareNegation => None,
-            })
-            .unzip();
-        Ignore {
+    /// except that none is a comment (`--exclude=#draft` excludes `#draft`). A pattern
+    /// Docker refuses is an error naming it.
+    pub fn patterns<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<Ignore, String> {
+        let mut rules = Vec::new();
+        let mut lines = Vec::new();
+        for p in patterns {
+            match rule(p.trim()) {
+                Rule::Pattern(r) => {
+                    rules.push(r);
+                    lines.push((0, p.to_string()));
+                }
+                Rule::Nothing => {}
+                Rule::Bad(message) => return Err(message),
+            }
+        }
+        Ok(Ignore {
             rules,
             lines,
             file: None,
-        }
+        })
     }
 
     /// Whether there are no rules (nothing is excluded).
@@ -336,24 +335,33 @@ impl Ignore {
 }
 
 /// Whether pattern `pat` can match some path strictly below directory `dir`.
-fn could_match_below(pat: &[String], dir: &[&str]) -> bool {
+fn could_match_below(pat: &[Comp], dir: &[&str]) -> bool {
     match (pat.first(), dir.first()) {
         (None, _) => false,
-        (Some(p), _) if p == "**" => true,
+        (Some(Comp::AnyDirs), _) => true,
         (Some(_), None) => true,
-        (Some(p), Some(d)) => glob_match(p, d) && could_match_below(&pat[1..], &dir[1..]),
+        (Some(Comp::Name(g)), Some(d)) => g.matches(d) && could_match_below(&pat[1..], &dir[1..]),
     }
+}
+
+/// A component of a `.dockerignore` pattern.
+#[derive(Debug, Clone)]
+enum Comp {
+    /// `**`: any number of components.
+    AnyDirs,
+    /// One component.
+    Name(Glob),
 }
 
 /// What a pattern line is.
 enum Rule {
     /// A rule: `!` (negation) and its components.
-    Pattern((bool, Vec<String>)),
+    Pattern((bool, Vec<Comp>)),
     /// A pattern that matches no path: `/`, `.`, or one climbing out of the context
     /// (`../x`: the paths matched are inside it). Docker keeps them; they match nothing.
     Nothing,
-    /// `!` with nothing after it but blanks and slashes: an error in Docker.
-    BareNegation,
+    /// A pattern Docker refuses: `!` with nothing after it, a malformed class.
+    Bad(String),
 }
 
 /// One pattern line (trimmed) as a rule, its pattern cleaned as Go's `filepath.Clean`
@@ -366,28 +374,40 @@ fn rule(line: &str) -> Rule {
         None => (false, line),
     };
     let rooted = pat.starts_with('/');
-    let mut comps: Vec<String> = Vec::new();
+    let mut comps: Vec<&str> = Vec::new();
     for c in pat.split('/') {
         match c {
             "" | "." => {}
-            ".." => match comps.last().map(String::as_str) {
-                Some(l) if l != ".." => {
+            ".." => match comps.last() {
+                Some(l) if *l != ".." => {
                     comps.pop();
                 }
                 _ if rooted => {}
-                _ => comps.push("..".into()),
+                _ => comps.push(".."),
             },
-            c => comps.push(c.into()),
+            c => comps.push(c),
         }
     }
     if neg && (pat.is_empty() || rooted && comps.is_empty()) {
         // `!`, `!/`, `!/a/../..`: Go's `Clean` makes `!` of them, which Docker refuses.
-        return Rule::BareNegation;
+        return Rule::Bad(format!(
+            "illegal exclusion pattern: {line:?} (a `!` needs a pattern)"
+        ));
     }
-    if comps.is_empty() || comps.iter().any(|c| c == "..") {
+    if comps.is_empty() || comps.contains(&"..") {
         return Rule::Nothing;
     }
-    Rule::Pattern((neg, comps))
+    let mut out = Vec::new();
+    for c in comps {
+        out.push(match c {
+            "**" => Comp::AnyDirs,
+            c => match Glob::docker(c) {
+                Ok(g) => Comp::Name(g),
+                Err(e) => return Rule::Bad(e),
+            },
+        });
+    }
+    Rule::Pattern((neg, out))
 }
 
 fn clean(p: &str) -> String {
@@ -409,21 +429,24 @@ fn clean(p: &str) -> String {
 /// `O(|pat| * |path|)`. (Backtracking over each `**` took time exponential in their
 /// number: `**/**/**/**/**/**/**/**/x` in a `.dockerignore` held a build over a context 60
 /// directories deep for minutes.)
-fn match_comps(pat: &[String], path: &[&str]) -> bool {
+fn match_comps(pat: &[Comp], path: &[&str]) -> bool {
     let n = path.len();
     // next[j]: the pattern suffix after the current component matches path[j..].
     let mut next: Vec<bool> = (0..=n).map(|j| j == n).collect();
     for p in pat.iter().rev() {
         let mut row = vec![false; n + 1];
-        if p == "**" {
-            let mut any = false;
-            for j in (0..=n).rev() {
-                any |= next[j];
-                row[j] = any;
+        match p {
+            Comp::AnyDirs => {
+                let mut any = false;
+                for j in (0..=n).rev() {
+                    any |= next[j];
+                    row[j] = any;
+                }
             }
-        } else {
-            for j in 0..n {
-                row[j] = next[j + 1] && glob_match(p, path[j]);
+            Comp::Name(g) => {
+                for j in 0..n {
+                    row[j] = next[j + 1] && g.matches(path[j]);
+                }
             }
         }
         next = row;
@@ -567,7 +590,7 @@ fn glob_walk(
         Ok(rd) => rd,
         Err(_) => return Ok(()),
     };
-    let glob = PyGlob::new(first);
+    let glob = Glob::new(first);
     for e in rd {
         let e = e?;
         let name = e.file_name();
@@ -583,6 +606,9 @@ fn glob_walk(
     Ok(())
 }
 
+/// A wildcard pattern for one path component: [`Glob::new`] for COPY and ADD sources,
+/// [`Glob::docker`] for `.dockerignore` and `COPY --exclude` patterns.
+///
 /// A COPY wildcard component, compiled with the rules of Python's `fnmatch.translate`
 /// (3.11), which Charliecloud's `glob.glob` uses (the man page: "Python glob semantics"):
 /// `*` any run of characters, `?` one, `[...]` one of a class, everything else literal
@@ -593,10 +619,10 @@ fn glob_walk(
 /// Go's `filepath.Match` (Docker) differs: there `^` negates and `!` is literal, `\`
 /// escapes, and a malformed class is an error (docs/compatibility.md).
 #[derive(Debug, Clone)]
-pub(crate) struct PyGlob(Vec<PyTok>);
+pub(crate) struct Glob(Vec<Tok>);
 
 #[derive(Debug, Clone, PartialEq)]
-enum PyTok {
+enum Tok {
     Star,
     Any,
     Lit(char),
@@ -604,8 +630,9 @@ enum PyTok {
     Class(bool, Vec<(char, char)>),
 }
 
-impl PyGlob {
-    pub(crate) fn new(pattern: &str) -> PyGlob {
+impl Glob {
+    /// A COPY or ADD source component, as Python's `fnmatch` reads it (above).
+    pub(crate) fn new(pattern: &str) -> Glob {
         let p: Vec<char> = pattern.chars().collect();
         let mut toks = Vec::new();
         let mut i = 0;
@@ -614,22 +641,88 @@ impl PyGlob {
             i += 1;
             match c {
                 '*' => {
-                    if toks.last() != Some(&PyTok::Star) {
-                        toks.push(PyTok::Star)
+                    if toks.last() != Some(&Tok::Star) {
+                        toks.push(Tok::Star)
                     }
                 }
-                '?' => toks.push(PyTok::Any),
+                '?' => toks.push(Tok::Any),
                 '[' => match py_class(&p, i) {
                     Some((tok, next)) => {
                         toks.push(tok);
                         i = next;
                     }
-                    None => toks.push(PyTok::Lit('[')),
+                    None => toks.push(Tok::Lit('[')),
                 },
-                c => toks.push(PyTok::Lit(c)),
+                c => toks.push(Tok::Lit(c)),
             }
         }
-        PyGlob(toks)
+        Glob(toks)
+    }
+
+    /// A `.dockerignore` (or `COPY --exclude`) pattern component, as Docker reads it:
+    /// moby's patternmatcher checks the pattern with Go's `filepath.Match` and matches
+    /// it as a Go regular expression. `\` escapes the next character; a class is
+    /// `[` `^`? then characters and `lo-hi` ranges (`\` escaping) then `]`, so `[^a]`
+    /// negates and `[!a]` is `!` or `a`. A malformed class (unclosed, empty, a `-` or
+    /// `]` where a character belongs, a range `z-a`) or a trailing `\` is an error, as
+    /// in Docker (`syntax error in pattern`).
+    pub(crate) fn docker(pattern: &str) -> Result<Glob, String> {
+        let bad = || format!("syntax error in pattern {pattern:?}");
+        let p: Vec<char> = pattern.chars().collect();
+        let mut toks = Vec::new();
+        let mut i = 0;
+        // One class character at `p[*i]` (`\` escaping), which a `]` or `-` must follow.
+        let esc = |i: &mut usize| -> Option<char> {
+            let mut c = *p.get(*i).filter(|c| **c != '-' && **c != ']')?;
+            if c == '\\' {
+                *i += 1;
+                c = *p.get(*i)?;
+            }
+            *i += 1;
+            (*i < p.len()).then_some(c)
+        };
+        while i < p.len() {
+            let c = p[i];
+            i += 1;
+            match c {
+                '*' => {
+                    if toks.last() != Some(&Tok::Star) {
+                        toks.push(Tok::Star)
+                    }
+                }
+                '?' => toks.push(Tok::Any),
+                '\\' => {
+                    toks.push(Tok::Lit(*p.get(i).ok_or_else(bad)?));
+                    i += 1;
+                }
+                '[' => {
+                    let neg = p.get(i) == Some(&'^');
+                    if neg {
+                        i += 1;
+                    }
+                    let mut ranges = Vec::new();
+                    loop {
+                        if p.get(i) == Some(&']') && !ranges.is_empty() {
+                            i += 1;
+                            break;
+                        }
+                        let lo = esc(&mut i).ok_or_else(bad)?;
+                        let mut hi = lo;
+                        if p.get(i) == Some(&'-') {
+                            i += 1;
+                            hi = esc(&mut i).ok_or_else(bad)?;
+                        }
+                        if lo > hi {
+                            return Err(bad());
+                        }
+                        ranges.push((lo, hi));
+                    }
+                    toks.push(Tok::Class(neg, ranges));
+                }
+                c => toks.push(Tok::Lit(c)),
+            }
+        }
+        Ok(Glob(toks))
     }
 
     /// Whether `name` matches, all of it. Every token but `*` matches one character, so
@@ -637,16 +730,16 @@ impl PyGlob {
     pub(crate) fn matches(&self, name: &str) -> bool {
         let p = &self.0;
         let t: Vec<char> = name.chars().collect();
-        let one = |tok: &PyTok, c: char| match tok {
-            PyTok::Star => false,
-            PyTok::Any => true,
-            PyTok::Lit(l) => *l == c,
-            PyTok::Class(neg, ranges) => ranges.iter().any(|(a, b)| *a <= c && c <= *b) != *neg,
+        let one = |tok: &Tok, c: char| match tok {
+            Tok::Star => false,
+            Tok::Any => true,
+            Tok::Lit(l) => *l == c,
+            Tok::Class(neg, ranges) => ranges.iter().any(|(a, b)| *a <= c && c <= *b) != *neg,
         };
         let (mut pi, mut ti) = (0, 0);
         let mut star: Option<(usize, usize)> = None;
         while ti < t.len() {
-            if pi < p.len() && p[pi] == PyTok::Star {
+            if pi < p.len() && p[pi] == Tok::Star {
                 star = Some((pi, ti));
                 pi += 1;
                 continue;
@@ -665,7 +758,7 @@ impl PyGlob {
                 None => return false,
             }
         }
-        p[pi..].iter().all(|t| *t == PyTok::Star)
+        p[pi..].iter().all(|t| *t == Tok::Star)
     }
 }
 
@@ -673,7 +766,7 @@ impl PyGlob {
 /// `None` if it is not closed (the `[` is then literal). A port of `fnmatch.translate`'s
 /// class branch, quirks included: it splits the class at its range hyphens into chunks,
 /// drops each empty range with its two ends, and negates if what is left starts with `!`.
-fn py_class(p: &[char], i: usize) -> Option<(PyTok, usize)> {
+fn py_class(p: &[char], i: usize) -> Option<(Tok, usize)> {
     let n = p.len();
     let mut j = i;
     if j < n && p[j] == '!' {
@@ -746,7 +839,7 @@ fn py_class(p: &[char], i: usize) -> Option<(PyTok, usize)> {
             }
         }
     }
-    Some((PyTok::Class(neg, ranges), j + 1))
+    Some((Tok::Class(neg, ranges), j + 1))
 }
 
 /// Cached content hashes keyed by absolute path and the stat fields a user cannot fake
@@ -1447,7 +1540,7 @@ mod tests {
     /// `[]a]`, `[a-]`, `[\]`, `[` and `[z-ab]` against Charliecloud 0.31 and 0.38 builds.
     #[test]
     fn copy_wildcard_classes_follow_python_fnmatch() {
-        let m = |p: &str, n: &str| PyGlob::new(p).matches(n);
+        let m = |p: &str, n: &str| Glob::new(p).matches(n);
         let names = ["a", "b", "c", "z", "^", "]", "-", "!", "\\", "[", "ab"];
         let matching = |p: &str| -> Vec<&str> { names.into_iter().filter(|n| m(p, n)).collect() };
         // `!` negates; `^` is a member.
@@ -1487,6 +1580,32 @@ mod tests {
         assert!(m("*.[ch]", "main.c") && !m("*.[ch]", "main.o"));
         assert!(m("a*b*c", "abbbc") && !m("a*b*c", "acb"));
         assert!(m("?", "é") && !m("?", "ab"));
+    }
+
+    /// Go's `filepath.Match` syntax and the regular expression moby's patternmatcher
+    /// makes of it.
+    #[test]
+    fn dockerignore_classes_and_escapes_follow_go() {
+        let m = |p: &str, n: &str| Glob::docker(p).unwrap().matches(n);
+        // `^` negates; `!` is a member.
+        assert!(m("[^a]x", "bx") && !m("[^a]x", "ax"));
+        assert!(m("[!a]x", "!x") && m("[!a]x", "ax") && !m("[!a]x", "bx"));
+        assert!(m("[a-c]", "b") && !m("[a-c]", "d"));
+        // `\` escapes, in a class and out of one.
+        assert!(m("\\*", "*") && !m("\\*", "a"));
+        assert!(m("\\#draft", "#draft"));
+        assert!(m("[\\]]", "]") && m("[\\-]", "-") && !m("[\\]]", "\\"));
+        assert!(m("*.log", "a.log") && m("?", "é"));
+        // What Go refuses.
+        for bad in [
+            "[", "[]", "[]a]", "[a-]", "[-a]", "[^]", "[z-a]", "a\\", "[a", "[\\",
+        ] {
+            assert!(Glob::docker(bad).is_err(), "{bad:?}");
+        }
+        let (line, msg) = Ignore::parse_bytes(b"ok\nsrc/[z-a]\n").unwrap_err();
+        assert_eq!(line, 2);
+        assert_eq!(msg, "syntax error in pattern \"[z-a]\"");
+        assert!(Ignore::patterns(["["]).is_err());
     }
 
     /// Docker's reader (moby `ignorefile.ReadAll`, then `patternmatcher.New`).

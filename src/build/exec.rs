@@ -2597,7 +2597,8 @@ impl<'a> Builder<'a> {
             None => None,
         };
         let dest_abs = dest_path(&args.dest, &config.cwd);
-        let exclude = context::Ignore::patterns(args.options.get_all("exclude"));
+        let exclude = context::Ignore::patterns(args.options.get_all("exclude"))
+            .map_err(|m| self.at(ins, format!("{} --exclude: {m}", ins.keyword())))?;
         if args.options.get("checksum").is_some()
             && args
                 .sources

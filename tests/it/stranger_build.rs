@@ -305,6 +305,36 @@ fn copy_wildcard_classes_negate_with_bang_and_take_caret_and_bracket_literally()
 }
 
 #[test]
+fn dockerignore_classes_and_escapes_are_gos() {
+    // Docker matches .dockerignore and COPY --exclude patterns with Go's syntax: `[^a]`
+    // negates, `[!a]` is `!` or `a`, `\` escapes, a malformed class is an error. Grove
+    // read `[!a]` as a negation, `\*` as a backslash then a wildcard, and took `[z-a]`.
+    let w = Bench::new("stranger-ignore-go-class");
+    w.write(".dockerignore", "[!a]x\n\\*\n[^k]y\n");
+    for n in ["ax", "bx", "!x", "*", "ky", "ly", "keep"] {
+        w.write(n, "x\n");
+    }
+    w.build("g", "FROM busybox\nCOPY . /c/\n", &[]);
+    assert_eq!(
+        w.run("g", "cd /c && ls -A"),
+        ".dockerignore\nDockerfile\nbx\nkeep\nky\n"
+    );
+    let (code, err) = w.build_fails("g", "FROM busybox\nCOPY --exclude=[z-a] . /c/\n", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("Dockerfile:2: COPY --exclude: syntax error in pattern \"[z-a]\""),
+        "{err}"
+    );
+    w.write(".dockerignore", "ok\nsrc/[\n");
+    let (code, err) = w.build_fails("g", "FROM busybox\nCOPY . /c/\n", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(".dockerignore:2: syntax error in pattern \"[\""),
+        "{err}"
+    );
+}
+
+#[test]
 fn copy_exclude_and_parents_shape_what_is_copied() {
     // BuildKit's COPY --exclude (patterns relative to each source, .dockerignore syntax,
     // also dropping sources by name) and --parents (context directories kept).
