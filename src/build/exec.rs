@@ -740,7 +740,22 @@ impl<'a> Builder<'a> {
                         return Err(self.at(ins, format!("image reference is empty: {raw}")));
                     }
                 }
-                line(if bad_ref { ' ' } else { '*' }, image);
+                // A base to pull is a miss (`.`), as in Charliecloud; one in storage, a
+                // stage or scratch, a hit (`*`).
+                let to_pull = named
+                    && !bad_ref
+                    && match Reference::parse(image) {
+                        Ok(r) => self.store.image(&r.with_default_tag())?.is_none(),
+                        Err(_) => false,
+                    };
+                line(
+                    match (bad_ref, to_pull) {
+                        (true, _) => ' ',
+                        (false, true) => '.',
+                        (false, false) => '*',
+                    },
+                    image,
+                );
                 let env = self.from(ins, image, alias.clone())?;
                 planner.enter_base(&env);
                 let key = self.stage().key;

@@ -546,3 +546,19 @@ fn from_an_invalid_reference_is_logged_as_not_run() {
         assert!(!stderr.contains("* FROM"), "{df}: {stderr}");
     }
 }
+
+#[test]
+fn from_a_base_to_pull_is_logged_as_a_miss() {
+    // Charliecloud 0.31 and 0.38 log a base they must pull `  1. FROM X` (a miss), one in
+    // storage `  1* FROM X`; Grove logged `*` for both. Port 1 refuses at once.
+    let w = World::new("from-pull-mark");
+    let (code, _, stderr) = stderr_of(&mut w.build_cmd("x", "FROM localhost:1/x\n", &[]));
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        stderr.lines().next(),
+        Some("  1. FROM localhost:1/x"),
+        "{stderr}"
+    );
+    let err = w.build("y", "FROM busybox\n", &[]);
+    assert_eq!(err.lines().next(), Some("  1* FROM busybox"), "{err}");
+}
