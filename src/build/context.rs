@@ -19,8 +19,6 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::cli::glob_match;
-
 /// Errors about the context.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
@@ -140,7 +138,7 @@ pub const MAX_IGNORE_FILE: u64 = 1 << 20;
 /// `.dockerignore` rules: the last matching pattern decides; `!` re-includes.
 #[derive(Debug, Default, Clone)]
 pub struct Ignore {
-    rules: Vec<(bool, Vec<String>)>,
+    rules: Vec<(bool, Vec<Comp>)>,
     /// Each rule's line number in its file and the line as written (for messages).
     lines: Vec<(usize, String)>,
     /// The file the rules were read from (none for `COPY --exclude` patterns).
@@ -148,41 +146,68 @@ pub struct Ignore {
 }
 
 impl Ignore {
+    /// Parse `.dockerignore` text as Docker's reader (moby `ignorefile.ReadAll`) does: a
+    /// line is a comment only if `#` is its first character (`  # note` is the pattern
+    /// `# note`); other lines are trimmed of blanks, and a line that is then empty is
+    /// skipped. A leading byte order mark is not part of the first line, and CRLF line
+    /// ends are read as LF. A `!` with no pattern after it (`!`, `! `, `!/`) is refused,
+    /// as Docker refuses it (`illegal exclusion pattern: "!"`).
     pub fn parse(text: &str) -> Ignore {
+        Ignore::parse_checked(text).unwrap_or_else(|_| Ignore::default())
+    }
+
+    /// [`Ignore::parse`], with the first refused line as `(line number, message)`.
+    fn parse_checked(text: &str) -> Result<Ignore, (usize, String)> {
         let mut rules = Vec::new();
         let mut lines = Vec::new();
         // A UTF-8 byte order mark (Windows editors) is not part of the first pattern, as
         // Docker's reader trims it.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
+            if line.starts_with('#') {
                 continue;
             }
-            if let Some(r) = rule(line) {
-                rules.push(r);
-                lines.push((n + 1, line.to_string()));
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            match rule(line) {
+                Rule::Pattern(r) => {
+                    rules.push(r);
+                    lines.push((n + 1, line.to_string()));
+                }
+                Rule::Nothing => {}
+                Rule::Bad(message) => return Err((n + 1, message)),
             }
         }
-        Ignore {
+        Ok(Ignore {
             rules,
             lines,
             file: None,
-        }
+        })
     }
 
     /// The patterns of `COPY --exclude` options, one each: `.dockerignore`'s syntax
-    /// except that none is a comment (`--exclude=#draft` excludes `#draft`).
-    pub fn patterns<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Ignore {
-        let (rules, lines) = patterns
-            .into_iter()
-            .filter_map(|p| Some((rule(p.trim())?, (0, p.to_string()))))
-            .unzip();
-        Ignore {
+    /// except that none is a comment (`--exclude=#draft` excludes `#draft`). A pattern
+    /// Docker refuses is an error naming it.
+    pub fn patterns<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<Ignore, String> {
+        let mut rules = Vec::new();
+        let mut lines = Vec::new();
+        for p in patterns {
+            match rule(p.trim()) {
+                Rule::Pattern(r) => {
+                    rules.push(r);
+                    lines.push((0, p.to_string()));
+                }
+                Rule::Nothing => {}
+                Rule::Bad(message) => return Err(message),
+            }
+        }
+        Ok(Ignore {
             rules,
             lines,
             file: None,
-        }
+        })
     }
 
     /// Whether there are no rules (nothing is excluded).
@@ -271,7 +296,7 @@ impl Ignore {
             }
         }
         let text = std::str::from_utf8(bytes).map_err(|e| (0, e.to_string()))?;
-        Ok(Ignore::parse(text))
+        Ignore::parse_checked(text)
     }
 
     /// Whether `rel` (relative to the context, `/`-separated) is excluded. A path is
@@ -310,27 +335,79 @@ impl Ignore {
 }
 
 /// Whether pattern `pat` can match some path strictly below directory `dir`.
-fn could_match_below(pat: &[String], dir: &[&str]) -> bool {
+fn could_match_below(pat: &[Comp], dir: &[&str]) -> bool {
     match (pat.first(), dir.first()) {
         (None, _) => false,
-        (Some(p), _) if p == "**" => true,
+        (Some(Comp::AnyDirs), _) => true,
         (Some(_), None) => true,
-        (Some(p), Some(d)) => glob_match(p, d) && could_match_below(&pat[1..], &dir[1..]),
+        (Some(Comp::Name(g)), Some(d)) => g.matches(d) && could_match_below(&pat[1..], &dir[1..]),
     }
 }
 
-/// One pattern line as a rule: `!` (negation) and its components.
-fn rule(line: &str) -> Option<(bool, Vec<String>)> {
+/// A component of a `.dockerignore` pattern.
+#[derive(Debug, Clone)]
+enum Comp {
+    /// `**`: any number of components.
+    AnyDirs,
+    /// One component.
+    Name(Glob),
+}
+
+/// What a pattern line is.
+enum Rule {
+    /// A rule: `!` (negation) and its components.
+    Pattern((bool, Vec<Comp>)),
+    /// A pattern that matches no path: `/`, `.`, or one climbing out of the context
+    /// (`../x`: the paths matched are inside it). Docker keeps them; they match nothing.
+    Nothing,
+    /// A pattern Docker refuses: `!` with nothing after it, a malformed class.
+    Bad(String),
+}
+
+/// One pattern line (trimmed) as a rule, its pattern cleaned as Go's `filepath.Clean`
+/// cleans it (Docker's reader and matcher do): `.` and empty components go, `..` takes
+/// the component before it away, and a `..` with none before it stays, so that a pattern
+/// climbing above the context matches nothing; a leading `/` changes nothing.
+fn rule(line: &str) -> Rule {
     let (neg, pat) = match line.strip_prefix('!') {
         Some(p) => (true, p.trim()),
         None => (false, line),
     };
-    let comps: Vec<String> = clean(pat)
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .map(String::from)
-        .collect();
-    (!comps.is_empty()).then_some((neg, comps))
+    let rooted = pat.starts_with('/');
+    let mut comps: Vec<&str> = Vec::new();
+    for c in pat.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => match comps.last() {
+                Some(l) if *l != ".." => {
+                    comps.pop();
+                }
+                _ if rooted => {}
+                _ => comps.push(".."),
+            },
+            c => comps.push(c),
+        }
+    }
+    if neg && (pat.is_empty() || rooted && comps.is_empty()) {
+        // `!`, `!/`, `!/a/../..`: Go's `Clean` makes `!` of them, which Docker refuses.
+        return Rule::Bad(format!(
+            "illegal exclusion pattern: {line:?} (a `!` needs a pattern)"
+        ));
+    }
+    if comps.is_empty() || comps.contains(&"..") {
+        return Rule::Nothing;
+    }
+    let mut out = Vec::new();
+    for c in comps {
+        out.push(match c {
+            "**" => Comp::AnyDirs,
+            c => match Glob::docker(c) {
+                Ok(g) => Comp::Name(g),
+                Err(e) => return Rule::Bad(e),
+            },
+        });
+    }
+    Rule::Pattern((neg, out))
 }
 
 fn clean(p: &str) -> String {
@@ -352,21 +429,24 @@ fn clean(p: &str) -> String {
 /// `O(|pat| * |path|)`. (Backtracking over each `**` took time exponential in their
 /// number: `**/**/**/**/**/**/**/**/x` in a `.dockerignore` held a build over a context 60
 /// directories deep for minutes.)
-fn match_comps(pat: &[String], path: &[&str]) -> bool {
+fn match_comps(pat: &[Comp], path: &[&str]) -> bool {
     let n = path.len();
     // next[j]: the pattern suffix after the current component matches path[j..].
     let mut next: Vec<bool> = (0..=n).map(|j| j == n).collect();
     for p in pat.iter().rev() {
         let mut row = vec![false; n + 1];
-        if p == "**" {
-            let mut any = false;
-            for j in (0..=n).rev() {
-                any |= next[j];
-                row[j] = any;
+        match p {
+            Comp::AnyDirs => {
+                let mut any = false;
+                for j in (0..=n).rev() {
+                    any |= next[j];
+                    row[j] = any;
+                }
             }
-        } else {
-            for j in 0..n {
-                row[j] = next[j + 1] && glob_match(p, path[j]);
+            Comp::Name(g) => {
+                for j in 0..n {
+                    row[j] = next[j + 1] && g.matches(path[j]);
+                }
             }
         }
         next = row;
@@ -510,6 +590,7 @@ fn glob_walk(
         Ok(rd) => rd,
         Err(_) => return Ok(()),
     };
+    let glob = Glob::new(first);
     for e in rd {
         let e = e?;
         let name = e.file_name();
@@ -518,11 +599,247 @@ fn glob_walk(
         if name.as_bytes().first() == Some(&b'.') && !first.starts_with('.') {
             continue;
         }
-        if glob_match(first, &name.to_string_lossy()) {
+        if glob.matches(&name.to_string_lossy()) {
             glob_walk(&e.path(), join(name.as_bytes()), rest, out)?;
         }
     }
     Ok(())
+}
+
+/// A wildcard pattern for one path component: [`Glob::new`] for COPY and ADD sources,
+/// [`Glob::docker`] for `.dockerignore` and `COPY --exclude` patterns.
+///
+/// A COPY wildcard component, compiled with the rules of Python's `fnmatch.translate`
+/// (3.11), which Charliecloud's `glob.glob` uses (the man page: "Python glob semantics"):
+/// `*` any run of characters, `?` one, `[...]` one of a class, everything else literal
+/// (a backslash too: there is no escape). In a class, a leading `!` negates and `^` is
+/// literal (`[^a]` matches `^` or `a`); `]` right after `[` or `[!` is a member (`[]a]`);
+/// `-` at either end is literal (`[a-]`); an empty range is dropped with its ends
+/// (`[z-ab]` is `[b]`, `[z-a]` matches nothing); a `[` with no closing `]` is literal.
+/// Go's `filepath.Match` (Docker) differs: there `^` negates and `!` is literal, `\`
+/// escapes, and a malformed class is an error (docs/compatibility.md).
+#[derive(Debug, Clone)]
+pub(crate) struct Glob(Vec<Tok>);
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Star,
+    Any,
+    Lit(char),
+    /// One character in (or, negated, not in) the inclusive ranges.
+    Class(bool, Vec<(char, char)>),
+}
+
+impl Glob {
+    /// A COPY or ADD source component, as Python's `fnmatch` reads it (above).
+    pub(crate) fn new(pattern: &str) -> Glob {
+        let p: Vec<char> = pattern.chars().collect();
+        let mut toks = Vec::new();
+        let mut i = 0;
+        while i < p.len() {
+            let c = p[i];
+            i += 1;
+            match c {
+                '*' => {
+                    if toks.last() != Some(&Tok::Star) {
+                        toks.push(Tok::Star)
+                    }
+                }
+                '?' => toks.push(Tok::Any),
+                '[' => match py_class(&p, i) {
+                    Some((tok, next)) => {
+                        toks.push(tok);
+                        i = next;
+                    }
+                    None => toks.push(Tok::Lit('[')),
+                },
+                c => toks.push(Tok::Lit(c)),
+            }
+        }
+        Glob(toks)
+    }
+
+    /// A `.dockerignore` (or `COPY --exclude`) pattern component, as Docker reads it:
+    /// moby's patternmatcher checks the pattern with Go's `filepath.Match` and matches
+    /// it as a Go regular expression. `\` escapes the next character; a class is
+    /// `[` `^`? then characters and `lo-hi` ranges (`\` escaping) then `]`, so `[^a]`
+    /// negates and `[!a]` is `!` or `a`. A malformed class (unclosed, empty, a `-` or
+    /// `]` where a character belongs, a range `z-a`) or a trailing `\` is an error, as
+    /// in Docker (`syntax error in pattern`).
+    pub(crate) fn docker(pattern: &str) -> Result<Glob, String> {
+        let bad = || format!("syntax error in pattern {pattern:?}");
+        let p: Vec<char> = pattern.chars().collect();
+        let mut toks = Vec::new();
+        let mut i = 0;
+        // One class character at `p[*i]` (`\` escaping), which a `]` or `-` must follow.
+        let esc = |i: &mut usize| -> Option<char> {
+            let mut c = *p.get(*i).filter(|c| **c != '-' && **c != ']')?;
+            if c == '\\' {
+                *i += 1;
+                c = *p.get(*i)?;
+            }
+            *i += 1;
+            (*i < p.len()).then_some(c)
+        };
+        while i < p.len() {
+            let c = p[i];
+            i += 1;
+            match c {
+                '*' => {
+                    if toks.last() != Some(&Tok::Star) {
+                        toks.push(Tok::Star)
+                    }
+                }
+                '?' => toks.push(Tok::Any),
+                '\\' => {
+                    toks.push(Tok::Lit(*p.get(i).ok_or_else(bad)?));
+                    i += 1;
+                }
+                '[' => {
+                    let neg = p.get(i) == Some(&'^');
+                    if neg {
+                        i += 1;
+                    }
+                    let mut ranges = Vec::new();
+                    loop {
+                        if p.get(i) == Some(&']') && !ranges.is_empty() {
+                            i += 1;
+                            break;
+                        }
+                        let lo = esc(&mut i).ok_or_else(bad)?;
+                        let mut hi = lo;
+                        if p.get(i) == Some(&'-') {
+                            i += 1;
+                            hi = esc(&mut i).ok_or_else(bad)?;
+                        }
+                        if lo > hi {
+                            return Err(bad());
+                        }
+                        ranges.push((lo, hi));
+                    }
+                    toks.push(Tok::Class(neg, ranges));
+                }
+                c => toks.push(Tok::Lit(c)),
+            }
+        }
+        Ok(Glob(toks))
+    }
+
+    /// Whether `name` matches, all of it. Every token but `*` matches one character, so
+    /// on a mismatch only the last `*` needs to take one more: time `O(|pattern| * |name|)`.
+    pub(crate) fn matches(&self, name: &str) -> bool {
+        let p = &self.0;
+        let t: Vec<char> = name.chars().collect();
+        let one = |tok: &Tok, c: char| match tok {
+            Tok::Star => false,
+            Tok::Any => true,
+            Tok::Lit(l) => *l == c,
+            Tok::Class(neg, ranges) => ranges.iter().any(|(a, b)| *a <= c && c <= *b) != *neg,
+        };
+        let (mut pi, mut ti) = (0, 0);
+        let mut star: Option<(usize, usize)> = None;
+        while ti < t.len() {
+            if pi < p.len() && p[pi] == Tok::Star {
+                star = Some((pi, ti));
+                pi += 1;
+                continue;
+            }
+            if pi < p.len() && one(&p[pi], t[ti]) {
+                pi += 1;
+                ti += 1;
+                continue;
+            }
+            match star {
+                Some((s, at)) => {
+                    star = Some((s, at + 1));
+                    pi = s + 1;
+                    ti = at + 1;
+                }
+                None => return false,
+            }
+        }
+        p[pi..].iter().all(|t| *t == Tok::Star)
+    }
+}
+
+/// The class whose text starts at `p[i]` (just after `[`), and the index after its `]`;
+/// `None` if it is not closed (the `[` is then literal). A port of `fnmatch.translate`'s
+/// class branch, quirks included: it splits the class at its range hyphens into chunks,
+/// drops each empty range with its two ends, and negates if what is left starts with `!`.
+fn py_class(p: &[char], i: usize) -> Option<(Tok, usize)> {
+    let n = p.len();
+    let mut j = i;
+    if j < n && p[j] == '!' {
+        j += 1;
+    }
+    if j < n && p[j] == ']' {
+        j += 1;
+    }
+    while j < n && p[j] != ']' {
+        j += 1;
+    }
+    if j >= n {
+        return None;
+    }
+    let stuff = &p[i..j];
+    let mut chunks: Vec<Vec<char>> = if !stuff.contains(&'-') {
+        vec![stuff.to_vec()]
+    } else {
+        let mut chunks = Vec::new();
+        let mut start = i;
+        let mut k = if p[i] == '!' { i + 2 } else { i + 1 };
+        while let Some(h) = (k..j).find(|x| p[*x] == '-') {
+            chunks.push(p[start..h].to_vec());
+            start = h + 1;
+            k = h + 3;
+        }
+        let last = p[start..j].to_vec();
+        if !last.is_empty() {
+            chunks.push(last);
+        } else if let Some(c) = chunks.last_mut() {
+            c.push('-');
+        }
+        // Empty ranges (`z-a`) are dropped with both ends.
+        for k in (1..chunks.len()).rev() {
+            if let (Some(a), Some(b)) = (chunks[k - 1].last(), chunks[k].first()) {
+                if a > b {
+                    let tail = chunks.remove(k);
+                    chunks[k - 1].pop();
+                    chunks[k - 1].extend_from_slice(&tail[1..]);
+                }
+            }
+        }
+        chunks
+    };
+    let neg = chunks.first().and_then(|c| c.first()) == Some(&'!');
+    if neg {
+        chunks[0].remove(0);
+    }
+    // Chunks join at range hyphens: the last character of one and the first of the next
+    // are a range's ends; a hyphen with no start is literal (as Python's `re` reads it).
+    let mut atoms: Vec<Option<char>> = Vec::new();
+    for (n, c) in chunks.iter().enumerate() {
+        if n > 0 {
+            atoms.push(None);
+        }
+        atoms.extend(c.iter().map(|c| Some(*c)));
+    }
+    let mut ranges = Vec::new();
+    let mut a = 0;
+    while a < atoms.len() {
+        match (atoms[a], atoms.get(a + 1), atoms.get(a + 2)) {
+            (Some(lo), Some(None), Some(Some(hi))) => {
+                ranges.push((lo, *hi));
+                a += 3;
+            }
+            (c, _, _) => {
+                let c = c.unwrap_or('-');
+                ranges.push((c, c));
+                a += 1;
+            }
+        }
+    }
+    Some((Tok::Class(neg, ranges), j + 1))
 }
 
 /// Cached content hashes keyed by absolute path and the stat fields a user cannot fake
@@ -1217,6 +1534,116 @@ mod tests {
         assert!(!ig.may_reinclude_below("vendor"));
         assert!(ig.may_reinclude_below("src"));
         assert!(!Ignore::parse("vendor\n").may_reinclude_below("vendor"));
+    }
+
+    /// Each case checked against Python 3.11 (`fnmatch.fnmatchcase`), and `[!a]`, `[^a]`,
+    /// `[]a]`, `[a-]`, `[\]`, `[` and `[z-ab]` against Charliecloud 0.31 and 0.38 builds.
+    #[test]
+    fn copy_wildcard_classes_follow_python_fnmatch() {
+        let m = |p: &str, n: &str| Glob::new(p).matches(n);
+        let names = ["a", "b", "c", "z", "^", "]", "-", "!", "\\", "[", "ab"];
+        let matching = |p: &str| -> Vec<&str> { names.into_iter().filter(|n| m(p, n)).collect() };
+        // `!` negates; `^` is a member.
+        assert_eq!(
+            matching("[!a]"),
+            ["b", "c", "z", "^", "]", "-", "!", "\\", "["]
+        );
+        assert_eq!(matching("[^a]"), ["a", "^"]);
+        // `]` first (after `[` or `[!`) is a member.
+        assert_eq!(matching("[]a]"), ["a", "]"]);
+        assert_eq!(matching("[!]a]"), ["b", "c", "z", "^", "-", "!", "\\", "["]);
+        // A hyphen at either end is literal.
+        assert_eq!(matching("[a-]"), ["a", "-"]);
+        assert_eq!(matching("[-a]"), ["a", "-"]);
+        assert_eq!(matching("[a-c]"), ["a", "b", "c"]);
+        // An empty range is dropped with its ends; nothing left matches nothing, and a
+        // negated nothing matches any one character.
+        assert_eq!(matching("[z-a]"), Vec::<&str>::new());
+        assert_eq!(matching("[z-ab]"), ["b"]);
+        assert_eq!(matching("[!z-a]").len(), names.len() - 1);
+        // Python's quirk: once `b-a` is dropped, what is left starts with `!`, and negates.
+        assert_eq!(
+            matching("[b-a!c]"),
+            ["a", "b", "z", "^", "]", "-", "!", "\\", "["]
+        );
+        assert_eq!(matching("[a-c-e]"), ["a", "b", "c", "-"]);
+        // No closing `]`: the `[` is literal; `[]` and `[!]` are not closed either.
+        assert_eq!(matching("["), ["["]);
+        assert!(m("a[b", "a[b") && !m("a[b", "ab"));
+        assert!(m("[]", "[]") && m("[!]", "[!]") && !m("[!]", "a"));
+        // A backslash is a member, not an escape, in a class and out of one.
+        assert_eq!(matching("[\\]"), ["\\"]);
+        assert_eq!(matching("[\\a]"), ["a", "\\"]);
+        assert!(m("[a\\]b]", "\\b]") && !m("[a\\]b]", "b"));
+        assert!(m("\\*", "\\x") && !m("\\*", "*x"));
+        // `*` and `?`.
+        assert!(m("*.[ch]", "main.c") && !m("*.[ch]", "main.o"));
+        assert!(m("a*b*c", "abbbc") && !m("a*b*c", "acb"));
+        assert!(m("?", "é") && !m("?", "ab"));
+    }
+
+    /// Go's `filepath.Match` syntax and the regular expression moby's patternmatcher
+    /// makes of it.
+    #[test]
+    fn dockerignore_classes_and_escapes_follow_go() {
+        let m = |p: &str, n: &str| Glob::docker(p).unwrap().matches(n);
+        // `^` negates; `!` is a member.
+        assert!(m("[^a]x", "bx") && !m("[^a]x", "ax"));
+        assert!(m("[!a]x", "!x") && m("[!a]x", "ax") && !m("[!a]x", "bx"));
+        assert!(m("[a-c]", "b") && !m("[a-c]", "d"));
+        // `\` escapes, in a class and out of one.
+        assert!(m("\\*", "*") && !m("\\*", "a"));
+        assert!(m("\\#draft", "#draft"));
+        assert!(m("[\\]]", "]") && m("[\\-]", "-") && !m("[\\]]", "\\"));
+        assert!(m("*.log", "a.log") && m("?", "é"));
+        // What Go refuses.
+        for bad in [
+            "[", "[]", "[]a]", "[a-]", "[-a]", "[^]", "[z-a]", "a\\", "[a", "[\\",
+        ] {
+            assert!(Glob::docker(bad).is_err(), "{bad:?}");
+        }
+        let (line, msg) = Ignore::parse_bytes(b"ok\nsrc/[z-a]\n").unwrap_err();
+        assert_eq!(line, 2);
+        assert_eq!(msg, "syntax error in pattern \"[z-a]\"");
+        assert!(Ignore::patterns(["["]).is_err());
+    }
+
+    /// Docker's reader (moby `ignorefile.ReadAll`, then `patternmatcher.New`).
+    #[test]
+    fn dockerignore_lines_are_read_as_dockers_reader_reads_them() {
+        // Only `#` in the first column starts a comment; other lines are trimmed.
+        let ig = Ignore::parse("  # note\n#real\n\t a.log \r\n");
+        assert!(ig.excluded("# note"));
+        assert!(!ig.excluded("#real") && !ig.excluded("real"));
+        assert!(ig.excluded("a.log"));
+        // A byte order mark before a comment: still a comment.
+        assert!(Ignore::parse("\u{feff}#x\n").is_empty());
+        assert!(Ignore::parse("\u{feff} #x\n").excluded("#x"));
+        // `!` then blanks then the pattern.
+        let ig = Ignore::parse("*.log\n!  keep.log\n");
+        assert!(ig.excluded("a.log") && !ig.excluded("keep.log"));
+        // `/`, `.` and patterns climbing out of the context match nothing; a leading `/`
+        // (even `/..`) is the context.
+        for none in [
+            "/\n",
+            ".\n",
+            "./\n",
+            "../f\n",
+            "a/../../f\n",
+            "!.\n",
+            "!..\n",
+        ] {
+            let ig = Ignore::parse(none);
+            assert!(!ig.excluded("f") && !ig.excluded("a/f"), "{none:?}");
+        }
+        assert!(Ignore::parse("/../f\n").excluded("f"));
+        assert!(Ignore::parse("a/../f\n").excluded("f"));
+        // A `!` with no pattern is refused, naming its line.
+        for bare in ["!", "! ", "!/", "! //", "!/a/../.."] {
+            let (line, msg) = Ignore::parse_bytes(format!("x\n{bare}\n").as_bytes()).unwrap_err();
+            assert_eq!(line, 2, "{bare:?}");
+            assert!(msg.starts_with("illegal exclusion pattern"), "{msg}");
+        }
     }
 
     #[test]

@@ -311,6 +311,7 @@ pub fn glob_model(model: &Dir, pattern: &str) -> Result<Vec<String>, CopyError> 
                 }
             };
             let Some(dir) = dir else { continue };
+            let glob = super::context::Glob::new(c);
             for name in dir.children.keys() {
                 let Ok(name) = std::str::from_utf8(name) else {
                     continue;
@@ -318,7 +319,7 @@ pub fn glob_model(model: &Dir, pattern: &str) -> Result<Vec<String>, CopyError> 
                 if name.starts_with('.') && !c.starts_with('.') {
                     continue;
                 }
-                if crate::cli::glob_match(c, name) {
+                if glob.matches(name) {
                     next.push(format!("{prefix}/{name}"));
                 }
             }

@@ -701,34 +701,60 @@ impl<'a> Builder<'a> {
                         );
                     }
                 }
-                // A reference that came out invalid because a variable in it was not set
-                // says so (Charliecloud's message), rather than why the rest is invalid.
-                if let InstrKind::From { image: raw, .. } = &ins.kind {
-                    let stage = self
+                let line = |mark: char, shown: &str| {
+                    info!(
+                        "{n:>3}{mark} FROM {}{}",
+                        crate::log::shown(shown),
+                        alias
+                            .as_ref()
+                            .map(|a| format!(" AS {a}"))
+                            .unwrap_or_default()
+                    )
+                };
+                let named = !image.eq_ignore_ascii_case("scratch")
+                    && !self
                         .stages
                         .iter()
                         .any(|s| s.alias.as_deref() == Some(image.to_ascii_lowercase().as_str()));
-                    if !stage
-                        && !image.eq_ignore_ascii_case("scratch")
-                        && Reference::parse(image).is_err()
+                let bad_ref = named && Reference::parse(image).is_err();
+                // A reference that came out invalid because a variable in it was not set
+                // says so (Charliecloud's message), rather than why the rest is invalid.
+                // As in Charliecloud 0.31 and 0.38, a FROM that fails before its image is
+                // found is logged with a blank mark (`  1  FROM BusyBox`), not as done.
+                if let InstrKind::From { image: raw, .. } = &ins.kind {
+                    if bad_ref
                         && !super::subst::undefined_names(raw, self.df.escape(), &|n: &str| {
                             planner.vars().global_arg(n)
                         })
                         .is_empty()
                     {
+                        line(' ', raw);
                         return Err(self.at(
                             ins,
                             format!("image reference contains an undefined variable: {raw}"),
                         ));
                     }
+                    // `FROM ""`, `FROM $EMPTY`: Charliecloud can't parse it (no step line),
+                    // BuildKit says "base name should not be blank".
+                    if named && image.is_empty() {
+                        return Err(self.at(ins, format!("image reference is empty: {raw}")));
+                    }
                 }
-                info!(
-                    "{n:>3}* FROM {}{}",
-                    crate::log::shown(image),
-                    alias
-                        .as_ref()
-                        .map(|a| format!(" AS {a}"))
-                        .unwrap_or_default()
+                // A base to pull is a miss (`.`), as in Charliecloud; one in storage, a
+                // stage or scratch, a hit (`*`).
+                let to_pull = named
+                    && !bad_ref
+                    && match Reference::parse(image) {
+                        Ok(r) => self.store.image(&r.with_default_tag())?.is_none(),
+                        Err(_) => false,
+                    };
+                line(
+                    match (bad_ref, to_pull) {
+                        (true, _) => ' ',
+                        (false, true) => '.',
+                        (false, false) => '*',
+                    },
+                    image,
                 );
                 let env = self.from(ins, image, alias.clone())?;
                 planner.enter_base(&env);
@@ -2586,7 +2612,8 @@ impl<'a> Builder<'a> {
             None => None,
         };
         let dest_abs = dest_path(&args.dest, &config.cwd);
-        let exclude = context::Ignore::patterns(args.options.get_all("exclude"));
+        let exclude = context::Ignore::patterns(args.options.get_all("exclude"))
+            .map_err(|m| self.at(ins, format!("{} --exclude: {m}", ins.keyword())))?;
         if args.options.get("checksum").is_some()
             && args
                 .sources

@@ -501,3 +501,64 @@ fn requests_ca_bundle_is_honoured() {
     assert_eq!(code, 1);
     assert!(err.contains("/nonexistent/grove-ca.pem"), "{err}");
 }
+
+#[test]
+fn from_an_invalid_reference_is_logged_as_not_run() {
+    // Charliecloud 0.31 and 0.38 log `  1  FROM BusyBox` (a blank mark) before the
+    // error; Grove logged `  1* FROM BusyBox`, a step done. `FROM ""` is a parse error in
+    // both (no step line); Grove says the reference is empty, with no step line either.
+    let w = World::new("from-bad-ref");
+    for (df, line, error) in [
+        (
+            "FROM BusyBox\n",
+            Some("  1  FROM BusyBox"),
+            "image ref syntax",
+        ),
+        ("FROM a::b\n", Some("  1  FROM a::b"), "image ref syntax"),
+        (
+            "FROM $NOPE\n",
+            Some("  1  FROM $NOPE"),
+            "Dockerfile:1: image reference contains an undefined variable: $NOPE",
+        ),
+        (
+            "FROM \"\"\n",
+            None,
+            "Dockerfile:1: image reference is empty: \"\"",
+        ),
+        (
+            "ARG E=\nFROM $E\n",
+            Some("  1. ARG E="),
+            "Dockerfile:2: image reference is empty: $E",
+        ),
+    ] {
+        let (code, stdout, stderr) = stderr_of(&mut w.build_cmd("x", df, &[]));
+        assert_eq!(code, 1, "{df}: {stderr}");
+        assert_eq!(stdout, "", "{df}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        match line {
+            Some(l) => {
+                assert_eq!(lines[0], l, "{df}: {stderr}");
+                assert!(lines[1].starts_with("error: "), "{df}: {stderr}");
+            }
+            None => assert!(lines[0].starts_with("error: "), "{df}: {stderr}"),
+        }
+        assert!(stderr.contains(error), "{df}: {stderr}");
+        assert!(!stderr.contains("* FROM"), "{df}: {stderr}");
+    }
+}
+
+#[test]
+fn from_a_base_to_pull_is_logged_as_a_miss() {
+    // Charliecloud 0.31 and 0.38 log a base they must pull `  1. FROM X` (a miss), one in
+    // storage `  1* FROM X`; Grove logged `*` for both. Port 1 refuses at once.
+    let w = World::new("from-pull-mark");
+    let (code, _, stderr) = stderr_of(&mut w.build_cmd("x", "FROM localhost:1/x\n", &[]));
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        stderr.lines().next(),
+        Some("  1. FROM localhost:1/x"),
+        "{stderr}"
+    );
+    let err = w.build("y", "FROM busybox\n", &[]);
+    assert_eq!(err.lines().next(), Some("  1* FROM busybox"), "{err}");
+}

@@ -269,6 +269,72 @@ fn copy_from_a_stage_expands_wildcards() {
 }
 
 #[test]
+fn copy_wildcard_classes_negate_with_bang_and_take_caret_and_bracket_literally() {
+    // Python's fnmatch, as Charliecloud 0.31 and 0.38 (checked): `[!a]` negates, `[^a]`
+    // is `^` or `a`, `]` first in a class is a member, `-` last is literal, an unclosed
+    // `[` is literal. Grove matched `[^a]` as a negation and found nothing for `[]a]`.
+    let w = Bench::new("stranger-glob-class");
+    for n in ["fa", "fb", "f^", "f]", "f-", "f["] {
+        w.write(n, "x\n");
+    }
+    w.build(
+        "c",
+        "FROM busybox\n\
+         COPY f[!a] /d1/\n\
+         COPY f[^a] /d2/\n\
+         COPY f[]a] /d3/\n\
+         COPY f[a-] /d4/\n\
+         COPY f[ /d5/\n\
+         RUN mkdir /s && touch /s/fa /s/fb /s/f^ /s/f]\n\
+         FROM busybox\n\
+         COPY --from=0 /d1 /d1\n\
+         COPY --from=0 /d2 /d2\n\
+         COPY --from=0 /d3 /d3\n\
+         COPY --from=0 /d4 /d4\n\
+         COPY --from=0 /d5 /d5\n\
+         COPY --from=0 /s/f[^a] /s/f[]b] /e/\n",
+        &[],
+    );
+    assert_eq!(
+        w.run(
+            "c",
+            "for d in /d1 /d2 /d3 /d4 /d5 /e; do echo $d: $(ls $d); done"
+        ),
+        "/d1: f- f[ f] f^ fb\n/d2: f^ fa\n/d3: f] fa\n/d4: f- fa\n/d5: f[\n/e: f] f^ fa fb\n"
+    );
+}
+
+#[test]
+fn dockerignore_classes_and_escapes_are_gos() {
+    // Docker matches .dockerignore and COPY --exclude patterns with Go's syntax: `[^a]`
+    // negates, `[!a]` is `!` or `a`, `\` escapes, a malformed class is an error. Grove
+    // read `[!a]` as a negation, `\*` as a backslash then a wildcard, and took `[z-a]`.
+    let w = Bench::new("stranger-ignore-go-class");
+    w.write(".dockerignore", "[!a]x\n\\*\n[^k]y\n");
+    for n in ["ax", "bx", "!x", "*", "ky", "ly", "keep"] {
+        w.write(n, "x\n");
+    }
+    w.build("g", "FROM busybox\nCOPY . /c/\n", &[]);
+    assert_eq!(
+        w.run("g", "cd /c && ls -A"),
+        ".dockerignore\nDockerfile\nbx\nkeep\nky\n"
+    );
+    let (code, err) = w.build_fails("g", "FROM busybox\nCOPY --exclude=[z-a] . /c/\n", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("Dockerfile:2: COPY --exclude: syntax error in pattern \"[z-a]\""),
+        "{err}"
+    );
+    w.write(".dockerignore", "ok\nsrc/[\n");
+    let (code, err) = w.build_fails("g", "FROM busybox\nCOPY . /c/\n", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(".dockerignore:2: syntax error in pattern \"[\""),
+        "{err}"
+    );
+}
+
+#[test]
 fn copy_exclude_and_parents_shape_what_is_copied() {
     // BuildKit's COPY --exclude (patterns relative to each source, .dockerignore syntax,
     // also dropping sources by name) and --parents (context directories kept).
@@ -595,6 +661,32 @@ fn dockerignore_saved_with_a_byte_order_mark_excludes_its_first_pattern() {
     assert_eq!(
         w.run("bom", "cd /c && ls -A"),
         ".dockerignore\nDockerfile\nkeep\n"
+    );
+}
+
+#[test]
+fn dockerignore_comment_is_only_a_hash_in_the_first_column() {
+    // Docker's reader (moby ignorefile.ReadAll): `#` in column 1 is a comment; any other
+    // line is trimmed, so `  # draft` is the pattern `# draft`. Grove took it for a
+    // comment and copied `# draft`; a pattern climbing out of the context (`../keep`)
+    // matches nothing in Docker, where Grove cleaned it to `keep`.
+    let w = Bench::new("stranger-ignore-hash");
+    w.write(".dockerignore", "# a comment\n  # draft\n../keep\n");
+    w.write("# draft", "x\n");
+    w.write("# a comment", "x\n");
+    w.write("keep", "x\n");
+    w.build("h", "FROM busybox\nCOPY . /c/\n", &[]);
+    assert_eq!(
+        w.run("h", "cd /c && ls -A"),
+        "# a comment\n.dockerignore\nDockerfile\nkeep\n"
+    );
+    // A `!` with no pattern is refused, as Docker refuses it.
+    w.write(".dockerignore", "*.log\n!  \n");
+    let (code, err) = w.build_fails("h", "FROM busybox\nCOPY . /c/\n", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(".dockerignore:2: illegal exclusion pattern: \"!\""),
+        "{err}"
     );
 }
 
