@@ -61,6 +61,12 @@ pub enum SubstErrorKind {
     /// A pattern and value whose product of lengths exceeds [`MAX_PATTERN_WORK`].
     #[error("pattern ({0}) too long for the value it is matched against")]
     PatternTooLong(String),
+    /// More `#`, `%` and `/` matching in one build than [`MAX_BUILD_PATTERN_WORK`].
+    #[error(
+        "too much pattern matching in variable substitutions (the build's matches have \
+         used up {MAX_BUILD_PATTERN_WORK} steps)"
+    )]
+    TooMuchMatching,
     /// A quote without its closing quote.
     #[error("unexpected end of statement while looking for matching {0}")]
     UnterminatedQuote(&'static str),
@@ -97,11 +103,24 @@ pub const MAX_GROWTH: usize = 1 << 20;
 /// matcher takes time proportional to it.
 pub const MAX_PATTERN_WORK: usize = 1 << 26;
 
+/// Most matching work, as [`MAX_PATTERN_WORK`] counts it, that all the `#`, `%` and `/`
+/// matches of one build ([`Vars`]) may take together: two of the largest. Without it a
+/// Dockerfile of 909 bytes (a variable doubled to 1 MiB, then ten `${A//<62 ?>/}`) took
+/// 13 s (debug build), and every further 80 bytes another second.
+pub const MAX_BUILD_PATTERN_WORK: usize = 2 * MAX_PATTERN_WORK;
+
 /// Where variable values come from.
 pub trait Lookup {
     /// Value of `name`, or `None` if it is not set (which differs from set-but-empty for
     /// `${A-x}` and `${A+x}`).
     fn lookup(&self, name: &str) -> Option<String>;
+
+    /// Take `work` (as [`MAX_PATTERN_WORK`] counts it) from the budget of matching this
+    /// lookup allows; `false` if that is spent. Only [`Vars`] has a budget (a build's,
+    /// [`MAX_BUILD_PATTERN_WORK`]); other lookups allow any amount.
+    fn charge(&self, _work: usize) -> bool {
+        true
+    }
 }
 
 impl<F: Fn(&str) -> Option<String>> Lookup for F {
@@ -325,6 +344,17 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
         SubstError { offset, kind }
     }
 
+    /// Charge the match of `pattern` against `value`, done, to the lookup's budget (in
+    /// bytes: at least the characters [`check_work`] counts); an error once it is spent.
+    fn charge(&self, pattern: &str, value: &str, at: usize) -> Result<(), SubstError> {
+        let work = (pattern.len() + 1).saturating_mul(value.len() + 1);
+        if self.vars.charge(work) {
+            Ok(())
+        } else {
+            Err(self.err(at, SubstErrorKind::TooMuchMatching))
+        }
+    }
+
     /// `out`, the result so far, after the expansion that starts at `at`: an error if it
     /// is longer than [`Self::limit`].
     fn bounded(&self, out: &str, at: usize) -> Result<(), SubstError> {
@@ -510,7 +540,9 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
             '#' | '%' => {
                 let word = self.sub_word(start, '}', true, SubstErrorKind::MissingBrace)?;
                 let value = self.get(&name).unwrap_or_default();
-                return trim(&value, &word, op).map_err(|kind| self.err(start, kind));
+                let out = trim(&value, &word, op).map_err(|kind| self.err(start, kind))?;
+                self.charge(&word, &value, start)?;
+                return Ok(out);
             }
             '/' => {
                 let all = self.peek() == Some('/');
@@ -520,8 +552,10 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
                 let pattern = self.sub_word(start, '/', true, SubstErrorKind::MissingSlash)?;
                 let with = self.sub_word(start, '}', true, SubstErrorKind::MissingBrace)?;
                 let value = self.get(&name).unwrap_or_default();
-                return replace(&value, &pattern, &with, all, self.limit)
-                    .map_err(|kind| self.err(start, kind));
+                let out = replace(&value, &pattern, &with, all, self.limit)
+                    .map_err(|kind| self.err(start, kind))?;
+                self.charge(&pattern, &value, start)?;
+                return Ok(out);
             }
             m => return Err(unsupported(m.to_string())),
         };
@@ -893,6 +927,19 @@ pub struct Vars {
     /// BuildKit's automatic platform ARGs ([`platform_args`]): global, and in a stage
     /// once declared with `ARG NAME`.
     auto: BTreeMap<String, String>,
+    /// What is left of the build's pattern matching budget ([`MAX_BUILD_PATTERN_WORK`]).
+    pattern_work: std::cell::Cell<usize>,
+}
+
+/// Take `work` from `budget` if it holds that much.
+fn charge_budget(budget: &std::cell::Cell<usize>, work: usize) -> bool {
+    match budget.get().checked_sub(work) {
+        Some(left) => {
+            budget.set(left);
+            true
+        }
+        None => false,
+    }
 }
 
 /// BuildKit's automatic platform ARGs for a build on and for `p` (Grove builds only for
@@ -930,6 +977,10 @@ impl Lookup for Global<'_> {
             None => self.0.auto.get(name).cloned(),
         }
     }
+
+    fn charge(&self, work: usize) -> bool {
+        charge_budget(&self.0.pattern_work, work)
+    }
 }
 
 impl Lookup for Vars {
@@ -948,6 +999,10 @@ impl Lookup for Vars {
         }
         self.stage_args.get(name).cloned().flatten()
     }
+
+    fn charge(&self, work: usize) -> bool {
+        charge_budget(&self.pattern_work, work)
+    }
 }
 
 impl Vars {
@@ -964,6 +1019,7 @@ impl Vars {
             auto: platform_args(&crate::oci::platform::Platform::host())
                 .into_iter()
                 .collect(),
+            pattern_work: std::cell::Cell::new(MAX_BUILD_PATTERN_WORK),
         }
     }
 
@@ -1117,6 +1173,25 @@ mod tests {
             shortened(&"é".repeat(65)),
             format!("{}… 65 characters", "é".repeat(64))
         );
+    }
+
+    #[test]
+    fn a_builds_pattern_matching_is_bounded_in_total() {
+        let mut v = Vars::new(Vec::new(), '\\');
+        v.step(&InstrKind::From {
+            image: "scratch".into(),
+            alias: None,
+            platform: None,
+        })
+        .unwrap();
+        // Each match takes 63 x (2^20 + 1) of the budget: 2 fit, the 3rd is refused.
+        v.set_env("A", &"x".repeat(1 << 20));
+        let word = format!("${{A//{}/}}", "?".repeat(62));
+        for _ in 0..MAX_BUILD_PATTERN_WORK / (63 * ((1 << 20) + 1)) {
+            assert_eq!(expand_word(&word, '\\', &v), Ok("x".repeat((1 << 20) % 62)));
+        }
+        let e = expand_word(&format!("x{word}"), '\\', &v).unwrap_err();
+        assert_eq!((e.offset, e.kind), (1, SubstErrorKind::TooMuchMatching));
     }
 
     #[test]

@@ -523,3 +523,38 @@ fn dockerignore_pattern_of_unclosed_brackets_matches_long_names_in_linear_time()
     assert!(out.status.success(), "{err}");
     assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
 }
+
+/// Regression: each `#`, `%` or `/` match was bounded (MAX_PATTERN_WORK) but not their
+/// number: a Dockerfile of 909 bytes that doubles a variable to 1 MiB, then matches 62
+/// `?` against it ten times, planned for 13 s (debug build, load 11) and every 80 more
+/// bytes added a second. A build's matches now share one budget: the plan fails at once,
+/// naming the line.
+#[test]
+fn pattern_substitutions_share_one_budget_per_build() {
+    let s = Scratch::new("subst-budget");
+    let mut df = String::from("FROM scratch\nENV A=aaaaaaaaaaaaaaaa\n");
+    for _ in 0..16 {
+        df.push_str("ENV A=$A$A\n");
+    }
+    df.push_str(&format!(
+        "ENV B={}\n",
+        format!("${{A//{}/}}", "?".repeat(62)).repeat(10)
+    ));
+    let ctx = s.join("ctx");
+    std::fs::create_dir_all(&ctx).expect("create context");
+    std::fs::write(s.join("Dockerfile"), df).expect("write Dockerfile");
+    own(&s.path);
+    let start = std::time::Instant::now();
+    let out = output(
+        chi(&s.storage())
+            .args(["build", "--dry-run", "-t", "x", "-f"])
+            .arg(s.join("Dockerfile"))
+            .arg(&ctx),
+    );
+    let took = start.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("Dockerfile:19"), "{err}");
+    assert!(err.contains("too much pattern matching"), "{err}");
+    assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
+}
