@@ -67,6 +67,13 @@ pub enum SubstErrorKind {
          used up {MAX_BUILD_PATTERN_WORK} steps)"
     )]
     TooMuchMatching,
+    /// More bytes of variable values substituted in one build than
+    /// [`MAX_BUILD_SUBSTITUTED`].
+    #[error(
+        "too much variable substitution (the build's substitutions have copied \
+         {MAX_BUILD_SUBSTITUTED} bytes of values)"
+    )]
+    TooMuchSubstituted,
     /// A quote without its closing quote.
     #[error("unexpected end of statement while looking for matching {0}")]
     UnterminatedQuote(&'static str),
@@ -109,6 +116,12 @@ pub const MAX_PATTERN_WORK: usize = 1 << 26;
 /// 13 s (debug build), and every further 80 bytes another second.
 pub const MAX_BUILD_PATTERN_WORK: usize = 2 * MAX_PATTERN_WORK;
 
+/// Most bytes of variable values that the substitutions of one build ([`Vars`]) may copy
+/// together. [`MAX_GROWTH`] bounds one word, not their number: a Dockerfile of 3 KiB (a
+/// variable doubled to 1 MiB, then `ENV B0=$A B1=$A ...` 300 times) took 950 MB of memory
+/// and 4.3 s to plan, and every 10 more bytes another MiB.
+pub const MAX_BUILD_SUBSTITUTED: usize = 1 << 26;
+
 /// Where variable values come from.
 pub trait Lookup {
     /// Value of `name`, or `None` if it is not set (which differs from set-but-empty for
@@ -119,6 +132,12 @@ pub trait Lookup {
     /// lookup allows; `false` if that is spent. Only [`Vars`] has a budget (a build's,
     /// [`MAX_BUILD_PATTERN_WORK`]); other lookups allow any amount.
     fn charge(&self, _work: usize) -> bool {
+        true
+    }
+
+    /// Take `bytes` of a value substituted from the budget this lookup allows; `false` if
+    /// that is spent. Only [`Vars`] has a budget (a build's, [`MAX_BUILD_SUBSTITUTED`]).
+    fn charge_copy(&self, _bytes: usize) -> bool {
         true
     }
 }
@@ -332,11 +351,17 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
         Some(c)
     }
 
-    fn get(&self, name: &str) -> Option<String> {
+    /// The value of `name` (for the expansion at `at`), charged to the lookup's budget.
+    fn get(&self, name: &str, at: usize) -> Result<Option<String>, SubstError> {
         if self.check {
-            None
-        } else {
-            self.vars.lookup(name)
+            return Ok(None);
+        }
+        let value = self.vars.lookup(name);
+        match &value {
+            Some(v) if !self.vars.charge_copy(v.len()) => {
+                Err(self.err(at, SubstErrorKind::TooMuchSubstituted))
+            }
+            _ => Ok(value),
         }
     }
 
@@ -512,7 +537,7 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
             if name.is_empty() {
                 return Ok("$".to_string());
             }
-            return Ok(self.get(&name).unwrap_or_default());
+            return Ok(self.get(&name, start)?.unwrap_or_default());
         }
         self.next();
         match self.peek() {
@@ -530,7 +555,7 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
             kind: SubstErrorKind::UnsupportedModifier(m),
         };
         let (colon, modifier) = match op {
-            '}' => return Ok(self.get(&name).unwrap_or_default()),
+            '}' => return Ok(self.get(&name, start)?.unwrap_or_default()),
             ':' => match self.next() {
                 None => return Err(self.err(start, SubstErrorKind::MissingBrace)),
                 Some(m @ ('-' | '+' | '?')) => (true, m),
@@ -539,7 +564,7 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
             '-' | '+' | '?' => (false, op),
             '#' | '%' => {
                 let word = self.sub_word(start, '}', true, SubstErrorKind::MissingBrace)?;
-                let value = self.get(&name).unwrap_or_default();
+                let value = self.get(&name, start)?.unwrap_or_default();
                 let out = trim(&value, &word, op).map_err(|kind| self.err(start, kind))?;
                 self.charge(&word, &value, start)?;
                 return Ok(out);
@@ -551,7 +576,7 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
                 }
                 let pattern = self.sub_word(start, '/', true, SubstErrorKind::MissingSlash)?;
                 let with = self.sub_word(start, '}', true, SubstErrorKind::MissingBrace)?;
-                let value = self.get(&name).unwrap_or_default();
+                let value = self.get(&name, start)?.unwrap_or_default();
                 let out = replace(&value, &pattern, &with, all, self.limit)
                     .map_err(|kind| self.err(start, kind))?;
                 self.charge(&pattern, &value, start)?;
@@ -560,7 +585,7 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
             m => return Err(unsupported(m.to_string())),
         };
         let word = self.sub_word(start, '}', false, SubstErrorKind::MissingBrace)?;
-        let value = self.get(&name);
+        let value = self.get(&name, start)?;
         let empty = value.as_deref().is_none_or(str::is_empty);
         let missing = if colon { empty } else { value.is_none() };
         Ok(match modifier {
@@ -929,6 +954,8 @@ pub struct Vars {
     auto: BTreeMap<String, String>,
     /// What is left of the build's pattern matching budget ([`MAX_BUILD_PATTERN_WORK`]).
     pattern_work: std::cell::Cell<usize>,
+    /// What is left of the build's budget of bytes substituted ([`MAX_BUILD_SUBSTITUTED`]).
+    copy_left: std::cell::Cell<usize>,
 }
 
 /// Take `work` from `budget` if it holds that much.
@@ -981,6 +1008,10 @@ impl Lookup for Global<'_> {
     fn charge(&self, work: usize) -> bool {
         charge_budget(&self.0.pattern_work, work)
     }
+
+    fn charge_copy(&self, bytes: usize) -> bool {
+        charge_budget(&self.0.copy_left, bytes)
+    }
 }
 
 impl Lookup for Vars {
@@ -1003,6 +1034,10 @@ impl Lookup for Vars {
     fn charge(&self, work: usize) -> bool {
         charge_budget(&self.pattern_work, work)
     }
+
+    fn charge_copy(&self, bytes: usize) -> bool {
+        charge_budget(&self.copy_left, bytes)
+    }
 }
 
 impl Vars {
@@ -1020,6 +1055,7 @@ impl Vars {
                 .into_iter()
                 .collect(),
             pattern_work: std::cell::Cell::new(MAX_BUILD_PATTERN_WORK),
+            copy_left: std::cell::Cell::new(MAX_BUILD_SUBSTITUTED),
         }
     }
 
@@ -1192,6 +1228,31 @@ mod tests {
         }
         let e = expand_word(&format!("x{word}"), '\\', &v).unwrap_err();
         assert_eq!((e.offset, e.kind), (1, SubstErrorKind::TooMuchMatching));
+    }
+
+    #[test]
+    fn a_builds_substituted_bytes_are_bounded_in_total() {
+        let mut v = Vars::new(Vec::new(), '\\');
+        v.step(&InstrKind::From {
+            image: "scratch".into(),
+            alias: None,
+            platform: None,
+        })
+        .unwrap();
+        v.set_env("A", &"x".repeat(1 << 20));
+        v.set_env("E", "");
+        for _ in 0..MAX_BUILD_SUBSTITUTED >> 20 {
+            assert_eq!(expand_word("$A", '\\', &v).map(|s| s.len()), Ok(1 << 20));
+        }
+        // Empty and unset values cost nothing; a value over the budget is refused.
+        assert_eq!(expand_word("$E${U}${U:-u}", '\\', &v), Ok("u".to_string()));
+        let e = expand_word("a ${A:+x}", '\\', &v).unwrap_err();
+        assert_eq!((e.offset, e.kind), (2, SubstErrorKind::TooMuchSubstituted));
+        // Other lookups have no budget.
+        let m = vars(&[("A", &"x".repeat(1 << 20))]);
+        for _ in 0..(MAX_BUILD_SUBSTITUTED >> 20) + 1 {
+            assert!(expand_word("$A", '\\', &m).is_ok());
+        }
     }
 
     #[test]

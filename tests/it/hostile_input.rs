@@ -524,6 +524,42 @@ fn dockerignore_pattern_of_unclosed_brackets_matches_long_names_in_linear_time()
     assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
 }
 
+/// The Dockerfile of `ch-image build --dry-run` that doubles `A` to 1 MiB (lines 2 to
+/// 18), then has line 19 `last`: its output.
+fn dry_run_after_doubling(s: &Scratch, last: &str) -> std::process::Output {
+    let mut df = String::from("FROM scratch\nENV A=aaaaaaaaaaaaaaaa\n");
+    for _ in 0..16 {
+        df.push_str("ENV A=$A$A\n");
+    }
+    df.push_str(last);
+    let ctx = s.join("ctx");
+    std::fs::create_dir_all(&ctx).expect("create context");
+    std::fs::write(s.join("Dockerfile"), df).expect("write Dockerfile");
+    own(&s.path);
+    output(
+        chi(&s.storage())
+            .args(["build", "--dry-run", "-t", "x", "-f"])
+            .arg(s.join("Dockerfile"))
+            .arg(&ctx),
+    )
+}
+
+/// Regression: each word's expansion was bounded (1 MiB of growth) but not their number:
+/// 3 KiB of Dockerfile (a variable doubled to 1 MiB, then `ENV B0=$A ... B299=$A`) took
+/// 950 MB of memory and 4.3 s to plan (debug build, load 11), each 10 more bytes another
+/// MiB. A build's substitutions now copy at most 64 MiB of values: the plan fails naming
+/// the line.
+#[test]
+fn substituted_values_share_one_budget_per_build() {
+    let s = Scratch::new("subst-copies");
+    let pairs: Vec<String> = (0..100).map(|i| format!("B{i}=$A")).collect();
+    let out = dry_run_after_doubling(&s, &format!("ENV {}\n", pairs.join(" ")));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("Dockerfile:19"), "{err}");
+    assert!(err.contains("too much variable substitution"), "{err}");
+}
+
 /// Regression: each `#`, `%` or `/` match was bounded (MAX_PATTERN_WORK) but not their
 /// number: a Dockerfile of 909 bytes that doubles a variable to 1 MiB, then matches 62
 /// `?` against it ten times, planned for 13 s (debug build, load 11) and every 80 more
@@ -532,25 +568,9 @@ fn dockerignore_pattern_of_unclosed_brackets_matches_long_names_in_linear_time()
 #[test]
 fn pattern_substitutions_share_one_budget_per_build() {
     let s = Scratch::new("subst-budget");
-    let mut df = String::from("FROM scratch\nENV A=aaaaaaaaaaaaaaaa\n");
-    for _ in 0..16 {
-        df.push_str("ENV A=$A$A\n");
-    }
-    df.push_str(&format!(
-        "ENV B={}\n",
-        format!("${{A//{}/}}", "?".repeat(62)).repeat(10)
-    ));
-    let ctx = s.join("ctx");
-    std::fs::create_dir_all(&ctx).expect("create context");
-    std::fs::write(s.join("Dockerfile"), df).expect("write Dockerfile");
-    own(&s.path);
     let start = std::time::Instant::now();
-    let out = output(
-        chi(&s.storage())
-            .args(["build", "--dry-run", "-t", "x", "-f"])
-            .arg(s.join("Dockerfile"))
-            .arg(&ctx),
-    );
+    let last = format!("${{A//{}/}}", "?".repeat(62)).repeat(10);
+    let out = dry_run_after_doubling(&s, &format!("ENV B={last}\n"));
     let took = start.elapsed();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
