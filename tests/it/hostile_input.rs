@@ -6,7 +6,9 @@
 
 use std::path::Path;
 
-use crate::common::{busybox_rootfs, ok, output, own, raw_tar, Member, Scratch};
+use crate::common::{
+    busybox_copy, busybox_rootfs, ok, output, own, raw_tar, tool, Member, Scratch,
+};
 use crate::store::{chi, import};
 
 /// `ch-image build` of `FROM busybox` then `ADD NAME.tar /d/` (and `RUN` lines
@@ -577,4 +579,39 @@ fn pattern_substitutions_share_one_budget_per_build() {
     assert!(err.contains("Dockerfile:19"), "{err}");
     assert!(err.contains("too much pattern matching"), "{err}");
     assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
+}
+
+/// Regression: `--set-env` expansion (`A=$A:$A`) doubles a value at each line with no
+/// bound: 40 such lines, 324 bytes, made ch-run ask for 2^40 bytes (it aborted,
+/// "memory allocation of 2147483647 bytes failed", signal 6, under a 2 GB limit). An
+/// image's `/ch/environment` is read the same way by `--set-env` without a file, so an
+/// image could do it to whoever runs it. Now the environment is sized before each
+/// expansion is built and refused past 16 MiB, naming the variable and the file. (26
+/// lines here, 64 MiB, so that a build without the bound fails this test, not the machine.)
+#[test]
+fn set_env_expansion_that_doubles_a_value_is_refused_naming_the_file() {
+    let s = Scratch::new("env-bomb");
+    let img = busybox_copy(&s, "img");
+    let bomb = format!("A=x\n{}", "A=$A:$A\n".repeat(26));
+    std::fs::create_dir_all(img.join("ch")).expect("mkdir ch");
+    std::fs::write(img.join("ch/environment"), &bomb).expect("write /ch/environment");
+    std::fs::write(s.join("bomb.env"), &bomb).expect("write bomb.env");
+    own(&s.path);
+    for (arg, from) in [
+        (
+            format!("--set-env={}", s.join("bomb.env").display()),
+            s.join("bomb.env").display().to_string(),
+        ),
+        ("--set-env".to_string(), "/ch/environment".to_string()),
+    ] {
+        let out = output(tool("ch-run").arg(&arg).arg(&img).args(["--", "/bin/true"]));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(31), "{arg}: {err}");
+        assert!(
+            err.contains(&format!(
+                "can't set variable A: the environment would exceed 16777216 bytes: {from}"
+            )),
+            "{arg}: {err}"
+        );
+    }
 }
