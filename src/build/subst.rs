@@ -119,8 +119,9 @@ pub const MAX_BUILD_PATTERN_WORK: usize = 2 * MAX_PATTERN_WORK;
 /// Most bytes of variable values that the substitutions of one build ([`Vars`]) may copy
 /// together. [`MAX_GROWTH`] bounds one word, not their number: a Dockerfile of 3 KiB (a
 /// variable doubled to 1 MiB, then `ENV B0=$A B1=$A ...` 300 times) took 950 MB of memory
-/// and 4.3 s to plan, and every 10 more bytes another MiB.
-pub const MAX_BUILD_SUBSTITUTED: usize = 1 << 26;
+/// and 4.3 s to plan, and every 10 more bytes another MiB. (More than the 64 MiB a
+/// config.json may hold, so that a build that asks for a bigger one fails as one.)
+pub const MAX_BUILD_SUBSTITUTED: usize = 1 << 27;
 
 /// Where variable values come from.
 pub trait Lookup {
