@@ -613,3 +613,34 @@ fn set_env_expansion_that_doubles_a_value_is_refused_naming_the_file() {
         );
     }
 }
+
+/// Regression: Slurm's `SLURM_STEP_TASKS_PER_NODE` whose repeats add up past 2^64
+/// (`1(x1),1(x18446744073709551615)`, node 5) overflowed in `run::join::tasks_on_node`:
+/// `ch-run --join` panicked ("attempt to add with overflow", exit 101) in a debug build
+/// and read a wrapped count in a release one. The sum saturates now: node 5 has 1 task,
+/// so the peer group is this one process and the command runs.
+#[test]
+fn slurm_tasks_per_node_past_u64_is_read_without_overflow() {
+    let s = Scratch::new("slurm-overflow");
+    let img = busybox_copy(&s, "img");
+    own(&s.path);
+    let out = output(
+        tool("ch-run")
+            .env(
+                "SLURM_STEP_TASKS_PER_NODE",
+                "1(x1),1(x18446744073709551615)",
+            )
+            .env("SLURM_NODEID", "5")
+            .env("SLURM_JOB_ID", format!("grove-test-{}", std::process::id()))
+            .env("SLURM_STEP_ID", "0")
+            .args(["--join", "-v"])
+            .arg(&img)
+            .args(["--", "/bin/true"]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("join: peer group size from SLURM_STEP_TASKS_PER_NODE"),
+        "{err}"
+    );
+}
