@@ -61,6 +61,19 @@ pub enum SubstErrorKind {
     /// A pattern and value whose product of lengths exceeds [`MAX_PATTERN_WORK`].
     #[error("pattern ({0}) too long for the value it is matched against")]
     PatternTooLong(String),
+    /// More `#`, `%` and `/` matching in one build than [`MAX_BUILD_PATTERN_WORK`].
+    #[error(
+        "too much pattern matching in variable substitutions (the build's matches have \
+         used up {MAX_BUILD_PATTERN_WORK} steps)"
+    )]
+    TooMuchMatching,
+    /// More bytes of variable values substituted in one build than
+    /// [`MAX_BUILD_SUBSTITUTED`].
+    #[error(
+        "too much variable substitution (the build's substitutions have copied \
+         {MAX_BUILD_SUBSTITUTED} bytes of values)"
+    )]
+    TooMuchSubstituted,
     /// A quote without its closing quote.
     #[error("unexpected end of statement while looking for matching {0}")]
     UnterminatedQuote(&'static str),
@@ -97,11 +110,37 @@ pub const MAX_GROWTH: usize = 1 << 20;
 /// matcher takes time proportional to it.
 pub const MAX_PATTERN_WORK: usize = 1 << 26;
 
+/// Most matching work, as [`MAX_PATTERN_WORK`] counts it, that all the `#`, `%` and `/`
+/// matches of one build ([`Vars`]) may take together: two of the largest. Without it a
+/// Dockerfile of 909 bytes (a variable doubled to 1 MiB, then ten `${A//<62 ?>/}`) took
+/// 13 s (debug build), and every further 80 bytes another second.
+pub const MAX_BUILD_PATTERN_WORK: usize = 2 * MAX_PATTERN_WORK;
+
+/// Most bytes of variable values that the substitutions of one build ([`Vars`]) may copy
+/// together. [`MAX_GROWTH`] bounds one word, not their number: a Dockerfile of 3 KiB (a
+/// variable doubled to 1 MiB, then `ENV B0=$A B1=$A ...` 300 times) took 950 MB of memory
+/// and 4.3 s to plan, and every 10 more bytes another MiB. (More than the 64 MiB a
+/// config.json may hold, so that a build that asks for a bigger one fails as one.)
+pub const MAX_BUILD_SUBSTITUTED: usize = 1 << 27;
+
 /// Where variable values come from.
 pub trait Lookup {
     /// Value of `name`, or `None` if it is not set (which differs from set-but-empty for
     /// `${A-x}` and `${A+x}`).
     fn lookup(&self, name: &str) -> Option<String>;
+
+    /// Take `work` (as [`MAX_PATTERN_WORK`] counts it) from the budget of matching this
+    /// lookup allows; `false` if that is spent. Only [`Vars`] has a budget (a build's,
+    /// [`MAX_BUILD_PATTERN_WORK`]); other lookups allow any amount.
+    fn charge(&self, _work: usize) -> bool {
+        true
+    }
+
+    /// Take `bytes` of a value substituted from the budget this lookup allows; `false` if
+    /// that is spent. Only [`Vars`] has a budget (a build's, [`MAX_BUILD_SUBSTITUTED`]).
+    fn charge_copy(&self, _bytes: usize) -> bool {
+        true
+    }
 }
 
 impl<F: Fn(&str) -> Option<String>> Lookup for F {
@@ -313,16 +352,33 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
         Some(c)
     }
 
-    fn get(&self, name: &str) -> Option<String> {
+    /// The value of `name` (for the expansion at `at`), charged to the lookup's budget.
+    fn get(&self, name: &str, at: usize) -> Result<Option<String>, SubstError> {
         if self.check {
-            None
-        } else {
-            self.vars.lookup(name)
+            return Ok(None);
+        }
+        let value = self.vars.lookup(name);
+        match &value {
+            Some(v) if !self.vars.charge_copy(v.len()) => {
+                Err(self.err(at, SubstErrorKind::TooMuchSubstituted))
+            }
+            _ => Ok(value),
         }
     }
 
     fn err(&self, offset: usize, kind: SubstErrorKind) -> SubstError {
         SubstError { offset, kind }
+    }
+
+    /// Charge the match of `pattern` against `value`, done, to the lookup's budget (in
+    /// bytes: at least the characters [`check_work`] counts); an error once it is spent.
+    fn charge(&self, pattern: &str, value: &str, at: usize) -> Result<(), SubstError> {
+        let work = (pattern.len() + 1).saturating_mul(value.len() + 1);
+        if self.vars.charge(work) {
+            Ok(())
+        } else {
+            Err(self.err(at, SubstErrorKind::TooMuchMatching))
+        }
     }
 
     /// `out`, the result so far, after the expansion that starts at `at`: an error if it
@@ -482,7 +538,7 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
             if name.is_empty() {
                 return Ok("$".to_string());
             }
-            return Ok(self.get(&name).unwrap_or_default());
+            return Ok(self.get(&name, start)?.unwrap_or_default());
         }
         self.next();
         match self.peek() {
@@ -500,7 +556,7 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
             kind: SubstErrorKind::UnsupportedModifier(m),
         };
         let (colon, modifier) = match op {
-            '}' => return Ok(self.get(&name).unwrap_or_default()),
+            '}' => return Ok(self.get(&name, start)?.unwrap_or_default()),
             ':' => match self.next() {
                 None => return Err(self.err(start, SubstErrorKind::MissingBrace)),
                 Some(m @ ('-' | '+' | '?')) => (true, m),
@@ -509,8 +565,10 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
             '-' | '+' | '?' => (false, op),
             '#' | '%' => {
                 let word = self.sub_word(start, '}', true, SubstErrorKind::MissingBrace)?;
-                let value = self.get(&name).unwrap_or_default();
-                return trim(&value, &word, op).map_err(|kind| self.err(start, kind));
+                let value = self.get(&name, start)?.unwrap_or_default();
+                let out = trim(&value, &word, op).map_err(|kind| self.err(start, kind))?;
+                self.charge(&word, &value, start)?;
+                return Ok(out);
             }
             '/' => {
                 let all = self.peek() == Some('/');
@@ -519,14 +577,16 @@ impl<L: Lookup + ?Sized> Expander<'_, L> {
                 }
                 let pattern = self.sub_word(start, '/', true, SubstErrorKind::MissingSlash)?;
                 let with = self.sub_word(start, '}', true, SubstErrorKind::MissingBrace)?;
-                let value = self.get(&name).unwrap_or_default();
-                return replace(&value, &pattern, &with, all, self.limit)
-                    .map_err(|kind| self.err(start, kind));
+                let value = self.get(&name, start)?.unwrap_or_default();
+                let out = replace(&value, &pattern, &with, all, self.limit)
+                    .map_err(|kind| self.err(start, kind))?;
+                self.charge(&pattern, &value, start)?;
+                return Ok(out);
             }
             m => return Err(unsupported(m.to_string())),
         };
         let word = self.sub_word(start, '}', false, SubstErrorKind::MissingBrace)?;
-        let value = self.get(&name);
+        let value = self.get(&name, start)?;
         let empty = value.as_deref().is_none_or(str::is_empty);
         let missing = if colon { empty } else { value.is_none() };
         Ok(match modifier {
@@ -663,6 +723,17 @@ fn shortened(s: &str) -> String {
     }
     let head: String = s.chars().take(QUOTED_MAX).collect();
     format!("{head}… {n} characters")
+}
+
+/// `s` in double quotes, escaped as `{:?}` escapes it, as an error quotes a pattern:
+/// whole up to [`QUOTED_MAX`] characters, else its start and then its length.
+pub(crate) fn quoted_short(s: &str) -> String {
+    let n = s.chars().count();
+    if n <= QUOTED_MAX {
+        return format!("{s:?}");
+    }
+    let head: String = s.chars().take(QUOTED_MAX).collect();
+    format!("{head:?}… ({n} characters)")
 }
 
 /// The most characters of a pattern an error quotes.
@@ -893,6 +964,21 @@ pub struct Vars {
     /// BuildKit's automatic platform ARGs ([`platform_args`]): global, and in a stage
     /// once declared with `ARG NAME`.
     auto: BTreeMap<String, String>,
+    /// What is left of the build's pattern matching budget ([`MAX_BUILD_PATTERN_WORK`]).
+    pattern_work: std::cell::Cell<usize>,
+    /// What is left of the build's budget of bytes substituted ([`MAX_BUILD_SUBSTITUTED`]).
+    copy_left: std::cell::Cell<usize>,
+}
+
+/// Take `work` from `budget` if it holds that much.
+fn charge_budget(budget: &std::cell::Cell<usize>, work: usize) -> bool {
+    match budget.get().checked_sub(work) {
+        Some(left) => {
+            budget.set(left);
+            true
+        }
+        None => false,
+    }
 }
 
 /// BuildKit's automatic platform ARGs for a build on and for `p` (Grove builds only for
@@ -930,6 +1016,14 @@ impl Lookup for Global<'_> {
             None => self.0.auto.get(name).cloned(),
         }
     }
+
+    fn charge(&self, work: usize) -> bool {
+        charge_budget(&self.0.pattern_work, work)
+    }
+
+    fn charge_copy(&self, bytes: usize) -> bool {
+        charge_budget(&self.0.copy_left, bytes)
+    }
 }
 
 impl Lookup for Vars {
@@ -948,6 +1042,14 @@ impl Lookup for Vars {
         }
         self.stage_args.get(name).cloned().flatten()
     }
+
+    fn charge(&self, work: usize) -> bool {
+        charge_budget(&self.pattern_work, work)
+    }
+
+    fn charge_copy(&self, bytes: usize) -> bool {
+        charge_budget(&self.copy_left, bytes)
+    }
 }
 
 impl Vars {
@@ -964,6 +1066,8 @@ impl Vars {
             auto: platform_args(&crate::oci::platform::Platform::host())
                 .into_iter()
                 .collect(),
+            pattern_work: std::cell::Cell::new(MAX_BUILD_PATTERN_WORK),
+            copy_left: std::cell::Cell::new(MAX_BUILD_SUBSTITUTED),
         }
     }
 
@@ -1117,6 +1221,50 @@ mod tests {
             shortened(&"é".repeat(65)),
             format!("{}… 65 characters", "é".repeat(64))
         );
+    }
+
+    #[test]
+    fn a_builds_pattern_matching_is_bounded_in_total() {
+        let mut v = Vars::new(Vec::new(), '\\');
+        v.step(&InstrKind::From {
+            image: "scratch".into(),
+            alias: None,
+            platform: None,
+        })
+        .unwrap();
+        // Each match takes 63 x (2^20 + 1) of the budget: 2 fit, the 3rd is refused.
+        v.set_env("A", &"x".repeat(1 << 20));
+        let word = format!("${{A//{}/}}", "?".repeat(62));
+        for _ in 0..MAX_BUILD_PATTERN_WORK / (63 * ((1 << 20) + 1)) {
+            assert_eq!(expand_word(&word, '\\', &v), Ok("x".repeat((1 << 20) % 62)));
+        }
+        let e = expand_word(&format!("x{word}"), '\\', &v).unwrap_err();
+        assert_eq!((e.offset, e.kind), (1, SubstErrorKind::TooMuchMatching));
+    }
+
+    #[test]
+    fn a_builds_substituted_bytes_are_bounded_in_total() {
+        let mut v = Vars::new(Vec::new(), '\\');
+        v.step(&InstrKind::From {
+            image: "scratch".into(),
+            alias: None,
+            platform: None,
+        })
+        .unwrap();
+        v.set_env("A", &"x".repeat(1 << 20));
+        v.set_env("E", "");
+        for _ in 0..MAX_BUILD_SUBSTITUTED >> 20 {
+            assert_eq!(expand_word("$A", '\\', &v).map(|s| s.len()), Ok(1 << 20));
+        }
+        // Empty and unset values cost nothing; a value over the budget is refused.
+        assert_eq!(expand_word("$E${U}${U:-u}", '\\', &v), Ok("u".to_string()));
+        let e = expand_word("a ${A:+x}", '\\', &v).unwrap_err();
+        assert_eq!((e.offset, e.kind), (2, SubstErrorKind::TooMuchSubstituted));
+        // Other lookups have no budget.
+        let m = vars(&[("A", &"x".repeat(1 << 20))]);
+        for _ in 0..(MAX_BUILD_SUBSTITUTED >> 20) + 1 {
+            assert!(expand_word("$A", '\\', &m).is_ok());
+        }
     }
 
     #[test]

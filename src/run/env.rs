@@ -13,9 +13,13 @@ pub type Var = (Vec<u8>, Vec<u8>);
 /// An environment option, in command-line order, with files already read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnvOp {
-    /// Set variables (from `--set-env`/`--set-env0`); `expand` is false after
-    /// `--env-no-expand`.
-    Set { vars: Vec<Var>, expand: bool },
+    /// Set variables (from `--set-env`/`--set-env0`; `from` names the file, or the
+    /// option's value); `expand` is false after `--env-no-expand`.
+    Set {
+        vars: Vec<Var>,
+        expand: bool,
+        from: String,
+    },
     /// `--unset-env=GLOB`.
     Unset { glob: Vec<u8> },
 }
@@ -86,8 +90,13 @@ pub fn parse_file(contents: &[u8], nul: bool, label: &str) -> Result<Vec<Var>, R
 /// unset or empty is dropped together with its colon. A lone `$` names nothing and is
 /// kept (`bar:$` stays `bar:$`, as in Charliecloud 0.38).
 pub fn expand(value: &[u8], env: &[Var]) -> Vec<u8> {
+    expand_items(value, env).join(&b':')
+}
+
+/// The items [`expand`] joins with colons.
+fn expand_items<'a>(value: &'a [u8], env: &'a [Var]) -> Vec<&'a [u8]> {
     if !value.contains(&b'$') {
-        return value.to_vec();
+        return vec![value];
     }
     let mut items: Vec<&[u8]> = Vec::new();
     for item in value.split(|&b| b == b':') {
@@ -100,7 +109,18 @@ pub fn expand(value: &[u8], env: &[Var]) -> Vec<u8> {
             items.push(item);
         }
     }
-    items.join(&b':')
+    items
+}
+
+/// Largest environment `--set-env` may build, in bytes of `NAME=VALUE\0` strings (16
+/// MiB): Linux execs at most 6 MiB of arguments and environment together. Each expansion
+/// of `A=$A:$A` doubles `A`: 40 such lines, 324 bytes, asked for 2^40 bytes (ch-run
+/// aborted, "memory allocation of 2147483647 bytes failed", under a 2 GB limit).
+pub const MAX_ENV_BYTES: usize = 16 << 20;
+
+/// Size of `NAME=VALUE\0`.
+fn env_bytes(name: &[u8], value_len: usize) -> usize {
+    name.len() + value_len + 2
 }
 
 /// The value of `name` in `env`.
@@ -136,7 +156,7 @@ pub fn compute(
     defaults: &Defaults,
     ops: &[EnvOp],
     matches: &dyn Fn(&[u8], &[u8]) -> bool,
-) -> Vec<Var> {
+) -> Result<Vec<Var>, RunError> {
     let mut env = host;
     // HOME: /home/$USER with --home (where the host home is bound); otherwise unset, as
     // the FAQ (11.2.6) describes: the host's path means nothing in the image, and a
@@ -168,11 +188,34 @@ pub fn compute(
         crate::verbose!("environment: PMIX_MCA_gds=hash");
         set(&mut env, b"PMIX_MCA_gds", b"hash".to_vec());
     }
+    let mut total: usize = env.iter().map(|(n, v)| env_bytes(n, v.len())).sum();
     for op in ops {
         match op {
-            EnvOp::Set { vars, expand: ex } => {
+            EnvOp::Set {
+                vars,
+                expand: ex,
+                from,
+            } => {
                 for (n, v) in vars {
-                    let v = if *ex { expand(v, &env) } else { v.clone() };
+                    // Sized before it is built: an expansion may ask for any amount.
+                    let items = if *ex {
+                        expand_items(v, &env)
+                    } else {
+                        vec![&v[..]]
+                    };
+                    let len = items.iter().map(|i| i.len() + 1).sum::<usize>().max(1) - 1;
+                    let old = get(&env, n).map_or(0, |o| env_bytes(n, o.len()));
+                    let new_total = total - old + env_bytes(n, len);
+                    if new_total > MAX_ENV_BYTES {
+                        return Err(RunError::msg(format!(
+                            "can't set variable {}: the environment would exceed {MAX_ENV_BYTES} \
+                             bytes: {}",
+                            crate::log::shown(&String::from_utf8_lossy(n)),
+                            crate::log::shown(from),
+                        )));
+                    }
+                    total = new_total;
+                    let v = items.join(&b':');
                     // Charliecloud's -v line, which scripts parse.
                     crate::verbose!(
                         "environment: {}={}",
@@ -182,17 +225,18 @@ pub fn compute(
                     set(&mut env, n, v);
                 }
             }
-            EnvOp::Unset { glob } => env.retain(|(n, _)| {
+            EnvOp::Unset { glob } => env.retain(|(n, v)| {
                 let unset = matches(glob, n);
                 if unset {
                     crate::verbose!("environment: unset {}", String::from_utf8_lossy(n));
+                    total -= env_bytes(n, v.len());
                 }
                 !unset
             }),
         }
     }
     set(&mut env, b"CH_RUNNING", b"Weird Al Yankovic".to_vec());
-    env
+    Ok(env)
 }
 
 #[cfg(test)]
@@ -205,6 +249,16 @@ mod tests {
 
     fn fnm(p: &[u8], n: &[u8]) -> bool {
         crate::run::sys::fnmatch(p, n)
+    }
+
+    /// [`super::compute`], which must succeed.
+    fn compute(
+        host: Vec<Var>,
+        defaults: &Defaults,
+        ops: &[EnvOp],
+        matches: &dyn Fn(&[u8], &[u8]) -> bool,
+    ) -> Vec<Var> {
+        super::compute(host, defaults, ops, matches).expect("compute")
     }
 
     fn defaults() -> Defaults {
@@ -244,6 +298,49 @@ mod tests {
         }
         assert_eq!(parse_assignment(b"FOO bar", true), Err("no delimiter"));
         assert_eq!(parse_assignment(b"=bar", true), Err("empty name"));
+    }
+
+    #[test]
+    fn expansion_past_the_environment_bound_is_refused_before_it_is_built() {
+        // 2^40 bytes asked for by 41 lines: refused once past MAX_ENV_BYTES.
+        let mut text = b"A=x\n".to_vec();
+        for _ in 0..40 {
+            text.extend_from_slice(b"A=$A:$A\n");
+        }
+        let ops = [EnvOp::Set {
+            vars: parse_file(&text, false, "bomb").expect("parse"),
+            expand: true,
+            from: "bomb".into(),
+        }];
+        let e = super::compute(vec![], &defaults(), &ops, &fnm).unwrap_err();
+        assert_eq!(
+            e.message(),
+            format!(
+                "can't set variable A: the environment would exceed {MAX_ENV_BYTES} bytes: bomb"
+            )
+        );
+        // Up to the bound (32 bytes short), and again after an unset, values are built.
+        let a = "x".repeat(MAX_ENV_BYTES / 4 - 10);
+        let ops = [
+            EnvOp::Set {
+                vars: vec![v("A", &a), v("B", &a), v("C", &a)],
+                expand: false,
+                from: "f".into(),
+            },
+            EnvOp::Unset {
+                glob: b"[BC]".to_vec(),
+            },
+            EnvOp::Set {
+                vars: vec![v("B", "$A:$A:$A")],
+                expand: true,
+                from: "f".into(),
+            },
+        ];
+        let env = compute(vec![], &defaults(), &ops, &fnm);
+        assert_eq!(
+            get(&env, b"B").map(<[u8]>::len),
+            Some(3 * (MAX_ENV_BYTES / 4 - 10) + 2)
+        );
     }
 
     #[test]
@@ -293,6 +390,7 @@ mod tests {
             &[EnvOp::Set {
                 vars: vec![v("HOME", "/opt/home")],
                 expand: false,
+                from: "f".into(),
             }],
             &fnm,
         );
@@ -346,10 +444,12 @@ mod tests {
             EnvOp::Set {
                 vars: vec![v("X", "$A_1:y")],
                 expand: true,
+                from: "f".into(),
             },
             EnvOp::Set {
                 vars: vec![v("Y", "$A_1")],
                 expand: false,
+                from: "f".into(),
             },
         ];
         let env = compute(host, &defaults(), &ops, &fnm);

@@ -601,10 +601,12 @@ pub fn tasks_on_node(list: &str, node: u32) -> Result<u32, String> {
             return Err(format!("bad entry {entry:?}"));
         }
         let n: u32 = n.parse().map_err(|_| format!("bad entry {entry:?}"))?;
-        if u64::from(node) < first + reps {
+        // Saturating: repeats are any u64 (`1(x18446744073709551615)`); a sum past it
+        // covers every node anyway. (`first + reps` overflowed: ch-run panicked.)
+        if u64::from(node) < first.saturating_add(reps) {
             return Ok(n);
         }
-        first += reps;
+        first = first.saturating_add(reps);
     }
     Err(format!(
         "no entry for node {node} (the list covers {first} nodes)"
@@ -727,6 +729,10 @@ mod tests {
             assert!(tasks_on_node(bad, 0).is_err(), "{bad}");
         }
         assert!(tasks_on_node("2,,1", 1).is_err());
+        // Repeats that add up past u64::MAX cover every node (this overflowed).
+        let max = u64::MAX;
+        assert_eq!(tasks_on_node(&format!("1(x1),3(x{max})"), 5), Ok(3));
+        assert_eq!(tasks_on_node(&format!("1(x{max}),3(x{max})"), 5), Ok(1));
     }
 
     /// A launcher environment made of `pairs`, as the lookup function the code takes.

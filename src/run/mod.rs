@@ -298,12 +298,14 @@ fn load_env_args(args: &[EnvArg]) -> Result<Vec<Pending>, RunError> {
                 out.push(Pending::Ready(env::EnvOp::Set {
                     vars: vec![v],
                     expand,
+                    from: format!("--set-env={}", String::from_utf8_lossy(s)),
                 }));
             }
             EnvArg::Set(EnvSource::File { path, nul }) => {
                 let text = read_env_file(path, &path.to_string_lossy(), true)?;
-                let vars = env::parse_file(&text, *nul, &path.to_string_lossy())?;
-                out.push(Pending::Ready(env::EnvOp::Set { vars, expand }));
+                let from = path.to_string_lossy().into_owned();
+                let vars = env::parse_file(&text, *nul, &from)?;
+                out.push(Pending::Ready(env::EnvOp::Set { vars, expand, from }));
             }
             EnvArg::Set(EnvSource::ImageDefault { nul }) => {
                 out.push(Pending::ImageDefault { nul: *nul, expand })
@@ -343,7 +345,11 @@ fn finish_env_args(pending: Vec<Pending>, root: &Path) -> Result<Vec<env::EnvOp>
                 };
                 let text = read_env_file(&path, label, false)?;
                 let vars = env::parse_file(&text, nul, label)?;
-                Ok(env::EnvOp::Set { vars, expand })
+                Ok(env::EnvOp::Set {
+                    vars,
+                    expand,
+                    from: label.to_string(),
+                })
             }
         })
         .collect()
@@ -763,7 +769,7 @@ pub fn run(spec: &RunSpec) -> Result<i32, RunError> {
         home_user: spec.home.then(|| spec.user.as_bytes().to_vec()),
         pmix_dir_hidden,
     };
-    let new_env = env::compute(host_env, &defaults, &ops, &|p, n| sys::fnmatch(p, n));
+    let new_env = env::compute(host_env, &defaults, &ops, &|p, n| sys::fnmatch(p, n))?;
 
     let cd = spec.cd.clone().unwrap_or_else(|| PathBuf::from("/"));
     nix::unistd::chdir(&cd)

@@ -1,11 +1,14 @@
 //! Hostile inputs other than a build-cache remote (those are in `hostile.rs`): archives an
 //! `ADD` extracts, OCI layouts and SquashFS files given to `ch-convert`. Each is refused
 //! with an error naming the input and the member or path, escaped (`log::shown`), and
-//! nothing is written outside the image.
+//! nothing is written outside the image. Build contexts whose `.dockerignore` rules and
+//! paths were made to be slow to match must build in time linear in their size.
 
 use std::path::Path;
 
-use crate::common::{busybox_rootfs, ok, output, own, raw_tar, Member, Scratch};
+use crate::common::{
+    busybox_copy, busybox_rootfs, ok, output, own, raw_tar, tool, Member, Scratch,
+};
 use crate::store::{chi, import};
 
 /// `ch-image build` of `FROM busybox` then `ADD NAME.tar /d/` (and `RUN` lines
@@ -461,4 +464,203 @@ fn add_of_a_dot_member_typed_as_a_file_keeps_the_destination_a_directory() {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert!(log.contains("drwxr--r-- /d\n-rw-r--r-- /d/f"), "{log}");
+}
+
+/// `ch-image build --dry-run` of `COPY . /x` from context `ctx` (which holds the
+/// `.dockerignore` under test): how long it took, and its output.
+fn timed_copy_dry_run(s: &Scratch, ctx: &Path) -> (std::time::Duration, std::process::Output) {
+    std::fs::write(s.join("Dockerfile"), "FROM scratch\nCOPY . /x\n").expect("write Dockerfile");
+    own(&s.path);
+    let start = std::time::Instant::now();
+    let out = output(
+        chi(&s.storage())
+            .args(["build", "--dry-run", "-t", "x", "-f"])
+            .arg(s.join("Dockerfile"))
+            .arg(ctx),
+    );
+    (start.elapsed(), out)
+}
+
+/// Regression: `.dockerignore` matching tried each rule against every parent of a path
+/// in turn, time quadratic in the path's depth for each path, so cubic over a chain of
+/// directories: a context 1000 directories deep with 4 short rules held a dry run for 59 s
+/// (debug build, load 8); now 2.3 s. (1500 here: a regression takes minutes.)
+#[test]
+fn dockerignore_rules_against_a_deep_context_take_linear_time() {
+    let s = Scratch::new("ignore-deep");
+    let ctx = s.join("ctx");
+    let deep = (0..1500).fold(ctx.clone(), |p, _| p.join("a"));
+    std::fs::create_dir_all(&deep).expect("create deep context");
+    std::fs::write(deep.join("f"), "x").expect("write file");
+    std::fs::write(
+        ctx.join(".dockerignore"),
+        "**/b\n!a/**/c\nx/**/y/**/z\n*/a/b\n",
+    )
+    .expect("write .dockerignore");
+    let (took, out) = timed_copy_dry_run(&s, &ctx);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+}
+
+/// Regression: a `[` without its `]` in a `.dockerignore` pattern made the matcher look
+/// for the `]` to the end of the pattern at each character of each try: `*` then 10,000
+/// `[` against 20 names of 255 characters (250 `[` then `xNNNN`) held a dry run for 120 s
+/// (debug build, load 16). Such a pattern is now refused as Docker refuses it (Go's
+/// syntax: an unclosed class), at once and naming its line; a pattern of 3,000 closed
+/// classes (`[[]`, each matching `[`) is matched against each name in time linear in the
+/// lengths. (60 names here: a regression takes minutes.)
+#[test]
+fn dockerignore_pattern_of_unclosed_brackets_matches_long_names_in_linear_time() {
+    let s = Scratch::new("ignore-brackets");
+    let ctx = s.join("ctx");
+    std::fs::create_dir_all(&ctx).expect("create context");
+    for i in 0..60 {
+        std::fs::write(ctx.join(format!("{}x{i:04}", "[".repeat(250))), "x").expect("write");
+    }
+    std::fs::write(
+        ctx.join(".dockerignore"),
+        format!("*{}\n", "[[]".repeat(3_000)),
+    )
+    .expect("write .dockerignore");
+    let (took, out) = timed_copy_dry_run(&s, &ctx);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+    std::fs::write(
+        ctx.join(".dockerignore"),
+        format!("ok\n*{}\n", "[".repeat(10_000)),
+    )
+    .expect("write .dockerignore");
+    let (took, out) = timed_copy_dry_run(&s, &ctx);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(".dockerignore:2") && err.contains("syntax error in pattern"),
+        "{err}"
+    );
+    // The pattern is quoted by its start and its length, not all 10,001 characters.
+    assert!(
+        err.contains("… (10001 characters)") && err.len() < 2_000,
+        "{err}"
+    );
+    assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+}
+
+/// The Dockerfile of `ch-image build --dry-run` that doubles `A` to 1 MiB (lines 2 to
+/// 18), then has line 19 `last`: its output.
+fn dry_run_after_doubling(s: &Scratch, last: &str) -> std::process::Output {
+    let mut df = String::from("FROM scratch\nENV A=aaaaaaaaaaaaaaaa\n");
+    for _ in 0..16 {
+        df.push_str("ENV A=$A$A\n");
+    }
+    df.push_str(last);
+    let ctx = s.join("ctx");
+    std::fs::create_dir_all(&ctx).expect("create context");
+    std::fs::write(s.join("Dockerfile"), df).expect("write Dockerfile");
+    own(&s.path);
+    output(
+        chi(&s.storage())
+            .args(["build", "--dry-run", "-t", "x", "-f"])
+            .arg(s.join("Dockerfile"))
+            .arg(&ctx),
+    )
+}
+
+/// Regression: each word's expansion was bounded (1 MiB of growth) but not their number:
+/// 3 KiB of Dockerfile (a variable doubled to 1 MiB, then `ENV B0=$A ... B299=$A`) took
+/// 950 MB of memory and 4.3 s to plan (debug build, load 11), each 10 more bytes another
+/// MiB. A build's substitutions now copy at most 128 MiB of values: the plan fails naming
+/// the line.
+#[test]
+fn substituted_values_share_one_budget_per_build() {
+    let s = Scratch::new("subst-copies");
+    let pairs: Vec<String> = (0..150).map(|i| format!("B{i}=$A")).collect();
+    let out = dry_run_after_doubling(&s, &format!("ENV {}\n", pairs.join(" ")));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("Dockerfile:19"), "{err}");
+    assert!(err.contains("too much variable substitution"), "{err}");
+}
+
+/// Regression: each `#`, `%` or `/` match was bounded (MAX_PATTERN_WORK) but not their
+/// number: a Dockerfile of 909 bytes that doubles a variable to 1 MiB, then matches 62
+/// `?` against it ten times, planned for 13 s (debug build, load 11) and every 80 more
+/// bytes added a second. A build's matches now share one budget: the plan fails after
+/// the third, naming the line.
+#[test]
+fn pattern_substitutions_share_one_budget_per_build() {
+    let s = Scratch::new("subst-budget");
+    let last = format!("${{A//{}/}}", "?".repeat(62)).repeat(10);
+    let out = dry_run_after_doubling(&s, &format!("ENV B={last}\n"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("Dockerfile:19"), "{err}");
+    assert!(err.contains("too much pattern matching"), "{err}");
+}
+
+/// Regression: `--set-env` expansion (`A=$A:$A`) doubles a value at each line with no
+/// bound: 40 such lines, 324 bytes, made ch-run ask for 2^40 bytes (it aborted,
+/// "memory allocation of 2147483647 bytes failed", signal 6, under a 2 GB limit). An
+/// image's `/ch/environment` is read the same way by `--set-env` without a file, so an
+/// image could do it to whoever runs it. Now the environment is sized before each
+/// expansion is built and refused past 16 MiB, naming the variable and the file. (26
+/// lines here, 64 MiB, so that a build without the bound fails this test, not the machine.)
+#[test]
+fn set_env_expansion_that_doubles_a_value_is_refused_naming_the_file() {
+    let s = Scratch::new("env-bomb");
+    let img = busybox_copy(&s, "img");
+    let bomb = format!("A=x\n{}", "A=$A:$A\n".repeat(26));
+    std::fs::create_dir_all(img.join("ch")).expect("mkdir ch");
+    std::fs::write(img.join("ch/environment"), &bomb).expect("write /ch/environment");
+    std::fs::write(s.join("bomb.env"), &bomb).expect("write bomb.env");
+    own(&s.path);
+    for (arg, from) in [
+        (
+            format!("--set-env={}", s.join("bomb.env").display()),
+            s.join("bomb.env").display().to_string(),
+        ),
+        ("--set-env".to_string(), "/ch/environment".to_string()),
+    ] {
+        let out = output(tool("ch-run").arg(&arg).arg(&img).args(["--", "/bin/true"]));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(31), "{arg}: {err}");
+        assert!(
+            err.contains(&format!(
+                "can't set variable A: the environment would exceed 16777216 bytes: {from}"
+            )),
+            "{arg}: {err}"
+        );
+    }
+}
+
+/// Regression: Slurm's `SLURM_STEP_TASKS_PER_NODE` whose repeats add up past 2^64
+/// (`1(x1),1(x18446744073709551615)`, node 5) overflowed in `run::join::tasks_on_node`:
+/// `ch-run --join` panicked ("attempt to add with overflow", exit 101) in a debug build
+/// and read a wrapped count in a release one. The sum saturates now: node 5 has 1 task,
+/// so the peer group is this one process and the command runs.
+#[test]
+fn slurm_tasks_per_node_past_u64_is_read_without_overflow() {
+    let s = Scratch::new("slurm-overflow");
+    let img = busybox_copy(&s, "img");
+    own(&s.path);
+    let out = output(
+        tool("ch-run")
+            .env(
+                "SLURM_STEP_TASKS_PER_NODE",
+                "1(x1),1(x18446744073709551615)",
+            )
+            .env("SLURM_NODEID", "5")
+            .env("SLURM_JOB_ID", format!("grove-test-{}", std::process::id()))
+            .env("SLURM_STEP_ID", "0")
+            .args(["--join", "-v"])
+            .arg(&img)
+            .args(["--", "/bin/true"]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("join: peer group size from SLURM_STEP_TASKS_PER_NODE"),
+        "{err}"
+    );
 }
