@@ -1148,26 +1148,16 @@ fn apply_layer_shaped(
                 }
                 Err(e) => return Err(mpath(e)),
             };
-            // Names a file system can hold; a layer's whiteout `.wh.NAME` names NAME
-            // (checked with the whiteout below).
-            let last_max = if layered && comps[comps.len() - 1].starts_with(b".wh.") {
-                model::MAX_NAME + b".wh.".len()
-            } else {
-                model::MAX_NAME
-            };
-            let long = comps.iter().enumerate().any(|(i, c)| {
-                c.len()
-                    > if i + 1 == comps.len() {
-                        last_max
-                    } else {
-                        model::MAX_NAME
-                    }
-            });
-            if long {
-                return Err(bad(&format!(
-                    "a name in its path is longer than {} bytes (NAME_MAX)",
-                    model::MAX_NAME
-                )));
+            // Names and paths a file system can hold; a layer's whiteout `.wh.NAME` names
+            // NAME (checked with the whiteout below). The member is quoted short: it may
+            // be kilobytes.
+            let whiteout = layered && comps[comps.len() - 1].starts_with(b".wh.");
+            if let Some(why) = model::too_long(&comps, whiteout) {
+                return Err(ImportError::Member {
+                    archive: archive_path.clone(),
+                    member: model::show_short(&raw),
+                    reason: why,
+                });
             }
             let rel = comps.join(&b'/');
             if tops.len() < 2 {

@@ -985,6 +985,36 @@ fn hostile_layer_member_is_refused() {
     assert_eq!(before, list_of(&st));
 }
 
+/// A layer member whose path is longer than PATH_MAX is refused as import refuses it
+/// (hostile_input.rs, `member_paths_longer_than_path_max_are_refused_where_read`): the
+/// pull fails naming it, the store unchanged. Before, it was stored and every checkout
+/// failed ("File name too long").
+#[test]
+fn layer_member_path_longer_than_path_max_is_refused() {
+    use crate::hostile_input::{path_of, quoted};
+    let member = path_of(4095);
+    let layer = gzip(&crate::common::raw_tar(&[(
+        &member,
+        tar::EntryType::Regular,
+        b"",
+        b"x",
+    )]));
+    let fake = Fake::start(layer, None);
+    let s = Scratch::new("pathmax");
+    let st = empty_store(&s);
+    let before = list_of(&st);
+    let (_, err) = fake.pull(&st);
+    assert!(err.contains("can't unpack layer"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "member {}: its path is 4096 bytes with its leading /, longer than 4095 (PATH_MAX)",
+            quoted(4095)
+        )),
+        "{err}"
+    );
+    assert_eq!(before, list_of(&st));
+}
+
 #[test]
 fn truncated_layer_with_a_matching_digest_is_refused() {
     let full = gzip(&tar_with_member("file", &vec![7u8; 100_000]));
