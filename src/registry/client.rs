@@ -33,8 +33,11 @@ application/vnd.docker.distribution.manifest.v2+json, \
 application/vnd.docker.distribution.manifest.v1+prettyjws;q=0.5, \
 application/vnd.docker.distribution.manifest.v1+json;q=0.5";
 
-/// How long the DELETE of a failed upload session may take once SIGINT or SIGTERM came
-/// ([`Client::abandon`]).
+/// How long the DELETE of a failed upload session may take ([`Client::abandon`]), or the
+/// deadline of small requests if shorter: best-effort cleanup must not hold a push that
+/// is going to try again or fail.
+const ABANDON_DEADLINE: Duration = Duration::from_secs(30);
+/// How long that DELETE may take once SIGINT or SIGTERM came.
 const ABANDON_AFTER_SIGNAL: Duration = Duration::from_secs(2);
 
 /// Default CA bundle (Debian's ca-certificates).
@@ -1443,14 +1446,20 @@ impl Client {
     /// expires. Best effort, sent once: any answer but a 2xx, or an error, is only a
     /// debug note, never the push's error. After SIGINT or SIGTERM it is still sent, on
     /// an agent of its own (the client's refuses new requests then) and within
-    /// [`ABANDON_AFTER_SIGNAL`], so a stalled registry does not hold the interrupted push.
+    /// [`ABANDON_AFTER_SIGNAL`], so a stalled registry does not hold the interrupted push
+    /// (else within [`ABANDON_DEADLINE`]).
     fn abandon(&self, session: &str, target: Target) {
         let shown = match target {
             Target::Registry => session.to_string(),
             Target::Elsewhere => escape(session),
         };
         let outcome = if crate::interrupt::interrupted().is_ok() {
-            self.send_once("DELETE", session, &[], &Body::Empty, &self.small())
+            let deadline = Deadline::new(
+                self.limits.deadline.min(ABANDON_DEADLINE),
+                super::DEADLINE_VAR,
+                &self.limits,
+            );
+            self.send_once("DELETE", session, &[], &Body::Empty, &deadline)
         } else {
             use ureq::RequestExt as _;
             let mut b = ureq::http::Request::builder().method("DELETE").uri(session);
