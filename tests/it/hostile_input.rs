@@ -562,3 +562,38 @@ fn member_paths_longer_than_path_max_are_refused_where_read() {
         assert!(err.contains(&full), "{name}: {full:?} not in: {err}");
     }
 }
+
+/// A directory holding a path longer than PATH_MAX (made by `cd`-ing down, as only
+/// relative paths reach it) is refused at `ch-image import` with the check tarballs get,
+/// the path quoted short; before, the system's error ("can't stat: PATH: File name too
+/// long") quoted all of its 4 KiB.
+#[test]
+fn directory_paths_longer_than_path_max_are_refused_at_import() {
+    let s = Scratch::new("dir-path-max");
+    let src = s.join("src");
+    // 19 directories of 200 `d`s and a file: imported (a directory is read by absolute
+    // paths, so what fits is PATH_MAX less the source's own path). Then two more
+    // directories: the second's path is 4220 bytes.
+    crate::common::sh(&format!(
+        "mkdir '{src}' && cd '{src}' && d=$(printf 'd%.0s' $(seq 200)) && \
+         for i in $(seq 19); do mkdir $d && cd $d; done && echo x > f",
+        src = src.display()
+    ));
+    let st = s.storage();
+    ok(chi(&st).arg("import").arg(&src).arg("fits"));
+    crate::common::sh(&format!(
+        "cd '{src}' && d=$(printf 'd%.0s' $(seq 200)) && \
+         for i in $(seq 19); do cd $d; done && mkdir $d && cd $d && mkdir $d && echo y > $d/f",
+        src = src.display()
+    ));
+    let (_, err) = crate::common::fails(chi(&st).arg("import").arg(&src).arg("long"));
+    let want = format!(
+        "{}: {}… (4220 bytes): its path is 4221 bytes with its leading /, longer than 4095 \
+         (PATH_MAX)",
+        src.display(),
+        "d".repeat(64)
+    );
+    assert!(err.contains(&want), "{want:?} not in {err}");
+    assert!(err.len() < 1500, "{err}");
+    assert_eq!(ok(chi(&st).arg("list")), "fits\n");
+}
