@@ -331,15 +331,30 @@ pub fn write_archive(dir: &Path, out: &Path) -> Result<(), OciError> {
 /// regular files and directories only, no member outside `dir`.
 ///
 /// An archive may be compressed (zstd, gzip, …) and unpack to many times its size, and
-/// `dir` is usually on a temporary file system: a member that would leave less than
-/// [`UNPACK_RESERVE`] free there (or a write that finds the disk full) stops the unpacking
-/// with [`OciError::NoSpace`], which says how much the archive's files take in all (the
-/// rest of the archive's headers are read for it, skipping data) and how much was free.
+/// `dir` is usually on a temporary file system: a plain tar whose files would leave less
+/// than [`UNPACK_RESERVE`] free there is refused before anything is written (its headers
+/// say what they take); otherwise a member that would (or a write that finds the disk
+/// full) stops the unpacking. Either is [`OciError::NoSpace`], which says how much the
+/// archive's files take in all (the rest of the headers are read for it, skipping data)
+/// and how much was free.
 /// The caller removes `dir`. SIGINT and SIGTERM stop it per member and per MiB written.
 pub fn unpack_archive(archive: &Path, dir: &Path) -> Result<(), OciError> {
     let reader = import::open_archive(archive)?;
     fs::create_dir_all(dir).at("create directory", dir)?;
     let free_before = free_bytes(dir);
+    // A plain tar says what its files take from its headers alone: one that can't fit
+    // is refused before anything is written.
+    if let (Some(free), Some(total)) = (free_before, plain_tar_bytes(archive)) {
+        if total.saturating_add(UNPACK_RESERVE) > free {
+            return Err(OciError::NoSpace {
+                archive: archive.to_path_buf(),
+                dir: dir.to_path_buf(),
+                needed: total,
+                exact: true,
+                free,
+            });
+        }
+    }
     let (reader, budget) = import::HeaderBounded::new(reader);
     let mut ar = tar::Archive::new(reader);
     let corrupt = |source| {
@@ -416,6 +431,34 @@ pub fn unpack_archive(archive: &Path, dir: &Path) -> Result<(), OciError> {
         }
     }
     Ok(())
+}
+
+/// What the regular members of `archive` take, if it is a plain (uncompressed) ustar or
+/// GNU tar, from its headers alone (seeking past the data); `None` for a compressed
+/// archive or one that can't be read so (the unpacking then counts as it goes).
+fn plain_tar_bytes(archive: &Path) -> Option<u64> {
+    use std::io::Seek;
+    let mut f = fs::File::open(archive).ok()?;
+    let mut head = [0u8; 512];
+    f.read_exact(&mut head).ok()?;
+    if &head[257..262] != b"ustar" {
+        return None;
+    }
+    f.rewind().ok()?;
+    let (f, budget) = import::HeaderBounded::new(f);
+    let mut ar = tar::Archive::new(f);
+    let mut n = 0u64;
+    for e in ar.entries_with_seek().ok()? {
+        let e = e.ok()?;
+        budget.member(&e);
+        if matches!(
+            e.header().entry_type(),
+            tar::EntryType::Regular | tar::EntryType::Continuous
+        ) {
+            n = n.saturating_add(e.size());
+        }
+    }
+    Some(n)
 }
 
 /// Bytes of the regular members left in `entries` (headers read, data skipped), and

@@ -644,4 +644,25 @@ fn an_oci_archive_larger_than_the_temporary_directory_is_refused_saying_what_it_
         .arg(&archive)
         .arg(&out));
     assert!(out.join("faaaa").is_file());
+    // Uncompressed, its headers say what it takes: refused before anything is written.
+    let plain = s.join("img.tar");
+    sh(&format!(
+        "tar -C '{}' -cf '{}' .",
+        lay.display(),
+        plain.display()
+    ));
+    let (code, err) = fails(
+        tool("ch-convert")
+            .args(["-i", "oci", "--tmp"])
+            .arg(&fs.mnt)
+            .arg(&plain)
+            .arg(s.join("out2")),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("can't unpack {} into ", plain.display()))
+            && err.contains("/in: its files take 24.0 MiB, more than the "),
+        "{err}"
+    );
+    assert!(fs.free() + (64 << 10) >= free, "{} of {free}", fs.free());
 }
