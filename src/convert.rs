@@ -525,6 +525,7 @@ impl ConvertError {
             | ConvertError::Output { source, .. } => source.hint(),
             ConvertError::Convert { source, .. } | ConvertError::Store(source) => source.hint(),
             ConvertError::Export(e) => e.hint(),
+            ConvertError::Oci(e) => e.hint(),
             ConvertError::Reference(e) => e.hint(),
             ConvertError::TempDir { .. } | ConvertError::TempInInput { .. } => {
                 Some("give ch-convert another directory with --tmp DIR (or $TMPDIR)".into())

@@ -2847,7 +2847,7 @@ impl<'a> Builder<'a> {
                     };
                     if add && src.real.is_file() && is_archive(&src.real) {
                         let t = if into_dir { dir.clone() } else { named.clone() };
-                        extract_archive(&src.real, &t, xattrs)
+                        extract_archive(&src.real, &t, &dest_comps, xattrs)
                     } else {
                         // --parents keeps the source's path below the context.
                         let keep_path = parents && !src.rel.is_empty();
@@ -3257,11 +3257,13 @@ fn unsafe_member(path: &[u8], hard_link_target: Option<&[u8]>) -> Option<&'stati
     None
 }
 
-/// Extract an `ADD` archive into `dest`, member by member; an unsafe member fails the
-/// step with an error naming the archive, the member and the reason.
+/// Extract an `ADD` archive into `dest` (the image's `dest_comps`), member by member; an
+/// unsafe member fails the step with an error naming the archive, the member and the
+/// reason.
 fn extract_archive(
     src: &Path,
     dest: &Path,
+    dest_comps: &[Vec<u8>],
     xattrs: store::model::XattrPolicy,
 ) -> Result<(), copy::CopyError> {
     let r = store::import::open_archive(src)
@@ -3295,6 +3297,21 @@ fn extract_archive(
         });
         if let Some(why) = unsafe_member(&name, link.as_deref()) {
             return Err(unsafe_err(&name, why.to_string()));
+        }
+        // Names and paths (in the image, below the destination) a checkout can write: the
+        // check import makes (quoted short, the member may be kilobytes).
+        let key = member_key(&name);
+        let comps: Vec<&[u8]> = dest_comps
+            .iter()
+            .map(Vec::as_slice)
+            .chain(key.split(|b| *b == b'/').filter(|c| !c.is_empty()))
+            .collect();
+        if let Some(why) = store::model::too_long(&comps, false) {
+            return Err(copy::CopyError::UnsafeMember {
+                archive: src.to_path_buf(),
+                member: store::model::show_short(&name),
+                reason: why,
+            });
         }
         let kind = e.header().entry_type();
         let norm = member_key(&name);

@@ -33,6 +33,13 @@ application/vnd.docker.distribution.manifest.v2+json, \
 application/vnd.docker.distribution.manifest.v1+prettyjws;q=0.5, \
 application/vnd.docker.distribution.manifest.v1+json;q=0.5";
 
+/// How long the DELETE of a failed upload session may take ([`Client::abandon`]), or the
+/// deadline of small requests if shorter: best-effort cleanup must not hold a push that
+/// is going to try again or fail.
+const ABANDON_DEADLINE: Duration = Duration::from_secs(30);
+/// How long that DELETE may take once SIGINT or SIGTERM came.
+const ABANDON_AFTER_SIGNAL: Duration = Duration::from_secs(2);
+
 /// Default CA bundle (Debian's ca-certificates).
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -389,6 +396,9 @@ pub const BLOB_DEADLINE_VARS: &str = "CH_IMAGE_REGY_DEADLINE and CH_IMAGE_REGY_M
 /// A client for one repository of one registry.
 pub struct Client {
     agent: ureq::Agent,
+    /// The agent's configuration, for the one request sent after SIGINT or SIGTERM (the
+    /// agent refuses new ones then): the DELETE of an abandoned upload session.
+    config: ureq::config::Config,
     pub remote: Remote,
     /// Access wanted: `pull` or `pull,push`.
     actions: &'static str,
@@ -658,11 +668,12 @@ impl Client {
             .user_agent(concat!("grove/", env!("CARGO_PKG_VERSION")))
             .max_idle_connections_per_host(8)
             .build();
-        let agent = super::connect::agent(config);
+        let agent = super::connect::agent(config.clone());
         let shut = agent.clone();
         Ok(Client {
             _wake: crate::interrupt::on_signal(move || shut.clone().shutdown()),
             agent,
+            config,
             remote,
             actions: if push { "pull,push" } else { "pull" },
             auth_mode: settings.auth || push,
@@ -1304,7 +1315,8 @@ impl Client {
     /// A step answered with a server error or cut off (as [`Client::send`] tries a GET
     /// again, `Retry-After` included) starts the upload again from a new POST, a session
     /// that failed being no longer trusted: [`ATTEMPTS`] times in all, 1 s then 2 s apart,
-    /// each warned about. Any other status (a 4xx but 429) fails at once.
+    /// each warned about. Any other status (a 4xx but 429) fails at once. A session that
+    /// failed after its POST is deleted first ([`Client::abandon`]).
     pub fn upload_blob(&self, digest: &str, body: Body<'_>) -> Result<(), RegistryError> {
         use std::sync::atomic::Ordering;
         let mut attempt = 1;
@@ -1385,11 +1397,13 @@ impl Client {
             })?
             .to_string();
         drop(resp);
-        let mut put = if loc.starts_with('/') {
+        // The session's URL: where its DELETE goes if it fails.
+        let session = if loc.starts_with('/') {
             format!("{}{}", self.remote.origin(), loc)
         } else {
             loc
         };
+        let mut put = session.clone();
         put.push(if put.contains('?') { '&' } else { '?' });
         put.push_str(&format!("digest={}", query_escape(digest)));
         let target = self.target("upload location", &put)?;
@@ -1397,24 +1411,88 @@ impl Client {
             Target::Registry => put.clone(),
             Target::Elsewhere => escape(&put),
         };
-        let deadline = self.sized(body.len()?);
+        let size = match body.len() {
+            Ok(size) => size,
+            Err(e) => {
+                self.abandon(&session, target);
+                return Err(e);
+            }
+        };
         let outcome = self.send_once(
             "PUT",
             &put,
             &[("Content-Type", "application/octet-stream")],
             body,
-            &deadline,
+            &self.sized(size),
         );
         Ok(match outcome {
             Ok(resp) if resp.status().as_u16() == 201 => Ok(()),
-            outcome => Err(FailedStep {
-                method: "PUT",
-                url: put,
-                shown,
-                action: "upload blob to",
-                outcome,
-            }),
+            outcome => {
+                self.abandon(&session, target);
+                Err(FailedStep {
+                    method: "PUT",
+                    url: put,
+                    shown,
+                    action: "upload blob to",
+                    outcome,
+                })
+            }
         })
+    }
+
+    /// Delete the upload session at `session` (its `Location`, where `target` is), one
+    /// that failed and is not used again (OCI distribution spec, "Deleting an upload":
+    /// 204), so that the registry need not keep what it received until the session
+    /// expires. Best effort, sent once: any answer but a 2xx, or an error, is only a
+    /// debug note, never the push's error. After SIGINT or SIGTERM it is still sent, on
+    /// an agent of its own (the client's refuses new requests then) and within
+    /// [`ABANDON_AFTER_SIGNAL`], so a stalled registry does not hold the interrupted push
+    /// (else within [`ABANDON_DEADLINE`]).
+    fn abandon(&self, session: &str, target: Target) {
+        let shown = match target {
+            Target::Registry => session.to_string(),
+            Target::Elsewhere => escape(session),
+        };
+        let outcome = if crate::interrupt::interrupted().is_ok() {
+            let deadline = Deadline::new(
+                self.limits.deadline.min(ABANDON_DEADLINE),
+                super::DEADLINE_VAR,
+                &self.limits,
+            );
+            self.send_once("DELETE", session, &[], &Body::Empty, &deadline)
+        } else {
+            use ureq::RequestExt as _;
+            let mut b = ureq::http::Request::builder().method("DELETE").uri(session);
+            if target == Target::Registry {
+                if let Some(a) = &*self.authz.lock().expect("auth lock") {
+                    b = b.header("Authorization", a.as_str());
+                }
+            }
+            b.body(())
+                .map_err(|e| e.into())
+                .and_then(|req| {
+                    req.with_agent(ureq::Agent::new_with_config(self.config.clone()))
+                        .configure()
+                        .timeout_global(Some(ABANDON_AFTER_SIGNAL))
+                        .run()
+                })
+                .map_err(http_err("delete upload session", &shown))
+        };
+        match outcome {
+            Ok(resp) if resp.status().is_success() => crate::debug!(
+                "DELETE {shown}: HTTP {}: failed upload session deleted",
+                resp.status().as_u16()
+            ),
+            Ok(resp) => crate::debug!(
+                "DELETE {shown}: HTTP {}: failed upload session not deleted (the registry \
+                 drops it when it expires)",
+                resp.status().as_u16()
+            ),
+            Err(e) => crate::debug!(
+                "DELETE {shown}: failed upload session not deleted (the registry drops it \
+                 when it expires): {e}"
+            ),
+        }
     }
 
     /// Upload a manifest under a tag; a server error or a cut connection is tried again

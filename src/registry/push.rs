@@ -4,7 +4,8 @@
 //! Charliecloud's man page says), an OCI config and an OCI manifest. Blobs the registry
 //! already has are not uploaded again. An upload step answered with a server error or cut
 //! off is tried again as a pull's GET is, a blob's from a new upload session
-//! ([`Client::upload_blob`], [`Client::put_manifest`]).
+//! ([`Client::upload_blob`], [`Client::put_manifest`]); the failed session is deleted on
+//! the registry (`DELETE` of its location, best effort, after a signal too).
 //!
 //! SIGINT and SIGTERM end a push through its error path (crate::interrupt): the export is
 //! checked per buffer written, a transfer is cut off at once, the temporary export is

@@ -61,6 +61,13 @@ pub enum ImportError {
     },
     #[error("{0}: directory is deeper than {max} levels", max = model::MAX_DEPTH)]
     TooDeep(PathBuf),
+    #[error("{dir}: {path}: {reason}")]
+    TooLong {
+        dir: PathBuf,
+        /// The path below `dir`, quoted short ([`model::show_short`]).
+        path: String,
+        reason: String,
+    },
     #[error("{0}: not a directory or a tar archive")]
     Unknown(PathBuf),
     #[error("{0}: not a SquashFS file (bad magic number)")]
@@ -438,6 +445,7 @@ fn import_dir(
     root.times.set(b"", model::Mtime::of(&top));
     restore.raise(src, top.mode() & 0o7777, 0o500)?;
     let mut w = DirWalk {
+        src,
         files: Vec::new(),
         inodes: HashMap::new(),
         warnings: Vec::new(),
@@ -481,6 +489,8 @@ fn import_dir(
 
 /// What walking a source directory collects besides the tree itself.
 struct DirWalk<'a> {
+    /// The directory imported.
+    src: &'a Path,
     files: Vec<PendingFile>,
     /// (device, inode) of multiply linked files -> link group.
     inodes: HashMap<(u64, u64), u32>,
@@ -499,8 +509,20 @@ impl DirWalk<'_> {
         let entries = model::read_dir_sorted(abs).at("read directory", abs)?;
         for name in entries {
             let p = abs.join(&name);
-            let md = fs::symlink_metadata(&p).at("stat", &p)?;
             let r = model::join_rel(rel, &name);
+            // What a tarball's member is held to (a longer path could be stat(2)ed only
+            // relative to a directory; the system's error would quote it whole).
+            if r.len() >= model::MAX_PATH || name.len() > model::MAX_NAME {
+                let comps: Vec<&[u8]> = r.split(|b| *b == b'/').collect();
+                if let Some(reason) = model::too_long(&comps, false) {
+                    return Err(ImportError::TooLong {
+                        dir: self.src.to_path_buf(),
+                        path: model::show_short(&r),
+                        reason,
+                    });
+                }
+            }
+            let md = fs::symlink_metadata(&p).at("stat", &p)?;
             let mode = md.mode() & 0o7777;
             let ft = md.file_type();
             self.times.insert(r.clone(), model::Mtime::of(&md));
@@ -1148,26 +1170,16 @@ fn apply_layer_shaped(
                 }
                 Err(e) => return Err(mpath(e)),
             };
-            // Names a file system can hold; a layer's whiteout `.wh.NAME` names NAME
-            // (checked with the whiteout below).
-            let last_max = if layered && comps[comps.len() - 1].starts_with(b".wh.") {
-                model::MAX_NAME + b".wh.".len()
-            } else {
-                model::MAX_NAME
-            };
-            let long = comps.iter().enumerate().any(|(i, c)| {
-                c.len()
-                    > if i + 1 == comps.len() {
-                        last_max
-                    } else {
-                        model::MAX_NAME
-                    }
-            });
-            if long {
-                return Err(bad(&format!(
-                    "a name in its path is longer than {} bytes (NAME_MAX)",
-                    model::MAX_NAME
-                )));
+            // Names and paths a file system can hold; a layer's whiteout `.wh.NAME` names
+            // NAME (checked with the whiteout below). The member is quoted short: it may
+            // be kilobytes.
+            let whiteout = layered && comps[comps.len() - 1].starts_with(b".wh.");
+            if let Some(why) = model::too_long(&comps, whiteout) {
+                return Err(ImportError::Member {
+                    archive: archive_path.clone(),
+                    member: model::show_short(&raw),
+                    reason: why,
+                });
             }
             let rel = comps.join(&b'/');
             if tops.len() < 2 {

@@ -309,6 +309,49 @@ pub enum PathError {
 /// whiteout member `.wh.NAME` may be 4 bytes longer: it names NAME, it is not a file.)
 pub const MAX_NAME: usize = 255;
 
+/// Longest path of a file in an image, in bytes, as the image's processes name it (`/`
+/// then the path): Linux's PATH_MAX (4096) less its NUL byte. Inputs naming a longer one
+/// are refused where they are read (see [`too_long`]), as for [`MAX_NAME`].
+pub const MAX_PATH: usize = 4095;
+
+/// Why the path of components `comps` (as [`components`] gives them) names a file no
+/// checkout can write, if it does: a name longer than [`MAX_NAME`] (NAME_MAX), or a path
+/// longer than [`MAX_PATH`] (PATH_MAX). A layer's whiteout (`whiteout`: the last
+/// component is `.wh.NAME`) names NAME, so its prefix's 4 bytes are not counted. The one
+/// check of tarball members for import, pull, ch-convert and `ADD`.
+pub fn too_long(comps: &[&[u8]], whiteout: bool) -> Option<String> {
+    let extra = if whiteout { b".wh.".len() } else { 0 };
+    let last = comps.len().saturating_sub(1);
+    let long_name = comps
+        .iter()
+        .enumerate()
+        .any(|(i, c)| c.len() > MAX_NAME + if i == last { extra } else { 0 });
+    if long_name {
+        return Some(format!(
+            "a name in its path is longer than {MAX_NAME} bytes (NAME_MAX)"
+        ));
+    }
+    let len = comps.iter().map(|c| c.len() + 1).sum::<usize>() - extra;
+    (len > MAX_PATH).then(|| {
+        format!("its path is {len} bytes with its leading /, longer than {MAX_PATH} (PATH_MAX)")
+    })
+}
+
+/// Most characters of a path an error about its length quotes ([`show_short`]).
+pub const QUOTED_MAX: usize = 64;
+
+/// `path` as an error about its length quotes it: escaped as [`show`] does, whole up to
+/// [`QUOTED_MAX`] characters, else its first [`QUOTED_MAX`] and its length in bytes (a
+/// name refused for its length may be kilobytes).
+pub fn show_short(path: &[u8]) -> String {
+    let s = String::from_utf8_lossy(path);
+    if s.chars().count() <= QUOTED_MAX {
+        return show(path);
+    }
+    let head: String = s.chars().take(QUOTED_MAX).collect();
+    format!("{}… ({} bytes)", crate::log::shown(&head), path.len())
+}
+
 /// Most components a path in an image may have. Every input (tarball members, directory
 /// imports, overlay upper directories, trees read from the repository) is held to it, so
 /// that no walk over a tree recurses deeper than this (Linux's PATH_MAX of 4096 bytes

@@ -54,6 +54,48 @@ pub enum OciError {
         digest: String,
         actual: String,
     },
+    #[error(
+        "can't unpack {archive} into {dir}: its files take {}{}, more than the {} free there",
+        if *.exact { "" } else { "at least " },
+        crate::progress::size(*.needed),
+        crate::progress::size(*.free)
+    )]
+    NoSpace {
+        archive: PathBuf,
+        dir: PathBuf,
+        /// Bytes of the archive's files (all of them, unless not `exact`: the archive
+        /// could not be read to its end).
+        needed: u64,
+        exact: bool,
+        /// Bytes free on `dir`'s file system before unpacking.
+        free: u64,
+    },
+}
+
+impl OciError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            OciError::NoSpace { .. } => Some(
+                "make room there, or unpack the archive where there is room (tar -x) and \
+                 convert that OCI layout directory, which is read where it is; a conversion \
+                 to anything but ch-image unpacks under --tmp DIR (or $TMPDIR)"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// Bytes an archive's unpacking leaves free on the file system it unpacks into: a member
+/// that would leave less stops it ([`unpack_archive`]), for the metadata of the files
+/// written and whatever else writes there.
+const UNPACK_RESERVE: u64 = 1 << 20;
+
+/// Bytes free (for this user) on the file system of `dir`; `None` if statvfs(2) fails.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    nix::sys::statvfs::statvfs(dir)
+        .ok()
+        .map(|v| v.blocks_available() * v.fragment_size())
 }
 
 /// `root` without entries whose names start with `.wh.`: in an OCI layer such a name is a
@@ -287,9 +329,32 @@ pub fn write_archive(dir: &Path, out: &Path) -> Result<(), OciError> {
 
 /// Unpack an archive (oci-archive or `docker save` output) into the new directory `dir`:
 /// regular files and directories only, no member outside `dir`.
+///
+/// An archive may be compressed (zstd, gzip, …) and unpack to many times its size, and
+/// `dir` is usually on a temporary file system: a plain tar whose files would leave less
+/// than [`UNPACK_RESERVE`] free there is refused before anything is written (its headers
+/// say what they take); otherwise a member that would (or a write that finds the disk
+/// full) stops the unpacking. Either is [`OciError::NoSpace`], which says how much the
+/// archive's files take in all (the rest of the headers are read for it, skipping data)
+/// and how much was free.
+/// The caller removes `dir`. SIGINT and SIGTERM stop it per member and per MiB written.
 pub fn unpack_archive(archive: &Path, dir: &Path) -> Result<(), OciError> {
     let reader = import::open_archive(archive)?;
     fs::create_dir_all(dir).at("create directory", dir)?;
+    let free_before = free_bytes(dir);
+    // A plain tar says what its files take from its headers alone: one that can't fit
+    // is refused before anything is written.
+    if let (Some(free), Some(total)) = (free_before, plain_tar_bytes(archive)) {
+        if total.saturating_add(UNPACK_RESERVE) > free {
+            return Err(OciError::NoSpace {
+                archive: archive.to_path_buf(),
+                dir: dir.to_path_buf(),
+                needed: total,
+                exact: true,
+                free,
+            });
+        }
+    }
     let (reader, budget) = import::HeaderBounded::new(reader);
     let mut ar = tar::Archive::new(reader);
     let corrupt = |source| {
@@ -299,7 +364,11 @@ pub fn unpack_archive(archive: &Path, dir: &Path) -> Result<(), OciError> {
             source: import::escaped_io(source),
         })
     };
-    for entry in ar.entries().map_err(corrupt)? {
+    // Bytes of the members unpacked so far.
+    let mut unpacked = 0u64;
+    let mut entries = ar.entries().map_err(corrupt)?;
+    while let Some(entry) = entries.next() {
+        crate::interrupt::check().at("unpack", archive)?;
         let mut entry = entry.map_err(corrupt)?;
         budget.member(&entry);
         let path = entry.path().map_err(corrupt)?.into_owned();
@@ -313,20 +382,103 @@ pub fn unpack_archive(archive: &Path, dir: &Path) -> Result<(), OciError> {
             });
         }
         let dest = dir.join(&path);
+        // Out of room: what all the archive's files take, this one and the rest included.
+        let no_space = |size: u64, entries: &mut tar::Entries<'_, _>| {
+            let (rest, exact) = member_bytes(entries);
+            OciError::NoSpace {
+                archive: archive.to_path_buf(),
+                dir: dir.to_path_buf(),
+                needed: unpacked + size + rest,
+                exact,
+                free: free_before.unwrap_or(0),
+            }
+        };
         match entry.header().entry_type() {
             tar::EntryType::Directory => fs::create_dir_all(&dest).at("create directory", &dest)?,
             tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let size = entry.size();
+                if free_bytes(dir).is_some_and(|f| size.saturating_add(UNPACK_RESERVE) > f) {
+                    drop(entry);
+                    return Err(no_space(size, &mut entries));
+                }
                 if let Some(p) = dest.parent() {
                     fs::create_dir_all(p).at("create directory", p)?;
                 }
                 let mut f = fs::File::create(&dest).at("create", &dest)?;
-                io::copy(&mut entry, &mut f).map_err(corrupt)?;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = entry.read(&mut buf).map_err(corrupt)?;
+                    if n == 0 {
+                        break;
+                    }
+                    if let Err(source) = f.write_all(&buf[..n]) {
+                        if source.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) {
+                            drop(entry);
+                            return Err(no_space(size, &mut entries));
+                        }
+                        return Err(OciError::Io(IoError {
+                            action: "write",
+                            path: dest.clone(),
+                            source,
+                        }));
+                    }
+                    crate::interrupt::check().at("unpack", archive)?;
+                }
+                unpacked += size;
             }
             // Docker's legacy layout has symlinked layer directories; blobs are files.
             _ => {}
         }
     }
     Ok(())
+}
+
+/// What the regular members of `archive` take, if it is a plain (uncompressed) ustar or
+/// GNU tar, from its headers alone (seeking past the data); `None` for a compressed
+/// archive or one that can't be read so (the unpacking then counts as it goes).
+fn plain_tar_bytes(archive: &Path) -> Option<u64> {
+    use std::io::Seek;
+    let mut f = fs::File::open(archive).ok()?;
+    let mut head = [0u8; 512];
+    f.read_exact(&mut head).ok()?;
+    if &head[257..262] != b"ustar" {
+        return None;
+    }
+    f.rewind().ok()?;
+    let (f, budget) = import::HeaderBounded::new(f);
+    let mut ar = tar::Archive::new(f);
+    let mut n = 0u64;
+    for e in ar.entries_with_seek().ok()? {
+        let e = e.ok()?;
+        budget.member(&e);
+        if matches!(
+            e.header().entry_type(),
+            tar::EntryType::Regular | tar::EntryType::Continuous
+        ) {
+            n = n.saturating_add(e.size());
+        }
+    }
+    Some(n)
+}
+
+/// Bytes of the regular members left in `entries` (headers read, data skipped), and
+/// whether that is all of them (false if the archive could not be read to its end, or a
+/// signal stopped the count).
+fn member_bytes<R: Read>(entries: &mut tar::Entries<'_, R>) -> (u64, bool) {
+    let mut n = 0u64;
+    for e in entries {
+        if crate::interrupt::check().is_err() {
+            return (n, false);
+        }
+        let Ok(e) = e else { return (n, false) };
+        if matches!(
+            e.header().entry_type(),
+            tar::EntryType::Regular | tar::EntryType::Continuous
+        ) {
+            n = n.saturating_add(e.size());
+        }
+    }
+    (n, true)
 }
 
 /// Whether the file at `path` is an uncompressed tar holding an OCI image layout at its

@@ -626,14 +626,30 @@ pub fn bzip2_file(src: &Path, dst: &Path, streams: usize) {
 pub type Member<'a> = (&'a [u8], tar::EntryType, &'a [u8], &'a [u8]);
 
 /// A tar stream of `members` (name, type, link target, data), written with raw headers
-/// (the tar crate refuses some of these names).
+/// (the tar crate refuses some of these names). A name or link target longer than its
+/// header field (100 bytes) goes in a GNU long name (`L`) or long link (`K`) record
+/// before the member, as GNU tar writes it; the field keeps its first 100 bytes.
 pub fn raw_tar(members: &[Member]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, kind, link, data) in members {
+        for (long, typ) in [(link, b'K'), (name, b'L')] {
+            if long.len() > 100 {
+                let mut h = tar::Header::new_gnu();
+                h.as_gnu_mut().expect("gnu").name[..13].copy_from_slice(b"././@LongLink");
+                h.set_size(long.len() as u64 + 1);
+                h.set_mode(0o644);
+                h.set_entry_type(tar::EntryType::new(typ));
+                h.set_cksum();
+                out.extend_from_slice(h.as_bytes());
+                out.extend_from_slice(long);
+                out.push(0);
+                out.resize(out.len().div_ceil(512) * 512, 0);
+            }
+        }
         let mut h = tar::Header::new_ustar();
         let u = h.as_ustar_mut().expect("ustar");
-        u.name[..name.len()].copy_from_slice(name);
-        u.linkname[..link.len()].copy_from_slice(link);
+        u.name[..name.len().min(100)].copy_from_slice(&name[..name.len().min(100)]);
+        u.linkname[..link.len().min(100)].copy_from_slice(&link[..link.len().min(100)]);
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
         h.set_mtime(1_000_000);

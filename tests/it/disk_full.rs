@@ -575,3 +575,94 @@ fn gc_after_an_import_killed_on_a_nearly_full_disk_frees_its_packs() {
     ok(ch(&st).arg("import").arg(&big).arg("big"));
     assert_whole(&st, "big\nkept\n");
 }
+
+/// Regression: an oci-archive given to ch-convert (compressed: zstd here, or not) was
+/// unpacked whole into the temporary directory (`--tmp`) with no bound; on a small one
+/// the disk filled and the error was "read archive (truncated or corrupt?)", a write
+/// error taken for the archive's. Each member is now checked against the space free
+/// there: one that does not fit stops the unpacking with an error naming the archive, the
+/// directory, what the archive's files take in all and what was free, and a hint; what
+/// it unpacked is removed. With room, the same archive converts.
+#[test]
+fn an_oci_archive_larger_than_the_temporary_directory_is_refused_saying_what_it_needs() {
+    let Some(fs) = SmallFs::new("full-oci-in", 16) else {
+        return;
+    };
+    let s = Scratch::new("full-oci-in-src");
+    // 24 MiB of random bytes: a layer no compression shrinks, larger than the file system.
+    let src = random_tree(&s, "src", 6, 4096);
+    let lay = s.join("lay");
+    ok(tool("ch-convert")
+        .args(["-i", "dir", "-o", "oci"])
+        .arg(&src)
+        .arg(&lay));
+    let archive = s.join("img.tar.zst");
+    sh(&format!(
+        "tar -C '{}' -cf - . | zstd -q > '{}'",
+        lay.display(),
+        archive.display()
+    ));
+    let free = fs.free();
+    let out = s.join("out");
+    let (code, err) = fails(
+        tool("ch-convert")
+            .args(["-i", "oci", "--tmp"])
+            .arg(&fs.mnt)
+            .arg(&archive)
+            .arg(&out),
+    );
+    assert_eq!(code, 1, "{err}");
+    eprintln!("{err}");
+    let want = format!(
+        "can't unpack {} into {}/ch-convert.",
+        archive.display(),
+        fs.mnt.display()
+    );
+    assert!(err.contains(&want), "{want:?} not in {err}");
+    assert!(
+        err.contains("/in: its files take 24.0 MiB, more than the "),
+        "{err}"
+    );
+    assert!(err.contains(" MiB free there"), "{err}");
+    assert!(
+        err.lines().any(|l| l.starts_with("hint: make room there")),
+        "{err}"
+    );
+    assert!(!err.contains("truncated or corrupt"), "{err}");
+    assert!(!out.exists());
+    let left: Vec<_> = std::fs::read_dir(&fs.mnt)
+        .expect("mount")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "lost+found")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(fs.free() + (64 << 10) >= free, "{} of {free}", fs.free());
+    // With room (the default temporary directory), it converts.
+    ok(tool("ch-convert")
+        .args(["-i", "oci"])
+        .arg(&archive)
+        .arg(&out));
+    assert!(out.join("faaaa").is_file());
+    // Uncompressed, its headers say what it takes: refused before anything is written.
+    let plain = s.join("img.tar");
+    sh(&format!(
+        "tar -C '{}' -cf '{}' .",
+        lay.display(),
+        plain.display()
+    ));
+    let (code, err) = fails(
+        tool("ch-convert")
+            .args(["-i", "oci", "--tmp"])
+            .arg(&fs.mnt)
+            .arg(&plain)
+            .arg(s.join("out2")),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("can't unpack {} into ", plain.display()))
+            && err.contains("/in: its files take 24.0 MiB, more than the "),
+        "{err}"
+    );
+    assert!(fs.free() + (64 << 10) >= free, "{} of {free}", fs.free());
+}

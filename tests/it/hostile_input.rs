@@ -664,3 +664,138 @@ fn slurm_tasks_per_node_past_u64_is_read_without_overflow() {
         "{err}"
     );
 }
+
+/// A relative path of `len` bytes: components of 200 `d`s, then one of `f`s.
+pub(crate) fn path_of(len: usize) -> Vec<u8> {
+    let mut p = Vec::new();
+    while len - p.len() > 250 {
+        p.extend_from_slice(&[b'd'; 200]);
+        p.push(b'/');
+    }
+    p.resize(len, b'f');
+    p
+}
+
+/// How an error about its length quotes a member of `path_of(len)`: its first 64
+/// characters and its length.
+pub(crate) fn quoted(len: usize) -> String {
+    format!("{}… ({len} bytes)", "d".repeat(64))
+}
+
+/// Regression: a tarball member whose path is longer than PATH_MAX (4096 bytes with the
+/// NUL, so 4095 as the image's processes name it, `/` included) was imported, and every
+/// checkout of the image failed later ("File name too long"); `ADD` left both that and
+/// a name longer than NAME_MAX to the system's error while extracting. One check
+/// (store::model::too_long) now refuses them where tarballs are read: import, ch-convert
+/// and `ADD` here (a pull's layers in registry.rs), naming the archive and the member
+/// (its first 64 characters and its length), the store unchanged. A path of 4095 bytes
+/// is imported.
+#[test]
+fn member_paths_longer_than_path_max_are_refused_where_read() {
+    use tar::EntryType as T;
+    let s = Scratch::new("path-max");
+    let tarball = |name: &str, len: usize| {
+        let p = s.join(format!("{name}.tar"));
+        std::fs::write(&p, raw_tar(&[(&path_of(len), T::Regular, b"", b"x")])).unwrap();
+        own(&p);
+        p
+    };
+    let long = tarball("long", 4095);
+    let why = "its path is 4096 bytes with its leading /, longer than 4095 (PATH_MAX)";
+    crate::store::assert_import_refused(
+        &s,
+        &long,
+        &[&format!(
+            "{}: member {}: {why}",
+            long.display(),
+            quoted(4095)
+        )],
+    );
+    let (_, err) = crate::common::fails(
+        crate::common::unpriv(crate::common::bin("ch-convert"))
+            .arg(&long)
+            .arg(s.join("out")),
+    );
+    assert!(
+        err.contains(&format!("member {}: {why}", quoted(4095))),
+        "{err}"
+    );
+    assert!(!s.join("out").exists());
+    // At the limit: imported.
+    let st = s.storage();
+    ok(chi(&st)
+        .arg("import")
+        .arg(tarball("fits", 4094))
+        .arg("fits"));
+
+    // ADD: the path in the image (below /d/) counts; a long name is this check's too.
+    import(&st, &busybox_rootfs(), "busybox");
+    let ctx = s.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let name_max = "a name in its path is longer than 255 bytes (NAME_MAX)";
+    for (name, member, want) in [
+        (
+            "long",
+            path_of(4093),
+            format!(
+                "{}: its path is 4096 bytes with its leading /, longer than 4095 (PATH_MAX)",
+                quoted(4093)
+            ),
+        ),
+        (
+            "name",
+            vec![b'f'; 256],
+            format!("{}: {name_max}", "f".repeat(64) + "… (256 bytes)"),
+        ),
+    ] {
+        let out = build_add(
+            &st,
+            &ctx,
+            name,
+            &raw_tar(&[(&member, T::Regular, b"", b"x")]),
+            "",
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {err}");
+        let full = format!(
+            "unsafe member in archive {}: {want}",
+            ctx.join(format!("{name}.tar")).display()
+        );
+        assert!(err.contains(&full), "{name}: {full:?} not in: {err}");
+    }
+}
+
+/// A directory holding a path longer than PATH_MAX (made by `cd`-ing down, as only
+/// relative paths reach it) is refused at `ch-image import` with the check tarballs get,
+/// the path quoted short; before, the system's error ("can't stat: PATH: File name too
+/// long") quoted all of its 4 KiB.
+#[test]
+fn directory_paths_longer_than_path_max_are_refused_at_import() {
+    let s = Scratch::new("dir-path-max");
+    let src = s.join("src");
+    // 19 directories of 200 `d`s and a file: imported (a directory is read by absolute
+    // paths, so what fits is PATH_MAX less the source's own path). Then two more
+    // directories: the second's path is 4220 bytes.
+    crate::common::sh(&format!(
+        "mkdir '{src}' && cd '{src}' && d=$(printf 'd%.0s' $(seq 200)) && \
+         for i in $(seq 19); do mkdir $d && cd $d; done && echo x > f",
+        src = src.display()
+    ));
+    let st = s.storage();
+    ok(chi(&st).arg("import").arg(&src).arg("fits"));
+    crate::common::sh(&format!(
+        "cd '{src}' && d=$(printf 'd%.0s' $(seq 200)) && \
+         for i in $(seq 19); do cd $d; done && mkdir $d && cd $d && mkdir $d && echo y > $d/f",
+        src = src.display()
+    ));
+    let (_, err) = crate::common::fails(chi(&st).arg("import").arg(&src).arg("long"));
+    let want = format!(
+        "{}: {}… (4220 bytes): its path is 4221 bytes with its leading /, longer than 4095 \
+         (PATH_MAX)",
+        src.display(),
+        "d".repeat(64)
+    );
+    assert!(err.contains(&want), "{want:?} not in {err}");
+    assert!(err.len() < 1500, "{err}");
+    assert_eq!(ok(chi(&st).arg("list")), "fits\n");
+}

@@ -985,6 +985,36 @@ fn hostile_layer_member_is_refused() {
     assert_eq!(before, list_of(&st));
 }
 
+/// A layer member whose path is longer than PATH_MAX is refused as import refuses it
+/// (hostile_input.rs, `member_paths_longer_than_path_max_are_refused_where_read`): the
+/// pull fails naming it, the store unchanged. Before, it was stored and every checkout
+/// failed ("File name too long").
+#[test]
+fn layer_member_path_longer_than_path_max_is_refused() {
+    use crate::hostile_input::{path_of, quoted};
+    let member = path_of(4095);
+    let layer = gzip(&crate::common::raw_tar(&[(
+        &member,
+        tar::EntryType::Regular,
+        b"",
+        b"x",
+    )]));
+    let fake = Fake::start(layer, None);
+    let s = Scratch::new("pathmax");
+    let st = empty_store(&s);
+    let before = list_of(&st);
+    let (_, err) = fake.pull(&st);
+    assert!(err.contains("can't unpack layer"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "member {}: its path is 4096 bytes with its leading /, longer than 4095 (PATH_MAX)",
+            quoted(4095)
+        )),
+        "{err}"
+    );
+    assert_eq!(before, list_of(&st));
+}
+
 #[test]
 fn truncated_layer_with_a_matching_digest_is_refused() {
     let full = gzip(&tar_with_member("file", &vec![7u8; 100_000]));
@@ -2436,6 +2466,15 @@ fn push_fake(
     blob_put: impl Fn(usize) -> Reply + Send + Sync + 'static,
     manifest_put: impl Fn(usize) -> Reply + Send + Sync + 'static,
 ) -> Scripted {
+    push_fake_deleting(blob_put, manifest_put, 204)
+}
+
+/// [`push_fake`], answering the DELETE of an upload session with `delete`.
+fn push_fake_deleting(
+    blob_put: impl Fn(usize) -> Reply + Send + Sync + 'static,
+    manifest_put: impl Fn(usize) -> Reply + Send + Sync + 'static,
+    delete: u16,
+) -> Scripted {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let (posts, blobs, manifests) = (
         AtomicUsize::new(0),
@@ -2455,8 +2494,135 @@ fn push_fake(
         ("PUT", p) if p.contains("/manifests/") => {
             manifest_put(manifests.fetch_add(1, Ordering::SeqCst))
         }
+        ("DELETE", p) if p.contains("/blobs/uploads/u") => Reply::new(delete, ""),
         _ => Reply::new(404, ""),
     })
+}
+
+/// Regression: a blob upload session that failed after its POST (an error answer to its
+/// PUT, a cut connection, SIGINT or SIGTERM) was left on the registry, holding what it
+/// had received until the registry's own expiry. It is now DELETEd (OCI distribution
+/// spec, "Deleting an upload") before the push tries again or fails, the push's outcome
+/// unchanged; a registry that refuses the DELETE is only a debug note.
+#[test]
+fn failed_upload_sessions_are_deleted() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let s = Scratch::new("push-delete");
+    let st = local_image(&s);
+    let push = |f: &Scripted, verbose: bool| {
+        let mut c = tool("ch-image");
+        if verbose {
+            c.arg("-vv");
+        }
+        c.arg("-s")
+            .arg(&st)
+            .env("CH_IMAGE_REGY_INSECURE", f.host())
+            .env("CH_IMAGE_USERNAME", "u")
+            .env("CH_IMAGE_PASSWORD", "p")
+            .args(["push", "local", &format!("{}/fake/img:latest", f.host())]);
+        c
+    };
+    let deletes = |f: &Scripted| -> Vec<String> {
+        f.requests()
+            .iter()
+            .filter(|q| q.method == "DELETE")
+            .map(|q| q.path.clone())
+            .collect()
+    };
+    let session = |n: u32| format!("/v2/fake/img/blobs/uploads/u{n}");
+
+    // An error answer, then a cut connection: both sessions deleted, the third (which
+    // took the layer) and the config's kept; the push succeeds as before.
+    let fake = push_fake(
+        |n| match n {
+            0 => Reply::new(500, ""),
+            1 => Reply::cut(),
+            _ => Reply::new(201, ""),
+        },
+        |_| Reply::new(201, ""),
+    );
+    let out = output_within(&mut push(&fake, false), Duration::from_secs(60)).expect("hangs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(deletes(&fake), [session(1), session(2)], "{err}");
+    assert!(!err.contains("DELETE"), "{err}");
+    // Each DELETE came before the next session's POST.
+    let log = fake.requests();
+    let posts: Vec<usize> = (0..log.len())
+        .filter(|&i| log[i].method == "POST")
+        .collect();
+    for (k, u) in [(1, 1), (2, 2)] {
+        let del = (0..log.len())
+            .find(|&i| log[i].method == "DELETE" && log[i].path == session(u))
+            .expect("the DELETE");
+        assert!(posts[k - 1] < del && del < posts[k], "u{u}: {log:?}");
+    }
+
+    // A 4xx fails the push at once, as before: its session deleted too.
+    let fake = push_fake(|_| Reply::new(403, ""), |_| Reply::new(201, ""));
+    let err = fails_within(&mut push(&fake, false), Duration::from_secs(60));
+    assert!(err.contains(": HTTP 403"), "{err}");
+    assert!(!err.contains("DELETE"), "{err}");
+    assert_eq!(deletes(&fake), [session(1)], "{err}");
+
+    // A registry without DELETE (405): a debug note, the push's outcome unchanged.
+    let fake = push_fake_deleting(
+        |n| match n {
+            0 => Reply::new(500, ""),
+            _ => Reply::new(201, ""),
+        },
+        |_| Reply::new(201, ""),
+        405,
+    );
+    let out = output_within(&mut push(&fake, true), Duration::from_secs(60)).expect("hangs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(deletes(&fake), [session(1)], "{err}");
+    assert!(
+        err.contains(&format!(
+            "DELETE http://{}{}: HTTP 405: failed upload session not deleted",
+            fake.host(),
+            session(1)
+        )),
+        "{err}"
+    );
+    assert!(
+        !err.lines()
+            .any(|l| l.contains("warning") && l.contains("DELETE")),
+        "{err}"
+    );
+
+    // SIGINT or SIGTERM while the layer's PUT waits for its answer: the session is
+    // deleted on the way out, and the push still ends at once.
+    let stall = Arc::new(AtomicBool::new(true));
+    let stall2 = stall.clone();
+    let fake = push_fake(
+        move |_| {
+            while stall2.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Reply::new(201, "")
+        },
+        |_| Reply::new(201, ""),
+    );
+    let puts = |f: &Scripted| f.requests().iter().filter(|q| q.method == "PUT").count();
+    for (sig, n, u) in [("INT", 2, 1), ("TERM", 15, 2)] {
+        let asked = puts(&fake);
+        let mut child = spawn_signallable(&push(&fake, false));
+        wait_for("the layer's upload", 60, || puts(&fake) > asked);
+        std::thread::sleep(Duration::from_millis(300));
+        send(sig, child.0.id());
+        let (status, err, took) = ended_within(&mut child, Duration::from_secs(30));
+        assert_eq!(status.signal(), Some(n), "SIG{sig}: {status}\n{err}");
+        assert!(err.contains(&format!("interrupted by SIG{sig}")), "{err}");
+        assert!(
+            took < Duration::from_secs(5),
+            "SIG{sig}: took {took:?}\n{err}"
+        );
+        assert_eq!(deletes(&fake).last(), Some(&session(u)), "SIG{sig}: {err}");
+    }
+    stall.store(false, Ordering::SeqCst);
 }
 
 /// Regression: uploads were not tried again: a push failed at the first server error of
@@ -3579,6 +3745,10 @@ fn forward(origin: &str, q: &Req) -> Reply {
     if !q.range.is_empty() {
         c.args(["-H", &format!("Range: {}", q.range)]);
     }
+    // Bodies are not forwarded: a POST starting an upload and a DELETE have none.
+    if matches!(q.method.as_str(), "POST" | "DELETE") {
+        c.args(["-X", &q.method]);
+    }
     let out = c
         .arg(format!("{origin}{}", q.path))
         .output()
@@ -3600,6 +3770,7 @@ fn forward(origin: &str, q: &Req) -> Reply {
                 "content-range",
                 "accept-ranges",
                 "docker-content-digest",
+                "location",
             ]
             .contains(&k.as_str())
             {
@@ -3671,4 +3842,77 @@ fn cut_layers_resume_with_the_real_registrys_range_answers() {
         tree(&image_dir(&st, "two+latest")),
         tree(&image_dir(&direct, "two+latest"))
     );
+}
+
+/// The DELETE of a failed upload session against the real registry (Debian's
+/// docker-registry): through a proxy that forwards the session's POST and DELETE but
+/// answers every PUT of a blob with a 500, each of the three sessions is deleted (204, a
+/// debug note, no warning), and the registry no longer knows them (404).
+#[test]
+fn failed_upload_sessions_are_deleted_on_the_real_registry() {
+    let Some(r) = Registry::start() else { return };
+    let origin = format!("https://{}", r.host());
+    let answers: Arc<Mutex<Vec<(String, u16)>>> = Default::default();
+    let a2 = answers.clone();
+    let proxy = Scripted::start(None, move |q| {
+        if q.path == "/v2/" {
+            return Reply::json("{}");
+        }
+        if q.method == "PUT" {
+            return Reply::new(500, "");
+        }
+        let mut reply = forward(&origin, q);
+        // The registry's absolute Location, made relative: to the proxy.
+        for (_, v) in reply.headers.iter_mut() {
+            *v = v.replace(&origin, "");
+        }
+        if q.method == "DELETE" {
+            a2.lock().unwrap().push((q.path.clone(), reply.status));
+        }
+        reply
+    });
+    let s = Scratch::new("push-delete-real");
+    let st = local_image(&s);
+    let out = output_within(
+        tool("ch-image")
+            .arg("-vv")
+            .arg("-s")
+            .arg(&st)
+            .env("CH_IMAGE_REGY_INSECURE", proxy.host())
+            .env("CH_IMAGE_USERNAME", "u")
+            .env("CH_IMAGE_PASSWORD", "p")
+            .args([
+                "push",
+                "local",
+                &format!("{}/test/del:latest", proxy.host()),
+            ]),
+        Duration::from_secs(60),
+    )
+    .expect("push hangs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(": HTTP 500"), "{err}");
+    let answers = answers.lock().unwrap().clone();
+    assert_eq!(answers.len(), 3, "{answers:?}\n{err}");
+    for (path, status) in &answers {
+        assert!(
+            path.starts_with("/v2/test/del/blobs/uploads/"),
+            "{answers:?}"
+        );
+        assert_eq!(*status, 204, "{answers:?}\n{err}");
+        assert!(
+            err.contains(&format!(
+                "DELETE http://{}{path}: HTTP 204: failed upload session deleted",
+                proxy.host()
+            )),
+            "{err}"
+        );
+        let gone = Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("https://{}{path}", r.host()))
+            .output()
+            .expect("run curl");
+        assert_eq!(String::from_utf8_lossy(&gone.stdout), "404", "{path}");
+    }
+    assert!(!err.contains("warning: DELETE"), "{err}");
 }
