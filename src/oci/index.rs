@@ -170,6 +170,38 @@ impl Document {
     }
 }
 
+impl Document {
+    /// Whether a registry's `Content-Type`, when it is a manifest or index type Grove
+    /// reads, disagrees with the document: with its own `mediaType`, or if it names none,
+    /// with its kind (an index has `manifests`). `Some((content type, what the body
+    /// says))` if so, for the error. Docker's client refuses the same ("mediaType in
+    /// manifest should be X not Y"), and containerd a kind that is not the descriptor's;
+    /// a generic type (`application/json`, none) leaves the body to say.
+    pub fn disagrees_with(&self, content_type: &str) -> Option<(String, String)> {
+        let ct = content_type.split(';').next().unwrap_or("").trim();
+        let ct_index = match ct {
+            INDEX | DOCKER_LIST => true,
+            MANIFEST | DOCKER_MANIFEST => false,
+            _ => return None,
+        };
+        let (own, is_index) = match self {
+            Document::Index(i) => (&i.media_type, true),
+            Document::Manifest(m) => (&m.media_type, false),
+        };
+        if !own.is_empty() {
+            return (own != ct).then(|| (ct.to_string(), own.clone()));
+        }
+        (is_index != ct_index).then(|| {
+            let kind = if is_index {
+                "an index (no mediaType)"
+            } else {
+                "an image manifest (no mediaType)"
+            };
+            (ct.to_string(), kind.to_string())
+        })
+    }
+}
+
 impl Index {
     /// The entry for architecture `wanted` (Charliecloud's spelling, [`Platform::matches`]):
     /// the first Linux entry that matches. Entries without a platform, or not for Linux
@@ -265,6 +297,35 @@ mod tests {
         assert_eq!(idx.select_or_first("ppc64le").map(|d| d.size), Some(4));
         idx.manifests.clear();
         assert!(idx.select_or_first("amd64").is_none());
+    }
+
+    #[test]
+    fn content_type_that_disagrees_with_the_body_is_told() {
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"digest":"{DG}","size":1}},"layers":[]}}"#
+        );
+        let d = Document::parse(INDEX, m.as_bytes()).unwrap();
+        assert_eq!(
+            d.disagrees_with(INDEX),
+            Some((INDEX.to_string(), DOCKER_MANIFEST.to_string()))
+        );
+        assert_eq!(
+            d.disagrees_with(MANIFEST),
+            Some((MANIFEST.to_string(), DOCKER_MANIFEST.to_string()))
+        );
+        assert_eq!(
+            d.disagrees_with(&format!("{DOCKER_MANIFEST}; charset=utf-8")),
+            None
+        );
+        assert_eq!(d.disagrees_with("application/json"), None);
+        assert_eq!(d.disagrees_with(""), None);
+        let bare = r#"{"schemaVersion":2,"manifests":[]}"#;
+        let d = Document::parse("", bare.as_bytes()).unwrap();
+        assert_eq!(d.disagrees_with(DOCKER_LIST), None);
+        assert_eq!(
+            d.disagrees_with(MANIFEST).map(|p| p.1),
+            Some("an index (no mediaType)".to_string())
+        );
     }
 
     #[test]

@@ -416,6 +416,35 @@ pub struct Client {
     _wake: crate::interrupt::Hook,
 }
 
+/// How many redirects a registry request follows (as ureq's default, and curl's `-L`
+/// bound is 50, Go's 10).
+const MAX_REDIRECTS: u32 = 10;
+
+/// `loc` (a `Location` header) resolved against the URL `base` (RFC 3986 section 5.2, for
+/// the forms servers send: absolute, `//host/path`, `/path`, or a relative path).
+fn resolve(base: &str, loc: &str) -> Option<String> {
+    let loc = loc.trim();
+    let b: ureq::http::Uri = base.parse().ok()?;
+    let scheme = b.scheme_str()?;
+    let origin = format!("{scheme}://{}", b.authority()?);
+    let out = if loc.starts_with("//") {
+        format!("{scheme}:{loc}")
+    } else if loc.starts_with('/') {
+        format!("{origin}{loc}")
+    } else if loc
+        .split_once(':')
+        .is_some_and(|(s, _)| !s.is_empty() && !s.contains('/') && !s.contains('?'))
+    {
+        loc.to_string()
+    } else {
+        let path = b.path();
+        let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+        format!("{origin}{dir}{loc}")
+    };
+    out.parse::<ureq::http::Uri>().ok()?;
+    Some(out)
+}
+
 /// Where a URL points, seen from the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
@@ -666,6 +695,9 @@ impl Client {
             .timeout_recv_body(None)
             .timeout_per_read(Some(limits.read_timeout))
             .user_agent(concat!("grove/", env!("CARGO_PKG_VERSION")))
+            // Redirects are followed by `send_once`, which decides where credentials go
+            // and refuses an https registry's redirect to plain http (ureq would follow it).
+            .max_redirects(0)
             .max_idle_connections_per_host(8)
             .build();
         let agent = super::connect::agent(config.clone());
@@ -806,9 +838,13 @@ impl Client {
                 if self.auth_mode {
                     req = req.header("Authorization", self.basic()?);
                 }
+                // The realm's redirects are followed by ureq (without the credentials:
+                // ureq's `RedirectAuthHeaders::Never`), never to plain http for https.
                 let mut resp = req
                     .config()
                     .timeout_global(Some(deadline.remaining()))
+                    .max_redirects(MAX_REDIRECTS)
+                    .https_only(!self.remote.http)
                     .build()
                     .call()
                     .map_err(deadline.http("get token from", &shown))?;
@@ -1014,6 +1050,10 @@ impl Client {
         Ok(())
     }
 
+    /// One request, its redirects followed (ureq follows none: see [`Client::new`]) for a
+    /// GET or HEAD, at most [`MAX_REDIRECTS`] of them: each `Location` is checked by
+    /// [`Client::target`] (only http and https, no plain http from an https registry) and
+    /// gets the `Authorization` header only if it is the registry's own origin.
     fn send_once(
         &self,
         method: &str,
@@ -1022,7 +1062,55 @@ impl Client {
         body: &Body<'_>,
         deadline: &Deadline,
     ) -> Result<Response, RegistryError> {
-        let target = self.target("to send to", url)?;
+        let mut at = url.to_string();
+        let mut hops = 0;
+        loop {
+            let what = if hops == 0 {
+                "to send to"
+            } else {
+                "redirect to"
+            };
+            let resp = self.send_to(method, &at, what, headers, body, deadline)?;
+            let follow = matches!(method, "GET" | "HEAD")
+                && matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308);
+            let loc = resp
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let (true, Some(loc)) = (follow, loc) else {
+                return Ok(resp);
+            };
+            drop(resp);
+            hops += 1;
+            if hops > MAX_REDIRECTS {
+                return Err(RegistryError::Refused {
+                    what: format!("{method} {url}"),
+                    reason: format!(
+                        "more than {MAX_REDIRECTS} redirects, the last to {}",
+                        escape(&loc)
+                    ),
+                });
+            }
+            at = resolve(&at, &loc).ok_or_else(|| RegistryError::Refused {
+                what: format!("redirect to {} (from {})", escape(&loc), escape(&at)),
+                reason: "not a valid URL".into(),
+            })?;
+        }
+    }
+
+    /// One request to `url` (`what` it is, for a refusal), answering a 401 of the
+    /// registry's own origin once.
+    fn send_to(
+        &self,
+        method: &str,
+        url: &str,
+        what: &str,
+        headers: &[(&str, &str)],
+        body: &Body<'_>,
+        deadline: &Deadline,
+    ) -> Result<Response, RegistryError> {
+        let target = self.target(what, url)?;
         // For messages: a URL elsewhere came from the registry.
         let shown = match target {
             Target::Registry => url.to_string(),
@@ -1182,7 +1270,18 @@ impl Client {
                     actual: of_body,
                 });
             }
-            (Fetched::Doc(Document::parse(&ct, &body)?), of_body)
+            let doc = Document::parse(&ct, &body)?;
+            if let Some((header, own)) = doc.disagrees_with(&ct) {
+                return Err(RegistryError::Refused {
+                    what: format!("manifest {url}"),
+                    reason: format!(
+                        "its Content-Type is {} but its body says {}",
+                        escape(&header),
+                        escape(&own)
+                    ),
+                });
+            }
+            (Fetched::Doc(doc), of_body)
         };
         Ok(Some((doc, body, digest)))
     }

@@ -3916,3 +3916,230 @@ fn failed_upload_sessions_are_deleted_on_the_real_registry() {
     }
     assert!(!err.contains("warning: DELETE"), "{err}");
 }
+
+/// Redirects of an https registry that wants Basic u:p (every GET but `/v2/`, manifests
+/// and blobs, sent to `loc` + path while `loc` is set), as registries that keep blobs on
+/// a storage service or CDN answer: credentials go to the registry's own origin only,
+/// plain http and other schemes are refused, a loop ends naming the URL, and what a
+/// redirect fetched is still checked against its digest.
+#[test]
+fn redirects_keep_credentials_at_the_registry_and_refuse_downgrades_loops_and_other_schemes() {
+    let Some((ca, tls)) = fake_tls() else { return };
+    let img = Arc::new(FakeImage::new(&[(
+        &auth_layer(),
+        auth_layer().len() as u64,
+    )]));
+    let serve = {
+        let img = img.clone();
+        move |q: &Req| img.reply(&q.path).unwrap_or_else(|| Reply::new(404, ""))
+    };
+    let tls_other = Scripted::start(Some(tls.clone()), serve.clone());
+    let plain_other = Scripted::start(None, serve.clone());
+    let liar = Scripted::start(Some(tls.clone()), |q: &Req| {
+        if q.path.contains("/blobs/") {
+            Reply::new(200, "not the layer")
+        } else {
+            Reply::new(404, "")
+        }
+    });
+    let loc = Arc::new(Mutex::new(String::new()));
+    let loc2 = loc.clone();
+    let r = Scripted::start(Some(tls.clone()), move |q| {
+        if q.auth != BASIC_U_P {
+            return Reply::challenge(r#"Basic realm="fake""#);
+        }
+        if q.path == "/v2/" {
+            return Reply::json("{}");
+        }
+        if q.path.starts_with("/again") {
+            return Reply::new(302, "").header("Location", &q.path);
+        }
+        if let Some(rest) = q.path.strip_prefix("/moved") {
+            return img.reply(rest).unwrap_or_else(|| Reply::new(404, ""));
+        }
+        let l = loc2.lock().unwrap().clone();
+        if l.is_empty() {
+            return img.reply(&q.path).unwrap_or_else(|| Reply::new(404, ""));
+        }
+        // The layer only, or the manifest too (`loc` ending in `+`).
+        match l.strip_suffix('+') {
+            Some(l) => Reply::new(307, "").header("Location", &format!("{l}{}", q.path)),
+            None if q.path.contains("/blobs/sha256:") && !q.path.contains("/blobs/uploads") => {
+                Reply::new(307, "").header("Location", &format!("{l}{}", q.path))
+            }
+            None => img.reply(&q.path).unwrap_or_else(|| Reply::new(404, "")),
+        }
+    });
+    let s = Scratch::new("redirects");
+    let pull = |st: &Path| {
+        let mut c = pull_from(&r.host(), Some(&ca), st, "img");
+        c.env("CH_IMAGE_AUTH", "yes")
+            .env("CH_IMAGE_USERNAME", "u")
+            .env("CH_IMAGE_PASSWORD", "p");
+        c
+    };
+    let fails = |l: String, what: &str| {
+        *loc.lock().unwrap() = l;
+        let st = empty_store(&Scratch::new(what));
+        let before = list_of(&st);
+        let err = fails_within(&mut pull(&st), Duration::from_secs(60));
+        assert_eq!(list_of(&st), before, "{err}");
+        err
+    };
+
+    // https to plain http: refused, nothing sent there (credentials or not).
+    let down = format!("http://{}", plain_other.host());
+    let err = fails(down.clone(), "redirect-down");
+    assert!(
+        err.contains(&format!(
+            "refusing redirect to {down}/v2/fake/img/blobs/sha256:"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "plain http, handed out by the https registry {}",
+            r.host()
+        )),
+        "{err}"
+    );
+    assert!(
+        plain_other.requests().is_empty(),
+        "{:?}",
+        plain_other.requests()
+    );
+
+    // Another scheme: refused.
+    let err = fails("ftp://127.0.0.1".into(), "redirect-ftp");
+    assert!(
+        err.contains("refusing redirect to ftp://127.0.0.1/v2/fake/img/blobs/sha256:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("only http and https URLs are followed"),
+        "{err}"
+    );
+
+    // A loop: ends, naming the URL asked for and the last location.
+    let again = format!("https://{}/again", r.host());
+    let err = fails(again.clone(), "redirect-loop");
+    assert!(
+        err.contains(&format!(
+            "refusing GET https://{}/v2/fake/img/blobs/sha256:",
+            r.host()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("more than 10 redirects, the last to /again/v2/"),
+        "{err}"
+    );
+    let loops = r
+        .requests()
+        .iter()
+        .filter(|q| q.path.starts_with("/again"))
+        .count();
+    assert_eq!(loops, 10, "{:?}", r.requests());
+
+    // The wrong bytes behind a redirect: a digest mismatch.
+    let err = fails(format!("https://{}", liar.host()), "redirect-liar");
+    assert!(err.contains("digest mismatch"), "{err}");
+
+    // Elsewhere (manifest and layer): followed, without credentials.
+    *loc.lock().unwrap() = format!("https://{}+", tls_other.host());
+    let st = empty_store(&Scratch::new("redirect-other"));
+    ok(&mut pull(&st));
+    assert_pulled(&st);
+    let got = tls_other.requests();
+    assert!(
+        got.iter().any(|q| q.path.ends_with("/manifests/latest")),
+        "{got:?}"
+    );
+    assert!(got.iter().any(|q| q.path.contains("/blobs/")), "{got:?}");
+    assert!(got.iter().all(|q| q.auth.is_empty()), "{got:?}");
+
+    // The registry's own origin: credentials go, as Docker sends them.
+    *loc.lock().unwrap() = format!("https://{}/moved+", r.host());
+    let st = empty_store(&s);
+    ok(&mut pull(&st));
+    assert_pulled(&st);
+    let moved: Vec<_> = r
+        .requests()
+        .into_iter()
+        .filter(|q| q.path.starts_with("/moved"))
+        .collect();
+    assert!(!moved.is_empty());
+    assert!(moved.iter().all(|q| q.auth == BASIC_U_P), "{moved:?}");
+}
+
+/// A manifest asked for by digest whose body hashes to another, and one whose
+/// `Content-Type` says an index while its body says an image manifest: both refused,
+/// naming the two digests, or the two media types; the store as it was.
+#[test]
+fn manifest_that_is_not_what_was_asked_or_announced_is_refused_naming_both() {
+    let img = Arc::new(FakeImage::new(&[(
+        &auth_layer(),
+        auth_layer().len() as u64,
+    )]));
+    let actual = format!("sha256:{}", sha256_hex(img.manifest.as_bytes()));
+    let asked = format!("sha256:{}", sha256_hex(b"another manifest"));
+    let ct = Arc::new(Mutex::new(String::new()));
+    let ct2 = ct.clone();
+    let fake = Scripted::start(None, move |q: &Req| {
+        if q.path == "/v2/" {
+            return Reply::json("{}");
+        }
+        if q.path.contains("/manifests/") {
+            return Reply::new(200, img.manifest.clone())
+                .header("Content-Type", &ct2.lock().unwrap());
+        }
+        img.reply(&q.path).unwrap_or_else(|| Reply::new(404, ""))
+    });
+    let pull = |st: &Path, reference: &str| {
+        let mut c = tool("ch-image");
+        c.arg("-s")
+            .arg(st)
+            .env_remove("CH_IMAGE_AUTH")
+            .env("CH_IMAGE_REGY_INSECURE", fake.host())
+            .args([
+                "pull",
+                &format!("{}/fake/img{reference}", fake.host()),
+                "img",
+            ]);
+        c
+    };
+
+    *ct.lock().unwrap() = "application/vnd.oci.image.manifest.v1+json".into();
+    let st = empty_store(&Scratch::new("manifest-by-digest"));
+    let before = list_of(&st);
+    let err = fails_within(
+        &mut pull(&st, &format!("@{asked}")),
+        Duration::from_secs(60),
+    );
+    assert!(
+        err.contains(&format!(
+            "manifest http://{}/v2/fake/img/manifests/{asked}: digest mismatch: expected \
+             {asked}, got {actual}",
+            fake.host()
+        )),
+        "{err}"
+    );
+    assert_eq!(list_of(&st), before);
+
+    *ct.lock().unwrap() = "application/vnd.oci.image.index.v1+json".into();
+    let err = fails_within(&mut pull(&st, ":latest"), Duration::from_secs(60));
+    assert!(
+        err.contains(&format!(
+            "refusing manifest http://{}/v2/fake/img/manifests/latest: its Content-Type is \
+             application/vnd.oci.image.index.v1+json but its body says \
+             application/vnd.oci.image.manifest.v1+json",
+            fake.host()
+        )),
+        "{err}"
+    );
+    assert_eq!(list_of(&st), before);
+
+    // A generic type leaves the body to say, as Docker's client does.
+    *ct.lock().unwrap() = "application/json".into();
+    ok(&mut pull(&st, ":latest"));
+}
