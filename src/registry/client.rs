@@ -209,7 +209,8 @@ pub fn content_length(resp: &Response) -> Option<u64> {
 /// Read the body of `resp` (the answer to `action url`) into memory, within `deadline`:
 /// at most `declared` bytes plus one when its size is declared (refused with
 /// [`RegistryError::Longer`] if longer, before anything is read if its `Content-Length`
-/// says so), else at most `cap` bytes ([`RegistryError::TooBig`], naming `cap_var`).
+/// says so), else at most `cap` bytes ([`RegistryError::TooBig`], naming `cap_var`;
+/// before anything is read if its `Content-Length` says more).
 /// `what` names the document in errors (with its digest where it has one).
 #[allow(clippy::too_many_arguments)]
 pub fn read_body(
@@ -230,6 +231,14 @@ pub fn read_body(
                 sent: Some(n),
             });
         }
+    }
+    // Nothing declared: an announced length over the bound is refused unread.
+    if declared.is_none() && announced.is_some_and(|n| n > cap) {
+        return Err(RegistryError::TooBig {
+            what: what.to_string(),
+            limit: cap,
+            var: cap_var,
+        });
     }
     let limit = declared.unwrap_or(cap).min(cap);
     let mut reader = resp.body_mut().as_reader().take(limit.saturating_add(1));
