@@ -333,10 +333,14 @@ impl Ignore {
     /// ask [`Ignore::excluded`] of each path below.
     pub fn may_reinclude_below(&self, rel: &str) -> bool {
         let dir = normal(rel);
+        if dir.is_empty() {
+            return self.rules.iter().any(|(neg, _)| *neg);
+        }
+        let below = format!("{dir}/");
         let mut nfa = Nfa::default();
         self.rules
             .iter()
-            .any(|(neg, pat)| *neg && pat.could_match_below(&dir, &mut nfa))
+            .any(|(neg, pat)| *neg && pat.could_match_below(&below, &mut nfa))
     }
 }
 
@@ -525,18 +529,14 @@ impl Pat {
         }
     }
 
-    /// Whether this pattern can match some path strictly below directory `dir` (may
-    /// say yes when none can: walkers then only look further).
-    fn could_match_below(&self, dir: &str, nfa: &mut Nfa) -> bool {
-        if dir.is_empty() {
-            return true;
-        }
-        let below = format!("{dir}/");
+    /// Whether this pattern can match some path strictly below a directory, given as
+    /// `below` (`DIR/`); it may say yes when none can (walkers then only look further).
+    fn could_match_below(&self, below: &str, nfa: &mut Nfa) -> bool {
         match self {
-            Pat::Exact(l) => l.len() > below.len() && l.starts_with(&below),
-            Pat::Prefix(l) => below.starts_with(l.as_str()) || l.starts_with(&below),
+            Pat::Exact(l) => l.len() > below.len() && l.starts_with(below),
+            Pat::Prefix(l) => below.starts_with(l.as_str()) || l.starts_with(below),
             Pat::Suffix(_) => true,
-            Pat::Toks { toks, .. } => nfa.run(toks, &below, false),
+            Pat::Toks { toks, .. } => nfa.run(toks, below, false),
         }
     }
 }

@@ -1051,10 +1051,10 @@ fn variables_that_repeat_variables_are_refused_before_they_exhaust_memory() {
 #[test]
 fn dockerignore_of_3000_rules_over_20000_files_is_matched_quickly() {
     // A fuzz run found each of 3,000 short rules costing allocations per path; a dry run
-    // of 20,000 files against 3,000 such rules took 13-16 s of CPU in a release build and
-    // 85 s in a debug one (load 6-8). Rules ending in a literal that no path or parent
-    // ends with are now skipped by one test each, and matching allocates nothing per
-    // rule: 0.2-0.3 s release.
+    // of 20,000 files against 3,000 such rules took 13-16 s of CPU in a release build;
+    // this one took 115 s (67 s of CPU) in a debug build at load 4-6. Rules ending in a
+    // literal that no path or parent ends with are now skipped by one test each, and
+    // matching allocates nothing per rule: 3 s debug, 0.2-0.3 s release.
     let w = Bench::new("stranger-ignore-3000");
     for d in 0..20 {
         let dir = w.ctx.join(format!("d{d:02}/sub"));
