@@ -94,19 +94,26 @@ impl Reference {
             }
             None => (s.as_str(), None),
         };
-        let last_slash = rest.rfind('/');
-        let (rest, tag) = match rest.rfind(':') {
-            Some(i) if last_slash.is_none_or(|j| i > j) => {
+        // The tag starts at the first colon after the last slash, as in Charliecloud's
+        // grammar: `a:b:c` is the name `a` and a tag refused at its `:` (char 4).
+        let after_slash = rest.rfind('/').map_or(0, |j| j + 1);
+        let (rest, tag) = match rest[after_slash..].find(':').map(|i| i + after_slash) {
+            Some(i) => {
                 let t = &rest[i + 1..];
                 if digest.is_some() {
                     // Charliecloud's grammar stops at the `@` after a tag.
                     return Err(err("both tag and digest given", Some(rest.len())));
                 }
                 if t.is_empty() {
-                    return Err(err("invalid tag", Some(i + 1)));
+                    return Err(err("empty tag after ':'", Some(i + 1)));
                 }
                 if let Some(b) = first_bad(t, i + 1, is_tag_char) {
-                    return Err(err("invalid tag", Some(b)));
+                    let reason = if s[b..].starts_with(':') {
+                        "one ':' separates name and tag; a tag has no ':'"
+                    } else {
+                        "a tag must match [A-Za-z0-9_.-]+"
+                    };
+                    return Err(err(reason, Some(b)));
                 }
                 if t.starts_with(['.', '-']) {
                     return Err(err("tags must not start with '.' or '-'", Some(i + 1)));
@@ -151,7 +158,7 @@ impl Reference {
                     }
                     port = Some(
                         p.parse::<u16>()
-                            .map_err(|_| err("invalid port", Some(p_at)))?,
+                            .map_err(|_| err("a port is a number up to 65535", Some(p_at)))?,
                     );
                 }
                 host = Some(h.to_string());
@@ -160,10 +167,7 @@ impl Reference {
         }
         for &(at, c) in &parts {
             if c.is_empty() {
-                return Err(err(
-                    "path components and names must match [a-z0-9_.-]+",
-                    Some(at),
-                ));
+                return Err(err("empty name or path component", Some(at)));
             }
             if let Some(b) = first_bad(c, at, is_path_char) {
                 return Err(err(
@@ -339,6 +343,12 @@ mod tests {
             ("badchar*", "image ref syntax, char 8: badchar*"),
             ("/alpine:3.9", "image ref syntax, char 1: /alpine:3.9"),
             ("", "image ref syntax, at end: "),
+            // Checked against 0.31 and 0.38 (`pull --parse-only`): the tag starts at the
+            // first colon after the last slash.
+            ("a::b", "image ref syntax, char 3: a::b"),
+            ("a:b:c", "image ref syntax, char 4: a:b:c"),
+            ("h:5/a:b:c", "image ref syntax, char 8: h:5/a:b:c"),
+            ("a//b", "image ref syntax, char 3: a//b"),
         ] {
             let e = Reference::parse(bad).unwrap_err();
             assert_eq!(e.to_string(), msg, "{bad:?}");

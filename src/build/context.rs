@@ -138,7 +138,7 @@ pub const MAX_IGNORE_FILE: u64 = 1 << 20;
 /// `.dockerignore` rules: the last matching pattern decides; `!` re-includes.
 #[derive(Debug, Default, Clone)]
 pub struct Ignore {
-    rules: Vec<(bool, Vec<Comp>)>,
+    rules: Vec<(bool, Pat)>,
     /// Each rule's line number in its file and the line as written (for messages).
     lines: Vec<(usize, String)>,
     /// The file the rules were read from (none for `COPY --exclude` patterns).
@@ -311,15 +311,20 @@ impl Ignore {
         if self.rules.is_empty() {
             return None;
         }
-        let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
-        let mut verdict = None;
-        for (i, (neg, pat)) in self.rules.iter().enumerate() {
-            let hit = match_comps(pat, &comps);
-            if hit {
-                verdict = (!neg).then_some(i);
+        let path = normal(rel);
+        if path.is_empty() {
+            return None;
+        }
+        // The last matching rule decides, so look from the end. One scratch state set
+        // serves every rule: nothing is allocated per rule.
+        let mut nfa = Nfa::default();
+        let ends = Ends::of(&path);
+        for (i, (neg, pat)) in self.rules.iter().enumerate().rev() {
+            if pat.matches(&path, &ends, &mut nfa) {
+                return (!neg).then_some(i);
             }
         }
-        verdict
+        None
     }
 
     /// Whether the excluded directory `rel` may hold paths that a `!` rule re-includes
@@ -327,36 +332,321 @@ impl Ignore {
     /// re-included (with the directories leading to it), so walkers descend into it and
     /// ask [`Ignore::excluded`] of each path below.
     pub fn may_reinclude_below(&self, rel: &str) -> bool {
-        let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+        let dir = normal(rel);
+        if dir.is_empty() {
+            return self.rules.iter().any(|(neg, _)| *neg);
+        }
+        let below = format!("{dir}/");
+        let mut nfa = Nfa::default();
         self.rules
             .iter()
-            .any(|(neg, pat)| *neg && could_match_below(pat, &comps))
+            .any(|(neg, pat)| *neg && pat.could_match_below(&below, &mut nfa))
     }
 }
 
-/// Whether pattern `pat` can match some path strictly below directory `dir`.
-fn could_match_below(pat: &[Comp], dir: &[&str]) -> bool {
-    match (pat.first(), dir.first()) {
-        (None, _) => false,
-        (Some(Comp::AnyDirs), _) => true,
-        (Some(_), None) => true,
-        (Some(Comp::Name(g)), Some(d)) => g.matches(d) && could_match_below(&pat[1..], &dir[1..]),
+/// `rel` without empty components (`a//b/` is `a/b`), as Docker's cleaned paths are.
+fn normal(rel: &str) -> std::borrow::Cow<'_, str> {
+    if rel.split('/').any(str::is_empty) {
+        let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+        comps.join("/").into()
+    } else {
+        rel.into()
     }
 }
 
-/// A component of a `.dockerignore` pattern.
+/// The last bytes of a path and of its parents (bit `b` set: one of them ends with byte
+/// `b`): a rule whose match must end with a literal is skipped at the cost of one test.
+struct Ends([u64; 4]);
+
+impl Ends {
+    fn of(path: &str) -> Ends {
+        let b = path.as_bytes();
+        let mut set = [0u64; 4];
+        for (i, c) in b.iter().enumerate() {
+            if i + 1 == b.len() || b[i + 1] == b'/' {
+                set[usize::from(*c) / 64] |= 1 << (c % 64);
+            }
+        }
+        Ends(set)
+    }
+
+    /// Whether the path or a parent may end with `lit` (always, if it is empty).
+    fn may_end_with(&self, lit: &str) -> bool {
+        lit.as_bytes()
+            .last()
+            .is_none_or(|c| self.0[usize::from(*c) / 64] & (1 << (c % 64)) != 0)
+    }
+}
+
+/// A `.dockerignore` pattern (cleaned) as moby's patternmatcher compiles it: it picks
+/// one of four kinds by what the pattern holds (`Pattern.compile`), and the kinds are
+/// not all the regular expression they stand for (a leading `**` then a literal is a
+/// plain suffix test: `**foo` matches `xfoo`).
 #[derive(Debug, Clone)]
-enum Comp {
-    /// `**`: any number of components.
-    AnyDirs,
-    /// One component.
-    Name(Glob),
+enum Pat {
+    /// No wildcard: the path is the pattern.
+    Exact(String),
+    /// A literal then `**`: the path starts with the literal.
+    Prefix(String),
+    /// `**` then a literal: the path ends with the literal, or is it without its `/`.
+    Suffix(String),
+    /// Anything else, as a regular expression anchored at both ends; `lit` is its
+    /// leading literal, which any matching path starts with, and `tail` its trailing
+    /// one, which a matching path or parent ends with (cheap tests that skip most rules).
+    Toks {
+        toks: Vec<Tok>,
+        lit: String,
+        tail: String,
+    },
+}
+
+impl Pat {
+    /// Compile a cleaned pattern (components joined by `/`) as `Pattern.compile` does,
+    /// for a `/` separator. Its classes were checked by [`Glob::docker`] already.
+    fn compile(pattern: &str) -> Pat {
+        #[derive(PartialEq)]
+        enum Kind {
+            Exact,
+            Prefix,
+            Suffix,
+            Regex,
+        }
+        let p: Vec<char> = pattern.chars().collect();
+        let mut toks = Vec::new();
+        let mut kind = Kind::Exact;
+        let (mut i, mut step) = (0, 0);
+        while i < p.len() {
+            let c = p[i];
+            i += 1;
+            match c {
+                '*' if p.get(i) == Some(&'*') => {
+                    i += 1;
+                    // `**/` is `**`: the slash is eaten.
+                    if p.get(i) == Some(&'/') {
+                        i += 1;
+                    }
+                    if i == p.len() {
+                        if kind == Kind::Exact {
+                            kind = Kind::Prefix;
+                        } else {
+                            toks.push(Tok::Rest);
+                            kind = Kind::Regex;
+                        }
+                    } else {
+                        toks.push(Tok::Dirs);
+                        kind = Kind::Regex;
+                    }
+                    if step == 0 {
+                        kind = Kind::Suffix;
+                    }
+                }
+                '*' => {
+                    toks.push(Tok::Star);
+                    kind = Kind::Regex;
+                }
+                '?' => {
+                    toks.push(Tok::Any);
+                    kind = Kind::Regex;
+                }
+                '\\' if i < p.len() => {
+                    toks.push(Tok::Lit(p[i]));
+                    i += 1;
+                    kind = Kind::Regex;
+                }
+                '[' => {
+                    let mut j = i;
+                    match go_class(&p, &mut j) {
+                        Some(t) => {
+                            toks.push(t);
+                            i = j;
+                        }
+                        None => toks.push(Tok::Lit('[')),
+                    }
+                    kind = Kind::Regex;
+                }
+                ']' => {
+                    toks.push(Tok::Lit(']'));
+                    kind = Kind::Regex;
+                }
+                c => toks.push(Tok::Lit(c)),
+            }
+            step += 1;
+        }
+        match kind {
+            Kind::Exact => Pat::Exact(pattern.to_string()),
+            Kind::Prefix => Pat::Prefix(pattern[..pattern.len() - 2].to_string()),
+            Kind::Suffix => Pat::Suffix(pattern[2..].to_string()),
+            Kind::Regex => {
+                let lit = toks
+                    .iter()
+                    .map_while(|t| match t {
+                        Tok::Lit(c) => Some(*c),
+                        _ => None,
+                    })
+                    .collect();
+                let mut tail: Vec<char> = toks
+                    .iter()
+                    .rev()
+                    .map_while(|t| match t {
+                        Tok::Lit(c) => Some(*c),
+                        _ => None,
+                    })
+                    .collect();
+                tail.reverse();
+                let tail = tail.into_iter().collect();
+                Pat::Toks { toks, lit, tail }
+            }
+        }
+    }
+
+    /// Whether `path` (non-empty, no empty components) or one of its parents matches,
+    /// as patternmatcher's `MatchesOrParentMatches` asks. `nfa` is scratch space.
+    fn matches(&self, path: &str, last: &Ends, nfa: &mut Nfa) -> bool {
+        let ends = || {
+            path.match_indices('/')
+                .map(|(e, _)| e)
+                .chain(std::iter::once(path.len()))
+        };
+        match self {
+            Pat::Exact(l) => {
+                path.starts_with(l.as_str())
+                    && (path.len() == l.len() || path.as_bytes()[l.len()] == b'/')
+            }
+            Pat::Prefix(l) => path.starts_with(l.as_str()),
+            Pat::Suffix(suf) => {
+                last.may_end_with(suf)
+                    && ends().any(|e| {
+                        let q = &path[..e];
+                        q.ends_with(suf.as_str()) || suf.strip_prefix('/') == Some(q)
+                    })
+            }
+            Pat::Toks { toks, lit, tail } => {
+                last.may_end_with(tail)
+                    && path.starts_with(lit.as_str())
+                    && ends().any(|e| path[..e].ends_with(tail.as_str()))
+                    && nfa.run(toks, path, true)
+            }
+        }
+    }
+
+    /// Whether this pattern can match some path strictly below a directory, given as
+    /// `below` (`DIR/`); it may say yes when none can (walkers then only look further).
+    fn could_match_below(&self, below: &str, nfa: &mut Nfa) -> bool {
+        match self {
+            Pat::Exact(l) => l.len() > below.len() && l.starts_with(below),
+            Pat::Prefix(l) => below.starts_with(l.as_str()) || l.starts_with(below),
+            Pat::Suffix(_) => true,
+            Pat::Toks { toks, .. } => nfa.run(toks, below, false),
+        }
+    }
+}
+
+/// A set of states of a pattern's automaton, reused from rule to rule. Token `i` has
+/// two states: `2i` (before it) and `2i + 1` (inside a `(.*/)?`); `2n` accepts.
+#[derive(Default)]
+struct Nfa {
+    cur: Vec<u64>,
+    next: Vec<u64>,
+}
+
+impl Nfa {
+    /// With `whole`: whether `text` or a leading part of it ending before a `/` matches
+    /// `toks` all through. Without: whether some continuation of `text` may match.
+    /// Time `O(|text| * |toks|)`; no backtracking.
+    fn run(&mut self, toks: &[Tok], text: &str, whole: bool) -> bool {
+        if 2 * toks.len() + 2 <= 64 {
+            run_small(toks, text, whole)
+        } else {
+            self.run_wide(toks, text, whole)
+        }
+    }
+
+    /// [`Nfa::run`] for any number of tokens.
+    fn run_wide(&mut self, toks: &[Tok], text: &str, whole: bool) -> bool {
+        let n = toks.len();
+        let words = (2 * n + 2).div_ceil(64);
+        self.cur.clear();
+        self.cur.resize(words, 0);
+        self.next.clear();
+        self.next.resize(words, 0);
+        let set = |v: &mut [u64], b: usize| v[b / 64] |= 1 << (b % 64);
+        let get = |v: &[u64], b: usize| v[b / 64] & (1 << (b % 64)) != 0;
+        // Follow the moves that read nothing: past `*` and `.*` (they may match
+        // nothing), and past or into `(.*/)?`. They only go forward.
+        let close = |v: &mut [u64]| {
+            for (i, t) in toks.iter().enumerate() {
+                if get(v, 2 * i) {
+                    match t {
+                        Tok::Star | Tok::Rest => set(v, 2 * i + 2),
+                        Tok::Dirs => {
+                            set(v, 2 * i + 1);
+                            set(v, 2 * i + 2);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        };
+        set(&mut self.cur, 0);
+        close(&mut self.cur);
+        for c in text.chars() {
+            if whole && c == '/' && get(&self.cur, 2 * n) {
+                return true;
+            }
+            self.next.iter_mut().for_each(|w| *w = 0);
+            let mut alive = false;
+            for (wi, w) in self.cur.iter().enumerate() {
+                let mut w = *w;
+                while w != 0 {
+                    let b = wi * 64 + w.trailing_zeros() as usize;
+                    w &= w - 1;
+                    let i = b / 2;
+                    if b % 2 == 1 {
+                        if c != '\n' {
+                            set(&mut self.next, b);
+                            alive = true;
+                        }
+                        if c == '/' {
+                            set(&mut self.next, b + 1);
+                            alive = true;
+                        }
+                        continue;
+                    }
+                    let Some(t) = toks.get(i) else { continue };
+                    let to = match t {
+                        Tok::Lit(l) => (*l == c).then_some(b + 2),
+                        Tok::Any => (c != '/').then_some(b + 2),
+                        Tok::Class(neg, r) => {
+                            (r.iter().any(|(a, z)| *a <= c && c <= *z) != *neg).then_some(b + 2)
+                        }
+                        Tok::Star => (c != '/').then_some(b),
+                        Tok::Rest => (c != '\n').then_some(b),
+                        Tok::Dirs => None,
+                    };
+                    if let Some(to) = to {
+                        set(&mut self.next, to);
+                        alive = true;
+                    }
+                }
+            }
+            if !alive {
+                return false;
+            }
+            close(&mut self.next);
+            std::mem::swap(&mut self.cur, &mut self.next);
+        }
+        if whole {
+            get(&self.cur, 2 * n)
+        } else {
+            true
+        }
+    }
 }
 
 /// What a pattern line is.
 enum Rule {
     /// A rule: `!` (negation) and its components.
-    Pattern((bool, Vec<Comp>)),
+    Pattern((bool, Pat)),
     /// A pattern that matches no path: `/`, `.`, or one climbing out of the context
     /// (`../x`: the paths matched are inside it). Docker keeps them; they match nothing.
     Nothing,
@@ -397,17 +687,12 @@ fn rule(line: &str) -> Rule {
     if comps.is_empty() || comps.contains(&"..") {
         return Rule::Nothing;
     }
-    let mut out = Vec::new();
-    for c in comps {
-        out.push(match c {
-            "**" => Comp::AnyDirs,
-            c => match Glob::docker(c) {
-                Ok(g) => Comp::Name(g),
-                Err(e) => return Rule::Bad(e),
-            },
-        });
+    for c in &comps {
+        if let Err(e) = Glob::docker(c) {
+            return Rule::Bad(e);
+        }
     }
-    Rule::Pattern((neg, out))
+    Rule::Pattern((neg, Pat::compile(&comps.join("/"))))
 }
 
 fn clean(p: &str) -> String {
@@ -424,37 +709,60 @@ fn clean(p: &str) -> String {
     out.join("/")
 }
 
-/// Whether pattern components `pat` (`**` any number of components) match `path` or
-/// one of its parents (a non-empty leading part of it). Dynamic programming over pattern
-/// suffixes, one row at a time: time `O(|pat| * |path|)`. (Backtracking over each `**`
-/// took time exponential in their number: `**/**/**/**/**/**/**/**/x` in a `.dockerignore`
-/// held a build over a context 60 directories deep for minutes. Matching each parent in
-/// turn took `O(|pat| * |path|^2)`: 6 s of `excluded` for the paths of a chain of 500
-/// directories against 4 rules.)
-fn match_comps(pat: &[Comp], path: &[&str]) -> bool {
-    let n = path.len();
-    // next[j]: the pattern suffix after the current component matches path[j..k] for some
-    // k >= max(j, 1); the empty suffix matches only where the leading part may end.
-    let mut next: Vec<bool> = (0..=n).map(|j| j >= 1).collect();
-    for p in pat.iter().rev() {
-        let mut row = vec![false; n + 1];
-        match p {
-            Comp::AnyDirs => {
-                let mut any = false;
-                for j in (0..=n).rev() {
-                    any |= next[j];
-                    row[j] = any;
-                }
+/// [`Nfa::run`] for a pattern whose states fit in one word (31 tokens or fewer): the
+/// same automaton, its moves for a character computed for all states at once.
+fn run_small(toks: &[Tok], text: &str, whole: bool) -> bool {
+    let n = toks.len();
+    let accept = 1u64 << (2 * n);
+    // States before a `*` or `.*` (they may be passed), before a `(.*/)?`, and inside one.
+    let (mut loops, mut dirs) = (0u64, 0u64);
+    for (i, t) in toks.iter().enumerate() {
+        match t {
+            Tok::Star | Tok::Rest => loops |= 1 << (2 * i),
+            Tok::Dirs => dirs |= 1 << (2 * i),
+            _ => {}
+        }
+    }
+    let inner = dirs << 1;
+    let close = |mut v: u64| loop {
+        let more = v | ((v & loops) << 2) | ((v & dirs) << 1) | ((v & dirs) << 2);
+        if more == v {
+            return v;
+        }
+        v = more;
+    };
+    let mut cur = close(1);
+    for c in text.chars() {
+        if whole && c == '/' && cur & accept != 0 {
+            return true;
+        }
+        // States that read `c` and move on, and states that read it and stay.
+        let (mut on, mut stay) = (0u64, 0u64);
+        for (i, t) in toks.iter().enumerate() {
+            let b = 1u64 << (2 * i);
+            if cur & b == 0 && !(matches!(t, Tok::Dirs) && cur & (b << 1) != 0) {
+                continue;
             }
-            Comp::Name(g) => {
-                for j in 0..n {
-                    row[j] = next[j + 1] && g.matches(path[j]);
-                }
+            match t {
+                Tok::Lit(l) if *l == c => on |= b,
+                Tok::Any if c != '/' => on |= b,
+                Tok::Class(neg, r) if r.iter().any(|(a, z)| *a <= c && c <= *z) != *neg => on |= b,
+                Tok::Star if c != '/' => stay |= b,
+                Tok::Rest if c != '\n' => stay |= b,
+                Tok::Dirs if c != '\n' => stay |= b << 1,
+                _ => {}
             }
         }
-        next = row;
+        let mut next = ((cur & on) << 2) | (cur & stay);
+        if c == '/' {
+            next |= (cur & inner) << 1;
+        }
+        if next == 0 {
+            return false;
+        }
+        cur = close(next);
     }
-    next[0]
+    !whole || cur & accept != 0
 }
 
 /// A source expanded from a COPY/ADD argument: its path relative to the context and the
@@ -626,8 +934,16 @@ pub(crate) struct Glob(Vec<Tok>);
 
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
+    /// `*`: any characters but `/` (in a COPY source, any characters).
     Star,
+    /// `?`: one character but `/`.
     Any,
+    /// `.dockerignore` only: `**` within a pattern, Docker's regular expression
+    /// `(.*/)?`: nothing, or characters ending with `/` (no newline, as Go's `.`).
+    Dirs,
+    /// `.dockerignore` only: `**` ending a pattern with a wildcard before it, Docker's
+    /// `.*`: any characters but a newline.
+    Rest,
     Lit(char),
     /// One character in (or, negated, not in) the inclusive ranges.
     Class(bool, Vec<(char, char)>),
@@ -679,16 +995,6 @@ impl Glob {
         let p: Vec<char> = pattern.chars().collect();
         let mut toks = Vec::new();
         let mut i = 0;
-        // One class character at `p[*i]` (`\` escaping), which a `]` or `-` must follow.
-        let esc = |i: &mut usize| -> Option<char> {
-            let mut c = *p.get(*i).filter(|c| **c != '-' && **c != ']')?;
-            if c == '\\' {
-                *i += 1;
-                c = *p.get(*i)?;
-            }
-            *i += 1;
-            (*i < p.len()).then_some(c)
-        };
         while i < p.len() {
             let c = p[i];
             i += 1;
@@ -703,30 +1009,7 @@ impl Glob {
                     toks.push(Tok::Lit(*p.get(i).ok_or_else(bad)?));
                     i += 1;
                 }
-                '[' => {
-                    let neg = p.get(i) == Some(&'^');
-                    if neg {
-                        i += 1;
-                    }
-                    let mut ranges = Vec::new();
-                    loop {
-                        if p.get(i) == Some(&']') && !ranges.is_empty() {
-                            i += 1;
-                            break;
-                        }
-                        let lo = esc(&mut i).ok_or_else(bad)?;
-                        let mut hi = lo;
-                        if p.get(i) == Some(&'-') {
-                            i += 1;
-                            hi = esc(&mut i).ok_or_else(bad)?;
-                        }
-                        if lo > hi {
-                            return Err(bad());
-                        }
-                        ranges.push((lo, hi));
-                    }
-                    toks.push(Tok::Class(neg, ranges));
-                }
+                '[' => toks.push(go_class(&p, &mut i).ok_or_else(bad)?),
                 c => toks.push(Tok::Lit(c)),
             }
         }
@@ -739,7 +1022,7 @@ impl Glob {
         let p = &self.0;
         let t: Vec<char> = name.chars().collect();
         let one = |tok: &Tok, c: char| match tok {
-            Tok::Star => false,
+            Tok::Star | Tok::Dirs | Tok::Rest => false,
             Tok::Any => true,
             Tok::Lit(l) => *l == c,
             Tok::Class(neg, ranges) => ranges.iter().any(|(a, b)| *a <= c && c <= *b) != *neg,
@@ -767,6 +1050,44 @@ impl Glob {
             }
         }
         p[pi..].iter().all(|t| *t == Tok::Star)
+    }
+}
+
+/// The class of Go's `filepath.Match` whose text starts at `p[*i]` (just after `[`),
+/// leaving `*i` after its `]`: `^`? then characters and `lo-hi` ranges (`\` escaping)
+/// then `]`; `None` if it is malformed (unclosed, empty, a `-` or `]` where a character
+/// belongs, a range `z-a`).
+fn go_class(p: &[char], i: &mut usize) -> Option<Tok> {
+    // One class character at `p[*i]` (`\` escaping), which a `]` or `-` must follow.
+    let esc = |i: &mut usize| -> Option<char> {
+        let mut c = *p.get(*i).filter(|c| **c != '-' && **c != ']')?;
+        if c == '\\' {
+            *i += 1;
+            c = *p.get(*i)?;
+        }
+        *i += 1;
+        (*i < p.len()).then_some(c)
+    };
+    let neg = p.get(*i) == Some(&'^');
+    if neg {
+        *i += 1;
+    }
+    let mut ranges = Vec::new();
+    loop {
+        if p.get(*i) == Some(&']') && !ranges.is_empty() {
+            *i += 1;
+            return Some(Tok::Class(neg, ranges));
+        }
+        let lo = esc(i)?;
+        let mut hi = lo;
+        if p.get(*i) == Some(&'-') {
+            *i += 1;
+            hi = esc(i)?;
+        }
+        if lo > hi {
+            return None;
+        }
+        ranges.push((lo, hi));
     }
 }
 
@@ -1654,54 +1975,131 @@ mod tests {
         }
     }
 
-    /// Whether `pat` matches all of `path` by backtracking: the reference.
-    fn whole(pat: &[&str], path: &[&str]) -> bool {
-        match (pat.first(), path.first()) {
-            (None, _) => path.is_empty(),
-            (Some(&"**"), _) => (0..=path.len()).any(|i| whole(&pat[1..], &path[i..])),
-            (Some(p), Some(c)) => {
-                Glob::docker(p).unwrap().matches(c) && whole(&pat[1..], &path[1..])
+    /// Whether `toks` match all of `t` by backtracking, as Go's regular expressions for
+    /// them would: the reference for [`Nfa::run`].
+    fn whole(toks: &[Tok], t: &[char]) -> bool {
+        let Some((first, rest)) = toks.split_first() else {
+            return t.is_empty();
+        };
+        let one = |ok: &dyn Fn(char) -> bool| !t.is_empty() && ok(t[0]) && whole(rest, &t[1..]);
+        match first {
+            Tok::Lit(l) => one(&|c| c == *l),
+            Tok::Any => one(&|c| c != '/'),
+            Tok::Class(neg, r) => one(&|c| r.iter().any(|(a, z)| *a <= c && c <= *z) != *neg),
+            Tok::Star => (0..=t.len())
+                .take_while(|k| !t[..*k].contains(&'/'))
+                .any(|k| whole(rest, &t[k..])),
+            Tok::Rest => (0..=t.len())
+                .take_while(|k| !t[..*k].contains(&'\n'))
+                .any(|k| whole(rest, &t[k..])),
+            Tok::Dirs => {
+                whole(rest, t)
+                    || (1..=t.len())
+                        .take_while(|k| !t[..*k].contains(&'\n'))
+                        .any(|k| t[k - 1] == '/' && whole(rest, &t[k..]))
             }
-            (Some(_), None) => false,
         }
     }
 
     #[test]
-    fn a_path_matches_when_it_or_a_parent_matches_the_whole_pattern() {
-        let comps = ["**", "a", "b", "*", "?"];
-        let mut pats: Vec<Vec<&str>> = vec![vec![]];
+    fn the_automaton_matches_as_backtracking_does_for_the_path_or_a_parent() {
+        let pieces = ["**", "a", "b", "*", "?", "/", "[^a]"];
+        let mut pats: Vec<String> = vec![String::new()];
         for _ in 0..4 {
-            let longer: Vec<Vec<&str>> = pats
+            let longer: Vec<String> = pats
                 .iter()
-                .flat_map(|p| comps.iter().map(move |c| [p.clone(), vec![*c]].concat()))
+                .flat_map(|p| pieces.iter().map(move |c| format!("{p}{c}")))
                 .collect();
             pats.extend(longer);
         }
-        let mut paths: Vec<Vec<&str>> = vec![vec![]];
-        for _ in 0..4 {
-            let longer: Vec<Vec<&str>> = paths
+        let mut paths: Vec<String> = vec![String::new()];
+        for _ in 0..5 {
+            let longer: Vec<String> = paths
                 .iter()
-                .flat_map(|p| {
-                    ["a", "b", "ab"]
-                        .iter()
-                        .map(move |c| [p.clone(), vec![*c]].concat())
-                })
+                .flat_map(|p| ["a", "b", "/", "\n"].iter().map(move |c| format!("{p}{c}")))
                 .collect();
             paths.extend(longer);
         }
+        let paths: Vec<&String> = paths
+            .iter()
+            .filter(|p| !p.is_empty() && normal(p) == p.as_str())
+            .collect();
+        let mut nfa = Nfa::default();
         for pat in pats.iter().filter(|p| !p.is_empty()) {
-            let owned: Vec<Comp> = pat
-                .iter()
-                .map(|c| match *c {
-                    "**" => Comp::AnyDirs,
-                    c => Comp::Name(Glob::docker(c).unwrap()),
-                })
-                .collect();
+            let compiled = Pat::compile(pat);
+            let Pat::Toks { toks, .. } = &compiled else {
+                continue;
+            };
             for path in &paths {
-                let want = (1..=path.len()).any(|n| whole(pat, &path[..n]));
-                assert_eq!(match_comps(&owned, path), want, "{pat:?} {path:?}");
+                let c: Vec<char> = path.chars().collect();
+                let want = (1..=c.len())
+                    .filter(|n| *n == c.len() || c[*n] == '/')
+                    .any(|n| whole(toks, &c[..n]));
+                assert_eq!(nfa.run(toks, path, true), want, "{pat:?} {path:?}");
+                assert_eq!(nfa.run_wide(toks, path, true), want, "{pat:?} {path:?}");
+                // With the cheap literal tests in front.
+                let ends = Ends::of(path);
+                assert_eq!(
+                    compiled.matches(path, &ends, &mut nfa),
+                    want,
+                    "{pat:?} {path:?}"
+                );
             }
         }
+    }
+
+    #[test]
+    fn double_star_within_a_component_follows_dockers_patternmatcher() {
+        // Worked out from moby/patternmatcher `Pattern.compile` and `match`: `**` is
+        // `(.*/)?` (`.*` at the end after a wildcard), `**/` eats its slash, a literal
+        // then a final `**` is a prefix test, and a leading `**` then a literal a suffix
+        // test; the path or one of its parents must match.
+        let cases: &[(&str, &[&str], &[&str])] = &[
+            (
+                "a**b",
+                &["ab", "a/x/b", "ax/b", "a/b", "ab/c"],
+                &["axb", "a/xb", "a"],
+            ),
+            (
+                "**.log",
+                &["a.log", "x/y.log", ".log", "a.log/z"],
+                &["a.logx", "log"],
+            ),
+            ("**foo", &["foo", "xfoo", "a/bfoo"], &["foox", "fo"]),
+            ("**/a", &["a", "x/a", "x/y/a/z"], &["xa", "ab"]),
+            ("**", &["a", "a/b", ".x"], &[]),
+            (
+                "x/**y",
+                &["x/y", "x/a/b/y", "x/y/z"],
+                &["x/ay", "xy", "x/a/by"],
+            ),
+            ("x/**", &["x/a", "x/a/b"], &["x", "xa"]),
+            ("x**", &["x", "xa", "x/b"], &["ax"]),
+            ("a/**/b", &["a/b", "a/x/y/b"], &["ab", "a/xb"]),
+            ("*.c**", &["a.c", "a.cx", "b.c/z"], &["a/b.c", "a.x"]),
+            ("**a*", &["a", "x/ab", "ab"], &["ba", "b"]),
+            ("**a**", &["a", "ab", "x/a/y", "x/ab"], &["b", "ba", "ba/x"]),
+            ("a\\**", &["a*", "a*bc"], &["ab", "a"]),
+            ("a[^x]b", &["ayb", "a/b"], &["axb", "ab"]),
+            ("a**z", &["az", "a/b/z"], &["a\n/z", "abz"]),
+            ("**/z", &["a\nb/z", "z"], &["az"]),
+            ("!x", &[], &[]),
+        ];
+        for (pat, yes, no) in cases {
+            let ig = Ignore::parse(&format!("{pat}\n"));
+            for p in *yes {
+                assert!(ig.excluded(p), "{pat:?} should exclude {p:?}");
+            }
+            for p in *no {
+                assert!(!ig.excluded(p), "{pat:?} should not exclude {p:?}");
+            }
+        }
+        // Re-inclusion below an excluded directory is looked for through `**` too.
+        let ig = Ignore::parse("d\n!d/**.keep\n!e**/x\n");
+        assert!(ig.may_reinclude_below("d"));
+        assert!(ig.may_reinclude_below("e/f"));
+        assert!(!ig.may_reinclude_below("f"));
+        assert!(!ig.excluded("d/a/.keep") && ig.excluded("d/a/b.keep"));
     }
 
     #[test]

@@ -548,6 +548,53 @@ fn from_an_invalid_reference_is_logged_as_not_run() {
 }
 
 #[test]
+fn malformed_references_are_refused_at_charlieclouds_position_with_a_fitting_hint() {
+    // Positions as Charliecloud 0.31 and 0.38 give them (`ch-image pull --parse-only`).
+    // Grove split the tag at the last colon: `a::b` and `a:b:c` were refused at char 2
+    // with the hint for path components, where the fault is a second `:`.
+    let w = World::bare("ref-positions");
+    for (r, at, reason) in [
+        (
+            "a::b",
+            "char 3",
+            "(one ':' separates name and tag; a tag has no ':')",
+        ),
+        (
+            "a:b:c",
+            "char 4",
+            "(one ':' separates name and tag; a tag has no ':')",
+        ),
+        ("a:", "at end", "(empty tag after ':')"),
+        ("a/b:", "at end", "(empty tag after ':')"),
+        (":a", "char 1", "(empty name or path component)"),
+        ("a//b", "char 3", "(empty name or path component)"),
+        ("a@", "char 2", "(digest must start with sha256:)"),
+        ("a@sha256:xyz", "char 10", "(digest is not hexadecimal)"),
+        ("a:b!", "char 4", "(a tag must match [A-Za-z0-9_.-]+)"),
+        // Charliecloud takes port 99999; no port is above 65535.
+        ("host:99999/x", "char 6", "(a port is a number up to 65535)"),
+    ] {
+        let mut c = w.image();
+        c.args(["pull", "--parse-only", r]);
+        let (code, stdout, err) = stderr_of(&mut c);
+        assert_eq!(code, 1, "{r}: {err}");
+        assert_eq!(stdout, "", "{r}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(
+            lines[0],
+            format!("error: image ref syntax, {at}: {r}"),
+            "{err}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("hint: https://") && l.ends_with(reason)),
+            "{r}: {err}"
+        );
+    }
+}
+
+#[test]
 fn from_a_base_to_pull_is_logged_as_a_miss() {
     // Charliecloud 0.31 and 0.38 log a base they must pull `  1. FROM X` (a miss), one in
     // storage `  1* FROM X`; Grove logged `*` for both. Port 1 refuses at once.
