@@ -306,6 +306,14 @@ fn remove_dead_temp_dirs(base: &Path) {
         let lock_path = dir.join(TEMP_LOCK);
         // Not following a symlink: the lock is a file the conversion made.
         if !fs::symlink_metadata(&lock_path).is_ok_and(|m| m.is_file()) {
+            if unborn_temp_dir(&dir, &md) {
+                crate::verbose!(
+                    "removing the temporary directory of a conversion that ended before it was locked: {}",
+                    dir.display()
+                );
+                let _ = fs::remove_file(dir.join(format!("{TEMP_LOCK}.new")));
+                let _ = fs::remove_dir(&dir);
+            }
             continue;
         }
         let Ok(mut f) = fs::File::open(&lock_path) else {
@@ -326,6 +334,51 @@ fn remove_dead_temp_dirs(base: &Path) {
         let _ = checkout::remove_tree(&dir);
         drop(held);
     }
+}
+
+/// How long a temporary directory may stay without its `lock` before it counts as left
+/// by a conversion killed between making it and locking it (a few system calls: a live
+/// conversion is never in that state for more than moments).
+const UNBORN_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Whether `dir` (of this user, named as [`temp_dir_name`] says, `md` its metadata) is a
+/// temporary directory whose conversion died before locking it: it holds nothing but,
+/// perhaps, a `lock.new` file of this user that no one holds a lock on, and neither has
+/// changed for [`UNBORN_TEMP_AGE`]. Anything else in it (Charliecloud's or another
+/// user's work, a directory still being filled) keeps it.
+fn unborn_temp_dir(dir: &Path, md: &fs::Metadata) -> bool {
+    use nix::fcntl::{Flock, FlockArg};
+    use std::os::unix::fs::MetadataExt;
+    let old = |m: &fs::Metadata| {
+        m.modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= UNBORN_TEMP_AGE)
+    };
+    if !old(md) {
+        return false;
+    }
+    let Ok(rd) = fs::read_dir(dir) else {
+        return false;
+    };
+    let new_name = format!("{TEMP_LOCK}.new");
+    for e in rd {
+        let Ok(e) = e else { return false };
+        if e.file_name().to_str() != Some(new_name.as_str()) {
+            return false;
+        }
+        let Ok(m) = e.metadata() else { return false };
+        if !m.is_file() || m.uid() != md.uid() || !old(&m) {
+            return false;
+        }
+        let Ok(f) = fs::File::open(e.path()) else {
+            return false;
+        };
+        if Flock::lock(f, FlockArg::LockExclusiveNonblock).is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 impl TempDir {

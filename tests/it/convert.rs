@@ -1202,14 +1202,30 @@ fn a_killed_conversion_s_temporary_directory_is_removed_by_the_next_not_a_live_o
         "ch-convert.Ab12Cd",
         "ch-convert.999999999",
         "ch-convert.999999998",
+        // Without a lock, and too recent to be a dead conversion's: perhaps one that
+        // is about to take its lock.
+        "ch-convert.999999997",
+        "ch-convert.999999996",
+        // Without a lock, old, but holding something else besides `lock.new`.
+        "ch-convert.999999995",
     ];
+    // Killed between making the directory and locking it, two hours ago: removed.
+    let unborn = ["ch-convert.999999994", "ch-convert.999999993"];
     sh(&format!(
         "mkdir {0} && cd {0} && mkdir {1} {2} {3} && echo keep > {1}/f && echo keep > {2}/f \
-         && echo 'grove-ch-convert-lock 1 another-host 999999998' > {3}/lock",
+         && echo 'grove-ch-convert-lock 1 another-host 999999998' > {3}/lock \
+         && mkdir {4} {5} {6} {7} {8} && : > {5}/lock.new \
+         && : > {6}/lock.new && echo keep > {6}/f && : > {8}/lock.new \
+         && touch -d '-2 hours' {6}/lock.new {6}/f {6} {7} {8}/lock.new {8}",
         temp.display(),
         decoys[0],
         decoys[1],
-        decoys[2]
+        decoys[2],
+        decoys[3],
+        decoys[4],
+        decoys[5],
+        unborn[0],
+        unborn[1],
     ));
     crate::common::own(&s.path);
     let in_docker_save = |tag: &str| {
@@ -1267,7 +1283,7 @@ fn a_killed_conversion_s_temporary_directory_is_removed_by_the_next_not_a_live_o
     assert_eq!(
         now,
         want,
-        "the killed conversion's {} stays",
+        "the killed conversion's {} or an unborn one ({unborn:?}) stays, or a decoy went",
         left.display()
     );
     assert!(live.join("lock").is_file());
