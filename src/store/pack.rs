@@ -16,6 +16,10 @@
 //! at all, and lists each such pack in the marker [`STORED_MARKER`]; the store's gc
 //! (`ch-image build-cache --gc`) recompresses the packs listed there, and only those.
 //! Both git and gix read either kind of entry.
+//!
+//! Blobs of [`STREAM_FILE_MIN`] bytes or more are never held whole: [`write_loose_stream`]
+//! writes them as loose objects, compressed in pieces of [`STREAM_PIECE`] bytes on all
+//! cores and joined into one zlib stream (docs/store-format.md).
 
 use std::collections::HashSet;
 use std::fs;
@@ -226,7 +230,7 @@ pub const STREAM_FILE_MIN: u64 = 32 << 20;
 /// Bytes of a streamed object (its `blob <len>\0` header, then its contents) per piece
 /// that [`write_loose_stream`] compresses on its own. Each piece costs about 10 bytes
 /// more than one stream would (the dictionary restarts, a sync flush ends it), and up to
-/// [`stream_pieces_in_flight`] pieces and their output are held at once.
+/// `2 × cores + 2` pieces and their output are held at once.
 pub const STREAM_PIECE: usize = 4 << 20;
 
 /// Write the `size` bytes of `file` as a loose blob ([`write_loose_stream`]); a file
@@ -263,7 +267,7 @@ pub fn write_loose_file(
 /// boundary (a sync flush), and a writer thread joins them, in order, behind a zlib
 /// header, and appends the Adler-32 combined from the pieces' (as pigz does): one valid
 /// zlib stream that git and gix read as any other. A piece that looks incompressible
-/// (by samples, [`incompressible`]), or that level 1 did not shrink, is written as
+/// (by samples, as `incompressible` tells), or that level 1 did not shrink, is written as
 /// stored blocks. The bytes written depend on the contents only, never on the number of
 /// threads. The object goes to a temporary file renamed into place once its id is
 /// known; fewer than `size` bytes from `r` is an error of kind `UnexpectedEof`.
