@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use gix::objs::Write as _;
 use gix::ObjectId;
 use rayon::prelude::*;
 
@@ -665,12 +664,10 @@ fn store_reader(
     pack: Option<&PackBuilder>,
 ) -> Result<ObjectId, StoreReadError> {
     if size >= STREAM_THRESHOLD {
+        // Compressed in pieces on all cores, incompressible pieces stored as they are.
         let mut limited = reader.take(size);
-        let id = repo
-            .objects
-            .write_stream(gix::objs::Kind::Blob, size, &mut limited)
-            .map_err(|e| StoreReadError::Git(git_err("write blob")(e)))?;
-        return Ok(id);
+        return super::pack::write_loose_stream(repo, &mut limited, size)
+            .map_err(StoreReadError::Io);
     }
     let mut buf = Vec::with_capacity(size as usize);
     reader

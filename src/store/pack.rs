@@ -16,6 +16,10 @@
 //! at all, and lists each such pack in the marker [`STORED_MARKER`]; the store's gc
 //! (`ch-image build-cache --gc`) recompresses the packs listed there, and only those.
 //! Both git and gix read either kind of entry.
+//!
+//! Blobs of [`STREAM_FILE_MIN`] bytes or more are never held whole: [`write_loose_stream`]
+//! writes them as loose objects, compressed in pieces of [`STREAM_PIECE`] bytes on all
+//! cores and joined into one zlib stream (docs/store-format.md).
 
 use std::collections::HashSet;
 use std::fs;
@@ -223,81 +227,247 @@ pub fn write_loose_blob(repo: &gix::Repository, data: &[u8]) -> io::Result<Objec
 /// Files at least this big are stored by [`write_loose_file`], streamed, never held whole.
 pub const STREAM_FILE_MIN: u64 = 32 << 20;
 
-/// Write the `size` bytes of `file` as a loose blob in one pass, streamed (memory stays
-/// bounded whatever the size): hashed while written to a temporary file, which is renamed
-/// to the object's path once its id is known. Incompressible content (by samples at the
-/// start, middle and end) is written as stored zlib blocks, other content at level 1. A
-/// file whose size changes while it is read is an error.
+/// Bytes of a streamed object (its `blob <len>\0` header, then its contents) per piece
+/// that [`write_loose_stream`] compresses on its own. Each piece costs about 10 bytes
+/// more than one stream would (the dictionary restarts, a sync flush ends it), and up to
+/// `2 × cores + 2` pieces and their output are held at once.
+pub const STREAM_PIECE: usize = 4 << 20;
+
+/// Write the `size` bytes of `file` as a loose blob ([`write_loose_stream`]); a file
+/// whose size changes while it is read is an error.
 pub fn write_loose_file(
     repo: &gix::Repository,
     file: &mut fs::File,
     size: u64,
 ) -> io::Result<ObjectId> {
     use std::io::{Read, Seek};
-    use std::os::unix::fs::FileExt;
-    let stored = size >= SAMPLE_MIN as u64 && {
-        let mut buf = vec![0u8; 3 * SAMPLE];
-        let at = [0, size / 2 - SAMPLE as u64 / 2, size - SAMPLE as u64];
-        for (chunk, off) in buf.chunks_mut(SAMPLE).zip(at) {
-            file.read_exact_at(chunk, off)?;
-        }
-        let (a, rest) = buf.split_at(SAMPLE);
-        let (b, c) = rest.split_at(SAMPLE);
-        samples_incompressible([a, b, c])
+    file.rewind()?;
+    let changed = || {
+        io::Error::other(format!(
+            "file changed size while it was stored ({size} bytes before)"
+        ))
     };
+    let id = write_loose_stream(repo, file, size).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            changed()
+        } else {
+            e
+        }
+    })?;
+    if file.read(&mut [0u8; 1])? != 0 {
+        return Err(changed());
+    }
+    Ok(id)
+}
+
+/// Write the next `size` bytes of `r` as a loose blob in one pass, streamed (memory
+/// stays bounded whatever the size), on all cores: this thread reads and hashes (SHA-1
+/// with collision detection, as git), worker threads compress pieces of
+/// [`STREAM_PIECE`] bytes independently, each into raw deflate blocks ending on a byte
+/// boundary (a sync flush), and a writer thread joins them, in order, behind a zlib
+/// header, and appends the Adler-32 combined from the pieces' (as pigz does): one valid
+/// zlib stream that git and gix read as any other. A piece that looks incompressible
+/// (by samples, as `incompressible` tells), or that level 1 did not shrink, is written as
+/// stored blocks. The bytes written depend on the contents only, never on the number of
+/// threads. The object goes to a temporary file renamed into place once its id is
+/// known; fewer than `size` bytes from `r` is an error of kind `UnexpectedEof`.
+pub fn write_loose_stream(
+    repo: &gix::Repository,
+    r: &mut dyn io::Read,
+    size: u64,
+) -> io::Result<ObjectId> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    write_loose_stream_with(repo, r, size, STREAM_PIECE, workers)
+}
+
+/// Pieces read but not yet written by [`write_loose_stream`] with `workers` threads:
+/// enough that the workers and the writer all have one while the reader fills the next.
+fn stream_pieces_in_flight(workers: usize) -> usize {
+    2 * workers + 2
+}
+
+/// One piece of a streamed object as it goes into the zlib stream: raw deflate blocks
+/// (none final unless `last`) and the Adler-32 of its data.
+fn deflate_piece(z: &mut flate2::Compress, data: &[u8], last: bool) -> io::Result<(Vec<u8>, u32)> {
+    let adler = zlib_rs::adler32::adler32(1, data);
+    let blocks = data.len().div_ceil(STORED_BLOCK).max(1);
+    let stored_len = data.len() + 5 * blocks;
+    let mut out = Vec::new();
+    if !incompressible(data) {
+        z.reset();
+        // Room for the worst case of level 1 (zlib-rs's quick strategy: fixed codes of
+        // up to 9 bits a byte, plus block headers), so that one call always completes:
+        // a second call after the output filled panicked in zlib-rs 0.6.8 ("buf.len()
+        // must fit in remaining()").
+        out.reserve_exact(data.len() + data.len() / 8 + 1024);
+        let flush = if last {
+            flate2::FlushCompress::Finish
+        } else {
+            flate2::FlushCompress::Sync
+        };
+        let status = z.compress_vec(data, &mut out, flush).map_err(io_other)?;
+        let all_in = z.total_in() as usize == data.len();
+        // A sync flush is complete once it leaves room in the output (zlib's rule).
+        let complete = if last {
+            status == flate2::Status::StreamEnd
+        } else {
+            all_in && out.len() < out.capacity()
+        };
+        if complete && out.len() < stored_len {
+            return Ok((out, adler));
+        }
+        out.clear();
+    }
+    out.reserve_exact(stored_len);
+    let mut chunks = data.chunks(STORED_BLOCK).peekable();
+    if chunks.peek().is_none() {
+        out.extend_from_slice(&[u8::from(last), 0x00, 0x00, 0xff, 0xff]);
+    }
+    while let Some(c) = chunks.next() {
+        let len = c.len() as u16;
+        out.push(u8::from(last && chunks.peek().is_none()));
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(c);
+    }
+    Ok((out, adler))
+}
+
+/// Fill `buf` from `r` (short reads and interruptions retried); fewer bytes is EOF.
+fn read_full(r: &mut dyn io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// [`write_loose_stream`] with pieces of `piece` bytes and `workers` compressing threads.
+fn write_loose_stream_with(
+    repo: &gix::Repository,
+    r: &mut dyn io::Read,
+    size: u64,
+    piece: usize,
+    workers: usize,
+) -> io::Result<ObjectId> {
+    use std::sync::mpsc;
     let objects = repo.path().join("objects");
     static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = objects.join(format!("tmp_grove_{}_{seq}_obj", std::process::id()));
     let mut guard = TempFiles(vec![tmp.clone()]);
     let header = format!("blob {size}\0");
+    let total = header.len() as u64 + size;
+    let pieces = total.div_ceil(piece as u64);
     let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
-    hasher.update(header.as_bytes());
-    let out = io::BufWriter::with_capacity(1 << 20, fs::File::create(&tmp)?);
-    enum Sink<W: Write> {
-        Stored(StoredZlib<W>),
-        Deflate(flate2::write::ZlibEncoder<W>),
+    let mut out = fs::File::create(&tmp)?;
+    let workers = workers.max(1);
+    let in_flight = stream_pieces_in_flight(workers);
+
+    // Piece buffers go round: reader -> worker -> writer -> reader, so at most
+    // `in_flight` pieces (and their output) exist at once.
+    let (free_tx, free_rx) = mpsc::sync_channel::<Vec<u8>>(in_flight);
+    for _ in 0..in_flight {
+        free_tx.send(Vec::new()).expect("the receiver is here");
     }
-    let mut sink = if stored {
-        Sink::Stored(StoredZlib::new(out, header.len() as u64 + size)?)
-    } else {
-        Sink::Deflate(flate2::write::ZlibEncoder::new(
-            out,
-            flate2::Compression::new(1),
-        ))
-    };
-    let put = |sink: &mut Sink<_>, data: &[u8]| match sink {
-        Sink::Stored(z) => z.write_all(data),
-        Sink::Deflate(z) => z.write_all(data),
-    };
-    put(&mut sink, header.as_bytes())?;
-    file.rewind()?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut read = 0u64;
-    loop {
-        crate::interrupt::check()?;
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
+    let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(workers);
+    // The workers' only handle: once they all stop (the writer failed), the reader's
+    // next send fails instead of waiting.
+    let job_rx = std::sync::Arc::new(Mutex::new(job_rx));
+    type Done = (u64, io::Result<(Vec<u8>, u32)>, Vec<u8>);
+    let (done_tx, done_rx) = mpsc::channel::<Done>();
+
+    let (read_result, write_result) = std::thread::scope(|s| {
+        for _ in 0..workers {
+            let done_tx = done_tx.clone();
+            let job_rx = job_rx.clone();
+            s.spawn(move || {
+                let mut z = flate2::Compress::new(flate2::Compression::new(1), false);
+                loop {
+                    let job = job_rx.lock().expect("job queue").recv();
+                    let Ok((i, data)) = job else { return };
+                    let res = deflate_piece(&mut z, &data, i + 1 == pieces);
+                    if done_tx.send((i, res, data)).is_err() {
+                        return;
+                    }
+                }
+            });
         }
-        read += n as u64;
-        if read > size {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        put(&mut sink, &buf[..n])?;
-    }
-    if read != size {
-        return Err(io::Error::other(format!(
-            "file changed size while it was stored ({size} bytes, then {read})"
-        )));
-    }
-    // Every error surfaces here (a dropped writer would swallow it).
-    let out = match sink {
-        Sink::Stored(z) => z.finish()?,
-        Sink::Deflate(z) => z.finish()?,
-    };
-    out.into_inner().map_err(|e| e.into_error())?;
+        drop(done_tx);
+        drop(job_rx);
+        let out = &mut out;
+        let writer = s.spawn(move || -> io::Result<()> {
+            out.write_all(&[0x78, 0x01])?;
+            let mut adler = 1u32;
+            let mut next = 0u64;
+            let mut waiting = std::collections::BTreeMap::new();
+            while next < pieces {
+                let Ok((i, res, data)) = done_rx.recv() else {
+                    return Err(io::Error::other("stream ended early"));
+                };
+                waiting.insert(i, (res, data));
+                while let Some((res, mut data)) = waiting.remove(&next) {
+                    let (z, a) = res?;
+                    out.write_all(&z)?;
+                    adler = zlib_rs::adler32::adler32_combine(adler, a, data.len() as u64);
+                    data.clear();
+                    // The reader may have stopped: then nothing needs the buffer.
+                    let _ = free_tx.send(data);
+                    next += 1;
+                }
+            }
+            out.write_all(&adler.to_be_bytes())
+        });
+
+        let read = (|| -> io::Result<()> {
+            let mut left = total;
+            for i in 0..pieces {
+                crate::interrupt::check()?;
+                let Ok(mut buf) = free_rx.recv() else {
+                    return Ok(()); // the writer failed: its error is the one to report
+                };
+                let n = (piece as u64).min(left) as usize;
+                buf.reserve_exact(n);
+                let mut at = 0;
+                if i == 0 {
+                    buf.extend_from_slice(header.as_bytes());
+                    at = header.len();
+                }
+                buf.resize(n, 0);
+                let got = read_full(r, &mut buf[at..])?;
+                if got < n - at {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "ended after {} of {size} bytes",
+                            total - left + (at + got) as u64 - header.len() as u64
+                        ),
+                    ));
+                }
+                hasher.update(&buf);
+                left -= n as u64;
+                if job_tx.send((i, buf)).is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        })();
+        drop(job_tx);
+        (
+            read,
+            writer.join().expect("the stream writer does not panic"),
+        )
+    });
+    read_result?;
+    write_result?;
+    // Read-only, as git and gix leave loose objects.
+    out.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o444))?;
+    drop(out);
     let oid = hasher.try_finalize().map_err(io_other)?;
     if !repo.objects.exists_without_refresh(&oid) {
         let hex = oid.to_hex().to_string();
@@ -314,86 +484,6 @@ pub fn write_loose_file(
         }
     }
     Ok(oid)
-}
-
-/// A zlib stream of stored deflate blocks written as data comes (the streaming form of
-/// [`stored_zlib_parts`]): `total` bytes are expected; the last block is marked when they
-/// have all come, and the adler32 is written when the writer is dropped after them.
-struct StoredZlib<W: Write> {
-    out: W,
-    adler: u32,
-    left: u64,
-    block: Vec<u8>,
-    done: bool,
-}
-
-impl<W: Write> StoredZlib<W> {
-    fn new(mut out: W, total: u64) -> io::Result<Self> {
-        out.write_all(&[0x78, 0x01])?;
-        let mut z = StoredZlib {
-            out,
-            adler: 1,
-            left: total,
-            block: Vec::with_capacity(STORED_BLOCK),
-            done: false,
-        };
-        if total == 0 {
-            z.out.write_all(&[0x01, 0x00, 0x00, 0xff, 0xff])?;
-            z.end()?;
-        }
-        Ok(z)
-    }
-
-    fn emit(&mut self) -> io::Result<()> {
-        let last = self.left == 0;
-        let len = self.block.len() as u16;
-        self.out.write_all(&[u8::from(last)])?;
-        self.out.write_all(&len.to_le_bytes())?;
-        self.out.write_all(&(!len).to_le_bytes())?;
-        self.out.write_all(&self.block)?;
-        self.adler = zlib_rs::adler32::adler32(self.adler, &self.block);
-        self.block.clear();
-        if last {
-            self.end()?;
-        }
-        Ok(())
-    }
-
-    fn end(&mut self) -> io::Result<()> {
-        self.out.write_all(&self.adler.to_be_bytes())?;
-        self.done = true;
-        Ok(())
-    }
-
-    /// The writer, once every expected byte came.
-    fn finish(self) -> io::Result<W> {
-        if !self.done {
-            return Err(io::Error::other("stored stream ended early"));
-        }
-        Ok(self.out)
-    }
-}
-
-impl<W: Write> Write for StoredZlib<W> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data
-            .len()
-            .min(STORED_BLOCK - self.block.len())
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        if n == 0 && !data.is_empty() {
-            return Err(io::Error::other("more data than the stored stream expects"));
-        }
-        self.block.extend_from_slice(&data[..n]);
-        self.left -= n as u64;
-        if self.block.len() == STORED_BLOCK || self.left == 0 {
-            self.emit()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
 }
 
 /// Write `parts`, one after the other, as one zlib stream of stored deflate blocks (as
@@ -1608,6 +1698,111 @@ pub(crate) mod tests {
         fs::write(&p, b"0123456789").unwrap();
         let mut f = fs::File::open(&p).unwrap();
         assert!(write_loose_file(&repo, &mut f, 5).is_err());
+        let left: Vec<_> = fs::read_dir(dir.path().join("objects"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("tmp_"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// The loose object file of `id` in the repository at `dir`.
+    fn loose_path(dir: &Path, id: &ObjectId) -> PathBuf {
+        let hex = id.to_hex().to_string();
+        dir.join("objects").join(&hex[..2]).join(&hex[2..])
+    }
+
+    #[test]
+    fn a_blob_streamed_in_pieces_is_one_zlib_stream_gix_and_git_read() {
+        use std::io::Read;
+        // Text, noise (stored pieces), zeros, text: pieces of every kind, boundaries
+        // inside each part and inside stored blocks.
+        let mut data = text(300_000);
+        data.extend(noise(400_000, 5));
+        data.extend(vec![0u8; 250_000]);
+        data.extend(text(123_457));
+        for piece in [1000, STORED_BLOCK * 2 + 7, 1 << 20] {
+            let mut bytes = Vec::new();
+            for workers in [1, 3] {
+                let dir = tempfile::tempdir().unwrap();
+                let repo = gix::init_bare(dir.path()).unwrap();
+                let id = write_loose_stream_with(
+                    &repo,
+                    &mut &data[..],
+                    data.len() as u64,
+                    piece,
+                    workers,
+                )
+                .unwrap();
+                let want =
+                    gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &data)
+                        .unwrap();
+                assert_eq!(id, want);
+                let file = fs::read(loose_path(dir.path(), &id)).unwrap();
+                // One zlib stream (its Adler-32 checked by the decoder) of header and data.
+                let mut inflated = Vec::new();
+                flate2::read::ZlibDecoder::new(&file[..])
+                    .read_to_end(&mut inflated)
+                    .unwrap();
+                let mut object = format!("blob {}\0", data.len()).into_bytes();
+                object.extend_from_slice(&data);
+                assert!(inflated == object, "piece {piece}, {workers} workers");
+                // The same bytes whatever the number of threads.
+                if workers == 1 {
+                    bytes = file;
+                } else {
+                    assert!(bytes == file, "piece {piece}: output depends on threads");
+                }
+                let repo = gix::open(dir.path()).unwrap();
+                assert!(repo.find_blob(id).unwrap().data == data);
+                let out = std::process::Command::new("git")
+                    .arg("-C")
+                    .arg(dir.path())
+                    .args(["cat-file", "-p", &id.to_string()])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert!(out.stdout == data, "git cat-file, piece {piece}");
+                assert_git_fsck_strict(dir.path());
+            }
+        }
+    }
+
+    #[test]
+    fn incompressible_pieces_are_stored_and_compressible_ones_deflated() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = gix::init_bare(dir.path()).unwrap();
+        let piece = 2 << 20;
+        let noisy = noise(4 * piece, 9);
+        let id =
+            write_loose_stream_with(&repo, &mut &noisy[..], noisy.len() as u64, piece, 2).unwrap();
+        let len = fs::metadata(loose_path(dir.path(), &id)).unwrap().len();
+        // Stored: 5 bytes per block of 64 KiB (level 1 made noise 5% bigger).
+        assert!(
+            len <= noisy.len() as u64 + noisy.len() as u64 / 10_000 + 64,
+            "{len}"
+        );
+        let mut half = noise(piece, 10);
+        half.extend(vec![7u8; 3 * piece]);
+        let id =
+            write_loose_stream_with(&repo, &mut &half[..], half.len() as u64, piece, 2).unwrap();
+        let len = fs::metadata(loose_path(dir.path(), &id)).unwrap().len();
+        assert!(len < piece as u64 + piece as u64 / 10, "{len}");
+        assert_git_fsck_strict(dir.path());
+    }
+
+    #[test]
+    fn a_stream_shorter_than_said_fails_and_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = gix::init_bare(dir.path()).unwrap();
+        let data = text(100_000);
+        let e = write_loose_stream_with(&repo, &mut &data[..], 100_001, 4096, 2).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(e.to_string().contains("100000 of 100001"), "{e}");
         let left: Vec<_> = fs::read_dir(dir.path().join("objects"))
             .unwrap()
             .flatten()
