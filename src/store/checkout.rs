@@ -744,3 +744,53 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     open_up(path)?;
     fs::remove_dir_all(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// `pieces` written through [`Sparse`] into a new file: its content and the bytes
+    /// its blocks take.
+    fn sparse(pieces: &[&[u8]]) -> (Vec<u8>, u64) {
+        let t = tempfile::tempdir().expect("tempdir");
+        let p = t.path().join("f");
+        let mut f = fs::File::create(&p).expect("create");
+        let size = pieces.iter().map(|p| p.len() as u64).sum();
+        let mut w = Sparse { f: &mut f, skip: 0 };
+        for piece in pieces {
+            w.write(piece).expect("write");
+        }
+        w.finish(size).expect("finish");
+        drop(f);
+        let md = fs::metadata(&p).expect("stat");
+        (fs::read(&p).expect("read"), md.blocks() * 512)
+    }
+
+    #[test]
+    fn whole_blocks_of_zeros_become_holes_and_the_content_is_kept() {
+        let b = HOLE_BLOCK;
+        let data = |n: usize| (0..n).map(|i| (i % 251) as u8 + 1).collect::<Vec<u8>>();
+        let mut mixed = data(5000);
+        mixed.resize(5000 + (1 << 20), 0);
+        mixed.extend(data(100));
+        let mut zeros_then_data = vec![0u8; 3 * b];
+        zeros_then_data.extend(data(10));
+        let cases: Vec<(Vec<u8>, u64)> = vec![
+            (vec![0u8; 1 << 20], 0),
+            (mixed.clone(), 3 * b as u64),
+            (zeros_then_data, b as u64),
+            (vec![0u8; b - 1], b as u64),
+            (data(3 * b + 7), 4 * b as u64),
+            (Vec::new(), 0),
+        ];
+        for (content, most) in cases {
+            // Whole, and in pieces of two blocks (as streamed blobs are, in 256 KiB).
+            let pieces: Vec<&[u8]> = content.chunks(2 * b).collect();
+            for (got, used) in [sparse(&[&content]), sparse(&pieces)] {
+                assert!(got == content, "{} bytes read back differ", content.len());
+                assert!(used <= most, "{} bytes take {used}", content.len());
+            }
+        }
+    }
+}
