@@ -325,6 +325,20 @@ pub fn keep_only_capability(cap: u32) -> Result<(), Errno> {
     Errno::result(rc).map(drop)
 }
 
+/// `openat(2)` of `name` relative to the directory `dir`, the descriptor owned (used by
+/// `store::checkout` to write trees through directory handles, whatever their depth).
+pub fn openat_owned(
+    dir: std::os::fd::RawFd,
+    name: &[u8],
+    flags: nix::fcntl::OFlag,
+    mode: nix::sys::stat::Mode,
+) -> Result<std::os::fd::OwnedFd, Errno> {
+    use std::os::fd::FromRawFd;
+    let fd = nix::fcntl::openat(Some(dir), name, flags, mode)?;
+    // SAFETY: openat just returned this descriptor, open and owned by no one else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

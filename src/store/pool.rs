@@ -20,8 +20,11 @@
 //! racing that removal writes its file instead (the link fails with ENOENT).
 
 use crate::error::{IoError, IoResultExt};
+use std::ffi::OsStr;
 use std::fs;
 use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -77,12 +80,14 @@ impl Pool {
             .join(format!("{}.{}", &hex[2..], key(rel, mode, time)))
     }
 
-    /// Link `dest` (absent) to `entry` if the entry exists and still has the `mode` and
+    /// Link `name` (absent) in the directory `dir` (a handle: see
+    /// [`super::checkout`]) to `entry` if the entry exists and still has the `mode` and
     /// `time` its name stands for; a stale entry is removed.
     pub fn link_to(
         &self,
         entry: &Path,
-        dest: &Path,
+        dir: RawFd,
+        name: &[u8],
         mode: u32,
         time: Option<Mtime>,
     ) -> Result<Linked, IoError> {
@@ -103,7 +108,7 @@ impl Pool {
                 _ => return Ok(Linked::No),
             }
         }
-        match fs::hard_link(entry, dest) {
+        match link(None, entry, Some(dir), Path::new(OsStr::from_bytes(name))) {
             Ok(()) => Ok(Linked::Yes(md.size())),
             // Removed by a garbage collection meanwhile, the inode at the file system's
             // link limit (ext4: 65,000), or a file system without hard links: the
@@ -115,29 +120,31 @@ impl Pool {
         }
     }
 
-    /// Add the complete file `file` to the pool as `entry`. An entry made meanwhile by
-    /// another checkout wins (same content by its name); failing to add is not an error
-    /// of the checkout (the file is then simply not shared). Returns whether this call
-    /// made the entry.
-    pub fn adopt(&self, file: &Path, entry: &Path) -> bool {
-        match fs::hard_link(file, entry) {
+    /// Add the complete file `name` of the directory `dir` (a handle) to the pool as
+    /// `entry`. An entry made meanwhile by another checkout wins (same content by its
+    /// name); failing to add is not an error of the checkout (the file is then simply not
+    /// shared). Returns whether this call made the entry.
+    pub fn adopt(&self, dir: RawFd, name: &[u8], entry: &Path) -> bool {
+        let name = Path::new(OsStr::from_bytes(name));
+        match link(Some(dir), name, None, entry) {
             Ok(()) => true,
             Err(e) if e.kind() == io::ErrorKind::NotFound => entry.parent().is_some_and(|p| {
-                fs::create_dir_all(p).is_ok() && fs::hard_link(file, entry).is_ok()
+                fs::create_dir_all(p).is_ok() && link(Some(dir), name, None, entry).is_ok()
             }),
             Err(_) => false,
         }
     }
 
     /// Take back what [`Pool::adopt`] made for a checkout that failed, before its scratch
-    /// tree goes: `entry`, if it is still `file`'s inode and nothing else links it (two
-    /// links: the entry and `file`), so that the failed checkout leaves no entry that
-    /// nothing links. An entry another checkout linked meanwhile stays.
-    pub fn unadopt(&self, file: &Path, entry: &Path) {
-        let (Ok(f), Ok(e)) = (fs::symlink_metadata(file), fs::symlink_metadata(entry)) else {
+    /// tree goes: `entry`, if it is still the inode `ino` of device `dev` (the checkout's
+    /// file) and nothing else links it (two links: the entry and that file), so that the
+    /// failed checkout leaves no entry that nothing links. An entry another checkout
+    /// linked meanwhile stays.
+    pub fn unadopt(&self, entry: &Path, dev: u64, ino: u64) {
+        let Ok(e) = fs::symlink_metadata(entry) else {
             return;
         };
-        if (f.dev(), f.ino()) == (e.dev(), e.ino()) && e.nlink() <= 2 {
+        if (dev, ino) == (e.dev(), e.ino()) && e.nlink() <= 2 {
             let _ = fs::remove_file(entry);
         }
     }
@@ -175,6 +182,13 @@ impl Pool {
         }
         Ok(out)
     }
+}
+
+/// `linkat(2)` of `from` (relative to `from_dir`, the working directory if none) as `to`,
+/// not following a symlink.
+fn link(from_dir: Option<RawFd>, from: &Path, to_dir: Option<RawFd>, to: &Path) -> io::Result<()> {
+    nix::unistd::linkat(from_dir, from, to_dir, to, nix::fcntl::AtFlags::empty())
+        .map_err(io::Error::from)
 }
 
 fn read_dir_if_any(dir: &Path) -> Result<Vec<fs::DirEntry>, IoError> {
@@ -273,18 +287,22 @@ mod tests {
         let time = Mtime::new(1_600_000_000, 0);
         let entry = pool.entry(b"f", &id, 0o644, Some(time));
         let a = t.path().join("a");
+        let dir = fs::File::open(t.path()).expect("open dir");
+        let d = std::os::fd::AsRawFd::as_raw_fd(&dir);
         assert_eq!(
-            pool.link_to(&entry, &a, 0o644, Some(time)).expect("link"),
+            pool.link_to(&entry, d, b"a", 0o644, Some(time))
+                .expect("link"),
             Linked::No,
             "no entry yet"
         );
         fs::write(&a, b"data").expect("write");
         fs::set_permissions(&a, fs::Permissions::from_mode(0o644)).expect("chmod");
         crate::store::checkout::set_time(&a, time).expect("time");
-        pool.adopt(&a, &entry);
+        assert!(pool.adopt(d, b"a", &entry));
         let b = t.path().join("b");
         assert_eq!(
-            pool.link_to(&entry, &b, 0o644, Some(time)).expect("link"),
+            pool.link_to(&entry, d, b"b", 0o644, Some(time))
+                .expect("link"),
             Linked::Yes(4)
         );
         assert_eq!(
@@ -296,7 +314,8 @@ mod tests {
         fs::write(&b, b"edit").expect("edit");
         let c = t.path().join("c");
         assert_eq!(
-            pool.link_to(&entry, &c, 0o644, Some(time)).expect("link"),
+            pool.link_to(&entry, d, b"c", 0o644, Some(time))
+                .expect("link"),
             Linked::No
         );
         assert!(!entry.exists());
@@ -311,7 +330,8 @@ mod tests {
         let entry = pool.entry(b"f", &id, 0o644, None);
         let a = t.path().join("a");
         fs::write(&a, b"x").expect("write");
-        pool.adopt(&a, &entry);
+        let dir = fs::File::open(t.path()).expect("open dir");
+        assert!(pool.adopt(std::os::fd::AsRawFd::as_raw_fd(&dir), b"a", &entry));
         assert_eq!(pool.entries().expect("entries").len(), 1);
         fs::remove_file(&a).expect("rm");
         assert_eq!(pool.prune().expect("prune"), 1);

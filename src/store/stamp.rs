@@ -299,7 +299,7 @@ fn scan_as(
     let mut todo: Vec<(Vec<u8>, PathBuf)> = vec![(Vec::new(), dir.to_path_buf())];
     while let Some((rel, path)) = todo.pop() {
         let mut kids: Vec<(Vec<u8>, fs::Metadata)> = Vec::new();
-        let read = match fs::read_dir(&path) {
+        let read = match super::checkout::read_dir_below(dir, &rel) {
             // A directory its owner can't list (a RUN left it 0000): its own entry, hashed
             // above, covers it, since nothing inside can change without a chmod first,
             // which changes its ctime.

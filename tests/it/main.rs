@@ -5,6 +5,7 @@ mod bats_build;
 mod bats_run;
 mod build;
 mod charliecloud_cli;
+mod checkout;
 mod ci_doc;
 mod ci_rebuild;
 mod common;
