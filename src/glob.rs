@@ -55,29 +55,8 @@ impl Glob {
         for i in (0..p.len()).rev() {
             close[i] = if p[i] == ']' { i } else { close[i + 1] };
         }
-        let mut toks = Vec::new();
-        let mut i = 0;
-        while i < p.len() {
-            let c = p[i];
-            i += 1;
-            match c {
-                '*' => {
-                    if toks.last() != Some(&Tok::Star) {
-                        toks.push(Tok::Star)
-                    }
-                }
-                '?' => toks.push(Tok::Any),
-                '[' => match py_class(&p, &close, i) {
-                    Some((tok, next)) => {
-                        toks.push(tok);
-                        i = next;
-                    }
-                    None => toks.push(Tok::Lit('[')),
-                },
-                c => toks.push(Tok::Lit(c)),
-            }
-        }
-        Glob(toks)
+        let toks = tokens(&p, false, |i| Ok(py_class(&p, &close, i)));
+        Glob(toks.expect("no escapes and no malformed classes in Python's syntax"))
     }
 
     /// A `.dockerignore` (or `COPY --exclude`) pattern component, as Docker reads it:
@@ -95,27 +74,11 @@ impl Glob {
             )
         };
         let p: Vec<char> = pattern.chars().collect();
-        let mut toks = Vec::new();
-        let mut i = 0;
-        while i < p.len() {
-            let c = p[i];
-            i += 1;
-            match c {
-                '*' => {
-                    if toks.last() != Some(&Tok::Star) {
-                        toks.push(Tok::Star)
-                    }
-                }
-                '?' => toks.push(Tok::Any),
-                '\\' => {
-                    toks.push(Tok::Lit(*p.get(i).ok_or_else(bad)?));
-                    i += 1;
-                }
-                '[' => toks.push(go_class(&p, &mut i).ok_or_else(bad)?),
-                c => toks.push(Tok::Lit(c)),
-            }
-        }
-        Ok(Glob(toks))
+        let toks = tokens(&p, true, |i| {
+            let mut j = i;
+            go_class(&p, &mut j).map(|t| Some((t, j))).ok_or(())
+        });
+        toks.map(Glob).map_err(|()| bad())
     }
 
     /// Whether `name` matches, all of it. Every token but `*` matches one character, so
@@ -155,6 +118,45 @@ impl Glob {
         }
         p[pi..].iter().all(|t| *t == Tok::Star)
     }
+}
+
+/// The tokens of pattern `p`: `*` (a run of them as one), `?`, a class where a `[` starts
+/// one, a `\\` escaping the next character if `escape`, any other character literal.
+/// `class(i)` reads the class whose text starts at `p[i]` (just after `[`): the token
+/// and the index after its `]`, `None` for a literal `[`, `Err` if it is malformed.
+/// `Err` too for a `\\` ending the pattern.
+fn tokens(
+    p: &[char],
+    escape: bool,
+    class: impl Fn(usize) -> Result<Option<(Tok, usize)>, ()>,
+) -> Result<Vec<Tok>, ()> {
+    let mut toks = Vec::new();
+    let mut i = 0;
+    while i < p.len() {
+        let c = p[i];
+        i += 1;
+        match c {
+            '*' => {
+                if toks.last() != Some(&Tok::Star) {
+                    toks.push(Tok::Star)
+                }
+            }
+            '?' => toks.push(Tok::Any),
+            '\\' if escape => {
+                toks.push(Tok::Lit(*p.get(i).ok_or(())?));
+                i += 1;
+            }
+            '[' => match class(i)? {
+                Some((tok, next)) => {
+                    toks.push(tok);
+                    i = next;
+                }
+                None => toks.push(Tok::Lit('[')),
+            },
+            c => toks.push(Tok::Lit(c)),
+        }
+    }
+    Ok(toks)
 }
 
 /// The class of Go's `filepath.Match` whose text starts at `p[*i]` (just after `[`),
@@ -796,6 +798,21 @@ impl Word {
 mod tests {
     use super::*;
 
+    /// Every string of at most `n` of `pieces`, the empty one included.
+    fn words(pieces: &[&str], n: usize) -> Vec<String> {
+        let mut all = vec![String::new()];
+        for _ in 0..n {
+            let longer: Vec<String> = all
+                .iter()
+                .flat_map(|w| pieces.iter().map(move |p| format!("{w}{p}")))
+                .collect();
+            all.extend(longer);
+        }
+        all.sort();
+        all.dedup();
+        all
+    }
+
     /// Each case checked against Python 3.11 (`fnmatch.fnmatchcase`), and `[!a]`, `[^a]`,
     /// `[]a]`, `[a-]`, `[\]`, `[` and `[z-ab]` against Charliecloud 0.31 and 0.38 builds.
     #[test]
@@ -897,22 +914,8 @@ mod tests {
     #[test]
     fn the_automaton_matches_as_backtracking_does_for_the_path_or_a_parent() {
         let pieces = ["**", "a", "b", "*", "?", "/", "[^a]"];
-        let mut pats: Vec<String> = vec![String::new()];
-        for _ in 0..4 {
-            let longer: Vec<String> = pats
-                .iter()
-                .flat_map(|p| pieces.iter().map(move |c| format!("{p}{c}")))
-                .collect();
-            pats.extend(longer);
-        }
-        let mut paths: Vec<String> = vec![String::new()];
-        for _ in 0..5 {
-            let longer: Vec<String> = paths
-                .iter()
-                .flat_map(|p| ["a", "b", "/", "\n"].iter().map(move |c| format!("{p}{c}")))
-                .collect();
-            paths.extend(longer);
-        }
+        let pats = words(&pieces, 4);
+        let mut paths = words(&["a", "b", "/", "\n"], 5);
         // Characters outside ASCII take another way through the automaton.
         paths.extend(["é", "aé", "éb", "é/a", "b/é", "aé/é"].map(String::from));
         let paths: Vec<&String> = paths
@@ -991,30 +994,8 @@ mod tests {
         let tokens = [
             "a", "*", "?", "[ab]", "[!a]", "[^a]", "[]a]", "[!]a]", "[", "]",
         ];
-        let mut patterns = vec![String::new()];
-        for _ in 0..4 {
-            let longer: Vec<String> = patterns
-                .iter()
-                .flat_map(|p| tokens.iter().map(move |t| format!("{p}{t}")))
-                .collect();
-            patterns.extend(longer);
-        }
-        patterns.sort();
-        patterns.dedup();
-        let mut texts = vec![String::new()];
-        for _ in 0..3 {
-            let longer: Vec<String> = texts
-                .iter()
-                .flat_map(|t| {
-                    ["a", "b", "[", "]", "^"]
-                        .iter()
-                        .map(move |c| format!("{t}{c}"))
-                })
-                .collect();
-            texts.extend(longer);
-        }
-        texts.sort();
-        texts.dedup();
+        let patterns = words(&tokens, 4);
+        let texts = words(&["a", "b", "[", "]", "^"], 3);
         for p in &patterns {
             let pc: Vec<char> = p.chars().collect();
             let glob = Glob::python(p);
