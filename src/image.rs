@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use gix::ObjectId;
 
 use crate::build::exec::{self, BuildOptions, CacheMode, Force};
-use crate::cli::glob_match;
+use crate::glob::Glob;
 use crate::reference::{Reference, ReferenceError};
 use crate::registry::{RegistryError, Settings};
 use crate::store::model::XattrPolicy;
@@ -946,16 +946,6 @@ pub fn parse_report(text: &str) -> Result<String, ImageError> {
     Ok(o)
 }
 
-/// The pattern a name or glob given to `delete` matches: as given if it has a tag or a
-/// wildcard, else with `:latest`.
-pub fn delete_pattern(g: &str) -> String {
-    if g.contains(':') || g.contains('*') || g.contains('?') {
-        g.to_string()
-    } else {
-        format!("{g}:latest")
-    }
-}
-
 /// The glob of the intermediate stage images of `g` (a name or glob given to `delete`):
 /// `foo` and `foo:latest` give `foo_stage[0-9]*:latest`, `foo:1.0` gives
 /// `foo:1.0_stage[0-9]*` (names made by `build::exec::stage_name`).
@@ -968,14 +958,25 @@ pub fn stage_pattern(g: &str) -> String {
     }
 }
 
-/// The names among `all` that `delete g` removes: those matching [`delete_pattern`] and,
-/// as Charliecloud, the build's intermediate stages ([`stage_pattern`]).
+/// The names among `all` that `delete g` removes. As in Charliecloud, `g` is a glob read
+/// as Python's `fnmatch` reads it ([`Glob::python`]: `[!a]` negates, `[^a]` is `^` or
+/// `a`), and the build's intermediate stages go along (`g_stage[0-9]*`, and
+/// [`stage_pattern`]). A name matches as `list` shows it ([`list_name`]: `foo`, as
+/// Charliecloud stores an image built with `-t foo`, so `?` and `fo?` match it) or as
+/// Grove stores it (`foo:latest`, so `foo:*` and `foo:latest` match it too).
 pub fn delete_matches<'a>(g: &str, all: &'a [(String, ObjectId)]) -> Vec<&'a String> {
-    let pattern = delete_pattern(g);
-    let stages = stage_pattern(g);
+    let globs = [
+        Glob::python(g),
+        Glob::python(&format!("{g}_stage[0-9]*")),
+        Glob::python(&stage_pattern(g)),
+    ];
     all.iter()
         .map(|(n, _)| n)
-        .filter(|n| glob_match(&pattern, n) || glob_match(&stages, n))
+        .filter(|n| {
+            globs
+                .iter()
+                .any(|glob| glob.matches(n) || glob.matches(list_name(n)))
+        })
         .collect()
 }
 
@@ -2040,6 +2041,16 @@ mod tests {
         assert_eq!(names("foo:1.0"), ["foo:1.0", "foo:1.0_stage1"]);
         assert_eq!(names("foo*").len(), all.len());
         assert!(names("nothing").is_empty());
+        // A glob matches names as `list` shows them (`foo`) and as stored (`foo:latest`).
+        assert_eq!(
+            names("fo?"),
+            ["foo:latest", "foo_stage0:latest", "foo_stage12:latest"]
+        );
+        assert_eq!(names("foo:*"), ["foo:latest", "foo:1.0", "foo:1.0_stage1"]);
+        // Python's classes, as Charliecloud: `^` is a member, `!` negates.
+        assert_eq!(names("[^f]*").len(), all.len());
+        assert!(names("[!f]*").is_empty());
+        assert_eq!(names("foo[]:]1.0"), ["foo:1.0", "foo:1.0_stage1"]);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod convert;
 pub mod error;
 pub mod fromhost;
+pub mod glob;
 pub mod hint;
 pub mod image;
 pub mod interrupt;

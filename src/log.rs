@@ -85,6 +85,31 @@ pub fn not_shown(c: char) -> bool {
         || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
+/// Most characters of text from a user or a file that an error message quotes
+/// ([`short`]).
+pub const QUOTED_MAX: usize = 64;
+
+/// Text a message quotes, kept short (a pattern or name refused for its length may be
+/// megabytes): `render(text)` if it has at most [`QUOTED_MAX`] characters, else `render`
+/// of its first [`QUOTED_MAX`], then `… ` and `length(n)`, `n` its count of characters
+/// (`length` says it: `(70 characters)`, `(300 bytes)`).
+pub fn short(
+    text: &str,
+    render: impl Fn(&str) -> String,
+    length: impl FnOnce(usize) -> String,
+) -> String {
+    match text.char_indices().nth(QUOTED_MAX) {
+        None => render(text),
+        Some((cut, _)) => format!("{}… {}", render(&text[..cut]), length(text.chars().count())),
+    }
+}
+
+/// `text` in double quotes, escaped as `{:?}` escapes it, as an error quotes a pattern:
+/// [`short`], its length in characters.
+pub fn quoted_short(text: &str) -> String {
+    short(text, |s| format!("{s:?}"), |n| format!("({n} characters)"))
+}
+
 /// Write one finished line (no newline) to the log: the `$CH_LOG_FILE` if set, else
 /// stderr; with `$CH_LOG_FESTOON`, prefixed with `PID TIMESTAMP  ` as Charliecloud does.
 pub fn write_line(line: &str) {

@@ -200,7 +200,8 @@ enum Cmd {
     },
     /// Delete images (names may be globs)
     Delete {
-        /// Image name, or a glob of names
+        /// Image name, or a glob of names as `list` shows them (`*`, `?` and `[...]` as
+        /// Python's fnmatch reads them, as Charliecloud: `[!a]` negates)
         #[arg(required = true)]
         image_glob: Vec<String>,
     },

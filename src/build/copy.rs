@@ -311,7 +311,7 @@ pub fn glob_model(model: &Dir, pattern: &str) -> Result<Vec<String>, CopyError> 
                 }
             };
             let Some(dir) = dir else { continue };
-            let glob = super::context::Glob::new(c);
+            let glob = crate::glob::Glob::python(c);
             for name in dir.children.keys() {
                 let Ok(name) = std::str::from_utf8(name) else {
                     continue;

@@ -714,30 +714,12 @@ fn check_work(pattern: &str, pat: &[Tok], value: &[char]) -> Result<(), SubstErr
     Ok(())
 }
 
-/// `s` as an error quotes it: whole up to [`QUOTED_MAX`] characters, else its start and
-/// its length (a pattern refused for its length may be megabytes).
+/// `s` as an error quotes it in parentheses ([`crate::log::short`]): whole up to
+/// [`crate::log::QUOTED_MAX`] characters, else its start and its length (a pattern refused
+/// for its length may be megabytes).
 fn shortened(s: &str) -> String {
-    let n = s.chars().count();
-    if n <= QUOTED_MAX {
-        return s.to_string();
-    }
-    let head: String = s.chars().take(QUOTED_MAX).collect();
-    format!("{head}… {n} characters")
+    crate::log::short(s, str::to_string, |n| format!("{n} characters"))
 }
-
-/// `s` in double quotes, escaped as `{:?}` escapes it, as an error quotes a pattern:
-/// whole up to [`QUOTED_MAX`] characters, else its start and then its length.
-pub(crate) fn quoted_short(s: &str) -> String {
-    let n = s.chars().count();
-    if n <= QUOTED_MAX {
-        return format!("{s:?}");
-    }
-    let head: String = s.chars().take(QUOTED_MAX).collect();
-    format!("{head:?}… ({n} characters)")
-}
-
-/// The most characters of a pattern an error quotes.
-const QUOTED_MAX: usize = 64;
 
 /// `${value#word}`, `${value##word}` (`op` `#`) or `${value%word}`, `${value%%word}`
 /// (`op` `%`): a leading `op` in `word` makes the match greedy, as in BuildKit.

@@ -337,19 +337,15 @@ pub fn too_long(comps: &[&[u8]], whiteout: bool) -> Option<String> {
     })
 }
 
-/// Most characters of a path an error about its length quotes ([`show_short`]).
-pub const QUOTED_MAX: usize = 64;
-
-/// `path` as an error about its length quotes it: escaped as [`show`] does, whole up to
-/// [`QUOTED_MAX`] characters, else its first [`QUOTED_MAX`] and its length in bytes (a
-/// name refused for its length may be kilobytes).
+/// `path` as an error about its length quotes it ([`crate::log::short`]): escaped as
+/// [`show`] does, whole up to [`crate::log::QUOTED_MAX`] characters, else its first ones
+/// and its length in bytes (a name refused for its length may be kilobytes).
 pub fn show_short(path: &[u8]) -> String {
-    let s = String::from_utf8_lossy(path);
-    if s.chars().count() <= QUOTED_MAX {
-        return show(path);
-    }
-    let head: String = s.chars().take(QUOTED_MAX).collect();
-    format!("{}… ({} bytes)", crate::log::shown(&head), path.len())
+    crate::log::short(
+        &String::from_utf8_lossy(path),
+        |s| crate::log::shown(s).into_owned(),
+        |_| format!("({} bytes)", path.len()),
+    )
 }
 
 /// Most components a path in an image may have. Every input (tarball members, directory

@@ -287,6 +287,54 @@ fn tools_exit_quietly_with_141_when_stdout_is_a_closed_pipe() {
     assert_eq!(err, "");
 }
 
+/// `ch-image delete` globs as Charliecloud 0.31 and 0.38 match them (Python's glob over
+/// the storage directory; each case run with both, as uid 65534, side by side): `^` and a
+/// leading `]` are class members, `!` negates, an empty range is dropped, and `?` matches
+/// an image as `list` shows it (`a`), stages (`a_stage0`) going along. Grove read `[^a]*`
+/// as "not a" (deleting b, ba, c and x/y, and keeping what was asked) and `[]a]*` and `?`
+/// as matching nothing.
+#[test]
+fn delete_globs_match_as_charliecloud_s_python_glob() {
+    let names = ["a", "a:1.0", "a_stage0", "ab", "b", "ba", "c", "x/y"];
+    let cases: &[(&str, &[&str])] = &[
+        ("[^a]*", &["a", "a:1.0", "a_stage0", "ab"]),
+        ("[]a]*", &["a", "a:1.0", "a_stage0", "ab"]),
+        ("[!a]*", &["b", "ba", "c", "x/y"]),
+        ("?", &["a", "a_stage0", "b", "c"]),
+        ("x?y", &["x/y"]),
+        ("[z-ab]*", &["b", "ba"]),
+    ];
+    for (i, (glob, gone)) in cases.iter().enumerate() {
+        let w = World::bare(&format!("delete-glob-{i}"));
+        for n in names {
+            ok(w.image().arg("import").arg(&w.ctx).arg(n));
+        }
+        let (code, out, err) = stderr_of(w.image().args(["delete", glob]));
+        assert_eq!((code, out.as_str()), (0, ""), "{glob}: {err}");
+        let mut said: Vec<&str> = err
+            .lines()
+            .map(|l| l.strip_prefix("deleting image: ").unwrap_or(l))
+            .collect();
+        said.sort();
+        assert_eq!(said, *gone, "{glob}: {err}");
+        let left: Vec<&str> = names.into_iter().filter(|n| !gone.contains(n)).collect();
+        assert_eq!(
+            ok(w.image().arg("list")),
+            format!("{}\n", left.join("\n")),
+            "{glob}"
+        );
+    }
+    // A glob matching nothing, as Charliecloud 0.38 words it (with an ASCII apostrophe).
+    let w = World::bare("delete-glob-none");
+    ok(w.image().arg("import").arg(&w.ctx).arg("b"));
+    let (code, _, err) = stderr_of(w.image().args(["delete", "[z-a]"]));
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err,
+        "error: no matching image, can't delete: [z-a]\nerror: unable to delete 1 invalid image(s)\n"
+    );
+}
+
 #[test]
 fn common_options_are_accepted_before_the_subcommand() {
     let w = World::new("common");
