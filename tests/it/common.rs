@@ -571,33 +571,60 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub fn start(dir: &std::path::Path) -> HttpServer {
+        let (child, port) = listening_on_a_free_port("python3 -m http.server", |port| {
+            crate::common::unpriv("/usr/bin/python3")
+                .args([
+                    "-m",
+                    "http.server",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--directory",
+                ])
+                .arg(dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start http.server")
+        });
+        HttpServer { child, port }
+    }
+}
+
+/// A server that `spawn(PORT)` starts on a free port of 127.0.0.1, returned once it
+/// accepts connections. A free port is found by binding port 0 and letting go, so another
+/// test can take it before the server binds it: a server that exits before it listens
+/// is started again on another port (5 tries). Waiting for it is bounded by 120 s (a hang
+/// detector: a server that had not listened within 5 s, on a loaded machine, was used
+/// anyway, or failed the test).
+pub fn listening_on_a_free_port(
+    what: &str,
+    mut spawn: impl FnMut(u16) -> std::process::Child,
+) -> (std::process::Child, u16) {
+    for _ in 0..5 {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("bind")
             .local_addr()
             .expect("addr")
             .port();
-        let child = crate::common::unpriv("/usr/bin/python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-            ])
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start http.server");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut child = spawn(port);
+        let mut exited = false;
+        wait_for(
+            &format!("{what} to listen on 127.0.0.1:{port}"),
+            120,
+            || {
+                exited = child.try_wait().expect("try_wait").is_some();
+                exited || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            },
+        );
+        // A connection is the server's only if it is still running (else another
+        // process took the port first).
+        if !exited && child.try_wait().expect("try_wait").is_none() {
+            return (child, port);
         }
-        HttpServer { child, port }
+        let _ = child.wait();
     }
+    panic!("{what} exited before listening, 5 times (ports taken?)");
 }
 
 impl Drop for HttpServer {
