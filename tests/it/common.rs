@@ -93,13 +93,23 @@ impl Scratch {
         let base = std::env::var_os("GROVE_TEST_TMP")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/var/tmp"));
-        let path = base.join(format!(
-            "grove-test-{}-{}-{}",
-            tag,
-            std::process::id(),
-            COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&path).expect("create scratch dir");
+        std::fs::create_dir_all(&base).expect("create scratch base dir");
+        // A name no other test has: made here (create_dir fails if it exists), since the
+        // PID is unique only in its PID namespace (CI runs the suite in one; another
+        // run's, or a kept directory of an earlier run, can have the same name).
+        let path = loop {
+            let path = base.join(format!(
+                "grove-test-{}-{}-{}",
+                tag,
+                std::process::id(),
+                COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            ));
+            match std::fs::create_dir(&path) {
+                Ok(()) => break path,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => panic!("create scratch dir {}: {e}", path.display()),
+            }
+        };
         if is_root() {
             let st = Command::new("chown")
                 .arg(format!("{TEST_UID}:{TEST_UID}"))
