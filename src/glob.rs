@@ -1004,7 +1004,9 @@ mod tests {
                 assert_eq!(glob.matches(t), reference(&pc, &tc), "{p:?} {t:?}");
             }
         }
-        // 16 stars against 200 characters: C(216, 16) ways to backtrack.
+        // 16 stars against 200 characters: C(216, 16) ways to backtrack. The bounds of 1 s
+        // below are ~100 times what was measured on cli.rs's matcher before it moved here
+        // (debug build, load 6.5, session 35): 0.06 ms here, 11 ms for the brackets.
         let start = std::time::Instant::now();
         assert!(!fnmatch(&format!("{}b", "a*".repeat(16)), &"a".repeat(200)));
         assert!(fnmatch(&format!("{}a", "a*".repeat(16)), &"a".repeat(200)));

@@ -272,10 +272,12 @@ fn join_loser_names_the_winner_pid() {
         .args(["-v", "--join-ct=2"])
         .arg(format!("--join-tag={tag}"))
         .arg(busybox_rootfs())
-        .args(["--", "sleep", "5"])
+        .args(["--", "sleep", "600"])
         .stderr(std::fs::File::create(&log1).expect("create log"));
-    let mut child = winner.spawn().expect("spawn winner");
-    crate::common::wait_for("the winner to initialize", 20, || {
+    // The winner lives until the test ends it: with `sleep 5`, the `--join-pid` of it
+    // after two other ch-runs found it gone on a loaded machine.
+    let child = crate::common::Reaped(winner.spawn().expect("spawn winner"));
+    crate::common::wait_for("the winner to initialize", 120, || {
         std::fs::read_to_string(&log1)
             .map(|t| t.contains("join: winner initializing") && t.contains("executing:"))
             .unwrap_or(false)
@@ -304,7 +306,7 @@ fn join_loser_names_the_winner_pid() {
             .args(["--", "true"]),
     );
     let third_err = String::from_utf8_lossy(&third.stderr);
-    let _ = child.wait();
+    drop(child);
     assert!(third.status.success(), "{third_err}");
     assert!(
         third_err.contains(&format!("joining namespaces of pid {pid} (")),

@@ -859,6 +859,10 @@ pub(crate) fn debian_tarball() -> Option<PathBuf> {
     );
     let dest = cache.join("debian-bookworm.tar");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/debian.sh");
+    // One maker at a time in this process: two tests that started together each ran
+    // mmdebstrap (minutes, both writing the same log); the second now finds it made.
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _making = MAKING.lock().unwrap_or_else(|e| e.into_inner());
     let st = Command::new("sh")
         .arg(&script)
         .arg(&dest)

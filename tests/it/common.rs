@@ -93,13 +93,23 @@ impl Scratch {
         let base = std::env::var_os("GROVE_TEST_TMP")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/var/tmp"));
-        let path = base.join(format!(
-            "grove-test-{}-{}-{}",
-            tag,
-            std::process::id(),
-            COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&path).expect("create scratch dir");
+        std::fs::create_dir_all(&base).expect("create scratch base dir");
+        // A name no other test has: made here (create_dir fails if it exists), since the
+        // PID is unique only in its PID namespace (CI runs the suite in one; another
+        // run's, or a kept directory of an earlier run, can have the same name).
+        let path = loop {
+            let path = base.join(format!(
+                "grove-test-{}-{}-{}",
+                tag,
+                std::process::id(),
+                COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            ));
+            match std::fs::create_dir(&path) {
+                Ok(()) => break path,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => panic!("create scratch dir {}: {e}", path.display()),
+            }
+        };
         if is_root() {
             let st = Command::new("chown")
                 .arg(format!("{TEST_UID}:{TEST_UID}"))
@@ -571,33 +581,60 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub fn start(dir: &std::path::Path) -> HttpServer {
+        let (child, port) = listening_on_a_free_port("python3 -m http.server", |port| {
+            crate::common::unpriv("/usr/bin/python3")
+                .args([
+                    "-m",
+                    "http.server",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--directory",
+                ])
+                .arg(dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start http.server")
+        });
+        HttpServer { child, port }
+    }
+}
+
+/// A server that `spawn(PORT)` starts on a free port of 127.0.0.1, returned once it
+/// accepts connections. A free port is found by binding port 0 and letting go, so another
+/// test can take it before the server binds it: a server that exits before it listens
+/// is started again on another port (5 tries). Waiting for it is bounded by 120 s (a hang
+/// detector: a server that had not listened within 5 s, on a loaded machine, was used
+/// anyway, or failed the test).
+pub fn listening_on_a_free_port(
+    what: &str,
+    mut spawn: impl FnMut(u16) -> std::process::Child,
+) -> (std::process::Child, u16) {
+    for _ in 0..5 {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("bind")
             .local_addr()
             .expect("addr")
             .port();
-        let child = crate::common::unpriv("/usr/bin/python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-            ])
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start http.server");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut child = spawn(port);
+        let mut exited = false;
+        wait_for(
+            &format!("{what} to listen on 127.0.0.1:{port}"),
+            120,
+            || {
+                exited = child.try_wait().expect("try_wait").is_some();
+                exited || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            },
+        );
+        // A connection is the server's only if it is still running (else another
+        // process took the port first).
+        if !exited && child.try_wait().expect("try_wait").is_none() {
+            return (child, port);
         }
-        HttpServer { child, port }
+        let _ = child.wait();
     }
+    panic!("{what} exited before listening, 5 times (ports taken?)");
 }
 
 impl Drop for HttpServer {
@@ -661,4 +698,57 @@ pub fn raw_tar(members: &[Member]) -> Vec<u8> {
     }
     out.resize(out.len() + 1024, 0);
     out
+}
+
+/// Run `cmd` to its end: its output and the processor time (user and system) that it,
+/// and the children it waited for, took (wait4(2)'s resource usage). A bound on the work
+/// a command does, for a test that guards against a blow-up in time: unlike the wall
+/// time, it does not grow with the machine's load (a dry run of 5 s alone took 8.5 s
+/// at load 11 on 2 cores).
+#[allow(clippy::zombie_processes)] // reaped by wait4(2), for its resource usage
+pub fn output_and_cpu_time(cmd: &mut Command) -> (Output, std::time::Duration) {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let reader = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).expect("read output");
+            v
+        })
+    };
+    let so = reader(Box::new(child.stdout.take().expect("stdout")));
+    let se = reader(Box::new(child.stderr.take().expect("stderr")));
+    let pid = i32::try_from(child.id()).expect("pid");
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `pid` is our child, not yet reaped (std's Child is never waited for
+        // after this, only dropped); `status` and `usage` are valid for writes.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == pid {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::Interrupted,
+            "wait4 {pid}: {e}"
+        );
+    }
+    let time = |t: libc::timeval| {
+        std::time::Duration::from_secs(t.tv_sec as u64)
+            + std::time::Duration::from_micros(t.tv_usec as u64)
+    };
+    let out = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: so.join().expect("stdout reader"),
+        stderr: se.join().expect("stderr reader"),
+    };
+    (out, time(usage.ru_utime) + time(usage.ru_stime))
 }

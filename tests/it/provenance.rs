@@ -891,11 +891,6 @@ fn push_and_fetch_through_a_bare_repository_give_all_hits() {
     }
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// `git daemon` runs `git-daemon` as a child: kill its whole process group.
 struct Daemon(std::process::Child);
 
@@ -917,8 +912,8 @@ fn push_and_fetch_through_git_daemon() {
     std::fs::create_dir_all(&base).unwrap();
     own(&base);
     bare_repo(&w, "served/cache.git");
-    let port = free_port();
-    let daemon = Daemon(
+    // Started again on another port if one was taken before it listened.
+    let (child, port) = crate::common::listening_on_a_free_port("git daemon", |port| {
         unpriv("git")
             .arg("daemon")
             .arg("--export-all")
@@ -932,17 +927,9 @@ fn push_and_fetch_through_git_daemon() {
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
-            .expect("start git daemon"),
-    );
-    // Wait until it listens.
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "git daemon did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            .expect("start git daemon")
+    });
+    let daemon = Daemon(child);
     let url = format!("git://127.0.0.1:{port}/cache.git");
     w.ci(&["build-cache", "push", &url]);
     let s2 = w.s.join("storage2");
@@ -950,14 +937,9 @@ fn push_and_fetch_through_git_daemon() {
     let log = w.build_in(&s2, "a", &a, &[]);
     assert_eq!(marks(&log), "*".repeat(DF_A.lines().count()), "{log}");
     drop(daemon);
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "git daemon did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::common::wait_for("git daemon to stop", 120, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    });
     // The daemon is gone: a fetch fails cleanly.
     let (_, err) = fails(w.image_in(&s2).args(["build-cache", "fetch", &url]));
     assert!(err.contains("fetch"), "{err}");

@@ -45,25 +45,6 @@ fn fixture() -> Option<PathBuf> {
     )
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn wait_for_port(port: u16) {
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "registry did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A docker-registry on 127.0.0.1 with TLS; killed on drop.
 pub(crate) struct Registry {
     child: Child,
@@ -82,11 +63,11 @@ impl Registry {
     fn start_with(extra: &str) -> Option<Registry> {
         let fx = fixture()?;
         let dir = Scratch::new("registry");
-        let port = free_port();
         let data = dir.join("data");
         std::fs::create_dir_all(&data).expect("mkdir data");
         let cfg = dir.join("config.yml");
-        std::fs::write(
+        let (child, port) = listening_on_a_free_port("docker-registry", |port| {
+            std::fs::write(
             &cfg,
             format!(
                 "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\n",
@@ -96,14 +77,14 @@ impl Registry {
             ) + extra,
         )
         .expect("write config");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry");
-        wait_for_port(port);
+            Command::new("docker-registry")
+                .arg("serve")
+                .arg(&cfg)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start docker-registry")
+        });
         Some(Registry {
             child,
             port,

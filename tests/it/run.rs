@@ -1176,14 +1176,21 @@ fn builder_invocation_writes_as_root_owned_by_invoker() {
 
 #[test]
 fn join_pid_enters_existing_container() {
-    let mut first = in_bb(&["-t"], "echo here > /tmp/marker; echo ready; sleep 10")
+    // The first container lives until the test ends it (a fixed `sleep 10` was a bound
+    // on how long the second ch-run may take to start on a loaded machine).
+    let mut first = Reaped(
+        in_bb(
+            &["-t"],
+            "echo here > /tmp/marker; echo ready; exec sleep 600",
+        )
         .stdout(Stdio::piped())
         .spawn()
-        .expect("spawn");
-    let mut out = first.stdout.take().expect("stdout");
+        .expect("spawn"),
+    );
+    let mut out = first.0.stdout.take().expect("stdout");
     let mut buf = [0u8; 6];
     std::io::Read::read_exact(&mut out, &mut buf).expect("ready");
-    let pid = first.id();
+    let pid = first.0.id();
     let got = output(&mut in_bb(
         &[&format!("--join-pid={pid}")],
         "cat /tmp/marker",
@@ -1192,7 +1199,7 @@ fn join_pid_enters_existing_container() {
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGTERM,
     );
-    let _ = first.wait();
+    let _ = first.0.wait();
     assert_eq!(
         String::from_utf8_lossy(&got.stdout),
         "here\n",
@@ -1255,9 +1262,10 @@ fn join_state_naming_a_host_process_is_stale() {
 fn join_peers_share_one_container() {
     let tag = format!("grove-test-{}", std::process::id());
     // Each peer writes its marker in the (private, hence shared only if joined) /tmp and
-    // waits for the other's.
+    // waits for the other's, for at most 120 s: a bound on a hang, not on how fast the
+    // second peer starts on a loaded machine (10 s before).
     let script = |me: &str, other: &str| {
-        format!("touch /tmp/{me}; i=0; while [ ! -e /tmp/{other} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; test -e /tmp/{other} && echo joined-{me}")
+        format!("touch /tmp/{me}; i=0; while [ ! -e /tmp/{other} ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; test -e /tmp/{other} && echo joined-{me}")
     };
     let spawn = |me: &str, other: &str| {
         in_bb(
@@ -1750,7 +1758,8 @@ fn squashfs_command_and_daemon_die_with_a_killed_ch_run() {
     .expect("kill");
     let _ = child.wait();
     let t0 = Instant::now();
-    while kids.iter().any(|&p| alive(p)) && t0.elapsed() < Duration::from_secs(10) {
+    // 60 s: a bound on a hang, the daemon unmounting on a loaded machine.
+    while kids.iter().any(|&p| alive(p)) && t0.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let left: Vec<i32> = kids.iter().copied().filter(|&p| alive(p)).collect();
@@ -1926,20 +1935,31 @@ fn an_unwritable_tmpdir_still_gives_a_container_with_its_user() {
     let s = Scratch::new("run-rotmp");
     let tmp = s.join("tmp");
     sh(&format!("mkdir '{0}' && chmod 555 '{0}'", tmp.display()));
-    let mut c = in_bb(&[], "id -un; grep -c . /etc/passwd");
+    // The container says which files its /etc/passwd and /etc/group are (the mounts'
+    // roots in mountinfo): this run's own, not whatever other tests' ch-runs have in
+    // /dev/shm at the time (counting every ch-run_passwd.* there was a race).
+    let mut c = in_bb(
+        &[],
+        "id -un; grep -c . /etc/passwd; \
+         grep -E ' /etc/(passwd|group) ' /proc/self/mountinfo | cut -d' ' -f3,4",
+    );
     c.env("TMPDIR", &tmp);
     let out = stdout_of(&mut c);
     let mut lines = out.lines();
     assert!(lines.next().is_some_and(|u| !u.is_empty()), "{out}");
     assert_eq!(lines.next(), Some("2"), "root and the user: {out}");
-    let left = std::fs::read_dir("/dev/shm")
-        .expect("read /dev/shm")
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("ch-run_passwd.")
-        })
-        .count();
-    assert_eq!(left, 0, "temporary files are removed");
+    let shm = sh("stat -c '%Hd:%Ld' /dev/shm");
+    let shm_dev = String::from_utf8_lossy(&shm.stdout).trim().to_string();
+    let files: Vec<(&str, &str)> = lines.filter_map(|l| l.split_once(' ')).collect();
+    assert_eq!(files.len(), 2, "/etc/passwd and /etc/group mounts: {out}");
+    for (dev, root) in files {
+        assert_eq!(dev, shm_dev, "not made in /dev/shm: {out}");
+        let name = root.trim_end_matches("//deleted");
+        assert!(
+            name.starts_with("/ch-run_passwd.") || name.starts_with("/ch-run_group."),
+            "{out}"
+        );
+        let path = format!("/dev/shm{name}");
+        assert!(!Path::new(&path).exists(), "temporary file left: {path}");
+    }
 }

@@ -235,24 +235,25 @@ fn join_ipc_uses_charliecloud_names_and_the_last_peer_cleans_up() {
         return crate::common::skip("no /dev/shm");
     }
     let opts = ["-v", "--join-ct=2", &format!("--join-tag={tag}")];
+    // The winner lives until the test ends it (`sleep 30` bounded how long the peer may
+    // take on a loaded machine).
     let winner = crate::common::Reaped(
-        in_bb(&opts, "sleep 30")
+        in_bb(&opts, "exec sleep 600")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn winner"),
     );
-    let start = std::time::Instant::now();
-    while !shm.exists() && start.elapsed() < std::time::Duration::from_secs(20) {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(shm.exists(), "{} not made by the winner", shm.display());
-    // Wait for the winner to publish itself, then join.
-    while std::fs::read_to_string(&shm).unwrap_or_default().is_empty()
-        && start.elapsed() < std::time::Duration::from_secs(20)
-    {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    // Wait for the winner to publish itself, then join (the waits bound a hang only: the
+    // join used to go ahead after 20 s whatever the state file said).
+    crate::common::wait_for(
+        &format!("the winner to make {}", shm.display()),
+        120,
+        || shm.exists(),
+    );
+    crate::common::wait_for("the winner to publish itself", 120, || {
+        !std::fs::read_to_string(&shm).unwrap_or_default().is_empty()
+    });
     let err = stderr_of(&mut in_bb(&opts, "true"));
     drop(winner);
     assert_lines(

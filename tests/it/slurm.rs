@@ -35,17 +35,19 @@ fn have_all(cmds: &[&str]) -> bool {
     true
 }
 
-/// The cluster, started once per test process.
+/// The cluster, started once per test process. What it needs is checked at every call,
+/// so that each test that can't run says SKIP (a `None` kept from the first call made
+/// the later tests pass silently).
 fn cluster() -> Option<&'static Cluster> {
-    static ONCE: std::sync::OnceLock<Option<Cluster>> = std::sync::OnceLock::new();
-    ONCE.get_or_init(|| {
-        if !is_root() {
-            skip("starting slurmd needs root");
-            return None;
-        }
-        if !have_all(&["srun", "sinfo", "slurmctld", "slurmd", "munged"]) {
-            return None;
-        }
+    if !is_root() {
+        skip("starting slurmd needs root");
+        return None;
+    }
+    if !have_all(&["srun", "sinfo", "slurmctld", "slurmd", "munged"]) {
+        return None;
+    }
+    static ONCE: std::sync::OnceLock<Cluster> = std::sync::OnceLock::new();
+    Some(ONCE.get_or_init(|| {
         // Not under /tmp: ch-run shares the host's /tmp with the container, and Slurm's
         // spool (where PMIx keeps its server directory) is not visible in images on real
         // systems either.
@@ -69,12 +71,11 @@ fn cluster() -> Option<&'static Cluster> {
             let logs = sh_logs(&dir.join("log"));
             panic!("Slurm did not start (cluster.sh said {line:?})\n{logs}");
         }
-        Some(Cluster {
+        Cluster {
             conf: dir.join("slurm.conf"),
             _daemons: child,
-        })
-    })
-    .as_ref()
+        }
+    }))
 }
 
 /// The daemons' logs, for a failure message.

@@ -2141,24 +2141,17 @@ fn gc_removes_the_lock_files_of_checkouts_that_are_gone_but_not_a_held_one() {
     assert_eq!(made.len(), 1, "{made:?}");
     // A lock of a commit without checkout, held by another process.
     let held = st.join(format!("locks/=checkout={}.lock", "ab".repeat(20)));
-    let mut holder = unpriv("flock")
-        .arg(&held)
-        .args(["sleep", "30"])
-        .spawn()
-        .expect("spawn flock");
-    for _ in 0..100 {
-        if held.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(200));
+    // Held by this test process (flock(2), as Grove locks) from before gc starts until
+    // after it ends: a `flock FILE sleep 30` seen to have made the file, then 200 ms of
+    // sleep, was a race on a loaded machine (the file exists before it is locked).
+    sh(&format!("touch '{}'", held.display()));
+    let holder = std::fs::File::open(&held).expect("open lock file");
+    holder.lock().expect("lock");
     ok(chi(&st).args(["delete", "bb"]));
     ok(chi(&st).args(["build-cache", "--gc"]));
     assert!(!st.join("checkouts").read_dir().expect("read").any(|_| true));
     let left = locks();
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(holder);
     assert_eq!(left, vec![format!("=checkout={}.lock", "ab".repeat(20))]);
 }
 
