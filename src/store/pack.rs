@@ -1238,20 +1238,26 @@ fn write_pack(
 pub(crate) mod tests {
     use super::*;
 
-    /// `git fsck --strict` of the repository at `dir`, which must pass.
-    pub(crate) fn assert_git_fsck_strict(dir: &Path) {
+    /// Stock git's `ARGS` in the repository at `dir`, which must succeed: its stdout.
+    fn git_ok(dir: &Path, args: &[&str]) -> Vec<u8> {
         let out = std::process::Command::new("git")
             .arg("-C")
             .arg(dir)
-            .args(["fsck", "--strict", "--no-dangling"])
+            .args(args)
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "{}",
+            "git {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        out.stdout
+    }
+
+    /// `git fsck --strict` of the repository at `dir`, which must pass.
+    pub(crate) fn assert_git_fsck_strict(dir: &Path) {
+        git_ok(dir, &["fsck", "--strict", "--no-dangling"]);
     }
 
     #[test]
@@ -1755,18 +1761,8 @@ pub(crate) mod tests {
                 }
                 let repo = gix::open(dir.path()).unwrap();
                 assert!(repo.find_blob(id).unwrap().data == data);
-                let out = std::process::Command::new("git")
-                    .arg("-C")
-                    .arg(dir.path())
-                    .args(["cat-file", "-p", &id.to_string()])
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                assert!(out.stdout == data, "git cat-file, piece {piece}");
+                let shown = git_ok(dir.path(), &["cat-file", "-p", &id.to_string()]);
+                assert!(shown == data, "git cat-file, piece {piece}");
                 assert_git_fsck_strict(dir.path());
             }
         }
