@@ -1255,6 +1255,16 @@ pub(crate) mod tests {
         out.stdout
     }
 
+    /// No temporary object file (`tmp_…`) is left in the objects of the repository at `dir`.
+    fn assert_no_temporary_objects(dir: &Path) {
+        let left: Vec<_> = fs::read_dir(dir.join("objects"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("tmp_"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
     /// `git fsck --strict` of the repository at `dir`, which must pass.
     pub(crate) fn assert_git_fsck_strict(dir: &Path) {
         git_ok(dir, &["fsck", "--strict", "--no-dangling"]);
@@ -1704,12 +1714,7 @@ pub(crate) mod tests {
         fs::write(&p, b"0123456789").unwrap();
         let mut f = fs::File::open(&p).unwrap();
         assert!(write_loose_file(&repo, &mut f, 5).is_err());
-        let left: Vec<_> = fs::read_dir(dir.path().join("objects"))
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("tmp_"))
-            .collect();
-        assert!(left.is_empty(), "{left:?}");
+        assert_no_temporary_objects(dir.path());
     }
 
     /// The loose object file of `id` in the repository at `dir`.
@@ -1799,12 +1804,7 @@ pub(crate) mod tests {
         let e = write_loose_stream_with(&repo, &mut &data[..], 100_001, 4096, 2).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         assert!(e.to_string().contains("100000 of 100001"), "{e}");
-        let left: Vec<_> = fs::read_dir(dir.path().join("objects"))
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("tmp_"))
-            .collect();
-        assert!(left.is_empty(), "{left:?}");
+        assert_no_temporary_objects(dir.path());
     }
 
     #[test]
